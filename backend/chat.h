@@ -1,0 +1,70 @@
+/* chat.h - chat templates: detecting the format from tokenizer.chat_template
+ * and rendering a conversation into the segments the tokenizer encodes.
+ *
+ * Rendering keeps control tokens apart from text (see tok_segment), so a user
+ * who types "<|im_end|>" gets plain text, never a control token. The rendered
+ * prompt is token-identical to the model's own Jinja template.
+ */
+#ifndef KVCHAT_CHAT_H
+#define KVCHAT_CHAT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "tokenizer.h"
+
+enum chat_format {
+    CHAT_FORMAT_CHATML,  /* <|im_start|>role ... <|im_end|> */
+    CHAT_FORMAT_LLAMA3,  /* <|start_header_id|>role<|end_header_id|> ... <|eot_id|> */
+    CHAT_FORMAT_LLAMA2,  /* [INST] <<SYS>> ... [/INST] */
+    CHAT_FORMAT_MISTRAL, /* [INST] ... [/INST] with the system text in the first turn */
+    CHAT_FORMAT_GEMMA,   /* <start_of_turn>user ... <end_of_turn> */
+    CHAT_FORMAT_COUNT
+};
+
+enum chat_role { CHAT_ROLE_SYSTEM, CHAT_ROLE_USER, CHAT_ROLE_ASSISTANT };
+
+struct chat_message {
+    enum chat_role role;
+    const char *content; /* borrowed, UTF-8 */
+};
+
+/* A template: the format plus the system prompt the model's own template
+ * inserts when the conversation has none (SmolLM2's does), or NULL. */
+struct chat_template {
+    enum chat_format format;
+    const char *default_system; /* borrowed (static or owned by the engine) */
+};
+
+const char *chat_format_name(enum chat_format f); /* "chatml", "llama3", ... */
+/* Parses a --chat-template NAME; false when unknown. */
+bool chat_format_from_name(const char *name, enum chat_format *out);
+/* Comma-separated list of the names chat_format_from_name accepts. */
+const char *chat_format_names(void);
+
+/* Detects the template from the Jinja text in the file (NULL or "" when the file
+ * has none: FALLBACK is used). Fills OUT, with a default system prompt when the
+ * template text supplies one (the string is copied into DEFAULT_BUF, CAP bytes). */
+void chat_detect(const char *jinja, enum chat_format fallback, struct chat_template *out,
+                 char *default_buf, size_t cap);
+
+/* A rendered prompt: segments pointing into strings it owns. */
+struct chat_prompt {
+    struct tok_segment *segs; /* owned */
+    size_t n_segs;
+    char *arena; /* owned: backing storage for template text */
+};
+
+/* Renders MSGS (N of them) in the template's format. With ADD_GENERATION the
+ * opening of an assistant turn follows. Returns 0, or -1 when out of memory.
+ * Message contents are borrowed by the segments: keep them alive while the
+ * prompt is used. */
+int chat_render(const struct chat_template *tmpl, const struct chat_message *msgs, size_t n,
+                bool add_generation, struct chat_prompt *out);
+void chat_prompt_free(struct chat_prompt *p);
+
+/* Text the model emits at the end of its turn in this format, which ends
+ * generation when seen as a token ("<|im_end|>", "<end_of_turn>", ...). */
+const char *chat_end_of_turn(enum chat_format f);
+
+#endif

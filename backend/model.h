@@ -1,0 +1,101 @@
+/* model.h - a transformer described by a GGUF file: architecture, hyper-
+ * parameters and the weight tensors of every layer, validated at load.
+ *
+ * Supported architectures: llama (Llama 2/3.x, Mistral, TinyLlama, SmolLM2),
+ * qwen2, qwen3, gemma3. Weights stay in the file's mapping (host memory,
+ * borrowed from the gguf reader the model owns); backends read or upload them.
+ *
+ * Thread safety: immutable after model_load.
+ */
+#ifndef KVCHAT_MODEL_H
+#define KVCHAT_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "quant.h"
+
+struct gguf;
+
+enum model_arch { MODEL_ARCH_LLAMA, MODEL_ARCH_QWEN2, MODEL_ARCH_QWEN3, MODEL_ARCH_GEMMA3 };
+
+const char *model_arch_name(enum model_arch a);
+/* "llama, qwen2, qwen3, gemma3": for error messages */
+const char *model_arch_list(void);
+
+struct model_hparams {
+    enum model_arch arch;
+    int32_t n_vocab;
+    int32_t n_embd;
+    int32_t n_layer;
+    int32_t n_ff;
+    int32_t n_head;
+    int32_t n_head_kv;
+    int32_t head_dim; /* K and V head size */
+    int32_t n_rot;    /* rotated dims per head */
+    int32_t n_ctx_train;
+    float norm_eps;
+    float rope_base;       /* global layers */
+    float rope_base_local; /* sliding-window layers (gemma3: 10000) */
+    float rope_freq_scale; /* 1/factor for linear scaling, else 1 */
+    bool rope_neox;        /* pairs (i, i+n_rot/2) instead of (2i, 2i+1) */
+    int32_t swa_window;    /* tokens; 0 = none */
+    float attn_scale;      /* multiplies q.k */
+    float embd_scale;      /* multiplies token embeddings (gemma3: sqrt(n_embd)) */
+    bool gelu_ffn;         /* GeGLU (gemma3) instead of SwiGLU */
+};
+
+/* A weight: a row-major matrix of NE1 rows of NE0 elements (a vector has
+ * NE1 = 1), in the file's type. NULL data means the tensor is absent. */
+struct model_tensor {
+    enum ggml_type type;
+    int64_t ne0;
+    int64_t ne1;
+    const void *data; /* borrowed: the file mapping */
+    size_t nbytes;
+};
+
+struct model_layer {
+    struct model_tensor attn_norm;   /* (n_embd) F32 */
+    struct model_tensor wq, wk, wv;  /* (n_embd, n_head*head_dim), (n_embd, n_head_kv*head_dim) */
+    struct model_tensor bq, bk, bv;  /* qwen2 biases, else absent */
+    struct model_tensor q_norm;      /* qwen3/gemma3 per-head norm (head_dim), else absent */
+    struct model_tensor k_norm;
+    struct model_tensor wo;          /* (n_head*head_dim, n_embd) */
+    struct model_tensor post_attn_norm; /* gemma3 */
+    struct model_tensor ffn_norm;    /* (n_embd) */
+    struct model_tensor ffn_gate;    /* (n_embd, n_ff) */
+    struct model_tensor ffn_up;      /* (n_embd, n_ff) */
+    struct model_tensor ffn_down;    /* (n_ff, n_embd) */
+    struct model_tensor post_ffw_norm; /* gemma3 */
+    bool swa;                        /* sliding-window (local) layer */
+    float rope_base;                 /* base used by this layer */
+};
+
+struct model {
+    struct model_hparams hp;
+    struct gguf *file; /* owned */
+    char name[128];    /* general.name, else the file's base name */
+    struct model_tensor tok_embd;    /* (n_embd, n_vocab) */
+    struct model_tensor output_norm; /* (n_embd) */
+    struct model_tensor output;      /* (n_embd, n_vocab); tok_embd when tied */
+    struct model_tensor rope_freqs;  /* (n_rot/2) F32 or absent */
+    struct model_layer *layers;      /* owned, n_layer */
+    uint64_t n_params;
+    uint64_t weight_bytes;    /* all weight tensors */
+    uint64_t bytes_per_token; /* weights a decode step reads (all but the embedding table,
+                                 plus one embedding row) */
+};
+
+/* Loads and validates PATH. NULL with a one-line message in ERR naming the
+ * file and the problem (unknown architecture listing the supported ones, a
+ * missing tensor, a shape that does not match, an unsupported type naming the
+ * tensor and the type). */
+struct model *model_load(const char *path, char *err, size_t errlen);
+/* Same, from an already-open reader (ownership of G passes to the model, also
+ * on failure). */
+struct model *model_from_gguf(struct gguf *g, char *err, size_t errlen);
+void model_free(struct model *m); /* NULL is a no-op */
+
+#endif

@@ -1,0 +1,91 @@
+/* quant.h - tensor element types: sizes, fp16/bf16 conversion, dequantisation,
+ * quantisation and the dot products the CPU matrix-vector path is built from.
+ *
+ * Type ids are ggml's, as stored in GGUF files. Blocks run along ne[0]; a row of
+ * N elements takes quant_row_size(type, N) bytes. Every function here is pure
+ * and thread-safe.
+ */
+#ifndef KVCHAT_QUANT_H
+#define KVCHAT_QUANT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+enum ggml_type {
+    GGML_TYPE_F32 = 0,
+    GGML_TYPE_F16 = 1,
+    GGML_TYPE_Q4_0 = 2,
+    GGML_TYPE_Q4_1 = 3,
+    GGML_TYPE_Q5_0 = 6,
+    GGML_TYPE_Q5_1 = 7,
+    GGML_TYPE_Q8_0 = 8,
+    GGML_TYPE_Q8_1 = 9,
+    GGML_TYPE_Q2_K = 10,
+    GGML_TYPE_Q3_K = 11,
+    GGML_TYPE_Q4_K = 12,
+    GGML_TYPE_Q5_K = 13,
+    GGML_TYPE_Q6_K = 14,
+    GGML_TYPE_Q8_K = 15,
+    GGML_TYPE_I8 = 24,
+    GGML_TYPE_I16 = 25,
+    GGML_TYPE_I32 = 26,
+    GGML_TYPE_I64 = 27,
+    GGML_TYPE_F64 = 28,
+    GGML_TYPE_BF16 = 30,
+    GGML_TYPE_COUNT = 40
+};
+
+/* Name such as "Q4_K"; "unknown" for ids with no known layout. */
+const char *quant_type_name(enum ggml_type t);
+/* Parses a name (case-insensitive); returns false when unknown. */
+bool quant_type_from_name(const char *name, enum ggml_type *out);
+/* True when the layout is known (so sizes can be checked), whether or not the
+ * engine can compute with it. */
+bool quant_type_known(enum ggml_type t);
+/* True for the types kvchat computes with: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0
+ * Q5_1 Q4_K Q5_K Q6_K. */
+bool quant_type_supported(enum ggml_type t);
+int64_t quant_block_size(enum ggml_type t); /* elements per block; 0 if unknown */
+size_t quant_type_size(enum ggml_type t);   /* bytes per block; 0 if unknown */
+/* Bytes of a row of N elements (N a multiple of the block size). */
+size_t quant_row_size(enum ggml_type t, int64_t n);
+
+/* IEEE half and bfloat16 conversions. */
+float quant_f16_to_f32(uint16_t h);
+uint16_t quant_f32_to_f16(float f);
+static inline float quant_bf16_to_f32(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+uint16_t quant_f32_to_bf16(float f); /* round to nearest even, NaN kept */
+
+/* Dequantises N elements (a multiple of the block size) of a supported type. */
+void quant_dequantize_row(enum ggml_type t, const void *src, float *dst, int64_t n);
+/* Quantises N floats into a supported type (reference quantisers, used for
+ * tests and synthetic models, not tuned for quality). */
+void quant_quantize_row(enum ggml_type t, const float *src, void *dst, int64_t n);
+
+/* Activations prepared once per matrix-vector product, so every row's dot
+ * product can use integer arithmetic: X quantised to 8-bit blocks that match
+ * the weight type's block structure. */
+struct quant_act {
+    enum ggml_type wtype; /* weight type this was prepared for */
+    int64_t n;            /* elements */
+    const float *f32;     /* borrowed: the float input */
+    void *q;              /* owned by the caller's buffer: quantised input or NULL */
+};
+/* Bytes of scratch quant_prepare_act needs for N elements and weight type T. */
+size_t quant_act_size(enum ggml_type t, int64_t n);
+/* Prepares X (N floats) for dot products with rows of type T, using SCRATCH
+ * (quant_act_size bytes). */
+void quant_prepare_act(enum ggml_type t, const float *x, int64_t n, void *scratch,
+                       struct quant_act *out);
+/* Dot product of one weight row of type ACT->wtype with the prepared input. */
+float quant_dot(const void *row, const struct quant_act *act);
+
+#endif

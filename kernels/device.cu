@@ -1,0 +1,1 @@
+/* device.cu: being written */
