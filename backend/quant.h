@@ -49,7 +49,9 @@ bool quant_type_known(enum ggml_type t);
 bool quant_type_supported(enum ggml_type t);
 int64_t quant_block_size(enum ggml_type t); /* elements per block; 0 if unknown */
 size_t quant_type_size(enum ggml_type t);   /* bytes per block; 0 if unknown */
-/* Bytes of a row of N elements (N a multiple of the block size). */
+/* Bytes of a row of N elements (N a multiple of the block size). Returns 0
+ * when T is unknown, N is negative or not a multiple of the block size, or the
+ * size would not fit in size_t, so a file reader can reject such tensors. */
 size_t quant_row_size(enum ggml_type t, int64_t n);
 
 /* IEEE half and bfloat16 conversions. */
