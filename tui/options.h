@@ -1,0 +1,62 @@
+/* options.h - kvchat's settings, as gathered from the config file and the
+ * command line (the command line wins), and handed to the headless mode, the
+ * benchmark and the UI.
+ */
+#ifndef KVCHAT_OPTIONS_H
+#define KVCHAT_OPTIONS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "engine.h"
+
+enum kv_mode {
+    KV_MODE_UI,       /* full-screen chat */
+    KV_MODE_PROMPT,   /* -p: answer one message on stdout */
+    KV_MODE_TOKENIZE, /* kvchat tokenize */
+    KV_MODE_BENCH,    /* kvchat bench */
+    KV_MODE_LIST,     /* --list-sessions */
+    KV_MODE_SEARCH,   /* --search */
+    KV_MODE_EXPORT,   /* --export */
+    KV_MODE_DELETE,   /* --delete */
+    KV_MODE_HELP,
+    KV_MODE_VERSION
+};
+
+#define KV_RESUME_NONE 0
+#define KV_RESUME_LATEST (-1)
+
+struct kv_options {
+    enum kv_mode mode;
+    /* model and engine */
+    char model[4096];         /* path; "" = the default model */
+    enum engine_backend backend;
+    int32_t ctx_size;         /* 0 = engine default */
+    int32_t threads;          /* 0 = all cores */
+    char chat_template[32];   /* "" = detect */
+    /* conversation */
+    char system[8192];        /* "" = the template's default */
+    bool system_set;          /* --system given (even empty) */
+    struct sampler_params sampling;
+    bool seed_set;            /* --seed given; else a random seed per run */
+    int32_t max_tokens;       /* 0 = until the context is full */
+    /* history */
+    char db[4096];            /* "" = default path */
+    bool no_history;
+    int64_t resume;           /* KV_RESUME_NONE, KV_RESUME_LATEST or a session id */
+    /* UI */
+    char theme[64];           /* "" = default theme */
+    /* modes' arguments */
+    const char *prompt;       /* -p TEXT ("-" = stdin); borrowed from argv */
+    const char *text;         /* tokenize TEXT / --search TEXT; borrowed */
+    int64_t session_id;       /* --export / --delete */
+    char format[8];           /* --export format: "md" or "json" */
+    const char *output;       /* -o FILE; borrowed */
+    bool verbose;
+    bool no_bos;              /* tokenize --no-bos */
+    bool pieces;              /* tokenize --pieces */
+    bool json;                /* bench --json */
+    char synthetic[64];       /* bench --synthetic SHAPE:TYPE */
+};
+
+#endif
