@@ -1,0 +1,215 @@
+/* history.h - kvchat's conversation store: sessions and messages in one SQLite
+ * database, full-text search over message content, and export.
+ *
+ * Used by tui/ (the chat screen and the --list-sessions / --search / --export /
+ * --delete commands). Depends on nothing in backend/: sampling parameters and
+ * the model digest are passed in as plain values.
+ *
+ * Rules every function follows:
+ * - Errors are values. A function returns HIST_OK (0) or a negative
+ *   enum hist_status and leaves a one-line message naming the database path in
+ *   hist_last_error(). Nothing here exits, aborts or prints. A failed write
+ *   changes nothing already stored (each write is one transaction), so the
+ *   caller can show "not saving" and carry on chatting, or retry.
+ * - Every statement is prepared with bound parameters; text is never spliced
+ *   into SQL, and search text is never interpreted as FTS5 syntax.
+ * - Strings handed back in structs are owned by the struct and released by the
+ *   matching *_free / *_clear function. Text is UTF-8 as given; content may
+ *   contain NUL bytes only if the caller passes an explicit length.
+ * - Times are unix epoch milliseconds (int64). Figures that are unknown are
+ *   negative (-1), so the UI can show N/A instead of garbage.
+ * - A struct hist is one connection; use it from one thread at a time. Several
+ *   processes may share one database file (WAL mode, busy timeout).
+ *
+ * Replies left 'streaming' by a process that died (crash, SIGKILL, power
+ * loss) are marked HIST_END_INTERRUPTED by hist_open, keeping the partial text
+ * saved up to about a second before the death. A streaming reply belongs to a
+ * "host:pid" writer; it is only declared dead when that pid is gone on this
+ * host, or when it has not been written for an hour (other hosts), so opening
+ * a second kvchat never breaks a reply that is still being generated.
+ */
+#ifndef KVCHAT_HISTORY_H
+#define KVCHAT_HISTORY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define HIST_SCHEMA_VERSION 3 /* PRAGMA user_version this build writes */
+
+enum hist_status {
+    HIST_OK = 0,
+    HIST_E_INVALID = -1,  /* bad argument (NULL, unknown enum, empty title) */
+    HIST_E_NOTFOUND = -2, /* no such session or message */
+    HIST_E_LOCKED = -3,   /* another connection held a lock past the busy timeout; retry */
+    HIST_E_READONLY = -4, /* the file, its folder or the open mode forbids writing */
+    HIST_E_CORRUPT = -5,  /* not a kvchat history database, or damaged */
+    HIST_E_FULL = -6,     /* disk or quota full */
+    HIST_E_NEWER = -7,    /* created by a newer kvchat (user_version too high) */
+    HIST_E_IO = -8,       /* cannot create folder / open / read / write the file */
+    HIST_E_NOMEM = -9,
+    HIST_E_SQL = -10,     /* any other SQLite failure (message says which) */
+};
+
+enum hist_role { HIST_ROLE_SYSTEM = 0, HIST_ROLE_USER = 1, HIST_ROLE_ASSISTANT = 2 };
+
+/* How a message ended. User/system messages and fully committed messages
+ * added with hist_message_add are HIST_END_NONE. */
+enum hist_end {
+    HIST_END_NONE = 0,
+    HIST_END_STREAMING = 1,   /* reply still being generated (or its writer is alive elsewhere) */
+    HIST_END_STOP = 2,        /* end-of-generation token or stop string */
+    HIST_END_LENGTH = 3,      /* hit the token limit or the context size */
+    HIST_END_CANCELLED = 4,   /* the user cancelled; partial text kept */
+    HIST_END_ERROR = 5,       /* generation failed; partial text kept */
+    HIST_END_INTERRUPTED = 6, /* the writing process died mid-reply; partial text kept */
+};
+
+enum hist_format { HIST_FORMAT_MARKDOWN = 0, HIST_FORMAT_JSON = 1 };
+
+/* Mirrors backend's struct sampler_params plus the reply token limit, so the
+ * store does not depend on backend/. Fields stored as given. */
+struct hist_sampling {
+    float temperature;
+    int32_t top_k;
+    float top_p;
+    float min_p;
+    float repeat_penalty;
+    int32_t repeat_last_n;
+    uint64_t seed;
+    int32_t max_tokens; /* reply limit; -1 = none/unknown */
+};
+
+struct hist_session {
+    int64_t id;
+    char *title;         /* owned; never NULL ("" until the first user message names it) */
+    int64_t created_ms;
+    int64_t updated_ms;  /* last message or change */
+    char *model_name;    /* owned; NULL if never set (file name, not a path) */
+    char *model_digest;  /* owned; NULL if never set */
+    char *system_prompt; /* owned; NULL if none */
+    int has_sampling;    /* 0: sampling below is unset */
+    struct hist_sampling sampling;
+    int64_t n_messages;
+    char *preview;       /* owned; start of the first user message, <= ~80 chars, newlines collapsed; may be "" */
+};
+
+/* Generation figures of one reply; -1 where unknown. */
+struct hist_reply_stats {
+    int32_t n_tokens;     /* tokens generated */
+    int32_t n_prompt;     /* tokens prefilled for this reply */
+    double prefill_tps;   /* tokens/s */
+    double decode_tps;    /* tokens/s */
+    double ttft_ms;       /* time to first token */
+};
+
+struct hist_message {
+    int64_t id;
+    int64_t session_id;
+    enum hist_role role;
+    char *content;        /* owned, NUL-terminated; content_len excludes the NUL */
+    size_t content_len;
+    int64_t created_ms;
+    int64_t updated_ms;   /* last progress/finish write */
+    enum hist_end end;
+    struct hist_reply_stats stats; /* n_tokens also set for user messages if known */
+};
+
+struct hist_hit {
+    int64_t session_id;
+    char *session_title; /* owned */
+    int64_t message_id;
+    enum hist_role role;
+    int64_t created_ms;
+    char *snippet;       /* owned; matched words wrapped in the caller's markers */
+};
+
+struct hist;
+
+/* ${XDG_DATA_HOME:-$HOME/.local/share}/kvchat/history.db into BUF.
+ * HIST_E_INVALID if neither variable is set or BUF is too small. */
+int hist_default_path(char *buf, size_t cap);
+
+/* Opens (creating it and its parent folders, mode 0700, if absent) and
+ * migrates the database at PATH. On failure returns NULL with a one-line
+ * message in ERR (which may be NULL) naming PATH and what to do. */
+struct hist *hist_open(const char *path, char *err, size_t errlen);
+
+#define HIST_OPEN_READONLY 1u /* never write: no create, no migration, no interrupted-reply repair */
+/* hist_open with FLAGS; *STATUS (may be NULL) gets the failure class. A
+ * read-only open of an older-version database fails with HIST_E_READONLY. */
+struct hist *hist_open_ex(const char *path, unsigned flags, int *status, char *err, size_t errlen);
+
+void hist_close(struct hist *h); /* NULL is a no-op */
+
+const char *hist_last_error(const struct hist *h); /* "" if none; valid until the next call */
+const char *hist_path(const struct hist *h);
+int hist_readonly(const struct hist *h); /* 1 if writes will fail with HIST_E_READONLY */
+const char *hist_status_str(int status); /* "locked", "corrupt", ... */
+const char *hist_role_str(enum hist_role r); /* "system" | "user" | "assistant" */
+const char *hist_end_str(enum hist_end e);   /* "", "streaming", "stop", "length", "cancelled", "error", "interrupted" */
+int hist_format_parse(const char *s, enum hist_format *out); /* "md"|"markdown"|"json" */
+
+/* ---- sessions ---- */
+
+/* New session; TITLE may be NULL or "" to have it set from the first user
+ * message (first ~60 chars cut at a word boundary, whitespace runs collapsed).
+ * SYSTEM_PROMPT may be NULL. */
+int hist_session_create(struct hist *h, const char *title, const char *system_prompt, int64_t *out_id);
+int hist_session_get(struct hist *h, int64_t id, struct hist_session *out); /* clear OUT after */
+int hist_session_latest(struct hist *h, int64_t *out_id); /* most recently updated; HIST_E_NOTFOUND if none */
+/* Newest (by updated time) first. LIMIT <= 0 means all. */
+int hist_session_list(struct hist *h, int limit, int offset, struct hist_session **out, size_t *n);
+void hist_session_clear(struct hist_session *s);            /* frees the strings; NULL ok */
+void hist_sessions_free(struct hist_session *arr, size_t n); /* NULL ok */
+int hist_session_rename(struct hist *h, int64_t id, const char *title);
+int hist_session_delete(struct hist *h, int64_t id); /* and all its messages */
+int hist_session_set_system(struct hist *h, int64_t id, const char *system_prompt); /* NULL clears */
+int hist_session_set_sampling(struct hist *h, int64_t id, const struct hist_sampling *p);
+int hist_session_set_model(struct hist *h, int64_t id, const char *name, const char *digest);
+
+/* ---- messages ---- */
+
+/* Commits a whole message now (the user's message before generation starts;
+ * system messages; imported replies). LEN (size_t)-1 means strlen. N_TOKENS
+ * -1 if unknown. A user message names an untitled session. */
+int hist_message_add(struct hist *h, int64_t session_id, enum hist_role role, const char *text,
+                     size_t len, int32_t n_tokens, int64_t *out_id);
+
+/* Starts an assistant reply: an empty row marked HIST_END_STREAMING. */
+int hist_reply_begin(struct hist *h, int64_t session_id, int64_t *out_id);
+
+/* Saves the reply's text so far (the whole text, not a delta) if at least a
+ * second has passed since the last save of this reply, or if FORCE. Cheap
+ * when it does not write (a clock read and a compare): call it per token.
+ * Returns 1 if it wrote, 0 if skipped, negative hist_status on failure (a
+ * failed save is retried at the next call). */
+int hist_reply_progress(struct hist *h, int64_t msg_id, const char *text, size_t len, int force);
+
+/* Commits the final text, figures (STATS may be NULL) and END (not NONE or
+ * STREAMING). */
+int hist_reply_finish(struct hist *h, int64_t msg_id, const char *text, size_t len,
+                      const struct hist_reply_stats *stats, enum hist_end end);
+
+/* A session's messages, oldest first. */
+int hist_messages(struct hist *h, int64_t session_id, struct hist_message **out, size_t *n);
+int hist_message_get(struct hist *h, int64_t msg_id, struct hist_message *out);
+void hist_message_clear(struct hist_message *m);
+void hist_messages_free(struct hist_message *arr, size_t n);
+
+/* ---- search and export ---- */
+
+/* Messages containing every word of QUERY (literal text: quotes, *, AND,
+ * NEAR(, -, parentheses are just characters), best match first. MARK_OPEN /
+ * MARK_CLOSE wrap matched words in the snippet (NULL: "[" and "]"). LIMIT <= 0
+ * means 50. A query with no searchable words gives 0 hits, not an error. */
+int hist_search(struct hist *h, const char *query, const char *mark_open, const char *mark_close,
+                int limit, struct hist_hit **out, size_t *n);
+void hist_hits_free(struct hist_hit *arr, size_t n);
+
+/* Writes session ID to OUT as Markdown or JSON (UTF-8, strings escaped per
+ * RFC 8259; invalid UTF-8 in stored text is replaced by U+FFFD). HIST_E_IO if
+ * writing to OUT fails. */
+int hist_export(struct hist *h, int64_t session_id, enum hist_format fmt, FILE *out);
+
+#endif
