@@ -73,6 +73,8 @@ uint32_t gguf_version(const struct gguf *g);
 uint64_t gguf_file_size(const struct gguf *g);
 const char *gguf_path(const struct gguf *g); /* the name given at open */
 uint32_t gguf_alignment(const struct gguf *g);
+/* File offset of the tensor data section (tensor offsets are relative to it). */
+uint64_t gguf_data_offset(const struct gguf *g);
 
 /* Metadata. Keys are looked up by exact name; -1 when absent. */
 int64_t gguf_n_kv(const struct gguf *g);
@@ -118,6 +120,10 @@ void gguf_writer_set_i32(struct gguf_writer *w, const char *key, int32_t v);
 void gguf_writer_set_u64(struct gguf_writer *w, const char *key, uint64_t v);
 void gguf_writer_set_f32(struct gguf_writer *w, const char *key, float v);
 void gguf_writer_set_bool(struct gguf_writer *w, const char *key, bool v);
+/* One scalar of any fixed-size TYPE (u8 ... f64); V points to a host value of
+ * that type. A bool must be 0 or 1. */
+void gguf_writer_set_num(struct gguf_writer *w, const char *key, enum gguf_type type,
+                         const void *v);
 void gguf_writer_set_str(struct gguf_writer *w, const char *key, const char *v);
 /* Array of N numbers of ELEM_TYPE (a fixed-size type), raw little-endian data. */
 void gguf_writer_set_arr(struct gguf_writer *w, const char *key, enum gguf_type elem_type,
@@ -127,9 +133,16 @@ void gguf_writer_set_arr_str(struct gguf_writer *w, const char *key, const char 
 /* Copies every metadata entry of SRC whose key starts with PREFIX (all if ""). */
 void gguf_writer_copy_kv(struct gguf_writer *w, const struct gguf *src, const char *prefix);
 
-/* Adds a tensor; DATA (quant_row_size(type, ne[0]) * rows bytes) is copied. */
+/* Adds a tensor; DATA (quant_row_size(type, ne[0]) * rows bytes) is copied;
+ * NULL DATA gives zeros. */
 void gguf_writer_add_tensor(struct gguf_writer *w, const char *name, enum ggml_type type,
                             uint32_t n_dims, const int64_t *ne, const void *data);
+
+/* Invalid arguments to the setters (bad key, unknown type, ne[0] not a
+ * multiple of the block size, duplicate tensor name, out of memory) are kept
+ * as the writer's first error: the message, or NULL when there is none.
+ * gguf_writer_write and gguf_writer_to_memory fail while one is set. */
+const char *gguf_writer_error(const struct gguf_writer *w);
 
 /* Writes the file (version 3). Returns 0, or -1 with a message in ERR. */
 int gguf_writer_write(struct gguf_writer *w, const char *path, char *err, size_t errlen);
