@@ -1,1 +1,772 @@
-/* chat.c: being written */
+/* chat.c - chat templates: which built-in format a model's Jinja template
+ * means, and rendering a conversation in that format as tokenizer segments.
+ *
+ * We never run Jinja. Like llama.cpp's simple path we sniff the template text
+ * (model-formats.md §6.1) and render with a built-in formatter. Each formatter
+ * follows the model family's official Jinja template character for character
+ * (which messages are trimmed, where spaces go), because the rendered prompt
+ * must tokenize exactly as the model's own template does.
+ *
+ * BOS rule: templates that start with {{ bos_token }} (Gemma, Llama 2/3,
+ * Mistral) do not get a "<bos>"/"<s>" segment at the start from us. The
+ * tokenizer puts BOS first itself when the file's add_bos is true; emitting it
+ * here as well would give two. A BOS inside the history (Llama 2's "<s>" before
+ * every later turn) is part of the format and is emitted.
+ *
+ * Plain text is copied into the prompt's arena, so a prompt does not depend on
+ * the messages staying alive; control tokens point at static strings.
+ */
+#include "chat.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const format_names[CHAT_FORMAT_COUNT] = {
+    [CHAT_FORMAT_CHATML] = "chatml", [CHAT_FORMAT_LLAMA3] = "llama3",
+    [CHAT_FORMAT_LLAMA2] = "llama2", [CHAT_FORMAT_MISTRAL] = "mistral",
+    [CHAT_FORMAT_GEMMA] = "gemma",
+};
+
+const char *chat_format_name(enum chat_format f)
+{
+    if ((unsigned)f >= CHAT_FORMAT_COUNT)
+        return "unknown";
+    return format_names[f];
+}
+
+bool chat_format_from_name(const char *name, enum chat_format *out)
+{
+    if (!name)
+        return false;
+    for (int f = 0; f < CHAT_FORMAT_COUNT; f++) {
+        if (strcmp(name, format_names[f]) == 0) {
+            if (out)
+                *out = (enum chat_format)f;
+            return true;
+        }
+    }
+    return false;
+}
+
+const char *chat_format_names(void)
+{
+    return "chatml,llama3,llama2,mistral,gemma";
+}
+
+const char *chat_end_of_turn(enum chat_format f)
+{
+    switch (f) {
+    case CHAT_FORMAT_CHATML:
+        return "<|im_end|>";
+    case CHAT_FORMAT_LLAMA3:
+        return "<|eot_id|>";
+    case CHAT_FORMAT_LLAMA2:
+    case CHAT_FORMAT_MISTRAL:
+        return "</s>";
+    case CHAT_FORMAT_GEMMA:
+        return "<end_of_turn>";
+    default:
+        return "";
+    }
+}
+
+/* ---- whitespace as Python's str.strip() sees it ----
+ *
+ * Jinja's trim filter and Python's strip() remove Unicode whitespace, not just
+ * ASCII: the official templates use them, so we must remove the same set. */
+
+/* Length of the whitespace character at S (N bytes available), or 0. */
+static size_t ws_len_at(const unsigned char *s, size_t n)
+{
+    if (n == 0)
+        return 0;
+    unsigned c = s[0];
+    if (c == ' ' || (c >= 0x09 && c <= 0x0d) || (c >= 0x1c && c <= 0x1f))
+        return 1;
+    if (c == 0xc2 && n >= 2 && (s[1] == 0x85 || s[1] == 0xa0))
+        return 2; /* U+0085, U+00A0 */
+    if (n >= 3) {
+        unsigned cp = 0;
+        if ((c & 0xf0) == 0xe0 && (s[1] & 0xc0) == 0x80 && (s[2] & 0xc0) == 0x80)
+            cp = ((c & 0x0fu) << 12) | ((s[1] & 0x3fu) << 6) | (s[2] & 0x3fu);
+        if (cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 || cp == 0x2029 ||
+            cp == 0x202f || cp == 0x205f || cp == 0x3000)
+            return 3;
+    }
+    return 0;
+}
+
+/* Length of a whitespace character ending at S[N-1], or 0. */
+static size_t ws_len_before(const unsigned char *s, size_t n)
+{
+    if (n >= 1 && ws_len_at(s + n - 1, 1) == 1)
+        return 1;
+    if (n >= 2 && ws_len_at(s + n - 2, 2) == 2)
+        return 2;
+    if (n >= 3 && ws_len_at(s + n - 3, 3) == 3)
+        return 3;
+    return 0;
+}
+
+static void trim_span(const char **p, size_t *n)
+{
+    const unsigned char *s = (const unsigned char *)*p;
+    size_t len = *n, k;
+    while ((k = ws_len_at(s, len)) > 0) {
+        s += k;
+        len -= k;
+    }
+    while ((k = ws_len_before(s, len)) > 0)
+        len -= k;
+    *p = (const char *)s;
+    *n = len;
+}
+
+/* ---- prompt builder ----
+ *
+ * Plain text accumulates in the arena; adjacent plain pieces form one segment
+ * (the tokenizer encodes them as one fragment anyway). Segments record arena
+ * offsets while building, since the arena moves when it grows. */
+
+struct seg_rec {
+    size_t off, len;  /* plain: bytes of the arena */
+    const char *text; /* special: static token text; NULL for plain */
+};
+
+struct builder {
+    struct seg_rec *segs;
+    size_t n, cap;
+    char *arena;
+    size_t used, acap;
+    bool oom;
+};
+
+static bool grow(void **p, size_t *cap, size_t need, size_t elem)
+{
+    if (need <= *cap)
+        return true;
+    size_t nc = *cap ? *cap : 16;
+    while (nc < need) {
+        if (nc > SIZE_MAX / 2 / elem)
+            return false;
+        nc *= 2;
+    }
+    void *q = realloc(*p, nc * elem);
+    if (!q)
+        return false;
+    *p = q;
+    *cap = nc;
+    return true;
+}
+
+static void put_text(struct builder *b, const char *s, size_t n)
+{
+    if (b->oom || n == 0)
+        return;
+    if (n > SIZE_MAX - b->used - 1 || !grow((void **)&b->arena, &b->acap, b->used + n + 1, 1)) {
+        b->oom = true;
+        return;
+    }
+    if (b->n > 0 && !b->segs[b->n - 1].text) {
+        b->segs[b->n - 1].len += n;
+    } else {
+        if (!grow((void **)&b->segs, &b->cap, b->n + 1, sizeof *b->segs)) {
+            b->oom = true;
+            return;
+        }
+        b->segs[b->n++] = (struct seg_rec){.off = b->used, .len = n, .text = NULL};
+    }
+    memcpy(b->arena + b->used, s, n);
+    b->used += n;
+}
+
+static void put_str(struct builder *b, const char *s)
+{
+    put_text(b, s, strlen(s));
+}
+
+static void put_trimmed(struct builder *b, const char *s)
+{
+    size_t n = strlen(s);
+    trim_span(&s, &n);
+    put_text(b, s, n);
+}
+
+/* A control token, named by its exact text (a string literal). */
+static void put_special(struct builder *b, const char *tok)
+{
+    if (b->oom)
+        return;
+    if (!grow((void **)&b->segs, &b->cap, b->n + 1, sizeof *b->segs)) {
+        b->oom = true;
+        return;
+    }
+    b->segs[b->n++] = (struct seg_rec){.off = 0, .len = strlen(tok), .text = tok};
+}
+
+/* "[INST]"-like markers: control tokens in some vocabularies, text in others. */
+static void put_marker(struct builder *b, const char *tok, bool special)
+{
+    if (special)
+        put_special(b, tok);
+    else
+        put_str(b, tok);
+}
+
+/* Drops trailing whitespace of the plain run being built, for templates that
+ * strip() a string assembled from several pieces. */
+static void rstrip_current(struct builder *b)
+{
+    if (b->oom || b->n == 0 || b->segs[b->n - 1].text)
+        return;
+    struct seg_rec *r = &b->segs[b->n - 1];
+    size_t k;
+    while ((k = ws_len_before((const unsigned char *)b->arena + r->off, r->len)) > 0) {
+        r->len -= k;
+        b->used -= k;
+    }
+    if (r->len == 0)
+        b->n--;
+}
+
+static const char *role_name(enum chat_role r)
+{
+    switch (r) {
+    case CHAT_ROLE_SYSTEM:
+        return "system";
+    case CHAT_ROLE_USER:
+        return "user";
+    default:
+        return "assistant";
+    }
+}
+
+static const char *content_of(const struct chat_message *m)
+{
+    return m->content ? m->content : "";
+}
+
+/* ---- formatters ---- */
+
+/* ChatML, as SmolLM2's template and the plain ChatML template render it:
+ * content untrimmed; the template's default system message first when the
+ * conversation does not open with one. */
+static void render_chatml(struct builder *b, const struct chat_template *t,
+                          const struct chat_message *m, size_t n, bool gen)
+{
+    if (n > 0 && m[0].role != CHAT_ROLE_SYSTEM && t->default_system) {
+        put_special(b, "<|im_start|>");
+        put_str(b, "system\n");
+        put_str(b, t->default_system);
+        put_special(b, "<|im_end|>");
+        put_str(b, "\n");
+    }
+    for (size_t i = 0; i < n; i++) {
+        put_special(b, "<|im_start|>");
+        put_str(b, role_name(m[i].role));
+        put_str(b, "\n");
+        put_str(b, content_of(&m[i]));
+        put_special(b, "<|im_end|>");
+        put_str(b, "\n");
+    }
+    if (gen) {
+        put_special(b, "<|im_start|>");
+        put_str(b, "assistant\n");
+    }
+}
+
+/* Llama 3: header, blank line, trimmed content, <|eot_id|>. Meta's template
+ * prepends bos_token to the first message: left to the tokenizer. */
+static void render_llama3(struct builder *b, const struct chat_template *t,
+                          const struct chat_message *m, size_t n, bool gen)
+{
+    for (size_t i = 0; i <= n; i++) {
+        bool dflt = i == 0 && n > 0 && m[0].role != CHAT_ROLE_SYSTEM && t->default_system;
+        if (i == n && !dflt)
+            break;
+        put_special(b, "<|start_header_id|>");
+        put_str(b, dflt ? "system" : role_name(m[i].role));
+        put_special(b, "<|end_header_id|>");
+        put_str(b, "\n\n");
+        put_trimmed(b, dflt ? t->default_system : content_of(&m[i]));
+        put_special(b, "<|eot_id|>");
+        if (dflt)
+            i--; /* the real first message still follows */
+    }
+    if (gen) {
+        put_special(b, "<|start_header_id|>");
+        put_str(b, "assistant");
+        put_special(b, "<|end_header_id|>");
+        put_str(b, "\n\n");
+    }
+}
+
+/* Llama 2 (Meta's template): every user turn is
+ * bos + "[INST] " + strip(content) + " [/INST]", where the first turn's content
+ * is "<<SYS>>\n{system}\n<</SYS>>\n\n{user}"; every reply is
+ * " " + strip(reply) + " " + eos. The first bos is the tokenizer's. A system
+ * message later in the conversation is folded into the next user turn the
+ * same way (the official template would refuse it). */
+static void render_llama2(struct builder *b, const struct chat_template *t,
+                          const struct chat_message *m, size_t n, bool gen)
+{
+    bool inst = t->flags & CHAT_FLAG_INST_TOKENS;
+    bool first_turn = true;
+    const char *pending_sys = NULL;
+    if (n > 0 && m[0].role != CHAT_ROLE_SYSTEM && t->default_system)
+        pending_sys = t->default_system;
+    (void)gen; /* the prompt already ends in "[/INST]": the reply follows directly */
+    for (size_t i = 0; i < n; i++) {
+        const char *c = content_of(&m[i]);
+        if (m[i].role == CHAT_ROLE_SYSTEM) {
+            pending_sys = c;
+            continue;
+        }
+        if (m[i].role == CHAT_ROLE_USER) {
+            if (!first_turn)
+                put_special(b, "<s>");
+            first_turn = false;
+            put_marker(b, "[INST]", inst);
+            put_str(b, " ");
+            if (pending_sys) {
+                /* strip() of the assembled "<<SYS>>..." string: it starts with
+                 * "<<", so only trailing space goes, from the user text (or,
+                 * when that is blank, from the system block too). */
+                put_str(b, "<<SYS>>\n");
+                put_str(b, pending_sys);
+                put_str(b, "\n<</SYS>>\n\n");
+                put_str(b, c);
+                rstrip_current(b);
+                pending_sys = NULL;
+            } else {
+                put_trimmed(b, c);
+            }
+            put_str(b, " ");
+            put_marker(b, "[/INST]", inst);
+        } else {
+            put_str(b, " ");
+            put_trimmed(b, c);
+            put_str(b, " ");
+            put_special(b, "</s>");
+        }
+    }
+}
+
+/* Mistral, as llama.cpp's v1/v3/v3-tekken built-ins lay it out: turn opener
+ * "[INST]" with variant spacing; system text "{system}\n\n" inside the turn
+ * (we fold it into the first user turn, as llama.cpp does; Mistral's v0.3 Jinja
+ * puts it in the last one); reply then "</s>". v3 trims replies. */
+static void render_mistral(struct builder *b, const struct chat_template *t,
+                           const struct chat_message *m, size_t n, bool gen)
+{
+    bool inst = t->flags & CHAT_FLAG_INST_TOKENS;
+    bool v1 = t->flags & CHAT_FLAG_MISTRAL_V1;
+    bool tekken = !v1 && (t->flags & CHAT_FLAG_MISTRAL_TEKKEN);
+    const char *lead = v1 ? " " : "";
+    const char *trail = tekken ? "" : " ";
+    bool inside = false;
+    (void)gen; /* the prompt already ends in "[/INST]" */
+    for (size_t i = 0; i <= n; i++) {
+        bool dflt = i == 0 && n > 0 && m[0].role != CHAT_ROLE_SYSTEM && t->default_system;
+        if (i == n && !dflt)
+            break;
+        enum chat_role role = dflt ? CHAT_ROLE_SYSTEM : m[i].role;
+        const char *c = dflt ? t->default_system : content_of(&m[i]);
+        if (!inside) {
+            put_str(b, lead);
+            put_marker(b, "[INST]", inst);
+            put_str(b, trail);
+            inside = true;
+        }
+        if (role == CHAT_ROLE_SYSTEM) {
+            put_str(b, c);
+            put_str(b, "\n\n");
+        } else if (role == CHAT_ROLE_USER) {
+            put_str(b, c);
+            put_str(b, lead);
+            put_marker(b, "[/INST]", inst);
+        } else {
+            put_str(b, trail);
+            if (!v1 && !tekken)
+                put_trimmed(b, c);
+            else
+                put_str(b, c);
+            put_special(b, "</s>");
+            inside = false;
+        }
+        if (dflt)
+            i--;
+    }
+}
+
+/* Gemma 3 (Google's template): no system role; a leading system message
+ * becomes "{system}\n\n" (untrimmed) at the start of the first turn; roles
+ * user and model; contents trimmed. A later system message is folded into the
+ * next user turn the same way (the official template would refuse it). */
+static void render_gemma(struct builder *b, const struct chat_template *t,
+                         const struct chat_message *m, size_t n, bool gen)
+{
+    const char *sep = (t->flags & CHAT_FLAG_GEMMA_SEP1) ? "\n" : "\n\n";
+    const char *prefix = NULL;
+    size_t start = 0;
+    if (n > 0 && m[0].role == CHAT_ROLE_SYSTEM) {
+        prefix = content_of(&m[0]);
+        start = 1;
+    } else if (n > 0 && t->default_system) {
+        prefix = t->default_system;
+    }
+    for (size_t i = start; i < n; i++) {
+        if (m[i].role == CHAT_ROLE_SYSTEM) {
+            prefix = content_of(&m[i]);
+            continue;
+        }
+        bool user = m[i].role == CHAT_ROLE_USER;
+        put_special(b, "<start_of_turn>");
+        put_str(b, user ? "user\n" : "model\n");
+        /* the template attaches the prefix to the first turn whatever its role */
+        if (prefix && (user || i == start)) {
+            put_str(b, prefix);
+            put_str(b, sep);
+            prefix = NULL;
+        }
+        put_trimmed(b, content_of(&m[i]));
+        put_special(b, "<end_of_turn>");
+        put_str(b, "\n");
+    }
+    if (gen) {
+        put_special(b, "<start_of_turn>");
+        put_str(b, "model\n");
+    }
+}
+
+int chat_render(const struct chat_template *tmpl, const struct chat_message *msgs, size_t n,
+                bool add_generation, struct chat_prompt *out)
+{
+    struct builder b = {0};
+    out->segs = NULL;
+    out->n_segs = 0;
+    out->arena = NULL;
+    if (n > 0 && !msgs)
+        return -1;
+    switch (tmpl->format) {
+    case CHAT_FORMAT_LLAMA3:
+        render_llama3(&b, tmpl, msgs, n, add_generation);
+        break;
+    case CHAT_FORMAT_LLAMA2:
+        render_llama2(&b, tmpl, msgs, n, add_generation);
+        break;
+    case CHAT_FORMAT_MISTRAL:
+        render_mistral(&b, tmpl, msgs, n, add_generation);
+        break;
+    case CHAT_FORMAT_GEMMA:
+        render_gemma(&b, tmpl, msgs, n, add_generation);
+        break;
+    case CHAT_FORMAT_CHATML:
+    default:
+        render_chatml(&b, tmpl, msgs, n, add_generation);
+        break;
+    }
+    struct tok_segment *segs = b.oom ? NULL : malloc((b.n ? b.n : 1) * sizeof *segs);
+    if (!segs) {
+        free(b.segs);
+        free(b.arena);
+        return -1;
+    }
+    for (size_t i = 0; i < b.n; i++) {
+        const struct seg_rec *r = &b.segs[i];
+        segs[i] = (struct tok_segment){
+            .text = r->text ? r->text : b.arena + r->off,
+            .len = r->len,
+            .special = r->text != NULL,
+        };
+    }
+    if (b.arena)
+        b.arena[b.used] = 0;
+    free(b.segs);
+    out->segs = segs;
+    out->n_segs = b.n;
+    out->arena = b.arena;
+    return 0;
+}
+
+void chat_prompt_free(struct chat_prompt *p)
+{
+    if (!p)
+        return;
+    free(p->segs);
+    free(p->arena);
+    p->segs = NULL;
+    p->arena = NULL;
+    p->n_segs = 0;
+}
+
+/* ---- detection ---- */
+
+static bool has(const char *s, const char *needle)
+{
+    return strstr(s, needle) != NULL;
+}
+
+/* Reads the Jinja string literal at *P (opening quote ' or "), decoding the
+ * escapes Jinja's lexer knows, into BUF. Advances *P past the closing quote.
+ * False when it is not a complete literal or does not fit. */
+static bool read_literal(const char **p, char *buf, size_t cap)
+{
+    const char *s = *p;
+    char q = *s++;
+    size_t n = 0;
+    if (q != '\'' && q != '"')
+        return false;
+    for (; *s && *s != q; s++) {
+        char c = *s;
+        if (c == '\\') {
+            s++;
+            switch (*s) {
+            case 'n': c = '\n'; break;
+            case 't': c = '\t'; break;
+            case 'r': c = '\r'; break;
+            case '\\': c = '\\'; break;
+            case '\'': c = '\''; break;
+            case '"': c = '"'; break;
+            default: return false; /* \u, \x...: rare in templates; do not guess */
+            }
+        }
+        if (n + 1 >= cap)
+            return false;
+        buf[n++] = c;
+    }
+    if (*s != q)
+        return false;
+    buf[n] = 0;
+    *p = s + 1;
+    return true;
+}
+
+static const char *skip_ws(const char *s)
+{
+    while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
+        s++;
+    return s;
+}
+
+/* If S is an output tag holding one string literal ("{{ 'text' }}", with
+ * optional whitespace control), decodes it into BUF. */
+static bool literal_output(const char *s, char *buf, size_t cap)
+{
+    s = skip_ws(s);
+    if (strncmp(s, "{{", 2) != 0)
+        return false;
+    s += 2;
+    if (*s == '-' || *s == '+')
+        s++;
+    s = skip_ws(s);
+    if (!read_literal(&s, buf, cap))
+        return false;
+    s = skip_ws(s);
+    if (*s == '-')
+        s++;
+    return strncmp(s, "}}", 2) == 0;
+}
+
+/* The end of the tag starting at S ("{%" ... "%}"), just past it, or NULL. */
+static const char *tag_end(const char *s)
+{
+    const char *e = strstr(s, "%}");
+    return e ? e + 2 : NULL;
+}
+
+/* The keyword of the statement tag at S ("if", "else", "endif", ...) into KW. */
+static void tag_keyword(const char *s, char *kw, size_t cap)
+{
+    s += 2;
+    if (*s == '-' || *s == '+')
+        s++;
+    s = skip_ws(s);
+    size_t n = 0;
+    while (*s >= 'a' && *s <= 'z' && n + 1 < cap)
+        kw[n++] = *s++;
+    kw[n] = 0;
+}
+
+/* From just after an if tag, the position just past the matching "else" tag
+ * at the same depth, or NULL when the block has none. */
+static const char *find_else(const char *s)
+{
+    int depth = 0;
+    while ((s = strstr(s, "{%")) != NULL) {
+        char kw[16];
+        tag_keyword(s, kw, sizeof kw);
+        const char *e = tag_end(s);
+        if (!e)
+            return NULL;
+        if (strcmp(kw, "if") == 0 || strcmp(kw, "for") == 0) {
+            depth++;
+        } else if (strcmp(kw, "endif") == 0 || strcmp(kw, "endfor") == 0) {
+            if (depth == 0)
+                return NULL;
+            depth--;
+        } else if (strcmp(kw, "else") == 0 && depth == 0) {
+            return e;
+        }
+        s = e;
+    }
+    return NULL;
+}
+
+/* Strips the format's system-turn wrapping from the literal LIT, leaving the
+ * system text; false when LIT is not exactly one system turn. */
+static bool unwrap_system_turn(enum chat_format f, char *lit)
+{
+    const char *pre, *post;
+    switch (f) {
+    case CHAT_FORMAT_CHATML:
+        pre = "<|im_start|>system\n";
+        post = "<|im_end|>\n";
+        break;
+    case CHAT_FORMAT_LLAMA3:
+        pre = "<|start_header_id|>system<|end_header_id|>\n\n";
+        post = "<|eot_id|>";
+        break;
+    default:
+        return false;
+    }
+    size_t n = strlen(lit), a = strlen(pre), z = strlen(post);
+    if (n < a + z || strncmp(lit, pre, a) != 0 || strcmp(lit + n - z, post) != 0)
+        return false;
+    memmove(lit, lit + a, n - a - z);
+    lit[n - a - z] = 0;
+    return true;
+}
+
+/* Finds a system message the template writes when the conversation has none:
+ *   {% if ... messages[0]['role'] != 'system' %}{{ '<system turn>' }}
+ *   {% if messages[0]['role'] == 'system' %}...{% else %}{{ '<system turn>' }}
+ * (any quoting, messages[0].role or ['role'], with whitespace control). The
+ * literal must be one whole system turn of the detected format. */
+static bool find_default_system(const char *jinja, enum chat_format f, char *buf, size_t cap)
+{
+    static const char *const subjects[] = {"messages[0]['role']", "messages[0][\"role\"]",
+                                           "messages[0].role"};
+    for (size_t si = 0; si < sizeof subjects / sizeof *subjects; si++) {
+        const char *s = jinja;
+        size_t sl = strlen(subjects[si]);
+        while ((s = strstr(s, subjects[si])) != NULL) {
+            const char *p = skip_ws(s + sl);
+            s += sl;
+            bool neq;
+            if (strncmp(p, "!=", 2) == 0)
+                neq = true;
+            else if (strncmp(p, "==", 2) == 0)
+                neq = false;
+            else
+                continue;
+            p = skip_ws(p + 2);
+            if (strncmp(p, "'system'", 8) != 0 && strncmp(p, "\"system\"", 8) != 0)
+                continue;
+            /* the enclosing tag must be an if statement */
+            const char *open = NULL;
+            for (const char *q = s; q > jinja + 1; q--) {
+                if (q[-2] == '{' && q[-1] == '%') {
+                    open = q - 2;
+                    break;
+                }
+                if (q[-2] == '%' && q[-1] == '}')
+                    break;
+            }
+            if (!open)
+                continue;
+            char kw[16];
+            tag_keyword(open, kw, sizeof kw);
+            if (strcmp(kw, "if") != 0 && strcmp(kw, "elif") != 0)
+                continue;
+            const char *body = tag_end(p);
+            if (!body)
+                continue;
+            if (!neq)
+                body = find_else(body);
+            if (body && literal_output(body, buf, cap) && unwrap_system_turn(f, buf))
+                return true;
+        }
+    }
+    return false;
+}
+
+/* Mistral variants, after llama.cpp's detection rules. */
+static unsigned mistral_flags(const char *j)
+{
+    if (has(j, " [INST]"))
+        return CHAT_FLAG_MISTRAL_V1;
+    if (has(j, "\"[INST]\""))
+        return CHAT_FLAG_MISTRAL_TEKKEN | CHAT_FLAG_INST_TOKENS;
+    /* v3 vocabularies hold [INST] as a control token; chat_template_bind checks */
+    return CHAT_FLAG_INST_TOKENS;
+}
+
+/* Gemma copies differ in what follows the folded system text: Google's
+ * writes '\n\n', some GGUF-embedded copies '\n'. Read it off the template. */
+static unsigned gemma_flags(const char *j)
+{
+    const char *p = strstr(j, "first_user_prefix = messages[0]['content']");
+    if (!p)
+        return 0;
+    p = strchr(p, '+');
+    if (!p)
+        return 0;
+    p = skip_ws(p + 1);
+    char lit[8];
+    if (read_literal(&p, lit, sizeof lit) && strcmp(lit, "\n") == 0)
+        return CHAT_FLAG_GEMMA_SEP1;
+    return 0;
+}
+
+void chat_detect(const char *jinja, enum chat_format fallback, struct chat_template *out,
+                 char *default_buf, size_t cap)
+{
+    out->format = fallback;
+    out->default_system = NULL;
+    out->flags = 0;
+    if (!jinja || !*jinja)
+        return;
+    enum chat_format f;
+    if (chat_format_from_name(jinja, &f)) {
+        out->format = f;
+        return;
+    }
+    /* First match wins, in llama.cpp's order (model-formats.md §6.1). Formats
+     * we have no formatter for (phi3, zephyr, granite, ...) fall back. */
+    if (has(jinja, "<|im_start|>")) {
+        out->format = CHAT_FORMAT_CHATML;
+    } else if (strncmp(jinja, "mistral", 7) == 0 || has(jinja, "[INST]")) {
+        if (has(jinja, "' [INST] ' + system_message") || has(jinja, "[AVAILABLE_TOOLS]")) {
+            out->format = CHAT_FORMAT_MISTRAL;
+            out->flags = mistral_flags(jinja);
+        } else {
+            out->format = CHAT_FORMAT_LLAMA2;
+        }
+    } else if (has(jinja, "<|assistant|>") || has(jinja, "<|user|>")) {
+        return; /* phi3, falcon3, glmedge, zephyr: not ours */
+    } else if (has(jinja, "<start_of_turn>")) {
+        out->format = CHAT_FORMAT_GEMMA;
+        out->flags = gemma_flags(jinja);
+    } else if (has(jinja, "<|start_header_id|>") && has(jinja, "<|end_header_id|>")) {
+        out->format = CHAT_FORMAT_LLAMA3;
+    } else {
+        return;
+    }
+    if (default_buf && cap > 0 && find_default_system(jinja, out->format, default_buf, cap))
+        out->default_system = default_buf;
+}
+
+void chat_template_bind(struct chat_template *t, const struct tokenizer *tok)
+{
+    if (!t || !tok)
+        return;
+    int32_t a = tok_lookup(tok, "[INST]"), z = tok_lookup(tok, "[/INST]");
+    bool ctl = a >= 0 && z >= 0 && tok_attr(tok, a) == TOK_ATTR_CONTROL &&
+               tok_attr(tok, z) == TOK_ATTR_CONTROL;
+    if (ctl)
+        t->flags |= CHAT_FLAG_INST_TOKENS;
+    else
+        t->flags &= ~(unsigned)CHAT_FLAG_INST_TOKENS;
+}

@@ -34,6 +34,19 @@ struct chat_message {
 struct chat_template {
     enum chat_format format;
     const char *default_system; /* borrowed (static or owned by the engine) */
+    unsigned flags;             /* CHAT_FLAG_* variant bits; 0 = the format's usual form */
+};
+
+/* Variants within a format, found by chat_detect (and chat_template_bind).
+ * A template built by hand with flags 0 gets: Mistral v3 spacing, "[INST]"
+ * as plain text, Gemma's "\n\n" after the folded system text. */
+enum chat_flag {
+    CHAT_FLAG_MISTRAL_V1 = 1u << 0,     /* " [INST] {user} [/INST] {reply}</s>" */
+    CHAT_FLAG_MISTRAL_TEKKEN = 1u << 1, /* "[INST]{user}[/INST]{reply}</s>" */
+    /* "[INST]" and "[/INST]" are control tokens of the vocabulary (Mistral v3)
+     * rather than plain text (Llama 2, Mistral v1): emit them as special. */
+    CHAT_FLAG_INST_TOKENS = 1u << 2,
+    CHAT_FLAG_GEMMA_SEP1 = 1u << 3, /* system text followed by one "\n", not two */
 };
 
 const char *chat_format_name(enum chat_format f); /* "chatml", "llama3", ... */
@@ -48,6 +61,13 @@ const char *chat_format_names(void);
 void chat_detect(const char *jinja, enum chat_format fallback, struct chat_template *out,
                  char *default_buf, size_t cap);
 
+/* Settles what only the vocabulary knows: whether "[INST]"/"[/INST]" are
+ * control tokens (CHAT_FLAG_INST_TOKENS). The reference tokenizes the rendered
+ * text with special parsing on, so they are control tokens exactly when the
+ * vocabulary has them as such. Call after chat_detect (or after setting the
+ * format by name) once the tokenizer is loaded. */
+void chat_template_bind(struct chat_template *t, const struct tokenizer *tok);
+
 /* A rendered prompt: segments pointing into strings it owns. */
 struct chat_prompt {
     struct tok_segment *segs; /* owned */
@@ -57,8 +77,8 @@ struct chat_prompt {
 
 /* Renders MSGS (N of them) in the template's format. With ADD_GENERATION the
  * opening of an assistant turn follows. Returns 0, or -1 when out of memory.
- * Message contents are borrowed by the segments: keep them alive while the
- * prompt is used. */
+ * Message contents are copied into the prompt's arena, so the prompt does not
+ * depend on MSGS afterwards. */
 int chat_render(const struct chat_template *tmpl, const struct chat_message *msgs, size_t n,
                 bool add_generation, struct chat_prompt *out);
 void chat_prompt_free(struct chat_prompt *p);
