@@ -217,7 +217,7 @@ static bool rd_str(struct rd *r, struct gguf_str *s, const char *what)
     if (!rd_u64(r, &len, what))
         return false;
     if (len > left(r))
-        return fail(r, "%s length %llu at offset %llu runs past the end of the file (%llu bytes)",
+        return fail(r, "%s: string length %llu at offset %llu runs past the end of the file (%llu bytes)",
                     what, (unsigned long long)len, (unsigned long long)(r->pos - 8),
                     (unsigned long long)r->size);
     s->ptr = (const char *)r->p + r->pos;
