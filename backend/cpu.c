@@ -1,1 +1,844 @@
-/* cpu.c: being written */
+/* cpu.c - the CPU backend: the readable reference for every operation of a
+ * forward pass, and the engine used where there is no GPU.
+ *
+ * Weights are used where they lie in the file mapping. Matrix products go
+ * through quant.h: the activations are prepared once (quantised to 8-bit
+ * blocks matching the weight type) and every weight row is dotted against
+ * them. A batch of N tokens (prefill) reads each weight row once for the
+ * whole batch, which is what makes prefill much faster than N decode steps.
+ *
+ * One forward pass is a fixed sequence of parallel steps (threadpool_run):
+ * matrix products split by rows, attention by (token, head), per-token
+ * steps (norms, RoPE) by token. Everything is allocated at create; the hot
+ * path allocates nothing, and batches larger than MAX_BATCH are run in
+ * chunks.
+ *
+ * KV cache: f32. At the context sizes a CPU chats at, the weights dominate
+ * the bytes each token reads, and f32 keeps this backend an exact reference
+ * for the CUDA one; f16 would halve the cache's memory at the cost of a
+ * conversion in the attention inner loop.
+ */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sysinfo.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "engine.h"
+#include "gguf.h"
+#include "model.h"
+#include "quant.h"
+#include "threadpool.h"
+
+/* Tokens per chunk: bounds the scratch (activations of every token of the
+ * chunk) while keeping prefill's weight reuse. */
+#define MAX_BATCH 512
+/* Rows of a weight matrix dotted against all tokens of the batch before
+ * moving on: the rows (a few KB) stay in L1 while the prepared activations
+ * stream past, and a thread's output rows fill whole cache lines. */
+#define ROW_TILE 16
+/* Preparations of one input alive at once: Q, K and V may have 3 types. */
+#define N_SLOTS 3
+#define ALIGN 64
+
+/* f32 copies of the small per-layer vectors (norm weights, biases), so the
+ * per-token steps need not care which type the file stored them in. NULL
+ * when the model has no such tensor. */
+struct cpu_layer {
+    float *attn_norm, *ffn_norm, *post_attn_norm, *post_ffw_norm; /* (n_embd) */
+    float *q_norm, *k_norm;                                       /* (head_dim) */
+    float *bq;                                                    /* (n_head*head_dim) */
+    float *bk, *bv;                                               /* (n_head_kv*head_dim) */
+};
+
+struct cpu {
+    const struct model *m; /* borrowed */
+    struct threadpool *pool; /* owned */
+    int n_threads;
+    int32_t n_ctx;
+    int32_t max_batch;
+    int32_t n_embd, q_dim, kv_dim, n_ff, n_vocab, head_dim, n_head, n_head_kv, n_rot;
+
+    float *small;              /* owned: backing store of every f32 vector below */
+    struct cpu_layer *layers;  /* owned, n_layer */
+    float *output_norm;        /* (n_embd) */
+    float *inv_freq;           /* (n_rot/2) global layers: base^(-2i/n_rot) / rope_freqs[i] */
+    float *inv_freq_local;     /* (n_rot/2) sliding-window layers */
+
+    float *k_cache; /* owned (n_layer, n_ctx, kv_dim) */
+    float *v_cache; /* owned (n_layer, n_ctx, kv_dim) */
+
+    /* Scratch, owned, one row per token of a chunk: (max_batch, dim). */
+    float *x;    /* (n_embd) the residual stream */
+    float *xb;   /* (n_embd) normed input of a sub-block */
+    float *tmp;  /* (n_embd) output of a sub-block, before the residual add */
+    float *q;    /* (q_dim) */
+    float *k;    /* (kv_dim) */
+    float *v;    /* (kv_dim) */
+    float *att;  /* (q_dim) attention output */
+    float *hb;   /* (n_ff) gate, then the GLU product */
+    float *hb2;  /* (n_ff) up */
+    float *rope_cos, *rope_sin;             /* (max_batch, n_rot/2) global layers */
+    float *rope_cos_local, *rope_sin_local; /* (max_batch, n_rot/2) local layers */
+    unsigned char *act_mem;       /* owned: N_SLOTS x max_batch x act_stride bytes */
+    size_t act_stride;            /* bytes of one prepared activation, rounded to ALIGN */
+    struct quant_act *acts;       /* owned: (N_SLOTS, max_batch) */
+    float *scores;                /* owned: (n_threads, scores_stride) attention weights */
+    size_t scores_stride;         /* floats, >= n_ctx, a whole number of cache lines */
+
+    uint64_t scratch_bytes;
+    uint64_t kv_bytes;
+    char device[128];
+};
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || !errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- reference operations ---- */
+
+/* out = x / sqrt(mean(x^2) + eps) * w; OUT may alias X. */
+static void rmsnorm(float *out, const float *x, const float *w, int n, float eps)
+{
+    float ss = 0.0f;
+    for (int i = 0; i < n; i++)
+        ss += x[i] * x[i];
+    float s = 1.0f / sqrtf(ss / (float)n + eps);
+    for (int i = 0; i < n; i++)
+        out[i] = x[i] * s * w[i];
+}
+
+/* Eight independent partial sums so the compiler can vectorise without
+ * being allowed to reassociate. */
+static float dot_f32(const float *a, const float *b, int n)
+{
+    float acc[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++)
+            acc[j] += a[i + j] * b[i + j];
+    float s = 0.0f;
+    for (; i < n; i++)
+        s += a[i] * b[i];
+    return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
+static inline float silu(float x)
+{
+    return x / (1.0f + expf(-x));
+}
+
+/* tanh approximation of GELU (HF gelu_pytorch_tanh), as Gemma was trained. */
+static inline float gelu_tanh(float x)
+{
+    const float k = 0.7978845608028654f; /* sqrt(2/pi) */
+    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+}
+
+/* Rotates the first N_ROT dims of one head of X by the angles whose cos and
+ * sin are given per pair. NORM pairs adjacent elements (2i, 2i+1); NEOX pairs
+ * (i, i + n_rot/2). */
+static void rope(float *x, int n_rot, const float *cs, const float *sn, bool neox)
+{
+    int half = n_rot / 2;
+    for (int i = 0; i < half; i++) {
+        int i0 = neox ? i : 2 * i;
+        int i1 = neox ? i + half : 2 * i + 1;
+        float a = x[i0], b = x[i1];
+        x[i0] = a * cs[i] - b * sn[i];
+        x[i1] = a * sn[i] + b * cs[i];
+    }
+}
+
+/* ---- parallel steps ---- */
+
+static inline void split_range(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi)
+{
+    *lo = n * ith / nth;
+    *hi = n * (ith + 1) / nth;
+}
+
+/* One matrix product Y[t, r] = W[r] . x[t] (+ bias[r]) for t < n. */
+struct matmul {
+    const struct model_tensor *w;
+    const struct quant_act *acts; /* (n) prepared inputs */
+    float *y;                     /* (n, y_stride) */
+    int64_t y_stride;
+    const float *bias; /* (w->ne1) or NULL */
+};
+
+struct matmul_job {
+    struct matmul mm[N_SLOTS];
+    int n_mm;
+    int n; /* tokens */
+};
+
+/* Every thread takes its share of every product's row tiles, so all threads
+ * stay busy even when the products differ in size (K and V next to Q). */
+static void matmul_worker(void *arg, int ith, int nth)
+{
+    const struct matmul_job *job = arg;
+    for (int k = 0; k < job->n_mm; k++) {
+        const struct matmul *mm = &job->mm[k];
+        int64_t rows = mm->w->ne1;
+        int64_t n_tiles = (rows + ROW_TILE - 1) / ROW_TILE;
+        int64_t t0, t1;
+        split_range(n_tiles, ith, nth, &t0, &t1);
+        size_t row_bytes = quant_row_size(mm->w->type, mm->w->ne0);
+        const unsigned char *base = mm->w->data;
+        for (int64_t tile = t0; tile < t1; tile++) {
+            int64_t r0 = tile * ROW_TILE;
+            int64_t r1 = r0 + ROW_TILE < rows ? r0 + ROW_TILE : rows;
+            for (int t = 0; t < job->n; t++) {
+                const struct quant_act *a = &mm->acts[t];
+                float *y = mm->y + (int64_t)t * mm->y_stride;
+                for (int64_t r = r0; r < r1; r++)
+                    y[r] = quant_dot(base + (size_t)r * row_bytes, a);
+                if (mm->bias)
+                    for (int64_t r = r0; r < r1; r++)
+                        y[r] += mm->bias[r];
+            }
+        }
+    }
+}
+
+/* Per token: optionally add a sub-block's output into the residual stream
+ * (through a post-norm on gemma3), then norm the stream and prepare it for
+ * the next products. */
+struct norm_job {
+    struct cpu *c;
+    int n;
+    float *x;                /* (n, dim) */
+    int dim;
+    const float *add;        /* (n, dim) added into x first, or NULL */
+    const float *add_norm;   /* post-norm applied to ADD first, or NULL */
+    float *add_buf;          /* where the post-normed ADD may be written (n, dim) */
+    const float *norm;       /* norm weight (dim), or NULL to prepare X as is */
+    float *out;              /* (n, dim) normed X */
+    enum ggml_type types[N_SLOTS];
+    int n_types;
+    struct quant_act *acts[N_SLOTS]; /* (n) each */
+};
+
+static void norm_worker(void *arg, int ith, int nth)
+{
+    const struct norm_job *job = arg;
+    const struct cpu *c = job->c;
+    float eps = c->m->hp.norm_eps;
+    for (int t = ith; t < job->n; t += nth) {
+        float *x = job->x + (int64_t)t * job->dim;
+        if (job->add) {
+            const float *a = job->add + (int64_t)t * job->dim;
+            if (job->add_norm) {
+                float *ab = job->add_buf + (int64_t)t * job->dim;
+                rmsnorm(ab, a, job->add_norm, job->dim, eps);
+                a = ab;
+            }
+            for (int i = 0; i < job->dim; i++)
+                x[i] += a[i];
+        }
+        const float *src = x;
+        if (job->norm) {
+            float *o = job->out + (int64_t)t * job->dim;
+            rmsnorm(o, x, job->norm, job->dim, eps);
+            src = o;
+        }
+        for (int s = 0; s < job->n_types; s++) {
+            /* The slot's scratch is found by index: prepare may leave
+             * qa->q NULL for float weight types. */
+            struct quant_act *qa = &job->acts[s][t];
+            void *scratch = c->act_mem + (size_t)(qa - c->acts) * c->act_stride;
+            quant_prepare_act(job->types[s], src, job->dim, scratch, qa);
+        }
+    }
+}
+
+/* Per token: q/k per-head norms, RoPE, and the new keys and values into the
+ * cache at their positions. */
+struct rope_job {
+    struct cpu *c;
+    const struct cpu_layer *ly;
+    int il;
+    int n;
+    int32_t pos;
+    const float *cs, *sn; /* (n, n_rot/2) for this layer's kind */
+};
+
+static void rope_worker(void *arg, int ith, int nth)
+{
+    const struct rope_job *job = arg;
+    const struct cpu *c = job->c;
+    const struct model_hparams *hp = &c->m->hp;
+    int hd = c->head_dim, half = c->n_rot / 2;
+    for (int t = ith; t < job->n; t += nth) {
+        float *q = c->q + (int64_t)t * c->q_dim;
+        float *k = c->k + (int64_t)t * c->kv_dim;
+        const float *cs = job->cs + (int64_t)t * half, *sn = job->sn + (int64_t)t * half;
+        for (int h = 0; h < c->n_head; h++) {
+            if (job->ly->q_norm)
+                rmsnorm(q + h * hd, q + h * hd, job->ly->q_norm, hd, hp->norm_eps);
+            rope(q + h * hd, c->n_rot, cs, sn, hp->rope_neox);
+        }
+        for (int h = 0; h < c->n_head_kv; h++) {
+            if (job->ly->k_norm)
+                rmsnorm(k + h * hd, k + h * hd, job->ly->k_norm, hd, hp->norm_eps);
+            rope(k + h * hd, c->n_rot, cs, sn, hp->rope_neox);
+        }
+        size_t off = ((size_t)job->il * c->n_ctx + (size_t)(job->pos + t)) * c->kv_dim;
+        memcpy(c->k_cache + off, k, sizeof(float) * c->kv_dim);
+        memcpy(c->v_cache + off, c->v + (int64_t)t * c->kv_dim, sizeof(float) * c->kv_dim);
+    }
+}
+
+/* Causal attention for each (token, head), with GQA and, on sliding-window
+ * layers, keys at distance >= window hidden. */
+struct attn_job {
+    struct cpu *c;
+    int il;
+    int n;
+    int32_t pos;
+    bool swa;
+};
+
+static void attn_worker(void *arg, int ith, int nth)
+{
+    const struct attn_job *job = arg;
+    const struct cpu *c = job->c;
+    int hd = c->head_dim, group = c->n_head / c->n_head_kv;
+    float scale = c->m->hp.attn_scale;
+    int32_t window = c->m->hp.swa_window;
+    float *sc = c->scores + (size_t)ith * c->scores_stride;
+    const float *kl = c->k_cache + (size_t)job->il * c->n_ctx * c->kv_dim;
+    const float *vl = c->v_cache + (size_t)job->il * c->n_ctx * c->kv_dim;
+    int items = job->n * c->n_head;
+    /* Strided so the longer rows of late tokens spread over all threads. */
+    for (int it = ith; it < items; it += nth) {
+        int t = it / c->n_head, h = it % c->n_head;
+        int32_t p = job->pos + t;
+        int32_t lo = job->swa && p - window + 1 > 0 ? p - window + 1 : 0;
+        const float *q = c->q + (int64_t)t * c->q_dim + h * hd;
+        size_t koff = (size_t)(h / group) * hd;
+        float mx = -INFINITY;
+        for (int32_t j = lo; j <= p; j++) {
+            float s = dot_f32(q, kl + (size_t)j * c->kv_dim + koff, hd) * scale;
+            sc[j - lo] = s;
+            if (s > mx)
+                mx = s;
+        }
+        float sum = 0.0f;
+        for (int32_t j = lo; j <= p; j++) {
+            float e = expf(sc[j - lo] - mx);
+            sc[j - lo] = e;
+            sum += e;
+        }
+        float inv = 1.0f / sum;
+        float *out = c->att + (int64_t)t * c->q_dim + h * hd;
+        memset(out, 0, sizeof(float) * hd);
+        for (int32_t j = lo; j <= p; j++) {
+            float w = sc[j - lo] * inv;
+            const float *v = vl + (size_t)j * c->kv_dim + koff;
+            for (int i = 0; i < hd; i++)
+                out[i] += w * v[i];
+        }
+    }
+}
+
+/* hb = act(hb) * hb2 over all N x n_ff elements, split evenly (a decode
+ * step has one token, so splitting by token would leave threads idle). */
+struct glu_job {
+    float *hb;
+    const float *hb2;
+    int64_t count;
+    bool gelu;
+};
+
+static void glu_worker(void *arg, int ith, int nth)
+{
+    const struct glu_job *job = arg;
+    int64_t lo, hi;
+    split_range(job->count, ith, nth, &lo, &hi);
+    if (job->gelu)
+        for (int64_t i = lo; i < hi; i++)
+            job->hb[i] = gelu_tanh(job->hb[i]) * job->hb2[i];
+    else
+        for (int64_t i = lo; i < hi; i++)
+            job->hb[i] = silu(job->hb[i]) * job->hb2[i];
+}
+
+/* ---- create / destroy ---- */
+
+static void *alloc_aligned(size_t bytes, uint64_t *total)
+{
+    size_t n = (bytes + ALIGN - 1) / ALIGN * ALIGN;
+    if (n == 0)
+        n = ALIGN;
+    void *p = aligned_alloc(ALIGN, n);
+    if (p && total)
+        *total += n;
+    return p;
+}
+
+static void read_cpu_name(char *buf, size_t cap)
+{
+    snprintf(buf, cap, "CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f)
+        return;
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, "model name", 10) != 0)
+            continue;
+        char *colon = strchr(line, ':');
+        if (!colon)
+            continue;
+        char *s = colon + 1;
+        while (*s == ' ' || *s == '\t')
+            s++;
+        size_t len = strcspn(s, "\n");
+        while (len > 0 && s[len - 1] == ' ')
+            len--;
+        if (len > 0)
+            snprintf(buf, cap, "%.*s", (int)len, s);
+        break;
+    }
+    fclose(f);
+}
+
+static void cpu_destroy(void *b)
+{
+    struct cpu *c = b;
+    if (!c)
+        return;
+    threadpool_free(c->pool);
+    free(c->small);
+    free(c->layers);
+    free(c->k_cache);
+    free(c->v_cache);
+    free(c->x);
+    free(c->xb);
+    free(c->tmp);
+    free(c->q);
+    free(c->k);
+    free(c->v);
+    free(c->att);
+    free(c->hb);
+    free(c->hb2);
+    free(c->rope_cos);
+    free(c->rope_sin);
+    free(c->rope_cos_local);
+    free(c->rope_sin_local);
+    free(c->act_mem);
+    free(c->acts);
+    free(c->scores);
+    free(c);
+}
+
+/* Hands out the next N floats of the small-vector store, dequantising T into
+ * them; NULL (and nothing used) when T is absent. */
+static float *take_small(float **cursor, const struct model_tensor *t)
+{
+    if (!t->data)
+        return NULL;
+    float *p = *cursor;
+    quant_dequantize_row(t->type, t->data, p, t->ne0 * t->ne1);
+    *cursor += t->ne0 * t->ne1;
+    return p;
+}
+
+static size_t small_count(const struct model_tensor *t)
+{
+    return t->data ? (size_t)(t->ne0 * t->ne1) : 0;
+}
+
+static size_t max_act_size(const struct model_tensor *t, size_t cur)
+{
+    size_t s = quant_act_size(t->type, t->ne0);
+    return s > cur ? s : cur;
+}
+
+static void *cpu_create(const struct model *m, const struct backend_config *cfg, char *err,
+                        size_t errlen)
+{
+    const struct model_hparams *hp = &m->hp;
+    if (cfg->n_ctx < 1) {
+        set_err(err, errlen, "cpu: context size %d must be positive", cfg->n_ctx);
+        return NULL;
+    }
+    struct cpu *c = calloc(1, sizeof *c);
+    if (!c) {
+        set_err(err, errlen, "cpu: out of memory");
+        return NULL;
+    }
+    c->m = m;
+    c->n_ctx = cfg->n_ctx;
+    c->max_batch = cfg->n_ctx < MAX_BATCH ? cfg->n_ctx : MAX_BATCH;
+    c->n_embd = hp->n_embd;
+    c->q_dim = hp->n_head * hp->head_dim;
+    c->kv_dim = hp->n_head_kv * hp->head_dim;
+    c->n_ff = hp->n_ff;
+    c->n_vocab = hp->n_vocab;
+    c->head_dim = hp->head_dim;
+    c->n_head = hp->n_head;
+    c->n_head_kv = hp->n_head_kv;
+    c->n_rot = hp->n_rot;
+    read_cpu_name(c->device, sizeof c->device);
+
+    int nt = cfg->n_threads;
+    if (nt <= 0) {
+        long nc = sysconf(_SC_NPROCESSORS_ONLN);
+        nt = nc > 0 ? (int)nc : 1;
+    }
+    if (nt > 256)
+        nt = 256;
+    c->pool = threadpool_new(nt);
+    if (!c->pool) {
+        set_err(err, errlen, "cpu: cannot start %d threads", nt);
+        cpu_destroy(c);
+        return NULL;
+    }
+    c->n_threads = threadpool_size(c->pool);
+
+    /* Small vectors: norms, biases, RoPE frequencies. */
+    size_t n_small = small_count(&m->output_norm) + (size_t)hp->n_rot;
+    for (int il = 0; il < hp->n_layer; il++) {
+        const struct model_layer *l = &m->layers[il];
+        n_small += small_count(&l->attn_norm) + small_count(&l->ffn_norm) +
+                   small_count(&l->post_attn_norm) + small_count(&l->post_ffw_norm) +
+                   small_count(&l->q_norm) + small_count(&l->k_norm) + small_count(&l->bq) +
+                   small_count(&l->bk) + small_count(&l->bv);
+    }
+    uint64_t scratch = 0;
+    c->small = alloc_aligned(n_small * sizeof(float), &scratch);
+    c->layers = calloc((size_t)hp->n_layer, sizeof *c->layers);
+    if (!c->small || !c->layers) {
+        set_err(err, errlen, "cpu: out of memory for norm weights");
+        cpu_destroy(c);
+        return NULL;
+    }
+    float *cur = c->small;
+    c->output_norm = take_small(&cur, &m->output_norm);
+    for (int il = 0; il < hp->n_layer; il++) {
+        const struct model_layer *l = &m->layers[il];
+        struct cpu_layer *cl = &c->layers[il];
+        cl->attn_norm = take_small(&cur, &l->attn_norm);
+        cl->ffn_norm = take_small(&cur, &l->ffn_norm);
+        cl->post_attn_norm = take_small(&cur, &l->post_attn_norm);
+        cl->post_ffw_norm = take_small(&cur, &l->post_ffw_norm);
+        cl->q_norm = take_small(&cur, &l->q_norm);
+        cl->k_norm = take_small(&cur, &l->k_norm);
+        cl->bq = take_small(&cur, &l->bq);
+        cl->bk = take_small(&cur, &l->bk);
+        cl->bv = take_small(&cur, &l->bv);
+    }
+    /* theta_i = pos * base^(-2i/n_rot) / rope_freqs[i] (* freq_scale on
+     * global layers; gemma3's local layers ignore rope scaling). Computed in
+     * double so long positions keep their precision. */
+    int half = hp->n_rot / 2;
+    c->inv_freq = cur;
+    c->inv_freq_local = cur + half;
+    const float *ff = m->rope_freqs.data;
+    for (int i = 0; i < half; i++) {
+        double e = -2.0 * i / hp->n_rot;
+        double f = ff ? (double)ff[i] : 1.0;
+        c->inv_freq[i] = (float)(pow(hp->rope_base, e) / f * hp->rope_freq_scale);
+        c->inv_freq_local[i] = (float)(pow(hp->rope_base_local, e) / f);
+    }
+
+    /* KV cache. */
+    size_t kv_floats = (size_t)hp->n_layer * (size_t)c->n_ctx * (size_t)c->kv_dim;
+    c->k_cache = alloc_aligned(kv_floats * sizeof(float), &c->kv_bytes);
+    c->v_cache = alloc_aligned(kv_floats * sizeof(float), &c->kv_bytes);
+    if (!c->k_cache || !c->v_cache) {
+        set_err(err, errlen, "cpu: out of memory for the KV cache (%.1f MiB for %d tokens)",
+                2.0 * (double)kv_floats * sizeof(float) / (1024.0 * 1024.0), c->n_ctx);
+        cpu_destroy(c);
+        return NULL;
+    }
+
+    /* Activation scratch. */
+    size_t B = (size_t)c->max_batch;
+    c->x = alloc_aligned(B * c->n_embd * sizeof(float), &scratch);
+    c->xb = alloc_aligned(B * c->n_embd * sizeof(float), &scratch);
+    c->tmp = alloc_aligned(B * c->n_embd * sizeof(float), &scratch);
+    c->q = alloc_aligned(B * c->q_dim * sizeof(float), &scratch);
+    c->k = alloc_aligned(B * c->kv_dim * sizeof(float), &scratch);
+    c->v = alloc_aligned(B * c->kv_dim * sizeof(float), &scratch);
+    c->att = alloc_aligned(B * c->q_dim * sizeof(float), &scratch);
+    c->hb = alloc_aligned(B * c->n_ff * sizeof(float), &scratch);
+    c->hb2 = alloc_aligned(B * c->n_ff * sizeof(float), &scratch);
+    c->rope_cos = alloc_aligned(B * half * sizeof(float), &scratch);
+    c->rope_sin = alloc_aligned(B * half * sizeof(float), &scratch);
+    c->rope_cos_local = alloc_aligned(B * half * sizeof(float), &scratch);
+    c->rope_sin_local = alloc_aligned(B * half * sizeof(float), &scratch);
+
+    size_t act = 0;
+    act = max_act_size(&m->output, act);
+    for (int il = 0; il < hp->n_layer; il++) {
+        const struct model_layer *l = &m->layers[il];
+        act = max_act_size(&l->wq, act);
+        act = max_act_size(&l->wk, act);
+        act = max_act_size(&l->wv, act);
+        act = max_act_size(&l->wo, act);
+        act = max_act_size(&l->ffn_gate, act);
+        act = max_act_size(&l->ffn_up, act);
+        act = max_act_size(&l->ffn_down, act);
+    }
+    c->act_stride = (act + ALIGN - 1) / ALIGN * ALIGN;
+    c->act_mem = alloc_aligned(N_SLOTS * B * c->act_stride, &scratch);
+    c->acts = calloc(N_SLOTS * B, sizeof *c->acts);
+    c->scores_stride = ((size_t)c->n_ctx + 15) / 16 * 16;
+    c->scores = alloc_aligned((size_t)c->n_threads * c->scores_stride * sizeof(float), &scratch);
+    if (!c->x || !c->xb || !c->tmp || !c->q || !c->k || !c->v || !c->att || !c->hb || !c->hb2 ||
+        !c->rope_cos || !c->rope_sin || !c->rope_cos_local || !c->rope_sin_local ||
+        !c->act_mem || !c->acts || !c->scores) {
+        set_err(err, errlen, "cpu: out of memory for scratch buffers (%.1f MiB)",
+                (double)scratch / (1024.0 * 1024.0));
+        cpu_destroy(c);
+        return NULL;
+    }
+    scratch += N_SLOTS * B * sizeof *c->acts;
+    c->scratch_bytes = scratch;
+    return c;
+}
+
+/* ---- forward ---- */
+
+/* Prepares, on the slots, one input per distinct type among TYPES (so Q, K
+ * and V of one type share a preparation); SLOT_OF[i] says which slot weight
+ * i uses. */
+static int assign_slots(const enum ggml_type *types, int n, enum ggml_type *slot_types,
+                        int *slot_of)
+{
+    int n_slots = 0;
+    for (int i = 0; i < n; i++) {
+        int s = 0;
+        while (s < n_slots && slot_types[s] != types[i])
+            s++;
+        if (s == n_slots)
+            slot_types[n_slots++] = types[i];
+        slot_of[i] = s;
+    }
+    return n_slots;
+}
+
+static void run_norm(struct cpu *c, struct norm_job *job, const struct model_tensor *const *ws,
+                     int n_w, int *slot_of)
+{
+    enum ggml_type types[N_SLOTS];
+    for (int i = 0; i < n_w; i++)
+        types[i] = ws[i]->type;
+    job->n_types = assign_slots(types, n_w, job->types, slot_of);
+    for (int s = 0; s < job->n_types; s++)
+        job->acts[s] = c->acts + (size_t)s * c->max_batch;
+    threadpool_run(c->pool, norm_worker, job);
+}
+
+/* Runs one chunk of N <= max_batch tokens at POS. LOGITS receives the last
+ * token's logits when WANT == 1, every token's when WANT == N, none when 0. */
+static void forward_chunk(struct cpu *c, const int32_t *tokens, int n, int32_t pos,
+                          float *logits, int want)
+{
+    const struct model *m = c->m;
+    const struct model_hparams *hp = &m->hp;
+    int E = c->n_embd, half = c->n_rot / 2;
+
+    size_t row_bytes = quant_row_size(m->tok_embd.type, E);
+    for (int t = 0; t < n; t++) {
+        float *x = c->x + (int64_t)t * E;
+        quant_dequantize_row(m->tok_embd.type,
+                             (const unsigned char *)m->tok_embd.data + (size_t)tokens[t] * row_bytes,
+                             x, E);
+        if (hp->embd_scale != 1.0f)
+            for (int i = 0; i < E; i++)
+                x[i] *= hp->embd_scale;
+    }
+    for (int t = 0; t < n; t++) {
+        double p = (double)(pos + t);
+        for (int i = 0; i < half; i++) {
+            double th = p * c->inv_freq[i], tl = p * c->inv_freq_local[i];
+            c->rope_cos[t * half + i] = (float)cos(th);
+            c->rope_sin[t * half + i] = (float)sin(th);
+            c->rope_cos_local[t * half + i] = (float)cos(tl);
+            c->rope_sin_local[t * half + i] = (float)sin(tl);
+        }
+    }
+
+    int slot_of[N_SLOTS];
+    for (int il = 0; il < hp->n_layer; il++) {
+        const struct model_layer *l = &m->layers[il];
+        const struct cpu_layer *cl = &c->layers[il];
+
+        /* x += post_ffw_norm(previous FFN output); xb = attn_norm(x). */
+        struct norm_job nj = {.c = c, .n = n, .x = c->x, .dim = E, .out = c->xb,
+                              .norm = cl->attn_norm, .add_buf = c->tmp};
+        if (il > 0) {
+            nj.add = c->tmp;
+            nj.add_norm = c->layers[il - 1].post_ffw_norm;
+        }
+        const struct model_tensor *qkv[3] = {&l->wq, &l->wk, &l->wv};
+        run_norm(c, &nj, qkv, 3, slot_of);
+        struct matmul_job mj = {.n = n, .n_mm = 3};
+        float *dst[3] = {c->q, c->k, c->v};
+        const float *bias[3] = {cl->bq, cl->bk, cl->bv};
+        for (int i = 0; i < 3; i++)
+            mj.mm[i] = (struct matmul){.w = qkv[i], .acts = nj.acts[slot_of[i]], .y = dst[i],
+                                       .y_stride = qkv[i]->ne1, .bias = bias[i]};
+        threadpool_run(c->pool, matmul_worker, &mj);
+
+        struct rope_job rj = {.c = c, .ly = cl, .il = il, .n = n, .pos = pos,
+                              .cs = l->swa ? c->rope_cos_local : c->rope_cos,
+                              .sn = l->swa ? c->rope_sin_local : c->rope_sin};
+        threadpool_run(c->pool, rope_worker, &rj);
+        struct attn_job aj = {.c = c, .il = il, .n = n, .pos = pos, .swa = l->swa};
+        threadpool_run(c->pool, attn_worker, &aj);
+
+        /* tmp = Wo att */
+        struct norm_job pj = {.c = c, .n = n, .x = c->att, .dim = c->q_dim};
+        const struct model_tensor *wo[1] = {&l->wo};
+        run_norm(c, &pj, wo, 1, slot_of);
+        mj = (struct matmul_job){.n = n, .n_mm = 1};
+        mj.mm[0] = (struct matmul){.w = &l->wo, .acts = pj.acts[0], .y = c->tmp, .y_stride = E};
+        threadpool_run(c->pool, matmul_worker, &mj);
+
+        /* x += post_attn_norm(tmp); xb = ffn_norm(x); hb, hb2 = gate, up. */
+        nj = (struct norm_job){.c = c, .n = n, .x = c->x, .dim = E, .out = c->xb,
+                               .norm = cl->ffn_norm, .add = c->tmp,
+                               .add_norm = cl->post_attn_norm, .add_buf = c->tmp};
+        const struct model_tensor *gu[2] = {&l->ffn_gate, &l->ffn_up};
+        run_norm(c, &nj, gu, 2, slot_of);
+        mj = (struct matmul_job){.n = n, .n_mm = 2};
+        mj.mm[0] = (struct matmul){.w = &l->ffn_gate, .acts = nj.acts[slot_of[0]], .y = c->hb,
+                                   .y_stride = c->n_ff};
+        mj.mm[1] = (struct matmul){.w = &l->ffn_up, .acts = nj.acts[slot_of[1]], .y = c->hb2,
+                                   .y_stride = c->n_ff};
+        threadpool_run(c->pool, matmul_worker, &mj);
+
+        struct glu_job gj = {.hb = c->hb, .hb2 = c->hb2, .count = (int64_t)n * c->n_ff,
+                             .gelu = hp->gelu_ffn};
+        threadpool_run(c->pool, glu_worker, &gj);
+
+        /* tmp = Wdown hb */
+        pj = (struct norm_job){.c = c, .n = n, .x = c->hb, .dim = c->n_ff};
+        const struct model_tensor *wd[1] = {&l->ffn_down};
+        run_norm(c, &pj, wd, 1, slot_of);
+        mj = (struct matmul_job){.n = n, .n_mm = 1};
+        mj.mm[0] = (struct matmul){.w = &l->ffn_down, .acts = pj.acts[0], .y = c->tmp,
+                                   .y_stride = E};
+        threadpool_run(c->pool, matmul_worker, &mj);
+    }
+    if (want == 0) {
+        /* The residual of the last layer still matters to nobody: the cache
+         * holds everything later chunks need. */
+        return;
+    }
+    /* Only the tokens whose logits are wanted go through the head. */
+    int first = n - want;
+    const struct cpu_layer *last = &c->layers[hp->n_layer - 1];
+    struct norm_job nj = {.c = c, .n = want, .x = c->x + (int64_t)first * E, .dim = E,
+                          .out = c->xb, .norm = c->output_norm,
+                          .add = c->tmp + (int64_t)first * E, .add_norm = last->post_ffw_norm,
+                          .add_buf = c->tmp + (int64_t)first * E};
+    const struct model_tensor *out[1] = {&m->output};
+    run_norm(c, &nj, out, 1, slot_of);
+    struct matmul_job mj = {.n = want, .n_mm = 1};
+    mj.mm[0] = (struct matmul){.w = &m->output, .acts = nj.acts[0], .y = logits,
+                               .y_stride = c->n_vocab};
+    threadpool_run(c->pool, matmul_worker, &mj);
+}
+
+static int cpu_forward(void *b, const int32_t *tokens, int32_t n, int32_t pos, float *logits,
+                       bool all, char *err, size_t errlen)
+{
+    struct cpu *c = b;
+    if (n < 1 || pos < 0 || pos > c->n_ctx - n) {
+        set_err(err, errlen, "cpu: %d tokens at position %d do not fit the context of %d", n,
+                pos, c->n_ctx);
+        return -1;
+    }
+    for (int32_t i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= c->n_vocab) {
+            set_err(err, errlen, "cpu: token id %d at index %d is outside the vocabulary (%d)",
+                    tokens[i], i, c->n_vocab);
+            return -1;
+        }
+    }
+    for (int32_t c0 = 0; c0 < n; c0 += c->max_batch) {
+        int cn = n - c0 < c->max_batch ? n - c0 : c->max_batch;
+        bool last_chunk = c0 + cn == n;
+        int want = all ? cn : last_chunk ? 1 : 0;
+        float *lg = all ? logits + (size_t)c0 * c->n_vocab : logits;
+        forward_chunk(c, tokens + c0, cn, pos + c0, lg, want);
+    }
+    return 0;
+}
+
+/* ---- information ---- */
+
+static bool meminfo(uint64_t *total, uint64_t *avail)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f)
+        return false;
+    char line[256];
+    int got = 0;
+    unsigned long long v;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "MemTotal: %llu kB", &v) == 1) {
+            *total = (uint64_t)v * 1024;
+            got |= 1;
+        } else if (sscanf(line, "MemAvailable: %llu kB", &v) == 1) {
+            *avail = (uint64_t)v * 1024;
+            got |= 2;
+        }
+    }
+    fclose(f);
+    return got == 3;
+}
+
+static void cpu_memory(void *b, struct engine_memory *out)
+{
+    struct cpu *c = b;
+    /* The weights are the file mapping: what can be resident is the file. */
+    out->weights = c->m->file ? gguf_file_size(c->m->file) : c->m->weight_bytes;
+    out->kv_cache = c->kv_bytes;
+    out->scratch = c->scratch_bytes;
+    out->on_gpu = false;
+    uint64_t total, avail;
+    if (meminfo(&total, &avail)) {
+        out->device_total = total;
+        out->device_free = avail;
+        return;
+    }
+    struct sysinfo si;
+    if (sysinfo(&si) == 0) {
+        out->device_total = (uint64_t)si.totalram * si.mem_unit;
+        out->device_free = (uint64_t)(si.freeram + si.bufferram) * si.mem_unit;
+    } else {
+        out->device_total = ENGINE_UNKNOWN;
+        out->device_free = ENGINE_UNKNOWN;
+    }
+}
+
+static const char *cpu_device_name(void *b)
+{
+    struct cpu *c = b;
+    return c->device;
+}
+
+const struct backend_ops backend_cpu_ops = {
+    .name = "cpu",
+    .create = cpu_create,
+    .destroy = cpu_destroy,
+    .forward = cpu_forward,
+    .memory = cpu_memory,
+    .device_name = cpu_device_name,
+};

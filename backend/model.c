@@ -1,1 +1,486 @@
-/* model.c: being written */
+/* model.c - reads a transformer's hyperparameters and weights out of a GGUF
+ * file and checks everything the backends will rely on, so that a forward
+ * pass never has to: every tensor present with the shape the hyperparameters
+ * imply, in a type we compute with, and sizes that are sane.
+ *
+ * Used by the engine (and tests) before a backend is created.
+ */
+#include "model.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gguf.h"
+
+/* Limits past which a file is taken to be corrupt rather than a big model:
+ * they are an order of magnitude above any released model of these
+ * architectures, and keep every later size computation far from overflow. */
+#define MAX_EMBD (1 << 16)
+#define MAX_LAYER 1024
+#define MAX_HEAD 1024
+#define MAX_HEAD_DIM 4096
+#define MAX_FF (1 << 20)
+#define MAX_VOCAB (1 << 23)
+#define MAX_CTX (1 << 24)
+
+/* gemma3 alternates five local (sliding-window) layers with one global one;
+ * the period is not stored in the file (llama.cpp hard-codes it too). */
+#define GEMMA3_SWA_PERIOD 6
+/* Local gemma3 layers use this RoPE base whatever the file says for the
+ * global ones (HF rope_local_base_freq). */
+#define GEMMA3_LOCAL_ROPE_BASE 10000.0f
+
+static const char *const arch_names[] = {
+    [MODEL_ARCH_LLAMA] = "llama",
+    [MODEL_ARCH_QWEN2] = "qwen2",
+    [MODEL_ARCH_QWEN3] = "qwen3",
+    [MODEL_ARCH_GEMMA3] = "gemma3",
+};
+
+const char *model_arch_name(enum model_arch a)
+{
+    if ((unsigned)a < sizeof arch_names / sizeof arch_names[0])
+        return arch_names[a];
+    return "unknown";
+}
+
+const char *model_arch_list(void)
+{
+    return "llama, qwen2, qwen3, gemma3";
+}
+
+/* Loading context: the file, its name for messages, the error buffer. */
+struct loader {
+    struct gguf *g;
+    const char *fname;
+    const char *arch; /* architecture key prefix */
+    char *err;
+    size_t errlen;
+};
+
+static int fail(struct loader *L, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (L->err && L->errlen)
+        snprintf(L->err, L->errlen, "%s: %s", L->fname, msg);
+    return -1;
+}
+
+static void arch_key(const struct loader *L, const char *suffix, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "%s.%s", L->arch, suffix);
+}
+
+/* Reads integer {arch}.SUFFIX into OUT, or DEF when absent (DEF < 0 makes it
+ * required). Per-layer arrays are accepted when every element agrees, since
+ * the backends assume one value for all layers. */
+static int get_hp_int(struct loader *L, const char *suffix, int64_t def, int64_t lo, int64_t hi,
+                      int64_t *out)
+{
+    char key[256];
+    arch_key(L, suffix, key, sizeof key);
+    enum gguf_type et;
+    uint64_t n;
+    if (gguf_get_int(L->g, key, out)) {
+        /* fall through to the range check */
+    } else if (gguf_get_arr(L->g, key, &et, &n)) {
+        if (n == 0)
+            return fail(L, "%s is an empty array", key);
+        int64_t v0;
+        if (!gguf_get_arr_int(L->g, key, 0, &v0))
+            return fail(L, "%s is not an array of integers", key);
+        for (uint64_t i = 1; i < n; i++) {
+            int64_t v;
+            if (!gguf_get_arr_int(L->g, key, i, &v))
+                return fail(L, "%s is not an array of integers", key);
+            if (v != v0)
+                return fail(L, "%s differs between layers (%lld at 0, %lld at %llu): "
+                               "non-uniform layers are not supported",
+                            key, (long long)v0, (long long)v, (unsigned long long)i);
+        }
+        *out = v0;
+    } else if (gguf_find_key(L->g, key) >= 0) {
+        return fail(L, "%s is not an integer", key);
+    } else if (def < 0) {
+        return fail(L, "missing required key %s", key);
+    } else {
+        *out = def;
+        return 0;
+    }
+    if (*out < lo || *out > hi)
+        return fail(L, "%s = %lld is out of range (%lld..%lld)", key, (long long)*out,
+                    (long long)lo, (long long)hi);
+    return 0;
+}
+
+/* Reads float {arch}.SUFFIX, DEF when absent; must be finite and in (lo, hi]. */
+static int get_hp_float(struct loader *L, const char *suffix, double def, double lo, double hi,
+                        float *out)
+{
+    char key[256];
+    arch_key(L, suffix, key, sizeof key);
+    double v;
+    if (!gguf_get_float(L->g, key, &v)) {
+        int64_t iv;
+        if (gguf_get_int(L->g, key, &iv))
+            v = (double)iv;
+        else if (gguf_find_key(L->g, key) >= 0)
+            return fail(L, "%s is not a number", key);
+        else
+            v = def;
+    }
+    if (!isfinite(v) || v <= lo || v > hi)
+        return fail(L, "%s = %g is out of range", key, v);
+    *out = (float)v;
+    return 0;
+}
+
+static void shape_str(const struct gguf_tensor *t, char *buf, size_t cap)
+{
+    int k = snprintf(buf, cap, "[");
+    for (uint32_t d = 0; d < t->n_dims && k > 0 && (size_t)k < cap; d++)
+        k += snprintf(buf + k, cap - (size_t)k, "%s%lld", d ? ", " : "", (long long)t->ne[d]);
+    if (k > 0 && (size_t)k < cap)
+        snprintf(buf + k, cap - (size_t)k, "]");
+}
+
+/* Looks up NAME and checks it is a (NE0) vector (NE1 == 0) or an (NE0, NE1)
+ * matrix in a supported type. Absent and not REQUIRED leaves OUT empty. */
+static int get_tensor(struct loader *L, const char *name, int64_t ne0, int64_t ne1, bool required,
+                      struct model_tensor *out)
+{
+    memset(out, 0, sizeof *out);
+    const struct gguf_tensor *t = gguf_find_tensor(L->g, name);
+    if (!t) {
+        if (required)
+            return fail(L, "missing tensor %s", name);
+        return 0;
+    }
+    bool ok = t->ne[0] == ne0 && t->ne[2] == 1 && t->ne[3] == 1 &&
+              (ne1 == 0 ? t->ne[1] == 1 : t->ne[1] == ne1);
+    if (!ok) {
+        char found[96];
+        shape_str(t, found, sizeof found);
+        if (ne1 == 0)
+            return fail(L, "tensor %s has shape %s, expected [%lld]", name, found,
+                        (long long)ne0);
+        return fail(L, "tensor %s has shape %s, expected [%lld, %lld]", name, found,
+                    (long long)ne0, (long long)ne1);
+    }
+    if (!quant_type_supported(t->type))
+        return fail(L, "tensor %s has type %s (id %d), which kvchat cannot compute with", name,
+                    quant_type_name(t->type), (int)t->type);
+    int64_t bs = quant_block_size(t->type);
+    if (bs <= 0 || t->ne[0] % bs != 0)
+        return fail(L, "tensor %s: row of %lld elements is not a whole number of %s blocks",
+                    name, (long long)t->ne[0], quant_type_name(t->type));
+    int64_t rows = ne1 == 0 ? 1 : ne1;
+    size_t want = quant_row_size(t->type, t->ne[0]) * (size_t)rows;
+    if (t->nbytes < want || !t->data)
+        return fail(L, "tensor %s holds %llu bytes, expected %zu", name,
+                    (unsigned long long)t->nbytes, want);
+    out->type = t->type;
+    out->ne0 = t->ne[0];
+    out->ne1 = rows;
+    out->data = t->data;
+    out->nbytes = want;
+    return 0;
+}
+
+static int get_layer_tensor(struct loader *L, int il, const char *what, int64_t ne0, int64_t ne1,
+                            bool required, struct model_tensor *out)
+{
+    char name[96];
+    snprintf(name, sizeof name, "blk.%d.%s", il, what);
+    return get_tensor(L, name, ne0, ne1, required, out);
+}
+
+static int parse_arch(struct loader *L, enum model_arch *out)
+{
+    struct gguf_str s;
+    if (!gguf_get_str(L->g, "general.architecture", &s))
+        return fail(L, "missing general.architecture");
+    for (size_t i = 0; i < sizeof arch_names / sizeof arch_names[0]; i++) {
+        if (gguf_str_eq(s, arch_names[i])) {
+            *out = (enum model_arch)i;
+            L->arch = arch_names[i];
+            return 0;
+        }
+    }
+    char name[64];
+    gguf_str_copy(s, name, sizeof name);
+    /* Keep the message printable whatever bytes the file holds. */
+    for (char *c = name; *c; c++)
+        if ((unsigned char)*c < 0x20 || (unsigned char)*c == 0x7f)
+            *c = '?';
+    return fail(L, "unknown architecture '%s' (supported: %s)", name, model_arch_list());
+}
+
+static int parse_hparams(struct loader *L, struct model_hparams *hp)
+{
+    int64_t v;
+    if (get_hp_int(L, "embedding_length", -1, 1, MAX_EMBD, &v))
+        return -1;
+    hp->n_embd = (int32_t)v;
+    if (get_hp_int(L, "block_count", -1, 1, MAX_LAYER, &v))
+        return -1;
+    hp->n_layer = (int32_t)v;
+    if (get_hp_int(L, "feed_forward_length", -1, 1, MAX_FF, &v))
+        return -1;
+    hp->n_ff = (int32_t)v;
+    if (get_hp_int(L, "attention.head_count", -1, 1, MAX_HEAD, &v))
+        return -1;
+    hp->n_head = (int32_t)v;
+    if (get_hp_int(L, "attention.head_count_kv", hp->n_head, 1, MAX_HEAD, &v))
+        return -1;
+    hp->n_head_kv = (int32_t)v;
+    if (hp->n_head % hp->n_head_kv != 0)
+        return fail(L, "head_count %d is not a multiple of head_count_kv %d", hp->n_head,
+                    hp->n_head_kv);
+    int64_t def_hd = hp->n_embd % hp->n_head == 0 ? hp->n_embd / hp->n_head : -1;
+    int64_t hd_k, hd_v;
+    if (get_hp_int(L, "attention.key_length", def_hd, 1, MAX_HEAD_DIM, &hd_k))
+        return -1;
+    if (get_hp_int(L, "attention.value_length", hd_k, 1, MAX_HEAD_DIM, &hd_v))
+        return -1;
+    if (hd_k != hd_v)
+        return fail(L, "key_length %lld differs from value_length %lld (not supported)",
+                    (long long)hd_k, (long long)hd_v);
+    hp->head_dim = (int32_t)hd_k;
+    if (get_hp_int(L, "rope.dimension_count", hp->head_dim, 2, MAX_HEAD_DIM, &v))
+        return -1;
+    hp->n_rot = (int32_t)v;
+    if (hp->n_rot % 2 != 0 || hp->n_rot > hp->head_dim)
+        return fail(L, "rope.dimension_count %d must be even and at most the head size %d",
+                    hp->n_rot, hp->head_dim);
+    if (get_hp_int(L, "context_length", 2048, 1, MAX_CTX, &v))
+        return -1;
+    hp->n_ctx_train = (int32_t)v;
+
+    bool gemma = hp->arch == MODEL_ARCH_GEMMA3;
+    if (get_hp_float(L, "attention.layer_norm_rms_epsilon", gemma ? 1e-6 : 1e-5, 0.0, 1.0,
+                     &hp->norm_eps))
+        return -1;
+    if (get_hp_float(L, "rope.freq_base", 10000.0, 0.0, 1e12, &hp->rope_base))
+        return -1;
+
+    /* RoPE scaling: linear is a plain position scale; YaRN and friends need
+     * extra machinery we do not have, and running without it would give
+     * plausible-looking garbage, so they are refused. */
+    hp->rope_freq_scale = 1.0f;
+    char key[256];
+    struct gguf_str st;
+    arch_key(L, "rope.scaling.type", key, sizeof key);
+    bool has_type = gguf_get_str(L->g, key, &st);
+    if (has_type && !gguf_str_eq(st, "none") && !gguf_str_eq(st, "linear")) {
+        char tname[32];
+        gguf_str_copy(st, tname, sizeof tname);
+        return fail(L, "rope scaling '%s' is not supported (only none and linear)", tname);
+    }
+    if (!has_type || gguf_str_eq(st, "linear")) {
+        float factor = 1.0f;
+        if (get_hp_float(L, "rope.scaling.factor", 1.0, 0.0, 1e6, &factor))
+            return -1;
+        arch_key(L, "rope.scaling.factor", key, sizeof key);
+        if (gguf_find_key(L->g, key) < 0 &&
+            get_hp_float(L, "rope.scale_linear", 1.0, 0.0, 1e6, &factor))
+            return -1;
+        hp->rope_freq_scale = 1.0f / factor;
+    }
+
+    hp->rope_base_local = hp->rope_base;
+    hp->swa_window = 0;
+    hp->embd_scale = 1.0f;
+    hp->gelu_ffn = false;
+    hp->rope_neox = hp->arch != MODEL_ARCH_LLAMA;
+    hp->attn_scale = 1.0f / sqrtf((float)hp->head_dim);
+    if (gemma) {
+        if (get_hp_int(L, "attention.sliding_window", 0, 0, MAX_CTX, &v))
+            return -1;
+        hp->swa_window = (int32_t)v;
+        if (get_hp_float(L, "rope.freq_base_swa", GEMMA3_LOCAL_ROPE_BASE, 0.0, 1e12,
+                         &hp->rope_base_local))
+            return -1;
+        hp->embd_scale = sqrtf((float)hp->n_embd);
+        hp->gelu_ffn = true;
+        /* Gemma 3 27B (62 layers) was trained with query_pre_attn_scalar =
+         * n_embd / n_head instead of the head size; the value is not in the
+         * file, so it is recognised by depth as llama.cpp does. */
+        if (hp->n_layer == 62)
+            hp->attn_scale = 1.0f / sqrtf((float)hp->n_embd / (float)hp->n_head);
+    }
+    return 0;
+}
+
+static void add_tensor_stats(struct model *m, const struct model_tensor *t)
+{
+    if (!t->data)
+        return;
+    m->n_params += (uint64_t)t->ne0 * (uint64_t)t->ne1;
+    m->weight_bytes += t->nbytes;
+}
+
+static int load_tensors(struct loader *L, struct model *m)
+{
+    const struct model_hparams *hp = &m->hp;
+    int64_t E = hp->n_embd, Q = (int64_t)hp->n_head * hp->head_dim,
+            KV = (int64_t)hp->n_head_kv * hp->head_dim, F = hp->n_ff, HD = hp->head_dim;
+
+    /* The vocabulary size comes from the embedding table itself. */
+    const struct gguf_tensor *te = gguf_find_tensor(L->g, "token_embd.weight");
+    if (!te)
+        return fail(L, "missing tensor token_embd.weight");
+    if (te->ne[1] < 1 || te->ne[1] > MAX_VOCAB)
+        return fail(L, "token_embd.weight has %lld rows, out of range (1..%d)",
+                    (long long)te->ne[1], MAX_VOCAB);
+    m->hp.n_vocab = (int32_t)te->ne[1];
+    int64_t V = m->hp.n_vocab;
+    if (get_tensor(L, "token_embd.weight", E, V, true, &m->tok_embd))
+        return -1;
+
+    int64_t v;
+    char key[256];
+    arch_key(L, "vocab_size", key, sizeof key);
+    if (gguf_get_int(L->g, key, &v) && v != V)
+        return fail(L, "%s = %lld but token_embd.weight has %lld rows", key, (long long)v,
+                    (long long)V);
+    enum gguf_type et;
+    uint64_t ntok;
+    if (gguf_get_arr(L->g, "tokenizer.ggml.tokens", &et, &ntok) && ntok > (uint64_t)V)
+        return fail(L, "the tokenizer has %llu tokens but token_embd.weight only %lld rows",
+                    (unsigned long long)ntok, (long long)V);
+
+    if (get_tensor(L, "output_norm.weight", E, 0, true, &m->output_norm))
+        return -1;
+    if (get_tensor(L, "output.weight", E, V, false, &m->output))
+        return -1;
+    bool tied = m->output.data == NULL;
+    if (tied)
+        m->output = m->tok_embd;
+    if (get_tensor(L, "rope_freqs.weight", hp->n_rot / 2, 0, false, &m->rope_freqs))
+        return -1;
+    if (m->rope_freqs.data && m->rope_freqs.type != GGML_TYPE_F32)
+        return fail(L, "tensor rope_freqs.weight has type %s, expected F32",
+                    quant_type_name(m->rope_freqs.type));
+
+    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+    if (!m->layers)
+        return fail(L, "out of memory for %d layers", hp->n_layer);
+
+    bool qwen2 = hp->arch == MODEL_ARCH_QWEN2;
+    bool qk_norm = hp->arch == MODEL_ARCH_QWEN3 || hp->arch == MODEL_ARCH_GEMMA3;
+    bool gemma = hp->arch == MODEL_ARCH_GEMMA3;
+    for (int il = 0; il < hp->n_layer; il++) {
+        struct model_layer *ly = &m->layers[il];
+        if (get_layer_tensor(L, il, "attn_norm.weight", E, 0, true, &ly->attn_norm) ||
+            get_layer_tensor(L, il, "attn_q.weight", E, Q, true, &ly->wq) ||
+            get_layer_tensor(L, il, "attn_k.weight", E, KV, true, &ly->wk) ||
+            get_layer_tensor(L, il, "attn_v.weight", E, KV, true, &ly->wv) ||
+            get_layer_tensor(L, il, "attn_output.weight", Q, E, true, &ly->wo) ||
+            get_layer_tensor(L, il, "ffn_norm.weight", E, 0, true, &ly->ffn_norm) ||
+            get_layer_tensor(L, il, "ffn_gate.weight", E, F, true, &ly->ffn_gate) ||
+            get_layer_tensor(L, il, "ffn_up.weight", E, F, true, &ly->ffn_up) ||
+            get_layer_tensor(L, il, "ffn_down.weight", F, E, true, &ly->ffn_down))
+            return -1;
+        /* qwen2 files always carry the biases; other llama-family files
+         * sometimes do too, and then they must be used. */
+        if (get_layer_tensor(L, il, "attn_q.bias", Q, 0, qwen2, &ly->bq) ||
+            get_layer_tensor(L, il, "attn_k.bias", KV, 0, qwen2, &ly->bk) ||
+            get_layer_tensor(L, il, "attn_v.bias", KV, 0, qwen2, &ly->bv))
+            return -1;
+        if (qk_norm && (get_layer_tensor(L, il, "attn_q_norm.weight", HD, 0, true, &ly->q_norm) ||
+                        get_layer_tensor(L, il, "attn_k_norm.weight", HD, 0, true, &ly->k_norm)))
+            return -1;
+        if (gemma &&
+            (get_layer_tensor(L, il, "post_attention_norm.weight", E, 0, true,
+                              &ly->post_attn_norm) ||
+             get_layer_tensor(L, il, "post_ffw_norm.weight", E, 0, true, &ly->post_ffw_norm)))
+            return -1;
+        ly->swa = gemma && hp->swa_window > 0 && il % GEMMA3_SWA_PERIOD < GEMMA3_SWA_PERIOD - 1;
+        ly->rope_base = ly->swa ? hp->rope_base_local : hp->rope_base;
+
+        const struct model_tensor *all[] = {&ly->attn_norm, &ly->wq, &ly->wk, &ly->wv,
+                                            &ly->bq, &ly->bk, &ly->bv, &ly->q_norm,
+                                            &ly->k_norm, &ly->wo, &ly->post_attn_norm,
+                                            &ly->ffn_norm, &ly->ffn_gate, &ly->ffn_up,
+                                            &ly->ffn_down, &ly->post_ffw_norm};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+            add_tensor_stats(m, all[i]);
+    }
+    add_tensor_stats(m, &m->tok_embd);
+    add_tensor_stats(m, &m->output_norm);
+    add_tensor_stats(m, &m->rope_freqs);
+    if (!tied)
+        add_tensor_stats(m, &m->output);
+
+    /* A decode step reads every weight once, but of the embedding table only
+     * one row -- unless the table is also the LM head, when all of it is read
+     * (once, for the logits). */
+    if (tied)
+        m->bytes_per_token = m->weight_bytes;
+    else
+        m->bytes_per_token = m->weight_bytes - m->tok_embd.nbytes +
+                             quant_row_size(m->tok_embd.type, m->tok_embd.ne0);
+    return 0;
+}
+
+static const char *base_name(const char *path)
+{
+    const char *s = strrchr(path, '/');
+    return s ? s + 1 : path;
+}
+
+struct model *model_from_gguf(struct gguf *g, char *err, size_t errlen)
+{
+    if (err && errlen)
+        err[0] = 0;
+    if (!g) {
+        if (err && errlen)
+            snprintf(err, errlen, "model: no file");
+        return NULL;
+    }
+    struct loader L = {.g = g, .fname = gguf_path(g), .err = err, .errlen = errlen};
+    if (!L.fname)
+        L.fname = "model";
+    struct model *m = calloc(1, sizeof *m);
+    if (!m) {
+        fail(&L, "out of memory");
+        gguf_close(g);
+        return NULL;
+    }
+    m->file = g;
+    if (parse_arch(&L, &m->hp.arch) || parse_hparams(&L, &m->hp) || load_tensors(&L, m)) {
+        model_free(m);
+        return NULL;
+    }
+    struct gguf_str name;
+    if (gguf_get_str(g, "general.name", &name) && name.len > 0)
+        gguf_str_copy(name, m->name, sizeof m->name);
+    else
+        snprintf(m->name, sizeof m->name, "%s", base_name(L.fname));
+    return m;
+}
+
+struct model *model_load(const char *path, char *err, size_t errlen)
+{
+    struct gguf *g = gguf_open(path, err, errlen);
+    if (!g)
+        return NULL;
+    return model_from_gguf(g, err, errlen);
+}
+
+void model_free(struct model *m)
+{
+    if (!m)
+        return;
+    free(m->layers);
+    gguf_close(m->file);
+    free(m);
+}

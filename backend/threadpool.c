@@ -1,1 +1,176 @@
-/* threadpool.c: being written */
+/* threadpool.c - the CPU backend's worker threads.
+ *
+ * A decode step makes a few hundred short parallel calls (one per matrix
+ * product or attention pass), so the cost that matters is dispatch latency,
+ * not throughput. Workers therefore wait for the next call by spinning on a
+ * generation counter for a while, and only then sleep on a condition
+ * variable; the caller wakes sleepers only when some are actually asleep.
+ * Counters written by different threads live on different cache lines.
+ */
+#include "threadpool.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define CPU_RELAX() _mm_pause()
+#elif defined(__aarch64__)
+#define CPU_RELAX() __asm__ __volatile__("yield")
+#else
+#define CPU_RELAX() ((void)0)
+#endif
+
+/* Spin iterations before a worker sleeps: long enough to bridge the gap
+ * between the back-to-back calls of one forward pass (microseconds), short
+ * enough that an idle chat does not burn a core. */
+#define SPIN_ITERS (1 << 15)
+
+#define CACHE_LINE 64
+
+struct worker {
+    struct threadpool *pool; /* borrowed */
+    pthread_t thread;
+    int ith;
+};
+
+struct threadpool {
+    int n_threads; /* the caller included */
+    struct worker *workers; /* owned, n_threads - 1 */
+
+    /* The call being run; written by the caller before the generation bump. */
+    threadpool_fn fn;
+    void *arg;
+
+    _Alignas(CACHE_LINE) atomic_uint generation; /* bumped once per call */
+    _Alignas(CACHE_LINE) atomic_int n_done;      /* workers finished with this call */
+    _Alignas(CACHE_LINE) atomic_int n_sleeping;  /* workers in (or entering) cond wait */
+    atomic_bool stop;
+
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+};
+
+/* Waits until the generation differs from SEEN (or stop); returns it. */
+static unsigned wait_for_work(struct threadpool *p, unsigned seen)
+{
+    for (int i = 0; i < SPIN_ITERS; i++) {
+        unsigned g = atomic_load_explicit(&p->generation, memory_order_acquire);
+        if (g != seen || atomic_load_explicit(&p->stop, memory_order_relaxed))
+            return g;
+        CPU_RELAX();
+    }
+    pthread_mutex_lock(&p->mutex);
+    /* Counting ourselves before re-checking (both seq_cst) means the caller
+     * either sees us asleep and signals, or we see its new generation. */
+    atomic_fetch_add(&p->n_sleeping, 1);
+    unsigned g;
+    while ((g = atomic_load(&p->generation)) == seen && !atomic_load(&p->stop))
+        pthread_cond_wait(&p->cond, &p->mutex);
+    atomic_fetch_sub(&p->n_sleeping, 1);
+    pthread_mutex_unlock(&p->mutex);
+    return g;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct threadpool *p = w->pool;
+    unsigned seen = 0;
+    for (;;) {
+        seen = wait_for_work(p, seen);
+        if (atomic_load(&p->stop))
+            break;
+        p->fn(p->arg, w->ith, p->n_threads);
+        atomic_fetch_add_explicit(&p->n_done, 1, memory_order_acq_rel);
+    }
+    return NULL;
+}
+
+struct threadpool *threadpool_new(int n_threads)
+{
+    if (n_threads < 1)
+        n_threads = 1;
+    struct threadpool *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->n_threads = n_threads;
+    atomic_init(&p->generation, 0);
+    atomic_init(&p->n_done, 0);
+    atomic_init(&p->n_sleeping, 0);
+    atomic_init(&p->stop, false);
+    pthread_mutex_init(&p->mutex, NULL);
+    pthread_cond_init(&p->cond, NULL);
+    if (n_threads > 1) {
+        p->workers = calloc((size_t)n_threads - 1, sizeof *p->workers);
+        if (!p->workers) {
+            threadpool_free(p);
+            return NULL;
+        }
+        for (int i = 0; i < n_threads - 1; i++) {
+            p->workers[i].pool = p;
+            p->workers[i].ith = i + 1;
+            if (pthread_create(&p->workers[i].thread, NULL, worker_main, &p->workers[i]) != 0) {
+                /* Only the threads made so far are joined. */
+                p->n_threads = i + 1;
+                threadpool_free(p);
+                return NULL;
+            }
+        }
+    }
+    return p;
+}
+
+void threadpool_free(struct threadpool *p)
+{
+    if (!p)
+        return;
+    if (p->workers) {
+        pthread_mutex_lock(&p->mutex);
+        atomic_store(&p->stop, true);
+        pthread_cond_broadcast(&p->cond);
+        pthread_mutex_unlock(&p->mutex);
+        for (int i = 0; i < p->n_threads - 1; i++)
+            pthread_join(p->workers[i].thread, NULL);
+        free(p->workers);
+    }
+    pthread_mutex_destroy(&p->mutex);
+    pthread_cond_destroy(&p->cond);
+    free(p);
+}
+
+int threadpool_size(const struct threadpool *p)
+{
+    return p ? p->n_threads : 1;
+}
+
+void threadpool_run(struct threadpool *p, threadpool_fn fn, void *arg)
+{
+    if (p->n_threads == 1) {
+        fn(arg, 0, 1);
+        return;
+    }
+    p->fn = fn;
+    p->arg = arg;
+    atomic_store_explicit(&p->n_done, 0, memory_order_relaxed);
+    atomic_fetch_add(&p->generation, 1); /* seq_cst: publishes fn/arg, pairs with n_sleeping */
+    if (atomic_load(&p->n_sleeping) > 0) {
+        pthread_mutex_lock(&p->mutex);
+        pthread_cond_broadcast(&p->cond);
+        pthread_mutex_unlock(&p->mutex);
+    }
+    fn(arg, 0, p->n_threads);
+    int want = p->n_threads - 1;
+    for (unsigned spins = 0;
+         atomic_load_explicit(&p->n_done, memory_order_acquire) != want; spins++) {
+        /* On an oversubscribed machine a worker may be descheduled: give
+         * up the core now and then rather than spin against it. */
+        if ((spins & 1023) == 1023)
+            sched_yield();
+        else
+            CPU_RELAX();
+    }
+}

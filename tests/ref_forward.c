@@ -1,0 +1,279 @@
+/* ref_forward.c - the naive reference forward pass (see ref_forward.h).
+ *
+ * Written to be obviously right rather than fast: the architecture rules are
+ * decided here from the architecture id (not from the flags model.c derives),
+ * every sum is in double, and attention builds the full masked score row for
+ * every query over the whole sequence.
+ */
+#include "ref_forward.h"
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+#include "quant.h"
+
+struct ref_layer {
+    float *attn_norm, *wq, *wk, *wv, *bq, *bk, *bv, *q_norm, *k_norm, *wo;
+    float *post_attn_norm, *ffn_norm, *gate, *up, *down, *post_ffw_norm;
+};
+
+struct ref_model {
+    const struct model *m;
+    float *tok_embd, *output_norm, *output, *rope_freqs;
+    struct ref_layer *layers;
+};
+
+static float *deq(const struct model_tensor *t, bool *oom)
+{
+    if (!t->data)
+        return NULL;
+    size_t n = (size_t)(t->ne0 * t->ne1);
+    float *p = malloc(n * sizeof *p);
+    if (!p) {
+        *oom = true;
+        return NULL;
+    }
+    size_t row_bytes = quant_row_size(t->type, t->ne0);
+    for (int64_t r = 0; r < t->ne1; r++)
+        quant_dequantize_row(t->type, (const unsigned char *)t->data + (size_t)r * row_bytes,
+                             p + (size_t)r * t->ne0, t->ne0);
+    return p;
+}
+
+void ref_free(struct ref_model *r)
+{
+    if (!r)
+        return;
+    if (r->layers) {
+        for (int il = 0; il < r->m->hp.n_layer; il++) {
+            struct ref_layer *l = &r->layers[il];
+            float *all[] = {l->attn_norm, l->wq, l->wk, l->wv, l->bq, l->bk, l->bv, l->q_norm,
+                            l->k_norm, l->wo, l->post_attn_norm, l->ffn_norm, l->gate, l->up,
+                            l->down, l->post_ffw_norm};
+            for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+                free(all[i]);
+        }
+        free(r->layers);
+    }
+    if (r->output != r->tok_embd)
+        free(r->output);
+    free(r->tok_embd);
+    free(r->output_norm);
+    free(r->rope_freqs);
+    free(r);
+}
+
+struct ref_model *ref_new(const struct model *m)
+{
+    struct ref_model *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->m = m;
+    bool oom = false;
+    r->tok_embd = deq(&m->tok_embd, &oom);
+    r->output_norm = deq(&m->output_norm, &oom);
+    r->output = m->output.data == m->tok_embd.data ? r->tok_embd : deq(&m->output, &oom);
+    r->rope_freqs = deq(&m->rope_freqs, &oom);
+    r->layers = calloc((size_t)m->hp.n_layer, sizeof *r->layers);
+    if (!r->layers) {
+        ref_free(r);
+        return NULL;
+    }
+    for (int il = 0; il < m->hp.n_layer; il++) {
+        const struct model_layer *s = &m->layers[il];
+        struct ref_layer *l = &r->layers[il];
+        l->attn_norm = deq(&s->attn_norm, &oom);
+        l->wq = deq(&s->wq, &oom);
+        l->wk = deq(&s->wk, &oom);
+        l->wv = deq(&s->wv, &oom);
+        l->bq = deq(&s->bq, &oom);
+        l->bk = deq(&s->bk, &oom);
+        l->bv = deq(&s->bv, &oom);
+        l->q_norm = deq(&s->q_norm, &oom);
+        l->k_norm = deq(&s->k_norm, &oom);
+        l->wo = deq(&s->wo, &oom);
+        l->post_attn_norm = deq(&s->post_attn_norm, &oom);
+        l->ffn_norm = deq(&s->ffn_norm, &oom);
+        l->gate = deq(&s->ffn_gate, &oom);
+        l->up = deq(&s->ffn_up, &oom);
+        l->down = deq(&s->ffn_down, &oom);
+        l->post_ffw_norm = deq(&s->post_ffw_norm, &oom);
+    }
+    if (oom) {
+        ref_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+static void rms(double *out, const double *x, const float *w, int n, double eps)
+{
+    double ss = 0;
+    for (int i = 0; i < n; i++)
+        ss += x[i] * x[i];
+    double s = 1.0 / sqrt(ss / n + eps);
+    for (int i = 0; i < n; i++)
+        out[i] = x[i] * s * w[i];
+}
+
+/* y (rows) = W (rows x cols, row-major) x (cols) + b */
+static void matvec(double *y, const float *w, const float *b, const double *x, int rows, int cols)
+{
+    for (int r = 0; r < rows; r++) {
+        double s = b ? b[r] : 0.0;
+        for (int i = 0; i < cols; i++)
+            s += (double)w[(size_t)r * cols + i] * x[i];
+        y[r] = s;
+    }
+}
+
+/* Rotates one head V (head_dim) at position POS. */
+static void rotate(double *v, int n_rot, double pos, double base, double freq_scale,
+                   const float *factors, bool neox)
+{
+    int half = n_rot / 2;
+    for (int i = 0; i < half; i++) {
+        double theta = pos * freq_scale * pow(base, -2.0 * i / n_rot);
+        if (factors)
+            theta /= factors[i];
+        double c = cos(theta), s = sin(theta);
+        int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+        double x0 = v[a], x1 = v[b];
+        v[a] = x0 * c - x1 * s;
+        v[b] = x1 * c + x0 * s;
+    }
+}
+
+int ref_forward(const struct ref_model *r, const int32_t *tokens, int n, float *logits)
+{
+    const struct model *m = r->m;
+    const struct model_hparams *hp = &m->hp;
+    bool gemma = hp->arch == MODEL_ARCH_GEMMA3;
+    bool neox = hp->arch != MODEL_ARCH_LLAMA;
+    int E = hp->n_embd, HD = hp->head_dim, NH = hp->n_head, NKV = hp->n_head_kv;
+    int QD = NH * HD, KVD = NKV * HD, F = hp->n_ff, V = hp->n_vocab;
+    double eps = hp->norm_eps;
+
+    double *X = calloc((size_t)n * E, sizeof *X);
+    double *Q = calloc((size_t)n * QD, sizeof *Q);
+    double *K = calloc((size_t)n * KVD, sizeof *K);
+    double *Vv = calloc((size_t)n * KVD, sizeof *Vv);
+    double *att = calloc((size_t)QD, sizeof *att);
+    double *xb = calloc((size_t)E, sizeof *xb);
+    double *o = calloc((size_t)E, sizeof *o);
+    double *g = calloc((size_t)F, sizeof *g);
+    double *u = calloc((size_t)F, sizeof *u);
+    double *sc = calloc((size_t)n, sizeof *sc);
+    double *y = calloc((size_t)V, sizeof *y);
+    int rc = -1;
+    if (!X || !Q || !K || !Vv || !att || !xb || !o || !g || !u || !sc || !y)
+        goto out;
+
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < E; i++)
+            X[(size_t)t * E + i] = r->tok_embd[(size_t)tokens[t] * E + i] * (gemma ? sqrt((double)E) : 1.0);
+
+    for (int il = 0; il < hp->n_layer; il++) {
+        const struct ref_layer *l = &r->layers[il];
+        bool local = gemma && hp->swa_window > 0 && il % 6 != 5;
+        double base = local ? 10000.0 : hp->rope_base;
+        double fscale = local ? 1.0 : hp->rope_freq_scale;
+        for (int t = 0; t < n; t++) {
+            rms(xb, X + (size_t)t * E, l->attn_norm, E, eps);
+            double *q = Q + (size_t)t * QD, *k = K + (size_t)t * KVD;
+            matvec(q, l->wq, l->bq, xb, QD, E);
+            matvec(k, l->wk, l->bk, xb, KVD, E);
+            matvec(Vv + (size_t)t * KVD, l->wv, l->bv, xb, KVD, E);
+            for (int h = 0; h < NH; h++) {
+                if (l->q_norm)
+                    rms(q + h * HD, q + h * HD, l->q_norm, HD, eps);
+                rotate(q + h * HD, hp->n_rot, t, base, fscale, r->rope_freqs, neox);
+            }
+            for (int h = 0; h < NKV; h++) {
+                if (l->k_norm)
+                    rms(k + h * HD, k + h * HD, l->k_norm, HD, eps);
+                rotate(k + h * HD, hp->n_rot, t, base, fscale, r->rope_freqs, neox);
+            }
+        }
+        /* Every query over every key, masked: future keys, and on local
+         * layers keys at distance >= window. */
+        double scale = 1.0 / sqrt((double)HD);
+        if (gemma && hp->n_layer == 62)
+            scale = 1.0 / sqrt((double)E / NH);
+        for (int t = 0; t < n; t++) {
+            for (int h = 0; h < NH; h++) {
+                int kh = h / (NH / NKV);
+                double mx = -INFINITY;
+                for (int s = 0; s < n; s++) {
+                    bool hidden = s > t || (local && t - s >= hp->swa_window);
+                    if (hidden) {
+                        sc[s] = -INFINITY;
+                        continue;
+                    }
+                    double d = 0;
+                    for (int i = 0; i < HD; i++)
+                        d += Q[(size_t)t * QD + h * HD + i] * K[(size_t)s * KVD + kh * HD + i];
+                    sc[s] = d * scale;
+                    if (sc[s] > mx)
+                        mx = sc[s];
+                }
+                double sum = 0;
+                for (int s = 0; s < n; s++) {
+                    sc[s] = sc[s] == -INFINITY ? 0.0 : exp(sc[s] - mx);
+                    sum += sc[s];
+                }
+                for (int i = 0; i < HD; i++) {
+                    double a = 0;
+                    for (int s = 0; s < n; s++)
+                        a += sc[s] / sum * Vv[(size_t)s * KVD + kh * HD + i];
+                    att[h * HD + i] = a;
+                }
+            }
+            /* The residual of token t is only read by token t from here on,
+             * and K/V of this layer are complete, so it can be updated now. */
+            double *x = X + (size_t)t * E;
+            matvec(o, l->wo, NULL, att, E, QD);
+            if (l->post_attn_norm)
+                rms(o, o, l->post_attn_norm, E, eps);
+            for (int i = 0; i < E; i++)
+                x[i] += o[i];
+            rms(xb, x, l->ffn_norm, E, eps);
+            matvec(g, l->gate, NULL, xb, F, E);
+            matvec(u, l->up, NULL, xb, F, E);
+            for (int i = 0; i < F; i++) {
+                double a = g[i];
+                double act = gemma ? 0.5 * a * (1.0 + tanh(sqrt(2.0 / M_PI) * (a + 0.044715 * a * a * a)))
+                                   : a / (1.0 + exp(-a));
+                g[i] = act * u[i];
+            }
+            matvec(o, l->down, NULL, g, E, F);
+            if (l->post_ffw_norm)
+                rms(o, o, l->post_ffw_norm, E, eps);
+            for (int i = 0; i < E; i++)
+                x[i] += o[i];
+        }
+    }
+    for (int t = 0; t < n; t++) {
+        rms(xb, X + (size_t)t * E, r->output_norm, E, eps);
+        matvec(y, r->output, NULL, xb, V, E);
+        for (int i = 0; i < V; i++)
+            logits[(size_t)t * V + i] = (float)y[i];
+    }
+    rc = 0;
+out:
+    free(X);
+    free(Q);
+    free(K);
+    free(Vv);
+    free(att);
+    free(xb);
+    free(o);
+    free(g);
+    free(u);
+    free(sc);
+    free(y);
+    return rc;
+}
