@@ -76,6 +76,14 @@ struct tok_segment {
 int64_t tok_encode_segments(const struct tokenizer *t, const struct tok_segment *segs, size_t n,
                             bool add_bos, int32_t *out, int64_t cap);
 
+/* As tok_encode and tok_encode_segments, with the reason for a -1 written as
+ * one line into ERR (ERRLEN bytes; ERR may be NULL). The tokenizer is shared
+ * between threads, so errors come back here rather than being kept on it. */
+int64_t tok_encode_e(const struct tokenizer *t, const char *text, size_t len, bool add_bos,
+                     int32_t *out, int64_t cap, char *err, size_t errlen);
+int64_t tok_encode_segments_e(const struct tokenizer *t, const struct tok_segment *segs, size_t n,
+                              bool add_bos, int32_t *out, int64_t cap, char *err, size_t errlen);
+
 /* The bytes a token stands for when decoding (byte tokens give one byte; SPM's
  * U+2581 becomes a space; BPE text goes back through the byte map). Control
  * tokens give "". Writes at most CAP bytes, returns the full length. */
