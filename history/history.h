@@ -145,10 +145,18 @@ void hist_close(struct hist *h); /* NULL is a no-op */
 const char *hist_last_error(const struct hist *h); /* "" if none; valid until the next call */
 const char *hist_path(const struct hist *h);
 int hist_readonly(const struct hist *h); /* 1 if writes will fail with HIST_E_READONLY */
+/* How long a write waits for another connection's lock before failing with
+ * HIST_E_LOCKED (default 3000 ms). */
+int hist_set_busy_timeout(struct hist *h, int ms);
 const char *hist_status_str(int status); /* "locked", "corrupt", ... */
 const char *hist_role_str(enum hist_role r); /* "system" | "user" | "assistant" */
 const char *hist_end_str(enum hist_end e);   /* "", "streaming", "stop", "length", "cancelled", "error", "interrupted" */
 int hist_format_parse(const char *s, enum hist_format *out); /* "md"|"markdown"|"json" */
+
+/* Creates PATH (if absent) or migrates it to exactly schema VERSION
+ * (1..HIST_SCHEMA_VERSION), using the same steps hist_open applies. For tests
+ * of migrations and for tooling; kvchat itself only calls hist_open. */
+int hist_migrate_path_to(const char *path, int version, char *err, size_t errlen);
 
 /* ---- sessions ---- */
 
@@ -182,8 +190,9 @@ int hist_reply_begin(struct hist *h, int64_t session_id, int64_t *out_id);
 /* Saves the reply's text so far (the whole text, not a delta) if at least a
  * second has passed since the last save of this reply, or if FORCE. Cheap
  * when it does not write (a clock read and a compare): call it per token.
- * Returns 1 if it wrote, 0 if skipped, negative hist_status on failure (a
- * failed save is retried at the next call). */
+ * Returns 1 if it wrote, 0 if skipped, negative hist_status on failure. A
+ * save waits at most ~100 ms for a busy database (so streaming never stalls
+ * on it) and a failed save is retried a second later. */
 int hist_reply_progress(struct hist *h, int64_t msg_id, const char *text, size_t len, int force);
 
 /* Commits the final text, figures (STATS may be NULL) and END (not NONE or
