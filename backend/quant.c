@@ -204,3 +204,1040 @@ uint16_t quant_f32_to_bf16(float f)
     x += 0x7fffu + ((x >> 16) & 1);
     return (uint16_t)(x >> 16);
 }
+
+/* ---- block layouts --------------------------------------------------------- */
+
+/* Packed exactly as in GGUF files (no padding: every field is 1- or 2-byte
+ * aligned and the sizes are asserted below). Multi-byte fields are read in host
+ * order, which is little-endian on every machine kvchat targets. */
+typedef struct {
+    uint16_t d;
+    int8_t qs[32];
+} blk_q8_0;
+typedef struct {
+    uint16_t d;
+    uint8_t qs[16];
+} blk_q4_0;
+typedef struct {
+    uint16_t d, m;
+    uint8_t qs[16];
+} blk_q4_1;
+typedef struct {
+    uint16_t d;
+    uint8_t qh[4];
+    uint8_t qs[16];
+} blk_q5_0;
+typedef struct {
+    uint16_t d, m;
+    uint8_t qh[4];
+    uint8_t qs[16];
+} blk_q5_1;
+typedef struct {
+    uint16_t d, dmin;
+    uint8_t scales[12];
+    uint8_t qs[128];
+} blk_q4_K;
+typedef struct {
+    uint16_t d, dmin;
+    uint8_t scales[12];
+    uint8_t qh[32];
+    uint8_t qs[128];
+} blk_q5_K;
+typedef struct {
+    uint8_t ql[128];
+    uint8_t qh[64];
+    int8_t scales[16];
+    uint16_t d;
+} blk_q6_K;
+
+_Static_assert(sizeof(blk_q8_0) == 34, "Q8_0 block");
+_Static_assert(sizeof(blk_q4_0) == 18, "Q4_0 block");
+_Static_assert(sizeof(blk_q4_1) == 20, "Q4_1 block");
+_Static_assert(sizeof(blk_q5_0) == 22, "Q5_0 block");
+_Static_assert(sizeof(blk_q5_1) == 24, "Q5_1 block");
+_Static_assert(sizeof(blk_q4_K) == 144, "Q4_K block");
+_Static_assert(sizeof(blk_q5_K) == 176, "Q5_K block");
+_Static_assert(sizeof(blk_q6_K) == 210, "Q6_K block");
+
+/* Prepared activations. For the 32-blocks: scale D, S = D * sum(qs) (what a
+ * weight block's min or -8/-16 offset multiplies), and the int8 values. */
+struct act32 {
+    float d;
+    float s;
+    int8_t qs[32];
+};
+/* For the 256-blocks: scale, sums of each 16 values (the K-quant mins and the
+ * Q6_K -32 offset act on those), and the int8 values. Same layout as ggml's
+ * Q8_K. */
+struct act256 {
+    float d;
+    int16_t bsums[16];
+    int8_t qs[256];
+};
+
+/* fp16 -> f32 for the hot loops: one instruction with F16C. */
+static inline float h2f(uint16_t h)
+{
+#ifdef __F16C__
+    return _cvtsh_ss(h);
+#else
+    return quant_f16_to_f32(h);
+#endif
+}
+
+static inline uint32_t load_u32le(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* 6-bit scale and min of sub-block S (0..7) from the 12 packed K-quant bytes. */
+static inline void k_scale_min(const uint8_t q[12], int s, uint8_t *sc, uint8_t *mn)
+{
+    if (s < 4) {
+        *sc = q[s] & 63;
+        *mn = q[s + 4] & 63;
+    } else {
+        *sc = (uint8_t)((q[s + 4] & 0xF) | ((q[s - 4] >> 6) << 4));
+        *mn = (uint8_t)((q[s + 4] >> 4) | ((q[s] >> 6) << 4));
+    }
+}
+
+/* Inverse of k_scale_min for eight 6-bit scales and mins. */
+static void k_pack_scales(const uint8_t sc[8], const uint8_t mn[8], uint8_t q[12])
+{
+    for (int s = 0; s < 4; s++) {
+        q[s] = (uint8_t)(sc[s] | ((sc[s + 4] >> 4) << 6));
+        q[s + 4] = (uint8_t)(mn[s] | ((mn[s + 4] >> 4) << 6));
+        q[s + 8] = (uint8_t)((sc[s + 4] & 0xF) | ((mn[s + 4] & 0xF) << 4));
+    }
+}
+
+/* ---- dequantisation -------------------------------------------------------- */
+
+static void dequant_q8_0(const blk_q8_0 *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, y += 32) {
+        float d = quant_f16_to_f32(x[i].d);
+        for (int j = 0; j < 32; j++)
+            y[j] = d * x[i].qs[j];
+    }
+}
+
+static void dequant_q4_0(const blk_q4_0 *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, y += 32) {
+        float d = quant_f16_to_f32(x[i].d);
+        for (int j = 0; j < 16; j++) {
+            y[j] = d * ((x[i].qs[j] & 0xF) - 8);
+            y[j + 16] = d * ((x[i].qs[j] >> 4) - 8);
+        }
+    }
+}
+
+static void dequant_q4_1(const blk_q4_1 *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, y += 32) {
+        float d = quant_f16_to_f32(x[i].d), m = quant_f16_to_f32(x[i].m);
+        for (int j = 0; j < 16; j++) {
+            y[j] = d * (x[i].qs[j] & 0xF) + m;
+            y[j + 16] = d * (x[i].qs[j] >> 4) + m;
+        }
+    }
+}
+
+static void dequant_q5_0(const blk_q5_0 *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, y += 32) {
+        float d = quant_f16_to_f32(x[i].d);
+        uint32_t h = load_u32le(x[i].qh);
+        for (int j = 0; j < 16; j++) {
+            int lo = (x[i].qs[j] & 0xF) | (int)(((h >> j) & 1) << 4);
+            int hi = (x[i].qs[j] >> 4) | (int)(((h >> (j + 16)) & 1) << 4);
+            y[j] = d * (lo - 16);
+            y[j + 16] = d * (hi - 16);
+        }
+    }
+}
+
+static void dequant_q5_1(const blk_q5_1 *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, y += 32) {
+        float d = quant_f16_to_f32(x[i].d), m = quant_f16_to_f32(x[i].m);
+        uint32_t h = load_u32le(x[i].qh);
+        for (int j = 0; j < 16; j++) {
+            int lo = (x[i].qs[j] & 0xF) | (int)(((h >> j) & 1) << 4);
+            int hi = (x[i].qs[j] >> 4) | (int)(((h >> (j + 16)) & 1) << 4);
+            y[j] = d * lo + m;
+            y[j + 16] = d * hi + m;
+        }
+    }
+}
+
+static void dequant_q4_K(const blk_q4_K *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        float d = quant_f16_to_f32(x[i].d), dmin = quant_f16_to_f32(x[i].dmin);
+        for (int c = 0; c < 4; c++, y += 64) {
+            uint8_t sc1, mn1, sc2, mn2;
+            k_scale_min(x[i].scales, 2 * c, &sc1, &mn1);
+            k_scale_min(x[i].scales, 2 * c + 1, &sc2, &mn2);
+            const uint8_t *q = x[i].qs + 32 * c;
+            for (int l = 0; l < 32; l++) {
+                y[l] = d * sc1 * (q[l] & 0xF) - dmin * mn1;
+                y[l + 32] = d * sc2 * (q[l] >> 4) - dmin * mn2;
+            }
+        }
+    }
+}
+
+static void dequant_q5_K(const blk_q5_K *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        float d = quant_f16_to_f32(x[i].d), dmin = quant_f16_to_f32(x[i].dmin);
+        for (int c = 0; c < 4; c++, y += 64) {
+            uint8_t sc1, mn1, sc2, mn2;
+            k_scale_min(x[i].scales, 2 * c, &sc1, &mn1);
+            k_scale_min(x[i].scales, 2 * c + 1, &sc2, &mn2);
+            const uint8_t *q = x[i].qs + 32 * c;
+            for (int l = 0; l < 32; l++) {
+                int lo = (q[l] & 0xF) | (((x[i].qh[l] >> (2 * c)) & 1) << 4);
+                int hi = (q[l] >> 4) | (((x[i].qh[l] >> (2 * c + 1)) & 1) << 4);
+                y[l] = d * sc1 * lo - dmin * mn1;
+                y[l + 32] = d * sc2 * hi - dmin * mn2;
+            }
+        }
+    }
+}
+
+static void dequant_q6_K(const blk_q6_K *x, float *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++) {
+        float d = quant_f16_to_f32(x[i].d);
+        for (int h = 0; h < 2; h++, y += 128) {
+            const uint8_t *ql = x[i].ql + 64 * h, *qh = x[i].qh + 32 * h;
+            const int8_t *sc = x[i].scales + 8 * h;
+            for (int l = 0; l < 32; l++) {
+                int is = l / 16;
+                int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                y[l] = d * sc[is + 0] * q1;
+                y[l + 32] = d * sc[is + 2] * q2;
+                y[l + 64] = d * sc[is + 4] * q3;
+                y[l + 96] = d * sc[is + 6] * q4;
+            }
+        }
+    }
+}
+
+void quant_dequantize_row(enum ggml_type t, const void *src, float *dst, int64_t n)
+{
+    int64_t bs = quant_block_size(t);
+    if (n <= 0 || !quant_type_supported(t) || n % bs != 0) {
+        /* No status to return here: make the failure impossible to miss. */
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = NAN;
+        return;
+    }
+    int64_t nb = n / bs;
+    switch (t) {
+    case GGML_TYPE_F32:
+        memcpy(dst, src, (size_t)n * sizeof(float));
+        break;
+    case GGML_TYPE_F16:
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = quant_f16_to_f32(((const uint16_t *)src)[i]);
+        break;
+    case GGML_TYPE_BF16:
+        for (int64_t i = 0; i < n; i++)
+            dst[i] = quant_bf16_to_f32(((const uint16_t *)src)[i]);
+        break;
+    case GGML_TYPE_Q8_0: dequant_q8_0(src, dst, nb); break;
+    case GGML_TYPE_Q4_0: dequant_q4_0(src, dst, nb); break;
+    case GGML_TYPE_Q4_1: dequant_q4_1(src, dst, nb); break;
+    case GGML_TYPE_Q5_0: dequant_q5_0(src, dst, nb); break;
+    case GGML_TYPE_Q5_1: dequant_q5_1(src, dst, nb); break;
+    case GGML_TYPE_Q4_K: dequant_q4_K(src, dst, nb); break;
+    case GGML_TYPE_Q5_K: dequant_q5_K(src, dst, nb); break;
+    case GGML_TYPE_Q6_K: dequant_q6_K(src, dst, nb); break;
+    default: break;
+    }
+}
+
+/* ---- reference quantisers -------------------------------------------------- */
+
+/* Quantisers compute every q against the scale as it will be read back (after
+ * fp16 rounding), so the round trip error is only the quantisation step. */
+
+static inline int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+/* Value of largest magnitude, sign kept (the symmetric types map it to -2^(b-1)
+ * so the full code range is used). */
+static float max_abs_signed(const float *x, int n)
+{
+    float amax = 0, mx = 0;
+    for (int j = 0; j < n; j++)
+        if (fabsf(x[j]) > amax) {
+            amax = fabsf(x[j]);
+            mx = x[j];
+        }
+    return mx;
+}
+
+static void min_max(const float *x, int n, float *mn, float *mx)
+{
+    *mn = x[0];
+    *mx = x[0];
+    for (int j = 1; j < n; j++) {
+        *mn = fminf(*mn, x[j]);
+        *mx = fmaxf(*mx, x[j]);
+    }
+}
+
+static void quant_q8_0(const float *x, blk_q8_0 *y, int64_t nb)
+{
+    for (int64_t i = 0; i < nb; i++, x += 32) {
+        float amax = fabsf(max_abs_signed(x, 32));
+        y[i].d = quant_f32_to_f16(amax / 127);
+        float d = quant_f16_to_f32(y[i].d), id = d != 0 ? 1 / d : 0;
+        for (int j = 0; j < 32; j++)
+            y[i].qs[j] = (int8_t)clampi((int)lrintf(x[j] * id), -128, 127);
+    }
+}
+
+/* Symmetric 4- or 5-bit codes (Q4_0: bits 4, Q5_0: bits 5) into Q[32]. */
+static float quant_sym32(const float *x, int bits, uint16_t *d16, int q[32])
+{
+    int half = 1 << (bits - 1);
+    *d16 = quant_f32_to_f16(max_abs_signed(x, 32) / -half);
+    float d = quant_f16_to_f32(*d16), id = d != 0 ? 1 / d : 0;
+    for (int j = 0; j < 32; j++)
+        q[j] = clampi((int)lrintf(x[j] * id) + half, 0, 2 * half - 1);
+    return d;
+}
+
+/* Asymmetric codes with a min (Q4_1, Q5_1). */
+static void quant_asym32(const float *x, int bits, uint16_t *d16, uint16_t *m16, int q[32])
+{
+    int nmax = (1 << bits) - 1;
+    float mn, mx;
+    min_max(x, 32, &mn, &mx);
+    *d16 = quant_f32_to_f16((mx - mn) / nmax);
+    *m16 = quant_f32_to_f16(mn);
+    float d = quant_f16_to_f32(*d16), m = quant_f16_to_f32(*m16), id = d != 0 ? 1 / d : 0;
+    for (int j = 0; j < 32; j++)
+        q[j] = clampi((int)lrintf((x[j] - m) * id), 0, nmax);
+}
+
+static void pack_nibbles(const int q[32], uint8_t qs[16])
+{
+    for (int j = 0; j < 16; j++)
+        qs[j] = (uint8_t)((q[j] & 0xF) | ((q[j + 16] & 0xF) << 4));
+}
+
+static void pack_high_bits(const int q[32], uint8_t qh[4])
+{
+    uint32_t h = 0;
+    for (int j = 0; j < 32; j++)
+        h |= (uint32_t)((q[j] >> 4) & 1) << j;
+    for (int k = 0; k < 4; k++)
+        qh[k] = (uint8_t)(h >> (8 * k));
+}
+
+/* Q4_K / Q5_K: per sub-block of 32 a scale and a non-negative min taken from
+ * its range, then both quantised to 6 bits against the super-block d / dmin.
+ * Writes the codes to L[256] and the header fields. */
+static void quant_kminmax(const float *x, int nmax, uint16_t *d16, uint16_t *dmin16,
+                          uint8_t scales[12], int L[256])
+{
+    float scale[8], minv[8], maxscale = 0, maxmin = 0;
+    for (int s = 0; s < 8; s++) {
+        float mn, mx;
+        min_max(x + 32 * s, 32, &mn, &mx);
+        mn = fminf(mn, 0); /* the format only subtracts: the min is <= 0 */
+        scale[s] = (mx - mn) / nmax;
+        minv[s] = -mn;
+        maxscale = fmaxf(maxscale, scale[s]);
+        maxmin = fmaxf(maxmin, minv[s]);
+    }
+    *d16 = quant_f32_to_f16(maxscale / 63);
+    *dmin16 = quant_f32_to_f16(maxmin / 63);
+    float d = quant_f16_to_f32(*d16), dmin = quant_f16_to_f32(*dmin16);
+    uint8_t sc[8], mn[8];
+    for (int s = 0; s < 8; s++) {
+        sc[s] = (uint8_t)(d > 0 ? clampi((int)lrintf(scale[s] / d), 0, 63) : 0);
+        mn[s] = (uint8_t)(dmin > 0 ? clampi((int)lrintf(minv[s] / dmin), 0, 63) : 0);
+        float ds = d * sc[s], m = dmin * mn[s];
+        for (int j = 0; j < 32; j++)
+            L[32 * s + j] = ds > 0 ? clampi((int)lrintf((x[32 * s + j] + m) / ds), 0, nmax) : 0;
+    }
+    k_pack_scales(sc, mn, scales);
+}
+
+static void quant_q4_K(const float *x, blk_q4_K *y, int64_t nb)
+{
+    int L[256];
+    for (int64_t i = 0; i < nb; i++, x += 256) {
+        quant_kminmax(x, 15, &y[i].d, &y[i].dmin, y[i].scales, L);
+        for (int c = 0; c < 4; c++)
+            for (int l = 0; l < 32; l++)
+                y[i].qs[32 * c + l] = (uint8_t)(L[64 * c + l] | (L[64 * c + 32 + l] << 4));
+    }
+}
+
+static void quant_q5_K(const float *x, blk_q5_K *y, int64_t nb)
+{
+    int L[256];
+    for (int64_t i = 0; i < nb; i++, x += 256) {
+        quant_kminmax(x, 31, &y[i].d, &y[i].dmin, y[i].scales, L);
+        memset(y[i].qh, 0, sizeof y[i].qh);
+        for (int c = 0; c < 4; c++)
+            for (int l = 0; l < 32; l++) {
+                int lo = L[64 * c + l], hi = L[64 * c + 32 + l];
+                y[i].qs[32 * c + l] = (uint8_t)((lo & 0xF) | ((hi & 0xF) << 4));
+                y[i].qh[l] |= (uint8_t)(((lo >> 4) << (2 * c)) | ((hi >> 4) << (2 * c + 1)));
+            }
+    }
+}
+
+/* Q6_K: symmetric per sub-block of 16, scales as int8 against the super-block d. */
+static void quant_q6_K(const float *x, blk_q6_K *y, int64_t nb)
+{
+    int L[256];
+    for (int64_t i = 0; i < nb; i++, x += 256) {
+        float scale[16], amax = 0;
+        for (int k = 0; k < 16; k++) {
+            scale[k] = max_abs_signed(x + 16 * k, 16) / -32;
+            amax = fmaxf(amax, fabsf(scale[k]));
+        }
+        y[i].d = quant_f32_to_f16(amax / 127);
+        float d = quant_f16_to_f32(y[i].d);
+        for (int k = 0; k < 16; k++) {
+            int sc = d > 0 ? clampi((int)lrintf(scale[k] / d), -128, 127) : 0;
+            y[i].scales[k] = (int8_t)sc;
+            float ds = d * sc;
+            for (int j = 0; j < 16; j++)
+                L[16 * k + j] = ds != 0 ? clampi((int)lrintf(x[16 * k + j] / ds) + 32, 0, 63) : 32;
+        }
+        for (int h = 0; h < 2; h++) {
+            const int *q = L + 128 * h;
+            uint8_t *ql = y[i].ql + 64 * h, *qh = y[i].qh + 32 * h;
+            for (int l = 0; l < 32; l++) {
+                ql[l] = (uint8_t)((q[l] & 0xF) | ((q[l + 64] & 0xF) << 4));
+                ql[l + 32] = (uint8_t)((q[l + 32] & 0xF) | ((q[l + 96] & 0xF) << 4));
+                qh[l] = (uint8_t)((q[l] >> 4) | ((q[l + 32] >> 4) << 2) | ((q[l + 64] >> 4) << 4) |
+                                  ((q[l + 96] >> 4) << 6));
+            }
+        }
+    }
+}
+
+void quant_quantize_row(enum ggml_type t, const float *src, void *dst, int64_t n)
+{
+    int64_t bs = quant_block_size(t);
+    if (n <= 0 || !quant_type_supported(t) || n % bs != 0)
+        return; /* nothing sensible to write; callers check quant_type_supported */
+    int64_t nb = n / bs;
+    int q[32];
+    switch (t) {
+    case GGML_TYPE_F32:
+        memcpy(dst, src, (size_t)n * sizeof(float));
+        break;
+    case GGML_TYPE_F16:
+        for (int64_t i = 0; i < n; i++)
+            ((uint16_t *)dst)[i] = quant_f32_to_f16(src[i]);
+        break;
+    case GGML_TYPE_BF16:
+        for (int64_t i = 0; i < n; i++)
+            ((uint16_t *)dst)[i] = quant_f32_to_bf16(src[i]);
+        break;
+    case GGML_TYPE_Q8_0: quant_q8_0(src, dst, nb); break;
+    case GGML_TYPE_Q4_0:
+        for (int64_t i = 0; i < nb; i++) {
+            blk_q4_0 *b = (blk_q4_0 *)dst + i;
+            quant_sym32(src + 32 * i, 4, &b->d, q);
+            pack_nibbles(q, b->qs);
+        }
+        break;
+    case GGML_TYPE_Q5_0:
+        for (int64_t i = 0; i < nb; i++) {
+            blk_q5_0 *b = (blk_q5_0 *)dst + i;
+            quant_sym32(src + 32 * i, 5, &b->d, q);
+            pack_nibbles(q, b->qs);
+            pack_high_bits(q, b->qh);
+        }
+        break;
+    case GGML_TYPE_Q4_1:
+        for (int64_t i = 0; i < nb; i++) {
+            blk_q4_1 *b = (blk_q4_1 *)dst + i;
+            quant_asym32(src + 32 * i, 4, &b->d, &b->m, q);
+            pack_nibbles(q, b->qs);
+        }
+        break;
+    case GGML_TYPE_Q5_1:
+        for (int64_t i = 0; i < nb; i++) {
+            blk_q5_1 *b = (blk_q5_1 *)dst + i;
+            quant_asym32(src + 32 * i, 5, &b->d, &b->m, q);
+            pack_nibbles(q, b->qs);
+            pack_high_bits(q, b->qh);
+        }
+        break;
+    case GGML_TYPE_Q4_K: quant_q4_K(src, dst, nb); break;
+    case GGML_TYPE_Q5_K: quant_q5_K(src, dst, nb); break;
+    case GGML_TYPE_Q6_K: quant_q6_K(src, dst, nb); break;
+    default: break;
+    }
+}
+
+/* ---- activations ----------------------------------------------------------- */
+
+static bool is_block32(enum ggml_type t)
+{
+    return t == GGML_TYPE_Q8_0 || t == GGML_TYPE_Q4_0 || t == GGML_TYPE_Q4_1 || t == GGML_TYPE_Q5_0 ||
+           t == GGML_TYPE_Q5_1;
+}
+
+static bool is_block256(enum ggml_type t)
+{
+    return t == GGML_TYPE_Q4_K || t == GGML_TYPE_Q5_K || t == GGML_TYPE_Q6_K;
+}
+
+size_t quant_act_size(enum ggml_type t, int64_t n)
+{
+    if (n <= 0)
+        return 0;
+    if (is_block32(t))
+        return n % 32 ? 0 : (size_t)(n / 32) * sizeof(struct act32);
+    if (is_block256(t))
+        return n % 256 ? 0 : (size_t)(n / 256) * sizeof(struct act256);
+    return 0; /* float weights use the float input; others are unsupported */
+}
+
+/* Symmetric int8 with d = amax/127, so no code is -128 (the AVX2 paths rely on
+ * |q| <= 127 to keep maddubs from saturating). */
+static float act_quant(const float *x, int n, int8_t *q)
+{
+    float amax = 0;
+    for (int j = 0; j < n; j++)
+        amax = fmaxf(amax, fabsf(x[j]));
+    float d = amax / 127, id = d != 0 ? 1 / d : 0;
+    for (int j = 0; j < n; j++)
+        q[j] = (int8_t)lrintf(x[j] * id);
+    return d;
+}
+
+void quant_prepare_act(enum ggml_type t, const float *x, int64_t n, void *scratch,
+                       struct quant_act *out)
+{
+    out->wtype = t;
+    out->n = n;
+    out->f32 = x;
+    out->q = NULL;
+    if (quant_act_size(t, n) == 0 || !scratch)
+        return;
+    out->q = scratch;
+    if (is_block32(t)) {
+        struct act32 *a = scratch;
+        for (int64_t i = 0; i < n / 32; i++, x += 32) {
+            a[i].d = act_quant(x, 32, a[i].qs);
+            int sum = 0;
+            for (int j = 0; j < 32; j++)
+                sum += a[i].qs[j];
+            a[i].s = a[i].d * (float)sum;
+        }
+    } else {
+        struct act256 *a = scratch;
+        for (int64_t i = 0; i < n / 256; i++, x += 256) {
+            a[i].d = act_quant(x, 256, a[i].qs);
+            for (int k = 0; k < 16; k++) {
+                int sum = 0;
+                for (int j = 0; j < 16; j++)
+                    sum += a[i].qs[16 * k + j];
+                a[i].bsums[k] = (int16_t)sum;
+            }
+        }
+    }
+}
+
+/* ---- scalar reference dot products ----------------------------------------- */
+
+static float dot_f32_ref(const float *w, const float *x, int64_t n)
+{
+    float s = 0;
+    for (int64_t i = 0; i < n; i++)
+        s += w[i] * x[i];
+    return s;
+}
+
+static float dot_f16_ref(const uint16_t *w, const float *x, int64_t n)
+{
+    float s = 0;
+    for (int64_t i = 0; i < n; i++)
+        s += quant_f16_to_f32(w[i]) * x[i];
+    return s;
+}
+
+static float dot_bf16_ref(const uint16_t *w, const float *x, int64_t n)
+{
+    float s = 0;
+    for (int64_t i = 0; i < n; i++)
+        s += quant_bf16_to_f32(w[i]) * x[i];
+    return s;
+}
+
+static float dot_q8_0_ref(const blk_q8_0 *x, const struct act32 *y, int64_t nb)
+{
+    float s = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        int sumi = 0;
+        for (int j = 0; j < 32; j++)
+            sumi += x[i].qs[j] * y[i].qs[j];
+        s += quant_f16_to_f32(x[i].d) * y[i].d * (float)sumi;
+    }
+    return s;
+}
+
+static float dot_q4_0_ref(const blk_q4_0 *x, const struct act32 *y, int64_t nb)
+{
+    float s = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        int sumi = 0;
+        for (int j = 0; j < 16; j++)
+            sumi += ((x[i].qs[j] & 0xF) - 8) * y[i].qs[j] + ((x[i].qs[j] >> 4) - 8) * y[i].qs[j + 16];
+        s += quant_f16_to_f32(x[i].d) * y[i].d * (float)sumi;
+    }
+    return s;
+}
+
+/* With a min: sum (d*q + m) * a = d * sum(q*a) + m * sum(a). */
+static float dot_q4_1_ref(const blk_q4_1 *x, const struct act32 *y, int64_t nb)
+{
+    float s = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        int sumi = 0;
+        for (int j = 0; j < 16; j++)
+            sumi += (x[i].qs[j] & 0xF) * y[i].qs[j] + (x[i].qs[j] >> 4) * y[i].qs[j + 16];
+        s += quant_f16_to_f32(x[i].d) * y[i].d * (float)sumi + quant_f16_to_f32(x[i].m) * y[i].s;
+    }
+    return s;
+}
+
+static float dot_q5_0_ref(const blk_q5_0 *x, const struct act32 *y, int64_t nb)
+{
+    float s = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        uint32_t h = load_u32le(x[i].qh);
+        int sumi = 0;
+        for (int j = 0; j < 16; j++) {
+            int lo = ((x[i].qs[j] & 0xF) | (int)(((h >> j) & 1) << 4)) - 16;
+            int hi = ((x[i].qs[j] >> 4) | (int)(((h >> (j + 16)) & 1) << 4)) - 16;
+            sumi += lo * y[i].qs[j] + hi * y[i].qs[j + 16];
+        }
+        s += quant_f16_to_f32(x[i].d) * y[i].d * (float)sumi;
+    }
+    return s;
+}
+
+static float dot_q5_1_ref(const blk_q5_1 *x, const struct act32 *y, int64_t nb)
+{
+    float s = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        uint32_t h = load_u32le(x[i].qh);
+        int sumi = 0;
+        for (int j = 0; j < 16; j++) {
+            int lo = (x[i].qs[j] & 0xF) | (int)(((h >> j) & 1) << 4);
+            int hi = (x[i].qs[j] >> 4) | (int)(((h >> (j + 16)) & 1) << 4);
+            sumi += lo * y[i].qs[j] + hi * y[i].qs[j + 16];
+        }
+        s += quant_f16_to_f32(x[i].d) * y[i].d * (float)sumi + quant_f16_to_f32(x[i].m) * y[i].s;
+    }
+    return s;
+}
+
+/* Q4_K and Q5_K: sum (d*sc*q - dmin*mn) * a over a sub-block
+ * = d*sc*sum(q*a) - dmin*mn*sum(a); the sums of a come from the bsums. */
+static float dot_q4_K_ref(const blk_q4_K *x, const struct act256 *y, int64_t nb)
+{
+    float s = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        int sumi = 0, summ = 0;
+        for (int sb = 0; sb < 8; sb++) {
+            uint8_t sc, mn;
+            k_scale_min(x[i].scales, sb, &sc, &mn);
+            const uint8_t *q = x[i].qs + 32 * (sb / 2);
+            const int8_t *a = y[i].qs + 32 * sb;
+            int shift = (sb & 1) * 4, part = 0;
+            for (int l = 0; l < 32; l++)
+                part += ((q[l] >> shift) & 0xF) * a[l];
+            sumi += sc * part;
+            summ += mn * (y[i].bsums[2 * sb] + y[i].bsums[2 * sb + 1]);
+        }
+        s += y[i].d * (quant_f16_to_f32(x[i].d) * (float)sumi - quant_f16_to_f32(x[i].dmin) * (float)summ);
+    }
+    return s;
+}
+
+static float dot_q5_K_ref(const blk_q5_K *x, const struct act256 *y, int64_t nb)
+{
+    float s = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        int sumi = 0, summ = 0;
+        for (int sb = 0; sb < 8; sb++) {
+            uint8_t sc, mn;
+            k_scale_min(x[i].scales, sb, &sc, &mn);
+            const uint8_t *q = x[i].qs + 32 * (sb / 2);
+            const int8_t *a = y[i].qs + 32 * sb;
+            int shift = (sb & 1) * 4, part = 0;
+            for (int l = 0; l < 32; l++)
+                part += (((q[l] >> shift) & 0xF) | (((x[i].qh[l] >> sb) & 1) << 4)) * a[l];
+            sumi += sc * part;
+            summ += mn * (y[i].bsums[2 * sb] + y[i].bsums[2 * sb + 1]);
+        }
+        s += y[i].d * (quant_f16_to_f32(x[i].d) * (float)sumi - quant_f16_to_f32(x[i].dmin) * (float)summ);
+    }
+    return s;
+}
+
+static float dot_q6_K_ref(const blk_q6_K *x, const struct act256 *y, int64_t nb)
+{
+    float s = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        int sumi = 0;
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = x[i].ql + 64 * h, *qh = x[i].qh + 32 * h;
+            const int8_t *sc = x[i].scales + 8 * h, *a = y[i].qs + 128 * h;
+            for (int l = 0; l < 32; l++) {
+                int is = l / 16;
+                int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
+                int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
+                int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
+                int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
+                sumi += sc[is] * q1 * a[l] + sc[is + 2] * q2 * a[l + 32] + sc[is + 4] * q3 * a[l + 64] +
+                        sc[is + 6] * q4 * a[l + 96];
+            }
+        }
+        s += quant_f16_to_f32(x[i].d) * y[i].d * (float)sumi;
+    }
+    return s;
+}
+
+float quant_dot_ref(const void *row, const struct quant_act *act)
+{
+    int64_t n = act->n;
+    switch (act->wtype) {
+    case GGML_TYPE_F32: return dot_f32_ref(row, act->f32, n);
+    case GGML_TYPE_F16: return dot_f16_ref(row, act->f32, n);
+    case GGML_TYPE_BF16: return dot_bf16_ref(row, act->f32, n);
+    default: break;
+    }
+    if (!act->q)
+        return NAN; /* unsupported type or a length that is not whole blocks */
+    switch (act->wtype) {
+    case GGML_TYPE_Q8_0: return dot_q8_0_ref(row, act->q, n / 32);
+    case GGML_TYPE_Q4_0: return dot_q4_0_ref(row, act->q, n / 32);
+    case GGML_TYPE_Q4_1: return dot_q4_1_ref(row, act->q, n / 32);
+    case GGML_TYPE_Q5_0: return dot_q5_0_ref(row, act->q, n / 32);
+    case GGML_TYPE_Q5_1: return dot_q5_1_ref(row, act->q, n / 32);
+    case GGML_TYPE_Q4_K: return dot_q4_K_ref(row, act->q, n / 256);
+    case GGML_TYPE_Q5_K: return dot_q5_K_ref(row, act->q, n / 256);
+    case GGML_TYPE_Q6_K: return dot_q6_K_ref(row, act->q, n / 256);
+    default: return NAN;
+    }
+}
+
+/* ---- AVX2 dot products ----------------------------------------------------- */
+
+/* Each kernel computes the same integer sums as its reference above; only the
+ * float accumulation order differs. maddubs multiplies unsigned weight codes
+ * (at most 63) by int8 activations (|a| <= 127), so its int16 pair sums cannot
+ * saturate. */
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define QUANT_HAVE_AVX2 1
+
+static inline float hsum_ps(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* Eight int32 lanes, each the sum of four products u*s (u unsigned bytes). */
+static inline __m256i dot_u8_i8(__m256i u, __m256i s)
+{
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+}
+
+/* 16 packed bytes to 32 codes: low nibbles are elements 0..15, high 16..31. */
+static inline __m256i unpack_nibbles(const uint8_t *qs)
+{
+    __m128i b = _mm_loadu_si128((const __m128i *)qs);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(b, 4), b), _mm256_set1_epi8(0x0F));
+}
+
+/* Byte j = 16 when bit j of the 32-bit field is set (the Q5 fifth bit). */
+static inline __m256i fifth_bits(uint32_t bits)
+{
+    const __m256i pick = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2,
+                                          2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), pick);
+    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
+}
+
+static float dot_f32_avx2(const float *w, const float *x, int64_t n)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+        a2 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 16), _mm256_loadu_ps(x + i + 16), a2);
+        a3 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
+    }
+    for (; i + 8 <= n; i += 8)
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
+    float s = hsum_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; i < n; i++)
+        s += w[i] * x[i];
+    return s;
+}
+
+static inline __m256 load_f16x8(const uint16_t *p)
+{
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+static inline __m256 load_bf16x8(const uint16_t *p)
+{
+    __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+
+static float dot_f16_avx2(const uint16_t *w, const float *x, int64_t n)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        a0 = _mm256_fmadd_ps(load_f16x8(w + i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(load_f16x8(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+        a2 = _mm256_fmadd_ps(load_f16x8(w + i + 16), _mm256_loadu_ps(x + i + 16), a2);
+        a3 = _mm256_fmadd_ps(load_f16x8(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
+    }
+    for (; i + 8 <= n; i += 8)
+        a0 = _mm256_fmadd_ps(load_f16x8(w + i), _mm256_loadu_ps(x + i), a0);
+    float s = hsum_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    for (; i < n; i++)
+        s += quant_f16_to_f32(w[i]) * x[i];
+    return s;
+}
+
+static float dot_bf16_avx2(const uint16_t *w, const float *x, int64_t n)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        a0 = _mm256_fmadd_ps(load_bf16x8(w + i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(load_bf16x8(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+    }
+    for (; i + 8 <= n; i += 8)
+        a0 = _mm256_fmadd_ps(load_bf16x8(w + i), _mm256_loadu_ps(x + i), a0);
+    float s = hsum_ps(_mm256_add_ps(a0, a1));
+    for (; i < n; i++)
+        s += quant_bf16_to_f32(w[i]) * x[i];
+    return s;
+}
+
+static float dot_q8_0_avx2(const blk_q8_0 *x, const struct act32 *y, int64_t nb)
+{
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        __m256i w = _mm256_loadu_si256((const __m256i *)x[i].qs);
+        __m256i a = _mm256_loadu_si256((const __m256i *)y[i].qs);
+        /* Signed x signed via |w| x (a with w's sign); |-128| reads as 128 unsigned. */
+        __m256i p = dot_u8_i8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * y[i].d), _mm256_cvtepi32_ps(p), acc);
+    }
+    return hsum_ps(acc);
+}
+
+/* Q4_0 and Q5_0 are offset codes: sum (q - k) * a = sum q*a - k * sum a, the
+ * second term taken from the activation block's S. */
+static float dot_q4_0_avx2(const blk_q4_0 *x, const struct act32 *y, int64_t nb)
+{
+    __m256 acc = _mm256_setzero_ps();
+    float corr = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        float d = h2f(x[i].d);
+        __m256i p = dot_u8_i8(unpack_nibbles(x[i].qs), _mm256_loadu_si256((const __m256i *)y[i].qs));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * y[i].d), _mm256_cvtepi32_ps(p), acc);
+        corr += d * y[i].s;
+    }
+    return hsum_ps(acc) - 8 * corr;
+}
+
+static float dot_q4_1_avx2(const blk_q4_1 *x, const struct act32 *y, int64_t nb)
+{
+    __m256 acc = _mm256_setzero_ps();
+    float corr = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        __m256i p = dot_u8_i8(unpack_nibbles(x[i].qs), _mm256_loadu_si256((const __m256i *)y[i].qs));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * y[i].d), _mm256_cvtepi32_ps(p), acc);
+        corr += h2f(x[i].m) * y[i].s;
+    }
+    return hsum_ps(acc) + corr;
+}
+
+static float dot_q5_0_avx2(const blk_q5_0 *x, const struct act32 *y, int64_t nb)
+{
+    __m256 acc = _mm256_setzero_ps();
+    float corr = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        float d = h2f(x[i].d);
+        __m256i q = _mm256_or_si256(unpack_nibbles(x[i].qs), fifth_bits(load_u32le(x[i].qh)));
+        __m256i p = dot_u8_i8(q, _mm256_loadu_si256((const __m256i *)y[i].qs));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * y[i].d), _mm256_cvtepi32_ps(p), acc);
+        corr += d * y[i].s;
+    }
+    return hsum_ps(acc) - 16 * corr;
+}
+
+static float dot_q5_1_avx2(const blk_q5_1 *x, const struct act32 *y, int64_t nb)
+{
+    __m256 acc = _mm256_setzero_ps();
+    float corr = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        __m256i q = _mm256_or_si256(unpack_nibbles(x[i].qs), fifth_bits(load_u32le(x[i].qh)));
+        __m256i p = dot_u8_i8(q, _mm256_loadu_si256((const __m256i *)y[i].qs));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * y[i].d), _mm256_cvtepi32_ps(p), acc);
+        corr += h2f(x[i].m) * y[i].s;
+    }
+    return hsum_ps(acc) + corr;
+}
+
+/* Sum over the 8 sub-blocks of mn[s] * (sum of the 32 activations of s). */
+static inline int k_min_sum(const uint8_t mn[8], const int16_t bsums[16])
+{
+    int s = 0;
+    for (int k = 0; k < 8; k++)
+        s += mn[k] * (bsums[2 * k] + bsums[2 * k + 1]);
+    return s;
+}
+
+/* Q4_K (QH NULL) and Q5_K share one body; the fifth bit of chunk c comes from
+ * bits 2c and 2c+1 of qh. Adds d-scaled sums to ACC, returns the min term. */
+static inline float dot_kminmax_avx2(const uint16_t *dd, const uint8_t *scales, const uint8_t *qs,
+                                     const uint8_t *qh, const struct act256 *y, __m256 *acc)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), b4 = _mm256_set1_epi8(0x10);
+    uint8_t sc[8], mn[8];
+    for (int s = 0; s < 8; s++)
+        k_scale_min(scales, s, &sc[s], &mn[s]);
+    __m256i hb = qh ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
+    __m256i sumi = _mm256_setzero_si256();
+    for (int c = 0; c < 4; c++) {
+        __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+        __m256i lo = _mm256_and_si256(q, m4);
+        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+        if (qh) {
+            __m256i blo = _mm256_set1_epi8((char)(1 << (2 * c)));
+            __m256i bhi = _mm256_set1_epi8((char)(1 << (2 * c + 1)));
+            lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, blo), blo), b4));
+            hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, bhi), bhi), b4));
+        }
+        __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c)));
+        __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c + 32)));
+        plo = _mm256_madd_epi16(plo, _mm256_set1_epi16(sc[2 * c]));
+        phi = _mm256_madd_epi16(phi, _mm256_set1_epi16(sc[2 * c + 1]));
+        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(plo, phi));
+    }
+    *acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(dd[0]) * y->d), _mm256_cvtepi32_ps(sumi), *acc);
+    return h2f(dd[1]) * y->d * (float)k_min_sum(mn, y->bsums);
+}
+
+static float dot_q4_K_avx2(const blk_q4_K *x, const struct act256 *y, int64_t nb)
+{
+    __m256 acc = _mm256_setzero_ps();
+    float mins = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        const uint16_t dd[2] = {x[i].d, x[i].dmin};
+        mins += dot_kminmax_avx2(dd, x[i].scales, x[i].qs, NULL, &y[i], &acc);
+    }
+    return hsum_ps(acc) - mins;
+}
+
+static float dot_q5_K_avx2(const blk_q5_K *x, const struct act256 *y, int64_t nb)
+{
+    __m256 acc = _mm256_setzero_ps();
+    float mins = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        const uint16_t dd[2] = {x[i].d, x[i].dmin};
+        mins += dot_kminmax_avx2(dd, x[i].scales, x[i].qs, x[i].qh, &y[i], &acc);
+    }
+    return hsum_ps(acc) - mins;
+}
+
+/* Q6_K: codes are built unsigned (0..63) and the -32 offset is applied once per
+ * super-block as 32 * sum(scale[k] * bsums[k]). */
+static float dot_q6_K_avx2(const blk_q6_K *x, const struct act256 *y, int64_t nb)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30);
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        __m256i sumi = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = x[i].ql + 64 * h;
+            const int8_t *sc = x[i].scales + 8 * h, *a = y[i].qs + 128 * h;
+            __m256i l1 = _mm256_loadu_si256((const __m256i *)ql);
+            __m256i l2 = _mm256_loadu_si256((const __m256i *)(ql + 32));
+            __m256i hb = _mm256_loadu_si256((const __m256i *)(x[i].qh + 32 * h));
+            __m256i q[4];
+            q[0] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m2));
+            q[1] = _mm256_or_si256(_mm256_and_si256(l2, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m2));
+            q[2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4), _mm256_and_si256(hb, m2));
+            q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l2, 4), m4),
+                                   _mm256_and_si256(_mm256_srli_epi16(hb, 2), m2));
+            for (int k = 0; k < 4; k++) {
+                /* Outputs 32k..32k+15 use scale 2k, the next 16 scale 2k+1. */
+                __m256i s = _mm256_set_m128i(_mm_set1_epi16(sc[2 * k + 1]), _mm_set1_epi16(sc[2 * k]));
+                __m256i p = _mm256_maddubs_epi16(q[k], _mm256_loadu_si256((const __m256i *)(a + 32 * k)));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
+            }
+        }
+        __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[i].scales));
+        __m256i off = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)y[i].bsums));
+        sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(off, 5));
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * y[i].d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    return hsum_ps(acc);
+}
+#endif /* QUANT_HAVE_AVX2 */
+
+float quant_dot(const void *row, const struct quant_act *act)
+{
+#ifdef QUANT_HAVE_AVX2
+    int64_t n = act->n;
+    switch (act->wtype) {
+    case GGML_TYPE_F32: return dot_f32_avx2(row, act->f32, n);
+    case GGML_TYPE_F16: return dot_f16_avx2(row, act->f32, n);
+    case GGML_TYPE_BF16: return dot_bf16_avx2(row, act->f32, n);
+    default: break;
+    }
+    if (act->q) {
+        switch (act->wtype) {
+        case GGML_TYPE_Q8_0: return dot_q8_0_avx2(row, act->q, n / 32);
+        case GGML_TYPE_Q4_0: return dot_q4_0_avx2(row, act->q, n / 32);
+        case GGML_TYPE_Q4_1: return dot_q4_1_avx2(row, act->q, n / 32);
+        case GGML_TYPE_Q5_0: return dot_q5_0_avx2(row, act->q, n / 32);
+        case GGML_TYPE_Q5_1: return dot_q5_1_avx2(row, act->q, n / 32);
+        case GGML_TYPE_Q4_K: return dot_q4_K_avx2(row, act->q, n / 256);
+        case GGML_TYPE_Q5_K: return dot_q5_K_avx2(row, act->q, n / 256);
+        case GGML_TYPE_Q6_K: return dot_q6_K_avx2(row, act->q, n / 256);
+        default: break;
+        }
+    }
+#endif
+    return quant_dot_ref(row, act);
+}

@@ -66,10 +66,12 @@ static inline float quant_bf16_to_f32(uint16_t h)
 }
 uint16_t quant_f32_to_bf16(float f); /* round to nearest even, NaN kept */
 
-/* Dequantises N elements (a multiple of the block size) of a supported type. */
+/* Dequantises N elements (a multiple of the block size) of a supported type.
+ * An unsupported type or a bad N fills DST with NaN rather than crash. */
 void quant_dequantize_row(enum ggml_type t, const void *src, float *dst, int64_t n);
 /* Quantises N floats into a supported type (reference quantisers, used for
- * tests and synthetic models, not tuned for quality). */
+ * tests and synthetic models, not tuned for quality). Writes nothing for an
+ * unsupported type or a bad N. */
 void quant_quantize_row(enum ggml_type t, const float *src, void *dst, int64_t n);
 
 /* Activations prepared once per matrix-vector product, so every row's dot
@@ -81,13 +83,20 @@ struct quant_act {
     const float *f32;     /* borrowed: the float input */
     void *q;              /* owned by the caller's buffer: quantised input or NULL */
 };
-/* Bytes of scratch quant_prepare_act needs for N elements and weight type T. */
+/* Bytes of scratch quant_prepare_act needs for N elements and weight type T:
+ * 0 for F32/F16/BF16 (they use the float input directly) and for unsupported
+ * types or N not a multiple of the block size. */
 size_t quant_act_size(enum ggml_type t, int64_t n);
 /* Prepares X (N floats) for dot products with rows of type T, using SCRATCH
- * (quant_act_size bytes). */
+ * (quant_act_size bytes, float-aligned; may be NULL when that size is 0). */
 void quant_prepare_act(enum ggml_type t, const float *x, int64_t n, void *scratch,
                        struct quant_act *out);
-/* Dot product of one weight row of type ACT->wtype with the prepared input. */
+/* Dot product of one weight row of type ACT->wtype with the prepared input.
+ * NaN when the act could not be prepared (unsupported type, bad N). Uses the
+ * AVX2 kernels when the build has AVX2, FMA and F16C. */
 float quant_dot(const void *row, const struct quant_act *act);
+/* The plain scalar version of quant_dot: same integer sums, the readable
+ * reference the fast kernels are tested against. */
+float quant_dot_ref(const void *row, const struct quant_act *act);
 
 #endif

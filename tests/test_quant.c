@@ -1,0 +1,743 @@
+/* test_quant.c - tensor element types: the type table, fp16/bf16 edge cases,
+ * hand-built blocks of every supported type checked against values worked out
+ * from docs/model-formats.md §2, quantise/dequantise round trips, and the dot
+ * products (AVX2 vs scalar reference vs dequantise-then-float-dot).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__F16C__)
+#include <immintrin.h>
+#endif
+
+#include "quant.h"
+#include "testutil.h"
+
+/* Deterministic generator owned by each test (no shared state). */
+struct rng {
+    uint64_t s;
+};
+
+static uint32_t rng_u32(struct rng *r)
+{
+    r->s ^= r->s << 13;
+    r->s ^= r->s >> 7;
+    r->s ^= r->s << 17;
+    return (uint32_t)(r->s >> 32);
+}
+
+static float rng_uniform(struct rng *r) { return (rng_u32(r) + 0.5f) / 4294967296.0f; }
+
+static float rng_gauss(struct rng *r)
+{
+    float u = rng_uniform(r), v = rng_uniform(r);
+    return sqrtf(-2 * logf(u)) * cosf(6.2831853f * v);
+}
+
+static uint32_t f2u(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static float u2f(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static const enum ggml_type k_supported[] = {
+    GGML_TYPE_F32,  GGML_TYPE_F16,  GGML_TYPE_BF16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1,
+    GGML_TYPE_Q5_0, GGML_TYPE_Q5_1, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K,
+};
+#define N_SUPPORTED (sizeof k_supported / sizeof k_supported[0])
+
+/* ---- type table ------------------------------------------------------------ */
+
+static void test_type_table(void **state)
+{
+    (void)state;
+    static const struct {
+        int id;
+        const char *name;
+        int64_t blck;
+        size_t size;
+    } want[] = {
+        {0, "F32", 1, 4},       {1, "F16", 1, 2},       {2, "Q4_0", 32, 18},    {3, "Q4_1", 32, 20},
+        {6, "Q5_0", 32, 22},    {7, "Q5_1", 32, 24},    {8, "Q8_0", 32, 34},    {9, "Q8_1", 32, 36},
+        {10, "Q2_K", 256, 84},  {11, "Q3_K", 256, 110}, {12, "Q4_K", 256, 144}, {13, "Q5_K", 256, 176},
+        {14, "Q6_K", 256, 210}, {15, "Q8_K", 256, 292}, {24, "I8", 1, 1},       {25, "I16", 1, 2},
+        {26, "I32", 1, 4},      {27, "I64", 1, 8},      {28, "F64", 1, 8},      {30, "BF16", 1, 2},
+        {39, "MXFP4", 32, 17},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        enum ggml_type t = (enum ggml_type)want[i].id;
+        assert_true(quant_type_known(t));
+        assert_string_equal(quant_type_name(t), want[i].name);
+        assert_int_equal(quant_block_size(t), want[i].blck);
+        assert_int_equal(quant_type_size(t), want[i].size);
+        enum ggml_type back;
+        assert_true(quant_type_from_name(want[i].name, &back));
+        assert_int_equal(back, t);
+    }
+    /* Removed or never-assigned ids, and ids out of range. */
+    static const int unknown[] = {4, 5, 31, 32, 33, 36, 37, 38, 40, 41, -1, 1000};
+    for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
+        enum ggml_type t = (enum ggml_type)unknown[i];
+        assert_false(quant_type_known(t));
+        assert_false(quant_type_supported(t));
+        assert_string_equal(quant_type_name(t), "unknown");
+        assert_int_equal(quant_block_size(t), 0);
+        assert_int_equal(quant_type_size(t), 0);
+        assert_int_equal(quant_row_size(t, 256), 0);
+    }
+    /* Exactly the computing set is supported. */
+    int n_supported = 0;
+    for (int id = 0; id < GGML_TYPE_COUNT; id++)
+        n_supported += quant_type_supported((enum ggml_type)id);
+    assert_int_equal(n_supported, (int)N_SUPPORTED);
+    for (size_t i = 0; i < N_SUPPORTED; i++)
+        assert_true(quant_type_supported(k_supported[i]));
+    assert_false(quant_type_supported(GGML_TYPE_Q8_1));
+    assert_false(quant_type_supported(GGML_TYPE_Q2_K));
+    assert_false(quant_type_supported(GGML_TYPE_I32));
+
+    enum ggml_type t = GGML_TYPE_F32;
+    assert_true(quant_type_from_name("q4_k", &t));
+    assert_int_equal(t, GGML_TYPE_Q4_K);
+    assert_true(quant_type_from_name("bf16", &t));
+    assert_int_equal(t, GGML_TYPE_BF16);
+    assert_false(quant_type_from_name("Q4_K_M", &t));
+    assert_false(quant_type_from_name("Q4", &t));
+    assert_false(quant_type_from_name("", &t));
+    assert_false(quant_type_from_name("unknown", &t));
+    assert_false(quant_type_from_name(NULL, &t));
+}
+
+static void test_row_size(void **state)
+{
+    (void)state;
+    assert_int_equal(quant_row_size(GGML_TYPE_F32, 576), 2304);
+    assert_int_equal(quant_row_size(GGML_TYPE_Q4_1, 576), 18 * 20);
+    assert_int_equal(quant_row_size(GGML_TYPE_Q8_0, 640), 20 * 34);
+    assert_int_equal(quant_row_size(GGML_TYPE_Q4_K, 2048), 8 * 144);
+    assert_int_equal(quant_row_size(GGML_TYPE_Q6_K, 2048), 8 * 210);
+    assert_int_equal(quant_row_size(GGML_TYPE_Q2_K, 512), 2 * 84);
+    assert_int_equal(quant_row_size(GGML_TYPE_I64, 3), 24);
+    assert_int_equal(quant_row_size(GGML_TYPE_Q4_0, 0), 0);
+    /* Not whole blocks, negative, or too large for size_t: all refused with 0. */
+    assert_int_equal(quant_row_size(GGML_TYPE_Q4_0, 48), 0);
+    assert_int_equal(quant_row_size(GGML_TYPE_Q4_K, 640), 0);
+    assert_int_equal(quant_row_size(GGML_TYPE_F32, -4), 0);
+    assert_int_equal(quant_row_size(GGML_TYPE_F64, INT64_MAX), 0);
+    assert_int_equal(quant_row_size(GGML_TYPE_F32, INT64_MAX), 0);
+    assert_int_equal(quant_row_size(GGML_TYPE_F32, INT64_MAX / 4), (size_t)(INT64_MAX / 4) * 4);
+}
+
+/* ---- fp16 / bf16 ------------------------------------------------------------ */
+
+static void test_f16_decode(void **state)
+{
+    (void)state;
+    assert_true(quant_f16_to_f32(0x3c00) == 1.0f);
+    assert_true(quant_f16_to_f32(0xc000) == -2.0f);
+    assert_true(quant_f16_to_f32(0x3555) == u2f(0x3eaaa000)); /* 0.33325195 */
+    assert_true(quant_f16_to_f32(0x7bff) == 65504.0f);
+    assert_true(quant_f16_to_f32(0x0400) == ldexpf(1, -14));       /* smallest normal */
+    assert_true(quant_f16_to_f32(0x0001) == ldexpf(1, -24));       /* smallest subnormal */
+    assert_true(quant_f16_to_f32(0x03ff) == ldexpf(1023, -24));    /* largest subnormal */
+    assert_true(quant_f16_to_f32(0x8201) == -ldexpf(0x201, -24));  /* negative subnormal */
+    assert_true(quant_f16_to_f32(0x7c00) == INFINITY);
+    assert_true(quant_f16_to_f32(0xfc00) == -INFINITY);
+    assert_true(isnan(quant_f16_to_f32(0x7e00)));
+    assert_true(isnan(quant_f16_to_f32(0x7c01))); /* signalling payload is still NaN */
+    assert_int_equal(f2u(quant_f16_to_f32(0x8000)), 0x80000000u);
+    assert_int_equal(f2u(quant_f16_to_f32(0x0000)), 0);
+}
+
+static void test_f16_encode(void **state)
+{
+    (void)state;
+    assert_int_equal(quant_f32_to_f16(1.0f), 0x3c00);
+    assert_int_equal(quant_f32_to_f16(-2.0f), 0xc000);
+    assert_int_equal(quant_f32_to_f16(-0.0f), 0x8000);
+    assert_int_equal(quant_f32_to_f16(65504.0f), 0x7bff);
+    assert_int_equal(quant_f32_to_f16(65519.0f), 0x7bff);   /* below the halfway point */
+    assert_int_equal(quant_f32_to_f16(65520.0f), 0x7c00);   /* tie, rounds to even = inf */
+    assert_int_equal(quant_f32_to_f16(1e6f), 0x7c00);
+    assert_int_equal(quant_f32_to_f16(-1e6f), 0xfc00);
+    assert_int_equal(quant_f32_to_f16(INFINITY), 0x7c00);
+    assert_int_equal(quant_f32_to_f16(-INFINITY), 0xfc00);
+    uint16_t nan = quant_f32_to_f16(NAN);
+    assert_true((nan & 0x7c00) == 0x7c00 && (nan & 0x3ff) != 0);
+    /* Round to nearest even at 1.0: ulp of half is 2^-10. */
+    assert_int_equal(quant_f32_to_f16(1.0f + ldexpf(1, -11)), 0x3c00);       /* tie -> even */
+    assert_int_equal(quant_f32_to_f16(1.0f + 3 * ldexpf(1, -11)), 0x3c02);   /* tie -> even */
+    assert_int_equal(quant_f32_to_f16(1.0f + ldexpf(1, -11) + ldexpf(1, -20)), 0x3c01);
+    /* Mantissa carry into the exponent: just below 2.0 rounds up to 2.0. */
+    assert_int_equal(quant_f32_to_f16(u2f(0x3ffff000)), 0x4000);
+    /* Subnormals. */
+    assert_int_equal(quant_f32_to_f16(ldexpf(1, -24)), 0x0001);
+    assert_int_equal(quant_f32_to_f16(ldexpf(1, -25)), 0x0000);              /* tie -> 0 */
+    assert_int_equal(quant_f32_to_f16(ldexpf(1.0001f, -25)), 0x0001);
+    assert_int_equal(quant_f32_to_f16(ldexpf(3, -25)), 0x0002);              /* 1.5 -> 2 */
+    assert_int_equal(quant_f32_to_f16(ldexpf(5, -25)), 0x0002);              /* 2.5 -> 2 */
+    assert_int_equal(quant_f32_to_f16(-ldexpf(1023, -24)), 0x83ff);
+    assert_int_equal(quant_f32_to_f16(ldexpf(2047, -25)), 0x0400);          /* rounds up to normal */
+    assert_int_equal(quant_f32_to_f16(1e-10f), 0x0000);
+    assert_int_equal(quant_f32_to_f16(ldexpf(1, -14)), 0x0400);
+
+    /* Every half survives half -> float -> half. */
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = quant_f16_to_f32((uint16_t)h);
+        uint16_t back = quant_f32_to_f16(f);
+        if (isnan(f))
+            assert_true((back & 0x7c00) == 0x7c00 && (back & 0x3ff) != 0);
+        else
+            assert_int_equal(back, h);
+    }
+#if defined(__F16C__)
+    /* The hardware converter rounds to nearest even too: agree on random bit
+     * patterns over the whole range, normal, subnormal and overflow included. */
+    struct rng r = {0x9e3779b97f4a7c15ull};
+    for (int i = 0; i < 200000; i++) {
+        uint32_t u = rng_u32(&r);
+        if (i % 2)
+            u = (u & 0x80000000u) | (0x33000000u + (u % 0x15000000u)); /* 2^-25 .. 2^17 */
+        float f = u2f(u);
+        if (isnan(f))
+            continue;
+        uint16_t hw = _cvtss_sh(f, 0);
+        if (hw != quant_f32_to_f16(f))
+            fail_msg("f32 %08x: hardware %04x, quant %04x", u, hw, quant_f32_to_f16(f));
+    }
+#endif
+}
+
+static void test_bf16(void **state)
+{
+    (void)state;
+    assert_int_equal(quant_f32_to_bf16(1.0f), 0x3f80);
+    assert_true(quant_bf16_to_f32(0x3f80) == 1.0f);
+    assert_true(quant_bf16_to_f32(0xc0a0) == -5.0f);
+    assert_int_equal(quant_f32_to_bf16(u2f(0x3f808000)), 0x3f80); /* tie -> even */
+    assert_int_equal(quant_f32_to_bf16(u2f(0x3f818000)), 0x3f82); /* tie -> even */
+    assert_int_equal(quant_f32_to_bf16(u2f(0x3f808001)), 0x3f81);
+    assert_int_equal(quant_f32_to_bf16(u2f(0x7f7fffff)), 0x7f80); /* max float rounds to inf */
+    assert_int_equal(quant_f32_to_bf16(INFINITY), 0x7f80);
+    assert_int_equal(quant_f32_to_bf16(-0.0f), 0x8000);
+    /* A NaN whose payload lives only in the low half must not become inf. */
+    uint16_t nan = quant_f32_to_bf16(u2f(0x7f800001));
+    assert_true(isnan(quant_bf16_to_f32(nan)));
+    assert_true(isnan(quant_bf16_to_f32(quant_f32_to_bf16(NAN))));
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = quant_bf16_to_f32((uint16_t)h);
+        if (!isnan(f))
+            assert_int_equal(quant_f32_to_bf16(f), h);
+    }
+}
+
+/* ---- hand-built blocks ------------------------------------------------------ */
+
+static void put_u16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v & 0xff);
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static void expect_floats(const float *got, const float *want, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (got[i] != want[i])
+            fail_msg("element %d: got %g, want %g", i, got[i], want[i]);
+}
+
+static void test_block_q8_0(void **state)
+{
+    (void)state;
+    uint8_t b[34];
+    float y[32], want[32];
+    put_u16(b, 0x3800); /* d = 0.5 */
+    for (int j = 0; j < 32; j++) {
+        b[2 + j] = (uint8_t)(int8_t)(j - 16);
+        want[j] = 0.5f * (j - 16);
+    }
+    b[2] = 0x80; /* -128 */
+    want[0] = -64;
+    quant_dequantize_row(GGML_TYPE_Q8_0, b, y, 32);
+    expect_floats(y, want, 32);
+}
+
+static void test_block_q4_0(void **state)
+{
+    (void)state;
+    uint8_t b[18];
+    float y[32], want[32];
+    put_u16(b, 0x4000); /* d = 2 */
+    for (int j = 0; j < 16; j++) {
+        b[2 + j] = (uint8_t)(j | ((15 - j) << 4));
+        want[j] = 2.0f * (j - 8);          /* low nibble: first half */
+        want[j + 16] = 2.0f * (15 - j - 8); /* high nibble: second half */
+    }
+    quant_dequantize_row(GGML_TYPE_Q4_0, b, y, 32);
+    expect_floats(y, want, 32);
+    assert_true(y[0] == -16 && y[1] == -14 && y[16] == 14 && y[31] == -16);
+}
+
+static void test_block_q4_1(void **state)
+{
+    (void)state;
+    uint8_t b[20];
+    float y[32], want[32];
+    put_u16(b, 0x3800);     /* d = 0.5 */
+    put_u16(b + 2, 0xbc00); /* m = -1 */
+    for (int j = 0; j < 16; j++) {
+        b[4 + j] = (uint8_t)(j | ((15 - j) << 4));
+        want[j] = 0.5f * j - 1;
+        want[j + 16] = 0.5f * (15 - j) - 1;
+    }
+    quant_dequantize_row(GGML_TYPE_Q4_1, b, y, 32);
+    expect_floats(y, want, 32);
+    assert_true(y[0] == -1 && y[15] == 6.5f && y[16] == 6.5f);
+}
+
+static void test_block_q5_0(void **state)
+{
+    (void)state;
+    uint8_t b[22];
+    float y[32], want[32];
+    put_u16(b, 0x3c00); /* d = 1 */
+    /* qh as a little-endian u32 = 0xF0008001: bits 0, 15, 28..31 set. */
+    b[2] = 0x01;
+    b[3] = 0x80;
+    b[4] = 0x00;
+    b[5] = 0xF0;
+    for (int j = 0; j < 16; j++)
+        b[6 + j] = 3 | (9 << 4);
+    for (int j = 0; j < 16; j++) {
+        want[j] = (j == 0 || j == 15) ? 3 : -13;
+        want[j + 16] = j >= 12 ? 9 : -7;
+    }
+    quant_dequantize_row(GGML_TYPE_Q5_0, b, y, 32);
+    expect_floats(y, want, 32);
+}
+
+static void test_block_q5_1(void **state)
+{
+    (void)state;
+    uint8_t b[24];
+    float y[32], want[32];
+    put_u16(b, 0x3400);     /* d = 0.25 */
+    put_u16(b + 2, 0x3800); /* m = 0.5 */
+    b[4] = 0x01;
+    b[5] = 0x80;
+    b[6] = 0x00;
+    b[7] = 0xF0;
+    for (int j = 0; j < 16; j++)
+        b[8 + j] = (uint8_t)(j | ((15 - j) << 4));
+    for (int j = 0; j < 16; j++) {
+        int hb_lo = (j == 0 || j == 15), hb_hi = j >= 12;
+        want[j] = 0.25f * (j + 16 * hb_lo) + 0.5f;
+        want[j + 16] = 0.25f * (15 - j + 16 * hb_hi) + 0.5f;
+    }
+    quant_dequantize_row(GGML_TYPE_Q5_1, b, y, 32);
+    expect_floats(y, want, 32);
+    assert_true(y[0] == 4.5f && y[31] == 4.5f && y[16] == 4.25f);
+}
+
+/* Scales {1,2,3,4,33,40,50,63} and mins {5,6,7,8,17,20,45,62}, packed by hand
+ * per §2.1 (bytes 0-3: scale low 6 | scale 4-7 bits 4-5 on top; 4-7 the same
+ * for mins; 8-11: scale 4-7 low nibble | min 4-7 low nibble << 4). */
+static const uint8_t k_scales12[12] = {0x81, 0x82, 0xC3, 0xC4, 0x45, 0x46, 0x87, 0xC8, 0x11, 0x48, 0xD2, 0xEF};
+static const int k_sc[8] = {1, 2, 3, 4, 33, 40, 50, 63};
+static const int k_mn[8] = {5, 6, 7, 8, 17, 20, 45, 62};
+
+static void test_block_q4_K(void **state)
+{
+    (void)state;
+    uint8_t b[144];
+    float y[256], want[256];
+    put_u16(b, 0x3c00);     /* d = 1 */
+    put_u16(b + 2, 0x3800); /* dmin = 0.5 */
+    memcpy(b + 4, k_scales12, 12);
+    for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 32; l++) {
+            int lo = (l + c) & 0xF, hi = (3 * l + c) & 0xF;
+            b[16 + 32 * c + l] = (uint8_t)(lo | (hi << 4));
+            want[64 * c + l] = (float)(k_sc[2 * c] * lo) - 0.5f * k_mn[2 * c];
+            want[64 * c + 32 + l] = (float)(k_sc[2 * c + 1] * hi) - 0.5f * k_mn[2 * c + 1];
+        }
+    quant_dequantize_row(GGML_TYPE_Q4_K, b, y, 256);
+    expect_floats(y, want, 256);
+    /* Spot values worked out by hand. */
+    assert_true(y[0] == -2.5f);
+    assert_true(y[1] == -1.5f);
+    assert_true(y[64 * 2 + 5] == 222.5f);      /* sub-block 4: 33*7 - 8.5 */
+    assert_true(y[64 * 3 + 32 + 1] == 347.0f); /* sub-block 7: 63*6 - 31 */
+}
+
+static void test_block_q5_K(void **state)
+{
+    (void)state;
+    uint8_t b[176];
+    float y[256], want[256];
+    put_u16(b, 0x3c00);
+    put_u16(b + 2, 0x3800);
+    memcpy(b + 4, k_scales12, 12);
+    for (int l = 0; l < 32; l++)
+        b[16 + l] = (uint8_t)(l * 37 + 11);
+    for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 32; l++) {
+            int lo = (l + c) & 0xF, hi = (3 * l + c) & 0xF;
+            b[48 + 32 * c + l] = (uint8_t)(lo | (hi << 4));
+            int qh = b[16 + l];
+            lo |= ((qh >> (2 * c)) & 1) << 4;
+            hi |= ((qh >> (2 * c + 1)) & 1) << 4;
+            want[64 * c + l] = (float)(k_sc[2 * c] * lo) - 0.5f * k_mn[2 * c];
+            want[64 * c + 32 + l] = (float)(k_sc[2 * c + 1] * hi) - 0.5f * k_mn[2 * c + 1];
+        }
+    quant_dequantize_row(GGML_TYPE_Q5_K, b, y, 256);
+    expect_floats(y, want, 256);
+    /* qh[2] = 85 = 0b01010101: bit 2 set (element 66), bit 3 clear (element 98). */
+    assert_true(y[66] == 53.5f); /* 3 * (3 + 16) - 3.5 */
+    assert_true(y[98] == 24.0f); /* 4 * 7 - 4 */
+}
+
+static void test_block_q6_K(void **state)
+{
+    (void)state;
+    uint8_t b[210];
+    float y[256], want[256];
+    for (int i = 0; i < 128; i++)
+        b[i] = (uint8_t)(i * 7 + 3);
+    for (int i = 0; i < 64; i++)
+        b[128 + i] = (uint8_t)(i * 13 + 5);
+    for (int k = 0; k < 16; k++)
+        b[192 + k] = (uint8_t)(int8_t)(k - 8);
+    put_u16(b + 208, 0x3800); /* d = 0.5 */
+    for (int h = 0; h < 2; h++)
+        for (int l = 0; l < 32; l++) {
+            const uint8_t *ql = b + 64 * h, *qh = b + 128 + 32 * h;
+            int q[4] = {
+                (ql[l] & 0xF) | ((qh[l] & 3) << 4),
+                (ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4),
+                (ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4),
+                (ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4),
+            };
+            for (int k = 0; k < 4; k++) {
+                int e = 128 * h + l + 32 * k;
+                want[e] = 0.5f * (float)((e / 16 - 8) * (q[k] - 32));
+            }
+        }
+    quant_dequantize_row(GGML_TYPE_Q6_K, b, y, 256);
+    expect_floats(y, want, 256);
+    assert_true(y[0] == 52.0f);    /* q = 3|16 - 32 = -13, scale -8 */
+    assert_true(y[200] == -34.0f); /* ql[72] >> 4 = 15, qh[40] bits 4-5 = 0: q = -17, scale 4 */
+}
+
+static void test_float_types_dequant(void **state)
+{
+    (void)state;
+    uint16_t h[4] = {0x3c00, 0xc000, 0x0001, 0x7bff};
+    uint16_t bf[3] = {0x3f80, 0xc0a0, 0x0000};
+    float f[3] = {1.5f, -2.25f, 1e-30f}, y[4];
+    quant_dequantize_row(GGML_TYPE_F16, h, y, 4);
+    assert_true(y[0] == 1 && y[1] == -2 && y[2] == ldexpf(1, -24) && y[3] == 65504);
+    quant_dequantize_row(GGML_TYPE_BF16, bf, y, 3);
+    assert_true(y[0] == 1 && y[1] == -5 && y[2] == 0);
+    quant_dequantize_row(GGML_TYPE_F32, f, y, 3);
+    expect_floats(y, f, 3);
+}
+
+/* ---- bad input --------------------------------------------------------------- */
+
+static void test_bad_input(void **state)
+{
+    (void)state;
+    uint8_t buf[256] = {0};
+    float y[64], x[64] = {0};
+    /* Unsupported type or partial block: NaN out, never a crash. */
+    quant_dequantize_row(GGML_TYPE_Q2_K, buf, y, 32);
+    assert_true(isnan(y[0]) && isnan(y[31]));
+    quant_dequantize_row(GGML_TYPE_Q4_0, buf, y, 48);
+    assert_true(isnan(y[0]) && isnan(y[47]));
+    quant_dequantize_row((enum ggml_type)4, buf, y, 32);
+    assert_true(isnan(y[5]));
+
+    struct quant_act act;
+    assert_int_equal(quant_act_size(GGML_TYPE_Q2_K, 256), 0);
+    quant_prepare_act(GGML_TYPE_Q2_K, x, 256, NULL, &act);
+    assert_true(isnan(quant_dot(buf, &act)));
+    assert_true(isnan(quant_dot_ref(buf, &act)));
+    assert_int_equal(quant_act_size(GGML_TYPE_Q4_0, 48), 0);
+    quant_prepare_act(GGML_TYPE_Q4_0, x, 48, NULL, &act);
+    assert_true(isnan(quant_dot(buf, &act)));
+    assert_int_equal(quant_act_size(GGML_TYPE_Q4_K, 640), 0);
+    /* Float weights need no scratch. */
+    assert_int_equal(quant_act_size(GGML_TYPE_F16, 640), 0);
+
+    /* Quantising into an unsupported type writes nothing. */
+    memset(buf, 0xAB, sizeof buf);
+    quant_quantize_row(GGML_TYPE_Q8_1, x, buf, 32);
+    assert_int_equal(buf[0], 0xAB);
+    assert_int_equal(buf[35], 0xAB);
+}
+
+/* ---- round trips ----------------------------------------------------------- */
+
+static double rel_rms(const float *a, const float *b, int64_t n)
+{
+    double e = 0, s = 0;
+    for (int64_t i = 0; i < n; i++) {
+        e += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        s += (double)b[i] * b[i];
+    }
+    return sqrt(e / s);
+}
+
+/* Relative RMS error bounds on Gaussian data. A uniform quantiser of step D
+ * has RMS error D/sqrt(12); the step is ~2*amax/(2^bits-1) per block, amax of
+ * a block of 32 Gaussians ~2.2 sigma. Expected: 8-bit ~0.5%, 6-bit ~2%, 5-bit
+ * ~4.5%, 4-bit ~9%; K-quants pay a little for 6-bit scales. Bounds sit ~30%
+ * above the measured values, far below what a layout bug produces (~100%). */
+static const struct {
+    enum ggml_type t;
+    double bound;
+} k_rt_bounds[] = {
+    {GGML_TYPE_F32, 0.0},     {GGML_TYPE_F16, 0.0005},  {GGML_TYPE_BF16, 0.004},
+    {GGML_TYPE_Q8_0, 0.0065}, {GGML_TYPE_Q6_K, 0.03},   {GGML_TYPE_Q5_0, 0.05},
+    {GGML_TYPE_Q5_1, 0.045},  {GGML_TYPE_Q5_K, 0.055},  {GGML_TYPE_Q4_0, 0.11},
+    {GGML_TYPE_Q4_1, 0.095},  {GGML_TYPE_Q4_K, 0.11},
+};
+
+static void test_round_trip(void **state)
+{
+    (void)state;
+    const int64_t n = 4096;
+    struct rng r = {12345};
+    float *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y);
+    uint8_t *q = malloc(quant_row_size(GGML_TYPE_F32, n));
+    assert_non_null(x);
+    assert_non_null(y);
+    assert_non_null(q);
+    for (int64_t i = 0; i < n; i++)
+        x[i] = rng_gauss(&r) * (1 + (i / 256) % 4); /* vary the scale across super-blocks */
+    for (size_t k = 0; k < sizeof k_rt_bounds / sizeof k_rt_bounds[0]; k++) {
+        enum ggml_type t = k_rt_bounds[k].t;
+        memset(q, 0, quant_row_size(t, n));
+        quant_quantize_row(t, x, q, n);
+        quant_dequantize_row(t, q, y, n);
+        double e = rel_rms(y, x, n);
+        printf("round trip %-5s relative RMS %.5f (bound %.4f)\n", quant_type_name(t), e, k_rt_bounds[k].bound);
+        if (!(e <= k_rt_bounds[k].bound))
+            fail_msg("%s round trip error %g above %g", quant_type_name(t), e, k_rt_bounds[k].bound);
+    }
+    /* Awkward inputs: all zero, all equal positive, one spike. No NaN, exact
+     * zeros stay zero. */
+    static const enum ggml_type qt[] = {GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q5_0,
+                                        GGML_TYPE_Q5_1, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K};
+    for (size_t k = 0; k < sizeof qt / sizeof qt[0]; k++) {
+        memset(x, 0, 256 * sizeof *x);
+        quant_quantize_row(qt[k], x, q, 256);
+        quant_dequantize_row(qt[k], q, y, 256);
+        for (int i = 0; i < 256; i++)
+            assert_true(y[i] == 0);
+        for (int i = 0; i < 256; i++)
+            x[i] = 3.0f;
+        quant_quantize_row(qt[k], x, q, 256);
+        quant_dequantize_row(qt[k], q, y, 256);
+        assert_true(rel_rms(y, x, 256) < 0.02);
+        memset(x, 0, 256 * sizeof *x);
+        x[77] = -5.0f;
+        quant_quantize_row(qt[k], x, q, 256);
+        quant_dequantize_row(qt[k], q, y, 256);
+        if (fabsf(y[77] + 5.0f) > 0.01f)
+            fail_msg("%s spike: got %g", quant_type_name(qt[k]), y[77]);
+    }
+    free(x);
+    free(y);
+    free(q);
+}
+
+/* ---- dot products ------------------------------------------------------------ */
+
+/* Checks quant_dot and quant_dot_ref for type T and length N against the
+ * dequantised weights dotted with the float input in double precision. */
+static void check_dot(enum ggml_type t, int64_t n, struct rng *r)
+{
+    float *w = malloc(n * sizeof *w), *wd = malloc(n * sizeof *wd), *x = malloc(n * sizeof *x);
+    size_t rs = quant_row_size(t, n), as = quant_act_size(t, n);
+    uint8_t *row = malloc(rs), *scratch = as ? malloc(as) : NULL;
+    assert_non_null(w);
+    assert_non_null(row);
+    for (int64_t i = 0; i < n; i++) {
+        w[i] = rng_gauss(r) * 0.05f;
+        x[i] = rng_gauss(r) * (1 + (i % 7 == 0) * 4); /* a few outliers, as in real activations */
+    }
+    quant_quantize_row(t, w, row, n);
+    quant_dequantize_row(t, row, wd, n);
+    double want = 0, wn = 0, xn = 0, absum = 0;
+    for (int64_t i = 0; i < n; i++) {
+        want += (double)wd[i] * x[i];
+        wn += (double)wd[i] * wd[i];
+        xn += (double)x[i] * x[i];
+        absum += fabs((double)wd[i] * x[i]);
+    }
+    struct quant_act act;
+    quant_prepare_act(t, x, n, scratch, &act);
+    float fast = quant_dot(row, &act), ref = quant_dot_ref(row, &act);
+    /* Activation rounding to int8 adds error ~ |w| * (amax/127)/sqrt(12), i.e.
+     * relative to |w||x| about 0.007/sqrt(n); allow 7x that. Float weights are
+     * exact up to float summation. */
+    bool is_float = t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16;
+    double tol = is_float ? 1e-5 * absum + 1e-6 : 0.05 * sqrt(wn * xn / (double)n);
+    if (!(fabs(ref - want) <= tol))
+        fail_msg("%s n=%ld: reference dot %g, dequantised dot %g (tol %g)", quant_type_name(t), (long)n, ref,
+                 want, tol);
+    /* Fast and reference paths do the same integer sums: they may differ only
+     * by float rounding. */
+    double tol2 = 2e-6 * absum + 1e-6;
+    if (!(fabs(fast - ref) <= tol2))
+        fail_msg("%s n=%ld: fast dot %g, reference %g (tol %g)", quant_type_name(t), (long)n, fast, ref, tol2);
+    free(w);
+    free(wd);
+    free(x);
+    free(row);
+    free(scratch);
+}
+
+static void test_dot_block32(void **state)
+{
+    (void)state;
+    static const enum ggml_type ts[] = {GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q5_0,
+                                        GGML_TYPE_Q5_1};
+    static const int64_t ns[] = {32, 64, 576, 640, 1536};
+    struct rng r = {777};
+    for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
+        for (size_t j = 0; j < sizeof ns / sizeof ns[0]; j++)
+            for (int rep = 0; rep < 4; rep++)
+                check_dot(ts[i], ns[j], &r);
+}
+
+static void test_dot_block256(void **state)
+{
+    (void)state;
+    static const enum ggml_type ts[] = {GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K};
+    static const int64_t ns[] = {256, 512, 1024, 2048};
+    struct rng r = {4242};
+    for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
+        for (size_t j = 0; j < sizeof ns / sizeof ns[0]; j++)
+            for (int rep = 0; rep < 4; rep++)
+                check_dot(ts[i], ns[j], &r);
+}
+
+static void test_dot_float(void **state)
+{
+    (void)state;
+    /* Float weights take any length: exercise every tail of the vector loops. */
+    static const enum ggml_type ts[] = {GGML_TYPE_F32, GGML_TYPE_F16, GGML_TYPE_BF16};
+    static const int64_t ns[] = {1, 7, 8, 15, 31, 33, 100, 576, 1000};
+    struct rng r = {99};
+    for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
+        for (size_t j = 0; j < sizeof ns / sizeof ns[0]; j++)
+            check_dot(ts[i], ns[j], &r);
+}
+
+/* Extreme codes that would overflow a careless integer path: Q8_0 -128 against
+ * +127 activations, Q6_K codes 0/63 with scale -128, Q5_K code 31 with scale
+ * 63, across many blocks. */
+static void test_dot_extremes(void **state)
+{
+    (void)state;
+    enum { N = 2048 };
+    float x[N], xneg[N];
+    for (int i = 0; i < N; i++) {
+        x[i] = 1.0f;
+        xneg[i] = -1.0f;
+    }
+    uint8_t row[N / 256 * 210];
+    uint8_t scratch[N / 32 * 64];
+    assert_true(quant_act_size(GGML_TYPE_Q8_0, N) <= sizeof scratch);
+    assert_true(quant_act_size(GGML_TYPE_Q6_K, N) <= sizeof scratch);
+    struct quant_act act;
+
+    /* Q8_0: every weight -128 * d(=1): dot with all ones = -128 N. */
+    for (int b = 0; b < N / 32; b++) {
+        put_u16(row + 34 * b, 0x3c00);
+        memset(row + 34 * b + 2, 0x80, 32);
+    }
+    quant_prepare_act(GGML_TYPE_Q8_0, x, N, scratch, &act);
+    assert_float_equal(quant_dot(row, &act), -128.0f * N, 1e-3 * 128 * N);
+    assert_float_equal(quant_dot_ref(row, &act), -128.0f * N, 1e-3 * 128 * N);
+
+    /* Q6_K: all codes 0 (q = -32), every scale -128, d = 1: weight 4096 each. */
+    for (int b = 0; b < N / 256; b++) {
+        uint8_t *p = row + 210 * b;
+        memset(p, 0, 192);
+        memset(p + 192, 0x80, 16);
+        put_u16(p + 208, 0x3c00);
+    }
+    quant_prepare_act(GGML_TYPE_Q6_K, xneg, N, scratch, &act);
+    assert_float_equal(quant_dot(row, &act), -4096.0f * N, 1e-3 * 4096 * N);
+    assert_float_equal(quant_dot_ref(row, &act), -4096.0f * N, 1e-3 * 4096 * N);
+    /* All codes 63 (q = +31). */
+    for (int b = 0; b < N / 256; b++)
+        memset(row + 210 * b, 0xFF, 192);
+    assert_float_equal(quant_dot(row, &act), 3968.0f * N, 1e-3 * 3968 * N);
+
+    /* Q5_K: all codes 31, all scales 63, mins 0, d = 1: weight 1953 each. */
+    for (int b = 0; b < N / 256; b++) {
+        uint8_t *p = row + 176 * b;
+        put_u16(p, 0x3c00);
+        put_u16(p + 2, 0x0000);
+        uint8_t sc[12] = {0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0, 0x0F, 0x0F, 0x0F, 0x0F};
+        memcpy(p + 4, sc, 12);
+        memset(p + 16, 0xFF, 160);
+    }
+    quant_prepare_act(GGML_TYPE_Q5_K, x, N, scratch, &act);
+    assert_float_equal(quant_dot(row, &act), 1953.0f * N, 1e-3 * 1953 * N);
+    assert_float_equal(quant_dot_ref(row, &act), 1953.0f * N, 1e-3 * 1953 * N);
+
+    /* Zero activations give exactly zero, not NaN. */
+    memset(x, 0, sizeof x);
+    quant_prepare_act(GGML_TYPE_Q5_K, x, N, scratch, &act);
+    assert_true(quant_dot(row, &act) == 0.0f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_type_table),
+        cmocka_unit_test(test_row_size),
+        cmocka_unit_test(test_f16_decode),
+        cmocka_unit_test(test_f16_encode),
+        cmocka_unit_test(test_bf16),
+        cmocka_unit_test(test_block_q8_0),
+        cmocka_unit_test(test_block_q4_0),
+        cmocka_unit_test(test_block_q4_1),
+        cmocka_unit_test(test_block_q5_0),
+        cmocka_unit_test(test_block_q5_1),
+        cmocka_unit_test(test_block_q4_K),
+        cmocka_unit_test(test_block_q5_K),
+        cmocka_unit_test(test_block_q6_K),
+        cmocka_unit_test(test_float_types_dequant),
+        cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_dot_block32),
+        cmocka_unit_test(test_dot_block256),
+        cmocka_unit_test(test_dot_float),
+        cmocka_unit_test(test_dot_extremes),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
