@@ -1,0 +1,864 @@
+/* test_model.c - the model loader and the CPU backend.
+ *
+ * Synthetic tiny models of every architecture and weight type are written
+ * with the GGUF writer and run through backend/cpu.c and through the naive
+ * reference in ref_forward.c; then the backend's own invariants (batch vs
+ * token by token, thread count, rewinding), the loader's errors, and the two
+ * real models when they are present.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "testutil.h"
+
+#include "backend.h"
+#include "engine.h"
+#include "gguf.h"
+#include "model.h"
+#include "quant.h"
+#include "ref_forward.h"
+
+/* ---- synthetic models ---- */
+
+struct synth {
+    const char *arch;
+    enum ggml_type wtype; /* 2-D weights */
+    enum ggml_type etype; /* token_embd */
+    int n_embd, n_head, n_head_kv, head_dim, n_rot, n_ff, n_vocab, n_layer;
+    bool head_dim_key;  /* write attention.key_length/value_length */
+    bool n_rot_key;     /* write rope.dimension_count */
+    bool untied;        /* write output.weight */
+    bool rope_freqs;
+    bool kv_array;      /* head_count_kv as a per-layer array */
+    int swa_window;     /* gemma3 */
+    /* Corruptions for the error tests. */
+    const char *skip_tensor;
+    const char *bad_shape_tensor;
+    const char *bad_type_tensor;
+};
+
+static uint64_t rng_state;
+
+static float frand(void) /* uniform in [-1, 1) */
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((rng_state >> 40) * (1.0 / (1ull << 24))) * 2.0f - 1.0f;
+}
+
+static void add(struct gguf_writer *w, const struct synth *s, const char *name, enum ggml_type t,
+                int64_t ne0, int64_t ne1, float scale, float offset)
+{
+    if (s->skip_tensor && strcmp(name, s->skip_tensor) == 0)
+        return;
+    if (s->bad_shape_tensor && strcmp(name, s->bad_shape_tensor) == 0)
+        ne1 += 1;
+    bool bad_type = s->bad_type_tensor && strcmp(name, s->bad_type_tensor) == 0;
+    if (bad_type)
+        t = GGML_TYPE_Q2_K; /* a known layout kvchat does not compute with */
+    int64_t ne[2] = {ne0, ne1};
+    size_t row = quant_row_size(t, ne0);
+    unsigned char *data = calloc((size_t)ne1, row);
+    float *f = malloc(sizeof(float) * (size_t)ne0);
+    assert_non_null(data);
+    assert_non_null(f);
+    for (int64_t r = 0; r < ne1; r++) {
+        for (int64_t i = 0; i < ne0; i++)
+            f[i] = offset + scale * frand();
+        if (!bad_type)
+            quant_quantize_row(t, f, data + (size_t)r * row, ne0);
+    }
+    gguf_writer_add_tensor(w, name, t, ne1 == 1 ? 1 : 2, ne, data);
+    free(f);
+    free(data);
+}
+
+static void key(char *buf, const struct synth *s, const char *suffix)
+{
+    snprintf(buf, 128, "%s.%s", s->arch, suffix);
+}
+
+/* Writes the synthetic model S to PATH with weights from SEED. */
+static void write_synth(const struct synth *s, const char *path, uint64_t seed)
+{
+    rng_state = seed * 0x9E3779B97F4A7C15ull + 1;
+    struct gguf_writer *w = gguf_writer_new();
+    assert_non_null(w);
+    char k[128];
+    gguf_writer_set_str(w, "general.architecture", s->arch);
+    gguf_writer_set_str(w, "general.name", "synthetic");
+    key(k, s, "embedding_length");
+    gguf_writer_set_u32(w, k, (uint32_t)s->n_embd);
+    key(k, s, "block_count");
+    gguf_writer_set_u32(w, k, (uint32_t)s->n_layer);
+    key(k, s, "feed_forward_length");
+    gguf_writer_set_u32(w, k, (uint32_t)s->n_ff);
+    key(k, s, "attention.head_count");
+    gguf_writer_set_u32(w, k, (uint32_t)s->n_head);
+    key(k, s, "attention.head_count_kv");
+    if (s->kv_array) {
+        int32_t arr[64];
+        for (int i = 0; i < s->n_layer; i++)
+            arr[i] = s->n_head_kv;
+        gguf_writer_set_arr(w, k, GGUF_TYPE_INT32, arr, (uint64_t)s->n_layer);
+    } else {
+        gguf_writer_set_i32(w, k, s->n_head_kv);
+    }
+    key(k, s, "context_length");
+    gguf_writer_set_u32(w, k, 4096);
+    key(k, s, "attention.layer_norm_rms_epsilon");
+    gguf_writer_set_f32(w, k, 1e-5f);
+    key(k, s, "rope.freq_base");
+    gguf_writer_set_f32(w, k, 10000.0f * 3);
+    if (s->head_dim_key) {
+        key(k, s, "attention.key_length");
+        gguf_writer_set_u32(w, k, (uint32_t)s->head_dim);
+        key(k, s, "attention.value_length");
+        gguf_writer_set_u32(w, k, (uint32_t)s->head_dim);
+    }
+    if (s->n_rot_key) {
+        key(k, s, "rope.dimension_count");
+        gguf_writer_set_u32(w, k, (uint32_t)s->n_rot);
+    }
+    if (s->swa_window) {
+        key(k, s, "attention.sliding_window");
+        gguf_writer_set_u32(w, k, (uint32_t)s->swa_window);
+    }
+
+    int64_t E = s->n_embd, QD = (int64_t)s->n_head * s->head_dim,
+            KVD = (int64_t)s->n_head_kv * s->head_dim, F = s->n_ff;
+    bool gemma = strcmp(s->arch, "gemma3") == 0;
+    bool qk_norm = gemma || strcmp(s->arch, "qwen3") == 0;
+    bool bias = strcmp(s->arch, "qwen2") == 0;
+    add(w, s, "token_embd.weight", s->etype, E, s->n_vocab, 1.0f, 0.0f);
+    add(w, s, "output_norm.weight", GGML_TYPE_F32, E, 1, 0.2f, 1.0f);
+    if (s->untied)
+        add(w, s, "output.weight", s->wtype, E, s->n_vocab, 1.0f / sqrtf((float)E), 0.0f);
+    if (s->rope_freqs)
+        add(w, s, "rope_freqs.weight", GGML_TYPE_F32, s->n_rot / 2, 1, 0.5f, 2.0f);
+    for (int il = 0; il < s->n_layer; il++) {
+        char n[96];
+#define T(what, type, ne0, ne1, scale, off)                                                        \
+    do {                                                                                           \
+        snprintf(n, sizeof n, "blk.%d.%s", il, what);                                              \
+        add(w, s, n, type, ne0, ne1, scale, off);                                                  \
+    } while (0)
+        float se = 1.0f / sqrtf((float)E);
+        T("attn_norm.weight", GGML_TYPE_F32, E, 1, 0.2f, 1.0f);
+        T("attn_q.weight", s->wtype, E, QD, 2.0f * se, 0.0f);
+        T("attn_k.weight", s->wtype, E, KVD, 2.0f * se, 0.0f);
+        T("attn_v.weight", s->wtype, E, KVD, 1.5f * se, 0.0f);
+        if (bias) {
+            T("attn_q.bias", GGML_TYPE_F32, QD, 1, 0.3f, 0.0f);
+            T("attn_k.bias", GGML_TYPE_F32, KVD, 1, 0.3f, 0.0f);
+            T("attn_v.bias", GGML_TYPE_F32, KVD, 1, 0.3f, 0.0f);
+        }
+        if (qk_norm) {
+            T("attn_q_norm.weight", GGML_TYPE_F32, s->head_dim, 1, 0.2f, 1.0f);
+            T("attn_k_norm.weight", GGML_TYPE_F32, s->head_dim, 1, 0.2f, 1.0f);
+        }
+        T("attn_output.weight", s->wtype, QD, E, 1.5f / sqrtf((float)QD), 0.0f);
+        if (gemma)
+            T("post_attention_norm.weight", GGML_TYPE_F32, E, 1, 0.2f, 1.0f);
+        T("ffn_norm.weight", GGML_TYPE_F32, E, 1, 0.2f, 1.0f);
+        T("ffn_gate.weight", s->wtype, E, F, 2.0f * se, 0.0f);
+        T("ffn_up.weight", s->wtype, E, F, 2.0f * se, 0.0f);
+        T("ffn_down.weight", s->wtype, F, E, 1.5f / sqrtf((float)F), 0.0f);
+        if (gemma)
+            T("post_ffw_norm.weight", GGML_TYPE_F32, E, 1, 0.2f, 1.0f);
+#undef T
+    }
+    char err[512];
+    int rc = gguf_writer_write(w, path, err, sizeof err);
+    if (rc != 0)
+        fail_msg("writing %s: %s", path, err);
+    gguf_writer_free(w);
+}
+
+static char tmpdir[1024];
+
+static void synth_path(char *buf, size_t cap, const char *tag)
+{
+    snprintf(buf, cap, "%s/%s.gguf", tmpdir, tag);
+}
+
+static struct model *load_synth(const struct synth *s, const char *tag, uint64_t seed)
+{
+    char path[1200], err[512];
+    synth_path(path, sizeof path, tag);
+    write_synth(s, path, seed);
+    struct model *m = model_load(path, err, sizeof err);
+    if (!m)
+        fail_msg("loading %s: %s", tag, err);
+    return m;
+}
+
+static void *cpu_new(const struct model *m, int n_ctx, int n_threads)
+{
+    struct backend_config cfg = {.n_ctx = n_ctx, .n_threads = n_threads};
+    char err[512];
+    void *b = backend_cpu_ops.create(m, &cfg, err, sizeof err);
+    if (!b)
+        fail_msg("cpu create: %s", err);
+    return b;
+}
+
+static void tokens_for(int32_t *tok, int n, int n_vocab, uint64_t seed)
+{
+    for (int i = 0; i < n; i++)
+        tok[i] = (int32_t)((seed * 7919 + (uint64_t)i * 104729 + (uint64_t)i * i * 31) % (uint64_t)n_vocab);
+}
+
+/* max |a - b| over max |b|: the error relative to the logits' scale. */
+static double rel_err(const float *a, const float *b, size_t n)
+{
+    double md = 0, mb = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (!(d <= md)) /* also catches NaN */
+            md = d;
+        if (fabs(b[i]) > mb)
+            mb = fabs(b[i]);
+    }
+    return md / (mb > 0 ? mb : 1.0);
+}
+
+/* Tolerances against the reference, relative to the largest logit. The
+ * float types differ only by summation order; the quantised ones add the
+ * 8-bit quantisation of the activations inside quant_dot, which a random
+ * model a few layers deep amplifies to around a per cent. */
+static double tolerance(enum ggml_type t)
+{
+    switch (t) {
+    case GGML_TYPE_F32:
+        return 1e-4;
+    case GGML_TYPE_F16:
+    case GGML_TYPE_BF16:
+        return 1e-2;
+    default:
+        return 5e-2;
+    }
+}
+
+#define SEQ 12
+
+static void check_against_ref(const struct synth *s, const char *tag)
+{
+    struct model *m = load_synth(s, tag, 1234);
+    int V = m->hp.n_vocab;
+    int32_t tok[SEQ];
+    tokens_for(tok, SEQ, V, 5);
+    float *ref = malloc(sizeof(float) * SEQ * V);
+    float *got = malloc(sizeof(float) * SEQ * V);
+    assert_non_null(ref);
+    assert_non_null(got);
+    struct ref_model *r = ref_new(m);
+    assert_non_null(r);
+    assert_int_equal(ref_forward(r, tok, SEQ, ref), 0);
+
+    void *b = cpu_new(m, 64, 2);
+    char err[512];
+    assert_int_equal(backend_cpu_ops.forward(b, tok, SEQ, 0, got, true, err, sizeof err), 0);
+    double e = rel_err(got, ref, (size_t)SEQ * V);
+    printf("%-22s %-5s vs reference: max rel err %.2e (tolerance %.0e)\n", tag,
+           quant_type_name(s->wtype), e, tolerance(s->wtype));
+    assert_true(e <= tolerance(s->wtype));
+
+    /* The logits must depend on the input: a model that ignored its tokens
+     * (or attention that ignored the past) would pass the check above with
+     * a constant reference too. */
+    assert_true(rel_err(got, got + (size_t)(SEQ - 1) * V, (size_t)V) > 1e-3);
+
+    backend_cpu_ops.destroy(b);
+    ref_free(r);
+    model_free(m);
+    free(ref);
+    free(got);
+}
+
+static void test_llama_f32(void **state)
+{
+    (void)state;
+    struct synth s = {.arch = "llama", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
+                      .n_embd = 40, .n_head = 4, .n_head_kv = 2, .head_dim = 10, .n_rot = 10,
+                      .n_ff = 72, .n_vocab = 53, .n_layer = 2, .untied = true,
+                      .rope_freqs = true};
+    check_against_ref(&s, "llama-f32");
+}
+
+static void test_llama_f16_partial_rope(void **state)
+{
+    (void)state;
+    /* Only 8 of 16 dims rotated; head count 3 with one KV head. */
+    struct synth s = {.arch = "llama", .wtype = GGML_TYPE_F16, .etype = GGML_TYPE_F16,
+                      .n_embd = 48, .n_head = 3, .n_head_kv = 1, .head_dim = 16, .n_rot = 8,
+                      .n_rot_key = true, .n_ff = 80, .n_vocab = 61, .n_layer = 2,
+                      .kv_array = true};
+    check_against_ref(&s, "llama-f16");
+}
+
+static void test_llama_bf16(void **state)
+{
+    (void)state;
+    struct synth s = {.arch = "llama", .wtype = GGML_TYPE_BF16, .etype = GGML_TYPE_F32,
+                      .n_embd = 36, .n_head = 3, .n_head_kv = 3, .head_dim = 12, .n_rot = 12,
+                      .n_ff = 50, .n_vocab = 29, .n_layer = 3};
+    check_against_ref(&s, "llama-bf16");
+}
+
+static void test_llama_q8_0(void **state)
+{
+    (void)state;
+    struct synth s = {.arch = "llama", .wtype = GGML_TYPE_Q8_0, .etype = GGML_TYPE_Q8_0,
+                      .n_embd = 96, .n_head = 3, .n_head_kv = 1, .head_dim = 32, .n_rot = 32,
+                      .n_ff = 160, .n_vocab = 37, .n_layer = 2};
+    check_against_ref(&s, "llama-q8_0");
+}
+
+static void test_qwen2_q4_0_bias(void **state)
+{
+    (void)state;
+    struct synth s = {.arch = "qwen2", .wtype = GGML_TYPE_Q4_0, .etype = GGML_TYPE_Q8_0,
+                      .n_embd = 96, .n_head = 6, .n_head_kv = 2, .head_dim = 16, .n_rot = 16,
+                      .n_ff = 128, .n_vocab = 45, .n_layer = 2, .untied = true};
+    check_against_ref(&s, "qwen2-q4_0");
+}
+
+static void test_qwen3_q4_1_qknorm(void **state)
+{
+    (void)state;
+    /* head_dim 32 with 3 heads over n_embd 64: Q is wider than the stream. */
+    struct synth s = {.arch = "qwen3", .wtype = GGML_TYPE_Q4_1, .etype = GGML_TYPE_Q4_1,
+                      .n_embd = 64, .n_head = 3, .n_head_kv = 1, .head_dim = 32, .n_rot = 32,
+                      .head_dim_key = true, .n_ff = 96, .n_vocab = 41, .n_layer = 2};
+    check_against_ref(&s, "qwen3-q4_1");
+}
+
+static void test_gemma3_q5_0_swa(void **state)
+{
+    (void)state;
+    /* 7 layers: 0-4 local, 5 global, 6 local; window 4 < SEQ. */
+    struct synth s = {.arch = "gemma3", .wtype = GGML_TYPE_Q5_0, .etype = GGML_TYPE_Q8_0,
+                      .n_embd = 64, .n_head = 3, .n_head_kv = 1, .head_dim = 32, .n_rot = 32,
+                      .head_dim_key = true, .n_ff = 96, .n_vocab = 47, .n_layer = 7,
+                      .swa_window = 4};
+    check_against_ref(&s, "gemma3-q5_0");
+}
+
+static void test_gemma3_q5_1(void **state)
+{
+    (void)state;
+    struct synth s = {.arch = "gemma3", .wtype = GGML_TYPE_Q5_1, .etype = GGML_TYPE_Q5_1,
+                      .n_embd = 64, .n_head = 2, .n_head_kv = 2, .head_dim = 32, .n_rot = 32,
+                      .head_dim_key = true, .n_ff = 128, .n_vocab = 33, .n_layer = 6,
+                      .swa_window = 3};
+    check_against_ref(&s, "gemma3-q5_1");
+}
+
+static void test_llama_q4_k(void **state)
+{
+    (void)state;
+    struct synth s = {.arch = "llama", .wtype = GGML_TYPE_Q4_K, .etype = GGML_TYPE_Q4_K,
+                      .n_embd = 256, .n_head = 4, .n_head_kv = 2, .head_dim = 64, .n_rot = 64,
+                      .n_ff = 512, .n_vocab = 70, .n_layer = 2, .untied = true};
+    check_against_ref(&s, "llama-q4_k");
+}
+
+static void test_qwen3_q5_k(void **state)
+{
+    (void)state;
+    struct synth s = {.arch = "qwen3", .wtype = GGML_TYPE_Q5_K, .etype = GGML_TYPE_Q8_0,
+                      .n_embd = 256, .n_head = 2, .n_head_kv = 1, .head_dim = 128, .n_rot = 128,
+                      .head_dim_key = true, .n_ff = 256, .n_vocab = 40, .n_layer = 2};
+    check_against_ref(&s, "qwen3-q5_k");
+}
+
+static void test_gemma3_q6_k(void **state)
+{
+    (void)state;
+    struct synth s = {.arch = "gemma3", .wtype = GGML_TYPE_Q6_K, .etype = GGML_TYPE_Q6_K,
+                      .n_embd = 256, .n_head = 2, .n_head_kv = 1, .head_dim = 128, .n_rot = 128,
+                      .head_dim_key = true, .n_ff = 256, .n_vocab = 40, .n_layer = 6,
+                      .swa_window = 4};
+    check_against_ref(&s, "gemma3-q6_k");
+}
+
+/* ---- backend invariants ---- */
+
+static const struct synth gemma_small = {
+    .arch = "gemma3", .wtype = GGML_TYPE_Q8_0, .etype = GGML_TYPE_Q8_0, .n_embd = 64,
+    .n_head = 3, .n_head_kv = 1, .head_dim = 32, .n_rot = 32, .head_dim_key = true, .n_ff = 96,
+    .n_vocab = 47, .n_layer = 7, .swa_window = 5};
+
+static void test_loader_fields(void **state)
+{
+    (void)state;
+    struct model *m = load_synth(&gemma_small, "fields", 3);
+    const struct model_hparams *hp = &m->hp;
+    assert_int_equal(hp->arch, MODEL_ARCH_GEMMA3);
+    assert_int_equal(hp->n_vocab, 47);
+    assert_int_equal(hp->head_dim, 32);
+    assert_int_equal(hp->n_rot, 32);
+    assert_true(hp->rope_neox);
+    assert_true(hp->gelu_ffn);
+    assert_true(fabsf(hp->embd_scale - 8.0f) < 1e-6f);
+    assert_true(fabsf(hp->attn_scale - 1.0f / sqrtf(32.0f)) < 1e-7f);
+    assert_int_equal(hp->swa_window, 5);
+    for (int il = 0; il < 7; il++) {
+        assert_int_equal(m->layers[il].swa, il != 5);
+        assert_true(m->layers[il].rope_base == (il == 5 ? 30000.0f : 10000.0f));
+    }
+    assert_string_equal(m->name, "synthetic");
+    assert_ptr_equal(m->output.data, m->tok_embd.data);
+
+    /* Parameter and byte counts, recomputed from the shapes. */
+    uint64_t E = 64, QD = 96, KVD = 32, F = 96, V = 47, HD = 32;
+    uint64_t per_layer_params = E * QD + 2 * E * KVD + QD * E + 3 * E * F + 4 * E + 2 * HD;
+    assert_int_equal(m->n_params, 7 * per_layer_params + E * V + E);
+    uint64_t q8 = 34; /* bytes per 32 */
+    uint64_t per_layer_bytes = (E * QD + 2 * E * KVD + QD * E + 3 * E * F) / 32 * q8 +
+                               (4 * E + 2 * HD) * 4;
+    uint64_t embd = E * V / 32 * q8;
+    assert_int_equal(m->weight_bytes, 7 * per_layer_bytes + embd + E * 4);
+    /* Tied: the whole table is the LM head, read once. */
+    assert_int_equal(m->bytes_per_token, m->weight_bytes);
+    model_free(m);
+
+    /* Untied: one embedding row instead of the table. */
+    struct synth s = gemma_small;
+    s.untied = true;
+    m = load_synth(&s, "fields-untied", 3);
+    assert_ptr_not_equal(m->output.data, m->tok_embd.data);
+    assert_int_equal(m->bytes_per_token, m->weight_bytes - embd + E / 32 * q8);
+    model_free(m);
+
+    s = gemma_small;
+    s.arch = "llama";
+    s.swa_window = 0;
+    m = load_synth(&s, "fields-llama", 3);
+    assert_false(m->hp.rope_neox);
+    assert_false(m->hp.gelu_ffn);
+    assert_true(m->hp.embd_scale == 1.0f);
+    assert_false(m->layers[0].swa);
+    model_free(m);
+}
+
+/* Batch vs token by token, over more tokens than one chunk holds. */
+static void test_batch_vs_sequential(void **state)
+{
+    (void)state;
+    struct model *m = load_synth(&gemma_small, "batch", 7);
+    int V = m->hp.n_vocab, N = 600;
+    int32_t *tok = malloc(sizeof(int32_t) * N);
+    float *all = malloc(sizeof(float) * (size_t)N * V);
+    float *one = malloc(sizeof(float) * V);
+    float *last = malloc(sizeof(float) * V);
+    assert_non_null(tok);
+    assert_non_null(all);
+    assert_non_null(one);
+    assert_non_null(last);
+    tokens_for(tok, N, V, 11);
+    char err[512];
+    void *b = cpu_new(m, 700, 2);
+    assert_int_equal(backend_cpu_ops.forward(b, tok, N, 0, all, true, err, sizeof err), 0);
+    assert_int_equal(backend_cpu_ops.forward(b, tok, N, 0, last, false, err, sizeof err), 0);
+    assert_true(rel_err(last, all + (size_t)(N - 1) * V, (size_t)V) <= 1e-6);
+    double worst = 0;
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(backend_cpu_ops.forward(b, tok + i, 1, i, one, false, err, sizeof err),
+                         0);
+        double e = rel_err(one, all + (size_t)i * V, (size_t)V);
+        if (e > worst)
+            worst = e;
+    }
+    printf("batch of %d vs one by one: max rel err %.2e\n", N, worst);
+    assert_true(worst <= 1e-5);
+    backend_cpu_ops.destroy(b);
+    model_free(m);
+    free(tok);
+    free(all);
+    free(one);
+    free(last);
+}
+
+static void test_threads_identical(void **state)
+{
+    (void)state;
+    struct synth s = gemma_small;
+    s.wtype = GGML_TYPE_Q4_0;
+    struct model *m = load_synth(&s, "threads", 9);
+    int V = m->hp.n_vocab, N = 20;
+    int32_t tok[20];
+    tokens_for(tok, N, V, 2);
+    float *a = malloc(sizeof(float) * (size_t)N * V), *b3 = malloc(sizeof(float) * (size_t)N * V);
+    assert_non_null(a);
+    assert_non_null(b3);
+    char err[512];
+    void *b1 = cpu_new(m, 32, 1);
+    void *b2 = cpu_new(m, 32, 3);
+    assert_int_equal(backend_cpu_ops.forward(b1, tok, N, 0, a, true, err, sizeof err), 0);
+    assert_int_equal(backend_cpu_ops.forward(b2, tok, N, 0, b3, true, err, sizeof err), 0);
+    assert_memory_equal(a, b3, sizeof(float) * (size_t)N * V);
+    /* And a decode step after the prefill. */
+    int32_t next = 3;
+    assert_int_equal(backend_cpu_ops.forward(b1, &next, 1, N, a, false, err, sizeof err), 0);
+    assert_int_equal(backend_cpu_ops.forward(b2, &next, 1, N, b3, false, err, sizeof err), 0);
+    assert_memory_equal(a, b3, sizeof(float) * (size_t)V);
+    backend_cpu_ops.destroy(b1);
+    backend_cpu_ops.destroy(b2);
+    model_free(m);
+    free(a);
+    free(b3);
+}
+
+/* Forward at P after the cache was filled beyond P equals a fresh run. */
+static void test_rewind(void **state)
+{
+    (void)state;
+    struct model *m = load_synth(&gemma_small, "rewind", 13);
+    int V = m->hp.n_vocab;
+    int32_t a[10], bt[5];
+    tokens_for(a, 10, V, 21);
+    tokens_for(bt, 5, V, 22);
+    float *x = malloc(sizeof(float) * 5 * V), *y = malloc(sizeof(float) * 5 * V);
+    assert_non_null(x);
+    assert_non_null(y);
+    char err[512];
+    void *b = cpu_new(m, 16, 2);
+    assert_int_equal(backend_cpu_ops.forward(b, a, 10, 0, x, false, err, sizeof err), 0);
+    assert_int_equal(backend_cpu_ops.forward(b, bt, 5, 4, x, true, err, sizeof err), 0);
+    void *fresh = cpu_new(m, 16, 2);
+    assert_int_equal(backend_cpu_ops.forward(fresh, a, 4, 0, y, false, err, sizeof err), 0);
+    assert_int_equal(backend_cpu_ops.forward(fresh, bt, 5, 4, y, true, err, sizeof err), 0);
+    assert_memory_equal(x, y, sizeof(float) * 5 * V);
+    backend_cpu_ops.destroy(fresh);
+    backend_cpu_ops.destroy(b);
+    model_free(m);
+    free(x);
+    free(y);
+}
+
+static void test_forward_errors(void **state)
+{
+    (void)state;
+    struct model *m = load_synth(&gemma_small, "fwd-err", 5);
+    float *lg = malloc(sizeof(float) * 8 * m->hp.n_vocab);
+    assert_non_null(lg);
+    char err[512];
+    void *b = cpu_new(m, 8, 2);
+    int32_t tok[9] = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+    assert_int_equal(backend_cpu_ops.forward(b, tok, 9, 0, lg, false, err, sizeof err), -1);
+    assert_non_null(strstr(err, "context"));
+    assert_int_equal(backend_cpu_ops.forward(b, tok, 2, 7, lg, false, err, sizeof err), -1);
+    assert_int_equal(backend_cpu_ops.forward(b, tok, 1, -1, lg, false, err, sizeof err), -1);
+    assert_int_equal(backend_cpu_ops.forward(b, tok, 0, 0, lg, false, err, sizeof err), -1);
+    int32_t bad = m->hp.n_vocab;
+    assert_int_equal(backend_cpu_ops.forward(b, &bad, 1, 0, lg, false, err, sizeof err), -1);
+    assert_non_null(strstr(err, "vocabulary"));
+    bad = -3;
+    assert_int_equal(backend_cpu_ops.forward(b, &bad, 1, 0, lg, false, err, sizeof err), -1);
+    /* Still usable after the errors. */
+    assert_int_equal(backend_cpu_ops.forward(b, tok, 8, 0, lg, false, err, sizeof err), 0);
+
+    struct engine_memory mem;
+    backend_cpu_ops.memory(b, &mem);
+    assert_false(mem.on_gpu);
+    assert_int_equal(mem.kv_cache, 2ull * 7 * 8 * 32 * sizeof(float));
+    assert_true(mem.scratch > 0);
+    assert_true(mem.weights >= m->weight_bytes);
+    assert_true(mem.device_total > 0 && mem.device_total != ENGINE_UNKNOWN);
+    assert_true(mem.device_free <= mem.device_total);
+    assert_true(strlen(backend_cpu_ops.device_name(b)) > 0);
+    assert_string_equal(backend_cpu_ops.name, "cpu");
+    backend_cpu_ops.destroy(b);
+    model_free(m);
+    free(lg);
+}
+
+/* ---- loader errors ---- */
+
+static void expect_load_error(const struct synth *s, const char *tag, const char *needle1,
+                              const char *needle2)
+{
+    char path[1200], err[512];
+    synth_path(path, sizeof path, tag);
+    write_synth(s, path, 1);
+    err[0] = 0;
+    struct model *m = model_load(path, err, sizeof err);
+    printf("%s: %s\n", tag, err);
+    assert_null(m);
+    assert_null(strchr(err, '\n'));
+    assert_non_null(strstr(err, tag)); /* the file is named */
+    if (needle1)
+        assert_non_null(strstr(err, needle1));
+    if (needle2)
+        assert_non_null(strstr(err, needle2));
+}
+
+static void test_load_errors(void **state)
+{
+    (void)state;
+    struct synth s = {.arch = "mamba", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
+                      .n_embd = 32, .n_head = 2, .n_head_kv = 1, .head_dim = 16, .n_rot = 16,
+                      .n_ff = 64, .n_vocab = 20, .n_layer = 2};
+    expect_load_error(&s, "err-arch", "unknown architecture 'mamba'",
+                      "llama, qwen2, qwen3, gemma3");
+    s.arch = "llama";
+    s.skip_tensor = "blk.1.ffn_up.weight";
+    expect_load_error(&s, "err-missing", "missing tensor blk.1.ffn_up.weight", NULL);
+    s.skip_tensor = NULL;
+    s.bad_shape_tensor = "blk.0.attn_k.weight";
+    expect_load_error(&s, "err-shape", "blk.0.attn_k.weight", "expected [32, 16]");
+    s.bad_shape_tensor = NULL;
+    s.bad_type_tensor = "blk.1.attn_q.weight";
+    s.n_embd = 256; /* Q2_K needs whole 256-blocks */
+    s.n_head = 2;
+    s.head_dim = 128;
+    s.n_rot = 128;
+    s.n_ff = 256;
+    expect_load_error(&s, "err-type", "blk.1.attn_q.weight", "Q2_K");
+    s = (struct synth){.arch = "qwen3", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
+                       .n_embd = 32, .n_head = 2, .n_head_kv = 1, .head_dim = 16, .n_rot = 16,
+                       .n_ff = 64, .n_vocab = 20, .n_layer = 2,
+                       .skip_tensor = "blk.0.attn_k_norm.weight"};
+    expect_load_error(&s, "err-qknorm", "attn_k_norm", NULL);
+    s.skip_tensor = NULL;
+    s.n_rot = 7;
+    s.n_rot_key = true;
+    expect_load_error(&s, "err-nrot", "rope.dimension_count", "even");
+    s.n_rot = 16;
+    s.n_head_kv = 3; /* 2 heads do not split into 3 groups */
+    expect_load_error(&s, "err-gqa", "head_count_kv", NULL);
+    s.n_head_kv = 1;
+    s.arch = "qwen2";
+    s.skip_tensor = "blk.1.attn_v.bias";
+    /* qwen2 writes biases by default in write_synth, so drop one. */
+    expect_load_error(&s, "err-bias", "missing tensor blk.1.attn_v.bias", NULL);
+
+    /* A non-uniform per-layer head_count_kv is refused with a clear reason. */
+    char path[1200], err[512];
+    synth_path(path, sizeof path, "err-kvarr");
+    s = (struct synth){.arch = "llama", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
+                       .n_embd = 32, .n_head = 2, .n_head_kv = 1, .head_dim = 16, .n_rot = 16,
+                       .n_ff = 64, .n_vocab = 20, .n_layer = 2};
+    write_synth(&s, path, 1);
+    char ok[1200];
+    synth_path(ok, sizeof ok, "err-kvarr-src");
+    rename(path, ok);
+    char e2[512];
+    struct gguf *src = gguf_open(ok, e2, sizeof e2);
+    assert_non_null(src);
+    struct gguf_writer *w = gguf_writer_new();
+    gguf_writer_copy_kv(w, src, "");
+    int32_t arr[2] = {1, 2};
+    gguf_writer_set_arr(w, "llama.attention.head_count_kv", GGUF_TYPE_INT32, arr, 2);
+    for (int64_t i = 0; i < gguf_n_tensors(src); i++) {
+        const struct gguf_tensor *t = gguf_tensor(src, i);
+        char name[80];
+        gguf_str_copy(t->name, name, sizeof name);
+        gguf_writer_add_tensor(w, name, t->type, t->n_dims, t->ne, t->data);
+    }
+    assert_int_equal(gguf_writer_write(w, path, e2, sizeof e2), 0);
+    gguf_writer_free(w);
+    gguf_close(src);
+    assert_null(model_load(path, err, sizeof err));
+    printf("err-kvarr: %s\n", err);
+    assert_non_null(strstr(err, "head_count_kv"));
+    assert_non_null(strstr(err, "differs between layers"));
+
+    /* No file at all. */
+    assert_null(model_load("/nonexistent/dir/x.gguf", err, sizeof err));
+    assert_non_null(strstr(err, "/nonexistent/dir/x.gguf"));
+}
+
+static void test_truncated_real_file(void **state)
+{
+    (void)state;
+    char model[4096];
+    TEST_REQUIRE_MODEL(TEST_MODEL_SMOLLM2, model);
+    FILE *in = fopen(model, "rb");
+    assert_non_null(in);
+    fseek(in, 0, SEEK_END);
+    long size = ftell(in);
+    const long cuts[] = {16, 4096, 1 << 20, size / 2, size - 1};
+    size_t cap = 1 << 20;
+    char *buf = malloc(cap);
+    assert_non_null(buf);
+    for (size_t c = 0; c < sizeof cuts / sizeof cuts[0]; c++) {
+        char path[1200], err[512];
+        synth_path(path, sizeof path, "truncated");
+        FILE *out = fopen(path, "wb");
+        assert_non_null(out);
+        fseek(in, 0, SEEK_SET);
+        long left = cuts[c];
+        while (left > 0) {
+            size_t k = fread(buf, 1, (size_t)left < cap ? (size_t)left : cap, in);
+            assert_true(k > 0);
+            fwrite(buf, 1, k, out);
+            left -= (long)k;
+        }
+        fclose(out);
+        err[0] = 0;
+        struct model *m = model_load(path, err, sizeof err);
+        printf("truncated at %ld: %s\n", cuts[c], err);
+        assert_null(m);
+        assert_true(strlen(err) > 0);
+        assert_non_null(strstr(err, "truncated"));
+    }
+    free(buf);
+    fclose(in);
+}
+
+/* ---- real models ---- */
+
+/* Id of the vocabulary entry spelled TEXT, or -1. */
+static int32_t vocab_id(const struct model *m, const char *text)
+{
+    enum gguf_type et;
+    uint64_t n;
+    if (!gguf_get_arr(m->file, "tokenizer.ggml.tokens", &et, &n))
+        return -1;
+    for (uint64_t i = 0; i < n; i++) {
+        struct gguf_str s;
+        if (gguf_get_arr_str(m->file, "tokenizer.ggml.tokens", i, &s) && gguf_str_eq(s, text))
+            return (int32_t)i;
+    }
+    return -1;
+}
+
+static int argmax(const float *x, int n)
+{
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best])
+            best = i;
+    return best;
+}
+
+/* Feeds WORDS (vocabulary spellings) after BOS (if >= 0) and checks the
+ * greedy next token is EXPECT; also times a few decode steps. */
+static void run_real(const char *file, int32_t bos, const char *const *words, int n_words,
+                     const char *expect, int n_layer, int n_embd)
+{
+    char path[4096], err[512];
+    TEST_REQUIRE_MODEL(file, path);
+    struct model *m = model_load(path, err, sizeof err);
+    if (!m)
+        fail_msg("%s", err);
+    assert_int_equal(m->hp.n_layer, n_layer);
+    assert_int_equal(m->hp.n_embd, n_embd);
+    int32_t tok[32];
+    int n = 0;
+    if (bos >= 0)
+        tok[n++] = bos;
+    for (int i = 0; i < n_words; i++) {
+        tok[n] = vocab_id(m, words[i]);
+        if (tok[n] < 0)
+            fail_msg("%s: no token spelled '%s'", file, words[i]);
+        n++;
+    }
+    int32_t want = vocab_id(m, expect);
+    assert_true(want >= 0);
+    int V = m->hp.n_vocab;
+    float *lg = malloc(sizeof(float) * (size_t)V * n);
+    assert_non_null(lg);
+    void *b = cpu_new(m, 256, 2);
+    assert_int_equal(backend_cpu_ops.forward(b, tok, n, 0, lg, true, err, sizeof err), 0);
+    for (size_t i = 0; i < (size_t)V * n; i++)
+        assert_true(isfinite(lg[i]));
+    int top = argmax(lg + (size_t)(n - 1) * V, V);
+    struct gguf_str s;
+    char piece[64] = "?";
+    if (gguf_get_arr_str(m->file, "tokenizer.ggml.tokens", (uint64_t)top, &s))
+        gguf_str_copy(s, piece, sizeof piece);
+    printf("%s: greedy next token %d '%s' (expected %d '%s')\n", file, top, piece, want, expect);
+    assert_int_equal(top, want);
+
+    /* The same logits token by token. */
+    float *one = malloc(sizeof(float) * V);
+    assert_non_null(one);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(backend_cpu_ops.forward(b, tok + i, 1, i, one, false, err, sizeof err),
+                         0);
+    double e = rel_err(one, lg + (size_t)(n - 1) * V, (size_t)V);
+    printf("%s: batch vs sequential max rel err %.2e\n", file, e);
+    assert_true(e <= 1e-4);
+
+    /* Decode speed (informative). */
+    struct timespec t0, t1;
+    int steps = 16;
+    int32_t cur = top;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (int i = 0; i < steps; i++) {
+        assert_int_equal(backend_cpu_ops.forward(b, &cur, 1, n + i, one, false, err, sizeof err),
+                         0);
+        cur = argmax(one, V);
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double dt = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
+    printf("%s: decode %.1f tok/s with 2 threads (%.1f MB read per token)\n", file, steps / dt,
+           (double)m->bytes_per_token / 1e6);
+    backend_cpu_ops.destroy(b);
+    model_free(m);
+    free(lg);
+    free(one);
+}
+
+static void test_real_smollm2(void **state)
+{
+    (void)state;
+    static const char *const words[] = {"The", "Ġcapital", "Ġof", "ĠFrance", "Ġis"};
+    run_real(TEST_MODEL_SMOLLM2, -1, words, 5, "ĠParis", 30, 576);
+}
+
+static void test_real_gemma3(void **state)
+{
+    (void)state;
+    static const char *const words[] = {"The", "▁capital", "▁of", "▁France", "▁is"};
+    run_real(TEST_MODEL_GEMMA3, 2, words, 5, "▁Paris", 18, 640);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    test_tmpdir(tmpdir, sizeof tmpdir, "model");
+    return tmpdir[0] ? 0 : -1;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_llama_f32),
+        cmocka_unit_test(test_llama_f16_partial_rope),
+        cmocka_unit_test(test_llama_bf16),
+        cmocka_unit_test(test_llama_q8_0),
+        cmocka_unit_test(test_qwen2_q4_0_bias),
+        cmocka_unit_test(test_qwen3_q4_1_qknorm),
+        cmocka_unit_test(test_gemma3_q5_0_swa),
+        cmocka_unit_test(test_gemma3_q5_1),
+        cmocka_unit_test(test_llama_q4_k),
+        cmocka_unit_test(test_qwen3_q5_k),
+        cmocka_unit_test(test_gemma3_q6_k),
+        cmocka_unit_test(test_loader_fields),
+        cmocka_unit_test(test_batch_vs_sequential),
+        cmocka_unit_test(test_threads_identical),
+        cmocka_unit_test(test_rewind),
+        cmocka_unit_test(test_forward_errors),
+        cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_truncated_real_file),
+        cmocka_unit_test(test_real_smollm2),
+        cmocka_unit_test(test_real_gemma3),
+    };
+    return cmocka_run_group_tests(tests, setup, NULL);
+}
