@@ -718,9 +718,17 @@ size_t quant_act_size(enum ggml_type t, int64_t n)
  * |q| <= 127 to keep maddubs from saturating). */
 static float act_quant(const float *x, int n, int8_t *q)
 {
-    float amax = 0;
-    for (int j = 0; j < n; j++)
+    float amax = 0, probe = 0;
+    for (int j = 0; j < n; j++) {
         amax = fmaxf(amax, fabsf(x[j]));
+        probe += x[j] * 0.0f; /* NaN iff some x is NaN or infinite */
+    }
+    if (probe != 0.0f) {
+        /* Let a broken activation show up as NaN in every dot product rather
+         * than as plausible garbage. */
+        memset(q, 0, (size_t)n);
+        return NAN;
+    }
     float d = amax / 127, id = d != 0 ? 1 / d : 0;
     for (int j = 0; j < n; j++)
         q[j] = (int8_t)lrintf(x[j] * id);

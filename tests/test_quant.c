@@ -666,10 +666,13 @@ static void test_dot_extremes(void **state)
         x[i] = 1.0f;
         xneg[i] = -1.0f;
     }
-    uint8_t row[N / 256 * 210];
+    uint8_t row[N / 32 * 34];
     uint8_t scratch[N / 32 * 64];
-    assert_true(quant_act_size(GGML_TYPE_Q8_0, N) <= sizeof scratch);
-    assert_true(quant_act_size(GGML_TYPE_Q6_K, N) <= sizeof scratch);
+    static const enum ggml_type used[] = {GGML_TYPE_Q8_0, GGML_TYPE_Q6_K, GGML_TYPE_Q5_K};
+    for (size_t i = 0; i < sizeof used / sizeof used[0]; i++) {
+        assert_true(quant_row_size(used[i], N) <= sizeof row);
+        assert_true(quant_act_size(used[i], N) <= sizeof scratch);
+    }
     struct quant_act act;
 
     /* Q8_0: every weight -128 * d(=1): dot with all ones = -128 N. */
@@ -708,6 +711,14 @@ static void test_dot_extremes(void **state)
     quant_prepare_act(GGML_TYPE_Q5_K, x, N, scratch, &act);
     assert_float_equal(quant_dot(row, &act), 1953.0f * N, 1e-3 * 1953 * N);
     assert_float_equal(quant_dot_ref(row, &act), 1953.0f * N, 1e-3 * 1953 * N);
+
+    /* A NaN or infinite activation makes the dot product NaN, on both paths. */
+    x[5] = NAN;
+    quant_prepare_act(GGML_TYPE_Q5_K, x, N, scratch, &act);
+    assert_true(isnan(quant_dot(row, &act)) && isnan(quant_dot_ref(row, &act)));
+    x[5] = INFINITY;
+    quant_prepare_act(GGML_TYPE_Q8_0, x, N, scratch, &act);
+    assert_true(isnan(quant_dot(row, &act)) && isnan(quant_dot_ref(row, &act)));
 
     /* Zero activations give exactly zero, not NaN. */
     memset(x, 0, sizeof x);
