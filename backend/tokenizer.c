@@ -481,11 +481,14 @@ static void spm_encode(struct enc *e, const char *text, size_t len, bool space_p
         return;
     }
 
+    /* One symbol per character. llama.cpp sizes a character by its lead byte
+     * alone; for valid UTF-8 that is the same, but an invalid sequence would
+     * swallow the next character (possibly a U+2581) into byte tokens and
+     * decode differently, so invalid bytes are symbols of their own here. */
     size_t nsym = 0;
     for (size_t off = 0; off < k;) {
-        size_t cl = utf8_len_lead((unsigned char)s[off]);
-        if (cl > k - off)
-            cl = k - off;
+        int l = utf8_check((const unsigned char *)s + off, k - off);
+        size_t cl = l > 0 ? (size_t)l : 1;
         if (!grow((void **)&e->syms, &e->syms_cap, nsym + 1, sizeof *e->syms)) {
             enc_fail(e, "out of memory");
             return;

@@ -160,6 +160,406 @@ static void test_fixture_falcon(void **state) { (void)state; run_fixture("falcon
 static void test_fixture_deepseek_llm(void **state) { (void)state; run_fixture("deepseek-llm"); }
 static void test_fixture_deepseek_coder(void **state) { (void)state; run_fixture("deepseek-coder"); }
 
+
+/* ---- real models ---- */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static struct tokenizer *open_model(const char *file)
+{
+    char path[4096 + 256]; /* the models folder (up to 4096) plus the file name */
+    TEST_REQUIRE_MODEL(file, path);
+    double t0 = now_s();
+    struct tokenizer *t = open_tok(path, NULL);
+    double dt = now_s() - t0;
+    printf("%s: %d tokens, loaded in %.3f s\n", file, tok_n_vocab(t), dt);
+    /* the reader maps the file; building hashes for 262k tokens must stay cheap */
+    assert_true(dt < 2.0);
+    return t;
+}
+
+static const char *const ROUND_TRIP[] = {
+    "Hello world",
+    " leading space and  double  spaces ",
+    "line one\nline two\r\n\ttabbed\n\n\n",
+    "Grüße aus Köln, ça va? Ærøskøbing",
+    "Привет, мир! Καλημέρα κόσμε",
+    "日本語のテキスト、中文字符和한국어",
+    "emoji 🦙🚀👩‍💻 and ✅ flags 🇫🇷",
+    "math ∑∫√∞ ≠ ≤ ½ ¾ 123456789 3.14159",
+    "code: for (int i = 0; i < n; i++) { x[i] = y[i] * 2; } // done",
+    "quotes 'single' \"double\" `back` I'm we'll they've",
+    "<|im_end|> <end_of_turn> </s> <s> <bos> plain spellings",
+    "\x7f\x01\x02 control chars and \xC2\xA0 nbsp \xE3\x80\x80 ideographic space",
+};
+
+static void check_round_trips(const struct tokenizer *t)
+{
+    for (size_t i = 0; i < sizeof ROUND_TRIP / sizeof ROUND_TRIP[0]; i++) {
+        int64_t n;
+        int32_t *ids = encode(t, ROUND_TRIP[i], strlen(ROUND_TRIP[i]), &n);
+        size_t len;
+        char *back = decode(t, ids, n, &len);
+        if (len != strlen(ROUND_TRIP[i]) || memcmp(back, ROUND_TRIP[i], len) != 0)
+            fail_msg("round trip of '%s' gave '%s'", ROUND_TRIP[i], back);
+        free(back);
+        free(ids);
+    }
+}
+
+/* Text that is one token in the vocabulary encodes to exactly that token. */
+static void check_single(const struct tokenizer *t, const char *text, const char *token_text)
+{
+    int64_t n;
+    int32_t *ids = encode(t, text, strlen(text), &n);
+    if (n != 1)
+        fail_msg("'%s' gave %lld tokens, want 1", text, (long long)n);
+    assert_string_equal(tok_text(t, ids[0]), token_text);
+    assert_int_equal(ids[0], tok_lookup(t, token_text));
+    free(ids);
+}
+
+/* A control token's spelling typed by the user stays text; the same text as
+ * a special segment is exactly that token. */
+static void check_special_plain(const struct tokenizer *t, const char *special)
+{
+    int32_t ctl = tok_lookup(t, special);
+    assert_true(ctl >= 0);
+    assert_int_equal(tok_attr(t, ctl), TOK_ATTR_CONTROL);
+    int64_t n;
+    int32_t *ids = encode(t, special, strlen(special), &n);
+    assert_true(n > 1);
+    for (int64_t i = 0; i < n; i++)
+        assert_int_not_equal(ids[i], ctl);
+    size_t len;
+    char *back = decode(t, ids, n, &len);
+    assert_string_equal(back, special);
+    free(back);
+    free(ids);
+
+    struct tok_segment segs[3] = {{"user text ", 10, false}, {special, strlen(special), true},
+                                  {"\nmore", 5, false}};
+    int32_t out[64];
+    int64_t m = tok_encode_segments(t, segs, 3, false, out, 64);
+    assert_true(m > 2 && m <= 64);
+    int found = 0;
+    for (int64_t i = 0; i < m; i++)
+        found += out[i] == ctl;
+    assert_int_equal(found, 1);
+    /* a special segment naming no token is an error with a message */
+    char err[256] = "";
+    struct tok_segment bad = {"<|no such token|>", 17, true};
+    assert_int_equal(tok_encode_segments_e(t, &bad, 1, false, out, 64, err, sizeof err), -1);
+    assert_non_null(strstr(err, "<|no such token|>"));
+}
+
+/* Adjacent plain segments are one fragment: same ids as the joined text. */
+static void check_segments_join(const struct tokenizer *t)
+{
+    const char *a = "Hello wor", *b = "ld, how are", *c = " you?";
+    struct tok_segment segs[3] = {{a, strlen(a), false}, {b, strlen(b), false}, {c, strlen(c), false}};
+    int32_t x[64], y[64];
+    int64_t nx = tok_encode_segments(t, segs, 3, false, x, 64);
+    int64_t ny = tok_encode(t, "Hello world, how are you?", 25, false, y, 64);
+    assert_int_equal(nx, ny);
+    assert_memory_equal(x, y, (size_t)nx * sizeof *x);
+    /* the buffer protocol: a short buffer gets a prefix and the full count */
+    int32_t z[2];
+    assert_int_equal(tok_encode(t, "Hello world, how are you?", 25, false, z, 2), ny);
+    assert_memory_equal(z, y, sizeof z);
+}
+
+static void check_empty_and_invalid(const struct tokenizer *t)
+{
+    int32_t out[64];
+    assert_int_equal(tok_encode(t, "", 0, false, out, 64), 0);
+    int64_t nb = tok_encode(t, "", 0, true, out, 64);
+    if (tok_bos(t) >= 0) {
+        assert_int_equal(nb, 1);
+        assert_int_equal(out[0], tok_bos(t));
+    } else
+        assert_int_equal(nb, 0);
+    assert_int_equal(tok_encode(t, NULL, 5, false, out, 64), -1);
+
+    /* invalid UTF-8 is encoded byte by byte and comes back unchanged */
+    /* (bytes that never occur in UTF-8, like 0xFF, may have no token at all
+     * in a byte-level vocabulary; the reference drops them, so they are only
+     * checked not to fail) */
+    assert_true(tok_encode(t, "x\xff\xfe\xc0y", 5, false, out, 64) >= 2);
+    const char bad[] = "ok \x80\xbf \xc3 x \xe2\x82 \xed\xa0\x80 \xc3\xa9 end\xf0\x9f";
+    int64_t n;
+    int32_t *ids = encode(t, bad, sizeof bad - 1, &n);
+    size_t len;
+    char *back = decode(t, ids, n, &len);
+    assert_int_equal(len, sizeof bad - 1);
+    assert_memory_equal(back, bad, len);
+    free(back);
+    free(ids);
+}
+
+/* Feeding ids one at a time never yields a split or invalid character and
+ * adds up to the text. */
+static void check_stream(const struct tokenizer *t, const char *text)
+{
+    int64_t n;
+    int32_t *ids = encode(t, text, strlen(text), &n);
+    struct tok_stream *s = tok_stream_new(t);
+    char acc[1024];
+    size_t k = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const char *o;
+        size_t m = tok_stream_push(s, ids[i], &o);
+        for (size_t j = 0; j < m;) {
+            unsigned char c = (unsigned char)o[j];
+            size_t cl = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+            assert_true(c < 0x80 || c >= 0xC2);
+            assert_true(j + cl <= m);
+            j += cl;
+        }
+        memcpy(acc + k, o, m);
+        k += m;
+    }
+    const char *o;
+    assert_int_equal(tok_stream_flush(s, &o), 0);
+    acc[k] = 0;
+    assert_string_equal(acc, text);
+    tok_stream_free(s);
+    free(ids);
+}
+
+static void check_long_input(const struct tokenizer *t)
+{
+    /* 1 MB of varied text */
+    size_t cap = 1 << 20, k = 0;
+    char *big = malloc(cap + 256);
+    for (size_t i = 0; k < cap; i++) {
+        const char *p = ROUND_TRIP[i % (sizeof ROUND_TRIP / sizeof ROUND_TRIP[0])];
+        size_t l = strlen(p);
+        memcpy(big + k, p, l);
+        k += l;
+        big[k++] = ' ';
+    }
+    double t0 = now_s();
+    int64_t n = tok_encode(t, big, k, false, NULL, 0);
+    double dt = now_s() - t0;
+    printf("  1 MB of text: %lld tokens in %.2f s\n", (long long)n, dt);
+    assert_true(n > 100000);
+    assert_true(dt < 20.0);
+
+    /* 100 KB of one letter: one pre-token, one long merge chain */
+    memset(big, 'a', 100000);
+    t0 = now_s();
+    n = tok_encode(t, big, 100000, false, NULL, 0);
+    dt = now_s() - t0;
+    printf("  100 KB run: %lld tokens in %.2f s\n", (long long)n, dt);
+    assert_true(n > 0 && n < 100000);
+    assert_true(dt < 10.0);
+    free(big);
+}
+
+static void test_smollm2(void **state)
+{
+    (void)state;
+    struct tokenizer *t = open_model(TEST_MODEL_SMOLLM2);
+    assert_int_equal(tok_kind(t), TOK_KIND_BPE);
+    printf("  pre '%s' bos %d eos %d add_bos %d\n", tok_pre_name(t), tok_bos(t), tok_eos(t),
+           tok_add_bos(t));
+    check_single(t, "Hello", "Hello");
+    check_single(t, " world", "\xC4\xA0world"); /* space maps to U+0120 */
+    check_round_trips(t);
+    check_special_plain(t, "<|im_end|>");
+    check_special_plain(t, "<|im_start|>");
+    assert_true(tok_is_eog(t, tok_lookup(t, "<|im_end|>")));
+    assert_true(tok_is_eog(t, tok_lookup(t, "<|endoftext|>")));
+    assert_false(tok_is_eog(t, tok_lookup(t, "<|im_start|>")));
+    assert_false(tok_is_eog(t, tok_lookup(t, "Hello")));
+    /* control tokens decode to nothing */
+    assert_int_equal(tok_piece(t, tok_lookup(t, "<|im_end|>"), NULL, 0), 0);
+    check_segments_join(t);
+    check_empty_and_invalid(t);
+    check_stream(t, "llama 🦙 rocket 🚀 family 👩‍👩‍👧 Grüße 日本");
+    check_long_input(t);
+    tok_free(t);
+}
+
+static void test_gemma3(void **state)
+{
+    (void)state;
+    struct tokenizer *t = open_model(TEST_MODEL_GEMMA3);
+    assert_int_equal(tok_kind(t), TOK_KIND_SPM);
+    assert_true(tok_add_bos(t));
+    assert_string_equal(tok_text(t, tok_bos(t)), "<bos>");
+    /* gemma3 sets add_space_prefix false: no leading U+2581 */
+    check_single(t, "Hello", "Hello");
+    check_single(t, " Hello", "\xE2\x96\x81Hello");
+    check_round_trips(t);
+    check_special_plain(t, "<end_of_turn>");
+    check_special_plain(t, "<start_of_turn>");
+    assert_true(tok_is_eog(t, tok_lookup(t, "<end_of_turn>")));
+    assert_true(tok_is_eog(t, tok_eos(t)));
+    assert_false(tok_is_eog(t, tok_lookup(t, "<start_of_turn>")));
+    check_segments_join(t);
+    check_empty_and_invalid(t);
+    check_stream(t, "llama 🦙 rocket 🚀 family 👩‍👩‍👧 Grüße 日本 \xF0\x90\x8D\x88");
+    check_long_input(t);
+
+    /* byte tokens split a character: nothing until it is whole */
+    int32_t b[4] = {tok_lookup(t, "<0xF0>"), tok_lookup(t, "<0x9F>"), tok_lookup(t, "<0xA6>"),
+                    tok_lookup(t, "<0x99>")};
+    for (int i = 0; i < 4; i++)
+        assert_true(b[i] >= 0 && tok_attr(t, b[i]) == TOK_ATTR_BYTE);
+    struct tok_stream *s = tok_stream_new(t);
+    const char *o;
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(tok_stream_push(s, b[i], &o), 0);
+    assert_int_equal(tok_stream_push(s, b[3], &o), 4);
+    assert_memory_equal(o, "\xF0\x9F\xA6\x99", 4);
+    /* an invalid byte becomes U+FFFD; an unfinished tail too, at flush */
+    assert_int_equal(tok_stream_push(s, tok_lookup(t, "<0xFF>"), &o), 3);
+    assert_memory_equal(o, "\xEF\xBF\xBD", 3);
+    assert_int_equal(tok_stream_push(s, tok_lookup(t, "<0xE2>"), &o), 0);
+    assert_int_equal(tok_stream_push(s, tok_lookup(t, "Hello"), &o), 8);
+    assert_memory_equal(o, "\xEF\xBF\xBDHello", 8);
+    assert_int_equal(tok_stream_push(s, tok_lookup(t, "<0xE2>"), &o), 0);
+    assert_int_equal(tok_stream_flush(s, &o), 3);
+    assert_memory_equal(o, "\xEF\xBF\xBD", 3);
+    tok_stream_reset(s);
+    assert_int_equal(tok_stream_push(s, tok_lookup(t, "<end_of_turn>"), &o), 0);
+    tok_stream_free(s);
+    tok_free(t);
+}
+
+/* ---- broken vocabularies ---- */
+
+struct vocab_spec {
+    const char *model;
+    const char *pre;
+    const char *const *tokens;
+    uint64_t n_tokens;
+    uint64_t n_scores; /* scores written when nonzero */
+    const char *const *merges;
+    uint64_t n_merges;
+    int64_t bos; /* written when >= 0 */
+};
+
+static struct tokenizer *build(const struct vocab_spec *v, char *err, size_t errlen)
+{
+    struct gguf_writer *w = gguf_writer_new();
+    if (v->model)
+        gguf_writer_set_str(w, "tokenizer.ggml.model", v->model);
+    if (v->pre)
+        gguf_writer_set_str(w, "tokenizer.ggml.pre", v->pre);
+    gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", v->tokens, v->n_tokens);
+    if (v->n_scores) {
+        float sc[64] = {0};
+        for (uint64_t i = 0; i < v->n_scores && i < 64; i++)
+            sc[i] = -(float)i;
+        gguf_writer_set_arr(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, sc, v->n_scores);
+    }
+    if (v->merges)
+        gguf_writer_set_arr_str(w, "tokenizer.ggml.merges", v->merges, v->n_merges);
+    if (v->bos >= 0)
+        gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)v->bos);
+    size_t size;
+    void *mem = gguf_writer_to_memory(w, &size);
+    gguf_writer_free(w);
+    assert_non_null(mem);
+    struct gguf *g = gguf_open_memory(mem, size, "synthetic", err, errlen);
+    assert_non_null(g);
+    struct tokenizer *t = tok_new(g, err, errlen);
+    gguf_close(g);
+    free(mem);
+    return t;
+}
+
+static void expect_refused(const struct vocab_spec *v, const char *needle)
+{
+    char err[1024] = "";
+    struct tokenizer *t = build(v, err, sizeof err);
+    if (t)
+        fail_msg("vocabulary accepted, expected an error about '%s'", needle);
+    if (!strstr(err, needle))
+        fail_msg("error '%s' does not mention '%s'", err, needle);
+    assert_null(strchr(err, '\n'));
+}
+
+static void test_broken_vocab(void **state)
+{
+    (void)state;
+    static const char *const toks[] = {"<unk>", "<s>", "</s>", "a", "b", "ab", "\xE2\x96\x81"};
+    static const char *const btoks[] = {"a", "b", "ab", "\xC4\xA0"};
+    static const char *const good_merges[] = {"a b"};
+    static const char *const bad_merges[] = {"a b", "a zz"};
+    static const char *const nospace_merges[] = {"ab"};
+    static const char *const dup_toks[] = {"a", "b", "a"};
+
+    /* a well-formed SPM and BPE vocabulary load and tokenize */
+    struct vocab_spec spm = {"llama", NULL, toks, 7, 7, NULL, 0, -1};
+    char err[1024] = "";
+    struct tokenizer *t = build(&spm, err, sizeof err);
+    if (!t)
+        fail_msg("%s", err);
+    int32_t out[8];
+    assert_int_equal(tok_encode(t, "ab", 2, true, out, 8), 3);
+    assert_int_equal(out[0], 1);
+    assert_int_equal(out[1], 6); /* the space prefix */
+    assert_int_equal(out[2], 5);
+    /* no byte tokens: an unknown character becomes <unk> */
+    assert_int_equal(tok_encode(t, "z", 1, false, out, 8), 2);
+    assert_int_equal(out[1], 0);
+    tok_free(t);
+
+    struct vocab_spec bpe = {"gpt2", "gpt-2", btoks, 4, 0, good_merges, 1, -1};
+    t = build(&bpe, err, sizeof err);
+    if (!t)
+        fail_msg("%s", err);
+    assert_int_equal(tok_encode(t, "ab", 2, false, out, 8), 1);
+    assert_int_equal(out[0], 2);
+    assert_int_equal(tok_bos(t), -1); /* the default 11 is outside this vocabulary */
+    tok_free(t);
+
+    struct vocab_spec v;
+    v = spm;
+    v.n_scores = 5;
+    expect_refused(&v, "tokenizer.ggml.scores");
+    v = spm;
+    v.n_tokens = 0;
+    expect_refused(&v, "empty");
+    v = spm;
+    v.bos = 7;
+    expect_refused(&v, "bos_token_id");
+    v = spm;
+    v.model = "bert";
+    expect_refused(&v, "bert");
+    v = spm;
+    v.model = NULL;
+    expect_refused(&v, "tokenizer.ggml.model");
+    v = spm;
+    v.tokens = dup_toks;
+    v.n_tokens = 3;
+    v.n_scores = 3;
+    expect_refused(&v, "duplicate");
+    v = bpe;
+    v.merges = bad_merges;
+    v.n_merges = 2;
+    expect_refused(&v, "merges[1]");
+    v = bpe;
+    v.merges = nospace_merges;
+    expect_refused(&v, "merges[0]");
+    v = bpe;
+    v.merges = NULL;
+    expect_refused(&v, "merges");
+    v = bpe;
+    v.pre = "no-such-pre";
+    expect_refused(&v, "no-such-pre");
+    expect_refused(&v, "llama3");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -172,6 +572,9 @@ int main(void)
         cmocka_unit_test(test_fixture_falcon),
         cmocka_unit_test(test_fixture_deepseek_llm),
         cmocka_unit_test(test_fixture_deepseek_coder),
+        cmocka_unit_test(test_smollm2),
+        cmocka_unit_test(test_gemma3),
+        cmocka_unit_test(test_broken_vocab),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
