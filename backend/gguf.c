@@ -600,7 +600,9 @@ struct gguf *gguf_open_memory(const void *data, size_t size, const char *name, c
 struct gguf *gguf_open(const char *path, char *err, size_t errlen)
 {
     struct rd r = {.name = path, .err = err, .errlen = errlen};
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK so a FIFO given as a model is refused below instead of
+     * blocking until someone writes to it; regular files ignore the flag. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         fail(&r, "cannot open: %s", strerror(errno));
         return NULL;
@@ -992,6 +994,14 @@ static void set_owned(struct gguf_writer *w, const char *key, enum gguf_type typ
               GGUF_MAX_KEY_LEN);
         free(val);
         return;
+    }
+    /* The reader refuses control bytes in keys, so the writer must too. */
+    for (const char *c = key; *c; c++) {
+        if ((unsigned char)*c < 0x20 || *c == 0x7f) {
+            wfail(w, "invalid key (contains control byte 0x%02x)", (unsigned char)*c);
+            free(val);
+            return;
+        }
     }
     for (size_t i = 0; i < w->n_kv; i++) {
         if (strcmp(w->kv[i].key, key) == 0) {

@@ -611,7 +611,7 @@ static void test_writer_errors(void **state)
     } cases[] = {
         {"block size", 0},     {"duplicate tensor", 1}, {"unknown tensor type", 2},
         {"invalid key", 3},    {"power of two", 4},     {"dimensions", 5},
-        {"dimension 1", 6},    {"not 0 or 1", 7},
+        {"dimension 1", 6},    {"not 0 or 1", 7},       {"control byte", 8},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         struct gguf_writer *w = gguf_writer_new();
@@ -643,6 +643,9 @@ static void test_writer_errors(void **state)
             break;
         case 7:
             gguf_writer_set_num(w, "b", GGUF_TYPE_BOOL, &two);
+            break;
+        case 8:
+            gguf_writer_set_str(w, "bad\nkey", "v");
             break;
         }
         err[0] = 0;
@@ -901,6 +904,13 @@ static void test_open_errors(void **state)
     fclose(f);
     assert_null(gguf_open(path, err, sizeof err));
     assert_non_null(strstr(err, "empty.gguf: file is empty"));
+    unlink(path);
+
+    /* A FIFO must be refused at once, not block waiting for a writer. */
+    snprintf(path, sizeof path, "%s/fifo.gguf", dir);
+    assert_int_equal(mkfifo(path, 0600), 0);
+    assert_null(gguf_open(path, err, sizeof err));
+    assert_non_null(strstr(err, "fifo.gguf: is not a regular file"));
     unlink(path);
 
     snprintf(path, sizeof path, "%s/short.gguf", dir);
