@@ -1,1 +1,780 @@
-/* engine.c: being written */
+/* engine.c - the engine: model, tokenizer, template, sampler and a backend
+ * behind one object, and the conversation bookkeeping that lets each turn
+ * prefill only what the KV cache does not already hold.
+ *
+ * The KV cache mirrors `kv_tokens`: the ids at positions 0..n_kv-1. A turn
+ * renders the whole visible conversation, tokenizes it, keeps the longest
+ * prefix shared with kv_tokens and prefills the rest. Generated tokens are
+ * appended as they are decoded, so the next turn usually only adds the
+ * end-of-turn marker and the new user message.
+ */
+#include "engine.h"
+
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backend.h"
+#include "gguf.h"
+#include "model.h"
+#include "tokenizer.h"
+#ifdef KVCHAT_HAVE_CUDA
+#include "cuda_probe.h"
+#endif
+
+/* Prefill runs in chunks of this many tokens so that a cancel is honoured
+ * quickly even in a long prompt, and the backend's scratch stays bounded. */
+#define PREFILL_CHUNK 256
+/* Largest context accepted: beyond this the KV cache alone is absurd for the
+ * models we run, and the request is almost certainly a typo. */
+#define MAX_CTX (1 << 20)
+
+struct msg {
+    enum chat_role role;
+    char *content; /* owned */
+};
+
+struct engine {
+    struct engine_info info;
+    struct model *model;         /* owned */
+    struct tokenizer *tok;       /* owned */
+    struct chat_template tmpl;
+    char tmpl_default_system[2048];
+    const struct backend_ops *ops;
+    void *be;                    /* owned backend state */
+    struct sampler *sampler;     /* owned */
+
+    /* conversation */
+    char *system;                /* owned; NULL = template default */
+    struct msg *msgs;            /* owned, n_msgs of cap_msgs; user/assistant only */
+    size_t n_msgs, cap_msgs;
+    size_t first_visible;        /* older messages were dropped to fit the context */
+
+    /* KV cache contents */
+    int32_t *kv_tokens;          /* owned, n_ctx */
+    int32_t n_kv;
+
+    float *logits;               /* owned, n_vocab */
+    int32_t *prompt;             /* owned, n_ctx: scratch for the rendered prompt */
+
+    atomic_bool cancel;
+    pthread_mutex_t stats_lock;  /* guards stats */
+    struct engine_stats stats;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || !errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+const char *engine_backend_name(enum engine_backend b)
+{
+    switch (b) {
+    case ENGINE_BACKEND_AUTO: return "auto";
+    case ENGINE_BACKEND_CPU: return "cpu";
+    case ENGINE_BACKEND_CUDA: return "cuda";
+    }
+    return "?";
+}
+
+bool engine_backend_from_name(const char *name, enum engine_backend *out)
+{
+    for (int b = ENGINE_BACKEND_AUTO; b <= ENGINE_BACKEND_CUDA; b++) {
+        if (strcmp(name, engine_backend_name((enum engine_backend)b)) == 0) {
+            *out = (enum engine_backend)b;
+            return true;
+        }
+    }
+    return false;
+}
+
+const char *engine_stop_name(enum engine_stop s)
+{
+    switch (s) {
+    case ENGINE_STOP_EOS: return "stop";
+    case ENGINE_STOP_LENGTH: return "length";
+    case ENGINE_STOP_CANCELLED: return "cancelled";
+    case ENGINE_STOP_ERROR: return "error";
+    }
+    return "?";
+}
+
+struct engine_params engine_default_params(void)
+{
+    struct engine_params p = {0};
+    p.backend = ENGINE_BACKEND_AUTO;
+    return p;
+}
+
+/* Reads every page of the weights once, reporting progress, so that loading
+ * shows real progress and the first turn does not stall on page faults. */
+static void prefault_weights(const struct model *m, const struct engine_params *p)
+{
+    const struct gguf *g = m->file;
+    uint64_t total = 0, done = 0;
+    int64_t n = gguf_n_tensors(g);
+    for (int64_t i = 0; i < n; i++)
+        total += gguf_tensor(g, i)->nbytes;
+    long page = sysconf(_SC_PAGESIZE);
+    if (page <= 0)
+        page = 4096;
+    volatile uint8_t sink = 0;
+    uint64_t last_report = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const struct gguf_tensor *t = gguf_tensor(g, i);
+        const uint8_t *d = t->data;
+        for (uint64_t off = 0; off < t->nbytes; off += (uint64_t)page)
+            sink ^= d[off];
+        done += t->nbytes;
+        if (p->progress && (done - last_report >= (16u << 20) || done == total)) {
+            p->progress(done, total, p->progress_user);
+            last_report = done;
+        }
+    }
+    (void)sink;
+    if (p->progress && total == 0)
+        p->progress(0, 0, p->progress_user);
+}
+
+/* Picks the backend. With AUTO, CUDA when a device exists and the model fits,
+ * else the CPU with the reason in NOTE. */
+static const struct backend_ops *choose_backend(const struct engine_params *p,
+                                                const struct model *m, int32_t n_ctx,
+                                                char *note, size_t notecap, char *err,
+                                                size_t errlen)
+{
+    note[0] = 0;
+    (void)m;
+    (void)n_ctx;
+#ifdef KVCHAT_HAVE_CUDA
+    char name[128];
+    uint64_t total = 0, free_b = 0;
+    int ndev = cuda_probe(name, sizeof name, &total, &free_b);
+    if (p->backend == ENGINE_BACKEND_CUDA) {
+        if (ndev <= 0) {
+            seterr(err, errlen, "--backend cuda: no CUDA device found; use --backend cpu");
+            return NULL;
+        }
+        return &backend_cuda_ops;
+    }
+    if (p->backend == ENGINE_BACKEND_AUTO) {
+        if (ndev <= 0) {
+            snprintf(note, notecap, "no CUDA device found: running on the CPU");
+            return &backend_cpu_ops;
+        }
+        uint64_t kv = (uint64_t)m->hp.n_layer * (uint64_t)n_ctx * 2u *
+                      (uint64_t)m->hp.n_head_kv * (uint64_t)m->hp.head_dim * 2u;
+        uint64_t need = m->weight_bytes + kv + (256u << 20);
+        if (need > free_b) {
+            snprintf(note, notecap,
+                     "the model needs about %.1f GiB on %s but %.1f GiB is free: running on "
+                     "the CPU (lower --ctx-size or use a smaller quantisation)",
+                     need / 1073741824.0, name, free_b / 1073741824.0);
+            return &backend_cpu_ops;
+        }
+        return &backend_cuda_ops;
+    }
+    return &backend_cpu_ops;
+#else
+    if (p->backend == ENGINE_BACKEND_CUDA) {
+        seterr(err, errlen,
+               "--backend cuda: this kvchat was built without CUDA; use --backend cpu "
+               "or rebuild with the CUDA toolkit installed");
+        return NULL;
+    }
+    if (p->backend == ENGINE_BACKEND_AUTO)
+        snprintf(note, notecap, "built without CUDA: running on the CPU");
+    return &backend_cpu_ops;
+#endif
+}
+
+static int32_t default_threads(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int32_t)n : 1;
+}
+
+struct engine *engine_new(const struct engine_params *p, char *err, size_t errlen)
+{
+    double t0 = now_s();
+    if (!p->model_path || !*p->model_path) {
+        seterr(err, errlen, "no model given: pass -m FILE.gguf");
+        return NULL;
+    }
+    if (p->n_ctx < 0 || p->n_ctx > MAX_CTX) {
+        seterr(err, errlen, "context size %d is out of range: use 1..%d tokens", p->n_ctx,
+               MAX_CTX);
+        return NULL;
+    }
+    if (p->n_threads < 0 || p->n_threads > 1024) {
+        seterr(err, errlen, "thread count %d is out of range: use 0 (all cores) to 1024",
+               p->n_threads);
+        return NULL;
+    }
+
+    struct engine *e = calloc(1, sizeof *e);
+    if (!e) {
+        seterr(err, errlen, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&e->stats_lock, NULL);
+    atomic_init(&e->cancel, false);
+
+    e->model = model_load(p->model_path, err, errlen);
+    if (!e->model)
+        goto fail;
+    const struct model_hparams *hp = &e->model->hp;
+
+    e->tok = tok_new(e->model->file, err, errlen);
+    if (!e->tok)
+        goto fail;
+    if (tok_n_vocab(e->tok) != hp->n_vocab) {
+        seterr(err, errlen, "%s: the tokenizer has %d tokens but the embedding table has %d",
+               p->model_path, tok_n_vocab(e->tok), hp->n_vocab);
+        goto fail;
+    }
+
+    /* chat template: detected from the file, or forced by name */
+    {
+        struct gguf_str js = {0};
+        char *jinja = NULL;
+        if (gguf_get_str(e->model->file, "tokenizer.chat_template", &js)) {
+            jinja = malloc(js.len + 1);
+            if (!jinja) {
+                seterr(err, errlen, "out of memory");
+                goto fail;
+            }
+            gguf_str_copy(js, jinja, js.len + 1);
+        }
+        enum chat_format fallback = hp->arch == MODEL_ARCH_GEMMA3 ? CHAT_FORMAT_GEMMA
+                                                                  : CHAT_FORMAT_CHATML;
+        chat_detect(jinja, fallback, &e->tmpl, e->tmpl_default_system,
+                    sizeof e->tmpl_default_system);
+        free(jinja);
+        if (p->chat_template && *p->chat_template) {
+            enum chat_format f;
+            if (!chat_format_from_name(p->chat_template, &f)) {
+                seterr(err, errlen, "unknown chat template '%s' (known: %s)", p->chat_template,
+                       chat_format_names());
+                goto fail;
+            }
+            if (f != e->tmpl.format)
+                e->tmpl.default_system = NULL; /* a default belongs to the detected template */
+            e->tmpl.format = f;
+        }
+    }
+
+    int32_t n_ctx = p->n_ctx;
+    if (n_ctx == 0)
+        n_ctx = hp->n_ctx_train > 0 && hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096;
+    int32_t n_threads = p->n_threads ? p->n_threads : default_threads();
+
+    struct engine_info *in = &e->info;
+    e->ops = choose_backend(p, e->model, n_ctx, in->backend_note, sizeof in->backend_note, err,
+                            errlen);
+    if (!e->ops)
+        goto fail;
+
+    if (e->ops == &backend_cpu_ops)
+        prefault_weights(e->model, p);
+
+    struct backend_config cfg = {.n_ctx = n_ctx, .n_threads = n_threads};
+    e->be = e->ops->create(e->model, &cfg, err, errlen);
+    if (!e->be)
+        goto fail;
+
+    e->sampler = sampler_new(hp->n_vocab, &(struct sampler_params){0});
+    e->kv_tokens = malloc(sizeof *e->kv_tokens * (size_t)n_ctx);
+    e->prompt = malloc(sizeof *e->prompt * (size_t)n_ctx);
+    e->logits = malloc(sizeof *e->logits * (size_t)hp->n_vocab);
+    if (!e->sampler || !e->kv_tokens || !e->prompt || !e->logits) {
+        seterr(err, errlen, "out of memory");
+        goto fail;
+    }
+
+    snprintf(in->model_name, sizeof in->model_name, "%s", e->model->name);
+    snprintf(in->model_path, sizeof in->model_path, "%s", p->model_path);
+    snprintf(in->arch, sizeof in->arch, "%s", model_arch_name(hp->arch));
+    snprintf(in->backend, sizeof in->backend, "%s", e->ops->name);
+    snprintf(in->device, sizeof in->device, "%s", e->ops->device_name(e->be));
+    snprintf(in->template_name, sizeof in->template_name, "%s",
+             chat_format_name(e->tmpl.format));
+    in->n_vocab = hp->n_vocab;
+    in->n_embd = hp->n_embd;
+    in->n_layer = hp->n_layer;
+    in->n_head = hp->n_head;
+    in->n_head_kv = hp->n_head_kv;
+    in->n_ff = hp->n_ff;
+    in->n_ctx = n_ctx;
+    in->n_ctx_train = hp->n_ctx_train;
+    in->n_threads = n_threads;
+    in->n_params = e->model->n_params;
+    in->file_bytes = gguf_file_size(e->model->file);
+    in->weight_bytes = e->model->weight_bytes;
+    in->bytes_per_token = e->model->bytes_per_token;
+    in->load_seconds = now_s() - t0;
+
+    e->stats.kv_capacity = n_ctx;
+    return e;
+
+fail:
+    engine_free(e);
+    return NULL;
+}
+
+void engine_free(struct engine *e)
+{
+    if (!e)
+        return;
+    if (e->be)
+        e->ops->destroy(e->be);
+    sampler_free(e->sampler);
+    tok_free(e->tok);
+    model_free(e->model);
+    for (size_t i = 0; i < e->n_msgs; i++)
+        free(e->msgs[i].content);
+    free(e->msgs);
+    free(e->system);
+    free(e->kv_tokens);
+    free(e->prompt);
+    free(e->logits);
+    pthread_mutex_destroy(&e->stats_lock);
+    free(e);
+}
+
+const struct engine_info *engine_info(const struct engine *e) { return &e->info; }
+
+void engine_set_system(struct engine *e, const char *system)
+{
+    free(e->system);
+    e->system = system ? strdup(system) : NULL;
+}
+
+static void clear_messages(struct engine *e)
+{
+    for (size_t i = 0; i < e->n_msgs; i++)
+        free(e->msgs[i].content);
+    e->n_msgs = 0;
+    e->first_visible = 0;
+}
+
+void engine_reset(struct engine *e)
+{
+    clear_messages(e);
+    /* The KV cache keeps its contents: a new conversation with the same system
+     * prompt reuses the shared prefix. */
+}
+
+static int push_message(struct engine *e, enum chat_role role, const char *content)
+{
+    if (e->n_msgs == e->cap_msgs) {
+        size_t cap = e->cap_msgs ? e->cap_msgs * 2 : 16;
+        struct msg *m = realloc(e->msgs, cap * sizeof *m);
+        if (!m)
+            return -1;
+        e->msgs = m;
+        e->cap_msgs = cap;
+    }
+    char *c = strdup(content ? content : "");
+    if (!c)
+        return -1;
+    e->msgs[e->n_msgs].role = role;
+    e->msgs[e->n_msgs].content = c;
+    e->n_msgs++;
+    return 0;
+}
+
+int engine_load_transcript(struct engine *e, const struct chat_message *msgs, size_t n)
+{
+    clear_messages(e);
+    for (size_t i = 0; i < n; i++) {
+        if (msgs[i].role == CHAT_ROLE_SYSTEM) {
+            engine_set_system(e, msgs[i].content);
+            continue;
+        }
+        if (push_message(e, msgs[i].role, msgs[i].content) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+bool engine_pop_turn(struct engine *e)
+{
+    size_t n = e->n_msgs;
+    if (n == 0)
+        return false;
+    /* drop a trailing reply, then the user message it answered */
+    if (e->msgs[n - 1].role == CHAT_ROLE_ASSISTANT) {
+        free(e->msgs[--n].content);
+    }
+    if (n > 0 && e->msgs[n - 1].role == CHAT_ROLE_USER)
+        free(e->msgs[--n].content);
+    e->n_msgs = n;
+    if (e->first_visible > n)
+        e->first_visible = n;
+    return true;
+}
+
+/* Renders messages FROM..n_msgs (with the system prompt) and tokenizes them
+ * into e->prompt. Returns the token count, which may exceed n_ctx (then only
+ * the count is meaningful), or -1 on failure. */
+static int64_t render_prompt(struct engine *e, size_t from, char *err, size_t errlen)
+{
+    size_t n = e->n_msgs - from + 1;
+    struct chat_message *cm = malloc(n * sizeof *cm);
+    if (!cm) {
+        seterr(err, errlen, "out of memory");
+        return -1;
+    }
+    size_t k = 0;
+    const char *sys = e->system ? e->system : e->tmpl.default_system;
+    if (sys && *sys)
+        cm[k++] = (struct chat_message){CHAT_ROLE_SYSTEM, sys};
+    for (size_t i = from; i < e->n_msgs; i++)
+        cm[k++] = (struct chat_message){e->msgs[i].role, e->msgs[i].content};
+
+    /* An explicit empty system prompt means "none": the template must not put
+     * its default back, so render with a template that has no default. */
+    struct chat_template t = e->tmpl;
+    if (e->system)
+        t.default_system = NULL;
+
+    struct chat_prompt cp;
+    if (chat_render(&t, cm, k, true, &cp) != 0) {
+        free(cm);
+        seterr(err, errlen, "out of memory rendering the prompt");
+        return -1;
+    }
+    int32_t cap = e->info.n_ctx;
+    int64_t nt = tok_encode_segments(e->tok, cp.segs, cp.n_segs, tok_add_bos(e->tok), e->prompt,
+                                     cap);
+    chat_prompt_free(&cp);
+    free(cm);
+    if (nt < 0)
+        seterr(err, errlen, "the chat template names a token this model does not have; "
+                            "choose another with --chat-template");
+    return nt;
+}
+
+static void notice(const struct engine_turn_params *tp, const char *fmt, ...)
+{
+    if (!tp->on_notice)
+        return;
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    tp->on_notice(buf, tp->user);
+}
+
+static void stats_update(struct engine *e, const struct engine_stats *s)
+{
+    pthread_mutex_lock(&e->stats_lock);
+    e->stats = *s;
+    pthread_mutex_unlock(&e->stats_lock);
+}
+
+/* Runs prompt tokens FROM..N through the backend in chunks, leaving the last
+ * token's logits in e->logits. Returns 0, 1 when cancelled, -1 on error. */
+static int prefill(struct engine *e, int32_t from, int32_t n, char *err, size_t errlen)
+{
+    for (int32_t pos = from; pos < n;) {
+        if (atomic_load(&e->cancel))
+            return 1;
+        int32_t chunk = n - pos < PREFILL_CHUNK ? n - pos : PREFILL_CHUNK;
+        if (e->ops->forward(e->be, e->prompt + pos, chunk, pos, e->logits, false, err, errlen) != 0)
+            return -1;
+        memcpy(e->kv_tokens + pos, e->prompt + pos, sizeof(int32_t) * (size_t)chunk);
+        pos += chunk;
+        e->n_kv = pos;
+    }
+    return 0;
+}
+
+/* Appends text to a growing reply buffer. */
+struct strbuf {
+    char *p;
+    size_t len, cap;
+};
+
+static int sb_append(struct strbuf *b, const char *s, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1)
+            cap *= 2;
+        char *q = realloc(b->p, cap);
+        if (!q)
+            return -1;
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = 0;
+    return 0;
+}
+
+int engine_chat(struct engine *e, const char *user_text, const struct engine_turn_params *tp,
+                char **reply, char *err, size_t errlen)
+{
+    if (reply)
+        *reply = NULL;
+    atomic_store(&e->cancel, false);
+    struct engine_stats st = {0};
+    st.kv_capacity = e->info.n_ctx;
+    st.running = true;
+    st.kv_used = e->n_kv;
+    stats_update(e, &st);
+    double t_start = now_s();
+
+    if (push_message(e, CHAT_ROLE_USER, user_text) != 0) {
+        seterr(err, errlen, "out of memory");
+        goto fail_nomsg;
+    }
+
+    /* Room the reply needs: what the caller allows, capped at a quarter of
+     * the context so that long conversations keep most of their history. */
+    int32_t n_ctx = e->info.n_ctx;
+    int32_t reserve = n_ctx / 4;
+    if (tp->max_tokens > 0 && tp->max_tokens < reserve)
+        reserve = tp->max_tokens;
+    if (reserve < 1)
+        reserve = 1;
+
+    int64_t n_prompt;
+    for (;;) {
+        n_prompt = render_prompt(e, e->first_visible, err, errlen);
+        if (n_prompt < 0)
+            goto fail;
+        if (n_prompt + reserve <= n_ctx)
+            break;
+        /* Drop the oldest exchange still visible (never the system prompt,
+         * never the new message). */
+        size_t fv = e->first_visible;
+        if (fv + 1 >= e->n_msgs) {
+            seterr(err, errlen,
+                   "the message is too long for the context (%lld tokens with the system "
+                   "prompt, context %d): shorten it or raise --ctx-size",
+                   (long long)n_prompt, n_ctx);
+            e->n_msgs--;
+            free(e->msgs[e->n_msgs].content);
+            goto fail_nomsg;
+        }
+        size_t drop = 1;
+        if (e->msgs[fv].role == CHAT_ROLE_USER && fv + 2 < e->n_msgs &&
+            e->msgs[fv + 1].role == CHAT_ROLE_ASSISTANT)
+            drop = 2;
+        e->first_visible += drop;
+        st.turns_dropped++;
+    }
+    if (st.turns_dropped)
+        notice(tp,
+               "context full: dropped the %d oldest message%s to fit %d tokens (the system "
+               "prompt is kept)",
+               st.turns_dropped, st.turns_dropped == 1 ? "" : "s", n_ctx);
+
+    /* Reuse the cached prefix; always recompute at least the last token so
+     * there are logits to sample from. */
+    int32_t common = 0;
+    while (common < e->n_kv && common < n_prompt && e->kv_tokens[common] == e->prompt[common])
+        common++;
+    if (common == n_prompt && common > 0)
+        common--;
+    st.prompt_tokens = (int32_t)n_prompt;
+    st.prefill_tokens = (int32_t)n_prompt - common;
+    e->n_kv = common;
+
+    sampler_set_params(e->sampler, &tp->sampling);
+    sampler_reset_history(e->sampler);
+    for (int32_t i = 0; i < n_prompt; i++)
+        sampler_accept(e->sampler, e->prompt[i]);
+
+    double t_prefill = now_s();
+    int rc = prefill(e, common, (int32_t)n_prompt, err, errlen);
+    if (rc < 0)
+        goto fail;
+    double t_prefill_end = now_s();
+    if (st.prefill_tokens > 0 && t_prefill_end > t_prefill)
+        st.prefill_tok_s = st.prefill_tokens / (t_prefill_end - t_prefill);
+    st.kv_used = e->n_kv;
+    stats_update(e, &st);
+
+    struct strbuf out = {0};
+    struct tok_stream *ts = tok_stream_new(e->tok);
+    if (!ts || sb_append(&out, "", 0) != 0) {
+        tok_stream_free(ts);
+        free(out.p);
+        seterr(err, errlen, "out of memory");
+        goto fail;
+    }
+    st.stop = rc == 1 ? ENGINE_STOP_CANCELLED : ENGINE_STOP_LENGTH;
+    double t_first = 0, t_decode = now_s();
+    bool failed = false;
+    while (rc == 0) {
+        if (atomic_load(&e->cancel)) {
+            st.stop = ENGINE_STOP_CANCELLED;
+            break;
+        }
+        if (tp->max_tokens > 0 && st.gen_tokens >= tp->max_tokens) {
+            st.stop = ENGINE_STOP_LENGTH;
+            break;
+        }
+        int32_t id = sampler_sample(e->sampler, e->logits);
+        if (st.gen_tokens == 0) {
+            t_first = now_s();
+            st.ttft_s = t_first - t_start;
+            t_decode = t_first;
+        }
+        if (tok_is_eog(e->tok, id)) {
+            st.stop = ENGINE_STOP_EOS;
+            break;
+        }
+        st.gen_tokens++;
+        sampler_accept(e->sampler, id);
+        const char *piece;
+        size_t np = tok_stream_push(ts, id, &piece);
+        if (np) {
+            if (sb_append(&out, piece, np) != 0) {
+                seterr(err, errlen, "out of memory");
+                failed = true;
+                break;
+            }
+            if (tp->on_piece && !tp->on_piece(piece, np, tp->user)) {
+                atomic_store(&e->cancel, true);
+            }
+        }
+        if (e->n_kv >= n_ctx) {
+            st.stop = ENGINE_STOP_LENGTH;
+            break;
+        }
+        if (e->ops->forward(e->be, &id, 1, e->n_kv, e->logits, false, err, errlen) != 0) {
+            failed = true;
+            break;
+        }
+        e->kv_tokens[e->n_kv++] = id;
+        double t = now_s();
+        st.kv_used = e->n_kv;
+        if (st.gen_tokens > 1 && t > t_decode)
+            st.decode_tok_s = (st.gen_tokens - 1) / (t - t_decode);
+        stats_update(e, &st);
+    }
+    const char *tail;
+    size_t nt = tok_stream_flush(ts, &tail);
+    if (nt) {
+        sb_append(&out, tail, nt);
+        if (tp->on_piece)
+            tp->on_piece(tail, nt, tp->user);
+    }
+    tok_stream_free(ts);
+
+    /* The reply joins the conversation even when cut short, so the next turn
+     * sees what the user saw. */
+    if (push_message(e, CHAT_ROLE_ASSISTANT, out.p) != 0) {
+        seterr(err, errlen, "out of memory");
+        failed = true;
+    }
+    if (reply)
+        *reply = out.p;
+    else
+        free(out.p);
+
+    st.total_s = now_s() - t_start;
+    st.kv_used = e->n_kv;
+    st.running = false;
+    if (failed)
+        st.stop = ENGINE_STOP_ERROR;
+    stats_update(e, &st);
+    return failed ? -1 : 0;
+
+fail:
+    /* the user message stays out of the conversation if nothing was generated */
+    e->n_msgs--;
+    free(e->msgs[e->n_msgs].content);
+fail_nomsg:
+    st.running = false;
+    st.stop = ENGINE_STOP_ERROR;
+    st.total_s = now_s() - t_start;
+    stats_update(e, &st);
+    return -1;
+}
+
+void engine_cancel(struct engine *e) { atomic_store(&e->cancel, true); }
+
+void engine_stats(struct engine *e, struct engine_stats *out)
+{
+    pthread_mutex_lock(&e->stats_lock);
+    *out = e->stats;
+    pthread_mutex_unlock(&e->stats_lock);
+}
+
+void engine_memory(struct engine *e, struct engine_memory *out)
+{
+    e->ops->memory(e->be, out);
+}
+
+int32_t *engine_tokenize(const struct engine *e, const char *text, bool add_bos, int64_t *n)
+{
+    size_t len = strlen(text);
+    int64_t cap = (int64_t)len + 2;
+    int32_t *ids = malloc(sizeof *ids * (size_t)cap);
+    if (!ids)
+        return NULL;
+    int64_t k = tok_encode(e->tok, text, len, add_bos && tok_add_bos(e->tok), ids, cap);
+    if (k < 0 || k > cap) {
+        free(ids);
+        return NULL;
+    }
+    *n = k;
+    return ids;
+}
+
+size_t engine_token_piece(const struct engine *e, int32_t id, char *buf, size_t cap)
+{
+    if (id < 0 || id >= e->info.n_vocab) {
+        if (cap)
+            buf[0] = 0;
+        return 0;
+    }
+    return tok_piece(e->tok, id, buf, cap);
+}
+
+int engine_forward(struct engine *e, const int32_t *tokens, int32_t n, int32_t pos,
+                   float *logits, bool all_logits, char *err, size_t errlen)
+{
+    if (n <= 0 || pos < 0 || pos + n > e->info.n_ctx) {
+        seterr(err, errlen, "%d tokens at position %d do not fit the context of %d", n, pos,
+               e->info.n_ctx);
+        return -1;
+    }
+    for (int32_t i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= e->info.n_vocab) {
+            seterr(err, errlen, "token id %d is outside the vocabulary (0..%d)", tokens[i],
+                   e->info.n_vocab - 1);
+            return -1;
+        }
+    }
+    /* raw use invalidates the conversation's view of the cache */
+    e->n_kv = 0;
+    return e->ops->forward(e->be, tokens, n, pos, logits, all_logits, err, errlen);
+}

@@ -39,6 +39,8 @@ struct kv_options {
     bool system_set;          /* --system given (even empty) */
     struct sampler_params sampling;
     bool seed_set;            /* --seed given; else a random seed per run */
+    bool sampling_set;        /* a sampling option was given (a resumed session's
+                                 parameters are restored only when none was) */
     int32_t max_tokens;       /* 0 = until the context is full */
     /* history */
     char db[4096];            /* "" = default path */
@@ -46,6 +48,7 @@ struct kv_options {
     int64_t resume;           /* KV_RESUME_NONE, KV_RESUME_LATEST or a session id */
     /* UI */
     char theme[64];           /* "" = default theme */
+    double mem_bandwidth_gbs; /* roofline meter's device bandwidth, GB/s; 0 = from NVML, else n/a */
     /* modes' arguments */
     const char *prompt;       /* -p TEXT ("-" = stdin); borrowed from argv */
     const char *text;         /* tokenize TEXT / --search TEXT; borrowed */
@@ -56,7 +59,6 @@ struct kv_options {
     bool no_bos;              /* tokenize --no-bos */
     bool pieces;              /* tokenize --pieces */
     bool json;                /* bench --json */
-    char synthetic[64];       /* bench --synthetic SHAPE:TYPE */
 };
 
 #endif

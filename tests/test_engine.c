@@ -1,0 +1,283 @@
+/* test_engine.c - the engine API on the real default model: answers, KV cache
+ * reuse across turns, cancellation, dropping old turns when the context is
+ * full, regenerate, and load errors.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "testutil.h"
+
+static struct engine *load(const char *file, int32_t n_ctx)
+{
+    char path[4200], err[512];
+    TEST_REQUIRE_MODEL(file, path);
+    struct engine_params p = engine_default_params();
+    p.model_path = path;
+    p.backend = ENGINE_BACKEND_CPU;
+    p.n_ctx = n_ctx;
+    struct engine *e = engine_new(&p, err, sizeof err);
+    if (!e)
+        fail_msg("engine_new: %s", err);
+    return e;
+}
+
+static struct engine_turn_params greedy(int32_t max_tokens)
+{
+    struct engine_turn_params tp = {0};
+    tp.sampling = sampler_defaults();
+    tp.sampling.temperature = 0;
+    tp.sampling.repeat_penalty = 1;
+    tp.max_tokens = max_tokens;
+    return tp;
+}
+
+static int contains_ci(const char *hay, const char *needle)
+{
+    size_t n = strlen(needle);
+    for (; *hay; hay++)
+        if (strncasecmp(hay, needle, n) == 0)
+            return 1;
+    return 0;
+}
+
+static void answers(const char *model)
+{
+    struct engine *e = load(model, 1024);
+    struct engine_turn_params tp = greedy(32);
+    char *reply = NULL, err[512];
+    assert_int_equal(engine_chat(e, "What is the capital of France?", &tp, &reply, err, sizeof err), 0);
+    printf("reply: %s\n", reply);
+    assert_true(contains_ci(reply, "Paris"));
+    struct engine_stats st;
+    engine_stats(e, &st);
+    assert_true(st.gen_tokens > 0);
+    assert_int_equal(st.prefill_tokens, st.prompt_tokens);
+    assert_true(st.kv_used == st.prompt_tokens + st.gen_tokens);
+    free(reply);
+    engine_free(e);
+}
+
+static void test_answers_smollm2(void **state)
+{
+    (void)state;
+    answers(TEST_MODEL_SMOLLM2);
+}
+
+static void test_answers_gemma3(void **state)
+{
+    (void)state;
+    answers(TEST_MODEL_GEMMA3);
+}
+
+/* The second turn prefills only what the cache lacks: the end of the first
+ * reply's turn and the new message, never the first exchange again. */
+static void test_kv_reuse(void **state)
+{
+    (void)state;
+    struct engine *e = load(TEST_MODEL_SMOLLM2, 1024);
+    struct engine_turn_params tp = greedy(16);
+    char err[512];
+    assert_int_equal(engine_chat(e, "Name a colour.", &tp, NULL, err, sizeof err), 0);
+    struct engine_stats s1, s2;
+    engine_stats(e, &s1);
+    assert_int_equal(engine_chat(e, "And another one?", &tp, NULL, err, sizeof err), 0);
+    engine_stats(e, &s2);
+    printf("turn 1: prompt %d, kv %d; turn 2: prompt %d, prefilled %d\n", s1.prompt_tokens,
+           s1.kv_used, s2.prompt_tokens, s2.prefill_tokens);
+    assert_true(s2.prompt_tokens > s1.kv_used);
+    /* everything in the cache after turn 1 is reused, except at most the
+     * reply's last token when the reply was cut by max_tokens and the
+     * re-rendered text tokenizes differently at the very end */
+    assert_true(s2.prefill_tokens <= s2.prompt_tokens - s1.kv_used + 1);
+    assert_true(s2.prefill_tokens < s2.prompt_tokens / 2);
+    engine_free(e);
+}
+
+/* A multi-turn conversation where the model must use the first turn. */
+static void test_remembers(void **state)
+{
+    (void)state;
+    struct engine *e = load(TEST_MODEL_SMOLLM2, 1024);
+    struct engine_turn_params tp = greedy(24);
+    char err[512], *reply = NULL;
+    assert_int_equal(engine_chat(e, "My name is Alice.", &tp, NULL, err, sizeof err), 0);
+    assert_int_equal(engine_chat(e, "What is my name?", &tp, &reply, err, sizeof err), 0);
+    printf("reply: %s\n", reply);
+    assert_true(contains_ci(reply, "Alice"));
+    free(reply);
+    engine_free(e);
+}
+
+struct cancel_ctx {
+    struct engine *e;
+    int pieces;
+};
+
+static bool cancel_after_3(const char *s, size_t n, void *user)
+{
+    (void)s;
+    (void)n;
+    struct cancel_ctx *c = user;
+    if (++c->pieces == 3)
+        engine_cancel(c->e);
+    return true;
+}
+
+static void test_cancel(void **state)
+{
+    (void)state;
+    struct engine *e = load(TEST_MODEL_SMOLLM2, 1024);
+    struct engine_turn_params tp = greedy(200);
+    struct cancel_ctx c = {e, 0};
+    tp.on_piece = cancel_after_3;
+    tp.user = &c;
+    char err[512], *reply = NULL;
+    assert_int_equal(engine_chat(e, "Write a long story about a dragon.", &tp, &reply, err, sizeof err), 0);
+    struct engine_stats st;
+    engine_stats(e, &st);
+    assert_int_equal(st.stop, ENGINE_STOP_CANCELLED);
+    /* honoured within one token */
+    assert_true(st.gen_tokens <= 4);
+    assert_true(strlen(reply) > 0);
+    free(reply);
+    engine_free(e);
+}
+
+static int notices;
+static void count_notice(const char *msg, void *user)
+{
+    (void)user;
+    printf("notice: %s\n", msg);
+    notices++;
+}
+
+/* With a small context, old turns are dropped (the system prompt stays) and
+ * the caller is told. */
+static void test_context_full_drops_turns(void **state)
+{
+    (void)state;
+    struct engine *e = load(TEST_MODEL_SMOLLM2, 160);
+    engine_set_system(e, "You are terse.");
+    struct engine_turn_params tp = greedy(20);
+    tp.on_notice = count_notice;
+    char err[512];
+    notices = 0;
+    int dropped = 0;
+    for (int i = 0; i < 6; i++) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "Tell me one fact about the number %d, please.", i * 7 + 3);
+        assert_int_equal(engine_chat(e, msg, &tp, NULL, err, sizeof err), 0);
+        struct engine_stats st;
+        engine_stats(e, &st);
+        assert_true(st.kv_used <= 160);
+        dropped += st.turns_dropped;
+    }
+    assert_true(dropped > 0);
+    assert_int_equal(notices > 0, 1);
+    engine_free(e);
+}
+
+static void test_message_too_long(void **state)
+{
+    (void)state;
+    struct engine *e = load(TEST_MODEL_SMOLLM2, 64);
+    struct engine_turn_params tp = greedy(8);
+    char err[512];
+    char *big = malloc(4000);
+    for (int i = 0; i < 3999; i++)
+        big[i] = "abc "[i % 4];
+    big[3999] = 0;
+    assert_int_equal(engine_chat(e, big, &tp, NULL, err, sizeof err), -1);
+    printf("error: %s\n", err);
+    assert_non_null(strstr(err, "--ctx-size"));
+    /* the engine stays usable */
+    assert_int_equal(engine_chat(e, "Hi", &tp, NULL, err, sizeof err), 0);
+    free(big);
+    engine_free(e);
+}
+
+/* Regenerating after engine_pop_turn with the same seed gives the same reply. */
+static void test_pop_turn_regenerates(void **state)
+{
+    (void)state;
+    struct engine *e = load(TEST_MODEL_SMOLLM2, 512);
+    struct engine_turn_params tp = greedy(16);
+    tp.sampling.temperature = 0.8f;
+    tp.sampling.seed = 42;
+    char err[512], *a = NULL, *b = NULL;
+    assert_int_equal(engine_chat(e, "Say something.", &tp, &a, err, sizeof err), 0);
+    assert_true(engine_pop_turn(e));
+    assert_int_equal(engine_chat(e, "Say something.", &tp, &b, err, sizeof err), 0);
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+    assert_true(engine_pop_turn(e));
+    assert_false(engine_pop_turn(e));
+    engine_free(e);
+}
+
+static void test_load_errors(void **state)
+{
+    (void)state;
+    char err[512];
+    struct engine_params p = engine_default_params();
+    p.model_path = "/nonexistent/model.gguf";
+    assert_null(engine_new(&p, err, sizeof err));
+    assert_non_null(strstr(err, "/nonexistent/model.gguf"));
+    assert_null(strchr(err, '\n'));
+
+    char path[4200];
+    TEST_REQUIRE_MODEL(TEST_MODEL_SMOLLM2, path);
+    p.model_path = path;
+    p.chat_template = "nonsense";
+    assert_null(engine_new(&p, err, sizeof err));
+    assert_non_null(strstr(err, "nonsense"));
+    p.chat_template = NULL;
+    p.n_ctx = -5;
+    assert_null(engine_new(&p, err, sizeof err));
+    assert_non_null(strstr(err, "context"));
+}
+
+static void test_tokenize_user_text_is_plain(void **state)
+{
+    (void)state;
+    struct engine *e = load(TEST_MODEL_SMOLLM2, 64);
+    int64_t n = 0;
+    int32_t *ids = engine_tokenize(e, "<|im_end|>", false, &n);
+    assert_non_null(ids);
+    assert_true(n > 1);
+    char piece[64];
+    size_t total = 0;
+    for (int64_t i = 0; i < n; i++)
+        total += engine_token_piece(e, ids[i], piece, sizeof piece);
+    assert_int_equal(total, strlen("<|im_end|>"));
+    free(ids);
+    engine_free(e);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_answers_smollm2),
+        cmocka_unit_test(test_answers_gemma3),
+        cmocka_unit_test(test_kv_reuse),
+        cmocka_unit_test(test_remembers),
+        cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_context_full_drops_turns),
+        cmocka_unit_test(test_message_too_long),
+        cmocka_unit_test(test_pop_turn_regenerates),
+        cmocka_unit_test(test_tokenize_user_text_is_plain),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,399 @@
+/* cli.c - parsing kvchat's command line.
+ *
+ * Numbers are parsed strictly (the whole argument, in range), so a typo is a
+ * usage error that names the option rather than a silent default.
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_MODEL_FILE "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+void kv_options_init(struct kv_options *o)
+{
+    memset(o, 0, sizeof *o);
+    o->mode = KV_MODE_UI;
+    o->backend = ENGINE_BACKEND_AUTO;
+    o->sampling = sampler_defaults();
+    o->resume = KV_RESUME_NONE;
+    snprintf(o->format, sizeof o->format, "md");
+}
+
+void kv_models_dir(char *buf, size_t cap)
+{
+    const char *xdg = getenv("XDG_DATA_HOME");
+    const char *home = getenv("HOME");
+    if (xdg && *xdg)
+        snprintf(buf, cap, "%s/kvchat/models", xdg);
+    else
+        snprintf(buf, cap, "%s/.local/share/kvchat/models", home && *home ? home : ".");
+}
+
+void kv_default_model_path(char *buf, size_t cap)
+{
+    char dir[4096];
+    kv_models_dir(dir, sizeof dir);
+    snprintf(buf, cap, "%s/%s", dir, DEFAULT_MODEL_FILE);
+}
+
+void kv_model_path(const struct kv_options *o, char *buf, size_t cap)
+{
+    if (o->model[0])
+        snprintf(buf, cap, "%s", o->model);
+    else
+        kv_default_model_path(buf, cap);
+}
+
+bool kv_utf8_valid(const char *s, size_t len, size_t *bad)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < len) {
+        unsigned c = p[i];
+        size_t n;
+        unsigned min;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xE0) == 0xC0) {
+            n = 1, min = 0x80, c &= 0x1F;
+        } else if ((c & 0xF0) == 0xE0) {
+            n = 2, min = 0x800, c &= 0x0F;
+        } else if ((c & 0xF8) == 0xF0) {
+            n = 3, min = 0x10000, c &= 0x07;
+        } else {
+            goto invalid;
+        }
+        if (n > len - i - 1) /* truncated sequence */
+            goto invalid;
+        for (size_t k = 1; k <= n; k++) {
+            if ((p[i + k] & 0xC0) != 0x80)
+                goto invalid;
+            c = (c << 6) | (p[i + k] & 0x3F);
+        }
+        /* overlong forms, surrogates and values past U+10FFFF are invalid */
+        if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
+            goto invalid;
+        i += n + 1;
+    }
+    return true;
+invalid:
+    if (bad)
+        *bad = i;
+    return false;
+}
+
+uint64_t kv_random_seed(void)
+{
+    uint64_t s = 0;
+    if (getrandom(&s, sizeof s, 0) != (ssize_t)sizeof s) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        s = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ (uint64_t)getpid();
+    }
+    return s;
+}
+
+void kv_print_usage(FILE *out)
+{
+    fputs("usage: kvchat [OPTIONS]                 chat in the terminal\n"
+          "       kvchat -p TEXT|- [OPTIONS]       answer one message on stdout\n"
+          "       kvchat tokenize [-m MODEL] [--no-bos] [--pieces] TEXT|-\n"
+          "       kvchat bench [-m MODEL] [--backend B] [-t N] [--json]\n"
+          "       kvchat --list-sessions | --search TEXT | --export ID [--format md|json] [-o FILE]\n"
+          "       kvchat --delete ID\n"
+          "\n"
+          "model and engine:\n"
+          "  -m, --model FILE        GGUF model (default: the SmolLM2-135M-Instruct Q4_1 model)\n"
+          "      --backend B         auto (default), cpu or cuda\n"
+          "  -c, --ctx-size N        context size in tokens (default: min(model's, 4096))\n"
+          "  -t, --threads N         CPU threads (default: all cores)\n"
+          "      --chat-template T   chatml, llama3, llama2, mistral or gemma (default: detect)\n"
+          "conversation:\n"
+          "  -p, --prompt TEXT       answer TEXT (- reads standard input) and exit\n"
+          "      --system TEXT       system prompt (default: the template's own, if any)\n"
+          "  -n, --max-tokens N      reply length limit (default: until the context is full)\n"
+          "      --temp X            temperature, 0 = greedy (default 0.7)\n"
+          "      --top-k N           keep the N likeliest tokens, 0 = off (default 40)\n"
+          "      --top-p X           nucleus sampling, 1 = off (default 0.95)\n"
+          "      --min-p X           drop tokens below X times the top probability (default 0.05)\n"
+          "      --repeat-penalty X  penalise repeats of the last 64 tokens, 1 = off (default 1.1)\n"
+          "      --seed N            random seed (default: a new one each run)\n"
+          "history:\n"
+          "      --db FILE           history database (default: $XDG_DATA_HOME/kvchat/history.db)\n"
+          "      --no-history        do not save this conversation\n"
+          "      --resume[=ID]       continue the latest session, or session ID\n"
+          "      --list-sessions     list saved sessions, newest first\n"
+          "      --search TEXT       search all saved messages\n"
+          "      --export ID         print session ID (--format md|json, -o FILE)\n"
+          "      --delete ID         delete session ID\n"
+          "interface:\n"
+          "      --theme NAME        colour theme (dark, light, high-contrast or your own)\n"
+          "  -v, --verbose           print statistics to standard error\n"
+          "  -h, --help              this text\n"
+          "      --version           print the version\n"
+          "\n"
+          "See kvchat(1) for commands, keys and files.\n",
+          out);
+}
+
+static int usage_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+    return 2;
+}
+
+static int parse_i64(const char *opt, const char *s, int64_t lo, int64_t hi, int64_t *out,
+                     char *err, size_t errlen)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end)
+        return usage_err(err, errlen, "%s: '%s' is not a whole number", opt, s);
+    if (v < lo || v > hi)
+        return usage_err(err, errlen, "%s: %lld is out of range (%lld..%lld)", opt, v,
+                         (long long)lo, (long long)hi);
+    *out = v;
+    return 0;
+}
+
+static int parse_i32(const char *opt, const char *s, int32_t lo, int32_t hi, int32_t *out,
+                     char *err, size_t errlen)
+{
+    int64_t v;
+    int rc = parse_i64(opt, s, lo, hi, &v, err, errlen);
+    if (rc == 0)
+        *out = (int32_t)v;
+    return rc;
+}
+
+static int parse_f(const char *opt, const char *s, double lo, double hi, float *out, char *err,
+                   size_t errlen)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v))
+        return usage_err(err, errlen, "%s: '%s' is not a number", opt, s);
+    if (v < lo || v > hi)
+        return usage_err(err, errlen, "%s: %g is out of range (%g..%g)", opt, v, lo, hi);
+    *out = (float)v;
+    return 0;
+}
+
+static int copy_opt(const char *opt, char *dst, size_t cap, const char *s, char *err,
+                    size_t errlen)
+{
+    if (strlen(s) >= cap)
+        return usage_err(err, errlen, "%s: value is too long (at most %zu bytes)", opt, cap - 1);
+    memcpy(dst, s, strlen(s) + 1);
+    return 0;
+}
+
+enum {
+    OPT_BACKEND = 256,
+    OPT_CHAT_TEMPLATE,
+    OPT_SYSTEM,
+    OPT_TEMP,
+    OPT_TOP_K,
+    OPT_TOP_P,
+    OPT_MIN_P,
+    OPT_REPEAT,
+    OPT_SEED,
+    OPT_DB,
+    OPT_NO_HISTORY,
+    OPT_RESUME,
+    OPT_LIST,
+    OPT_SEARCH,
+    OPT_EXPORT,
+    OPT_FORMAT,
+    OPT_DELETE,
+    OPT_THEME,
+    OPT_VERSION,
+    OPT_NO_BOS,
+    OPT_PIECES,
+    OPT_JSON,
+};
+
+int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t errlen)
+{
+    static const struct option longopts[] = {
+        {"model", required_argument, NULL, 'm'},
+        {"backend", required_argument, NULL, OPT_BACKEND},
+        {"ctx-size", required_argument, NULL, 'c'},
+        {"threads", required_argument, NULL, 't'},
+        {"chat-template", required_argument, NULL, OPT_CHAT_TEMPLATE},
+        {"prompt", required_argument, NULL, 'p'},
+        {"system", required_argument, NULL, OPT_SYSTEM},
+        {"max-tokens", required_argument, NULL, 'n'},
+        {"temp", required_argument, NULL, OPT_TEMP},
+        {"top-k", required_argument, NULL, OPT_TOP_K},
+        {"top-p", required_argument, NULL, OPT_TOP_P},
+        {"min-p", required_argument, NULL, OPT_MIN_P},
+        {"repeat-penalty", required_argument, NULL, OPT_REPEAT},
+        {"seed", required_argument, NULL, OPT_SEED},
+        {"db", required_argument, NULL, OPT_DB},
+        {"no-history", no_argument, NULL, OPT_NO_HISTORY},
+        {"resume", optional_argument, NULL, OPT_RESUME},
+        {"list-sessions", no_argument, NULL, OPT_LIST},
+        {"search", required_argument, NULL, OPT_SEARCH},
+        {"export", required_argument, NULL, OPT_EXPORT},
+        {"format", required_argument, NULL, OPT_FORMAT},
+        {"output", required_argument, NULL, 'o'},
+        {"delete", required_argument, NULL, OPT_DELETE},
+        {"theme", required_argument, NULL, OPT_THEME},
+        {"verbose", no_argument, NULL, 'v'},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {"no-bos", no_argument, NULL, OPT_NO_BOS},
+        {"pieces", no_argument, NULL, OPT_PIECES},
+        {"json", no_argument, NULL, OPT_JSON},
+        {NULL, 0, NULL, 0},
+    };
+
+    /* A subcommand comes first: kvchat tokenize ..., kvchat bench ... */
+    int first = 1;
+    enum kv_mode sub = KV_MODE_UI;
+    if (argc > 1 && strcmp(argv[1], "tokenize") == 0)
+        sub = KV_MODE_TOKENIZE;
+    else if (argc > 1 && strcmp(argv[1], "bench") == 0)
+        sub = KV_MODE_BENCH;
+    if (sub != KV_MODE_UI) {
+        o->mode = sub;
+        first = 2;
+    }
+
+    int rc = 0;
+    optind = first;
+    opterr = 0;
+    int c;
+    const char *modes_seen = NULL;
+#define SET_MODE(m, name)                                                                       \
+    do {                                                                                        \
+        if (modes_seen && strcmp(modes_seen, name) != 0)                                        \
+            return usage_err(err, errlen, "%s cannot be combined with %s", name, modes_seen);   \
+        modes_seen = name;                                                                      \
+        o->mode = (m);                                                                          \
+    } while (0)
+
+    while ((c = getopt_long(argc, argv, ":m:c:t:p:n:o:vh", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'm': rc = copy_opt("--model", o->model, sizeof o->model, optarg, err, errlen); break;
+        case OPT_BACKEND:
+            if (!engine_backend_from_name(optarg, &o->backend))
+                return usage_err(err, errlen, "--backend: '%s' is not one of auto, cpu, cuda",
+                                 optarg);
+            break;
+        case 'c': rc = parse_i32("--ctx-size", optarg, 16, 1 << 20, &o->ctx_size, err, errlen); break;
+        case 't': rc = parse_i32("--threads", optarg, 1, 1024, &o->threads, err, errlen); break;
+        case OPT_CHAT_TEMPLATE: {
+            enum chat_format f;
+            if (!chat_format_from_name(optarg, &f))
+                return usage_err(err, errlen, "--chat-template: '%s' is not one of %s", optarg,
+                                 chat_format_names());
+            rc = copy_opt("--chat-template", o->chat_template, sizeof o->chat_template, optarg,
+                          err, errlen);
+            break;
+        }
+        case 'p':
+            if (sub != KV_MODE_UI)
+                return usage_err(err, errlen, "-p cannot be used with '%s'", argv[1]);
+            SET_MODE(KV_MODE_PROMPT, "-p");
+            o->prompt = optarg;
+            break;
+        case OPT_SYSTEM:
+            rc = copy_opt("--system", o->system, sizeof o->system, optarg, err, errlen);
+            o->system_set = true;
+            break;
+        case 'n': rc = parse_i32("--max-tokens", optarg, 1, 1 << 20, &o->max_tokens, err, errlen); break;
+        case OPT_TEMP: rc = parse_f("--temp", optarg, 0, 100, &o->sampling.temperature, err, errlen); break;
+        case OPT_TOP_K: rc = parse_i32("--top-k", optarg, 0, 1 << 24, &o->sampling.top_k, err, errlen); break;
+        case OPT_TOP_P: rc = parse_f("--top-p", optarg, 0, 1, &o->sampling.top_p, err, errlen); break;
+        case OPT_MIN_P: rc = parse_f("--min-p", optarg, 0, 1, &o->sampling.min_p, err, errlen); break;
+        case OPT_REPEAT:
+            rc = parse_f("--repeat-penalty", optarg, 0.01, 100, &o->sampling.repeat_penalty, err,
+                         errlen);
+            break;
+        case OPT_SEED: {
+            int64_t v;
+            rc = parse_i64("--seed", optarg, 0, INT64_MAX, &v, err, errlen);
+            o->sampling.seed = (uint64_t)v;
+            o->seed_set = true;
+            break;
+        }
+        case OPT_DB: rc = copy_opt("--db", o->db, sizeof o->db, optarg, err, errlen); break;
+        case OPT_NO_HISTORY: o->no_history = true; break;
+        case OPT_RESUME:
+            if (optarg)
+                rc = parse_i64("--resume", optarg, 1, INT64_MAX, &o->resume, err, errlen);
+            else
+                o->resume = KV_RESUME_LATEST;
+            break;
+        case OPT_LIST: SET_MODE(KV_MODE_LIST, "--list-sessions"); break;
+        case OPT_SEARCH:
+            SET_MODE(KV_MODE_SEARCH, "--search");
+            o->text = optarg;
+            break;
+        case OPT_EXPORT:
+            SET_MODE(KV_MODE_EXPORT, "--export");
+            rc = parse_i64("--export", optarg, 1, INT64_MAX, &o->session_id, err, errlen);
+            break;
+        case OPT_FORMAT:
+            if (strcmp(optarg, "md") != 0 && strcmp(optarg, "json") != 0)
+                return usage_err(err, errlen, "--format: '%s' is not md or json", optarg);
+            snprintf(o->format, sizeof o->format, "%s", optarg);
+            break;
+        case 'o': o->output = optarg; break;
+        case OPT_DELETE:
+            SET_MODE(KV_MODE_DELETE, "--delete");
+            rc = parse_i64("--delete", optarg, 1, INT64_MAX, &o->session_id, err, errlen);
+            break;
+        case OPT_THEME: rc = copy_opt("--theme", o->theme, sizeof o->theme, optarg, err, errlen); break;
+        case 'v': o->verbose = true; break;
+        case 'h': o->mode = KV_MODE_HELP; return 0;
+        case OPT_VERSION: o->mode = KV_MODE_VERSION; return 0;
+        case OPT_NO_BOS: o->no_bos = true; break;
+        case OPT_PIECES: o->pieces = true; break;
+        case OPT_JSON: o->json = true; break;
+        case ':': return usage_err(err, errlen, "%s needs a value", argv[optind - 1]);
+        default: return usage_err(err, errlen, "unknown option '%s' (see kvchat --help)", argv[optind - 1]);
+        }
+        if (rc)
+            return rc;
+        if (c == OPT_TEMP || c == OPT_TOP_K || c == OPT_TOP_P || c == OPT_MIN_P ||
+            c == OPT_REPEAT || c == OPT_SEED || c == 'n')
+            o->sampling_set = true;
+    }
+#undef SET_MODE
+
+    /* Options that only make sense in one mode. */
+    if ((o->no_bos || o->pieces) && o->mode != KV_MODE_TOKENIZE)
+        return usage_err(err, errlen, "--no-bos and --pieces belong to 'kvchat tokenize'");
+    if (o->json && o->mode != KV_MODE_BENCH)
+        return usage_err(err, errlen, "--json belongs to 'kvchat bench'");
+    if (o->output && o->mode != KV_MODE_EXPORT)
+        return usage_err(err, errlen, "-o belongs to --export");
+
+    int rest = argc - optind;
+    if (o->mode == KV_MODE_TOKENIZE) {
+        if (rest != 1)
+            return usage_err(err, errlen, "usage: kvchat tokenize [-m MODEL] [--no-bos] [--pieces] TEXT|-");
+        o->text = argv[optind];
+    } else if (rest > 0) {
+        return usage_err(err, errlen, "unexpected argument '%s' (quote a prompt: -p \"...\")",
+                         argv[optind]);
+    }
+    return 0;
+}

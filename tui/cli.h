@@ -1,0 +1,39 @@
+/* cli.h - kvchat's command line: parsing argv into struct kv_options, the
+ * usage text, and the defaults the front-end shares (model path, random seed).
+ */
+#ifndef KVCHAT_CLI_H
+#define KVCHAT_CLI_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "options.h"
+
+/* Built-in defaults (before the config file and the command line). */
+void kv_options_init(struct kv_options *o);
+
+/* Parses ARGV over the values already in O. Returns 0, or 2 (usage error) with
+ * a one-line message in ERR. */
+int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t errlen);
+
+void kv_print_usage(FILE *out);
+
+/* The default model: ${XDG_DATA_HOME:-~/.local/share}/kvchat/models/
+ * SmolLM2-135M-Instruct.Q4_1.gguf (fetched by scripts/run). */
+void kv_default_model_path(char *buf, size_t cap);
+/* The models folder itself. */
+void kv_models_dir(char *buf, size_t cap);
+
+/* Resolves o->model ("" = the default) into BUF. */
+void kv_model_path(const struct kv_options *o, char *buf, size_t cap);
+
+/* True when LEN bytes of S are valid UTF-8; else *BAD is the offset of the
+ * first byte that is not. */
+bool kv_utf8_valid(const char *s, size_t len, size_t *bad);
+
+/* A seed from the system's entropy, for runs without --seed. */
+uint64_t kv_random_seed(void);
+
+#endif

@@ -1,0 +1,509 @@
+/* headless.c - the modes that print and exit: -p (answer one message),
+ * tokenize, and the history commands (--list-sessions, --search, --export,
+ * --delete).
+ *
+ * Output contract: the reply (or the requested listing) goes to stdout and
+ * nothing else does; messages and --verbose statistics go to stderr.
+ */
+#include "headless.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "engine.h"
+#include "history.h"
+#include "session.h"
+
+/* Set by SIGINT/SIGTERM during a reply: the reply stops at the next token and
+ * what was generated is kept (and saved as cancelled). */
+static volatile sig_atomic_t g_interrupted;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    g_interrupted = 1;
+}
+
+#define MAX_PROMPT_BYTES (64u << 20)
+
+/* Reads all of standard input into a malloc'd string. */
+static char *read_stdin(char *err, size_t errlen)
+{
+    size_t cap = 4096, len = 0;
+    char *buf = malloc(cap);
+    if (!buf)
+        goto nomem;
+    for (;;) {
+        if (len + 1 == cap) {
+            if (cap >= MAX_PROMPT_BYTES) {
+                free(buf);
+                snprintf(err, errlen, "standard input holds more than %u MiB: too long for a prompt",
+                         MAX_PROMPT_BYTES >> 20);
+                return NULL;
+            }
+            char *nb = realloc(buf, cap * 2);
+            if (!nb)
+                goto nomem;
+            buf = nb;
+            cap *= 2;
+        }
+        size_t n = fread(buf + len, 1, cap - 1 - len, stdin);
+        len += n;
+        if (n == 0) {
+            if (ferror(stdin)) {
+                free(buf);
+                snprintf(err, errlen, "cannot read standard input: %s", strerror(errno));
+                return NULL;
+            }
+            break;
+        }
+    }
+    buf[len] = 0;
+    if (strlen(buf) != len) {
+        free(buf);
+        snprintf(err, errlen, "standard input contains a NUL byte: not text");
+        return NULL;
+    }
+    return buf;
+nomem:
+    free(buf);
+    snprintf(err, errlen, "out of memory reading standard input");
+    return NULL;
+}
+
+struct turn_ctx {
+    struct hist *hist; /* NULL when not saving */
+    int64_t reply_id;
+    char *text;        /* the reply so far, for progress saves */
+    size_t len, cap;
+    bool save_failed;
+};
+
+static bool on_piece(const char *s, size_t n, void *user)
+{
+    struct turn_ctx *t = user;
+    fwrite(s, 1, n, stdout);
+    fflush(stdout);
+    if (t->hist) {
+        if (t->len + n + 1 > t->cap) {
+            size_t cap = t->cap ? t->cap * 2 : 1024;
+            while (cap < t->len + n + 1)
+                cap *= 2;
+            char *p = realloc(t->text, cap);
+            if (p) {
+                t->text = p;
+                t->cap = cap;
+            }
+        }
+        if (t->len + n + 1 <= t->cap) {
+            memcpy(t->text + t->len, s, n);
+            t->len += n;
+            t->text[t->len] = 0;
+            if (hist_reply_progress(t->hist, t->reply_id, t->text, t->len, 0) < 0 &&
+                !t->save_failed) {
+                fprintf(stderr, "kvchat: not saving: %s\n", hist_last_error(t->hist));
+                t->save_failed = true;
+            }
+        }
+    }
+    return !g_interrupted;
+}
+
+static void on_notice(const char *msg, void *user)
+{
+    (void)user;
+    fprintf(stderr, "kvchat: %s\n", msg);
+}
+
+static void on_progress(uint64_t done, uint64_t total, void *user)
+{
+    (void)user;
+    if (total)
+        fprintf(stderr, "\rkvchat: loading %.0f%% (%.1f of %.1f MiB)", 100.0 * done / total,
+                done / 1048576.0, total / 1048576.0);
+    if (done == total)
+        fputc('\n', stderr);
+}
+
+/* Opens the history database unless --no-history; on failure warns and
+ * returns NULL (chatting goes on without saving). */
+static struct hist *open_history(const struct kv_options *o)
+{
+    if (o->no_history)
+        return NULL;
+    char path[4096], err[512];
+    if (o->db[0])
+        snprintf(path, sizeof path, "%s", o->db);
+    else if (hist_default_path(path, sizeof path) != HIST_OK) {
+        fprintf(stderr, "kvchat: not saving: neither XDG_DATA_HOME nor HOME is set\n");
+        return NULL;
+    }
+    struct hist *h = hist_open(path, err, sizeof err);
+    if (!h)
+        fprintf(stderr, "kvchat: not saving: %s\n", err);
+    return h;
+}
+
+struct engine *kv_load_engine(const struct kv_options *o, bool progress, char *err, size_t errlen)
+{
+    char path[4096];
+    kv_model_path(o, path, sizeof path);
+    if (!o->model[0] && access(path, R_OK) != 0) {
+        snprintf(err, errlen, "the default model %s is missing: run scripts/run (or "
+                              "scripts/fetch-models) to download it, or pass -m FILE.gguf", path);
+        return NULL;
+    }
+    struct engine_params p = engine_default_params();
+    p.model_path = path;
+    p.backend = o->backend;
+    p.n_ctx = o->ctx_size;
+    p.n_threads = o->threads;
+    p.chat_template = o->chat_template[0] ? o->chat_template : NULL;
+    if (progress) {
+        p.progress = on_progress;
+    }
+    struct engine *e = engine_new(&p, err, errlen);
+    if (e && engine_info(e)->backend_note[0] && (o->verbose || o->backend != ENGINE_BACKEND_AUTO))
+        fprintf(stderr, "kvchat: %s\n", engine_info(e)->backend_note);
+    return e;
+}
+
+static void print_stats(const struct engine *e, const struct engine_stats *s)
+{
+    const struct engine_info *in = engine_info(e);
+    double gbps = s->decode_tok_s * (double)in->bytes_per_token / 1e9;
+    fprintf(stderr,
+            "kvchat: model %s (%s, %s), backend %s on %s, %d threads, loaded in %.2f s "
+            "(%.0f MiB/s)\n"
+            "kvchat: prompt %d tokens (%d prefilled, %.1f tok/s), reply %d tokens "
+            "(%.1f tok/s, %.2f GB/s of weights), first token after %.3f s, stop: %s\n"
+            "kvchat: KV cache %d of %d tokens\n",
+            in->model_name, in->arch, in->template_name, in->backend, in->device, in->n_threads,
+            in->load_seconds, in->load_seconds > 0 ? in->file_bytes / 1048576.0 / in->load_seconds : 0.0,
+            s->prompt_tokens, s->prefill_tokens, s->prefill_tok_s, s->gen_tokens, s->decode_tok_s,
+            gbps, s->ttft_s, engine_stop_name(s->stop), s->kv_used, s->kv_capacity);
+}
+
+int kv_run_prompt(struct kv_options *o)
+{
+    char err[1024];
+    char *owned = NULL;
+    const char *text = o->prompt;
+    if (strcmp(text, "-") == 0) {
+        owned = read_stdin(err, sizeof err);
+        if (!owned) {
+            fprintf(stderr, "kvchat: %s\n", err);
+            return 1;
+        }
+        text = owned;
+    }
+    size_t bad;
+    if (!kv_utf8_valid(text, strlen(text), &bad)) {
+        fprintf(stderr, "kvchat: the prompt is not valid UTF-8 (byte %zu): convert it to UTF-8\n",
+                bad);
+        free(owned);
+        return 1;
+    }
+    if (!o->seed_set)
+        o->sampling.seed = kv_random_seed();
+
+    struct hist *h = open_history(o);
+    int64_t sid = -1;
+    if (h && o->resume != KV_RESUME_NONE) {
+        sid = kv_session_resolve(h, o, err, sizeof err);
+        if (sid < 0) {
+            fprintf(stderr, "kvchat: %s\n", err);
+            hist_close(h);
+            free(owned);
+            return 1;
+        }
+    } else if (!h && o->resume != KV_RESUME_NONE) {
+        fprintf(stderr, "kvchat: --resume needs the history database, which is not available\n");
+        free(owned);
+        return 1;
+    }
+
+    struct engine *e = kv_load_engine(o, o->verbose && isatty(2), err, sizeof err);
+    if (!e) {
+        fprintf(stderr, "kvchat: %s\n", err);
+        hist_close(h);
+        free(owned);
+        return 1;
+    }
+
+    if (sid >= 0) {
+        if (kv_session_restore(h, sid, e, o, err, sizeof err) != 0) {
+            fprintf(stderr, "kvchat: %s\n", err);
+            engine_free(e);
+            hist_close(h);
+            free(owned);
+            return 1;
+        }
+    } else {
+        engine_set_system(e, o->system_set ? o->system : NULL);
+    }
+
+    struct turn_ctx t = {0};
+    if (h) {
+        int rc = HIST_OK;
+        if (sid < 0) {
+            char digest[128];
+            kv_model_digest(engine_info(e)->model_path, digest, sizeof digest);
+            struct hist_sampling hs = kv_to_hist_sampling(o);
+            const char *base = strrchr(engine_info(e)->model_path, '/');
+            rc = hist_session_create(h, NULL, o->system_set ? o->system : NULL, &sid);
+            if (rc == HIST_OK)
+                rc = hist_session_set_model(h, sid, base ? base + 1 : engine_info(e)->model_path,
+                                            digest);
+            if (rc == HIST_OK)
+                rc = hist_session_set_sampling(h, sid, &hs);
+        }
+        if (rc == HIST_OK)
+            rc = hist_message_add(h, sid, HIST_ROLE_USER, text, (size_t)-1, -1, NULL);
+        if (rc == HIST_OK)
+            rc = hist_reply_begin(h, sid, &t.reply_id);
+        if (rc != HIST_OK) {
+            fprintf(stderr, "kvchat: not saving: %s\n", hist_last_error(h));
+            hist_close(h);
+            h = NULL;
+        }
+    }
+    t.hist = h;
+
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    struct engine_turn_params tp = {
+        .sampling = o->sampling,
+        .max_tokens = o->max_tokens,
+        .on_piece = on_piece,
+        .on_notice = on_notice,
+        .user = &t,
+    };
+    char *reply = NULL;
+    int rc = engine_chat(e, text, &tp, &reply, err, sizeof err);
+    struct engine_stats st;
+    engine_stats(e, &st);
+    if (!reply || !*reply || reply[strlen(reply) - 1] != '\n')
+        fputc('\n', stdout);
+    fflush(stdout);
+    if (rc != 0)
+        fprintf(stderr, "kvchat: %s\n", err);
+
+    if (h) {
+        struct hist_reply_stats hs = {
+            .n_tokens = st.gen_tokens,
+            .n_prompt = st.prefill_tokens,
+            .prefill_tps = st.prefill_tok_s,
+            .decode_tps = st.gen_tokens > 1 ? st.decode_tok_s : -1,
+            .ttft_ms = st.gen_tokens > 0 ? st.ttft_s * 1000.0 : -1,
+        };
+        const char *r = reply ? reply : "";
+        if (hist_reply_finish(h, t.reply_id, r, strlen(r), &hs, kv_hist_end(st.stop)) != HIST_OK)
+            fprintf(stderr, "kvchat: not saving: %s\n", hist_last_error(h));
+    }
+    if (o->verbose)
+        print_stats(e, &st);
+
+    free(reply);
+    free(t.text);
+    engine_free(e);
+    hist_close(h);
+    free(owned);
+    return rc == 0 ? 0 : 1;
+}
+
+int kv_run_tokenize(struct kv_options *o)
+{
+    char err[1024];
+    char *owned = NULL;
+    const char *text = o->text;
+    if (strcmp(text, "-") == 0) {
+        owned = read_stdin(err, sizeof err);
+        if (!owned) {
+            fprintf(stderr, "kvchat: %s\n", err);
+            return 1;
+        }
+        text = owned;
+    }
+    /* Tokenizing needs no compute backend beyond loading: the CPU one maps
+     * the file without copying it. */
+    struct kv_options lo = *o;
+    lo.backend = ENGINE_BACKEND_CPU;
+    lo.ctx_size = 16;
+    lo.threads = 1;
+    struct engine *e = kv_load_engine(&lo, false, err, sizeof err);
+    if (!e) {
+        fprintf(stderr, "kvchat: %s\n", err);
+        free(owned);
+        return 1;
+    }
+    int64_t n = 0;
+    int32_t *ids = engine_tokenize(e, text, !o->no_bos, &n);
+    if (!ids) {
+        fprintf(stderr, "kvchat: out of memory tokenizing\n");
+        engine_free(e);
+        free(owned);
+        return 1;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        if (i)
+            fputc(' ', stdout);
+        printf("%d", ids[i]);
+        if (o->pieces) {
+            char piece[256];
+            size_t len = engine_token_piece(e, ids[i], piece, sizeof piece);
+            if (len >= sizeof piece)
+                len = sizeof piece - 1;
+            /* quoted so spaces and newlines in pieces stay visible */
+            fputs(":\"", stdout);
+            for (size_t k = 0; k < len; k++) {
+                unsigned char c = (unsigned char)piece[k];
+                if (c == '"' || c == '\\')
+                    printf("\\%c", c);
+                else if (c == '\n')
+                    fputs("\\n", stdout);
+                else if (c == '\t')
+                    fputs("\\t", stdout);
+                else if (c < 0x20 || c == 0x7f)
+                    printf("\\x%02x", c);
+                else
+                    fputc(c, stdout);
+            }
+            fputc('"', stdout);
+        }
+    }
+    fputc('\n', stdout);
+    free(ids);
+    engine_free(e);
+    free(owned);
+    return 0;
+}
+
+static void fmt_time(int64_t ms, char *buf, size_t cap)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    localtime_r(&t, &tm);
+    strftime(buf, cap, "%Y-%m-%d %H:%M", &tm);
+}
+
+int kv_run_history(const struct kv_options *o)
+{
+    char path[4096], err[1024];
+    if (o->db[0])
+        snprintf(path, sizeof path, "%s", o->db);
+    else if (hist_default_path(path, sizeof path) != HIST_OK) {
+        fprintf(stderr, "kvchat: neither XDG_DATA_HOME nor HOME is set: pass --db FILE\n");
+        return 1;
+    }
+    /* Listing, searching and exporting must never create or change a
+     * database; only --delete writes. */
+    unsigned flags = o->mode == KV_MODE_DELETE ? 0 : HIST_OPEN_READONLY;
+    if (flags && access(path, F_OK) != 0) {
+        if (o->mode == KV_MODE_LIST || o->mode == KV_MODE_SEARCH)
+            return 0; /* no history yet: nothing to list */
+    }
+    struct hist *h = hist_open_ex(path, flags, NULL, err, sizeof err);
+    if (!h) {
+        fprintf(stderr, "kvchat: %s\n", err);
+        return 1;
+    }
+    int status = 0;
+    switch (o->mode) {
+    case KV_MODE_LIST: {
+        struct hist_session *ss = NULL;
+        size_t n = 0;
+        if (hist_session_list(h, 0, 0, &ss, &n) != HIST_OK) {
+            fprintf(stderr, "kvchat: %s\n", hist_last_error(h));
+            status = 1;
+            break;
+        }
+        for (size_t i = 0; i < n; i++) {
+            char when[32];
+            fmt_time(ss[i].updated_ms, when, sizeof when);
+            printf("%6lld  %s  %4lld msgs  %s\n", (long long)ss[i].id, when,
+                   (long long)ss[i].n_messages, ss[i].title[0] ? ss[i].title : "(untitled)");
+        }
+        hist_sessions_free(ss, n);
+        break;
+    }
+    case KV_MODE_SEARCH: {
+        struct hist_hit *hits = NULL;
+        size_t n = 0;
+        const char *mo = isatty(1) ? "\033[1m" : "[";
+        const char *mc = isatty(1) ? "\033[0m" : "]";
+        if (hist_search(h, o->text, mo, mc, 0, &hits, &n) != HIST_OK) {
+            fprintf(stderr, "kvchat: %s\n", hist_last_error(h));
+            status = 1;
+            break;
+        }
+        for (size_t i = 0; i < n; i++) {
+            char when[32];
+            fmt_time(hits[i].created_ms, when, sizeof when);
+            printf("%6lld  %s  %-9s %s: %s\n", (long long)hits[i].session_id, when,
+                   hist_role_str(hits[i].role),
+                   hits[i].session_title[0] ? hits[i].session_title : "(untitled)",
+                   hits[i].snippet);
+        }
+        hist_hits_free(hits, n);
+        break;
+    }
+    case KV_MODE_EXPORT: {
+        enum hist_format fmt;
+        hist_format_parse(o->format, &fmt);
+        FILE *out = stdout;
+        char tmp[4200];
+        if (o->output) {
+            /* write beside the target and rename, so a failed export never
+             * leaves a half-written file under the requested name */
+            snprintf(tmp, sizeof tmp, "%s.tmp%ld", o->output, (long)getpid());
+            out = fopen(tmp, "w");
+            if (!out) {
+                fprintf(stderr, "kvchat: cannot write %s: %s\n", o->output, strerror(errno));
+                status = 1;
+                break;
+            }
+        }
+        int rc = hist_export(h, o->session_id, fmt, out);
+        if (o->output) {
+            if (fclose(out) != 0 && rc == HIST_OK)
+                rc = HIST_E_IO;
+            if (rc == HIST_OK && rename(tmp, o->output) != 0) {
+                fprintf(stderr, "kvchat: cannot write %s: %s\n", o->output, strerror(errno));
+                status = 1;
+            }
+            if (rc != HIST_OK || status)
+                unlink(tmp);
+        }
+        if (rc != HIST_OK) {
+            fprintf(stderr, "kvchat: %s\n", rc == HIST_E_NOTFOUND
+                                                 ? "no such session (see kvchat --list-sessions)"
+                                                 : hist_last_error(h));
+            status = 1;
+        }
+        break;
+    }
+    case KV_MODE_DELETE:
+        if (hist_session_delete(h, o->session_id) != HIST_OK) {
+            fprintf(stderr, "kvchat: %s\n", hist_last_error(h));
+            status = 1;
+        } else {
+            fprintf(stderr, "kvchat: deleted session %lld\n", (long long)o->session_id);
+        }
+        break;
+    default:
+        status = 2;
+    }
+    hist_close(h);
+    return status;
+}
