@@ -1,0 +1,674 @@
+/* test_tui.c - the chat screen's pure parts without a terminal: pane layout,
+ * wrapping of wide and combining characters, streaming Markdown, number and
+ * meter formatting, the memory bar, themes, the config file and slash
+ * commands. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <locale.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "commands.h"
+#include "config.h"
+#include "layout.h"
+#include "meters.h"
+#include "theme.h"
+#include "testutil.h"
+
+/* ---- layout ---- */
+
+static bool inside(struct rect r, int rows, int cols)
+{
+    return r.y >= 0 && r.x >= 0 && r.y + r.h <= rows && r.x + r.w <= cols;
+}
+
+static bool overlap(struct rect a, struct rect b)
+{
+    if (!a.h || !a.w || !b.h || !b.w)
+        return false;
+    return a.y < b.y + b.h && b.y < a.y + a.h && a.x < b.x + b.w && b.x < a.x + a.w;
+}
+
+static void check_layout(int rows, int cols, bool sidebar, int in)
+{
+    struct layout l;
+    layout_compute(rows, cols, sidebar, in, &l);
+    assert_false(l.too_small);
+    struct rect all[] = {l.title, l.sidebar, l.conv, l.meters, l.status, l.input};
+    for (size_t i = 0; i < 6; i++) {
+        assert_true(inside(all[i], rows, cols));
+        for (size_t j = i + 1; j < 6; j++)
+            assert_false(overlap(all[i], all[j]));
+    }
+    assert_true(l.conv.h >= 1 && l.conv.w >= 20);
+    assert_int_equal(l.input.y + l.input.h, rows);
+    assert_true(l.input.h >= 1 && l.input.h <= rows / 3);
+    assert_int_equal(l.sidebar.w > 0, sidebar);
+}
+
+static void test_layout_sizes(void **state)
+{
+    (void)state;
+    struct layout l;
+    layout_compute(12, 39, false, 1, &l);
+    assert_true(l.too_small);
+    layout_compute(11, 40, false, 1, &l);
+    assert_true(l.too_small);
+    check_layout(12, 40, false, 1);
+    check_layout(12, 40, true, 1);
+    check_layout(12, 40, false, 9); /* input asks too much: clamped */
+    check_layout(24, 80, true, 3);
+    check_layout(50, 200, true, 2);
+    layout_compute(40, 120, false, 1, &l);
+    assert_true(l.meters_side);
+    assert_int_equal(l.meters.x + l.meters.w, 120);
+    layout_compute(24, 80, false, 1, &l);
+    assert_false(l.meters_side);
+    assert_int_equal(l.meters.w, 80);
+}
+
+/* ---- wrapping ---- */
+
+/* Every line fits; valid text never breaks inside a character or before a
+ * combining mark (garbage bytes are each one replacement glyph). */
+static void check_wrap(const char *s, int width, bool valid)
+{
+    struct wrap_line w[64];
+    size_t n = layout_wrap(s, strlen(s), width, w, 64);
+    assert_true(n <= 64);
+    for (size_t i = 0; i < n; i++) {
+        assert_true(w[i].cols <= width);
+        assert_int_equal(w[i].cols, text_width(s + w[i].start, w[i].len));
+        /* Never starts with a combining mark or inside a UTF-8 sequence. */
+        if (w[i].len && valid) {
+            unsigned char c = (unsigned char)s[w[i].start];
+            assert_true((c & 0xC0) != 0x80);
+            uint32_t cp;
+            utf8_decode(s + w[i].start, w[i].len, &cp);
+            assert_true(cp_width(cp) > 0);
+        }
+    }
+}
+
+static void check_wrap_widths(const char *s, int width)
+{
+    check_wrap(s, width, true);
+}
+
+static void test_wrap_words(void **state)
+{
+    (void)state;
+    const char *s = "the quick brown fox jumps over the lazy dog";
+    struct wrap_line w[16];
+    size_t n = layout_wrap(s, strlen(s), 10, w, 16);
+    assert_int_equal(n, 5);
+    assert_int_equal(w[0].len, 9);
+    assert_memory_equal(s + w[0].start, "the quick", 9);
+    assert_memory_equal(s + w[1].start, "brown fox", 9);
+    assert_memory_equal(s + w[4].start, "dog", 3);
+    check_wrap_widths(s, 10);
+    /* A word longer than the line is cut. */
+    n = layout_wrap("abcdefghijkl", 12, 5, w, 16);
+    assert_int_equal(n, 3);
+    assert_int_equal(w[0].len, 5);
+    assert_int_equal(w[2].len, 2);
+    /* Newlines always break; empty text is one empty line. */
+    n = layout_wrap("a\n\nb", 4, 10, w, 16);
+    assert_int_equal(n, 3);
+    assert_int_equal(w[1].len, 0);
+    assert_int_equal(layout_wrap("", 0, 10, w, 16), 1);
+    /* More lines than CAP: the count is still right. */
+    assert_int_equal(layout_wrap("a b c d e f", 11, 2, w, 2), 6);
+}
+
+static void test_wrap_wide_and_combining(void **state)
+{
+    (void)state;
+    /* 日本語のテキスト: 8 wide characters, 16 columns. */
+    const char *cjk = "\xE6\x97\xA5\xE6\x9C\xAC\xE8\xAA\x9E\xE3\x81\xAE\xE3\x83\x86\xE3\x82\xAD\xE3\x82\xB9\xE3\x83\x88";
+    assert_int_equal(text_width(cjk, strlen(cjk)), 16);
+    struct wrap_line w[16];
+    /* Width 5 holds two wide characters (4 columns), never two and a half. */
+    size_t n = layout_wrap(cjk, strlen(cjk), 5, w, 16);
+    assert_int_equal(n, 4);
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(w[i].cols, 4);
+        assert_int_equal(w[i].len, 6);
+    }
+    check_wrap_widths(cjk, 5);
+    check_wrap_widths(cjk, 3);
+    /* e + COMBINING ACUTE is one column and never split. */
+    const char *comb = "cafe\xCC\x81 cafe\xCC\x81 cafe\xCC\x81";
+    assert_int_equal(text_width("e\xCC\x81", 3), 1);
+    n = layout_wrap(comb, strlen(comb), 4, w, 16);
+    assert_int_equal(n, 3);
+    assert_int_equal(w[0].len, 6); /* "café" with the mark */
+    check_wrap_widths(comb, 4);
+    check_wrap_widths(comb, 3);
+    check_wrap_widths("ab\xCC\x81\xCC\x82xyz \xE4\xB8\xAD\xE6\x96\x87 mixed \xF0\x9F\x98\x80 emoji", 3);
+}
+
+static void test_utf8_invalid(void **state)
+{
+    (void)state;
+    uint32_t cp;
+    assert_int_equal(utf8_decode("\xC3\xA9", 2, &cp), 2);
+    assert_int_equal(cp, 0xE9);
+    assert_int_equal(utf8_decode("\xC3", 1, &cp), 1); /* truncated */
+    assert_int_equal(cp, 0xFFFD);
+    assert_int_equal(utf8_decode("\xC0\xAF", 2, &cp), 1); /* overlong '/' */
+    assert_int_equal(cp, 0xFFFD);
+    assert_int_equal(utf8_decode("\xED\xA0\x80", 3, &cp), 1); /* surrogate */
+    assert_int_equal(utf8_decode("\xFF", 1, &cp), 1);
+    /* Garbage still wraps into bounded lines. */
+    check_wrap("\xFF\xFE\xC3 \x80\x80 ok \x01\x02", 2, false);
+}
+
+/* ---- Markdown ---- */
+
+static size_t md(struct md_state *st, const char *in, char *out, uint8_t *sty)
+{
+    size_t n = md_render_line(st, in, strlen(in), out, sty);
+    out[n] = 0;
+    return n;
+}
+
+static void test_markdown(void **state)
+{
+    (void)state;
+    struct md_state st = {0};
+    char out[256];
+    uint8_t sty[256];
+    md(&st, "## Title **x**", out, sty);
+    assert_string_equal(out, "Title x");
+    assert_true(sty[0] & MD_HEADING);
+    assert_true(sty[6] & MD_BOLD);
+
+    md(&st, "use `ls -l` and **bold** and *it*", out, sty);
+    assert_string_equal(out, "use ls -l and bold and it");
+    assert_true(sty[4] & MD_CODE);
+    assert_false(sty[3] & MD_CODE);
+    assert_true(sty[14] & MD_BOLD);
+    assert_false(sty[13] & MD_BOLD);
+    assert_true(sty[23] & MD_ITALIC);
+
+    /* Half-streamed emphasis and snake_case stay as typed. */
+    md(&st, "so **far", out, sty);
+    assert_string_equal(out, "so **far");
+    md(&st, "call my_var_name now", out, sty);
+    assert_string_equal(out, "call my_var_name now");
+    assert_int_equal(sty[8], MD_PLAIN);
+    md(&st, "2 * 3 * 4", out, sty);
+    assert_string_equal(out, "2 * 3 * 4");
+
+    md(&st, "- item", out, sty);
+    assert_string_equal(out, "\xE2\x80\xA2 item");
+    assert_true(sty[0] & MD_BULLET);
+    md(&st, "> quoted", out, sty);
+    assert_true(sty[0] & MD_QUOTE);
+
+    /* Fences carry state across lines; markup inside is literal. */
+    md(&st, "```c", out, sty);
+    assert_true(st.in_code);
+    assert_true(sty[0] & MD_FENCE);
+    md(&st, "int **p = `x`;", out, sty);
+    assert_string_equal(out, "int **p = `x`;");
+    assert_int_equal(sty[0], MD_BLOCK);
+    md(&st, "```", out, sty);
+    assert_false(st.in_code);
+    md(&st, "after", out, sty);
+    assert_int_equal(sty[0], MD_PLAIN);
+}
+
+/* ---- meters ---- */
+
+static void test_number_formats(void **state)
+{
+    (void)state;
+    char b[32];
+    fmt_bytes(512, b, sizeof b);
+    assert_string_equal(b, "512 B");
+    fmt_bytes(1536, b, sizeof b);
+    assert_string_equal(b, "1.50 KiB");
+    fmt_bytes(135ull << 20, b, sizeof b);
+    assert_string_equal(b, "135 MiB");
+    fmt_bytes(80ull << 30, b, sizeof b);
+    assert_string_equal(b, "80.0 GiB");
+    fmt_bytes(ENGINE_UNKNOWN, b, sizeof b);
+    assert_string_equal(b, "n/a");
+    fmt_bytes(0, b, sizeof b);
+    assert_string_equal(b, "0 B"); /* a real zero stays zero */
+
+    fmt_rate(NAN, b, sizeof b);
+    assert_string_equal(b, "n/a");
+    fmt_rate(-1, b, sizeof b);
+    assert_string_equal(b, "n/a");
+    fmt_rate(3.14159, b, sizeof b);
+    assert_string_equal(b, "3.14");
+    fmt_rate(123.45, b, sizeof b);
+    assert_string_equal(b, "123.5");
+    fmt_rate(4321.2, b, sizeof b);
+    assert_string_equal(b, "4321");
+
+    fmt_duration(0.85, b, sizeof b);
+    assert_string_equal(b, "850 ms");
+    fmt_duration(1.234, b, sizeof b);
+    assert_string_equal(b, "1.23 s");
+    fmt_duration(125, b, sizeof b);
+    assert_string_equal(b, "2m05s");
+    fmt_duration(NAN, b, sizeof b);
+    assert_string_equal(b, "n/a");
+
+    fmt_unit(61.54, 1, "W", b, sizeof b);
+    assert_string_equal(b, "61.5 W");
+    fmt_unit(0, 0, "W", b, sizeof b);
+    assert_string_equal(b, "n/a");
+}
+
+static void test_meter_bar(void **state)
+{
+    (void)state;
+    char b[128];
+    meter_bar(0.5, 4, b, sizeof b);
+    assert_string_equal(b, "\xE2\x96\x88\xE2\x96\x88  ");
+    meter_bar(1.7, 3, b, sizeof b);
+    assert_string_equal(b, "\xE2\x96\x88\xE2\x96\x88\xE2\x96\x88");
+    meter_bar(NAN, 2, b, sizeof b);
+    assert_string_equal(b, "  ");
+    meter_bar(1.0 / 16, 2, b, sizeof b); /* one eighth of the first cell */
+    assert_string_equal(b, "\xE2\x96\x8F ");
+    /* Too small a buffer: truncated at a whole cell, still terminated. */
+    size_t n = meter_bar(1.0, 10, b, 8);
+    assert_int_equal(n, 6);
+    assert_int_equal(strlen(b), 6);
+}
+
+static void test_mem_split(void **state)
+{
+    (void)state;
+    struct engine_memory m = {.weights = 4000, .kv_cache = 1000, .scratch = 10, .device_total = 10000,
+                              .device_free = 3000, .on_gpu = true};
+    struct mem_split s;
+    meters_mem_split(&m, 20, &s);
+    assert_true(s.valid);
+    int sum = 0;
+    for (int i = 0; i < MEM_SEG_COUNT; i++)
+        sum += s.cols[i];
+    assert_int_equal(sum, 20);
+    assert_int_equal(s.bytes[MEM_OTHER], 10000 - 3000 - 5010);
+    assert_int_equal(s.cols[MEM_WEIGHTS], 8);
+    assert_int_equal(s.cols[MEM_SCRATCH], 1); /* tiny but present: one cell */
+    assert_int_equal(s.cols[MEM_FREE], 6);
+
+    /* Engine buffers beyond what the device reports used (mmap'd weights on
+     * the CPU): "other" is 0, never negative, and the cells still sum. */
+    m = (struct engine_memory){.weights = 9000, .kv_cache = 500, .scratch = 0, .device_total = 10000,
+                               .device_free = 8000};
+    meters_mem_split(&m, 7, &s);
+    assert_int_equal(s.bytes[MEM_OTHER], 0);
+    sum = 0;
+    for (int i = 0; i < MEM_SEG_COUNT; i++)
+        sum += s.cols[i];
+    assert_int_equal(sum, 7);
+
+    m.device_total = ENGINE_UNKNOWN;
+    meters_mem_split(&m, 20, &s);
+    assert_false(s.valid);
+    m = (struct engine_memory){.weights = ENGINE_UNKNOWN, .kv_cache = ENGINE_UNKNOWN, .scratch = ENGINE_UNKNOWN,
+                               .device_total = 100, .device_free = ENGINE_UNKNOWN};
+    meters_mem_split(&m, 3, &s);
+    assert_true(s.valid);
+    assert_int_equal(s.cols[MEM_OTHER], 3);
+}
+
+static void test_roofline(void **state)
+{
+    (void)state;
+    assert_true(fabs(meters_roofline_pct(100000000, 30, 3e9) - 100.0) < 1e-9);
+    assert_true(fabs(meters_roofline_pct(50000000, 30, 3e9) - 50.0) < 1e-9);
+    assert_true(isnan(meters_roofline_pct(100, 30, 0)));
+    assert_true(isnan(meters_roofline_pct(ENGINE_UNKNOWN, 30, 1e9)));
+    assert_true(isnan(meters_roofline_pct(100, NAN, 1e9)));
+    assert_true(fabs(meters_joules_per_token(10, 4) - 2.5) < 1e-12);
+    assert_true(isnan(meters_joules_per_token(10, 0)));
+    assert_true(isnan(meters_joules_per_token(NAN, 3)));
+}
+
+/* ---- themes ---- */
+
+static void assert_theme_equal(const struct theme *a, const struct theme *b)
+{
+    assert_string_equal(a->name, b->name);
+    for (int i = 0; i < TH_COUNT; i++) {
+        assert_int_equal(a->s[i].fg, b->s[i].fg);
+        assert_int_equal(a->s[i].bg, b->s[i].bg);
+        assert_int_equal(a->s[i].attrs, b->s[i].attrs);
+    }
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void test_theme_parse(void **state)
+{
+    (void)state;
+    struct theme t, d;
+    char err[256] = "";
+    theme_default(&d);
+    assert_string_equal(d.name, "dark");
+    assert_int_equal(d.s[TH_USER].fg, 75); /* from themes/dark.theme */
+    assert_true(d.s[TH_USER].attrs & THA_BOLD);
+
+    const char *ok = "# mine\n\nuser = red default bold underline\ncode_block=252 236 # trailing\n";
+    assert_int_equal(theme_parse(ok, strlen(ok), "mine.theme", &t, err, sizeof err), 0);
+    assert_int_equal(t.s[TH_USER].fg, 1);
+    assert_int_equal(t.s[TH_USER].bg, THEME_DEFAULT_COLOR);
+    assert_int_equal(t.s[TH_USER].attrs, THA_BOLD | THA_UNDERLINE);
+    assert_int_equal(t.s[TH_CODE_BLOCK].bg, 236);
+    assert_int_equal(t.s[TH_ERROR].fg, d.s[TH_ERROR].fg); /* unnamed: default's */
+
+    static const struct {
+        const char *text, *want;
+    } bad[] = {
+        {"user = red\nbogus = 1\n", "bad.theme:2: unknown element 'bogus'"},
+        {"\n\nuser = 256\n", "bad.theme:3: '256' is not a colour"},
+        {"user red\n", "bad.theme:1: expected ELEMENT"},
+        {"user =\n", "bad.theme:1: 'user' has no colour"},
+        {"user = 1 2 blink\n", "bad.theme:1: 'blink' is not a colour"},
+        {"user = -3\n", "bad.theme:1: '-3'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        err[0] = 0;
+        assert_int_equal(theme_parse(bad[i].text, strlen(bad[i].text), "bad.theme", &t, err, sizeof err), -1);
+        assert_non_null(strstr(err, bad[i].want));
+        /* Falls back to the default theme. */
+        assert_theme_equal(&t, &d);
+    }
+}
+
+static void test_theme_load(void **state)
+{
+    (void)state;
+    char dir[4096], sub[4200], path[4300], err[512];
+    struct theme t, d;
+    theme_default(&d);
+    test_tmpdir(dir, sizeof dir, "theme");
+    assert_true(dir[0]);
+
+    const char *const *names = theme_builtin_names();
+    int found = 0;
+    for (size_t i = 0; names[i]; i++) {
+        assert_int_equal(theme_load(names[i], dir, &t, err, sizeof err), 0);
+        found += !strcmp(names[i], "dark") + !strcmp(names[i], "light") + !strcmp(names[i], "high-contrast");
+    }
+    assert_int_equal(found, 3);
+    assert_int_equal(theme_load("light", dir, &t, err, sizeof err), 0);
+    assert_string_equal(t.name, "light");
+    assert_int_not_equal(t.s[TH_USER].fg, d.s[TH_USER].fg);
+
+    assert_int_equal(theme_load("nope", dir, &t, err, sizeof err), -1);
+    assert_non_null(strstr(err, "no theme 'nope'"));
+    assert_int_equal(theme_load("../etc/passwd", dir, &t, err, sizeof err), -1);
+    assert_non_null(strstr(err, "not valid"));
+
+    /* A user theme wins over a built-in; a malformed one names file and line. */
+    snprintf(sub, sizeof sub, "%s/themes", dir);
+    mkdir(sub, 0755);
+    snprintf(path, sizeof path, "%s/light.theme", sub);
+    write_file(path, "user = 200\n");
+    assert_int_equal(theme_load("light", dir, &t, err, sizeof err), 0);
+    assert_int_equal(t.s[TH_USER].fg, 200);
+    snprintf(path, sizeof path, "%s/broken.theme", sub);
+    write_file(path, "user = 1\n# ok\nheading = purple\n");
+    assert_int_equal(theme_load("broken", dir, &t, err, sizeof err), -1);
+    assert_non_null(strstr(err, "broken.theme:3:"));
+    assert_theme_equal(&t, &d);
+
+    char *user[8];
+    size_t n = theme_user_names(dir, user, 0, 8);
+    assert_int_equal(n, 2);
+    for (size_t i = 0; i < n; i++)
+        free(user[i]);
+}
+
+static void test_color_to8(void **state)
+{
+    (void)state;
+    assert_int_equal(theme_color_to8(-1), -1);
+    assert_int_equal(theme_color_to8(3), 3);
+    assert_int_equal(theme_color_to8(9), 1);   /* bright red -> red */
+    assert_int_equal(theme_color_to8(196), 1); /* pure red */
+    assert_int_equal(theme_color_to8(46), 2);  /* pure green */
+    assert_int_equal(theme_color_to8(21), 4);  /* pure blue */
+    assert_int_equal(theme_color_to8(226), 3); /* yellow */
+    assert_int_equal(theme_color_to8(235), 0); /* dark grey */
+    assert_int_equal(theme_color_to8(252), 7); /* light grey */
+    assert_int_equal(theme_color_to8(231), 7); /* white */
+    assert_int_equal(theme_color_to8(16), 0);  /* black */
+}
+
+/* ---- config ---- */
+
+static void test_config_parse(void **state)
+{
+    (void)state;
+    struct kv_options o;
+    memset(&o, 0, sizeof o);
+    char err[256] = "";
+    setenv("HOME", "/home/someone", 1);
+    const char *text = "# defaults\n"
+                       "model = ~/models/x.gguf\n"
+                       "backend = cpu\n"
+                       "ctx_size = 2048   # comment\n"
+                       "temperature = 0.3\n"
+                       "top_k=20\n"
+                       "system = \"  be brief # really  \"\n"
+                       "theme = light\n"
+                       "seed = 42\n"
+                       "history = off\n"
+                       "mem_bandwidth_gbs = 51.2\n";
+    assert_int_equal(config_parse(text, strlen(text), "config", &o, err, sizeof err), 0);
+    assert_string_equal(o.model, "/home/someone/models/x.gguf");
+    assert_int_equal(o.backend, ENGINE_BACKEND_CPU);
+    assert_int_equal(o.ctx_size, 2048);
+    assert_true(fabsf(o.sampling.temperature - 0.3f) < 1e-6f);
+    assert_int_equal(o.sampling.top_k, 20);
+    assert_string_equal(o.system, "  be brief # really  ");
+    assert_true(o.system_set);
+    assert_string_equal(o.theme, "light");
+    assert_int_equal(o.sampling.seed, 42);
+    assert_true(o.seed_set);
+    assert_true(o.no_history);
+    assert_true(fabs(o.mem_bandwidth_gbs - 51.2) < 1e-9);
+
+    static const struct {
+        const char *text, *want;
+    } bad[] = {
+        {"backend = tpu\n", "cfg:1: backend: 'tpu' is not auto, cpu or cuda"},
+        {"\ntop_p = 0\n", "cfg:2: top_p:"},
+        {"top_p = 1.5\n", "cfg:1: top_p:"},
+        {"temperature = hot\n", "cfg:1: temperature:"},
+        {"ctx_size = -1\n", "cfg:1: ctx_size:"},
+        {"top_k = 3.5\n", "cfg:1: top_k:"},
+        {"colour = red\n", "cfg:1: unknown setting 'colour'"},
+        {"just words\n", "cfg:1: expected KEY = VALUE"},
+        {"system = \"open\n", "cfg:1: unterminated quoted value"},
+        {"seed = -5\n", "cfg:1: seed:"},
+        {"history = maybe\n", "cfg:1: history:"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        err[0] = 0;
+        assert_int_equal(config_parse(bad[i].text, strlen(bad[i].text), "cfg", &o, err, sizeof err), -1);
+        if (!strstr(err, bad[i].want))
+            fail_msg("config %zu: got \"%s\", want \"%s\"", i, err, bad[i].want);
+    }
+}
+
+static void test_config_load(void **state)
+{
+    (void)state;
+    char dir[4096], path[4200], err[512] = "";
+    struct kv_options o;
+    memset(&o, 0, sizeof o);
+    test_tmpdir(dir, sizeof dir, "config");
+    assert_true(dir[0]);
+    /* No file at the default place: fine, nothing changes. */
+    setenv("XDG_CONFIG_HOME", dir, 1);
+    assert_int_equal(config_load(NULL, &o, err, sizeof err), 0);
+    assert_int_equal(o.ctx_size, 0);
+    /* An explicit path that is missing is an error naming it. */
+    snprintf(path, sizeof path, "%s/missing.conf", dir);
+    assert_int_equal(config_load(path, &o, err, sizeof err), -1);
+    assert_non_null(strstr(err, "missing.conf"));
+    /* The default file is found through XDG_CONFIG_HOME. */
+    snprintf(path, sizeof path, "%s/kvchat", dir);
+    mkdir(path, 0755);
+    snprintf(path, sizeof path, "%s/kvchat/config", dir);
+    write_file(path, "ctx_size = 512\nthreads = x\n");
+    assert_int_equal(config_load(NULL, &o, err, sizeof err), -1);
+    assert_int_equal(o.ctx_size, 512); /* lines before the bad one applied */
+    char want[4300];
+    snprintf(want, sizeof want, "%s:2: threads:", path);
+    assert_non_null(strstr(err, want));
+}
+
+/* ---- commands ---- */
+
+static void test_command_parse(void **state)
+{
+    (void)state;
+    static struct command c;
+    char err[256];
+    size_t off;
+    assert_int_equal(cmd_parse("hello", &c, &off, err, sizeof err), CMD_TEXT);
+    assert_int_equal(off, 0);
+    assert_int_equal(cmd_parse("//etc/hosts is a file", &c, &off, err, sizeof err), CMD_TEXT);
+    assert_int_equal(off, 1);
+
+    assert_int_equal(cmd_parse("/quit", &c, &off, err, sizeof err), CMD_OK);
+    assert_int_equal(c.id, CMD_QUIT);
+    assert_int_equal(cmd_parse("/set temp 0.2 ", &c, &off, err, sizeof err), CMD_OK);
+    assert_int_equal(c.id, CMD_SET);
+    assert_string_equal(c.arg, "temperature");
+    assert_string_equal(c.arg2, "0.2");
+    assert_int_equal(cmd_parse("/resume 42", &c, &off, err, sizeof err), CMD_OK);
+    assert_int_equal(c.num, 42);
+    assert_int_equal(cmd_parse("/export json /tmp/out file.json", &c, &off, err, sizeof err), CMD_OK);
+    assert_string_equal(c.arg, "json");
+    assert_string_equal(c.arg2, "/tmp/out file.json");
+    assert_int_equal(cmd_parse("/rename  My chat  ", &c, &off, err, sizeof err), CMD_OK);
+    assert_string_equal(c.arg, "My chat");
+    assert_int_equal(cmd_parse("/system", &c, &off, err, sizeof err), CMD_OK);
+    assert_string_equal(c.arg, "");
+    assert_int_equal(cmd_parse("/copy", &c, &off, err, sizeof err), CMD_OK);
+    assert_int_equal(c.num, 0);
+    assert_int_equal(cmd_parse("/copy 2", &c, &off, err, sizeof err), CMD_OK);
+    assert_int_equal(c.num, 2);
+    assert_int_equal(cmd_parse("/theme high-contrast", &c, &off, err, sizeof err), CMD_OK);
+    assert_string_equal(c.arg, "high-contrast");
+
+    static const struct {
+        const char *line, *want;
+    } bad[] = {
+        {"/frobnicate", "unknown command /frobnicate"},
+        {"/resume", "/resume needs a session ID"},
+        {"/resume abc", "'abc' is not a positive number"},
+        {"/delete 0", "'0' is not a positive number"},
+        {"/resume 12x", "'12x'"},
+        {"/quit now", "/quit takes no arguments"},
+        {"/set colour 3", "unknown key 'colour'"},
+        {"/set temp", "needs one value"},
+        {"/export pdf f", "usage: /export md|json FILE"},
+        {"/export md", "usage: /export md|json FILE"},
+        {"/rename", "/rename needs a title"},
+        {"/search   ", "/search needs some text"},
+        {"/theme a b", "needs one name"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        err[0] = 0;
+        assert_int_equal(cmd_parse(bad[i].line, &c, &off, err, sizeof err), CMD_ERROR);
+        if (!strstr(err, bad[i].want))
+            fail_msg("%s: got \"%s\", want \"%s\"", bad[i].line, err, bad[i].want);
+    }
+    /* Every command is in the help. */
+    for (int i = 0; i < CMD_COUNT; i++) {
+        char want[32];
+        snprintf(want, sizeof want, "/%s", cmd_name((enum cmd_id)i));
+        assert_non_null(strstr(cmd_help_text(), want));
+    }
+}
+
+static bool has(const char **out, size_t n, const char *s)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(out[i], s))
+            return true;
+    return false;
+}
+
+static void test_command_complete(void **state)
+{
+    (void)state;
+    const char *out[32];
+    size_t ws;
+    const char *themes[] = {"dark", "light", "high-contrast", "dusk"};
+    size_t n = cmd_complete("/re", 3, themes, 4, out, 32, &ws);
+    assert_int_equal(n, 3);
+    assert_true(has(out, n, "resume") && has(out, n, "rename") && has(out, n, "retry"));
+    assert_int_equal(ws, 1);
+    n = cmd_complete("/", 1, themes, 4, out, 32, &ws);
+    assert_int_equal(n, CMD_COUNT);
+    n = cmd_complete("/set t", 6, themes, 4, out, 32, &ws);
+    assert_int_equal(n, 3);
+    assert_true(has(out, n, "temp") && has(out, n, "top_k") && has(out, n, "top_p"));
+    assert_int_equal(ws, 5);
+    n = cmd_complete("/theme d", 8, themes, 4, out, 32, &ws);
+    assert_int_equal(n, 2);
+    assert_true(has(out, n, "dark") && has(out, n, "dusk"));
+    n = cmd_complete("/export j", 9, themes, 4, out, 32, &ws);
+    assert_int_equal(n, 1);
+    assert_string_equal(out[0], "json");
+    /* Second argument, plain text and unknown commands: nothing. */
+    assert_int_equal(cmd_complete("/set temp 0", 11, themes, 4, out, 32, &ws), 0);
+    assert_int_equal(cmd_complete("hello wo", 8, themes, 4, out, 32, &ws), 0);
+    assert_int_equal(cmd_complete("/xyz a", 6, themes, 4, out, 32, &ws), 0);
+    /* CAP smaller than the matches: count is still total. */
+    assert_int_equal(cmd_complete("/", 1, themes, 4, out, 2, &ws), CMD_COUNT);
+}
+
+int main(void)
+{
+    if (!setlocale(LC_ALL, "C.UTF-8") && !setlocale(LC_ALL, "en_US.UTF-8")) {
+        printf("SKIPPED: no UTF-8 locale for wcwidth\n");
+        return 0;
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_layout_sizes),
+        cmocka_unit_test(test_wrap_words),
+        cmocka_unit_test(test_wrap_wide_and_combining),
+        cmocka_unit_test(test_utf8_invalid),
+        cmocka_unit_test(test_markdown),
+        cmocka_unit_test(test_number_formats),
+        cmocka_unit_test(test_meter_bar),
+        cmocka_unit_test(test_mem_split),
+        cmocka_unit_test(test_roofline),
+        cmocka_unit_test(test_theme_parse),
+        cmocka_unit_test(test_theme_load),
+        cmocka_unit_test(test_color_to8),
+        cmocka_unit_test(test_config_parse),
+        cmocka_unit_test(test_config_load),
+        cmocka_unit_test(test_command_parse),
+        cmocka_unit_test(test_command_complete),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

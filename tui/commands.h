@@ -1,0 +1,66 @@
+/* commands.h - the chat screen's slash commands: parsing a typed line into a
+ * command with checked arguments, the /help text, and Tab completion.
+ *
+ * Pure: ui.c executes what cmd_parse returns; tests/test_tui.c checks the
+ * parsing and completion without a terminal.
+ */
+#ifndef KVCHAT_TUI_COMMANDS_H
+#define KVCHAT_TUI_COMMANDS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum cmd_id {
+    CMD_HELP,
+    CMD_NEW,
+    CMD_SESSIONS,
+    CMD_RESUME,   /* num = session id */
+    CMD_RENAME,   /* arg = title */
+    CMD_DELETE,   /* num = session id */
+    CMD_SEARCH,   /* arg = text */
+    CMD_EXPORT,   /* arg = "md" | "json", arg2 = file */
+    CMD_SYSTEM,   /* arg = text ("" = the template's default) */
+    CMD_SET,      /* arg = key (canonical config name), arg2 = value */
+    CMD_RETRY,
+    CMD_EDIT,
+    CMD_THEME,    /* arg = name */
+    CMD_STATS,
+    CMD_COPY,     /* num = code block (1-based), 0 = the whole reply */
+    CMD_EDITOR,
+    CMD_CLEAR,
+    CMD_QUIT,
+    CMD_COUNT
+};
+
+struct command {
+    enum cmd_id id;
+    int64_t num;
+    char arg[8192];
+    char arg2[4096];
+};
+
+enum cmd_parse_result {
+    CMD_TEXT = 0,   /* not a command: send the line as a message */
+    CMD_OK = 1,     /* OUT holds a command */
+    CMD_ERROR = -1, /* a command with bad arguments: message in ERR */
+};
+
+/* Parses LINE. A line starting with "//" is text starting with "/" (the
+ * first slash is dropped: *TEXT_OFFSET is set to 1, else 0). */
+enum cmd_parse_result cmd_parse(const char *line, struct command *out, size_t *text_offset, char *err,
+                                size_t errlen);
+
+const char *cmd_name(enum cmd_id id); /* "new", "resume", ... */
+
+/* The /help text: one line per command, then the keys. */
+const char *cmd_help_text(void);
+
+/* Completion candidates for the word that ends at CURSOR in LINE: command
+ * names after a leading '/', then /set keys, /export formats and theme names
+ * (THEMES, N_THEMES) for those commands' first argument. Writes up to CAP
+ * borrowed strings to OUT and returns how many matched. *WORD_START gets the
+ * byte offset of the word being completed. */
+size_t cmd_complete(const char *line, size_t cursor, const char *const *themes, size_t n_themes,
+                    const char **out, size_t cap, size_t *word_start);
+
+#endif

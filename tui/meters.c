@@ -1,0 +1,175 @@
+/* meters.c - formatting and bar arithmetic for the chat screen's meters. See
+ * meters.h. */
+#include "meters.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+static int unknown(double v)
+{
+    return isnan(v) || v < 0;
+}
+
+void fmt_bytes(uint64_t b, char *buf, size_t cap)
+{
+    if (b == ENGINE_UNKNOWN) {
+        snprintf(buf, cap, "n/a");
+        return;
+    }
+    static const char *units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    double v = (double)b;
+    int u = 0;
+    while (v >= 1024.0 && u < 4) {
+        v /= 1024.0;
+        u++;
+    }
+    if (u == 0)
+        snprintf(buf, cap, "%llu B", (unsigned long long)b);
+    else if (v < 10)
+        snprintf(buf, cap, "%.2f %s", v, units[u]);
+    else if (v < 100)
+        snprintf(buf, cap, "%.1f %s", v, units[u]);
+    else
+        snprintf(buf, cap, "%.0f %s", v, units[u]);
+}
+
+void fmt_rate(double v, char *buf, size_t cap)
+{
+    if (unknown(v))
+        snprintf(buf, cap, "n/a");
+    else if (v < 10)
+        snprintf(buf, cap, "%.2f", v);
+    else if (v < 1000)
+        snprintf(buf, cap, "%.1f", v);
+    else
+        snprintf(buf, cap, "%.0f", v);
+}
+
+void fmt_duration(double s, char *buf, size_t cap)
+{
+    if (unknown(s))
+        snprintf(buf, cap, "n/a");
+    else if (s < 1.0)
+        snprintf(buf, cap, "%.0f ms", s * 1000.0);
+    else if (s < 60.0)
+        snprintf(buf, cap, "%.2f s", s);
+    else
+        snprintf(buf, cap, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60.0));
+}
+
+void fmt_unit(double v, int valid, const char *unit, char *buf, size_t cap)
+{
+    if (!valid || isnan(v))
+        snprintf(buf, cap, "n/a");
+    else
+        snprintf(buf, cap, "%.1f %s", v, unit);
+}
+
+size_t meter_bar(double frac, int width, char *buf, size_t cap)
+{
+    /* U+258F..U+2588: 1/8 .. 8/8 left blocks. */
+    static const char *eighths[] = {"", "\xE2\x96\x8F", "\xE2\x96\x8E", "\xE2\x96\x8D", "\xE2\x96\x8C",
+                                    "\xE2\x96\x8B", "\xE2\x96\x8A", "\xE2\x96\x89", "\xE2\x96\x88"};
+    if (isnan(frac) || frac < 0)
+        frac = 0;
+    if (frac > 1)
+        frac = 1;
+    size_t o = 0;
+    if (cap == 0)
+        return 0;
+    long total = lround(frac * width * 8);
+    for (int c = 0; c < width; c++) {
+        long left = total - (long)c * 8;
+        const char *cell = left >= 8 ? eighths[8] : left > 0 ? eighths[left] : " ";
+        size_t l = strlen(cell);
+        if (o + l + 1 > cap)
+            break;
+        memcpy(buf + o, cell, l);
+        o += l;
+    }
+    buf[o] = 0;
+    return o;
+}
+
+static uint64_t known(uint64_t v)
+{
+    return v == ENGINE_UNKNOWN ? 0 : v;
+}
+
+void meters_mem_split(const struct engine_memory *m, int width, struct mem_split *out)
+{
+    memset(out, 0, sizeof *out);
+    if (m->device_total == ENGINE_UNKNOWN || m->device_total == 0 || width <= 0)
+        return;
+    out->valid = 1;
+    out->total = m->device_total;
+    uint64_t *b = out->bytes;
+    b[MEM_WEIGHTS] = known(m->weights);
+    b[MEM_KV] = known(m->kv_cache);
+    b[MEM_SCRATCH] = known(m->scratch);
+    uint64_t ours = b[MEM_WEIGHTS] + b[MEM_KV] + b[MEM_SCRATCH];
+    uint64_t free_b = m->device_free == ENGINE_UNKNOWN ? 0 : m->device_free;
+    if (free_b > m->device_total)
+        free_b = m->device_total;
+    uint64_t used = m->device_total - free_b;
+    /* On the CPU the weights are usually an mmap'd file the kernel may count
+     * as cache rather than use: never let "other" go negative. */
+    b[MEM_OTHER] = used > ours ? used - ours : 0;
+    b[MEM_FREE] = free_b;
+    uint64_t sum = 0;
+    for (int i = 0; i < MEM_SEG_COUNT; i++)
+        sum += b[i];
+    if (sum == 0)
+        return;
+
+    double rem[MEM_SEG_COUNT];
+    int given = 0;
+    for (int i = 0; i < MEM_SEG_COUNT; i++) {
+        double exact = (double)b[i] * width / (double)sum;
+        out->cols[i] = (int)exact;
+        rem[i] = exact - out->cols[i];
+        given += out->cols[i];
+    }
+    /* Segments with bytes but no cell get one first (smallest first would be
+     * fairer, but order of the enum is what the eye reads). */
+    for (int i = 0; i < MEM_SEG_COUNT && given < width; i++)
+        if (b[i] > 0 && out->cols[i] == 0) {
+            out->cols[i] = 1;
+            rem[i] = -1;
+            given++;
+        }
+    while (given < width) {
+        int best = -1;
+        for (int i = 0; i < MEM_SEG_COUNT; i++)
+            if (b[i] > 0 && (best < 0 || rem[i] > rem[best]))
+                best = i;
+        out->cols[best]++;
+        rem[best] = -1;
+        given++;
+    }
+    /* The minimum cells may overshoot: take back from the widest segment. */
+    while (given > width) {
+        int big = 0;
+        for (int i = 1; i < MEM_SEG_COUNT; i++)
+            if (out->cols[i] > out->cols[big])
+                big = i;
+        out->cols[big]--;
+        given--;
+    }
+}
+
+double meters_roofline_pct(uint64_t bytes_per_token, double tok_s, double bw)
+{
+    if (bytes_per_token == 0 || bytes_per_token == ENGINE_UNKNOWN || unknown(tok_s) || tok_s == 0 ||
+        isnan(bw) || bw <= 0)
+        return NAN;
+    return 100.0 * (double)bytes_per_token * tok_s / bw;
+}
+
+double meters_joules_per_token(double joules, int32_t tokens)
+{
+    if (isnan(joules) || joules < 0 || tokens <= 0)
+        return NAN;
+    return joules / tokens;
+}

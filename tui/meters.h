@@ -1,0 +1,53 @@
+/* meters.h - the pure arithmetic and formatting behind the chat screen's
+ * meters: byte counts, rates and durations as short strings, horizontal bars,
+ * the stacked memory bar (weights / KV cache / scratch / other / free) and
+ * the roofline percentage.
+ *
+ * Used by ui.c and tested by tests/test_tui.c without a terminal. Unknown
+ * values (ENGINE_UNKNOWN, NaN, negative rates) always format as "n/a", never
+ * as 0, so a missing reading cannot pass for a real one.
+ */
+#ifndef KVCHAT_TUI_METERS_H
+#define KVCHAT_TUI_METERS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine.h"
+
+/* "512 B", "12.0 KiB", "135 MiB", "1.25 GiB"; ENGINE_UNKNOWN -> "n/a". */
+void fmt_bytes(uint64_t bytes, char *buf, size_t cap);
+/* Tokens per second: "0.85", "12.3", "1234"; negative or NaN -> "n/a". */
+void fmt_rate(double v, char *buf, size_t cap);
+/* "850 ms", "1.23 s", "2m05s"; negative or NaN -> "n/a". */
+void fmt_duration(double seconds, char *buf, size_t cap);
+/* A value with one decimal and a unit ("61.5 W"), or "n/a" when !valid. */
+void fmt_unit(double v, int valid, const char *unit, char *buf, size_t cap);
+
+/* A bar of WIDTH cells for FRAC (clamped to 0..1) in UTF-8 eighth blocks,
+ * padded with spaces; returns the bytes written (BUF needs 3*WIDTH+1). */
+size_t meter_bar(double frac, int width, char *buf, size_t cap);
+
+enum mem_seg { MEM_WEIGHTS, MEM_KV, MEM_SCRATCH, MEM_OTHER, MEM_FREE, MEM_SEG_COUNT };
+
+struct mem_split {
+    uint64_t bytes[MEM_SEG_COUNT];
+    int cols[MEM_SEG_COUNT]; /* cells of each segment; they sum to the width */
+    uint64_t total;
+    int valid;               /* 0: total unknown, nothing to draw */
+};
+
+/* Splits a bar of WIDTH cells over the engine's memory: OTHER is what the
+ * device (or host) has in use beyond this engine's buffers (other processes,
+ * CUDA context). Cells go by largest remainder, and a segment with any bytes
+ * gets at least one cell while there are cells to give. */
+void meters_mem_split(const struct engine_memory *m, int width, struct mem_split *out);
+
+/* Achieved memory bandwidth as a percentage of the device's: bytes read per
+ * token x tokens/s / bandwidth. NaN when a figure is missing. */
+double meters_roofline_pct(uint64_t bytes_per_token, double tok_s, double bandwidth_bytes_s);
+
+/* Energy per generated token in joules; NaN when unknown or no tokens. */
+double meters_joules_per_token(double joules, int32_t tokens);
+
+#endif
