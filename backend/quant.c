@@ -9,7 +9,6 @@
 #include "quant.h"
 
 #include <ctype.h>
-#include <float.h>
 #include <math.h>
 
 #if defined(__AVX2__) || defined(__F16C__)
@@ -507,14 +506,13 @@ static void quant_q8_0(const float *x, blk_q8_0 *y, int64_t nb)
 }
 
 /* Symmetric 4- or 5-bit codes (Q4_0: bits 4, Q5_0: bits 5) into Q[32]. */
-static float quant_sym32(const float *x, int bits, uint16_t *d16, int q[32])
+static void quant_sym32(const float *x, int bits, uint16_t *d16, int q[32])
 {
     int half = 1 << (bits - 1);
     *d16 = quant_f32_to_f16(max_abs_signed(x, 32) / -half);
     float d = quant_f16_to_f32(*d16), id = d != 0 ? 1 / d : 0;
     for (int j = 0; j < 32; j++)
         q[j] = clampi((int)lrintf(x[j] * id) + half, 0, 2 * half - 1);
-    return d;
 }
 
 /* Asymmetric codes with a min (Q4_1, Q5_1). */
