@@ -560,6 +560,54 @@ static void test_broken_vocab(void **state)
     expect_refused(&v, "llama3");
 }
 
+/* Every pre-tokenizer the engine promises compiles, and splits text so that
+ * a vocabulary of the 256 byte characters (no merges) round-trips it. */
+static void test_all_pretokenizers(void **state)
+{
+    (void)state;
+    static const char *const pres[] = {"default", "gpt-2", "llama3", "llama-bpe", "qwen2",
+                                       "smollm", "starcoder", "refact", "mpt", "falcon",
+                                       "deepseek-llm", "deepseek-coder", "command-r", "olmo"};
+    static char texts[256][5];
+    const char *toks[256];
+    /* the GPT-2 byte map, written out independently of the tokenizer */
+    int extra = 0;
+    for (int b = 0; b < 256; b++) {
+        bool same = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || b >= 0xAE;
+        unsigned cp = same ? (unsigned)b : 256u + (unsigned)extra++;
+        if (cp < 0x80) {
+            texts[b][0] = (char)cp;
+            texts[b][1] = 0;
+        } else {
+            texts[b][0] = (char)(0xC0 | (cp >> 6));
+            texts[b][1] = (char)(0x80 | (cp & 0x3F));
+            texts[b][2] = 0;
+        }
+        toks[b] = texts[b];
+    }
+    const char *text = "Hello world's 12345 ½ \xC3\x84pfel\n\n  \t x++; \xE4\xB8\xAD\xE6\x96\x87 "
+                       "\xF0\x9F\xA6\x99!!  ";
+    for (size_t i = 0; i < sizeof pres / sizeof pres[0]; i++) {
+        struct vocab_spec v = {"gpt2", pres[i], toks, 256, 0, NULL, 0, 0};
+        static const char *const no_merges[1] = {NULL};
+        v.merges = no_merges;
+        char err[1024] = "";
+        struct tokenizer *t = build(&v, err, sizeof err);
+        if (!t)
+            fail_msg("pre '%s': %s", pres[i], err);
+        assert_string_equal(tok_pre_name(t), pres[i]);
+        int64_t n;
+        int32_t *ids = encode(t, text, strlen(text), &n);
+        assert_int_equal(n, (int64_t)strlen(text));
+        size_t len;
+        char *back = decode(t, ids, n, &len);
+        assert_string_equal(back, text);
+        free(back);
+        free(ids);
+        tok_free(t);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -575,6 +623,7 @@ int main(void)
         cmocka_unit_test(test_smollm2),
         cmocka_unit_test(test_gemma3),
         cmocka_unit_test(test_broken_vocab),
+        cmocka_unit_test(test_all_pretokenizers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
