@@ -820,37 +820,40 @@ bool gguf_get_arr(const struct gguf *g, const char *key, enum gguf_type *elem_ty
     return true;
 }
 
-bool gguf_get_arr_str(const struct gguf *g, const char *key, uint64_t i, struct gguf_str *out)
+bool gguf_kv_arr_str(const struct gguf *g, int64_t kv, uint64_t i, struct gguf_str *out)
 {
-    const struct kv *kv = find_kv(g, key);
-    if (!kv || kv->type != GGUF_TYPE_ARRAY || kv->elem_type != GGUF_TYPE_STRING || i >= kv->n)
+    if (kv < 0 || kv >= g->n_kv)
         return false;
-    *out = str_at(g, kv->str_off[i]);
+    const struct kv *e = &g->kv[kv];
+    if (e->type != GGUF_TYPE_ARRAY || e->elem_type != GGUF_TYPE_STRING || i >= e->n)
+        return false;
+    *out = str_at(g, e->str_off[i]);
     return true;
 }
 
 /* Element I of a fixed-size array, or NULL. */
-static const uint8_t *arr_elem(const struct gguf *g, const char *key, uint64_t i,
-                               enum gguf_type *t)
+static const uint8_t *arr_elem(const struct gguf *g, int64_t kv, uint64_t i, enum gguf_type *t)
 {
-    const struct kv *kv = find_kv(g, key);
-    if (!kv || kv->type != GGUF_TYPE_ARRAY || i >= kv->n || type_size(kv->elem_type) == 0)
+    if (kv < 0 || kv >= g->n_kv)
         return NULL;
-    *t = kv->elem_type;
-    return g->base + kv->elems_off + i * type_size(kv->elem_type);
+    const struct kv *e = &g->kv[kv];
+    if (e->type != GGUF_TYPE_ARRAY || i >= e->n || type_size(e->elem_type) == 0)
+        return NULL;
+    *t = e->elem_type;
+    return g->base + e->elems_off + i * type_size(e->elem_type);
 }
 
-bool gguf_get_arr_int(const struct gguf *g, const char *key, uint64_t i, int64_t *out)
+bool gguf_kv_arr_int(const struct gguf *g, int64_t kv, uint64_t i, int64_t *out)
 {
     enum gguf_type t;
-    const uint8_t *p = arr_elem(g, key, i, &t);
+    const uint8_t *p = arr_elem(g, kv, i, &t);
     return p && num_int(p, t, out);
 }
 
-bool gguf_get_arr_float(const struct gguf *g, const char *key, uint64_t i, double *out)
+bool gguf_kv_arr_float(const struct gguf *g, int64_t kv, uint64_t i, double *out)
 {
     enum gguf_type t;
-    const uint8_t *p = arr_elem(g, key, i, &t);
+    const uint8_t *p = arr_elem(g, kv, i, &t);
     if (!p)
         return false;
     if (num_float(p, t, out))
@@ -861,6 +864,21 @@ bool gguf_get_arr_float(const struct gguf *g, const char *key, uint64_t i, doubl
         return false;
     *out = (double)v;
     return true;
+}
+
+bool gguf_get_arr_str(const struct gguf *g, const char *key, uint64_t i, struct gguf_str *out)
+{
+    return gguf_kv_arr_str(g, gguf_find_key(g, key), i, out);
+}
+
+bool gguf_get_arr_int(const struct gguf *g, const char *key, uint64_t i, int64_t *out)
+{
+    return gguf_kv_arr_int(g, gguf_find_key(g, key), i, out);
+}
+
+bool gguf_get_arr_float(const struct gguf *g, const char *key, uint64_t i, double *out)
+{
+    return gguf_kv_arr_float(g, gguf_find_key(g, key), i, out);
 }
 
 int64_t gguf_n_tensors(const struct gguf *g)

@@ -98,6 +98,12 @@ bool gguf_get_arr_str(const struct gguf *g, const char *key, uint64_t i, struct 
 bool gguf_get_arr_int(const struct gguf *g, const char *key, uint64_t i, int64_t *out);
 bool gguf_get_arr_float(const struct gguf *g, const char *key, uint64_t i, double *out);
 
+/* The same element getters by key index (from gguf_find_key), for loops over
+ * large arrays such as a 250k-token vocabulary: no key lookup per element. */
+bool gguf_kv_arr_str(const struct gguf *g, int64_t kv, uint64_t i, struct gguf_str *out);
+bool gguf_kv_arr_int(const struct gguf *g, int64_t kv, uint64_t i, int64_t *out);
+bool gguf_kv_arr_float(const struct gguf *g, int64_t kv, uint64_t i, double *out);
+
 /* Tensors. */
 int64_t gguf_n_tensors(const struct gguf *g);
 const struct gguf_tensor *gguf_tensor(const struct gguf *g, int64_t i);

@@ -957,6 +957,21 @@ static void check_model(const char *file, const char *arch, int64_t blocks, int6
         total += s.len;
     }
     assert_true(total > n);
+    /* By key index: the same elements, and nothing past the end. */
+    int64_t kt = gguf_find_key(g, "tokenizer.ggml.tokens");
+    uint64_t total2 = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        assert_true(gguf_kv_arr_str(g, kt, i, &s));
+        total2 += s.len;
+    }
+    assert_int_equal(total2, total);
+    assert_false(gguf_kv_arr_str(g, kt, n, &s));
+    assert_false(gguf_kv_arr_str(g, -1, 0, &s));
+    assert_false(gguf_kv_arr_int(g, kt, 0, &v));
+    int64_t ktt = gguf_find_key(g, "tokenizer.ggml.token_type");
+    assert_true(ktt >= 0);
+    assert_true(gguf_kv_arr_int(g, ktt, n - 1, &v));
+    assert_false(gguf_kv_arr_int(g, ktt, n, &v));
 
     const struct gguf_tensor *emb = gguf_find_tensor(g, "token_embd.weight");
     assert_non_null(emb);
