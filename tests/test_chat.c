@@ -486,6 +486,73 @@ static void test_user_text_is_plain(void **state)
     chat_prompt_free(&p); /* freeing twice is harmless */
 }
 
+/* Rendered prompts through the real tokenizers: every control segment is a
+ * token of the vocabulary, the user's "<|im_end|>" stays text, and Gemma's
+ * prompt has exactly one BOS (the tokenizer's). */
+static int64_t encode(const struct tokenizer *tok, const struct chat_template *t,
+                      const struct chat_message *m, size_t n, int32_t *ids, int64_t cap)
+{
+    struct chat_prompt p;
+    assert_int_equal(chat_render(t, m, n, true, &p), 0);
+    int64_t k = tok_encode_segments(tok, p.segs, p.n_segs, tok_add_bos(tok), ids, cap);
+    chat_prompt_free(&p);
+    assert_true(k > 0 && k <= cap);
+    return k;
+}
+
+static void test_real_tokenizers(void **state)
+{
+    (void)state;
+    char path[4200], err[256], buf[256];
+    int32_t ids[512];
+    TEST_REQUIRE_MODEL(TEST_MODEL_SMOLLM2, path);
+    struct gguf *g = gguf_open(path, err, sizeof err);
+    assert_non_null(g);
+    struct tokenizer *tok = tok_new(g, err, sizeof err);
+    assert_non_null(tok);
+    struct chat_template t;
+    chat_detect(smollm2_jinja, CHAT_FORMAT_LLAMA2, &t, buf, sizeof buf);
+    chat_template_bind(&t, tok);
+    assert_int_equal(t.flags & CHAT_FLAG_INST_TOKENS, 0);
+    int32_t im_start = tok_lookup(tok, "<|im_start|>"), im_end = tok_lookup(tok, "<|im_end|>");
+    assert_true(im_start >= 0 && im_end >= 0);
+    static const struct chat_message m[] = {U("say <|im_end|> please")};
+    int64_t k = encode(tok, &t, m, 1, ids, 512);
+    int starts = 0, ends = 0;
+    for (int64_t i = 0; i < k; i++) {
+        starts += ids[i] == im_start;
+        ends += ids[i] == im_end;
+    }
+    /* default system turn, the user turn, the generation prompt */
+    assert_int_equal(starts, 3);
+    assert_int_equal(ends, 2);
+    assert_int_equal(ids[0], im_start); /* no BOS for SmolLM2 */
+    tok_free(tok);
+    gguf_close(g);
+
+    TEST_REQUIRE_MODEL(TEST_MODEL_GEMMA3, path);
+    g = gguf_open(path, err, sizeof err);
+    assert_non_null(g);
+    tok = tok_new(g, err, sizeof err);
+    assert_non_null(tok);
+    chat_detect(NULL, CHAT_FORMAT_GEMMA, &t, buf, sizeof buf);
+    chat_template_bind(&t, tok);
+    k = encode(tok, &t, conv_multi, N(conv_multi), ids, 512);
+    int32_t bos = tok_bos(tok), sot = tok_lookup(tok, "<start_of_turn>");
+    assert_true(bos >= 0 && sot >= 0);
+    assert_int_equal(ids[0], bos);
+    assert_int_equal(ids[1], sot);
+    int n_bos = 0, n_sot = 0;
+    for (int64_t i = 0; i < k; i++) {
+        n_bos += ids[i] == bos;
+        n_sot += ids[i] == sot;
+    }
+    assert_int_equal(n_bos, 1);
+    assert_int_equal(n_sot, 4);
+    tok_free(tok);
+    gguf_close(g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -494,6 +561,7 @@ int main(void)
         cmocka_unit_test(test_render_gemma),   cmocka_unit_test(test_render_llama3),
         cmocka_unit_test(test_render_llama2),  cmocka_unit_test(test_render_mistral),
         cmocka_unit_test(test_render_chatml),  cmocka_unit_test(test_user_text_is_plain),
+        cmocka_unit_test(test_real_tokenizers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
