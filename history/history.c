@@ -735,8 +735,10 @@ static char *shorten(const char *s, size_t len, int max_chars)
                 i++;
             if (i == len)
                 break;
-            c = ' ';
             if (chars == max_chars) {
+                /* the limit falls exactly at the end of a word */
+                last_space = o;
+                chars_at_space = chars;
                 cut = 1;
                 break;
             }
