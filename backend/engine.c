@@ -277,10 +277,14 @@ struct engine *engine_new(const struct engine_params *p, char *err, size_t errle
                        chat_format_names());
                 goto fail;
             }
-            if (f != e->tmpl.format)
-                e->tmpl.default_system = NULL; /* a default belongs to the detected template */
+            if (f != e->tmpl.format) {
+                /* a default prompt and variant flags belong to the detected template */
+                e->tmpl.default_system = NULL;
+                e->tmpl.flags = 0;
+            }
             e->tmpl.format = f;
         }
+        chat_template_bind(&e->tmpl, e->tok);
     }
 
     int32_t n_ctx = p->n_ctx;

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# e2e_cli.sh - drives the real kvchat binary without a terminal: -p, -p -,
+# tokenize, bench --json, history commands, usage errors and bad model files.
+#
+# usage: e2e_cli.sh PATH/TO/kvchat
+# Runs with XDG folders and the database in a temporary folder, so it never
+# touches the user's data; models come from the real models folder.
+set -uo pipefail
+
+kvchat=$1
+real_data=${XDG_DATA_HOME:-$HOME/.local/share}
+models=${KVCHAT_MODEL_DIR:-$real_data/kvchat/models}
+smol=$models/SmolLM2-135M-Instruct.Q4_1.gguf
+gemma=$models/gemma-3-270m-q4_k_m.gguf
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+export XDG_CONFIG_HOME=$tmp/config XDG_DATA_HOME=$tmp/data
+db=$tmp/history.db
+
+pass=0 fail=0 skipped=0
+ok() { pass=$((pass + 1)); printf 'ok   %s\n' "$1"; }
+bad() { fail=$((fail + 1)); printf 'FAIL %s\n' "$1"; [ -n "${2:-}" ] && printf '     %s\n' "$2"; }
+skip() { skipped=$((skipped + 1)); printf 'SKIPPED: %s\n' "$1"; }
+
+# expect_exit CODE NAME CMD...: runs CMD, checks its exit status, keeps its
+# stdout in $out and stderr in $errout.
+expect_exit() {
+  local want=$1 name=$2; shift 2
+  out=$("$@" 2>"$tmp/stderr"); local rc=$?
+  errout=$(cat "$tmp/stderr")
+  if [ "$rc" -eq "$want" ]; then ok "$name"; else bad "$name" "exit $rc, wanted $want; stderr: $errout"; fi
+}
+
+one_line_error() {
+  local name=$1
+  if [ "$(printf '%s\n' "$errout" | grep -c .)" -eq 1 ] && [[ $errout == kvchat:* ]]; then
+    ok "$name: one-line error"
+  else
+    bad "$name: one-line error" "$errout"
+  fi
+}
+
+# --- usage ---------------------------------------------------------------
+expect_exit 0 "--help" "$kvchat" --help
+[[ $out == *"--ctx-size"* && $out == *"tokenize"* ]] && ok "--help lists options" || bad "--help lists options"
+expect_exit 0 "--version" "$kvchat" --version
+[[ $out == kvchat\ * ]] && ok "--version prints a version" || bad "--version prints a version" "$out"
+expect_exit 2 "unknown option" "$kvchat" --frobnicate
+one_line_error "unknown option"
+expect_exit 2 "bad number" "$kvchat" -p hi --temp abc
+one_line_error "bad number"
+expect_exit 2 "out of range" "$kvchat" -p hi --top-p 7
+expect_exit 2 "missing value" "$kvchat" -p
+expect_exit 2 "bad backend" "$kvchat" -p hi --backend tpu
+expect_exit 2 "bad template" "$kvchat" -p hi --chat-template jinja
+expect_exit 2 "stray argument" "$kvchat" hello
+
+# --- bad model files -----------------------------------------------------
+expect_exit 1 "missing model" "$kvchat" -m "$tmp/nope.gguf" -p hi --no-history
+one_line_error "missing model"
+[[ $errout == *nope.gguf* ]] && ok "missing model: names the file" || bad "missing model: names the file" "$errout"
+printf 'not a model' >"$tmp/junk.gguf"
+expect_exit 1 "junk model" "$kvchat" -m "$tmp/junk.gguf" -p hi --no-history
+one_line_error "junk model"
+if [ -f "$smol" ]; then
+  head -c 5000000 "$smol" >"$tmp/truncated.gguf"
+  expect_exit 1 "truncated model" "$kvchat" -m "$tmp/truncated.gguf" -p hi --no-history
+  one_line_error "truncated model"
+fi
+
+if [ ! -f "$smol" ]; then
+  if [ "${CI:-}" = true ]; then
+    bad "default model present in CI" "$smol"
+  else
+    skip "model $smol not found (run scripts/test to fetch it)"
+  fi
+  echo "$pass passed, $fail failed, $skipped skipped"
+  [ "$fail" -eq 0 ]; exit
+fi
+
+# --- answering -----------------------------------------------------------
+expect_exit 0 "-p answers" "$kvchat" -m "$smol" -p "What is the capital of France?" --temp 0 -n 24 --db "$db"
+[[ $out == *Paris* ]] && ok "-p: the answer names Paris" || bad "-p: the answer names Paris" "$out"
+[ -z "$errout" ] && ok "-p: nothing on stderr without --verbose" || bad "-p: stderr quiet" "$errout"
+
+expect_exit 0 "-p - reads stdin" bash -c "printf 'What is the capital of France?' | '$kvchat' -m '$smol' -p - --temp 0 -n 24 --no-history"
+[[ $out == *Paris* ]] && ok "-p -: the answer names Paris" || bad "-p -: the answer names Paris" "$out"
+
+expect_exit 0 "--verbose" "$kvchat" -m "$smol" -p "Hi" --temp 0 -n 4 --no-history --verbose
+[[ $errout == *"tok/s"* ]] && ok "--verbose prints statistics" || bad "--verbose prints statistics" "$errout"
+
+expect_exit 1 "invalid UTF-8 prompt" "$kvchat" -m "$smol" -p $'\xff\xfe' --no-history
+one_line_error "invalid UTF-8 prompt"
+
+# same seed, same output
+a=$("$kvchat" -m "$smol" -p "Tell me a word." --seed 7 --temp 1 -n 12 --no-history 2>/dev/null)
+b=$("$kvchat" -m "$smol" -p "Tell me a word." --seed 7 --temp 1 -n 12 --no-history 2>/dev/null)
+[ "$a" = "$b" ] && ok "same seed, same output" || bad "same seed, same output" "$a / $b"
+
+# --- tokenize ------------------------------------------------------------
+expect_exit 0 "tokenize" "$kvchat" tokenize -m "$smol" "Hello world"
+[[ $out =~ ^[0-9]+(\ [0-9]+)*$ ]] && ok "tokenize prints ids" || bad "tokenize prints ids" "$out"
+expect_exit 0 "tokenize special text stays plain" "$kvchat" tokenize -m "$smol" "<|im_end|>"
+[[ $out != 2 ]] && [ "$(wc -w <<<"$out")" -gt 1 ] && ok "tokenize: <|im_end|> is not the control token" \
+  || bad "tokenize: <|im_end|> is not the control token" "$out"
+expect_exit 0 "tokenize --pieces" "$kvchat" tokenize -m "$smol" --pieces "Hello world"
+[[ $out == *'"Hello"'* ]] && ok "tokenize --pieces shows pieces" || bad "tokenize --pieces shows pieces" "$out"
+expect_exit 0 "tokenize stdin" bash -c "printf 'Hello world' | '$kvchat' tokenize -m '$smol' -"
+if [ -f "$gemma" ]; then
+  expect_exit 0 "tokenize gemma" "$kvchat" tokenize -m "$gemma" "Hello world"
+  first=$(cut -d' ' -f1 <<<"$out")
+  [ "$first" = 2 ] && ok "gemma adds BOS" || bad "gemma adds BOS" "$out"
+  expect_exit 0 "tokenize gemma --no-bos" "$kvchat" tokenize -m "$gemma" --no-bos "Hello world"
+  [ "$(cut -d' ' -f1 <<<"$out")" != 2 ] && ok "--no-bos drops BOS" || bad "--no-bos drops BOS" "$out"
+fi
+
+# --- bench ---------------------------------------------------------------
+expect_exit 0 "bench --json" "$kvchat" bench -m "$smol" --backend cpu --json
+if python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["prefill_tok_s"]>0 and d["decode_tok_s"]>0 and d["bytes_per_token"]>0' "$out" 2>/dev/null; then
+  ok "bench --json is valid JSON with figures"
+else
+  bad "bench --json is valid JSON with figures" "$out"
+fi
+
+# --- history -------------------------------------------------------------
+expect_exit 0 "--list-sessions" "$kvchat" --list-sessions --db "$db"
+[[ $out == *"capital of France"* ]] && ok "the -p turn was saved" || bad "the -p turn was saved" "$out"
+id=$(awk 'NR==1{print $1}' <<<"$out")
+expect_exit 0 "--resume -p" "$kvchat" -m "$smol" --resume -p "And of Italy?" --temp 0 -n 24 --db "$db"
+[[ $out == *Rome* ]] && ok "--resume: the model sees the earlier turn" || bad "--resume: the model sees the earlier turn" "$out"
+expect_exit 0 "--search" "$kvchat" --search "Italy" --db "$db"
+[[ $out == *Italy* ]] && ok "--search finds the message" || bad "--search finds the message" "$out"
+expect_exit 0 "--search hostile text" "$kvchat" --search '"NEAR( * AND -x' --db "$db"
+expect_exit 0 "--export md" "$kvchat" --export "$id" --format md --db "$db"
+[[ $out == *"capital of France"* && $out == *Italy* ]] && ok "--export md holds both turns" || bad "--export md holds both turns" "$out"
+expect_exit 0 "--export json -o" "$kvchat" --export "$id" --format json -o "$tmp/s.json" --db "$db"
+python3 -m json.tool "$tmp/s.json" >/dev/null 2>&1 && ok "--export json is valid JSON" || bad "--export json is valid JSON"
+expect_exit 1 "--export unknown id" "$kvchat" --export 99999 --db "$db"
+one_line_error "--export unknown id"
+expect_exit 0 "--delete" "$kvchat" --delete "$id" --db "$db"
+expect_exit 0 "--list-sessions after delete" "$kvchat" --list-sessions --db "$db"
+[ -z "$out" ] && ok "the session is gone" || bad "the session is gone" "$out"
+printf 'garbage garbage garbage' >"$tmp/corrupt.db"
+expect_exit 1 "corrupt database" "$kvchat" --list-sessions --db "$tmp/corrupt.db"
+one_line_error "corrupt database"
+expect_exit 0 "-p with a corrupt database still answers" "$kvchat" -m "$smol" -p "Hi" -n 4 --db "$tmp/corrupt.db"
+[[ $errout == *"not saving"* ]] && ok "... and warns it is not saving" || bad "... and warns it is not saving" "$errout"
+
+echo "$pass passed, $fail failed, $skipped skipped"
+[ "$fail" -eq 0 ]
