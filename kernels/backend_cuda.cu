@@ -1,0 +1,736 @@
+/* backend_cuda.cu - the CUDA backend: backend_cuda_ops (backend/backend.h).
+ *
+ * create() uploads the weights as they are in the file (quantised blocks)
+ * into one device arena through two pinned staging buffers, converting only
+ * the small vectors (norms, biases, rope factors) to f32; it sizes the f16 KV
+ * cache from n_ctx and the scratch from a micro-batch of UB tokens, and checks
+ * free device memory before allocating anything.
+ *
+ * forward() runs the layer math of backend/cpu.c op by op (docs/model-formats
+ * sections 3-4): one token goes through the matrix-vector kernels, several
+ * through cuBLAS GEMMs on f16 tiles dequantised chunk by chunk. Everything is
+ * queued on one stream; the only synchronisation is the copy of the logits.
+ *
+ * Thread safety: one thread at a time per backend (the engine's rule).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_common.h"
+
+extern "C" {
+#include "backend.h"
+#include "engine.h"
+#include "model.h"
+#include "quant.h"
+}
+
+#define UB_MAX 512              /* tokens per micro-batch */
+#define W16_MAX_ELEMS (32 << 20) /* f16 dequant tile: 64 MiB */
+#define LOGITS_MAX_FLOATS (16 << 20)
+#define MAX_SPLIT 32
+#define STAGE_BYTES (8u << 20)
+#define ARENA_ALIGN 256
+/* Room left for the CUDA context's own allocations and cuBLAS workspaces. */
+#define RESERVE_BYTES (192ull << 20)
+
+struct dlayer {
+    struct kv_dmat wq, wk, wv, wo, gate, up, down;
+    /* f32 vectors in the arena, NULL when absent */
+    float *attn_norm, *bq, *bk, *bv, *q_norm, *k_norm, *post_attn_norm;
+    float *ffn_norm, *post_ffw_norm;
+    __half *kc, *vc; /* (n_kv, n_ctx, hd) f16, in the KV allocation */
+    bool swa;
+    float rope_base;
+};
+
+struct cuda_backend {
+    const struct model *m; /* borrowed */
+    int32_t n_ctx;
+    int32_t ub;         /* tokens per micro-batch */
+    int32_t logit_rows; /* rows of logits computed per GEMM */
+    int32_t part_rows;  /* n_split * n_tok the attention scratch holds */
+    int64_t w16_elems;
+    int n_sm;
+    cudaStream_t st;
+    cublasHandle_t blas;
+    bool have_stream, have_blas;
+
+    uint8_t *arena; /* device, owned: weights and f32 vectors */
+    size_t arena_bytes;
+    uint8_t *kv; /* device, owned */
+    size_t kv_bytes;
+    uint8_t *scratch; /* device, owned; carved into the pointers below */
+    size_t scratch_bytes;
+
+    struct kv_dmat tok_embd, output;
+    float *output_norm, *rope_freqs;
+    struct dlayer *layers; /* host, owned, n_layer */
+
+    /* scratch views (device) */
+    float *x;      /* ub x n_embd: the residual stream */
+    float *xn;     /* ub x n_embd: normed input of a projection */
+    float *tmp;    /* ub x n_embd: a projection's output before its post-norm */
+    float *q, *ao; /* ub x n_head*hd */
+    float *k, *v;  /* ub x n_kv*hd */
+    float *g, *u;  /* ub x n_ff */
+    float *part;   /* part_rows x n_head x (hd + 2) */
+    float *logits; /* logit_rows x n_vocab */
+    __half *a16;   /* ub x max(n_embd, n_head*hd, n_ff) */
+    __half *w16;   /* w16_elems */
+    int32_t *ids;  /* ub */
+
+    char name[256];
+    char err[512];
+};
+
+static enum kv_wfmt wfmt_of(enum ggml_type t, int64_t ncols)
+{
+    bool vec = ncols % 8 == 0;
+    switch (t) {
+    case GGML_TYPE_F32: return vec ? KV_WF_F32 : KV_WF_F32_S;
+    case GGML_TYPE_F16: return vec ? KV_WF_F16 : KV_WF_F16_S;
+    case GGML_TYPE_BF16: return vec ? KV_WF_BF16 : KV_WF_BF16_S;
+    case GGML_TYPE_Q4_0: return KV_WF_Q4_0;
+    case GGML_TYPE_Q4_1: return KV_WF_Q4_1;
+    case GGML_TYPE_Q5_0: return KV_WF_Q5_0;
+    case GGML_TYPE_Q5_1: return KV_WF_Q5_1;
+    case GGML_TYPE_Q8_0: return KV_WF_Q8_0;
+    case GGML_TYPE_Q4_K: return ncols % 256 == 0 ? KV_WF_Q4_K : KV_WF_NONE;
+    case GGML_TYPE_Q5_K: return ncols % 256 == 0 ? KV_WF_Q5_K : KV_WF_NONE;
+    case GGML_TYPE_Q6_K: return ncols % 256 == 0 ? KV_WF_Q6_K : KV_WF_NONE;
+    default: return KV_WF_NONE;
+    }
+}
+
+/* ---- upload plan ---------------------------------------------------------
+ * Every tensor becomes an item with an arena offset; the plan is built once
+ * to size the arena, then walked again to copy. */
+
+struct item {
+    const struct model_tensor *t;
+    const char *what;      /* for messages */
+    bool vec;              /* convert to f32 */
+    size_t off, bytes;     /* in the arena */
+    struct kv_dmat *mat;   /* receives the matrix, or */
+    float **vp;            /* receives the vector pointer */
+};
+
+struct plan {
+    struct item *it;
+    size_t n, cap;
+    size_t bytes;
+};
+
+static size_t align_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
+
+static int plan_add(struct plan *p, const struct model_tensor *t, const char *what, bool vec,
+                    struct kv_dmat *mat, float **vp)
+{
+    if (!t->data)
+        return 0; /* absent tensor: the pointer stays NULL */
+    if (p->n == p->cap) {
+        size_t nc = p->cap ? p->cap * 2 : 64;
+        struct item *ni = (struct item *)realloc(p->it, nc * sizeof *ni);
+        if (!ni)
+            return -1;
+        p->it = ni;
+        p->cap = nc;
+    }
+    struct item *i = &p->it[p->n++];
+    i->t = t;
+    i->what = what;
+    i->vec = vec;
+    i->bytes = vec ? (size_t)(t->ne0 * t->ne1) * sizeof(float) : t->nbytes;
+    i->off = p->bytes;
+    i->mat = mat;
+    i->vp = vp;
+    p->bytes = align_up(p->bytes + i->bytes, ARENA_ALIGN);
+    return 0;
+}
+
+static int build_plan(struct cuda_backend *b, struct plan *p)
+{
+    const struct model *m = b->m;
+    int rc = 0;
+    rc |= plan_add(p, &m->tok_embd, "token_embd", false, &b->tok_embd, NULL);
+    /* Tied output: the same file bytes, uploaded once (the matrix is copied
+     * from tok_embd after the upload). */
+    if (m->output.data != m->tok_embd.data)
+        rc |= plan_add(p, &m->output, "output", false, &b->output, NULL);
+    rc |= plan_add(p, &m->output_norm, "output_norm", true, NULL, &b->output_norm);
+    rc |= plan_add(p, &m->rope_freqs, "rope_freqs", true, NULL, &b->rope_freqs);
+    for (int32_t il = 0; il < m->hp.n_layer; il++) {
+        const struct model_layer *L = &m->layers[il];
+        struct dlayer *D = &b->layers[il];
+        rc |= plan_add(p, &L->attn_norm, "attn_norm", true, NULL, &D->attn_norm);
+        rc |= plan_add(p, &L->wq, "attn_q", false, &D->wq, NULL);
+        rc |= plan_add(p, &L->wk, "attn_k", false, &D->wk, NULL);
+        rc |= plan_add(p, &L->wv, "attn_v", false, &D->wv, NULL);
+        rc |= plan_add(p, &L->bq, "attn_q.bias", true, NULL, &D->bq);
+        rc |= plan_add(p, &L->bk, "attn_k.bias", true, NULL, &D->bk);
+        rc |= plan_add(p, &L->bv, "attn_v.bias", true, NULL, &D->bv);
+        rc |= plan_add(p, &L->q_norm, "attn_q_norm", true, NULL, &D->q_norm);
+        rc |= plan_add(p, &L->k_norm, "attn_k_norm", true, NULL, &D->k_norm);
+        rc |= plan_add(p, &L->wo, "attn_output", false, &D->wo, NULL);
+        rc |= plan_add(p, &L->post_attn_norm, "post_attention_norm", true, NULL,
+                       &D->post_attn_norm);
+        rc |= plan_add(p, &L->ffn_norm, "ffn_norm", true, NULL, &D->ffn_norm);
+        rc |= plan_add(p, &L->ffn_gate, "ffn_gate", false, &D->gate, NULL);
+        rc |= plan_add(p, &L->ffn_up, "ffn_up", false, &D->up, NULL);
+        rc |= plan_add(p, &L->ffn_down, "ffn_down", false, &D->down, NULL);
+        rc |= plan_add(p, &L->post_ffw_norm, "post_ffw_norm", true, NULL, &D->post_ffw_norm);
+        D->swa = L->swa;
+        D->rope_base = L->rope_base;
+    }
+    return rc ? -1 : 0;
+}
+
+/* Checks that every matrix can be decoded; fills the format fields. */
+static int check_plan(const struct plan *p, char *err, size_t errlen)
+{
+    for (size_t i = 0; i < p->n; i++) {
+        const struct item *it = &p->it[i];
+        if (it->vec) {
+            if (!quant_type_supported(it->t->type) ||
+                (it->t->ne0 * it->t->ne1) % quant_block_size(it->t->type)) {
+                snprintf(err, errlen, "CUDA backend: tensor %s has type %s, which it cannot read",
+                         it->what, quant_type_name(it->t->type));
+                return -1;
+            }
+            continue;
+        }
+        enum kv_wfmt f = wfmt_of(it->t->type, it->t->ne0);
+        if (f == KV_WF_NONE) {
+            snprintf(err, errlen,
+                     "CUDA backend: tensor %s has type %s with rows of %lld, which it cannot "
+                     "compute with",
+                     it->what, quant_type_name(it->t->type), (long long)it->t->ne0);
+            return -1;
+        }
+        it->mat->fmt = f;
+        it->mat->ggml_type = it->t->type;
+        it->mat->ncols = it->t->ne0;
+        it->mat->nrows = it->t->ne1;
+        it->mat->row_bytes = quant_row_size(it->t->type, it->t->ne0);
+    }
+    return 0;
+}
+
+/* Host-to-device copy of NBYTES through the two pinned buffers, so the copy
+ * of one chunk overlaps the memcpy into the other. */
+struct stager {
+    void *pin[2];
+    cudaEvent_t ev[2];
+    int next;
+    bool ok;
+};
+
+static int stage_copy(struct cuda_backend *b, struct stager *s, void *dst, const void *src,
+                      size_t nbytes)
+{
+    if (!s->ok)
+        return CUDA_CHECK(cudaMemcpy(dst, src, nbytes, cudaMemcpyHostToDevice), b->err,
+                          sizeof b->err);
+    size_t done = 0;
+    while (done < nbytes) {
+        size_t c = nbytes - done < STAGE_BYTES ? nbytes - done : STAGE_BYTES;
+        int i = s->next;
+        s->next ^= 1;
+        if (CUDA_CHECK(cudaEventSynchronize(s->ev[i]), b->err, sizeof b->err))
+            return -1;
+        memcpy(s->pin[i], (const uint8_t *)src + done, c);
+        if (CUDA_CHECK(cudaMemcpyAsync((uint8_t *)dst + done, s->pin[i], c, cudaMemcpyHostToDevice,
+                                       b->st),
+                       b->err, sizeof b->err) ||
+            CUDA_CHECK(cudaEventRecord(s->ev[i], b->st), b->err, sizeof b->err))
+            return -1;
+        done += c;
+    }
+    return 0;
+}
+
+static int upload(struct cuda_backend *b, const struct plan *p)
+{
+    struct stager s;
+    memset(&s, 0, sizeof s);
+    s.ok = true;
+    for (int i = 0; i < 2 && s.ok; i++) {
+        if (cudaHostAlloc(&s.pin[i], STAGE_BYTES, cudaHostAllocDefault) != cudaSuccess ||
+            cudaEventCreateWithFlags(&s.ev[i], cudaEventDisableTiming) != cudaSuccess) {
+            s.ok = false; /* fall back to pageable copies: slower, still right */
+            (void)cudaGetLastError();
+        }
+    }
+    int rc = 0;
+    for (size_t i = 0; i < p->n && rc == 0; i++) {
+        const struct item *it = &p->it[i];
+        uint8_t *dst = b->arena + it->off;
+        if (it->vec) {
+            int64_t n = it->t->ne0 * it->t->ne1;
+            float *f = (float *)malloc((size_t)n * sizeof *f);
+            if (!f) {
+                snprintf(b->err, sizeof b->err, "CUDA backend: out of host memory converting %s",
+                         it->what);
+                rc = -1;
+                break;
+            }
+            quant_dequantize_row(it->t->type, it->t->data, f, n);
+            /* The staging buffer must be free again before F is freed. */
+            rc = stage_copy(b, &s, dst, f, (size_t)n * sizeof *f);
+            if (rc == 0)
+                rc = CUDA_CHECK(cudaStreamSynchronize(b->st), b->err, sizeof b->err);
+            free(f);
+            *it->vp = (float *)dst;
+        } else {
+            rc = stage_copy(b, &s, dst, it->t->data, it->t->nbytes);
+            it->mat->d = dst;
+        }
+    }
+    if (rc == 0)
+        rc = CUDA_CHECK(cudaStreamSynchronize(b->st), b->err, sizeof b->err);
+    for (int i = 0; i < 2; i++) {
+        if (s.ev[i])
+            cudaEventDestroy(s.ev[i]);
+        if (s.pin[i])
+            cudaFreeHost(s.pin[i]);
+    }
+    return rc;
+}
+
+/* ---- scratch layout ---- */
+
+struct carve {
+    uint8_t *base;
+    size_t off;
+};
+
+static void *carve(struct carve *c, size_t bytes)
+{
+    void *p = c->base ? c->base + c->off : NULL;
+    c->off = align_up(c->off + bytes, ARENA_ALIGN);
+    return p;
+}
+
+/* Lays the scratch out from BASE (NULL: only measures); returns its size. */
+static size_t layout_scratch(struct cuda_backend *b, uint8_t *base)
+{
+    const struct model_hparams *hp = &b->m->hp;
+    const size_t ub = (size_t)b->ub, E = (size_t)hp->n_embd, F = (size_t)hp->n_ff;
+    const size_t QD = (size_t)hp->n_head * hp->head_dim, KD = (size_t)hp->n_head_kv * hp->head_dim;
+    size_t amax = E > QD ? E : QD;
+    amax = amax > F ? amax : F;
+    struct carve c = {base, 0};
+    b->x = (float *)carve(&c, ub * E * 4);
+    b->xn = (float *)carve(&c, ub * E * 4);
+    b->tmp = (float *)carve(&c, ub * E * 4);
+    b->q = (float *)carve(&c, ub * QD * 4);
+    b->ao = (float *)carve(&c, ub * QD * 4);
+    b->k = (float *)carve(&c, ub * KD * 4);
+    b->v = (float *)carve(&c, ub * KD * 4);
+    b->g = (float *)carve(&c, ub * F * 4);
+    b->u = (float *)carve(&c, ub * F * 4);
+    b->part = (float *)carve(&c, (size_t)b->part_rows * hp->n_head * (hp->head_dim + 2) * 4);
+    b->logits = (float *)carve(&c, (size_t)b->logit_rows * hp->n_vocab * 4);
+    b->a16 = (__half *)carve(&c, ub * amax * 2);
+    b->w16 = (__half *)carve(&c, (size_t)b->w16_elems * 2);
+    b->ids = (int32_t *)carve(&c, ub * 4);
+    return c.off;
+}
+
+static void cuda_destroy(void *vb)
+{
+    struct cuda_backend *b = (struct cuda_backend *)vb;
+    if (!b)
+        return;
+    if (b->have_stream)
+        cudaStreamSynchronize(b->st);
+    cudaFree(b->arena);
+    cudaFree(b->kv);
+    cudaFree(b->scratch);
+    if (b->have_blas)
+        cublasDestroy(b->blas);
+    if (b->have_stream)
+        cudaStreamDestroy(b->st);
+    (void)cudaGetLastError();
+    free(b->layers);
+    free(b);
+}
+
+static double mib(uint64_t x) { return (double)x / (1024.0 * 1024.0); }
+
+static void *cuda_create(const struct model *m, const struct backend_config *cfg, char *err,
+                         size_t errlen)
+{
+    const struct model_hparams *hp = &m->hp;
+    struct plan p = {NULL, 0, 0, 0};
+    if (cfg->n_ctx <= 0) {
+        snprintf(err, errlen, "CUDA backend: context size %d must be positive", cfg->n_ctx);
+        return NULL;
+    }
+    if (hp->head_dim <= 0 || hp->head_dim % 2 || hp->head_dim > KV_ATTN_MAX_HD) {
+        snprintf(err, errlen, "CUDA backend: head size %d is not supported (even, at most %d)",
+                 hp->head_dim, KV_ATTN_MAX_HD);
+        return NULL;
+    }
+    if (hp->n_head_kv <= 0 || hp->n_head % hp->n_head_kv || hp->n_rot % 2 ||
+        hp->n_rot > hp->head_dim) {
+        snprintf(err, errlen,
+                 "CUDA backend: %d heads over %d KV heads with %d rotated dims is not supported",
+                 hp->n_head, hp->n_head_kv, hp->n_rot);
+        return NULL;
+    }
+
+    struct cuda_backend *b = (struct cuda_backend *)calloc(1, sizeof *b);
+    if (b)
+        b->layers = (struct dlayer *)calloc((size_t)hp->n_layer, sizeof *b->layers);
+    if (!b || !b->layers) {
+        snprintf(err, errlen, "CUDA backend: out of host memory");
+        cuda_destroy(b);
+        return NULL;
+    }
+    b->m = m;
+    b->n_ctx = cfg->n_ctx;
+
+    cudaDeviceProp prop;
+    if (CUDA_CHECK(cudaSetDevice(0), b->err, sizeof b->err) ||
+        CUDA_CHECK(cudaGetDeviceProperties(&prop, 0), b->err, sizeof b->err))
+        goto fail;
+    snprintf(b->name, sizeof b->name, "%s", prop.name);
+    b->n_sm = prop.multiProcessorCount;
+
+    if (build_plan(b, &p)) {
+        snprintf(b->err, sizeof b->err, "CUDA backend: out of host memory");
+        goto fail;
+    }
+    if (check_plan(&p, b->err, sizeof b->err))
+        goto fail;
+    if (m->output.data == m->tok_embd.data)
+        b->output = b->tok_embd; /* the pointer is set after the upload */
+
+    /* Sizes. */
+    b->ub = b->n_ctx < UB_MAX ? b->n_ctx : UB_MAX;
+    b->part_rows = b->ub > MAX_SPLIT ? b->ub : MAX_SPLIT;
+    {
+        int64_t lr = LOGITS_MAX_FLOATS / hp->n_vocab;
+        b->logit_rows = (int32_t)(lr < 1 ? 1 : (lr > b->ub ? b->ub : lr));
+        int64_t big = 0, widest = 0;
+        for (size_t i = 0; i < p.n; i++) {
+            if (p.it[i].vec)
+                continue;
+            int64_t e = p.it[i].t->ne0 * p.it[i].t->ne1;
+            big = e > big ? e : big;
+            widest = p.it[i].t->ne0 > widest ? p.it[i].t->ne0 : widest;
+        }
+        b->w16_elems = big < W16_MAX_ELEMS ? big : W16_MAX_ELEMS;
+        if (b->w16_elems < widest)
+            b->w16_elems = widest; /* at least one row per chunk */
+    }
+    b->arena_bytes = p.bytes;
+    b->kv_bytes = 2 * (size_t)hp->n_layer * hp->n_head_kv * (size_t)b->n_ctx * hp->head_dim *
+                  sizeof(__half);
+    b->scratch_bytes = layout_scratch(b, NULL);
+
+    {
+        size_t fr = 0, tot = 0;
+        if (CUDA_CHECK(cudaMemGetInfo(&fr, &tot), b->err, sizeof b->err))
+            goto fail;
+        uint64_t need = (uint64_t)b->arena_bytes + b->kv_bytes + b->scratch_bytes;
+        if (need + RESERVE_BYTES > fr) {
+            snprintf(b->err, sizeof b->err,
+                     "CUDA backend: not enough memory on %s: need %.0f MiB (weights %.0f, KV "
+                     "cache %.0f for %d tokens, scratch %.0f) plus %.0f MiB reserve, %.0f MiB "
+                     "free; lower --ctx-size or use a smaller quantisation",
+                     b->name, mib(need), mib(b->arena_bytes), mib(b->kv_bytes), b->n_ctx,
+                     mib(b->scratch_bytes), mib(RESERVE_BYTES), mib(fr));
+            goto fail;
+        }
+    }
+
+    if (CUDA_CHECK(cudaStreamCreateWithFlags(&b->st, cudaStreamNonBlocking), b->err,
+                   sizeof b->err))
+        goto fail;
+    b->have_stream = true;
+    if (CUBLAS_CHECK(cublasCreate(&b->blas), b->err, sizeof b->err))
+        goto fail;
+    b->have_blas = true;
+    if (CUBLAS_CHECK(cublasSetStream(b->blas, b->st), b->err, sizeof b->err))
+        goto fail;
+
+    if (CUDA_CHECK(cudaMalloc((void **)&b->arena, b->arena_bytes), b->err, sizeof b->err) ||
+        CUDA_CHECK(cudaMalloc((void **)&b->kv, b->kv_bytes), b->err, sizeof b->err) ||
+        CUDA_CHECK(cudaMalloc((void **)&b->scratch, b->scratch_bytes), b->err, sizeof b->err)) {
+        size_t fr = 0, tot = 0;
+        (void)cudaMemGetInfo(&fr, &tot);
+        b->err[0] = 0;
+        snprintf(b->err, sizeof b->err,
+                 "CUDA backend: allocating %.0f MiB on %s failed with %.0f MiB free; lower "
+                 "--ctx-size or use a smaller quantisation",
+                 mib((uint64_t)b->arena_bytes + b->kv_bytes + b->scratch_bytes), b->name,
+                 mib(fr));
+        goto fail;
+    }
+    layout_scratch(b, b->scratch);
+    {
+        /* KV of layer il: K then V, each (n_kv, n_ctx, hd). The cache is not
+         * cleared: forward() only reads positions it has written. */
+        size_t per = (size_t)hp->n_head_kv * b->n_ctx * hp->head_dim;
+        __half *kv = (__half *)b->kv;
+        for (int32_t il = 0; il < hp->n_layer; il++) {
+            b->layers[il].kc = kv + (2 * (size_t)il) * per;
+            b->layers[il].vc = kv + (2 * (size_t)il + 1) * per;
+        }
+    }
+    if (upload(b, &p))
+        goto fail;
+    if (m->output.data == m->tok_embd.data)
+        b->output.d = b->tok_embd.d;
+    free(p.it);
+    return b;
+
+fail:
+    snprintf(err, errlen, "%s", b->err[0] ? b->err : "CUDA backend: initialisation failed");
+    free(p.it);
+    cuda_destroy(b);
+    return NULL;
+}
+
+/* ---- forward ---- */
+
+/* OUT (n x w.nrows) = IN (n x w.ncols) W^T (+ BIAS), or OUT += that when
+ * ACCUM. One token: the matvec kernel with bias/residual fused. Several:
+ * f16 activations and f16 weight tiles (W16_MAX_ELEMS at a time) through
+ * cublasGemmEx with fp32 accumulation; ACCUM is beta = 1 on OUT. */
+static int proj(struct cuda_backend *b, const struct kv_dmat *w, const float *in, int32_t n,
+                const float *bias, float *out, bool accum)
+{
+    char *e = b->err;
+    const size_t el = sizeof b->err;
+    if (n == 1)
+        return CUDA_CHECK(kv_matvec(w, in, bias, accum ? out : NULL, out, b->st), e, el);
+    if (CUDA_CHECK(kv_f32_to_f16(in, b->a16, (int64_t)n * w->ncols, b->st), e, el))
+        return -1;
+    int64_t chunk = b->w16_elems / w->ncols;
+    const float alpha = 1.0f, beta = accum ? 1.0f : 0.0f;
+    for (int64_t r0 = 0; r0 < w->nrows; r0 += chunk) {
+        int64_t cr = w->nrows - r0 < chunk ? w->nrows - r0 : chunk;
+        if (CUDA_CHECK(kv_dequant_f16(w, r0, cr, b->w16, b->st), e, el))
+            return -1;
+        /* Column-major view: W16 is ncols x cr (lda ncols), A16 is ncols x n,
+         * OUT is nrows x n; OUT[r0..] = W16^T A16. */
+        if (CUBLAS_CHECK(cublasGemmEx(b->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)cr, n,
+                                      (int)w->ncols, &alpha, b->w16, CUDA_R_16F, (int)w->ncols,
+                                      b->a16, CUDA_R_16F, (int)w->ncols, &beta, out + r0,
+                                      CUDA_R_32F, (int)w->nrows, CUBLAS_COMPUTE_32F,
+                                      CUBLAS_GEMM_DEFAULT),
+                         e, el))
+            return -1;
+    }
+    if (bias && CUDA_CHECK(kv_add_bias(out, bias, n, (int32_t)w->nrows, b->st), e, el))
+        return -1;
+    return 0;
+}
+
+static int32_t attn_splits(const struct cuda_backend *b, int32_t n, int32_t pos)
+{
+    const struct model_hparams *hp = &b->m->hp;
+    int64_t group = hp->n_head / hp->n_head_kv;
+    int64_t blocks = ((int64_t)n * group + 7) / 8 * hp->n_head_kv;
+    if (blocks >= b->n_sm)
+        return 1;
+    int64_t s = (2 * (int64_t)b->n_sm + blocks - 1) / blocks;
+    int64_t by_len = ((int64_t)pos + n + 255) / 256; /* at least 256 keys a split */
+    int64_t by_room = b->part_rows / n;
+    if (s > by_len)
+        s = by_len;
+    if (s > by_room)
+        s = by_room;
+    if (s > MAX_SPLIT)
+        s = MAX_SPLIT;
+    return (int32_t)(s < 1 ? 1 : s);
+}
+
+static int layer_forward(struct cuda_backend *b, int32_t il, int32_t n, int32_t pos)
+{
+    const struct model_hparams *hp = &b->m->hp;
+    const struct dlayer *L = &b->layers[il];
+    char *e = b->err;
+    const size_t el = sizeof b->err;
+    const int32_t E = hp->n_embd, hd = hp->head_dim;
+    cudaStream_t st = b->st;
+
+    if (CUDA_CHECK(kv_rmsnorm(b->x, L->attn_norm, NULL, b->xn, n, E, hp->norm_eps, st), e, el) ||
+        proj(b, &L->wq, b->xn, n, L->bq, b->q, false) ||
+        proj(b, &L->wk, b->xn, n, L->bk, b->k, false) ||
+        proj(b, &L->wv, b->xn, n, L->bv, b->v, false))
+        return -1;
+    if (L->q_norm && CUDA_CHECK(kv_rmsnorm(b->q, L->q_norm, NULL, b->q, (int64_t)n * hp->n_head,
+                                           hd, hp->norm_eps, st),
+                                e, el))
+        return -1;
+    if (L->k_norm && CUDA_CHECK(kv_rmsnorm(b->k, L->k_norm, NULL, b->k,
+                                           (int64_t)n * hp->n_head_kv, hd, hp->norm_eps, st),
+                                e, el))
+        return -1;
+    /* Sliding-window layers ignore rope scaling (llama.cpp's freq_scale_swa). */
+    const float fs = L->swa ? 1.0f : hp->rope_freq_scale;
+    if (CUDA_CHECK(kv_rope(b->q, n, hp->n_head, hd, hp->n_rot, pos, L->rope_base, fs,
+                           b->rope_freqs, hp->rope_neox, st),
+                   e, el) ||
+        CUDA_CHECK(kv_rope(b->k, n, hp->n_head_kv, hd, hp->n_rot, pos, L->rope_base, fs,
+                           b->rope_freqs, hp->rope_neox, st),
+                   e, el) ||
+        CUDA_CHECK(kv_store_kv(b->k, b->v, L->kc, L->vc, n, hp->n_head_kv, hd, pos, b->n_ctx, st),
+                   e, el))
+        return -1;
+
+    struct kv_attn_args a;
+    a.q = b->q;
+    a.kc = L->kc;
+    a.vc = L->vc;
+    a.out = b->ao;
+    a.part = b->part;
+    a.n_tok = n;
+    a.n_head = hp->n_head;
+    a.n_kv = hp->n_head_kv;
+    a.hd = hd;
+    a.n_ctx = b->n_ctx;
+    a.pos0 = pos;
+    a.swa = L->swa ? hp->swa_window : 0;
+    a.scale = hp->attn_scale;
+    a.n_split = attn_splits(b, n, pos);
+    if (CUDA_CHECK(kv_attention(&a, st), e, el))
+        return -1;
+
+    if (L->post_attn_norm) {
+        if (proj(b, &L->wo, b->ao, n, NULL, b->tmp, false) ||
+            CUDA_CHECK(kv_rmsnorm(b->tmp, L->post_attn_norm, b->x, b->x, n, E, hp->norm_eps, st),
+                       e, el))
+            return -1;
+    } else if (proj(b, &L->wo, b->ao, n, NULL, b->x, true)) {
+        return -1;
+    }
+
+    if (CUDA_CHECK(kv_rmsnorm(b->x, L->ffn_norm, NULL, b->xn, n, E, hp->norm_eps, st), e, el) ||
+        proj(b, &L->gate, b->xn, n, NULL, b->g, false) ||
+        proj(b, &L->up, b->xn, n, NULL, b->u, false) ||
+        CUDA_CHECK(kv_glu(b->g, b->u, (int64_t)n * hp->n_ff, hp->gelu_ffn, st), e, el))
+        return -1;
+    if (L->post_ffw_norm) {
+        if (proj(b, &L->down, b->g, n, NULL, b->tmp, false) ||
+            CUDA_CHECK(kv_rmsnorm(b->tmp, L->post_ffw_norm, b->x, b->x, n, E, hp->norm_eps, st),
+                       e, el))
+            return -1;
+    } else if (proj(b, &L->down, b->g, n, NULL, b->x, true)) {
+        return -1;
+    }
+    return 0;
+}
+
+/* Runs N <= ub tokens at POS. Writes logits of rows [R0, R0+NR) of this
+ * micro-batch to LOGITS (NR x n_vocab, host). */
+static int ubatch_forward(struct cuda_backend *b, const int32_t *tokens, int32_t n, int32_t pos,
+                          int32_t r0, int32_t nr, float *logits)
+{
+    const struct model_hparams *hp = &b->m->hp;
+    char *e = b->err;
+    const size_t el = sizeof b->err;
+    if (CUDA_CHECK(cudaMemcpyAsync(b->ids, tokens, (size_t)n * sizeof *tokens,
+                                   cudaMemcpyHostToDevice, b->st),
+                   e, el) ||
+        CUDA_CHECK(kv_get_rows(&b->tok_embd, b->ids, n, hp->embd_scale, b->x, b->st), e, el))
+        return -1;
+    for (int32_t il = 0; il < hp->n_layer; il++)
+        if (layer_forward(b, il, n, pos))
+            return -1;
+    for (int32_t c = 0; c < nr; c += b->logit_rows) {
+        int32_t cn = nr - c < b->logit_rows ? nr - c : b->logit_rows;
+        if (CUDA_CHECK(kv_rmsnorm(b->x + (size_t)(r0 + c) * hp->n_embd, b->output_norm, NULL,
+                                  b->xn, cn, hp->n_embd, hp->norm_eps, b->st),
+                       e, el) ||
+            proj(b, &b->output, b->xn, cn, NULL, b->logits, false) ||
+            CUDA_CHECK(cudaMemcpyAsync(logits + (size_t)c * hp->n_vocab, b->logits,
+                                       (size_t)cn * hp->n_vocab * sizeof(float),
+                                       cudaMemcpyDeviceToHost, b->st),
+                       e, el) ||
+            CUDA_CHECK(cudaStreamSynchronize(b->st), e, el))
+            return -1;
+    }
+    /* Micro-batches without logits still finish before the host moves on,
+     * so an asynchronous fault is reported by the call that caused it. */
+    if (nr == 0 && CUDA_CHECK(cudaStreamSynchronize(b->st), e, el))
+        return -1;
+    return 0;
+}
+
+static int cuda_forward(void *vb, const int32_t *tokens, int32_t n, int32_t pos, float *logits,
+                        bool all, char *err, size_t errlen)
+{
+    struct cuda_backend *b = (struct cuda_backend *)vb;
+    const struct model_hparams *hp = &b->m->hp;
+    b->err[0] = 0;
+    if (n <= 0 || pos < 0 || (int64_t)pos + n > b->n_ctx) {
+        snprintf(err, errlen, "CUDA backend: positions %d..%lld do not fit the context of %d",
+                 pos, (long long)pos + n - 1, b->n_ctx);
+        return -1;
+    }
+    for (int32_t i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= hp->n_vocab) {
+            snprintf(err, errlen, "CUDA backend: token id %d is outside the vocabulary of %d",
+                     tokens[i], hp->n_vocab);
+            return -1;
+        }
+    }
+    for (int32_t off = 0; off < n; off += b->ub) {
+        int32_t nb = n - off < b->ub ? n - off : b->ub;
+        bool last = off + nb == n;
+        int32_t r0 = 0, nr = 0;
+        float *dst = logits;
+        if (all) {
+            nr = nb;
+            dst = logits + (size_t)off * hp->n_vocab;
+        } else if (last) {
+            r0 = nb - 1;
+            nr = 1;
+        }
+        if (ubatch_forward(b, tokens + off, nb, pos + off, r0, nr, dst)) {
+            snprintf(err, errlen, "%s", b->err);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void cuda_memory(void *vb, struct engine_memory *out)
+{
+    struct cuda_backend *b = (struct cuda_backend *)vb;
+    out->weights = b->arena_bytes;
+    out->kv_cache = b->kv_bytes;
+    out->scratch = b->scratch_bytes;
+    out->on_gpu = true;
+    size_t fr = 0, tot = 0;
+    if (cudaMemGetInfo(&fr, &tot) == cudaSuccess) {
+        out->device_total = tot;
+        out->device_free = fr;
+    } else {
+        (void)cudaGetLastError();
+        out->device_total = ENGINE_UNKNOWN;
+        out->device_free = ENGINE_UNKNOWN;
+    }
+}
+
+static const char *cuda_device_name(void *vb)
+{
+    return ((struct cuda_backend *)vb)->name;
+}
+
+extern "C" const struct backend_ops backend_cuda_ops = {
+    .name = "cuda",
+    .create = cuda_create,
+    .destroy = cuda_destroy,
+    .forward = cuda_forward,
+    .memory = cuda_memory,
+    .device_name = cuda_device_name,
+};

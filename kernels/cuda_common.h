@@ -1,0 +1,121 @@
+/* cuda_common.h - internal to kernels/: the error-checking macros, the
+ * weight formats the kernels decode, and the launchers of every kernel.
+ *
+ * Rules for this module: only the backend table and cuda_probe are extern "C";
+ * every kernel is static to its file and reached through a launcher here. A
+ * launcher takes a cudaStream_t, never synchronises, and returns the launch
+ * status (cudaGetLastError), so callers check it through CUDA_CHECK like any
+ * other runtime call. Nothing here aborts or exits.
+ */
+#ifndef KVCHAT_CUDA_COMMON_H
+#define KVCHAT_CUDA_COMMON_H
+
+#include <cublas_v2.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Records "CALL failed at FILE:LINE: reason" into ERR (CAP bytes) and returns
+ * -1 when E is an error; returns 0 otherwise. ERR keeps the first error: later
+ * failures (usually consequences) do not overwrite it. */
+int kv_cuda_check(cudaError_t e, const char *call, const char *file, int line, char *err,
+                  size_t cap);
+int kv_cublas_check(cublasStatus_t s, const char *call, const char *file, int line, char *err,
+                    size_t cap);
+#define CUDA_CHECK(call, err, cap) kv_cuda_check((call), #call, __FILE__, __LINE__, (err), (cap))
+#define CUBLAS_CHECK(call, err, cap)                                                        \
+    kv_cublas_check((call), #call, __FILE__, __LINE__, (err), (cap))
+
+/* How a weight matrix is decoded. The quantised formats are ggml's blocks
+ * as stored in the file; F32/F16/BF16 have a vector form (8 elements per
+ * 16- or 32-byte load, rows of a multiple of 8) and a scalar form for rows of
+ * other lengths. */
+enum kv_wfmt {
+    KV_WF_F32,
+    KV_WF_F32_S,
+    KV_WF_F16,
+    KV_WF_F16_S,
+    KV_WF_BF16,
+    KV_WF_BF16_S,
+    KV_WF_Q4_0,
+    KV_WF_Q4_1,
+    KV_WF_Q5_0,
+    KV_WF_Q5_1,
+    KV_WF_Q8_0,
+    KV_WF_Q4_K,
+    KV_WF_Q5_K,
+    KV_WF_Q6_K,
+    KV_WF_NONE
+};
+
+/* A weight matrix in device memory: NROWS rows of NCOLS elements, each row
+ * ROW_BYTES bytes, in the file's block layout. */
+struct kv_dmat {
+    enum kv_wfmt fmt;
+    int ggml_type;      /* the file's type id, for messages */
+    int64_t ncols;      /* ne0: input features */
+    int64_t nrows;      /* ne1: output features */
+    size_t row_bytes;
+    const uint8_t *d;   /* device, borrowed from the backend's weight arena */
+};
+
+/* ---- matvec.cu / dequant.cu ---- */
+
+/* Y[r] = dot(W row r, X) + (BIAS ? BIAS[r] : 0) + (ADD ? ADD[r] : 0) for every
+ * row. X has W.ncols floats. Y may equal ADD (each element is read, then
+ * written, by one thread); Y must not overlap X. */
+cudaError_t kv_matvec(const struct kv_dmat *w, const float *x, const float *bias,
+                      const float *add, float *y, cudaStream_t st);
+/* Rows ROW0..ROW0+NROWS-1 of W as f16 into OUT (NROWS x W.ncols). */
+cudaError_t kv_dequant_f16(const struct kv_dmat *w, int64_t row0, int64_t nrows, __half *out,
+                           cudaStream_t st);
+/* OUT[t] = SCALE * row IDS[t] of W, as f32 (N x W.ncols). IDS are device
+ * int32 and already checked against W.nrows. */
+cudaError_t kv_get_rows(const struct kv_dmat *w, const int32_t *ids, int32_t n, float scale,
+                        float *out, cudaStream_t st);
+
+/* ---- ops.cu ---- */
+
+/* Y[r] = X[r] / sqrt(mean(X[r]^2) + EPS) * W (+ ADD[r]) for NROWS rows of N.
+ * Y may equal X or ADD. */
+cudaError_t kv_rmsnorm(const float *x, const float *w, const float *add, float *y, int64_t nrows,
+                       int32_t n, float eps, cudaStream_t st);
+/* Y[r][c] += B[c] for NROWS rows of N. */
+cudaError_t kv_add_bias(float *y, const float *b, int64_t nrows, int32_t n, cudaStream_t st);
+/* Y[i] += A[i]. */
+cudaError_t kv_add(float *y, const float *a, int64_t n, cudaStream_t st);
+/* Rotates the first N_ROT dims of every head of X (N_TOK x N_HEAD x HD) for
+ * positions POS0.. (see model-formats.md 3.1). FREQS: N_ROT/2 divisors of the
+ * angle or NULL. */
+cudaError_t kv_rope(float *x, int32_t n_tok, int32_t n_head, int32_t hd, int32_t n_rot,
+                    int32_t pos0, float base, float freq_scale, const float *freqs, bool neox,
+                    cudaStream_t st);
+/* G[i] = act(G[i]) * U[i]: SiLU, or GELU (tanh form) when GELU. */
+cudaError_t kv_glu(float *g, const float *u, int64_t n, bool gelu, cudaStream_t st);
+/* Writes K and V (N_TOK x N_KV x HD, f32) into the layer's caches (N_KV x
+ * N_CTX x HD, f16) at positions POS0.. */
+cudaError_t kv_store_kv(const float *k, const float *v, __half *kc, __half *vc, int32_t n_tok,
+                        int32_t n_kv, int32_t hd, int32_t pos0, int32_t n_ctx, cudaStream_t st);
+cudaError_t kv_f32_to_f16(const float *x, __half *y, int64_t n, cudaStream_t st);
+
+/* ---- attention.cu ---- */
+
+struct kv_attn_args {
+    const float *q;     /* N_TOK x N_HEAD x HD, not yet scaled */
+    const __half *kc;   /* N_KV x N_CTX x HD */
+    const __half *vc;
+    float *out;         /* N_TOK x N_HEAD x HD */
+    float *part;        /* scratch: n_split x N_TOK x N_HEAD x (HD + 2) floats */
+    int32_t n_tok, n_head, n_kv, hd, n_ctx;
+    int32_t pos0;       /* position of the first query; keys 0..pos0+n_tok-1 */
+    int32_t swa;        /* window in tokens, 0 = none */
+    float scale;        /* multiplies q.k */
+    int32_t n_split;    /* key-range splits (>= 1); part must hold them */
+};
+/* Largest head size the attention kernel takes. */
+#define KV_ATTN_MAX_HD 256
+/* Causal (and sliding-window) attention with GQA over the f16 cache. */
+cudaError_t kv_attention(const struct kv_attn_args *a, cudaStream_t st);
+
+#endif
