@@ -491,8 +491,12 @@ static int repair_interrupted(struct hist *h)
             long pid = strtol(colon + 1, NULL, 10);
             is_dead = pid <= 0 || (kill((pid_t)pid, 0) != 0 && errno == ESRCH);
         } else {
-            is_dead = now - upd > HIST_STALE_WRITER_MS;
+            is_dead = 0;
         }
+        /* Another host's writer cannot be asked; and a pid may have been
+         * reused. A live reply is saved every second, so an hour of silence
+         * means dead either way. */
+        is_dead = is_dead || now - upd > HIST_STALE_WRITER_MS;
         if (is_dead)
             dead[ndead++] = sqlite3_column_int64(st, 0);
     }
@@ -525,7 +529,7 @@ static sqlite3 *open_checked(const char *path, int readonly, int busy_ms, int *s
     errno = 0;
     int rc = sqlite3_open_v2(path, &db, flags, NULL);
     if (rc != SQLITE_OK) {
-        fmt_sqlite_err(err, errlen, path, db, rc, "cannot open history database");
+        fmt_sqlite_err(err, errlen, path, db, rc, "opening the history database");
         *status = status_of(rc);
         sqlite3_close(db);
         return NULL;
@@ -539,7 +543,7 @@ static sqlite3 *open_checked(const char *path, int readonly, int busy_ms, int *s
     if (rc == SQLITE_OK)
         rc = quick_check(db, &ok);
     if (rc != SQLITE_OK) {
-        fmt_sqlite_err(err, errlen, path, db, rc, "cannot read history database");
+        fmt_sqlite_err(err, errlen, path, db, rc, "opening the history database");
         *status = status_of(rc);
     } else if (!ok) {
         put_err(err, errlen, "%s: history database is corrupt (integrity check failed); move it aside "

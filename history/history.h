@@ -25,8 +25,9 @@
  * loss) are marked HIST_END_INTERRUPTED by hist_open, keeping the partial text
  * saved up to about a second before the death. A streaming reply belongs to a
  * "host:pid" writer; it is only declared dead when that pid is gone on this
- * host, or when it has not been written for an hour (other hosts), so opening
- * a second kvchat never breaks a reply that is still being generated.
+ * host, or when it has not been saved for an hour (another host's writer, or
+ * a reused pid), so opening a second kvchat never breaks a reply that is
+ * still being generated.
  */
 #ifndef KVCHAT_HISTORY_H
 #define KVCHAT_HISTORY_H
