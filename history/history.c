@@ -10,7 +10,6 @@
 #include "history.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -178,10 +177,11 @@ static void fmt_sqlite_err(char *buf, size_t cap, const char *path, sqlite3 *db,
     int st = status_of(rc);
     const char *adv = advice(st);
     const char *msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    int os_err = db ? sqlite3_system_errno(db) : 0; /* errno of SQLite's last failed OS call */
     if (adv)
         snprintf(buf, cap, "%s: %s: %s", path, what, adv);
-    else if (st == HIST_E_IO && errno)
-        snprintf(buf, cap, "%s: %s: %s (%s)", path, what, msg, strerror(errno));
+    else if (st == HIST_E_IO && os_err)
+        snprintf(buf, cap, "%s: %s: %s (%s)", path, what, msg, strerror(os_err));
     else
         snprintf(buf, cap, "%s: %s: %s", path, what, msg);
 }
@@ -526,7 +526,6 @@ static sqlite3 *open_checked(const char *path, int readonly, int busy_ms, int *s
 {
     sqlite3 *db = NULL;
     int flags = readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
-    errno = 0;
     int rc = sqlite3_open_v2(path, &db, flags, NULL);
     if (rc != SQLITE_OK) {
         fmt_sqlite_err(err, errlen, path, db, rc, "opening the history database");
