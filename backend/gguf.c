@@ -1281,10 +1281,12 @@ static uint32_t writer_alignment(struct gguf_writer *w)
     return GGUF_DEFAULT_ALIGNMENT;
 }
 
-/* Builds everything before the tensor data (header, metadata, tensor infos,
- * padding) into a malloc'd buffer; sets *HLEN and *TOTAL (whole file). */
-static uint8_t *writer_header(struct gguf_writer *w, size_t *hlen, uint64_t *total,
-                              uint32_t *align)
+/* Builds the header, metadata and tensor infos (without the padding that
+ * follows them) into a malloc'd buffer of *HLEN bytes; sets *DATA_START (where
+ * the data section begins) and *TOTAL (whole file). With no tensors there is
+ * no data section and no padding, so a large general.alignment costs nothing. */
+static uint8_t *writer_header(struct gguf_writer *w, size_t *hlen, uint64_t *data_start,
+                              uint64_t *total, uint32_t *align)
 {
     if (w->err[0])
         return NULL;
@@ -1296,15 +1298,20 @@ static uint8_t *writer_header(struct gguf_writer *w, size_t *hlen, uint64_t *tot
         n += 8 + strlen(w->kv[i].key) + 4 + w->kv[i].len;
     for (size_t i = 0; i < w->n_t; i++)
         n += 8 + strlen(w->t[i].name) + 4 + 8 * (uint64_t)w->t[i].n_dims + 4 + 8;
-    uint64_t data_start = align_up(n, a);
-    uint64_t data = 0;
-    for (size_t i = 0; i < w->n_t; i++)
-        data += align_up(w->t[i].nbytes, a);
-    if (data_start > SIZE_MAX) {
+    uint64_t start = w->n_t ? align_up(n, a) : n, end = start;
+    for (size_t i = 0; i < w->n_t; i++) {
+        uint64_t sz = align_up(w->t[i].nbytes, a);
+        if (sz < w->t[i].nbytes || sz > UINT64_MAX - end) {
+            wfail(w, "file too large");
+            return NULL;
+        }
+        end += sz;
+    }
+    if (n > SIZE_MAX) {
         wfail(w, "header too large");
         return NULL;
     }
-    uint8_t *b = calloc(1, (size_t)data_start);
+    uint8_t *b = malloc((size_t)n);
     if (!b) {
         wfail(w, "out of memory building the header");
         return NULL;
@@ -1340,8 +1347,9 @@ static uint8_t *writer_header(struct gguf_writer *w, size_t *hlen, uint64_t *tot
         p += 12;
         off += align_up(t->nbytes, a);
     }
-    *hlen = (size_t)data_start;
-    *total = data_start + data;
+    *hlen = (size_t)n;
+    *data_start = start;
+    *total = end;
     *align = a;
     return b;
 }
@@ -1349,9 +1357,9 @@ static uint8_t *writer_header(struct gguf_writer *w, size_t *hlen, uint64_t *tot
 void *gguf_writer_to_memory(struct gguf_writer *w, size_t *size)
 {
     size_t hlen;
-    uint64_t total;
+    uint64_t start, total;
     uint32_t a;
-    uint8_t *h = writer_header(w, &hlen, &total, &a);
+    uint8_t *h = writer_header(w, &hlen, &start, &total, &a);
     if (!h)
         return NULL;
     uint8_t *b = total <= SIZE_MAX ? calloc(1, (size_t)total) : NULL;
@@ -1362,7 +1370,7 @@ void *gguf_writer_to_memory(struct gguf_writer *w, size_t *size)
     }
     memcpy(b, h, hlen);
     free(h);
-    uint64_t off = hlen;
+    uint64_t off = start;
     for (size_t i = 0; i < w->n_t; i++) {
         memcpy(b + off, w->t[i].data, (size_t)w->t[i].nbytes);
         off += align_up(w->t[i].nbytes, a);
@@ -1387,13 +1395,25 @@ static int write_all(int fd, const void *p, size_t n)
     return 0;
 }
 
+static int write_zeros(int fd, uint64_t n)
+{
+    static const uint8_t zeros[4096];
+    while (n) {
+        size_t k = n < sizeof zeros ? (size_t)n : sizeof zeros;
+        if (write_all(fd, zeros, k) != 0)
+            return -1;
+        n -= k;
+    }
+    return 0;
+}
+
 int gguf_writer_write(struct gguf_writer *w, const char *path, char *err, size_t errlen)
 {
     struct rd r = {.name = path, .err = err, .errlen = errlen};
     size_t hlen;
-    uint64_t total;
+    uint64_t start, total;
     uint32_t a;
-    uint8_t *h = writer_header(w, &hlen, &total, &a);
+    uint8_t *h = writer_header(w, &hlen, &start, &total, &a);
     if (!h) {
         fail(&r, "%s", w->err);
         return -1;
@@ -1415,17 +1435,14 @@ int gguf_writer_write(struct gguf_writer *w, const char *path, char *err, size_t
         free(h);
         return -1;
     }
-    static const uint8_t zeros[256];
     int rc = write_all(fd, h, hlen);
     free(h);
+    if (rc == 0)
+        rc = write_zeros(fd, start - hlen);
     for (size_t i = 0; rc == 0 && i < w->n_t; i++) {
         rc = write_all(fd, w->t[i].data, (size_t)w->t[i].nbytes);
-        uint64_t pad = align_up(w->t[i].nbytes, a) - w->t[i].nbytes;
-        while (rc == 0 && pad) {
-            size_t k = pad < sizeof zeros ? (size_t)pad : sizeof zeros;
-            rc = write_all(fd, zeros, k);
-            pad -= k;
-        }
+        if (rc == 0)
+            rc = write_zeros(fd, align_up(w->t[i].nbytes, a) - w->t[i].nbytes);
     }
     if (rc == 0)
         rc = fchmod(fd, 0644);

@@ -874,6 +874,21 @@ static void test_no_tensors(void **state)
     assert_non_null(g);
     assert_int_equal(gguf_n_kv(g), 0);
     gguf_close(g);
+    /* Without tensors the writer adds no padding, so even the largest
+     * alignment gives a small file (found by the fuzzer: 2 GiB of padding). */
+    struct gguf_writer *w = gguf_writer_new();
+    gguf_writer_set_u32(w, "general.alignment", 1u << 31);
+    size_t size = 0;
+    void *mem = gguf_writer_to_memory(w, &size);
+    assert_non_null(mem);
+    assert_int_equal(size, 24 + 8 + 17 + 4 + 4);
+    g = gguf_open_memory(mem, size, "align.gguf", err, sizeof err);
+    assert_non_null(g);
+    assert_int_equal(gguf_alignment(g), 1u << 31);
+    gguf_close(g);
+    free(mem);
+    gguf_writer_free(w);
+
     /* A tiny error buffer is truncated, not overrun; none at all is fine. */
     char tiny[8];
     assert_null(gguf_open_memory("GGUX", 4, "corrupt.gguf", tiny, sizeof tiny));

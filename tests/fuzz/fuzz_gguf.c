@@ -7,8 +7,11 @@
  *
  * Build and run: CC=clang cmake -S . -B build-fuzz -DKVCHAT_FUZZ=ON
  *   -DKVCHAT_CUDA=OFF -DKVCHAT_ENGINE_ONLY=ON && cmake --build build-fuzz
- *   --target fuzz_gguf && ./build-fuzz/tests/fuzz/fuzz_gguf
- *   -max_total_time=60 tests/fuzz/corpus/gguf
+ *   --target fuzz_gguf && mkdir -p /tmp/gguf-corpus &&
+ *   ./build-fuzz/tests/fuzz/fuzz_gguf -max_total_time=60 -malloc_limit_mb=16
+ *   /tmp/gguf-corpus tests/fuzz/corpus/gguf
+ * The 16 MiB malloc limit is far above what any input under 64 KiB needs, so
+ * it catches allocations that are not bounded by the input size.
  */
 #include <stdint.h>
 #include <stdio.h>
