@@ -43,7 +43,6 @@ struct dlayer {
     float *ffn_norm, *post_ffw_norm;
     __half *kc, *vc; /* (n_kv, n_ctx, hd) f16, in the KV allocation */
     bool swa;
-    float rope_base;
 };
 
 struct cuda_backend {
@@ -66,7 +65,7 @@ struct cuda_backend {
     size_t scratch_bytes;
 
     struct kv_dmat tok_embd, output;
-    float *output_norm, *rope_freqs;
+    float *output_norm;
     struct dlayer *layers; /* host, owned, n_layer */
 
     /* scratch views (device) */
@@ -81,6 +80,7 @@ struct cuda_backend {
     __half *a16;   /* ub x max(n_embd, n_head*hd, n_ff) */
     __half *w16;   /* w16_elems */
     int32_t *ids;  /* ub */
+    float *inv_freq; /* n_rot: global layers' n_rot/2, then local layers' */
 
     char name[256];
     char err[512];
@@ -161,7 +161,6 @@ static int build_plan(struct cuda_backend *b, struct plan *p)
     if (m->output.data != m->tok_embd.data)
         rc |= plan_add(p, &m->output, "output", false, &b->output, NULL);
     rc |= plan_add(p, &m->output_norm, "output_norm", true, NULL, &b->output_norm);
-    rc |= plan_add(p, &m->rope_freqs, "rope_freqs", true, NULL, &b->rope_freqs);
     for (int32_t il = 0; il < m->hp.n_layer; il++) {
         const struct model_layer *L = &m->layers[il];
         struct dlayer *D = &b->layers[il];
@@ -183,7 +182,6 @@ static int build_plan(struct cuda_backend *b, struct plan *p)
         rc |= plan_add(p, &L->ffn_down, "ffn_down", false, &D->down, NULL);
         rc |= plan_add(p, &L->post_ffw_norm, "post_ffw_norm", true, NULL, &D->post_ffw_norm);
         D->swa = L->swa;
-        D->rope_base = L->rope_base;
     }
     return rc ? -1 : 0;
 }
@@ -337,6 +335,7 @@ static size_t layout_scratch(struct cuda_backend *b, uint8_t *base)
     b->a16 = (__half *)carve(&c, ub * amax * 2);
     b->w16 = (__half *)carve(&c, (size_t)b->w16_elems * 2);
     b->ids = (int32_t *)carve(&c, ub * 4);
+    b->inv_freq = (float *)carve(&c, (size_t)(hp->n_rot > 0 ? hp->n_rot : 1) * 4);
     return c.off;
 }
 
@@ -357,6 +356,41 @@ static void cuda_destroy(void *vb)
     (void)cudaGetLastError();
     free(b->layers);
     free(b);
+}
+
+/* The rotation speeds of RoPE, computed exactly as backend/cpu.c does
+ * (double, rounded to float) so both backends turn by the same angles:
+ * base^(-2i/n_rot) / rope_freqs[i], times freq_scale on global layers only
+ * (gemma3's sliding-window layers ignore rope scaling). */
+static int upload_inv_freq(struct cuda_backend *b)
+{
+    const struct model *m = b->m;
+    const struct model_hparams *hp = &m->hp;
+    int half = hp->n_rot / 2;
+    if (half <= 0)
+        return 0;
+    float *inv = (float *)malloc(sizeof(float) * 2 * (size_t)half);
+    float *ff = m->rope_freqs.data ? (float *)malloc(sizeof(float) * (size_t)half) : NULL;
+    if (!inv || (m->rope_freqs.data && !ff)) {
+        free(inv);
+        free(ff);
+        snprintf(b->err, sizeof b->err, "CUDA backend: out of host memory");
+        return -1;
+    }
+    if (ff)
+        quant_dequantize_row(m->rope_freqs.type, m->rope_freqs.data, ff, half);
+    for (int i = 0; i < half; i++) {
+        double e = -2.0 * i / hp->n_rot;
+        double f = ff ? (double)ff[i] : 1.0;
+        inv[i] = (float)(pow(hp->rope_base, e) / f * hp->rope_freq_scale);
+        inv[half + i] = (float)(pow(hp->rope_base_local, e) / f);
+    }
+    int rc = CUDA_CHECK(cudaMemcpy(b->inv_freq, inv, sizeof(float) * 2 * (size_t)half,
+                                   cudaMemcpyHostToDevice),
+                        b->err, sizeof b->err);
+    free(inv);
+    free(ff);
+    return rc;
 }
 
 static double mib(uint64_t x) { return (double)x / (1024.0 * 1024.0); }
@@ -483,7 +517,7 @@ static void *cuda_create(const struct model *m, const struct backend_config *cfg
             b->layers[il].vc = kv + (2 * (size_t)il + 1) * per;
         }
     }
-    if (upload(b, &p))
+    if (upload(b, &p) || upload_inv_freq(b))
         goto fail;
     if (m->output.data == m->tok_embd.data)
         b->output.d = b->tok_embd.d;
@@ -574,13 +608,10 @@ static int layer_forward(struct cuda_backend *b, int32_t il, int32_t n, int32_t 
                                            (int64_t)n * hp->n_head_kv, hd, hp->norm_eps, st),
                                 e, el))
         return -1;
-    /* Sliding-window layers ignore rope scaling (llama.cpp's freq_scale_swa). */
-    const float fs = L->swa ? 1.0f : hp->rope_freq_scale;
-    if (CUDA_CHECK(kv_rope(b->q, n, hp->n_head, hd, hp->n_rot, pos, L->rope_base, fs,
-                           b->rope_freqs, hp->rope_neox, st),
-                   e, el) ||
-        CUDA_CHECK(kv_rope(b->k, n, hp->n_head_kv, hd, hp->n_rot, pos, L->rope_base, fs,
-                           b->rope_freqs, hp->rope_neox, st),
+    const float *inv = b->inv_freq + (L->swa ? hp->n_rot / 2 : 0);
+    if (CUDA_CHECK(kv_rope(b->q, n, hp->n_head, hd, hp->n_rot, pos, inv, hp->rope_neox, st), e,
+                   el) ||
+        CUDA_CHECK(kv_rope(b->k, n, hp->n_head_kv, hd, hp->n_rot, pos, inv, hp->rope_neox, st),
                    e, el) ||
         CUDA_CHECK(kv_store_kv(b->k, b->v, L->kc, L->vc, n, hp->n_head_kv, hd, pos, b->n_ctx, st),
                    e, el))

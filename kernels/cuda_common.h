@@ -86,11 +86,10 @@ cudaError_t kv_add_bias(float *y, const float *b, int64_t nrows, int32_t n, cuda
 /* Y[i] += A[i]. */
 cudaError_t kv_add(float *y, const float *a, int64_t n, cudaStream_t st);
 /* Rotates the first N_ROT dims of every head of X (N_TOK x N_HEAD x HD) for
- * positions POS0.. (see model-formats.md 3.1). FREQS: N_ROT/2 divisors of the
- * angle or NULL. */
+ * positions POS0..: pair i turns by pos * INV_FREQ[i] (base^(-2i/n_rot),
+ * rope factors and scaling folded in by the caller; model-formats.md 3.1). */
 cudaError_t kv_rope(float *x, int32_t n_tok, int32_t n_head, int32_t hd, int32_t n_rot,
-                    int32_t pos0, float base, float freq_scale, const float *freqs, bool neox,
-                    cudaStream_t st);
+                    int32_t pos0, const float *inv_freq, bool neox, cudaStream_t st);
 /* G[i] = act(G[i]) * U[i]: SiLU, or GELU (tanh form) when GELU. */
 cudaError_t kv_glu(float *g, const float *u, int64_t n, bool gelu, cudaStream_t st);
 /* Writes K and V (N_TOK x N_KV x HD, f32) into the layer's caches (N_KV x

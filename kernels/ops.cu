@@ -96,12 +96,12 @@ cudaError_t kv_add(float *y, const float *a, int64_t n, cudaStream_t st)
     return cudaGetLastError();
 }
 
-/* One thread per rotated pair. The angle is pos * freq_scale * base^(-2i/n_rot)
- * / freqs[i]; sincosf (not the fast intrinsic) because angles reach 1e5 rad
- * at long contexts, where __sinf loses all accuracy. */
+/* One thread per rotated pair. The angle pos * inv_freq[i] and its sine and
+ * cosine are computed in double, as the CPU reference does: angles reach 1e5
+ * rad at long contexts, where float loses the low digits. It is a few
+ * thousand threads per token, so FP64 throughput does not matter. */
 static __global__ void k_rope(float *x, int32_t n_tok, int32_t n_head, int32_t hd, int32_t n_rot,
-                              int32_t pos0, float base, float freq_scale,
-                              const float *__restrict__ freqs, bool neox)
+                              int32_t pos0, const float *__restrict__ inv_freq, bool neox)
 {
     int32_t half = n_rot / 2;
     int64_t total = (int64_t)n_tok * n_head * half;
@@ -111,27 +111,24 @@ static __global__ void k_rope(float *x, int32_t n_tok, int32_t n_head, int32_t h
         int64_t th = idx / half; /* token * n_head + head */
         int32_t t = (int32_t)(th / n_head);
         float *h = x + th * hd;
-        float theta = (float)(pos0 + t) * freq_scale * powf(base, -2.0f * (float)i / (float)n_rot);
-        if (freqs)
-            theta /= freqs[i];
-        float s, c;
-        sincosf(theta, &s, &c);
+        double s, c;
+        sincos((double)(pos0 + t) * (double)inv_freq[i], &s, &c);
+        float fs = (float)s, fc = (float)c;
         int32_t i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
         float a = h[i0], b = h[i1];
-        h[i0] = a * c - b * s;
-        h[i1] = a * s + b * c;
+        h[i0] = a * fc - b * fs;
+        h[i1] = a * fs + b * fc;
     }
 }
 
 cudaError_t kv_rope(float *x, int32_t n_tok, int32_t n_head, int32_t hd, int32_t n_rot,
-                    int32_t pos0, float base, float freq_scale, const float *freqs, bool neox,
-                    cudaStream_t st)
+                    int32_t pos0, const float *inv_freq, bool neox, cudaStream_t st)
 {
     int64_t total = (int64_t)n_tok * n_head * (n_rot / 2);
     if (total <= 0)
         return cudaSuccess;
-    k_rope<<<blocks_for(total, 256), 256, 0, st>>>(x, n_tok, n_head, hd, n_rot, pos0, base,
-                                                   freq_scale, freqs, neox);
+    k_rope<<<blocks_for(total, 256), 256, 0, st>>>(x, n_tok, n_head, hd, n_rot, pos0, inv_freq,
+                                                   neox);
     return cudaGetLastError();
 }
 

@@ -1,0 +1,545 @@
+/* test_cuda.c - the CUDA backend against the CPU backend and the naive
+ * double-precision reference (ref_forward.c).
+ *
+ * Without a usable CUDA device every test prints "SKIPPED: no CUDA device"
+ * and skips. With one: synthetic tiny models of every architecture and
+ * weight type, with awkward shapes (n_embd not a multiple of 128, n_ff an odd
+ * multiple of 32, head sizes 12/80/112/256, partial RoPE, scalar float rows),
+ * are run through both backends on the same tokens; batch prefill is checked
+ * against token-by-token decode; a long context exercises the split-K decode
+ * attention and the sliding window across many tiles; and the error paths
+ * (positions past the context, bad token ids, a model too big for the card).
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "testutil.h"
+
+#include "backend.h"
+#include "cuda_probe.h"
+#include "engine.h"
+#include "gguf.h"
+#include "model.h"
+#include "quant.h"
+#include "ref_forward.h"
+
+#define REQUIRE_CUDA()                                                                          \
+    do {                                                                                        \
+        if (cuda_probe(NULL, 0, NULL, NULL) == 0) {                                             \
+            printf("SKIPPED: no CUDA device\n");                                                \
+            skip();                                                                             \
+        }                                                                                       \
+    } while (0)
+
+/* ---- synthetic models (the same recipe as test_model.c) ---- */
+
+struct synth {
+    const char *arch;
+    enum ggml_type wtype; /* 2-D weights */
+    enum ggml_type etype; /* token_embd */
+    int n_embd, n_head, n_head_kv, head_dim, n_rot, n_ff, n_vocab, n_layer;
+    bool untied;
+    bool rope_freqs;
+    int swa_window; /* gemma3 */
+};
+
+static uint64_t rng_state;
+
+static float frand(void) /* uniform in [-1, 1) */
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (float)((rng_state >> 40) * (1.0 / (1ull << 24))) * 2.0f - 1.0f;
+}
+
+static void add(struct gguf_writer *w, const char *name, enum ggml_type t, int64_t ne0,
+                int64_t ne1, float scale, float offset)
+{
+    int64_t ne[2] = {ne0, ne1};
+    size_t row = quant_row_size(t, ne0);
+    unsigned char *data = calloc((size_t)ne1, row);
+    float *f = malloc(sizeof(float) * (size_t)ne0);
+    assert_non_null(data);
+    assert_non_null(f);
+    for (int64_t r = 0; r < ne1; r++) {
+        for (int64_t i = 0; i < ne0; i++)
+            f[i] = offset + scale * frand();
+        quant_quantize_row(t, f, data + (size_t)r * row, ne0);
+    }
+    gguf_writer_add_tensor(w, name, t, ne1 == 1 ? 1 : 2, ne, data);
+    free(f);
+    free(data);
+}
+
+#define MAX_IMAGES 64
+static void *images[MAX_IMAGES];
+static int n_images;
+
+static void keep_image(void *img)
+{
+    assert_true(n_images < MAX_IMAGES);
+    images[n_images++] = img;
+}
+
+static void free_images(void)
+{
+    while (n_images > 0)
+        free(images[--n_images]);
+}
+
+static struct model *make_model(const struct synth *s, uint64_t seed)
+{
+    rng_state = seed * 0x9E3779B97F4A7C15ull + 1;
+    struct gguf_writer *w = gguf_writer_new();
+    assert_non_null(w);
+    char k[128];
+#define KEY(suffix) (snprintf(k, sizeof k, "%s.%s", s->arch, suffix), k)
+    gguf_writer_set_str(w, "general.architecture", s->arch);
+    gguf_writer_set_str(w, "general.name", "synthetic");
+    gguf_writer_set_u32(w, KEY("embedding_length"), (uint32_t)s->n_embd);
+    gguf_writer_set_u32(w, KEY("block_count"), (uint32_t)s->n_layer);
+    gguf_writer_set_u32(w, KEY("feed_forward_length"), (uint32_t)s->n_ff);
+    gguf_writer_set_u32(w, KEY("attention.head_count"), (uint32_t)s->n_head);
+    gguf_writer_set_u32(w, KEY("attention.head_count_kv"), (uint32_t)s->n_head_kv);
+    gguf_writer_set_u32(w, KEY("context_length"), 4096);
+    gguf_writer_set_f32(w, KEY("attention.layer_norm_rms_epsilon"), 1e-5f);
+    gguf_writer_set_f32(w, KEY("rope.freq_base"), 30000.0f);
+    gguf_writer_set_u32(w, KEY("attention.key_length"), (uint32_t)s->head_dim);
+    gguf_writer_set_u32(w, KEY("attention.value_length"), (uint32_t)s->head_dim);
+    gguf_writer_set_u32(w, KEY("rope.dimension_count"), (uint32_t)s->n_rot);
+    if (s->swa_window)
+        gguf_writer_set_u32(w, KEY("attention.sliding_window"), (uint32_t)s->swa_window);
+#undef KEY
+
+    int64_t E = s->n_embd, QD = (int64_t)s->n_head * s->head_dim,
+            KVD = (int64_t)s->n_head_kv * s->head_dim, F = s->n_ff;
+    bool gemma = strcmp(s->arch, "gemma3") == 0;
+    bool qk_norm = gemma || strcmp(s->arch, "qwen3") == 0;
+    bool bias = strcmp(s->arch, "qwen2") == 0;
+    float se = 1.0f / sqrtf((float)E);
+    add(w, "token_embd.weight", s->etype, E, s->n_vocab, 1.0f, 0.0f);
+    add(w, "output_norm.weight", GGML_TYPE_F32, E, 1, 0.2f, 1.0f);
+    if (s->untied)
+        add(w, "output.weight", s->wtype, E, s->n_vocab, se, 0.0f);
+    if (s->rope_freqs)
+        add(w, "rope_freqs.weight", GGML_TYPE_F32, s->n_rot / 2, 1, 0.5f, 2.0f);
+    for (int il = 0; il < s->n_layer; il++) {
+        char n[96];
+#define T(what, type, ne0, ne1, scale, off)                                                        \
+    do {                                                                                           \
+        snprintf(n, sizeof n, "blk.%d.%s", il, what);                                              \
+        add(w, n, type, ne0, ne1, scale, off);                                                     \
+    } while (0)
+        T("attn_norm.weight", GGML_TYPE_F32, E, 1, 0.2f, 1.0f);
+        T("attn_q.weight", s->wtype, E, QD, 2.0f * se, 0.0f);
+        T("attn_k.weight", s->wtype, E, KVD, 2.0f * se, 0.0f);
+        T("attn_v.weight", s->wtype, E, KVD, 1.5f * se, 0.0f);
+        if (bias) {
+            T("attn_q.bias", GGML_TYPE_F32, QD, 1, 0.3f, 0.0f);
+            T("attn_k.bias", GGML_TYPE_F32, KVD, 1, 0.3f, 0.0f);
+            T("attn_v.bias", GGML_TYPE_F32, KVD, 1, 0.3f, 0.0f);
+        }
+        if (qk_norm) {
+            T("attn_q_norm.weight", GGML_TYPE_F32, s->head_dim, 1, 0.2f, 1.0f);
+            T("attn_k_norm.weight", GGML_TYPE_F32, s->head_dim, 1, 0.2f, 1.0f);
+        }
+        T("attn_output.weight", s->wtype, QD, E, 1.5f / sqrtf((float)QD), 0.0f);
+        if (gemma)
+            T("post_attention_norm.weight", GGML_TYPE_F32, E, 1, 0.2f, 1.0f);
+        T("ffn_norm.weight", GGML_TYPE_F32, E, 1, 0.2f, 1.0f);
+        T("ffn_gate.weight", s->wtype, E, F, 2.0f * se, 0.0f);
+        T("ffn_up.weight", s->wtype, E, F, 2.0f * se, 0.0f);
+        T("ffn_down.weight", s->wtype, F, E, 1.5f / sqrtf((float)F), 0.0f);
+        if (gemma)
+            T("post_ffw_norm.weight", GGML_TYPE_F32, E, 1, 0.2f, 1.0f);
+#undef T
+    }
+    size_t size = 0;
+    void *img = gguf_writer_to_memory(w, &size);
+    assert_non_null(img);
+    gguf_writer_free(w);
+    /* The reader borrows the image and the model owns the reader, so the
+     * image is kept in a list freed at teardown. */
+    char err[512];
+    struct gguf *g = gguf_open_memory(img, size, "synthetic", err, sizeof err);
+    if (!g)
+        fail_msg("synthetic %s/%s: %s", s->arch, quant_type_name(s->wtype), err);
+    struct model *m = model_from_gguf(g, err, sizeof err);
+    if (!m)
+        fail_msg("synthetic %s/%s: %s", s->arch, quant_type_name(s->wtype), err);
+    keep_image(img);
+    return m;
+}
+
+static void *backend_new(const struct backend_ops *ops, const struct model *m, int n_ctx)
+{
+    struct backend_config cfg = {.n_ctx = n_ctx, .n_threads = 2};
+    char err[512];
+    void *b = ops->create(m, &cfg, err, sizeof err);
+    if (!b)
+        fail_msg("%s create: %s", ops->name, err);
+    return b;
+}
+
+static void tokens_for(int32_t *tok, int n, int n_vocab, uint64_t seed)
+{
+    for (int i = 0; i < n; i++)
+        tok[i] = (int32_t)((seed * 7919 + (uint64_t)i * 104729 + (uint64_t)i * i * 31) %
+                           (uint64_t)n_vocab);
+}
+
+/* max |a - b| over max |b|; NaN anywhere counts as infinitely wrong. */
+static double rel_err(const float *a, const float *b, size_t n)
+{
+    double md = 0, mb = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        if (!(d <= md))
+            md = isnan(d) ? INFINITY : d;
+        if (fabs(b[i]) > mb)
+            mb = fabs(b[i]);
+    }
+    return md / (mb > 0 ? mb : 1.0);
+}
+
+/* Tolerances, relative to the largest logit.
+ * Against the double reference: the CUDA decode path multiplies exact
+ * dequantised weights with f32 activations, but the KV cache is f16 and
+ * prefill GEMMs take f16 operands (11-bit mantissa), so about 1e-3 per
+ * layer, amplified by a random model: 2e-2 for every type.
+ * Against the CPU backend: add the CPU's 8-bit activation quantisation
+ * (test_model.c allows 5e-2 for it against the reference): 7e-2. */
+#define TOL_REF 2e-2
+#define TOL_CPU 7e-2
+/* Batch (GEMM, f16 operands) vs one by one (matvec, f32). */
+#define TOL_SEQ 2e-2
+
+#define SEQ 12
+
+/* Prefill SEQ tokens with all logits on CUDA, compare with the reference
+ * and the CPU backend; then decode the same tokens one by one on a second
+ * CUDA backend and compare with the batch. */
+static void check_model(const struct synth *s, const char *tag)
+{
+    struct model *m = make_model(s, 1234);
+    int V = m->hp.n_vocab;
+    int32_t tok[SEQ];
+    tokens_for(tok, SEQ, V, 5);
+    size_t nl = (size_t)SEQ * V;
+    float *ref = malloc(sizeof(float) * nl), *cpu = malloc(sizeof(float) * nl);
+    float *gpu = malloc(sizeof(float) * nl), *one = malloc(sizeof(float) * V);
+    assert_non_null(ref);
+    assert_non_null(cpu);
+    assert_non_null(gpu);
+    assert_non_null(one);
+    struct ref_model *r = ref_new(m);
+    assert_non_null(r);
+    assert_int_equal(ref_forward(r, tok, SEQ, ref), 0);
+
+    char err[512];
+    void *bc = backend_new(&backend_cpu_ops, m, 64);
+    assert_int_equal(backend_cpu_ops.forward(bc, tok, SEQ, 0, cpu, true, err, sizeof err), 0);
+
+    void *bg = backend_new(&backend_cuda_ops, m, 64);
+    /* Poison: every logit must be written. */
+    for (size_t i = 0; i < nl; i++)
+        gpu[i] = NAN;
+    if (backend_cuda_ops.forward(bg, tok, SEQ, 0, gpu, true, err, sizeof err) != 0)
+        fail_msg("%s: cuda forward: %s", tag, err);
+    double e_ref = rel_err(gpu, ref, nl), e_cpu = rel_err(gpu, cpu, nl);
+    printf("%-26s %-5s cuda vs reference %.2e (tol %.0e), vs cpu %.2e (tol %.0e)\n", tag,
+           quant_type_name(s->wtype), e_ref, TOL_REF, e_cpu, TOL_CPU);
+    assert_true(e_ref <= TOL_REF);
+    assert_true(e_cpu <= TOL_CPU);
+    /* The logits depend on the input (attention sees the past). */
+    assert_true(rel_err(gpu, gpu + (size_t)(SEQ - 1) * V, (size_t)V) > 1e-3);
+
+    /* Last-token-only logits equal the last row of the batch. */
+    assert_int_equal(backend_cuda_ops.forward(bg, tok, SEQ, 0, one, false, err, sizeof err), 0);
+    assert_true(rel_err(one, gpu + (size_t)(SEQ - 1) * V, (size_t)V) <= 1e-5);
+
+    /* One by one (the decode kernels) against the batch (the GEMM path). */
+    void *bs = backend_new(&backend_cuda_ops, m, 64);
+    double worst = 0;
+    for (int i = 0; i < SEQ; i++) {
+        assert_int_equal(backend_cuda_ops.forward(bs, tok + i, 1, i, one, false, err, sizeof err),
+                         0);
+        double e = rel_err(one, gpu + (size_t)i * V, (size_t)V);
+        worst = e > worst ? e : worst;
+    }
+    printf("%-26s batch vs one by one %.2e (tol %.0e)\n", tag, worst, TOL_SEQ);
+    assert_true(worst <= TOL_SEQ);
+
+    struct engine_memory mem;
+    backend_cuda_ops.memory(bg, &mem);
+    assert_true(mem.on_gpu);
+    assert_true(mem.weights > 0 && mem.kv_cache > 0 && mem.scratch > 0);
+    assert_true(mem.device_total >= mem.device_free);
+    assert_true(strlen(backend_cuda_ops.device_name(bg)) > 0);
+
+    backend_cuda_ops.destroy(bs);
+    backend_cuda_ops.destroy(bg);
+    backend_cpu_ops.destroy(bc);
+    ref_free(r);
+    model_free(m);
+    free(ref);
+    free(cpu);
+    free(gpu);
+    free(one);
+}
+
+/* Scalar float rows (36 is not a multiple of 8), head size 12, rope factors,
+ * untied output. */
+static void test_llama_f32_scalar(void **state)
+{
+    (void)state;
+    REQUIRE_CUDA();
+    struct synth s = {.arch = "llama", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
+                      .n_embd = 36, .n_head = 3, .n_head_kv = 1, .head_dim = 12, .n_rot = 12,
+                      .n_ff = 52, .n_vocab = 61, .n_layer = 2, .untied = true,
+                      .rope_freqs = true};
+    check_model(&s, "llama-f32-scalar");
+}
+
+/* Head size 80 (2 dim pairs per lane, the second partly masked), partial
+ * rope, n_embd 160. */
+static void test_llama_f16_hd80(void **state)
+{
+    (void)state;
+    REQUIRE_CUDA();
+    struct synth s = {.arch = "llama", .wtype = GGML_TYPE_F16, .etype = GGML_TYPE_F16,
+                      .n_embd = 160, .n_head = 2, .n_head_kv = 1, .head_dim = 80, .n_rot = 32,
+                      .n_ff = 96, .n_vocab = 97, .n_layer = 2, .untied = true};
+    check_model(&s, "llama-f16-hd80");
+}
+
+static void test_llama_bf16(void **state)
+{
+    (void)state;
+    REQUIRE_CUDA();
+    struct synth s = {.arch = "llama", .wtype = GGML_TYPE_BF16, .etype = GGML_TYPE_BF16,
+                      .n_embd = 64, .n_head = 4, .n_head_kv = 2, .head_dim = 16, .n_rot = 16,
+                      .n_ff = 96, .n_vocab = 80, .n_layer = 2};
+    check_model(&s, "llama-bf16");
+}
+
+static void test_llama_q8_0(void **state)
+{
+    (void)state;
+    REQUIRE_CUDA();
+    struct synth s = {.arch = "llama", .wtype = GGML_TYPE_Q8_0, .etype = GGML_TYPE_Q8_0,
+                      .n_embd = 160, .n_head = 5, .n_head_kv = 1, .head_dim = 32, .n_rot = 32,
+                      .n_ff = 224, .n_vocab = 100, .n_layer = 2};
+    check_model(&s, "llama-q8_0");
+}
+
+static void test_qwen2_q4_0_bias(void **state)
+{
+    (void)state;
+    REQUIRE_CUDA();
+    struct synth s = {.arch = "qwen2", .wtype = GGML_TYPE_Q4_0, .etype = GGML_TYPE_Q8_0,
+                      .n_embd = 96, .n_head = 3, .n_head_kv = 1, .head_dim = 32, .n_rot = 32,
+                      .n_ff = 160, .n_vocab = 90, .n_layer = 2, .untied = true};
+    check_model(&s, "qwen2-q4_0-bias");
+}
+
+/* Head size 112, q/k norm. */
+static void test_qwen3_q4_1(void **state)
+{
+    (void)state;
+    REQUIRE_CUDA();
+    struct synth s = {.arch = "qwen3", .wtype = GGML_TYPE_Q4_1, .etype = GGML_TYPE_Q4_1,
+                      .n_embd = 224, .n_head = 2, .n_head_kv = 1, .head_dim = 112, .n_rot = 112,
+                      .n_ff = 288, .n_vocab = 70, .n_layer = 2};
+    check_model(&s, "qwen3-q4_1-qknorm");
+}
+
+/* Gemma's head size 256, window 5 over 12 tokens, post-norms, GeGLU,
+ * embedding scale. */
+static void test_gemma3_q5_0_swa(void **state)
+{
+    (void)state;
+    REQUIRE_CUDA();
+    struct synth s = {.arch = "gemma3", .wtype = GGML_TYPE_Q5_0, .etype = GGML_TYPE_Q8_0,
+                      .n_embd = 288, .n_head = 2, .n_head_kv = 1, .head_dim = 256, .n_rot = 256,
+                      .n_ff = 352, .n_vocab = 64, .n_layer = 7, .swa_window = 5};
+    check_model(&s, "gemma3-q5_0-swa");
+}
+
+static void test_gemma3_q5_1(void **state)
+{
+    (void)state;
+    REQUIRE_CUDA();
+    struct synth s = {.arch = "gemma3", .wtype = GGML_TYPE_Q5_1, .etype = GGML_TYPE_Q5_1,
+                      .n_embd = 160, .n_head = 4, .n_head_kv = 2, .head_dim = 64, .n_rot = 64,
+                      .n_ff = 96, .n_vocab = 75, .n_layer = 2, .swa_window = 7};
+    check_model(&s, "gemma3-q5_1");
+}
+
+static void test_llama_q4_k(void **state)
+{
+    (void)state;
+    REQUIRE_CUDA();
+    struct synth s = {.arch = "llama", .wtype = GGML_TYPE_Q4_K, .etype = GGML_TYPE_Q4_K,
+                      .n_embd = 256, .n_head = 4, .n_head_kv = 2, .head_dim = 64, .n_rot = 64,
+                      .n_ff = 512, .n_vocab = 50, .n_layer = 2, .untied = true};
+    check_model(&s, "llama-q4_k");
+}
+
+static void test_qwen3_q5_k(void **state)
+{
+    (void)state;
+    REQUIRE_CUDA();
+    struct synth s = {.arch = "qwen3", .wtype = GGML_TYPE_Q5_K, .etype = GGML_TYPE_Q8_0,
+                      .n_embd = 256, .n_head = 2, .n_head_kv = 1, .head_dim = 128, .n_rot = 128,
+                      .n_ff = 768, .n_vocab = 60, .n_layer = 2, .untied = true};
+    check_model(&s, "qwen3-q5_k");
+}
+
+static void test_gemma3_q6_k(void **state)
+{
+    (void)state;
+    REQUIRE_CUDA();
+    struct synth s = {.arch = "gemma3", .wtype = GGML_TYPE_Q6_K, .etype = GGML_TYPE_Q6_K,
+                      .n_embd = 256, .n_head = 1, .n_head_kv = 1, .head_dim = 256, .n_rot = 256,
+                      .n_ff = 512, .n_vocab = 66, .n_layer = 6, .swa_window = 4};
+    check_model(&s, "gemma3-q6_k");
+}
+
+/* A long context: 1100 tokens prefilled in three micro-batches (512 each),
+ * then decode steps far into the cache, where the attention splits the key
+ * range across blocks; the sliding window (300) spans many tiles. Checked
+ * against the CPU backend. */
+static void test_long_context_split(void **state)
+{
+    (void)state;
+    REQUIRE_CUDA();
+    struct synth s = {.arch = "gemma3", .wtype = GGML_TYPE_Q8_0, .etype = GGML_TYPE_Q8_0,
+                      .n_embd = 128, .n_head = 4, .n_head_kv = 1, .head_dim = 64, .n_rot = 64,
+                      .n_ff = 160, .n_vocab = 57, .n_layer = 6, .swa_window = 300};
+    struct model *m = make_model(&s, 99);
+    const int N = 1100, D = 6, V = m->hp.n_vocab;
+    int32_t *tok = malloc(sizeof(int32_t) * (N + D));
+    float *a = malloc(sizeof(float) * V), *c = malloc(sizeof(float) * V);
+    assert_non_null(tok);
+    assert_non_null(a);
+    assert_non_null(c);
+    tokens_for(tok, N + D, V, 17);
+    char err[512];
+    void *bc = backend_new(&backend_cpu_ops, m, 1200);
+    void *bg = backend_new(&backend_cuda_ops, m, 1200);
+    assert_int_equal(backend_cpu_ops.forward(bc, tok, N, 0, c, false, err, sizeof err), 0);
+    if (backend_cuda_ops.forward(bg, tok, N, 0, a, false, err, sizeof err) != 0)
+        fail_msg("cuda prefill: %s", err);
+    double worst = rel_err(a, c, (size_t)V);
+    for (int i = 0; i < D; i++) {
+        assert_int_equal(backend_cpu_ops.forward(bc, tok + N + i, 1, N + i, c, false, err,
+                                                 sizeof err),
+                         0);
+        assert_int_equal(backend_cuda_ops.forward(bg, tok + N + i, 1, N + i, a, false, err,
+                                                  sizeof err),
+                         0);
+        double e = rel_err(a, c, (size_t)V);
+        worst = e > worst ? e : worst;
+    }
+    printf("long context (%d + %d tokens): cuda vs cpu %.2e (tol %.0e)\n", N, D, worst, TOL_CPU);
+    assert_true(worst <= TOL_CPU);
+
+    /* Rewind: decoding again at N after the cache was filled beyond it. */
+    assert_int_equal(backend_cuda_ops.forward(bg, tok + N, 1, N, a, false, err, sizeof err), 0);
+    assert_int_equal(backend_cpu_ops.forward(bc, tok + N, 1, N, c, false, err, sizeof err), 0);
+    assert_true(rel_err(a, c, (size_t)V) <= TOL_CPU);
+
+    backend_cuda_ops.destroy(bg);
+    backend_cpu_ops.destroy(bc);
+    model_free(m);
+    free(tok);
+    free(a);
+    free(c);
+}
+
+static void test_forward_errors(void **state)
+{
+    (void)state;
+    REQUIRE_CUDA();
+    struct synth s = {.arch = "llama", .wtype = GGML_TYPE_Q4_0, .etype = GGML_TYPE_Q8_0,
+                      .n_embd = 64, .n_head = 2, .n_head_kv = 1, .head_dim = 32, .n_rot = 32,
+                      .n_ff = 96, .n_vocab = 40, .n_layer = 1};
+    struct model *m = make_model(&s, 3);
+    void *b = backend_new(&backend_cuda_ops, m, 16);
+    float logits[40];
+    char err[512];
+    int32_t tok[4] = {1, 2, 3, 4};
+    assert_int_equal(backend_cuda_ops.forward(b, tok, 4, 14, logits, false, err, sizeof err), -1);
+    assert_non_null(strstr(err, "context"));
+    tok[2] = 40;
+    assert_int_equal(backend_cuda_ops.forward(b, tok, 4, 0, logits, false, err, sizeof err), -1);
+    assert_non_null(strstr(err, "token id 40"));
+    tok[2] = -1;
+    assert_int_equal(backend_cuda_ops.forward(b, tok, 4, 0, logits, false, err, sizeof err), -1);
+    assert_non_null(strstr(err, "token id -1"));
+    /* Still usable after rejected calls. */
+    tok[2] = 3;
+    assert_int_equal(backend_cuda_ops.forward(b, tok, 4, 0, logits, false, err, sizeof err), 0);
+    backend_cuda_ops.destroy(b);
+
+    /* A context that cannot fit on the card: a clear message, no crash. */
+    struct backend_config cfg = {.n_ctx = 2000000000, .n_threads = 1};
+    assert_null(backend_cuda_ops.create(m, &cfg, err, sizeof err));
+    printf("huge context: %s\n", err);
+    assert_non_null(strstr(err, "--ctx-size"));
+    model_free(m);
+}
+
+static void test_probe(void **state)
+{
+    (void)state;
+    char name[256];
+    uint64_t total = 1, fr = 1;
+    int n = cuda_probe(name, sizeof name, &total, &fr);
+    printf("cuda_probe: %d device(s), %s\n", n, name);
+    assert_true(n >= 0);
+    if (n == 0) {
+        assert_true(total == 0 && fr == 0);
+        printf("SKIPPED: no CUDA device\n");
+        skip();
+    }
+    assert_true(total > 0 && fr <= total && name[0]);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    free_images();
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_probe),
+        cmocka_unit_test(test_llama_f32_scalar),
+        cmocka_unit_test(test_llama_f16_hd80),
+        cmocka_unit_test(test_llama_bf16),
+        cmocka_unit_test(test_llama_q8_0),
+        cmocka_unit_test(test_qwen2_q4_0_bias),
+        cmocka_unit_test(test_qwen3_q4_1),
+        cmocka_unit_test(test_gemma3_q5_0_swa),
+        cmocka_unit_test(test_gemma3_q5_1),
+        cmocka_unit_test(test_llama_q4_k),
+        cmocka_unit_test(test_qwen3_q5_k),
+        cmocka_unit_test(test_gemma3_q6_k),
+        cmocka_unit_test(test_long_context_split),
+        cmocka_unit_test(test_forward_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, teardown);
+}
