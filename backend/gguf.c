@@ -217,7 +217,8 @@ static bool rd_str(struct rd *r, struct gguf_str *s, const char *what)
     if (!rd_u64(r, &len, what))
         return false;
     if (len > left(r))
-        return fail(r, "%s: string length %llu at offset %llu runs past the end of the file (%llu bytes)",
+        return fail(r, "%s: string length %llu at offset %llu runs past the end of the file "
+                    "(%llu bytes)",
                     what, (unsigned long long)len, (unsigned long long)(r->pos - 8),
                     (unsigned long long)r->size);
     s->ptr = (const char *)r->p + r->pos;
@@ -354,8 +355,8 @@ static bool parse_kv(struct rd *r, struct gguf *g, int64_t i)
     for (uint64_t k = 0; k < kv->key.len; k++) {
         unsigned char c = (unsigned char)kv->key.ptr[k];
         if (c < 0x20 || c == 0x7f)
-            return fail(r, "key '%s' contains control byte 0x%02x", printable(kv->key, nb, sizeof nb),
-                        c);
+            return fail(r, "key '%s' contains control byte 0x%02x",
+                        printable(kv->key, nb, sizeof nb), c);
     }
     char ctx[128];
     snprintf(ctx, sizeof ctx, "key '%s'", printable(kv->key, nb, sizeof nb));
