@@ -818,15 +818,19 @@ static void run_real(const char *file, int32_t bos, const char *const *words, in
 static void test_real_smollm2(void **state)
 {
     (void)state;
-    static const char *const words[] = {"The", "Ġcapital", "Ġof", "ĠFrance", "Ġis"};
-    run_real(TEST_MODEL_SMOLLM2, -1, words, 5, "ĠParis", 30, 576);
+    static const char *const words[] = {"Monday", ",", "ĠTuesday", ",", "ĠWednesday", ",",
+                                        "ĠThursday", ","};
+    run_real(TEST_MODEL_SMOLLM2, -1, words, 8, "ĠFriday", 30, 576);
 }
 
 static void test_real_gemma3(void **state)
 {
     (void)state;
-    static const char *const words[] = {"The", "▁capital", "▁of", "▁France", "▁is"};
-    run_real(TEST_MODEL_GEMMA3, 2, words, 5, "▁Paris", 18, 640);
+    /* BOS is 2 in Gemma's vocabulary. (After "The capital of France is"
+     * this model really does say "the", as a numpy reference agrees.) */
+    static const char *const words[] = {"Monday", ",", "▁Tuesday", ",", "▁Wednesday", ",",
+                                        "▁Thursday", ","};
+    run_real(TEST_MODEL_GEMMA3, 2, words, 8, "▁Friday", 18, 640);
 }
 
 static int setup(void **state)
