@@ -542,6 +542,15 @@ static void fill_rect(struct ui *u, struct rect r, int elem)
         mvhline(y, r.x, ' ', r.w);
 }
 
+/* A border drawn with U+2502 itself: ACS line drawing depends on terminfo
+ * details that differ between terminals and multiplexers. */
+static void draw_vline(struct ui *u, int y, int x, int h)
+{
+    attrset(elem_attr(u, TH_BORDER));
+    for (int i = 0; i < h; i++)
+        mvaddstr(y + i, x, "\xE2\x94\x82");
+}
+
 static void draw_title(struct ui *u)
 {
     struct rect r = u->lay.title;
@@ -612,8 +621,7 @@ static void draw_sidebar(struct ui *u)
         }
         draw_text(u, r.y + 1 + (int)i, r.x, r.w - 1, buf, strlen(buf), elem_attr(u, el), NULL);
     }
-    attrset(elem_attr(u, TH_BORDER));
-    mvvline(r.y, r.x + r.w - 1, ACS_VLINE, r.h);
+    draw_vline(u, r.y, r.x + r.w - 1, r.h);
 }
 
 static void refresh_sessions(struct ui *u)
@@ -698,7 +706,7 @@ static void meter_values(struct ui *u, struct meter_values *v)
     double pct = meters_roofline_pct(u->info->bytes_per_token, u->st.gen_tokens > 1 ? u->st.decode_tok_s : NAN,
                                      u->bandwidth);
     if (isnan(pct))
-        snprintf(v->roof, sizeof v->roof, "n/a%s", u->bandwidth > 0 ? "" : " (bandwidth?)");
+        snprintf(v->roof, sizeof v->roof, "n/a");
     else
         snprintf(v->roof, sizeof v->roof, "%.0f%% of %.0f GB/s", pct, u->bandwidth / 1e9);
     if (u->gs.util_valid)
@@ -723,8 +731,7 @@ static void draw_meters(struct ui *u)
     char bar[256];
     if (u->lay.meters_side) {
         int x = r.x + 1, w = r.w - 2, y = r.y;
-        attrset(elem_attr(u, TH_BORDER));
-        mvvline(r.y, r.x, ACS_VLINE, r.h);
+        draw_vline(u, r.y, r.x, r.h);
         int bottom = r.y + r.h;
 #define ROW(label, value)                                                                                  \
     do {                                                                                                   \
@@ -775,7 +782,7 @@ static void draw_meters(struct ui *u)
     n += meter_cell(u, r.y, x + n, w - n, "", v.mem);
     n += 2;
     char kv[160];
-    snprintf(kv, sizeof kv, "%s, %s left", v.kv, v.left);
+    snprintf(kv, sizeof kv, "%d/%d (%s left)", u->st.kv_used, u->st.kv_capacity > 0 ? u->st.kv_capacity : u->info->n_ctx, v.left);
     meter_cell(u, r.y, x + n, w - n, "KV", kv);
     n = meter_cell(u, r.y + 1, x, w, "decode", v.dec);
     n += 2 + meter_cell(u, r.y + 1, x + n + 2, w - n - 2, "prefill", v.pre);
@@ -1774,6 +1781,7 @@ static void setup_readline(struct ui *u)
     }
     rl_callback_handler_install("", on_line);
     rl_variable_bind("bell-style", "none");
+    rl_variable_bind("show-all-if-ambiguous", "on");
     rl_variable_bind("enable-bracketed-paste", "off"); /* we handle paste ourselves */
 }
 
