@@ -20,6 +20,7 @@
  */
 #include <math.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -180,32 +181,54 @@ struct matmul_job {
     struct matmul mm[N_SLOTS];
     int n_mm;
     int n; /* tokens */
+    /* Next chunk of row tiles to claim, per product. */
+    _Alignas(ALIGN) atomic_llong next[N_SLOTS];
 };
 
-/* Every thread takes its share of every product's row tiles, so all threads
- * stay busy even when the products differ in size (K and V next to Q). */
+static void matmul_job_init(struct matmul_job *job, int n, int n_mm)
+{
+    job->n = n;
+    job->n_mm = n_mm;
+    for (int k = 0; k < N_SLOTS; k++)
+        atomic_init(&job->next[k], 0);
+}
+
+/* Threads claim chunks of row tiles from a shared counter rather than
+ * taking fixed shares: when the machine is busier than our threads (other
+ * programs, a build), a descheduled thread's rows are done by the others
+ * instead of everyone waiting for it. Which thread computes a row does not
+ * change its value, so results do not depend on the thread count. */
 static void matmul_worker(void *arg, int ith, int nth)
 {
-    const struct matmul_job *job = arg;
+    (void)ith;
+    struct matmul_job *job = arg;
     for (int k = 0; k < job->n_mm; k++) {
         const struct matmul *mm = &job->mm[k];
         int64_t rows = mm->w->ne1;
         int64_t n_tiles = (rows + ROW_TILE - 1) / ROW_TILE;
-        int64_t t0, t1;
-        split_range(n_tiles, ith, nth, &t0, &t1);
+        /* About eight chunks per thread: balance without much contention. */
+        int64_t chunk = n_tiles / (8 * (int64_t)nth);
+        if (chunk < 1)
+            chunk = 1;
         size_t row_bytes = quant_row_size(mm->w->type, mm->w->ne0);
         const unsigned char *base = mm->w->data;
-        for (int64_t tile = t0; tile < t1; tile++) {
-            int64_t r0 = tile * ROW_TILE;
-            int64_t r1 = r0 + ROW_TILE < rows ? r0 + ROW_TILE : rows;
-            for (int t = 0; t < job->n; t++) {
-                const struct quant_act *a = &mm->acts[t];
-                float *y = mm->y + (int64_t)t * mm->y_stride;
-                for (int64_t r = r0; r < r1; r++)
-                    y[r] = quant_dot(base + (size_t)r * row_bytes, a);
-                if (mm->bias)
+        for (;;) {
+            int64_t t0 = atomic_fetch_add_explicit(&job->next[k], chunk, memory_order_relaxed);
+            if (t0 >= n_tiles)
+                break;
+            int64_t t1 = t0 + chunk < n_tiles ? t0 + chunk : n_tiles;
+            for (int64_t tile = t0; tile < t1; tile++) {
+                int64_t r0 = tile * ROW_TILE;
+                int64_t r1 = r0 + ROW_TILE < rows ? r0 + ROW_TILE : rows;
+                for (int t = 0; t < job->n; t++) {
+                    const struct quant_act *a = &mm->acts[t];
+                    float *y = mm->y + (int64_t)t * mm->y_stride;
                     for (int64_t r = r0; r < r1; r++)
-                        y[r] += mm->bias[r];
+                        y[r] = quant_dot(base + (size_t)r * row_bytes, a);
+                    if (mm->bias)
+                        for (int64_t r = r0; r < r1; r++)
+                            y[r] += mm->bias[r];
+                }
             }
         }
     }
@@ -686,7 +709,8 @@ static void forward_chunk(struct cpu *c, const int32_t *tokens, int n, int32_t p
         }
         const struct model_tensor *qkv[3] = {&l->wq, &l->wk, &l->wv};
         run_norm(c, &nj, qkv, 3, slot_of);
-        struct matmul_job mj = {.n = n, .n_mm = 3};
+        struct matmul_job mj = {0};
+        matmul_job_init(&mj, n, 3);
         float *dst[3] = {c->q, c->k, c->v};
         const float *bias[3] = {cl->bq, cl->bk, cl->bv};
         for (int i = 0; i < 3; i++)
@@ -705,7 +729,7 @@ static void forward_chunk(struct cpu *c, const int32_t *tokens, int n, int32_t p
         struct norm_job pj = {.c = c, .n = n, .x = c->att, .dim = c->q_dim};
         const struct model_tensor *wo[1] = {&l->wo};
         run_norm(c, &pj, wo, 1, slot_of);
-        mj = (struct matmul_job){.n = n, .n_mm = 1};
+        matmul_job_init(&mj, n, 1);
         mj.mm[0] = (struct matmul){.w = &l->wo, .acts = pj.acts[0], .y = c->tmp, .y_stride = E};
         threadpool_run(c->pool, matmul_worker, &mj);
 
@@ -715,7 +739,7 @@ static void forward_chunk(struct cpu *c, const int32_t *tokens, int n, int32_t p
                                .add_norm = cl->post_attn_norm, .add_buf = c->tmp};
         const struct model_tensor *gu[2] = {&l->ffn_gate, &l->ffn_up};
         run_norm(c, &nj, gu, 2, slot_of);
-        mj = (struct matmul_job){.n = n, .n_mm = 2};
+        matmul_job_init(&mj, n, 2);
         mj.mm[0] = (struct matmul){.w = &l->ffn_gate, .acts = nj.acts[slot_of[0]], .y = c->hb,
                                    .y_stride = c->n_ff};
         mj.mm[1] = (struct matmul){.w = &l->ffn_up, .acts = nj.acts[slot_of[1]], .y = c->hb2,
@@ -730,7 +754,7 @@ static void forward_chunk(struct cpu *c, const int32_t *tokens, int n, int32_t p
         pj = (struct norm_job){.c = c, .n = n, .x = c->hb, .dim = c->n_ff};
         const struct model_tensor *wd[1] = {&l->ffn_down};
         run_norm(c, &pj, wd, 1, slot_of);
-        mj = (struct matmul_job){.n = n, .n_mm = 1};
+        matmul_job_init(&mj, n, 1);
         mj.mm[0] = (struct matmul){.w = &l->ffn_down, .acts = pj.acts[0], .y = c->tmp,
                                    .y_stride = E};
         threadpool_run(c->pool, matmul_worker, &mj);
@@ -749,7 +773,8 @@ static void forward_chunk(struct cpu *c, const int32_t *tokens, int n, int32_t p
                           .add_buf = c->tmp + (int64_t)first * E};
     const struct model_tensor *out[1] = {&m->output};
     run_norm(c, &nj, out, 1, slot_of);
-    struct matmul_job mj = {.n = want, .n_mm = 1};
+    struct matmul_job mj = {0};
+    matmul_job_init(&mj, want, 1);
     mj.mm[0] = (struct matmul){.w = &m->output, .acts = nj.acts[0], .y = logits,
                                .y_stride = c->n_vocab};
     threadpool_run(c->pool, matmul_worker, &mj);

@@ -24,10 +24,13 @@
 #define CPU_RELAX() ((void)0)
 #endif
 
-/* Spin iterations before a worker sleeps: long enough to bridge the gap
- * between the back-to-back calls of one forward pass (microseconds), short
- * enough that an idle chat does not burn a core. */
-#define SPIN_ITERS (1 << 15)
+/* A waiting worker first spins (pause) long enough to bridge the gap
+ * between the back-to-back calls of one forward pass (microseconds), then
+ * yields the core a number of times -- on a machine with more runnable
+ * threads than cores, spinning would steal time from the very thread it
+ * waits for -- and only then sleeps, so an idle chat burns nothing. */
+#define SPIN_ITERS 4096
+#define YIELD_ITERS 256
 
 #define CACHE_LINE 64
 
@@ -57,11 +60,14 @@ struct threadpool {
 /* Waits until the generation differs from SEEN (or stop); returns it. */
 static unsigned wait_for_work(struct threadpool *p, unsigned seen)
 {
-    for (int i = 0; i < SPIN_ITERS; i++) {
+    for (int i = 0; i < SPIN_ITERS + YIELD_ITERS; i++) {
         unsigned g = atomic_load_explicit(&p->generation, memory_order_acquire);
         if (g != seen || atomic_load_explicit(&p->stop, memory_order_relaxed))
             return g;
-        CPU_RELAX();
+        if (i < SPIN_ITERS)
+            CPU_RELAX();
+        else
+            sched_yield();
     }
     pthread_mutex_lock(&p->mutex);
     /* Counting ourselves before re-checking (both seq_cst) means the caller
@@ -168,7 +174,7 @@ void threadpool_run(struct threadpool *p, threadpool_fn fn, void *arg)
          atomic_load_explicit(&p->n_done, memory_order_acquire) != want; spins++) {
         /* On an oversubscribed machine a worker may be descheduled: give
          * up the core now and then rather than spin against it. */
-        if ((spins & 1023) == 1023)
+        if ((spins & 255) == 255)
             sched_yield();
         else
             CPU_RELAX();
