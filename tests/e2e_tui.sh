@@ -13,6 +13,10 @@ command -v tmux >/dev/null || { echo "SKIPPED: tmux not installed"; exit 77; }
 DATA=${XDG_DATA_HOME:-$HOME/.local/share}
 MODEL=${KVCHAT_MODEL_DIR:-$DATA/kvchat/models}/SmolLM2-135M-Instruct.Q4_1.gguf
 [ -r "$MODEL" ] || { echo "SKIPPED: model $MODEL not found (scripts/run fetches it)"; exit 77; }
+# kvchat finds the default model itself; only a relocated models folder
+# (KVCHAT_MODEL_DIR, as in CI) needs naming.
+MODEL_ARG=
+[ -n "${KVCHAT_MODEL_DIR:-}" ] && MODEL_ARG="-m '$MODEL'"
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/kvchat-e2e-tui.XXXXXX")
 S=kvchat-e2e-$$
@@ -38,8 +42,8 @@ wait_for() {
 # so the test can see the terminal was put back (echo and canonical mode on).
 run_kvchat() {
     tmux new-session -d -s $S -x 100 -y 30 \
-        "env XDG_CONFIG_HOME='$T/config' XDG_STATE_HOME='$T/state' KVCHAT_MODEL_DIR='$(dirname "$MODEL")' \
-         '$BIN' --backend cpu --db '$T/history.db' --seed 7 --max-tokens 2000 $*; \
+        "env XDG_CONFIG_HOME='$T/config' XDG_STATE_HOME='$T/state' \
+         '$BIN' $MODEL_ARG --backend cpu --db '$T/history.db' --seed 7 --max-tokens 2000 $*; \
          echo EXIT=\$?; stty -a | tr ' ;' '\n\n' | grep -Ex -- '-?(echo|icanon)' | tr '\n' ' '; echo; sleep 600"
 }
 
