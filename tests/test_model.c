@@ -395,6 +395,33 @@ static void test_gemma3_q6_k(void **state)
     check_against_ref(&s, "gemma3-q6_k");
 }
 
+/* Float weights leave only rounding between backend and reference, so
+ * these catch the subtle mistakes (a RoPE base, a mask off by one) that
+ * the quantised types' tolerance could hide. */
+static void test_gemma3_bf16_exact(void **state)
+{
+    (void)state;
+    struct synth s = {.arch = "gemma3", .wtype = GGML_TYPE_BF16, .etype = GGML_TYPE_F32,
+                      .n_embd = 48, .n_head = 4, .n_head_kv = 2, .head_dim = 16, .n_rot = 16,
+                      .head_dim_key = true, .n_ff = 64, .n_vocab = 31, .n_layer = 7,
+                      .swa_window = 4, .untied = true};
+    check_against_ref(&s, "gemma3-bf16");
+}
+
+static void test_qwen_f16_exact(void **state)
+{
+    (void)state;
+    struct synth s = {.arch = "qwen2", .wtype = GGML_TYPE_F16, .etype = GGML_TYPE_F16,
+                      .n_embd = 30, .n_head = 5, .n_head_kv = 1, .head_dim = 6, .n_rot = 6,
+                      .n_ff = 44, .n_vocab = 23, .n_layer = 2};
+    check_against_ref(&s, "qwen2-f16");
+    s.arch = "qwen3";
+    s.head_dim = 10;
+    s.n_rot = 10;
+    s.head_dim_key = true;
+    check_against_ref(&s, "qwen3-f16");
+}
+
 /* ---- backend invariants ---- */
 
 static const struct synth gemma_small = {
@@ -855,6 +882,8 @@ int main(void)
         cmocka_unit_test(test_llama_q4_k),
         cmocka_unit_test(test_qwen3_q5_k),
         cmocka_unit_test(test_gemma3_q6_k),
+        cmocka_unit_test(test_gemma3_bf16_exact),
+        cmocka_unit_test(test_qwen_f16_exact),
         cmocka_unit_test(test_loader_fields),
         cmocka_unit_test(test_batch_vs_sequential),
         cmocka_unit_test(test_threads_identical),
