@@ -576,7 +576,16 @@ static void *cpu_create(const struct model *m, const struct backend_config *cfg,
         c->inv_freq_local[i] = (float)(pow(hp->rope_base_local, e) / f);
     }
 
-    /* KV cache. */
+    /* KV cache. The model's sizes are bounded by the loader, but the
+     * context comes from the user: refuse sizes no machine could hold
+     * before multiplying them into an overflow. */
+    double kv_total = 2.0 * hp->n_layer * (double)c->n_ctx * c->kv_dim * sizeof(float);
+    if (kv_total > 0x1p50) {
+        set_err(err, errlen, "cpu: a context of %d tokens needs %.0f GiB of KV cache", c->n_ctx,
+                kv_total / (1024.0 * 1024.0 * 1024.0));
+        cpu_destroy(c);
+        return NULL;
+    }
     size_t kv_floats = (size_t)hp->n_layer * (size_t)c->n_ctx * (size_t)c->kv_dim;
     c->k_cache = alloc_aligned(kv_floats * sizeof(float), &c->kv_bytes);
     c->v_cache = alloc_aligned(kv_floats * sizeof(float), &c->kv_bytes);

@@ -610,6 +610,18 @@ static void test_forward_errors(void **state)
     assert_true(strlen(backend_cpu_ops.device_name(b)) > 0);
     assert_string_equal(backend_cpu_ops.name, "cpu");
     backend_cpu_ops.destroy(b);
+
+    /* Creation refuses what cannot work, with a message. */
+    struct backend_config badcfg = {.n_ctx = 0, .n_threads = 1};
+    assert_null(backend_cpu_ops.create(m, &badcfg, err, sizeof err));
+    assert_non_null(strstr(err, "context"));
+    badcfg.n_ctx = INT32_MAX;
+    err[0] = 0;
+    b = backend_cpu_ops.create(m, &badcfg, err, sizeof err);
+    if (b) /* a machine that could hold 14 GiB of cache */
+        backend_cpu_ops.destroy(b);
+    else
+        assert_non_null(strstr(err, "KV cache"));
     model_free(m);
     free(lg);
 }
