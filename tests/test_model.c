@@ -646,6 +646,59 @@ static void expect_load_error(const struct synth *s, const char *tag, const char
         assert_non_null(strstr(err, needle2));
 }
 
+/* Copies the model at SRC_PATH to DST_PATH with metadata KEY replaced by
+ * what SET writes for VARIANT. */
+static void rewrite_key(const char *src_path, const char *dst_path,
+                        void (*set)(struct gguf_writer *, const char *, int), const char *key,
+                        int variant)
+{
+    char err[512];
+    struct gguf *src = gguf_open(src_path, err, sizeof err);
+    if (!src)
+        fail_msg("%s", err);
+    struct gguf_writer *w = gguf_writer_new();
+    gguf_writer_copy_kv(w, src, "");
+    set(w, key, variant);
+    for (int64_t i = 0; i < gguf_n_tensors(src); i++) {
+        const struct gguf_tensor *t = gguf_tensor(src, i);
+        char name[80];
+        gguf_str_copy(t->name, name, sizeof name);
+        gguf_writer_add_tensor(w, name, t->type, t->n_dims, t->ne, t->data);
+    }
+    if (gguf_writer_write(w, dst_path, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    gguf_writer_free(w);
+    gguf_close(src);
+}
+
+static void set_bad_value(struct gguf_writer *w, const char *key, int variant)
+{
+    switch (variant) {
+    case 0:
+        gguf_writer_set_u32(w, key, 0);
+        break;
+    case 1:
+        gguf_writer_set_i32(w, key, -7);
+        break;
+    case 2:
+        gguf_writer_set_u64(w, key, UINT64_MAX);
+        break;
+    case 3:
+        gguf_writer_set_str(w, key, "many");
+        break;
+    default:
+        gguf_writer_set_f32(w, key, NAN);
+        break;
+    }
+}
+
+static void set_nonuniform_kv(struct gguf_writer *w, const char *key, int variant)
+{
+    (void)variant;
+    int32_t arr[2] = {1, 2};
+    gguf_writer_set_arr(w, key, GGUF_TYPE_INT32, arr, 2);
+}
+
 static void test_load_errors(void **state)
 {
     (void)state;
@@ -692,26 +745,10 @@ static void test_load_errors(void **state)
     s = (struct synth){.arch = "llama", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
                        .n_embd = 32, .n_head = 2, .n_head_kv = 1, .head_dim = 16, .n_rot = 16,
                        .n_ff = 64, .n_vocab = 20, .n_layer = 2};
-    write_synth(&s, path, 1);
-    char ok[1200];
-    synth_path(ok, sizeof ok, "err-kvarr-src");
-    rename(path, ok);
-    char e2[512];
-    struct gguf *src = gguf_open(ok, e2, sizeof e2);
-    assert_non_null(src);
-    struct gguf_writer *w = gguf_writer_new();
-    gguf_writer_copy_kv(w, src, "");
-    int32_t arr[2] = {1, 2};
-    gguf_writer_set_arr(w, "llama.attention.head_count_kv", GGUF_TYPE_INT32, arr, 2);
-    for (int64_t i = 0; i < gguf_n_tensors(src); i++) {
-        const struct gguf_tensor *t = gguf_tensor(src, i);
-        char name[80];
-        gguf_str_copy(t->name, name, sizeof name);
-        gguf_writer_add_tensor(w, name, t->type, t->n_dims, t->ne, t->data);
-    }
-    assert_int_equal(gguf_writer_write(w, path, e2, sizeof e2), 0);
-    gguf_writer_free(w);
-    gguf_close(src);
+    char src[1200];
+    synth_path(src, sizeof src, "err-kvarr-src");
+    write_synth(&s, src, 1);
+    rewrite_key(src, path, set_nonuniform_kv, "llama.attention.head_count_kv", 0);
     assert_null(model_load(path, err, sizeof err));
     printf("err-kvarr: %s\n", err);
     assert_non_null(strstr(err, "head_count_kv"));
@@ -720,6 +757,41 @@ static void test_load_errors(void **state)
     /* No file at all. */
     assert_null(model_load("/nonexistent/dir/x.gguf", err, sizeof err));
     assert_non_null(strstr(err, "/nonexistent/dir/x.gguf"));
+}
+
+/* Every hyperparameter set to zero, negative, absurd, a string or NaN: the
+ * load fails with a message naming the key (or the inconsistency it makes),
+ * and never crashes. */
+static void test_bad_hparams(void **state)
+{
+    (void)state;
+    static const char *const keys[] = {
+        "gemma3.embedding_length", "gemma3.block_count", "gemma3.feed_forward_length",
+        "gemma3.attention.head_count", "gemma3.attention.head_count_kv",
+        "gemma3.attention.key_length", "gemma3.rope.dimension_count",
+        "gemma3.context_length", "gemma3.attention.layer_norm_rms_epsilon",
+        "gemma3.rope.freq_base", "gemma3.attention.sliding_window", "general.architecture"};
+    char src[1200], dst[1200], err[512];
+    synth_path(src, sizeof src, "hp-src");
+    synth_path(dst, sizeof dst, "hp-bad");
+    write_synth(&gemma_small, src, 1);
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
+        for (int variant = 0; variant < 5; variant++) {
+            rewrite_key(src, dst, set_bad_value, keys[k], variant);
+            err[0] = 0;
+            struct model *m = model_load(dst, err, sizeof err);
+            if (m) {
+                /* The sliding window may legitimately be 0 (no SWA). */
+                assert_string_equal(keys[k], "gemma3.attention.sliding_window");
+                assert_int_equal(variant, 0);
+                model_free(m);
+                continue;
+            }
+            assert_true(strlen(err) > 0);
+            assert_null(strchr(err, '\n'));
+            assert_non_null(strstr(err, "hp-bad.gguf"));
+        }
+    }
 }
 
 static void test_truncated_real_file(void **state)
@@ -902,6 +974,7 @@ int main(void)
         cmocka_unit_test(test_rewind),
         cmocka_unit_test(test_forward_errors),
         cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_bad_hparams),
         cmocka_unit_test(test_truncated_real_file),
         cmocka_unit_test(test_real_smollm2),
         cmocka_unit_test(test_real_gemma3),
