@@ -594,7 +594,7 @@ int engine_chat(struct engine *e, const char *user_text, const struct engine_tur
     }
     if (st.turns_dropped)
         notice(tp,
-               "context full: dropped the %d oldest message%s to fit %d tokens (the system "
+               "context full: dropped the %d oldest turn%s to fit %d tokens (the system "
                "prompt is kept)",
                st.turns_dropped, st.turns_dropped == 1 ? "" : "s", n_ctx);
 

@@ -36,7 +36,7 @@ static inline int test_in_ci(void)
  * scripts/test must have fetched every model). */
 #define TEST_REQUIRE_MODEL(file, buf)                                                           \
     do {                                                                                        \
-        char dir_[4096];                                                                        \
+        char dir_[2048];                                                                        \
         struct stat st_;                                                                        \
         test_models_dir(dir_, sizeof dir_);                                                     \
         snprintf((buf), sizeof(buf), "%s/%s", dir_, (file));                                    \
