@@ -236,10 +236,11 @@ static double rel_err(const float *a, const float *b, size_t n)
 
 /* Tolerances against the reference, relative to the largest logit. The
  * float types differ only by summation order and f32 rounding (measured
- * below 1e-6); the quantised ones add the 8-bit quantisation of the
- * activations inside quant_dot, which these random models a few layers deep
- * amplify to 0.1-2.5 per cent (measured). A wrong RoPE pairing, mask or norm
- * gives errors of order one. */
+ * below 1e-6). For the quantised types quant_dot may approximate (ggml's
+ * scheme quantises the activations to 8 bits, which these random models a
+ * few layers deep amplified to 0.1-2.5 per cent), so they get room for
+ * that. A wrong RoPE pairing, mask or norm gives errors of order one; the
+ * float cases below catch the subtler mistakes. */
 static double tolerance(enum ggml_type t)
 {
     switch (t) {
