@@ -455,6 +455,8 @@ static int migrate(sqlite3 *db, const char *path, int target, char *err, size_t 
             if (rc == SQLITE_OK)
                 return HIST_OK;
         }
+        if (rc == SQLITE_OK && v < 0)
+            rc = SQLITE_CORRUPT; /* open_checked refuses these; never index before MIGRATIONS */
         if (rc == SQLITE_OK)
             rc = sqlite3_exec(db, MIGRATIONS[v], NULL, NULL, NULL);
         if (rc == SQLITE_OK)
@@ -496,7 +498,7 @@ static int repair_interrupted(struct hist *h)
         /* Another host's writer cannot be asked; and a pid may have been
          * reused. A live reply is saved every second, so an hour of silence
          * means dead either way. */
-        is_dead = is_dead || now - upd > HIST_STALE_WRITER_MS;
+        is_dead = is_dead || upd < now - HIST_STALE_WRITER_MS; /* not now - upd: upd may be INT64_MIN */
         if (is_dead)
             dead[ndead++] = sqlite3_column_int64(st, 0);
     }
@@ -547,6 +549,12 @@ static sqlite3 *open_checked(const char *path, int readonly, int busy_ms, int *s
     } else if (!ok) {
         put_err(err, errlen, "%s: history database is corrupt (integrity check failed); move it aside "
                              "and kvchat starts a new one", path);
+        *status = HIST_E_CORRUPT;
+    } else if (v < 0) {
+        /* user_version is any 32-bit value a file holds; ours are 0..N, and
+         * a negative one would index before the migration steps. */
+        put_err(err, errlen, "%s: not a kvchat history database (schema version %d); use --db to "
+                             "choose another file", path, v);
         *status = HIST_E_CORRUPT;
     } else if (v > HIST_SCHEMA_VERSION) {
         put_err(err, errlen, "%s: history database was created by a newer kvchat (schema %d, this "

@@ -1019,6 +1019,58 @@ static void test_sigkill_mid_reply(void **state)
     hist_close(h);
 }
 
+/* Regressions found by tests/fuzz/fuzz_history.c: values a damaged or hostile
+ * file may hold that no kvchat writes. */
+static void test_fuzz_regressions(void **state)
+{
+    (void)state;
+    char path[1200], err[1024], sql[128];
+    int status;
+    size_t len;
+
+    /* A negative user_version indexed before the migration steps (a read of
+     * a wild pointer as SQL); now the file is refused as not ours, untouched. */
+    const int bad_versions[] = {-1, -2147483647 - 1};
+    for (size_t i = 0; i < 2; i++) {
+        int64_t sid;
+        new_db_path(path, sizeof path, "hist-negver");
+        fill_small(path, &sid);
+        snprintf(sql, sizeof sql, "PRAGMA user_version = %d", bad_versions[i]);
+        raw_exec(path, sql);
+        char *before = slurp(path, &len);
+        err[0] = 0;
+        assert_null(hist_open_ex(path, 0, &status, err, sizeof err));
+        assert_int_equal(status, HIST_E_CORRUPT);
+        assert_non_null(strstr(err, path));
+        assert_non_null(strstr(err, "not a kvchat history database"));
+        assert_null(strchr(err, '\n'));
+        assert_null(hist_open_ex(path, HIST_OPEN_READONLY, &status, err, sizeof err));
+        assert_int_equal(status, HIST_E_CORRUPT);
+        assert_int_equal(hist_migrate_path_to(path, HIST_SCHEMA_VERSION, err, sizeof err), HIST_E_CORRUPT);
+        assert_file_unchanged(path, before, len);
+        free(before);
+    }
+
+    /* A streaming reply saved at INT64_MIN: "now - updated" overflowed
+     * (undefined behaviour; in practice it wrapped and the reply stayed
+     * streaming forever). It is long stale, so interrupted. */
+    new_db_path(path, sizeof path, "hist-minupd");
+    struct hist *h = open_ok(path);
+    int64_t sid, rid;
+    assert_int_equal(hist_session_create(h, NULL, NULL, &sid), HIST_OK);
+    assert_int_equal(hist_reply_begin(h, sid, &rid), HIST_OK);
+    hist_close(h);
+    snprintf(sql, sizeof sql, "UPDATE messages SET updated_ms = -9223372036854775808, writer = 'x:1' WHERE id = %lld",
+             (long long)rid);
+    raw_exec(path, sql);
+    h = open_ok(path);
+    struct hist_message m;
+    assert_int_equal(hist_message_get(h, rid, &m), HIST_OK);
+    assert_int_equal(m.end, HIST_END_INTERRUPTED);
+    hist_message_clear(&m);
+    hist_close(h);
+}
+
 static void test_null_args(void **state)
 {
     (void)state;
@@ -1055,6 +1107,7 @@ int main(void)
         cmocka_unit_test(test_locked),
         cmocka_unit_test(test_two_processes_append),
         cmocka_unit_test(test_sigkill_mid_reply),
+        cmocka_unit_test(test_fuzz_regressions),
         cmocka_unit_test(test_null_args),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -542,6 +542,207 @@ static void test_config_load(void **state)
     assert_non_null(strstr(err, want));
 }
 
+/* Hostile config and theme input (style rule 11; tests/fuzz/fuzz_config.c
+ * and fuzz_theme.c explore the same space): each case is refused with one
+ * line "FILE:LINE: ..." naming the right line, or parses cleanly; none may
+ * crash or read past the text. Each text is copied to an exact-size heap
+ * buffer so a sanitizer build catches an overread. */
+struct hostile_case {
+    const char *text;
+    size_t len;       /* 0 = strlen(text) */
+    const char *want; /* NULL = parses cleanly; else the start of the error */
+};
+
+/* "FILE:LINE: what", one line. */
+static void assert_one_line_error(const char *err, const char *want, size_t i)
+{
+    if (strncmp(err, want, strlen(want)) != 0 || strchr(err, '\n'))
+        fail_msg("hostile case %zu: got \"%s\", want \"%s...\" on one line", i, err, want);
+}
+
+static int parse_copy(bool theme, const char *text, size_t len, char *err, size_t errlen)
+{
+    char *copy = malloc(len ? len : 1);
+    assert_non_null(copy);
+    memcpy(copy, text, len);
+    int rc;
+    if (theme) {
+        struct theme t;
+        rc = theme_parse(copy, len, "th", &t, err, errlen);
+    } else {
+        struct kv_options *o = calloc(1, sizeof *o);
+        assert_non_null(o);
+        rc = config_parse(copy, len, "cfg", o, err, errlen);
+        free(o);
+    }
+    free(copy);
+    return rc;
+}
+
+static void run_hostile(bool theme, const struct hostile_case *c, size_t n)
+{
+    char err[256];
+    for (size_t i = 0; i < n; i++) {
+        size_t len = c[i].len ? c[i].len : strlen(c[i].text);
+        err[0] = 0;
+        int rc = parse_copy(theme, c[i].text, len, err, sizeof err);
+        if (!c[i].want) {
+            if (rc != 0)
+                fail_msg("hostile case %zu: want a clean parse, got \"%s\"", i, err);
+        } else {
+            assert_int_equal(rc, -1);
+            assert_one_line_error(err, c[i].want, i);
+        }
+    }
+}
+
+/* LEN bytes of REPEAT over and over (the last copy cut short), NUL-terminated. */
+static char *repeated(const char *repeat, size_t len)
+{
+    char *s = malloc(len + 1);
+    assert_non_null(s);
+    size_t r = strlen(repeat);
+    for (size_t i = 0; i < len; i++)
+        s[i] = repeat[i % r];
+    s[len] = 0;
+    return s;
+}
+
+static void test_config_theme_hostile(void **state)
+{
+    (void)state;
+    setenv("HOME", "/home/someone", 1);
+    char *long9k = repeated("a", 9000), *long600 = repeated("b", 600);
+    char *sys_long = repeated("s", 8300), *model_long = repeated("m", 5000);
+    char two_lines[9100], sys_line[8400], model_line[5100], th_long[700];
+    snprintf(two_lines, sizeof two_lines, "threads = 2\n%s\n", long9k);
+    snprintf(sys_line, sizeof sys_line, "system = %.8250s\n", sys_long);
+    snprintf(model_line, sizeof model_line, "model = %s\n", model_long);
+    snprintf(th_long, sizeof th_long, "user = 1\n%s\n", long600);
+
+    const struct hostile_case cfg[] = {
+        {long9k, 0, "cfg:1: line too long"},
+        {two_lines, 0, "cfg:2: line too long"},
+        {sys_line, 0, "cfg:1: system: text longer than"},
+        {model_line, 0, "cfg:1: model: path too long"},
+        {"ctx_size = 1\0 2\n", 16, "cfg:1: NUL byte"},
+        {"\n\0", 2, "cfg:2: NUL byte"},
+        {"\0\0\0\0", 4, "cfg:1: NUL byte"},
+        {"\xff\xfe = 1\n", 0, "cfg:1: unknown setting"},
+        {"system = caf\xc3\x28 \xff\xfe\xed\xa0\x80\n", 0, NULL}, /* text kept as given */
+        {"theme = \xc0\xaf\n", 0, NULL},
+        {"backend = cpu\xc3\n", 0, "cfg:1: backend:"},
+        {"ctx_size = 99999999999999999999999999\n", 0, "cfg:1: ctx_size:"},
+        {"threads = 9223372036854775808\n", 0, "cfg:1: threads:"},
+        {"threads = -9223372036854775809\n", 0, "cfg:1: threads:"},
+        {"threads = 0x10\n", 0, "cfg:1: threads:"},
+        {"temperature = 1e999\n", 0, "cfg:1: temperature:"},
+        {"temperature = nan\n", 0, "cfg:1: temperature:"},
+        {"temperature = inf\n", 0, "cfg:1: temperature:"},
+        {"min_p = 1e-400\n", 0, "cfg:1: min_p:"}, /* underflow: strtod sets ERANGE */
+        {"seed = 18446744073709551616\n", 0, "cfg:1: seed:"},
+        {"seed = 18446744073709551615\n", 0, NULL},
+        {"seed = +1\n", 0, "cfg:1: seed:"},
+        {"max_tokens = 16777217\n", 0, "cfg:1: max_tokens:"},
+        {"system = \"abc\n", 0, "cfg:1: unterminated quoted value"},
+        {"system = \"\n", 0, "cfg:1: unterminated quoted value"},
+        {"system = \"a\" b\n", 0, "cfg:1: unterminated quoted value"},
+        {"system = \"a\" # fine\n", 0, NULL},
+        {"system = \"\"\"\n", 0, NULL},
+        {"= 1\n", 0, "cfg:1: unknown setting ''"},
+        {"threads = 2\rctx_size = 3\r", 0, "cfg:1: threads:"},
+        {"\r\n\t\v\f \n", 0, NULL},
+        {"threads = 1\n\n\n\nthreads\n", 0, "cfg:5: expected KEY = VALUE"},
+    };
+    run_hostile(false, cfg, sizeof cfg / sizeof *cfg);
+
+    const struct hostile_case th[] = {
+        {long600, 0, "th:1: line too long"},
+        {th_long, 0, "th:2: line too long"},
+        {"user = 1\0 bold\n", 15, "th:1: NUL byte"},
+        {"\0", 1, "th:1: NUL byte"},
+        {"\xff\xfe = 1\n", 0, "th:1: unknown element"},
+        {"user = caf\xc3\x28\n", 0, "th:1: 'caf"},
+        {"user = 1 2 b\xc3\n", 0, "th:1: 'b"},
+        {"user = 99999999999999999999999\n", 0, "th:1: '99999999999999999999999' is not a colour"},
+        {"user = -9223372036854775809\n", 0, "th:1: '-9223372036854775809' is not a colour"},
+        {"user = 0x10\n", 0, "th:1: '0x10' is not a colour"},
+        {"user = +5\n", 0, "th:1: '+5' is not a colour"},
+        {"user = 1 2 3\n", 0, "th:1: '3' is not a colour"},
+        {"user = \"red\n", 0, "th:1: '\"red' is not a colour"},
+        {"user = \"red\"\n", 0, "th:1: '\"red\"' is not a colour"},
+        {"user = # nothing\n", 0, "th:1: 'user' has no colour"},
+        {"# = =\n=\n", 0, "th:2: unknown element ''"},
+        {"user = 1\rheading = 2\r", 0, "th:1: 'heading' is not"}, /* \r splits words, not lines */
+        {"name = \xff anything\nuser = 255 255 normal\n", 0, NULL},
+        {"\r\n\t\v\f \n", 0, NULL},
+    };
+    run_hostile(true, th, sizeof th / sizeof *th);
+
+    /* 1 MB: many good lines parse; one line that long, or all NULs, is refused. */
+    char err[256];
+    char *mb_cfg = repeated("threads = 4\n", 1000000);
+    char *mb_th = repeated("user = 1 2 bold\n", 1000000);
+    char *mb_one = repeated("x", 1000000);
+    char *mb_nul = calloc(1, 1000000);
+    assert_non_null(mb_nul);
+    mb_cfg[999999] = mb_th[999999] = '\n'; /* no cut-short last line */
+    const struct hostile_case mb_c[] = {
+        {mb_cfg, 1000000, "cfg:83334: expected KEY"}, /* the cut-short last line */
+        {mb_one, 0, "cfg:1: line too long"},
+        {mb_nul, 1000000, "cfg:1: line too long"},
+    };
+    run_hostile(false, mb_c, 3);
+    const struct hostile_case mb_t[] = {
+        {mb_th, 1000000, NULL}, /* 62500 whole lines */
+        {mb_one, 0, "th:1: line too long"},
+        {mb_nul, 1000000, "th:1: line too long"},
+    };
+    run_hostile(true, mb_t, 3);
+    /* Whole good lines only: a clean parse. */
+    size_t cfg_whole = 1000000 / 12 * 12, th_whole = 1000000 / 16 * 16;
+    assert_int_equal(parse_copy(false, mb_cfg, cfg_whole, err, sizeof err), 0);
+    assert_int_equal(parse_copy(true, mb_th, th_whole, err, sizeof err), 0);
+
+    /* The same through the file readers. */
+    char dir[4096], path[4300];
+    struct kv_options *o = calloc(1, sizeof *o);
+    struct theme t;
+    assert_non_null(o);
+    test_tmpdir(dir, sizeof dir, "hostile");
+    assert_true(dir[0]);
+    snprintf(path, sizeof path, "%s/big.conf", dir);
+    mb_cfg[cfg_whole] = 0;
+    write_file(path, mb_cfg);
+    assert_int_equal(config_load(path, o, err, sizeof err), 0);
+    assert_int_equal(o->threads, 4);
+    write_file(path, mb_one);
+    assert_int_equal(config_load(path, o, err, sizeof err), -1);
+    assert_non_null(strstr(err, "big.conf:1: line too long"));
+    assert_null(strchr(err, '\n'));
+    snprintf(path, sizeof path, "%s/themes", dir);
+    mkdir(path, 0755);
+    snprintf(path, sizeof path, "%s/themes/big.theme", dir);
+    mb_th[th_whole] = 0;
+    write_file(path, mb_th);
+    assert_int_equal(theme_load("big", dir, &t, err, sizeof err), 0);
+    assert_int_equal(t.s[TH_USER].attrs, THA_BOLD);
+    write_file(path, mb_one);
+    assert_int_equal(theme_load("big", dir, &t, err, sizeof err), -1);
+    assert_non_null(strstr(err, "big.theme:1: line too long"));
+    assert_null(strchr(err, '\n'));
+
+    free(o);
+    free(mb_cfg);
+    free(mb_th);
+    free(mb_one);
+    free(mb_nul);
+    free(long9k);
+    free(long600);
+    free(sys_long);
+    free(model_long);
+}
+
 /* ---- commands ---- */
 
 static void test_command_parse(void **state)
@@ -667,6 +868,7 @@ int main(void)
         cmocka_unit_test(test_color_to8),
         cmocka_unit_test(test_config_parse),
         cmocka_unit_test(test_config_load),
+        cmocka_unit_test(test_config_theme_hostile),
         cmocka_unit_test(test_command_parse),
         cmocka_unit_test(test_command_complete),
     };
