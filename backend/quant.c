@@ -258,22 +258,6 @@ _Static_assert(sizeof(blk_q4_K) == 144, "Q4_K block");
 _Static_assert(sizeof(blk_q5_K) == 176, "Q5_K block");
 _Static_assert(sizeof(blk_q6_K) == 210, "Q6_K block");
 
-/* Prepared activations. For the 32-blocks: scale D, S = D * sum(qs) (what a
- * weight block's min or -8/-16 offset multiplies), and the int8 values. */
-struct act32 {
-    float d;
-    float s;
-    int8_t qs[32];
-};
-/* For the 256-blocks: scale, sums of each 16 values (the K-quant mins and the
- * Q6_K -32 offset act on those), and the int8 values. Same layout as ggml's
- * Q8_K. */
-struct act256 {
-    float d;
-    int16_t bsums[16];
-    int8_t qs[256];
-};
-
 /* fp16 -> f32 for the hot loops: one instruction with F16C. */
 static inline float h2f(uint16_t h)
 {
@@ -690,47 +674,27 @@ void quant_quantize_row(enum ggml_type t, const float *src, void *dst, int64_t n
 
 /* ---- activations ----------------------------------------------------------- */
 
-static bool is_block32(enum ggml_type t)
-{
-    return t == GGML_TYPE_Q8_0 || t == GGML_TYPE_Q4_0 || t == GGML_TYPE_Q4_1 || t == GGML_TYPE_Q5_0 ||
-           t == GGML_TYPE_Q5_1;
-}
+/* The activations stay float: quantising them to int8 blocks (ggml's q8 path)
+ * cost too much accuracy on real models, whose activations have strong
+ * outliers that a per-block amax/127 scale lets crush the other values. On
+ * SmolLM2-135M Q4_1 the int8 path put the final logits 4.5% (relative RMS)
+ * from a float64 reference and broke greedy answers; float products match it
+ * to 1e-5. So the weights are dequantised in registers and multiplied against
+ * the float input; integer offsets (-8, -16, -32) are applied to the codes
+ * exactly before conversion, and only the types with a min need prepared
+ * data: the sum of X over each 32-element sub-block, which the min multiplies
+ * (sum (d*q + m) * x = d * sum(q*x) + m * sum(x)). */
 
-static bool is_block256(enum ggml_type t)
+static bool has_min(enum ggml_type t)
 {
-    return t == GGML_TYPE_Q4_K || t == GGML_TYPE_Q5_K || t == GGML_TYPE_Q6_K;
+    return t == GGML_TYPE_Q4_1 || t == GGML_TYPE_Q5_1 || t == GGML_TYPE_Q4_K || t == GGML_TYPE_Q5_K;
 }
 
 size_t quant_act_size(enum ggml_type t, int64_t n)
 {
-    if (n <= 0)
-        return 0;
-    if (is_block32(t))
-        return n % 32 ? 0 : (size_t)(n / 32) * sizeof(struct act32);
-    if (is_block256(t))
-        return n % 256 ? 0 : (size_t)(n / 256) * sizeof(struct act256);
-    return 0; /* float weights use the float input; others are unsupported */
-}
-
-/* Symmetric int8 with d = amax/127, so no code is -128 (the AVX2 paths rely on
- * |q| <= 127 to keep maddubs from saturating). */
-static float act_quant(const float *x, int n, int8_t *q)
-{
-    float amax = 0, probe = 0;
-    for (int j = 0; j < n; j++) {
-        amax = fmaxf(amax, fabsf(x[j]));
-        probe += x[j] * 0.0f; /* NaN iff some x is NaN or infinite */
-    }
-    if (probe != 0.0f) {
-        /* Let a broken activation show up as NaN in every dot product rather
-         * than as plausible garbage. */
-        memset(q, 0, (size_t)n);
-        return NAN;
-    }
-    float d = amax / 127, id = d != 0 ? 1 / d : 0;
-    for (int j = 0; j < n; j++)
-        q[j] = (int8_t)lrintf(x[j] * id);
-    return d;
+    if (n <= 0 || !has_min(t) || n % quant_block_size(t) != 0)
+        return 0; /* float weights and offset types use the float input alone */
+    return (size_t)(n / 32) * sizeof(float);
 }
 
 void quant_prepare_act(enum ggml_type t, const float *x, int64_t n, void *scratch,
@@ -742,31 +706,30 @@ void quant_prepare_act(enum ggml_type t, const float *x, int64_t n, void *scratc
     out->q = NULL;
     if (quant_act_size(t, n) == 0 || !scratch)
         return;
-    out->q = scratch;
-    if (is_block32(t)) {
-        struct act32 *a = scratch;
-        for (int64_t i = 0; i < n / 32; i++, x += 32) {
-            a[i].d = act_quant(x, 32, a[i].qs);
-            int sum = 0;
-            for (int j = 0; j < 32; j++)
-                sum += a[i].qs[j];
-            a[i].s = a[i].d * (float)sum;
-        }
-    } else {
-        struct act256 *a = scratch;
-        for (int64_t i = 0; i < n / 256; i++, x += 256) {
-            a[i].d = act_quant(x, 256, a[i].qs);
-            for (int k = 0; k < 16; k++) {
-                int sum = 0;
-                for (int j = 0; j < 16; j++)
-                    sum += a[i].qs[16 * k + j];
-                a[i].bsums[k] = (int16_t)sum;
-            }
-        }
+    float *sums = scratch;
+    for (int64_t i = 0; i < n / 32; i++, x += 32) {
+        float s = 0;
+        for (int j = 0; j < 32; j++)
+            s += x[j];
+        sums[i] = s;
     }
+    out->q = scratch;
+}
+
+/* True when ACT can be used with rows of a block type: the type is supported,
+ * N is whole blocks, and the sub-block sums are there when the type needs them. */
+static bool act_ready(const struct quant_act *act)
+{
+    int64_t bs = quant_block_size(act->wtype);
+    return quant_type_supported(act->wtype) && act->n > 0 && act->n % bs == 0 &&
+           (!has_min(act->wtype) || act->q);
 }
 
 /* ---- scalar reference dot products ----------------------------------------- */
+
+/* Each block type sums q*x in float per block (or K-quant sub-block) with the
+ * codes' integer offsets already applied, then scales: the order the AVX2
+ * kernels use, written plainly. */
 
 static float dot_f32_ref(const float *w, const float *x, int64_t n)
 {
@@ -792,138 +755,138 @@ static float dot_bf16_ref(const uint16_t *w, const float *x, int64_t n)
     return s;
 }
 
-static float dot_q8_0_ref(const blk_q8_0 *x, const struct act32 *y, int64_t nb)
+static float dot_q8_0_ref(const blk_q8_0 *w, const float *x, int64_t nb)
 {
     float s = 0;
-    for (int64_t i = 0; i < nb; i++) {
-        int sumi = 0;
+    for (int64_t i = 0; i < nb; i++, x += 32) {
+        float p = 0;
         for (int j = 0; j < 32; j++)
-            sumi += x[i].qs[j] * y[i].qs[j];
-        s += quant_f16_to_f32(x[i].d) * y[i].d * (float)sumi;
+            p += (float)w[i].qs[j] * x[j];
+        s += quant_f16_to_f32(w[i].d) * p;
     }
     return s;
 }
 
-static float dot_q4_0_ref(const blk_q4_0 *x, const struct act32 *y, int64_t nb)
+static float dot_q4_0_ref(const blk_q4_0 *w, const float *x, int64_t nb)
 {
     float s = 0;
-    for (int64_t i = 0; i < nb; i++) {
-        int sumi = 0;
+    for (int64_t i = 0; i < nb; i++, x += 32) {
+        float p = 0;
         for (int j = 0; j < 16; j++)
-            sumi += ((x[i].qs[j] & 0xF) - 8) * y[i].qs[j] + ((x[i].qs[j] >> 4) - 8) * y[i].qs[j + 16];
-        s += quant_f16_to_f32(x[i].d) * y[i].d * (float)sumi;
+            p += (float)((w[i].qs[j] & 0xF) - 8) * x[j] + (float)((w[i].qs[j] >> 4) - 8) * x[j + 16];
+        s += quant_f16_to_f32(w[i].d) * p;
     }
     return s;
 }
 
-/* With a min: sum (d*q + m) * a = d * sum(q*a) + m * sum(a). */
-static float dot_q4_1_ref(const blk_q4_1 *x, const struct act32 *y, int64_t nb)
+static float dot_q4_1_ref(const blk_q4_1 *w, const float *x, const float *xs, int64_t nb)
 {
     float s = 0;
-    for (int64_t i = 0; i < nb; i++) {
-        int sumi = 0;
+    for (int64_t i = 0; i < nb; i++, x += 32) {
+        float p = 0;
         for (int j = 0; j < 16; j++)
-            sumi += (x[i].qs[j] & 0xF) * y[i].qs[j] + (x[i].qs[j] >> 4) * y[i].qs[j + 16];
-        s += quant_f16_to_f32(x[i].d) * y[i].d * (float)sumi + quant_f16_to_f32(x[i].m) * y[i].s;
+            p += (float)(w[i].qs[j] & 0xF) * x[j] + (float)(w[i].qs[j] >> 4) * x[j + 16];
+        s += quant_f16_to_f32(w[i].d) * p + quant_f16_to_f32(w[i].m) * xs[i];
     }
     return s;
 }
 
-static float dot_q5_0_ref(const blk_q5_0 *x, const struct act32 *y, int64_t nb)
+static float dot_q5_0_ref(const blk_q5_0 *w, const float *x, int64_t nb)
 {
     float s = 0;
-    for (int64_t i = 0; i < nb; i++) {
-        uint32_t h = load_u32le(x[i].qh);
-        int sumi = 0;
+    for (int64_t i = 0; i < nb; i++, x += 32) {
+        uint32_t h = load_u32le(w[i].qh);
+        float p = 0;
         for (int j = 0; j < 16; j++) {
-            int lo = ((x[i].qs[j] & 0xF) | (int)(((h >> j) & 1) << 4)) - 16;
-            int hi = ((x[i].qs[j] >> 4) | (int)(((h >> (j + 16)) & 1) << 4)) - 16;
-            sumi += lo * y[i].qs[j] + hi * y[i].qs[j + 16];
+            int lo = ((w[i].qs[j] & 0xF) | (int)(((h >> j) & 1) << 4)) - 16;
+            int hi = ((w[i].qs[j] >> 4) | (int)(((h >> (j + 16)) & 1) << 4)) - 16;
+            p += (float)lo * x[j] + (float)hi * x[j + 16];
         }
-        s += quant_f16_to_f32(x[i].d) * y[i].d * (float)sumi;
+        s += quant_f16_to_f32(w[i].d) * p;
     }
     return s;
 }
 
-static float dot_q5_1_ref(const blk_q5_1 *x, const struct act32 *y, int64_t nb)
+static float dot_q5_1_ref(const blk_q5_1 *w, const float *x, const float *xs, int64_t nb)
 {
     float s = 0;
-    for (int64_t i = 0; i < nb; i++) {
-        uint32_t h = load_u32le(x[i].qh);
-        int sumi = 0;
+    for (int64_t i = 0; i < nb; i++, x += 32) {
+        uint32_t h = load_u32le(w[i].qh);
+        float p = 0;
         for (int j = 0; j < 16; j++) {
-            int lo = (x[i].qs[j] & 0xF) | (int)(((h >> j) & 1) << 4);
-            int hi = (x[i].qs[j] >> 4) | (int)(((h >> (j + 16)) & 1) << 4);
-            sumi += lo * y[i].qs[j] + hi * y[i].qs[j + 16];
+            int lo = (w[i].qs[j] & 0xF) | (int)(((h >> j) & 1) << 4);
+            int hi = (w[i].qs[j] >> 4) | (int)(((h >> (j + 16)) & 1) << 4);
+            p += (float)lo * x[j] + (float)hi * x[j + 16];
         }
-        s += quant_f16_to_f32(x[i].d) * y[i].d * (float)sumi + quant_f16_to_f32(x[i].m) * y[i].s;
+        s += quant_f16_to_f32(w[i].d) * p + quant_f16_to_f32(w[i].m) * xs[i];
     }
     return s;
 }
 
-/* Q4_K and Q5_K: sum (d*sc*q - dmin*mn) * a over a sub-block
- * = d*sc*sum(q*a) - dmin*mn*sum(a); the sums of a come from the bsums. */
-static float dot_q4_K_ref(const blk_q4_K *x, const struct act256 *y, int64_t nb)
+/* Q4_K (QH NULL) and Q5_K, one super-block: over each sub-block of 32,
+ * d*sc*sum(q*x) - dmin*mn*sum(x), the sums of x from XS[8]. */
+static float dot_kminmax_ref(uint16_t d16, uint16_t dmin16, const uint8_t scales[12], const uint8_t *qs,
+                             const uint8_t *qh, const float *x, const float *xs)
 {
-    float s = 0;
-    for (int64_t i = 0; i < nb; i++) {
-        int sumi = 0, summ = 0;
-        for (int sb = 0; sb < 8; sb++) {
-            uint8_t sc, mn;
-            k_scale_min(x[i].scales, sb, &sc, &mn);
-            const uint8_t *q = x[i].qs + 32 * (sb / 2);
-            const int8_t *a = y[i].qs + 32 * sb;
-            int shift = (sb & 1) * 4, part = 0;
-            for (int l = 0; l < 32; l++)
-                part += ((q[l] >> shift) & 0xF) * a[l];
-            sumi += sc * part;
-            summ += mn * (y[i].bsums[2 * sb] + y[i].bsums[2 * sb + 1]);
+    float d = quant_f16_to_f32(d16), dmin = quant_f16_to_f32(dmin16), s = 0;
+    for (int sb = 0; sb < 8; sb++) {
+        uint8_t sc, mn;
+        k_scale_min(scales, sb, &sc, &mn);
+        const uint8_t *q = qs + 32 * (sb / 2);
+        int shift = (sb & 1) * 4;
+        float p = 0;
+        for (int l = 0; l < 32; l++) {
+            int v = (q[l] >> shift) & 0xF;
+            if (qh)
+                v |= ((qh[l] >> sb) & 1) << 4;
+            p += (float)v * x[32 * sb + l];
         }
-        s += y[i].d * (quant_f16_to_f32(x[i].d) * (float)sumi - quant_f16_to_f32(x[i].dmin) * (float)summ);
+        s += d * sc * p - dmin * mn * xs[sb];
     }
     return s;
 }
 
-static float dot_q5_K_ref(const blk_q5_K *x, const struct act256 *y, int64_t nb)
+static float dot_q4_K_ref(const blk_q4_K *w, const float *x, const float *xs, int64_t nb)
 {
     float s = 0;
-    for (int64_t i = 0; i < nb; i++) {
-        int sumi = 0, summ = 0;
-        for (int sb = 0; sb < 8; sb++) {
-            uint8_t sc, mn;
-            k_scale_min(x[i].scales, sb, &sc, &mn);
-            const uint8_t *q = x[i].qs + 32 * (sb / 2);
-            const int8_t *a = y[i].qs + 32 * sb;
-            int shift = (sb & 1) * 4, part = 0;
-            for (int l = 0; l < 32; l++)
-                part += (((q[l] >> shift) & 0xF) | (((x[i].qh[l] >> sb) & 1) << 4)) * a[l];
-            sumi += sc * part;
-            summ += mn * (y[i].bsums[2 * sb] + y[i].bsums[2 * sb + 1]);
-        }
-        s += y[i].d * (quant_f16_to_f32(x[i].d) * (float)sumi - quant_f16_to_f32(x[i].dmin) * (float)summ);
-    }
+    for (int64_t i = 0; i < nb; i++)
+        s += dot_kminmax_ref(w[i].d, w[i].dmin, w[i].scales, w[i].qs, NULL, x + 256 * i, xs + 8 * i);
     return s;
 }
 
-static float dot_q6_K_ref(const blk_q6_K *x, const struct act256 *y, int64_t nb)
+static float dot_q5_K_ref(const blk_q5_K *w, const float *x, const float *xs, int64_t nb)
 {
     float s = 0;
-    for (int64_t i = 0; i < nb; i++) {
-        int sumi = 0;
+    for (int64_t i = 0; i < nb; i++)
+        s += dot_kminmax_ref(w[i].d, w[i].dmin, w[i].scales, w[i].qs, w[i].qh, x + 256 * i, xs + 8 * i);
+    return s;
+}
+
+/* Q6_K: an int8 scale per sub-block of 16, codes offset by 32. */
+static float dot_q6_K_ref(const blk_q6_K *w, const float *x, int64_t nb)
+{
+    float s = 0;
+    for (int64_t i = 0; i < nb; i++, x += 256) {
+        float part[16] = {0};
         for (int h = 0; h < 2; h++) {
-            const uint8_t *ql = x[i].ql + 64 * h, *qh = x[i].qh + 32 * h;
-            const int8_t *sc = x[i].scales + 8 * h, *a = y[i].qs + 128 * h;
+            const uint8_t *ql = w[i].ql + 64 * h, *qh = w[i].qh + 32 * h;
+            float *pt = part + 8 * h;
+            const float *xh = x + 128 * h;
             for (int l = 0; l < 32; l++) {
                 int is = l / 16;
                 int q1 = ((ql[l] & 0xF) | (((qh[l] >> 0) & 3) << 4)) - 32;
                 int q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) - 32;
                 int q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) - 32;
                 int q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) - 32;
-                sumi += sc[is] * q1 * a[l] + sc[is + 2] * q2 * a[l + 32] + sc[is + 4] * q3 * a[l + 64] +
-                        sc[is + 6] * q4 * a[l + 96];
+                pt[is + 0] += (float)q1 * xh[l];
+                pt[is + 2] += (float)q2 * xh[l + 32];
+                pt[is + 4] += (float)q3 * xh[l + 64];
+                pt[is + 6] += (float)q4 * xh[l + 96];
             }
         }
-        s += quant_f16_to_f32(x[i].d) * y[i].d * (float)sumi;
+        float d = quant_f16_to_f32(w[i].d);
+        for (int k = 0; k < 16; k++)
+            s += d * w[i].scales[k] * part[k];
     }
     return s;
 }
@@ -931,33 +894,34 @@ static float dot_q6_K_ref(const blk_q6_K *x, const struct act256 *y, int64_t nb)
 float quant_dot_ref(const void *row, const struct quant_act *act)
 {
     int64_t n = act->n;
+    const float *x = act->f32, *xs = act->q;
     switch (act->wtype) {
-    case GGML_TYPE_F32: return dot_f32_ref(row, act->f32, n);
-    case GGML_TYPE_F16: return dot_f16_ref(row, act->f32, n);
-    case GGML_TYPE_BF16: return dot_bf16_ref(row, act->f32, n);
+    case GGML_TYPE_F32: return dot_f32_ref(row, x, n);
+    case GGML_TYPE_F16: return dot_f16_ref(row, x, n);
+    case GGML_TYPE_BF16: return dot_bf16_ref(row, x, n);
     default: break;
     }
-    if (!act->q)
+    if (!act_ready(act))
         return NAN; /* unsupported type or a length that is not whole blocks */
     switch (act->wtype) {
-    case GGML_TYPE_Q8_0: return dot_q8_0_ref(row, act->q, n / 32);
-    case GGML_TYPE_Q4_0: return dot_q4_0_ref(row, act->q, n / 32);
-    case GGML_TYPE_Q4_1: return dot_q4_1_ref(row, act->q, n / 32);
-    case GGML_TYPE_Q5_0: return dot_q5_0_ref(row, act->q, n / 32);
-    case GGML_TYPE_Q5_1: return dot_q5_1_ref(row, act->q, n / 32);
-    case GGML_TYPE_Q4_K: return dot_q4_K_ref(row, act->q, n / 256);
-    case GGML_TYPE_Q5_K: return dot_q5_K_ref(row, act->q, n / 256);
-    case GGML_TYPE_Q6_K: return dot_q6_K_ref(row, act->q, n / 256);
+    case GGML_TYPE_Q8_0: return dot_q8_0_ref(row, x, n / 32);
+    case GGML_TYPE_Q4_0: return dot_q4_0_ref(row, x, n / 32);
+    case GGML_TYPE_Q4_1: return dot_q4_1_ref(row, x, xs, n / 32);
+    case GGML_TYPE_Q5_0: return dot_q5_0_ref(row, x, n / 32);
+    case GGML_TYPE_Q5_1: return dot_q5_1_ref(row, x, xs, n / 32);
+    case GGML_TYPE_Q4_K: return dot_q4_K_ref(row, x, xs, n / 256);
+    case GGML_TYPE_Q5_K: return dot_q5_K_ref(row, x, xs, n / 256);
+    case GGML_TYPE_Q6_K: return dot_q6_K_ref(row, x, n / 256);
     default: return NAN;
     }
 }
 
 /* ---- AVX2 dot products ----------------------------------------------------- */
 
-/* Each kernel computes the same integer sums as its reference above; only the
- * float accumulation order differs. maddubs multiplies unsigned weight codes
- * (at most 63) by int8 activations (|a| <= 127), so its int16 pair sums cannot
- * saturate. */
+/* Each kernel builds the codes as int8 with their offsets applied (exact),
+ * widens them 8 at a time to float and FMAs them with X, per block or
+ * sub-block; the block scale multiplies that partial sum once. They differ
+ * from the references only in float summation order. */
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #define QUANT_HAVE_AVX2 1
 
@@ -969,10 +933,19 @@ static inline float hsum_ps(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
-/* Eight int32 lanes, each the sum of four products u*s (u unsigned bytes). */
-static inline __m256i dot_u8_i8(__m256i u, __m256i s)
+/* sum q[j]*x[j] over 16 int8 codes Q, as 8 float lanes. */
+static inline __m256 dot16_i8(__m128i q, const float *x)
 {
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+    __m256 a = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+    __m256 b = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(q, q)));
+    return _mm256_fmadd_ps(b, _mm256_loadu_ps(x + 8), _mm256_mul_ps(a, _mm256_loadu_ps(x)));
+}
+
+/* The same over 32 codes (bytes in element order). */
+static inline __m256 dot32_i8(__m256i q, const float *x)
+{
+    return _mm256_add_ps(dot16_i8(_mm256_castsi256_si128(q), x),
+                         dot16_i8(_mm256_extracti128_si256(q, 1), x + 16));
 }
 
 /* 16 packed bytes to 32 codes: low nibbles are elements 0..15, high 16..31. */
@@ -992,6 +965,8 @@ static inline __m256i fifth_bits(uint32_t bits)
     v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
     return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
 }
+
+static inline __m256 set1_h(uint16_t h) { return _mm256_set1_ps(h2f(h)); }
 
 static float dot_f32_avx2(const float *w, const float *x, int64_t n)
 {
@@ -1056,149 +1031,174 @@ static float dot_bf16_avx2(const uint16_t *w, const float *x, int64_t n)
     return s;
 }
 
-static float dot_q8_0_avx2(const blk_q8_0 *x, const struct act32 *y, int64_t nb)
+/* One 32-block each: adds d * sum(q*x) to ACC and returns the min term (the
+ * types with a min). The loops below run two blocks at a time into separate
+ * accumulators so the scale FMA's latency does not serialise them. */
+
+static inline void blk_q8_0_avx2(const blk_q8_0 *w, const float *x, __m256 *acc)
 {
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
-        __m256i w = _mm256_loadu_si256((const __m256i *)x[i].qs);
-        __m256i a = _mm256_loadu_si256((const __m256i *)y[i].qs);
-        /* Signed x signed via |w| x (a with w's sign); |-128| reads as 128 unsigned. */
-        __m256i p = dot_u8_i8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * y[i].d), _mm256_cvtepi32_ps(p), acc);
+    __m256 p = dot32_i8(_mm256_loadu_si256((const __m256i *)w->qs), x);
+    *acc = _mm256_fmadd_ps(set1_h(w->d), p, *acc);
+}
+
+static inline void blk_q4_0_avx2(const blk_q4_0 *w, const float *x, __m256 *acc)
+{
+    __m256 p = dot32_i8(_mm256_sub_epi8(unpack_nibbles(w->qs), _mm256_set1_epi8(8)), x);
+    *acc = _mm256_fmadd_ps(set1_h(w->d), p, *acc);
+}
+
+static inline float blk_q4_1_avx2(const blk_q4_1 *w, const float *x, float xs, __m256 *acc)
+{
+    *acc = _mm256_fmadd_ps(set1_h(w->d), dot32_i8(unpack_nibbles(w->qs), x), *acc);
+    return h2f(w->m) * xs;
+}
+
+static inline void blk_q5_0_avx2(const blk_q5_0 *w, const float *x, __m256 *acc)
+{
+    __m256i q = _mm256_or_si256(unpack_nibbles(w->qs), fifth_bits(load_u32le(w->qh)));
+    __m256 p = dot32_i8(_mm256_sub_epi8(q, _mm256_set1_epi8(16)), x);
+    *acc = _mm256_fmadd_ps(set1_h(w->d), p, *acc);
+}
+
+static inline float blk_q5_1_avx2(const blk_q5_1 *w, const float *x, float xs, __m256 *acc)
+{
+    __m256i q = _mm256_or_si256(unpack_nibbles(w->qs), fifth_bits(load_u32le(w->qh)));
+    *acc = _mm256_fmadd_ps(set1_h(w->d), dot32_i8(q, x), *acc);
+    return h2f(w->m) * xs;
+}
+
+static float dot_q8_0_avx2(const blk_q8_0 *w, const float *x, int64_t nb)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    int64_t i = 0;
+    for (; i + 1 < nb; i += 2) {
+        blk_q8_0_avx2(&w[i], x + 32 * i, &a0);
+        blk_q8_0_avx2(&w[i + 1], x + 32 * i + 32, &a1);
     }
-    return hsum_ps(acc);
+    if (i < nb)
+        blk_q8_0_avx2(&w[i], x + 32 * i, &a0);
+    return hsum_ps(_mm256_add_ps(a0, a1));
 }
 
-/* Q4_0 and Q5_0 are offset codes: sum (q - k) * a = sum q*a - k * sum a, the
- * second term taken from the activation block's S. */
-static float dot_q4_0_avx2(const blk_q4_0 *x, const struct act32 *y, int64_t nb)
+static float dot_q4_0_avx2(const blk_q4_0 *w, const float *x, int64_t nb)
 {
-    __m256 acc = _mm256_setzero_ps();
-    float corr = 0;
-    for (int64_t i = 0; i < nb; i++) {
-        float d = h2f(x[i].d);
-        __m256i p = dot_u8_i8(unpack_nibbles(x[i].qs), _mm256_loadu_si256((const __m256i *)y[i].qs));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * y[i].d), _mm256_cvtepi32_ps(p), acc);
-        corr += d * y[i].s;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    int64_t i = 0;
+    for (; i + 1 < nb; i += 2) {
+        blk_q4_0_avx2(&w[i], x + 32 * i, &a0);
+        blk_q4_0_avx2(&w[i + 1], x + 32 * i + 32, &a1);
     }
-    return hsum_ps(acc) - 8 * corr;
+    if (i < nb)
+        blk_q4_0_avx2(&w[i], x + 32 * i, &a0);
+    return hsum_ps(_mm256_add_ps(a0, a1));
 }
 
-static float dot_q4_1_avx2(const blk_q4_1 *x, const struct act32 *y, int64_t nb)
+static float dot_q4_1_avx2(const blk_q4_1 *w, const float *x, const float *xs, int64_t nb)
 {
-    __m256 acc = _mm256_setzero_ps();
-    float corr = 0;
-    for (int64_t i = 0; i < nb; i++) {
-        __m256i p = dot_u8_i8(unpack_nibbles(x[i].qs), _mm256_loadu_si256((const __m256i *)y[i].qs));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * y[i].d), _mm256_cvtepi32_ps(p), acc);
-        corr += h2f(x[i].m) * y[i].s;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    float m0 = 0, m1 = 0;
+    int64_t i = 0;
+    for (; i + 1 < nb; i += 2) {
+        m0 += blk_q4_1_avx2(&w[i], x + 32 * i, xs[i], &a0);
+        m1 += blk_q4_1_avx2(&w[i + 1], x + 32 * i + 32, xs[i + 1], &a1);
     }
-    return hsum_ps(acc) + corr;
+    if (i < nb)
+        m0 += blk_q4_1_avx2(&w[i], x + 32 * i, xs[i], &a0);
+    return hsum_ps(_mm256_add_ps(a0, a1)) + (m0 + m1);
 }
 
-static float dot_q5_0_avx2(const blk_q5_0 *x, const struct act32 *y, int64_t nb)
+static float dot_q5_0_avx2(const blk_q5_0 *w, const float *x, int64_t nb)
 {
-    __m256 acc = _mm256_setzero_ps();
-    float corr = 0;
-    for (int64_t i = 0; i < nb; i++) {
-        float d = h2f(x[i].d);
-        __m256i q = _mm256_or_si256(unpack_nibbles(x[i].qs), fifth_bits(load_u32le(x[i].qh)));
-        __m256i p = dot_u8_i8(q, _mm256_loadu_si256((const __m256i *)y[i].qs));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * y[i].d), _mm256_cvtepi32_ps(p), acc);
-        corr += d * y[i].s;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    int64_t i = 0;
+    for (; i + 1 < nb; i += 2) {
+        blk_q5_0_avx2(&w[i], x + 32 * i, &a0);
+        blk_q5_0_avx2(&w[i + 1], x + 32 * i + 32, &a1);
     }
-    return hsum_ps(acc) - 16 * corr;
+    if (i < nb)
+        blk_q5_0_avx2(&w[i], x + 32 * i, &a0);
+    return hsum_ps(_mm256_add_ps(a0, a1));
 }
 
-static float dot_q5_1_avx2(const blk_q5_1 *x, const struct act32 *y, int64_t nb)
+static float dot_q5_1_avx2(const blk_q5_1 *w, const float *x, const float *xs, int64_t nb)
 {
-    __m256 acc = _mm256_setzero_ps();
-    float corr = 0;
-    for (int64_t i = 0; i < nb; i++) {
-        __m256i q = _mm256_or_si256(unpack_nibbles(x[i].qs), fifth_bits(load_u32le(x[i].qh)));
-        __m256i p = dot_u8_i8(q, _mm256_loadu_si256((const __m256i *)y[i].qs));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * y[i].d), _mm256_cvtepi32_ps(p), acc);
-        corr += h2f(x[i].m) * y[i].s;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    float m0 = 0, m1 = 0;
+    int64_t i = 0;
+    for (; i + 1 < nb; i += 2) {
+        m0 += blk_q5_1_avx2(&w[i], x + 32 * i, xs[i], &a0);
+        m1 += blk_q5_1_avx2(&w[i + 1], x + 32 * i + 32, xs[i + 1], &a1);
     }
-    return hsum_ps(acc) + corr;
+    if (i < nb)
+        m0 += blk_q5_1_avx2(&w[i], x + 32 * i, xs[i], &a0);
+    return hsum_ps(_mm256_add_ps(a0, a1)) + (m0 + m1);
 }
 
-/* Sum over the 8 sub-blocks of mn[s] * (sum of the 32 activations of s). */
-static inline int k_min_sum(const uint8_t mn[8], const int16_t bsums[16])
-{
-    int s = 0;
-    for (int k = 0; k < 8; k++)
-        s += mn[k] * (bsums[2 * k] + bsums[2 * k + 1]);
-    return s;
-}
-
-/* Q4_K (QH NULL) and Q5_K share one body; the fifth bit of chunk c comes from
- * bits 2c and 2c+1 of qh. Adds d-scaled sums to ACC, returns the min term. */
-static inline float dot_kminmax_avx2(const uint16_t *dd, const uint8_t *scales, const uint8_t *qs,
-                                     const uint8_t *qh, const struct act256 *y, __m256 *acc)
+/* Q4_K (QH NULL) and Q5_K, one super-block: adds the scaled sub-block sums to
+ * ACC[2] and returns the min term, dmin * sum(mn[s] * sum of x over s). The
+ * fifth bit of sub-block s is bit s of qh. */
+static inline float dot_kminmax_avx2(uint16_t d16, uint16_t dmin16, const uint8_t *scales, const uint8_t *qs,
+                                     const uint8_t *qh, const float *x, const float *xs, __m256 acc[2])
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F), b4 = _mm256_set1_epi8(0x10);
     uint8_t sc[8], mn[8];
     for (int s = 0; s < 8; s++)
         k_scale_min(scales, s, &sc[s], &mn[s]);
+    float d = h2f(d16), mins = 0;
     __m256i hb = qh ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
-    __m256i sumi = _mm256_setzero_si256();
     for (int c = 0; c < 4; c++) {
         __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
         __m256i lo = _mm256_and_si256(q, m4);
         __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
         if (qh) {
+            /* Bits 2c and 2c+1 of each qh byte: fifth bits of the low and high codes. */
             __m256i blo = _mm256_set1_epi8((char)(1 << (2 * c)));
             __m256i bhi = _mm256_set1_epi8((char)(1 << (2 * c + 1)));
             lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, blo), blo), b4));
             hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, bhi), bhi), b4));
         }
-        __m256i plo = _mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c)));
-        __m256i phi = _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(y->qs + 64 * c + 32)));
-        plo = _mm256_madd_epi16(plo, _mm256_set1_epi16(sc[2 * c]));
-        phi = _mm256_madd_epi16(phi, _mm256_set1_epi16(sc[2 * c + 1]));
-        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(plo, phi));
+        acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(d * sc[2 * c]), dot32_i8(lo, x + 64 * c), acc[0]);
+        acc[1] = _mm256_fmadd_ps(_mm256_set1_ps(d * sc[2 * c + 1]), dot32_i8(hi, x + 64 * c + 32), acc[1]);
     }
-    *acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(dd[0]) * y->d), _mm256_cvtepi32_ps(sumi), *acc);
-    return h2f(dd[1]) * y->d * (float)k_min_sum(mn, y->bsums);
+    for (int s = 0; s < 8; s++)
+        mins += mn[s] * xs[s];
+    return h2f(dmin16) * mins;
 }
 
-static float dot_q4_K_avx2(const blk_q4_K *x, const struct act256 *y, int64_t nb)
+static float dot_q4_K_avx2(const blk_q4_K *w, const float *x, const float *xs, int64_t nb)
 {
-    __m256 acc = _mm256_setzero_ps();
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     float mins = 0;
-    for (int64_t i = 0; i < nb; i++) {
-        const uint16_t dd[2] = {x[i].d, x[i].dmin};
-        mins += dot_kminmax_avx2(dd, x[i].scales, x[i].qs, NULL, &y[i], &acc);
-    }
-    return hsum_ps(acc) - mins;
+    for (int64_t i = 0; i < nb; i++)
+        mins += dot_kminmax_avx2(w[i].d, w[i].dmin, w[i].scales, w[i].qs, NULL, x + 256 * i, xs + 8 * i, acc);
+    return hsum_ps(_mm256_add_ps(acc[0], acc[1])) - mins;
 }
 
-static float dot_q5_K_avx2(const blk_q5_K *x, const struct act256 *y, int64_t nb)
+static float dot_q5_K_avx2(const blk_q5_K *w, const float *x, const float *xs, int64_t nb)
 {
-    __m256 acc = _mm256_setzero_ps();
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     float mins = 0;
-    for (int64_t i = 0; i < nb; i++) {
-        const uint16_t dd[2] = {x[i].d, x[i].dmin};
-        mins += dot_kminmax_avx2(dd, x[i].scales, x[i].qs, x[i].qh, &y[i], &acc);
-    }
-    return hsum_ps(acc) - mins;
+    for (int64_t i = 0; i < nb; i++)
+        mins += dot_kminmax_avx2(w[i].d, w[i].dmin, w[i].scales, w[i].qs, w[i].qh, x + 256 * i, xs + 8 * i,
+                                 acc);
+    return hsum_ps(_mm256_add_ps(acc[0], acc[1])) - mins;
 }
 
-/* Q6_K: codes are built unsigned (0..63) and the -32 offset is applied once per
- * super-block as 32 * sum(scale[k] * bsums[k]). */
-static float dot_q6_K_avx2(const blk_q6_K *x, const struct act256 *y, int64_t nb)
+/* Q6_K: codes 0..63 built from ql and qh, then -32 in int8; each 32 codes
+ * span two sub-blocks of 16 (low and high 128-bit lanes). */
+static float dot_q6_K_avx2(const blk_q6_K *w, const float *x, int64_t nb)
 {
-    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30);
-    __m256 acc = _mm256_setzero_ps();
-    for (int64_t i = 0; i < nb; i++) {
-        __m256i sumi = _mm256_setzero_si256();
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30), off = _mm256_set1_epi8(32);
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t i = 0; i < nb; i++, x += 256) {
+        float d = h2f(w[i].d);
         for (int h = 0; h < 2; h++) {
-            const uint8_t *ql = x[i].ql + 64 * h;
-            const int8_t *sc = x[i].scales + 8 * h, *a = y[i].qs + 128 * h;
+            const uint8_t *ql = w[i].ql + 64 * h;
+            const int8_t *sc = w[i].scales + 8 * h;
+            const float *xh = x + 128 * h;
             __m256i l1 = _mm256_loadu_si256((const __m256i *)ql);
             __m256i l2 = _mm256_loadu_si256((const __m256i *)(ql + 32));
-            __m256i hb = _mm256_loadu_si256((const __m256i *)(x[i].qh + 32 * h));
+            __m256i hb = _mm256_loadu_si256((const __m256i *)(w[i].qh + 32 * h));
             __m256i q[4];
             q[0] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 4), m2));
             q[1] = _mm256_or_si256(_mm256_and_si256(l2, m4), _mm256_and_si256(_mm256_slli_epi16(hb, 2), m2));
@@ -1206,18 +1206,15 @@ static float dot_q6_K_avx2(const blk_q6_K *x, const struct act256 *y, int64_t nb
             q[3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l2, 4), m4),
                                    _mm256_and_si256(_mm256_srli_epi16(hb, 2), m2));
             for (int k = 0; k < 4; k++) {
-                /* Outputs 32k..32k+15 use scale 2k, the next 16 scale 2k+1. */
-                __m256i s = _mm256_set_m128i(_mm_set1_epi16(sc[2 * k + 1]), _mm_set1_epi16(sc[2 * k]));
-                __m256i p = _mm256_maddubs_epi16(q[k], _mm256_loadu_si256((const __m256i *)(a + 32 * k)));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(p, s));
+                __m256i v = _mm256_sub_epi8(q[k], off);
+                __m256 pa = dot16_i8(_mm256_castsi256_si128(v), xh + 32 * k);
+                __m256 pb = dot16_i8(_mm256_extracti128_si256(v, 1), xh + 32 * k + 16);
+                acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(d * sc[2 * k]), pa, acc[0]);
+                acc[1] = _mm256_fmadd_ps(_mm256_set1_ps(d * sc[2 * k + 1]), pb, acc[1]);
             }
         }
-        __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[i].scales));
-        __m256i off = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)y[i].bsums));
-        sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(off, 5));
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(x[i].d) * y[i].d), _mm256_cvtepi32_ps(sumi), acc);
     }
-    return hsum_ps(acc);
+    return hsum_ps(_mm256_add_ps(acc[0], acc[1]));
 }
 #endif /* QUANT_HAVE_AVX2 */
 
@@ -1225,22 +1222,23 @@ float quant_dot(const void *row, const struct quant_act *act)
 {
 #ifdef QUANT_HAVE_AVX2
     int64_t n = act->n;
+    const float *x = act->f32, *xs = act->q;
     switch (act->wtype) {
-    case GGML_TYPE_F32: return dot_f32_avx2(row, act->f32, n);
-    case GGML_TYPE_F16: return dot_f16_avx2(row, act->f32, n);
-    case GGML_TYPE_BF16: return dot_bf16_avx2(row, act->f32, n);
+    case GGML_TYPE_F32: return dot_f32_avx2(row, x, n);
+    case GGML_TYPE_F16: return dot_f16_avx2(row, x, n);
+    case GGML_TYPE_BF16: return dot_bf16_avx2(row, x, n);
     default: break;
     }
-    if (act->q) {
+    if (act_ready(act)) {
         switch (act->wtype) {
-        case GGML_TYPE_Q8_0: return dot_q8_0_avx2(row, act->q, n / 32);
-        case GGML_TYPE_Q4_0: return dot_q4_0_avx2(row, act->q, n / 32);
-        case GGML_TYPE_Q4_1: return dot_q4_1_avx2(row, act->q, n / 32);
-        case GGML_TYPE_Q5_0: return dot_q5_0_avx2(row, act->q, n / 32);
-        case GGML_TYPE_Q5_1: return dot_q5_1_avx2(row, act->q, n / 32);
-        case GGML_TYPE_Q4_K: return dot_q4_K_avx2(row, act->q, n / 256);
-        case GGML_TYPE_Q5_K: return dot_q5_K_avx2(row, act->q, n / 256);
-        case GGML_TYPE_Q6_K: return dot_q6_K_avx2(row, act->q, n / 256);
+        case GGML_TYPE_Q8_0: return dot_q8_0_avx2(row, x, n / 32);
+        case GGML_TYPE_Q4_0: return dot_q4_0_avx2(row, x, n / 32);
+        case GGML_TYPE_Q4_1: return dot_q4_1_avx2(row, x, xs, n / 32);
+        case GGML_TYPE_Q5_0: return dot_q5_0_avx2(row, x, n / 32);
+        case GGML_TYPE_Q5_1: return dot_q5_1_avx2(row, x, xs, n / 32);
+        case GGML_TYPE_Q4_K: return dot_q4_K_avx2(row, x, xs, n / 256);
+        case GGML_TYPE_Q5_K: return dot_q5_K_avx2(row, x, xs, n / 256);
+        case GGML_TYPE_Q6_K: return dot_q6_K_avx2(row, x, n / 256);
         default: break;
         }
     }

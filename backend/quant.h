@@ -74,29 +74,37 @@ void quant_dequantize_row(enum ggml_type t, const void *src, float *dst, int64_t
  * unsupported type or a bad N. */
 void quant_quantize_row(enum ggml_type t, const float *src, void *dst, int64_t n);
 
-/* Activations prepared once per matrix-vector product, so every row's dot
- * product can use integer arithmetic: X quantised to 8-bit blocks that match
- * the weight type's block structure. */
+/* Activations prepared once per matrix-vector product. The input stays float
+ * and every dot product is float: weights are dequantised in registers and
+ * multiplied with X. (An int8-quantised X, as in ggml's q8 path, put
+ * SmolLM2-135M Q4_1 logits 4.5% relative RMS off a float64 reference and
+ * broke its greedy answers, because of activation outliers; float products
+ * match to 1e-5.) For the types with a min (Q4_1 Q5_1 Q4_K Q5_K) the sums of
+ * X over each 32 elements are precomputed, since the min multiplies them. */
 struct quant_act {
     enum ggml_type wtype; /* weight type this was prepared for */
     int64_t n;            /* elements */
     const float *f32;     /* borrowed: the float input */
-    void *q;              /* owned by the caller's buffer: quantised input or NULL */
+    void *q;              /* in the caller's scratch: (n/32) float sums of X, or NULL */
 };
 /* Bytes of scratch quant_prepare_act needs for N elements and weight type T:
- * 0 for F32/F16/BF16 (they use the float input directly) and for unsupported
- * types or N not a multiple of the block size. */
+ * n/32 floats for Q4_1 Q5_1 Q4_K Q5_K, 0 for every other type (the float
+ * input is all they use), for unsupported types and for N not a multiple of
+ * the block size. */
 size_t quant_act_size(enum ggml_type t, int64_t n);
-/* Prepares X (N floats) for dot products with rows of type T, using SCRATCH
- * (quant_act_size bytes, float-aligned; may be NULL when that size is 0). */
+/* Prepares X (N floats, borrowed until the last dot product) for dot products
+ * with rows of type T, using SCRATCH (quant_act_size bytes, float-aligned; may
+ * be NULL when that size is 0). */
 void quant_prepare_act(enum ggml_type t, const float *x, int64_t n, void *scratch,
                        struct quant_act *out);
-/* Dot product of one weight row of type ACT->wtype with the prepared input.
- * NaN when the act could not be prepared (unsupported type, bad N). Uses the
- * AVX2 kernels when the build has AVX2, FMA and F16C. */
+/* Dot product of one weight row of type ACT->wtype with the prepared input,
+ * in float: within about 1e-6 of sum |w*x| of the exact value with the
+ * dequantised weights. NaN when the act could not be prepared (unsupported
+ * type, bad N); a NaN or infinite input gives a result that is not finite.
+ * Uses the AVX2 kernels when the build has AVX2, FMA and F16C. */
 float quant_dot(const void *row, const struct quant_act *act);
-/* The plain scalar version of quant_dot: same integer sums, the readable
- * reference the fast kernels are tested against. */
+/* The plain scalar version of quant_dot: the same per-block float sums, the
+ * readable reference the fast kernels are tested against. */
 float quant_dot_ref(const void *row, const struct quant_act *act);
 
 #endif
