@@ -125,12 +125,47 @@ static void test_remembers(void **state)
     struct engine *e = load(TEST_MODEL_SMOLLM2, 1024);
     struct engine_turn_params tp = greedy(24);
     char err[512], *reply = NULL;
-    assert_int_equal(engine_chat(e, "My name is Alice.", &tp, NULL, err, sizeof err), 0);
-    assert_int_equal(engine_chat(e, "What is my name?", &tp, &reply, err, sizeof err), 0);
+    assert_int_equal(engine_chat(e, "I live in Berlin.", &tp, NULL, err, sizeof err), 0);
+    assert_int_equal(engine_chat(e, "Which city do I live in?", &tp, &reply, err, sizeof err), 0);
     printf("reply: %s\n", reply);
-    assert_true(contains_ci(reply, "Alice"));
+    assert_true(contains_ci(reply, "Berlin"));
     free(reply);
     engine_free(e);
+}
+
+/* Reusing the cache changes nothing the model computes: a second turn on top
+ * of the cached first one gives the same greedy reply as a fresh engine that
+ * prefills the whole transcript (as --resume does). */
+static void test_reuse_equals_full_prefill(void **state)
+{
+    (void)state;
+    struct engine *a = load(TEST_MODEL_SMOLLM2, 1024);
+    struct engine *b = load(TEST_MODEL_SMOLLM2, 1024);
+    struct engine_turn_params tp = greedy(20);
+    char err[512], *r1 = NULL, *ra = NULL, *rb = NULL;
+    assert_int_equal(engine_chat(a, "Name three fruits.", &tp, &r1, err, sizeof err), 0);
+    assert_int_equal(engine_chat(a, "Which one is yellow?", &tp, &ra, err, sizeof err), 0);
+    struct engine_stats sa, sb;
+    engine_stats(a, &sa);
+
+    struct chat_message transcript[] = {
+        {CHAT_ROLE_USER, "Name three fruits."},
+        {CHAT_ROLE_ASSISTANT, r1},
+    };
+    assert_int_equal(engine_load_transcript(b, transcript, 2), 0);
+    assert_int_equal(engine_chat(b, "Which one is yellow?", &tp, &rb, err, sizeof err), 0);
+    engine_stats(b, &sb);
+    printf("reused: %d of %d prefilled; fresh: %d of %d\n", sa.prefill_tokens, sa.prompt_tokens,
+           sb.prefill_tokens, sb.prompt_tokens);
+    assert_int_equal(sb.prefill_tokens, sb.prompt_tokens);
+    assert_int_equal(sa.prompt_tokens, sb.prompt_tokens);
+    assert_true(sa.prefill_tokens < sa.prompt_tokens);
+    assert_string_equal(ra, rb);
+    free(r1);
+    free(ra);
+    free(rb);
+    engine_free(a);
+    engine_free(b);
 }
 
 struct cancel_ctx {
@@ -288,6 +323,7 @@ int main(void)
         cmocka_unit_test(test_chat_turn_gemma3),
         cmocka_unit_test(test_kv_reuse),
         cmocka_unit_test(test_remembers),
+        cmocka_unit_test(test_reuse_equals_full_prefill),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_context_full_drops_turns),
         cmocka_unit_test(test_message_too_long),
