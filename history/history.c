@@ -1343,6 +1343,59 @@ int hist_reply_finish(struct hist *h, int64_t msg_id, const char *text, size_t l
     return commit(h, what);
 }
 
+int hist_messages_truncate(struct hist *h, int64_t session_id, int64_t from_msg_id, int64_t *out_deleted)
+{
+    if (!h)
+        return HIST_E_INVALID;
+    const char *what = "removing the last messages";
+    int ret = begin_write(h, what);
+    if (ret)
+        return ret;
+    int exists = 0;
+    if ((ret = session_exists(h, session_id, &exists))) {
+        rollback(h);
+        return ret;
+    }
+    if (!exists) {
+        rollback(h);
+        return failf(h, HIST_E_NOTFOUND, "%s: no session %lld", what, (long long)session_id);
+    }
+    sqlite3_stmt *st;
+    if ((ret = prepare(h, "DELETE FROM messages WHERE session_id = ? AND id >= ?", &st, what))) {
+        rollback(h);
+        return ret;
+    }
+    sqlite3_bind_int64(st, 1, session_id);
+    sqlite3_bind_int64(st, 2, from_msg_id);
+    if ((ret = step_done(h, st, what))) {
+        rollback(h);
+        return ret;
+    }
+    int64_t deleted = sqlite3_changes(h->db);
+    /* Set, not max(): the change is now, even if a clock step put an earlier
+     * write in the future. */
+    if (!(ret = prepare(h, "UPDATE sessions SET updated_ms = ? WHERE id = ?", &st, what))) {
+        sqlite3_bind_int64(st, 1, now_ms());
+        sqlite3_bind_int64(st, 2, session_id);
+        ret = step_done(h, st, what);
+    }
+    if (ret) {
+        rollback(h);
+        return ret;
+    }
+    if ((ret = commit(h, what)))
+        return ret;
+    /* Rowids are reused once the newest rows are gone (no AUTOINCREMENT), so
+     * a stale throttle slot could hold back the first save of the next reply
+     * that gets a freed id: free those slots. */
+    for (int i = 0; i < HIST_PROGRESS_SLOTS; i++)
+        if (h->slots[i].msg_id >= from_msg_id)
+            h->slots[i].msg_id = 0;
+    if (out_deleted)
+        *out_deleted = deleted;
+    return HIST_OK;
+}
+
 #define MESSAGE_COLS                                                                               \
     "id, session_id, role, content, created_ms, updated_ms, end_reason, n_tokens, n_prompt, "      \
     "prefill_tps, decode_tps, ttft_ms"

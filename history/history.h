@@ -201,6 +201,17 @@ int hist_reply_progress(struct hist *h, int64_t msg_id, const char *text, size_t
 int hist_reply_finish(struct hist *h, int64_t msg_id, const char *text, size_t len,
                       const struct hist_reply_stats *stats, enum hist_end end);
 
+/* Deletes session SESSION_ID's messages whose id is FROM_MSG_ID or later,
+ * in one transaction, and bumps the session's updated time. For /retry and
+ * /edit, which take the last exchange back out of the engine: the stored
+ * session must keep matching what the model saw, or a resumed session would
+ * replay both attempts. The search index follows (its DELETE trigger).
+ * Freed ids are given to the next messages, so do not truncate a reply this
+ * or another connection is still streaming. Deleting nothing (FROM_MSG_ID past the
+ * last message) is HIST_OK; *OUT_DELETED (may be NULL) gets the count.
+ * HIST_E_NOTFOUND if there is no such session. */
+int hist_messages_truncate(struct hist *h, int64_t session_id, int64_t from_msg_id, int64_t *out_deleted);
+
 /* A session's messages, oldest first. */
 int hist_messages(struct hist *h, int64_t session_id, struct hist_message **out, size_t *n);
 int hist_message_get(struct hist *h, int64_t msg_id, struct hist_message *out);

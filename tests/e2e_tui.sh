@@ -3,7 +3,8 @@
 # model on the CPU: start, send a message and watch the reply stream and the
 # meters change, cancel a reply with Esc, resize mid-reply, run commands, quit
 # and find the terminal restored, then restart with --resume and see the old
-# conversation. Everything lives in a temp dir (--db, XDG_CONFIG_HOME,
+# conversation. Then multi-line input (Alt-Enter, bracketed paste) and
+# /retry and /edit, checked in the saved history and after --resume. Everything lives in a temp dir (--db, XDG_CONFIG_HOME,
 # XDG_STATE_HOME): the user's own data is never touched.
 # Exit 77 (skipped) without tmux or without the model.
 set -u
@@ -24,6 +25,10 @@ export TMUX_TMPDIR=$T  # a private tmux server
 cleanup() { tmux kill-server 2>/dev/null; rm -rf "$T"; }
 trap cleanup EXIT
 mkdir -p "$T/config" "$T/state"
+# A session that outlives the test's own: killing the last session makes the
+# tmux server exit, and a new-session issued while it is exiting fails with
+# "server exited unexpectedly" (seen on a loaded machine).
+tmux new-session -d -s keep "sleep 3600" || { echo "FAIL: cannot start tmux"; exit 1; }
 FAILS=0
 fail() { echo "FAIL: $*"; echo "---- screen ----"; tmux capture-pane -p -t $S 2>/dev/null; FAILS=$((FAILS + 1)); }
 pass() { echo "ok: $*"; }
@@ -40,10 +45,12 @@ wait_for() {
 
 # The command runs in a shell that prints the tty modes after kvchat exits,
 # so the test can see the terminal was put back (echo and canonical mode on).
+DB=$T/history.db
+ROWS=30
 run_kvchat() {
-    tmux new-session -d -s $S -x 100 -y 30 \
+    tmux new-session -d -s $S -x 100 -y $ROWS \
         "env XDG_CONFIG_HOME='$T/config' XDG_STATE_HOME='$T/state' \
-         '$BIN' $MODEL_ARG --backend cpu --db '$T/history.db' --seed 7 --max-tokens 2000 $*; \
+         '$BIN' $MODEL_ARG --backend cpu --db '$DB' --seed 7 --max-tokens 2000 $*; \
          echo EXIT=\$?; stty -a | tr ' ;' '\n\n' | grep -Ex -- '-?(echo|icanon)' | tr '\n' ' '; echo; sleep 600"
 }
 
@@ -60,6 +67,9 @@ wait_for 'decode +[0-9.]+ tok/s' 60 && pass "decode rate shown live" || fail "no
 wait_for '^> *$' 120 && pass "reply finished" || fail "reply did not finish"
 screen | grep -Eq 'TTFT +[0-9]' && pass "TTFT shown" || fail "no TTFT"
 screen | grep -q 'GPU util n/a' && pass "GPU readings n/a on the CPU" || fail "GPU readings not n/a"
+# The host's bandwidth is measured once the engine has been idle a second.
+wait_for 'roofline +[0-9]+% of [0-9]+ GB/s' 20 && pass "roofline against the measured bandwidth" ||
+    fail "roofline not shown on the CPU"
 
 # 2. A long reply: resize mid-reply, then cancel with Esc.
 tmux send-keys -t $S 'Tell me a very long story about a lighthouse keeper, in many paragraphs.' Enter
@@ -121,7 +131,93 @@ tmux send-keys -t $S C-d
 wait_for 'EXIT=0' 10 && pass "Ctrl-D leaves" || fail "Ctrl-D did not leave"
 tmux kill-session -t $S
 
-# 7. A missing model is a clear message on screen, exit status 1.
+# 7. Multi-line input, /retry and /edit, in a history of their own so the
+# counts are exact. The saved session is read with --export (one message per
+# line of JSON, newlines escaped); a reply still streaming shows as such.
+DB=$T/multi.db
+ROWS=50
+export_json() { "$BIN" --export 1 --format json --db "$DB" 2>/dev/null; }
+roles() { export_json | grep -o '"role": "[a-z]*"' | cut -d'"' -f4 | tr '\n' ' '; }
+# wait_saved ROLES SECONDS: until the session holds exactly ROLES ("user
+# assistant ...") with no reply streaming and the content differs from
+# $BEFORE (so a /retry that reuses the row ids is seen to have happened).
+wait_saved() {
+    local i j
+    for ((i = 0; i < $2 * 10; i++)); do
+        j=$(export_json)
+        if [ "$(roles)" = "$1" ] && ! grep -q '"end": "streaming"' <<<"$j" && [ "$j" != "${BEFORE:-}" ]; then
+            return 0
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+BEFORE=
+run_kvchat -n 12 --mem-bandwidth 1000
+wait_for '^>' 120 || fail "no prompt (multi-line run)"
+tmux send-keys -t $S -l 'first line'
+tmux send-keys -t $S M-Enter
+tmux send-keys -t $S -l 'second line'
+wait_for '^  second line' 5 && pass "Alt-Enter starts a second input line" || fail "no second input line after Alt-Enter"
+sleep 0.5
+screen | grep -q 'Assistant' && fail "Alt-Enter sent the message" || pass "Alt-Enter did not send"
+tmux send-keys -t $S Enter
+wait_saved "user assistant " 60 && pass "two lines sent as one message" || fail "first turn not saved as one user message and one reply"
+export_json | grep -qF '"content": "first line\nsecond line"' && pass "Alt-Enter newline kept in the message" ||
+    fail "message text is not 'first line\nsecond line'"
+wait_for '^> *$' 60 || fail "prompt not back after the first reply"
+screen | grep -Eq 'roofline +[0-9]+% of 1000 GB/s' && pass "--mem-bandwidth sets the roofline's bandwidth" ||
+    fail "roofline not against --mem-bandwidth 1000"
+
+# A pasted block (line breaks as CR, as terminals send them, and one CR LF)
+# is one message, sent only by the Enter after it.
+tmux send-keys -t $S -l $'\e[200~pasted one\rpasted two\r\npasted three\e[201~'
+wait_for '^  pasted three' 5 && pass "paste shown as three input lines" || fail "pasted lines not in the input"
+sleep 0.5
+[ "$(roles)" = "user assistant " ] && pass "paste did not send anything" || fail "the paste sent a message: $(roles)"
+tmux send-keys -t $S Enter
+wait_saved "user assistant user assistant " 60 && pass "pasted block sent as one message" ||
+    fail "paste not saved as one user message: $(roles)"
+export_json | grep -qF '"content": "pasted one\npasted two\npasted three"' && pass "pasted text kept whole" ||
+    fail "pasted message text wrong"
+wait_for '^> *$' 60 || fail "prompt not back after the paste reply"
+
+# /retry: the history keeps only the new attempt (one user message, one reply).
+BEFORE=$(export_json)
+tmux send-keys -t $S '/retry' Enter
+wait_saved "user assistant user assistant " 60 && pass "/retry leaves one exchange in the history" ||
+    fail "/retry: history holds $(roles)"
+[ "$(export_json | grep -cF '"content": "pasted one\npasted two')" = 1 ] && pass "/retry: the user message saved once" ||
+    fail "/retry: the user message is not saved exactly once"
+wait_for '^> *$' 60 || fail "prompt not back after /retry"
+
+# /edit: the last message comes back into the input line and out of the
+# history; Enter sends it again.
+BEFORE=$(export_json)
+tmux send-keys -t $S '/edit' Enter
+wait_for '^> pasted one' 5 && pass "/edit puts the message in the input line" || fail "/edit: input line empty"
+wait_saved "user assistant " 10 && pass "/edit removes the exchange from the history" || fail "/edit: history holds $(roles)"
+BEFORE=$(export_json)
+tmux send-keys -t $S Enter
+wait_saved "user assistant user assistant " 60 && pass "/edit resends as one exchange" || fail "/edit resend: history holds $(roles)"
+wait_for '^> *$' 60 || fail "prompt not back after /edit"
+tmux send-keys -t $S C-d
+wait_for 'EXIT=0' 10 || fail "Ctrl-D did not leave (multi-line run)"
+tmux kill-session -t $S
+
+# --resume shows exactly the saved transcript: two exchanges, not the
+# attempts /retry and /edit replaced.
+run_kvchat --resume -n 12
+wait_for '^>' 120 || fail "no prompt after --resume (multi-line run)"
+N=$(screen | grep -c '^ Assistant')
+[ "$N" = 2 ] && pass "--resume shows only the latest replies" || fail "--resume shows $N replies, expected 2"
+N=$(screen | grep -c '^   pasted one')
+[ "$N" = 1 ] && pass "--resume shows the retried message once" || fail "--resume shows the retried message $N times"
+tmux send-keys -t $S C-d
+wait_for 'EXIT=0' 10 || fail "Ctrl-D did not leave (resumed multi-line run)"
+tmux kill-session -t $S
+
+# 8. A missing model is a clear message on screen, exit status 1.
 tmux new-session -d -s $S -x 80 -y 24 \
     "env XDG_CONFIG_HOME='$T/config' XDG_STATE_HOME='$T/state' '$BIN' -m '$T/nope.gguf' --db '$T/history.db'; echo EXIT=\$?; sleep 600"
 wait_for 'could not be loaded' 20 && pass "load error shown in the UI" || fail "no load error screen"

@@ -489,6 +489,78 @@ static void test_search_literal(void **state)
     hist_close(h);
 }
 
+/* /retry and /edit take the last exchange back out of the engine; the store
+ * must drop it too, search index included, or a resumed session would replay
+ * both attempts. */
+static void test_messages_truncate(void **state)
+{
+    (void)state;
+    char path[1200];
+    new_db_path(path, sizeof path, "hist-truncate");
+    struct hist *h = open_ok(path);
+    int64_t s1, s2, u1, a1, u2, a2, other, id;
+    assert_int_equal(hist_session_create(h, NULL, NULL, &s1), HIST_OK);
+    assert_int_equal(hist_session_create(h, "other", NULL, &s2), HIST_OK);
+    assert_int_equal(hist_message_add(h, s1, HIST_ROLE_USER, "first question about walruses", (size_t)-1, -1, &u1), HIST_OK);
+    assert_int_equal(hist_message_add(h, s1, HIST_ROLE_ASSISTANT, "walruses have tusks", (size_t)-1, -1, &a1), HIST_OK);
+    assert_int_equal(hist_message_add(h, s1, HIST_ROLE_USER, "second question about narwhals", (size_t)-1, -1, &u2), HIST_OK);
+    assert_int_equal(hist_reply_begin(h, s1, &a2), HIST_OK);
+    assert_int_equal(hist_reply_finish(h, a2, "narwhals have one zanzibarish tusk", (size_t)-1, NULL, HIST_END_STOP), HIST_OK);
+    /* A later message of another session must survive a truncation of s1. */
+    assert_int_equal(hist_message_add(h, s2, HIST_ROLE_USER, "zanzibarish narwhals elsewhere", (size_t)-1, -1, &other), HIST_OK);
+    assert_true(other > a2);
+    assert_int_equal(count_hits(h, "zanzibarish"), 2);
+
+    /* /retry: drop the last reply. */
+    raw_exec(path, "UPDATE sessions SET updated_ms = 1");
+    int64_t deleted = -1;
+    assert_int_equal(hist_messages_truncate(h, s1, a2, &deleted), HIST_OK);
+    assert_int_equal(deleted, 1);
+    struct hist_message *m;
+    size_t n;
+    assert_int_equal(hist_messages(h, s1, &m, &n), HIST_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(m[2].id, u2);
+    hist_messages_free(m, n);
+    assert_int_equal(count_hits(h, "zanzibarish"), 1); /* only the other session's */
+    assert_int_equal(count_hits(h, "narwhals"), 2);
+    assert_true(raw_int(path, "SELECT updated_ms FROM sessions WHERE id = 1") > 1);
+    assert_int_equal(raw_int(path, "SELECT updated_ms FROM sessions WHERE id = 2"), 1);
+    int64_t latest = 0;
+    assert_int_equal(hist_session_latest(h, &latest), HIST_OK);
+    assert_int_equal(latest, s1);
+
+    /* /edit: drop the last user message (and anything after it). */
+    assert_int_equal(hist_messages_truncate(h, s1, u2, NULL), HIST_OK);
+    assert_int_equal(count_hits(h, "narwhals"), 1);
+    assert_int_equal(count_hits(h, "walruses"), 2);
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM messages WHERE session_id = 1"), 2);
+    /* The next message may reuse a freed id; search must see only its text. */
+    assert_int_equal(hist_message_add(h, s1, HIST_ROLE_USER, "rephrased about dugongs", (size_t)-1, -1, &id), HIST_OK);
+    assert_int_equal(count_hits(h, "dugongs"), 1);
+    assert_int_equal(count_hits(h, "second"), 0);
+
+    /* Past the end deletes nothing; an unknown session is NOTFOUND. */
+    assert_int_equal(hist_messages_truncate(h, s1, id + 1000, &deleted), HIST_OK);
+    assert_int_equal(deleted, 0);
+    assert_int_equal(hist_messages_truncate(h, 9999, u1, NULL), HIST_E_NOTFOUND);
+    assert_non_null(strstr(hist_last_error(h), "9999"));
+    assert_int_equal(hist_messages_truncate(NULL, s1, u1, NULL), HIST_E_INVALID);
+
+    /* Everything from the first message: an empty session that still exists. */
+    assert_int_equal(hist_messages_truncate(h, s1, u1, &deleted), HIST_OK);
+    assert_int_equal(deleted, 3);
+    struct hist_session s;
+    assert_int_equal(hist_session_get(h, s1, &s), HIST_OK);
+    assert_int_equal(s.n_messages, 0);
+    hist_session_clear(&s);
+    assert_int_equal(count_hits(h, "walruses"), 0);
+    assert_int_equal(count_hits(h, "zanzibarish"), 1);
+    hist_close(h);
+    raw_exec(path, "INSERT INTO messages_fts(messages_fts) VALUES ('integrity-check')");
+    assert_integrity_ok(path);
+}
+
 static void run_export(struct hist *h, int64_t sid, enum hist_format fmt, const char *file)
 {
     FILE *f = fopen(file, "w");
@@ -731,6 +803,7 @@ static void check_writes_refused(struct hist *h, int64_t sid, const char *path)
     assert_int_equal(hist_session_create(h, "x", NULL, &id), HIST_E_READONLY);
     assert_int_equal(hist_session_delete(h, sid), HIST_E_READONLY);
     assert_int_equal(hist_reply_progress(h, 5, "x", 1, 1), HIST_E_READONLY);
+    assert_int_equal(hist_messages_truncate(h, sid, 1, NULL), HIST_E_READONLY);
     /* Reading still works. */
     struct hist_message *m;
     size_t n;
@@ -1099,6 +1172,7 @@ int main(void)
         cmocka_unit_test(test_messages_unicode_and_long),
         cmocka_unit_test(test_reply_streaming),
         cmocka_unit_test(test_search_literal),
+        cmocka_unit_test(test_messages_truncate),
         cmocka_unit_test(test_export),
         cmocka_unit_test(test_migrations_from_every_version),
         cmocka_unit_test(test_newer_version_refused),

@@ -1,7 +1,7 @@
 /* test_tui.c - the chat screen's pure parts without a terminal: pane layout,
  * wrapping of wide and combining characters, streaming Markdown, number and
- * meter formatting, the memory bar, themes, the config file and slash
- * commands. */
+ * meter formatting, the memory bar, the memory bandwidth probe, themes, the
+ * config file and slash commands. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -16,6 +16,7 @@
 #include "commands.h"
 #include "config.h"
 #include "layout.h"
+#include "membw.h"
 #include "meters.h"
 #include "theme.h"
 #include "testutil.h"
@@ -459,6 +460,27 @@ static void test_color_to8(void **state)
 
 /* ---- config ---- */
 
+/* ---- memory bandwidth probe ---- */
+
+/* No figure can be asserted for an unknown machine; what can be is that it is
+ * a real, positive rate with any thread count, and that a cancelled probe
+ * reports 0 (unknown) rather than a made-up number. */
+static void test_membw_measure(void **state)
+{
+    (void)state;
+    double bw = membw_measure((size_t)32 << 20, 0, 2, NULL);
+    assert_true(isfinite(bw));
+    assert_true(bw > 1e8); /* over 0.1 GB/s: anything less is a broken timer or copy */
+    double one = membw_measure((size_t)8 << 20, 1, 1, NULL);
+    assert_true(isfinite(one) && one > 0);
+    /* More threads than bytes to share, and odd sizes, still work. */
+    double odd = membw_measure(4096 + 7, 64, 3, NULL);
+    assert_true(isfinite(odd) && odd > 0);
+    atomic_int stop = 1;
+    assert_true(membw_measure((size_t)8 << 20, 2, 2, &stop) == 0);
+    assert_true(membw_measure(10, 1, 1, NULL) == 0); /* nothing to copy */
+}
+
 static void test_config_parse(void **state)
 {
     (void)state;
@@ -866,6 +888,7 @@ int main(void)
         cmocka_unit_test(test_theme_parse),
         cmocka_unit_test(test_theme_load),
         cmocka_unit_test(test_color_to8),
+        cmocka_unit_test(test_membw_measure),
         cmocka_unit_test(test_config_parse),
         cmocka_unit_test(test_config_load),
         cmocka_unit_test(test_config_theme_hostile),

@@ -137,6 +137,8 @@ void kv_print_usage(FILE *out)
           "      --delete ID         delete session ID\n"
           "interface:\n"
           "      --theme NAME        colour theme (dark, light, high-contrast or your own)\n"
+          "      --mem-bandwidth GBS memory bandwidth in GB/s for the roofline meter\n"
+          "                          (default: NVML's peak on CUDA, measured on the CPU)\n"
           "  -v, --verbose           print statistics to standard error\n"
           "  -h, --help              this text\n"
           "      --version           print the version\n"
@@ -225,6 +227,7 @@ enum {
     OPT_NO_BOS,
     OPT_PIECES,
     OPT_JSON,
+    OPT_MEM_BW,
 };
 
 int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t errlen)
@@ -260,6 +263,7 @@ int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t
         {"no-bos", no_argument, NULL, OPT_NO_BOS},
         {"pieces", no_argument, NULL, OPT_PIECES},
         {"json", no_argument, NULL, OPT_JSON},
+        {"mem-bandwidth", required_argument, NULL, OPT_MEM_BW},
         {NULL, 0, NULL, 0},
     };
 
@@ -367,6 +371,12 @@ int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t
         case OPT_NO_BOS: o->no_bos = true; break;
         case OPT_PIECES: o->pieces = true; break;
         case OPT_JSON: o->json = true; break;
+        case OPT_MEM_BW: {
+            float gbs;
+            if (!(rc = parse_f("--mem-bandwidth", optarg, 0, 1e6, &gbs, err, errlen)))
+                o->mem_bandwidth_gbs = gbs; /* 0: back to NVML or measuring */
+            break;
+        }
         case ':': return usage_err(err, errlen, "%s needs a value", argv[optind - 1]);
         default: return usage_err(err, errlen, "unknown option '%s' (see kvchat --help)", argv[optind - 1]);
         }

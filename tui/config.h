@@ -11,7 +11,8 @@
  *   history on|off      temperature X  top_k N   top_p X       min_p X
  *   repeat_penalty X    repeat_last_n N          seed N        max_tokens N
  *   mem_bandwidth_gbs X (the device's memory bandwidth for the roofline
- *                        meter where NVML cannot tell it, e.g. on the CPU)
+ *                        meter, instead of NVML's peak or, on the CPU, the
+ *                        measured copy bandwidth; --mem-bandwidth overrides)
  *
  * Pure apart from reading the file: tested by tests/test_tui.c.
  */

@@ -48,7 +48,8 @@ struct kv_options {
     int64_t resume;           /* KV_RESUME_NONE, KV_RESUME_LATEST or a session id */
     /* UI */
     char theme[64];           /* "" = default theme */
-    double mem_bandwidth_gbs; /* roofline meter's device bandwidth, GB/s; 0 = from NVML, else n/a */
+    double mem_bandwidth_gbs; /* roofline meter's device bandwidth, GB/s (config, --mem-bandwidth);
+                               * 0 = NVML's peak on CUDA, measured on the CPU */
     /* modes' arguments */
     const char *prompt;       /* -p TEXT ("-" = stdin); borrowed from argv */
     const char *text;         /* tokenize TEXT / --search TEXT; borrowed */

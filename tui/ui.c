@@ -24,6 +24,7 @@
 #include <stdarg.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,7 @@
 #include "engine.h"
 #include "history.h"
 #include "layout.h"
+#include "membw.h"
 #include "meters.h"
 #include "nvml.h"
 #include "session.h"
@@ -68,6 +70,7 @@ struct msg {
     enum msg_kind kind;
     char *text; /* owned; NULL for the reply being streamed (see ui.stream) */
     enum hist_end end; /* how a reply ended (NONE while streaming) */
+    int64_t hist_id;   /* its row in the history, 0 = not saved; /retry and /edit delete from it */
 };
 
 struct dline {           /* one display line of the conversation */
@@ -90,6 +93,18 @@ struct ui {
     bool color;
     struct gpu_mon *gpu;
     double bandwidth;    /* bytes/s for the roofline, 0 = unknown */
+
+    /* Host memory bandwidth probe (CPU backend, no configured figure): run
+     * once on its own thread while the engine is idle, called off the moment
+     * a turn starts and tried again after it, so it never competes with the
+     * engine for memory. */
+    bool bw_wanted;      /* no figure yet and one should be measured */
+    bool bw_running;     /* bw_thread exists (joined by bw_collect) */
+    double bw_after;     /* monotonic time before which not to start */
+    pthread_t bw_thread;
+    atomic_int bw_cancel;
+    double bw_result;    /* bytes/s, 0 = cancelled or failed; guarded by mu */
+    bool bw_done;        /* bw_result is final; guarded by mu */
 
     struct msg *msgs;
     size_t n_msgs, cap_msgs;
@@ -130,6 +145,9 @@ struct ui {
     /* input */
     int rl_char;
     bool rl_avail, in_paste;
+    bool paste_cr;        /* the last pasted byte was CR: a LF after it is the same line break */
+    bool in_line_handler; /* inside on_line: see set_input */
+    char *pending_input;  /* owned; text for the input line once on_line returns */
     char *paste;
     size_t paste_len, paste_cap;
     char *cands[64];
@@ -267,6 +285,7 @@ static struct msg *add_msg(struct ui *u, enum msg_kind kind, const char *text)
     m->kind = kind;
     m->text = text ? strdup(text) : NULL;
     m->end = HIST_END_NONE;
+    m->hist_id = 0;
     if (text && !m->text)
         return NULL;
     u->n_msgs++;
@@ -1014,6 +1033,66 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
+/* ---- the memory bandwidth probe ---- */
+
+#define BW_DELAY_S 1.0 /* idle time, after startup or a turn, before probing */
+
+static void *bw_main(void *arg)
+{
+    struct ui *u = arg;
+    double bw = membw_measure(MEMBW_DEFAULT_BYTES, u->info->n_threads, MEMBW_DEFAULT_REPS, &u->bw_cancel);
+    pthread_mutex_lock(&u->mu);
+    u->bw_result = bw;
+    u->bw_done = true;
+    wake_ui(u);
+    pthread_mutex_unlock(&u->mu);
+    return NULL;
+}
+
+/* Starts the probe if a figure is wanted and the engine has been idle for
+ * BW_DELAY_S. */
+static void bw_maybe_start(struct ui *u)
+{
+    if (!u->bw_wanted || u->bw_running || u->busy || now_s() < u->bw_after)
+        return;
+    atomic_store(&u->bw_cancel, 0);
+    u->bw_done = false; /* no probe thread exists to race with */
+    if (pthread_create(&u->bw_thread, NULL, bw_main, u) != 0) {
+        u->bw_wanted = false; /* the meter stays n/a */
+        return;
+    }
+    u->bw_running = true;
+}
+
+/* Joins a probe that has finished, or with CANCEL calls a running one off
+ * and joins it (its threads stop within a 1 MiB copy, well under a
+ * millisecond), so the engine about to work has the memory to itself. A
+ * called-off probe runs again once the engine has been idle BW_DELAY_S; one
+ * that failed on its own (no memory for the buffers) is not retried. */
+static void bw_collect(struct ui *u, bool cancel)
+{
+    if (!u->bw_running)
+        return;
+    pthread_mutex_lock(&u->mu);
+    bool done = u->bw_done;
+    pthread_mutex_unlock(&u->mu);
+    if (!done && !cancel)
+        return;
+    if (!done)
+        atomic_store(&u->bw_cancel, 1);
+    pthread_join(u->bw_thread, NULL);
+    u->bw_running = false;
+    if (u->bw_result > 0) {
+        u->bandwidth = u->bw_result;
+        u->bw_wanted = false;
+        u->dirty = true;
+    } else if (!done) {
+        u->bw_after = now_s() + BW_DELAY_S;
+    } else {
+        u->bw_wanted = false;
+    }
+}
+
 static void hist_failed(struct ui *u, const char *what)
 {
     notice(u, MSG_ERROR, "not saving: %s%s%s", what, u->h ? ": " : "", u->h ? hist_last_error(u->h) : "");
@@ -1044,18 +1123,22 @@ static void start_turn(struct ui *u, const char *text)
 {
     if (u->busy)
         return;
+    bw_collect(u, true);
     u->saving = false;
+    int64_t user_id = 0;
     if (u->h) {
         if (!ensure_session(u))
             hist_failed(u, "cannot create the session");
-        else if (hist_message_add(u->h, u->sid, HIST_ROLE_USER, text, (size_t)-1, -1, NULL) != HIST_OK)
+        else if (hist_message_add(u->h, u->sid, HIST_ROLE_USER, text, (size_t)-1, -1, &user_id) != HIST_OK)
             hist_failed(u, "cannot save your message");
         else if (hist_reply_begin(u->h, u->sid, &u->reply_id) != HIST_OK)
             hist_failed(u, "cannot save the reply");
         else
             u->saving = true;
     }
-    add_msg(u, MSG_USER, text);
+    struct msg *um = add_msg(u, MSG_USER, text);
+    if (um)
+        um->hist_id = user_id;
     free(u->job_text);
     u->job_text = strdup(text);
     pthread_mutex_lock(&u->mu);
@@ -1087,6 +1170,7 @@ static void finish_turn(struct ui *u)
 {
     pthread_join(u->thread, NULL);
     u->busy = false;
+    u->bw_after = now_s() + BW_DELAY_S;
     pthread_mutex_lock(&u->mu);
     char *reply = u->worker_reply;
     u->worker_reply = NULL;
@@ -1151,6 +1235,7 @@ static void worker_events(struct ui *u)
     u->dirty = true;
     if (done && u->busy)
         finish_turn(u);
+    bw_collect(u, false);
 }
 
 /* Saves the streaming reply about once a second (hist_reply_progress
@@ -1194,8 +1279,10 @@ static void show_session(struct ui *u, int64_t sid)
                           : ms[i].role == HIST_ROLE_ASSISTANT ? MSG_ASSISTANT
                                                               : MSG_SYSTEM;
         struct msg *m = add_msg(u, k, ms[i].content ? ms[i].content : "");
-        if (m)
+        if (m) {
             m->end = ms[i].end == HIST_END_STOP ? HIST_END_NONE : ms[i].end;
+            m->hist_id = ms[i].id;
+        }
     }
     hist_messages_free(ms, n);
 }
@@ -1324,6 +1411,21 @@ static void osc52_copy(const char *text)
 
 /* Composes a message in $EDITOR (or vi), starting from INITIAL; the result
  * replaces the input line. */
+/* Puts TEXT in the input line, cursor at the end, for the user to edit and
+ * send (/edit, the editor). Inside the line handler that cannot be done at
+ * once: when the handler returns, readline clears any line left in its
+ * buffer, so the text waits in pending_input until feed() is back. */
+static void set_input(struct ui *u, const char *text)
+{
+    if (u->in_line_handler) {
+        free(u->pending_input);
+        u->pending_input = strdup(text);
+        return;
+    }
+    rl_replace_line(text, 0);
+    rl_point = rl_end;
+}
+
 static void run_editor(struct ui *u, const char *initial)
 {
     char path[] = "/tmp/kvchat-msg-XXXXXX";
@@ -1372,8 +1474,7 @@ static void run_editor(struct ui *u, const char *initial)
         if (n >= 0) {
             while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == '\r'))
                 text[--n] = 0;
-            rl_replace_line(text, 0);
-            rl_point = rl_end;
+            set_input(u, text);
         }
     }
     free(text);
@@ -1421,8 +1522,11 @@ static void show_stats(struct ui *u)
            (unsigned long long)u->o.sampling.seed, u->o.max_tokens);
 }
 
-/* Removes the last exchange (engine and screen) for /retry and /edit;
- * returns the user's text (malloc'd) or NULL. */
+/* Removes the last exchange for /retry and /edit from the engine, the
+ * screen and the history, so a resumed session replays what the model saw
+ * last and not both attempts; returns the user's text (malloc'd) or NULL.
+ * The history rows go from the user message's own id on: a message that
+ * was never saved (id 0) leaves the history alone rather than guess. */
 static char *pop_exchange(struct ui *u)
 {
     if (!engine_pop_turn(u->e)) {
@@ -1430,14 +1534,20 @@ static char *pop_exchange(struct ui *u)
         return NULL;
     }
     char *user = NULL;
+    int64_t user_id = 0;
     while (u->n_msgs > 0) {
         struct msg *m = &u->msgs[--u->n_msgs];
         if (m->kind == MSG_USER) {
             user = m->text;
+            user_id = m->hist_id;
             break;
         }
         free(m->text);
     }
+    if (u->h && u->sid >= 0 && user_id > 0 && hist_messages_truncate(u->h, u->sid, user_id, NULL) != HIST_OK)
+        hist_failed(u, "cannot remove the previous attempt");
+    else if (u->sidebar)
+        refresh_sessions(u);
     u->dirty = true;
     return user ? user : strdup("");
 }
@@ -1449,6 +1559,12 @@ static void run_command(struct ui *u, const struct command *c)
     if (need_idle && u->busy) {
         set_status(u, TH_ERROR, "/%s: a reply is being generated (Esc stops it)", cmd_name(c->id));
         return;
+    }
+    if (need_idle) {
+        /* These may make the engine work here (/resume rebuilds the KV
+         * cache): not alongside the bandwidth probe. */
+        bw_collect(u, true);
+        u->bw_after = now_s() + BW_DELAY_S;
     }
     bool need_hist = c->id == CMD_SESSIONS || c->id == CMD_RESUME || c->id == CMD_RENAME ||
                      c->id == CMD_DELETE || c->id == CMD_SEARCH || c->id == CMD_EXPORT;
@@ -1561,8 +1677,7 @@ static void run_command(struct ui *u, const struct command *c)
     case CMD_EDIT: {
         char *text = pop_exchange(u);
         if (text) {
-            rl_replace_line(text, 0);
-            rl_point = rl_end;
+            set_input(u, text);
             set_status(u, TH_NOTICE, "edit the message and press Enter to resend it");
         }
         free(text);
@@ -1646,9 +1761,18 @@ static void rl_noop_deprep(void)
 {
 }
 
+static void on_line_run(struct ui *u, char *line);
+
 static void on_line(char *line)
 {
     struct ui *u = g_ui;
+    u->in_line_handler = true;
+    on_line_run(u, line);
+    u->in_line_handler = false;
+}
+
+static void on_line_run(struct ui *u, char *line)
+{
     if (!line) { /* Ctrl-D on an empty line */
         u->quit = true;
         return;
@@ -1736,6 +1860,13 @@ static void feed(struct ui *u, int c)
     u->rl_avail = true;
     rl_callback_read_char();
     u->rl_avail = false;
+    if (u->pending_input) {
+        char *t = u->pending_input;
+        u->pending_input = NULL;
+        set_input(u, t);
+        free(t);
+        rl_redisplay_hook();
+    }
 }
 
 static void feed_str(struct ui *u, const char *s)
@@ -1797,8 +1928,14 @@ static void scroll_by(struct ui *u, int n)
     u->dirty = true; /* draw_conversation clamps the top */
 }
 
+/* Terminals paste line breaks as CR; text copied from a CRLF file may
+ * arrive as CR LF. Either way, one LF in the message. */
 static void paste_add(struct ui *u, int ch)
 {
+    bool lf_after_cr = ch == '\n' && u->paste_cr;
+    u->paste_cr = ch == '\r';
+    if (lf_after_cr)
+        return;
     if (u->paste_len + 2 > u->paste_cap) {
         size_t cap = u->paste_cap ? u->paste_cap * 2 : 4096;
         char *p = realloc(u->paste, cap);
@@ -1856,6 +1993,7 @@ static void handle_key(struct ui *u, int ch)
     case KEY_PASTE_BEGIN:
         u->in_paste = true;
         u->paste_len = 0;
+        u->paste_cr = false;
         return;
     case KEY_PASTE_END:
         return;
@@ -1971,6 +2109,7 @@ static void ui_free(struct ui *u)
     free(u->stream);
     free(u->job_text);
     free(u->paste);
+    free(u->pending_input);
     free(u->dl);
     free(u->arena);
     free(u->arena_sty);
@@ -2098,6 +2237,10 @@ int tui_run(const struct kv_options *opt, char *err, size_t errlen)
     if (strcmp(u->info->backend, "cuda") == 0)
         u->gpu = gpu_mon_new(0);
     u->bandwidth = u->o.mem_bandwidth_gbs > 0 ? u->o.mem_bandwidth_gbs * 1e9 : gpu_mon_bandwidth(u->gpu);
+    /* On the CPU the host's memory is the device: measure it, once the
+     * screen is up and the engine idle (see bw_collect). */
+    u->bw_wanted = u->bandwidth <= 0 && strcmp(u->info->backend, "cuda") != 0;
+    u->bw_after = now_s() + BW_DELAY_S;
 
     open_history(u);
     if (theme_err[0])
@@ -2149,6 +2292,7 @@ int tui_run(const struct kv_options *opt, char *err, size_t errlen)
             nodelay(stdscr, TRUE);
         }
         save_progress(u);
+        bw_maybe_start(u);
         t = now_s();
         if (keyed && u->dirty)
             draw_frame(u); /* answer keys at once */
@@ -2158,6 +2302,7 @@ int tui_run(const struct kv_options *opt, char *err, size_t errlen)
     if (g_signal)
         rc = 128 + g_signal;
     cancel_and_wait(u);
+    bw_collect(u, true);
     rl_callback_handler_remove();
     if (u->hist_file[0])
         write_history(u->hist_file);

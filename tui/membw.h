@@ -1,0 +1,33 @@
+/* membw.h - measures the host's memory copy bandwidth: the roofline meter's
+ * denominator on the CPU backend, where no NVML reports a peak and the user
+ * has not given one (mem_bandwidth_gbs in the config, --mem-bandwidth).
+ *
+ * Used by ui.c from a background thread while the engine is idle; tested by
+ * tests/test_tui.c (a machine's figure cannot be asserted, only that it is a
+ * positive, finite number). No ncurses, no engine: plain C and pthreads.
+ */
+#ifndef KVCHAT_TUI_MEMBW_H
+#define KVCHAT_TUI_MEMBW_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+
+/* What the UI measures with: 256 MiB of traffic per pass (two 128 MiB
+ * buffers, far beyond any last-level cache) a few times; on a desktop that
+ * is 50-200 ms in all. */
+#define MEMBW_DEFAULT_BYTES ((size_t)256 << 20)
+#define MEMBW_DEFAULT_REPS 4
+
+/* Copies one buffer of BYTES/2 into another REPS times, N_THREADS threads
+ * each copying its own slice (N_THREADS <= 0: one per online CPU), and
+ * returns the best pass in bytes moved per second, read plus written (the
+ * STREAM "copy" convention). Best, not mean: the question is what the memory
+ * can do, and anything else running only ever makes a pass slower.
+ *
+ * CANCEL (may be NULL) is polled between 1 MiB chunks: once it is non-zero
+ * the threads stop within a chunk and the result is 0, so a caller can call
+ * off the measurement the moment the engine needs the memory. Also 0 when the
+ * buffers or threads cannot be had. Never exits or prints. */
+double membw_measure(size_t bytes, int n_threads, int reps, const atomic_int *cancel);
+
+#endif
