@@ -2,10 +2,11 @@
  * forward pass, and the engine used where there is no GPU.
  *
  * Weights are used where they lie in the file mapping. Matrix products go
- * through quant.h: the activations are prepared once (quantised to 8-bit
- * blocks matching the weight type) and every weight row is dotted against
- * them. A batch of N tokens (prefill) reads each weight row once for the
- * whole batch, which is what makes prefill much faster than N decode steps.
+ * through quant.h: the activations stay float (prepared once per weight type)
+ * and every weight row is dotted against them. A batch of N tokens (prefill)
+ * reads each weight row once for the whole batch and dequantises each block
+ * once per 8 tokens (quant_dot_n), which is what makes prefill much faster
+ * than N decode steps.
  *
  * One forward pass is a fixed sequence of parallel steps (threadpool_run):
  * matrix products split by rows, attention by (token, head), per-token
@@ -41,6 +42,9 @@
  * moving on: the rows (a few KB) stay in L1 while the prepared activations
  * stream past, and a thread's output rows fill whole cache lines. */
 #define ROW_TILE 16
+/* Tokens whose inputs one quant_dot_n call shares a dequantised block
+ * between (its register blocking is 8). */
+#define TOKEN_TILE 8
 /* Preparations of one input alive at once: Q, K and V may have 3 types. */
 #define N_SLOTS 3
 #define ALIGN 64
@@ -220,15 +224,27 @@ static void matmul_worker(void *arg, int ith, int nth)
             for (int64_t tile = t0; tile < t1; tile++) {
                 int64_t r0 = tile * ROW_TILE;
                 int64_t r1 = r0 + ROW_TILE < rows ? r0 + ROW_TILE : rows;
-                for (int t = 0; t < job->n; t++) {
-                    const struct quant_act *a = &mm->acts[t];
-                    float *y = mm->y + (int64_t)t * mm->y_stride;
+                if (job->n == 1) {
                     for (int64_t r = r0; r < r1; r++)
-                        y[r] = quant_dot(base + (size_t)r * row_bytes, a);
-                    if (mm->bias)
+                        mm->y[r] = quant_dot(base + (size_t)r * row_bytes, &mm->acts[0]);
+                } else {
+                    /* TOKEN_TILE tokens' inputs stay in L1/L2 while the
+                     * tile's rows (in L1) pass over them; each block is
+                     * dequantised once per TOKEN_TILE tokens. */
+                    for (int t0 = 0; t0 < job->n; t0 += TOKEN_TILE) {
+                        int nt = job->n - t0 < TOKEN_TILE ? job->n - t0 : TOKEN_TILE;
+                        float *y = mm->y + (int64_t)t0 * mm->y_stride;
+                        for (int64_t r = r0; r < r1; r++)
+                            quant_dot_n(base + (size_t)r * row_bytes, mm->acts + t0, nt, y + r,
+                                        (size_t)mm->y_stride);
+                    }
+                }
+                if (mm->bias)
+                    for (int t = 0; t < job->n; t++) {
+                        float *y = mm->y + (int64_t)t * mm->y_stride;
                         for (int64_t r = r0; r < r1; r++)
                             y[r] += mm->bias[r];
-                }
+                    }
             }
         }
     }

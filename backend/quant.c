@@ -1245,3 +1245,283 @@ float quant_dot(const void *row, const struct quant_act *act)
 #endif
     return quant_dot_ref(row, act);
 }
+
+/* ---- multi-token dot products ---------------------------------------------- */
+
+/* Prefill multiplies every weight row with a batch of tokens. Calling
+ * quant_dot per token unpacks each block once per token, and that unpacking
+ * (nibbles to int8 to float) costs more than the FMAs; here each chunk of 32
+ * weights is dequantised once, to the float values quant_dequantize_row gives
+ * (scale and min applied), and FMA'd against every token's input. Summing
+ * w*x with w already scaled rounds differently from quant_dot's per-block
+ * partial sums, by float summation error only (~1e-7 of sum |w*x|). */
+
+/* Row RS of TYPE with the float inputs of N tokens (all prepared for TYPE and
+ * the same length). The scalar version: one block (or 256 float weights) at a
+ * time through quant_dequantize_row into a stack buffer. */
+static void dot_n_ref(enum ggml_type type, const void *row, const struct quant_act *acts, int n,
+                      float *out, size_t out_stride)
+{
+    int64_t len = acts[0].n, bs = quant_block_size(type);
+    int64_t step = bs == 1 ? 256 : bs; /* float types: any length, in chunks */
+    size_t bytes = quant_type_size(type) * (size_t)(step / bs);
+    float buf[256];
+    for (int t = 0; t < n; t++)
+        out[(size_t)t * out_stride] = 0;
+    const unsigned char *p = row;
+    for (int64_t i = 0; i < len; i += step, p += bytes) {
+        int64_t m = len - i < step ? len - i : step;
+        quant_dequantize_row(type, p, buf, m);
+        for (int t = 0; t < n; t++) {
+            const float *x = acts[t].f32 + i;
+            float s = 0;
+            for (int64_t j = 0; j < m; j++)
+                s += buf[j] * x[j];
+            out[(size_t)t * out_stride] += s;
+        }
+    }
+}
+
+void quant_dot_n_ref(const void *row, const struct quant_act *acts, int n, float *out, size_t out_stride)
+{
+    if (n <= 0)
+        return;
+    enum ggml_type type = acts[0].wtype;
+    bool ok = acts[0].n > 0 && quant_type_supported(type) && acts[0].n % quant_block_size(type) == 0;
+    if (!ok) {
+        for (int t = 0; t < n; t++)
+            out[(size_t)t * out_stride] = NAN;
+        return;
+    }
+    dot_n_ref(type, row, acts, n, out, out_stride);
+}
+
+#ifdef QUANT_HAVE_AVX2
+
+/* 32 int8 codes (element order) times D plus M, as 4 x 8 floats. */
+static inline void deq32_i8(__m256i q, __m256 d, __m256 m, __m256 w[4])
+{
+    __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+    w[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), d, m);
+    w[1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(lo, lo))), d, m);
+    w[2] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), d, m);
+    w[3] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(hi, hi))), d, m);
+}
+
+/* The same with a separate scale for each half of 16 (Q6_K's sub-blocks). */
+static inline void deq32_i8_2(__m256i q, __m256 d0, __m256 d1, __m256 w[4])
+{
+    __m128i lo = _mm256_castsi256_si128(q), hi = _mm256_extracti128_si256(q, 1);
+    w[0] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), d0);
+    w[1] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(lo, lo))), d0);
+    w[2] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), d1);
+    w[3] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(hi, hi))), d1);
+}
+
+/* Chunk C (32 elements) of a row, dequantised into W. For the K-quants a
+ * chunk is one sub-block of 32: super-block C/8, sub-block C%8. */
+static inline void chunk_f32(const void *row, int64_t c, __m256 w[4])
+{
+    const float *p = (const float *)row + 32 * c;
+    for (int k = 0; k < 4; k++)
+        w[k] = _mm256_loadu_ps(p + 8 * k);
+}
+
+static inline void chunk_f16(const void *row, int64_t c, __m256 w[4])
+{
+    const uint16_t *p = (const uint16_t *)row + 32 * c;
+    for (int k = 0; k < 4; k++)
+        w[k] = load_f16x8(p + 8 * k);
+}
+
+static inline void chunk_bf16(const void *row, int64_t c, __m256 w[4])
+{
+    const uint16_t *p = (const uint16_t *)row + 32 * c;
+    for (int k = 0; k < 4; k++)
+        w[k] = load_bf16x8(p + 8 * k);
+}
+
+static inline void chunk_q8_0(const void *row, int64_t c, __m256 w[4])
+{
+    const blk_q8_0 *b = (const blk_q8_0 *)row + c;
+    deq32_i8(_mm256_loadu_si256((const __m256i *)b->qs), set1_h(b->d), _mm256_setzero_ps(), w);
+}
+
+static inline void chunk_q4_0(const void *row, int64_t c, __m256 w[4])
+{
+    const blk_q4_0 *b = (const blk_q4_0 *)row + c;
+    __m256i q = _mm256_sub_epi8(unpack_nibbles(b->qs), _mm256_set1_epi8(8));
+    deq32_i8(q, set1_h(b->d), _mm256_setzero_ps(), w);
+}
+
+static inline void chunk_q4_1(const void *row, int64_t c, __m256 w[4])
+{
+    const blk_q4_1 *b = (const blk_q4_1 *)row + c;
+    deq32_i8(unpack_nibbles(b->qs), set1_h(b->d), set1_h(b->m), w);
+}
+
+static inline void chunk_q5_0(const void *row, int64_t c, __m256 w[4])
+{
+    const blk_q5_0 *b = (const blk_q5_0 *)row + c;
+    __m256i q = _mm256_or_si256(unpack_nibbles(b->qs), fifth_bits(load_u32le(b->qh)));
+    deq32_i8(_mm256_sub_epi8(q, _mm256_set1_epi8(16)), set1_h(b->d), _mm256_setzero_ps(), w);
+}
+
+static inline void chunk_q5_1(const void *row, int64_t c, __m256 w[4])
+{
+    const blk_q5_1 *b = (const blk_q5_1 *)row + c;
+    __m256i q = _mm256_or_si256(unpack_nibbles(b->qs), fifth_bits(load_u32le(b->qh)));
+    deq32_i8(q, set1_h(b->d), set1_h(b->m), w);
+}
+
+/* Q4_K / Q5_K sub-block S: d*sc*q - dmin*mn, as dequant_q4_K computes it. */
+static inline void chunk_kminmax(uint16_t d16, uint16_t dmin16, const uint8_t *scales, const uint8_t *qs,
+                                 const uint8_t *qh, int s, __m256 w[4])
+{
+    uint8_t sc, mn;
+    k_scale_min(scales, s, &sc, &mn);
+    __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * (s / 2)));
+    if (s & 1)
+        q = _mm256_srli_epi16(q, 4);
+    q = _mm256_and_si256(q, _mm256_set1_epi8(0x0F));
+    if (qh) {
+        __m256i bit = _mm256_set1_epi8((char)(1 << s));
+        __m256i hb = _mm256_loadu_si256((const __m256i *)qh);
+        q = _mm256_or_si256(q, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, bit), bit),
+                                                _mm256_set1_epi8(0x10)));
+    }
+    deq32_i8(q, _mm256_set1_ps(h2f(d16) * sc), _mm256_set1_ps(-(h2f(dmin16) * mn)), w);
+}
+
+static inline void chunk_q4_K(const void *row, int64_t c, __m256 w[4])
+{
+    const blk_q4_K *b = (const blk_q4_K *)row + c / 8;
+    chunk_kminmax(b->d, b->dmin, b->scales, b->qs, NULL, (int)(c % 8), w);
+}
+
+static inline void chunk_q5_K(const void *row, int64_t c, __m256 w[4])
+{
+    const blk_q5_K *b = (const blk_q5_K *)row + c / 8;
+    chunk_kminmax(b->d, b->dmin, b->scales, b->qs, b->qh, (int)(c % 8), w);
+}
+
+/* Q6_K chunk k of half h: elements 128h + 32k .. +31, as in dot_q6_K_avx2. */
+static inline void chunk_q6_K(const void *row, int64_t c, __m256 w[4])
+{
+    const blk_q6_K *b = (const blk_q6_K *)row + c / 8;
+    int h = (int)(c % 8) / 4, k = (int)(c % 4);
+    __m256i l = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32 * (k & 1)));
+    __m256i hb = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
+    if (k >= 2)
+        l = _mm256_srli_epi16(l, 4);
+    switch (k) {
+    case 0: hb = _mm256_slli_epi16(hb, 4); break;
+    case 1: hb = _mm256_slli_epi16(hb, 2); break;
+    case 3: hb = _mm256_srli_epi16(hb, 2); break;
+    default: break;
+    }
+    __m256i q = _mm256_or_si256(_mm256_and_si256(l, _mm256_set1_epi8(0x0F)),
+                                _mm256_and_si256(hb, _mm256_set1_epi8(0x30)));
+    q = _mm256_sub_epi8(q, _mm256_set1_epi8(32));
+    float d = h2f(b->d);
+    const int8_t *sc = b->scales + 8 * h + 2 * k;
+    deq32_i8_2(q, _mm256_set1_ps(d * sc[0]), _mm256_set1_ps(d * sc[1]), w);
+}
+
+/* The row loop for NT tokens (a constant after inlining, so the accumulators
+ * live in registers): chunk by chunk, every token's 32 inputs against the
+ * same 4 weight registers. One accumulator per token, summed in the same
+ * order whatever NT is: a token's result must not depend on which batch it
+ * came in (a prefill split differently must fill the same KV cache; the
+ * model tests compare bits). With 8 tokens there are 8 independent FMA
+ * chains, enough to hide the latency; small remainders run slower. */
+#define DOT_N_ROW(name, chunk)                                                                           \
+    static inline __attribute__((always_inline)) void name##_row(const void *row, int64_t nc,             \
+                                                                 const float *const *x, int nt,          \
+                                                                 float *out, size_t os)                  \
+    {                                                                                                    \
+        __m256 a[8];                                                                                     \
+        for (int t = 0; t < nt; t++)                                                                     \
+            a[t] = _mm256_setzero_ps();                                                           \
+        for (int64_t c = 0; c < nc; c++) {                                                               \
+            __m256 w[4];                                                                                 \
+            chunk(row, c, w);                                                                            \
+            for (int t = 0; t < nt; t++) {                                                               \
+                const float *xt = x[t] + 32 * c;                                                         \
+                a[t] = _mm256_fmadd_ps(w[0], _mm256_loadu_ps(xt), a[t]);                                 \
+                a[t] = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(xt + 8), a[t]);                             \
+                a[t] = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(xt + 16), a[t]);                            \
+                a[t] = _mm256_fmadd_ps(w[3], _mm256_loadu_ps(xt + 24), a[t]);                            \
+            }                                                                                            \
+        }                                                                                                \
+        for (int t = 0; t < nt; t++)                                                                     \
+            out[(size_t)t * os] = hsum_ps(a[t]);                                                         \
+    }                                                                                                    \
+    static void name##_n(const void *row, int64_t nc, const float *const *x, int nt, float *out, size_t os) \
+    {                                                                                                    \
+        switch (nt) {                                                                                    \
+        case 1: name##_row(row, nc, x, 1, out, os); break;                                               \
+        case 2: name##_row(row, nc, x, 2, out, os); break;                                               \
+        case 3: name##_row(row, nc, x, 3, out, os); break;                                               \
+        case 4: name##_row(row, nc, x, 4, out, os); break;                                               \
+        case 5: name##_row(row, nc, x, 5, out, os); break;                                               \
+        case 6: name##_row(row, nc, x, 6, out, os); break;                                               \
+        case 7: name##_row(row, nc, x, 7, out, os); break;                                               \
+        default: name##_row(row, nc, x, 8, out, os); break;                                              \
+        }                                                                                                \
+    }
+
+DOT_N_ROW(dn_f32, chunk_f32)
+DOT_N_ROW(dn_f16, chunk_f16)
+DOT_N_ROW(dn_bf16, chunk_bf16)
+DOT_N_ROW(dn_q8_0, chunk_q8_0)
+DOT_N_ROW(dn_q4_0, chunk_q4_0)
+DOT_N_ROW(dn_q4_1, chunk_q4_1)
+DOT_N_ROW(dn_q5_0, chunk_q5_0)
+DOT_N_ROW(dn_q5_1, chunk_q5_1)
+DOT_N_ROW(dn_q4_K, chunk_q4_K)
+DOT_N_ROW(dn_q5_K, chunk_q5_K)
+DOT_N_ROW(dn_q6_K, chunk_q6_K)
+
+typedef void (*dot_n_fn)(const void *, int64_t, const float *const *, int, float *, size_t);
+
+static dot_n_fn dot_n_avx2(enum ggml_type t)
+{
+    switch (t) {
+    case GGML_TYPE_F32: return dn_f32_n;
+    case GGML_TYPE_F16: return dn_f16_n;
+    case GGML_TYPE_BF16: return dn_bf16_n;
+    case GGML_TYPE_Q8_0: return dn_q8_0_n;
+    case GGML_TYPE_Q4_0: return dn_q4_0_n;
+    case GGML_TYPE_Q4_1: return dn_q4_1_n;
+    case GGML_TYPE_Q5_0: return dn_q5_0_n;
+    case GGML_TYPE_Q5_1: return dn_q5_1_n;
+    case GGML_TYPE_Q4_K: return dn_q4_K_n;
+    case GGML_TYPE_Q5_K: return dn_q5_K_n;
+    case GGML_TYPE_Q6_K: return dn_q6_K_n;
+    default: return NULL;
+    }
+}
+#endif /* QUANT_HAVE_AVX2 */
+
+void quant_dot_n(const void *row, const struct quant_act *acts, int n, float *out, size_t out_stride)
+{
+#ifdef QUANT_HAVE_AVX2
+    enum ggml_type type = acts[0].wtype;
+    int64_t len = acts[0].n;
+    dot_n_fn fn = n > 0 && len > 0 && len % 32 == 0 ? dot_n_avx2(type) : NULL;
+    if (fn && len % quant_block_size(type) == 0) {
+        /* Whole chunks of 32 (float rows of other lengths take the
+         * reference path): 8 tokens at a time. */
+        for (int t0 = 0; t0 < n; t0 += 8) {
+            int nt = n - t0 < 8 ? n - t0 : 8;
+            const float *x[8];
+            for (int t = 0; t < nt; t++)
+                x[t] = acts[t0 + t].f32;
+            fn(row, len / 32, x, nt, out + (size_t)t0 * out_stride, out_stride);
+        }
+        return;
+    }
+#endif
+    quant_dot_n_ref(row, acts, n, out, out_stride);
+}

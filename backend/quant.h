@@ -107,4 +107,16 @@ float quant_dot(const void *row, const struct quant_act *act);
  * readable reference the fast kernels are tested against. */
 float quant_dot_ref(const void *row, const struct quant_act *act);
 
+/* Dot products of one weight row with the inputs of N tokens, for prefill:
+ * OUT[t * OUT_STRIDE] = row . ACTS[t] for t < N. ACTS must all be prepared
+ * for the same type and length. Each block is dequantised once and used for
+ * up to 8 tokens, so a batch costs far less than N quant_dot calls. The
+ * weights are dequantised to the same floats quant_dequantize_row gives and
+ * summed with X in float: within about 1e-6 of sum |w*x| of the exact value,
+ * like quant_dot. NaN in every output when the acts could not be prepared. */
+void quant_dot_n(const void *row, const struct quant_act *acts, int n, float *out, size_t out_stride);
+/* Scalar reference for quant_dot_n: each block through quant_dequantize_row
+ * into a stack buffer, then a plain float dot per token. */
+void quant_dot_n_ref(const void *row, const struct quant_act *acts, int n, float *out, size_t out_stride);
+
 #endif

@@ -763,6 +763,95 @@ static void test_dot_extremes(void **state)
     assert_false(isfinite(quant_dot(row, &act)) || isfinite(quant_dot_ref(row, &act)));
 }
 
+/* quant_dot_n and quant_dot_n_ref against quant_dot, token by token, for
+ * type T, length LEN and N tokens written with a stride (so outputs land in a
+ * (token, row) matrix as in cpu.c). */
+static void check_dot_n(enum ggml_type t, int64_t len, int n, struct rng *r)
+{
+    size_t rs = quant_row_size(t, len), as = quant_act_size(t, len);
+    float *w = malloc(len * sizeof *w), *x = malloc((size_t)n * len * sizeof *x);
+    uint8_t *row = malloc(rs), *scratch = malloc((size_t)n * (as + 16));
+    struct quant_act *acts = malloc((size_t)n * sizeof *acts);
+    enum { STRIDE = 3 };
+    float *out = malloc((size_t)n * STRIDE * sizeof *out), *ref = malloc((size_t)n * STRIDE * sizeof *ref);
+    assert_non_null(out);
+    for (int64_t i = 0; i < len; i++)
+        w[i] = rng_gauss(r) * 0.05f;
+    for (int64_t i = 0; i < (int64_t)n * len; i++)
+        x[i] = rng_gauss(r) * (1 + (i % 7 == 0) * 4) + (i % 97 == 3 ? 300.0f : 0.0f);
+    quant_quantize_row(t, w, row, len);
+    float *wd = malloc(len * sizeof *wd);
+    quant_dequantize_row(t, row, wd, len);
+    for (int k = 0; k < n; k++)
+        quant_prepare_act(t, x + (size_t)k * len, len, as ? scratch + (size_t)k * (as + 16) : NULL, &acts[k]);
+    quant_dot_n(row, acts, n, out, STRIDE);
+    quant_dot_n_ref(row, acts, n, ref, STRIDE);
+    for (int k = 0; k < n; k++) {
+        float one = quant_dot(row, &acts[k]);
+        double want = 0, absum = 0;
+        const float *xk = x + (size_t)k * len;
+        for (int64_t i = 0; i < len; i++) {
+            want += (double)wd[i] * xk[i];
+            absum += fabs((double)wd[i] * xk[i]);
+        }
+        /* Float summation error only, ~1e-7 of sum |w*x|: against the exact
+         * value 1e-6; against quant_dot, which splits off the min of Q4_1
+         * and the K types (m * sum x, so spikes cancel less exactly), 1e-5. */
+        double tol = 1e-6 * absum + 1e-30, tol1 = 1e-5 * absum + 1e-30;
+        if (!(fabs(out[k * STRIDE] - want) <= tol && fabs(out[k * STRIDE] - one) <= tol1))
+            fail_msg("%s len=%ld n=%d token %d: dot_n %g, exact %g, dot %g (tol %g)", quant_type_name(t), (long)len,
+                     n, k, out[k * STRIDE], want, one, tol);
+        if (!(fabs(ref[k * STRIDE] - want) <= tol))
+            fail_msg("%s len=%ld n=%d token %d: dot_n_ref %g, exact %g (tol %g)", quant_type_name(t), (long)len, n,
+                     k, ref[k * STRIDE], want, tol);
+    }
+    free(wd);
+    free(w);
+    free(x);
+    free(row);
+    free(scratch);
+    free(acts);
+    free(out);
+    free(ref);
+}
+
+static void test_dot_n(void **state)
+{
+    (void)state;
+    static const int ns[] = {1, 2, 3, 4, 5, 8, 9, 13, 16};
+    struct rng r = {2024};
+    for (size_t i = 0; i < N_SUPPORTED; i++) {
+        int64_t bs = quant_block_size(k_supported[i]);
+        int64_t lens[] = {bs == 256 ? 256 : 32, bs == 256 ? 768 : 576, bs == 256 ? 1536 : 1536};
+        for (size_t j = 0; j < sizeof ns / sizeof ns[0]; j++)
+            for (size_t l = 0; l < 3; l++)
+                check_dot_n(k_supported[i], lens[l], ns[j], &r);
+    }
+    /* Float rows of lengths that are not whole chunks of 32. */
+    static const int64_t odd[] = {1, 7, 33, 100, 1000};
+    for (size_t i = 0; i < 3; i++)
+        for (size_t l = 0; l < sizeof odd / sizeof odd[0]; l++) {
+            check_dot_n(k_supported[i], odd[l], 3, &r);
+            check_dot_n(k_supported[i], odd[l], 13, &r);
+        }
+}
+
+/* An act that could not be prepared gives NaN for every token. */
+static void test_dot_n_bad(void **state)
+{
+    (void)state;
+    float x[40] = {0}, out[4] = {0};
+    uint8_t row[64] = {0};
+    struct quant_act acts[2];
+    quant_prepare_act(GGML_TYPE_Q4_0, x, 40, NULL, &acts[0]);
+    acts[1] = acts[0];
+    quant_dot_n(row, acts, 2, out, 2);
+    assert_true(isnan(out[0]) && isnan(out[2]));
+    quant_prepare_act(GGML_TYPE_Q4_K, x, 40, NULL, &acts[0]);
+    quant_dot_n_ref(row, acts, 1, out, 1);
+    assert_true(isnan(out[0]));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -787,6 +876,8 @@ int main(void)
         cmocka_unit_test(test_dot_float),
         cmocka_unit_test(test_dot_activation_outliers),
         cmocka_unit_test(test_dot_extremes),
+        cmocka_unit_test(test_dot_n),
+        cmocka_unit_test(test_dot_n_bad),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
