@@ -10,6 +10,7 @@
 #include "history.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -491,7 +492,8 @@ static int repair_interrupted(struct hist *h)
         int is_dead;
         if (colon && (size_t)(colon - w) == hostlen && memcmp(w, h->writer, hostlen) == 0) {
             long pid = strtol(colon + 1, NULL, 10);
-            is_dead = pid <= 0 || (kill((pid_t)pid, 0) != 0 && errno == ESRCH);
+            /* a pid that pid_t cannot hold was never a live process of ours */
+            is_dead = pid <= 0 || pid > INT_MAX || (kill((pid_t)pid, 0) != 0 && errno == ESRCH);
         } else {
             is_dead = 0;
         }
@@ -537,6 +539,10 @@ static sqlite3 *open_checked(const char *path, int readonly, int busy_ms, int *s
     }
     sqlite3_extended_result_codes(db, 1);
     sqlite3_busy_timeout(db, busy_ms);
+    /* The file is untrusted input: no SQL may corrupt it deliberately (writable
+     * schema, raw page writes). The schema stays trusted because our own
+     * triggers keep the FTS5 index, a virtual table, in step. */
+    sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
     int v = 0, ntab = 0, ok = 0;
     rc = get_user_version(db, &v);
     if (rc == SQLITE_OK)
