@@ -753,6 +753,20 @@ static void test_config_theme_hostile(void **state)
     assert_int_equal(theme_load("big", dir, &t, err, sizeof err), -1);
     assert_non_null(strstr(err, "big.theme:1: line too long"));
     assert_null(strchr(err, '\n'));
+    /* past the size limit the file is refused whole, not cut and parsed */
+    {
+        size_t big = (1u << 20) + 100;
+        char *over = malloc(big + 1);
+        assert_non_null(over);
+        for (size_t i = 0; i < big; i++)
+            over[i] = i % 64 == 63 ? '\n' : '#';
+        over[big] = 0;
+        write_file(path, over);
+        assert_int_equal(theme_load("big", dir, &t, err, sizeof err), -1);
+        assert_non_null(strstr(err, "big.theme: larger than"));
+        assert_null(strchr(err, '\n'));
+        free(over);
+    }
 
     free(o);
     free(mb_cfg);

@@ -1,12 +1,17 @@
 /* config.c - reading the config file into struct kv_options. See config.h. */
 #include "config.h"
 
+#include "textfile.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* A config file is a few lines; anything this large is not one. */
+#define CONFIG_MAX_BYTES (4u << 20)
 
 #include "theme.h"
 
@@ -286,46 +291,10 @@ int config_load(const char *path, struct kv_options *opt, char *err, size_t errl
             return 0; /* no home: nothing to read */
         path = def;
     }
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (errno == ENOENT && !explicit)
-            return 0;
-        snprintf(err, errlen, "%s: %s", path, strerror(errno));
-        return -1;
-    }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    if (!buf) {
-        fclose(f);
-        snprintf(err, errlen, "%s: out of memory", path);
-        return -1;
-    }
-    for (;;) {
-        n += fread(buf + n, 1, cap - n, f);
-        if (n < cap || ferror(f))
-            break;
-        if (cap >= (1u << 22)) {
-            free(buf);
-            fclose(f);
-            snprintf(err, errlen, "%s: larger than 4 MiB, not a config file", path);
-            return -1;
-        }
-        char *nb = realloc(buf, cap *= 2);
-        if (!nb) {
-            free(buf);
-            fclose(f);
-            snprintf(err, errlen, "%s: out of memory", path);
-            return -1;
-        }
-        buf = nb;
-    }
-    if (ferror(f)) {
-        snprintf(err, errlen, "%s: %s", path, strerror(errno ? errno : EIO));
-        free(buf);
-        fclose(f);
-        return -1;
-    }
-    fclose(f);
+    size_t n;
+    char *buf = textfile_read(path, CONFIG_MAX_BYTES, &n, err, errlen);
+    if (!buf)
+        return errno == ENOENT && !explicit ? 0 : -1;
     int rc = config_parse(buf, n, path, opt, err, errlen);
     free(buf);
     return rc;
