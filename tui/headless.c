@@ -77,6 +77,19 @@ nomem:
     return NULL;
 }
 
+/* The text an argument stands for: itself, or standard input for "-" (then
+ * *OWNED holds it). NULL after printing why stdin could not be read. */
+static const char *arg_text(const char *arg, char **owned)
+{
+    if (strcmp(arg, "-") != 0)
+        return arg;
+    char err[256];
+    *owned = read_stdin(err, sizeof err);
+    if (!*owned)
+        fprintf(stderr, "kvchat: %s\n", err);
+    return *owned;
+}
+
 struct turn_ctx {
     struct hist *hist; /* NULL when not saving */
     int64_t reply_id;
@@ -194,15 +207,9 @@ int kv_run_prompt(struct kv_options *o)
 {
     char err[1024];
     char *owned = NULL;
-    const char *text = o->prompt;
-    if (strcmp(text, "-") == 0) {
-        owned = read_stdin(err, sizeof err);
-        if (!owned) {
-            fprintf(stderr, "kvchat: %s\n", err);
-            return 1;
-        }
-        text = owned;
-    }
+    const char *text = arg_text(o->prompt, &owned);
+    if (!text)
+        return 1;
     size_t bad;
     if (!kv_utf8_valid(text, strlen(text), &bad)) {
         fprintf(stderr, "kvchat: the prompt is not valid UTF-8 (byte %zu): convert it to UTF-8\n",
@@ -326,15 +333,9 @@ int kv_run_tokenize(struct kv_options *o)
 {
     char err[1024];
     char *owned = NULL;
-    const char *text = o->text;
-    if (strcmp(text, "-") == 0) {
-        owned = read_stdin(err, sizeof err);
-        if (!owned) {
-            fprintf(stderr, "kvchat: %s\n", err);
-            return 1;
-        }
-        text = owned;
-    }
+    const char *text = arg_text(o->text, &owned);
+    if (!text)
+        return 1;
     /* Tokenizing needs no compute backend beyond loading: the CPU one maps
      * the file without copying it. */
     struct kv_options lo = *o;
