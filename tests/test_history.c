@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <sqlite3.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1144,6 +1145,75 @@ static void test_fuzz_regressions(void **state)
     hist_close(h);
 }
 
+/* A full disk: writes fail with HIST_E_FULL and a message naming the path,
+ * nothing committed before is damaged, and saving works again once space is
+ * freed. Needs a small tmpfs, so it runs only where mounting is allowed (as
+ * root, as on the project's machines) and says so otherwise. */
+static void test_full_disk(void **state)
+{
+    (void)state;
+    char dir[1024], path[1100], filler[1100], err[1024];
+    test_tmpdir(dir, sizeof dir, "full");
+    assert_true(dir[0] != 0);
+    if (mount("tmpfs", dir, "tmpfs", 0, "size=512k") != 0) {
+        printf("SKIPPED: cannot mount a small tmpfs here (%s); the full-disk case needs one\n",
+               strerror(errno));
+        skip();
+    }
+    snprintf(path, sizeof path, "%s/history.db", dir);
+    snprintf(filler, sizeof filler, "%s/filler", dir);
+    struct hist *h = hist_open(path, err, sizeof err);
+    assert_non_null(h);
+    int64_t sid, mid;
+    assert_int_equal(hist_session_create(h, "full disk", NULL, &sid), HIST_OK);
+    assert_int_equal(hist_message_add(h, sid, HIST_ROLE_USER, "kept before the disk filled",
+                                      (size_t)-1, -1, &mid), HIST_OK);
+
+    /* take the rest of the space */
+    FILE *f = fopen(filler, "wb");
+    assert_non_null(f);
+    static char block[4096];
+    memset(block, 'x', sizeof block);
+    while (fwrite(block, 1, sizeof block, f) == sizeof block && fflush(f) == 0)
+        ;
+    fclose(f);
+
+    char *big = malloc(200000);
+    assert_non_null(big);
+    memset(big, 'y', 199999);
+    big[199999] = 0;
+    int rc = HIST_OK;
+    for (int i = 0; i < 20 && rc == HIST_OK; i++)
+        rc = hist_message_add(h, sid, HIST_ROLE_USER, big, (size_t)-1, -1, NULL);
+    printf("write on a full disk: %s\n", hist_last_error(h));
+    assert_int_equal(rc, HIST_E_FULL);
+    assert_non_null(strstr(hist_last_error(h), path));
+    assert_null(strchr(hist_last_error(h), '\n'));
+
+    /* reading still works, and the committed message is there */
+    struct hist_message m;
+    assert_int_equal(hist_message_get(h, mid, &m), HIST_OK);
+    assert_string_equal(m.content, "kept before the disk filled");
+    hist_message_clear(&m);
+
+    /* space back: saving resumes on the same connection */
+    unlink(filler);
+    assert_int_equal(hist_message_add(h, sid, HIST_ROLE_USER, "after", (size_t)-1, -1, NULL),
+                     HIST_OK);
+    hist_close(h);
+    h = open_ok(path);
+    struct hist_message *msgs;
+    size_t n;
+    assert_int_equal(hist_messages(h, sid, &msgs, &n), HIST_OK);
+    assert_true(n >= 2);
+    assert_string_equal(msgs[0].content, "kept before the disk filled");
+    assert_string_equal(msgs[n - 1].content, "after");
+    hist_messages_free(msgs, n);
+    hist_close(h);
+    free(big);
+    umount(dir);
+}
+
 static void test_null_args(void **state)
 {
     (void)state;
@@ -1182,6 +1252,7 @@ int main(void)
         cmocka_unit_test(test_two_processes_append),
         cmocka_unit_test(test_sigkill_mid_reply),
         cmocka_unit_test(test_fuzz_regressions),
+        cmocka_unit_test(test_full_disk),
         cmocka_unit_test(test_null_args),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
