@@ -91,7 +91,7 @@ struct cpu {
     unsigned char *act_mem;       /* owned: N_SLOTS x max_batch x act_stride bytes */
     size_t act_stride;            /* bytes of one prepared activation, rounded to ALIGN */
     struct quant_act *acts;       /* owned: (N_SLOTS, max_batch) */
-    float *scores;                /* owned: (n_threads, scores_stride) attention weights */
+    float *scores;                /* owned: (n_threads, group, scores_stride) attention weights */
     size_t scores_stride;         /* floats, >= n_ctx, a whole number of cache lines */
 
     uint64_t scratch_bytes;
@@ -339,7 +339,15 @@ static void rope_worker(void *arg, int ith, int nth)
 }
 
 /* Causal attention for each (token, head), with GQA and, on sliding-window
- * layers, keys at distance >= window hidden. */
+ * layers, keys at distance >= window hidden.
+ *
+ * The heads that share a KV head are done together when there are enough
+ * (token, KV head) items to keep every thread busy (prefill): each key and
+ * value row is then read once for the group instead of once per head, which
+ * at 512+ tokens of context is most of attention's cost (a layer's K and V
+ * no longer fit in L1, and every row was streamed group times). A decode
+ * step has too few such items, so there each head is its own item. Every
+ * head is computed the same way either way, so results do not change. */
 struct attn_job {
     struct cpu *c;
     int il;
@@ -355,38 +363,51 @@ static void attn_worker(void *arg, int ith, int nth)
     int hd = c->head_dim, group = c->n_head / c->n_head_kv;
     float scale = c->m->hp.attn_scale;
     int32_t window = c->m->hp.swa_window;
-    float *sc = c->scores + (size_t)ith * c->scores_stride;
     const float *kl = c->k_cache + (size_t)job->il * c->n_ctx * c->kv_dim;
     const float *vl = c->v_cache + (size_t)job->il * c->n_ctx * c->kv_dim;
-    int items = job->n * c->n_head;
+    int hpi = job->n * c->n_head_kv >= 4 * nth ? group : 1; /* heads per item */
+    int per_tok = c->n_head / hpi;
+    int items = job->n * per_tok;
     /* Strided so the longer rows of late tokens spread over all threads. */
     for (int it = ith; it < items; it += nth) {
-        int t = it / c->n_head, h = it % c->n_head;
+        int t = it / per_tok, h0 = (it % per_tok) * hpi;
         int32_t p = job->pos + t;
         int32_t lo = job->swa && p - window + 1 > 0 ? p - window + 1 : 0;
-        const float *q = c->q + (int64_t)t * c->q_dim + h * hd;
-        size_t koff = (size_t)(h / group) * hd;
-        float mx = -INFINITY;
-        for (int32_t j = lo; j <= p; j++) {
-            float s = dot_f32(q, kl + (size_t)j * c->kv_dim + koff, hd) * scale;
-            sc[j - lo] = s;
-            if (s > mx)
-                mx = s;
+        int32_t len = p - lo + 1;
+        const float *q = c->q + (int64_t)t * c->q_dim + h0 * hd; /* hpi heads, contiguous */
+        size_t koff = (size_t)(h0 / group) * hd;
+        /* (hpi, scores_stride): this thread's scores, one row per head. */
+        float *sc = c->scores + (size_t)ith * group * c->scores_stride;
+        for (int32_t j = 0; j < len; j++) {
+            const float *k = kl + (size_t)(lo + j) * c->kv_dim + koff;
+            for (int g = 0; g < hpi; g++)
+                sc[g * c->scores_stride + j] = dot_f32(q + g * hd, k, hd) * scale;
         }
-        float sum = 0.0f;
-        for (int32_t j = lo; j <= p; j++) {
-            float e = expf(sc[j - lo] - mx);
-            sc[j - lo] = e;
-            sum += e;
+        for (int g = 0; g < hpi; g++) {
+            float *sg = sc + g * c->scores_stride;
+            float mx = -INFINITY;
+            for (int32_t j = 0; j < len; j++)
+                mx = sg[j] > mx ? sg[j] : mx;
+            float sum = 0.0f;
+            for (int32_t j = 0; j < len; j++) {
+                float e = expf(sg[j] - mx);
+                sg[j] = e;
+                sum += e;
+            }
+            float inv = 1.0f / sum;
+            for (int32_t j = 0; j < len; j++)
+                sg[j] *= inv;
         }
-        float inv = 1.0f / sum;
-        float *out = c->att + (int64_t)t * c->q_dim + h * hd;
-        memset(out, 0, sizeof(float) * hd);
-        for (int32_t j = lo; j <= p; j++) {
-            float w = sc[j - lo] * inv;
-            const float *v = vl + (size_t)j * c->kv_dim + koff;
-            for (int i = 0; i < hd; i++)
-                out[i] += w * v[i];
+        float *out = c->att + (int64_t)t * c->q_dim + h0 * hd;
+        memset(out, 0, sizeof(float) * hd * hpi);
+        for (int32_t j = 0; j < len; j++) {
+            const float *v = vl + (size_t)(lo + j) * c->kv_dim + koff;
+            for (int g = 0; g < hpi; g++) {
+                float w = sc[g * c->scores_stride + j];
+                float *o = out + g * hd;
+                for (int i = 0; i < hd; i++)
+                    o[i] += w * v[i];
+            }
         }
     }
 }
@@ -644,7 +665,9 @@ static void *cpu_create(const struct model *m, const struct backend_config *cfg,
     c->act_mem = alloc_aligned(N_SLOTS * B * c->act_stride, &scratch);
     c->acts = calloc(N_SLOTS * B, sizeof *c->acts);
     c->scores_stride = ((size_t)c->n_ctx + 15) / 16 * 16;
-    c->scores = alloc_aligned((size_t)c->n_threads * c->scores_stride * sizeof(float), &scratch);
+    c->scores = alloc_aligned((size_t)c->n_threads * (size_t)(c->n_head / c->n_head_kv) *
+                                  c->scores_stride * sizeof(float),
+                              &scratch);
     if (!c->x || !c->xb || !c->tmp || !c->q || !c->k || !c->v || !c->att || !c->hb || !c->hb2 ||
         !c->rope_cos || !c->rope_sin || !c->rope_cos_local || !c->rope_sin_local ||
         !c->act_mem || !c->acts || !c->scores) {
