@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -539,6 +540,56 @@ static int sb_append(struct strbuf *b, const char *s, size_t n)
     return 0;
 }
 
+/* Room a reply needs: what the caller allows, capped at a quarter of the
+ * context so that long conversations keep most of their history. */
+static int32_t reply_reserve(const struct engine *e, int32_t max_tokens)
+{
+    int32_t reserve = e->info.n_ctx / 4;
+    if (max_tokens > 0 && max_tokens < reserve)
+        reserve = max_tokens;
+    return reserve < 1 ? 1 : reserve;
+}
+
+/* Drops the oldest visible exchanges (never the system prompt, never the
+ * last KEEP messages) until the rendered conversation and RESERVE tokens of
+ * reply fit the context, counting them in *DROPPED. Returns the prompt's
+ * token count (in e->prompt), -1 when rendering fails (message in ERR), or
+ * -2 when even the kept messages do not fit (*DROPPED then holds their
+ * token count). */
+static int64_t fit_visible(struct engine *e, int32_t reserve, size_t keep, int32_t *dropped,
+                           char *err, size_t errlen)
+{
+    int32_t n_ctx = e->info.n_ctx;
+    for (;;) {
+        int64_t n_prompt = render_prompt(e, e->first_visible, err, errlen);
+        if (n_prompt < 0)
+            return -1;
+        if (n_prompt + reserve <= n_ctx)
+            return n_prompt;
+        size_t fv = e->first_visible;
+        if (fv + keep >= e->n_msgs) {
+            *dropped = (int32_t)(n_prompt < INT32_MAX ? n_prompt : INT32_MAX);
+            return -2;
+        }
+        size_t drop = 1;
+        if (e->msgs[fv].role == CHAT_ROLE_USER && fv + 1 + keep < e->n_msgs &&
+            e->msgs[fv + 1].role == CHAT_ROLE_ASSISTANT)
+            drop = 2;
+        e->first_visible += drop;
+        (*dropped)++;
+    }
+}
+
+int32_t engine_fit_context(struct engine *e, int32_t max_tokens)
+{
+    int32_t dropped = 0;
+    char err[256];
+    int64_t n = fit_visible(e, reply_reserve(e, max_tokens), 0, &dropped, err, sizeof err);
+    if (n == -1)
+        return -1;
+    return n == -2 ? (int32_t)e->n_msgs : dropped;
+}
+
 int engine_chat(struct engine *e, const char *user_text, const struct engine_turn_params *tp,
                 char **reply, char *err, size_t errlen)
 {
@@ -557,40 +608,19 @@ int engine_chat(struct engine *e, const char *user_text, const struct engine_tur
         goto fail_nomsg;
     }
 
-    /* Room the reply needs: what the caller allows, capped at a quarter of
-     * the context so that long conversations keep most of their history. */
     int32_t n_ctx = e->info.n_ctx;
-    int32_t reserve = n_ctx / 4;
-    if (tp->max_tokens > 0 && tp->max_tokens < reserve)
-        reserve = tp->max_tokens;
-    if (reserve < 1)
-        reserve = 1;
-
-    int64_t n_prompt;
-    for (;;) {
-        n_prompt = render_prompt(e, e->first_visible, err, errlen);
-        if (n_prompt < 0)
-            goto fail;
-        if (n_prompt + reserve <= n_ctx)
-            break;
-        /* Drop the oldest exchange still visible (never the system prompt,
-         * never the new message). */
-        size_t fv = e->first_visible;
-        if (fv + 1 >= e->n_msgs) {
-            seterr(err, errlen,
-                   "the message is too long for the context (%lld tokens with the system "
-                   "prompt, context %d): shorten it or raise --ctx-size",
-                   (long long)n_prompt, n_ctx);
-            e->n_msgs--;
-            free(e->msgs[e->n_msgs].content);
-            goto fail_nomsg;
-        }
-        size_t drop = 1;
-        if (e->msgs[fv].role == CHAT_ROLE_USER && fv + 2 < e->n_msgs &&
-            e->msgs[fv + 1].role == CHAT_ROLE_ASSISTANT)
-            drop = 2;
-        e->first_visible += drop;
-        st.turns_dropped++;
+    int64_t n_prompt = fit_visible(e, reply_reserve(e, tp->max_tokens), 1, &st.turns_dropped,
+                                   err, errlen);
+    if (n_prompt == -1)
+        goto fail;
+    if (n_prompt == -2) {
+        seterr(err, errlen,
+               "the message is too long for the context (%d tokens, context %d): shorten it "
+               "or raise --ctx-size",
+               st.turns_dropped, n_ctx);
+        e->n_msgs--;
+        free(e->msgs[e->n_msgs].content);
+        goto fail_nomsg;
     }
     if (st.turns_dropped)
         notice(tp,

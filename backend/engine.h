@@ -74,6 +74,11 @@ void engine_reset(struct engine *e);
 /* Replaces the conversation with MSGS (system messages set the system prompt);
  * the KV cache is rebuilt lazily at the next turn. Returns 0 or -1 (no memory). */
 int engine_load_transcript(struct engine *e, const struct chat_message *msgs, size_t n);
+/* After engine_load_transcript: drops the oldest turns that would not fit
+ * the context with room for a reply of MAX_TOKENS (0 = the default reserve),
+ * exactly as the next engine_chat would, so the caller can say so at once.
+ * Returns the number of turns dropped, or -1 on failure. */
+int32_t engine_fit_context(struct engine *e, int32_t max_tokens);
 /* Removes the last exchange (user message and reply) for regenerate or edit;
  * returns false when there is none. */
 bool engine_pop_turn(struct engine *e);

@@ -129,6 +129,14 @@ expect_exit 0 "--list-sessions" "$kvchat" --list-sessions --db "$db"
 id=$(awk 'NR==1{print $1}' <<<"$out")
 expect_exit 0 "--resume -p" "$kvchat" -m "$smol" --resume -p "And of Italy?" --temp 0 -n 24 --db "$db"
 [[ $out == *Rome* ]] && ok "--resume: the model sees the earlier turn" || bad "--resume: the model sees the earlier turn" "$out"
+# the saved turns do not all fit: the user is told, at resume or when the
+# new message is added
+expect_exit 0 "--resume with a small context" "$kvchat" -m "$smol" --resume -p "And of Spain?" -c 80 -n 8 --db "$db"
+[[ $errout == *"do not fit the context of 80 tokens"* || $errout == *"dropped the "*" oldest turn"* ]] \
+  && ok "--resume says which turns do not fit" || bad "--resume says which turns do not fit" "$errout"
+expect_exit 0 "--resume with a tiny context" "$kvchat" -m "$smol" --resume -p "Hi" -c 48 -n 4 --db "$db"
+[[ $errout == *"do not fit the context of 48 tokens"* ]] && ok "--resume tells at once when turns do not fit" \
+  || bad "--resume tells at once when turns do not fit" "$errout"
 expect_exit 0 "--search" "$kvchat" --search "Italy" --db "$db"
 [[ $out == *Italy* ]] && ok "--search finds the message" || bad "--search finds the message" "$out"
 expect_exit 0 "--search hostile text" "$kvchat" --search '"NEAR( * AND -x' --db "$db"

@@ -237,6 +237,33 @@ static void test_context_full_drops_turns(void **state)
     engine_free(e);
 }
 
+/* A resumed transcript larger than the context is trimmed at once, oldest
+ * turns first, and the caller learns how many. */
+static void test_fit_context_after_resume(void **state)
+{
+    (void)state;
+    struct engine *e = load(TEST_MODEL_SMOLLM2, 96);
+    struct chat_message t[8];
+    const char *q = "Please tell me something interesting about the sea and its creatures.";
+    const char *a = "The sea is home to many creatures, from tiny plankton to huge whales.";
+    for (int i = 0; i < 8; i++)
+        t[i] = (struct chat_message){i % 2 ? CHAT_ROLE_ASSISTANT : CHAT_ROLE_USER, i % 2 ? a : q};
+    assert_int_equal(engine_load_transcript(e, t, 8), 0);
+    int32_t dropped = engine_fit_context(e, 16);
+    printf("dropped %d turns\n", dropped);
+    assert_true(dropped > 0 && dropped < 4);
+    /* fitting again changes nothing, and the next turn drops no more than
+     * its own message needs */
+    assert_int_equal(engine_fit_context(e, 16), 0);
+    struct engine_turn_params tp = greedy(8);
+    char err[512];
+    assert_int_equal(engine_chat(e, "Hi", &tp, NULL, err, sizeof err), 0);
+    struct engine_stats st;
+    engine_stats(e, &st);
+    assert_true(st.prompt_tokens + 8 <= 96);
+    engine_free(e);
+}
+
 static void test_message_too_long(void **state)
 {
     (void)state;
@@ -326,6 +353,7 @@ int main(void)
         cmocka_unit_test(test_reuse_equals_full_prefill),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_context_full_drops_turns),
+        cmocka_unit_test(test_fit_context_after_resume),
         cmocka_unit_test(test_message_too_long),
         cmocka_unit_test(test_pop_turn_regenerates),
         cmocka_unit_test(test_tokenize_user_text_is_plain),

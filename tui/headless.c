@@ -245,13 +245,19 @@ int kv_run_prompt(struct kv_options *o)
     }
 
     if (sid >= 0) {
-        if (kv_session_restore(h, sid, e, o, err, sizeof err) != 0) {
+        int32_t dropped;
+        if (kv_session_restore(h, sid, e, o, &dropped, err, sizeof err) != 0) {
             fprintf(stderr, "kvchat: %s\n", err);
             engine_free(e);
             hist_close(h);
             free(owned);
             return 1;
         }
+        if (dropped > 0)
+            fprintf(stderr,
+                    "kvchat: the %d oldest turn%s of session %lld do not fit the context of %d "
+                    "tokens: the model sees the rest (raise --ctx-size to keep them)\n",
+                    dropped, dropped == 1 ? "" : "s", (long long)sid, engine_info(e)->n_ctx);
     } else {
         engine_set_system(e, o->system_set ? o->system : NULL);
     }

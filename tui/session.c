@@ -107,8 +107,9 @@ int64_t kv_session_resolve(struct hist *h, const struct kv_options *o, char *err
 }
 
 int kv_session_restore(struct hist *h, int64_t id, struct engine *e, struct kv_options *o,
-                       char *err, size_t errlen)
+                       int32_t *dropped, char *err, size_t errlen)
 {
+    *dropped = 0;
     struct hist_session s;
     if (hist_session_get(h, id, &s) != HIST_OK) {
         snprintf(err, errlen, "%s", hist_last_error(h));
@@ -150,7 +151,9 @@ int kv_session_restore(struct hist *h, int64_t id, struct engine *e, struct kv_o
     free(cm);
     hist_messages_free(msgs, n);
     engine_set_system(e, o->system_set ? o->system : NULL);
-    if (rc != 0) {
+    if (rc == 0)
+        *dropped = engine_fit_context(e, o->max_tokens);
+    if (rc != 0 || *dropped < 0) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }

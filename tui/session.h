@@ -27,9 +27,11 @@ enum hist_end kv_hist_end(enum engine_stop s);
 /* Loads session ID from H into E: its messages become the engine's
  * conversation (the KV cache is rebuilt at the next turn), its system prompt
  * is restored unless O->system_set, and its sampling settings unless
- * O->sampling_set. Returns 0, or -1 with a message in ERR. */
+ * O->sampling_set. *DROPPED gets the number of older turns that do not fit
+ * the context (the model will not see them; tell the user). Returns 0, or -1
+ * with a message in ERR. */
 int kv_session_restore(struct hist *h, int64_t id, struct engine *e, struct kv_options *o,
-                       char *err, size_t errlen);
+                       int32_t *dropped, char *err, size_t errlen);
 
 /* Resolves O->resume (latest or an id) to a session id; -1 with ERR when there
  * is none. */

@@ -1291,13 +1291,19 @@ static int resume_session(struct ui *u, int64_t sid)
 {
     char err[512];
     struct kv_options o = u->o;
-    if (kv_session_restore(u->h, sid, u->e, &o, err, sizeof err) != 0) {
+    int32_t dropped;
+    if (kv_session_restore(u->h, sid, u->e, &o, &dropped, err, sizeof err) != 0) {
         notice(u, MSG_ERROR, "%s", err);
         return -1;
     }
     u->o = o;
     u->sid = sid;
     show_session(u, sid);
+    if (dropped > 0)
+        notice(u, MSG_NOTICE,
+               "the %d oldest turn%s of this session do not fit the context of %d tokens: "
+               "the model sees the rest (raise --ctx-size to keep them)",
+               dropped, dropped == 1 ? "" : "s", engine_info(u->e)->n_ctx);
     struct hist_session s;
     if (hist_session_get(u->h, sid, &s) == HIST_OK) {
         set_status(u, TH_NOTICE, "resumed session %lld: %s", (long long)sid, s.title);
