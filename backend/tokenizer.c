@@ -1541,7 +1541,11 @@ struct tokenizer *tok_new(const struct gguf *g, char *err, size_t errlen)
     }
 
     /* end of generation: the special ids, plus control or user-defined tokens
-     * whose text marks an end of turn */
+     * whose text marks an end of turn. llama.cpp also gives every such token
+     * the control attribute, so a user-defined one (gemma3's "</s>", id 212)
+     * stops being split out of plain text: typed "</s>" is three ordinary
+     * tokens there, and we must agree (tests/data/tokenizer/gemma3). Hence
+     * this runs before build_user_defined. */
     if (t->eos >= 0)
         t->eog[t->eos] = 1;
     if (t->eot >= 0)
@@ -1550,8 +1554,10 @@ struct tokenizer *tok_new(const struct gguf *g, char *err, size_t errlen)
         t->eog[t->eom] = 1;
     for (size_t i = 0; i < sizeof EOG_TEXTS / sizeof EOG_TEXTS[0]; i++) {
         int32_t id = lookup_n(t, EOG_TEXTS[i], strlen(EOG_TEXTS[i]));
-        if (id >= 0 && (t->attr[id] == TOK_ATTR_CONTROL || t->attr[id] == TOK_ATTR_USER_DEFINED))
+        if (id >= 0 && (t->attr[id] == TOK_ATTR_CONTROL || t->attr[id] == TOK_ATTR_USER_DEFINED)) {
             t->eog[id] = 1;
+            t->attr[id] = TOK_ATTR_CONTROL;
+        }
     }
 
     if (!build_user_defined(t)) {
