@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "errmsg.h"
 #include "gguf.h"
 #include "model.h"
 #include "tokenizer.h"
@@ -75,16 +76,6 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static void seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
 }
 
 const char *engine_backend_name(enum engine_backend b)
@@ -172,7 +163,7 @@ static const struct backend_ops *choose_backend(const struct engine_params *p,
     int ndev = cuda_probe(name, sizeof name, &total, &free_b);
     if (p->backend == ENGINE_BACKEND_CUDA) {
         if (ndev <= 0) {
-            seterr(err, errlen, "--backend cuda: no CUDA device found; use --backend cpu");
+            kv_seterr(err, errlen, "--backend cuda: no CUDA device found; use --backend cpu");
             return NULL;
         }
         return &backend_cuda_ops;
@@ -197,7 +188,7 @@ static const struct backend_ops *choose_backend(const struct engine_params *p,
     return &backend_cpu_ops;
 #else
     if (p->backend == ENGINE_BACKEND_CUDA) {
-        seterr(err, errlen,
+        kv_seterr(err, errlen,
                "--backend cuda: this kvchat was built without CUDA; use --backend cpu "
                "or rebuild with the CUDA toolkit installed");
         return NULL;
@@ -218,23 +209,23 @@ struct engine *engine_new(const struct engine_params *p, char *err, size_t errle
 {
     double t0 = now_s();
     if (!p->model_path || !*p->model_path) {
-        seterr(err, errlen, "no model given: pass -m FILE.gguf");
+        kv_seterr(err, errlen, "no model given: pass -m FILE.gguf");
         return NULL;
     }
     if (p->n_ctx < 0 || p->n_ctx > MAX_CTX) {
-        seterr(err, errlen, "context size %d is out of range: use 1..%d tokens", p->n_ctx,
+        kv_seterr(err, errlen, "context size %d is out of range: use 1..%d tokens", p->n_ctx,
                MAX_CTX);
         return NULL;
     }
     if (p->n_threads < 0 || p->n_threads > 1024) {
-        seterr(err, errlen, "thread count %d is out of range: use 0 (all cores) to 1024",
+        kv_seterr(err, errlen, "thread count %d is out of range: use 0 (all cores) to 1024",
                p->n_threads);
         return NULL;
     }
 
     struct engine *e = calloc(1, sizeof *e);
     if (!e) {
-        seterr(err, errlen, "out of memory");
+        kv_seterr(err, errlen, "out of memory");
         return NULL;
     }
     pthread_mutex_init(&e->stats_lock, NULL);
@@ -249,7 +240,7 @@ struct engine *engine_new(const struct engine_params *p, char *err, size_t errle
     if (!e->tok)
         goto fail;
     if (tok_n_vocab(e->tok) != hp->n_vocab) {
-        seterr(err, errlen, "%s: the tokenizer has %d tokens but the embedding table has %d",
+        kv_seterr(err, errlen, "%s: the tokenizer has %d tokens but the embedding table has %d",
                p->model_path, tok_n_vocab(e->tok), hp->n_vocab);
         goto fail;
     }
@@ -261,7 +252,7 @@ struct engine *engine_new(const struct engine_params *p, char *err, size_t errle
         if (gguf_get_str(e->model->file, "tokenizer.chat_template", &js)) {
             jinja = malloc(js.len + 1);
             if (!jinja) {
-                seterr(err, errlen, "out of memory");
+                kv_seterr(err, errlen, "out of memory");
                 goto fail;
             }
             gguf_str_copy(js, jinja, js.len + 1);
@@ -274,7 +265,7 @@ struct engine *engine_new(const struct engine_params *p, char *err, size_t errle
         if (p->chat_template && *p->chat_template) {
             enum chat_format f;
             if (!chat_format_from_name(p->chat_template, &f)) {
-                seterr(err, errlen, "unknown chat template '%s' (known: %s)", p->chat_template,
+                kv_seterr(err, errlen, "unknown chat template '%s' (known: %s)", p->chat_template,
                        chat_format_names());
                 goto fail;
             }
@@ -312,7 +303,7 @@ struct engine *engine_new(const struct engine_params *p, char *err, size_t errle
     e->prompt = malloc(sizeof *e->prompt * (size_t)n_ctx);
     e->logits = malloc(sizeof *e->logits * (size_t)hp->n_vocab);
     if (!e->sampler || !e->kv_tokens || !e->prompt || !e->logits) {
-        seterr(err, errlen, "out of memory");
+        kv_seterr(err, errlen, "out of memory");
         goto fail;
     }
 
@@ -447,7 +438,7 @@ static int64_t render_prompt(struct engine *e, size_t from, char *err, size_t er
     size_t n = e->n_msgs - from + 1;
     struct chat_message *cm = malloc(n * sizeof *cm);
     if (!cm) {
-        seterr(err, errlen, "out of memory");
+        kv_seterr(err, errlen, "out of memory");
         return -1;
     }
     size_t k = 0;
@@ -466,7 +457,7 @@ static int64_t render_prompt(struct engine *e, size_t from, char *err, size_t er
     struct chat_prompt cp;
     if (chat_render(&t, cm, k, true, &cp) != 0) {
         free(cm);
-        seterr(err, errlen, "out of memory rendering the prompt");
+        kv_seterr(err, errlen, "out of memory rendering the prompt");
         return -1;
     }
     int32_t cap = e->info.n_ctx;
@@ -475,7 +466,7 @@ static int64_t render_prompt(struct engine *e, size_t from, char *err, size_t er
     chat_prompt_free(&cp);
     free(cm);
     if (nt < 0)
-        seterr(err, errlen, "the chat template names a token this model does not have; "
+        kv_seterr(err, errlen, "the chat template names a token this model does not have; "
                             "choose another with --chat-template");
     return nt;
 }
@@ -604,7 +595,7 @@ int engine_chat(struct engine *e, const char *user_text, const struct engine_tur
     double t_start = now_s();
 
     if (push_message(e, CHAT_ROLE_USER, user_text) != 0) {
-        seterr(err, errlen, "out of memory");
+        kv_seterr(err, errlen, "out of memory");
         goto fail_nomsg;
     }
 
@@ -614,7 +605,7 @@ int engine_chat(struct engine *e, const char *user_text, const struct engine_tur
     if (n_prompt == -1)
         goto fail;
     if (n_prompt == -2) {
-        seterr(err, errlen,
+        kv_seterr(err, errlen,
                "the message is too long for the context (%d tokens, context %d): shorten it "
                "or raise --ctx-size",
                st.turns_dropped, n_ctx);
@@ -659,7 +650,7 @@ int engine_chat(struct engine *e, const char *user_text, const struct engine_tur
     if (!ts || sb_append(&out, "", 0) != 0) {
         tok_stream_free(ts);
         free(out.p);
-        seterr(err, errlen, "out of memory");
+        kv_seterr(err, errlen, "out of memory");
         goto fail;
     }
     st.stop = rc == 1 ? ENGINE_STOP_CANCELLED : ENGINE_STOP_LENGTH;
@@ -690,7 +681,7 @@ int engine_chat(struct engine *e, const char *user_text, const struct engine_tur
         size_t np = tok_stream_push(ts, id, &piece);
         if (np) {
             if (sb_append(&out, piece, np) != 0) {
-                seterr(err, errlen, "out of memory");
+                kv_seterr(err, errlen, "out of memory");
                 failed = true;
                 break;
             }
@@ -725,7 +716,7 @@ int engine_chat(struct engine *e, const char *user_text, const struct engine_tur
     /* The reply joins the conversation even when cut short, so the next turn
      * sees what the user saw. */
     if (push_message(e, CHAT_ROLE_ASSISTANT, out.p) != 0) {
-        seterr(err, errlen, "out of memory");
+        kv_seterr(err, errlen, "out of memory");
         failed = true;
     }
     if (reply)
@@ -797,13 +788,13 @@ int engine_forward(struct engine *e, const int32_t *tokens, int32_t n, int32_t p
                    float *logits, bool all_logits, char *err, size_t errlen)
 {
     if (n <= 0 || pos < 0 || pos + n > e->info.n_ctx) {
-        seterr(err, errlen, "%d tokens at position %d do not fit the context of %d", n, pos,
+        kv_seterr(err, errlen, "%d tokens at position %d do not fit the context of %d", n, pos,
                e->info.n_ctx);
         return -1;
     }
     for (int32_t i = 0; i < n; i++) {
         if (tokens[i] < 0 || tokens[i] >= e->info.n_vocab) {
-            seterr(err, errlen, "token id %d is outside the vocabulary (0..%d)", tokens[i],
+            kv_seterr(err, errlen, "token id %d is outside the vocabulary (0..%d)", tokens[i],
                    e->info.n_vocab - 1);
             return -1;
         }

@@ -13,7 +13,8 @@
  */
 #include "tokenizer.h"
 
-#include <stdarg.h>
+#include "errmsg.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,16 +164,6 @@ struct tokenizer {
 };
 
 /* ---- small helpers ---- */
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static uint64_t hash_bytes(const char *s, size_t n)
 {
@@ -417,7 +408,7 @@ struct enc {
 static void enc_fail(struct enc *e, const char *msg)
 {
     if (!e->failed)
-        set_err(e->err, e->errlen, "tokenizer: %s", msg);
+        kv_seterr(e->err, e->errlen, "tokenizer: %s", msg);
     e->failed = true;
 }
 
@@ -828,7 +819,7 @@ int64_t tok_encode_segments_e(const struct tokenizer *t, const struct tok_segmen
                               bool add_bos, int32_t *out, int64_t cap, char *err, size_t errlen)
 {
     if (!t || (n && !segs) || cap < 0 || (cap > 0 && !out)) {
-        set_err(err, errlen, "tokenizer: invalid arguments to encode");
+        kv_seterr(err, errlen, "tokenizer: invalid arguments to encode");
         return -1;
     }
     struct enc e = {.t = t, .err = err, .errlen = errlen};
@@ -846,7 +837,7 @@ int64_t tok_encode_segments_e(const struct tokenizer *t, const struct tok_segmen
             int32_t id = lookup_n(t, segs[i].text ? segs[i].text : "", segs[i].len);
             if (id < 0) {
                 if (!e.failed)
-                    set_err(err, errlen, "tokenizer: special segment '%.*s' is not a token",
+                    kv_seterr(err, errlen, "tokenizer: special segment '%.*s' is not a token",
                             (int)(segs[i].len > 200 ? 200 : segs[i].len), segs[i].text);
                 e.failed = true;
                 break;
@@ -906,7 +897,7 @@ int64_t tok_encode_e(const struct tokenizer *t, const char *text, size_t len, bo
                      int32_t *out, int64_t cap, char *err, size_t errlen)
 {
     if (len && !text) {
-        set_err(err, errlen, "tokenizer: NULL text");
+        kv_seterr(err, errlen, "tokenizer: NULL text");
         return -1;
     }
     struct tok_segment seg = {.text = text ? text : "", .len = len, .special = false};
@@ -1090,7 +1081,7 @@ static bool read_special_id(const struct gguf *g, const char *key, int32_t n_voc
     int64_t v;
     if (!gguf_get_int(g, key, &v)) {
         if (gguf_find_key(g, key) >= 0) {
-            set_err(err, errlen, "tokenizer: %s is not an integer", key);
+            kv_seterr(err, errlen, "tokenizer: %s is not an integer", key);
             return false;
         }
         if (*id >= n_vocab)
@@ -1098,7 +1089,7 @@ static bool read_special_id(const struct gguf *g, const char *key, int32_t n_voc
         return true;
     }
     if (v < 0 || v >= n_vocab) {
-        set_err(err, errlen, "tokenizer: %s = %lld is outside the vocabulary of %d tokens", key,
+        kv_seterr(err, errlen, "tokenizer: %s = %lld is outside the vocabulary of %d tokens", key,
                 (long long)v, (int)n_vocab);
         return false;
     }
@@ -1112,7 +1103,7 @@ static bool read_bool_key(const struct gguf *g, const char *key, bool *out, char
     if (gguf_find_key(g, key) < 0)
         return true;
     if (!gguf_get_bool(g, key, out)) {
-        set_err(err, errlen, "tokenizer: %s is not a bool", key);
+        kv_seterr(err, errlen, "tokenizer: %s is not a bool", key);
         return false;
     }
     return true;
@@ -1190,15 +1181,15 @@ static bool load_merges(struct tokenizer *t, const struct gguf *g, char *err, si
     enum gguf_type et;
     uint64_t n;
     if (!gguf_get_arr(g, key, &et, &n)) {
-        set_err(err, errlen, "tokenizer: %s missing for a gpt2 (BPE) vocabulary", key);
+        kv_seterr(err, errlen, "tokenizer: %s missing for a gpt2 (BPE) vocabulary", key);
         return false;
     }
     if (et != GGUF_TYPE_STRING) {
-        set_err(err, errlen, "tokenizer: %s is not an array of strings", key);
+        kv_seterr(err, errlen, "tokenizer: %s is not an array of strings", key);
         return false;
     }
     if (n > INT32_MAX) {
-        set_err(err, errlen, "tokenizer: %s has too many entries", key);
+        kv_seterr(err, errlen, "tokenizer: %s has too many entries", key);
         return false;
     }
     t->merge_mask = pow2_at_least(n * 2) - 1;
@@ -1207,7 +1198,7 @@ static bool load_merges(struct tokenizer *t, const struct gguf *g, char *err, si
     t->merge_rank = malloc(slots * sizeof *t->merge_rank);
     t->merge_res = malloc(slots * sizeof *t->merge_res);
     if (!t->merge_key || !t->merge_rank || !t->merge_res) {
-        set_err(err, errlen, "tokenizer: out of memory for %llu merges", (unsigned long long)n);
+        kv_seterr(err, errlen, "tokenizer: out of memory for %llu merges", (unsigned long long)n);
         return false;
     }
     memset(t->merge_key, 0xFF, slots * sizeof *t->merge_key);
@@ -1216,13 +1207,13 @@ static bool load_merges(struct tokenizer *t, const struct gguf *g, char *err, si
     for (uint64_t i = 0; i < n; i++) {
         struct gguf_str s;
         if (!gguf_get_arr_str(g, key, i, &s)) {
-            set_err(err, errlen, "tokenizer: cannot read %s[%llu]", key, (unsigned long long)i);
+            kv_seterr(err, errlen, "tokenizer: cannot read %s[%llu]", key, (unsigned long long)i);
             free(scratch);
             return false;
         }
         const char *sp = s.len > 1 ? memchr(s.ptr + 1, ' ', s.len - 1) : NULL;
         if (!sp) {
-            set_err(err, errlen, "tokenizer: %s[%llu] has no space between its two parts", key,
+            kv_seterr(err, errlen, "tokenizer: %s[%llu] has no space between its two parts", key,
                     (unsigned long long)i);
             free(scratch);
             return false;
@@ -1230,13 +1221,13 @@ static bool load_merges(struct tokenizer *t, const struct gguf *g, char *err, si
         size_t ll = (size_t)(sp - s.ptr), rl = s.len - ll - 1;
         int32_t l = lookup_n(t, s.ptr, ll), r = lookup_n(t, sp + 1, rl);
         if (l < 0 || r < 0) {
-            set_err(err, errlen, "tokenizer: %s[%llu] '%.*s' refers to a token not in the vocabulary",
+            kv_seterr(err, errlen, "tokenizer: %s[%llu] '%.*s' refers to a token not in the vocabulary",
                     key, (unsigned long long)i, (int)(s.len > 100 ? 100 : s.len), s.ptr);
             free(scratch);
             return false;
         }
         if (!grow((void **)&scratch, &scap, ll + rl + 1, 1)) {
-            set_err(err, errlen, "tokenizer: out of memory");
+            kv_seterr(err, errlen, "tokenizer: out of memory");
             return false;
         }
         memcpy(scratch, s.ptr, ll);
@@ -1268,7 +1259,7 @@ static bool compile_regexes(struct tokenizer *t, const struct pre_def *d, char *
         if (!t->re[i]) {
             PCRE2_UCHAR msg[120];
             pcre2_get_error_message(ec, msg, sizeof msg);
-            set_err(err, errlen, "tokenizer: pre-tokenizer '%s' regex %d: %s at offset %zu",
+            kv_seterr(err, errlen, "tokenizer: pre-tokenizer '%s' regex %d: %s at offset %zu",
                     t->pre, i, (const char *)msg, (size_t)eo);
             return false;
         }
@@ -1318,18 +1309,18 @@ struct tokenizer *tok_new(const struct gguf *g, char *err, size_t errlen)
     if (err && errlen)
         err[0] = 0;
     if (!g) {
-        set_err(err, errlen, "tokenizer: no model file");
+        kv_seterr(err, errlen, "tokenizer: no model file");
         return NULL;
     }
     struct tokenizer *t = calloc(1, sizeof *t);
     if (!t) {
-        set_err(err, errlen, "tokenizer: out of memory");
+        kv_seterr(err, errlen, "tokenizer: out of memory");
         return NULL;
     }
     char model[32];
     struct gguf_str ms;
     if (!gguf_get_str(g, "tokenizer.ggml.model", &ms)) {
-        set_err(err, errlen, "tokenizer: tokenizer.ggml.model missing or not a string");
+        kv_seterr(err, errlen, "tokenizer: tokenizer.ggml.model missing or not a string");
         goto fail;
     }
     if (gguf_str_eq(ms, "llama"))
@@ -1337,7 +1328,7 @@ struct tokenizer *tok_new(const struct gguf *g, char *err, size_t errlen)
     else if (gguf_str_eq(ms, "gpt2"))
         t->kind = TOK_KIND_BPE;
     else {
-        set_err(err, errlen, "tokenizer: unsupported tokenizer.ggml.model '%s' (supported: llama, gpt2)",
+        kv_seterr(err, errlen, "tokenizer: unsupported tokenizer.ggml.model '%s' (supported: llama, gpt2)",
                 gguf_str_copy(ms, model, sizeof model));
         goto fail;
     }
@@ -1347,15 +1338,15 @@ struct tokenizer *tok_new(const struct gguf *g, char *err, size_t errlen)
     enum gguf_type et;
     uint64_t nv;
     if (!gguf_get_arr(g, tk, &et, &nv) || et != GGUF_TYPE_STRING) {
-        set_err(err, errlen, "tokenizer: %s missing or not an array of strings", tk);
+        kv_seterr(err, errlen, "tokenizer: %s missing or not an array of strings", tk);
         goto fail;
     }
     if (nv == 0) {
-        set_err(err, errlen, "tokenizer: %s is empty", tk);
+        kv_seterr(err, errlen, "tokenizer: %s is empty", tk);
         goto fail;
     }
     if (nv > INT32_MAX / 2) {
-        set_err(err, errlen, "tokenizer: %s has too many entries (%llu)", tk, (unsigned long long)nv);
+        kv_seterr(err, errlen, "tokenizer: %s has too many entries (%llu)", tk, (unsigned long long)nv);
         goto fail;
     }
     t->n_vocab = (int32_t)nv;
@@ -1366,14 +1357,14 @@ struct tokenizer *tok_new(const struct gguf *g, char *err, size_t errlen)
     t->attr = malloc(n);
     t->eog = calloc(n, 1);
     if (!t->off || !t->len || !t->score || !t->attr || !t->eog) {
-        set_err(err, errlen, "tokenizer: out of memory for %zu tokens", n);
+        kv_seterr(err, errlen, "tokenizer: out of memory for %zu tokens", n);
         goto fail;
     }
     size_t acap = 0, asz = 0;
     for (size_t i = 0; i < n; i++) {
         struct gguf_str s;
         if (!gguf_get_arr_str(g, tk, i, &s)) {
-            set_err(err, errlen, "tokenizer: cannot read %s[%zu]", tk, i);
+            kv_seterr(err, errlen, "tokenizer: cannot read %s[%zu]", tk, i);
             goto fail;
         }
         char empty[32];
@@ -1384,11 +1375,11 @@ struct tokenizer *tok_new(const struct gguf *g, char *err, size_t errlen)
             p = empty;
         }
         if (l > UINT32_MAX / 2 || asz + l + 1 > UINT32_MAX) {
-            set_err(err, errlen, "tokenizer: %s is too large", tk);
+            kv_seterr(err, errlen, "tokenizer: %s is too large", tk);
             goto fail;
         }
         if (!grow((void **)&t->arena, &acap, asz + l + 1, 1)) {
-            set_err(err, errlen, "tokenizer: out of memory");
+            kv_seterr(err, errlen, "tokenizer: out of memory");
             goto fail;
         }
         memcpy(t->arena + asz, p, l);
@@ -1400,7 +1391,7 @@ struct tokenizer *tok_new(const struct gguf *g, char *err, size_t errlen)
     t->hash_mask = pow2_at_least(n * 2) - 1;
     t->hash = malloc((t->hash_mask + 1) * sizeof *t->hash);
     if (!t->hash) {
-        set_err(err, errlen, "tokenizer: out of memory");
+        kv_seterr(err, errlen, "tokenizer: out of memory");
         goto fail;
     }
     memset(t->hash, 0xFF, (t->hash_mask + 1) * sizeof *t->hash);
@@ -1410,7 +1401,7 @@ struct tokenizer *tok_new(const struct gguf *g, char *err, size_t errlen)
         while (t->hash[h] >= 0) {
             int32_t o = t->hash[h];
             if (t->len[o] == t->len[i] && memcmp(text_of(t, o), s, t->len[i]) == 0) {
-                set_err(err, errlen, "tokenizer: duplicate token '%.*s' has ids %d and %zu",
+                kv_seterr(err, errlen, "tokenizer: duplicate token '%.*s' has ids %d and %zu",
                         (int)(t->len[i] > 100 ? 100 : t->len[i]), s, (int)o, i);
                 goto fail;
             }
@@ -1425,11 +1416,11 @@ struct tokenizer *tok_new(const struct gguf *g, char *err, size_t errlen)
     if (gguf_find_key(g, sk) >= 0) {
         if (!gguf_get_arr(g, sk, &et, &cnt) ||
             (et != GGUF_TYPE_FLOAT32 && et != GGUF_TYPE_INT32 && et != GGUF_TYPE_FLOAT64)) {
-            set_err(err, errlen, "tokenizer: %s is not an array of numbers", sk);
+            kv_seterr(err, errlen, "tokenizer: %s is not an array of numbers", sk);
             goto fail;
         }
         if (cnt != nv) {
-            set_err(err, errlen, "tokenizer: %s has %llu entries for %llu tokens", sk,
+            kv_seterr(err, errlen, "tokenizer: %s has %llu entries for %llu tokens", sk,
                     (unsigned long long)cnt, (unsigned long long)nv);
             goto fail;
         }
@@ -1438,7 +1429,7 @@ struct tokenizer *tok_new(const struct gguf *g, char *err, size_t errlen)
             if (!gguf_get_arr_float(g, sk, i, &v)) {
                 int64_t iv;
                 if (!gguf_get_arr_int(g, sk, i, &iv)) {
-                    set_err(err, errlen, "tokenizer: cannot read %s[%zu]", sk, i);
+                    kv_seterr(err, errlen, "tokenizer: cannot read %s[%zu]", sk, i);
                     goto fail;
                 }
                 v = (double)iv;
@@ -1446,7 +1437,7 @@ struct tokenizer *tok_new(const struct gguf *g, char *err, size_t errlen)
             t->score[i] = (float)v;
         }
     } else if (t->kind == TOK_KIND_SPM) {
-        set_err(err, errlen, "tokenizer: %s missing for a llama (SPM) vocabulary", sk);
+        kv_seterr(err, errlen, "tokenizer: %s missing for a llama (SPM) vocabulary", sk);
         goto fail;
     }
     const char *yk = "tokenizer.ggml.token_type";
@@ -1454,18 +1445,18 @@ struct tokenizer *tok_new(const struct gguf *g, char *err, size_t errlen)
     if (gguf_find_key(g, yk) >= 0) {
         if (!gguf_get_arr(g, yk, &et, &cnt) || et == GGUF_TYPE_STRING || et == GGUF_TYPE_ARRAY ||
             et == GGUF_TYPE_FLOAT32 || et == GGUF_TYPE_FLOAT64) {
-            set_err(err, errlen, "tokenizer: %s is not an array of integers", yk);
+            kv_seterr(err, errlen, "tokenizer: %s is not an array of integers", yk);
             goto fail;
         }
         if (cnt != nv) {
-            set_err(err, errlen, "tokenizer: %s has %llu entries for %llu tokens", yk,
+            kv_seterr(err, errlen, "tokenizer: %s has %llu entries for %llu tokens", yk,
                     (unsigned long long)cnt, (unsigned long long)nv);
             goto fail;
         }
         for (size_t i = 0; i < n; i++) {
             int64_t v;
             if (!gguf_get_arr_int(g, yk, i, &v)) {
-                set_err(err, errlen, "tokenizer: cannot read %s[%zu]", yk, i);
+                kv_seterr(err, errlen, "tokenizer: cannot read %s[%zu]", yk, i);
                 goto fail;
             }
             t->attr[i] = (v >= 0 && v <= TOK_ATTR_BYTE) ? (uint8_t)v : TOK_ATTR_UNDEFINED;
@@ -1496,14 +1487,14 @@ struct tokenizer *tok_new(const struct gguf *g, char *err, size_t errlen)
         else
             snprintf(t->pre, sizeof t->pre, "default");
         if (have_pre && ps.len >= sizeof t->pre) {
-            set_err(err, errlen, "tokenizer: tokenizer.ggml.pre is too long");
+            kv_seterr(err, errlen, "tokenizer: tokenizer.ggml.pre is too long");
             goto fail;
         }
         const struct pre_def *d = find_pre(t->pre);
         if (!d) {
             char names[600];
             list_pres(names, sizeof names);
-            set_err(err, errlen, "tokenizer: unsupported tokenizer.ggml.pre '%s' (supported: %s)",
+            kv_seterr(err, errlen, "tokenizer: unsupported tokenizer.ggml.pre '%s' (supported: %s)",
                     t->pre, names);
             goto fail;
         }
@@ -1536,7 +1527,7 @@ struct tokenizer *tok_new(const struct gguf *g, char *err, size_t errlen)
         !read_bool_key(g, "tokenizer.ggml.add_space_prefix", &t->add_space_prefix, err, errlen))
         goto fail;
     if (t->add_bos && t->bos < 0) {
-        set_err(err, errlen, "tokenizer: add_bos_token is true but the vocabulary has no BOS token");
+        kv_seterr(err, errlen, "tokenizer: add_bos_token is true but the vocabulary has no BOS token");
         goto fail;
     }
 
@@ -1561,7 +1552,7 @@ struct tokenizer *tok_new(const struct gguf *g, char *err, size_t errlen)
     }
 
     if (!build_user_defined(t)) {
-        set_err(err, errlen, "tokenizer: out of memory");
+        kv_seterr(err, errlen, "tokenizer: out of memory");
         goto fail;
     }
     return t;
