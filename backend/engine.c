@@ -26,6 +26,7 @@
 #include "errmsg.h"
 #include "gguf.h"
 #include "model.h"
+#include "synth.h"
 #include "tokenizer.h"
 #ifdef KVCHAT_HAVE_CUDA
 #include "cuda_probe.h"
@@ -37,6 +38,10 @@
 /* Largest context accepted: beyond this the KV cache alone is absurd for the
  * models we run, and the request is almost certainly a typo. */
 #define MAX_CTX (1 << 20)
+/* What a synthetic engine says when asked to chat or tokenize. */
+#define NO_TOKENIZER                                                                            \
+    "a synthetic model has no tokenizer: it can only be benchmarked; write it to a file "      \
+    "with a real tokenizer (kvchat synth SHAPE:TYPE -o FILE --tokenizer-from MODEL) to chat"
 
 struct msg {
     enum chat_role role;
@@ -46,7 +51,8 @@ struct msg {
 struct engine {
     struct engine_info info;
     struct model *model;         /* owned */
-    struct tokenizer *tok;       /* owned */
+    bool synthetic;              /* model from engine_params.synthetic: no tokenizer */
+    struct tokenizer *tok;       /* owned; NULL when synthetic */
     struct chat_template tmpl;
     char tmpl_default_system[2048];
     const struct backend_ops *ops;
@@ -205,10 +211,62 @@ static int32_t default_threads(void)
     return n > 0 ? (int32_t)n : 1;
 }
 
+/* The tokenizer and the chat template of a model file (a synthetic model has
+ * neither). Returns 0 or -1 with ERR. */
+static int load_tokenizer(struct engine *e, const struct engine_params *p, char *err,
+                          size_t errlen)
+{
+    const struct model_hparams *hp = &e->model->hp;
+    e->tok = tok_new(e->model->file, err, errlen);
+    if (!e->tok)
+        return -1;
+    if (tok_n_vocab(e->tok) != hp->n_vocab) {
+        kv_seterr(err, errlen, "%s: the tokenizer has %d tokens but the embedding table has %d",
+               p->model_path, tok_n_vocab(e->tok), hp->n_vocab);
+        return -1;
+    }
+
+    /* chat template: detected from the file, or forced by name */
+    {
+        struct gguf_str js = {0};
+        char *jinja = NULL;
+        if (gguf_get_str(e->model->file, "tokenizer.chat_template", &js)) {
+            jinja = malloc(js.len + 1);
+            if (!jinja) {
+                kv_seterr(err, errlen, "out of memory");
+                return -1;
+            }
+            gguf_str_copy(js, jinja, js.len + 1);
+        }
+        enum chat_format fallback = hp->arch == MODEL_ARCH_GEMMA3 ? CHAT_FORMAT_GEMMA
+                                                                  : CHAT_FORMAT_CHATML;
+        chat_detect(jinja, fallback, &e->tmpl, e->tmpl_default_system,
+                    sizeof e->tmpl_default_system);
+        free(jinja);
+        if (p->chat_template && *p->chat_template) {
+            enum chat_format f;
+            if (!chat_format_from_name(p->chat_template, &f)) {
+                kv_seterr(err, errlen, "unknown chat template '%s' (known: %s)", p->chat_template,
+                       chat_format_names());
+                return -1;
+            }
+            if (f != e->tmpl.format) {
+                /* a default prompt and variant flags belong to the detected template */
+                e->tmpl.default_system = NULL;
+                e->tmpl.flags = 0;
+            }
+            e->tmpl.format = f;
+        }
+        chat_template_bind(&e->tmpl, e->tok);
+    }
+    return 0;
+}
+
 struct engine *engine_new(const struct engine_params *p, char *err, size_t errlen)
 {
     double t0 = now_s();
-    if (!p->model_path || !*p->model_path) {
+    bool synthetic = p->synthetic && *p->synthetic;
+    if (!synthetic && (!p->model_path || !*p->model_path)) {
         kv_seterr(err, errlen, "no model given: pass -m FILE.gguf");
         return NULL;
     }
@@ -231,53 +289,20 @@ struct engine *engine_new(const struct engine_params *p, char *err, size_t errle
     pthread_mutex_init(&e->stats_lock, NULL);
     atomic_init(&e->cancel, false);
 
-    e->model = model_load(p->model_path, err, errlen);
+    e->synthetic = synthetic;
+    if (synthetic) {
+        struct synth_spec spec;
+        if (synth_parse(p->synthetic, &spec, err, errlen) == 0)
+            e->model = model_new_synthetic(&spec, err, errlen);
+    } else {
+        e->model = model_load(p->model_path, err, errlen);
+    }
     if (!e->model)
         goto fail;
     const struct model_hparams *hp = &e->model->hp;
 
-    e->tok = tok_new(e->model->file, err, errlen);
-    if (!e->tok)
+    if (!e->synthetic && load_tokenizer(e, p, err, errlen) != 0)
         goto fail;
-    if (tok_n_vocab(e->tok) != hp->n_vocab) {
-        kv_seterr(err, errlen, "%s: the tokenizer has %d tokens but the embedding table has %d",
-               p->model_path, tok_n_vocab(e->tok), hp->n_vocab);
-        goto fail;
-    }
-
-    /* chat template: detected from the file, or forced by name */
-    {
-        struct gguf_str js = {0};
-        char *jinja = NULL;
-        if (gguf_get_str(e->model->file, "tokenizer.chat_template", &js)) {
-            jinja = malloc(js.len + 1);
-            if (!jinja) {
-                kv_seterr(err, errlen, "out of memory");
-                goto fail;
-            }
-            gguf_str_copy(js, jinja, js.len + 1);
-        }
-        enum chat_format fallback = hp->arch == MODEL_ARCH_GEMMA3 ? CHAT_FORMAT_GEMMA
-                                                                  : CHAT_FORMAT_CHATML;
-        chat_detect(jinja, fallback, &e->tmpl, e->tmpl_default_system,
-                    sizeof e->tmpl_default_system);
-        free(jinja);
-        if (p->chat_template && *p->chat_template) {
-            enum chat_format f;
-            if (!chat_format_from_name(p->chat_template, &f)) {
-                kv_seterr(err, errlen, "unknown chat template '%s' (known: %s)", p->chat_template,
-                       chat_format_names());
-                goto fail;
-            }
-            if (f != e->tmpl.format) {
-                /* a default prompt and variant flags belong to the detected template */
-                e->tmpl.default_system = NULL;
-                e->tmpl.flags = 0;
-            }
-            e->tmpl.format = f;
-        }
-        chat_template_bind(&e->tmpl, e->tok);
-    }
 
     int32_t n_ctx = p->n_ctx;
     if (n_ctx == 0)
@@ -290,7 +315,8 @@ struct engine *engine_new(const struct engine_params *p, char *err, size_t errle
     if (!e->ops)
         goto fail;
 
-    if (e->ops == &backend_cpu_ops)
+    /* synthetic weights were just written, so they are resident already */
+    if (e->ops == &backend_cpu_ops && !synthetic)
         prefault_weights(e->model, p);
 
     struct backend_config cfg = {.n_ctx = n_ctx, .n_threads = n_threads};
@@ -308,12 +334,16 @@ struct engine *engine_new(const struct engine_params *p, char *err, size_t errle
     }
 
     snprintf(in->model_name, sizeof in->model_name, "%s", e->model->name);
-    snprintf(in->model_path, sizeof in->model_path, "%s", p->model_path);
+    if (synthetic)
+        snprintf(in->model_path, sizeof in->model_path, "synthetic:%s", p->synthetic);
+    else
+        snprintf(in->model_path, sizeof in->model_path, "%s", p->model_path);
+    in->synthetic = synthetic;
     snprintf(in->arch, sizeof in->arch, "%s", model_arch_name(hp->arch));
     snprintf(in->backend, sizeof in->backend, "%s", e->ops->name);
     snprintf(in->device, sizeof in->device, "%s", e->ops->device_name(e->be));
     snprintf(in->template_name, sizeof in->template_name, "%s",
-             chat_format_name(e->tmpl.format));
+             synthetic ? "none" : chat_format_name(e->tmpl.format));
     in->n_vocab = hp->n_vocab;
     in->n_embd = hp->n_embd;
     in->n_layer = hp->n_layer;
@@ -324,7 +354,7 @@ struct engine *engine_new(const struct engine_params *p, char *err, size_t errle
     in->n_ctx_train = hp->n_ctx_train;
     in->n_threads = n_threads;
     in->n_params = e->model->n_params;
-    in->file_bytes = gguf_file_size(e->model->file);
+    in->file_bytes = e->model->file ? gguf_file_size(e->model->file) : 0;
     in->weight_bytes = e->model->weight_bytes;
     in->bytes_per_token = e->model->bytes_per_token;
     in->load_seconds = now_s() - t0;
@@ -435,6 +465,10 @@ bool engine_pop_turn(struct engine *e)
  * the count is meaningful), or -1 on failure. */
 static int64_t render_prompt(struct engine *e, size_t from, char *err, size_t errlen)
 {
+    if (!e->tok) {
+        kv_seterr(err, errlen, NO_TOKENIZER);
+        return -1;
+    }
     size_t n = e->n_msgs - from + 1;
     struct chat_message *cm = malloc(n * sizeof *cm);
     if (!cm) {
@@ -586,6 +620,10 @@ int engine_chat(struct engine *e, const char *user_text, const struct engine_tur
 {
     if (reply)
         *reply = NULL;
+    if (!e->tok) {
+        kv_seterr(err, errlen, NO_TOKENIZER);
+        return -1;
+    }
     atomic_store(&e->cancel, false);
     struct engine_stats st = {0};
     st.kv_capacity = e->info.n_ctx;
@@ -760,6 +798,8 @@ void engine_memory(struct engine *e, struct engine_memory *out)
 
 int32_t *engine_tokenize(const struct engine *e, const char *text, bool add_bos, int64_t *n)
 {
+    if (!e->tok)
+        return NULL;
     size_t len = strlen(text);
     int64_t cap = (int64_t)len + 2;
     int32_t *ids = malloc(sizeof *ids * (size_t)cap);
@@ -776,7 +816,7 @@ int32_t *engine_tokenize(const struct engine *e, const char *text, bool add_bos,
 
 size_t engine_token_piece(const struct engine *e, int32_t id, char *buf, size_t cap)
 {
-    if (id < 0 || id >= e->info.n_vocab) {
+    if (!e->tok || id < 0 || id >= e->info.n_vocab) {
         if (cap)
             buf[0] = 0;
         return 0;
@@ -802,4 +842,52 @@ int engine_forward(struct engine *e, const int32_t *tokens, int32_t n, int32_t p
     /* raw use invalidates the conversation's view of the cache */
     e->n_kv = 0;
     return e->ops->forward(e->be, tokens, n, pos, logits, all_logits, err, errlen);
+}
+
+uint64_t engine_bytes_per_token(struct engine *e, int32_t n_past)
+{
+    const struct model *m = e->model;
+    const struct model_hparams *hp = &m->hp;
+    struct engine_memory mem;
+    e->ops->memory(e->be, &mem);
+    /* K and V bytes of one position of one layer: from the backend's own
+     * cache size when it reports one, else f16 (the CUDA default) */
+    double per_pos = mem.kv_cache != ENGINE_UNKNOWN && mem.kv_cache > 0
+                         ? (double)mem.kv_cache / ((double)e->info.n_ctx * hp->n_layer)
+                         : 2.0 * 2.0 * hp->n_head_kv * hp->head_dim;
+    int64_t seen = (int64_t)n_past + 1; /* the new token's own K/V included */
+    double kv = 0;
+    for (int il = 0; il < hp->n_layer; il++) {
+        int64_t nread = seen;
+        if (m->layers[il].swa && hp->swa_window > 0 && nread > hp->swa_window)
+            nread = hp->swa_window;
+        kv += per_pos * (double)nread;
+    }
+    return m->bytes_per_token + (uint64_t)kv;
+}
+
+int engine_write_synthetic(const char *spec_text, const char *tokenizer_from, const char *path,
+                           char *err, size_t errlen)
+{
+    struct synth_spec spec;
+    if (synth_parse(spec_text, &spec, err, errlen) != 0)
+        return -1;
+    struct gguf *tok = NULL;
+    if (tokenizer_from && *tokenizer_from) {
+        tok = gguf_open(tokenizer_from, err, errlen);
+        if (!tok)
+            return -1;
+        /* check before building gigabytes of weights */
+        if (synth_check_tokenizer(&spec, tok, err, errlen) != 0) {
+            gguf_close(tok);
+            return -1;
+        }
+    }
+    struct model *m = model_new_synthetic(&spec, err, errlen);
+    int rc = -1;
+    if (m)
+        rc = synth_write_gguf(m, &spec, tok, path, err, errlen);
+    model_free(m);
+    gguf_close(tok);
+    return rc;
 }

@@ -33,6 +33,11 @@ typedef void (*engine_progress_fn)(uint64_t done, uint64_t total, void *user);
 
 struct engine_params {
     const char *model_path;
+    /* "SHAPE:TYPE" (synth.h, e.g. "llama-1b:q8_0"): a synthetic model built
+     * in memory instead of MODEL_PATH. It has no tokenizer: engine_forward
+     * and the figures work, engine_chat fails with a message saying so and
+     * engine_tokenize returns NULL. NULL or "" = load MODEL_PATH. */
+    const char *synthetic;
     enum engine_backend backend;
     int32_t n_ctx;             /* 0 = min(model's training context, 4096) */
     int32_t n_threads;         /* CPU threads; 0 = all cores */
@@ -60,6 +65,7 @@ struct engine_info {
     uint64_t weight_bytes;
     uint64_t bytes_per_token; /* weights + KV read per decoded token at empty context */
     double load_seconds;
+    bool synthetic;      /* made from engine_params.synthetic */
 };
 
 /* Loads the model. NULL with a one-line message in ERR on failure. */
@@ -145,7 +151,8 @@ struct engine_memory {
 void engine_memory(struct engine *e, struct engine_memory *out);
 
 /* Tokenizes TEXT as user text (special-token spellings stay text). Returns a
- * malloc'd array of *N ids, or NULL when out of memory. */
+ * malloc'd array of *N ids, or NULL when out of memory or the engine has no
+ * tokenizer (a synthetic model). */
 int32_t *engine_tokenize(const struct engine *e, const char *text, bool add_bos, int64_t *n);
 /* The text of token ID, as decoding would give it. */
 size_t engine_token_piece(const struct engine *e, int32_t id, char *buf, size_t cap);
@@ -156,5 +163,19 @@ size_t engine_token_piece(const struct engine *e, int32_t id, char *buf, size_t 
  * bookkeeping (call engine_reset afterwards). Returns 0 or -1 with ERR. */
 int engine_forward(struct engine *e, const int32_t *tokens, int32_t n, int32_t pos,
                    float *logits, bool all_logits, char *err, size_t errlen);
+
+/* Bytes one decode step reads at a context of N_PAST earlier tokens: the
+ * weights (model bytes_per_token) plus the K and V of every position each
+ * layer attends to (sliding-window layers no more than their window), at the
+ * backend's KV cache element size. The bandwidth roofline's numerator. */
+uint64_t engine_bytes_per_token(struct engine *e, int32_t n_past);
+
+/* kvchat synth: builds the synthetic model SPEC ("SHAPE:TYPE") and writes it
+ * to PATH as a GGUF file other engines load too, with the tokenizer copied
+ * from the model file TOKENIZER_FROM (NULL: none). The tokenizer must have
+ * the shape's vocabulary size (the message names the shapes that would
+ * fit). Returns 0 or -1 with ERR. */
+int engine_write_synthetic(const char *spec, const char *tokenizer_from, const char *path,
+                           char *err, size_t errlen);
 
 #endif

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "gguf.h"
 
@@ -482,5 +483,7 @@ void model_free(struct model *m)
         return;
     free(m->layers);
     gguf_close(m->file);
+    if (m->synth_mem)
+        munmap(m->synth_mem, m->synth_mem_bytes);
     free(m);
 }

@@ -86,6 +86,9 @@ struct model {
     uint64_t weight_bytes;    /* all weight tensors */
     uint64_t bytes_per_token; /* weights a decode step reads (all but the embedding table,
                                  plus one embedding row) */
+    void *synth_mem;          /* owned: the anonymous mapping holding a synthetic model's
+                                 weights (synth.c; file is NULL then), else NULL */
+    size_t synth_mem_bytes;   /* its length */
 };
 
 /* Loads and validates PATH. NULL with a one-line message in ERR naming the

@@ -1,0 +1,586 @@
+/* synth.c - synthetic models: built-in shapes, the fast block generator, a
+ * struct model built straight into an anonymous mapping, and the GGUF
+ * export. See synth.h for the contract.
+ *
+ * Used by the engine (engine_params.synthetic, engine_write_synthetic), the
+ * tests and, later, the CUDA backend's upload path.
+ */
+#include "synth.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/mman.h>
+
+#include "errmsg.h"
+#include "gguf.h"
+
+/* Shapes as the published config.json files give them (Hugging Face:
+ * meta-llama/Meta-Llama-3-8B, meta-llama/Llama-3.2-1B, Qwen/Qwen2-7B,
+ * google/gemma-3-1b-pt, Qwen/Qwen3-0.6B, HuggingFaceTB/SmolLM2-135M). Llama
+ * 3's RoPE frequency scaling (rope_freqs) is left out: it changes no size and
+ * no memory traffic. */
+static const struct synth_shape shapes[] = {
+    {.name = "llama-8b", .arch = MODEL_ARCH_LLAMA, .n_layer = 32, .n_embd = 4096, .n_ff = 14336,
+     .n_head = 32, .n_head_kv = 8, .head_dim = 128, .n_vocab = 128256, .n_ctx_train = 8192,
+     .rope_base = 500000.0f, .norm_eps = 1e-5f},
+    {.name = "llama-1b", .arch = MODEL_ARCH_LLAMA, .n_layer = 16, .n_embd = 2048, .n_ff = 8192,
+     .n_head = 32, .n_head_kv = 8, .head_dim = 64, .n_vocab = 128256, .n_ctx_train = 131072,
+     .rope_base = 500000.0f, .norm_eps = 1e-5f, .tied = true},
+    {.name = "qwen2-7b", .arch = MODEL_ARCH_QWEN2, .n_layer = 28, .n_embd = 3584, .n_ff = 18944,
+     .n_head = 28, .n_head_kv = 4, .head_dim = 128, .n_vocab = 152064, .n_ctx_train = 32768,
+     .rope_base = 1000000.0f, .norm_eps = 1e-6f, .qkv_bias = true},
+    {.name = "gemma3-1b", .arch = MODEL_ARCH_GEMMA3, .n_layer = 26, .n_embd = 1152, .n_ff = 6912,
+     .n_head = 4, .n_head_kv = 1, .head_dim = 256, .n_vocab = 262144, .n_ctx_train = 32768,
+     .swa_window = 512, .rope_base = 1000000.0f, .norm_eps = 1e-6f, .tied = true},
+    {.name = "qwen3-0.6b", .arch = MODEL_ARCH_QWEN3, .n_layer = 28, .n_embd = 1024, .n_ff = 3072,
+     .n_head = 16, .n_head_kv = 8, .head_dim = 128, .n_vocab = 151936, .n_ctx_train = 40960,
+     .rope_base = 1000000.0f, .norm_eps = 1e-6f, .tied = true},
+    {.name = "smollm2-135m", .arch = MODEL_ARCH_LLAMA, .n_layer = 30, .n_embd = 576, .n_ff = 1536,
+     .n_head = 9, .n_head_kv = 3, .head_dim = 64, .n_vocab = 49152, .n_ctx_train = 8192,
+     .rope_base = 100000.0f, .norm_eps = 1e-5f, .tied = true},
+};
+#define N_SHAPES ((int)(sizeof shapes / sizeof shapes[0]))
+
+static const enum ggml_type types[] = {
+    GGML_TYPE_F32,  GGML_TYPE_F16,  GGML_TYPE_BF16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1,
+    GGML_TYPE_Q5_0, GGML_TYPE_Q5_1, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K,
+};
+#define N_TYPES ((int)(sizeof types / sizeof types[0]))
+
+/* gemma3: five sliding-window layers, then a global one; local layers use
+ * RoPE base 10000. The same constants as model.c, which keeps them private. */
+#define GEMMA3_SWA_PERIOD 6
+#define GEMMA3_LOCAL_ROPE_BASE 10000.0f
+
+/* Weights of the mapping start on this boundary (a cache line; also the
+ * widest load the CPU kernels make). */
+#define SYNTH_ALIGN 64
+
+#define DEFAULT_SEED 0x6b7663686174ull /* "kvchat" */
+
+int synth_n_shapes(void) { return N_SHAPES; }
+
+const struct synth_shape *synth_shape_at(int i)
+{
+    return i >= 0 && i < N_SHAPES ? &shapes[i] : NULL;
+}
+
+const struct synth_shape *synth_shape_find(const char *name)
+{
+    for (int i = 0; i < N_SHAPES; i++)
+        if (strcasecmp(shapes[i].name, name) == 0)
+            return &shapes[i];
+    return NULL;
+}
+
+const char *synth_shape_list(void)
+{
+    return "llama-8b, llama-1b, qwen2-7b, gemma3-1b, qwen3-0.6b, smollm2-135m";
+}
+
+const char *synth_type_list(void)
+{
+    return "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k";
+}
+
+int synth_parse(const char *text, struct synth_spec *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    const char *colon = text ? strchr(text, ':') : NULL;
+    if (!colon) {
+        kv_seterr(err, errlen,
+                  "synthetic model '%s' is not SHAPE:TYPE (e.g. llama-1b:q8_0; shapes: %s; "
+                  "types: %s)",
+                  text ? text : "", synth_shape_list(), synth_type_list());
+        return -1;
+    }
+    char shape[64];
+    size_t n = (size_t)(colon - text);
+    if (n >= sizeof shape)
+        n = sizeof shape - 1;
+    memcpy(shape, text, n);
+    shape[n] = 0;
+    const struct synth_shape *sh = synth_shape_find(shape);
+    if (!sh) {
+        kv_seterr(err, errlen, "unknown synthetic shape '%s' (shapes: %s)", shape,
+                  synth_shape_list());
+        return -1;
+    }
+    enum ggml_type t;
+    bool ok = quant_type_from_name(colon + 1, &t);
+    if (ok) {
+        ok = false;
+        for (int i = 0; i < N_TYPES; i++)
+            ok |= types[i] == t;
+    }
+    if (!ok) {
+        kv_seterr(err, errlen, "unknown synthetic weight type '%s' (types: %s)", colon + 1,
+                  synth_type_list());
+        return -1;
+    }
+    out->shape = *sh;
+    out->type = t;
+    out->seed = DEFAULT_SEED;
+    char tname[16];
+    snprintf(tname, sizeof tname, "%s", quant_type_name(t));
+    for (char *c = tname; *c; c++)
+        *c = (char)tolower((unsigned char)*c);
+    snprintf(out->name, sizeof out->name, "%s:%s", sh->name, tname);
+    return 0;
+}
+
+enum ggml_type synth_weight_type(enum ggml_type want, int64_t ne0)
+{
+    int64_t bs = quant_block_size(want);
+    if (bs > 0 && ne0 % bs == 0)
+        return want;
+    enum ggml_type t = want;
+    switch (want) {
+    case GGML_TYPE_Q4_K: t = GGML_TYPE_Q5_0; break;
+    case GGML_TYPE_Q5_K: t = GGML_TYPE_Q5_1; break;
+    case GGML_TYPE_Q6_K: t = GGML_TYPE_Q8_0; break;
+    default: break;
+    }
+    bs = quant_block_size(t);
+    return bs > 0 && ne0 % bs == 0 ? t : GGML_TYPE_F16;
+}
+
+/* ---- the generator ------------------------------------------------------ */
+
+/* splitmix64: one multiply-xorshift round per 8 bytes, full period, and good
+ * enough that no two rows look alike. */
+static inline uint64_t sm64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static uint64_t row_state(uint64_t seed, uint32_t tensor_id, int64_t row)
+{
+    uint64_t s = seed ^ ((uint64_t)tensor_id << 40) ^ (uint64_t)row * 0xD1B54A32D192ED03ull;
+    (void)sm64(&s);
+    return s;
+}
+
+static void fill_bytes(uint8_t *p, size_t n, uint64_t *s)
+{
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t v = sm64(s);
+        memcpy(p + i, &v, 8);
+    }
+    if (i < n) {
+        uint64_t v = sm64(s);
+        memcpy(p + i, &v, n - i);
+    }
+}
+
+/* Standard deviation of the integer part of one element with random bits,
+ * so that d = sigma / qstd gives elements of deviation sigma. Worked out from
+ * the layouts (uniform codes, uniform 6-bit sub-block scales and mins, the
+ * min chosen so the mean is zero):
+ *   Q8_0: q in -128..127               sqrt((256^2-1)/12)         = 73.9
+ *   Q4_0/Q4_1: 16 levels               sqrt((16^2-1)/12)          = 4.61
+ *   Q5_0/Q5_1: 32 levels               sqrt((32^2-1)/12)          = 9.23
+ *   Q4_K: sc*q - 7.5*mn, sc,mn 0..63, q 0..15                     = 258
+ *   Q5_K: sc*q - 15.5*mn, q 0..31                                 = 527
+ *   Q6_K: sc*(q-32), sc int8, q 0..63                             = 1366 */
+static double qstd(enum ggml_type t)
+{
+    switch (t) {
+    case GGML_TYPE_Q8_0: return 73.9;
+    case GGML_TYPE_Q4_0:
+    case GGML_TYPE_Q4_1: return 4.61;
+    case GGML_TYPE_Q5_0:
+    case GGML_TYPE_Q5_1: return 9.23;
+    case GGML_TYPE_Q4_K: return 258.0;
+    case GGML_TYPE_Q5_K: return 527.0;
+    case GGML_TYPE_Q6_K: return 1366.0;
+    default: return 1.0;
+    }
+}
+
+static inline void put16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
+
+/* Float elements: random sign and mantissa, exponent E or E-1, which puts
+ * the magnitude in [2^(E-1), 2^(E+1)) with an RMS of about 1.21 * 2^E. No
+ * float arithmetic per element, so f16 fills as fast as bytes. */
+static void fill_float_row(enum ggml_type t, uint8_t *row, int64_t ne0, float sigma, uint64_t *s)
+{
+    int e = (int)lround(log2(sigma / 1.208));
+    for (int64_t i = 0; i < ne0; i++) {
+        uint64_t u = sm64(s);
+        unsigned sign = (unsigned)(u >> 63), lo = (unsigned)((u >> 62) & 1);
+        if (t == GGML_TYPE_F32) {
+            int ex = 127 + e - (int)lo;
+            uint32_t b = (uint32_t)sign << 31 | (uint32_t)(ex < 1 ? 1 : ex) << 23 |
+                         (uint32_t)(u & 0x7FFFFF);
+            memcpy(row + 4 * i, &b, 4);
+        } else if (t == GGML_TYPE_F16) {
+            int ex = 15 + e - (int)lo;
+            uint16_t b = (uint16_t)(sign << 15 | (unsigned)(ex < 1 ? 1 : ex > 30 ? 30 : ex) << 10 |
+                                    (unsigned)(u & 0x3FF));
+            put16(row + 2 * i, b);
+        } else { /* BF16 */
+            int ex = 127 + e - (int)lo;
+            uint16_t b = (uint16_t)(sign << 15 | (unsigned)(ex < 1 ? 1 : ex) << 7 |
+                                    (unsigned)(u & 0x7F));
+            put16(row + 2 * i, b);
+        }
+    }
+}
+
+/* Quantised rows: random bytes, then every block's scale fields set. The
+ * offsets are those of the ggml block layouts (quant.c). */
+static void fix_blocks(enum ggml_type t, uint8_t *row, int64_t nb, uint16_t d, uint16_t m)
+{
+    size_t bsz = quant_type_size(t);
+    for (int64_t b = 0; b < nb; b++) {
+        uint8_t *p = row + (size_t)b * bsz;
+        switch (t) {
+        case GGML_TYPE_Q8_0:
+        case GGML_TYPE_Q4_0:
+        case GGML_TYPE_Q5_0: put16(p, d); break;
+        case GGML_TYPE_Q4_1:
+        case GGML_TYPE_Q5_1:
+        case GGML_TYPE_Q4_K:
+        case GGML_TYPE_Q5_K:
+            put16(p, d);
+            put16(p + 2, m);
+            break;
+        case GGML_TYPE_Q6_K: put16(p + 208, d); break;
+        default: break;
+        }
+    }
+}
+
+void synth_fill_rows(enum ggml_type t, int64_t ne0, float sigma, uint64_t seed,
+                     uint32_t tensor_id, int64_t row0, int64_t nrows, void *dst)
+{
+    size_t rs = quant_row_size(t, ne0);
+    if (!quant_type_supported(t) || rs == 0 || nrows <= 0 || !dst)
+        return;
+    if (!(sigma > 0))
+        sigma = 1.0f / sqrtf((float)ne0);
+    bool fl = t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16;
+    double d = sigma / qstd(t);
+    /* the min that centres the codes: 7.5 or 15.5 steps (Q4_1, Q5_1 store it
+     * added, the k-quants subtracted and times the 6-bit min) */
+    double mval = 0;
+    switch (t) {
+    case GGML_TYPE_Q4_1: mval = -7.5 * d; break;
+    case GGML_TYPE_Q5_1: mval = -15.5 * d; break;
+    case GGML_TYPE_Q4_K: mval = 7.5 * d; break;
+    case GGML_TYPE_Q5_K: mval = 15.5 * d; break;
+    default: break;
+    }
+    uint16_t d16 = quant_f32_to_f16((float)d), m16 = quant_f32_to_f16((float)mval);
+    int64_t nb = ne0 / quant_block_size(t);
+    for (int64_t r = 0; r < nrows; r++) {
+        uint8_t *row = (uint8_t *)dst + (size_t)r * rs;
+        uint64_t s = row_state(seed, tensor_id, row0 + r);
+        if (fl) {
+            fill_float_row(t, row, ne0, sigma, &s);
+        } else {
+            fill_bytes(row, rs, &s);
+            fix_blocks(t, row, nb, d16, m16);
+        }
+    }
+}
+
+/* ---- the model ---------------------------------------------------------- */
+
+enum tkind { T_WEIGHT, T_NORM, T_BIAS };
+
+/* One tensor of the model: its llama.cpp name, where it lives in the model
+ * and its shape (ne1 = 0: a vector). */
+struct tdesc {
+    char name[48];
+    struct model_tensor *t;
+    int64_t ne0, ne1;
+    enum tkind kind;
+};
+
+static int add_desc(struct tdesc *d, int n, const char *name, struct model_tensor *t,
+                    int64_t ne0, int64_t ne1, enum tkind kind)
+{
+    snprintf(d[n].name, sizeof d[n].name, "%s", name);
+    d[n].t = t;
+    d[n].ne0 = ne0;
+    d[n].ne1 = ne1;
+    d[n].kind = kind;
+    return n + 1;
+}
+
+#define DESC_PER_LAYER 16
+
+/* Lists M's tensors in GGUF order into D (room for 4 + 16 per layer). */
+static int list_tensors(struct model *m, const struct synth_shape *sh, struct tdesc *d)
+{
+    int64_t E = sh->n_embd, Q = (int64_t)sh->n_head * sh->head_dim,
+            KV = (int64_t)sh->n_head_kv * sh->head_dim, F = sh->n_ff, HD = sh->head_dim,
+            V = sh->n_vocab;
+    int n = 0;
+    n = add_desc(d, n, "token_embd.weight", &m->tok_embd, E, V, T_WEIGHT);
+    n = add_desc(d, n, "output_norm.weight", &m->output_norm, E, 0, T_NORM);
+    if (!sh->tied)
+        n = add_desc(d, n, "output.weight", &m->output, E, V, T_WEIGHT);
+    bool qk_norm = sh->arch == MODEL_ARCH_QWEN3 || sh->arch == MODEL_ARCH_GEMMA3;
+    bool gemma = sh->arch == MODEL_ARCH_GEMMA3;
+    for (int il = 0; il < sh->n_layer; il++) {
+        struct model_layer *l = &m->layers[il];
+        char nm[48];
+#define L(what, field, ne0, ne1, kind)                                                          \
+    do {                                                                                        \
+        snprintf(nm, sizeof nm, "blk.%d." what, il);                                            \
+        n = add_desc(d, n, nm, &l->field, ne0, ne1, kind);                                      \
+    } while (0)
+        L("attn_norm.weight", attn_norm, E, 0, T_NORM);
+        L("attn_q.weight", wq, E, Q, T_WEIGHT);
+        L("attn_k.weight", wk, E, KV, T_WEIGHT);
+        L("attn_v.weight", wv, E, KV, T_WEIGHT);
+        if (sh->qkv_bias) {
+            L("attn_q.bias", bq, Q, 0, T_BIAS);
+            L("attn_k.bias", bk, KV, 0, T_BIAS);
+            L("attn_v.bias", bv, KV, 0, T_BIAS);
+        }
+        if (qk_norm) {
+            L("attn_q_norm.weight", q_norm, HD, 0, T_NORM);
+            L("attn_k_norm.weight", k_norm, HD, 0, T_NORM);
+        }
+        L("attn_output.weight", wo, Q, E, T_WEIGHT);
+        if (gemma)
+            L("post_attention_norm.weight", post_attn_norm, E, 0, T_NORM);
+        L("ffn_norm.weight", ffn_norm, E, 0, T_NORM);
+        L("ffn_gate.weight", ffn_gate, E, F, T_WEIGHT);
+        L("ffn_up.weight", ffn_up, E, F, T_WEIGHT);
+        L("ffn_down.weight", ffn_down, F, E, T_WEIGHT);
+        if (gemma)
+            L("post_ffw_norm.weight", post_ffw_norm, E, 0, T_NORM);
+#undef L
+    }
+    return n;
+}
+
+/* Sanity limits for custom shapes (tests build their own): far above any
+ * real model, and they keep the size arithmetic far from overflow. */
+static int check_shape(const struct synth_shape *sh, char *err, size_t errlen)
+{
+    if (sh->n_layer < 1 || sh->n_layer > 1024 || sh->n_embd < 1 || sh->n_embd > (1 << 16) ||
+        sh->n_ff < 1 || sh->n_ff > (1 << 20) || sh->n_head < 1 || sh->n_head > 1024 ||
+        sh->n_head_kv < 1 || sh->n_head % sh->n_head_kv != 0 || sh->head_dim < 2 ||
+        sh->head_dim % 2 != 0 || sh->head_dim > 4096 || sh->n_vocab < 1 ||
+        sh->n_vocab > (1 << 23) || sh->n_ctx_train < 1 || sh->swa_window < 0 ||
+        !(sh->rope_base > 0) || !(sh->norm_eps > 0)) {
+        kv_seterr(err, errlen, "synthetic shape '%s' has an invalid hyperparameter",
+                  sh->name ? sh->name : "?");
+        return -1;
+    }
+    return 0;
+}
+
+struct model *model_new_synthetic(const struct synth_spec *s, char *err, size_t errlen)
+{
+    const struct synth_shape *sh = &s->shape;
+    if (check_shape(sh, err, errlen))
+        return NULL;
+    if (!quant_type_supported(s->type)) {
+        kv_seterr(err, errlen, "synthetic weight type %s is not supported (types: %s)",
+                  quant_type_name(s->type), synth_type_list());
+        return NULL;
+    }
+    struct model *m = calloc(1, sizeof *m);
+    struct tdesc *d = malloc(sizeof *d * (size_t)(4 + DESC_PER_LAYER * sh->n_layer));
+    if (m)
+        m->layers = calloc((size_t)sh->n_layer, sizeof *m->layers);
+    if (!m || !d || !m->layers) {
+        kv_seterr(err, errlen, "out of memory");
+        free(d);
+        model_free(m);
+        return NULL;
+    }
+    struct model_hparams *hp = &m->hp;
+    hp->arch = sh->arch;
+    hp->n_vocab = sh->n_vocab;
+    hp->n_embd = sh->n_embd;
+    hp->n_layer = sh->n_layer;
+    hp->n_ff = sh->n_ff;
+    hp->n_head = sh->n_head;
+    hp->n_head_kv = sh->n_head_kv;
+    hp->head_dim = sh->head_dim;
+    hp->n_rot = sh->head_dim;
+    hp->n_ctx_train = sh->n_ctx_train;
+    hp->norm_eps = sh->norm_eps;
+    hp->rope_base = sh->rope_base;
+    bool gemma = sh->arch == MODEL_ARCH_GEMMA3;
+    hp->rope_base_local = gemma ? GEMMA3_LOCAL_ROPE_BASE : sh->rope_base;
+    hp->rope_freq_scale = 1.0f;
+    hp->rope_neox = sh->arch != MODEL_ARCH_LLAMA;
+    hp->swa_window = gemma ? sh->swa_window : 0;
+    hp->attn_scale = 1.0f / sqrtf((float)sh->head_dim);
+    hp->embd_scale = gemma ? sqrtf((float)sh->n_embd) : 1.0f;
+    hp->gelu_ffn = gemma;
+    snprintf(m->name, sizeof m->name, "synthetic %s", s->name[0] ? s->name : sh->name);
+
+    int n = list_tensors(m, sh, d);
+    /* Lay the tensors out in one mapping. */
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        enum ggml_type t = d[i].kind == T_WEIGHT ? synth_weight_type(s->type, d[i].ne0)
+                                                 : GGML_TYPE_F32;
+        int64_t rows = d[i].ne1 ? d[i].ne1 : 1;
+        size_t nb = quant_row_size(t, d[i].ne0) * (size_t)rows;
+        d[i].t->type = t;
+        d[i].t->ne0 = d[i].ne0;
+        d[i].t->ne1 = rows;
+        d[i].t->nbytes = nb;
+        d[i].t->data = (const void *)(uintptr_t)total; /* offset until mapped */
+        total += (nb + SYNTH_ALIGN - 1) / SYNTH_ALIGN * SYNTH_ALIGN;
+    }
+    void *mem = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                     -1, 0);
+    if (mem == MAP_FAILED) {
+        kv_seterr(err, errlen, "out of memory: the synthetic model %s needs %.2f GiB of weights",
+                  s->name, total / 1073741824.0);
+        free(d);
+        model_free(m);
+        return NULL;
+    }
+    m->synth_mem = mem;
+    m->synth_mem_bytes = total;
+
+    for (int i = 0; i < n; i++) {
+        struct model_tensor *t = d[i].t;
+        uint8_t *p = (uint8_t *)mem + (uintptr_t)t->data;
+        t->data = p;
+        if (d[i].kind == T_NORM) {
+            float one = 1.0f;
+            for (int64_t k = 0; k < t->ne0; k++)
+                memcpy(p + 4 * k, &one, 4);
+        } else {
+            synth_fill_rows(t->type, t->ne0, d[i].kind == T_BIAS ? 0.02f : 0.0f, s->seed,
+                            (uint32_t)i, 0, t->ne1, p);
+        }
+        m->n_params += (uint64_t)t->ne0 * (uint64_t)t->ne1;
+        m->weight_bytes += t->nbytes;
+    }
+    free(d);
+    if (sh->tied)
+        m->output = m->tok_embd;
+    for (int il = 0; il < sh->n_layer; il++) {
+        struct model_layer *l = &m->layers[il];
+        l->swa = gemma && hp->swa_window > 0 && il % GEMMA3_SWA_PERIOD < GEMMA3_SWA_PERIOD - 1;
+        l->rope_base = l->swa ? hp->rope_base_local : hp->rope_base;
+    }
+    /* As model.c: a decode step reads every weight once, but only one row of
+     * the embedding table unless it is also the LM head. */
+    m->bytes_per_token = sh->tied ? m->weight_bytes
+                                  : m->weight_bytes - m->tok_embd.nbytes +
+                                        quant_row_size(m->tok_embd.type, m->tok_embd.ne0);
+    return m;
+}
+
+/* ---- GGUF export -------------------------------------------------------- */
+
+/* llama.cpp's general.file_type for an all-TYPE model (llama_ftype). */
+static uint32_t file_type(enum ggml_type t)
+{
+    switch (t) {
+    case GGML_TYPE_F32: return 0;
+    case GGML_TYPE_F16: return 1;
+    case GGML_TYPE_Q4_0: return 2;
+    case GGML_TYPE_Q4_1: return 3;
+    case GGML_TYPE_Q8_0: return 7;
+    case GGML_TYPE_Q5_0: return 8;
+    case GGML_TYPE_Q5_1: return 9;
+    case GGML_TYPE_Q4_K: return 14; /* Q4_K_S: every weight Q4_K */
+    case GGML_TYPE_Q5_K: return 16; /* Q5_K_S */
+    case GGML_TYPE_Q6_K: return 18;
+    case GGML_TYPE_BF16: return 32;
+    default: return 0;
+    }
+}
+
+int synth_check_tokenizer(const struct synth_spec *s, const struct gguf *tok, char *err,
+                          size_t errlen)
+{
+    enum gguf_type et;
+    uint64_t n;
+    if (!gguf_get_arr(tok, "tokenizer.ggml.tokens", &et, &n)) {
+        kv_seterr(err, errlen, "%s has no tokenizer (tokenizer.ggml.tokens)", gguf_path(tok));
+        return -1;
+    }
+    if (n == (uint64_t)s->shape.n_vocab)
+        return 0;
+    char fit[256] = "";
+    size_t k = 0;
+    for (int i = 0; i < N_SHAPES; i++)
+        if ((uint64_t)shapes[i].n_vocab == n && k < sizeof fit)
+            k += (size_t)snprintf(fit + k, sizeof fit - k, "%s%s", k ? ", " : "", shapes[i].name);
+    kv_seterr(err, errlen,
+              "the tokenizer of %s has %llu tokens but the shape %s has %d: %s%s", gguf_path(tok),
+              (unsigned long long)n, s->shape.name, s->shape.n_vocab,
+              k ? "use a shape with that vocabulary: " : "no built-in shape has that vocabulary",
+              fit);
+    return -1;
+}
+
+int synth_write_gguf(const struct model *m, const struct synth_spec *s, const struct gguf *tok,
+                     const char *path, char *err, size_t errlen)
+{
+    if (tok && synth_check_tokenizer(s, tok, err, errlen))
+        return -1;
+    const struct synth_shape *sh = &s->shape;
+    struct tdesc *d = malloc(sizeof *d * (size_t)(4 + DESC_PER_LAYER * sh->n_layer));
+    struct gguf_writer *w = gguf_writer_new();
+    if (!d || !w) {
+        free(d);
+        gguf_writer_free(w);
+        kv_seterr(err, errlen, "out of memory");
+        return -1;
+    }
+    const char *arch = model_arch_name(sh->arch);
+    char key[128];
+#define KEY(suffix) (snprintf(key, sizeof key, "%s." suffix, arch), key)
+    gguf_writer_set_str(w, "general.architecture", arch);
+    gguf_writer_set_str(w, "general.name", m->name);
+    gguf_writer_set_u32(w, "general.file_type", file_type(s->type));
+    gguf_writer_set_u32(w, KEY("context_length"), (uint32_t)sh->n_ctx_train);
+    gguf_writer_set_u32(w, KEY("embedding_length"), (uint32_t)sh->n_embd);
+    gguf_writer_set_u32(w, KEY("block_count"), (uint32_t)sh->n_layer);
+    gguf_writer_set_u32(w, KEY("feed_forward_length"), (uint32_t)sh->n_ff);
+    gguf_writer_set_u32(w, KEY("attention.head_count"), (uint32_t)sh->n_head);
+    gguf_writer_set_u32(w, KEY("attention.head_count_kv"), (uint32_t)sh->n_head_kv);
+    gguf_writer_set_u32(w, KEY("attention.key_length"), (uint32_t)sh->head_dim);
+    gguf_writer_set_u32(w, KEY("attention.value_length"), (uint32_t)sh->head_dim);
+    gguf_writer_set_u32(w, KEY("rope.dimension_count"), (uint32_t)sh->head_dim);
+    gguf_writer_set_u32(w, KEY("vocab_size"), (uint32_t)sh->n_vocab);
+    gguf_writer_set_f32(w, KEY("attention.layer_norm_rms_epsilon"), sh->norm_eps);
+    gguf_writer_set_f32(w, KEY("rope.freq_base"), sh->rope_base);
+    if (sh->arch == MODEL_ARCH_GEMMA3) {
+        gguf_writer_set_u32(w, KEY("attention.sliding_window"), (uint32_t)sh->swa_window);
+        gguf_writer_set_f32(w, KEY("rope.freq_base_swa"), GEMMA3_LOCAL_ROPE_BASE);
+    }
+#undef KEY
+    if (tok)
+        gguf_writer_copy_kv(w, tok, "tokenizer.");
+
+    /* list_tensors wants a mutable model to point into; the pointers are
+     * only read here. */
+    int n = list_tensors((struct model *)m, sh, d);
+    for (int i = 0; i < n; i++) {
+        const struct model_tensor *t = d[i].t;
+        int64_t ne[2] = {t->ne0, t->ne1};
+        gguf_writer_add_tensor(w, d[i].name, t->type, d[i].ne1 ? 2 : 1, ne, t->data);
+    }
+    free(d);
+    int rc = gguf_writer_write(w, path, err, errlen);
+    gguf_writer_free(w);
+    return rc;
+}
