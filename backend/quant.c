@@ -955,6 +955,49 @@ static inline __m256i unpack_nibbles(const uint8_t *qs)
     return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(b, 4), b), _mm256_set1_epi8(0x0F));
 }
 
+/* 16 packed bytes to 32 codes as 32-bit integers, for cvtepi32_ps: V[0] and
+ * V[1] are the low nibbles of bytes 0..7 and 8..15, V[2] and V[3] the high
+ * nibbles of the same bytes. One in-lane byte shuffle of the bytes (loaded
+ * into both lanes) spreads 8 of them over 8 dwords and a mask or a shift
+ * picks the nibble. This replaces unpack_nibbles + cvtepi8_epi32, whose
+ * byte-to-dword widenings (4 per block, plus the lane extracts they need)
+ * were what the Q4 kernels spent their time on: Q4_1 on a 2048x2048 matrix
+ * went from 5.2 to 8.0-8.5 GB/s single-threaded, with the same values
+ * summed in the same order, so the results are bit for bit the old ones. */
+static inline void nibbles_i32(const uint8_t *qs, __m256i v[4])
+{
+#define Z_ (char)0x80
+    const __m256i c0 = _mm256_setr_epi8(0, Z_, Z_, Z_, 1, Z_, Z_, Z_, 2, Z_, Z_, Z_, 3, Z_, Z_, Z_, 4, Z_, Z_, Z_,
+                                        5, Z_, Z_, Z_, 6, Z_, Z_, Z_, 7, Z_, Z_, Z_);
+    const __m256i c1 = _mm256_setr_epi8(8, Z_, Z_, Z_, 9, Z_, Z_, Z_, 10, Z_, Z_, Z_, 11, Z_, Z_, Z_, 12, Z_, Z_,
+                                        Z_, 13, Z_, Z_, Z_, 14, Z_, Z_, Z_, 15, Z_, Z_, Z_);
+#undef Z_
+    const __m256i m4 = _mm256_set1_epi32(0x0F);
+    __m256i b = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
+    __m256i t0 = _mm256_shuffle_epi8(b, c0), t1 = _mm256_shuffle_epi8(b, c1);
+    v[0] = _mm256_and_si256(t0, m4);
+    v[1] = _mm256_and_si256(t1, m4);
+    v[2] = _mm256_srli_epi32(t0, 4);
+    v[3] = _mm256_srli_epi32(t1, 4);
+}
+
+/* sum q[j]*x[j] over 16 codes held as two vectors of 32-bit integers, in
+ * dot16_i8's order. */
+static inline __m256 dot16_i32(__m256i a, __m256i b, const float *x)
+{
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(b), _mm256_loadu_ps(x + 8),
+                           _mm256_mul_ps(_mm256_cvtepi32_ps(a), _mm256_loadu_ps(x)));
+}
+
+/* One Q4_1 block's codes against 32 inputs, in dot32_i8's order. (Q4_0
+ * keeps the int8 path: its -8 on four dword vectors made it slower.) */
+static inline __m256 dot32_nib(const uint8_t *qs, const float *x)
+{
+    __m256i v[4];
+    nibbles_i32(qs, v);
+    return _mm256_add_ps(dot16_i32(v[0], v[1], x), dot16_i32(v[2], v[3], x + 16));
+}
+
 /* Byte j = 16 when bit j of the 32-bit field is set (the Q5 fifth bit). */
 static inline __m256i fifth_bits(uint32_t bits)
 {
@@ -1049,7 +1092,7 @@ static inline void blk_q4_0_avx2(const blk_q4_0 *w, const float *x, __m256 *acc)
 
 static inline float blk_q4_1_avx2(const blk_q4_1 *w, const float *x, float xs, __m256 *acc)
 {
-    *acc = _mm256_fmadd_ps(set1_h(w->d), dot32_i8(unpack_nibbles(w->qs), x), *acc);
+    *acc = _mm256_fmadd_ps(set1_h(w->d), dot32_nib(w->qs, x), *acc);
     return h2f(w->m) * xs;
 }
 
@@ -1146,7 +1189,20 @@ static inline float dot_kminmax_avx2(uint16_t d16, uint16_t dmin16, const uint8_
         k_scale_min(scales, s, &sc[s], &mn[s]);
     float d = h2f(d16), mins = 0;
     __m256i hb = qh ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
-    for (int c = 0; c < 4; c++) {
+    for (int c = 0; c < 4 && !qh; c++) {
+        /* Q4_K: the nibbles_i32 unpacking (see there); bytes 0..15 hold
+         * elements 0..15 of sub-blocks 2c (low) and 2c+1 (high), bytes
+         * 16..31 elements 16..31. */
+        __m256i a[4], b[4];
+        nibbles_i32(qs + 32 * c, a);
+        nibbles_i32(qs + 32 * c + 16, b);
+        const float *xc = x + 64 * c;
+        __m256 plo = _mm256_add_ps(dot16_i32(a[0], a[1], xc), dot16_i32(b[0], b[1], xc + 16));
+        __m256 phi = _mm256_add_ps(dot16_i32(a[2], a[3], xc + 32), dot16_i32(b[2], b[3], xc + 48));
+        acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(d * sc[2 * c]), plo, acc[0]);
+        acc[1] = _mm256_fmadd_ps(_mm256_set1_ps(d * sc[2 * c + 1]), phi, acc[1]);
+    }
+    for (int c = 0; c < 4 && qh; c++) {
         __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
         __m256i lo = _mm256_and_si256(q, m4);
         __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
