@@ -116,7 +116,7 @@ if [ -f "$gemma" ]; then
 fi
 
 # --- bench ---------------------------------------------------------------
-expect_exit 0 "bench --json" "$kvchat" bench -m "$smol" --backend cpu --json
+expect_exit 0 "bench --json" "$kvchat" bench -m "$smol" --backend cpu --depth 256 --json
 if python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["prefill_tok_s"]>0 and d["decode_tok_s"]>0 and d["bytes_per_token"]>0' "$out" 2>/dev/null; then
   ok "bench --json is valid JSON with figures"
 else
@@ -154,6 +154,53 @@ expect_exit 1 "corrupt database" "$kvchat" --list-sessions --db "$tmp/corrupt.db
 one_line_error "corrupt database"
 expect_exit 0 "-p with a corrupt database still answers" "$kvchat" -m "$smol" -p "Hi" -n 4 --db "$tmp/corrupt.db"
 [[ $errout == *"not saving"* ]] && ok "... and warns it is not saving" || bad "... and warns it is not saving" "$errout"
+
+# --- synthetic models: bench --synthetic, kvchat synth ---------------------
+expect_exit 0 "bench --synthetic --json" "$kvchat" bench --synthetic smollm2-135m:q8_0 --backend cpu --depth 1024 --json
+if python3 - "$out" <<'PY' 2>"$tmp/py.err"
+import json, sys
+d = json.loads(sys.argv[1])
+pos = ["copy_gb_s", "prefill_tok_s", "ttft_s", "decode_tok_s", "bytes_per_token", "decode_gb_s",
+       "roofline_tok_s", "roofline_pct", "prefill_depth_tok_s", "decode_depth_tok_s",
+       "bytes_per_token_depth", "decode_depth_gb_s", "roofline_depth_tok_s", "roofline_depth_pct",
+       "n_params", "weight_bytes", "threads", "n_ctx"]
+for k in pos:
+    assert isinstance(d[k], (int, float)) and d[k] > 0, k
+assert d["synthetic"] is True and d["copy_source"] == "measured"
+assert d["model"] == "synthetic smollm2-135m:q8_0" and d["arch"] == "llama" and d["backend"] == "cpu"
+assert d["prompt_tokens"] == 512 and d["decode_tokens"] == 128 and d["depth"] == 1024
+assert d["n_params"] == 134515008 and d["n_ctx"] >= 1024 + 128
+assert d["bytes_per_token_depth"] > d["bytes_per_token"] >= d["weight_bytes"]
+PY
+then
+  ok "bench --synthetic --json has every field"
+else
+  bad "bench --synthetic --json has every field" "$out $(cat "$tmp/py.err")"
+fi
+expect_exit 1 "bench --synthetic unknown shape" "$kvchat" bench --synthetic llama-70b:q4_k --backend cpu
+one_line_error "bench --synthetic unknown shape"
+[[ $errout == *llama-8b*smollm2-135m* ]] && ok "... lists the shapes" || bad "... lists the shapes" "$errout"
+expect_exit 1 "bench --synthetic unknown type" "$kvchat" bench --synthetic llama-1b:q3_k --backend cpu
+[[ $errout == *q4_k*q6_k* ]] && ok "... lists the types" || bad "... lists the types" "$errout"
+expect_exit 2 "--synthetic outside bench" "$kvchat" --synthetic smollm2-135m:q8_0 -p "Hi"
+one_line_error "--synthetic outside bench"
+expect_exit 2 "synth without -o" "$kvchat" synth smollm2-135m:q4_1
+syn=$tmp/synthetic-smollm2.gguf
+expect_exit 0 "synth writes a GGUF with SmolLM2's tokenizer" \
+  "$kvchat" synth smollm2-135m:q4_1 -o "$syn" --tokenizer-from "$smol"
+expect_exit 0 "tokenize with the copied tokenizer" "$kvchat" tokenize -m "$syn" "Hello world"
+syn_ids=$out
+expect_exit 0 "tokenize with the original" "$kvchat" tokenize -m "$smol" "Hello world"
+[ "$syn_ids" = "$out" ] && ok "the copied tokenizer gives the same ids" || bad "the copied tokenizer gives the same ids" "$syn_ids vs $out"
+expect_exit 0 "-p on the synthetic file (gibberish, but it runs)" "$kvchat" -m "$syn" -p "Hello" -n 8 --temp 0 --no-history
+expect_exit 0 "bench on the synthetic file" "$kvchat" bench -m "$syn" --backend cpu --depth 0 --json
+python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["synthetic"] is False and d["n_params"]==134515008 and d["decode_depth_tok_s"] is None' "$out" 2>/dev/null \
+  && ok "bench on the written file: same model, --depth 0 skips the long run" || bad "bench on the written file" "$out"
+expect_exit 1 "synth with a tokenizer of another size" \
+  "$kvchat" synth llama-1b:q8_0 -o "$tmp/wrong.gguf" --tokenizer-from "$smol"
+one_line_error "synth with a tokenizer of another size"
+[[ $errout == *49152*smollm2-135m* ]] && ok "... names the shape that fits" || bad "... names the shape that fits" "$errout"
+[ ! -e "$tmp/wrong.gguf" ] && ok "... and writes nothing" || bad "... and writes nothing"
 
 echo "$pass passed, $fail failed, $skipped skipped"
 [ "$fail" -eq 0 ]

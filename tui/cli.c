@@ -25,6 +25,7 @@ void kv_options_init(struct kv_options *o)
     o->sampling = sampler_defaults();
     o->resume = KV_RESUME_NONE;
     snprintf(o->format, sizeof o->format, "md");
+    o->bench_depth = 4096;
 }
 
 void kv_models_dir(char *buf, size_t cap)
@@ -107,7 +108,9 @@ void kv_print_usage(FILE *out)
     fputs("usage: kvchat [OPTIONS]                 chat in the terminal\n"
           "       kvchat -p TEXT|- [OPTIONS]       answer one message on stdout\n"
           "       kvchat tokenize [-m MODEL] [--no-bos] [--pieces] TEXT|-\n"
-          "       kvchat bench [-m MODEL] [--backend B] [-t N] [--json]\n"
+          "       kvchat bench [-m MODEL | --synthetic SHAPE:TYPE] [--backend B] [-t N]\n"
+          "                    [--depth N] [--json]\n"
+          "       kvchat synth SHAPE:TYPE -o FILE.gguf [--tokenizer-from MODEL]\n"
           "       kvchat --list-sessions | --search TEXT | --export ID [--format md|json] [-o FILE]\n"
           "       kvchat --delete ID\n"
           "\n"
@@ -228,6 +231,9 @@ enum {
     OPT_PIECES,
     OPT_JSON,
     OPT_MEM_BW,
+    OPT_SYNTHETIC,
+    OPT_DEPTH,
+    OPT_TOKENIZER_FROM,
 };
 
 int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t errlen)
@@ -264,6 +270,9 @@ int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t
         {"pieces", no_argument, NULL, OPT_PIECES},
         {"json", no_argument, NULL, OPT_JSON},
         {"mem-bandwidth", required_argument, NULL, OPT_MEM_BW},
+        {"synthetic", required_argument, NULL, OPT_SYNTHETIC},
+        {"depth", required_argument, NULL, OPT_DEPTH},
+        {"tokenizer-from", required_argument, NULL, OPT_TOKENIZER_FROM},
         {NULL, 0, NULL, 0},
     };
 
@@ -274,6 +283,8 @@ int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t
         sub = KV_MODE_TOKENIZE;
     else if (argc > 1 && strcmp(argv[1], "bench") == 0)
         sub = KV_MODE_BENCH;
+    else if (argc > 1 && strcmp(argv[1], "synth") == 0)
+        sub = KV_MODE_SYNTH;
     if (sub != KV_MODE_UI) {
         o->mode = sub;
         first = 2;
@@ -377,6 +388,11 @@ int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t
                 o->mem_bandwidth_gbs = gbs; /* 0: back to NVML or measuring */
             break;
         }
+        case OPT_SYNTHETIC:
+            rc = copy_opt("--synthetic", o->synthetic, sizeof o->synthetic, optarg, err, errlen);
+            break;
+        case OPT_DEPTH: rc = parse_i32("--depth", optarg, 0, 1 << 20, &o->bench_depth, err, errlen); break;
+        case OPT_TOKENIZER_FROM: o->tokenizer_from = optarg; break;
         case ':': return usage_err(err, errlen, "%s needs a value", argv[optind - 1]);
         default: return usage_err(err, errlen, "unknown option '%s' (see kvchat --help)", argv[optind - 1]);
         }
@@ -393,14 +409,30 @@ int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t
         return usage_err(err, errlen, "--no-bos and --pieces belong to 'kvchat tokenize'");
     if (o->json && o->mode != KV_MODE_BENCH)
         return usage_err(err, errlen, "--json belongs to 'kvchat bench'");
-    if (o->output && o->mode != KV_MODE_EXPORT)
-        return usage_err(err, errlen, "-o belongs to --export");
+    if (o->output && o->mode != KV_MODE_EXPORT && o->mode != KV_MODE_SYNTH)
+        return usage_err(err, errlen, "-o belongs to --export and 'kvchat synth'");
+    if (o->synthetic[0] && o->mode != KV_MODE_BENCH)
+        return usage_err(err, errlen, "--synthetic belongs to 'kvchat bench' (a synthetic model "
+                                      "has no tokenizer; 'kvchat synth' writes one that has)");
+    if (o->synthetic[0] && o->model[0])
+        return usage_err(err, errlen, "bench: give -m MODEL or --synthetic SHAPE:TYPE, not both");
+    if (o->bench_depth != 4096 && o->mode != KV_MODE_BENCH)
+        return usage_err(err, errlen, "--depth belongs to 'kvchat bench'");
+    if (o->tokenizer_from && o->mode != KV_MODE_SYNTH)
+        return usage_err(err, errlen, "--tokenizer-from belongs to 'kvchat synth'");
 
     int rest = argc - optind;
     if (o->mode == KV_MODE_TOKENIZE) {
         if (rest != 1)
             return usage_err(err, errlen, "usage: kvchat tokenize [-m MODEL] [--no-bos] [--pieces] TEXT|-");
         o->text = argv[optind];
+    } else if (o->mode == KV_MODE_SYNTH) {
+        if (rest != 1 || !o->output)
+            return usage_err(err, errlen,
+                             "usage: kvchat synth SHAPE:TYPE -o FILE.gguf [--tokenizer-from MODEL]");
+        rc = copy_opt("synth", o->synthetic, sizeof o->synthetic, argv[optind], err, errlen);
+        if (rc)
+            return rc;
     } else if (rest > 0) {
         return usage_err(err, errlen, "unexpected argument '%s' (quote a prompt: -p \"...\")",
                          argv[optind]);

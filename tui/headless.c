@@ -167,13 +167,14 @@ struct engine *kv_load_engine(const struct kv_options *o, bool progress, char *e
 {
     char path[4096];
     kv_model_path(o, path, sizeof path);
-    if (!o->model[0] && access(path, R_OK) != 0) {
+    if (!o->model[0] && !o->synthetic[0] && access(path, R_OK) != 0) {
         snprintf(err, errlen, "the default model %s is missing: run scripts/run (or "
                               "scripts/fetch-models) to download it, or pass -m FILE.gguf", path);
         return NULL;
     }
     struct engine_params p = engine_default_params();
     p.model_path = path;
+    p.synthetic = o->synthetic[0] ? o->synthetic : NULL;
     p.backend = o->backend;
     p.n_ctx = o->ctx_size;
     p.n_threads = o->threads;

@@ -18,6 +18,8 @@ int kv_run_tokenize(struct kv_options *o);
 int kv_run_history(const struct kv_options *o);
 /* kvchat bench */
 int kv_run_bench(const struct kv_options *o);
+/* kvchat synth */
+int kv_run_synth(const struct kv_options *o);
 
 /* Loads the model O names (the default one when none), printing a progress
  * line to stderr when PROGRESS. NULL with a one-line message in ERR. */

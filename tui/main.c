@@ -39,6 +39,8 @@ int main(int argc, char **argv)
         return kv_run_tokenize(&o);
     case KV_MODE_BENCH:
         return kv_run_bench(&o);
+    case KV_MODE_SYNTH:
+        return kv_run_synth(&o);
     case KV_MODE_LIST:
     case KV_MODE_SEARCH:
     case KV_MODE_EXPORT:

@@ -15,6 +15,7 @@ enum kv_mode {
     KV_MODE_PROMPT,   /* -p: answer one message on stdout */
     KV_MODE_TOKENIZE, /* kvchat tokenize */
     KV_MODE_BENCH,    /* kvchat bench */
+    KV_MODE_SYNTH,    /* kvchat synth: write a synthetic model to a GGUF file */
     KV_MODE_LIST,     /* --list-sessions */
     KV_MODE_SEARCH,   /* --search */
     KV_MODE_EXPORT,   /* --export */
@@ -34,6 +35,7 @@ struct kv_options {
     int32_t ctx_size;         /* 0 = engine default */
     int32_t threads;          /* 0 = all cores */
     char chat_template[32];   /* "" = detect */
+    char synthetic[64];       /* --synthetic SHAPE:TYPE (bench), or synth's SHAPE:TYPE; "" = none */
     /* conversation */
     char system[8192];        /* "" = the template's default */
     bool system_set;          /* --system given (even empty) */
@@ -60,6 +62,9 @@ struct kv_options {
     bool no_bos;              /* tokenize --no-bos */
     bool pieces;              /* tokenize --pieces */
     bool json;                /* bench --json */
+    int32_t bench_depth;      /* bench --depth: context of the second decode figure, tokens;
+                                 0 = skip it; default 4096 */
+    const char *tokenizer_from; /* synth --tokenizer-from MODEL; borrowed */
 };
 
 #endif
