@@ -9,8 +9,10 @@
  * than N decode steps.
  *
  * One forward pass is a fixed sequence of parallel steps (threadpool_run):
- * matrix products split by rows, attention by (token, head), per-token
- * steps (norms, RoPE) by token. Everything is allocated at create; the hot
+ * matrix products split by rows (Q, K and V in one step, gate and up with
+ * the GLU in one step), attention by (token, head), per-token steps (norms,
+ * RoPE) by token. A decode step's per-token steps run on the caller, so a
+ * layer costs five dispatches (QKV, attention, Wo, gate/up, down). Everything is allocated at create; the hot
  * path allocates nothing, and batches larger than MAX_BATCH are run in
  * chunks.
  *
@@ -166,12 +168,6 @@ static void rope(float *x, int n_rot, const float *cs, const float *sn, bool neo
 
 /* ---- parallel steps ---- */
 
-static inline void split_range(int64_t n, int ith, int nth, int64_t *lo, int64_t *hi)
-{
-    *lo = n * ith / nth;
-    *hi = n * (ith + 1) / nth;
-}
-
 /* One matrix product Y[t, r] = W[r] . x[t] (+ bias[r]) for t < n. */
 struct matmul {
     const struct model_tensor *w;
@@ -185,6 +181,11 @@ struct matmul_job {
     struct matmul mm[N_SLOTS];
     int n_mm;
     int n; /* tokens */
+    /* When set, mm[0] and mm[1] are an FFN's gate and up (same rows): each
+     * row tile of both is computed together and mm[0].y becomes
+     * act(gate) * up right there, so the GLU needs no parallel step of its
+     * own (and no second pass over the rows). */
+    bool glu, gelu;
     /* Next chunk of row tiles to claim, per product. */
     _Alignas(ALIGN) atomic_llong next[N_SLOTS];
 };
@@ -193,8 +194,37 @@ static void matmul_job_init(struct matmul_job *job, int n, int n_mm)
 {
     job->n = n;
     job->n_mm = n_mm;
+    job->glu = job->gelu = false;
     for (int k = 0; k < N_SLOTS; k++)
         atomic_init(&job->next[k], 0);
+}
+
+/* Rows R0..R1-1 of MM for all N tokens. */
+static void matmul_tile(const struct matmul *mm, int n, int64_t r0, int64_t r1)
+{
+    size_t row_bytes = quant_row_size(mm->w->type, mm->w->ne0);
+    const unsigned char *base = mm->w->data;
+    if (n == 1) {
+        for (int64_t r = r0; r < r1; r++)
+            mm->y[r] = quant_dot(base + (size_t)r * row_bytes, &mm->acts[0]);
+    } else {
+        /* TOKEN_TILE tokens' inputs stay in L1/L2 while the tile's rows
+         * (in L1) pass over them; each block is dequantised once per
+         * TOKEN_TILE tokens. */
+        for (int t0 = 0; t0 < n; t0 += TOKEN_TILE) {
+            int nt = n - t0 < TOKEN_TILE ? n - t0 : TOKEN_TILE;
+            float *y = mm->y + (int64_t)t0 * mm->y_stride;
+            for (int64_t r = r0; r < r1; r++)
+                quant_dot_n(base + (size_t)r * row_bytes, mm->acts + t0, nt, y + r,
+                            (size_t)mm->y_stride);
+        }
+    }
+    if (mm->bias)
+        for (int t = 0; t < n; t++) {
+            float *y = mm->y + (int64_t)t * mm->y_stride;
+            for (int64_t r = r0; r < r1; r++)
+                y[r] += mm->bias[r];
+        }
 }
 
 /* Threads claim chunks of row tiles from a shared counter rather than
@@ -206,7 +236,8 @@ static void matmul_worker(void *arg, int ith, int nth)
 {
     (void)ith;
     struct matmul_job *job = arg;
-    for (int k = 0; k < job->n_mm; k++) {
+    int n_mm = job->glu ? 1 : job->n_mm; /* with glu, up rides along with gate */
+    for (int k = 0; k < n_mm; k++) {
         const struct matmul *mm = &job->mm[k];
         int64_t rows = mm->w->ne1;
         int64_t n_tiles = (rows + ROW_TILE - 1) / ROW_TILE;
@@ -214,8 +245,6 @@ static void matmul_worker(void *arg, int ith, int nth)
         int64_t chunk = n_tiles / (8 * (int64_t)nth);
         if (chunk < 1)
             chunk = 1;
-        size_t row_bytes = quant_row_size(mm->w->type, mm->w->ne0);
-        const unsigned char *base = mm->w->data;
         for (;;) {
             int64_t t0 = atomic_fetch_add_explicit(&job->next[k], chunk, memory_order_relaxed);
             if (t0 >= n_tiles)
@@ -224,27 +253,21 @@ static void matmul_worker(void *arg, int ith, int nth)
             for (int64_t tile = t0; tile < t1; tile++) {
                 int64_t r0 = tile * ROW_TILE;
                 int64_t r1 = r0 + ROW_TILE < rows ? r0 + ROW_TILE : rows;
-                if (job->n == 1) {
-                    for (int64_t r = r0; r < r1; r++)
-                        mm->y[r] = quant_dot(base + (size_t)r * row_bytes, &mm->acts[0]);
-                } else {
-                    /* TOKEN_TILE tokens' inputs stay in L1/L2 while the
-                     * tile's rows (in L1) pass over them; each block is
-                     * dequantised once per TOKEN_TILE tokens. */
-                    for (int t0 = 0; t0 < job->n; t0 += TOKEN_TILE) {
-                        int nt = job->n - t0 < TOKEN_TILE ? job->n - t0 : TOKEN_TILE;
-                        float *y = mm->y + (int64_t)t0 * mm->y_stride;
+                matmul_tile(mm, job->n, r0, r1);
+                if (!job->glu)
+                    continue;
+                const struct matmul *up = &job->mm[1];
+                matmul_tile(up, job->n, r0, r1);
+                for (int t = 0; t < job->n; t++) {
+                    float *g = mm->y + (int64_t)t * mm->y_stride;
+                    const float *u = up->y + (int64_t)t * up->y_stride;
+                    if (job->gelu)
                         for (int64_t r = r0; r < r1; r++)
-                            quant_dot_n(base + (size_t)r * row_bytes, mm->acts + t0, nt, y + r,
-                                        (size_t)mm->y_stride);
-                    }
+                            g[r] = gelu_tanh(g[r]) * u[r];
+                    else
+                        for (int64_t r = r0; r < r1; r++)
+                            g[r] = silu(g[r]) * u[r];
                 }
-                if (mm->bias)
-                    for (int t = 0; t < job->n; t++) {
-                        float *y = mm->y + (int64_t)t * mm->y_stride;
-                        for (int64_t r = r0; r < r1; r++)
-                            y[r] += mm->bias[r];
-                    }
             }
         }
     }
@@ -410,28 +433,6 @@ static void attn_worker(void *arg, int ith, int nth)
             }
         }
     }
-}
-
-/* hb = act(hb) * hb2 over all N x n_ff elements, split evenly (a decode
- * step has one token, so splitting by token would leave threads idle). */
-struct glu_job {
-    float *hb;
-    const float *hb2;
-    int64_t count;
-    bool gelu;
-};
-
-static void glu_worker(void *arg, int ith, int nth)
-{
-    const struct glu_job *job = arg;
-    int64_t lo, hi;
-    split_range(job->count, ith, nth, &lo, &hi);
-    if (job->gelu)
-        for (int64_t i = lo; i < hi; i++)
-            job->hb[i] = gelu_tanh(job->hb[i]) * job->hb2[i];
-    else
-        for (int64_t i = lo; i < hi; i++)
-            job->hb[i] = silu(job->hb[i]) * job->hb2[i];
 }
 
 /* ---- create / destroy ---- */
@@ -701,6 +702,18 @@ static int assign_slots(const enum ggml_type *types, int n, enum ggml_type *slot
     return n_slots;
 }
 
+/* Runs a per-token step (norm, RoPE) over N tokens. A single token is done
+ * by the caller: the pool could only give it to one thread anyway, and a
+ * decode step would otherwise pay a dispatch (spin-up of the workers and the
+ * wait for all of them) for each of these few-microsecond steps. */
+static void run_step(struct cpu *c, threadpool_fn fn, void *job, int n)
+{
+    if (n == 1)
+        fn(job, 0, 1);
+    else
+        threadpool_run(c->pool, fn, job);
+}
+
 static void run_norm(struct cpu *c, struct norm_job *job, const struct model_tensor *const *ws,
                      int n_w, int *slot_of)
 {
@@ -710,7 +723,7 @@ static void run_norm(struct cpu *c, struct norm_job *job, const struct model_ten
     job->n_types = assign_slots(types, n_w, job->types, slot_of);
     for (int s = 0; s < job->n_types; s++)
         job->acts[s] = c->acts + (size_t)s * c->max_batch;
-    threadpool_run(c->pool, norm_worker, job);
+    run_step(c, norm_worker, job, job->n);
 }
 
 /* Runs one chunk of N <= max_batch tokens at POS. LOGITS receives the last
@@ -769,7 +782,7 @@ static void forward_chunk(struct cpu *c, const int32_t *tokens, int n, int32_t p
         struct rope_job rj = {.c = c, .ly = cl, .il = il, .n = n, .pos = pos,
                               .cs = l->swa ? c->rope_cos_local : c->rope_cos,
                               .sn = l->swa ? c->rope_sin_local : c->rope_sin};
-        threadpool_run(c->pool, rope_worker, &rj);
+        run_step(c, rope_worker, &rj, n);
         struct attn_job aj = {.c = c, .il = il, .n = n, .pos = pos, .swa = l->swa};
         threadpool_run(c->pool, attn_worker, &aj);
 
@@ -792,11 +805,9 @@ static void forward_chunk(struct cpu *c, const int32_t *tokens, int n, int32_t p
                                    .y_stride = c->n_ff};
         mj.mm[1] = (struct matmul){.w = &l->ffn_up, .acts = nj.acts[slot_of[1]], .y = c->hb2,
                                    .y_stride = c->n_ff};
+        mj.glu = true; /* hb = act(gate) * up */
+        mj.gelu = hp->gelu_ffn;
         threadpool_run(c->pool, matmul_worker, &mj);
-
-        struct glu_job gj = {.hb = c->hb, .hb2 = c->hb2, .count = (int64_t)n * c->n_ff,
-                             .gelu = hp->gelu_ffn};
-        threadpool_run(c->pool, glu_worker, &gj);
 
         /* tmp = Wdown hb */
         pj = (struct norm_job){.c = c, .n = n, .x = c->hb, .dim = c->n_ff};
