@@ -443,8 +443,10 @@ struct model *model_new_synthetic(const struct synth_spec *s, char *err, size_t 
         d[i].t->data = (const void *)(uintptr_t)total; /* offset until mapped */
         total += (nb + SYNTH_ALIGN - 1) / SYNTH_ALIGN * SYNTH_ALIGN;
     }
-    void *mem = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                     -1, 0);
+    /* No MAP_NORESERVE: every page is written at once, and the kernel's
+     * overcommit check then refuses a model far larger than memory here, as
+     * an error, instead of the OOM killer doing it halfway through. */
+    void *mem = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED) {
         kv_seterr(err, errlen, "out of memory: the synthetic model %s needs %.2f GiB of weights",
                   s->name, total / 1073741824.0);

@@ -201,6 +201,7 @@ static void print_json(const struct engine_info *in, const struct bench_result *
            "\"n_ctx\":%d,",
            in->synthetic ? "true" : "false", in->n_threads, (unsigned long long)in->n_params,
            (unsigned long long)in->weight_bytes, in->n_ctx);
+    json_num("load_s", in->load_seconds, 3, true);
     json_num("copy_gb_s", r->copy_gb_s, 3, true);
     json_str("copy_source", r->copy_source);
     printf("\"prompt_tokens\":%d,", BENCH_PROMPT);
@@ -238,8 +239,8 @@ static void print_text(const struct engine_info *in, const struct bench_result *
 {
     printf("model    %s (%s, %.1fM parameters, %.1f MiB of weights)\n", in->model_name, in->arch,
            in->n_params / 1e6, in->weight_bytes / 1048576.0);
-    printf("backend  %s on %s, %d threads, context %d\n", in->backend, in->device, in->n_threads,
-           in->n_ctx);
+    printf("backend  %s on %s, %d threads, context %d, %s in %.2f s\n", in->backend, in->device,
+           in->n_threads, in->n_ctx, in->synthetic ? "built" : "loaded", in->load_seconds);
     if (isfinite(r->copy_gb_s))
         printf("memory   %.2f GB/s copy bandwidth (%s)\n", r->copy_gb_s, r->copy_source);
     else
