@@ -1193,16 +1193,27 @@ static float dot_q5_1_avx2(const blk_q5_1 *w, const float *x, const float *xs, i
 }
 
 /* Q4_K (QH NULL) and Q5_K, one super-block: adds the scaled sub-block sums to
- * ACC[2] and returns the min term, dmin * sum(mn[s] * sum of x over s). The
- * fifth bit of sub-block s is bit s of qh. */
-static inline float dot_kminmax_avx2(uint16_t d16, uint16_t dmin16, const uint8_t *scales, const uint8_t *qs,
-                                     const uint8_t *qh, const float *x, const float *xs, __m256 acc[2])
+ * ACC[2] and dmin * mn[s] * (sum of x over s) to the eight lanes of MACC (the
+ * caller subtracts their sum at the end). The fifth bit of sub-block s is
+ * bit s of qh. The 6-bit scales and mins are unpacked four at a time with
+ * 32-bit masks and used as vectors: done byte by byte they cost about as
+ * much as the sub-block dot products (Q4_K 4.5 -> 7.0 GB/s, 2048x2048
+ * single-threaded). */
+static inline void dot_kminmax_avx2(uint16_t d16, uint16_t dmin16, const uint8_t *scales, const uint8_t *qs,
+                                    const uint8_t *qh, const float *x, const float *xs, __m256 acc[2],
+                                    __m256 *macc)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F), b4 = _mm256_set1_epi8(0x10);
-    uint8_t sc[8], mn[8];
-    for (int s = 0; s < 8; s++)
-        k_scale_min(scales, s, &sc[s], &mn[s]);
-    float d = h2f(d16), mins = 0;
+    uint32_t a0 = load_u32le(scales), a1 = load_u32le(scales + 4), a2 = load_u32le(scales + 8);
+    /* k_scale_min for all eight sub-blocks: u[0..1] scales, u[2..3] mins. */
+    uint32_t u[4] = {a0 & 0x3f3f3f3fu, (a2 & 0x0f0f0f0fu) | (((a0 >> 6) & 0x03030303u) << 4),
+                     a1 & 0x3f3f3f3fu, ((a2 >> 4) & 0x0f0f0f0fu) | (((a1 >> 6) & 0x03030303u) << 4)};
+    __m128i packed = _mm_loadu_si128((const __m128i *)u);
+    __m256 scf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(packed));
+    __m256 mnf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(packed, packed)));
+    float dsc[8];
+    _mm256_storeu_ps(dsc, _mm256_mul_ps(_mm256_set1_ps(h2f(d16)), scf));
+    *macc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(dmin16)), _mm256_mul_ps(mnf, _mm256_loadu_ps(xs)), *macc);
     __m256i hb = qh ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
     for (int c = 0; c < 4 && !qh; c++) {
         /* Q4_K: the nibbles_i32 unpacking (see there); bytes 0..15 hold
@@ -1214,8 +1225,8 @@ static inline float dot_kminmax_avx2(uint16_t d16, uint16_t dmin16, const uint8_
         const float *xc = x + 64 * c;
         __m256 plo = _mm256_add_ps(dot16_i32(a[0], a[1], xc), dot16_i32(b[0], b[1], xc + 16));
         __m256 phi = _mm256_add_ps(dot16_i32(a[2], a[3], xc + 32), dot16_i32(b[2], b[3], xc + 48));
-        acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(d * sc[2 * c]), plo, acc[0]);
-        acc[1] = _mm256_fmadd_ps(_mm256_set1_ps(d * sc[2 * c + 1]), phi, acc[1]);
+        acc[0] = _mm256_fmadd_ps(_mm256_broadcast_ss(&dsc[2 * c]), plo, acc[0]);
+        acc[1] = _mm256_fmadd_ps(_mm256_broadcast_ss(&dsc[2 * c + 1]), phi, acc[1]);
     }
     for (int c = 0; c < 4 && qh; c++) {
         __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
@@ -1228,31 +1239,27 @@ static inline float dot_kminmax_avx2(uint16_t d16, uint16_t dmin16, const uint8_
             lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, blo), blo), b4));
             hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hb, bhi), bhi), b4));
         }
-        acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(d * sc[2 * c]), dot32_i8(lo, x + 64 * c), acc[0]);
-        acc[1] = _mm256_fmadd_ps(_mm256_set1_ps(d * sc[2 * c + 1]), dot32_i8(hi, x + 64 * c + 32), acc[1]);
+        acc[0] = _mm256_fmadd_ps(_mm256_broadcast_ss(&dsc[2 * c]), dot32_i8(lo, x + 64 * c), acc[0]);
+        acc[1] = _mm256_fmadd_ps(_mm256_broadcast_ss(&dsc[2 * c + 1]), dot32_i8(hi, x + 64 * c + 32),
+                                 acc[1]);
     }
-    for (int s = 0; s < 8; s++)
-        mins += mn[s] * xs[s];
-    return h2f(dmin16) * mins;
 }
 
 static float dot_q4_K_avx2(const blk_q4_K *w, const float *x, const float *xs, int64_t nb)
 {
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    float mins = 0;
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, macc = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++)
-        mins += dot_kminmax_avx2(w[i].d, w[i].dmin, w[i].scales, w[i].qs, NULL, x + 256 * i, xs + 8 * i, acc);
-    return hsum_ps(_mm256_add_ps(acc[0], acc[1])) - mins;
+        dot_kminmax_avx2(w[i].d, w[i].dmin, w[i].scales, w[i].qs, NULL, x + 256 * i, xs + 8 * i, acc, &macc);
+    return hsum_ps(_mm256_add_ps(acc[0], acc[1])) - hsum_ps(macc);
 }
 
 static float dot_q5_K_avx2(const blk_q5_K *w, const float *x, const float *xs, int64_t nb)
 {
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    float mins = 0;
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, macc = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++)
-        mins += dot_kminmax_avx2(w[i].d, w[i].dmin, w[i].scales, w[i].qs, w[i].qh, x + 256 * i, xs + 8 * i,
-                                 acc);
-    return hsum_ps(_mm256_add_ps(acc[0], acc[1])) - mins;
+        dot_kminmax_avx2(w[i].d, w[i].dmin, w[i].scales, w[i].qs, w[i].qh, x + 256 * i, xs + 8 * i, acc,
+                         &macc);
+    return hsum_ps(_mm256_add_ps(acc[0], acc[1])) - hsum_ps(macc);
 }
 
 /* Q6_K: codes 0..63 built from ql and qh, then -32 in int8; each 32 codes
