@@ -22,7 +22,6 @@
  * conversion in the attention inner loop.
  */
 #include <math.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +30,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "errmsg.h"
 #include "engine.h"
 #include "gguf.h"
 #include "model.h"
@@ -100,16 +100,6 @@ struct cpu {
     uint64_t kv_bytes;
     char device[128];
 };
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (!err || !errlen)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- reference operations ---- */
 
@@ -531,12 +521,12 @@ static void *cpu_create(const struct model *m, const struct backend_config *cfg,
 {
     const struct model_hparams *hp = &m->hp;
     if (cfg->n_ctx < 1) {
-        set_err(err, errlen, "cpu: context size %d must be positive", cfg->n_ctx);
+        kv_seterr(err, errlen, "cpu: context size %d must be positive", cfg->n_ctx);
         return NULL;
     }
     struct cpu *c = calloc(1, sizeof *c);
     if (!c) {
-        set_err(err, errlen, "cpu: out of memory");
+        kv_seterr(err, errlen, "cpu: out of memory");
         return NULL;
     }
     c->m = m;
@@ -562,7 +552,7 @@ static void *cpu_create(const struct model *m, const struct backend_config *cfg,
         nt = 256;
     c->pool = threadpool_new(nt);
     if (!c->pool) {
-        set_err(err, errlen, "cpu: cannot start %d threads", nt);
+        kv_seterr(err, errlen, "cpu: cannot start %d threads", nt);
         cpu_destroy(c);
         return NULL;
     }
@@ -581,7 +571,7 @@ static void *cpu_create(const struct model *m, const struct backend_config *cfg,
     c->small = alloc_aligned(n_small * sizeof(float), &scratch);
     c->layers = calloc((size_t)hp->n_layer, sizeof *c->layers);
     if (!c->small || !c->layers) {
-        set_err(err, errlen, "cpu: out of memory for norm weights");
+        kv_seterr(err, errlen, "cpu: out of memory for norm weights");
         cpu_destroy(c);
         return NULL;
     }
@@ -619,7 +609,7 @@ static void *cpu_create(const struct model *m, const struct backend_config *cfg,
      * before multiplying them into an overflow. */
     double kv_total = 2.0 * hp->n_layer * (double)c->n_ctx * c->kv_dim * sizeof(float);
     if (kv_total > 0x1p50) {
-        set_err(err, errlen, "cpu: a context of %d tokens needs %.0f GiB of KV cache", c->n_ctx,
+        kv_seterr(err, errlen, "cpu: a context of %d tokens needs %.0f GiB of KV cache", c->n_ctx,
                 kv_total / (1024.0 * 1024.0 * 1024.0));
         cpu_destroy(c);
         return NULL;
@@ -628,7 +618,7 @@ static void *cpu_create(const struct model *m, const struct backend_config *cfg,
     c->k_cache = alloc_aligned(kv_floats * sizeof(float), &c->kv_bytes);
     c->v_cache = alloc_aligned(kv_floats * sizeof(float), &c->kv_bytes);
     if (!c->k_cache || !c->v_cache) {
-        set_err(err, errlen, "cpu: out of memory for the KV cache (%.1f MiB for %d tokens)",
+        kv_seterr(err, errlen, "cpu: out of memory for the KV cache (%.1f MiB for %d tokens)",
                 2.0 * (double)kv_floats * sizeof(float) / (1024.0 * 1024.0), c->n_ctx);
         cpu_destroy(c);
         return NULL;
@@ -672,7 +662,7 @@ static void *cpu_create(const struct model *m, const struct backend_config *cfg,
     if (!c->x || !c->xb || !c->tmp || !c->q || !c->k || !c->v || !c->att || !c->hb || !c->hb2 ||
         !c->rope_cos || !c->rope_sin || !c->rope_cos_local || !c->rope_sin_local ||
         !c->act_mem || !c->acts || !c->scores) {
-        set_err(err, errlen, "cpu: out of memory for scratch buffers (%.1f MiB)",
+        kv_seterr(err, errlen, "cpu: out of memory for scratch buffers (%.1f MiB)",
                 (double)scratch / (1024.0 * 1024.0));
         cpu_destroy(c);
         return NULL;
@@ -844,13 +834,13 @@ static int cpu_forward(void *b, const int32_t *tokens, int32_t n, int32_t pos, f
 {
     struct cpu *c = b;
     if (n < 1 || pos < 0 || pos > c->n_ctx - n) {
-        set_err(err, errlen, "cpu: %d tokens at position %d do not fit the context of %d", n,
+        kv_seterr(err, errlen, "cpu: %d tokens at position %d do not fit the context of %d", n,
                 pos, c->n_ctx);
         return -1;
     }
     for (int32_t i = 0; i < n; i++) {
         if (tokens[i] < 0 || tokens[i] >= c->n_vocab) {
-            set_err(err, errlen, "cpu: token id %d at index %d is outside the vocabulary (%d)",
+            kv_seterr(err, errlen, "cpu: token id %d at index %d is outside the vocabulary (%d)",
                     tokens[i], i, c->n_vocab);
             return -1;
         }
