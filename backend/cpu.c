@@ -28,6 +28,9 @@
 #include <string.h>
 #include <sys/sysinfo.h>
 #include <unistd.h>
+#ifdef __AVX2__
+#include <immintrin.h>
+#endif
 
 #include "backend.h"
 #include "errmsg.h"
@@ -93,8 +96,12 @@ struct cpu {
     unsigned char *act_mem;       /* owned: N_SLOTS x max_batch x act_stride bytes */
     size_t act_stride;            /* bytes of one prepared activation, rounded to ALIGN */
     struct quant_act *acts;       /* owned: (N_SLOTS, max_batch) */
-    float *scores;                /* owned: (n_threads, group, scores_stride) attention weights */
-    size_t scores_stride;         /* floats, >= n_ctx, a whole number of cache lines */
+    float *scores;                /* owned: (n_threads, scores_stride) attention scratch */
+    size_t scores_stride;         /* floats: group * (ATT_CHUNK + head_dim + 4), rounded to 16 */
+    float *attn_part;             /* owned: (ATT_SPLIT_TOKENS, max chunks, n_head_kv,
+                                   * part_stride) chunk partials of the split path */
+    size_t part_stride;           /* floats: group * (head_dim + 2), rounded to 16 */
+    int attn_max_chunks;          /* ceil(n_ctx / ATT_CHUNK) */
 
     uint64_t scratch_bytes;
     uint64_t kv_bytes;
@@ -354,73 +361,317 @@ static void rope_worker(void *arg, int ith, int nth)
 /* Causal attention for each (token, head), with GQA and, on sliding-window
  * layers, keys at distance >= window hidden.
  *
- * The heads that share a KV head are done together when there are enough
- * (token, KV head) items to keep every thread busy (prefill): each key and
- * value row is then read once for the group instead of once per head, which
- * at 512+ tokens of context is most of attention's cost (a layer's K and V
- * no longer fit in L1, and every row was streamed group times). A decode
- * step has too few such items, so there each head is its own item. Every
- * head is computed the same way either way, so results do not change. */
+ * The heads that share a KV head are always done together, so each key and
+ * value row is read once per group instead of once per head. A query's keys
+ * are taken in chunks of ATT_CHUNK counted from the first visible key; each
+ * chunk gives a partial softmax (max m, sum l of exp(s - m), and the
+ * exp-weighted sum of V rows), and the partials are folded in chunk order
+ * (attn_merge). Chunk boundaries depend only on the position, so a value's
+ * summation order never depends on the thread count or on which path ran:
+ *
+ *  - prefill: items are (token, KV head), each folding its chunks in turn;
+ *  - decode (few tokens): items are (token, chunk, KV head), claimed from a
+ *    counter, their partials stored and folded by the caller afterwards,
+ *    so 2 threads are busy even with 1-3 KV heads at long context (at 4096
+ *    tokens the KV cache is most of what a token reads).
+ *
+ * Both fold the same partials with the same function, so their results are
+ * bit-identical. With AVX2, scores are computed 8 keys at a time (no
+ * horizontal add per key), exp is vectorised (attn_exp8) and V is summed
+ * with FMA; the plain loops are the reference and handle head_dim % 8 != 0. */
+#define ATT_CHUNK 256
+/* Keys whose V rows (a few KB) stay in L1 while every head of the group
+ * sums them. */
+#define ATT_VTILE 32
+/* Tokens up to which a forward pass splits the key range across threads. */
+#define ATT_SPLIT_TOKENS 4
+
 struct attn_job {
     struct cpu *c;
     int il;
     int n;
     int32_t pos;
     bool swa;
+    bool split;           /* items are (token, chunk, KV head) */
+    int n_chunks;         /* split: chunks per token (of the longest row) */
+    _Alignas(ALIGN) atomic_int next; /* next item to claim */
 };
+
+#ifdef __AVX2__
+/* exp(x) for x <= 0, lanewise: Cephes' expf (range reduction by ln 2 in two
+ * parts, degree-6 polynomial), within 1.2e-7 relative of expf over [-87, 0] (checked
+ * against expf at every float there). Below -87.3 the result is 0 or a
+ * denormal, which weighs nothing next to the chunk's maximum (exp(0) = 1). */
+static inline __m256 attn_exp8(__m256 x)
+{
+    x = _mm256_max_ps(x, _mm256_set1_ps(-88.3762626647949f));
+    __m256 fx = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f));
+    fx = _mm256_floor_ps(fx);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(0.693359375f), x);
+    x = _mm256_fnmadd_ps(fx, _mm256_set1_ps(-2.12194440e-4f), x);
+    __m256 z = _mm256_mul_ps(x, x);
+    __m256 y = _mm256_set1_ps(1.9875691500E-4f);
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507E-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073E-3f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894E-2f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459E-1f));
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201E-1f));
+    y = _mm256_fmadd_ps(y, z, x);
+    y = _mm256_add_ps(y, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+}
+
+static inline float hsum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* q . k_j for the 8 keys at K (row stride STRIDE), HD % 8 == 0: one
+ * accumulator per key, then a transpose-and-add of the 8 accumulators. */
+static inline __m256 attn_score8(const float *q, const float *k, size_t stride, int hd)
+{
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
+           a7 = a0;
+    for (int d = 0; d < hd; d += 8) {
+        __m256 qv = _mm256_loadu_ps(q + d);
+        const float *kd = k + d;
+        a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kd), a0);
+        a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kd + stride), a1);
+        a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kd + 2 * stride), a2);
+        a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kd + 3 * stride), a3);
+        a4 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kd + 4 * stride), a4);
+        a5 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kd + 5 * stride), a5);
+        a6 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kd + 6 * stride), a6);
+        a7 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kd + 7 * stride), a7);
+    }
+    __m256 t0 = _mm256_hadd_ps(a0, a1), t1 = _mm256_hadd_ps(a2, a3);
+    __m256 t2 = _mm256_hadd_ps(a4, a5), t3 = _mm256_hadd_ps(a6, a7);
+    t0 = _mm256_hadd_ps(t0, t1); /* keys 0-3: low half | high half */
+    t2 = _mm256_hadd_ps(t2, t3); /* keys 4-7 */
+    return _mm256_add_ps(_mm256_permute2f128_ps(t0, t2, 0x20),
+                         _mm256_permute2f128_ps(t0, t2, 0x31));
+}
+#endif
+
+/* ACC (HD) += sum over LEN keys of W[j] * V_j (row stride STRIDE). Each
+ * element is one chain over j in order, however the work is tiled. */
+static void attn_accum(const float *w, const float *v, size_t stride, int len, int hd, float *acc)
+{
+    int d = 0;
+#ifdef __AVX2__
+    for (; d + 32 <= hd; d += 32) {
+        __m256 a0 = _mm256_loadu_ps(acc + d), a1 = _mm256_loadu_ps(acc + d + 8);
+        __m256 a2 = _mm256_loadu_ps(acc + d + 16), a3 = _mm256_loadu_ps(acc + d + 24);
+        for (int j = 0; j < len; j++) {
+            __m256 wj = _mm256_broadcast_ss(w + j);
+            const float *vj = v + (size_t)j * stride + d;
+            a0 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(vj), a0);
+            a1 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(vj + 8), a1);
+            a2 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(vj + 16), a2);
+            a3 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(vj + 24), a3);
+        }
+        _mm256_storeu_ps(acc + d, a0);
+        _mm256_storeu_ps(acc + d + 8, a1);
+        _mm256_storeu_ps(acc + d + 16, a2);
+        _mm256_storeu_ps(acc + d + 24, a3);
+    }
+    for (; d + 8 <= hd; d += 8) {
+        __m256 a0 = _mm256_loadu_ps(acc + d);
+        for (int j = 0; j < len; j++)
+            a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + j),
+                                 _mm256_loadu_ps(v + (size_t)j * stride + d), a0);
+        _mm256_storeu_ps(acc + d, a0);
+    }
+#endif
+    for (; d < hd; d++) {
+        float a = acc[d];
+        for (int j = 0; j < len; j++)
+            a += w[j] * v[(size_t)j * stride + d];
+        acc[d] = a;
+    }
+}
+
+/* Partial softmax of HPI heads (queries Q, contiguous) over LEN <= ATT_CHUNK
+ * keys K and values V (row stride STRIDE): per head g, M[g] = max score,
+ * L[g] = sum of exp(s - M[g]), ACC[g] (HD) = sum of exp(s - M[g]) * V row.
+ * SC: (HPI, ATT_CHUNK) scratch. */
+static void attn_chunk(const float *q, int hpi, int hd, float scale, const float *k,
+                       const float *v, size_t stride, int len, float *sc, float *m, float *l,
+                       float *acc)
+{
+    int j = 0;
+#ifdef __AVX2__
+    if (hd % 8 == 0) {
+        __m256 vs = _mm256_set1_ps(scale);
+        for (; j + 8 <= len; j += 8)
+            for (int g = 0; g < hpi; g++)
+                _mm256_storeu_ps(sc + g * ATT_CHUNK + j,
+                                 _mm256_mul_ps(attn_score8(q + g * hd, k + (size_t)j * stride,
+                                                           stride, hd), vs));
+    }
+#endif
+    for (; j < len; j++)
+        for (int g = 0; g < hpi; g++)
+            sc[g * ATT_CHUNK + j] = dot_f32(q + g * hd, k + (size_t)j * stride, hd) * scale;
+
+    for (int g = 0; g < hpi; g++) {
+        float *sg = sc + g * ATT_CHUNK;
+        float mx = -INFINITY;
+        for (j = 0; j < len; j++)
+            mx = sg[j] > mx ? sg[j] : mx;
+        float sum = 0.0f;
+        j = 0;
+#ifdef __AVX2__
+        __m256 vm = _mm256_set1_ps(mx), vsum = _mm256_setzero_ps();
+        for (; j + 8 <= len; j += 8) {
+            __m256 e = attn_exp8(_mm256_sub_ps(_mm256_loadu_ps(sg + j), vm));
+            _mm256_storeu_ps(sg + j, e);
+            vsum = _mm256_add_ps(vsum, e);
+        }
+        sum = hsum8(vsum);
+#endif
+        for (; j < len; j++) {
+            float e = expf(sg[j] - mx);
+            sg[j] = e;
+            sum += e;
+        }
+        m[g] = mx;
+        l[g] = sum;
+    }
+
+    memset(acc, 0, sizeof(float) * (size_t)hpi * hd);
+    for (int j0 = 0; j0 < len; j0 += ATT_VTILE) {
+        int jn = len - j0 < ATT_VTILE ? len - j0 : ATT_VTILE;
+        for (int g = 0; g < hpi; g++)
+            attn_accum(sc + g * ATT_CHUNK + j0, v + (size_t)j0 * stride, stride, jn, hd,
+                       acc + g * hd);
+    }
+}
+
+/* Folds the partial (M2, L2, ACC2) of the next chunk into (M, L, ACC), HPI
+ * heads of HD. */
+static void attn_merge(int hpi, int hd, float *m, float *l, float *acc, const float *m2,
+                       const float *l2, const float *acc2)
+{
+    for (int g = 0; g < hpi; g++) {
+        float mn = m2[g] > m[g] ? m2[g] : m[g];
+        float a = expf(m[g] - mn), b = expf(m2[g] - mn);
+        l[g] = l[g] * a + l2[g] * b;
+        m[g] = mn;
+        float *o = acc + g * hd;
+        const float *o2 = acc2 + g * hd;
+        for (int i = 0; i < hd; i++)
+            o[i] = o[i] * a + o2[i] * b;
+    }
+}
+
+/* OUT (HPI, HD) /= L. */
+static void attn_finish(int hpi, int hd, const float *l, float *out)
+{
+    for (int g = 0; g < hpi; g++) {
+        float inv = 1.0f / l[g];
+        for (int i = 0; i < hd; i++)
+            out[g * hd + i] *= inv;
+    }
+}
+
+/* First visible key and number of keys of token T of JOB. */
+static void attn_range(const struct attn_job *job, int t, int32_t *lo, int32_t *len)
+{
+    int32_t p = job->pos + t;
+    int32_t window = job->c->m->hp.swa_window;
+    *lo = job->swa && p - window + 1 > 0 ? p - window + 1 : 0;
+    *len = p - *lo + 1;
+}
 
 static void attn_worker(void *arg, int ith, int nth)
 {
-    const struct attn_job *job = arg;
+    (void)nth;
+    struct attn_job *job = arg;
     const struct cpu *c = job->c;
-    int hd = c->head_dim, group = c->n_head / c->n_head_kv;
+    int hd = c->head_dim, group = c->n_head / c->n_head_kv, nkv = c->n_head_kv;
     float scale = c->m->hp.attn_scale;
-    int32_t window = c->m->hp.swa_window;
-    const float *kl = c->k_cache + (size_t)job->il * c->n_ctx * c->kv_dim;
-    const float *vl = c->v_cache + (size_t)job->il * c->n_ctx * c->kv_dim;
-    int hpi = job->n * c->n_head_kv >= 4 * nth ? group : 1; /* heads per item */
-    int per_tok = c->n_head / hpi;
-    int items = job->n * per_tok;
-    /* Strided so the longer rows of late tokens spread over all threads. */
-    for (int it = ith; it < items; it += nth) {
-        int t = it / per_tok, h0 = (it % per_tok) * hpi;
-        int32_t p = job->pos + t;
-        int32_t lo = job->swa && p - window + 1 > 0 ? p - window + 1 : 0;
-        int32_t len = p - lo + 1;
-        const float *q = c->q + (int64_t)t * c->q_dim + h0 * hd; /* hpi heads, contiguous */
-        size_t koff = (size_t)(h0 / group) * hd;
-        /* (hpi, scores_stride): this thread's scores, one row per head. */
-        float *sc = c->scores + (size_t)ith * group * c->scores_stride;
-        for (int32_t j = 0; j < len; j++) {
-            const float *k = kl + (size_t)(lo + j) * c->kv_dim + koff;
-            for (int g = 0; g < hpi; g++)
-                sc[g * c->scores_stride + j] = dot_f32(q + g * hd, k, hd) * scale;
+    size_t stride = (size_t)c->kv_dim;
+    const float *kl = c->k_cache + (size_t)job->il * c->n_ctx * stride;
+    const float *vl = c->v_cache + (size_t)job->il * c->n_ctx * stride;
+    /* This thread's scratch: scores (group, ATT_CHUNK), then a partial
+     * (acc (group, hd), m (group), l (group)) and the running m and l. */
+    float *sc = c->scores + (size_t)ith * c->scores_stride;
+    float *pacc = sc + (size_t)group * ATT_CHUNK;
+    float *pm = pacc + (size_t)group * hd, *pl = pm + group;
+    float *rm = pl + group, *rl = rm + group;
+    int items = job->split ? job->n * job->n_chunks * nkv : job->n * nkv;
+    for (;;) {
+        int it = atomic_fetch_add_explicit(&job->next, 1, memory_order_relaxed);
+        if (it >= items)
+            break;
+        int h = it % nkv, t, ch0, ch1;
+        if (job->split) {
+            t = it / (nkv * job->n_chunks);
+            ch0 = it / nkv % job->n_chunks;
+            ch1 = ch0 + 1;
+        } else {
+            t = it / nkv;
+            ch0 = 0;
+            ch1 = INT32_MAX;
         }
-        for (int g = 0; g < hpi; g++) {
-            float *sg = sc + g * c->scores_stride;
-            float mx = -INFINITY;
-            for (int32_t j = 0; j < len; j++)
-                mx = sg[j] > mx ? sg[j] : mx;
-            float sum = 0.0f;
-            for (int32_t j = 0; j < len; j++) {
-                float e = expf(sg[j] - mx);
-                sg[j] = e;
-                sum += e;
+        int32_t lo, len;
+        attn_range(job, t, &lo, &len);
+        const float *q = c->q + (int64_t)t * c->q_dim + (size_t)h * group * hd;
+        const float *k = kl + (size_t)lo * stride + (size_t)h * hd;
+        const float *v = vl + (size_t)lo * stride + (size_t)h * hd;
+        float *out = c->att + (int64_t)t * c->q_dim + (size_t)h * group * hd;
+        for (int ch = ch0; ch < ch1 && (int32_t)ch * ATT_CHUNK < len; ch++) {
+            int32_t j0 = ch * ATT_CHUNK;
+            int cl = len - j0 < ATT_CHUNK ? (int)(len - j0) : ATT_CHUNK;
+            size_t off = (size_t)j0 * stride;
+            if (job->split) {
+                float *part = c->attn_part +
+                              ((size_t)(t * job->n_chunks + ch) * nkv + h) * c->part_stride;
+                attn_chunk(q, group, hd, scale, k + off, v + off, stride, cl, sc, part,
+                           part + group, part + 2 * group);
+            } else if (ch == 0) {
+                attn_chunk(q, group, hd, scale, k, v, stride, cl, sc, rm, rl, out);
+            } else {
+                attn_chunk(q, group, hd, scale, k + off, v + off, stride, cl, sc, pm, pl, pacc);
+                attn_merge(group, hd, rm, rl, out, pm, pl, pacc);
             }
-            float inv = 1.0f / sum;
-            for (int32_t j = 0; j < len; j++)
-                sg[j] *= inv;
         }
-        float *out = c->att + (int64_t)t * c->q_dim + h0 * hd;
-        memset(out, 0, sizeof(float) * hd * hpi);
-        for (int32_t j = 0; j < len; j++) {
-            const float *v = vl + (size_t)(lo + j) * c->kv_dim + koff;
-            for (int g = 0; g < hpi; g++) {
-                float w = sc[g * c->scores_stride + j];
-                float *o = out + g * hd;
-                for (int i = 0; i < hd; i++)
-                    o[i] += w * v[i];
+        if (!job->split)
+            attn_finish(group, hd, rl, out);
+    }
+}
+
+/* Split path, on the caller: folds each (token, KV head)'s chunk partials
+ * in chunk order, exactly as attn_worker folds them on the other path. */
+static void attn_gather(struct attn_job *job)
+{
+    const struct cpu *c = job->c;
+    int hd = c->head_dim, group = c->n_head / c->n_head_kv, nkv = c->n_head_kv;
+    /* Thread 0's running m and l (attn_worker's layout), idle now. */
+    float *m = c->scores + (size_t)group * (ATT_CHUNK + hd + 2), *l = m + group;
+    for (int t = 0; t < job->n; t++) {
+        int32_t lo, len;
+        attn_range(job, t, &lo, &len);
+        int n_ch = (int)((len + ATT_CHUNK - 1) / ATT_CHUNK);
+        for (int h = 0; h < nkv; h++) {
+            float *out = c->att + (int64_t)t * c->q_dim + (size_t)h * group * hd;
+            for (int ch = 0; ch < n_ch; ch++) {
+                const float *part = c->attn_part +
+                                    ((size_t)(t * job->n_chunks + ch) * nkv + h) * c->part_stride;
+                if (ch == 0) {
+                    memcpy(m, part, sizeof(float) * group);
+                    memcpy(l, part + group, sizeof(float) * group);
+                    memcpy(out, part + 2 * group, sizeof(float) * (size_t)group * hd);
+                } else {
+                    attn_merge(group, hd, m, l, out, part, part + group, part + 2 * group);
+                }
             }
+            attn_finish(group, hd, l, out);
         }
     }
 }
@@ -490,6 +741,7 @@ static void cpu_destroy(void *b)
     free(c->act_mem);
     free(c->acts);
     free(c->scores);
+    free(c->attn_part);
     free(c);
 }
 
@@ -655,13 +907,17 @@ static void *cpu_create(const struct model *m, const struct backend_config *cfg,
     c->act_stride = (act + ALIGN - 1) / ALIGN * ALIGN;
     c->act_mem = alloc_aligned(N_SLOTS * B * c->act_stride, &scratch);
     c->acts = calloc(N_SLOTS * B, sizeof *c->acts);
-    c->scores_stride = ((size_t)c->n_ctx + 15) / 16 * 16;
-    c->scores = alloc_aligned((size_t)c->n_threads * (size_t)(c->n_head / c->n_head_kv) *
-                                  c->scores_stride * sizeof(float),
-                              &scratch);
+    size_t group = (size_t)(c->n_head / c->n_head_kv);
+    c->scores_stride = (group * (ATT_CHUNK + (size_t)c->head_dim + 4) + 15) / 16 * 16;
+    c->scores = alloc_aligned((size_t)c->n_threads * c->scores_stride * sizeof(float), &scratch);
+    c->part_stride = (group * ((size_t)c->head_dim + 2) + 15) / 16 * 16;
+    c->attn_max_chunks = (c->n_ctx + ATT_CHUNK - 1) / ATT_CHUNK;
+    c->attn_part = alloc_aligned((size_t)ATT_SPLIT_TOKENS * (size_t)c->attn_max_chunks *
+                                     (size_t)c->n_head_kv * c->part_stride * sizeof(float),
+                                 &scratch);
     if (!c->x || !c->xb || !c->tmp || !c->q || !c->k || !c->v || !c->att || !c->hb || !c->hb2 ||
         !c->rope_cos || !c->rope_sin || !c->rope_cos_local || !c->rope_sin_local ||
-        !c->act_mem || !c->acts || !c->scores) {
+        !c->act_mem || !c->acts || !c->scores || !c->attn_part) {
         kv_seterr(err, errlen, "cpu: out of memory for scratch buffers (%.1f MiB)",
                 (double)scratch / (1024.0 * 1024.0));
         cpu_destroy(c);
@@ -714,6 +970,24 @@ static void run_norm(struct cpu *c, struct norm_job *job, const struct model_ten
     for (int s = 0; s < job->n_types; s++)
         job->acts[s] = c->acts + (size_t)s * c->max_batch;
     run_step(c, norm_worker, job, job->n);
+}
+
+/* Attention of layer IL for N tokens at POS (attn_worker). */
+static void run_attn(struct cpu *c, int il, int n, int32_t pos, bool swa)
+{
+    struct attn_job aj = {.c = c, .il = il, .n = n, .pos = pos, .swa = swa};
+    atomic_init(&aj.next, 0);
+    /* Split the key range when (token, KV head) items are too few to keep
+     * every thread busy. Either way gives the same bits. */
+    aj.split = n <= ATT_SPLIT_TOKENS && n * c->n_head_kv < 4 * c->n_threads;
+    if (aj.split) {
+        int32_t lo, len;
+        attn_range(&aj, n - 1, &lo, &len); /* the last token's row is the longest */
+        aj.n_chunks = (int)((len + ATT_CHUNK - 1) / ATT_CHUNK);
+    }
+    threadpool_run(c->pool, attn_worker, &aj);
+    if (aj.split)
+        attn_gather(&aj);
 }
 
 /* Runs one chunk of N <= max_batch tokens at POS. LOGITS receives the last
@@ -773,8 +1047,7 @@ static void forward_chunk(struct cpu *c, const int32_t *tokens, int n, int32_t p
                               .cs = l->swa ? c->rope_cos_local : c->rope_cos,
                               .sn = l->swa ? c->rope_sin_local : c->rope_sin};
         run_step(c, rope_worker, &rj, n);
-        struct attn_job aj = {.c = c, .il = il, .n = n, .pos = pos, .swa = l->swa};
-        threadpool_run(c->pool, attn_worker, &aj);
+        run_attn(c, il, n, pos, l->swa);
 
         /* tmp = Wo att */
         struct norm_job pj = {.c = c, .n = n, .x = c->att, .dim = c->q_dim};

@@ -551,6 +551,56 @@ static void test_threads_identical(void **state)
     free(b3);
 }
 
+/* Decode at a context long enough for several key chunks (the split-key
+ * path: a chunk's partial softmax per thread, folded in chunk order) against
+ * the reference, and bit-identical for 1, 2 and 3 threads. Head dim 32 so
+ * the vector kernels run; 2 KV heads of 3 queries each, as in GQA models. */
+static void test_long_context_decode(void **state)
+{
+    (void)state;
+    struct synth s = {.arch = "llama", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
+                      .n_embd = 48, .n_head = 6, .n_head_kv = 2, .head_dim = 32, .n_rot = 32,
+                      .head_dim_key = true, .n_ff = 64, .n_vocab = 41, .n_layer = 2};
+    struct model *m = load_synth(&s, "long-decode", 17);
+    enum { N = 700, STEPS = 3 };
+    int V = m->hp.n_vocab;
+    int32_t *tok = malloc(sizeof(int32_t) * N);
+    float *ref = malloc(sizeof(float) * (size_t)N * V);
+    float *got[3];
+    assert_non_null(tok);
+    assert_non_null(ref);
+    tokens_for(tok, N, V, 31);
+    struct ref_model *r = ref_new(m);
+    assert_non_null(r);
+    assert_int_equal(ref_forward(r, tok, N, ref), 0);
+    char err[512];
+    for (int nt = 1; nt <= 3; nt++) {
+        got[nt - 1] = malloc(sizeof(float) * STEPS * V);
+        assert_non_null(got[nt - 1]);
+        void *b = cpu_new(m, N, nt);
+        assert_int_equal(
+            backend_cpu_ops.forward(b, tok, N - STEPS, 0, got[nt - 1], false, err, sizeof err), 0);
+        for (int i = N - STEPS; i < N; i++) {
+            float *lg = got[nt - 1] + (size_t)(i - (N - STEPS)) * V;
+            assert_int_equal(backend_cpu_ops.forward(b, tok + i, 1, i, lg, false, err, sizeof err),
+                             0);
+            double e = rel_err(lg, ref + (size_t)i * V, (size_t)V);
+            if (nt == 1)
+                printf("decode at %d of context vs reference: max rel err %.2e\n", i, e);
+            assert_true(e <= 1e-5);
+        }
+        backend_cpu_ops.destroy(b);
+    }
+    assert_memory_equal(got[0], got[1], sizeof(float) * STEPS * V);
+    assert_memory_equal(got[0], got[2], sizeof(float) * STEPS * V);
+    for (int i = 0; i < 3; i++)
+        free(got[i]);
+    ref_free(r);
+    model_free(m);
+    free(tok);
+    free(ref);
+}
+
 /* Forward at P after the cache was filled beyond P equals a fresh run. */
 static void test_rewind(void **state)
 {
@@ -972,6 +1022,7 @@ int main(void)
         cmocka_unit_test(test_loader_fields),
         cmocka_unit_test(test_batch_vs_sequential),
         cmocka_unit_test(test_threads_identical),
+        cmocka_unit_test(test_long_context_decode),
         cmocka_unit_test(test_rewind),
         cmocka_unit_test(test_forward_errors),
         cmocka_unit_test(test_load_errors),
