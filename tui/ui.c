@@ -995,7 +995,9 @@ static bool on_piece(const char *text, size_t len, void *user)
     memcpy(u->stream + u->stream_len, text, len);
     u->stream_len += len;
     u->stream[u->stream_len] = 0;
-    wake_ui(u);
+    /* No wake-up per token: while a reply runs the UI wakes every frame
+     * anyway, and a wake-up per token would preempt an engine thread on
+     * machines whose cores the CPU backend keeps busy. */
     pthread_mutex_unlock(&u->mu);
     return true;
 }
