@@ -49,7 +49,7 @@ DB=$T/history.db
 ROWS=30
 run_kvchat() {
     tmux new-session -d -s $S -x 100 -y $ROWS \
-        "env XDG_CONFIG_HOME='$T/config' XDG_STATE_HOME='$T/state' \
+        "env XDG_CONFIG_HOME='$T/config' XDG_STATE_HOME='$T/state' XDG_CACHE_HOME='$T/cache' \
          '$BIN' $MODEL_ARG --backend cpu --db '$DB' --seed 7 --max-tokens 2000 $*; \
          echo EXIT=\$?; stty -a | tr ' ;' '\n\n' | grep -Ex -- '-?(echo|icanon)' | tr '\n' ' '; echo; sleep 600"
 }

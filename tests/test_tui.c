@@ -481,6 +481,35 @@ static void test_membw_measure(void **state)
     assert_true(membw_measure(10, 1, 1, NULL) == 0); /* nothing to copy */
 }
 
+/* The measured figure is kept per CPU and thread count; the last one wins. */
+static void test_membw_cache(void **state)
+{
+    (void)state;
+    char dir[1024];
+    test_tmpdir(dir, sizeof dir, "membw");
+    assert_true(dir[0] != 0);
+    char *old = getenv("XDG_CACHE_HOME") ? strdup(getenv("XDG_CACHE_HOME")) : NULL;
+    setenv("XDG_CACHE_HOME", dir, 1);
+    assert_true(membw_cache_get("Test CPU", 2) == 0);
+    membw_cache_put("Test CPU", 2, 12.5e9);
+    membw_cache_put("Test CPU", 4, 20e9);
+    membw_cache_put("Other CPU", 2, 1e9);
+    membw_cache_put("Test CPU", 2, 13e9);
+    membw_cache_put("Bad\tname", 2, 5e9); /* would break the line format: skipped */
+    membw_cache_put("Test CPU", 8, -1);    /* not a figure: skipped */
+    assert_true(membw_cache_get("Test CPU", 2) == 13e9);
+    assert_true(membw_cache_get("Test CPU", 4) == 20e9);
+    assert_true(membw_cache_get("Other CPU", 2) == 1e9);
+    assert_true(membw_cache_get("Test CPU", 8) == 0);
+    assert_true(membw_cache_get("Bad\tname", 2) == 0);
+    if (old) {
+        setenv("XDG_CACHE_HOME", old, 1);
+        free(old);
+    } else {
+        unsetenv("XDG_CACHE_HOME");
+    }
+}
+
 static void test_config_parse(void **state)
 {
     (void)state;
@@ -903,6 +932,7 @@ int main(void)
         cmocka_unit_test(test_theme_load),
         cmocka_unit_test(test_color_to8),
         cmocka_unit_test(test_membw_measure),
+        cmocka_unit_test(test_membw_cache),
         cmocka_unit_test(test_config_parse),
         cmocka_unit_test(test_config_load),
         cmocka_unit_test(test_config_theme_hostile),

@@ -12,11 +12,16 @@
  * shorten it. */
 #include "membw.h"
 
+#include <errno.h>
+#include <math.h>
 #include <pthread.h>
+#include <stdio.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -184,4 +189,69 @@ double membw_measure(size_t bytes, int n_threads, int reps, const atomic_int *ca
     free(j.t1);
     free(ws);
     return best_s > 0 ? 2.0 * (double)half / best_s : 0;
+}
+
+/* The cache file's path into BUF; false without XDG_CACHE_HOME or HOME. */
+static bool cache_path(char *buf, size_t cap, bool make_dir)
+{
+    const char *xdg = getenv("XDG_CACHE_HOME");
+    const char *home = getenv("HOME");
+    char dir[4096];
+    if (xdg && *xdg)
+        snprintf(dir, sizeof dir, "%s/kvchat", xdg);
+    else if (home && *home)
+        snprintf(dir, sizeof dir, "%s/.cache/kvchat", home);
+    else
+        return false;
+    if (make_dir) {
+        char parent[4096];
+        snprintf(parent, sizeof parent, "%s", dir);
+        char *slash = strrchr(parent, '/');
+        if (slash && slash != parent) {
+            *slash = 0;
+            mkdir(parent, 0700);
+        }
+        if (mkdir(dir, 0700) != 0 && errno != EEXIST)
+            return false;
+    }
+    return (size_t)snprintf(buf, cap, "%s/membw", dir) < cap;
+}
+
+double membw_cache_get(const char *cpu, int n_threads)
+{
+    char path[4200], line[512];
+    if (!cache_path(path, sizeof path, false))
+        return 0;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    double found = 0;
+    while (fgets(line, sizeof line, f)) {
+        char *tab1 = strchr(line, '\t');
+        char *tab2 = tab1 ? strchr(tab1 + 1, '\t') : NULL;
+        if (!tab2)
+            continue;
+        *tab1 = 0;
+        if (strcmp(line, cpu) != 0 || atoi(tab1 + 1) != n_threads)
+            continue;
+        double v = strtod(tab2 + 1, NULL);
+        if (isfinite(v) && v > 0)
+            found = v;
+    }
+    fclose(f);
+    return found;
+}
+
+void membw_cache_put(const char *cpu, int n_threads, double bytes_per_s)
+{
+    char path[4200];
+    if (!(bytes_per_s > 0) || strchr(cpu, '\t') || strchr(cpu, '\n') ||
+        !cache_path(path, sizeof path, true))
+        return;
+    /* appended: the last line for a CPU and thread count wins on reading */
+    FILE *f = fopen(path, "a");
+    if (!f)
+        return;
+    fprintf(f, "%s\t%d\t%.0f\n", cpu, n_threads, bytes_per_s);
+    fclose(f);
 }

@@ -30,4 +30,14 @@
  * buffers or threads cannot be had. Never exits or prints. */
 double membw_measure(size_t bytes, int n_threads, int reps, const atomic_int *cancel);
 
+/* A machine's figure does not change between runs, so the UI measures once
+ * and keeps the result in ${XDG_CACHE_HOME:-~/.cache}/kvchat/membw, one line
+ * "CPU<TAB>THREADS<TAB>BYTES_PER_S" per CPU model and thread count: later
+ * starts read it instead of copying 256 MiB while the user waits.
+ * membw_cache_get returns the cached figure for CPU (a name such as the
+ * engine's device) and N_THREADS, or 0 when there is none; membw_cache_put
+ * records one (best effort: a cache that cannot be written is skipped). */
+double membw_cache_get(const char *cpu, int n_threads);
+void membw_cache_put(const char *cpu, int n_threads, double bytes_per_s);
+
 #endif

@@ -1088,6 +1088,7 @@ static void bw_collect(struct ui *u, bool cancel)
         u->bandwidth = u->bw_result;
         u->bw_wanted = false;
         u->dirty = true;
+        membw_cache_put(u->info->device, u->info->n_threads, u->bw_result);
     } else if (!done) {
         u->bw_after = now_s() + BW_DELAY_S;
     } else {
@@ -2248,6 +2249,13 @@ int tui_run(const struct kv_options *opt, char *err, size_t errlen)
     /* On the CPU the host's memory is the device: measure it, once the
      * screen is up and the engine idle (see bw_collect). */
     u->bw_wanted = u->bandwidth <= 0 && strcmp(u->info->backend, "cuda") != 0;
+    if (u->bw_wanted) {
+        double cached = membw_cache_get(u->info->device, u->info->n_threads);
+        if (cached > 0) {
+            u->bandwidth = cached;
+            u->bw_wanted = false;
+        }
+    }
     u->bw_after = now_s() + BW_DELAY_S;
 
     open_history(u);
