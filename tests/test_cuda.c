@@ -30,6 +30,7 @@
 #include "model.h"
 #include "quant.h"
 #include "ref_forward.h"
+#include "tiny_model.h"
 
 #define REQUIRE_CUDA()                                                                          \
     do {                                                                                        \
@@ -39,46 +40,7 @@
         }                                                                                       \
     } while (0)
 
-/* ---- synthetic models (the same recipe as test_model.c) ---- */
-
-struct synth {
-    const char *arch;
-    enum ggml_type wtype; /* 2-D weights */
-    enum ggml_type etype; /* token_embd */
-    int n_embd, n_head, n_head_kv, head_dim, n_rot, n_ff, n_vocab, n_layer;
-    bool untied;
-    bool rope_freqs;
-    int swa_window; /* gemma3 */
-};
-
-static uint64_t rng_state;
-
-static float frand(void) /* uniform in [-1, 1) */
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 40) * (1.0 / (1ull << 24))) * 2.0f - 1.0f;
-}
-
-static void add(struct gguf_writer *w, const char *name, enum ggml_type t, int64_t ne0,
-                int64_t ne1, float scale, float offset)
-{
-    int64_t ne[2] = {ne0, ne1};
-    size_t row = quant_row_size(t, ne0);
-    unsigned char *data = calloc((size_t)ne1, row);
-    float *f = malloc(sizeof(float) * (size_t)ne0);
-    assert_non_null(data);
-    assert_non_null(f);
-    for (int64_t r = 0; r < ne1; r++) {
-        for (int64_t i = 0; i < ne0; i++)
-            f[i] = offset + scale * frand();
-        quant_quantize_row(t, f, data + (size_t)r * row, ne0);
-    }
-    gguf_writer_add_tensor(w, name, t, ne1 == 1 ? 1 : 2, ne, data);
-    free(f);
-    free(data);
-}
+/* ---- synthetic models (tiny_model.c, the same recipe as test_model.c) ---- */
 
 #define MAX_IMAGES 64
 static void *images[MAX_IMAGES];
@@ -96,73 +58,13 @@ static void free_images(void)
         free(images[--n_images]);
 }
 
-static struct model *make_model(const struct synth *s, uint64_t seed)
+/* The model S with weights from SEED, parsed from an image in memory. The
+ * head size and rotated dimensions are always written as keys. */
+static struct model *make_model(const struct tiny_spec *spec, uint64_t seed)
 {
-    rng_state = seed * 0x9E3779B97F4A7C15ull + 1;
-    struct gguf_writer *w = gguf_writer_new();
-    assert_non_null(w);
-    char k[128];
-#define KEY(suffix) (snprintf(k, sizeof k, "%s.%s", s->arch, suffix), k)
-    gguf_writer_set_str(w, "general.architecture", s->arch);
-    gguf_writer_set_str(w, "general.name", "synthetic");
-    gguf_writer_set_u32(w, KEY("embedding_length"), (uint32_t)s->n_embd);
-    gguf_writer_set_u32(w, KEY("block_count"), (uint32_t)s->n_layer);
-    gguf_writer_set_u32(w, KEY("feed_forward_length"), (uint32_t)s->n_ff);
-    gguf_writer_set_u32(w, KEY("attention.head_count"), (uint32_t)s->n_head);
-    gguf_writer_set_u32(w, KEY("attention.head_count_kv"), (uint32_t)s->n_head_kv);
-    gguf_writer_set_u32(w, KEY("context_length"), 4096);
-    gguf_writer_set_f32(w, KEY("attention.layer_norm_rms_epsilon"), 1e-5f);
-    gguf_writer_set_f32(w, KEY("rope.freq_base"), 30000.0f);
-    gguf_writer_set_u32(w, KEY("attention.key_length"), (uint32_t)s->head_dim);
-    gguf_writer_set_u32(w, KEY("attention.value_length"), (uint32_t)s->head_dim);
-    gguf_writer_set_u32(w, KEY("rope.dimension_count"), (uint32_t)s->n_rot);
-    if (s->swa_window)
-        gguf_writer_set_u32(w, KEY("attention.sliding_window"), (uint32_t)s->swa_window);
-#undef KEY
-
-    int64_t E = s->n_embd, QD = (int64_t)s->n_head * s->head_dim,
-            KVD = (int64_t)s->n_head_kv * s->head_dim, F = s->n_ff;
-    bool gemma = strcmp(s->arch, "gemma3") == 0;
-    bool qk_norm = gemma || strcmp(s->arch, "qwen3") == 0;
-    bool bias = strcmp(s->arch, "qwen2") == 0;
-    float se = 1.0f / sqrtf((float)E);
-    add(w, "token_embd.weight", s->etype, E, s->n_vocab, 1.0f, 0.0f);
-    add(w, "output_norm.weight", GGML_TYPE_F32, E, 1, 0.2f, 1.0f);
-    if (s->untied)
-        add(w, "output.weight", s->wtype, E, s->n_vocab, se, 0.0f);
-    if (s->rope_freqs)
-        add(w, "rope_freqs.weight", GGML_TYPE_F32, s->n_rot / 2, 1, 0.5f, 2.0f);
-    for (int il = 0; il < s->n_layer; il++) {
-        char n[96];
-#define T(what, type, ne0, ne1, scale, off)                                                        \
-    do {                                                                                           \
-        snprintf(n, sizeof n, "blk.%d.%s", il, what);                                              \
-        add(w, n, type, ne0, ne1, scale, off);                                                     \
-    } while (0)
-        T("attn_norm.weight", GGML_TYPE_F32, E, 1, 0.2f, 1.0f);
-        T("attn_q.weight", s->wtype, E, QD, 2.0f * se, 0.0f);
-        T("attn_k.weight", s->wtype, E, KVD, 2.0f * se, 0.0f);
-        T("attn_v.weight", s->wtype, E, KVD, 1.5f * se, 0.0f);
-        if (bias) {
-            T("attn_q.bias", GGML_TYPE_F32, QD, 1, 0.3f, 0.0f);
-            T("attn_k.bias", GGML_TYPE_F32, KVD, 1, 0.3f, 0.0f);
-            T("attn_v.bias", GGML_TYPE_F32, KVD, 1, 0.3f, 0.0f);
-        }
-        if (qk_norm) {
-            T("attn_q_norm.weight", GGML_TYPE_F32, s->head_dim, 1, 0.2f, 1.0f);
-            T("attn_k_norm.weight", GGML_TYPE_F32, s->head_dim, 1, 0.2f, 1.0f);
-        }
-        T("attn_output.weight", s->wtype, QD, E, 1.5f / sqrtf((float)QD), 0.0f);
-        if (gemma)
-            T("post_attention_norm.weight", GGML_TYPE_F32, E, 1, 0.2f, 1.0f);
-        T("ffn_norm.weight", GGML_TYPE_F32, E, 1, 0.2f, 1.0f);
-        T("ffn_gate.weight", s->wtype, E, F, 2.0f * se, 0.0f);
-        T("ffn_up.weight", s->wtype, E, F, 2.0f * se, 0.0f);
-        T("ffn_down.weight", s->wtype, F, E, 1.5f / sqrtf((float)F), 0.0f);
-        if (gemma)
-            T("post_ffw_norm.weight", GGML_TYPE_F32, E, 1, 0.2f, 1.0f);
-#undef T
-    }
+    struct tiny_spec s = *spec;
+    s.head_dim_key = s.n_rot_key = true;
+    struct gguf_writer *w = tiny_writer(&s, seed);
     size_t size = 0;
     void *img = gguf_writer_to_memory(w, &size);
     assert_non_null(img);
@@ -172,10 +74,10 @@ static struct model *make_model(const struct synth *s, uint64_t seed)
     char err[512];
     struct gguf *g = gguf_open_memory(img, size, "synthetic", err, sizeof err);
     if (!g)
-        fail_msg("synthetic %s/%s: %s", s->arch, quant_type_name(s->wtype), err);
+        fail_msg("synthetic %s/%s: %s", s.arch, quant_type_name(s.wtype), err);
     struct model *m = model_from_gguf(g, err, sizeof err);
     if (!m)
-        fail_msg("synthetic %s/%s: %s", s->arch, quant_type_name(s->wtype), err);
+        fail_msg("synthetic %s/%s: %s", s.arch, quant_type_name(s.wtype), err);
     keep_image(img);
     return m;
 }
@@ -188,27 +90,6 @@ static void *backend_new(const struct backend_ops *ops, const struct model *m, i
     if (!b)
         fail_msg("%s create: %s", ops->name, err);
     return b;
-}
-
-static void tokens_for(int32_t *tok, int n, int n_vocab, uint64_t seed)
-{
-    for (int i = 0; i < n; i++)
-        tok[i] = (int32_t)((seed * 7919 + (uint64_t)i * 104729 + (uint64_t)i * i * 31) %
-                           (uint64_t)n_vocab);
-}
-
-/* max |a - b| over max |b|; NaN anywhere counts as infinitely wrong. */
-static double rel_err(const float *a, const float *b, size_t n)
-{
-    double md = 0, mb = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (!(d <= md))
-            md = isnan(d) ? INFINITY : d;
-        if (fabs(b[i]) > mb)
-            mb = fabs(b[i]);
-    }
-    return md / (mb > 0 ? mb : 1.0);
 }
 
 /* Tolerances, relative to the largest logit.
@@ -228,12 +109,12 @@ static double rel_err(const float *a, const float *b, size_t n)
 /* Prefill SEQ tokens with all logits on CUDA, compare with the reference
  * and the CPU backend; then decode the same tokens one by one on a second
  * CUDA backend and compare with the batch. */
-static void check_model(const struct synth *s, const char *tag)
+static void check_model(const struct tiny_spec *s, const char *tag)
 {
     struct model *m = make_model(s, 1234);
     int V = m->hp.n_vocab;
     int32_t tok[SEQ];
-    tokens_for(tok, SEQ, V, 5);
+    tiny_tokens(tok, SEQ, V, 5);
     size_t nl = (size_t)SEQ * V;
     float *ref = malloc(sizeof(float) * nl), *cpu = malloc(sizeof(float) * nl);
     float *gpu = malloc(sizeof(float) * nl), *one = malloc(sizeof(float) * V);
@@ -255,17 +136,17 @@ static void check_model(const struct synth *s, const char *tag)
         gpu[i] = NAN;
     if (backend_cuda_ops.forward(bg, tok, SEQ, 0, gpu, true, err, sizeof err) != 0)
         fail_msg("%s: cuda forward: %s", tag, err);
-    double e_ref = rel_err(gpu, ref, nl), e_cpu = rel_err(gpu, cpu, nl);
+    double e_ref = tiny_rel_err(gpu, ref, nl), e_cpu = tiny_rel_err(gpu, cpu, nl);
     printf("%-26s %-5s cuda vs reference %.2e (tol %.0e), vs cpu %.2e (tol %.0e)\n", tag,
            quant_type_name(s->wtype), e_ref, TOL_REF, e_cpu, TOL_CPU);
     assert_true(e_ref <= TOL_REF);
     assert_true(e_cpu <= TOL_CPU);
     /* The logits depend on the input (attention sees the past). */
-    assert_true(rel_err(gpu, gpu + (size_t)(SEQ - 1) * V, (size_t)V) > 1e-3);
+    assert_true(tiny_rel_err(gpu, gpu + (size_t)(SEQ - 1) * V, (size_t)V) > 1e-3);
 
     /* Last-token-only logits equal the last row of the batch. */
     assert_int_equal(backend_cuda_ops.forward(bg, tok, SEQ, 0, one, false, err, sizeof err), 0);
-    assert_true(rel_err(one, gpu + (size_t)(SEQ - 1) * V, (size_t)V) <= 1e-5);
+    assert_true(tiny_rel_err(one, gpu + (size_t)(SEQ - 1) * V, (size_t)V) <= 1e-5);
 
     /* One by one (the decode kernels) against the batch (the GEMM path). */
     void *bs = backend_new(&backend_cuda_ops, m, 64);
@@ -273,7 +154,7 @@ static void check_model(const struct synth *s, const char *tag)
     for (int i = 0; i < SEQ; i++) {
         assert_int_equal(backend_cuda_ops.forward(bs, tok + i, 1, i, one, false, err, sizeof err),
                          0);
-        double e = rel_err(one, gpu + (size_t)i * V, (size_t)V);
+        double e = tiny_rel_err(one, gpu + (size_t)i * V, (size_t)V);
         worst = e > worst ? e : worst;
     }
     printf("%-26s batch vs one by one %.2e (tol %.0e)\n", tag, worst, TOL_SEQ);
@@ -303,10 +184,10 @@ static void test_llama_f32_scalar(void **state)
 {
     (void)state;
     REQUIRE_CUDA();
-    struct synth s = {.arch = "llama", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
-                      .n_embd = 36, .n_head = 3, .n_head_kv = 1, .head_dim = 12, .n_rot = 12,
-                      .n_ff = 52, .n_vocab = 61, .n_layer = 2, .untied = true,
-                      .rope_freqs = true};
+    struct tiny_spec s = {.arch = "llama", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
+                          .n_embd = 36, .n_head = 3, .n_head_kv = 1, .head_dim = 12, .n_rot = 12,
+                          .n_ff = 52, .n_vocab = 61, .n_layer = 2, .untied = true,
+                          .rope_freqs = true};
     check_model(&s, "llama-f32-scalar");
 }
 
@@ -316,9 +197,9 @@ static void test_llama_f16_hd80(void **state)
 {
     (void)state;
     REQUIRE_CUDA();
-    struct synth s = {.arch = "llama", .wtype = GGML_TYPE_F16, .etype = GGML_TYPE_F16,
-                      .n_embd = 160, .n_head = 2, .n_head_kv = 1, .head_dim = 80, .n_rot = 32,
-                      .n_ff = 96, .n_vocab = 97, .n_layer = 2, .untied = true};
+    struct tiny_spec s = {.arch = "llama", .wtype = GGML_TYPE_F16, .etype = GGML_TYPE_F16,
+                          .n_embd = 160, .n_head = 2, .n_head_kv = 1, .head_dim = 80, .n_rot = 32,
+                          .n_ff = 96, .n_vocab = 97, .n_layer = 2, .untied = true};
     check_model(&s, "llama-f16-hd80");
 }
 
@@ -326,9 +207,9 @@ static void test_llama_bf16(void **state)
 {
     (void)state;
     REQUIRE_CUDA();
-    struct synth s = {.arch = "llama", .wtype = GGML_TYPE_BF16, .etype = GGML_TYPE_BF16,
-                      .n_embd = 64, .n_head = 4, .n_head_kv = 2, .head_dim = 16, .n_rot = 16,
-                      .n_ff = 96, .n_vocab = 80, .n_layer = 2};
+    struct tiny_spec s = {.arch = "llama", .wtype = GGML_TYPE_BF16, .etype = GGML_TYPE_BF16,
+                          .n_embd = 64, .n_head = 4, .n_head_kv = 2, .head_dim = 16, .n_rot = 16,
+                          .n_ff = 96, .n_vocab = 80, .n_layer = 2};
     check_model(&s, "llama-bf16");
 }
 
@@ -336,9 +217,9 @@ static void test_llama_q8_0(void **state)
 {
     (void)state;
     REQUIRE_CUDA();
-    struct synth s = {.arch = "llama", .wtype = GGML_TYPE_Q8_0, .etype = GGML_TYPE_Q8_0,
-                      .n_embd = 160, .n_head = 5, .n_head_kv = 1, .head_dim = 32, .n_rot = 32,
-                      .n_ff = 224, .n_vocab = 100, .n_layer = 2};
+    struct tiny_spec s = {.arch = "llama", .wtype = GGML_TYPE_Q8_0, .etype = GGML_TYPE_Q8_0,
+                          .n_embd = 160, .n_head = 5, .n_head_kv = 1, .head_dim = 32, .n_rot = 32,
+                          .n_ff = 224, .n_vocab = 100, .n_layer = 2};
     check_model(&s, "llama-q8_0");
 }
 
@@ -346,9 +227,9 @@ static void test_qwen2_q4_0_bias(void **state)
 {
     (void)state;
     REQUIRE_CUDA();
-    struct synth s = {.arch = "qwen2", .wtype = GGML_TYPE_Q4_0, .etype = GGML_TYPE_Q8_0,
-                      .n_embd = 96, .n_head = 3, .n_head_kv = 1, .head_dim = 32, .n_rot = 32,
-                      .n_ff = 160, .n_vocab = 90, .n_layer = 2, .untied = true};
+    struct tiny_spec s = {.arch = "qwen2", .wtype = GGML_TYPE_Q4_0, .etype = GGML_TYPE_Q8_0,
+                          .n_embd = 96, .n_head = 3, .n_head_kv = 1, .head_dim = 32, .n_rot = 32,
+                          .n_ff = 160, .n_vocab = 90, .n_layer = 2, .untied = true};
     check_model(&s, "qwen2-q4_0-bias");
 }
 
@@ -357,9 +238,9 @@ static void test_qwen3_q4_1(void **state)
 {
     (void)state;
     REQUIRE_CUDA();
-    struct synth s = {.arch = "qwen3", .wtype = GGML_TYPE_Q4_1, .etype = GGML_TYPE_Q4_1,
-                      .n_embd = 224, .n_head = 2, .n_head_kv = 1, .head_dim = 112, .n_rot = 112,
-                      .n_ff = 288, .n_vocab = 70, .n_layer = 2};
+    struct tiny_spec s = {.arch = "qwen3", .wtype = GGML_TYPE_Q4_1, .etype = GGML_TYPE_Q4_1,
+                          .n_embd = 224, .n_head = 2, .n_head_kv = 1, .head_dim = 112, .n_rot = 112,
+                          .n_ff = 288, .n_vocab = 70, .n_layer = 2};
     check_model(&s, "qwen3-q4_1-qknorm");
 }
 
@@ -369,9 +250,9 @@ static void test_gemma3_q5_0_swa(void **state)
 {
     (void)state;
     REQUIRE_CUDA();
-    struct synth s = {.arch = "gemma3", .wtype = GGML_TYPE_Q5_0, .etype = GGML_TYPE_Q8_0,
-                      .n_embd = 288, .n_head = 2, .n_head_kv = 1, .head_dim = 256, .n_rot = 256,
-                      .n_ff = 352, .n_vocab = 64, .n_layer = 7, .swa_window = 5};
+    struct tiny_spec s = {.arch = "gemma3", .wtype = GGML_TYPE_Q5_0, .etype = GGML_TYPE_Q8_0,
+                          .n_embd = 288, .n_head = 2, .n_head_kv = 1, .head_dim = 256, .n_rot = 256,
+                          .n_ff = 352, .n_vocab = 64, .n_layer = 7, .swa_window = 5};
     check_model(&s, "gemma3-q5_0-swa");
 }
 
@@ -379,9 +260,9 @@ static void test_gemma3_q5_1(void **state)
 {
     (void)state;
     REQUIRE_CUDA();
-    struct synth s = {.arch = "gemma3", .wtype = GGML_TYPE_Q5_1, .etype = GGML_TYPE_Q5_1,
-                      .n_embd = 160, .n_head = 4, .n_head_kv = 2, .head_dim = 64, .n_rot = 64,
-                      .n_ff = 96, .n_vocab = 75, .n_layer = 2, .swa_window = 7};
+    struct tiny_spec s = {.arch = "gemma3", .wtype = GGML_TYPE_Q5_1, .etype = GGML_TYPE_Q5_1,
+                          .n_embd = 160, .n_head = 4, .n_head_kv = 2, .head_dim = 64, .n_rot = 64,
+                          .n_ff = 96, .n_vocab = 75, .n_layer = 2, .swa_window = 7};
     check_model(&s, "gemma3-q5_1");
 }
 
@@ -389,9 +270,9 @@ static void test_llama_q4_k(void **state)
 {
     (void)state;
     REQUIRE_CUDA();
-    struct synth s = {.arch = "llama", .wtype = GGML_TYPE_Q4_K, .etype = GGML_TYPE_Q4_K,
-                      .n_embd = 256, .n_head = 4, .n_head_kv = 2, .head_dim = 64, .n_rot = 64,
-                      .n_ff = 512, .n_vocab = 50, .n_layer = 2, .untied = true};
+    struct tiny_spec s = {.arch = "llama", .wtype = GGML_TYPE_Q4_K, .etype = GGML_TYPE_Q4_K,
+                          .n_embd = 256, .n_head = 4, .n_head_kv = 2, .head_dim = 64, .n_rot = 64,
+                          .n_ff = 512, .n_vocab = 50, .n_layer = 2, .untied = true};
     check_model(&s, "llama-q4_k");
 }
 
@@ -399,9 +280,9 @@ static void test_qwen3_q5_k(void **state)
 {
     (void)state;
     REQUIRE_CUDA();
-    struct synth s = {.arch = "qwen3", .wtype = GGML_TYPE_Q5_K, .etype = GGML_TYPE_Q8_0,
-                      .n_embd = 256, .n_head = 2, .n_head_kv = 1, .head_dim = 128, .n_rot = 128,
-                      .n_ff = 768, .n_vocab = 60, .n_layer = 2, .untied = true};
+    struct tiny_spec s = {.arch = "qwen3", .wtype = GGML_TYPE_Q5_K, .etype = GGML_TYPE_Q8_0,
+                          .n_embd = 256, .n_head = 2, .n_head_kv = 1, .head_dim = 128, .n_rot = 128,
+                          .n_ff = 768, .n_vocab = 60, .n_layer = 2, .untied = true};
     check_model(&s, "qwen3-q5_k");
 }
 
@@ -409,9 +290,9 @@ static void test_gemma3_q6_k(void **state)
 {
     (void)state;
     REQUIRE_CUDA();
-    struct synth s = {.arch = "gemma3", .wtype = GGML_TYPE_Q6_K, .etype = GGML_TYPE_Q6_K,
-                      .n_embd = 256, .n_head = 1, .n_head_kv = 1, .head_dim = 256, .n_rot = 256,
-                      .n_ff = 512, .n_vocab = 66, .n_layer = 6, .swa_window = 4};
+    struct tiny_spec s = {.arch = "gemma3", .wtype = GGML_TYPE_Q6_K, .etype = GGML_TYPE_Q6_K,
+                          .n_embd = 256, .n_head = 1, .n_head_kv = 1, .head_dim = 256, .n_rot = 256,
+                          .n_ff = 512, .n_vocab = 66, .n_layer = 6, .swa_window = 4};
     check_model(&s, "gemma3-q6_k");
 }
 
@@ -423,9 +304,9 @@ static void test_long_context_split(void **state)
 {
     (void)state;
     REQUIRE_CUDA();
-    struct synth s = {.arch = "gemma3", .wtype = GGML_TYPE_Q8_0, .etype = GGML_TYPE_Q8_0,
-                      .n_embd = 128, .n_head = 4, .n_head_kv = 1, .head_dim = 64, .n_rot = 64,
-                      .n_ff = 160, .n_vocab = 57, .n_layer = 6, .swa_window = 300};
+    struct tiny_spec s = {.arch = "gemma3", .wtype = GGML_TYPE_Q8_0, .etype = GGML_TYPE_Q8_0,
+                          .n_embd = 128, .n_head = 4, .n_head_kv = 1, .head_dim = 64, .n_rot = 64,
+                          .n_ff = 160, .n_vocab = 57, .n_layer = 6, .swa_window = 300};
     struct model *m = make_model(&s, 99);
     const int N = 1100, D = 6, V = m->hp.n_vocab;
     int32_t *tok = malloc(sizeof(int32_t) * (N + D));
@@ -433,14 +314,14 @@ static void test_long_context_split(void **state)
     assert_non_null(tok);
     assert_non_null(a);
     assert_non_null(c);
-    tokens_for(tok, N + D, V, 17);
+    tiny_tokens(tok, N + D, V, 17);
     char err[512];
     void *bc = backend_new(&backend_cpu_ops, m, 1200);
     void *bg = backend_new(&backend_cuda_ops, m, 1200);
     assert_int_equal(backend_cpu_ops.forward(bc, tok, N, 0, c, false, err, sizeof err), 0);
     if (backend_cuda_ops.forward(bg, tok, N, 0, a, false, err, sizeof err) != 0)
         fail_msg("cuda prefill: %s", err);
-    double worst = rel_err(a, c, (size_t)V);
+    double worst = tiny_rel_err(a, c, (size_t)V);
     for (int i = 0; i < D; i++) {
         assert_int_equal(backend_cpu_ops.forward(bc, tok + N + i, 1, N + i, c, false, err,
                                                  sizeof err),
@@ -448,7 +329,7 @@ static void test_long_context_split(void **state)
         assert_int_equal(backend_cuda_ops.forward(bg, tok + N + i, 1, N + i, a, false, err,
                                                   sizeof err),
                          0);
-        double e = rel_err(a, c, (size_t)V);
+        double e = tiny_rel_err(a, c, (size_t)V);
         worst = e > worst ? e : worst;
     }
     printf("long context (%d + %d tokens): cuda vs cpu %.2e (tol %.0e)\n", N, D, worst, TOL_CPU);
@@ -457,7 +338,7 @@ static void test_long_context_split(void **state)
     /* Rewind: decoding again at N after the cache was filled beyond it. */
     assert_int_equal(backend_cuda_ops.forward(bg, tok + N, 1, N, a, false, err, sizeof err), 0);
     assert_int_equal(backend_cpu_ops.forward(bc, tok + N, 1, N, c, false, err, sizeof err), 0);
-    assert_true(rel_err(a, c, (size_t)V) <= TOL_CPU);
+    assert_true(tiny_rel_err(a, c, (size_t)V) <= TOL_CPU);
 
     backend_cuda_ops.destroy(bg);
     backend_cpu_ops.destroy(bc);
@@ -471,9 +352,9 @@ static void test_forward_errors(void **state)
 {
     (void)state;
     REQUIRE_CUDA();
-    struct synth s = {.arch = "llama", .wtype = GGML_TYPE_Q4_0, .etype = GGML_TYPE_Q8_0,
-                      .n_embd = 64, .n_head = 2, .n_head_kv = 1, .head_dim = 32, .n_rot = 32,
-                      .n_ff = 96, .n_vocab = 40, .n_layer = 1};
+    struct tiny_spec s = {.arch = "llama", .wtype = GGML_TYPE_Q4_0, .etype = GGML_TYPE_Q8_0,
+                          .n_embd = 64, .n_head = 2, .n_head_kv = 1, .head_dim = 32, .n_rot = 32,
+                          .n_ff = 96, .n_vocab = 40, .n_layer = 1};
     struct model *m = make_model(&s, 3);
     void *b = backend_new(&backend_cuda_ops, m, 16);
     float logits[40];

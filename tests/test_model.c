@@ -1,10 +1,11 @@
 /* test_model.c - the model loader and the CPU backend.
  *
  * Synthetic tiny models of every architecture and weight type are written
- * with the GGUF writer and run through backend/cpu.c and through the naive
- * reference in ref_forward.c; then the backend's own invariants (batch vs
- * token by token, thread count, rewinding), the loader's errors, and the two
- * real models when they are present.
+ * with the GGUF writer (tiny_model.c, shared with test_cuda.c) and run
+ * through backend/cpu.c and through the naive reference in ref_forward.c;
+ * then the backend's own invariants (batch vs token by token, thread count,
+ * rewinding), the loader's errors, and the two real models when they are
+ * present.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -27,158 +28,14 @@
 #include "model.h"
 #include "quant.h"
 #include "ref_forward.h"
+#include "tiny_model.h"
 
 /* ---- synthetic models ---- */
 
-struct synth {
-    const char *arch;
-    enum ggml_type wtype; /* 2-D weights */
-    enum ggml_type etype; /* token_embd */
-    int n_embd, n_head, n_head_kv, head_dim, n_rot, n_ff, n_vocab, n_layer;
-    bool head_dim_key;  /* write attention.key_length/value_length */
-    bool n_rot_key;     /* write rope.dimension_count */
-    bool untied;        /* write output.weight */
-    bool rope_freqs;
-    bool kv_array;      /* head_count_kv as a per-layer array */
-    int swa_window;     /* gemma3 */
-    /* Corruptions for the error tests. */
-    const char *skip_tensor;
-    const char *bad_shape_tensor;
-    const char *bad_type_tensor;
-};
-
-static uint64_t rng_state;
-
-static float frand(void) /* uniform in [-1, 1) */
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (float)((rng_state >> 40) * (1.0 / (1ull << 24))) * 2.0f - 1.0f;
-}
-
-static void add(struct gguf_writer *w, const struct synth *s, const char *name, enum ggml_type t,
-                int64_t ne0, int64_t ne1, float scale, float offset)
-{
-    if (s->skip_tensor && strcmp(name, s->skip_tensor) == 0)
-        return;
-    if (s->bad_shape_tensor && strcmp(name, s->bad_shape_tensor) == 0)
-        ne1 += 1;
-    bool bad_type = s->bad_type_tensor && strcmp(name, s->bad_type_tensor) == 0;
-    if (bad_type)
-        t = GGML_TYPE_Q2_K; /* a known layout kvchat does not compute with */
-    int64_t ne[2] = {ne0, ne1};
-    size_t row = quant_row_size(t, ne0);
-    unsigned char *data = calloc((size_t)ne1, row);
-    float *f = malloc(sizeof(float) * (size_t)ne0);
-    assert_non_null(data);
-    assert_non_null(f);
-    for (int64_t r = 0; r < ne1; r++) {
-        for (int64_t i = 0; i < ne0; i++)
-            f[i] = offset + scale * frand();
-        if (!bad_type)
-            quant_quantize_row(t, f, data + (size_t)r * row, ne0);
-    }
-    gguf_writer_add_tensor(w, name, t, ne1 == 1 ? 1 : 2, ne, data);
-    free(f);
-    free(data);
-}
-
-static void key(char *buf, const struct synth *s, const char *suffix)
-{
-    snprintf(buf, 128, "%s.%s", s->arch, suffix);
-}
-
 /* Writes the synthetic model S to PATH with weights from SEED. */
-static void write_synth(const struct synth *s, const char *path, uint64_t seed)
+static void write_synth(const struct tiny_spec *s, const char *path, uint64_t seed)
 {
-    rng_state = seed * 0x9E3779B97F4A7C15ull + 1;
-    struct gguf_writer *w = gguf_writer_new();
-    assert_non_null(w);
-    char k[128];
-    gguf_writer_set_str(w, "general.architecture", s->arch);
-    gguf_writer_set_str(w, "general.name", "synthetic");
-    key(k, s, "embedding_length");
-    gguf_writer_set_u32(w, k, (uint32_t)s->n_embd);
-    key(k, s, "block_count");
-    gguf_writer_set_u32(w, k, (uint32_t)s->n_layer);
-    key(k, s, "feed_forward_length");
-    gguf_writer_set_u32(w, k, (uint32_t)s->n_ff);
-    key(k, s, "attention.head_count");
-    gguf_writer_set_u32(w, k, (uint32_t)s->n_head);
-    key(k, s, "attention.head_count_kv");
-    if (s->kv_array) {
-        int32_t arr[64];
-        for (int i = 0; i < s->n_layer; i++)
-            arr[i] = s->n_head_kv;
-        gguf_writer_set_arr(w, k, GGUF_TYPE_INT32, arr, (uint64_t)s->n_layer);
-    } else {
-        gguf_writer_set_i32(w, k, s->n_head_kv);
-    }
-    key(k, s, "context_length");
-    gguf_writer_set_u32(w, k, 4096);
-    key(k, s, "attention.layer_norm_rms_epsilon");
-    gguf_writer_set_f32(w, k, 1e-5f);
-    key(k, s, "rope.freq_base");
-    gguf_writer_set_f32(w, k, 10000.0f * 3);
-    if (s->head_dim_key) {
-        key(k, s, "attention.key_length");
-        gguf_writer_set_u32(w, k, (uint32_t)s->head_dim);
-        key(k, s, "attention.value_length");
-        gguf_writer_set_u32(w, k, (uint32_t)s->head_dim);
-    }
-    if (s->n_rot_key) {
-        key(k, s, "rope.dimension_count");
-        gguf_writer_set_u32(w, k, (uint32_t)s->n_rot);
-    }
-    if (s->swa_window) {
-        key(k, s, "attention.sliding_window");
-        gguf_writer_set_u32(w, k, (uint32_t)s->swa_window);
-    }
-
-    int64_t E = s->n_embd, QD = (int64_t)s->n_head * s->head_dim,
-            KVD = (int64_t)s->n_head_kv * s->head_dim, F = s->n_ff;
-    bool gemma = strcmp(s->arch, "gemma3") == 0;
-    bool qk_norm = gemma || strcmp(s->arch, "qwen3") == 0;
-    bool bias = strcmp(s->arch, "qwen2") == 0;
-    add(w, s, "token_embd.weight", s->etype, E, s->n_vocab, 1.0f, 0.0f);
-    add(w, s, "output_norm.weight", GGML_TYPE_F32, E, 1, 0.2f, 1.0f);
-    if (s->untied)
-        add(w, s, "output.weight", s->wtype, E, s->n_vocab, 1.0f / sqrtf((float)E), 0.0f);
-    if (s->rope_freqs)
-        add(w, s, "rope_freqs.weight", GGML_TYPE_F32, s->n_rot / 2, 1, 0.5f, 2.0f);
-    for (int il = 0; il < s->n_layer; il++) {
-        char n[96];
-#define T(what, type, ne0, ne1, scale, off)                                                        \
-    do {                                                                                           \
-        snprintf(n, sizeof n, "blk.%d.%s", il, what);                                              \
-        add(w, s, n, type, ne0, ne1, scale, off);                                                  \
-    } while (0)
-        float se = 1.0f / sqrtf((float)E);
-        T("attn_norm.weight", GGML_TYPE_F32, E, 1, 0.2f, 1.0f);
-        T("attn_q.weight", s->wtype, E, QD, 2.0f * se, 0.0f);
-        T("attn_k.weight", s->wtype, E, KVD, 2.0f * se, 0.0f);
-        T("attn_v.weight", s->wtype, E, KVD, 1.5f * se, 0.0f);
-        if (bias) {
-            T("attn_q.bias", GGML_TYPE_F32, QD, 1, 0.3f, 0.0f);
-            T("attn_k.bias", GGML_TYPE_F32, KVD, 1, 0.3f, 0.0f);
-            T("attn_v.bias", GGML_TYPE_F32, KVD, 1, 0.3f, 0.0f);
-        }
-        if (qk_norm) {
-            T("attn_q_norm.weight", GGML_TYPE_F32, s->head_dim, 1, 0.2f, 1.0f);
-            T("attn_k_norm.weight", GGML_TYPE_F32, s->head_dim, 1, 0.2f, 1.0f);
-        }
-        T("attn_output.weight", s->wtype, QD, E, 1.5f / sqrtf((float)QD), 0.0f);
-        if (gemma)
-            T("post_attention_norm.weight", GGML_TYPE_F32, E, 1, 0.2f, 1.0f);
-        T("ffn_norm.weight", GGML_TYPE_F32, E, 1, 0.2f, 1.0f);
-        T("ffn_gate.weight", s->wtype, E, F, 2.0f * se, 0.0f);
-        T("ffn_up.weight", s->wtype, E, F, 2.0f * se, 0.0f);
-        T("ffn_down.weight", s->wtype, F, E, 1.5f / sqrtf((float)F), 0.0f);
-        if (gemma)
-            T("post_ffw_norm.weight", GGML_TYPE_F32, E, 1, 0.2f, 1.0f);
-#undef T
-    }
+    struct gguf_writer *w = tiny_writer(s, seed);
     char err[512];
     int rc = gguf_writer_write(w, path, err, sizeof err);
     if (rc != 0)
@@ -193,7 +50,7 @@ static void synth_path(char *buf, size_t cap, const char *tag)
     snprintf(buf, cap, "%s/%s.gguf", tmpdir, tag);
 }
 
-static struct model *load_synth(const struct synth *s, const char *tag, uint64_t seed)
+static struct model *load_synth(const struct tiny_spec *s, const char *tag, uint64_t seed)
 {
     char path[1200], err[512];
     synth_path(path, sizeof path, tag);
@@ -212,26 +69,6 @@ static void *cpu_new(const struct model *m, int n_ctx, int n_threads)
     if (!b)
         fail_msg("cpu create: %s", err);
     return b;
-}
-
-static void tokens_for(int32_t *tok, int n, int n_vocab, uint64_t seed)
-{
-    for (int i = 0; i < n; i++)
-        tok[i] = (int32_t)((seed * 7919 + (uint64_t)i * 104729 + (uint64_t)i * i * 31) % (uint64_t)n_vocab);
-}
-
-/* max |a - b| over max |b|: the error relative to the logits' scale. */
-static double rel_err(const float *a, const float *b, size_t n)
-{
-    double md = 0, mb = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = fabs((double)a[i] - b[i]);
-        if (!(d <= md)) /* also catches NaN */
-            md = d;
-        if (fabs(b[i]) > mb)
-            mb = fabs(b[i]);
-    }
-    return md / (mb > 0 ? mb : 1.0);
 }
 
 /* Tolerances against the reference, relative to the largest logit. The
@@ -255,12 +92,12 @@ static double tolerance(enum ggml_type t)
 
 #define SEQ 12
 
-static void check_against_ref(const struct synth *s, const char *tag)
+static void check_against_ref(const struct tiny_spec *s, const char *tag)
 {
     struct model *m = load_synth(s, tag, 1234);
     int V = m->hp.n_vocab;
     int32_t tok[SEQ];
-    tokens_for(tok, SEQ, V, 5);
+    tiny_tokens(tok, SEQ, V, 5);
     float *ref = malloc(sizeof(float) * SEQ * V);
     float *got = malloc(sizeof(float) * SEQ * V);
     assert_non_null(ref);
@@ -272,7 +109,7 @@ static void check_against_ref(const struct synth *s, const char *tag)
     void *b = cpu_new(m, 64, 2);
     char err[512];
     assert_int_equal(backend_cpu_ops.forward(b, tok, SEQ, 0, got, true, err, sizeof err), 0);
-    double e = rel_err(got, ref, (size_t)SEQ * V);
+    double e = tiny_rel_err(got, ref, (size_t)SEQ * V);
     printf("%-22s %-5s vs reference: max rel err %.2e (tolerance %.0e)\n", tag,
            quant_type_name(s->wtype), e, tolerance(s->wtype));
     assert_true(e <= tolerance(s->wtype));
@@ -280,7 +117,7 @@ static void check_against_ref(const struct synth *s, const char *tag)
     /* The logits must depend on the input: a model that ignored its tokens
      * (or attention that ignored the past) would pass the check above with
      * a constant reference too. */
-    assert_true(rel_err(got, got + (size_t)(SEQ - 1) * V, (size_t)V) > 1e-3);
+    assert_true(tiny_rel_err(got, got + (size_t)(SEQ - 1) * V, (size_t)V) > 1e-3);
 
     backend_cpu_ops.destroy(b);
     ref_free(r);
@@ -292,10 +129,10 @@ static void check_against_ref(const struct synth *s, const char *tag)
 static void test_llama_f32(void **state)
 {
     (void)state;
-    struct synth s = {.arch = "llama", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
-                      .n_embd = 40, .n_head = 4, .n_head_kv = 2, .head_dim = 10, .n_rot = 10,
-                      .n_ff = 72, .n_vocab = 53, .n_layer = 2, .untied = true,
-                      .rope_freqs = true};
+    struct tiny_spec s = {.arch = "llama", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
+                          .n_embd = 40, .n_head = 4, .n_head_kv = 2, .head_dim = 10, .n_rot = 10,
+                          .n_ff = 72, .n_vocab = 53, .n_layer = 2, .untied = true,
+                          .rope_freqs = true};
     check_against_ref(&s, "llama-f32");
 }
 
@@ -303,37 +140,37 @@ static void test_llama_f16_partial_rope(void **state)
 {
     (void)state;
     /* Only 8 of 16 dims rotated; head count 3 with one KV head. */
-    struct synth s = {.arch = "llama", .wtype = GGML_TYPE_F16, .etype = GGML_TYPE_F16,
-                      .n_embd = 48, .n_head = 3, .n_head_kv = 1, .head_dim = 16, .n_rot = 8,
-                      .n_rot_key = true, .n_ff = 80, .n_vocab = 61, .n_layer = 2,
-                      .kv_array = true};
+    struct tiny_spec s = {.arch = "llama", .wtype = GGML_TYPE_F16, .etype = GGML_TYPE_F16,
+                          .n_embd = 48, .n_head = 3, .n_head_kv = 1, .head_dim = 16, .n_rot = 8,
+                          .n_rot_key = true, .n_ff = 80, .n_vocab = 61, .n_layer = 2,
+                          .kv_array = true};
     check_against_ref(&s, "llama-f16");
 }
 
 static void test_llama_bf16(void **state)
 {
     (void)state;
-    struct synth s = {.arch = "llama", .wtype = GGML_TYPE_BF16, .etype = GGML_TYPE_F32,
-                      .n_embd = 36, .n_head = 3, .n_head_kv = 3, .head_dim = 12, .n_rot = 12,
-                      .n_ff = 50, .n_vocab = 29, .n_layer = 3};
+    struct tiny_spec s = {.arch = "llama", .wtype = GGML_TYPE_BF16, .etype = GGML_TYPE_F32,
+                          .n_embd = 36, .n_head = 3, .n_head_kv = 3, .head_dim = 12, .n_rot = 12,
+                          .n_ff = 50, .n_vocab = 29, .n_layer = 3};
     check_against_ref(&s, "llama-bf16");
 }
 
 static void test_llama_q8_0(void **state)
 {
     (void)state;
-    struct synth s = {.arch = "llama", .wtype = GGML_TYPE_Q8_0, .etype = GGML_TYPE_Q8_0,
-                      .n_embd = 96, .n_head = 3, .n_head_kv = 1, .head_dim = 32, .n_rot = 32,
-                      .n_ff = 160, .n_vocab = 37, .n_layer = 2};
+    struct tiny_spec s = {.arch = "llama", .wtype = GGML_TYPE_Q8_0, .etype = GGML_TYPE_Q8_0,
+                          .n_embd = 96, .n_head = 3, .n_head_kv = 1, .head_dim = 32, .n_rot = 32,
+                          .n_ff = 160, .n_vocab = 37, .n_layer = 2};
     check_against_ref(&s, "llama-q8_0");
 }
 
 static void test_qwen2_q4_0_bias(void **state)
 {
     (void)state;
-    struct synth s = {.arch = "qwen2", .wtype = GGML_TYPE_Q4_0, .etype = GGML_TYPE_Q8_0,
-                      .n_embd = 96, .n_head = 6, .n_head_kv = 2, .head_dim = 16, .n_rot = 16,
-                      .n_ff = 128, .n_vocab = 45, .n_layer = 2, .untied = true};
+    struct tiny_spec s = {.arch = "qwen2", .wtype = GGML_TYPE_Q4_0, .etype = GGML_TYPE_Q8_0,
+                          .n_embd = 96, .n_head = 6, .n_head_kv = 2, .head_dim = 16, .n_rot = 16,
+                          .n_ff = 128, .n_vocab = 45, .n_layer = 2, .untied = true};
     check_against_ref(&s, "qwen2-q4_0");
 }
 
@@ -341,9 +178,9 @@ static void test_qwen3_q4_1_qknorm(void **state)
 {
     (void)state;
     /* head_dim 32 with 3 heads over n_embd 64: Q is wider than the stream. */
-    struct synth s = {.arch = "qwen3", .wtype = GGML_TYPE_Q4_1, .etype = GGML_TYPE_Q4_1,
-                      .n_embd = 64, .n_head = 3, .n_head_kv = 1, .head_dim = 32, .n_rot = 32,
-                      .head_dim_key = true, .n_ff = 96, .n_vocab = 41, .n_layer = 2};
+    struct tiny_spec s = {.arch = "qwen3", .wtype = GGML_TYPE_Q4_1, .etype = GGML_TYPE_Q4_1,
+                          .n_embd = 64, .n_head = 3, .n_head_kv = 1, .head_dim = 32, .n_rot = 32,
+                          .head_dim_key = true, .n_ff = 96, .n_vocab = 41, .n_layer = 2};
     check_against_ref(&s, "qwen3-q4_1");
 }
 
@@ -351,48 +188,48 @@ static void test_gemma3_q5_0_swa(void **state)
 {
     (void)state;
     /* 7 layers: 0-4 local, 5 global, 6 local; window 4 < SEQ. */
-    struct synth s = {.arch = "gemma3", .wtype = GGML_TYPE_Q5_0, .etype = GGML_TYPE_Q8_0,
-                      .n_embd = 64, .n_head = 3, .n_head_kv = 1, .head_dim = 32, .n_rot = 32,
-                      .head_dim_key = true, .n_ff = 96, .n_vocab = 47, .n_layer = 7,
-                      .swa_window = 4};
+    struct tiny_spec s = {.arch = "gemma3", .wtype = GGML_TYPE_Q5_0, .etype = GGML_TYPE_Q8_0,
+                          .n_embd = 64, .n_head = 3, .n_head_kv = 1, .head_dim = 32, .n_rot = 32,
+                          .head_dim_key = true, .n_ff = 96, .n_vocab = 47, .n_layer = 7,
+                          .swa_window = 4};
     check_against_ref(&s, "gemma3-q5_0");
 }
 
 static void test_gemma3_q5_1(void **state)
 {
     (void)state;
-    struct synth s = {.arch = "gemma3", .wtype = GGML_TYPE_Q5_1, .etype = GGML_TYPE_Q5_1,
-                      .n_embd = 64, .n_head = 2, .n_head_kv = 2, .head_dim = 32, .n_rot = 32,
-                      .head_dim_key = true, .n_ff = 128, .n_vocab = 33, .n_layer = 6,
-                      .swa_window = 3};
+    struct tiny_spec s = {.arch = "gemma3", .wtype = GGML_TYPE_Q5_1, .etype = GGML_TYPE_Q5_1,
+                          .n_embd = 64, .n_head = 2, .n_head_kv = 2, .head_dim = 32, .n_rot = 32,
+                          .head_dim_key = true, .n_ff = 128, .n_vocab = 33, .n_layer = 6,
+                          .swa_window = 3};
     check_against_ref(&s, "gemma3-q5_1");
 }
 
 static void test_llama_q4_k(void **state)
 {
     (void)state;
-    struct synth s = {.arch = "llama", .wtype = GGML_TYPE_Q4_K, .etype = GGML_TYPE_Q4_K,
-                      .n_embd = 256, .n_head = 4, .n_head_kv = 2, .head_dim = 64, .n_rot = 64,
-                      .n_ff = 512, .n_vocab = 70, .n_layer = 2, .untied = true};
+    struct tiny_spec s = {.arch = "llama", .wtype = GGML_TYPE_Q4_K, .etype = GGML_TYPE_Q4_K,
+                          .n_embd = 256, .n_head = 4, .n_head_kv = 2, .head_dim = 64, .n_rot = 64,
+                          .n_ff = 512, .n_vocab = 70, .n_layer = 2, .untied = true};
     check_against_ref(&s, "llama-q4_k");
 }
 
 static void test_qwen3_q5_k(void **state)
 {
     (void)state;
-    struct synth s = {.arch = "qwen3", .wtype = GGML_TYPE_Q5_K, .etype = GGML_TYPE_Q8_0,
-                      .n_embd = 256, .n_head = 2, .n_head_kv = 1, .head_dim = 128, .n_rot = 128,
-                      .head_dim_key = true, .n_ff = 256, .n_vocab = 40, .n_layer = 2};
+    struct tiny_spec s = {.arch = "qwen3", .wtype = GGML_TYPE_Q5_K, .etype = GGML_TYPE_Q8_0,
+                          .n_embd = 256, .n_head = 2, .n_head_kv = 1, .head_dim = 128, .n_rot = 128,
+                          .head_dim_key = true, .n_ff = 256, .n_vocab = 40, .n_layer = 2};
     check_against_ref(&s, "qwen3-q5_k");
 }
 
 static void test_gemma3_q6_k(void **state)
 {
     (void)state;
-    struct synth s = {.arch = "gemma3", .wtype = GGML_TYPE_Q6_K, .etype = GGML_TYPE_Q6_K,
-                      .n_embd = 256, .n_head = 2, .n_head_kv = 1, .head_dim = 128, .n_rot = 128,
-                      .head_dim_key = true, .n_ff = 256, .n_vocab = 40, .n_layer = 6,
-                      .swa_window = 4};
+    struct tiny_spec s = {.arch = "gemma3", .wtype = GGML_TYPE_Q6_K, .etype = GGML_TYPE_Q6_K,
+                          .n_embd = 256, .n_head = 2, .n_head_kv = 1, .head_dim = 128, .n_rot = 128,
+                          .head_dim_key = true, .n_ff = 256, .n_vocab = 40, .n_layer = 6,
+                          .swa_window = 4};
     check_against_ref(&s, "gemma3-q6_k");
 }
 
@@ -402,19 +239,19 @@ static void test_gemma3_q6_k(void **state)
 static void test_gemma3_bf16_exact(void **state)
 {
     (void)state;
-    struct synth s = {.arch = "gemma3", .wtype = GGML_TYPE_BF16, .etype = GGML_TYPE_F32,
-                      .n_embd = 48, .n_head = 4, .n_head_kv = 2, .head_dim = 16, .n_rot = 16,
-                      .head_dim_key = true, .n_ff = 64, .n_vocab = 31, .n_layer = 7,
-                      .swa_window = 4, .untied = true};
+    struct tiny_spec s = {.arch = "gemma3", .wtype = GGML_TYPE_BF16, .etype = GGML_TYPE_F32,
+                          .n_embd = 48, .n_head = 4, .n_head_kv = 2, .head_dim = 16, .n_rot = 16,
+                          .head_dim_key = true, .n_ff = 64, .n_vocab = 31, .n_layer = 7,
+                          .swa_window = 4, .untied = true};
     check_against_ref(&s, "gemma3-bf16");
 }
 
 static void test_qwen_f16_exact(void **state)
 {
     (void)state;
-    struct synth s = {.arch = "qwen2", .wtype = GGML_TYPE_F16, .etype = GGML_TYPE_F16,
-                      .n_embd = 30, .n_head = 5, .n_head_kv = 1, .head_dim = 6, .n_rot = 6,
-                      .n_ff = 44, .n_vocab = 23, .n_layer = 2};
+    struct tiny_spec s = {.arch = "qwen2", .wtype = GGML_TYPE_F16, .etype = GGML_TYPE_F16,
+                          .n_embd = 30, .n_head = 5, .n_head_kv = 1, .head_dim = 6, .n_rot = 6,
+                          .n_ff = 44, .n_vocab = 23, .n_layer = 2};
     check_against_ref(&s, "qwen2-f16");
     s.arch = "qwen3";
     s.head_dim = 10;
@@ -425,7 +262,7 @@ static void test_qwen_f16_exact(void **state)
 
 /* ---- backend invariants ---- */
 
-static const struct synth gemma_small = {
+static const struct tiny_spec gemma_small = {
     .arch = "gemma3", .wtype = GGML_TYPE_Q8_0, .etype = GGML_TYPE_Q8_0, .n_embd = 64,
     .n_head = 3, .n_head_kv = 1, .head_dim = 32, .n_rot = 32, .head_dim_key = true, .n_ff = 96,
     .n_vocab = 47, .n_layer = 7, .swa_window = 5};
@@ -465,7 +302,7 @@ static void test_loader_fields(void **state)
     model_free(m);
 
     /* Untied: one embedding row instead of the table. */
-    struct synth s = gemma_small;
+    struct tiny_spec s = gemma_small;
     s.untied = true;
     m = load_synth(&s, "fields-untied", 3);
     assert_ptr_not_equal(m->output.data, m->tok_embd.data);
@@ -497,17 +334,17 @@ static void test_batch_vs_sequential(void **state)
     assert_non_null(all);
     assert_non_null(one);
     assert_non_null(last);
-    tokens_for(tok, N, V, 11);
+    tiny_tokens(tok, N, V, 11);
     char err[512];
     void *b = cpu_new(m, 700, 2);
     assert_int_equal(backend_cpu_ops.forward(b, tok, N, 0, all, true, err, sizeof err), 0);
     assert_int_equal(backend_cpu_ops.forward(b, tok, N, 0, last, false, err, sizeof err), 0);
-    assert_true(rel_err(last, all + (size_t)(N - 1) * V, (size_t)V) <= 1e-6);
+    assert_true(tiny_rel_err(last, all + (size_t)(N - 1) * V, (size_t)V) <= 1e-6);
     double worst = 0;
     for (int i = 0; i < N; i++) {
         assert_int_equal(backend_cpu_ops.forward(b, tok + i, 1, i, one, false, err, sizeof err),
                          0);
-        double e = rel_err(one, all + (size_t)i * V, (size_t)V);
+        double e = tiny_rel_err(one, all + (size_t)i * V, (size_t)V);
         if (e > worst)
             worst = e;
     }
@@ -524,12 +361,12 @@ static void test_batch_vs_sequential(void **state)
 static void test_threads_identical(void **state)
 {
     (void)state;
-    struct synth s = gemma_small;
+    struct tiny_spec s = gemma_small;
     s.wtype = GGML_TYPE_Q4_0;
     struct model *m = load_synth(&s, "threads", 9);
     int V = m->hp.n_vocab, N = 20;
     int32_t tok[20];
-    tokens_for(tok, N, V, 2);
+    tiny_tokens(tok, N, V, 2);
     float *a = malloc(sizeof(float) * (size_t)N * V), *b3 = malloc(sizeof(float) * (size_t)N * V);
     assert_non_null(a);
     assert_non_null(b3);
@@ -558,9 +395,9 @@ static void test_threads_identical(void **state)
 static void test_long_context_decode(void **state)
 {
     (void)state;
-    struct synth s = {.arch = "llama", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
-                      .n_embd = 48, .n_head = 6, .n_head_kv = 2, .head_dim = 32, .n_rot = 32,
-                      .head_dim_key = true, .n_ff = 64, .n_vocab = 41, .n_layer = 2};
+    struct tiny_spec s = {.arch = "llama", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
+                          .n_embd = 48, .n_head = 6, .n_head_kv = 2, .head_dim = 32, .n_rot = 32,
+                          .head_dim_key = true, .n_ff = 64, .n_vocab = 41, .n_layer = 2};
     struct model *m = load_synth(&s, "long-decode", 17);
     enum { N = 700, STEPS = 3 };
     int V = m->hp.n_vocab;
@@ -569,7 +406,7 @@ static void test_long_context_decode(void **state)
     float *got[3];
     assert_non_null(tok);
     assert_non_null(ref);
-    tokens_for(tok, N, V, 31);
+    tiny_tokens(tok, N, V, 31);
     struct ref_model *r = ref_new(m);
     assert_non_null(r);
     assert_int_equal(ref_forward(r, tok, N, ref), 0);
@@ -584,7 +421,7 @@ static void test_long_context_decode(void **state)
             float *lg = got[nt - 1] + (size_t)(i - (N - STEPS)) * V;
             assert_int_equal(backend_cpu_ops.forward(b, tok + i, 1, i, lg, false, err, sizeof err),
                              0);
-            double e = rel_err(lg, ref + (size_t)i * V, (size_t)V);
+            double e = tiny_rel_err(lg, ref + (size_t)i * V, (size_t)V);
             if (nt == 1)
                 printf("decode at %d of context vs reference: max rel err %.2e\n", i, e);
             assert_true(e <= 1e-5);
@@ -608,8 +445,8 @@ static void test_rewind(void **state)
     struct model *m = load_synth(&gemma_small, "rewind", 13);
     int V = m->hp.n_vocab;
     int32_t a[10], bt[5];
-    tokens_for(a, 10, V, 21);
-    tokens_for(bt, 5, V, 22);
+    tiny_tokens(a, 10, V, 21);
+    tiny_tokens(bt, 5, V, 22);
     float *x = malloc(sizeof(float) * 5 * V), *y = malloc(sizeof(float) * 5 * V);
     assert_non_null(x);
     assert_non_null(y);
@@ -679,7 +516,7 @@ static void test_forward_errors(void **state)
 
 /* ---- loader errors ---- */
 
-static void expect_load_error(const struct synth *s, const char *tag, const char *needle1,
+static void expect_load_error(const struct tiny_spec *s, const char *tag, const char *needle1,
                               const char *needle2)
 {
     char path[1200], err[512];
@@ -753,9 +590,9 @@ static void set_nonuniform_kv(struct gguf_writer *w, const char *key, int varian
 static void test_load_errors(void **state)
 {
     (void)state;
-    struct synth s = {.arch = "mamba", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
-                      .n_embd = 32, .n_head = 2, .n_head_kv = 1, .head_dim = 16, .n_rot = 16,
-                      .n_ff = 64, .n_vocab = 20, .n_layer = 2};
+    struct tiny_spec s = {.arch = "mamba", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
+                          .n_embd = 32, .n_head = 2, .n_head_kv = 1, .head_dim = 16, .n_rot = 16,
+                          .n_ff = 64, .n_vocab = 20, .n_layer = 2};
     expect_load_error(&s, "err-arch", "unknown architecture 'mamba'",
                       "llama, qwen2, qwen3, gemma3");
     s.arch = "llama";
@@ -772,10 +609,10 @@ static void test_load_errors(void **state)
     s.n_rot = 128;
     s.n_ff = 256;
     expect_load_error(&s, "err-type", "blk.1.attn_q.weight", "Q2_K");
-    s = (struct synth){.arch = "qwen3", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
-                       .n_embd = 32, .n_head = 2, .n_head_kv = 1, .head_dim = 16, .n_rot = 16,
-                       .n_ff = 64, .n_vocab = 20, .n_layer = 2,
-                       .skip_tensor = "blk.0.attn_k_norm.weight"};
+    s = (struct tiny_spec){.arch = "qwen3", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
+                           .n_embd = 32, .n_head = 2, .n_head_kv = 1, .head_dim = 16, .n_rot = 16,
+                           .n_ff = 64, .n_vocab = 20, .n_layer = 2,
+                           .skip_tensor = "blk.0.attn_k_norm.weight"};
     expect_load_error(&s, "err-qknorm", "attn_k_norm", NULL);
     s.skip_tensor = NULL;
     s.n_rot = 7;
@@ -793,9 +630,9 @@ static void test_load_errors(void **state)
     /* A non-uniform per-layer head_count_kv is refused with a clear reason. */
     char path[1200], err[512];
     synth_path(path, sizeof path, "err-kvarr");
-    s = (struct synth){.arch = "llama", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
-                       .n_embd = 32, .n_head = 2, .n_head_kv = 1, .head_dim = 16, .n_rot = 16,
-                       .n_ff = 64, .n_vocab = 20, .n_layer = 2};
+    s = (struct tiny_spec){.arch = "llama", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
+                           .n_embd = 32, .n_head = 2, .n_head_kv = 1, .head_dim = 16, .n_rot = 16,
+                           .n_ff = 64, .n_vocab = 20, .n_layer = 2};
     char src[1200];
     synth_path(src, sizeof src, "err-kvarr-src");
     write_synth(&s, src, 1);
@@ -954,7 +791,7 @@ static void run_real(const char *file, int32_t bos, const char *const *words, in
     for (int i = 0; i < n; i++)
         assert_int_equal(backend_cpu_ops.forward(b, tok + i, 1, i, one, false, err, sizeof err),
                          0);
-    double e = rel_err(one, lg + (size_t)(n - 1) * V, (size_t)V);
+    double e = tiny_rel_err(one, lg + (size_t)(n - 1) * V, (size_t)V);
     printf("%s: batch vs sequential max rel err %.2e\n", file, e);
     assert_true(e <= 1e-4);
 

@@ -1,0 +1,50 @@
+/* tiny_model.h - synthetic tiny models for the tests: a GGUF writer filled
+ * with llama/qwen2/qwen3/gemma3 hyperparameters and random weights,
+ * quantised to any type, plus the tokens and error measure the model tests
+ * compare logits with. Used by test_model.c (written to a file, with the
+ * corruptions its loader-error tests need) and test_cuda.c (kept in memory).
+ * Failures are cmocka assertions, so only test binaries link it.
+ */
+#ifndef KVCHAT_TINY_MODEL_H
+#define KVCHAT_TINY_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "quant.h"
+
+struct gguf_writer;
+
+/* The shape and contents of one synthetic model. */
+struct tiny_spec {
+    const char *arch;     /* "llama", "qwen2", "qwen3", "gemma3" (or any, for errors) */
+    enum ggml_type wtype; /* 2-D weights */
+    enum ggml_type etype; /* token_embd */
+    int n_embd, n_head, n_head_kv, head_dim, n_rot, n_ff, n_vocab, n_layer;
+    bool head_dim_key; /* write attention.key_length/value_length */
+    bool n_rot_key;    /* write rope.dimension_count */
+    bool untied;       /* write output.weight */
+    bool rope_freqs;
+    bool kv_array;  /* head_count_kv as a per-layer array */
+    int swa_window; /* gemma3 */
+    /* Corruptions for the loader's error tests (NULL: none). */
+    const char *skip_tensor;      /* left out */
+    const char *bad_shape_tensor; /* one row too many */
+    const char *bad_type_tensor;  /* written as Q2_K, which kvchat does not compute with */
+};
+
+/* A writer holding every key and tensor of S, with weights drawn from SEED
+ * (the same SEED gives the same weights). The caller owns the writer and
+ * frees it with gguf_writer_free. Fails the running test when out of memory. */
+struct gguf_writer *tiny_writer(const struct tiny_spec *s, uint64_t seed);
+
+/* Fills TOK[0..N) with ids below N_VOCAB, a fixed sequence for each SEED. */
+void tiny_tokens(int32_t *tok, int n, int n_vocab, uint64_t seed);
+
+/* max |a - b| over max |b|: the error relative to the logits' scale. A NaN
+ * anywhere counts as infinitely wrong, so it fails every tolerance and wins
+ * every "worst so far" comparison. */
+double tiny_rel_err(const float *a, const float *b, size_t n);
+
+#endif
