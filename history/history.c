@@ -389,35 +389,32 @@ static int make_parents(const char *path, char *err, size_t errlen)
 
 /* ---- open and migrate ---- */
 
-static int get_user_version(sqlite3 *db, int *v)
+/* Runs SQL that yields one integer (a pragma, a count) into *OUT. */
+static int query_int(sqlite3 *db, const char *sql, int *out)
 {
     sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL);
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
     if (rc != SQLITE_OK)
         return rc;
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
-        *v = sqlite3_column_int(st, 0);
+        *out = sqlite3_column_int(st, 0);
         rc = SQLITE_OK;
     }
     sqlite3_finalize(st);
     return rc;
 }
 
-/* 1 if the database has tables of its own (so user_version 0 is not "new"). */
+static int get_user_version(sqlite3 *db, int *v)
+{
+    return query_int(db, "PRAGMA user_version", v);
+}
+
+/* The number of schema objects: with none, user_version 0 means a new file;
+ * with some, it is somebody else's database. */
 static int count_tables(sqlite3 *db, int *n)
 {
-    sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_schema", -1, &st, NULL);
-    if (rc != SQLITE_OK)
-        return rc;
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        *n = sqlite3_column_int(st, 0);
-        rc = SQLITE_OK;
-    }
-    sqlite3_finalize(st);
-    return rc;
+    return query_int(db, "SELECT count(*) FROM sqlite_schema", n);
 }
 
 /* PRAGMA quick_check: catches damaged pages at open rather than mid-chat.
