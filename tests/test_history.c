@@ -40,27 +40,19 @@ static struct hist *open_ok(const char *path)
     return h;
 }
 
-/* Whole file into a malloc'd buffer (for "nothing was changed" checks). */
-static char *slurp(const char *path, size_t *len)
+/* The whole file, which must exist (for "nothing was changed" checks). */
+static char *read_ok(const char *path, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
+    *len = 0;
+    char *buf = test_read_file(path, len);
     assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)n, f), (size_t)n);
-    fclose(f);
-    *len = (size_t)n;
     return buf;
 }
 
 static void assert_file_unchanged(const char *path, const char *before, size_t before_len)
 {
     size_t len;
-    char *now = slurp(path, &len);
+    char *now = read_ok(path, &len);
     assert_non_null(now);
     assert_int_equal(len, before_len);
     assert_memory_equal(now, before, len);
@@ -615,7 +607,7 @@ static void test_export(void **state)
     hist_close(h);
 
     size_t len;
-    char *text = slurp(md, &len);
+    char *text = read_ok(md, &len);
     assert_non_null(text);
     assert_non_null(strstr(text, "# Title with \"quotes\" and \\ backslash\n"));
     assert_non_null(strstr(text, "- Model: gemma-3-270m-q4_k_m.gguf (sha256:0123)"));
@@ -627,7 +619,7 @@ static void test_export(void **state)
     assert_non_null(strstr(text, "bad\xEF\xBF\xBD(\xEF\xBF\xBD"));
     free(text);
 
-    text = slurp(js, &len);
+    text = read_ok(js, &len);
     assert_non_null(text);
     assert_non_null(strstr(text, "\\u0001\\u0002\\u001f"));
     assert_non_null(strstr(text, "tab\\t cr\\r nl\\n quote\\\" bs\\\\ slash/"));
@@ -716,7 +708,7 @@ static void test_newer_version_refused(void **state)
     hist_close(open_ok(path));
     raw_exec(path, "PRAGMA user_version = 99");
     size_t len;
-    char *before = slurp(path, &len);
+    char *before = read_ok(path, &len);
     int status = 0;
     assert_null(hist_open_ex(path, 0, &status, err, sizeof err));
     assert_int_equal(status, HIST_E_NEWER);
@@ -739,7 +731,7 @@ static void test_corrupt_refused_unchanged(void **state)
     for (int i = 0; i < 500; i++)
         fputs("this is a text file, not a database\n", f);
     fclose(f);
-    char *before = slurp(path, &len);
+    char *before = read_ok(path, &len);
     assert_null(hist_open_ex(path, 0, &status, err, sizeof err));
     assert_int_equal(status, HIST_E_CORRUPT);
     assert_non_null(strstr(err, path));
@@ -760,7 +752,7 @@ static void test_corrupt_refused_unchanged(void **state)
     }
     hist_close(h); /* checkpoints the WAL into the main file */
     int64_t pagesize = raw_int(path, "PRAGMA page_size");
-    before = slurp(path, &len);
+    before = read_ok(path, &len);
     assert_true(len > (size_t)pagesize * 4);
     for (size_t i = (size_t)pagesize; i < len; i++)
         before[i] = (char)(i * 131 + 7);
@@ -777,7 +769,7 @@ static void test_corrupt_refused_unchanged(void **state)
     /* Someone else's SQLite database. */
     new_db_path(path, sizeof path, "hist-foreign");
     raw_exec(path, "CREATE TABLE accounts(id INTEGER PRIMARY KEY, owner TEXT); INSERT INTO accounts VALUES (1, 'x');");
-    before = slurp(path, &len);
+    before = read_ok(path, &len);
     assert_null(hist_open_ex(path, 0, &status, err, sizeof err));
     assert_int_equal(status, HIST_E_CORRUPT);
     assert_non_null(strstr(err, "not a kvchat history database"));
@@ -826,7 +818,7 @@ static void test_readonly(void **state)
     /* Read-only open mode: meaningful as root too, since SQLite itself refuses. */
     new_db_path(path, sizeof path, "hist-ro");
     fill_small(path, &sid);
-    char *before = slurp(path, &len);
+    char *before = read_ok(path, &len);
     struct hist *h = hist_open_ex(path, HIST_OPEN_READONLY, &status, err, sizeof err);
     if (!h)
         fail_msg("read-only open: %s", err);
@@ -850,7 +842,7 @@ static void test_readonly(void **state)
     }
     new_db_path(path, sizeof path, "hist-chmod");
     fill_small(path, &sid);
-    before = slurp(path, &len);
+    before = read_ok(path, &len);
     char dir[1200];
     snprintf(dir, sizeof dir, "%s", path);
     *strrchr(dir, '/') = 0;
@@ -1111,7 +1103,7 @@ static void test_fuzz_regressions(void **state)
         fill_small(path, &sid);
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d", bad_versions[i]);
         raw_exec(path, sql);
-        char *before = slurp(path, &len);
+        char *before = read_ok(path, &len);
         err[0] = 0;
         assert_null(hist_open_ex(path, 0, &status, err, sizeof err));
         assert_int_equal(status, HIST_E_CORRUPT);

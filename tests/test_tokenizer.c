@@ -18,27 +18,6 @@
 
 /* ---- helpers ---- */
 
-static char *read_all(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long sz = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)sz + 1);
-    if (buf && fread(buf, 1, (size_t)sz, f) != (size_t)sz) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (buf) {
-        buf[sz] = 0;
-        *n = (size_t)sz;
-    }
-    return buf;
-}
-
 static struct tokenizer *open_tok(const char *path, struct gguf **gout)
 {
     char err[512];
@@ -94,7 +73,7 @@ static int check_cases(const struct tokenizer *t, const char *name, const char *
                        const char *opath)
 {
     size_t ilen, olen;
-    char *inp = read_all(ipath, &ilen), *outp = read_all(opath, &olen);
+    char *inp = test_read_file(ipath, &ilen), *outp = test_read_file(opath, &olen);
     assert_non_null(inp);
     assert_non_null(outp);
 

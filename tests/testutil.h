@@ -59,6 +59,29 @@ static inline int test_in_ci(void)
         }                                                                                       \
     } while (0)
 
+/* Whole file into a malloc'd, NUL-terminated buffer (*LEN excludes the NUL);
+ * NULL when it cannot be read. */
+static inline char *test_read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long sz = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = sz >= 0 ? malloc((size_t)sz + 1) : NULL;
+    if (buf && fread(buf, 1, (size_t)sz, f) != (size_t)sz) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    if (buf) {
+        buf[sz] = 0;
+        *len = (size_t)sz;
+    }
+    return buf;
+}
+
 /* A fresh temporary directory under the build tree; returns its path in BUF. */
 static inline void test_tmpdir(char *buf, size_t cap, const char *tag)
 {
