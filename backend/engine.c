@@ -578,24 +578,20 @@ static int32_t reply_reserve(const struct engine *e, int32_t max_tokens)
 /* Drops the oldest visible exchanges (never the system prompt, never the
  * last KEEP messages) until the rendered conversation and RESERVE tokens of
  * reply fit the context, counting them in *DROPPED. Returns the prompt's
- * token count (in e->prompt), -1 when rendering fails (message in ERR), or
- * -2 when even the kept messages do not fit (*DROPPED then holds their
- * token count). */
+ * token count (the prompt is in e->prompt), or -1 when rendering fails
+ * (message in ERR). *FITS is false when even the kept messages do not fit. */
 static int64_t fit_visible(struct engine *e, int32_t reserve, size_t keep, int32_t *dropped,
-                           char *err, size_t errlen)
+                           bool *fits, char *err, size_t errlen)
 {
     int32_t n_ctx = e->info.n_ctx;
     for (;;) {
         int64_t n_prompt = render_prompt(e, e->first_visible, err, errlen);
         if (n_prompt < 0)
             return -1;
-        if (n_prompt + reserve <= n_ctx)
-            return n_prompt;
+        *fits = n_prompt + reserve <= n_ctx;
         size_t fv = e->first_visible;
-        if (fv + keep >= e->n_msgs) {
-            *dropped = (int32_t)(n_prompt < INT32_MAX ? n_prompt : INT32_MAX);
-            return -2;
-        }
+        if (*fits || fv + keep >= e->n_msgs)
+            return n_prompt;
         size_t drop = 1;
         if (e->msgs[fv].role == CHAT_ROLE_USER && fv + 1 + keep < e->n_msgs &&
             e->msgs[fv + 1].role == CHAT_ROLE_ASSISTANT)
@@ -608,11 +604,11 @@ static int64_t fit_visible(struct engine *e, int32_t reserve, size_t keep, int32
 int32_t engine_fit_context(struct engine *e, int32_t max_tokens)
 {
     int32_t dropped = 0;
+    bool fits;
     char err[256];
-    int64_t n = fit_visible(e, reply_reserve(e, max_tokens), 0, &dropped, err, sizeof err);
-    if (n == -1)
+    if (fit_visible(e, reply_reserve(e, max_tokens), 0, &dropped, &fits, err, sizeof err) < 0)
         return -1;
-    return n == -2 ? (int32_t)e->n_msgs : dropped;
+    return dropped;
 }
 
 int engine_chat(struct engine *e, const char *user_text, const struct engine_turn_params *tp,
@@ -638,15 +634,16 @@ int engine_chat(struct engine *e, const char *user_text, const struct engine_tur
     }
 
     int32_t n_ctx = e->info.n_ctx;
+    bool fits;
     int64_t n_prompt = fit_visible(e, reply_reserve(e, tp->max_tokens), 1, &st.turns_dropped,
-                                   err, errlen);
-    if (n_prompt == -1)
+                                   &fits, err, errlen);
+    if (n_prompt < 0)
         goto fail;
-    if (n_prompt == -2) {
+    if (!fits) {
         kv_seterr(err, errlen,
-               "the message is too long for the context (%d tokens, context %d): shorten it "
-               "or raise --ctx-size",
-               st.turns_dropped, n_ctx);
+                  "the message is too long for the context (%lld tokens, context %d): shorten "
+                  "it or raise --ctx-size",
+                  (long long)n_prompt, n_ctx);
         e->n_msgs--;
         free(e->msgs[e->n_msgs].content);
         goto fail_nomsg;
