@@ -1,17 +1,33 @@
-/* engine.h - the one interface the CLI and the UI use to run a model.
+/* engine.h - the one interface the front-ends (app/, tui/) use to chat with a
+ * model. It speaks in turns and text: messages in, pieces of the reply out,
+ * a stop reason, and readings for the meters (stats, memory). Nothing here
+ * names a tensor, a token template or a compute backend, so the same
+ * interface can be implemented by the local engine (backend/engine/local.c:
+ * a model file run on the CPU or CUDA backend) and by an engine that talks to
+ * a remote server.
  *
- * An engine owns a model, a tokenizer, a chat template, a sampler and a
- * backend (CPU or CUDA) with its KV cache. It keeps the conversation: each
- * engine_chat call appends a user message and the reply, and prefills only the
- * tokens the KV cache does not already hold. When the context is full the
- * oldest turns are dropped (never the system prompt), the rest re-prefilled,
- * and the caller told.
+ * An engine keeps the conversation: each engine_chat call appends a user
+ * message and the reply. A local engine prefills only the tokens its KV cache
+ * does not already hold; when the context is full the oldest turns are
+ * dropped (never the system prompt) and the caller told.
  *
- * Thread safety: an engine is used by one thread at a time, except
- * engine_cancel, which any thread may call at any moment (it is honoured
- * within one token), and engine_info, which is immutable after load.
- * engine_stats and engine_memory may be called from another thread while a
- * turn runs: they copy a snapshot under a lock.
+ * Rules every function follows:
+ * - Ownership: engine_new returns an owned engine, engine_free(NULL) is a
+ *   no-op. Strings passed in are borrowed for the call; strings handed out
+ *   through engine_piece_fn are valid only during the callback.
+ * - Errors: a function that can fail returns 0 / non-NULL on success and -1 /
+ *   NULL with a one-line message in ERR (ERRLEN bytes) that names the thing
+ *   and says what to do.
+ * - Threads: an engine is used by one thread at a time, except engine_cancel,
+ *   which any thread may call at any moment (honoured within one token), and
+ *   engine_stats and engine_memory, which copy a snapshot under a lock so
+ *   another thread can read them while a turn runs. engine_info is immutable
+ *   after engine_new.
+ * - Unknown values: a reading the engine cannot know is ENGINE_UNKNOWN (sizes)
+ *   or negative (rates, times), never 0.
+ *
+ * Benchmarks, tests and `kvchat synth` need raw access below the turn level:
+ * that is engine_tools.h, not this header.
  */
 #ifndef KVCHAT_ENGINE_H
 #define KVCHAT_ENGINE_H
@@ -20,28 +36,51 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "chat.h"
-#include "sampler.h"
+/* ---- choosing where the model runs ---- */
 
 enum engine_backend { ENGINE_BACKEND_AUTO, ENGINE_BACKEND_CPU, ENGINE_BACKEND_CUDA };
 
-const char *engine_backend_name(enum engine_backend b);
+const char *engine_backend_name(enum engine_backend b); /* "auto", "cpu", "cuda" */
 bool engine_backend_from_name(const char *name, enum engine_backend *out);
+
+/* Chat template names accepted by engine_params.chat_template. */
+bool engine_chat_template_known(const char *name);
+const char *engine_chat_template_names(void); /* "chatml, llama3, ..." for messages */
+
+/* ---- sampling ---- */
+
+/* How the next token is chosen. Order of the chain: repetition penalty, then
+ * (temperature 0) greedy argmax, else top-k, temperature, top-p, min-p, and a
+ * draw from a generator seeded with SEED, so the same seed repeats a reply. */
+struct engine_sampling {
+    float temperature;    /* 0 = greedy */
+    int32_t top_k;        /* 0 = off */
+    float top_p;          /* 1 = off */
+    float min_p;          /* 0 = off */
+    float repeat_penalty; /* 1 = off; applied to the last REPEAT_LAST_N tokens */
+    int32_t repeat_last_n;
+    uint64_t seed;
+};
+
+/* temperature 0.7, top_k 40, top_p 0.95, min_p 0.05, repeat 1.1 over 64, seed 0 */
+struct engine_sampling engine_sampling_defaults(void);
+
+/* ---- creating an engine ---- */
 
 /* Called during loading with bytes done of total (for a progress bar). */
 typedef void (*engine_progress_fn)(uint64_t done, uint64_t total, void *user);
 
 struct engine_params {
     const char *model_path;
-    /* "SHAPE:TYPE" (synth.h, e.g. "llama-1b:q8_0"): a synthetic model built
-     * in memory instead of MODEL_PATH. It has no tokenizer: engine_forward
-     * and the figures work, engine_chat fails with a message saying so and
-     * engine_tokenize returns NULL. NULL or "" = load MODEL_PATH. */
+    /* "SHAPE:TYPE" (e.g. "llama-1b:q8_0"): a synthetic model built in memory
+     * instead of MODEL_PATH, for benchmarks. It has no tokenizer: engine_chat
+     * fails with a message saying so and engine_tokenize returns NULL.
+     * NULL or "" = load MODEL_PATH. */
     const char *synthetic;
     enum engine_backend backend;
     int32_t n_ctx;             /* 0 = min(model's training context, 4096) */
     int32_t n_threads;         /* CPU threads; 0 = all cores */
-    const char *chat_template; /* a format name overriding detection, or NULL */
+    const char *chat_template; /* a template name overriding detection, or NULL */
     engine_progress_fn progress;
     void *progress_user;
 };
@@ -68,18 +107,29 @@ struct engine_info {
     bool synthetic;      /* made from engine_params.synthetic */
 };
 
-/* Loads the model. NULL with a one-line message in ERR on failure. */
+/* Loads the model and chooses where it runs. Under ENGINE_BACKEND_AUTO a GPU
+ * that is missing, too small or fails to start means the CPU, with the reason
+ * in engine_info()->backend_note. */
 struct engine *engine_new(const struct engine_params *p, char *err, size_t errlen);
-void engine_free(struct engine *e); /* NULL is a no-op */
+void engine_free(struct engine *e);
 const struct engine_info *engine_info(const struct engine *e);
 
-/* Conversation. */
+/* ---- the conversation ---- */
+
+enum engine_role { ENGINE_ROLE_SYSTEM, ENGINE_ROLE_USER, ENGINE_ROLE_ASSISTANT };
+
+struct engine_message {
+    enum engine_role role;
+    const char *content; /* borrowed, UTF-8 */
+};
+
 void engine_set_system(struct engine *e, const char *system); /* NULL = template default */
 /* Forgets the conversation (the system prompt stays). */
 void engine_reset(struct engine *e);
 /* Replaces the conversation with MSGS (system messages set the system prompt);
- * the KV cache is rebuilt lazily at the next turn. Returns 0 or -1 (no memory). */
-int engine_load_transcript(struct engine *e, const struct chat_message *msgs, size_t n);
+ * a local engine rebuilds its KV cache lazily at the next turn. Returns 0 or
+ * -1 (no memory). */
+int engine_load_transcript(struct engine *e, const struct engine_message *msgs, size_t n);
 /* After engine_load_transcript: drops the oldest turns that would not fit
  * the context with room for a reply of MAX_TOKENS (0 = the default reserve),
  * exactly as the next engine_chat would, so the caller can say so at once.
@@ -104,12 +154,23 @@ typedef bool (*engine_piece_fn)(const char *text, size_t len, void *user);
 typedef void (*engine_notice_fn)(const char *message, void *user);
 
 struct engine_turn_params {
-    struct sampler_params sampling;
+    struct engine_sampling sampling;
     int32_t max_tokens; /* 0 = until the context is full */
     engine_piece_fn on_piece;
     engine_notice_fn on_notice;
     void *user;
 };
+
+/* Runs one turn: appends USER_TEXT, generates the reply, appends it (also when
+ * cancelled, with what was generated). REPLY, if non-NULL, receives a malloc'd
+ * copy of the reply text. Returns 0, or -1 with a message in ERR. */
+int engine_chat(struct engine *e, const char *user_text, const struct engine_turn_params *tp,
+                char **reply, char *err, size_t errlen);
+
+/* Thread-safe: asks the running turn to stop after the current token. */
+void engine_cancel(struct engine *e);
+
+/* ---- readings for the meters ---- */
 
 struct engine_stats {
     int32_t prompt_tokens;  /* tokens of the whole prompt */
@@ -126,19 +187,10 @@ struct engine_stats {
     bool running;        /* a turn is in progress (live figures) */
 };
 
-/* Runs one turn: appends USER_TEXT, generates the reply, appends it (also when
- * cancelled, with what was generated). REPLY, if non-NULL, receives a malloc'd
- * copy of the reply text. Returns 0, or -1 with a message in ERR. */
-int engine_chat(struct engine *e, const char *user_text, const struct engine_turn_params *tp,
-                char **reply, char *err, size_t errlen);
-
-/* Thread-safe: asks the running turn to stop after the current token. */
-void engine_cancel(struct engine *e);
-
 /* Thread-safe snapshot of the last (or running) turn's figures. */
 void engine_stats(struct engine *e, struct engine_stats *out);
 
-/* Memory in bytes. A field a backend cannot know is ENGINE_UNKNOWN. */
+/* Memory in bytes. A field the engine cannot know is ENGINE_UNKNOWN. */
 #define ENGINE_UNKNOWN UINT64_MAX
 struct engine_memory {
     uint64_t weights;
@@ -150,32 +202,13 @@ struct engine_memory {
 };
 void engine_memory(struct engine *e, struct engine_memory *out);
 
+/* ---- text ---- */
+
 /* Tokenizes TEXT as user text (special-token spellings stay text). Returns a
  * malloc'd array of *N ids, or NULL when out of memory or the engine has no
  * tokenizer (a synthetic model). */
 int32_t *engine_tokenize(const struct engine *e, const char *text, bool add_bos, int64_t *n);
 /* The text of token ID, as decoding would give it. */
 size_t engine_token_piece(const struct engine *e, int32_t id, char *buf, size_t cap);
-
-/* Raw access for benchmarks and tests: runs tokens through the model at
- * positions POS.. and writes the last token's logits (n_vocab) to LOGITS, or
- * every token's (n x n_vocab) when ALL_LOGITS. Does not touch the conversation
- * bookkeeping (call engine_reset afterwards). Returns 0 or -1 with ERR. */
-int engine_forward(struct engine *e, const int32_t *tokens, int32_t n, int32_t pos,
-                   float *logits, bool all_logits, char *err, size_t errlen);
-
-/* Bytes one decode step reads at a context of N_PAST earlier tokens: the
- * weights (model bytes_per_token) plus the K and V of every position each
- * layer attends to (sliding-window layers no more than their window), at the
- * backend's KV cache element size. The bandwidth roofline's numerator. */
-uint64_t engine_bytes_per_token(struct engine *e, int32_t n_past);
-
-/* kvchat synth: builds the synthetic model SPEC ("SHAPE:TYPE") and writes it
- * to PATH as a GGUF file other engines load too, with the tokenizer copied
- * from the model file TOKENIZER_FROM (NULL: none). The tokenizer must have
- * the shape's vocabulary size (the message names the shapes that would
- * fit). Returns 0 or -1 with ERR. */
-int engine_write_synthetic(const char *spec, const char *tokenizer_from, const char *path,
-                           char *err, size_t errlen);
 
 #endif

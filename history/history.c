@@ -9,6 +9,8 @@
  */
 #include "history.h"
 
+#include "xdg.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -344,16 +346,10 @@ int hist_format_parse(const char *s, enum hist_format *out)
 
 int hist_default_path(char *buf, size_t cap)
 {
-    const char *xdg = getenv("XDG_DATA_HOME");
-    const char *home = getenv("HOME");
-    int n;
-    /* The XDG spec says a relative XDG_DATA_HOME is invalid and must be ignored. */
-    if (xdg && xdg[0] == '/')
-        n = snprintf(buf, cap, "%s/kvchat/history.db", xdg);
-    else if (home && *home)
-        n = snprintf(buf, cap, "%s/.local/share/kvchat/history.db", home);
-    else
+    char dir[4096];
+    if (kv_xdg_dir(KV_XDG_DATA, dir, sizeof dir) != 0)
         return HIST_E_INVALID;
+    int n = snprintf(buf, cap, "%s/history.db", dir);
     return n < 0 || (size_t)n >= cap ? HIST_E_INVALID : HIST_OK;
 }
 

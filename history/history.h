@@ -68,7 +68,7 @@ enum hist_end {
 
 enum hist_format { HIST_FORMAT_MARKDOWN = 0, HIST_FORMAT_JSON = 1 };
 
-/* Mirrors backend's struct sampler_params plus the reply token limit, so the
+/* Mirrors the engine's struct engine_sampling plus the reply token limit, so the
  * store does not depend on backend/. Fields stored as given. */
 struct hist_sampling {
     float temperature;

@@ -34,7 +34,7 @@ static struct engine *load(const char *file, int32_t n_ctx)
 static struct engine_turn_params greedy(int32_t max_tokens)
 {
     struct engine_turn_params tp = {0};
-    tp.sampling = sampler_defaults();
+    tp.sampling = engine_sampling_defaults();
     tp.sampling.temperature = 0;
     tp.sampling.repeat_penalty = 1;
     tp.max_tokens = max_tokens;
@@ -148,9 +148,9 @@ static void test_reuse_equals_full_prefill(void **state)
     struct engine_stats sa, sb;
     engine_stats(a, &sa);
 
-    struct chat_message transcript[] = {
-        {CHAT_ROLE_USER, "Name three fruits."},
-        {CHAT_ROLE_ASSISTANT, r1},
+    struct engine_message transcript[] = {
+        {ENGINE_ROLE_USER, "Name three fruits."},
+        {ENGINE_ROLE_ASSISTANT, r1},
     };
     assert_int_equal(engine_load_transcript(b, transcript, 2), 0);
     assert_int_equal(engine_chat(b, "Which one is yellow?", &tp, &rb, err, sizeof err), 0);
@@ -243,11 +243,11 @@ static void test_fit_context_after_resume(void **state)
 {
     (void)state;
     struct engine *e = load(TEST_MODEL_SMOLLM2, 96);
-    struct chat_message t[8];
+    struct engine_message t[8];
     const char *q = "Please tell me something interesting about the sea and its creatures.";
     const char *a = "The sea is home to many creatures, from tiny plankton to huge whales.";
     for (int i = 0; i < 8; i++)
-        t[i] = (struct chat_message){i % 2 ? CHAT_ROLE_ASSISTANT : CHAT_ROLE_USER, i % 2 ? a : q};
+        t[i] = (struct engine_message){i % 2 ? ENGINE_ROLE_ASSISTANT : ENGINE_ROLE_USER, i % 2 ? a : q};
     assert_int_equal(engine_load_transcript(e, t, 8), 0);
     int32_t dropped = engine_fit_context(e, 16);
     printf("dropped %d turns\n", dropped);

@@ -19,9 +19,9 @@
 
 #include "sampler.h"
 
-static struct sampler_params plain(float temp)
+static struct engine_sampling plain(float temp)
 {
-    struct sampler_params p = {
+    struct engine_sampling p = {
         .temperature = temp, .top_k = 0, .top_p = 1.0f, .min_p = 0.0f,
         .repeat_penalty = 1.0f, .repeat_last_n = 64, .seed = 42,
     };
@@ -71,7 +71,7 @@ static void check_distribution(struct sampler *s, const float *logits, int n_voc
 static void test_greedy(void **state)
 {
     (void)state;
-    struct sampler_params p = plain(0.0f);
+    struct engine_sampling p = plain(0.0f);
     struct sampler *s = sampler_new(6, &p);
     assert_non_null(s);
     float a[6] = {0.1f, 3.0f, -2.0f, 2.9f, 3.0f, 1.0f};
@@ -100,7 +100,7 @@ static void fill_random(float *x, int n, uint32_t seed)
 
 static void draw_seq(uint64_t seed, int32_t *out, int n)
 {
-    struct sampler_params p = sampler_defaults();
+    struct engine_sampling p = engine_sampling_defaults();
     p.seed = seed;
     p.top_k = 0;
     p.min_p = 0.0f;
@@ -128,7 +128,7 @@ static void test_seeds(void **state)
     assert_memory_not_equal(a, c, sizeof a);
 
     /* set_params reseeds: the sequence starts over */
-    struct sampler_params p = plain(1.0f);
+    struct engine_sampling p = plain(1.0f);
     p.seed = 99;
     struct sampler *s = sampler_new(200, &p);
     float l[200];
@@ -149,7 +149,7 @@ static void test_seeds(void **state)
 static void test_top_k_one_is_greedy(void **state)
 {
     (void)state;
-    struct sampler_params p = plain(1.0f);
+    struct engine_sampling p = plain(1.0f);
     p.top_k = 1;
     struct sampler *s = sampler_new(1000, &p);
     float l[1000];
@@ -175,7 +175,7 @@ static void test_top_k(void **state)
     double probs[6] = {0.05, 0.3, 0.1, 0.25, 0.2, 0.1};
     float l[6];
     logits_from_probs(l, probs, 6, 0);
-    struct sampler_params p = plain(1.0f);
+    struct engine_sampling p = plain(1.0f);
     p.top_k = 3;
     struct sampler *s = sampler_new(6, &p);
     double want[6] = {0, 0.3 / 0.75, 0, 0.25 / 0.75, 0.2 / 0.75, 0};
@@ -192,7 +192,7 @@ static void test_top_p(void **state)
     float l[105];
     logits_from_probs(l, probs, 5, 100);
     for (int k = 0; k <= 10; k += 10) { /* full-vocabulary path and top-k path */
-        struct sampler_params p = plain(1.0f);
+        struct engine_sampling p = plain(1.0f);
         p.top_p = 0.8f;
         p.top_k = k;
         struct sampler *s = sampler_new(105, &p);
@@ -215,7 +215,7 @@ static void test_min_p(void **state)
     float l[5];
     logits_from_probs(l, probs, 5, 0);
     for (int k = 0; k <= 4; k += 4) {
-        struct sampler_params p = plain(1.0f);
+        struct engine_sampling p = plain(1.0f);
         p.min_p = 0.12f;
         p.top_k = k;
         struct sampler *s = sampler_new(5, &p);
@@ -238,7 +238,7 @@ static void test_temperature(void **state)
     logits_from_probs(l, probs, 3, 0);
     double z = 0.8 + sqrt(0.32) + 0.2;
     double want[3] = {0.8 / z, sqrt(0.32) / z, 0.2 / z};
-    struct sampler_params p = plain(2.0f);
+    struct engine_sampling p = plain(2.0f);
     struct sampler *s = sampler_new(3, &p);
     check_distribution(s, l, 3, want, 3, 20000);
     sampler_free(s);
@@ -247,7 +247,7 @@ static void test_temperature(void **state)
 static void test_repetition_penalty(void **state)
 {
     (void)state;
-    struct sampler_params p = plain(0.0f);
+    struct engine_sampling p = plain(0.0f);
     p.repeat_penalty = 1.1f;
     p.repeat_last_n = 3;
     struct sampler *s = sampler_new(4, &p);
@@ -318,7 +318,7 @@ static void test_speed_262k(void **state)
     fill_random(base, NV, 11);
     for (int i = 0; i < NV; i++)
         base[i] = base[i] * 2.0f - 10.0f;
-    struct sampler_params p = sampler_defaults();
+    struct engine_sampling p = engine_sampling_defaults();
     struct sampler *s = sampler_new(NV, &p);
     assert_non_null(s);
     double t = 0.0;
@@ -367,7 +367,7 @@ static void test_top_p_deep_tail(void **state)
     l[7000] = (float)log(0.3);
     l[123] = (float)log(0.15);
     l[250000] = (float)log(0.05);
-    struct sampler_params p = plain(1.0f);
+    struct engine_sampling p = plain(1.0f);
     p.top_p = 0.6f;
     struct sampler *s = sampler_new(NV, &p);
     int need = (int)ceil(0.1 / q); /* tail tokens top-p must keep */

@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 #include "backend.h"
-#include "engine.h"
+#include "engine_tools.h"
 #include "gguf.h"
 #include "model.h"
 #include "synth.h"
@@ -389,7 +389,7 @@ static void synthetic_engine(void **state)
     int64_t n;
     assert_null(engine_tokenize(e, "hi", true, &n));
     struct engine_turn_params tp = {0};
-    tp.sampling = sampler_defaults();
+    tp.sampling = engine_sampling_defaults();
     assert_int_equal(engine_chat(e, "hi", &tp, NULL, err, sizeof err), -1);
     assert_non_null(strstr(err, "no tokenizer"));
     assert_int_equal(engine_fit_context(e, 0), -1);

@@ -4,6 +4,7 @@
 #include "theme.h"
 
 #include "textfile.h"
+#include "xdg.h"
 
 #include <ctype.h>
 #include <dirent.h>
@@ -183,19 +184,6 @@ const char *const *theme_builtin_names(void)
     return theme_builtin_list;
 }
 
-int kv_config_dir(char *buf, size_t cap)
-{
-    const char *x = getenv("XDG_CONFIG_HOME"), *h = getenv("HOME");
-    int n;
-    if (x && *x)
-        n = snprintf(buf, cap, "%s/kvchat", x);
-    else if (h && *h)
-        n = snprintf(buf, cap, "%s/.config/kvchat", h);
-    else
-        return -1;
-    return n < 0 || (size_t)n >= cap ? -1 : 0;
-}
-
 static bool valid_name(const char *name)
 {
     if (!*name || strlen(name) > 60)
@@ -218,7 +206,7 @@ int theme_load(const char *name, const char *config_dir, struct theme *t, char *
     char dir[4096], path[4200];
     if (config_dir)
         snprintf(dir, sizeof dir, "%s", config_dir);
-    else if (kv_config_dir(dir, sizeof dir) != 0)
+    else if (kv_xdg_dir(KV_XDG_CONFIG, dir, sizeof dir) != 0)
         dir[0] = 0;
     if (dir[0]) {
         snprintf(path, sizeof path, "%s/themes/%s.theme", dir, name);
@@ -253,7 +241,7 @@ size_t theme_user_names(const char *config_dir, char **names, size_t n, size_t c
     char dir[4200];
     if (config_dir)
         snprintf(dir, sizeof dir, "%s/themes", config_dir);
-    else if (kv_config_dir(dir, sizeof dir - 8) == 0)
+    else if (kv_xdg_dir(KV_XDG_CONFIG, dir, sizeof dir - 8) == 0)
         strcat(dir, "/themes");
     else
         return n;

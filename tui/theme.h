@@ -100,7 +100,4 @@ size_t theme_user_names(const char *config_dir, char **names, size_t n, size_t c
  * terminals that have only 8 (or 16: the bright half maps to its base). */
 int theme_color_to8(int c);
 
-/* ${XDG_CONFIG_HOME:-$HOME/.config}/kvchat into BUF; -1 when neither is set. */
-int kv_config_dir(char *buf, size_t cap);
-
 #endif

@@ -14,6 +14,7 @@
  * commands, config); this file only draws and dispatches.
  */
 #include "tui.h"
+#include "xdg.h"
 
 #include <curses.h>
 #include <errno.h>
@@ -46,7 +47,8 @@
 #include "membw.h"
 #include "meters.h"
 #include "nvml.h"
-#include "session.h"
+#include "conversation.h"
+#include "launch.h"
 #include "theme.h"
 
 /* The only globals. Signal handlers can reach nothing else: the flag, and
@@ -1901,13 +1903,8 @@ static void setup_readline(struct ui *u)
     rl_instream = stdin;
     using_history();
     stifle_history(1000);
-    const char *x = getenv("XDG_STATE_HOME"), *h = getenv("HOME");
     char dir[4096] = "";
-    if (x && *x)
-        snprintf(dir, sizeof dir, "%s/kvchat", x);
-    else if (h && *h)
-        snprintf(dir, sizeof dir, "%s/.local/state/kvchat", h);
-    if (dir[0]) {
+    if (kv_xdg_dir(KV_XDG_STATE, dir, sizeof dir) == 0) {
         char parent[4096];
         snprintf(parent, sizeof parent, "%s", dir);
         char *sl = strrchr(parent, '/');
@@ -2221,20 +2218,8 @@ int tui_run(const struct kv_options *opt, char *err, size_t errlen)
     char path[4096], lerr[5200] = "";
     kv_model_path(&u->o, path, sizeof path);
     struct load_progress lp = {u, now_s(), 0, strrchr(path, '/') ? strrchr(path, '/') + 1 : path};
-    struct engine_params p = engine_default_params();
-    p.model_path = path;
-    p.backend = u->o.backend;
-    p.n_ctx = u->o.ctx_size;
-    p.n_threads = u->o.threads;
-    p.chat_template = u->o.chat_template[0] ? u->o.chat_template : NULL;
-    p.progress = on_load_progress;
-    p.progress_user = &lp;
     on_load_progress(0, 0, &lp);
-    if (!u->o.model[0] && access(path, R_OK) != 0)
-        snprintf(lerr, sizeof lerr, "the default model %s is missing: run scripts/run to download it, "
-                                    "or pass -m FILE.gguf", path);
-    else
-        u->e = engine_new(&p, lerr, sizeof lerr);
+    u->e = kv_engine_open(&u->o, on_load_progress, &lp, path, sizeof path, lerr, sizeof lerr);
     int rc = 0;
     if (!u->e) {
         show_fatal(u, "The model could not be loaded", lerr);

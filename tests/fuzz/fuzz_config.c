@@ -40,7 +40,7 @@ static void check_error(const char *err, const uint8_t *data, size_t size)
 
 static void check_options(const struct kv_options *o)
 {
-    const struct sampler_params *sp = &o->sampling;
+    const struct engine_sampling *sp = &o->sampling;
     if (!TERMINATED(o->model) || !TERMINATED(o->db) || !TERMINATED(o->chat_template) ||
         !TERMINATED(o->system) || !TERMINATED(o->theme))
         abort();

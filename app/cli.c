@@ -5,6 +5,8 @@
  */
 #include "cli.h"
 
+#include "xdg.h"
+
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -22,7 +24,7 @@ void kv_options_init(struct kv_options *o)
     memset(o, 0, sizeof *o);
     o->mode = KV_MODE_UI;
     o->backend = ENGINE_BACKEND_AUTO;
-    o->sampling = sampler_defaults();
+    o->sampling = engine_sampling_defaults();
     o->resume = KV_RESUME_NONE;
     snprintf(o->format, sizeof o->format, "md");
     o->bench_depth = 4096;
@@ -30,12 +32,10 @@ void kv_options_init(struct kv_options *o)
 
 void kv_models_dir(char *buf, size_t cap)
 {
-    const char *xdg = getenv("XDG_DATA_HOME");
-    const char *home = getenv("HOME");
-    if (xdg && *xdg)
-        snprintf(buf, cap, "%s/kvchat/models", xdg);
-    else
-        snprintf(buf, cap, "%s/.local/share/kvchat/models", home && *home ? home : ".");
+    char dir[4000];
+    if (kv_xdg_dir(KV_XDG_DATA, dir, sizeof dir) != 0)
+        snprintf(dir, sizeof dir, "./.local/share/kvchat"); /* no HOME: relative, as before */
+    snprintf(buf, cap, "%s/models", dir);
 }
 
 void kv_default_model_path(char *buf, size_t cap)
@@ -314,10 +314,9 @@ int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t
         case 'c': rc = parse_i32("--ctx-size", optarg, 16, 1 << 20, &o->ctx_size, err, errlen); break;
         case 't': rc = parse_i32("--threads", optarg, 1, 1024, &o->threads, err, errlen); break;
         case OPT_CHAT_TEMPLATE: {
-            enum chat_format f;
-            if (!chat_format_from_name(optarg, &f))
+            if (!engine_chat_template_known(optarg))
                 return usage_err(err, errlen, "--chat-template: '%s' is not one of %s", optarg,
-                                 chat_format_names());
+                                 engine_chat_template_names());
             rc = copy_opt("--chat-template", o->chat_template, sizeof o->chat_template, optarg,
                           err, errlen);
             break;

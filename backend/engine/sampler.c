@@ -31,7 +31,7 @@ struct cand {
 
 struct sampler {
     int32_t n_vocab;
-    struct sampler_params p;
+    struct engine_sampling p;
     uint64_t rng[4];      /* xoshiro256** state */
     struct cand *cands;   /* (n_vocab) scratch, allocated once */
     uint32_t *stamp;      /* (n_vocab) last penalty pass that touched each id */
@@ -40,9 +40,10 @@ struct sampler {
     int32_t hist_cap, hist_len, hist_pos;
 };
 
-struct sampler_params sampler_defaults(void)
+/* The defaults of the public settings live with their implementation. */
+struct engine_sampling engine_sampling_defaults(void)
 {
-    return (struct sampler_params){
+    return (struct engine_sampling){
         .temperature = 0.7f,
         .top_k = 40,
         .top_p = 0.95f,
@@ -88,9 +89,9 @@ static double rng_unit(struct sampler *s)
 
 /* Bad values become the nearest meaningful setting rather than an error: the
  * options layer validates what the user typed, this keeps the maths safe. */
-static struct sampler_params sanitize(const struct sampler_params *in)
+static struct engine_sampling sanitize(const struct engine_sampling *in)
 {
-    struct sampler_params p = *in;
+    struct engine_sampling p = *in;
     if (!(p.temperature > 0.0f)) /* negative or NaN too */
         p.temperature = 0.0f;
     if (p.top_k < 0)
@@ -138,7 +139,7 @@ static void hist_resize(struct sampler *s, int32_t n)
     s->hist_pos = s->hist_len % n;
 }
 
-struct sampler *sampler_new(int32_t n_vocab, const struct sampler_params *p)
+struct sampler *sampler_new(int32_t n_vocab, const struct engine_sampling *p)
 {
     if (n_vocab <= 0 || !p)
         return NULL;
@@ -166,7 +167,7 @@ void sampler_free(struct sampler *s)
     free(s);
 }
 
-void sampler_set_params(struct sampler *s, const struct sampler_params *p)
+void sampler_set_params(struct sampler *s, const struct engine_sampling *p)
 {
     s->p = sanitize(p);
     hist_resize(s, s->p.repeat_last_n);

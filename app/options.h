@@ -39,7 +39,7 @@ struct kv_options {
     /* conversation */
     char system[8192];        /* "" = the template's default */
     bool system_set;          /* --system given (even empty) */
-    struct sampler_params sampling;
+    struct engine_sampling sampling;
     bool seed_set;            /* --seed given; else a random seed per run */
     bool sampling_set;        /* a sampling option was given (a resumed session's
                                  parameters are restored only when none was) */

@@ -11,8 +11,8 @@
  */
 #include <stdio.h>
 
-#include "engine.h"
-#include "headless.h"
+#include "engine_tools.h"
+#include "tools.h"
 
 int kv_run_synth(const struct kv_options *o)
 {

@@ -8,21 +8,11 @@
 
 #include "options.h"
 
-struct engine;
-
 /* -p: answers one message on stdout (saved to history unless --no-history). */
 int kv_run_prompt(struct kv_options *o);
 /* kvchat tokenize */
 int kv_run_tokenize(struct kv_options *o);
 /* --list-sessions, --search, --export, --delete */
 int kv_run_history(const struct kv_options *o);
-/* kvchat bench */
-int kv_run_bench(const struct kv_options *o);
-/* kvchat synth */
-int kv_run_synth(const struct kv_options *o);
-
-/* Loads the model O names (the default one when none), printing a progress
- * line to stderr when PROGRESS. NULL with a one-line message in ERR. */
-struct engine *kv_load_engine(const struct kv_options *o, bool progress, char *err, size_t errlen);
 
 #endif

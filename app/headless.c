@@ -18,7 +18,8 @@
 #include "cli.h"
 #include "engine.h"
 #include "history.h"
-#include "session.h"
+#include "conversation.h"
+#include "launch.h"
 
 /* Set by SIGINT/SIGTERM during a reply: the reply stops at the next token and
  * what was generated is kept (and saved as cancelled). */
@@ -90,102 +91,24 @@ static const char *arg_text(const char *arg, char **owned)
     return *owned;
 }
 
-struct turn_ctx {
-    struct hist *hist; /* NULL when not saving */
-    int64_t reply_id;
-    char *text;        /* the reply so far, for progress saves */
-    size_t len, cap;
-    bool save_failed;
-};
-
 static bool on_piece(const char *s, size_t n, void *user)
 {
-    struct turn_ctx *t = user;
+    (void)user;
     fwrite(s, 1, n, stdout);
     fflush(stdout);
-    if (t->hist) {
-        if (t->len + n + 1 > t->cap) {
-            size_t cap = t->cap ? t->cap * 2 : 1024;
-            while (cap < t->len + n + 1)
-                cap *= 2;
-            char *p = realloc(t->text, cap);
-            if (p) {
-                t->text = p;
-                t->cap = cap;
-            }
-        }
-        if (t->len + n + 1 <= t->cap) {
-            memcpy(t->text + t->len, s, n);
-            t->len += n;
-            t->text[t->len] = 0;
-            if (hist_reply_progress(t->hist, t->reply_id, t->text, t->len, 0) < 0 &&
-                !t->save_failed) {
-                fprintf(stderr, "kvchat: not saving: %s\n", hist_last_error(t->hist));
-                t->save_failed = true;
-            }
-        }
-    }
     return !g_interrupted;
+}
+
+static void on_save_warning(const char *msg, void *user)
+{
+    (void)user;
+    fprintf(stderr, "kvchat: not saving: %s\n", msg);
 }
 
 static void on_notice(const char *msg, void *user)
 {
     (void)user;
     fprintf(stderr, "kvchat: %s\n", msg);
-}
-
-static void on_progress(uint64_t done, uint64_t total, void *user)
-{
-    (void)user;
-    if (total)
-        fprintf(stderr, "\rkvchat: loading %.0f%% (%.1f of %.1f MiB)", 100.0 * done / total,
-                done / 1048576.0, total / 1048576.0);
-    if (done == total)
-        fputc('\n', stderr);
-}
-
-/* Opens the history database unless --no-history; on failure warns and
- * returns NULL (chatting goes on without saving). */
-static struct hist *open_history(const struct kv_options *o)
-{
-    if (o->no_history)
-        return NULL;
-    char path[4096], err[512];
-    if (o->db[0])
-        snprintf(path, sizeof path, "%s", o->db);
-    else if (hist_default_path(path, sizeof path) != HIST_OK) {
-        fprintf(stderr, "kvchat: not saving: neither XDG_DATA_HOME nor HOME is set\n");
-        return NULL;
-    }
-    struct hist *h = hist_open(path, err, sizeof err);
-    if (!h)
-        fprintf(stderr, "kvchat: not saving: %s\n", err);
-    return h;
-}
-
-struct engine *kv_load_engine(const struct kv_options *o, bool progress, char *err, size_t errlen)
-{
-    char path[4096];
-    kv_model_path(o, path, sizeof path);
-    if (!o->model[0] && !o->synthetic[0] && access(path, R_OK) != 0) {
-        snprintf(err, errlen, "the default model %s is missing: run scripts/run (or "
-                              "scripts/fetch-models) to download it, or pass -m FILE.gguf", path);
-        return NULL;
-    }
-    struct engine_params p = engine_default_params();
-    p.model_path = path;
-    p.synthetic = o->synthetic[0] ? o->synthetic : NULL;
-    p.backend = o->backend;
-    p.n_ctx = o->ctx_size;
-    p.n_threads = o->threads;
-    p.chat_template = o->chat_template[0] ? o->chat_template : NULL;
-    if (progress) {
-        p.progress = on_progress;
-    }
-    struct engine *e = engine_new(&p, err, errlen);
-    if (e && engine_info(e)->backend_note[0] && (o->verbose || o->backend != ENGINE_BACKEND_AUTO))
-        fprintf(stderr, "kvchat: %s\n", engine_info(e)->backend_note);
-    return e;
 }
 
 static void print_stats(const struct engine *e, const struct engine_stats *s)
@@ -221,20 +144,23 @@ int kv_run_prompt(struct kv_options *o)
     if (!o->seed_set)
         o->sampling.seed = kv_random_seed();
 
-    struct hist *h = open_history(o);
+    char herr[512];
+    struct hist *h = conv_open_history(o, herr, sizeof herr);
+    if (!h && herr[0])
+        fprintf(stderr, "kvchat: not saving: %s\n", herr);
     int64_t sid = -1;
-    if (h && o->resume != KV_RESUME_NONE) {
-        sid = kv_session_resolve(h, o, err, sizeof err);
+    if (o->resume != KV_RESUME_NONE) {
+        sid = h ? kv_session_resolve(h, o, err, sizeof err) : -1;
         if (sid < 0) {
-            fprintf(stderr, "kvchat: %s\n", err);
+            if (!h)
+                fprintf(stderr, "kvchat: --resume needs the history database, which is not "
+                                "available\n");
+            else
+                fprintf(stderr, "kvchat: %s\n", err);
             hist_close(h);
             free(owned);
             return 1;
         }
-    } else if (!h && o->resume != KV_RESUME_NONE) {
-        fprintf(stderr, "kvchat: --resume needs the history database, which is not available\n");
-        free(owned);
-        return 1;
     }
 
     struct engine *e = kv_load_engine(o, o->verbose && isatty(2), err, sizeof err);
@@ -245,9 +171,11 @@ int kv_run_prompt(struct kv_options *o)
         return 1;
     }
 
+    struct conv c;
+    conv_init(&c, e, h);
     if (sid >= 0) {
         int32_t dropped;
-        if (kv_session_restore(h, sid, e, o, &dropped, err, sizeof err) != 0) {
+        if (conv_resume(&c, sid, o, &dropped, err, sizeof err) != 0) {
             fprintf(stderr, "kvchat: %s\n", err);
             engine_free(e);
             hist_close(h);
@@ -263,33 +191,6 @@ int kv_run_prompt(struct kv_options *o)
         engine_set_system(e, o->system_set ? o->system : NULL);
     }
 
-    struct turn_ctx t = {0};
-    if (h) {
-        int rc = HIST_OK;
-        if (sid < 0) {
-            char digest[128];
-            kv_model_digest(engine_info(e)->model_path, digest, sizeof digest);
-            struct hist_sampling hs = kv_to_hist_sampling(o);
-            const char *base = strrchr(engine_info(e)->model_path, '/');
-            rc = hist_session_create(h, NULL, o->system_set ? o->system : NULL, &sid);
-            if (rc == HIST_OK)
-                rc = hist_session_set_model(h, sid, base ? base + 1 : engine_info(e)->model_path,
-                                            digest);
-            if (rc == HIST_OK)
-                rc = hist_session_set_sampling(h, sid, &hs);
-        }
-        if (rc == HIST_OK)
-            rc = hist_message_add(h, sid, HIST_ROLE_USER, text, (size_t)-1, -1, NULL);
-        if (rc == HIST_OK)
-            rc = hist_reply_begin(h, sid, &t.reply_id);
-        if (rc != HIST_OK) {
-            fprintf(stderr, "kvchat: not saving: %s\n", hist_last_error(h));
-            hist_close(h);
-            h = NULL;
-        }
-    }
-    t.hist = h;
-
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
@@ -301,35 +202,21 @@ int kv_run_prompt(struct kv_options *o)
         .max_tokens = o->max_tokens,
         .on_piece = on_piece,
         .on_notice = on_notice,
-        .user = &t,
     };
     char *reply = NULL;
-    int rc = engine_chat(e, text, &tp, &reply, err, sizeof err);
-    struct engine_stats st;
-    engine_stats(e, &st);
+    int rc = conv_turn(&c, text, o, &tp, on_save_warning, &reply, err, sizeof err);
     if (!reply || !*reply || reply[strlen(reply) - 1] != '\n')
         fputc('\n', stdout);
     fflush(stdout);
     if (rc != 0)
         fprintf(stderr, "kvchat: %s\n", err);
-
-    if (h) {
-        struct hist_reply_stats hs = {
-            .n_tokens = st.gen_tokens,
-            .n_prompt = st.prefill_tokens,
-            .prefill_tps = st.prefill_tok_s,
-            .decode_tps = st.gen_tokens > 1 ? st.decode_tok_s : -1,
-            .ttft_ms = st.gen_tokens > 0 ? st.ttft_s * 1000.0 : -1,
-        };
-        const char *r = reply ? reply : "";
-        if (hist_reply_finish(h, t.reply_id, r, strlen(r), &hs, kv_hist_end(st.stop)) != HIST_OK)
-            fprintf(stderr, "kvchat: not saving: %s\n", hist_last_error(h));
-    }
-    if (o->verbose)
+    if (o->verbose) {
+        struct engine_stats st;
+        engine_stats(e, &st);
         print_stats(e, &st);
+    }
 
     free(reply);
-    free(t.text);
     engine_free(e);
     hist_close(h);
     free(owned);

@@ -1,6 +1,7 @@
-/* engine.c - the engine: model, tokenizer, template, sampler and a backend
- * behind one object, and the conversation bookkeeping that lets each turn
- * prefill only what the KV cache does not already hold.
+/* local.c - the local engine (engine_impl.h): model, tokenizer, template,
+ * sampler and a compute backend behind one object, and the conversation
+ * bookkeeping that lets each turn prefill only what the KV cache does not
+ * already hold.
  *
  * The KV cache mirrors `kv_tokens`: the ids at positions 0..n_kv-1. A turn
  * renders the whole visible conversation, tokenizes it, keeps the longest
@@ -8,7 +9,7 @@
  * appended as they are decoded, so the next turn usually only adds the
  * end-of-turn marker and the new user message.
  */
-#include "engine.h"
+#include "engine_impl.h"
 
 #include <errno.h>
 #include <math.h>
@@ -23,9 +24,11 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "chat.h"
 #include "errmsg.h"
 #include "gguf.h"
 #include "model.h"
+#include "sampler.h"
 #include "synth.h"
 #include "tokenizer.h"
 #ifdef KVCHAT_HAVE_CUDA
@@ -48,14 +51,14 @@ struct msg {
     char *content; /* owned */
 };
 
-struct engine {
-    struct engine_info info;
+struct local_engine {
+    struct engine base; /* info lives here */
     struct model *model;         /* owned */
     bool synthetic;              /* model from engine_params.synthetic: no tokenizer */
     struct tokenizer *tok;       /* owned; NULL when synthetic */
     struct chat_template tmpl;
     char tmpl_default_system[2048];
-    const struct backend_ops *ops;
+    const struct backend_ops *bops; /* the compute backend */
     void *be;                    /* owned backend state */
     struct sampler *sampler;     /* owned */
 
@@ -82,45 +85,6 @@ static double now_s(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-const char *engine_backend_name(enum engine_backend b)
-{
-    switch (b) {
-    case ENGINE_BACKEND_AUTO: return "auto";
-    case ENGINE_BACKEND_CPU: return "cpu";
-    case ENGINE_BACKEND_CUDA: return "cuda";
-    }
-    return "?";
-}
-
-bool engine_backend_from_name(const char *name, enum engine_backend *out)
-{
-    for (int b = ENGINE_BACKEND_AUTO; b <= ENGINE_BACKEND_CUDA; b++) {
-        if (strcmp(name, engine_backend_name((enum engine_backend)b)) == 0) {
-            *out = (enum engine_backend)b;
-            return true;
-        }
-    }
-    return false;
-}
-
-const char *engine_stop_name(enum engine_stop s)
-{
-    switch (s) {
-    case ENGINE_STOP_EOS: return "stop";
-    case ENGINE_STOP_LENGTH: return "length";
-    case ENGINE_STOP_CANCELLED: return "cancelled";
-    case ENGINE_STOP_ERROR: return "error";
-    }
-    return "?";
-}
-
-struct engine_params engine_default_params(void)
-{
-    struct engine_params p = {0};
-    p.backend = ENGINE_BACKEND_AUTO;
-    return p;
 }
 
 /* Reads every page of the weights once, reporting progress, so that loading
@@ -213,7 +177,7 @@ static int32_t default_threads(void)
 
 /* The tokenizer and the chat template of a model file (a synthetic model has
  * neither). Returns 0 or -1 with ERR. */
-static int load_tokenizer(struct engine *e, const struct engine_params *p, char *err,
+static int load_tokenizer(struct local_engine *e, const struct engine_params *p, char *err,
                           size_t errlen)
 {
     const struct model_hparams *hp = &e->model->hp;
@@ -262,7 +226,10 @@ static int load_tokenizer(struct engine *e, const struct engine_params *p, char 
     return 0;
 }
 
-struct engine *engine_new(const struct engine_params *p, char *err, size_t errlen)
+static void local_free(struct engine *eng);
+static const struct engine_ops local_ops;
+
+struct engine *local_engine_new(const struct engine_params *p, char *err, size_t errlen)
 {
     double t0 = now_s();
     bool synthetic = p->synthetic && *p->synthetic;
@@ -281,11 +248,12 @@ struct engine *engine_new(const struct engine_params *p, char *err, size_t errle
         return NULL;
     }
 
-    struct engine *e = calloc(1, sizeof *e);
+    struct local_engine *e = calloc(1, sizeof *e);
     if (!e) {
         kv_seterr(err, errlen, "out of memory");
         return NULL;
     }
+    e->base.ops = &local_ops;
     pthread_mutex_init(&e->stats_lock, NULL);
     atomic_init(&e->cancel, false);
 
@@ -309,22 +277,22 @@ struct engine *engine_new(const struct engine_params *p, char *err, size_t errle
         n_ctx = hp->n_ctx_train > 0 && hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096;
     int32_t n_threads = p->n_threads ? p->n_threads : default_threads();
 
-    struct engine_info *in = &e->info;
-    e->ops = choose_backend(p, e->model, n_ctx, in->backend_note, sizeof in->backend_note, err,
+    struct engine_info *in = &e->base.info;
+    e->bops = choose_backend(p, e->model, n_ctx, in->backend_note, sizeof in->backend_note, err,
                             errlen);
-    if (!e->ops)
+    if (!e->bops)
         goto fail;
 
     /* synthetic weights were just written, so they are resident already */
-    if (e->ops == &backend_cpu_ops && !synthetic)
+    if (e->bops == &backend_cpu_ops && !synthetic)
         prefault_weights(e->model, p);
 
     struct backend_config cfg = {.n_ctx = n_ctx, .n_threads = n_threads};
-    e->be = e->ops->create(e->model, &cfg, err, errlen);
+    e->be = e->bops->create(e->model, &cfg, err, errlen);
     if (!e->be)
         goto fail;
 
-    e->sampler = sampler_new(hp->n_vocab, &(struct sampler_params){0});
+    e->sampler = sampler_new(hp->n_vocab, &(struct engine_sampling){0});
     e->kv_tokens = malloc(sizeof *e->kv_tokens * (size_t)n_ctx);
     e->prompt = malloc(sizeof *e->prompt * (size_t)n_ctx);
     e->logits = malloc(sizeof *e->logits * (size_t)hp->n_vocab);
@@ -340,8 +308,8 @@ struct engine *engine_new(const struct engine_params *p, char *err, size_t errle
         snprintf(in->model_path, sizeof in->model_path, "%s", p->model_path);
     in->synthetic = synthetic;
     snprintf(in->arch, sizeof in->arch, "%s", model_arch_name(hp->arch));
-    snprintf(in->backend, sizeof in->backend, "%s", e->ops->name);
-    snprintf(in->device, sizeof in->device, "%s", e->ops->device_name(e->be));
+    snprintf(in->backend, sizeof in->backend, "%s", e->bops->name);
+    snprintf(in->device, sizeof in->device, "%s", e->bops->device_name(e->be));
     snprintf(in->template_name, sizeof in->template_name, "%s",
              synthetic ? "none" : chat_format_name(e->tmpl.format));
     in->n_vocab = hp->n_vocab;
@@ -360,19 +328,18 @@ struct engine *engine_new(const struct engine_params *p, char *err, size_t errle
     in->load_seconds = now_s() - t0;
 
     e->stats.kv_capacity = n_ctx;
-    return e;
+    return &e->base;
 
 fail:
-    engine_free(e);
+    local_free(&e->base);
     return NULL;
 }
 
-void engine_free(struct engine *e)
+static void local_free(struct engine *eng)
 {
-    if (!e)
-        return;
+    struct local_engine *e = (struct local_engine *)eng;
     if (e->be)
-        e->ops->destroy(e->be);
+        e->bops->destroy(e->be);
     sampler_free(e->sampler);
     tok_free(e->tok);
     model_free(e->model);
@@ -387,15 +354,14 @@ void engine_free(struct engine *e)
     free(e);
 }
 
-const struct engine_info *engine_info(const struct engine *e) { return &e->info; }
-
-void engine_set_system(struct engine *e, const char *system)
+static void local_set_system(struct engine *eng, const char *system)
 {
+    struct local_engine *e = (struct local_engine *)eng;
     free(e->system);
     e->system = system ? strdup(system) : NULL;
 }
 
-static void clear_messages(struct engine *e)
+static void clear_messages(struct local_engine *e)
 {
     for (size_t i = 0; i < e->n_msgs; i++)
         free(e->msgs[i].content);
@@ -403,14 +369,15 @@ static void clear_messages(struct engine *e)
     e->first_visible = 0;
 }
 
-void engine_reset(struct engine *e)
+static void local_reset(struct engine *eng)
 {
+    struct local_engine *e = (struct local_engine *)eng;
     clear_messages(e);
     /* The KV cache keeps its contents: a new conversation with the same system
      * prompt reuses the shared prefix. */
 }
 
-static int push_message(struct engine *e, enum chat_role role, const char *content)
+static int push_message(struct local_engine *e, enum chat_role role, const char *content)
 {
     if (e->n_msgs == e->cap_msgs) {
         size_t cap = e->cap_msgs ? e->cap_msgs * 2 : 16;
@@ -429,22 +396,25 @@ static int push_message(struct engine *e, enum chat_role role, const char *conte
     return 0;
 }
 
-int engine_load_transcript(struct engine *e, const struct chat_message *msgs, size_t n)
+static int local_load_transcript(struct engine *eng, const struct engine_message *msgs, size_t n)
 {
+    struct local_engine *e = (struct local_engine *)eng;
     clear_messages(e);
     for (size_t i = 0; i < n; i++) {
-        if (msgs[i].role == CHAT_ROLE_SYSTEM) {
-            engine_set_system(e, msgs[i].content);
+        if (msgs[i].role == ENGINE_ROLE_SYSTEM) {
+            local_set_system(eng, msgs[i].content);
             continue;
         }
-        if (push_message(e, msgs[i].role, msgs[i].content) != 0)
+        enum chat_role r = msgs[i].role == ENGINE_ROLE_USER ? CHAT_ROLE_USER : CHAT_ROLE_ASSISTANT;
+        if (push_message(e, r, msgs[i].content) != 0)
             return -1;
     }
     return 0;
 }
 
-bool engine_pop_turn(struct engine *e)
+static bool local_pop_turn(struct engine *eng)
 {
+    struct local_engine *e = (struct local_engine *)eng;
     size_t n = e->n_msgs;
     if (n == 0)
         return false;
@@ -463,7 +433,7 @@ bool engine_pop_turn(struct engine *e)
 /* Renders messages FROM..n_msgs (with the system prompt) and tokenizes them
  * into e->prompt. Returns the token count, which may exceed n_ctx (then only
  * the count is meaningful), or -1 on failure. */
-static int64_t render_prompt(struct engine *e, size_t from, char *err, size_t errlen)
+static int64_t render_prompt(struct local_engine *e, size_t from, char *err, size_t errlen)
 {
     if (!e->tok) {
         kv_seterr(err, errlen, NO_TOKENIZER);
@@ -494,7 +464,7 @@ static int64_t render_prompt(struct engine *e, size_t from, char *err, size_t er
         kv_seterr(err, errlen, "out of memory rendering the prompt");
         return -1;
     }
-    int32_t cap = e->info.n_ctx;
+    int32_t cap = e->base.info.n_ctx;
     int64_t nt = tok_encode_segments(e->tok, cp.segs, cp.n_segs, tok_add_bos(e->tok), e->prompt,
                                      cap);
     chat_prompt_free(&cp);
@@ -517,7 +487,7 @@ static void notice(const struct engine_turn_params *tp, const char *fmt, ...)
     tp->on_notice(buf, tp->user);
 }
 
-static void stats_update(struct engine *e, const struct engine_stats *s)
+static void stats_update(struct local_engine *e, const struct engine_stats *s)
 {
     pthread_mutex_lock(&e->stats_lock);
     e->stats = *s;
@@ -526,13 +496,13 @@ static void stats_update(struct engine *e, const struct engine_stats *s)
 
 /* Runs prompt tokens FROM..N through the backend in chunks, leaving the last
  * token's logits in e->logits. Returns 0, 1 when cancelled, -1 on error. */
-static int prefill(struct engine *e, int32_t from, int32_t n, char *err, size_t errlen)
+static int prefill(struct local_engine *e, int32_t from, int32_t n, char *err, size_t errlen)
 {
     for (int32_t pos = from; pos < n;) {
         if (atomic_load(&e->cancel))
             return 1;
         int32_t chunk = n - pos < PREFILL_CHUNK ? n - pos : PREFILL_CHUNK;
-        if (e->ops->forward(e->be, e->prompt + pos, chunk, pos, e->logits, false, err, errlen) != 0)
+        if (e->bops->forward(e->be, e->prompt + pos, chunk, pos, e->logits, false, err, errlen) != 0)
             return -1;
         memcpy(e->kv_tokens + pos, e->prompt + pos, sizeof(int32_t) * (size_t)chunk);
         pos += chunk;
@@ -567,9 +537,9 @@ static int sb_append(struct strbuf *b, const char *s, size_t n)
 
 /* Room a reply needs: what the caller allows, capped at a quarter of the
  * context so that long conversations keep most of their history. */
-static int32_t reply_reserve(const struct engine *e, int32_t max_tokens)
+static int32_t reply_reserve(const struct local_engine *e, int32_t max_tokens)
 {
-    int32_t reserve = e->info.n_ctx / 4;
+    int32_t reserve = e->base.info.n_ctx / 4;
     if (max_tokens > 0 && max_tokens < reserve)
         reserve = max_tokens;
     return reserve < 1 ? 1 : reserve;
@@ -580,10 +550,10 @@ static int32_t reply_reserve(const struct engine *e, int32_t max_tokens)
  * reply fit the context, counting them in *DROPPED. Returns the prompt's
  * token count (the prompt is in e->prompt), or -1 when rendering fails
  * (message in ERR). *FITS is false when even the kept messages do not fit. */
-static int64_t fit_visible(struct engine *e, int32_t reserve, size_t keep, int32_t *dropped,
+static int64_t fit_visible(struct local_engine *e, int32_t reserve, size_t keep, int32_t *dropped,
                            bool *fits, char *err, size_t errlen)
 {
-    int32_t n_ctx = e->info.n_ctx;
+    int32_t n_ctx = e->base.info.n_ctx;
     for (;;) {
         int64_t n_prompt = render_prompt(e, e->first_visible, err, errlen);
         if (n_prompt < 0)
@@ -601,8 +571,9 @@ static int64_t fit_visible(struct engine *e, int32_t reserve, size_t keep, int32
     }
 }
 
-int32_t engine_fit_context(struct engine *e, int32_t max_tokens)
+static int32_t local_fit_context(struct engine *eng, int32_t max_tokens)
 {
+    struct local_engine *e = (struct local_engine *)eng;
     int32_t dropped = 0;
     bool fits;
     char err[256];
@@ -611,9 +582,10 @@ int32_t engine_fit_context(struct engine *e, int32_t max_tokens)
     return dropped;
 }
 
-int engine_chat(struct engine *e, const char *user_text, const struct engine_turn_params *tp,
+static int local_chat(struct engine *eng, const char *user_text, const struct engine_turn_params *tp,
                 char **reply, char *err, size_t errlen)
 {
+    struct local_engine *e = (struct local_engine *)eng;
     if (reply)
         *reply = NULL;
     if (!e->tok) {
@@ -622,7 +594,7 @@ int engine_chat(struct engine *e, const char *user_text, const struct engine_tur
     }
     atomic_store(&e->cancel, false);
     struct engine_stats st = {0};
-    st.kv_capacity = e->info.n_ctx;
+    st.kv_capacity = e->base.info.n_ctx;
     st.running = true;
     st.kv_used = e->n_kv;
     stats_update(e, &st);
@@ -633,7 +605,7 @@ int engine_chat(struct engine *e, const char *user_text, const struct engine_tur
         goto fail_nomsg;
     }
 
-    int32_t n_ctx = e->info.n_ctx;
+    int32_t n_ctx = e->base.info.n_ctx;
     bool fits;
     int64_t n_prompt = fit_visible(e, reply_reserve(e, tp->max_tokens), 1, &st.turns_dropped,
                                    &fits, err, errlen);
@@ -728,7 +700,7 @@ int engine_chat(struct engine *e, const char *user_text, const struct engine_tur
             st.stop = ENGINE_STOP_LENGTH;
             break;
         }
-        if (e->ops->forward(e->be, &id, 1, e->n_kv, e->logits, false, err, errlen) != 0) {
+        if (e->bops->forward(e->be, &id, 1, e->n_kv, e->logits, false, err, errlen) != 0) {
             failed = true;
             break;
         }
@@ -779,22 +751,29 @@ fail_nomsg:
     return -1;
 }
 
-void engine_cancel(struct engine *e) { atomic_store(&e->cancel, true); }
-
-void engine_stats(struct engine *e, struct engine_stats *out)
+static void local_cancel(struct engine *eng)
 {
+    struct local_engine *e = (struct local_engine *)eng;
+    atomic_store(&e->cancel, true);
+}
+
+static void local_stats(struct engine *eng, struct engine_stats *out)
+{
+    struct local_engine *e = (struct local_engine *)eng;
     pthread_mutex_lock(&e->stats_lock);
     *out = e->stats;
     pthread_mutex_unlock(&e->stats_lock);
 }
 
-void engine_memory(struct engine *e, struct engine_memory *out)
+static void local_memory(struct engine *eng, struct engine_memory *out)
 {
-    e->ops->memory(e->be, out);
+    struct local_engine *e = (struct local_engine *)eng;
+    e->bops->memory(e->be, out);
 }
 
-int32_t *engine_tokenize(const struct engine *e, const char *text, bool add_bos, int64_t *n)
+static int32_t *local_tokenize(const struct engine *eng, const char *text, bool add_bos, int64_t *n)
 {
+    const struct local_engine *e = (const struct local_engine *)eng;
     if (!e->tok)
         return NULL;
     size_t len = strlen(text);
@@ -811,9 +790,10 @@ int32_t *engine_tokenize(const struct engine *e, const char *text, bool add_bos,
     return ids;
 }
 
-size_t engine_token_piece(const struct engine *e, int32_t id, char *buf, size_t cap)
+static size_t local_token_piece(const struct engine *eng, int32_t id, char *buf, size_t cap)
 {
-    if (!e->tok || id < 0 || id >= e->info.n_vocab) {
+    const struct local_engine *e = (const struct local_engine *)eng;
+    if (!e->tok || id < 0 || id >= e->base.info.n_vocab) {
         if (cap)
             buf[0] = 0;
         return 0;
@@ -821,36 +801,38 @@ size_t engine_token_piece(const struct engine *e, int32_t id, char *buf, size_t 
     return tok_piece(e->tok, id, buf, cap);
 }
 
-int engine_forward(struct engine *e, const int32_t *tokens, int32_t n, int32_t pos,
+static int local_forward(struct engine *eng, const int32_t *tokens, int32_t n, int32_t pos,
                    float *logits, bool all_logits, char *err, size_t errlen)
 {
-    if (n <= 0 || pos < 0 || pos + n > e->info.n_ctx) {
+    struct local_engine *e = (struct local_engine *)eng;
+    if (n <= 0 || pos < 0 || pos + n > e->base.info.n_ctx) {
         kv_seterr(err, errlen, "%d tokens at position %d do not fit the context of %d", n, pos,
-               e->info.n_ctx);
+               e->base.info.n_ctx);
         return -1;
     }
     for (int32_t i = 0; i < n; i++) {
-        if (tokens[i] < 0 || tokens[i] >= e->info.n_vocab) {
+        if (tokens[i] < 0 || tokens[i] >= e->base.info.n_vocab) {
             kv_seterr(err, errlen, "token id %d is outside the vocabulary (0..%d)", tokens[i],
-                   e->info.n_vocab - 1);
+                   e->base.info.n_vocab - 1);
             return -1;
         }
     }
     /* raw use invalidates the conversation's view of the cache */
     e->n_kv = 0;
-    return e->ops->forward(e->be, tokens, n, pos, logits, all_logits, err, errlen);
+    return e->bops->forward(e->be, tokens, n, pos, logits, all_logits, err, errlen);
 }
 
-uint64_t engine_bytes_per_token(struct engine *e, int32_t n_past)
+static uint64_t local_bytes_per_token(struct engine *eng, int32_t n_past)
 {
+    struct local_engine *e = (struct local_engine *)eng;
     const struct model *m = e->model;
     const struct model_hparams *hp = &m->hp;
     struct engine_memory mem;
-    e->ops->memory(e->be, &mem);
+    e->bops->memory(e->be, &mem);
     /* K and V bytes of one position of one layer: from the backend's own
      * cache size when it reports one, else f16 (the CUDA default) */
     double per_pos = mem.kv_cache != ENGINE_UNKNOWN && mem.kv_cache > 0
-                         ? (double)mem.kv_cache / ((double)e->info.n_ctx * hp->n_layer)
+                         ? (double)mem.kv_cache / ((double)e->base.info.n_ctx * hp->n_layer)
                          : 2.0 * 2.0 * hp->n_head_kv * hp->head_dim;
     int64_t seen = (int64_t)n_past + 1; /* the new token's own K/V included */
     double kv = 0;
@@ -888,3 +870,21 @@ int engine_write_synthetic(const char *spec_text, const char *tokenizer_from, co
     gguf_close(tok);
     return rc;
 }
+
+static const struct engine_ops local_ops = {
+    .kind = "local",
+    .free = local_free,
+    .set_system = local_set_system,
+    .reset = local_reset,
+    .load_transcript = local_load_transcript,
+    .fit_context = local_fit_context,
+    .pop_turn = local_pop_turn,
+    .chat = local_chat,
+    .cancel = local_cancel,
+    .stats = local_stats,
+    .memory = local_memory,
+    .tokenize = local_tokenize,
+    .token_piece = local_token_piece,
+    .forward = local_forward,
+    .bytes_per_token = local_bytes_per_token,
+};

@@ -12,6 +12,8 @@
  * shorten it. */
 #include "membw.h"
 
+#include "xdg.h"
+
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -194,14 +196,8 @@ double membw_measure(size_t bytes, int n_threads, int reps, const atomic_int *ca
 /* The cache file's path into BUF; false without XDG_CACHE_HOME or HOME. */
 static bool cache_path(char *buf, size_t cap, bool make_dir)
 {
-    const char *xdg = getenv("XDG_CACHE_HOME");
-    const char *home = getenv("HOME");
     char dir[4096];
-    if (xdg && *xdg)
-        snprintf(dir, sizeof dir, "%s/kvchat", xdg);
-    else if (home && *home)
-        snprintf(dir, sizeof dir, "%s/.cache/kvchat", home);
-    else
+    if (kv_xdg_dir(KV_XDG_CACHE, dir, sizeof dir) != 0)
         return false;
     if (make_dir) {
         char parent[4096];

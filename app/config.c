@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include "textfile.h"
+#include "xdg.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -13,12 +14,11 @@
 /* A config file is a few lines; anything this large is not one. */
 #define CONFIG_MAX_BYTES (4u << 20)
 
-#include "theme.h"
 
 int config_default_path(char *buf, size_t cap)
 {
     char dir[4096];
-    if (kv_config_dir(dir, sizeof dir) != 0)
+    if (kv_xdg_dir(KV_XDG_CONFIG, dir, sizeof dir) != 0)
         return -1;
     int n = snprintf(buf, cap, "%s/config", dir);
     return n < 0 || (size_t)n >= cap ? -1 : 0;
@@ -73,7 +73,7 @@ int config_set(struct kv_options *o, const char *key, const char *v, char *err, 
 {
     double d;
     long long x;
-    struct sampler_params *sp = &o->sampling;
+    struct engine_sampling *sp = &o->sampling;
     if (strcmp(key, "model") == 0)
         return set_path(key, v, o->model, sizeof o->model, err, errlen);
     if (strcmp(key, "db") == 0)

@@ -9,6 +9,7 @@
 #include "cli.h"
 #include "config.h"
 #include "headless.h"
+#include "tools.h"
 #include "tui.h"
 
 int main(int argc, char **argv)

@@ -23,8 +23,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "engine.h"
-#include "headless.h"
+#include "engine_tools.h"
+#include "launch.h"
+#include "tools.h"
 #include "membw.h"
 
 #define BENCH_PROMPT 512

@@ -1,0 +1,48 @@
+/* launch.c - see launch.h. */
+#include "launch.h"
+
+#include <stdio.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+struct engine *kv_engine_open(const struct kv_options *o, engine_progress_fn progress,
+                              void *user, char *path, size_t cap, char *err, size_t errlen)
+{
+    kv_model_path(o, path, cap);
+    if (!o->model[0] && !o->synthetic[0] && access(path, R_OK) != 0) {
+        snprintf(err, errlen, "the default model %s is missing: run scripts/run (or "
+                              "scripts/fetch-models) to download it, or pass -m FILE.gguf", path);
+        return NULL;
+    }
+    struct engine_params p = engine_default_params();
+    p.model_path = path;
+    p.synthetic = o->synthetic[0] ? o->synthetic : NULL;
+    p.backend = o->backend;
+    p.n_ctx = o->ctx_size;
+    p.n_threads = o->threads;
+    p.chat_template = o->chat_template[0] ? o->chat_template : NULL;
+    p.progress = progress;
+    p.progress_user = user;
+    return engine_new(&p, err, errlen);
+}
+
+static void on_progress(uint64_t done, uint64_t total, void *user)
+{
+    (void)user;
+    if (total)
+        fprintf(stderr, "\rkvchat: loading %.0f%% (%.1f of %.1f MiB)", 100.0 * done / total,
+                done / 1048576.0, total / 1048576.0);
+    if (done == total)
+        fputc('\n', stderr);
+}
+
+struct engine *kv_load_engine(const struct kv_options *o, bool progress, char *err, size_t errlen)
+{
+    char path[4096];
+    struct engine *e =
+        kv_engine_open(o, progress ? on_progress : NULL, NULL, path, sizeof path, err, errlen);
+    if (e && engine_info(e)->backend_note[0] && (o->verbose || o->backend != ENGINE_BACKEND_AUTO))
+        fprintf(stderr, "kvchat: %s\n", engine_info(e)->backend_note);
+    return e;
+}

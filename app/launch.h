@@ -1,0 +1,25 @@
+/* launch.h - starting the engine the settings name, the same way for every
+ * mode: the model path (the default model when none is given, with a clear
+ * message when it has not been downloaded), backend, context, threads and
+ * template from struct kv_options. */
+#ifndef KVCHAT_LAUNCH_H
+#define KVCHAT_LAUNCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "engine.h"
+#include "options.h"
+
+/* Loads the engine O names with PROGRESS/USER as the load progress callback
+ * (may be NULL). PATH (CAP bytes) receives the model path it resolved. NULL
+ * with a one-line message in ERR. */
+struct engine *kv_engine_open(const struct kv_options *o, engine_progress_fn progress,
+                              void *user, char *path, size_t cap, char *err, size_t errlen);
+
+/* kv_engine_open for the modes that print and exit: a progress line on
+ * stderr when PROGRESS, and the backend note when asked for (--verbose or an
+ * explicit --backend). */
+struct engine *kv_load_engine(const struct kv_options *o, bool progress, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,29 @@
+/* sampler.h - choosing the next token from logits.
+ *
+ * It implements struct engine_sampling (engine.h), whose comment gives the
+ * order of the chain; the RNG state lives in the sampler, so the same seed
+ * gives the same output.
+ *
+ * Thread safety: a sampler belongs to one thread.
+ */
+#ifndef KVCHAT_SAMPLER_H
+#define KVCHAT_SAMPLER_H
+
+#include <stdint.h>
+
+#include "engine.h" /* struct engine_sampling: the settings are the public ones */
+
+struct sampler;
+struct sampler *sampler_new(int32_t n_vocab, const struct engine_sampling *p);
+void sampler_free(struct sampler *s); /* NULL is a no-op */
+void sampler_set_params(struct sampler *s, const struct engine_sampling *p); /* reseeds */
+
+/* Records an id that is now part of the context (prompt or generated), for the
+ * repetition penalty. */
+void sampler_accept(struct sampler *s, int32_t id);
+void sampler_reset_history(struct sampler *s);
+
+/* Picks a token from LOGITS (n_vocab floats; modified in place). */
+int32_t sampler_sample(struct sampler *s, float *logits);
+
+#endif
