@@ -1,7 +1,7 @@
-/* nvml.c - NVML through dlopen. The few entry points and types are declared
- * here from NVML's documented C ABI, so no NVIDIA header or library is
- * needed to build, and none to run. */
-#include "nvml.h"
+/* nvml.c - NVIDIA's row of the GPU vendor table: NVML through dlopen. The
+ * few entry points and types are declared here from NVML's documented C ABI,
+ * so no NVIDIA header or library is needed to build, and none to run. */
+#include "gpu_vendor.h"
 
 #include <dlfcn.h>
 #include <stdio.h>
@@ -19,11 +19,9 @@ struct nvml_memory {
 #define NVML_TEMPERATURE_GPU 0
 #define NVML_CLOCK_MEM 2
 
-struct gpu_mon {
-    void *lib; /* owned dlopen handle, or NULL */
+struct nvml {
+    void *lib; /* owned dlopen handle */
     nvml_device_t dev;
-    bool ok;
-    char note[160];
     double bandwidth;
     nvml_return_t (*shutdown)(void);
     nvml_return_t (*util)(nvml_device_t, struct nvml_utilization *);
@@ -33,20 +31,32 @@ struct gpu_mon {
     nvml_return_t (*mem)(nvml_device_t, struct nvml_memory *);
 };
 
-static void *sym(struct gpu_mon *g, const char *name)
+static void *sym(struct nvml *g, const char *name)
 {
     return dlsym(g->lib, name); /* NULL: that reading stays n/a */
 }
 
-struct gpu_mon *gpu_mon_new(unsigned index)
+static void nvml_close(void *state)
 {
-    struct gpu_mon *g = calloc(1, sizeof *g);
-    if (!g)
+    struct nvml *g = state;
+    if (g->shutdown)
+        g->shutdown();
+    dlclose(g->lib);
+    free(g);
+}
+
+static void *nvml_open(unsigned index, char *note, size_t cap)
+{
+    struct nvml *g = calloc(1, sizeof *g);
+    if (!g) {
+        snprintf(note, cap, "out of memory");
         return NULL;
+    }
     g->lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
     if (!g->lib) {
-        snprintf(g->note, sizeof g->note, "NVML not available (no NVIDIA driver)");
-        return g;
+        snprintf(note, cap, "NVML not available (no NVIDIA driver)");
+        free(g);
+        return NULL;
     }
     nvml_return_t (*init)(void) = (nvml_return_t (*)(void))sym(g, "nvmlInit_v2");
     nvml_return_t (*handle)(unsigned, nvml_device_t *) =
@@ -55,24 +65,20 @@ struct gpu_mon *gpu_mon_new(unsigned index)
         (nvml_return_t (*)(nvml_device_t, char *, unsigned))sym(g, "nvmlDeviceGetName");
     g->shutdown = (nvml_return_t (*)(void))sym(g, "nvmlShutdown");
     if (!init || !handle || init() != 0) {
-        snprintf(g->note, sizeof g->note, "NVML failed to initialise");
+        snprintf(note, cap, "NVML failed to initialise");
         dlclose(g->lib);
-        g->lib = NULL;
-        return g;
+        free(g);
+        return NULL;
     }
     if (handle(index, &g->dev) != 0) {
-        snprintf(g->note, sizeof g->note, "NVML: no GPU %u", index);
-        if (g->shutdown)
-            g->shutdown();
-        dlclose(g->lib);
-        g->lib = NULL;
-        return g;
+        snprintf(note, cap, "NVML: no GPU %u", index);
+        nvml_close(g);
+        return NULL;
     }
-    g->ok = true;
     char nm[96] = "GPU";
     if (name)
         name(g->dev, nm, sizeof nm);
-    snprintf(g->note, sizeof g->note, "%s", nm);
+    snprintf(note, cap, "%s", nm);
     g->util = (nvml_return_t (*)(nvml_device_t, struct nvml_utilization *))sym(g, "nvmlDeviceGetUtilizationRates");
     g->power = (nvml_return_t (*)(nvml_device_t, unsigned int *))sym(g, "nvmlDeviceGetPowerUsage");
     g->temp = (nvml_return_t (*)(nvml_device_t, int, unsigned int *))sym(g, "nvmlDeviceGetTemperature");
@@ -90,38 +96,14 @@ struct gpu_mon *gpu_mon_new(unsigned index)
     return g;
 }
 
-void gpu_mon_free(struct gpu_mon *g)
+static double nvml_bandwidth(void *state)
 {
-    if (!g)
-        return;
-    if (g->lib) {
-        if (g->shutdown)
-            g->shutdown();
-        dlclose(g->lib);
-    }
-    free(g);
+    return ((struct nvml *)state)->bandwidth;
 }
 
-bool gpu_mon_ok(const struct gpu_mon *g)
+static void nvml_sample(void *state, struct gpu_sample *s)
 {
-    return g && g->ok;
-}
-
-const char *gpu_mon_note(const struct gpu_mon *g)
-{
-    return g ? g->note : "NVML not available";
-}
-
-double gpu_mon_bandwidth(const struct gpu_mon *g)
-{
-    return g && g->ok ? g->bandwidth : 0;
-}
-
-void gpu_mon_sample(struct gpu_mon *g, struct gpu_sample *s)
-{
-    memset(s, 0, sizeof *s);
-    if (!g || !g->ok)
-        return;
+    struct nvml *g = state;
     struct nvml_utilization u;
     unsigned v;
     unsigned long long mj;
@@ -137,3 +119,11 @@ void gpu_mon_sample(struct gpu_mon *g, struct gpu_sample *s)
     if (g->mem && g->mem(g->dev, &m) == 0)
         s->mem_valid = true, s->mem_total = m.total, s->mem_used = m.used;
 }
+
+const struct gpu_vendor gpu_vendor_nvml = {
+    .name = "nvml",
+    .open = nvml_open,
+    .close = nvml_close,
+    .sample = nvml_sample,
+    .bandwidth = nvml_bandwidth,
+};

@@ -46,7 +46,7 @@
 #include "layout.h"
 #include "membw.h"
 #include "meters.h"
-#include "nvml.h"
+#include "gpu.h"
 #include "conversation.h"
 #include "launch.h"
 #include "theme.h"

@@ -1,12 +1,14 @@
-/* nvml.h - GPU readings for the meters through NVIDIA's management library,
- * opened with dlopen at run time so kvchat starts (and shows n/a) where the
- * driver is absent. Every value carries a valid bit: a reading that failed is
- * never reported as 0.
+/* gpu.h - GPU readings for the meters, from whichever vendor's monitoring
+ * library this machine has. The vendors sit behind one table (gpu_vendor.h;
+ * NVIDIA's NVML first, in nvml.c), each opened with dlopen at run time so
+ * kvchat starts, and shows n/a, where no driver is present. Every value
+ * carries a valid bit: a reading that failed is never reported as 0.
  *
- * Used by ui.c from the UI thread only.
+ * Used by the chat screen from its UI thread only; a monitor is not shared
+ * between threads.
  */
-#ifndef KVCHAT_TUI_NVML_H
-#define KVCHAT_TUI_NVML_H
+#ifndef KVCHAT_TELEMETRY_GPU_H
+#define KVCHAT_TELEMETRY_GPU_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -23,13 +25,14 @@ struct gpu_sample {
 
 struct gpu_mon;
 
-/* Opens NVML and device INDEX. Never NULL for lack of NVML: returns a monitor
- * whose samples are all invalid, with the reason in gpu_mon_note. NULL only
- * when out of memory. */
+/* Opens device INDEX with the first vendor whose library has it. Never NULL
+ * for lack of a driver: returns a monitor whose samples are all invalid, with
+ * the reason in gpu_mon_note. NULL only when out of memory. */
 struct gpu_mon *gpu_mon_new(unsigned index);
 void gpu_mon_free(struct gpu_mon *g); /* NULL is a no-op */
 bool gpu_mon_ok(const struct gpu_mon *g);
 const char *gpu_mon_note(const struct gpu_mon *g); /* why n/a, or the GPU name */
+const char *gpu_mon_vendor(const struct gpu_mon *g); /* "nvml", or "" when none opened */
 /* Peak memory bandwidth in bytes/s from the memory clock and bus width, or 0
  * when unknown. */
 double gpu_mon_bandwidth(const struct gpu_mon *g);
