@@ -69,8 +69,8 @@ static int insert_message(struct hist *h, int64_t session_id, enum hist_role rol
         return hist_failf(h, HIST_E_NOTFOUND, "%s: no session %lld", what, (long long)session_id);
     sqlite3_stmt *st;
     if ((ret = hist_prepare(h, "INSERT INTO messages(session_id, role, content, created_ms, updated_ms, "
-                          "n_tokens, end_reason, writer) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       &st, what)))
+                               "n_tokens, end_reason, writer) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            &st, what)))
         return ret;
     int64_t now = hist_now_ms();
     sqlite3_bind_int64(st, 1, session_id);
@@ -192,7 +192,7 @@ int hist_reply_progress(struct hist *h, int64_t msg_id, const char *text, size_t
         return ret;
     sqlite3_stmt *st;
     if ((ret = hist_prepare(h, "UPDATE messages SET content = ?, updated_ms = ? "
-                          "WHERE id = ? AND end_reason = 'streaming'", &st, what))) {
+                               "WHERE id = ? AND end_reason = 'streaming'", &st, what))) {
         hist_rollback(h);
         return ret;
     }
@@ -235,8 +235,8 @@ int hist_reply_finish(struct hist *h, int64_t msg_id, const char *text, size_t l
         return ret;
     sqlite3_stmt *st;
     if ((ret = hist_prepare(h, "UPDATE messages SET content = ?, n_tokens = ?, n_prompt = ?, prefill_tps = ?, "
-                          "decode_tps = ?, ttft_ms = ?, end_reason = ?, updated_ms = ?, writer = NULL "
-                          "WHERE id = ? AND role = 'assistant'", &st, what))) {
+                               "decode_tps = ?, ttft_ms = ?, end_reason = ?, updated_ms = ?, writer = NULL "
+                               "WHERE id = ? AND role = 'assistant'", &st, what))) {
         hist_rollback(h);
         return ret;
     }
@@ -263,7 +263,7 @@ int hist_reply_finish(struct hist *h, int64_t msg_id, const char *text, size_t l
         return hist_failf(h, HIST_E_NOTFOUND, "%s: no reply %lld", what, (long long)msg_id);
     }
     if (!(ret = hist_prepare(h, "UPDATE sessions SET updated_ms = max(updated_ms, ?) "
-                           "WHERE id = (SELECT session_id FROM messages WHERE id = ?)", &st, what))) {
+                                "WHERE id = (SELECT session_id FROM messages WHERE id = ?)", &st, what))) {
         sqlite3_bind_int64(st, 1, now);
         sqlite3_bind_int64(st, 2, msg_id);
         ret = hist_step_done(h, st, what);

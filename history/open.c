@@ -257,8 +257,8 @@ static int repair_interrupted(struct hist *h)
         return ret;
     for (int i = 0; i < ndead && !ret; i++) {
         if ((ret = hist_prepare(h, "UPDATE messages SET end_reason = 'interrupted' "
-                              "WHERE id = ? AND end_reason = 'streaming'",
-                           &st, "marking interrupted replies")))
+                                   "WHERE id = ? AND end_reason = 'streaming'",
+                                &st, "marking interrupted replies")))
             break;
         sqlite3_bind_int64(st, 1, dead[i]);
         ret = hist_step_done(h, st, "marking interrupted replies");

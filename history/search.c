@@ -72,11 +72,11 @@ int hist_search(struct hist *h, const char *query, const char *mark_open, const 
     }
     sqlite3_stmt *st;
     int ret = hist_prepare(h, "SELECT m.session_id, s.title, m.id, m.role, m.created_ms, "
-                         "snippet(messages_fts, 0, ?, ?, '\xE2\x80\xA6', 16) "
-                         "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
-                         "JOIN sessions s ON s.id = m.session_id "
-                         "WHERE messages_fts MATCH ? ORDER BY rank, m.id DESC LIMIT ?",
-                      &st, what);
+                              "snippet(messages_fts, 0, ?, ?, '\xE2\x80\xA6', 16) "
+                              "FROM messages_fts JOIN messages m ON m.id = messages_fts.rowid "
+                              "JOIN sessions s ON s.id = m.session_id "
+                              "WHERE messages_fts MATCH ? ORDER BY rank, m.id DESC LIMIT ?",
+                           &st, what);
     if (ret) {
         free(expr);
         return ret;

@@ -31,7 +31,7 @@ int hist_session_create(struct hist *h, const char *title, const char *system_pr
         return ret;
     sqlite3_stmt *st;
     if ((ret = hist_prepare(h, "INSERT INTO sessions(title, created_ms, updated_ms, system_prompt) "
-                          "VALUES (?, ?, ?, ?)", &st, "creating a session"))) {
+                               "VALUES (?, ?, ?, ?)", &st, "creating a session"))) {
         hist_rollback(h);
         return ret;
     }
@@ -167,8 +167,8 @@ int hist_session_list(struct hist *h, int limit, int offset, struct hist_session
     *n = 0;
     sqlite3_stmt *st;
     int ret = hist_prepare(h, "SELECT " SESSION_COLS " FROM sessions s "
-                         "ORDER BY s.updated_ms DESC, s.id DESC LIMIT ? OFFSET ?",
-                      &st, "listing sessions");
+                              "ORDER BY s.updated_ms DESC, s.id DESC LIMIT ? OFFSET ?",
+                           &st, "listing sessions");
     if (ret)
         return ret;
     sqlite3_bind_int64(st, 1, limit > 0 ? limit : -1);
@@ -279,9 +279,9 @@ int hist_session_set_sampling(struct hist *h, int64_t id, const struct hist_samp
         return HIST_E_INVALID;
     sqlite3_stmt *st;
     int ret = hist_prepare(h, "UPDATE sessions SET temperature = ?, top_k = ?, top_p = ?, min_p = ?, "
-                         "repeat_penalty = ?, repeat_last_n = ?, seed = ?, max_tokens = ?, "
-                         "updated_ms = ? WHERE id = ?",
-                      &st, "saving sampling parameters");
+                              "repeat_penalty = ?, repeat_last_n = ?, seed = ?, max_tokens = ?, "
+                              "updated_ms = ? WHERE id = ?",
+                           &st, "saving sampling parameters");
     if (ret)
         return ret;
     sqlite3_bind_double(st, 1, p->temperature);

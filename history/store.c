@@ -62,7 +62,7 @@ static const char *advice(int st)
 
 /* Formats "PATH: WHAT: reason" into BUF, reason from the SQLite code/message. */
 void hist_fmt_sqlite_err(char *buf, size_t cap, const char *path, sqlite3 *db, int rc,
-                           const char *what)
+                                const char *what)
 {
     int st = hist_status_of(rc);
     const char *adv = advice(st);
