@@ -4,7 +4,8 @@
  *
  * The store's files, by concern:
  *   store.c    these helpers: clocks, errors, statements and transactions,
- *              column readers, role/end/status names, titles and previews
+ *              column and row readers, role/end/status names, titles and
+ *              previews
  *   open.c     open/close, pragmas, integrity check, schema migrations, paths
  *   sessions.c sessions
  *   messages.c messages, streaming replies, truncation
@@ -86,6 +87,26 @@ void hist_bind_text_or_null(sqlite3_stmt *st, int i, const char *s);
 char *hist_col_strdup(sqlite3_stmt *st, int i, int null_as_empty);
 int64_t hist_col_i64_or(sqlite3_stmt *st, int i, int64_t dflt); /* DFLT for a NULL column */
 double hist_col_dbl_or(sqlite3_stmt *st, int i, double dflt);
+
+/* ---- reading rows into structs ---- */
+
+/* Reads ST's current row into the struct at OUT (a struct hist_session,
+ * hist_message, ...). Returns HIST_OK, or HIST_E_NOMEM with nothing left
+ * owned in OUT. */
+typedef int (*hist_row_reader)(sqlite3_stmt *st, void *out);
+
+/* Steps ST, which selects the row of NOUN ID, and reads it into OUT with
+ * READ. No row is HIST_E_NOTFOUND ("no NOUN ID"); WHAT names the read in an
+ * SQLite failure. Finalizes ST. */
+int hist_read_one(struct hist *h, sqlite3_stmt *st, hist_row_reader read, void *out, const char *noun,
+                  int64_t id, const char *what);
+
+/* Steps ST to its end, reading each row with READ into a growing array of
+ * ELEM-byte structs. *ROWS (owned; NULL if none) and *N get the rows read,
+ * on failure too, so the caller frees them with the type's *_free. Finalizes
+ * ST. */
+int hist_read_all(struct hist *h, sqlite3_stmt *st, hist_row_reader read, size_t elem, void **rows,
+                  size_t *n, const char *what);
 
 /* ---- names as stored ---- */
 

@@ -332,8 +332,9 @@ int hist_messages_truncate(struct hist *h, int64_t session_id, int64_t from_msg_
     "id, session_id, role, content, created_ms, updated_ms, end_reason, n_tokens, n_prompt, "      \
     "prefill_tps, decode_tps, ttft_ms"
 
-static int read_message(sqlite3_stmt *st, struct hist_message *m)
+static int read_message(sqlite3_stmt *st, void *out)
 {
+    struct hist_message *m = out;
     memset(m, 0, sizeof *m);
     m->id = sqlite3_column_int64(st, 0);
     m->session_id = sqlite3_column_int64(st, 1);
@@ -379,17 +380,7 @@ int hist_message_get(struct hist *h, int64_t msg_id, struct hist_message *out)
     if (ret)
         return ret;
     sqlite3_bind_int64(st, 1, msg_id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        if ((ret = read_message(st, out)))
-            hist_failf(h, ret, "reading message %lld: out of memory", (long long)msg_id);
-    } else if (rc == SQLITE_DONE) {
-        ret = hist_failf(h, HIST_E_NOTFOUND, "no message %lld", (long long)msg_id);
-    } else {
-        ret = hist_fail(h, rc, "reading a message");
-    }
-    sqlite3_finalize(st);
-    return ret;
+    return hist_read_one(h, st, read_message, out, "message", msg_id, "reading a message");
 }
 
 int hist_messages(struct hist *h, int64_t session_id, struct hist_message **out, size_t *n)
@@ -410,37 +401,18 @@ int hist_messages(struct hist *h, int64_t session_id, struct hist_message **out,
     sqlite3_stmt *st = NULL;
     if (!ret)
         ret = hist_prepare(h, "SELECT " MESSAGE_COLS " FROM messages WHERE session_id = ? ORDER BY id", &st, what);
-    struct hist_message *arr = NULL;
-    size_t cap = 0, cnt = 0;
+    void *rows = NULL;
+    size_t cnt = 0;
     if (!ret) {
         sqlite3_bind_int64(st, 1, session_id);
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-            if (cnt == cap) {
-                size_t nc = cap ? cap * 2 : 32;
-                struct hist_message *na = realloc(arr, nc * sizeof *na);
-                if (!na) {
-                    ret = hist_failf(h, HIST_E_NOMEM, "%s: out of memory", what);
-                    break;
-                }
-                arr = na;
-                cap = nc;
-            }
-            if ((ret = read_message(st, &arr[cnt]))) {
-                hist_failf(h, ret, "%s: out of memory", what);
-                break;
-            }
-            cnt++;
-        }
-        if (!ret && rc != SQLITE_DONE)
-            ret = hist_fail(h, rc, what);
-        sqlite3_finalize(st);
+        ret = hist_read_all(h, st, read_message, sizeof **out, &rows, &cnt, what);
     }
     sqlite3_exec(h->db, "COMMIT", NULL, NULL, NULL);
     if (ret) {
-        hist_messages_free(arr, cnt);
+        hist_messages_free(rows, cnt);
         return ret;
     }
-    *out = arr;
+    *out = rows;
     *n = cnt;
     return HIST_OK;
 }

@@ -44,6 +44,23 @@ static char *fts_literal(const char *q)
     return out;
 }
 
+static int read_hit(sqlite3_stmt *st, void *out)
+{
+    struct hist_hit *x = out;
+    x->session_id = sqlite3_column_int64(st, 0);
+    x->session_title = hist_col_strdup(st, 1, 1);
+    x->message_id = sqlite3_column_int64(st, 2);
+    x->role = hist_role_parse((const char *)sqlite3_column_text(st, 3));
+    x->created_ms = sqlite3_column_int64(st, 4);
+    x->snippet = hist_col_strdup(st, 5, 1);
+    if (!x->session_title || !x->snippet) {
+        free(x->session_title);
+        free(x->snippet);
+        return HIST_E_NOMEM;
+    }
+    return HIST_OK;
+}
+
 void hist_hits_free(struct hist_hit *arr, size_t n)
 {
     if (!arr)
@@ -86,41 +103,13 @@ int hist_search(struct hist *h, const char *query, const char *mark_open, const 
     sqlite3_bind_text(st, 3, expr, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int(st, 4, limit > 0 ? limit : 50);
     free(expr);
-    struct hist_hit *arr = NULL;
-    size_t cap = 0, cnt = 0;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (cnt == cap) {
-            size_t nc = cap ? cap * 2 : 16;
-            struct hist_hit *na = realloc(arr, nc * sizeof *na);
-            if (!na) {
-                ret = hist_failf(h, HIST_E_NOMEM, "%s: out of memory", what);
-                break;
-            }
-            arr = na;
-            cap = nc;
-        }
-        struct hist_hit *x = &arr[cnt];
-        x->session_id = sqlite3_column_int64(st, 0);
-        x->session_title = hist_col_strdup(st, 1, 1);
-        x->message_id = sqlite3_column_int64(st, 2);
-        x->role = hist_role_parse((const char *)sqlite3_column_text(st, 3));
-        x->created_ms = sqlite3_column_int64(st, 4);
-        x->snippet = hist_col_strdup(st, 5, 1);
-        cnt++;
-        if (!x->session_title || !x->snippet) {
-            ret = hist_failf(h, HIST_E_NOMEM, "%s: out of memory", what);
-            break;
-        }
-    }
-    if (!ret && rc != SQLITE_DONE)
-        ret = hist_fail(h, rc, what);
-    sqlite3_finalize(st);
-    if (ret) {
-        hist_hits_free(arr, cnt);
+    void *rows;
+    size_t cnt;
+    if ((ret = hist_read_all(h, st, read_hit, sizeof **out, &rows, &cnt, what))) {
+        hist_hits_free(rows, cnt);
         return ret;
     }
-    *out = arr;
+    *out = rows;
     *n = cnt;
     return HIST_OK;
 }

@@ -61,8 +61,9 @@ int hist_session_create(struct hist *h, const char *title, const char *system_pr
     "(SELECT substr(m.content, 1, 200) FROM messages m WHERE m.session_id = s.id "                \
     " AND m.role = 'user' ORDER BY m.id LIMIT 1)"
 
-static int read_session(sqlite3_stmt *st, struct hist_session *s)
+static int read_session(sqlite3_stmt *st, void *out)
 {
+    struct hist_session *s = out;
     memset(s, 0, sizeof *s);
     s->id = sqlite3_column_int64(st, 0);
     s->title = hist_col_strdup(st, 1, 1);
@@ -125,18 +126,7 @@ int hist_session_get(struct hist *h, int64_t id, struct hist_session *out)
     if (ret)
         return ret;
     sqlite3_bind_int64(st, 1, id);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        ret = read_session(st, out);
-        if (ret)
-            hist_failf(h, ret, "reading session %lld: out of memory", (long long)id);
-    } else if (rc == SQLITE_DONE) {
-        ret = hist_failf(h, HIST_E_NOTFOUND, "no session %lld", (long long)id);
-    } else {
-        ret = hist_fail(h, rc, "reading a session");
-    }
-    sqlite3_finalize(st);
-    return ret;
+    return hist_read_one(h, st, read_session, out, "session", id, "reading a session");
 }
 
 int hist_session_latest(struct hist *h, int64_t *out_id)
@@ -173,34 +163,13 @@ int hist_session_list(struct hist *h, int limit, int offset, struct hist_session
         return ret;
     sqlite3_bind_int64(st, 1, limit > 0 ? limit : -1);
     sqlite3_bind_int64(st, 2, offset);
-    size_t cap = 0, cnt = 0;
-    struct hist_session *arr = NULL;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (cnt == cap) {
-            size_t nc = cap ? cap * 2 : 16;
-            struct hist_session *na = realloc(arr, nc * sizeof *na);
-            if (!na) {
-                ret = HIST_E_NOMEM;
-                break;
-            }
-            arr = na;
-            cap = nc;
-        }
-        if ((ret = read_session(st, &arr[cnt])))
-            break;
-        cnt++;
-    }
-    if (!ret && rc != SQLITE_DONE)
-        ret = hist_fail(h, rc, "listing sessions");
-    else if (ret == HIST_E_NOMEM)
-        hist_failf(h, ret, "listing sessions: out of memory");
-    sqlite3_finalize(st);
-    if (ret) {
-        hist_sessions_free(arr, cnt);
+    void *rows;
+    size_t cnt;
+    if ((ret = hist_read_all(h, st, read_session, sizeof **out, &rows, &cnt, "listing sessions"))) {
+        hist_sessions_free(rows, cnt);
         return ret;
     }
-    *out = arr;
+    *out = rows;
     *n = cnt;
     return HIST_OK;
 }

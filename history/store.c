@@ -1,7 +1,7 @@
 /* store.c - the helpers every file of the history store uses (declared in
  * history_internal.h): clocks, error messages, statements and transactions,
- * column readers, the names roles and end reasons are stored under, and the
- * text shaping that makes titles and previews.
+ * column and row readers, the names roles and end reasons are stored under,
+ * and the text shaping that makes titles and previews.
  */
 #include "history_internal.h"
 
@@ -163,6 +163,56 @@ int64_t hist_col_i64_or(sqlite3_stmt *st, int i, int64_t dflt)
 double hist_col_dbl_or(sqlite3_stmt *st, int i, double dflt)
 {
     return sqlite3_column_type(st, i) == SQLITE_NULL ? dflt : sqlite3_column_double(st, i);
+}
+
+/* ---- reading rows into structs ---- */
+
+int hist_read_one(struct hist *h, sqlite3_stmt *st, hist_row_reader read, void *out, const char *noun,
+                  int64_t id, const char *what)
+{
+    int ret;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        if ((ret = read(st, out)))
+            hist_failf(h, ret, "reading %s %lld: out of memory", noun, (long long)id);
+    } else if (rc == SQLITE_DONE) {
+        ret = hist_failf(h, HIST_E_NOTFOUND, "no %s %lld", noun, (long long)id);
+    } else {
+        ret = hist_fail(h, rc, what);
+    }
+    sqlite3_finalize(st);
+    return ret;
+}
+
+int hist_read_all(struct hist *h, sqlite3_stmt *st, hist_row_reader read, size_t elem, void **rows,
+                  size_t *n, const char *what)
+{
+    char *arr = NULL;
+    size_t cap = 0, cnt = 0;
+    int ret = HIST_OK, rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (cnt == cap) {
+            size_t nc = cap ? cap * 2 : 16;
+            char *na = realloc(arr, nc * elem);
+            if (!na) {
+                ret = hist_failf(h, HIST_E_NOMEM, "%s: out of memory", what);
+                break;
+            }
+            arr = na;
+            cap = nc;
+        }
+        if ((ret = read(st, arr + cnt * elem))) {
+            hist_failf(h, ret, "%s: out of memory", what);
+            break;
+        }
+        cnt++;
+    }
+    if (!ret && rc != SQLITE_DONE)
+        ret = hist_fail(h, rc, what);
+    sqlite3_finalize(st);
+    *rows = arr;
+    *n = cnt;
+    return ret;
 }
 
 /* ---- names ---- */
