@@ -1,5 +1,5 @@
 /* fuzz_history.c - libFuzzer target for reading a hostile history database
- * (history/history.c).
+ * (history/).
  *
  * The input bytes become the database file; then the reader runs over it as
  * kvchat does: hist_open (which checks, migrates and repairs), the session

@@ -1,0 +1,469 @@
+/* open.c - opening and closing the history store (history.h): the schema
+ * migrations, the checks a file must pass before it is used, the
+ * connection's pragmas, the repair of replies whose writer died, and the
+ * default database path.
+ *
+ * The schema is versioned with PRAGMA user_version; MIGRATIONS below are the
+ * only DDL, applied in order, and tests build old databases from the same
+ * steps (hist_migrate_path_to).
+ */
+#include "history_internal.h"
+
+#include "xdg.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#define HIST_DEFAULT_BUSY_MS 3000
+#define HIST_STALE_WRITER_MS 3600000 /* a streaming reply from another host is dead after an hour */
+
+/* ---- migrations ----
+ * Each step takes the schema from version i to i+1 and sets user_version
+ * itself, inside one transaction with the step. Never edit a released step;
+ * add a new one. */
+static const char *const MIGRATIONS[] = {
+    /* v1: sessions and messages. end_reason NULL = an ordinary committed message. */
+    "CREATE TABLE sessions("
+    "  id INTEGER PRIMARY KEY,"
+    "  title TEXT NOT NULL DEFAULT '',"
+    "  created_ms INTEGER NOT NULL,"
+    "  updated_ms INTEGER NOT NULL,"
+    "  model_name TEXT,"
+    "  model_digest TEXT,"
+    "  system_prompt TEXT,"
+    "  temperature REAL, top_k INTEGER, top_p REAL, min_p REAL,"
+    "  repeat_penalty REAL, repeat_last_n INTEGER, seed INTEGER, max_tokens INTEGER);"
+    "CREATE TABLE messages("
+    "  id INTEGER PRIMARY KEY,"
+    "  session_id INTEGER NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,"
+    "  role TEXT NOT NULL CHECK(role IN ('system','user','assistant')),"
+    "  content TEXT NOT NULL DEFAULT '',"
+    "  created_ms INTEGER NOT NULL,"
+    "  n_tokens INTEGER,"
+    "  end_reason TEXT CHECK(end_reason IN"
+    "    ('streaming','stop','length','cancelled','error','interrupted')));"
+    "CREATE INDEX messages_by_session ON messages(session_id, id);"
+    "PRAGMA user_version = 1;",
+
+    /* v2: full-text search over message content, kept in step by triggers
+     * (external content: the text is stored once, in messages). */
+    "CREATE VIRTUAL TABLE messages_fts USING fts5(content, content='messages',"
+    "  content_rowid='id', tokenize='unicode61 remove_diacritics 2');"
+    "CREATE TRIGGER messages_fts_ai AFTER INSERT ON messages BEGIN"
+    "  INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);"
+    "END;"
+    "CREATE TRIGGER messages_fts_ad AFTER DELETE ON messages BEGIN"
+    "  INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);"
+    "END;"
+    "CREATE TRIGGER messages_fts_au AFTER UPDATE OF content ON messages BEGIN"
+    "  INSERT INTO messages_fts(messages_fts, rowid, content) VALUES ('delete', old.id, old.content);"
+    "  INSERT INTO messages_fts(rowid, content) VALUES (new.id, new.content);"
+    "END;"
+    "INSERT INTO messages_fts(messages_fts) VALUES ('rebuild');"
+    "PRAGMA user_version = 2;",
+
+    /* v3: generation figures, the streaming writer, last-write time. */
+    "ALTER TABLE messages ADD COLUMN updated_ms INTEGER;"
+    "ALTER TABLE messages ADD COLUMN n_prompt INTEGER;"
+    "ALTER TABLE messages ADD COLUMN prefill_tps REAL;"
+    "ALTER TABLE messages ADD COLUMN decode_tps REAL;"
+    "ALTER TABLE messages ADD COLUMN ttft_ms REAL;"
+    "ALTER TABLE messages ADD COLUMN writer TEXT;"
+    "UPDATE messages SET updated_ms = created_ms;"
+    "CREATE INDEX sessions_by_updated ON sessions(updated_ms);"
+    "PRAGMA user_version = 3;",
+};
+_Static_assert(sizeof MIGRATIONS / sizeof MIGRATIONS[0] == HIST_SCHEMA_VERSION,
+               "one migration step per schema version");
+
+/* Error text for the failures before a struct hist exists (ERR may be NULL). */
+static void put_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || !errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- paths ---- */
+
+int hist_default_path(char *buf, size_t cap)
+{
+    char dir[4096];
+    if (kv_xdg_dir(KV_XDG_DATA, dir, sizeof dir) != 0)
+        return HIST_E_INVALID;
+    int n = snprintf(buf, cap, "%s/history.db", dir);
+    return n < 0 || (size_t)n >= cap ? HIST_E_INVALID : HIST_OK;
+}
+
+/* mkdir -p of PATH's parent folder, new folders mode 0700 (history is private). */
+static int make_parents(const char *path, char *err, size_t errlen)
+{
+    char *dir = hist_strndup(path, strlen(path));
+    if (!dir)
+        return HIST_E_NOMEM;
+    char *slash = strrchr(dir, '/');
+    if (!slash || slash == dir) {
+        free(dir);
+        return HIST_OK;
+    }
+    *slash = 0;
+    for (char *p = dir + 1;; p++) {
+        if (*p == '/' || *p == 0) {
+            char c = *p;
+            *p = 0;
+            if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+                put_err(err, errlen, "%s: cannot create folder %s: %s", path, dir, strerror(errno));
+                free(dir);
+                return errno == EROFS || errno == EACCES ? HIST_E_READONLY : HIST_E_IO;
+            }
+            *p = c;
+            if (!c)
+                break;
+        }
+    }
+    free(dir);
+    return HIST_OK;
+}
+
+/* ---- open and migrate ---- */
+
+/* Runs SQL that yields one integer (a pragma, a count) into *OUT. */
+static int query_int(sqlite3 *db, const char *sql, int *out)
+{
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return rc;
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *out = sqlite3_column_int(st, 0);
+        rc = SQLITE_OK;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int get_user_version(sqlite3 *db, int *v)
+{
+    return query_int(db, "PRAGMA user_version", v);
+}
+
+/* The number of schema objects: with none, user_version 0 means a new file;
+ * with some, it is somebody else's database. */
+static int count_tables(sqlite3 *db, int *n)
+{
+    return query_int(db, "SELECT count(*) FROM sqlite_schema", n);
+}
+
+/* PRAGMA quick_check: catches damaged pages at open rather than mid-chat.
+ * It reads the whole file once; a chat history is small enough for that. */
+static int quick_check(sqlite3 *db, int *ok)
+{
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(db, "PRAGMA quick_check(1)", -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return rc;
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        const unsigned char *t = sqlite3_column_text(st, 0);
+        *ok = t && strcmp((const char *)t, "ok") == 0;
+        rc = SQLITE_OK;
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* Applies the steps that take the database from its version to TARGET. Each
+ * step re-reads the version inside its transaction, so two kvchats opening an
+ * old database at once migrate it once. */
+static int migrate(sqlite3 *db, const char *path, int target, char *err, size_t errlen)
+{
+    for (;;) {
+        int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+        if (rc != SQLITE_OK) {
+            hist_fmt_sqlite_err(err, errlen, path, db, rc, "upgrading the schema");
+            return hist_status_of(rc);
+        }
+        int v = 0;
+        rc = get_user_version(db, &v);
+        if (rc == SQLITE_OK && v >= target) {
+            rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+            if (rc == SQLITE_OK)
+                return HIST_OK;
+        }
+        if (rc == SQLITE_OK && v < 0)
+            rc = SQLITE_CORRUPT; /* open_checked refuses these; never index before MIGRATIONS */
+        if (rc == SQLITE_OK)
+            rc = sqlite3_exec(db, MIGRATIONS[v], NULL, NULL, NULL);
+        if (rc == SQLITE_OK)
+            rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+        if (rc != SQLITE_OK) {
+            char what[64];
+            snprintf(what, sizeof what, "upgrading the schema to version %d", v + 1);
+            hist_fmt_sqlite_err(err, errlen, path, db, rc, what);
+            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+            return hist_status_of(rc);
+        }
+    }
+}
+
+/* Marks replies whose writer died as interrupted (see history.h). */
+static int repair_interrupted(struct hist *h)
+{
+    sqlite3_stmt *st;
+    int ret = hist_prepare(h, "SELECT id, writer, updated_ms FROM messages WHERE end_reason = 'streaming'",
+                           &st, "looking for interrupted replies");
+    if (ret)
+        return ret;
+    int64_t dead[64];
+    int ndead = 0;
+    size_t hostlen = (size_t)(strchr(h->writer, ':') - h->writer);
+    int64_t now = hist_now_ms();
+    int rc;
+    while (ndead < 64 && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *w = (const char *)sqlite3_column_text(st, 1);
+        int64_t upd = hist_col_i64_or(st, 2, 0);
+        const char *colon = w ? strrchr(w, ':') : NULL;
+        int is_dead;
+        if (colon && (size_t)(colon - w) == hostlen && memcmp(w, h->writer, hostlen) == 0) {
+            long pid = strtol(colon + 1, NULL, 10);
+            /* a pid that pid_t cannot hold was never a live process of ours */
+            is_dead = pid <= 0 || pid > INT_MAX || (kill((pid_t)pid, 0) != 0 && errno == ESRCH);
+        } else {
+            is_dead = 0;
+        }
+        /* Another host's writer cannot be asked; and a pid may have been
+         * reused. A live reply is saved every second, so an hour of silence
+         * means dead either way. */
+        is_dead = is_dead || upd < now - HIST_STALE_WRITER_MS; /* not now - upd: upd may be INT64_MIN */
+        if (is_dead)
+            dead[ndead++] = sqlite3_column_int64(st, 0);
+    }
+    sqlite3_finalize(st);
+    if (!ndead)
+        return HIST_OK;
+    if ((ret = hist_begin_write(h, "marking interrupted replies")))
+        return ret;
+    for (int i = 0; i < ndead && !ret; i++) {
+        if ((ret = hist_prepare(h, "UPDATE messages SET end_reason = 'interrupted' "
+                                   "WHERE id = ? AND end_reason = 'streaming'",
+                                &st, "marking interrupted replies")))
+            break;
+        sqlite3_bind_int64(st, 1, dead[i]);
+        ret = hist_step_done(h, st, "marking interrupted replies");
+    }
+    if (ret) {
+        hist_rollback(h);
+        return ret;
+    }
+    return hist_commit(h, "marking interrupted replies");
+}
+
+/* Opens the file and checks it is ours and sound, without writing. */
+static sqlite3 *open_checked(const char *path, int readonly, int busy_ms, int *status, char *err,
+                             size_t errlen)
+{
+    sqlite3 *db = NULL;
+    int flags = readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+    int rc = sqlite3_open_v2(path, &db, flags, NULL);
+    if (rc != SQLITE_OK) {
+        hist_fmt_sqlite_err(err, errlen, path, db, rc, "opening the history database");
+        *status = hist_status_of(rc);
+        sqlite3_close(db);
+        return NULL;
+    }
+    sqlite3_extended_result_codes(db, 1);
+    sqlite3_busy_timeout(db, busy_ms);
+    /* The file is untrusted input: no SQL may corrupt it deliberately (writable
+     * schema, raw page writes). The schema stays trusted because our own
+     * triggers keep the FTS5 index, a virtual table, in step. */
+    sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
+    int v = 0, ntab = 0, ok = 0;
+    rc = get_user_version(db, &v);
+    if (rc == SQLITE_OK)
+        rc = count_tables(db, &ntab);
+    if (rc == SQLITE_OK)
+        rc = quick_check(db, &ok);
+    if (rc != SQLITE_OK) {
+        hist_fmt_sqlite_err(err, errlen, path, db, rc, "opening the history database");
+        *status = hist_status_of(rc);
+    } else if (!ok) {
+        put_err(err, errlen, "%s: history database is corrupt (integrity check failed); move it aside "
+                             "and kvchat starts a new one", path);
+        *status = HIST_E_CORRUPT;
+    } else if (v < 0) {
+        /* user_version is any 32-bit value a file holds; ours are 0..N, and
+         * a negative one would index before the migration steps. */
+        put_err(err, errlen, "%s: not a kvchat history database (schema version %d); use --db to "
+                             "choose another file", path, v);
+        *status = HIST_E_CORRUPT;
+    } else if (v > HIST_SCHEMA_VERSION) {
+        put_err(err, errlen, "%s: history database was created by a newer kvchat (schema %d, this "
+                             "kvchat knows up to %d); upgrade kvchat or use --db", path, v,
+                HIST_SCHEMA_VERSION);
+        *status = HIST_E_NEWER;
+    } else if (v == 0 && ntab > 0) {
+        put_err(err, errlen, "%s: not a kvchat history database (it holds other tables); use --db "
+                             "to choose another file", path);
+        *status = HIST_E_CORRUPT;
+    } else if (readonly && v < HIST_SCHEMA_VERSION) {
+        put_err(err, errlen, "%s: history database has schema %d and needs upgrading to %d, which "
+                             "a read-only open cannot do", path, v, HIST_SCHEMA_VERSION);
+        *status = HIST_E_READONLY;
+    } else {
+        *status = HIST_OK;
+        return db;
+    }
+    sqlite3_close(db);
+    return NULL;
+}
+
+/* Sets the connection's lasting pragmas. WAL: readers never block the writer,
+ * and a process killed mid-write leaves the last commit intact. synchronous
+ * NORMAL is durable against process death (the case we promise); a power cut
+ * may lose the last few commits but never corrupts. */
+static int configure(sqlite3 *db, const char *path, int write, char *err, size_t errlen)
+{
+    int rc = sqlite3_exec(db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL);
+    if (rc == SQLITE_OK && write)
+        rc = sqlite3_exec(db, "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL", NULL, NULL, NULL);
+    if (rc != SQLITE_OK) {
+        hist_fmt_sqlite_err(err, errlen, path, db, rc, "cannot set up history database");
+        return hist_status_of(rc);
+    }
+    return HIST_OK;
+}
+
+/* Exposed for tests and tooling: create or migrate PATH to exactly VERSION. */
+int hist_migrate_path_to(const char *path, int version, char *err, size_t errlen)
+{
+    if (!path || version < 1 || version > HIST_SCHEMA_VERSION) {
+        put_err(err, errlen, "%s: no schema version %d", path ? path : "(null)", version);
+        return HIST_E_INVALID;
+    }
+    int st = make_parents(path, err, errlen);
+    if (st)
+        return st;
+    sqlite3 *db = open_checked(path, 0, HIST_DEFAULT_BUSY_MS, &st, err, errlen);
+    if (!db)
+        return st;
+    st = configure(db, path, 1, err, errlen);
+    if (!st)
+        st = migrate(db, path, version, err, errlen);
+    sqlite3_close(db);
+    return st;
+}
+
+struct hist *hist_open_ex(const char *path, unsigned flags, int *status, char *err, size_t errlen)
+{
+    int st_local;
+    int *st = status ? status : &st_local;
+    if (err && errlen)
+        err[0] = 0;
+    if (!path || !*path) {
+        put_err(err, errlen, "history database path is empty");
+        *st = HIST_E_INVALID;
+        return NULL;
+    }
+    int readonly = (flags & HIST_OPEN_READONLY) != 0;
+    if (!readonly && (*st = make_parents(path, err, errlen)))
+        return NULL;
+    sqlite3 *db = open_checked(path, readonly, HIST_DEFAULT_BUSY_MS, st, err, errlen);
+    if (!db)
+        return NULL;
+    /* A file the OS will not let us write opens read-only even when asked
+     * read-write; then we neither migrate nor repair, and writes say why. */
+    if (!readonly && sqlite3_db_readonly(db, "main") == 1) {
+        int v = 0;
+        get_user_version(db, &v);
+        if (v < HIST_SCHEMA_VERSION) {
+            put_err(err, errlen, "%s: history database is read-only and needs upgrading (schema %d "
+                                 "to %d); check permissions of the file and its folder", path, v,
+                    HIST_SCHEMA_VERSION);
+            *st = HIST_E_READONLY;
+            sqlite3_close(db);
+            return NULL;
+        }
+        readonly = 1;
+    }
+    *st = configure(db, path, !readonly, err, errlen);
+    if (!*st && !readonly)
+        *st = migrate(db, path, HIST_SCHEMA_VERSION, err, errlen);
+    if (*st) {
+        sqlite3_close(db);
+        return NULL;
+    }
+    struct hist *h = calloc(1, sizeof *h);
+    char *p = hist_strndup(path, strlen(path));
+    if (!h || !p) {
+        free(h);
+        free(p);
+        sqlite3_close(db);
+        put_err(err, errlen, "%s: out of memory", path);
+        *st = HIST_E_NOMEM;
+        return NULL;
+    }
+    h->db = db;
+    h->path = p;
+    h->readonly = readonly;
+    h->busy_ms = HIST_DEFAULT_BUSY_MS;
+    char host[256] = "";
+    if (gethostname(host, sizeof host - 1) != 0 || !host[0])
+        strcpy(host, "localhost");
+    snprintf(h->writer, sizeof h->writer, "%s:%ld", host, (long)getpid());
+    if (!readonly && repair_interrupted(h)) {
+        /* Not fatal: the rows stay 'streaming' and are repaired next open. */
+        h->err[0] = 0;
+    }
+    *st = HIST_OK;
+    return h;
+}
+
+struct hist *hist_open(const char *path, char *err, size_t errlen)
+{
+    return hist_open_ex(path, 0, NULL, err, errlen);
+}
+
+void hist_close(struct hist *h)
+{
+    if (!h)
+        return;
+    sqlite3_close(h->db);
+    free(h->path);
+    free(h);
+}
+
+const char *hist_last_error(const struct hist *h)
+{
+    return h ? h->err : "history database is not open";
+}
+
+const char *hist_path(const struct hist *h)
+{
+    return h ? h->path : "";
+}
+
+int hist_readonly(const struct hist *h)
+{
+    return h ? h->readonly : 1;
+}
+
+int hist_set_busy_timeout(struct hist *h, int ms)
+{
+    if (!h || ms < 0)
+        return HIST_E_INVALID;
+    h->busy_ms = ms;
+    sqlite3_busy_timeout(h->db, ms);
+    return HIST_OK;
+}

@@ -1,0 +1,331 @@
+/* store.c - the helpers every file of the history store uses (declared in
+ * history_internal.h): clocks, error messages, statements and transactions,
+ * column and row readers, the names roles and end reasons are stored under,
+ * and the text shaping that makes titles and previews.
+ */
+#include "history_internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- small helpers ---- */
+
+int64_t hist_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+char *hist_strndup(const char *s, size_t n)
+{
+    char *p = malloc(n + 1);
+    if (p) {
+        if (n)
+            memcpy(p, s, n);
+        p[n] = 0;
+    }
+    return p;
+}
+
+/* Maps an SQLite result code to the status class the caller acts on. */
+int hist_status_of(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_OK: case SQLITE_ROW: case SQLITE_DONE: return HIST_OK;
+    case SQLITE_BUSY: case SQLITE_LOCKED: return HIST_E_LOCKED;
+    case SQLITE_READONLY: case SQLITE_PERM: return HIST_E_READONLY;
+    case SQLITE_CORRUPT: case SQLITE_NOTADB: return HIST_E_CORRUPT;
+    case SQLITE_FULL: return HIST_E_FULL;
+    case SQLITE_IOERR: case SQLITE_CANTOPEN: return HIST_E_IO;
+    case SQLITE_NOMEM: return HIST_E_NOMEM;
+    default: return HIST_E_SQL;
+    }
+}
+
+/* The advice part of an error message, per class. */
+static const char *advice(int st)
+{
+    switch (st) {
+    case HIST_E_LOCKED: return "database is locked by another kvchat or program (try again)";
+    case HIST_E_READONLY: return "database is read-only (check permissions of the file and its folder)";
+    case HIST_E_CORRUPT:
+        return "not a kvchat history database, or it is corrupt (move it aside and kvchat starts a new one)";
+    case HIST_E_FULL: return "disk full (free some space)";
+    case HIST_E_NOMEM: return "out of memory";
+    default: return NULL;
+    }
+}
+
+/* Formats "PATH: WHAT: reason" into BUF, reason from the SQLite code/message. */
+void hist_fmt_sqlite_err(char *buf, size_t cap, const char *path, sqlite3 *db, int rc,
+                                const char *what)
+{
+    int st = hist_status_of(rc);
+    const char *adv = advice(st);
+    const char *msg = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+    int os_err = db ? sqlite3_system_errno(db) : 0; /* errno of SQLite's last failed OS call */
+    if (adv)
+        snprintf(buf, cap, "%s: %s: %s", path, what, adv);
+    else if (st == HIST_E_IO && os_err)
+        snprintf(buf, cap, "%s: %s: %s (%s)", path, what, msg, strerror(os_err));
+    else
+        snprintf(buf, cap, "%s: %s: %s", path, what, msg);
+}
+
+int hist_fail(struct hist *h, int rc, const char *what)
+{
+    hist_fmt_sqlite_err(h->err, sizeof h->err, h->path, h->db, rc, what);
+    return hist_status_of(rc);
+}
+
+int hist_failf(struct hist *h, int st, const char *fmt, ...)
+{
+    int n = snprintf(h->err, sizeof h->err, "%s: ", h->path);
+    if (n < 0 || (size_t)n >= sizeof h->err)
+        n = 0;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(h->err + n, sizeof h->err - (size_t)n, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+int hist_prepare(struct hist *h, const char *sql, sqlite3_stmt **st, const char *what)
+{
+    int rc = sqlite3_prepare_v2(h->db, sql, -1, st, NULL);
+    if (rc != SQLITE_OK) {
+        *st = NULL;
+        return hist_fail(h, rc, what);
+    }
+    return HIST_OK;
+}
+
+/* Runs a statement that returns no rows; finalizes it. */
+int hist_step_done(struct hist *h, sqlite3_stmt *st, const char *what)
+{
+    int rc = sqlite3_step(st);
+    int ret = rc == SQLITE_DONE ? HIST_OK : hist_fail(h, rc, what);
+    sqlite3_finalize(st);
+    return ret;
+}
+
+/* BEGIN IMMEDIATE takes the write lock up front, so a busy database fails
+ * here (after the busy timeout), before anything is changed. */
+int hist_begin_write(struct hist *h, const char *what)
+{
+    if (h->readonly)
+        return hist_failf(h, HIST_E_READONLY, "%s: %s", what, advice(HIST_E_READONLY));
+    int rc = sqlite3_exec(h->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    return rc == SQLITE_OK ? HIST_OK : hist_fail(h, rc, what);
+}
+
+int hist_commit(struct hist *h, const char *what)
+{
+    int rc = sqlite3_exec(h->db, "COMMIT", NULL, NULL, NULL);
+    if (rc == SQLITE_OK)
+        return HIST_OK;
+    int st = hist_fail(h, rc, what);
+    sqlite3_exec(h->db, "ROLLBACK", NULL, NULL, NULL);
+    return st;
+}
+
+void hist_rollback(struct hist *h)
+{
+    if (!sqlite3_get_autocommit(h->db))
+        sqlite3_exec(h->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+void hist_bind_text_or_null(sqlite3_stmt *st, int i, const char *s)
+{
+    if (s)
+        sqlite3_bind_text(st, i, s, -1, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+char *hist_col_strdup(sqlite3_stmt *st, int i, int null_as_empty)
+{
+    const unsigned char *t = sqlite3_column_text(st, i);
+    if (!t)
+        return null_as_empty ? hist_strndup("", 0) : NULL;
+    return hist_strndup((const char *)t, (size_t)sqlite3_column_bytes(st, i));
+}
+
+int64_t hist_col_i64_or(sqlite3_stmt *st, int i, int64_t dflt)
+{
+    return sqlite3_column_type(st, i) == SQLITE_NULL ? dflt : sqlite3_column_int64(st, i);
+}
+
+double hist_col_dbl_or(sqlite3_stmt *st, int i, double dflt)
+{
+    return sqlite3_column_type(st, i) == SQLITE_NULL ? dflt : sqlite3_column_double(st, i);
+}
+
+/* ---- reading rows into structs ---- */
+
+int hist_read_one(struct hist *h, sqlite3_stmt *st, hist_row_reader read, void *out, const char *noun,
+                  int64_t id, const char *what)
+{
+    int ret;
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        if ((ret = read(st, out)))
+            hist_failf(h, ret, "reading %s %lld: out of memory", noun, (long long)id);
+    } else if (rc == SQLITE_DONE) {
+        ret = hist_failf(h, HIST_E_NOTFOUND, "no %s %lld", noun, (long long)id);
+    } else {
+        ret = hist_fail(h, rc, what);
+    }
+    sqlite3_finalize(st);
+    return ret;
+}
+
+int hist_read_all(struct hist *h, sqlite3_stmt *st, hist_row_reader read, size_t elem, void **rows,
+                  size_t *n, const char *what)
+{
+    char *arr = NULL;
+    size_t cap = 0, cnt = 0;
+    int ret = HIST_OK, rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (cnt == cap) {
+            size_t nc = cap ? cap * 2 : 16;
+            char *na = realloc(arr, nc * elem);
+            if (!na) {
+                ret = hist_failf(h, HIST_E_NOMEM, "%s: out of memory", what);
+                break;
+            }
+            arr = na;
+            cap = nc;
+        }
+        if ((ret = read(st, arr + cnt * elem))) {
+            hist_failf(h, ret, "%s: out of memory", what);
+            break;
+        }
+        cnt++;
+    }
+    if (!ret && rc != SQLITE_DONE)
+        ret = hist_fail(h, rc, what);
+    sqlite3_finalize(st);
+    *rows = arr;
+    *n = cnt;
+    return ret;
+}
+
+/* ---- names ---- */
+
+const char *hist_status_str(int status)
+{
+    switch (status) {
+    case HIST_OK: return "ok";
+    case HIST_E_INVALID: return "invalid argument";
+    case HIST_E_NOTFOUND: return "not found";
+    case HIST_E_LOCKED: return "locked";
+    case HIST_E_READONLY: return "read-only";
+    case HIST_E_CORRUPT: return "corrupt";
+    case HIST_E_FULL: return "disk full";
+    case HIST_E_NEWER: return "newer schema";
+    case HIST_E_IO: return "I/O error";
+    case HIST_E_NOMEM: return "out of memory";
+    case HIST_E_SQL: return "SQLite error";
+    default: return "unknown error";
+    }
+}
+
+static const char *const ROLE_NAMES[] = {"system", "user", "assistant"};
+static const char *const END_NAMES[] = {"", "streaming", "stop", "length", "cancelled", "error", "interrupted"};
+
+const char *hist_role_str(enum hist_role r)
+{
+    return (unsigned)r < 3 ? ROLE_NAMES[r] : "?";
+}
+
+const char *hist_end_str(enum hist_end e)
+{
+    return (unsigned)e < sizeof END_NAMES / sizeof END_NAMES[0] ? END_NAMES[e] : "?";
+}
+
+enum hist_role hist_role_parse(const char *s)
+{
+    for (int i = 0; i < 3; i++)
+        if (s && strcmp(s, ROLE_NAMES[i]) == 0)
+            return (enum hist_role)i;
+    return HIST_ROLE_USER; /* the CHECK constraint makes this unreachable */
+}
+
+enum hist_end hist_end_parse(const char *s)
+{
+    if (!s)
+        return HIST_END_NONE;
+    for (size_t i = 1; i < sizeof END_NAMES / sizeof END_NAMES[0]; i++)
+        if (strcmp(s, END_NAMES[i]) == 0)
+            return (enum hist_end)i;
+    return HIST_END_ERROR;
+}
+
+/* ---- text shaping for titles and previews ---- */
+
+int hist_is_ws(unsigned char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* S with whitespace runs collapsed to one space and trimmed, cut to at most
+ * MAX_CHARS code points at a word boundary when one is reasonably near the
+ * end (else mid-word), with "…" appended when cut. Never splits a UTF-8
+ * sequence. Returns an owned string. */
+char *hist_shorten(const char *s, size_t len, int max_chars)
+{
+    char *out = malloc(len + 4);
+    if (!out)
+        return NULL;
+    size_t o = 0;
+    int chars = 0, cut = 0;
+    size_t last_space = 0; /* output offset of the last space, 0 = none */
+    int chars_at_space = 0;
+    size_t i = 0;
+    while (i < len && hist_is_ws((unsigned char)s[i]))
+        i++;
+    while (i < len) {
+        unsigned char c = (unsigned char)s[i];
+        if (hist_is_ws(c)) {
+            while (i < len && hist_is_ws((unsigned char)s[i]))
+                i++;
+            if (i == len)
+                break;
+            if (chars == max_chars) {
+                /* the limit falls exactly at the end of a word */
+                last_space = o;
+                chars_at_space = chars;
+                cut = 1;
+                break;
+            }
+            last_space = o;
+            chars_at_space = chars;
+            out[o++] = ' ';
+            chars++;
+            continue;
+        }
+        if (chars == max_chars) {
+            cut = 1;
+            break;
+        }
+        /* copy one code point: lead byte plus continuation bytes */
+        out[o++] = (char)c;
+        i++;
+        while (i < len && ((unsigned char)s[i] & 0xC0) == 0x80)
+            out[o++] = s[i++];
+        chars++;
+    }
+    if (cut) {
+        if (last_space && chars_at_space >= max_chars / 2)
+            o = last_space;
+        memcpy(out + o, "\xE2\x80\xA6", 3); /* U+2026 … */
+        o += 3;
+    }
+    out[o] = 0;
+    return out;
+}
