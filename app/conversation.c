@@ -235,6 +235,19 @@ static int ensure_session(struct conv *c, const struct kv_options *o)
     return rc;
 }
 
+int conv_ensure_session(struct conv *c, const struct kv_options *o)
+{
+    if (!c->h) {
+        snprintf(c->err, sizeof c->err, "cannot create the session: no history database");
+        return -1;
+    }
+    if (ensure_session(c, o) != HIST_OK) {
+        snprintf(c->err, sizeof c->err, "cannot create the session: %s", hist_last_error(c->h));
+        return -1;
+    }
+    return 0;
+}
+
 int conv_begin_turn(struct conv *c, const char *text, const struct kv_options *o,
                     int64_t *user_id)
 {

@@ -68,6 +68,11 @@ int conv_resume(struct conv *c, int64_t sid, struct kv_options *o, int32_t *drop
                 size_t errlen);
 /* Forgets the conversation: the next message starts a new session. */
 void conv_new(struct conv *c);
+/* Creates the session now if there is none yet (/rename before the first
+ * message), with the model and O's settings. 0, or -1 with the reason in
+ * C->err ("cannot create the session: ..."); this turn's saving is left as
+ * it was. */
+int conv_ensure_session(struct conv *c, const struct kv_options *o);
 
 /* The phases of a turn, for a front-end that runs engine_chat on a thread of
  * its own: begin (saves the user's message, *USER_ID its row, and opens the

@@ -2,7 +2,8 @@
  * denominator on the CPU backend, where no NVML reports a peak and the user
  * has not given one (mem_bandwidth_gbs in the config, --mem-bandwidth).
  *
- * Used by ui.c from a background thread while the engine is idle; tested by
+ * Used by the chat screen (tui/worker.c) from a background thread while the
+ * engine is idle, and by kvchat bench; tested by
  * tests/test_tui.c (a machine's figure cannot be asserted, only that it is a
  * positive, finite number). No ncurses, no engine: plain C and pthreads.
  */

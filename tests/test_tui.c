@@ -1,7 +1,9 @@
 /* test_tui.c - the chat screen's pure parts without a terminal: pane layout,
  * wrapping of wide and combining characters, streaming Markdown, number and
- * meter formatting, the memory bar, the memory bandwidth probe, themes, the
- * config file and slash commands. */
+ * meter formatting, the memory bar, the meters pane's values, the memory
+ * bandwidth probe, themes, the config file, slash commands and which may run
+ * when, the message list (/retry, /edit, /copy) and the conversation's
+ * composition into display lines. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -14,10 +16,12 @@
 #include <string.h>
 
 #include "commands.h"
+#include "compose.h"
 #include "config.h"
 #include "layout.h"
 #include "membw.h"
 #include "meters.h"
+#include "msgs.h"
 #include "theme.h"
 #include "testutil.h"
 
@@ -912,6 +916,352 @@ static void test_command_complete(void **state)
     assert_int_equal(cmd_complete("/", 1, themes, 4, out, 2, &ws), CMD_COUNT);
 }
 
+/* ---- command policy ---- */
+
+static void test_command_needs(void **state)
+{
+    (void)state;
+    /* The commands that change the conversation a streaming reply belongs to,
+     * or the settings it uses, wait for it; the rest run alongside. */
+    static const enum cmd_id idle[] = {CMD_NEW,    CMD_RESUME, CMD_RETRY, CMD_EDIT,
+                                       CMD_DELETE, CMD_SYSTEM, CMD_SET};
+    static const enum cmd_id hist[] = {CMD_SESSIONS, CMD_RESUME, CMD_RENAME,
+                                       CMD_DELETE,   CMD_SEARCH, CMD_EXPORT};
+    for (int id = 0; id < CMD_COUNT; id++) {
+        bool want_idle = false, want_hist = false;
+        for (size_t i = 0; i < sizeof idle / sizeof *idle; i++)
+            want_idle |= idle[i] == (enum cmd_id)id;
+        for (size_t i = 0; i < sizeof hist / sizeof *hist; i++)
+            want_hist |= hist[i] == (enum cmd_id)id;
+        unsigned n = cmd_needs((enum cmd_id)id);
+        if (want_idle != !!(n & CMD_NEEDS_IDLE) || want_hist != !!(n & CMD_NEEDS_HISTORY))
+            fail_msg("/%s: needs %u", cmd_name((enum cmd_id)id), n);
+        assert_int_equal(n & ~(unsigned)(CMD_NEEDS_IDLE | CMD_NEEDS_HISTORY), 0);
+    }
+    /* While a reply streams you can still stop it, look and copy. */
+    assert_int_equal(cmd_needs(CMD_COPY), 0);
+    assert_int_equal(cmd_needs(CMD_STATS), 0);
+    assert_int_equal(cmd_needs(CMD_QUIT), 0);
+    assert_int_equal(cmd_needs(CMD_COUNT), 0);
+}
+
+/* ---- the message list ---- */
+
+static struct msg *add(struct msg_list *l, enum msg_kind k, const char *text, int64_t id)
+{
+    struct msg *m = msgs_add(l, k, text);
+    assert_non_null(m);
+    m->hist_id = id;
+    return m;
+}
+
+static void test_msgs_pop_exchange(void **state)
+{
+    (void)state;
+    struct msg_list l = {0};
+    int64_t id = -1;
+    assert_null(msgs_pop_exchange(&l, &id));
+    assert_int_equal(id, 0);
+
+    add(&l, MSG_SYSTEM, "be brief", 0);
+    add(&l, MSG_USER, "first", 5);
+    add(&l, MSG_ASSISTANT, "one", 6);
+    add(&l, MSG_USER, "second", 9);
+    add(&l, MSG_NOTICE, "context full: ...", 0);
+    add(&l, MSG_ASSISTANT, "two", 10);
+    add(&l, MSG_ERROR, "not saving: disk full", 0);
+    /* Everything after the last message you sent goes with it. */
+    char *t = msgs_pop_exchange(&l, &id);
+    assert_string_equal(t, "second");
+    assert_int_equal(id, 9);
+    assert_int_equal(l.n, 3);
+    assert_string_equal(l.v[2].text, "one");
+    free(t);
+    /* A message that was never saved reports id 0: the history is left alone. */
+    l.v[1].hist_id = 0;
+    t = msgs_pop_exchange(&l, &id);
+    assert_string_equal(t, "first");
+    assert_int_equal(id, 0);
+    assert_int_equal(l.n, 1);
+    assert_int_equal(l.v[0].kind, MSG_SYSTEM);
+    free(t);
+    /* No message of yours left: all goes, nothing is returned. */
+    assert_null(msgs_pop_exchange(&l, &id));
+    assert_int_equal(l.n, 0);
+    /* The list is reusable after being emptied. */
+    add(&l, MSG_USER, "again", 1);
+    msgs_clear(&l);
+    assert_int_equal(l.n, 0);
+    msgs_free(&l);
+    assert_null(l.v);
+    msgs_free(&l); /* twice is harmless */
+}
+
+static void test_msgs_copy_target(void **state)
+{
+    (void)state;
+    struct msg_list l = {0};
+    assert_null(msgs_copy_target(&l, 0));
+    add(&l, MSG_USER, "hi", 1);
+    assert_null(msgs_copy_target(&l, 0)); /* no reply yet */
+    add(&l, MSG_ASSISTANT, "old\n```\nold block\n```\n", 2);
+    add(&l, MSG_USER, "more", 3);
+    const char *reply = "Two blocks:\n"
+                        "```c\n"
+                        "int a;\n"
+                        "int b;\n"
+                        "```\n"
+                        "text\n"
+                        "   ```\n" /* up to three spaces before a fence */
+                        "second\n"
+                        "    ```\n" /* four: inside the block, not a fence */
+                        "   ```\n"
+                        "```sh\n"
+                        "unclosed\n"
+                        "tail";
+    add(&l, MSG_ASSISTANT, reply, 4);
+    add(&l, MSG_NOTICE, "a notice after the reply", 0);
+    add(&l, MSG_ASSISTANT, NULL, 0); /* still streaming: not a target */
+
+    char *t = msgs_copy_target(&l, 0);
+    assert_string_equal(t, reply);
+    free(t);
+    t = msgs_copy_target(&l, 1);
+    assert_string_equal(t, "int a;\nint b;\n");
+    free(t);
+    t = msgs_copy_target(&l, 2);
+    assert_string_equal(t, "second\n    ```\n");
+    free(t);
+    t = msgs_copy_target(&l, 3); /* an unclosed last block runs to the end */
+    assert_string_equal(t, "unclosed\ntail");
+    free(t);
+    /* Only the last reply counts: the older one's block is out of reach. */
+    assert_null(msgs_copy_target(&l, 4));
+
+    msgs_clear(&l);
+    add(&l, MSG_ASSISTANT, "no code here", 1);
+    assert_null(msgs_copy_target(&l, 1));
+    msgs_free(&l);
+}
+
+/* ---- composing the conversation ---- */
+
+/* Display line I of C as a string (static buffer). */
+static const char *dl_text(const struct compose *c, size_t i)
+{
+    static char buf[512];
+    assert_true(i < c->n_dl);
+    snprintf(buf, sizeof buf, "%.*s", (int)c->dl[i].len, c->arena + c->dl[i].off);
+    return buf;
+}
+
+static void check_dl(const struct compose *c, size_t i, const char *text, int elem, int indent)
+{
+    if (strcmp(dl_text(c, i), text) != 0 || c->dl[i].elem != elem || c->dl[i].indent != indent)
+        fail_msg("line %zu: \"%s\" elem %d indent %d, expected \"%s\" elem %d indent %d", i,
+                 dl_text(c, i), c->dl[i].elem, c->dl[i].indent, text, elem, indent);
+}
+
+static void test_compose_elements(void **state)
+{
+    (void)state;
+    struct compose c = {0};
+    compose_conversation(&c, NULL, 0, NULL, 0, 80, true);
+    assert_int_equal(c.n_dl, 0);
+
+    struct msg_list l = {0};
+    add(&l, MSG_SYSTEM, "be brief", 0);
+    add(&l, MSG_USER, "a\tb\r\n\n", 1); /* tab expanded, CR dropped, trailing newlines trimmed */
+    add(&l, MSG_NOTICE, "context full: dropped", 0);
+    add(&l, MSG_ASSISTANT, "done", 2);
+    add(&l, MSG_ASSISTANT, "cut", 3)->end = HIST_END_CANCELLED;
+    add(&l, MSG_ERROR, "generation failed", 0);
+    add(&l, MSG_ASSISTANT, NULL, 0);
+    compose_conversation(&c, l.v, l.n, "stre", 4, 80, true);
+    size_t i = 0;
+    check_dl(&c, i++, "System prompt", TH_SYSTEM, 0);
+    check_dl(&c, i++, "be brief", TH_SYSTEM, 2);
+    check_dl(&c, i++, "", TH_NORMAL, 0);
+    check_dl(&c, i++, "You", TH_USER, 0);
+    check_dl(&c, i++, "a    b", TH_NORMAL, 2);
+    check_dl(&c, i++, "", TH_NORMAL, 0);
+    check_dl(&c, i++, "context full: dropped", TH_NOTICE, 0); /* notices: no header, flush left */
+    check_dl(&c, i++, "", TH_NORMAL, 0);
+    check_dl(&c, i++, "Assistant", TH_ASSISTANT, 0);
+    assert_string_equal(dl_text(&c, i++), "done"); /* stopped on its own: no marker */
+    check_dl(&c, i++, "", TH_NORMAL, 0);
+    check_dl(&c, i++, "Assistant", TH_ASSISTANT, 0);
+    assert_string_equal(dl_text(&c, i++), "cut");
+    check_dl(&c, i++, "[cancelled]", TH_MARKER, 2);
+    check_dl(&c, i++, "", TH_NORMAL, 0);
+    check_dl(&c, i++, "generation failed", TH_ERROR, 0);
+    check_dl(&c, i++, "", TH_NORMAL, 0);
+    check_dl(&c, i++, "Assistant", TH_ASSISTANT, 0);
+    assert_string_equal(dl_text(&c, i++), "stre"); /* the streaming reply shows the stream */
+    check_dl(&c, i++, "\xE2\x96\x8C", TH_MARKER, 2); /* and a cursor */
+    check_dl(&c, i++, "", TH_NORMAL, 0);
+    assert_int_equal(c.n_dl, i);
+
+    /* Every end reason but a plain stop has its marker. */
+    static const struct {
+        enum hist_end end;
+        const char *mark;
+    } ends[] = {
+        {HIST_END_LENGTH, "[cut: length limit or full context]"},
+        {HIST_END_ERROR, "[error: reply incomplete]"},
+        {HIST_END_INTERRUPTED, "[interrupted: kvchat stopped mid-reply]"},
+    };
+    for (size_t k = 0; k < sizeof ends / sizeof *ends; k++) {
+        struct msg m = {MSG_ASSISTANT, "x", ends[k].end, 1};
+        compose_conversation(&c, &m, 1, NULL, 0, 80, true);
+        assert_int_equal(c.n_dl, 4);
+        check_dl(&c, 2, ends[k].mark, TH_MARKER, 2);
+    }
+    msgs_free(&l);
+    compose_free(&c);
+    assert_null(c.dl);
+}
+
+static void test_compose_wrap(void **state)
+{
+    (void)state;
+    struct compose c = {0};
+    const char *text = "the quick brown fox jumps over the lazy dog and keeps on running far away";
+    struct msg m = {MSG_USER, (char *)text, HIST_END_NONE, 1};
+    /* A pane 20 wide leaves 17 columns for text after the indent. */
+    compose_conversation(&c, &m, 1, NULL, 0, 20, true);
+    assert_true(c.n_dl > 4);
+    char joined[256] = "";
+    for (size_t i = 1; i + 1 < c.n_dl; i++) {
+        const char *t = dl_text(&c, i);
+        assert_true(text_width(t, strlen(t)) <= 17);
+        assert_int_equal(c.dl[i].indent, 2);
+        if (i > 1)
+            strcat(joined, " ");
+        strcat(joined, t);
+    }
+    assert_string_equal(joined, text); /* broken at the spaces, nothing lost */
+
+    /* A notice gets the indent's two columns too: 19. */
+    struct msg n = {MSG_NOTICE, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", HIST_END_NONE, 0};
+    compose_conversation(&c, &n, 1, NULL, 0, 20, true);
+    assert_string_equal(dl_text(&c, 0), "aaaaaaaaaaaaaaaaaaa");
+    assert_int_equal(c.dl[0].indent, 0);
+    /* A pane too narrow still gets 8 columns of text. */
+    compose_conversation(&c, &m, 1, NULL, 0, 4, true);
+    assert_string_equal(dl_text(&c, 1), "the");
+    assert_string_equal(dl_text(&c, 2), "quick");
+    compose_free(&c);
+}
+
+static void test_compose_markdown(void **state)
+{
+    (void)state;
+    struct compose c = {0};
+    const char *reply = "**Bold** and `code`\n```\nint x;\n```";
+    struct msg m = {MSG_ASSISTANT, (char *)reply, HIST_END_NONE, 1};
+
+    compose_conversation(&c, &m, 1, NULL, 0, 80, true);
+    assert_string_equal(dl_text(&c, 1), "Bold and code"); /* markers gone */
+    assert_true(c.dl[1].styled);
+    assert_int_equal(c.arena_sty[c.dl[1].off] & MD_BOLD, MD_BOLD);
+    assert_int_equal(c.arena_sty[c.dl[1].off + 9] & MD_CODE, MD_CODE);
+    assert_int_equal(c.dl[1].indent, 2);
+    /* The fenced block: filled, indented further, narrower by two. */
+    for (size_t i = 2; i <= 4; i++) {
+        assert_true(c.dl[i].fill);
+        assert_int_equal(c.dl[i].indent, 4);
+    }
+    assert_string_equal(dl_text(&c, 3), "int x;");
+    assert_int_equal(c.n_dl, 6);
+
+    /* Markdown off: the reply as typed, one element. */
+    compose_conversation(&c, &m, 1, NULL, 0, 80, false);
+    check_dl(&c, 1, "**Bold** and `code`", TH_NORMAL, 2);
+    assert_false(c.dl[1].styled);
+    check_dl(&c, 2, "```", TH_NORMAL, 2);
+    assert_false(c.dl[2].fill);
+
+    /* Your own messages are never Markdown. */
+    m.kind = MSG_USER;
+    compose_conversation(&c, &m, 1, NULL, 0, 80, true);
+    check_dl(&c, 1, "**Bold** and `code`", TH_NORMAL, 2);
+    compose_free(&c);
+}
+
+/* ---- the meters pane ---- */
+
+static void test_meter_values(void **state)
+{
+    (void)state;
+    struct engine_stats st = {.kv_used = 10, .kv_capacity = 0};
+    struct engine_memory mem = {.device_total = 8ull << 30, .device_free = 6ull << 30};
+    struct gpu_sample gs = {0};
+    struct meter_inputs in = {
+        .st = &st, .mem = &mem, .gs = &gs, .bytes_per_token = 100000000, .n_ctx = 2048,
+        .bandwidth = 10e9, .jpt = NAN,
+    };
+    struct meter_values v;
+    /* Before the first turn: the context is the capacity, rates are n/a. */
+    meters_values(&in, &v);
+    assert_string_equal(v.mem, "2.00 GiB / 8.00 GiB");
+    assert_string_equal(v.kv, "10 / 2048 tok");
+    assert_string_equal(v.left, "2038 tok");
+    assert_int_equal(v.kv_used, 10);
+    assert_int_equal(v.kv_cap, 2048);
+    assert_true(fabs(v.kv_frac - 10.0 / 2048) < 1e-12);
+    assert_string_equal(v.dec, "n/a tok/s");
+    assert_string_equal(v.pre, "n/a tok/s");
+    assert_string_equal(v.ttft, "n/a");
+    assert_string_equal(v.roof, "n/a");
+    assert_string_equal(v.util, "n/a");
+    assert_string_equal(v.pow, "n/a");
+    assert_string_equal(v.temp, "n/a");
+    assert_string_equal(v.jpt, "n/a");
+
+    /* One token: prefill and TTFT known, decode (and so the roofline) not. */
+    st = (struct engine_stats){.gen_tokens = 1, .prefill_tok_s = 812.5, .decode_tok_s = 40,
+                               .ttft_s = 0.25, .kv_used = 100, .kv_capacity = 4096, .running = true};
+    meters_values(&in, &v);
+    assert_string_equal(v.kv, "100 / 4096 tok");
+    assert_int_equal(v.kv_cap, 4096);
+    assert_string_equal(v.pre, "812.5 tok/s");
+    assert_string_equal(v.ttft, "250 ms");
+    assert_string_equal(v.dec, "n/a tok/s");
+    assert_string_equal(v.roof, "n/a");
+
+    /* 50 tok/s x 100 MB/token over 10 GB/s is half the roofline. */
+    st.gen_tokens = 20;
+    st.decode_tok_s = 50;
+    gs = (struct gpu_sample){.util_valid = true, .util_pct = 87, .power_valid = true,
+                             .power_w = 61.54, .temp_valid = true, .temp_c = 70};
+    in.jpt = 0.25;
+    meters_values(&in, &v);
+    assert_string_equal(v.dec, "50.0 tok/s");
+    assert_string_equal(v.roof, "50% of 10 GB/s");
+    assert_string_equal(v.util, "87%");
+    assert_string_equal(v.pow, "61.5 W");
+    assert_string_equal(v.temp, "70.0 C");
+    assert_string_equal(v.jpt, "0.250 J/tok");
+    /* No bandwidth figure: the roofline is n/a, not 0% or infinite. */
+    in.bandwidth = 0;
+    meters_values(&in, &v);
+    assert_string_equal(v.roof, "n/a");
+
+    /* Unknown free memory: the used part is n/a, never the total. */
+    mem.device_free = ENGINE_UNKNOWN;
+    meters_values(&in, &v);
+    assert_string_equal(v.mem, "n/a / 8.00 GiB");
+    /* A finished turn keeps its figures (running off, tokens made). */
+    st.running = false;
+    meters_values(&in, &v);
+    assert_string_equal(v.dec, "50.0 tok/s");
+    /* A turn that made nothing and is over shows n/a, not stale zeros. */
+    st = (struct engine_stats){.prefill_tok_s = 900, .kv_capacity = 4096};
+    meters_values(&in, &v);
+    assert_string_equal(v.pre, "n/a tok/s");
+}
+
 int main(void)
 {
     if (!setlocale(LC_ALL, "C.UTF-8") && !setlocale(LC_ALL, "en_US.UTF-8")) {
@@ -938,6 +1288,13 @@ int main(void)
         cmocka_unit_test(test_config_theme_hostile),
         cmocka_unit_test(test_command_parse),
         cmocka_unit_test(test_command_complete),
+        cmocka_unit_test(test_command_needs),
+        cmocka_unit_test(test_msgs_pop_exchange),
+        cmocka_unit_test(test_msgs_copy_target),
+        cmocka_unit_test(test_compose_elements),
+        cmocka_unit_test(test_compose_wrap),
+        cmocka_unit_test(test_compose_markdown),
+        cmocka_unit_test(test_meter_values),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

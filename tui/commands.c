@@ -10,30 +10,39 @@
 
 enum arg_kind { ARG_NONE, ARG_ID, ARG_TEXT, ARG_OPT_TEXT, ARG_EXPORT, ARG_SET, ARG_NAME, ARG_OPT_NUM };
 
+/* One row per command: its name, arguments, /help line and what it needs
+ * before it runs (cmd_needs). */
 static const struct {
     const char *name;
     enum arg_kind arg;
     const char *usage;
+    unsigned needs;
 } cmds[CMD_COUNT] = {
-    [CMD_HELP] = {"help", ARG_NONE, "/help                 this list"},
-    [CMD_NEW] = {"new", ARG_NONE, "/new                  start a new conversation"},
-    [CMD_SESSIONS] = {"sessions", ARG_NONE, "/sessions             list saved conversations"},
-    [CMD_RESUME] = {"resume", ARG_ID, "/resume ID            continue saved conversation ID"},
-    [CMD_RENAME] = {"rename", ARG_TEXT, "/rename TITLE         rename this conversation"},
-    [CMD_DELETE] = {"delete", ARG_ID, "/delete ID            delete saved conversation ID"},
-    [CMD_SEARCH] = {"search", ARG_TEXT, "/search TEXT          search all saved messages"},
-    [CMD_EXPORT] = {"export", ARG_EXPORT, "/export md|json FILE  write this conversation to FILE"},
-    [CMD_SYSTEM] = {"system", ARG_OPT_TEXT, "/system TEXT          set the system prompt (empty: default)"},
+    [CMD_HELP] = {"help", ARG_NONE, "/help                 this list", 0},
+    [CMD_NEW] = {"new", ARG_NONE, "/new                  start a new conversation", CMD_NEEDS_IDLE},
+    [CMD_SESSIONS] = {"sessions", ARG_NONE, "/sessions             list saved conversations",
+                      CMD_NEEDS_HISTORY},
+    [CMD_RESUME] = {"resume", ARG_ID, "/resume ID            continue saved conversation ID",
+                    CMD_NEEDS_IDLE | CMD_NEEDS_HISTORY},
+    [CMD_RENAME] = {"rename", ARG_TEXT, "/rename TITLE         rename this conversation", CMD_NEEDS_HISTORY},
+    [CMD_DELETE] = {"delete", ARG_ID, "/delete ID            delete saved conversation ID",
+                    CMD_NEEDS_IDLE | CMD_NEEDS_HISTORY},
+    [CMD_SEARCH] = {"search", ARG_TEXT, "/search TEXT          search all saved messages", CMD_NEEDS_HISTORY},
+    [CMD_EXPORT] = {"export", ARG_EXPORT, "/export md|json FILE  write this conversation to FILE",
+                    CMD_NEEDS_HISTORY},
+    [CMD_SYSTEM] = {"system", ARG_OPT_TEXT, "/system TEXT          set the system prompt (empty: default)",
+                    CMD_NEEDS_IDLE},
     [CMD_SET] = {"set", ARG_SET,
-                 "/set KEY VALUE        temp top_k top_p min_p repeat_penalty seed max_tokens"},
-    [CMD_RETRY] = {"retry", ARG_NONE, "/retry                regenerate the last reply"},
-    [CMD_EDIT] = {"edit", ARG_NONE, "/edit                 edit and resend the last message"},
-    [CMD_THEME] = {"theme", ARG_NAME, "/theme NAME           switch colours (dark light high-contrast)"},
-    [CMD_STATS] = {"stats", ARG_NONE, "/stats                statistics of the last reply"},
-    [CMD_COPY] = {"copy", ARG_OPT_NUM, "/copy [N]             copy the last reply (or its Nth code block)"},
-    [CMD_EDITOR] = {"editor", ARG_NONE, "/editor               compose the message in $EDITOR"},
-    [CMD_CLEAR] = {"clear", ARG_NONE, "/clear                clear the screen (the conversation stays)"},
-    [CMD_QUIT] = {"quit", ARG_NONE, "/quit                 leave"},
+                 "/set KEY VALUE        temp top_k top_p min_p repeat_penalty seed max_tokens", CMD_NEEDS_IDLE},
+    [CMD_RETRY] = {"retry", ARG_NONE, "/retry                regenerate the last reply", CMD_NEEDS_IDLE},
+    [CMD_EDIT] = {"edit", ARG_NONE, "/edit                 edit and resend the last message", CMD_NEEDS_IDLE},
+    [CMD_THEME] = {"theme", ARG_NAME, "/theme NAME           switch colours (dark light high-contrast)", 0},
+    [CMD_STATS] = {"stats", ARG_NONE, "/stats                statistics of the last reply", 0},
+    [CMD_COPY] = {"copy", ARG_OPT_NUM, "/copy [N]             copy the last reply (or its Nth code block)",
+                  0},
+    [CMD_EDITOR] = {"editor", ARG_NONE, "/editor               compose the message in $EDITOR", 0},
+    [CMD_CLEAR] = {"clear", ARG_NONE, "/clear                clear the screen (the conversation stays)", 0},
+    [CMD_QUIT] = {"quit", ARG_NONE, "/quit                 leave", 0},
 };
 
 /* /set keys as typed, and the config key each means. */
@@ -47,6 +56,11 @@ static const struct {
 #define N_SET_KEYS (sizeof set_keys / sizeof *set_keys)
 
 static const char *export_formats[] = {"md", "json"};
+
+unsigned cmd_needs(enum cmd_id id)
+{
+    return (unsigned)id < CMD_COUNT ? cmds[id].needs : 0;
+}
 
 const char *cmd_name(enum cmd_id id)
 {

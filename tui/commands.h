@@ -1,8 +1,9 @@
 /* commands.h - the chat screen's slash commands: parsing a typed line into a
  * command with checked arguments, the /help text, and Tab completion.
  *
- * Pure: ui.c executes what cmd_parse returns; tests/test_tui.c checks the
- * parsing and completion without a terminal.
+ * Pure: the chat screen (actions.c) executes what cmd_parse returns once
+ * cmd_needs allows it; tests/test_tui.c checks parsing, completion and the
+ * policy without a terminal.
  */
 #ifndef KVCHAT_TUI_COMMANDS_H
 #define KVCHAT_TUI_COMMANDS_H
@@ -51,6 +52,15 @@ enum cmd_parse_result cmd_parse(const char *line, struct command *out, size_t *t
                                 size_t errlen);
 
 const char *cmd_name(enum cmd_id id); /* "new", "resume", ... */
+
+/* What a command needs before it may run. */
+enum cmd_need {
+    /* No reply streaming: it changes the conversation the reply belongs to
+     * or the settings it is generated with, or makes the engine work. */
+    CMD_NEEDS_IDLE = 1,
+    CMD_NEEDS_HISTORY = 2, /* the history database */
+};
+unsigned cmd_needs(enum cmd_id id); /* enum cmd_need bits */
 
 /* The /help text: one line per command, then the keys. */
 const char *cmd_help_text(void);

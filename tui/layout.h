@@ -3,9 +3,10 @@
  * combining characters included), and how Markdown lines are styled as a
  * reply streams in.
  *
- * Used by ui.c to compose each frame and by tests/test_tui.c, without a
- * terminal: nothing here calls ncurses. Widths come from wcwidth(), so the
- * caller must have set an UTF-8 LC_CTYPE (setlocale) first.
+ * Used by the chat screen (compose.c, draw.c) to compose each frame and by
+ * tests/test_tui.c, without a terminal: nothing here calls ncurses. Widths
+ * come from wcwidth(), so the caller must have set an UTF-8 LC_CTYPE
+ * (setlocale) first.
  */
 #ifndef KVCHAT_TUI_LAYOUT_H
 #define KVCHAT_TUI_LAYOUT_H

@@ -173,3 +173,45 @@ double meters_joules_per_token(double joules, int32_t tokens)
         return NAN;
     return joules / tokens;
 }
+
+void meters_values(const struct meter_inputs *in, struct meter_values *v)
+{
+    const struct engine_stats *st = in->st;
+    const struct engine_memory *mem = in->mem;
+    const struct gpu_sample *gs = in->gs;
+    char a[32], b[32];
+    uint64_t used = mem->device_total != ENGINE_UNKNOWN && mem->device_free != ENGINE_UNKNOWN
+                        ? mem->device_total - mem->device_free
+                        : ENGINE_UNKNOWN;
+    fmt_bytes(used, a, sizeof a);
+    fmt_bytes(mem->device_total, b, sizeof b);
+    snprintf(v->mem, sizeof v->mem, "%s / %s", a, b);
+    int32_t cap = st->kv_capacity > 0 ? st->kv_capacity : in->n_ctx;
+    v->kv_used = st->kv_used;
+    v->kv_cap = cap;
+    snprintf(v->kv, sizeof v->kv, "%d / %d tok", st->kv_used, cap);
+    snprintf(v->left, sizeof v->left, "%d tok", cap - st->kv_used);
+    v->kv_frac = cap > 0 ? (double)st->kv_used / cap : 0;
+    bool any = st->gen_tokens > 0 || st->running;
+    fmt_rate(any && st->gen_tokens > 1 ? st->decode_tok_s : NAN, a, sizeof a);
+    snprintf(v->dec, sizeof v->dec, "%s tok/s", a);
+    fmt_rate(any ? st->prefill_tok_s : NAN, a, sizeof a);
+    snprintf(v->pre, sizeof v->pre, "%s tok/s", a);
+    fmt_duration(any && st->gen_tokens > 0 ? st->ttft_s : NAN, v->ttft, sizeof v->ttft);
+    double pct = meters_roofline_pct(in->bytes_per_token,
+                                     st->gen_tokens > 1 ? st->decode_tok_s : NAN, in->bandwidth);
+    if (isnan(pct))
+        snprintf(v->roof, sizeof v->roof, "n/a");
+    else
+        snprintf(v->roof, sizeof v->roof, "%.0f%% of %.0f GB/s", pct, in->bandwidth / 1e9);
+    if (gs->util_valid)
+        snprintf(v->util, sizeof v->util, "%u%%", gs->util_pct);
+    else
+        snprintf(v->util, sizeof v->util, "n/a");
+    fmt_unit(gs->power_w, gs->power_valid, "W", v->pow, sizeof v->pow);
+    fmt_unit(gs->temp_c, gs->temp_valid, "C", v->temp, sizeof v->temp);
+    if (isnan(in->jpt))
+        snprintf(v->jpt, sizeof v->jpt, "n/a");
+    else
+        snprintf(v->jpt, sizeof v->jpt, "%.3f J/tok", in->jpt);
+}

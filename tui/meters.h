@@ -1,11 +1,12 @@
 /* meters.h - the pure arithmetic and formatting behind the chat screen's
  * meters: byte counts, rates and durations as short strings, horizontal bars,
  * the stacked memory bar (weights / KV cache / scratch / other / free) and
- * the roofline percentage.
+ * the roofline percentage, and the meters pane's values from one sample.
  *
- * Used by ui.c and tested by tests/test_tui.c without a terminal. Unknown
- * values (ENGINE_UNKNOWN, NaN, negative rates) always format as "n/a", never
- * as 0, so a missing reading cannot pass for a real one.
+ * Used by the chat screen's drawing (draw.c) and tested by tests/test_tui.c
+ * without a terminal. Unknown values (ENGINE_UNKNOWN, NaN, negative rates)
+ * always format as "n/a", never as 0, so a missing reading cannot pass for a
+ * real one.
  */
 #ifndef KVCHAT_TUI_METERS_H
 #define KVCHAT_TUI_METERS_H
@@ -14,6 +15,7 @@
 #include <stdint.h>
 
 #include "engine.h"
+#include "gpu.h"
 
 /* "512 B", "12.0 KiB", "135 MiB", "1.25 GiB"; ENGINE_UNKNOWN -> "n/a". */
 void fmt_bytes(uint64_t bytes, char *buf, size_t cap);
@@ -49,5 +51,33 @@ double meters_roofline_pct(uint64_t bytes_per_token, double tok_s, double bandwi
 
 /* Energy per generated token in joules; NaN when unknown or no tokens. */
 double meters_joules_per_token(double joules, int32_t tokens);
+
+/* What the meters pane shows, from one sample (all borrowed). */
+struct meter_inputs {
+    const struct engine_stats *st;   /* the running or last turn */
+    const struct engine_memory *mem;
+    const struct gpu_sample *gs;     /* invalid readings show as n/a */
+    uint64_t bytes_per_token;        /* weights read per decoded token (engine_info) */
+    int32_t n_ctx;                   /* the context, when the KV capacity is not known yet */
+    double bandwidth;                /* device bytes/s for the roofline, 0 = unknown */
+    double jpt;                      /* J/token of the turn, NaN = unknown */
+};
+
+/* The meters' values as text. Rates and TTFT are n/a before the first
+ * token of a turn (decode before the second), the roofline without a
+ * bandwidth or a decode rate. */
+struct meter_values {
+    char mem[80];   /* "used / total" of the device (or host) */
+    char kv[64];    /* "used / capacity tok" */
+    char left[32];  /* "N tok" of context left */
+    char dec[48], pre[48]; /* "R tok/s" decode and prefill */
+    char ttft[32];
+    char roof[64];  /* "P% of B GB/s" */
+    char util[16], pow[32], temp[32], jpt[40];
+    int32_t kv_used, kv_cap; /* tokens */
+    double kv_frac;          /* kv_used / kv_cap, 0..1 */
+};
+
+void meters_values(const struct meter_inputs *in, struct meter_values *v);
 
 #endif

@@ -14,7 +14,7 @@
  * ${XDG_CONFIG_HOME:-~/.config}/kvchat/themes/NAME.theme and win over a
  * built-in of the same name.
  *
- * Pure: parsing and colour reduction are tested without a terminal; ui.c
+ * Pure: parsing and colour reduction are tested without a terminal; draw.c
  * turns a theme into ncurses colour pairs.
  */
 #ifndef KVCHAT_TUI_THEME_H

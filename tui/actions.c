@@ -1,0 +1,445 @@
+/* actions.c - what slash commands do: sessions (list, resume, new, rename,
+ * delete, search, export), /system and /set, /retry and /edit, /stats,
+ * /copy through OSC 52, and composing a message in $EDITOR. Which commands
+ * may run while a reply streams, and which need the history, is the
+ * commands table's (cmd_needs); what /retry pops and what /copy picks is the
+ * message list's (msgs.h).
+ */
+#include "ui_internal.h"
+
+#include <curses.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "commands.h"
+#include "config.h"
+#include "meters.h"
+
+/* Reloads the sessions list (the sidebar's and /sessions'). */
+void ui_refresh_sessions(struct ui *u)
+{
+    hist_sessions_free(u->sessions, u->n_sessions);
+    u->sessions = NULL;
+    u->n_sessions = 0;
+    if (u->h && hist_session_list(u->h, 200, 0, &u->sessions, &u->n_sessions) != HIST_OK) {
+        u->sessions = NULL;
+        u->n_sessions = 0;
+    }
+}
+
+
+/* ---- sessions ---- */
+
+/* Shows session SID's saved messages in place of the conversation. */
+static void show_session(struct ui *u, int64_t sid)
+{
+    struct hist_message *ms = NULL;
+    size_t n = 0;
+    ui_clear_msgs(u);
+    if (hist_messages(u->h, sid, &ms, &n) != HIST_OK) {
+        ui_notice(u, MSG_ERROR, "cannot read session %lld: %s", (long long)sid, hist_last_error(u->h));
+        return;
+    }
+    if (u->o.system[0])
+        ui_add_msg(u, MSG_SYSTEM, u->o.system);
+    for (size_t i = 0; i < n; i++) {
+        enum msg_kind k = ms[i].role == HIST_ROLE_USER        ? MSG_USER
+                          : ms[i].role == HIST_ROLE_ASSISTANT ? MSG_ASSISTANT
+                                                              : MSG_SYSTEM;
+        struct msg *m = ui_add_msg(u, k, ms[i].content ? ms[i].content : "");
+        if (m) {
+            m->end = ms[i].end == HIST_END_STOP ? HIST_END_NONE : ms[i].end;
+            m->hist_id = ms[i].id;
+        }
+    }
+    hist_messages_free(ms, n);
+}
+
+int ui_resume_session(struct ui *u, int64_t sid)
+{
+    char err[512];
+    struct kv_options o = u->o;
+    int32_t dropped;
+    if (conv_resume(&u->conv, sid, &o, &dropped, err, sizeof err) != 0) {
+        ui_notice(u, MSG_ERROR, "%s", err);
+        return -1;
+    }
+    u->o = o;
+    show_session(u, sid);
+    if (dropped > 0)
+        ui_notice(u, MSG_NOTICE,
+               "the %d oldest turn%s of this session do not fit the context of %d tokens: "
+               "the model sees the rest (raise --ctx-size to keep them)",
+               dropped, dropped == 1 ? "" : "s", engine_info(u->e)->n_ctx);
+    struct hist_session s;
+    if (hist_session_get(u->h, sid, &s) == HIST_OK) {
+        ui_status(u, TH_NOTICE, "resumed session %lld: %s", (long long)sid, s.title);
+        hist_session_clear(&s);
+    }
+    ui_refresh_sessions(u);
+    return 0;
+}
+
+static void new_conversation(struct ui *u)
+{
+    conv_new(&u->conv);
+    ui_clear_msgs(u);
+    if (u->o.system_set && u->o.system[0])
+        ui_add_msg(u, MSG_SYSTEM, u->o.system);
+    ui_status(u, TH_NOTICE, "new conversation");
+}
+
+static void list_sessions(struct ui *u)
+{
+    ui_refresh_sessions(u);
+    if (!u->n_sessions) {
+        ui_notice(u, MSG_NOTICE, "no saved conversations");
+        return;
+    }
+    size_t cap = 64 + u->n_sessions * 160, o = 0;
+    char *buf = malloc(cap);
+    if (!buf)
+        return;
+    o += (size_t)snprintf(buf, cap, "Saved conversations (newest first; /resume ID):");
+    for (size_t i = 0; i < u->n_sessions && o < cap; i++) {
+        struct hist_session *s = &u->sessions[i];
+        time_t t = (time_t)(s->updated_ms / 1000);
+        struct tm tm;
+        char when[32] = "";
+        if (localtime_r(&t, &tm))
+            strftime(when, sizeof when, "%Y-%m-%d %H:%M", &tm);
+        o += (size_t)snprintf(buf + o, cap - o, "\n%6lld  %s  %3lld msgs  %.80s%s", (long long)s->id, when,
+                              (long long)s->n_messages, s->title[0] ? s->title : "(untitled)",
+                              s->id == u->conv.sid ? "  \xE2\x86\x90 this one" : "");
+    }
+    ui_notice(u, MSG_NOTICE, "%s", buf);
+    free(buf);
+}
+
+/* Sends TEXT to the terminal's clipboard with OSC 52 (works over SSH, and
+ * through tmux when its set-clipboard option allows). */
+static void osc52_copy(const char *text)
+{
+    static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t n = strlen(text), o = 0;
+    char *out = malloc(n / 3 * 4 + 16 + 16);
+    if (!out)
+        return;
+    o += (size_t)sprintf(out, "\033]52;c;");
+    for (size_t i = 0; i < n; i += 3) {
+        unsigned v = (unsigned char)text[i] << 16;
+        if (i + 1 < n)
+            v |= (unsigned char)text[i + 1] << 8;
+        if (i + 2 < n)
+            v |= (unsigned char)text[i + 2];
+        out[o++] = b64[(v >> 18) & 63];
+        out[o++] = b64[(v >> 12) & 63];
+        out[o++] = i + 1 < n ? b64[(v >> 6) & 63] : '=';
+        out[o++] = i + 2 < n ? b64[v & 63] : '=';
+    }
+    out[o++] = '\a';
+    fflush(stdout);
+    ssize_t r = write(STDOUT_FILENO, out, o);
+    (void)r;
+    free(out);
+}
+
+/* ---- /copy and the editor ---- */
+
+/* Composes a message in $EDITOR (or vi), starting from INITIAL; the result
+ * replaces the input line. */
+static void run_editor(struct ui *u, const char *initial)
+{
+    char path[] = "/tmp/kvchat-msg-XXXXXX";
+    int fd = mkstemp(path);
+    if (fd < 0) {
+        ui_status(u, TH_ERROR, "cannot create a temporary file: %s", strerror(errno));
+        return;
+    }
+    size_t il = strlen(initial);
+    if (write(fd, initial, il) != (ssize_t)il) {
+        close(fd);
+        unlink(path);
+        ui_status(u, TH_ERROR, "cannot write the temporary file");
+        return;
+    }
+    close(fd);
+    const char *ed = getenv("VISUAL");
+    if (!ed || !*ed)
+        ed = getenv("EDITOR");
+    if (!ed || !*ed)
+        ed = "vi";
+    def_prog_mode();
+    endwin();
+    pid_t pid = fork();
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", "exec $KVCHAT_EDITOR \"$1\"", "sh", path, (char *)NULL);
+        _exit(127);
+    }
+    int status = 0;
+    if (pid > 0)
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+            ;
+    reset_prog_mode();
+    clearok(curscr, TRUE);
+    if (pid < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        ui_status(u, TH_ERROR, "the editor (%s) failed; the message is unchanged", ed);
+        unlink(path);
+        return;
+    }
+    FILE *f = fopen(path, "rb");
+    char *text = NULL;
+    size_t cap = 0;
+    if (f) {
+        ssize_t n = getdelim(&text, &cap, 0, f);
+        fclose(f);
+        if (n >= 0) {
+            while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == '\r'))
+                text[--n] = 0;
+            ui_set_input(u, text);
+        }
+    }
+    free(text);
+    unlink(path);
+    u->dirty = true;
+}
+
+void ui_editor_command(struct ui *u)
+{
+    const char *ed = getenv("VISUAL");
+    if (!ed || !*ed)
+        ed = getenv("EDITOR");
+    setenv("KVCHAT_EDITOR", ed && *ed ? ed : "vi", 1);
+    size_t len, point;
+    char *cur = strdup(ui_input_text(&len, &point));
+    run_editor(u, cur ? cur : "");
+    free(cur);
+}
+
+static void show_stats(struct ui *u)
+{
+    ui_sample_meters(u);
+    const struct engine_stats *s = &u->st;
+    const struct engine_info *in = u->info;
+    char mem[5][32];
+    fmt_bytes(u->mem.weights, mem[0], 32);
+    fmt_bytes(u->mem.kv_cache, mem[1], 32);
+    fmt_bytes(u->mem.scratch, mem[2], 32);
+    fmt_bytes(u->mem.device_total, mem[3], 32);
+    fmt_bytes(u->mem.device_free, mem[4], 32);
+    struct meter_values v;
+    ui_meter_values(u, &v);
+    ui_notice(u, MSG_NOTICE,
+           "Last turn: prompt %d tokens (%d prefilled at %.1f tok/s), reply %d tokens at %.1f tok/s, "
+           "first token after %.3f s, total %.2f s, stop: %s, turns dropped: %d\n"
+           "KV cache %d of %d tokens. Roofline %s. GPU %s, power %s, temp %s, energy %s\n"
+           "Model %s (%s, %llu params, %s), template %s, %d layers, ctx %d (trained %d)\n"
+           "Backend %s on %s, %d threads; memory: weights %s, KV %s, scratch %s; device %s, %s free\n"
+           "Sampling: temp %.2f top_k %d top_p %.2f min_p %.2f repeat_penalty %.2f seed %llu max_tokens %d",
+           s->prompt_tokens, s->prefill_tokens, s->prefill_tok_s, s->gen_tokens, s->decode_tok_s, s->ttft_s,
+           s->total_s, engine_stop_name(s->stop), s->turns_dropped, s->kv_used, s->kv_capacity, v.roof, v.util,
+           v.pow, v.temp, v.jpt, in->model_name, in->arch, (unsigned long long)in->n_params, in->model_path,
+           in->template_name, in->n_layer, in->n_ctx, in->n_ctx_train, in->backend, in->device, in->n_threads,
+           mem[0], mem[1], mem[2], mem[3], mem[4], u->o.sampling.temperature, u->o.sampling.top_k,
+           u->o.sampling.top_p, u->o.sampling.min_p, u->o.sampling.repeat_penalty,
+           (unsigned long long)u->o.sampling.seed, u->o.max_tokens);
+}
+
+/* Removes the last exchange for /retry and /edit from the engine, the
+ * screen and the history, so a resumed session replays what the model saw
+ * last and not both attempts; returns the user's text (malloc'd) or NULL.
+ * The history rows go from the user message's own id on: a message that
+ * was never saved (id 0) leaves the history alone rather than guess. */
+static char *pop_exchange(struct ui *u)
+{
+    if (!engine_pop_turn(u->e)) {
+        ui_status(u, TH_ERROR, "nothing to redo yet");
+        return NULL;
+    }
+    int64_t user_id;
+    char *user = msgs_pop_exchange(&u->msgs, &user_id);
+    if (u->h && u->conv.sid >= 0 && user_id > 0 &&
+        hist_messages_truncate(u->h, u->conv.sid, user_id, NULL) != HIST_OK)
+        ui_notice(u, MSG_ERROR, "not saving: cannot remove the previous attempt: %s", hist_last_error(u->h));
+    else if (u->sidebar)
+        ui_refresh_sessions(u);
+    u->dirty = true;
+    return user ? user : strdup("");
+}
+
+void ui_run_command(struct ui *u, const struct command *c)
+{
+    unsigned needs = cmd_needs(c->id);
+    bool need_idle = needs & CMD_NEEDS_IDLE;
+    if (need_idle && u->busy) {
+        ui_status(u, TH_ERROR, "/%s: a reply is being generated (Esc stops it)", cmd_name(c->id));
+        return;
+    }
+    if (need_idle) {
+        /* These may make the engine work here (/resume rebuilds the KV
+         * cache): not alongside the bandwidth probe. */
+        ui_bw_collect(u, true);
+        u->bw_after = ui_now() + BW_DELAY_S;
+    }
+    if ((needs & CMD_NEEDS_HISTORY) && !u->h) {
+        ui_status(u, TH_ERROR, "/%s: the history database is not available", cmd_name(c->id));
+        return;
+    }
+    char err[512];
+    switch (c->id) {
+    case CMD_HELP:
+        ui_notice(u, MSG_NOTICE, "%s", cmd_help_text());
+        break;
+    case CMD_NEW:
+        new_conversation(u);
+        break;
+    case CMD_SESSIONS:
+        list_sessions(u);
+        break;
+    case CMD_RESUME:
+        ui_resume_session(u, c->num);
+        break;
+    case CMD_RENAME:
+        if (conv_ensure_session(&u->conv, &u->o) != 0)
+            ui_notice(u, MSG_ERROR, "not saving: %s", u->conv.err);
+        else if (hist_session_rename(u->h, u->conv.sid, c->arg) != HIST_OK)
+            ui_status(u, TH_ERROR, "cannot rename: %s", hist_last_error(u->h));
+        else {
+            ui_status(u, TH_NOTICE, "renamed to \"%s\"", c->arg);
+            ui_refresh_sessions(u);
+        }
+        break;
+    case CMD_DELETE:
+        if (hist_session_delete(u->h, c->num) != HIST_OK) {
+            ui_status(u, TH_ERROR, "cannot delete session %lld: %s", (long long)c->num, hist_last_error(u->h));
+            break;
+        }
+        if (c->num == u->conv.sid)
+            new_conversation(u);
+        ui_status(u, TH_NOTICE, "deleted session %lld", (long long)c->num);
+        ui_refresh_sessions(u);
+        break;
+    case CMD_SEARCH: {
+        struct hist_hit *hits = NULL;
+        size_t n = 0;
+        if (hist_search(u->h, c->arg, "\xC2\xBB", "\xC2\xAB", 20, &hits, &n) != HIST_OK) {
+            ui_status(u, TH_ERROR, "search failed: %s", hist_last_error(u->h));
+            break;
+        }
+        size_t cap = 128 + n * 400, o = 0;
+        char *buf = malloc(cap);
+        if (buf) {
+            o += (size_t)snprintf(buf, cap, "%zu match%s for \"%.100s\"%s", n, n == 1 ? "" : "es", c->arg,
+                                  n ? " (/resume ID):" : "");
+            for (size_t i = 0; i < n && o < cap; i++)
+                o += (size_t)snprintf(buf + o, cap - o, "\n%6lld  %.40s: %.300s", (long long)hits[i].session_id,
+                                      hits[i].session_title, hits[i].snippet);
+            ui_notice(u, MSG_NOTICE, "%s", buf);
+            free(buf);
+        }
+        hist_hits_free(hits, n);
+        break;
+    }
+    case CMD_EXPORT: {
+        if (u->conv.sid < 0) {
+            ui_status(u, TH_ERROR, "/export: nothing saved in this conversation yet");
+            break;
+        }
+        enum hist_format fmt;
+        hist_format_parse(c->arg, &fmt);
+        FILE *f = fopen(c->arg2, "w");
+        if (!f) {
+            ui_status(u, TH_ERROR, "/export: %s: %s", c->arg2, strerror(errno));
+            break;
+        }
+        int rc = hist_export(u->h, u->conv.sid, fmt, f);
+        if (fclose(f) != 0 || rc != HIST_OK)
+            ui_status(u, TH_ERROR, "/export: %s: %s", c->arg2, rc != HIST_OK ? hist_last_error(u->h) : strerror(errno));
+        else
+            ui_status(u, TH_NOTICE, "exported session %lld to %s", (long long)u->conv.sid, c->arg2);
+        break;
+    }
+    case CMD_SYSTEM:
+        snprintf(u->o.system, sizeof u->o.system, "%s", c->arg);
+        u->o.system_set = c->arg[0] != 0;
+        engine_set_system(u->e, c->arg[0] ? c->arg : NULL);
+        if (u->h && u->conv.sid >= 0)
+            hist_session_set_system(u->h, u->conv.sid, c->arg[0] ? c->arg : NULL);
+        if (c->arg[0])
+            ui_add_msg(u, MSG_SYSTEM, c->arg);
+        ui_status(u, TH_NOTICE, c->arg[0] ? "system prompt set" : "system prompt back to the model's default");
+        break;
+    case CMD_SET:
+        if (config_set(&u->o, c->arg, c->arg2, err, sizeof err) != 0) {
+            ui_status(u, TH_ERROR, "/set %s", err);
+            break;
+        }
+        if (u->h && u->conv.sid >= 0) {
+            struct hist_sampling hs = kv_to_hist_sampling(&u->o);
+            hist_session_set_sampling(u->h, u->conv.sid, &hs);
+        }
+        ui_status(u, TH_NOTICE, "%s = %s (from the next reply)", c->arg, c->arg2);
+        break;
+    case CMD_RETRY: {
+        char *text = pop_exchange(u);
+        if (text)
+            ui_start_turn(u, text);
+        free(text);
+        break;
+    }
+    case CMD_EDIT: {
+        char *text = pop_exchange(u);
+        if (text) {
+            ui_set_input(u, text);
+            ui_status(u, TH_NOTICE, "edit the message and press Enter to resend it");
+        }
+        free(text);
+        break;
+    }
+    case CMD_THEME: {
+        struct theme t;
+        if (theme_load(c->arg, NULL, &t, err, sizeof err) != 0) {
+            ui_status(u, TH_ERROR, "%s", err);
+            break;
+        }
+        u->theme = t;
+        ui_apply_theme(u);
+        clearok(curscr, TRUE);
+        ui_status(u, TH_NOTICE, "theme %s", t.name);
+        break;
+    }
+    case CMD_STATS:
+        show_stats(u);
+        break;
+    case CMD_COPY: {
+        char *t = msgs_copy_target(&u->msgs, c->num);
+        if (!t) {
+            ui_status(u, TH_ERROR, c->num ? "no code block %lld in the last reply" : "no reply to copy yet",
+                       (long long)c->num);
+            break;
+        }
+        osc52_copy(t);
+        ui_status(u, TH_NOTICE, "copied %zu bytes to the clipboard (OSC 52)", strlen(t));
+        free(t);
+        break;
+    }
+    case CMD_EDITOR:
+        ui_editor_command(u);
+        break;
+    case CMD_CLEAR:
+        clearok(curscr, TRUE);
+        break;
+    case CMD_QUIT:
+        u->quit = true;
+        break;
+    case CMD_COUNT:
+        break;
+    }
+    u->dirty = true;
+}
+

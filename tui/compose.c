@@ -1,0 +1,179 @@
+/* compose.c - the conversation pane's display lines. See compose.h. */
+#include "compose.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "layout.h"
+#include "theme.h"
+
+/* How each kind of message is shown: its header (NULL: none, the text runs
+ * flush left at full width) and the theme elements of header and text. */
+static const struct {
+    const char *head;
+    int head_elem, text_elem;
+} kinds[MSG_KIND_COUNT] = {
+    [MSG_USER] = {"You", TH_USER, TH_NORMAL},
+    [MSG_ASSISTANT] = {"Assistant", TH_ASSISTANT, TH_NORMAL},
+    [MSG_SYSTEM] = {"System prompt", TH_SYSTEM, TH_SYSTEM},
+    [MSG_NOTICE] = {NULL, TH_NOTICE, TH_NOTICE},
+    [MSG_ERROR] = {NULL, TH_ERROR, TH_ERROR},
+};
+
+/* The marker under a reply for how it ended; a reply that stopped on its
+ * own (NONE, STOP) has none. */
+static const char *const end_marks[] = {
+    [HIST_END_CANCELLED] = "[cancelled]",
+    [HIST_END_LENGTH] = "[cut: length limit or full context]",
+    [HIST_END_ERROR] = "[error: reply incomplete]",
+    [HIST_END_INTERRUPTED] = "[interrupted: kvchat stopped mid-reply]",
+};
+#define STREAM_MARK "\xE2\x96\x8C" /* a block cursor while the reply streams */
+
+static bool arena_reserve(struct compose *c, size_t more)
+{
+    if (c->arena_len + more <= c->arena_cap)
+        return true;
+    size_t cap = c->arena_cap ? c->arena_cap : 1 << 16;
+    while (cap < c->arena_len + more)
+        cap *= 2;
+    char *a = realloc(c->arena, cap);
+    if (!a)
+        return false;
+    c->arena = a;
+    uint8_t *s = realloc(c->arena_sty, cap);
+    if (!s)
+        return false;
+    c->arena_sty = s;
+    c->arena_cap = cap;
+    return true;
+}
+
+static void push_dline(struct compose *c, struct dline d)
+{
+    if (c->n_dl == c->cap_dl) {
+        size_t cap = c->cap_dl ? c->cap_dl * 2 : 256;
+        struct dline *n = realloc(c->dl, cap * sizeof *n);
+        if (!n)
+            return;
+        c->dl = n;
+        c->cap_dl = cap;
+    }
+    c->dl[c->n_dl++] = d;
+}
+
+/* Adds arena bytes [OFF, OFF+LEN) wrapped to WIDTH as display lines. */
+static void push_wrapped(struct compose *c, size_t off, size_t len, int width, int elem, bool styled,
+                         bool fill, int indent)
+{
+    struct wrap_line wl[64];
+    size_t n = layout_wrap(c->arena + off, len, width, wl, 64);
+    struct wrap_line *w = wl;
+    if (n > 64) {
+        w = malloc(n * sizeof *w);
+        if (!w)
+            return;
+        layout_wrap(c->arena + off, len, width, w, n);
+    }
+    for (size_t i = 0; i < n; i++)
+        push_dline(c, (struct dline){off + w[i].start, w[i].len, elem, styled, fill, indent});
+    if (w != wl)
+        free(w);
+}
+
+/* Copies a message line into the arena with tabs expanded and returns its
+ * offset; the arena must not move between this and the use of the offset. */
+static size_t arena_put(struct compose *c, const char *s, size_t n, size_t *out_len)
+{
+    size_t tabs = 0;
+    for (size_t i = 0; i < n; i++)
+        tabs += s[i] == '\t';
+    if (!arena_reserve(c, n + tabs * 3 + 16)) {
+        *out_len = 0;
+        return c->arena_len;
+    }
+    size_t off = c->arena_len, o = off;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '\t') {
+            memcpy(c->arena + o, "    ", 4);
+            o += 4;
+        } else if (s[i] != '\r') {
+            c->arena[o++] = s[i];
+        }
+    }
+    *out_len = o - off;
+    c->arena_len = o;
+    return off;
+}
+
+static void compose_text(struct compose *c, const char *text, size_t len, bool markdown, int elem,
+                         int width)
+{
+    struct md_state md = {0};
+    size_t pos = 0;
+    while (pos <= len) {
+        const char *nl = memchr(text + pos, '\n', len - pos);
+        size_t e = nl ? (size_t)(nl - text) : len;
+        size_t ll, off = arena_put(c, text + pos, e - pos, &ll);
+        if (markdown && arena_reserve(c, ll + 8)) {
+            size_t mo = c->arena_len;
+            size_t ml = md_render_line(&md, c->arena + off, ll, c->arena + mo, c->arena_sty + mo);
+            c->arena_len += ml;
+            bool block = ml && (c->arena_sty[mo] & (MD_BLOCK | MD_FENCE));
+            push_wrapped(c, mo, ml, width - (block ? 2 : 0), elem, true, block, block ? 4 : 2);
+        } else {
+            push_wrapped(c, off, ll, width, elem, false, false, 2);
+        }
+        if (!nl)
+            break;
+        pos = e + 1;
+    }
+}
+
+void compose_conversation(struct compose *c, const struct msg *msgs, size_t n, const char *stream,
+                          size_t stream_len, int width, bool markdown)
+{
+    c->n_dl = 0;
+    c->arena_len = 0;
+    int tw = width - 3 > 8 ? width - 3 : 8; /* text width after the indent */
+    for (size_t i = 0; i < n; i++) {
+        const struct msg *m = &msgs[i];
+        const char *text = m->text ? m->text : stream;
+        size_t len = m->text ? strlen(m->text) : stream_len;
+        if (!text)
+            text = "", len = 0;
+        while (len && text[len - 1] == '\n')
+            len--;
+        size_t hl;
+        if (kinds[m->kind].head) {
+            const char *h = kinds[m->kind].head;
+            size_t off = arena_put(c, h, strlen(h), &hl);
+            push_dline(c, (struct dline){off, hl, kinds[m->kind].head_elem, false, false, 0});
+            compose_text(c, text, len, markdown && m->kind == MSG_ASSISTANT,
+                         kinds[m->kind].text_elem, tw);
+        } else {
+            size_t first = c->n_dl;
+            compose_text(c, text, len, false, kinds[m->kind].text_elem, tw + 2);
+            for (size_t k = first; k < c->n_dl; k++)
+                c->dl[k].indent = 0;
+        }
+        const char *mark = NULL;
+        if (m->kind == MSG_ASSISTANT && !m->text)
+            mark = STREAM_MARK;
+        else if ((size_t)m->end < sizeof end_marks / sizeof *end_marks)
+            mark = end_marks[m->end];
+        if (mark) {
+            size_t off = arena_put(c, mark, strlen(mark), &hl);
+            push_dline(c, (struct dline){off, hl, TH_MARKER, false, false, 2});
+        }
+        push_dline(c, (struct dline){0, 0, TH_NORMAL, false, false, 0});
+    }
+}
+
+void compose_free(struct compose *c)
+{
+    free(c->dl);
+    free(c->arena);
+    free(c->arena_sty);
+    *c = (struct compose){0};
+}

@@ -1,0 +1,520 @@
+/* draw.c - composing and drawing a frame: the title, the sessions sidebar,
+ * the conversation (lines from compose.c), the meters (values from
+ * meters.c), the status line and the input pane, refreshed once per frame;
+ * also the load progress screen, the fatal-error screen and the theme's
+ * colour pairs. Everything that calls ncurses to paint lives here.
+ */
+#include "ui_internal.h"
+
+#include <curses.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "meters.h"
+
+/* ---- colours ---- */
+
+static attr_t elem_attr(struct ui *u, int el)
+{
+    const struct theme_style *s = &u->theme.s[el];
+    attr_t a = 0;
+    if (s->attrs & THA_BOLD)
+        a |= A_BOLD;
+    if (s->attrs & THA_DIM)
+        a |= A_DIM;
+#ifdef A_ITALIC
+    if (s->attrs & THA_ITALIC)
+        a |= A_ITALIC;
+#endif
+    if (s->attrs & THA_UNDERLINE)
+        a |= A_UNDERLINE;
+    if (s->attrs & THA_REVERSE)
+        a |= A_REVERSE;
+    if (u->color)
+        return a | COLOR_PAIR(el + 1);
+    /* Without colour, bars of the frame need reverse video to stand out. */
+    if (el == TH_TITLE || el == TH_STATUS || el == TH_SIDEBAR_CURRENT || el == TH_CODE)
+        a |= A_REVERSE;
+    return a;
+}
+
+static int reduce_color(int c)
+{
+    if (c < 0 || COLORS >= 256)
+        return c;
+    if (COLORS >= 16 && c < 16)
+        return c;
+    return theme_color_to8(c);
+}
+
+void ui_apply_theme(struct ui *u)
+{
+    u->color = false;
+    const char *nc = getenv("NO_COLOR");
+    if ((nc && *nc) || !has_colors())
+        return;
+    start_color();
+    use_default_colors();
+    if (COLOR_PAIRS < TH_COUNT + 1)
+        return;
+    u->color = true;
+    for (int i = 0; i < TH_COUNT; i++)
+        init_pair((short)(i + 1), (short)reduce_color(u->theme.s[i].fg), (short)reduce_color(u->theme.s[i].bg));
+    bkgdset(' ' | elem_attr(u, TH_NORMAL));
+}
+
+/* ---- drawing ---- */
+
+static int md_elem(uint8_t s)
+{
+    if (s & (MD_BLOCK | MD_FENCE))
+        return TH_CODE_BLOCK;
+    if (s & MD_CODE)
+        return TH_CODE;
+    if (s & MD_HEADING)
+        return TH_HEADING;
+    if (s & MD_BULLET)
+        return TH_BULLET;
+    if (s & MD_QUOTE)
+        return TH_QUOTE;
+    return TH_NORMAL;
+}
+
+static attr_t md_attr(struct ui *u, uint8_t s)
+{
+    attr_t a = elem_attr(u, md_elem(s));
+    if (s & MD_BOLD)
+        a |= A_BOLD;
+#ifdef A_ITALIC
+    if (s & MD_ITALIC)
+        a |= A_ITALIC;
+#endif
+    return a;
+}
+
+/* Draws LEN bytes of UTF-8 at (Y, X), at most MAXW columns, with one
+ * attribute or per-byte Markdown styles. Control characters and invalid
+ * bytes become '?' so nothing the model emits can move the cursor. Returns
+ * the columns used. */
+static int draw_text(struct ui *u, int y, int x, int maxw, const char *s, size_t len, attr_t attr,
+                     const uint8_t *sty)
+{
+    int cols = 0;
+    move(y, x);
+    size_t i = 0;
+    while (i < len) {
+        attr_t a = sty ? md_attr(u, sty[i]) : attr;
+        size_t j = i;
+        int w = 0;
+        while (j < len && (!sty || sty[j] == sty[i])) {
+            uint32_t cp;
+            size_t l = utf8_decode(s + j, len - j, &cp);
+            int cw = cp_width(cp);
+            if (cols + w + cw > maxw)
+                break;
+            if (cp < 0x20 || (cp >= 0x7F && cp < 0xA0) || cp == 0xFFFD)
+                break;
+            w += cw;
+            j += l;
+        }
+        attrset(a);
+        if (j > i) {
+            addnstr(s + i, (int)(j - i));
+            cols += w;
+            i = j;
+            continue;
+        }
+        if (i >= len)
+            break;
+        uint32_t cp;
+        size_t l = utf8_decode(s + i, len - i, &cp);
+        if (cols + 1 > maxw)
+            break;
+        addch('?');
+        cols++;
+        i += l;
+    }
+    return cols;
+}
+
+static void fill_rect(struct ui *u, struct rect r, int elem)
+{
+    attrset(elem_attr(u, elem));
+    for (int y = r.y; y < r.y + r.h; y++)
+        mvhline(y, r.x, ' ', r.w);
+}
+
+/* A border drawn with U+2502 itself: ACS line drawing depends on terminfo
+ * details that differ between terminals and multiplexers. */
+static void draw_vline(struct ui *u, int y, int x, int h)
+{
+    attrset(elem_attr(u, TH_BORDER));
+    for (int i = 0; i < h; i++)
+        mvaddstr(y + i, x, "\xE2\x94\x82");
+}
+
+static void draw_title(struct ui *u)
+{
+    struct rect r = u->lay.title;
+    fill_rect(u, r, TH_TITLE);
+    char buf[1024], sess[128] = "new conversation";
+    if (u->conv.sid >= 0)
+        snprintf(sess, sizeof sess, "session %lld", (long long)u->conv.sid);
+    snprintf(buf, sizeof buf, " kvchat \xC2\xB7 %s \xC2\xB7 %s (%s) \xC2\xB7 %s%s", u->info->model_name,
+             u->info->backend, u->info->device, sess, u->h ? "" : " \xC2\xB7 not saving");
+    draw_text(u, r.y, r.x, r.w, buf, strlen(buf), elem_attr(u, TH_TITLE), NULL);
+    const char *hint = "F2 sessions \xC2\xB7 /help ";
+    int hw = text_width(hint, strlen(hint));
+    if (r.w - hw > text_width(buf, strlen(buf)) + 2)
+        draw_text(u, r.y, r.x + r.w - hw, hw, hint, strlen(hint), elem_attr(u, TH_TITLE), NULL);
+}
+
+static void draw_conversation(struct ui *u)
+{
+    struct rect r = u->lay.conv;
+    pthread_mutex_lock(&u->mu); /* the stream the reply is read from */
+    compose_conversation(&u->comp, u->msgs.v, u->msgs.n, u->stream, u->stream_len, r.w, true);
+    pthread_mutex_unlock(&u->mu);
+    int total = (int)u->comp.n_dl;
+    int max_scroll = total > r.h ? total - r.h : 0;
+    if (u->scroll > max_scroll)
+        u->scroll = max_scroll;
+    int first = total - r.h - u->scroll;
+    if (first < 0)
+        first = 0;
+    for (int row = 0; row < r.h && first + row < total; row++) {
+        const struct dline *d = &u->comp.dl[first + row];
+        int y = r.y + row;
+        if (d->fill) {
+            attrset(elem_attr(u, TH_CODE_BLOCK));
+            mvhline(y, r.x + 2, ' ', r.w - 3);
+        }
+        draw_text(u, y, r.x + 1 + d->indent, r.w - 2 - d->indent, u->comp.arena + d->off, d->len,
+                  elem_attr(u, d->elem), d->styled ? u->comp.arena_sty + d->off : NULL);
+    }
+    if (u->scroll > 0) {
+        char buf[64];
+        snprintf(buf, sizeof buf, " \xE2\x86\x93 %d more lines (PgDn) ", u->scroll);
+        int w = text_width(buf, strlen(buf));
+        draw_text(u, r.y + r.h - 1, r.x + r.w - w - 1, w, buf, strlen(buf), elem_attr(u, TH_STATUS), NULL);
+    }
+}
+
+static void draw_sidebar(struct ui *u)
+{
+    struct rect r = u->lay.sidebar;
+    if (!r.w)
+        return;
+    fill_rect(u, r, TH_SIDEBAR);
+    const char *t = " Sessions (F2 hides)";
+    draw_text(u, r.y, r.x, r.w, t, strlen(t), elem_attr(u, TH_SIDEBAR) | A_BOLD, NULL);
+    if (!u->h) {
+        const char *m = " history not available";
+        draw_text(u, r.y + 2, r.x, r.w, m, strlen(m), elem_attr(u, TH_SIDEBAR), NULL);
+        return;
+    }
+    for (size_t i = 0; i < u->n_sessions && (int)i + 1 < r.h; i++) {
+        struct hist_session *s = &u->sessions[i];
+        char buf[256];
+        snprintf(buf, sizeof buf, " %lld %s", (long long)s->id,
+                 s->title[0] ? s->title : (s->preview && s->preview[0] ? s->preview : "(untitled)"));
+        int el = s->id == u->conv.sid ? TH_SIDEBAR_CURRENT : TH_SIDEBAR;
+        if (el == TH_SIDEBAR_CURRENT) {
+            attrset(elem_attr(u, el));
+            mvhline(r.y + 1 + (int)i, r.x, ' ', r.w);
+        }
+        draw_text(u, r.y + 1 + (int)i, r.x, r.w - 1, buf, strlen(buf), elem_attr(u, el), NULL);
+    }
+    draw_vline(u, r.y, r.x + r.w - 1, r.h);
+}
+
+/* Samples the engine and the GPU; called at most once per frame. */
+void ui_sample_meters(struct ui *u)
+{
+    engine_stats(u->e, &u->st);
+    engine_memory(u->e, &u->mem);
+    gpu_mon_sample(u->gpu, &u->gs);
+    if (u->busy && u->gs.energy_valid && !isnan(u->energy0))
+        u->jpt = meters_joules_per_token(u->gs.energy_j - u->energy0, u->st.gen_tokens);
+    u->last_meter = ui_now();
+}
+
+void ui_meter_values(struct ui *u, struct meter_values *v)
+{
+    struct meter_inputs in = {
+        .st = &u->st,
+        .mem = &u->mem,
+        .gs = &u->gs,
+        .bytes_per_token = u->info->bytes_per_token,
+        .n_ctx = u->info->n_ctx,
+        .bandwidth = u->bandwidth,
+        .jpt = u->jpt,
+    };
+    meters_values(&in, v);
+}
+
+/* A "label value" cell for the meters; returns the columns used. */
+static int meter_cell(struct ui *u, int y, int x, int maxw, const char *label, const char *value)
+{
+    if (maxw <= 0)
+        return 0;
+    int n = draw_text(u, y, x, maxw, label, strlen(label), elem_attr(u, TH_METER_LABEL), NULL);
+    if (n < maxw) {
+        addch(' ');
+        n++;
+    }
+    n += draw_text(u, y, x + n, maxw - n, value, strlen(value), elem_attr(u, TH_METER_VALUE), NULL);
+    return n;
+}
+
+static void draw_mem_bar(struct ui *u, int y, int x, int w)
+{
+    struct mem_split sp;
+    meters_mem_split(&u->mem, w, &sp);
+    if (!sp.valid) {
+        draw_text(u, y, x, w, "n/a", 3, elem_attr(u, TH_METER_VALUE), NULL);
+        return;
+    }
+    static const int el[MEM_SEG_COUNT] = {TH_BAR_WEIGHTS, TH_BAR_KV, TH_BAR_SCRATCH, TH_BAR_OTHER, TH_BAR_FREE};
+    static const char *glyph[MEM_SEG_COUNT] = {"\xE2\x96\x88", "\xE2\x96\x88", "\xE2\x96\x88", "\xE2\x96\x93",
+                                               "\xE2\x96\x91"};
+    move(y, x);
+    for (int s = 0; s < MEM_SEG_COUNT; s++) {
+        attrset(elem_attr(u, el[s]));
+        for (int c = 0; c < sp.cols[s]; c++)
+            addstr(glyph[s]);
+    }
+}
+
+static void draw_meters(struct ui *u)
+{
+    struct rect r = u->lay.meters;
+    fill_rect(u, r, TH_NORMAL);
+    struct meter_values v;
+    ui_meter_values(u, &v);
+    const char *memname = u->mem.on_gpu ? "VRAM" : "RAM";
+    char bar[256];
+    if (u->lay.meters_side) {
+        int x = r.x + 1, w = r.w - 2, y = r.y;
+        draw_vline(u, r.y, r.x, r.h);
+        int bottom = r.y + r.h;
+#define ROW(label, value)                                                                                  \
+    do {                                                                                                   \
+        if (y < bottom)                                                                                    \
+            meter_cell(u, y++, x + 1, w - 1, label, value);                                                \
+    } while (0)
+        ROW(memname, v.mem);
+        if (y < bottom)
+            draw_mem_bar(u, y++, x + 1, w - 1);
+        static const char *seg_names[MEM_SEG_COUNT] = {"weights", "KV cache", "scratch", "other", "free"};
+        static const int seg_el[MEM_SEG_COUNT] = {TH_BAR_WEIGHTS, TH_BAR_KV, TH_BAR_SCRATCH, TH_BAR_OTHER,
+                                                  TH_BAR_FREE};
+        struct mem_split sp;
+        meters_mem_split(&u->mem, 10, &sp);
+        for (int k = 0; k < MEM_SEG_COUNT && sp.valid && y < bottom; k++, y++) {
+            char b[32];
+            fmt_bytes(sp.bytes[k], b, sizeof b);
+            attrset(elem_attr(u, seg_el[k]));
+            mvaddstr(y, x + 1, "\xE2\x96\xA0");
+            meter_cell(u, y, x + 3, w - 3, seg_names[k], b);
+        }
+        y++;
+        ROW("KV cache", v.kv);
+        if (y < bottom) {
+            meter_bar(v.kv_frac, w - 1, bar, sizeof bar);
+            draw_text(u, y++, x + 1, w - 1, bar, strlen(bar), elem_attr(u, TH_BAR_KV), NULL);
+        }
+        ROW("context left", v.left);
+        y++;
+        ROW("decode  ", v.dec);
+        ROW("prefill ", v.pre);
+        ROW("TTFT    ", v.ttft);
+        ROW("roofline", v.roof);
+        y++;
+        ROW("GPU util", v.util);
+        ROW("power   ", v.pow);
+        ROW("temp    ", v.temp);
+        ROW("energy  ", v.jpt);
+#undef ROW
+        return;
+    }
+    /* Narrow: three dense rows. */
+    int x = r.x + 1, w = r.w - 2;
+    int n = meter_cell(u, r.y, x, w, memname, "");
+    int bw = w / 3;
+    draw_mem_bar(u, r.y, x + n, bw);
+    n += bw + 1;
+    n += meter_cell(u, r.y, x + n, w - n, "", v.mem);
+    n += 2;
+    char kv[160];
+    snprintf(kv, sizeof kv, "%d/%d (%s left)", v.kv_used, v.kv_cap, v.left);
+    meter_cell(u, r.y, x + n, w - n, "KV", kv);
+    n = meter_cell(u, r.y + 1, x, w, "decode", v.dec);
+    n += 2 + meter_cell(u, r.y + 1, x + n + 2, w - n - 2, "prefill", v.pre);
+    n += 2 + meter_cell(u, r.y + 1, x + n + 2, w - n - 2, "TTFT", v.ttft);
+    meter_cell(u, r.y + 1, x + n + 2, w - n - 2, "roofline", v.roof);
+    n = meter_cell(u, r.y + 2, x, w, "GPU", v.util);
+    n += 2 + meter_cell(u, r.y + 2, x + n + 2, w - n - 2, "power", v.pow);
+    n += 2 + meter_cell(u, r.y + 2, x + n + 2, w - n - 2, "temp", v.temp);
+    meter_cell(u, r.y + 2, x + n + 2, w - n - 2, "energy", v.jpt);
+}
+
+static void draw_status(struct ui *u)
+{
+    struct rect r = u->lay.status;
+    fill_rect(u, r, TH_STATUS);
+    const char *s;
+    int el = TH_STATUS;
+    char buf[600];
+    if (u->status[0] && ui_now() < u->status_until) {
+        s = u->status;
+        el = u->status_elem;
+    } else if (u->busy) {
+        snprintf(buf, sizeof buf, " generating\xE2\x80\xA6 Esc or Ctrl-C stops the reply");
+        s = buf;
+    } else {
+        s = " Enter send \xC2\xB7 Alt-Enter newline \xC2\xB7 Esc stop \xC2\xB7 PgUp/PgDn scroll \xC2\xB7 Tab "
+            "complete \xC2\xB7 Ctrl-D quit";
+    }
+    attr_t a = el == TH_STATUS ? elem_attr(u, TH_STATUS) : (elem_attr(u, el) | A_BOLD);
+    if (el != TH_STATUS) {
+        attrset(a);
+        mvhline(r.y, r.x, ' ', r.w);
+    }
+    draw_text(u, r.y, r.x + (s[0] == ' ' ? 0 : 1), r.w - 1, s, strlen(s), a, NULL);
+}
+
+/* Draws the input pane from readline's buffer and puts the cursor there. */
+static void draw_input(struct ui *u)
+{
+    struct rect r = u->lay.input;
+    fill_rect(u, r, TH_INPUT);
+    size_t len, point;
+    const char *buf = ui_input_text(&len, &point);
+    int width = r.w - 3;
+    struct wrap_line wl[256];
+    size_t n = layout_wrap(buf, len, width, wl, 256);
+    if (n > 256)
+        n = 256;
+    /* The line that holds the cursor: the last one starting at or before it. */
+    size_t cl = 0;
+    for (size_t i = 0; i < n; i++)
+        if (wl[i].start <= point)
+            cl = i;
+    int first = (int)cl - r.h + 1 > 0 ? (int)cl - r.h + 1 : 0;
+    attr_t a = elem_attr(u, TH_INPUT);
+    attrset(a | A_BOLD);
+    mvaddstr(r.y, r.x, u->busy ? "\xE2\x80\xA6 " : "> ");
+    for (int row = 0; row < r.h && first + row < (int)n; row++) {
+        struct wrap_line *w = &wl[first + row];
+        draw_text(u, r.y + row, r.x + 2, width, buf + w->start, w->len, a, NULL);
+    }
+    int cx = r.x + 2 + text_width(buf + wl[cl].start, point - wl[cl].start);
+    if (cx >= r.x + r.w)
+        cx = r.x + r.w - 1;
+    move(r.y + (int)cl - first, cx);
+}
+
+/* Lines the input needs at the current width. */
+static int input_lines_needed(struct ui *u)
+{
+    size_t len, point;
+    const char *buf = ui_input_text(&len, &point);
+    return (int)layout_wrap(buf, len, u->cols - 3, NULL, 0);
+}
+
+void ui_draw_frame(struct ui *u)
+{
+    getmaxyx(stdscr, u->rows, u->cols);
+    u->input_lines = input_lines_needed(u);
+    layout_compute(u->rows, u->cols, u->sidebar, u->input_lines, &u->lay);
+    attrset(elem_attr(u, TH_NORMAL));
+    erase();
+    if (u->lay.too_small) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "terminal too small: %dx%d, kvchat needs at least %dx%d", u->cols, u->rows,
+                 LAYOUT_MIN_COLS, LAYOUT_MIN_ROWS);
+        for (int y = 0, off = 0; y < u->rows && off < (int)strlen(msg); y++, off += u->cols)
+            mvaddnstr(y, 0, msg + off, u->cols);
+        refresh();
+        u->last_frame = ui_now();
+        u->dirty = false;
+        return;
+    }
+    if (ui_now() - u->last_meter >= (u->busy ? FRAME_S : IDLE_METER_S))
+        ui_sample_meters(u);
+    draw_title(u);
+    draw_sidebar(u);
+    draw_conversation(u);
+    draw_meters(u);
+    draw_status(u);
+    draw_input(u);
+    refresh();
+    u->last_frame = ui_now();
+    u->dirty = false;
+}
+
+void ui_draw_input_only(struct ui *u)
+{
+    /* A change in the number of input lines moves every pane. */
+    if (input_lines_needed(u) != u->input_lines || u->lay.too_small) {
+        ui_draw_frame(u);
+        return;
+    }
+    draw_input(u);
+    refresh();
+}
+
+/* ---- loading and fatal errors ---- */
+
+/* Draws the load progress; called by kv_engine_open as the weights load. */
+void ui_load_progress(uint64_t done, uint64_t total, void *user)
+{
+    struct load_progress *p = user;
+    double t = ui_now();
+    if (t - p->last < 0.05 && done != total)
+        return;
+    p->last = t;
+    int rows, cols;
+    getmaxyx(stdscr, rows, cols);
+    erase();
+    char line[512], a[32], b[32], rate[32], bar[512];
+    fmt_bytes(done, a, sizeof a);
+    fmt_bytes(total, b, sizeof b);
+    double el = t - p->t0;
+    fmt_bytes(el > 0.01 ? (uint64_t)(done / el) : ENGINE_UNKNOWN, rate, sizeof rate);
+    snprintf(line, sizeof line, "Loading %s", p->name);
+    int y = rows / 2 - 1;
+    draw_text(p->u, y, 2, cols - 4, line, strlen(line), A_BOLD, NULL);
+    int bw = cols - 6 < 120 ? cols - 6 : 120;
+    meter_bar(total ? (double)done / total : 0, bw, bar, sizeof bar);
+    attrset(elem_attr(p->u, TH_BAR_WEIGHTS));
+    mvaddstr(y + 1, 2, "[");
+    draw_text(p->u, y + 1, 3, bw, bar, strlen(bar), elem_attr(p->u, TH_BAR_WEIGHTS), NULL);
+    mvaddstr(y + 1, 3 + bw, "]");
+    snprintf(line, sizeof line, "%s of %s  %s/s  %.0f%%", a, b, rate, total ? 100.0 * done / total : 0.0);
+    draw_text(p->u, y + 2, 2, cols - 4, line, strlen(line), elem_attr(p->u, TH_METER_VALUE), NULL);
+    refresh();
+}
+
+/* Shows a fatal message until a key is pressed. */
+void ui_show_fatal(struct ui *u, const char *what, const char *msg)
+{
+    int rows, cols;
+    getmaxyx(stdscr, rows, cols);
+    erase();
+    draw_text(u, rows / 2 - 1, 2, cols - 4, what, strlen(what), elem_attr(u, TH_ERROR) | A_BOLD, NULL);
+    struct wrap_line wl[8];
+    size_t n = layout_wrap(msg, strlen(msg), cols - 4, wl, 8);
+    for (size_t i = 0; i < n && i < 8; i++)
+        draw_text(u, rows / 2 + (int)i, 2, cols - 4, msg + wl[i].start, wl[i].len, elem_attr(u, TH_NORMAL), NULL);
+    const char *k = "Press any key to leave.";
+    draw_text(u, rows / 2 + (int)(n < 8 ? n : 8) + 1, 2, cols - 4, k, strlen(k), A_DIM, NULL);
+    refresh();
+    timeout(-1);
+    while (getch() == KEY_RESIZE && !term_signal())
+        ;
+}
+

@@ -1,0 +1,90 @@
+/* msgs.c - the chat screen's message list. See msgs.h. */
+#include "msgs.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct msg *msgs_add(struct msg_list *l, enum msg_kind kind, const char *text)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 32;
+        struct msg *m = realloc(l->v, cap * sizeof *m);
+        if (!m)
+            return NULL;
+        l->v = m;
+        l->cap = cap;
+    }
+    struct msg *m = &l->v[l->n];
+    *m = (struct msg){.kind = kind, .text = text ? strdup(text) : NULL, .end = HIST_END_NONE};
+    if (text && !m->text)
+        return NULL;
+    l->n++;
+    return m;
+}
+
+void msgs_clear(struct msg_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i].text);
+    l->n = 0;
+}
+
+void msgs_free(struct msg_list *l)
+{
+    msgs_clear(l);
+    free(l->v);
+    *l = (struct msg_list){0};
+}
+
+char *msgs_pop_exchange(struct msg_list *l, int64_t *hist_id)
+{
+    *hist_id = 0;
+    while (l->n > 0) {
+        struct msg *m = &l->v[--l->n];
+        if (m->kind == MSG_USER) {
+            *hist_id = m->hist_id;
+            return m->text;
+        }
+        free(m->text);
+    }
+    return NULL;
+}
+
+/* The NTH (1-based) fenced code block of TEXT, malloc'd, or NULL. */
+static char *code_block(const char *text, int64_t nth)
+{
+    int64_t block = 0;
+    const char *p = text, *start = NULL;
+    while (p && *p) {
+        const char *eol = strchr(p, '\n');
+        size_t ll = eol ? (size_t)(eol - p) : strlen(p);
+        const char *q = p;
+        while (*q == ' ' && q - p < 3)
+            q++;
+        if (ll >= 3 && strncmp(q, "```", 3) == 0) {
+            if (!start) {
+                start = eol ? eol + 1 : p + ll;
+                block++;
+            } else {
+                if (block == nth)
+                    return strndup(start, (size_t)(p - start));
+                start = NULL;
+            }
+        }
+        p = eol ? eol + 1 : NULL;
+    }
+    if (start && block == nth)
+        return strdup(start);
+    return NULL;
+}
+
+char *msgs_copy_target(const struct msg_list *l, int64_t nth)
+{
+    for (size_t i = l->n; i > 0; i--) {
+        const struct msg *m = &l->v[i - 1];
+        if (m->kind != MSG_ASSISTANT || !m->text)
+            continue;
+        return nth == 0 ? strdup(m->text) : code_block(m->text, nth);
+    }
+    return NULL;
+}

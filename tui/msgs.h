@@ -1,0 +1,53 @@
+/* msgs.h - the conversation as the chat screen holds it: your messages, the
+ * replies, the system prompt, notices and errors, in the order shown; and
+ * what /retry, /edit and /copy take from it.
+ *
+ * Pure: no ncurses and no history calls. Used by the chat screen (ui.c and
+ * its files) and tested by tests/test_tui.c without a terminal.
+ *
+ * Rules: a list owns its messages' texts. The reply being streamed has text
+ * NULL: its bytes live in the worker's stream buffer until the turn finishes
+ * (see compose.h). A zeroed struct msg_list is an empty list.
+ */
+#ifndef KVCHAT_TUI_MSGS_H
+#define KVCHAT_TUI_MSGS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "history.h"
+
+enum msg_kind { MSG_USER, MSG_ASSISTANT, MSG_SYSTEM, MSG_NOTICE, MSG_ERROR, MSG_KIND_COUNT };
+
+struct msg {
+    enum msg_kind kind;
+    char *text;        /* owned; NULL for the reply being streamed */
+    enum hist_end end; /* how a reply ended (NONE while streaming or when it simply stopped) */
+    int64_t hist_id;   /* its row in the history, 0 = not saved; /retry and /edit delete from it */
+};
+
+struct msg_list {
+    struct msg *v; /* owned, n used of cap */
+    size_t n, cap;
+};
+
+/* Appends a message with a copy of TEXT (NULL: the streaming reply). Returns
+ * it, or NULL when out of memory (the list is unchanged). */
+struct msg *msgs_add(struct msg_list *l, enum msg_kind kind, const char *text);
+/* Empties the list (its array is kept for reuse). */
+void msgs_clear(struct msg_list *l);
+void msgs_free(struct msg_list *l);
+
+/* /retry and /edit: removes the messages from the end back to and including
+ * the last user message, and returns that message's text (the caller owns
+ * it) with its history row in *HIST_ID. With no user message the whole list
+ * goes, NULL is returned and *HIST_ID is 0. */
+char *msgs_pop_exchange(struct msg_list *l, int64_t *hist_id);
+
+/* /copy N: the last finished reply (NTH 0) or its NTH fenced code block
+ * (1-based; the fence lines themselves excluded, an unclosed last block runs
+ * to the end), malloc'd. NULL when there is no such reply or block. Fences
+ * may be indented up to three spaces, as in Markdown. */
+char *msgs_copy_target(const struct msg_list *l, int64_t nth);
+
+#endif

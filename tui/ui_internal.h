@@ -1,0 +1,184 @@
+/* ui_internal.h - what the files of the chat screen share: struct ui and the
+ * functions each file offers the others. Not a public header: main.c sees
+ * only tui.h.
+ *
+ *   ui.c       tui_run: setup, the main loop, teardown; status and notices
+ *   draw.c     composing and drawing a frame: panes, meters, status, input,
+ *              the load progress and fatal screens; the theme's colour pairs
+ *   input.c    readline's callback interface, keys, paste, completion
+ *   worker.c   the generation thread and a turn's start and finish, the
+ *              host bandwidth probe thread
+ *   actions.c  slash commands, sessions, export, /retry and /edit,
+ *              /copy (OSC 52), the $EDITOR
+ *   term.c     signals and the terminal restore on every way out
+ *
+ * Threads: the UI thread owns ncurses, readline, the history connection, the
+ * conversation (struct conv) and the message list. The generation worker
+ * only runs engine_chat; its on_piece appends to ui.stream under ui.mu and
+ * wakes the UI through a self-pipe. The UI redraws at most 1/FRAME_S times a
+ * second whatever the token rate, so the engine pays one mutex and (at most)
+ * one pipe write per token. The bandwidth probe thread only measures and
+ * hands its figure over under ui.mu.
+ */
+#ifndef KVCHAT_TUI_UI_INTERNAL_H
+#define KVCHAT_TUI_UI_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "compose.h"
+#include "conversation.h"
+#include "engine.h"
+#include "history.h"
+#include "layout.h"
+#include "msgs.h"
+#include "gpu.h"
+#include "options.h"
+#include "theme.h"
+
+#define FRAME_S 0.1      /* at most ~10 frames (and meter samples) a second */
+#define IDLE_METER_S 1.0 /* meters refresh once a second when idle */
+#define SAVE_S 1.0       /* the streaming reply is saved about this often */
+#define BW_DELAY_S 1.0   /* idle time, after startup or a turn, before probing */
+
+struct command;
+
+struct ui {
+    struct kv_options o; /* copy: /set and /system change it */
+    struct engine *e;    /* owned */
+    const struct engine_info *info; /* borrowed from e */
+    struct hist *h;      /* owned; NULL: not saving */
+    struct conv conv;    /* the conversation with its history (borrows e and h) */
+    struct theme theme;
+    bool color;
+    struct gpu_mon *gpu; /* owned; NULL off CUDA */
+    double bandwidth;    /* bytes/s for the roofline, 0 = unknown */
+
+    /* Host memory bandwidth probe (CPU backend, no configured figure): run
+     * once on its own thread while the engine is idle, called off the moment
+     * a turn starts and tried again after it, so it never competes with the
+     * engine for memory. */
+    bool bw_wanted;      /* no figure yet and one should be measured */
+    bool bw_running;     /* bw_thread exists (joined by ui_bw_collect) */
+    double bw_after;     /* monotonic time before which not to start */
+    pthread_t bw_thread;
+    atomic_int bw_cancel;
+    double bw_result;    /* bytes/s, 0 = cancelled or failed; guarded by mu */
+    bool bw_done;        /* bw_result is final; guarded by mu */
+
+    struct msg_list msgs;
+
+    /* worker */
+    pthread_t thread;
+    bool busy;
+    pthread_mutex_t mu;
+    char *stream;        /* reply so far; guarded by mu */
+    size_t stream_len, stream_cap;
+    char notice[512];    /* dropped-turns notice from the engine; guarded by mu */
+    bool notice_new, worker_done, wake_pending; /* guarded by mu */
+    int worker_rc;
+    char worker_err[512];
+    char *worker_reply;
+    char *job_text;
+    int wake[2];         /* self-pipe: worker -> UI */
+
+    /* view */
+    int rows, cols;
+    struct layout lay;
+    bool sidebar;
+    int scroll;          /* lines up from the bottom; 0 follows the reply */
+    int input_lines;
+    char status[512];
+    int status_elem;
+    double status_until;
+    double last_frame, last_meter, last_save;
+    bool dirty, quit;
+
+    /* meters */
+    struct engine_stats st;
+    struct engine_memory mem;
+    struct gpu_sample gs;
+    double energy0;      /* energy counter at the turn's start, J (NaN = n/a) */
+    double jpt;          /* J/token of the running or last turn */
+
+    /* input */
+    int rl_char;
+    bool rl_avail, in_paste;
+    bool paste_cr;        /* the last pasted byte was CR: a LF after it is the same line break */
+    bool in_line_handler; /* inside the line handler: see ui_set_input */
+    char *pending_input;  /* owned; text for the input line once the handler returns */
+    char *paste;
+    size_t paste_len, paste_cap;
+    char *cands[64];
+    size_t n_cands;
+    char *themes[32];    /* completion names: built-in and user themes */
+    size_t n_themes;
+    char hist_file[4096];
+
+    struct hist_session *sessions; /* owned: the sidebar's and /sessions' list */
+    size_t n_sessions;
+
+    struct compose comp; /* the conversation's display lines, reused per frame */
+};
+
+/* ---- ui.c ---- */
+double ui_now(void); /* monotonic seconds */
+/* Shows a message on the status line for a few seconds. */
+void ui_status(struct ui *u, int elem, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* A notice (KIND MSG_NOTICE or MSG_ERROR) in the conversation and, its first
+ * line, on the status line. */
+void ui_notice(struct ui *u, enum msg_kind kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+struct msg *ui_add_msg(struct ui *u, enum msg_kind kind, const char *text);
+void ui_clear_msgs(struct ui *u);
+
+/* ---- draw.c ---- */
+void ui_apply_theme(struct ui *u);
+void ui_draw_frame(struct ui *u);
+/* Redraws only the input pane, or the whole frame when the input's height
+ * changed (it moves every pane). */
+void ui_draw_input_only(struct ui *u);
+void ui_sample_meters(struct ui *u); /* at most once per frame */
+struct meter_values;
+void ui_meter_values(struct ui *u, struct meter_values *v); /* from the last sample */
+struct load_progress {
+    struct ui *u;
+    double t0, last;
+    const char *name; /* the model file's name */
+};
+void ui_load_progress(uint64_t done, uint64_t total, void *user); /* a kv_engine_open callback */
+void ui_show_fatal(struct ui *u, const char *what, const char *msg); /* until a key */
+
+/* ---- input.c ---- */
+void ui_input_define_keys(void);     /* bracketed paste's keys, right after initscr */
+void ui_input_setup(struct ui *u);    /* readline's callback interface, input history */
+void ui_input_teardown(struct ui *u); /* saves the input history */
+void ui_handle_key(struct ui *u, int ch);
+/* The input line: readline's buffer, its length and the cursor (bytes). */
+const char *ui_input_text(size_t *len, size_t *point);
+void ui_set_input(struct ui *u, const char *text);
+
+/* ---- worker.c ---- */
+void ui_start_turn(struct ui *u, const char *text);
+void ui_worker_events(struct ui *u); /* what the worker signalled through the pipe */
+void ui_save_progress(struct ui *u); /* about once every SAVE_S while a reply streams */
+void ui_cancel_and_wait(struct ui *u);
+void ui_bw_maybe_start(struct ui *u);
+void ui_bw_collect(struct ui *u, bool cancel);
+
+/* ---- actions.c ---- */
+void ui_run_command(struct ui *u, const struct command *c);
+int ui_resume_session(struct ui *u, int64_t sid);
+void ui_refresh_sessions(struct ui *u);
+void ui_editor_command(struct ui *u); /* Ctrl-G, /editor */
+
+/* ---- term.c ---- */
+void term_save(void);            /* the tty modes to put back */
+void term_install_signals(void); /* quit signals set a flag; crashes restore, then die */
+void term_restore(void);         /* the saved tty modes back (after endwin) */
+int term_signal(void);           /* the quit signal received, 0 = none */
+
+#endif
