@@ -371,3 +371,38 @@ int conv_turn(struct conv *c, const char *text, const struct kv_options *o,
         free(r);
     return rc;
 }
+
+int conv_pop_turn(struct conv *c, int64_t user_id)
+{
+    if (!engine_pop_turn(c->e))
+        return 1;
+    if (c->h && c->sid >= 0 && user_id > 0 &&
+        hist_messages_truncate(c->h, c->sid, user_id, NULL) != HIST_OK) {
+        conv_failed(c, "cannot remove the previous attempt");
+        return -1;
+    }
+    return 0;
+}
+
+int conv_set_system(struct conv *c, const char *system)
+{
+    const char *s = system && *system ? system : NULL;
+    engine_set_system(c->e, s);
+    if (c->h && c->sid >= 0 && hist_session_set_system(c->h, c->sid, s) != HIST_OK) {
+        conv_failed(c, "cannot save the system prompt");
+        return -1;
+    }
+    return 0;
+}
+
+int conv_set_sampling(struct conv *c, const struct kv_options *o)
+{
+    if (!c->h || c->sid < 0)
+        return 0;
+    struct hist_sampling hs = kv_to_hist_sampling(o);
+    if (hist_session_set_sampling(c->h, c->sid, &hs) != HIST_OK) {
+        conv_failed(c, "cannot save the settings");
+        return -1;
+    }
+    return 0;
+}

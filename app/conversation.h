@@ -86,6 +86,18 @@ int conv_finish_turn(struct conv *c, const char *reply, const struct engine_stat
 /* The end reason the store records for engine_chat's return RC and figures. */
 enum hist_end conv_end(int rc, const struct engine_stats *st);
 
+/* Takes the last exchange back out of the engine and, from the user
+ * message's row USER_ID on (0 = never saved: the store is left alone), out
+ * of the session, so a resumed session replays what the model saw last and
+ * not both attempts (/retry, /edit). Returns 1 when there was no exchange, 0,
+ * or -1 when the store refused (reason in c->err; the engine has popped). */
+int conv_pop_turn(struct conv *c, int64_t user_id);
+/* The system prompt (NULL or "" = the template's default) for the engine
+ * and, once the session exists, the store. */
+int conv_set_system(struct conv *c, const char *system);
+/* O's sampling settings recorded for the session, once it exists. */
+int conv_set_sampling(struct conv *c, const struct kv_options *o);
+
 /* Told, once per cause, that saving stopped (MESSAGE says why). */
 typedef void (*conv_warn_fn)(const char *message, void *user);
 /* A whole turn on the calling thread: the phases above around engine_chat,

@@ -970,6 +970,7 @@ static void test_msgs_pop_exchange(void **state)
     add(&l, MSG_NOTICE, "context full: ...", 0);
     add(&l, MSG_ASSISTANT, "two", 10);
     add(&l, MSG_ERROR, "not saving: disk full", 0);
+    assert_int_equal(msgs_last_user_id(&l), 9);
     /* Everything after the last message you sent goes with it. */
     char *t = msgs_pop_exchange(&l, &id);
     assert_string_equal(t, "second");
@@ -986,6 +987,7 @@ static void test_msgs_pop_exchange(void **state)
     assert_int_equal(l.v[0].kind, MSG_SYSTEM);
     free(t);
     /* No message of yours left: all goes, nothing is returned. */
+    assert_int_equal(msgs_last_user_id(&l), 0);
     assert_null(msgs_pop_exchange(&l, &id));
     assert_int_equal(l.n, 0);
     /* The list is reusable after being emptied. */

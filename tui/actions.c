@@ -257,15 +257,15 @@ static void show_stats(struct ui *u)
  * was never saved (id 0) leaves the history alone rather than guess. */
 static char *pop_exchange(struct ui *u)
 {
-    if (!engine_pop_turn(u->e)) {
+    int64_t user_id = msgs_last_user_id(&u->msgs);
+    int rc = conv_pop_turn(&u->conv, user_id);
+    if (rc == 1) {
         ui_status(u, TH_ERROR, "nothing to redo yet");
         return NULL;
     }
-    int64_t user_id;
     char *user = msgs_pop_exchange(&u->msgs, &user_id);
-    if (u->h && u->conv.sid >= 0 && user_id > 0 &&
-        hist_messages_truncate(u->h, u->conv.sid, user_id, NULL) != HIST_OK)
-        ui_notice(u, MSG_ERROR, "not saving: cannot remove the previous attempt: %s", hist_last_error(u->h));
+    if (rc < 0)
+        ui_notice(u, MSG_ERROR, "not saving: %s", u->conv.err);
     else if (u->sidebar)
         ui_refresh_sessions(u);
     u->dirty = true;
@@ -367,9 +367,8 @@ void ui_run_command(struct ui *u, const struct command *c)
     case CMD_SYSTEM:
         snprintf(u->o.system, sizeof u->o.system, "%s", c->arg);
         u->o.system_set = c->arg[0] != 0;
-        engine_set_system(u->e, c->arg[0] ? c->arg : NULL);
-        if (u->h && u->conv.sid >= 0)
-            hist_session_set_system(u->h, u->conv.sid, c->arg[0] ? c->arg : NULL);
+        if (conv_set_system(&u->conv, c->arg) != 0)
+            ui_notice(u, MSG_ERROR, "not saving: %s", u->conv.err);
         if (c->arg[0])
             ui_add_msg(u, MSG_SYSTEM, c->arg);
         ui_status(u, TH_NOTICE, c->arg[0] ? "system prompt set" : "system prompt back to the model's default");
@@ -379,10 +378,8 @@ void ui_run_command(struct ui *u, const struct command *c)
             ui_status(u, TH_ERROR, "/set %s", err);
             break;
         }
-        if (u->h && u->conv.sid >= 0) {
-            struct hist_sampling hs = kv_to_hist_sampling(&u->o);
-            hist_session_set_sampling(u->h, u->conv.sid, &hs);
-        }
+        if (conv_set_sampling(&u->conv, &u->o) != 0)
+            ui_notice(u, MSG_ERROR, "not saving: %s", u->conv.err);
         ui_status(u, TH_NOTICE, "%s = %s (from the next reply)", c->arg, c->arg2);
         break;
     case CMD_RETRY: {

@@ -50,6 +50,14 @@ char *msgs_pop_exchange(struct msg_list *l, int64_t *hist_id)
     return NULL;
 }
 
+int64_t msgs_last_user_id(const struct msg_list *l)
+{
+    for (size_t i = l->n; i > 0; i--)
+        if (l->v[i - 1].kind == MSG_USER)
+            return l->v[i - 1].hist_id;
+    return 0;
+}
+
 /* The NTH (1-based) fenced code block of TEXT, malloc'd, or NULL. */
 static char *code_block(const char *text, int64_t nth)
 {

@@ -43,6 +43,8 @@ void msgs_free(struct msg_list *l);
  * it) with its history row in *HIST_ID. With no user message the whole list
  * goes, NULL is returned and *HIST_ID is 0. */
 char *msgs_pop_exchange(struct msg_list *l, int64_t *hist_id);
+/* The history row of the last user message, 0 when none or never saved. */
+int64_t msgs_last_user_id(const struct msg_list *l);
 
 /* /copy N: the last finished reply (NTH 0) or its NTH fenced code block
  * (1-based; the fence lines themselves excluded, an unclosed last block runs
