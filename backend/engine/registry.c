@@ -70,7 +70,20 @@ static const struct backend_row rows[] = {
 };
 #define N_ROWS (sizeof rows / sizeof rows[0])
 
-static double gib(uint64_t x) { return (double)x / 1073741824.0; }
+/* A size for a message: GiB with one decimal, or MiB below 1 GiB. */
+struct size_text {
+    char s[24];
+};
+
+static struct size_text size_text(uint64_t x)
+{
+    struct size_text t;
+    if (x >= (1ull << 30))
+        snprintf(t.s, sizeof t.s, "%.1f GiB", (double)x / 1073741824.0);
+    else
+        snprintf(t.s, sizeof t.s, "%.0f MiB", (double)x / 1048576.0);
+    return t;
+}
 
 /* Finds, loads, checks and creates ROW's backend. Returns 0 with OUT's ops
  * and state, or -1 with the reason in WHY (no "--backend" prefix: the
@@ -100,11 +113,10 @@ static int try_row(const struct backend_row *row, const struct backend_request *
         return -1;
     if (row->device && dev.free > 0 && est.total > dev.free) {
         kv_seterr(why, whycap,
-                  "the model needs about %.1f GiB on %s (weights %.1f, KV cache %.1f for %d "
-                  "tokens) but %.1f GiB is free; lower --ctx-size or use a smaller "
-                  "quantisation",
-                  gib(est.total), dev.name, gib(est.weights), gib(est.kv_cache), rq->cfg.n_ctx,
-                  gib(dev.free));
+                  "the model needs about %s on %s (weights %s, KV cache %s for %d tokens) but "
+                  "%s is free; lower --ctx-size or use a smaller quantisation",
+                  size_text(est.total).s, dev.name, size_text(est.weights).s,
+                  size_text(est.kv_cache).s, rq->cfg.n_ctx, size_text(dev.free).s);
         return -1;
     }
     if (rq->before_create)
