@@ -1,10 +1,13 @@
-/* backend_cuda.cu - the CUDA backend: backend_cuda_ops (backend/backend.h).
+/* backend_cuda.cu - the CUDA backend: backend_cuda_ops (backend/engine/
+ * backend.h), and the one symbol the module kvchat-cuda.so exports, its entry
+ * point (BACKEND_ENTRY), through which the registry gets the table.
  *
  * create() uploads the weights as they are in the file (quantised blocks)
  * into one device arena through two pinned staging buffers, converting only
  * the small vectors (norms, biases, rope factors) to f32; it sizes the f16 KV
  * cache from n_ctx and the scratch from a micro-batch of UB tokens, and checks
- * free device memory before allocating anything.
+ * free device memory before allocating anything, against the same estimate
+ * (cuda_estimate) the registry used to choose this backend.
  *
  * forward() runs the layer math of backend/cpu.c op by op (docs/model-formats
  * sections 3-4): one token goes through the matrix-vector kernels, several
@@ -18,13 +21,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cuda_common.h"
+#include "backend_cuda.h"
+#include "wformat.cuh"
 
 extern "C" {
-#include "backend.h"
 #include "engine.h"
 #include "model.h"
-#include "quant.h"
 }
 
 #define UB_MAX 512              /* tokens per micro-batch */
@@ -85,25 +87,6 @@ struct cuda_backend {
     char name[256];
     char err[512];
 };
-
-static enum kv_wfmt wfmt_of(enum ggml_type t, int64_t ncols)
-{
-    bool vec = ncols % 8 == 0;
-    switch (t) {
-    case GGML_TYPE_F32: return vec ? KV_WF_F32 : KV_WF_F32_S;
-    case GGML_TYPE_F16: return vec ? KV_WF_F16 : KV_WF_F16_S;
-    case GGML_TYPE_BF16: return vec ? KV_WF_BF16 : KV_WF_BF16_S;
-    case GGML_TYPE_Q4_0: return KV_WF_Q4_0;
-    case GGML_TYPE_Q4_1: return KV_WF_Q4_1;
-    case GGML_TYPE_Q5_0: return KV_WF_Q5_0;
-    case GGML_TYPE_Q5_1: return KV_WF_Q5_1;
-    case GGML_TYPE_Q8_0: return KV_WF_Q8_0;
-    case GGML_TYPE_Q4_K: return ncols % 256 == 0 ? KV_WF_Q4_K : KV_WF_NONE;
-    case GGML_TYPE_Q5_K: return ncols % 256 == 0 ? KV_WF_Q5_K : KV_WF_NONE;
-    case GGML_TYPE_Q6_K: return ncols % 256 == 0 ? KV_WF_Q6_K : KV_WF_NONE;
-    default: return KV_WF_NONE;
-    }
-}
 
 /* ---- upload plan ---------------------------------------------------------
  * Every tensor becomes an item with an arena offset; the plan is built once
@@ -200,7 +183,7 @@ static int check_plan(const struct plan *p, char *err, size_t errlen)
             }
             continue;
         }
-        enum kv_wfmt f = wfmt_of(it->t->type, it->t->ne0);
+        enum kv_wfmt f = kv_wfmt_of(it->t->type, it->t->ne0);
         if (f == KV_WF_NONE) {
             snprintf(err, errlen,
                      "CUDA backend: tensor %s has type %s with rows of %lld, which it cannot "
@@ -395,31 +378,40 @@ static int upload_inv_freq(struct cuda_backend *b)
 
 static double mib(uint64_t x) { return (double)x / (1024.0 * 1024.0); }
 
-static void *cuda_create(const struct model *m, const struct backend_config *cfg, char *err,
-                         size_t errlen)
+/* Refuses shapes the kernels do not take; 0 or -1 with ERR. */
+static int check_shape(const struct model *m, const struct backend_config *cfg, char *err,
+                       size_t errlen)
 {
     const struct model_hparams *hp = &m->hp;
-    struct plan p = {NULL, 0, 0, 0};
     if (cfg->n_ctx <= 0) {
         snprintf(err, errlen, "CUDA backend: context size %d must be positive", cfg->n_ctx);
-        return NULL;
+        return -1;
     }
     if (hp->head_dim <= 0 || hp->head_dim % 2 || hp->head_dim > KV_ATTN_MAX_HD) {
         snprintf(err, errlen, "CUDA backend: head size %d is not supported (even, at most %d)",
                  hp->head_dim, KV_ATTN_MAX_HD);
-        return NULL;
+        return -1;
     }
     if (hp->n_head_kv <= 0 || hp->n_head % hp->n_head_kv || hp->n_rot % 2 ||
         hp->n_rot > hp->head_dim) {
         snprintf(err, errlen,
                  "CUDA backend: %d heads over %d KV heads with %d rotated dims is not supported",
                  hp->n_head, hp->n_head_kv, hp->n_rot);
-        return NULL;
+        return -1;
     }
+    return 0;
+}
 
+/* A backend with everything but device memory: the model, the context and
+ * the host-side layer table. NULL with ERR. */
+static struct cuda_backend *backend_new(const struct model *m, const struct backend_config *cfg,
+                                        char *err, size_t errlen)
+{
+    if (check_shape(m, cfg, err, errlen))
+        return NULL;
     struct cuda_backend *b = (struct cuda_backend *)calloc(1, sizeof *b);
     if (b)
-        b->layers = (struct dlayer *)calloc((size_t)hp->n_layer, sizeof *b->layers);
+        b->layers = (struct dlayer *)calloc((size_t)m->hp.n_layer, sizeof *b->layers);
     if (!b || !b->layers) {
         snprintf(err, errlen, "CUDA backend: out of host memory");
         cuda_destroy(b);
@@ -427,6 +419,83 @@ static void *cuda_create(const struct model *m, const struct backend_config *cfg
     }
     b->m = m;
     b->n_ctx = cfg->n_ctx;
+    return b;
+}
+
+/* Plans the upload into P and sizes the arena, the KV cache and the scratch
+ * (no device call). 0, or -1 with the reason in b->err. */
+static int size_backend(struct cuda_backend *b, struct plan *p)
+{
+    const struct model *m = b->m;
+    const struct model_hparams *hp = &m->hp;
+    if (build_plan(b, p)) {
+        snprintf(b->err, sizeof b->err, "CUDA backend: out of host memory");
+        return -1;
+    }
+    if (check_plan(p, b->err, sizeof b->err))
+        return -1;
+    if (m->output.data == m->tok_embd.data)
+        b->output = b->tok_embd; /* the pointer is set after the upload */
+
+    b->ub = b->n_ctx < UB_MAX ? b->n_ctx : UB_MAX;
+    b->part_rows = b->ub > MAX_SPLIT ? b->ub : MAX_SPLIT;
+    int64_t lr = LOGITS_MAX_FLOATS / hp->n_vocab;
+    b->logit_rows = (int32_t)(lr < 1 ? 1 : (lr > b->ub ? b->ub : lr));
+    int64_t big = 0, widest = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        if (p->it[i].vec)
+            continue;
+        int64_t e = p->it[i].t->ne0 * p->it[i].t->ne1;
+        big = e > big ? e : big;
+        widest = p->it[i].t->ne0 > widest ? p->it[i].t->ne0 : widest;
+    }
+    b->w16_elems = big < W16_MAX_ELEMS ? big : W16_MAX_ELEMS;
+    if (b->w16_elems < widest)
+        b->w16_elems = widest; /* at least one row per chunk */
+    b->arena_bytes = p->bytes;
+    b->kv_bytes = 2 * (size_t)hp->n_layer * hp->n_head_kv * (size_t)b->n_ctx * hp->head_dim *
+                  sizeof(__half);
+    b->scratch_bytes = layout_scratch(b, NULL);
+    return 0;
+}
+
+/* The one memory estimate of this backend, from a sized backend. */
+static void estimate_of(const struct cuda_backend *b, struct backend_estimate *out)
+{
+    out->weights = b->arena_bytes;
+    out->kv_cache = b->kv_bytes;
+    out->scratch = b->scratch_bytes;
+    out->reserve = RESERVE_BYTES;
+    out->total = out->weights + out->kv_cache + out->scratch + out->reserve;
+}
+
+static int cuda_estimate(const struct model *m, const struct backend_config *cfg,
+                         struct backend_estimate *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    struct cuda_backend *b = backend_new(m, cfg, err, errlen);
+    if (!b)
+        return -1;
+    struct plan p = {NULL, 0, 0, 0};
+    int rc = size_backend(b, &p);
+    if (rc == 0)
+        estimate_of(b, out);
+    else
+        snprintf(err, errlen, "%s", b->err);
+    free(p.it);
+    cuda_destroy(b);
+    return rc;
+}
+
+static void *cuda_create(const struct model *m, const struct backend_config *cfg, char *err,
+                         size_t errlen)
+{
+    const struct model_hparams *hp = &m->hp;
+    struct plan p = {NULL, 0, 0, 0};
+    struct backend_estimate est;
+    struct cuda_backend *b = backend_new(m, cfg, err, errlen);
+    if (!b)
+        return NULL;
 
     cudaDeviceProp prop;
     if (CUDA_CHECK(cudaSetDevice(0), b->err, sizeof b->err) ||
@@ -435,50 +504,20 @@ static void *cuda_create(const struct model *m, const struct backend_config *cfg
     snprintf(b->name, sizeof b->name, "%s", prop.name);
     b->n_sm = prop.multiProcessorCount;
 
-    if (build_plan(b, &p)) {
-        snprintf(b->err, sizeof b->err, "CUDA backend: out of host memory");
+    if (size_backend(b, &p))
         goto fail;
-    }
-    if (check_plan(&p, b->err, sizeof b->err))
-        goto fail;
-    if (m->output.data == m->tok_embd.data)
-        b->output = b->tok_embd; /* the pointer is set after the upload */
-
-    /* Sizes. */
-    b->ub = b->n_ctx < UB_MAX ? b->n_ctx : UB_MAX;
-    b->part_rows = b->ub > MAX_SPLIT ? b->ub : MAX_SPLIT;
-    {
-        int64_t lr = LOGITS_MAX_FLOATS / hp->n_vocab;
-        b->logit_rows = (int32_t)(lr < 1 ? 1 : (lr > b->ub ? b->ub : lr));
-        int64_t big = 0, widest = 0;
-        for (size_t i = 0; i < p.n; i++) {
-            if (p.it[i].vec)
-                continue;
-            int64_t e = p.it[i].t->ne0 * p.it[i].t->ne1;
-            big = e > big ? e : big;
-            widest = p.it[i].t->ne0 > widest ? p.it[i].t->ne0 : widest;
-        }
-        b->w16_elems = big < W16_MAX_ELEMS ? big : W16_MAX_ELEMS;
-        if (b->w16_elems < widest)
-            b->w16_elems = widest; /* at least one row per chunk */
-    }
-    b->arena_bytes = p.bytes;
-    b->kv_bytes = 2 * (size_t)hp->n_layer * hp->n_head_kv * (size_t)b->n_ctx * hp->head_dim *
-                  sizeof(__half);
-    b->scratch_bytes = layout_scratch(b, NULL);
-
+    estimate_of(b, &est);
     {
         size_t fr = 0, tot = 0;
         if (CUDA_CHECK(cudaMemGetInfo(&fr, &tot), b->err, sizeof b->err))
             goto fail;
-        uint64_t need = (uint64_t)b->arena_bytes + b->kv_bytes + b->scratch_bytes;
-        if (need + RESERVE_BYTES > fr) {
+        if (est.total > fr) {
             snprintf(b->err, sizeof b->err,
                      "CUDA backend: not enough memory on %s: need %.0f MiB (weights %.0f, KV "
-                     "cache %.0f for %d tokens, scratch %.0f) plus %.0f MiB reserve, %.0f MiB "
+                     "cache %.0f for %d tokens, scratch %.0f, reserve %.0f), %.0f MiB "
                      "free; lower --ctx-size or use a smaller quantisation",
-                     b->name, mib(need), mib(b->arena_bytes), mib(b->kv_bytes), b->n_ctx,
-                     mib(b->scratch_bytes), mib(RESERVE_BYTES), mib(fr));
+                     b->name, mib(est.total), mib(est.weights), mib(est.kv_cache), b->n_ctx,
+                     mib(est.scratch), mib(est.reserve), mib(fr));
             goto fail;
         }
     }
@@ -759,9 +798,22 @@ static const char *cuda_device_name(void *vb)
 
 extern "C" const struct backend_ops backend_cuda_ops = {
     .name = "cuda",
+    .probe = kv_device_probe,
+    .estimate = cuda_estimate,
     .create = cuda_create,
     .destroy = cuda_destroy,
     .forward = cuda_forward,
     .memory = cuda_memory,
     .device_name = cuda_device_name,
+    .host_weights = false,
 };
+
+/* The module's entry point (backend.h): the only symbol with default
+ * visibility, and the version script (kernels/module.map) exports nothing
+ * else, so the runtime, cuBLAS's wrappers and the quant code inside stay
+ * private to the module. */
+extern "C" __attribute__((visibility("default"))) const struct backend_ops *
+kvchat_backend_entry(uint32_t abi)
+{
+    return abi == BACKEND_ABI ? &backend_cuda_ops : NULL;
+}

@@ -1,11 +1,15 @@
 /* cuda_common.h - internal to kernels/: the error-checking macros, the
- * weight formats the kernels decode, and the launchers of every kernel.
+ * weight formats the kernels decode, and the launchers of every kernel (one
+ * op per file, named in the section headings below).
  *
- * Rules for this module: only the backend table and cuda_probe are extern "C";
- * every kernel is static to its file and reached through a launcher here. A
- * launcher takes a cudaStream_t, never synchronises, and returns the launch
- * status (cudaGetLastError), so callers check it through CUDA_CHECK like any
- * other runtime call. Nothing here aborts or exits.
+ * Rules for this module: kernels/ builds the module kvchat-cuda.so, whose only
+ * exported symbol is the entry point (BACKEND_ENTRY, backend_cuda.cu);
+ * everything else has hidden visibility, and only the backend table and the
+ * entry point are extern "C". Every kernel is static to its file and reached
+ * through a launcher here. A launcher takes a cudaStream_t, never
+ * synchronises, and returns the launch status (cudaGetLastError), so callers
+ * check it through CUDA_CHECK like any other runtime call. Nothing here
+ * aborts or exits.
  */
 #ifndef KVCHAT_CUDA_COMMON_H
 #define KVCHAT_CUDA_COMMON_H
@@ -27,27 +31,32 @@ int kv_cublas_check(cublasStatus_t s, const char *call, const char *file, int li
 #define CUBLAS_CHECK(call, err, cap)                                                        \
     kv_cublas_check((call), #call, __FILE__, __LINE__, (err), (cap))
 
-/* How a weight matrix is decoded. The quantised formats are ggml's blocks
- * as stored in the file; F32/F16/BF16 have a vector form (8 elements per
- * 16- or 32-byte load, rows of a multiple of 8) and a scalar form for rows of
- * other lengths. */
+/* How a weight matrix is decoded: one row per format, in the order
+ * kv_wfmt_of (wformat.cuh) prefers them. The quantised formats are ggml's
+ * blocks as stored in the file; F32/F16/BF16 have a vector form (8 elements
+ * per 16- or 32-byte load, rows of a multiple of 8) and a scalar form (_S)
+ * for rows of other lengths. A format is this one line plus its kv_fmt<>
+ * row in wformat.cuh. */
+#define KV_WF_LIST(X)                                                                       \
+    X(F32) X(F32_S) X(F16) X(F16_S) X(BF16) X(BF16_S) X(Q4_0) X(Q4_1) X(Q5_0) X(Q5_1)      \
+    X(Q8_0) X(Q4_K) X(Q5_K) X(Q6_K)
 enum kv_wfmt {
-    KV_WF_F32,
-    KV_WF_F32_S,
-    KV_WF_F16,
-    KV_WF_F16_S,
-    KV_WF_BF16,
-    KV_WF_BF16_S,
-    KV_WF_Q4_0,
-    KV_WF_Q4_1,
-    KV_WF_Q5_0,
-    KV_WF_Q5_1,
-    KV_WF_Q8_0,
-    KV_WF_Q4_K,
-    KV_WF_Q5_K,
-    KV_WF_Q6_K,
+#define KV_WF_ENUM(n) KV_WF_##n,
+    KV_WF_LIST(KV_WF_ENUM)
+#undef KV_WF_ENUM
     KV_WF_NONE
 };
+
+/* Blocks for a grid-stride kernel over N items with THREADS a block:
+ * enough to fill any current GPU several times over, capped because the
+ * loops stride over the rest. */
+static inline unsigned kv_grid(int64_t n, int threads)
+{
+    int64_t g = (n + threads - 1) / threads;
+    if (g > 65536)
+        g = 65536;
+    return (unsigned)(g < 1 ? 1 : g);
+}
 
 /* A weight matrix in device memory: NROWS rows of NCOLS elements, each row
  * ROW_BYTES bytes, in the file's block layout. */
@@ -60,7 +69,12 @@ struct kv_dmat {
     const uint8_t *d;   /* device, borrowed from the backend's weight arena */
 };
 
-/* ---- matvec.cu / dequant.cu ---- */
+struct backend_device;
+/* The runtime's view of device 0 (device.cu): name, total and free memory,
+ * or why it cannot be used (no device, a driver too old for this runtime). */
+void kv_device_probe(struct backend_device *out);
+
+/* ---- matvec.cu, dequant.cu, get_rows.cu ---- */
 
 /* Y[r] = dot(W row r, X) + (BIAS ? BIAS[r] : 0) + (ADD ? ADD[r] : 0) for every
  * row. X has W.ncols floats. Y may equal ADD (each element is read, then
@@ -75,7 +89,7 @@ cudaError_t kv_dequant_f16(const struct kv_dmat *w, int64_t row0, int64_t nrows,
 cudaError_t kv_get_rows(const struct kv_dmat *w, const int32_t *ids, int32_t n, float scale,
                         float *out, cudaStream_t st);
 
-/* ---- ops.cu ---- */
+/* ---- rmsnorm.cu, add.cu, rope.cu, glu.cu, kv_store.cu, convert.cu ---- */
 
 /* Y[r] = X[r] / sqrt(mean(X[r]^2) + EPS) * W (+ ADD[r]) for NROWS rows of N.
  * Y may equal X or ADD. */

@@ -1,16 +1,21 @@
-/* device.cu - what the CUDA module knows about the machine: the device probe
- * the engine uses for --backend auto, and the error recorders behind
+/* device.cu - what the CUDA module knows about the machine: the runtime's
+ * device probe (backend_cuda_ops.probe), and the error recorders behind
  * CUDA_CHECK / CUBLAS_CHECK.
  *
- * The probe must work on machines with no GPU and no driver: the runtime then
- * answers cudaErrorNoDevice or cudaErrorInsufficientDriver, which we report as
- * "no device" with the runtime's reason, never as a crash.
+ * The registry asks the driver first (backend/engine/cuda_host.c) and loads
+ * this module only when it reports a device; this probe then says whether
+ * the runtime inside can use it. It must still work without one (test_cuda
+ * calls it directly): the runtime answers cudaErrorNoDevice or
+ * cudaErrorInsufficientDriver, reported as a reason, never as a crash.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "cuda_common.h"
-#include "cuda_probe.h"
+
+extern "C" {
+#include "backend.h"
+}
 
 int kv_cuda_check(cudaError_t e, const char *call, const char *file, int line, char *err,
                   size_t cap)
@@ -52,47 +57,37 @@ int kv_cublas_check(cublasStatus_t s, const char *call, const char *file, int li
     return -1;
 }
 
-extern "C" int cuda_probe(char *name, size_t cap, uint64_t *total, uint64_t *free_bytes)
+void kv_device_probe(struct backend_device *out)
 {
-    if (total)
-        *total = 0;
-    if (free_bytes)
-        *free_bytes = 0;
-    if (name && cap)
-        name[0] = 0;
+    memset(out, 0, sizeof *out);
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess || n <= 0) {
-        if (name && cap)
-            snprintf(name, cap, "%s",
-                     e != cudaSuccess ? cudaGetErrorString(e) : "no CUDA device found");
+        snprintf(out->reason, sizeof out->reason, "%.190s",
+                 e != cudaSuccess ? cudaGetErrorString(e) : "no CUDA device found");
         (void)cudaGetLastError();
-        return 0;
+        return;
     }
     cudaDeviceProp prop;
     e = cudaGetDeviceProperties(&prop, 0);
     if (e != cudaSuccess) {
-        if (name && cap)
-            snprintf(name, cap, "%s", cudaGetErrorString(e));
+        snprintf(out->reason, sizeof out->reason, "%.190s", cudaGetErrorString(e));
         (void)cudaGetLastError();
-        return 0;
+        return;
     }
-    if (name && cap)
-        snprintf(name, cap, "%s", prop.name);
+    snprintf(out->name, sizeof out->name, "%.127s", prop.name);
     size_t fr = 0, tot = 0;
     e = cudaSetDevice(0);
     if (e == cudaSuccess)
         e = cudaMemGetInfo(&fr, &tot);
     if (e != cudaSuccess) {
         /* A device that cannot make a context is not usable. */
-        if (name && cap)
-            snprintf(name, cap, "%s: %s", prop.name, cudaGetErrorString(e));
+        snprintf(out->reason, sizeof out->reason, "%.80s: %.110s", prop.name,
+                 cudaGetErrorString(e));
         (void)cudaGetLastError();
-        return 0;
+        return;
     }
-    if (total)
-        *total = tot;
-    if (free_bytes)
-        *free_bytes = fr;
-    return n;
+    out->total = tot;
+    out->free = fr;
+    out->usable = true;
 }

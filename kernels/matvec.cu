@@ -61,10 +61,9 @@ cudaError_t kv_matvec(const struct kv_dmat *w, const float *x, const float *bias
                       const float *add, float *y, cudaStream_t st)
 {
     unsigned grid = (unsigned)((w->nrows + MV_WARPS - 1) / MV_WARPS);
-#define MV_CALL(F)                                                                           \
-    k_matvec<F><<<grid, MV_WARPS * 32, 0, st>>>(w->d, w->row_bytes, w->nrows,                \
-                                               w->ncols / kv_fmt<F>::UE, x, bias, add, y)
-    KV_WF_DISPATCH(w->fmt, MV_CALL)
-#undef MV_CALL
-    return cudaGetLastError();
+    return kv_wf_dispatch(w->fmt, [&](auto f) {
+        constexpr int F = decltype(f)::value;
+        k_matvec<F><<<grid, MV_WARPS * 32, 0, st>>>(w->d, w->row_bytes, w->nrows,
+                                                    w->ncols / kv_fmt<F>::UE, x, bias, add, y);
+    });
 }

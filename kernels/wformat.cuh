@@ -10,11 +10,22 @@
  * and read with 16-byte loads; 18-, 22-, 34- and 210-byte blocks only
  * guarantee 2 bytes, 20 and 24 bytes guarantee 4 and 8. The arithmetic
  * follows docs/model-formats.md section 2 exactly.
+ *
+ * Each format is one traits row, kv_fmt<F>: UE (elements a unit), TYPE (the
+ * file's tensor type it reads), COLS (what a row's length must be a multiple
+ * of) and decode. kv_wfmt_of and kv_wf_dispatch read the rows, so no other
+ * code switches over formats or tensor types.
  */
 #ifndef KVCHAT_WFORMAT_CUH
 #define KVCHAT_WFORMAT_CUH
 
+#include <type_traits>
+
 #include "cuda_common.h"
+
+extern "C" {
+#include "quant.h"
+}
 
 static __device__ __forceinline__ float kv_h2f(uint32_t h)
 {
@@ -34,6 +45,8 @@ static __device__ __forceinline__ uint32_t kv_byte(uint32_t w, int i) { return (
 template <int F> struct kv_fmt;
 
 template <> struct kv_fmt<KV_WF_F32> {
+    static constexpr enum ggml_type TYPE = GGML_TYPE_F32;
+    static constexpr int64_t COLS = 8;
     static constexpr int UE = 8;
     static __device__ __forceinline__ void decode(const uint8_t *row, int64_t u, float *v)
     {
@@ -44,6 +57,8 @@ template <> struct kv_fmt<KV_WF_F32> {
     }
 };
 template <> struct kv_fmt<KV_WF_F32_S> {
+    static constexpr enum ggml_type TYPE = GGML_TYPE_F32;
+    static constexpr int64_t COLS = 1;
     static constexpr int UE = 1;
     static __device__ __forceinline__ void decode(const uint8_t *row, int64_t u, float *v)
     {
@@ -51,6 +66,8 @@ template <> struct kv_fmt<KV_WF_F32_S> {
     }
 };
 template <> struct kv_fmt<KV_WF_F16> {
+    static constexpr enum ggml_type TYPE = GGML_TYPE_F16;
+    static constexpr int64_t COLS = 8;
     static constexpr int UE = 8;
     static __device__ __forceinline__ void decode(const uint8_t *row, int64_t u, float *v)
     {
@@ -64,6 +81,8 @@ template <> struct kv_fmt<KV_WF_F16> {
     }
 };
 template <> struct kv_fmt<KV_WF_F16_S> {
+    static constexpr enum ggml_type TYPE = GGML_TYPE_F16;
+    static constexpr int64_t COLS = 1;
     static constexpr int UE = 1;
     static __device__ __forceinline__ void decode(const uint8_t *row, int64_t u, float *v)
     {
@@ -71,6 +90,8 @@ template <> struct kv_fmt<KV_WF_F16_S> {
     }
 };
 template <> struct kv_fmt<KV_WF_BF16> {
+    static constexpr enum ggml_type TYPE = GGML_TYPE_BF16;
+    static constexpr int64_t COLS = 8;
     static constexpr int UE = 8;
     static __device__ __forceinline__ void decode(const uint8_t *row, int64_t u, float *v)
     {
@@ -84,6 +105,8 @@ template <> struct kv_fmt<KV_WF_BF16> {
     }
 };
 template <> struct kv_fmt<KV_WF_BF16_S> {
+    static constexpr enum ggml_type TYPE = GGML_TYPE_BF16;
+    static constexpr int64_t COLS = 1;
     static constexpr int UE = 1;
     static __device__ __forceinline__ void decode(const uint8_t *row, int64_t u, float *v)
     {
@@ -93,6 +116,8 @@ template <> struct kv_fmt<KV_WF_BF16_S> {
 
 /* Q8_0: d, qs[32] int8; 34 bytes. */
 template <> struct kv_fmt<KV_WF_Q8_0> {
+    static constexpr enum ggml_type TYPE = GGML_TYPE_Q8_0;
+    static constexpr int64_t COLS = 32;
     static constexpr int UE = 32;
     static __device__ __forceinline__ void decode(const uint8_t *row, int64_t u, float *v)
     {
@@ -109,6 +134,8 @@ template <> struct kv_fmt<KV_WF_Q8_0> {
 
 /* Q4_0: d, qs[16]; byte j holds element j (low nibble) and j+16 (high). */
 template <> struct kv_fmt<KV_WF_Q4_0> {
+    static constexpr enum ggml_type TYPE = GGML_TYPE_Q4_0;
+    static constexpr int64_t COLS = 32;
     static constexpr int UE = 32;
     static __device__ __forceinline__ void decode(const uint8_t *row, int64_t u, float *v)
     {
@@ -129,6 +156,8 @@ template <> struct kv_fmt<KV_WF_Q4_0> {
 
 /* Q4_1: d, m, qs[16]; value d*q + m. */
 template <> struct kv_fmt<KV_WF_Q4_1> {
+    static constexpr enum ggml_type TYPE = GGML_TYPE_Q4_1;
+    static constexpr int64_t COLS = 32;
     static constexpr int UE = 32;
     static __device__ __forceinline__ void decode(const uint8_t *row, int64_t u, float *v)
     {
@@ -150,6 +179,8 @@ template <> struct kv_fmt<KV_WF_Q4_1> {
 
 /* Q5_0: d, qh[4], qs[16]; fifth bit of element j is bit j of qh. */
 template <> struct kv_fmt<KV_WF_Q5_0> {
+    static constexpr enum ggml_type TYPE = GGML_TYPE_Q5_0;
+    static constexpr int64_t COLS = 32;
     static constexpr int UE = 32;
     static __device__ __forceinline__ void decode(const uint8_t *row, int64_t u, float *v)
     {
@@ -174,6 +205,8 @@ template <> struct kv_fmt<KV_WF_Q5_0> {
 
 /* Q5_1: d, m, qh[4], qs[16]; value d*q + m. */
 template <> struct kv_fmt<KV_WF_Q5_1> {
+    static constexpr enum ggml_type TYPE = GGML_TYPE_Q5_1;
+    static constexpr int64_t COLS = 32;
     static constexpr int UE = 32;
     static __device__ __forceinline__ void decode(const uint8_t *row, int64_t u, float *v)
     {
@@ -225,6 +258,8 @@ static __device__ __forceinline__ void kv_scale_min_k4(int j, uint32_t s0, uint3
  * super-block is outputs 64c..64c+63: low nibbles of qs[32c..] with
  * sub-block 2c, then high nibbles with sub-block 2c+1. */
 template <> struct kv_fmt<KV_WF_Q4_K> {
+    static constexpr enum ggml_type TYPE = GGML_TYPE_Q4_K;
+    static constexpr int64_t COLS = 256;
     static constexpr int UE = 64;
     static __device__ __forceinline__ void decode(const uint8_t *row, int64_t u, float *v)
     {
@@ -251,6 +286,8 @@ template <> struct kv_fmt<KV_WF_Q4_K> {
 /* Q5_K: d, dmin, scales[12], qh[32], qs[128]; 176 bytes. As Q4_K; the fifth
  * bit of output l of unit c is bit 2c (low nibble) or 2c+1 (high) of qh[l]. */
 template <> struct kv_fmt<KV_WF_Q5_K> {
+    static constexpr enum ggml_type TYPE = GGML_TYPE_Q5_K;
+    static constexpr int64_t COLS = 256;
     static constexpr int UE = 64;
     static __device__ __forceinline__ void decode(const uint8_t *row, int64_t u, float *v)
     {
@@ -285,6 +322,8 @@ template <> struct kv_fmt<KV_WF_Q5_K> {
  * low 4 bits from ql[64h + 32(qd&1) + l] (low nibble for qd < 2), high 2
  * bits from qh[32h + l] >> 2qd, scale scales[8h + l/16 + 2qd]. */
 template <> struct kv_fmt<KV_WF_Q6_K> {
+    static constexpr enum ggml_type TYPE = GGML_TYPE_Q6_K;
+    static constexpr int64_t COLS = 256;
     static constexpr int UE = 32;
     static __device__ __forceinline__ void decode(const uint8_t *row, int64_t u, float *v)
     {
@@ -311,25 +350,34 @@ template <> struct kv_fmt<KV_WF_Q6_K> {
     }
 };
 
-/* Calls F<fmt> with the right template for a run-time format; returns
- * cudaErrorInvalidValue for KV_WF_NONE. */
-#define KV_WF_DISPATCH(fmt, CALL)                                                           \
-    switch (fmt) {                                                                          \
-    case KV_WF_F32: CALL(KV_WF_F32); break;                                                 \
-    case KV_WF_F32_S: CALL(KV_WF_F32_S); break;                                             \
-    case KV_WF_F16: CALL(KV_WF_F16); break;                                                 \
-    case KV_WF_F16_S: CALL(KV_WF_F16_S); break;                                             \
-    case KV_WF_BF16: CALL(KV_WF_BF16); break;                                               \
-    case KV_WF_BF16_S: CALL(KV_WF_BF16_S); break;                                           \
-    case KV_WF_Q4_0: CALL(KV_WF_Q4_0); break;                                               \
-    case KV_WF_Q4_1: CALL(KV_WF_Q4_1); break;                                               \
-    case KV_WF_Q5_0: CALL(KV_WF_Q5_0); break;                                               \
-    case KV_WF_Q5_1: CALL(KV_WF_Q5_1); break;                                               \
-    case KV_WF_Q8_0: CALL(KV_WF_Q8_0); break;                                               \
-    case KV_WF_Q4_K: CALL(KV_WF_Q4_K); break;                                               \
-    case KV_WF_Q5_K: CALL(KV_WF_Q5_K); break;                                               \
-    case KV_WF_Q6_K: CALL(KV_WF_Q6_K); break;                                               \
-    default: return cudaErrorInvalidValue;                                                  \
+/* The format a matrix of tensor type TYPE with rows of NCOLS is read with:
+ * the first row of KV_WF_LIST with that type whose COLS divides NCOLS
+ * (vector forms are listed before scalar ones), or KV_WF_NONE. */
+static inline enum kv_wfmt kv_wfmt_of(enum ggml_type type, int64_t ncols)
+{
+#define KV_WF_PICK(n)                                                                       \
+    if (kv_fmt<KV_WF_##n>::TYPE == type && ncols % kv_fmt<KV_WF_##n>::COLS == 0)            \
+        return KV_WF_##n;
+    KV_WF_LIST(KV_WF_PICK)
+#undef KV_WF_PICK
+    return KV_WF_NONE;
+}
+
+/* Calls FN(std::integral_constant<int, F>) for the run-time format FMT, so a
+ * launcher instantiates its kernel for F (decltype(f)::value); returns the
+ * launch status, or cudaErrorInvalidValue for KV_WF_NONE. */
+template <typename Fn> static inline cudaError_t kv_wf_dispatch(enum kv_wfmt fmt, Fn &&fn)
+{
+    switch (fmt) {
+#define KV_WF_CASE(n)                                                                       \
+    case KV_WF_##n:                                                                         \
+        fn(std::integral_constant<int, KV_WF_##n>{});                                       \
+        return cudaGetLastError();
+        KV_WF_LIST(KV_WF_CASE)
+#undef KV_WF_CASE
+    default:
+        return cudaErrorInvalidValue;
     }
+}
 
 #endif

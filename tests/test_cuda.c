@@ -1,8 +1,10 @@
 /* test_cuda.c - the CUDA backend against the CPU backend and the naive
  * double-precision reference (ref_forward.c).
  *
- * Without a usable CUDA device every test prints "SKIPPED: no CUDA device"
- * and skips. With one: synthetic tiny models of every architecture and
+ * It links the kernels directly (kv_cuda), not the module the engine loads:
+ * it tests the kernels, and the registry has its own test (test_registry.c).
+ * Without a usable CUDA device it says why and exits 77, which ctest counts
+ * as skipped (SKIP_RETURN_CODE), not passed. With one: synthetic tiny models of every architecture and
  * weight type, with awkward shapes (n_embd not a multiple of 128, n_ff an odd
  * multiple of 32, head sizes 12/80/112/256, partial RoPE, scalar float rows),
  * are run through both backends on the same tokens; batch prefill is checked
@@ -24,21 +26,13 @@
 #include "testutil.h"
 
 #include "backend.h"
-#include "cuda_probe.h"
+#include "backend_cuda.h"
 #include "engine.h"
 #include "gguf.h"
 #include "model.h"
 #include "quant.h"
 #include "ref_forward.h"
 #include "tiny_model.h"
-
-#define REQUIRE_CUDA()                                                                          \
-    do {                                                                                        \
-        if (cuda_probe(NULL, 0, NULL, NULL) == 0) {                                             \
-            printf("SKIPPED: no CUDA device\n");                                                \
-            skip();                                                                             \
-        }                                                                                       \
-    } while (0)
 
 /* ---- synthetic models (tiny_model.c, the same recipe as test_model.c) ---- */
 
@@ -183,8 +177,7 @@ static void check_model(const struct tiny_spec *s, const char *tag)
 static void test_llama_f32_scalar(void **state)
 {
     (void)state;
-    REQUIRE_CUDA();
-    struct tiny_spec s = {.arch = "llama", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
+        struct tiny_spec s = {.arch = "llama", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
                           .n_embd = 36, .n_head = 3, .n_head_kv = 1, .head_dim = 12, .n_rot = 12,
                           .n_ff = 52, .n_vocab = 61, .n_layer = 2, .untied = true,
                           .rope_freqs = true};
@@ -196,8 +189,7 @@ static void test_llama_f32_scalar(void **state)
 static void test_llama_f16_hd80(void **state)
 {
     (void)state;
-    REQUIRE_CUDA();
-    struct tiny_spec s = {.arch = "llama", .wtype = GGML_TYPE_F16, .etype = GGML_TYPE_F16,
+        struct tiny_spec s = {.arch = "llama", .wtype = GGML_TYPE_F16, .etype = GGML_TYPE_F16,
                           .n_embd = 160, .n_head = 2, .n_head_kv = 1, .head_dim = 80, .n_rot = 32,
                           .n_ff = 96, .n_vocab = 97, .n_layer = 2, .untied = true};
     check_model(&s, "llama-f16-hd80");
@@ -206,8 +198,7 @@ static void test_llama_f16_hd80(void **state)
 static void test_llama_bf16(void **state)
 {
     (void)state;
-    REQUIRE_CUDA();
-    struct tiny_spec s = {.arch = "llama", .wtype = GGML_TYPE_BF16, .etype = GGML_TYPE_BF16,
+        struct tiny_spec s = {.arch = "llama", .wtype = GGML_TYPE_BF16, .etype = GGML_TYPE_BF16,
                           .n_embd = 64, .n_head = 4, .n_head_kv = 2, .head_dim = 16, .n_rot = 16,
                           .n_ff = 96, .n_vocab = 80, .n_layer = 2};
     check_model(&s, "llama-bf16");
@@ -216,8 +207,7 @@ static void test_llama_bf16(void **state)
 static void test_llama_q8_0(void **state)
 {
     (void)state;
-    REQUIRE_CUDA();
-    struct tiny_spec s = {.arch = "llama", .wtype = GGML_TYPE_Q8_0, .etype = GGML_TYPE_Q8_0,
+        struct tiny_spec s = {.arch = "llama", .wtype = GGML_TYPE_Q8_0, .etype = GGML_TYPE_Q8_0,
                           .n_embd = 160, .n_head = 5, .n_head_kv = 1, .head_dim = 32, .n_rot = 32,
                           .n_ff = 224, .n_vocab = 100, .n_layer = 2};
     check_model(&s, "llama-q8_0");
@@ -226,8 +216,7 @@ static void test_llama_q8_0(void **state)
 static void test_qwen2_q4_0_bias(void **state)
 {
     (void)state;
-    REQUIRE_CUDA();
-    struct tiny_spec s = {.arch = "qwen2", .wtype = GGML_TYPE_Q4_0, .etype = GGML_TYPE_Q8_0,
+        struct tiny_spec s = {.arch = "qwen2", .wtype = GGML_TYPE_Q4_0, .etype = GGML_TYPE_Q8_0,
                           .n_embd = 96, .n_head = 3, .n_head_kv = 1, .head_dim = 32, .n_rot = 32,
                           .n_ff = 160, .n_vocab = 90, .n_layer = 2, .untied = true};
     check_model(&s, "qwen2-q4_0-bias");
@@ -237,8 +226,7 @@ static void test_qwen2_q4_0_bias(void **state)
 static void test_qwen3_q4_1(void **state)
 {
     (void)state;
-    REQUIRE_CUDA();
-    struct tiny_spec s = {.arch = "qwen3", .wtype = GGML_TYPE_Q4_1, .etype = GGML_TYPE_Q4_1,
+        struct tiny_spec s = {.arch = "qwen3", .wtype = GGML_TYPE_Q4_1, .etype = GGML_TYPE_Q4_1,
                           .n_embd = 224, .n_head = 2, .n_head_kv = 1, .head_dim = 112, .n_rot = 112,
                           .n_ff = 288, .n_vocab = 70, .n_layer = 2};
     check_model(&s, "qwen3-q4_1-qknorm");
@@ -249,8 +237,7 @@ static void test_qwen3_q4_1(void **state)
 static void test_gemma3_q5_0_swa(void **state)
 {
     (void)state;
-    REQUIRE_CUDA();
-    struct tiny_spec s = {.arch = "gemma3", .wtype = GGML_TYPE_Q5_0, .etype = GGML_TYPE_Q8_0,
+        struct tiny_spec s = {.arch = "gemma3", .wtype = GGML_TYPE_Q5_0, .etype = GGML_TYPE_Q8_0,
                           .n_embd = 288, .n_head = 2, .n_head_kv = 1, .head_dim = 256, .n_rot = 256,
                           .n_ff = 352, .n_vocab = 64, .n_layer = 7, .swa_window = 5};
     check_model(&s, "gemma3-q5_0-swa");
@@ -259,8 +246,7 @@ static void test_gemma3_q5_0_swa(void **state)
 static void test_gemma3_q5_1(void **state)
 {
     (void)state;
-    REQUIRE_CUDA();
-    struct tiny_spec s = {.arch = "gemma3", .wtype = GGML_TYPE_Q5_1, .etype = GGML_TYPE_Q5_1,
+        struct tiny_spec s = {.arch = "gemma3", .wtype = GGML_TYPE_Q5_1, .etype = GGML_TYPE_Q5_1,
                           .n_embd = 160, .n_head = 4, .n_head_kv = 2, .head_dim = 64, .n_rot = 64,
                           .n_ff = 96, .n_vocab = 75, .n_layer = 2, .swa_window = 7};
     check_model(&s, "gemma3-q5_1");
@@ -269,8 +255,7 @@ static void test_gemma3_q5_1(void **state)
 static void test_llama_q4_k(void **state)
 {
     (void)state;
-    REQUIRE_CUDA();
-    struct tiny_spec s = {.arch = "llama", .wtype = GGML_TYPE_Q4_K, .etype = GGML_TYPE_Q4_K,
+        struct tiny_spec s = {.arch = "llama", .wtype = GGML_TYPE_Q4_K, .etype = GGML_TYPE_Q4_K,
                           .n_embd = 256, .n_head = 4, .n_head_kv = 2, .head_dim = 64, .n_rot = 64,
                           .n_ff = 512, .n_vocab = 50, .n_layer = 2, .untied = true};
     check_model(&s, "llama-q4_k");
@@ -279,8 +264,7 @@ static void test_llama_q4_k(void **state)
 static void test_qwen3_q5_k(void **state)
 {
     (void)state;
-    REQUIRE_CUDA();
-    struct tiny_spec s = {.arch = "qwen3", .wtype = GGML_TYPE_Q5_K, .etype = GGML_TYPE_Q8_0,
+        struct tiny_spec s = {.arch = "qwen3", .wtype = GGML_TYPE_Q5_K, .etype = GGML_TYPE_Q8_0,
                           .n_embd = 256, .n_head = 2, .n_head_kv = 1, .head_dim = 128, .n_rot = 128,
                           .n_ff = 768, .n_vocab = 60, .n_layer = 2, .untied = true};
     check_model(&s, "qwen3-q5_k");
@@ -289,8 +273,7 @@ static void test_qwen3_q5_k(void **state)
 static void test_gemma3_q6_k(void **state)
 {
     (void)state;
-    REQUIRE_CUDA();
-    struct tiny_spec s = {.arch = "gemma3", .wtype = GGML_TYPE_Q6_K, .etype = GGML_TYPE_Q6_K,
+        struct tiny_spec s = {.arch = "gemma3", .wtype = GGML_TYPE_Q6_K, .etype = GGML_TYPE_Q6_K,
                           .n_embd = 256, .n_head = 1, .n_head_kv = 1, .head_dim = 256, .n_rot = 256,
                           .n_ff = 512, .n_vocab = 66, .n_layer = 6, .swa_window = 4};
     check_model(&s, "gemma3-q6_k");
@@ -303,8 +286,7 @@ static void test_gemma3_q6_k(void **state)
 static void test_long_context_split(void **state)
 {
     (void)state;
-    REQUIRE_CUDA();
-    struct tiny_spec s = {.arch = "gemma3", .wtype = GGML_TYPE_Q8_0, .etype = GGML_TYPE_Q8_0,
+        struct tiny_spec s = {.arch = "gemma3", .wtype = GGML_TYPE_Q8_0, .etype = GGML_TYPE_Q8_0,
                           .n_embd = 128, .n_head = 4, .n_head_kv = 1, .head_dim = 64, .n_rot = 64,
                           .n_ff = 160, .n_vocab = 57, .n_layer = 6, .swa_window = 300};
     struct model *m = make_model(&s, 99);
@@ -351,8 +333,7 @@ static void test_long_context_split(void **state)
 static void test_forward_errors(void **state)
 {
     (void)state;
-    REQUIRE_CUDA();
-    struct tiny_spec s = {.arch = "llama", .wtype = GGML_TYPE_Q4_0, .etype = GGML_TYPE_Q8_0,
+        struct tiny_spec s = {.arch = "llama", .wtype = GGML_TYPE_Q4_0, .etype = GGML_TYPE_Q8_0,
                           .n_embd = 64, .n_head = 2, .n_head_kv = 1, .head_dim = 32, .n_rot = 32,
                           .n_ff = 96, .n_vocab = 40, .n_layer = 1};
     struct model *m = make_model(&s, 3);
@@ -384,17 +365,13 @@ static void test_forward_errors(void **state)
 static void test_probe(void **state)
 {
     (void)state;
-    char name[256];
-    uint64_t total = 1, fr = 1;
-    int n = cuda_probe(name, sizeof name, &total, &fr);
-    printf("cuda_probe: %d device(s), %s\n", n, name);
-    assert_true(n >= 0);
-    if (n == 0) {
-        assert_true(total == 0 && fr == 0);
-        printf("SKIPPED: no CUDA device\n");
-        skip();
-    }
-    assert_true(total > 0 && fr <= total && name[0]);
+    struct backend_device dev;
+    backend_cuda_ops.probe(&dev);
+    printf("probe: %s, %.0f of %.0f MiB free\n", dev.name, dev.free / 1048576.0,
+           dev.total / 1048576.0);
+    assert_true(dev.usable);
+    assert_true(dev.total > 0 && dev.free <= dev.total && dev.name[0]);
+    assert_true(dev.reason[0] == 0);
 }
 
 static int teardown(void **state)
@@ -406,6 +383,12 @@ static int teardown(void **state)
 
 int main(void)
 {
+    struct backend_device dev;
+    backend_cuda_ops.probe(&dev);
+    if (!dev.usable) {
+        printf("SKIPPED: %s\n", dev.reason);
+        return 77;
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_probe),
         cmocka_unit_test(test_llama_f32_scalar),

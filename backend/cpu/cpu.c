@@ -1205,11 +1205,52 @@ static const char *cpu_device_name(void *b)
     return c->device;
 }
 
+/* The host is always there: its name and its memory as cpu_memory reads it. */
+static void cpu_probe(struct backend_device *out)
+{
+    memset(out, 0, sizeof *out);
+    out->usable = true;
+    read_cpu_name(out->name, sizeof out->name);
+    uint64_t total, avail;
+    if (meminfo(&total, &avail)) {
+        out->total = total;
+        out->free = avail;
+    }
+}
+
+/* What cpu_create allocates, from the same sizes: the weights are the file
+ * mapping (as cpu_memory reports them), the f32 KV cache exactly, and the
+ * per-batch activation buffers; the per-thread attention scores and the
+ * quantised-activation slots (well under a MiB each) are left out. */
+static int cpu_estimate(const struct model *m, const struct backend_config *cfg,
+                        struct backend_estimate *out, char *err, size_t errlen)
+{
+    const struct model_hparams *hp = &m->hp;
+    memset(out, 0, sizeof *out);
+    if (cfg->n_ctx < 1) {
+        kv_seterr(err, errlen, "cpu: context size %d must be positive", cfg->n_ctx);
+        return -1;
+    }
+    uint64_t kv_dim = (uint64_t)hp->n_head_kv * (uint64_t)hp->head_dim;
+    uint64_t q_dim = (uint64_t)hp->n_head * (uint64_t)hp->head_dim;
+    uint64_t b = (uint64_t)(cfg->n_ctx < MAX_BATCH ? cfg->n_ctx : MAX_BATCH);
+    out->weights = m->file ? gguf_file_size(m->file) : m->weight_bytes;
+    out->kv_cache = 2 * (uint64_t)hp->n_layer * (uint64_t)cfg->n_ctx * kv_dim * sizeof(float);
+    out->scratch = b * (3 * (uint64_t)hp->n_embd + 2 * q_dim + 2 * kv_dim +
+                        2 * (uint64_t)hp->n_ff + 2 * (uint64_t)hp->n_rot) *
+                   sizeof(float);
+    out->total = out->weights + out->kv_cache + out->scratch;
+    return 0;
+}
+
 const struct backend_ops backend_cpu_ops = {
     .name = "cpu",
+    .probe = cpu_probe,
+    .estimate = cpu_estimate,
     .create = cpu_create,
     .destroy = cpu_destroy,
     .forward = cpu_forward,
     .memory = cpu_memory,
     .device_name = cpu_device_name,
+    .host_weights = true,
 };

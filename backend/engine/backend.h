@@ -1,11 +1,17 @@
 /* backend.h - the vtable a compute backend (CPU, CUDA) implements. Internal to
- * the engine: only engine.c calls through it.
+ * the engine: only engine.c, local.c and the registry (registry.c) call
+ * through it.
  *
  * A backend owns its copy (or view) of the weights and the KV cache. forward()
  * runs N tokens at positions POS..POS+N-1: it writes their keys and values at
  * those positions, attends over positions 0..POS+N-1, and returns logits. What
  * the cache held at positions >= POS is overwritten, which is how the engine
  * rewinds (regenerate, context shift) without a separate call.
+ *
+ * The CUDA backend is a run-time module (kernels/, kvchat-cuda.so) that
+ * hands its table over through one entry point, BACKEND_ENTRY: the table
+ * crosses a shared-library boundary, so its layout is versioned by
+ * BACKEND_ABI and every change to the structs below bumps it.
  */
 #ifndef KVCHAT_BACKEND_H
 #define KVCHAT_BACKEND_H
@@ -17,13 +23,46 @@
 struct model;
 struct engine_memory;
 
+/* Layout version of the structs in this header; a module built against
+ * another version is refused rather than called. */
+#define BACKEND_ABI 2u
+
 struct backend_config {
     int32_t n_ctx;
     int32_t n_threads;
 };
 
+/* What probe() found: the device a create() would use. */
+struct backend_device {
+    bool usable;        /* false: REASON says why */
+    char name[128];     /* device name; "" when there is none */
+    char reason[200];   /* why it is not usable ("" when it is) */
+    uint64_t total;     /* bytes of device memory; 0 = unknown */
+    uint64_t free;      /* bytes free now; 0 = unknown */
+};
+
+/* What a backend will hold for a model at a context size, in bytes. The
+ * same figure decides --backend auto (the registry compares TOTAL with the
+ * probe's free memory) and the backend's own create() check, so the two
+ * never disagree. */
+struct backend_estimate {
+    uint64_t weights;   /* as the backend holds them (uploaded, or the file mapping) */
+    uint64_t kv_cache;  /* at the full context */
+    uint64_t scratch;   /* activations and work buffers */
+    uint64_t reserve;   /* what the device's runtime and libraries take besides */
+    uint64_t total;     /* the sum of the above */
+};
+
 struct backend_ops {
     const char *name;
+    /* Looks for the device without creating anything big; fills OUT. Never
+     * fails hard: a missing device is OUT->usable false with the reason. */
+    void (*probe)(struct backend_device *out);
+    /* Sizes the backend for M at CFG without allocating (estimate above).
+     * Returns 0, or -1 with ERR when this backend cannot run M at all (a
+     * tensor type or head size it does not support). */
+    int (*estimate)(const struct model *m, const struct backend_config *cfg,
+                    struct backend_estimate *out, char *err, size_t errlen);
     /* Creates the backend state for M (borrowed; outlives the backend). NULL
      * with a message in ERR on failure (out of memory says how much). */
     void *(*create)(const struct model *m, const struct backend_config *cfg, char *err,
@@ -35,11 +74,17 @@ struct backend_ops {
     void (*memory)(void *b, struct engine_memory *out);
     /* Human-readable device name. */
     const char *(*device_name)(void *b);
+    /* True when the backend reads the weights in place from the file
+     * mapping, so the engine prefaults them before create() (a device
+     * backend copies them once and needs no prefault). */
+    bool host_weights;
 };
 
 extern const struct backend_ops backend_cpu_ops;
-#ifdef KVCHAT_HAVE_CUDA
-extern const struct backend_ops backend_cuda_ops;
-#endif
+
+/* The one symbol the CUDA module exports: returns its table, or NULL when
+ * ABI (the caller's BACKEND_ABI) is not the one it was built with. */
+#define BACKEND_ENTRY "kvchat_backend_entry"
+typedef const struct backend_ops *(*backend_entry_fn)(uint32_t abi);
 
 #endif

@@ -28,12 +28,10 @@
 #include "errmsg.h"
 #include "gguf.h"
 #include "model.h"
+#include "registry.h"
 #include "sampler.h"
 #include "synth.h"
 #include "tokenizer.h"
-#ifdef KVCHAT_HAVE_CUDA
-#include "cuda_probe.h"
-#endif
 
 /* Prefill runs in chunks of this many tokens so that a cancel is honoured
  * quickly even in a long prompt, and the backend's scratch stays bounded. */
@@ -117,56 +115,20 @@ static void prefault_weights(const struct model *m, const struct engine_params *
         p->progress(0, 0, p->progress_user);
 }
 
-/* Picks the backend. With AUTO, CUDA when a device exists and the model fits,
- * else the CPU with the reason in NOTE. */
-static const struct backend_ops *choose_backend(const struct engine_params *p,
-                                                const struct model *m, int32_t n_ctx,
-                                                char *note, size_t notecap, char *err,
-                                                size_t errlen)
+/* What the engine does right before a backend is created: a backend that
+ * computes from the file mapping gets its pages read first (with progress);
+ * synthetic weights were just written, so they are resident already. */
+struct prepare_ctx {
+    const struct model *m;
+    const struct engine_params *p;
+    bool synthetic;
+};
+
+static void before_create(const struct backend_ops *ops, void *user)
 {
-    note[0] = 0;
-    (void)m;
-    (void)n_ctx;
-#ifdef KVCHAT_HAVE_CUDA
-    char name[128];
-    uint64_t total = 0, free_b = 0;
-    int ndev = cuda_probe(name, sizeof name, &total, &free_b);
-    if (p->backend == ENGINE_BACKEND_CUDA) {
-        if (ndev <= 0) {
-            kv_seterr(err, errlen, "--backend cuda: no CUDA device found; use --backend cpu");
-            return NULL;
-        }
-        return &backend_cuda_ops;
-    }
-    if (p->backend == ENGINE_BACKEND_AUTO) {
-        if (ndev <= 0) {
-            snprintf(note, notecap, "no CUDA device found: running on the CPU");
-            return &backend_cpu_ops;
-        }
-        uint64_t kv = (uint64_t)m->hp.n_layer * (uint64_t)n_ctx * 2u *
-                      (uint64_t)m->hp.n_head_kv * (uint64_t)m->hp.head_dim * 2u;
-        uint64_t need = m->weight_bytes + kv + (256u << 20);
-        if (need > free_b) {
-            snprintf(note, notecap,
-                     "the model needs about %.1f GiB on %s but %.1f GiB is free: running on "
-                     "the CPU (lower --ctx-size or use a smaller quantisation)",
-                     need / 1073741824.0, name, free_b / 1073741824.0);
-            return &backend_cpu_ops;
-        }
-        return &backend_cuda_ops;
-    }
-    return &backend_cpu_ops;
-#else
-    if (p->backend == ENGINE_BACKEND_CUDA) {
-        kv_seterr(err, errlen,
-               "--backend cuda: this kvchat was built without CUDA; use --backend cpu "
-               "or rebuild with the CUDA toolkit installed");
-        return NULL;
-    }
-    if (p->backend == ENGINE_BACKEND_AUTO)
-        snprintf(note, notecap, "built without CUDA: running on the CPU");
-    return &backend_cpu_ops;
-#endif
+    const struct prepare_ctx *c = user;
+    if (ops->host_weights && !c->synthetic)
+        prefault_weights(c->m, c->p);
 }
 
 static int32_t default_threads(void)
@@ -278,19 +240,20 @@ struct engine *local_engine_new(const struct engine_params *p, char *err, size_t
     int32_t n_threads = p->n_threads ? p->n_threads : default_threads();
 
     struct engine_info *in = &e->base.info;
-    e->bops = choose_backend(p, e->model, n_ctx, in->backend_note, sizeof in->backend_note, err,
-                            errlen);
-    if (!e->bops)
+    struct prepare_ctx prep = {.m = e->model, .p = p, .synthetic = synthetic};
+    struct backend_request rq = {
+        .want = p->backend,
+        .model = e->model,
+        .cfg = {.n_ctx = n_ctx, .n_threads = n_threads},
+        .before_create = before_create,
+        .user = &prep,
+    };
+    struct backend_opened bo;
+    if (backend_open(&rq, &bo, err, errlen) != 0)
         goto fail;
-
-    /* synthetic weights were just written, so they are resident already */
-    if (e->bops == &backend_cpu_ops && !synthetic)
-        prefault_weights(e->model, p);
-
-    struct backend_config cfg = {.n_ctx = n_ctx, .n_threads = n_threads};
-    e->be = e->bops->create(e->model, &cfg, err, errlen);
-    if (!e->be)
-        goto fail;
+    e->bops = bo.ops;
+    e->be = bo.state;
+    snprintf(in->backend_note, sizeof in->backend_note, "%s", bo.note);
 
     e->sampler = sampler_new(hp->n_vocab, &(struct engine_sampling){0});
     e->kv_tokens = malloc(sizeof *e->kv_tokens * (size_t)n_ctx);
