@@ -7,6 +7,7 @@
 
 #include "chat.h"
 #include "errmsg.h"
+#include "remote.h"
 
 const char *engine_backend_name(enum engine_backend b)
 {
@@ -57,6 +58,8 @@ struct engine_params engine_default_params(void)
 
 struct engine *engine_new(const struct engine_params *p, char *err, size_t errlen)
 {
+    if (p->server && *p->server)
+        return remote_engine_new(p, err, errlen);
     return local_engine_new(p, err, errlen);
 }
 
