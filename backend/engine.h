@@ -86,9 +86,8 @@ struct engine_params {
 
     /* A remote engine: SERVER set (not NULL or "") means the model runs on an
      * OpenAI-compatible server (vLLM, SGLang, llama-server, Ollama) and the
-     * fields above are ignored. Its info says
-     * backend "remote", arch "remote", template "server", device = the server's
-     * host, and n_ctx 0: the server's context is not known, so
+     * fields above are ignored. Its info says backend "remote", arch "remote",
+     * template "server", device = the server's host, and n_ctx 0: the server's context is not known, so
      * engine_fit_context drops nothing and an overlong conversation is the
      * server's error. engine_memory is all ENGINE_UNKNOWN; engine_tokenize has
      * no tokenizer to use (NULL). In engine_stats, kv_capacity is 0 and

@@ -110,19 +110,21 @@ static const char *api_key(const struct remote_engine *e)
     return k && *k ? k : NULL;
 }
 
-/* Replaces every occurrence of the API key in MSG (CAP bytes) with "***". */
-static void scrub_key(const struct remote_engine *e, char *msg, size_t cap)
+/* Replaces every occurrence of the API key in MSG with "***" (never longer
+ * than a key worth hiding, so MSG only shrinks). */
+static void scrub_key(const struct remote_engine *e, char *msg)
 {
     const char *key = api_key(e);
     if (!key || !msg)
         return;
     size_t kn = strlen(key);
+    if (kn < 3)
+        return; /* too short to tell from ordinary text, and "***" would grow it */
     char *hit;
     while ((hit = strstr(msg, key)) != NULL) {
         size_t tail = strlen(hit + kn);
         memmove(hit + 3, hit + kn, tail + 1);
         memcpy(hit, "***", 3);
-        (void)cap; /* "***" is never longer than a key worth finding */
     }
 }
 
@@ -807,7 +809,7 @@ static int remote_chat(struct engine *eng, const char *user_text,
     }
     if (x.failed) {
         x.st.stop = ENGINE_STOP_ERROR;
-        scrub_key(e, x.err, sizeof x.err);
+        scrub_key(e, x.err);
         kv_seterr(err, errlen, "%s", x.err);
     }
     x.st.running = false;
@@ -883,7 +885,7 @@ static int first_model(struct remote_engine *e, char *err, size_t errlen)
     }
     free(x.body.p);
     if (x.failed) {
-        scrub_key(e, x.err, sizeof x.err);
+        scrub_key(e, x.err);
         kv_seterr(err, errlen, "%s", x.err);
         return -1;
     }
