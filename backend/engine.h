@@ -83,6 +83,25 @@ struct engine_params {
     const char *chat_template; /* a template name overriding detection, or NULL */
     engine_progress_fn progress;
     void *progress_user;
+
+    /* A remote engine: SERVER set (not NULL or "") means the model runs on an
+     * OpenAI-compatible server (vLLM, SGLang, llama-server, Ollama) and the
+     * fields above are ignored. Its info says backend "remote", arch "remote",
+     * template "server", device = the server's host, and n_ctx 0: the server's context is not known, so
+     * engine_fit_context drops nothing and an overlong conversation is the
+     * server's error. engine_memory is all ENGINE_UNKNOWN; engine_tokenize has
+     * no tokenizer to use (NULL). In engine_stats, kv_capacity is 0 and
+     * prefill_tok_s negative (unknown); token counts come from the server's
+     * usage report at the end of the reply. */
+    const char *server;       /* base URL ending in /v1, e.g. "http://gpu-box:8000/v1" */
+    const char *server_model; /* the model's name there; NULL = the first of GET /v1/models */
+    /* Name of the environment variable holding the API key, sent as a Bearer
+     * token; NULL = none. The key is read from the environment at each
+     * request and appears in no info field and no error message. */
+    const char *api_key_env;
+    bool insecure;             /* https without verifying the server's certificate */
+    int32_t connect_timeout_s; /* connecting, TLS included; 0 = 10 s */
+    int32_t idle_timeout_s;    /* longest wait between two bytes of an answer; 0 = 300 s */
 };
 
 struct engine_params engine_default_params(void);
@@ -148,7 +167,10 @@ enum engine_stop {
 const char *engine_stop_name(enum engine_stop s); /* "stop", "length", "cancelled", "error" */
 
 /* Receives reply text as it is generated: whole UTF-8 characters only. Return
- * false to cancel. */
+ * false to cancel. A remote engine passes a server's separate reasoning text
+ * (delta.reasoning_content) in the same stream, between "<think>" and
+ * "</think>", so it reads like a reasoning model's own output; the reply text
+ * keeps them, and the next request sends the reply without that block. */
 typedef bool (*engine_piece_fn)(const char *text, size_t len, void *user);
 /* Told when older turns were dropped to fit the context. */
 typedef void (*engine_notice_fn)(const char *message, void *user);

@@ -57,6 +57,8 @@ struct engine_params engine_default_params(void)
 
 struct engine *engine_new(const struct engine_params *p, char *err, size_t errlen)
 {
+    if (p->server && *p->server)
+        return remote_engine_new(p, err, errlen);
     return local_engine_new(p, err, errlen);
 }
 

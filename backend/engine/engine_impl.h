@@ -1,5 +1,5 @@
 /* engine_impl.h - what an engine implementation (the local engine in
- * local.c; a remote one later) fills in behind engine.h. Internal to
+ * local.c, the remote one in backend/remote/) fills in behind engine.h. Internal to
  * backend/: only engine.c calls through the table.
  *
  * An implementation embeds struct engine as its first member, fills info
@@ -40,7 +40,11 @@ struct engine {
     struct engine_info info; /* filled by the constructor, immutable after */
 };
 
-/* The local engine: a model file (or a synthetic model) on a compute backend. */
+/* The local engine (local.c): a model file, or a synthetic model, on a
+ * compute backend. */
 struct engine *local_engine_new(const struct engine_params *p, char *err, size_t errlen);
+/* The remote engine (backend/remote/): a model served by an OpenAI-compatible
+ * server at engine_params.server. */
+struct engine *remote_engine_new(const struct engine_params *p, char *err, size_t errlen);
 
 #endif
