@@ -45,12 +45,6 @@ static const struct synth_shape shapes[] = {
 };
 #define N_SHAPES ((int)(sizeof shapes / sizeof shapes[0]))
 
-static const enum ggml_type types[] = {
-    GGML_TYPE_F32,  GGML_TYPE_F16,  GGML_TYPE_BF16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1,
-    GGML_TYPE_Q5_0, GGML_TYPE_Q5_1, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K,
-};
-#define N_TYPES ((int)(sizeof types / sizeof types[0]))
-
 /* gemma3: five sliding-window layers, then a global one; local layers use
  * RoPE base 10000. The same constants as model.c, which keeps them private. */
 #define GEMMA3_SWA_PERIOD 6
@@ -111,13 +105,7 @@ int synth_parse(const char *text, struct synth_spec *out, char *err, size_t errl
         return -1;
     }
     enum ggml_type t;
-    bool ok = quant_type_from_name(colon + 1, &t);
-    if (ok) {
-        ok = false;
-        for (int i = 0; i < N_TYPES; i++)
-            ok |= types[i] == t;
-    }
-    if (!ok) {
+    if (!quant_type_from_name(colon + 1, &t) || !quant_type_supported(t)) {
         kv_seterr(err, errlen, "unknown synthetic weight type '%s' (types: %s)", colon + 1,
                   synth_type_list());
         return -1;
@@ -138,126 +126,22 @@ enum ggml_type synth_weight_type(enum ggml_type want, int64_t ne0)
     int64_t bs = quant_block_size(want);
     if (bs > 0 && ne0 % bs == 0)
         return want;
-    enum ggml_type t = want;
-    switch (want) {
-    case GGML_TYPE_Q4_K: t = GGML_TYPE_Q5_0; break;
-    case GGML_TYPE_Q5_K: t = GGML_TYPE_Q5_1; break;
-    case GGML_TYPE_Q6_K: t = GGML_TYPE_Q8_0; break;
-    default: break;
-    }
+    enum ggml_type t = quant_type_fallback(want);
     bs = quant_block_size(t);
     return bs > 0 && ne0 % bs == 0 ? t : GGML_TYPE_F16;
 }
 
 /* ---- the generator ------------------------------------------------------ */
 
-/* splitmix64: one multiply-xorshift round per 8 bytes, full period, and good
- * enough that no two rows look alike. */
-static inline uint64_t sm64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
+/* What a valid random block of each type is, is the quant module's business
+ * (quant_random_row: it owns the layouts); which rows get which state is
+ * decided here. A row's state depends only on (seed, tensor, row), so rows can
+ * be made in any order, anywhere. */
 static uint64_t row_state(uint64_t seed, uint32_t tensor_id, int64_t row)
 {
     uint64_t s = seed ^ ((uint64_t)tensor_id << 40) ^ (uint64_t)row * 0xD1B54A32D192ED03ull;
-    (void)sm64(&s);
+    (void)quant_rand64(&s);
     return s;
-}
-
-static void fill_bytes(uint8_t *p, size_t n, uint64_t *s)
-{
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t v = sm64(s);
-        memcpy(p + i, &v, 8);
-    }
-    if (i < n) {
-        uint64_t v = sm64(s);
-        memcpy(p + i, &v, n - i);
-    }
-}
-
-/* Standard deviation of the integer part of one element with random bits,
- * so that d = sigma / qstd gives elements of deviation sigma. Worked out from
- * the layouts (uniform codes, uniform 6-bit sub-block scales and mins, the
- * min chosen so the mean is zero):
- *   Q8_0: q in -128..127               sqrt((256^2-1)/12)         = 73.9
- *   Q4_0/Q4_1: 16 levels               sqrt((16^2-1)/12)          = 4.61
- *   Q5_0/Q5_1: 32 levels               sqrt((32^2-1)/12)          = 9.23
- *   Q4_K: sc*q - 7.5*mn, sc,mn 0..63, q 0..15                     = 258
- *   Q5_K: sc*q - 15.5*mn, q 0..31                                 = 527
- *   Q6_K: sc*(q-32), sc int8, q 0..63                             = 1366 */
-static double qstd(enum ggml_type t)
-{
-    switch (t) {
-    case GGML_TYPE_Q8_0: return 73.9;
-    case GGML_TYPE_Q4_0:
-    case GGML_TYPE_Q4_1: return 4.61;
-    case GGML_TYPE_Q5_0:
-    case GGML_TYPE_Q5_1: return 9.23;
-    case GGML_TYPE_Q4_K: return 258.0;
-    case GGML_TYPE_Q5_K: return 527.0;
-    case GGML_TYPE_Q6_K: return 1366.0;
-    default: return 1.0;
-    }
-}
-
-static inline void put16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
-
-/* Float elements: random sign and mantissa, exponent E or E-1, which puts
- * the magnitude in [2^(E-1), 2^(E+1)) with an RMS of about 1.21 * 2^E. No
- * float arithmetic per element, so f16 fills as fast as bytes. */
-static void fill_float_row(enum ggml_type t, uint8_t *row, int64_t ne0, float sigma, uint64_t *s)
-{
-    int e = (int)lround(log2(sigma / 1.208));
-    for (int64_t i = 0; i < ne0; i++) {
-        uint64_t u = sm64(s);
-        unsigned sign = (unsigned)(u >> 63), lo = (unsigned)((u >> 62) & 1);
-        if (t == GGML_TYPE_F32) {
-            int ex = 127 + e - (int)lo;
-            uint32_t b = (uint32_t)sign << 31 | (uint32_t)(ex < 1 ? 1 : ex) << 23 |
-                         (uint32_t)(u & 0x7FFFFF);
-            memcpy(row + 4 * i, &b, 4);
-        } else if (t == GGML_TYPE_F16) {
-            int ex = 15 + e - (int)lo;
-            uint16_t b = (uint16_t)(sign << 15 | (unsigned)(ex < 1 ? 1 : ex > 30 ? 30 : ex) << 10 |
-                                    (unsigned)(u & 0x3FF));
-            put16(row + 2 * i, b);
-        } else { /* BF16 */
-            int ex = 127 + e - (int)lo;
-            uint16_t b = (uint16_t)(sign << 15 | (unsigned)(ex < 1 ? 1 : ex) << 7 |
-                                    (unsigned)(u & 0x7F));
-            put16(row + 2 * i, b);
-        }
-    }
-}
-
-/* Quantised rows: random bytes, then every block's scale fields set. The
- * offsets are those of the ggml block layouts (quant.c). */
-static void fix_blocks(enum ggml_type t, uint8_t *row, int64_t nb, uint16_t d, uint16_t m)
-{
-    size_t bsz = quant_type_size(t);
-    for (int64_t b = 0; b < nb; b++) {
-        uint8_t *p = row + (size_t)b * bsz;
-        switch (t) {
-        case GGML_TYPE_Q8_0:
-        case GGML_TYPE_Q4_0:
-        case GGML_TYPE_Q5_0: put16(p, d); break;
-        case GGML_TYPE_Q4_1:
-        case GGML_TYPE_Q5_1:
-        case GGML_TYPE_Q4_K:
-        case GGML_TYPE_Q5_K:
-            put16(p, d);
-            put16(p + 2, m);
-            break;
-        case GGML_TYPE_Q6_K: put16(p + 208, d); break;
-        default: break;
-        }
-    }
 }
 
 void synth_fill_rows(enum ggml_type t, int64_t ne0, float sigma, uint64_t seed,
@@ -268,29 +152,9 @@ void synth_fill_rows(enum ggml_type t, int64_t ne0, float sigma, uint64_t seed,
         return;
     if (!(sigma > 0))
         sigma = 1.0f / sqrtf((float)ne0);
-    bool fl = t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16;
-    double d = sigma / qstd(t);
-    /* the min that centres the codes: 7.5 or 15.5 steps (Q4_1, Q5_1 store it
-     * added, the k-quants subtracted and times the 6-bit min) */
-    double mval = 0;
-    switch (t) {
-    case GGML_TYPE_Q4_1: mval = -7.5 * d; break;
-    case GGML_TYPE_Q5_1: mval = -15.5 * d; break;
-    case GGML_TYPE_Q4_K: mval = 7.5 * d; break;
-    case GGML_TYPE_Q5_K: mval = 15.5 * d; break;
-    default: break;
-    }
-    uint16_t d16 = quant_f32_to_f16((float)d), m16 = quant_f32_to_f16((float)mval);
-    int64_t nb = ne0 / quant_block_size(t);
     for (int64_t r = 0; r < nrows; r++) {
-        uint8_t *row = (uint8_t *)dst + (size_t)r * rs;
         uint64_t s = row_state(seed, tensor_id, row0 + r);
-        if (fl) {
-            fill_float_row(t, row, ne0, sigma, &s);
-        } else {
-            fill_bytes(row, rs, &s);
-            fix_blocks(t, row, nb, d16, m16);
-        }
+        quant_random_row(t, (uint8_t *)dst + (size_t)r * rs, ne0, sigma, &s);
     }
 }
 
@@ -490,25 +354,6 @@ struct model *model_new_synthetic(const struct synth_spec *s, char *err, size_t 
 
 /* ---- GGUF export -------------------------------------------------------- */
 
-/* llama.cpp's general.file_type for an all-TYPE model (llama_ftype). */
-static uint32_t file_type(enum ggml_type t)
-{
-    switch (t) {
-    case GGML_TYPE_F32: return 0;
-    case GGML_TYPE_F16: return 1;
-    case GGML_TYPE_Q4_0: return 2;
-    case GGML_TYPE_Q4_1: return 3;
-    case GGML_TYPE_Q8_0: return 7;
-    case GGML_TYPE_Q5_0: return 8;
-    case GGML_TYPE_Q5_1: return 9;
-    case GGML_TYPE_Q4_K: return 14; /* Q4_K_S: every weight Q4_K */
-    case GGML_TYPE_Q5_K: return 16; /* Q5_K_S */
-    case GGML_TYPE_Q6_K: return 18;
-    case GGML_TYPE_BF16: return 32;
-    default: return 0;
-    }
-}
-
 int synth_check_tokenizer(const struct synth_spec *s, const struct gguf *tok, char *err,
                           size_t errlen)
 {
@@ -552,7 +397,7 @@ int synth_write_gguf(const struct model *m, const struct synth_spec *s, const st
 #define KEY(suffix) (snprintf(key, sizeof key, "%s." suffix, arch), key)
     gguf_writer_set_str(w, "general.architecture", arch);
     gguf_writer_set_str(w, "general.name", m->name);
-    gguf_writer_set_u32(w, "general.file_type", file_type(s->type));
+    gguf_writer_set_u32(w, "general.file_type", quant_type_ftype(s->type));
     gguf_writer_set_u32(w, KEY("context_length"), (uint32_t)sh->n_ctx_train);
     gguf_writer_set_u32(w, KEY("embedding_length"), (uint32_t)sh->n_embd);
     gguf_writer_set_u32(w, KEY("block_count"), (uint32_t)sh->n_layer);
