@@ -1,6 +1,8 @@
-/* synth.c - synthetic models: built-in shapes, the fast block generator, a
+/* synth.c - synthetic models: built-in shapes, the row seeding of the fast
+ * generator (the random blocks themselves come from quant_random_row), a
  * struct model built straight into an anonymous mapping, and the GGUF
- * export. See synth.h for the contract.
+ * export. Architecture flags and tensor lists come from the architecture
+ * table (arch.h), as for loaded models. See synth.h for the contract.
  *
  * Used by the engine (engine_params.synthetic, engine_write_synthetic), the
  * tests and, later, the CUDA backend's upload path.
@@ -15,6 +17,7 @@
 #include <strings.h>
 #include <sys/mman.h>
 
+#include "arch.h"
 #include "errmsg.h"
 #include "gguf.h"
 
@@ -44,11 +47,6 @@ static const struct synth_shape shapes[] = {
      .rope_base = 100000.0f, .norm_eps = 1e-5f, .tied = true},
 };
 #define N_SHAPES ((int)(sizeof shapes / sizeof shapes[0]))
-
-/* gemma3: five sliding-window layers, then a global one; local layers use
- * RoPE base 10000. The same constants as model.c, which keeps them private. */
-#define GEMMA3_SWA_PERIOD 6
-#define GEMMA3_LOCAL_ROPE_BASE 10000.0f
 
 /* Weights of the mapping start on this boundary (a cache line; also the
  * widest load the CPU kernels make). */
@@ -182,52 +180,37 @@ static int add_desc(struct tdesc *d, int n, const char *name, struct model_tenso
     return n + 1;
 }
 
-#define DESC_PER_LAYER 16
+/* Room list_tensors needs: the model-wide tensors, then every layer's. */
+static size_t max_tensors(const struct synth_shape *sh)
+{
+    return 4 + (size_t)arch_n_layer_tensors() * (size_t)sh->n_layer;
+}
 
-/* Lists M's tensors in GGUF order into D (room for 4 + 16 per layer). */
+/* Lists M's tensors in GGUF order into D (max_tensors entries): the layer
+ * tensors the architecture needs, and the biases when the shape has them.
+ * M's hyperparameters must be set. */
 static int list_tensors(struct model *m, const struct synth_shape *sh, struct tdesc *d)
 {
-    int64_t E = sh->n_embd, Q = (int64_t)sh->n_head * sh->head_dim,
-            KV = (int64_t)sh->n_head_kv * sh->head_dim, F = sh->n_ff, HD = sh->head_dim,
-            V = sh->n_vocab;
+    const struct model_hparams *hp = &m->hp;
+    const struct arch_info *ai = arch_info(sh->arch);
+    int64_t E = sh->n_embd, V = sh->n_vocab;
     int n = 0;
     n = add_desc(d, n, "token_embd.weight", &m->tok_embd, E, V, T_WEIGHT);
     n = add_desc(d, n, "output_norm.weight", &m->output_norm, E, 0, T_NORM);
     if (!sh->tied)
         n = add_desc(d, n, "output.weight", &m->output, E, V, T_WEIGHT);
-    bool qk_norm = sh->arch == MODEL_ARCH_QWEN3 || sh->arch == MODEL_ARCH_GEMMA3;
-    bool gemma = sh->arch == MODEL_ARCH_GEMMA3;
+    static const enum tkind kinds[] = {[ARCH_WEIGHT] = T_WEIGHT, [ARCH_NORM] = T_NORM, [ARCH_BIAS] = T_BIAS};
     for (int il = 0; il < sh->n_layer; il++) {
-        struct model_layer *l = &m->layers[il];
-        char nm[48];
-#define L(what, field, ne0, ne1, kind)                                                          \
-    do {                                                                                        \
-        snprintf(nm, sizeof nm, "blk.%d." what, il);                                            \
-        n = add_desc(d, n, nm, &l->field, ne0, ne1, kind);                                      \
-    } while (0)
-        L("attn_norm.weight", attn_norm, E, 0, T_NORM);
-        L("attn_q.weight", wq, E, Q, T_WEIGHT);
-        L("attn_k.weight", wk, E, KV, T_WEIGHT);
-        L("attn_v.weight", wv, E, KV, T_WEIGHT);
-        if (sh->qkv_bias) {
-            L("attn_q.bias", bq, Q, 0, T_BIAS);
-            L("attn_k.bias", bk, KV, 0, T_BIAS);
-            L("attn_v.bias", bv, KV, 0, T_BIAS);
+        for (int i = 0; i < arch_n_layer_tensors(); i++) {
+            const struct arch_tensor *at = arch_layer_tensor(i);
+            bool make = at->kind == ARCH_BIAS ? sh->qkv_bias : arch_tensor_need(ai, at) == ARCH_REQUIRED;
+            if (!make)
+                continue;
+            char nm[48];
+            snprintf(nm, sizeof nm, "blk.%d.%s", il, at->name);
+            n = add_desc(d, n, nm, arch_tensor_of(&m->layers[il], at), arch_dim_size(hp, at->ne0),
+                         arch_dim_size(hp, at->ne1), kinds[at->kind]);
         }
-        if (qk_norm) {
-            L("attn_q_norm.weight", q_norm, HD, 0, T_NORM);
-            L("attn_k_norm.weight", k_norm, HD, 0, T_NORM);
-        }
-        L("attn_output.weight", wo, Q, E, T_WEIGHT);
-        if (gemma)
-            L("post_attention_norm.weight", post_attn_norm, E, 0, T_NORM);
-        L("ffn_norm.weight", ffn_norm, E, 0, T_NORM);
-        L("ffn_gate.weight", ffn_gate, E, F, T_WEIGHT);
-        L("ffn_up.weight", ffn_up, E, F, T_WEIGHT);
-        L("ffn_down.weight", ffn_down, F, E, T_WEIGHT);
-        if (gemma)
-            L("post_ffw_norm.weight", post_ffw_norm, E, 0, T_NORM);
-#undef L
     }
     return n;
 }
@@ -236,8 +219,8 @@ static int list_tensors(struct model *m, const struct synth_shape *sh, struct td
  * real model, and they keep the size arithmetic far from overflow. */
 static int check_shape(const struct synth_shape *sh, char *err, size_t errlen)
 {
-    if (sh->n_layer < 1 || sh->n_layer > 1024 || sh->n_embd < 1 || sh->n_embd > (1 << 16) ||
-        sh->n_ff < 1 || sh->n_ff > (1 << 20) || sh->n_head < 1 || sh->n_head > 1024 ||
+    if (!arch_info(sh->arch) || sh->n_layer < 1 || sh->n_layer > 1024 || sh->n_embd < 1 ||
+        sh->n_embd > (1 << 16) || sh->n_ff < 1 || sh->n_ff > (1 << 20) || sh->n_head < 1 || sh->n_head > 1024 ||
         sh->n_head_kv < 1 || sh->n_head % sh->n_head_kv != 0 || sh->head_dim < 2 ||
         sh->head_dim % 2 != 0 || sh->head_dim > 4096 || sh->n_vocab < 1 ||
         sh->n_vocab > (1 << 23) || sh->n_ctx_train < 1 || sh->swa_window < 0 ||
@@ -260,7 +243,7 @@ struct model *model_new_synthetic(const struct synth_spec *s, char *err, size_t 
         return NULL;
     }
     struct model *m = calloc(1, sizeof *m);
-    struct tdesc *d = malloc(sizeof *d * (size_t)(4 + DESC_PER_LAYER * sh->n_layer));
+    struct tdesc *d = malloc(sizeof *d * max_tensors(sh));
     if (m)
         m->layers = calloc((size_t)sh->n_layer, sizeof *m->layers);
     if (!m || !d || !m->layers) {
@@ -282,14 +265,12 @@ struct model *model_new_synthetic(const struct synth_spec *s, char *err, size_t 
     hp->n_ctx_train = sh->n_ctx_train;
     hp->norm_eps = sh->norm_eps;
     hp->rope_base = sh->rope_base;
-    bool gemma = sh->arch == MODEL_ARCH_GEMMA3;
-    hp->rope_base_local = gemma ? GEMMA3_LOCAL_ROPE_BASE : sh->rope_base;
+    const struct arch_info *ai = arch_info(sh->arch);
+    bool swa = (ai->features & ARCH_SWA) != 0;
+    hp->rope_base_local = swa ? (float)ai->rope_base_swa : sh->rope_base;
     hp->rope_freq_scale = 1.0f;
-    hp->rope_neox = sh->arch != MODEL_ARCH_LLAMA;
-    hp->swa_window = gemma ? sh->swa_window : 0;
-    hp->attn_scale = 1.0f / sqrtf((float)sh->head_dim);
-    hp->embd_scale = gemma ? sqrtf((float)sh->n_embd) : 1.0f;
-    hp->gelu_ffn = gemma;
+    hp->swa_window = swa ? sh->swa_window : 0;
+    arch_set_hparams(hp);
     snprintf(m->name, sizeof m->name, "synthetic %s", s->name[0] ? s->name : sh->name);
 
     int n = list_tensors(m, sh, d);
@@ -341,7 +322,7 @@ struct model *model_new_synthetic(const struct synth_spec *s, char *err, size_t 
         m->output = m->tok_embd;
     for (int il = 0; il < sh->n_layer; il++) {
         struct model_layer *l = &m->layers[il];
-        l->swa = gemma && hp->swa_window > 0 && il % GEMMA3_SWA_PERIOD < GEMMA3_SWA_PERIOD - 1;
+        l->swa = arch_layer_swa(hp, il);
         l->rope_base = l->swa ? hp->rope_base_local : hp->rope_base;
     }
     /* As model.c: a decode step reads every weight once, but only one row of
@@ -384,7 +365,7 @@ int synth_write_gguf(const struct model *m, const struct synth_spec *s, const st
     if (tok && synth_check_tokenizer(s, tok, err, errlen))
         return -1;
     const struct synth_shape *sh = &s->shape;
-    struct tdesc *d = malloc(sizeof *d * (size_t)(4 + DESC_PER_LAYER * sh->n_layer));
+    struct tdesc *d = malloc(sizeof *d * max_tensors(sh));
     struct gguf_writer *w = gguf_writer_new();
     if (!d || !w) {
         free(d);
@@ -410,9 +391,9 @@ int synth_write_gguf(const struct model *m, const struct synth_spec *s, const st
     gguf_writer_set_u32(w, KEY("vocab_size"), (uint32_t)sh->n_vocab);
     gguf_writer_set_f32(w, KEY("attention.layer_norm_rms_epsilon"), sh->norm_eps);
     gguf_writer_set_f32(w, KEY("rope.freq_base"), sh->rope_base);
-    if (sh->arch == MODEL_ARCH_GEMMA3) {
+    if (arch_info(sh->arch)->features & ARCH_SWA) {
         gguf_writer_set_u32(w, KEY("attention.sliding_window"), (uint32_t)sh->swa_window);
-        gguf_writer_set_f32(w, KEY("rope.freq_base_swa"), GEMMA3_LOCAL_ROPE_BASE);
+        gguf_writer_set_f32(w, KEY("rope.freq_base_swa"), m->hp.rope_base_local);
     }
 #undef KEY
     if (tok)
