@@ -125,6 +125,57 @@ static void test_type_table(void **state)
     assert_false(quant_type_from_name(NULL, &t));
 }
 
+/* The rules the synthetic models take from the table: llama.cpp's 32-block
+ * fallbacks and general.file_type values. */
+static void test_fallback_and_ftype(void **state)
+{
+    (void)state;
+    assert_int_equal(quant_type_fallback(GGML_TYPE_Q4_K), GGML_TYPE_Q5_0);
+    assert_int_equal(quant_type_fallback(GGML_TYPE_Q5_K), GGML_TYPE_Q5_1);
+    assert_int_equal(quant_type_fallback(GGML_TYPE_Q6_K), GGML_TYPE_Q8_0);
+    assert_int_equal(quant_type_fallback(GGML_TYPE_Q4_1), GGML_TYPE_Q4_1);
+    assert_int_equal(quant_type_fallback(GGML_TYPE_F16), GGML_TYPE_F16);
+    static const struct { enum ggml_type t; uint32_t ftype; } want[] = {
+        {GGML_TYPE_F32, 0},   {GGML_TYPE_F16, 1},   {GGML_TYPE_Q4_0, 2},  {GGML_TYPE_Q4_1, 3},
+        {GGML_TYPE_Q8_0, 7},  {GGML_TYPE_Q5_0, 8},  {GGML_TYPE_Q5_1, 9},  {GGML_TYPE_Q4_K, 14},
+        {GGML_TYPE_Q5_K, 16}, {GGML_TYPE_Q6_K, 18}, {GGML_TYPE_BF16, 32}, {GGML_TYPE_Q2_K, 0},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        assert_int_equal(quant_type_ftype(want[i].t), want[i].ftype);
+}
+
+/* Random rows (synthetic models): every supported type gives finite elements
+ * of about the deviation asked for, the same bytes from the same state, and
+ * nothing for a type without kernels. */
+static void test_random_row(void **state)
+{
+    (void)state;
+    enum { N = 4096 };
+    static unsigned char a[N * 4], b[N * 4];
+    static float f[N];
+    for (size_t k = 0; k < N_SUPPORTED; k++) {
+        enum ggml_type t = k_supported[k];
+        uint64_t s1 = 42, s2 = 42;
+        quant_random_row(t, a, N, 0.05f, &s1);
+        quant_random_row(t, b, N, 0.05f, &s2);
+        assert_memory_equal(a, b, quant_row_size(t, N));
+        assert_true(s1 == s2 && s1 != 42);
+        quant_dequantize_row(t, a, f, N);
+        double ss = 0;
+        for (int i = 0; i < N; i++) {
+            assert_true(isfinite(f[i]));
+            ss += (double)f[i] * f[i];
+        }
+        double rms = sqrt(ss / N);
+        assert_true(rms > 0.05 * 0.5 && rms < 0.05 * 2);
+    }
+    memset(a, 0xAB, sizeof a);
+    uint64_t s = 1;
+    quant_random_row(GGML_TYPE_Q2_K, a, 256, 0.05f, &s);
+    quant_random_row(GGML_TYPE_Q4_K, a, 100, 0.05f, &s);
+    assert_true(s == 1 && a[0] == 0xAB);
+}
+
 static void test_row_size(void **state)
 {
     (void)state;
@@ -857,6 +908,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_type_table),
         cmocka_unit_test(test_row_size),
+        cmocka_unit_test(test_fallback_and_ftype),
+        cmocka_unit_test(test_random_row),
         cmocka_unit_test(test_f16_decode),
         cmocka_unit_test(test_f16_encode),
         cmocka_unit_test(test_bf16),

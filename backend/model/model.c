@@ -1,7 +1,9 @@
 /* model.c - reads a transformer's hyperparameters and weights out of a GGUF
  * file and checks everything the backends will rely on, so that a forward
  * pass never has to: every tensor present with the shape the hyperparameters
- * imply, in a type we compute with, and sizes that are sane.
+ * imply, in a type we compute with, and sizes that are sane. What differs
+ * between architectures (keys, defaults, the tensors a layer has, the flags
+ * the backends read) comes from the architecture table (arch.h).
  *
  * Used by the engine (and tests) before a backend is created.
  */
@@ -14,6 +16,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "arch.h"
 #include "gguf.h"
 
 /* Limits past which a file is taken to be corrupt rather than a big model:
@@ -27,37 +30,12 @@
 #define MAX_VOCAB (1 << 23)
 #define MAX_CTX (1 << 24)
 
-/* gemma3 alternates five local (sliding-window) layers with one global one;
- * the period is not stored in the file (llama.cpp hard-codes it too). */
-#define GEMMA3_SWA_PERIOD 6
-/* Local gemma3 layers use this RoPE base whatever the file says for the
- * global ones (HF rope_local_base_freq). */
-#define GEMMA3_LOCAL_ROPE_BASE 10000.0f
-
-static const char *const arch_names[] = {
-    [MODEL_ARCH_LLAMA] = "llama",
-    [MODEL_ARCH_QWEN2] = "qwen2",
-    [MODEL_ARCH_QWEN3] = "qwen3",
-    [MODEL_ARCH_GEMMA3] = "gemma3",
-};
-
-const char *model_arch_name(enum model_arch a)
-{
-    if ((unsigned)a < sizeof arch_names / sizeof arch_names[0])
-        return arch_names[a];
-    return "unknown";
-}
-
-const char *model_arch_list(void)
-{
-    return "llama, qwen2, qwen3, gemma3";
-}
-
 /* Loading context: the file, its name for messages, the error buffer. */
 struct loader {
     struct gguf *g;
     const char *fname;
     const char *arch; /* architecture key prefix */
+    const struct arch_info *ai; /* its row */
     char *err;
     size_t errlen;
 };
@@ -208,10 +186,12 @@ static int parse_arch(struct loader *L, enum model_arch *out)
     struct gguf_str s;
     if (!gguf_get_str(L->g, "general.architecture", &s))
         return fail(L, "missing general.architecture");
-    for (size_t i = 0; i < sizeof arch_names / sizeof arch_names[0]; i++) {
-        if (gguf_str_eq(s, arch_names[i])) {
+    for (int i = 0; i < MODEL_ARCH_COUNT; i++) {
+        const struct arch_info *ai = arch_info((enum model_arch)i);
+        if (gguf_str_eq(s, ai->name)) {
             *out = (enum model_arch)i;
-            L->arch = arch_names[i];
+            L->arch = ai->name;
+            L->ai = ai;
             return 0;
         }
     }
@@ -265,11 +245,10 @@ static int parse_hparams(struct loader *L, struct model_hparams *hp)
         return -1;
     hp->n_ctx_train = (int32_t)v;
 
-    bool gemma = hp->arch == MODEL_ARCH_GEMMA3;
-    if (get_hp_float(L, "attention.layer_norm_rms_epsilon", gemma ? 1e-6 : 1e-5, 0.0, 1.0,
-                     &hp->norm_eps))
+    const struct arch_info *ai = L->ai;
+    if (get_hp_float(L, "attention.layer_norm_rms_epsilon", ai->norm_eps, 0.0, 1.0, &hp->norm_eps))
         return -1;
-    if (get_hp_float(L, "rope.freq_base", 10000.0, 0.0, 1e12, &hp->rope_base))
+    if (get_hp_float(L, "rope.freq_base", ai->rope_base, 0.0, 1e12, &hp->rope_base))
         return -1;
 
     /* RoPE scaling: linear is a plain position scale; YaRN and friends need
@@ -298,25 +277,14 @@ static int parse_hparams(struct loader *L, struct model_hparams *hp)
 
     hp->rope_base_local = hp->rope_base;
     hp->swa_window = 0;
-    hp->embd_scale = 1.0f;
-    hp->gelu_ffn = false;
-    hp->rope_neox = hp->arch != MODEL_ARCH_LLAMA;
-    hp->attn_scale = 1.0f / sqrtf((float)hp->head_dim);
-    if (gemma) {
+    if (ai->features & ARCH_SWA) {
         if (get_hp_int(L, "attention.sliding_window", 0, 0, MAX_CTX, &v))
             return -1;
         hp->swa_window = (int32_t)v;
-        if (get_hp_float(L, "rope.freq_base_swa", GEMMA3_LOCAL_ROPE_BASE, 0.0, 1e12,
-                         &hp->rope_base_local))
+        if (get_hp_float(L, "rope.freq_base_swa", ai->rope_base_swa, 0.0, 1e12, &hp->rope_base_local))
             return -1;
-        hp->embd_scale = sqrtf((float)hp->n_embd);
-        hp->gelu_ffn = true;
-        /* Gemma 3 27B (62 layers) was trained with query_pre_attn_scalar =
-         * n_embd / n_head instead of the head size; the value is not in the
-         * file, so it is recognised by depth as llama.cpp does. */
-        if (hp->n_layer == 62)
-            hp->attn_scale = 1.0f / sqrtf((float)hp->n_embd / (float)hp->n_head);
     }
+    arch_set_hparams(hp);
     return 0;
 }
 
@@ -331,8 +299,7 @@ static void add_tensor_stats(struct model *m, const struct model_tensor *t)
 static int load_tensors(struct loader *L, struct model *m)
 {
     const struct model_hparams *hp = &m->hp;
-    int64_t E = hp->n_embd, Q = (int64_t)hp->n_head * hp->head_dim,
-            KV = (int64_t)hp->n_head_kv * hp->head_dim, F = hp->n_ff, HD = hp->head_dim;
+    int64_t E = hp->n_embd;
 
     /* The vocabulary size comes from the embedding table itself. */
     const struct gguf_tensor *te = gguf_find_tensor(L->g, "token_embd.weight");
@@ -375,45 +342,20 @@ static int load_tensors(struct loader *L, struct model *m)
     if (!m->layers)
         return fail(L, "out of memory for %d layers", hp->n_layer);
 
-    bool qwen2 = hp->arch == MODEL_ARCH_QWEN2;
-    bool qk_norm = hp->arch == MODEL_ARCH_QWEN3 || hp->arch == MODEL_ARCH_GEMMA3;
-    bool gemma = hp->arch == MODEL_ARCH_GEMMA3;
     for (int il = 0; il < hp->n_layer; il++) {
         struct model_layer *ly = &m->layers[il];
-        if (get_layer_tensor(L, il, "attn_norm.weight", E, 0, true, &ly->attn_norm) ||
-            get_layer_tensor(L, il, "attn_q.weight", E, Q, true, &ly->wq) ||
-            get_layer_tensor(L, il, "attn_k.weight", E, KV, true, &ly->wk) ||
-            get_layer_tensor(L, il, "attn_v.weight", E, KV, true, &ly->wv) ||
-            get_layer_tensor(L, il, "attn_output.weight", Q, E, true, &ly->wo) ||
-            get_layer_tensor(L, il, "ffn_norm.weight", E, 0, true, &ly->ffn_norm) ||
-            get_layer_tensor(L, il, "ffn_gate.weight", E, F, true, &ly->ffn_gate) ||
-            get_layer_tensor(L, il, "ffn_up.weight", E, F, true, &ly->ffn_up) ||
-            get_layer_tensor(L, il, "ffn_down.weight", F, E, true, &ly->ffn_down))
-            return -1;
-        /* qwen2 files always carry the biases; other llama-family files
-         * sometimes do too, and then they must be used. */
-        if (get_layer_tensor(L, il, "attn_q.bias", Q, 0, qwen2, &ly->bq) ||
-            get_layer_tensor(L, il, "attn_k.bias", KV, 0, qwen2, &ly->bk) ||
-            get_layer_tensor(L, il, "attn_v.bias", KV, 0, qwen2, &ly->bv))
-            return -1;
-        if (qk_norm && (get_layer_tensor(L, il, "attn_q_norm.weight", HD, 0, true, &ly->q_norm) ||
-                        get_layer_tensor(L, il, "attn_k_norm.weight", HD, 0, true, &ly->k_norm)))
-            return -1;
-        if (gemma &&
-            (get_layer_tensor(L, il, "post_attention_norm.weight", E, 0, true,
-                              &ly->post_attn_norm) ||
-             get_layer_tensor(L, il, "post_ffw_norm.weight", E, 0, true, &ly->post_ffw_norm)))
-            return -1;
-        ly->swa = gemma && hp->swa_window > 0 && il % GEMMA3_SWA_PERIOD < GEMMA3_SWA_PERIOD - 1;
+        for (int i = 0; i < arch_n_layer_tensors(); i++) {
+            const struct arch_tensor *at = arch_layer_tensor(i);
+            enum arch_need need = arch_tensor_need(L->ai, at);
+            struct model_tensor *t = arch_tensor_of(ly, at);
+            if (need != ARCH_UNUSED &&
+                get_layer_tensor(L, il, at->name, arch_dim_size(hp, at->ne0), arch_dim_size(hp, at->ne1),
+                                 need == ARCH_REQUIRED, t))
+                return -1;
+            add_tensor_stats(m, t);
+        }
+        ly->swa = arch_layer_swa(hp, il);
         ly->rope_base = ly->swa ? hp->rope_base_local : hp->rope_base;
-
-        const struct model_tensor *all[] = {&ly->attn_norm, &ly->wq, &ly->wk, &ly->wv,
-                                            &ly->bq, &ly->bk, &ly->bv, &ly->q_norm,
-                                            &ly->k_norm, &ly->wo, &ly->post_attn_norm,
-                                            &ly->ffn_norm, &ly->ffn_gate, &ly->ffn_up,
-                                            &ly->ffn_down, &ly->post_ffw_norm};
-        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-            add_tensor_stats(m, all[i]);
     }
     add_tensor_stats(m, &m->tok_embd);
     add_tensor_stats(m, &m->output_norm);
