@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "engine.h"
+#include "gguf.h"
 #include "testutil.h"
 
 static struct engine *load(const char *file, int32_t n_ctx)
@@ -325,6 +326,66 @@ static void test_load_errors(void **state)
     assert_non_null(strstr(err, "context"));
 }
 
+/* A copy of the default model with the first block scale of its LM head set
+ * to +inf (fp16 0x7c00): the file loads (matrices are not scanned at load)
+ * but its logits are non-finite. The turn must fail saying the file is
+ * damaged, not answer with token 0 and an empty reply. */
+static void test_nonfinite_logits_is_damage(void **state)
+{
+    (void)state;
+    char model[4200], dir[4200], copy[4400], err[512];
+    TEST_REQUIRE_MODEL(TEST_MODEL_SMOLLM2, model);
+    struct gguf *g = gguf_open(model, err, sizeof err);
+    assert_non_null(g);
+    const struct gguf_tensor *t = gguf_find_tensor(g, "output.weight");
+    if (!t)
+        t = gguf_find_tensor(g, "token_embd.weight");
+    assert_non_null(t);
+    /* these block layouts open with their fp16 scale */
+    assert_true(t->type == GGML_TYPE_Q4_0 || t->type == GGML_TYPE_Q4_1 ||
+                t->type == GGML_TYPE_Q5_0 || t->type == GGML_TYPE_Q5_1 ||
+                t->type == GGML_TYPE_Q8_0);
+    long at = (long)(gguf_data_offset(g) + t->offset);
+    gguf_close(g);
+
+    test_tmpdir(dir, sizeof dir, "engine-damaged");
+    snprintf(copy, sizeof copy, "%s/damaged.gguf", dir);
+    FILE *in = fopen(model, "rb"), *out = fopen(copy, "wb");
+    assert_non_null(in);
+    assert_non_null(out);
+    static char buf[1 << 16];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+        assert_int_equal(fwrite(buf, 1, n, out), n);
+    fclose(in);
+    assert_int_equal(fseek(out, at, SEEK_SET), 0);
+    assert_int_equal(fwrite("\x00\x7c", 1, 2, out), 2);
+    assert_int_equal(fclose(out), 0);
+
+    struct engine_params p = engine_default_params();
+    p.model_path = copy;
+    p.backend = ENGINE_BACKEND_CPU;
+    p.n_ctx = 256;
+    struct engine *e = engine_new(&p, err, sizeof err);
+    if (!e)
+        fail_msg("engine_new: %s", err);
+    struct engine_turn_params tp = greedy(8);
+    char *reply = NULL;
+    assert_int_equal(engine_chat(e, "hi", &tp, &reply, err, sizeof err), -1);
+    printf("error: %s\n", err);
+    assert_non_null(strstr(err, "non-finite logits"));
+    assert_non_null(strstr(err, "damaged"));
+    assert_non_null(strstr(err, "damaged.gguf"));
+    assert_null(strchr(err, '\n'));
+    struct engine_stats st;
+    engine_stats(e, &st);
+    assert_int_equal(st.stop, ENGINE_STOP_ERROR);
+    free(reply);
+    engine_free(e);
+    unlink(copy);
+    rmdir(dir);
+}
+
 static void test_tokenize_user_text_is_plain(void **state)
 {
     (void)state;
@@ -346,6 +407,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_nonfinite_logits_is_damage),
         cmocka_unit_test(test_answers_smollm2),
         cmocka_unit_test(test_chat_turn_gemma3),
         cmocka_unit_test(test_kv_reuse),

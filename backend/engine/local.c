@@ -636,6 +636,12 @@ static int local_chat(struct engine *eng, const char *user_text, const struct en
             break;
         }
         int32_t id = sampler_sample(e->sampler, e->logits);
+        if (sampler_saw_nonfinite(e->sampler)) {
+            kv_seterr(err, errlen, "%s: the model produced non-finite logits: the file is "
+                      "damaged (re-download it)", e->base.info.model_path);
+            failed = true;
+            break;
+        }
         if (st.gen_tokens == 0) {
             t_first = now_s();
             st.ttft_s = t_first - t_start;
