@@ -321,6 +321,22 @@ static void check_stream(const struct tokenizer *t, const char *text)
     free(ids);
 }
 
+/* A reply of zero tokens: flushing a stream that was never fed (its pending
+ * buffer not yet allocated) gives "" without touching a NULL pointer (the
+ * drain once did memmove(NULL, NULL, 0), undefined behaviour). */
+static void check_empty_stream(const struct tokenizer *t)
+{
+    struct tok_stream *s = tok_stream_new(t);
+    assert_non_null(s);
+    const char *o = NULL;
+    assert_int_equal(tok_stream_flush(s, &o), 0);
+    assert_non_null(o);
+    assert_string_equal(o, "");
+    tok_stream_reset(s);
+    assert_int_equal(tok_stream_flush(s, &o), 0);
+    tok_stream_free(s);
+}
+
 static void check_long_input(const struct tokenizer *t)
 {
     /* 1 MB of varied text */
@@ -372,6 +388,7 @@ static void test_smollm2(void **state)
     check_segments_join(t);
     check_empty_and_invalid(t);
     check_stream(t, "llama 🦙 rocket 🚀 family 👩‍👩‍👧 Grüße 日本");
+    check_empty_stream(t);
     check_long_input(t);
     tok_free(t);
 }
