@@ -386,6 +386,32 @@ static void test_nonfinite_logits_is_damage(void **state)
     rmdir(dir);
 }
 
+/* A template whose control tokens the vocabulary lacks is named as the
+ * cause, with the token; any other encode failure (out of memory) is not
+ * reported as a template problem (the tokenizer tells them apart with
+ * TOK_ENC_NO_TOKEN, test_tokenizer). */
+static void test_template_token_missing_is_named(void **state)
+{
+    (void)state;
+    char path[4200], err[512];
+    TEST_REQUIRE_MODEL(TEST_MODEL_SMOLLM2, path);
+    struct engine_params p = engine_default_params();
+    p.model_path = path;
+    p.backend = ENGINE_BACKEND_CPU;
+    p.n_ctx = 256;
+    p.chat_template = "llama3";
+    struct engine *e = engine_new(&p, err, sizeof err);
+    if (!e)
+        fail_msg("engine_new: %s", err);
+    struct engine_turn_params tp = greedy(4);
+    assert_int_equal(engine_chat(e, "hi", &tp, NULL, err, sizeof err), -1);
+    printf("error: %s\n", err);
+    assert_non_null(strstr(err, "chat template names a token this model does not have"));
+    assert_non_null(strstr(err, "<|start_header_id|>"));
+    assert_non_null(strstr(err, "--chat-template"));
+    engine_free(e);
+}
+
 static void test_tokenize_user_text_is_plain(void **state)
 {
     (void)state;
@@ -408,6 +434,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_nonfinite_logits_is_damage),
+        cmocka_unit_test(test_template_token_missing_is_named),
         cmocka_unit_test(test_answers_smollm2),
         cmocka_unit_test(test_chat_turn_gemma3),
         cmocka_unit_test(test_kv_reuse),

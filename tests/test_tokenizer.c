@@ -243,7 +243,8 @@ static void check_special_plain(const struct tokenizer *t, const char *special)
     /* a special segment naming no token is an error with a message */
     char err[256] = "";
     struct tok_segment bad = {"<|no such token|>", 17, true};
-    assert_int_equal(tok_encode_segments_e(t, &bad, 1, false, out, 64, err, sizeof err), -1);
+    assert_int_equal(tok_encode_segments_e(t, &bad, 1, false, out, 64, err, sizeof err),
+                     TOK_ENC_NO_TOKEN);
     assert_non_null(strstr(err, "<|no such token|>"));
 }
 

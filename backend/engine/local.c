@@ -428,14 +428,17 @@ static int64_t render_prompt(struct local_engine *e, size_t from, char *err, siz
         return -1;
     }
     int32_t cap = e->base.info.n_ctx;
-    int64_t nt = tok_encode_segments(e->tok, cp.segs, cp.n_segs, tok_add_bos(e->tok), e->prompt,
-                                     cap);
+    char why[256] = "";
+    int64_t nt = tok_encode_segments_e(e->tok, cp.segs, cp.n_segs, tok_add_bos(e->tok),
+                                       e->prompt, cap, why, sizeof why);
     chat_prompt_free(&cp);
     free(cm);
-    if (nt < 0)
-        kv_seterr(err, errlen, "the chat template names a token this model does not have; "
-                            "choose another with --chat-template");
-    return nt;
+    if (nt == TOK_ENC_NO_TOKEN)
+        kv_seterr(err, errlen, "the %s chat template names a token this model does not have "
+                  "(%s); choose another with --chat-template", chat_format_name(t.format), why);
+    else if (nt < 0)
+        kv_seterr(err, errlen, "could not tokenize the prompt (%s)", why);
+    return nt < 0 ? -1 : nt;
 }
 
 static void notice(const struct engine_turn_params *tp, const char *fmt, ...)
