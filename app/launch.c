@@ -44,5 +44,6 @@ struct engine *kv_load_engine(const struct kv_options *o, bool progress, char *e
         kv_engine_open(o, progress ? on_progress : NULL, NULL, path, sizeof path, err, errlen);
     if (e && engine_info(e)->backend_note[0] && (o->verbose || o->backend != ENGINE_BACKEND_AUTO))
         fprintf(stderr, "kvchat: %s\n", engine_info(e)->backend_note);
+    if (e && engine_info(e)->warning[0]) fprintf(stderr, "kvchat: warning: %s\n", engine_info(e)->warning);
     return e;
 }

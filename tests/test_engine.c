@@ -12,10 +12,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "engine.h"
 #include "gguf.h"
+#include "hostmem.h"
+#include "model.h"
+#include "registry.h"
 #include "testutil.h"
 
 static struct engine *load(const char *file, int32_t n_ctx)
@@ -412,6 +416,92 @@ static void test_template_token_missing_is_named(void **state)
     engine_free(e);
 }
 
+/* Writes TEXT to ROOT/REL, making the folders on the way. */
+static void put_file(const char *root, const char *rel, const char *text)
+{
+    char path[4400];
+    snprintf(path, sizeof path, "%s/%s", root, rel);
+    for (char *c = path + strlen(root) + 1; *c; c++)
+        if (*c == '/') {
+            *c = 0;
+            mkdir(path, 0755);
+            *c = '/';
+        }
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* The memory reading: MemAvailable, then the tightest cgroup v2 level from
+ * the process's own up to the root ("max" = none), fed from fake files. */
+static void test_hostmem_available(void **state)
+{
+    (void)state;
+    char root[4200];
+    uint64_t v;
+    test_tmpdir(root, sizeof root, "hostmem");
+    assert_int_equal(hostmem_available(root, &v), -1); /* nothing readable: unknown */
+    put_file(root, "proc/meminfo", "MemTotal: 32000000 kB\nMemFree: 1000 kB\n"
+                                   "MemAvailable: 20000000 kB\n");
+    assert_int_equal(hostmem_available(root, &v), 0);
+    assert_true(v == 20000000ull * 1024);
+    put_file(root, "proc/self/cgroup", "4:memory:/x\n0::/box/inner\n");
+    put_file(root, "sys/fs/cgroup/box/inner/memory.max", "max\n");
+    assert_int_equal(hostmem_available(root, &v), 0);
+    assert_true(v == 20000000ull * 1024); /* no limit anywhere */
+    put_file(root, "sys/fs/cgroup/box/memory.max", "6442450944\n");       /* 6 GiB */
+    put_file(root, "sys/fs/cgroup/box/memory.current", "1073741824\n"); /* 1 GiB used */
+    assert_int_equal(hostmem_available(root, &v), 0);
+    assert_true(v == 5ull << 30); /* the parent's limit binds */
+    put_file(root, "sys/fs/cgroup/box/inner/memory.max", "2147483648\n");
+    put_file(root, "sys/fs/cgroup/box/inner/memory.current", "3221225472\n"); /* over */
+    assert_int_equal(hostmem_available(root, &v), 0);
+    assert_true(v == 0);
+}
+
+/* The CPU backend refuses a context whose KV cache the memory cannot hold,
+ * before allocating it, with the figures and what to lower; the same
+ * context fits when the memory is there. */
+static void test_cpu_refuses_context_past_memory(void **state)
+{
+    (void)state;
+    char path[4200], root[4200], err[512];
+    TEST_REQUIRE_MODEL(TEST_MODEL_SMOLLM2, path);
+    struct model *m = model_load(path, err, sizeof err);
+    assert_non_null(m);
+    test_tmpdir(root, sizeof root, "hostmem-cpu");
+    put_file(root, "proc/meminfo", "MemAvailable: 262144 kB\n"); /* 256 MiB */
+    struct backend_request rq = {.want = ENGINE_BACKEND_CPU, .model = m,
+                                 .cfg = {.n_ctx = 8192, .n_threads = 1}, .mem_root = root};
+    struct backend_opened bo;
+    assert_int_equal(backend_open(&rq, &bo, err, sizeof err), -1);
+    printf("error: %s\n", err);
+    assert_null(strchr(err, '\n'));
+    assert_non_null(strstr(err, "KV cache 0.4 at 8192 tokens"));
+    assert_non_null(strstr(err, "but 0.2 GiB is available"));
+    assert_non_null(strstr(err, "lower --ctx-size (this model was trained for 8192)"));
+    rq.cfg.n_ctx = 256; /* 11 MiB of cache */
+    assert_int_equal(backend_open(&rq, &bo, err, sizeof err), 0);
+    bo.ops->destroy(bo.state);
+    model_free(m);
+}
+
+/* A context past the trained one runs, with a warning the front-ends show
+ * without -v. */
+static void test_ctx_past_training_warns(void **state)
+{
+    (void)state;
+    struct engine *e = load(TEST_MODEL_SMOLLM2, 256);
+    assert_string_equal(engine_info(e)->warning, "");
+    engine_free(e);
+    e = load(TEST_MODEL_SMOLLM2, 8193);
+    printf("warning: %s\n", engine_info(e)->warning);
+    assert_non_null(strstr(engine_info(e)->warning, "--ctx-size 8193"));
+    assert_non_null(strstr(engine_info(e)->warning, "8192"));
+    engine_free(e);
+}
+
 static void test_tokenize_user_text_is_plain(void **state)
 {
     (void)state;
@@ -434,6 +524,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_nonfinite_logits_is_damage),
+        cmocka_unit_test(test_hostmem_available),
+        cmocka_unit_test(test_cpu_refuses_context_past_memory),
+        cmocka_unit_test(test_ctx_past_training_warns),
         cmocka_unit_test(test_template_token_missing_is_named),
         cmocka_unit_test(test_answers_smollm2),
         cmocka_unit_test(test_chat_turn_gemma3),

@@ -254,6 +254,11 @@ struct engine *local_engine_new(const struct engine_params *p, char *err, size_t
     e->bops = bo.ops;
     e->be = bo.state;
     snprintf(in->backend_note, sizeof in->backend_note, "%s", bo.note);
+    if (hp->n_ctx_train > 0 && n_ctx > hp->n_ctx_train)
+        snprintf(in->warning, sizeof in->warning,
+                 "--ctx-size %d is longer than the %d tokens this model was trained for: "
+                 "replies past that length may degrade",
+                 n_ctx, hp->n_ctx_train);
 
     e->sampler = sampler_new(hp->n_vocab, &(struct engine_sampling){0});
     e->kv_tokens = malloc(sizeof *e->kv_tokens * (size_t)n_ctx);
