@@ -80,5 +80,7 @@ struct engine *kv_load_engine(const struct kv_options *o, bool progress, char *e
         fprintf(stderr, "kvchat: %s\n", engine_info(e)->backend_note);
     if (e && o->server[0] && o->insecure)
         fprintf(stderr, "kvchat: %s\n", KV_INSECURE_WARNING);
+    if (e && engine_info(e)->warning[0])
+        fprintf(stderr, "kvchat: warning: %s\n", engine_info(e)->warning);
     return e;
 }

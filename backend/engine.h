@@ -118,6 +118,10 @@ struct engine_info {
     char device[128];   /* CPU model or GPU name */
     char template_name[16];
     char backend_note[256]; /* why --backend auto chose what it chose, or "" */
+    /* Something the user should see even without -v, or "": the context is
+     * longer than the model was trained for (it runs, but past the trained
+     * length the replies degrade). Front-ends print it once after loading. */
+    char warning[256];
     int32_t n_vocab, n_embd, n_layer, n_head, n_head_kv, n_ff;
     int32_t n_ctx;       /* context of this engine */
     int32_t n_ctx_train; /* the model's */

@@ -866,6 +866,59 @@ static void check_dot_n(enum ggml_type t, int64_t len, int n, struct rng *r)
     free(ref);
 }
 
+/* A file with general.alignment = 1 puts tensor data at odd addresses.
+ * Every kernel of every type must read a row there exactly as at an
+ * aligned one (and, under -fsanitize=undefined, without a misaligned
+ * load): decode, dot product (fast and scalar) and the multi-token dot. */
+static void test_unaligned_rows(void **state)
+{
+    (void)state;
+    struct rng r = {0x5eed};
+    enum { LEN = 512, NT = 3, STRIDE = 1 };
+    for (size_t ti = 0; ti < N_SUPPORTED; ti++) {
+        enum ggml_type t = k_supported[ti];
+        size_t rs = quant_row_size(t, LEN), as = quant_act_size(t, LEN);
+        float w[LEN], x[NT * LEN], da[LEN], du[LEN];
+        for (int i = 0; i < LEN; i++)
+            w[i] = rng_gauss(&r) * 0.05f;
+        for (int i = 0; i < NT * LEN; i++)
+            x[i] = rng_gauss(&r);
+        uint8_t *aligned = malloc(rs), *buf = malloc(rs + 1);
+        float *scratch = malloc(NT * (as + 16));
+        assert_non_null(aligned);
+        assert_non_null(buf);
+        assert_non_null(scratch);
+        quant_quantize_row(t, w, aligned, LEN);
+        uint8_t *odd = buf + 1;
+        quant_quantize_row(t, w, odd, LEN); /* the encoders too */
+        assert_memory_equal(odd, aligned, rs);
+        quant_dequantize_row(t, aligned, da, LEN);
+        quant_dequantize_row(t, odd, du, LEN);
+        assert_memory_equal(da, du, sizeof da);
+        struct quant_act acts[NT];
+        for (int k = 0; k < NT; k++)
+            quant_prepare_act(t, x + k * LEN, LEN,
+                              as ? (uint8_t *)scratch + (size_t)k * (as + 16) : NULL, &acts[k]);
+        float oa[NT], ou[NT];
+        for (int k = 0; k < NT; k++) {
+            float a = quant_dot(aligned, &acts[k]), u = quant_dot(odd, &acts[k]);
+            float ar = quant_dot_ref(aligned, &acts[k]), ur = quant_dot_ref(odd, &acts[k]);
+            if (memcmp(&a, &u, sizeof a) != 0 || memcmp(&ar, &ur, sizeof ar) != 0)
+                fail_msg("%s token %d: dot aligned %g, unaligned %g; ref %g, %g",
+                         quant_type_name(t), k, a, u, ar, ur);
+        }
+        quant_dot_n(aligned, acts, NT, oa, STRIDE);
+        quant_dot_n(odd, acts, NT, ou, STRIDE);
+        assert_memory_equal(oa, ou, sizeof oa);
+        quant_dot_n_ref(aligned, acts, NT, oa, STRIDE);
+        quant_dot_n_ref(odd, acts, NT, ou, STRIDE);
+        assert_memory_equal(oa, ou, sizeof oa);
+        free(aligned);
+        free(buf);
+        free(scratch);
+    }
+}
+
 static void test_dot_n(void **state)
 {
     (void)state;
@@ -907,6 +960,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_type_table),
+        cmocka_unit_test(test_unaligned_rows),
         cmocka_unit_test(test_row_size),
         cmocka_unit_test(test_fallback_and_ftype),
         cmocka_unit_test(test_random_row),

@@ -173,6 +173,33 @@ static int get_tensor(struct loader *L, const char *name, int64_t ne0, int64_t n
     return 0;
 }
 
+/* A vector (a norm's weights, a bias, rope frequencies) in a float type
+ * must hold finite values: one NaN there makes every logit NaN, so a damaged
+ * file would otherwise load and answer with nothing. Vectors are a few
+ * thousand floats per layer, so reading them all costs nothing at load;
+ * matrices are left to the engine's check of the logits. */
+static int check_finite_vector(struct loader *L, const char *name, const struct model_tensor *t)
+{
+    if (!t->data || t->ne1 != 1 ||
+        (t->type != GGML_TYPE_F32 && t->type != GGML_TYPE_F16 && t->type != GGML_TYPE_BF16))
+        return 0;
+    float *v = malloc(sizeof *v * (size_t)t->ne0);
+    if (!v)
+        return fail(L, "out of memory checking tensor %s", name);
+    quant_dequantize_row(t->type, t->data, v, t->ne0);
+    int64_t bad = -1;
+    for (int64_t i = 0; i < t->ne0 && bad < 0; i++)
+        if (!isfinite(v[i]))
+            bad = i;
+    float x = bad >= 0 ? v[bad] : 0.0f;
+    free(v);
+    if (bad >= 0)
+        return fail(L, "tensor %s holds a non-finite value (%g at element %lld): the file is "
+                       "damaged (re-download it)",
+                    name, (double)x, (long long)bad);
+    return 0;
+}
+
 static int get_layer_tensor(struct loader *L, int il, const char *what, int64_t ne0, int64_t ne1,
                             bool required, struct model_tensor *out)
 {
@@ -223,10 +250,20 @@ static int parse_hparams(struct loader *L, struct model_hparams *hp)
         return -1;
     hp->n_head_kv = (int32_t)v;
     if (hp->n_head % hp->n_head_kv != 0)
-        return fail(L, "head_count %d is not a multiple of head_count_kv %d", hp->n_head,
-                    hp->n_head_kv);
-    int64_t def_hd = hp->n_embd % hp->n_head == 0 ? hp->n_embd / hp->n_head : -1;
+        return fail(L, "%s.attention.head_count %d is not a multiple of "
+                       "%s.attention.head_count_kv %d: the query heads must split evenly "
+                       "among the key/value heads",
+                    L->arch, hp->n_head, L->arch, hp->n_head_kv);
     int64_t hd_k, hd_v;
+    char kl[256];
+    arch_key(L, "attention.key_length", kl, sizeof kl);
+    if (hp->n_embd % hp->n_head != 0 && gguf_find_key(L->g, kl) < 0)
+        /* without key_length the head size is n_embd / n_head, which must
+         * then be whole; "missing key_length" would send the reader astray */
+        return fail(L, "%s.embedding_length %d is not a multiple of %s.attention.head_count %d "
+                       "(and %s, which would give the head size, is absent)",
+                    L->arch, hp->n_embd, L->arch, hp->n_head, kl);
+    int64_t def_hd = hp->n_embd % hp->n_head == 0 ? hp->n_embd / hp->n_head : -1;
     if (get_hp_int(L, "attention.key_length", def_hd, 1, MAX_HEAD_DIM, &hd_k))
         return -1;
     if (get_hp_int(L, "attention.value_length", hd_k, 1, MAX_HEAD_DIM, &hd_v))
@@ -325,7 +362,8 @@ static int load_tensors(struct loader *L, struct model *m)
         return fail(L, "the tokenizer has %llu tokens but token_embd.weight only %lld rows",
                     (unsigned long long)ntok, (long long)V);
 
-    if (get_tensor(L, "output_norm.weight", E, 0, true, &m->output_norm))
+    if (get_tensor(L, "output_norm.weight", E, 0, true, &m->output_norm) ||
+        check_finite_vector(L, "output_norm.weight", &m->output_norm))
         return -1;
     if (get_tensor(L, "output.weight", E, V, false, &m->output))
         return -1;
@@ -337,6 +375,8 @@ static int load_tensors(struct loader *L, struct model *m)
     if (m->rope_freqs.data && m->rope_freqs.type != GGML_TYPE_F32)
         return fail(L, "tensor rope_freqs.weight has type %s, expected F32",
                     quant_type_name(m->rope_freqs.type));
+    if (check_finite_vector(L, "rope_freqs.weight", &m->rope_freqs))
+        return -1;
 
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
     if (!m->layers)
@@ -348,10 +388,18 @@ static int load_tensors(struct loader *L, struct model *m)
             const struct arch_tensor *at = arch_layer_tensor(i);
             enum arch_need need = arch_tensor_need(L->ai, at);
             struct model_tensor *t = arch_tensor_of(ly, at);
-            if (need != ARCH_UNUSED &&
-                get_layer_tensor(L, il, at->name, arch_dim_size(hp, at->ne0), arch_dim_size(hp, at->ne1),
+            if (need == ARCH_UNUSED)
+                continue;
+            int64_t ne1 = arch_dim_size(hp, at->ne1);
+            if (get_layer_tensor(L, il, at->name, arch_dim_size(hp, at->ne0), ne1,
                                  need == ARCH_REQUIRED, t))
                 return -1;
+            if (ne1 == 0) {
+                char name[96];
+                snprintf(name, sizeof name, "blk.%d.%s", il, at->name);
+                if (check_finite_vector(L, name, t))
+                    return -1;
+            }
             add_tensor_stats(m, t);
         }
         ly->swa = arch_layer_swa(hp, il);

@@ -13,16 +13,14 @@ void quant_dequant_f32(const void *src, float *y, int64_t nb)
 
 void quant_dequant_f16(const void *src, float *y, int64_t nb)
 {
-    const uint16_t *x = src;
     for (int64_t i = 0; i < nb; i++)
-        y[i] = quant_f16_to_f32(x[i]);
+        y[i] = quant_f16_to_f32(load_u16(src, i));
 }
 
 void quant_dequant_bf16(const void *src, float *y, int64_t nb)
 {
-    const uint16_t *x = src;
     for (int64_t i = 0; i < nb; i++)
-        y[i] = quant_bf16_to_f32(x[i]);
+        y[i] = quant_bf16_to_f32(load_u16(src, i));
 }
 
 void quant_dequant_q8_0(const void *src, float *y, int64_t nb)

@@ -133,7 +133,7 @@ static inline __m256 set1_h(uint16_t h) { return _mm256_set1_ps(h2f(h)); }
 float quant_dot_avx2_f32(const void *row, const float *x, const float *xs, int64_t n)
 {
     (void)xs;
-    const float *w = row;
+    const float *w = row; /* loadu and load_f32 only: ROW may be unaligned */
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
@@ -146,56 +146,58 @@ float quant_dot_avx2_f32(const void *row, const float *x, const float *xs, int64
         a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
     float s = hsum_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
     for (; i < n; i++)
-        s += w[i] * x[i];
+        s += load_f32(row, i) * x[i];
     return s;
 }
 
-static inline __m256 load_f16x8(const uint16_t *p)
+/* Eight 2-byte values from element I of ROW, at any address. */
+static inline __m256 load_f16x8(const void *row, int64_t i)
 {
-    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint8_t *)row + 2 * i)));
 }
 
-static inline __m256 load_bf16x8(const uint16_t *p)
+static inline __m256 load_bf16x8(const void *row, int64_t i)
 {
-    __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    __m256i v = _mm256_cvtepu16_epi32(
+        _mm_loadu_si128((const __m128i *)((const uint8_t *)row + 2 * i)));
     return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
 }
 
 float quant_dot_avx2_f16(const void *row, const float *x, const float *xs, int64_t n)
 {
     (void)xs;
-    const uint16_t *w = row;
+    const void *w = row;
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
-        a0 = _mm256_fmadd_ps(load_f16x8(w + i), _mm256_loadu_ps(x + i), a0);
-        a1 = _mm256_fmadd_ps(load_f16x8(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
-        a2 = _mm256_fmadd_ps(load_f16x8(w + i + 16), _mm256_loadu_ps(x + i + 16), a2);
-        a3 = _mm256_fmadd_ps(load_f16x8(w + i + 24), _mm256_loadu_ps(x + i + 24), a3);
+        a0 = _mm256_fmadd_ps(load_f16x8(w, i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(load_f16x8(w, i + 8), _mm256_loadu_ps(x + i + 8), a1);
+        a2 = _mm256_fmadd_ps(load_f16x8(w, i + 16), _mm256_loadu_ps(x + i + 16), a2);
+        a3 = _mm256_fmadd_ps(load_f16x8(w, i + 24), _mm256_loadu_ps(x + i + 24), a3);
     }
     for (; i + 8 <= n; i += 8)
-        a0 = _mm256_fmadd_ps(load_f16x8(w + i), _mm256_loadu_ps(x + i), a0);
+        a0 = _mm256_fmadd_ps(load_f16x8(w, i), _mm256_loadu_ps(x + i), a0);
     float s = hsum_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
     for (; i < n; i++)
-        s += quant_f16_to_f32(w[i]) * x[i];
+        s += quant_f16_to_f32(load_u16(w, i)) * x[i];
     return s;
 }
 
 float quant_dot_avx2_bf16(const void *row, const float *x, const float *xs, int64_t n)
 {
     (void)xs;
-    const uint16_t *w = row;
+    const void *w = row;
     __m256 a0 = _mm256_setzero_ps(), a1 = a0;
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
-        a0 = _mm256_fmadd_ps(load_bf16x8(w + i), _mm256_loadu_ps(x + i), a0);
-        a1 = _mm256_fmadd_ps(load_bf16x8(w + i + 8), _mm256_loadu_ps(x + i + 8), a1);
+        a0 = _mm256_fmadd_ps(load_bf16x8(w, i), _mm256_loadu_ps(x + i), a0);
+        a1 = _mm256_fmadd_ps(load_bf16x8(w, i + 8), _mm256_loadu_ps(x + i + 8), a1);
     }
     for (; i + 8 <= n; i += 8)
-        a0 = _mm256_fmadd_ps(load_bf16x8(w + i), _mm256_loadu_ps(x + i), a0);
+        a0 = _mm256_fmadd_ps(load_bf16x8(w, i), _mm256_loadu_ps(x + i), a0);
     float s = hsum_ps(_mm256_add_ps(a0, a1));
     for (; i < n; i++)
-        s += quant_bf16_to_f32(w[i]) * x[i];
+        s += quant_bf16_to_f32(load_u16(w, i)) * x[i];
     return s;
 }
 
@@ -469,23 +471,21 @@ static inline void deq32_i8_2(__m256i q, __m256 d0, __m256 d1, __m256 w[4])
  * chunk is one sub-block of 32: super-block C/8, sub-block C%8. */
 static inline void chunk_f32(const void *row, int64_t c, __m256 w[4])
 {
-    const float *p = (const float *)row + 32 * c;
+    const uint8_t *p = (const uint8_t *)row + 4 * 32 * c;
     for (int k = 0; k < 4; k++)
-        w[k] = _mm256_loadu_ps(p + 8 * k);
+        w[k] = _mm256_loadu_ps((const float *)(p + 4 * 8 * k));
 }
 
 static inline void chunk_f16(const void *row, int64_t c, __m256 w[4])
 {
-    const uint16_t *p = (const uint16_t *)row + 32 * c;
     for (int k = 0; k < 4; k++)
-        w[k] = load_f16x8(p + 8 * k);
+        w[k] = load_f16x8(row, 32 * c + 8 * k);
 }
 
 static inline void chunk_bf16(const void *row, int64_t c, __m256 w[4])
 {
-    const uint16_t *p = (const uint16_t *)row + 32 * c;
     for (int k = 0; k < 4; k++)
-        w[k] = load_bf16x8(p + 8 * k);
+        w[k] = load_bf16x8(row, 32 * c + 8 * k);
 }
 
 static inline void chunk_q8_0(const void *row, int64_t c, __m256 w[4])

@@ -10,30 +10,27 @@
 float quant_dot_ref_f32(const void *row, const float *x, const float *xs, int64_t n)
 {
     (void)xs;
-    const float *w = row;
     float s = 0;
     for (int64_t i = 0; i < n; i++)
-        s += w[i] * x[i];
+        s += load_f32(row, i) * x[i];
     return s;
 }
 
 float quant_dot_ref_f16(const void *row, const float *x, const float *xs, int64_t n)
 {
     (void)xs;
-    const uint16_t *w = row;
     float s = 0;
     for (int64_t i = 0; i < n; i++)
-        s += quant_f16_to_f32(w[i]) * x[i];
+        s += quant_f16_to_f32(load_u16(row, i)) * x[i];
     return s;
 }
 
 float quant_dot_ref_bf16(const void *row, const float *x, const float *xs, int64_t n)
 {
     (void)xs;
-    const uint16_t *w = row;
     float s = 0;
     for (int64_t i = 0; i < n; i++)
-        s += quant_bf16_to_f32(w[i]) * x[i];
+        s += quant_bf16_to_f32(load_u16(row, i)) * x[i];
     return s;
 }
 

@@ -34,41 +34,48 @@
 
 /* Packed exactly as in GGUF files (no padding: every field is 1- or 2-byte
  * aligned and the sizes are asserted below). Multi-byte fields are read in host
- * order, which is little-endian on every machine kvchat targets. */
-typedef struct {
+ * order, which is little-endian on every machine kvchat targets.
+ *
+ * BLK_PACKED gives each layout alignment 1: general.alignment may be any
+ * power of two, 1 included, and then a tensor's blocks start at odd
+ * addresses, where reading a uint16_t scale through a 2-aligned struct is
+ * undefined. Packed, the compiler emits the same single load (x86 and ARM64
+ * load unaligned), and no pointer to a member is ever taken. */
+#define BLK_PACKED __attribute__((packed))
+typedef struct BLK_PACKED {
     uint16_t d;
     int8_t qs[32];
 } blk_q8_0;
-typedef struct {
+typedef struct BLK_PACKED {
     uint16_t d;
     uint8_t qs[16];
 } blk_q4_0;
-typedef struct {
+typedef struct BLK_PACKED {
     uint16_t d, m;
     uint8_t qs[16];
 } blk_q4_1;
-typedef struct {
+typedef struct BLK_PACKED {
     uint16_t d;
     uint8_t qh[4];
     uint8_t qs[16];
 } blk_q5_0;
-typedef struct {
+typedef struct BLK_PACKED {
     uint16_t d, m;
     uint8_t qh[4];
     uint8_t qs[16];
 } blk_q5_1;
-typedef struct {
+typedef struct BLK_PACKED {
     uint16_t d, dmin;
     uint8_t scales[12];
     uint8_t qs[128];
 } blk_q4_K;
-typedef struct {
+typedef struct BLK_PACKED {
     uint16_t d, dmin;
     uint8_t scales[12];
     uint8_t qh[32];
     uint8_t qs[128];
 } blk_q5_K;
-typedef struct {
+typedef struct BLK_PACKED {
     uint8_t ql[128];
     uint8_t qh[64];
     int8_t scales[16];
@@ -94,6 +101,22 @@ static inline float h2f(uint16_t h)
 #else
     return quant_f16_to_f32(h);
 #endif
+}
+
+/* Element I of a row of 2-byte or 4-byte values at any address (see
+ * BLK_PACKED): memcpy, which compilers turn into one load. */
+static inline uint16_t load_u16(const void *row, int64_t i)
+{
+    uint16_t v;
+    memcpy(&v, (const uint8_t *)row + 2 * i, sizeof v);
+    return v;
+}
+
+static inline float load_f32(const void *row, int64_t i)
+{
+    float v;
+    memcpy(&v, (const uint8_t *)row + 4 * i, sizeof v);
+    return v;
 }
 
 static inline uint32_t load_u32le(const uint8_t *p)

@@ -15,13 +15,19 @@ void quant_quantize_f32(const float *src, void *dst, int64_t nb)
 void quant_quantize_f16(const float *src, void *dst, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++)
-        ((uint16_t *)dst)[i] = quant_f32_to_f16(src[i]);
+    {
+        uint16_t h = quant_f32_to_f16(src[i]); /* DST may be unaligned */
+        memcpy((uint8_t *)dst + 2 * i, &h, sizeof h);
+    }
 }
 
 void quant_quantize_bf16(const float *src, void *dst, int64_t nb)
 {
     for (int64_t i = 0; i < nb; i++)
-        ((uint16_t *)dst)[i] = quant_f32_to_bf16(src[i]);
+    {
+        uint16_t h = quant_f32_to_bf16(src[i]);
+        memcpy((uint8_t *)dst + 2 * i, &h, sizeof h);
+    }
 }
 
 /* Inverse of k_scale_min for eight 6-bit scales and mins. */
@@ -147,7 +153,10 @@ void quant_quantize_q4_K(const float *x, void *dst, int64_t nb)
     blk_q4_K *y = dst;
     int L[256];
     for (int64_t i = 0; i < nb; i++, x += 256) {
-        quant_kminmax(x, 15, &y[i].d, &y[i].dmin, y[i].scales, L);
+        uint16_t d, dmin; /* no pointers into a packed block */
+        quant_kminmax(x, 15, &d, &dmin, y[i].scales, L);
+        y[i].d = d;
+        y[i].dmin = dmin;
         for (int c = 0; c < 4; c++)
             for (int l = 0; l < 32; l++)
                 y[i].qs[32 * c + l] = (uint8_t)(L[64 * c + l] | (L[64 * c + 32 + l] << 4));
@@ -159,7 +168,10 @@ void quant_quantize_q5_K(const float *x, void *dst, int64_t nb)
     blk_q5_K *y = dst;
     int L[256];
     for (int64_t i = 0; i < nb; i++, x += 256) {
-        quant_kminmax(x, 31, &y[i].d, &y[i].dmin, y[i].scales, L);
+        uint16_t d, dmin;
+        quant_kminmax(x, 31, &d, &dmin, y[i].scales, L);
+        y[i].d = d;
+        y[i].dmin = dmin;
         memset(y[i].qh, 0, sizeof y[i].qh);
         for (int c = 0; c < 4; c++)
             for (int l = 0; l < 32; l++) {
@@ -208,7 +220,9 @@ void quant_quantize_q4_0(const float *src, void *dst, int64_t nb)
     int q[32];
     for (int64_t i = 0; i < nb; i++) {
         blk_q4_0 *b = (blk_q4_0 *)dst + i;
-        quant_sym32(src + 32 * i, 4, &b->d, q);
+        uint16_t d;
+        quant_sym32(src + 32 * i, 4, &d, q);
+        b->d = d;
         pack_nibbles(q, b->qs);
     }
 }
@@ -218,7 +232,9 @@ void quant_quantize_q5_0(const float *src, void *dst, int64_t nb)
     int q[32];
     for (int64_t i = 0; i < nb; i++) {
         blk_q5_0 *b = (blk_q5_0 *)dst + i;
-        quant_sym32(src + 32 * i, 5, &b->d, q);
+        uint16_t d;
+        quant_sym32(src + 32 * i, 5, &d, q);
+        b->d = d;
         pack_nibbles(q, b->qs);
         pack_high_bits(q, b->qh);
     }
@@ -229,7 +245,10 @@ void quant_quantize_q4_1(const float *src, void *dst, int64_t nb)
     int q[32];
     for (int64_t i = 0; i < nb; i++) {
         blk_q4_1 *b = (blk_q4_1 *)dst + i;
-        quant_asym32(src + 32 * i, 4, &b->d, &b->m, q);
+        uint16_t d, m;
+        quant_asym32(src + 32 * i, 4, &d, &m, q);
+        b->d = d;
+        b->m = m;
         pack_nibbles(q, b->qs);
     }
 }
@@ -239,7 +258,10 @@ void quant_quantize_q5_1(const float *src, void *dst, int64_t nb)
     int q[32];
     for (int64_t i = 0; i < nb; i++) {
         blk_q5_1 *b = (blk_q5_1 *)dst + i;
-        quant_asym32(src + 32 * i, 5, &b->d, &b->m, q);
+        uint16_t d, m;
+        quant_asym32(src + 32 * i, 5, &d, &m, q);
+        b->d = d;
+        b->m = m;
         pack_nibbles(q, b->qs);
         pack_high_bits(q, b->qh);
     }

@@ -170,6 +170,7 @@ int64_t tok_encode_segments_e(const struct tokenizer *t, const struct tok_segmen
         return -1;
     }
     struct tok_enc e = {.t = t, .err = err, .errlen = errlen};
+    bool no_token = false;
     if (add_bos && t->bos >= 0)
         tok_ids_push(&e.out, t->bos);
     /* SPM puts its space prefix on the first raw fragment and on each one that
@@ -187,6 +188,7 @@ int64_t tok_encode_segments_e(const struct tokenizer *t, const struct tok_segmen
                     kv_seterr(err, errlen, "tokenizer: special segment '%.*s' is not a token",
                             (int)(segs[i].len > 200 ? 200 : segs[i].len), segs[i].text);
                 e.failed = true;
+                no_token = true;
                 break;
             }
             tok_ids_push(&e.out, id);
@@ -223,7 +225,7 @@ int64_t tok_encode_segments_e(const struct tokenizer *t, const struct tok_segmen
     }
     if (e.out.oom)
         tok_enc_fail(&e, "out of memory");
-    int64_t result = -1;
+    int64_t result = no_token ? TOK_ENC_NO_TOKEN : -1;
     if (!e.failed) {
         result = (int64_t)e.out.n;
         size_t m = e.out.n < (size_t)cap ? e.out.n : (size_t)cap;
