@@ -226,6 +226,8 @@ int tui_run(const struct kv_options *opt, char *err, size_t errlen)
         ui_status(u, TH_NOTICE, "%s", u->info->backend_note);
     if (ui_remote(u) && u->o.insecure)
         ui_status(u, TH_ERROR, "%s", KV_INSECURE_WARNING);
+    if (u->info->warning[0])
+        ui_notice(u, MSG_NOTICE, "warning: %s", u->info->warning);
     if (u->o.resume != KV_RESUME_NONE) {
         if (!u->h) {
             ui_notice(u, MSG_ERROR, "cannot resume: the history database is not available");
