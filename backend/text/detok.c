@@ -153,7 +153,8 @@ static size_t stream_drain(struct tok_stream *s, bool final)
         } else
             break; /* wait for the rest of this character */
     }
-    memmove(s->pend, s->pend + i, s->npend - i);
+    if (i) /* a stream flushed before any push has no buffer yet */
+        memmove(s->pend, s->pend + i, s->npend - i);
     s->npend -= i;
     s->out[k] = 0;
     return k;
