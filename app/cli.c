@@ -115,7 +115,13 @@ void kv_print_usage(FILE *out)
           "       kvchat --delete ID\n"
           "\n"
           "model and engine:\n"
-          "  -m, --model FILE        GGUF model (default: the SmolLM2-135M-Instruct Q4_1 model)\n"
+          "  -m, --model FILE        GGUF model (default: the SmolLM2-135M-Instruct Q4_1 model);\n"
+          "                          with --server, the model's name there (default: its first)\n"
+          "      --server URL        chat with an OpenAI-compatible server (vLLM, SGLang,\n"
+          "                          llama-server, Ollama), e.g. http://gpu-box:8000/v1\n"
+          "      --api-key-env VAR   the variable holding its API key (default: KVCHAT_API_KEY,\n"
+          "                          else OPENAI_API_KEY, whichever is set)\n"
+          "      --insecure          https without checking the server's certificate\n"
           "      --backend B         auto (default), cpu or cuda\n"
           "  -c, --ctx-size N        context size in tokens (default: min(model's, 4096))\n"
           "  -t, --threads N         CPU threads (default: all cores)\n"
@@ -234,6 +240,20 @@ enum {
     OPT_SYNTHETIC,
     OPT_DEPTH,
     OPT_TOKENIZER_FROM,
+    OPT_SERVER,
+    OPT_API_KEY_ENV,
+    OPT_INSECURE,
+};
+
+/* Options that pick how a model runs here, and why a server makes them moot. */
+static const struct {
+    int c;
+    const char *name, *why;
+} LOCAL_ONLY[] = {
+    {'c', "--ctx-size", "the server sets the context"},
+    {'t', "--threads", "the server has its own"},
+    {OPT_BACKEND, "--backend", "the model runs on the server"},
+    {OPT_CHAT_TEMPLATE, "--chat-template", "the server applies its own"},
 };
 
 int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t errlen)
@@ -273,6 +293,9 @@ int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t
         {"synthetic", required_argument, NULL, OPT_SYNTHETIC},
         {"depth", required_argument, NULL, OPT_DEPTH},
         {"tokenizer-from", required_argument, NULL, OPT_TOKENIZER_FROM},
+        {"server", required_argument, NULL, OPT_SERVER},
+        {"api-key-env", required_argument, NULL, OPT_API_KEY_ENV},
+        {"insecure", no_argument, NULL, OPT_INSECURE},
         {NULL, 0, NULL, 0},
     };
 
@@ -295,6 +318,10 @@ int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t
     opterr = 0;
     int c;
     const char *modes_seen = NULL;
+    /* given here rather than in the config file: those that clash with a
+     * server are errors only when given here */
+    bool model_cli = false, server_cli = false, remote_cli = false;
+    size_t local_opt = SIZE_MAX; /* a row of LOCAL_ONLY given here */
 #define SET_MODE(m, name)                                                                       \
     do {                                                                                        \
         if (modes_seen && strcmp(modes_seen, name) != 0)                                        \
@@ -305,7 +332,23 @@ int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t
 
     while ((c = getopt_long(argc, argv, ":m:c:t:p:n:o:vh", longopts, NULL)) != -1) {
         switch (c) {
-        case 'm': rc = copy_opt("--model", o->model, sizeof o->model, optarg, err, errlen); break;
+        case 'm':
+            rc = copy_opt("--model", o->model, sizeof o->model, optarg, err, errlen);
+            model_cli = true;
+            break;
+        case OPT_SERVER:
+            rc = copy_opt("--server", o->server, sizeof o->server, optarg, err, errlen);
+            server_cli = true;
+            break;
+        case OPT_API_KEY_ENV:
+            rc = copy_opt("--api-key-env", o->api_key_env, sizeof o->api_key_env, optarg, err,
+                          errlen);
+            remote_cli = true;
+            break;
+        case OPT_INSECURE:
+            o->insecure = true;
+            remote_cli = true;
+            break;
         case OPT_BACKEND:
             if (!engine_backend_from_name(optarg, &o->backend))
                 return usage_err(err, errlen, "--backend: '%s' is not one of auto, cpu, cuda",
@@ -397,6 +440,9 @@ int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t
         }
         if (rc)
             return rc;
+        for (size_t i = 0; i < sizeof LOCAL_ONLY / sizeof *LOCAL_ONLY; i++)
+            if (c == LOCAL_ONLY[i].c && !(c == OPT_BACKEND && o->backend == ENGINE_BACKEND_AUTO))
+                local_opt = i;
         if (c == OPT_TEMP || c == OPT_TOP_K || c == OPT_TOP_P || c == OPT_MIN_P ||
             c == OPT_REPEAT || c == OPT_SEED || c == 'n')
             o->sampling_set = true;
@@ -420,6 +466,28 @@ int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t
     if (o->tokenizer_from && o->mode != KV_MODE_SYNTH)
         return usage_err(err, errlen, "--tokenizer-from belongs to 'kvchat synth'");
 
+    /* A server: the modes that need a model file of their own refuse one named
+     * here and ignore one from the config file. */
+    bool needs_file = o->mode == KV_MODE_TOKENIZE || o->mode == KV_MODE_BENCH ||
+                      o->mode == KV_MODE_SYNTH;
+    if (o->server[0] && needs_file) {
+        if (server_cli)
+            return usage_err(err, errlen, "--server: '%s' works on a model file, not a server",
+                             argv[1]);
+        o->server[0] = 0;
+    }
+    if (o->server[0]) {
+        if (local_opt != SIZE_MAX)
+            return usage_err(err, errlen, "%s does not apply with --server: %s",
+                             LOCAL_ONLY[local_opt].name, LOCAL_ONLY[local_opt].why);
+        if (model_cli)
+            rc = copy_opt("--model (a server's model name)", o->server_model,
+                          sizeof o->server_model, o->model, err, errlen);
+        if (rc)
+            return rc;
+    } else if (remote_cli) {
+        return usage_err(err, errlen, "--api-key-env and --insecure belong to --server");
+    }
     int rest = argc - optind;
     if (o->mode == KV_MODE_TOKENIZE) {
         if (rest != 1)

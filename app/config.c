@@ -7,6 +7,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -191,6 +192,44 @@ int config_set(struct kv_options *o, const char *key, const char *v, char *err, 
         if (get_int(key, v, 0, 1 << 24, &x, err, errlen))
             return -1;
         o->max_tokens = (int32_t)x;
+        return 0;
+    }
+    /* the remote engine's strings */
+#define KV_STR(k, field) {k, offsetof(struct kv_options, field), sizeof ((struct kv_options *)0)->field}
+    static const struct {
+        const char *key;
+        size_t off, cap;
+    } STRINGS[] = {
+        KV_STR("server", server),
+        KV_STR("server_model", server_model),
+        KV_STR("api_key_env", api_key_env),
+    };
+#undef KV_STR
+    for (size_t i = 0; i < sizeof STRINGS / sizeof *STRINGS; i++) {
+        if (strcmp(key, STRINGS[i].key) != 0)
+            continue;
+        if (strlen(v) >= STRINGS[i].cap) {
+            snprintf(err, errlen, "%s: value longer than %zu bytes", key, STRINGS[i].cap - 1);
+            return -1;
+        }
+        snprintf((char *)o + STRINGS[i].off, STRINGS[i].cap, "%s", v);
+        return 0;
+    }
+    if (strcmp(key, "insecure") == 0) {
+        if (strcmp(v, "on") == 0 || strcmp(v, "true") == 0 || strcmp(v, "yes") == 0)
+            o->insecure = true;
+        else if (strcmp(v, "off") == 0 || strcmp(v, "false") == 0 || strcmp(v, "no") == 0)
+            o->insecure = false;
+        else {
+            snprintf(err, errlen, "insecure: '%.40s' is not on or off", v);
+            return -1;
+        }
+        return 0;
+    }
+    if (strcmp(key, "connect_timeout") == 0 || strcmp(key, "idle_timeout") == 0) {
+        if (get_int(key, v, 0, 86400, &x, err, errlen))
+            return -1;
+        *(key[0] == 'c' ? &o->connect_timeout_s : &o->idle_timeout_s) = (int32_t)x;
         return 0;
     }
     if (strcmp(key, "mem_bandwidth_gbs") == 0) {

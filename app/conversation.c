@@ -213,23 +213,46 @@ void conv_new(struct conv *c)
     c->sid = -1;
 }
 
+static bool is_remote(const struct engine_info *in)
+{
+    return strcmp(in->backend, "remote") == 0;
+}
+
+/* The model as the store names it: a local model file's base name, or a
+ * server's "NAME@host:port" (a name alone does not say which server
+ * answered). A remote engine's model_path is its origin, scheme://host:port,
+ * which always carries the port (and brackets an IPv6 host); its device is
+ * the host, used when the origin is not there. */
+static void store_model_name(const struct engine_info *in, char *buf, size_t cap)
+{
+    if (is_remote(in)) {
+        const char *sep = strstr(in->model_path, "://");
+        snprintf(buf, cap, "%s@%s", in->model_name, sep ? sep + 3 : in->device);
+        return;
+    }
+    const char *base = strrchr(in->model_path, '/');
+    snprintf(buf, cap, "%s", base ? base + 1 : in->model_path);
+}
+
 /* Creates the session row on the first message of a conversation, with the
- * model that answers it and the settings it was asked with. */
+ * model that answers it and the settings it was asked with. A server's
+ * model has no file to digest: its digest is "". */
 static int ensure_session(struct conv *c, const struct kv_options *o)
 {
     if (c->sid >= 0)
         return HIST_OK;
     const struct engine_info *in = engine_info(c->e);
-    char digest[128];
-    kv_model_digest(in->model_path, digest, sizeof digest);
+    char digest[128] = "", model[sizeof in->model_name + sizeof in->model_path + 2];
+    if (!is_remote(in))
+        kv_model_digest(in->model_path, digest, sizeof digest);
+    store_model_name(in, model, sizeof model);
     struct hist_sampling hs = kv_to_hist_sampling(o);
-    const char *base = strrchr(in->model_path, '/');
     int64_t sid;
     int rc = hist_session_create(c->h, NULL, o->system_set ? o->system : NULL, &sid);
     if (rc != HIST_OK)
         return rc;
     c->sid = sid;
-    rc = hist_session_set_model(c->h, sid, base ? base + 1 : in->model_path, digest);
+    rc = hist_session_set_model(c->h, sid, model, digest);
     if (rc == HIST_OK)
         rc = hist_session_set_sampling(c->h, sid, &hs);
     return rc;
@@ -258,12 +281,17 @@ int conv_begin_turn(struct conv *c, const char *text, const struct kv_options *o
         *user_id = 0;
     if (!c->h)
         return 0;
+    /* Each reply names the engine and model that produce it: a resumed
+     * session may be continued on another engine than it began on. */
+    const struct engine_info *in = engine_info(c->e);
+    char model[sizeof in->model_name + sizeof in->model_path + 2];
+    store_model_name(in, model, sizeof model);
     if (ensure_session(c, o) != HIST_OK)
         conv_failed(c, "cannot create the session");
     else if (hist_message_add(c->h, c->sid, HIST_ROLE_USER, text, (size_t)-1, -1, user_id) !=
              HIST_OK)
         conv_failed(c, "cannot save your message");
-    else if (hist_reply_begin(c->h, c->sid, &c->reply_id) != HIST_OK)
+    else if (hist_reply_begin_from(c->h, c->sid, in->backend, model, &c->reply_id) != HIST_OK)
         conv_failed(c, "cannot save the reply");
     else
         c->saving = true;

@@ -4,6 +4,9 @@
  * message is committed before generation, the streaming reply is saved as it
  * grows (hist_reply_progress decides how often) and committed with its
  * figures and end reason; a saved session is restored into an engine.
+ * Each reply records the engine ("cpu", "cuda", "remote") and model that
+ * produced it (a file's base name, a server's "NAME@host:port"); a session
+ * records the model it was created with (a server's with digest "").
  *
  * Rules: a struct conv borrows its engine and history (NULL = not saving;
  * chatting goes on). Every conv_* call that touches the history runs on the
@@ -40,8 +43,11 @@ enum hist_end kv_hist_end(enum engine_stop s);
  * conversation (the KV cache is rebuilt at the next turn), its system prompt
  * is restored unless O->system_set, and its sampling settings unless
  * O->sampling_set. *DROPPED gets the number of older turns that do not fit
- * the context (the model will not see them; tell the user). Returns 0, or -1
- * with a message in ERR. */
+ * the context (the model will not see them; tell the user). E may be any
+ * engine, local or remote, whatever the session was created on: the replay
+ * is plain text, the session's model is not checked against E's, and each
+ * reply saved from then on records its own engine and model. Returns 0, or
+ * -1 with a message in ERR. */
 int kv_session_restore(struct hist *h, int64_t id, struct engine *e, struct kv_options *o,
                        int32_t *dropped, char *err, size_t errlen);
 

@@ -2,13 +2,47 @@
 #include "launch.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "cli.h"
 
+/* The API key's variable: the one named, else the first of these that is set
+ * (KVCHAT_API_KEY first, so a key meant for kvchat wins over a general one),
+ * else none. */
+static const char *const KEY_ENV_DEFAULTS[] = {"KVCHAT_API_KEY", "OPENAI_API_KEY"};
+
+const char *kv_api_key_env(const struct kv_options *o)
+{
+    if (o->api_key_env[0])
+        return o->api_key_env;
+    for (size_t i = 0; i < sizeof KEY_ENV_DEFAULTS / sizeof *KEY_ENV_DEFAULTS; i++) {
+        const char *v = getenv(KEY_ENV_DEFAULTS[i]);
+        if (v && *v)
+            return KEY_ENV_DEFAULTS[i];
+    }
+    return NULL;
+}
+
+static struct engine *open_remote(const struct kv_options *o, char *path, size_t cap, char *err,
+                                  size_t errlen)
+{
+    snprintf(path, cap, "%s", o->server);
+    struct engine_params p = engine_default_params();
+    p.server = o->server;
+    p.server_model = o->server_model[0] ? o->server_model : NULL;
+    p.api_key_env = kv_api_key_env(o);
+    p.insecure = o->insecure;
+    p.connect_timeout_s = o->connect_timeout_s;
+    p.idle_timeout_s = o->idle_timeout_s;
+    return engine_new(&p, err, errlen);
+}
+
 struct engine *kv_engine_open(const struct kv_options *o, engine_progress_fn progress,
                               void *user, char *path, size_t cap, char *err, size_t errlen)
 {
+    if (o->server[0])
+        return open_remote(o, path, cap, err, errlen);
     kv_model_path(o, path, cap);
     if (!o->model[0] && !o->synthetic[0] && access(path, R_OK) != 0) {
         snprintf(err, errlen, "the default model %s is missing: run scripts/run (or "
@@ -44,5 +78,9 @@ struct engine *kv_load_engine(const struct kv_options *o, bool progress, char *e
         kv_engine_open(o, progress ? on_progress : NULL, NULL, path, sizeof path, err, errlen);
     if (e && engine_info(e)->backend_note[0] && (o->verbose || o->backend != ENGINE_BACKEND_AUTO))
         fprintf(stderr, "kvchat: %s\n", engine_info(e)->backend_note);
+    if (e && o->server[0] && o->insecure)
+        fprintf(stderr, "kvchat: %s\n", KV_INSECURE_WARNING);
+    if (e && engine_info(e)->warning[0])
+        fprintf(stderr, "kvchat: warning: %s\n", engine_info(e)->warning);
     return e;
 }

@@ -1,7 +1,8 @@
 /* launch.h - starting the engine the settings name, the same way for every
  * mode: the model path (the default model when none is given, with a clear
  * message when it has not been downloaded), backend, context, threads and
- * template from struct kv_options. */
+ * template from struct kv_options; or, with a server, the remote engine with
+ * its URL, model name, API key variable, TLS check and timeouts. */
 #ifndef KVCHAT_LAUNCH_H
 #define KVCHAT_LAUNCH_H
 
@@ -21,5 +22,12 @@ struct engine *kv_engine_open(const struct kv_options *o, engine_progress_fn pro
  * stderr when PROGRESS, and the backend note when asked for (--verbose or an
  * explicit --backend). */
 struct engine *kv_load_engine(const struct kv_options *o, bool progress, char *err, size_t errlen);
+
+/* The environment variable the API key is read from: --api-key-env, else
+ * KVCHAT_API_KEY or OPENAI_API_KEY, whichever is set first; NULL = none. */
+const char *kv_api_key_env(const struct kv_options *o);
+
+/* Said on stderr (-p) and on the chat screen when --insecure is in force. */
+#define KV_INSECURE_WARNING "warning: --insecure: the server's TLS certificate is not checked"
 
 #endif

@@ -36,6 +36,15 @@ struct kv_options {
     int32_t threads;          /* 0 = all cores */
     char chat_template[32];   /* "" = detect */
     char synthetic[64];       /* --synthetic SHAPE:TYPE (bench), or synth's SHAPE:TYPE; "" = none */
+    /* a server instead (the remote engine): then the fields above are not used */
+    char server[2048];        /* --server URL ending in /v1; "" = run the model here */
+    char server_model[256];   /* the model's name there (-m with a server); "" = its first */
+    char api_key_env[128];    /* the API key's variable; "" = KVCHAT_API_KEY, then
+                                 OPENAI_API_KEY, whichever is set (the key itself is never
+                                 an option: it would show in ps) */
+    bool insecure;            /* https without checking the certificate */
+    int32_t connect_timeout_s; /* 0 = the engine's default (10 s) */
+    int32_t idle_timeout_s;    /* 0 = the engine's default (300 s) */
     /* conversation */
     char system[8192];        /* "" = the template's default */
     bool system_set;          /* --system given (even empty) */

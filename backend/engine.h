@@ -87,12 +87,16 @@ struct engine_params {
     /* A remote engine: SERVER set (not NULL or "") means the model runs on an
      * OpenAI-compatible server (vLLM, SGLang, llama-server, Ollama) and the
      * fields above are ignored. Its info says backend "remote", arch "remote",
-     * template "server", device = the server's host, and n_ctx 0: the server's context is not known, so
-     * engine_fit_context drops nothing and an overlong conversation is the
-     * server's error. engine_memory is all ENGINE_UNKNOWN; engine_tokenize has
-     * no tokenizer to use (NULL). In engine_stats, kv_capacity is 0 and
-     * prefill_tok_s negative (unknown); token counts come from the server's
-     * usage report at the end of the reply. */
+     * template "server", device = the server's host, model_path its origin
+     * (scheme://host:port), and n_ctx 0 (info
+     * is fixed when engine_new returns, before the server's context can be
+     * read): engine_fit_context drops nothing and an overlong conversation
+     * is the server's error. engine_memory is all ENGINE_UNKNOWN;
+     * engine_tokenize has no tokenizer to use (NULL). In engine_stats,
+     * kv_capacity is the server's per-request context once engine_server
+     * knows it (else 0) and prefill_tok_s negative (unknown); token counts
+     * come from the server's usage report at the end of the reply. What the
+     * server itself publishes is in engine_server. */
     const char *server;       /* base URL ending in /v1, e.g. "http://gpu-box:8000/v1" */
     const char *server_model; /* the model's name there; NULL = the first of GET /v1/models */
     /* Name of the environment variable holding the API key, sent as a Bearer
@@ -114,6 +118,10 @@ struct engine_info {
     char device[128];   /* CPU model or GPU name */
     char template_name[16];
     char backend_note[256]; /* why --backend auto chose what it chose, or "" */
+    /* Something the user should see even without -v, or "": the context is
+     * longer than the model was trained for (it runs, but past the trained
+     * length the replies degrade). Front-ends print it once after loading. */
+    char warning[256];
     int32_t n_vocab, n_embd, n_layer, n_head, n_head_kv, n_ff;
     int32_t n_ctx;       /* context of this engine */
     int32_t n_ctx_train; /* the model's */
@@ -223,6 +231,29 @@ struct engine_memory {
     bool on_gpu;
 };
 void engine_memory(struct engine *e, struct engine_memory *out);
+
+/* The serving side's own figures, as a server publishes them for all its
+ * requests (a remote engine: vLLM's and SGLang's GET /metrics, llama-server's
+ * GET /metrics and GET /slots, Ollama's GET /api/ps; see
+ * backend/remote/README.md). A remote engine samples them in a thread of its
+ * own every few seconds, never on the path of a token; a local engine and a
+ * server that publishes nothing leave every field unknown: negative, never 0.
+ */
+struct engine_server {
+    double kv_frac;         /* the server's KV cache in use, 0..1 */
+    int64_t kv_tokens;      /* tokens in the server's KV cache */
+    int32_t n_ctx;          /* the context one request may use */
+    int32_t reqs_running;   /* requests being generated */
+    int32_t reqs_waiting;   /* requests queued */
+    double prefix_hit_rate; /* share of prompt tokens found in the prefix cache, 0..1 */
+    int64_t vram_bytes;     /* GPU memory the model holds */
+    double age_s;           /* seconds since these figures were read */
+    char source[48];        /* where they came from, e.g. "vllm /metrics"; "" = nowhere */
+};
+
+/* Thread-safe snapshot of the server's figures (all unknown for a local
+ * engine). */
+void engine_server(struct engine *e, struct engine_server *out);
 
 /* ---- text ---- */
 

@@ -173,6 +173,10 @@ static void export_json(FILE *f, const struct hist_session *s, const struct hist
         json_num(f, x->stats.decode_tps);
         fputs(", \"ttft_ms\": ", f);
         json_num(f, x->stats.ttft_ms);
+        fputs(", \"engine\": ", f);
+        json_str(f, x->engine);
+        fputs(", \"model\": ", f);
+        json_str(f, x->model);
         fputc('}', f);
     }
     fputs(n ? "\n  ]\n}\n" : "]\n}\n", f);
@@ -211,6 +215,15 @@ static void export_md(FILE *f, const struct hist_session *s, const struct hist_m
         fprintf(f, "\n## %s (%s", HEADS[x->role], t);
         if (x->end != HIST_END_NONE && x->end != HIST_END_STOP)
             fprintf(f, ", %s", hist_end_str(x->end));
+        /* Which model answered: a session may move between engines. */
+        if (x->model) {
+            fputs(", ", f);
+            put_text(f, x->model, strlen(x->model), 0);
+        }
+        if (x->engine) {
+            fputs(x->model ? " on " : ", on ", f);
+            put_text(f, x->engine, strlen(x->engine), 0);
+        }
         if (x->stats.n_tokens >= 0 && x->role == HIST_ROLE_ASSISTANT)
             fprintf(f, ", %d tokens", (int)x->stats.n_tokens);
         if (x->stats.decode_tps >= 0 && isfinite(x->stats.decode_tps))

@@ -36,7 +36,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define HIST_SCHEMA_VERSION 3 /* PRAGMA user_version this build writes */
+#define HIST_SCHEMA_VERSION 4 /* PRAGMA user_version this build writes */
 
 enum hist_status {
     HIST_OK = 0,
@@ -86,8 +86,8 @@ struct hist_session {
     char *title;         /* owned; never NULL ("" until the first user message names it) */
     int64_t created_ms;
     int64_t updated_ms;  /* last message or change */
-    char *model_name;    /* owned; NULL if never set (file name, not a path) */
-    char *model_digest;  /* owned; NULL if never set */
+    char *model_name;    /* owned; NULL if never set (file name, not a path; "NAME@host:port" for a server) */
+    char *model_digest;  /* owned; NULL if never set; "" for a server's model (no file to digest) */
     char *system_prompt; /* owned; NULL if none */
     int has_sampling;    /* 0: sampling below is unset */
     struct hist_sampling sampling;
@@ -114,6 +114,10 @@ struct hist_message {
     int64_t updated_ms;   /* last progress/finish write */
     enum hist_end end;
     struct hist_reply_stats stats; /* n_tokens also set for user messages if known */
+    /* What produced a reply (see hist_reply_begin_from); owned, NULL when
+     * unknown: user and system messages, and replies saved before schema 4. */
+    char *engine;         /* "cpu", "cuda", "remote" */
+    char *model;          /* the model file's base name, or "NAME@host:port" on a server */
 };
 
 struct hist_hit {
@@ -187,6 +191,13 @@ int hist_message_add(struct hist *h, int64_t session_id, enum hist_role role, co
 
 /* Starts an assistant reply: an empty row marked HIST_END_STREAMING. */
 int hist_reply_begin(struct hist *h, int64_t session_id, int64_t *out_id);
+/* hist_reply_begin recording what produces the reply: ENGINE ("cpu", "cuda",
+ * "remote") and MODEL (the model file's base name, or "NAME@host:port" for a
+ * server's model), each NULL if unknown. They are per reply because a session
+ * may move between a local model and a server and back (resume with another
+ * engine); the session's own model is the one it was created with. */
+int hist_reply_begin_from(struct hist *h, int64_t session_id, const char *engine, const char *model,
+                          int64_t *out_id);
 
 /* Saves the reply's text so far (the whole text, not a delta) if at least a
  * second has passed since the last save of this reply, or if FORCE. Cheap

@@ -58,8 +58,8 @@ static int touch_session(struct hist *h, int64_t session_id, int64_t now, const 
 
 /* Inserts a message row inside the caller's transaction. */
 static int insert_message(struct hist *h, int64_t session_id, enum hist_role role, const char *text,
-                          size_t len, int32_t n_tokens, const char *end, const char *what,
-                          int64_t *out_id)
+                          size_t len, int32_t n_tokens, const char *end, const char *engine,
+                          const char *model, const char *what, int64_t *out_id)
 {
     int exists = 0;
     int ret = hist_session_exists(h, session_id, &exists);
@@ -69,7 +69,7 @@ static int insert_message(struct hist *h, int64_t session_id, enum hist_role rol
         return hist_failf(h, HIST_E_NOTFOUND, "%s: no session %lld", what, (long long)session_id);
     sqlite3_stmt *st;
     if ((ret = hist_prepare(h, "INSERT INTO messages(session_id, role, content, created_ms, updated_ms, "
-                               "n_tokens, end_reason, writer) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                               "n_tokens, end_reason, writer, engine, model) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             &st, what)))
         return ret;
     int64_t now = hist_now_ms();
@@ -84,6 +84,8 @@ static int insert_message(struct hist *h, int64_t session_id, enum hist_role rol
     bind_count(st, 6, n_tokens);
     hist_bind_text_or_null(st, 7, end);
     hist_bind_text_or_null(st, 8, end ? h->writer : NULL);
+    hist_bind_text_or_null(st, 9, engine);
+    hist_bind_text_or_null(st, 10, model);
     if ((ret = hist_step_done(h, st, what)))
         return ret;
     *out_id = sqlite3_last_insert_rowid(h->db);
@@ -102,7 +104,7 @@ int hist_message_add(struct hist *h, int64_t session_id, enum hist_role role, co
     if (ret)
         return ret;
     int64_t id = 0;
-    ret = insert_message(h, session_id, role, text, len, n_tokens, NULL, what, &id);
+    ret = insert_message(h, session_id, role, text, len, n_tokens, NULL, NULL, NULL, what, &id);
     if (!ret && role == HIST_ROLE_USER) {
         /* The first user message names an untitled session. */
         char *t = hist_shorten(text, len, HIST_TITLE_CHARS);
@@ -150,6 +152,12 @@ static struct progress_slot *slot_for(struct hist *h, int64_t msg_id, int create
 
 int hist_reply_begin(struct hist *h, int64_t session_id, int64_t *out_id)
 {
+    return hist_reply_begin_from(h, session_id, NULL, NULL, out_id);
+}
+
+int hist_reply_begin_from(struct hist *h, int64_t session_id, const char *engine, const char *model,
+                          int64_t *out_id)
+{
     if (!h)
         return HIST_E_INVALID;
     const char *what = "starting a reply";
@@ -157,7 +165,8 @@ int hist_reply_begin(struct hist *h, int64_t session_id, int64_t *out_id)
     if (ret)
         return ret;
     int64_t id = 0;
-    if ((ret = insert_message(h, session_id, HIST_ROLE_ASSISTANT, "", 0, -1, "streaming", what, &id))) {
+    if ((ret = insert_message(h, session_id, HIST_ROLE_ASSISTANT, "", 0, -1, "streaming", engine, model,
+                              what, &id))) {
         hist_rollback(h);
         return ret;
     }
@@ -330,7 +339,7 @@ int hist_messages_truncate(struct hist *h, int64_t session_id, int64_t from_msg_
 
 #define MESSAGE_COLS                                                                               \
     "id, session_id, role, content, created_ms, updated_ms, end_reason, n_tokens, n_prompt, "      \
-    "prefill_tps, decode_tps, ttft_ms"
+    "prefill_tps, decode_tps, ttft_ms, engine, model"
 
 static int read_message(sqlite3_stmt *st, void *out)
 {
@@ -350,7 +359,15 @@ static int read_message(sqlite3_stmt *st, void *out)
     m->stats.prefill_tps = hist_col_dbl_or(st, 9, -1);
     m->stats.decode_tps = hist_col_dbl_or(st, 10, -1);
     m->stats.ttft_ms = hist_col_dbl_or(st, 11, -1);
-    return m->content ? HIST_OK : HIST_E_NOMEM;
+    m->engine = hist_col_strdup(st, 12, 0);
+    m->model = hist_col_strdup(st, 13, 0);
+    /* NULL from hist_col_strdup is a NULL column or no memory; tell them apart. */
+    if (!m->content || (!m->engine && sqlite3_column_type(st, 12) != SQLITE_NULL) ||
+        (!m->model && sqlite3_column_type(st, 13) != SQLITE_NULL)) {
+        hist_message_clear(m);
+        return HIST_E_NOMEM;
+    }
+    return HIST_OK;
 }
 
 void hist_message_clear(struct hist_message *m)
@@ -358,6 +375,8 @@ void hist_message_clear(struct hist_message *m)
     if (!m)
         return;
     free(m->content);
+    free(m->engine);
+    free(m->model);
     memset(m, 0, sizeof *m);
 }
 
@@ -366,7 +385,7 @@ void hist_messages_free(struct hist_message *arr, size_t n)
     if (!arr)
         return;
     for (size_t i = 0; i < n; i++)
-        free(arr[i].content);
+        hist_message_clear(&arr[i]);
     free(arr);
 }
 

@@ -80,6 +80,13 @@ static const char *const MIGRATIONS[] = {
     "UPDATE messages SET updated_ms = created_ms;"
     "CREATE INDEX sessions_by_updated ON sessions(updated_ms);"
     "PRAGMA user_version = 3;",
+
+    /* v4: which engine and model produced each reply, since a session can
+     * move between a local model and a server. NULL: unknown (older rows,
+     * user and system messages). */
+    "ALTER TABLE messages ADD COLUMN engine TEXT;"
+    "ALTER TABLE messages ADD COLUMN model TEXT;"
+    "PRAGMA user_version = 4;",
 };
 _Static_assert(sizeof MIGRATIONS / sizeof MIGRATIONS[0] == HIST_SCHEMA_VERSION,
                "one migration step per schema version");

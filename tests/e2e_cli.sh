@@ -202,5 +202,19 @@ one_line_error "synth with a tokenizer of another size"
 [[ $errout == *49152*smollm2-135m* ]] && ok "... names the shape that fits" || bad "... names the shape that fits" "$errout"
 [ ! -e "$tmp/wrong.gguf" ] && ok "... and writes nothing" || bad "... and writes nothing"
 
+# --- a damaged model file ------------------------------------------------
+# The last 4 KiB overwritten with noise (a fixed seed, so a run repeats):
+# the load or the first token must say the file is damaged, not exit 0
+# with an empty reply (the model is there: the script stopped above if not).
+damaged=$tmp/damaged.gguf
+cp "$smol" "$damaged"
+size=$(stat -c %s "$damaged")
+python3 -c 'import random,sys; r=random.Random(4096); sys.stdout.buffer.write(bytes(r.getrandbits(8) for _ in range(4096)))' |
+  dd of="$damaged" bs=1 seek=$((size - 4096)) conv=notrunc status=none
+expect_exit 1 "-p on a model with a damaged tail" "$kvchat" -m "$damaged" -p hi --no-history
+one_line_error "-p on a model with a damaged tail"
+[[ $errout == *damaged* ]] && ok "... says the file is damaged" || bad "... says the file is damaged" "$errout"
+rm -f "$damaged"
+
 echo "$pass passed, $fail failed, $skipped skipped"
 [ "$fail" -eq 0 ]

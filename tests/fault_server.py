@@ -5,8 +5,12 @@ It plays a good streaming server (GET /v1/models, POST /v1/chat/completions as
 server-sent events with usage and reasoning_content) and, byte for byte, each
 way a server can fail. The scenario is the first word of the last user
 message (so one engine can fail a turn and carry on with the next); a path
-prefix before /v1 picks the model list's variant (/empty/v1/models). Anything
-not under /v1 is a 404.
+prefix before /v1 picks the model list's variant (/empty/v1/models) and which
+server's own endpoints the root answers, with bodies as those servers write
+them: /vllm (GET /vllm/metrics, vLLM's Prometheus text), /vllmv1 (newer
+vLLM: kv_cache_usage_perc and the prefix cache counters), /llama
+(llama-server's /metrics and /slots), /ollama (Ollama's /api/ps), /nan
+(metrics whose values are NaN, and none kvchat reads). Anything else is a 404.
 
 It binds 127.0.0.1 (on --port, default a free one), prints "PORT BLACKHOLE\n"
 where BLACKHOLE is a listening port whose accept queue is full, so a connect
@@ -54,6 +58,97 @@ def usage():
 
 
 DONE = b"data: [DONE]\n\n"
+
+# vLLM 0.6-style /metrics: HELP and TYPE comments, labels, histograms.
+VLLM_METRICS = b"""# HELP vllm:num_requests_running Number of requests currently running on GPU.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{model_name="fault-model"} 3.0
+# HELP vllm:num_requests_waiting Number of requests waiting to be processed.
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{model_name="fault-model"} 2.0
+# HELP vllm:gpu_cache_usage_perc GPU KV-cache usage. 1 means 100 percent usage.
+# TYPE vllm:gpu_cache_usage_perc gauge
+vllm:gpu_cache_usage_perc{model_name="fault-model"} 0.375
+# HELP vllm:gpu_prefix_cache_hit_rate GPU prefix cache block hit rate.
+# TYPE vllm:gpu_prefix_cache_hit_rate gauge
+vllm:gpu_prefix_cache_hit_rate{model_name="fault-model"} 0.25
+# HELP vllm:time_to_first_token_seconds Histogram of time to first token in seconds.
+# TYPE vllm:time_to_first_token_seconds histogram
+vllm:time_to_first_token_seconds_bucket{le="0.001",model_name="fault-model"} 0.0
+vllm:time_to_first_token_seconds_bucket{le="+Inf",model_name="fault-model"} 12.0
+vllm:time_to_first_token_seconds_count{model_name="fault-model"} 12.0
+vllm:time_to_first_token_seconds_sum{model_name="fault-model"} 1.5
+python_gc_objects_collected_total{generation="0"} 1234.0
+"""
+
+# vLLM V1: renamed gauge, hits/queries counters, two engines (data parallel).
+VLLM_V1_METRICS = b"""# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{engine="0",model_name="fault-model"} 1.0
+vllm:num_requests_running{engine="1",model_name="fault-model"} 2.0
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{engine="0",model_name="fault-model"} 0.0
+vllm:num_requests_waiting{engine="1",model_name="fault-model"} 4.0
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{engine="0",model_name="fault-model"} 0.5
+vllm:kv_cache_usage_perc{engine="1",model_name="fault-model"} 0.25
+# TYPE vllm:prefix_cache_queries counter
+vllm:prefix_cache_queries_total{engine="0",model_name="fault-model"} 600.0
+vllm:prefix_cache_queries_total{engine="1",model_name="fault-model"} 400.0
+# TYPE vllm:prefix_cache_hits counter
+vllm:prefix_cache_hits_total{engine="0",model_name="fault-model"} 300.0
+vllm:prefix_cache_hits_total{engine="1",model_name="fault-model"} 100.0
+"""
+
+# llama-server --metrics (no labels; a version that still has the KV gauges).
+LLAMA_METRICS = b"""# HELP llamacpp:prompt_tokens_total Number of prompt tokens processed.
+# TYPE llamacpp:prompt_tokens_total counter
+llamacpp:prompt_tokens_total 1024
+# HELP llamacpp:kv_cache_usage_ratio KV-cache usage. 1 means 100 percent usage.
+# TYPE llamacpp:kv_cache_usage_ratio gauge
+llamacpp:kv_cache_usage_ratio 0.125
+# HELP llamacpp:kv_cache_tokens KV-cache tokens.
+# TYPE llamacpp:kv_cache_tokens gauge
+llamacpp:kv_cache_tokens 512
+# HELP llamacpp:requests_processing Number of request processing.
+# TYPE llamacpp:requests_processing gauge
+llamacpp:requests_processing 1
+# HELP llamacpp:requests_deferred Number of request deferred.
+# TYPE llamacpp:requests_deferred gauge
+llamacpp:requests_deferred 0
+"""
+
+LLAMA_SLOTS = [
+    {"id": 0, "id_task": 7, "n_ctx": 4096, "speculative": False, "is_processing": True,
+     "params": {"temperature": 0.7, "n_predict": -1}, "n_past": 300,
+     "next_token": {"has_next_token": True, "n_remain": -1, "n_decoded": 12}},
+    {"id": 1, "id_task": -1, "n_ctx": 4096, "speculative": False, "is_processing": False,
+     "params": {"temperature": 0.8}, "n_past": 0, "next_token": {"n_decoded": 0}},
+]
+
+OLLAMA_PS = {"models": [
+    {"name": "other:7b", "model": "other:7b", "size": 5000000000, "size_vram": 1000,
+     "digest": "ab12", "expires_at": "2025-01-01T00:00:00Z"},
+    {"name": "fault-model:latest", "model": "fault-model:latest", "size": 3338801804,
+     "size_vram": 3338801804, "digest": "cd34", "details": {"family": "llama",
+     "parameter_size": "3.2B", "quantization_level": "Q4_K_M"},
+     "expires_at": "2025-01-01T00:05:00Z", "context_length": 8192},
+]}
+
+NAN_METRICS = b"""# TYPE vllm:gpu_cache_usage_perc gauge
+vllm:gpu_cache_usage_perc{model_name="fault-model"} NaN
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{model_name="fault-model"} +Inf
+process_resident_memory_bytes 1.2e+09
+"""
+
+ROOT_BODIES = {  # (prefix, path) -> body
+    ("/vllm", "/metrics"): (VLLM_METRICS, "text/plain; version=0.0.4; charset=utf-8"),
+    ("/vllmv1", "/metrics"): (VLLM_V1_METRICS, "text/plain; version=0.0.4; charset=utf-8"),
+    ("/llama", "/metrics"): (LLAMA_METRICS, "text/plain; version=0.0.4"),
+    ("/llama", "/slots"): (json.dumps(LLAMA_SLOTS).encode(), "application/json"),
+    ("/ollama", "/api/ps"): (json.dumps(OLLAMA_PS).encode(), "application/json"),
+    ("/nan", "/metrics"): (NAN_METRICS, "text/plain; version=0.0.4"),
+}
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -110,6 +205,9 @@ class Handler(BaseHTTPRequestHandler):
 
     # ---- requests ----
     def do_GET(self):
+        for (prefix, leaf), (body, ctype) in ROOT_BODIES.items():
+            if self.path == prefix + leaf:
+                return self.send_body(200, body, ctype)
         if not self.path.endswith("/v1/models"):
             return self.send_json(404, {"detail": "Not Found"})
         prefix = self.path[: -len("/v1/models")]
@@ -178,6 +276,18 @@ class Handler(BaseHTTPRequestHandler):
     def play_badutf8(self, req, raw):
         self.start_stream()
         self.put(delta_raw("content", b"a\xffb\xe2\x82c"))
+        self.put(finish("stop"))
+        self.put(DONE)
+        self.end_stream()
+
+    def play_flood(self, req, raw):
+        """N one-word tokens (the second word, default 20000) as fast as they go."""
+        words = [m.get("content", "") for m in req["messages"] if m.get("role") == "user"][-1].split()
+        n = int(words[1]) if len(words) > 1 else 20000
+        self.start_stream()
+        one = delta("tok ")
+        for i in range(0, n, 500):
+            self.put(one * min(500, n - i))
         self.put(finish("stop"))
         self.put(DONE)
         self.end_stream()

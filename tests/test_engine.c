@@ -12,9 +12,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "engine.h"
+#include "gguf.h"
+#include "hostmem.h"
+#include "model.h"
+#include "registry.h"
 #include "testutil.h"
 
 static struct engine *load(const char *file, int32_t n_ctx)
@@ -325,6 +330,178 @@ static void test_load_errors(void **state)
     assert_non_null(strstr(err, "context"));
 }
 
+/* A copy of the default model with the first block scale of its LM head set
+ * to +inf (fp16 0x7c00): the file loads (matrices are not scanned at load)
+ * but its logits are non-finite. The turn must fail saying the file is
+ * damaged, not answer with token 0 and an empty reply. */
+static void test_nonfinite_logits_is_damage(void **state)
+{
+    (void)state;
+    char model[4200], dir[4200], copy[4400], err[512];
+    TEST_REQUIRE_MODEL(TEST_MODEL_SMOLLM2, model);
+    struct gguf *g = gguf_open(model, err, sizeof err);
+    assert_non_null(g);
+    const struct gguf_tensor *t = gguf_find_tensor(g, "output.weight");
+    if (!t)
+        t = gguf_find_tensor(g, "token_embd.weight");
+    assert_non_null(t);
+    /* these block layouts open with their fp16 scale */
+    assert_true(t->type == GGML_TYPE_Q4_0 || t->type == GGML_TYPE_Q4_1 ||
+                t->type == GGML_TYPE_Q5_0 || t->type == GGML_TYPE_Q5_1 ||
+                t->type == GGML_TYPE_Q8_0);
+    long at = (long)(gguf_data_offset(g) + t->offset);
+    gguf_close(g);
+
+    test_tmpdir(dir, sizeof dir, "engine-damaged");
+    snprintf(copy, sizeof copy, "%s/damaged.gguf", dir);
+    FILE *in = fopen(model, "rb"), *out = fopen(copy, "wb");
+    assert_non_null(in);
+    assert_non_null(out);
+    static char buf[1 << 16];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
+        assert_int_equal(fwrite(buf, 1, n, out), n);
+    fclose(in);
+    assert_int_equal(fseek(out, at, SEEK_SET), 0);
+    assert_int_equal(fwrite("\x00\x7c", 1, 2, out), 2);
+    assert_int_equal(fclose(out), 0);
+
+    struct engine_params p = engine_default_params();
+    p.model_path = copy;
+    p.backend = ENGINE_BACKEND_CPU;
+    p.n_ctx = 256;
+    struct engine *e = engine_new(&p, err, sizeof err);
+    if (!e)
+        fail_msg("engine_new: %s", err);
+    struct engine_turn_params tp = greedy(8);
+    char *reply = NULL;
+    assert_int_equal(engine_chat(e, "hi", &tp, &reply, err, sizeof err), -1);
+    printf("error: %s\n", err);
+    assert_non_null(strstr(err, "non-finite logits"));
+    assert_non_null(strstr(err, "damaged"));
+    assert_non_null(strstr(err, "damaged.gguf"));
+    assert_null(strchr(err, '\n'));
+    struct engine_stats st;
+    engine_stats(e, &st);
+    assert_int_equal(st.stop, ENGINE_STOP_ERROR);
+    free(reply);
+    engine_free(e);
+    unlink(copy);
+    rmdir(dir);
+}
+
+/* A template whose control tokens the vocabulary lacks is named as the
+ * cause, with the token; any other encode failure (out of memory) is not
+ * reported as a template problem (the tokenizer tells them apart with
+ * TOK_ENC_NO_TOKEN, test_tokenizer). */
+static void test_template_token_missing_is_named(void **state)
+{
+    (void)state;
+    char path[4200], err[512];
+    TEST_REQUIRE_MODEL(TEST_MODEL_SMOLLM2, path);
+    struct engine_params p = engine_default_params();
+    p.model_path = path;
+    p.backend = ENGINE_BACKEND_CPU;
+    p.n_ctx = 256;
+    p.chat_template = "llama3";
+    struct engine *e = engine_new(&p, err, sizeof err);
+    if (!e)
+        fail_msg("engine_new: %s", err);
+    struct engine_turn_params tp = greedy(4);
+    assert_int_equal(engine_chat(e, "hi", &tp, NULL, err, sizeof err), -1);
+    printf("error: %s\n", err);
+    assert_non_null(strstr(err, "chat template names a token this model does not have"));
+    assert_non_null(strstr(err, "<|start_header_id|>"));
+    assert_non_null(strstr(err, "--chat-template"));
+    engine_free(e);
+}
+
+/* Writes TEXT to ROOT/REL, making the folders on the way. */
+static void put_file(const char *root, const char *rel, const char *text)
+{
+    char path[4400];
+    snprintf(path, sizeof path, "%s/%s", root, rel);
+    for (char *c = path + strlen(root) + 1; *c; c++)
+        if (*c == '/') {
+            *c = 0;
+            mkdir(path, 0755);
+            *c = '/';
+        }
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* The memory reading: MemAvailable, then the tightest cgroup v2 level from
+ * the process's own up to the root ("max" = none), fed from fake files. */
+static void test_hostmem_available(void **state)
+{
+    (void)state;
+    char root[4200];
+    uint64_t v;
+    test_tmpdir(root, sizeof root, "hostmem");
+    assert_int_equal(hostmem_available(root, &v), -1); /* nothing readable: unknown */
+    put_file(root, "proc/meminfo", "MemTotal: 32000000 kB\nMemFree: 1000 kB\n"
+                                   "MemAvailable: 20000000 kB\n");
+    assert_int_equal(hostmem_available(root, &v), 0);
+    assert_true(v == 20000000ull * 1024);
+    put_file(root, "proc/self/cgroup", "4:memory:/x\n0::/box/inner\n");
+    put_file(root, "sys/fs/cgroup/box/inner/memory.max", "max\n");
+    assert_int_equal(hostmem_available(root, &v), 0);
+    assert_true(v == 20000000ull * 1024); /* no limit anywhere */
+    put_file(root, "sys/fs/cgroup/box/memory.max", "6442450944\n");       /* 6 GiB */
+    put_file(root, "sys/fs/cgroup/box/memory.current", "1073741824\n"); /* 1 GiB used */
+    assert_int_equal(hostmem_available(root, &v), 0);
+    assert_true(v == 5ull << 30); /* the parent's limit binds */
+    put_file(root, "sys/fs/cgroup/box/inner/memory.max", "2147483648\n");
+    put_file(root, "sys/fs/cgroup/box/inner/memory.current", "3221225472\n"); /* over */
+    assert_int_equal(hostmem_available(root, &v), 0);
+    assert_true(v == 0);
+}
+
+/* The CPU backend refuses a context whose KV cache the memory cannot hold,
+ * before allocating it, with the figures and what to lower; the same
+ * context fits when the memory is there. */
+static void test_cpu_refuses_context_past_memory(void **state)
+{
+    (void)state;
+    char path[4200], root[4200], err[512];
+    TEST_REQUIRE_MODEL(TEST_MODEL_SMOLLM2, path);
+    struct model *m = model_load(path, err, sizeof err);
+    assert_non_null(m);
+    test_tmpdir(root, sizeof root, "hostmem-cpu");
+    put_file(root, "proc/meminfo", "MemAvailable: 262144 kB\n"); /* 256 MiB */
+    struct backend_request rq = {.want = ENGINE_BACKEND_CPU, .model = m,
+                                 .cfg = {.n_ctx = 8192, .n_threads = 1}, .mem_root = root};
+    struct backend_opened bo;
+    assert_int_equal(backend_open(&rq, &bo, err, sizeof err), -1);
+    printf("error: %s\n", err);
+    assert_null(strchr(err, '\n'));
+    assert_non_null(strstr(err, "KV cache 0.4 at 8192 tokens"));
+    assert_non_null(strstr(err, "but 0.2 GiB is available"));
+    assert_non_null(strstr(err, "lower --ctx-size (this model was trained for 8192)"));
+    rq.cfg.n_ctx = 256; /* 11 MiB of cache */
+    assert_int_equal(backend_open(&rq, &bo, err, sizeof err), 0);
+    bo.ops->destroy(bo.state);
+    model_free(m);
+}
+
+/* A context past the trained one runs, with a warning the front-ends show
+ * without -v. */
+static void test_ctx_past_training_warns(void **state)
+{
+    (void)state;
+    struct engine *e = load(TEST_MODEL_SMOLLM2, 256);
+    assert_string_equal(engine_info(e)->warning, "");
+    engine_free(e);
+    e = load(TEST_MODEL_SMOLLM2, 8193);
+    printf("warning: %s\n", engine_info(e)->warning);
+    assert_non_null(strstr(engine_info(e)->warning, "--ctx-size 8193"));
+    assert_non_null(strstr(engine_info(e)->warning, "8192"));
+    engine_free(e);
+}
+
 static void test_tokenize_user_text_is_plain(void **state)
 {
     (void)state;
@@ -346,6 +523,11 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_nonfinite_logits_is_damage),
+        cmocka_unit_test(test_hostmem_available),
+        cmocka_unit_test(test_cpu_refuses_context_past_memory),
+        cmocka_unit_test(test_ctx_past_training_warns),
+        cmocka_unit_test(test_template_token_missing_is_named),
         cmocka_unit_test(test_answers_smollm2),
         cmocka_unit_test(test_chat_turn_gemma3),
         cmocka_unit_test(test_kv_reuse),

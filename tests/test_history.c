@@ -646,6 +646,124 @@ static void test_export(void **state)
     assert_int_equal(system(cmd), 0);
 }
 
+/* Each reply records the engine and model that produced it, so a session
+ * that moves from a local model to a server and back keeps saying who wrote
+ * what; the stored conversation itself has nothing engine-specific, so it
+ * reads back whole whatever continued it. Export shows the source per reply. */
+static void test_reply_source_across_engines(void **state)
+{
+    (void)state;
+    char path[1200], md[1300], js[1300];
+    new_db_path(path, sizeof path, "hist-source");
+    snprintf(md, sizeof md, "%s.md", path);
+    snprintf(js, sizeof js, "%s.json", path);
+    struct hist *h = open_ok(path);
+    int64_t sid, id;
+    assert_int_equal(hist_session_create(h, NULL, NULL, &sid), HIST_OK);
+    assert_int_equal(hist_session_set_model(h, sid, "SmolLM2-135M-Instruct.Q4_1.gguf", "fnv1a64:00:1"), HIST_OK);
+    static const struct {
+        const char *user, *reply, *engine, *model;
+    } TURNS[] = {
+        {"first, locally", "local answer", "cpu", "SmolLM2-135M-Instruct.Q4_1.gguf"},
+        {"then on the server", "served \"answer\"", "remote", "qwen3:8b@gpu-box:8000"},
+        {"back on the gpu", "cuda answer", "cuda", "SmolLM2-135M-Instruct.Q4_1.gguf"},
+        {"source unknown", "who knows", NULL, NULL},
+    };
+    enum { NT = sizeof TURNS / sizeof TURNS[0] };
+    for (size_t i = 0; i < NT; i++) {
+        assert_int_equal(hist_message_add(h, sid, HIST_ROLE_USER, TURNS[i].user, (size_t)-1, -1, &id), HIST_OK);
+        if (TURNS[i].engine)
+            assert_int_equal(hist_reply_begin_from(h, sid, TURNS[i].engine, TURNS[i].model, &id), HIST_OK);
+        else
+            assert_int_equal(hist_reply_begin(h, sid, &id), HIST_OK);
+        /* Known from the first row on: a reply cut short by a crash says who wrote it too. */
+        struct hist_message one;
+        assert_int_equal(hist_message_get(h, id, &one), HIST_OK);
+        assert_int_equal(one.end, HIST_END_STREAMING);
+        if (TURNS[i].engine)
+            assert_string_equal(one.model, TURNS[i].model);
+        else
+            assert_null(one.model);
+        hist_message_clear(&one);
+        assert_int_equal(hist_reply_progress(h, id, "partial", 7, 1), 1);
+        assert_int_equal(hist_reply_finish(h, id, TURNS[i].reply, (size_t)-1, NULL, HIST_END_STOP), HIST_OK);
+    }
+    /* Only the engine known, or only the model. */
+    assert_int_equal(hist_reply_begin_from(h, sid, "cpu", NULL, &id), HIST_OK);
+    assert_int_equal(hist_reply_finish(h, id, "engine only", (size_t)-1, NULL, HIST_END_STOP), HIST_OK);
+    assert_int_equal(hist_reply_begin_from(h, 31337, "cpu", "x.gguf", &id), HIST_E_NOTFOUND);
+    hist_close(h);
+
+    /* Another connection (a later kvchat resuming the session) reads it all back. */
+    h = open_ok(path);
+    struct hist_message *m;
+    size_t n;
+    assert_int_equal(hist_messages(h, sid, &m, &n), HIST_OK);
+    assert_int_equal(n, 2 * NT + 1);
+    for (size_t i = 0; i < NT; i++) {
+        const struct hist_message *u = &m[2 * i], *r = &m[2 * i + 1];
+        assert_int_equal(u->role, HIST_ROLE_USER);
+        assert_string_equal(u->content, TURNS[i].user);
+        assert_true(u->engine == NULL && u->model == NULL);
+        assert_int_equal(r->role, HIST_ROLE_ASSISTANT);
+        assert_string_equal(r->content, TURNS[i].reply);
+        if (TURNS[i].engine) {
+            assert_string_equal(r->engine, TURNS[i].engine);
+            assert_string_equal(r->model, TURNS[i].model);
+        } else {
+            assert_true(r->engine == NULL && r->model == NULL);
+        }
+    }
+    assert_string_equal(m[2 * NT].engine, "cpu");
+    assert_null(m[2 * NT].model);
+    hist_messages_free(m, n);
+    /* The session keeps the model it was created with. */
+    struct hist_session s;
+    assert_int_equal(hist_session_get(h, sid, &s), HIST_OK);
+    assert_string_equal(s.model_name, "SmolLM2-135M-Instruct.Q4_1.gguf");
+    hist_session_clear(&s);
+    /* A session created on a server: its model names the server, no digest. */
+    int64_t rs;
+    assert_int_equal(hist_session_create(h, NULL, NULL, &rs), HIST_OK);
+    assert_int_equal(hist_session_set_model(h, rs, "qwen3:8b@gpu-box:8000", ""), HIST_OK);
+    assert_int_equal(hist_session_get(h, rs, &s), HIST_OK);
+    assert_string_equal(s.model_name, "qwen3:8b@gpu-box:8000");
+    assert_string_equal(s.model_digest, "");
+    hist_session_clear(&s);
+
+    run_export(h, sid, HIST_FORMAT_MARKDOWN, md);
+    run_export(h, sid, HIST_FORMAT_JSON, js);
+    hist_close(h);
+    size_t len;
+    char *text = read_ok(md, &len);
+    assert_non_null(strstr(text, ", SmolLM2-135M-Instruct.Q4_1.gguf on cpu)\n\nlocal answer\n"));
+    assert_non_null(strstr(text, ", qwen3:8b@gpu-box:8000 on remote)\n\nserved \"answer\"\n"));
+    assert_non_null(strstr(text, ", SmolLM2-135M-Instruct.Q4_1.gguf on cuda)\n\ncuda answer\n"));
+    assert_non_null(strstr(text, ", on cpu)\n\nengine only\n"));
+    /* no source, no mention */
+    char *unknown = strstr(text, "\n\nwho knows\n");
+    assert_non_null(unknown);
+    assert_memory_equal(unknown - 1, ")", 1);
+    assert_null(strstr(text, "on (null)"));
+    free(text);
+    if (!have_python()) {
+        printf("NOTE: python3 absent; JSON source fields not parsed\n");
+        return;
+    }
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd,
+             "python3 -c 'import json,sys; d=json.loads(open(sys.argv[1],\"rb\").read().decode(\"utf-8\"));"
+             "m=d[\"messages\"];"
+             "src=[(x[\"role\"], x[\"engine\"], x[\"model\"]) for x in m];"
+             "want=[(\"user\",None,None),(\"assistant\",\"cpu\",\"SmolLM2-135M-Instruct.Q4_1.gguf\"),"
+             "(\"user\",None,None),(\"assistant\",\"remote\",\"qwen3:8b@gpu-box:8000\"),"
+             "(\"user\",None,None),(\"assistant\",\"cuda\",\"SmolLM2-135M-Instruct.Q4_1.gguf\"),"
+             "(\"user\",None,None),(\"assistant\",None,None),(\"assistant\",\"cpu\",None)];"
+             "assert src==want, src' '%s'",
+             js);
+    assert_int_equal(system(cmd), 0);
+}
+
 /* Builds a database at each older schema with the migration steps
  * themselves, fills it through that schema's raw columns, and checks
  * hist_open brings everything forward, search backfill included. */
@@ -685,6 +803,9 @@ static void test_migrations_from_every_version(void **state)
         assert_int_equal(m[1].updated_ms, 3000);
         /* A pre-v3 streaming row has no writer: its process is gone. */
         assert_int_equal(m[2].end, HIST_END_INTERRUPTED);
+        /* Replies from before v4 do not say what produced them. */
+        for (size_t i = 0; i < n; i++)
+            assert_true(m[i].engine == NULL && m[i].model == NULL);
         hist_messages_free(m, n);
         assert_int_equal(count_hits(h, "marmalade"), 2);
         assert_int_equal(count_hits(h, "crash"), 1);
@@ -692,6 +813,13 @@ static void test_migrations_from_every_version(void **state)
         int64_t id;
         assert_int_equal(hist_message_add(h, 7, HIST_ROLE_USER, "new marmalade", (size_t)-1, -1, &id), HIST_OK);
         assert_int_equal(count_hits(h, "marmalade"), 3);
+        assert_int_equal(hist_reply_begin_from(h, 7, "cpu", "m.gguf", &id), HIST_OK);
+        assert_int_equal(hist_reply_finish(h, id, "fresh", 5, NULL, HIST_END_STOP), HIST_OK);
+        struct hist_message one;
+        assert_int_equal(hist_message_get(h, id, &one), HIST_OK);
+        assert_string_equal(one.engine, "cpu");
+        assert_string_equal(one.model, "m.gguf");
+        hist_message_clear(&one);
         hist_close(h);
         assert_integrity_ok(path);
     }
@@ -1236,6 +1364,7 @@ int main(void)
         cmocka_unit_test(test_search_literal),
         cmocka_unit_test(test_messages_truncate),
         cmocka_unit_test(test_export),
+        cmocka_unit_test(test_reply_source_across_engines),
         cmocka_unit_test(test_migrations_from_every_version),
         cmocka_unit_test(test_newer_version_refused),
         cmocka_unit_test(test_corrupt_refused_unchanged),

@@ -682,6 +682,103 @@ static void test_bad_hparams(void **state)
     }
 }
 
+/* A damaged file whose norm weights or biases hold NaN is refused at load,
+ * naming the tensor and the file, instead of loading and answering with NaN
+ * logits (which the sampler turned into token 0, an empty reply). */
+static void test_damaged_norm_refused(void **state)
+{
+    (void)state;
+    struct tiny_spec s = {.arch = "llama", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
+                          .n_embd = 32, .n_head = 2, .n_head_kv = 1, .head_dim = 16, .n_rot = 16,
+                          .n_ff = 64, .n_vocab = 20, .n_layer = 2,
+                          .nonfinite_tensor = "output_norm.weight"};
+    expect_load_error(&s, "damaged-outnorm", "tensor output_norm.weight", "damaged");
+    s.nonfinite_tensor = "blk.1.ffn_norm.weight";
+    expect_load_error(&s, "damaged-ffnnorm", "tensor blk.1.ffn_norm.weight", "damaged");
+    s.arch = "qwen2";
+    s.nonfinite_tensor = "blk.0.attn_v.bias";
+    expect_load_error(&s, "damaged-bias", "tensor blk.0.attn_v.bias", "damaged");
+    s.arch = "qwen3";
+    s.nonfinite_tensor = "blk.1.attn_k_norm.weight";
+    expect_load_error(&s, "damaged-knorm", "tensor blk.1.attn_k_norm.weight", "damaged");
+}
+
+/* Damage in a quantised matrix (an fp16 block scale of +inf) is not looked
+ * for at load (it would mean reading every weight): the model loads and its
+ * logits are non-finite, which is what the engine's per-token check
+ * (sampler_saw_nonfinite, test_engine) turns into an error. */
+static void test_damaged_matrix_gives_nonfinite_logits(void **state)
+{
+    (void)state;
+    struct tiny_spec s = {.arch = "llama", .wtype = GGML_TYPE_Q8_0, .etype = GGML_TYPE_Q8_0,
+                          .n_embd = 32, .n_head = 2, .n_head_kv = 1, .head_dim = 16, .n_rot = 16,
+                          .n_ff = 64, .n_vocab = 20, .n_layer = 2, .untied = true,
+                          .nonfinite_tensor = "output.weight"};
+    struct model *m = load_synth(&s, "damaged-matrix", 7);
+    void *b = cpu_new(m, 16, 1);
+    int32_t tok[3] = {1, 2, 3};
+    float logits[20];
+    char err[512];
+    assert_int_equal(backend_cpu_ops.forward(b, tok, 3, 0, logits, false, err, sizeof err), 0);
+    int bad = 0;
+    for (int i = 0; i < 20; i++)
+        bad += !isfinite(logits[i]);
+    assert_true(bad > 0);
+    backend_cpu_ops.destroy(b);
+    model_free(m);
+}
+
+static void set_int_value(struct gguf_writer *w, const char *key, int variant)
+{
+    gguf_writer_set_i32(w, key, variant);
+}
+
+/* Hyperparameters that cannot describe a model: each refusal is one line
+ * that names the file and the key (or the two keys that disagree). */
+static void test_hparam_errors_name_the_key(void **state)
+{
+    (void)state;
+    /* 32 dims over 3 heads and no key_length: the divisibility is the
+     * problem, not a "missing key" */
+    struct tiny_spec s = {.arch = "llama", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
+                          .n_embd = 32, .n_head = 3, .n_head_kv = 1, .head_dim = 16, .n_rot = 16,
+                          .n_ff = 64, .n_vocab = 20, .n_layer = 2};
+    expect_load_error(&s, "hp-ndiv", "llama.embedding_length 32 is not a multiple of "
+                                     "llama.attention.head_count 3", NULL);
+    s.n_head = 2;
+    s.n_head_kv = 3;
+    expect_load_error(&s, "hp-gqa", "llama.attention.head_count 2 is not a multiple of "
+                                    "llama.attention.head_count_kv 3", NULL);
+
+    s.n_head_kv = 1;
+    char src[1200], dst[1200], err[512];
+    synth_path(src, sizeof src, "hp-key-src");
+    synth_path(dst, sizeof dst, "hp-key");
+    write_synth(&s, src, 1);
+    static const struct {
+        const char *key;
+        int value;
+        const char *says;
+    } cases[] = {
+        {"llama.block_count", 0, "llama.block_count = 0 is out of range"},
+        {"llama.block_count", 1025, "llama.block_count = 1025 is out of range"},
+        {"llama.attention.head_count", 0, "llama.attention.head_count = 0 is out of range"},
+        {"llama.attention.head_count_kv", 0, "llama.attention.head_count_kv = 0 is out of range"},
+        {"llama.context_length", -5, "llama.context_length = -5 is out of range"},
+        {"llama.embedding_length", 0, "llama.embedding_length = 0 is out of range"},
+        {"llama.vocab_size", 0, "llama.vocab_size = 0 but token_embd.weight has 20 rows"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        rewrite_key(src, dst, set_int_value, cases[i].key, cases[i].value);
+        err[0] = 0;
+        assert_null(model_load(dst, err, sizeof err));
+        printf("%s = %d: %s\n", cases[i].key, cases[i].value, err);
+        assert_null(strchr(err, '\n'));
+        assert_non_null(strstr(err, "hp-key.gguf"));
+        assert_non_null(strstr(err, cases[i].says));
+    }
+}
+
 static void test_truncated_real_file(void **state)
 {
     (void)state;
@@ -864,6 +961,9 @@ int main(void)
         cmocka_unit_test(test_forward_errors),
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_bad_hparams),
+        cmocka_unit_test(test_damaged_norm_refused),
+        cmocka_unit_test(test_damaged_matrix_gives_nonfinite_logits),
+        cmocka_unit_test(test_hparam_errors_name_the_key),
         cmocka_unit_test(test_truncated_real_file),
         cmocka_unit_test(test_real_smollm2),
         cmocka_unit_test(test_real_gemma3),

@@ -125,6 +125,57 @@ static void test_type_table(void **state)
     assert_false(quant_type_from_name(NULL, &t));
 }
 
+/* The rules the synthetic models take from the table: llama.cpp's 32-block
+ * fallbacks and general.file_type values. */
+static void test_fallback_and_ftype(void **state)
+{
+    (void)state;
+    assert_int_equal(quant_type_fallback(GGML_TYPE_Q4_K), GGML_TYPE_Q5_0);
+    assert_int_equal(quant_type_fallback(GGML_TYPE_Q5_K), GGML_TYPE_Q5_1);
+    assert_int_equal(quant_type_fallback(GGML_TYPE_Q6_K), GGML_TYPE_Q8_0);
+    assert_int_equal(quant_type_fallback(GGML_TYPE_Q4_1), GGML_TYPE_Q4_1);
+    assert_int_equal(quant_type_fallback(GGML_TYPE_F16), GGML_TYPE_F16);
+    static const struct { enum ggml_type t; uint32_t ftype; } want[] = {
+        {GGML_TYPE_F32, 0},   {GGML_TYPE_F16, 1},   {GGML_TYPE_Q4_0, 2},  {GGML_TYPE_Q4_1, 3},
+        {GGML_TYPE_Q8_0, 7},  {GGML_TYPE_Q5_0, 8},  {GGML_TYPE_Q5_1, 9},  {GGML_TYPE_Q4_K, 14},
+        {GGML_TYPE_Q5_K, 16}, {GGML_TYPE_Q6_K, 18}, {GGML_TYPE_BF16, 32}, {GGML_TYPE_Q2_K, 0},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        assert_int_equal(quant_type_ftype(want[i].t), want[i].ftype);
+}
+
+/* Random rows (synthetic models): every supported type gives finite elements
+ * of about the deviation asked for, the same bytes from the same state, and
+ * nothing for a type without kernels. */
+static void test_random_row(void **state)
+{
+    (void)state;
+    enum { N = 4096 };
+    static unsigned char a[N * 4], b[N * 4];
+    static float f[N];
+    for (size_t k = 0; k < N_SUPPORTED; k++) {
+        enum ggml_type t = k_supported[k];
+        uint64_t s1 = 42, s2 = 42;
+        quant_random_row(t, a, N, 0.05f, &s1);
+        quant_random_row(t, b, N, 0.05f, &s2);
+        assert_memory_equal(a, b, quant_row_size(t, N));
+        assert_true(s1 == s2 && s1 != 42);
+        quant_dequantize_row(t, a, f, N);
+        double ss = 0;
+        for (int i = 0; i < N; i++) {
+            assert_true(isfinite(f[i]));
+            ss += (double)f[i] * f[i];
+        }
+        double rms = sqrt(ss / N);
+        assert_true(rms > 0.05 * 0.5 && rms < 0.05 * 2);
+    }
+    memset(a, 0xAB, sizeof a);
+    uint64_t s = 1;
+    quant_random_row(GGML_TYPE_Q2_K, a, 256, 0.05f, &s);
+    quant_random_row(GGML_TYPE_Q4_K, a, 100, 0.05f, &s);
+    assert_true(s == 1 && a[0] == 0xAB);
+}
+
 static void test_row_size(void **state)
 {
     (void)state;
@@ -815,6 +866,59 @@ static void check_dot_n(enum ggml_type t, int64_t len, int n, struct rng *r)
     free(ref);
 }
 
+/* A file with general.alignment = 1 puts tensor data at odd addresses.
+ * Every kernel of every type must read a row there exactly as at an
+ * aligned one (and, under -fsanitize=undefined, without a misaligned
+ * load): decode, dot product (fast and scalar) and the multi-token dot. */
+static void test_unaligned_rows(void **state)
+{
+    (void)state;
+    struct rng r = {0x5eed};
+    enum { LEN = 512, NT = 3, STRIDE = 1 };
+    for (size_t ti = 0; ti < N_SUPPORTED; ti++) {
+        enum ggml_type t = k_supported[ti];
+        size_t rs = quant_row_size(t, LEN), as = quant_act_size(t, LEN);
+        float w[LEN], x[NT * LEN], da[LEN], du[LEN];
+        for (int i = 0; i < LEN; i++)
+            w[i] = rng_gauss(&r) * 0.05f;
+        for (int i = 0; i < NT * LEN; i++)
+            x[i] = rng_gauss(&r);
+        uint8_t *aligned = malloc(rs), *buf = malloc(rs + 1);
+        float *scratch = malloc(NT * (as + 16));
+        assert_non_null(aligned);
+        assert_non_null(buf);
+        assert_non_null(scratch);
+        quant_quantize_row(t, w, aligned, LEN);
+        uint8_t *odd = buf + 1;
+        quant_quantize_row(t, w, odd, LEN); /* the encoders too */
+        assert_memory_equal(odd, aligned, rs);
+        quant_dequantize_row(t, aligned, da, LEN);
+        quant_dequantize_row(t, odd, du, LEN);
+        assert_memory_equal(da, du, sizeof da);
+        struct quant_act acts[NT];
+        for (int k = 0; k < NT; k++)
+            quant_prepare_act(t, x + k * LEN, LEN,
+                              as ? (uint8_t *)scratch + (size_t)k * (as + 16) : NULL, &acts[k]);
+        float oa[NT], ou[NT];
+        for (int k = 0; k < NT; k++) {
+            float a = quant_dot(aligned, &acts[k]), u = quant_dot(odd, &acts[k]);
+            float ar = quant_dot_ref(aligned, &acts[k]), ur = quant_dot_ref(odd, &acts[k]);
+            if (memcmp(&a, &u, sizeof a) != 0 || memcmp(&ar, &ur, sizeof ar) != 0)
+                fail_msg("%s token %d: dot aligned %g, unaligned %g; ref %g, %g",
+                         quant_type_name(t), k, a, u, ar, ur);
+        }
+        quant_dot_n(aligned, acts, NT, oa, STRIDE);
+        quant_dot_n(odd, acts, NT, ou, STRIDE);
+        assert_memory_equal(oa, ou, sizeof oa);
+        quant_dot_n_ref(aligned, acts, NT, oa, STRIDE);
+        quant_dot_n_ref(odd, acts, NT, ou, STRIDE);
+        assert_memory_equal(oa, ou, sizeof oa);
+        free(aligned);
+        free(buf);
+        free(scratch);
+    }
+}
+
 static void test_dot_n(void **state)
 {
     (void)state;
@@ -856,7 +960,10 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_type_table),
+        cmocka_unit_test(test_unaligned_rows),
         cmocka_unit_test(test_row_size),
+        cmocka_unit_test(test_fallback_and_ftype),
+        cmocka_unit_test(test_random_row),
         cmocka_unit_test(test_f16_decode),
         cmocka_unit_test(test_f16_encode),
         cmocka_unit_test(test_bf16),

@@ -3,7 +3,9 @@
  * the conversation carried across turns), a cancel within 100 ms, and every
  * failure a server or the network can produce (the message names the server,
  * never holds the API key, keeps the partial reply, and the next turn works).
- * The SSE framer and the UTF-8 stream are checked on their own too. Skips
+ * The SSE framer, the UTF-8 stream and the parsing of servers' own figures
+ * (Prometheus text, llama-server's slots, Ollama's running models) are
+ * checked on their own too, and the figures end to end per server kind. Skips
  * (exit 77) without python3.
  */
 #include <setjmp.h>
@@ -13,6 +15,7 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -27,6 +30,7 @@
 
 #include "engine.h"
 #include "engine_tools.h"
+#include "figures.h"
 #include "sse.h"
 #include "utf8_stream.h"
 
@@ -590,6 +594,201 @@ static void test_utf8_stream(void **state)
     }
 }
 
+/* ---- the server's own figures ---- */
+
+static bool unknown_all(const struct engine_server *s)
+{
+    return s->kv_frac < 0 && s->kv_tokens < 0 && s->n_ctx < 0 && s->reqs_running < 0 &&
+           s->reqs_waiting < 0 && s->prefix_hit_rate < 0 && s->vram_bytes < 0;
+}
+
+static void test_prometheus(void **state)
+{
+    (void)state;
+    struct engine_server s;
+    /* comments, labels with a quoted '}', '"' and spaces, CRLF, a timestamp,
+     * metrics kvchat does not read */
+    const char *text =
+        "# HELP vllm:num_requests_running Number of requests {running}.\n"
+        "# TYPE vllm:num_requests_running gauge\n"
+        "vllm:num_requests_running{model_name=\"a} \\\"b\\\"\",x=\"1\"} 4 1712345678000\r\n"
+        "\n"
+        "  vllm:num_requests_waiting 1.5e1\n"
+        "vllm:num_requests_running_extra 99\n"
+        "vllm:gpu_cache_usage_perc{model_name=\"a\"} 0.5\n"
+        "vllm:gpu_cache_usage_perc{model_name=\"b\"} 0.25\n"
+        "vllm:prefix_cache_hits_total 30\n"
+        "vllm:prefix_cache_queries_total 120\n"
+        "not a sample line\n"
+        "vllm:gpu_prefix_cache_hit_rate{broken=\"unclosed 0.9\n"
+        "vllm:kv_cache_usage_perc";
+    fig_clear(&s);
+    assert_int_equal(fig_parse_metrics(text, strlen(text), &s), 6);
+    assert_int_equal(s.reqs_running, 4);
+    assert_int_equal(s.reqs_waiting, 15);
+    assert_true(fabs(s.kv_frac - 0.375) < 1e-12); /* two series: the mean */
+    assert_true(fabs(s.prefix_hit_rate - 0.25) < 1e-12); /* hits / queries */
+    assert_true(s.kv_tokens < 0 && s.n_ctx < 0 && s.vram_bytes < 0);
+    assert_string_equal(s.source, "vllm /metrics");
+
+    /* NaN and infinite samples are unknown, not 0; no queries yet: no rate */
+    const char *nan = "vllm:gpu_cache_usage_perc NaN\nvllm:num_requests_running +Inf\n"
+                      "vllm:num_requests_waiting -Inf\nvllm:prefix_cache_hits_total 0\n"
+                      "vllm:prefix_cache_queries_total 0\n";
+    fig_clear(&s);
+    fig_parse_metrics(nan, strlen(nan), &s);
+    assert_true(unknown_all(&s));
+
+    /* nothing kvchat reads (another exporter, HTML, empty): unchanged */
+    const char *other[] = {"process_cpu_seconds_total 12\n# EOF\n", "<html>x</html>", ""};
+    for (size_t i = 0; i < sizeof other / sizeof *other; i++) {
+        fig_clear(&s);
+        assert_int_equal(fig_parse_metrics(other[i], strlen(other[i]), &s), 0);
+        assert_true(unknown_all(&s));
+        assert_string_equal(s.source, "");
+    }
+
+    /* llama-server */
+    const char *ll = "llamacpp:kv_cache_usage_ratio 0.125\nllamacpp:kv_cache_tokens 512\n"
+                     "llamacpp:requests_processing 1\nllamacpp:requests_deferred 0\n";
+    fig_clear(&s);
+    assert_int_equal(fig_parse_metrics(ll, strlen(ll), &s), 4);
+    assert_true(fabs(s.kv_frac - 0.125) < 1e-12);
+    assert_int_equal(s.kv_tokens, 512);
+    assert_int_equal(s.reqs_running, 1);
+    assert_int_equal(s.reqs_waiting, 0); /* a real 0 is 0 */
+    assert_true(s.prefix_hit_rate < 0);
+    assert_string_equal(s.source, "llama-server /metrics");
+}
+
+static void test_slots_and_ps(void **state)
+{
+    (void)state;
+    struct engine_server s;
+    const char *slots = "[{\"id\":0,\"n_ctx\":4096,\"n_past\":100},{\"id\":1,\"n_ctx\":4096,"
+                        "\"n_past\":20}]";
+    fig_clear(&s);
+    s.source[0] = 0;
+    assert_int_equal(fig_parse_slots(slots, strlen(slots), &s), 0);
+    assert_int_equal(s.n_ctx, 4096);
+    assert_int_equal(s.kv_tokens, 120);
+    /* the metrics' token count wins over the slots' */
+    fig_clear(&s);
+    s.kv_tokens = 7;
+    fig_parse_slots(slots, strlen(slots), &s);
+    assert_int_equal(s.kv_tokens, 7);
+    /* not a slot list (llama-server without slots says so in an object) */
+    const char *no = "{\"error\":{\"code\":501,\"message\":\"This server does not support slots\"}}";
+    fig_clear(&s);
+    assert_int_equal(fig_parse_slots(no, strlen(no), &s), -1);
+    assert_true(unknown_all(&s));
+    /* a slot without the fields: unknown */
+    fig_clear(&s);
+    assert_int_equal(fig_parse_slots("[{\"id\":0}]", 12, &s), 0);
+    assert_true(unknown_all(&s));
+
+    const char *ps = "{\"models\":[{\"name\":\"other:7b\",\"size_vram\":1},"
+                     "{\"name\":\"llama3:latest\",\"model\":\"llama3:latest\","
+                     "\"size_vram\":3338801804,\"context_length\":8192}]}";
+    fig_clear(&s);
+    assert_int_equal(fig_parse_ollama_ps(ps, strlen(ps), "llama3", &s), 0); /* :latest */
+    assert_int_equal(s.vram_bytes, 3338801804);
+    assert_int_equal(s.n_ctx, 8192);
+    fig_clear(&s);
+    assert_int_equal(fig_parse_ollama_ps(ps, strlen(ps), "llama3:latest", &s), 0);
+    assert_int_equal(s.vram_bytes, 3338801804);
+    /* our model not loaded yet: a list, but nothing known */
+    fig_clear(&s);
+    assert_int_equal(fig_parse_ollama_ps(ps, strlen(ps), "mistral", &s), 0);
+    assert_true(unknown_all(&s));
+    fig_clear(&s);
+    assert_int_equal(fig_parse_ollama_ps("[1,2]", 5, "llama3", &s), -1);
+    assert_int_equal(fig_parse_ollama_ps("not json", 8, "llama3", &s), -1);
+    assert_true(unknown_all(&s));
+}
+
+/* The engine's figures from server PREFIX, once its sampler has read them. */
+static struct engine *figures_from(const char *prefix, const char *model,
+                                   struct engine_server *out)
+{
+    char url[256], err[512];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d%s/v1", port, prefix);
+    struct engine *e = open_at(url, model, err, sizeof err);
+    if (!e)
+        fail_msg("engine_new(%s): %s", url, err);
+    double t0 = now_s();
+    do {
+        engine_server(e, out);
+        if (out->source[0])
+            break;
+        usleep(20000);
+    } while (now_s() - t0 < 5);
+    return e;
+}
+
+static void test_server_figures(void **state)
+{
+    (void)state;
+    struct engine_server s;
+    struct engine_stats st;
+
+    struct engine *e = figures_from("/vllm", NULL, &s);
+    assert_string_equal(s.source, "vllm /metrics");
+    assert_true(fabs(s.kv_frac - 0.375) < 1e-12);
+    assert_int_equal(s.reqs_running, 3);
+    assert_int_equal(s.reqs_waiting, 2);
+    assert_true(fabs(s.prefix_hit_rate - 0.25) < 1e-12);
+    assert_true(s.n_ctx < 0 && s.vram_bytes < 0 && s.kv_tokens < 0); /* vLLM says none */
+    assert_true(s.age_s >= 0 && s.age_s < 5);
+    engine_stats(e, &st);
+    assert_int_equal(st.kv_capacity, 0); /* the context stays unknown */
+    /* a turn while the sampler runs */
+    struct sink k = {0};
+    free(chat_ok(e, "hello", &k, 0));
+    engine_free(e);
+
+    e = figures_from("/vllmv1", NULL, &s);
+    assert_true(fabs(s.kv_frac - 0.375) < 1e-12);
+    assert_int_equal(s.reqs_running, 3);
+    assert_int_equal(s.reqs_waiting, 4);
+    assert_true(fabs(s.prefix_hit_rate - 0.4) < 1e-12);
+    engine_free(e);
+
+    e = figures_from("/llama", NULL, &s);
+    /* /metrics and /slots are read in one round: wait for both */
+    for (double t0 = now_s(); !strstr(s.source, "slots") && now_s() - t0 < 5; usleep(20000))
+        engine_server(e, &s);
+    assert_string_equal(s.source, "llama-server /metrics, llama-server /slots");
+    assert_true(fabs(s.kv_frac - 0.125) < 1e-12);
+    assert_int_equal(s.kv_tokens, 512);
+    assert_int_equal(s.n_ctx, 4096);
+    assert_int_equal(s.reqs_running, 1);
+    assert_int_equal(s.reqs_waiting, 0);
+    engine_stats(e, &st);
+    assert_int_equal(st.kv_capacity, 4096); /* the slot's context */
+    engine_free(e);
+
+    e = figures_from("/ollama", NULL, &s);
+    assert_string_equal(s.source, "ollama /api/ps");
+    assert_int_equal(s.vram_bytes, 3338801804);
+    assert_int_equal(s.n_ctx, 8192);
+    assert_true(s.kv_frac < 0 && s.reqs_running < 0 && s.prefix_hit_rate < 0);
+    engine_free(e);
+
+    /* NaN metrics, and a server that publishes nothing: all unknown */
+    char url[256], err[512];
+    const char *none[] = {"/nan", ""};
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(url, sizeof url, "http://127.0.0.1:%d%s/v1", port, none[i]);
+        e = open_at(url, NULL, err, sizeof err);
+        assert_non_null(e);
+        usleep(300000); /* a round of 404s (or NaNs) on the loopback */
+        engine_server(e, &s);
+        assert_true(unknown_all(&s));
+        engine_free(e);
+    }
+}
+
 int main(void)
 {
     if (system("python3 -c '' >/dev/null 2>&1") != 0) {
@@ -600,6 +799,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sse),
         cmocka_unit_test(test_utf8_stream),
+        cmocka_unit_test(test_prometheus),
+        cmocka_unit_test(test_slots_and_ps),
+        cmocka_unit_test(test_server_figures),
         cmocka_unit_test(test_info),
         cmocka_unit_test(test_good_two_turns),
         cmocka_unit_test(test_reasoning),

@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,6 +66,34 @@ static void every_shape_and_type_parses(void **state)
     assert_int_equal(synth_parse("llama-1b:Q4_K", &s, err, sizeof err), 0);
     assert_int_equal(s.type, GGML_TYPE_Q4_K);
     assert_string_equal(s.name, "llama-1b:q4_k");
+}
+
+/* The lists in messages are written out by hand beside their tables: they
+ * must name every row (the architectures, the supported tensor types), in
+ * table order for the architectures. */
+static void lists_match_the_tables(void **state)
+{
+    (void)state;
+    char want[256] = "";
+    for (int a = 0; a < MODEL_ARCH_COUNT; a++)
+        snprintf(want + strlen(want), sizeof want - strlen(want), "%s%s", a ? ", " : "",
+                 model_arch_name((enum model_arch)a));
+    assert_string_equal(model_arch_list(), want);
+    int n_supported = 0;
+    for (int id = 0; id < GGML_TYPE_COUNT; id++) {
+        if (!quant_type_supported((enum ggml_type)id))
+            continue;
+        n_supported++;
+        char name[16];
+        snprintf(name, sizeof name, "%s", quant_type_name((enum ggml_type)id));
+        for (char *c = name; *c; c++)
+            *c = (char)tolower((unsigned char)*c);
+        assert_non_null(strstr(synth_type_list(), name));
+    }
+    int n_listed = 1;
+    for (const char *c = synth_type_list(); *c; c++)
+        n_listed += *c == ',';
+    assert_int_equal(n_listed, n_supported);
 }
 
 static void bad_names_list_the_valid_ones(void **state)
@@ -408,6 +437,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(every_shape_and_type_parses),
+        cmocka_unit_test(lists_match_the_tables),
         cmocka_unit_test(bad_names_list_the_valid_ones),
         cmocka_unit_test(fallback_types),
         cmocka_unit_test(generator_rows),

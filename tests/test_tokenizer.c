@@ -243,7 +243,8 @@ static void check_special_plain(const struct tokenizer *t, const char *special)
     /* a special segment naming no token is an error with a message */
     char err[256] = "";
     struct tok_segment bad = {"<|no such token|>", 17, true};
-    assert_int_equal(tok_encode_segments_e(t, &bad, 1, false, out, 64, err, sizeof err), -1);
+    assert_int_equal(tok_encode_segments_e(t, &bad, 1, false, out, 64, err, sizeof err),
+                     TOK_ENC_NO_TOKEN);
     assert_non_null(strstr(err, "<|no such token|>"));
 }
 
@@ -321,6 +322,22 @@ static void check_stream(const struct tokenizer *t, const char *text)
     free(ids);
 }
 
+/* A reply of zero tokens: flushing a stream that was never fed (its pending
+ * buffer not yet allocated) gives "" without touching a NULL pointer (the
+ * drain once did memmove(NULL, NULL, 0), undefined behaviour). */
+static void check_empty_stream(const struct tokenizer *t)
+{
+    struct tok_stream *s = tok_stream_new(t);
+    assert_non_null(s);
+    const char *o = NULL;
+    assert_int_equal(tok_stream_flush(s, &o), 0);
+    assert_non_null(o);
+    assert_string_equal(o, "");
+    tok_stream_reset(s);
+    assert_int_equal(tok_stream_flush(s, &o), 0);
+    tok_stream_free(s);
+}
+
 static void check_long_input(const struct tokenizer *t)
 {
     /* 1 MB of varied text */
@@ -372,6 +389,7 @@ static void test_smollm2(void **state)
     check_segments_join(t);
     check_empty_and_invalid(t);
     check_stream(t, "llama 🦙 rocket 🚀 family 👩‍👩‍👧 Grüße 日本");
+    check_empty_stream(t);
     check_long_input(t);
     tok_free(t);
 }

@@ -1264,6 +1264,66 @@ static void test_meter_values(void **state)
     assert_string_equal(v.pre, "n/a tok/s");
 }
 
+/* A remote engine: no context, no memory, and only what the server publishes. */
+static void test_meter_values_server(void **state)
+{
+    (void)state;
+    struct engine_stats st = {.kv_used = 19, .gen_tokens = 7, .decode_tok_s = 30,
+                              .prefill_tok_s = -1, .ttft_s = 0.1};
+    struct engine_memory mem = {ENGINE_UNKNOWN, ENGINE_UNKNOWN, ENGINE_UNKNOWN, ENGINE_UNKNOWN,
+                                ENGINE_UNKNOWN, false};
+    struct gpu_sample gs = {0};
+    struct engine_server srv = {.kv_frac = -1, .kv_tokens = -1, .n_ctx = -1, .reqs_running = -1,
+                                .reqs_waiting = -1, .prefix_hit_rate = -1, .vram_bytes = -1,
+                                .age_s = -1};
+    struct meter_inputs in = {.st = &st, .mem = &mem, .gs = &gs, .srv = &srv, .jpt = NAN};
+    struct meter_values v;
+    /* the server publishes nothing: n/a everywhere, never 0 */
+    meters_values(&in, &v);
+    assert_string_equal(v.mem, "n/a / n/a");
+    assert_string_equal(v.kv, "19 / n/a tok");
+    assert_string_equal(v.left, "n/a");
+    assert_true(v.kv_frac < 0);
+    assert_int_equal(v.kv_cap, 0);
+    assert_string_equal(v.reqs, "n/a");
+    assert_string_equal(v.hit, "n/a");
+    assert_string_equal(v.pre, "n/a tok/s");
+    assert_string_equal(v.dec, "30.0 tok/s");
+    assert_string_equal(v.roof, "n/a");
+    /* no server figures at all (a local engine's caller may pass none) */
+    in.srv = NULL;
+    meters_values(&in, &v);
+    assert_string_equal(v.reqs, "n/a");
+    assert_true(v.kv_frac < 0);
+    in.srv = &srv;
+
+    /* vLLM: KV usage and requests, no context */
+    srv.kv_frac = 0.375;
+    srv.reqs_running = 3;
+    srv.reqs_waiting = 0;
+    srv.prefix_hit_rate = 0.25;
+    meters_values(&in, &v);
+    assert_true(fabs(v.kv_frac - 0.375) < 1e-12); /* the bar is the server's usage */
+    assert_string_equal(v.kv, "19 / n/a tok");
+    assert_string_equal(v.reqs, "3 running, 0 waiting");
+    assert_string_equal(v.hit, "25%");
+    /* only one of the two request counts */
+    srv.reqs_waiting = -1;
+    meters_values(&in, &v);
+    assert_string_equal(v.reqs, "3 running, n/a waiting");
+
+    /* llama-server's slot context arrives as the KV capacity */
+    st.kv_capacity = 4096;
+    meters_values(&in, &v);
+    assert_string_equal(v.kv, "19 / 4096 tok");
+    assert_string_equal(v.left, "4077 tok");
+
+    /* Ollama: the model's VRAM, the device's total unknown */
+    srv.vram_bytes = 3ll << 30;
+    meters_values(&in, &v);
+    assert_string_equal(v.mem, "3.00 GiB (server)");
+}
+
 int main(void)
 {
     if (!setlocale(LC_ALL, "C.UTF-8") && !setlocale(LC_ALL, "en_US.UTF-8")) {
@@ -1297,6 +1357,7 @@ int main(void)
         cmocka_unit_test(test_compose_wrap),
         cmocka_unit_test(test_compose_markdown),
         cmocka_unit_test(test_meter_values),
+        cmocka_unit_test(test_meter_values_server),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

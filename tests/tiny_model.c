@@ -44,11 +44,22 @@ static void add(struct gguf_writer *w, const struct tiny_spec *s, uint64_t *rng,
     float *f = malloc(sizeof(float) * (size_t)ne0);
     assert_non_null(data);
     assert_non_null(f);
+    bool damaged = s->nonfinite_tensor && strcmp(name, s->nonfinite_tensor) == 0;
+    bool is_float = t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16;
     for (int64_t r = 0; r < ne1; r++) {
         for (int64_t i = 0; i < ne0; i++)
             f[i] = offset + scale * frand(rng);
+        if (damaged && is_float && r == 0)
+            f[0] = NAN;
         if (!bad_type)
             quant_quantize_row(t, f, data + (size_t)r * row, ne0);
+    }
+    if (damaged && !is_float) {
+        /* the blocks of these types open with their fp16 scale */
+        assert_true(t == GGML_TYPE_Q4_0 || t == GGML_TYPE_Q4_1 || t == GGML_TYPE_Q5_0 ||
+                    t == GGML_TYPE_Q5_1 || t == GGML_TYPE_Q8_0);
+        data[0] = 0x00;
+        data[1] = 0x7c;
     }
     gguf_writer_add_tensor(w, name, t, ne1 == 1 ? 1 : 2, ne, data);
     free(f);

@@ -32,6 +32,9 @@ struct tiny_spec {
     const char *skip_tensor;      /* left out */
     const char *bad_shape_tensor; /* one row too many */
     const char *bad_type_tensor;  /* written as Q2_K, which kvchat does not compute with */
+    /* Damaged: a float tensor's first value NaN, a Q4_0..Q8_0 tensor's first
+     * block scale +inf (fp16 0x7c00). */
+    const char *nonfinite_tensor;
 };
 
 /* A writer holding every key and tensor of S, with weights drawn from SEED

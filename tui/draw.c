@@ -162,9 +162,22 @@ static void draw_title(struct ui *u)
     char buf[1024], sess[128] = "new conversation";
     if (u->conv.sid >= 0)
         snprintf(sess, sizeof sess, "session %lld", (long long)u->conv.sid);
-    snprintf(buf, sizeof buf, " kvchat \xC2\xB7 %s \xC2\xB7 %s (%s) \xC2\xB7 %s%s", u->info->model_name,
-             u->info->backend, u->info->device, sess, u->h ? "" : " \xC2\xB7 not saving");
-    draw_text(u, r.y, r.x, r.w, buf, strlen(buf), elem_attr(u, TH_TITLE), NULL);
+    if (ui_remote(u)) {
+        /* who answers: the model @ host:port (the origin without its scheme) */
+        const char *hp = strstr(u->info->model_path, "://");
+        snprintf(buf, sizeof buf, " kvchat \xC2\xB7 %s @ %.256s \xC2\xB7 %s%s", u->info->model_name,
+                 hp ? hp + 3 : u->info->model_path, sess, u->h ? "" : " \xC2\xB7 not saving");
+    } else {
+        snprintf(buf, sizeof buf, " kvchat \xC2\xB7 %s \xC2\xB7 %s (%s) \xC2\xB7 %s%s", u->info->model_name,
+                 u->info->backend, u->info->device, sess, u->h ? "" : " \xC2\xB7 not saving");
+    }
+    int tw = draw_text(u, r.y, r.x, r.w, buf, strlen(buf), elem_attr(u, TH_TITLE), NULL);
+    if (ui_remote(u) && u->o.insecure) {
+        const char *warn = " \xC2\xB7 INSECURE: TLS certificate not checked";
+        tw += draw_text(u, r.y, r.x + tw, r.w - tw, warn, strlen(warn),
+                        elem_attr(u, TH_ERROR) | A_BOLD | A_REVERSE, NULL);
+        snprintf(buf + strlen(buf), sizeof buf - strlen(buf), "%s", warn);
+    }
     const char *hint = "F2 sessions \xC2\xB7 /help ";
     int hw = text_width(hint, strlen(hint));
     if (r.w - hw > text_width(buf, strlen(buf)) + 2)
@@ -235,6 +248,7 @@ void ui_sample_meters(struct ui *u)
 {
     engine_stats(u->e, &u->st);
     engine_memory(u->e, &u->mem);
+    engine_server(u->e, &u->srv);
     gpu_mon_sample(u->gpu, &u->gs);
     if (u->busy && u->gs.energy_valid && !isnan(u->energy0))
         u->jpt = meters_joules_per_token(u->gs.energy_j - u->energy0, u->st.gen_tokens);
@@ -249,6 +263,7 @@ void ui_meter_values(struct ui *u, struct meter_values *v)
         .gs = &u->gs,
         .bytes_per_token = u->info->bytes_per_token,
         .n_ctx = u->info->n_ctx,
+        .srv = &u->srv,
         .bandwidth = u->bandwidth,
         .jpt = u->jpt,
     };
@@ -322,11 +337,17 @@ static void draw_meters(struct ui *u)
         }
         y++;
         ROW("KV cache", v.kv);
-        if (y < bottom) {
+        if (y < bottom && v.kv_frac >= 0) {
             meter_bar(v.kv_frac, w - 1, bar, sizeof bar);
             draw_text(u, y++, x + 1, w - 1, bar, strlen(bar), elem_attr(u, TH_BAR_KV), NULL);
+        } else if (y < bottom) {
+            draw_text(u, y++, x + 1, w - 1, "n/a", 3, elem_attr(u, TH_METER_VALUE), NULL);
         }
         ROW("context left", v.left);
+        if (ui_remote(u)) {
+            ROW("requests", v.reqs);
+            ROW("prefix hit", v.hit);
+        }
         y++;
         ROW("decode  ", v.dec);
         ROW("prefill ", v.pre);
@@ -349,7 +370,7 @@ static void draw_meters(struct ui *u)
     n += meter_cell(u, r.y, x + n, w - n, "", v.mem);
     n += 2;
     char kv[160];
-    snprintf(kv, sizeof kv, "%d/%d (%s left)", v.kv_used, v.kv_cap, v.left);
+    snprintf(kv, sizeof kv, "%s (%s left)", v.kv, v.left);
     meter_cell(u, r.y, x + n, w - n, "KV", kv);
     n = meter_cell(u, r.y + 1, x, w, "decode", v.dec);
     n += 2 + meter_cell(u, r.y + 1, x + n + 2, w - n - 2, "prefill", v.pre);

@@ -183,15 +183,47 @@ void meters_values(const struct meter_inputs *in, struct meter_values *v)
     uint64_t used = mem->device_total != ENGINE_UNKNOWN && mem->device_free != ENGINE_UNKNOWN
                         ? mem->device_total - mem->device_free
                         : ENGINE_UNKNOWN;
+    struct engine_server none;
+    const struct engine_server *srv = in->srv;
+    if (!srv) {
+        none = (struct engine_server){.kv_frac = -1, .kv_tokens = -1, .n_ctx = -1,
+                                      .reqs_running = -1, .reqs_waiting = -1,
+                                      .prefix_hit_rate = -1, .vram_bytes = -1, .age_s = -1};
+        srv = &none;
+    }
     fmt_bytes(used, a, sizeof a);
     fmt_bytes(mem->device_total, b, sizeof b);
-    snprintf(v->mem, sizeof v->mem, "%s / %s", a, b);
-    int32_t cap = st->kv_capacity > 0 ? st->kv_capacity : in->n_ctx;
+    if (mem->device_total == ENGINE_UNKNOWN && srv->vram_bytes >= 0) {
+        fmt_bytes((uint64_t)srv->vram_bytes, a, sizeof a); /* what the server says it holds */
+        snprintf(v->mem, sizeof v->mem, "%s (server)", a);
+    } else {
+        snprintf(v->mem, sizeof v->mem, "%s / %s", a, b);
+    }
+    int32_t cap = st->kv_capacity > 0 ? st->kv_capacity : in->n_ctx > 0 ? in->n_ctx : 0;
     v->kv_used = st->kv_used;
     v->kv_cap = cap;
-    snprintf(v->kv, sizeof v->kv, "%d / %d tok", st->kv_used, cap);
-    snprintf(v->left, sizeof v->left, "%d tok", cap - st->kv_used);
-    v->kv_frac = cap > 0 ? (double)st->kv_used / cap : 0;
+    if (cap > 0) {
+        snprintf(v->kv, sizeof v->kv, "%d / %d tok", st->kv_used, cap);
+        snprintf(v->left, sizeof v->left, "%d tok", cap - st->kv_used);
+    } else {
+        snprintf(v->kv, sizeof v->kv, "%d / n/a tok", st->kv_used);
+        snprintf(v->left, sizeof v->left, "n/a");
+    }
+    v->kv_frac = srv->kv_frac >= 0 ? srv->kv_frac : cap > 0 ? (double)st->kv_used / cap : -1;
+    if (srv->reqs_running >= 0 || srv->reqs_waiting >= 0) {
+        char r[16] = "n/a", w[16] = "n/a";
+        if (srv->reqs_running >= 0)
+            snprintf(r, sizeof r, "%d", srv->reqs_running);
+        if (srv->reqs_waiting >= 0)
+            snprintf(w, sizeof w, "%d", srv->reqs_waiting);
+        snprintf(v->reqs, sizeof v->reqs, "%s running, %s waiting", r, w);
+    } else {
+        snprintf(v->reqs, sizeof v->reqs, "n/a");
+    }
+    if (srv->prefix_hit_rate >= 0)
+        snprintf(v->hit, sizeof v->hit, "%.0f%%", 100 * srv->prefix_hit_rate);
+    else
+        snprintf(v->hit, sizeof v->hit, "n/a");
     bool any = st->gen_tokens > 0 || st->running;
     fmt_rate(any && st->gen_tokens > 1 ? st->decode_tok_s : NAN, a, sizeof a);
     snprintf(v->dec, sizeof v->dec, "%s tok/s", a);

@@ -1,7 +1,8 @@
 /* meters.h - the pure arithmetic and formatting behind the chat screen's
  * meters: byte counts, rates and durations as short strings, horizontal bars,
  * the stacked memory bar (weights / KV cache / scratch / other / free) and
- * the roofline percentage, and the meters pane's values from one sample.
+ * the roofline percentage, and the meters pane's values from one sample
+ * (with a remote engine, the server's own figures where it publishes them).
  *
  * Used by the chat screen's drawing (draw.c) and tested by tests/test_tui.c
  * without a terminal. Unknown values (ENGINE_UNKNOWN, NaN, negative rates)
@@ -59,6 +60,7 @@ struct meter_inputs {
     const struct gpu_sample *gs;     /* invalid readings show as n/a */
     uint64_t bytes_per_token;        /* weights read per decoded token (engine_info) */
     int32_t n_ctx;                   /* the context, when the KV capacity is not known yet */
+    const struct engine_server *srv; /* a server's own figures, or NULL */
     double bandwidth;                /* device bytes/s for the roofline, 0 = unknown */
     double jpt;                      /* J/token of the turn, NaN = unknown */
 };
@@ -74,8 +76,11 @@ struct meter_values {
     char ttft[32];
     char roof[64];  /* "P% of B GB/s" */
     char util[16], pow[32], temp[32], jpt[40];
-    int32_t kv_used, kv_cap; /* tokens */
-    double kv_frac;          /* kv_used / kv_cap, 0..1 */
+    char reqs[48];  /* "R running, W waiting" on the server */
+    char hit[16];   /* "P%" of prompt tokens found in the server's prefix cache */
+    int32_t kv_used, kv_cap; /* tokens; kv_cap 0 = unknown */
+    double kv_frac;          /* 0..1: the server's own KV usage when it says it, else
+                                kv_used / kv_cap; negative = unknown (no bar) */
 };
 
 void meters_values(const struct meter_inputs *in, struct meter_values *v);

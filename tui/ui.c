@@ -188,7 +188,10 @@ int tui_run(const struct kv_options *opt, char *err, size_t errlen)
 
     /* Load the model with a progress bar. */
     char path[4096], lerr[5200] = "";
-    kv_model_path(&u->o, path, sizeof path);
+    if (u->o.server[0])
+        snprintf(path, sizeof path, "%s", u->o.server); /* the label while connecting */
+    else
+        kv_model_path(&u->o, path, sizeof path);
     struct load_progress lp = {u, ui_now(), 0, strrchr(path, '/') ? strrchr(path, '/') + 1 : path};
     ui_load_progress(0, 0, &lp);
     u->e = kv_engine_open(&u->o, ui_load_progress, &lp, path, sizeof path, lerr, sizeof lerr);
@@ -221,6 +224,10 @@ int tui_run(const struct kv_options *opt, char *err, size_t errlen)
         ui_notice(u, MSG_ERROR, "%s (using the default theme)", theme_err);
     if (u->info->backend_note[0])
         ui_status(u, TH_NOTICE, "%s", u->info->backend_note);
+    if (ui_remote(u) && u->o.insecure)
+        ui_status(u, TH_ERROR, "%s", KV_INSECURE_WARNING);
+    if (u->info->warning[0])
+        ui_notice(u, MSG_NOTICE, "warning: %s", u->info->warning);
     if (u->o.resume != KV_RESUME_NONE) {
         if (!u->h) {
             ui_notice(u, MSG_ERROR, "cannot resume: the history database is not available");

@@ -28,6 +28,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "compose.h"
 #include "conversation.h"
@@ -100,6 +101,7 @@ struct ui {
     /* meters */
     struct engine_stats st;
     struct engine_memory mem;
+    struct engine_server srv; /* a server's own figures (all unknown for a local engine) */
     struct gpu_sample gs;
     double energy0;      /* energy counter at the turn's start, J (NaN = n/a) */
     double jpt;          /* J/token of the running or last turn */
@@ -123,6 +125,13 @@ struct ui {
 
     struct compose comp; /* the conversation's display lines, reused per frame */
 };
+
+/* The model answers from a server (the remote engine): the title names it,
+ * and the meters add its own figures. */
+static inline bool ui_remote(const struct ui *u)
+{
+    return u->info && strcmp(u->info->backend, "remote") == 0;
+}
 
 /* ---- ui.c ---- */
 double ui_now(void); /* monotonic seconds */

@@ -98,6 +98,15 @@ void engine_stats(struct engine *e, struct engine_stats *out) { e->ops->stats(e,
 
 void engine_memory(struct engine *e, struct engine_memory *out) { e->ops->memory(e, out); }
 
+void engine_server(struct engine *e, struct engine_server *out)
+{
+    *out = (struct engine_server){.kv_frac = -1, .kv_tokens = -1, .n_ctx = -1,
+                                  .reqs_running = -1, .reqs_waiting = -1,
+                                  .prefix_hit_rate = -1, .vram_bytes = -1, .age_s = -1};
+    if (e->ops->server)
+        e->ops->server(e, out);
+}
+
 int32_t *engine_tokenize(const struct engine *e, const char *text, bool add_bos, int64_t *n)
 {
     return e->ops->tokenize ? e->ops->tokenize(e, text, add_bos, n) : NULL;

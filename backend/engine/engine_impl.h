@@ -26,6 +26,8 @@ struct engine_ops {
     void (*cancel)(struct engine *e);
     void (*stats)(struct engine *e, struct engine_stats *out);
     void (*memory)(struct engine *e, struct engine_memory *out);
+    /* optional: a server's own figures (engine_server); absent = all unknown */
+    void (*server)(struct engine *e, struct engine_server *out);
     /* optional: an engine without a tokenizer of its own */
     int32_t *(*tokenize)(const struct engine *e, const char *text, bool add_bos, int64_t *n);
     size_t (*token_piece)(const struct engine *e, int32_t id, char *buf, size_t cap);

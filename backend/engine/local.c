@@ -254,6 +254,11 @@ struct engine *local_engine_new(const struct engine_params *p, char *err, size_t
     e->bops = bo.ops;
     e->be = bo.state;
     snprintf(in->backend_note, sizeof in->backend_note, "%s", bo.note);
+    if (hp->n_ctx_train > 0 && n_ctx > hp->n_ctx_train)
+        snprintf(in->warning, sizeof in->warning,
+                 "--ctx-size %d is longer than the %d tokens this model was trained for: "
+                 "replies past that length may degrade",
+                 n_ctx, hp->n_ctx_train);
 
     e->sampler = sampler_new(hp->n_vocab, &(struct engine_sampling){0});
     e->kv_tokens = malloc(sizeof *e->kv_tokens * (size_t)n_ctx);
@@ -428,14 +433,17 @@ static int64_t render_prompt(struct local_engine *e, size_t from, char *err, siz
         return -1;
     }
     int32_t cap = e->base.info.n_ctx;
-    int64_t nt = tok_encode_segments(e->tok, cp.segs, cp.n_segs, tok_add_bos(e->tok), e->prompt,
-                                     cap);
+    char why[256] = "";
+    int64_t nt = tok_encode_segments_e(e->tok, cp.segs, cp.n_segs, tok_add_bos(e->tok),
+                                       e->prompt, cap, why, sizeof why);
     chat_prompt_free(&cp);
     free(cm);
-    if (nt < 0)
-        kv_seterr(err, errlen, "the chat template names a token this model does not have; "
-                            "choose another with --chat-template");
-    return nt;
+    if (nt == TOK_ENC_NO_TOKEN)
+        kv_seterr(err, errlen, "the %s chat template names a token this model does not have "
+                  "(%s); choose another with --chat-template", chat_format_name(t.format), why);
+    else if (nt < 0)
+        kv_seterr(err, errlen, "could not tokenize the prompt (%s)", why);
+    return nt < 0 ? -1 : nt;
 }
 
 static void notice(const struct engine_turn_params *tp, const char *fmt, ...)
@@ -636,6 +644,12 @@ static int local_chat(struct engine *eng, const char *user_text, const struct en
             break;
         }
         int32_t id = sampler_sample(e->sampler, e->logits);
+        if (sampler_saw_nonfinite(e->sampler)) {
+            kv_seterr(err, errlen, "%s: the model produced non-finite logits: the file is "
+                      "damaged (re-download it)", e->base.info.model_path);
+            failed = true;
+            break;
+        }
         if (st.gen_tokens == 0) {
             t_first = now_s();
             st.ttft_s = t_first - t_start;

@@ -14,6 +14,8 @@
 #include <string.h>
 
 #include "errmsg.h"
+#include "gguf.h"
+#include "hostmem.h"
 #include "model.h"
 
 struct backend_row {
@@ -85,6 +87,32 @@ static struct size_text size_text(uint64_t x)
     return t;
 }
 
+/* A host backend's estimate against the memory this process can still take
+ * (hostmem.h), before anything is allocated: past it the kernel kills the
+ * process as the KV cache fills, with no word. The weights of a file
+ * mapping count (every token reads them all, so they must stay resident);
+ * a synthetic model's are allocated already and so are in the reading. */
+static int host_check(const struct backend_request *rq, const struct backend_estimate *est,
+                      char *why, size_t whycap)
+{
+    uint64_t avail;
+    if (hostmem_available(rq->mem_root, &avail) != 0)
+        return 0; /* unknown: nothing to weigh against */
+    uint64_t weights = rq->model->file ? est->weights : 0;
+    uint64_t need = est->total - est->weights + weights;
+    if (need <= avail)
+        return 0;
+    const double gib = 1073741824.0;
+    kv_seterr(why, whycap,
+              "the model needs %.1f GiB (weights %.1f, KV cache %.1f at %d tokens, scratch %.1f) "
+              "but %.1f GiB is available: lower --ctx-size (this model was trained for %d) or "
+              "use a smaller quantisation",
+              (double)need / gib, (double)weights / gib, (double)est->kv_cache / gib,
+              rq->cfg.n_ctx, (double)est->scratch / gib, (double)avail / gib,
+              rq->model->hp.n_ctx_train);
+    return -1;
+}
+
 /* Finds, loads, checks and creates ROW's backend. Returns 0 with OUT's ops
  * and state, or -1 with the reason in WHY (no "--backend" prefix: the
  * caller words it as a note or an error). */
@@ -119,6 +147,8 @@ static int try_row(const struct backend_row *row, const struct backend_request *
                   size_text(est.kv_cache).s, rq->cfg.n_ctx, size_text(dev.free).s);
         return -1;
     }
+    if (!row->device && host_check(rq, &est, why, whycap) != 0)
+        return -1;
     if (rq->before_create)
         rq->before_create(ops, rq->user);
     void *state = ops->create(rq->model, &rq->cfg, why, whycap);

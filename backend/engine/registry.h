@@ -9,6 +9,9 @@
  *   missing or broken module, not enough memory, a failed create) means the
  *   CPU, with the reason in the note. Asked for by name, the same causes are
  *   errors that say what to do instead.
+ * - The CPU's estimate is weighed against the host memory this process can
+ *   take (hostmem.h) before anything is allocated; not enough is an error
+ *   that gives the figures and says to lower --ctx-size.
  * - Nothing heavy is loaded to find out there is no device: the CUDA row asks
  *   the driver (libcuda, opened with dlopen) first and loads its module
  *   (kvchat-cuda.so, with the CUDA runtime and cuBLAS) only when a device
@@ -36,6 +39,9 @@ struct backend_request {
      * May be called twice when a device backend falls back. May be NULL. */
     void (*before_create)(const struct backend_ops *ops, void *user);
     void *user;
+    /* Prefix of /proc and /sys for the host memory reading (hostmem.h), so
+     * the tests can fake them; NULL = the real ones. */
+    const char *mem_root;
 };
 
 struct backend_opened {

@@ -38,6 +38,10 @@ struct sampler {
     uint32_t stamp_now;
     int32_t *hist;        /* (hist_cap) ring of accepted ids, for the penalty */
     int32_t hist_cap, hist_len, hist_pos;
+    /* The last sampler_sample saw a NaN or infinite logit. Found by the pass
+     * that already reads every logit (argmax or the top-k scan): x - x is 0
+     * for every finite x and NaN otherwise, so one running sum says it. */
+    bool nonfinite;
 };
 
 /* The defaults of the public settings live with their implementation. */
@@ -224,16 +228,19 @@ static int cmp_cand(const void *pa, const void *pb)
     return better(a, b) ? -1 : better(b, a) ? 1 : 0;
 }
 
-static int32_t argmax(const float *x, int32_t n)
+/* The best id of X[0..N); sets *NONFINITE when any X is NaN or infinite. */
+static int32_t argmax(const float *x, int32_t n, bool *nonfinite)
 {
     int32_t best = 0;
-    float bv = -INFINITY;
+    float bv = -INFINITY, z = 0.0f;
     for (int32_t i = 0; i < n; i++) {
+        z += x[i] - x[i];
         if (x[i] > bv) { /* strict: ties keep the lowest id; NaN never wins */
             bv = x[i];
             best = i;
         }
     }
+    *nonfinite = z != 0.0f; /* NaN compares unequal */
     return best;
 }
 
@@ -255,21 +262,28 @@ static void sift_down(struct cand *h, int32_t k, int32_t i)
     }
 }
 
-/* The K best logits into C[0..K), sorted best first. */
-static void select_top_k(const float *logits, int32_t n, int32_t k, struct cand *c)
+/* The K best logits into C[0..K), sorted best first; sets *NONFINITE when
+ * any logit is NaN or infinite. */
+static void select_top_k(const float *logits, int32_t n, int32_t k, struct cand *c,
+                         bool *nonfinite)
 {
-    for (int32_t i = 0; i < k; i++)
+    float z = 0.0f;
+    for (int32_t i = 0; i < k; i++) {
+        z += logits[i] - logits[i];
         c[i] = (struct cand){.logit = isnan(logits[i]) ? -INFINITY : logits[i], .id = i};
+    }
     for (int32_t i = k / 2 - 1; i >= 0; i--)
         sift_down(c, k, i);
     for (int32_t i = k; i < n; i++) {
         float v = logits[i];
+        z += v - v;
         /* ids only grow, so an equal logit never beats the root */
         if (v > c[0].logit) {
             c[0] = (struct cand){.logit = v, .id = i};
             sift_down(c, k, 0);
         }
     }
+    *nonfinite = z != 0.0f;
     qsort(c, (size_t)k, sizeof *c, cmp_cand);
 }
 
@@ -326,7 +340,7 @@ static int32_t sample_full(struct sampler *s, const float *logits)
 {
     int32_t n = s->n_vocab;
     struct cand *c = s->cands;
-    int32_t best = argmax(logits, n);
+    int32_t best = argmax(logits, n, &s->nonfinite);
     float mx = logits[best], t = s->p.temperature;
     if (!(mx > -INFINITY) || isinf(mx))
         return best; /* nothing finite to weigh, or one infinite favourite */
@@ -376,15 +390,20 @@ int32_t sampler_sample(struct sampler *s, float *logits)
     apply_penalty(s, logits);
     int32_t n = s->n_vocab;
     if (s->p.temperature <= 0.0f)
-        return argmax(logits, n);
+        return argmax(logits, n, &s->nonfinite);
     int32_t k = s->p.top_k;
     if (k == 0 || k >= n)
         return sample_full(s, logits);
     struct cand *c = s->cands;
-    select_top_k(logits, n, k, c);
+    select_top_k(logits, n, k, c, &s->nonfinite);
     if (!isfinite(c[0].logit))
         return c[0].id; /* nothing finite to weigh, or one infinite favourite */
     softmax(c, k, s->p.temperature);
     int32_t keep = cut(c, k, s->p.top_p, s->p.min_p);
     return draw(s, c, keep);
+}
+
+bool sampler_saw_nonfinite(const struct sampler *s)
+{
+    return s->nonfinite;
 }

@@ -9,6 +9,7 @@
 #ifndef KVCHAT_SAMPLER_H
 #define KVCHAT_SAMPLER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "engine.h" /* struct engine_sampling: the settings are the public ones */
@@ -23,7 +24,13 @@ void sampler_set_params(struct sampler *s, const struct engine_sampling *p); /* 
 void sampler_accept(struct sampler *s, int32_t id);
 void sampler_reset_history(struct sampler *s);
 
-/* Picks a token from LOGITS (n_vocab floats; modified in place). */
+/* Picks a token from LOGITS (n_vocab floats; modified in place). NaN never
+ * wins and -INFINITY masks a token out. */
 int32_t sampler_sample(struct sampler *s, float *logits);
+
+/* True when the LOGITS of the last sampler_sample held a NaN or an infinity.
+ * A model's forward pass never makes one from sound weights, so the engine
+ * takes it as a damaged file; found during the pass sampling makes anyway. */
+bool sampler_saw_nonfinite(const struct sampler *s);
 
 #endif

@@ -1,17 +1,17 @@
-/* gguf.c - GGUF v2/v3 files: a validating reader (over mmap or memory) and a
- * writer.
+/* gguf.c - GGUF v2/v3 files: the validating reader (over mmap or memory) and
+ * its getters. The writer is gguf_write.c.
  *
- * The tokenizer and the model loader read through this; tests and the
- * synthetic-model tools write through it. The reader makes one pass over the
- * header in which every field is checked against the bytes that remain before
- * it is trusted, and builds tables (key hash, tensor hash, string-array offset
- * tables) so the getters afterwards only need bounds checks on their index.
+ * The tokenizer and the model loader read through this. The reader makes one
+ * pass over the header in which every field is checked against the bytes that
+ * remain before it is trusted, and builds tables (key hash, tensor hash,
+ * string-array offset tables) so the getters afterwards only need bounds
+ * checks on their index.
  *
  * Allocation is bounded by the file: every count is compared with the fewest
  * bytes its items could take before anything is allocated for it, so memory
  * is a small multiple of the file size whatever the header claims.
  */
-#include "gguf.h"
+#include "gguf_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -23,9 +23,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define GGUF_HEADER_BYTES 24   /* magic, version, tensor_count, kv_count */
-#define GGUF_MAX_KEY_LEN 65535 /* spec limit on key length */
-#define GGUF_MAX_NAME_LEN 64   /* spec limit on tensor name length */
 /* Real files nest arrays at most one level; the cap keeps the recursive
  * validator's stack bounded on hostile input. */
 #define GGUF_MAX_ARRAY_DEPTH 8
@@ -67,14 +64,9 @@ struct gguf {
 
 /* ---- small helpers ---- */
 
-static uint32_t le32(const uint8_t *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
 static uint64_t le64(const uint8_t *p)
 {
-    return (uint64_t)le32(p) | (uint64_t)le32(p + 4) << 32;
+    return (uint64_t)gguf_le32(p) | (uint64_t)gguf_le32(p + 4) << 32;
 }
 
 static uint64_t hash_bytes(const char *s, uint64_t n)
@@ -92,41 +84,35 @@ static bool str_eq_n(struct gguf_str s, const char *c, size_t n)
     return s.len == n && (n == 0 || memcmp(s.ptr, c, n) == 0);
 }
 
-static uint64_t align_up(uint64_t x, uint64_t a)
+/* One row per metadata value type: SIZE is the bytes of a fixed-size value,
+ * 0 for string and array (their size is in the data). */
+static const struct {
+    uint8_t size;
+    const char *name;
+} GGUF_TYPES[GGUF_TYPE_COUNT] = {
+    [GGUF_TYPE_UINT8] = {.size = 1, .name = "u8"},
+    [GGUF_TYPE_INT8] = {.size = 1, .name = "i8"},
+    [GGUF_TYPE_UINT16] = {.size = 2, .name = "u16"},
+    [GGUF_TYPE_INT16] = {.size = 2, .name = "i16"},
+    [GGUF_TYPE_UINT32] = {.size = 4, .name = "u32"},
+    [GGUF_TYPE_INT32] = {.size = 4, .name = "i32"},
+    [GGUF_TYPE_FLOAT32] = {.size = 4, .name = "f32"},
+    [GGUF_TYPE_BOOL] = {.size = 1, .name = "bool"},
+    [GGUF_TYPE_STRING] = {.size = 0, .name = "string"},
+    [GGUF_TYPE_ARRAY] = {.size = 0, .name = "array"},
+    [GGUF_TYPE_UINT64] = {.size = 8, .name = "u64"},
+    [GGUF_TYPE_INT64] = {.size = 8, .name = "i64"},
+    [GGUF_TYPE_FLOAT64] = {.size = 8, .name = "f64"},
+};
+
+uint64_t gguf_type_size(uint32_t t)
 {
-    return x + (a - x % a) % a;
+    return t < GGUF_TYPE_COUNT ? GGUF_TYPES[t].size : 0;
 }
 
-/* Size in bytes of a fixed-size value type, 0 for string, array and unknown. */
-static uint64_t type_size(uint32_t t)
+const char *gguf_type_name(uint32_t t)
 {
-    switch (t) {
-    case GGUF_TYPE_UINT8:
-    case GGUF_TYPE_INT8:
-    case GGUF_TYPE_BOOL:
-        return 1;
-    case GGUF_TYPE_UINT16:
-    case GGUF_TYPE_INT16:
-        return 2;
-    case GGUF_TYPE_UINT32:
-    case GGUF_TYPE_INT32:
-    case GGUF_TYPE_FLOAT32:
-        return 4;
-    case GGUF_TYPE_UINT64:
-    case GGUF_TYPE_INT64:
-    case GGUF_TYPE_FLOAT64:
-        return 8;
-    default:
-        return 0;
-    }
-}
-
-static const char *type_name(uint32_t t)
-{
-    static const char *const names[GGUF_TYPE_COUNT] = {
-        "u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool", "string", "array", "u64", "i64",
-        "f64"};
-    return t < GGUF_TYPE_COUNT ? names[t] : "unknown";
+    return t < GGUF_TYPE_COUNT ? GGUF_TYPES[t].name : "unknown";
 }
 
 /* Copies a name from the file into BUF for a message: control bytes become
@@ -146,7 +132,7 @@ static const char *printable(struct gguf_str s, char *buf, size_t cap)
 }
 
 /* Formats "<name>: <message>" into ERR, keeping it on one line. */
-static void set_err(char *err, size_t errlen, const char *name, const char *fmt, va_list ap)
+void gguf_vseterr(char *err, size_t errlen, const char *name, const char *fmt, va_list ap)
 {
     if (!err || errlen == 0)
         return;
@@ -173,7 +159,7 @@ static bool fail(struct rd *r, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    set_err(r->err, r->errlen, r->name, fmt, ap);
+    gguf_vseterr(r->err, r->errlen, r->name, fmt, ap);
     va_end(ap);
     return false;
 }
@@ -197,7 +183,7 @@ static bool rd_u32(struct rd *r, uint32_t *v, const char *what)
 {
     if (!need(r, 4, what))
         return false;
-    *v = le32(r->p + r->pos);
+    *v = gguf_le32(r->p + r->pos);
     r->pos += 4;
     return true;
 }
@@ -231,7 +217,7 @@ static bool rd_str(struct rd *r, struct gguf_str *s, const char *what)
  * DEPTH is the array nesting level. */
 static bool skip_value(struct rd *r, uint32_t type, int depth, const char *ctx)
 {
-    uint64_t sz = type_size(type);
+    uint64_t sz = gguf_type_size(type);
     if (sz) {
         if (!need(r, sz, ctx))
             return false;
@@ -254,14 +240,14 @@ static bool skip_value(struct rd *r, uint32_t type, int depth, const char *ctx)
         return false;
     if (et >= GGUF_TYPE_COUNT)
         return fail(r, "%s: array element type id %u is not a GGUF type", ctx, et);
-    uint64_t esz = type_size(et);
+    uint64_t esz = gguf_type_size(et);
     /* Fewest bytes per element: a string is at least its length field, an
      * array at least its element type and count. */
     uint64_t min = esz ? esz : et == GGUF_TYPE_STRING ? 8 : 12;
     if (n > left(r) / min)
         return fail(r, "%s: array of %llu %s elements at offset %llu runs past the end of the "
                     "file (%llu bytes)",
-                    ctx, (unsigned long long)n, type_name(et), (unsigned long long)r->pos,
+                    ctx, (unsigned long long)n, gguf_type_name(et), (unsigned long long)r->pos,
                     (unsigned long long)r->size);
     if (et == GGUF_TYPE_ARRAY && depth + 1 >= GGUF_MAX_ARRAY_DEPTH)
         return fail(r, "%s: arrays nested more than %d deep", ctx, GGUF_MAX_ARRAY_DEPTH);
@@ -378,7 +364,7 @@ static bool parse_kv(struct rd *r, struct gguf *g, int64_t i)
 
     /* Arrays: skip_value checked them; record shape, and index strings so
      * element lookups are O(1) (tokenizer vocabularies hold ~250k). */
-    kv->elem_type = (enum gguf_type)le32(r->p + kv->val_off);
+    kv->elem_type = (enum gguf_type)gguf_le32(r->p + kv->val_off);
     kv->n = le64(r->p + kv->val_off + 4);
     kv->elems_off = kv->val_off + 12;
     if (kv->elem_type == GGUF_TYPE_STRING) {
@@ -466,7 +452,7 @@ static int extent_cmp(const void *a, const void *b)
 static bool place_tensors(struct rd *r, struct gguf *g)
 {
     char nb[96], nb2[96];
-    g->data_start = align_up(r->pos, g->alignment);
+    g->data_start = gguf_align_up(r->pos, g->alignment);
     if (g->n_tensors == 0)
         return true;
     struct extent *ex = alloc_array((uint64_t)g->n_tensors, sizeof *ex);
@@ -553,8 +539,8 @@ static bool parse(struct rd *r, struct gguf *g)
     if (ka >= 0) {
         const struct kv *kv = &g->kv[ka];
         if (kv->type != GGUF_TYPE_UINT32)
-            return fail(r, "general.alignment has type %s (must be u32)", type_name(kv->type));
-        uint32_t a = le32(r->p + kv->val_off);
+            return fail(r, "general.alignment has type %s (must be u32)", gguf_type_name(kv->type));
+        uint32_t a = gguf_le32(r->p + kv->val_off);
         if (a == 0 || (a & (a - 1)) != 0)
             return fail(r, "general.alignment %u is not a power of two", a);
         g->alignment = a;
@@ -739,10 +725,10 @@ static bool num_int(const uint8_t *p, enum gguf_type t, int64_t *out)
         *out = (int16_t)(uint16_t)(p[0] | p[1] << 8);
         return true;
     case GGUF_TYPE_UINT32:
-        *out = le32(p);
+        *out = gguf_le32(p);
         return true;
     case GGUF_TYPE_INT32:
-        *out = (int32_t)le32(p);
+        *out = (int32_t)gguf_le32(p);
         return true;
     case GGUF_TYPE_UINT64:
         if (le64(p) > (uint64_t)INT64_MAX)
@@ -760,7 +746,7 @@ static bool num_int(const uint8_t *p, enum gguf_type t, int64_t *out)
 static bool num_float(const uint8_t *p, enum gguf_type t, double *out)
 {
     if (t == GGUF_TYPE_FLOAT32) {
-        uint32_t u = le32(p);
+        uint32_t u = gguf_le32(p);
         float f;
         memcpy(&f, &u, sizeof f);
         *out = f;
@@ -838,10 +824,10 @@ static const uint8_t *arr_elem(const struct gguf *g, int64_t kv, uint64_t i, enu
     if (kv < 0 || kv >= g->n_kv)
         return NULL;
     const struct kv *e = &g->kv[kv];
-    if (e->type != GGUF_TYPE_ARRAY || i >= e->n || type_size(e->elem_type) == 0)
+    if (e->type != GGUF_TYPE_ARRAY || i >= e->n || gguf_type_size(e->elem_type) == 0)
         return NULL;
     *t = e->elem_type;
-    return g->base + e->elems_off + i * type_size(e->elem_type);
+    return g->base + e->elems_off + i * gguf_type_size(e->elem_type);
 }
 
 bool gguf_kv_arr_int(const struct gguf *g, int64_t kv, uint64_t i, int64_t *out)
@@ -916,552 +902,10 @@ bool gguf_str_eq(struct gguf_str s, const char *cstr)
     return cstr && str_eq_n(s, cstr, strlen(cstr));
 }
 
-/* ---- writer ---- */
-
-struct wkv {
-    char *key;           /* owned */
-    enum gguf_type type;
-    uint8_t *val;        /* owned: the value exactly as stored in the file */
-    size_t len;          /* bytes of VAL */
-};
-
-struct wtensor {
-    char *name; /* owned */
-    enum ggml_type type;
-    uint32_t n_dims;
-    int64_t ne[GGUF_MAX_DIMS];
-    uint8_t *data;   /* owned */
-    uint64_t nbytes;
-};
-
-struct gguf_writer {
-    struct wkv *kv; /* owned, n_kv of cap_kv */
-    size_t n_kv, cap_kv;
-    struct wtensor *t; /* owned, n_t of cap_t */
-    size_t n_t, cap_t;
-    /* The first error from a setter. Setters return nothing (building a file
-     * is a sequence of calls), so the error is kept and reported by write. */
-    char err[256];
-};
-
-static void wfail(struct gguf_writer *w, const char *fmt, ...)
+const uint8_t *gguf_kv_value(const struct gguf *g, int64_t i, uint64_t *len)
 {
-    if (w->err[0])
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(w->err, sizeof w->err, fmt, ap);
-    va_end(ap);
-    for (char *p = w->err; *p; p++)
-        if ((unsigned char)*p < 0x20)
-            *p = '?';
-}
-
-struct gguf_writer *gguf_writer_new(void)
-{
-    return calloc(1, sizeof(struct gguf_writer));
-}
-
-void gguf_writer_free(struct gguf_writer *w)
-{
-    if (!w)
-        return;
-    for (size_t i = 0; i < w->n_kv; i++) {
-        free(w->kv[i].key);
-        free(w->kv[i].val);
-    }
-    for (size_t i = 0; i < w->n_t; i++) {
-        free(w->t[i].name);
-        free(w->t[i].data);
-    }
-    free(w->kv);
-    free(w->t);
-    free(w);
-}
-
-const char *gguf_writer_error(const struct gguf_writer *w)
-{
-    return w->err[0] ? w->err : NULL;
-}
-
-/* Grows *P (of *CAP elements of ELEM bytes) to hold one more than N. */
-static bool grow(void **p, size_t *cap, size_t n, size_t elem)
-{
-    if (n < *cap)
-        return true;
-    size_t nc = *cap ? *cap * 2 : 16;
-    if (nc > SIZE_MAX / elem)
-        return false;
-    void *q = realloc(*p, nc * elem);
-    if (!q)
-        return false;
-    *p = q;
-    *cap = nc;
-    return true;
-}
-
-/* Sets KEY to a value of TYPE stored as LEN bytes VAL; takes ownership of VAL. */
-static void set_owned(struct gguf_writer *w, const char *key, enum gguf_type type, uint8_t *val,
-                      size_t len)
-{
-    if (!val) {
-        wfail(w, "out of memory setting key '%s'", key ? key : "(null)");
-        return;
-    }
-    if (!key || !*key || strlen(key) > GGUF_MAX_KEY_LEN) {
-        wfail(w, "invalid key '%s' (must be 1 to %d bytes)", key ? key : "(null)",
-              GGUF_MAX_KEY_LEN);
-        free(val);
-        return;
-    }
-    /* The reader refuses control bytes in keys, so the writer must too. */
-    for (const char *c = key; *c; c++) {
-        if ((unsigned char)*c < 0x20 || *c == 0x7f) {
-            wfail(w, "invalid key (contains control byte 0x%02x)", (unsigned char)*c);
-            free(val);
-            return;
-        }
-    }
-    for (size_t i = 0; i < w->n_kv; i++) {
-        if (strcmp(w->kv[i].key, key) == 0) {
-            free(w->kv[i].val);
-            w->kv[i].type = type;
-            w->kv[i].val = val;
-            w->kv[i].len = len;
-            return;
-        }
-    }
-    char *k = strdup(key);
-    if (!k || !grow((void **)&w->kv, &w->cap_kv, w->n_kv, sizeof *w->kv)) {
-        wfail(w, "out of memory setting key '%s'", key);
-        free(k);
-        free(val);
-        return;
-    }
-    w->kv[w->n_kv++] = (struct wkv){k, type, val, len};
-}
-
-static void put32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void set_fixed(struct gguf_writer *w, const char *key, enum gguf_type type, uint64_t bits)
-{
-    size_t n = (size_t)type_size(type);
-    uint8_t *v = malloc(n);
-    if (v)
-        for (size_t i = 0; i < n; i++)
-            v[i] = (uint8_t)(bits >> (8 * i));
-    set_owned(w, key, type, v, n);
-}
-
-void gguf_writer_set_u32(struct gguf_writer *w, const char *key, uint32_t v)
-{
-    set_fixed(w, key, GGUF_TYPE_UINT32, v);
-}
-
-void gguf_writer_set_i32(struct gguf_writer *w, const char *key, int32_t v)
-{
-    set_fixed(w, key, GGUF_TYPE_INT32, (uint32_t)v);
-}
-
-void gguf_writer_set_u64(struct gguf_writer *w, const char *key, uint64_t v)
-{
-    set_fixed(w, key, GGUF_TYPE_UINT64, v);
-}
-
-void gguf_writer_set_f32(struct gguf_writer *w, const char *key, float v)
-{
-    uint32_t u;
-    memcpy(&u, &v, sizeof u);
-    set_fixed(w, key, GGUF_TYPE_FLOAT32, u);
-}
-
-void gguf_writer_set_bool(struct gguf_writer *w, const char *key, bool v)
-{
-    set_fixed(w, key, GGUF_TYPE_BOOL, v ? 1 : 0);
-}
-
-void gguf_writer_set_num(struct gguf_writer *w, const char *key, enum gguf_type type,
-                         const void *v)
-{
-    size_t n = (size_t)type_size(type);
-    if (n == 0 || !v) {
-        wfail(w, "key '%s': set_num needs a fixed-size type, not %s", key ? key : "(null)",
-              type_name(type));
-        return;
-    }
-    if (type == GGUF_TYPE_BOOL && *(const uint8_t *)v > 1) {
-        wfail(w, "key '%s': bool value %u is not 0 or 1", key ? key : "(null)",
-              *(const uint8_t *)v);
-        return;
-    }
-    uint8_t *val = malloc(n);
-    if (val)
-        memcpy(val, v, n); /* host order is little-endian on every target we build for */
-    set_owned(w, key, type, val, n);
-}
-
-void gguf_writer_set_str(struct gguf_writer *w, const char *key, const char *v)
-{
-    if (!v) {
-        wfail(w, "key '%s': NULL string", key ? key : "(null)");
-        return;
-    }
-    size_t n = strlen(v);
-    uint8_t *val = n <= SIZE_MAX - 8 ? malloc(8 + n) : NULL;
-    if (val) {
-        put64(val, n);
-        memcpy(val + 8, v, n);
-    }
-    set_owned(w, key, GGUF_TYPE_STRING, val, 8 + n);
-}
-
-void gguf_writer_set_arr(struct gguf_writer *w, const char *key, enum gguf_type elem_type,
-                         const void *data, uint64_t n)
-{
-    uint64_t esz = type_size(elem_type);
-    if (esz == 0 || (n && !data)) {
-        wfail(w, "key '%s': set_arr needs a fixed-size element type, not %s",
-              key ? key : "(null)", type_name(elem_type));
-        return;
-    }
-    if (n > (SIZE_MAX - 12) / esz) {
-        wfail(w, "key '%s': array of %llu elements is too large", key ? key : "(null)",
-              (unsigned long long)n);
-        return;
-    }
-    if (elem_type == GGUF_TYPE_BOOL)
-        for (uint64_t i = 0; i < n; i++)
-            if (((const uint8_t *)data)[i] > 1) {
-                wfail(w, "key '%s': bool element %llu is not 0 or 1", key ? key : "(null)",
-                      (unsigned long long)i);
-                return;
-            }
-    size_t len = 12 + (size_t)(n * esz);
-    uint8_t *val = malloc(len);
-    if (val) {
-        put32(val, elem_type);
-        put64(val + 4, n);
-        if (n)
-            memcpy(val + 12, data, (size_t)(n * esz));
-    }
-    set_owned(w, key, GGUF_TYPE_ARRAY, val, len);
-}
-
-void gguf_writer_set_arr_str(struct gguf_writer *w, const char *key, const char *const *strs,
-                             uint64_t n)
-{
-    size_t len = 12;
-    for (uint64_t i = 0; i < n; i++) {
-        if (!strs[i]) {
-            wfail(w, "key '%s': string %llu is NULL", key ? key : "(null)",
-                  (unsigned long long)i);
-            return;
-        }
-        len += 8 + strlen(strs[i]);
-    }
-    uint8_t *val = malloc(len);
-    if (val) {
-        put32(val, GGUF_TYPE_STRING);
-        put64(val + 4, n);
-        size_t o = 12;
-        for (uint64_t i = 0; i < n; i++) {
-            size_t sl = strlen(strs[i]);
-            put64(val + o, sl);
-            memcpy(val + o + 8, strs[i], sl);
-            o += 8 + sl;
-        }
-    }
-    set_owned(w, key, GGUF_TYPE_ARRAY, val, len);
-}
-
-void gguf_writer_copy_kv(struct gguf_writer *w, const struct gguf *src, const char *prefix)
-{
-    size_t pl = prefix ? strlen(prefix) : 0;
-    for (int64_t i = 0; i < src->n_kv; i++) {
-        const struct kv *kv = &src->kv[i];
-        if (kv->key.len < pl || (pl && memcmp(kv->key.ptr, prefix, pl) != 0))
-            continue;
-        /* The value bytes were validated at open, so they are copied as they
-         * are; that carries nested arrays and string tables unchanged. */
-        char *key = malloc((size_t)kv->key.len + 1);
-        uint8_t *val = malloc(kv->val_len ? (size_t)kv->val_len : 1);
-        if (!key || !val) {
-            free(key);
-            free(val);
-            wfail(w, "out of memory copying metadata");
-            return;
-        }
-        gguf_str_copy(kv->key, key, (size_t)kv->key.len + 1);
-        memcpy(val, src->base + kv->val_off, (size_t)kv->val_len);
-        set_owned(w, key, kv->type, val, (size_t)kv->val_len);
-        free(key);
-    }
-}
-
-void gguf_writer_add_tensor(struct gguf_writer *w, const char *name, enum ggml_type type,
-                            uint32_t n_dims, const int64_t *ne, const void *data)
-{
-    if (!name || !*name || strlen(name) > GGUF_MAX_NAME_LEN) {
-        wfail(w, "tensor name '%s' must be 1 to %d bytes", name ? name : "(null)",
-              GGUF_MAX_NAME_LEN);
-        return;
-    }
-    for (size_t i = 0; i < w->n_t; i++)
-        if (strcmp(w->t[i].name, name) == 0) {
-            wfail(w, "duplicate tensor name '%s'", name);
-            return;
-        }
-    if (n_dims < 1 || n_dims > GGUF_MAX_DIMS || !ne) {
-        wfail(w, "tensor '%s' has %u dimensions (1 to %d allowed)", name, n_dims, GGUF_MAX_DIMS);
-        return;
-    }
-    if ((unsigned)type >= GGML_TYPE_COUNT || !quant_type_known(type)) {
-        wfail(w, "tensor '%s' has unknown tensor type id %d", name, (int)type);
-        return;
-    }
-    struct wtensor t = {.type = type, .n_dims = n_dims};
-    uint64_t nel = 1;
-    for (uint32_t d = 0; d < GGUF_MAX_DIMS; d++) {
-        t.ne[d] = d < n_dims ? ne[d] : 1;
-        if (t.ne[d] < 1 || nel > (uint64_t)INT64_MAX / (uint64_t)t.ne[d]) {
-            wfail(w, "tensor '%s' dimension %u is %lld (or the element count overflows)", name,
-                  d, (long long)t.ne[d]);
-            return;
-        }
-        nel *= (uint64_t)t.ne[d];
-    }
-    uint64_t bs = (uint64_t)quant_block_size(type), ts = quant_type_size(type);
-    if ((uint64_t)t.ne[0] % bs != 0) {
-        wfail(w, "tensor '%s': first dimension %lld is not a multiple of the %s block size %llu",
-              name, (long long)t.ne[0], quant_type_name(type), (unsigned long long)bs);
-        return;
-    }
-    uint64_t blocks = (uint64_t)t.ne[0] / bs, rows = nel / (uint64_t)t.ne[0];
-    if (blocks > UINT64_MAX / ts || blocks * ts > SIZE_MAX / rows) {
-        wfail(w, "tensor '%s' is too large", name);
-        return;
-    }
-    t.nbytes = blocks * ts * rows;
-    t.name = strdup(name);
-    /* NULL data gives a zero-filled tensor (synthetic models fill later). */
-    t.data = data ? malloc((size_t)t.nbytes) : calloc(1, (size_t)t.nbytes);
-    if (!t.name || !t.data || !grow((void **)&w->t, &w->cap_t, w->n_t, sizeof *w->t)) {
-        free(t.name);
-        free(t.data);
-        wfail(w, "out of memory adding tensor '%s'", name);
-        return;
-    }
-    if (data)
-        memcpy(t.data, data, (size_t)t.nbytes);
-    w->t[w->n_t++] = t;
-}
-
-/* The alignment the writer will use: general.alignment when set, else 32. */
-static uint32_t writer_alignment(struct gguf_writer *w)
-{
-    for (size_t i = 0; i < w->n_kv; i++) {
-        if (strcmp(w->kv[i].key, "general.alignment") != 0)
-            continue;
-        uint32_t a = w->kv[i].type == GGUF_TYPE_UINT32 ? le32(w->kv[i].val) : 0;
-        if (a == 0 || (a & (a - 1)) != 0) {
-            wfail(w, "general.alignment must be a u32 power of two");
-            return 0;
-        }
-        return a;
-    }
-    return GGUF_DEFAULT_ALIGNMENT;
-}
-
-/* Builds the header, metadata and tensor infos (without the padding that
- * follows them) into a malloc'd buffer of *HLEN bytes; sets *DATA_START (where
- * the data section begins) and *TOTAL (whole file). With no tensors there is
- * no data section and no padding, so a large general.alignment costs nothing. */
-static uint8_t *writer_header(struct gguf_writer *w, size_t *hlen, uint64_t *data_start,
-                              uint64_t *total, uint32_t *align)
-{
-    if (w->err[0])
+    if (i < 0 || i >= g->n_kv)
         return NULL;
-    uint32_t a = writer_alignment(w);
-    if (!a)
-        return NULL;
-    uint64_t n = GGUF_HEADER_BYTES;
-    for (size_t i = 0; i < w->n_kv; i++)
-        n += 8 + strlen(w->kv[i].key) + 4 + w->kv[i].len;
-    for (size_t i = 0; i < w->n_t; i++)
-        n += 8 + strlen(w->t[i].name) + 4 + 8 * (uint64_t)w->t[i].n_dims + 4 + 8;
-    uint64_t start = w->n_t ? align_up(n, a) : n, end = start;
-    for (size_t i = 0; i < w->n_t; i++) {
-        uint64_t sz = align_up(w->t[i].nbytes, a);
-        if (sz < w->t[i].nbytes || sz > UINT64_MAX - end) {
-            wfail(w, "file too large");
-            return NULL;
-        }
-        end += sz;
-    }
-    if (n > SIZE_MAX) {
-        wfail(w, "header too large");
-        return NULL;
-    }
-    uint8_t *b = malloc((size_t)n);
-    if (!b) {
-        wfail(w, "out of memory building the header");
-        return NULL;
-    }
-    uint8_t *p = b;
-    memcpy(p, "GGUF", 4);
-    put32(p + 4, 3);
-    put64(p + 8, w->n_t);
-    put64(p + 16, w->n_kv);
-    p += GGUF_HEADER_BYTES;
-    for (size_t i = 0; i < w->n_kv; i++) {
-        size_t kl = strlen(w->kv[i].key);
-        put64(p, kl);
-        memcpy(p + 8, w->kv[i].key, kl);
-        p += 8 + kl;
-        put32(p, w->kv[i].type);
-        memcpy(p + 4, w->kv[i].val, w->kv[i].len);
-        p += 4 + w->kv[i].len;
-    }
-    uint64_t off = 0;
-    for (size_t i = 0; i < w->n_t; i++) {
-        const struct wtensor *t = &w->t[i];
-        size_t nl = strlen(t->name);
-        put64(p, nl);
-        memcpy(p + 8, t->name, nl);
-        p += 8 + nl;
-        put32(p, t->n_dims);
-        p += 4;
-        for (uint32_t d = 0; d < t->n_dims; d++, p += 8)
-            put64(p, (uint64_t)t->ne[d]);
-        put32(p, t->type);
-        put64(p + 4, off);
-        p += 12;
-        off += align_up(t->nbytes, a);
-    }
-    *hlen = (size_t)n;
-    *data_start = start;
-    *total = end;
-    *align = a;
-    return b;
-}
-
-void *gguf_writer_to_memory(struct gguf_writer *w, size_t *size)
-{
-    size_t hlen;
-    uint64_t start, total;
-    uint32_t a;
-    uint8_t *h = writer_header(w, &hlen, &start, &total, &a);
-    if (!h)
-        return NULL;
-    uint8_t *b = total <= SIZE_MAX ? calloc(1, (size_t)total) : NULL;
-    if (!b) {
-        free(h);
-        wfail(w, "out of memory for a %llu-byte file", (unsigned long long)total);
-        return NULL;
-    }
-    memcpy(b, h, hlen);
-    free(h);
-    uint64_t off = start;
-    for (size_t i = 0; i < w->n_t; i++) {
-        memcpy(b + off, w->t[i].data, (size_t)w->t[i].nbytes);
-        off += align_up(w->t[i].nbytes, a);
-    }
-    *size = (size_t)total;
-    return b;
-}
-
-static int write_all(int fd, const void *p, size_t n)
-{
-    const uint8_t *b = p;
-    while (n) {
-        ssize_t k = write(fd, b, n);
-        if (k < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        b += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
-static int write_zeros(int fd, uint64_t n)
-{
-    static const uint8_t zeros[4096];
-    while (n) {
-        size_t k = n < sizeof zeros ? (size_t)n : sizeof zeros;
-        if (write_all(fd, zeros, k) != 0)
-            return -1;
-        n -= k;
-    }
-    return 0;
-}
-
-int gguf_writer_write(struct gguf_writer *w, const char *path, char *err, size_t errlen)
-{
-    struct rd r = {.name = path, .err = err, .errlen = errlen};
-    size_t hlen;
-    uint64_t start, total;
-    uint32_t a;
-    uint8_t *h = writer_header(w, &hlen, &start, &total, &a);
-    if (!h) {
-        fail(&r, "%s", w->err);
-        return -1;
-    }
-    /* Written to a temporary name beside PATH and renamed over it, so a
-     * reader never sees a half-written model. */
-    size_t pl = strlen(path);
-    char *tmp = malloc(pl + 16);
-    if (!tmp) {
-        free(h);
-        fail(&r, "out of memory");
-        return -1;
-    }
-    snprintf(tmp, pl + 16, "%s.tmp-XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        fail(&r, "cannot create a temporary file: %s", strerror(errno));
-        free(tmp);
-        free(h);
-        return -1;
-    }
-    int rc = write_all(fd, h, hlen);
-    free(h);
-    if (rc == 0)
-        rc = write_zeros(fd, start - hlen);
-    for (size_t i = 0; rc == 0 && i < w->n_t; i++) {
-        rc = write_all(fd, w->t[i].data, (size_t)w->t[i].nbytes);
-        if (rc == 0)
-            rc = write_zeros(fd, align_up(w->t[i].nbytes, a) - w->t[i].nbytes);
-    }
-    if (rc == 0)
-        rc = fchmod(fd, 0644);
-    if (rc == 0)
-        rc = fsync(fd);
-    int e = errno;
-    if (close(fd) != 0 && rc == 0) {
-        rc = -1;
-        e = errno;
-    }
-    if (rc == 0 && rename(tmp, path) != 0) {
-        rc = -1;
-        e = errno;
-    }
-    if (rc != 0) {
-        unlink(tmp);
-        fail(&r, "cannot write: %s", strerror(e));
-    }
-    free(tmp);
-    return rc;
+    *len = g->kv[i].val_len;
+    return g->base + g->kv[i].val_off;
 }

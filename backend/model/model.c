@@ -1,7 +1,9 @@
 /* model.c - reads a transformer's hyperparameters and weights out of a GGUF
  * file and checks everything the backends will rely on, so that a forward
  * pass never has to: every tensor present with the shape the hyperparameters
- * imply, in a type we compute with, and sizes that are sane.
+ * imply, in a type we compute with, and sizes that are sane. What differs
+ * between architectures (keys, defaults, the tensors a layer has, the flags
+ * the backends read) comes from the architecture table (arch.h).
  *
  * Used by the engine (and tests) before a backend is created.
  */
@@ -14,6 +16,7 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "arch.h"
 #include "gguf.h"
 
 /* Limits past which a file is taken to be corrupt rather than a big model:
@@ -27,37 +30,12 @@
 #define MAX_VOCAB (1 << 23)
 #define MAX_CTX (1 << 24)
 
-/* gemma3 alternates five local (sliding-window) layers with one global one;
- * the period is not stored in the file (llama.cpp hard-codes it too). */
-#define GEMMA3_SWA_PERIOD 6
-/* Local gemma3 layers use this RoPE base whatever the file says for the
- * global ones (HF rope_local_base_freq). */
-#define GEMMA3_LOCAL_ROPE_BASE 10000.0f
-
-static const char *const arch_names[] = {
-    [MODEL_ARCH_LLAMA] = "llama",
-    [MODEL_ARCH_QWEN2] = "qwen2",
-    [MODEL_ARCH_QWEN3] = "qwen3",
-    [MODEL_ARCH_GEMMA3] = "gemma3",
-};
-
-const char *model_arch_name(enum model_arch a)
-{
-    if ((unsigned)a < sizeof arch_names / sizeof arch_names[0])
-        return arch_names[a];
-    return "unknown";
-}
-
-const char *model_arch_list(void)
-{
-    return "llama, qwen2, qwen3, gemma3";
-}
-
 /* Loading context: the file, its name for messages, the error buffer. */
 struct loader {
     struct gguf *g;
     const char *fname;
     const char *arch; /* architecture key prefix */
+    const struct arch_info *ai; /* its row */
     char *err;
     size_t errlen;
 };
@@ -195,6 +173,33 @@ static int get_tensor(struct loader *L, const char *name, int64_t ne0, int64_t n
     return 0;
 }
 
+/* A vector (a norm's weights, a bias, rope frequencies) in a float type
+ * must hold finite values: one NaN there makes every logit NaN, so a damaged
+ * file would otherwise load and answer with nothing. Vectors are a few
+ * thousand floats per layer, so reading them all costs nothing at load;
+ * matrices are left to the engine's check of the logits. */
+static int check_finite_vector(struct loader *L, const char *name, const struct model_tensor *t)
+{
+    if (!t->data || t->ne1 != 1 ||
+        (t->type != GGML_TYPE_F32 && t->type != GGML_TYPE_F16 && t->type != GGML_TYPE_BF16))
+        return 0;
+    float *v = malloc(sizeof *v * (size_t)t->ne0);
+    if (!v)
+        return fail(L, "out of memory checking tensor %s", name);
+    quant_dequantize_row(t->type, t->data, v, t->ne0);
+    int64_t bad = -1;
+    for (int64_t i = 0; i < t->ne0 && bad < 0; i++)
+        if (!isfinite(v[i]))
+            bad = i;
+    float x = bad >= 0 ? v[bad] : 0.0f;
+    free(v);
+    if (bad >= 0)
+        return fail(L, "tensor %s holds a non-finite value (%g at element %lld): the file is "
+                       "damaged (re-download it)",
+                    name, (double)x, (long long)bad);
+    return 0;
+}
+
 static int get_layer_tensor(struct loader *L, int il, const char *what, int64_t ne0, int64_t ne1,
                             bool required, struct model_tensor *out)
 {
@@ -208,10 +213,12 @@ static int parse_arch(struct loader *L, enum model_arch *out)
     struct gguf_str s;
     if (!gguf_get_str(L->g, "general.architecture", &s))
         return fail(L, "missing general.architecture");
-    for (size_t i = 0; i < sizeof arch_names / sizeof arch_names[0]; i++) {
-        if (gguf_str_eq(s, arch_names[i])) {
+    for (int i = 0; i < MODEL_ARCH_COUNT; i++) {
+        const struct arch_info *ai = arch_info((enum model_arch)i);
+        if (gguf_str_eq(s, ai->name)) {
             *out = (enum model_arch)i;
-            L->arch = arch_names[i];
+            L->arch = ai->name;
+            L->ai = ai;
             return 0;
         }
     }
@@ -243,10 +250,20 @@ static int parse_hparams(struct loader *L, struct model_hparams *hp)
         return -1;
     hp->n_head_kv = (int32_t)v;
     if (hp->n_head % hp->n_head_kv != 0)
-        return fail(L, "head_count %d is not a multiple of head_count_kv %d", hp->n_head,
-                    hp->n_head_kv);
-    int64_t def_hd = hp->n_embd % hp->n_head == 0 ? hp->n_embd / hp->n_head : -1;
+        return fail(L, "%s.attention.head_count %d is not a multiple of "
+                       "%s.attention.head_count_kv %d: the query heads must split evenly "
+                       "among the key/value heads",
+                    L->arch, hp->n_head, L->arch, hp->n_head_kv);
     int64_t hd_k, hd_v;
+    char kl[256];
+    arch_key(L, "attention.key_length", kl, sizeof kl);
+    if (hp->n_embd % hp->n_head != 0 && gguf_find_key(L->g, kl) < 0)
+        /* without key_length the head size is n_embd / n_head, which must
+         * then be whole; "missing key_length" would send the reader astray */
+        return fail(L, "%s.embedding_length %d is not a multiple of %s.attention.head_count %d "
+                       "(and %s, which would give the head size, is absent)",
+                    L->arch, hp->n_embd, L->arch, hp->n_head, kl);
+    int64_t def_hd = hp->n_embd % hp->n_head == 0 ? hp->n_embd / hp->n_head : -1;
     if (get_hp_int(L, "attention.key_length", def_hd, 1, MAX_HEAD_DIM, &hd_k))
         return -1;
     if (get_hp_int(L, "attention.value_length", hd_k, 1, MAX_HEAD_DIM, &hd_v))
@@ -265,11 +282,10 @@ static int parse_hparams(struct loader *L, struct model_hparams *hp)
         return -1;
     hp->n_ctx_train = (int32_t)v;
 
-    bool gemma = hp->arch == MODEL_ARCH_GEMMA3;
-    if (get_hp_float(L, "attention.layer_norm_rms_epsilon", gemma ? 1e-6 : 1e-5, 0.0, 1.0,
-                     &hp->norm_eps))
+    const struct arch_info *ai = L->ai;
+    if (get_hp_float(L, "attention.layer_norm_rms_epsilon", ai->norm_eps, 0.0, 1.0, &hp->norm_eps))
         return -1;
-    if (get_hp_float(L, "rope.freq_base", 10000.0, 0.0, 1e12, &hp->rope_base))
+    if (get_hp_float(L, "rope.freq_base", ai->rope_base, 0.0, 1e12, &hp->rope_base))
         return -1;
 
     /* RoPE scaling: linear is a plain position scale; YaRN and friends need
@@ -298,25 +314,14 @@ static int parse_hparams(struct loader *L, struct model_hparams *hp)
 
     hp->rope_base_local = hp->rope_base;
     hp->swa_window = 0;
-    hp->embd_scale = 1.0f;
-    hp->gelu_ffn = false;
-    hp->rope_neox = hp->arch != MODEL_ARCH_LLAMA;
-    hp->attn_scale = 1.0f / sqrtf((float)hp->head_dim);
-    if (gemma) {
+    if (ai->features & ARCH_SWA) {
         if (get_hp_int(L, "attention.sliding_window", 0, 0, MAX_CTX, &v))
             return -1;
         hp->swa_window = (int32_t)v;
-        if (get_hp_float(L, "rope.freq_base_swa", GEMMA3_LOCAL_ROPE_BASE, 0.0, 1e12,
-                         &hp->rope_base_local))
+        if (get_hp_float(L, "rope.freq_base_swa", ai->rope_base_swa, 0.0, 1e12, &hp->rope_base_local))
             return -1;
-        hp->embd_scale = sqrtf((float)hp->n_embd);
-        hp->gelu_ffn = true;
-        /* Gemma 3 27B (62 layers) was trained with query_pre_attn_scalar =
-         * n_embd / n_head instead of the head size; the value is not in the
-         * file, so it is recognised by depth as llama.cpp does. */
-        if (hp->n_layer == 62)
-            hp->attn_scale = 1.0f / sqrtf((float)hp->n_embd / (float)hp->n_head);
     }
+    arch_set_hparams(hp);
     return 0;
 }
 
@@ -331,8 +336,7 @@ static void add_tensor_stats(struct model *m, const struct model_tensor *t)
 static int load_tensors(struct loader *L, struct model *m)
 {
     const struct model_hparams *hp = &m->hp;
-    int64_t E = hp->n_embd, Q = (int64_t)hp->n_head * hp->head_dim,
-            KV = (int64_t)hp->n_head_kv * hp->head_dim, F = hp->n_ff, HD = hp->head_dim;
+    int64_t E = hp->n_embd;
 
     /* The vocabulary size comes from the embedding table itself. */
     const struct gguf_tensor *te = gguf_find_tensor(L->g, "token_embd.weight");
@@ -358,7 +362,8 @@ static int load_tensors(struct loader *L, struct model *m)
         return fail(L, "the tokenizer has %llu tokens but token_embd.weight only %lld rows",
                     (unsigned long long)ntok, (long long)V);
 
-    if (get_tensor(L, "output_norm.weight", E, 0, true, &m->output_norm))
+    if (get_tensor(L, "output_norm.weight", E, 0, true, &m->output_norm) ||
+        check_finite_vector(L, "output_norm.weight", &m->output_norm))
         return -1;
     if (get_tensor(L, "output.weight", E, V, false, &m->output))
         return -1;
@@ -370,50 +375,35 @@ static int load_tensors(struct loader *L, struct model *m)
     if (m->rope_freqs.data && m->rope_freqs.type != GGML_TYPE_F32)
         return fail(L, "tensor rope_freqs.weight has type %s, expected F32",
                     quant_type_name(m->rope_freqs.type));
+    if (check_finite_vector(L, "rope_freqs.weight", &m->rope_freqs))
+        return -1;
 
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
     if (!m->layers)
         return fail(L, "out of memory for %d layers", hp->n_layer);
 
-    bool qwen2 = hp->arch == MODEL_ARCH_QWEN2;
-    bool qk_norm = hp->arch == MODEL_ARCH_QWEN3 || hp->arch == MODEL_ARCH_GEMMA3;
-    bool gemma = hp->arch == MODEL_ARCH_GEMMA3;
     for (int il = 0; il < hp->n_layer; il++) {
         struct model_layer *ly = &m->layers[il];
-        if (get_layer_tensor(L, il, "attn_norm.weight", E, 0, true, &ly->attn_norm) ||
-            get_layer_tensor(L, il, "attn_q.weight", E, Q, true, &ly->wq) ||
-            get_layer_tensor(L, il, "attn_k.weight", E, KV, true, &ly->wk) ||
-            get_layer_tensor(L, il, "attn_v.weight", E, KV, true, &ly->wv) ||
-            get_layer_tensor(L, il, "attn_output.weight", Q, E, true, &ly->wo) ||
-            get_layer_tensor(L, il, "ffn_norm.weight", E, 0, true, &ly->ffn_norm) ||
-            get_layer_tensor(L, il, "ffn_gate.weight", E, F, true, &ly->ffn_gate) ||
-            get_layer_tensor(L, il, "ffn_up.weight", E, F, true, &ly->ffn_up) ||
-            get_layer_tensor(L, il, "ffn_down.weight", F, E, true, &ly->ffn_down))
-            return -1;
-        /* qwen2 files always carry the biases; other llama-family files
-         * sometimes do too, and then they must be used. */
-        if (get_layer_tensor(L, il, "attn_q.bias", Q, 0, qwen2, &ly->bq) ||
-            get_layer_tensor(L, il, "attn_k.bias", KV, 0, qwen2, &ly->bk) ||
-            get_layer_tensor(L, il, "attn_v.bias", KV, 0, qwen2, &ly->bv))
-            return -1;
-        if (qk_norm && (get_layer_tensor(L, il, "attn_q_norm.weight", HD, 0, true, &ly->q_norm) ||
-                        get_layer_tensor(L, il, "attn_k_norm.weight", HD, 0, true, &ly->k_norm)))
-            return -1;
-        if (gemma &&
-            (get_layer_tensor(L, il, "post_attention_norm.weight", E, 0, true,
-                              &ly->post_attn_norm) ||
-             get_layer_tensor(L, il, "post_ffw_norm.weight", E, 0, true, &ly->post_ffw_norm)))
-            return -1;
-        ly->swa = gemma && hp->swa_window > 0 && il % GEMMA3_SWA_PERIOD < GEMMA3_SWA_PERIOD - 1;
+        for (int i = 0; i < arch_n_layer_tensors(); i++) {
+            const struct arch_tensor *at = arch_layer_tensor(i);
+            enum arch_need need = arch_tensor_need(L->ai, at);
+            struct model_tensor *t = arch_tensor_of(ly, at);
+            if (need == ARCH_UNUSED)
+                continue;
+            int64_t ne1 = arch_dim_size(hp, at->ne1);
+            if (get_layer_tensor(L, il, at->name, arch_dim_size(hp, at->ne0), ne1,
+                                 need == ARCH_REQUIRED, t))
+                return -1;
+            if (ne1 == 0) {
+                char name[96];
+                snprintf(name, sizeof name, "blk.%d.%s", il, at->name);
+                if (check_finite_vector(L, name, t))
+                    return -1;
+            }
+            add_tensor_stats(m, t);
+        }
+        ly->swa = arch_layer_swa(hp, il);
         ly->rope_base = ly->swa ? hp->rope_base_local : hp->rope_base;
-
-        const struct model_tensor *all[] = {&ly->attn_norm, &ly->wq, &ly->wk, &ly->wv,
-                                            &ly->bq, &ly->bk, &ly->bv, &ly->q_norm,
-                                            &ly->k_norm, &ly->wo, &ly->post_attn_norm,
-                                            &ly->ffn_norm, &ly->ffn_gate, &ly->ffn_up,
-                                            &ly->ffn_down, &ly->post_ffw_norm};
-        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-            add_tensor_stats(m, all[i]);
     }
     add_tensor_stats(m, &m->tok_embd);
     add_tensor_stats(m, &m->output_norm);

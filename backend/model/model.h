@@ -18,7 +18,8 @@
 
 struct gguf;
 
-enum model_arch { MODEL_ARCH_LLAMA, MODEL_ARCH_QWEN2, MODEL_ARCH_QWEN3, MODEL_ARCH_GEMMA3 };
+/* One row each in the architecture table (arch.c). */
+enum model_arch { MODEL_ARCH_LLAMA, MODEL_ARCH_QWEN2, MODEL_ARCH_QWEN3, MODEL_ARCH_GEMMA3, MODEL_ARCH_COUNT };
 
 const char *model_arch_name(enum model_arch a);
 /* "llama, qwen2, qwen3, gemma3": for error messages */

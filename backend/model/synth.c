@@ -1,6 +1,8 @@
-/* synth.c - synthetic models: built-in shapes, the fast block generator, a
+/* synth.c - synthetic models: built-in shapes, the row seeding of the fast
+ * generator (the random blocks themselves come from quant_random_row), a
  * struct model built straight into an anonymous mapping, and the GGUF
- * export. See synth.h for the contract.
+ * export. Architecture flags and tensor lists come from the architecture
+ * table (arch.h), as for loaded models. See synth.h for the contract.
  *
  * Used by the engine (engine_params.synthetic, engine_write_synthetic), the
  * tests and, later, the CUDA backend's upload path.
@@ -15,6 +17,7 @@
 #include <strings.h>
 #include <sys/mman.h>
 
+#include "arch.h"
 #include "errmsg.h"
 #include "gguf.h"
 
@@ -44,17 +47,6 @@ static const struct synth_shape shapes[] = {
      .rope_base = 100000.0f, .norm_eps = 1e-5f, .tied = true},
 };
 #define N_SHAPES ((int)(sizeof shapes / sizeof shapes[0]))
-
-static const enum ggml_type types[] = {
-    GGML_TYPE_F32,  GGML_TYPE_F16,  GGML_TYPE_BF16, GGML_TYPE_Q8_0, GGML_TYPE_Q4_0, GGML_TYPE_Q4_1,
-    GGML_TYPE_Q5_0, GGML_TYPE_Q5_1, GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K,
-};
-#define N_TYPES ((int)(sizeof types / sizeof types[0]))
-
-/* gemma3: five sliding-window layers, then a global one; local layers use
- * RoPE base 10000. The same constants as model.c, which keeps them private. */
-#define GEMMA3_SWA_PERIOD 6
-#define GEMMA3_LOCAL_ROPE_BASE 10000.0f
 
 /* Weights of the mapping start on this boundary (a cache line; also the
  * widest load the CPU kernels make). */
@@ -111,13 +103,7 @@ int synth_parse(const char *text, struct synth_spec *out, char *err, size_t errl
         return -1;
     }
     enum ggml_type t;
-    bool ok = quant_type_from_name(colon + 1, &t);
-    if (ok) {
-        ok = false;
-        for (int i = 0; i < N_TYPES; i++)
-            ok |= types[i] == t;
-    }
-    if (!ok) {
+    if (!quant_type_from_name(colon + 1, &t) || !quant_type_supported(t)) {
         kv_seterr(err, errlen, "unknown synthetic weight type '%s' (types: %s)", colon + 1,
                   synth_type_list());
         return -1;
@@ -138,126 +124,22 @@ enum ggml_type synth_weight_type(enum ggml_type want, int64_t ne0)
     int64_t bs = quant_block_size(want);
     if (bs > 0 && ne0 % bs == 0)
         return want;
-    enum ggml_type t = want;
-    switch (want) {
-    case GGML_TYPE_Q4_K: t = GGML_TYPE_Q5_0; break;
-    case GGML_TYPE_Q5_K: t = GGML_TYPE_Q5_1; break;
-    case GGML_TYPE_Q6_K: t = GGML_TYPE_Q8_0; break;
-    default: break;
-    }
+    enum ggml_type t = quant_type_fallback(want);
     bs = quant_block_size(t);
     return bs > 0 && ne0 % bs == 0 ? t : GGML_TYPE_F16;
 }
 
 /* ---- the generator ------------------------------------------------------ */
 
-/* splitmix64: one multiply-xorshift round per 8 bytes, full period, and good
- * enough that no two rows look alike. */
-static inline uint64_t sm64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
+/* What a valid random block of each type is, is the quant module's business
+ * (quant_random_row: it owns the layouts); which rows get which state is
+ * decided here. A row's state depends only on (seed, tensor, row), so rows can
+ * be made in any order, anywhere. */
 static uint64_t row_state(uint64_t seed, uint32_t tensor_id, int64_t row)
 {
     uint64_t s = seed ^ ((uint64_t)tensor_id << 40) ^ (uint64_t)row * 0xD1B54A32D192ED03ull;
-    (void)sm64(&s);
+    (void)quant_rand64(&s);
     return s;
-}
-
-static void fill_bytes(uint8_t *p, size_t n, uint64_t *s)
-{
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t v = sm64(s);
-        memcpy(p + i, &v, 8);
-    }
-    if (i < n) {
-        uint64_t v = sm64(s);
-        memcpy(p + i, &v, n - i);
-    }
-}
-
-/* Standard deviation of the integer part of one element with random bits,
- * so that d = sigma / qstd gives elements of deviation sigma. Worked out from
- * the layouts (uniform codes, uniform 6-bit sub-block scales and mins, the
- * min chosen so the mean is zero):
- *   Q8_0: q in -128..127               sqrt((256^2-1)/12)         = 73.9
- *   Q4_0/Q4_1: 16 levels               sqrt((16^2-1)/12)          = 4.61
- *   Q5_0/Q5_1: 32 levels               sqrt((32^2-1)/12)          = 9.23
- *   Q4_K: sc*q - 7.5*mn, sc,mn 0..63, q 0..15                     = 258
- *   Q5_K: sc*q - 15.5*mn, q 0..31                                 = 527
- *   Q6_K: sc*(q-32), sc int8, q 0..63                             = 1366 */
-static double qstd(enum ggml_type t)
-{
-    switch (t) {
-    case GGML_TYPE_Q8_0: return 73.9;
-    case GGML_TYPE_Q4_0:
-    case GGML_TYPE_Q4_1: return 4.61;
-    case GGML_TYPE_Q5_0:
-    case GGML_TYPE_Q5_1: return 9.23;
-    case GGML_TYPE_Q4_K: return 258.0;
-    case GGML_TYPE_Q5_K: return 527.0;
-    case GGML_TYPE_Q6_K: return 1366.0;
-    default: return 1.0;
-    }
-}
-
-static inline void put16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
-
-/* Float elements: random sign and mantissa, exponent E or E-1, which puts
- * the magnitude in [2^(E-1), 2^(E+1)) with an RMS of about 1.21 * 2^E. No
- * float arithmetic per element, so f16 fills as fast as bytes. */
-static void fill_float_row(enum ggml_type t, uint8_t *row, int64_t ne0, float sigma, uint64_t *s)
-{
-    int e = (int)lround(log2(sigma / 1.208));
-    for (int64_t i = 0; i < ne0; i++) {
-        uint64_t u = sm64(s);
-        unsigned sign = (unsigned)(u >> 63), lo = (unsigned)((u >> 62) & 1);
-        if (t == GGML_TYPE_F32) {
-            int ex = 127 + e - (int)lo;
-            uint32_t b = (uint32_t)sign << 31 | (uint32_t)(ex < 1 ? 1 : ex) << 23 |
-                         (uint32_t)(u & 0x7FFFFF);
-            memcpy(row + 4 * i, &b, 4);
-        } else if (t == GGML_TYPE_F16) {
-            int ex = 15 + e - (int)lo;
-            uint16_t b = (uint16_t)(sign << 15 | (unsigned)(ex < 1 ? 1 : ex > 30 ? 30 : ex) << 10 |
-                                    (unsigned)(u & 0x3FF));
-            put16(row + 2 * i, b);
-        } else { /* BF16 */
-            int ex = 127 + e - (int)lo;
-            uint16_t b = (uint16_t)(sign << 15 | (unsigned)(ex < 1 ? 1 : ex) << 7 |
-                                    (unsigned)(u & 0x7F));
-            put16(row + 2 * i, b);
-        }
-    }
-}
-
-/* Quantised rows: random bytes, then every block's scale fields set. The
- * offsets are those of the ggml block layouts (quant.c). */
-static void fix_blocks(enum ggml_type t, uint8_t *row, int64_t nb, uint16_t d, uint16_t m)
-{
-    size_t bsz = quant_type_size(t);
-    for (int64_t b = 0; b < nb; b++) {
-        uint8_t *p = row + (size_t)b * bsz;
-        switch (t) {
-        case GGML_TYPE_Q8_0:
-        case GGML_TYPE_Q4_0:
-        case GGML_TYPE_Q5_0: put16(p, d); break;
-        case GGML_TYPE_Q4_1:
-        case GGML_TYPE_Q5_1:
-        case GGML_TYPE_Q4_K:
-        case GGML_TYPE_Q5_K:
-            put16(p, d);
-            put16(p + 2, m);
-            break;
-        case GGML_TYPE_Q6_K: put16(p + 208, d); break;
-        default: break;
-        }
-    }
 }
 
 void synth_fill_rows(enum ggml_type t, int64_t ne0, float sigma, uint64_t seed,
@@ -268,29 +150,9 @@ void synth_fill_rows(enum ggml_type t, int64_t ne0, float sigma, uint64_t seed,
         return;
     if (!(sigma > 0))
         sigma = 1.0f / sqrtf((float)ne0);
-    bool fl = t == GGML_TYPE_F32 || t == GGML_TYPE_F16 || t == GGML_TYPE_BF16;
-    double d = sigma / qstd(t);
-    /* the min that centres the codes: 7.5 or 15.5 steps (Q4_1, Q5_1 store it
-     * added, the k-quants subtracted and times the 6-bit min) */
-    double mval = 0;
-    switch (t) {
-    case GGML_TYPE_Q4_1: mval = -7.5 * d; break;
-    case GGML_TYPE_Q5_1: mval = -15.5 * d; break;
-    case GGML_TYPE_Q4_K: mval = 7.5 * d; break;
-    case GGML_TYPE_Q5_K: mval = 15.5 * d; break;
-    default: break;
-    }
-    uint16_t d16 = quant_f32_to_f16((float)d), m16 = quant_f32_to_f16((float)mval);
-    int64_t nb = ne0 / quant_block_size(t);
     for (int64_t r = 0; r < nrows; r++) {
-        uint8_t *row = (uint8_t *)dst + (size_t)r * rs;
         uint64_t s = row_state(seed, tensor_id, row0 + r);
-        if (fl) {
-            fill_float_row(t, row, ne0, sigma, &s);
-        } else {
-            fill_bytes(row, rs, &s);
-            fix_blocks(t, row, nb, d16, m16);
-        }
+        quant_random_row(t, (uint8_t *)dst + (size_t)r * rs, ne0, sigma, &s);
     }
 }
 
@@ -318,52 +180,37 @@ static int add_desc(struct tdesc *d, int n, const char *name, struct model_tenso
     return n + 1;
 }
 
-#define DESC_PER_LAYER 16
+/* Room list_tensors needs: the model-wide tensors, then every layer's. */
+static size_t max_tensors(const struct synth_shape *sh)
+{
+    return 4 + (size_t)arch_n_layer_tensors() * (size_t)sh->n_layer;
+}
 
-/* Lists M's tensors in GGUF order into D (room for 4 + 16 per layer). */
+/* Lists M's tensors in GGUF order into D (max_tensors entries): the layer
+ * tensors the architecture needs, and the biases when the shape has them.
+ * M's hyperparameters must be set. */
 static int list_tensors(struct model *m, const struct synth_shape *sh, struct tdesc *d)
 {
-    int64_t E = sh->n_embd, Q = (int64_t)sh->n_head * sh->head_dim,
-            KV = (int64_t)sh->n_head_kv * sh->head_dim, F = sh->n_ff, HD = sh->head_dim,
-            V = sh->n_vocab;
+    const struct model_hparams *hp = &m->hp;
+    const struct arch_info *ai = arch_info(sh->arch);
+    int64_t E = sh->n_embd, V = sh->n_vocab;
     int n = 0;
     n = add_desc(d, n, "token_embd.weight", &m->tok_embd, E, V, T_WEIGHT);
     n = add_desc(d, n, "output_norm.weight", &m->output_norm, E, 0, T_NORM);
     if (!sh->tied)
         n = add_desc(d, n, "output.weight", &m->output, E, V, T_WEIGHT);
-    bool qk_norm = sh->arch == MODEL_ARCH_QWEN3 || sh->arch == MODEL_ARCH_GEMMA3;
-    bool gemma = sh->arch == MODEL_ARCH_GEMMA3;
+    static const enum tkind kinds[] = {[ARCH_WEIGHT] = T_WEIGHT, [ARCH_NORM] = T_NORM, [ARCH_BIAS] = T_BIAS};
     for (int il = 0; il < sh->n_layer; il++) {
-        struct model_layer *l = &m->layers[il];
-        char nm[48];
-#define L(what, field, ne0, ne1, kind)                                                          \
-    do {                                                                                        \
-        snprintf(nm, sizeof nm, "blk.%d." what, il);                                            \
-        n = add_desc(d, n, nm, &l->field, ne0, ne1, kind);                                      \
-    } while (0)
-        L("attn_norm.weight", attn_norm, E, 0, T_NORM);
-        L("attn_q.weight", wq, E, Q, T_WEIGHT);
-        L("attn_k.weight", wk, E, KV, T_WEIGHT);
-        L("attn_v.weight", wv, E, KV, T_WEIGHT);
-        if (sh->qkv_bias) {
-            L("attn_q.bias", bq, Q, 0, T_BIAS);
-            L("attn_k.bias", bk, KV, 0, T_BIAS);
-            L("attn_v.bias", bv, KV, 0, T_BIAS);
+        for (int i = 0; i < arch_n_layer_tensors(); i++) {
+            const struct arch_tensor *at = arch_layer_tensor(i);
+            bool make = at->kind == ARCH_BIAS ? sh->qkv_bias : arch_tensor_need(ai, at) == ARCH_REQUIRED;
+            if (!make)
+                continue;
+            char nm[48];
+            snprintf(nm, sizeof nm, "blk.%d.%s", il, at->name);
+            n = add_desc(d, n, nm, arch_tensor_of(&m->layers[il], at), arch_dim_size(hp, at->ne0),
+                         arch_dim_size(hp, at->ne1), kinds[at->kind]);
         }
-        if (qk_norm) {
-            L("attn_q_norm.weight", q_norm, HD, 0, T_NORM);
-            L("attn_k_norm.weight", k_norm, HD, 0, T_NORM);
-        }
-        L("attn_output.weight", wo, Q, E, T_WEIGHT);
-        if (gemma)
-            L("post_attention_norm.weight", post_attn_norm, E, 0, T_NORM);
-        L("ffn_norm.weight", ffn_norm, E, 0, T_NORM);
-        L("ffn_gate.weight", ffn_gate, E, F, T_WEIGHT);
-        L("ffn_up.weight", ffn_up, E, F, T_WEIGHT);
-        L("ffn_down.weight", ffn_down, F, E, T_WEIGHT);
-        if (gemma)
-            L("post_ffw_norm.weight", post_ffw_norm, E, 0, T_NORM);
-#undef L
     }
     return n;
 }
@@ -372,8 +219,8 @@ static int list_tensors(struct model *m, const struct synth_shape *sh, struct td
  * real model, and they keep the size arithmetic far from overflow. */
 static int check_shape(const struct synth_shape *sh, char *err, size_t errlen)
 {
-    if (sh->n_layer < 1 || sh->n_layer > 1024 || sh->n_embd < 1 || sh->n_embd > (1 << 16) ||
-        sh->n_ff < 1 || sh->n_ff > (1 << 20) || sh->n_head < 1 || sh->n_head > 1024 ||
+    if (!arch_info(sh->arch) || sh->n_layer < 1 || sh->n_layer > 1024 || sh->n_embd < 1 ||
+        sh->n_embd > (1 << 16) || sh->n_ff < 1 || sh->n_ff > (1 << 20) || sh->n_head < 1 || sh->n_head > 1024 ||
         sh->n_head_kv < 1 || sh->n_head % sh->n_head_kv != 0 || sh->head_dim < 2 ||
         sh->head_dim % 2 != 0 || sh->head_dim > 4096 || sh->n_vocab < 1 ||
         sh->n_vocab > (1 << 23) || sh->n_ctx_train < 1 || sh->swa_window < 0 ||
@@ -396,7 +243,7 @@ struct model *model_new_synthetic(const struct synth_spec *s, char *err, size_t 
         return NULL;
     }
     struct model *m = calloc(1, sizeof *m);
-    struct tdesc *d = malloc(sizeof *d * (size_t)(4 + DESC_PER_LAYER * sh->n_layer));
+    struct tdesc *d = malloc(sizeof *d * max_tensors(sh));
     if (m)
         m->layers = calloc((size_t)sh->n_layer, sizeof *m->layers);
     if (!m || !d || !m->layers) {
@@ -418,14 +265,12 @@ struct model *model_new_synthetic(const struct synth_spec *s, char *err, size_t 
     hp->n_ctx_train = sh->n_ctx_train;
     hp->norm_eps = sh->norm_eps;
     hp->rope_base = sh->rope_base;
-    bool gemma = sh->arch == MODEL_ARCH_GEMMA3;
-    hp->rope_base_local = gemma ? GEMMA3_LOCAL_ROPE_BASE : sh->rope_base;
+    const struct arch_info *ai = arch_info(sh->arch);
+    bool swa = (ai->features & ARCH_SWA) != 0;
+    hp->rope_base_local = swa ? (float)ai->rope_base_swa : sh->rope_base;
     hp->rope_freq_scale = 1.0f;
-    hp->rope_neox = sh->arch != MODEL_ARCH_LLAMA;
-    hp->swa_window = gemma ? sh->swa_window : 0;
-    hp->attn_scale = 1.0f / sqrtf((float)sh->head_dim);
-    hp->embd_scale = gemma ? sqrtf((float)sh->n_embd) : 1.0f;
-    hp->gelu_ffn = gemma;
+    hp->swa_window = swa ? sh->swa_window : 0;
+    arch_set_hparams(hp);
     snprintf(m->name, sizeof m->name, "synthetic %s", s->name[0] ? s->name : sh->name);
 
     int n = list_tensors(m, sh, d);
@@ -477,7 +322,7 @@ struct model *model_new_synthetic(const struct synth_spec *s, char *err, size_t 
         m->output = m->tok_embd;
     for (int il = 0; il < sh->n_layer; il++) {
         struct model_layer *l = &m->layers[il];
-        l->swa = gemma && hp->swa_window > 0 && il % GEMMA3_SWA_PERIOD < GEMMA3_SWA_PERIOD - 1;
+        l->swa = arch_layer_swa(hp, il);
         l->rope_base = l->swa ? hp->rope_base_local : hp->rope_base;
     }
     /* As model.c: a decode step reads every weight once, but only one row of
@@ -489,25 +334,6 @@ struct model *model_new_synthetic(const struct synth_spec *s, char *err, size_t 
 }
 
 /* ---- GGUF export -------------------------------------------------------- */
-
-/* llama.cpp's general.file_type for an all-TYPE model (llama_ftype). */
-static uint32_t file_type(enum ggml_type t)
-{
-    switch (t) {
-    case GGML_TYPE_F32: return 0;
-    case GGML_TYPE_F16: return 1;
-    case GGML_TYPE_Q4_0: return 2;
-    case GGML_TYPE_Q4_1: return 3;
-    case GGML_TYPE_Q8_0: return 7;
-    case GGML_TYPE_Q5_0: return 8;
-    case GGML_TYPE_Q5_1: return 9;
-    case GGML_TYPE_Q4_K: return 14; /* Q4_K_S: every weight Q4_K */
-    case GGML_TYPE_Q5_K: return 16; /* Q5_K_S */
-    case GGML_TYPE_Q6_K: return 18;
-    case GGML_TYPE_BF16: return 32;
-    default: return 0;
-    }
-}
 
 int synth_check_tokenizer(const struct synth_spec *s, const struct gguf *tok, char *err,
                           size_t errlen)
@@ -539,7 +365,7 @@ int synth_write_gguf(const struct model *m, const struct synth_spec *s, const st
     if (tok && synth_check_tokenizer(s, tok, err, errlen))
         return -1;
     const struct synth_shape *sh = &s->shape;
-    struct tdesc *d = malloc(sizeof *d * (size_t)(4 + DESC_PER_LAYER * sh->n_layer));
+    struct tdesc *d = malloc(sizeof *d * max_tensors(sh));
     struct gguf_writer *w = gguf_writer_new();
     if (!d || !w) {
         free(d);
@@ -552,7 +378,7 @@ int synth_write_gguf(const struct model *m, const struct synth_spec *s, const st
 #define KEY(suffix) (snprintf(key, sizeof key, "%s." suffix, arch), key)
     gguf_writer_set_str(w, "general.architecture", arch);
     gguf_writer_set_str(w, "general.name", m->name);
-    gguf_writer_set_u32(w, "general.file_type", file_type(s->type));
+    gguf_writer_set_u32(w, "general.file_type", quant_type_ftype(s->type));
     gguf_writer_set_u32(w, KEY("context_length"), (uint32_t)sh->n_ctx_train);
     gguf_writer_set_u32(w, KEY("embedding_length"), (uint32_t)sh->n_embd);
     gguf_writer_set_u32(w, KEY("block_count"), (uint32_t)sh->n_layer);
@@ -565,9 +391,9 @@ int synth_write_gguf(const struct model *m, const struct synth_spec *s, const st
     gguf_writer_set_u32(w, KEY("vocab_size"), (uint32_t)sh->n_vocab);
     gguf_writer_set_f32(w, KEY("attention.layer_norm_rms_epsilon"), sh->norm_eps);
     gguf_writer_set_f32(w, KEY("rope.freq_base"), sh->rope_base);
-    if (sh->arch == MODEL_ARCH_GEMMA3) {
+    if (arch_info(sh->arch)->features & ARCH_SWA) {
         gguf_writer_set_u32(w, KEY("attention.sliding_window"), (uint32_t)sh->swa_window);
-        gguf_writer_set_f32(w, KEY("rope.freq_base_swa"), GEMMA3_LOCAL_ROPE_BASE);
+        gguf_writer_set_f32(w, KEY("rope.freq_base_swa"), m->hp.rope_base_local);
     }
 #undef KEY
     if (tok)

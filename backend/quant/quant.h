@@ -3,7 +3,9 @@
  *
  * Type ids are ggml's, as stored in GGUF files. Blocks run along ne[0]; a row of
  * N elements takes quant_row_size(type, N) bytes. Every function here is pure
- * and thread-safe.
+ * and thread-safe (the random-row functions change only the state they are
+ * given). Each type is one row of the table in quant.c; these functions
+ * read it, and the kernels behind them live in the module's other files.
  */
 #ifndef KVCHAT_QUANT_H
 #define KVCHAT_QUANT_H
@@ -53,6 +55,13 @@ size_t quant_type_size(enum ggml_type t);   /* bytes per block; 0 if unknown */
  * when T is unknown, N is negative or not a multiple of the block size, or the
  * size would not fit in size_t, so a file reader can reject such tensors. */
 size_t quant_row_size(enum ggml_type t, int64_t n);
+/* llama.cpp's rules for quantised models, for synthetic ones: the 32-element
+ * type a 2-D weight asked to be T is stored in when its rows are not whole T
+ * blocks (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0; T itself for the other
+ * types), and general.file_type (llama_ftype) of a model all of T (0, "all
+ * F32", for unsupported types). */
+enum ggml_type quant_type_fallback(enum ggml_type t);
+uint32_t quant_type_ftype(enum ggml_type t);
 
 /* IEEE half and bfloat16 conversions. */
 float quant_f16_to_f32(uint16_t h);
@@ -73,6 +82,24 @@ void quant_dequantize_row(enum ggml_type t, const void *src, float *dst, int64_t
  * tests and synthetic models, not tuned for quality). Writes nothing for an
  * unsupported type or a bad N. */
 void quant_quantize_row(enum ggml_type t, const float *src, void *dst, int64_t n);
+
+/* splitmix64: one multiply-xorshift round per 8 bytes, full period, and good
+ * enough that no two rows of a synthetic model look alike. The generator
+ * quant_random_row draws from, so its callers can seed states with it too. */
+static inline uint64_t quant_rand64(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+/* Fills a row of NE0 elements of a supported type T with random but valid
+ * blocks whose elements have a standard deviation of about SIGMA (> 0),
+ * drawing from *RNG (advanced). Fast: random bytes with every block's scale
+ * fields set, never a quantisation; the same state gives the same bytes on
+ * any machine. Writes nothing for an unsupported type or a bad NE0. Used by
+ * synthetic models (backend/model/synth.c). */
+void quant_random_row(enum ggml_type t, void *row, int64_t ne0, float sigma, uint64_t *rng);
 
 /* Activations prepared once per matrix-vector product. The input stays float
  * and every dot product is float: weights are dequantised in registers and

@@ -35,6 +35,7 @@
 #include <time.h>
 
 #include "errmsg.h"
+#include "figures.h"
 #include "sse.h"
 #include "utf8_stream.h"
 
@@ -70,6 +71,7 @@ struct remote_engine {
     atomic_bool cancel;
     pthread_mutex_t stats_lock; /* guards stats */
     struct engine_stats stats;
+    struct fig *fig; /* owned: the server's own figures, read in a thread; NULL = none */
 };
 
 /* ---- small helpers ---- */
@@ -701,6 +703,25 @@ static char *endpoint(const struct remote_engine *e, const char *leaf)
     return full;
 }
 
+/* The server's root for its own endpoints (/metrics, /slots, /api/ps):
+ * the base URL without its trailing /v1, query and credentials dropped.
+ * Returns a malloc'd string or NULL. */
+static char *server_root(const struct remote_engine *e)
+{
+    char *path = NULL, *root = NULL;
+    if (curl_url_get(e->url, CURLUPART_PATH, &path, 0) != CURLUE_OK)
+        return NULL;
+    size_t n = strlen(path);
+    while (n > 0 && path[n - 1] == '/')
+        n--;
+    if (n >= 3 && memcmp(path + n - 3, "/v1", 3) == 0)
+        n -= 3;
+    if (asprintf(&root, "%s%.*s", e->origin, (int)n, path) < 0)
+        root = NULL;
+    curl_free(path);
+    return root;
+}
+
 /* ---- a turn ---- */
 
 /* An assistant message as the server should see it again: without the
@@ -833,12 +854,24 @@ static void remote_cancel(struct engine *eng)
     curl_multi_wakeup(e->multi);
 }
 
+static void remote_server(struct engine *eng, struct engine_server *out)
+{
+    struct remote_engine *e = (struct remote_engine *)eng;
+    if (e->fig)
+        fig_get(e->fig, out);
+}
+
 static void remote_stats(struct engine *eng, struct engine_stats *out)
 {
     struct remote_engine *e = (struct remote_engine *)eng;
     pthread_mutex_lock(&e->stats_lock);
     *out = e->stats;
     pthread_mutex_unlock(&e->stats_lock);
+    /* the context, once the server has said it */
+    struct engine_server sv;
+    engine_server(eng, &sv);
+    if (out->kv_capacity <= 0 && sv.n_ctx > 0)
+        out->kv_capacity = sv.n_ctx;
 }
 
 static void remote_memory(struct engine *eng, struct engine_memory *out)
@@ -1002,6 +1035,15 @@ struct engine *remote_engine_new(const struct engine_params *p, char *err, size_
     snprintf(in->template_name, sizeof in->template_name, "server");
     in->load_seconds = now_s() - t0;
     e->stats.prefill_tok_s = e->stats.decode_tok_s = e->stats.ttft_s = -1;
+
+    /* the figures are a bonus: without the thread they stay unknown */
+    char *root = server_root(e);
+    if (root) {
+        struct fig_params fp = {.root = root, .model = e->model, .key_env = e->key_env,
+                                .insecure = e->insecure, .connect_s = e->connect_s};
+        e->fig = fig_start(&fp);
+        free(root);
+    }
     return &e->base;
 
 fail:
@@ -1012,6 +1054,7 @@ fail:
 static void remote_free(struct engine *eng)
 {
     struct remote_engine *e = (struct remote_engine *)eng;
+    fig_stop(e->fig);
     curl_multi_cleanup(e->multi);
     curl_easy_cleanup(e->easy);
     curl_url_cleanup(e->url);
@@ -1036,5 +1079,6 @@ static const struct engine_ops remote_ops = {
     .cancel = remote_cancel,
     .stats = remote_stats,
     .memory = remote_memory,
+    .server = remote_server,
     /* no tokenizer and no raw model access: the wrappers answer for them */
 };

@@ -72,7 +72,10 @@ struct tok_segment {
     size_t len;
     bool special; /* true: TEXT must be exactly one token's text */
 };
-/* Same contract as tok_encode; returns -1 when a special segment names no token. */
+/* Same contract as tok_encode, except that a special segment naming no token
+ * returns TOK_ENC_NO_TOKEN rather than -1, so a caller can tell a template
+ * that does not fit the vocabulary from running out of memory. */
+#define TOK_ENC_NO_TOKEN (-2)
 int64_t tok_encode_segments(const struct tokenizer *t, const struct tok_segment *segs, size_t n,
                             bool add_bos, int32_t *out, int64_t cap);
 

@@ -92,13 +92,13 @@ static void make_chat(const char *name, char *p, size_t cap)
     OK(hist_session_set_sampling(h, s1, &sp));
     OK(hist_message_add(h, s1, HIST_ROLE_SYSTEM, "system words", (size_t)-1, -1, &id));
     OK(hist_message_add(h, s1, HIST_ROLE_USER, "Hello there, caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x98\x80", (size_t)-1, 9, &id));
-    OK(hist_reply_begin(h, s1, &r));
+    OK(hist_reply_begin_from(h, s1, "cpu", "gemma-3-1b-it-Q4_K_M.gguf", &r));
     if (hist_reply_progress(h, r, "Hel", 3, 1) != 1)
         die("progress", hist_last_error(h));
     struct hist_reply_stats st = {12, 30, 850.5, 42.25, 61.0};
     OK(hist_reply_finish(h, r, "Hello! \"quoted\" \\ tab\t nl\n ctl\x01 end", (size_t)-1, &st, HIST_END_STOP));
     OK(hist_message_add(h, s1, HIST_ROLE_USER, "nul\0inside and bad \xff\xfe utf8", 30, -1, &id));
-    OK(hist_reply_begin(h, s1, &r));
+    OK(hist_reply_begin_from(h, s1, "remote", "qwen3:8b@gpu-box:8000", &r)); /* resumed on a server */
     OK(hist_reply_finish(h, r, "cut", 3, NULL, HIST_END_CANCELLED));
     OK(hist_reply_begin(h, s1, &r)); /* left streaming */
     OK(hist_session_create(h, "  a   title\twith   spaces  ", NULL, &s2));
@@ -149,10 +149,10 @@ int main(int argc, char **argv)
            "CREATE TABLE sessions(id, title, created_ms, updated_ms, model_name, model_digest, system_prompt,"
            " temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed, max_tokens);"
            "CREATE TABLE messages(id, session_id, role, content, created_ms, n_tokens, end_reason,"
-           " updated_ms, n_prompt, prefill_tps, decode_tps, ttft_ms, writer);"
+           " updated_ms, n_prompt, prefill_tps, decode_tps, ttft_ms, writer, engine, model);"
            "INSERT INTO sessions SELECT * FROM s_old; INSERT INTO messages SELECT id, session_id, role,"
            " content, created_ms, n_tokens, end_reason, updated_ms, n_prompt, prefill_tps, decode_tps,"
-           " ttft_ms, writer FROM m_old; DROP TABLE s_old; DROP TABLE m_old;"
+           " ttft_ms, writer, engine, model FROM m_old; DROP TABLE s_old; DROP TABLE m_old;"
            "INSERT INTO sessions VALUES (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,"
            " NULL, NULL, NULL, NULL);"
            "INSERT INTO sessions VALUES (4, x'00ff41', 'yesterday', 9.9e300, x'c0af', 7, 1.5,"
@@ -160,16 +160,17 @@ int main(int argc, char **argv)
            "INSERT INTO sessions VALUES ('5', 'text id', -9223372036854775808, 9223372036854775807,"
            " '', '', '', 1e999, -2147483649, -1e999, 0, 0, 2147483648, 1.5, 9999999999);"
            "INSERT INTO messages VALUES (NULL, 3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,"
-           " NULL, NULL);"
+           " NULL, NULL, NULL, NULL);"
            "INSERT INTO messages VALUES (100, 3, 'robot', x'ff00fe', 'now', 'many', 'exploded', x'01',"
-           " -5, 1e999, -1e999, 'fast', 12345);"
+           " -5, 1e999, -1e999, 'fast', 12345, x'ff00', 1e999);"
            "INSERT INTO messages VALUES (101, 4, 'assistant', 12345, 9223372036854775807, 9999999999,"
-           " 'streaming', -9223372036854775808, 2147483648, -0.0, 1e308, -1, x'3a');"
+           " 'streaming', -9223372036854775808, 2147483648, -0.0, 1e308, -1, x'3a', 42, '');"
            "INSERT INTO messages VALUES (102, 4, 'user', 'hello ' || hex(randomblob(40)), -9223372036854775808,"
-           " -1, '', 0, 0, 0, 0, 0, ':');"
-           "INSERT INTO messages VALUES (103, 99, 'system', 'orphan hello', 0, 0, 'stop', 0, 0, 0, 0, 0, NULL);"
+           " -1, '', 0, 0, 0, 0, 0, ':', 'cpu', cast(x'6dc328' AS TEXT));"
+           "INSERT INTO messages VALUES (103, 99, 'system', 'orphan hello', 0, 0, 'stop', 0, 0, 0, 0, 0, NULL,"
+           " 'remote', 'm@h:1');"
            "INSERT INTO messages VALUES (104, '5', 'user', cast(x'68656c6c6fc328e282a1' AS TEXT), 0, 0,"
-           " NULL, 0, 0, 0, 0, 0, NULL);"
+           " NULL, 0, 0, 0, 0, 0, NULL, NULL, NULL);"
            "INSERT INTO messages_fts(messages_fts) VALUES ('rebuild');"
            "COMMIT;");
     shrink(p);
@@ -181,26 +182,29 @@ int main(int argc, char **argv)
     shrink(p);
 
     /* Current user_version, no tables at all; and columns missing. */
+    char sql[256];
     path_of(p, sizeof p, "no-tables");
     remove_db(p);
-    raw(p, "PRAGMA user_version = 3; CREATE TABLE other(x); DROP TABLE other;");
+    snprintf(sql, sizeof sql, "PRAGMA user_version = %d; CREATE TABLE other(x); DROP TABLE other;",
+             HIST_SCHEMA_VERSION);
+    raw(p, sql);
     shrink(p);
     path_of(p, sizeof p, "few-columns");
     remove_db(p);
     raw(p, "CREATE TABLE sessions(id INTEGER PRIMARY KEY, title);"
            "CREATE TABLE messages(id INTEGER PRIMARY KEY, session_id, content);"
-           "INSERT INTO sessions VALUES (1, 'x'); INSERT INTO messages VALUES (1, 1, 'hello');"
-           "PRAGMA user_version = 3;");
+           "INSERT INTO sessions VALUES (1, 'x'); INSERT INTO messages VALUES (1, 1, 'hello');");
+    snprintf(sql, sizeof sql, "PRAGMA user_version = %d", HIST_SCHEMA_VERSION);
+    raw(p, sql);
     shrink(p);
 
     /* Odd user_version values over a real database. */
     static const struct {
         const char *name;
         int v;
-    } odd[] = {{"uv-neg1", -1}, {"uv-min", -2147483647 - 1}, {"uv-newer", 4}, {"uv-max", 2147483647}, {"uv-0", 0}};
+    } odd[] = {{"uv-neg1", -1}, {"uv-min", -2147483647 - 1}, {"uv-newer", HIST_SCHEMA_VERSION + 1}, {"uv-max", 2147483647}, {"uv-0", 0}};
     for (size_t i = 0; i < sizeof odd / sizeof *odd; i++) {
         make_chat(odd[i].name, p, sizeof p);
-        char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d", odd[i].v);
         raw(p, sql);
         shrink(p);

@@ -1,0 +1,135 @@
+/* arch.c - the architecture table and the per-layer tensor table (see
+ * arch.h). A new dense architecture is a row in k_archs, its name in
+ * model_arch_list, and a fixup function if the file leaves something out.
+ */
+#include "arch.h"
+
+#include <math.h>
+
+/* Gemma 3 27B (62 layers) was trained with query_pre_attn_scalar =
+ * n_embd / n_head instead of the head size; the value is not in the file, so
+ * it is recognised by depth as llama.cpp does. */
+static void gemma3_fixup(struct model_hparams *hp)
+{
+    if (hp->n_layer == 62)
+        hp->attn_scale = 1.0f / sqrtf((float)hp->n_embd / (float)hp->n_head);
+}
+
+static const struct arch_info k_archs[] = {
+    [MODEL_ARCH_LLAMA] = {.name = "llama", .features = 0, .norm_eps = 1e-5, .rope_base = 10000.0},
+    [MODEL_ARCH_QWEN2] = {.name = "qwen2",
+                          .features = ARCH_QKV_BIAS | ARCH_ROPE_NEOX,
+                          .norm_eps = 1e-5,
+                          .rope_base = 10000.0},
+    [MODEL_ARCH_QWEN3] = {.name = "qwen3",
+                          .features = ARCH_QK_NORM | ARCH_ROPE_NEOX,
+                          .norm_eps = 1e-5,
+                          .rope_base = 10000.0},
+    /* Five sliding-window layers, then a global one; local layers use RoPE
+     * base 10000 whatever the file says for the global ones. */
+    [MODEL_ARCH_GEMMA3] = {.name = "gemma3",
+                           .features = ARCH_QK_NORM | ARCH_POST_NORMS | ARCH_GEGLU | ARCH_EMBD_SCALE |
+                                       ARCH_ROPE_NEOX | ARCH_SWA,
+                           .norm_eps = 1e-6,
+                           .rope_base = 10000.0,
+                           .rope_base_swa = 10000.0,
+                           .swa_period = 6,
+                           .fixup = gemma3_fixup},
+};
+#define N_ARCHS ((int)(sizeof k_archs / sizeof k_archs[0]))
+_Static_assert(sizeof k_archs / sizeof k_archs[0] == MODEL_ARCH_COUNT, "one row per model_arch");
+
+const struct arch_info *arch_info(enum model_arch a)
+{
+    return (unsigned)a < (unsigned)N_ARCHS ? &k_archs[a] : NULL;
+}
+
+const char *model_arch_name(enum model_arch a)
+{
+    const struct arch_info *ai = arch_info(a);
+    return ai ? ai->name : "unknown";
+}
+
+/* The row names in table order (test_synth checks that they agree). */
+const char *model_arch_list(void)
+{
+    return "llama, qwen2, qwen3, gemma3";
+}
+
+void arch_set_hparams(struct model_hparams *hp)
+{
+    const struct arch_info *ai = arch_info(hp->arch);
+    unsigned f = ai->features;
+    hp->rope_neox = (f & ARCH_ROPE_NEOX) != 0;
+    hp->gelu_ffn = (f & ARCH_GEGLU) != 0;
+    hp->embd_scale = f & ARCH_EMBD_SCALE ? sqrtf((float)hp->n_embd) : 1.0f;
+    hp->attn_scale = 1.0f / sqrtf((float)hp->head_dim);
+    if (ai->fixup)
+        ai->fixup(hp);
+}
+
+bool arch_layer_swa(const struct model_hparams *hp, int il)
+{
+    int p = arch_info(hp->arch)->swa_period;
+    return p > 0 && hp->swa_window > 0 && il % p < p - 1;
+}
+
+/* ---- per-layer tensors ----------------------------------------------------- */
+
+#define LT(nm, field, d0, d1, k)                                                                 \
+    .name = nm, .offset = offsetof(struct model_layer, field), .ne0 = d0, .ne1 = d1, .kind = k
+
+static const struct arch_tensor k_layer_tensors[] = {
+    {LT("attn_norm.weight", attn_norm, ARCH_DIM_EMBD, ARCH_DIM_NONE, ARCH_NORM)},
+    {LT("attn_q.weight", wq, ARCH_DIM_EMBD, ARCH_DIM_Q, ARCH_WEIGHT)},
+    {LT("attn_k.weight", wk, ARCH_DIM_EMBD, ARCH_DIM_KV, ARCH_WEIGHT)},
+    {LT("attn_v.weight", wv, ARCH_DIM_EMBD, ARCH_DIM_KV, ARCH_WEIGHT)},
+    /* qwen2 files always carry the biases; other llama-family files
+     * sometimes do too, and then they must be used. */
+    {LT("attn_q.bias", bq, ARCH_DIM_Q, ARCH_DIM_NONE, ARCH_BIAS), .feature = ARCH_QKV_BIAS,
+     .optional_else = true},
+    {LT("attn_k.bias", bk, ARCH_DIM_KV, ARCH_DIM_NONE, ARCH_BIAS), .feature = ARCH_QKV_BIAS,
+     .optional_else = true},
+    {LT("attn_v.bias", bv, ARCH_DIM_KV, ARCH_DIM_NONE, ARCH_BIAS), .feature = ARCH_QKV_BIAS,
+     .optional_else = true},
+    {LT("attn_q_norm.weight", q_norm, ARCH_DIM_HEAD, ARCH_DIM_NONE, ARCH_NORM), .feature = ARCH_QK_NORM},
+    {LT("attn_k_norm.weight", k_norm, ARCH_DIM_HEAD, ARCH_DIM_NONE, ARCH_NORM), .feature = ARCH_QK_NORM},
+    {LT("attn_output.weight", wo, ARCH_DIM_Q, ARCH_DIM_EMBD, ARCH_WEIGHT)},
+    {LT("post_attention_norm.weight", post_attn_norm, ARCH_DIM_EMBD, ARCH_DIM_NONE, ARCH_NORM),
+     .feature = ARCH_POST_NORMS},
+    {LT("ffn_norm.weight", ffn_norm, ARCH_DIM_EMBD, ARCH_DIM_NONE, ARCH_NORM)},
+    {LT("ffn_gate.weight", ffn_gate, ARCH_DIM_EMBD, ARCH_DIM_FF, ARCH_WEIGHT)},
+    {LT("ffn_up.weight", ffn_up, ARCH_DIM_EMBD, ARCH_DIM_FF, ARCH_WEIGHT)},
+    {LT("ffn_down.weight", ffn_down, ARCH_DIM_FF, ARCH_DIM_EMBD, ARCH_WEIGHT)},
+    {LT("post_ffw_norm.weight", post_ffw_norm, ARCH_DIM_EMBD, ARCH_DIM_NONE, ARCH_NORM),
+     .feature = ARCH_POST_NORMS},
+};
+#undef LT
+#define N_LAYER_TENSORS ((int)(sizeof k_layer_tensors / sizeof k_layer_tensors[0]))
+
+int arch_n_layer_tensors(void) { return N_LAYER_TENSORS; }
+
+const struct arch_tensor *arch_layer_tensor(int i)
+{
+    return i >= 0 && i < N_LAYER_TENSORS ? &k_layer_tensors[i] : NULL;
+}
+
+enum arch_need arch_tensor_need(const struct arch_info *a, const struct arch_tensor *t)
+{
+    if (!t->feature || (a->features & t->feature))
+        return ARCH_REQUIRED;
+    return t->optional_else ? ARCH_OPTIONAL : ARCH_UNUSED;
+}
+
+int64_t arch_dim_size(const struct model_hparams *hp, enum arch_dim dim)
+{
+    switch (dim) {
+    case ARCH_DIM_EMBD: return hp->n_embd;
+    case ARCH_DIM_Q: return (int64_t)hp->n_head * hp->head_dim;
+    case ARCH_DIM_KV: return (int64_t)hp->n_head_kv * hp->head_dim;
+    case ARCH_DIM_FF: return hp->n_ff;
+    case ARCH_DIM_HEAD: return hp->head_dim;
+    case ARCH_DIM_NONE: break;
+    }
+    return 0;
+}

@@ -1,0 +1,107 @@
+/* arch.h - the architecture table: one row per transformer family kvchat
+ * runs (llama, qwen2, qwen3, gemma3), giving its GGUF name, the feature flags
+ * the backends compute from, the defaults for keys a file may leave out, and
+ * the per-layer tensors it needs or allows.
+ *
+ * Read by the loader (model.c) and the synthetic-model builder (synth.c)
+ * alike, so a loaded and a synthetic model of one architecture get the same
+ * hyperparameters and tensors. Adding a dense architecture is one row in
+ * arch.c (plus a fixup function if it has a quirk); backends never switch on
+ * the architecture, only on the flags it turns into (struct model_hparams).
+ *
+ * Rules: everything here is static data or a pure function of it; internal to
+ * backend/model (the public face is model.h's model_arch_name and
+ * model_arch_list).
+ */
+#ifndef KVCHAT_ARCH_H
+#define KVCHAT_ARCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "model.h"
+
+/* What an architecture does differently from plain llama. */
+enum arch_feature {
+    ARCH_QKV_BIAS = 1 << 0,   /* attn_{q,k,v}.bias always there (else read when present) */
+    ARCH_QK_NORM = 1 << 1,    /* per-head RMS norm of q and k before RoPE */
+    ARCH_POST_NORMS = 1 << 2, /* norms after attention and after the FFN, before the residual */
+    ARCH_GEGLU = 1 << 3,      /* GeGLU FFN instead of SwiGLU */
+    ARCH_EMBD_SCALE = 1 << 4, /* token embeddings times sqrt(n_embd) */
+    ARCH_ROPE_NEOX = 1 << 5,  /* RoPE pairs (i, i+n_rot/2) instead of (2i, 2i+1) */
+    ARCH_SWA = 1 << 6,        /* sliding-window layers: {arch}.attention.sliding_window and
+                                 {arch}.rope.freq_base_swa are read, layers alternate */
+};
+
+struct arch_info {
+    const char *name;  /* general.architecture and the key prefix */
+    unsigned features; /* enum arch_feature bits */
+    /* Defaults for keys a file may leave out. */
+    double norm_eps;      /* attention.layer_norm_rms_epsilon */
+    double rope_base;     /* rope.freq_base */
+    double rope_base_swa; /* rope.freq_base_swa (ARCH_SWA; HF rope_local_base_freq) */
+    /* ARCH_SWA: of every swa_period layers the last is global, the others
+     * local. Not stored in files (llama.cpp hard-codes it too). */
+    int swa_period;
+    /* Quirks not in the file, applied after the flags, or NULL. */
+    void (*fixup)(struct model_hparams *hp);
+};
+
+/* The row of A; NULL when A is not an architecture. */
+const struct arch_info *arch_info(enum model_arch a);
+
+/* Fills the hyperparameters that follow from the architecture alone
+ * (rope_neox, gelu_ffn, embd_scale, attn_scale, then the row's fixup). HP must
+ * already hold arch, n_embd, n_head, n_layer and head_dim. */
+void arch_set_hparams(struct model_hparams *hp);
+/* True when layer IL of a model with HP is a sliding-window (local) layer. */
+bool arch_layer_swa(const struct model_hparams *hp, int il);
+
+/* ---- per-layer tensors --------------------------------------------------- */
+
+/* A tensor dimension in terms of the hyperparameters. */
+enum arch_dim {
+    ARCH_DIM_NONE, /* as ne1: the tensor is a vector */
+    ARCH_DIM_EMBD, /* n_embd */
+    ARCH_DIM_Q,    /* n_head * head_dim */
+    ARCH_DIM_KV,   /* n_head_kv * head_dim */
+    ARCH_DIM_FF,   /* n_ff */
+    ARCH_DIM_HEAD, /* head_dim */
+};
+
+enum arch_kind { ARCH_WEIGHT, ARCH_NORM, ARCH_BIAS };
+
+/* Whether an architecture reads a tensor. */
+enum arch_need {
+    ARCH_UNUSED,   /* not looked up */
+    ARCH_OPTIONAL, /* used when the file has it */
+    ARCH_REQUIRED, /* a file without it is refused */
+};
+
+/* One tensor of a layer: blk.N.NAME, stored in the struct model_tensor at
+ * OFFSET of struct model_layer. */
+struct arch_tensor {
+    const char *name;
+    size_t offset;
+    enum arch_dim ne0, ne1;
+    enum arch_kind kind;
+    /* 0: every architecture needs it. Else architectures with this feature
+     * need it, and the others do not read it, or (OPTIONAL_ELSE) use it
+     * when present. */
+    unsigned feature;
+    bool optional_else;
+};
+
+/* The layer tensors of every architecture, in llama.cpp's GGUF order. */
+int arch_n_layer_tensors(void);
+const struct arch_tensor *arch_layer_tensor(int i);
+enum arch_need arch_tensor_need(const struct arch_info *a, const struct arch_tensor *t);
+/* The size DIM stands for in HP; 0 for ARCH_DIM_NONE. */
+int64_t arch_dim_size(const struct model_hparams *hp, enum arch_dim dim);
+/* The tensor T describes in layer L. */
+static inline struct model_tensor *arch_tensor_of(struct model_layer *l, const struct arch_tensor *t)
+{
+    return (struct model_tensor *)((char *)l + t->offset);
+}
+
+#endif

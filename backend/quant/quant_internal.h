@@ -1,0 +1,203 @@
+/* quant_internal.h - what the files of the quant module share: the ggml block
+ * layouts, the inline helpers every decoder uses, the per-type kernels each
+ * file defines, and the type table (quant.c) that names them.
+ *
+ * Rules every kernel follows:
+ * - Kernels take whole blocks (NB; for the float types a block is one
+ *   element) and trust their arguments: the entry points in quant.c check
+ *   the type, the length and the prepared input once per call, so nothing
+ *   inside a row loop branches on the type or calls through the table.
+ * - Every kernel with an AVX2 version has a scalar reference of the same
+ *   meaning (dot_ref.c) that the tests compare it with.
+ * - The static inline helpers here stay inline in every file that uses them;
+ *   helpers only one file needs live in that file.
+ */
+#ifndef KVCHAT_QUANT_INTERNAL_H
+#define KVCHAT_QUANT_INTERNAL_H
+
+#include "quant.h"
+
+#if defined(__AVX2__) || defined(__F16C__)
+#include <immintrin.h>
+#endif
+
+/* The AVX2 kernels (dot_avx2.c) need FMA and F16C too; without all three the
+ * table names the scalar references instead. */
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define QUANT_HAVE_AVX2 1
+#define QUANT_AVX2_OR(avx2, other) avx2
+#else
+#define QUANT_AVX2_OR(avx2, other) other
+#endif
+
+/* ---- block layouts ------------------------------------------------------- */
+
+/* Packed exactly as in GGUF files (no padding: every field is 1- or 2-byte
+ * aligned and the sizes are asserted below). Multi-byte fields are read in host
+ * order, which is little-endian on every machine kvchat targets.
+ *
+ * BLK_PACKED gives each layout alignment 1: general.alignment may be any
+ * power of two, 1 included, and then a tensor's blocks start at odd
+ * addresses, where reading a uint16_t scale through a 2-aligned struct is
+ * undefined. Packed, the compiler emits the same single load (x86 and ARM64
+ * load unaligned), and no pointer to a member is ever taken. */
+#define BLK_PACKED __attribute__((packed))
+typedef struct BLK_PACKED {
+    uint16_t d;
+    int8_t qs[32];
+} blk_q8_0;
+typedef struct BLK_PACKED {
+    uint16_t d;
+    uint8_t qs[16];
+} blk_q4_0;
+typedef struct BLK_PACKED {
+    uint16_t d, m;
+    uint8_t qs[16];
+} blk_q4_1;
+typedef struct BLK_PACKED {
+    uint16_t d;
+    uint8_t qh[4];
+    uint8_t qs[16];
+} blk_q5_0;
+typedef struct BLK_PACKED {
+    uint16_t d, m;
+    uint8_t qh[4];
+    uint8_t qs[16];
+} blk_q5_1;
+typedef struct BLK_PACKED {
+    uint16_t d, dmin;
+    uint8_t scales[12];
+    uint8_t qs[128];
+} blk_q4_K;
+typedef struct BLK_PACKED {
+    uint16_t d, dmin;
+    uint8_t scales[12];
+    uint8_t qh[32];
+    uint8_t qs[128];
+} blk_q5_K;
+typedef struct BLK_PACKED {
+    uint8_t ql[128];
+    uint8_t qh[64];
+    int8_t scales[16];
+    uint16_t d;
+} blk_q6_K;
+
+_Static_assert(sizeof(blk_q8_0) == 34, "Q8_0 block");
+_Static_assert(sizeof(blk_q4_0) == 18, "Q4_0 block");
+_Static_assert(sizeof(blk_q4_1) == 20, "Q4_1 block");
+_Static_assert(sizeof(blk_q5_0) == 22, "Q5_0 block");
+_Static_assert(sizeof(blk_q5_1) == 24, "Q5_1 block");
+_Static_assert(sizeof(blk_q4_K) == 144, "Q4_K block");
+_Static_assert(sizeof(blk_q5_K) == 176, "Q5_K block");
+_Static_assert(sizeof(blk_q6_K) == 210, "Q6_K block");
+
+/* ---- shared inline helpers ----------------------------------------------- */
+
+/* fp16 -> f32 for the hot loops: one instruction with F16C. */
+static inline float h2f(uint16_t h)
+{
+#ifdef __F16C__
+    return _cvtsh_ss(h);
+#else
+    return quant_f16_to_f32(h);
+#endif
+}
+
+/* Element I of a row of 2-byte or 4-byte values at any address (see
+ * BLK_PACKED): memcpy, which compilers turn into one load. */
+static inline uint16_t load_u16(const void *row, int64_t i)
+{
+    uint16_t v;
+    memcpy(&v, (const uint8_t *)row + 2 * i, sizeof v);
+    return v;
+}
+
+static inline float load_f32(const void *row, int64_t i)
+{
+    float v;
+    memcpy(&v, (const uint8_t *)row + 4 * i, sizeof v);
+    return v;
+}
+
+static inline uint32_t load_u32le(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* 6-bit scale and min of sub-block S (0..7) from the 12 packed K-quant bytes. */
+static inline void k_scale_min(const uint8_t q[12], int s, uint8_t *sc, uint8_t *mn)
+{
+    if (s < 4) {
+        *sc = q[s] & 63;
+        *mn = q[s + 4] & 63;
+    } else {
+        *sc = (uint8_t)((q[s + 4] & 0xF) | ((q[s - 4] >> 6) << 4));
+        *mn = (uint8_t)((q[s + 4] >> 4) | ((q[s] >> 6) << 4));
+    }
+}
+
+/* ---- kernels ------------------------------------------------------------- */
+
+/* NB blocks of SRC decoded to floats (dequant.c). */
+typedef void (*quant_dequant_fn)(const void *src, float *dst, int64_t nb);
+/* NB blocks' worth of floats encoded (quantize.c). */
+typedef void (*quant_quantize_fn)(const float *src, void *dst, int64_t nb);
+/* One row of NB blocks times X; XS the 32-element sums of X (NULL unless the
+ * type has a min) (dot_ref.c, dot_avx2.c). */
+typedef float (*quant_dot_fn)(const void *row, const float *x, const float *xs, int64_t nb);
+/* One row of NC chunks of 32 times the inputs X[0..NT-1] (NT <= 8), results
+ * to OUT[t * OS] (dot_avx2.c). */
+typedef void (*quant_dot_n_fn)(const void *row, int64_t nc, const float *const *x, int nt, float *out,
+                               size_t os);
+/* A row of NE0 random but valid elements of deviation about SIGMA, drawn
+ * from RNG (random.c). */
+typedef void (*quant_random_fn)(void *row, int64_t ne0, float sigma, uint64_t *rng);
+
+/* One row of the type table. A NULL name: the id is unused. Types with a
+ * known layout but no kernels (Q2_K, the IQ types, ...) leave the kernel
+ * fields NULL; quant_type_supported is "has kernels". */
+struct quant_type {
+    const char *name;
+    int64_t blck; /* elements per block; 1 for the float types */
+    size_t size;  /* bytes per block */
+    bool has_min; /* blocks add a min, so the dot products need the sums of X */
+    quant_dequant_fn dequant;
+    quant_quantize_fn quantize;
+    quant_dot_fn dot_ref; /* the scalar reference */
+    quant_dot_fn dot;     /* the fast version (AVX2 when built with it, else dot_ref) */
+    quant_dot_n_fn dot_n; /* the prefill version; NULL: the reference path */
+    quant_random_fn random;
+    /* For synthetic models, by llama.cpp's rules: the 32-element type rows
+     * that are not whole blocks of this one are stored in (0: none), and the
+     * general.file_type of a model all of this type (llama_ftype). */
+    enum ggml_type fallback;
+    uint32_t ftype;
+};
+
+/* The row of T, or NULL when T is not a known id. */
+const struct quant_type *quant_type_row(enum ggml_type t);
+
+/* Declarations of the kernels of every type kvchat computes with, one name
+ * pattern per file. */
+#define QUANT_KERNELS(t)                                                                                \
+    void quant_dequant_##t(const void *src, float *dst, int64_t nb);                                    \
+    void quant_quantize_##t(const float *src, void *dst, int64_t nb);                                   \
+    float quant_dot_ref_##t(const void *row, const float *x, const float *xs, int64_t nb);              \
+    float quant_dot_avx2_##t(const void *row, const float *x, const float *xs, int64_t nb);             \
+    void quant_dot_n_avx2_##t(const void *row, int64_t nc, const float *const *x, int nt,               \
+                              float *out, size_t os);                                                   \
+    void quant_random_##t(void *row, int64_t ne0, float sigma, uint64_t *rng);
+QUANT_KERNELS(f32)
+QUANT_KERNELS(f16)
+QUANT_KERNELS(bf16)
+QUANT_KERNELS(q8_0)
+QUANT_KERNELS(q4_0)
+QUANT_KERNELS(q4_1)
+QUANT_KERNELS(q5_0)
+QUANT_KERNELS(q5_1)
+QUANT_KERNELS(q4_K)
+QUANT_KERNELS(q5_K)
+QUANT_KERNELS(q6_K)
+#undef QUANT_KERNELS
+
+#endif
