@@ -8,6 +8,7 @@
 #include "headless.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,14 +22,74 @@
 #include "conversation.h"
 #include "launch.h"
 
-/* Set by SIGINT/SIGTERM during a reply: the reply stops at the next token and
- * what was generated is kept (and saved as cancelled). */
+/* Set by SIGINT/SIGTERM during a reply: the reply stops and what was
+ * generated is kept (and saved as cancelled). The handler also writes a byte
+ * to G_WAKE_FD, a pipe whose reader thread calls engine_cancel: an engine
+ * waiting on a slow server hears of it at once, not at its next token. */
 static volatile sig_atomic_t g_interrupted;
+static volatile sig_atomic_t g_wake_fd = -1;
 
 static void on_signal(int sig)
 {
     (void)sig;
     g_interrupted = 1;
+    int fd = g_wake_fd;
+    if (fd >= 0) {
+        char c = 1;
+        ssize_t n = write(fd, &c, 1); /* async-signal-safe; a full pipe has woken already */
+        (void)n;
+    }
+}
+
+struct cancel_watch {
+    struct engine *e;
+    int fds[2];
+    pthread_t thread;
+    bool running;
+};
+
+static void *cancel_watch_main(void *arg)
+{
+    struct cancel_watch *w = arg;
+    char c;
+    /* A byte: a signal came. End of file: the turn is over. The signal
+     * itself may land on this thread and interrupt the read. */
+    for (;;) {
+        ssize_t n = read(w->fds[0], &c, 1);
+        if (n == 1)
+            engine_cancel(w->e);
+        else if (n < 0 && errno == EINTR)
+            continue;
+        else
+            return NULL;
+    }
+}
+
+/* Starts the watcher; without a pipe or a thread, cancelling still works at
+ * the next token through g_interrupted. */
+static void cancel_watch_start(struct cancel_watch *w, struct engine *e)
+{
+    w->e = e;
+    w->running = false;
+    if (pipe(w->fds) != 0)
+        return;
+    if (pthread_create(&w->thread, NULL, cancel_watch_main, w) != 0) {
+        close(w->fds[0]);
+        close(w->fds[1]);
+        return;
+    }
+    w->running = true;
+    g_wake_fd = w->fds[1];
+}
+
+static void cancel_watch_stop(struct cancel_watch *w)
+{
+    if (!w->running)
+        return;
+    g_wake_fd = -1;
+    close(w->fds[1]);
+    pthread_join(w->thread, NULL);
+    close(w->fds[0]);
 }
 
 #define MAX_PROMPT_BYTES (64u << 20)
@@ -191,6 +252,8 @@ int kv_run_prompt(struct kv_options *o)
         engine_set_system(e, o->system_set ? o->system : NULL);
     }
 
+    struct cancel_watch watch;
+    cancel_watch_start(&watch, e);
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
@@ -205,6 +268,7 @@ int kv_run_prompt(struct kv_options *o)
     };
     char *reply = NULL;
     int rc = conv_turn(&c, text, o, &tp, on_save_warning, &reply, err, sizeof err);
+    cancel_watch_stop(&watch);
     if (!reply || !*reply || reply[strlen(reply) - 1] != '\n')
         fputc('\n', stdout);
     fflush(stdout);
