@@ -3,6 +3,8 @@
  * restored into an engine. See conversation.h. */
 #include "conversation.h"
 
+#include "strbuf.h"
+
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -335,8 +337,7 @@ int conv_finish_turn(struct conv *c, const char *reply, const struct engine_stat
 struct turn_tap {
     struct conv *c;
     const struct engine_turn_params *tp;
-    char *text; /* the reply so far, for progress saves */
-    size_t len, cap;
+    struct kv_strbuf text; /* the reply so far, for progress saves */
     bool warned;
     conv_warn_fn warn;
 };
@@ -347,20 +348,9 @@ static bool tap_piece(const char *s, size_t n, void *user)
     bool go_on = t->tp->on_piece ? t->tp->on_piece(s, n, t->tp->user) : true;
     if (!t->c->saving)
         return go_on;
-    if (t->len + n + 1 > t->cap) {
-        size_t cap = t->cap ? t->cap * 2 : 1024;
-        while (cap < t->len + n + 1)
-            cap *= 2;
-        char *p = realloc(t->text, cap);
-        if (!p)
-            return go_on; /* the final save still has the whole reply */
-        t->text = p;
-        t->cap = cap;
-    }
-    memcpy(t->text + t->len, s, n);
-    t->len += n;
-    t->text[t->len] = 0;
-    if (conv_save_progress(t->c, t->text, t->len) != 0 && !t->warned) {
+    if (kv_strbuf_append(&t->text, s, n) != 0)
+        return go_on; /* the final save still has the whole reply */
+    if (conv_save_progress(t->c, t->text.p, t->text.len) != 0 && !t->warned) {
         t->warned = true;
         if (t->warn)
             t->warn(hist_last_error(t->c->h), t->tp->user);
@@ -388,7 +378,7 @@ int conv_turn(struct conv *c, const char *text, const struct kv_options *o,
     wrapped.user = &t;
     char *r = NULL;
     int rc = engine_chat(c->e, text, &wrapped, &r, err, errlen);
-    free(t.text);
+    free(t.text.p);
     struct engine_stats st;
     engine_stats(c->e, &st);
     if (conv_finish_turn(c, r, &st, conv_end(rc, &st)) != 0 && warn)

@@ -12,6 +12,7 @@
  * shorten it. */
 #include "membw.h"
 
+#include "clock.h"
 #include "xdg.h"
 
 #include <errno.h>
@@ -55,13 +56,6 @@ struct membw_worker {
     pthread_t th;
 };
 
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 static int cancelled(const struct membw_job *j)
 {
     return j->cancel && atomic_load_explicit(j->cancel, memory_order_relaxed);
@@ -85,12 +79,12 @@ static void run_worker(struct membw_job *j, int idx)
     }
     for (int r = 0; r < j->reps; r++) {
         pthread_barrier_wait(&j->bar);
-        j->t0[idx] = mono_s();
+        j->t0[idx] = kv_now_s();
         for (size_t o = lo; o < hi && !cancelled(j); o += MEMBW_CHUNK) {
             size_t c = hi - o < MEMBW_CHUNK ? hi - o : MEMBW_CHUNK;
             memcpy(j->dst + o, j->src + o, c);
         }
-        j->t1[idx] = mono_s();
+        j->t1[idx] = kv_now_s();
         pthread_barrier_wait(&j->bar); /* also orders the other workers' times before the reads below */
         if (idx == 0) {
             double a = j->t0[0], b = j->t1[0];

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "engine_tools.h"
 #include "launch.h"
 #include "tools.h"
@@ -30,13 +31,6 @@
 
 #define BENCH_PROMPT 512
 #define BENCH_DECODE 128
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int32_t argmax(const float *x, int32_t n)
 {
@@ -68,13 +62,13 @@ struct bench_result {
 static double decode_run(struct engine *e, int32_t tok, int32_t pos, int32_t n, float *logits,
                          int32_t n_vocab, double *secs, char *err, size_t errlen)
 {
-    double t0 = now_s();
+    double t0 = kv_now_s();
     for (int32_t i = 0; i < n; i++) {
         if (engine_forward(e, &tok, 1, pos + i, logits, false, err, errlen) != 0)
             return NAN;
         tok = argmax(logits, n_vocab);
     }
-    *secs = now_s() - t0;
+    *secs = kv_now_s() - t0;
     return n / *secs;
 }
 
@@ -120,15 +114,15 @@ static int run(struct engine *e, const struct kv_options *o, struct bench_result
         goto out;
 
     /* 3. prefill 512, then the first token */
-    double t0 = now_s();
+    double t0 = kv_now_s();
     if (engine_forward(e, prompt, BENCH_PROMPT, 0, logits, false, err, errlen) != 0)
         goto out;
-    r->prefill_s = now_s() - t0;
+    r->prefill_s = kv_now_s() - t0;
     r->prefill_tok_s = BENCH_PROMPT / r->prefill_s;
     tok = argmax(logits, in->n_vocab);
     if (engine_forward(e, &tok, 1, BENCH_PROMPT, logits, false, err, errlen) != 0)
         goto out;
-    r->ttft_s = now_s() - t0;
+    r->ttft_s = kv_now_s() - t0;
 
     /* 4. decode at an empty context: position 0 onwards (what the cache held
      * there is overwritten, and nothing past the current position is read) */
@@ -141,10 +135,10 @@ static int run(struct engine *e, const struct kv_options *o, struct bench_result
     /* 5. the same at a long context */
     r->prefill_depth_tok_s = r->decode_depth_tok_s = r->bytes_per_token_depth = NAN;
     if (r->depth > 0) {
-        t0 = now_s();
+        t0 = kv_now_s();
         if (engine_forward(e, prompt, r->depth, 0, logits, false, err, errlen) != 0)
             goto out;
-        r->prefill_depth_tok_s = r->depth / (now_s() - t0);
+        r->prefill_depth_tok_s = r->depth / (kv_now_s() - t0);
         double secs;
         r->decode_depth_tok_s = decode_run(e, argmax(logits, in->n_vocab), r->depth, BENCH_DECODE,
                                            logits, in->n_vocab, &secs, err, errlen);

@@ -34,9 +34,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "errmsg.h"
 #include "figures.h"
 #include "sse.h"
+#include "strbuf.h"
 #include "utf8_stream.h"
 
 #define POLL_MS 50
@@ -75,36 +77,6 @@ struct remote_engine {
 };
 
 /* ---- small helpers ---- */
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-struct strbuf {
-    char *p;
-    size_t len, cap;
-};
-
-static int sb_append(struct strbuf *b, const char *s, size_t n)
-{
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *q = realloc(b->p, cap);
-        if (!q)
-            return -1;
-        b->p = q;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = 0;
-    return 0;
-}
 
 static const char *api_key(const struct remote_engine *e)
 {
@@ -303,10 +275,10 @@ struct xfer {
     long status;
     bool status_seen;
     bool streaming; /* a 2xx event stream: bytes go to sse */
-    struct strbuf body; /* any other body, up to BODY_MAX */
+    struct kv_strbuf body; /* any other body, up to BODY_MAX */
     struct sse sse;
     struct u8s u8;
-    struct strbuf reply;
+    struct kv_strbuf reply;
     bool in_think;  /* inside a "<think>" block we opened */
     bool done;      /* data: [DONE] */
     bool finished;  /* a finish_reason arrived */
@@ -344,7 +316,7 @@ static int emit_raw(struct xfer *x, const char *s, size_t n)
 {
     if (n == 0)
         return 0;
-    if (sb_append(&x->reply, s, n) != 0) {
+    if (kv_strbuf_append(&x->reply, s, n) != 0) {
         xfer_fail(x, "out of memory for the reply");
         return -1;
     }
@@ -383,7 +355,7 @@ static int emit_text(struct xfer *x, const char *s, size_t n, bool reasoning)
         xfer_fail(x, "out of memory for the reply");
         return -1;
     }
-    double t = now_s();
+    double t = kv_now_s();
     if (x->chunks == 0) {
         x->t_first = t;
         x->st.ttft_s = t - x->t_start;
@@ -518,7 +490,7 @@ static size_t on_write(char *ptr, size_t size, size_t nmemb, void *user)
         return 0;
     if (!x->streaming) {
         size_t room = x->body.len < BODY_MAX ? BODY_MAX - x->body.len : 0;
-        if (sb_append(&x->body, ptr, n < room ? n : room) != 0)
+        if (kv_strbuf_append(&x->body, ptr, n < room ? n : room) != 0)
             return 0;
         return n;
     }
@@ -797,13 +769,13 @@ static int remote_chat(struct engine *eng, const char *user_text,
     x.st.decode_tok_s = -1;
     x.st.ttft_s = -1;
     x.st.stop = ENGINE_STOP_LENGTH;
-    x.t_start = now_s();
+    x.t_start = kv_now_s();
     stats_publish(e, &x.st);
     sse_init(&x.sse, on_event, &x);
 
     char *body = NULL, *url = NULL;
     bool pushed = push_message(e, ENGINE_ROLE_USER, user_text) == 0;
-    if (!pushed || sb_append(&x.reply, "", 0) != 0 ||
+    if (!pushed || kv_strbuf_append(&x.reply, "", 0) != 0 ||
         !(body = build_request(e, tp)) || !(url = endpoint(e, "chat/completions"))) {
         xfer_fail(&x, "out of memory for the request");
     } else {
@@ -834,7 +806,7 @@ static int remote_chat(struct engine *eng, const char *user_text,
         kv_seterr(err, errlen, "%s", x.err);
     }
     x.st.running = false;
-    x.st.total_s = now_s() - x.t_start;
+    x.st.total_s = kv_now_s() - x.t_start;
     stats_publish(e, &x.st);
     if (reply && keep) {
         *reply = x.reply.p;
@@ -970,7 +942,7 @@ static const struct engine_ops remote_ops;
 
 struct engine *remote_engine_new(const struct engine_params *p, char *err, size_t errlen)
 {
-    double t0 = now_s();
+    double t0 = kv_now_s();
     pthread_once(&curl_once, curl_init);
     if (curl_init_rc != CURLE_OK) {
         kv_seterr(err, errlen, "cannot start libcurl: %s", curl_easy_strerror(curl_init_rc));
@@ -1033,7 +1005,7 @@ struct engine *remote_engine_new(const struct engine_params *p, char *err, size_
     snprintf(in->arch, sizeof in->arch, "remote");
     snprintf(in->backend, sizeof in->backend, "remote");
     snprintf(in->template_name, sizeof in->template_name, "server");
-    in->load_seconds = now_s() - t0;
+    in->load_seconds = kv_now_s() - t0;
     e->stats.prefill_tok_s = e->stats.decode_tok_s = e->stats.ttft_s = -1;
 
     /* the figures are a bonus: without the thread they stay unknown */
