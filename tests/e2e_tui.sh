@@ -236,5 +236,41 @@ wait_for 'could not be loaded' 20 && pass "load error shown in the UI" || fail "
 tmux send-keys -t $S q
 wait_for 'EXIT=1' 10 && pass "exit status 1 after a load error" || fail "load error exit status"
 
+# 9. The terminal goes away without a hang-up signal (its pty closed by
+# someone else): kvchat runs in a session of its own on the pane's tty, so
+# closing the pane sends it no SIGHUP and it sees only end of input. It must
+# leave within seconds, not spin, with the reply so far saved.
+DB=$T/hup.db
+tmux new-session -d -s $S -x 100 -y 30 "sleep 600"
+TTY=$(tmux display-message -p -t $S '#{pane_tty}')
+setsid env TERM=screen XDG_CONFIG_HOME="$T/config" XDG_STATE_HOME="$T/state" XDG_CACHE_HOME="$T/cache" \
+    "$BIN" ${KVCHAT_MODEL_DIR:+-m "$MODEL"} --backend cpu --db "$DB" --seed 7 --max-tokens 2000 \
+    <"$TTY" >"$TTY" 2>&1 &
+KPID=$!
+wait_for '^>' 120 || fail "no prompt (kvchat on the pane's tty)"
+for set in 'temp 1.5' 'top_k 0' 'top_p 1' 'min_p 0'; do
+    tmux send-keys -t $S "/set $set" Enter
+done
+tmux send-keys -t $S 'Tell me a very long story about a lighthouse keeper, in many paragraphs.' Enter
+wait_for 'generating' 20 || fail "long reply did not start (pane's tty)"
+sleep 2
+tmux kill-session -t $S
+for ((i = 0; i < 50; i++)); do
+    kill -0 $KPID 2>/dev/null || break
+    sleep 0.1
+done
+if kill -0 $KPID 2>/dev/null; then
+    fail "terminal_gone_without_sighup: kvchat still running 5 s after its terminal closed"
+    kill $KPID
+else
+    pass "terminal_gone_without_sighup: kvchat left when its terminal closed"
+fi
+wait $KPID 2>/dev/null
+J=$(export_json)
+grep -q '"role": "assistant"' <<<"$J" && ! grep -q '"end": "streaming"' <<<"$J" &&
+    ! grep -q '"role": "assistant", "content": ""' <<<"$J" &&
+    pass "terminal_gone_without_sighup: the partial reply saved" ||
+    fail "terminal_gone_without_sighup: reply not saved: $J"
+
 [ $FAILS -eq 0 ] && echo "e2e_tui: all passed" || echo "e2e_tui: $FAILS failed"
 exit $((FAILS > 0))
