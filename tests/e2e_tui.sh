@@ -272,5 +272,51 @@ grep -q '"role": "assistant"' <<<"$J" && ! grep -q '"end": "streaming"' <<<"$J" 
     pass "terminal_gone_without_sighup: the partial reply saved" ||
     fail "terminal_gone_without_sighup: reply not saved: $J"
 
+# 10. A line that exactly fills the pane keeps its last character: at 100
+# columns the conversation is 66 wide and a message line gets 63 columns
+# (one in, two of indent). Then, scrolled up while a long reply streams, the
+# view holds still until PgDn brings it back.
+DB=$T/width.db
+ROWS=14
+run_kvchat
+wait_for '^>' 120 || fail "no prompt (width run)"
+LINE="$(printf 'w%.0s' {1..58}) XYZQ"
+tmux send-keys -t $S -l "$LINE"
+tmux send-keys -t $S Enter
+wait_for 'Assistant' 10 || fail "no reply (width run)"
+tmux send-keys -t $S Escape
+wait_for '^> *$' 30 || fail "prompt not back (width run)"
+screen | grep -q "^   $LINE" && pass "exact_width_line_keeps_last_char: a 63-column line shown whole" ||
+    fail "exact_width_line_keeps_last_char: the line that fills the pane lost its end"
+for set in 'temp 1.5' 'top_k 0' 'top_p 1' 'min_p 0'; do
+    tmux send-keys -t $S "/set $set" Enter
+done
+tmux send-keys -t $S 'Tell me a very long story about a lighthouse keeper, in many paragraphs.' Enter
+wait_for 'generating' 20 || fail "long reply did not start (scroll run)"
+sleep 8
+tmux send-keys -t $S PPage
+wait_for 'more lines \(PgDn\)' 5 || fail "scrolled_view_holds_while_streaming: no more-lines hint after PgUp"
+conv_rows() { screen | sed -n '2,10p' | cut -c1-60; }
+A=$(conv_rows)
+sleep 3
+B=$(conv_rows)
+[ -n "$A" ] && [ "$A" = "$B" ] && pass "scrolled_view_holds_while_streaming: the view held still" ||
+    fail "scrolled_view_holds_while_streaming: the view moved while scrolled up"
+N1=$(screen | grep -o '[0-9]* more lines' | cut -d' ' -f1)
+sleep 2
+N2=$(screen | grep -o '[0-9]* more lines' | cut -d' ' -f1)
+[ -n "$N1" ] && [ -n "$N2" ] && [ "$N2" -ge "$N1" ] && pass "scrolled_view_holds_while_streaming: the count of lines below grows" ||
+    fail "scrolled_view_holds_while_streaming: more-lines count $N1 -> $N2"
+tmux send-keys -t $S End
+for _ in 1 2 3 4 5 6 7 8 9 10; do tmux send-keys -t $S NPage; done
+sleep 0.5
+screen | grep -q 'more lines' && fail "scrolled_view_holds_while_streaming: PgDn did not return to the bottom" ||
+    pass "scrolled_view_holds_while_streaming: PgDn back at the bottom follows the reply"
+tmux send-keys -t $S Escape
+wait_for '\[cancelled\]' 15 || fail "long reply not cancelled (scroll run)"
+tmux send-keys -t $S C-d
+wait_for 'EXIT=0' 10 || fail "Ctrl-D did not leave (width run)"
+tmux kill-session -t $S
+
 [ $FAILS -eq 0 ] && echo "e2e_tui: all passed" || echo "e2e_tui: $FAILS failed"
 exit $((FAILS > 0))

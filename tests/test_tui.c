@@ -1156,6 +1156,44 @@ static void test_compose_wrap(void **state)
     compose_free(&c);
 }
 
+/* A line that exactly fills the pane was wrapped one column wider than it
+ * was drawn, so its last character vanished ("whic" / "is reflected"). The
+ * wrap and the drawing share compose_line_cols: a line of exactly that width
+ * stays whole, one column more breaks at the space. */
+static void test_wrap_exact_width_keeps_last_char(void **state)
+{
+    (void)state;
+    struct wrap_line wl[4];
+    assert_int_equal(layout_wrap("which is the way", 16, 8, wl, 4), 2);
+    assert_int_equal(wl[0].len, 8); /* "which is" fills 8 columns exactly */
+    assert_int_equal(wl[0].cols, 8);
+    assert_int_equal(layout_wrap("which is", 8, 8, wl, 4), 1);
+    assert_int_equal(layout_wrap("which is", 8, 7, wl, 4), 2);
+    assert_int_equal(wl[0].len, 5);
+
+    /* In a pane 20 wide a reply line gets 17 columns, a notice 19, a code
+     * line 15: every composed line fits the columns the drawing clips to,
+     * and a line of exactly that width is one line. */
+    struct compose c = {0};
+    struct msg m[3] = {
+        {MSG_ASSISTANT, "aaaaaaaa bbbbbbbb\nccccccc ddddddd eeeeeeeee", HIST_END_NONE, 1},
+        {MSG_NOTICE, "aaaaaaaaa bbbbbbbbb", HIST_END_NONE, 0},
+        {MSG_ASSISTANT, "```\naaaaaaa bbbbbbb\n```", HIST_END_NONE, 2},
+    };
+    compose_conversation(&c, m, 3, NULL, 0, 20, true);
+    for (size_t i = 0; i < c.n_dl; i++) {
+        const char *t = dl_text(&c, i);
+        assert_true(text_width(t, strlen(t)) <= compose_line_cols(20, c.dl[i].indent));
+    }
+    assert_int_equal(compose_line_cols(20, 2), 17);
+    check_dl(&c, 1, "aaaaaaaa bbbbbbbb", TH_NORMAL, 2);
+    check_dl(&c, 2, "ccccccc ddddddd", TH_NORMAL, 2);
+    check_dl(&c, 5, "aaaaaaaaa bbbbbbbbb", TH_NOTICE, 0);
+    assert_string_equal(dl_text(&c, 9), "aaaaaaa bbbbbbb"); /* code: indent 4, 15 columns */
+    assert_int_equal(c.dl[9].indent, 4);
+    compose_free(&c);
+}
+
 static void test_compose_markdown(void **state)
 {
     (void)state;
@@ -1356,6 +1394,7 @@ int main(void)
         cmocka_unit_test(test_compose_elements),
         cmocka_unit_test(test_compose_wrap),
         cmocka_unit_test(test_compose_markdown),
+        cmocka_unit_test(test_wrap_exact_width_keeps_last_char),
         cmocka_unit_test(test_meter_values),
         cmocka_unit_test(test_meter_values_server),
     };

@@ -135,7 +135,7 @@ void compose_conversation(struct compose *c, const struct msg *msgs, size_t n, c
 {
     c->n_dl = 0;
     c->arena_len = 0;
-    int tw = width - 3 > 8 ? width - 3 : 8; /* text width after the indent */
+    int tw = compose_line_cols(width, 2) > 8 ? compose_line_cols(width, 2) : 8; /* after the indent */
     for (size_t i = 0; i < n; i++) {
         const struct msg *m = &msgs[i];
         const char *text = m->text ? m->text : stream;
