@@ -318,5 +318,14 @@ tmux send-keys -t $S C-d
 wait_for 'EXIT=0' 10 || fail "Ctrl-D did not leave (width run)"
 tmux kill-session -t $S
 
+# 11. A terminal that cannot move the cursor (TERM=dumb, an Emacs shell):
+# a one-line message that suggests -p, exit status 1, no broken screen.
+tmux new-session -d -s $S -x 80 -y 24 \
+    "env TERM=dumb XDG_CONFIG_HOME='$T/config' XDG_STATE_HOME='$T/state' '$BIN' $MODEL_ARG --backend cpu --db '$T/dumb.db'; echo EXIT=\$?; sleep 600"
+wait_for 'EXIT=' 20 || fail "dumb_terminal_refused: kvchat did not end under TERM=dumb"
+screen | grep -q 'EXIT=1' && screen | grep -q 'cannot move the cursor' && screen | grep -q -- '-p TEXT' &&
+    pass "dumb_terminal_refused: a clear message and exit status 1" || fail "dumb_terminal_refused: no clear refusal"
+tmux kill-session -t $S
+
 [ $FAILS -eq 0 ] && echo "e2e_tui: all passed" || echo "e2e_tui: $FAILS failed"
 exit $((FAILS > 0))

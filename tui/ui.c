@@ -12,6 +12,7 @@
 #include "ui_internal.h"
 
 #include <curses.h>
+#include <term.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <locale.h>
@@ -145,11 +146,31 @@ static void open_history(struct ui *u)
         ui_notice(u, MSG_ERROR, "not saving: %s", err);
 }
 
+/* Whether TERM names a terminal that can address the cursor (terminfo's
+ * cup): without it (TERM=dumb, an Emacs shell buffer) ncurses would draw
+ * every pane on one scrolling line. */
+static bool terminal_addressable(void)
+{
+    int terr = 0;
+    if (setupterm(NULL, STDOUT_FILENO, &terr) != OK)
+        return false;
+    const char *cup = tigetstr("cup");
+    bool ok = cup && cup != (const char *)-1;
+    del_curterm(cur_term);
+    return ok;
+}
+
 int tui_run(const struct kv_options *opt, char *err, size_t errlen)
 {
     err[0] = 0;
     if (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO)) {
         snprintf(err, errlen, "the chat screen needs a terminal (use -p TEXT for scripts)");
+        return 1;
+    }
+    if (!terminal_addressable()) {
+        const char *t = getenv("TERM");
+        snprintf(err, errlen, "TERM=%s cannot move the cursor: the chat screen needs it; use -p TEXT",
+                 t && *t ? t : "(unset)");
         return 1;
     }
     struct ui *u = calloc(1, sizeof *u);
