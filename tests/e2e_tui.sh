@@ -327,5 +327,38 @@ screen | grep -q 'EXIT=1' && screen | grep -q 'cannot move the cursor' && screen
     pass "dumb_terminal_refused: a clear message and exit status 1" || fail "dumb_terminal_refused: no clear refusal"
 tmux kill-session -t $S
 
+# 12. Small things: /editor starts from the input without "/editor" in the
+# file, /set alone shows the values, /export expands ~, and a key brings the
+# status line's hints back after a notice such as /help's.
+DB=$T/small.db
+ROWS=30
+printf '#!/bin/sh\ncp "$1" "%s/editor-saw"\nprintf "from the editor" > "$1"\n' "$T" >"$T/ed.sh"
+chmod +x "$T/ed.sh"
+tmux new-session -d -s $S -x 100 -y 30 \
+    "env HOME='$T' VISUAL='$T/ed.sh' XDG_CONFIG_HOME='$T/config' XDG_STATE_HOME='$T/state' XDG_CACHE_HOME='$T/cache' \
+     '$BIN' -m '$MODEL' --backend cpu --db '$DB' --seed 7 -n 4; echo EXIT=\$?; sleep 600"
+wait_for '^>' 120 || fail "no prompt (small-things run)"
+tmux send-keys -t $S '/editor' Enter
+wait_for '^> from the editor' 10 && [ -f "$T/editor-saw" ] && [ ! -s "$T/editor-saw" ] &&
+    pass "editor_file_without_command: /editor opened an empty file" ||
+    fail "editor_file_without_command: the editor saw '$(cat "$T/editor-saw" 2>/dev/null)'"
+tmux send-keys -t $S Enter
+wait_for '^> *$' 60 || fail "prompt not back after the editor's message"
+tmux send-keys -t $S '/set' Enter
+wait_for 'temp [0-9.]+ top_k [0-9]+ .*max_tokens 4' 5 && pass "set_alone_shows_values" ||
+    fail "set_alone_shows_values: /set alone did not show the values"
+tmux send-keys -t $S '/export md ~/tilde.md' Enter
+wait_for 'exported session' 5 && [ -s "$T/tilde.md" ] && pass "export_expands_tilde" ||
+    fail "export_expands_tilde: ~/tilde.md not written"
+tmux send-keys -t $S '/help' Enter
+wait_for '/resume ID' 5 || fail "/help (small-things run)"
+tmux send-keys -t $S -l 'x'
+sleep 0.5
+screen | grep -q 'Enter send' && pass "status_hints_back_after_key: hints back after a key" ||
+    fail "status_hints_back_after_key: the notice stayed on the status line"
+tmux send-keys -t $S C-u C-d
+wait_for 'EXIT=0' 10 || fail "Ctrl-D did not leave (small-things run)"
+tmux kill-session -t $S
+
 [ $FAILS -eq 0 ] && echo "e2e_tui: all passed" || echo "e2e_tui: $FAILS failed"
 exit $((FAILS > 0))

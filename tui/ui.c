@@ -62,7 +62,7 @@ void ui_status(struct ui *u, int elem, const char *fmt, ...)
     vsnprintf(u->status, sizeof u->status, fmt, ap);
     va_end(ap);
     u->status_elem = elem;
-    u->status_until = ui_now() + 8;
+    u->status_until = ui_now() + 5; /* or until the next key (ui_handle_key) */
     u->dirty = true;
 }
 
