@@ -393,10 +393,15 @@ int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t
         case OPT_DB: rc = copy_opt("--db", o->db, sizeof o->db, optarg, err, errlen); break;
         case OPT_NO_HISTORY: o->no_history = true; break;
         case OPT_RESUME:
-            if (optarg)
+            if (optarg) {
                 rc = parse_i64("--resume", optarg, 1, INT64_MAX, &o->resume, err, errlen);
-            else
+            } else if (optind < argc && argv[optind][0] && strspn(argv[optind], "0123456789") == strlen(argv[optind])) {
+                /* "--resume 12": a following word of digits only is the ID
+                 * (a prompt is never digits alone in practice; -p TEXT is) */
+                rc = parse_i64("--resume", argv[optind++], 1, INT64_MAX, &o->resume, err, errlen);
+            } else {
                 o->resume = KV_RESUME_LATEST;
+            }
             break;
         case OPT_LIST: SET_MODE(KV_MODE_LIST, "--list-sessions"); break;
         case OPT_SEARCH:

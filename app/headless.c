@@ -406,6 +406,8 @@ int kv_run_history(const struct kv_options *o)
             status = 1;
             break;
         }
+        if (n == 0) /* an empty answer would look like a failure */
+            fprintf(stderr, "kvchat: no matches for '%s'\n", o->text);
         for (size_t i = 0; i < n; i++) {
             char when[32];
             fmt_time(hits[i].created_ms, when, sizeof when);

@@ -236,5 +236,129 @@ wait_for 'could not be loaded' 20 && pass "load error shown in the UI" || fail "
 tmux send-keys -t $S q
 wait_for 'EXIT=1' 10 && pass "exit status 1 after a load error" || fail "load error exit status"
 
+# 9. The terminal goes away without a hang-up signal (its pty closed by
+# someone else): kvchat runs in a session of its own on the pane's tty, so
+# closing the pane sends it no SIGHUP and it sees only end of input. It must
+# leave within seconds, not spin, with the reply so far saved.
+DB=$T/hup.db
+tmux new-session -d -s $S -x 100 -y 30 "sleep 600"
+TTY=$(tmux display-message -p -t $S '#{pane_tty}')
+setsid env TERM=screen XDG_CONFIG_HOME="$T/config" XDG_STATE_HOME="$T/state" XDG_CACHE_HOME="$T/cache" \
+    "$BIN" ${KVCHAT_MODEL_DIR:+-m "$MODEL"} --backend cpu --db "$DB" --seed 7 --max-tokens 2000 \
+    <"$TTY" >"$TTY" 2>&1 &
+KPID=$!
+wait_for '^>' 120 || fail "no prompt (kvchat on the pane's tty)"
+for set in 'temp 1.5' 'top_k 0' 'top_p 1' 'min_p 0'; do
+    tmux send-keys -t $S "/set $set" Enter
+done
+tmux send-keys -t $S 'Tell me a very long story about a lighthouse keeper, in many paragraphs.' Enter
+wait_for 'generating' 20 || fail "long reply did not start (pane's tty)"
+sleep 2
+tmux kill-session -t $S
+for ((i = 0; i < 50; i++)); do
+    kill -0 $KPID 2>/dev/null || break
+    sleep 0.1
+done
+if kill -0 $KPID 2>/dev/null; then
+    fail "terminal_gone_without_sighup: kvchat still running 5 s after its terminal closed"
+    kill $KPID
+else
+    pass "terminal_gone_without_sighup: kvchat left when its terminal closed"
+fi
+wait $KPID 2>/dev/null
+J=$(export_json)
+grep -q '"role": "assistant"' <<<"$J" && ! grep -q '"end": "streaming"' <<<"$J" &&
+    ! grep -q '"role": "assistant", "content": ""' <<<"$J" &&
+    pass "terminal_gone_without_sighup: the partial reply saved" ||
+    fail "terminal_gone_without_sighup: reply not saved: $J"
+
+# 10. A line that exactly fills the pane keeps its last character: at 100
+# columns the conversation is 66 wide and a message line gets 63 columns
+# (one in, two of indent). Then, scrolled up while a long reply streams, the
+# view holds still until PgDn brings it back.
+DB=$T/width.db
+ROWS=14
+run_kvchat
+wait_for '^>' 120 || fail "no prompt (width run)"
+LINE="$(printf 'w%.0s' {1..58}) XYZQ"
+tmux send-keys -t $S -l "$LINE"
+tmux send-keys -t $S Enter
+wait_for 'Assistant' 10 || fail "no reply (width run)"
+tmux send-keys -t $S Escape
+wait_for '^> *$' 30 || fail "prompt not back (width run)"
+screen | grep -q "^   $LINE" && pass "exact_width_line_keeps_last_char: a 63-column line shown whole" ||
+    fail "exact_width_line_keeps_last_char: the line that fills the pane lost its end"
+for set in 'temp 1.5' 'top_k 0' 'top_p 1' 'min_p 0'; do
+    tmux send-keys -t $S "/set $set" Enter
+done
+tmux send-keys -t $S 'Tell me a very long story about a lighthouse keeper, in many paragraphs.' Enter
+wait_for 'generating' 20 || fail "long reply did not start (scroll run)"
+sleep 8
+tmux send-keys -t $S PPage
+wait_for 'more lines \(PgDn\)' 5 || fail "scrolled_view_holds_while_streaming: no more-lines hint after PgUp"
+conv_rows() { screen | sed -n '2,10p' | cut -c1-60; }
+A=$(conv_rows)
+sleep 3
+B=$(conv_rows)
+[ -n "$A" ] && [ "$A" = "$B" ] && pass "scrolled_view_holds_while_streaming: the view held still" ||
+    fail "scrolled_view_holds_while_streaming: the view moved while scrolled up"
+N1=$(screen | grep -o '[0-9]* more lines' | cut -d' ' -f1)
+sleep 2
+N2=$(screen | grep -o '[0-9]* more lines' | cut -d' ' -f1)
+[ -n "$N1" ] && [ -n "$N2" ] && [ "$N2" -ge "$N1" ] && pass "scrolled_view_holds_while_streaming: the count of lines below grows" ||
+    fail "scrolled_view_holds_while_streaming: more-lines count $N1 -> $N2"
+tmux send-keys -t $S End
+for _ in 1 2 3 4 5 6 7 8 9 10; do tmux send-keys -t $S NPage; done
+sleep 0.5
+screen | grep -q 'more lines' && fail "scrolled_view_holds_while_streaming: PgDn did not return to the bottom" ||
+    pass "scrolled_view_holds_while_streaming: PgDn back at the bottom follows the reply"
+tmux send-keys -t $S Escape
+wait_for '\[cancelled\]' 15 || fail "long reply not cancelled (scroll run)"
+tmux send-keys -t $S C-d
+wait_for 'EXIT=0' 10 || fail "Ctrl-D did not leave (width run)"
+tmux kill-session -t $S
+
+# 11. A terminal that cannot move the cursor (TERM=dumb, an Emacs shell):
+# a one-line message that suggests -p, exit status 1, no broken screen.
+tmux new-session -d -s $S -x 80 -y 24 \
+    "env TERM=dumb XDG_CONFIG_HOME='$T/config' XDG_STATE_HOME='$T/state' '$BIN' $MODEL_ARG --backend cpu --db '$T/dumb.db'; echo EXIT=\$?; sleep 600"
+wait_for 'EXIT=' 20 || fail "dumb_terminal_refused: kvchat did not end under TERM=dumb"
+screen | grep -q 'EXIT=1' && screen | grep -q 'cannot move the cursor' && screen | grep -q -- '-p TEXT' &&
+    pass "dumb_terminal_refused: a clear message and exit status 1" || fail "dumb_terminal_refused: no clear refusal"
+tmux kill-session -t $S
+
+# 12. Small things: /editor starts from the input without "/editor" in the
+# file, /set alone shows the values, /export expands ~, and a key brings the
+# status line's hints back after a notice such as /help's.
+DB=$T/small.db
+ROWS=30
+printf '#!/bin/sh\ncp "$1" "%s/editor-saw"\nprintf "from the editor" > "$1"\n' "$T" >"$T/ed.sh"
+chmod +x "$T/ed.sh"
+tmux new-session -d -s $S -x 100 -y 30 \
+    "env HOME='$T' VISUAL='$T/ed.sh' XDG_CONFIG_HOME='$T/config' XDG_STATE_HOME='$T/state' XDG_CACHE_HOME='$T/cache' \
+     '$BIN' -m '$MODEL' --backend cpu --db '$DB' --seed 7 -n 4; echo EXIT=\$?; sleep 600"
+wait_for '^>' 120 || fail "no prompt (small-things run)"
+tmux send-keys -t $S '/editor' Enter
+wait_for '^> from the editor' 10 && [ -f "$T/editor-saw" ] && [ ! -s "$T/editor-saw" ] &&
+    pass "editor_file_without_command: /editor opened an empty file" ||
+    fail "editor_file_without_command: the editor saw '$(cat "$T/editor-saw" 2>/dev/null)'"
+tmux send-keys -t $S Enter
+wait_for '^> *$' 60 || fail "prompt not back after the editor's message"
+tmux send-keys -t $S '/set' Enter
+wait_for 'temp [0-9.]+ top_k [0-9]+ .*max_tokens 4' 5 && pass "set_alone_shows_values" ||
+    fail "set_alone_shows_values: /set alone did not show the values"
+tmux send-keys -t $S '/export md ~/tilde.md' Enter
+wait_for 'exported session' 5 && [ -s "$T/tilde.md" ] && pass "export_expands_tilde" ||
+    fail "export_expands_tilde: ~/tilde.md not written"
+tmux send-keys -t $S '/help' Enter
+wait_for '/resume ID' 5 || fail "/help (small-things run)"
+tmux send-keys -t $S -l 'x'
+sleep 0.5
+screen | grep -q 'Enter send' && pass "status_hints_back_after_key: hints back after a key" ||
+    fail "status_hints_back_after_key: the notice stayed on the status line"
+tmux send-keys -t $S C-u C-d
+wait_for 'EXIT=0' 10 || fail "Ctrl-D did not leave (small-things run)"
+tmux kill-session -t $S
+
 [ $FAILS -eq 0 ] && echo "e2e_tui: all passed" || echo "e2e_tui: $FAILS failed"
 exit $((FAILS > 0))

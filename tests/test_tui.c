@@ -827,6 +827,10 @@ static void test_command_parse(void **state)
 
     assert_int_equal(cmd_parse("/quit", &c, &off, err, sizeof err), CMD_OK);
     assert_int_equal(c.id, CMD_QUIT);
+    /* /set alone shows the values: no "unknown key ''" */
+    assert_int_equal(cmd_parse("/set", &c, &off, err, sizeof err), CMD_OK);
+    assert_int_equal(c.id, CMD_SET);
+    assert_string_equal(c.arg, "");
     assert_int_equal(cmd_parse("/set temp 0.2 ", &c, &off, err, sizeof err), CMD_OK);
     assert_int_equal(c.id, CMD_SET);
     assert_string_equal(c.arg, "temperature");
@@ -1114,7 +1118,7 @@ static void test_compose_elements(void **state)
         {HIST_END_INTERRUPTED, "[interrupted: kvchat stopped mid-reply]"},
     };
     for (size_t k = 0; k < sizeof ends / sizeof *ends; k++) {
-        struct msg m = {MSG_ASSISTANT, "x", ends[k].end, 1};
+        struct msg m = {MSG_ASSISTANT, "x", ends[k].end, 1, MSG_CUT_UNKNOWN, false};
         compose_conversation(&c, &m, 1, NULL, 0, 80, true);
         assert_int_equal(c.n_dl, 4);
         check_dl(&c, 2, ends[k].mark, TH_MARKER, 2);
@@ -1129,7 +1133,7 @@ static void test_compose_wrap(void **state)
     (void)state;
     struct compose c = {0};
     const char *text = "the quick brown fox jumps over the lazy dog and keeps on running far away";
-    struct msg m = {MSG_USER, (char *)text, HIST_END_NONE, 1};
+    struct msg m = {MSG_USER, (char *)text, HIST_END_NONE, 1, MSG_CUT_UNKNOWN, false};
     /* A pane 20 wide leaves 17 columns for text after the indent. */
     compose_conversation(&c, &m, 1, NULL, 0, 20, true);
     assert_true(c.n_dl > 4);
@@ -1145,7 +1149,7 @@ static void test_compose_wrap(void **state)
     assert_string_equal(joined, text); /* broken at the spaces, nothing lost */
 
     /* A notice gets the indent's two columns too: 19. */
-    struct msg n = {MSG_NOTICE, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", HIST_END_NONE, 0};
+    struct msg n = {MSG_NOTICE, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", HIST_END_NONE, 0, MSG_CUT_UNKNOWN, false};
     compose_conversation(&c, &n, 1, NULL, 0, 20, true);
     assert_string_equal(dl_text(&c, 0), "aaaaaaaaaaaaaaaaaaa");
     assert_int_equal(c.dl[0].indent, 0);
@@ -1156,12 +1160,85 @@ static void test_compose_wrap(void **state)
     compose_free(&c);
 }
 
+/* A line that exactly fills the pane was wrapped one column wider than it
+ * was drawn, so its last character vanished ("whic" / "is reflected"). The
+ * wrap and the drawing share compose_line_cols: a line of exactly that width
+ * stays whole, one column more breaks at the space. */
+static void test_wrap_exact_width_keeps_last_char(void **state)
+{
+    (void)state;
+    struct wrap_line wl[4];
+    assert_int_equal(layout_wrap("which is the way", 16, 8, wl, 4), 2);
+    assert_int_equal(wl[0].len, 8); /* "which is" fills 8 columns exactly */
+    assert_int_equal(wl[0].cols, 8);
+    assert_int_equal(layout_wrap("which is", 8, 8, wl, 4), 1);
+    assert_int_equal(layout_wrap("which is", 8, 7, wl, 4), 2);
+    assert_int_equal(wl[0].len, 5);
+
+    /* In a pane 20 wide a reply line gets 17 columns, a notice 19, a code
+     * line 15: every composed line fits the columns the drawing clips to,
+     * and a line of exactly that width is one line. */
+    struct compose c = {0};
+    struct msg m[3] = {
+        {MSG_ASSISTANT, "aaaaaaaa bbbbbbbb\nccccccc ddddddd eeeeeeeee", HIST_END_NONE, 1, MSG_CUT_UNKNOWN, false},
+        {MSG_NOTICE, "aaaaaaaaa bbbbbbbbb", HIST_END_NONE, 0, MSG_CUT_UNKNOWN, false},
+        {MSG_ASSISTANT, "```\naaaaaaa bbbbbbb\n```", HIST_END_NONE, 2, MSG_CUT_UNKNOWN, false},
+    };
+    compose_conversation(&c, m, 3, NULL, 0, 20, true);
+    for (size_t i = 0; i < c.n_dl; i++) {
+        const char *t = dl_text(&c, i);
+        assert_true(text_width(t, strlen(t)) <= compose_line_cols(20, c.dl[i].indent));
+    }
+    assert_int_equal(compose_line_cols(20, 2), 17);
+    check_dl(&c, 1, "aaaaaaaa bbbbbbbb", TH_NORMAL, 2);
+    check_dl(&c, 2, "ccccccc ddddddd", TH_NORMAL, 2);
+    check_dl(&c, 5, "aaaaaaaaa bbbbbbbbb", TH_NOTICE, 0);
+    assert_string_equal(dl_text(&c, 9), "aaaaaaa bbbbbbb"); /* code: indent 4, 15 columns */
+    assert_int_equal(c.dl[9].indent, 4);
+    compose_free(&c);
+}
+
+/* A full context showed "[cut: length limit or full context]" whichever
+ * limit it was, and the turns dropped to fit looked unchanged. */
+static void test_context_full_marks_which_limit_and_dropped_turns(void **state)
+{
+    (void)state;
+    struct msg_list l = {0};
+    add(&l, MSG_USER, "old question", 1);
+    add(&l, MSG_ASSISTANT, "old answer", 2);
+    add(&l, MSG_USER, "newer question", 3);
+    add(&l, MSG_ASSISTANT, "newer answer", 4);
+    add(&l, MSG_USER, "now", 5);
+    struct msg *r = add(&l, MSG_ASSISTANT, "cut short", 6);
+    r->end = HIST_END_LENGTH;
+    r->cut = MSG_CUT_CONTEXT;
+    msgs_mark_dropped(&l, 1);
+    assert_true(l.v[0].dropped && l.v[1].dropped);
+    assert_false(l.v[2].dropped || l.v[3].dropped || l.v[4].dropped || l.v[5].dropped);
+    msgs_mark_dropped(&l, 5); /* more than there are: never the last turn */
+    assert_true(l.v[2].dropped && l.v[3].dropped);
+    assert_false(l.v[4].dropped || l.v[5].dropped);
+
+    struct compose c = {0};
+    compose_conversation(&c, l.v, 2, NULL, 0, 80, true);
+    check_dl(&c, 0, "You", TH_MARKER, 0); /* dimmed as a whole */
+    check_dl(&c, 1, "old question", TH_MARKER, 2);
+    check_dl(&c, 2, "[not seen by the model: dropped to fit the context]", TH_MARKER, 2);
+    compose_conversation(&c, &l.v[5], 1, NULL, 0, 80, true);
+    check_dl(&c, 2, "[cut: the context is full]", TH_MARKER, 2);
+    l.v[5].cut = MSG_CUT_MAX_TOKENS;
+    compose_conversation(&c, &l.v[5], 1, NULL, 0, 80, true);
+    check_dl(&c, 2, "[cut: reply length limit (max_tokens)]", TH_MARKER, 2);
+    msgs_free(&l);
+    compose_free(&c);
+}
+
 static void test_compose_markdown(void **state)
 {
     (void)state;
     struct compose c = {0};
     const char *reply = "**Bold** and `code`\n```\nint x;\n```";
-    struct msg m = {MSG_ASSISTANT, (char *)reply, HIST_END_NONE, 1};
+    struct msg m = {MSG_ASSISTANT, (char *)reply, HIST_END_NONE, 1, MSG_CUT_UNKNOWN, false};
 
     compose_conversation(&c, &m, 1, NULL, 0, 80, true);
     assert_string_equal(dl_text(&c, 1), "Bold and code"); /* markers gone */
@@ -1356,6 +1433,8 @@ int main(void)
         cmocka_unit_test(test_compose_elements),
         cmocka_unit_test(test_compose_wrap),
         cmocka_unit_test(test_compose_markdown),
+        cmocka_unit_test(test_wrap_exact_width_keeps_last_char),
+        cmocka_unit_test(test_context_full_marks_which_limit_and_dropped_turns),
         cmocka_unit_test(test_meter_values),
         cmocka_unit_test(test_meter_values_server),
     };

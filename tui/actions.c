@@ -216,9 +216,23 @@ void ui_editor_command(struct ui *u)
         ed = getenv("EDITOR");
     setenv("KVCHAT_EDITOR", ed && *ed ? ed : "vi", 1);
     size_t len, point;
-    char *cur = strdup(ui_input_text(&len, &point));
+    const char *in = ui_input_text(&len, &point);
+    /* From /editor the input line is the command: the file starts empty
+     * (or with what followed the command), not with "/editor". */
+    if (strncmp(in, "/editor", 7) == 0 && (in[7] == 0 || in[7] == ' '))
+        in += in[7] ? 8 : 7;
+    char *cur = strdup(in);
     run_editor(u, cur ? cur : "");
     free(cur);
+}
+
+/* The last turn's stop reason; "length" says which limit it was. */
+static const char *stop_reason(const struct ui *u)
+{
+    if (u->st.stop != ENGINE_STOP_LENGTH)
+        return engine_stop_name(u->st.stop);
+    return u->o.max_tokens > 0 && u->st.gen_tokens >= u->o.max_tokens ? "length (the reply limit, max_tokens)"
+                                                                       : "length (the context is full)";
 }
 
 static void show_stats(struct ui *u)
@@ -242,7 +256,7 @@ static void show_stats(struct ui *u)
            "Backend %s on %s, %d threads; memory: weights %s, KV %s, scratch %s; device %s, %s free\n"
            "Sampling: temp %.2f top_k %d top_p %.2f min_p %.2f repeat_penalty %.2f seed %llu max_tokens %d",
            s->prompt_tokens, s->prefill_tokens, s->prefill_tok_s, s->gen_tokens, s->decode_tok_s, s->ttft_s,
-           s->total_s, engine_stop_name(s->stop), s->turns_dropped, s->kv_used, s->kv_capacity, v.roof, v.util,
+           s->total_s, stop_reason(u), s->turns_dropped, s->kv_used, s->kv_capacity, v.roof, v.util,
            v.pow, v.temp, v.jpt, in->model_name, in->arch, (unsigned long long)in->n_params, in->model_path,
            in->template_name, in->n_layer, in->n_ctx, in->n_ctx_train, in->backend, in->device, in->n_threads,
            mem[0], mem[1], mem[2], mem[3], mem[4], u->o.sampling.temperature, u->o.sampling.top_k,
@@ -352,16 +366,22 @@ void ui_run_command(struct ui *u, const struct command *c)
         }
         enum hist_format fmt;
         hist_format_parse(c->arg, &fmt);
-        FILE *f = fopen(c->arg2, "w");
+        char path[4096];
+        const char *home = getenv("HOME");
+        if (c->arg2[0] == '~' && (c->arg2[1] == '/' || !c->arg2[1]) && home && *home)
+            snprintf(path, sizeof path, "%s%s", home, c->arg2 + 1); /* as the shell would */
+        else
+            snprintf(path, sizeof path, "%s", c->arg2);
+        FILE *f = fopen(path, "w");
         if (!f) {
-            ui_status(u, TH_ERROR, "/export: %s: %s", c->arg2, strerror(errno));
+            ui_status(u, TH_ERROR, "/export: %s: %s", path, strerror(errno));
             break;
         }
         int rc = hist_export(u->h, u->conv.sid, fmt, f);
         if (fclose(f) != 0 || rc != HIST_OK)
-            ui_status(u, TH_ERROR, "/export: %s: %s", c->arg2, rc != HIST_OK ? hist_last_error(u->h) : strerror(errno));
+            ui_status(u, TH_ERROR, "/export: %s: %s", path, rc != HIST_OK ? hist_last_error(u->h) : strerror(errno));
         else
-            ui_status(u, TH_NOTICE, "exported session %lld to %s", (long long)u->conv.sid, c->arg2);
+            ui_status(u, TH_NOTICE, "exported session %lld to %s", (long long)u->conv.sid, path);
         break;
     }
     case CMD_SYSTEM:
@@ -374,6 +394,14 @@ void ui_run_command(struct ui *u, const struct command *c)
         ui_status(u, TH_NOTICE, c->arg[0] ? "system prompt set" : "system prompt back to the model's default");
         break;
     case CMD_SET:
+        if (!c->arg[0]) { /* the current values */
+            const struct engine_sampling *sp = &u->o.sampling;
+            ui_notice(u, MSG_NOTICE,
+                      "temp %.2f top_k %d top_p %.2f min_p %.2f repeat_penalty %.2f seed %llu max_tokens %d",
+                      sp->temperature, sp->top_k, sp->top_p, sp->min_p, sp->repeat_penalty,
+                      (unsigned long long)sp->seed, u->o.max_tokens);
+            break;
+        }
         if (config_set(&u->o, c->arg, c->arg2, err, sizeof err) != 0) {
             ui_status(u, TH_ERROR, "/set %s", err);
             break;

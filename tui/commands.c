@@ -187,6 +187,8 @@ enum cmd_parse_result cmd_parse(const char *line, struct command *out, size_t *t
         size_t kl = 0;
         while (kl < alen && !isspace((unsigned char)a[kl]))
             kl++;
+        if (kl == 0)
+            return CMD_OK; /* /set alone: show the values (arg empty) */
         const char *v = skip_ws(a + kl);
         size_t vl = alen - (size_t)(v - a);
         const char *key = NULL;

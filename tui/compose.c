@@ -28,6 +28,11 @@ static const char *const end_marks[] = {
     [HIST_END_ERROR] = "[error: reply incomplete]",
     [HIST_END_INTERRUPTED] = "[interrupted: kvchat stopped mid-reply]",
 };
+static const char *const cut_marks[] = {
+    [MSG_CUT_MAX_TOKENS] = "[cut: reply length limit (max_tokens)]",
+    [MSG_CUT_CONTEXT] = "[cut: the context is full]",
+};
+#define DROPPED_MARK "[not seen by the model: dropped to fit the context]"
 #define STREAM_MARK "\xE2\x96\x8C" /* a block cursor while the reply streams */
 
 static bool arena_reserve(struct compose *c, size_t more)
@@ -135,7 +140,7 @@ void compose_conversation(struct compose *c, const struct msg *msgs, size_t n, c
 {
     c->n_dl = 0;
     c->arena_len = 0;
-    int tw = width - 3 > 8 ? width - 3 : 8; /* text width after the indent */
+    int tw = compose_line_cols(width, 2) > 8 ? compose_line_cols(width, 2) : 8; /* after the indent */
     for (size_t i = 0; i < n; i++) {
         const struct msg *m = &msgs[i];
         const char *text = m->text ? m->text : stream;
@@ -144,7 +149,7 @@ void compose_conversation(struct compose *c, const struct msg *msgs, size_t n, c
             text = "", len = 0;
         while (len && text[len - 1] == '\n')
             len--;
-        size_t hl;
+        size_t hl, first_line = c->n_dl;
         if (kinds[m->kind].head) {
             const char *h = kinds[m->kind].head;
             size_t off = arena_put(c, h, strlen(h), &hl);
@@ -160,10 +165,21 @@ void compose_conversation(struct compose *c, const struct msg *msgs, size_t n, c
         const char *mark = NULL;
         if (m->kind == MSG_ASSISTANT && !m->text)
             mark = STREAM_MARK;
+        else if (m->end == HIST_END_LENGTH && m->cut != MSG_CUT_UNKNOWN)
+            mark = cut_marks[m->cut];
         else if ((size_t)m->end < sizeof end_marks / sizeof *end_marks)
             mark = end_marks[m->end];
         if (mark) {
             size_t off = arena_put(c, mark, strlen(mark), &hl);
+            push_dline(c, (struct dline){off, hl, TH_MARKER, false, false, 2});
+        }
+        if (m->dropped) {
+            /* dimmed as a whole, and said why */
+            for (size_t k = first_line; k < c->n_dl; k++) {
+                c->dl[k].elem = TH_MARKER;
+                c->dl[k].styled = false;
+            }
+            size_t off = arena_put(c, DROPPED_MARK, strlen(DROPPED_MARK), &hl);
             push_dline(c, (struct dline){off, hl, TH_MARKER, false, false, 2});
         }
         push_dline(c, (struct dline){0, 0, TH_NORMAL, false, false, 0});

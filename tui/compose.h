@@ -47,4 +47,13 @@ void compose_conversation(struct compose *c, const struct msg *msgs, size_t n, c
 
 void compose_free(struct compose *c);
 
+/* The columns a line with INDENT gets in a pane WIDTH wide: the text starts
+ * one column in (after the indent) and may run to the pane's last column.
+ * compose wraps to exactly this and the drawing clips to exactly this, so a
+ * line that fills the pane keeps its last character. */
+static inline int compose_line_cols(int width, int indent)
+{
+    return width - 1 - indent;
+}
+
 #endif

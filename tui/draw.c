@@ -191,20 +191,30 @@ static void draw_conversation(struct ui *u)
     compose_conversation(&u->comp, u->msgs.v, u->msgs.n, u->stream, u->stream_len, r.w, true);
     pthread_mutex_unlock(&u->mu);
     int total = (int)u->comp.n_dl;
-    int max_scroll = total > r.h ? total - r.h : 0;
+    /* Scrolled up, the view holds still: lines that arrived below it add to
+     * the distance from the bottom (at the same width; a resize rewraps). */
+    if (u->scroll > 0 && r.w == u->conv_width && total > u->conv_lines)
+        u->scroll += total - u->conv_lines;
+    u->conv_lines = total;
+    u->conv_width = r.w;
+    /* Scrolled up, the last row holds the "more lines" hint, not text. */
+    int h = u->scroll > 0 && r.h > 1 ? r.h - 1 : r.h;
+    int max_scroll = total > h ? total - h : 0;
     if (u->scroll > max_scroll)
         u->scroll = max_scroll;
-    int first = total - r.h - u->scroll;
+    if (u->scroll == 0)
+        h = r.h;
+    int first = total - h - u->scroll;
     if (first < 0)
         first = 0;
-    for (int row = 0; row < r.h && first + row < total; row++) {
+    for (int row = 0; row < h && first + row < total; row++) {
         const struct dline *d = &u->comp.dl[first + row];
         int y = r.y + row;
         if (d->fill) {
             attrset(elem_attr(u, TH_CODE_BLOCK));
-            mvhline(y, r.x + 2, ' ', r.w - 3);
+            mvhline(y, r.x + 2, ' ', r.w - 2);
         }
-        draw_text(u, y, r.x + 1 + d->indent, r.w - 2 - d->indent, u->comp.arena + d->off, d->len,
+        draw_text(u, y, r.x + 1 + d->indent, compose_line_cols(r.w, d->indent), u->comp.arena + d->off, d->len,
                   elem_attr(u, d->elem), d->styled ? u->comp.arena_sty + d->off : NULL);
     }
     if (u->scroll > 0) {
@@ -312,7 +322,7 @@ static void draw_meters(struct ui *u)
     const char *memname = u->mem.on_gpu ? "VRAM" : "RAM";
     char bar[256];
     if (u->lay.meters_side) {
-        int x = r.x + 1, w = r.w - 2, y = r.y;
+        int x = r.x + 1, w = r.w - 1, y = r.y; /* cells run to the pane's last column */
         draw_vline(u, r.y, r.x, r.h);
         int bottom = r.y + r.h;
 #define ROW(label, value)                                                                                  \
@@ -362,7 +372,7 @@ static void draw_meters(struct ui *u)
         return;
     }
     /* Narrow: three dense rows. */
-    int x = r.x + 1, w = r.w - 2;
+    int x = r.x + 1, w = r.w - 1;
     int n = meter_cell(u, r.y, x, w, memname, "");
     int bw = w / 3;
     draw_mem_bar(u, r.y, x + n, bw);
@@ -404,7 +414,8 @@ static void draw_status(struct ui *u)
         attrset(a);
         mvhline(r.y, r.x, ' ', r.w);
     }
-    draw_text(u, r.y, r.x + (s[0] == ' ' ? 0 : 1), r.w - 1, s, strlen(s), a, NULL);
+    int off = s[0] == ' ' ? 0 : 1;
+    draw_text(u, r.y, r.x + off, r.w - off, s, strlen(s), a, NULL);
 }
 
 /* Draws the input pane from readline's buffer and puts the cursor there. */

@@ -306,6 +306,12 @@ static void handle_escape(struct ui *u)
 
 void ui_handle_key(struct ui *u, int ch)
 {
+    /* A key ends the notice on the status line: the hints come back; what
+     * the key itself does may set a new one. */
+    if (ch != KEY_RESIZE && ch != KEY_MOUSE && u->status_until > 0 && !u->in_paste) {
+        u->status_until = 0;
+        u->dirty = true;
+    }
     if (u->in_paste) {
         if (ch == KEY_PASTE_END) {
             u->in_paste = false;

@@ -50,6 +50,25 @@ char *msgs_pop_exchange(struct msg_list *l, int64_t *hist_id)
     return NULL;
 }
 
+void msgs_mark_dropped(struct msg_list *l, int n)
+{
+    size_t last_user = l->n;
+    for (size_t i = l->n; i-- > 0;)
+        if (l->v[i].kind == MSG_USER) {
+            last_user = i;
+            break;
+        }
+    for (size_t i = 0; i < last_user && n > 0; i++) {
+        struct msg *m = &l->v[i];
+        if (m->dropped || (m->kind != MSG_USER && m->kind != MSG_ASSISTANT))
+            continue;
+        m->dropped = true;
+        /* the turn ends at the next user message, or at the live one */
+        if (i + 1 >= last_user || l->v[i + 1].kind == MSG_USER)
+            n--;
+    }
+}
+
 int64_t msgs_last_user_id(const struct msg_list *l)
 {
     for (size_t i = l->n; i > 0; i--)

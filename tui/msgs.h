@@ -12,6 +12,7 @@
 #ifndef KVCHAT_TUI_MSGS_H
 #define KVCHAT_TUI_MSGS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -24,6 +25,8 @@ struct msg {
     char *text;        /* owned; NULL for the reply being streamed */
     enum hist_end end; /* how a reply ended (NONE while streaming or when it simply stopped) */
     int64_t hist_id;   /* its row in the history, 0 = not saved; /retry and /edit delete from it */
+    enum msg_cut { MSG_CUT_UNKNOWN, MSG_CUT_MAX_TOKENS, MSG_CUT_CONTEXT } cut; /* end LENGTH: which limit */
+    bool dropped;      /* an older turn dropped to fit the context: the model no longer sees it */
 };
 
 struct msg_list {
@@ -43,6 +46,9 @@ void msgs_free(struct msg_list *l);
  * it) with its history row in *HIST_ID. With no user message the whole list
  * goes, NULL is returned and *HIST_ID is 0. */
 char *msgs_pop_exchange(struct msg_list *l, int64_t *hist_id);
+/* Marks the N oldest turns not yet marked (a user message and what follows
+ * it up to the next one) as dropped; the last turn is never marked. */
+void msgs_mark_dropped(struct msg_list *l, int n);
 /* The history row of the last user message, 0 when none or never saved. */
 int64_t msgs_last_user_id(const struct msg_list *l);
 

@@ -12,15 +12,18 @@
 #include "ui_internal.h"
 
 #include <curses.h>
+#include <term.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <locale.h>
 #include <math.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -59,7 +62,7 @@ void ui_status(struct ui *u, int elem, const char *fmt, ...)
     vsnprintf(u->status, sizeof u->status, fmt, ap);
     va_end(ap);
     u->status_elem = elem;
-    u->status_until = ui_now() + 8;
+    u->status_until = ui_now() + 5; /* or until the next key (ui_handle_key) */
     u->dirty = true;
 }
 
@@ -79,6 +82,23 @@ void ui_notice(struct ui *u, enum msg_kind kind, const char *fmt, ...)
 }
 
 /* ---- setup and the loop ---- */
+
+/* Whether the terminal is gone, after poll reported REVENTS on it and
+ * getch found no key: a hang-up or error without POLLIN, or "readable" with
+ * nothing to read (end of input: a closed pty reads 0 or EIO, and a
+ * terminal that vanished without SIGHUP, such as a pty whose holder was
+ * killed, would otherwise wake poll at once forever). */
+static bool terminal_gone(short revents)
+{
+    if (revents & POLLNVAL)
+        return true;
+    if (!(revents & (POLLIN | POLLHUP | POLLERR)))
+        return false;
+    int pending = 0;
+    if (ioctl(STDIN_FILENO, FIONREAD, &pending) != 0)
+        return true;
+    return pending == 0;
+}
 
 static void load_theme_names(struct ui *u)
 {
@@ -126,11 +146,31 @@ static void open_history(struct ui *u)
         ui_notice(u, MSG_ERROR, "not saving: %s", err);
 }
 
+/* Whether TERM names a terminal that can address the cursor (terminfo's
+ * cup): without it (TERM=dumb, an Emacs shell buffer) ncurses would draw
+ * every pane on one scrolling line. */
+static bool terminal_addressable(void)
+{
+    int terr = 0;
+    if (setupterm(NULL, STDOUT_FILENO, &terr) != OK)
+        return false;
+    const char *cup = tigetstr("cup");
+    bool ok = cup && cup != (const char *)-1;
+    del_curterm(cur_term);
+    return ok;
+}
+
 int tui_run(const struct kv_options *opt, char *err, size_t errlen)
 {
     err[0] = 0;
     if (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO)) {
         snprintf(err, errlen, "the chat screen needs a terminal (use -p TEXT for scripts)");
+        return 1;
+    }
+    if (!terminal_addressable()) {
+        const char *t = getenv("TERM");
+        snprintf(err, errlen, "TERM=%s cannot move the cursor: the chat screen needs it; use -p TEXT",
+                 t && *t ? t : "(unset)");
         return 1;
     }
     struct ui *u = calloc(1, sizeof *u);
@@ -248,6 +288,7 @@ int tui_run(const struct kv_options *opt, char *err, size_t errlen)
     ui_input_setup(u);
     ui_draw_frame(u);
 
+    bool hung_up = false;
     while (!u->quit && !term_signal()) {
         double t = ui_now();
         double wait = u->busy ? FRAME_S : IDLE_METER_S;
@@ -261,8 +302,6 @@ int tui_run(const struct kv_options *opt, char *err, size_t errlen)
             break;
         if (pr > 0 && (fds[1].revents & POLLIN))
             ui_worker_events(u);
-        if (pr > 0 && (fds[0].revents & (POLLHUP | POLLERR)) && !(fds[0].revents & POLLIN))
-            break; /* the terminal went away */
         /* Keys (and KEY_RESIZE after SIGWINCH interrupted poll). */
         nodelay(stdscr, TRUE);
         int ch;
@@ -271,6 +310,10 @@ int tui_run(const struct kv_options *opt, char *err, size_t errlen)
             ui_handle_key(u, ch);
             keyed = true;
             nodelay(stdscr, TRUE);
+        }
+        if (pr > 0 && !keyed && terminal_gone(fds[0].revents)) {
+            hung_up = true; /* as SIGHUP: the reply so far is saved below */
+            break;
         }
         ui_save_progress(u);
         ui_bw_maybe_start(u);
@@ -282,6 +325,8 @@ int tui_run(const struct kv_options *opt, char *err, size_t errlen)
     }
     if (term_signal())
         rc = 128 + term_signal();
+    else if (hung_up)
+        rc = 128 + SIGHUP;
     ui_cancel_and_wait(u);
     ui_bw_collect(u, true);
     ui_input_teardown(u);

@@ -91,6 +91,8 @@ struct ui {
     struct layout lay;
     bool sidebar;
     int scroll;          /* lines up from the bottom; 0 follows the reply */
+    int conv_lines, conv_width; /* the last frame's display lines and pane width: a
+                                   view scrolled up holds still while lines arrive */
     int input_lines;
     char status[512];
     int status_elem;

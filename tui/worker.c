@@ -209,6 +209,12 @@ static void finish_turn(struct ui *u)
     struct msg *m = &u->msgs.v[u->msgs.n - 1];
     m->text = reply ? reply : strdup("");
     m->end = conv_end(rc, &u->st);
+    /* The engine stops with LENGTH for both limits: the reply's own
+     * (max_tokens) or a full context; the marker says which. */
+    if (m->end == HIST_END_LENGTH)
+        m->cut = u->o.max_tokens > 0 && u->st.gen_tokens >= u->o.max_tokens ? MSG_CUT_MAX_TOKENS : MSG_CUT_CONTEXT;
+    if (u->st.turns_dropped > 0)
+        msgs_mark_dropped(&u->msgs, u->st.turns_dropped);
     if (u->gs.energy_valid && !isnan(u->energy0))
         u->jpt = meters_joules_per_token(u->gs.energy_j - u->energy0, u->st.gen_tokens);
     if (u->conv.saving) {
@@ -243,7 +249,7 @@ void ui_worker_events(struct ui *u)
         /* Show it above the reply it concerns, at the moment it happens. */
         struct msg live = u->msgs.v[u->msgs.n - 1];
         u->msgs.n--;
-        ui_notice(u, MSG_NOTICE, "context full: %s", msg);
+        ui_notice(u, MSG_NOTICE, "%s", msg); /* the engine names the cause */
         struct msg *m = ui_add_msg(u, live.kind, NULL);
         if (m)
             *m = live;
