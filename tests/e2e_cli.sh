@@ -139,6 +139,18 @@ expect_exit 0 "--resume with a tiny context" "$kvchat" -m "$smol" --resume -p "H
   || bad "--resume tells at once when turns do not fit" "$errout"
 expect_exit 0 "--search" "$kvchat" --search "Italy" --db "$db"
 [[ $out == *Italy* ]] && ok "--search finds the message" || bad "--search finds the message" "$out"
+expect_exit 0 "--search with no hits" "$kvchat" --search "xylophone-never-said" --db "$db"
+[[ -z $out && $errout == *"no matches for 'xylophone-never-said'"* ]] && ok "--search says when nothing matches" \
+  || bad "--search says when nothing matches" "$out / $errout"
+# --resume ID with a space, as well as --resume=ID
+sid=$("$kvchat" --list-sessions --db "$db" | awk 'NR==1 {print $1}' | tr -dc 0-9)
+before=$("$kvchat" --export "$sid" --format json --db "$db" | grep -c '"role"')
+expect_exit 0 "--resume N (with a space)" "$kvchat" -m "$smol" --resume "$sid" -p "And of Germany?" --temp 0 -n 8 --db "$db"
+after=$("$kvchat" --export "$sid" --format json --db "$db" | grep -c '"role"')
+[ "$after" -eq $((before + 2)) ] && ok "--resume N continues session N" \
+  || bad "--resume N continues session N" "messages $before -> $after"
+expect_exit 1 "--resume of a missing session" "$kvchat" -m "$smol" --resume 999999 -p "hi" --db "$db"
+[[ $errout == *"no session 999999"* ]] && ok "... names the missing session" || bad "... names the missing session" "$errout"
 expect_exit 0 "--search hostile text" "$kvchat" --search '"NEAR( * AND -x' --db "$db"
 expect_exit 0 "--export md" "$kvchat" --export "$id" --format md --db "$db"
 [[ $out == *"capital of France"* && $out == *Italy* ]] && ok "--export md holds both turns" || bad "--export md holds both turns" "$out"
