@@ -21,6 +21,7 @@
 #include "history.h"
 #include "conversation.h"
 #include "launch.h"
+#include "visible.h"
 
 /* Set by SIGINT/SIGTERM during a reply: the reply stops and what was
  * generated is kept (and saved as cancelled). The handler also writes a byte
@@ -356,8 +357,24 @@ static void fmt_time(int64_t ms, char *buf, size_t cap)
     strftime(buf, cap, "%Y-%m-%d %H:%M", &tm);
 }
 
+/* Stored text to stdout: with control characters made visible when stdout
+ * is a terminal (TTY), as it is otherwise. */
+static void put_stored_n(const char *s, size_t len, bool tty, bool search_marks)
+{
+    if (tty)
+        kv_write_visible(stdout, s, len, search_marks);
+    else
+        fwrite(s, 1, len, stdout);
+}
+
+static void put_stored(const char *s, bool tty, bool search_marks)
+{
+    put_stored_n(s, strlen(s), tty, search_marks);
+}
+
 int kv_run_history(const struct kv_options *o)
 {
+    bool tty = isatty(1);
     char path[4096], err[1024];
     if (o->db[0])
         snprintf(path, sizeof path, "%s", o->db);
@@ -390,8 +407,10 @@ int kv_run_history(const struct kv_options *o)
         for (size_t i = 0; i < n; i++) {
             char when[32];
             fmt_time(ss[i].updated_ms, when, sizeof when);
-            printf("%6lld  %s  %4lld msgs  %s\n", (long long)ss[i].id, when,
-                   (long long)ss[i].n_messages, ss[i].title[0] ? ss[i].title : "(untitled)");
+            printf("%6lld  %s  %4lld msgs  ", (long long)ss[i].id, when,
+                   (long long)ss[i].n_messages);
+            put_stored(ss[i].title[0] ? ss[i].title : "(untitled)", tty, false);
+            putchar('\n');
         }
         hist_sessions_free(ss, n);
         break;
@@ -399,8 +418,8 @@ int kv_run_history(const struct kv_options *o)
     case KV_MODE_SEARCH: {
         struct hist_hit *hits = NULL;
         size_t n = 0;
-        const char *mo = isatty(1) ? "\033[1m" : "[";
-        const char *mc = isatty(1) ? "\033[0m" : "]";
+        const char *mo = tty ? "\033[1m" : "[";
+        const char *mc = tty ? "\033[0m" : "]";
         if (hist_search(h, o->text, mo, mc, 0, &hits, &n) != HIST_OK) {
             fprintf(stderr, "kvchat: %s\n", hist_last_error(h));
             status = 1;
@@ -411,10 +430,13 @@ int kv_run_history(const struct kv_options *o)
         for (size_t i = 0; i < n; i++) {
             char when[32];
             fmt_time(hits[i].created_ms, when, sizeof when);
-            printf("%6lld  %s  %-9s %s: %s\n", (long long)hits[i].session_id, when,
-                   hist_role_str(hits[i].role),
-                   hits[i].session_title[0] ? hits[i].session_title : "(untitled)",
-                   hits[i].snippet);
+            printf("%6lld  %s  %-9s ", (long long)hits[i].session_id, when,
+                   hist_role_str(hits[i].role));
+            put_stored(hits[i].session_title[0] ? hits[i].session_title : "(untitled)", tty,
+                       false);
+            fputs(": ", stdout);
+            put_stored(hits[i].snippet, tty, true);
+            putchar('\n');
         }
         hist_hits_free(hits, n);
         break;
@@ -435,8 +457,25 @@ int kv_run_history(const struct kv_options *o)
                 break;
             }
         }
+        /* To a terminal, the export goes through kv_write_visible; to a
+         * file or a pipe, byte for byte. */
+        char *mem = NULL;
+        size_t memlen = 0;
+        if (!o->output && tty) {
+            out = open_memstream(&mem, &memlen);
+            if (!out) {
+                fprintf(stderr, "kvchat: out of memory exporting\n");
+                status = 1;
+                break;
+            }
+        }
         int rc = hist_export(h, o->session_id, fmt, out);
-        if (o->output) {
+        if (!o->output && tty) {
+            fclose(out);
+            if (rc == HIST_OK)
+                put_stored_n(mem, memlen, true, false);
+            free(mem);
+        } else if (o->output) {
             if (fclose(out) != 0 && rc == HIST_OK)
                 rc = HIST_E_IO;
             if (rc == HIST_OK && rename(tmp, o->output) != 0) {
