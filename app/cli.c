@@ -103,6 +103,62 @@ uint64_t kv_random_seed(void)
     return s;
 }
 
+/* Each subcommand's own usage (kvchat SUB --help), one row each. */
+static const char *const SUB_USAGE[] = {
+    [KV_MODE_TOKENIZE] =
+        "usage: kvchat tokenize [-m MODEL] [--no-bos] [--pieces] TEXT|-\n"
+        "\n"
+        "Prints the token ids of TEXT (- reads standard input) as the model's tokenizer\n"
+        "splits it, with the BOS token the model adds.\n"
+        "  -m, --model FILE        GGUF model (default: the SmolLM2-135M-Instruct Q4_1 model)\n"
+        "      --no-bos            leave out the BOS token\n"
+        "      --pieces            print each token's text beside its id\n",
+    [KV_MODE_BENCH] =
+        "usage: kvchat bench [-m MODEL | --synthetic SHAPE:TYPE] [--backend B] [-t N]\n"
+        "                    [-c N] [--kv-type T] [--depth N] [--json]\n"
+        "\n"
+        "Prefill and decode throughput against the memory-bandwidth roofline.\n"
+        "  -m, --model FILE        GGUF model (default: the SmolLM2-135M-Instruct Q4_1 model)\n"
+        "      --synthetic S:T     a synthetic model built in memory, e.g. llama-1b:q8_0\n"
+        "      --backend B         auto (default), cpu or cuda\n"
+        "  -t, --threads N         CPU threads (default: all cores)\n"
+        "  -c, --ctx-size N        context size in tokens\n"
+        "      --kv-type T         KV cache element type: f16 (default) or f32\n"
+        "      --depth N           context of the second decode figure (default 4096, 0 = skip)\n"
+        "      --mem-bandwidth GBS the device's bandwidth instead of measuring it\n"
+        "      --json              one JSON object on standard output\n",
+    [KV_MODE_SYNTH] =
+        "usage: kvchat synth SHAPE:TYPE -o FILE.gguf [--tokenizer-from MODEL]\n"
+        "\n"
+        "Writes a synthetic model of a real shape (random weights) as a GGUF file.\n"
+        "  -o FILE                 where to write it\n"
+        "      --tokenizer-from M  copy the tokenizer of model file M (its vocabulary\n"
+        "                          must have the shape's size)\n",
+    [KV_MODE_PERPLEXITY] =
+        "usage: kvchat perplexity [-m MODEL] -f TEXT [-c N] [--json]\n"
+        "\n"
+        "The model's perplexity on the text file TEXT, as llama-perplexity computes it:\n"
+        "the text is tokenised whole and cut into chunks of N tokens (each starting with\n"
+        "BOS when the model adds one); every chunk is run from scratch and only its second\n"
+        "half is scored. Running values per chunk go to standard error, the final\n"
+        "estimate \"PPL = X +/- Y\" (its standard error) to standard output.\n"
+        "  -m, --model FILE        GGUF model (default: the SmolLM2-135M-Instruct Q4_1 model)\n"
+        "  -f, --file TEXT         the text to score\n"
+        "  -c, --ctx-size N        tokens per chunk (default 512)\n"
+        "      --backend B         auto (default), cpu or cuda\n"
+        "  -t, --threads N         CPU threads (default: all cores)\n"
+        "      --kv-type T         KV cache element type: f16 (default) or f32\n"
+        "      --json              the result as one JSON object on standard output\n",
+};
+
+void kv_print_mode_usage(FILE *out, enum kv_mode mode)
+{
+    if ((size_t)mode < sizeof SUB_USAGE / sizeof *SUB_USAGE && SUB_USAGE[mode])
+        fputs(SUB_USAGE[mode], out);
+    else
+        kv_print_usage(out);
+}
+
 void kv_print_usage(FILE *out)
 {
     fputs("usage: kvchat [OPTIONS]                 chat in the terminal\n"
@@ -111,6 +167,7 @@ void kv_print_usage(FILE *out)
           "       kvchat bench [-m MODEL | --synthetic SHAPE:TYPE] [--backend B] [-t N]\n"
           "                    [--depth N] [--json]\n"
           "       kvchat synth SHAPE:TYPE -o FILE.gguf [--tokenizer-from MODEL]\n"
+          "       kvchat perplexity [-m MODEL] -f TEXT [-c N] [--json]\n"
           "       kvchat --list-sessions | --search TEXT | --export ID [--format md|json] [-o FILE]\n"
           "       kvchat --delete ID\n"
           "\n"
@@ -125,7 +182,11 @@ void kv_print_usage(FILE *out)
           "      --backend B         auto (default), cpu or cuda\n"
           "  -c, --ctx-size N        context size in tokens (default: min(model's, 4096))\n"
           "  -t, --threads N         CPU threads (default: all cores)\n"
-          "      --chat-template T   chatml, llama3, llama2, mistral or gemma (default: detect)\n"
+          "      --chat-template T   chatml, llama3, llama2, mistral, gemma or none\n"
+          "                          (default: detect)\n"
+          "      --raw               no chat template (--chat-template none): the prompt is\n"
+          "                          tokenised as given and the reply continues it\n"
+          "      --kv-type T         KV cache element type: f16 (default) or f32\n"
           "conversation:\n"
           "  -p, --prompt TEXT       answer TEXT (- reads standard input) and exit\n"
           "      --system TEXT       system prompt (default: the template's own, if any)\n"
@@ -149,9 +210,11 @@ void kv_print_usage(FILE *out)
           "      --mem-bandwidth GBS memory bandwidth in GB/s for the roofline meter\n"
           "                          (default: NVML's peak on CUDA, measured on the CPU)\n"
           "  -v, --verbose           print statistics to standard error\n"
+          "      --show-ids          with -p: the reply's token ids on standard error\n"
           "  -h, --help              this text\n"
           "      --version           print the version\n"
           "\n"
+          "Each subcommand has its own --help (kvchat bench --help).\n"
           "See kvchat(1) for commands, keys and files.\n",
           out);
 }
@@ -243,6 +306,9 @@ enum {
     OPT_SERVER,
     OPT_API_KEY_ENV,
     OPT_INSECURE,
+    OPT_RAW,
+    OPT_KV_TYPE,
+    OPT_SHOW_IDS,
 };
 
 /* Options that pick how a model runs here, and why a server makes them moot. */
@@ -254,6 +320,8 @@ static const struct {
     {'t', "--threads", "the server has its own"},
     {OPT_BACKEND, "--backend", "the model runs on the server"},
     {OPT_CHAT_TEMPLATE, "--chat-template", "the server applies its own"},
+    {OPT_RAW, "--raw", "the server applies its own template"},
+    {OPT_KV_TYPE, "--kv-type", "the server has its own cache"},
 };
 
 int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t errlen)
@@ -264,6 +332,9 @@ int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t
         {"ctx-size", required_argument, NULL, 'c'},
         {"threads", required_argument, NULL, 't'},
         {"chat-template", required_argument, NULL, OPT_CHAT_TEMPLATE},
+        {"raw", no_argument, NULL, OPT_RAW},
+        {"kv-type", required_argument, NULL, OPT_KV_TYPE},
+        {"file", required_argument, NULL, 'f'},
         {"prompt", required_argument, NULL, 'p'},
         {"system", required_argument, NULL, OPT_SYSTEM},
         {"max-tokens", required_argument, NULL, 'n'},
@@ -284,6 +355,7 @@ int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t
         {"delete", required_argument, NULL, OPT_DELETE},
         {"theme", required_argument, NULL, OPT_THEME},
         {"verbose", no_argument, NULL, 'v'},
+        {"show-ids", no_argument, NULL, OPT_SHOW_IDS},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, OPT_VERSION},
         {"no-bos", no_argument, NULL, OPT_NO_BOS},
@@ -308,6 +380,8 @@ int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t
         sub = KV_MODE_BENCH;
     else if (argc > 1 && strcmp(argv[1], "synth") == 0)
         sub = KV_MODE_SYNTH;
+    else if (argc > 1 && strcmp(argv[1], "perplexity") == 0)
+        sub = KV_MODE_PERPLEXITY;
     if (sub != KV_MODE_UI) {
         o->mode = sub;
         first = 2;
@@ -330,7 +404,7 @@ int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t
         o->mode = (m);                                                                          \
     } while (0)
 
-    while ((c = getopt_long(argc, argv, ":m:c:t:p:n:o:vh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":m:c:t:p:n:o:f:vh", longopts, NULL)) != -1) {
         switch (c) {
         case 'm':
             rc = copy_opt("--model", o->model, sizeof o->model, optarg, err, errlen);
@@ -364,6 +438,17 @@ int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t
                           err, errlen);
             break;
         }
+        case OPT_RAW: snprintf(o->chat_template, sizeof o->chat_template, "none"); break;
+        case OPT_KV_TYPE:
+            if (!engine_kv_type_from_name(optarg, &o->kv_type) || o->kv_type == ENGINE_KV_AUTO)
+                return usage_err(err, errlen, "--kv-type: '%s' is not one of f16, f32, q8_0",
+                                 optarg);
+            break;
+        case 'f':
+            if (sub != KV_MODE_PERPLEXITY)
+                return usage_err(err, errlen, "-f belongs to 'kvchat perplexity'");
+            o->text_file = optarg;
+            break;
         case 'p':
             if (sub != KV_MODE_UI)
                 return usage_err(err, errlen, "-p cannot be used with '%s'", argv[1]);
@@ -424,7 +509,11 @@ int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t
             break;
         case OPT_THEME: rc = copy_opt("--theme", o->theme, sizeof o->theme, optarg, err, errlen); break;
         case 'v': o->verbose = true; break;
-        case 'h': o->mode = KV_MODE_HELP; return 0;
+        case OPT_SHOW_IDS: o->show_ids = true; break;
+        case 'h':
+            o->mode = KV_MODE_HELP;
+            o->help_mode = sub;
+            return 0;
         case OPT_VERSION: o->mode = KV_MODE_VERSION; return 0;
         case OPT_NO_BOS: o->no_bos = true; break;
         case OPT_PIECES: o->pieces = true; break;
@@ -457,8 +546,10 @@ int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t
     /* Options that only make sense in one mode. */
     if ((o->no_bos || o->pieces) && o->mode != KV_MODE_TOKENIZE)
         return usage_err(err, errlen, "--no-bos and --pieces belong to 'kvchat tokenize'");
-    if (o->json && o->mode != KV_MODE_BENCH)
-        return usage_err(err, errlen, "--json belongs to 'kvchat bench'");
+    if (o->json && o->mode != KV_MODE_BENCH && o->mode != KV_MODE_PERPLEXITY)
+        return usage_err(err, errlen, "--json belongs to 'kvchat bench' and 'kvchat perplexity'");
+    if (o->show_ids && o->mode != KV_MODE_PROMPT)
+        return usage_err(err, errlen, "--show-ids belongs to -p");
     if (o->output && o->mode != KV_MODE_EXPORT && o->mode != KV_MODE_SYNTH)
         return usage_err(err, errlen, "-o belongs to --export and 'kvchat synth'");
     if (o->synthetic[0] && o->mode != KV_MODE_BENCH)
@@ -474,7 +565,7 @@ int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t
     /* A server: the modes that need a model file of their own refuse one named
      * here and ignore one from the config file. */
     bool needs_file = o->mode == KV_MODE_TOKENIZE || o->mode == KV_MODE_BENCH ||
-                      o->mode == KV_MODE_SYNTH;
+                      o->mode == KV_MODE_SYNTH || o->mode == KV_MODE_PERPLEXITY;
     if (o->server[0] && needs_file) {
         if (server_cli)
             return usage_err(err, errlen, "--server: '%s' works on a model file, not a server",
@@ -505,6 +596,9 @@ int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t
         rc = copy_opt("synth", o->synthetic, sizeof o->synthetic, argv[optind], err, errlen);
         if (rc)
             return rc;
+    } else if (o->mode == KV_MODE_PERPLEXITY) {
+        if (rest != 0 || !o->text_file)
+            return usage_err(err, errlen, "usage: kvchat perplexity [-m MODEL] -f TEXT [-c N]");
     } else if (rest > 0) {
         return usage_err(err, errlen, "unexpected argument '%s' (quote a prompt: -p \"...\")",
                          argv[optind]);

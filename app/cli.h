@@ -19,6 +19,8 @@ void kv_options_init(struct kv_options *o);
 int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t errlen);
 
 void kv_print_usage(FILE *out);
+/* MODE's own usage for a subcommand (kvchat bench --help), else the general. */
+void kv_print_mode_usage(FILE *out, enum kv_mode mode);
 
 /* The default model: ${XDG_DATA_HOME:-~/.local/share}/kvchat/models/
  * SmolLM2-135M-Instruct.Q4_1.gguf (fetched by scripts/run). */

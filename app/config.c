@@ -112,6 +112,13 @@ int config_set(struct kv_options *o, const char *key, const char *v, char *err, 
         snprintf(o->chat_template, sizeof o->chat_template, "%s", v);
         return 0;
     }
+    if (strcmp(key, "kv_type") == 0) {
+        if (!engine_kv_type_from_name(v, &o->kv_type) || o->kv_type == ENGINE_KV_AUTO) {
+            snprintf(err, errlen, "kv_type: '%.40s' is not f16, f32 or q8_0", v);
+            return -1;
+        }
+        return 0;
+    }
     if (strcmp(key, "system") == 0) {
         if (strlen(v) >= sizeof o->system) {
             snprintf(err, errlen, "system: text longer than %zu bytes", sizeof o->system - 1);

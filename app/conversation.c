@@ -365,6 +365,12 @@ static void tap_notice(const char *msg, void *user)
         t->tp->on_notice(msg, t->tp->user);
 }
 
+static void tap_token(int32_t id, const char *piece, size_t len, void *user)
+{
+    struct turn_tap *t = user;
+    t->tp->on_token(id, piece, len, t->tp->user);
+}
+
 int conv_turn(struct conv *c, const char *text, const struct kv_options *o,
               const struct engine_turn_params *tp, conv_warn_fn warn, char **reply, char *err,
               size_t errlen)
@@ -375,6 +381,7 @@ int conv_turn(struct conv *c, const char *text, const struct kv_options *o,
     struct engine_turn_params wrapped = *tp;
     wrapped.on_piece = tap_piece;
     wrapped.on_notice = tap_notice;
+    wrapped.on_token = tp->on_token ? tap_token : NULL;
     wrapped.user = &t;
     char *r = NULL;
     int rc = engine_chat(c->e, text, &wrapped, &r, err, errlen);

@@ -173,6 +173,38 @@ static void on_notice(const char *msg, void *user)
     fprintf(stderr, "kvchat: %s\n", msg);
 }
 
+/* The reply's token ids, for --show-ids and -v (engine_turn_params.on_token). */
+struct ids {
+    int32_t *v;
+    size_t n, cap;
+};
+
+static void on_token(int32_t id, const char *piece, size_t len, void *user)
+{
+    (void)piece;
+    (void)len;
+    struct ids *ids = user;
+    if (ids->n == ids->cap) {
+        size_t cap = ids->cap ? ids->cap * 2 : 256;
+        int32_t *v = realloc(ids->v, cap * sizeof *v);
+        if (!v)
+            return; /* the list is a diagnostic: a short one is said below */
+        ids->v = v;
+        ids->cap = cap;
+    }
+    ids->v[ids->n++] = id;
+}
+
+static void print_ids(const struct ids *ids, int32_t gen_tokens)
+{
+    fputs("kvchat: ids:", stderr);
+    for (size_t i = 0; i < ids->n; i++)
+        fprintf(stderr, " %d", ids->v[i]);
+    if ((int64_t)ids->n < gen_tokens)
+        fputs(" (out of memory: list cut short)", stderr);
+    fputc('\n', stderr);
+}
+
 static void print_stats(const struct engine *e, const struct engine_stats *s)
 {
     const struct engine_info *in = engine_info(e);
@@ -182,11 +214,12 @@ static void print_stats(const struct engine *e, const struct engine_stats *s)
             "(%.0f MiB/s)\n"
             "kvchat: prompt %d tokens (%d prefilled, %.1f tok/s), reply %d tokens "
             "(%.1f tok/s, %.2f GB/s of weights), first token after %.3f s, stop: %s\n"
-            "kvchat: KV cache %d of %d tokens\n",
+            "kvchat: KV cache %d of %d tokens (%s)\n",
             in->model_name, in->arch, in->template_name, in->backend, in->device, in->n_threads,
             in->load_seconds, in->load_seconds > 0 ? in->file_bytes / 1048576.0 / in->load_seconds : 0.0,
             s->prompt_tokens, s->prefill_tokens, s->prefill_tok_s, s->gen_tokens, s->decode_tok_s,
-            gbps, s->ttft_s, engine_stop_name(s->stop), s->kv_used, s->kv_capacity);
+            gbps, s->ttft_s, engine_stop_name(s->stop), s->kv_used, s->kv_capacity,
+            in->kv_type[0] ? in->kv_type : "the server's");
 }
 
 int kv_run_prompt(struct kv_options *o)
@@ -233,6 +266,14 @@ int kv_run_prompt(struct kv_options *o)
         return 1;
     }
 
+    /* A base model wrapped in a guessed chat format tends to babble: say so
+     * once, and how to get plain completion. */
+    if (engine_info(e)->template_guessed)
+        fprintf(stderr, "kvchat: %s has no chat template: the prompt is wrapped in the %s "
+                        "format, which a base model may not follow; pass --raw to continue the "
+                        "text as it is\n", engine_info(e)->model_name,
+                engine_info(e)->template_name);
+
     struct conv c;
     conv_init(&c, e, h);
     if (sid >= 0) {
@@ -261,11 +302,14 @@ int kv_run_prompt(struct kv_options *o)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
+    struct ids ids = {0};
     struct engine_turn_params tp = {
         .sampling = o->sampling,
         .max_tokens = o->max_tokens,
         .on_piece = on_piece,
         .on_notice = on_notice,
+        .on_token = o->show_ids || o->verbose ? on_token : NULL,
+        .user = &ids,
     };
     char *reply = NULL;
     int rc = conv_turn(&c, text, o, &tp, on_save_warning, &reply, err, sizeof err);
@@ -275,12 +319,15 @@ int kv_run_prompt(struct kv_options *o)
     fflush(stdout);
     if (rc != 0)
         fprintf(stderr, "kvchat: %s\n", err);
-    if (o->verbose) {
+    if (o->verbose || o->show_ids) {
         struct engine_stats st;
         engine_stats(e, &st);
-        print_stats(e, &st);
+        if (o->verbose)
+            print_stats(e, &st);
+        print_ids(&ids, st.gen_tokens);
     }
 
+    free(ids.v);
     free(reply);
     engine_free(e);
     hist_close(h);

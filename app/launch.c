@@ -56,6 +56,7 @@ struct engine *kv_engine_open(const struct kv_options *o, engine_progress_fn pro
     p.n_ctx = o->ctx_size;
     p.n_threads = o->threads;
     p.chat_template = o->chat_template[0] ? o->chat_template : NULL;
+    p.kv_type = o->kv_type;
     p.progress = progress;
     p.progress_user = user;
     return engine_new(&p, err, errlen);

@@ -29,7 +29,7 @@ int main(int argc, char **argv)
 
     switch (o.mode) {
     case KV_MODE_HELP:
-        kv_print_usage(stdout);
+        kv_print_mode_usage(stdout, o.help_mode);
         return 0;
     case KV_MODE_VERSION:
         printf("kvchat %s\n", KVCHAT_VERSION);
@@ -42,6 +42,8 @@ int main(int argc, char **argv)
         return kv_run_bench(&o);
     case KV_MODE_SYNTH:
         return kv_run_synth(&o);
+    case KV_MODE_PERPLEXITY:
+        return kv_run_perplexity(&o);
     case KV_MODE_LIST:
     case KV_MODE_SEARCH:
     case KV_MODE_EXPORT:

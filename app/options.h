@@ -16,6 +16,7 @@ enum kv_mode {
     KV_MODE_TOKENIZE, /* kvchat tokenize */
     KV_MODE_BENCH,    /* kvchat bench */
     KV_MODE_SYNTH,    /* kvchat synth: write a synthetic model to a GGUF file */
+    KV_MODE_PERPLEXITY, /* kvchat perplexity: the model's perplexity on a text file */
     KV_MODE_LIST,     /* --list-sessions */
     KV_MODE_SEARCH,   /* --search */
     KV_MODE_EXPORT,   /* --export */
@@ -34,7 +35,8 @@ struct kv_options {
     enum engine_backend backend;
     int32_t ctx_size;         /* 0 = engine default */
     int32_t threads;          /* 0 = all cores */
-    char chat_template[32];   /* "" = detect */
+    char chat_template[32];   /* "" = detect; "none" = raw completion (--raw) */
+    enum engine_kv_type kv_type; /* --kv-type, config kv_type; AUTO = the engine's (f16) */
     char synthetic[64];       /* --synthetic SHAPE:TYPE (bench), or synth's SHAPE:TYPE; "" = none */
     /* a server instead (the remote engine): then the fields above are not used */
     char server[2048];        /* --server URL ending in /v1; "" = run the model here */
@@ -68,6 +70,9 @@ struct kv_options {
     char format[8];           /* --export format: "md" or "json" */
     const char *output;       /* -o FILE; borrowed */
     bool verbose;
+    bool show_ids;            /* -p --show-ids: the reply's token ids on stderr */
+    enum kv_mode help_mode;   /* -h: the subcommand it was given after (usage of that one) */
+    const char *text_file;    /* perplexity -f FILE; borrowed */
     bool no_bos;              /* tokenize --no-bos */
     bool pieces;              /* tokenize --pieces */
     bool json;                /* bench --json */

@@ -47,6 +47,17 @@ bool engine_backend_from_name(const char *name, enum engine_backend *out);
 bool engine_chat_template_known(const char *name);
 const char *engine_chat_template_names(void); /* "chatml, llama3, ..." for messages */
 
+/* How the KV cache stores keys and values. AUTO is f16, as llama.cpp's
+ * default: half the memory and the bytes a long-context token reads, for an
+ * error far below the weights' quantisation (scores agree to about 1e-3).
+ * F32 keeps the CPU backend's exact path (its reference for the tests).
+ * The CUDA backend stores f16 only; Q8_0 is not implemented yet (both refuse
+ * with a message rather than silently storing something else). */
+enum engine_kv_type { ENGINE_KV_AUTO, ENGINE_KV_F32, ENGINE_KV_F16, ENGINE_KV_Q8_0 };
+
+const char *engine_kv_type_name(enum engine_kv_type t); /* "auto", "f32", "f16", "q8_0" */
+bool engine_kv_type_from_name(const char *name, enum engine_kv_type *out);
+
 /* ---- sampling ---- */
 
 /* How the next token is chosen. Order of the chain: repetition penalty, then
@@ -80,7 +91,12 @@ struct engine_params {
     enum engine_backend backend;
     int32_t n_ctx;             /* 0 = min(model's training context, 4096) */
     int32_t n_threads;         /* CPU threads; 0 = all cores */
-    const char *chat_template; /* a template name overriding detection, or NULL */
+    /* A template name overriding detection, or NULL. "none" is raw
+     * completion: no template, the turns' texts are concatenated as they are
+     * (control-token spellings stay text) after the model's BOS, and the
+     * reply continues the text (the right thing for a base model). */
+    const char *chat_template;
+    enum engine_kv_type kv_type; /* ENGINE_KV_AUTO (0) = f16 */
     engine_progress_fn progress;
     void *progress_user;
 
@@ -116,7 +132,12 @@ struct engine_info {
     char arch[16];
     char backend[16];   /* "cpu" or "cuda" */
     char device[128];   /* CPU model or GPU name */
-    char template_name[16];
+    char template_name[16]; /* "none" for raw completion */
+    /* The model file has no chat template: the format was chosen by
+     * architecture (Gemma's for gemma3, else ChatML), which a base model
+     * may not follow; a front-end suggests --raw. */
+    bool template_guessed;
+    char kv_type[8];    /* the KV cache's element type, "f16" or "f32" ("" remote) */
     char backend_note[256]; /* why --backend auto chose what it chose, or "" */
     /* Something the user should see even without -v, or "": the context is
      * longer than the model was trained for (it runs, but past the trained
@@ -182,12 +203,19 @@ const char *engine_stop_name(enum engine_stop s); /* "stop", "length", "cancelle
 typedef bool (*engine_piece_fn)(const char *text, size_t len, void *user);
 /* Told when older turns were dropped to fit the context. */
 typedef void (*engine_notice_fn)(const char *message, void *user);
+/* Told each generated token as it is sampled: its id in the model's
+ * vocabulary and its own text (PIECE, LEN bytes, possibly part of a UTF-8
+ * character; valid during the call), for comparing a reply token by token
+ * with another engine. The end-of-turn token is not told. A remote engine
+ * sees text, not ids, and never calls it. */
+typedef void (*engine_token_fn)(int32_t id, const char *piece, size_t len, void *user);
 
 struct engine_turn_params {
     struct engine_sampling sampling;
     int32_t max_tokens; /* 0 = until the context is full */
     engine_piece_fn on_piece;
     engine_notice_fn on_notice;
+    engine_token_fn on_token; /* NULL = not wanted */
     void *user;
 };
 

@@ -387,6 +387,16 @@ static int check_shape(const struct model *m, const struct backend_config *cfg, 
         snprintf(err, errlen, "CUDA backend: context size %d must be positive", cfg->n_ctx);
         return -1;
     }
+    /* The attention kernels read an f16 cache: nothing else is stored. The
+     * names are spelled here because this module links nothing of the
+     * engine's. */
+    if (cfg->kv_type != ENGINE_KV_AUTO && cfg->kv_type != ENGINE_KV_F16) {
+        const char *name = cfg->kv_type == ENGINE_KV_F32 ? "f32"
+                           : cfg->kv_type == ENGINE_KV_Q8_0 ? "q8_0" : "?";
+        snprintf(err, errlen, "CUDA backend: --kv-type %s is not supported (the cache is f16 "
+                 "only): use --kv-type f16, or --backend cpu for %s", name, name);
+        return -1;
+    }
     if (hp->head_dim <= 0 || hp->head_dim % 2 || hp->head_dim > KV_ATTN_MAX_HD) {
         snprintf(err, errlen, "CUDA backend: head size %d is not supported (even, at most %d)",
                  hp->head_dim, KV_ATTN_MAX_HD);

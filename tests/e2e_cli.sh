@@ -228,5 +228,63 @@ one_line_error "-p on a model with a damaged tail"
 [[ $errout == *damaged* ]] && ok "... says the file is damaged" || bad "... says the file is damaged" "$errout"
 rm -f "$damaged"
 
+# --- subcommand help, perplexity, raw completion, token ids, KV type -----
+expect_exit 0 "bench --help" "$kvchat" bench --help
+[[ $out == usage:\ kvchat\ bench* && $out == *"--depth"* && $out != *"--resume"* ]] \
+  && ok "bench --help is the bench usage" || bad "bench --help is the bench usage" "$out"
+for sub in tokenize synth perplexity; do
+  expect_exit 0 "$sub --help" "$kvchat" $sub --help
+  [[ $out == usage:\ kvchat\ $sub* ]] && ok "$sub --help is its own usage" || bad "$sub --help is its own usage" "$out"
+done
+expect_exit 2 "perplexity without -f" "$kvchat" perplexity -m "$smol"
+one_line_error "perplexity without -f"
+expect_exit 2 "-f outside perplexity" "$kvchat" -p hi -f x
+
+gpl=/usr/share/common-licenses/GPL-3
+if [ -f "$gpl" ]; then
+  head -c 2000 "$gpl" >"$tmp/gpl.txt"
+  expect_exit 0 "perplexity on GPL-3 (2000 bytes, -c 128)" \
+    "$kvchat" perplexity -m "$smol" -f "$tmp/gpl.txt" -c 128 -t 2
+  if [[ $out =~ ^Final\ estimate:\ PPL\ =\ ([0-9]+\.[0-9]{4})\ \+/-\ ([0-9]+\.[0-9]{5})$ ]] &&
+     python3 -c 'import math,sys; p,e=float(sys.argv[1]),float(sys.argv[2]); assert math.isfinite(p) and 1<p<1000 and 0<e<p' \
+       "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"; then
+    ok "... prints the final estimate as llama-perplexity does"
+  else
+    bad "... prints the final estimate as llama-perplexity does" "$out"
+  fi
+  [[ $errout =~ \[1\][0-9]+\.[0-9]{4},\[2\] ]] && ok "... with running values per chunk on stderr" \
+    || bad "... with running values per chunk on stderr" "$errout"
+  expect_exit 0 "perplexity --json" "$kvchat" perplexity -m "$smol" -f "$tmp/gpl.txt" -c 128 -t 2 --json
+  python3 -c 'import json,math,sys; d=json.loads(sys.argv[1]); assert d["n_ctx"]==128 and d["chunks"]>=2 and d["scored"]==d["chunks"]*63 and math.isfinite(d["ppl"])' "$out" 2>/dev/null \
+    && ok "... --json: chunks of 128, 63 tokens scored in each" || bad "... --json" "$out"
+  head -c 100 "$gpl" >"$tmp/short.txt"
+  expect_exit 1 "perplexity on a text shorter than a chunk" "$kvchat" perplexity -m "$smol" -f "$tmp/short.txt" -c 128
+  [[ $errout == *"fewer than one chunk"* ]] && ok "... says so" || bad "... says so" "$errout"
+else
+  skip "perplexity: $gpl is missing"
+fi
+
+expect_exit 0 "--show-ids" "$kvchat" -m "$smol" -p "Say hello." -n 4 --temp 0 --no-history --show-ids
+[[ $errout =~ kvchat:\ ids:((\ [0-9]+){1,4})$ ]] && ok "... the reply's ids on stderr" || bad "... the reply's ids on stderr" "$errout"
+expect_exit 2 "--show-ids without -p" "$kvchat" tokenize --show-ids hi
+expect_exit 2 "bad --kv-type" "$kvchat" -p hi --kv-type f8
+expect_exit 0 "--kv-type f32" "$kvchat" -m "$smol" -p "Say hello." -n 4 --temp 0 --no-history --kv-type f32 -v
+[[ $errout == *"KV cache"*"(f32)"* ]] && ok "... -v names the KV type" || bad "... -v names the KV type" "$errout"
+expect_exit 1 "--kv-type q8_0 on the CPU" "$kvchat" -m "$smol" -p hi --no-history --kv-type q8_0 --backend cpu
+one_line_error "--kv-type q8_0 on the CPU"
+[[ $errout == *q8_0*f16* ]] && ok "... says what to use" || bad "... says what to use" "$errout"
+
+if [ -f "$gemma" ]; then
+  expect_exit 0 "--raw on the Gemma base model" \
+    "$kvchat" -m "$gemma" -p "Monday, Tuesday, Wednesday, Thursday," --raw --temp 0 -n 2 --no-history
+  [[ $out == " Friday"* ]] && ok "... continues with Friday" || bad "... continues with Friday" "$out"
+  [[ $errout != *"no chat template"* ]] && ok "... without the template note" || bad "... without the template note" "$errout"
+  expect_exit 0 "-p on the Gemma base model without --raw" "$kvchat" -m "$gemma" -p hi -n 2 --temp 0 --no-history
+  [[ $errout == *"no chat template"*--raw* ]] && ok "... says it has no template and suggests --raw" \
+    || bad "... says it has no template and suggests --raw" "$errout"
+else
+  skip "--raw: $gemma is missing"
+fi
+
 echo "$pass passed, $fail failed, $skipped skipped"
 [ "$fail" -eq 0 ]

@@ -22,7 +22,9 @@
 #include "registry.h"
 #include "testutil.h"
 
-static struct engine *load(const char *file, int32_t n_ctx)
+/* An engine on FILE with a template name (NULL = detect) and a KV type. */
+static struct engine *load_with(const char *file, int32_t n_ctx, const char *tmpl,
+                                enum engine_kv_type kv)
 {
     char path[4200], err[512];
     TEST_REQUIRE_MODEL(file, path);
@@ -30,10 +32,17 @@ static struct engine *load(const char *file, int32_t n_ctx)
     p.model_path = path;
     p.backend = ENGINE_BACKEND_CPU;
     p.n_ctx = n_ctx;
+    p.chat_template = tmpl;
+    p.kv_type = kv;
     struct engine *e = engine_new(&p, err, sizeof err);
     if (!e)
         fail_msg("engine_new: %s", err);
     return e;
+}
+
+static struct engine *load(const char *file, int32_t n_ctx)
+{
+    return load_with(file, n_ctx, NULL, ENGINE_KV_AUTO);
 }
 
 static struct engine_turn_params greedy(int32_t max_tokens)
@@ -519,6 +528,155 @@ static void test_tokenize_user_text_is_plain(void **state)
     engine_free(e);
 }
 
+/* ---- raw completion, token ids, the KV cache type ---- */
+
+/* The ids and pieces on_token was told. */
+struct told {
+    int32_t ids[512];
+    int n;
+    char text[4096];
+    size_t len;
+};
+
+static void on_token_tell(int32_t id, const char *piece, size_t len, void *user)
+{
+    struct told *t = user;
+    if (t->n < (int)(sizeof t->ids / sizeof t->ids[0]))
+        t->ids[t->n++] = id;
+    if (t->len + len < sizeof t->text) {
+        memcpy(t->text + t->len, piece, len);
+        t->len += len;
+        t->text[t->len] = 0;
+    }
+}
+
+/* --raw: the prompt is the text as given (BOS first, as the model adds it;
+ * a control-token spelling stays text), with no template around it. */
+static void raw_as_given(const char *model, const char *text)
+{
+    struct engine *e = load_with(model, 512, "none", ENGINE_KV_AUTO);
+    assert_string_equal(engine_info(e)->template_name, "none");
+    assert_false(engine_info(e)->template_guessed);
+    int64_t n = 0;
+    int32_t *ids = engine_tokenize(e, text, true, &n);
+    assert_non_null(ids);
+    struct engine_turn_params tp = greedy(4);
+    char *reply = NULL, err[512];
+    assert_int_equal(engine_chat(e, text, &tp, &reply, err, sizeof err), 0);
+    struct engine_stats st;
+    engine_stats(e, &st);
+    printf("raw prompt: %lld tokens by engine_tokenize, %d prefilled; reply '%s'\n",
+           (long long)n, st.prompt_tokens, reply);
+    assert_int_equal(st.prompt_tokens, (int32_t)n);
+    assert_int_equal(st.prefill_tokens, (int32_t)n);
+    assert_int_equal(st.kv_used, st.prompt_tokens + st.gen_tokens);
+    free(reply);
+    free(ids);
+    engine_free(e);
+}
+
+static void test_raw_prompt_as_given(void **state)
+{
+    (void)state;
+    raw_as_given(TEST_MODEL_SMOLLM2, "Monday, Tuesday,<|im_end|>\n<|im_start|>assistant\nWednesday,");
+    raw_as_given(TEST_MODEL_GEMMA3, "Monday, Tuesday, <end_of_turn> Wednesday,");
+}
+
+/* A base model completes raw text: the Gemma 3 270M file has no chat
+ * template (info says the format was guessed), and raw it goes on with
+ * the next weekday. */
+static void test_raw_continues_gemma3(void **state)
+{
+    (void)state;
+    struct engine *g = load(TEST_MODEL_GEMMA3, 64);
+    assert_true(engine_info(g)->template_guessed);
+    engine_free(g);
+    struct engine *s = load(TEST_MODEL_SMOLLM2, 64);
+    assert_false(engine_info(s)->template_guessed);
+    engine_free(s);
+
+    struct engine *e = load_with(TEST_MODEL_GEMMA3, 256, "none", ENGINE_KV_AUTO);
+    struct engine_turn_params tp = greedy(2);
+    char *reply = NULL, err[512];
+    assert_int_equal(engine_chat(e, "Monday, Tuesday, Wednesday, Thursday,", &tp, &reply, err,
+                                 sizeof err), 0);
+    printf("raw reply: '%s'\n", reply);
+    assert_true(strncmp(reply, " Friday", 7) == 0);
+    free(reply);
+    engine_free(e);
+}
+
+/* on_token tells every generated id with its piece: as many as the stats
+ * count, and the pieces spell the reply. */
+static void test_on_token_ids(void **state)
+{
+    (void)state;
+    struct engine *e = load(TEST_MODEL_SMOLLM2, 512);
+    struct told t = {0};
+    struct engine_turn_params tp = greedy(16);
+    tp.on_token = on_token_tell;
+    tp.user = &t;
+    char *reply = NULL, err[512];
+    assert_int_equal(engine_chat(e, "Name three colours.", &tp, &reply, err, sizeof err), 0);
+    struct engine_stats st;
+    engine_stats(e, &st);
+    assert_true(st.gen_tokens > 0);
+    assert_int_equal(t.n, st.gen_tokens);
+    assert_string_equal(t.text, reply);
+    for (int i = 0; i < t.n; i++)
+        assert_true(t.ids[i] >= 0 && t.ids[i] < engine_info(e)->n_vocab);
+    free(reply);
+    engine_free(e);
+}
+
+/* The greedy reply of 64 tokens, as ids. */
+static int greedy_ids(const char *model, const char *tmpl, enum engine_kv_type kv,
+                      const char *text, struct told *t, uint64_t *kv_bytes)
+{
+    struct engine *e = load_with(model, 512, tmpl, kv);
+    struct engine_turn_params tp = greedy(64);
+    tp.on_token = on_token_tell;
+    tp.user = t;
+    char err[512];
+    assert_int_equal(engine_chat(e, text, &tp, NULL, err, sizeof err), 0);
+    assert_string_equal(engine_info(e)->kv_type, kv == ENGINE_KV_F32 ? "f32" : "f16");
+    struct engine_memory m;
+    engine_memory(e, &m);
+    *kv_bytes = m.kv_cache;
+    engine_free(e);
+    return t->n;
+}
+
+/* The f16 cache (the default) leaves greedy decoding of the real models
+ * unchanged over 64 tokens, in half the memory. Any rounding change flips a
+ * greedy choice where the top two logits nearly tie (Gemma on "The history
+ * of the printing press begins" parts at token 51, as llama.cpp's f16 cache
+ * would), so these prompts are ones with no such tie in their first 64
+ * tokens: what is checked is that the halves are read back right, which a
+ * wrong row or conversion breaks within a few tokens. */
+static void kv_greedy_same(const char *model, const char *tmpl, const char *text)
+{
+    static struct told a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    uint64_t m32, m16;
+    greedy_ids(model, tmpl, ENGINE_KV_F32, text, &a, &m32);
+    greedy_ids(model, tmpl, ENGINE_KV_AUTO, text, &b, &m16);
+    printf("%s: %d tokens with f32, %d with f16; KV %llu vs %llu bytes\n", model, a.n, b.n,
+           (unsigned long long)m32, (unsigned long long)m16);
+    assert_true(a.n >= 16);
+    assert_int_equal(a.n, b.n);
+    assert_memory_equal(a.ids, b.ids, sizeof(int32_t) * (size_t)a.n);
+    assert_true(m16 * 2 >= m32 - 8192 && m16 * 2 <= m32 + 8192);
+}
+
+static void test_kv_f16_greedy_unchanged(void **state)
+{
+    (void)state;
+    kv_greedy_same(TEST_MODEL_SMOLLM2, NULL, "Write a short story about a lighthouse keeper.");
+    kv_greedy_same(TEST_MODEL_GEMMA3, "none", "Once upon a time, there was a little girl named");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -539,6 +697,10 @@ int main(void)
         cmocka_unit_test(test_message_too_long),
         cmocka_unit_test(test_pop_turn_regenerates),
         cmocka_unit_test(test_tokenize_user_text_is_plain),
+        cmocka_unit_test(test_raw_prompt_as_given),
+        cmocka_unit_test(test_raw_continues_gemma3),
+        cmocka_unit_test(test_on_token_ids),
+        cmocka_unit_test(test_kv_f16_greedy_unchanged),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -26,6 +26,7 @@
 #include "engine.h"
 #include "gguf.h"
 #include "model.h"
+#include "ppl.h"
 #include "quant.h"
 #include "ref_forward.h"
 #include "tiny_model.h"
@@ -68,6 +69,16 @@ static void *cpu_new(const struct model *m, int n_ctx, int n_threads)
     void *b = backend_cpu_ops.create(m, &cfg, err, sizeof err);
     if (!b)
         fail_msg("cpu create: %s", err);
+    return b;
+}
+
+static void *cpu_new_kv(const struct model *m, int n_ctx, int n_threads, enum engine_kv_type kv)
+{
+    struct backend_config cfg = {.n_ctx = n_ctx, .n_threads = n_threads, .kv_type = kv};
+    char err[512];
+    void *b = backend_cpu_ops.create(m, &cfg, err, sizeof err);
+    if (!b)
+        fail_msg("cpu create (kv %d): %s", (int)kv, err);
     return b;
 }
 
@@ -912,6 +923,195 @@ static void run_real(const char *file, int32_t bos, const char *const *words, in
     free(one);
 }
 
+/* ---- the KV cache in f16 ----
+ *
+ * Halves round each key and value to 11 significant bits (relative error
+ * 2^-11, about 5e-4), which moves the logits of these random models by a
+ * few 1e-4 of their scale; 5e-3 leaves room and still fails on any real
+ * mistake (a wrong row, an unconverted half read as float: errors of order
+ * one). Checked on the vector path (head size 32, prefill and decode at 700
+ * tokens of context, where decode splits the keys across threads), the
+ * scalar one (head size 10) and Gemma 3's sliding window. */
+#define KV_F16_TOL 5e-3
+
+static void kv_f16_case(const struct tiny_spec *s, const char *tag, int n)
+{
+    struct model *m = load_synth(s, tag, 99);
+    enum { STEPS = 3 };
+    int V = m->hp.n_vocab;
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)n);
+    float *ref = malloc(sizeof(float) * (size_t)n * V);
+    float *a = malloc(sizeof(float) * (size_t)n * V), *h = malloc(sizeof(float) * (size_t)n * V);
+    assert_true(tok && ref && a && h);
+    tiny_tokens(tok, n, V, 41);
+    struct ref_model *r = ref_new(m);
+    assert_non_null(r);
+    assert_int_equal(ref_forward(r, tok, n, ref), 0);
+    char err[512];
+    void *b32 = cpu_new_kv(m, n, 2, ENGINE_KV_F32), *b16 = cpu_new_kv(m, n, 2, ENGINE_KV_F16);
+    /* prefill all but the last STEPS tokens (every row), then decode them */
+    assert_int_equal(backend_cpu_ops.forward(b32, tok, n - STEPS, 0, a, true, err, sizeof err), 0);
+    assert_int_equal(backend_cpu_ops.forward(b16, tok, n - STEPS, 0, h, true, err, sizeof err), 0);
+    for (int i = n - STEPS; i < n; i++) {
+        float *la = a + (size_t)i * V, *lh = h + (size_t)i * V;
+        assert_int_equal(backend_cpu_ops.forward(b32, tok + i, 1, i, la, false, err, sizeof err), 0);
+        assert_int_equal(backend_cpu_ops.forward(b16, tok + i, 1, i, lh, false, err, sizeof err), 0);
+    }
+    double e16 = tiny_rel_err(h, a, (size_t)n * V);
+    double e32 = tiny_rel_err(a, ref, (size_t)n * V);
+    double eref = tiny_rel_err(h, ref, (size_t)n * V);
+    printf("%-14s KV f16 vs f32: max rel err %.2e (f32 vs reference %.2e, f16 %.2e; "
+           "tolerance %.0e)\n", tag, e16, e32, eref, KV_F16_TOL);
+    assert_true(e32 <= 1e-5); /* f32 is still the exact path */
+    assert_true(e16 <= KV_F16_TOL);
+    assert_true(eref <= KV_F16_TOL);
+    assert_true(e16 > 0); /* the halves really are rounded */
+
+    /* the memory reading counts two bytes an element */
+    struct engine_memory m32, m16;
+    backend_cpu_ops.memory(b32, &m32);
+    backend_cpu_ops.memory(b16, &m16);
+    uint64_t elems = 2ull * (uint64_t)m->hp.n_layer * (uint64_t)n * (uint64_t)m->hp.n_head_kv *
+                     (uint64_t)m->hp.head_dim;
+    assert_true(m32.kv_cache >= elems * 4 && m32.kv_cache < elems * 4 + 4096);
+    assert_true(m16.kv_cache >= elems * 2 && m16.kv_cache < elems * 2 + 4096);
+    struct backend_config cfg = {.n_ctx = n, .n_threads = 1, .kv_type = ENGINE_KV_F16};
+    struct backend_estimate est;
+    assert_int_equal(backend_cpu_ops.estimate(m, &cfg, &est, err, sizeof err), 0);
+    assert_true(est.kv_cache == elems * 2);
+
+    backend_cpu_ops.destroy(b32);
+    backend_cpu_ops.destroy(b16);
+    ref_free(r);
+    model_free(m);
+    free(tok);
+    free(ref);
+    free(a);
+    free(h);
+}
+
+static void test_kv_f16_vs_f32(void **state)
+{
+    (void)state;
+    struct tiny_spec vec = {.arch = "llama", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
+                            .n_embd = 48, .n_head = 6, .n_head_kv = 2, .head_dim = 32,
+                            .n_rot = 32, .head_dim_key = true, .n_ff = 64, .n_vocab = 41,
+                            .n_layer = 2};
+    kv_f16_case(&vec, "kv16-vector", 700);
+    struct tiny_spec scal = {.arch = "llama", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
+                             .n_embd = 40, .n_head = 4, .n_head_kv = 2, .head_dim = 10,
+                             .n_rot = 10, .n_ff = 72, .n_vocab = 53, .n_layer = 2};
+    kv_f16_case(&scal, "kv16-scalar", 40);
+    struct tiny_spec swa = {.arch = "gemma3", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
+                            .n_embd = 64, .n_head = 4, .n_head_kv = 2, .head_dim = 16,
+                            .n_rot = 16, .head_dim_key = true, .n_ff = 96, .n_vocab = 47,
+                            .n_layer = 6, .swa_window = 8};
+    kv_f16_case(&swa, "kv16-gemma3", 48);
+}
+
+/* A type the backend does not store is refused by estimate and create, with
+ * a message that says what to use. */
+static void test_kv_type_refused(void **state)
+{
+    (void)state;
+    struct tiny_spec s = {.arch = "llama", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
+                          .n_embd = 40, .n_head = 4, .n_head_kv = 2, .head_dim = 10, .n_rot = 10,
+                          .n_ff = 72, .n_vocab = 53, .n_layer = 2};
+    struct model *m = load_synth(&s, "kv-q8", 3);
+    struct backend_config cfg = {.n_ctx = 32, .n_threads = 1, .kv_type = ENGINE_KV_Q8_0};
+    struct backend_estimate est;
+    char err[512] = "";
+    assert_int_equal(backend_cpu_ops.estimate(m, &cfg, &est, err, sizeof err), -1);
+    assert_non_null(strstr(err, "q8_0"));
+    err[0] = 0;
+    assert_null(backend_cpu_ops.create(m, &cfg, err, sizeof err));
+    assert_non_null(strstr(err, "f16"));
+    model_free(m);
+}
+
+/* ---- perplexity (tools/ppl.c) against the reference forward pass ---- */
+
+static int ppl_cpu_forward(void *user, const int32_t *tokens, int32_t n, int32_t pos,
+                           float *logits, bool all, char *err, size_t errlen)
+{
+    return backend_cpu_ops.forward(user, tokens, n, pos, logits, all, err, errlen);
+}
+
+static void ppl_count_chunk(int32_t chunk, int32_t n_chunks, double ppl, void *user)
+{
+    int *seen = user;
+    assert_int_equal(chunk, *seen + 1);
+    assert_int_equal(n_chunks, 3);
+    assert_true(isfinite(ppl) && ppl > 1);
+    (*seen)++;
+}
+
+/* Chunks of 32 tokens of a 103-token text: 3 chunks (the 7 left over are
+ * not scored), BOS put first in each, positions 16..30 scored against the
+ * next token. The reference recomputes each chunk from position 0 with
+ * ref_forward and its own double log-softmax. */
+static void test_perplexity_vs_ref(void **state)
+{
+    (void)state;
+    struct tiny_spec s = {.arch = "llama", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
+                          .n_embd = 40, .n_head = 4, .n_head_kv = 2, .head_dim = 10, .n_rot = 10,
+                          .n_ff = 72, .n_vocab = 53, .n_layer = 2};
+    struct model *m = load_synth(&s, "ppl", 77);
+    enum { CTX = 32, N = 3 * CTX + 7, BOS = 1 };
+    int V = m->hp.n_vocab;
+    int32_t tok[N], chunk[CTX];
+    tiny_tokens(tok, N, V, 8);
+    float *ref = malloc(sizeof(float) * CTX * (size_t)V);
+    assert_non_null(ref);
+    struct ref_model *r = ref_new(m);
+    assert_non_null(r);
+    double sum = 0, sum2 = 0;
+    int count = 0;
+    for (int c = 0; c < 3; c++) {
+        memcpy(chunk, tok + c * CTX, sizeof chunk);
+        chunk[0] = BOS;
+        assert_int_equal(ref_forward(r, chunk, CTX, ref), 0);
+        for (int j = CTX / 2; j < CTX - 1; j++) {
+            const float *lg = ref + (size_t)j * V;
+            double mx = -INFINITY, z = 0;
+            for (int i = 0; i < V; i++)
+                mx = fmax(mx, lg[i]);
+            for (int i = 0; i < V; i++)
+                z += exp(lg[i] - mx);
+            double nll = log(z) + mx - lg[chunk[j + 1]];
+            sum += nll;
+            sum2 += nll * nll;
+            count++;
+        }
+    }
+    double mean = sum / count, want = exp(mean);
+    double want_err = want * sqrt((sum2 / count - mean * mean) / (count - 1));
+
+    void *b = cpu_new_kv(m, CTX, 2, ENGINE_KV_F32);
+    struct ppl_result got;
+    char err[512];
+    int seen = 0;
+    assert_int_equal(ppl_run(ppl_cpu_forward, b, tok, N, CTX, V, BOS, ppl_count_chunk, &seen,
+                             &got, err, sizeof err), 0);
+    printf("perplexity %.6f +/- %.6f, reference %.6f +/- %.6f\n", got.ppl, got.ppl_err, want,
+           want_err);
+    assert_int_equal(seen, 3);
+    assert_int_equal(got.n_chunks, 3);
+    assert_int_equal(got.n_scored, 3 * (CTX - CTX / 2 - 1));
+    assert_true(fabs(got.ppl - want) <= 1e-5 * want);
+    assert_true(fabs(got.ppl_err - want_err) <= 1e-4 * want_err);
+    assert_true(want > 2); /* random weights: far from certain */
+
+    /* too short a text is an error that says so */
+    assert_int_equal(ppl_run(ppl_cpu_forward, b, tok, CTX - 1, CTX, V, BOS, NULL, NULL, &got,
+                             err, sizeof err), -1);
+    assert_non_null(strstr(err, "fewer than one chunk"));
+    backend_cpu_ops.destroy(b);
+    ref_free(r);
+    model_free(m);
+    free(ref);
+}
+
 static void test_real_smollm2(void **state)
 {
     (void)state;
@@ -965,6 +1165,9 @@ int main(void)
         cmocka_unit_test(test_damaged_matrix_gives_nonfinite_logits),
         cmocka_unit_test(test_hparam_errors_name_the_key),
         cmocka_unit_test(test_truncated_real_file),
+        cmocka_unit_test(test_kv_f16_vs_f32),
+        cmocka_unit_test(test_kv_type_refused),
+        cmocka_unit_test(test_perplexity_vs_ref),
         cmocka_unit_test(test_real_smollm2),
         cmocka_unit_test(test_real_gemma3),
     };

@@ -16,10 +16,13 @@
  * path allocates nothing, and batches larger than MAX_BATCH are run in
  * chunks.
  *
- * KV cache: f32. At the context sizes a CPU chats at, the weights dominate
- * the bytes each token reads, and f32 keeps this backend an exact reference
- * for the CUDA one; f16 would halve the cache's memory at the cost of a
- * conversion in the attention inner loop.
+ * KV cache: f16 by default (backend_config.kv_type), as llama.cpp: half the
+ * memory and half the bytes a long-context token reads, converted back to
+ * f32 in the attention loops (8 halves per _mm256_cvtph_ps). f32 is the
+ * exact path, the reference the tests hold against float64: the attention
+ * code is one set of always-inlined functions instantiated for each type,
+ * so the f32 instance is the same code as before f16 existed. q8_0 is not
+ * stored (refused with a message).
  */
 #include <math.h>
 #include <stdatomic.h>
@@ -78,8 +81,9 @@ struct cpu {
     float *inv_freq;           /* (n_rot/2) global layers: base^(-2i/n_rot) / rope_freqs[i] */
     float *inv_freq_local;     /* (n_rot/2) sliding-window layers */
 
-    float *k_cache; /* owned (n_layer, n_ctx, kv_dim) */
-    float *v_cache; /* owned (n_layer, n_ctx, kv_dim) */
+    void *k_cache; /* owned (n_layer, n_ctx, kv_dim) of f32, or of f16 when kv_half */
+    void *v_cache; /* owned (n_layer, n_ctx, kv_dim) */
+    bool kv_half;  /* the cache holds IEEE halves */
 
     /* Scratch, owned, one row per token of a chunk: (max_batch, dim). */
     float *x;    /* (n_embd) the residual stream */
@@ -332,6 +336,81 @@ struct rope_job {
     const float *cs, *sn; /* (n, n_rot/2) for this layer's kind */
 };
 
+/* ---- the KV cache's element type ----
+ *
+ * Rows are addressed by element index into a cache of f32 or f16 (HALF).
+ * These are always inlined into callers that pass a constant HALF, so each
+ * type gets its own code and the f32 one converts nothing. */
+#define KV_INLINE static inline __attribute__((always_inline))
+
+KV_INLINE const void *kv_ptr(const void *base, size_t i, bool half)
+{
+    return (const char *)base + i * (half ? sizeof(uint16_t) : sizeof(float));
+}
+
+KV_INLINE float kv_get(const void *base, size_t i, bool half)
+{
+    if (!half)
+        return ((const float *)base)[i];
+#ifdef __F16C__
+    return _cvtsh_ss(((const uint16_t *)base)[i]);
+#else
+    return quant_f16_to_f32(((const uint16_t *)base)[i]);
+#endif
+}
+
+#ifdef __AVX2__
+/* Eight elements from I on, as floats. */
+KV_INLINE __m256 kv_load8(const void *base, size_t i, bool half)
+{
+    if (!half)
+        return _mm256_loadu_ps((const float *)base + i);
+#ifdef __F16C__
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)base + i)));
+#else
+    float f[8];
+    for (int j = 0; j < 8; j++)
+        f[j] = quant_f16_to_f32(((const uint16_t *)base)[i + j]);
+    return _mm256_loadu_ps(f);
+#endif
+}
+#endif
+
+/* Stores N floats of SRC at element OFF (rounded to nearest even when
+ * HALF). */
+static void kv_store(void *base, size_t off, const float *src, int n, bool half)
+{
+    if (!half) {
+        memcpy((float *)base + off, src, sizeof(float) * (size_t)n);
+        return;
+    }
+    uint16_t *d = (uint16_t *)base + off;
+    int i = 0;
+#ifdef __F16C__
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(d + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+#endif
+    for (; i < n; i++)
+        d[i] = quant_f32_to_f16(src[i]);
+}
+
+/* dot_f32 of Q against N cache elements from I: the same summation order. */
+KV_INLINE float kv_dot(const float *q, const void *base, size_t i, int n, bool half)
+{
+    if (!half)
+        return dot_f32(q, (const float *)base + i, n);
+    float acc[8] = {0};
+    int d = 0;
+    for (; d + 8 <= n; d += 8)
+        for (int j = 0; j < 8; j++)
+            acc[j] += q[d + j] * kv_get(base, i + (size_t)(d + j), true);
+    float s = 0.0f;
+    for (; d < n; d++)
+        s += q[d] * kv_get(base, i + (size_t)d, true);
+    return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
 static void rope_worker(void *arg, int ith, int nth)
 {
     const struct rope_job *job = arg;
@@ -353,8 +432,8 @@ static void rope_worker(void *arg, int ith, int nth)
             rope(k + h * hd, c->n_rot, cs, sn, hp->rope_neox);
         }
         size_t off = ((size_t)job->il * c->n_ctx + (size_t)(job->pos + t)) * c->kv_dim;
-        memcpy(c->k_cache + off, k, sizeof(float) * c->kv_dim);
-        memcpy(c->v_cache + off, c->v + (int64_t)t * c->kv_dim, sizeof(float) * c->kv_dim);
+        kv_store(c->k_cache, off, k, c->kv_dim, c->kv_half);
+        kv_store(c->v_cache, off, c->v + (int64_t)t * c->kv_dim, c->kv_dim, c->kv_half);
     }
 }
 
@@ -431,21 +510,21 @@ static inline float hsum8(__m256 v)
 
 /* q . k_j for the 8 keys at K (row stride STRIDE), HD % 8 == 0: one
  * accumulator per key, then a transpose-and-add of the 8 accumulators. */
-static inline __m256 attn_score8(const float *q, const float *k, size_t stride, int hd)
+KV_INLINE __m256 attn_score8(const float *q, const void *k, size_t stride, int hd, bool half)
 {
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
            a7 = a0;
     for (int d = 0; d < hd; d += 8) {
         __m256 qv = _mm256_loadu_ps(q + d);
-        const float *kd = k + d;
-        a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kd), a0);
-        a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kd + stride), a1);
-        a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kd + 2 * stride), a2);
-        a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kd + 3 * stride), a3);
-        a4 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kd + 4 * stride), a4);
-        a5 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kd + 5 * stride), a5);
-        a6 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kd + 6 * stride), a6);
-        a7 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kd + 7 * stride), a7);
+        size_t kd = (size_t)d;
+        a0 = _mm256_fmadd_ps(qv, kv_load8(k, kd, half), a0);
+        a1 = _mm256_fmadd_ps(qv, kv_load8(k, kd + stride, half), a1);
+        a2 = _mm256_fmadd_ps(qv, kv_load8(k, kd + 2 * stride, half), a2);
+        a3 = _mm256_fmadd_ps(qv, kv_load8(k, kd + 3 * stride, half), a3);
+        a4 = _mm256_fmadd_ps(qv, kv_load8(k, kd + 4 * stride, half), a4);
+        a5 = _mm256_fmadd_ps(qv, kv_load8(k, kd + 5 * stride, half), a5);
+        a6 = _mm256_fmadd_ps(qv, kv_load8(k, kd + 6 * stride, half), a6);
+        a7 = _mm256_fmadd_ps(qv, kv_load8(k, kd + 7 * stride, half), a7);
     }
     __m256 t0 = _mm256_hadd_ps(a0, a1), t1 = _mm256_hadd_ps(a2, a3);
     __m256 t2 = _mm256_hadd_ps(a4, a5), t3 = _mm256_hadd_ps(a6, a7);
@@ -458,7 +537,8 @@ static inline __m256 attn_score8(const float *q, const float *k, size_t stride, 
 
 /* ACC (HD) += sum over LEN keys of W[j] * V_j (row stride STRIDE). Each
  * element is one chain over j in order, however the work is tiled. */
-static void attn_accum(const float *w, const float *v, size_t stride, int len, int hd, float *acc)
+KV_INLINE void attn_accum(const float *w, const void *v, size_t stride, int len, int hd,
+                          float *acc, bool half)
 {
     int d = 0;
 #ifdef __AVX2__
@@ -471,9 +551,9 @@ static void attn_accum(const float *w, const float *v, size_t stride, int len, i
             a[i] = _mm256_loadu_ps(acc + d + 8 * i);
         for (int j = 0; j < len; j++) {
             __m256 wj = _mm256_broadcast_ss(w + j);
-            const float *vj = v + (size_t)j * stride + d;
+            size_t vj = (size_t)j * stride + (size_t)d;
             for (int i = 0; i < 8; i++)
-                a[i] = _mm256_fmadd_ps(wj, _mm256_loadu_ps(vj + 8 * i), a[i]);
+                a[i] = _mm256_fmadd_ps(wj, kv_load8(v, vj + 8 * (size_t)i, half), a[i]);
         }
         for (int i = 0; i < 8; i++)
             _mm256_storeu_ps(acc + d + 8 * i, a[i]);
@@ -483,11 +563,11 @@ static void attn_accum(const float *w, const float *v, size_t stride, int len, i
         __m256 a2 = _mm256_loadu_ps(acc + d + 16), a3 = _mm256_loadu_ps(acc + d + 24);
         for (int j = 0; j < len; j++) {
             __m256 wj = _mm256_broadcast_ss(w + j);
-            const float *vj = v + (size_t)j * stride + d;
-            a0 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(vj), a0);
-            a1 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(vj + 8), a1);
-            a2 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(vj + 16), a2);
-            a3 = _mm256_fmadd_ps(wj, _mm256_loadu_ps(vj + 24), a3);
+            size_t vj = (size_t)j * stride + (size_t)d;
+            a0 = _mm256_fmadd_ps(wj, kv_load8(v, vj, half), a0);
+            a1 = _mm256_fmadd_ps(wj, kv_load8(v, vj + 8, half), a1);
+            a2 = _mm256_fmadd_ps(wj, kv_load8(v, vj + 16, half), a2);
+            a3 = _mm256_fmadd_ps(wj, kv_load8(v, vj + 24, half), a3);
         }
         _mm256_storeu_ps(acc + d, a0);
         _mm256_storeu_ps(acc + d + 8, a1);
@@ -498,14 +578,14 @@ static void attn_accum(const float *w, const float *v, size_t stride, int len, i
         __m256 a0 = _mm256_loadu_ps(acc + d);
         for (int j = 0; j < len; j++)
             a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + j),
-                                 _mm256_loadu_ps(v + (size_t)j * stride + d), a0);
+                                 kv_load8(v, (size_t)j * stride + (size_t)d, half), a0);
         _mm256_storeu_ps(acc + d, a0);
     }
 #endif
     for (; d < hd; d++) {
         float a = acc[d];
         for (int j = 0; j < len; j++)
-            a += w[j] * v[(size_t)j * stride + d];
+            a += w[j] * kv_get(v, (size_t)j * stride + (size_t)d, half);
         acc[d] = a;
     }
 }
@@ -514,9 +594,9 @@ static void attn_accum(const float *w, const float *v, size_t stride, int len, i
  * keys K and values V (row stride STRIDE): per head g, M[g] = max score,
  * L[g] = sum of exp(s - M[g]), ACC[g] (HD) = sum of exp(s - M[g]) * V row.
  * SC: (HPI, ATT_CHUNK) scratch. */
-static void attn_chunk(const float *q, int hpi, int hd, float scale, const float *k,
-                       const float *v, size_t stride, int len, float *sc, float *m, float *l,
-                       float *acc)
+KV_INLINE void attn_chunk(const float *q, int hpi, int hd, float scale, const void *k,
+                          const void *v, size_t stride, int len, float *sc, float *m, float *l,
+                          float *acc, bool half)
 {
     int j = 0;
 #ifdef __AVX2__
@@ -525,13 +605,14 @@ static void attn_chunk(const float *q, int hpi, int hd, float scale, const float
         for (; j + 8 <= len; j += 8)
             for (int g = 0; g < hpi; g++)
                 _mm256_storeu_ps(sc + g * ATT_CHUNK + j,
-                                 _mm256_mul_ps(attn_score8(q + g * hd, k + (size_t)j * stride,
-                                                           stride, hd), vs));
+                                 _mm256_mul_ps(attn_score8(q + g * hd,
+                                                           kv_ptr(k, (size_t)j * stride, half),
+                                                           stride, hd, half), vs));
     }
 #endif
     for (; j < len; j++)
         for (int g = 0; g < hpi; g++)
-            sc[g * ATT_CHUNK + j] = dot_f32(q + g * hd, k + (size_t)j * stride, hd) * scale;
+            sc[g * ATT_CHUNK + j] = kv_dot(q + g * hd, k, (size_t)j * stride, hd, half) * scale;
 
     for (int g = 0; g < hpi; g++) {
         float *sg = sc + g * ATT_CHUNK;
@@ -562,9 +643,28 @@ static void attn_chunk(const float *q, int hpi, int hd, float scale, const float
     for (int j0 = 0; j0 < len; j0 += ATT_VTILE) {
         int jn = len - j0 < ATT_VTILE ? len - j0 : ATT_VTILE;
         for (int g = 0; g < hpi; g++)
-            attn_accum(sc + g * ATT_CHUNK + j0, v + (size_t)j0 * stride, stride, jn, hd,
-                       acc + g * hd);
+            attn_accum(sc + g * ATT_CHUNK + j0, kv_ptr(v, (size_t)j0 * stride, half), stride,
+                       jn, hd, acc + g * hd, half);
     }
+}
+
+/* attn_chunk for each cache type: K and V point at element 0 of the chunk. */
+typedef void (*attn_chunk_fn)(const float *q, int hpi, int hd, float scale, const void *k,
+                              const void *v, size_t stride, int len, float *sc, float *m,
+                              float *l, float *acc);
+
+static void attn_chunk_f32(const float *q, int hpi, int hd, float scale, const void *k,
+                           const void *v, size_t stride, int len, float *sc, float *m, float *l,
+                           float *acc)
+{
+    attn_chunk(q, hpi, hd, scale, k, v, stride, len, sc, m, l, acc, false);
+}
+
+static void attn_chunk_f16(const float *q, int hpi, int hd, float scale, const void *k,
+                           const void *v, size_t stride, int len, float *sc, float *m, float *l,
+                           float *acc)
+{
+    attn_chunk(q, hpi, hd, scale, k, v, stride, len, sc, m, l, acc, true);
 }
 
 /* Folds the partial (M2, L2, ACC2) of the next chunk into (M, L, ACC), HPI
@@ -611,8 +711,9 @@ static void attn_worker(void *arg, int ith, int nth)
     int hd = c->head_dim, group = c->n_head / c->n_head_kv, nkv = c->n_head_kv;
     float scale = c->m->hp.attn_scale;
     size_t stride = (size_t)c->kv_dim;
-    const float *kl = c->k_cache + (size_t)job->il * c->n_ctx * stride;
-    const float *vl = c->v_cache + (size_t)job->il * c->n_ctx * stride;
+    bool half = c->kv_half;
+    attn_chunk_fn chunk = half ? attn_chunk_f16 : attn_chunk_f32;
+    size_t layer = (size_t)job->il * c->n_ctx * stride; /* element index of this layer's rows */
     /* This thread's scratch: scores (group, ATT_CHUNK), then a partial
      * (acc (group, hd), m (group), l (group)) and the running m and l. */
     float *sc = c->scores + (size_t)ith * c->scores_stride;
@@ -644,23 +745,23 @@ static void attn_worker(void *arg, int ith, int nth)
         attn_range(job, t, &lo, &len);
         for (int h = h0; h < h1; h++) {
             const float *q = c->q + (int64_t)t * c->q_dim + (size_t)h * group * hd;
-            const float *k = kl + (size_t)lo * stride + (size_t)h * hd;
-            const float *v = vl + (size_t)lo * stride + (size_t)h * hd;
+            size_t row0 = layer + (size_t)lo * stride + (size_t)h * hd;
             float *out = c->att + (int64_t)t * c->q_dim + (size_t)h * group * hd;
             for (int ch = ch0; ch < ch1 && (int32_t)ch * ATT_CHUNK < len; ch++) {
                 int32_t j0 = ch * ATT_CHUNK;
                 int cl = len - j0 < ATT_CHUNK ? (int)(len - j0) : ATT_CHUNK;
                 size_t off = (size_t)j0 * stride;
+                const void *k = kv_ptr(c->k_cache, row0 + off, half);
+                const void *v = kv_ptr(c->v_cache, row0 + off, half);
                 if (job->split) {
                     float *part = c->attn_part +
                                   ((size_t)(t * job->n_chunks + ch) * nkv + h) * c->part_stride;
-                    attn_chunk(q, group, hd, scale, k + off, v + off, stride, cl, sc, part,
-                               part + group, part + 2 * group);
+                    chunk(q, group, hd, scale, k, v, stride, cl, sc, part, part + group,
+                          part + 2 * group);
                 } else if (ch == 0) {
-                    attn_chunk(q, group, hd, scale, k, v, stride, cl, sc, rm, rl, out);
+                    chunk(q, group, hd, scale, k, v, stride, cl, sc, rm, rl, out);
                 } else {
-                    attn_chunk(q, group, hd, scale, k + off, v + off, stride, cl, sc, pm, pl,
-                               pacc);
+                    chunk(q, group, hd, scale, k, v, stride, cl, sc, pm, pl, pacc);
                     attn_merge(group, hd, rm, rl, out, pm, pl, pacc);
                 }
             }
@@ -792,6 +893,19 @@ static size_t max_act_size(const struct model_tensor *t, size_t cur)
     return s > cur ? s : cur;
 }
 
+/* The cache types this backend stores: f32 (also AUTO, a config built by
+ * hand: the exact path) and f16. Returns 0 or -1 with ERR. */
+static int kv_type_check(const struct backend_config *cfg, char *err, size_t errlen)
+{
+    if (cfg->kv_type == ENGINE_KV_AUTO || cfg->kv_type == ENGINE_KV_F32 ||
+        cfg->kv_type == ENGINE_KV_F16)
+        return 0;
+    /* spelled here: this backend links without the engine (the tests') */
+    kv_seterr(err, errlen, "cpu: --kv-type %s is not supported yet: use f16 (the default) or f32",
+              cfg->kv_type == ENGINE_KV_Q8_0 ? "q8_0" : "of this number");
+    return -1;
+}
+
 static void *cpu_create(const struct model *m, const struct backend_config *cfg, char *err,
                         size_t errlen)
 {
@@ -883,19 +997,25 @@ static void *cpu_create(const struct model *m, const struct backend_config *cfg,
     /* KV cache. The model's sizes are bounded by the loader, but the
      * context comes from the user: refuse sizes no machine could hold
      * before multiplying them into an overflow. */
-    double kv_total = 2.0 * hp->n_layer * (double)c->n_ctx * c->kv_dim * sizeof(float);
+    if (kv_type_check(cfg, err, errlen) != 0) {
+        cpu_destroy(c);
+        return NULL;
+    }
+    c->kv_half = cfg->kv_type == ENGINE_KV_F16;
+    size_t esz = c->kv_half ? sizeof(uint16_t) : sizeof(float);
+    double kv_total = 2.0 * hp->n_layer * (double)c->n_ctx * c->kv_dim * (double)esz;
     if (kv_total > 0x1p50) {
         kv_seterr(err, errlen, "cpu: a context of %d tokens needs %.0f GiB of KV cache", c->n_ctx,
                 kv_total / (1024.0 * 1024.0 * 1024.0));
         cpu_destroy(c);
         return NULL;
     }
-    size_t kv_floats = (size_t)hp->n_layer * (size_t)c->n_ctx * (size_t)c->kv_dim;
-    c->k_cache = alloc_aligned(kv_floats * sizeof(float), &c->kv_bytes);
-    c->v_cache = alloc_aligned(kv_floats * sizeof(float), &c->kv_bytes);
+    size_t kv_elems = (size_t)hp->n_layer * (size_t)c->n_ctx * (size_t)c->kv_dim;
+    c->k_cache = alloc_aligned(kv_elems * esz, &c->kv_bytes);
+    c->v_cache = alloc_aligned(kv_elems * esz, &c->kv_bytes);
     if (!c->k_cache || !c->v_cache) {
         kv_seterr(err, errlen, "cpu: out of memory for the KV cache (%.1f MiB for %d tokens)",
-                2.0 * (double)kv_floats * sizeof(float) / (1024.0 * 1024.0), c->n_ctx);
+                2.0 * (double)kv_elems * (double)esz / (1024.0 * 1024.0), c->n_ctx);
         cpu_destroy(c);
         return NULL;
     }
@@ -1219,7 +1339,7 @@ static void cpu_probe(struct backend_device *out)
 }
 
 /* What cpu_create allocates, from the same sizes: the weights are the file
- * mapping (as cpu_memory reports them), the f32 KV cache exactly, and the
+ * mapping (as cpu_memory reports them), the KV cache exactly (f16 or f32), and the
  * per-batch activation buffers; the per-thread attention scores and the
  * quantised-activation slots (well under a MiB each) are left out. */
 static int cpu_estimate(const struct model *m, const struct backend_config *cfg,
@@ -1231,11 +1351,14 @@ static int cpu_estimate(const struct model *m, const struct backend_config *cfg,
         kv_seterr(err, errlen, "cpu: context size %d must be positive", cfg->n_ctx);
         return -1;
     }
+    if (kv_type_check(cfg, err, errlen) != 0)
+        return -1;
+    uint64_t esz = cfg->kv_type == ENGINE_KV_F16 ? sizeof(uint16_t) : sizeof(float);
     uint64_t kv_dim = (uint64_t)hp->n_head_kv * (uint64_t)hp->head_dim;
     uint64_t q_dim = (uint64_t)hp->n_head * (uint64_t)hp->head_dim;
     uint64_t b = (uint64_t)(cfg->n_ctx < MAX_BATCH ? cfg->n_ctx : MAX_BATCH);
     out->weights = m->file ? gguf_file_size(m->file) : m->weight_bytes;
-    out->kv_cache = 2 * (uint64_t)hp->n_layer * (uint64_t)cfg->n_ctx * kv_dim * sizeof(float);
+    out->kv_cache = 2 * (uint64_t)hp->n_layer * (uint64_t)cfg->n_ctx * kv_dim * esz;
     out->scratch = b * (3 * (uint64_t)hp->n_embd + 2 * q_dim + 2 * kv_dim +
                         2 * (uint64_t)hp->n_ff + 2 * (uint64_t)hp->n_rot) *
                    sizeof(float);

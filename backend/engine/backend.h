@@ -20,16 +20,23 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine.h" /* enum engine_kv_type */
+
 struct model;
-struct engine_memory;
 
 /* Layout version of the structs in this header; a module built against
  * another version is refused rather than called. */
-#define BACKEND_ABI 2u
+#define BACKEND_ABI 3u
 
 struct backend_config {
     int32_t n_ctx;
     int32_t n_threads;
+    /* The KV cache's element type. The engine always names one (f16 unless
+     * asked otherwise); ENGINE_KV_AUTO, what a config built by hand gets, is
+     * the backend's own: f32 on the CPU (its exact reference path), f16 on
+     * CUDA. A type the backend does not store is refused by estimate() and
+     * create() with a message that names the ones it does. */
+    enum engine_kv_type kv_type;
 };
 
 /* What probe() found: the device a create() would use. */

@@ -168,6 +168,7 @@ static int load_tokenizer(struct local_engine *e, const struct engine_params *p,
                                                                   : CHAT_FORMAT_CHATML;
         chat_detect(jinja, fallback, &e->tmpl, e->tmpl_default_system,
                     sizeof e->tmpl_default_system);
+        e->base.info.template_guessed = !jinja || !*jinja;
         free(jinja);
         if (p->chat_template && *p->chat_template) {
             enum chat_format f;
@@ -182,6 +183,7 @@ static int load_tokenizer(struct local_engine *e, const struct engine_params *p,
                 e->tmpl.flags = 0;
             }
             e->tmpl.format = f;
+            e->base.info.template_guessed = false;
         }
         chat_template_bind(&e->tmpl, e->tok);
     }
@@ -238,13 +240,20 @@ struct engine *local_engine_new(const struct engine_params *p, char *err, size_t
     if (n_ctx == 0)
         n_ctx = hp->n_ctx_train > 0 && hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096;
     int32_t n_threads = p->n_threads ? p->n_threads : default_threads();
+    /* resolved here, so a backend's own default (AUTO in its config) is only
+     * what tests that build a config by hand get */
+    enum engine_kv_type kv_type = p->kv_type == ENGINE_KV_AUTO ? ENGINE_KV_F16 : p->kv_type;
+    if ((unsigned)kv_type > ENGINE_KV_Q8_0) {
+        kv_seterr(err, errlen, "unknown KV cache type %d: use f32, f16 or q8_0", (int)kv_type);
+        goto fail;
+    }
 
     struct engine_info *in = &e->base.info;
     struct prepare_ctx prep = {.m = e->model, .p = p, .synthetic = synthetic};
     struct backend_request rq = {
         .want = p->backend,
         .model = e->model,
-        .cfg = {.n_ctx = n_ctx, .n_threads = n_threads},
+        .cfg = {.n_ctx = n_ctx, .n_threads = n_threads, .kv_type = kv_type},
         .before_create = before_create,
         .user = &prep,
     };
@@ -280,6 +289,7 @@ struct engine *local_engine_new(const struct engine_params *p, char *err, size_t
     snprintf(in->device, sizeof in->device, "%s", e->bops->device_name(e->be));
     snprintf(in->template_name, sizeof in->template_name, "%s",
              synthetic ? "none" : chat_format_name(e->tmpl.format));
+    snprintf(in->kv_type, sizeof in->kv_type, "%s", engine_kv_type_name(kv_type));
     in->n_vocab = hp->n_vocab;
     in->n_embd = hp->n_embd;
     in->n_layer = hp->n_layer;
@@ -661,6 +671,11 @@ static int local_chat(struct engine *eng, const char *user_text, const struct en
         }
         st.gen_tokens++;
         sampler_accept(e->sampler, id);
+        if (tp->on_token) {
+            char own[128];
+            size_t no = tok_piece(e->tok, id, own, sizeof own);
+            tp->on_token(id, own, no < sizeof own ? no : sizeof own - 1, tp->user);
+        }
         const char *piece;
         size_t np = tok_stream_push(ts, id, &piece);
         if (np) {

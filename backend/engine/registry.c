@@ -72,6 +72,32 @@ static const struct backend_row rows[] = {
 };
 #define N_ROWS (sizeof rows / sizeof rows[0])
 
+/* engine.h's KV cache types, by name (--kv-type, config key kv_type). */
+static const char *const kv_type_names[] = {
+    [ENGINE_KV_AUTO] = "auto",
+    [ENGINE_KV_F32] = "f32",
+    [ENGINE_KV_F16] = "f16",
+    [ENGINE_KV_Q8_0] = "q8_0",
+};
+#define N_KV_TYPES (sizeof kv_type_names / sizeof kv_type_names[0])
+
+const char *engine_kv_type_name(enum engine_kv_type t)
+{
+    return (unsigned)t < N_KV_TYPES ? kv_type_names[t] : "unknown";
+}
+
+bool engine_kv_type_from_name(const char *name, enum engine_kv_type *out)
+{
+    for (size_t i = 0; name && i < N_KV_TYPES; i++) {
+        if (strcmp(name, kv_type_names[i]) == 0) {
+            if (out)
+                *out = (enum engine_kv_type)i;
+            return true;
+        }
+    }
+    return false;
+}
+
 /* A size for a message: GiB with one decimal, or MiB below 1 GiB. */
 struct size_text {
     char s[24];

@@ -25,7 +25,7 @@
 static const char *const format_names[CHAT_FORMAT_COUNT] = {
     [CHAT_FORMAT_CHATML] = "chatml", [CHAT_FORMAT_LLAMA3] = "llama3",
     [CHAT_FORMAT_LLAMA2] = "llama2", [CHAT_FORMAT_MISTRAL] = "mistral",
-    [CHAT_FORMAT_GEMMA] = "gemma",
+    [CHAT_FORMAT_GEMMA] = "gemma", [CHAT_FORMAT_NONE] = "none",
 };
 
 const char *chat_format_name(enum chat_format f)
@@ -51,7 +51,7 @@ bool chat_format_from_name(const char *name, enum chat_format *out)
 
 const char *chat_format_names(void)
 {
-    return "chatml,llama3,llama2,mistral,gemma";
+    return "chatml,llama3,llama2,mistral,gemma,none";
 }
 
 const char *chat_end_of_turn(enum chat_format f)
@@ -440,6 +440,15 @@ static void render_gemma(struct builder *b, const struct chat_template *t,
     }
 }
 
+/* No template: the texts back to back, untrimmed, so a prompt continues
+ * exactly where its text stops (a reply, appended by the engine, is the
+ * next text). ADD_GENERATION adds nothing: the model simply goes on. */
+static void render_none(struct builder *b, const struct chat_message *m, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        put_str(b, content_of(&m[i]));
+}
+
 int chat_render(const struct chat_template *tmpl, const struct chat_message *msgs, size_t n,
                 bool add_generation, struct chat_prompt *out)
 {
@@ -461,6 +470,9 @@ int chat_render(const struct chat_template *tmpl, const struct chat_message *msg
         break;
     case CHAT_FORMAT_GEMMA:
         render_gemma(&b, tmpl, msgs, n, add_generation);
+        break;
+    case CHAT_FORMAT_NONE:
+        render_none(&b, msgs, n);
         break;
     case CHAT_FORMAT_CHATML:
     default:

@@ -19,6 +19,11 @@ enum chat_format {
     CHAT_FORMAT_LLAMA2,  /* [INST] <<SYS>> ... [/INST] */
     CHAT_FORMAT_MISTRAL, /* [INST] ... [/INST] with the system text in the first turn */
     CHAT_FORMAT_GEMMA,   /* <start_of_turn>user ... <end_of_turn> */
+    /* No template: raw completion. The messages' texts are concatenated as
+     * they are, all plain text, with nothing between or after them; the
+     * system text (if any) is simply the first. Never detected: only chosen
+     * by name ("none"). */
+    CHAT_FORMAT_NONE,
     CHAT_FORMAT_COUNT
 };
 
