@@ -113,6 +113,7 @@ void kv_print_usage(FILE *out)
           "       kvchat synth SHAPE:TYPE -o FILE.gguf [--tokenizer-from MODEL]\n"
           "       kvchat --list-sessions | --search TEXT | --export ID [--format md|json] [-o FILE]\n"
           "       kvchat --delete ID\n"
+          "       kvchat --list-models [--server URL]\n"
           "\n"
           "model and engine:\n"
           "  -m, --model FILE        GGUF model (default: the SmolLM2-135M-Instruct Q4_1 model);\n"
@@ -126,6 +127,8 @@ void kv_print_usage(FILE *out)
           "  -c, --ctx-size N        context size in tokens (default: min(model's, 4096))\n"
           "  -t, --threads N         CPU threads (default: all cores)\n"
           "      --chat-template T   chatml, llama3, llama2, mistral or gemma (default: detect)\n"
+          "      --list-models       list the models folder (file, size, architecture,\n"
+          "                          quantisation, context, parameters), or the server's models\n"
           "conversation:\n"
           "  -p, --prompt TEXT       answer TEXT (- reads standard input) and exit\n"
           "      --system TEXT       system prompt (default: the template's own, if any)\n"
@@ -243,6 +246,7 @@ enum {
     OPT_SERVER,
     OPT_API_KEY_ENV,
     OPT_INSECURE,
+    OPT_LIST_MODELS,
 };
 
 /* Options that pick how a model runs here, and why a server makes them moot. */
@@ -296,6 +300,7 @@ int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t
         {"server", required_argument, NULL, OPT_SERVER},
         {"api-key-env", required_argument, NULL, OPT_API_KEY_ENV},
         {"insecure", no_argument, NULL, OPT_INSECURE},
+        {"list-models", no_argument, NULL, OPT_LIST_MODELS},
         {NULL, 0, NULL, 0},
     };
 
@@ -399,6 +404,11 @@ int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t
                 o->resume = KV_RESUME_LATEST;
             break;
         case OPT_LIST: SET_MODE(KV_MODE_LIST, "--list-sessions"); break;
+        case OPT_LIST_MODELS:
+            if (sub != KV_MODE_UI)
+                return usage_err(err, errlen, "--list-models cannot be used with '%s'", argv[1]);
+            SET_MODE(KV_MODE_MODELS, "--list-models");
+            break;
         case OPT_SEARCH:
             SET_MODE(KV_MODE_SEARCH, "--search");
             o->text = optarg;
