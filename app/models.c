@@ -76,8 +76,10 @@ void kv_fmt_size(uint64_t b, char *buf, size_t cap)
         snprintf(buf, cap, "%.1f GiB", b / 1073741824.0);
     else if (b >= (1ull << 20))
         snprintf(buf, cap, "%.1f MiB", b / 1048576.0);
-    else
+    else if (b >= 1024)
         snprintf(buf, cap, "%.1f KiB", b / 1024.0);
+    else
+        snprintf(buf, cap, "%llu B", (unsigned long long)b);
 }
 
 void kv_fmt_count(uint64_t n, char *buf, size_t cap)

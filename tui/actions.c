@@ -279,6 +279,10 @@ static char *pop_exchange(struct ui *u)
 
 /* ---- /model ---- */
 
+/* The picker's mark for the model in use, first on its row so a narrow
+ * pane never cuts it off. */
+#define IN_USE "\xE2\x97\x8F "
+
 void ui_models_free(struct ui *u)
 {
     engine_names_free(u->model_names, u->n_models);
@@ -300,8 +304,8 @@ int ui_models_read(struct ui *u, char *err, size_t errlen)
             return -1;
         char **rows = calloc(n ? n : 1, sizeof *rows);
         for (size_t i = 0; rows && i < n; i++)
-            if (asprintf(&rows[i], "%s%s", names[i],
-                         strcmp(names[i], u->info->model_name) == 0 ? "  \xE2\x86\x90 in use" : "") < 0)
+            if (asprintf(&rows[i], "%s%s", strcmp(names[i], u->info->model_name) == 0 ? IN_USE : "  ",
+                         names[i]) < 0)
                 rows[i] = NULL;
         u->model_names = names;
         u->model_rows = rows;
@@ -321,7 +325,7 @@ int ui_models_read(struct ui *u, char *err, size_t errlen)
         kv_model_row(&v[i], row, sizeof row);
         bool in_use = strcmp(v[i].path, u->info->model_path) == 0;
         u->model_names[i] = strdup(v[i].file);
-        if (asprintf(&u->model_rows[i], "%s%s", row, in_use ? "  \xE2\x86\x90 in use" : "") < 0)
+        if (asprintf(&u->model_rows[i], "%s%s", in_use ? IN_USE : "  ", row) < 0)
             u->model_rows[i] = NULL;
         u->n_models = i + 1;
     }
@@ -450,7 +454,7 @@ static void model_command(struct ui *u, const char *arg)
         u->pick_open = true;
         u->pick_sel = 0;
         for (size_t i = 0; i < u->n_models; i++)
-            if (u->model_rows[i] && strstr(u->model_rows[i], "\xE2\x86\x90 in use"))
+            if (u->model_rows[i] && strncmp(u->model_rows[i], IN_USE, strlen(IN_USE)) == 0)
                 u->pick_sel = i;
         u->dirty = true;
         return;

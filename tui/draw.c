@@ -223,7 +223,7 @@ static void draw_picker(struct ui *u)
     if (!u->pick_open || r.h < 3 || r.w < 8)
         return;
     fill_rect(u, r, TH_NORMAL);
-    const char *t = " Choose a model: \xE2\x86\x91\xE2\x86\x93 and Enter, Esc cancels";
+    const char *t = " Choose a model: \xE2\x86\x91\xE2\x86\x93 and Enter, Esc cancels \xC2\xB7 \xE2\x97\x8F in use";
     draw_text(u, r.y, r.x + 1, r.w - 2, t, strlen(t), elem_attr(u, TH_NOTICE) | A_BOLD, NULL);
     int rows = r.h - 1;
     size_t first = u->pick_sel >= (size_t)rows ? u->pick_sel - (size_t)rows + 1 : 0;
