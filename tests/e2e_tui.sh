@@ -246,6 +246,7 @@ mkdir -p "$MD"
 ln -s "$MODEL" "$MD/SmolLM2-135M-Instruct.Q4_1.gguf"
 printf 'not a model' >"$MD/junk.gguf"
 DB=$T/models.db
+tmux kill-session -t $S 2>/dev/null # the load-error screen's, still sleeping
 tmux new-session -d -s $S -x 120 -y $ROWS \
     "env XDG_DATA_HOME='$T/data' XDG_CONFIG_HOME='$T/config' XDG_STATE_HOME='$T/state' XDG_CACHE_HOME='$T/cache' \
      '$BIN' --backend cpu --db '$DB' --seed 7 -n 12; echo EXIT=\$?; sleep 600"
