@@ -170,6 +170,7 @@ void kv_print_usage(FILE *out)
           "       kvchat perplexity [-m MODEL] -f TEXT [-c N] [--json]\n"
           "       kvchat --list-sessions | --search TEXT | --export ID [--format md|json] [-o FILE]\n"
           "       kvchat --delete ID\n"
+          "       kvchat --list-models [--server URL]\n"
           "\n"
           "model and engine:\n"
           "  -m, --model FILE        GGUF model (default: the SmolLM2-135M-Instruct Q4_1 model);\n"
@@ -187,6 +188,8 @@ void kv_print_usage(FILE *out)
           "      --raw               no chat template (--chat-template none): the prompt is\n"
           "                          tokenised as given and the reply continues it\n"
           "      --kv-type T         KV cache element type: f16 (default) or f32\n"
+          "      --list-models       list the models folder (file, size, architecture,\n"
+          "                          quantisation, context, parameters), or the server's models\n"
           "conversation:\n"
           "  -p, --prompt TEXT       answer TEXT (- reads standard input) and exit\n"
           "      --system TEXT       system prompt (default: the template's own, if any)\n"
@@ -309,6 +312,7 @@ enum {
     OPT_RAW,
     OPT_KV_TYPE,
     OPT_SHOW_IDS,
+    OPT_LIST_MODELS,
 };
 
 /* Options that pick how a model runs here, and why a server makes them moot. */
@@ -368,6 +372,7 @@ int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t
         {"server", required_argument, NULL, OPT_SERVER},
         {"api-key-env", required_argument, NULL, OPT_API_KEY_ENV},
         {"insecure", no_argument, NULL, OPT_INSECURE},
+        {"list-models", no_argument, NULL, OPT_LIST_MODELS},
         {NULL, 0, NULL, 0},
     };
 
@@ -489,6 +494,11 @@ int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t
             }
             break;
         case OPT_LIST: SET_MODE(KV_MODE_LIST, "--list-sessions"); break;
+        case OPT_LIST_MODELS:
+            if (sub != KV_MODE_UI)
+                return usage_err(err, errlen, "--list-models cannot be used with '%s'", argv[1]);
+            SET_MODE(KV_MODE_MODELS, "--list-models");
+            break;
         case OPT_SEARCH:
             SET_MODE(KV_MODE_SEARCH, "--search");
             o->text = optarg;

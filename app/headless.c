@@ -1,5 +1,5 @@
 /* headless.c - the modes that print and exit: -p (answer one message),
- * tokenize, and the history commands (--list-sessions, --search, --export,
+ * tokenize, --list-models, and the history commands (--list-sessions, --search, --export,
  * --delete).
  *
  * Output contract: the reply (or the requested listing) goes to stdout and
@@ -22,6 +22,7 @@
 #include "conversation.h"
 #include "launch.h"
 #include "visible.h"
+#include "models.h"
 
 /* Set by SIGINT/SIGTERM during a reply: the reply stops and what was
  * generated is kept (and saved as cancelled). The handler also writes a byte
@@ -417,6 +418,50 @@ static void put_stored_n(const char *s, size_t len, bool tty, bool search_marks)
 static void put_stored(const char *s, bool tty, bool search_marks)
 {
     put_stored_n(s, strlen(s), tty, search_marks);
+}
+
+/* --list-models. Exit status 1 only when nothing could be listed: a corrupt
+ * file is a row with its error, an empty folder a note on stderr. */
+int kv_run_list_models(const struct kv_options *o)
+{
+    char err[1024];
+    if (o->server[0]) {
+        struct engine_params p = kv_remote_params(o);
+        char **names;
+        size_t n;
+        if (engine_list_server_models(&p, &names, &n, err, sizeof err) != 0) {
+            fprintf(stderr, "kvchat: %s\n", err);
+            return 1;
+        }
+        for (size_t i = 0; i < n; i++)
+            printf("%s\n", names[i]);
+        if (!n)
+            fprintf(stderr, "kvchat: the server lists no models\n");
+        engine_names_free(names, n);
+        return 0;
+    }
+    char dir[4096];
+    kv_models_dir(dir, sizeof dir);
+    struct kv_model_entry *v;
+    size_t n;
+    if (kv_models_list(dir, &v, &n, err, sizeof err) != 0) {
+        fprintf(stderr, "kvchat: %s (scripts/fetch-models downloads the default model there)\n",
+                err);
+        return 1;
+    }
+    if (!n) {
+        fprintf(stderr, "kvchat: no .gguf files in %s\n", dir);
+    } else {
+        char line[2048];
+        kv_model_header(line, sizeof line);
+        printf("%s\n", line);
+        for (size_t i = 0; i < n; i++) {
+            kv_model_row(&v[i], line, sizeof line);
+            printf("%s\n", line);
+        }
+    }
+    kv_models_free(v);
+    return 0;
 }
 
 int kv_run_history(const struct kv_options *o)

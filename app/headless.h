@@ -12,6 +12,8 @@
 int kv_run_prompt(struct kv_options *o);
 /* kvchat tokenize */
 int kv_run_tokenize(struct kv_options *o);
+/* --list-models: the models folder, or with a server its models, on stdout */
+int kv_run_list_models(const struct kv_options *o);
 /* --list-sessions, --search, --export, --delete */
 int kv_run_history(const struct kv_options *o);
 

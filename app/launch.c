@@ -24,10 +24,8 @@ const char *kv_api_key_env(const struct kv_options *o)
     return NULL;
 }
 
-static struct engine *open_remote(const struct kv_options *o, char *path, size_t cap, char *err,
-                                  size_t errlen)
+struct engine_params kv_remote_params(const struct kv_options *o)
 {
-    snprintf(path, cap, "%s", o->server);
     struct engine_params p = engine_default_params();
     p.server = o->server;
     p.server_model = o->server_model[0] ? o->server_model : NULL;
@@ -35,6 +33,14 @@ static struct engine *open_remote(const struct kv_options *o, char *path, size_t
     p.insecure = o->insecure;
     p.connect_timeout_s = o->connect_timeout_s;
     p.idle_timeout_s = o->idle_timeout_s;
+    return p;
+}
+
+static struct engine *open_remote(const struct kv_options *o, char *path, size_t cap, char *err,
+                                  size_t errlen)
+{
+    snprintf(path, cap, "%s", o->server);
+    struct engine_params p = kv_remote_params(o);
     return engine_new(&p, err, errlen);
 }
 

@@ -23,6 +23,10 @@ struct engine *kv_engine_open(const struct kv_options *o, engine_progress_fn pro
  * explicit --backend). */
 struct engine *kv_load_engine(const struct kv_options *o, bool progress, char *err, size_t errlen);
 
+/* The remote engine's parameters from O's server settings (borrowing O's
+ * strings): for engine_new and engine_list_server_models alike. */
+struct engine_params kv_remote_params(const struct kv_options *o);
+
 /* The environment variable the API key is read from: --api-key-env, else
  * KVCHAT_API_KEY or OPENAI_API_KEY, whichever is set first; NULL = none. */
 const char *kv_api_key_env(const struct kv_options *o);

@@ -44,6 +44,8 @@ int main(int argc, char **argv)
         return kv_run_synth(&o);
     case KV_MODE_PERPLEXITY:
         return kv_run_perplexity(&o);
+    case KV_MODE_MODELS:
+        return kv_run_list_models(&o);
     case KV_MODE_LIST:
     case KV_MODE_SEARCH:
     case KV_MODE_EXPORT:

@@ -18,6 +18,7 @@ enum kv_mode {
     KV_MODE_SYNTH,    /* kvchat synth: write a synthetic model to a GGUF file */
     KV_MODE_PERPLEXITY, /* kvchat perplexity: the model's perplexity on a text file */
     KV_MODE_LIST,     /* --list-sessions */
+    KV_MODE_MODELS,   /* --list-models: the models folder, or a server's models */
     KV_MODE_SEARCH,   /* --search */
     KV_MODE_EXPORT,   /* --export */
     KV_MODE_DELETE,   /* --delete */

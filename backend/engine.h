@@ -292,4 +292,30 @@ int32_t *engine_tokenize(const struct engine *e, const char *text, bool add_bos,
 /* The text of token ID, as decoding would give it. */
 size_t engine_token_piece(const struct engine *e, int32_t id, char *buf, size_t cap);
 
+/* ---- choosing a model ---- */
+
+/* What a model file says about itself, read from its GGUF metadata and
+ * tensor table without loading the weights (for --list-models and /model). */
+struct engine_file_info {
+    char name[128];      /* general.name, else the file's base name */
+    char arch[32];       /* general.architecture, e.g. "llama" */
+    char quant[16];      /* the tensor type holding most of the weights, e.g. "Q4_1" */
+    uint64_t n_params;   /* elements of all tensors */
+    int32_t n_ctx_train; /* {arch}.context_length; 0 = the file does not say */
+    uint64_t file_bytes;
+};
+
+/* Describes the model file PATH. Returns 0, or -1 with a one-line message
+ * naming the file (not a GGUF file, truncated, no architecture). */
+int engine_describe_file(const char *path, struct engine_file_info *out, char *err, size_t errlen);
+
+/* The models a server offers (GET {server}/models), in its order: P's server,
+ * API key variable, TLS check and connect timeout apply as for chatting.
+ * *NAMES is a malloc'd array of *N malloc'd strings (engine_names_free).
+ * Returns 0, or -1 with a one-line message that starts with the server's
+ * origin. */
+int engine_list_server_models(const struct engine_params *p, char ***names, size_t *n, char *err,
+                              size_t errlen);
+void engine_names_free(char **names, size_t n);
+
 #endif

@@ -286,5 +286,28 @@ else
   skip "--raw: $gemma is missing"
 fi
 
+# --- --list-models ---------------------------------------------------------
+# The models folder ($XDG_DATA_HOME/kvchat/models, here in $tmp): the default
+# model linked in, a .gguf file that is not one (listed with its error), and
+# a file of another kind (ignored); a missing folder is exit status 1.
+mdir=$XDG_DATA_HOME/kvchat/models
+rm -rf "$mdir"
+expect_exit 1 "--list-models without a models folder" "$kvchat" --list-models
+one_line_error "--list-models without a models folder"
+[[ $errout == *"$mdir"* ]] && ok "... names the folder" || bad "... names the folder" "$errout"
+mkdir -p "$mdir"
+ln -s "$smol" "$mdir/SmolLM2-135M-Instruct.Q4_1.gguf"
+printf 'not a model at all' >"$mdir/junk.gguf"
+printf 'notes' >"$mdir/README.txt"
+expect_exit 0 "--list-models" "$kvchat" --list-models
+[ "$(printf '%s\n' "$out" | wc -l)" -eq 3 ] && ok "... a header and two rows" || bad "... a header and two rows" "$out"
+row=$(printf '%s\n' "$out" | grep '^SmolLM2-135M-Instruct.Q4_1.gguf ')
+[[ $row == *MiB*llama*Q4_1*8192*135M* ]] && ok "... the model: size, architecture, quantisation, context, parameters" \
+  || bad "... the model: size, architecture, quantisation, context, parameters" "$out"
+[[ $(printf '%s\n' "$out" | grep '^junk.gguf ') == *error:* ]] && ok "... the junk file with its error" \
+  || bad "... the junk file with its error" "$out"
+[[ $out != *README* ]] && ok "... other files ignored" || bad "... other files ignored" "$out"
+expect_exit 2 "--list-models with --list-sessions" "$kvchat" --list-models --list-sessions
+
 echo "$pass passed, $fail failed, $skipped skipped"
 [ "$fail" -eq 0 ]

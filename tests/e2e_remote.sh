@@ -104,5 +104,20 @@ expect_exit 2 "a bad timeout in the config file" env XDG_CONFIG_HOME="$tmp/bad" 
   'mkdir -p "$XDG_CONFIG_HOME/kvchat" && echo "idle_timeout = soon" >"$XDG_CONFIG_HOME/kvchat/config" && exec "$0" -p hi' "$kvchat"
 one_line_error "a bad timeout in the config file"
 
+# --- --list-models --server --------------------------------------------------
+expect_exit 0 "--list-models --server" "$kvchat" --list-models --server "$url"
+[ "$out" = "$(printf 'fault-model\nother-model')" ] && ok "... the server's models, one a line" \
+  || bad "... the server's models, one a line" "$out"
+expect_exit 0 "--list-models on a server with none" "$kvchat" --list-models --server "http://127.0.0.1:$port/empty/v1"
+[ -z "$out" ] && [[ $errout == *"no models"* ]] && ok "... says so on stderr" || bad "... says so on stderr" "$out / $errout"
+expect_exit 1 "--list-models with an unset API key variable" \
+  "$kvchat" --list-models --server "$url" --api-key-env KVCHAT_TEST_NO_SUCH_KEY
+one_line_error "--list-models with an unset API key variable"
+[[ $errout == *"$origin"*KVCHAT_TEST_NO_SUCH_KEY* ]] && ok "... names the server and the variable" \
+  || bad "... names the server and the variable" "$errout"
+expect_exit 1 "--list-models on a path that is not a server's" "$kvchat" --list-models --server "$origin/nothing/here"
+one_line_error "--list-models on a path that is not a server's"
+[[ $errout == *"$origin"*404* ]] && ok "... names the server and the status" || bad "... names the server and the status" "$errout"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

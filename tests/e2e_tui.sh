@@ -358,6 +358,50 @@ screen | grep -q 'Enter send' && pass "status_hints_back_after_key: hints back a
     fail "status_hints_back_after_key: the notice stayed on the status line"
 tmux send-keys -t $S C-u C-d
 wait_for 'EXIT=0' 10 || fail "Ctrl-D did not leave (small-things run)"
+
+# 13. /model: the picker lists the models folder (here a private one: the
+# default model linked in and a junk .gguf), Esc closes it, a file that does
+# not load keeps the old engine, and /model by name (Tab-completed) reloads
+# the same model with the conversation kept: the next reply continues the
+# same session.
+MD=$T/data/kvchat/models
+mkdir -p "$MD"
+ln -s "$MODEL" "$MD/SmolLM2-135M-Instruct.Q4_1.gguf"
+printf 'not a model' >"$MD/junk.gguf"
+DB=$T/models.db
+tmux kill-session -t $S 2>/dev/null # the load-error screen's, still sleeping
+tmux new-session -d -s $S -x 120 -y $ROWS \
+    "env XDG_DATA_HOME='$T/data' XDG_CONFIG_HOME='$T/config' XDG_STATE_HOME='$T/state' XDG_CACHE_HOME='$T/cache' \
+     '$BIN' --backend cpu --db '$DB' --seed 7 -n 12; echo EXIT=\$?; sleep 600"
+wait_for '^>' 120 || fail "no prompt (/model run)"
+tmux send-keys -t $S 'Say hi.' Enter
+wait_saved "user assistant " 60 || fail "/model run: first reply not saved: $(roles)"
+wait_for '^> *$' 60 || fail "/model run: prompt not back"
+tmux send-keys -t $S '/model' Enter
+wait_for 'Choose a model' 10 && pass "/model opens the picker" || fail "/model: no picker"
+screen | grep -q '● SmolLM2-135M-Instruct.Q4_1.gguf .*MiB  llama *Q4_1' && pass "/model: the model with its quantisation, in use" ||
+    fail "/model: the default model not listed with its quantisation"
+screen | grep -q 'junk.gguf.*error' && pass "/model: the junk file with its error" || fail "/model: junk file not listed"
+tmux send-keys -t $S Escape
+sleep 0.5
+! screen | grep -q 'Choose a model' && pass "Esc closes the picker" || fail "Esc did not close the picker"
+tmux send-keys -t $S '/model' Enter
+wait_for 'Choose a model' 10 || fail "/model: no picker the second time"
+tmux send-keys -t $S Down Enter
+wait_for 'cannot switch to junk.gguf.*still' 20 && pass "a model that does not load keeps the old one" ||
+    fail "no one-line error for the junk model"
+tmux send-keys -t $S '/model Smo' Tab
+wait_for '^> /model SmolLM2-135M-Instruct.Q4_1.gguf' 5 && pass "Tab completes the model's name" ||
+    fail "Tab did not complete the model's name"
+tmux send-keys -t $S Enter
+wait_for 'now chatting with' 60 && pass "/model NAME switches" || fail "/model NAME did not switch"
+screen | grep -q 'Say hi' && pass "the conversation stays on screen" || fail "the conversation is gone after /model"
+tmux send-keys -t $S 'And again.' Enter
+wait_saved "user assistant user assistant " 60 && pass "the next reply continues the same session" ||
+    fail "after /model the session holds $(roles)"
+wait_for '^> *$' 60 || fail "prompt not back after the reply on the new engine"
+tmux send-keys -t $S C-d
+wait_for 'EXIT=0' 10 || fail "Ctrl-D did not leave (/model run)"
 tmux kill-session -t $S
 
 [ $FAILS -eq 0 ] && echo "e2e_tui: all passed" || echo "e2e_tui: $FAILS failed"

@@ -918,6 +918,18 @@ static void test_command_complete(void **state)
     assert_int_equal(cmd_complete("/xyz a", 6, themes, 4, out, 32, &ws), 0);
     /* CAP smaller than the matches: count is still total. */
     assert_int_equal(cmd_complete("/", 1, themes, 4, out, 2, &ws), CMD_COUNT);
+    /* /model's argument from the model names, spaces and all. */
+    const char *models[] = {"SmolLM2.gguf", "gemma 3.gguf", "gemma-2.gguf"};
+    n = cmd_complete_model("/model ge", 9, models, 3, out, 32, &ws);
+    assert_int_equal(n, 2);
+    assert_int_equal(ws, 7);
+    assert_true(has(out, n, "gemma 3.gguf") && has(out, n, "gemma-2.gguf"));
+    n = cmd_complete_model("/model gemma 3", 14, models, 3, out, 32, &ws);
+    assert_int_equal(n, 1);
+    assert_string_equal(out[0], "gemma 3.gguf");
+    assert_int_equal(cmd_complete_model("/model", 6, models, 3, out, 32, &ws), 0);
+    assert_int_equal(cmd_complete_model("/models x", 9, models, 3, out, 32, &ws), 0);
+    assert_int_equal(cmd_complete_model("/theme g", 8, models, 3, out, 32, &ws), 0);
 }
 
 /* ---- command policy ---- */
@@ -928,7 +940,7 @@ static void test_command_needs(void **state)
     /* The commands that change the conversation a streaming reply belongs to,
      * or the settings it uses, wait for it; the rest run alongside. */
     static const enum cmd_id idle[] = {CMD_NEW,    CMD_RESUME, CMD_RETRY, CMD_EDIT,
-                                       CMD_DELETE, CMD_SYSTEM, CMD_SET};
+                                       CMD_DELETE, CMD_SYSTEM, CMD_SET,  CMD_MODEL};
     static const enum cmd_id hist[] = {CMD_SESSIONS, CMD_RESUME, CMD_RENAME,
                                        CMD_DELETE,   CMD_SEARCH, CMD_EXPORT};
     for (int id = 0; id < CMD_COUNT; id++) {

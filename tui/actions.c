@@ -1,6 +1,7 @@
 /* actions.c - what slash commands do: sessions (list, resume, new, rename,
  * delete, search, export), /system and /set, /retry and /edit, /stats,
- * /copy through OSC 52, and composing a message in $EDITOR. Which commands
+ * /copy through OSC 52, composing a message in $EDITOR, and /model's list
+ * and the switch to another model. Which commands
  * may run while a reply streams, and which need the history, is the
  * commands table's (cmd_needs); what /retry pops and what /copy picks is the
  * message list's (msgs.h).
@@ -16,9 +17,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli.h"
 #include "commands.h"
 #include "config.h"
+#include "launch.h"
+#include "membw.h"
 #include "meters.h"
+#include "models.h"
 
 /* Reloads the sessions list (the sidebar's and /sessions'). */
 void ui_refresh_sessions(struct ui *u)
@@ -286,6 +291,208 @@ static char *pop_exchange(struct ui *u)
     return user ? user : strdup("");
 }
 
+/* ---- /model ---- */
+
+/* The picker's mark for the model in use, first on its row so a narrow
+ * pane never cuts it off. */
+#define IN_USE "\xE2\x97\x8F "
+
+void ui_models_free(struct ui *u)
+{
+    engine_names_free(u->model_names, u->n_models);
+    engine_names_free(u->model_rows, u->n_models);
+    u->model_names = u->model_rows = NULL;
+    u->n_models = 0;
+    u->pick_open = false;
+}
+
+int ui_models_read(struct ui *u, char *err, size_t errlen)
+{
+    ui_models_free(u);
+    u->models_read = true;
+    if (ui_remote(u)) {
+        struct engine_params p = kv_remote_params(&u->o);
+        char **names;
+        size_t n;
+        if (engine_list_server_models(&p, &names, &n, err, errlen) != 0)
+            return -1;
+        char **rows = calloc(n ? n : 1, sizeof *rows);
+        for (size_t i = 0; rows && i < n; i++)
+            if (asprintf(&rows[i], "%s%s", strcmp(names[i], u->info->model_name) == 0 ? IN_USE : "  ",
+                         names[i]) < 0)
+                rows[i] = NULL;
+        u->model_names = names;
+        u->model_rows = rows;
+        u->n_models = rows ? n : 0;
+        return 0;
+    }
+    char dir[4096];
+    kv_models_dir(dir, sizeof dir);
+    struct kv_model_entry *v;
+    size_t n;
+    if (kv_models_list(dir, &v, &n, err, errlen) != 0)
+        return -1;
+    u->model_names = calloc(n ? n : 1, sizeof *u->model_names);
+    u->model_rows = calloc(n ? n : 1, sizeof *u->model_rows);
+    for (size_t i = 0; u->model_names && u->model_rows && i < n; i++) {
+        char row[2048];
+        kv_model_row(&v[i], row, sizeof row);
+        bool in_use = strcmp(v[i].path, u->info->model_path) == 0;
+        u->model_names[i] = strdup(v[i].file);
+        if (asprintf(&u->model_rows[i], "%s%s", in_use ? IN_USE : "  ", row) < 0)
+            u->model_rows[i] = NULL;
+        u->n_models = i + 1;
+    }
+    kv_models_free(v);
+    return 0;
+}
+
+/* The conversation on the screen as engine messages, for a session that
+ * is not in the history (--no-history, or saving failed): what the user
+ * sees is what the new model gets. Texts are borrowed from the list. */
+static int replay_from_screen(struct ui *u, struct engine *e, int32_t *dropped)
+{
+    struct engine_message *cm = calloc(u->msgs.n ? u->msgs.n : 1, sizeof *cm);
+    if (!cm)
+        return -1;
+    size_t k = 0;
+    for (size_t i = 0; i < u->msgs.n; i++) {
+        const struct msg *m = &u->msgs.v[i];
+        if (!m->text || (m->kind != MSG_USER && m->kind != MSG_ASSISTANT))
+            continue; /* the system prompt is set below; notices are the screen's own */
+        cm[k++] = (struct engine_message){
+            m->kind == MSG_USER ? ENGINE_ROLE_USER : ENGINE_ROLE_ASSISTANT, m->text};
+    }
+    int rc = engine_load_transcript(e, cm, k);
+    free(cm);
+    engine_set_system(e, u->o.system_set ? u->o.system : NULL);
+    if (rc == 0)
+        *dropped = engine_fit_context(e, u->o.max_tokens);
+    return rc == 0 && *dropped >= 0 ? 0 : -1;
+}
+
+/* The meters' device after a switch that changed the backend: the GPU
+ * monitor and the roofline's bandwidth, as at startup. */
+static void new_device(struct ui *u)
+{
+    gpu_mon_free(u->gpu);
+    u->gpu = strcmp(u->info->backend, "cuda") == 0 ? gpu_mon_new(0) : NULL;
+    u->bandwidth = u->o.mem_bandwidth_gbs > 0 ? u->o.mem_bandwidth_gbs * 1e9 : gpu_mon_bandwidth(u->gpu);
+    u->bw_wanted = u->bandwidth <= 0 && strcmp(u->info->backend, "cuda") != 0;
+    if (u->bw_wanted) {
+        double cached = membw_cache_get(u->info->device, u->info->n_threads);
+        if (cached > 0) {
+            u->bandwidth = cached;
+            u->bw_wanted = false;
+        }
+    }
+}
+
+void ui_model_switch(struct ui *u, size_t i)
+{
+    u->pick_open = false;
+    u->dirty = true;
+    if (i >= u->n_models)
+        return;
+    char name[512];
+    snprintf(name, sizeof name, "%s", u->model_names[i]);
+    struct kv_options o = u->o;
+    char dir[4096];
+    kv_models_dir(dir, sizeof dir);
+    int len = ui_remote(u) ? snprintf(o.server_model, sizeof o.server_model, "%s", name)
+                           : snprintf(o.model, sizeof o.model, "%s/%s", dir, name);
+    if (len < 0 || (size_t)len >= (ui_remote(u) ? sizeof o.server_model : sizeof o.model)) {
+        ui_notice(u, MSG_ERROR, "cannot switch to %s: the name is too long", name);
+        return;
+    }
+    /* The new engine loads beside the old one, so a failure leaves the chat
+     * as it was; the load progress takes the screen meanwhile. */
+    char path[4096], err[5200] = "";
+    struct load_progress lp = {u, ui_now(), 0, name};
+    ui_load_progress(0, 0, &lp);
+    struct engine *e = kv_engine_open(&o, ui_load_progress, &lp, path, sizeof path, err, sizeof err);
+    if (!e) {
+        ui_notice(u, MSG_ERROR, "cannot switch to %s: %s (still %s)", name, err,
+                  u->info->model_name);
+        return;
+    }
+    /* The conversation goes on in the new engine: replayed the way a resume
+     * does it when the session is saved, else from the screen. */
+    int32_t dropped = 0;
+    struct kv_options ro = o;
+    int rc = u->h && u->conv.sid >= 0
+                 ? kv_session_restore(u->h, u->conv.sid, e, &ro, &dropped, err, sizeof err)
+                 : replay_from_screen(u, e, &dropped);
+    if (rc != 0) {
+        ui_notice(u, MSG_ERROR, "cannot switch to %s: the conversation could not be replayed "
+                  "into it: %s (still %s)", name, err[0] ? err : "out of memory",
+                  u->info->model_name);
+        engine_free(e);
+        return;
+    }
+    char old_backend[sizeof u->info->backend];
+    snprintf(old_backend, sizeof old_backend, "%s", u->info->backend);
+    engine_free(u->e);
+    u->e = e;
+    u->info = engine_info(e);
+    u->conv.e = e; /* the session continues; its replies record the new model */
+    u->o = o;
+    u->last_meter = 0; /* the meters read the new engine at the next frame */
+    if (strcmp(old_backend, u->info->backend) != 0)
+        new_device(u);
+    ui_notice(u, MSG_NOTICE, "now chatting with %s (%s, %s%s%s)", u->info->model_name, name,
+              u->info->backend, u->info->backend_note[0] ? ": " : "", u->info->backend_note);
+    if (u->info->warning[0])
+        ui_notice(u, MSG_NOTICE, "warning: %s", u->info->warning);
+    if (dropped > 0)
+        ui_notice(u, MSG_NOTICE,
+                  "the %d oldest turn%s do not fit the context of %d tokens: the model sees "
+                  "the rest", dropped, dropped == 1 ? "" : "s", u->info->n_ctx);
+    ui_models_free(u); /* "in use" moved */
+}
+
+/* /model ARG: a number in the list or a name in it; no argument opens the
+ * picker. */
+static void model_command(struct ui *u, const char *arg)
+{
+    char err[1024];
+    if (ui_models_read(u, err, sizeof err) != 0) {
+        ui_notice(u, MSG_ERROR, "/model: %s", err);
+        return;
+    }
+    if (!arg[0]) {
+        if (!u->n_models) {
+            ui_notice(u, MSG_NOTICE, "/model: there are no models to choose from");
+            return;
+        }
+        u->pick_open = true;
+        u->pick_sel = 0;
+        for (size_t i = 0; i < u->n_models; i++)
+            if (u->model_rows[i] && strncmp(u->model_rows[i], IN_USE, strlen(IN_USE)) == 0)
+                u->pick_sel = i;
+        u->dirty = true;
+        return;
+    }
+    char *end;
+    unsigned long long k = strtoull(arg, &end, 10);
+    if (arg[0] >= '0' && arg[0] <= '9' && !*end) {
+        if (k < 1 || k > u->n_models) {
+            ui_notice(u, MSG_ERROR, "/model: %s is not between 1 and %zu (see /model)", arg,
+                      u->n_models);
+            return;
+        }
+        ui_model_switch(u, (size_t)(k - 1));
+        return;
+    }
+    for (size_t i = 0; i < u->n_models; i++)
+        if (strcmp(u->model_names[i], arg) == 0) {
+            ui_model_switch(u, i);
+            return;
+        }
+    ui_notice(u, MSG_ERROR, "/model: no model '%s' %s (/model lists them)", arg,
+              ui_remote(u) ? "on the server" : "in the models folder");
+}
+
 void ui_run_command(struct ui *u, const struct command *c)
 {
     unsigned needs = cmd_needs(c->id);
@@ -409,6 +616,9 @@ void ui_run_command(struct ui *u, const struct command *c)
         if (conv_set_sampling(&u->conv, &u->o) != 0)
             ui_notice(u, MSG_ERROR, "not saving: %s", u->conv.err);
         ui_status(u, TH_NOTICE, "%s = %s (from the next reply)", c->arg, c->arg2);
+        break;
+    case CMD_MODEL:
+        model_command(u, c->arg);
         break;
     case CMD_RETRY: {
         char *text = pop_exchange(u);

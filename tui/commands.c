@@ -34,6 +34,9 @@ static const struct {
                     CMD_NEEDS_IDLE},
     [CMD_SET] = {"set", ARG_SET,
                  "/set KEY VALUE        temp top_k top_p min_p repeat_penalty seed max_tokens", CMD_NEEDS_IDLE},
+    [CMD_MODEL] = {"model", ARG_OPT_TEXT,
+                   "/model [NAME|N]       switch the model (no argument: choose from a list)",
+                   CMD_NEEDS_IDLE},
     [CMD_RETRY] = {"retry", ARG_NONE, "/retry                regenerate the last reply", CMD_NEEDS_IDLE},
     [CMD_EDIT] = {"edit", ARG_NONE, "/edit                 edit and resend the last message", CMD_NEEDS_IDLE},
     [CMD_THEME] = {"theme", ARG_NAME, "/theme NAME           switch colours (dark light high-contrast)", 0},
@@ -261,4 +264,17 @@ size_t cmd_complete(const char *line, size_t cursor, const char *const *themes, 
     if (cl == 6 && strncmp(line, "/theme", 6) == 0)
         return add_matches(themes, n_themes, word, wl, out, cap, 0);
     return 0;
+}
+
+size_t cmd_complete_model(const char *line, size_t cursor, const char *const *models,
+                          size_t n_models, const char **out, size_t cap, size_t *word_start)
+{
+    /* the whole argument is the word: a file name may hold spaces */
+    size_t a = 6;
+    if (cursor < a || strncmp(line, "/model", 6) != 0 || !isspace((unsigned char)line[6]))
+        return 0;
+    while (a < cursor && isspace((unsigned char)line[a]))
+        a++;
+    *word_start = a;
+    return add_matches(models, n_models, line + a, cursor - a, out, cap, 0);
 }

@@ -22,6 +22,7 @@ enum cmd_id {
     CMD_EXPORT,   /* arg = "md" | "json", arg2 = file */
     CMD_SYSTEM,   /* arg = text ("" = the template's default) */
     CMD_SET,      /* arg = key (canonical config name), arg2 = value */
+    CMD_MODEL,    /* arg = a model's name or number in the list, "" = the picker */
     CMD_RETRY,
     CMD_EDIT,
     CMD_THEME,    /* arg = name */
@@ -72,5 +73,9 @@ const char *cmd_help_text(void);
  * byte offset of the word being completed. */
 size_t cmd_complete(const char *line, size_t cursor, const char *const *themes, size_t n_themes,
                     const char **out, size_t cap, size_t *word_start);
+/* The same for /model's argument, from the model names MODELS (N_MODELS):
+ * the local folder's files or a server's models. 0 for any other line. */
+size_t cmd_complete_model(const char *line, size_t cursor, const char *const *models,
+                          size_t n_models, const char **out, size_t cap, size_t *word_start);
 
 #endif

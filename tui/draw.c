@@ -225,6 +225,31 @@ static void draw_conversation(struct ui *u)
     }
 }
 
+/* /model's picker, over the conversation pane: the list with the chosen row
+ * reversed, scrolled to keep it in sight. */
+static void draw_picker(struct ui *u)
+{
+    struct rect r = u->lay.conv;
+    if (!u->pick_open || r.h < 3 || r.w < 8)
+        return;
+    fill_rect(u, r, TH_NORMAL);
+    const char *t = " Choose a model: \xE2\x86\x91\xE2\x86\x93 and Enter, Esc cancels \xC2\xB7 \xE2\x97\x8F in use";
+    draw_text(u, r.y, r.x + 1, r.w - 2, t, strlen(t), elem_attr(u, TH_NOTICE) | A_BOLD, NULL);
+    int rows = r.h - 1;
+    size_t first = u->pick_sel >= (size_t)rows ? u->pick_sel - (size_t)rows + 1 : 0;
+    for (int row = 0; row < rows && first + (size_t)row < u->n_models; row++) {
+        size_t i = first + (size_t)row;
+        char buf[2100];
+        snprintf(buf, sizeof buf, "%3zu  %s", i + 1, u->model_rows[i] ? u->model_rows[i] : u->model_names[i]);
+        attr_t a = elem_attr(u, TH_NORMAL) | (i == u->pick_sel ? A_REVERSE : 0);
+        if (i == u->pick_sel) {
+            attrset(a);
+            mvhline(r.y + 1 + row, r.x, ' ', r.w);
+        }
+        draw_text(u, r.y + 1 + row, r.x + 1, r.w - 2, buf, strlen(buf), a, NULL);
+    }
+}
+
 static void draw_sidebar(struct ui *u)
 {
     struct rect r = u->lay.sidebar;
@@ -480,6 +505,7 @@ void ui_draw_frame(struct ui *u)
     draw_title(u);
     draw_sidebar(u);
     draw_conversation(u);
+    draw_picker(u);
     draw_meters(u);
     draw_status(u);
     draw_input(u);

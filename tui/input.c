@@ -152,16 +152,27 @@ static char **complete_hook(const char *text, int start, int end)
     const char *out[64];
     size_t ws;
     size_t n = cmd_complete(rl_line_buffer, (size_t)end, (const char *const *)u->themes, u->n_themes, out, 64, &ws);
+    if (!n && strncmp(rl_line_buffer, "/model ", 7) == 0) {
+        char err[512];
+        if (!u->models_read)
+            ui_models_read(u, err, sizeof err); /* a server asked once, not at every Tab */
+        n = cmd_complete_model(rl_line_buffer, (size_t)end, (const char *const *)u->model_names,
+                               u->n_models, out, 64, &ws);
+    }
     if (n > 64)
         n = 64;
-    /* Readline's word starts at START; ours may be later (after the '/'). */
+    /* Readline's word starts at START; ours may be later (after the '/'),
+     * or earlier (a model's name with a space in it). */
     size_t pre = ws > (size_t)start ? ws - (size_t)start : 0;
+    size_t skip = ws < (size_t)start ? (size_t)start - ws : 0;
     for (size_t i = 0; i < n; i++) {
+        if (strlen(out[i]) < skip)
+            continue;
         char *c = malloc(pre + strlen(out[i]) + 1);
         if (!c)
             break;
         memcpy(c, rl_line_buffer + start, pre);
-        strcpy(c + pre, out[i]);
+        strcpy(c + pre, out[i] + skip);
         u->cands[u->n_cands++] = c;
     }
     if (!u->n_cands)
@@ -304,6 +315,34 @@ static void handle_escape(struct ui *u)
     feed(u, next);
 }
 
+/* /model's picker takes the keys while it is open: arrows, PgUp/PgDn,
+ * Home/End move, Enter switches, Esc or Ctrl-C closes it. */
+static void pick_key(struct ui *u, int ch)
+{
+    size_t n = u->n_models, page = u->lay.conv.h > 2 ? (size_t)u->lay.conv.h - 2 : 1;
+    u->dirty = true;
+    switch (ch) {
+    case KEY_UP: u->pick_sel = u->pick_sel > 0 ? u->pick_sel - 1 : 0; return;
+    case KEY_DOWN: u->pick_sel = u->pick_sel + 1 < n ? u->pick_sel + 1 : u->pick_sel; return;
+    case KEY_PPAGE: u->pick_sel = u->pick_sel > page ? u->pick_sel - page : 0; return;
+    case KEY_NPAGE: u->pick_sel = u->pick_sel + page < n ? u->pick_sel + page : (n ? n - 1 : 0); return;
+    case KEY_HOME: u->pick_sel = 0; return;
+    case KEY_END: u->pick_sel = n ? n - 1 : 0; return;
+    case '\r':
+    case '\n':
+    case KEY_ENTER: ui_model_switch(u, u->pick_sel); return;
+    case 3: u->pick_open = false; return;
+    case 27:
+        /* a lone Esc closes; Esc starting an Alt-key is swallowed whole */
+        nodelay(stdscr, TRUE);
+        if (getch() == ERR)
+            u->pick_open = false;
+        return;
+    case KEY_RESIZE: ui_draw_frame(u); return;
+    default: return;
+    }
+}
+
 void ui_handle_key(struct ui *u, int ch)
 {
     /* A key ends the notice on the status line: the hints come back; what
@@ -311,6 +350,10 @@ void ui_handle_key(struct ui *u, int ch)
     if (ch != KEY_RESIZE && ch != KEY_MOUSE && u->status_until > 0 && !u->in_paste) {
         u->status_until = 0;
         u->dirty = true;
+    }
+    if (u->pick_open && !u->in_paste && ch != KEY_PASTE_BEGIN) {
+        pick_key(u, ch);
+        return;
     }
     if (u->in_paste) {
         if (ch == KEY_PASTE_END) {

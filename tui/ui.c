@@ -121,6 +121,7 @@ static void ui_free(struct ui *u)
     free(u->pending_input);
     compose_free(&u->comp);
     hist_sessions_free(u->sessions, u->n_sessions);
+    ui_models_free(u);
     gpu_mon_free(u->gpu);
     engine_free(u->e);
     hist_close(u->h);

@@ -9,7 +9,7 @@
  *   worker.c   the generation thread and a turn's start and finish, the
  *              host bandwidth probe thread
  *   actions.c  slash commands, sessions, export, /retry and /edit,
- *              /copy (OSC 52), the $EDITOR
+ *              /copy (OSC 52), the $EDITOR, /model's list and the switch
  *   term.c     signals and the terminal restore on every way out
  *
  * Threads: the UI thread owns ncurses, readline, the history connection, the
@@ -126,6 +126,16 @@ struct ui {
     size_t n_sessions;
 
     struct compose comp; /* the conversation's display lines, reused per frame */
+
+    /* /model: what there is to choose from (the models folder's files, or
+     * the server's models), read again for each picker, and the picker over
+     * it while pick_open. */
+    char **model_names; /* owned: what /model NAME takes */
+    char **model_rows;  /* owned: the picker's lines (size, quantisation, ...) */
+    size_t n_models;
+    bool models_read;   /* the list has been read once (completion reuses it) */
+    bool pick_open;
+    size_t pick_sel;
 };
 
 /* The model answers from a server (the remote engine): the title names it,
@@ -185,6 +195,11 @@ void ui_run_command(struct ui *u, const struct command *c);
 int ui_resume_session(struct ui *u, int64_t sid);
 void ui_refresh_sessions(struct ui *u);
 void ui_editor_command(struct ui *u); /* Ctrl-G, /editor */
+/* /model: reads the list of models (0, or -1 with ERR); switches to model I
+ * of it, keeping the conversation, or says in one line why not; frees it. */
+int ui_models_read(struct ui *u, char *err, size_t errlen);
+void ui_model_switch(struct ui *u, size_t i);
+void ui_models_free(struct ui *u);
 
 /* ---- term.c ---- */
 void term_save(void);            /* the tty modes to put back */

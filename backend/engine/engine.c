@@ -3,6 +3,7 @@
  * implementation shares. */
 #include "engine_impl.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "chat.h"
@@ -60,6 +61,25 @@ struct engine *engine_new(const struct engine_params *p, char *err, size_t errle
     if (p->server && *p->server)
         return remote_engine_new(p, err, errlen);
     return local_engine_new(p, err, errlen);
+}
+
+int engine_list_server_models(const struct engine_params *p, char ***names, size_t *n, char *err,
+                              size_t errlen)
+{
+    *names = NULL;
+    *n = 0;
+    if (!p->server || !*p->server) {
+        kv_seterr(err, errlen, "listing a server's models needs its URL");
+        return -1;
+    }
+    return remote_list_models(p, names, n, err, errlen);
+}
+
+void engine_names_free(char **names, size_t n)
+{
+    for (size_t i = 0; names && i < n; i++)
+        free(names[i]);
+    free(names);
 }
 
 void engine_free(struct engine *e)

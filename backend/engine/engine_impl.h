@@ -48,5 +48,8 @@ struct engine *local_engine_new(const struct engine_params *p, char *err, size_t
 /* The remote engine (backend/remote/): a model served by an OpenAI-compatible
  * server at engine_params.server. */
 struct engine *remote_engine_new(const struct engine_params *p, char *err, size_t errlen);
+/* engine_list_server_models, there. */
+int remote_list_models(const struct engine_params *p, char ***names, size_t *n, char *err,
+                       size_t errlen);
 
 #endif

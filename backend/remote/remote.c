@@ -861,40 +861,61 @@ static void remote_memory(struct engine *eng, struct engine_memory *out)
 
 /* ---- creating one ---- */
 
+/* GET {server}/models into X; *DATA is the answer's "data" array inside
+ * *J (cJSON_Delete it), or X failed with the reason. */
+static void get_models(struct remote_engine *e, struct xfer *x, cJSON **j, const cJSON **data)
+{
+    *j = NULL;
+    *data = NULL;
+    char *url = endpoint(e, "models");
+    if (!url)
+        xfer_fail(x, "out of memory");
+    else
+        run(e, x, url, NULL);
+    curl_free(url);
+    if (x->failed)
+        return;
+    *j = cJSON_ParseWithLength(x->body.p ? x->body.p : "", x->body.len);
+    *data = cJSON_GetObjectItemCaseSensitive(*j, "data");
+    if (!cJSON_IsArray(*data)) {
+        *data = NULL;
+        xfer_fail(x, "GET /models did not answer with a model list: is this an "
+                     "OpenAI-compatible server, and does the URL end in /v1?");
+    }
+}
+
+/* X's failure, scrubbed of the key, into ERR; 0 when X did not fail. */
+static int xfer_result(struct remote_engine *e, struct xfer *x, char *err, size_t errlen)
+{
+    free(x->body.p);
+    x->body.p = NULL;
+    if (!x->failed)
+        return 0;
+    scrub_key(e, x->err);
+    kv_seterr(err, errlen, "%s", x->err);
+    return -1;
+}
+
 /* The first model the server lists. Returns 0 or -1 with ERR. */
 static int first_model(struct remote_engine *e, char *err, size_t errlen)
 {
     struct xfer x = {.e = e};
-    char *url = endpoint(e, "models");
-    if (!url)
-        xfer_fail(&x, "out of memory");
-    else
-        run(e, &x, url, NULL);
-    curl_free(url);
+    cJSON *j;
+    const cJSON *data;
+    get_models(e, &x, &j, &data);
     if (!x.failed) {
-        cJSON *j = cJSON_ParseWithLength(x.body.p ? x.body.p : "", x.body.len);
-        const cJSON *data = cJSON_GetObjectItemCaseSensitive(j, "data");
-        const char *id = cJSON_IsArray(data) ? json_str(cJSON_GetArrayItem(data, 0), "id") : NULL;
+        const char *id = json_str(cJSON_GetArrayItem(data, 0), "id");
         if (id && *id && strlen(id) < sizeof e->base.info.model_name)
             e->model = strdup(id);
-        else if (!cJSON_IsArray(data))
-            xfer_fail(&x, "GET /models did not answer with a model list: is this an "
-                          "OpenAI-compatible server, and does the URL end in /v1?");
         else if (!id || !*id)
             xfer_fail(&x, "the server lists no models: load one there, or name the model");
         else
             xfer_fail(&x, "the server's first model has an overlong name: name the model");
-        cJSON_Delete(j);
         if (!x.failed && !e->model)
             xfer_fail(&x, "out of memory");
     }
-    free(x.body.p);
-    if (x.failed) {
-        scrub_key(e, x.err);
-        kv_seterr(err, errlen, "%s", x.err);
-        return -1;
-    }
-    return 0;
+    cJSON_Delete(j);
+    return xfer_result(e, &x, err, errlen);
 }
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
@@ -940,9 +961,11 @@ static int parse_server(struct remote_engine *e, const char *server, char *err, 
 static void remote_free(struct engine *eng);
 static const struct engine_ops remote_ops;
 
-struct engine *remote_engine_new(const struct engine_params *p, char *err, size_t errlen)
+/* An engine that can make requests: the URL parsed, curl ready, the API key
+ * variable checked; no model chosen yet. NULL with ERR. */
+static struct remote_engine *remote_setup(const struct engine_params *p, char *err,
+                                          size_t errlen)
 {
-    double t0 = kv_now_s();
     pthread_once(&curl_once, curl_init);
     if (curl_init_rc != CURLE_OK) {
         kv_seterr(err, errlen, "cannot start libcurl: %s", curl_easy_strerror(curl_init_rc));
@@ -984,6 +1007,19 @@ struct engine *remote_engine_new(const struct engine_params *p, char *err, size_
             goto fail;
         }
     }
+    return e;
+
+fail:
+    remote_free(&e->base);
+    return NULL;
+}
+
+struct engine *remote_engine_new(const struct engine_params *p, char *err, size_t errlen)
+{
+    double t0 = kv_now_s();
+    struct remote_engine *e = remote_setup(p, err, errlen);
+    if (!e)
+        return NULL;
     if (p->server_model && *p->server_model) {
         if (strlen(p->server_model) >= sizeof e->base.info.model_name) {
             kv_seterr(err, errlen, "the model name is longer than %zu bytes",
@@ -1021,6 +1057,51 @@ struct engine *remote_engine_new(const struct engine_params *p, char *err, size_
 fail:
     remote_free(&e->base);
     return NULL;
+}
+
+int remote_list_models(const struct engine_params *p, char ***names, size_t *n, char *err,
+                       size_t errlen)
+{
+    *names = NULL;
+    *n = 0;
+    struct remote_engine *e = remote_setup(p, err, errlen);
+    if (!e)
+        return -1;
+    struct xfer x = {.e = e};
+    cJSON *j;
+    const cJSON *data;
+    get_models(e, &x, &j, &data);
+    int count = x.failed ? 0 : cJSON_GetArraySize(data);
+    char **v = count > 0 ? calloc((size_t)count, sizeof *v) : NULL;
+    if (count > 0 && !v)
+        xfer_fail(&x, "out of memory");
+    size_t k = 0;
+    for (int i = 0; v && i < count; i++) {
+        const char *id = json_str(cJSON_GetArrayItem(data, i), "id");
+        /* a name that could not be asked for (none, overlong) or that would
+         * not print as itself on a terminal is left out */
+        char q[SERVER_MSG_MAX + 1];
+        if (!id || !*id || strlen(id) >= sizeof e->base.info.model_name)
+            continue;
+        quote_server_text(id, strlen(id), q, sizeof q);
+        if (strcmp(q, id) != 0)
+            continue;
+        if (!(v[k] = strdup(id))) {
+            xfer_fail(&x, "out of memory");
+            break;
+        }
+        k++;
+    }
+    cJSON_Delete(j);
+    int rc = xfer_result(e, &x, err, errlen);
+    remote_free(&e->base);
+    if (rc != 0) {
+        engine_names_free(v, k);
+        return -1;
+    }
+    *names = v;
+    *n = k;
+    return 0;
 }
 
 static void remote_free(struct engine *eng)
