@@ -1245,6 +1245,34 @@ static void test_context_full_marks_which_limit_and_dropped_turns(void **state)
     compose_free(&c);
 }
 
+/* A reasoning model's <think> block shows apart from the answer, dimmed
+ * under a "thinking" line; while it still thinks, all of it is thinking. */
+static void test_compose_thinking_apart(void **state)
+{
+    (void)state;
+    struct compose c = {0};
+    struct msg m = {MSG_ASSISTANT, (char *)"<think>\nweigh it\n</think>\n\n**Paris**",
+                    HIST_END_NONE, 1, MSG_CUT_UNKNOWN, false};
+    compose_conversation(&c, &m, 1, NULL, 0, 80, true);
+    check_dl(&c, 0, "Assistant", TH_ASSISTANT, 0);
+    check_dl(&c, 1, "thinking \xE2\x80\xA6", TH_THINKING, 2);
+    check_dl(&c, 2, "weigh it", TH_THINKING, 2);
+    assert_string_equal(dl_text(&c, 3), "Paris"); /* the answer, as Markdown */
+    assert_true(c.dl[3].styled);
+    /* streaming, no closing tag yet: nothing is answer */
+    struct msg s = {MSG_ASSISTANT, NULL, HIST_END_NONE, 0, MSG_CUT_UNKNOWN, false};
+    const char *stream = "<think>still going";
+    compose_conversation(&c, &s, 1, stream, strlen(stream), 80, true);
+    check_dl(&c, 1, "thinking \xE2\x80\xA6", TH_THINKING, 2);
+    check_dl(&c, 2, "still going", TH_THINKING, 2);
+    /* "<think>" later in a reply is text, not thinking */
+    struct msg t = {MSG_ASSISTANT, (char *)"use <think> tags", HIST_END_NONE, 1, MSG_CUT_UNKNOWN,
+                    false};
+    compose_conversation(&c, &t, 1, NULL, 0, 80, false);
+    assert_string_equal(dl_text(&c, 1), "use <think> tags");
+    compose_free(&c);
+}
+
 static void test_compose_markdown(void **state)
 {
     (void)state;
@@ -1445,6 +1473,7 @@ int main(void)
         cmocka_unit_test(test_compose_elements),
         cmocka_unit_test(test_compose_wrap),
         cmocka_unit_test(test_compose_markdown),
+        cmocka_unit_test(test_compose_thinking_apart),
         cmocka_unit_test(test_wrap_exact_width_keeps_last_char),
         cmocka_unit_test(test_context_full_marks_which_limit_and_dropped_turns),
         cmocka_unit_test(test_meter_values),

@@ -135,6 +135,39 @@ static void compose_text(struct compose *c, const char *text, size_t len, bool m
     }
 }
 
+/* A reply that opens with "<think>" (a reasoning model's thinking, from the
+ * model itself or a server's reasoning_content) is split there: *THINK and
+ * *TLEN the thinking (up to "</think>", or all of it while the model still
+ * thinks), TEXT/LEN advanced past it to the answer. False when the reply has
+ * no thinking. */
+static bool split_thinking(const char **text, size_t *len, const char **think, size_t *tlen)
+{
+    static const char open[] = "<think>", close[] = "</think>";
+    const char *t = *text, *end = *text + *len;
+    while (t < end && (*t == ' ' || *t == '\n'))
+        t++;
+    if ((size_t)(end - t) < sizeof open - 1 || memcmp(t, open, sizeof open - 1) != 0)
+        return false;
+    t += sizeof open - 1;
+    const char *c = t;
+    while (c + sizeof close - 1 <= end && memcmp(c, close, sizeof close - 1) != 0)
+        c++;
+    bool closed = c + sizeof close - 1 <= end;
+    const char *tend = closed ? c : end;
+    while (t < tend && *t == '\n')
+        t++;
+    while (tend > t && tend[-1] == '\n')
+        tend--;
+    *think = t;
+    *tlen = (size_t)(tend - t);
+    const char *a = closed ? c + sizeof close - 1 : end;
+    while (a < end && *a == '\n')
+        a++;
+    *text = a;
+    *len = (size_t)(end - a);
+    return true;
+}
+
 void compose_conversation(struct compose *c, const struct msg *msgs, size_t n, const char *stream,
                           size_t stream_len, int width, bool markdown)
 {
@@ -154,6 +187,14 @@ void compose_conversation(struct compose *c, const struct msg *msgs, size_t n, c
             const char *h = kinds[m->kind].head;
             size_t off = arena_put(c, h, strlen(h), &hl);
             push_dline(c, (struct dline){off, hl, kinds[m->kind].head_elem, false, false, 0});
+            const char *think;
+            size_t tlen;
+            if (m->kind == MSG_ASSISTANT && split_thinking(&text, &len, &think, &tlen)) {
+                static const char th[] = "thinking \xE2\x80\xA6";
+                off = arena_put(c, th, sizeof th - 1, &hl);
+                push_dline(c, (struct dline){off, hl, TH_THINKING, false, false, 2});
+                compose_text(c, think, tlen, false, TH_THINKING, tw);
+            }
             compose_text(c, text, len, markdown && m->kind == MSG_ASSISTANT,
                          kinds[m->kind].text_elem, tw);
         } else {

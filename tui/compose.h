@@ -3,7 +3,8 @@
  * its text wrapped to the pane (tabs expanded, CR dropped), replies rendered
  * as Markdown when asked, notices and errors flush left at full width, an end
  * marker ("[cancelled]", a cursor while streaming) and a blank line after
- * each message.
+ * each message. A reply's opening "<think>...</think>" block is shown apart,
+ * dimmed under a "thinking" line, before the answer.
  *
  * Pure: the lines point into an arena of bytes (and per-byte Markdown
  * styles) that the drawing code paints; tested by tests/test_tui.c without a

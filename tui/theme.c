@@ -36,7 +36,7 @@ static const char *const elem_names[TH_COUNT] = {
     [TH_BAR_OTHER] = "bar_other",     [TH_BAR_FREE] = "bar_free",
     [TH_SIDEBAR] = "sidebar",         [TH_SIDEBAR_CURRENT] = "sidebar_current",
     [TH_STATUS] = "status",           [TH_INPUT] = "input",
-    [TH_BORDER] = "border",
+    [TH_BORDER] = "border",           [TH_THINKING] = "thinking",
 };
 
 const char *theme_elem_name(enum theme_elem e)

@@ -50,6 +50,7 @@ enum theme_elem {
     TH_STATUS,
     TH_INPUT,
     TH_BORDER,
+    TH_THINKING,    /* a reasoning model's thinking, apart from its answer */
     TH_COUNT
 };
 
