@@ -53,43 +53,13 @@ void kv_model_path(const struct kv_options *o, char *buf, size_t cap)
         kv_default_model_path(buf, cap);
 }
 
-bool kv_utf8_valid(const char *s, size_t len, size_t *bad)
+int kv_check_option_text(const struct kv_options *o, char *err, size_t errlen)
 {
-    const unsigned char *p = (const unsigned char *)s;
-    size_t i = 0;
-    while (i < len) {
-        unsigned c = p[i];
-        size_t n;
-        unsigned min;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if ((c & 0xE0) == 0xC0) {
-            n = 1, min = 0x80, c &= 0x1F;
-        } else if ((c & 0xF0) == 0xE0) {
-            n = 2, min = 0x800, c &= 0x0F;
-        } else if ((c & 0xF8) == 0xF0) {
-            n = 3, min = 0x10000, c &= 0x07;
-        } else {
-            goto invalid;
-        }
-        if (n > len - i - 1) /* truncated sequence */
-            goto invalid;
-        for (size_t k = 1; k <= n; k++) {
-            if ((p[i + k] & 0xC0) != 0x80)
-                goto invalid;
-            c = (c << 6) | (p[i + k] & 0x3F);
-        }
-        /* overlong forms, surrogates and values past U+10FFFF are invalid */
-        if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
-            goto invalid;
-        i += n + 1;
-    }
-    return true;
-invalid:
-    if (bad)
-        *bad = i;
-    return false;
+    if (o->system_set && !kv_check_text("the system prompt", o->system, err, errlen))
+        return 0;
+    if (o->mode == KV_MODE_SEARCH && !kv_check_text("the search text", o->text, err, errlen))
+        return 0;
+    return 1;
 }
 
 uint64_t kv_random_seed(void)

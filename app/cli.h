@@ -10,6 +10,7 @@
 #include <stdio.h>
 
 #include "options.h"
+#include "utf8.h" /* kv_check_text: the one rule for text */
 
 /* Built-in defaults (before the config file and the command line). */
 void kv_options_init(struct kv_options *o);
@@ -31,9 +32,10 @@ void kv_models_dir(char *buf, size_t cap);
 /* Resolves o->model ("" = the default) into BUF. */
 void kv_model_path(const struct kv_options *o, char *buf, size_t cap);
 
-/* True when LEN bytes of S are valid UTF-8; else *BAD is the offset of the
- * first byte that is not. */
-bool kv_utf8_valid(const char *s, size_t len, size_t *bad);
+/* kv_check_text over the texts O carries from the command line and the
+ * config file (the system prompt, --search); prompts and tokenize text are
+ * checked where they are read, standard input included. */
+int kv_check_option_text(const struct kv_options *o, char *err, size_t errlen);
 
 /* A seed from the system's entropy, for runs without --seed. */
 uint64_t kv_random_seed(void);

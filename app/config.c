@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include "textfile.h"
+#include "utf8.h"
 #include "xdg.h"
 
 #include <ctype.h>
@@ -124,6 +125,8 @@ int config_set(struct kv_options *o, const char *key, const char *v, char *err, 
             snprintf(err, errlen, "system: text longer than %zu bytes", sizeof o->system - 1);
             return -1;
         }
+        if (!kv_check_text("system", v, err, errlen))
+            return -1;
         snprintf(o->system, sizeof o->system, "%s", v);
         o->system_set = true;
         return 0;

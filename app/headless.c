@@ -230,10 +230,8 @@ int kv_run_prompt(struct kv_options *o)
     const char *text = arg_text(o->prompt, &owned);
     if (!text)
         return 1;
-    size_t bad;
-    if (!kv_utf8_valid(text, strlen(text), &bad)) {
-        fprintf(stderr, "kvchat: the prompt is not valid UTF-8 (byte %zu): convert it to UTF-8\n",
-                bad);
+    if (!kv_check_text("the prompt", text, err, sizeof err)) {
+        fprintf(stderr, "kvchat: %s\n", err);
         free(owned);
         return 1;
     }
@@ -343,6 +341,11 @@ int kv_run_tokenize(struct kv_options *o)
     const char *text = arg_text(o->text, &owned);
     if (!text)
         return 1;
+    if (!kv_check_text("the text", text, err, sizeof err)) {
+        fprintf(stderr, "kvchat: %s\n", err);
+        free(owned);
+        return 1;
+    }
     /* Tokenizing needs no compute backend beyond loading: the CPU one maps
      * the file without copying it. */
     struct kv_options lo = *o;

@@ -26,6 +26,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "kvchat: %s\n", err);
         return 2;
     }
+    if (!kv_check_option_text(&o, err, sizeof err)) {
+        fprintf(stderr, "kvchat: %s\n", err);
+        return 1;
+    }
 
     switch (o.mode) {
     case KV_MODE_HELP:

@@ -92,6 +92,20 @@ expect_exit 0 "--verbose" "$kvchat" -m "$smol" -p "Hi" --temp 0 -n 4 --no-histor
 
 expect_exit 1 "invalid UTF-8 prompt" "$kvchat" -m "$smol" -p $'\xff\xfe' --no-history
 one_line_error "invalid UTF-8 prompt"
+# one rule for every way text enters: an option, standard input, the config file
+expect_exit 1 "invalid UTF-8 --system" "$kvchat" -m "$smol" --system $'be \xff' -p hi --no-history
+[[ $errout == *"system prompt is not valid UTF-8 (byte 3)"* ]] && ok "... names the system prompt and the byte" \
+  || bad "... names the system prompt and the byte" "$errout"
+expect_exit 1 "invalid UTF-8 tokenize text" "$kvchat" tokenize -m "$smol" $'a\xffb'
+one_line_error "invalid UTF-8 tokenize text"
+expect_exit 1 "invalid UTF-8 tokenize stdin" bash -c "printf 'a\\xffb' | '$kvchat' tokenize -m '$smol' -"
+[[ $errout == *"not valid UTF-8"* ]] && ok "... standard input too" || bad "... standard input too" "$errout"
+expect_exit 1 "invalid UTF-8 --search" "$kvchat" --search $'\xc3' --db "$tmp/none.db"
+one_line_error "invalid UTF-8 --search"
+mkdir -p "$tmp/badcfg/kvchat"
+printf 'system = caf\xe9\n' >"$tmp/badcfg/kvchat/config"
+expect_exit 2 "invalid UTF-8 in the config file" env XDG_CONFIG_HOME="$tmp/badcfg" "$kvchat" -m "$smol" -p hi --no-history
+[[ $errout == *config:1:*"not valid UTF-8"* ]] && ok "... names the file and line" || bad "... names the file and line" "$errout"
 
 # same seed, same output
 a=$("$kvchat" -m "$smol" -p "Tell me a word." --seed 7 --temp 1 -n 12 --no-history 2>/dev/null)

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "strbuf.h"
+#include "utf8.h"
 #include "visible.h"
 #include "xdg.h"
 
@@ -51,6 +52,21 @@ static void test_terminal_escapes_from_stored_text(void **state)
     v = visible("\xff\xc2", 2, false);
     assert_memory_equal(v, "\xff\xc2", 3);
     free(v);
+}
+
+static void test_one_utf8_rule(void **state)
+{
+    (void)state;
+    char err[128];
+    assert_int_equal(kv_check_text("x", "caf\xc3\xa9 \xe4\xbd\xa0 \xf0\x9f\x98\x80", err, sizeof err), 1);
+    assert_int_equal(kv_check_text("the title", "ab\xff", err, sizeof err), 0);
+    assert_string_equal(err, "the title is not valid UTF-8 (byte 2): convert it to UTF-8");
+    size_t bad = 99;
+    assert_false(kv_utf8_valid("\xc0\xaf", 2, &bad)); /* overlong '/' */
+    assert_int_equal(bad, 0);
+    assert_false(kv_utf8_valid("a\xed\xa0\x80", 4, NULL)); /* a surrogate */
+    assert_false(kv_utf8_valid("\xf4\x90\x80\x80", 4, NULL)); /* past U+10FFFF */
+    assert_false(kv_utf8_valid("\xe4\xbd", 2, NULL)); /* cut short */
 }
 
 static void test_strbuf(void **state)
@@ -98,6 +114,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_terminal_escapes_from_stored_text),
+        cmocka_unit_test(test_one_utf8_rule),
         cmocka_unit_test(test_strbuf),
         cmocka_unit_test(test_xdg_rule),
     };

@@ -684,7 +684,8 @@ static void test_config_theme_hostile(void **state)
         {"\n\0", 2, "cfg:2: NUL byte"},
         {"\0\0\0\0", 4, "cfg:1: NUL byte"},
         {"\xff\xfe = 1\n", 0, "cfg:1: unknown setting"},
-        {"system = caf\xc3\x28 \xff\xfe\xed\xa0\x80\n", 0, NULL}, /* text kept as given */
+        /* text that is not UTF-8 is refused as at every other door */
+        {"system = caf\xc3\x28 \xff\xfe\xed\xa0\x80\n", 0, "cfg:1: system is not valid UTF-8 (byte 3)"},
         {"theme = \xc0\xaf\n", 0, NULL},
         {"backend = cpu\xc3\n", 0, "cfg:1: backend:"},
         {"ctx_size = 99999999999999999999999999\n", 0, "cfg:1: ctx_size:"},

@@ -111,6 +111,13 @@ static void on_line_run(struct ui *u, char *line)
         free(line);
         return;
     }
+    char uerr[128];
+    if (!kv_check_text("the line", line, uerr, sizeof uerr)) {
+        ui_status(u, TH_ERROR, "%s", uerr);
+        ui_set_input(u, line); /* back in the input line: nothing typed is lost */
+        free(line);
+        return;
+    }
     add_history(line);
     static struct command cmd; /* 12 KiB: kept off the stack of a readline callback */
     size_t off;
@@ -122,13 +129,8 @@ static void on_line_run(struct ui *u, char *line)
         ui_run_command(u, &cmd);
     else if (u->busy)
         ui_status(u, TH_ERROR, "a reply is being generated: Esc stops it");
-    else {
-        size_t bad;
-        if (!kv_utf8_valid(line + off, strlen(line + off), &bad))
-            ui_status(u, TH_ERROR, "the message is not valid UTF-8 (byte %zu)", bad);
-        else
-            ui_start_turn(u, line + off);
-    }
+    else
+        ui_start_turn(u, line + off);
     free(line);
     u->dirty = true;
 }
