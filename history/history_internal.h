@@ -118,6 +118,12 @@ enum hist_end hist_end_parse(const char *s); /* NULL: HIST_END_NONE */
 int hist_is_ws(unsigned char c);
 char *hist_shorten(const char *s, size_t len, int max_chars);
 
+/* ---- integrity (open.c) ---- */
+
+/* 1 if DB's schema is what the migrations make for version V and its indexes
+ * count as many rows as their tables; else 0 with the object in WHAT. */
+int hist_schema_matches(sqlite3 *db, int v, char *what, size_t cap);
+
 /* ---- shared by sessions and messages ---- */
 
 int hist_session_exists(struct hist *h, int64_t id, int *exists);
