@@ -323,5 +323,50 @@ row=$(printf '%s\n' "$out" | grep '^SmolLM2-135M-Instruct.Q4_1.gguf ')
 [[ $out != *README* ]] && ok "... other files ignored" || bad "... other files ignored" "$out"
 expect_exit 2 "--list-models with --list-sessions" "$kvchat" --list-models --list-sessions
 
+# --- a damaged history database, and --repair -------------------------------
+# An index whose schema text was altered in place passes PRAGMA quick_check;
+# kvchat must still refuse it, say what is wrong and how to mend it, and
+# --repair must keep every row and the damaged file.
+rdb=$tmp/damaged/history.db
+mkdir -p "$tmp/damaged"
+expect_exit 0 "damaged database: a first session" "$kvchat" -m "$smol" -p hi -n 2 --temp 0 --db "$rdb"
+python3 - "$rdb" <<'PY'
+import sqlite3, sys
+d = sqlite3.connect(sys.argv[1])
+d.execute("PRAGMA writable_schema = ON")
+d.execute("UPDATE sqlite_schema SET sql = replace(sql, '(session_id, id)', '(session_id DESC, id)') "
+          "WHERE name = 'messages_by_session'")
+d.commit()
+d.close()
+PY
+expect_exit 1 "damaged database: --list-sessions refuses it" "$kvchat" --list-sessions --db "$rdb"
+one_line_error "damaged database: --list-sessions"
+[[ $errout == *"damaged (index messages_by_session"*"kvchat --repair"* ]] \
+  && ok "... names the index and --repair" || bad "... names the index and --repair" "$errout"
+expect_exit 0 "damaged database: -p still answers" "$kvchat" -m "$smol" -p hi -n 2 --temp 0 --db "$rdb"
+[[ $errout == *"not saving"*"damaged"*"--repair"* ]] && ok "... says why it is not saving" \
+  || bad "... says why it is not saving" "$errout"
+[[ $errout != *"no reply"* ]] && ok "... no failed write mid-reply" || bad "... no failed write mid-reply" "$errout"
+n_stream=$(python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("select count(*) from messages not indexed where end_reason=\"streaming\"").fetchone()[0])' "$rdb")
+[ "$n_stream" = 0 ] && ok "... leaves no streaming row" || bad "... leaves no streaming row" "$n_stream"
+expect_exit 0 "--repair" "$kvchat" --repair --db "$rdb"
+[[ $errout == *"kept 1 session and 2 messages"*"lost nothing"*".damaged-"* ]] \
+  && ok "... says what was kept, lost and where the damaged file is" \
+  || bad "... says what was kept, lost and where the damaged file is" "$errout"
+ls "$rdb".damaged-* >/dev/null 2>&1 && ok "... keeps the damaged file" || bad "... keeps the damaged file"
+expect_exit 0 "--list-sessions after --repair" "$kvchat" --list-sessions --db "$rdb"
+[ "$(printf '%s\n' "$out" | grep -c msgs)" -eq 1 ] && ok "... lists the session" || bad "... lists the session" "$out"
+expect_exit 0 "--repair on a sound database" "$kvchat" --repair --db "$rdb"
+[[ $errout == *"nothing to repair"* ]] && ok "... says so" || bad "... says so" "$errout"
+expect_exit 1 "--repair without a database" "$kvchat" --repair --db "$tmp/damaged/none.db"
+[ ! -e "$tmp/damaged/none.db" ] && ok "... creates nothing" || bad "... creates nothing"
+
+# A 0-byte file is a valid empty database: a listing shows nothing and
+# leaves it 0 bytes.
+: >"$tmp/empty.db"
+expect_exit 0 "--list-sessions on a 0-byte file" "$kvchat" --list-sessions --db "$tmp/empty.db"
+[ -z "$out" ] && ok "... lists nothing" || bad "... lists nothing" "$out"
+[ ! -s "$tmp/empty.db" ] && ok "... creates no tables" || bad "... creates no tables"
+
 echo "$pass passed, $fail failed, $skipped skipped"
 [ "$fail" -eq 0 ]
