@@ -368,5 +368,41 @@ expect_exit 0 "--list-sessions on a 0-byte file" "$kvchat" --list-sessions --db 
 [ -z "$out" ] && ok "... lists nothing" || bad "... lists nothing" "$out"
 [ ! -s "$tmp/empty.db" ] && ok "... creates no tables" || bad "... creates no tables"
 
+# A lock held for a moment mid-reply only delays a progress save (retried;
+# the final save waits out the lock): -p must not say "not saving", and the
+# reply must be saved.
+lockout=$(python3 - "$kvchat" "$smol" "$tmp/locked/history.db" 2>&1 <<'PY'
+import sqlite3, subprocess, sys, time
+kvchat, model, db = sys.argv[1:4]
+p = subprocess.Popen([kvchat, "-m", model, "-p", "Write a long story about a lighthouse keeper.",
+                      "-n", "300", "--temp", "0", "--db", db],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+held = False
+t0 = time.time()
+while p.poll() is None and time.time() - t0 < 60:
+    try:
+        d = sqlite3.connect(db, timeout=0.05, isolation_level=None)
+        n = d.execute("select count(*) from messages where end_reason='streaming'").fetchone()[0]
+        if n and not held:
+            d.execute("BEGIN IMMEDIATE")
+            time.sleep(2.2)  # under the final save's 3 s busy timeout
+            d.execute("ROLLBACK")
+            held = True
+        d.close()
+    except sqlite3.Error:
+        pass
+    time.sleep(0.02)
+err = p.communicate()[1]
+d = sqlite3.connect(db)
+left = d.execute("select count(*) from messages where end_reason='streaming'").fetchone()[0]
+saved = d.execute("select count(*) from messages where role='assistant' and end_reason is not null").fetchone()[0]
+print("held=%d rc=%d streaming=%d saved=%d" % (held, p.returncode, left, saved))
+print(err.strip())
+PY
+)
+[[ $lockout == "held=1 rc=0 streaming=0 saved=1"* ]] && ok "lock mid-reply: the reply is saved" \
+  || bad "lock mid-reply: the reply is saved" "$lockout"
+[[ $lockout != *"not saving"* ]] && ok "... without 'not saving'" || bad "... without 'not saving'" "$lockout"
+
 echo "$pass passed, $fail failed, $skipped skipped"
 [ "$fail" -eq 0 ]
