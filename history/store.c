@@ -89,14 +89,21 @@ static void describe_damage(struct hist *h, const char *what)
             snprintf(found, sizeof found, "%s", (const char *)sqlite3_column_text(st, 0));
         sqlite3_finalize(st);
     }
-    const char *ix = strstr(found, "index ");
+    /* The check's first line may only say which database; the message
+     * stays one line. */
+    char *text = found;
+    if (strncmp(text, "*** in database", 15) == 0 && strchr(text, '\n'))
+        text = strchr(text, '\n') + 1;
+    for (char *p = text; *p; p++)
+        if (*p == '\n' || *p == '\r')
+            *p = ' ';
+    const char *ix = strstr(text, "index ");
     char detail[320];
     if (ix) {
         size_t n = strcspn(ix + 6, " \t\n");
         snprintf(detail, sizeof detail, "index %.*s disagrees with its table", (int)n, ix + 6);
     } else {
-        snprintf(detail, sizeof detail, "%s", found[0] && strcmp(found, "ok") ? found
-                                                                           : "a damaged page");
+        snprintf(detail, sizeof detail, "%s", text[0] && strcmp(text, "ok") ? text : "a damaged page");
     }
     snprintf(h->err, sizeof h->err, "%s: %s: the history database is damaged (%s): run kvchat "
                                     "--repair --db %s", h->path, what, detail, h->path);

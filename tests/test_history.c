@@ -1532,6 +1532,44 @@ static void test_locked_at_start_no_upgrade_talk(void **state)
     sqlite3_close(other);
 }
 
+static void test_write_finds_damage_runs_full_check(void **state)
+{
+    (void)state;
+    char path[1100];
+    new_db_path(path, sizeof path, "hist-write-damage");
+    make_small_db(path);
+    struct hist *h = open_ok(path);
+    /* Damage that appears after the open: another connection points the
+     * index at the sessions table's pages (and bumps the schema version so
+     * this connection reloads it). The next insert meets a table page
+     * where it expects an index page. */
+    raw_exec(path, "PRAGMA writable_schema = ON;"
+                   "UPDATE sqlite_schema SET rootpage = (SELECT rootpage FROM sqlite_schema "
+                   "WHERE name = 'sessions') WHERE name = 'messages_by_session';"
+                   "PRAGMA writable_schema = OFF;");
+    raw_exec(path, "PRAGMA schema_version = 1000;");
+    int64_t mid;
+    assert_int_equal(hist_message_add(h, 1, HIST_ROLE_USER, "one more", (size_t)-1, -1, &mid),
+                     HIST_E_CORRUPT);
+    const char *e = hist_last_error(h);
+    print_message("write on a damaged database: %s\n", e);
+    assert_non_null(strstr(e, path));
+    assert_non_null(strstr(e, "the history database is damaged ("));
+    assert_null(strchr(e, '\n'));
+    assert_null(strstr(e, "***"));
+    assert_non_null(strstr(e, "run kvchat --repair"));
+    hist_close(h);
+    /* and --repair gets the rows back into a sound file */
+    char rep[2048];
+    assert_int_equal(hist_repair(path, rep, sizeof rep), HIST_OK);
+    print_message("%s\n", rep);
+    assert_non_null(strstr(rep, "repaired"));
+    assert_integrity_ok(path);
+    h = open_ok(path);
+    assert_int_equal(count_hits(h, "lighthouse"), 1);
+    hist_close(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1560,6 +1598,7 @@ int main(void)
         cmocka_unit_test(test_repair_copies_into_new_file),
         cmocka_unit_test(test_readonly_folder_named),
         cmocka_unit_test(test_locked_at_start_no_upgrade_talk),
+        cmocka_unit_test(test_write_finds_damage_runs_full_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
