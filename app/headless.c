@@ -499,11 +499,16 @@ int kv_run_history(const struct kv_options *o)
      * database; only --delete writes. */
     unsigned flags = o->mode == KV_MODE_DELETE ? 0 : HIST_OPEN_READONLY;
     struct stat sb;
+    bool empty = stat(path, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size == 0;
     if (flags && (o->mode == KV_MODE_LIST || o->mode == KV_MODE_SEARCH) &&
-        (access(path, F_OK) != 0 || (stat(path, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size == 0))) {
+        (access(path, F_OK) != 0 || empty)) {
         /* no history yet (a 0-byte file is a valid empty database): nothing
          * to list, and a read-only listing creates no tables */
         return 0;
+    }
+    if (flags && empty) { /* --export of an empty database */
+        fprintf(stderr, "kvchat: no such session (see kvchat --list-sessions)\n");
+        return 1;
     }
     struct hist *h = hist_open_ex(path, flags, NULL, err, sizeof err);
     if (!h) {

@@ -6,11 +6,13 @@
  *   store.c    these helpers: clocks, errors, statements and transactions,
  *              column and row readers, role/end/status names, titles and
  *              previews
- *   open.c     open/close, pragmas, integrity check, schema migrations, paths
+ *   open.c     open/close, pragmas, integrity and schema checks, schema
+ *              migrations, paths
  *   sessions.c sessions
  *   messages.c messages, streaming replies, truncation
  *   search.c   full-text search
  *   export.c   Markdown and JSON export
+ *   repair.c   mending a damaged database (kvchat --repair)
  *
  * One connection per struct hist. The database runs in WAL mode so readers
  * never block the one writer and a killed process loses nothing committed;

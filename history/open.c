@@ -304,8 +304,11 @@ int hist_schema_matches(sqlite3 *db, int v, char *what, size_t cap)
             return 1;
         }
     sqlite3_stmt *rs = NULL, *fs = NULL;
+    /* Our own objects only: SQLite's internal ones, and the FTS5 shadow
+     * tables, whose text is SQLite's and may change between its versions. */
     const char *list = "SELECT type, name, coalesce(sql, '') FROM sqlite_schema "
-                       "WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name";
+                       "WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND NOT (type = 'table' "
+                       "AND name LIKE 'messages\\_fts\\_%' ESCAPE '\\') ORDER BY name";
     const char *one = "SELECT coalesce(sql, '') FROM sqlite_schema WHERE name = ?";
     if (sqlite3_prepare_v2(ref, list, -1, &rs, NULL) == SQLITE_OK &&
         sqlite3_prepare_v2(db, one, -1, &fs, NULL) == SQLITE_OK) {

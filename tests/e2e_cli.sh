@@ -367,6 +367,10 @@ expect_exit 1 "--repair without a database" "$kvchat" --repair --db "$tmp/damage
 expect_exit 0 "--list-sessions on a 0-byte file" "$kvchat" --list-sessions --db "$tmp/empty.db"
 [ -z "$out" ] && ok "... lists nothing" || bad "... lists nothing" "$out"
 [ ! -s "$tmp/empty.db" ] && ok "... creates no tables" || bad "... creates no tables"
+expect_exit 0 "--search on a 0-byte file" "$kvchat" --search hello --db "$tmp/empty.db"
+expect_exit 1 "--export on a 0-byte file" "$kvchat" --export 1 --db "$tmp/empty.db"
+[[ $errout == *"no such session"* ]] && ok "... no such session" || bad "... no such session" "$errout"
+[ ! -s "$tmp/empty.db" ] && ok "... still 0 bytes" || bad "... still 0 bytes"
 
 # A lock held for a moment mid-reply only delays a progress save (retried;
 # the final save waits out the lock): -p must not say "not saving", and the
