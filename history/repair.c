@@ -119,20 +119,20 @@ static int copy_table(sqlite3 *db, const char *table, int64_t *kept, int *cut)
         sqlite3_finalize(rd);
         return rc;
     }
+    int wrc = SQLITE_DONE;
     while ((rc = sqlite3_step(rd)) == SQLITE_ROW) {
         sqlite3_reset(wr);
         for (int i = 0; i < n; i++)
             sqlite3_bind_value(wr, i + 1, sqlite3_column_value(rd, i));
-        if ((rc = sqlite3_step(wr)) != SQLITE_DONE)
+        if ((wrc = sqlite3_step(wr)) != SQLITE_DONE)
             break;
         (*kept)++;
     }
-    int wrote_ok = rc == SQLITE_DONE || rc == SQLITE_ROW ? 1 : (sqlite3_errcode(db) & 0xff) != SQLITE_FULL;
-    if (rc != SQLITE_DONE && wrote_ok)
+    if (wrc == SQLITE_DONE && rc != SQLITE_DONE)
         *cut = 1; /* the read stopped at a damaged page */
     sqlite3_finalize(rd);
     sqlite3_finalize(wr);
-    return wrote_ok ? SQLITE_OK : SQLITE_FULL;
+    return wrc == SQLITE_DONE ? SQLITE_OK : wrc;
 }
 
 /* Copies what can be read into a new file beside PATH and swaps it in.
