@@ -139,7 +139,7 @@ void kv_print_usage(FILE *out)
           "       kvchat synth SHAPE:TYPE -o FILE.gguf [--tokenizer-from MODEL]\n"
           "       kvchat perplexity [-m MODEL] -f TEXT [-c N] [--json]\n"
           "       kvchat --list-sessions | --search TEXT | --export ID [--format md|json] [-o FILE]\n"
-          "       kvchat --delete ID\n"
+          "       kvchat --delete ID | --repair [--db FILE]\n"
           "       kvchat --list-models [--server URL]\n"
           "\n"
           "model and engine:\n"
@@ -178,6 +178,7 @@ void kv_print_usage(FILE *out)
           "      --search TEXT       search all saved messages\n"
           "      --export ID         print session ID (--format md|json, -o FILE)\n"
           "      --delete ID         delete session ID\n"
+          "      --repair            mend a damaged history database (the damaged file is kept)\n"
           "interface:\n"
           "      --theme NAME        colour theme (dark, light, high-contrast or your own)\n"
           "      --mem-bandwidth GBS memory bandwidth in GB/s for the roofline meter\n"
@@ -267,6 +268,7 @@ enum {
     OPT_EXPORT,
     OPT_FORMAT,
     OPT_DELETE,
+    OPT_REPAIR,
     OPT_THEME,
     OPT_VERSION,
     OPT_NO_BOS,
@@ -327,6 +329,7 @@ int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t
         {"format", required_argument, NULL, OPT_FORMAT},
         {"output", required_argument, NULL, 'o'},
         {"delete", required_argument, NULL, OPT_DELETE},
+        {"repair", no_argument, NULL, OPT_REPAIR},
         {"theme", required_argument, NULL, OPT_THEME},
         {"verbose", no_argument, NULL, 'v'},
         {"show-ids", no_argument, NULL, OPT_SHOW_IDS},
@@ -487,6 +490,7 @@ int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t
             SET_MODE(KV_MODE_DELETE, "--delete");
             rc = parse_i64("--delete", optarg, 1, INT64_MAX, &o->session_id, err, errlen);
             break;
+        case OPT_REPAIR: SET_MODE(KV_MODE_REPAIR, "--repair"); break;
         case OPT_THEME: rc = copy_opt("--theme", o->theme, sizeof o->theme, optarg, err, errlen); break;
         case 'v': o->verbose = true; break;
         case OPT_SHOW_IDS: o->show_ids = true; break;

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -162,9 +163,27 @@ static bool on_piece(const char *s, size_t n, void *user)
     return !g_interrupted;
 }
 
+/* The reply's token ids, for --show-ids and -v (engine_turn_params.on_token). */
+struct ids {
+    int32_t *v;
+    size_t n, cap;
+};
+
+/* What the -p hooks share (engine_turn_params.user). */
+struct prompt_run {
+    struct ids ids;
+    const struct conv *c;
+};
+
+/* A failed progress save comes while the reply is still being saved
+ * (c->saving): it is retried a second later and the final save writes the
+ * whole reply, so a lock held for a moment is no reason to say "not saving".
+ * Only a failed start or final save loses the reply. */
 static void on_save_warning(const char *msg, void *user)
 {
-    (void)user;
+    const struct prompt_run *run = user;
+    if (run->c && run->c->saving)
+        return;
     fprintf(stderr, "kvchat: not saving: %s\n", msg);
 }
 
@@ -174,17 +193,11 @@ static void on_notice(const char *msg, void *user)
     fprintf(stderr, "kvchat: %s\n", msg);
 }
 
-/* The reply's token ids, for --show-ids and -v (engine_turn_params.on_token). */
-struct ids {
-    int32_t *v;
-    size_t n, cap;
-};
-
 static void on_token(int32_t id, const char *piece, size_t len, void *user)
 {
     (void)piece;
     (void)len;
-    struct ids *ids = user;
+    struct ids *ids = &((struct prompt_run *)user)->ids;
     if (ids->n == ids->cap) {
         size_t cap = ids->cap ? ids->cap * 2 : 256;
         int32_t *v = realloc(ids->v, cap * sizeof *v);
@@ -301,14 +314,14 @@ int kv_run_prompt(struct kv_options *o)
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
-    struct ids ids = {0};
+    struct prompt_run run = {.c = &c};
     struct engine_turn_params tp = {
         .sampling = o->sampling,
         .max_tokens = o->max_tokens,
         .on_piece = on_piece,
         .on_notice = on_notice,
         .on_token = o->show_ids || o->verbose ? on_token : NULL,
-        .user = &ids,
+        .user = &run,
     };
     char *reply = NULL;
     int rc = conv_turn(&c, text, o, &tp, on_save_warning, &reply, err, sizeof err);
@@ -323,10 +336,10 @@ int kv_run_prompt(struct kv_options *o)
         engine_stats(e, &st);
         if (o->verbose)
             print_stats(e, &st);
-        print_ids(&ids, st.gen_tokens);
+        print_ids(&run.ids, st.gen_tokens);
     }
 
-    free(ids.v);
+    free(run.ids.v);
     free(reply);
     engine_free(e);
     hist_close(h);
@@ -477,12 +490,25 @@ int kv_run_history(const struct kv_options *o)
         fprintf(stderr, "kvchat: neither XDG_DATA_HOME nor HOME is set: pass --db FILE\n");
         return 1;
     }
+    if (o->mode == KV_MODE_REPAIR) {
+        int rc = hist_repair(path, err, sizeof err);
+        fprintf(stderr, "kvchat: %s\n", err);
+        return rc == HIST_OK ? 0 : 1;
+    }
     /* Listing, searching and exporting must never create or change a
      * database; only --delete writes. */
     unsigned flags = o->mode == KV_MODE_DELETE ? 0 : HIST_OPEN_READONLY;
-    if (flags && access(path, F_OK) != 0) {
-        if (o->mode == KV_MODE_LIST || o->mode == KV_MODE_SEARCH)
-            return 0; /* no history yet: nothing to list */
+    struct stat sb;
+    bool empty = stat(path, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size == 0;
+    if (flags && (o->mode == KV_MODE_LIST || o->mode == KV_MODE_SEARCH) &&
+        (access(path, F_OK) != 0 || empty)) {
+        /* no history yet (a 0-byte file is a valid empty database): nothing
+         * to list, and a read-only listing creates no tables */
+        return 0;
+    }
+    if (flags && empty) { /* --export of an empty database */
+        fprintf(stderr, "kvchat: no such session (see kvchat --list-sessions)\n");
+        return 1;
     }
     struct hist *h = hist_open_ex(path, flags, NULL, err, sizeof err);
     if (!h) {

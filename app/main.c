@@ -54,6 +54,7 @@ int main(int argc, char **argv)
     case KV_MODE_SEARCH:
     case KV_MODE_EXPORT:
     case KV_MODE_DELETE:
+    case KV_MODE_REPAIR:
         return kv_run_history(&o);
     case KV_MODE_UI:
         break;

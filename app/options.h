@@ -22,6 +22,7 @@ enum kv_mode {
     KV_MODE_SEARCH,   /* --search */
     KV_MODE_EXPORT,   /* --export */
     KV_MODE_DELETE,   /* --delete */
+    KV_MODE_REPAIR,   /* --repair: mend a damaged history database */
     KV_MODE_HELP,
     KV_MODE_VERSION
 };

@@ -163,6 +163,16 @@ int hist_format_parse(const char *s, enum hist_format *out); /* "md"|"markdown"|
  * of migrations and for tooling; kvchat itself only calls hist_open. */
 int hist_migrate_path_to(const char *path, int version, char *err, size_t errlen);
 
+/* Mends the damaged database at PATH (kvchat --repair). First rebuilds its
+ * indexes and search index in one transaction, kept only if the full check
+ * then passes; failing that, copies every session and message that can be
+ * read into a new file with the current schema, which takes PATH's place,
+ * and keeps the damaged file as PATH.damaged-YYYYmmdd-HHMMSS. Nothing is
+ * deleted. REPORT gets one line: what was done, what was kept and lost (or
+ * why nothing was done). HIST_OK when PATH is now sound (also when it was
+ * already); HIST_E_NOTFOUND when there is no file. */
+int hist_repair(const char *path, char *report, size_t cap);
+
 /* ---- sessions ---- */
 
 /* New session; TITLE may be NULL or "" to have it set from the first user

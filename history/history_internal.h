@@ -6,11 +6,13 @@
  *   store.c    these helpers: clocks, errors, statements and transactions,
  *              column and row readers, role/end/status names, titles and
  *              previews
- *   open.c     open/close, pragmas, integrity check, schema migrations, paths
+ *   open.c     open/close, pragmas, integrity and schema checks, schema
+ *              migrations, paths
  *   sessions.c sessions
  *   messages.c messages, streaming replies, truncation
  *   search.c   full-text search
  *   export.c   Markdown and JSON export
+ *   repair.c   mending a damaged database (kvchat --repair)
  *
  * One connection per struct hist. The database runs in WAL mode so readers
  * never block the one writer and a killed process loses nothing committed;
@@ -117,6 +119,12 @@ enum hist_end hist_end_parse(const char *s); /* NULL: HIST_END_NONE */
 
 int hist_is_ws(unsigned char c);
 char *hist_shorten(const char *s, size_t len, int max_chars);
+
+/* ---- integrity (open.c) ---- */
+
+/* 1 if DB's schema is what the migrations make for version V and its indexes
+ * count as many rows as their tables; else 0 with the object in WHAT. */
+int hist_schema_matches(sqlite3 *db, int v, char *what, size_t cap);
 
 /* ---- shared by sessions and messages ---- */
 

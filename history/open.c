@@ -196,6 +196,11 @@ static int quick_check(sqlite3 *db, int *ok)
  * old database at once migrate it once. */
 static int migrate(sqlite3 *db, const char *path, int target, char *err, size_t errlen)
 {
+    /* Up to date (the common case): no write lock, so another process
+     * holding one is no reason to fail, nor to speak of an upgrade. */
+    int v0 = 0;
+    if (get_user_version(db, &v0) == SQLITE_OK && v0 >= target)
+        return HIST_OK;
     for (;;) {
         int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
         if (rc != SQLITE_OK) {
@@ -277,6 +282,75 @@ static int repair_interrupted(struct hist *h)
     return hist_commit(h, "marking interrupted replies");
 }
 
+/* Whether the file's schema is the one MIGRATIONS create for version V, and
+ * its indexes hold as many rows as their tables. PRAGMA quick_check reads
+ * every page but never compares an index with its table, so a schema text
+ * altered in place, or an index missing rows, would pass it and then fail
+ * writes mid-reply. The reference schema is built in memory from the same
+ * steps (a few ms). On a mismatch, names the object in WHAT and returns 0. */
+int hist_schema_matches(sqlite3 *db, int v, char *what, size_t cap)
+{
+    if (v < 1 || v > HIST_SCHEMA_VERSION)
+        return 1;
+    sqlite3 *ref = NULL;
+    int ok = 1;
+    if (sqlite3_open_v2(":memory:", &ref, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+        sqlite3_close(ref);
+        return 1; /* cannot check: do not call a sound file damaged */
+    }
+    for (int i = 0; i < v; i++)
+        if (sqlite3_exec(ref, MIGRATIONS[i], NULL, NULL, NULL) != SQLITE_OK) {
+            sqlite3_close(ref);
+            return 1;
+        }
+    sqlite3_stmt *rs = NULL, *fs = NULL;
+    /* Our own objects only: SQLite's internal ones, and the FTS5 shadow
+     * tables, whose text is SQLite's and may change between its versions. */
+    const char *list = "SELECT type, name, coalesce(sql, '') FROM sqlite_schema "
+                       "WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND NOT (type = 'table' "
+                       "AND name LIKE 'messages\\_fts\\_%' ESCAPE '\\') ORDER BY name";
+    const char *one = "SELECT coalesce(sql, '') FROM sqlite_schema WHERE name = ?";
+    if (sqlite3_prepare_v2(ref, list, -1, &rs, NULL) == SQLITE_OK &&
+        sqlite3_prepare_v2(db, one, -1, &fs, NULL) == SQLITE_OK) {
+        while (ok && sqlite3_step(rs) == SQLITE_ROW) {
+            const char *type = (const char *)sqlite3_column_text(rs, 0);
+            const char *name = (const char *)sqlite3_column_text(rs, 1);
+            const char *sql = (const char *)sqlite3_column_text(rs, 2);
+            sqlite3_reset(fs);
+            sqlite3_bind_text(fs, 1, name, -1, SQLITE_TRANSIENT);
+            int rc = sqlite3_step(fs);
+            if (rc != SQLITE_ROW)
+                snprintf(what, cap, "%s %s is missing", type, name), ok = 0;
+            else if (strcmp((const char *)sqlite3_column_text(fs, 0), sql) != 0)
+                snprintf(what, cap, "%s %s differs from its definition", type, name), ok = 0;
+        }
+    }
+    sqlite3_finalize(rs);
+    sqlite3_finalize(fs);
+    sqlite3_close(ref);
+    /* Row counts: each index against its table, read without it. */
+    static const struct { const char *name, *index_sql, *table_sql; } COUNTS[] = {
+        {"index messages_by_session", "SELECT count(*) FROM messages INDEXED BY messages_by_session "
+                                      "WHERE session_id IS NOT NULL OR session_id IS NULL",
+         "SELECT count(*) FROM messages NOT INDEXED"},
+        {"index messages_fts", "SELECT count(*) FROM messages_fts_docsize",
+         "SELECT count(*) FROM messages NOT INDEXED"},
+        {"index sessions_by_updated", "SELECT count(*) FROM sessions INDEXED BY sessions_by_updated "
+                                      "WHERE updated_ms IS NOT NULL OR updated_ms IS NULL",
+         "SELECT count(*) FROM sessions NOT INDEXED"},
+    };
+    static const int SINCE[] = {1, 2, 3}; /* schema version that made each */
+    for (size_t i = 0; ok && i < sizeof COUNTS / sizeof COUNTS[0]; i++) {
+        if (v < SINCE[i])
+            continue;
+        int a = 0, b = 0;
+        if (query_int(db, COUNTS[i].index_sql, &a) == SQLITE_OK &&
+            query_int(db, COUNTS[i].table_sql, &b) == SQLITE_OK && a != b)
+            snprintf(what, cap, "%s disagrees with its table", COUNTS[i].name), ok = 0;
+    }
+    return ok;
+}
+
 /* Opens the file and checks it is ours and sound, without writing. */
 static sqlite3 *open_checked(const char *path, int readonly, int busy_ms, int *status, char *err,
                              size_t errlen)
@@ -297,6 +371,7 @@ static sqlite3 *open_checked(const char *path, int readonly, int busy_ms, int *s
      * triggers keep the FTS5 index, a virtual table, in step. */
     sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
     int v = 0, ntab = 0, ok = 0;
+    char damage[256] = "";
     rc = get_user_version(db, &v);
     if (rc == SQLITE_OK)
         rc = count_tables(db, &ntab);
@@ -306,8 +381,9 @@ static sqlite3 *open_checked(const char *path, int readonly, int busy_ms, int *s
         hist_fmt_sqlite_err(err, errlen, path, db, rc, "opening the history database");
         *status = hist_status_of(rc);
     } else if (!ok) {
-        put_err(err, errlen, "%s: history database is corrupt (integrity check failed); move it aside "
-                             "and kvchat starts a new one", path);
+        put_err(err, errlen, "%s: history database is corrupt (integrity check failed): run kvchat "
+                             "--repair --db %s, or move it aside and kvchat starts a new one",
+                path, path);
         *status = HIST_E_CORRUPT;
     } else if (v < 0) {
         /* user_version is any 32-bit value a file holds; ours are 0..N, and
@@ -323,6 +399,10 @@ static sqlite3 *open_checked(const char *path, int readonly, int busy_ms, int *s
     } else if (v == 0 && ntab > 0) {
         put_err(err, errlen, "%s: not a kvchat history database (it holds other tables); use --db "
                              "to choose another file", path);
+        *status = HIST_E_CORRUPT;
+    } else if (!hist_schema_matches(db, v, damage, sizeof damage)) {
+        put_err(err, errlen, "%s: the history database is damaged (%s): run kvchat --repair --db %s",
+                path, damage, path);
         *status = HIST_E_CORRUPT;
     } else if (readonly && v < HIST_SCHEMA_VERSION) {
         put_err(err, errlen, "%s: history database has schema %d and needs upgrading to %d, which "
@@ -372,6 +452,39 @@ int hist_migrate_path_to(const char *path, int version, char *err, size_t errlen
     return st;
 }
 
+/* SQLite says "unable to open database file" with the errno of its last
+ * call, which for a read-only disk or folder is often ENOENT. Ask the
+ * folder and the file ourselves and name the real cause. */
+static void explain_no_access(const char *path, int readonly, int *st, char *err, size_t errlen)
+{
+    char *dir = hist_strndup(path, strlen(path));
+    if (!dir)
+        return;
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        strcpy(dir, ".");
+    else if (slash == dir)
+        dir[1] = 0;
+    else
+        *slash = 0;
+    int exists = access(path, F_OK) == 0;
+    if (!readonly && !exists && access(dir, W_OK) != 0 && (errno == EROFS || errno == EACCES)) {
+        put_err(err, errlen, "%s: the folder is %s: pass --db FILE on a writable disk or "
+                             "--no-history", path, errno == EROFS ? "on a read-only disk" : "read-only");
+        *st = HIST_E_READONLY;
+    } else if (exists && access(path, R_OK) != 0) {
+        put_err(err, errlen, "%s: cannot read the history database: %s: check its permissions, "
+                             "or pass --db FILE or --no-history", path, strerror(errno));
+        *st = HIST_E_READONLY;
+    } else if (!readonly && exists && access(dir, W_OK) != 0 && (errno == EROFS || errno == EACCES)) {
+        put_err(err, errlen, "%s: the folder is %s (the database needs to write its journal "
+                             "beside it): pass --db FILE on a writable disk or --no-history", path,
+                errno == EROFS ? "on a read-only disk" : "read-only");
+        *st = HIST_E_READONLY;
+    }
+    free(dir);
+}
+
 struct hist *hist_open_ex(const char *path, unsigned flags, int *status, char *err, size_t errlen)
 {
     int st_local;
@@ -387,8 +500,11 @@ struct hist *hist_open_ex(const char *path, unsigned flags, int *status, char *e
     if (!readonly && (*st = make_parents(path, err, errlen)))
         return NULL;
     sqlite3 *db = open_checked(path, readonly, HIST_DEFAULT_BUSY_MS, st, err, errlen);
-    if (!db)
+    if (!db) {
+        if (*st == HIST_E_IO || *st == HIST_E_READONLY)
+            explain_no_access(path, readonly, st, err, errlen);
         return NULL;
+    }
     /* A file the OS will not let us write opens read-only even when asked
      * read-write; then we neither migrate nor repair, and writes say why. */
     if (!readonly && sqlite3_db_readonly(db, "main") == 1) {

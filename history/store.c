@@ -50,7 +50,8 @@ int hist_status_of(int rc)
 static const char *advice(int st)
 {
     switch (st) {
-    case HIST_E_LOCKED: return "database is locked by another kvchat or program (try again)";
+    case HIST_E_LOCKED:
+        return "database is locked by another kvchat or program (try again, or use --no-history)";
     case HIST_E_READONLY: return "database is read-only (check permissions of the file and its folder)";
     case HIST_E_CORRUPT:
         return "not a kvchat history database, or it is corrupt (move it aside and kvchat starts a new one)";
@@ -76,8 +77,44 @@ void hist_fmt_sqlite_err(char *buf, size_t cap, const char *path, sqlite3 *db, i
         snprintf(buf, cap, "%s: %s: %s", path, what, msg);
 }
 
+/* A write that finds damage the open-time checks missed: the full check
+ * says what is damaged, so the message can name it and the way to mend it. */
+static void describe_damage(struct hist *h, const char *what)
+{
+    hist_rollback(h);
+    sqlite3_stmt *st;
+    char found[300] = "";
+    if (sqlite3_prepare_v2(h->db, "PRAGMA integrity_check(1)", -1, &st, NULL) == SQLITE_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0))
+            snprintf(found, sizeof found, "%s", (const char *)sqlite3_column_text(st, 0));
+        sqlite3_finalize(st);
+    }
+    /* The check's first line may only say which database; the message
+     * stays one line. */
+    char *text = found;
+    if (strncmp(text, "*** in database", 15) == 0 && strchr(text, '\n'))
+        text = strchr(text, '\n') + 1;
+    for (char *p = text; *p; p++)
+        if (*p == '\n' || *p == '\r')
+            *p = ' ';
+    const char *ix = strstr(text, "index ");
+    char detail[320];
+    if (ix) {
+        size_t n = strcspn(ix + 6, " \t\n");
+        snprintf(detail, sizeof detail, "index %.*s disagrees with its table", (int)n, ix + 6);
+    } else {
+        snprintf(detail, sizeof detail, "%s", text[0] && strcmp(text, "ok") ? text : "a damaged page");
+    }
+    snprintf(h->err, sizeof h->err, "%s: %s: the history database is damaged (%s): run kvchat "
+                                    "--repair --db %s", h->path, what, detail, h->path);
+}
+
 int hist_fail(struct hist *h, int rc, const char *what)
 {
+    if (hist_status_of(rc) == HIST_E_CORRUPT) {
+        describe_damage(h, what);
+        return HIST_E_CORRUPT;
+    }
     hist_fmt_sqlite_err(h->err, sizeof h->err, h->path, h->db, rc, what);
     return hist_status_of(rc);
 }

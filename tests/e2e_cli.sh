@@ -323,5 +323,90 @@ row=$(printf '%s\n' "$out" | grep '^SmolLM2-135M-Instruct.Q4_1.gguf ')
 [[ $out != *README* ]] && ok "... other files ignored" || bad "... other files ignored" "$out"
 expect_exit 2 "--list-models with --list-sessions" "$kvchat" --list-models --list-sessions
 
+# --- a damaged history database, and --repair -------------------------------
+# An index whose schema text was altered in place passes PRAGMA quick_check;
+# kvchat must still refuse it, say what is wrong and how to mend it, and
+# --repair must keep every row and the damaged file.
+rdb=$tmp/damaged/history.db
+mkdir -p "$tmp/damaged"
+expect_exit 0 "damaged database: a first session" "$kvchat" -m "$smol" -p hi -n 2 --temp 0 --db "$rdb"
+python3 - "$rdb" <<'PY'
+import sqlite3, sys
+d = sqlite3.connect(sys.argv[1])
+d.execute("PRAGMA writable_schema = ON")
+d.execute("UPDATE sqlite_schema SET sql = replace(sql, '(session_id, id)', '(session_id DESC, id)') "
+          "WHERE name = 'messages_by_session'")
+d.commit()
+d.close()
+PY
+expect_exit 1 "damaged database: --list-sessions refuses it" "$kvchat" --list-sessions --db "$rdb"
+one_line_error "damaged database: --list-sessions"
+[[ $errout == *"damaged (index messages_by_session"*"kvchat --repair"* ]] \
+  && ok "... names the index and --repair" || bad "... names the index and --repair" "$errout"
+expect_exit 0 "damaged database: -p still answers" "$kvchat" -m "$smol" -p hi -n 2 --temp 0 --db "$rdb"
+[[ $errout == *"not saving"*"damaged"*"--repair"* ]] && ok "... says why it is not saving" \
+  || bad "... says why it is not saving" "$errout"
+[[ $errout != *"no reply"* ]] && ok "... no failed write mid-reply" || bad "... no failed write mid-reply" "$errout"
+n_stream=$(python3 -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]).execute("select count(*) from messages not indexed where end_reason=\"streaming\"").fetchone()[0])' "$rdb")
+[ "$n_stream" = 0 ] && ok "... leaves no streaming row" || bad "... leaves no streaming row" "$n_stream"
+expect_exit 0 "--repair" "$kvchat" --repair --db "$rdb"
+[[ $errout == *"kept 1 session and 2 messages"*"lost nothing"*".damaged-"* ]] \
+  && ok "... says what was kept, lost and where the damaged file is" \
+  || bad "... says what was kept, lost and where the damaged file is" "$errout"
+ls "$rdb".damaged-* >/dev/null 2>&1 && ok "... keeps the damaged file" || bad "... keeps the damaged file"
+expect_exit 0 "--list-sessions after --repair" "$kvchat" --list-sessions --db "$rdb"
+[ "$(printf '%s\n' "$out" | grep -c msgs)" -eq 1 ] && ok "... lists the session" || bad "... lists the session" "$out"
+expect_exit 0 "--repair on a sound database" "$kvchat" --repair --db "$rdb"
+[[ $errout == *"nothing to repair"* ]] && ok "... says so" || bad "... says so" "$errout"
+expect_exit 1 "--repair without a database" "$kvchat" --repair --db "$tmp/damaged/none.db"
+[ ! -e "$tmp/damaged/none.db" ] && ok "... creates nothing" || bad "... creates nothing"
+
+# A 0-byte file is a valid empty database: a listing shows nothing and
+# leaves it 0 bytes.
+: >"$tmp/empty.db"
+expect_exit 0 "--list-sessions on a 0-byte file" "$kvchat" --list-sessions --db "$tmp/empty.db"
+[ -z "$out" ] && ok "... lists nothing" || bad "... lists nothing" "$out"
+[ ! -s "$tmp/empty.db" ] && ok "... creates no tables" || bad "... creates no tables"
+expect_exit 0 "--search on a 0-byte file" "$kvchat" --search hello --db "$tmp/empty.db"
+expect_exit 1 "--export on a 0-byte file" "$kvchat" --export 1 --db "$tmp/empty.db"
+[[ $errout == *"no such session"* ]] && ok "... no such session" || bad "... no such session" "$errout"
+[ ! -s "$tmp/empty.db" ] && ok "... still 0 bytes" || bad "... still 0 bytes"
+
+# A lock held for a moment mid-reply only delays a progress save (retried;
+# the final save waits out the lock): -p must not say "not saving", and the
+# reply must be saved.
+lockout=$(python3 - "$kvchat" "$smol" "$tmp/locked/history.db" 2>&1 <<'PY'
+import sqlite3, subprocess, sys, time
+kvchat, model, db = sys.argv[1:4]
+p = subprocess.Popen([kvchat, "-m", model, "-p", "Write a long story about a lighthouse keeper.",
+                      "-n", "300", "--temp", "0", "--db", db],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+held = False
+t0 = time.time()
+while p.poll() is None and time.time() - t0 < 60:
+    try:
+        d = sqlite3.connect(db, timeout=0.05, isolation_level=None)
+        n = d.execute("select count(*) from messages where end_reason='streaming'").fetchone()[0]
+        if n and not held:
+            d.execute("BEGIN IMMEDIATE")
+            time.sleep(2.2)  # under the final save's 3 s busy timeout
+            d.execute("ROLLBACK")
+            held = True
+        d.close()
+    except sqlite3.Error:
+        pass
+    time.sleep(0.02)
+err = p.communicate()[1]
+d = sqlite3.connect(db)
+left = d.execute("select count(*) from messages where end_reason='streaming'").fetchone()[0]
+saved = d.execute("select count(*) from messages where role='assistant' and end_reason is not null").fetchone()[0]
+print("held=%d rc=%d streaming=%d saved=%d" % (held, p.returncode, left, saved))
+print(err.strip())
+PY
+)
+[[ $lockout == "held=1 rc=0 streaming=0 saved=1"* ]] && ok "lock mid-reply: the reply is saved" \
+  || bad "lock mid-reply: the reply is saved" "$lockout"
+[[ $lockout != *"not saving"* ]] && ok "... without 'not saving'" || bad "... without 'not saving'" "$lockout"
+
 echo "$pass passed, $fail failed, $skipped skipped"
 [ "$fail" -eq 0 ]

@@ -14,6 +14,7 @@
 #include "history.h"
 
 #include <errno.h>
+#include <glob.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <sys/mount.h>
@@ -1353,6 +1354,222 @@ static void test_null_args(void **state)
     hist_hits_free(NULL, 0);
 }
 
+/* ---- damage that PRAGMA quick_check cannot see, and kvchat --repair ---- */
+
+/* A database with one session of two messages, then closed. */
+static void make_small_db(const char *path)
+{
+    struct hist *h = open_ok(path);
+    int64_t sid, mid;
+    assert_int_equal(hist_session_create(h, "kept", NULL, &sid), HIST_OK);
+    assert_int_equal(hist_message_add(h, sid, HIST_ROLE_USER, "hello lighthouse", (size_t)-1, -1, &mid),
+                     HIST_OK);
+    assert_int_equal(hist_message_add(h, sid, HIST_ROLE_ASSISTANT, "the keeper waves", (size_t)-1, -1,
+                                      &mid), HIST_OK);
+    hist_close(h);
+}
+
+static void test_damaged_schema_text_detected(void **state)
+{
+    (void)state;
+    char path[1100], err[1024] = "";
+    new_db_path(path, sizeof path, "hist-schema-text");
+    make_small_db(path);
+    /* one keyword of the index's schema text altered in place: the pages
+     * are all sound, so quick_check passes, but the index no longer agrees
+     * with its table */
+    raw_exec(path, "PRAGMA writable_schema = ON;"
+                   "UPDATE sqlite_schema SET sql = replace(sql, '(session_id, id)', "
+                   "'(session_id DESC, id)') WHERE name = 'messages_by_session';");
+    size_t before_len;
+    char *before = read_ok(path, &before_len);
+    int st = 0;
+    struct hist *h = hist_open_ex(path, 0, &st, err, sizeof err);
+    assert_null(h);
+    assert_int_equal(st, HIST_E_CORRUPT);
+    assert_non_null(strstr(err, path));
+    assert_non_null(strstr(err, "damaged (index messages_by_session"));
+    assert_non_null(strstr(err, "kvchat --repair"));
+    h = hist_open_ex(path, HIST_OPEN_READONLY, &st, err, sizeof err);
+    assert_null(h);
+    assert_int_equal(st, HIST_E_CORRUPT);
+    assert_file_unchanged(path, before, before_len);
+    free(before);
+}
+
+static void test_damaged_search_index_count_detected(void **state)
+{
+    (void)state;
+    char path[1100], err[1024] = "";
+    new_db_path(path, sizeof path, "hist-fts-count");
+    make_small_db(path);
+    raw_exec(path, "DELETE FROM messages_fts_docsize WHERE id = 1;");
+    int st = 0;
+    struct hist *h = hist_open_ex(path, 0, &st, err, sizeof err);
+    assert_null(h);
+    assert_int_equal(st, HIST_E_CORRUPT);
+    assert_non_null(strstr(err, "damaged (index messages_fts disagrees with its table)"));
+    assert_non_null(strstr(err, "kvchat --repair"));
+}
+
+/* The damaged copies kept beside PATH. */
+static int count_damaged_copies(const char *path, char *first, size_t cap)
+{
+    char pat[1200];
+    snprintf(pat, sizeof pat, "%s.damaged-*", path);
+    glob_t g;
+    int n = glob(pat, 0, NULL, &g) == 0 ? (int)g.gl_pathc : 0;
+    if (n && first)
+        snprintf(first, cap, "%s", g.gl_pathv[0]);
+    if (n)
+        globfree(&g);
+    return n;
+}
+
+static void test_repair_rebuilds_indexes_in_place(void **state)
+{
+    (void)state;
+    char path[1100], rep[2048];
+    new_db_path(path, sizeof path, "hist-repair-reindex");
+    make_small_db(path);
+    raw_exec(path, "DELETE FROM messages_fts_docsize WHERE id = 1;");
+    assert_int_equal(hist_repair(path, rep, sizeof rep), HIST_OK);
+    assert_non_null(strstr(rep, "rebuilt the indexes"));
+    assert_non_null(strstr(rep, "lost nothing"));
+    assert_int_equal(count_damaged_copies(path, NULL, 0), 0);
+    assert_integrity_ok(path);
+    struct hist *h = open_ok(path);
+    assert_int_equal(count_hits(h, "lighthouse"), 1);
+    hist_close(h);
+    /* a sound file is left alone */
+    assert_int_equal(hist_repair(path, rep, sizeof rep), HIST_OK);
+    assert_non_null(strstr(rep, "nothing to repair"));
+}
+
+static void test_repair_copies_into_new_file(void **state)
+{
+    (void)state;
+    char path[1100], rep[2048], damaged[1300];
+    new_db_path(path, sizeof path, "hist-repair-copy");
+    make_small_db(path);
+    raw_exec(path, "PRAGMA writable_schema = ON;"
+                   "UPDATE sqlite_schema SET sql = replace(sql, '(session_id, id)', "
+                   "'(session_id DESC, id)') WHERE name = 'messages_by_session';");
+    size_t before_len;
+    char *before = read_ok(path, &before_len);
+    assert_int_equal(hist_repair(path, rep, sizeof rep), HIST_OK);
+    assert_non_null(strstr(rep, "kept 1 session and 2 messages"));
+    assert_non_null(strstr(rep, "lost nothing"));
+    assert_int_equal(count_damaged_copies(path, damaged, sizeof damaged), 1);
+    assert_non_null(strstr(rep, damaged));
+    /* the damaged file is kept byte for byte, never deleted */
+    assert_file_unchanged(damaged, before, before_len);
+    free(before);
+    assert_integrity_ok(path);
+    struct hist *h = open_ok(path);
+    struct hist_session *ss = NULL;
+    size_t n = 0;
+    assert_int_equal(hist_session_list(h, 0, 0, &ss, &n), HIST_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(ss[0].title, "kept");
+    struct hist_message *ms = NULL;
+    size_t nm = 0;
+    assert_int_equal(hist_messages(h, ss[0].id, &ms, &nm), HIST_OK);
+    assert_int_equal(nm, 2);
+    assert_string_equal(ms[1].content, "the keeper waves");
+    hist_messages_free(ms, nm);
+    hist_sessions_free(ss, n);
+    assert_int_equal(count_hits(h, "keeper"), 1);
+    hist_close(h);
+    /* no file: nothing done, nothing created */
+    char none[1200];
+    snprintf(none, sizeof none, "%s.absent", path);
+    assert_int_equal(hist_repair(none, rep, sizeof rep), HIST_E_NOTFOUND);
+    assert_int_not_equal(access(none, F_OK), 0);
+}
+
+static void test_readonly_folder_named(void **state)
+{
+    (void)state;
+    char dir[1024], path[1100], err[1024] = "";
+    test_tmpdir(dir, sizeof dir, "hist-rofs");
+    assert_true(dir[0] != 0);
+    if (mount("tmpfs", dir, "tmpfs", MS_RDONLY, "size=64k") != 0) {
+        printf("SKIPPED: cannot mount a read-only tmpfs here (%s)\n", strerror(errno));
+        skip();
+    }
+    snprintf(path, sizeof path, "%s/history.db", dir);
+    int st = 0;
+    struct hist *h = hist_open_ex(path, 0, &st, err, sizeof err);
+    umount(dir);
+    assert_null(h);
+    assert_int_equal(st, HIST_E_READONLY);
+    assert_non_null(strstr(err, path));
+    assert_non_null(strstr(err, "read-only"));
+    assert_non_null(strstr(err, "--no-history"));
+    assert_null(strstr(err, "No such file"));
+}
+
+static void test_locked_at_start_no_upgrade_talk(void **state)
+{
+    (void)state;
+    char path[1100], err[1024] = "";
+    new_db_path(path, sizeof path, "hist-locked-start");
+    make_small_db(path);
+    sqlite3 *other;
+    assert_int_equal(sqlite3_open(path, &other), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(other, "BEGIN IMMEDIATE; INSERT INTO sessions(title, created_ms, "
+                                         "updated_ms) VALUES ('x', 1, 1)", NULL, NULL, NULL),
+                     SQLITE_OK);
+    /* an up-to-date database opens while another process holds the write
+     * lock: nothing to upgrade, so nothing to wait for */
+    struct hist *h = hist_open(path, err, sizeof err);
+    if (!h)
+        fail_msg("open with another writer: %s", err);
+    assert_null(strstr(err, "upgrading"));
+    hist_close(h);
+    sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(other);
+}
+
+static void test_write_finds_damage_runs_full_check(void **state)
+{
+    (void)state;
+    char path[1100];
+    new_db_path(path, sizeof path, "hist-write-damage");
+    make_small_db(path);
+    struct hist *h = open_ok(path);
+    /* Damage that appears after the open: another connection points the
+     * index at the sessions table's pages (and bumps the schema version so
+     * this connection reloads it). The next insert meets a table page
+     * where it expects an index page. */
+    raw_exec(path, "PRAGMA writable_schema = ON;"
+                   "UPDATE sqlite_schema SET rootpage = (SELECT rootpage FROM sqlite_schema "
+                   "WHERE name = 'sessions') WHERE name = 'messages_by_session';"
+                   "PRAGMA writable_schema = OFF;");
+    raw_exec(path, "PRAGMA schema_version = 1000;");
+    int64_t mid;
+    assert_int_equal(hist_message_add(h, 1, HIST_ROLE_USER, "one more", (size_t)-1, -1, &mid),
+                     HIST_E_CORRUPT);
+    const char *e = hist_last_error(h);
+    print_message("write on a damaged database: %s\n", e);
+    assert_non_null(strstr(e, path));
+    assert_non_null(strstr(e, "the history database is damaged ("));
+    assert_null(strchr(e, '\n'));
+    assert_null(strstr(e, "***"));
+    assert_non_null(strstr(e, "run kvchat --repair"));
+    hist_close(h);
+    /* and --repair gets the rows back into a sound file */
+    char rep[2048];
+    assert_int_equal(hist_repair(path, rep, sizeof rep), HIST_OK);
+    print_message("%s\n", rep);
+    assert_non_null(strstr(rep, "repaired"));
+    assert_integrity_ok(path);
+    h = open_ok(path);
+    assert_int_equal(count_hits(h, "lighthouse"), 1);
+    hist_close(h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1375,6 +1592,13 @@ int main(void)
         cmocka_unit_test(test_fuzz_regressions),
         cmocka_unit_test(test_full_disk),
         cmocka_unit_test(test_null_args),
+        cmocka_unit_test(test_damaged_schema_text_detected),
+        cmocka_unit_test(test_damaged_search_index_count_detected),
+        cmocka_unit_test(test_repair_rebuilds_indexes_in_place),
+        cmocka_unit_test(test_repair_copies_into_new_file),
+        cmocka_unit_test(test_readonly_folder_named),
+        cmocka_unit_test(test_locked_at_start_no_upgrade_talk),
+        cmocka_unit_test(test_write_finds_damage_runs_full_check),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
