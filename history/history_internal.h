@@ -125,6 +125,10 @@ char *hist_shorten(const char *s, size_t len, int max_chars);
 /* 1 if DB's schema is what the migrations make for version V and its indexes
  * count as many rows as their tables; else 0 with the object in WHAT. */
 int hist_schema_matches(sqlite3 *db, int v, char *what, size_t cap);
+/* Runs SQL that yields one integer (a pragma, a count) into *OUT; a SQLite
+ * result code (SQLITE_OK). For a connection without a struct hist around it
+ * (opening, repair); with one, see hist_session_exists and friends. */
+int hist_query_int(sqlite3 *db, const char *sql, int64_t *out);
 
 /* ---- shared by sessions and messages ---- */
 

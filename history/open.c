@@ -145,8 +145,7 @@ static int make_parents(const char *path, char *err, size_t errlen)
 
 /* ---- open and migrate ---- */
 
-/* Runs SQL that yields one integer (a pragma, a count) into *OUT. */
-static int query_int(sqlite3 *db, const char *sql, int *out)
+int hist_query_int(sqlite3 *db, const char *sql, int64_t *out)
 {
     sqlite3_stmt *st;
     int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
@@ -154,10 +153,20 @@ static int query_int(sqlite3 *db, const char *sql, int *out)
         return rc;
     rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
-        *out = sqlite3_column_int(st, 0);
+        *out = sqlite3_column_int64(st, 0);
         rc = SQLITE_OK;
     }
     sqlite3_finalize(st);
+    return rc;
+}
+
+/* hist_query_int for values that fit an int (user_version is 32 bits). */
+static int query_int(sqlite3 *db, const char *sql, int *out)
+{
+    int64_t v = 0;
+    int rc = hist_query_int(db, sql, &v);
+    if (rc == SQLITE_OK)
+        *out = (int)v;
     return rc;
 }
 

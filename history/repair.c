@@ -25,21 +25,6 @@ static void say(char *buf, size_t cap, const char *fmt, ...)
     va_end(ap);
 }
 
-static int one_int(sqlite3 *db, const char *sql, int64_t *out)
-{
-    sqlite3_stmt *st;
-    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
-    if (rc != SQLITE_OK)
-        return rc;
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        *out = sqlite3_column_int64(st, 0);
-        rc = SQLITE_OK;
-    }
-    sqlite3_finalize(st);
-    return rc;
-}
-
 /* The full check (every index against its table) and ours (the schema). */
 static int sound(sqlite3 *db, int v)
 {
@@ -247,7 +232,7 @@ int hist_repair(const char *path, char *report, size_t cap)
     sqlite3_busy_timeout(db, 3000);
     sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
     int64_t v = 0;
-    if ((rc = one_int(db, "PRAGMA user_version", &v)) != SQLITE_OK || v < 1 || v > HIST_SCHEMA_VERSION) {
+    if ((rc = hist_query_int(db, "PRAGMA user_version", &v)) != SQLITE_OK || v < 1 || v > HIST_SCHEMA_VERSION) {
         if (rc != SQLITE_OK)
             say(report, cap, "%s: cannot read the history database: %s; it is left as it is", path,
                 sqlite3_errmsg(db));
@@ -268,7 +253,7 @@ int hist_repair(const char *path, char *report, size_t cap)
         return HIST_OK;
     }
     int64_t ns = -1, nm = -1; /* what the damaged tables claim, where readable */
-    one_int(db, "SELECT count(*) FROM sessions NOT INDEXED", &ns);
-    one_int(db, "SELECT count(*) FROM messages NOT INDEXED", &nm);
+    hist_query_int(db, "SELECT count(*) FROM sessions NOT INDEXED", &ns);
+    hist_query_int(db, "SELECT count(*) FROM messages NOT INDEXED", &nm);
     return salvage(db, path, ns, nm, report, cap); /* closes DB */
 }
