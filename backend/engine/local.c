@@ -31,6 +31,7 @@
 #include "registry.h"
 #include "sampler.h"
 #include "synth.h"
+#include "transcript.h"
 #include "tokenizer.h"
 
 /* Prefill runs in chunks of this many tokens so that a cancel is honoured
@@ -44,11 +45,6 @@
     "a synthetic model has no tokenizer: it can only be benchmarked; write it to a file "      \
     "with a real tokenizer (kvchat synth SHAPE:TYPE -o FILE --tokenizer-from MODEL) to chat"
 
-struct msg {
-    enum chat_role role;
-    char *content; /* owned */
-};
-
 struct local_engine {
     struct engine base; /* info lives here */
     struct model *model;         /* owned */
@@ -61,9 +57,7 @@ struct local_engine {
     struct sampler *sampler;     /* owned */
 
     /* conversation */
-    char *system;                /* owned; NULL = template default */
-    struct msg *msgs;            /* owned, n_msgs of cap_msgs; user/assistant only */
-    size_t n_msgs, cap_msgs;
+    struct transcript conv;      /* system NULL = the template's default */
     size_t first_visible;        /* older messages were dropped to fit the context */
 
     /* KV cache contents */
@@ -321,10 +315,7 @@ static void local_free(struct engine *eng)
     sampler_free(e->sampler);
     tok_free(e->tok);
     model_free(e->model);
-    for (size_t i = 0; i < e->n_msgs; i++)
-        free(e->msgs[i].content);
-    free(e->msgs);
-    free(e->system);
+    transcript_free(&e->conv);
     free(e->kv_tokens);
     free(e->prompt);
     free(e->logits);
@@ -334,81 +325,36 @@ static void local_free(struct engine *eng)
 
 static void local_set_system(struct engine *eng, const char *system)
 {
-    struct local_engine *e = (struct local_engine *)eng;
-    free(e->system);
-    e->system = system ? strdup(system) : NULL;
-}
-
-static void clear_messages(struct local_engine *e)
-{
-    for (size_t i = 0; i < e->n_msgs; i++)
-        free(e->msgs[i].content);
-    e->n_msgs = 0;
-    e->first_visible = 0;
+    transcript_set_system(&((struct local_engine *)eng)->conv, system);
 }
 
 static void local_reset(struct engine *eng)
 {
     struct local_engine *e = (struct local_engine *)eng;
-    clear_messages(e);
+    transcript_clear(&e->conv);
+    e->first_visible = 0;
     /* The KV cache keeps its contents: a new conversation with the same system
      * prompt reuses the shared prefix. */
-}
-
-static int push_message(struct local_engine *e, enum chat_role role, const char *content)
-{
-    if (e->n_msgs == e->cap_msgs) {
-        size_t cap = e->cap_msgs ? e->cap_msgs * 2 : 16;
-        struct msg *m = realloc(e->msgs, cap * sizeof *m);
-        if (!m)
-            return -1;
-        e->msgs = m;
-        e->cap_msgs = cap;
-    }
-    char *c = strdup(content ? content : "");
-    if (!c)
-        return -1;
-    e->msgs[e->n_msgs].role = role;
-    e->msgs[e->n_msgs].content = c;
-    e->n_msgs++;
-    return 0;
 }
 
 static int local_load_transcript(struct engine *eng, const struct engine_message *msgs, size_t n)
 {
     struct local_engine *e = (struct local_engine *)eng;
-    clear_messages(e);
-    for (size_t i = 0; i < n; i++) {
-        if (msgs[i].role == ENGINE_ROLE_SYSTEM) {
-            local_set_system(eng, msgs[i].content);
-            continue;
-        }
-        enum chat_role r = msgs[i].role == ENGINE_ROLE_USER ? CHAT_ROLE_USER : CHAT_ROLE_ASSISTANT;
-        if (push_message(e, r, msgs[i].content) != 0)
-            return -1;
-    }
-    return 0;
+    e->first_visible = 0;
+    return transcript_load(&e->conv, msgs, n);
 }
 
 static bool local_pop_turn(struct engine *eng)
 {
     struct local_engine *e = (struct local_engine *)eng;
-    size_t n = e->n_msgs;
-    if (n == 0)
+    if (!transcript_pop_turn(&e->conv))
         return false;
-    /* drop a trailing reply, then the user message it answered */
-    if (e->msgs[n - 1].role == CHAT_ROLE_ASSISTANT) {
-        free(e->msgs[--n].content);
-    }
-    if (n > 0 && e->msgs[n - 1].role == CHAT_ROLE_USER)
-        free(e->msgs[--n].content);
-    e->n_msgs = n;
-    if (e->first_visible > n)
-        e->first_visible = n;
+    if (e->first_visible > e->conv.n)
+        e->first_visible = e->conv.n;
     return true;
 }
 
-/* Renders messages FROM..n_msgs (with the system prompt) and tokenizes them
+/* Renders messages FROM..conv.n (with the system prompt) and tokenizes them
  * into e->prompt. Returns the token count, which may exceed n_ctx (then only
  * the count is meaningful), or -1 on failure. */
 static int64_t render_prompt(struct local_engine *e, size_t from, char *err, size_t errlen)
@@ -417,23 +363,26 @@ static int64_t render_prompt(struct local_engine *e, size_t from, char *err, siz
         kv_seterr(err, errlen, NO_TOKENIZER);
         return -1;
     }
-    size_t n = e->n_msgs - from + 1;
+    size_t n = e->conv.n - from + 1;
     struct chat_message *cm = malloc(n * sizeof *cm);
     if (!cm) {
         kv_seterr(err, errlen, "out of memory");
         return -1;
     }
     size_t k = 0;
-    const char *sys = e->system ? e->system : e->tmpl.default_system;
+    const char *sys = e->conv.system ? e->conv.system : e->tmpl.default_system;
     if (sys && *sys)
         cm[k++] = (struct chat_message){CHAT_ROLE_SYSTEM, sys};
-    for (size_t i = from; i < e->n_msgs; i++)
-        cm[k++] = (struct chat_message){e->msgs[i].role, e->msgs[i].content};
+    for (size_t i = from; i < e->conv.n; i++) {
+        const struct transcript_msg *m = &e->conv.msgs[i];
+        enum chat_role r = m->role == ENGINE_ROLE_USER ? CHAT_ROLE_USER : CHAT_ROLE_ASSISTANT;
+        cm[k++] = (struct chat_message){r, m->content};
+    }
 
     /* An explicit empty system prompt means "none": the template must not put
      * its default back, so render with a template that has no default. */
     struct chat_template t = e->tmpl;
-    if (e->system)
+    if (e->conv.system)
         t.default_system = NULL;
 
     struct chat_prompt cp;
@@ -541,11 +490,11 @@ static int64_t fit_visible(struct local_engine *e, int32_t reserve, size_t keep,
             return -1;
         *fits = n_prompt + reserve <= n_ctx;
         size_t fv = e->first_visible;
-        if (*fits || fv + keep >= e->n_msgs)
+        if (*fits || fv + keep >= e->conv.n)
             return n_prompt;
         size_t drop = 1;
-        if (e->msgs[fv].role == CHAT_ROLE_USER && fv + 1 + keep < e->n_msgs &&
-            e->msgs[fv + 1].role == CHAT_ROLE_ASSISTANT)
+        if (e->conv.msgs[fv].role == ENGINE_ROLE_USER && fv + 1 + keep < e->conv.n &&
+            e->conv.msgs[fv + 1].role == ENGINE_ROLE_ASSISTANT)
             drop = 2;
         e->first_visible += drop;
         (*dropped)++;
@@ -581,7 +530,7 @@ static int local_chat(struct engine *eng, const char *user_text, const struct en
     stats_update(e, &st);
     double t_start = now_s();
 
-    if (push_message(e, CHAT_ROLE_USER, user_text) != 0) {
+    if (transcript_push(&e->conv, ENGINE_ROLE_USER, user_text) != 0) {
         kv_seterr(err, errlen, "out of memory");
         goto fail_nomsg;
     }
@@ -597,8 +546,7 @@ static int local_chat(struct engine *eng, const char *user_text, const struct en
                   "the message is too long for the context (%lld tokens, context %d): shorten "
                   "it or raise --ctx-size",
                   (long long)n_prompt, n_ctx);
-        e->n_msgs--;
-        free(e->msgs[e->n_msgs].content);
+        transcript_drop_last(&e->conv);
         goto fail_nomsg;
     }
     if (st.turns_dropped)
@@ -714,7 +662,7 @@ static int local_chat(struct engine *eng, const char *user_text, const struct en
 
     /* The reply joins the conversation even when cut short, so the next turn
      * sees what the user saw. */
-    if (push_message(e, CHAT_ROLE_ASSISTANT, out.p) != 0) {
+    if (transcript_push(&e->conv, ENGINE_ROLE_ASSISTANT, out.p) != 0) {
         kv_seterr(err, errlen, "out of memory");
         failed = true;
     }
@@ -733,8 +681,7 @@ static int local_chat(struct engine *eng, const char *user_text, const struct en
 
 fail:
     /* the user message stays out of the conversation if nothing was generated */
-    e->n_msgs--;
-    free(e->msgs[e->n_msgs].content);
+    transcript_drop_last(&e->conv);
 fail_nomsg:
     st.running = false;
     st.stop = ENGINE_STOP_ERROR;

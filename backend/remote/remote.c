@@ -39,6 +39,7 @@
 #include "figures.h"
 #include "sse.h"
 #include "strbuf.h"
+#include "transcript.h"
 #include "utf8_stream.h"
 
 #define POLL_MS 50
@@ -49,11 +50,6 @@
 #define BODY_MAX (1u << 20)
 /* Longest piece of a server's own error message quoted in ours. */
 #define SERVER_MSG_MAX 200
-
-struct rmsg {
-    enum engine_role role; /* user or assistant */
-    char *content;         /* owned */
-};
 
 struct remote_engine {
     struct engine base;
@@ -66,9 +62,7 @@ struct remote_engine {
     bool insecure;
     long connect_s, idle_s;
 
-    char *system; /* owned; NULL = the server's default */
-    struct rmsg *msgs; /* owned, n_msgs of cap_msgs */
-    size_t n_msgs, cap_msgs;
+    struct transcript conv; /* system NULL = the server's default */
 
     atomic_bool cancel;
     pthread_mutex_t stats_lock; /* guards stats */
@@ -138,50 +132,16 @@ static void quote_server_text(const char *in, size_t n, char *out, size_t cap)
 
 /* ---- the conversation ---- */
 
-static int push_message(struct remote_engine *e, enum engine_role role, const char *content)
-{
-    if (e->n_msgs == e->cap_msgs) {
-        size_t cap = e->cap_msgs ? e->cap_msgs * 2 : 16;
-        struct rmsg *m = realloc(e->msgs, cap * sizeof *m);
-        if (!m)
-            return -1;
-        e->msgs = m;
-        e->cap_msgs = cap;
-    }
-    char *c = strdup(content ? content : "");
-    if (!c)
-        return -1;
-    e->msgs[e->n_msgs++] = (struct rmsg){role, c};
-    return 0;
-}
-
-static void clear_messages(struct remote_engine *e)
-{
-    for (size_t i = 0; i < e->n_msgs; i++)
-        free(e->msgs[i].content);
-    e->n_msgs = 0;
-}
-
 static void remote_set_system(struct engine *eng, const char *system)
 {
-    struct remote_engine *e = (struct remote_engine *)eng;
-    free(e->system);
-    e->system = system ? strdup(system) : NULL;
+    transcript_set_system(&((struct remote_engine *)eng)->conv, system);
 }
 
-static void remote_reset(struct engine *eng) { clear_messages((struct remote_engine *)eng); }
+static void remote_reset(struct engine *eng) { transcript_clear(&((struct remote_engine *)eng)->conv); }
 
 static int remote_load_transcript(struct engine *eng, const struct engine_message *msgs, size_t n)
 {
-    struct remote_engine *e = (struct remote_engine *)eng;
-    clear_messages(e);
-    for (size_t i = 0; i < n; i++) {
-        if (msgs[i].role == ENGINE_ROLE_SYSTEM)
-            remote_set_system(eng, msgs[i].content);
-        else if (push_message(e, msgs[i].role, msgs[i].content) != 0)
-            return -1;
-    }
-    return 0;
+    return transcript_load(&((struct remote_engine *)eng)->conv, msgs, n);
 }
 
 /* The server's context is unknown here: it says when the conversation is too
@@ -195,16 +155,7 @@ static int32_t remote_fit_context(struct engine *eng, int32_t max_tokens)
 
 static bool remote_pop_turn(struct engine *eng)
 {
-    struct remote_engine *e = (struct remote_engine *)eng;
-    size_t n = e->n_msgs;
-    if (n == 0)
-        return false;
-    if (e->msgs[n - 1].role == ENGINE_ROLE_ASSISTANT)
-        free(e->msgs[--n].content);
-    if (n > 0 && e->msgs[n - 1].role == ENGINE_ROLE_USER)
-        free(e->msgs[--n].content);
-    e->n_msgs = n;
-    return true;
+    return transcript_pop_turn(&((struct remote_engine *)eng)->conv);
 }
 
 /* ---- one HTTP exchange ---- */
@@ -735,18 +686,17 @@ static char *build_request(const struct remote_engine *e, const struct engine_tu
         [ENGINE_ROLE_USER] = "user",
         [ENGINE_ROLE_ASSISTANT] = "assistant",
     };
-    if (e->system && *e->system) {
+    if (e->conv.system && *e->conv.system) {
         cJSON *m = cJSON_CreateObject();
         cJSON_AddStringToObject(m, "role", "system");
-        cJSON_AddStringToObject(m, "content", e->system);
+        cJSON_AddStringToObject(m, "content", e->conv.system);
         cJSON_AddItemToArray(msgs, m);
     }
-    for (size_t i = 0; i < e->n_msgs; i++) {
-        const char *c = e->msgs[i].content;
-        if (e->msgs[i].role == ENGINE_ROLE_ASSISTANT)
-            c = without_think(c);
+    for (size_t i = 0; i < e->conv.n; i++) {
+        const struct transcript_msg *tm = &e->conv.msgs[i];
+        const char *c = tm->role == ENGINE_ROLE_ASSISTANT ? without_think(tm->content) : tm->content;
         cJSON *m = cJSON_CreateObject();
-        cJSON_AddStringToObject(m, "role", ROLE[e->msgs[i].role]);
+        cJSON_AddStringToObject(m, "role", ROLE[tm->role]);
         cJSON_AddStringToObject(m, "content", c);
         cJSON_AddItemToArray(msgs, m);
     }
@@ -774,7 +724,7 @@ static int remote_chat(struct engine *eng, const char *user_text,
     sse_init(&x.sse, on_event, &x);
 
     char *body = NULL, *url = NULL;
-    bool pushed = push_message(e, ENGINE_ROLE_USER, user_text) == 0;
+    bool pushed = transcript_push(&e->conv, ENGINE_ROLE_USER, user_text) == 0;
     if (!pushed || kv_strbuf_append(&x.reply, "", 0) != 0 ||
         !(body = build_request(e, tp)) || !(url = endpoint(e, "chat/completions"))) {
         xfer_fail(&x, "out of memory for the request");
@@ -794,11 +744,11 @@ static int remote_chat(struct engine *eng, const char *user_text,
     else if (x.done && !x.finished)
         x.st.stop = ENGINE_STOP_EOS; /* [DONE] without a finish_reason */
     bool keep = !x.failed || x.reply.len > 0;
-    if (keep && push_message(e, ENGINE_ROLE_ASSISTANT, x.reply.p) != 0)
+    if (keep && transcript_push(&e->conv, ENGINE_ROLE_ASSISTANT, x.reply.p) != 0)
         xfer_fail(&x, "out of memory for the reply");
     if (!keep && pushed) {
         /* nothing came back: the user message stays out, as in the local engine */
-        free(e->msgs[--e->n_msgs].content);
+        transcript_drop_last(&e->conv);
     }
     if (x.failed) {
         x.st.stop = ENGINE_STOP_ERROR;
@@ -1111,9 +1061,7 @@ static void remote_free(struct engine *eng)
     curl_multi_cleanup(e->multi);
     curl_easy_cleanup(e->easy);
     curl_url_cleanup(e->url);
-    clear_messages(e);
-    free(e->msgs);
-    free(e->system);
+    transcript_free(&e->conv);
     free(e->model);
     free(e->key_env);
     pthread_mutex_destroy(&e->stats_lock);

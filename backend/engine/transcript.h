@@ -1,0 +1,42 @@
+/* transcript.h - the conversation an engine keeps between turns: the system
+ * prompt and the user and assistant messages in order. The local and the
+ * remote engine both hold one; how each turns it into a prompt (a chat
+ * template and tokens, or a JSON request) is theirs.
+ *
+ * Rules: a transcript owns its strings; a zeroed one is empty and
+ * transcript_free releases it. Functions that allocate return 0, or -1 when
+ * out of memory with the transcript unchanged.
+ */
+#ifndef KVCHAT_TRANSCRIPT_H
+#define KVCHAT_TRANSCRIPT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "engine.h"
+
+struct transcript_msg {
+    enum engine_role role; /* user or assistant */
+    char *content;         /* owned */
+};
+
+struct transcript {
+    char *system;               /* owned; NULL = the template's or server's default */
+    struct transcript_msg *msgs; /* owned, n of cap */
+    size_t n, cap;
+};
+
+int transcript_push(struct transcript *t, enum engine_role role, const char *content);
+/* Takes back the last message (a turn that produced nothing). */
+void transcript_drop_last(struct transcript *t);
+/* Forgets the messages; the system prompt stays. */
+void transcript_clear(struct transcript *t);
+void transcript_set_system(struct transcript *t, const char *system); /* NULL = default */
+/* Replaces the messages with MSGS (system messages set the system prompt). */
+int transcript_load(struct transcript *t, const struct engine_message *msgs, size_t n);
+/* Removes the last exchange: a trailing reply, then the user message it
+ * answered. False when there are no messages. */
+bool transcript_pop_turn(struct transcript *t);
+void transcript_free(struct transcript *t);
+
+#endif
