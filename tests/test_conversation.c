@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "fault_client.h"
 #include "testutil.h"
 #include "conversation.h"
 
@@ -30,53 +31,20 @@ static struct engine *local;
 /* ---- the fault server (tests/fault_server.py), when it can run ---- */
 
 #ifdef FAULT_SERVER
-static pid_t server_pid;
-static int server_stdin = -1;
+static struct fault_server server = {.in = -1};
 static char server_url[128], server_hostport[64];
 
 static bool start_server(void)
 {
-    if (system("python3 -c 'import json' >/dev/null 2>&1") != 0)
+    if (system("python3 -c 'import json' >/dev/null 2>&1") != 0 ||
+        !fault_server_start(&server, FAULT_SERVER))
         return false;
-    int out[2], in[2];
-    if (pipe(out) != 0 || pipe(in) != 0)
-        return false;
-    server_pid = fork();
-    if (server_pid == 0) {
-        dup2(out[1], 1);
-        dup2(in[0], 0);
-        close(out[0]);
-        close(in[1]);
-        execlp("python3", "python3", FAULT_SERVER, "--lifetime", "300", (char *)NULL);
-        _exit(127);
-    }
-    close(out[1]);
-    close(in[0]);
-    server_stdin = in[1];
-    FILE *f = fdopen(out[0], "r");
-    int port, hole;
-    bool ok = f && fscanf(f, "%d %d", &port, &hole) == 2;
-    if (f)
-        fclose(f);
-    if (!ok) {
-        close(server_stdin); /* the server exits when its stdin closes */
-        waitpid(server_pid, NULL, 0);
-        server_stdin = -1;
-        return false;
-    }
-    snprintf(server_url, sizeof server_url, "http://127.0.0.1:%d/v1", port);
-    snprintf(server_hostport, sizeof server_hostport, "127.0.0.1:%d", port);
+    snprintf(server_url, sizeof server_url, "http://127.0.0.1:%d/v1", server.port);
+    snprintf(server_hostport, sizeof server_hostport, "127.0.0.1:%d", server.port);
     return true;
 }
 
-static void stop_server(void)
-{
-    if (server_stdin < 0)
-        return;
-    close(server_stdin);
-    waitpid(server_pid, NULL, 0);
-    server_stdin = -1;
-}
+static void stop_server(void) { fault_server_stop(&server); }
 
 static struct engine *open_remote(void)
 {

@@ -28,8 +28,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "engine.h"
 #include "engine_tools.h"
+#include "fault_client.h"
 #include "figures.h"
 #include "sse.h"
 #include "utf8_stream.h"
@@ -37,40 +39,17 @@
 #define KEY_VAR "KVCHAT_TEST_API_KEY"
 #define KEY "sk-test-SECRET-4242"
 
-static pid_t server_pid;
-static int server_stdin = -1;
+static struct fault_server server = {.in = -1};
 static int port, hole_port;
 static char base[128], origin[128];
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int start_server(void **state)
 {
     (void)state;
-    int out[2], in[2];
-    if (pipe(out) != 0 || pipe(in) != 0)
+    if (!fault_server_start(&server, FAULT_SERVER))
         return -1;
-    server_pid = fork();
-    if (server_pid == 0) {
-        dup2(out[1], 1);
-        dup2(in[0], 0);
-        close(out[0]);
-        close(in[1]);
-        execlp("python3", "python3", FAULT_SERVER, "--lifetime", "300", (char *)NULL);
-        _exit(127);
-    }
-    close(out[1]);
-    close(in[0]);
-    server_stdin = in[1];
-    FILE *f = fdopen(out[0], "r");
-    if (!f || fscanf(f, "%d %d", &port, &hole_port) != 2)
-        return -1;
-    fclose(f);
+    port = server.port;
+    hole_port = server.hole_port;
     snprintf(base, sizeof base, "http://127.0.0.1:%d/v1", port);
     snprintf(origin, sizeof origin, "http://127.0.0.1:%d", port);
     setenv(KEY_VAR, KEY, 1);
@@ -80,8 +59,7 @@ static int start_server(void **state)
 static int stop_server(void **state)
 {
     (void)state;
-    close(server_stdin); /* the server exits when its stdin closes */
-    waitpid(server_pid, NULL, 0);
+    fault_server_stop(&server);
     return 0;
 }
 
@@ -311,7 +289,7 @@ static void *work(void *arg)
     struct worker *w = arg;
     struct engine_turn_params tp = turn(&w->s, 0);
     w->rc = engine_chat(w->e, "endless", &tp, &w->reply, w->err, sizeof w->err);
-    w->t_done = now_s();
+    w->t_done = kv_now_s();
     return NULL;
 }
 
@@ -326,7 +304,7 @@ static void test_cancel(void **state)
     struct engine_stats st;
     engine_stats(w.e, &st);
     assert_true(st.running);
-    double t0 = now_s();
+    double t0 = kv_now_s();
     engine_cancel(w.e);
     pthread_join(t, NULL);
     double dt = w.t_done - t0;
@@ -442,9 +420,9 @@ static void expect_turn_fails(const char *url, const char *org, const char *expe
     struct sink s = {0};
     struct engine_turn_params tp = turn(&s, 0);
     char *reply = NULL;
-    double t0 = now_s();
+    double t0 = kv_now_s();
     int rc = engine_chat(e, "hello", &tp, &reply, err, sizeof err);
-    double dt = now_s() - t0;
+    double dt = kv_now_s() - t0;
     print_message("%s (%.2f s)\n", err, dt);
     assert_int_equal(rc, -1);
     assert_null(reply);
@@ -716,13 +694,13 @@ static struct engine *figures_from(const char *prefix, const char *model,
     struct engine *e = open_at(url, model, err, sizeof err);
     if (!e)
         fail_msg("engine_new(%s): %s", url, err);
-    double t0 = now_s();
+    double t0 = kv_now_s();
     do {
         engine_server(e, out);
         if (out->source[0])
             break;
         usleep(20000);
-    } while (now_s() - t0 < 5);
+    } while (kv_now_s() - t0 < 5);
     return e;
 }
 
@@ -756,7 +734,7 @@ static void test_server_figures(void **state)
 
     e = figures_from("/llama", NULL, &s);
     /* /metrics and /slots are read in one round: wait for both */
-    for (double t0 = now_s(); !strstr(s.source, "slots") && now_s() - t0 < 5; usleep(20000))
+    for (double t0 = kv_now_s(); !strstr(s.source, "slots") && kv_now_s() - t0 < 5; usleep(20000))
         engine_server(e, &s);
     assert_string_equal(s.source, "llama-server /metrics, llama-server /slots");
     assert_true(fabs(s.kv_frac - 0.125) < 1e-12);
