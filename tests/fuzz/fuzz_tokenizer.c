@@ -60,7 +60,7 @@ static struct tokenizer *open_vocab(struct gguf_writer *w)
 static struct tokenizer *spm_vocab(void)
 {
     static const char *const pieces[] = {"\xE2\x96\x81", "\xE2\x96\x81t", "\xE2\x96\x81th",
-        "\xE2\x96\x81the", "h", "e", "t", "a", "b", "ab", "\xE2\x96\x81" "a", "in", "ing",
+        "\xE2\x96\x81the", "h", "e", "t", "a", "b", "ab", "\xE2\x96\x81\x61" /* "▁a" */, "in", "ing",
         "\xC3\xA9", "\xE4\xB8\xAD"};
     enum { NP = sizeof pieces / sizeof *pieces, N = 4 + 256 + NP };
     static char bytes[256][8];
