@@ -12,7 +12,7 @@
  *   repeat_penalty X    repeat_last_n N          seed N        max_tokens N
  *   mem_bandwidth_gbs X (the device's memory bandwidth for the roofline
  *                        meter, instead of NVML's peak or, on the CPU, the
- *                        measured copy bandwidth; --mem-bandwidth overrides)
+ *                        measured read bandwidth; --mem-bandwidth overrides)
  *
  * Pure apart from reading the file: tested by tests/test_tui.c.
  */

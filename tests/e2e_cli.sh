@@ -186,13 +186,14 @@ expect_exit 0 "bench --synthetic --json" "$kvchat" bench --synthetic smollm2-135
 if python3 - "$out" <<'PY' 2>"$tmp/py.err"
 import json, sys
 d = json.loads(sys.argv[1])
-pos = ["copy_gb_s", "prefill_tok_s", "ttft_s", "decode_tok_s", "bytes_per_token", "decode_gb_s",
+pos = ["bandwidth_gb_s", "bandwidth_min_gb_s", "bandwidth_max_gb_s", "bandwidth_passes", "prefill_tok_s", "ttft_s", "decode_tok_s", "bytes_per_token", "decode_gb_s",
        "roofline_tok_s", "roofline_pct", "prefill_depth_tok_s", "decode_depth_tok_s",
        "bytes_per_token_depth", "decode_depth_gb_s", "roofline_depth_tok_s", "roofline_depth_pct",
        "n_params", "weight_bytes", "threads", "n_ctx"]
 for k in pos:
     assert isinstance(d[k], (int, float)) and d[k] > 0, k
-assert d["synthetic"] is True and d["copy_source"] == "measured"
+assert d["synthetic"] is True and d["bandwidth_kind"] == "read"
+assert d["bandwidth_min_gb_s"] <= d["bandwidth_gb_s"] <= d["bandwidth_max_gb_s"]
 assert d["model"] == "synthetic smollm2-135m:q8_0" and d["arch"] == "llama" and d["backend"] == "cpu"
 assert d["prompt_tokens"] == 512 and d["decode_tokens"] == 128 and d["depth"] == 1024
 assert d["n_params"] == 134515008 and d["n_ctx"] >= 1024 + 128

@@ -467,22 +467,27 @@ static void test_color_to8(void **state)
 /* ---- memory bandwidth probe ---- */
 
 /* No figure can be asserted for an unknown machine; what can be is that it is
- * a real, positive rate with any thread count, and that a cancelled probe
- * reports 0 (unknown) rather than a made-up number. */
+ * a real, positive rate with any thread count, that the median lies within
+ * the spread, and that a cancelled probe reports nothing rather than a
+ * made-up number. */
 static void test_membw_measure(void **state)
 {
     (void)state;
-    double bw = membw_measure((size_t)32 << 20, 0, 2, NULL);
-    assert_true(isfinite(bw));
-    assert_true(bw > 1e8); /* over 0.1 GB/s: anything less is a broken timer or copy */
-    double one = membw_measure((size_t)8 << 20, 1, 1, NULL);
-    assert_true(isfinite(one) && one > 0);
-    /* More threads than bytes to share, and odd sizes, still work. */
-    double odd = membw_measure(4096 + 7, 64, 3, NULL);
-    assert_true(isfinite(odd) && odd > 0);
+    struct membw_figure f;
+    assert_true(membw_measure((size_t)32 << 20, 0, 5, NULL, &f));
+    assert_true(isfinite(f.median));
+    assert_true(f.median > 1e8); /* over 0.1 GB/s: anything less is a broken timer or loop */
+    assert_true(f.min <= f.median && f.median <= f.max);
+    assert_int_equal(f.passes, 5);
+    assert_true(membw_measure((size_t)8 << 20, 1, 1, NULL, &f));
+    assert_true(isfinite(f.median) && f.median > 0 && f.min == f.max);
+    /* More threads than words to share, and odd sizes, still work. */
+    assert_true(membw_measure(4096 + 7, 64, 4, NULL, &f));
+    assert_true(isfinite(f.median) && f.median > 0);
     atomic_int stop = 1;
-    assert_true(membw_measure((size_t)8 << 20, 2, 2, &stop) == 0);
-    assert_true(membw_measure(10, 1, 1, NULL) == 0); /* nothing to copy */
+    assert_false(membw_measure((size_t)8 << 20, 2, 2, &stop, &f));
+    assert_true(f.median == 0);
+    assert_false(membw_measure(10, 1, 1, NULL, &f)); /* under 64 bytes: nothing to read */
 }
 
 /* The measured figure is kept per CPU and thread count; the last one wins. */

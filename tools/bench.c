@@ -4,8 +4,10 @@
  *
  * One run, in this order, on a model file (-m) or a synthetic model
  * (--synthetic SHAPE:TYPE, built in memory: no download):
- *   1. the copy bandwidth of the device, measured now (CPU: tui/membw, the
- *      same probe the UI's roofline meter uses; --mem-bandwidth overrides);
+ *   1. the memory bandwidth of the device, measured now (CPU: the read
+ *      bandwidth with the engine's thread count, telemetry/membw, the same
+ *      probe the UI's roofline meter uses: median of seven passes, with the
+ *      slowest and fastest reported; --mem-bandwidth overrides);
  *   2. a warm-up pass, so page faults and first-touch allocation are not timed;
  *   3. prefill of a 512-token prompt, then one decode step: time to first token;
  *   4. decode of 128 tokens at an empty context (positions 0..127);
@@ -15,7 +17,7 @@
  * not depend on which) and decode feeds back the argmax. Bytes read per
  * token = the weights a step reads plus the K/V of every attended position
  * at the mean context of the run (engine_bytes_per_token); the roofline is
- * copy bandwidth / bytes per token.
+ * bandwidth / bytes per token.
  */
 #include <math.h>
 #include <stdio.h>
@@ -43,8 +45,10 @@ static int32_t argmax(const float *x, int32_t n)
 
 /* What one run measured. A figure that was not measured is NAN (JSON null). */
 struct bench_result {
-    double copy_gb_s;          /* device copy bandwidth, GB/s (read + write) */
-    const char *copy_source;   /* "measured", "--mem-bandwidth" or "none" */
+    double bw_gb_s;            /* the roofline's bandwidth, GB/s: the median pass */
+    double bw_min_gb_s, bw_max_gb_s; /* slowest and fastest pass; NAN unless measured */
+    int bw_passes;
+    const char *bw_kind;       /* "read" (measured), "--mem-bandwidth" or "none" */
     double prefill_tok_s;      /* 512-token prompt */
     double prefill_s;
     double ttft_s;             /* prefill of 512 + the first decode step */
@@ -91,20 +95,22 @@ static int run(struct engine *e, const struct kv_options *o, struct bench_result
     }
 
     /* 1. bandwidth, before the engine's threads are busy */
-    r->copy_gb_s = NAN;
-    r->copy_source = "none";
+    r->bw_gb_s = r->bw_min_gb_s = r->bw_max_gb_s = NAN;
+    r->bw_kind = "none";
+    struct membw_figure bw;
     if (o->mem_bandwidth_gbs > 0) {
-        r->copy_gb_s = o->mem_bandwidth_gbs;
-        r->copy_source = "--mem-bandwidth";
-    } else if (strcmp(in->backend, "cpu") == 0) {
-        double bw = membw_measure(MEMBW_DEFAULT_BYTES, in->n_threads, MEMBW_DEFAULT_REPS, NULL);
-        if (bw > 0) {
-            r->copy_gb_s = bw / 1e9;
-            r->copy_source = "measured";
-        }
+        r->bw_gb_s = o->mem_bandwidth_gbs;
+        r->bw_kind = "--mem-bandwidth";
+    } else if (strcmp(in->backend, "cpu") == 0 &&
+               membw_measure(MEMBW_DEFAULT_BYTES, in->n_threads, MEMBW_DEFAULT_PASSES, NULL, &bw)) {
+        r->bw_gb_s = bw.median / 1e9;
+        r->bw_min_gb_s = bw.min / 1e9;
+        r->bw_max_gb_s = bw.max / 1e9;
+        r->bw_passes = bw.passes;
+        r->bw_kind = "read";
     }
-    /* (The CUDA backend will report a device-to-device copy measured the
-     * same way; until it does, give --mem-bandwidth.) */
+    /* (The CUDA backend will report a device-to-device copy; until it
+     * does, give --mem-bandwidth.) */
 
     /* 2. warm-up */
     if (engine_forward(e, prompt, 16, 0, logits, false, err, errlen) != 0)
@@ -179,10 +185,10 @@ static void json_str(const char *key, const char *s)
     printf("\",");
 }
 
-/* Percent of the roofline: achieved bytes/s over the copy bandwidth. */
-static double roof_pct(double tok_s, double bytes, double copy_gb_s)
+/* Percent of the roofline: achieved bytes/s over the bandwidth. */
+static double roof_pct(double tok_s, double bytes, double bw_gb_s)
 {
-    return tok_s * bytes / (copy_gb_s * 1e9) * 100.0;
+    return tok_s * bytes / (bw_gb_s * 1e9) * 100.0;
 }
 
 static void print_json(const struct engine_info *in, const struct bench_result *r)
@@ -197,8 +203,11 @@ static void print_json(const struct engine_info *in, const struct bench_result *
            in->synthetic ? "true" : "false", in->n_threads, (unsigned long long)in->n_params,
            (unsigned long long)in->weight_bytes, in->n_ctx);
     json_num("load_s", in->load_seconds, 3, true);
-    json_num("copy_gb_s", r->copy_gb_s, 3, true);
-    json_str("copy_source", r->copy_source);
+    json_num("bandwidth_gb_s", r->bw_gb_s, 3, true);
+    json_num("bandwidth_min_gb_s", r->bw_min_gb_s, 3, true);
+    json_num("bandwidth_max_gb_s", r->bw_max_gb_s, 3, true);
+    printf("\"bandwidth_passes\":%d,", r->bw_passes);
+    json_str("bandwidth_kind", r->bw_kind);
     printf("\"prompt_tokens\":%d,", BENCH_PROMPT);
     json_num("prefill_tok_s", r->prefill_tok_s, 2, true);
     json_num("ttft_s", r->ttft_s, 4, true);
@@ -206,27 +215,27 @@ static void print_json(const struct engine_info *in, const struct bench_result *
     json_num("decode_tok_s", r->decode_tok_s, 2, true);
     json_num("bytes_per_token", r->bytes_per_token, 0, true);
     json_num("decode_gb_s", r->decode_tok_s * r->bytes_per_token / 1e9, 3, true);
-    json_num("roofline_tok_s", r->copy_gb_s * 1e9 / r->bytes_per_token, 2, true);
-    json_num("roofline_pct", roof_pct(r->decode_tok_s, r->bytes_per_token, r->copy_gb_s), 1, true);
+    json_num("roofline_tok_s", r->bw_gb_s * 1e9 / r->bytes_per_token, 2, true);
+    json_num("roofline_pct", roof_pct(r->decode_tok_s, r->bytes_per_token, r->bw_gb_s), 1, true);
     printf("\"depth\":%d,", r->depth);
     json_num("prefill_depth_tok_s", r->prefill_depth_tok_s, 2, true);
     json_num("decode_depth_tok_s", r->decode_depth_tok_s, 2, true);
     json_num("bytes_per_token_depth", r->bytes_per_token_depth, 0, true);
     json_num("decode_depth_gb_s", r->decode_depth_tok_s * r->bytes_per_token_depth / 1e9, 3,
              true);
-    json_num("roofline_depth_tok_s", r->copy_gb_s * 1e9 / r->bytes_per_token_depth, 2, true);
+    json_num("roofline_depth_tok_s", r->bw_gb_s * 1e9 / r->bytes_per_token_depth, 2, true);
     json_num("roofline_depth_pct",
-             roof_pct(r->decode_depth_tok_s, r->bytes_per_token_depth, r->copy_gb_s), 1, false);
+             roof_pct(r->decode_depth_tok_s, r->bytes_per_token_depth, r->bw_gb_s), 1, false);
     printf("}\n");
 }
 
-static void print_decode(const char *what, double tok_s, double bytes, double copy_gb_s)
+static void print_decode(const char *what, double tok_s, double bytes, double bw_gb_s)
 {
     printf("decode   %8.1f tokens/s  %s\n", tok_s, what);
     printf("         %.1f MiB read per token, %.2f GB/s", bytes / 1048576.0, tok_s * bytes / 1e9);
-    if (isfinite(copy_gb_s))
-        printf(" = %.1f%% of the roofline (%.1f tokens/s)", roof_pct(tok_s, bytes, copy_gb_s),
-               copy_gb_s * 1e9 / bytes);
+    if (isfinite(bw_gb_s))
+        printf(" = %.1f%% of the roofline (%.1f tokens/s)", roof_pct(tok_s, bytes, bw_gb_s),
+               bw_gb_s * 1e9 / bytes);
     printf("\n");
 }
 
@@ -236,10 +245,13 @@ static void print_text(const struct engine_info *in, const struct bench_result *
            in->n_params / 1e6, in->weight_bytes / 1048576.0);
     printf("backend  %s on %s, %d threads, context %d, %s in %.2f s\n", in->backend, in->device,
            in->n_threads, in->n_ctx, in->synthetic ? "built" : "loaded", in->load_seconds);
-    if (isfinite(r->copy_gb_s))
-        printf("memory   %.2f GB/s copy bandwidth (%s)\n", r->copy_gb_s, r->copy_source);
+    if (isfinite(r->bw_min_gb_s))
+        printf("memory   %.2f GB/s read bandwidth, %d threads (median of %d passes, %.2f-%.2f)\n",
+               r->bw_gb_s, in->n_threads, r->bw_passes, r->bw_min_gb_s, r->bw_max_gb_s);
+    else if (isfinite(r->bw_gb_s))
+        printf("memory   %.2f GB/s bandwidth (%s)\n", r->bw_gb_s, r->bw_kind);
     else
-        printf("memory   copy bandwidth not measured on this backend (give --mem-bandwidth)\n");
+        printf("memory   bandwidth not measured on this backend (give --mem-bandwidth)\n");
     printf("prefill  %8.1f tokens/s  (%d-token prompt in %.3f s)\n", r->prefill_tok_s,
            BENCH_PROMPT, r->prefill_s);
     printf("ttft     %8.3f s         (%d-token prefill and the first decode step)\n", r->ttft_s,
@@ -247,12 +259,12 @@ static void print_text(const struct engine_info *in, const struct bench_result *
     char what[96];
     snprintf(what, sizeof what, "(%d tokens at an empty context, %.3f s)", BENCH_DECODE,
              r->decode_s);
-    print_decode(what, r->decode_tok_s, r->bytes_per_token, r->copy_gb_s);
+    print_decode(what, r->decode_tok_s, r->bytes_per_token, r->bw_gb_s);
     if (r->depth > 0) {
         printf("prefill  %8.1f tokens/s  (%d tokens, filling the context)\n",
                r->prefill_depth_tok_s, r->depth);
         snprintf(what, sizeof what, "(%d tokens after %d of context)", BENCH_DECODE, r->depth);
-        print_decode(what, r->decode_depth_tok_s, r->bytes_per_token_depth, r->copy_gb_s);
+        print_decode(what, r->decode_depth_tok_s, r->bytes_per_token_depth, r->bw_gb_s);
     }
 }
 

@@ -94,9 +94,11 @@ static void *worker_main(void *arg)
 static void *bw_main(void *arg)
 {
     struct ui *u = arg;
-    double bw = membw_measure(MEMBW_DEFAULT_BYTES, u->info->n_threads, MEMBW_DEFAULT_REPS, &u->bw_cancel);
+    struct membw_figure bw;
+    bool ok = membw_measure(MEMBW_DEFAULT_BYTES, u->info->n_threads, MEMBW_DEFAULT_PASSES,
+                            &u->bw_cancel, &bw);
     pthread_mutex_lock(&u->mu);
-    u->bw_result = bw;
+    u->bw_result = ok ? bw.median : 0;
     u->bw_done = true;
     wake_ui(u);
     pthread_mutex_unlock(&u->mu);
