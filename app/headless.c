@@ -371,6 +371,13 @@ int kv_run_tokenize(struct kv_options *o)
         free(owned);
         return 1;
     }
+    if (engine_info(e)->no_vocabulary) {
+        fprintf(stderr, "kvchat: %s has no tokenizer (a synthetic model written without "
+                "--tokenizer-from): nothing to tokenize with\n", engine_info(e)->model_path);
+        engine_free(e);
+        free(owned);
+        return 1;
+    }
     int64_t n = 0;
     int32_t *ids = engine_tokenize(e, text, !o->no_bos, &n);
     if (!ids) {

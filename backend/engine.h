@@ -153,6 +153,7 @@ struct engine_info {
     uint64_t bytes_per_token; /* weights + KV read per decoded token at empty context */
     double load_seconds;
     bool synthetic;      /* made from engine_params.synthetic */
+    bool no_vocabulary;  /* no tokenizer (synthetic, or a file written without one): bench only */
 };
 
 /* Loads the model and chooses where it runs. Under ENGINE_BACKEND_AUTO a GPU

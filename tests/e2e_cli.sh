@@ -223,6 +223,17 @@ expect_exit 0 "-p on the synthetic file (gibberish, but it runs)" "$kvchat" -m "
 expect_exit 0 "bench on the synthetic file" "$kvchat" bench -m "$syn" --backend cpu --depth 0 --json
 python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["synthetic"] is False and d["n_params"]==134515008 and d["decode_depth_tok_s"] is None' "$out" 2>/dev/null \
   && ok "bench on the written file: same model, --depth 0 skips the long run" || bad "bench on the written file" "$out"
+novocab=$tmp/synthetic-novocab.gguf
+expect_exit 0 "synth without a tokenizer" "$kvchat" synth smollm2-135m:q8_0 -o "$novocab"
+expect_exit 0 "bench on a file without a vocabulary" "$kvchat" bench -m "$novocab" --backend cpu --depth 0 --json
+python3 -c 'import json,sys; d=json.loads(sys.argv[1]); assert d["decode_tok_s"] > 0 and d["n_params"]==134515008' "$out" 2>/dev/null \
+  && ok "... decodes" || bad "... decodes" "$out"
+expect_exit 1 "-p on a file without a vocabulary" "$kvchat" -m "$novocab" -p "Hello" --no-history
+one_line_error "-p on a file without a vocabulary"
+[[ $errout == *"--tokenizer-from"* ]] && ok "... says how to give it one" || bad "... says how to give it one" "$errout"
+expect_exit 1 "tokenize on a file without a vocabulary" "$kvchat" tokenize -m "$novocab" "Hello"
+one_line_error "tokenize on a file without a vocabulary"
+[[ $errout == *"no tokenizer"* ]] && ok "... says it has no tokenizer" || bad "... says it has no tokenizer" "$errout"
 expect_exit 1 "synth with a tokenizer of another size" \
   "$kvchat" synth llama-1b:q8_0 -o "$tmp/wrong.gguf" --tokenizer-from "$smol"
 one_line_error "synth with a tokenizer of another size"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # e2e_llama_server.sh - kvchat's remote engine against a real llama-server
-# (llama.cpp, built by scripts/build-llama-server) serving the default model:
+# (llama.cpp, built by scripts/build-llama) serving the default model:
 # the server side first (health, models, a plain and a streamed chat
 # completion, /metrics, /slots), then kvchat --server: a greedy answer,
 # streaming in pieces, --resume replaying the conversation, a session moving
@@ -36,11 +36,11 @@ if [ ! -f "$smol" ]; then
   exit 77
 fi
 # the first run builds it (scripts/setup normally has); later runs only check
-server_bin=$("$here/../scripts/build-llama-server")
+server_bin=$("$here/../scripts/build-llama" llama-server)
 case $? in
   0) ;;
   77) skip "llama-server could not be built without network (run scripts/setup online)"; exit 77 ;;
-  *) bad "scripts/build-llama-server"; finish ;;
+  *) bad "scripts/build-llama"; finish ;;
 esac
 command -v curl >/dev/null && command -v python3 >/dev/null \
   || { skip "curl and python3 are needed"; exit 77; }

@@ -40,16 +40,17 @@
 /* Largest context accepted: beyond this the KV cache alone is absurd for the
  * models we run, and the request is almost certainly a typo. */
 #define MAX_CTX (1 << 20)
-/* What a synthetic engine says when asked to chat or tokenize. */
+/* What an engine without a vocabulary (a synthetic model, in memory or
+ * written without --tokenizer-from) says when asked to chat or tokenize. */
 #define NO_TOKENIZER                                                                            \
-    "a synthetic model has no tokenizer: it can only be benchmarked; write it to a file "      \
+    "this synthetic model has no tokenizer: it can only be benchmarked; write it to a file "   \
     "with a real tokenizer (kvchat synth SHAPE:TYPE -o FILE --tokenizer-from MODEL) to chat"
 
 struct local_engine {
     struct engine base; /* info lives here */
     struct model *model;         /* owned */
     bool synthetic;              /* model from engine_params.synthetic: no tokenizer */
-    struct tokenizer *tok;       /* owned; NULL when synthetic */
+    struct tokenizer *tok;       /* owned; NULL when synthetic or the file has no vocabulary */
     struct chat_template tmpl;
     char tmpl_default_system[2048];
     const struct backend_ops *bops; /* the compute backend */
@@ -129,6 +130,16 @@ static int32_t default_threads(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int32_t)n : 1;
+}
+
+/* False for a file that says it has no vocabulary (tokenizer.ggml.model
+ * "none", as kvchat synth writes without --tokenizer-from): the engine then
+ * runs forward passes only, like an in-memory synthetic model. A file with
+ * no such key at all is damaged, and tok_new says so. */
+static bool has_vocabulary(const struct gguf *g)
+{
+    struct gguf_str ms;
+    return !gguf_get_str(g, "tokenizer.ggml.model", &ms) || !gguf_str_eq(ms, SYNTH_NO_VOCABULARY);
 }
 
 /* The tokenizer and the chat template of a model file (a synthetic model has
@@ -227,7 +238,7 @@ struct engine *local_engine_new(const struct engine_params *p, char *err, size_t
         goto fail;
     const struct model_hparams *hp = &e->model->hp;
 
-    if (!e->synthetic && load_tokenizer(e, p, err, errlen) != 0)
+    if (!e->synthetic && has_vocabulary(e->model->file) && load_tokenizer(e, p, err, errlen) != 0)
         goto fail;
 
     int32_t n_ctx = p->n_ctx;
@@ -278,11 +289,12 @@ struct engine *local_engine_new(const struct engine_params *p, char *err, size_t
     else
         snprintf(in->model_path, sizeof in->model_path, "%s", p->model_path);
     in->synthetic = synthetic;
+    in->no_vocabulary = !e->tok;
     snprintf(in->arch, sizeof in->arch, "%s", model_arch_name(hp->arch));
     snprintf(in->backend, sizeof in->backend, "%s", e->bops->name);
     snprintf(in->device, sizeof in->device, "%s", e->bops->device_name(e->be));
     snprintf(in->template_name, sizeof in->template_name, "%s",
-             synthetic ? "none" : chat_format_name(e->tmpl.format));
+             e->tok ? chat_format_name(e->tmpl.format) : "none");
     snprintf(in->kv_type, sizeof in->kv_type, "%s", engine_kv_type_name(kv_type));
     in->n_vocab = hp->n_vocab;
     in->n_embd = hp->n_embd;

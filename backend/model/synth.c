@@ -396,8 +396,13 @@ int synth_write_gguf(const struct model *m, const struct synth_spec *s, const st
         gguf_writer_set_f32(w, KEY("rope.freq_base_swa"), m->hp.rope_base_local);
     }
 #undef KEY
+    /* Without a tokenizer to copy, the file says it has no vocabulary in the
+     * spelling other engines read too ("none", with ARCH.vocab_size above),
+     * so it can be benchmarked side by side with them. */
     if (tok)
         gguf_writer_copy_kv(w, tok, "tokenizer.");
+    else
+        gguf_writer_set_str(w, "tokenizer.ggml.model", SYNTH_NO_VOCABULARY);
 
     /* list_tensors wants a mutable model to point into; the pointers are
      * only read here. */

@@ -101,10 +101,14 @@ struct model *model_new_synthetic(const struct synth_spec *s, char *err, size_t 
 int synth_check_tokenizer(const struct synth_spec *s, const struct gguf *tok, char *err,
                           size_t errlen);
 
+/* tokenizer.ggml.model of a file without a vocabulary, as llama.cpp spells
+ * it: the engine loads such a file for benchmarks and refuses to chat. */
+#define SYNTH_NO_VOCABULARY "none"
+
 /* Writes M (made by model_new_synthetic from S) to PATH as a GGUF file that
  * llama.cpp loads too: architecture keys from the shape, llama.cpp's tensor
  * names, and every "tokenizer." key copied from TOK (may be NULL: then the
- * file has no tokenizer). The tokenizer's vocabulary must have exactly the
+ * file has no vocabulary, tokenizer.ggml.model SYNTH_NO_VOCABULARY). The tokenizer's vocabulary must have exactly the
  * shape's n_vocab tokens; else -1 with a message naming the shapes that would
  * fit. The writer copies the weights, so this needs their size again in
  * memory. Returns 0 or -1 with ERR. */
