@@ -4,7 +4,8 @@
 # meters change, cancel a reply with Esc, resize mid-reply, run commands, quit
 # and find the terminal restored, then restart with --resume and see the old
 # conversation. Then multi-line input (Alt-Enter, bracketed paste) and
-# /retry and /edit, checked in the saved history and after --resume. Everything lives in a temp dir (--db, XDG_CONFIG_HOME,
+# /retry and /edit, checked in the saved history and after --resume; and
+# small terminals (hints, Tab's matches, the too-small notice). Everything lives in a temp dir (--db, XDG_CONFIG_HOME,
 # XDG_STATE_HOME): the user's own data is never touched.
 # Exit 77 (skipped) without tmux or without the model.
 set -u
@@ -388,8 +389,10 @@ sleep 0.5
 tmux send-keys -t $S '/model' Enter
 wait_for 'Choose a model' 10 || fail "/model: no picker the second time"
 tmux send-keys -t $S Down Enter
-wait_for 'cannot switch to junk.gguf.*still' 20 && pass "a model that does not load keeps the old one" ||
-    fail "no one-line error for the junk model"
+# The status line cuts the long error at a word; the notice in the
+# conversation has all of it.
+wait_for 'cannot switch to junk.gguf' 20 && screen | tr -d '\n' | grep -q '(still Smollm2' &&
+    pass "a model that does not load keeps the old one" || fail "no one-line error for the junk model"
 tmux send-keys -t $S '/model Smo' Tab
 wait_for '^> /model SmolLM2-135M-Instruct.Q4_1.gguf' 5 && pass "Tab completes the model's name" ||
     fail "Tab did not complete the model's name"
@@ -402,6 +405,50 @@ wait_saved "user assistant user assistant " 60 && pass "the next reply continues
 wait_for '^> *$' 60 || fail "prompt not back after the reply on the new engine"
 tmux send-keys -t $S C-d
 wait_for 'EXIT=0' 10 || fail "Ctrl-D did not leave (/model run)"
+tmux kill-session -t $S
+
+# 14. Small terminals, from 80x24 down to the minimum: the key hints cut at
+# a word with an ellipsis, Tab's list of matches as many as fit plus "+N
+# more", the too-small notice wrapped at words, and Enter while the screen
+# is too small sends nothing unseen (the text waits in the input).
+DB=$T/tiny.db
+tmux new-session -d -s $S -x 80 -y 24 \
+    "env XDG_CONFIG_HOME='$T/config' XDG_STATE_HOME='$T/state' XDG_CACHE_HOME='$T/cache' \
+     '$BIN' $MODEL_ARG --backend cpu --db '$DB' --seed 7 -n 4; echo EXIT=\$?; sleep 600"
+wait_for '^>' 120 || fail "no prompt (small-terminal run)"
+HINTS=' Enter send · Alt-Enter newline · Esc stop · PgUp/PgDn scroll · Tab complete · Ctrl-D quit'
+for size in 80x24 60x20 40x12; do
+    tmux resize-window -t $S -x "${size%x*}" -y "${size#*x}"
+    sleep 0.5
+    L=$(screen | grep -m1 '^ Enter send' | sed 's/ *$//')
+    case "$L" in
+    *…) K=${L%…}
+        [[ "$HINTS" == "$K "* ]] && [[ "$K" != *' ·' ]] &&
+            pass "hints_cut_at_word: $size: \"$L\"" || fail "hints_cut_at_word: $size: cut mid-word: \"$L\"" ;;
+    *) fail "hints_cut_at_word: $size: no ellipsis on the cut hints: \"$L\"" ;;
+    esac
+done
+tmux resize-window -t $S -x 80 -y 24
+sleep 0.3
+tmux send-keys -t $S '/' Tab
+wait_for 'matches:' 5 || fail "completion_list_more: no list of matches after / Tab"
+L=$(screen | grep -m1 'matches:' | sed 's/ *$//')
+[[ "$L" =~ [0-9]+\ matches:(\ /[a-z]+)+\ \+[0-9]+\ more$ ]] && [ "${#L}" -le 80 ] &&
+    pass "completion_list_more: \"$L\"" || fail "completion_list_more: \"$L\""
+tmux send-keys -t $S C-u
+tmux resize-window -t $S -x 30 -y 10
+wait_for 'terminal too small' 5 || fail "too_small_notice_wraps: no notice at 30x10"
+screen | grep -qx 'terminal too small: 30x10, *' && screen | grep -qx 'kvchat needs at least 40x12 *' &&
+    pass "too_small_notice_wraps: wrapped at words" || fail "too_small_notice_wraps: the notice is cut mid-word"
+tmux send-keys -t $S -l 'typed unseen'
+tmux send-keys -t $S Enter
+sleep 1
+tmux resize-window -t $S -x 80 -y 24
+wait_for '^> typed unseen' 5 && ! screen | grep -q '^   typed unseen' &&
+    pass "too_small_enter_waits: the text waits in the input, nothing sent" ||
+    fail "too_small_enter_waits: Enter sent what the screen could not show"
+tmux send-keys -t $S C-u C-d
+wait_for 'EXIT=0' 10 || fail "Ctrl-D did not leave (small-terminal run)"
 tmux kill-session -t $S
 
 [ $FAILS -eq 0 ] && echo "e2e_tui: all passed" || echo "e2e_tui: $FAILS failed"

@@ -18,7 +18,9 @@
 #include "commands.h"
 #include "compose.h"
 #include "config.h"
+#include "fit.h"
 #include "layout.h"
+#include "markdown.h"
 #include "membw.h"
 #include "meters.h"
 #include "msgs.h"
@@ -176,58 +178,368 @@ static void test_utf8_invalid(void **state)
 
 /* ---- Markdown ---- */
 
-static size_t md(struct md_state *st, const char *in, char *out, uint8_t *sty)
+/* Line I of D as a string (static buffer). */
+static const char *mdl(const struct md_doc *d, size_t i)
 {
-    size_t n = md_render_line(st, in, strlen(in), out, sty);
-    out[n] = 0;
-    return n;
+    static char buf[1024];
+    if (i >= d->n_lines)
+        fail_msg("line %zu of %zu", i, d->n_lines);
+    snprintf(buf, sizeof buf, "%.*s", (int)d->lines[i].len, d->text + d->lines[i].off);
+    return buf;
 }
 
-static void test_markdown(void **state)
+/* The style of the first byte of line I that starts NEEDLE. */
+static uint16_t mds(const struct md_doc *d, size_t i, const char *needle)
+{
+    const char *t = mdl(d, i), *at = strstr(t, needle);
+    if (!at)
+        fail_msg("line %zu \"%s\" has no \"%s\"", i, t, needle);
+    return d->sty[d->lines[i].off + (size_t)(at - t)];
+}
+
+/* Renders SRC at WIDTH and checks what every line must hold whatever the
+ * input: inside the text, within the width with its indent, and no fence
+ * shown as typed. */
+static void render(struct md_doc *d, const char *src, int width, bool streaming)
+{
+    assert_int_equal(md_render(d, src, strlen(src), width, streaming), 0);
+    for (size_t i = 0; i < d->n_lines; i++) {
+        const struct md_line *l = &d->lines[i];
+        assert_true(l->off + l->len <= d->len);
+        int w = text_width(d->text + l->off, l->len);
+        if (l->indent + w > width)
+            fail_msg("line %zu \"%s\": %d columns after %d, width %d", i, mdl(d, i), w, l->indent, width);
+        if (strstr(mdl(d, i), "```"))
+            fail_msg("line %zu shows a fence: \"%s\"", i, mdl(d, i));
+    }
+}
+
+static void dump(const struct md_doc *d)
+{
+    for (size_t i = 0; i < d->n_lines; i++)
+        print_message("%2zu %c%d |%s|\n", i, d->lines[i].fill ? '#' : ' ', d->lines[i].indent, mdl(d, i));
+}
+
+static void expect_lines(const struct md_doc *d, const char *const *want, size_t n)
+{
+    bool ok = d->n_lines == n;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = strcmp(mdl(d, i), want[i]) == 0;
+    if (!ok) {
+        dump(d);
+        for (size_t i = 0; i < n; i++)
+            print_message("want %2zu |%s|\n", i, want[i]);
+        fail_msg("lines differ");
+    }
+}
+#define EXPECT_LINES(d, ...)                                                                              \
+    do {                                                                                                  \
+        static const char *const want_[] = {__VA_ARGS__};                                                 \
+        expect_lines(d, want_, sizeof want_ / sizeof *want_);                                              \
+    } while (0)
+
+static void test_markdown_inline(void **state)
 {
     (void)state;
-    struct md_state st = {0};
-    char out[256];
-    uint8_t sty[256];
-    md(&st, "## Title **x**", out, sty);
-    assert_string_equal(out, "Title x");
-    assert_true(sty[0] & MD_HEADING);
-    assert_true(sty[6] & MD_BOLD);
+    struct md_doc d = {0};
+    render(&d, "use `ls -l` and **bold** and *it*", 80, false);
+    EXPECT_LINES(&d, "use ls -l and bold and it");
+    assert_true(mds(&d, 0, "ls -l") & MD_CODE);
+    assert_false(mds(&d, 0, "use") & MD_CODE);
+    assert_true(mds(&d, 0, "bold") & MD_BOLD);
+    assert_false(mds(&d, 0, " and b") & MD_BOLD);
+    assert_true(mds(&d, 0, "it") & MD_ITALIC);
+    render(&d, "***both*** and __under__", 80, false);
+    EXPECT_LINES(&d, "both and under");
+    assert_int_equal(mds(&d, 0, "both") & (MD_BOLD | MD_ITALIC), MD_BOLD | MD_ITALIC);
+    assert_true(mds(&d, 0, "under") & MD_BOLD);
 
-    md(&st, "use `ls -l` and **bold** and *it*", out, sty);
-    assert_string_equal(out, "use ls -l and bold and it");
-    assert_true(sty[4] & MD_CODE);
-    assert_false(sty[3] & MD_CODE);
-    assert_true(sty[14] & MD_BOLD);
-    assert_false(sty[13] & MD_BOLD);
-    assert_true(sty[23] & MD_ITALIC);
+    /* Half-streamed emphasis, snake_case and arithmetic stay as typed. */
+    render(&d, "so **far", 80, true);
+    EXPECT_LINES(&d, "so **far");
+    render(&d, "call my_var_name now", 80, false);
+    EXPECT_LINES(&d, "call my_var_name now");
+    assert_int_equal(mds(&d, 0, "_var"), MD_PLAIN);
+    render(&d, "2 * 3 * 4", 80, false);
+    EXPECT_LINES(&d, "2 * 3 * 4");
+    /* HTML is text: a terminal cannot render it. Entities are decoded. */
+    render(&d, "a <b>tag</b> &amp; &lt;x&gt; &#x1F600; &#65; &nosuch;", 80, false);
+    EXPECT_LINES(&d, "a <b>tag</b> & <x> \xF0\x9F\x98\x80 A &nosuch;");
+    /* A line break in a reply stays one; blank lines part paragraphs. */
+    render(&d, "roses are red\nviolets are blue\n\nnext", 80, false);
+    EXPECT_LINES(&d, "roses are red", "violets are blue", "", "next");
+    md_doc_free(&d);
+    assert_null(d.text);
+    md_doc_free(&d); /* twice is harmless */
+}
 
-    /* Half-streamed emphasis and snake_case stay as typed. */
-    md(&st, "so **far", out, sty);
-    assert_string_equal(out, "so **far");
-    md(&st, "call my_var_name now", out, sty);
-    assert_string_equal(out, "call my_var_name now");
-    assert_int_equal(sty[8], MD_PLAIN);
-    md(&st, "2 * 3 * 4", out, sty);
-    assert_string_equal(out, "2 * 3 * 4");
+static void test_markdown_headings_rules(void **state)
+{
+    (void)state;
+    struct md_doc d = {0};
+    render(&d, "# One\n## Two\n### Three\ntext\n\n---\n\nafter", 20, false);
+    EXPECT_LINES(&d, "One", "", "Two", "", "Three", "", "text", "",
+                 "\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80"
+                 "\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80"
+                 "\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80",
+                 "", "after");
+    /* H1 and H2 differ: underlined and bold, then bold alone. */
+    assert_int_equal(mds(&d, 0, "One"), MD_HEADING | MD_BOLD | MD_UNDERLINE);
+    assert_int_equal(mds(&d, 2, "Two"), MD_HEADING | MD_BOLD);
+    assert_int_equal(mds(&d, 4, "Three"), MD_HEADING);
+    assert_int_equal(mds(&d, 6, "text"), MD_PLAIN);
+    assert_int_equal(text_width(mdl(&d, 8), strlen(mdl(&d, 8))), 20); /* the rule spans the width */
+    assert_true(mds(&d, 8, "\xE2\x94\x80") & MD_RULE);
+    /* Setext headings too. */
+    render(&d, "Big\n===\nSmall\n-----", 40, false);
+    EXPECT_LINES(&d, "Big", "", "Small");
+    assert_true(mds(&d, 0, "Big") & MD_UNDERLINE);
+    assert_false(mds(&d, 2, "Small") & MD_UNDERLINE);
+    md_doc_free(&d);
+}
 
-    md(&st, "- item", out, sty);
-    assert_string_equal(out, "\xE2\x80\xA2 item");
-    assert_true(sty[0] & MD_BULLET);
-    md(&st, "> quoted", out, sty);
-    assert_true(sty[0] & MD_QUOTE);
+static void test_markdown_code_blocks(void **state)
+{
+    (void)state;
+    struct md_doc d = {0};
+    const char *src = "Two blocks:\n"
+                      "```python\n"
+                      "x = 1\n"
+                      "int **p = `x`;\n"
+                      "```\n"
+                      "between\n"
+                      "~~~\n"
+                      "plain\n"
+                      "~~~\n"
+                      "\n"
+                      "    indented(code)\n";
+    render(&d, src, 40, false);
+    EXPECT_LINES(&d, "Two blocks:", "", "[1] python", "x = 1", "int **p = `x`;", "", "between", "", "[2]",
+                 "plain", "", "[3]", "indented(code)");
+    assert_int_equal(d.n_code, 3);
+    /* The label is in the block, dimmed; the code is literal, filled and
+     * indented two columns further. */
+    assert_int_equal(mds(&d, 2, "[1]"), MD_LABEL);
+    assert_int_equal(mds(&d, 4, "**p"), MD_BLOCK);
+    for (size_t i = 2; i <= 4; i++) {
+        assert_true(d.lines[i].fill);
+        assert_int_equal(d.lines[i].indent, 2);
+    }
+    assert_false(d.lines[5].fill);
+    /* /copy N takes the block labelled [N]. */
+    char *b = md_code_block(src, strlen(src), 1);
+    assert_string_equal(b, "x = 1\nint **p = `x`;\n");
+    free(b);
+    b = md_code_block(src, strlen(src), 2);
+    assert_string_equal(b, "plain\n");
+    free(b);
+    b = md_code_block(src, strlen(src), 3);
+    assert_string_equal(b, "indented(code)\n");
+    free(b);
+    assert_null(md_code_block(src, strlen(src), 4));
+    assert_null(md_code_block(src, strlen(src), 0));
 
-    /* Fences carry state across lines; markup inside is literal. */
-    md(&st, "```c", out, sty);
-    assert_true(st.in_code);
-    assert_true(sty[0] & MD_FENCE);
-    md(&st, "int **p = `x`;", out, sty);
-    assert_string_equal(out, "int **p = `x`;");
-    assert_int_equal(sty[0], MD_BLOCK);
-    md(&st, "```", out, sty);
-    assert_false(st.in_code);
-    md(&st, "after", out, sty);
-    assert_int_equal(sty[0], MD_PLAIN);
+    /* A long code line wraps inside the block: 40 - 2 columns. */
+    render(&d, "```\naaaa bbbb cccc dddd eeee ffff gggg hhhh iiii\n```", 40, false);
+    EXPECT_LINES(&d, "[1]", "aaaa bbbb cccc dddd eeee ffff gggg", "hhhh iiii");
+    assert_true(d.lines[2].fill);
+    /* A fence still open (streaming) is a block already: no ``` shown. */
+    render(&d, "look:\n```sh\nls -l\n``", 40, true);
+    EXPECT_LINES(&d, "look:", "", "[1] sh", "ls -l");
+    render(&d, "```", 40, true);
+    EXPECT_LINES(&d);
+    render(&d, "```c", 40, true);
+    EXPECT_LINES(&d, "[1] c");
+    md_doc_free(&d);
+}
+
+static void test_markdown_links(void **state)
+{
+    (void)state;
+    struct md_doc d = {0};
+    render(&d, "see [the docs](https://x.io/a) now, <https://b.org> or https://c.net/x", 80, false);
+    EXPECT_LINES(&d, "see the docs (https://x.io/a) now, https://b.org or https://c.net/x");
+    assert_true(mds(&d, 0, "the docs") & MD_UNDERLINE);
+    assert_int_equal(mds(&d, 0, "(https://x.io"), MD_URL);
+    assert_int_equal(mds(&d, 0, "https://x.io/a)"), MD_URL);
+    assert_false(mds(&d, 0, " now") & (MD_URL | MD_UNDERLINE));
+    /* the address alone is shown once */
+    assert_null(strstr(mdl(&d, 0), "https://b.org (https://b.org)"));
+    render(&d, "![a cat](cat.png) mail me@example.com", 80, false);
+    EXPECT_LINES(&d, "a cat (cat.png) mail me@example.com");
+    md_doc_free(&d);
+}
+
+static void test_markdown_lists_quotes(void **state)
+{
+    (void)state;
+    struct md_doc d = {0};
+    /* Hanging indent: wrapped lines start under the item's text. */
+    render(&d, "- one two three four five six\n- b\n  - nested item here\n- [x] done\n- [ ] todo", 20, false);
+    EXPECT_LINES(&d, "\xE2\x80\xA2 one two three four", "  five six", "\xE2\x80\xA2 b",
+                 "  \xE2\x97\xA6 nested item here", "\xE2\x80\xA2 [x] done", "\xE2\x80\xA2 [ ] todo");
+    assert_true(mds(&d, 0, "\xE2\x80\xA2") & MD_BULLET);
+    assert_false(mds(&d, 0, "one") & MD_BULLET);
+    render(&d, "9. nine is a long item\n10. ten is a longer one", 16, false);
+    EXPECT_LINES(&d, "9. nine is a", "   long item", "10. ten is a", "    longer one");
+    render(&d, "3) from three\n4) four", 40, false);
+    EXPECT_LINES(&d, "3) from three", "4) four");
+    /* A loose list keeps its blank lines; an item's second paragraph hangs. */
+    render(&d, "- a\n\n- b\n\n  more b", 40, false);
+    EXPECT_LINES(&d, "\xE2\x80\xA2 a", "", "\xE2\x80\xA2 b", "", "  more b");
+    /* An empty item still shows its marker. */
+    render(&d, "-\n- x", 40, false);
+    EXPECT_LINES(&d, "\xE2\x80\xA2", "\xE2\x80\xA2 x");
+
+    /* The quote's bar is on every wrapped line, and on the blank between
+     * its paragraphs. */
+    render(&d, "> quoted words that wrap around\n>\n> > inner", 20, false);
+    EXPECT_LINES(&d, "\xE2\x94\x82 quoted words that", "\xE2\x94\x82 wrap around", "\xE2\x94\x82",
+                 "\xE2\x94\x82 \xE2\x94\x82 inner");
+    assert_true(mds(&d, 1, "\xE2\x94\x82") & MD_QUOTE);
+    assert_true(mds(&d, 1, "wrap") & MD_QUOTE);
+    /* Code in a list item: the label takes the marker. */
+    render(&d, "1. run:\n\n   ```sh\n   make\n   ```", 40, false);
+    EXPECT_LINES(&d, "1. run:", "", "   [1] sh", "   make");
+    /* Nesting deeper than the pane allows keeps text room: half the width. */
+    render(&d, "> > > > > > > > > > > > > > > > > > > > deep words here", 20, false);
+    assert_true(d.n_lines >= 1);
+    assert_non_null(strstr(mdl(&d, 0), "\xE2\x94\x82 deep words"));
+    md_doc_free(&d);
+}
+
+static void test_markdown_tables(void **state)
+{
+    (void)state;
+    struct md_doc d = {0};
+    const char *t = "| Name | n | Note |\n"
+                    "|------|--:|:----:|\n"
+                    "| a | 1 | x |\n"
+                    "| \xE4\xB8\x96\xE7\x95\x8C | 22 | wide |\n";
+    render(&d, t, 60, false);
+    EXPECT_LINES(&d,
+                 "\xE2\x94\x8C\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\xAC"
+                 "\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\xAC"
+                 "\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x90",
+                 "\xE2\x94\x82 Name \xE2\x94\x82  n \xE2\x94\x82 Note \xE2\x94\x82",
+                 "\xE2\x94\x9C\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\xBC"
+                 "\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\xBC"
+                 "\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\xA4",
+                 "\xE2\x94\x82 a    \xE2\x94\x82  1 \xE2\x94\x82  x   \xE2\x94\x82",
+                 /* a CJK cell is two columns a character: padded to the same edge */
+                 "\xE2\x94\x82 \xE4\xB8\x96\xE7\x95\x8C \xE2\x94\x82 22 \xE2\x94\x82 wide \xE2\x94\x82",
+                 "\xE2\x94\x94\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\xB4"
+                 "\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\xB4"
+                 "\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x80\xE2\x94\x98");
+    for (size_t i = 0; i < d.n_lines; i++) /* aligned: every row as wide as the border */
+        assert_int_equal(text_width(mdl(&d, i), strlen(mdl(&d, i))), 20);
+    assert_true(mds(&d, 1, "Name") & MD_BOLD); /* the header row */
+    assert_false(mds(&d, 3, "a") & MD_BOLD);
+    assert_true(mds(&d, 0, "\xE2\x94\x8C") & MD_RULE);
+
+    /* Wider than the pane: the widest column narrows and its cells wrap;
+     * every row still ends on the same border. */
+    const char *w = "| k | description |\n|---|---|\n| 1 | a long description of the first thing |\n";
+    render(&d, w, 24, false);
+    assert_true(d.n_lines > 5);
+    int width0 = text_width(mdl(&d, 0), strlen(mdl(&d, 0)));
+    assert_true(width0 <= 24);
+    for (size_t i = 0; i < d.n_lines; i++)
+        assert_int_equal(text_width(mdl(&d, i), strlen(mdl(&d, i))), width0);
+    assert_int_equal(width0, 24);
+    assert_string_equal(mdl(&d, 3), "\xE2\x94\x82 1 \xE2\x94\x82 a long           \xE2\x94\x82");
+    assert_string_equal(mdl(&d, 4), "\xE2\x94\x82   \xE2\x94\x82 description of   \xE2\x94\x82");
+    /* So many columns that not even one each fits: cut at the edge. */
+    render(&d, "|a|b|c|d|e|f|g|h|i|\n|---|---|---|---|---|---|---|---|---|\n|1|2|3|4|5|6|7|8|9|", 12, false);
+    assert_int_equal(d.n_lines, 5);
+    for (size_t i = 0; i < d.n_lines; i++)
+        assert_int_equal(text_width(mdl(&d, i), strlen(mdl(&d, i))), 12);
+    /* A header row alone while the delimiter row streams in is text, and
+     * the half-typed delimiter is not shown. */
+    render(&d, "| a | b |\n|--", 40, true);
+    EXPECT_LINES(&d, "| a | b |");
+    render(&d, "| a | b |\n|---|---|", 40, true);
+    EXPECT_LINES(&d, "| a | b |"); /* it could still grow: "|---|---|-" */
+    render(&d, "| a | b |\n|---|---|\n", 40, true);
+    assert_int_equal(d.n_lines, 3); /* a table already, header only */
+    md_doc_free(&d);
+}
+
+/* Every prefix of a reply, as it streams, renders within the width, never
+ * shows a fence, never makes the paragraph above a heading for a frame, and
+ * numbers its code blocks as the whole reply will. */
+static void test_markdown_streaming_prefixes(void **state)
+{
+    (void)state;
+    const char *src = "# Plan\n"
+                      "Intro with **bold**, `code` and [a link](http://e.com).\n"
+                      "Next line\n"
+                      "---\n"
+                      "\n"
+                      "1. step one\n"
+                      "2. step two\n"
+                      "   - sub\n"
+                      "\n"
+                      "> a quote\n"
+                      "> that wraps on and on\n"
+                      "\n"
+                      "```python\n"
+                      "print('\xE4\xB8\x96\xE7\x95\x8C')\n"
+                      "```\n"
+                      "| a | b |\n"
+                      "|---|---|\n"
+                      "| 1 | 2 |\n"
+                      "\n"
+                      "~~~\n"
+                      "second\n"
+                      "~~~\n"
+                      "Done \xF0\x9F\x8E\x89 \xE4\xBD\xA0\xE5\xA5\xBD\n";
+    struct md_doc d = {0};
+    size_t n = strlen(src);
+    int last_code = 0;
+    char *buf = malloc(n + 1);
+    assert_non_null(buf);
+    for (size_t k = 0; k <= n; k++) {
+        memcpy(buf, src, k);
+        buf[k] = 0;
+        render(&d, buf, 30, true);
+        assert_true(d.n_code >= last_code);
+        last_code = d.n_code;
+        for (size_t i = 0; i < d.n_lines; i++) {
+            /* "Next line" stays text while "---" arrives; the rule comes
+             * with the whole line, as a heading of "Next line" (CommonMark). */
+            if (strcmp(mdl(&d, i), "Next line") == 0 && k < strlen("# Plan\nIntro with **bold**, `code` and "
+                                                                   "[a link](http://e.com).\nNext line\n---\n"))
+                assert_false(d.sty[d.lines[i].off] & MD_HEADING);
+            assert_null(strstr(mdl(&d, i), "|--"));
+        }
+    }
+    assert_int_equal(last_code, 2);
+    free(buf);
+    /* Done: the same as the last prefix. */
+    render(&d, src, 30, false);
+    assert_int_equal(d.n_code, 2);
+    md_doc_free(&d);
+}
+
+static void test_markdown_wide_chars(void **state)
+{
+    (void)state;
+    struct md_doc d = {0};
+    /* 20 CJK characters (40 columns) and emoji wrap at 10 columns without
+     * splitting a character. */
+    render(&d,
+           "\xE4\xB8\x80\xE4\xBA\x8C\xE4\xB8\x89\xE5\x9B\x9B\xE4\xBA\x94\xE5\x85\xAD\xE4\xB8\x83\xE5\x85\xAB"
+           "\xE4\xB9\x9D\xE5\x8D\x81\xE4\xB8\x80\xE4\xBA\x8C\xE4\xB8\x89\xE5\x9B\x9B\xE4\xBA\x94\xE5\x85\xAD"
+           "\xE4\xB8\x83\xE5\x85\xAB\xE4\xB9\x9D\xE5\x8D\x81 \xF0\x9F\x98\x80\xF0\x9F\x98\x80",
+           10, false);
+    assert_int_equal(d.n_lines, 5);
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(text_width(mdl(&d, i), strlen(mdl(&d, i))), 10);
+    assert_string_equal(mdl(&d, 4), "\xF0\x9F\x98\x80\xF0\x9F\x98\x80");
+    /* Invalid bytes are measured as one column each and never overflow. */
+    render(&d, "\xFF\xFE **\xC3** `\x80` - \x01\x02", 8, false);
+    md_doc_free(&d);
 }
 
 /* ---- meters ---- */
@@ -1054,7 +1366,9 @@ static void test_msgs_copy_target(void **state)
     assert_string_equal(t, "int a;\nint b;\n");
     free(t);
     t = msgs_copy_target(&l, 2);
-    assert_string_equal(t, "second\n    ```\n");
+    /* CommonMark: a fence indented three spaces takes up to three from each
+     * of its lines, so the four-space line keeps one */
+    assert_string_equal(t, "second\n ```\n");
     free(t);
     t = msgs_copy_target(&l, 3); /* an unclosed last block runs to the end */
     assert_string_equal(t, "unclosed\ntail");
@@ -1292,12 +1606,17 @@ static void test_compose_markdown(void **state)
     assert_int_equal(c.arena_sty[c.dl[1].off] & MD_BOLD, MD_BOLD);
     assert_int_equal(c.arena_sty[c.dl[1].off + 9] & MD_CODE, MD_CODE);
     assert_int_equal(c.dl[1].indent, 2);
-    /* The fenced block: filled, indented further, narrower by two. */
-    for (size_t i = 2; i <= 4; i++) {
+    /* The fenced block: no fence lines but a "[1]" label, filled, indented
+     * further, narrower by two; a blank line sets it apart. */
+    check_dl(&c, 2, "", TH_NORMAL, 2);
+    assert_false(c.dl[2].fill);
+    for (size_t i = 3; i <= 4; i++) {
         assert_true(c.dl[i].fill);
         assert_int_equal(c.dl[i].indent, 4);
     }
-    assert_string_equal(dl_text(&c, 3), "int x;");
+    assert_string_equal(dl_text(&c, 3), "[1]");
+    assert_int_equal(c.arena_sty[c.dl[3].off], MD_LABEL);
+    assert_string_equal(dl_text(&c, 4), "int x;");
     assert_int_equal(c.n_dl, 6);
 
     /* Markdown off: the reply as typed, one element. */
@@ -1312,6 +1631,99 @@ static void test_compose_markdown(void **state)
     compose_conversation(&c, &m, 1, NULL, 0, 80, true);
     check_dl(&c, 1, "**Bold** and `code`", TH_NORMAL, 2);
     compose_free(&c);
+}
+
+/* The [N] on a code block on screen is the block /copy N takes, thinking
+ * or not: the thinking is not Markdown and its blocks are not counted. */
+static void test_copy_numbers_match_screen(void **state)
+{
+    (void)state;
+    struct msg_list l = {0};
+    add(&l, MSG_USER, "q", 1);
+    add(&l, MSG_ASSISTANT,
+        "<think>\n```\nnot this\n```\n</think>\nFirst:\n```sh\nls\n```\n- in a list:\n\n  ```c\n  int x;\n  ```\n"
+        "\nafter the list\n\n    indented\n",
+        2);
+    struct compose c = {0};
+    compose_conversation(&c, l.v, l.n, NULL, 0, 60, true);
+    int labels = 0;
+    for (size_t i = 0; i < c.n_dl; i++) {
+        const char *t = dl_text(&c, i);
+        const char *lb = strchr(t, '[');
+        if (!c.dl[i].fill || !lb || lb[1] < '1' || lb[1] > '9')
+            continue;
+        labels++;
+        char *want = msgs_copy_target(&l, lb[1] - '0');
+        assert_non_null(want);
+        /* the block's first line on screen is the copied text's first line */
+        const char *next = dl_text(&c, i + 1);
+        const char *first = next + strspn(next, " ");
+        assert_memory_equal(want, first, strlen(first));
+        free(want);
+    }
+    assert_int_equal(labels, 3);
+    assert_null(msgs_copy_target(&l, 4));
+    char *t = msgs_copy_target(&l, 1);
+    assert_string_equal(t, "ls\n");
+    free(t);
+    t = msgs_copy_target(&l, 2);
+    assert_string_equal(t, "int x;\n");
+    free(t);
+    compose_free(&c);
+    msgs_free(&l);
+}
+
+/* ---- fitting a line ---- */
+
+static void test_fit_words(void **state)
+{
+    (void)state;
+    const char *h = "Enter send \xC2\xB7 Alt-Enter newline \xC2\xB7 Esc stop";
+    bool cut;
+    assert_int_equal(fit_words(h, strlen(h), 80, &cut), strlen(h));
+    assert_false(cut);
+    /* cut after a whole word, the separator before the cut dropped */
+    size_t k = fit_words(h, strlen(h), 33, &cut);
+    assert_true(cut);
+    assert_int_equal(k, strlen("Enter send \xC2\xB7 Alt-Enter newline"));
+    k = fit_words(h, strlen(h), 20, &cut);
+    assert_int_equal(k, strlen("Enter send"));
+    /* at every width: a word boundary, and the ellipsis fits */
+    for (int w = 1; w < 50; w++) {
+        k = fit_words(h, strlen(h), w, &cut);
+        assert_true(k == strlen(h) || k == 0 || h[k] == ' ');
+        assert_true(text_width(h, k) + (cut ? 1 : 0) <= w || k == 0);
+    }
+    assert_int_equal(fit_words("enormousword", 12, 5, &cut), 0);
+    assert_true(cut);
+    /* wide characters count two columns */
+    const char *cjk = "\xE4\xB8\x96\xE7\x95\x8C \xE4\xB8\x96\xE7\x95\x8C";
+    assert_int_equal(fit_words(cjk, strlen(cjk), 6, &cut), 6);
+}
+
+static void test_fit_list(void **state)
+{
+    (void)state;
+    const char *names[] = {"/help", "/history", "/set", "/sessions", "/stats", "/theme"};
+    char out[256];
+    assert_int_equal(fit_list("6 matches:", names, 6, 80, out, sizeof out), 6);
+    assert_string_equal(out, "6 matches: /help /history /set /sessions /stats /theme");
+    assert_int_equal(fit_list("6 matches:", names, 6, 38, out, sizeof out), 3);
+    assert_string_equal(out, "6 matches: /help /history /set +3 more");
+    assert_true(text_width(out, strlen(out)) <= 38);
+    for (int w = 12; w < 60; w++) {
+        size_t shown = fit_list("6 matches:", names, 6, w, out, sizeof out);
+        if (shown > 0)
+            assert_true(text_width(out, strlen(out)) <= w);
+        if (shown < 6)
+            assert_non_null(strstr(out, " more"));
+        /* names whole or not at all */
+        for (size_t i = 0; i < shown; i++)
+            assert_non_null(strstr(out, names[i]));
+    }
+    /* the last name needs no room for "+N more" after it */
+    assert_int_equal(fit_list("2:", names, 2, 17, out, sizeof out), 2);
+    assert_string_equal(out, "2: /help /history");
 }
 
 /* ---- the meters pane ---- */
@@ -1458,7 +1870,14 @@ int main(void)
         cmocka_unit_test(test_wrap_words),
         cmocka_unit_test(test_wrap_wide_and_combining),
         cmocka_unit_test(test_utf8_invalid),
-        cmocka_unit_test(test_markdown),
+        cmocka_unit_test(test_markdown_inline),
+        cmocka_unit_test(test_markdown_headings_rules),
+        cmocka_unit_test(test_markdown_code_blocks),
+        cmocka_unit_test(test_markdown_links),
+        cmocka_unit_test(test_markdown_lists_quotes),
+        cmocka_unit_test(test_markdown_tables),
+        cmocka_unit_test(test_markdown_streaming_prefixes),
+        cmocka_unit_test(test_markdown_wide_chars),
         cmocka_unit_test(test_number_formats),
         cmocka_unit_test(test_meter_bar),
         cmocka_unit_test(test_mem_split),
@@ -1479,6 +1898,9 @@ int main(void)
         cmocka_unit_test(test_compose_elements),
         cmocka_unit_test(test_compose_wrap),
         cmocka_unit_test(test_compose_markdown),
+        cmocka_unit_test(test_copy_numbers_match_screen),
+        cmocka_unit_test(test_fit_words),
+        cmocka_unit_test(test_fit_list),
         cmocka_unit_test(test_compose_thinking_apart),
         cmocka_unit_test(test_wrap_exact_width_keeps_last_char),
         cmocka_unit_test(test_context_full_marks_which_limit_and_dropped_turns),

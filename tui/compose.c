@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "layout.h"
+#include "markdown.h"
 #include "theme.h"
 
 /* How each kind of message is shown: its header (NULL: none, the text runs
@@ -46,7 +47,7 @@ static bool arena_reserve(struct compose *c, size_t more)
     if (!a)
         return false;
     c->arena = a;
-    uint8_t *s = realloc(c->arena_sty, cap);
+    uint16_t *s = realloc(c->arena_sty, cap * sizeof *s);
     if (!s)
         return false;
     c->arena_sty = s;
@@ -111,61 +112,41 @@ static size_t arena_put(struct compose *c, const char *s, size_t n, size_t *out_
     return off;
 }
 
-static void compose_text(struct compose *c, const char *text, size_t len, bool markdown, int elem,
-                         int width)
+static void compose_text(struct compose *c, const char *text, size_t len, int elem, int width)
 {
-    struct md_state md = {0};
     size_t pos = 0;
     while (pos <= len) {
         const char *nl = memchr(text + pos, '\n', len - pos);
         size_t e = nl ? (size_t)(nl - text) : len;
         size_t ll, off = arena_put(c, text + pos, e - pos, &ll);
-        if (markdown && arena_reserve(c, ll + 8)) {
-            size_t mo = c->arena_len;
-            size_t ml = md_render_line(&md, c->arena + off, ll, c->arena + mo, c->arena_sty + mo);
-            c->arena_len += ml;
-            bool block = ml && (c->arena_sty[mo] & (MD_BLOCK | MD_FENCE));
-            push_wrapped(c, mo, ml, width - (block ? 2 : 0), elem, true, block, block ? 4 : 2);
-        } else {
-            push_wrapped(c, off, ll, width, elem, false, false, 2);
-        }
+        push_wrapped(c, off, ll, width, elem, false, false, 2);
         if (!nl)
             break;
         pos = e + 1;
     }
 }
 
-/* A reply that opens with "<think>" (a reasoning model's thinking, from the
- * model itself or a server's reasoning_content) is split there: *THINK and
- * *TLEN the thinking (up to "</think>", or all of it while the model still
- * thinks), TEXT/LEN advanced past it to the answer. False when the reply has
- * no thinking. */
-static bool split_thinking(const char **text, size_t *len, const char **think, size_t *tlen)
+/* A reply as Markdown (markdown.h), its lines copied into the arena with
+ * their styles. A parse that failed before giving anything shows the text
+ * as typed instead. */
+static void compose_markdown(struct compose *c, const char *text, size_t len, int elem, int width,
+                             bool streaming)
 {
-    static const char open[] = "<think>", close[] = "</think>";
-    const char *t = *text, *end = *text + *len;
-    while (t < end && (*t == ' ' || *t == '\n'))
-        t++;
-    if ((size_t)(end - t) < sizeof open - 1 || memcmp(t, open, sizeof open - 1) != 0)
-        return false;
-    t += sizeof open - 1;
-    const char *c = t;
-    while (c + sizeof close - 1 <= end && memcmp(c, close, sizeof close - 1) != 0)
-        c++;
-    bool closed = c + sizeof close - 1 <= end;
-    const char *tend = closed ? c : end;
-    while (t < tend && *t == '\n')
-        t++;
-    while (tend > t && tend[-1] == '\n')
-        tend--;
-    *think = t;
-    *tlen = (size_t)(tend - t);
-    const char *a = closed ? c + sizeof close - 1 : end;
-    while (a < end && *a == '\n')
-        a++;
-    *text = a;
-    *len = (size_t)(end - a);
-    return true;
+    if (md_render(&c->md, text, len, width, streaming) != 0 && c->md.n_lines == 0) {
+        compose_text(c, text, len, elem, width);
+        return;
+    }
+    const struct md_doc *d = &c->md;
+    if (!arena_reserve(c, d->len))
+        return;
+    size_t base = c->arena_len;
+    memcpy(c->arena + base, d->text, d->len);
+    memcpy(c->arena_sty + base, d->sty, d->len * sizeof *d->sty);
+    c->arena_len += d->len;
+    for (size_t i = 0; i < d->n_lines; i++) {
+        const struct md_line *l = &d->lines[i];
+        push_dline(c, (struct dline){base + l->off, l->len, elem, true, l->fill, 2 + l->indent});
+    }
 }
 
 void compose_conversation(struct compose *c, const struct msg *msgs, size_t n, const char *stream,
@@ -189,17 +170,19 @@ void compose_conversation(struct compose *c, const struct msg *msgs, size_t n, c
             push_dline(c, (struct dline){off, hl, kinds[m->kind].head_elem, false, false, 0});
             const char *think;
             size_t tlen;
-            if (m->kind == MSG_ASSISTANT && split_thinking(&text, &len, &think, &tlen)) {
+            if (m->kind == MSG_ASSISTANT && msgs_split_thinking(&text, &len, &think, &tlen)) {
                 static const char th[] = "thinking \xE2\x80\xA6";
                 off = arena_put(c, th, sizeof th - 1, &hl);
                 push_dline(c, (struct dline){off, hl, TH_THINKING, false, false, 2});
-                compose_text(c, think, tlen, false, TH_THINKING, tw);
+                compose_text(c, think, tlen, TH_THINKING, tw);
             }
-            compose_text(c, text, len, markdown && m->kind == MSG_ASSISTANT,
-                         kinds[m->kind].text_elem, tw);
+            if (markdown && m->kind == MSG_ASSISTANT)
+                compose_markdown(c, text, len, kinds[m->kind].text_elem, tw, !m->text);
+            else
+                compose_text(c, text, len, kinds[m->kind].text_elem, tw);
         } else {
             size_t first = c->n_dl;
-            compose_text(c, text, len, false, kinds[m->kind].text_elem, tw + 2);
+            compose_text(c, text, len, kinds[m->kind].text_elem, tw + 2);
             for (size_t k = first; k < c->n_dl; k++)
                 c->dl[k].indent = 0;
         }
@@ -232,5 +215,6 @@ void compose_free(struct compose *c)
     free(c->dl);
     free(c->arena);
     free(c->arena_sty);
+    md_doc_free(&c->md);
     *c = (struct compose){0};
 }

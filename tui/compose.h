@@ -21,12 +21,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "markdown.h"
 #include "msgs.h"
 
 struct dline {       /* one display line of the conversation */
     size_t off, len; /* bytes in compose.arena */
     int elem;        /* theme element (enum theme_elem) when not styled */
-    bool styled;     /* per-byte md_style bits in compose.arena_sty */
+    bool styled;     /* per-byte enum md_style bits in compose.arena_sty */
     bool fill;       /* paint the whole width (code blocks) */
     int indent;      /* columns before the text */
 };
@@ -35,8 +36,9 @@ struct compose {
     struct dline *dl; /* owned, n_dl used of cap_dl */
     size_t n_dl, cap_dl;
     char *arena;        /* owned; the text the lines show */
-    uint8_t *arena_sty; /* owned; one md_style per arena byte (styled lines only) */
+    uint16_t *arena_sty; /* owned; one enum md_style mask per arena byte (styled lines only) */
     size_t arena_len, arena_cap;
+    struct md_doc md; /* the Markdown of one reply at a time, reused */
 };
 
 /* Composes the N messages MSGS for a pane WIDTH columns wide (text gets

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fit.h"
 #include "meters.h"
 
 /* ---- colours ---- */
@@ -67,9 +68,9 @@ void ui_apply_theme(struct ui *u)
 
 /* ---- drawing ---- */
 
-static int md_elem(uint8_t s)
+static int md_elem(uint16_t s)
 {
-    if (s & (MD_BLOCK | MD_FENCE))
+    if (s & (MD_BLOCK | MD_LABEL))
         return TH_CODE_BLOCK;
     if (s & MD_CODE)
         return TH_CODE;
@@ -77,16 +78,22 @@ static int md_elem(uint8_t s)
         return TH_HEADING;
     if (s & MD_BULLET)
         return TH_BULLET;
+    if (s & MD_RULE)
+        return TH_BORDER;
     if (s & MD_QUOTE)
         return TH_QUOTE;
     return TH_NORMAL;
 }
 
-static attr_t md_attr(struct ui *u, uint8_t s)
+static attr_t md_attr(struct ui *u, uint16_t s)
 {
     attr_t a = elem_attr(u, md_elem(s));
     if (s & MD_BOLD)
         a |= A_BOLD;
+    if (s & MD_UNDERLINE)
+        a |= A_UNDERLINE;
+    if (s & (MD_URL | MD_LABEL))
+        a |= A_DIM;
 #ifdef A_ITALIC
     if (s & MD_ITALIC)
         a |= A_ITALIC;
@@ -99,7 +106,7 @@ static attr_t md_attr(struct ui *u, uint8_t s)
  * bytes become '?' so nothing the model emits can move the cursor. Returns
  * the columns used. */
 static int draw_text(struct ui *u, int y, int x, int maxw, const char *s, size_t len, attr_t attr,
-                     const uint8_t *sty)
+                     const uint16_t *sty)
 {
     int cols = 0;
     move(y, x);
@@ -440,7 +447,11 @@ static void draw_status(struct ui *u)
         mvhline(r.y, r.x, ' ', r.w);
     }
     int off = s[0] == ' ' ? 0 : 1;
-    draw_text(u, r.y, r.x + off, r.w - off, s, strlen(s), a, NULL);
+    bool cut;
+    size_t keep = fit_words(s, strlen(s), r.w - off, &cut);
+    int w = draw_text(u, r.y, r.x + off, r.w - off, s, keep, a, NULL);
+    if (cut)
+        draw_text(u, r.y, r.x + off + w, r.w - off - w, FIT_ELLIPSIS, strlen(FIT_ELLIPSIS), a, NULL);
 }
 
 /* Draws the input pane from readline's buffer and puts the cursor there. */
@@ -490,11 +501,15 @@ void ui_draw_frame(struct ui *u)
     attrset(elem_attr(u, TH_NORMAL));
     erase();
     if (u->lay.too_small) {
-        char msg[128];
+        /* wrapped at words; what is typed meanwhile waits (Enter does
+         * nothing until the screen is big enough to show it) */
+        char msg[160];
         snprintf(msg, sizeof msg, "terminal too small: %dx%d, kvchat needs at least %dx%d", u->cols, u->rows,
                  LAYOUT_MIN_COLS, LAYOUT_MIN_ROWS);
-        for (int y = 0, off = 0; y < u->rows && off < (int)strlen(msg); y++, off += u->cols)
-            mvaddnstr(y, 0, msg + off, u->cols);
+        struct wrap_line wl[16];
+        size_t n = layout_wrap(msg, strlen(msg), u->cols, wl, 16);
+        for (size_t i = 0; i < n && i < 16 && (int)i < u->rows; i++)
+            draw_text(u, (int)i, 0, u->cols, msg + wl[i].start, wl[i].len, elem_attr(u, TH_NORMAL), NULL);
         refresh();
         u->last_frame = ui_now();
         u->dirty = false;

@@ -20,6 +20,7 @@
 
 #include "cli.h"
 #include "commands.h"
+#include "fit.h"
 #include "xdg.h"
 
 /* Readline's hooks (getc, redisplay, line handler, completion) take no user
@@ -182,13 +183,15 @@ static char **complete_hook(const char *text, int start, int end)
     return rl_completion_matches(text, complete_gen);
 }
 
+/* The matches on the status line: as many as its width holds, then
+ * "+N more", never a name cut in half. */
 static void show_matches_hook(char **matches, int num, int max)
 {
     (void)max;
-    char buf[512];
-    size_t o = (size_t)snprintf(buf, sizeof buf, "%d matches:", num);
-    for (int i = 1; i <= num && o < sizeof buf; i++)
-        o += (size_t)snprintf(buf + o, sizeof buf - o, " %s", matches[i]);
+    char head[32], buf[512];
+    snprintf(head, sizeof head, "%d matches:", num);
+    int width = (g_ui->lay.status.w ? g_ui->lay.status.w : g_ui->cols) - 1; /* draw_status starts one in */
+    fit_list(head, (const char *const *)matches + 1, num > 0 ? (size_t)num : 0, width, buf, sizeof buf);
     ui_status(g_ui, TH_NOTICE, "%s", buf);
     ui_draw_frame(g_ui);
 }
@@ -353,6 +356,10 @@ void ui_handle_key(struct ui *u, int ch)
         u->status_until = 0;
         u->dirty = true;
     }
+    /* Too small, neither the input nor the picker is on screen: Enter, which
+     * would send or switch unseen, waits (the text stays in the input). */
+    if (u->lay.too_small && !u->in_paste && (ch == '\r' || ch == '\n' || ch == KEY_ENTER))
+        return;
     if (u->pick_open && !u->in_paste && ch != KEY_PASTE_BEGIN) {
         pick_key(u, ch);
         return;

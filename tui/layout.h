@@ -1,7 +1,6 @@
 /* layout.h - the pure geometry of the chat screen: where each pane goes for a
  * terminal size, how UTF-8 text wraps into display columns (wide and
- * combining characters included), and how Markdown lines are styled as a
- * reply streams in.
+ * combining characters included). Markdown is markdown.h's.
  *
  * Used by the chat screen (compose.c, draw.c) to compose each frame and by
  * tests/test_tui.c, without a terminal: nothing here calls ncurses. Widths
@@ -72,31 +71,5 @@ struct wrap_line {
  * returns how many lines the text needs (call again with more room if larger
  * than CAP). Empty text is one empty line. WIDTH < 2 is treated as 2. */
 size_t layout_wrap(const char *s, size_t n, int width, struct wrap_line *out, size_t cap);
-
-/* ---- Markdown, line by line as it streams ---- */
-
-enum md_style {
-    MD_PLAIN = 0,
-    MD_BOLD = 1,
-    MD_ITALIC = 2,
-    MD_CODE = 4,     /* inline code */
-    MD_HEADING = 8,
-    MD_BLOCK = 16,   /* inside a fenced code block */
-    MD_FENCE = 32,   /* the ``` line itself */
-    MD_BULLET = 64,  /* a list marker */
-    MD_QUOTE = 128,
-};
-
-/* State carried from line to line (only whether a fence is open). */
-struct md_state {
-    bool in_code;
-};
-
-/* Renders one source line (no newline) of Markdown: writes the text to show
- * into OUT (markers such as ** and ` removed, "- " bullets turned into "• ")
- * and one md_style bitmask per output byte into STYLES. OUT and STYLES need
- * room for N + 8 bytes. Returns the output length. Unclosed ** or ` are kept
- * as typed, so a half-streamed line shows what arrived. */
-size_t md_render_line(struct md_state *st, const char *line, size_t n, char *out, uint8_t *styles);
 
 #endif

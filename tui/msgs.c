@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "markdown.h"
+
 struct msg *msgs_add(struct msg_list *l, enum msg_kind kind, const char *text)
 {
     if (l->n == l->cap) {
@@ -77,32 +79,32 @@ int64_t msgs_last_user_id(const struct msg_list *l)
     return 0;
 }
 
-/* The NTH (1-based) fenced code block of TEXT, malloc'd, or NULL. */
-static char *code_block(const char *text, int64_t nth)
+bool msgs_split_thinking(const char **text, size_t *len, const char **think, size_t *tlen)
 {
-    int64_t block = 0;
-    const char *p = text, *start = NULL;
-    while (p && *p) {
-        const char *eol = strchr(p, '\n');
-        size_t ll = eol ? (size_t)(eol - p) : strlen(p);
-        const char *q = p;
-        while (*q == ' ' && q - p < 3)
-            q++;
-        if (ll >= 3 && strncmp(q, "```", 3) == 0) {
-            if (!start) {
-                start = eol ? eol + 1 : p + ll;
-                block++;
-            } else {
-                if (block == nth)
-                    return strndup(start, (size_t)(p - start));
-                start = NULL;
-            }
-        }
-        p = eol ? eol + 1 : NULL;
-    }
-    if (start && block == nth)
-        return strdup(start);
-    return NULL;
+    static const char open[] = "<think>", close[] = "</think>";
+    const char *t = *text, *end = *text + *len;
+    while (t < end && (*t == ' ' || *t == '\n'))
+        t++;
+    if ((size_t)(end - t) < sizeof open - 1 || memcmp(t, open, sizeof open - 1) != 0)
+        return false;
+    t += sizeof open - 1;
+    const char *c = t;
+    while (c + sizeof close - 1 <= end && memcmp(c, close, sizeof close - 1) != 0)
+        c++;
+    bool closed = c + sizeof close - 1 <= end;
+    const char *tend = closed ? c : end;
+    while (t < tend && *t == '\n')
+        t++;
+    while (tend > t && tend[-1] == '\n')
+        tend--;
+    *think = t;
+    *tlen = (size_t)(tend - t);
+    const char *a = closed ? c + sizeof close - 1 : end;
+    while (a < end && *a == '\n')
+        a++;
+    *text = a;
+    *len = (size_t)(end - a);
+    return true;
 }
 
 char *msgs_copy_target(const struct msg_list *l, int64_t nth)
@@ -111,7 +113,13 @@ char *msgs_copy_target(const struct msg_list *l, int64_t nth)
         const struct msg *m = &l->v[i - 1];
         if (m->kind != MSG_ASSISTANT || !m->text)
             continue;
-        return nth == 0 ? strdup(m->text) : code_block(m->text, nth);
+        if (nth == 0)
+            return strdup(m->text);
+        /* the blocks of the answer, as the screen numbers them */
+        const char *a = m->text, *think;
+        size_t len = strlen(a), tlen;
+        msgs_split_thinking(&a, &len, &think, &tlen);
+        return md_code_block(a, len, nth);
     }
     return NULL;
 }

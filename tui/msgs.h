@@ -52,10 +52,17 @@ void msgs_mark_dropped(struct msg_list *l, int n);
 /* The history row of the last user message, 0 when none or never saved. */
 int64_t msgs_last_user_id(const struct msg_list *l);
 
-/* /copy N: the last finished reply (NTH 0) or its NTH fenced code block
- * (1-based; the fence lines themselves excluded, an unclosed last block runs
- * to the end), malloc'd. NULL when there is no such reply or block. Fences
- * may be indented up to three spaces, as in Markdown. */
+/* /copy N: the last finished reply (NTH 0) or its NTH code block (1-based,
+ * the [N] the screen shows on it: markdown.h's md_code_block over the
+ * answer after any thinking), malloc'd. NULL when there is no such reply
+ * or block. */
 char *msgs_copy_target(const struct msg_list *l, int64_t nth);
+
+/* A reply that opens with "<think>" (a reasoning model's thinking, from the
+ * model itself or a server's reasoning_content) is split there: *THINK and
+ * *TLEN the thinking (up to "</think>", or all of it while the model still
+ * thinks), TEXT/LEN advanced past it to the answer. False (nothing moved)
+ * when the reply has no thinking. */
+bool msgs_split_thinking(const char **text, size_t *len, const char **think, size_t *tlen);
 
 #endif
