@@ -36,7 +36,11 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define HIST_SCHEMA_VERSION 4 /* PRAGMA user_version this build writes */
+#define HIST_SCHEMA_VERSION 5 /* PRAGMA user_version this build writes */
+/* The oldest schema this build reads without upgrading it: a read-only open
+ * (or a file it may not write) of schema HIST_READABLE_FROM..VERSION works
+ * for reading. v5 only changed how new session ids are chosen. */
+#define HIST_READABLE_FROM 4
 
 enum hist_status {
     HIST_OK = 0,
@@ -142,7 +146,8 @@ struct hist *hist_open(const char *path, char *err, size_t errlen);
 
 #define HIST_OPEN_READONLY 1u /* never write: no create, no migration, no interrupted-reply repair */
 /* hist_open with FLAGS; *STATUS (may be NULL) gets the failure class. A
- * read-only open of an older-version database fails with HIST_E_READONLY. */
+ * read-only open of a database older than HIST_READABLE_FROM fails with
+ * HIST_E_READONLY. */
 struct hist *hist_open_ex(const char *path, unsigned flags, int *status, char *err, size_t errlen);
 
 void hist_close(struct hist *h); /* NULL is a no-op */
