@@ -182,13 +182,14 @@ static void test_sessions_round_trip(void **state)
     assert_int_equal(hist_session_create(h, "It's \"quoted\"; DROP TABLE sessions;--", NULL, &b), HIST_OK);
     assert_int_equal(hist_session_create(h, "", NULL, &c), HIST_OK);
 
-    /* The first user message names an untitled session: whitespace collapsed,
-     * cut at a word boundary to ~60 characters with an ellipsis. */
-    const char *q = "  How do\n\nI make   the\tperfect cup of coffee when all I have is a kettle and some beans? ";
+    /* The first user message names an untitled session: its first line,
+     * whitespace collapsed, cut at a word boundary to 50 columns with an
+     * ellipsis (hist_make_title has its own test). */
+    const char *q = "  How do I make   the\tperfect cup of coffee when all I have is a kettle and some beans?\nThanks";
     assert_int_equal(hist_message_add(h, a, HIST_ROLE_USER, q, (size_t)-1, 21, &m), HIST_OK);
     struct hist_session s;
     assert_int_equal(hist_session_get(h, a, &s), HIST_OK);
-    assert_string_equal(s.title, "How do I make the perfect cup of coffee when all I have is a\xE2\x80\xA6");
+    assert_string_equal(s.title, "How do I make the perfect cup of coffee when all\xE2\x80\xA6");
     assert_string_equal(s.system_prompt, "You are terse.");
     assert_int_equal(s.n_messages, 1);
     assert_int_equal(s.has_sampling, 0);
@@ -209,7 +210,7 @@ static void test_sessions_round_trip(void **state)
         strcat(longword, "\xC3\xA9"); /* é */
     assert_int_equal(hist_message_add(h, c, HIST_ROLE_USER, longword, (size_t)-1, -1, &m), HIST_OK);
     assert_int_equal(hist_session_get(h, c, &s), HIST_OK);
-    assert_int_equal(strlen(s.title), 60 * 2 + 3);
+    assert_int_equal(strlen(s.title), 49 * 2 + 3);
     hist_session_clear(&s);
 
     struct hist_sampling p = {.temperature = 0.7f, .top_k = 40, .top_p = 0.95f, .min_p = 0.05f,
@@ -934,6 +935,44 @@ static void check_writes_refused(struct hist *h, int64_t sid, const char *path)
     assert_string_equal(m[0].content, "keep me safe");
     hist_messages_free(m, n);
     assert_int_equal(count_hits(h, "safe"), 1);
+}
+
+/* Titles made from a first message: first line, trimmed, controls gone,
+ * cut by display width at a word. */
+static void test_make_title(void **state)
+{
+    (void)state;
+    static const struct { const char *in; int cols; const char *want; } CASES[] = {
+        {"  hello world  \nsecond line", 50, "hello world"},
+        {"\n\n   \t\n  later line first  ", 50, "later line first"},
+        {"", 50, ""},
+        {" \n\t ", 50, ""},
+        /* ESC sequences, BEL, DEL and a C1 CSI leave nothing behind */
+        {"\033[31mred\033[0m \aalarm\x7f \xC2\x9B" "2Jx", 50, "[31mred[0m alarm 2Jx"},
+        /* an invalid byte is shown, not dropped silently */
+        {"bad \xFF byte", 50, "bad \xEF\xBF\xBD byte"},
+        /* at a word: "one two three" is 13 columns */
+        {"one two three four", 13, "one two\xE2\x80\xA6"},
+        {"one two three", 13, "one two three"},
+        /* wide characters count two columns: 你好 is 4 */
+        {"h\xC3\xA9llo \xE4\xBD\xA0\xE5\xA5\xBD", 10, "h\xC3\xA9llo \xE4\xBD\xA0\xE5\xA5\xBD"},
+        {"h\xC3\xA9llo \xE4\xBD\xA0\xE5\xA5\xBD", 9, "h\xC3\xA9llo\xE2\x80\xA6"},
+        {"\xE4\xBD\xA0\xE5\xA5\xBD\xE4\xBD\xA0\xE5\xA5\xBD", 6, "\xE4\xBD\xA0\xE5\xA5\xBD\xE2\x80\xA6"},
+        /* no word end in the second half: cut mid-word */
+        {"abcdefghijklmnopqrstuvwxyz", 10, "abcdefghi\xE2\x80\xA6"},
+        /* an emoji is two columns and never split */
+        {"\xF0\x9F\x98\x80\xF0\x9F\x98\x80\xF0\x9F\x98\x80", 5, "\xF0\x9F\x98\x80\xF0\x9F\x98\x80\xE2\x80\xA6"},
+    };
+    for (size_t i = 0; i < sizeof CASES / sizeof *CASES; i++) {
+        char *t = hist_make_title(CASES[i].in, strlen(CASES[i].in), CASES[i].cols);
+        assert_non_null(t);
+        if (strcmp(t, CASES[i].want) != 0)
+            fail_msg("case %zu: got '%s', want '%s'", i, t, CASES[i].want);
+        free(t);
+    }
+    char *t = hist_make_title(NULL, 0, 50);
+    assert_string_equal(t, "");
+    free(t);
 }
 
 /* Regression: deleting the newest session gave its id to the next one, so
@@ -1718,6 +1757,7 @@ int main(void)
         cmocka_unit_test(test_corrupt_refused_unchanged),
         cmocka_unit_test(test_readonly),
         cmocka_unit_test(test_session_ids_never_reused),
+        cmocka_unit_test(test_make_title),
         cmocka_unit_test(test_migration_v5_keeps_everything),
         cmocka_unit_test(test_readonly_reads_older_schema_and_folder),
         cmocka_unit_test(test_locked),
