@@ -36,7 +36,11 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define HIST_SCHEMA_VERSION 4 /* PRAGMA user_version this build writes */
+#define HIST_SCHEMA_VERSION 5 /* PRAGMA user_version this build writes */
+/* The oldest schema this build reads without upgrading it: a read-only open
+ * (or a file it may not write) of schema HIST_READABLE_FROM..VERSION works
+ * for reading. v5 only changed how new session ids are chosen. */
+#define HIST_READABLE_FROM 4
 
 enum hist_status {
     HIST_OK = 0,
@@ -142,7 +146,8 @@ struct hist *hist_open(const char *path, char *err, size_t errlen);
 
 #define HIST_OPEN_READONLY 1u /* never write: no create, no migration, no interrupted-reply repair */
 /* hist_open with FLAGS; *STATUS (may be NULL) gets the failure class. A
- * read-only open of an older-version database fails with HIST_E_READONLY. */
+ * read-only open of a database older than HIST_READABLE_FROM fails with
+ * HIST_E_READONLY. */
 struct hist *hist_open_ex(const char *path, unsigned flags, int *status, char *err, size_t errlen);
 
 void hist_close(struct hist *h); /* NULL is a no-op */
@@ -176,7 +181,7 @@ int hist_repair(const char *path, char *report, size_t cap);
 /* ---- sessions ---- */
 
 /* New session; TITLE may be NULL or "" to have it set from the first user
- * message (first ~60 chars cut at a word boundary, whitespace runs collapsed).
+ * message (hist_make_title, HIST_TITLE_COLS).
  * SYSTEM_PROMPT may be NULL. */
 int hist_session_create(struct hist *h, const char *title, const char *system_prompt, int64_t *out_id);
 int hist_session_get(struct hist *h, int64_t id, struct hist_session *out); /* clear OUT after */
@@ -190,6 +195,16 @@ int hist_session_delete(struct hist *h, int64_t id); /* and all its messages */
 int hist_session_set_system(struct hist *h, int64_t id, const char *system_prompt); /* NULL clears */
 int hist_session_set_sampling(struct hist *h, int64_t id, const struct hist_sampling *p);
 int hist_session_set_model(struct hist *h, int64_t id, const char *name, const char *digest);
+
+/* The title a session gets from its first user message: the first line
+ * with text on it, trimmed, whitespace runs made one space, control
+ * characters (C0, DEL, C1) removed and invalid UTF-8 shown as U+FFFD, cut
+ * to at most MAX_COLS terminal columns (wide CJK and emoji count two) at a
+ * word when one ends in the second half, with "…" (one column, included)
+ * when cut. Pure: no database. Returns an owned string ("" for blank text),
+ * NULL when out of memory. */
+char *hist_make_title(const char *text, size_t len, int max_cols);
+#define HIST_TITLE_COLS 50 /* the width of a title made from a message */
 
 /* ---- messages ---- */
 

@@ -10,7 +10,6 @@
 #include <time.h>
 
 #define HIST_PROGRESS_MS 1000 /* the most a crash may lose of a streaming reply */
-#define HIST_TITLE_CHARS 60
 
 #define PROGRESS_BUSY_MS 100
 
@@ -107,7 +106,7 @@ int hist_message_add(struct hist *h, int64_t session_id, enum hist_role role, co
     ret = insert_message(h, session_id, role, text, len, n_tokens, NULL, NULL, NULL, what, &id);
     if (!ret && role == HIST_ROLE_USER) {
         /* The first user message names an untitled session. */
-        char *t = hist_shorten(text, len, HIST_TITLE_CHARS);
+        char *t = hist_make_title(text, len, HIST_TITLE_COLS);
         sqlite3_stmt *st;
         if (!t)
             ret = hist_failf(h, HIST_E_NOMEM, "%s: out of memory", what);

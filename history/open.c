@@ -87,6 +87,38 @@ static const char *const MIGRATIONS[] = {
     "ALTER TABLE messages ADD COLUMN engine TEXT;"
     "ALTER TABLE messages ADD COLUMN model TEXT;"
     "PRAGMA user_version = 4;",
+
+    /* v5: session ids are never given out twice. A plain INTEGER PRIMARY KEY
+     * takes max(id) + 1, so deleting the newest session handed its number
+     * to the next one, and "session 3" in an old export or note named
+     * another conversation. AUTOINCREMENT keeps the highest id ever used
+     * (in sqlite_sequence; the copy below starts it at the highest id left:
+     * a session deleted before this step left no trace of its id). SQLite
+     * cannot add it in place, so the table is
+     * rebuilt as its documentation prescribes: new table, copy (ids kept,
+     * so messages still point at their session), drop, rename, the index
+     * again. migrate() runs this with foreign keys off (a DROP with them on
+     * would cascade into messages) and checks them before committing. */
+    "CREATE TABLE sessions_v5("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  title TEXT NOT NULL DEFAULT '',"
+    "  created_ms INTEGER NOT NULL,"
+    "  updated_ms INTEGER NOT NULL,"
+    "  model_name TEXT,"
+    "  model_digest TEXT,"
+    "  system_prompt TEXT,"
+    "  temperature REAL, top_k INTEGER, top_p REAL, min_p REAL,"
+    "  repeat_penalty REAL, repeat_last_n INTEGER, seed INTEGER, max_tokens INTEGER);"
+    "INSERT INTO sessions_v5(id, title, created_ms, updated_ms, model_name, model_digest,"
+    "  system_prompt, temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed,"
+    "  max_tokens)"
+    "  SELECT id, title, created_ms, updated_ms, model_name, model_digest, system_prompt,"
+    "  temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed, max_tokens"
+    "  FROM sessions;"
+    "DROP TABLE sessions;"
+    "ALTER TABLE sessions_v5 RENAME TO sessions;"
+    "CREATE INDEX sessions_by_updated ON sessions(updated_ms);"
+    "PRAGMA user_version = 5;",
 };
 _Static_assert(sizeof MIGRATIONS / sizeof MIGRATIONS[0] == HIST_SCHEMA_VERSION,
                "one migration step per schema version");
@@ -200,6 +232,8 @@ static int quick_check(sqlite3 *db, int *ok)
     return rc;
 }
 
+static int migrate_steps(sqlite3 *db, const char *path, int target, char *err, size_t errlen);
+
 /* Applies the steps that take the database from its version to TARGET. Each
  * step re-reads the version inside its transaction, so two kvchats opening an
  * old database at once migrate it once. */
@@ -210,6 +244,38 @@ static int migrate(sqlite3 *db, const char *path, int target, char *err, size_t 
     int v0 = 0;
     if (get_user_version(db, &v0) == SQLITE_OK && v0 >= target)
         return HIST_OK;
+    /* A step that rebuilds a table (v5) drops the old one, which with
+     * foreign keys on would delete every message through ON DELETE
+     * CASCADE. The pragma is a no-op inside a transaction, so it is set
+     * here, around all the steps, and each step is checked with
+     * foreign_key_check before its commit instead. */
+    int fk = 0;
+    query_int(db, "PRAGMA foreign_keys", &fk);
+    sqlite3_exec(db, "PRAGMA foreign_keys = OFF", NULL, NULL, NULL);
+    int st = migrate_steps(db, path, target, err, errlen);
+    if (fk)
+        sqlite3_exec(db, "PRAGMA foreign_keys = ON", NULL, NULL, NULL);
+    return st;
+}
+
+/* How many rows point nowhere (PRAGMA foreign_key_check), -1 if it cannot
+ * tell. A step may not add any; rows a file already had (written by a tool
+ * with foreign keys off) are no reason to refuse the upgrade. */
+static int64_t dangling_rows(sqlite3 *db)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, "PRAGMA foreign_key_check", -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    int64_t n = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        n++;
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? n : -1;
+}
+
+static int migrate_steps(sqlite3 *db, const char *path, int target, char *err, size_t errlen)
+{
     for (;;) {
         int rc = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
         if (rc != SQLITE_OK) {
@@ -225,8 +291,11 @@ static int migrate(sqlite3 *db, const char *path, int target, char *err, size_t 
         }
         if (rc == SQLITE_OK && v < 0)
             rc = SQLITE_CORRUPT; /* open_checked refuses these; never index before MIGRATIONS */
+        int64_t dangling = rc == SQLITE_OK ? dangling_rows(db) : 0;
         if (rc == SQLITE_OK)
             rc = sqlite3_exec(db, MIGRATIONS[v], NULL, NULL, NULL);
+        if (rc == SQLITE_OK && dangling_rows(db) > dangling)
+            rc = SQLITE_CONSTRAINT_FOREIGNKEY;
         if (rc == SQLITE_OK)
             rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
         if (rc != SQLITE_OK) {
@@ -366,13 +435,45 @@ int hist_schema_matches(sqlite3 *db, int v, char *what, size_t cap)
     return ok;
 }
 
-/* Opens the file and checks it is ours and sound, without writing. */
-static sqlite3 *open_checked(const char *path, int readonly, int busy_ms, int *status, char *err,
-                             size_t errlen)
+/* "file:PATH?immutable=1" into BUF, PATH percent-encoded (a URI filename
+ * gives ?, # and % meanings). 0, or -1 if BUF is too small. */
+static int immutable_uri(const char *path, char *buf, size_t cap)
+{
+    static const char HEX[] = "0123456789ABCDEF";
+    size_t o = 0;
+    int n = snprintf(buf, cap, "file:");
+    o = (size_t)n;
+    for (const unsigned char *p = (const unsigned char *)path; *p; p++) {
+        if (o + 4 >= cap)
+            return -1;
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+            strchr("/-._~", *p)) {
+            buf[o++] = (char)*p;
+        } else {
+            buf[o++] = '%';
+            buf[o++] = HEX[*p >> 4];
+            buf[o++] = HEX[*p & 15];
+        }
+    }
+    n = snprintf(buf + o, cap - o, "?immutable=1");
+    return n < 0 || (size_t)n >= cap - o ? -1 : 0;
+}
+
+/* Opens the file and checks it is ours and sound, without writing.
+ * IMMUTABLE (read-only opens only) tells SQLite nobody can change the file,
+ * so it needs no -shm beside it: see hist_open_ex. */
+static sqlite3 *open_checked(const char *path, int readonly, int immutable, int busy_ms, int *status,
+                             char *err, size_t errlen)
 {
     sqlite3 *db = NULL;
     int flags = readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
-    int rc = sqlite3_open_v2(path, &db, flags, NULL);
+    char uri[8300];
+    const char *name = path;
+    if (immutable && readonly && immutable_uri(path, uri, sizeof uri) == 0) {
+        name = uri;
+        flags |= SQLITE_OPEN_URI;
+    }
+    int rc = sqlite3_open_v2(name, &db, flags, NULL);
     if (rc != SQLITE_OK) {
         hist_fmt_sqlite_err(err, errlen, path, db, rc, "opening the history database");
         *status = hist_status_of(rc);
@@ -419,7 +520,7 @@ static sqlite3 *open_checked(const char *path, int readonly, int busy_ms, int *s
         put_err(err, errlen, "%s: the history database is damaged (%s): run kvchat --repair --db %s",
                 path, damage, path);
         *status = HIST_E_CORRUPT;
-    } else if (readonly && v < HIST_SCHEMA_VERSION) {
+    } else if (readonly && v < HIST_READABLE_FROM) {
         put_err(err, errlen, "%s: history database has schema %d and needs upgrading to %d, which "
                              "a read-only open cannot do", path, v, HIST_SCHEMA_VERSION);
         *status = HIST_E_READONLY;
@@ -457,7 +558,7 @@ int hist_migrate_path_to(const char *path, int version, char *err, size_t errlen
     int st = make_parents(path, err, errlen);
     if (st)
         return st;
-    sqlite3 *db = open_checked(path, 0, HIST_DEFAULT_BUSY_MS, &st, err, errlen);
+    sqlite3 *db = open_checked(path, 0, 0, HIST_DEFAULT_BUSY_MS, &st, err, errlen);
     if (!db)
         return st;
     st = configure(db, path, 1, err, errlen);
@@ -500,6 +601,25 @@ static void explain_no_access(const char *path, int readonly, int *st, char *err
     free(dir);
 }
 
+/* 1 when PATH's folder cannot take new files (read-only disk, no write
+ * permission). */
+static int folder_unwritable(const char *path)
+{
+    char *dir = hist_strndup(path, strlen(path));
+    if (!dir)
+        return 0;
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        strcpy(dir, ".");
+    else if (slash == dir)
+        dir[1] = 0;
+    else
+        *slash = 0;
+    int r = access(dir, W_OK) != 0 && (errno == EROFS || errno == EACCES);
+    free(dir);
+    return r;
+}
+
 struct hist *hist_open_ex(const char *path, unsigned flags, int *status, char *err, size_t errlen)
 {
     int st_local;
@@ -514,7 +634,15 @@ struct hist *hist_open_ex(const char *path, unsigned flags, int *status, char *e
     int readonly = (flags & HIST_OPEN_READONLY) != 0;
     if (!readonly && (*st = make_parents(path, err, errlen)))
         return NULL;
-    sqlite3 *db = open_checked(path, readonly, HIST_DEFAULT_BUSY_MS, st, err, errlen);
+    sqlite3 *db = open_checked(path, readonly, 0, HIST_DEFAULT_BUSY_MS, st, err, errlen);
+    if (!db && readonly && (*st == HIST_E_IO || *st == HIST_E_READONLY) && folder_unwritable(path) &&
+        access(path, R_OK) == 0) {
+        /* A WAL database needs its -shm file to be read, and a read-only
+         * folder (or disk) cannot hold a new one: SQLite says "unable to
+         * open". Nothing can commit to the file there either (a writer
+         * needs the -wal beside it), so it is read as immutable. */
+        db = open_checked(path, readonly, 1, HIST_DEFAULT_BUSY_MS, st, err, errlen);
+    }
     if (!db) {
         if (*st == HIST_E_IO || *st == HIST_E_READONLY)
             explain_no_access(path, readonly, st, err, errlen);
@@ -525,7 +653,7 @@ struct hist *hist_open_ex(const char *path, unsigned flags, int *status, char *e
     if (!readonly && sqlite3_db_readonly(db, "main") == 1) {
         int v = 0;
         get_user_version(db, &v);
-        if (v < HIST_SCHEMA_VERSION) {
+        if (v < HIST_READABLE_FROM) {
             put_err(err, errlen, "%s: history database is read-only and needs upgrading (schema %d "
                                  "to %d); check permissions of the file and its folder", path, v,
                     HIST_SCHEMA_VERSION);

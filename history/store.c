@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <wchar.h>
 
 /* ---- small helpers ---- */
 
@@ -359,6 +360,130 @@ char *hist_shorten(const char *s, size_t len, int max_chars)
     }
     if (cut) {
         if (last_space && chars_at_space >= max_chars / 2)
+            o = last_space;
+        memcpy(out + o, "\xE2\x80\xA6", 3); /* U+2026 … */
+        o += 3;
+    }
+    out[o] = 0;
+    return out;
+}
+
+/* Decodes one UTF-8 sequence at S (N > 0 bytes left) into *CP; an invalid
+ * or cut sequence is one byte read as U+FFFD. Returns the bytes used. */
+static size_t title_decode(const unsigned char *s, size_t n, uint32_t *cp)
+{
+    static const struct { unsigned char mask, lead; int len; uint32_t min; } FORMS[] = {
+        {0x80, 0x00, 1, 0}, {0xE0, 0xC0, 2, 0x80}, {0xF0, 0xE0, 3, 0x800}, {0xF8, 0xF0, 4, 0x10000},
+    };
+    for (size_t f = 0; f < sizeof FORMS / sizeof *FORMS; f++) {
+        if ((s[0] & FORMS[f].mask) != FORMS[f].lead)
+            continue;
+        int len = FORMS[f].len;
+        if ((size_t)len > n)
+            break;
+        uint32_t c = s[0] & (0x7Fu >> (len == 1 ? 0 : len));
+        for (int k = 1; k < len; k++) {
+            if ((s[k] & 0xC0) != 0x80)
+                goto bad;
+            c = c << 6 | (s[k] & 0x3F);
+        }
+        if (c < FORMS[f].min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
+            break;
+        *cp = c;
+        return (size_t)len;
+    }
+bad:
+    *cp = 0xFFFD;
+    return 1;
+}
+
+/* Columns a code point takes in a terminal. wcwidth when the locale knows
+ * it; in the C locale (which knows no wide characters) the East Asian wide
+ * and emoji blocks still count two, so a title cut in a headless command
+ * is not twice as wide as one cut on the chat screen. */
+static int title_cp_width(uint32_t cp)
+{
+    static const struct { uint32_t lo, hi; } WIDE[] = {
+        {0x1100, 0x115F},   {0x2E80, 0x303E},   {0x3041, 0x33FF},   {0x3400, 0x4DBF},
+        {0x4E00, 0x9FFF},   {0xA000, 0xA4CF},   {0xAC00, 0xD7A3},   {0xF900, 0xFAFF},
+        {0xFE30, 0xFE4F},   {0xFF00, 0xFF60},   {0xFFE0, 0xFFE6},   {0x1F300, 0x1F64F},
+        {0x1F900, 0x1F9FF}, {0x20000, 0x3FFFD},
+    };
+    int w = wcwidth((wchar_t)cp);
+    if (w >= 0)
+        return w;
+    for (size_t i = 0; i < sizeof WIDE / sizeof *WIDE; i++)
+        if (cp >= WIDE[i].lo && cp <= WIDE[i].hi)
+            return 2;
+    return 1;
+}
+
+static int title_is_control(uint32_t cp)
+{
+    return cp < 0x20 || cp == 0x7F || (cp >= 0x80 && cp < 0xA0);
+}
+
+char *hist_make_title(const char *text, size_t len, int max_cols)
+{
+    const unsigned char *s = (const unsigned char *)text;
+    if (!s)
+        len = 0;
+    if (max_cols < 2)
+        max_cols = 2;
+    /* the first line with something on it */
+    size_t i = 0;
+    while (i < len && hist_is_ws(s[i]))
+        i++;
+    size_t end = i;
+    while (end < len && s[end] != '\n' && s[end] != '\r')
+        end++;
+    /* At most 3 bytes out per byte in (U+FFFD for an invalid one), plus
+     * the ellipsis. */
+    char *out = malloc((end - i) * 3 + 8);
+    if (!out)
+        return NULL;
+    size_t o = 0, last_space = 0;
+    int cols = 0, cols_at_space = 0, cut = 0, pending_space = 0;
+    while (i < end) {
+        uint32_t cp;
+        size_t l = title_decode(s + i, end - i, &cp);
+        i += l;
+        if (cp == ' ' || cp == '\t' || cp == '\v' || cp == '\f') {
+            pending_space = o > 0;
+            continue;
+        }
+        if (title_is_control(cp))
+            continue; /* ESC and friends: a title goes to terminals */
+        int w = title_cp_width(cp);
+        /* room for the character, and for the ellipsis if more follows */
+        int need = cols + pending_space + w;
+        if (need > max_cols || (need == max_cols && i < end)) {
+            if (pending_space) { /* a word just ended: cut there */
+                last_space = o;
+                cols_at_space = cols;
+            }
+            cut = 1;
+            break;
+        }
+        if (pending_space) {
+            last_space = o;
+            cols_at_space = cols;
+            out[o++] = ' ';
+            cols++;
+            pending_space = 0;
+        }
+        if (cp == 0xFFFD && l == 1) {
+            memcpy(out + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+        } else {
+            memcpy(out + o, s + i - l, l);
+            o += l;
+        }
+        cols += w;
+    }
+    if (cut) {
+        /* at a word when one ends in the second half, else mid-word */
+        if (last_space && cols_at_space >= max_cols / 2)
             o = last_space;
         memcpy(out + o, "\xE2\x80\xA6", 3); /* U+2026 … */
         o += 3;

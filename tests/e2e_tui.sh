@@ -117,7 +117,7 @@ wait_for 'theme light' 5 && pass "/theme light" || fail "/theme light"
 tmux send-keys -t $S C-c
 wait_for 'to leave, press Ctrl-D' 5 && pass "Ctrl-C at an empty prompt explains" || fail "Ctrl-C hint"
 tmux send-keys -t $S F2
-wait_for 'Sessions \(F2' 5 && pass "F2 sidebar" || fail "F2 sidebar"
+wait_for 'Sessions \(Esc/F2' 5 && pass "F2 sidebar" || fail "F2 sidebar"
 tmux send-keys -t $S F2
 
 # 5. Quit: exit status 0 and the terminal restored.
@@ -449,6 +449,62 @@ wait_for '^> typed unseen' 5 && ! screen | grep -q '^   typed unseen' &&
     fail "too_small_enter_waits: Enter sent what the screen could not show"
 tmux send-keys -t $S C-u C-d
 wait_for 'EXIT=0' 10 || fail "Ctrl-D did not leave (small-terminal run)"
+# 15. Sessions: the sidebar, /delete's question, titles, ids never reused.
+DB=$T/sessions.db
+for q in 'alpha topic one' 'héllo 你好 wide title' 'gamma about lighthouses'; do
+    eval "env XDG_CONFIG_HOME='$T/config' XDG_STATE_HOME='$T/state' XDG_CACHE_HOME='$T/cache' \
+        '$BIN' $MODEL_ARG --backend cpu --db '$DB' --seed 7 -n 2 -p '$q'" >/dev/null 2>&1 ||
+        fail "kvchat -p '$q' failed"
+done
+tmux kill-session -t $S 2>/dev/null
+tmux new-session -d -s $S -x 100 -y $ROWS \
+    "env XDG_CONFIG_HOME='$T/config' XDG_STATE_HOME='$T/state' XDG_CACHE_HOME='$T/cache' \
+     '$BIN' $MODEL_ARG --backend cpu --db '$DB' --seed 7 -n 4; echo EXIT=\$?; sleep 600"
+wait_for '^>' 120 || fail "no prompt (sessions run)"
+screen | grep -Eq 'kvchat · [^·]+ Q4_1 · ctx [0-9]+ ·' && pass "title line: model, quantisation, context" ||
+    fail "title line lacks the quantisation or the context"
+screen | grep -q 'Smollm2 135M 8k' && fail "title line shows the mangled general.name" ||
+    pass "title line_model_name_not_mangled"
+tmux send-keys -t $S F2
+wait_for '^  3 gamma about ligh…│' 5 && pass "sidebar: ids right-aligned, titles cut with an ellipsis" ||
+    fail "sidebar rows"
+# 你好 is four columns: the row ends at the same border as the others
+screen | grep -q '^  2 héllo 你好 wide …│' && pass "sidebar: a wide-character title cut by display width" ||
+    fail "sidebar: wide title"
+tmux send-keys -t $S 'gam'
+sleep 0.5
+screen | grep -q 'filter: gam' && screen | grep -q '3 gamma' && ! screen | grep -q '1 alpha topic' &&
+    pass "sidebar_typing_filters" || fail "typing did not filter the sidebar"
+tmux send-keys -t $S Escape
+sleep 0.5
+screen | grep -q '1 alpha topic' && pass "Esc clears the filter" || fail "Esc did not clear the filter"
+tmux send-keys -t $S End Enter
+wait_for 'session 1: alpha topic one' 20 && pass "sidebar_enter_opens_session (title on the top line)" ||
+    fail "Enter did not open session 1"
+tmux send-keys -t $S '/rename Renamed here' Enter
+wait_for 'session 1: Renamed here' 5 && pass "title line follows /rename" || fail "title line not updated after /rename"
+tmux send-keys -t $S '/delete 3' Enter
+wait_for 'delete session 3 "gamma about lighthouses" \(2 messages\)\? y/N' 5 &&
+    pass "delete_asks_confirmation naming title and messages" || fail "/delete did not ask"
+tmux send-keys -t $S n
+wait_for 'nothing deleted' 5 || fail "n did not cancel the delete"
+[ "$("$BIN" --list-sessions --db "$DB" | grep -c 'gamma')" = 1 ] && pass "n keeps the session" ||
+    fail "session 3 gone after n"
+tmux send-keys -t $S '/delete 3' Enter
+wait_for 'y/N' 5 || fail "/delete asked nothing the second time"
+tmux send-keys -t $S y
+wait_for 'deleted session 3' 5 && pass "y deletes" || fail "y did not delete"
+tmux send-keys -t $S '/delete 1' Enter
+wait_for 'the one on screen\? y/N' 5 || fail "/delete of the conversation on screen did not ask"
+tmux send-keys -t $S y
+wait_for 'new conversation' 5 && ! screen | grep -q 'alpha topic' && pass "deleting the session on screen starts a fresh one" ||
+    fail "deleting the session on screen left it shown"
+tmux send-keys -t $S 'delta new one' Enter
+wait_for 'session 4: delta new one' 60 && pass "session_ids_never_reused (3 deleted, next is 4)" ||
+    fail "the new session did not get id 4"
+wait_for '^> *$' 60 || fail "prompt not back (sessions run)"
+tmux send-keys -t $S C-d
+wait_for 'EXIT=0' 10 || fail "Ctrl-D did not leave (sessions run)"
 tmux kill-session -t $S
 
 [ $FAILS -eq 0 ] && echo "e2e_tui: all passed" || echo "e2e_tui: $FAILS failed"

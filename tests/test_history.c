@@ -182,13 +182,14 @@ static void test_sessions_round_trip(void **state)
     assert_int_equal(hist_session_create(h, "It's \"quoted\"; DROP TABLE sessions;--", NULL, &b), HIST_OK);
     assert_int_equal(hist_session_create(h, "", NULL, &c), HIST_OK);
 
-    /* The first user message names an untitled session: whitespace collapsed,
-     * cut at a word boundary to ~60 characters with an ellipsis. */
-    const char *q = "  How do\n\nI make   the\tperfect cup of coffee when all I have is a kettle and some beans? ";
+    /* The first user message names an untitled session: its first line,
+     * whitespace collapsed, cut at a word boundary to 50 columns with an
+     * ellipsis (hist_make_title has its own test). */
+    const char *q = "  How do I make   the\tperfect cup of coffee when all I have is a kettle and some beans?\nThanks";
     assert_int_equal(hist_message_add(h, a, HIST_ROLE_USER, q, (size_t)-1, 21, &m), HIST_OK);
     struct hist_session s;
     assert_int_equal(hist_session_get(h, a, &s), HIST_OK);
-    assert_string_equal(s.title, "How do I make the perfect cup of coffee when all I have is a\xE2\x80\xA6");
+    assert_string_equal(s.title, "How do I make the perfect cup of coffee when all\xE2\x80\xA6");
     assert_string_equal(s.system_prompt, "You are terse.");
     assert_int_equal(s.n_messages, 1);
     assert_int_equal(s.has_sampling, 0);
@@ -209,7 +210,7 @@ static void test_sessions_round_trip(void **state)
         strcat(longword, "\xC3\xA9"); /* é */
     assert_int_equal(hist_message_add(h, c, HIST_ROLE_USER, longword, (size_t)-1, -1, &m), HIST_OK);
     assert_int_equal(hist_session_get(h, c, &s), HIST_OK);
-    assert_int_equal(strlen(s.title), 60 * 2 + 3);
+    assert_int_equal(strlen(s.title), 49 * 2 + 3);
     hist_session_clear(&s);
 
     struct hist_sampling p = {.temperature = 0.7f, .top_k = 40, .top_p = 0.95f, .min_p = 0.05f,
@@ -936,6 +937,175 @@ static void check_writes_refused(struct hist *h, int64_t sid, const char *path)
     assert_int_equal(count_hits(h, "safe"), 1);
 }
 
+/* Titles made from a first message: first line, trimmed, controls gone,
+ * cut by display width at a word. */
+static void test_make_title(void **state)
+{
+    (void)state;
+    static const struct { const char *in; int cols; const char *want; } CASES[] = {
+        {"  hello world  \nsecond line", 50, "hello world"},
+        {"\n\n   \t\n  later line first  ", 50, "later line first"},
+        {"", 50, ""},
+        {" \n\t ", 50, ""},
+        /* ESC sequences, BEL, DEL and a C1 CSI leave nothing behind */
+        {"\033[31mred\033[0m \aalarm\x7f \xC2\x9B" "2Jx", 50, "[31mred[0m alarm 2Jx"},
+        /* an invalid byte is shown, not dropped silently */
+        {"bad \xFF byte", 50, "bad \xEF\xBF\xBD byte"},
+        /* at a word: "one two three" is 13 columns */
+        {"one two three four", 13, "one two\xE2\x80\xA6"},
+        {"one two three", 13, "one two three"},
+        /* wide characters count two columns: 你好 is 4 */
+        {"h\xC3\xA9llo \xE4\xBD\xA0\xE5\xA5\xBD", 10, "h\xC3\xA9llo \xE4\xBD\xA0\xE5\xA5\xBD"},
+        {"h\xC3\xA9llo \xE4\xBD\xA0\xE5\xA5\xBD", 9, "h\xC3\xA9llo\xE2\x80\xA6"},
+        {"\xE4\xBD\xA0\xE5\xA5\xBD\xE4\xBD\xA0\xE5\xA5\xBD", 6, "\xE4\xBD\xA0\xE5\xA5\xBD\xE2\x80\xA6"},
+        /* no word end in the second half: cut mid-word */
+        {"abcdefghijklmnopqrstuvwxyz", 10, "abcdefghi\xE2\x80\xA6"},
+        /* an emoji is two columns and never split */
+        {"\xF0\x9F\x98\x80\xF0\x9F\x98\x80\xF0\x9F\x98\x80", 5, "\xF0\x9F\x98\x80\xF0\x9F\x98\x80\xE2\x80\xA6"},
+    };
+    for (size_t i = 0; i < sizeof CASES / sizeof *CASES; i++) {
+        char *t = hist_make_title(CASES[i].in, strlen(CASES[i].in), CASES[i].cols);
+        assert_non_null(t);
+        if (strcmp(t, CASES[i].want) != 0)
+            fail_msg("case %zu: got '%s', want '%s'", i, t, CASES[i].want);
+        free(t);
+    }
+    char *t = hist_make_title(NULL, 0, 50);
+    assert_string_equal(t, "");
+    free(t);
+}
+
+/* Regression: deleting the newest session gave its id to the next one, so
+ * "session 3" named two conversations over time. */
+static void test_session_ids_never_reused(void **state)
+{
+    (void)state;
+    char path[1200];
+    new_db_path(path, sizeof path, "hist-ids");
+    struct hist *h = open_ok(path);
+    int64_t a, b, c, d;
+    assert_int_equal(hist_session_create(h, NULL, NULL, &a), HIST_OK);
+    assert_int_equal(hist_session_create(h, NULL, NULL, &b), HIST_OK);
+    assert_int_equal(hist_session_delete(h, a), HIST_OK);
+    assert_int_equal(hist_session_delete(h, b), HIST_OK);
+    assert_int_equal(hist_session_create(h, NULL, NULL, &c), HIST_OK);
+    assert_true(c > b);
+    /* the highest id deleted, then a reopen: still not given out again */
+    assert_int_equal(hist_session_delete(h, c), HIST_OK);
+    hist_close(h);
+    h = open_ok(path);
+    assert_int_equal(hist_session_create(h, NULL, NULL, &d), HIST_OK);
+    assert_true(d > c);
+    hist_close(h);
+}
+
+/* Schema v5 rebuilds the sessions table: a v4 file with data, gaps left by
+ * deleted sessions and a search index keeps every id, row, foreign key,
+ * index and trigger, and from then on ids are never reused. */
+static void test_migration_v5_keeps_everything(void **state)
+{
+    (void)state;
+    char path[1200], err[1024];
+    new_db_path(path, sizeof path, "hist-v5");
+    assert_int_equal(hist_migrate_path_to(path, 4, err, sizeof err), HIST_OK);
+    raw_exec(path,
+             "PRAGMA foreign_keys = ON;"
+             "INSERT INTO sessions(id, title, created_ms, updated_ms, system_prompt) VALUES"
+             " (1, 'first', 1, 10, 'be brief'), (2, 'gone', 2, 20, NULL), (3, 'third', 3, 30, NULL),"
+             " (4, 'gone too', 4, 40, NULL);"
+             "INSERT INTO messages(session_id, role, content, created_ms) VALUES"
+             " (1, 'user', 'quince jelly', 5), (1, 'assistant', 'jelly answer', 6),"
+             " (2, 'user', 'deleted words', 7), (3, 'user', 'third quince', 8),"
+             " (4, 'user', 'also deleted', 9);"
+             "DELETE FROM sessions WHERE id IN (2, 4);");
+    int64_t triggers = raw_int(path, "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger'");
+    struct hist *h = open_ok(path);
+    hist_close(h);
+    assert_int_equal(raw_int(path, "PRAGMA user_version"), HIST_SCHEMA_VERSION);
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM sessions"), 2);
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM messages"), 3);
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger'"), triggers);
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_schema WHERE name = 'sessions_by_updated'"), 1);
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM sqlite_schema WHERE name = 'sessions_v5'"), 0);
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM pragma_foreign_key_list('messages') "
+                                   "WHERE \"table\" = 'sessions' AND on_delete = 'CASCADE'"), 1);
+    assert_integrity_ok(path);
+    h = open_ok(path);
+    struct hist_session s;
+    assert_int_equal(hist_session_get(h, 1, &s), HIST_OK);
+    assert_string_equal(s.title, "first");
+    assert_string_equal(s.system_prompt, "be brief");
+    assert_int_equal(s.n_messages, 2);
+    hist_session_clear(&s);
+    assert_int_equal(hist_session_get(h, 3, &s), HIST_OK);
+    assert_int_equal(s.n_messages, 1);
+    hist_session_clear(&s);
+    assert_int_equal(count_hits(h, "quince"), 2);
+    assert_int_equal(count_hits(h, "deleted"), 0);
+    /* deleting still takes the messages with it (the foreign key works) */
+    assert_int_equal(hist_session_delete(h, 3), HIST_OK);
+    assert_int_equal(count_hits(h, "quince"), 1);
+    /* the highest id left was 3, now deleted too: the next one is past it */
+    int64_t id;
+    assert_int_equal(hist_session_create(h, NULL, NULL, &id), HIST_OK);
+    assert_true(id > 3);
+    hist_close(h);
+    assert_int_equal(raw_int(path, "SELECT count(*) FROM messages WHERE session_id = 3"), 0);
+    assert_integrity_ok(path);
+}
+
+/* --list-sessions on a file kvchat may not write: an older (v4) schema is
+ * read as it is, and a WAL database in a read-only folder opens too. */
+static void test_readonly_reads_older_schema_and_folder(void **state)
+{
+    (void)state;
+    char path[1200], err[1024];
+    int status;
+    new_db_path(path, sizeof path, "hist-ro-v4");
+    assert_int_equal(hist_migrate_path_to(path, 4, err, sizeof err), HIST_OK);
+    raw_exec(path, "INSERT INTO sessions(id, title, created_ms, updated_ms) VALUES (9, 'old one', 1, 2)");
+    size_t len;
+    char *before = read_ok(path, &len);
+    struct hist *h = hist_open_ex(path, HIST_OPEN_READONLY, &status, err, sizeof err);
+    if (!h)
+        fail_msg("read-only open of a v4 file: %s", err);
+    struct hist_session *ss;
+    size_t n;
+    assert_int_equal(hist_session_list(h, 0, 0, &ss, &n), HIST_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(ss[0].title, "old one");
+    hist_sessions_free(ss, n);
+    hist_close(h);
+    assert_file_unchanged(path, before, len);
+    free(before);
+
+    char dir[1024];
+    test_tmpdir(dir, sizeof dir, "hist-ro-mnt");
+    if (mount("tmpfs", dir, "tmpfs", 0, "size=1m") != 0) {
+        printf("NOTE: cannot mount a tmpfs here (%s): read-only folder half skipped\n", strerror(errno));
+        return;
+    }
+    snprintf(path, sizeof path, "%s/history.db", dir);
+    fill_small(path, &(int64_t){0});
+    assert_int_equal(access(path, F_OK), 0);
+    if (mount("tmpfs", dir, "tmpfs", MS_REMOUNT | MS_RDONLY, "size=1m") != 0) {
+        umount(dir);
+        printf("NOTE: cannot remount read-only (%s): read-only folder half skipped\n", strerror(errno));
+        return;
+    }
+    h = hist_open_ex(path, HIST_OPEN_READONLY, &status, err, sizeof err);
+    int listed = -1;
+    if (h && hist_session_list(h, 0, 0, &ss, &n) == HIST_OK) {
+        listed = (int)n;
+        hist_sessions_free(ss, n);
+    }
+    hist_close(h);
+    umount(dir);
+    if (listed < 0)
+        fail_msg("read-only folder: %s", err);
+    assert_int_equal(listed, 1);
+}
+
 static void test_readonly(void **state)
 {
     (void)state;
@@ -1586,6 +1756,10 @@ int main(void)
         cmocka_unit_test(test_newer_version_refused),
         cmocka_unit_test(test_corrupt_refused_unchanged),
         cmocka_unit_test(test_readonly),
+        cmocka_unit_test(test_session_ids_never_reused),
+        cmocka_unit_test(test_make_title),
+        cmocka_unit_test(test_migration_v5_keeps_everything),
+        cmocka_unit_test(test_readonly_reads_older_schema_and_folder),
         cmocka_unit_test(test_locked),
         cmocka_unit_test(test_two_processes_append),
         cmocka_unit_test(test_sigkill_mid_reply),

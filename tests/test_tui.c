@@ -24,6 +24,7 @@
 #include "membw.h"
 #include "meters.h"
 #include "msgs.h"
+#include "sidebar.h"
 #include "theme.h"
 #include "testutil.h"
 
@@ -1859,6 +1860,115 @@ static void test_meter_values_server(void **state)
     assert_string_equal(v.mem, "3.00 GiB (server)");
 }
 
+/* ---- the sessions sidebar ---- */
+
+static void test_sidebar_filter(void **state)
+{
+    (void)state;
+    struct hist_session ss[4] = {
+        {.id = 9, .title = "Rust lifetimes", .preview = ""},
+        {.id = 7, .title = "", .preview = "how do I bake BREAD"},
+        {.id = 4, .title = "h\xC3\xA9llo \xE4\xBD\xA0\xE5\xA5\xBD", .preview = ""},
+        {.id = 2, .title = "", .preview = ""},
+    };
+    size_t out[4];
+    assert_int_equal(sidebar_filter(ss, 4, "", NULL, 0, out, 4), 4);
+    assert_int_equal(sidebar_filter(ss, 4, "rUST", NULL, 0, out, 4), 1);
+    assert_int_equal(out[0], 0);
+    assert_int_equal(sidebar_filter(ss, 4, "bread", NULL, 0, out, 4), 1); /* the preview when untitled */
+    assert_int_equal(out[0], 1);
+    assert_int_equal(sidebar_filter(ss, 4, "\xE4\xBD\xA0", NULL, 0, out, 4), 1);
+    assert_int_equal(out[0], 2);
+    assert_int_equal(sidebar_filter(ss, 4, "untitled", NULL, 0, out, 4), 1);
+    assert_int_equal(out[0], 3);
+    assert_int_equal(sidebar_filter(ss, 4, "zzz", NULL, 0, out, 4), 0);
+    /* a full-text hit in the messages of session 4 and 9, order kept */
+    int64_t hits[] = {4, 9, 1000};
+    assert_int_equal(sidebar_filter(ss, 4, "zzz", hits, 3, out, 4), 2);
+    assert_int_equal(out[0], 0);
+    assert_int_equal(out[1], 2);
+    assert_string_equal(sidebar_label(&ss[3]), "(untitled)");
+}
+
+static void test_sidebar_rows_by_width(void **state)
+{
+    (void)state;
+    char buf[256];
+    /* "héllo 你好" is 10 columns: é one, 你 and 好 two each */
+    assert_int_equal(sidebar_fit("h\xC3\xA9llo \xE4\xBD\xA0\xE5\xA5\xBD", 10, buf, sizeof buf), 10);
+    assert_string_equal(buf, "h\xC3\xA9llo \xE4\xBD\xA0\xE5\xA5\xBD");
+    /* one column short: 好 goes and the ellipsis takes its place */
+    assert_int_equal(sidebar_fit("h\xC3\xA9llo \xE4\xBD\xA0\xE5\xA5\xBD", 9, buf, sizeof buf), 9);
+    assert_string_equal(buf, "h\xC3\xA9llo \xE4\xBD\xA0\xE2\x80\xA6");
+    /* a wide character never split: 7 columns hold "héllo " and the "…" */
+    assert_int_equal(sidebar_fit("h\xC3\xA9llo \xE4\xBD\xA0\xE5\xA5\xBD", 8, buf, sizeof buf), 7);
+    assert_string_equal(buf, "h\xC3\xA9llo \xE2\x80\xA6");
+    assert_int_equal(sidebar_fit("\xF0\x9F\x98\x80\xF0\x9F\x98\x80", 3, buf, sizeof buf), 3);
+    assert_string_equal(buf, "\xF0\x9F\x98\x80\xE2\x80\xA6");
+    /* ids right-aligned in one column, whatever their length */
+    struct hist_session ss[2] = {{.id = 7}, {.id = 1234}};
+    int ic = sidebar_id_cols(ss, NULL, 2);
+    assert_int_equal(ic, 4);
+    int w = sidebar_format_row(7, ic, "h\xC3\xA9llo \xE4\xBD\xA0\xE5\xA5\xBD", 14, buf, sizeof buf);
+    assert_string_equal(buf, "    7 h\xC3\xA9llo \xE2\x80\xA6");
+    assert_int_equal(w, 13);
+    assert_int_equal(text_width(buf, strlen(buf)), w);
+    w = sidebar_format_row(1234, ic, "short", 14, buf, sizeof buf);
+    assert_string_equal(buf, " 1234 short");
+    assert_int_equal(w, 11);
+    /* every width from 0 up: never more columns than asked */
+    for (int width = 0; width < 20; width++) {
+        w = sidebar_format_row(1234, ic, "\xE4\xBD\xA0\xE5\xA5\xBD\xE4\xBD\xA0\xE5\xA5\xBD\xE4\xBD\xA0", width, buf,
+                               sizeof buf);
+        assert_true(w <= width);
+        assert_int_equal(text_width(buf, strlen(buf)), w);
+    }
+}
+
+static void test_sidebar_moves(void **state)
+{
+    (void)state;
+    assert_int_equal(sidebar_move(0, 0, SB_DOWN, 5), 0);
+    assert_int_equal(sidebar_move(0, 10, SB_UP, 5), 0);
+    assert_int_equal(sidebar_move(0, 10, SB_DOWN, 5), 1);
+    assert_int_equal(sidebar_move(9, 10, SB_DOWN, 5), 9);
+    assert_int_equal(sidebar_move(2, 10, SB_PAGE_DOWN, 5), 7);
+    assert_int_equal(sidebar_move(7, 10, SB_PAGE_DOWN, 5), 9);
+    assert_int_equal(sidebar_move(7, 10, SB_PAGE_UP, 5), 2);
+    assert_int_equal(sidebar_move(3, 10, SB_PAGE_UP, 5), 0);
+    assert_int_equal(sidebar_move(3, 10, SB_END, 5), 9);
+    assert_int_equal(sidebar_move(3, 10, SB_HOME, 5), 0);
+    assert_int_equal(sidebar_move(42, 10, SB_UP, 5), 8); /* a list that shrank under it */
+    assert_int_equal(sidebar_top(0, 0, 3, 5), 0);
+    assert_int_equal(sidebar_top(7, 0, 20, 5), 3);
+    assert_int_equal(sidebar_top(4, 3, 20, 5), 3);
+    assert_int_equal(sidebar_top(1, 3, 20, 5), 1);
+    assert_int_equal(sidebar_top(19, 18, 20, 5), 15);
+    char q[16] = "ab\xE4\xBD\xA0";
+    sidebar_backspace(q);
+    assert_string_equal(q, "ab");
+    sidebar_backspace(q);
+    sidebar_backspace(q);
+    sidebar_backspace(q);
+    assert_string_equal(q, "");
+}
+
+/* Regression: the title line showed converters' general.name, a mangled
+ * title-case of a folder name ("Smollm2 135M 8k Lc100K Mix1 Ep2"). */
+static void test_title_model_name_not_mangled(void **state)
+{
+    (void)state;
+    char b[128];
+    sidebar_model_name("Smollm2 135M 8k Lc100K Mix1 Ep2", "/m/SmolLM2-135M-Instruct.Q4_1.gguf", b, sizeof b);
+    assert_string_equal(b, "SmolLM2-135M-Instruct.Q4_1");
+    sidebar_model_name("SmolLM2 135M Instruct", "/m/SmolLM2-135M-Instruct.Q4_1.gguf", b, sizeof b);
+    assert_string_equal(b, "SmolLM2 135M Instruct");
+    sidebar_model_name("", "gemma-3-270m-q4_k_m.gguf", b, sizeof b);
+    assert_string_equal(b, "gemma-3-270m-q4_k_m");
+    sidebar_model_name(NULL, "/x/model", b, sizeof b);
+    assert_string_equal(b, "model");
+}
+
 int main(void)
 {
     if (!setlocale(LC_ALL, "C.UTF-8") && !setlocale(LC_ALL, "en_US.UTF-8")) {
@@ -1906,6 +2016,10 @@ int main(void)
         cmocka_unit_test(test_context_full_marks_which_limit_and_dropped_turns),
         cmocka_unit_test(test_meter_values),
         cmocka_unit_test(test_meter_values_server),
+        cmocka_unit_test(test_sidebar_filter),
+        cmocka_unit_test(test_sidebar_rows_by_width),
+        cmocka_unit_test(test_sidebar_moves),
+        cmocka_unit_test(test_title_model_name_not_mangled),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

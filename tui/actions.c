@@ -24,8 +24,10 @@
 #include "membw.h"
 #include "meters.h"
 #include "models.h"
+#include "sidebar.h"
 
-/* Reloads the sessions list (the sidebar's and /sessions'). */
+/* Reloads the sessions list (the sidebar's and /sessions'), the sidebar's
+ * rows and the title of the conversation on screen. */
 void ui_refresh_sessions(struct ui *u)
 {
     hist_sessions_free(u->sessions, u->n_sessions);
@@ -35,6 +37,78 @@ void ui_refresh_sessions(struct ui *u)
         u->sessions = NULL;
         u->n_sessions = 0;
     }
+    u->sess_title[0] = 0;
+    struct hist_session s;
+    if (u->h && u->conv.sid >= 0 && hist_session_get(u->h, u->conv.sid, &s) == HIST_OK) {
+        snprintf(u->sess_title, sizeof u->sess_title, "%s", s.title);
+        hist_session_clear(&s);
+    }
+    ui_sidebar_refilter(u);
+    u->dirty = true;
+}
+
+void ui_sidebar_refilter(struct ui *u)
+{
+    free(u->sb_idx);
+    u->sb_idx = u->n_sessions ? malloc(u->n_sessions * sizeof *u->sb_idx) : NULL;
+    u->sb_n = 0;
+    if (!u->sb_idx)
+        return;
+    /* Also the sessions whose messages hold the words (the search index
+     * answers in well under a millisecond for a chat history). */
+    struct hist_hit *hits = NULL;
+    size_t nh = 0;
+    int64_t *ids = NULL;
+    if (u->sb_query[0] && u->h && hist_search(u->h, u->sb_query, "", "", 200, &hits, &nh) == HIST_OK && nh)
+        ids = malloc(nh * sizeof *ids);
+    for (size_t i = 0; ids && i < nh; i++)
+        ids[i] = hits[i].session_id;
+    hist_hits_free(hits, nh);
+    u->sb_n = sidebar_filter(u->sessions, u->n_sessions, u->sb_query, ids, ids ? nh : 0, u->sb_idx,
+                             u->n_sessions);
+    free(ids);
+    if (u->sb_sel >= u->sb_n)
+        u->sb_sel = u->sb_n ? u->sb_n - 1 : 0;
+    u->dirty = true;
+}
+
+void ui_ask_delete(struct ui *u, int64_t sid)
+{
+    struct hist_session s;
+    if (!u->h || hist_session_get(u->h, sid, &s) != HIST_OK) {
+        ui_status(u, TH_ERROR, "cannot delete session %lld: %s", (long long)sid,
+                  u->h ? hist_last_error(u->h) : "the history database is not available");
+        return;
+    }
+    char t[64];
+    sidebar_fit(sidebar_label(&s), 40, t, sizeof t);
+    snprintf(u->prompt_q, sizeof u->prompt_q, "delete session %lld \"%s\" (%lld message%s)%s? y/N ",
+             (long long)sid, t, (long long)s.n_messages, s.n_messages == 1 ? "" : "s",
+             sid == u->conv.sid ? ", the one on screen" : "");
+    hist_session_clear(&s);
+    u->prompt = UI_PROMPT_DELETE;
+    u->prompt_sid = sid;
+    u->dirty = true;
+}
+
+void ui_ask_rename(struct ui *u, int64_t sid)
+{
+    snprintf(u->prompt_q, sizeof u->prompt_q, "rename session %lld to (Enter saves, Esc cancels): ",
+             (long long)sid);
+    u->prompt_buf[0] = 0;
+    u->prompt = UI_PROMPT_RENAME;
+    u->prompt_sid = sid;
+    u->dirty = true;
+}
+
+void ui_rename_session(struct ui *u, int64_t sid, const char *title)
+{
+    if (hist_session_rename(u->h, sid, title) != HIST_OK) {
+        ui_status(u, TH_ERROR, "cannot rename: %s", hist_last_error(u->h));
+        return;
+    }
+    ui_status(u, TH_NOTICE, "renamed session %lld to \"%s\"", (long long)sid, title);
+    ui_refresh_sessions(u);
 }
 
 
@@ -50,7 +124,7 @@ static void show_session(struct ui *u, int64_t sid)
         ui_notice(u, MSG_ERROR, "cannot read session %lld: %s", (long long)sid, hist_last_error(u->h));
         return;
     }
-    if (u->o.system[0])
+    if (u->o.system_set && u->o.system[0])
         ui_add_msg(u, MSG_SYSTEM, u->o.system);
     for (size_t i = 0; i < n; i++) {
         enum msg_kind k = ms[i].role == HIST_ROLE_USER        ? MSG_USER
@@ -65,16 +139,24 @@ static void show_session(struct ui *u, int64_t sid)
     hist_messages_free(ms, n);
 }
 
-int ui_resume_session(struct ui *u, int64_t sid)
+int ui_resume_session(struct ui *u, int64_t sid, bool own_system)
 {
     char err[512];
     struct kv_options o = u->o;
+    /* The session's own system prompt (or none), not the one this screen
+     * last set with /system for another conversation: what the model saw
+     * when the session was written is what it sees again. */
+    if (own_system) {
+        o.system_set = false;
+        o.system[0] = 0;
+    }
     int32_t dropped;
     if (conv_resume(&u->conv, sid, &o, &dropped, err, sizeof err) != 0) {
         ui_notice(u, MSG_ERROR, "%s", err);
         return -1;
     }
     u->o = o;
+    u->scroll = 0;
     show_session(u, sid);
     if (dropped > 0)
         ui_notice(u, MSG_NOTICE,
@@ -94,9 +176,29 @@ static void new_conversation(struct ui *u)
 {
     conv_new(&u->conv);
     ui_clear_msgs(u);
+    u->scroll = 0;
+    u->sess_title[0] = 0;
     if (u->o.system_set && u->o.system[0])
         ui_add_msg(u, MSG_SYSTEM, u->o.system);
     ui_status(u, TH_NOTICE, "new conversation");
+}
+
+void ui_delete_session(struct ui *u, int64_t sid)
+{
+    if (sid == u->conv.sid && u->busy) {
+        ui_status(u, TH_ERROR, "cannot delete the conversation on screen while its reply is generated");
+        return;
+    }
+    if (hist_session_delete(u->h, sid) != HIST_OK) {
+        ui_status(u, TH_ERROR, "cannot delete session %lld: %s", (long long)sid, hist_last_error(u->h));
+        return;
+    }
+    bool current = sid == u->conv.sid;
+    if (current)
+        new_conversation(u);
+    ui_status(u, TH_NOTICE, "deleted session %lld%s", (long long)sid,
+              current ? "; this is a new conversation" : "");
+    ui_refresh_sessions(u);
 }
 
 static void list_sessions(struct ui *u)
@@ -523,27 +625,18 @@ void ui_run_command(struct ui *u, const struct command *c)
         list_sessions(u);
         break;
     case CMD_RESUME:
-        ui_resume_session(u, c->num);
+        ui_resume_session(u, c->num, true);
         break;
     case CMD_RENAME:
         if (conv_ensure_session(&u->conv, &u->o) != 0)
             ui_notice(u, MSG_ERROR, "not saving: %s", u->conv.err);
-        else if (hist_session_rename(u->h, u->conv.sid, c->arg) != HIST_OK)
-            ui_status(u, TH_ERROR, "cannot rename: %s", hist_last_error(u->h));
-        else {
-            ui_status(u, TH_NOTICE, "renamed to \"%s\"", c->arg);
-            ui_refresh_sessions(u);
-        }
+        else
+            ui_rename_session(u, u->conv.sid, c->arg);
         break;
     case CMD_DELETE:
-        if (hist_session_delete(u->h, c->num) != HIST_OK) {
-            ui_status(u, TH_ERROR, "cannot delete session %lld: %s", (long long)c->num, hist_last_error(u->h));
-            break;
-        }
-        if (c->num == u->conv.sid)
-            new_conversation(u);
-        ui_status(u, TH_NOTICE, "deleted session %lld", (long long)c->num);
-        ui_refresh_sessions(u);
+        /* Nothing is deleted until the question on the status line is
+         * answered y (ui_delete_session). */
+        ui_ask_delete(u, c->num);
         break;
     case CMD_SEARCH: {
         struct hist_hit *hits = NULL;

@@ -14,6 +14,7 @@
 
 #include "fit.h"
 #include "meters.h"
+#include "sidebar.h"
 
 /* ---- colours ---- */
 
@@ -162,21 +163,46 @@ static void draw_vline(struct ui *u, int y, int x, int h)
         mvaddstr(y + i, x, "\xE2\x94\x82");
 }
 
+/* The model's name and quantisation for the title line, read from the
+ * file's metadata once per model (a remote model has no file). */
+static void title_model(struct ui *u)
+{
+    if (strcmp(u->model_for, u->info->model_path) == 0)
+        return;
+    snprintf(u->model_for, sizeof u->model_for, "%s", u->info->model_path);
+    u->model_quant[0] = 0;
+    if (ui_remote(u)) {
+        snprintf(u->model_shown, sizeof u->model_shown, "%s", u->info->model_name);
+        return;
+    }
+    sidebar_model_name(u->info->model_name, u->info->model_path, u->model_shown, sizeof u->model_shown);
+    struct engine_file_info fi;
+    char err[256];
+    if (!u->info->synthetic && engine_describe_file(u->info->model_path, &fi, err, sizeof err) == 0)
+        snprintf(u->model_quant, sizeof u->model_quant, "%s", fi.quant);
+}
+
 static void draw_title(struct ui *u)
 {
     struct rect r = u->lay.title;
     fill_rect(u, r, TH_TITLE);
-    char buf[1024], sess[128] = "new conversation";
-    if (u->conv.sid >= 0)
+    title_model(u);
+    char buf[1400], sess[400] = "new conversation", quant[40] = "";
+    if (u->conv.sid >= 0 && u->sess_title[0])
+        snprintf(sess, sizeof sess, "session %lld: %s", (long long)u->conv.sid, u->sess_title);
+    else if (u->conv.sid >= 0)
         snprintf(sess, sizeof sess, "session %lld", (long long)u->conv.sid);
+    if (u->model_quant[0])
+        snprintf(quant, sizeof quant, " %s", u->model_quant);
     if (ui_remote(u)) {
         /* who answers: the model @ host:port (the origin without its scheme) */
         const char *hp = strstr(u->info->model_path, "://");
-        snprintf(buf, sizeof buf, " kvchat \xC2\xB7 %s @ %.256s \xC2\xB7 %s%s", u->info->model_name,
+        snprintf(buf, sizeof buf, " kvchat \xC2\xB7 %s @ %.256s \xC2\xB7 %s%s", u->model_shown,
                  hp ? hp + 3 : u->info->model_path, sess, u->h ? "" : " \xC2\xB7 not saving");
     } else {
-        snprintf(buf, sizeof buf, " kvchat \xC2\xB7 %s \xC2\xB7 %s (%s) \xC2\xB7 %s%s", u->info->model_name,
-                 u->info->backend, u->info->device, sess, u->h ? "" : " \xC2\xB7 not saving");
+        snprintf(buf, sizeof buf, " kvchat \xC2\xB7 %s%s \xC2\xB7 ctx %d \xC2\xB7 %s (%s) \xC2\xB7 %s%s",
+                 u->model_shown, quant, u->info->n_ctx, u->info->backend, u->info->device, sess,
+                 u->h ? "" : " \xC2\xB7 not saving");
     }
     int tw = draw_text(u, r.y, r.x, r.w, buf, strlen(buf), elem_attr(u, TH_TITLE), NULL);
     if (ui_remote(u) && u->o.insecure) {
@@ -257,30 +283,50 @@ static void draw_picker(struct ui *u)
     }
 }
 
+/* The sessions sidebar: a heading, the filter (or the keys), then the rows,
+ * the selected one reversed and the conversation on screen highlighted. */
 static void draw_sidebar(struct ui *u)
 {
     struct rect r = u->lay.sidebar;
     if (!r.w)
         return;
     fill_rect(u, r, TH_SIDEBAR);
-    const char *t = " Sessions (F2 hides)";
-    draw_text(u, r.y, r.x, r.w, t, strlen(t), elem_attr(u, TH_SIDEBAR) | A_BOLD, NULL);
+    int w = r.w - 1; /* the border takes the last column */
+    const char *t = " Sessions (Esc/F2 closes)";
+    draw_text(u, r.y, r.x, w, t, strlen(t), elem_attr(u, TH_SIDEBAR) | A_BOLD, NULL);
     if (!u->h) {
         const char *m = " history not available";
-        draw_text(u, r.y + 2, r.x, r.w, m, strlen(m), elem_attr(u, TH_SIDEBAR), NULL);
+        draw_text(u, r.y + 2, r.x, w, m, strlen(m), elem_attr(u, TH_SIDEBAR), NULL);
+        draw_vline(u, r.y, r.x + r.w - 1, r.h);
         return;
     }
-    for (size_t i = 0; i < u->n_sessions && (int)i + 1 < r.h; i++) {
-        struct hist_session *s = &u->sessions[i];
-        char buf[256];
-        snprintf(buf, sizeof buf, " %lld %s", (long long)s->id,
-                 s->title[0] ? s->title : (s->preview && s->preview[0] ? s->preview : "(untitled)"));
+    char line[400];
+    if (u->sb_query[0])
+        snprintf(line, sizeof line, " filter: %s_  (%zu)", u->sb_query, u->sb_n);
+    else
+        snprintf(line, sizeof line, " type to filter \xC2\xB7 Enter open \xC2\xB7 r rename \xC2\xB7 d delete");
+    if (r.h > 1)
+        draw_text(u, r.y + 1, r.x, w, line, strlen(line), elem_attr(u, TH_SIDEBAR) | A_DIM, NULL);
+    size_t rows = r.h > 2 ? (size_t)r.h - 2 : 0;
+    u->sb_top = sidebar_top(u->sb_sel, u->sb_top, u->sb_n, rows);
+    int id_cols = sidebar_id_cols(u->sessions, u->sb_idx, u->sb_n);
+    if (!u->sb_n && rows) {
+        const char *m = u->sb_query[0] ? " no session matches" : " no saved conversations";
+        draw_text(u, r.y + 2, r.x, w, m, strlen(m), elem_attr(u, TH_SIDEBAR), NULL);
+    }
+    for (size_t row = 0; row < rows && u->sb_top + row < u->sb_n; row++) {
+        size_t i = u->sb_top + row;
+        const struct hist_session *s = &u->sessions[u->sb_idx[i]];
+        char buf[600];
+        sidebar_format_row(s->id, id_cols, sidebar_label(s), w, buf, sizeof buf);
         int el = s->id == u->conv.sid ? TH_SIDEBAR_CURRENT : TH_SIDEBAR;
-        if (el == TH_SIDEBAR_CURRENT) {
-            attrset(elem_attr(u, el));
-            mvhline(r.y + 1 + (int)i, r.x, ' ', r.w);
+        attr_t a = elem_attr(u, el) | (i == u->sb_sel ? A_REVERSE : 0);
+        int y = r.y + 2 + (int)row;
+        if (el == TH_SIDEBAR_CURRENT || i == u->sb_sel) {
+            attrset(a);
+            mvhline(y, r.x, ' ', w);
         }
-        draw_text(u, r.y + 1 + (int)i, r.x, r.w - 1, buf, strlen(buf), elem_attr(u, el), NULL);
+        draw_text(u, y, r.x, w, buf, strlen(buf), a, NULL);
     }
     draw_vline(u, r.y, r.x + r.w - 1, r.h);
 }
@@ -430,8 +476,13 @@ static void draw_status(struct ui *u)
     fill_rect(u, r, TH_STATUS);
     const char *s;
     int el = TH_STATUS;
-    char buf[600];
-    if (u->status[0] && ui_now() < u->status_until) {
+    char buf[800];
+    if (u->prompt) {
+        snprintf(buf, sizeof buf, " %s%s%s", u->prompt_q, u->prompt == UI_PROMPT_RENAME ? u->prompt_buf : "",
+                 u->prompt == UI_PROMPT_RENAME ? "_" : "");
+        s = buf;
+        el = TH_NOTICE;
+    } else if (u->status[0] && ui_now() < u->status_until) {
         s = u->status;
         el = u->status_elem;
     } else if (u->busy) {

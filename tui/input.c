@@ -9,6 +9,8 @@
  */
 #include "ui_internal.h"
 
+#include "sidebar.h"
+
 #include <curses.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -348,6 +350,174 @@ static void pick_key(struct ui *u, int ch)
     }
 }
 
+/* A lone Esc, or Esc starting an Alt-key (swallowed whole)? */
+static bool lone_escape(void)
+{
+    nodelay(stdscr, TRUE);
+    return getch() == ERR;
+}
+
+/* The question on the status line takes the keys: y/N for a delete; a line
+ * for a new title (Enter saves, Esc or Ctrl-C cancels, Backspace edits). */
+static void prompt_key(struct ui *u, int ch)
+{
+    u->dirty = true;
+    if (ch == KEY_RESIZE) {
+        ui_draw_frame(u);
+        return;
+    }
+    if (u->prompt == UI_PROMPT_DELETE) {
+        u->prompt = UI_PROMPT_NONE;
+        if (ch == 'y' || ch == 'Y')
+            ui_delete_session(u, u->prompt_sid);
+        else
+            ui_status(u, TH_NOTICE, "nothing deleted");
+        if (ch == 27)
+            lone_escape();
+        return;
+    }
+    size_t n = strlen(u->prompt_buf);
+    switch (ch) {
+    case '\r':
+    case '\n':
+    case KEY_ENTER:
+        u->prompt = UI_PROMPT_NONE;
+        if (u->prompt_buf[0])
+            ui_rename_session(u, u->prompt_sid, u->prompt_buf);
+        else
+            ui_status(u, TH_NOTICE, "not renamed");
+        return;
+    case 27:
+        if (!lone_escape())
+            return;
+        /* fall through */
+    case 3:
+        u->prompt = UI_PROMPT_NONE;
+        ui_status(u, TH_NOTICE, "not renamed");
+        return;
+    case KEY_BACKSPACE:
+    case 8:
+    case 127:
+        sidebar_backspace(u->prompt_buf);
+        return;
+    default:
+        /* bytes of UTF-8 as they come; controls are no part of a title */
+        if (ch >= 0x20 && ch < 256 && ch != 127 && n + 1 < sizeof u->prompt_buf) {
+            u->prompt_buf[n] = (char)ch;
+            u->prompt_buf[n + 1] = 0;
+        }
+        return;
+    }
+}
+
+/* The rows of the sidebar's list (below its heading and filter line). */
+static size_t sidebar_rows(const struct ui *u)
+{
+    return u->lay.sidebar.h > 2 ? (size_t)u->lay.sidebar.h - 2 : 1;
+}
+
+static void sidebar_open_selected(struct ui *u)
+{
+    if (!u->sb_n)
+        return;
+    if (u->busy) {
+        ui_status(u, TH_ERROR, "a reply is being generated: Esc stops it, then open the session");
+        return;
+    }
+    int64_t sid = u->sessions[u->sb_idx[u->sb_sel]].id;
+    ui_bw_collect(u, true); /* resuming makes the engine work: not beside the probe */
+    u->bw_after = ui_now() + BW_DELAY_S;
+    u->sidebar = false;
+    if (ui_resume_session(u, sid, true) != 0)
+        u->sidebar = true;
+}
+
+/* The sidebar takes the keys while open: arrows, PgUp/PgDn, Home/End move,
+ * Enter opens, r renames and d deletes the selected session (once a filter
+ * is being typed they are letters of it: start it with / to filter by r or
+ * d), other characters filter, Backspace edits, Esc clears the filter and
+ * then closes, as F2 does. */
+static void sidebar_key(struct ui *u, int ch)
+{
+    size_t page = sidebar_rows(u);
+    u->dirty = true;
+    enum sidebar_move mv;
+    switch (ch) {
+    case KEY_UP: mv = SB_UP; break;
+    case KEY_DOWN: mv = SB_DOWN; break;
+    case KEY_PPAGE: mv = SB_PAGE_UP; break;
+    case KEY_NPAGE: mv = SB_PAGE_DOWN; break;
+    case KEY_HOME: mv = SB_HOME; break;
+    case KEY_END: mv = SB_END; break;
+    case KEY_RESIZE: ui_draw_frame(u); return;
+    case '\r':
+    case '\n':
+    case KEY_ENTER: sidebar_open_selected(u); return;
+    case KEY_F(2):
+    case 3: u->sidebar = false; return;
+    case 27:
+        if (!lone_escape())
+            return;
+        if (u->sb_query[0]) {
+            u->sb_query[0] = 0;
+            ui_sidebar_refilter(u);
+        } else {
+            u->sidebar = false;
+        }
+        return;
+    case KEY_BACKSPACE:
+    case 8:
+    case 127:
+        sidebar_backspace(u->sb_query);
+        ui_sidebar_refilter(u);
+        return;
+    default:
+        if (!u->sb_query[0] && (ch == 'r' || ch == 'd')) {
+            if (!u->sb_n)
+                return;
+            int64_t sid = u->sessions[u->sb_idx[u->sb_sel]].id;
+            if (ch == 'r')
+                ui_ask_rename(u, sid);
+            else if (u->busy)
+                ui_status(u, TH_ERROR, "a reply is being generated: Esc stops it, then delete");
+            else
+                ui_ask_delete(u, sid);
+            return;
+        }
+        if (!u->sb_query[0] && ch == '/')
+            return; /* starts a filter that may begin with r or d */
+        size_t n = strlen(u->sb_query);
+        if (ch >= 0x20 && ch < 256 && ch != 127 && n + 1 < sizeof u->sb_query) {
+            u->sb_query[n] = (char)ch;
+            u->sb_query[n + 1] = 0;
+            /* refilter once the character is whole */
+            if (ch < 0x80 || (ch & 0xC0) == 0x80)
+                ui_sidebar_refilter(u);
+            u->sb_sel = 0;
+        }
+        return;
+    }
+    u->sb_sel = sidebar_move(u->sb_sel, u->sb_n, mv, page);
+}
+
+/* A click on a sidebar row selects it; a click on the selected row opens
+ * it. Returns whether the click was the sidebar's. */
+static bool sidebar_click(struct ui *u, const MEVENT *ev)
+{
+    struct rect r = u->lay.sidebar;
+    if (!u->sidebar || !r.w || ev->x < r.x || ev->x >= r.x + r.w || ev->y < r.y + 2 || ev->y >= r.y + r.h)
+        return false;
+    size_t row = u->sb_top + (size_t)(ev->y - r.y - 2);
+    if (row >= u->sb_n)
+        return true;
+    u->dirty = true;
+    if (row == u->sb_sel)
+        sidebar_open_selected(u);
+    else
+        u->sb_sel = row;
+    return true;
+}
+
 void ui_handle_key(struct ui *u, int ch)
 {
     /* A key ends the notice on the status line: the hints come back; what
@@ -362,6 +532,14 @@ void ui_handle_key(struct ui *u, int ch)
         return;
     if (u->pick_open && !u->in_paste && ch != KEY_PASTE_BEGIN) {
         pick_key(u, ch);
+        return;
+    }
+    if (u->prompt && !u->in_paste && ch != KEY_PASTE_BEGIN && ch != KEY_MOUSE) {
+        prompt_key(u, ch);
+        return;
+    }
+    if (u->sidebar && !u->in_paste && ch != KEY_PASTE_BEGIN && ch != KEY_MOUSE) {
+        sidebar_key(u, ch);
         return;
     }
     if (u->in_paste) {
@@ -399,7 +577,10 @@ void ui_handle_key(struct ui *u, int ch)
     case KEY_MOUSE: {
         MEVENT ev;
         if (getmouse(&ev) == OK) {
-            if (ev.bstate & BUTTON4_PRESSED)
+            if (ev.bstate & (BUTTON1_CLICKED | BUTTON1_PRESSED)) {
+                if (!u->prompt)
+                    sidebar_click(u, &ev);
+            } else if (ev.bstate & BUTTON4_PRESSED)
                 scroll_by(u, 3);
 #ifdef BUTTON5_PRESSED
             else if (ev.bstate & BUTTON5_PRESSED)
@@ -409,9 +590,14 @@ void ui_handle_key(struct ui *u, int ch)
         return;
     }
     case KEY_F(2):
-        u->sidebar = !u->sidebar;
-        if (u->sidebar)
-            ui_refresh_sessions(u);
+        u->sidebar = true;
+        u->sb_query[0] = 0;
+        u->sb_sel = u->sb_top = 0;
+        ui_refresh_sessions(u);
+        /* start on the conversation on screen */
+        for (size_t i = 0; i < u->sb_n; i++)
+            if (u->sessions[u->sb_idx[i]].id == u->conv.sid)
+                u->sb_sel = i;
         u->dirty = true;
         return;
     case 3: /* Ctrl-C: raw mode delivers it as a key */

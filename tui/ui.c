@@ -121,6 +121,7 @@ static void ui_free(struct ui *u)
     free(u->pending_input);
     compose_free(&u->comp);
     hist_sessions_free(u->sessions, u->n_sessions);
+    free(u->sb_idx);
     ui_models_free(u);
     gpu_mon_free(u->gpu);
     engine_free(u->e);
@@ -216,7 +217,7 @@ int tui_run(const struct kv_options *opt, char *err, size_t errlen)
     nonl();
     keypad(stdscr, TRUE);
     ui_input_define_keys();
-    mousemask(BUTTON4_PRESSED
+    mousemask(BUTTON1_CLICKED | BUTTON1_PRESSED | BUTTON4_PRESSED
 #ifdef BUTTON5_PRESSED
                   | BUTTON5_PRESSED
 #endif
@@ -278,7 +279,7 @@ int tui_run(const struct kv_options *opt, char *err, size_t errlen)
             if (sid < 0)
                 ui_notice(u, MSG_ERROR, "%s", rerr);
             else
-                ui_resume_session(u, sid);
+                ui_resume_session(u, sid, false); /* --system on the command line wins */
         }
     } else {
         engine_set_system(u->e, u->o.system_set ? u->o.system : NULL);

@@ -47,6 +47,12 @@
 
 struct command;
 
+enum ui_prompt {
+    UI_PROMPT_NONE = 0,
+    UI_PROMPT_DELETE, /* y/N: delete session prompt_sid */
+    UI_PROMPT_RENAME, /* a line: the new title of session prompt_sid */
+};
+
 struct ui {
     struct kv_options o; /* copy: /set and /system change it */
     struct engine *e;    /* owned */
@@ -124,6 +130,25 @@ struct ui {
 
     struct hist_session *sessions; /* owned: the sidebar's and /sessions' list */
     size_t n_sessions;
+    char sess_title[256]; /* the title of session conv.sid, for the title line ("" none) */
+
+    /* The F2 sidebar takes the keys while it is open (sidebar above):
+     * typing filters, arrows move, Enter opens, r renames, d deletes. */
+    size_t *sb_idx;      /* owned: indexes into sessions of the rows that match sb_query */
+    size_t sb_n, sb_sel, sb_top;
+    char sb_query[128];
+
+    /* A question on the status line; it takes the keys until answered. */
+    enum ui_prompt prompt;
+    int64_t prompt_sid;  /* the session it is about */
+    char prompt_q[400];  /* the question */
+    char prompt_buf[256]; /* UI_PROMPT_RENAME: the title typed so far */
+
+    /* The title line's model: its name, quantisation (the file's), for
+     * the model file model_for; read again when the model changes. */
+    char model_for[4096];
+    char model_shown[160];
+    char model_quant[16];
 
     struct compose comp; /* the conversation's display lines, reused per frame */
 
@@ -192,8 +217,18 @@ void ui_bw_collect(struct ui *u, bool cancel);
 
 /* ---- actions.c ---- */
 void ui_run_command(struct ui *u, const struct command *c);
-int ui_resume_session(struct ui *u, int64_t sid);
-void ui_refresh_sessions(struct ui *u);
+/* Shows and continues session SID. OWN_SYSTEM: with the system prompt
+ * stored with it (/resume, the sidebar); else the options' one when they
+ * set one (--system with --resume). */
+int ui_resume_session(struct ui *u, int64_t sid, bool own_system);
+void ui_refresh_sessions(struct ui *u); /* also the sidebar's rows and the title line's title */
+void ui_sidebar_refilter(struct ui *u);  /* the sidebar's rows for sb_query */
+/* Asks on the status line before deleting session SID (naming its title and
+ * messages); ui_delete_session does it once answered y. */
+void ui_ask_delete(struct ui *u, int64_t sid);
+void ui_delete_session(struct ui *u, int64_t sid);
+void ui_ask_rename(struct ui *u, int64_t sid);
+void ui_rename_session(struct ui *u, int64_t sid, const char *title);
 void ui_editor_command(struct ui *u); /* Ctrl-G, /editor */
 /* /model: reads the list of models (0, or -1 with ERR); switches to model I
  * of it, keeping the conversation, or says in one line why not; frees it. */

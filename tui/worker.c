@@ -222,8 +222,7 @@ static void finish_turn(struct ui *u)
     if (u->conv.saving) {
         if (conv_finish_turn(&u->conv, m->text, &u->st, m->end) != 0)
             ui_notice(u, MSG_ERROR, "not saving: %s", u->conv.err);
-        if (u->sidebar)
-            ui_refresh_sessions(u);
+        ui_refresh_sessions(u); /* the first message titles the session */
     }
     if (rc != 0)
         ui_notice(u, MSG_ERROR, "generation failed: %s", err[0] ? err : "unknown error");
