@@ -651,6 +651,9 @@ void ui_run_command(struct ui *u, const struct command *c)
     case CMD_STATS:
         show_stats(u);
         break;
+    case CMD_INSPECT:
+        ui_toggle_inspector(u);
+        break;
     case CMD_COPY: {
         char *t = msgs_copy_target(&u->msgs, c->num);
         if (!t) {
