@@ -196,6 +196,15 @@ void monitor_free(struct monitor *m)
 
 void monitor_set_bandwidth(struct monitor *m, double bandwidth) { m->bandwidth = bandwidth; }
 
+void monitor_rebind(struct monitor *m, struct engine *e, struct gpu_mon *gpu)
+{
+    m->e = e;
+    m->gpu = gpu;
+    m->in.gpu = gpu != NULL;
+    m->in.bytes_per_token = engine_info(e)->bytes_per_token;
+    m->have_prev = false; /* the new engine's counters start again */
+}
+
 const struct mon_inputs *monitor_inputs(const struct monitor *m) { return &m->in; }
 
 static double known(uint64_t v) { return v == ENGINE_UNKNOWN ? NAN : (double)v; }

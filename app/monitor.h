@@ -85,6 +85,9 @@ struct monitor;
 struct monitor *monitor_new(struct engine *e, struct gpu_mon *gpu, double bandwidth);
 void monitor_free(struct monitor *m);
 void monitor_set_bandwidth(struct monitor *m, double bandwidth);
+/* Points M at another engine and GPU monitor (/model switched them), the
+ * log staying open; not while monitor_start's thread runs. */
+void monitor_rebind(struct monitor *m, struct engine *e, struct gpu_mon *gpu);
 /* Takes a reading now. */
 void monitor_sample(struct monitor *m, struct mon_reading *out);
 /* The figures behind the last monitor_sample. */
