@@ -183,6 +183,7 @@ void kv_print_usage(FILE *out)
           "      --theme NAME        colour theme (dark, light, high-contrast or your own)\n"
           "      --mem-bandwidth GBS memory bandwidth in GB/s for the roofline meter\n"
           "                          (default: NVML's peak on CUDA, measured on the CPU)\n"
+          "      --monitor-log FILE  memory and speed once a second into FILE (.csv or .jsonl)\n"
           "  -v, --verbose           print statistics to standard error\n"
           "      --show-ids          with -p: the reply's token ids on standard error\n"
           "  -h, --help              this text\n"
@@ -275,6 +276,7 @@ enum {
     OPT_PIECES,
     OPT_JSON,
     OPT_MEM_BW,
+    OPT_MONITOR_LOG,
     OPT_SYNTHETIC,
     OPT_DEPTH,
     OPT_TOKENIZER_FROM,
@@ -339,6 +341,7 @@ int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t
         {"pieces", no_argument, NULL, OPT_PIECES},
         {"json", no_argument, NULL, OPT_JSON},
         {"mem-bandwidth", required_argument, NULL, OPT_MEM_BW},
+        {"monitor-log", required_argument, NULL, OPT_MONITOR_LOG},
         {"synthetic", required_argument, NULL, OPT_SYNTHETIC},
         {"depth", required_argument, NULL, OPT_DEPTH},
         {"tokenizer-from", required_argument, NULL, OPT_TOKENIZER_FROM},
@@ -508,6 +511,9 @@ int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t
                 o->mem_bandwidth_gbs = gbs; /* 0: back to NVML or measuring */
             break;
         }
+        case OPT_MONITOR_LOG:
+            rc = copy_opt("--monitor-log", o->monitor_log, sizeof o->monitor_log, optarg, err, errlen);
+            break;
         case OPT_SYNTHETIC:
             rc = copy_opt("--synthetic", o->synthetic, sizeof o->synthetic, optarg, err, errlen);
             break;

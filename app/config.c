@@ -211,6 +211,7 @@ int config_set(struct kv_options *o, const char *key, const char *v, char *err, 
         size_t off, cap;
     } STRINGS[] = {
         KV_STR("server", server),
+        KV_STR("monitor_log", monitor_log),
         KV_STR("server_model", server_model),
         KV_STR("api_key_env", api_key_env),
     };

@@ -24,6 +24,8 @@
 #include "launch.h"
 #include "visible.h"
 #include "models.h"
+#include "membw.h"
+#include "monitor.h"
 
 /* Set by SIGINT/SIGTERM during a reply: the reply stops and what was
  * generated is kept (and saved as cancelled). The handler also writes a byte
@@ -306,6 +308,29 @@ int kv_run_prompt(struct kv_options *o)
         engine_set_system(e, o->system_set ? o->system : NULL);
     }
 
+    /* --monitor-log: a thread of its own samples once a second, since this
+     * one is inside engine_chat until the reply ends. */
+    struct gpu_mon *gpu = NULL;
+    struct monitor *mon = NULL;
+    if (o->monitor_log[0]) {
+        if (strcmp(engine_info(e)->backend, "cuda") == 0 || gpu_mon_recorded())
+            gpu = gpu_mon_new(0);
+        double bw = o->mem_bandwidth_gbs > 0 ? o->mem_bandwidth_gbs * 1e9 : gpu_mon_bandwidth(gpu);
+        if (bw <= 0 && !gpu) /* the chat screen's measured figure, if it has one */
+            bw = membw_cache_get(engine_info(e)->device, engine_info(e)->n_threads);
+        mon = monitor_new(e, gpu, bw);
+        if (!mon || monitor_log_open(mon, o->monitor_log, err, sizeof err) != 0 ||
+            monitor_start(mon, err, sizeof err) != 0) {
+            fprintf(stderr, "kvchat: %s\n", mon ? err : "out of memory");
+            monitor_free(mon);
+            gpu_mon_free(gpu);
+            engine_free(e);
+            hist_close(h);
+            free(owned);
+            return 1;
+        }
+    }
+
     struct cancel_watch watch;
     cancel_watch_start(&watch, e);
     struct sigaction sa = {0};
@@ -326,6 +351,8 @@ int kv_run_prompt(struct kv_options *o)
     char *reply = NULL;
     int rc = conv_turn(&c, text, o, &tp, on_save_warning, &reply, err, sizeof err);
     cancel_watch_stop(&watch);
+    monitor_free(mon); /* stops its thread after one last reading */
+    gpu_mon_free(gpu);
     if (!reply || !*reply || reply[strlen(reply) - 1] != '\n')
         fputc('\n', stdout);
     fflush(stdout);

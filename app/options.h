@@ -65,6 +65,8 @@ struct kv_options {
     char theme[64];           /* "" = default theme */
     double mem_bandwidth_gbs; /* roofline meter's device bandwidth, GB/s (config, --mem-bandwidth);
                                * 0 = NVML's peak on CUDA, measured on the CPU */
+    char monitor_log[4096];   /* --monitor-log, config monitor_log: a reading a second into this
+                               * .csv or .jsonl file (app/monitor.h); "" = none */
     /* modes' arguments */
     const char *prompt;       /* -p TEXT ("-" = stdin); borrowed from argv */
     const char *text;         /* tokenize TEXT / --search TEXT; borrowed */

@@ -261,6 +261,49 @@ struct engine_memory {
 };
 void engine_memory(struct engine *e, struct engine_memory *out);
 
+/* Where the engine's memory goes, for the memory inspector: the weights as
+ * the model file holds them, by tensor type and by group of layers, and the
+ * KV cache per layer, reserved against used. Sizes are the file's tensors:
+ * a backend that converts weights on upload (CUDA) may hold a different
+ * total, which engine_memory's weights field reports; the shares are the
+ * same. A remote engine knows none of this: KNOWN is false and the rest 0.
+ * Thread-safe like engine_memory (the model is immutable, the KV fill is
+ * read under the stats lock). */
+#define ENGINE_MAP_TYPES 8   /* tensor types listed; the rest fold into the last row */
+#define ENGINE_MAP_GROUPS 16 /* layer groups */
+#define ENGINE_MAP_LAYERS 256 /* layers listed one by one (KV); deeper ones are summed into the last */
+struct engine_memory_map {
+    bool known;
+    struct {
+        char type[12];  /* "Q4_K", "F32", ...; "other" on the folded last row */
+        uint64_t bytes;
+    } by_type[ENGINE_MAP_TYPES];   /* largest first */
+    int32_t n_types;
+    struct {
+        int32_t first, last;       /* layers, inclusive */
+        uint64_t bytes;
+    } groups[ENGINE_MAP_GROUPS];
+    int32_t n_groups;
+    uint64_t embeddings;           /* token embedding table */
+    uint64_t output;               /* output head (0 when tied to the embeddings) and final norm */
+    uint64_t weights;              /* all tensors: embeddings + output + the groups */
+    int32_t n_layer, n_ctx;
+    int32_t kv_tokens;             /* positions the cache holds now */
+    int32_t swa_window;            /* tokens a sliding-window layer attends to; 0 = none */
+    int32_t n_swa_layers;          /* how many layers slide */
+    char kv_type[8];               /* "f16", "f32" */
+    /* K and V bytes of one position in one layer at the cache's type, and
+     * the elements behind them (for what another --kv-type would take). */
+    uint64_t kv_pos_bytes;
+    uint64_t kv_pos_elems;
+    struct {
+        uint64_t reserved;         /* n_ctx positions: every layer reserves the whole context */
+        uint64_t used;             /* positions it attends to now: a sliding layer at most its window */
+        bool swa;
+    } layers[ENGINE_MAP_LAYERS];
+};
+void engine_memory_map(struct engine *e, struct engine_memory_map *out);
+
 /* The serving side's own figures, as a server publishes them for all its
  * requests (a remote engine: vLLM's and SGLang's GET /metrics, llama-server's
  * GET /metrics and GET /slots, Ollama's GET /api/ps; see

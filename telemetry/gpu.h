@@ -14,16 +14,37 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* One process holding memory on the device, as the driver lists it. */
+struct gpu_proc {
+    unsigned pid;
+    bool used_valid;
+    uint64_t used; /* bytes it holds on the device */
+    bool self;     /* this process */
+};
+#define GPU_MAX_PROCS 32
+
 struct gpu_sample {
     bool util_valid, power_valid, temp_valid, energy_valid, mem_valid;
+    bool procs_valid; /* the process list could be read (it may be empty) */
     unsigned util_pct;      /* GPU busy, percent over the driver's last sample period */
     double power_w;         /* draw now, watts */
     unsigned temp_c;        /* core temperature, Celsius */
     double energy_j;        /* energy counter since driver load, joules (monotonic) */
     uint64_t mem_total, mem_used; /* bytes on the device, all processes */
+    /* compute and graphics processes, each once; the first GPU_MAX_PROCS */
+    struct gpu_proc procs[GPU_MAX_PROCS];
+    unsigned n_procs;
 };
 
 struct gpu_mon;
+
+/* The environment variable naming a file of recorded readings (JSON lines,
+ * see trace.c) that stands in for the GPU: tests and demos drive the meters
+ * and the inspector with a real GPU's trace on a machine without one. */
+#define GPU_TRACE_ENV "KVCHAT_GPU_TRACE"
+/* True when GPU_TRACE_ENV is set: the screen opens a monitor even on the
+ * CPU backend. */
+bool gpu_mon_recorded(void);
 
 /* Opens device INDEX with the first vendor whose library has it. Never NULL
  * for lack of a driver: returns a monitor whose samples are all invalid, with

@@ -22,6 +22,7 @@ struct gpu_vendor {
     double (*bandwidth)(void *state); /* peak, bytes/s; 0 = unknown */
 };
 
-extern const struct gpu_vendor gpu_vendor_nvml;
+extern const struct gpu_vendor gpu_vendor_nvml;  /* nvml.c */
+extern const struct gpu_vendor gpu_vendor_trace; /* trace.c: recorded readings */
 
 #endif

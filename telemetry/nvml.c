@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct nvml_device_st *nvml_device_t;
 typedef int nvml_return_t; /* NVML_SUCCESS = 0 */
@@ -16,6 +17,13 @@ struct nvml_utilization {
 struct nvml_memory {
     unsigned long long total, free, used;
 };
+/* nvmlProcessInfo_t as the _v2 and _v3 process lists fill it. */
+struct nvml_process {
+    unsigned int pid;
+    unsigned long long used; /* NVML_VALUE_NOT_AVAILABLE (all ones) under some drivers */
+    unsigned int gpu_instance, compute_instance;
+};
+#define NVML_VALUE_NOT_AVAILABLE (~0ull)
 #define NVML_TEMPERATURE_GPU 0
 #define NVML_CLOCK_MEM 2
 
@@ -29,7 +37,26 @@ struct nvml {
     nvml_return_t (*temp)(nvml_device_t, int, unsigned int *);
     nvml_return_t (*energy)(nvml_device_t, unsigned long long *);
     nvml_return_t (*mem)(nvml_device_t, struct nvml_memory *);
+    nvml_return_t (*compute_procs)(nvml_device_t, unsigned int *, struct nvml_process *);
+    nvml_return_t (*graphics_procs)(nvml_device_t, unsigned int *, struct nvml_process *);
 };
+
+typedef nvml_return_t (*nvml_procs_fn)(nvml_device_t, unsigned int *, struct nvml_process *);
+
+/* The newest of the process-list entry points this driver has: _v3 and _v2
+ * fill the same struct; the unversioned one has another layout, so it is
+ * not used. */
+static nvml_procs_fn procs_sym(void *lib, const char *base)
+{
+    char name[96];
+    for (int v = 3; v >= 2; v--) {
+        snprintf(name, sizeof name, "%s_v%d", base, v);
+        void *f = dlsym(lib, name);
+        if (f)
+            return (nvml_procs_fn)f;
+    }
+    return NULL;
+}
 
 static void *sym(struct nvml *g, const char *name)
 {
@@ -84,6 +111,8 @@ static void *nvml_open(unsigned index, char *note, size_t cap)
     g->temp = (nvml_return_t (*)(nvml_device_t, int, unsigned int *))sym(g, "nvmlDeviceGetTemperature");
     g->energy = (nvml_return_t (*)(nvml_device_t, unsigned long long *))sym(g, "nvmlDeviceGetTotalEnergyConsumption");
     g->mem = (nvml_return_t (*)(nvml_device_t, struct nvml_memory *))sym(g, "nvmlDeviceGetMemoryInfo");
+    g->compute_procs = procs_sym(g->lib, "nvmlDeviceGetComputeRunningProcesses");
+    g->graphics_procs = procs_sym(g->lib, "nvmlDeviceGetGraphicsRunningProcesses");
 
     /* Peak bandwidth = memory clock x 2 (double data rate) x bus width. */
     nvml_return_t (*clock)(nvml_device_t, int, unsigned int *) =
@@ -99,6 +128,37 @@ static void *nvml_open(unsigned index, char *note, size_t cap)
 static double nvml_bandwidth(void *state)
 {
     return ((struct nvml *)state)->bandwidth;
+}
+
+/* Appends the processes FN lists to S, each pid once (a process using both
+ * compute and graphics appears in both lists with the same memory). Returns
+ * false when the list could not be read. */
+static bool add_procs(struct nvml *g, nvml_procs_fn fn, struct gpu_sample *s)
+{
+    struct nvml_process p[GPU_MAX_PROCS];
+    unsigned int n = GPU_MAX_PROCS;
+    /* NVML_ERROR_INSUFFICIENT_SIZE (7) still means the list exists: keep
+     * the first GPU_MAX_PROCS it filled. */
+    nvml_return_t rc = fn(g->dev, &n, p);
+    if (rc != 0 && rc != 7)
+        return false;
+    if (n > GPU_MAX_PROCS)
+        n = GPU_MAX_PROCS;
+    unsigned self = (unsigned)getpid();
+    for (unsigned i = 0; i < n; i++) {
+        bool seen = false;
+        for (unsigned k = 0; k < s->n_procs; k++)
+            seen = seen || s->procs[k].pid == p[i].pid;
+        if (seen || s->n_procs >= GPU_MAX_PROCS)
+            continue;
+        s->procs[s->n_procs++] = (struct gpu_proc){
+            .pid = p[i].pid,
+            .used_valid = p[i].used != NVML_VALUE_NOT_AVAILABLE,
+            .used = p[i].used != NVML_VALUE_NOT_AVAILABLE ? p[i].used : 0,
+            .self = p[i].pid == self,
+        };
+    }
+    return true;
 }
 
 static void nvml_sample(void *state, struct gpu_sample *s)
@@ -118,6 +178,9 @@ static void nvml_sample(void *state, struct gpu_sample *s)
         s->energy_valid = true, s->energy_j = mj / 1000.0;
     if (g->mem && g->mem(g->dev, &m) == 0)
         s->mem_valid = true, s->mem_total = m.total, s->mem_used = m.used;
+    bool a = g->compute_procs && add_procs(g, g->compute_procs, s);
+    bool b = g->graphics_procs && add_procs(g, g->graphics_procs, s);
+    s->procs_valid = a || b;
 }
 
 const struct gpu_vendor gpu_vendor_nvml = {

@@ -478,7 +478,7 @@ static int replay_from_screen(struct ui *u, struct engine *e, int32_t *dropped)
 static void new_device(struct ui *u)
 {
     gpu_mon_free(u->gpu);
-    u->gpu = strcmp(u->info->backend, "cuda") == 0 ? gpu_mon_new(0) : NULL;
+    u->gpu = strcmp(u->info->backend, "cuda") == 0 || gpu_mon_recorded() ? gpu_mon_new(0) : NULL;
     u->bandwidth = u->o.mem_bandwidth_gbs > 0 ? u->o.mem_bandwidth_gbs * 1e9 : gpu_mon_bandwidth(u->gpu);
     u->bw_wanted = u->bandwidth <= 0 && strcmp(u->info->backend, "cuda") != 0;
     if (u->bw_wanted) {
@@ -542,6 +542,8 @@ void ui_model_switch(struct ui *u, size_t i)
     u->last_meter = 0; /* the meters read the new engine at the next frame */
     if (strcmp(old_backend, u->info->backend) != 0)
         new_device(u);
+    if (u->mon) /* the inspector's readings borrow the engine and the GPU monitor */
+        monitor_rebind(u->mon, u->e, u->gpu);
     ui_notice(u, MSG_NOTICE, "now chatting with %s (%s, %s%s%s)", u->info->model_name, name,
               u->info->backend, u->info->backend_note[0] ? ": " : "", u->info->backend_note);
     if (u->info->warning[0])
@@ -743,6 +745,9 @@ void ui_run_command(struct ui *u, const struct command *c)
     }
     case CMD_STATS:
         show_stats(u);
+        break;
+    case CMD_INSPECT:
+        ui_toggle_inspector(u);
         break;
     case CMD_COPY: {
         char *t = msgs_copy_target(&u->msgs, c->num);

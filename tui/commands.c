@@ -41,6 +41,7 @@ static const struct {
     [CMD_EDIT] = {"edit", ARG_NONE, "/edit                 edit and resend the last message", CMD_NEEDS_IDLE},
     [CMD_THEME] = {"theme", ARG_NAME, "/theme NAME           switch colours (dark light high-contrast)", 0},
     [CMD_STATS] = {"stats", ARG_NONE, "/stats                statistics of the last reply", 0},
+    [CMD_INSPECT] = {"inspect", ARG_NONE, "/inspect              memory and speed inspector (F3)", 0},
     [CMD_COPY] = {"copy", ARG_OPT_NUM, "/copy [N]             copy the last reply (or its Nth code block)",
                   0},
     [CMD_EDITOR] = {"editor", ARG_NONE, "/editor               compose the message in $EDITOR", 0},
@@ -79,7 +80,7 @@ const char *cmd_help_text(void)
             o += (size_t)snprintf(buf + o, sizeof buf - o, "%s\n", cmds[i].usage);
         snprintf(buf + o, sizeof buf - o,
                  "Keys: Enter send · Alt-Enter or trailing \\ new line · Esc/Ctrl-C stop the reply\n"
-                 "      PgUp/PgDn scroll · F2 sessions sidebar · Ctrl-G $EDITOR · Ctrl-D quit\n"
+                 "      PgUp/PgDn scroll · F2 sessions sidebar · F3 inspector · Ctrl-G $EDITOR · Ctrl-D quit\n"
                  "      Tab completes commands · //text sends text starting with /");
     }
     return buf;

@@ -27,6 +27,7 @@ enum cmd_id {
     CMD_EDIT,
     CMD_THEME,    /* arg = name */
     CMD_STATS,
+    CMD_INSPECT,  /* the memory and speed inspector, open or closed */
     CMD_COPY,     /* num = code block (1-based), 0 = the whole reply */
     CMD_EDITOR,
     CMD_CLEAR,

@@ -106,6 +106,8 @@ static attr_t md_attr(struct ui *u, uint16_t s)
  * attribute or per-byte Markdown styles. Control characters and invalid
  * bytes become '?' so nothing the model emits can move the cursor. Returns
  * the columns used. */
+unsigned long ui_elem_attr(struct ui *u, int el) { return elem_attr(u, el); }
+
 static int draw_text(struct ui *u, int y, int x, int maxw, const char *s, size_t len, attr_t attr,
                      const uint16_t *sty)
 {
@@ -549,6 +551,12 @@ void ui_draw_frame(struct ui *u)
     getmaxyx(stdscr, u->rows, u->cols);
     u->input_lines = input_lines_needed(u);
     layout_compute(u->rows, u->cols, u->sidebar, u->input_lines, &u->lay);
+    struct rect insp_r = {0}, chat_r;
+    if (u->insp_open) {
+        insp_place(u->lay.conv, &chat_r, &insp_r);
+        if (chat_r.w) /* else the inspector covers the chat on a narrow pane */
+            u->lay.conv = chat_r;
+    }
     attrset(elem_attr(u, TH_NORMAL));
     erase();
     if (u->lay.too_small) {
@@ -572,6 +580,8 @@ void ui_draw_frame(struct ui *u)
     draw_sidebar(u);
     draw_conversation(u);
     draw_picker(u);
+    if (u->insp_open)
+        ui_draw_inspector(u, insp_r);
     draw_meters(u);
     draw_status(u);
     draw_input(u);

@@ -303,6 +303,10 @@ static void handle_escape(struct ui *u)
     nodelay(stdscr, TRUE);
     int next = getch();
     if (next == ERR) {
+        if (u->insp_open) { /* Esc closes the inspector first */
+            ui_toggle_inspector(u);
+            return;
+        }
         if (u->busy) {
             engine_cancel(u->e);
             ui_status(u, TH_NOTICE, "stopping\xE2\x80\xA6");
@@ -589,6 +593,9 @@ void ui_handle_key(struct ui *u, int ch)
         }
         return;
     }
+    case KEY_F(3):
+        ui_toggle_inspector(u);
+        return;
     case KEY_F(2):
         u->sidebar = true;
         u->sb_query[0] = 0;

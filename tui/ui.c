@@ -55,6 +55,33 @@ void ui_clear_msgs(struct ui *u)
     u->dirty = true;
 }
 
+/* One reading a second for the inspector and the monitor log, whether the
+ * inspector is open or not (a reading is a few /proc and NVML reads, tens of
+ * microseconds), so it opens with the last minutes already drawn. */
+void ui_monitor_tick(struct ui *u)
+{
+    double t = ui_now();
+    if (!u->mon || !u->insp || t - u->last_mon < 1.0)
+        return;
+    u->last_mon = t;
+    struct mon_reading r;
+    monitor_set_bandwidth(u->mon, u->bandwidth); /* the probe may have measured it since */
+    monitor_sample(u->mon, &r);
+    insp_push(u->insp, &r);
+    if (u->insp_open)
+        u->dirty = true;
+}
+
+void ui_toggle_inspector(struct ui *u)
+{
+    u->insp_open = !u->insp_open && u->mon && u->insp;
+    if (u->insp_open && u->insp->n == 0) {
+        u->last_mon = 0; /* a first reading at once */
+        ui_monitor_tick(u);
+    }
+    u->dirty = true;
+}
+
 void ui_status(struct ui *u, int elem, const char *fmt, ...)
 {
     va_list ap;
@@ -123,6 +150,8 @@ static void ui_free(struct ui *u)
     hist_sessions_free(u->sessions, u->n_sessions);
     free(u->sb_idx);
     ui_models_free(u);
+    monitor_free(u->mon); /* before the GPU monitor it borrows */
+    free(u->insp);
     gpu_mon_free(u->gpu);
     engine_free(u->e);
     hist_close(u->h);
@@ -245,9 +274,16 @@ int tui_run(const struct kv_options *opt, char *err, size_t errlen)
         goto out;
     }
     u->info = engine_info(u->e);
-    if (strcmp(u->info->backend, "cuda") == 0)
+    if (strcmp(u->info->backend, "cuda") == 0 || gpu_mon_recorded())
         u->gpu = gpu_mon_new(0);
     u->bandwidth = u->o.mem_bandwidth_gbs > 0 ? u->o.mem_bandwidth_gbs * 1e9 : gpu_mon_bandwidth(u->gpu);
+    u->mon = monitor_new(u->e, u->gpu, u->bandwidth);
+    u->insp = calloc(1, sizeof *u->insp);
+    if (u->mon && u->o.monitor_log[0]) {
+        char merr[4300];
+        if (monitor_log_open(u->mon, u->o.monitor_log, merr, sizeof merr) != 0)
+            ui_notice(u, MSG_ERROR, "%s", merr);
+    }
     /* On the CPU the host's memory is the device: measure it, once the
      * screen is up and the engine idle (see ui_bw_collect). */
     u->bw_wanted = u->bandwidth <= 0 && strcmp(u->info->backend, "cuda") != 0;
@@ -319,6 +355,7 @@ int tui_run(const struct kv_options *opt, char *err, size_t errlen)
         }
         ui_save_progress(u);
         ui_bw_maybe_start(u);
+        ui_monitor_tick(u);
         t = ui_now();
         if (keyed && u->dirty)
             ui_draw_frame(u); /* answer keys at once */

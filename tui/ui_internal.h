@@ -36,6 +36,8 @@
 #include "history.h"
 #include "layout.h"
 #include "msgs.h"
+#include "monitor.h"
+#include "inspect.h"
 #include "gpu.h"
 #include "options.h"
 #include "theme.h"
@@ -161,6 +163,14 @@ struct ui {
     bool models_read;   /* the list has been read once (completion reuses it) */
     bool pick_open;
     size_t pick_sel;
+
+    /* the inspector (F3, /inspect): a reading a second, kept also while it
+     * is closed so it opens with the last minutes; MON also writes
+     * --monitor-log */
+    struct monitor *mon;  /* owned; NULL when out of memory */
+    struct inspect *insp; /* owned */
+    bool insp_open;
+    double last_mon;      /* monotonic time of the last reading */
 };
 
 /* The model answers from a server (the remote engine): the title names it,
@@ -197,6 +207,17 @@ struct load_progress {
 };
 void ui_load_progress(uint64_t done, uint64_t total, void *user); /* a kv_engine_open callback */
 void ui_show_fatal(struct ui *u, const char *what, const char *msg); /* until a key */
+
+/* A theme element's curses attributes (attr_t), for the drawing files
+ * beside draw.c. */
+unsigned long ui_elem_attr(struct ui *u, int elem);
+
+/* ---- inspect_draw.c ---- */
+struct rect;
+void ui_draw_inspector(struct ui *u, struct rect r);
+/* ---- ui.c: the inspector's once-a-second reading ---- */
+void ui_monitor_tick(struct ui *u);
+void ui_toggle_inspector(struct ui *u);
 
 /* ---- input.c ---- */
 void ui_input_define_keys(void);     /* bracketed paste's keys, right after initscr */

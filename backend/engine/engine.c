@@ -118,6 +118,13 @@ void engine_stats(struct engine *e, struct engine_stats *out) { e->ops->stats(e,
 
 void engine_memory(struct engine *e, struct engine_memory *out) { e->ops->memory(e, out); }
 
+void engine_memory_map(struct engine *e, struct engine_memory_map *out)
+{
+    memset(out, 0, sizeof *out);
+    if (e->ops->memory_map)
+        e->ops->memory_map(e, out);
+}
+
 void engine_server(struct engine *e, struct engine_server *out)
 {
     *out = (struct engine_server){.kv_frac = -1, .kv_tokens = -1, .n_ctx = -1,

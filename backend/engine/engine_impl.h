@@ -26,6 +26,8 @@ struct engine_ops {
     void (*cancel)(struct engine *e);
     void (*stats)(struct engine *e, struct engine_stats *out);
     void (*memory)(struct engine *e, struct engine_memory *out);
+    /* optional: where the memory goes (engine_memory_map); absent = not known */
+    void (*memory_map)(struct engine *e, struct engine_memory_map *out);
     /* optional: a server's own figures (engine_server); absent = all unknown */
     void (*server)(struct engine *e, struct engine_server *out);
     /* optional: an engine without a tokenizer of its own */

@@ -722,6 +722,120 @@ static void local_memory(struct engine *eng, struct engine_memory *out)
     e->bops->memory(e->be, out);
 }
 
+/* Adds tensor T's bytes to its type's slot of BY_TYPE (GGML_TYPE_COUNT). */
+static void map_add_type(uint64_t *by_type, const struct model_tensor *t)
+{
+    if (t->data && (unsigned)t->type < GGML_TYPE_COUNT)
+        by_type[t->type] += t->nbytes;
+}
+
+static uint64_t layer_bytes(const struct model_layer *l, uint64_t *by_type)
+{
+    const struct model_tensor *ts[] = {&l->attn_norm, &l->wq, &l->wk, &l->wv, &l->bq, &l->bk,
+                                       &l->bv, &l->q_norm, &l->k_norm, &l->wo,
+                                       &l->post_attn_norm, &l->ffn_norm, &l->ffn_gate,
+                                       &l->ffn_up, &l->ffn_down, &l->post_ffw_norm};
+    uint64_t sum = 0;
+    for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
+        if (!ts[i]->data)
+            continue;
+        sum += ts[i]->nbytes;
+        map_add_type(by_type, ts[i]);
+    }
+    return sum;
+}
+
+static void local_memory_map(struct engine *eng, struct engine_memory_map *out)
+{
+    struct local_engine *e = (struct local_engine *)eng;
+    const struct model *m = e->model;
+    const struct model_hparams *hp = &m->hp;
+    uint64_t by_type[GGML_TYPE_COUNT] = {0};
+    out->known = true;
+    out->n_layer = hp->n_layer;
+    out->n_ctx = e->base.info.n_ctx;
+    out->swa_window = hp->swa_window;
+    snprintf(out->kv_type, sizeof out->kv_type, "%s", e->base.info.kv_type);
+
+    out->embeddings = m->tok_embd.data ? m->tok_embd.nbytes : 0;
+    map_add_type(by_type, &m->tok_embd);
+    bool tied = m->output.data == m->tok_embd.data;
+    out->output = (tied ? 0 : m->output.nbytes) + (m->output_norm.data ? m->output_norm.nbytes : 0) +
+                  (m->rope_freqs.data ? m->rope_freqs.nbytes : 0);
+    if (!tied)
+        map_add_type(by_type, &m->output);
+    map_add_type(by_type, &m->output_norm);
+    map_add_type(by_type, &m->rope_freqs);
+    out->weights = out->embeddings + out->output;
+
+    /* Groups of 8 layers, or wider so that ENGINE_MAP_GROUPS cover them all. */
+    int32_t per = 8;
+    while ((hp->n_layer + per - 1) / per > ENGINE_MAP_GROUPS)
+        per *= 2;
+    for (int32_t il = 0; il < hp->n_layer; il++) {
+        int32_t g = il / per;
+        if (g >= out->n_groups) {
+            out->n_groups = g + 1;
+            out->groups[g].first = il;
+        }
+        out->groups[g].last = il;
+        uint64_t b = layer_bytes(&m->layers[il], by_type);
+        out->groups[g].bytes += b;
+        out->weights += b;
+    }
+
+    /* Types, largest first; what does not fit is the last row, "other". */
+    for (;;) {
+        int best = -1;
+        for (int t = 0; t < GGML_TYPE_COUNT; t++)
+            if (by_type[t] && (best < 0 || by_type[t] > by_type[best]))
+                best = t;
+        if (best < 0)
+            break;
+        int32_t k = out->n_types;
+        if (k == ENGINE_MAP_TYPES - 1 && by_type[best]) {
+            uint64_t rest = 0;
+            int n_rest = 0;
+            for (int t = 0; t < GGML_TYPE_COUNT; t++)
+                if (by_type[t])
+                    rest += by_type[t], n_rest++;
+            snprintf(out->by_type[k].type, sizeof out->by_type[k].type, "%s",
+                     n_rest == 1 ? quant_type_name((enum ggml_type)best) : "other");
+            out->by_type[k].bytes = rest;
+            out->n_types = k + 1;
+            break;
+        }
+        snprintf(out->by_type[k].type, sizeof out->by_type[k].type, "%s",
+                 quant_type_name((enum ggml_type)best));
+        out->by_type[k].bytes = by_type[best];
+        out->n_types = k + 1;
+        by_type[best] = 0;
+    }
+
+    /* The KV cache: from the backend's own size, so the type is the one it
+     * really stores. */
+    struct engine_memory mem;
+    e->bops->memory(e->be, &mem);
+    out->kv_pos_elems = 2ull * (uint64_t)hp->n_head_kv * (uint64_t)hp->head_dim;
+    out->kv_pos_bytes = mem.kv_cache != ENGINE_UNKNOWN && mem.kv_cache > 0 && out->n_ctx > 0
+                            ? mem.kv_cache / ((uint64_t)out->n_ctx * (uint64_t)hp->n_layer)
+                            : out->kv_pos_elems * 2;
+    pthread_mutex_lock(&e->stats_lock);
+    out->kv_tokens = e->stats.kv_used;
+    pthread_mutex_unlock(&e->stats_lock);
+    for (int32_t il = 0; il < hp->n_layer; il++) {
+        bool swa = m->layers[il].swa && hp->swa_window > 0;
+        int32_t used = out->kv_tokens;
+        if (swa && used > hp->swa_window)
+            used = hp->swa_window;
+        out->n_swa_layers += swa;
+        int32_t k = il < ENGINE_MAP_LAYERS ? il : ENGINE_MAP_LAYERS - 1;
+        out->layers[k].reserved += (uint64_t)out->n_ctx * out->kv_pos_bytes;
+        out->layers[k].used += (uint64_t)used * out->kv_pos_bytes;
+        out->layers[k].swa = swa;
+    }
+}
+
 static int32_t *local_tokenize(const struct engine *eng, const char *text, bool add_bos, int64_t *n)
 {
     const struct local_engine *e = (const struct local_engine *)eng;
@@ -834,6 +948,7 @@ static const struct engine_ops local_ops = {
     .cancel = local_cancel,
     .stats = local_stats,
     .memory = local_memory,
+    .memory_map = local_memory_map,
     .tokenize = local_tokenize,
     .token_piece = local_token_piece,
     .forward = local_forward,
