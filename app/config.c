@@ -139,6 +139,17 @@ int config_set(struct kv_options *o, const char *key, const char *v, char *err, 
         snprintf(o->theme, sizeof o->theme, "%s", v);
         return 0;
     }
+    if (strcmp(key, "timestamps") == 0) {
+        if (strcmp(v, "on") == 0 || strcmp(v, "true") == 0 || strcmp(v, "yes") == 0)
+            o->timestamps = true;
+        else if (strcmp(v, "off") == 0 || strcmp(v, "false") == 0 || strcmp(v, "no") == 0)
+            o->timestamps = false;
+        else {
+            snprintf(err, errlen, "timestamps: '%.40s' is not on or off", v);
+            return -1;
+        }
+        return 0;
+    }
     if (strcmp(key, "history") == 0) {
         if (strcmp(v, "on") == 0 || strcmp(v, "true") == 0 || strcmp(v, "yes") == 0)
             o->no_history = false;

@@ -10,6 +10,7 @@
  *   chat_template NAME  system TEXT              theme NAME    db PATH
  *   history on|off      temperature X  top_k N   top_p X       min_p X
  *   repeat_penalty X    repeat_last_n N          seed N        max_tokens N
+ *   timestamps on|off   (times on the chat screen's messages; off by default)
  *   mem_bandwidth_gbs X (the device's memory bandwidth for the roofline
  *                        meter, instead of NVML's peak or, on the CPU, the
  *                        measured read bandwidth; --mem-bandwidth overrides)

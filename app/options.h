@@ -63,6 +63,7 @@ struct kv_options {
     int64_t resume;           /* KV_RESUME_NONE, KV_RESUME_LATEST or a session id */
     /* UI */
     char theme[64];           /* "" = default theme */
+    bool timestamps;          /* the chat screen shows the messages' times (config timestamps) */
     double mem_bandwidth_gbs; /* roofline meter's device bandwidth, GB/s (config, --mem-bandwidth);
                                * 0 = NVML's peak on CUDA, measured on the CPU */
     char monitor_log[4096];   /* --monitor-log, config monitor_log: a reading a second into this

@@ -58,16 +58,35 @@ run_kvchat() {
 run_kvchat
 wait_for '^>' 120 && pass "started, prompt shown" || fail "no prompt after start"
 screen | grep -q 'RAM' && pass "memory meter shown" || fail "no memory meter"
-screen | grep -q 'KV cache 0 /' && pass "KV meter at 0" || fail "KV meter not at 0 before the first turn"
+screen | grep -q 'context 0 /' && pass "context meter at 0" || fail "context meter not at 0 before the first turn"
+# kv_label_names_one_thing: "KV memory" is the cache's bytes, "context" its tokens.
+screen | grep -q 'KV memory' && ! screen | grep -q 'KV cache' &&
+    pass "kv_label_names_one_thing: KV memory and context apart" || fail "kv_label_names_one_thing: a label says KV cache"
+# empty_bar_draws_track: at 0 tokens the context bar still shows its track.
+screen | grep -A1 'context 0 /' | tail -1 | grep -q '░░░░' && pass "empty_bar_draws_track: the empty context bar has a track" ||
+    fail "empty_bar_draws_track: no track under the empty context meter"
+# mem_headline_agrees_with_legend: used = total - free of the legend.
+python3 - "$(screen)" <<'PY' && pass "mem_headline_agrees_with_legend" || fail "mem_headline_agrees_with_legend: the RAM headline and its legend disagree"
+import re, sys
+s = sys.argv[1]
+u = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40}
+def b(v, unit): return float(v) * u[unit]
+m = re.search(r"RAM ([0-9.]+) (\w+) / ([0-9.]+) (\w+)", s)
+f = re.search(r"free ([0-9.]+) (\w+)", s)
+used, total, free = b(m[1], m[2]), b(m[3], m[4]), b(f[1], f[2])
+sys.exit(0 if abs(total - free - used) <= 0.02 * total else 1)
+PY
 
 # 1. A message: the reply streams, the meters move.
 tmux send-keys -t $S 'Write one sentence about the sea.' Enter
 wait_for 'Assistant' 10 && pass "reply started" || fail "no assistant header"
-wait_for 'KV cache [1-9][0-9]* /' 60 && pass "KV meter moved" || fail "KV meter did not move"
+wait_for 'context [1-9][0-9]* /' 60 && pass "context meter moved" || fail "context meter did not move"
 wait_for 'decode +[0-9.]+ tok/s' 60 && pass "decode rate shown live" || fail "no decode rate"
 wait_for '^> *$' 120 && pass "reply finished" || fail "reply did not finish"
 screen | grep -Eq 'TTFT +[0-9]' && pass "TTFT shown" || fail "no TTFT"
-screen | grep -q 'GPU util n/a' && pass "GPU readings n/a on the CPU" || fail "GPU readings not n/a"
+# gpu_rows_hidden_on_cpu: rows that could only read n/a are not drawn.
+! screen | grep -Eq 'GPU util|power  |energy  ' && pass "gpu_rows_hidden_on_cpu: no GPU rows on the CPU" ||
+    fail "gpu_rows_hidden_on_cpu: GPU rows drawn on the CPU backend"
 # The host's bandwidth is measured once the engine has been idle a second.
 wait_for 'roofline +[0-9]+% of [0-9]+ GB/s' 20 && pass "roofline against the measured bandwidth" ||
     fail "roofline not shown on the CPU"
@@ -97,7 +116,11 @@ wait_for 'RAM' 5 && pass "redrawn when enlarged" || fail "not redrawn after enla
 
 # 4. Commands.
 tmux send-keys -t $S '/help' Enter
-wait_for '/resume ID' 5 && pass "/help" || fail "/help did not list commands"
+wait_for '/resume ID' 5 && screen | grep -q 'Help ·' && pass "/help opens the help overlay" ||
+    fail "/help did not list commands"
+tmux send-keys -t $S Escape
+sleep 0.5
+! screen | grep -q 'Help ·' && pass "Esc closes the help" || fail "Esc did not close the help"
 tmux send-keys -t $S '/set temp 0' Enter
 wait_for 'temperature = 0' 5 && pass "/set temp" || fail "/set temp not acknowledged"
 tmux send-keys -t $S '/set temp hot' Enter
@@ -111,7 +134,7 @@ wait_for 'exported session' 5 && [ -s "$T/out.md" ] && pass "/export md" || fail
 tmux send-keys -t $S '/frobnicate' Enter
 wait_for 'unknown command /frobnicate' 5 && pass "unknown command reported" || fail "unknown command"
 tmux send-keys -t $S '/the' Tab
-wait_for '/theme ' 5 && pass "Tab completes /theme" || fail "Tab completion"
+wait_for '^> /theme *$' 5 && pass "Tab completes /theme" || fail "Tab completion"
 tmux send-keys -t $S 'light' Enter
 wait_for 'theme light' 5 && pass "/theme light" || fail "/theme light"
 tmux send-keys -t $S C-c
@@ -330,7 +353,7 @@ tmux kill-session -t $S
 
 # 12. Small things: /editor starts from the input without "/editor" in the
 # file, /set alone shows the values, /export expands ~, and a key brings the
-# status line's hints back after a notice such as /help's.
+# status line's hints back after a notice such as /stats'.
 DB=$T/small.db
 ROWS=30
 printf '#!/bin/sh\ncp "$1" "%s/editor-saw"\nprintf "from the editor" > "$1"\n' "$T" >"$T/ed.sh"
@@ -351,8 +374,8 @@ wait_for 'temp [0-9.]+ top_k [0-9]+ .*max_tokens 4' 5 && pass "set_alone_shows_v
 tmux send-keys -t $S '/export md ~/tilde.md' Enter
 wait_for 'exported session' 5 && [ -s "$T/tilde.md" ] && pass "export_expands_tilde" ||
     fail "export_expands_tilde: ~/tilde.md not written"
-tmux send-keys -t $S '/help' Enter
-wait_for '/resume ID' 5 || fail "/help (small-things run)"
+tmux send-keys -t $S '/stats' Enter
+wait_for 'Last turn' 5 || fail "/stats (small-things run)"
 tmux send-keys -t $S -l 'x'
 sleep 0.5
 screen | grep -q 'Enter send' && pass "status_hints_back_after_key: hints back after a key" ||
@@ -505,6 +528,91 @@ wait_for 'session 4: delta new one' 60 && pass "session_ids_never_reused (3 dele
 wait_for '^> *$' 60 || fail "prompt not back (sessions run)"
 tmux send-keys -t $S C-d
 wait_for 'EXIT=0' 10 || fail "Ctrl-D did not leave (sessions run)"
+tmux kill-session -t $S 2>/dev/null
+# 16. The help and /show overlays, timestamps (on from the config file),
+# the input's token count, a message queued while a reply streams, and the
+# warning for a context longer than the model was trained for (8192).
+DB=$T/extras.db
+mkdir -p "$T/config14/kvchat"
+printf 'timestamps = on\n' >"$T/config14/kvchat/config"
+tmux new-session -d -s $S -x 100 -y 30 \
+    "env XDG_CONFIG_HOME='$T/config14' XDG_STATE_HOME='$T/state' XDG_CACHE_HOME='$T/cache' \
+     '$BIN' $MODEL_ARG --backend cpu --db '$DB' --seed 7 -c 9000 -n 300; echo EXIT=\$?; sleep 600"
+wait_for '^>' 120 || fail "no prompt (extras run)"
+screen | grep -q 'past the trained 8192 tok' && pass "ctx_past_trained_warning: shown in the meters" ||
+    fail "ctx_past_trained_warning: no warning on screen for -c 9000"
+tmux send-keys -t $S F1
+wait_for 'Help ·' 5 && screen | grep -q 'Commands' && pass "F1 opens the help" || fail "F1 did not open the help"
+screen | grep -q 'more below' && pass "help: more below than fits" || fail "help: no 'more below' at 30 rows"
+tmux send-keys -t $S NPage NPage
+wait_for '//text' 5 && pass "help scrolls to the keys' end" || fail "help did not scroll with PgDn"
+tmux send-keys -t $S q
+sleep 0.5
+! screen | grep -q 'Help ·' && pass "q closes the help" || fail "q did not close the help"
+tmux send-keys -t $S -l '?'
+wait_for 'Help ·' 5 && pass "? on an empty line opens the help" || fail "? did not open the help"
+tmux send-keys -t $S F1
+sleep 0.5
+! screen | grep -q 'Help ·' && pass "F1 closes the help" || fail "F1 did not close the help"
+tmux send-keys -t $S -l 'why?'
+wait_for '^> why\?' 5 && pass "? inside a line is typed" || fail "? inside a line not typed"
+# input_token_count: the live count and what it leaves of the context.
+wait_for '[0-9]+ tok · [0-9]+ left' 5 && pass "input_token_count: shown while typing" ||
+    fail "input_token_count: no token count for the input"
+tmux send-keys -t $S C-c
+sleep 0.3
+! screen | grep -Eq 'tok · [0-9]+ left' && pass "input_token_count: gone with the input" ||
+    fail "input_token_count: stayed after the input was cleared"
+tmux send-keys -t $S '/show' Enter
+wait_for 'Settings in use' 5 && screen | grep -q 'seed  *7' && screen | grep -q 'KV type  *f16' &&
+    screen | grep -q 'size  *9000 tokens' && pass "/show lists the settings in use" || fail "/show: settings missing"
+tmux send-keys -t $S Escape
+sleep 0.5
+# queued_while_streaming: a long reply, a message sent meanwhile waits.
+for set in 'temp 1.5' 'top_k 0' 'top_p 1' 'min_p 0'; do
+    tmux send-keys -t $S "/set $set" Enter
+done
+tmux send-keys -t $S 'Tell me a very long story about a lighthouse keeper.' Enter
+wait_for 'Assistant' 10 || fail "extras: no reply"
+screen | grep -Eq 'You · [0-9]{2}:[0-9]{2}' && pass "timestamps_from_config: the header has the time" ||
+    fail "timestamps_from_config: no time on the header"
+tmux send-keys -t $S 'First queued.' Enter
+wait_for 'queued: First queued' 5 && pass "queued_while_streaming: shown above the input" ||
+    fail "queued_while_streaming: not queued"
+tmux send-keys -t $S Escape
+wait_for '^(>|…) First queued\.' 5 && ! screen | grep -q 'queued: First' && pass "queued: Esc takes it back to edit" ||
+    fail "queued: Esc did not unqueue"
+tmux send-keys -t $S Enter
+wait_for 'queued: First queued' 5 || fail "queued: Enter did not queue it again"
+tmux send-keys -t $S 'Second queued.' Enter
+wait_for 'queued: First queued.*…' 5 && pass "queued: a second Enter appends" || fail "queued: second message not appended"
+tmux send-keys -t $S C-c
+for ((i = 0; i < 100; i++)); do screen | grep -q 'queued:' || break; sleep 0.1; done
+tmux send-keys -t $S C-c
+wait_saved "user assistant user assistant " 120 && export_json | grep -q 'First queued.\\nSecond queued.' &&
+    pass "queued_while_streaming: sent as one message when the reply ended" ||
+    fail "queued_while_streaming: the history holds $(roles)"
+wait_for '^> *$' 120 || fail "extras: prompt not back"
+tmux send-keys -t $S F4
+wait_for 'timestamps off' 5 && ! screen | grep -Eq 'You · [0-9]{2}:' && pass "F4 turns timestamps off" ||
+    fail "F4 did not turn timestamps off"
+tmux send-keys -t $S '/timestamps on' Enter
+wait_for 'You · [0-9]{2}:[0-9]{2}' 5 && pass "/timestamps on" || fail "/timestamps on: no times"
+tmux send-keys -t $S C-d
+wait_for 'EXIT=0' 10 || fail "Ctrl-D did not leave (extras run)"
+tmux kill-session -t $S
+
+# 17. no_color_legend_glyphs_differ and eight_colour_border_visible: without
+# colour the legend's swatches are the bar's own distinct glyphs; under
+# TERM=xterm (8 colours) the screen still comes up.
+tmux new-session -d -s $S -x 100 -y 30 \
+    "env NO_COLOR=1 XDG_CONFIG_HOME='$T/config' XDG_STATE_HOME='$T/state' XDG_CACHE_HOME='$T/cache' \
+     '$BIN' $MODEL_ARG --backend cpu --no-history; echo EXIT=\$?; sleep 600"
+wait_for '^>' 120 || fail "no prompt (NO_COLOR run)"
+screen | grep -q '█ weights' && screen | grep -q '▓ KV memory' && screen | grep -q '▒ scratch' &&
+    screen | grep -q '░ free' && pass "no_color_legend_glyphs_differ" || fail "no_color_legend_glyphs_differ: legend glyphs alike"
+tmux send-keys -t $S C-d
+wait_for 'EXIT=0' 10 || fail "Ctrl-D did not leave (NO_COLOR run)"
 tmux kill-session -t $S
 
 [ $FAILS -eq 0 ] && echo "e2e_tui: all passed" || echo "e2e_tui: $FAILS failed"

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "commands.h"
 #include "compose.h"
@@ -25,6 +26,7 @@
 #include "meters.h"
 #include "msgs.h"
 #include "sidebar.h"
+#include "overlay.h"
 #include "theme.h"
 #include "testutil.h"
 
@@ -1451,7 +1453,7 @@ static void test_compose_elements(void **state)
         {HIST_END_INTERRUPTED, "[interrupted: kvchat stopped mid-reply]"},
     };
     for (size_t k = 0; k < sizeof ends / sizeof *ends; k++) {
-        struct msg m = {MSG_ASSISTANT, "x", ends[k].end, 1, MSG_CUT_UNKNOWN, false};
+        struct msg m = {MSG_ASSISTANT, "x", ends[k].end, 1, MSG_CUT_UNKNOWN, false, 0};
         compose_conversation(&c, &m, 1, NULL, 0, 80, true);
         assert_int_equal(c.n_dl, 4);
         check_dl(&c, 2, ends[k].mark, TH_MARKER, 2);
@@ -1466,7 +1468,7 @@ static void test_compose_wrap(void **state)
     (void)state;
     struct compose c = {0};
     const char *text = "the quick brown fox jumps over the lazy dog and keeps on running far away";
-    struct msg m = {MSG_USER, (char *)text, HIST_END_NONE, 1, MSG_CUT_UNKNOWN, false};
+    struct msg m = {MSG_USER, (char *)text, HIST_END_NONE, 1, MSG_CUT_UNKNOWN, false, 0};
     /* A pane 20 wide leaves 17 columns for text after the indent. */
     compose_conversation(&c, &m, 1, NULL, 0, 20, true);
     assert_true(c.n_dl > 4);
@@ -1482,7 +1484,7 @@ static void test_compose_wrap(void **state)
     assert_string_equal(joined, text); /* broken at the spaces, nothing lost */
 
     /* A notice gets the indent's two columns too: 19. */
-    struct msg n = {MSG_NOTICE, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", HIST_END_NONE, 0, MSG_CUT_UNKNOWN, false};
+    struct msg n = {MSG_NOTICE, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", HIST_END_NONE, 0, MSG_CUT_UNKNOWN, false, 0};
     compose_conversation(&c, &n, 1, NULL, 0, 20, true);
     assert_string_equal(dl_text(&c, 0), "aaaaaaaaaaaaaaaaaaa");
     assert_int_equal(c.dl[0].indent, 0);
@@ -1513,9 +1515,9 @@ static void test_wrap_exact_width_keeps_last_char(void **state)
      * and a line of exactly that width is one line. */
     struct compose c = {0};
     struct msg m[3] = {
-        {MSG_ASSISTANT, "aaaaaaaa bbbbbbbb\nccccccc ddddddd eeeeeeeee", HIST_END_NONE, 1, MSG_CUT_UNKNOWN, false},
-        {MSG_NOTICE, "aaaaaaaaa bbbbbbbbb", HIST_END_NONE, 0, MSG_CUT_UNKNOWN, false},
-        {MSG_ASSISTANT, "```\naaaaaaa bbbbbbb\n```", HIST_END_NONE, 2, MSG_CUT_UNKNOWN, false},
+        {MSG_ASSISTANT, "aaaaaaaa bbbbbbbb\nccccccc ddddddd eeeeeeeee", HIST_END_NONE, 1, MSG_CUT_UNKNOWN, false, 0},
+        {MSG_NOTICE, "aaaaaaaaa bbbbbbbbb", HIST_END_NONE, 0, MSG_CUT_UNKNOWN, false, 0},
+        {MSG_ASSISTANT, "```\naaaaaaa bbbbbbb\n```", HIST_END_NONE, 2, MSG_CUT_UNKNOWN, false, 0},
     };
     compose_conversation(&c, m, 3, NULL, 0, 20, true);
     for (size_t i = 0; i < c.n_dl; i++) {
@@ -1573,7 +1575,7 @@ static void test_compose_thinking_apart(void **state)
     (void)state;
     struct compose c = {0};
     struct msg m = {MSG_ASSISTANT, (char *)"<think>\nweigh it\n</think>\n\n**Paris**",
-                    HIST_END_NONE, 1, MSG_CUT_UNKNOWN, false};
+                    HIST_END_NONE, 1, MSG_CUT_UNKNOWN, false, 0};
     compose_conversation(&c, &m, 1, NULL, 0, 80, true);
     check_dl(&c, 0, "Assistant", TH_ASSISTANT, 0);
     check_dl(&c, 1, "thinking \xE2\x80\xA6", TH_THINKING, 2);
@@ -1581,14 +1583,14 @@ static void test_compose_thinking_apart(void **state)
     assert_string_equal(dl_text(&c, 3), "Paris"); /* the answer, as Markdown */
     assert_true(c.dl[3].styled);
     /* streaming, no closing tag yet: nothing is answer */
-    struct msg s = {MSG_ASSISTANT, NULL, HIST_END_NONE, 0, MSG_CUT_UNKNOWN, false};
+    struct msg s = {MSG_ASSISTANT, NULL, HIST_END_NONE, 0, MSG_CUT_UNKNOWN, false, 0};
     const char *stream = "<think>still going";
     compose_conversation(&c, &s, 1, stream, strlen(stream), 80, true);
     check_dl(&c, 1, "thinking \xE2\x80\xA6", TH_THINKING, 2);
     check_dl(&c, 2, "still going", TH_THINKING, 2);
     /* "<think>" later in a reply is text, not thinking */
     struct msg t = {MSG_ASSISTANT, (char *)"use <think> tags", HIST_END_NONE, 1, MSG_CUT_UNKNOWN,
-                    false};
+                    false, 0};
     compose_conversation(&c, &t, 1, NULL, 0, 80, false);
     assert_string_equal(dl_text(&c, 1), "use <think> tags");
     compose_free(&c);
@@ -1599,7 +1601,7 @@ static void test_compose_markdown(void **state)
     (void)state;
     struct compose c = {0};
     const char *reply = "**Bold** and `code`\n```\nint x;\n```";
-    struct msg m = {MSG_ASSISTANT, (char *)reply, HIST_END_NONE, 1, MSG_CUT_UNKNOWN, false};
+    struct msg m = {MSG_ASSISTANT, (char *)reply, HIST_END_NONE, 1, MSG_CUT_UNKNOWN, false, 0};
 
     compose_conversation(&c, &m, 1, NULL, 0, 80, true);
     assert_string_equal(dl_text(&c, 1), "Bold and code"); /* markers gone */
@@ -1967,6 +1969,287 @@ static void test_title_model_name_not_mangled(void **state)
     assert_string_equal(b, "gemma-3-270m-q4_k_m");
     sidebar_model_name(NULL, "/x/model", b, sizeof b);
     assert_string_equal(b, "model");
+/* ---- the chat screen's overlays, meters defects, timestamps, token count ---- */
+
+static void test_help_lists_every_command_and_key(void **state)
+{
+    (void)state;
+    const char *h = cmd_help_text();
+    for (int i = 0; i < CMD_COUNT; i++) {
+        char want[40];
+        snprintf(want, sizeof want, "  /%s ", cmd_name((enum cmd_id)i));
+        if (!strstr(h, want))
+            fail_msg("help lacks %s", want);
+    }
+    static const char *keys[] = {"F1", "F2", "F3", "Ctrl-G", "Ctrl-D", "Ctrl-C", "Esc", "Tab", "PgUp", "Alt-Enter"};
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+        assert_non_null(strstr(h, keys[i]));
+    /* the new commands parse */
+    struct command c;
+    size_t off;
+    char err[256];
+    assert_int_equal(cmd_parse("/show", &c, &off, err, sizeof err), CMD_OK);
+    assert_int_equal(c.id, CMD_SHOW);
+    assert_int_equal(cmd_parse("/timestamps", &c, &off, err, sizeof err), CMD_OK);
+    assert_string_equal(c.arg, "");
+    assert_int_equal(cmd_parse("/timestamps off", &c, &off, err, sizeof err), CMD_OK);
+    assert_string_equal(c.arg, "off");
+    assert_int_equal(cmd_parse("/timestamps maybe", &c, &off, err, sizeof err), CMD_ERROR);
+    assert_non_null(strstr(err, "on, off"));
+}
+
+static void test_overlay_scrolls_and_closes(void **state)
+{
+    (void)state;
+    struct overlay o = {0};
+    assert_false(overlay_key(&o, OVK_DOWN, 5)); /* closed: nothing to do */
+    assert_int_equal(overlay_open(&o, "Help", "a\nbb\nccc\nd\ne\nf\ng\n"), 0);
+    assert_true(o.open);
+    assert_int_equal(o.n_lines, 7); /* the trailing newline makes no empty line */
+    size_t len;
+    const char *l = overlay_line(&o, 2, &len);
+    assert_int_equal(len, 3);
+    assert_memory_equal(l, "ccc", 3);
+    overlay_line(&o, 99, &len);
+    assert_int_equal(len, 0);
+    assert_true(overlay_key(&o, OVK_UP, 3));
+    assert_int_equal(o.top, 0);
+    overlay_key(&o, OVK_PAGE_DOWN, 3);
+    assert_int_equal(o.top, 2); /* a page keeps one line in sight */
+    overlay_key(&o, OVK_END, 3);
+    assert_int_equal(o.top, 4); /* the last line at the bottom, not beyond */
+    overlay_key(&o, OVK_DOWN, 3);
+    assert_int_equal(o.top, 4);
+    overlay_key(&o, OVK_OTHER, 10); /* taller: everything fits, top back to 0 */
+    assert_int_equal(o.top, 0);
+    overlay_key(&o, OVK_PAGE_DOWN, 3);
+    overlay_key(&o, OVK_HOME, 3);
+    assert_int_equal(o.top, 0);
+    assert_false(overlay_key(&o, OVK_CLOSE, 3));
+    assert_false(o.open);
+    assert_null(o.text);
+    overlay_close(&o); /* twice is fine */
+}
+
+static void test_mem_headline_agrees_with_legend(void **state)
+{
+    (void)state;
+    /* mmap'd weights the kernel counts as cache: the engine's buffers exceed
+     * what the host reports in use. Before, the headline said 2000 of 10000
+     * used while the legend listed 9500 of weights and KV and 8000 free. */
+    struct engine_memory m = {.weights = 9000, .kv_cache = 500, .scratch = 0, .device_total = 10000,
+                              .device_free = 8000};
+    struct mem_split sp;
+    meters_mem_split(&m, 10, &sp);
+    assert_int_equal(sp.bytes[MEM_FREE], 500);
+    uint64_t sum = 0;
+    for (int i = 0; i < MEM_SEG_COUNT; i++)
+        sum += sp.bytes[i];
+    assert_int_equal(sum, 10000);
+    struct engine_stats st = {0};
+    struct gpu_sample gs = {0};
+    struct meter_inputs in = {.st = &st, .mem = &m, .gs = &gs, .n_ctx = 2048, .jpt = NAN};
+    struct meter_values v;
+    meters_values(&in, &v);
+    char used[32], total[32];
+    fmt_bytes(9500, used, sizeof used);
+    fmt_bytes(10000, total, sizeof total);
+    char want[80];
+    snprintf(want, sizeof want, "%s / %s", used, total);
+    assert_string_equal(v.mem, want);
+    /* the usual case is unchanged: used = total - free */
+    m = (struct engine_memory){.weights = 4000, .kv_cache = 1000, .scratch = 10, .device_total = 10000,
+                               .device_free = 3000};
+    meters_values(&in, &v);
+    fmt_bytes(7000, used, sizeof used);
+    snprintf(want, sizeof want, "%s / %s", used, total);
+    assert_string_equal(v.mem, want);
+}
+
+static void test_empty_bar_draws_track(void **state)
+{
+    (void)state;
+    char b[64];
+    meter_track_bar(0, 4, b, sizeof b);
+    assert_string_equal(b, "\xE2\x96\x91\xE2\x96\x91\xE2\x96\x91\xE2\x96\x91");
+    meter_track_bar(0.5, 4, b, sizeof b);
+    assert_string_equal(b, "\xE2\x96\x88\xE2\x96\x88\xE2\x96\x91\xE2\x96\x91");
+    meter_track_bar(NAN, 2, b, sizeof b);
+    assert_string_equal(b, "\xE2\x96\x91\xE2\x96\x91");
+}
+
+static void test_kv_label_names_one_thing(void **state)
+{
+    (void)state;
+    /* the legend's KV segment is bytes; the context row counts tokens */
+    assert_string_equal(meters_seg_name(MEM_KV), "KV memory");
+    for (int i = 0; i < MEM_SEG_COUNT; i++)
+        assert_null(strstr(meters_seg_name((enum mem_seg)i), "cache"));
+}
+
+static void test_gpu_rows_hidden_on_cpu(void **state)
+{
+    (void)state;
+    struct engine_stats st = {0};
+    struct engine_memory mem = {.device_total = ENGINE_UNKNOWN, .device_free = ENGINE_UNKNOWN};
+    struct gpu_sample gs = {0};
+    struct meter_inputs in = {.st = &st, .mem = &mem, .gs = &gs, .jpt = NAN};
+    struct meter_values v;
+    meters_values(&in, &v);
+    assert_false(v.gpu_known); /* all four would read n/a: not drawn */
+    gs.temp_valid = true;
+    gs.temp_c = 40;
+    meters_values(&in, &v);
+    assert_true(v.gpu_known);
+    gs = (struct gpu_sample){0};
+    in.jpt = 0.5;
+    meters_values(&in, &v);
+    assert_true(v.gpu_known);
+}
+
+static void test_no_color_legend_glyphs_differ(void **state)
+{
+    (void)state;
+    for (int i = 0; i < MEM_SEG_COUNT; i++)
+        for (int j = i + 1; j < MEM_SEG_COUNT; j++) {
+            if (!strcmp(meters_legend_glyph((enum mem_seg)i, true), meters_legend_glyph((enum mem_seg)j, true)))
+                fail_msg("mono legend: %s and %s share a glyph", meters_seg_name((enum mem_seg)i),
+                         meters_seg_name((enum mem_seg)j));
+            if (!strcmp(meters_seg_glyph((enum mem_seg)i, true), meters_seg_glyph((enum mem_seg)j, true)))
+                fail_msg("mono bar: %s and %s share a glyph", meters_seg_name((enum mem_seg)i),
+                         meters_seg_name((enum mem_seg)j));
+        }
+    /* the legend shows the very glyph of the bar */
+    for (int i = 0; i < MEM_SEG_COUNT; i++)
+        assert_string_equal(meters_legend_glyph((enum mem_seg)i, true), meters_seg_glyph((enum mem_seg)i, true));
+}
+
+static void test_eight_colour_never_black_on_black(void **state)
+{
+    (void)state;
+    struct theme t;
+    char err[256];
+    const char *const *names = theme_builtin_names();
+    for (size_t k = 0; names[k]; k++) {
+        assert_int_equal(theme_load(names[k], "/nonexistent", &t, err, sizeof err), 0);
+        for (int i = 0; i < TH_COUNT; i++) {
+            int f, b;
+            theme_pair_to8(t.s[i].fg, t.s[i].bg, &f, &b);
+            if (f >= 0 && f == (b < 0 ? 0 : b))
+                fail_msg("%s: %s is colour %d on %d in 8 colours", names[k], theme_elem_name((enum theme_elem)i), f, b);
+        }
+    }
+    int f, b;
+    theme_pair_to8(240, THEME_DEFAULT_COLOR, &f, &b); /* the dark border: was black on black */
+    assert_int_equal(f, 7);
+    assert_int_equal(b, THEME_DEFAULT_COLOR);
+    theme_pair_to8(250, 255, &f, &b); /* light grey on white: black on white */
+    assert_int_equal(f, 0);
+    assert_int_equal(b, 7);
+    theme_pair_to8(75, THEME_DEFAULT_COLOR, &f, &b); /* a colour that differs stays */
+    assert_int_equal(f, theme_color_to8(75));
+}
+
+static void test_light_theme_paints_background(void **state)
+{
+    (void)state;
+    struct theme t;
+    char err[256];
+    assert_int_equal(theme_load("light", "/nonexistent", &t, err, sizeof err), 0);
+    for (int i = 0; i < TH_COUNT; i++)
+        if (t.s[i].bg == THEME_DEFAULT_COLOR && !(t.s[i].attrs & THA_REVERSE))
+            fail_msg("light: %s leaves the background to the terminal", theme_elem_name((enum theme_elem)i));
+}
+
+static void test_ctx_past_trained_warning(void **state)
+{
+    (void)state;
+    struct engine_stats st = {.kv_capacity = 9000};
+    struct engine_memory mem = {.device_total = ENGINE_UNKNOWN, .device_free = ENGINE_UNKNOWN};
+    struct gpu_sample gs = {0};
+    struct meter_inputs in = {.st = &st, .mem = &mem, .gs = &gs, .n_ctx = 9000, .n_ctx_train = 8192, .jpt = NAN};
+    struct meter_values v;
+    meters_values(&in, &v);
+    assert_string_equal(v.ctx_warn, "past the trained 8192 tok");
+    in.n_ctx_train = 0; /* the file does not say: nothing to warn about */
+    meters_values(&in, &v);
+    assert_string_equal(v.ctx_warn, "");
+    in.n_ctx_train = 9000;
+    meters_values(&in, &v);
+    assert_string_equal(v.ctx_warn, "");
+}
+
+static void test_input_count_rate_limited(void **state)
+{
+    (void)state;
+    struct input_count c = {0};
+    assert_true(input_count_due(&c, "hi", 2, 10.0)); /* first text: at once */
+    input_count_set(&c, 1, 10.0);
+    assert_false(input_count_due(&c, "hi", 2, 10.5)); /* unchanged: never again */
+    assert_true(input_count_next(&c) < 0);
+    assert_true(input_count_due(&c, "hi!", 3, 10.55)); /* changed, 0.55 s after the last count: due */
+    input_count_set(&c, 2, 10.55);
+    assert_false(input_count_due(&c, "hi!?", 4, 10.6)); /* 50 ms later: held back */
+    assert_true(c.pending);
+    assert_true(fabs(input_count_next(&c) - (10.55 + INPUT_COUNT_MIN_S)) < 1e-9);
+    assert_true(input_count_due(&c, "hi!?", 4, 10.66)); /* the held-back count comes */
+    input_count_set(&c, 3, 10.66);
+    /* at most 10 counts a second whatever the typing rate */
+    int counts = 0;
+    char t[64];
+    for (int k = 0; k < 100; k++) {
+        snprintf(t, sizeof t, "text %d", k);
+        double now = 20.0 + k * 0.01;
+        if (input_count_due(&c, t, strlen(t), now)) {
+            input_count_set(&c, k, now);
+            counts++;
+        }
+    }
+    assert_true(counts <= 10 && counts >= 9);
+    char b[64];
+    fmt_input_count(42, 4096, 954, b, sizeof b);
+    assert_string_equal(b, "42 tok \xC2\xB7 3100 left");
+    fmt_input_count(42, 0, 0, b, sizeof b);
+    assert_string_equal(b, "42 tok");
+    fmt_input_count(-1, 4096, 0, b, sizeof b);
+    assert_string_equal(b, "tok n/a");
+    fmt_input_count(100, 50, 10, b, sizeof b);
+    assert_string_equal(b, "100 tok \xC2\xB7 60 over");
+}
+
+static void test_timestamps_on_headers(void **state)
+{
+    (void)state;
+    setenv("TZ", "UTC", 1);
+    tzset();
+    struct compose c = {0};
+    /* 2024-05-01 14:03:00 UTC: before today, so with its date */
+    struct msg m = {MSG_USER, "hello", HIST_END_NONE, 1, MSG_CUT_UNKNOWN, false, 1714572180000};
+    compose_conversation(&c, &m, 1, NULL, 0, 80, true);
+    assert_int_equal(c.dl[0].len, 3);
+    assert_memory_equal(c.arena + c.dl[0].off, "You", 3); /* off by default */
+    c.timestamps = true;
+    compose_conversation(&c, &m, 1, NULL, 0, 80, true);
+    const char *want = "You \xC2\xB7 2024-05-01 14:03";
+    assert_int_equal(c.dl[0].len, strlen(want));
+    assert_memory_equal(c.arena + c.dl[0].off, want, strlen(want));
+    m.created_ms = (int64_t)time(NULL) * 1000; /* today: the time alone */
+    compose_conversation(&c, &m, 1, NULL, 0, 80, true);
+    assert_int_equal(c.dl[0].len, strlen("You \xC2\xB7 HH:MM"));
+    m.created_ms = 0; /* unknown: no time */
+    compose_conversation(&c, &m, 1, NULL, 0, 80, true);
+    assert_int_equal(c.dl[0].len, 3);
+    compose_free(&c);
+    /* the config key */
+    struct kv_options o;
+    memset(&o, 0, sizeof o);
+    char err[256];
+    assert_int_equal(config_set(&o, "timestamps", "on", err, sizeof err), 0);
+    assert_true(o.timestamps);
+    assert_int_equal(config_set(&o, "timestamps", "off", err, sizeof err), 0);
+    assert_false(o.timestamps);
+    assert_int_equal(config_set(&o, "timestamps", "sometimes", err, sizeof err), -1);
+    assert_non_null(strstr(err, "timestamps"));
 }
 
 int main(void)
@@ -2020,6 +2303,18 @@ int main(void)
         cmocka_unit_test(test_sidebar_rows_by_width),
         cmocka_unit_test(test_sidebar_moves),
         cmocka_unit_test(test_title_model_name_not_mangled),
+        cmocka_unit_test(test_help_lists_every_command_and_key),
+        cmocka_unit_test(test_overlay_scrolls_and_closes),
+        cmocka_unit_test(test_mem_headline_agrees_with_legend),
+        cmocka_unit_test(test_empty_bar_draws_track),
+        cmocka_unit_test(test_kv_label_names_one_thing),
+        cmocka_unit_test(test_gpu_rows_hidden_on_cpu),
+        cmocka_unit_test(test_no_color_legend_glyphs_differ),
+        cmocka_unit_test(test_eight_colour_never_black_on_black),
+        cmocka_unit_test(test_light_theme_paints_background),
+        cmocka_unit_test(test_ctx_past_trained_warning),
+        cmocka_unit_test(test_input_count_rate_limited),
+        cmocka_unit_test(test_timestamps_on_headers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

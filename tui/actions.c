@@ -134,6 +134,7 @@ static void show_session(struct ui *u, int64_t sid)
         if (m) {
             m->end = ms[i].end == HIST_END_STOP ? HIST_END_NONE : ms[i].end;
             m->hist_id = ms[i].id;
+            m->created_ms = ms[i].created_ms;
         }
     }
     hist_messages_free(ms, n);
@@ -369,6 +370,79 @@ static void show_stats(struct ui *u)
            mem[0], mem[1], mem[2], mem[3], mem[4], u->o.sampling.temperature, u->o.sampling.top_k,
            u->o.sampling.top_p, u->o.sampling.min_p, u->o.sampling.repeat_penalty,
            (unsigned long long)u->o.sampling.seed, u->o.max_tokens);
+}
+
+/* /show: what the conversation runs with, in an overlay: the model and
+ * where it runs, the context and its use, the KV type, the sampling, the
+ * system prompt, the template and the session. */
+static void show_params(struct ui *u)
+{
+    ui_sample_meters(u);
+    const struct engine_info *in = u->info;
+    const struct engine_sampling *sp = &u->o.sampling;
+    struct meter_values v;
+    ui_meter_values(u, &v);
+    char title[600] = "(new conversation, not saved yet)";
+    if (u->conv.sid >= 0 && u->h) {
+        struct hist_session hs;
+        if (hist_session_get(u->h, u->conv.sid, &hs) == HIST_OK) {
+            snprintf(title, sizeof title, "%lld \"%.500s\"", (long long)u->conv.sid, hs.title);
+            hist_session_clear(&hs);
+        } else {
+            snprintf(title, sizeof title, "%lld", (long long)u->conv.sid);
+        }
+    } else if (!u->h) {
+        snprintf(title, sizeof title, "(not saving: history is off)");
+    }
+    char trained[32] = "unknown";
+    if (in->n_ctx_train > 0)
+        snprintf(trained, sizeof trained, "%d", in->n_ctx_train);
+    const char *sys = u->o.system_set && u->o.system[0] ? u->o.system : "(the template's default)";
+    size_t cap = strlen(sys) + 8192;
+    char *buf = malloc(cap);
+    if (!buf) {
+        ui_status(u, TH_ERROR, "out of memory: cannot show the settings");
+        return;
+    }
+    int o = snprintf(buf, cap,
+                     "Model\n"
+                     "  file           %s\n"
+                     "  name           %s (%s)\n"
+                     "  backend        %s on %s, %d threads\n"
+                     "Context\n"
+                     "  size           %d tokens (trained for %s)%s%s\n"
+                     "  in use         %s, %s left\n"
+                     "  KV type        %s\n"
+                     "Sampling\n"
+                     "  temp           %.2f\n"
+                     "  top_k          %d\n"
+                     "  top_p          %.2f\n"
+                     "  min_p          %.2f\n"
+                     "  repeat_penalty %.2f over the last %d tokens\n"
+                     "  seed           %llu\n"
+                     "  max_tokens     %d%s\n"
+                     "Conversation\n"
+                     "  template       %s%s\n"
+                     "  session        %s\n"
+                     "  system prompt  ",
+                     in->model_path, in->model_name, in->arch, in->backend, in->device, in->n_threads, in->n_ctx,
+                     trained, v.ctx_warn[0] ? ": " : "", v.ctx_warn, v.kv, v.left,
+                     in->kv_type[0] ? in->kv_type : "(the server's)", sp->temperature, sp->top_k, sp->top_p,
+                     sp->min_p, sp->repeat_penalty, sp->repeat_last_n, (unsigned long long)sp->seed,
+                     u->o.max_tokens, u->o.max_tokens ? "" : " (until the context is full)", in->template_name,
+                     in->template_guessed ? " (guessed: the file names none)" : "", title);
+    /* the system prompt last, its lines indented under its label */
+    size_t k = o > 0 ? (size_t)o : 0;
+    for (const char *p = sys; *p && k + 20 < cap; p++) {
+        buf[k++] = *p;
+        if (*p == '\n')
+            for (int i = 0; i < 17; i++)
+                buf[k++] = ' ';
+    }
+    buf[k] = 0;
+    if (overlay_open(&u->ov, "Settings in use (/show)", buf) != 0)
+        ui_status(u, TH_ERROR, "out of memory: cannot show the settings");
+    free(buf);
 }
 
 /* Removes the last exchange for /retry and /edit from the engine, the
@@ -618,7 +692,14 @@ void ui_run_command(struct ui *u, const struct command *c)
     char err[512];
     switch (c->id) {
     case CMD_HELP:
-        ui_notice(u, MSG_NOTICE, "%s", cmd_help_text());
+        ui_open_help(u);
+        break;
+    case CMD_SHOW:
+        show_params(u);
+        break;
+    case CMD_TIMESTAMPS:
+        u->timestamps = c->arg[0] ? strcmp(c->arg, "on") == 0 : !u->timestamps;
+        ui_status(u, TH_NOTICE, "timestamps %s", u->timestamps ? "on" : "off");
         break;
     case CMD_NEW:
         new_conversation(u);

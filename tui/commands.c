@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum arg_kind { ARG_NONE, ARG_ID, ARG_TEXT, ARG_OPT_TEXT, ARG_EXPORT, ARG_SET, ARG_NAME, ARG_OPT_NUM };
+enum arg_kind { ARG_NONE, ARG_ID, ARG_TEXT, ARG_OPT_TEXT, ARG_EXPORT, ARG_SET, ARG_NAME, ARG_OPT_NUM, ARG_ON_OFF };
 
 /* One row per command: its name, arguments, /help line and what it needs
  * before it runs (cmd_needs). */
@@ -18,7 +18,7 @@ static const struct {
     const char *usage;
     unsigned needs;
 } cmds[CMD_COUNT] = {
-    [CMD_HELP] = {"help", ARG_NONE, "/help                 this list", 0},
+    [CMD_HELP] = {"help", ARG_NONE, "/help                 this list (also F1, or ? on an empty line)", 0},
     [CMD_NEW] = {"new", ARG_NONE, "/new                  start a new conversation", CMD_NEEDS_IDLE},
     [CMD_SESSIONS] = {"sessions", ARG_NONE, "/sessions             list saved conversations",
                       CMD_NEEDS_HISTORY},
@@ -46,6 +46,9 @@ static const struct {
                   0},
     [CMD_EDITOR] = {"editor", ARG_NONE, "/editor               compose the message in $EDITOR", 0},
     [CMD_CLEAR] = {"clear", ARG_NONE, "/clear                clear the screen (the conversation stays)", 0},
+    [CMD_SHOW] = {"show", ARG_NONE, "/show                 the model, context and sampling settings in use", 0},
+    [CMD_TIMESTAMPS] = {"timestamps", ARG_ON_OFF, "/timestamps [on|off]  times on the messages (no argument: toggle; F4)",
+                        0},
     [CMD_QUIT] = {"quit", ARG_NONE, "/quit                 leave", 0},
 };
 
@@ -71,17 +74,37 @@ const char *cmd_name(enum cmd_id id)
     return (unsigned)id < CMD_COUNT ? cmds[id].name : "?";
 }
 
+/* One row per key of the chat screen, for the help overlay. input.c binds
+ * the keys; a key added there gets its row here. */
+static const struct {
+    const char *keys, *what;
+} key_rows[] = {
+    {"Enter", "send the message (while a reply streams: queue it)"},
+    {"Alt-Enter, trailing \\", "new line in the message"},
+    {"Esc", "stop the reply; with a queued message, take it back to edit"},
+    {"Ctrl-C", "stop the reply, or clear the input line"},
+    {"PgUp / PgDn, wheel", "scroll the conversation"},
+    {"Up / Down", "earlier lines typed (input history)"},
+    {"Tab", "complete a command, /set key, theme or model"},
+    {"F1, ? (empty line)", "this help (Esc, q or F1 closes; arrows scroll)"},
+    {"F2", "the sessions sidebar"},
+    {"F3", "the memory and speed inspector (F3 or Esc closes)"},
+    {"F4", "times on the messages"},
+    {"Ctrl-G", "compose the message in $EDITOR"},
+    {"Ctrl-D", "quit (on an empty line)"},
+    {"//text", "send text that starts with /"},
+};
+
 const char *cmd_help_text(void)
 {
-    static char buf[4096];
+    static char buf[8192];
     if (!buf[0]) {
-        size_t o = 0;
+        size_t o = (size_t)snprintf(buf, sizeof buf, "Commands\n");
         for (int i = 0; i < CMD_COUNT; i++)
-            o += (size_t)snprintf(buf + o, sizeof buf - o, "%s\n", cmds[i].usage);
-        snprintf(buf + o, sizeof buf - o,
-                 "Keys: Enter send · Alt-Enter or trailing \\ new line · Esc/Ctrl-C stop the reply\n"
-                 "      PgUp/PgDn scroll · F2 sessions sidebar · F3 inspector · Ctrl-G $EDITOR · Ctrl-D quit\n"
-                 "      Tab completes commands · //text sends text starting with /");
+            o += (size_t)snprintf(buf + o, sizeof buf - o, "  %s\n", cmds[i].usage);
+        o += (size_t)snprintf(buf + o, sizeof buf - o, "\nKeys\n");
+        for (size_t i = 0; i < sizeof key_rows / sizeof *key_rows; i++)
+            o += (size_t)snprintf(buf + o, sizeof buf - o, "  %-22s%s\n", key_rows[i].keys, key_rows[i].what);
     }
     return buf;
 }
@@ -187,6 +210,12 @@ enum cmd_parse_result cmd_parse(const char *line, struct command *out, size_t *t
             return CMD_ERROR;
         return CMD_OK;
     }
+    case ARG_ON_OFF:
+        if (alen && !(alen == 2 && strncmp(a, "on", 2) == 0) && !(alen == 3 && strncmp(a, "off", 3) == 0)) {
+            snprintf(err, errlen, "/%s takes on, off or nothing (toggle)", name);
+            return CMD_ERROR;
+        }
+        return copy_arg(out->arg, sizeof out->arg, a, alen, "the value", err, errlen) ? CMD_ERROR : CMD_OK;
     case ARG_SET: {
         size_t kl = 0;
         while (kl < alen && !isspace((unsigned char)a[kl]))

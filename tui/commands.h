@@ -31,6 +31,8 @@ enum cmd_id {
     CMD_COPY,     /* num = code block (1-based), 0 = the whole reply */
     CMD_EDITOR,
     CMD_CLEAR,
+    CMD_SHOW,
+    CMD_TIMESTAMPS, /* arg = "on" | "off" | "" (toggle) */
     CMD_QUIT,
     CMD_COUNT
 };
@@ -64,7 +66,9 @@ enum cmd_need {
 };
 unsigned cmd_needs(enum cmd_id id); /* enum cmd_need bits */
 
-/* The /help text: one line per command, then the keys. */
+/* The help overlay's text (F1, ?, /help): one line per command from the
+ * command table, then one line per key from the key table. Static storage,
+ * built once. */
 const char *cmd_help_text(void);
 
 /* Completion candidates for the word that ends at CURSOR in LINE: command

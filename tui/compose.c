@@ -1,8 +1,10 @@
 /* compose.c - the conversation pane's display lines. See compose.h. */
 #include "compose.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "layout.h"
 #include "markdown.h"
@@ -149,6 +151,24 @@ static void compose_markdown(struct compose *c, const char *text, size_t len, in
     }
 }
 
+/* A message's header, with its local time when timestamps are on: the
+ * time alone today, the date too before (a resumed session's old turns). */
+static const char *header(const struct compose *c, const struct msg *m, char *buf, size_t cap)
+{
+    const char *h = kinds[m->kind].head;
+    if (!c->timestamps || m->created_ms <= 0)
+        return h;
+    time_t t = (time_t)(m->created_ms / 1000), now = time(NULL);
+    struct tm tm, tn;
+    if (!localtime_r(&t, &tm) || !localtime_r(&now, &tn))
+        return h;
+    char when[32];
+    bool today = tm.tm_year == tn.tm_year && tm.tm_yday == tn.tm_yday;
+    strftime(when, sizeof when, today ? "%H:%M" : "%Y-%m-%d %H:%M", &tm);
+    snprintf(buf, cap, "%s \xC2\xB7 %s", h, when);
+    return buf;
+}
+
 void compose_conversation(struct compose *c, const struct msg *msgs, size_t n, const char *stream,
                           size_t stream_len, int width, bool markdown)
 {
@@ -165,7 +185,8 @@ void compose_conversation(struct compose *c, const struct msg *msgs, size_t n, c
             len--;
         size_t hl, first_line = c->n_dl;
         if (kinds[m->kind].head) {
-            const char *h = kinds[m->kind].head;
+            char hb[96];
+            const char *h = header(c, m, hb, sizeof hb);
             size_t off = arena_put(c, h, strlen(h), &hl);
             push_dline(c, (struct dline){off, hl, kinds[m->kind].head_elem, false, false, 0});
             const char *think;

@@ -1,5 +1,6 @@
 /* compose.h - turns the message list into the conversation pane's display
- * lines: a header per message ("You", "Assistant", "System prompt"),
+ * lines: a header per message ("You", "Assistant", "System prompt"; with
+ * timestamps on, "You · 14:03", or "You · 2024-05-01 14:03" before today),
  * its text wrapped to the pane (tabs expanded, CR dropped), replies rendered
  * as Markdown when asked, notices and errors flush left at full width, an end
  * marker ("[cancelled]", a cursor while streaming) and a blank line after
@@ -39,6 +40,7 @@ struct compose {
     uint16_t *arena_sty; /* owned; one enum md_style mask per arena byte (styled lines only) */
     size_t arena_len, arena_cap;
     struct md_doc md; /* the Markdown of one reply at a time, reused */
+    bool timestamps;    /* set by the caller: headers carry their message's local time */
 };
 
 /* Composes the N messages MSGS for a pane WIDTH columns wide (text gets

@@ -15,6 +15,7 @@
 #include "fit.h"
 #include "meters.h"
 #include "sidebar.h"
+#include "overlay.h"
 
 /* ---- colours ---- */
 
@@ -51,6 +52,25 @@ static int reduce_color(int c)
     return theme_color_to8(c);
 }
 
+/* A style's colours for this terminal. Below 256 colours the pair is
+ * reduced together, so a foreground never lands on its own background (see
+ * theme_pair_to8); 16-colour terminals keep the bright half as it is. */
+static void reduce_pair(int fg, int bg, short *out_fg, short *out_bg)
+{
+    int f = fg, b = bg;
+    if (COLORS < 16) {
+        theme_pair_to8(fg, bg, &f, &b);
+    } else if (COLORS < 256) {
+        f = reduce_color(fg);
+        b = reduce_color(bg);
+        int eb = b < 0 ? 0 : b;
+        if (f == eb)
+            f = eb == 7 || eb == 15 ? 0 : 7;
+    }
+    *out_fg = (short)f;
+    *out_bg = (short)b;
+}
+
 void ui_apply_theme(struct ui *u)
 {
     u->color = false;
@@ -62,8 +82,11 @@ void ui_apply_theme(struct ui *u)
     if (COLOR_PAIRS < TH_COUNT + 1)
         return;
     u->color = true;
-    for (int i = 0; i < TH_COUNT; i++)
-        init_pair((short)(i + 1), (short)reduce_color(u->theme.s[i].fg), (short)reduce_color(u->theme.s[i].bg));
+    for (int i = 0; i < TH_COUNT; i++) {
+        short f, b;
+        reduce_pair(u->theme.s[i].fg, u->theme.s[i].bg, &f, &b);
+        init_pair((short)(i + 1), f, b);
+    }
     bkgdset(' ' | elem_attr(u, TH_NORMAL));
 }
 
@@ -222,6 +245,7 @@ static void draw_title(struct ui *u)
 static void draw_conversation(struct ui *u)
 {
     struct rect r = u->lay.conv;
+    u->comp.timestamps = u->timestamps;
     pthread_mutex_lock(&u->mu); /* the stream the reply is read from */
     compose_conversation(&u->comp, u->msgs.v, u->msgs.n, u->stream, u->stream_len, r.w, true);
     pthread_mutex_unlock(&u->mu);
@@ -282,6 +306,32 @@ static void draw_picker(struct ui *u)
             mvhline(r.y + 1 + row, r.x, ' ', r.w);
         }
         draw_text(u, r.y + 1 + row, r.x + 1, r.w - 2, buf, strlen(buf), a, NULL);
+    }
+}
+
+/* The help or /show overlay, over the conversation pane: a title line
+ * with the keys that scroll and close it, then the text from its top line. */
+static void draw_overlay(struct ui *u)
+{
+    struct rect r = u->lay.conv;
+    if (!u->ov.open || r.h < 3 || r.w < 8)
+        return;
+    fill_rect(u, r, TH_NORMAL);
+    int rows = r.h - 1;
+    overlay_key(&u->ov, OVK_OTHER, rows); /* clamps the top to this height */
+    char t[256];
+    bool below = u->ov.top + (size_t)rows < u->ov.n_lines;
+    snprintf(t, sizeof t, " %s \xC2\xB7 \xE2\x86\x91\xE2\x86\x93 PgUp/PgDn scroll \xC2\xB7 Esc, q or F1 closes%s",
+             u->ov.title, below ? " \xC2\xB7 more below \xE2\x86\x93" : "");
+    attrset(elem_attr(u, TH_STATUS));
+    mvhline(r.y, r.x, ' ', r.w);
+    draw_text(u, r.y, r.x, r.w, t, strlen(t), elem_attr(u, TH_STATUS), NULL);
+    for (int row = 0; row < rows && u->ov.top + (size_t)row < u->ov.n_lines; row++) {
+        size_t len;
+        const char *l = overlay_line(&u->ov, u->ov.top + (size_t)row, &len);
+        /* a line starting without indent is a heading */
+        int el = len && l[0] != ' ' ? TH_HEADING : TH_NORMAL;
+        draw_text(u, r.y + 1 + row, r.x + 1, r.w - 2, l, len, elem_attr(u, el), NULL);
     }
 }
 
@@ -353,6 +403,7 @@ void ui_meter_values(struct ui *u, struct meter_values *v)
         .gs = &u->gs,
         .bytes_per_token = u->info->bytes_per_token,
         .n_ctx = u->info->n_ctx,
+        .n_ctx_train = u->info->n_ctx_train,
         .srv = &u->srv,
         .bandwidth = u->bandwidth,
         .jpt = u->jpt,
@@ -374,6 +425,11 @@ static int meter_cell(struct ui *u, int y, int x, int maxw, const char *label, c
     return n;
 }
 
+static const int seg_elem[MEM_SEG_COUNT] = {
+    [MEM_WEIGHTS] = TH_BAR_WEIGHTS, [MEM_KV] = TH_BAR_KV,     [MEM_SCRATCH] = TH_BAR_SCRATCH,
+    [MEM_OTHER] = TH_BAR_OTHER,     [MEM_FREE] = TH_BAR_FREE,
+};
+
 static void draw_mem_bar(struct ui *u, int y, int x, int w)
 {
     struct mem_split sp;
@@ -382,14 +438,11 @@ static void draw_mem_bar(struct ui *u, int y, int x, int w)
         draw_text(u, y, x, w, "n/a", 3, elem_attr(u, TH_METER_VALUE), NULL);
         return;
     }
-    static const int el[MEM_SEG_COUNT] = {TH_BAR_WEIGHTS, TH_BAR_KV, TH_BAR_SCRATCH, TH_BAR_OTHER, TH_BAR_FREE};
-    static const char *glyph[MEM_SEG_COUNT] = {"\xE2\x96\x88", "\xE2\x96\x88", "\xE2\x96\x88", "\xE2\x96\x93",
-                                               "\xE2\x96\x91"};
     move(y, x);
     for (int s = 0; s < MEM_SEG_COUNT; s++) {
-        attrset(elem_attr(u, el[s]));
+        attrset(elem_attr(u, seg_elem[s]));
         for (int c = 0; c < sp.cols[s]; c++)
-            addstr(glyph[s]);
+            addstr(meters_seg_glyph((enum mem_seg)s, !u->color));
     }
 }
 
@@ -413,27 +466,26 @@ static void draw_meters(struct ui *u)
         ROW(memname, v.mem);
         if (y < bottom)
             draw_mem_bar(u, y++, x + 1, w - 1);
-        static const char *seg_names[MEM_SEG_COUNT] = {"weights", "KV cache", "scratch", "other", "free"};
-        static const int seg_el[MEM_SEG_COUNT] = {TH_BAR_WEIGHTS, TH_BAR_KV, TH_BAR_SCRATCH, TH_BAR_OTHER,
-                                                  TH_BAR_FREE};
         struct mem_split sp;
         meters_mem_split(&u->mem, 10, &sp);
         for (int k = 0; k < MEM_SEG_COUNT && sp.valid && y < bottom; k++, y++) {
             char b[32];
             fmt_bytes(sp.bytes[k], b, sizeof b);
-            attrset(elem_attr(u, seg_el[k]));
-            mvaddstr(y, x + 1, "\xE2\x96\xA0");
-            meter_cell(u, y, x + 3, w - 3, seg_names[k], b);
+            attrset(elem_attr(u, seg_elem[k]));
+            mvaddstr(y, x + 1, meters_legend_glyph((enum mem_seg)k, !u->color));
+            meter_cell(u, y, x + 3, w - 3, meters_seg_name((enum mem_seg)k), b);
         }
         y++;
-        ROW("KV cache", v.kv);
+        ROW("context", v.kv);
         if (y < bottom && v.kv_frac >= 0) {
-            meter_bar(v.kv_frac, w - 1, bar, sizeof bar);
+            meter_track_bar(v.kv_frac, w - 1, bar, sizeof bar);
             draw_text(u, y++, x + 1, w - 1, bar, strlen(bar), elem_attr(u, TH_BAR_KV), NULL);
         } else if (y < bottom) {
             draw_text(u, y++, x + 1, w - 1, "n/a", 3, elem_attr(u, TH_METER_VALUE), NULL);
         }
         ROW("context left", v.left);
+        if (v.ctx_warn[0] && y < bottom)
+            draw_text(u, y++, x + 1, w - 1, v.ctx_warn, strlen(v.ctx_warn), elem_attr(u, TH_ERROR), NULL);
         if (ui_remote(u)) {
             ROW("requests", v.reqs);
             ROW("prefix hit", v.hit);
@@ -443,11 +495,14 @@ static void draw_meters(struct ui *u)
         ROW("prefill ", v.pre);
         ROW("TTFT    ", v.ttft);
         ROW("roofline", v.roof);
-        y++;
-        ROW("GPU util", v.util);
-        ROW("power   ", v.pow);
-        ROW("temp    ", v.temp);
-        ROW("energy  ", v.jpt);
+        /* Off the GPU these would only ever read n/a. */
+        if (u->gpu || v.gpu_known) {
+            y++;
+            ROW("GPU util", v.util);
+            ROW("power   ", v.pow);
+            ROW("temp    ", v.temp);
+            ROW("energy  ", v.jpt);
+        }
 #undef ROW
         return;
     }
@@ -459,13 +514,15 @@ static void draw_meters(struct ui *u)
     n += bw + 1;
     n += meter_cell(u, r.y, x + n, w - n, "", v.mem);
     n += 2;
-    char kv[160];
-    snprintf(kv, sizeof kv, "%s (%s left)", v.kv, v.left);
-    meter_cell(u, r.y, x + n, w - n, "KV", kv);
+    char kv[240];
+    snprintf(kv, sizeof kv, "%s (%s left%s%s)", v.kv, v.left, v.ctx_warn[0] ? ", " : "", v.ctx_warn);
+    meter_cell(u, r.y, x + n, w - n, "context", kv);
     n = meter_cell(u, r.y + 1, x, w, "decode", v.dec);
     n += 2 + meter_cell(u, r.y + 1, x + n + 2, w - n - 2, "prefill", v.pre);
     n += 2 + meter_cell(u, r.y + 1, x + n + 2, w - n - 2, "TTFT", v.ttft);
     meter_cell(u, r.y + 1, x + n + 2, w - n - 2, "roofline", v.roof);
+    if (!u->gpu && !v.gpu_known)
+        return; /* off the GPU these would only ever read n/a */
     n = meter_cell(u, r.y + 2, x, w, "GPU", v.util);
     n += 2 + meter_cell(u, r.y + 2, x + n + 2, w - n - 2, "power", v.pow);
     n += 2 + meter_cell(u, r.y + 2, x + n + 2, w - n - 2, "temp", v.temp);
@@ -505,15 +562,71 @@ static void draw_status(struct ui *u)
     int w = draw_text(u, r.y, r.x + off, r.w - off, s, keep, a, NULL);
     if (cut)
         draw_text(u, r.y, r.x + off + w, r.w - off - w, FIT_ELLIPSIS, strlen(FIT_ELLIPSIS), a, NULL);
+    /* draw_input then paints the input's token count at the right end */
 }
 
-/* Draws the input pane from readline's buffer and puts the cursor there. */
+/* Whether the input is a message to count: not empty, not a command. */
+static bool count_wanted(const char *buf, size_t len)
+{
+    return len && !(buf[0] == '/' && (len < 2 || buf[1] != '/'));
+}
+
+/* The input's token count, right-aligned on the status line: counted here,
+ * when input_count_due allows (at most 1/INPUT_COUNT_MIN_S a second, only a
+ * changed text) and no turn runs; the loop in ui.c calls back for a count
+ * that was held back. Returns its cells (0 with an empty input). */
+static int draw_input_count(struct ui *u, const char *buf, size_t len)
+{
+    if (!count_wanted(buf, len))
+        return 0;
+    double t = ui_now();
+    if (!u->busy && input_count_due(&u->icount, buf, len, t)) {
+        /* the engine wants a NUL-terminated text; readline's buffer is one */
+        int64_t n = -1;
+        int32_t *ids = engine_tokenize(u->e, buf, false, &n);
+        input_count_set(&u->icount, ids ? n : -1, t);
+        free(ids);
+    }
+    char c[96], cell[112];
+    if (!u->icount.counted)
+        snprintf(c, sizeof c, "\xE2\x80\xA6 tok");
+    else
+        fmt_input_count(u->icount.tokens, u->st.kv_capacity > 0 ? u->st.kv_capacity : u->info->n_ctx,
+                        u->st.kv_used, c, sizeof c);
+    snprintf(cell, sizeof cell, " %s%s ", u->icount.pending ? "~" : "", c);
+    struct rect s = u->lay.status;
+    int w = text_width(cell, strlen(cell));
+    if (w > s.w / 2)
+        return 0;
+    draw_text(u, s.y, s.x + s.w - w, w, cell, strlen(cell), elem_attr(u, TH_STATUS) | A_BOLD, NULL);
+    return w;
+}
+
+void ui_input_count_tick(struct ui *u)
+{
+    if (u->lay.too_small)
+        return;
+    ui_draw_input_only(u);
+}
+
+/* Draws the input pane from readline's buffer and puts the cursor there;
+ * a queued message takes the pane's first row. */
 static void draw_input(struct ui *u)
 {
     struct rect r = u->lay.input;
     fill_rect(u, r, TH_INPUT);
     size_t len, point;
     const char *buf = ui_input_text(&len, &point);
+    u->count_shown = draw_input_count(u, buf, len);
+    if (u->queued && r.h > 1) {
+        char q[256];
+        size_t ql = strcspn(u->queued, "\n");
+        snprintf(q, sizeof q, "queued: %.*s%s \xC2\xB7 sent when the reply ends, Esc edits", (int)(ql > 160 ? 160 : ql),
+                 u->queued, ql < strlen(u->queued) || ql > 160 ? "\xE2\x80\xA6" : "");
+        draw_text(u, r.y, r.x, r.w, q, strlen(q), elem_attr(u, TH_NOTICE), NULL);
+        r.y++;
+        r.h--;
+    }
     int width = r.w - 3;
     struct wrap_line wl[256];
     size_t n = layout_wrap(buf, len, width, wl, 256);
@@ -538,12 +651,13 @@ static void draw_input(struct ui *u)
     move(r.y + (int)cl - first, cx);
 }
 
-/* Lines the input needs at the current width. */
+/* Lines the input pane needs at the current width: the input's, and one
+ * for a queued message. */
 static int input_lines_needed(struct ui *u)
 {
     size_t len, point;
     const char *buf = ui_input_text(&len, &point);
-    return (int)layout_wrap(buf, len, u->cols - 3, NULL, 0);
+    return (int)layout_wrap(buf, len, u->cols - 3, NULL, 0) + (u->queued ? 1 : 0);
 }
 
 void ui_draw_frame(struct ui *u)
@@ -580,6 +694,7 @@ void ui_draw_frame(struct ui *u)
     draw_sidebar(u);
     draw_conversation(u);
     draw_picker(u);
+    draw_overlay(u);
     if (u->insp_open)
         ui_draw_inspector(u, insp_r);
     draw_meters(u);
@@ -593,7 +708,12 @@ void ui_draw_frame(struct ui *u)
 void ui_draw_input_only(struct ui *u)
 {
     /* A change in the number of input lines moves every pane. */
-    if (input_lines_needed(u) != u->input_lines || u->lay.too_small) {
+    size_t len, point;
+    const char *buf = ui_input_text(&len, &point);
+    /* An input emptied (or become a command) takes its count off the status
+     * line: all of it again, as the frame draws it. */
+    if (input_lines_needed(u) != u->input_lines || u->lay.too_small ||
+        (u->count_shown && !count_wanted(buf, len))) {
         ui_draw_frame(u);
         return;
     }

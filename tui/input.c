@@ -100,6 +100,45 @@ static void on_line(char *line)
     u->in_line_handler = false;
 }
 
+/* A message sent while a reply streams waits for it (ui_send_queued). A
+ * second one is appended on a new line rather than replacing the first:
+ * replacing would throw away text the user meant to send. */
+static void queue_line(struct ui *u, const char *text)
+{
+    size_t old = u->queued ? strlen(u->queued) : 0, n = strlen(text);
+    char *q = realloc(u->queued, old + n + 2);
+    if (!q) {
+        ui_status(u, TH_ERROR, "out of memory: the message was not queued");
+        ui_set_input(u, text); /* back in the input line: nothing typed is lost */
+        return;
+    }
+    if (old)
+        q[old++] = '\n';
+    memcpy(q + old, text, n + 1);
+    u->queued = q;
+    ui_status(u, TH_NOTICE, "queued: sent when the reply ends (Esc takes it back to edit)");
+}
+
+/* Esc with a message queued: it comes back into the input line (before what
+ * is typed there) to be edited, sent again with Enter or cleared with
+ * Ctrl-C; the reply goes on. */
+static void unqueue(struct ui *u)
+{
+    size_t len, point;
+    const char *cur = ui_input_text(&len, &point);
+    size_t n = strlen(u->queued) + len + 2;
+    char *t = malloc(n);
+    if (!t)
+        return;
+    snprintf(t, n, "%s%s%.*s", u->queued, len ? "\n" : "", (int)len, cur);
+    free(u->queued);
+    u->queued = NULL;
+    ui_set_input(u, t);
+    free(t);
+    ui_status(u, TH_NOTICE, "unqueued: edit and press Enter to queue it again, Ctrl-C clears it");
+    u->dirty = true;
+}
+
 static void on_line_run(struct ui *u, char *line)
 {
     if (!line) { /* Ctrl-D on an empty line */
@@ -131,7 +170,7 @@ static void on_line_run(struct ui *u, char *line)
     else if (r == CMD_OK)
         ui_run_command(u, &cmd);
     else if (u->busy)
-        ui_status(u, TH_ERROR, "a reply is being generated: Esc stops it");
+        queue_line(u, line + off);
     else
         ui_start_turn(u, line + off);
     free(line);
@@ -259,6 +298,10 @@ void ui_input_setup(struct ui *u)
 void ui_input_teardown(struct ui *u)
 {
     rl_callback_handler_remove();
+    /* A message still queued at the end (kvchat left mid-reply) is kept
+     * where Up finds it next time, not lost. */
+    if (u->queued)
+        add_history(u->queued);
     if (u->hist_file[0])
         write_history(u->hist_file);
     if (rl_outstream && rl_outstream != stdout)
@@ -307,7 +350,9 @@ static void handle_escape(struct ui *u)
             ui_toggle_inspector(u);
             return;
         }
-        if (u->busy) {
+        if (u->queued) {
+            unqueue(u);
+        } else if (u->busy) {
             engine_cancel(u->e);
             ui_status(u, TH_NOTICE, "stopping\xE2\x80\xA6");
         }
@@ -522,6 +567,39 @@ static bool sidebar_click(struct ui *u, const MEVENT *ev)
     return true;
 }
 
+void ui_open_help(struct ui *u)
+{
+    if (overlay_open(&u->ov, "Help", cmd_help_text()) != 0)
+        ui_status(u, TH_ERROR, "out of memory: cannot show the help");
+    u->dirty = true;
+}
+
+/* The help or /show overlay takes the keys while it is open. */
+static void overlay_key_in(struct ui *u, int ch)
+{
+    static const struct {
+        int key;
+        enum overlay_key what;
+    } keys[] = {
+        {KEY_UP, OVK_UP},          {KEY_DOWN, OVK_DOWN}, {'k', OVK_UP},          {'j', OVK_DOWN},
+        {KEY_PPAGE, OVK_PAGE_UP},  {KEY_NPAGE, OVK_PAGE_DOWN}, {' ', OVK_PAGE_DOWN},
+        {KEY_HOME, OVK_HOME},      {KEY_END, OVK_END},   {'q', OVK_CLOSE},       {KEY_F(1), OVK_CLOSE},
+        {3, OVK_CLOSE},
+    };
+    if (ch == KEY_RESIZE) {
+        ui_draw_frame(u);
+        return;
+    }
+    enum overlay_key k = OVK_OTHER;
+    if (ch == 27 && lone_escape())
+        k = OVK_CLOSE; /* Esc starting an Alt-key is swallowed whole */
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++)
+        if (keys[i].key == ch)
+            k = keys[i].what;
+    overlay_key(&u->ov, k, u->lay.conv.h > 1 ? u->lay.conv.h - 1 : 1);
+    u->dirty = true;
+}
+
 void ui_handle_key(struct ui *u, int ch)
 {
     /* A key ends the notice on the status line: the hints come back; what
@@ -536,6 +614,10 @@ void ui_handle_key(struct ui *u, int ch)
         return;
     if (u->pick_open && !u->in_paste && ch != KEY_PASTE_BEGIN) {
         pick_key(u, ch);
+        return;
+    }
+    if (u->ov.open && !u->in_paste && ch != KEY_PASTE_BEGIN) {
+        overlay_key_in(u, ch);
         return;
     }
     if (u->prompt && !u->in_paste && ch != KEY_PASTE_BEGIN && ch != KEY_MOUSE) {
@@ -595,6 +677,20 @@ void ui_handle_key(struct ui *u, int ch)
     }
     case KEY_F(3):
         ui_toggle_inspector(u);
+        return;
+    case KEY_F(1):
+        ui_open_help(u);
+        return;
+    case '?':
+        if (rl_end == 0) {
+            ui_open_help(u);
+            return;
+        }
+        feed(u, ch);
+        return;
+    case KEY_F(4):
+        u->timestamps = !u->timestamps;
+        ui_status(u, TH_NOTICE, "timestamps %s", u->timestamps ? "on" : "off");
         return;
     case KEY_F(2):
         u->sidebar = true;

@@ -66,7 +66,7 @@ void fmt_unit(double v, int valid, const char *unit, char *buf, size_t cap)
         snprintf(buf, cap, "%.1f %s", v, unit);
 }
 
-size_t meter_bar(double frac, int width, char *buf, size_t cap)
+static size_t bar(double frac, int width, const char *pad, char *buf, size_t cap)
 {
     /* U+258F..U+2588: 1/8 .. 8/8 left blocks. */
     static const char *eighths[] = {"", "\xE2\x96\x8F", "\xE2\x96\x8E", "\xE2\x96\x8D", "\xE2\x96\x8C",
@@ -81,7 +81,7 @@ size_t meter_bar(double frac, int width, char *buf, size_t cap)
     long total = lround(frac * width * 8);
     for (int c = 0; c < width; c++) {
         long left = total - (long)c * 8;
-        const char *cell = left >= 8 ? eighths[8] : left > 0 ? eighths[left] : " ";
+        const char *cell = left >= 8 ? eighths[8] : left > 0 ? eighths[left] : pad;
         size_t l = strlen(cell);
         if (o + l + 1 > cap)
             break;
@@ -90,6 +90,48 @@ size_t meter_bar(double frac, int width, char *buf, size_t cap)
     }
     buf[o] = 0;
     return o;
+}
+
+size_t meter_bar(double frac, int width, char *buf, size_t cap)
+{
+    return bar(frac, width, " ", buf, cap);
+}
+
+size_t meter_track_bar(double frac, int width, char *buf, size_t cap)
+{
+    return bar(frac, width, "\xE2\x96\x91", buf, cap); /* U+2591 light shade */
+}
+
+/* One row per segment of the memory bar: its legend name and glyphs. */
+static const struct {
+    const char *name;
+    const char *glyph, *mono; /* bar cell in colour / without colour */
+    const char *legend;       /* legend swatch in colour (without: MONO) */
+} segs[MEM_SEG_COUNT] = {
+    [MEM_WEIGHTS] = {"weights", "\xE2\x96\x88", "\xE2\x96\x88", "\xE2\x96\xA0"},   /* █ █ ■ */
+    [MEM_KV] = {"KV memory", "\xE2\x96\x88", "\xE2\x96\x93", "\xE2\x96\xA0"},      /* █ ▓ ■ */
+    [MEM_SCRATCH] = {"scratch", "\xE2\x96\x88", "\xE2\x96\x92", "\xE2\x96\xA0"},   /* █ ▒ ■ */
+    [MEM_OTHER] = {"other", "\xE2\x96\x93", "\xE2\x96\x9E", "\xE2\x96\xA0"},       /* ▓ ▞ ■ */
+    [MEM_FREE] = {"free", "\xE2\x96\x91", "\xE2\x96\x91", "\xE2\x96\xA0"},         /* ░ ░ ■ */
+};
+
+const char *meters_seg_glyph(enum mem_seg seg, bool mono)
+{
+    if ((unsigned)seg >= MEM_SEG_COUNT)
+        return "?";
+    return mono ? segs[seg].mono : segs[seg].glyph;
+}
+
+const char *meters_legend_glyph(enum mem_seg seg, bool mono)
+{
+    if ((unsigned)seg >= MEM_SEG_COUNT)
+        return "?";
+    return mono ? segs[seg].mono : segs[seg].legend;
+}
+
+const char *meters_seg_name(enum mem_seg seg)
+{
+    return (unsigned)seg < MEM_SEG_COUNT ? segs[seg].name : "?";
 }
 
 static uint64_t known(uint64_t v)
@@ -116,6 +158,8 @@ void meters_mem_split(const struct engine_memory *m, int width, struct mem_split
     /* On the CPU the weights are usually an mmap'd file the kernel may count
      * as cache rather than use: never let "other" go negative. */
     b[MEM_OTHER] = used > ours ? used - ours : 0;
+    if (ours > used) /* free is then what our buffers leave of the total */
+        free_b = m->device_total > ours ? m->device_total - ours : 0;
     b[MEM_FREE] = free_b;
     uint64_t sum = 0;
     for (int i = 0; i < MEM_SEG_COUNT; i++)
@@ -180,9 +224,13 @@ void meters_values(const struct meter_inputs *in, struct meter_values *v)
     const struct engine_memory *mem = in->mem;
     const struct gpu_sample *gs = in->gs;
     char a[32], b[32];
-    uint64_t used = mem->device_total != ENGINE_UNKNOWN && mem->device_free != ENGINE_UNKNOWN
-                        ? mem->device_total - mem->device_free
-                        : ENGINE_UNKNOWN;
+    /* The headline's "used" is the legend's segments but free, so the two
+     * cannot disagree (see meters_mem_split). */
+    struct mem_split sp;
+    meters_mem_split(mem, 1, &sp);
+    uint64_t used = ENGINE_UNKNOWN;
+    if (sp.valid && mem->device_free != ENGINE_UNKNOWN)
+        used = sp.bytes[MEM_WEIGHTS] + sp.bytes[MEM_KV] + sp.bytes[MEM_SCRATCH] + sp.bytes[MEM_OTHER];
     struct engine_server none;
     const struct engine_server *srv = in->srv;
     if (!srv) {
@@ -209,6 +257,9 @@ void meters_values(const struct meter_inputs *in, struct meter_values *v)
         snprintf(v->kv, sizeof v->kv, "%d / n/a tok", st->kv_used);
         snprintf(v->left, sizeof v->left, "n/a");
     }
+    v->ctx_warn[0] = 0;
+    if (in->n_ctx_train > 0 && cap > in->n_ctx_train)
+        snprintf(v->ctx_warn, sizeof v->ctx_warn, "past the trained %d tok", in->n_ctx_train);
     v->kv_frac = srv->kv_frac >= 0 ? srv->kv_frac : cap > 0 ? (double)st->kv_used / cap : -1;
     if (srv->reqs_running >= 0 || srv->reqs_waiting >= 0) {
         char r[16] = "n/a", w[16] = "n/a";
@@ -246,4 +297,55 @@ void meters_values(const struct meter_inputs *in, struct meter_values *v)
         snprintf(v->jpt, sizeof v->jpt, "n/a");
     else
         snprintf(v->jpt, sizeof v->jpt, "%.3f J/tok", in->jpt);
+    v->gpu_known = gs->util_valid || (gs->power_valid && !isnan(gs->power_w)) ||
+                   gs->temp_valid || !isnan(in->jpt);
+}
+
+static uint64_t fnv1a(const char *s, size_t n)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+    return h;
+}
+
+bool input_count_due(struct input_count *c, const char *text, size_t len, double now)
+{
+    uint64_t h = fnv1a(text, len);
+    if (!c->counted || h != c->hash || len != c->len) {
+        c->hash = h;
+        c->len = len;
+        c->pending = true;
+    }
+    return c->pending && now - c->last >= INPUT_COUNT_MIN_S;
+}
+
+void input_count_set(struct input_count *c, int64_t tokens, double now)
+{
+    c->tokens = tokens;
+    c->last = now;
+    c->pending = false;
+    c->counted = true;
+}
+
+double input_count_next(const struct input_count *c)
+{
+    return c->pending ? c->last + INPUT_COUNT_MIN_S : -1;
+}
+
+void fmt_input_count(int64_t tokens, int32_t cap, int32_t used, char *buf, size_t buflen)
+{
+    if (tokens < 0) {
+        snprintf(buf, buflen, "tok n/a");
+        return;
+    }
+    if (cap <= 0) {
+        snprintf(buf, buflen, "%lld tok", (long long)tokens);
+        return;
+    }
+    int64_t left = (int64_t)cap - (used > 0 ? used : 0) - tokens;
+    if (left >= 0)
+        snprintf(buf, buflen, "%lld tok \xC2\xB7 %lld left", (long long)tokens, (long long)left);
+    else
+        snprintf(buf, buflen, "%lld tok \xC2\xB7 %lld over", (long long)tokens, (long long)-left);
 }

@@ -27,6 +27,7 @@ struct msg {
     int64_t hist_id;   /* its row in the history, 0 = not saved; /retry and /edit delete from it */
     enum msg_cut { MSG_CUT_UNKNOWN, MSG_CUT_MAX_TOKENS, MSG_CUT_CONTEXT } cut; /* end LENGTH: which limit */
     bool dropped;      /* an older turn dropped to fit the context: the model no longer sees it */
+    int64_t created_ms; /* when it was written, ms since the Epoch (stored: the history's); 0 = unknown */
 };
 
 struct msg_list {

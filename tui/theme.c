@@ -287,3 +287,15 @@ int theme_color_to8(int c)
     int th = mx * 7 / 10;
     return (r >= th ? 1 : 0) | (g >= th ? 2 : 0) | (b >= th ? 4 : 0);
 }
+
+void theme_pair_to8(int fg, int bg, int *out_fg, int *out_bg)
+{
+    /* which of the 8 basic colours are light enough for black text on them */
+    static const bool light[8] = {[2] = true, [3] = true, [6] = true, [7] = true};
+    int f = theme_color_to8(fg), b = theme_color_to8(bg);
+    int eb = b < 0 ? 0 : b;
+    if (f == eb)
+        f = light[eb] ? 0 : 7;
+    *out_fg = f;
+    *out_bg = b;
+}

@@ -101,4 +101,13 @@ size_t theme_user_names(const char *config_dir, char **names, size_t n, size_t c
  * terminals that have only 8 (or 16: the bright half maps to its base). */
 int theme_color_to8(int c);
 
+/* A style's foreground and background (0..255 or THEME_DEFAULT_COLOR)
+ * reduced to 8 colours as a pair: where both would land on the same colour
+ * (a dark grey border on the dark theme's background, both black) the
+ * foreground turns white on a dark background and black on a light one, so
+ * nothing is drawn invisibly. A default background counts as black: themes
+ * that leave it to the terminal are written for a dark one (the light theme
+ * paints its own). */
+void theme_pair_to8(int fg, int bg, int *out_fg, int *out_bg);
+
 #endif

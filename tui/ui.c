@@ -43,8 +43,12 @@ double ui_now(void)
 struct msg *ui_add_msg(struct ui *u, enum msg_kind kind, const char *text)
 {
     struct msg *m = msgs_add(&u->msgs, kind, text);
-    if (m)
+    if (m) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts); /* a resumed message gets its stored time instead */
+        m->created_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
         u->dirty = true;
+    }
     return m;
 }
 
@@ -146,6 +150,8 @@ static void ui_free(struct ui *u)
     free(u->job_text);
     free(u->paste);
     free(u->pending_input);
+    free(u->queued);
+    overlay_close(&u->ov);
     compose_free(&u->comp);
     hist_sessions_free(u->sessions, u->n_sessions);
     free(u->sb_idx);
@@ -210,6 +216,7 @@ int tui_run(const struct kv_options *opt, char *err, size_t errlen)
         return 1;
     }
     u->o = *opt;
+    u->timestamps = opt->timestamps;
     u->wake[0] = u->wake[1] = -1;
     u->energy0 = u->jpt = NAN;
     pthread_mutex_init(&u->mu, NULL);
@@ -332,6 +339,9 @@ int tui_run(const struct kv_options *opt, char *err, size_t errlen)
         double wait = u->busy ? FRAME_S : IDLE_METER_S;
         if (u->dirty)
             wait = u->last_frame + FRAME_S - t;
+        double count_at = u->busy ? -1 : input_count_next(&u->icount);
+        if (count_at >= 0 && count_at - t < wait)
+            wait = count_at - t; /* a token count held back by the rate limit */
         if (wait < 0)
             wait = 0;
         struct pollfd fds[2] = {{STDIN_FILENO, POLLIN, 0}, {u->wake[0], POLLIN, 0}};
@@ -357,6 +367,9 @@ int tui_run(const struct kv_options *opt, char *err, size_t errlen)
         ui_bw_maybe_start(u);
         ui_monitor_tick(u);
         t = ui_now();
+        count_at = u->busy ? -1 : input_count_next(&u->icount);
+        if (count_at >= 0 && t >= count_at)
+            ui_input_count_tick(u);
         if (keyed && u->dirty)
             ui_draw_frame(u); /* answer keys at once */
         else if (t - u->last_frame >= FRAME_S && (u->dirty || u->busy || t - u->last_meter >= IDLE_METER_S))

@@ -35,9 +35,11 @@
 #include "engine.h"
 #include "history.h"
 #include "layout.h"
+#include "meters.h"
 #include "msgs.h"
 #include "monitor.h"
 #include "inspect.h"
+#include "overlay.h"
 #include "gpu.h"
 #include "options.h"
 #include "theme.h"
@@ -171,6 +173,24 @@ struct ui {
     struct inspect *insp; /* owned */
     bool insp_open;
     double last_mon;      /* monotonic time of the last reading */
+
+    /* The help (F1, ?, /help) or /show panel over the conversation; it
+     * takes the keys while open. */
+    struct overlay ov;
+
+    /* A message typed and sent while a reply streams: shown above the input
+     * as "queued: ...", sent when the reply ends. A second Enter appends to
+     * it on a new line (nothing typed is thrown away); Esc takes it back
+     * into the input line to edit or drop. Owned, NULL = none. */
+    char *queued;
+
+    /* The live token count of the input (meters.h, input_count); counted on
+     * the UI thread only while no turn runs (an engine is used by one thread
+     * at a time). count_shown: its cells on the status line, 0 = none. */
+    struct input_count icount;
+    int count_shown;
+
+    bool timestamps;     /* times on the messages' headers (F4, /timestamps) */
 };
 
 /* The model answers from a server (the remote engine): the title names it,
@@ -227,6 +247,14 @@ void ui_handle_key(struct ui *u, int ch);
 /* The input line: readline's buffer, its length and the cursor (bytes). */
 const char *ui_input_text(size_t *len, size_t *point);
 void ui_set_input(struct ui *u, const char *text);
+/* The token count of the input is due (ui.c's loop calls it when
+ * input_count_next passes): recounts and redraws the input. */
+void ui_input_count_tick(struct ui *u);
+/* The queued message, if any, once a reply has ended (OK: it ended without
+ * an error): sends it, or puts it back in the input line. */
+void ui_send_queued(struct ui *u, bool ok);
+/* Opens the help overlay. */
+void ui_open_help(struct ui *u);
 
 /* ---- worker.c ---- */
 void ui_start_turn(struct ui *u, const char *text);

@@ -193,7 +193,8 @@ void ui_start_turn(struct ui *u, const char *text)
 }
 
 /* Joins a finished worker and commits the reply. */
-static void finish_turn(struct ui *u)
+/* Returns whether the turn ended without an error. */
+static bool finish_turn(struct ui *u)
 {
     pthread_join(u->thread, NULL);
     u->busy = false;
@@ -229,6 +230,33 @@ static void finish_turn(struct ui *u)
     else if (m->end == HIST_END_CANCELLED)
         ui_status(u, TH_NOTICE, "reply stopped; what was generated is kept");
     u->dirty = true;
+    return rc == 0;
+}
+
+void ui_send_queued(struct ui *u, bool ok)
+{
+    if (!u->queued || u->busy)
+        return;
+    char *q = u->queued;
+    u->queued = NULL;
+    u->dirty = true;
+    if (ok) {
+        ui_start_turn(u, q);
+    } else {
+        /* after a failed turn the next would likely fail too: the text goes
+         * back where it can be edited or sent again, not lost */
+        size_t len, point;
+        const char *cur = ui_input_text(&len, &point);
+        size_t n = strlen(q) + len + 2;
+        char *t = malloc(n);
+        if (t) {
+            snprintf(t, n, "%s%s%.*s", q, len ? "\n" : "", (int)len, cur);
+            ui_set_input(u, t);
+            free(t);
+        }
+        ui_status(u, TH_ERROR, "the queued message was not sent (the reply failed): it is back in the input line");
+    }
+    free(q);
 }
 
 /* Handles what the worker signalled through the pipe. */
@@ -256,9 +284,10 @@ void ui_worker_events(struct ui *u)
             *m = live;
     }
     u->dirty = true;
-    if (done && u->busy)
-        finish_turn(u);
+    bool ended = done && u->busy, ok = ended && finish_turn(u);
     ui_bw_collect(u, false);
+    if (ended)
+        ui_send_queued(u, ok);
 }
 
 /* Saves the streaming reply about once every SAVE_S (hist_reply_progress
