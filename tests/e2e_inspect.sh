@@ -54,7 +54,7 @@ A=$(screen | grep 'mem used' | head -1)
 sleep 2.5
 B=$(screen | grep 'mem used' | head -1)
 [ "$A" != "$B" ] && pass "graphs advance while the reply streams" || fail "the graph did not move in 2.5 s"
-screen | grep -q 'Assistant' && pass "the chat stays beside it" || fail "the chat is hidden"
+screen | grep -Eq '^ +[[:alpha:]][^│]*│ ' && pass "the chat stays beside it" || fail "the chat is hidden"
 tmux send-keys -t $S Escape
 sleep 1
 screen | grep -q 'Inspector' && fail "Esc did not close it" || pass "Esc closes the inspector"

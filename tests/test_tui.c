@@ -1969,6 +1969,8 @@ static void test_title_model_name_not_mangled(void **state)
     assert_string_equal(b, "gemma-3-270m-q4_k_m");
     sidebar_model_name(NULL, "/x/model", b, sizeof b);
     assert_string_equal(b, "model");
+}
+
 /* ---- the chat screen's overlays, meters defects, timestamps, token count ---- */
 
 static void test_help_lists_every_command_and_key(void **state)
