@@ -715,18 +715,9 @@ static int32_t *local_tokenize(const struct engine *eng, const char *text, bool 
     const struct local_engine *e = (const struct local_engine *)eng;
     if (!e->tok)
         return NULL;
-    size_t len = strlen(text);
-    int64_t cap = (int64_t)len + 2;
-    int32_t *ids = malloc(sizeof *ids * (size_t)cap);
-    if (!ids)
-        return NULL;
-    int64_t k = tok_encode(e->tok, text, len, add_bos && tok_add_bos(e->tok), ids, cap);
-    if (k < 0 || k > cap) {
-        free(ids);
-        return NULL;
-    }
-    *n = k;
-    return ids;
+    /* sized as it goes: a guess from the length would be wrong one way or the
+     * other (four bytes of ids per byte of text, or too few for byte tokens) */
+    return tok_encode_alloc(e->tok, text, strlen(text), add_bos && tok_add_bos(e->tok), n, NULL, 0);
 }
 
 static size_t local_token_piece(const struct engine *eng, int32_t id, char *buf, size_t cap)

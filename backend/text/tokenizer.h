@@ -87,6 +87,22 @@ int64_t tok_encode_e(const struct tokenizer *t, const char *text, size_t len, bo
 int64_t tok_encode_segments_e(const struct tokenizer *t, const struct tok_segment *segs, size_t n,
                               bool add_bos, int32_t *out, int64_t cap, char *err, size_t errlen);
 
+/* As tok_encode, into an array it allocates: returns the ids (owned by the
+ * caller, free()d) with their number in *N, or NULL (message in ERR) when out
+ * of memory or on invalid input. Memory stays linear in LEN: the ids, grown by
+ * half at a time, and scratch space of a fixed size for ordinary text. */
+int32_t *tok_encode_alloc(const struct tokenizer *t, const char *text, size_t len, bool add_bos,
+                          int64_t *n, char *err, size_t errlen);
+
+/* Bytes of the longest token text: no token covers more bytes of input. */
+uint32_t tok_longest(const struct tokenizer *t);
+/* The fewest tokens BYTES bytes of plain text can encode to (BOS aside):
+ * ceil(BYTES / tok_longest), known without tokenizing, so a text that cannot
+ * fit a context is refused before the work. 0 when this vocabulary can drop
+ * bytes (no byte token for some byte, or BPE merges into non-tokens), where
+ * no such bound holds. */
+int64_t tok_min_tokens(const struct tokenizer *t, size_t bytes);
+
 /* The bytes a token stands for when decoding (byte tokens give one byte; SPM's
  * U+2581 becomes a space; BPE text goes back through the byte map). Control
  * tokens give "". Writes at most CAP bytes, returns the full length. */
