@@ -727,6 +727,42 @@ static void test_long_text_ids_gemma3(void **state)
     check_long_text_ids(TEST_MODEL_GEMMA3, 94510, 0xa73c741df80ba90dull);
 }
 
+/* tok_min_tokens is a true lower bound on every vocabulary, bytes without a
+ * token included, and a useful one on the real models (a token per at most
+ * 162 bytes for SmolLM2, 48 for Gemma 3). */
+static void test_min_tokens_is_a_lower_bound(void **state)
+{
+    (void)state;
+    static const char *const files[] = {
+        "llama-spm", "phi-3", "gpt-2", "starcoder", "refact", "mpt", "falcon", "deepseek-llm",
+        "deepseek-coder",
+    };
+    char *text = long_text(50000);
+    char all[512];
+    for (int i = 0; i < 512; i++)
+        all[i] = (char)(i & 0xFF);
+    for (size_t f = 0; f < sizeof files / sizeof files[0] + 2; f++) {
+        char path[4200];
+        if (f < sizeof files / sizeof files[0]) {
+            char rel[256];
+            snprintf(rel, sizeof rel, "tokenizer/ggml-vocab-%s.gguf", files[f]);
+            TEST_REQUIRE_FIXTURE(rel, path);
+        } else
+            TEST_REQUIRE_MODEL(f == sizeof files / sizeof files[0] ? TEST_MODEL_SMOLLM2
+                                                                   : TEST_MODEL_GEMMA3, path);
+        struct tokenizer *t = open_tok(path, NULL);
+        int64_t lo = tok_min_tokens(t, text, 50000);
+        int64_t n = tok_encode(t, text, 50000, false, NULL, 0);
+        assert_true(lo <= n);
+        assert_true(lo >= 50000 / (int64_t)tok_longest(t));
+        lo = tok_min_tokens(t, all, sizeof all);
+        assert_true(lo <= tok_encode(t, all, sizeof all, false, NULL, 0));
+        assert_int_equal(tok_min_tokens(t, "", 0), 0);
+        tok_free(t);
+    }
+    free(text);
+}
+
 /* Address space this process holds now (VmSize), in bytes. */
 static uint64_t vm_size(void)
 {
@@ -827,6 +863,7 @@ int main(void)
         cmocka_unit_test(test_gemma3_reference),
         cmocka_unit_test(test_broken_vocab),
         cmocka_unit_test(test_all_pretokenizers),
+        cmocka_unit_test(test_min_tokens_is_a_lower_bound),
         cmocka_unit_test(test_long_text_ids_smollm2),
         cmocka_unit_test(test_long_text_ids_gemma3),
         cmocka_unit_test(test_memory_linear_smollm2),

@@ -530,12 +530,27 @@ static int local_chat(struct engine *eng, const char *user_text, const struct en
     stats_update(e, &st);
     double t_start = now_s();
 
+    /* No token covers more than the longest token's bytes, so a message too
+     * long for the context shows it by its length alone: refuse it before
+     * the template copies it and the tokenizer spends seconds on it. */
+    int32_t n_ctx = e->base.info.n_ctx;
+    size_t msg_bytes = strlen(user_text);
+    int64_t least = tok_min_tokens(e->tok, user_text, msg_bytes);
+    int32_t room = n_ctx - reply_reserve(e, tp->max_tokens);
+    if (least > room) {
+        kv_seterr(err, errlen,
+                  "the message is too long for the context: its %zu bytes make at least %lld "
+                  "tokens (no token is longer than %u bytes) and the context of %d holds %d "
+                  "beside the reply: shorten it or raise --ctx-size",
+                  msg_bytes, (long long)least, tok_longest(e->tok), n_ctx, room);
+        goto fail_nomsg;
+    }
+
     if (transcript_push(&e->conv, ENGINE_ROLE_USER, user_text) != 0) {
         kv_seterr(err, errlen, "out of memory");
         goto fail_nomsg;
     }
 
-    int32_t n_ctx = e->base.info.n_ctx;
     bool fits;
     int64_t n_prompt = fit_visible(e, reply_reserve(e, tp->max_tokens), 1, &st.turns_dropped,
                                    &fits, err, errlen);

@@ -332,11 +332,14 @@ int32_t tok_eos(const struct tokenizer *t) { return t->eos; }
 bool tok_add_bos(const struct tokenizer *t) { return t->add_bos; }
 uint32_t tok_longest(const struct tokenizer *t) { return t->longest; }
 
-int64_t tok_min_tokens(const struct tokenizer *t, size_t bytes)
+int64_t tok_min_tokens(const struct tokenizer *t, const char *text, size_t len)
 {
-    if (!t || !t->covers_bytes || t->longest == 0)
+    if (!t || t->merges_drop || t->longest == 0 || (len && !text))
         return 0;
-    return (int64_t)(bytes / t->longest + (bytes % t->longest != 0));
+    size_t sure = 0; /* bytes that land in some token */
+    for (size_t i = 0; i < len; i++)
+        sure += !t->byte_may_vanish[(unsigned char)text[i]];
+    return (int64_t)(sure / t->longest + (sure % t->longest != 0));
 }
 
 bool tok_is_eog(const struct tokenizer *t, int32_t id)
@@ -509,18 +512,16 @@ static void build_text_facts(struct tokenizer *t)
      * has neither a byte token nor a one-byte text and there is no <unk>;
      * BPE when a byte has no mapped token, or when a merge makes a text that
      * is not a token (its bytes then fall back to printable ASCII only). */
-    bool covers = true;
     for (int b = 0; b < 256; b++) {
         if (t->kind == TOK_KIND_SPM)
-            covers &= t->byte_tok[b] >= 0 || t->ascii_tok[b] >= 0 || t->unk >= 0;
+            t->byte_may_vanish[b] = t->byte_tok[b] < 0 && t->ascii_tok[b] < 0 && t->unk < 0;
         else
-            covers &= t->byte_tok[b] >= 0;
+            t->byte_may_vanish[b] = t->byte_tok[b] < 0;
     }
     if (t->kind == TOK_KIND_BPE && t->merge_key)
         for (uint64_t i = 0; i <= t->merge_mask; i++)
             if (t->merge_key[i] != UINT64_MAX && t->merge_res[i] < 0)
-                covers = false;
-    t->covers_bytes = covers;
+                t->merges_drop = true;
 }
 
 static void build_byte_map(struct tokenizer *t)

@@ -96,12 +96,13 @@ int32_t *tok_encode_alloc(const struct tokenizer *t, const char *text, size_t le
 
 /* Bytes of the longest token text: no token covers more bytes of input. */
 uint32_t tok_longest(const struct tokenizer *t);
-/* The fewest tokens BYTES bytes of plain text can encode to (BOS aside):
- * ceil(BYTES / tok_longest), known without tokenizing, so a text that cannot
- * fit a context is refused before the work. 0 when this vocabulary can drop
- * bytes (no byte token for some byte, or BPE merges into non-tokens), where
- * no such bound holds. */
-int64_t tok_min_tokens(const struct tokenizer *t, size_t bytes);
+/* The fewest tokens LEN bytes of plain TEXT can encode to (BOS aside): no
+ * token covers more than tok_longest bytes, so ceil(B / tok_longest), B being
+ * the bytes that surely land in some token (all of them, in most vocabularies;
+ * not those without a byte token). One pass over the bytes and no
+ * tokenizing, so a text that cannot fit a context is refused before the work.
+ * 0 when no bound holds (BPE merges into texts that are no token). */
+int64_t tok_min_tokens(const struct tokenizer *t, const char *text, size_t len);
 
 /* The bytes a token stands for when decoding (byte tokens give one byte; SPM's
  * U+2581 becomes a space; BPE text goes back through the byte map). Control

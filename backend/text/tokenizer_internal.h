@@ -69,12 +69,14 @@ struct tokenizer {
     bool add_space_prefix;
     bool ignore_merges;
 
-    /* Bytes of the longest token text, and whether every byte of a text is
-     * sure to end up in some token (no byte dropped for want of a byte token,
-     * no BPE merge into a non-token): then B bytes make at least
-     * ceil(B / longest) tokens (tok_min_tokens). */
+    /* Bytes of the longest token text, and which input bytes may end up in
+     * no token (no byte token for them); every other byte surely lands in
+     * one, unless MERGES_DROP (a BPE merge makes a text that is no token,
+     * whose bytes then fall back to printable ASCII only). A text of B such
+     * bytes thus makes at least ceil(B / longest) tokens (tok_min_tokens). */
     uint32_t longest;
-    bool covers_bytes;
+    uint8_t byte_may_vanish[256];
+    bool merges_drop;
 
     /* Bit a<<8|b set when byte b follows byte a inside some token text. SPM
      * never merges across two bytes that no token has side by side, so a text
