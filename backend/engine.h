@@ -97,6 +97,9 @@ struct engine_params {
      * reply continues the text (the right thing for a base model). */
     const char *chat_template;
     enum engine_kv_type kv_type; /* ENGINE_KV_AUTO (0) = f16 */
+    /* Prefix of /proc and /sys for reading the memory there is (tests fake
+     * them); NULL = the real ones. */
+    const char *mem_root;
     engine_progress_fn progress;
     void *progress_user;
 

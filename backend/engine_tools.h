@@ -29,8 +29,11 @@ uint64_t engine_bytes_per_token(struct engine *e, int32_t n_past);
  * to PATH as a GGUF file other engines load too, with the tokenizer copied
  * from the model file TOKENIZER_FROM (NULL: none). The tokenizer must have
  * the shape's vocabulary size (the message names the shapes that would
- * fit). Returns 0 or -1 with ERR. */
+ * fit). Memory (read under MEM_ROOT, a prefix of /proc and /sys that tests
+ * fake; NULL = the real ones) and disk space are weighed first, and too
+ * little of either is an error naming both sizes. Returns 0 or -1 with ERR. */
 int engine_write_synthetic(const char *spec, const char *tokenizer_from, const char *path,
+                           const char *mem_root,
                            char *err, size_t errlen);
 
 #endif

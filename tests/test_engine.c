@@ -297,6 +297,34 @@ static void test_message_too_long(void **state)
     engine_free(e);
 }
 
+/* A message whose length alone proves it cannot fit is refused before it is
+ * tokenized, with the sizes and the option in one line (64 MiB would
+ * otherwise be copied by the template and tokenized for seconds). */
+static void test_message_too_long_by_its_length(void **state)
+{
+    (void)state;
+    struct engine *e = load(TEST_MODEL_SMOLLM2, 64);
+    struct engine_turn_params tp = greedy(8);
+    char err[512];
+    size_t n = 64u << 20;
+    char *big = malloc(n + 1);
+    memset(big, 'a', n);
+    big[n] = 0;
+    assert_int_equal(engine_chat(e, big, &tp, NULL, err, sizeof err), -1);
+    printf("error: %s\n", err);
+    assert_null(strchr(err, '\n'));
+    assert_non_null(strstr(err, "its 67108864 bytes make at least"));
+    assert_non_null(strstr(err, "context of 64"));
+    assert_non_null(strstr(err, "--ctx-size"));
+    /* the engine stays usable and the message did not enter the conversation */
+    assert_int_equal(engine_chat(e, "Hi", &tp, NULL, err, sizeof err), 0);
+    struct engine_stats st;
+    engine_stats(e, &st);
+    assert_true(st.prompt_tokens < 64);
+    free(big);
+    engine_free(e);
+}
+
 /* Regenerating after engine_pop_turn with the same seed gives the same reply. */
 static void test_pop_turn_regenerates(void **state)
 {
@@ -695,6 +723,7 @@ int main(void)
         cmocka_unit_test(test_context_full_drops_turns),
         cmocka_unit_test(test_fit_context_after_resume),
         cmocka_unit_test(test_message_too_long),
+        cmocka_unit_test(test_message_too_long_by_its_length),
         cmocka_unit_test(test_pop_turn_regenerates),
         cmocka_unit_test(test_tokenize_user_text_is_plain),
         cmocka_unit_test(test_raw_prompt_as_given),

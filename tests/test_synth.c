@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "backend.h"
@@ -346,13 +347,13 @@ static void gguf_with_real_tokenizer(void **state)
     TEST_REQUIRE_MODEL(TEST_MODEL_SMOLLM2, src);
     test_tmpdir(dir, sizeof dir, "synth");
     snprintf(path, sizeof path, "%s/smol.gguf", dir);
-    assert_int_equal(engine_write_synthetic("llama-1b:q8_0", src, path, err, sizeof err), -1);
+    assert_int_equal(engine_write_synthetic("llama-1b:q8_0", src, path, NULL, err, sizeof err), -1);
     printf("mismatch: %s\n", err);
     assert_non_null(strstr(err, "49152"));
     assert_non_null(strstr(err, "smollm2-135m"));
     assert_int_not_equal(access(path, F_OK), 0); /* nothing written */
 
-    assert_int_equal(engine_write_synthetic("smollm2-135m:q4_1", src, path, err, sizeof err), 0);
+    assert_int_equal(engine_write_synthetic("smollm2-135m:q4_1", src, path, NULL, err, sizeof err), 0);
     struct model *m = model_load(path, err, sizeof err);
     if (!m)
         fail_msg("model_load: %s", err);
@@ -433,6 +434,90 @@ static void synthetic_engine(void **state)
     assert_non_null(strstr(err, synth_type_list()));
 }
 
+/* A fake /proc/meminfo under a new folder, for the memory checks. */
+static void fake_meminfo(char *root, size_t cap, const char *name, unsigned long long kb)
+{
+    char path[4400];
+    test_tmpdir(root, cap, name);
+    snprintf(path, sizeof path, "%s/proc", root);
+    mkdir(path, 0755);
+    snprintf(path, sizeof path, "%s/proc/meminfo", root);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "MemTotal: %llu kB\nMemAvailable: %llu kB\n", kb, kb);
+    fclose(f);
+}
+
+/* A synthetic model past the memory there is is refused before its weights
+ * are made, naming the sizes and what to lower; one that fits is built. */
+static void synthetic_past_memory_refused(void **state)
+{
+    (void)state;
+    char root[4200], err[512];
+    fake_meminfo(root, sizeof root, "synth-mem", 1048576); /* 1 GiB */
+    struct engine_params p = engine_default_params();
+    p.synthetic = "llama-8b:q8_0"; /* 8 GiB of weights */
+    p.backend = ENGINE_BACKEND_CPU;
+    p.n_ctx = 64;
+    p.n_threads = 1;
+    p.mem_root = root;
+    assert_null(engine_new(&p, err, sizeof err));
+    printf("error: %s\n", err);
+    assert_null(strchr(err, '\n'));
+    assert_non_null(strstr(err, "the synthetic model llama-8b:q8_0 needs"));
+    assert_non_null(strstr(err, "but 1.0 GiB is available"));
+    assert_non_null(strstr(err, "smaller shape or type"));
+    assert_non_null(strstr(err, "--ctx-size"));
+    /* the KV cache counts: smollm2-135m at f16 fits in 1 GiB at 64 tokens,
+     * not at 65536 (2 * 30 layers * 64 K/V values * 2 bytes = 7.5 KiB a token) */
+    p.synthetic = "smollm2-135m:q4_0";
+    p.n_ctx = 65536;
+    assert_null(engine_new(&p, err, sizeof err));
+    assert_non_null(strstr(err, "KV cache"));
+    p.n_ctx = 64;
+    struct engine *e = engine_new(&p, err, sizeof err);
+    if (!e)
+        fail_msg("engine_new: %s", err);
+    engine_free(e);
+}
+
+/* synth_weight_bytes is the size of the mapping the model is built in. */
+static void weight_bytes_match_the_model(void **state)
+{
+    (void)state;
+    char err[512];
+    struct synth_spec sp;
+    assert_int_equal(synth_parse("smollm2-135m:q8_0", &sp, err, sizeof err), 0);
+    uint64_t w = 0;
+    assert_int_equal(synth_weight_bytes(&sp, &w, err, sizeof err), 0);
+    struct model *m = model_new_synthetic(&sp, err, sizeof err);
+    assert_non_null(m);
+    printf("weights %llu mapping %zu\n", (unsigned long long)w, m->synth_mem_bytes);
+    assert_true(w == m->synth_mem_bytes);
+    model_free(m);
+    assert_int_equal(synth_parse("llama-8b:q8_0", &sp, err, sizeof err), 0);
+    assert_int_equal(synth_weight_bytes(&sp, &w, err, sizeof err), 0);
+    assert_true(w > 7ull << 30); /* 8 billion parameters at 8.5 bits */
+}
+
+/* kvchat synth weighs memory (the weights twice) before building anything. */
+static void synth_write_past_memory_refused(void **state)
+{
+    (void)state;
+    char root[4200], dir[4200], path[4400], err[512];
+    fake_meminfo(root, sizeof root, "synth-wmem", 262144); /* 256 MiB */
+    test_tmpdir(dir, sizeof dir, "synth-w");
+    snprintf(path, sizeof path, "%s/out.gguf", dir);
+    assert_int_equal(engine_write_synthetic("llama-1b:q8_0", NULL, path, root, err, sizeof err),
+                     -1);
+    printf("error: %s\n", err);
+    assert_null(strchr(err, '\n'));
+    assert_non_null(strstr(err, "writing the synthetic model llama-1b:q8_0 needs"));
+    assert_non_null(strstr(err, "but 0.2 GiB is available"));
+    struct stat st;
+    assert_int_not_equal(stat(path, &st), 0); /* nothing written */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -447,6 +532,9 @@ int main(void)
         cmocka_unit_test(gguf_round_trip),
         cmocka_unit_test(gguf_with_real_tokenizer),
         cmocka_unit_test(synthetic_engine),
+        cmocka_unit_test(weight_bytes_match_the_model),
+        cmocka_unit_test(synthetic_past_memory_refused),
+        cmocka_unit_test(synth_write_past_memory_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

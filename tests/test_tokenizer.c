@@ -7,7 +7,10 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -648,6 +651,200 @@ static void test_all_pretokenizers(void **state)
     }
 }
 
+/* ---- long texts: the same ids, in memory linear in the text ---- */
+
+/* A long text that exercises every way the tokenizers cut it: prose, runs of
+ * spaces, tabs and newlines (gemma3's user-defined tokens), digits (smollm's
+ * split), invalid bytes and text in several scripts. Deterministic. */
+static char *long_text(size_t len)
+{
+    static const char *const parts[] = {
+        "the ",        "quick ",  "brown ",     "fox ",      "jumps, ",   "over ",
+        "lazy ",       "dogs. ",  "\n",         "\n\n",      "    ",      "\t",
+        "  ",          "12345 ",  "3.14159 ",   "привет ",   "мир ",      "日本語 ",
+        "テキスト ",   "😀 ",     "ñandú ",     "Ελληνικά ", "مرحبا ",    "한국어 ",
+        "e\xcc\x81 ",  "don't ",  "<|im_end|>", "</s>",      "          ", "\n\n\n\n",
+    };
+    char *s = malloc(len + 1);
+    uint64_t x = 88172645463325252ull;
+    size_t k = 0;
+    while (k < len) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        const char *p = parts[x % (sizeof parts / sizeof parts[0])];
+        size_t n = strlen(p);
+        if (n > len - k)
+            n = len - k;
+        memcpy(s + k, p, n);
+        k += n;
+    }
+    s[len] = 0;
+    return s;
+}
+
+static uint64_t ids_hash(const int32_t *ids, int64_t n)
+{
+    uint64_t h = 1469598103934665603ull; /* FNV-1a over the ids */
+    for (int64_t i = 0; i < n; i++)
+        h = (h ^ (uint32_t)ids[i]) * 1099511628211ull;
+    return h;
+}
+
+/* 300 KB of long_text, past both the SPM chunk and the user-defined window,
+ * must give the ids the whole-fragment encoder gave (count and hash recorded
+ * from it, `kvchat tokenize --no-bos`), so cutting the text changes nothing. */
+static void check_long_text_ids(const char *model, int64_t want_n, uint64_t want_hash)
+{
+    char path[4200], err[256] = "";
+    TEST_REQUIRE_MODEL(model, path);
+    struct tokenizer *t = open_tok(path, NULL);
+    char *text = long_text(300000);
+    int64_t n = 0;
+    int32_t *ids = tok_encode_alloc(t, text, 300000, false, &n, err, sizeof err);
+    assert_non_null(ids);
+    assert_int_equal(n, want_n);
+    assert_true(ids_hash(ids, n) == want_hash);
+    /* and the same through a caller's buffer, cut short: the first ids, the full count */
+    int32_t *head = malloc(1000 * sizeof *head);
+    assert_int_equal(tok_encode(t, text, 300000, false, head, 1000), want_n);
+    assert_memory_equal(head, ids, 1000 * sizeof *head);
+    free(head);
+    free(ids);
+    free(text);
+    tok_free(t);
+}
+
+static void test_long_text_ids_smollm2(void **state)
+{
+    (void)state;
+    check_long_text_ids(TEST_MODEL_SMOLLM2, 150085, 0x563e23a59782491cull);
+}
+
+static void test_long_text_ids_gemma3(void **state)
+{
+    (void)state;
+    check_long_text_ids(TEST_MODEL_GEMMA3, 94510, 0xa73c741df80ba90dull);
+}
+
+/* tok_min_tokens is a true lower bound on every vocabulary, bytes without a
+ * token included, and a useful one on the real models (a token per at most
+ * 162 bytes for SmolLM2, 48 for Gemma 3). */
+static void test_min_tokens_is_a_lower_bound(void **state)
+{
+    (void)state;
+    static const char *const files[] = {
+        "llama-spm", "phi-3", "gpt-2", "starcoder", "refact", "mpt", "falcon", "deepseek-llm",
+        "deepseek-coder",
+    };
+    char *text = long_text(50000);
+    char all[512];
+    for (int i = 0; i < 512; i++)
+        all[i] = (char)(i & 0xFF);
+    for (size_t f = 0; f < sizeof files / sizeof files[0] + 2; f++) {
+        char path[4200];
+        if (f < sizeof files / sizeof files[0]) {
+            char rel[256];
+            snprintf(rel, sizeof rel, "tokenizer/ggml-vocab-%s.gguf", files[f]);
+            TEST_REQUIRE_FIXTURE(rel, path);
+        } else
+            TEST_REQUIRE_MODEL(f == sizeof files / sizeof files[0] ? TEST_MODEL_SMOLLM2
+                                                                   : TEST_MODEL_GEMMA3, path);
+        struct tokenizer *t = open_tok(path, NULL);
+        int64_t lo = tok_min_tokens(t, text, 50000);
+        int64_t n = tok_encode(t, text, 50000, false, NULL, 0);
+        assert_true(lo <= n);
+        assert_true(lo >= 50000 / (int64_t)tok_longest(t));
+        lo = tok_min_tokens(t, all, sizeof all);
+        assert_true(lo <= tok_encode(t, all, sizeof all, false, NULL, 0));
+        assert_int_equal(tok_min_tokens(t, "", 0), 0);
+        tok_free(t);
+    }
+    free(text);
+}
+
+/* Address space this process holds now (VmSize), in bytes. */
+static uint64_t vm_size(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    unsigned long long kb = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmSize: %llu kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return (uint64_t)kb * 1024;
+}
+
+/* Encodes 4 MiB of long_text in a child whose address space may grow by no
+ * more than 4 bytes per byte of text plus 4 MiB of fixed scratch space, once
+ * into an array the tokenizer grows and once into a caller's buffer of a token
+ * per two bytes allocated inside the same limit. The encoders used to take
+ * 20 to 60 bytes per byte (a symbol and a queue entry per character, every
+ * pre-tokenizer piece listed twice, a word of bookkeeping per byte for
+ * user-defined tokens), and fail here. */
+static void check_memory_linear(const char *path)
+{
+    const size_t len = 4u << 20;
+    struct tokenizer *t = open_tok(path, NULL);
+    char *text = long_text(len);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct rlimit rl;
+        rl.rlim_cur = rl.rlim_max = vm_size() + 4 * len + (4u << 20);
+        if (setrlimit(RLIMIT_AS, &rl) != 0)
+            _exit(3);
+        char err[256] = "";
+        int64_t n = 0;
+        int32_t *ids = tok_encode_alloc(t, text, len, true, &n, err, sizeof err);
+        if (!ids) {
+            fprintf(stderr, "tok_encode_alloc: %s\n", err);
+            _exit(1);
+        }
+        free(ids);
+        int32_t *buf = malloc(len / 2 * sizeof *buf);
+        int64_t k = buf ? tok_encode_e(t, text, len, true, buf, (int64_t)(len / 2), err, sizeof err) : -1;
+        if (k != n) {
+            fprintf(stderr, "tok_encode_e: %lld ids (want %lld): %s\n", (long long)k, (long long)n, err);
+            _exit(2);
+        }
+        free(buf);
+        _exit(0);
+    }
+    int st = 0;
+    assert_int_equal(waitpid(pid, &st, 0), pid);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    free(text);
+    tok_free(t);
+}
+
+static void test_memory_linear_smollm2(void **state)
+{
+    (void)state;
+    char path[4200];
+    TEST_REQUIRE_MODEL(TEST_MODEL_SMOLLM2, path);
+    check_memory_linear(path);
+}
+
+static void test_memory_linear_gemma3(void **state)
+{
+    (void)state;
+    char path[4200];
+    TEST_REQUIRE_MODEL(TEST_MODEL_GEMMA3, path);
+    check_memory_linear(path);
+}
+
+static void test_memory_linear_llama_spm(void **state)
+{
+    (void)state;
+    char path[4200];
+    TEST_REQUIRE_FIXTURE("tokenizer/ggml-vocab-llama-spm.gguf", path);
+    check_memory_linear(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -666,6 +863,12 @@ int main(void)
         cmocka_unit_test(test_gemma3_reference),
         cmocka_unit_test(test_broken_vocab),
         cmocka_unit_test(test_all_pretokenizers),
+        cmocka_unit_test(test_min_tokens_is_a_lower_bound),
+        cmocka_unit_test(test_long_text_ids_smollm2),
+        cmocka_unit_test(test_long_text_ids_gemma3),
+        cmocka_unit_test(test_memory_linear_smollm2),
+        cmocka_unit_test(test_memory_linear_gemma3),
+        cmocka_unit_test(test_memory_linear_llama_spm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,7 +17,7 @@
 int kv_run_synth(const struct kv_options *o)
 {
     char err[1024];
-    if (engine_write_synthetic(o->synthetic, o->tokenizer_from, o->output, err, sizeof err) != 0) {
+    if (engine_write_synthetic(o->synthetic, o->tokenizer_from, o->output, NULL, err, sizeof err) != 0) {
         fprintf(stderr, "kvchat: synth: %s\n", err);
         return 1;
     }

@@ -11,6 +11,8 @@
  */
 #include "engine_impl.h"
 
+#include <sys/statvfs.h>
+
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -27,6 +29,7 @@
 #include "chat.h"
 #include "errmsg.h"
 #include "gguf.h"
+#include "hostmem.h"
 #include "model.h"
 #include "registry.h"
 #include "sampler.h"
@@ -198,6 +201,45 @@ static int load_tokenizer(struct local_engine *e, const struct engine_params *p,
 static void local_free(struct engine *eng);
 static const struct engine_ops local_ops;
 
+#define GIB 1073741824.0
+
+/* The context a model gets: WANT, or min(its training context, 4096). */
+static int32_t resolve_ctx(int32_t want, int32_t n_ctx_train)
+{
+    if (want)
+        return want;
+    return n_ctx_train > 0 && n_ctx_train < 4096 ? n_ctx_train : 4096;
+}
+
+/* Weighs the synthetic model S as P would run it (weights, and the KV cache
+ * at its context) against the memory this process can still take, before a
+ * byte of it is made: the weights are all written at once, so a model that
+ * does not fit would fill memory first and fail (or be killed) later. The
+ * backend's own check (registry.c) then weighs the KV cache and scratch
+ * space again against what is left. */
+static int synth_fits_memory(const struct synth_spec *s, const struct engine_params *p,
+                             char *err, size_t errlen)
+{
+    uint64_t weights, avail;
+    if (synth_weight_bytes(s, &weights, err, errlen) != 0)
+        return -1;
+    if (hostmem_available(p->mem_root, &avail) != 0)
+        return 0; /* unknown: nothing to weigh against */
+    const struct synth_shape *sh = &s->shape;
+    int32_t n_ctx = resolve_ctx(p->n_ctx, sh->n_ctx_train);
+    double esz = p->kv_type == ENGINE_KV_F32 ? 4 : p->kv_type == ENGINE_KV_Q8_0 ? 34.0 / 32 : 2;
+    uint64_t kv = (uint64_t)(2.0 * sh->n_layer * n_ctx * sh->n_head_kv * sh->head_dim * esz);
+    if (weights + kv <= avail)
+        return 0;
+    kv_seterr(err, errlen,
+              "the synthetic model %s needs %.1f GiB (weights %.1f, KV cache %.1f at %d tokens) "
+              "but %.1f GiB is available: choose a smaller shape or type (shapes: %s) or lower "
+              "--ctx-size",
+              s->name, (double)(weights + kv) / GIB, (double)weights / GIB, (double)kv / GIB,
+              n_ctx, (double)avail / GIB, synth_shape_list());
+    return -1;
+}
+
 struct engine *local_engine_new(const struct engine_params *p, char *err, size_t errlen)
 {
     double t0 = now_s();
@@ -229,7 +271,8 @@ struct engine *local_engine_new(const struct engine_params *p, char *err, size_t
     e->synthetic = synthetic;
     if (synthetic) {
         struct synth_spec spec;
-        if (synth_parse(p->synthetic, &spec, err, errlen) == 0)
+        if (synth_parse(p->synthetic, &spec, err, errlen) == 0 &&
+            synth_fits_memory(&spec, p, err, errlen) == 0)
             e->model = model_new_synthetic(&spec, err, errlen);
     } else {
         e->model = model_load(p->model_path, err, errlen);
@@ -241,9 +284,7 @@ struct engine *local_engine_new(const struct engine_params *p, char *err, size_t
     if (!e->synthetic && has_vocabulary(e->model->file) && load_tokenizer(e, p, err, errlen) != 0)
         goto fail;
 
-    int32_t n_ctx = p->n_ctx;
-    if (n_ctx == 0)
-        n_ctx = hp->n_ctx_train > 0 && hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096;
+    int32_t n_ctx = resolve_ctx(p->n_ctx, hp->n_ctx_train);
     int32_t n_threads = p->n_threads ? p->n_threads : default_threads();
     /* resolved here, so a backend's own default (AUTO in its config) is only
      * what tests that build a config by hand get */
@@ -261,6 +302,7 @@ struct engine *local_engine_new(const struct engine_params *p, char *err, size_t
         .cfg = {.n_ctx = n_ctx, .n_threads = n_threads, .kv_type = kv_type},
         .before_create = before_create,
         .user = &prep,
+        .mem_root = p->mem_root,
     };
     struct backend_opened bo;
     if (backend_open(&rq, &bo, err, errlen) != 0)
@@ -542,12 +584,27 @@ static int local_chat(struct engine *eng, const char *user_text, const struct en
     stats_update(e, &st);
     double t_start = now_s();
 
+    /* No token covers more than the longest token's bytes, so a message too
+     * long for the context shows it by its length alone: refuse it before
+     * the template copies it and the tokenizer spends seconds on it. */
+    int32_t n_ctx = e->base.info.n_ctx;
+    size_t msg_bytes = strlen(user_text);
+    int64_t least = tok_min_tokens(e->tok, user_text, msg_bytes);
+    int32_t room = n_ctx - reply_reserve(e, tp->max_tokens);
+    if (least > room) {
+        kv_seterr(err, errlen,
+                  "the message is too long for the context: its %zu bytes make at least %lld "
+                  "tokens (no token is longer than %u bytes) and the context of %d holds %d "
+                  "beside the reply: shorten it or raise --ctx-size",
+                  msg_bytes, (long long)least, tok_longest(e->tok), n_ctx, room);
+        goto fail_nomsg;
+    }
+
     if (transcript_push(&e->conv, ENGINE_ROLE_USER, user_text) != 0) {
         kv_seterr(err, errlen, "out of memory");
         goto fail_nomsg;
     }
 
-    int32_t n_ctx = e->base.info.n_ctx;
     bool fits;
     int64_t n_prompt = fit_visible(e, reply_reserve(e, tp->max_tokens), 1, &st.turns_dropped,
                                    &fits, err, errlen);
@@ -841,18 +898,9 @@ static int32_t *local_tokenize(const struct engine *eng, const char *text, bool 
     const struct local_engine *e = (const struct local_engine *)eng;
     if (!e->tok)
         return NULL;
-    size_t len = strlen(text);
-    int64_t cap = (int64_t)len + 2;
-    int32_t *ids = malloc(sizeof *ids * (size_t)cap);
-    if (!ids)
-        return NULL;
-    int64_t k = tok_encode(e->tok, text, len, add_bos && tok_add_bos(e->tok), ids, cap);
-    if (k < 0 || k > cap) {
-        free(ids);
-        return NULL;
-    }
-    *n = k;
-    return ids;
+    /* sized as it goes: a guess from the length would be wrong one way or the
+     * other (four bytes of ids per byte of text, or too few for byte tokens) */
+    return tok_encode_alloc(e->tok, text, strlen(text), add_bos && tok_add_bos(e->tok), n, NULL, 0);
 }
 
 static size_t local_token_piece(const struct engine *eng, int32_t id, char *buf, size_t cap)
@@ -910,11 +958,52 @@ static uint64_t local_bytes_per_token(struct engine *eng, int32_t n_past)
     return m->bytes_per_token + (uint64_t)kv;
 }
 
+/* Weighs writing the synthetic model S to PATH: the weights twice in memory
+ * (the model and the writer's copy) against what this process can still
+ * take, and the file against the free space of PATH's file system, before
+ * anything is built or written. */
+static int synth_fits_writing(const struct synth_spec *s, const char *path, const char *mem_root,
+                              char *err, size_t errlen)
+{
+    uint64_t weights, avail;
+    if (synth_weight_bytes(s, &weights, err, errlen) != 0)
+        return -1;
+    if (hostmem_available(mem_root, &avail) == 0 && 2 * weights > avail) {
+        kv_seterr(err, errlen,
+                  "writing the synthetic model %s needs %.1f GiB of memory (its %.1f GiB of "
+                  "weights twice: the model and the file's copy) but %.1f GiB is available: "
+                  "choose a smaller shape or type (shapes: %s)",
+                  s->name, (double)(2 * weights) / GIB, (double)weights / GIB,
+                  (double)avail / GIB, synth_shape_list());
+        return -1;
+    }
+    char dir[4096]; /* the folder PATH goes in */
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash == path ? 1 : slash - path), path);
+    struct statvfs fs;
+    if (statvfs(dir, &fs) == 0) {
+        uint64_t free_bytes = (uint64_t)fs.f_bavail * (uint64_t)fs.f_frsize;
+        if (weights > free_bytes) {
+            kv_seterr(err, errlen,
+                      "%s: the synthetic model %s needs %.1f GiB of disk but %s has %.1f GiB "
+                      "free: choose a smaller shape or type, or write it elsewhere",
+                      path, s->name, (double)weights / GIB, dir, (double)free_bytes / GIB);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int engine_write_synthetic(const char *spec_text, const char *tokenizer_from, const char *path,
-                           char *err, size_t errlen)
+                           const char *mem_root, char *err, size_t errlen)
 {
     struct synth_spec spec;
     if (synth_parse(spec_text, &spec, err, errlen) != 0)
+        return -1;
+    if (synth_fits_writing(&spec, path, mem_root, err, errlen) != 0)
         return -1;
     struct gguf *tok = NULL;
     if (tokenizer_from && *tokenizer_from) {

@@ -232,6 +232,77 @@ static int check_shape(const struct synth_shape *sh, char *err, size_t errlen)
     return 0;
 }
 
+/* M's hyperparameters from the shape SH (list_tensors reads them). */
+static void fill_hparams(struct model *m, const struct synth_shape *sh)
+{
+    struct model_hparams *hp = &m->hp;
+    hp->arch = sh->arch;
+    hp->n_vocab = sh->n_vocab;
+    hp->n_embd = sh->n_embd;
+    hp->n_layer = sh->n_layer;
+    hp->n_ff = sh->n_ff;
+    hp->n_head = sh->n_head;
+    hp->n_head_kv = sh->n_head_kv;
+    hp->head_dim = sh->head_dim;
+    hp->n_rot = sh->head_dim;
+    hp->n_ctx_train = sh->n_ctx_train;
+    hp->norm_eps = sh->norm_eps;
+    hp->rope_base = sh->rope_base;
+    const struct arch_info *ai = arch_info(sh->arch);
+    bool swa = (ai->features & ARCH_SWA) != 0;
+    hp->rope_base_local = swa ? (float)ai->rope_base_swa : sh->rope_base;
+    hp->rope_freq_scale = 1.0f;
+    hp->swa_window = swa ? sh->swa_window : 0;
+    arch_set_hparams(hp);
+}
+
+/* Lays the N tensors of D out in one mapping: types, sizes and offsets (in
+ * ->data until mapped). Returns the mapping's bytes. */
+static size_t layout_tensors(const struct synth_spec *s, struct tdesc *d, int n)
+{
+    size_t total = 0;
+    for (int i = 0; i < n; i++) {
+        enum ggml_type t = d[i].kind == T_WEIGHT ? synth_weight_type(s->type, d[i].ne0)
+                                                 : GGML_TYPE_F32;
+        int64_t rows = d[i].ne1 ? d[i].ne1 : 1;
+        size_t nb = quant_row_size(t, d[i].ne0) * (size_t)rows;
+        d[i].t->type = t;
+        d[i].t->ne0 = d[i].ne0;
+        d[i].t->ne1 = rows;
+        d[i].t->nbytes = nb;
+        d[i].t->data = (const void *)(uintptr_t)total; /* offset until mapped */
+        total += (nb + SYNTH_ALIGN - 1) / SYNTH_ALIGN * SYNTH_ALIGN;
+    }
+    return total;
+}
+
+int synth_weight_bytes(const struct synth_spec *s, uint64_t *out, char *err, size_t errlen)
+{
+    const struct synth_shape *sh = &s->shape;
+    if (check_shape(sh, err, errlen))
+        return -1;
+    if (!quant_type_supported(s->type)) {
+        kv_seterr(err, errlen, "synthetic weight type %s is not supported (types: %s)",
+                  quant_type_name(s->type), synth_type_list());
+        return -1;
+    }
+    struct model *m = calloc(1, sizeof *m);
+    struct tdesc *d = malloc(sizeof *d * max_tensors(sh));
+    if (m)
+        m->layers = calloc((size_t)sh->n_layer, sizeof *m->layers);
+    if (!m || !d || !m->layers) {
+        kv_seterr(err, errlen, "out of memory");
+        free(d);
+        model_free(m);
+        return -1;
+    }
+    fill_hparams(m, sh);
+    *out = layout_tensors(s, d, list_tensors(m, sh, d));
+    free(d);
+    model_free(m); /* nothing mapped: the tensors hold offsets only */
+    return 0;
+}
+
 struct model *model_new_synthetic(const struct synth_spec *s, char *err, size_t errlen)
 {
     const struct synth_shape *sh = &s->shape;
@@ -252,42 +323,12 @@ struct model *model_new_synthetic(const struct synth_spec *s, char *err, size_t 
         model_free(m);
         return NULL;
     }
-    struct model_hparams *hp = &m->hp;
-    hp->arch = sh->arch;
-    hp->n_vocab = sh->n_vocab;
-    hp->n_embd = sh->n_embd;
-    hp->n_layer = sh->n_layer;
-    hp->n_ff = sh->n_ff;
-    hp->n_head = sh->n_head;
-    hp->n_head_kv = sh->n_head_kv;
-    hp->head_dim = sh->head_dim;
-    hp->n_rot = sh->head_dim;
-    hp->n_ctx_train = sh->n_ctx_train;
-    hp->norm_eps = sh->norm_eps;
-    hp->rope_base = sh->rope_base;
-    const struct arch_info *ai = arch_info(sh->arch);
-    bool swa = (ai->features & ARCH_SWA) != 0;
-    hp->rope_base_local = swa ? (float)ai->rope_base_swa : sh->rope_base;
-    hp->rope_freq_scale = 1.0f;
-    hp->swa_window = swa ? sh->swa_window : 0;
-    arch_set_hparams(hp);
+    fill_hparams(m, sh);
+    const struct model_hparams *hp = &m->hp;
     snprintf(m->name, sizeof m->name, "synthetic %s", s->name[0] ? s->name : sh->name);
 
     int n = list_tensors(m, sh, d);
-    /* Lay the tensors out in one mapping. */
-    size_t total = 0;
-    for (int i = 0; i < n; i++) {
-        enum ggml_type t = d[i].kind == T_WEIGHT ? synth_weight_type(s->type, d[i].ne0)
-                                                 : GGML_TYPE_F32;
-        int64_t rows = d[i].ne1 ? d[i].ne1 : 1;
-        size_t nb = quant_row_size(t, d[i].ne0) * (size_t)rows;
-        d[i].t->type = t;
-        d[i].t->ne0 = d[i].ne0;
-        d[i].t->ne1 = rows;
-        d[i].t->nbytes = nb;
-        d[i].t->data = (const void *)(uintptr_t)total; /* offset until mapped */
-        total += (nb + SYNTH_ALIGN - 1) / SYNTH_ALIGN * SYNTH_ALIGN;
-    }
+    size_t total = layout_tensors(s, d, n);
     /* No MAP_NORESERVE: every page is written at once, and the kernel's
      * overcommit check then refuses a model far larger than memory here, as
      * an error, instead of the OOM killer doing it halfway through. */

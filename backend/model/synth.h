@@ -90,6 +90,11 @@ enum ggml_type synth_weight_type(enum ggml_type want, int64_t ne0);
 void synth_fill_rows(enum ggml_type t, int64_t ne0, float sigma, uint64_t seed,
                      uint32_t tensor_id, int64_t row0, int64_t nrows, void *dst);
 
+/* The bytes of weights model_new_synthetic would map for S, found without
+ * making them (so a caller can weigh them against the memory there is
+ * first). 0, or -1 with ERR for a bad shape or type. */
+int synth_weight_bytes(const struct synth_spec *s, uint64_t *out, char *err, size_t errlen);
+
 /* Builds the model S describes in host memory (one anonymous mapping the
  * model owns; model_free releases it). m->file is NULL: a synthetic model has
  * no tokenizer. NULL with a message in ERR (out of memory says how much). */

@@ -62,7 +62,7 @@ static void bpe_fallback(struct tok_enc *e, const unsigned char *w, uint32_t n)
     for (uint32_t i = 0; i < n; i++) {
         unsigned char c = w[i];
         if (c >= 0x21 && c <= 0x7E && e->t->ascii_tok[c] >= 0)
-            tok_ids_push(&e->out, e->t->ascii_tok[c]);
+            tok_out_push(&e->out, e->t->ascii_tok[c]);
     }
 }
 
@@ -85,7 +85,7 @@ static void bpe_word(struct tok_enc *e, const unsigned char *w, size_t n)
             k += tok_put_utf8(t->byte_cp[w[i]], e->buf + k);
         int32_t id = tok_lookup_n(t, e->buf, k);
         if (id >= 0) {
-            tok_ids_push(&e->out, id);
+            tok_out_push(&e->out, id);
             return;
         }
     }
@@ -119,7 +119,7 @@ static void bpe_word(struct tok_enc *e, const unsigned char *w, size_t n)
     for (int32_t i = 0; i != -1 && !e->failed; i = e->syms[i].next) {
         const struct tok_sym *sy = &e->syms[i];
         if (sy->id >= 0)
-            tok_ids_push(&e->out, sy->id);
+            tok_out_push(&e->out, sy->id);
         else
             bpe_fallback(e, w + sy->start, sy->n);
     }
@@ -127,9 +127,7 @@ static void bpe_word(struct tok_enc *e, const unsigned char *w, size_t n)
 
 void tok_bpe_encode(struct tok_enc *e, const char *text, size_t len)
 {
-    size_t np = tok_pre_split(e, text, len);
-    for (size_t p = 0; p < np && !e->failed; p++)
-        bpe_word(e, (const unsigned char *)text + e->pieces[2 * p], e->pieces[2 * p + 1]);
+    tok_pre_split(e, text, len, bpe_word);
 }
 
 bool tok_bpe_load_merges(struct tokenizer *t, const struct gguf *g, char *err, size_t errlen)

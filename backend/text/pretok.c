@@ -4,7 +4,7 @@
  * One table row per pre-tokenizer (all the names llama.cpp gives it, its
  * regexes in the order they apply, and the flags it implies); tok_new finds
  * the row through tok_pre_setup, and tok_bpe_encode cuts each fragment with
- * tok_pre_split. Adding a pre-tokenizer is one row here.
+ * tok_pre_split, which hands each piece on as soon as it is cut. Adding a pre-tokenizer is one row here.
  */
 #include "tokenizer_internal.h"
 
@@ -173,84 +173,70 @@ static size_t utf8_len_lead(unsigned char c)
     return lookup[c >> 4];
 }
 
-/* Matches and the gaps between them both become pieces, as llama.cpp's
- * unicode_regex_split; each regex cuts the pieces the previous one left. */
-size_t tok_pre_split(struct tok_enc *e, const char *text, size_t len)
+/* Cuts the piece [PS, PS + PL) of TEXT with regex R: matches and the gaps
+ * between them both become pieces, as llama.cpp's unicode_regex_split, and
+ * each goes on to the next regex, or to EMIT after the last one. Depth-first,
+ * so pieces reach EMIT in text order, as the reference's list would hold
+ * them, while no more than one piece per regex is pending. */
+static void split_piece(struct tok_enc *e, const char *text, size_t ps, size_t pl, int r,
+                        void (*emit)(struct tok_enc *, const unsigned char *, size_t))
 {
     const struct tokenizer *t = e->t;
-    size_t np = 1;
-    if (!tok_grow((void **)&e->pieces, &e->pieces_cap, 2, sizeof(size_t))) {
-        tok_enc_fail(e, "out of memory");
-        return 0;
+    if (e->failed)
+        return;
+    if (r == t->n_re) {
+        emit(e, (const unsigned char *)text + ps, pl);
+        return;
     }
-    e->pieces[0] = 0;
-    e->pieces[1] = len;
-    for (int r = 0; r < t->n_re && !e->failed; r++) {
-        size_t nq = 0;
+    if (!e->md[r]) {
+        e->md[r] = pcre2_match_data_create_from_pattern(t->re[r], NULL);
         if (!e->md[r]) {
-            e->md[r] = pcre2_match_data_create_from_pattern(t->re[r], NULL);
-            if (!e->md[r]) {
-                tok_enc_fail(e, "out of memory");
-                return 0;
-            }
+            tok_enc_fail(e, "out of memory");
+            return;
         }
-#define PUSH_PIECE(s_, l_)                                                                         \
-    do {                                                                                           \
-        if (!tok_grow((void **)&e->pieces2, &e->pieces2_cap, 2 * nq + 2, sizeof(size_t))) {        \
-            tok_enc_fail(e, "out of memory");                                                      \
-            return 0;                                                                              \
-        }                                                                                          \
-        e->pieces2[2 * nq] = (s_);                                                                 \
-        e->pieces2[2 * nq + 1] = (l_);                                                             \
-        nq++;                                                                                      \
-    } while (0)
-        for (size_t p = 0; p < np; p++) {
-            size_t ps = e->pieces[2 * p], pl = e->pieces[2 * p + 1];
-            PCRE2_SPTR subj = (PCRE2_SPTR)(text + ps);
-            size_t pos = 0, gap = 0;
-            while (pos <= pl) {
-                int rc = pcre2_match(t->re[r], subj, pl, pos, 0, e->md[r], NULL);
-                if (rc == PCRE2_ERROR_NOMATCH)
-                    break;
-                if (rc == PCRE2_ERROR_JIT_STACKLIMIT)
-                    rc = pcre2_match(t->re[r], subj, pl, pos, PCRE2_NO_JIT, e->md[r], NULL);
-                if (rc < 0) {
-                    PCRE2_UCHAR msg[120];
-                    char m[200];
-                    pcre2_get_error_message(rc, msg, sizeof msg);
-                    snprintf(m, sizeof m, "pre-tokenizer regex failed: %s", (const char *)msg);
-                    tok_enc_fail(e, m);
-                    return 0;
-                }
-                PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md[r]);
-                size_t ms = ov[0], me = ov[1];
-                if (ms > gap)
-                    PUSH_PIECE(ps + gap, ms - gap);
-                if (me > ms)
-                    PUSH_PIECE(ps + ms, me - ms);
-                gap = me;
-                if (me == ms) {
-                    /* empty match: step over one character */
-                    if (me >= pl)
-                        break;
-                    size_t cl = utf8_len_lead(subj[me]);
-                    pos = me + (cl > pl - me ? pl - me : cl);
-                } else
-                    pos = me;
-                if (pos >= pl)
-                    break;
-            }
-            if (gap < pl)
-                PUSH_PIECE(ps + gap, pl - gap);
-        }
-#undef PUSH_PIECE
-        size_t *tmp = e->pieces;
-        size_t tcap = e->pieces_cap;
-        e->pieces = e->pieces2;
-        e->pieces_cap = e->pieces2_cap;
-        e->pieces2 = tmp;
-        e->pieces2_cap = tcap;
-        np = nq;
     }
-    return np;
+    PCRE2_SPTR subj = (PCRE2_SPTR)(text + ps);
+    size_t pos = 0, gap = 0;
+    while (pos <= pl && !e->failed) {
+        int rc = pcre2_match(t->re[r], subj, pl, pos, 0, e->md[r], NULL);
+        if (rc == PCRE2_ERROR_NOMATCH)
+            break;
+        if (rc == PCRE2_ERROR_JIT_STACKLIMIT)
+            rc = pcre2_match(t->re[r], subj, pl, pos, PCRE2_NO_JIT, e->md[r], NULL);
+        if (rc < 0) {
+            PCRE2_UCHAR msg[120];
+            char m[200];
+            pcre2_get_error_message(rc, msg, sizeof msg);
+            snprintf(m, sizeof m, "pre-tokenizer regex failed: %s", (const char *)msg);
+            tok_enc_fail(e, m);
+            return;
+        }
+        /* read before recursing: the next levels use their own match data,
+         * but keep nothing of this one across the calls */
+        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(e->md[r]);
+        size_t ms = ov[0], me = ov[1];
+        if (ms > gap)
+            split_piece(e, text, ps + gap, ms - gap, r + 1, emit);
+        if (me > ms)
+            split_piece(e, text, ps + ms, me - ms, r + 1, emit);
+        gap = me;
+        if (me == ms) {
+            /* empty match: step over one character */
+            if (me >= pl)
+                break;
+            size_t cl = utf8_len_lead(subj[me]);
+            pos = me + (cl > pl - me ? pl - me : cl);
+        } else
+            pos = me;
+        if (pos >= pl)
+            break;
+    }
+    if (gap < pl)
+        split_piece(e, text, ps + gap, pl - gap, r + 1, emit);
+}
+
+void tok_pre_split(struct tok_enc *e, const char *text, size_t len,
+                   void (*emit)(struct tok_enc *e, const unsigned char *piece, size_t n))
+{
+    split_piece(e, text, 0, len, 0, emit);
 }

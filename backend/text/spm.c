@@ -2,6 +2,13 @@
  * llm_tokenizer_spm: spaces become U+2581, characters merge by the score of
  * the merged text, highest first, and what is left that is not a token falls
  * back to byte tokens (<0xXX>).
+ *
+ * A long fragment is merged in chunks of about SPM_CHUNK bytes, cut where two
+ * bytes meet that no token holds side by side: no merge can ever join the two
+ * sides of such a cut (every merged symbol is a token), so the chunks give
+ * exactly the ids of the whole, and the symbols and queue of one chunk are all
+ * the scratch space a text of any length needs. Text with no such place (a
+ * run of one character that has tokens of every length) stays one chunk.
  */
 #include "tokenizer_internal.h"
 
@@ -28,11 +35,34 @@ static void spm_byte_fallback(struct tok_enc *e, const char *s, size_t n)
         if (id < 0)
             id = t->unk;
         if (id >= 0)
-            tok_ids_push(&e->out, id);
+            tok_out_push(&e->out, id);
     }
 }
 
-void tok_spm_encode(struct tok_enc *e, const char *text, size_t len, bool space_prefix)
+/* Bytes of text in a chunk before a cut is looked for: big enough that the
+ * search for a cut costs nothing, small enough that the chunk's symbols and
+ * queue stay a few hundred KiB. */
+#define SPM_CHUNK 8192
+
+/* The first byte an escaped TEXT[I] begins with and the last it ends with
+ * (a space becomes U+2581, E2 96 81). */
+static unsigned spm_first_byte(unsigned char c) { return c == ' ' ? 0xE2 : c; }
+static unsigned spm_last_byte(unsigned char c) { return c == ' ' ? 0x81 : c; }
+
+/* True when no merge can join TEXT[..P) and TEXT[P..): P starts a character
+ * (a cut inside one would change how it is split into symbols) and the bytes
+ * meeting at P sit side by side in no token. */
+static bool spm_can_cut(const struct tokenizer *t, const unsigned char *text, size_t p)
+{
+    unsigned char y = text[p];
+    if (y >= 0x80 && y < 0xC0)
+        return false;
+    unsigned k = spm_last_byte(text[p - 1]) << 8 | spm_first_byte(y);
+    return !(t->pair_in_token[k >> 3] & (1u << (k & 7)));
+}
+
+/* One chunk: escaped, split into characters and merged. */
+static void spm_chunk(struct tok_enc *e, const char *text, size_t len, bool space_prefix)
 {
     size_t n = 0;
     for (size_t i = 0; i < len; i++)
@@ -104,8 +134,28 @@ void tok_spm_encode(struct tok_enc *e, const char *text, size_t len, bool space_
         const struct tok_sym *sy = &e->syms[i];
         int32_t id = tok_lookup_n(e->t, s + sy->start, sy->n);
         if (id >= 0)
-            tok_ids_push(&e->out, id);
+            tok_out_push(&e->out, id);
         else
             spm_byte_fallback(e, s + sy->start, sy->n);
+    }
+}
+
+void tok_spm_encode(struct tok_enc *e, const char *text, size_t len, bool space_prefix)
+{
+    const unsigned char *u = (const unsigned char *)text;
+    if (len == 0) {
+        spm_chunk(e, text, 0, space_prefix); /* the prefix alone still makes a token */
+        return;
+    }
+    for (size_t start = 0; start < len && !e->failed;) {
+        size_t end = len;
+        if (len - start > SPM_CHUNK)
+            for (size_t p = start + SPM_CHUNK; p < len; p++)
+                if (spm_can_cut(e->t, u, p)) {
+                    end = p;
+                    break;
+                }
+        spm_chunk(e, text + start, end - start, space_prefix && start == 0);
+        start = end;
     }
 }

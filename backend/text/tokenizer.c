@@ -39,9 +39,11 @@ void tok_enc_fail(struct tok_enc *e, const char *msg)
 
 /* ---- fragments ---- */
 
+/* One occurrence of a user-defined token's text in plain text. */
 struct occ {
-    int32_t rank, id;
-    size_t pos, len;
+    size_t pos;
+    int32_t rank; /* the token's place among user-defined ones: longest first */
+    uint32_t len;
 };
 
 static int occ_cmp(const void *a, const void *b)
@@ -49,6 +51,12 @@ static int occ_cmp(const void *a, const void *b)
     const struct occ *x = a, *y = b;
     if (x->rank != y->rank)
         return x->rank < y->rank ? -1 : 1;
+    return x->pos < y->pos ? -1 : x->pos > y->pos;
+}
+
+static int occ_pos_cmp(const void *a, const void *b)
+{
+    const struct occ *x = a, *y = b;
     return x->pos < y->pos ? -1 : x->pos > y->pos;
 }
 
@@ -63,21 +71,35 @@ static void encode_raw(struct tok_enc *e, const char *text, size_t len, bool *pr
     *prev_special = false;
 }
 
-/* A run of plain text: user-defined tokens are split out first (longest text
- * first, each token claiming its occurrences left to right in what is still
- * raw), then the raw pieces are tokenized one by one. */
-static void encode_plain(struct tok_enc *e, const char *text, size_t len, bool *prev_special)
+/* Bytes of plain text whose user-defined tokens are found and settled at
+ * once; a window only grows past this to take in occurrences that overlap its
+ * end, so typical text needs scratch space for this much and no more. */
+#define UD_WINDOW 65536
+
+/* Per-window scratch space of encode_plain. */
+struct ud_scratch {
+    struct occ *occ;
+    size_t occ_cap;
+    uint8_t *claimed; /* (window bytes): 1 where an accepted occurrence lies */
+    size_t claimed_cap;
+};
+
+/* Finds the user-defined occurrences starting in [START, *END) of TEXT, moving
+ * *END on while one reaches past it, so that no occurrence straddles the
+ * window's edges; then accepts them as the reference does (longest text first,
+ * each token claiming its occurrences left to right in what is still raw) and
+ * leaves the accepted ones first in S->occ, in text order. Returns how many
+ * were accepted, or SIZE_MAX when out of memory.
+ *
+ * Whether an occurrence is accepted depends only on the occurrences that
+ * overlap it, so settling each window alone gives what settling the whole
+ * text at once would. */
+static size_t ud_window(struct tok_enc *e, struct ud_scratch *s, const char *text, size_t len,
+                        size_t start, size_t *end)
 {
     const struct tokenizer *t = e->t;
-    if (len == 0)
-        return;
-    if (!t->has_ud) {
-        encode_raw(e, text, len, prev_special);
-        return;
-    }
-    struct occ *occ = NULL;
-    size_t nocc = 0, occ_cap = 0;
-    for (size_t p = 0; p < len; p++) {
+    size_t nocc = 0;
+    for (size_t p = start; p < *end; p++) {
         unsigned char c = (unsigned char)text[p];
         if (!t->ud_first[c])
             continue;
@@ -88,91 +110,97 @@ static void encode_plain(struct tok_enc *e, const char *text, size_t len, bool *
             int32_t id = tok_lookup_n(t, text + p, l);
             if (id < 0 || t->ud_rank[id] < 0)
                 continue;
-            if (!tok_grow((void **)&occ, &occ_cap, nocc + 1, sizeof *occ)) {
-                free(occ);
-                tok_enc_fail(e, "out of memory");
-                return;
-            }
-            occ[nocc++] = (struct occ){.rank = t->ud_rank[id], .id = id, .pos = p, .len = l};
+            if (!tok_grow((void **)&s->occ, &s->occ_cap, nocc + 1, sizeof *s->occ))
+                return SIZE_MAX;
+            s->occ[nocc++] = (struct occ){.pos = p, .rank = t->ud_rank[id], .len = (uint32_t)l};
+            if (p + l > *end)
+                *end = p + l;
         }
     }
-    if (nocc == 0) {
-        encode_raw(e, text, len, prev_special);
-        return;
-    }
-    qsort(occ, nocc, sizeof *occ, occ_cmp);
-    /* claimed[p]: 0 raw, else 1 + index of the accepted occurrence starting there */
-    size_t *claimed = calloc(len, sizeof *claimed);
-    if (!claimed) {
-        free(occ);
-        tok_enc_fail(e, "out of memory");
-        return;
-    }
+    if (nocc == 0)
+        return 0;
+    size_t w = *end - start;
+    if (!tok_grow((void **)&s->claimed, &s->claimed_cap, w, 1))
+        return SIZE_MAX;
+    memset(s->claimed, 0, w);
+    qsort(s->occ, nocc, sizeof *s->occ, occ_cmp);
+    size_t na = 0;
     int32_t cur_rank = -1;
     size_t cur_end = 0;
     for (size_t i = 0; i < nocc; i++) {
-        struct occ *o = &occ[i];
-        if (o->rank != cur_rank) {
-            cur_rank = o->rank;
+        struct occ o = s->occ[i];
+        if (o.rank != cur_rank) {
+            cur_rank = o.rank;
             cur_end = 0;
         }
-        if (o->pos < cur_end)
+        if (o.pos < cur_end)
             continue;
-        bool free_span = true;
-        for (size_t q = o->pos; q < o->pos + o->len; q++)
-            if (claimed[q]) {
-                free_span = false;
-                break;
-            }
-        if (!free_span)
+        uint8_t *cl = s->claimed + (o.pos - start);
+        if (memchr(cl, 1, o.len))
             continue;
-        for (size_t q = o->pos; q < o->pos + o->len; q++)
-            claimed[q] = SIZE_MAX;
-        claimed[o->pos] = i + 1;
-        cur_end = o->pos + o->len;
+        memset(cl, 1, o.len);
+        cur_end = o.pos + o.len;
+        s->occ[na++] = o; /* na <= i: overwrites only what was already read */
     }
+    qsort(s->occ, na, sizeof *s->occ, occ_pos_cmp);
+    return na;
+}
+
+/* A run of plain text: user-defined tokens are split out first, window by
+ * window (ud_window), then the raw text between them is tokenized piece by
+ * piece; a raw piece may span windows and is always encoded whole. */
+static void encode_plain(struct tok_enc *e, const char *text, size_t len, bool *prev_special)
+{
+    const struct tokenizer *t = e->t;
+    if (len == 0)
+        return;
+    if (!t->has_ud) {
+        encode_raw(e, text, len, prev_special);
+        return;
+    }
+    struct ud_scratch s = {0};
     size_t raw_start = 0;
-    for (size_t p = 0; p < len && !e->failed;) {
-        if (!claimed[p]) {
-            p++;
-            continue;
+    for (size_t start = 0; start < len && !e->failed;) {
+        size_t end = len - start > UD_WINDOW ? start + UD_WINDOW : len;
+        size_t na = ud_window(e, &s, text, len, start, &end);
+        if (na == SIZE_MAX) {
+            tok_enc_fail(e, "out of memory");
+            break;
         }
-        const struct occ *o = &occ[claimed[p] - 1];
-        encode_raw(e, text + raw_start, p - raw_start, prev_special);
-        tok_ids_push(&e->out, o->id);
-        *prev_special = true;
-        p += o->len;
-        raw_start = p;
+        for (size_t i = 0; i < na && !e->failed; i++) {
+            const struct occ *o = &s.occ[i];
+            encode_raw(e, text + raw_start, o->pos - raw_start, prev_special);
+            tok_out_push(&e->out, tok_lookup_n(t, text + o->pos, o->len));
+            *prev_special = true;
+            raw_start = o->pos + o->len;
+        }
+        start = end;
     }
     if (!e->failed)
         encode_raw(e, text + raw_start, len - raw_start, prev_special);
-    free(claimed);
-    free(occ);
+    free(s.claimed);
+    free(s.occ);
 }
 
+/* Frees E's scratch space; the ids stay with whoever owns E->out. */
 static void enc_free(struct tok_enc *e)
 {
-    free(e->out.v);
     free(e->syms);
     free(e->heap.v);
     free(e->buf);
-    free(e->pieces);
-    free(e->pieces2);
     for (int i = 0; i < TOK_MAX_REGEX; i++)
         pcre2_match_data_free(e->md[i]);
 }
 
-int64_t tok_encode_segments_e(const struct tokenizer *t, const struct tok_segment *segs, size_t n,
-                              bool add_bos, int32_t *out, int64_t cap, char *err, size_t errlen)
+/* The body of every encoding entry point: the ids go to OUT (see tok_out).
+ * Returns the number of ids, -1 or TOK_ENC_NO_TOKEN. */
+static int64_t encode_into(const struct tokenizer *t, const struct tok_segment *segs, size_t n,
+                           bool add_bos, struct tok_out *out, char *err, size_t errlen)
 {
-    if (!t || (n && !segs) || cap < 0 || (cap > 0 && !out)) {
-        kv_seterr(err, errlen, "tokenizer: invalid arguments to encode");
-        return -1;
-    }
-    struct tok_enc e = {.t = t, .err = err, .errlen = errlen};
+    struct tok_enc e = {.t = t, .out = *out, .err = err, .errlen = errlen};
     bool no_token = false;
     if (add_bos && t->bos >= 0)
-        tok_ids_push(&e.out, t->bos);
+        tok_out_push(&e.out, t->bos);
     /* SPM puts its space prefix on the first raw fragment and on each one that
      * follows a token fragment (llama.cpp's is_prev_special). */
     bool prev_special = true;
@@ -191,7 +219,7 @@ int64_t tok_encode_segments_e(const struct tokenizer *t, const struct tok_segmen
                 no_token = true;
                 break;
             }
-            tok_ids_push(&e.out, id);
+            tok_out_push(&e.out, id);
             prev_special = true;
             i++;
             continue;
@@ -225,15 +253,50 @@ int64_t tok_encode_segments_e(const struct tokenizer *t, const struct tok_segmen
     }
     if (e.out.oom)
         tok_enc_fail(&e, "out of memory");
-    int64_t result = no_token ? TOK_ENC_NO_TOKEN : -1;
-    if (!e.failed) {
-        result = (int64_t)e.out.n;
-        size_t m = e.out.n < (size_t)cap ? e.out.n : (size_t)cap;
-        if (m)
-            memcpy(out, e.out.v, m * sizeof *out);
-    }
     enc_free(&e);
-    return result;
+    *out = e.out;
+    if (e.failed)
+        return no_token ? TOK_ENC_NO_TOKEN : -1;
+    return e.out.n;
+}
+
+int64_t tok_encode_segments_e(const struct tokenizer *t, const struct tok_segment *segs, size_t n,
+                              bool add_bos, int32_t *out, int64_t cap, char *err, size_t errlen)
+{
+    if (!t || (n && !segs) || cap < 0 || (cap > 0 && !out)) {
+        kv_seterr(err, errlen, "tokenizer: invalid arguments to encode");
+        return -1;
+    }
+    struct tok_out o = {.v = out, .cap = cap};
+    return encode_into(t, segs, n, add_bos, &o, err, errlen);
+}
+
+int32_t *tok_encode_alloc(const struct tokenizer *t, const char *text, size_t len, bool add_bos,
+                          int64_t *n, char *err, size_t errlen)
+{
+    if (!t || !n || (len && !text)) {
+        kv_seterr(err, errlen, "tokenizer: invalid arguments to encode");
+        return NULL;
+    }
+    struct tok_segment seg = {.text = text ? text : "", .len = len, .special = false};
+    /* A first guess of a token per four bytes (English prose runs at about
+     * that) keeps the ids of a long text from being copied more than twice. */
+    struct tok_out o = {.grow = true};
+    size_t guess = len / 4 + 16;
+    o.v = malloc(guess * sizeof *o.v);
+    if (!o.v) {
+        kv_seterr(err, errlen, "tokenizer: out of memory");
+        return NULL;
+    }
+    o.cap = (int64_t)guess;
+    int64_t k = encode_into(t, &seg, 1, add_bos, &o, err, errlen);
+    if (k < 0) {
+        free(o.v);
+        return NULL;
+    }
+    int32_t *fit = realloc(o.v, (size_t)(k ? k : 1) * sizeof *fit);
+    *n = k;
+    return fit ? fit : o.v;
 }
 
 int64_t tok_encode_segments(const struct tokenizer *t, const struct tok_segment *segs, size_t n,
@@ -267,6 +330,17 @@ int32_t tok_n_vocab(const struct tokenizer *t) { return t->n_vocab; }
 int32_t tok_bos(const struct tokenizer *t) { return t->bos; }
 int32_t tok_eos(const struct tokenizer *t) { return t->eos; }
 bool tok_add_bos(const struct tokenizer *t) { return t->add_bos; }
+uint32_t tok_longest(const struct tokenizer *t) { return t->longest; }
+
+int64_t tok_min_tokens(const struct tokenizer *t, const char *text, size_t len)
+{
+    if (!t || t->merges_drop || t->longest == 0 || (len && !text))
+        return 0;
+    size_t sure = 0; /* bytes that land in some token */
+    for (size_t i = 0; i < len; i++)
+        sure += !t->byte_may_vanish[(unsigned char)text[i]];
+    return (int64_t)(sure / t->longest + (sure % t->longest != 0));
+}
 
 bool tok_is_eog(const struct tokenizer *t, int32_t id)
 {
@@ -418,6 +492,36 @@ static bool build_user_defined(struct tokenizer *t)
     free(v);
     t->has_ud = true;
     return true;
+}
+
+/* The longest token text, the byte pairs inside token texts (spm.c cuts long
+ * text between the others) and whether every input byte surely lands in some
+ * token (tok_min_tokens holds only then). */
+static void build_text_facts(struct tokenizer *t)
+{
+    for (int32_t i = 0; i < t->n_vocab; i++) {
+        const unsigned char *s = (const unsigned char *)tok_text_of(t, i);
+        if (t->len[i] > t->longest)
+            t->longest = t->len[i];
+        for (uint32_t k = 1; k < t->len[i]; k++) {
+            unsigned b = (unsigned)s[k - 1] << 8 | s[k];
+            t->pair_in_token[b >> 3] |= (uint8_t)(1u << (b & 7));
+        }
+    }
+    /* Bytes vanish where the encoders have no token for them: SPM when a byte
+     * has neither a byte token nor a one-byte text and there is no <unk>;
+     * BPE when a byte has no mapped token, or when a merge makes a text that
+     * is not a token (its bytes then fall back to printable ASCII only). */
+    for (int b = 0; b < 256; b++) {
+        if (t->kind == TOK_KIND_SPM)
+            t->byte_may_vanish[b] = t->byte_tok[b] < 0 && t->ascii_tok[b] < 0 && t->unk < 0;
+        else
+            t->byte_may_vanish[b] = t->byte_tok[b] < 0;
+    }
+    if (t->kind == TOK_KIND_BPE && t->merge_key)
+        for (uint64_t i = 0; i <= t->merge_mask; i++)
+            if (t->merge_key[i] != UINT64_MAX && t->merge_res[i] < 0)
+                t->merges_drop = true;
 }
 
 static void build_byte_map(struct tokenizer *t)
@@ -673,6 +777,7 @@ struct tokenizer *tok_new(const struct gguf *g, char *err, size_t errlen)
         kv_seterr(err, errlen, "tokenizer: out of memory");
         goto fail;
     }
+    build_text_facts(t);
     return t;
 fail:
     tok_free(t);

@@ -87,6 +87,23 @@ int64_t tok_encode_e(const struct tokenizer *t, const char *text, size_t len, bo
 int64_t tok_encode_segments_e(const struct tokenizer *t, const struct tok_segment *segs, size_t n,
                               bool add_bos, int32_t *out, int64_t cap, char *err, size_t errlen);
 
+/* As tok_encode, into an array it allocates: returns the ids (owned by the
+ * caller, free()d) with their number in *N, or NULL (message in ERR) when out
+ * of memory or on invalid input. Memory stays linear in LEN: the ids, grown by
+ * half at a time, and scratch space of a fixed size for ordinary text. */
+int32_t *tok_encode_alloc(const struct tokenizer *t, const char *text, size_t len, bool add_bos,
+                          int64_t *n, char *err, size_t errlen);
+
+/* Bytes of the longest token text: no token covers more bytes of input. */
+uint32_t tok_longest(const struct tokenizer *t);
+/* The fewest tokens LEN bytes of plain TEXT can encode to (BOS aside): no
+ * token covers more than tok_longest bytes, so ceil(B / tok_longest), B being
+ * the bytes that surely land in some token (all of them, in most vocabularies;
+ * not those without a byte token). One pass over the bytes and no
+ * tokenizing, so a text that cannot fit a context is refused before the work.
+ * 0 when no bound holds (BPE merges into texts that are no token). */
+int64_t tok_min_tokens(const struct tokenizer *t, const char *text, size_t len);
+
 /* The bytes a token stands for when decoding (byte tokens give one byte; SPM's
  * U+2581 becomes a space; BPE text goes back through the byte map). Control
  * tokens give "". Writes at most CAP bytes, returns the full length. */

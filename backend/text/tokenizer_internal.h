@@ -69,6 +69,20 @@ struct tokenizer {
     bool add_space_prefix;
     bool ignore_merges;
 
+    /* Bytes of the longest token text, and which input bytes may end up in
+     * no token (no byte token for them); every other byte surely lands in
+     * one, unless MERGES_DROP (a BPE merge makes a text that is no token,
+     * whose bytes then fall back to printable ASCII only). A text of B such
+     * bytes thus makes at least ceil(B / longest) tokens (tok_min_tokens). */
+    uint32_t longest;
+    uint8_t byte_may_vanish[256];
+    bool merges_drop;
+
+    /* Bit a<<8|b set when byte b follows byte a inside some token text. SPM
+     * never merges across two bytes that no token has side by side, so a text
+     * can be cut there and each part merged alone (spm.c). */
+    uint8_t pair_in_token[65536 / 8];
+
     pcre2_code *re[TOK_MAX_REGEX]; /* owned, compiled once */
     int n_re;
 };
@@ -176,25 +190,35 @@ static inline uint64_t tok_pow2_at_least(uint64_t n)
 
 /* ---- growable buffers ---- */
 
-struct tok_ids {
-    int32_t *v;
-    size_t n, cap;
+/* Where an encoding call puts its ids: straight into the caller's buffer,
+ * counting (not storing) the ids past its end, or, with GROW, into an owned
+ * array grown by half each time (tok_encode_alloc). Writing in place, rather
+ * than into a private array copied out at the end, keeps the ids of a long
+ * text in memory once. */
+struct tok_out {
+    int32_t *v;  /* borrowed (the caller's, CAP ids) or, with GROW, owned */
+    int64_t cap; /* ids V holds */
+    int64_t n;   /* ids produced so far, past CAP too */
+    bool grow;
     bool oom;
 };
 
-static inline void tok_ids_push(struct tok_ids *a, int32_t id)
+static inline void tok_out_push(struct tok_out *o, int32_t id)
 {
-    if (a->n == a->cap) {
-        size_t nc = a->cap ? a->cap * 2 : 64;
-        int32_t *nv = realloc(a->v, nc * sizeof *nv);
-        if (!nv) {
-            a->oom = true;
-            return;
+    if (o->n == o->cap && o->grow && !o->oom) {
+        int64_t nc = o->cap < 64 ? 64 : o->cap + o->cap / 2;
+        int32_t *nv = (uint64_t)nc > SIZE_MAX / sizeof *nv ? NULL
+                                                           : realloc(o->v, (size_t)nc * sizeof *nv);
+        if (!nv)
+            o->oom = true;
+        else {
+            o->v = nv;
+            o->cap = nc;
         }
-        a->v = nv;
-        a->cap = nc;
     }
-    a->v[a->n++] = id;
+    if (o->n < o->cap)
+        o->v[o->n] = id;
+    o->n++;
 }
 
 /* Grows *P (*CAP elements of ELEM bytes) to hold at least NEED, doubling. */
@@ -277,17 +301,17 @@ static inline struct tok_bigram tok_heap_pop(struct tok_heap *h)
     return top;
 }
 
-/* Per-call scratch space, so the tokenizer itself stays read-only. */
+/* Per-call scratch space, so the tokenizer itself stays read-only. Its size
+ * depends on the longest piece merged at once (an SPM chunk, a BPE word), not
+ * on the length of the text. */
 struct tok_enc {
     const struct tokenizer *t;
-    struct tok_ids out;
+    struct tok_out out;
     struct tok_sym *syms;
     size_t syms_cap;
     struct tok_heap heap;
-    char *buf; /* SPM escaped text / BPE mapped word */
+    char *buf; /* SPM escaped chunk / BPE mapped word */
     size_t buf_cap;
-    size_t *pieces, *pieces2; /* (start, len) pairs */
-    size_t pieces_cap, pieces2_cap;
     pcre2_match_data *md[TOK_MAX_REGEX];
     bool failed;
     char *err;
@@ -311,8 +335,11 @@ bool tok_bpe_load_merges(struct tokenizer *t, const struct gguf *g, char *err, s
  * message in ERR for an unknown name (listing the known ones) or a regex that
  * does not compile. */
 bool tok_pre_setup(struct tokenizer *t, char *err, size_t errlen);
-/* pretok.c: splits [0, LEN) of TEXT with each of T's regexes in turn into
- * E->pieces ((start, len) pairs); returns their number, 0 when E failed. */
-size_t tok_pre_split(struct tok_enc *e, const char *text, size_t len);
+/* pretok.c: splits [0, LEN) of TEXT with each of T's regexes in turn (each
+ * one cutting the pieces the previous one left) and calls EMIT on every final
+ * piece, in text order, as soon as it is known, so no list of pieces is ever
+ * held. Stops early once E has failed. */
+void tok_pre_split(struct tok_enc *e, const char *text, size_t len,
+                   void (*emit)(struct tok_enc *e, const unsigned char *piece, size_t n));
 
 #endif
