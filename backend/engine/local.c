@@ -626,6 +626,11 @@ static int local_chat(struct engine *eng, const char *user_text, const struct en
         }
         const char *piece;
         size_t np = tok_stream_push(ts, id, &piece);
+        if (tok_stream_failed(ts)) {
+            kv_seterr(err, errlen, "out of memory");
+            failed = true;
+            break;
+        }
         if (np) {
             if (sb_append(&out, piece, np) != 0) {
                 kv_seterr(err, errlen, "out of memory");
@@ -653,10 +658,13 @@ static int local_chat(struct engine *eng, const char *user_text, const struct en
     }
     const char *tail;
     size_t nt = tok_stream_flush(ts, &tail);
-    if (nt) {
-        sb_append(&out, tail, nt);
+    if (nt && sb_append(&out, tail, nt) == 0) {
         if (tp->on_piece)
             tp->on_piece(tail, nt, tp->user);
+    } else if (nt || tok_stream_failed(ts)) {
+        if (!failed)
+            kv_seterr(err, errlen, "out of memory");
+        failed = true;
     }
     tok_stream_free(ts);
 
