@@ -566,7 +566,10 @@ static int local_chat(struct engine *eng, const char *user_text, const struct en
     st.prefill_tokens = (int32_t)n_prompt - common;
     e->n_kv = common;
 
-    sampler_set_params(e->sampler, &tp->sampling);
+    if (sampler_set_params(e->sampler, &tp->sampling) != 0) {
+        kv_seterr(err, errlen, "out of memory for the repetition penalty's window");
+        goto fail;
+    }
     sampler_reset_history(e->sampler);
     for (int32_t i = 0; i < n_prompt; i++)
         sampler_accept(e->sampler, e->prompt[i]);
