@@ -323,9 +323,9 @@ static void local_free(struct engine *eng)
     free(e);
 }
 
-static void local_set_system(struct engine *eng, const char *system)
+static int local_set_system(struct engine *eng, const char *system)
 {
-    transcript_set_system(&((struct local_engine *)eng)->conv, system);
+    return transcript_set_system(&((struct local_engine *)eng)->conv, system);
 }
 
 static void local_reset(struct engine *eng)
