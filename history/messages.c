@@ -113,7 +113,7 @@ int hist_message_add(struct hist *h, int64_t session_id, enum hist_role role, co
             ret = hist_failf(h, HIST_E_NOMEM, "%s: out of memory", what);
         else if (*t && !(ret = hist_prepare(h, "UPDATE sessions SET title = ? WHERE id = ? AND title = ''",
                                             &st, what))) {
-            sqlite3_bind_text(st, 1, t, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_text(st, 1, t, -1, SQLITE_STATIC);
             sqlite3_bind_int64(st, 2, session_id);
             ret = hist_step_done(h, st, what);
         }

@@ -326,7 +326,7 @@ int hist_schema_matches(sqlite3 *db, int v, char *what, size_t cap)
             const char *name = (const char *)sqlite3_column_text(rs, 1);
             const char *sql = (const char *)sqlite3_column_text(rs, 2);
             sqlite3_reset(fs);
-            sqlite3_bind_text(fs, 1, name, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_text(fs, 1, name, -1, SQLITE_STATIC); /* rebound before each step */
             int rc = sqlite3_step(fs);
             if (rc != SQLITE_ROW)
                 snprintf(what, cap, "%s %s is missing", type, name), ok = 0;
