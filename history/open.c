@@ -117,8 +117,10 @@ int hist_default_path(char *buf, size_t cap)
 static int make_parents(const char *path, char *err, size_t errlen)
 {
     char *dir = hist_strndup(path, strlen(path));
-    if (!dir)
+    if (!dir) {
+        put_err(err, errlen, "%s: out of memory", path);
         return HIST_E_NOMEM;
+    }
     char *slash = strrchr(dir, '/');
     if (!slash || slash == dir) {
         free(dir);
