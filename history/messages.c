@@ -426,7 +426,10 @@ int hist_messages(struct hist *h, int64_t session_id, struct hist_message **out,
         sqlite3_bind_int64(st, 1, session_id);
         ret = hist_read_all(h, st, read_message, sizeof **out, &rows, &cnt, what);
     }
-    sqlite3_exec(h->db, "COMMIT", NULL, NULL, NULL);
+    /* Ending the read can fail for want of memory; left open, it would pin
+     * this connection to an old snapshot and fail every later write. */
+    if (sqlite3_exec(h->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        hist_rollback(h);
     if (ret) {
         hist_messages_free(rows, cnt);
         return ret;
