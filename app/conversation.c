@@ -412,7 +412,10 @@ int conv_pop_turn(struct conv *c, int64_t user_id)
 int conv_set_system(struct conv *c, const char *system)
 {
     const char *s = system && *system ? system : NULL;
-    engine_set_system(c->e, s);
+    if (engine_set_system(c->e, s) != 0) {
+        snprintf(c->err, sizeof c->err, "out of memory: the system prompt is unchanged");
+        return -1;
+    }
     if (c->h && c->sid >= 0 && hist_session_set_system(c->h, c->sid, s) != HIST_OK) {
         conv_failed(c, "cannot save the system prompt");
         return -1;

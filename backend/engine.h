@@ -175,7 +175,9 @@ struct engine_message {
     const char *content; /* borrowed, UTF-8 */
 };
 
-void engine_set_system(struct engine *e, const char *system); /* NULL = template default */
+/* NULL = the template's default. Returns 0, or -1 when out of memory (the
+ * previous system prompt stays). */
+int engine_set_system(struct engine *e, const char *system);
 /* Forgets the conversation (the system prompt stays). */
 void engine_reset(struct engine *e);
 /* Replaces the conversation with MSGS (system messages set the system prompt);

@@ -84,6 +84,12 @@ void hist_rollback(struct hist *h);
 
 /* ---- binding and reading columns ---- */
 
+/* Text is bound SQLITE_STATIC, never TRANSIENT: every string bound here
+ * outlives its statement (finalized in the same call), and a TRANSIENT copy
+ * that cannot be allocated fails the bind, which leaves the parameter NULL
+ * and the statement runnable: a NOT NULL column then fails with a
+ * misleading constraint error, a nullable one silently stores NULL. */
+
 void hist_bind_text_or_null(sqlite3_stmt *st, int i, const char *s);
 /* Column I as an owned string; NULL column: "" if NULL_AS_EMPTY, else NULL. */
 char *hist_col_strdup(sqlite3_stmt *st, int i, int null_as_empty);

@@ -112,7 +112,7 @@ int hist_message_add(struct hist *h, int64_t session_id, enum hist_role role, co
             ret = hist_failf(h, HIST_E_NOMEM, "%s: out of memory", what);
         else if (*t && !(ret = hist_prepare(h, "UPDATE sessions SET title = ? WHERE id = ? AND title = ''",
                                             &st, what))) {
-            sqlite3_bind_text(st, 1, t, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_text(st, 1, t, -1, SQLITE_STATIC);
             sqlite3_bind_int64(st, 2, session_id);
             ret = hist_step_done(h, st, what);
         }
@@ -425,7 +425,10 @@ int hist_messages(struct hist *h, int64_t session_id, struct hist_message **out,
         sqlite3_bind_int64(st, 1, session_id);
         ret = hist_read_all(h, st, read_message, sizeof **out, &rows, &cnt, what);
     }
-    sqlite3_exec(h->db, "COMMIT", NULL, NULL, NULL);
+    /* Ending the read can fail for want of memory; left open, it would pin
+     * this connection to an old snapshot and fail every later write. */
+    if (sqlite3_exec(h->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
+        hist_rollback(h);
     if (ret) {
         hist_messages_free(rows, cnt);
         return ret;

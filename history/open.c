@@ -149,8 +149,10 @@ int hist_default_path(char *buf, size_t cap)
 static int make_parents(const char *path, char *err, size_t errlen)
 {
     char *dir = hist_strndup(path, strlen(path));
-    if (!dir)
+    if (!dir) {
+        put_err(err, errlen, "%s: out of memory", path);
         return HIST_E_NOMEM;
+    }
     char *slash = strrchr(dir, '/');
     if (!slash || slash == dir) {
         free(dir);
@@ -395,7 +397,7 @@ int hist_schema_matches(sqlite3 *db, int v, char *what, size_t cap)
             const char *name = (const char *)sqlite3_column_text(rs, 1);
             const char *sql = (const char *)sqlite3_column_text(rs, 2);
             sqlite3_reset(fs);
-            sqlite3_bind_text(fs, 1, name, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_text(fs, 1, name, -1, SQLITE_STATIC); /* rebound before each step */
             int rc = sqlite3_step(fs);
             if (rc != SQLITE_ROW)
                 snprintf(what, cap, "%s %s is missing", type, name), ok = 0;

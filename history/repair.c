@@ -137,7 +137,7 @@ static int salvage(sqlite3 *db, const char *path, int64_t old_sessions, int64_t 
     sqlite3_stmt *at;
     int rc = sqlite3_prepare_v2(db, "ATTACH ? AS fresh", -1, &at, NULL);
     if (rc == SQLITE_OK) {
-        sqlite3_bind_text(at, 1, tmp, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(at, 1, tmp, -1, SQLITE_STATIC);
         rc = sqlite3_step(at) == SQLITE_DONE ? SQLITE_OK : sqlite3_errcode(db);
         sqlite3_finalize(at);
     }

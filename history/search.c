@@ -98,14 +98,15 @@ int hist_search(struct hist *h, const char *query, const char *mark_open, const 
         free(expr);
         return ret;
     }
-    sqlite3_bind_text(st, 1, mark_open ? mark_open : "[", -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 2, mark_close ? mark_close : "]", -1, SQLITE_TRANSIENT);
-    sqlite3_bind_text(st, 3, expr, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 1, mark_open ? mark_open : "[", -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, mark_close ? mark_close : "]", -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 3, expr, -1, SQLITE_STATIC);
     sqlite3_bind_int(st, 4, limit > 0 ? limit : 50);
-    free(expr);
     void *rows;
     size_t cnt;
-    if ((ret = hist_read_all(h, st, read_hit, sizeof **out, &rows, &cnt, what))) {
+    ret = hist_read_all(h, st, read_hit, sizeof **out, &rows, &cnt, what);
+    free(expr);
+    if (ret) {
         hist_hits_free(rows, cnt);
         return ret;
     }

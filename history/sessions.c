@@ -37,12 +37,13 @@ int hist_session_create(struct hist *h, const char *title, const char *system_pr
     }
     char *t = title ? hist_shorten(title, strlen(title), 200) : NULL;
     int64_t now = hist_now_ms();
-    sqlite3_bind_text(st, 1, t ? t : "", -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 1, t ? t : "", -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, now);
     sqlite3_bind_int64(st, 3, now);
     hist_bind_text_or_null(st, 4, system_prompt);
+    ret = hist_step_done(h, st, "creating a session");
     free(t);
-    if ((ret = hist_step_done(h, st, "creating a session"))) {
+    if (ret) {
         hist_rollback(h);
         return ret;
     }
@@ -211,7 +212,7 @@ int hist_session_rename(struct hist *h, int64_t id, const char *title)
     int ret = hist_prepare(h, "UPDATE sessions SET title = ?, updated_ms = ? WHERE id = ?", &st,
                            "renaming a session");
     if (!ret) {
-        sqlite3_bind_text(st, 1, t, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 1, t, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 2, hist_now_ms());
         ret = session_write(h, id, st, "renaming a session");
     }

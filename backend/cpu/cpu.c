@@ -942,7 +942,9 @@ static void *cpu_create(const struct model *m, const struct backend_config *cfg,
         nt = 256;
     c->pool = threadpool_new(nt);
     if (!c->pool) {
-        kv_seterr(err, errlen, "cpu: cannot start %d threads", nt);
+        /* threadpool_new cannot say which of the two it was */
+        kv_seterr(err, errlen, "cpu: cannot start %d threads (out of memory or over the "
+                  "process's thread limit): use fewer with --threads", nt);
         cpu_destroy(c);
         return NULL;
     }

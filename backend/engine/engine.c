@@ -90,7 +90,7 @@ void engine_free(struct engine *e)
 
 const struct engine_info *engine_info(const struct engine *e) { return &e->info; }
 
-void engine_set_system(struct engine *e, const char *system) { e->ops->set_system(e, system); }
+int engine_set_system(struct engine *e, const char *system) { return e->ops->set_system(e, system); }
 
 void engine_reset(struct engine *e) { e->ops->reset(e); }
 

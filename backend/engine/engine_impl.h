@@ -16,7 +16,7 @@
 struct engine_ops {
     const char *kind; /* "local": for messages */
     void (*free)(struct engine *e);
-    void (*set_system)(struct engine *e, const char *system);
+    int (*set_system)(struct engine *e, const char *system);
     void (*reset)(struct engine *e);
     int (*load_transcript)(struct engine *e, const struct engine_message *msgs, size_t n);
     int32_t (*fit_context)(struct engine *e, int32_t max_tokens);

@@ -377,9 +377,9 @@ static void local_free(struct engine *eng)
     free(e);
 }
 
-static void local_set_system(struct engine *eng, const char *system)
+static int local_set_system(struct engine *eng, const char *system)
 {
-    transcript_set_system(&((struct local_engine *)eng)->conv, system);
+    return transcript_set_system(&((struct local_engine *)eng)->conv, system);
 }
 
 static void local_reset(struct engine *eng)
@@ -635,7 +635,10 @@ static int local_chat(struct engine *eng, const char *user_text, const struct en
     st.prefill_tokens = (int32_t)n_prompt - common;
     e->n_kv = common;
 
-    sampler_set_params(e->sampler, &tp->sampling);
+    if (sampler_set_params(e->sampler, &tp->sampling) != 0) {
+        kv_seterr(err, errlen, "out of memory for the repetition penalty's window");
+        goto fail;
+    }
     sampler_reset_history(e->sampler);
     for (int32_t i = 0; i < n_prompt; i++)
         sampler_accept(e->sampler, e->prompt[i]);
@@ -695,6 +698,11 @@ static int local_chat(struct engine *eng, const char *user_text, const struct en
         }
         const char *piece;
         size_t np = tok_stream_push(ts, id, &piece);
+        if (tok_stream_failed(ts)) {
+            kv_seterr(err, errlen, "out of memory");
+            failed = true;
+            break;
+        }
         if (np) {
             if (sb_append(&out, piece, np) != 0) {
                 kv_seterr(err, errlen, "out of memory");
@@ -722,10 +730,13 @@ static int local_chat(struct engine *eng, const char *user_text, const struct en
     }
     const char *tail;
     size_t nt = tok_stream_flush(ts, &tail);
-    if (nt) {
-        sb_append(&out, tail, nt);
+    if (nt && sb_append(&out, tail, nt) == 0) {
         if (tp->on_piece)
             tp->on_piece(tail, nt, tp->user);
+    } else if (nt || tok_stream_failed(ts)) {
+        if (!failed)
+            kv_seterr(err, errlen, "out of memory");
+        failed = true;
     }
     tok_stream_free(ts);
 

@@ -123,15 +123,16 @@ static void reseed(struct sampler *s)
 }
 
 /* Makes the history ring hold N ids; keeps the newest ones already recorded.
- * On allocation failure the window is clamped to what fits. */
-static void hist_resize(struct sampler *s, int32_t n)
+ * On allocation failure the window is clamped to what fits and it returns
+ * -1, so the caller can refuse to sample with other settings than asked. */
+static int hist_resize(struct sampler *s, int32_t n)
 {
     if (n <= s->hist_cap)
-        return;
+        return 0;
     int32_t *h = malloc((size_t)n * sizeof *h);
     if (!h) {
         s->p.repeat_last_n = s->hist_cap;
-        return;
+        return -1;
     }
     for (int32_t i = 0; i < s->hist_len; i++) {
         int32_t src = (s->hist_pos - s->hist_len + i + s->hist_cap) % s->hist_cap;
@@ -141,6 +142,7 @@ static void hist_resize(struct sampler *s, int32_t n)
     s->hist = h;
     s->hist_cap = n;
     s->hist_pos = s->hist_len % n;
+    return 0;
 }
 
 struct sampler *sampler_new(int32_t n_vocab, const struct engine_sampling *p)
@@ -153,11 +155,10 @@ struct sampler *sampler_new(int32_t n_vocab, const struct engine_sampling *p)
     s->n_vocab = n_vocab;
     s->cands = malloc((size_t)n_vocab * sizeof *s->cands);
     s->stamp = calloc((size_t)n_vocab, sizeof *s->stamp);
-    if (!s->cands || !s->stamp) {
+    if (!s->cands || !s->stamp || sampler_set_params(s, p) != 0) {
         sampler_free(s);
         return NULL;
     }
-    sampler_set_params(s, p);
     return s;
 }
 
@@ -171,11 +172,12 @@ void sampler_free(struct sampler *s)
     free(s);
 }
 
-void sampler_set_params(struct sampler *s, const struct engine_sampling *p)
+int sampler_set_params(struct sampler *s, const struct engine_sampling *p)
 {
     s->p = sanitize(p);
-    hist_resize(s, s->p.repeat_last_n);
+    int rc = hist_resize(s, s->p.repeat_last_n);
     reseed(s);
+    return rc;
 }
 
 void sampler_accept(struct sampler *s, int32_t id)

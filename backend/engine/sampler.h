@@ -17,7 +17,10 @@
 struct sampler;
 struct sampler *sampler_new(int32_t n_vocab, const struct engine_sampling *p);
 void sampler_free(struct sampler *s); /* NULL is a no-op */
-void sampler_set_params(struct sampler *s, const struct engine_sampling *p); /* reseeds */
+/* Reseeds. Returns 0, or -1 when there is no memory for the repetition
+ * window: the sampler then penalises a shorter window than P asks, so the
+ * caller must not sample as if it had P. sampler_new fails likewise. */
+int sampler_set_params(struct sampler *s, const struct engine_sampling *p);
 
 /* Records an id that is now part of the context (prompt or generated), for the
  * repetition penalty. */

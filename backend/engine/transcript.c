@@ -33,19 +33,24 @@ void transcript_clear(struct transcript *t)
         transcript_drop_last(t);
 }
 
-void transcript_set_system(struct transcript *t, const char *system)
+int transcript_set_system(struct transcript *t, const char *system)
 {
+    char *s = NULL;
+    if (system && !(s = strdup(system)))
+        return -1; /* the old prompt stays: better than silently the default */
     free(t->system);
-    t->system = system ? strdup(system) : NULL;
+    t->system = s;
+    return 0;
 }
 
 int transcript_load(struct transcript *t, const struct engine_message *msgs, size_t n)
 {
     transcript_clear(t);
     for (size_t i = 0; i < n; i++) {
-        if (msgs[i].role == ENGINE_ROLE_SYSTEM)
-            transcript_set_system(t, msgs[i].content);
-        else if (transcript_push(t, msgs[i].role, msgs[i].content) != 0)
+        if (msgs[i].role == ENGINE_ROLE_SYSTEM) {
+            if (transcript_set_system(t, msgs[i].content) != 0)
+                return -1;
+        } else if (transcript_push(t, msgs[i].role, msgs[i].content) != 0)
             return -1;
     }
     return 0;

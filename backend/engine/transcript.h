@@ -31,7 +31,9 @@ int transcript_push(struct transcript *t, enum engine_role role, const char *con
 void transcript_drop_last(struct transcript *t);
 /* Forgets the messages; the system prompt stays. */
 void transcript_clear(struct transcript *t);
-void transcript_set_system(struct transcript *t, const char *system); /* NULL = default */
+/* NULL = the template's default. Returns 0, or -1 without memory (the
+ * previous prompt stays). */
+int transcript_set_system(struct transcript *t, const char *system);
 /* Replaces the messages with MSGS (system messages set the system prompt). */
 int transcript_load(struct transcript *t, const struct engine_message *msgs, size_t n);
 /* Removes the last exchange: a trailing reply, then the user message it

@@ -132,9 +132,9 @@ static void quote_server_text(const char *in, size_t n, char *out, size_t cap)
 
 /* ---- the conversation ---- */
 
-static void remote_set_system(struct engine *eng, const char *system)
+static int remote_set_system(struct engine *eng, const char *system)
 {
-    transcript_set_system(&((struct remote_engine *)eng)->conv, system);
+    return transcript_set_system(&((struct remote_engine *)eng)->conv, system);
 }
 
 static void remote_reset(struct engine *eng) { transcript_clear(&((struct remote_engine *)eng)->conv); }

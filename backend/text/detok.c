@@ -104,6 +104,7 @@ struct tok_stream {
     size_t npend, pend_cap;
     char *out;                 /* owned: what the last call returned */
     size_t out_cap;
+    bool failed;               /* text was lost for want of memory (tok_stream_failed) */
 };
 
 struct tok_stream *tok_stream_new(const struct tokenizer *t)
@@ -127,17 +128,24 @@ void tok_stream_free(struct tok_stream *s)
 
 void tok_stream_reset(struct tok_stream *s)
 {
-    if (s)
+    if (s) {
         s->npend = 0;
+        s->failed = false;
+    }
 }
 
 /* Moves every complete character of the pending bytes to the output; with
- * FINAL, an unfinished tail becomes U+FFFD too. Returns the output length. */
+ * FINAL, an unfinished tail becomes U+FFFD too. Returns the output length.
+ * Without memory the bytes stay pending for the next call, so only the
+ * final drain loses them. */
 static size_t stream_drain(struct tok_stream *s, bool final)
 {
     /* each input byte yields at most 3 output bytes (U+FFFD) */
-    if (!tok_grow((void **)&s->out, &s->out_cap, s->npend * 3 + 1, 1))
+    if (!tok_grow((void **)&s->out, &s->out_cap, s->npend * 3 + 1, 1)) {
+        if (final)
+            s->failed = true;
         return 0;
+    }
     const unsigned char *p = (const unsigned char *)s->pend;
     size_t i = 0, k = 0;
     while (i < s->npend) {
@@ -168,8 +176,10 @@ size_t tok_stream_push(struct tok_stream *s, int32_t id, const char **out)
     if (!s)
         return 0;
     size_t n = tok_piece(s->t, id, NULL, 0);
-    if (!tok_grow((void **)&s->pend, &s->pend_cap, s->npend + n + 1, 1))
+    if (!tok_grow((void **)&s->pend, &s->pend_cap, s->npend + n + 1, 1)) {
+        s->failed = true;
         return 0;
+    }
     tok_piece(s->t, id, s->pend + s->npend, n);
     s->npend += n;
     size_t k = stream_drain(s, false);
@@ -189,4 +199,9 @@ size_t tok_stream_flush(struct tok_stream *s, const char **out)
     if (out && s->out)
         *out = s->out;
     return k;
+}
+
+bool tok_stream_failed(const struct tok_stream *s)
+{
+    return s && s->failed;
 }

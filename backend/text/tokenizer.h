@@ -120,6 +120,10 @@ size_t tok_stream_push(struct tok_stream *s, int32_t id, const char **out);
 /* Flushes whatever is pending at the end of a reply (an incomplete character
  * becomes U+FFFD). */
 size_t tok_stream_flush(struct tok_stream *s, const char **out);
+/* True once a push or flush lost text for want of memory (both then return
+ * 0, which alone looks like "nothing ready yet"); the reply is incomplete.
+ * tok_stream_reset clears it. */
+bool tok_stream_failed(const struct tok_stream *s);
 void tok_stream_reset(struct tok_stream *s);
 
 #endif
