@@ -163,8 +163,8 @@ static void test_reuse_equals_full_prefill(void **state)
     engine_stats(a, &sa);
 
     struct engine_message transcript[] = {
-        {ENGINE_ROLE_USER, "Name three fruits."},
-        {ENGINE_ROLE_ASSISTANT, r1},
+        {ENGINE_ROLE_USER, "Name three fruits.", NULL},
+        {ENGINE_ROLE_ASSISTANT, r1, NULL},
     };
     assert_int_equal(engine_load_transcript(b, transcript, 2), 0);
     assert_int_equal(engine_chat(b, "Which one is yellow?", &tp, &rb, err, sizeof err), 0);
@@ -261,7 +261,7 @@ static void test_fit_context_after_resume(void **state)
     const char *q = "Please tell me something interesting about the sea and its creatures.";
     const char *a = "The sea is home to many creatures, from tiny plankton to huge whales.";
     for (int i = 0; i < 8; i++)
-        t[i] = (struct engine_message){i % 2 ? ENGINE_ROLE_ASSISTANT : ENGINE_ROLE_USER, i % 2 ? a : q};
+        t[i] = (struct engine_message){i % 2 ? ENGINE_ROLE_ASSISTANT : ENGINE_ROLE_USER, i % 2 ? a : q, NULL};
     assert_int_equal(engine_load_transcript(e, t, 8), 0);
     int32_t dropped = engine_fit_context(e, 16);
     printf("dropped %d turns\n", dropped);

@@ -941,7 +941,7 @@ static void test_command_needs(void **state)
     /* The commands that change the conversation a streaming reply belongs to,
      * or the settings it uses, wait for it; the rest run alongside. */
     static const enum cmd_id idle[] = {CMD_NEW,    CMD_RESUME, CMD_RETRY, CMD_EDIT,
-                                       CMD_DELETE, CMD_SYSTEM, CMD_SET,  CMD_MODEL};
+                                       CMD_DELETE, CMD_SYSTEM, CMD_SET,  CMD_MODEL, CMD_VARIANT, CMD_THINK};
     static const enum cmd_id hist[] = {CMD_SESSIONS, CMD_RESUME, CMD_RENAME,
                                        CMD_DELETE,   CMD_SEARCH, CMD_EXPORT};
     for (int id = 0; id < CMD_COUNT; id++) {
@@ -1131,7 +1131,7 @@ static void test_compose_elements(void **state)
         {HIST_END_INTERRUPTED, "[interrupted: kvchat stopped mid-reply]"},
     };
     for (size_t k = 0; k < sizeof ends / sizeof *ends; k++) {
-        struct msg m = {MSG_ASSISTANT, "x", ends[k].end, 1, MSG_CUT_UNKNOWN, false};
+        struct msg m = {MSG_ASSISTANT, "x", ends[k].end, 1, MSG_CUT_UNKNOWN, false, 0, 0, false};
         compose_conversation(&c, &m, 1, NULL, 0, 80, true);
         assert_int_equal(c.n_dl, 4);
         check_dl(&c, 2, ends[k].mark, TH_MARKER, 2);
@@ -1146,7 +1146,7 @@ static void test_compose_wrap(void **state)
     (void)state;
     struct compose c = {0};
     const char *text = "the quick brown fox jumps over the lazy dog and keeps on running far away";
-    struct msg m = {MSG_USER, (char *)text, HIST_END_NONE, 1, MSG_CUT_UNKNOWN, false};
+    struct msg m = {MSG_USER, (char *)text, HIST_END_NONE, 1, MSG_CUT_UNKNOWN, false, 0, 0, false};
     /* A pane 20 wide leaves 17 columns for text after the indent. */
     compose_conversation(&c, &m, 1, NULL, 0, 20, true);
     assert_true(c.n_dl > 4);
@@ -1162,7 +1162,7 @@ static void test_compose_wrap(void **state)
     assert_string_equal(joined, text); /* broken at the spaces, nothing lost */
 
     /* A notice gets the indent's two columns too: 19. */
-    struct msg n = {MSG_NOTICE, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", HIST_END_NONE, 0, MSG_CUT_UNKNOWN, false};
+    struct msg n = {MSG_NOTICE, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", HIST_END_NONE, 0, MSG_CUT_UNKNOWN, false, 0, 0, false};
     compose_conversation(&c, &n, 1, NULL, 0, 20, true);
     assert_string_equal(dl_text(&c, 0), "aaaaaaaaaaaaaaaaaaa");
     assert_int_equal(c.dl[0].indent, 0);
@@ -1193,9 +1193,9 @@ static void test_wrap_exact_width_keeps_last_char(void **state)
      * and a line of exactly that width is one line. */
     struct compose c = {0};
     struct msg m[3] = {
-        {MSG_ASSISTANT, "aaaaaaaa bbbbbbbb\nccccccc ddddddd eeeeeeeee", HIST_END_NONE, 1, MSG_CUT_UNKNOWN, false},
-        {MSG_NOTICE, "aaaaaaaaa bbbbbbbbb", HIST_END_NONE, 0, MSG_CUT_UNKNOWN, false},
-        {MSG_ASSISTANT, "```\naaaaaaa bbbbbbb\n```", HIST_END_NONE, 2, MSG_CUT_UNKNOWN, false},
+        {MSG_ASSISTANT, "aaaaaaaa bbbbbbbb\nccccccc ddddddd eeeeeeeee", HIST_END_NONE, 1, MSG_CUT_UNKNOWN, false, 0, 0, false},
+        {MSG_NOTICE, "aaaaaaaaa bbbbbbbbb", HIST_END_NONE, 0, MSG_CUT_UNKNOWN, false, 0, 0, false},
+        {MSG_ASSISTANT, "```\naaaaaaa bbbbbbb\n```", HIST_END_NONE, 2, MSG_CUT_UNKNOWN, false, 0, 0, false},
     };
     compose_conversation(&c, m, 3, NULL, 0, 20, true);
     for (size_t i = 0; i < c.n_dl; i++) {
@@ -1253,7 +1253,7 @@ static void test_compose_thinking_apart(void **state)
     (void)state;
     struct compose c = {0};
     struct msg m = {MSG_ASSISTANT, (char *)"<think>\nweigh it\n</think>\n\n**Paris**",
-                    HIST_END_NONE, 1, MSG_CUT_UNKNOWN, false};
+                    HIST_END_NONE, 1, MSG_CUT_UNKNOWN, false, 0, 0, false};
     compose_conversation(&c, &m, 1, NULL, 0, 80, true);
     check_dl(&c, 0, "Assistant", TH_ASSISTANT, 0);
     check_dl(&c, 1, "thinking \xE2\x80\xA6", TH_THINKING, 2);
@@ -1261,14 +1261,14 @@ static void test_compose_thinking_apart(void **state)
     assert_string_equal(dl_text(&c, 3), "Paris"); /* the answer, as Markdown */
     assert_true(c.dl[3].styled);
     /* streaming, no closing tag yet: nothing is answer */
-    struct msg s = {MSG_ASSISTANT, NULL, HIST_END_NONE, 0, MSG_CUT_UNKNOWN, false};
+    struct msg s = {MSG_ASSISTANT, NULL, HIST_END_NONE, 0, MSG_CUT_UNKNOWN, false, 0, 0, false};
     const char *stream = "<think>still going";
     compose_conversation(&c, &s, 1, stream, strlen(stream), 80, true);
     check_dl(&c, 1, "thinking \xE2\x80\xA6", TH_THINKING, 2);
     check_dl(&c, 2, "still going", TH_THINKING, 2);
     /* "<think>" later in a reply is text, not thinking */
     struct msg t = {MSG_ASSISTANT, (char *)"use <think> tags", HIST_END_NONE, 1, MSG_CUT_UNKNOWN,
-                    false};
+                    false, 0, 0, false};
     compose_conversation(&c, &t, 1, NULL, 0, 80, false);
     assert_string_equal(dl_text(&c, 1), "use <think> tags");
     compose_free(&c);
@@ -1279,7 +1279,7 @@ static void test_compose_markdown(void **state)
     (void)state;
     struct compose c = {0};
     const char *reply = "**Bold** and `code`\n```\nint x;\n```";
-    struct msg m = {MSG_ASSISTANT, (char *)reply, HIST_END_NONE, 1, MSG_CUT_UNKNOWN, false};
+    struct msg m = {MSG_ASSISTANT, (char *)reply, HIST_END_NONE, 1, MSG_CUT_UNKNOWN, false, 0, 0, false};
 
     compose_conversation(&c, &m, 1, NULL, 0, 80, true);
     assert_string_equal(dl_text(&c, 1), "Bold and code"); /* markers gone */
