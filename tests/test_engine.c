@@ -132,6 +132,70 @@ static void test_kv_reuse(void **state)
     engine_free(e);
 }
 
+/* The prefill progress: once at 0, then after each chunk, ending at the
+ * number of tokens prefilled, never past the total. */
+struct prefill_log {
+    uint64_t done[64], total[64];
+    int n;
+};
+
+static void log_prefill(uint64_t done, uint64_t total, void *user)
+{
+    struct prefill_log *l = user;
+    if (l->n < 64) {
+        l->done[l->n] = done;
+        l->total[l->n] = total;
+    }
+    l->n++;
+}
+
+static void test_prefill_progress(void **state)
+{
+    (void)state;
+    struct engine *e = load(TEST_MODEL_SMOLLM2, 2048);
+    struct engine_turn_params tp = greedy(2);
+    struct prefill_log log = {0};
+    tp.on_prefill = log_prefill;
+    tp.user = &log;
+    /* a prompt of several 256-token chunks */
+    char msg[8000] = "";
+    for (int i = 0; i < 150; i++)
+        strcat(msg, "apples and pears ");
+    char err[512];
+    assert_int_equal(engine_chat(e, msg, &tp, NULL, err, sizeof err), 0);
+    struct engine_stats st;
+    engine_stats(e, &st);
+    int chunks = (st.prefill_tokens + 255) / 256;
+    assert_true(chunks >= 2);
+    assert_int_equal(log.n, chunks + 1);
+    assert_int_equal(log.done[0], 0);
+    for (int i = 0; i < log.n; i++) {
+        assert_int_equal(log.total[i], (uint64_t)st.prefill_tokens);
+        if (i)
+            assert_true(log.done[i] > log.done[i - 1]);
+    }
+    assert_int_equal(log.done[log.n - 1], (uint64_t)st.prefill_tokens);
+    engine_free(e);
+}
+
+/* A reply opening with a think block parts into thinking and answer. */
+static void test_split_thinking(void **state)
+{
+    (void)state;
+    size_t to, tl, ao;
+    const char *r = "<think>\nhmm, a fruit\n</think>\n\nA pear.";
+    assert_true(engine_split_thinking(r, strlen(r), &to, &tl, &ao));
+    assert_int_equal(to, 7);
+    assert_int_equal(tl, strlen("\nhmm, a fruit\n"));
+    assert_string_equal(r + ao, "A pear.");
+    assert_false(engine_split_thinking("A <think> pear", 14, &to, &tl, &ao));
+    assert_int_equal(ao, 0);
+    const char *open = "<think>still";
+    assert_true(engine_split_thinking(open, strlen(open), &to, &tl, &ao));
+    assert_int_equal(tl, 5);
+    assert_int_equal(ao, strlen(open));
+}
+
 /* A multi-turn conversation where the model must use the first turn. */
 static void test_remembers(void **state)
 {
@@ -681,6 +745,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_prefill_progress),
+        cmocka_unit_test(test_split_thinking),
         cmocka_unit_test(test_nonfinite_logits_is_damage),
         cmocka_unit_test(test_hostmem_available),
         cmocka_unit_test(test_cpu_refuses_context_past_memory),

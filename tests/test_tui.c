@@ -1016,6 +1016,53 @@ static void test_msgs_pop_exchange(void **state)
     msgs_free(&l); /* twice is harmless */
 }
 
+static const char *dl_text(const struct compose *c, size_t i);
+
+/* /retry keeps the old reply hidden and numbers the turn's replies; the
+ * shown one can be switched, and a hidden one is never copied or drawn. */
+static void test_msgs_retry_keeps_variants(void **state)
+{
+    (void)state;
+    struct msg_list l = {0};
+    msgs_add(&l, MSG_USER, "q")->hist_id = 1;
+    msgs_add(&l, MSG_ASSISTANT, "first")->hist_id = 2;
+    msgs_add(&l, MSG_NOTICE, "context full: x");
+    int64_t of = 0;
+    char *t = msgs_retry(&l, &of);
+    assert_string_equal(t, "q");
+    free(t);
+    assert_int_equal(of, 2);
+    assert_int_equal(l.n, 2); /* the notice went with the attempt */
+    assert_true(l.v[1].hidden);
+    msgs_add(&l, MSG_ASSISTANT, "second")->hist_id = 3;
+    msgs_number_variants(&l);
+    int k, n;
+    msgs_variant_now(&l, &k, &n);
+    assert_int_equal(k, 2);
+    assert_int_equal(n, 2);
+    char *c = msgs_copy_target(&l, 0);
+    assert_string_equal(c, "second");
+    free(c);
+    assert_null(msgs_variant_select(&l, 3));
+    struct msg *m = msgs_variant_select(&l, 1);
+    assert_non_null(m);
+    assert_int_equal(m->hist_id, 2);
+    c = msgs_copy_target(&l, 0);
+    assert_string_equal(c, "first");
+    free(c);
+    struct compose cm = {0};
+    compose_conversation(&cm, l.v, l.n, NULL, 0, 80, false);
+    bool saw_badge = false, saw_hidden = false;
+    for (size_t i = 0; i < cm.n_dl; i++) {
+        saw_badge |= strstr(dl_text(&cm, i), "Assistant \xE2\x80\xB9" "1/2\xE2\x80\xBA") != NULL;
+        saw_hidden |= strstr(dl_text(&cm, i), "second") != NULL;
+    }
+    assert_true(saw_badge);
+    assert_false(saw_hidden);
+    compose_free(&cm);
+    msgs_free(&l);
+}
+
 static void test_msgs_copy_target(void **state)
 {
     (void)state;
@@ -1471,6 +1518,7 @@ int main(void)
         cmocka_unit_test(test_command_needs),
         cmocka_unit_test(test_msgs_pop_exchange),
         cmocka_unit_test(test_msgs_copy_target),
+        cmocka_unit_test(test_msgs_retry_keeps_variants),
         cmocka_unit_test(test_compose_elements),
         cmocka_unit_test(test_compose_wrap),
         cmocka_unit_test(test_compose_markdown),

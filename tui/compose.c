@@ -191,7 +191,7 @@ void compose_conversation(struct compose *c, const struct msg *msgs, size_t n, c
             char badge[96];
             if (m->n_variants > 1) {
                 /* "‹2/3›": which of the turn's replies this is */
-                snprintf(badge, sizeof badge, "%s â¹%d/%dâº", h, m->variant,
+                snprintf(badge, sizeof badge, "%s \xE2\x80\xB9%d/%d\xE2\x80\xBA", h, m->variant,
                          m->n_variants);
                 h = badge;
             }
