@@ -56,11 +56,37 @@ static void show_session(struct ui *u, int64_t sid)
         enum msg_kind k = ms[i].role == HIST_ROLE_USER        ? MSG_USER
                           : ms[i].role == HIST_ROLE_ASSISTANT ? MSG_ASSISTANT
                                                               : MSG_SYSTEM;
-        struct msg *m = ui_add_msg(u, k, ms[i].content ? ms[i].content : "");
+        /* The thinking is shown as the model wrote it: compose.c dims a
+         * think block opening a reply. */
+        char *joined = NULL;
+        if (ms[i].thinking && asprintf(&joined, "<think>%s</think>\n\n%s", ms[i].thinking,
+                                       ms[i].content ? ms[i].content : "") < 0)
+            joined = NULL;
+        struct msg *m = ui_add_msg(u, k, joined ? joined : ms[i].content ? ms[i].content : "");
+        free(joined);
         if (m) {
             m->end = ms[i].end == HIST_END_STOP ? HIST_END_NONE : ms[i].end;
             m->hist_id = ms[i].id;
+            m->hidden = ms[i].variant_off;
         }
+    }
+    /* Each turn's variants numbered in order, for the badge. */
+    for (size_t i = 0; i < n; i++) {
+        if (ms[i].role != HIST_ROLE_ASSISTANT)
+            continue;
+        int64_t head = ms[i].variant_of ? ms[i].variant_of : ms[i].id;
+        int cnt = 0, idx = 0;
+        for (size_t j = 0; j < n; j++)
+            if (ms[j].role == HIST_ROLE_ASSISTANT &&
+                (ms[j].variant_of ? ms[j].variant_of : ms[j].id) == head) {
+                cnt++;
+                idx += j <= i;
+            }
+        for (size_t j = 0; cnt > 1 && j < u->msgs.n; j++)
+            if (u->msgs.v[j].hist_id == ms[i].id) {
+                u->msgs.v[j].variant = idx;
+                u->msgs.v[j].n_variants = cnt;
+            }
     }
     hist_messages_free(ms, n);
 }
