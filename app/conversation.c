@@ -144,12 +144,16 @@ int kv_session_restore(struct hist *h, int64_t id, struct engine *e, struct kv_o
     for (size_t i = 0; i < n; i++) {
         /* A reply that was never written (an error before the first token)
          * carries nothing for the model to see. */
-        if (msgs[i].role == HIST_ROLE_ASSISTANT && msgs[i].content_len == 0)
+        if (msgs[i].role == HIST_ROLE_ASSISTANT && msgs[i].content_len == 0 && !msgs[i].thinking)
+            continue;
+        /* Of a turn's variants the model sees the chosen one only. */
+        if (msgs[i].variant_off)
             continue;
         enum engine_role r = msgs[i].role == HIST_ROLE_SYSTEM ? ENGINE_ROLE_SYSTEM
                            : msgs[i].role == HIST_ROLE_USER   ? ENGINE_ROLE_USER
                                                               : ENGINE_ROLE_ASSISTANT;
-        cm[k++] = (struct engine_message){r, msgs[i].content};
+        cm[k++] = (struct engine_message){.role = r, .content = msgs[i].content,
+                                          .thinking = msgs[i].thinking};
     }
     int rc = engine_load_transcript(e, cm, k);
     free(cm);
@@ -300,6 +304,47 @@ int conv_begin_turn(struct conv *c, const char *text, const struct kv_options *o
     return c->saving ? 0 : -1;
 }
 
+int conv_begin_retry(struct conv *c, int64_t of_reply, const struct kv_options *o)
+{
+    (void)o;
+    c->saving = false;
+    c->reply_id = -1;
+    c->err[0] = 0;
+    if (!c->h || c->sid < 0 || of_reply <= 0)
+        return 0;
+    const struct engine_info *in = engine_info(c->e);
+    char model[sizeof in->model_name + sizeof in->model_path + 2];
+    store_model_name(in, model, sizeof model);
+    if (hist_reply_begin_variant(c->h, c->sid, of_reply, in->backend, model, &c->reply_id) !=
+        HIST_OK) {
+        conv_failed(c, "cannot save the new reply");
+        return -1;
+    }
+    c->saving = true;
+    return 0;
+}
+
+int conv_choose_variant(struct conv *c, int64_t reply_id, struct kv_options *o)
+{
+    if (!c->h || c->sid < 0 || reply_id <= 0)
+        return 1;
+    if (hist_variant_choose(c->h, reply_id) != HIST_OK) {
+        conv_failed(c, "cannot save the choice");
+        return -1;
+    }
+    /* The engine gets the session again with the chosen reply; its KV cache
+     * keeps the prefix before it, so only that reply is read in again. */
+    struct kv_options ro = *o;
+    ro.sampling_set = true;
+    int32_t dropped;
+    char err[512];
+    if (kv_session_restore(c->h, c->sid, c->e, &ro, &dropped, err, sizeof err) != 0) {
+        snprintf(c->err, sizeof c->err, "%s", err);
+        return -1;
+    }
+    return 0;
+}
+
 int conv_save_progress(struct conv *c, const char *text, size_t len)
 {
     if (!c->saving)
@@ -326,7 +371,11 @@ int conv_finish_turn(struct conv *c, const char *reply, const struct engine_stat
         .ttft_ms = st->gen_tokens > 0 ? st->ttft_s * 1000.0 : -1,
     };
     const char *r = reply ? reply : "";
-    if (hist_reply_finish(c->h, c->reply_id, r, strlen(r), &hs, end) != HIST_OK) {
+    /* The thinking is stored apart: content is the answer alone. */
+    size_t toff, tlen, aoff;
+    bool think = engine_split_thinking(r, strlen(r), &toff, &tlen, &aoff);
+    if (hist_reply_finish(c->h, c->reply_id, r + aoff, strlen(r + aoff), &hs, end) != HIST_OK ||
+        (think && hist_reply_set_thinking(c->h, c->reply_id, r + toff, tlen) != HIST_OK)) {
         conv_failed(c, "cannot save the reply");
         return -1;
     }

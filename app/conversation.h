@@ -3,7 +3,9 @@
  * its first message with the model and settings that answer it, the user's
  * message is committed before generation, the streaming reply is saved as it
  * grows (hist_reply_progress decides how often) and committed with its
- * figures and end reason; a saved session is restored into an engine.
+ * figures and end reason (a reasoning model's thinking stored apart from
+ * the answer); a saved session is restored into an engine, with the chosen
+ * variant of each turn that /retry gave several replies.
  * Each reply records the engine ("cpu", "cuda", "remote") and model that
  * produced it (a file's base name, a server's "NAME@host:port"); a session
  * records the model it was created with (a server's with digest "").
@@ -87,6 +89,17 @@ int conv_ensure_session(struct conv *c, const struct kv_options *o);
 int conv_begin_turn(struct conv *c, const char *text, const struct kv_options *o,
                     int64_t *user_id);
 int conv_save_progress(struct conv *c, const char *text, size_t len);
+/* /retry's begin: the user's message stays; a new reply to it is opened as
+ * the chosen variant of the turn whose reply row is OF_REPLY (the earlier
+ * replies are kept, set off). The engine's last exchange must have been
+ * popped (engine_pop_turn) by the caller. Not saved (0, nothing opened)
+ * when the turn was never saved. */
+int conv_begin_retry(struct conv *c, int64_t of_reply, const struct kv_options *o);
+/* Makes reply REPLY_ID its turn's chosen variant in the store and reloads
+ * the session into the engine so later turns build on it. 1 when the
+ * session is not saved (the caller replays its own list), 0, or -1 with
+ * c->err. */
+int conv_choose_variant(struct conv *c, int64_t reply_id, struct kv_options *o);
 int conv_finish_turn(struct conv *c, const char *reply, const struct engine_stats *st,
                      enum hist_end end);
 /* The end reason the store records for engine_chat's return RC and figures. */

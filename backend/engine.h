@@ -100,6 +100,10 @@ struct engine_params {
     /* Prefix of /proc and /sys for reading the memory there is (tests fake
      * them); NULL = the real ones. */
     const char *mem_root;
+    /* Thinking where the template has a switch (engine_info.think_switch):
+     * ENGINE_THINK_DEFAULT (0) leaves the template's default (on). Elsewhere
+     * ON and OFF are ignored; a front-end says the template has no switch. */
+    enum engine_think { ENGINE_THINK_DEFAULT, ENGINE_THINK_ON, ENGINE_THINK_OFF } think;
     engine_progress_fn progress;
     void *progress_user;
 
@@ -157,6 +161,9 @@ struct engine_info {
     double load_seconds;
     bool synthetic;      /* made from engine_params.synthetic */
     bool no_vocabulary;  /* no tokenizer (synthetic, or a file written without one): bench only */
+    /* The template has a switch for a reasoning model's thinking (Qwen3's
+     * enable_thinking): engine_params.think and engine_set_think work. */
+    bool think_switch;
 };
 
 /* Loads the model and chooses where it runs. Under ENGINE_BACKEND_AUTO a GPU
@@ -173,6 +180,11 @@ enum engine_role { ENGINE_ROLE_SYSTEM, ENGINE_ROLE_USER, ENGINE_ROLE_ASSISTANT }
 struct engine_message {
     enum engine_role role;
     const char *content; /* borrowed, UTF-8 */
+    /* A reply's thinking, kept apart from CONTENT (its answer); borrowed,
+     * NULL = none. The engine renders it again where the model's template
+     * keeps earlier thinking, and leaves it out where the template drops it
+     * (Qwen3's, DeepSeek-R1's), as in the turn that produced it. */
+    const char *thinking;
 };
 
 /* NULL = the template's default. Returns 0, or -1 when out of memory (the
@@ -222,8 +234,30 @@ struct engine_turn_params {
     engine_piece_fn on_piece;
     engine_notice_fn on_notice;
     engine_token_fn on_token; /* NULL = not wanted */
+    /* A reasoning model's thinking (a "<think>...</think>" block opening
+     * the reply) told apart: set, the thinking's text goes here without the
+     * tags, and ON_PIECE gets the answer alone (newlines after "</think>"
+     * skipped). NULL = the thinking reaches ON_PIECE as the model wrote it.
+     * REPLY is the whole text either way (engine_split_thinking parts it). */
+    engine_piece_fn on_thinking;
+    /* Told while the prompt is read in (prefill): prompt tokens done of the
+     * total to read this turn, once with 0 before the first chunk and then
+     * after each chunk. NULL = not wanted; a remote engine never calls it. */
+    engine_progress_fn on_prefill;
     void *user;
 };
+
+/* Parts REPLY (LEN bytes, as engine_chat gives it) into thinking and
+ * answer: *THINK_OFF and *THINK_LEN the text between an opening "<think>" and
+ * "</think>" (all the rest while it is still open), *ANSWER_OFF where the
+ * answer starts. False (lengths 0, answer at 0) when there is no thinking. */
+bool engine_split_thinking(const char *reply, size_t len, size_t *think_off, size_t *think_len,
+                           size_t *answer_off);
+
+/* Turns the template's thinking switch (engine_info.think_switch) on or off
+ * from the next turn. Returns 0, or -1 with a message in ERR when the
+ * model's template has no switch. */
+int engine_set_think(struct engine *e, bool on, char *err, size_t errlen);
 
 /* Runs one turn: appends USER_TEXT, generates the reply, appends it (also when
  * cancelled, with what was generated). REPLY, if non-NULL, receives a malloc'd

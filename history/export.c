@@ -125,6 +125,27 @@ static void iso_time(char *buf, size_t cap, int64_t ms)
         snprintf(buf, cap, "%lld", (long long)ms);
 }
 
+/* Where message I stands among its turn's replies: *K-th (1-based) of *N.
+ * N is 1 for a message without variants. A turn's variants are few and
+ * follow its first reply closely, so the scan stays short. */
+static void variant_place(const struct hist_message *m, size_t n, size_t i, int *k, int *cnt)
+{
+    int64_t head = m[i].variant_of ? m[i].variant_of : m[i].id;
+    *k = 0;
+    *cnt = 0;
+    if (m[i].role != HIST_ROLE_ASSISTANT) {
+        *k = *cnt = 1;
+        return;
+    }
+    for (size_t j = 0; j < n; j++) {
+        if (m[j].role != HIST_ROLE_ASSISTANT || (m[j].variant_of ? m[j].variant_of : m[j].id) != head)
+            continue;
+        (*cnt)++;
+        if (j <= i)
+            (*k)++;
+    }
+}
+
 static void export_json(FILE *f, const struct hist_session *s, const struct hist_message *m, size_t n)
 {
     fputs("{\n  \"format\": \"kvchat-session\",\n  \"version\": 1,\n  \"session\": {\n", f);
@@ -177,6 +198,19 @@ static void export_json(FILE *f, const struct hist_session *s, const struct hist
         json_str(f, x->engine);
         fputs(", \"model\": ", f);
         json_str(f, x->model);
+        fputs(", \"thinking\": ", f);
+        if (x->thinking) {
+            fputc('"', f);
+            put_text(f, x->thinking, strlen(x->thinking), 1);
+            fputc('"', f);
+        } else {
+            fputs("null", f);
+        }
+        int k, cnt;
+        variant_place(m, n, i, &k, &cnt);
+        if (cnt > 1)
+            fprintf(f, ", \"variant\": %d, \"variants\": %d, \"chosen\": %s", k, cnt,
+                    x->variant_off ? "false" : "true");
         fputc('}', f);
     }
     fputs(n ? "\n  ]\n}\n" : "]\n}\n", f);
@@ -212,7 +246,15 @@ static void export_md(FILE *f, const struct hist_session *s, const struct hist_m
     for (size_t i = 0; i < n; i++) {
         const struct hist_message *x = &m[i];
         iso_time(t, sizeof t, x->created_ms);
-        fprintf(f, "\n## %s (%s", HEADS[x->role], t);
+        int k, cnt;
+        variant_place(m, n, i, &k, &cnt);
+        /* The chosen reply reads as the conversation went on; the others
+         * are set apart, each under its own heading. */
+        if (cnt > 1)
+            fprintf(f, "\n## %s, variant %d of %d%s (%s", HEADS[x->role], k, cnt,
+                    x->variant_off ? "" : ", chosen", t);
+        else
+            fprintf(f, "\n## %s (%s", HEADS[x->role], t);
         if (x->end != HIST_END_NONE && x->end != HIST_END_STOP)
             fprintf(f, ", %s", hist_end_str(x->end));
         /* Which model answered: a session may move between engines. */
@@ -229,6 +271,11 @@ static void export_md(FILE *f, const struct hist_session *s, const struct hist_m
         if (x->stats.decode_tps >= 0 && isfinite(x->stats.decode_tps))
             fprintf(f, ", %.1f tok/s", x->stats.decode_tps);
         fputs(")\n\n", f);
+        if (x->thinking) {
+            fputs("<details><summary>Thinking</summary>\n\n", f);
+            put_text(f, x->thinking, strlen(x->thinking), 0);
+            fputs("\n\n</details>\n\n", f);
+        }
         put_text(f, x->content, x->content_len, 0);
         fputc('\n', f);
     }

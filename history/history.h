@@ -36,11 +36,11 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define HIST_SCHEMA_VERSION 5 /* PRAGMA user_version this build writes */
+#define HIST_SCHEMA_VERSION 6 /* PRAGMA user_version this build writes */
 /* The oldest schema this build reads without upgrading it: a read-only open
  * (or a file it may not write) of schema HIST_READABLE_FROM..VERSION works
- * for reading. v5 only changed how new session ids are chosen. */
-#define HIST_READABLE_FROM 4
+ * for reading. v6 added the columns of reply variants and thinking, which reads select. */
+#define HIST_READABLE_FROM 6
 
 enum hist_status {
     HIST_OK = 0,
@@ -122,6 +122,14 @@ struct hist_message {
      * unknown: user and system messages, and replies saved before schema 4. */
     char *engine;         /* "cpu", "cuda", "remote" */
     char *model;          /* the model file's base name, or "NAME@host:port" on a server */
+    /* A reasoning model's thinking, kept apart from CONTENT (the answer);
+     * owned, NULL when the reply had none. */
+    char *thinking;
+    /* Variants (/retry keeps the earlier replies of a turn): the turn's
+     * first reply's id in a later variant, 0 otherwise; VARIANT_OFF is 1 for
+     * a variant not chosen, which the model does not see. */
+    int64_t variant_of;
+    int variant_off;
 };
 
 struct hist_hit {
@@ -236,6 +244,19 @@ int hist_reply_progress(struct hist *h, int64_t msg_id, const char *text, size_t
  * STREAMING). */
 int hist_reply_finish(struct hist *h, int64_t msg_id, const char *text, size_t len,
                       const struct hist_reply_stats *stats, enum hist_end end);
+
+/* Starts another reply to the turn whose reply OF_ID is (any of its
+ * variants): the new row is its turn's chosen variant, the others are set
+ * off, in one transaction. OF_ID must be an assistant message of SESSION_ID
+ * (HIST_E_NOTFOUND otherwise). ENGINE and MODEL as hist_reply_begin_from. */
+int hist_reply_begin_variant(struct hist *h, int64_t session_id, int64_t of_id, const char *engine,
+                             const char *model, int64_t *out_id);
+/* Makes reply MSG_ID the chosen variant of its turn (the one the model sees
+ * when the session is resumed). */
+int hist_variant_choose(struct hist *h, int64_t msg_id);
+/* Stores the reasoning text of reply MSG_ID (NULL or LEN 0 clears it); LEN
+ * (size_t)-1 means strlen. */
+int hist_reply_set_thinking(struct hist *h, int64_t msg_id, const char *thinking, size_t len);
 
 /* Deletes session SESSION_ID's messages whose id is FROM_MSG_ID or later,
  * in one transaction, and bumps the session's updated time. For /retry and

@@ -177,6 +177,132 @@ int hist_reply_begin_from(struct hist *h, int64_t session_id, const char *engine
     return HIST_OK;
 }
 
+/* The first reply of the turn reply OF_ID belongs to, in *HEAD; checks it
+ * is an assistant message of SESSION_ID (any session when SESSION_ID < 0). */
+static int variant_head(struct hist *h, int64_t session_id, int64_t of_id, int64_t *head,
+                        const char *what)
+{
+    sqlite3_stmt *st;
+    int ret = hist_prepare(h, "SELECT coalesce(variant_of, id) FROM messages WHERE id = ? "
+                              "AND role = 'assistant' AND (? < 0 OR session_id = ?)", &st, what);
+    if (ret)
+        return ret;
+    sqlite3_bind_int64(st, 1, of_id);
+    sqlite3_bind_int64(st, 2, session_id);
+    sqlite3_bind_int64(st, 3, session_id);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *head = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    if (rc == SQLITE_ROW)
+        return HIST_OK;
+    if (rc == SQLITE_DONE)
+        return hist_failf(h, HIST_E_NOTFOUND, "%s: no reply %lld", what, (long long)of_id);
+    return hist_fail(h, rc, what);
+}
+
+/* Sets every variant of turn HEAD off except KEEP (0: all of them). */
+static int variants_off(struct hist *h, int64_t head, int64_t keep, const char *what)
+{
+    sqlite3_stmt *st;
+    int ret = hist_prepare(h, "UPDATE messages SET variant_off = (id != ?) "
+                              "WHERE id = ? OR variant_of = ?", &st, what);
+    if (ret)
+        return ret;
+    sqlite3_bind_int64(st, 1, keep);
+    sqlite3_bind_int64(st, 2, head);
+    sqlite3_bind_int64(st, 3, head);
+    return hist_step_done(h, st, what);
+}
+
+int hist_reply_begin_variant(struct hist *h, int64_t session_id, int64_t of_id, const char *engine,
+                             const char *model, int64_t *out_id)
+{
+    if (!h)
+        return HIST_E_INVALID;
+    const char *what = "starting another reply";
+    int ret = hist_begin_write(h, what);
+    if (ret)
+        return ret;
+    int64_t head = 0, id = 0;
+    if (!(ret = variant_head(h, session_id, of_id, &head, what)) &&
+        !(ret = variants_off(h, head, 0, what)) &&
+        !(ret = insert_message(h, session_id, HIST_ROLE_ASSISTANT, "", 0, -1, "streaming", engine,
+                               model, what, &id))) {
+        sqlite3_stmt *st;
+        if (!(ret = hist_prepare(h, "UPDATE messages SET variant_of = ? WHERE id = ?", &st, what))) {
+            sqlite3_bind_int64(st, 1, head);
+            sqlite3_bind_int64(st, 2, id);
+            ret = hist_step_done(h, st, what);
+        }
+    }
+    if (ret) {
+        hist_rollback(h);
+        return ret;
+    }
+    if ((ret = hist_commit(h, what)))
+        return ret;
+    slot_for(h, id, 1)->last_ms = mono_ms();
+    if (out_id)
+        *out_id = id;
+    return HIST_OK;
+}
+
+int hist_variant_choose(struct hist *h, int64_t msg_id)
+{
+    if (!h)
+        return HIST_E_INVALID;
+    const char *what = "choosing a reply";
+    int ret = hist_begin_write(h, what);
+    if (ret)
+        return ret;
+    int64_t head = 0;
+    if (!(ret = variant_head(h, -1, msg_id, &head, what)))
+        ret = variants_off(h, head, msg_id, what);
+    if (ret) {
+        hist_rollback(h);
+        return ret;
+    }
+    return hist_commit(h, what);
+}
+
+int hist_reply_set_thinking(struct hist *h, int64_t msg_id, const char *thinking, size_t len)
+{
+    if (!h)
+        return HIST_E_INVALID;
+    const char *what = "saving the reply's thinking";
+    if (thinking && len == (size_t)-1)
+        len = strlen(thinking);
+    int ret = hist_begin_write(h, what);
+    if (ret)
+        return ret;
+    sqlite3_stmt *st;
+    if ((ret = hist_prepare(h, "UPDATE messages SET thinking = ? WHERE id = ? AND role = 'assistant'",
+                            &st, what))) {
+        hist_rollback(h);
+        return ret;
+    }
+    if (thinking && len > 0) {
+        if ((ret = bind_content(h, st, 1, thinking, len))) {
+            sqlite3_finalize(st);
+            hist_rollback(h);
+            return ret;
+        }
+    } else {
+        sqlite3_bind_null(st, 1);
+    }
+    sqlite3_bind_int64(st, 2, msg_id);
+    if ((ret = hist_step_done(h, st, what))) {
+        hist_rollback(h);
+        return ret;
+    }
+    if (sqlite3_changes(h->db) == 0) {
+        hist_rollback(h);
+        return hist_failf(h, HIST_E_NOTFOUND, "%s: no reply %lld", what, (long long)msg_id);
+    }
+    return hist_commit(h, what);
+}
+
 int hist_reply_progress(struct hist *h, int64_t msg_id, const char *text, size_t len, int force)
 {
     if (!h || !text)
@@ -338,7 +464,7 @@ int hist_messages_truncate(struct hist *h, int64_t session_id, int64_t from_msg_
 
 #define MESSAGE_COLS                                                                               \
     "id, session_id, role, content, created_ms, updated_ms, end_reason, n_tokens, n_prompt, "      \
-    "prefill_tps, decode_tps, ttft_ms, engine, model"
+    "prefill_tps, decode_tps, ttft_ms, engine, model, thinking, variant_of, variant_off"
 
 static int read_message(sqlite3_stmt *st, void *out)
 {
@@ -360,9 +486,16 @@ static int read_message(sqlite3_stmt *st, void *out)
     m->stats.ttft_ms = hist_col_dbl_or(st, 11, -1);
     m->engine = hist_col_strdup(st, 12, 0);
     m->model = hist_col_strdup(st, 13, 0);
+    m->thinking = hist_col_strdup(st, 14, 0);
+    /* A hostile file may hold anything here: only a positive id is a turn,
+     * any nonzero flag is "off". */
+    int64_t of = hist_col_i64_or(st, 15, 0);
+    m->variant_of = of > 0 ? of : 0;
+    m->variant_off = hist_col_i64_or(st, 16, 0) != 0;
     /* NULL from hist_col_strdup is a NULL column or no memory; tell them apart. */
     if (!m->content || (!m->engine && sqlite3_column_type(st, 12) != SQLITE_NULL) ||
-        (!m->model && sqlite3_column_type(st, 13) != SQLITE_NULL)) {
+        (!m->model && sqlite3_column_type(st, 13) != SQLITE_NULL) ||
+        (!m->thinking && sqlite3_column_type(st, 14) != SQLITE_NULL)) {
         hist_message_clear(m);
         return HIST_E_NOMEM;
     }
@@ -376,6 +509,7 @@ void hist_message_clear(struct hist_message *m)
     free(m->content);
     free(m->engine);
     free(m->model);
+    free(m->thinking);
     memset(m, 0, sizeof *m);
 }
 

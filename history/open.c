@@ -119,6 +119,22 @@ static const char *const MIGRATIONS[] = {
     "ALTER TABLE sessions_v5 RENAME TO sessions;"
     "CREATE INDEX sessions_by_updated ON sessions(updated_ms);"
     "PRAGMA user_version = 5;",
+
+    /* v6: reply variants and reasoning kept apart. /retry keeps the earlier
+     * replies of its turn: a later one names the turn's first reply in
+     * variant_of (NULL: not a variant, or the first of its turn), and
+     * variant_off = 1 marks those not chosen, which the model does not see
+     * (one reply of each turn has 0). thinking is a reasoning model's
+     * "<think>" text, which older rows kept at the start of content: moved
+     * out here, so content is the answer alone (and search finds answers). */
+    "ALTER TABLE messages ADD COLUMN variant_of INTEGER;"
+    "ALTER TABLE messages ADD COLUMN variant_off INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE messages ADD COLUMN thinking TEXT;"
+    "UPDATE messages SET thinking = substr(content, 8, instr(content, '</think>') - 8),"
+    "  content = ltrim(substr(content, instr(content, '</think>') + 8), char(9, 10, 13, 32))"
+    "  WHERE role = 'assistant' AND substr(content, 1, 7) = '<think>'"
+    "  AND instr(content, '</think>') > 0;"
+    "PRAGMA user_version = 6;",
 };
 _Static_assert(sizeof MIGRATIONS / sizeof MIGRATIONS[0] == HIST_SCHEMA_VERSION,
                "one migration step per schema version");

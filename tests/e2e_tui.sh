@@ -218,11 +218,13 @@ export_json | grep -qF '"content": "pasted one\npasted two\npasted three"' && pa
     fail "pasted message text wrong"
 wait_for '^> *$' 60 || fail "prompt not back after the paste reply"
 
-# /retry: the history keeps only the new attempt (one user message, one reply).
+# /retry: the user message is kept once, the earlier reply kept as a variant.
 BEFORE=$(export_json)
 tmux send-keys -t $S '/retry' Enter
-wait_saved "user assistant user assistant " 60 && pass "/retry leaves one exchange in the history" ||
+wait_saved "user assistant user assistant assistant " 60 && pass "/retry keeps the old reply as a variant" ||
     fail "/retry: history holds $(roles)"
+export_json | grep -qF '"variant": 2, "variants": 2, "chosen": true' && pass "/retry: the new reply is chosen" ||
+    fail "/retry: the new reply is not the chosen variant"
 [ "$(export_json | grep -cF '"content": "pasted one\npasted two')" = 1 ] && pass "/retry: the user message saved once" ||
     fail "/retry: the user message is not saved exactly once"
 wait_for '^> *$' 60 || fail "prompt not back after /retry"

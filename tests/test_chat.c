@@ -448,6 +448,35 @@ static void test_render_chatml(void **state)
                   "<|im_start|>user\nthree<|im_end|>\n<|im_start|>assistant\n");
 }
 
+/* Qwen3's template drops earlier replies' thinking, and with its switch
+ * off opens the reply with an empty think block. */
+static void test_render_drops_thinking(void **state)
+{
+    (void)state;
+    struct chat_template t;
+    chat_detect("<|im_start|>{% if enable_thinking %}{{ content.split('</think>')[-1] }}", CHAT_FORMAT_CHATML,
+                &t, NULL, 0);
+    assert_true(t.flags & CHAT_FLAG_DROP_THINKING);
+    assert_true(t.flags & CHAT_FLAG_THINK_SWITCH);
+    static const struct chat_message conv[] = {
+        {CHAT_ROLE_USER, "one"},
+        {CHAT_ROLE_ASSISTANT, "<think>\nsecret\n</think>\n\ntwo"},
+        {CHAT_ROLE_USER, "three"},
+    };
+    expect_render(&t, conv, N(conv), true,
+                  "<|im_start|>user\none<|im_end|>\n<|im_start|>assistant\ntwo<|im_end|>\n"
+                  "<|im_start|>user\nthree<|im_end|>\n<|im_start|>assistant\n");
+    t.flags |= CHAT_FLAG_THINK_OFF;
+    expect_render(&t, conv, N(conv), true,
+                  "<|im_start|>user\none<|im_end|>\n<|im_start|>assistant\ntwo<|im_end|>\n"
+                  "<|im_start|>user\nthree<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n");
+    /* a template without "</think>" keeps what the model wrote */
+    struct chat_template plain = {.format = CHAT_FORMAT_CHATML};
+    expect_render(&plain, conv, N(conv), false,
+                  "<|im_start|>user\none<|im_end|>\n<|im_start|>assistant\n<think>\nsecret\n</think>\n\ntwo<|im_end|>\n"
+                  "<|im_start|>user\nthree<|im_end|>\n");
+}
+
 /* Control-token spellings typed by a user stay plain text in every format. */
 static void test_user_text_is_plain(void **state)
 {
@@ -560,7 +589,8 @@ int main(void)
         cmocka_unit_test(test_detect_real_models), cmocka_unit_test(test_render_smollm2),
         cmocka_unit_test(test_render_gemma),   cmocka_unit_test(test_render_llama3),
         cmocka_unit_test(test_render_llama2),  cmocka_unit_test(test_render_mistral),
-        cmocka_unit_test(test_render_chatml),  cmocka_unit_test(test_user_text_is_plain),
+        cmocka_unit_test(test_render_chatml),
+        cmocka_unit_test(test_render_drops_thinking),  cmocka_unit_test(test_user_text_is_plain),
         cmocka_unit_test(test_real_tokenizers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

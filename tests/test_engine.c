@@ -132,6 +132,70 @@ static void test_kv_reuse(void **state)
     engine_free(e);
 }
 
+/* The prefill progress: once at 0, then after each chunk, ending at the
+ * number of tokens prefilled, never past the total. */
+struct prefill_log {
+    uint64_t done[64], total[64];
+    int n;
+};
+
+static void log_prefill(uint64_t done, uint64_t total, void *user)
+{
+    struct prefill_log *l = user;
+    if (l->n < 64) {
+        l->done[l->n] = done;
+        l->total[l->n] = total;
+    }
+    l->n++;
+}
+
+static void test_prefill_progress(void **state)
+{
+    (void)state;
+    struct engine *e = load(TEST_MODEL_SMOLLM2, 2048);
+    struct engine_turn_params tp = greedy(2);
+    struct prefill_log log = {0};
+    tp.on_prefill = log_prefill;
+    tp.user = &log;
+    /* a prompt of several 256-token chunks */
+    char msg[8000] = "";
+    for (int i = 0; i < 150; i++)
+        strcat(msg, "apples and pears ");
+    char err[512];
+    assert_int_equal(engine_chat(e, msg, &tp, NULL, err, sizeof err), 0);
+    struct engine_stats st;
+    engine_stats(e, &st);
+    int chunks = (st.prefill_tokens + 255) / 256;
+    assert_true(chunks >= 2);
+    assert_int_equal(log.n, chunks + 1);
+    assert_int_equal(log.done[0], 0);
+    for (int i = 0; i < log.n; i++) {
+        assert_int_equal(log.total[i], (uint64_t)st.prefill_tokens);
+        if (i)
+            assert_true(log.done[i] > log.done[i - 1]);
+    }
+    assert_int_equal(log.done[log.n - 1], (uint64_t)st.prefill_tokens);
+    engine_free(e);
+}
+
+/* A reply opening with a think block parts into thinking and answer. */
+static void test_split_thinking(void **state)
+{
+    (void)state;
+    size_t to, tl, ao;
+    const char *r = "<think>\nhmm, a fruit\n</think>\n\nA pear.";
+    assert_true(engine_split_thinking(r, strlen(r), &to, &tl, &ao));
+    assert_int_equal(to, 7);
+    assert_int_equal(tl, strlen("\nhmm, a fruit\n"));
+    assert_string_equal(r + ao, "A pear.");
+    assert_false(engine_split_thinking("A <think> pear", 14, &to, &tl, &ao));
+    assert_int_equal(ao, 0);
+    const char *open = "<think>still";
+    assert_true(engine_split_thinking(open, strlen(open), &to, &tl, &ao));
+    assert_int_equal(tl, 5);
+    assert_int_equal(ao, strlen(open));
+}
+
 /* A multi-turn conversation where the model must use the first turn. */
 static void test_remembers(void **state)
 {
@@ -163,8 +227,8 @@ static void test_reuse_equals_full_prefill(void **state)
     engine_stats(a, &sa);
 
     struct engine_message transcript[] = {
-        {ENGINE_ROLE_USER, "Name three fruits."},
-        {ENGINE_ROLE_ASSISTANT, r1},
+        {ENGINE_ROLE_USER, "Name three fruits.", NULL},
+        {ENGINE_ROLE_ASSISTANT, r1, NULL},
     };
     assert_int_equal(engine_load_transcript(b, transcript, 2), 0);
     assert_int_equal(engine_chat(b, "Which one is yellow?", &tp, &rb, err, sizeof err), 0);
@@ -261,7 +325,7 @@ static void test_fit_context_after_resume(void **state)
     const char *q = "Please tell me something interesting about the sea and its creatures.";
     const char *a = "The sea is home to many creatures, from tiny plankton to huge whales.";
     for (int i = 0; i < 8; i++)
-        t[i] = (struct engine_message){i % 2 ? ENGINE_ROLE_ASSISTANT : ENGINE_ROLE_USER, i % 2 ? a : q};
+        t[i] = (struct engine_message){i % 2 ? ENGINE_ROLE_ASSISTANT : ENGINE_ROLE_USER, i % 2 ? a : q, NULL};
     assert_int_equal(engine_load_transcript(e, t, 8), 0);
     int32_t dropped = engine_fit_context(e, 16);
     printf("dropped %d turns\n", dropped);
@@ -709,6 +773,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_prefill_progress),
+        cmocka_unit_test(test_split_thinking),
         cmocka_unit_test(test_nonfinite_logits_is_damage),
         cmocka_unit_test(test_hostmem_available),
         cmocka_unit_test(test_cpu_refuses_context_past_memory),

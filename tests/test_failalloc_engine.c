@@ -46,9 +46,9 @@ static char *ref_resumed;        /* its reply to TURNS[1] after RESUMED */
 /* A stored session as the front-end hands it back (with ref_reply[0]). */
 #define RESUMED_SYSTEM "Answer in one word."
 static struct engine_message resumed[3] = {
-    {ENGINE_ROLE_SYSTEM, RESUMED_SYSTEM},
-    {ENGINE_ROLE_USER, "Hi"},
-    {ENGINE_ROLE_ASSISTANT, NULL},
+    {ENGINE_ROLE_SYSTEM, RESUMED_SYSTEM, NULL},
+    {ENGINE_ROLE_USER, "Hi", NULL},
+    {ENGINE_ROLE_ASSISTANT, NULL, NULL},
 };
 
 /* GPT-2's byte alphabet: byte B as the UTF-8 of its code point. */

@@ -569,6 +569,104 @@ static int have_python(void)
     return system("python3 -c 'import json' >/dev/null 2>&1") == 0;
 }
 
+/* /retry keeps the earlier replies as variants: the new one is chosen,
+ * choosing another moves the mark, search still finds them all, and both
+ * exports name them "variant K of N"; thinking is kept apart. */
+static void test_reply_variants_and_thinking(void **state)
+{
+    (void)state;
+    char path[1200], md[1300], js[1300];
+    new_db_path(path, sizeof path, "hist-variants");
+    snprintf(md, sizeof md, "%s.md", path);
+    snprintf(js, sizeof js, "%s.json", path);
+    struct hist *h = open_ok(path);
+    int64_t sid, uid, r1, r2, r3, other;
+    assert_int_equal(hist_session_create(h, NULL, NULL, &sid), HIST_OK);
+    assert_int_equal(hist_message_add(h, sid, HIST_ROLE_USER, "name a fruit", (size_t)-1, -1, &uid), HIST_OK);
+    assert_int_equal(hist_reply_begin_from(h, sid, "cpu", "m.gguf", &r1), HIST_OK);
+    assert_int_equal(hist_reply_finish(h, r1, "apricot", 7, NULL, HIST_END_STOP), HIST_OK);
+    assert_int_equal(hist_reply_set_thinking(h, r1, "they want one word", (size_t)-1), HIST_OK);
+    /* a user message is no turn's reply */
+    assert_int_equal(hist_reply_begin_variant(h, sid, uid, NULL, NULL, &other), HIST_E_NOTFOUND);
+    assert_int_equal(hist_reply_begin_variant(h, sid, r1, "cpu", "m.gguf", &r2), HIST_OK);
+    assert_int_equal(hist_reply_finish(h, r2, "banana", 6, NULL, HIST_END_STOP), HIST_OK);
+    /* any variant names the turn */
+    assert_int_equal(hist_reply_begin_variant(h, sid, r2, "cpu", "m.gguf", &r3), HIST_OK);
+    assert_int_equal(hist_reply_finish(h, r3, "cherry", 6, NULL, HIST_END_STOP), HIST_OK);
+    struct hist_message *m;
+    size_t n;
+    assert_int_equal(hist_messages(h, sid, &m, &n), HIST_OK);
+    assert_int_equal(n, 4);
+    assert_true(m[1].variant_of == 0 && m[1].variant_off);
+    assert_true(m[2].variant_of == r1 && m[2].variant_off);
+    assert_true(m[3].variant_of == r1 && !m[3].variant_off);
+    assert_string_equal(m[1].thinking, "they want one word");
+    assert_string_equal(m[1].content, "apricot");
+    assert_null(m[3].thinking);
+    hist_messages_free(m, n);
+    assert_int_equal(hist_variant_choose(h, r2), HIST_OK);
+    assert_int_equal(hist_messages(h, sid, &m, &n), HIST_OK);
+    assert_true(m[1].variant_off && !m[2].variant_off && m[3].variant_off);
+    hist_messages_free(m, n);
+    assert_int_equal(hist_variant_choose(h, uid), HIST_E_NOTFOUND);
+    assert_int_equal(count_hits(h, "apricot"), 1);
+    assert_int_equal(count_hits(h, "cherry"), 1);
+    run_export(h, sid, HIST_FORMAT_MARKDOWN, md);
+    run_export(h, sid, HIST_FORMAT_JSON, js);
+    size_t len;
+    char *t = read_ok(md, &len);
+    assert_non_null(strstr(t, "## Assistant, variant 1 of 3 ("));
+    assert_non_null(strstr(t, "## Assistant, variant 2 of 3, chosen ("));
+    assert_non_null(strstr(t, "## Assistant, variant 3 of 3 ("));
+    assert_non_null(strstr(t, "<summary>Thinking</summary>\n\nthey want one word\n"));
+    assert_null(strstr(t, "they want one word\napricot"));
+    free(t);
+    t = read_ok(js, &len);
+    assert_non_null(strstr(t, "\"content\": \"apricot\""));
+    assert_non_null(strstr(t, "\"thinking\": \"they want one word\""));
+    assert_non_null(strstr(t, "\"variant\": 2, \"variants\": 3, \"chosen\": true"));
+    assert_non_null(strstr(t, "\"variant\": 3, \"variants\": 3, \"chosen\": false"));
+    free(t);
+    if (have_python()) {
+        char cmd[1500];
+        snprintf(cmd, sizeof cmd, "python3 -c 'import json,sys; json.load(open(sys.argv[1]))' %s", js);
+        assert_int_equal(system(cmd), 0);
+    }
+    hist_close(h);
+    assert_integrity_ok(path);
+}
+
+/* A reply saved before thinking had its own column kept it at the start of
+ * its content: the migration moves it out, and search follows. */
+static void test_migration_moves_thinking_out(void **state)
+{
+    (void)state;
+    char path[1200], err[1024];
+    new_db_path(path, sizeof path, "hist-think-migrate");
+    assert_int_equal(hist_migrate_path_to(path, HIST_SCHEMA_VERSION - 1, err, sizeof err), HIST_OK);
+    raw_exec(path, "INSERT INTO sessions(id, title, created_ms, updated_ms) VALUES (3, 't', 1, 1);"
+                   "INSERT INTO messages(session_id, role, content, created_ms, end_reason) VALUES"
+                   " (3, 'user', '<think>not a reply</think> kept', 2, NULL),"
+                   " (3, 'assistant', '<think>\npondering quinces\n</think>\n\nthe answer', 3, 'stop'),"
+                   " (3, 'assistant', '<think>never closed', 4, 'cancelled');");
+    struct hist *h = open_ok(path);
+    struct hist_message *m;
+    size_t n;
+    assert_int_equal(hist_messages(h, 3, &m, &n), HIST_OK);
+    assert_int_equal(n, 3);
+    assert_string_equal(m[0].content, "<think>not a reply</think> kept");
+    assert_null(m[0].thinking);
+    assert_string_equal(m[1].content, "the answer");
+    assert_string_equal(m[1].thinking, "\npondering quinces\n");
+    assert_string_equal(m[2].content, "<think>never closed");
+    assert_true(m[1].variant_of == 0 && !m[1].variant_off);
+    hist_messages_free(m, n);
+    assert_int_equal(count_hits(h, "quinces"), 0);
+    assert_int_equal(count_hits(h, "answer"), 1);
+    hist_close(h);
+    assert_integrity_ok(path);
+}
+
 static void test_export(void **state)
 {
     (void)state;
@@ -1753,6 +1851,8 @@ int main(void)
         cmocka_unit_test(test_export),
         cmocka_unit_test(test_reply_source_across_engines),
         cmocka_unit_test(test_migrations_from_every_version),
+        cmocka_unit_test(test_reply_variants_and_thinking),
+        cmocka_unit_test(test_migration_moves_thinking_out),
         cmocka_unit_test(test_newer_version_refused),
         cmocka_unit_test(test_corrupt_refused_unchanged),
         cmocka_unit_test(test_readonly),

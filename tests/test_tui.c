@@ -1261,7 +1261,7 @@ static void test_command_needs(void **state)
     /* The commands that change the conversation a streaming reply belongs to,
      * or the settings it uses, wait for it; the rest run alongside. */
     static const enum cmd_id idle[] = {CMD_NEW,    CMD_RESUME, CMD_RETRY, CMD_EDIT,
-                                       CMD_DELETE, CMD_SYSTEM, CMD_SET,  CMD_MODEL};
+                                       CMD_DELETE, CMD_SYSTEM, CMD_SET,  CMD_MODEL, CMD_VARIANT, CMD_THINK};
     static const enum cmd_id hist[] = {CMD_SESSIONS, CMD_RESUME, CMD_RENAME,
                                        CMD_DELETE,   CMD_SEARCH, CMD_EXPORT};
     for (int id = 0; id < CMD_COUNT; id++) {
@@ -1334,6 +1334,53 @@ static void test_msgs_pop_exchange(void **state)
     msgs_free(&l);
     assert_null(l.v);
     msgs_free(&l); /* twice is harmless */
+}
+
+static const char *dl_text(const struct compose *c, size_t i);
+
+/* /retry keeps the old reply hidden and numbers the turn's replies; the
+ * shown one can be switched, and a hidden one is never copied or drawn. */
+static void test_msgs_retry_keeps_variants(void **state)
+{
+    (void)state;
+    struct msg_list l = {0};
+    msgs_add(&l, MSG_USER, "q")->hist_id = 1;
+    msgs_add(&l, MSG_ASSISTANT, "first")->hist_id = 2;
+    msgs_add(&l, MSG_NOTICE, "context full: x");
+    int64_t of = 0;
+    char *t = msgs_retry(&l, &of);
+    assert_string_equal(t, "q");
+    free(t);
+    assert_int_equal(of, 2);
+    assert_int_equal(l.n, 2); /* the notice went with the attempt */
+    assert_true(l.v[1].hidden);
+    msgs_add(&l, MSG_ASSISTANT, "second")->hist_id = 3;
+    msgs_number_variants(&l);
+    int k, n;
+    msgs_variant_now(&l, &k, &n);
+    assert_int_equal(k, 2);
+    assert_int_equal(n, 2);
+    char *c = msgs_copy_target(&l, 0);
+    assert_string_equal(c, "second");
+    free(c);
+    assert_null(msgs_variant_select(&l, 3));
+    struct msg *m = msgs_variant_select(&l, 1);
+    assert_non_null(m);
+    assert_int_equal(m->hist_id, 2);
+    c = msgs_copy_target(&l, 0);
+    assert_string_equal(c, "first");
+    free(c);
+    struct compose cm = {0};
+    compose_conversation(&cm, l.v, l.n, NULL, 0, 80, false);
+    bool saw_badge = false, saw_hidden = false;
+    for (size_t i = 0; i < cm.n_dl; i++) {
+        saw_badge |= strstr(dl_text(&cm, i), "Assistant \xE2\x80\xB9" "1/2\xE2\x80\xBA") != NULL;
+        saw_hidden |= strstr(dl_text(&cm, i), "second") != NULL;
+    }
+    assert_true(saw_badge);
+    assert_false(saw_hidden);
+    compose_free(&cm);
+    msgs_free(&l);
 }
 
 static void test_msgs_copy_target(void **state)
@@ -1453,7 +1500,7 @@ static void test_compose_elements(void **state)
         {HIST_END_INTERRUPTED, "[interrupted: kvchat stopped mid-reply]"},
     };
     for (size_t k = 0; k < sizeof ends / sizeof *ends; k++) {
-        struct msg m = {MSG_ASSISTANT, "x", ends[k].end, 1, MSG_CUT_UNKNOWN, false, 0};
+        struct msg m = {MSG_ASSISTANT, "x", ends[k].end, 1, MSG_CUT_UNKNOWN, false, 0, 0, 0, false};
         compose_conversation(&c, &m, 1, NULL, 0, 80, true);
         assert_int_equal(c.n_dl, 4);
         check_dl(&c, 2, ends[k].mark, TH_MARKER, 2);
@@ -1468,7 +1515,7 @@ static void test_compose_wrap(void **state)
     (void)state;
     struct compose c = {0};
     const char *text = "the quick brown fox jumps over the lazy dog and keeps on running far away";
-    struct msg m = {MSG_USER, (char *)text, HIST_END_NONE, 1, MSG_CUT_UNKNOWN, false, 0};
+    struct msg m = {MSG_USER, (char *)text, HIST_END_NONE, 1, MSG_CUT_UNKNOWN, false, 0, 0, 0, false};
     /* A pane 20 wide leaves 17 columns for text after the indent. */
     compose_conversation(&c, &m, 1, NULL, 0, 20, true);
     assert_true(c.n_dl > 4);
@@ -1484,7 +1531,7 @@ static void test_compose_wrap(void **state)
     assert_string_equal(joined, text); /* broken at the spaces, nothing lost */
 
     /* A notice gets the indent's two columns too: 19. */
-    struct msg n = {MSG_NOTICE, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", HIST_END_NONE, 0, MSG_CUT_UNKNOWN, false, 0};
+    struct msg n = {MSG_NOTICE, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", HIST_END_NONE, 0, MSG_CUT_UNKNOWN, false, 0, 0, 0, false};
     compose_conversation(&c, &n, 1, NULL, 0, 20, true);
     assert_string_equal(dl_text(&c, 0), "aaaaaaaaaaaaaaaaaaa");
     assert_int_equal(c.dl[0].indent, 0);
@@ -1515,9 +1562,9 @@ static void test_wrap_exact_width_keeps_last_char(void **state)
      * and a line of exactly that width is one line. */
     struct compose c = {0};
     struct msg m[3] = {
-        {MSG_ASSISTANT, "aaaaaaaa bbbbbbbb\nccccccc ddddddd eeeeeeeee", HIST_END_NONE, 1, MSG_CUT_UNKNOWN, false, 0},
-        {MSG_NOTICE, "aaaaaaaaa bbbbbbbbb", HIST_END_NONE, 0, MSG_CUT_UNKNOWN, false, 0},
-        {MSG_ASSISTANT, "```\naaaaaaa bbbbbbb\n```", HIST_END_NONE, 2, MSG_CUT_UNKNOWN, false, 0},
+        {MSG_ASSISTANT, "aaaaaaaa bbbbbbbb\nccccccc ddddddd eeeeeeeee", HIST_END_NONE, 1, MSG_CUT_UNKNOWN, false, 0, 0, 0, false},
+        {MSG_NOTICE, "aaaaaaaaa bbbbbbbbb", HIST_END_NONE, 0, MSG_CUT_UNKNOWN, false, 0, 0, 0, false},
+        {MSG_ASSISTANT, "```\naaaaaaa bbbbbbb\n```", HIST_END_NONE, 2, MSG_CUT_UNKNOWN, false, 0, 0, 0, false},
     };
     compose_conversation(&c, m, 3, NULL, 0, 20, true);
     for (size_t i = 0; i < c.n_dl; i++) {
@@ -1575,7 +1622,7 @@ static void test_compose_thinking_apart(void **state)
     (void)state;
     struct compose c = {0};
     struct msg m = {MSG_ASSISTANT, (char *)"<think>\nweigh it\n</think>\n\n**Paris**",
-                    HIST_END_NONE, 1, MSG_CUT_UNKNOWN, false, 0};
+                    HIST_END_NONE, 1, MSG_CUT_UNKNOWN, false, 0, 0, 0, false};
     compose_conversation(&c, &m, 1, NULL, 0, 80, true);
     check_dl(&c, 0, "Assistant", TH_ASSISTANT, 0);
     check_dl(&c, 1, "thinking \xE2\x80\xA6", TH_THINKING, 2);
@@ -1583,14 +1630,14 @@ static void test_compose_thinking_apart(void **state)
     assert_string_equal(dl_text(&c, 3), "Paris"); /* the answer, as Markdown */
     assert_true(c.dl[3].styled);
     /* streaming, no closing tag yet: nothing is answer */
-    struct msg s = {MSG_ASSISTANT, NULL, HIST_END_NONE, 0, MSG_CUT_UNKNOWN, false, 0};
+    struct msg s = {MSG_ASSISTANT, NULL, HIST_END_NONE, 0, MSG_CUT_UNKNOWN, false, 0, 0, 0, false};
     const char *stream = "<think>still going";
     compose_conversation(&c, &s, 1, stream, strlen(stream), 80, true);
     check_dl(&c, 1, "thinking \xE2\x80\xA6", TH_THINKING, 2);
     check_dl(&c, 2, "still going", TH_THINKING, 2);
     /* "<think>" later in a reply is text, not thinking */
     struct msg t = {MSG_ASSISTANT, (char *)"use <think> tags", HIST_END_NONE, 1, MSG_CUT_UNKNOWN,
-                    false, 0};
+                    false, 0, 0, 0, false};
     compose_conversation(&c, &t, 1, NULL, 0, 80, false);
     assert_string_equal(dl_text(&c, 1), "use <think> tags");
     compose_free(&c);
@@ -1601,7 +1648,7 @@ static void test_compose_markdown(void **state)
     (void)state;
     struct compose c = {0};
     const char *reply = "**Bold** and `code`\n```\nint x;\n```";
-    struct msg m = {MSG_ASSISTANT, (char *)reply, HIST_END_NONE, 1, MSG_CUT_UNKNOWN, false, 0};
+    struct msg m = {MSG_ASSISTANT, (char *)reply, HIST_END_NONE, 1, MSG_CUT_UNKNOWN, false, 0, 0, 0, false};
 
     compose_conversation(&c, &m, 1, NULL, 0, 80, true);
     assert_string_equal(dl_text(&c, 1), "Bold and code"); /* markers gone */
@@ -2226,7 +2273,7 @@ static void test_timestamps_on_headers(void **state)
     tzset();
     struct compose c = {0};
     /* 2024-05-01 14:03:00 UTC: before today, so with its date */
-    struct msg m = {MSG_USER, "hello", HIST_END_NONE, 1, MSG_CUT_UNKNOWN, false, 1714572180000};
+    struct msg m = {MSG_USER, "hello", HIST_END_NONE, 1, MSG_CUT_UNKNOWN, false, 1714572180000, 0, 0, false};
     compose_conversation(&c, &m, 1, NULL, 0, 80, true);
     assert_int_equal(c.dl[0].len, 3);
     assert_memory_equal(c.arena + c.dl[0].off, "You", 3); /* off by default */
@@ -2290,6 +2337,7 @@ int main(void)
         cmocka_unit_test(test_command_needs),
         cmocka_unit_test(test_msgs_pop_exchange),
         cmocka_unit_test(test_msgs_copy_target),
+        cmocka_unit_test(test_msgs_retry_keeps_variants),
         cmocka_unit_test(test_compose_elements),
         cmocka_unit_test(test_compose_wrap),
         cmocka_unit_test(test_compose_markdown),

@@ -130,12 +130,38 @@ static void show_session(struct ui *u, int64_t sid)
         enum msg_kind k = ms[i].role == HIST_ROLE_USER        ? MSG_USER
                           : ms[i].role == HIST_ROLE_ASSISTANT ? MSG_ASSISTANT
                                                               : MSG_SYSTEM;
-        struct msg *m = ui_add_msg(u, k, ms[i].content ? ms[i].content : "");
+        /* The thinking is shown as the model wrote it: compose.c dims a
+         * think block opening a reply. */
+        char *joined = NULL;
+        if (ms[i].thinking && asprintf(&joined, "<think>%s</think>\n\n%s", ms[i].thinking,
+                                       ms[i].content ? ms[i].content : "") < 0)
+            joined = NULL;
+        struct msg *m = ui_add_msg(u, k, joined ? joined : ms[i].content ? ms[i].content : "");
+        free(joined);
         if (m) {
             m->end = ms[i].end == HIST_END_STOP ? HIST_END_NONE : ms[i].end;
             m->hist_id = ms[i].id;
             m->created_ms = ms[i].created_ms;
+            m->hidden = ms[i].variant_off;
         }
+    }
+    /* Each turn's variants numbered in order, for the badge. */
+    for (size_t i = 0; i < n; i++) {
+        if (ms[i].role != HIST_ROLE_ASSISTANT)
+            continue;
+        int64_t head = ms[i].variant_of ? ms[i].variant_of : ms[i].id;
+        int cnt = 0, idx = 0;
+        for (size_t j = 0; j < n; j++)
+            if (ms[j].role == HIST_ROLE_ASSISTANT &&
+                (ms[j].variant_of ? ms[j].variant_of : ms[j].id) == head) {
+                cnt++;
+                idx += j <= i;
+            }
+        for (size_t j = 0; cnt > 1 && j < u->msgs.n; j++)
+            if (u->msgs.v[j].hist_id == ms[i].id) {
+                u->msgs.v[j].variant = idx;
+                u->msgs.v[j].n_variants = cnt;
+            }
     }
     hist_messages_free(ms, n);
 }
@@ -467,6 +493,58 @@ static char *pop_exchange(struct ui *u)
     return user ? user : strdup("");
 }
 
+static int replay_from_screen(struct ui *u, struct engine *e, int32_t *dropped);
+
+/* /retry: the last reply is kept as a variant and a new one generated to
+ * the same message. At temperature > 0 each retry draws a new seed, or the
+ * sampler would repeat the reply exactly; a --seed given by the user is
+ * kept (the same reply is then what was asked for). */
+static void retry(struct ui *u)
+{
+    int64_t of_reply = 0;
+    if (!engine_pop_turn(u->e)) {
+        ui_status(u, TH_ERROR, "nothing to redo yet");
+        return;
+    }
+    char *text = msgs_retry(&u->msgs, &of_reply);
+    if (!text) {
+        ui_status(u, TH_ERROR, "nothing to redo yet");
+        return;
+    }
+    if (!u->o.seed_set)
+        u->o.sampling.seed = kv_random_seed();
+    if (conv_begin_retry(&u->conv, of_reply, &u->o) != 0)
+        ui_notice(u, MSG_ERROR, "not saving: %s", u->conv.err);
+    ui_start_retry(u, text);
+    free(text);
+}
+
+void ui_variant_show(struct ui *u, int k)
+{
+    int cur, n;
+    msgs_variant_now(&u->msgs, &cur, &n);
+    if (n < 2) {
+        ui_status(u, TH_ERROR, "the last reply has no other variants (/retry makes one)");
+        return;
+    }
+    struct msg *m = msgs_variant_select(&u->msgs, k);
+    if (!m) {
+        ui_status(u, TH_ERROR, "/variant: %d is not between 1 and %d", k, n);
+        return;
+    }
+    /* The model goes on from the reply on screen. */
+    int rc = conv_choose_variant(&u->conv, m->hist_id, &u->o);
+    int32_t dropped = 0;
+    if (rc == 1)
+        rc = replay_from_screen(u, u->e, &dropped);
+    if (rc != 0)
+        ui_notice(u, MSG_ERROR, "cannot switch the reply: %s",
+                  u->conv.err[0] ? u->conv.err : "out of memory");
+    else
+        ui_status(u, TH_NOTICE, "reply %d of %d: later turns build on it", k, n);
+    u->dirty = true;
+}
+
 /* ---- /model ---- */
 
 /* The picker's mark for the model in use, first on its row so a narrow
@@ -536,8 +614,11 @@ static int replay_from_screen(struct ui *u, struct engine *e, int32_t *dropped)
         const struct msg *m = &u->msgs.v[i];
         if (!m->text || (m->kind != MSG_USER && m->kind != MSG_ASSISTANT))
             continue; /* the system prompt is set below; notices are the screen's own */
+        if (m->hidden)
+            continue; /* a variant not chosen */
         cm[k++] = (struct engine_message){
-            m->kind == MSG_USER ? ENGINE_ROLE_USER : ENGINE_ROLE_ASSISTANT, m->text};
+            .role = m->kind == MSG_USER ? ENGINE_ROLE_USER : ENGINE_ROLE_ASSISTANT,
+            .content = m->text};
     }
     int rc = engine_load_transcript(e, cm, k);
     free(cm);
@@ -796,13 +877,20 @@ void ui_run_command(struct ui *u, const struct command *c)
     case CMD_MODEL:
         model_command(u, c->arg);
         break;
-    case CMD_RETRY: {
-        char *text = pop_exchange(u);
-        if (text)
-            ui_start_turn(u, text);
-        free(text);
+    case CMD_RETRY:
+        retry(u);
         break;
-    }
+    case CMD_VARIANT:
+        ui_variant_show(u, c->num > INT32_MAX ? 0 : (int)c->num);
+        break;
+    case CMD_THINK:
+        if (strcmp(c->arg, "on") != 0 && strcmp(c->arg, "off") != 0)
+            ui_status(u, TH_ERROR, "/think: say on or off");
+        else if (engine_set_think(u->e, strcmp(c->arg, "on") == 0, err, sizeof err) != 0)
+            ui_status(u, TH_ERROR, "/think: %s", err);
+        else
+            ui_status(u, TH_NOTICE, "thinking %s (from the next reply)", c->arg);
+        break;
     case CMD_EDIT: {
         char *text = pop_exchange(u);
         if (text) {

@@ -37,8 +37,12 @@ static const struct {
     [CMD_MODEL] = {"model", ARG_OPT_TEXT,
                    "/model [NAME|N]       switch the model (no argument: choose from a list)",
                    CMD_NEEDS_IDLE},
-    [CMD_RETRY] = {"retry", ARG_NONE, "/retry                regenerate the last reply", CMD_NEEDS_IDLE},
+    [CMD_RETRY] = {"retry", ARG_NONE, "/retry, /variant N    new reply (old ones kept); show reply N, or [ ]",
+                   CMD_NEEDS_IDLE},
     [CMD_EDIT] = {"edit", ARG_NONE, "/edit                 edit and resend the last message", CMD_NEEDS_IDLE},
+    [CMD_VARIANT] = {"variant", ARG_ID, NULL, CMD_NEEDS_IDLE}, /* on /retry's help line */
+    [CMD_THINK] = {"think", ARG_NAME, "/think on|off         a reasoning model's thinking (templates with a switch)",
+                   CMD_NEEDS_IDLE},
     [CMD_THEME] = {"theme", ARG_NAME, "/theme NAME           switch colours (dark light high-contrast)", 0},
     [CMD_STATS] = {"stats", ARG_NONE, "/stats                statistics of the last reply", 0},
     [CMD_INSPECT] = {"inspect", ARG_NONE, "/inspect              memory and speed inspector (F3)", 0},
@@ -101,7 +105,8 @@ const char *cmd_help_text(void)
     if (!buf[0]) {
         size_t o = (size_t)snprintf(buf, sizeof buf, "Commands\n");
         for (int i = 0; i < CMD_COUNT; i++)
-            o += (size_t)snprintf(buf + o, sizeof buf - o, "  %s\n", cmds[i].usage);
+            if (cmds[i].usage)
+                o += (size_t)snprintf(buf + o, sizeof buf - o, "  %s\n", cmds[i].usage);
         o += (size_t)snprintf(buf + o, sizeof buf - o, "\nKeys\n");
         for (size_t i = 0; i < sizeof key_rows / sizeof *key_rows; i++)
             o += (size_t)snprintf(buf + o, sizeof buf - o, "  %-22s%s\n", key_rows[i].keys, key_rows[i].what);

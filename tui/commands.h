@@ -25,6 +25,8 @@ enum cmd_id {
     CMD_MODEL,    /* arg = a model's name or number in the list, "" = the picker */
     CMD_RETRY,
     CMD_EDIT,
+    CMD_VARIANT,  /* num = which of the last turn's replies (1-based) */
+    CMD_THINK,    /* arg = "on" | "off" */
     CMD_THEME,    /* arg = name */
     CMD_STATS,
     CMD_INSPECT,  /* the memory and speed inspector, open or closed */

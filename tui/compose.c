@@ -177,6 +177,8 @@ void compose_conversation(struct compose *c, const struct msg *msgs, size_t n, c
     int tw = compose_line_cols(width, 2) > 8 ? compose_line_cols(width, 2) : 8; /* after the indent */
     for (size_t i = 0; i < n; i++) {
         const struct msg *m = &msgs[i];
+        if (m->hidden)
+            continue; /* a variant not chosen: /variant and [ ] show it */
         const char *text = m->text ? m->text : stream;
         size_t len = m->text ? strlen(m->text) : stream_len;
         if (!text)
@@ -187,6 +189,13 @@ void compose_conversation(struct compose *c, const struct msg *msgs, size_t n, c
         if (kinds[m->kind].head) {
             char hb[96];
             const char *h = header(c, m, hb, sizeof hb);
+            char badge[128];
+            if (m->n_variants > 1) {
+                /* "‹2/3›": which of the turn's replies this is */
+                snprintf(badge, sizeof badge, "%s \xE2\x80\xB9%d/%d\xE2\x80\xBA", h, m->variant,
+                         m->n_variants);
+                h = badge;
+            }
             size_t off = arena_put(c, h, strlen(h), &hl);
             push_dline(c, (struct dline){off, hl, kinds[m->kind].head_elem, false, false, 0});
             const char *think;

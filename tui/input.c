@@ -718,6 +718,18 @@ void ui_handle_key(struct ui *u, int ch)
     case 7: /* Ctrl-G */
         ui_editor_command(u);
         return;
+    case '[':
+    case ']': {
+        /* On an empty line, the last turn's other replies (/variant); typed
+         * text keeps its brackets. */
+        int k, n;
+        msgs_variant_now(&u->msgs, &k, &n);
+        if (rl_end == 0 && n > 1 && !u->busy) {
+            ui_variant_show(u, ch == '[' ? (k > 1 ? k - 1 : n) : (k < n ? k + 1 : 1));
+            return;
+        }
+        break;
+    }
     case 27:
         handle_escape(u);
         return;

@@ -52,6 +52,79 @@ char *msgs_pop_exchange(struct msg_list *l, int64_t *hist_id)
     return NULL;
 }
 
+/* Index of the last user message, or L->N when there is none. */
+static size_t last_user(const struct msg_list *l)
+{
+    for (size_t i = l->n; i-- > 0;)
+        if (l->v[i].kind == MSG_USER)
+            return i;
+    return l->n;
+}
+
+char *msgs_retry(struct msg_list *l, int64_t *reply_id)
+{
+    *reply_id = 0;
+    size_t u = last_user(l);
+    if (u == l->n)
+        return NULL;
+    char *text = strdup(l->v[u].text ? l->v[u].text : "");
+    if (!text)
+        return NULL;
+    size_t k = u + 1;
+    for (size_t i = u + 1; i < l->n; i++) {
+        struct msg *m = &l->v[i];
+        if (m->kind != MSG_ASSISTANT) {
+            free(m->text); /* the failed attempt's notices go with it */
+            continue;
+        }
+        if (!m->hidden && m->hist_id)
+            *reply_id = m->hist_id;
+        m->hidden = true;
+        l->v[k++] = *m;
+    }
+    l->n = k;
+    return text;
+}
+
+void msgs_number_variants(struct msg_list *l)
+{
+    size_t u = last_user(l);
+    int n = 0, k = 0;
+    for (size_t i = u + 1; i < l->n; i++)
+        n += l->v[i].kind == MSG_ASSISTANT;
+    for (size_t i = u + 1; i < l->n; i++)
+        if (l->v[i].kind == MSG_ASSISTANT) {
+            l->v[i].variant = n > 1 ? ++k : 0;
+            l->v[i].n_variants = n > 1 ? n : 0;
+        }
+}
+
+struct msg *msgs_variant_select(struct msg_list *l, int k)
+{
+    size_t u = last_user(l);
+    struct msg *pick = NULL;
+    for (size_t i = u + 1; i < l->n; i++)
+        if (l->v[i].kind == MSG_ASSISTANT && l->v[i].variant == k && k > 0)
+            pick = &l->v[i];
+    if (!pick)
+        return NULL;
+    for (size_t i = u + 1; i < l->n; i++)
+        if (l->v[i].kind == MSG_ASSISTANT)
+            l->v[i].hidden = &l->v[i] != pick;
+    return pick;
+}
+
+void msgs_variant_now(const struct msg_list *l, int *k, int *n)
+{
+    *k = *n = 0;
+    size_t u = last_user(l);
+    for (size_t i = u + 1; i < l->n; i++)
+        if (l->v[i].kind == MSG_ASSISTANT && !l->v[i].hidden) {
+            *k = l->v[i].variant;
+            *n = l->v[i].n_variants;
+        }
+}
+
 void msgs_mark_dropped(struct msg_list *l, int n)
 {
     size_t last_user = l->n;
@@ -111,7 +184,7 @@ char *msgs_copy_target(const struct msg_list *l, int64_t nth)
 {
     for (size_t i = l->n; i > 0; i--) {
         const struct msg *m = &l->v[i - 1];
-        if (m->kind != MSG_ASSISTANT || !m->text)
+        if (m->kind != MSG_ASSISTANT || !m->text || m->hidden)
             continue;
         if (nth == 0)
             return strdup(m->text);

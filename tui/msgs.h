@@ -28,6 +28,11 @@ struct msg {
     enum msg_cut { MSG_CUT_UNKNOWN, MSG_CUT_MAX_TOKENS, MSG_CUT_CONTEXT } cut; /* end LENGTH: which limit */
     bool dropped;      /* an older turn dropped to fit the context: the model no longer sees it */
     int64_t created_ms; /* when it was written, ms since the Epoch (stored: the history's); 0 = unknown */
+    /* Replies /retry kept: the VARIANT-th (1-based) of N_VARIANTS replies to
+     * its user message (0 and 0: the only one). HIDDEN: not the chosen one,
+     * not drawn and not what the model sees. */
+    int variant, n_variants;
+    bool hidden;
 };
 
 struct msg_list {
@@ -47,6 +52,19 @@ void msgs_free(struct msg_list *l);
  * it) with its history row in *HIST_ID. With no user message the whole list
  * goes, NULL is returned and *HIST_ID is 0. */
 char *msgs_pop_exchange(struct msg_list *l, int64_t *hist_id);
+/* /retry keeping variants: hides the last turn's replies (and drops the
+ * notices after its user message), returns a copy of that message's text
+ * (the caller owns it) and in *REPLY_ID the history row of the reply that
+ * was chosen (0: none saved). NULL when there is no user message. The
+ * caller then adds the new reply and calls msgs_number_variants. */
+char *msgs_retry(struct msg_list *l, int64_t *reply_id);
+/* Numbers the last turn's replies 1..N (in order) for the "‹k/N›" badge. */
+void msgs_number_variants(struct msg_list *l);
+/* Shows the K-th (1-based) reply of the last turn instead of the chosen
+ * one; returns it, or NULL when K is out of range (nothing changes). */
+struct msg *msgs_variant_select(struct msg_list *l, int k);
+/* The last turn's shown reply's number and the count (0, 0: no variants). */
+void msgs_variant_now(const struct msg_list *l, int *k, int *n);
 /* Marks the N oldest turns not yet marked (a user message and what follows
  * it up to the next one) as dropped; the last turn is never marked. */
 void msgs_mark_dropped(struct msg_list *l, int n);

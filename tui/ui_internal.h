@@ -258,6 +258,9 @@ void ui_open_help(struct ui *u);
 
 /* ---- worker.c ---- */
 void ui_start_turn(struct ui *u, const char *text);
+void ui_start_retry(struct ui *u, const char *text);
+/* Shows reply K of the last turn and makes it the one later turns build on. */
+void ui_variant_show(struct ui *u, int k);
 void ui_worker_events(struct ui *u); /* what the worker signalled through the pipe */
 void ui_save_progress(struct ui *u); /* about once every SAVE_S while a reply streams */
 void ui_cancel_and_wait(struct ui *u);

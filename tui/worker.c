@@ -152,6 +152,8 @@ void ui_bw_collect(struct ui *u, bool cancel)
 
 /* ---- a turn ---- */
 
+static void start_worker(struct ui *u, const char *text);
+
 /* Saves TEXT as your message, shows it with an empty reply and starts the
  * worker on it; a failure to save only warns ("not saving: ..."). */
 void ui_start_turn(struct ui *u, const char *text)
@@ -165,6 +167,21 @@ void ui_start_turn(struct ui *u, const char *text)
     struct msg *um = ui_add_msg(u, MSG_USER, text);
     if (um)
         um->hist_id = user_id;
+    start_worker(u, text);
+}
+
+/* /retry: the user's message is on screen already and the reply row opened
+ * (conv_begin_retry); the new reply joins the turn's variants. */
+void ui_start_retry(struct ui *u, const char *text)
+{
+    if (u->busy)
+        return;
+    ui_bw_collect(u, true);
+    start_worker(u, text);
+}
+
+static void start_worker(struct ui *u, const char *text)
+{
     free(u->job_text);
     u->job_text = strdup(text);
     pthread_mutex_lock(&u->mu);
@@ -174,7 +191,10 @@ void ui_start_turn(struct ui *u, const char *text)
     u->worker_done = false;
     u->worker_reply = NULL;
     pthread_mutex_unlock(&u->mu);
-    ui_add_msg(u, MSG_ASSISTANT, NULL);
+    struct msg *rm = ui_add_msg(u, MSG_ASSISTANT, NULL);
+    if (rm)
+        rm->hist_id = u->conv.saving ? u->conv.reply_id : 0;
+    msgs_number_variants(&u->msgs);
     u->scroll = 0;
     u->last_save = ui_now();
     struct gpu_sample g;

@@ -106,10 +106,135 @@ int32_t engine_fit_context(struct engine *e, int32_t max_tokens)
 
 bool engine_pop_turn(struct engine *e) { return e->ops->pop_turn(e); }
 
+bool engine_split_thinking(const char *reply, size_t len, size_t *think_off, size_t *think_len,
+                           size_t *answer_off)
+{
+    size_t tl = 0;
+    size_t a = chat_answer_offset(reply, len, &tl);
+    *think_off = a ? 7 : 0;
+    *think_len = tl;
+    *answer_off = a;
+    return a != 0;
+}
+
+int engine_set_think(struct engine *e, bool on, char *err, size_t errlen)
+{
+    if (!e->ops->set_think || !e->info.think_switch || e->ops->set_think(e, on) != 0) {
+        kv_seterr(err, errlen, "this model's chat template (%s) has no thinking switch",
+                  e->info.template_name);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- thinking told apart while it streams ----
+ * The tags may arrive split over pieces: up to a tag's length of text is
+ * held back until it is known to be (or not to be) part of one. */
+enum think_state { TS_START, TS_THINK, TS_NEWLINES, TS_ANSWER };
+
+struct think_tap {
+    const struct engine_turn_params *tp;
+    enum think_state state;
+    char held[16]; /* text that may be the start of a tag */
+    size_t nheld;
+    bool go_on;
+};
+
+static void tap_out(struct think_tap *t, bool thinking, const char *s, size_t n)
+{
+    if (!n)
+        return;
+    engine_piece_fn f = thinking ? t->tp->on_thinking : t->tp->on_piece;
+    if (f && !f(s, n, t->tp->user))
+        t->go_on = false;
+}
+
+static void tap_feed(struct think_tap *t, const char *s, size_t n)
+{
+    static const char open[] = "<think>", close[] = "</think>";
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        switch (t->state) {
+        case TS_START:
+            t->held[t->nheld++] = c;
+            if (t->nheld == sizeof open - 1 && memcmp(t->held, open, t->nheld) == 0) {
+                t->state = TS_THINK;
+                t->nheld = 0;
+            } else if (memcmp(t->held, open, t->nheld) != 0) {
+                t->state = TS_ANSWER;
+                tap_out(t, false, t->held, t->nheld);
+                t->nheld = 0;
+            }
+            break;
+        case TS_THINK:
+            t->held[t->nheld++] = c;
+            if (t->nheld == sizeof close - 1 && memcmp(t->held, close, t->nheld) == 0) {
+                t->state = TS_NEWLINES;
+                t->nheld = 0;
+            } else {
+                /* keep the longest tail that may still begin "</think>" */
+                size_t k = 0;
+                while (k < t->nheld && memcmp(t->held + k, close, t->nheld - k) != 0)
+                    k++;
+                tap_out(t, true, t->held, k);
+                memmove(t->held, t->held + k, t->nheld - k);
+                t->nheld -= k;
+            }
+            break;
+        case TS_NEWLINES:
+            if (c == '\n' || c == '\r')
+                break;
+            t->state = TS_ANSWER;
+            /* fall through */
+        case TS_ANSWER:
+            tap_out(t, false, s + i, n - i);
+            return;
+        }
+    }
+}
+
+static bool think_piece(const char *s, size_t n, void *user)
+{
+    struct think_tap *t = user;
+    tap_feed(t, s, n);
+    return t->go_on;
+}
+
+static void think_notice(const char *m, void *user)
+{
+    struct think_tap *t = user;
+    if (t->tp->on_notice)
+        t->tp->on_notice(m, t->tp->user);
+}
+
+static void think_token(int32_t id, const char *piece, size_t len, void *user)
+{
+    struct think_tap *t = user;
+    t->tp->on_token(id, piece, len, t->tp->user);
+}
+
+static void think_prefill(uint64_t done, uint64_t total, void *user)
+{
+    struct think_tap *t = user;
+    t->tp->on_prefill(done, total, t->tp->user);
+}
+
 int engine_chat(struct engine *e, const char *user_text, const struct engine_turn_params *tp,
                 char **reply, char *err, size_t errlen)
 {
-    return e->ops->chat(e, user_text, tp, reply, err, errlen);
+    if (!tp->on_thinking)
+        return e->ops->chat(e, user_text, tp, reply, err, errlen);
+    struct think_tap t = {.tp = tp, .go_on = true};
+    struct engine_turn_params w = *tp;
+    w.on_piece = think_piece;
+    w.on_notice = think_notice;
+    w.on_token = tp->on_token ? think_token : NULL;
+    w.on_prefill = tp->on_prefill ? think_prefill : NULL;
+    w.user = &t;
+    int rc = e->ops->chat(e, user_text, &w, reply, err, errlen);
+    /* what was held back at the end is text, not a tag */
+    tap_out(&t, t.state == TS_THINK, t.held, t.nheld);
+    return rc;
 }
 
 void engine_cancel(struct engine *e) { e->ops->cancel(e); }

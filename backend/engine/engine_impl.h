@@ -24,6 +24,8 @@ struct engine_ops {
     int (*chat)(struct engine *e, const char *user_text, const struct engine_turn_params *tp,
                 char **reply, char *err, size_t errlen);
     void (*cancel)(struct engine *e);
+    /* Optional (NULL: the engine has no thinking switch). */
+    int (*set_think)(struct engine *e, bool on);
     void (*stats)(struct engine *e, struct engine_stats *out);
     void (*memory)(struct engine *e, struct engine_memory *out);
     /* optional: where the memory goes (engine_memory_map); absent = not known */

@@ -194,6 +194,9 @@ static int load_tokenizer(struct local_engine *e, const struct engine_params *p,
             e->base.info.template_guessed = false;
         }
         chat_template_bind(&e->tmpl, e->tok);
+        e->base.info.think_switch = (e->tmpl.flags & CHAT_FLAG_THINK_SWITCH) != 0;
+        if (e->base.info.think_switch && p->think == ENGINE_THINK_OFF)
+            e->tmpl.flags |= CHAT_FLAG_THINK_OFF;
     }
     return 0;
 }
@@ -480,8 +483,11 @@ static void stats_update(struct local_engine *e, const struct engine_stats *s)
 
 /* Runs prompt tokens FROM..N through the backend in chunks, leaving the last
  * token's logits in e->logits. Returns 0, 1 when cancelled, -1 on error. */
-static int prefill(struct local_engine *e, int32_t from, int32_t n, char *err, size_t errlen)
+static int prefill(struct local_engine *e, int32_t from, int32_t n,
+                   const struct engine_turn_params *tp, char *err, size_t errlen)
 {
+    if (tp && tp->on_prefill && n > from)
+        tp->on_prefill(0, (uint64_t)(n - from), tp->user);
     for (int32_t pos = from; pos < n;) {
         if (atomic_load(&e->cancel))
             return 1;
@@ -491,6 +497,8 @@ static int prefill(struct local_engine *e, int32_t from, int32_t n, char *err, s
         memcpy(e->kv_tokens + pos, e->prompt + pos, sizeof(int32_t) * (size_t)chunk);
         pos += chunk;
         e->n_kv = pos;
+        if (tp && tp->on_prefill)
+            tp->on_prefill((uint64_t)(pos - from), (uint64_t)(n - from), tp->user);
     }
     return 0;
 }
@@ -644,7 +652,7 @@ static int local_chat(struct engine *eng, const char *user_text, const struct en
         sampler_accept(e->sampler, e->prompt[i]);
 
     double t_prefill = now_s();
-    int rc = prefill(e, common, (int32_t)n_prompt, err, errlen);
+    int rc = prefill(e, common, (int32_t)n_prompt, tp, err, errlen);
     if (rc < 0)
         goto fail;
     double t_prefill_end = now_s();
@@ -1036,8 +1044,21 @@ int engine_write_synthetic(const char *spec_text, const char *tokenizer_from, co
     return rc;
 }
 
+static int local_set_think(struct engine *eng, bool on)
+{
+    struct local_engine *e = (struct local_engine *)eng;
+    if (!(e->tmpl.flags & CHAT_FLAG_THINK_SWITCH))
+        return -1;
+    if (on)
+        e->tmpl.flags &= ~(unsigned)CHAT_FLAG_THINK_OFF;
+    else
+        e->tmpl.flags |= CHAT_FLAG_THINK_OFF;
+    return 0;
+}
+
 static const struct engine_ops local_ops = {
     .kind = "local",
+    .set_think = local_set_think,
     .free = local_free,
     .set_system = local_set_system,
     .reset = local_reset,

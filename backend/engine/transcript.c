@@ -1,6 +1,7 @@
 /* transcript.c - see transcript.h. */
 #include "transcript.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,6 +50,17 @@ int transcript_load(struct transcript *t, const struct engine_message *msgs, siz
     for (size_t i = 0; i < n; i++) {
         if (msgs[i].role == ENGINE_ROLE_SYSTEM) {
             if (transcript_set_system(t, msgs[i].content) != 0)
+                return -1;
+        } else if (msgs[i].thinking && *msgs[i].thinking) {
+            /* the reply as the model wrote it; a template that drops earlier
+             * thinking drops it again when it renders (chat.h) */
+            char *joined = NULL;
+            const char *c = msgs[i].content ? msgs[i].content : "";
+            if (asprintf(&joined, "<think>%s</think>\n\n%s", msgs[i].thinking, c) < 0)
+                return -1;
+            int rc = transcript_push(t, msgs[i].role, joined);
+            free(joined);
+            if (rc != 0)
                 return -1;
         } else if (transcript_push(t, msgs[i].role, msgs[i].content) != 0)
             return -1;

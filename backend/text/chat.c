@@ -273,6 +273,8 @@ static void render_chatml(struct builder *b, const struct chat_template *t,
     if (gen) {
         put_special(b, "<|im_start|>");
         put_str(b, "assistant\n");
+        if (t->flags & CHAT_FLAG_THINK_OFF)
+            put_str(b, "<think>\n\n</think>\n\n");
     }
 }
 
@@ -449,6 +451,45 @@ static void render_none(struct builder *b, const struct chat_message *m, size_t 
         put_str(b, content_of(&m[i]));
 }
 
+size_t chat_answer_offset(const char *reply, size_t len, size_t *think_len)
+{
+    static const char open[] = "<think>", close[] = "</think>";
+    if (think_len)
+        *think_len = 0;
+    if (!reply || len < sizeof open - 1 || memcmp(reply, open, sizeof open - 1) != 0)
+        return 0;
+    size_t i = sizeof open - 1;
+    for (; i + sizeof close - 1 <= len; i++)
+        if (memcmp(reply + i, close, sizeof close - 1) == 0)
+            break;
+    if (i + sizeof close - 1 > len) {
+        if (think_len)
+            *think_len = len - (sizeof open - 1);
+        return len;
+    }
+    if (think_len)
+        *think_len = i - (sizeof open - 1);
+    i += sizeof close - 1;
+    while (i < len && (reply[i] == '\n' || reply[i] == '\r'))
+        i++;
+    return i;
+}
+
+/* Qwen3's content.split('</think>')[-1].lstrip('\n'): the text after the
+ * last "</think>" (content as it is without one). */
+static const char *after_thinking(const char *c)
+{
+    const char *last = NULL;
+    for (const char *p = c; (p = strstr(p, "</think>")); p += 8)
+        last = p;
+    if (!last)
+        return c;
+    last += 8;
+    while (*last == '\n')
+        last++;
+    return last;
+}
+
 int chat_render(const struct chat_template *tmpl, const struct chat_message *msgs, size_t n,
                 bool add_generation, struct chat_prompt *out)
 {
@@ -458,6 +499,20 @@ int chat_render(const struct chat_template *tmpl, const struct chat_message *msg
     out->arena = NULL;
     if (n > 0 && !msgs)
         return -1;
+    /* Earlier replies without their thinking, where the template drops it:
+     * a copy of the list pointing past each reply's think block. */
+    struct chat_message *dropped = NULL;
+    if ((tmpl->flags & CHAT_FLAG_DROP_THINKING) && n > 0) {
+        dropped = malloc(n * sizeof *dropped);
+        if (!dropped)
+            return -1;
+        for (size_t i = 0; i < n; i++) {
+            dropped[i] = msgs[i];
+            if (msgs[i].role == CHAT_ROLE_ASSISTANT && msgs[i].content)
+                dropped[i].content = after_thinking(msgs[i].content);
+        }
+        msgs = dropped;
+    }
     switch (tmpl->format) {
     case CHAT_FORMAT_LLAMA3:
         render_llama3(&b, tmpl, msgs, n, add_generation);
@@ -479,6 +534,7 @@ int chat_render(const struct chat_template *tmpl, const struct chat_message *msg
         render_chatml(&b, tmpl, msgs, n, add_generation);
         break;
     }
+    free(dropped);
     struct tok_segment *segs = b.oom ? NULL : malloc((b.n ? b.n : 1) * sizeof *segs);
     if (!segs) {
         free(b.segs);
@@ -766,6 +822,10 @@ void chat_detect(const char *jinja, enum chat_format fallback, struct chat_templ
     } else {
         return;
     }
+    if (has(jinja, "</think>"))
+        out->flags |= CHAT_FLAG_DROP_THINKING;
+    if (has(jinja, "enable_thinking") && out->format == CHAT_FORMAT_CHATML)
+        out->flags |= CHAT_FLAG_THINK_SWITCH;
     if (default_buf && cap > 0 && find_default_system(jinja, out->format, default_buf, cap))
         out->default_system = default_buf;
 }

@@ -52,7 +52,24 @@ enum chat_flag {
      * rather than plain text (Llama 2, Mistral v1): emit them as special. */
     CHAT_FLAG_INST_TOKENS = 1u << 2,
     CHAT_FLAG_GEMMA_SEP1 = 1u << 3, /* system text followed by one "\n", not two */
+    /* The template renders earlier replies without their thinking: what
+     * follows the last "</think>", leading newlines stripped (Qwen3's and
+     * DeepSeek-R1's do; found by the "</think>" in the template text). */
+    CHAT_FLAG_DROP_THINKING = 1u << 4,
+    /* The template has a switch for thinking (Qwen3's enable_thinking). */
+    CHAT_FLAG_THINK_SWITCH = 1u << 5,
+    /* The switch is off: the generation prompt holds an empty think block
+     * ("<think>\n\n</think>\n\n"), as the template renders enable_thinking
+     * false. Set by the caller, only where CHAT_FLAG_THINK_SWITCH is. */
+    CHAT_FLAG_THINK_OFF = 1u << 6,
 };
+
+/* Where the answer of REPLY (LEN bytes) starts once an opening
+ * "<think>...</think>" block and the newlines after it are skipped (0 when
+ * the reply does not open with one); *THINK_LEN (may be NULL) gets the
+ * length of the thinking between the tags, which starts at offset 7. A block
+ * still open is all thinking: the answer starts at LEN. */
+size_t chat_answer_offset(const char *reply, size_t len, size_t *think_len);
 
 const char *chat_format_name(enum chat_format f); /* "chatml", "llama3", ... */
 /* Parses a --chat-template NAME; false when unknown. */
