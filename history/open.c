@@ -276,20 +276,21 @@ static int migrate(sqlite3 *db, const char *path, int target, char *err, size_t 
     return st;
 }
 
-/* How many rows point nowhere (PRAGMA foreign_key_check), -1 if it cannot
- * tell. A step may not add any; rows a file already had (written by a tool
- * with foreign keys off) are no reason to refuse the upgrade. */
-static int64_t dangling_rows(sqlite3 *db)
+/* How many rows point nowhere (PRAGMA foreign_key_check) into *N; returns
+ * the SQLite status (out of memory, a lock). A step may not add any; rows a
+ * file already had (written by a tool with foreign keys off) are no reason
+ * to refuse the upgrade. */
+static int dangling_rows(sqlite3 *db, int64_t *n)
 {
     sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, "PRAGMA foreign_key_check", -1, &st, NULL) != SQLITE_OK)
-        return -1;
-    int64_t n = 0;
-    int rc;
+    int rc = sqlite3_prepare_v2(db, "PRAGMA foreign_key_check", -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return rc;
+    *n = 0;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-        n++;
+        ++*n;
     sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? n : -1;
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
 static int migrate_steps(sqlite3 *db, const char *path, int target, char *err, size_t errlen)
@@ -309,10 +310,14 @@ static int migrate_steps(sqlite3 *db, const char *path, int target, char *err, s
         }
         if (rc == SQLITE_OK && v < 0)
             rc = SQLITE_CORRUPT; /* open_checked refuses these; never index before MIGRATIONS */
-        int64_t dangling = rc == SQLITE_OK ? dangling_rows(db) : 0;
+        int64_t before = 0, after = 0;
+        if (rc == SQLITE_OK)
+            rc = dangling_rows(db, &before);
         if (rc == SQLITE_OK)
             rc = sqlite3_exec(db, MIGRATIONS[v], NULL, NULL, NULL);
-        if (rc == SQLITE_OK && dangling_rows(db) > dangling)
+        if (rc == SQLITE_OK)
+            rc = dangling_rows(db, &after);
+        if (rc == SQLITE_OK && after > before)
             rc = SQLITE_CONSTRAINT_FOREIGNKEY;
         if (rc == SQLITE_OK)
             rc = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);

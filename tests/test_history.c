@@ -1152,21 +1152,22 @@ static void test_migration_v5_keeps_everything(void **state)
     assert_integrity_ok(path);
 }
 
-/* --list-sessions on a file kvchat may not write: an older (v4) schema is
- * read as it is, and a WAL database in a read-only folder opens too. */
+/* --list-sessions on a file kvchat may not write: the oldest schema this
+ * build reads without upgrading (HIST_READABLE_FROM) is read as it is, and a
+ * WAL database in a read-only folder opens too. */
 static void test_readonly_reads_older_schema_and_folder(void **state)
 {
     (void)state;
     char path[1200], err[1024];
     int status;
-    new_db_path(path, sizeof path, "hist-ro-v4");
-    assert_int_equal(hist_migrate_path_to(path, 4, err, sizeof err), HIST_OK);
+    new_db_path(path, sizeof path, "hist-ro-old");
+    assert_int_equal(hist_migrate_path_to(path, HIST_READABLE_FROM, err, sizeof err), HIST_OK);
     raw_exec(path, "INSERT INTO sessions(id, title, created_ms, updated_ms) VALUES (9, 'old one', 1, 2)");
     size_t len;
     char *before = read_ok(path, &len);
     struct hist *h = hist_open_ex(path, HIST_OPEN_READONLY, &status, err, sizeof err);
     if (!h)
-        fail_msg("read-only open of a v4 file: %s", err);
+        fail_msg("read-only open of a v%d file: %s", HIST_READABLE_FROM, err);
     struct hist_session *ss;
     size_t n;
     assert_int_equal(hist_session_list(h, 0, 0, &ss, &n), HIST_OK);
