@@ -416,7 +416,8 @@ static inline void __threadfence_block(void) { __atomic_thread_fence(__ATOMIC_SE
 template <class T> static inline T atomicAdd(T *p, T v)
 {
     if constexpr (std::is_floating_point<T>::value) {
-        T old = __atomic_load_n(p, __ATOMIC_RELAXED), want;
+        T old, want;
+        __atomic_load(p, &old, __ATOMIC_RELAXED);
         do
             want = old + v;
         while (!__atomic_compare_exchange(p, &old, &want, false, __ATOMIC_SEQ_CST,
@@ -443,7 +444,8 @@ template <class T> static inline T atomicCAS(T *p, T cmp, T v)
 }
 template <class T> static inline T atomicMax(T *p, T v)
 {
-    T old = __atomic_load_n(p, __ATOMIC_RELAXED);
+    T old;
+    __atomic_load(p, &old, __ATOMIC_RELAXED);
     while (old < v && !__atomic_compare_exchange(p, &old, &v, false, __ATOMIC_SEQ_CST,
                                                  __ATOMIC_RELAXED)) {
     }
@@ -451,7 +453,8 @@ template <class T> static inline T atomicMax(T *p, T v)
 }
 template <class T> static inline T atomicMin(T *p, T v)
 {
-    T old = __atomic_load_n(p, __ATOMIC_RELAXED);
+    T old;
+    __atomic_load(p, &old, __ATOMIC_RELAXED);
     while (old > v && !__atomic_compare_exchange(p, &old, &v, false, __ATOMIC_SEQ_CST,
                                                  __ATOMIC_RELAXED)) {
     }
