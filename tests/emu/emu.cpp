@@ -43,19 +43,19 @@
 #include <ucontext.h>
 #endif
 
-thread_local uint3 threadIdx, blockIdx;
-thread_local dim3 blockDim, gridDim;
+uint3 threadIdx, blockIdx;
+dim3 blockDim, gridDim;
 
 namespace kvemu {
-thread_local uint64_t block_serial;
+uint64_t block_serial;
 }
 
 /* ---- reports ---- */
 
 static unsigned long g_reports;
 static char g_last[512];
-static thread_local const char *t_kernel;      /* running kernel, or NULL */
-static thread_local cudaError_t t_launch_err;  /* this launch's first error */
+static const char *t_kernel;      /* running kernel, or NULL */
+static cudaError_t t_launch_err;  /* this launch's first error */
 static cudaError_t g_last_err = cudaSuccess;   /* cudaGetLastError's */
 
 extern "C" unsigned long kvemu_report_count(void) { return g_reports; }
@@ -475,7 +475,7 @@ struct block_state {
     std::vector<uint8_t> dyn;
     bool failed; /* divergence: the block is abandoned */
 };
-static thread_local block_state *t_blk;
+static block_state *t_blk;
 
 static void to_scheduler(block_state *b, fiber *f)
 {

@@ -2,8 +2,10 @@
  * place of cuda_runtime.h, cuda_fp16.h, cuda_bf16.h and cublas_v2.h when the
  * .cu files are compiled as host C++ for the tests (tests/emu/README.md).
  *
- * Rules for this module: test-only, never linked into the product. A grid
- * runs block after block on the calling OS thread; a block's threads are
+ * Rules for this module: test-only, never linked into the product. One OS
+ * thread at a time uses it (the coordinates and the running launch are
+ * plain globals, which fibers see alike); a grid runs block after block on
+ * that thread; a block's threads are
  * cooperative fibers (emu.cpp) that switch only at __syncthreads, warp
  * operations and their end, so barriers and shuffles keep GPU semantics.
  * Every misuse the emulator sees (a barrier not every thread reaches, a
@@ -71,8 +73,8 @@ static inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w)
 
 static constexpr int warpSize = 32;
 /* The thread's coordinates, set by the scheduler before it resumes a fiber. */
-extern thread_local uint3 threadIdx, blockIdx;
-extern thread_local dim3 blockDim, gridDim;
+extern uint3 threadIdx, blockIdx;
+extern dim3 blockDim, gridDim;
 
 /* ---- the runtime ---- */
 enum cudaError_t {
@@ -488,7 +490,7 @@ uint64_t warp(warp_op op, unsigned mask, uint64_t val, int arg, int width, const
 void *dyn_shared(void);
 /* Serial of the running block: shared arrays clear their shadow when it
  * changes. */
-extern thread_local uint64_t block_serial;
+extern uint64_t block_serial;
 const char *kernel_name(void);
 
 /* Runs BODY(CTX) as every thread of GRID x BLOCK; returns the launch status. */
