@@ -19,7 +19,7 @@ static __global__ void k_add_bias(float *y, const float *__restrict__ b, int64_t
 cudaError_t kv_add_bias(float *y, const float *b, int64_t nrows, int32_t n, cudaStream_t st)
 {
     int64_t total = nrows * n;
-    k_add_bias<<<kv_grid(total, 256), 256, 0, st>>>(y, b, total, n);
+    KV_LAUNCH(k_add_bias, kv_grid(total, 256), 256, 0, st)(y, b, total, n);
     return cudaGetLastError();
 }
 
@@ -32,7 +32,7 @@ static __global__ void k_add(float *y, const float *__restrict__ a, int64_t n)
 
 cudaError_t kv_add(float *y, const float *a, int64_t n, cudaStream_t st)
 {
-    k_add<<<kv_grid(n, 256), 256, 0, st>>>(y, a, n);
+    KV_LAUNCH(k_add, kv_grid(n, 256), 256, 0, st)(y, a, n);
     return cudaGetLastError();
 }
 

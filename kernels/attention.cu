@@ -30,9 +30,9 @@
 template <int NP> /* output dim pairs per lane: hd <= 64 * NP */
 static __global__ void __launch_bounds__(AT_WARPS * 32) k_attention(struct kv_attn_args a)
 {
-    __shared__ __half2 ks[AT_TILE][AT_HD2P];
-    __shared__ __half2 vs[AT_TILE][AT_HD2P];
-    __shared__ float2 qs[AT_WARPS][KV_ATTN_MAX_HD / 2];
+    KV_SHARED(__half2, ks, [AT_TILE][AT_HD2P]);
+    KV_SHARED(__half2, vs, [AT_TILE][AT_HD2P]);
+    KV_SHARED(float2, qs, [AT_WARPS][KV_ATTN_MAX_HD / 2]);
 
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int group = a.n_head / a.n_kv;
@@ -205,14 +205,14 @@ cudaError_t kv_attention(const struct kv_attn_args *a, cudaStream_t st)
     const int64_t rows = (int64_t)a->n_tok * group;
     dim3 grid((unsigned)((rows + AT_WARPS - 1) / AT_WARPS), (unsigned)a->n_kv, (unsigned)a->n_split);
     if (a->hd <= 64)
-        k_attention<1><<<grid, AT_WARPS * 32, 0, st>>>(*a);
+        KV_LAUNCH(k_attention<1>, grid, AT_WARPS * 32, 0, st)(*a);
     else if (a->hd <= 128)
-        k_attention<2><<<grid, AT_WARPS * 32, 0, st>>>(*a);
+        KV_LAUNCH(k_attention<2>, grid, AT_WARPS * 32, 0, st)(*a);
     else
-        k_attention<4><<<grid, AT_WARPS * 32, 0, st>>>(*a);
+        KV_LAUNCH(k_attention<4>, grid, AT_WARPS * 32, 0, st)(*a);
     cudaError_t e = cudaGetLastError();
     if (e != cudaSuccess || a->n_split == 1)
         return e;
-    k_combine<<<(unsigned)(a->n_tok * a->n_head), 128, 0, st>>>(*a);
+    KV_LAUNCH(k_combine, (unsigned)(a->n_tok * a->n_head), 128, 0, st)(*a);
     return cudaGetLastError();
 }

@@ -17,6 +17,6 @@ static __global__ void k_f32_to_f16(const float *__restrict__ x, __half *y, int6
 
 cudaError_t kv_f32_to_f16(const float *x, __half *y, int64_t n, cudaStream_t st)
 {
-    k_f32_to_f16<<<kv_grid(n, 256), 256, 0, st>>>(x, y, n);
+    KV_LAUNCH(k_f32_to_f16, kv_grid(n, 256), 256, 0, st)(x, y, n);
     return cudaGetLastError();
 }

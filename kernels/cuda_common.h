@@ -31,6 +31,20 @@ int kv_cublas_check(cublasStatus_t s, const char *call, const char *file, int li
 #define CUBLAS_CHECK(call, err, cap)                                                        \
     kv_cublas_check((call), #call, __FILE__, __LINE__, (err), (cap))
 
+/* A kernel launch, KV_LAUNCH(kernel, grid, block, shmem, stream)(args...),
+ * and a static shared array, KV_SHARED(type, name, [d0][d1]...): the
+ * chevrons and __shared__ under nvcc. The device emulator the tests compile
+ * these sources with (tests/emu/) defines both first, to run the kernel on
+ * its fibers and to give every shared byte a "written" bit; these are the
+ * only two places the kernels' code differs between the two builds.
+ * KV_DYN_SHARED(type, name) is the launch's dynamic shared memory. */
+#ifndef KV_LAUNCH
+#define KV_LAUNCH(kernel, grid, block, shmem, stream)                                       \
+    kernel<<<(grid), (block), (shmem), (stream)>>>
+#define KV_SHARED(type, name, dims) __shared__ type name dims
+#define KV_DYN_SHARED(type, name) extern __shared__ type name[]
+#endif
+
 /* How a weight matrix is decoded: one row per format, in the order
  * kv_wfmt_of (wformat.cuh) prefers them. The quantised formats are ggml's
  * blocks as stored in the file; F32/F16/BF16 have a vector form (8 elements

@@ -47,7 +47,7 @@ cudaError_t kv_dequant_f16(const struct kv_dmat *w, int64_t row0, int64_t nrows,
     return kv_wf_dispatch(w->fmt, [&](auto f) {
         constexpr int F = decltype(f)::value;
         int64_t nu = w->ncols / kv_fmt<F>::UE;
-        k_dequant_f16<F><<<kv_grid(nrows * nu, 256), 256, 0, st>>>(w->d, w->row_bytes, row0,
-                                                                   nrows, nu, out);
+        KV_LAUNCH(k_dequant_f16<F>, kv_grid(nrows * nu, 256), 256, 0, st)(w->d, w->row_bytes,
+                                                                          row0, nrows, nu, out);
     });
 }

@@ -37,7 +37,7 @@ cudaError_t kv_get_rows(const struct kv_dmat *w, const int32_t *ids, int32_t n, 
     return kv_wf_dispatch(w->fmt, [&](auto f) {
         constexpr int F = decltype(f)::value;
         int64_t nu = w->ncols / kv_fmt<F>::UE;
-        k_get_rows<F><<<kv_grid((int64_t)n * nu, 256), 256, 0, st>>>(w->d, w->row_bytes, ids, n,
-                                                                     nu, scale, out);
+        KV_LAUNCH(k_get_rows<F>, kv_grid((int64_t)n * nu, 256), 256, 0, st)(
+            w->d, w->row_bytes, ids, n, nu, scale, out);
     });
 }

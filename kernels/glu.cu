@@ -27,7 +27,7 @@ static __global__ void k_glu(float *g, const float *__restrict__ u, int64_t n, b
 
 cudaError_t kv_glu(float *g, const float *u, int64_t n, bool gelu, cudaStream_t st)
 {
-    k_glu<<<kv_grid(n, 256), 256, 0, st>>>(g, u, n, gelu);
+    KV_LAUNCH(k_glu, kv_grid(n, 256), 256, 0, st)(g, u, n, gelu);
     return cudaGetLastError();
 }
 

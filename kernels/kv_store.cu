@@ -31,7 +31,8 @@ cudaError_t kv_store_kv(const float *k, const float *v, __half *kc, __half *vc, 
                         int32_t n_kv, int32_t hd, int32_t pos0, int32_t n_ctx, cudaStream_t st)
 {
     int64_t total = (int64_t)n_tok * n_kv * hd;
-    k_store_kv<<<kv_grid(total, 256), 256, 0, st>>>(k, v, kc, vc, n_tok, n_kv, hd, pos0, n_ctx);
+    KV_LAUNCH(k_store_kv, kv_grid(total, 256), 256, 0, st)(k, v, kc, vc, n_tok, n_kv, hd, pos0,
+                                                            n_ctx);
     return cudaGetLastError();
 }
 

@@ -63,7 +63,8 @@ cudaError_t kv_matvec(const struct kv_dmat *w, const float *x, const float *bias
     unsigned grid = (unsigned)((w->nrows + MV_WARPS - 1) / MV_WARPS);
     return kv_wf_dispatch(w->fmt, [&](auto f) {
         constexpr int F = decltype(f)::value;
-        k_matvec<F><<<grid, MV_WARPS * 32, 0, st>>>(w->d, w->row_bytes, w->nrows,
-                                                    w->ncols / kv_fmt<F>::UE, x, bias, add, y);
+        KV_LAUNCH(k_matvec<F>, grid, MV_WARPS * 32, 0, st)(w->d, w->row_bytes, w->nrows,
+                                                           w->ncols / kv_fmt<F>::UE, x, bias,
+                                                           add, y);
     });
 }

@@ -21,7 +21,7 @@ static __global__ void __launch_bounds__(NORM_THREADS)
     k_rmsnorm(const float *x, const float *__restrict__ w, const float *add, float *y, int32_t n,
               float eps)
 {
-    __shared__ float part[NORM_THREADS / 32];
+    KV_SHARED(float, part, [NORM_THREADS / 32]);
     const float *xr = x + (int64_t)blockIdx.x * n;
     float ss = 0.0f;
     for (int i = threadIdx.x; i < n; i += NORM_THREADS) {
@@ -60,7 +60,7 @@ cudaError_t kv_rmsnorm(const float *x, const float *w, const float *add, float *
     if (nrows <= 0)
         return cudaSuccess;
     /* Rows are at most n_tok * n_head, well under the 2^31-1 grid limit. */
-    k_rmsnorm<<<(unsigned)nrows, NORM_THREADS, 0, st>>>(x, w, add, y, n, eps);
+    KV_LAUNCH(k_rmsnorm, (unsigned)nrows, NORM_THREADS, 0, st)(x, w, add, y, n, eps);
     return cudaGetLastError();
 }
 

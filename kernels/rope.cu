@@ -43,8 +43,8 @@ cudaError_t kv_rope(float *x, int32_t n_tok, int32_t n_head, int32_t hd, int32_t
     int64_t total = (int64_t)n_tok * n_head * (n_rot / 2);
     if (total <= 0)
         return cudaSuccess;
-    k_rope<<<kv_grid(total, 256), 256, 0, st>>>(x, n_tok, n_head, hd, n_rot, pos0, inv_freq,
-                                                   neox);
+    KV_LAUNCH(k_rope, kv_grid(total, 256), 256, 0, st)(x, n_tok, n_head, hd, n_rot, pos0,
+                                                        inv_freq, neox);
     return cudaGetLastError();
 }
 

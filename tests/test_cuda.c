@@ -11,6 +11,12 @@
  * against token-by-token decode; a long context exercises the split-K decode
  * attention and the sliding window across many tiles; and the error paths
  * (positions past the context, bad token ids, a model too big for the card).
+ *
+ * Built twice: test_cuda links the kernels as nvcc built them and needs a
+ * device; test_cuda_emu (KVCHAT_CUDA_EMU) links the same sources compiled
+ * for the device emulator (tests/emu/), so every case runs in CI without a
+ * GPU, and a case also fails when the emulator reported a misuse (a barrier
+ * or shuffle divergence, an unwritten shared read, an out-of-bounds access).
  */
 #include <math.h>
 #include <setjmp.h>
@@ -33,6 +39,24 @@
 #include "quant.h"
 #include "ref_forward.h"
 #include "tiny_model.h"
+
+#ifdef KVCHAT_CUDA_EMU
+unsigned long kvemu_report_count(void);
+const char *kvemu_last_report(void);
+/* No emulator report since the last call. */
+static void assert_no_emu_report(void)
+{
+    static unsigned long seen;
+    unsigned long n = kvemu_report_count();
+    if (n != seen) {
+        unsigned long was = seen;
+        seen = n;
+        fail_msg("device emulator: %lu report(s), the last: %s", n - was, kvemu_last_report());
+    }
+}
+#else
+static void assert_no_emu_report(void) {}
+#endif
 
 /* ---- synthetic models (tiny_model.c, the same recipe as test_model.c) ---- */
 
@@ -97,6 +121,8 @@ static void *backend_new(const struct backend_ops *ops, const struct model *m, i
 #define TOL_CPU 7e-2
 /* Batch (GEMM, f16 operands) vs one by one (matvec, f32). */
 #define TOL_SEQ 2e-2
+/* The last row alone (output projection by matvec) vs the batch's (GEMM). */
+#define TOL_LAST 1e-3
 
 #define SEQ 12
 
@@ -138,9 +164,14 @@ static void check_model(const struct tiny_spec *s, const char *tag)
     /* The logits depend on the input (attention sees the past). */
     assert_true(tiny_rel_err(gpu, gpu + (size_t)(SEQ - 1) * V, (size_t)V) > 1e-3);
 
-    /* Last-token-only logits equal the last row of the batch. */
+    /* Last-token-only logits equal the last row of the batch, up to the
+     * output projection: for one row it is the f32 matvec, for the batch the
+     * f16 GEMM (measured 5e-5 to 3e-4 on the emulator, whose GEMM rounds the
+     * operands to f16 as cuBLAS reads them). */
     assert_int_equal(backend_cuda_ops.forward(bg, tok, SEQ, 0, one, false, err, sizeof err), 0);
-    assert_true(tiny_rel_err(one, gpu + (size_t)(SEQ - 1) * V, (size_t)V) <= 1e-5);
+    double e_last = tiny_rel_err(one, gpu + (size_t)(SEQ - 1) * V, (size_t)V);
+    printf("%-26s last row alone vs batch %.2e (tol %.0e)\n", tag, e_last, TOL_LAST);
+    assert_true(e_last <= TOL_LAST);
 
     /* One by one (the decode kernels) against the batch (the GEMM path). */
     void *bs = backend_new(&backend_cuda_ops, m, 64);
@@ -164,6 +195,7 @@ static void check_model(const struct tiny_spec *s, const char *tag)
     backend_cuda_ops.destroy(bs);
     backend_cuda_ops.destroy(bg);
     backend_cpu_ops.destroy(bc);
+    assert_no_emu_report();
     ref_free(r);
     model_free(m);
     free(ref);
@@ -324,6 +356,7 @@ static void test_long_context_split(void **state)
 
     backend_cuda_ops.destroy(bg);
     backend_cpu_ops.destroy(bc);
+    assert_no_emu_report();
     model_free(m);
     free(tok);
     free(a);
@@ -359,6 +392,7 @@ static void test_forward_errors(void **state)
     assert_null(backend_cuda_ops.create(m, &cfg, err, sizeof err));
     printf("huge context: %s\n", err);
     assert_non_null(strstr(err, "--ctx-size"));
+    assert_no_emu_report();
     model_free(m);
 }
 
