@@ -551,8 +551,11 @@ int hist_messages(struct hist *h, int64_t session_id, struct hist_message **out,
     if (!ret && !exists)
         ret = hist_failf(h, HIST_E_NOTFOUND, "no session %lld", (long long)session_id);
     sqlite3_stmt *st = NULL;
+    /* "+id": sorted by the rows' own ids, not taken in the order of the
+     * (session_id, id) index, so a damaged index that quick_check at open
+     * does not compare with its table cannot reorder a conversation. */
     if (!ret)
-        ret = hist_prepare(h, "SELECT " MESSAGE_COLS " FROM messages WHERE session_id = ? ORDER BY id", &st, what);
+        ret = hist_prepare(h, "SELECT " MESSAGE_COLS " FROM messages WHERE session_id = ? ORDER BY +id", &st, what);
     void *rows = NULL;
     size_t cnt = 0;
     if (!ret) {

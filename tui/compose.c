@@ -134,7 +134,7 @@ static void compose_text(struct compose *c, const char *text, size_t len, int el
 static void compose_markdown(struct compose *c, const char *text, size_t len, int elem, int width,
                              bool streaming)
 {
-    if (md_render(&c->md, text, len, width, streaming) != 0 && c->md.n_lines == 0) {
+    if (md_render(&c->md, text, len, width, streaming) != 0) { /* all of it, as typed, not half styled */
         compose_text(c, text, len, elem, width);
         return;
     }
@@ -142,8 +142,10 @@ static void compose_markdown(struct compose *c, const char *text, size_t len, in
     if (!arena_reserve(c, d->len))
         return;
     size_t base = c->arena_len;
-    memcpy(c->arena + base, d->text, d->len);
-    memcpy(c->arena_sty + base, d->sty, d->len * sizeof *d->sty);
+    if (d->len) { /* an empty reply renders no text: D's buffers may be NULL */
+        memcpy(c->arena + base, d->text, d->len);
+        memcpy(c->arena_sty + base, d->sty, d->len * sizeof *d->sty);
+    }
     c->arena_len += d->len;
     for (size_t i = 0; i < d->n_lines; i++) {
         const struct md_line *l = &d->lines[i];

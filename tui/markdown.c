@@ -61,6 +61,8 @@ struct prefix {
 
 struct rs { /* the render in progress */
     struct md_doc *d;
+    const char *src;              /* the text being parsed, N bytes */
+    size_t n;
     int width;
     struct frame fr[MAX_DEPTH];
     int depth;                    /* may exceed MAX_DEPTH: frames past it are not kept */
@@ -917,9 +919,22 @@ static void put_entity(struct rs *r, const char *s, size_t n, uint16_t sty)
     run_put(r, s, n, sty);
 }
 
+/* The longest text md4c hands out of its own (its indent padding is 16
+ * spaces); anything longer comes from the source. */
+#define MD_OWN_TEXT_MAX 16
+
 static int on_text(MD_TEXTTYPE type, const MD_CHAR *text, MD_SIZE size, void *user)
 {
     struct rs *r = user;
+    /* A text lies in the source, or is one of md4c's own short strings
+     * (a newline, a code block's indent padding). md4c 0.4.8 can hand out
+     * a span at or past the end of a cut-off reply (a link destination cut
+     * inside a list inside a quote, as streaming does), of a wrapped-around
+     * length: the parse is called off and the caller shows the plain text. */
+    uintptr_t t = (uintptr_t)text, s0 = (uintptr_t)r->src;
+    bool near = t >= s0 && t - s0 <= r->n + MD_OWN_TEXT_MAX;
+    if (near ? t - s0 > r->n || size > r->n - (t - s0) : size > MD_OWN_TEXT_MAX)
+        return -1;
     uint16_t sty = span_style(r);
     if (type == MD_TEXT_NULLCHAR)
         run_put(r, "\xEF\xBF\xBD", 3, sty);
@@ -963,9 +978,9 @@ int md_render(struct md_doc *d, const char *src, size_t n, int width, bool strea
     d->n_code = 0;
     d->run_len = 0;
     d->n_cells = 0;
-    struct rs r = {.d = d, .width = width < 8 ? 8 : width};
     if (streaming)
         n = stable_prefix(src, n);
+    struct rs r = {.d = d, .src = src, .n = n, .width = width < 8 ? 8 : width};
     static const MD_PARSER parser = {
         .flags = MD_PARSE_FLAGS,
         .enter_block = on_enter_block,

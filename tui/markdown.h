@@ -69,8 +69,10 @@ struct md_doc {
  * STREAMING: SRC is a reply still arriving: a last line that could still
  * turn the paragraph above it into a heading or a table, or open a list
  * ("-", "==", "|--"), waits for more text instead of flickering. Returns 0,
- * or -1 when the parser failed (out of memory): D then holds what was done
- * before the failure. Replaces what D held. */
+ * or -1 when the parser failed (out of memory, or md4c handed out a text
+ * outside SRC, which it can for some cut-off replies): D then holds what was
+ * done before the failure, and a caller shows the plain text instead.
+ * Replaces what D held. */
 int md_render(struct md_doc *d, const char *src, size_t n, int width, bool streaming);
 
 void md_doc_free(struct md_doc *d);
