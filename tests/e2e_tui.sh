@@ -126,7 +126,7 @@ wait_for 'temperature = 0' 5 && pass "/set temp" || fail "/set temp not acknowle
 tmux send-keys -t $S '/set temp hot' Enter
 wait_for "temperature: 'hot' is not a number" 5 && pass "/set rejects bad values" || fail "/set accepted 'hot'"
 tmux send-keys -t $S '/rename Sea and lighthouse' Enter
-wait_for 'renamed to' 5 && pass "/rename" || fail "/rename"
+wait_for 'renamed session [0-9]+ to "Sea and lighthouse"' 5 && pass "/rename" || fail "/rename"
 tmux send-keys -t $S '/sessions' Enter
 wait_for 'Sea and lighthouse' 5 && pass "/sessions lists the session" || fail "/sessions"
 tmux send-keys -t $S '/export md '"$T"'/out.md' Enter
