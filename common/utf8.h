@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* True when LEN bytes of S are valid UTF-8; else *BAD (may be NULL) gets the
  * offset of the first invalid byte. */
@@ -15,5 +16,9 @@ bool kv_utf8_valid(const char *s, size_t len, size_t *bad);
 /* 1 when S (NUL-terminated) is valid UTF-8; else 0 with "WHAT is not valid
  * UTF-8 (byte N): convert it to UTF-8" in ERR. */
 int kv_check_text(const char *what, const char *s, char *err, size_t errlen);
+
+/* Writes CP (at most U+10FFFF) as UTF-8 into OUT, which has room for 4
+ * bytes; returns the bytes written. */
+size_t kv_utf8_put(uint32_t cp, char *out);
 
 #endif

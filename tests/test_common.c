@@ -69,6 +69,26 @@ static void test_one_utf8_rule(void **state)
     assert_false(kv_utf8_valid("\xe4\xbd", 2, NULL)); /* cut short */
 }
 
+/* Code points at each length boundary come out as the bytes UTF-8 defines,
+ * and valid. */
+static void test_utf8_put(void **state)
+{
+    (void)state;
+    static const struct {
+        uint32_t cp;
+        const char *utf8;
+    } cases[] = {{0x41, "A"}, {0x7F, "\x7F"}, {0x80, "\xC2\x80"}, {0x7FF, "\xDF\xBF"},
+                 {0x800, "\xE0\xA0\x80"}, {0x2581, "\xE2\x96\x81"}, {0xFFFD, "\xEF\xBF\xBD"},
+                 {0x10000, "\xF0\x90\x80\x80"}, {0x10FFFF, "\xF4\x8F\xBF\xBF"}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char out[4];
+        size_t n = kv_utf8_put(cases[i].cp, out);
+        assert_int_equal(n, strlen(cases[i].utf8));
+        assert_memory_equal(out, cases[i].utf8, n);
+        assert_true(kv_utf8_valid(out, n, NULL));
+    }
+}
+
 static void test_strbuf(void **state)
 {
     (void)state;
@@ -115,6 +135,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_terminal_escapes_from_stored_text),
         cmocka_unit_test(test_one_utf8_rule),
+        cmocka_unit_test(test_utf8_put),
         cmocka_unit_test(test_strbuf),
         cmocka_unit_test(test_xdg_rule),
     };

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "layout.h"
+#include "utf8.h"
 
 /* CommonMark plus GitHub's tables, task lists and bare URLs as links. HTML
  * is shown as typed: a terminal cannot render it, and a reply that talks
@@ -866,29 +867,6 @@ static const struct {
     {"&larr;", "\xE2\x86\x90"}, {"&times;", "\xC3\x97"}, {"&deg;", "\xC2\xB0"},
 };
 
-static size_t utf8_encode(uint32_t cp, char *out)
-{
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xC0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xE0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    out[0] = (char)(0xF0 | (cp >> 18));
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    out[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
 
 static void put_entity(struct rs *r, const char *s, size_t n, uint16_t sty)
 {
@@ -912,7 +890,7 @@ static void put_entity(struct rs *r, const char *s, size_t n, uint16_t sty)
         }
         if (ok && cp >= 0x20 && cp <= 0x10FFFF && !(cp >= 0xD800 && cp <= 0xDFFF) && !(cp >= 0x7F && cp < 0xA0)) {
             char u[4];
-            run_put(r, u, utf8_encode(cp, u), sty);
+            run_put(r, u, kv_utf8_put(cp, u), sty);
             return;
         }
     }

@@ -82,7 +82,7 @@ static void bpe_word(struct tok_enc *e, const unsigned char *w, size_t n)
         }
         size_t k = 0;
         for (size_t i = 0; i < n; i++)
-            k += tok_put_utf8(t->byte_cp[w[i]], e->buf + k);
+            k += kv_utf8_put(t->byte_cp[w[i]], e->buf + k);
         int32_t id = tok_lookup_n(t, e->buf, k);
         if (id >= 0) {
             tok_out_push(&e->out, id);

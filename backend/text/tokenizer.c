@@ -706,7 +706,7 @@ struct tokenizer *tok_new(const struct gguf *g, char *err, size_t errlen)
             t->byte_tok[b] = tok_lookup_n(t, hx, 6);
         } else {
             char u[4];
-            t->byte_tok[b] = tok_lookup_n(t, u, tok_put_utf8(t->byte_cp[b], u));
+            t->byte_tok[b] = tok_lookup_n(t, u, kv_utf8_put(t->byte_cp[b], u));
         }
     }
 

@@ -18,6 +18,7 @@
 #define KVCHAT_TOKENIZER_INTERNAL_H
 
 #include "tokenizer.h"
+#include "utf8.h" /* kv_utf8_put: byte tokens spelled as their code points */
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -118,30 +119,6 @@ static inline const char *tok_text_of(const struct tokenizer *t, int32_t id)
     return t->arena + t->off[id];
 }
 
-/* Writes CP as UTF-8 into OUT (room for 4 bytes); returns the bytes written. */
-static inline size_t tok_put_utf8(uint32_t cp, char *out)
-{
-    if (cp < 0x80) {
-        out[0] = (char)cp;
-        return 1;
-    }
-    if (cp < 0x800) {
-        out[0] = (char)(0xC0 | (cp >> 6));
-        out[1] = (char)(0x80 | (cp & 0x3F));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        out[0] = (char)(0xE0 | (cp >> 12));
-        out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[2] = (char)(0x80 | (cp & 0x3F));
-        return 3;
-    }
-    out[0] = (char)(0xF0 | (cp >> 18));
-    out[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-    out[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-    out[3] = (char)(0x80 | (cp & 0x3F));
-    return 4;
-}
 
 /* Checks the UTF-8 sequence at S (N bytes available). Returns its length when
  * complete and valid, 0 when the bytes so far are a valid but unfinished
