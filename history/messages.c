@@ -566,6 +566,14 @@ int hist_messages(struct hist *h, int64_t session_id, struct hist_message **out,
      * this connection to an old snapshot and fail every later write. */
     if (sqlite3_exec(h->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
         hist_rollback(h);
+    /* A row of another session can only come from a damaged index: say
+     * so, rather than show it in this conversation. */
+    for (size_t i = 0; !ret && i < cnt; i++)
+        if (((struct hist_message *)rows)[i].session_id != session_id)
+            ret = hist_failf(h, HIST_E_CORRUPT,
+                             "%s: the history database is damaged (index messages_by_session "
+                             "disagrees with its table): run kvchat --repair --db %s",
+                             what, h->path);
     if (ret) {
         hist_messages_free(rows, cnt);
         return ret;
