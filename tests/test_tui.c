@@ -1635,6 +1635,14 @@ static void test_compose_thinking_apart(void **state)
     compose_conversation(&c, &s, 1, stream, strlen(stream), 80, true);
     check_dl(&c, 1, "thinking \xE2\x80\xA6", TH_THINKING, 2);
     check_dl(&c, 2, "still going", TH_THINKING, 2);
+    /* folded: a finished reply's thinking is one line; a streaming one's is not */
+    c.fold_thinking = true;
+    compose_conversation(&c, &m, 1, NULL, 0, 80, true);
+    check_dl(&c, 1, "thinking \xE2\x80\xA6 1 line folded (F5 unfolds)", TH_THINKING, 2);
+    assert_string_equal(dl_text(&c, 2), "Paris");
+    compose_conversation(&c, &s, 1, stream, strlen(stream), 80, true);
+    check_dl(&c, 2, "still going", TH_THINKING, 2);
+    c.fold_thinking = false;
     /* "<think>" later in a reply is text, not thinking */
     struct msg t = {MSG_ASSISTANT, (char *)"use <think> tags", HIST_END_NONE, 1, MSG_CUT_UNKNOWN,
                     false, 0, 0, 0, false};

@@ -94,6 +94,7 @@ static const struct {
     {"F2", "the sessions sidebar"},
     {"F3", "the memory and speed inspector (F3 or Esc closes)"},
     {"F4", "times on the messages"},
+    {"F5", "fold or unfold the replies' thinking"},
     {"Ctrl-G", "compose the message in $EDITOR"},
     {"Ctrl-D", "quit (on an empty line)"},
     {"//text", "send text that starts with /"},

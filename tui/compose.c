@@ -203,10 +203,23 @@ void compose_conversation(struct compose *c, const struct msg *msgs, size_t n, c
             const char *think;
             size_t tlen;
             if (m->kind == MSG_ASSISTANT && msgs_split_thinking(&text, &len, &think, &tlen)) {
-                static const char th[] = "thinking \xE2\x80\xA6";
-                off = arena_put(c, th, sizeof th - 1, &hl);
+                /* folded only once the reply is done: while it streams, the
+                 * thinking is what there is to watch */
+                bool fold = c->fold_thinking && m->text;
+                char th[96];
+                if (fold) {
+                    size_t lines = 1;
+                    for (size_t k = 0; k < tlen; k++)
+                        lines += think[k] == '\n';
+                    snprintf(th, sizeof th, "thinking \xE2\x80\xA6 %zu line%s folded (F5 unfolds)", lines,
+                             lines == 1 ? "" : "s");
+                } else {
+                    snprintf(th, sizeof th, "thinking \xE2\x80\xA6");
+                }
+                off = arena_put(c, th, strlen(th), &hl);
                 push_dline(c, (struct dline){off, hl, TH_THINKING, false, false, 2});
-                compose_text(c, think, tlen, TH_THINKING, tw);
+                if (!fold)
+                    compose_text(c, think, tlen, TH_THINKING, tw);
             }
             if (markdown && m->kind == MSG_ASSISTANT)
                 compose_markdown(c, text, len, kinds[m->kind].text_elem, tw, !m->text);

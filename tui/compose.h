@@ -41,6 +41,7 @@ struct compose {
     size_t arena_len, arena_cap;
     struct md_doc md; /* the Markdown of one reply at a time, reused */
     bool timestamps;    /* set by the caller: headers carry their message's local time */
+    bool fold_thinking; /* set by the caller: a finished reply's thinking is its heading line only */
 };
 
 /* Composes the N messages MSGS for a pane WIDTH columns wide (text gets

@@ -246,6 +246,7 @@ static void draw_conversation(struct ui *u)
 {
     struct rect r = u->lay.conv;
     u->comp.timestamps = u->timestamps;
+    u->comp.fold_thinking = u->fold_thinking;
     pthread_mutex_lock(&u->mu); /* the stream the reply is read from */
     compose_conversation(&u->comp, u->msgs.v, u->msgs.n, u->stream, u->stream_len, r.w, true);
     pthread_mutex_unlock(&u->mu);

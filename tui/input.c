@@ -692,6 +692,11 @@ void ui_handle_key(struct ui *u, int ch)
         u->timestamps = !u->timestamps;
         ui_status(u, TH_NOTICE, "timestamps %s", u->timestamps ? "on" : "off");
         return;
+    case KEY_F(5):
+        u->fold_thinking = !u->fold_thinking;
+        ui_status(u, TH_NOTICE, "thinking %s", u->fold_thinking ? "folded" : "unfolded");
+        u->dirty = true;
+        return;
     case KEY_F(2):
         u->sidebar = true;
         u->sb_query[0] = 0;

@@ -191,6 +191,7 @@ struct ui {
     int count_shown;
 
     bool timestamps;     /* times on the messages' headers (F4, /timestamps) */
+    bool fold_thinking;  /* finished replies' thinking folded to one line (F5) */
 };
 
 /* The model answers from a server (the remote engine): the title names it,
