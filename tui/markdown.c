@@ -958,6 +958,13 @@ int md_render(struct md_doc *d, const char *src, size_t n, int width, bool strea
     d->n_cells = 0;
     if (streaming)
         n = stable_prefix(src, n);
+    /* The run buffers exist from the start: a table of empty cells measures
+     * them before any text has arrived. */
+    size_t cap = d->run_cap, cap2 = d->run_cap;
+    if (!grow((void **)&d->run, &cap, 1, 1, 4096) ||
+        !grow((void **)&d->run_sty, &cap2, 1, sizeof *d->run_sty, 4096))
+        return -1;
+    d->run_cap = cap < cap2 ? cap : cap2;
     struct rs r = {.d = d, .src = src, .n = n, .width = width < 8 ? 8 : width};
     static const MD_PARSER parser = {
         .flags = MD_PARSE_FLAGS,
