@@ -438,6 +438,15 @@ static int size_backend(struct cuda_backend *b, struct plan *p)
 {
     const struct model *m = b->m;
     const struct model_hparams *hp = &m->hp;
+    /* Routed experts need their own kernels (grouped products); until then
+     * the model is refused here, so --backend auto falls back to the CPU. */
+    if (hp->n_expert > 0) {
+        snprintf(b->err, sizeof b->err,
+                 "CUDA backend: mixture-of-experts models (%d experts) are not supported yet: "
+                 "use --backend cpu",
+                 (int)hp->n_expert);
+        return -1;
+    }
     if (build_plan(b, p)) {
         snprintf(b->err, sizeof b->err, "CUDA backend: out of host memory");
         return -1;

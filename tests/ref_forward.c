@@ -18,6 +18,8 @@
 struct ref_layer {
     float *attn_norm, *wq, *wk, *wv, *bq, *bk, *bv, *q_norm, *k_norm, *wo;
     float *post_attn_norm, *ffn_norm, *gate, *up, *down, *post_ffw_norm;
+    /* mixture of experts: router, stacked experts, shared expert */
+    float *router, *gate_x, *up_x, *down_x, *sh_gate_inp, *sh_gate, *sh_up, *sh_down;
 };
 
 struct ref_model {
@@ -52,7 +54,8 @@ void ref_free(struct ref_model *r)
             struct ref_layer *l = &r->layers[il];
             float *all[] = {l->attn_norm, l->wq, l->wk, l->wv, l->bq, l->bk, l->bv, l->q_norm,
                             l->k_norm, l->wo, l->post_attn_norm, l->ffn_norm, l->gate, l->up,
-                            l->down, l->post_ffw_norm};
+                            l->down, l->post_ffw_norm, l->router, l->gate_x, l->up_x,
+                            l->down_x, l->sh_gate_inp, l->sh_gate, l->sh_up, l->sh_down};
             for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
                 free(all[i]);
         }
@@ -101,6 +104,14 @@ struct ref_model *ref_new(const struct model *m)
         l->up = deq(&s->ffn_up, &oom);
         l->down = deq(&s->ffn_down, &oom);
         l->post_ffw_norm = deq(&s->post_ffw_norm, &oom);
+        l->router = deq(&s->ffn_gate_inp, &oom);
+        l->gate_x = deq(&s->ffn_gate_exps, &oom);
+        l->up_x = deq(&s->ffn_up_exps, &oom);
+        l->down_x = deq(&s->ffn_down_exps, &oom);
+        l->sh_gate_inp = deq(&s->ffn_gate_inp_shexp, &oom);
+        l->sh_gate = deq(&s->ffn_gate_shexp, &oom);
+        l->sh_up = deq(&s->ffn_up_shexp, &oom);
+        l->sh_down = deq(&s->ffn_down_shexp, &oom);
     }
     if (oom) {
         ref_free(r);
@@ -147,12 +158,88 @@ static void rotate(double *v, int n_rot, double pos, double base, double freq_sc
     }
 }
 
+/* y (E) = down(silu(gate(x)) * up(x)) for one SwiGLU FFN of F hidden units
+ * whose matrices start at GATE, UP (F x E) and DOWN (E x F). */
+static void swiglu(double *y, const float *gate, const float *up, const float *down,
+                   const double *x, int E, int F, double *g, double *u)
+{
+    matvec(g, gate, NULL, x, F, E);
+    matvec(u, up, NULL, x, F, E);
+    for (int i = 0; i < F; i++)
+        g[i] = g[i] / (1.0 + exp(-g[i])) * u[i];
+    matvec(y, down, NULL, g, E, F);
+}
+
+/* The mixture-of-experts FFN of layer L on the normed input X (E) into Y:
+ * softmax over the router's logits, the K most probable experts (ties to
+ * the lower index), their SwiGLU outputs summed with those probabilities
+ * (divided by their sum when NORM_W), plus the shared expert times the
+ * sigmoid of its gate when the layer has one. */
+static int moe(double *y, const struct ref_layer *l, const struct model_hparams *hp,
+               const double *x, bool norm_w)
+{
+    int E = hp->n_embd, NE = hp->n_expert, K = hp->n_expert_used, FX = hp->n_ff_exp;
+    int FS = hp->n_ff_shexp, FM = FX > FS ? FX : FS;
+    double *p = calloc((size_t)NE, sizeof *p), *ye = calloc((size_t)E, sizeof *ye);
+    double *g = calloc((size_t)FM, sizeof *g), *u = calloc((size_t)FM, sizeof *u);
+    bool *taken = calloc((size_t)NE, sizeof *taken);
+    int *sel = calloc((size_t)K, sizeof *sel);
+    int rc = -1;
+    if (!p || !ye || !g || !u || !taken || !sel)
+        goto out;
+    matvec(p, l->router, NULL, x, NE, E);
+    double mx = -INFINITY, sum = 0;
+    for (int e = 0; e < NE; e++)
+        mx = p[e] > mx ? p[e] : mx;
+    for (int e = 0; e < NE; e++)
+        sum += p[e] = exp(p[e] - mx);
+    double wsum = 0;
+    for (int k = 0; k < K; k++) {
+        int best = -1;
+        for (int e = 0; e < NE; e++)
+            if (!taken[e] && (best < 0 || p[e] > p[best]))
+                best = e;
+        taken[best] = true;
+        sel[k] = best;
+        wsum += p[best] / sum;
+    }
+    for (int i = 0; i < E; i++)
+        y[i] = 0;
+    for (int k = 0; k < K; k++) {
+        int e = sel[k];
+        double w = p[e] / sum / (norm_w ? wsum : 1.0);
+        size_t mat = (size_t)FX * E;
+        swiglu(ye, l->gate_x + e * mat, l->up_x + e * mat, l->down_x + e * mat, x, E, FX, g, u);
+        for (int i = 0; i < E; i++)
+            y[i] += w * ye[i];
+    }
+    if (l->sh_gate) {
+        double z = 0;
+        for (int i = 0; i < E; i++)
+            z += l->sh_gate_inp[i] * x[i];
+        swiglu(ye, l->sh_gate, l->sh_up, l->sh_down, x, E, FS, g, u);
+        for (int i = 0; i < E; i++)
+            y[i] += ye[i] / (1.0 + exp(-z));
+    }
+    rc = 0;
+out:
+    free(p);
+    free(ye);
+    free(g);
+    free(u);
+    free(taken);
+    free(sel);
+    return rc;
+}
+
 int ref_forward(const struct ref_model *r, const int32_t *tokens, int n, float *logits)
 {
     const struct model *m = r->m;
     const struct model_hparams *hp = &m->hp;
     bool gemma = hp->arch == MODEL_ARCH_GEMMA3;
     bool neox = hp->arch != MODEL_ARCH_LLAMA;
+    bool is_moe = hp->arch == MODEL_ARCH_QWEN3MOE || hp->arch == MODEL_ARCH_QWEN2MOE;
+    bool norm_w = hp->arch == MODEL_ARCH_QWEN3MOE;
     int E = hp->n_embd, HD = hp->head_dim, NH = hp->n_head, NKV = hp->n_head_kv;
     int QD = NH * HD, KVD = NKV * HD, F = hp->n_ff, V = hp->n_vocab;
     double eps = hp->norm_eps;
@@ -164,8 +251,8 @@ int ref_forward(const struct ref_model *r, const int32_t *tokens, int n, float *
     double *att = calloc((size_t)QD, sizeof *att);
     double *xb = calloc((size_t)E, sizeof *xb);
     double *o = calloc((size_t)E, sizeof *o);
-    double *g = calloc((size_t)F, sizeof *g);
-    double *u = calloc((size_t)F, sizeof *u);
+    double *g = calloc((size_t)F + 1, sizeof *g);
+    double *u = calloc((size_t)F + 1, sizeof *u);
     double *sc = calloc((size_t)n, sizeof *sc);
     double *y = calloc((size_t)V, sizeof *y);
     int rc = -1;
@@ -241,6 +328,13 @@ int ref_forward(const struct ref_model *r, const int32_t *tokens, int n, float *
             for (int i = 0; i < E; i++)
                 x[i] += o[i];
             rms(xb, x, l->ffn_norm, E, eps);
+            if (is_moe) {
+                if (moe(o, l, hp, xb, norm_w))
+                    goto out;
+                for (int i = 0; i < E; i++)
+                    x[i] += o[i];
+                continue;
+            }
             matvec(g, l->gate, NULL, xb, F, E);
             matvec(u, l->up, NULL, xb, F, E);
             for (int i = 0; i < F; i++) {

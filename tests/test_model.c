@@ -790,6 +790,250 @@ static void test_hparam_errors_name_the_key(void **state)
     }
 }
 
+/* ---- mixture of experts ---- */
+
+/* Small enough for the float64 reference, wide enough that the router has
+ * real choices: 6 experts, 2 per token, over 3 layers. */
+static const struct tiny_spec moe3_small = {
+    .arch = "qwen3moe", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32, .n_embd = 64,
+    .n_head = 4, .n_head_kv = 2, .head_dim = 16, .n_rot = 16, .head_dim_key = true,
+    .n_vocab = 40, .n_layer = 3, .n_expert = 6, .n_expert_used = 2, .n_ff_exp = 32};
+static const struct tiny_spec moe2_small = {
+    .arch = "qwen2moe", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32, .n_embd = 64,
+    .n_head = 4, .n_head_kv = 2, .head_dim = 16, .n_rot = 16, .head_dim_key = true,
+    .n_vocab = 40, .n_layer = 3, .n_expert = 5, .n_expert_used = 3, .n_ff_exp = 32,
+    .n_ff_shexp = 96, .untied = true};
+
+/* check_against_ref, then greedy decoding: the CPU backend one token at a
+ * time and the reference over the whole growing sequence pick the same
+ * tokens. */
+static int argmax(const float *x, int n);
+
+static void check_moe(const struct tiny_spec *s, const char *tag)
+{
+    check_against_ref(s, tag);
+    struct model *m = load_synth(s, tag, 1234);
+    int V = m->hp.n_vocab, N0 = 6, GEN = 10, N = N0 + GEN;
+    int32_t tok[32];
+    tiny_tokens(tok, N0, V, 9);
+    float *ref = malloc(sizeof(float) * (size_t)N * V), *lg = malloc(sizeof(float) * V);
+    assert_non_null(ref);
+    assert_non_null(lg);
+    struct ref_model *r = ref_new(m);
+    assert_non_null(r);
+    void *b = cpu_new(m, 64, 2);
+    char err[512];
+    assert_int_equal(backend_cpu_ops.forward(b, tok, N0, 0, lg, false, err, sizeof err), 0);
+    int distinct = 0, prev = -1;
+    for (int i = N0; i < N; i++) {
+        assert_int_equal(ref_forward(r, tok, i, ref), 0);
+        int want = argmax(ref + (size_t)(i - 1) * V, V), got = argmax(lg, V);
+        assert_int_equal(got, want);
+        distinct += got != prev;
+        prev = got;
+        tok[i] = got;
+        assert_int_equal(backend_cpu_ops.forward(b, &tok[i], 1, i, lg, false, err, sizeof err),
+                         0);
+    }
+    printf("%-22s greedy: %d tokens identical to the reference (%d changes)\n", tag, GEN,
+           distinct);
+    backend_cpu_ops.destroy(b);
+    ref_free(r);
+    model_free(m);
+    free(ref);
+    free(lg);
+}
+
+static void test_qwen3moe_f32(void **state)
+{
+    (void)state;
+    check_moe(&moe3_small, "qwen3moe-f32");
+}
+
+static void test_qwen3moe_q8_0(void **state)
+{
+    (void)state;
+    struct tiny_spec s = moe3_small;
+    s.wtype = s.etype = GGML_TYPE_Q8_0;
+    check_moe(&s, "qwen3moe-q8_0");
+}
+
+/* k-quant blocks of 256: every expert row one block. */
+static void test_qwen3moe_q4_k(void **state)
+{
+    (void)state;
+    struct tiny_spec s = moe3_small;
+    s.wtype = GGML_TYPE_Q4_K;
+    s.etype = GGML_TYPE_Q8_0;
+    s.n_embd = 256;
+    s.head_dim = s.n_rot = 64;
+    s.n_ff_exp = 256;
+    s.n_layer = 2;
+    check_moe(&s, "qwen3moe-q4_k");
+}
+
+static void test_qwen2moe_f16(void **state)
+{
+    (void)state;
+    struct tiny_spec s = moe2_small;
+    s.wtype = s.etype = GGML_TYPE_F16;
+    check_moe(&s, "qwen2moe-f16");
+}
+
+static void test_qwen2moe_q4_0(void **state)
+{
+    (void)state;
+    struct tiny_spec s = moe2_small;
+    s.wtype = GGML_TYPE_Q4_0;
+    s.etype = GGML_TYPE_Q8_0;
+    check_moe(&s, "qwen2moe-q4_0");
+}
+
+/* The loader's view: hyperparameters, experts held stacked, and a decode
+ * step's bytes counting only the experts a token is routed to. */
+static void test_moe_loader_fields(void **state)
+{
+    (void)state;
+    struct tiny_spec s = moe2_small;
+    s.wtype = GGML_TYPE_Q8_0;
+    struct model *m = load_synth(&s, "moe-fields", 3);
+    const struct model_hparams *hp = &m->hp;
+    assert_int_equal(hp->arch, MODEL_ARCH_QWEN2MOE);
+    assert_int_equal(hp->n_expert, 5);
+    assert_int_equal(hp->n_expert_used, 3);
+    assert_int_equal(hp->n_ff_exp, 32);
+    assert_int_equal(hp->n_ff_shexp, 96);
+    assert_false(hp->expert_weights_norm);
+    assert_true(hp->rope_neox);
+    const struct model_layer *l = &m->layers[1];
+    assert_null(l->ffn_gate.data);
+    assert_int_equal(l->ffn_gate_inp.type, GGML_TYPE_F32);
+    assert_int_equal(l->ffn_gate_inp.ne1, 5);
+    assert_int_equal(l->ffn_gate_exps.ne0, 64);
+    assert_int_equal(l->ffn_gate_exps.ne1, 32 * 5);
+    assert_int_equal(l->ffn_down_exps.ne0, 32);
+    assert_int_equal(l->ffn_down_exps.ne1, 64 * 5);
+    assert_int_equal(l->ffn_gate_inp_shexp.ne0, 64);
+    assert_int_equal(l->ffn_up_shexp.ne1, 96);
+    assert_non_null(l->bq.data);
+    uint64_t expert_bytes = 3 * (64 * 32 / 32 * 34) * 5; /* per layer, Q8_0 */
+    assert_int_equal(l->ffn_gate_exps.nbytes + l->ffn_up_exps.nbytes + l->ffn_down_exps.nbytes,
+                     expert_bytes);
+    uint64_t embd = m->tok_embd.nbytes, row = 64 * 4; /* F32 embeddings */
+    /* untied: one embedding row; in each of the 3 layers 2 of the 5
+     * experts are not read */
+    assert_int_equal(m->bytes_per_token,
+                     m->weight_bytes - embd + row - 3 * (expert_bytes / 5 * 2));
+    model_free(m);
+
+    m = load_synth(&moe3_small, "moe3-fields", 3);
+    assert_int_equal(m->hp.arch, MODEL_ARCH_QWEN3MOE);
+    assert_true(m->hp.expert_weights_norm);
+    assert_int_equal(m->hp.n_ff_shexp, 0);
+    assert_null(m->layers[0].ffn_gate_shexp.data);
+    assert_non_null(m->layers[0].q_norm.data);
+    uint64_t ex = 3 * (uint64_t)(64 * 32 * 4) * 6;
+    /* tied; 4 of 6 experts unread in each of 3 layers */
+    assert_int_equal(m->bytes_per_token, m->weight_bytes - 3 * (ex / 6 * 4));
+    model_free(m);
+}
+
+/* Batch vs token by token and 1 vs 3 threads: the grouping of tokens by
+ * expert must not change a token's result. */
+static void test_moe_batch_threads(void **state)
+{
+    (void)state;
+    struct tiny_spec s = moe2_small;
+    s.wtype = GGML_TYPE_Q4_1;
+    struct model *m = load_synth(&s, "moe-batch", 5);
+    int V = m->hp.n_vocab, N = 40;
+    int32_t tok[40];
+    tiny_tokens(tok, N, V, 4);
+    float *all = malloc(sizeof(float) * (size_t)N * V), *all3 = malloc(sizeof(float) * (size_t)N * V);
+    float *one = malloc(sizeof(float) * V);
+    assert_non_null(all);
+    assert_non_null(all3);
+    assert_non_null(one);
+    char err[512];
+    void *b1 = cpu_new(m, 64, 1), *b3 = cpu_new(m, 64, 3);
+    assert_int_equal(backend_cpu_ops.forward(b1, tok, N, 0, all, true, err, sizeof err), 0);
+    assert_int_equal(backend_cpu_ops.forward(b3, tok, N, 0, all3, true, err, sizeof err), 0);
+    assert_memory_equal(all, all3, sizeof(float) * (size_t)N * V);
+    double worst = 0;
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(backend_cpu_ops.forward(b3, tok + i, 1, i, one, false, err, sizeof err),
+                         0);
+        double e = tiny_rel_err(one, all + (size_t)i * V, (size_t)V);
+        worst = e > worst ? e : worst;
+    }
+    printf("moe batch of %d vs one by one: max rel err %.2e\n", N, worst);
+    assert_true(worst <= 1e-5);
+    backend_cpu_ops.destroy(b1);
+    backend_cpu_ops.destroy(b3);
+    model_free(m);
+    free(all);
+    free(all3);
+    free(one);
+}
+
+/* Corrupt mixture-of-experts files: each refusal is one line naming the
+ * file and the key or tensor. */
+static void test_moe_load_errors(void **state)
+{
+    (void)state;
+    struct tiny_spec s = moe2_small;
+    s.skip_tensor = "blk.1.ffn_down_exps.weight";
+    expect_load_error(&s, "moe-missing", "missing tensor blk.1.ffn_down_exps.weight", NULL);
+    s.skip_tensor = "blk.0.ffn_gate_inp.weight";
+    expect_load_error(&s, "moe-norouter", "missing tensor blk.0.ffn_gate_inp.weight", NULL);
+    s.skip_tensor = "blk.2.ffn_gate_inp_shexp.weight";
+    expect_load_error(&s, "moe-noshgate", "missing tensor blk.2.ffn_gate_inp_shexp.weight", NULL);
+    s.skip_tensor = NULL;
+    s.bad_shape_tensor = "blk.0.ffn_up_exps.weight";
+    expect_load_error(&s, "moe-shape", "blk.0.ffn_up_exps.weight", "expected [64, 32, 5]");
+    s.bad_shape_tensor = "blk.2.ffn_gate_inp.weight";
+    expect_load_error(&s, "moe-rshape", "blk.2.ffn_gate_inp.weight", "expected [64, 5]");
+    s.bad_shape_tensor = NULL;
+
+    /* The expert count of the file disagrees with its tensors: a count
+     * that is in range names the tensor whose shape it contradicts. */
+    s = moe3_small;
+    s.n_expert = 7; /* tensors of 7 experts, key rewritten to 6 below */
+    char src[1200], dst[1200], err[512];
+    synth_path(src, sizeof src, "moe-key-src");
+    synth_path(dst, sizeof dst, "moe-key");
+    write_synth(&s, src, 1);
+    static const struct {
+        const char *key;
+        int value;
+        const char *says;
+    } cases[] = {
+        {"qwen3moe.expert_count", 0, "qwen3moe.expert_count = 0 is out of range (1..1024)"},
+        {"qwen3moe.expert_count", 1025, "qwen3moe.expert_count = 1025 is out of range"},
+        {"qwen3moe.expert_count", -3, "qwen3moe.expert_count = -3 is out of range"},
+        {"qwen3moe.expert_count", 6, "expected [64, 6]"},
+        {"qwen3moe.expert_used_count", 0, "qwen3moe.expert_used_count = 0 is out of range (1..7)"},
+        {"qwen3moe.expert_used_count", 8, "qwen3moe.expert_used_count = 8 is out of range (1..7)"},
+        {"qwen3moe.expert_feed_forward_length", 0,
+         "qwen3moe.expert_feed_forward_length = 0 is out of range"},
+        {"qwen3moe.expert_feed_forward_length", 16, "expected [64, 16, 7]"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        rewrite_key(src, dst, set_int_value, cases[i].key, cases[i].value);
+        err[0] = 0;
+        assert_null(model_load(dst, err, sizeof err));
+        printf("%s = %d: %s\n", cases[i].key, cases[i].value, err);
+        assert_null(strchr(err, '\n'));
+        assert_non_null(strstr(err, "moe-key.gguf"));
+        assert_non_null(strstr(err, cases[i].says));
+    }
+    /* A file without the count at all. */
+    s = moe3_small;
+    s.n_expert = 0; /* no expert keys, and the dense FFN instead */
+    s.n_ff = 64;
+    expect_load_error(&s, "moe-nokey", "missing required key qwen3moe.expert_count", NULL);
+}
+
 static void test_truncated_real_file(void **state)
 {
     (void)state;
@@ -1165,6 +1409,14 @@ int main(void)
         cmocka_unit_test(test_damaged_matrix_gives_nonfinite_logits),
         cmocka_unit_test(test_hparam_errors_name_the_key),
         cmocka_unit_test(test_truncated_real_file),
+        cmocka_unit_test(test_qwen3moe_f32),
+        cmocka_unit_test(test_qwen3moe_q8_0),
+        cmocka_unit_test(test_qwen3moe_q4_k),
+        cmocka_unit_test(test_qwen2moe_f16),
+        cmocka_unit_test(test_qwen2moe_q4_0),
+        cmocka_unit_test(test_moe_loader_fields),
+        cmocka_unit_test(test_moe_batch_threads),
+        cmocka_unit_test(test_moe_load_errors),
         cmocka_unit_test(test_kv_f16_vs_f32),
         cmocka_unit_test(test_kv_type_refused),
         cmocka_unit_test(test_perplexity_vs_ref),

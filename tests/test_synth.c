@@ -33,11 +33,12 @@ static const char *const type_names[] = {"f32",  "f16",  "bf16", "q8_0", "q4_0",
 static void every_shape_and_type_parses(void **state)
 {
     (void)state;
-    static const char *const want[] = {"llama-8b",   "llama-1b",    "qwen2-7b",
-                                       "gemma3-1b",  "qwen3-0.6b",  "smollm2-135m"};
+    static const char *const want[] = {"llama-8b",   "llama-1b",     "qwen2-7b",
+                                       "gemma3-1b",  "qwen3-0.6b",   "smollm2-135m",
+                                       "qwen3-30b-a3b", "moe-tiny"};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         assert_non_null(synth_shape_find(want[i]));
-    assert_int_equal(synth_n_shapes(), 6);
+    assert_int_equal(synth_n_shapes(), 8);
     for (int i = 0; i < synth_n_shapes(); i++) {
         const struct synth_shape *sh = synth_shape_at(i);
         for (size_t k = 0; k < N_TYPE_NAMES; k++) {
@@ -189,6 +190,13 @@ static struct synth_spec tiny(const char *shape, const char *type)
         s.shape.swa_window = 8; /* shorter than the test's context */
     if (s.shape.arch == MODEL_ARCH_GEMMA3)
         s.shape.n_layer = 7; /* five local layers, one global, one local */
+    if (s.shape.n_expert) {
+        s.shape.n_expert = 8;
+        s.shape.n_expert_used = 3;
+        s.shape.n_ff_exp = 96;
+        if (s.shape.n_ff_shexp)
+            s.shape.n_ff_shexp = 160;
+    }
     return s;
 }
 
@@ -254,6 +262,88 @@ static void biases_and_norms(void **state)
     model_free(m);
 }
 
+/* The MoE shapes: Qwen3-30B-A3B's published sizes, and the test shape's
+ * tensors, with only the routed experts a token reads counted per token. */
+static void check_forward(const struct model *m, int32_t n_ctx);
+
+static void moe_shapes(void **state)
+{
+    (void)state;
+    const struct synth_shape *q = synth_shape_find("qwen3-30b-a3b");
+    assert_non_null(q);
+    assert_int_equal(q->arch, MODEL_ARCH_QWEN3MOE);
+    assert_int_equal(q->n_layer, 48);
+    assert_int_equal(q->n_expert, 128);
+    assert_int_equal(q->n_expert_used, 8);
+    assert_int_equal(q->n_ff_exp, 768);
+    struct synth_spec s;
+    char err[512];
+    assert_int_equal(synth_parse("qwen3-30b-a3b:q4_k", &s, err, sizeof err), 0);
+    uint64_t w = 0;
+    assert_int_equal(synth_weight_bytes(&s, &w, err, sizeof err), 0);
+    printf("qwen3-30b-a3b:q4_k weights %.2f GiB\n", w / 1073741824.0);
+    /* 30.5 billion parameters, nearly all Q4_K (4.5 bits) */
+    assert_true(w > (16ull << 30) && w < (18ull << 30));
+
+    assert_int_equal(synth_parse("moe-tiny:q8_0", &s, err, sizeof err), 0);
+    struct model *m = model_new_synthetic(&s, err, sizeof err);
+    if (!m)
+        fail_msg("%s", err);
+    const struct model_hparams *hp = &m->hp;
+    assert_int_equal(hp->arch, MODEL_ARCH_QWEN2MOE);
+    assert_int_equal(hp->n_expert, 8);
+    assert_int_equal(hp->n_expert_used, 2);
+    assert_false(hp->expert_weights_norm);
+    uint64_t experts = 0;
+    for (int il = 0; il < hp->n_layer; il++) {
+        const struct model_layer *l = &m->layers[il];
+        assert_null(l->ffn_gate.data);
+        assert_int_equal(l->ffn_gate_inp.type, GGML_TYPE_F32); /* never quantised */
+        assert_int_equal(l->ffn_gate_inp.ne1, 8);
+        assert_int_equal(l->ffn_up_exps.type, GGML_TYPE_Q8_0);
+        assert_int_equal(l->ffn_up_exps.ne1, 256 * 8);
+        assert_int_equal(l->ffn_down_exps.ne0, 256);
+        assert_int_equal(l->ffn_down_exps.nbytes, quant_row_size(GGML_TYPE_Q8_0, 256) * 256 * 8);
+        assert_int_equal(l->ffn_gate_inp_shexp.type, GGML_TYPE_F32);
+        assert_int_equal(l->ffn_down_shexp.ne0, 512);
+        assert_non_null(l->bq.data);
+        experts += l->ffn_gate_exps.nbytes + l->ffn_up_exps.nbytes + l->ffn_down_exps.nbytes;
+    }
+    uint64_t embd_row = quant_row_size(m->tok_embd.type, 256);
+    assert_int_equal(m->bytes_per_token,
+                     m->weight_bytes - m->tok_embd.nbytes + embd_row - experts / 8 * 6);
+    assert_int_equal(synth_weight_bytes(&s, &w, err, sizeof err), 0);
+    assert_true(w == m->synth_mem_bytes);
+    check_forward(m, 40);
+
+    /* The export writes the experts 3-D, and the loader reads back the
+     * same model. */
+    char dir[4096], path[4200];
+    test_tmpdir(dir, sizeof dir, "synth-moe");
+    assert_true(dir[0] != 0);
+    snprintf(path, sizeof path, "%s/moe.gguf", dir);
+    assert_int_equal(synth_write_gguf(m, &s, NULL, path, err, sizeof err), 0);
+    struct model *r = model_load(path, err, sizeof err);
+    if (!r)
+        fail_msg("model_load: %s", err);
+    assert_int_equal(r->hp.n_expert, 8);
+    assert_int_equal(r->hp.n_ff_shexp, 512);
+    assert_int_equal(r->weight_bytes, m->weight_bytes);
+    assert_int_equal(r->bytes_per_token, m->bytes_per_token);
+    const struct gguf_tensor *t = gguf_find_tensor(r->file, "blk.2.ffn_down_exps.weight");
+    assert_non_null(t);
+    assert_int_equal(t->n_dims, 3);
+    assert_int_equal(t->ne[0], 256);
+    assert_int_equal(t->ne[1], 256);
+    assert_int_equal(t->ne[2], 8);
+    assert_memory_equal(r->layers[2].ffn_down_exps.data, m->layers[2].ffn_down_exps.data,
+                        m->layers[2].ffn_down_exps.nbytes);
+    model_free(r);
+    model_free(m);
+    unlink(path);
+    rmdir(dir);
+}
+
 /* Runs TOKENS through the CPU backend and checks every logit is finite and
  * that they are not all equal. */
 static void check_forward(const struct model *m, int32_t n_ctx)
@@ -289,7 +379,8 @@ static void check_forward(const struct model *m, int32_t n_ctx)
 static void tiny_shapes_run_on_cpu(void **state)
 {
     (void)state;
-    static const char *const shapes[] = {"llama-1b", "qwen2-7b", "qwen3-0.6b", "gemma3-1b"};
+    static const char *const shapes[] = {"llama-1b", "qwen2-7b", "qwen3-0.6b", "gemma3-1b",
+                                         "qwen3-30b-a3b", "moe-tiny"};
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         for (size_t k = 0; k < N_TYPE_NAMES; k++) {
             struct synth_spec s = tiny(shapes[i], type_names[k]);
@@ -529,6 +620,7 @@ int main(void)
         cmocka_unit_test(smollm2_tensors),
         cmocka_unit_test(biases_and_norms),
         cmocka_unit_test(tiny_shapes_run_on_cpu),
+        cmocka_unit_test(moe_shapes),
         cmocka_unit_test(gguf_round_trip),
         cmocka_unit_test(gguf_with_real_tokenizer),
         cmocka_unit_test(synthetic_engine),

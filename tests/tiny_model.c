@@ -26,10 +26,12 @@ static float frand(uint64_t *rng)
     return (float)((*rng >> 40) * (1.0 / (1ull << 24))) * 2.0f - 1.0f;
 }
 
-/* Adds tensor NAME (NE0 x NE1, or a vector when NE1 is 1) of type T, each
- * value OFFSET + SCALE * frand(), unless S corrupts or skips it. */
-static void add(struct gguf_writer *w, const struct tiny_spec *s, uint64_t *rng, const char *name,
-                enum ggml_type t, int64_t ne0, int64_t ne1, float scale, float offset)
+/* Adds tensor NAME (NE2 stacked NE0 x NE1 matrices, or a vector when NE1
+ * and NE2 are 1) of type T, each value OFFSET + SCALE * frand(), unless S
+ * corrupts or skips it. */
+static void add3(struct gguf_writer *w, const struct tiny_spec *s, uint64_t *rng, const char *name,
+                 enum ggml_type t, int64_t ne0, int64_t ne1, int64_t ne2, float scale,
+                 float offset)
 {
     if (s->skip_tensor && strcmp(name, s->skip_tensor) == 0)
         return;
@@ -38,7 +40,9 @@ static void add(struct gguf_writer *w, const struct tiny_spec *s, uint64_t *rng,
     bool bad_type = s->bad_type_tensor && strcmp(name, s->bad_type_tensor) == 0;
     if (bad_type)
         t = GGML_TYPE_Q2_K; /* a known layout kvchat does not compute with */
-    int64_t ne[2] = {ne0, ne1};
+    int64_t ne[3] = {ne0, ne1, ne2};
+    uint32_t n_dims = ne2 > 1 ? 3 : ne1 == 1 ? 1 : 2;
+    ne1 *= ne2; /* rows of all the matrices */
     size_t row = quant_row_size(t, ne0);
     unsigned char *data = calloc((size_t)ne1, row);
     float *f = malloc(sizeof(float) * (size_t)ne0);
@@ -61,9 +65,15 @@ static void add(struct gguf_writer *w, const struct tiny_spec *s, uint64_t *rng,
         data[0] = 0x00;
         data[1] = 0x7c;
     }
-    gguf_writer_add_tensor(w, name, t, ne1 == 1 ? 1 : 2, ne, data);
+    gguf_writer_add_tensor(w, name, t, n_dims, ne, data);
     free(f);
     free(data);
+}
+
+static void add(struct gguf_writer *w, const struct tiny_spec *s, uint64_t *rng, const char *name,
+                enum ggml_type t, int64_t ne0, int64_t ne1, float scale, float offset)
+{
+    add3(w, s, rng, name, t, ne0, ne1, 1, scale, offset);
 }
 
 struct gguf_writer *tiny_writer(const struct tiny_spec *s, uint64_t seed)
@@ -100,14 +110,23 @@ struct gguf_writer *tiny_writer(const struct tiny_spec *s, uint64_t seed)
         gguf_writer_set_u32(w, KEY("rope.dimension_count"), (uint32_t)s->n_rot);
     if (s->swa_window)
         gguf_writer_set_u32(w, KEY("attention.sliding_window"), (uint32_t)s->swa_window);
+    if (s->n_expert) {
+        gguf_writer_set_u32(w, KEY("expert_count"), (uint32_t)s->n_expert);
+        gguf_writer_set_u32(w, KEY("expert_used_count"), (uint32_t)s->n_expert_used);
+        gguf_writer_set_u32(w, KEY("expert_feed_forward_length"), (uint32_t)s->n_ff_exp);
+        if (s->n_ff_shexp)
+            gguf_writer_set_u32(w, KEY("expert_shared_feed_forward_length"),
+                                (uint32_t)s->n_ff_shexp);
+    }
 #undef KEY
 
     /* Scales keep the activations of order one through a few random layers. */
     int64_t E = s->n_embd, QD = (int64_t)s->n_head * s->head_dim,
             KVD = (int64_t)s->n_head_kv * s->head_dim, F = s->n_ff;
     bool gemma = strcmp(s->arch, "gemma3") == 0;
-    bool qk_norm = gemma || strcmp(s->arch, "qwen3") == 0;
-    bool bias = strcmp(s->arch, "qwen2") == 0;
+    bool qk_norm = gemma || strcmp(s->arch, "qwen3") == 0 || strcmp(s->arch, "qwen3moe") == 0;
+    bool bias = strcmp(s->arch, "qwen2") == 0 || strcmp(s->arch, "qwen2moe") == 0;
+    int64_t NX = s->n_expert, FX = s->n_ff_exp, FS = s->n_ff_shexp;
     float se = 1.0f / sqrtf((float)E);
     add(w, s, &rng, "token_embd.weight", s->etype, E, s->n_vocab, 1.0f, 0.0f);
     add(w, s, &rng, "output_norm.weight", GGML_TYPE_F32, E, 1, 0.2f, 1.0f);
@@ -139,9 +158,31 @@ struct gguf_writer *tiny_writer(const struct tiny_spec *s, uint64_t seed)
         if (gemma)
             T("post_attention_norm.weight", GGML_TYPE_F32, E, 1, 0.2f, 1.0f);
         T("ffn_norm.weight", GGML_TYPE_F32, E, 1, 0.2f, 1.0f);
-        T("ffn_gate.weight", s->wtype, E, F, 2.0f * se, 0.0f);
-        T("ffn_up.weight", s->wtype, E, F, 2.0f * se, 0.0f);
-        T("ffn_down.weight", s->wtype, F, E, 1.5f / sqrtf((float)F), 0.0f);
+        if (NX) {
+            /* The router stays F32, as llama.cpp's quantiser leaves it; a
+             * wide spread of its logits keeps the top-k choice clear of
+             * near ties that rounding could flip. */
+            T("ffn_gate_inp.weight", GGML_TYPE_F32, E, NX, 4.0f * se, 0.0f);
+#define T3(what, type, ne0, ne1, scale)                                                            \
+    do {                                                                                           \
+        snprintf(n, sizeof n, "blk.%d.%s", il, what);                                              \
+        add3(w, s, &rng, n, type, ne0, ne1, NX, scale, 0.0f);                                      \
+    } while (0)
+            T3("ffn_gate_exps.weight", s->wtype, E, FX, 2.0f * se);
+            T3("ffn_down_exps.weight", s->wtype, FX, E, 1.5f / sqrtf((float)FX));
+            T3("ffn_up_exps.weight", s->wtype, E, FX, 2.0f * se);
+#undef T3
+            if (FS) {
+                T("ffn_gate_inp_shexp.weight", GGML_TYPE_F32, E, 1, 2.0f * se, 0.0f);
+                T("ffn_gate_shexp.weight", s->wtype, E, FS, 2.0f * se, 0.0f);
+                T("ffn_down_shexp.weight", s->wtype, FS, E, 1.5f / sqrtf((float)FS), 0.0f);
+                T("ffn_up_shexp.weight", s->wtype, E, FS, 2.0f * se, 0.0f);
+            }
+        } else {
+            T("ffn_gate.weight", s->wtype, E, F, 2.0f * se, 0.0f);
+            T("ffn_up.weight", s->wtype, E, F, 2.0f * se, 0.0f);
+            T("ffn_down.weight", s->wtype, F, E, 1.5f / sqrtf((float)F), 0.0f);
+        }
         if (gemma)
             T("post_ffw_norm.weight", GGML_TYPE_F32, E, 1, 0.2f, 1.0f);
 #undef T

@@ -18,7 +18,8 @@ struct gguf_writer;
 
 /* The shape and contents of one synthetic model. */
 struct tiny_spec {
-    const char *arch;     /* "llama", "qwen2", "qwen3", "gemma3" (or any, for errors) */
+    const char *arch;     /* "llama", "qwen2", "qwen3", "gemma3", "qwen3moe", "qwen2moe" (or
+                             any, for errors) */
     enum ggml_type wtype; /* 2-D weights */
     enum ggml_type etype; /* token_embd */
     int n_embd, n_head, n_head_kv, head_dim, n_rot, n_ff, n_vocab, n_layer;
@@ -28,9 +29,13 @@ struct tiny_spec {
     bool rope_freqs;
     bool kv_array;  /* head_count_kv as a per-layer array */
     int swa_window; /* gemma3 */
+    /* Mixture of experts (qwen3moe, qwen2moe): n_expert > 0 writes the
+     * expert keys and, instead of the dense FFN, an F32 router and 3-D
+     * expert tensors; n_ff_shexp > 0 adds the shared expert (qwen2moe). */
+    int n_expert, n_expert_used, n_ff_exp, n_ff_shexp;
     /* Corruptions for the loader's error tests (NULL: none). */
     const char *skip_tensor;      /* left out */
-    const char *bad_shape_tensor; /* one row too many */
+    const char *bad_shape_tensor; /* one row too many (per expert, for expert tensors) */
     const char *bad_type_tensor;  /* written as Q2_K, which kvchat does not compute with */
     /* Damaged: a float tensor's first value NaN, a Q4_0..Q8_0 tensor's first
      * block scale +inf (fp16 0x7c00). */

@@ -23,6 +23,15 @@
  * code is one set of always-inlined functions instantiated for each type,
  * so the f32 instance is the same code as before f16 existed. q8_0 is not
  * stored (refused with a message).
+ *
+ * Mixture of experts (hp.n_expert > 0): the router's logits are one
+ * product, the softmax and top-k run on the caller, and then the tokens are
+ * grouped by expert, so that each chosen expert's rows are read once for all
+ * the tokens routed to it (and a decode step reads only the n_expert_used
+ * experts it picked): one dispatch for every active expert's gate and up,
+ * one for their down products, then the weighted sum per token. A token's
+ * experts and their order depend only on its router logits, so batch and
+ * token-by-token runs pick the same ones.
  */
 #include <math.h>
 #include <stdatomic.h>
@@ -57,6 +66,8 @@
 #define N_SLOTS 3
 #define ALIGN 64
 
+struct matmul;
+
 /* f32 copies of the small per-layer vectors (norm weights, biases), so the
  * per-token steps need not care which type the file stored them in. NULL
  * when the model has no such tensor. */
@@ -65,6 +76,7 @@ struct cpu_layer {
     float *q_norm, *k_norm;                                       /* (head_dim) */
     float *bq;                                                    /* (n_head*head_dim) */
     float *bk, *bv;                                               /* (n_head_kv*head_dim) */
+    float *gate_inp_shexp;                                        /* (n_embd) qwen2moe */
 };
 
 struct cpu {
@@ -106,6 +118,28 @@ struct cpu {
                                    * part_stride) chunk partials of the split path */
     size_t part_stride;           /* floats: group * (head_dim + 2), rounded to 16 */
     int attn_max_chunks;          /* ceil(n_ctx / ATT_CHUNK) */
+
+    /* Mixture of experts (n_expert > 0), all owned; K = n_used. Rows of
+     * the (token, k) pairs are kept in expert order ("sorted"): expert e's
+     * tokens are rows exp_off[e]..exp_off[e]+exp_count[e]-1. */
+    int32_t n_expert, n_used, n_ff_exp;
+    float *router;               /* (max_batch, n_expert) router logits */
+    int32_t *sel;                /* (max_batch, K) chosen experts, most probable first */
+    float *sel_w;                /* (max_batch, K) their weights */
+    int32_t *sel_row;            /* (max_batch, K) the sorted row of each (token, k) */
+    int32_t *exp_count, *exp_off; /* (n_expert) */
+    struct quant_act *gath;      /* (2, max_batch * K) gate's and up's inputs, sorted (copies
+                                    of the prepared FFN inputs) */
+    struct quant_act *moe_acts;  /* (max_batch * K) down's inputs, sorted: c->acts past the
+                                    N_SLOTS slots, so their scratch is in act_mem */
+    float *moe_h, *moe_h2;       /* (max_batch * K, n_ff_exp) gate (then the GLU), up */
+    float *moe_y;                /* (max_batch * K, n_embd) down, per expert */
+    float *sh_out;               /* (max_batch, n_embd) the shared expert's output */
+    float *sh_gate;              /* (max_batch) sigmoid of its gate */
+    struct model_tensor *exp_w;  /* (3, n_expert) views of one expert's gate, up, down */
+    struct matmul *exp_mm;       /* (3, n_expert) the active experts' products */
+    int *exp_n;                  /* (n_expert) tokens of each active expert */
+    int64_t *exp_tile0;          /* (n_expert + 1) first row tile of each active expert */
 
     uint64_t scratch_bytes;
     uint64_t kv_bytes;
@@ -269,6 +303,57 @@ static void matmul_worker(void *arg, int ith, int nth)
                         for (int64_t r = r0; r < r1; r++)
                             g[r] = silu(g[r]) * u[r];
                 }
+            }
+        }
+    }
+}
+
+/* One dispatch over many products with their own token counts: the
+ * routed experts of a layer. Threads claim chunks of row tiles numbered
+ * across all products (tile0 prefix sums), as matmul_worker does within
+ * one. With UP, each tile of MM[i] is followed by the same tile of UP[i]
+ * and mm[i].y becomes silu(gate) * up. */
+struct moe_job {
+    const struct matmul *mm;  /* (n_mm) */
+    const struct matmul *up;  /* (n_mm) or NULL */
+    const int *n_tok;         /* (n_mm) tokens of each product */
+    const int64_t *tile0;     /* (n_mm + 1) */
+    int n_mm;
+    _Alignas(ALIGN) atomic_llong next;
+};
+
+static void moe_worker(void *arg, int ith, int nth)
+{
+    (void)ith;
+    struct moe_job *job = arg;
+    int64_t n_tiles = job->tile0[job->n_mm];
+    int64_t chunk = n_tiles / (8 * (int64_t)nth);
+    if (chunk < 1)
+        chunk = 1;
+    int i = 0; /* claims only grow, so the product index only moves on */
+    for (;;) {
+        int64_t t0 = atomic_fetch_add_explicit(&job->next, chunk, memory_order_relaxed);
+        if (t0 >= n_tiles)
+            break;
+        int64_t t1 = t0 + chunk < n_tiles ? t0 + chunk : n_tiles;
+        for (int64_t tile = t0; tile < t1; tile++) {
+            while (tile >= job->tile0[i + 1])
+                i++;
+            const struct matmul *mm = &job->mm[i];
+            int n = job->n_tok[i];
+            int64_t rows = mm->w->ne1;
+            int64_t r0 = (tile - job->tile0[i]) * ROW_TILE;
+            int64_t r1 = r0 + ROW_TILE < rows ? r0 + ROW_TILE : rows;
+            matmul_tile(mm, n, r0, r1);
+            if (!job->up)
+                continue;
+            const struct matmul *up = &job->up[i];
+            matmul_tile(up, n, r0, r1);
+            for (int t = 0; t < n; t++) {
+                float *g = mm->y + (int64_t)t * mm->y_stride;
+                const float *u = up->y + (int64_t)t * up->y_stride;
+                for (int64_t r = r0; r < r1; r++)
+                    g[r] = silu(g[r]) * u[r];
             }
         }
     }
@@ -867,7 +952,54 @@ static void cpu_destroy(void *b)
     free(c->acts);
     free(c->scores);
     free(c->attn_part);
+    free(c->router);
+    free(c->sel);
+    free(c->sel_w);
+    free(c->sel_row);
+    free(c->exp_count);
+    free(c->exp_off);
+    free(c->gath);
+    free(c->moe_h);
+    free(c->moe_h2);
+    free(c->moe_y);
+    free(c->sh_out);
+    free(c->sh_gate);
+    free(c->exp_w);
+    free(c->exp_mm);
+    free(c->exp_n);
+    free(c->exp_tile0);
     free(c);
+}
+
+/* The mixture-of-experts scratch (nothing for a dense model); -1 when out
+ * of memory. c->acts must be allocated. */
+static int moe_alloc(struct cpu *c, uint64_t *scratch)
+{
+    if (c->n_expert <= 0)
+        return 0;
+    size_t B = (size_t)c->max_batch, K = (size_t)c->n_used, NE = (size_t)c->n_expert;
+    c->router = alloc_aligned(B * NE * sizeof(float), scratch);
+    c->sel = alloc_aligned(B * K * sizeof(int32_t), scratch);
+    c->sel_w = alloc_aligned(B * K * sizeof(float), scratch);
+    c->sel_row = alloc_aligned(B * K * sizeof(int32_t), scratch);
+    c->exp_count = alloc_aligned(NE * sizeof(int32_t), scratch);
+    c->exp_off = alloc_aligned(NE * sizeof(int32_t), scratch);
+    c->gath = alloc_aligned(2 * B * K * sizeof *c->gath, scratch);
+    c->moe_acts = c->acts + N_SLOTS * B;
+    c->moe_h = alloc_aligned(B * K * (size_t)c->n_ff_exp * sizeof(float), scratch);
+    c->moe_h2 = alloc_aligned(B * K * (size_t)c->n_ff_exp * sizeof(float), scratch);
+    c->moe_y = alloc_aligned(B * K * (size_t)c->n_embd * sizeof(float), scratch);
+    c->sh_out = alloc_aligned(B * (size_t)c->n_embd * sizeof(float), scratch);
+    c->sh_gate = alloc_aligned(B * sizeof(float), scratch);
+    c->exp_w = alloc_aligned(3 * NE * sizeof *c->exp_w, scratch);
+    c->exp_mm = alloc_aligned(3 * NE * sizeof *c->exp_mm, scratch);
+    c->exp_n = alloc_aligned(NE * sizeof *c->exp_n, scratch);
+    c->exp_tile0 = alloc_aligned((NE + 1) * sizeof *c->exp_tile0, scratch);
+    return c->router && c->sel && c->sel_w && c->sel_row && c->exp_count && c->exp_off &&
+                   c->gath && c->moe_h && c->moe_h2 && c->moe_y && c->sh_out && c->sh_gate &&
+                   c->exp_w && c->exp_mm && c->exp_n && c->exp_tile0
+               ? 0
+               : -1;
 }
 
 /* Hands out the next N floats of the small-vector store, dequantising T into
@@ -925,7 +1057,11 @@ static void *cpu_create(const struct model *m, const struct backend_config *cfg,
     c->n_embd = hp->n_embd;
     c->q_dim = hp->n_head * hp->head_dim;
     c->kv_dim = hp->n_head_kv * hp->head_dim;
-    c->n_ff = hp->n_ff;
+    /* hb and hb2 serve the dense FFN, or a mixture's shared expert */
+    c->n_ff = hp->n_expert > 0 ? hp->n_ff_shexp : hp->n_ff;
+    c->n_expert = hp->n_expert;
+    c->n_used = hp->n_expert_used;
+    c->n_ff_exp = hp->n_ff_exp;
     c->n_vocab = hp->n_vocab;
     c->head_dim = hp->head_dim;
     c->n_head = hp->n_head;
@@ -957,7 +1093,8 @@ static void *cpu_create(const struct model *m, const struct backend_config *cfg,
         n_small += small_count(&l->attn_norm) + small_count(&l->ffn_norm) +
                    small_count(&l->post_attn_norm) + small_count(&l->post_ffw_norm) +
                    small_count(&l->q_norm) + small_count(&l->k_norm) + small_count(&l->bq) +
-                   small_count(&l->bk) + small_count(&l->bv);
+                   small_count(&l->bk) + small_count(&l->bv) +
+                   small_count(&l->ffn_gate_inp_shexp);
     }
     uint64_t scratch = 0;
     c->small = alloc_aligned(n_small * sizeof(float), &scratch);
@@ -981,6 +1118,7 @@ static void *cpu_create(const struct model *m, const struct backend_config *cfg,
         cl->bq = take_small(&cur, &l->bq);
         cl->bk = take_small(&cur, &l->bk);
         cl->bv = take_small(&cur, &l->bv);
+        cl->gate_inp_shexp = take_small(&cur, &l->ffn_gate_inp_shexp);
     }
     /* theta_i = pos * base^(-2i/n_rot) / rope_freqs[i] (* freq_scale on
      * global layers; gemma3's local layers ignore rope scaling). Computed in
@@ -1049,10 +1187,19 @@ static void *cpu_create(const struct model *m, const struct backend_config *cfg,
         act = max_act_size(&l->ffn_gate, act);
         act = max_act_size(&l->ffn_up, act);
         act = max_act_size(&l->ffn_down, act);
+        act = max_act_size(&l->ffn_gate_inp, act);
+        act = max_act_size(&l->ffn_gate_exps, act);
+        act = max_act_size(&l->ffn_up_exps, act);
+        act = max_act_size(&l->ffn_down_exps, act);
+        act = max_act_size(&l->ffn_gate_shexp, act);
+        act = max_act_size(&l->ffn_up_shexp, act);
+        act = max_act_size(&l->ffn_down_shexp, act);
     }
     c->act_stride = (act + ALIGN - 1) / ALIGN * ALIGN;
-    c->act_mem = alloc_aligned(N_SLOTS * B * c->act_stride, &scratch);
-    c->acts = calloc(N_SLOTS * B, sizeof *c->acts);
+    /* the N_SLOTS slots, then a mixture's down inputs (one per (token, k)) */
+    size_t n_acts = N_SLOTS * B + B * (size_t)c->n_used;
+    c->act_mem = alloc_aligned(n_acts * c->act_stride, &scratch);
+    c->acts = calloc(n_acts, sizeof *c->acts);
     size_t group = (size_t)(c->n_head / c->n_head_kv);
     c->scores_stride = (group * (ATT_CHUNK + (size_t)c->head_dim + 4) + 15) / 16 * 16;
     c->scores = alloc_aligned((size_t)c->n_threads * c->scores_stride * sizeof(float), &scratch);
@@ -1063,13 +1210,13 @@ static void *cpu_create(const struct model *m, const struct backend_config *cfg,
                                  &scratch);
     if (!c->x || !c->xb || !c->tmp || !c->q || !c->k || !c->v || !c->att || !c->hb || !c->hb2 ||
         !c->rope_cos || !c->rope_sin || !c->rope_cos_local || !c->rope_sin_local ||
-        !c->act_mem || !c->acts || !c->scores || !c->attn_part) {
+        !c->act_mem || !c->acts || !c->scores || !c->attn_part || moe_alloc(c, &scratch)) {
         kv_seterr(err, errlen, "cpu: out of memory for scratch buffers (%.1f MiB)",
                 (double)scratch / (1024.0 * 1024.0));
         cpu_destroy(c);
         return NULL;
     }
-    scratch += N_SLOTS * B * sizeof *c->acts;
+    scratch += n_acts * sizeof *c->acts;
     c->scratch_bytes = scratch;
     return c;
 }
@@ -1134,6 +1281,185 @@ static void run_attn(struct cpu *c, int il, int n, int32_t pos, bool swa)
     threadpool_run(c->pool, attn_worker, &aj);
     if (aj.split)
         attn_gather(&aj);
+}
+
+/* Softmax of one token's router logits and its top-k: SEL gets the K
+ * most probable experts (ties to the lower index), W their probabilities,
+ * divided by their sum when NORM. */
+static void moe_select(const float *logits, int n_expert, int k, bool norm, int32_t *sel, float *w)
+{
+    float mx = logits[0];
+    for (int e = 1; e < n_expert; e++)
+        mx = logits[e] > mx ? logits[e] : mx;
+    double sum = 0;
+    for (int e = 0; e < n_expert; e++)
+        sum += exp((double)(logits[e] - mx));
+    double wsum = 0;
+    for (int j = 0; j < k; j++) {
+        int best = -1;
+        for (int e = 0; e < n_expert; e++) {
+            bool taken = false;
+            for (int i = 0; i < j && !taken; i++)
+                taken = sel[i] == e;
+            if (!taken && (best < 0 || logits[e] > logits[best]))
+                best = e;
+        }
+        sel[j] = best;
+        w[j] = (float)(exp((double)(logits[best] - mx)) / sum);
+        wsum += w[j];
+    }
+    if (norm)
+        for (int j = 0; j < k; j++)
+            w[j] = (float)(w[j] / wsum);
+}
+
+/* Per token: tmp = sum_k w_k * expert_k(x) (+ sigmoid gate * shared). */
+struct moe_sum_job {
+    struct cpu *c;
+    int n;
+    bool shared;
+};
+
+static void moe_sum_worker(void *arg, int ith, int nth)
+{
+    const struct moe_sum_job *job = arg;
+    const struct cpu *c = job->c;
+    int E = c->n_embd, K = c->n_used;
+    for (int t = ith; t < job->n; t += nth) {
+        float *out = c->tmp + (int64_t)t * E;
+        for (int i = 0; i < E; i++)
+            out[i] = 0.0f;
+        for (int k = 0; k < K; k++) {
+            float w = c->sel_w[t * K + k];
+            const float *y = c->moe_y + (int64_t)c->sel_row[t * K + k] * E;
+            for (int i = 0; i < E; i++)
+                out[i] += w * y[i];
+        }
+        if (job->shared) {
+            float g = c->sh_gate[t];
+            const float *y = c->sh_out + (int64_t)t * E;
+            for (int i = 0; i < E; i++)
+                out[i] += g * y[i];
+        }
+    }
+}
+
+/* Points the views of slot S (0 gate, 1 up, 2 down) of expert E at its
+ * matrix in the stacked tensor ALL. */
+static const struct model_tensor *expert_view(struct cpu *c, int s, int e,
+                                              const struct model_tensor *all)
+{
+    struct model_tensor *v = &c->exp_w[s * c->n_expert + e];
+    int64_t rows = all->ne1 / c->n_expert;
+    size_t bytes = quant_row_size(all->type, all->ne0) * (size_t)rows;
+    *v = (struct model_tensor){.type = all->type, .ne0 = all->ne0, .ne1 = rows,
+                               .data = (const unsigned char *)all->data + (size_t)e * bytes,
+                               .nbytes = bytes};
+    return v;
+}
+
+/* The mixture-of-experts FFN of layer L for the N tokens whose normed
+ * input is in c->xb, prepared by NJ (run_norm over router, gate_exps,
+ * up_exps, slots in SLOT_OF): the result goes to c->tmp, as the dense
+ * FFN's does. */
+static void moe_ffn(struct cpu *c, const struct model_layer *l, const struct cpu_layer *cl, int n,
+                    const struct norm_job *nj, const int *slot_of)
+{
+    const struct model_hparams *hp = &c->m->hp;
+    int E = c->n_embd, K = c->n_used, NE = c->n_expert, F = c->n_ff_exp;
+
+    /* router logits, then each token's experts */
+    struct matmul_job mj = {0};
+    matmul_job_init(&mj, n, 1);
+    mj.mm[0] = (struct matmul){.w = &l->ffn_gate_inp, .acts = nj->acts[slot_of[0]],
+                               .y = c->router, .y_stride = NE};
+    threadpool_run(c->pool, matmul_worker, &mj);
+    for (int e = 0; e < NE; e++)
+        c->exp_count[e] = 0;
+    for (int t = 0; t < n; t++) {
+        moe_select(c->router + (int64_t)t * NE, NE, K, hp->expert_weights_norm, c->sel + t * K,
+                   c->sel_w + t * K);
+        for (int k = 0; k < K; k++)
+            c->exp_count[c->sel[t * K + k]]++;
+    }
+    int32_t off = 0;
+    for (int e = 0; e < NE; e++) {
+        c->exp_off[e] = off;
+        off += c->exp_count[e];
+        c->exp_count[e] = 0; /* refilled below as the rows are placed */
+    }
+    struct quant_act *g_in = c->gath, *u_in = c->gath + (size_t)c->max_batch * K;
+    for (int t = 0; t < n; t++)
+        for (int k = 0; k < K; k++) {
+            int e = c->sel[t * K + k];
+            int32_t row = c->exp_off[e] + c->exp_count[e]++;
+            c->sel_row[t * K + k] = row;
+            g_in[row] = nj->acts[slot_of[1]][t];
+            u_in[row] = nj->acts[slot_of[2]][t];
+        }
+
+    /* gate and up of every active expert, with the GLU */
+    struct matmul *mg = c->exp_mm, *mu = c->exp_mm + NE, *md = c->exp_mm + 2 * NE;
+    int n_act = 0;
+    c->exp_tile0[0] = 0;
+    int64_t tiles_f = (F + ROW_TILE - 1) / ROW_TILE, tiles_e = (E + ROW_TILE - 1) / ROW_TILE;
+    for (int e = 0; e < NE; e++) {
+        if (!c->exp_count[e])
+            continue;
+        int32_t r = c->exp_off[e];
+        mg[n_act] = (struct matmul){.w = expert_view(c, 0, e, &l->ffn_gate_exps), .acts = g_in + r,
+                                    .y = c->moe_h + (int64_t)r * F, .y_stride = F};
+        mu[n_act] = (struct matmul){.w = expert_view(c, 1, e, &l->ffn_up_exps), .acts = u_in + r,
+                                    .y = c->moe_h2 + (int64_t)r * F, .y_stride = F};
+        md[n_act] = (struct matmul){.w = expert_view(c, 2, e, &l->ffn_down_exps),
+                                    .acts = c->moe_acts + r, .y = c->moe_y + (int64_t)r * E,
+                                    .y_stride = E};
+        c->exp_n[n_act] = c->exp_count[e];
+        c->exp_tile0[n_act + 1] = c->exp_tile0[n_act] + tiles_f;
+        n_act++;
+    }
+    struct moe_job xj = {.mm = mg, .up = mu, .n_tok = c->exp_n, .tile0 = c->exp_tile0,
+                         .n_mm = n_act};
+    atomic_init(&xj.next, 0);
+    threadpool_run(c->pool, moe_worker, &xj);
+
+    /* down: its inputs prepared per row, then every active expert again */
+    struct norm_job dj = {.c = c, .n = n * K, .x = c->moe_h, .dim = F, .n_types = 1,
+                          .types = {l->ffn_down_exps.type}, .acts = {c->moe_acts}};
+    run_step(c, norm_worker, &dj, n * K);
+    for (int i = 0; i < n_act; i++)
+        c->exp_tile0[i + 1] = c->exp_tile0[i] + tiles_e;
+    xj = (struct moe_job){.mm = md, .n_tok = c->exp_n, .tile0 = c->exp_tile0, .n_mm = n_act};
+    atomic_init(&xj.next, 0);
+    threadpool_run(c->pool, moe_worker, &xj);
+
+    /* the shared expert, a dense SwiGLU FFN on the same input, gated */
+    bool shared = l->ffn_gate_shexp.data != NULL;
+    if (shared) {
+        int slots[N_SLOTS];
+        struct norm_job sj = {.c = c, .n = n, .x = c->xb, .dim = E};
+        const struct model_tensor *gu[2] = {&l->ffn_gate_shexp, &l->ffn_up_shexp};
+        run_norm(c, &sj, gu, 2, slots);
+        matmul_job_init(&mj, n, 2);
+        mj.mm[0] = (struct matmul){.w = gu[0], .acts = sj.acts[slots[0]], .y = c->hb,
+                                   .y_stride = c->n_ff};
+        mj.mm[1] = (struct matmul){.w = gu[1], .acts = sj.acts[slots[1]], .y = c->hb2,
+                                   .y_stride = c->n_ff};
+        mj.glu = true;
+        threadpool_run(c->pool, matmul_worker, &mj);
+        struct norm_job pj = {.c = c, .n = n, .x = c->hb, .dim = c->n_ff};
+        const struct model_tensor *wd[1] = {&l->ffn_down_shexp};
+        run_norm(c, &pj, wd, 1, slots);
+        matmul_job_init(&mj, n, 1);
+        mj.mm[0] = (struct matmul){.w = wd[0], .acts = pj.acts[0], .y = c->sh_out, .y_stride = E};
+        threadpool_run(c->pool, matmul_worker, &mj);
+        for (int t = 0; t < n; t++) {
+            float z = dot_f32(cl->gate_inp_shexp, c->xb + (int64_t)t * E, E);
+            c->sh_gate[t] = 1.0f / (1.0f + expf(-z));
+        }
+    }
+    struct moe_sum_job sj = {.c = c, .n = n, .shared = shared};
+    run_step(c, moe_sum_worker, &sj, n);
 }
 
 /* Runs one chunk of N <= max_batch tokens at POS. LOGITS receives the last
@@ -1207,6 +1533,13 @@ static void forward_chunk(struct cpu *c, const int32_t *tokens, int n, int32_t p
         nj = (struct norm_job){.c = c, .n = n, .x = c->x, .dim = E, .out = c->xb,
                                .norm = cl->ffn_norm, .add = c->tmp,
                                .add_norm = cl->post_attn_norm, .add_buf = c->tmp};
+        if (c->n_expert > 0) {
+            const struct model_tensor *rx[3] = {&l->ffn_gate_inp, &l->ffn_gate_exps,
+                                                &l->ffn_up_exps};
+            run_norm(c, &nj, rx, 3, slot_of);
+            moe_ffn(c, l, cl, n, &nj, slot_of);
+            continue;
+        }
         const struct model_tensor *gu[2] = {&l->ffn_gate, &l->ffn_up};
         run_norm(c, &nj, gu, 2, slot_of);
         matmul_job_init(&mj, n, 2);
@@ -1361,9 +1694,14 @@ static int cpu_estimate(const struct model *m, const struct backend_config *cfg,
     uint64_t b = (uint64_t)(cfg->n_ctx < MAX_BATCH ? cfg->n_ctx : MAX_BATCH);
     out->weights = m->file ? gguf_file_size(m->file) : m->weight_bytes;
     out->kv_cache = 2 * (uint64_t)hp->n_layer * (uint64_t)cfg->n_ctx * kv_dim * esz;
-    out->scratch = b * (3 * (uint64_t)hp->n_embd + 2 * q_dim + 2 * kv_dim +
-                        2 * (uint64_t)hp->n_ff + 2 * (uint64_t)hp->n_rot) *
+    uint64_t ff = hp->n_expert > 0 ? (uint64_t)hp->n_ff_shexp : (uint64_t)hp->n_ff;
+    out->scratch = b * (3 * (uint64_t)hp->n_embd + 2 * q_dim + 2 * kv_dim + 2 * ff +
+                        2 * (uint64_t)hp->n_rot) *
                    sizeof(float);
+    if (hp->n_expert > 0) /* router logits, per-(token, k) expert rows, shared output */
+        out->scratch += b * ((uint64_t)hp->n_expert + (uint64_t)hp->n_expert_used *
+                             (2 * (uint64_t)hp->n_ff_exp + (uint64_t)hp->n_embd) +
+                             (uint64_t)hp->n_embd) * sizeof(float);
     out->total = out->weights + out->kv_cache + out->scratch;
     return 0;
 }

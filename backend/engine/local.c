@@ -810,7 +810,10 @@ static uint64_t layer_bytes(const struct model_layer *l, uint64_t *by_type)
     const struct model_tensor *ts[] = {&l->attn_norm, &l->wq, &l->wk, &l->wv, &l->bq, &l->bk,
                                        &l->bv, &l->q_norm, &l->k_norm, &l->wo,
                                        &l->post_attn_norm, &l->ffn_norm, &l->ffn_gate,
-                                       &l->ffn_up, &l->ffn_down, &l->post_ffw_norm};
+                                       &l->ffn_up, &l->ffn_down, &l->post_ffw_norm,
+                                       &l->ffn_gate_inp, &l->ffn_gate_exps, &l->ffn_up_exps,
+                                       &l->ffn_down_exps, &l->ffn_gate_inp_shexp,
+                                       &l->ffn_gate_shexp, &l->ffn_up_shexp, &l->ffn_down_shexp};
     uint64_t sum = 0;
     for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
         if (!ts[i]->data)

@@ -35,6 +35,21 @@ static const struct arch_info k_archs[] = {
                            .rope_base_swa = 10000.0,
                            .swa_period = 6,
                            .fixup = gemma3_fixup},
+    /* Qwen3-30B-A3B and friends: qwen3's attention, routed experts whose
+     * top-k weights are renormalised (llama.cpp hard-codes this for the
+     * architecture; HF norm_topk_prob). */
+    [MODEL_ARCH_QWEN3MOE] = {.name = "qwen3moe",
+                             .features = ARCH_QK_NORM | ARCH_ROPE_NEOX | ARCH_MOE |
+                                         ARCH_EXPERT_WEIGHTS_NORM,
+                             .norm_eps = 1e-6,
+                             .rope_base = 10000.0},
+    /* Qwen1.5-MoE / Qwen2-57B-A14B: qwen2's attention, softmax weights used
+     * as they are, and a shared expert behind a sigmoid gate. */
+    [MODEL_ARCH_QWEN2MOE] = {.name = "qwen2moe",
+                             .features = ARCH_QKV_BIAS | ARCH_ROPE_NEOX | ARCH_MOE |
+                                         ARCH_SHARED_EXPERT,
+                             .norm_eps = 1e-6,
+                             .rope_base = 10000.0},
 };
 #define N_ARCHS ((int)(sizeof k_archs / sizeof k_archs[0]))
 _Static_assert(sizeof k_archs / sizeof k_archs[0] == MODEL_ARCH_COUNT, "one row per model_arch");
@@ -53,7 +68,7 @@ const char *model_arch_name(enum model_arch a)
 /* The row names in table order (test_synth checks that they agree). */
 const char *model_arch_list(void)
 {
-    return "llama, qwen2, qwen3, gemma3";
+    return "llama, qwen2, qwen3, gemma3, qwen3moe, qwen2moe";
 }
 
 void arch_set_hparams(struct model_hparams *hp)
@@ -98,9 +113,27 @@ static const struct arch_tensor k_layer_tensors[] = {
     {LT("post_attention_norm.weight", post_attn_norm, ARCH_DIM_EMBD, ARCH_DIM_NONE, ARCH_NORM),
      .feature = ARCH_POST_NORMS},
     {LT("ffn_norm.weight", ffn_norm, ARCH_DIM_EMBD, ARCH_DIM_NONE, ARCH_NORM)},
-    {LT("ffn_gate.weight", ffn_gate, ARCH_DIM_EMBD, ARCH_DIM_FF, ARCH_WEIGHT)},
-    {LT("ffn_up.weight", ffn_up, ARCH_DIM_EMBD, ARCH_DIM_FF, ARCH_WEIGHT)},
-    {LT("ffn_down.weight", ffn_down, ARCH_DIM_FF, ARCH_DIM_EMBD, ARCH_WEIGHT)},
+    {LT("ffn_gate.weight", ffn_gate, ARCH_DIM_EMBD, ARCH_DIM_FF, ARCH_WEIGHT), .without = ARCH_MOE},
+    {LT("ffn_up.weight", ffn_up, ARCH_DIM_EMBD, ARCH_DIM_FF, ARCH_WEIGHT), .without = ARCH_MOE},
+    {LT("ffn_down.weight", ffn_down, ARCH_DIM_FF, ARCH_DIM_EMBD, ARCH_WEIGHT), .without = ARCH_MOE},
+    /* Mixture of experts, in llama.cpp's order: router, experts, then the
+     * shared expert. */
+    {LT("ffn_gate_inp.weight", ffn_gate_inp, ARCH_DIM_EMBD, ARCH_DIM_EXPERT, ARCH_WEIGHT),
+     .feature = ARCH_MOE, .unquantised = true},
+    {LT("ffn_gate_exps.weight", ffn_gate_exps, ARCH_DIM_EMBD, ARCH_DIM_FF_EXP, ARCH_WEIGHT),
+     .feature = ARCH_MOE, .experts = true},
+    {LT("ffn_down_exps.weight", ffn_down_exps, ARCH_DIM_FF_EXP, ARCH_DIM_EMBD, ARCH_WEIGHT),
+     .feature = ARCH_MOE, .experts = true},
+    {LT("ffn_up_exps.weight", ffn_up_exps, ARCH_DIM_EMBD, ARCH_DIM_FF_EXP, ARCH_WEIGHT),
+     .feature = ARCH_MOE, .experts = true},
+    {LT("ffn_gate_inp_shexp.weight", ffn_gate_inp_shexp, ARCH_DIM_EMBD, ARCH_DIM_NONE, ARCH_VEC),
+     .feature = ARCH_SHARED_EXPERT},
+    {LT("ffn_gate_shexp.weight", ffn_gate_shexp, ARCH_DIM_EMBD, ARCH_DIM_FF_SHEXP, ARCH_WEIGHT),
+     .feature = ARCH_SHARED_EXPERT},
+    {LT("ffn_down_shexp.weight", ffn_down_shexp, ARCH_DIM_FF_SHEXP, ARCH_DIM_EMBD, ARCH_WEIGHT),
+     .feature = ARCH_SHARED_EXPERT},
+    {LT("ffn_up_shexp.weight", ffn_up_shexp, ARCH_DIM_EMBD, ARCH_DIM_FF_SHEXP, ARCH_WEIGHT),
+     .feature = ARCH_SHARED_EXPERT},
     {LT("post_ffw_norm.weight", post_ffw_norm, ARCH_DIM_EMBD, ARCH_DIM_NONE, ARCH_NORM),
      .feature = ARCH_POST_NORMS},
 };
@@ -116,6 +149,8 @@ const struct arch_tensor *arch_layer_tensor(int i)
 
 enum arch_need arch_tensor_need(const struct arch_info *a, const struct arch_tensor *t)
 {
+    if (a->features & t->without)
+        return ARCH_UNUSED;
     if (!t->feature || (a->features & t->feature))
         return ARCH_REQUIRED;
     return t->optional_else ? ARCH_OPTIONAL : ARCH_UNUSED;
@@ -129,7 +164,34 @@ int64_t arch_dim_size(const struct model_hparams *hp, enum arch_dim dim)
     case ARCH_DIM_KV: return (int64_t)hp->n_head_kv * hp->head_dim;
     case ARCH_DIM_FF: return hp->n_ff;
     case ARCH_DIM_HEAD: return hp->head_dim;
+    case ARCH_DIM_EXPERT: return hp->n_expert;
+    case ARCH_DIM_FF_EXP: return hp->n_ff_exp;
+    case ARCH_DIM_FF_SHEXP: return hp->n_ff_shexp;
     case ARCH_DIM_NONE: break;
     }
     return 0;
+}
+
+uint64_t arch_bytes_per_token(const struct model *m)
+{
+    uint64_t b = m->weight_bytes;
+    if (m->output.data != m->tok_embd.data)
+        b -= m->tok_embd.nbytes - quant_row_size(m->tok_embd.type, m->tok_embd.ne0);
+    const struct model_hparams *hp = &m->hp;
+    if (hp->n_expert <= 0)
+        return b;
+    for (int il = 0; il < hp->n_layer; il++)
+        for (int i = 0; i < N_LAYER_TENSORS; i++) {
+            const struct arch_tensor *at = &k_layer_tensors[i];
+            if (!at->experts)
+                continue;
+            const struct model_tensor *t =
+                (const struct model_tensor *)((const char *)&m->layers[il] + at->offset);
+            if (!t->data)
+                continue;
+            /* the unread experts, in whole matrices */
+            uint64_t per = t->nbytes / (uint64_t)hp->n_expert;
+            b -= per * (uint64_t)(hp->n_expert - hp->n_expert_used);
+        }
+    return b;
 }

@@ -1,5 +1,5 @@
 /* arch.h - the architecture table: one row per transformer family kvchat
- * runs (llama, qwen2, qwen3, gemma3), giving its GGUF name, the feature flags
+ * runs (llama, qwen2, qwen3, gemma3, qwen3moe, qwen2moe), giving its GGUF name, the feature flags
  * the backends compute from, the defaults for keys a file may leave out, and
  * the per-layer tensors it needs or allows.
  *
@@ -31,6 +31,11 @@ enum arch_feature {
     ARCH_ROPE_NEOX = 1 << 5,  /* RoPE pairs (i, i+n_rot/2) instead of (2i, 2i+1) */
     ARCH_SWA = 1 << 6,        /* sliding-window layers: {arch}.attention.sliding_window and
                                  {arch}.rope.freq_base_swa are read, layers alternate */
+    ARCH_MOE = 1 << 7,        /* mixture of experts instead of the dense FFN: {arch}.expert_count,
+                                 expert_used_count, expert_feed_forward_length are read */
+    ARCH_SHARED_EXPERT = 1 << 8, /* a sigmoid-gated shared expert beside the routed ones
+                                    ({arch}.expert_shared_feed_forward_length) */
+    ARCH_EXPERT_WEIGHTS_NORM = 1 << 9, /* the top-k router weights renormalised to sum 1 */
 };
 
 struct arch_info {
@@ -67,9 +72,14 @@ enum arch_dim {
     ARCH_DIM_KV,   /* n_head_kv * head_dim */
     ARCH_DIM_FF,   /* n_ff */
     ARCH_DIM_HEAD, /* head_dim */
+    ARCH_DIM_EXPERT,   /* n_expert */
+    ARCH_DIM_FF_EXP,   /* n_ff_exp */
+    ARCH_DIM_FF_SHEXP, /* n_ff_shexp */
 };
 
-enum arch_kind { ARCH_WEIGHT, ARCH_NORM, ARCH_BIAS };
+/* ARCH_VEC: a learned vector that is neither a norm nor a bias (the shared
+ * expert's gate). */
+enum arch_kind { ARCH_WEIGHT, ARCH_NORM, ARCH_BIAS, ARCH_VEC };
 
 /* Whether an architecture reads a tensor. */
 enum arch_need {
@@ -90,6 +100,14 @@ struct arch_tensor {
      * when present. */
     unsigned feature;
     bool optional_else;
+    /* Architectures with any of these features do not read it (the dense
+     * FFN of a mixture of experts). */
+    unsigned without;
+    /* A 3-D tensor of n_expert stacked (NE0, NE1) matrices (model.h). */
+    bool experts;
+    /* llama.cpp's quantiser leaves it in its float type (the router), so
+     * synthetic models keep it F32 too. */
+    bool unquantised;
 };
 
 /* The layer tensors of every architecture, in llama.cpp's GGUF order. */
@@ -98,6 +116,12 @@ const struct arch_tensor *arch_layer_tensor(int i);
 enum arch_need arch_tensor_need(const struct arch_info *a, const struct arch_tensor *t);
 /* The size DIM stands for in HP; 0 for ARCH_DIM_NONE. */
 int64_t arch_dim_size(const struct model_hparams *hp, enum arch_dim dim);
+/* Weight bytes a decode step reads from M (tensors and hp set): all of
+ * them, but one row of the embedding table unless it is the LM head too,
+ * and of every routed-expert tensor only n_expert_used of n_expert
+ * matrices, the ones the router picks (so the roofline counts what is
+ * read, not what is stored). */
+uint64_t arch_bytes_per_token(const struct model *m);
 /* The tensor T describes in layer L. */
 static inline struct model_tensor *arch_tensor_of(struct model_layer *l, const struct arch_tensor *t)
 {

@@ -29,6 +29,9 @@
 #define MAX_FF (1 << 20)
 #define MAX_VOCAB (1 << 23)
 #define MAX_CTX (1 << 24)
+/* Released MoE models have up to 256 routed experts (DeepSeek-V3); 1024
+ * leaves room and keeps a damaged count from sizing absurd buffers. */
+#define MAX_EXPERT 1024
 
 /* Loading context: the file, its name for messages, the error buffer. */
 struct loader {
@@ -130,10 +133,11 @@ static void shape_str(const struct gguf_tensor *t, char *buf, size_t cap)
         snprintf(buf + k, cap - (size_t)k, "]");
 }
 
-/* Looks up NAME and checks it is a (NE0) vector (NE1 == 0) or an (NE0, NE1)
- * matrix in a supported type. Absent and not REQUIRED leaves OUT empty. */
-static int get_tensor(struct loader *L, const char *name, int64_t ne0, int64_t ne1, bool required,
-                      struct model_tensor *out)
+/* Looks up NAME and checks it is a (NE0) vector (NE1 == 0), an (NE0, NE1)
+ * matrix (NE2 == 0) or NE2 stacked (NE0, NE1) matrices (experts) in a
+ * supported type. Absent and not REQUIRED leaves OUT empty. */
+static int get_tensor3(struct loader *L, const char *name, int64_t ne0, int64_t ne1, int64_t ne2,
+                       bool required, struct model_tensor *out)
 {
     memset(out, 0, sizeof *out);
     const struct gguf_tensor *t = gguf_find_tensor(L->g, name);
@@ -142,17 +146,23 @@ static int get_tensor(struct loader *L, const char *name, int64_t ne0, int64_t n
             return fail(L, "missing tensor %s", name);
         return 0;
     }
-    bool ok = t->ne[0] == ne0 && t->ne[2] == 1 && t->ne[3] == 1 &&
-              (ne1 == 0 ? t->ne[1] == 1 : t->ne[1] == ne1);
+    bool ok = t->ne[0] == ne0 && t->ne[3] == 1 &&
+              (ne1 == 0 ? t->ne[1] == 1 : t->ne[1] == ne1) &&
+              (ne2 == 0 ? t->ne[2] == 1 : t->ne[2] == ne2);
     if (!ok) {
         char found[96];
         shape_str(t, found, sizeof found);
         if (ne1 == 0)
             return fail(L, "tensor %s has shape %s, expected [%lld]", name, found,
                         (long long)ne0);
-        return fail(L, "tensor %s has shape %s, expected [%lld, %lld]", name, found,
-                    (long long)ne0, (long long)ne1);
+        if (ne2 == 0)
+            return fail(L, "tensor %s has shape %s, expected [%lld, %lld]", name, found,
+                        (long long)ne0, (long long)ne1);
+        return fail(L, "tensor %s has shape %s, expected [%lld, %lld, %lld]", name, found,
+                    (long long)ne0, (long long)ne1, (long long)ne2);
     }
+    if (ne2 > 0)
+        ne1 *= ne2; /* held stacked (model.h) */
     if (!quant_type_supported(t->type))
         return fail(L, "tensor %s has type %s (id %d), which kvchat cannot compute with", name,
                     quant_type_name(t->type), (int)t->type);
@@ -171,6 +181,12 @@ static int get_tensor(struct loader *L, const char *name, int64_t ne0, int64_t n
     out->data = t->data;
     out->nbytes = want;
     return 0;
+}
+
+static int get_tensor(struct loader *L, const char *name, int64_t ne0, int64_t ne1, bool required,
+                      struct model_tensor *out)
+{
+    return get_tensor3(L, name, ne0, ne1, 0, required, out);
 }
 
 /* A vector (a norm's weights, a bias, rope frequencies) in a float type
@@ -201,11 +217,11 @@ static int check_finite_vector(struct loader *L, const char *name, const struct 
 }
 
 static int get_layer_tensor(struct loader *L, int il, const char *what, int64_t ne0, int64_t ne1,
-                            bool required, struct model_tensor *out)
+                            int64_t ne2, bool required, struct model_tensor *out)
 {
     char name[96];
     snprintf(name, sizeof name, "blk.%d.%s", il, what);
-    return get_tensor(L, name, ne0, ne1, required, out);
+    return get_tensor3(L, name, ne0, ne1, ne2, required, out);
 }
 
 static int parse_arch(struct loader *L, enum model_arch *out)
@@ -231,6 +247,33 @@ static int parse_arch(struct loader *L, enum model_arch *out)
     return fail(L, "unknown architecture '%s' (supported: %s)", name, model_arch_list());
 }
 
+/* The mixture-of-experts keys. Absent expert sizes default as in
+ * llama.cpp: an expert n_ff / n_expert_used wide, the shared one n_ff. */
+static int parse_experts(struct loader *L, struct model_hparams *hp)
+{
+    int64_t v;
+    if (get_hp_int(L, "expert_count", -1, 1, MAX_EXPERT, &v))
+        return -1;
+    hp->n_expert = (int32_t)v;
+    if (get_hp_int(L, "expert_used_count", -1, 1, hp->n_expert, &v))
+        return -1;
+    hp->n_expert_used = (int32_t)v;
+    /* without feed_forward_length there is nothing to default from */
+    int64_t def = hp->n_ff / hp->n_expert_used > 0 ? hp->n_ff / hp->n_expert_used : -1;
+    if (get_hp_int(L, "expert_feed_forward_length", def, 1, MAX_FF, &v))
+        return -1;
+    hp->n_ff_exp = (int32_t)v;
+    hp->n_ff_shexp = 0;
+    if (L->ai->features & ARCH_SHARED_EXPERT) {
+        if (get_hp_int(L, "expert_shared_feed_forward_length", hp->n_ff > 0 ? hp->n_ff : -1, 1,
+                       MAX_FF, &v))
+            return -1;
+        hp->n_ff_shexp = (int32_t)v;
+    }
+    hp->expert_weights_norm = (L->ai->features & ARCH_EXPERT_WEIGHTS_NORM) != 0;
+    return 0;
+}
+
 static int parse_hparams(struct loader *L, struct model_hparams *hp)
 {
     int64_t v;
@@ -240,7 +283,10 @@ static int parse_hparams(struct loader *L, struct model_hparams *hp)
     if (get_hp_int(L, "block_count", -1, 1, MAX_LAYER, &v))
         return -1;
     hp->n_layer = (int32_t)v;
-    if (get_hp_int(L, "feed_forward_length", -1, 1, MAX_FF, &v))
+    bool moe = (L->ai->features & ARCH_MOE) != 0;
+    /* A mixture of experts has no dense FFN; its files still carry the
+     * key (the HF intermediate_size), used below as a fallback only. */
+    if (get_hp_int(L, "feed_forward_length", moe ? 0 : -1, moe ? 0 : 1, MAX_FF, &v))
         return -1;
     hp->n_ff = (int32_t)v;
     if (get_hp_int(L, "attention.head_count", -1, 1, MAX_HEAD, &v))
@@ -321,6 +367,8 @@ static int parse_hparams(struct loader *L, struct model_hparams *hp)
         if (get_hp_float(L, "rope.freq_base_swa", ai->rope_base_swa, 0.0, 1e12, &hp->rope_base_local))
             return -1;
     }
+    if (moe && parse_experts(L, hp))
+        return -1;
     arch_set_hparams(hp);
     return 0;
 }
@@ -392,7 +440,7 @@ static int load_tensors(struct loader *L, struct model *m)
                 continue;
             int64_t ne1 = arch_dim_size(hp, at->ne1);
             if (get_layer_tensor(L, il, at->name, arch_dim_size(hp, at->ne0), ne1,
-                                 need == ARCH_REQUIRED, t))
+                                 at->experts ? hp->n_expert : 0, need == ARCH_REQUIRED, t))
                 return -1;
             if (ne1 == 0) {
                 char name[96];
@@ -413,12 +461,8 @@ static int load_tensors(struct loader *L, struct model *m)
 
     /* A decode step reads every weight once, but of the embedding table only
      * one row -- unless the table is also the LM head, when all of it is read
-     * (once, for the logits). */
-    if (tied)
-        m->bytes_per_token = m->weight_bytes;
-    else
-        m->bytes_per_token = m->weight_bytes - m->tok_embd.nbytes +
-                             quant_row_size(m->tok_embd.type, m->tok_embd.ne0);
+     * (once, for the logits) -- and only the experts the router picks. */
+    m->bytes_per_token = arch_bytes_per_token(m);
     return 0;
 }
 

@@ -2,7 +2,8 @@
  * parameters and the weight tensors of every layer, validated at load.
  *
  * Supported architectures: llama (Llama 2/3.x, Mistral, TinyLlama, SmolLM2),
- * qwen2, qwen3, gemma3. Weights stay in the file's mapping (host memory,
+ * qwen2, qwen3, gemma3, and the mixture-of-experts qwen3moe and qwen2moe.
+ * Weights stay in the file's mapping (host memory,
  * borrowed from the gguf reader the model owns); backends read or upload them.
  *
  * Thread safety: immutable after model_load.
@@ -19,10 +20,18 @@
 struct gguf;
 
 /* One row each in the architecture table (arch.c). */
-enum model_arch { MODEL_ARCH_LLAMA, MODEL_ARCH_QWEN2, MODEL_ARCH_QWEN3, MODEL_ARCH_GEMMA3, MODEL_ARCH_COUNT };
+enum model_arch {
+    MODEL_ARCH_LLAMA,
+    MODEL_ARCH_QWEN2,
+    MODEL_ARCH_QWEN3,
+    MODEL_ARCH_GEMMA3,
+    MODEL_ARCH_QWEN3MOE,
+    MODEL_ARCH_QWEN2MOE,
+    MODEL_ARCH_COUNT
+};
 
 const char *model_arch_name(enum model_arch a);
-/* "llama, qwen2, qwen3, gemma3": for error messages */
+/* "llama, qwen2, qwen3, gemma3, ...": for error messages */
 const char *model_arch_list(void);
 
 struct model_hparams {
@@ -45,10 +54,24 @@ struct model_hparams {
     float attn_scale;      /* multiplies q.k */
     float embd_scale;      /* multiplies token embeddings (gemma3: sqrt(n_embd)) */
     bool gelu_ffn;         /* GeGLU (gemma3) instead of SwiGLU */
+    /* Mixture of experts (n_expert > 0): the dense FFN is replaced by a
+     * router over n_expert SwiGLU experts, of which each token runs the
+     * n_expert_used with the highest softmax probability, their outputs
+     * summed weighted by those probabilities (renormalised to sum 1 when
+     * expert_weights_norm), plus, when n_ff_shexp > 0, a shared expert
+     * gated by sigmoid(ffn_gate_inp_shexp . x). n_ff is then unused. */
+    int32_t n_expert;        /* 0: a dense model */
+    int32_t n_expert_used;   /* top-k, 1..n_expert */
+    int32_t n_ff_exp;        /* hidden size of one expert */
+    int32_t n_ff_shexp;      /* hidden size of the shared expert; 0 = none */
+    bool expert_weights_norm; /* top-k weights divided by their sum (qwen3moe) */
 };
 
 /* A weight: a row-major matrix of NE1 rows of NE0 elements (a vector has
- * NE1 = 1), in the file's type. NULL data means the tensor is absent. */
+ * NE1 = 1), in the file's type. NULL data means the tensor is absent. A 3-D
+ * expert tensor (GGUF ne = [ne0, rows, n_expert]) is held as its experts'
+ * matrices stacked: NE1 = rows * n_expert, expert e's rows starting at row
+ * e * rows, so everything that walks rows sees all of its bytes. */
 struct model_tensor {
     enum ggml_type type;
     int64_t ne0;
@@ -70,6 +93,16 @@ struct model_layer {
     struct model_tensor ffn_up;      /* (n_embd, n_ff) */
     struct model_tensor ffn_down;    /* (n_ff, n_embd) */
     struct model_tensor post_ffw_norm; /* gemma3 */
+    /* Mixture of experts (hp.n_expert > 0; the three dense ffn_* are then
+     * absent). */
+    struct model_tensor ffn_gate_inp;  /* router (n_embd, n_expert) */
+    struct model_tensor ffn_gate_exps; /* (n_embd, n_ff_exp) x n_expert, stacked */
+    struct model_tensor ffn_up_exps;   /* (n_embd, n_ff_exp) x n_expert */
+    struct model_tensor ffn_down_exps; /* (n_ff_exp, n_embd) x n_expert */
+    struct model_tensor ffn_gate_inp_shexp; /* shared expert's gate (n_embd), qwen2moe */
+    struct model_tensor ffn_gate_shexp;     /* (n_embd, n_ff_shexp) */
+    struct model_tensor ffn_up_shexp;       /* (n_embd, n_ff_shexp) */
+    struct model_tensor ffn_down_shexp;     /* (n_ff_shexp, n_embd) */
     bool swa;                        /* sliding-window (local) layer */
     float rope_base;                 /* base used by this layer */
 };
@@ -86,7 +119,8 @@ struct model {
     uint64_t n_params;
     uint64_t weight_bytes;    /* all weight tensors */
     uint64_t bytes_per_token; /* weights a decode step reads (all but the embedding table,
-                                 plus one embedding row) */
+                                 plus one embedding row; of the routed experts only
+                                 n_expert_used of n_expert) */
     void *synth_mem;          /* owned: the anonymous mapping holding a synthetic model's
                                  weights (synth.c; file is NULL then), else NULL */
     size_t synth_mem_bytes;   /* its length */

@@ -45,6 +45,18 @@ static const struct synth_shape shapes[] = {
     {.name = "smollm2-135m", .arch = MODEL_ARCH_LLAMA, .n_layer = 30, .n_embd = 576, .n_ff = 1536,
      .n_head = 9, .n_head_kv = 3, .head_dim = 64, .n_vocab = 49152, .n_ctx_train = 8192,
      .rope_base = 100000.0f, .norm_eps = 1e-5f, .tied = true},
+    /* Qwen/Qwen3-30B-A3B: 128 experts of 768, 8 per token (about 3.3 of its
+     * 30.5 billion parameters read per token). */
+    {.name = "qwen3-30b-a3b", .arch = MODEL_ARCH_QWEN3MOE, .n_layer = 48, .n_embd = 2048,
+     .n_ff = 6144, .n_head = 32, .n_head_kv = 4, .head_dim = 128, .n_vocab = 151936,
+     .n_ctx_train = 40960, .rope_base = 1000000.0f, .norm_eps = 1e-6f, .n_expert = 128,
+     .n_expert_used = 8, .n_ff_exp = 768},
+    /* Not a published model: the smallest shape that has every part of a
+     * mixture of experts (routing, a shared expert, biases), for tests. */
+    {.name = "moe-tiny", .arch = MODEL_ARCH_QWEN2MOE, .n_layer = 3, .n_embd = 256, .n_ff = 512,
+     .n_head = 4, .n_head_kv = 2, .head_dim = 64, .n_vocab = 1024, .n_ctx_train = 4096,
+     .rope_base = 1000000.0f, .norm_eps = 1e-6f, .qkv_bias = true, .n_expert = 8,
+     .n_expert_used = 2, .n_ff_exp = 256, .n_ff_shexp = 512},
 };
 #define N_SHAPES ((int)(sizeof shapes / sizeof shapes[0]))
 
@@ -71,7 +83,8 @@ const struct synth_shape *synth_shape_find(const char *name)
 
 const char *synth_shape_list(void)
 {
-    return "llama-8b, llama-1b, qwen2-7b, gemma3-1b, qwen3-0.6b, smollm2-135m";
+    return "llama-8b, llama-1b, qwen2-7b, gemma3-1b, qwen3-0.6b, smollm2-135m, qwen3-30b-a3b, "
+           "moe-tiny";
 }
 
 const char *synth_type_list(void)
@@ -158,14 +171,17 @@ void synth_fill_rows(enum ggml_type t, int64_t ne0, float sigma, uint64_t seed,
 
 /* ---- the model ---------------------------------------------------------- */
 
-enum tkind { T_WEIGHT, T_NORM, T_BIAS };
+/* T_F32: a matrix kept F32 whatever the type asked (the router); T_VEC: a
+ * random vector (the shared expert's gate). */
+enum tkind { T_WEIGHT, T_NORM, T_BIAS, T_F32, T_VEC };
 
 /* One tensor of the model: its llama.cpp name, where it lives in the model
- * and its shape (ne1 = 0: a vector). */
+ * and its shape (ne1 = 0: a vector; ne2 > 0: that many stacked matrices of
+ * ne1 rows, the experts). */
 struct tdesc {
     char name[48];
     struct model_tensor *t;
-    int64_t ne0, ne1;
+    int64_t ne0, ne1, ne2;
     enum tkind kind;
 };
 
@@ -176,6 +192,7 @@ static int add_desc(struct tdesc *d, int n, const char *name, struct model_tenso
     d[n].t = t;
     d[n].ne0 = ne0;
     d[n].ne1 = ne1;
+    d[n].ne2 = 0;
     d[n].kind = kind;
     return n + 1;
 }
@@ -199,7 +216,8 @@ static int list_tensors(struct model *m, const struct synth_shape *sh, struct td
     n = add_desc(d, n, "output_norm.weight", &m->output_norm, E, 0, T_NORM);
     if (!sh->tied)
         n = add_desc(d, n, "output.weight", &m->output, E, V, T_WEIGHT);
-    static const enum tkind kinds[] = {[ARCH_WEIGHT] = T_WEIGHT, [ARCH_NORM] = T_NORM, [ARCH_BIAS] = T_BIAS};
+    static const enum tkind kinds[] = {[ARCH_WEIGHT] = T_WEIGHT, [ARCH_NORM] = T_NORM,
+                                       [ARCH_BIAS] = T_BIAS, [ARCH_VEC] = T_VEC};
     for (int il = 0; il < sh->n_layer; il++) {
         for (int i = 0; i < arch_n_layer_tensors(); i++) {
             const struct arch_tensor *at = arch_layer_tensor(i);
@@ -209,7 +227,9 @@ static int list_tensors(struct model *m, const struct synth_shape *sh, struct td
             char nm[48];
             snprintf(nm, sizeof nm, "blk.%d.%s", il, at->name);
             n = add_desc(d, n, nm, arch_tensor_of(&m->layers[il], at), arch_dim_size(hp, at->ne0),
-                         arch_dim_size(hp, at->ne1), kinds[at->kind]);
+                         arch_dim_size(hp, at->ne1), at->unquantised ? T_F32 : kinds[at->kind]);
+            if (at->experts)
+                d[n - 1].ne2 = hp->n_expert;
         }
     }
     return n;
@@ -224,7 +244,14 @@ static int check_shape(const struct synth_shape *sh, char *err, size_t errlen)
         sh->n_head_kv < 1 || sh->n_head % sh->n_head_kv != 0 || sh->head_dim < 2 ||
         sh->head_dim % 2 != 0 || sh->head_dim > 4096 || sh->n_vocab < 1 ||
         sh->n_vocab > (1 << 23) || sh->n_ctx_train < 1 || sh->swa_window < 0 ||
-        !(sh->rope_base > 0) || !(sh->norm_eps > 0)) {
+        !(sh->rope_base > 0) || !(sh->norm_eps > 0) ||
+        ((arch_info(sh->arch)->features & ARCH_MOE) != 0) != (sh->n_expert > 0) ||
+        (sh->n_expert > 0 && (sh->n_expert > 1024 || sh->n_expert_used < 1 ||
+                              sh->n_expert_used > sh->n_expert || sh->n_ff_exp < 1 ||
+                              sh->n_ff_exp > (1 << 20) || sh->n_ff_shexp < 0 ||
+                              sh->n_ff_shexp > (1 << 20) ||
+                              ((arch_info(sh->arch)->features & ARCH_SHARED_EXPERT) != 0) !=
+                                  (sh->n_ff_shexp > 0)))) {
         kv_seterr(err, errlen, "synthetic shape '%s' has an invalid hyperparameter",
                   sh->name ? sh->name : "?");
         return -1;
@@ -253,6 +280,11 @@ static void fill_hparams(struct model *m, const struct synth_shape *sh)
     hp->rope_base_local = swa ? (float)ai->rope_base_swa : sh->rope_base;
     hp->rope_freq_scale = 1.0f;
     hp->swa_window = swa ? sh->swa_window : 0;
+    hp->n_expert = sh->n_expert;
+    hp->n_expert_used = sh->n_expert_used;
+    hp->n_ff_exp = sh->n_ff_exp;
+    hp->n_ff_shexp = sh->n_ff_shexp;
+    hp->expert_weights_norm = (ai->features & ARCH_EXPERT_WEIGHTS_NORM) != 0;
     arch_set_hparams(hp);
 }
 
@@ -264,7 +296,7 @@ static size_t layout_tensors(const struct synth_spec *s, struct tdesc *d, int n)
     for (int i = 0; i < n; i++) {
         enum ggml_type t = d[i].kind == T_WEIGHT ? synth_weight_type(s->type, d[i].ne0)
                                                  : GGML_TYPE_F32;
-        int64_t rows = d[i].ne1 ? d[i].ne1 : 1;
+        int64_t rows = (d[i].ne1 ? d[i].ne1 : 1) * (d[i].ne2 ? d[i].ne2 : 1);
         size_t nb = quant_row_size(t, d[i].ne0) * (size_t)rows;
         d[i].t->type = t;
         d[i].t->ne0 = d[i].ne0;
@@ -352,6 +384,8 @@ struct model *model_new_synthetic(const struct synth_spec *s, char *err, size_t 
             for (int64_t k = 0; k < t->ne0; k++)
                 memcpy(p + 4 * k, &one, 4);
         } else {
+            /* Experts' rows are seeded by their row in the stack, so every
+             * expert differs. */
             synth_fill_rows(t->type, t->ne0, d[i].kind == T_BIAS ? 0.02f : 0.0f, s->seed,
                             (uint32_t)i, 0, t->ne1, p);
         }
@@ -366,11 +400,9 @@ struct model *model_new_synthetic(const struct synth_spec *s, char *err, size_t 
         l->swa = arch_layer_swa(hp, il);
         l->rope_base = l->swa ? hp->rope_base_local : hp->rope_base;
     }
-    /* As model.c: a decode step reads every weight once, but only one row of
-     * the embedding table unless it is also the LM head. */
-    m->bytes_per_token = sh->tied ? m->weight_bytes
-                                  : m->weight_bytes - m->tok_embd.nbytes +
-                                        quant_row_size(m->tok_embd.type, m->tok_embd.ne0);
+    /* As model.c: every weight once, one row of the embedding table unless
+     * it is also the LM head, and only the experts a token is routed to. */
+    m->bytes_per_token = arch_bytes_per_token(m);
     return m;
 }
 
@@ -432,6 +464,14 @@ int synth_write_gguf(const struct model *m, const struct synth_spec *s, const st
     gguf_writer_set_u32(w, KEY("vocab_size"), (uint32_t)sh->n_vocab);
     gguf_writer_set_f32(w, KEY("attention.layer_norm_rms_epsilon"), sh->norm_eps);
     gguf_writer_set_f32(w, KEY("rope.freq_base"), sh->rope_base);
+    if (sh->n_expert > 0) {
+        gguf_writer_set_u32(w, KEY("expert_count"), (uint32_t)sh->n_expert);
+        gguf_writer_set_u32(w, KEY("expert_used_count"), (uint32_t)sh->n_expert_used);
+        gguf_writer_set_u32(w, KEY("expert_feed_forward_length"), (uint32_t)sh->n_ff_exp);
+        if (sh->n_ff_shexp > 0)
+            gguf_writer_set_u32(w, KEY("expert_shared_feed_forward_length"),
+                                (uint32_t)sh->n_ff_shexp);
+    }
     if (arch_info(sh->arch)->features & ARCH_SWA) {
         gguf_writer_set_u32(w, KEY("attention.sliding_window"), (uint32_t)sh->swa_window);
         gguf_writer_set_f32(w, KEY("rope.freq_base_swa"), m->hp.rope_base_local);
@@ -450,8 +490,9 @@ int synth_write_gguf(const struct model *m, const struct synth_spec *s, const st
     int n = list_tensors((struct model *)m, sh, d);
     for (int i = 0; i < n; i++) {
         const struct model_tensor *t = d[i].t;
-        int64_t ne[2] = {t->ne0, t->ne1};
-        gguf_writer_add_tensor(w, d[i].name, t->type, d[i].ne1 ? 2 : 1, ne, t->data);
+        int64_t ne[3] = {t->ne0, d[i].ne1, d[i].ne2};
+        gguf_writer_add_tensor(w, d[i].name, t->type, d[i].ne2 ? 3 : d[i].ne1 ? 2 : 1, ne,
+                               t->data);
     }
     free(d);
     int rc = gguf_writer_write(w, path, err, errlen);

@@ -1,5 +1,5 @@
 /* synth.h - synthetic models: the shape of a published model (Llama 3 8B,
- * Qwen2 7B, Gemma 3 1B, ...) with random but valid weights of one type,
+ * Qwen2 7B, Gemma 3 1B, Qwen3-30B-A3B, ...) with random but valid weights of one type,
  * built straight into memory so that a card or a CPU can be benchmarked, and
  * the CUDA backend compared with the CPU one, without a multi-gigabyte
  * download.
@@ -10,7 +10,8 @@
  * standard deviation of about 1/sqrt(ne0) (activations stay finite through
  * any depth); float types get random sign and mantissa under a fixed
  * exponent range. 1-D tensors are F32 (norms 1, biases small and random), as
- * llama.cpp stores them.
+ * llama.cpp stores them, and so is an MoE router (llama.cpp never quantises
+ * ffn_gate_inp).
  *
  * The generator works row by row on any buffer (synth_fill_rows), and a row's
  * bytes depend only on (seed, tensor index, row), so a range of rows can be
@@ -49,7 +50,12 @@ struct synth_shape {
     float rope_base;
     float norm_eps;
     bool tied;             /* LM head is the embedding table */
-    bool qkv_bias;         /* qwen2 */
+    bool qkv_bias;         /* qwen2, qwen2moe */
+    /* Mixture of experts (qwen3moe, qwen2moe): 0 experts for a dense shape. */
+    int32_t n_expert;
+    int32_t n_expert_used;
+    int32_t n_ff_exp;      /* one expert's hidden size */
+    int32_t n_ff_shexp;    /* the shared expert's (qwen2moe), else 0 */
 };
 
 /* What to build: a shape, a weight type and a seed. */

@@ -84,9 +84,24 @@ static void check_model(const struct model *m)
         check_tensor(&l->wo, q, true);
         check_tensor(&l->post_attn_norm, 0, false);
         check_tensor(&l->ffn_norm, hp->n_embd, true);
-        check_tensor(&l->ffn_gate, hp->n_embd, true);
-        check_tensor(&l->ffn_up, hp->n_embd, true);
-        check_tensor(&l->ffn_down, hp->n_ff, true);
+        bool moe = hp->n_expert > 0;
+        check_tensor(&l->ffn_gate, hp->n_embd, !moe);
+        check_tensor(&l->ffn_up, hp->n_embd, !moe);
+        check_tensor(&l->ffn_down, hp->n_ff, !moe);
+        if (moe && (hp->n_expert_used < 1 || hp->n_expert_used > hp->n_expert))
+            abort();
+        check_tensor(&l->ffn_gate_inp, hp->n_embd, moe);
+        check_tensor(&l->ffn_gate_exps, hp->n_embd, moe);
+        check_tensor(&l->ffn_up_exps, hp->n_embd, moe);
+        check_tensor(&l->ffn_down_exps, hp->n_ff_exp, moe);
+        if (moe && (l->ffn_gate_inp.ne1 != hp->n_expert ||
+                    l->ffn_gate_exps.ne1 != (int64_t)hp->n_ff_exp * hp->n_expert ||
+                    l->ffn_down_exps.ne1 != (int64_t)hp->n_embd * hp->n_expert))
+            abort();
+        check_tensor(&l->ffn_gate_inp_shexp, 0, false);
+        check_tensor(&l->ffn_gate_shexp, 0, false);
+        check_tensor(&l->ffn_up_shexp, 0, false);
+        check_tensor(&l->ffn_down_shexp, 0, false);
         check_tensor(&l->post_ffw_norm, 0, false);
     }
 }
