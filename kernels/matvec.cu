@@ -9,7 +9,10 @@
  * fused into the store, which saves a launch and a pass over y per
  * projection.
  *
- * Why this version: correctness first. Known limits (see NOTES.md): short
+ * v1 (k_matvec) now serves the quantised formats; v2 (k_matvec_sx, below)
+ * the float ones, measured with scripts/kernel-report (NOTES.md).
+ *
+ * Why v1: correctness first. Known limits (see NOTES.md): short
  * rows (n_embd 576 = 18 Q4 blocks) leave lanes idle; blocks that are only
  * 2-byte aligned use 2-byte loads. Both are next steps, measured on a GPU.
  */
@@ -29,6 +32,7 @@ static __global__ void __launch_bounds__(MV_WARPS * 32)
         return;
     const uint8_t *row = w + r * row_bytes;
     float acc = 0.0f;
+#pragma unroll 1
     for (int64_t u = lane; u < nunits; u += 32) {
         float v[UE];
         kv_fmt<F>::decode(row, u, v);
@@ -57,14 +61,107 @@ static __global__ void __launch_bounds__(MV_WARPS * 32)
     }
 }
 
+/* ---- v2: the 16-byte float formats (F32, F16, BF16), x staged in shared ----
+ *
+ * Each warp takes MV_ROWS (4) rows, which share the x reads; a block stages
+ * MV_CHUNK floats of x at a time in shared memory (read once per block from L2, not once per warp),
+ * as float4s permuted so that each of the two float4 reads of a lane's 8
+ * elements is 16 consecutive bytes per lane across the warp: float4 h
+ * (0, 1) of unit 32 s + l (lane l of span s) sits at 64 s + 32 h + l, so
+ * every LDS.128 of a quarter-warp hits 8 distinct 16-byte bank groups (no
+ * conflicts); x must be 16-byte aligned, as the v1 float4 reads needed. The
+ * steady loop reads one 16-byte weight slice per row per pass (consecutive
+ * lanes, consecutive slices) and is kept to one iteration per pass
+ * (#pragma unroll 1) so scripts/kernel-report can count it. Every warp of
+ * the block reaches the barriers: rows past the end are clamped for the
+ * loads and not stored. */
+#define MV_ROWS 4
+#define MV_CHUNK 2048 /* floats of x staged at a time: 8 KiB, a multiple of 256 */
+
+template <int F> constexpr bool kv_mv_staged = false;
+template <> constexpr bool kv_mv_staged<KV_WF_F32> = true;
+template <> constexpr bool kv_mv_staged<KV_WF_F16> = true;
+template <> constexpr bool kv_mv_staged<KV_WF_BF16> = true;
+
+template <int F>
+static __global__ void __launch_bounds__(MV_WARPS * 32)
+    k_matvec_sx(const uint8_t *__restrict__ w, size_t row_bytes, int64_t nrows, int64_t ncols,
+                const float *__restrict__ x, const float *bias, const float *add, float *y)
+{
+    static_assert(kv_fmt<F>::UE == 8, "the staged matvec reads 8-element units");
+    KV_SHARED(float4, xs, [MV_CHUNK / 4]);
+    const int lane = threadIdx.x & 31;
+    const int64_t r0 = ((int64_t)blockIdx.x * MV_WARPS + (threadIdx.x >> 5)) * MV_ROWS;
+    /* Row r0 + j (clamped) starts at w + r0c + j * rstep. */
+    const int64_t r0c = r0 < nrows ? r0 : nrows - 1;
+    const uint8_t *row0 = w + r0c * row_bytes;
+    float acc[MV_ROWS];
+#pragma unroll
+    for (int j = 0; j < MV_ROWS; j++)
+        acc[j] = 0.0f;
+    for (int64_t c0 = 0; c0 < ncols; c0 += MV_CHUNK) {
+        int n = ncols - c0 < MV_CHUNK ? (int)(ncols - c0) : MV_CHUNK;
+        __syncthreads(); /* the previous chunk is no longer read */
+        for (int i = threadIdx.x; i < n / 4; i += MV_WARPS * 32) {
+            int u = i >> 1, h = i & 1;
+            xs[(u >> 5) * 64 + h * 32 + (u & 31)] = __ldg((const float4 *)(x + c0) + i);
+        }
+        __syncthreads();
+        const int nu = n >> 3;
+        /* Pointers advance with the lane's unit, so a pass costs no address
+         * arithmetic beyond the increments. */
+        const uint8_t *rp[MV_ROWS];
+#pragma unroll
+        for (int j = 0; j < MV_ROWS; j++)
+            rp[j] = row0 + (r0c + j < nrows ? j : nrows - 1 - r0c) * row_bytes +
+                    (c0 / 8 + lane) * (int64_t)kv_fmt<F>::UE_BYTES;
+        int xi = lane;
+#pragma unroll 1
+        for (int u = lane; u < nu; u += 32, xi += 64) {
+            float4 a = xs[xi], b = xs[xi + 32];
+            const float xv[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+#pragma unroll
+            for (int j = 0; j < MV_ROWS; j++) {
+                float v[8];
+                kv_fmt<F>::decode(rp[j], 0, v);
+                rp[j] += 32 * kv_fmt<F>::UE_BYTES;
+#pragma unroll
+                for (int k = 0; k < 8; k++)
+                    acc[j] = fmaf(v[k], xv[k], acc[j]);
+            }
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < MV_ROWS; j++) {
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1)
+            acc[j] += __shfl_xor_sync(0xffffffffu, acc[j], o);
+        int64_t r = r0 + j;
+        if (lane == 0 && r < nrows) {
+            float s = acc[j];
+            if (bias)
+                s += bias[r];
+            if (add)
+                s += add[r];
+            y[r] = s;
+        }
+    }
+}
+
 cudaError_t kv_matvec(const struct kv_dmat *w, const float *x, const float *bias,
                       const float *add, float *y, cudaStream_t st)
 {
-    unsigned grid = (unsigned)((w->nrows + MV_WARPS - 1) / MV_WARPS);
     return kv_wf_dispatch(w->fmt, [&](auto f) {
         constexpr int F = decltype(f)::value;
-        KV_LAUNCH(k_matvec<F>, grid, MV_WARPS * 32, 0, st)(w->d, w->row_bytes, w->nrows,
-                                                           w->ncols / kv_fmt<F>::UE, x, bias,
-                                                           add, y);
+        if constexpr (kv_mv_staged<F>) {
+            unsigned grid = (unsigned)((w->nrows + MV_WARPS * MV_ROWS - 1) / (MV_WARPS * MV_ROWS));
+            KV_LAUNCH(k_matvec_sx<F>, grid, MV_WARPS * 32, 0, st)(w->d, w->row_bytes, w->nrows,
+                                                                  w->ncols, x, bias, add, y);
+        } else {
+            unsigned grid = (unsigned)((w->nrows + MV_WARPS - 1) / MV_WARPS);
+            KV_LAUNCH(k_matvec<F>, grid, MV_WARPS * 32, 0, st)(w->d, w->row_bytes, w->nrows,
+                                                               w->ncols / kv_fmt<F>::UE, x,
+                                                               bias, add, y);
+        }
     });
 }

@@ -45,6 +45,7 @@ static __device__ __forceinline__ uint32_t kv_byte(uint32_t w, int i) { return (
 template <int F> struct kv_fmt;
 
 template <> struct kv_fmt<KV_WF_F32> {
+    static constexpr int UE_BYTES = 32; /* bytes of a unit */
     static constexpr enum ggml_type TYPE = GGML_TYPE_F32;
     static constexpr int64_t COLS = 8;
     static constexpr int UE = 8;
@@ -66,6 +67,7 @@ template <> struct kv_fmt<KV_WF_F32_S> {
     }
 };
 template <> struct kv_fmt<KV_WF_F16> {
+    static constexpr int UE_BYTES = 16; /* bytes of a unit */
     static constexpr enum ggml_type TYPE = GGML_TYPE_F16;
     static constexpr int64_t COLS = 8;
     static constexpr int UE = 8;
@@ -90,6 +92,7 @@ template <> struct kv_fmt<KV_WF_F16_S> {
     }
 };
 template <> struct kv_fmt<KV_WF_BF16> {
+    static constexpr int UE_BYTES = 16; /* bytes of a unit */
     static constexpr enum ggml_type TYPE = GGML_TYPE_BF16;
     static constexpr int64_t COLS = 8;
     static constexpr int UE = 8;
@@ -349,6 +352,16 @@ template <> struct kv_fmt<KV_WF_Q6_K> {
         }
     }
 };
+
+/* Weight elements one thread of the decode matvec (matvec.cu) consumes per
+ * pass of its steady-state loop: one unit, unless the kernel for that format
+ * says otherwise below. scripts/kernel-report divides the loop's SASS
+ * instruction count by it. */
+template <int F> constexpr int kv_mv_ept = kv_fmt<F>::UE;
+/* The staged kernel (F32, F16, BF16): 8 elements of each of its MV_ROWS (4) rows. */
+template <> constexpr int kv_mv_ept<KV_WF_F32> = 32;
+template <> constexpr int kv_mv_ept<KV_WF_F16> = 32;
+template <> constexpr int kv_mv_ept<KV_WF_BF16> = 32;
 
 /* The format a matrix of tensor type TYPE with rows of NCOLS is read with:
  * the first row of KV_WF_LIST with that type whose COLS divides NCOLS

@@ -255,7 +255,10 @@ static void make_wmat(wmat *w, ggml_type type, int64_t nrows, int64_t ncols)
 }
 
 /* Types and row lengths: scalar f32 (37), vector f16, and blocks of 32 and
- * 256; row counts that leave the last block of 4 warps partly empty. */
+ * 256; row counts that leave the last block of 4 warps partly empty. The
+ * staged float matvec (4 rows a warp, x staged 2048 floats at a time) also
+ * gets rows longer than one chunk and not a multiple of its 256-element
+ * span, and row counts not a multiple of 4, so a warp has rows past the end. */
 static const struct {
     ggml_type type;
     int64_t ncols, nrows;
@@ -263,6 +266,7 @@ static const struct {
     {GGML_TYPE_F32, 37, 7},   {GGML_TYPE_F16, 40, 9},  {GGML_TYPE_BF16, 24, 5},
     {GGML_TYPE_Q4_0, 96, 6},  {GGML_TYPE_Q5_1, 64, 3}, {GGML_TYPE_Q8_0, 160, 11},
     {GGML_TYPE_Q4_K, 512, 5}, {GGML_TYPE_Q6_K, 256, 3},
+    {GGML_TYPE_F16, 4104, 13}, {GGML_TYPE_BF16, 2056, 3}, {GGML_TYPE_F32, 2312, 9},
 };
 
 static void test_matvec_dequant_get_rows(void **state)
