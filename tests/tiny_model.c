@@ -37,7 +37,7 @@ static void add(struct gguf_writer *w, const struct tiny_spec *s, uint64_t *rng,
         ne1 += 1;
     bool bad_type = s->bad_type_tensor && strcmp(name, s->bad_type_tensor) == 0;
     if (bad_type)
-        t = GGML_TYPE_Q2_K; /* a known layout kvchat does not compute with */
+        t = (enum ggml_type)16; /* IQ2_XXS: a known layout kvchat does not compute with */
     int64_t ne[2] = {ne0, ne1};
     size_t row = quant_row_size(t, ne0);
     unsigned char *data = calloc((size_t)ne1, row);
