@@ -207,7 +207,7 @@ fi
 expect_exit 1 "bench --synthetic unknown shape" "$kvchat" bench --synthetic llama-70b:q4_k --backend cpu
 one_line_error "bench --synthetic unknown shape"
 [[ $errout == *llama-8b*smollm2-135m* ]] && ok "... lists the shapes" || bad "... lists the shapes" "$errout"
-expect_exit 1 "bench --synthetic unknown type" "$kvchat" bench --synthetic llama-1b:q3_k --backend cpu
+expect_exit 1 "bench --synthetic unknown type" "$kvchat" bench --synthetic llama-1b:iq2_xs --backend cpu
 [[ $errout == *q4_k*q6_k* ]] && ok "... lists the types" || bad "... lists the types" "$errout"
 expect_exit 2 "--synthetic outside bench" "$kvchat" --synthetic smollm2-135m:q8_0 -p "Hi"
 one_line_error "--synthetic outside bench"

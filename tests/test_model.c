@@ -244,6 +244,26 @@ static void test_gemma3_q6_k(void **state)
     check_against_ref(&s, "gemma3-q6_k");
 }
 
+/* The low-bit types through the whole CPU engine (prefill and decode
+ * matrix products, the quantised embedding row) against the float64
+ * reference on their dequantised weights. */
+static void test_llama_low_bit_types(void **state)
+{
+    (void)state;
+    static const struct {
+        enum ggml_type t;
+        const char *tag;
+    } ts[] = {{GGML_TYPE_Q2_K, "llama-q2_k"},     {GGML_TYPE_Q3_K, "llama-q3_k"},
+              {GGML_TYPE_IQ4_NL, "llama-iq4_nl"}, {GGML_TYPE_IQ4_XS, "llama-iq4_xs"},
+              {GGML_TYPE_MXFP4, "llama-mxfp4"}};
+    for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
+        struct tiny_spec s = {.arch = "llama", .wtype = ts[i].t, .etype = ts[i].t, .n_embd = 256,
+                              .n_head = 4, .n_head_kv = 2, .head_dim = 64, .n_rot = 64, .n_ff = 512,
+                              .n_vocab = 40, .n_layer = 2};
+        check_against_ref(&s, ts[i].tag);
+    }
+}
+
 /* Float weights leave only rounding between backend and reference, so
  * these catch the subtle mistakes (a RoPE base, a mask off by one) that
  * the quantised types' tolerance could hide. */
@@ -614,12 +634,12 @@ static void test_load_errors(void **state)
     expect_load_error(&s, "err-shape", "blk.0.attn_k.weight", "expected [32, 16]");
     s.bad_shape_tensor = NULL;
     s.bad_type_tensor = "blk.1.attn_q.weight";
-    s.n_embd = 256; /* Q2_K needs whole 256-blocks */
+    s.n_embd = 256; /* IQ2_XXS needs whole 256-blocks */
     s.n_head = 2;
     s.head_dim = 128;
     s.n_rot = 128;
     s.n_ff = 256;
-    expect_load_error(&s, "err-type", "blk.1.attn_q.weight", "Q2_K");
+    expect_load_error(&s, "err-type", "blk.1.attn_q.weight", "IQ2_XXS");
     s = (struct tiny_spec){.arch = "qwen3", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
                            .n_embd = 32, .n_head = 2, .n_head_kv = 1, .head_dim = 16, .n_rot = 16,
                            .n_ff = 64, .n_vocab = 20, .n_layer = 2,
@@ -1395,6 +1415,7 @@ int main(void)
         cmocka_unit_test(test_llama_q4_k),
         cmocka_unit_test(test_qwen3_q5_k),
         cmocka_unit_test(test_gemma3_q6_k),
+        cmocka_unit_test(test_llama_low_bit_types),
         cmocka_unit_test(test_gemma3_bf16_exact),
         cmocka_unit_test(test_qwen_f16_exact),
         cmocka_unit_test(test_loader_fields),

@@ -26,8 +26,9 @@
 #include "tokenizer.h"
 #include "testutil.h"
 
-static const char *const type_names[] = {"f32",  "f16",  "bf16", "q8_0", "q4_0", "q4_1",
-                                         "q5_0", "q5_1", "q4_k", "q5_k", "q6_k"};
+static const char *const type_names[] = {"f32",  "f16",  "bf16", "q8_0", "q4_0",   "q4_1",
+                                         "q5_0", "q5_1", "q4_k", "q5_k", "q6_k",   "q2_k",
+                                         "q3_k", "iq4_nl", "iq4_xs", "mxfp4"};
 #define N_TYPE_NAMES (sizeof type_names / sizeof type_names[0])
 
 static void every_shape_and_type_parses(void **state)
@@ -106,8 +107,8 @@ static void bad_names_list_the_valid_ones(void **state)
     assert_int_equal(synth_parse("llama-70b:q4_k", &s, err, sizeof err), -1);
     assert_non_null(strstr(err, "llama-70b"));
     assert_non_null(strstr(err, synth_shape_list()));
-    assert_int_equal(synth_parse("llama-1b:q3_k", &s, err, sizeof err), -1);
-    assert_non_null(strstr(err, "q3_k"));
+    assert_int_equal(synth_parse("llama-1b:iq2_xs", &s, err, sizeof err), -1);
+    assert_non_null(strstr(err, "iq2_xs"));
     assert_non_null(strstr(err, synth_type_list()));
     assert_int_equal(synth_parse("llama-1b:i32", &s, err, sizeof err), -1);
     assert_non_null(strstr(err, synth_type_list()));
@@ -127,6 +128,10 @@ static void fallback_types(void **state)
     assert_int_equal(synth_weight_type(GGML_TYPE_Q8_0, 48), GGML_TYPE_F16);
     assert_int_equal(synth_weight_type(GGML_TYPE_Q4_K, 48), GGML_TYPE_F16);
     assert_int_equal(synth_weight_type(GGML_TYPE_F32, 7), GGML_TYPE_F32);
+    /* the types below 4 bits fall back to IQ4_NL, as in llama.cpp */
+    assert_int_equal(synth_weight_type(GGML_TYPE_Q3_K, 576), GGML_TYPE_IQ4_NL);
+    assert_int_equal(synth_weight_type(GGML_TYPE_IQ4_XS, 1152), GGML_TYPE_IQ4_NL);
+    assert_int_equal(synth_weight_type(GGML_TYPE_Q2_K, 4096), GGML_TYPE_Q2_K);
 }
 
 /* Each type: rows dequantise to finite values with a deviation near the

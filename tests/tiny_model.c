@@ -39,7 +39,7 @@ static void add3(struct gguf_writer *w, const struct tiny_spec *s, uint64_t *rng
         ne1 += 1;
     bool bad_type = s->bad_type_tensor && strcmp(name, s->bad_type_tensor) == 0;
     if (bad_type)
-        t = GGML_TYPE_Q2_K; /* a known layout kvchat does not compute with */
+        t = (enum ggml_type)16; /* IQ2_XXS: a known layout kvchat does not compute with */
     int64_t ne[3] = {ne0, ne1, ne2};
     uint32_t n_dims = ne2 > 1 ? 3 : ne1 == 1 ? 1 : 2;
     ne1 *= ne2; /* rows of all the matrices */

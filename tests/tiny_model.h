@@ -36,7 +36,7 @@ struct tiny_spec {
     /* Corruptions for the loader's error tests (NULL: none). */
     const char *skip_tensor;      /* left out */
     const char *bad_shape_tensor; /* one row too many (per expert, for expert tensors) */
-    const char *bad_type_tensor;  /* written as Q2_K, which kvchat does not compute with */
+    const char *bad_type_tensor;  /* written as IQ2_XXS, which kvchat does not compute with */
     /* Damaged: a float tensor's first value NaN, a Q4_0..Q8_0 tensor's first
      * block scale +inf (fp16 0x7c00). */
     const char *nonfinite_tensor;

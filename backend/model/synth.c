@@ -89,7 +89,8 @@ const char *synth_shape_list(void)
 
 const char *synth_type_list(void)
 {
-    return "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k";
+    return "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, q2_k, q3_k, iq4_nl, "
+           "iq4_xs, mxfp4";
 }
 
 int synth_parse(const char *text, struct synth_spec *out, char *err, size_t errlen)

@@ -81,7 +81,8 @@ const struct synth_shape *synth_shape_at(int i);
 
 /* The type a 2-D weight with rows of NE0 elements is stored in when WANT is
  * asked for, by llama.cpp's rule: WANT when NE0 is a whole number of its
- * blocks; else Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0 (32-element blocks),
+ * blocks; else Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K Q3_K IQ4_XS ->
+ * IQ4_NL (32-element blocks),
  * and F16 when NE0 is not a multiple of 32 either. (SmolLM2's 576 and Gemma
  * 3 1B's 1152 columns are not multiples of 256, so their k-quant models hold
  * some 32-block tensors, exactly as llama.cpp's quantiser writes them.) */

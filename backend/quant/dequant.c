@@ -1,5 +1,7 @@
 /* dequant.c - the reference block decoders: NB blocks of a type to floats,
- * exactly as ggml decodes them (docs/model-formats.md §1.3 and §2). They are
+ * exactly as ggml decodes them (docs/model-formats.md §1.3 and §2; for Q2_K,
+ * Q3_K, IQ4_NL, IQ4_XS and MXFP4 the gguf Python package's decoders, which
+ * tests/quant_refcheck.py holds these to bit for bit). They are
  * what quant_dequantize_row runs, what the scalar multi-token dot product
  * builds on, and the meaning every faster kernel must keep.
  */
@@ -144,6 +146,94 @@ void quant_dequant_q6_K(const void *src, float *y, int64_t nb)
                 y[l + 64] = d * sc[is + 4] * q3;
                 y[l + 96] = d * sc[is + 6] * q4;
             }
+        }
+    }
+}
+
+/* Q2_K: chunk k of 32 outputs is the 2-bit field at bit 2(k%4) of
+ * qs[32(k/4) + l]; its halves of 16 use scales 2k and 2k+1, each a 4-bit
+ * scale times d and a 4-bit min times dmin. Scale and min are multiplied out
+ * first and the min subtracted last, the order ggml and gguf-py use, so the
+ * floats are theirs bit for bit. */
+void quant_dequant_q2_K(const void *src, float *y, int64_t nb)
+{
+    const blk_q2_K *x = src;
+    for (int64_t i = 0; i < nb; i++) {
+        float d = quant_f16_to_f32(x[i].d), dmin = quant_f16_to_f32(x[i].dmin);
+        for (int k = 0; k < 8; k++, y += 32) {
+            const uint8_t *q = x[i].qs + 32 * (k / 4);
+            int shift = 2 * (k % 4);
+            for (int h = 0; h < 2; h++) {
+                uint8_t sc = x[i].scales[2 * k + h];
+                float dl = d * (sc & 0xF), ml = dmin * (sc >> 4);
+                for (int l = 0; l < 16; l++)
+                    y[16 * h + l] = dl * ((q[16 * h + l] >> shift) & 3) - ml;
+            }
+        }
+    }
+}
+
+/* Q3_K: Q2_K's walk for the low 2 bits; bit k of hmask[l] set adds nothing,
+ * clear subtracts 4, so codes run -4..3; scale d * (6-bit scale - 32). */
+void quant_dequant_q3_K(const void *src, float *y, int64_t nb)
+{
+    const blk_q3_K *x = src;
+    for (int64_t i = 0; i < nb; i++) {
+        float d = quant_f16_to_f32(x[i].d);
+        for (int k = 0; k < 8; k++, y += 32) {
+            const uint8_t *q = x[i].qs + 32 * (k / 4);
+            int shift = 2 * (k % 4);
+            for (int h = 0; h < 2; h++) {
+                float dl = d * (float)q3k_scale(x[i].scales, 2 * k + h);
+                for (int l = 0; l < 16; l++) {
+                    int j = 16 * h + l;
+                    int v = ((q[j] >> shift) & 3) - ((x[i].hmask[j] >> k) & 1 ? 0 : 4);
+                    y[j] = dl * v;
+                }
+            }
+        }
+    }
+}
+
+/* IQ4_NL: Q4_0's nibble order, each nibble an index into the level table. */
+void quant_dequant_iq4_nl(const void *src, float *y, int64_t nb)
+{
+    const blk_iq4_nl *x = src;
+    for (int64_t i = 0; i < nb; i++, y += 32) {
+        float d = quant_f16_to_f32(x[i].d);
+        for (int j = 0; j < 16; j++) {
+            y[j] = d * quant_iq4nl_values[x[i].qs[j] & 0xF];
+            y[j + 16] = d * quant_iq4nl_values[x[i].qs[j] >> 4];
+        }
+    }
+}
+
+/* IQ4_XS: eight IQ4_NL sub-blocks, sub-block ib scaled by d * (scale - 32). */
+void quant_dequant_iq4_xs(const void *src, float *y, int64_t nb)
+{
+    const blk_iq4_xs *x = src;
+    for (int64_t i = 0; i < nb; i++) {
+        float d = quant_f16_to_f32(x[i].d);
+        for (int ib = 0; ib < 8; ib++, y += 32) {
+            float dl = d * (float)iq4xs_scale(x[i].scales_h, x[i].scales_l, ib);
+            const uint8_t *q = x[i].qs + 16 * ib;
+            for (int j = 0; j < 16; j++) {
+                y[j] = dl * quant_iq4nl_values[q[j] & 0xF];
+                y[j + 16] = dl * quant_iq4nl_values[q[j] >> 4];
+            }
+        }
+    }
+}
+
+/* MXFP4: the doubled E2M1 level times half the block's power of two. */
+void quant_dequant_mxfp4(const void *src, float *y, int64_t nb)
+{
+    const blk_mxfp4 *x = src;
+    for (int64_t i = 0; i < nb; i++, y += 32) {
+        float d = mxfp4_scale(x[i].e);
+        for (int j = 0; j < 16; j++) {
+            y[j] = d * quant_mxfp4_values[x[i].qs[j] & 0xF];
+            y[j + 16] = d * quant_mxfp4_values[x[i].qs[j] >> 4];
         }
     }
 }

@@ -437,6 +437,142 @@ float quant_dot_avx2_q6_K(const void *row, const float *x, const float *xs, int6
     return hsum_ps(_mm256_add_ps(acc[0], acc[1]));
 }
 
+/* ---- the low-bit types ------------------------------------------------------ */
+
+/* 16 packed bytes (Q4_0's order) to 32 int8 levels of the 16-entry table
+ * LUT: one in-lane byte shuffle, the table in both lanes. */
+static inline __m256i lut_nibbles(const uint8_t *qs, __m256i lut)
+{
+    return _mm256_shuffle_epi8(lut, unpack_nibbles(qs));
+}
+
+static inline __m256i load_lut(const int8_t t[16])
+{
+    return _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)t));
+}
+
+/* Q2_K and Q3_K codes of chunk k (32 elements) from the 32 bytes Q holding
+ * them, Q already shifted right by 2(k%4): the low 2 bits; Q3_K also takes
+ * bit k of HM (the 32 hmask bytes): clear subtracts 4. */
+static inline __m256i q2_codes(__m256i q) { return _mm256_and_si256(q, _mm256_set1_epi8(3)); }
+
+static inline __m256i q3_codes(__m256i q, __m256i hm, int k)
+{
+    __m256i bit = _mm256_set1_epi8((char)(1 << k));
+    __m256i set = _mm256_cmpeq_epi8(_mm256_and_si256(hm, bit), bit);
+    return _mm256_sub_epi8(q2_codes(q), _mm256_andnot_si256(set, _mm256_set1_epi8(4)));
+}
+
+/* Q2_K: per half of 16, dl * sum(q*x) into ACC and ml * sum(x) into MACC,
+ * the min subtracted at the end; the sums of x are taken here (the min is
+ * per 16 elements, finer than the prepared sums). */
+float quant_dot_avx2_q2_K(const void *row, const float *x, const float *xs, int64_t nb)
+{
+    (void)xs;
+    const blk_q2_K *w = row;
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m256 macc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t i = 0; i < nb; i++) {
+        float d = h2f(w[i].d), dmin = h2f(w[i].dmin);
+        for (int n = 0; n < 2; n++) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(w[i].qs + 32 * n));
+            for (int j = 0; j < 4; j++, x += 32, q = _mm256_srli_epi16(q, 2)) {
+                __m256i c = q2_codes(q);
+                const uint8_t *sc = w[i].scales + 2 * (4 * n + j);
+                __m256 pa = dot16_i8(_mm256_castsi256_si128(c), x);
+                __m256 pb = dot16_i8(_mm256_extracti128_si256(c, 1), x + 16);
+                __m256 sa = _mm256_add_ps(_mm256_loadu_ps(x), _mm256_loadu_ps(x + 8));
+                __m256 sb = _mm256_add_ps(_mm256_loadu_ps(x + 16), _mm256_loadu_ps(x + 24));
+                acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(d * (sc[0] & 0xF)), pa, acc[0]);
+                acc[1] = _mm256_fmadd_ps(_mm256_set1_ps(d * (sc[1] & 0xF)), pb, acc[1]);
+                macc[0] = _mm256_fmadd_ps(_mm256_set1_ps(dmin * (sc[0] >> 4)), sa, macc[0]);
+                macc[1] = _mm256_fmadd_ps(_mm256_set1_ps(dmin * (sc[1] >> 4)), sb, macc[1]);
+            }
+        }
+    }
+    return hsum_ps(_mm256_add_ps(acc[0], acc[1])) - hsum_ps(_mm256_add_ps(macc[0], macc[1]));
+}
+
+/* Q3_K: the 16 signed scales unpacked once per block, codes -4..3 in int8. */
+float quant_dot_avx2_q3_K(const void *row, const float *x, const float *xs, int64_t nb)
+{
+    (void)xs;
+    const blk_q3_K *w = row;
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t i = 0; i < nb; i++) {
+        float d = h2f(w[i].d), dl[16];
+        for (int k = 0; k < 16; k++)
+            dl[k] = d * (float)q3k_scale(w[i].scales, k);
+        __m256i hm = _mm256_loadu_si256((const __m256i *)w[i].hmask);
+        for (int n = 0; n < 2; n++) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(w[i].qs + 32 * n));
+            for (int j = 0; j < 4; j++, x += 32, q = _mm256_srli_epi16(q, 2)) {
+                int k = 4 * n + j;
+                __m256i c = q3_codes(q, hm, k);
+                __m256 pa = dot16_i8(_mm256_castsi256_si128(c), x);
+                __m256 pb = dot16_i8(_mm256_extracti128_si256(c, 1), x + 16);
+                acc[0] = _mm256_fmadd_ps(_mm256_broadcast_ss(&dl[2 * k]), pa, acc[0]);
+                acc[1] = _mm256_fmadd_ps(_mm256_broadcast_ss(&dl[2 * k + 1]), pb, acc[1]);
+            }
+        }
+    }
+    return hsum_ps(_mm256_add_ps(acc[0], acc[1]));
+}
+
+float quant_dot_avx2_iq4_nl(const void *row, const float *x, const float *xs, int64_t nb)
+{
+    (void)xs;
+    const blk_iq4_nl *w = row;
+    const __m256i lut = load_lut(quant_iq4nl_values);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    int64_t i = 0;
+    for (; i + 1 < nb; i += 2) {
+        a0 = _mm256_fmadd_ps(set1_h(w[i].d), dot32_i8(lut_nibbles(w[i].qs, lut), x + 32 * i), a0);
+        a1 = _mm256_fmadd_ps(set1_h(w[i + 1].d), dot32_i8(lut_nibbles(w[i + 1].qs, lut), x + 32 * i + 32),
+                             a1);
+    }
+    if (i < nb)
+        a0 = _mm256_fmadd_ps(set1_h(w[i].d), dot32_i8(lut_nibbles(w[i].qs, lut), x + 32 * i), a0);
+    return hsum_ps(_mm256_add_ps(a0, a1));
+}
+
+float quant_dot_avx2_iq4_xs(const void *row, const float *x, const float *xs, int64_t nb)
+{
+    (void)xs;
+    const blk_iq4_xs *w = row;
+    const __m256i lut = load_lut(quant_iq4nl_values);
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t i = 0; i < nb; i++) {
+        float d = h2f(w[i].d);
+        uint16_t sh = w[i].scales_h;
+        for (int ib = 0; ib < 8; ib++, x += 32) {
+            __m256 p = dot32_i8(lut_nibbles(w[i].qs + 16 * ib, lut), x);
+            float dl = d * (float)iq4xs_scale(sh, w[i].scales_l, ib);
+            acc[ib & 1] = _mm256_fmadd_ps(_mm256_set1_ps(dl), p, acc[ib & 1]);
+        }
+    }
+    return hsum_ps(_mm256_add_ps(acc[0], acc[1]));
+}
+
+float quant_dot_avx2_mxfp4(const void *row, const float *x, const float *xs, int64_t nb)
+{
+    (void)xs;
+    const blk_mxfp4 *w = row;
+    const __m256i lut = load_lut(quant_mxfp4_values);
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+    int64_t i = 0;
+    for (; i + 1 < nb; i += 2) {
+        a0 = _mm256_fmadd_ps(_mm256_set1_ps(mxfp4_scale(w[i].e)), dot32_i8(lut_nibbles(w[i].qs, lut), x + 32 * i),
+                             a0);
+        a1 = _mm256_fmadd_ps(_mm256_set1_ps(mxfp4_scale(w[i + 1].e)),
+                             dot32_i8(lut_nibbles(w[i + 1].qs, lut), x + 32 * i + 32), a1);
+    }
+    if (i < nb)
+        a0 = _mm256_fmadd_ps(_mm256_set1_ps(mxfp4_scale(w[i].e)), dot32_i8(lut_nibbles(w[i].qs, lut), x + 32 * i),
+                             a0);
+    return hsum_ps(_mm256_add_ps(a0, a1));
+}
+
 /* ---- several tokens (prefill) -------------------------------------------- */
 
 /* Prefill multiplies every weight row with a batch of tokens. Calling
@@ -575,6 +711,59 @@ static inline void chunk_q6_K(const void *row, int64_t c, __m256 w[4])
     deq32_i8_2(q, _mm256_set1_ps(d * sc[0]), _mm256_set1_ps(d * sc[1]), w);
 }
 
+/* Q2_K chunk k of super-block c/8: the halves' own scale and min, the min
+ * subtracted after the product (not fused), so the weights are the floats
+ * quant_dequant_q2_K gives, bit for bit. */
+static inline void chunk_q2_K(const void *row, int64_t c, __m256 w[4])
+{
+    const blk_q2_K *b = (const blk_q2_K *)row + c / 8;
+    int k = (int)(c % 8);
+    __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * (k / 4)));
+    q = q2_codes(_mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * (k % 4))));
+    float d = h2f(b->d), dmin = h2f(b->dmin);
+    uint8_t s0 = b->scales[2 * k], s1 = b->scales[2 * k + 1];
+    deq32_i8_2(q, _mm256_set1_ps(d * (s0 & 0xF)), _mm256_set1_ps(d * (s1 & 0xF)), w);
+    __m256 m0 = _mm256_set1_ps(dmin * (s0 >> 4)), m1 = _mm256_set1_ps(dmin * (s1 >> 4));
+    w[0] = _mm256_sub_ps(w[0], m0);
+    w[1] = _mm256_sub_ps(w[1], m0);
+    w[2] = _mm256_sub_ps(w[2], m1);
+    w[3] = _mm256_sub_ps(w[3], m1);
+}
+
+static inline void chunk_q3_K(const void *row, int64_t c, __m256 w[4])
+{
+    const blk_q3_K *b = (const blk_q3_K *)row + c / 8;
+    int k = (int)(c % 8);
+    __m256i q = _mm256_loadu_si256((const __m256i *)(b->qs + 32 * (k / 4)));
+    q = _mm256_srl_epi16(q, _mm_cvtsi32_si128(2 * (k % 4)));
+    q = q3_codes(q, _mm256_loadu_si256((const __m256i *)b->hmask), k);
+    float d = h2f(b->d);
+    deq32_i8_2(q, _mm256_set1_ps(d * (float)q3k_scale(b->scales, 2 * k)),
+               _mm256_set1_ps(d * (float)q3k_scale(b->scales, 2 * k + 1)), w);
+}
+
+static inline void chunk_iq4_nl(const void *row, int64_t c, __m256 w[4])
+{
+    const blk_iq4_nl *b = (const blk_iq4_nl *)row + c;
+    deq32_i8(lut_nibbles(b->qs, load_lut(quant_iq4nl_values)), set1_h(b->d), _mm256_setzero_ps(), w);
+}
+
+static inline void chunk_iq4_xs(const void *row, int64_t c, __m256 w[4])
+{
+    const blk_iq4_xs *b = (const blk_iq4_xs *)row + c / 8;
+    int ib = (int)(c % 8);
+    float dl = h2f(b->d) * (float)iq4xs_scale(b->scales_h, b->scales_l, ib);
+    deq32_i8(lut_nibbles(b->qs + 16 * ib, load_lut(quant_iq4nl_values)), _mm256_set1_ps(dl),
+             _mm256_setzero_ps(), w);
+}
+
+static inline void chunk_mxfp4(const void *row, int64_t c, __m256 w[4])
+{
+    const blk_mxfp4 *b = (const blk_mxfp4 *)row + c;
+    deq32_i8(lut_nibbles(b->qs, load_lut(quant_mxfp4_values)), _mm256_set1_ps(mxfp4_scale(b->e)),
+             _mm256_setzero_ps(), w);
+}
+
 /* The row loop for NT tokens (a constant after inlining, so the accumulators
  * live in registers): chunk by chunk, every token's 32 inputs against the
  * same 4 weight registers. One accumulator per token, summed in the same
@@ -630,6 +819,11 @@ DOT_N_ROW(q5_1)
 DOT_N_ROW(q4_K)
 DOT_N_ROW(q5_K)
 DOT_N_ROW(q6_K)
+DOT_N_ROW(q2_K)
+DOT_N_ROW(q3_K)
+DOT_N_ROW(iq4_nl)
+DOT_N_ROW(iq4_xs)
+DOT_N_ROW(mxfp4)
 
 #else
 /* Without AVX2 the table names the references (dot_ref.c) and quant_dot_n

@@ -181,3 +181,99 @@ float quant_dot_ref_q6_K(const void *row, const float *x, const float *xs, int64
     }
     return s;
 }
+
+/* Q2_K: per sub-block of 16, dl*sum(q*x) - ml*sum(x). The min is per 16
+ * elements, finer than the prepared 32-element sums, so the sums of x are
+ * taken here. */
+float quant_dot_ref_q2_K(const void *row, const float *x, const float *xs, int64_t nb)
+{
+    (void)xs;
+    const blk_q2_K *w = row;
+    float s = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        float d = quant_f16_to_f32(w[i].d), dmin = quant_f16_to_f32(w[i].dmin);
+        for (int k = 0; k < 8; k++, x += 32) {
+            const uint8_t *q = w[i].qs + 32 * (k / 4);
+            int shift = 2 * (k % 4);
+            for (int h = 0; h < 2; h++) {
+                uint8_t sc = w[i].scales[2 * k + h];
+                float p = 0, sx = 0;
+                for (int l = 0; l < 16; l++) {
+                    int j = 16 * h + l;
+                    p += (float)((q[j] >> shift) & 3) * x[j];
+                    sx += x[j];
+                }
+                s += d * (sc & 0xF) * p - dmin * (sc >> 4) * sx;
+            }
+        }
+    }
+    return s;
+}
+
+/* Q3_K: codes -4..3, a signed scale per sub-block of 16. */
+float quant_dot_ref_q3_K(const void *row, const float *x, const float *xs, int64_t nb)
+{
+    (void)xs;
+    const blk_q3_K *w = row;
+    float s = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        float d = quant_f16_to_f32(w[i].d);
+        for (int k = 0; k < 8; k++, x += 32) {
+            const uint8_t *q = w[i].qs + 32 * (k / 4);
+            int shift = 2 * (k % 4);
+            for (int h = 0; h < 2; h++) {
+                float p = 0;
+                for (int l = 0; l < 16; l++) {
+                    int j = 16 * h + l;
+                    int v = ((q[j] >> shift) & 3) - ((w[i].hmask[j] >> k) & 1 ? 0 : 4);
+                    p += (float)v * x[j];
+                }
+                s += d * (float)q3k_scale(w[i].scales, 2 * k + h) * p;
+            }
+        }
+    }
+    return s;
+}
+
+/* 32 nibbles (Q4_0's order) through a table of int8 levels, times x. */
+static float dot32_lut_ref(const uint8_t qs[16], const int8_t lut[16], const float *x)
+{
+    float p = 0;
+    for (int j = 0; j < 16; j++)
+        p += (float)lut[qs[j] & 0xF] * x[j] + (float)lut[qs[j] >> 4] * x[j + 16];
+    return p;
+}
+
+float quant_dot_ref_iq4_nl(const void *row, const float *x, const float *xs, int64_t nb)
+{
+    (void)xs;
+    const blk_iq4_nl *w = row;
+    float s = 0;
+    for (int64_t i = 0; i < nb; i++, x += 32)
+        s += quant_f16_to_f32(w[i].d) * dot32_lut_ref(w[i].qs, quant_iq4nl_values, x);
+    return s;
+}
+
+float quant_dot_ref_iq4_xs(const void *row, const float *x, const float *xs, int64_t nb)
+{
+    (void)xs;
+    const blk_iq4_xs *w = row;
+    float s = 0;
+    for (int64_t i = 0; i < nb; i++) {
+        float d = quant_f16_to_f32(w[i].d);
+        for (int ib = 0; ib < 8; ib++, x += 32)
+            s += d * (float)iq4xs_scale(w[i].scales_h, w[i].scales_l, ib) *
+                 dot32_lut_ref(w[i].qs + 16 * ib, quant_iq4nl_values, x);
+    }
+    return s;
+}
+
+float quant_dot_ref_mxfp4(const void *row, const float *x, const float *xs, int64_t nb)
+{
+    (void)xs;
+    const blk_mxfp4 *w = row;
+    float s = 0;
+    for (int64_t i = 0; i < nb; i++, x += 32)
+        s += mxfp4_scale(w[i].e) * dot32_lut_ref(w[i].qs, quant_mxfp4_values, x);
+    return s;
+}

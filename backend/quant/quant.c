@@ -17,8 +17,8 @@
 
 /* One row per ggml type id: the types kvchat computes with name all their
  * kernels; a new type is one row here plus its kernels in the files above.
- * The IQ/TQ/MXFP4 and the other kernel-less rows only give the block size, so
- * a reader can size and skip such tensors. */
+ * The other IQ, the TQ and the remaining kernel-less rows only give the block
+ * size, so a reader can size and skip such tensors. */
 #define KERNELS(t)                                                                                      \
     .dequant = quant_dequant_##t, .quantize = quant_quantize_##t, .dot_ref = quant_dot_ref_##t,         \
     .dot = QUANT_AVX2_OR(quant_dot_avx2_##t, quant_dot_ref_##t),                                        \
@@ -35,8 +35,12 @@ static const struct quant_type k_types[GGML_TYPE_COUNT] = {
                         .ftype = 9},
     [GGML_TYPE_Q8_0] = {.name = "Q8_0", .blck = 32, .size = 34, KERNELS(q8_0), .ftype = 7},
     [GGML_TYPE_Q8_1] = {.name = "Q8_1", .blck = 32, .size = 36},
-    [GGML_TYPE_Q2_K] = {.name = "Q2_K", .blck = 256, .size = 84},
-    [GGML_TYPE_Q3_K] = {.name = "Q3_K", .blck = 256, .size = 110},
+    /* ftype 21, 11: Q2_K_S, Q3_K_S; rows that are not whole super-blocks
+     * take IQ4_NL, as llama.cpp does for every type below 4 bits. */
+    [GGML_TYPE_Q2_K] = {.name = "Q2_K", .blck = 256, .size = 84, KERNELS(q2_K),
+                        .fallback = GGML_TYPE_IQ4_NL, .ftype = 21},
+    [GGML_TYPE_Q3_K] = {.name = "Q3_K", .blck = 256, .size = 110, KERNELS(q3_K),
+                        .fallback = GGML_TYPE_IQ4_NL, .ftype = 11},
     /* ftype 14, 16: Q4_K_S, Q5_K_S (every weight of that type) */
     [GGML_TYPE_Q4_K] = {.name = "Q4_K", .blck = 256, .size = 144, .has_min = true, KERNELS(q4_K),
                         .fallback = GGML_TYPE_Q5_0, .ftype = 14},
@@ -49,10 +53,11 @@ static const struct quant_type k_types[GGML_TYPE_COUNT] = {
     [17] = {.name = "IQ2_XS", .blck = 256, .size = 74},
     [18] = {.name = "IQ3_XXS", .blck = 256, .size = 98},
     [19] = {.name = "IQ1_S", .blck = 256, .size = 50},
-    [20] = {.name = "IQ4_NL", .blck = 32, .size = 18},
+    [GGML_TYPE_IQ4_NL] = {.name = "IQ4_NL", .blck = 32, .size = 18, KERNELS(iq4_nl), .ftype = 25},
     [21] = {.name = "IQ3_S", .blck = 256, .size = 110},
     [22] = {.name = "IQ2_S", .blck = 256, .size = 82},
-    [23] = {.name = "IQ4_XS", .blck = 256, .size = 136},
+    [GGML_TYPE_IQ4_XS] = {.name = "IQ4_XS", .blck = 256, .size = 136, KERNELS(iq4_xs),
+                          .fallback = GGML_TYPE_IQ4_NL, .ftype = 30},
     [GGML_TYPE_I8] = {.name = "I8", .blck = 1, .size = 1},
     [GGML_TYPE_I16] = {.name = "I16", .blck = 1, .size = 2},
     [GGML_TYPE_I32] = {.name = "I32", .blck = 1, .size = 4},
@@ -62,9 +67,17 @@ static const struct quant_type k_types[GGML_TYPE_COUNT] = {
     [GGML_TYPE_BF16] = {.name = "BF16", .blck = 1, .size = 2, KERNELS(bf16), .ftype = 32},
     [34] = {.name = "TQ1_0", .blck = 256, .size = 54},
     [35] = {.name = "TQ2_0", .blck = 256, .size = 66},
-    [39] = {.name = "MXFP4", .blck = 32, .size = 17},
+    /* ftype 38 is llama.cpp's MXFP4_MOE (its experts in MXFP4), the
+     * nearest there is to a model all of MXFP4. */
+    [GGML_TYPE_MXFP4] = {.name = "MXFP4", .blck = 32, .size = 17, KERNELS(mxfp4), .ftype = 38},
 };
 #undef KERNELS
+
+/* ggml's kvalues_iq4nl and kvalues_mxfp4 (the E2M1 levels 0, 0.5, 1, 1.5, 2,
+ * 3, 4, 6 and their negatives, doubled so they are integers). */
+const int8_t quant_iq4nl_values[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                       1,    13,   25,  38,  53,  69,  89,  113};
+const int8_t quant_mxfp4_values[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
 const struct quant_type *quant_type_row(enum ggml_type t)
 {

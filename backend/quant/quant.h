@@ -30,12 +30,15 @@ enum ggml_type {
     GGML_TYPE_Q5_K = 13,
     GGML_TYPE_Q6_K = 14,
     GGML_TYPE_Q8_K = 15,
+    GGML_TYPE_IQ4_NL = 20,
+    GGML_TYPE_IQ4_XS = 23,
     GGML_TYPE_I8 = 24,
     GGML_TYPE_I16 = 25,
     GGML_TYPE_I32 = 26,
     GGML_TYPE_I64 = 27,
     GGML_TYPE_F64 = 28,
     GGML_TYPE_BF16 = 30,
+    GGML_TYPE_MXFP4 = 39,
     GGML_TYPE_COUNT = 40
 };
 
@@ -47,7 +50,7 @@ bool quant_type_from_name(const char *name, enum ggml_type *out);
  * engine can compute with it. */
 bool quant_type_known(enum ggml_type t);
 /* True for the types kvchat computes with: F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0
- * Q5_1 Q4_K Q5_K Q6_K. */
+ * Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K IQ4_NL IQ4_XS MXFP4. */
 bool quant_type_supported(enum ggml_type t);
 int64_t quant_block_size(enum ggml_type t); /* elements per block; 0 if unknown */
 size_t quant_type_size(enum ggml_type t);   /* bytes per block; 0 if unknown */
@@ -57,7 +60,8 @@ size_t quant_type_size(enum ggml_type t);   /* bytes per block; 0 if unknown */
 size_t quant_row_size(enum ggml_type t, int64_t n);
 /* llama.cpp's rules for quantised models, for synthetic ones: the 32-element
  * type a 2-D weight asked to be T is stored in when its rows are not whole T
- * blocks (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0; T itself for the other
+ * blocks (Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, Q2_K Q3_K IQ4_XS ->
+ * IQ4_NL; T itself for the other
  * types), and general.file_type (llama_ftype) of a model all of T (0, "all
  * F32", for unsupported types). */
 enum ggml_type quant_type_fallback(enum ggml_type t);
@@ -107,7 +111,9 @@ void quant_random_row(enum ggml_type t, void *row, int64_t ne0, float sigma, uin
  * SmolLM2-135M Q4_1 logits 4.5% relative RMS off a float64 reference and
  * broke its greedy answers, because of activation outliers; float products
  * match to 1e-5.) For the types with a min (Q4_1 Q5_1 Q4_K Q5_K) the sums of
- * X over each 32 elements are precomputed, since the min multiplies them. */
+ * X over each 32 elements are precomputed, since the min multiplies them.
+ * (Q2_K's min is per 16 elements; its kernels sum X as they go, so it needs
+ * no prepared data.) */
 struct quant_act {
     enum ggml_type wtype; /* weight type this was prepared for */
     int64_t n;            /* elements */

@@ -82,6 +82,46 @@ typedef struct BLK_PACKED {
     uint16_t d;
 } blk_q6_K;
 
+/* Q2_K: sixteen sub-blocks of 16, each a 4-bit scale (low nibble) and a
+ * 4-bit min (high nibble) against the super-block d and dmin; 2-bit codes,
+ * four to a byte. Chunk k (0..7) of 32 outputs is bits 2(k%4) of
+ * qs[32(k/4) + l], l < 32, its halves using scales 2k and 2k+1. */
+typedef struct BLK_PACKED {
+    uint8_t scales[16];
+    uint8_t qs[64];
+    uint16_t d, dmin;
+} blk_q2_K;
+/* Q3_K: the Q2_K walk of qs for the low 2 bits, bit k of hmask[l] the third
+ * (clear: minus 4), sixteen signed 6-bit scales (minus 32) packed in 12
+ * bytes (q3k_scale), one fp16 d. */
+typedef struct BLK_PACKED {
+    uint8_t hmask[32];
+    uint8_t qs[64];
+    uint8_t scales[12];
+    uint16_t d;
+} blk_q3_K;
+/* IQ4_NL: Q4_0's layout, the nibbles indexing a non-linear table of int8
+ * levels (quant_iq4nl_values) instead of minus 8. */
+typedef struct BLK_PACKED {
+    uint16_t d;
+    uint8_t qs[16];
+} blk_iq4_nl;
+/* IQ4_XS: eight IQ4_NL sub-blocks of 32 sharing an fp16 d, each with a
+ * 6-bit scale (minus 32): low 4 bits in scales_l, high 2 in scales_h. */
+typedef struct BLK_PACKED {
+    uint16_t d;
+    uint16_t scales_h;
+    uint8_t scales_l[4];
+    uint8_t qs[128];
+} blk_iq4_xs;
+/* MXFP4 (OCP microscaling): an E8M0 exponent and 32 FP4 (E2M1) codes in
+ * Q4_0's nibble order; ggml stores the levels doubled (quant_mxfp4_values),
+ * so the scale is half of 2^(e-127). */
+typedef struct BLK_PACKED {
+    uint8_t e;
+    uint8_t qs[16];
+} blk_mxfp4;
+
 _Static_assert(sizeof(blk_q8_0) == 34, "Q8_0 block");
 _Static_assert(sizeof(blk_q4_0) == 18, "Q4_0 block");
 _Static_assert(sizeof(blk_q4_1) == 20, "Q4_1 block");
@@ -90,6 +130,16 @@ _Static_assert(sizeof(blk_q5_1) == 24, "Q5_1 block");
 _Static_assert(sizeof(blk_q4_K) == 144, "Q4_K block");
 _Static_assert(sizeof(blk_q5_K) == 176, "Q5_K block");
 _Static_assert(sizeof(blk_q6_K) == 210, "Q6_K block");
+_Static_assert(sizeof(blk_q2_K) == 84, "Q2_K block");
+_Static_assert(sizeof(blk_q3_K) == 110, "Q3_K block");
+_Static_assert(sizeof(blk_iq4_nl) == 18, "IQ4_NL block");
+_Static_assert(sizeof(blk_iq4_xs) == 136, "IQ4_XS block");
+_Static_assert(sizeof(blk_mxfp4) == 17, "MXFP4 block");
+
+/* The 16 levels the IQ4 and MXFP4 nibbles index (quant.c): ggml's
+ * kvalues_iq4nl, and kvalues_mxfp4 (E2M1 values times 2). */
+extern const int8_t quant_iq4nl_values[16];
+extern const int8_t quant_mxfp4_values[16];
 
 /* ---- shared inline helpers ----------------------------------------------- */
 
@@ -136,6 +186,34 @@ static inline void k_scale_min(const uint8_t q[12], int s, uint8_t *sc, uint8_t 
     }
 }
 
+/* Signed scale K (0..15) of a Q3_K block: 4 low bits from bytes 0..7 (low
+ * nibbles for K < 8, high ones after), 2 high bits from bytes 8..11, minus 32. */
+static inline int q3k_scale(const uint8_t s[12], int k)
+{
+    int lo = k < 8 ? s[k] & 0xF : s[k - 8] >> 4;
+    int hi = (s[8 + k % 4] >> (2 * (k / 4))) & 3;
+    return (lo | hi << 4) - 32;
+}
+
+/* Signed scale of IQ4_XS sub-block IB (0..7), minus 32 applied. */
+static inline int iq4xs_scale(uint16_t scales_h, const uint8_t scales_l[4], int ib)
+{
+    int lo = (scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF;
+    int hi = (scales_h >> (2 * ib)) & 3;
+    return (lo | hi << 4) - 32;
+}
+
+/* An MXFP4 block's E8M0 exponent as the scale of the doubled levels,
+ * 2^(e-128), built from bits as ggml does (e < 2 gives a subnormal; 255, NaN
+ * in the OCP spec, is 2^127 there too). */
+static inline float mxfp4_scale(uint8_t e)
+{
+    uint32_t bits = e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
 /* ---- kernels ------------------------------------------------------------- */
 
 /* NB blocks of SRC decoded to floats (dequant.c). */
@@ -154,7 +232,7 @@ typedef void (*quant_dot_n_fn)(const void *row, int64_t nc, const float *const *
 typedef void (*quant_random_fn)(void *row, int64_t ne0, float sigma, uint64_t *rng);
 
 /* One row of the type table. A NULL name: the id is unused. Types with a
- * known layout but no kernels (Q2_K, the IQ types, ...) leave the kernel
+ * known layout but no kernels (Q8_1, the IQ2/IQ3/IQ1 and TQ types, ...) leave the kernel
  * fields NULL; quant_type_supported is "has kernels". */
 struct quant_type {
     const char *name;
@@ -198,6 +276,11 @@ QUANT_KERNELS(q5_1)
 QUANT_KERNELS(q4_K)
 QUANT_KERNELS(q5_K)
 QUANT_KERNELS(q6_K)
+QUANT_KERNELS(q2_K)
+QUANT_KERNELS(q3_K)
+QUANT_KERNELS(iq4_nl)
+QUANT_KERNELS(iq4_xs)
+QUANT_KERNELS(mxfp4)
 #undef QUANT_KERNELS
 
 #endif

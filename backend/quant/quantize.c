@@ -266,3 +266,168 @@ void quant_quantize_q5_1(const float *src, void *dst, int64_t nb)
         pack_high_bits(q, b->qh);
     }
 }
+
+/* ---- the low-bit types ------------------------------------------------------ */
+
+/* Round to nearest with the format's own scales, as the quantisers above:
+ * no search for better scales (ggml's make_qkx / importance-matrix
+ * quantisers do that), so the errors are a little above llama.cpp's; what
+ * matters here is that every field is written as the format means it. */
+
+/* Q2_K: per sub-block of 16 a scale (range / 3) and a non-negative min from
+ * its range, both to 4 bits against the super-block d / dmin (each the
+ * largest over 15), then the 2-bit codes against them as read back. */
+void quant_quantize_q2_K(const float *x, void *dst, int64_t nb)
+{
+    blk_q2_K *y = dst;
+    for (int64_t i = 0; i < nb; i++, x += 256) {
+        float scale[16], minv[16], maxscale = 0, maxmin = 0;
+        for (int s = 0; s < 16; s++) {
+            float mn, mx;
+            min_max(x + 16 * s, 16, &mn, &mx);
+            mn = fminf(mn, 0);
+            scale[s] = (mx - mn) / 3;
+            minv[s] = -mn;
+            maxscale = fmaxf(maxscale, scale[s]);
+            maxmin = fmaxf(maxmin, minv[s]);
+        }
+        uint16_t d16 = quant_f32_to_f16(maxscale / 15), dmin16 = quant_f32_to_f16(maxmin / 15);
+        y[i].d = d16;
+        y[i].dmin = dmin16;
+        float d = quant_f16_to_f32(d16), dmin = quant_f16_to_f32(dmin16);
+        int L[256];
+        for (int s = 0; s < 16; s++) {
+            int sc = d > 0 ? clampi((int)lrintf(scale[s] / d), 0, 15) : 0;
+            int m = dmin > 0 ? clampi((int)lrintf(minv[s] / dmin), 0, 15) : 0;
+            y[i].scales[s] = (uint8_t)(sc | m << 4);
+            float ds = d * sc, ml = dmin * m;
+            for (int j = 0; j < 16; j++)
+                L[16 * s + j] = ds > 0 ? clampi((int)lrintf((x[16 * s + j] + ml) / ds), 0, 3) : 0;
+        }
+        /* Element 128n + 32j + l sits at bits 2j of qs[32n + l]. */
+        memset(y[i].qs, 0, sizeof y[i].qs);
+        for (int e = 0; e < 256; e++)
+            y[i].qs[32 * (e / 128) + e % 32] |= (uint8_t)(L[e] << (2 * ((e / 32) % 4)));
+    }
+}
+
+/* Q3_K: per sub-block of 16 the scale that maps its largest magnitude to -4
+ * (as Q4_0 maps it to -8), to a signed 6-bit value against d (the largest
+ * scale over 31), then codes -4..3: low 2 bits in qs, the third in hmask. */
+void quant_quantize_q3_K(const float *x, void *dst, int64_t nb)
+{
+    blk_q3_K *y = dst;
+    for (int64_t i = 0; i < nb; i++, x += 256) {
+        float scale[16], amax = 0;
+        for (int s = 0; s < 16; s++) {
+            scale[s] = max_abs_signed(x + 16 * s, 16) / -4;
+            amax = fmaxf(amax, fabsf(scale[s]));
+        }
+        uint16_t d16 = quant_f32_to_f16(amax / 31);
+        y[i].d = d16;
+        float d = quant_f16_to_f32(d16);
+        memset(y[i].scales, 0, sizeof y[i].scales);
+        memset(y[i].hmask, 0, sizeof y[i].hmask);
+        memset(y[i].qs, 0, sizeof y[i].qs);
+        for (int s = 0; s < 16; s++) {
+            int sc = d > 0 ? clampi((int)lrintf(scale[s] / d), -32, 31) : 0;
+            int u = sc + 32; /* the inverse of q3k_scale */
+            if (s < 8)
+                y[i].scales[s] |= (uint8_t)(u & 0xF);
+            else
+                y[i].scales[s - 8] |= (uint8_t)((u & 0xF) << 4);
+            y[i].scales[8 + s % 4] |= (uint8_t)((u >> 4) << (2 * (s / 4)));
+            float ds = d * sc;
+            for (int j = 0; j < 16; j++) {
+                int e = 16 * s + j;
+                int q = ds != 0 ? clampi((int)lrintf(x[e] / ds), -4, 3) : 0;
+                int k = e / 32, l = e % 32;
+                y[i].qs[32 * (k / 4) + l] |= (uint8_t)(((q + 4) & 3) << (2 * (k % 4)));
+                if (q >= 0) /* set: no -4 */
+                    y[i].hmask[l] |= (uint8_t)(1 << k);
+            }
+        }
+    }
+}
+
+/* Index of the level in LUT[16] times D nearest to V (the first on a tie),
+ * comparing |d * level - v| as gguf-py's MXFP4 quantiser does. */
+static int nearest_level(const int8_t lut[16], float d, float v)
+{
+    int best = 0;
+    float err = fabsf(d * lut[0] - v);
+    for (int k = 1; k < 16; k++) {
+        float e = fabsf(d * lut[k] - v);
+        if (e < err) {
+            err = e;
+            best = k;
+        }
+    }
+    return best;
+}
+
+/* 32 values at scale D to nibbles in Q4_0's order. */
+static void quant_lut32(const float *x, const int8_t lut[16], float d, uint8_t qs[16])
+{
+    for (int j = 0; j < 16; j++)
+        qs[j] = (uint8_t)(nearest_level(lut, d, x[j]) | nearest_level(lut, d, x[j + 16]) << 4);
+}
+
+/* IQ4_NL: the block's largest magnitude maps to the level -127, the others to
+ * their nearest level. */
+void quant_quantize_iq4_nl(const float *x, void *dst, int64_t nb)
+{
+    blk_iq4_nl *y = dst;
+    for (int64_t i = 0; i < nb; i++, x += 32) {
+        uint16_t d16 = quant_f32_to_f16(max_abs_signed(x, 32) / -127);
+        y[i].d = d16;
+        quant_lut32(x, quant_iq4nl_values, quant_f16_to_f32(d16), y[i].qs);
+    }
+}
+
+/* IQ4_XS: IQ4_NL's scale per sub-block of 32, to a signed 6-bit value against
+ * d (the largest over 31). */
+void quant_quantize_iq4_xs(const float *x, void *dst, int64_t nb)
+{
+    blk_iq4_xs *y = dst;
+    for (int64_t i = 0; i < nb; i++, x += 256) {
+        float scale[8], amax = 0;
+        for (int ib = 0; ib < 8; ib++) {
+            scale[ib] = max_abs_signed(x + 32 * ib, 32) / -127;
+            amax = fmaxf(amax, fabsf(scale[ib]));
+        }
+        uint16_t d16 = quant_f32_to_f16(amax / 31), sh = 0;
+        y[i].d = d16;
+        float d = quant_f16_to_f32(d16);
+        memset(y[i].scales_l, 0, sizeof y[i].scales_l);
+        for (int ib = 0; ib < 8; ib++) {
+            int sc = d > 0 ? clampi((int)lrintf(scale[ib] / d), -32, 31) : 0;
+            int u = sc + 32;
+            y[i].scales_l[ib / 2] |= (uint8_t)((u & 0xF) << (4 * (ib % 2)));
+            sh |= (uint16_t)((u >> 4) << (2 * ib));
+            quant_lut32(x + 32 * ib, quant_iq4nl_values, d * sc, y[i].qs + 16 * ib);
+        }
+        y[i].scales_h = sh;
+    }
+}
+
+/* MXFP4, as ggml's reference quantiser and gguf-py's: the shared exponent is
+ * floor(log2(amax)) - 2 (the OCP rule, emax of E2M1 being 2), so the largest
+ * element lands in [4, 8) before the levels' cap of 6, and every element
+ * takes its nearest level. floor(log2) is read off the float's exponent, so
+ * no log2f rounding can move it. */
+void quant_quantize_mxfp4(const float *x, void *dst, int64_t nb)
+{
+    blk_mxfp4 *y = dst;
+    for (int64_t i = 0; i < nb; i++, x += 32) {
+        float amax = fabsf(max_abs_signed(x, 32));
+        int e = 0;
+        if (amax > 0) {
+            int ex;
+            frexpf(amax, &ex); /* amax = m * 2^ex, m in [0.5, 1) */
+            e = clampi(ex - 1 - 2 + 127, 0, 254);
+        }
+        y[i].e = (uint8_t)e;
+        quant_lut32(x, quant_mxfp4_values, mxfp4_scale((uint8_t)e), y[i].qs);
+    }
+}

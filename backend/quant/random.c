@@ -101,8 +101,15 @@ void quant_random_bf16(void *row, int64_t ne0, float sigma, uint64_t *s)
  *   Q4_K: sc*q - 7.5*mn, sc,mn 0..63, q 0..15                     = 258
  *   Q5_K: sc*q - 15.5*mn, q 0..31                                 = 527
  *   Q6_K: sc*(q-32), sc int8, q 0..63                             = 1366
+ *   Q2_K: sc*q - 1.5*mn, sc,mn 0..15, q 0..3                      = 13.9
+ *   Q3_K: (sc-32)*q, sc 0..63, q -4..3                            = 43.3
+ *   IQ4_NL: the 16 levels (RMS; their mean is -5.9)               = 67.4
+ *   IQ4_XS: (sc-32)*level, sc 0..63                               = 1246
+ *   MXFP4: the 16 doubled E2M1 levels                             = 5.85
  * The min centres the codes: 7.5 or 15.5 steps (Q4_1 and Q5_1 store it
- * added, the k-quants subtracted and times the 6-bit min). */
+ * added, the k-quants subtracted and times the 6-bit min; Q2_K's 4-bit
+ * scale and min average 7.5 each and its codes 1.5, hence dmin = 1.5 d).
+ * (These were summed over every combination of code and scale.) */
 
 void quant_random_q8_0(void *row, int64_t ne0, float sigma, uint64_t *s)
 {
@@ -150,4 +157,39 @@ void quant_random_q5_K(void *row, int64_t ne0, float sigma, uint64_t *s)
 void quant_random_q6_K(void *row, int64_t ne0, float sigma, uint64_t *s)
 {
     random_blocks(row, ne0 / 256, sizeof(blk_q6_K), offsetof(blk_q6_K, d), -1, sigma / 1366.0, 0, s);
+}
+
+void quant_random_q2_K(void *row, int64_t ne0, float sigma, uint64_t *s)
+{
+    double d = sigma / 13.87;
+    random_blocks(row, ne0 / 256, sizeof(blk_q2_K), offsetof(blk_q2_K, d), (int)offsetof(blk_q2_K, dmin), d,
+                  1.5 * d, s);
+}
+
+void quant_random_q3_K(void *row, int64_t ne0, float sigma, uint64_t *s)
+{
+    random_blocks(row, ne0 / 256, sizeof(blk_q3_K), offsetof(blk_q3_K, d), -1, sigma / 43.34, 0, s);
+}
+
+void quant_random_iq4_nl(void *row, int64_t ne0, float sigma, uint64_t *s)
+{
+    random_blocks(row, ne0 / 32, sizeof(blk_iq4_nl), offsetof(blk_iq4_nl, d), -1, sigma / 67.44, 0, s);
+}
+
+void quant_random_iq4_xs(void *row, int64_t ne0, float sigma, uint64_t *s)
+{
+    random_blocks(row, ne0 / 256, sizeof(blk_iq4_xs), offsetof(blk_iq4_xs, d), -1, sigma / 1246.0, 0, s);
+}
+
+/* MXFP4 scales are powers of two: the exponent nearest SIGMA / 5.85 (so
+ * within a factor sqrt(2) of the deviation asked for), one byte per block. */
+void quant_random_mxfp4(void *row, int64_t ne0, float sigma, uint64_t *s)
+{
+    int64_t nb = ne0 / 32;
+    uint8_t *p = row;
+    random_bytes(p, (size_t)nb * sizeof(blk_mxfp4), s);
+    long e = lround(log2(sigma / 5.852)) + 128; /* mxfp4_scale(e) = 2^(e-128) */
+    uint8_t eb = (uint8_t)(e < 2 ? 2 : e > 254 ? 254 : e);
+    for (int64_t b = 0; b < nb; b++)
+        p[b * (int64_t)sizeof(blk_mxfp4) + offsetof(blk_mxfp4, e)] = eb;
 }
