@@ -815,6 +815,15 @@ static const char *cuda_device_name(void *vb)
     return ((struct cuda_backend *)vb)->name;
 }
 
+static int cuda_measure_roofs(void *vb, const struct engine_roofs_params *p,
+                              struct engine_roofs *out, char *err, size_t errlen)
+{
+    struct cuda_backend *b = (struct cuda_backend *)vb;
+    if (errlen)
+        err[0] = 0;
+    return kv_device_roofs(b->st, b->blas, p, out, err, errlen);
+}
+
 extern "C" const struct backend_ops backend_cuda_ops = {
     .name = "cuda",
     .probe = kv_device_probe,
@@ -824,6 +833,7 @@ extern "C" const struct backend_ops backend_cuda_ops = {
     .forward = cuda_forward,
     .memory = cuda_memory,
     .device_name = cuda_device_name,
+    .measure_roofs = cuda_measure_roofs,
     .host_weights = false,
 };
 

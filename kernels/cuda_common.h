@@ -87,6 +87,14 @@ struct backend_device;
 /* The runtime's view of device 0 (device.cu): name, total and free memory,
  * or why it cannot be used (no device, a driver too old for this runtime). */
 void kv_device_probe(struct backend_device *out);
+struct engine_roofs_params;
+struct engine_roofs;
+/* The device's copy bandwidth and bf16 GEMM rate (engine_measure_roofs, in
+ * backend/engine_tools.h, says what and how), queued on ST with BLAS and
+ * synchronised: the one caller waits for its figures. Returns 0 or -1 with
+ * ERR; allocates and frees its own buffers. */
+int kv_device_roofs(cudaStream_t st, cublasHandle_t blas, const struct engine_roofs_params *p,
+                    struct engine_roofs *out, char *err, size_t cap);
 
 /* ---- matvec.cu, dequant.cu, get_rows.cu ---- */
 

@@ -396,6 +396,67 @@ static void test_forward_errors(void **state)
     model_free(m);
 }
 
+/* The ceilings probe: finite, ordered figures at the sizes asked for, the
+ * GEMM left out on request, a nonsense size refused with a message, and the
+ * backend still runs the model afterwards (the probe shares its stream and
+ * cuBLAS handle). Small sizes: the emulator copies and multiplies on the
+ * CPU. */
+static void test_roofs(void **state)
+{
+    (void)state;
+    struct tiny_spec s = {.arch = "llama", .wtype = GGML_TYPE_Q8_0, .etype = GGML_TYPE_Q8_0,
+                          .n_embd = 64, .n_head = 2, .n_head_kv = 1, .head_dim = 32, .n_rot = 32,
+                          .n_ff = 96, .n_vocab = 40, .n_layer = 1};
+    struct model *m = make_model(&s, 5);
+    void *b = backend_new(&backend_cuda_ops, m, 16);
+    char err[512] = "";
+#ifdef KVCHAT_CUDA_EMU
+    struct engine_roofs_params p = {.copy_bytes = 1 << 20, .copy_passes = 5, .gemm_n = 64,
+                                    .gemm_passes = 3};
+#else
+    struct engine_roofs_params p = {.copy_bytes = 256u << 20, .copy_passes = 5, .gemm_n = 2048,
+                                    .gemm_passes = 3};
+#endif
+    struct engine_roofs r;
+    assert_non_null(backend_cuda_ops.measure_roofs);
+    int rc = backend_cuda_ops.measure_roofs(b, &p, &r, err, sizeof err);
+    if (rc != 0)
+        fail_msg("measure_roofs: %s", err);
+    printf("roofs: copy %.1f GB/s (%.1f-%.1f) of %llu bytes x %d, bf16 gemm %d: %.3f TFLOP/s "
+           "(%.3f-%.3f) x %d\n",
+           r.copy_gb_s, r.copy_min_gb_s, r.copy_max_gb_s, (unsigned long long)r.copy_bytes,
+           r.copy_passes, r.gemm_n, r.gemm_tflops, r.gemm_min_tflops, r.gemm_max_tflops,
+           r.gemm_passes);
+    assert_true(isfinite(r.copy_gb_s) && r.copy_gb_s > 0);
+    assert_true(r.copy_min_gb_s <= r.copy_gb_s && r.copy_gb_s <= r.copy_max_gb_s);
+    assert_int_equal(r.copy_passes, 5);
+    assert_true(r.copy_bytes == p.copy_bytes);
+    assert_true(isfinite(r.gemm_tflops) && r.gemm_tflops > 0);
+    assert_true(r.gemm_min_tflops <= r.gemm_tflops && r.gemm_tflops <= r.gemm_max_tflops);
+    assert_int_equal(r.gemm_passes, 3);
+    assert_int_equal(r.gemm_n, p.gemm_n);
+
+    p.gemm_n = -1;
+    assert_int_equal(backend_cuda_ops.measure_roofs(b, &p, &r, err, sizeof err), 0);
+    assert_true(r.copy_gb_s > 0);
+    assert_int_equal(r.gemm_n, 0);
+    assert_true(r.gemm_tflops == 0 && r.gemm_passes == 0);
+
+    p.copy_bytes = 2;
+    assert_int_equal(backend_cuda_ops.measure_roofs(b, &p, &r, err, sizeof err), -1);
+    assert_non_null(strstr(err, "too small"));
+    assert_true(r.copy_gb_s == 0);
+
+    float logits[40];
+    int32_t tok[3] = {1, 2, 3};
+    assert_int_equal(backend_cuda_ops.forward(b, tok, 3, 0, logits, false, err, sizeof err), 0);
+    for (int i = 0; i < 40; i++)
+        assert_true(isfinite(logits[i]));
+    backend_cuda_ops.destroy(b);
+    assert_no_emu_report();
+    model_free(m);
+}
+
 static void test_probe(void **state)
 {
     (void)state;
@@ -438,6 +499,16 @@ int main(void)
         cmocka_unit_test(test_gemma3_q6_k),
         cmocka_unit_test(test_long_context_split),
         cmocka_unit_test(test_forward_errors),
+        cmocka_unit_test(test_roofs),
     };
+    /* KVCHAT_TEST_FILTER=test_llama* runs a subset and KVCHAT_TEST_SKIP
+     * leaves one out (scripts/gpu-check: its sanitizer passes, many times
+     * slower than a plain run, and its --quick emulator pass) */
+    const char *filter = getenv("KVCHAT_TEST_FILTER");
+    if (filter && filter[0])
+        cmocka_set_test_filter(filter);
+    const char *skip = getenv("KVCHAT_TEST_SKIP");
+    if (skip && skip[0])
+        cmocka_set_skip_filter(skip);
     return cmocka_run_group_tests(tests, NULL, teardown);
 }

@@ -7,7 +7,10 @@
  *   1. the memory bandwidth of the device, measured now (CPU: the read
  *      bandwidth with the engine's thread count, telemetry/membw, the same
  *      probe the UI's roofline meter uses: median of seven passes, with the
- *      slowest and fastest reported; --mem-bandwidth overrides);
+ *      slowest and fastest reported; a GPU: the backend's ceilings probe,
+ *      engine_measure_roofs, a 1 GiB device-to-device copy counting bytes
+ *      read plus written, and beside it the dense bf16 GEMM rate;
+ *      --mem-bandwidth overrides the roofline's bandwidth, not the probe);
  *   2. a warm-up pass, so page faults and first-touch allocation are not timed;
  *   3. prefill of a 512-token prompt, then one decode step: time to first token;
  *   4. decode of 128 tokens at an empty context (positions 0..127);
@@ -48,7 +51,14 @@ struct bench_result {
     double bw_gb_s;            /* the roofline's bandwidth, GB/s: the median pass */
     double bw_min_gb_s, bw_max_gb_s; /* slowest and fastest pass; NAN unless measured */
     int bw_passes;
-    const char *bw_kind;       /* "read" (measured), "--mem-bandwidth" or "none" */
+    const char *bw_kind;       /* "read", "d2d-copy" (measured), "--mem-bandwidth" or "none" */
+    uint64_t copy_bytes;       /* one device copy's size; 0 unless d2d-copy was measured */
+    double copy_gb_s;          /* the device copy's figure even under --mem-bandwidth; NAN = none */
+    double gemm_tflops;        /* dense bf16 GEMM, median; NAN = not measured */
+    double gemm_min_tflops, gemm_max_tflops;
+    int gemm_passes;
+    int32_t gemm_n;
+    char roofs_error[256];     /* why a device backend's probe failed, or "" */
     double prefill_tok_s;      /* 512-token prompt */
     double prefill_s;
     double ttft_s;             /* prefill of 512 + the first decode step */
@@ -97,11 +107,32 @@ static int run(struct engine *e, const struct kv_options *o, struct bench_result
     /* 1. bandwidth, before the engine's threads are busy */
     r->bw_gb_s = r->bw_min_gb_s = r->bw_max_gb_s = NAN;
     r->bw_kind = "none";
+    r->copy_gb_s = r->gemm_tflops = r->gemm_min_tflops = r->gemm_max_tflops = NAN;
     struct membw_figure bw;
+    struct engine_roofs rf;
+    bool device = strcmp(in->backend, "cpu") != 0;
+    if (device && engine_measure_roofs(e, NULL, &rf, r->roofs_error, sizeof r->roofs_error) == 0) {
+        r->copy_gb_s = rf.copy_gb_s;
+        r->copy_bytes = rf.copy_bytes;
+        if (rf.gemm_n > 0) {
+            r->gemm_tflops = rf.gemm_tflops;
+            r->gemm_min_tflops = rf.gemm_min_tflops;
+            r->gemm_max_tflops = rf.gemm_max_tflops;
+            r->gemm_passes = rf.gemm_passes;
+            r->gemm_n = rf.gemm_n;
+        }
+        if (!(o->mem_bandwidth_gbs > 0)) {
+            r->bw_gb_s = rf.copy_gb_s;
+            r->bw_min_gb_s = rf.copy_min_gb_s;
+            r->bw_max_gb_s = rf.copy_max_gb_s;
+            r->bw_passes = rf.copy_passes;
+            r->bw_kind = "d2d-copy";
+        }
+    }
     if (o->mem_bandwidth_gbs > 0) {
         r->bw_gb_s = o->mem_bandwidth_gbs;
         r->bw_kind = "--mem-bandwidth";
-    } else if (strcmp(in->backend, "cpu") == 0 &&
+    } else if (!device &&
                membw_measure(MEMBW_DEFAULT_BYTES, in->n_threads, MEMBW_DEFAULT_PASSES, NULL, &bw)) {
         r->bw_gb_s = bw.median / 1e9;
         r->bw_min_gb_s = bw.min / 1e9;
@@ -109,8 +140,6 @@ static int run(struct engine *e, const struct kv_options *o, struct bench_result
         r->bw_passes = bw.passes;
         r->bw_kind = "read";
     }
-    /* (The CUDA backend will report a device-to-device copy; until it
-     * does, give --mem-bandwidth.) */
 
     /* 2. warm-up */
     if (engine_forward(e, prompt, 16, 0, logits, false, err, errlen) != 0)
@@ -208,6 +237,13 @@ static void print_json(const struct engine_info *in, const struct bench_result *
     json_num("bandwidth_max_gb_s", r->bw_max_gb_s, 3, true);
     printf("\"bandwidth_passes\":%d,", r->bw_passes);
     json_str("bandwidth_kind", r->bw_kind);
+    printf("\"copy_bytes\":%llu,", (unsigned long long)r->copy_bytes);
+    json_num("copy_gb_s", r->copy_gb_s, 3, true);
+    json_num("gemm_bf16_tflops", r->gemm_tflops, 3, true);
+    json_num("gemm_bf16_min_tflops", r->gemm_min_tflops, 3, true);
+    json_num("gemm_bf16_max_tflops", r->gemm_max_tflops, 3, true);
+    printf("\"gemm_n\":%d,\"gemm_passes\":%d,", r->gemm_n, r->gemm_passes);
+    json_str("roofs_error", r->roofs_error);
     printf("\"prompt_tokens\":%d,", BENCH_PROMPT);
     json_num("prefill_tok_s", r->prefill_tok_s, 2, true);
     json_num("ttft_s", r->ttft_s, 4, true);
@@ -245,13 +281,26 @@ static void print_text(const struct engine_info *in, const struct bench_result *
            in->n_params / 1e6, in->weight_bytes / 1048576.0);
     printf("backend  %s on %s, %d threads, context %d, %s in %.2f s\n", in->backend, in->device,
            in->n_threads, in->n_ctx, in->synthetic ? "built" : "loaded", in->load_seconds);
-    if (isfinite(r->bw_min_gb_s))
+    if (isfinite(r->bw_min_gb_s) && strcmp(r->bw_kind, "d2d-copy") == 0)
+        printf("memory   %.2f GB/s device-to-device copy, bytes read + written (%.0f MiB, "
+               "median of %d passes, %.2f-%.2f)\n",
+               r->bw_gb_s, r->copy_bytes / 1048576.0, r->bw_passes, r->bw_min_gb_s,
+               r->bw_max_gb_s);
+    else if (isfinite(r->bw_min_gb_s))
         printf("memory   %.2f GB/s read bandwidth, %d threads (median of %d passes, %.2f-%.2f)\n",
                r->bw_gb_s, in->n_threads, r->bw_passes, r->bw_min_gb_s, r->bw_max_gb_s);
     else if (isfinite(r->bw_gb_s))
         printf("memory   %.2f GB/s bandwidth (%s)\n", r->bw_gb_s, r->bw_kind);
     else
         printf("memory   bandwidth not measured on this backend (give --mem-bandwidth)\n");
+    if (isfinite(r->copy_gb_s) && strcmp(r->bw_kind, "d2d-copy") != 0)
+        printf("memory   %.2f GB/s device-to-device copy measured beside it\n", r->copy_gb_s);
+    if (isfinite(r->gemm_tflops))
+        printf("compute  %.1f TFLOP/s dense bf16 GEMM (cuBLAS, %d^3, median of %d passes, "
+               "%.1f-%.1f)\n",
+               r->gemm_tflops, r->gemm_n, r->gemm_passes, r->gemm_min_tflops, r->gemm_max_tflops);
+    if (r->roofs_error[0])
+        printf("device   ceilings not measured: %s\n", r->roofs_error);
     printf("prefill  %8.1f tokens/s  (%d-token prompt in %.3f s)\n", r->prefill_tok_s,
            BENCH_PROMPT, r->prefill_s);
     printf("ttft     %8.3f s         (%d-token prefill and the first decode step)\n", r->ttft_s,

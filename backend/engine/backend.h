@@ -20,13 +20,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "engine.h" /* enum engine_kv_type */
+#include "engine.h"       /* enum engine_kv_type */
+#include "engine_tools.h" /* struct engine_roofs */
 
 struct model;
 
 /* Layout version of the structs in this header; a module built against
  * another version is refused rather than called. */
-#define BACKEND_ABI 3u
+#define BACKEND_ABI 4u
 
 struct backend_config {
     int32_t n_ctx;
@@ -81,6 +82,11 @@ struct backend_ops {
     void (*memory)(void *b, struct engine_memory *out);
     /* Human-readable device name. */
     const char *(*device_name)(void *b);
+    /* Optional (NULL on the CPU): measures the device's copy bandwidth and
+     * GEMM rate with P's sizes (0 fields are the defaults), as
+     * engine_measure_roofs documents. Returns 0 or -1 with ERR. */
+    int (*measure_roofs)(void *b, const struct engine_roofs_params *p, struct engine_roofs *out,
+                         char *err, size_t errlen);
     /* True when the backend reads the weights in place from the file
      * mapping, so the engine prefaults them before create() (a device
      * backend copies them once and needs no prefault). */

@@ -288,3 +288,15 @@ uint64_t engine_bytes_per_token(struct engine *e, int32_t n_past)
 {
     return e->ops->bytes_per_token ? e->ops->bytes_per_token(e, n_past) : 0;
 }
+
+int engine_measure_roofs(struct engine *e, const struct engine_roofs_params *p,
+                         struct engine_roofs *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (!e->ops->measure_roofs) {
+        kv_seterr(err, errlen, "a %s engine has no device of its own to measure", e->ops->kind);
+        return -1;
+    }
+    struct engine_roofs_params d = {0};
+    return e->ops->measure_roofs(e, p ? p : &d, out, err, errlen);
+}

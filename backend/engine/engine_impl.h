@@ -39,6 +39,9 @@ struct engine_ops {
     int (*forward)(struct engine *e, const int32_t *tokens, int32_t n, int32_t pos,
                    float *logits, bool all_logits, char *err, size_t errlen);
     uint64_t (*bytes_per_token)(struct engine *e, int32_t n_past);
+    /* optional: the device's ceilings (engine_measure_roofs) */
+    int (*measure_roofs)(struct engine *e, const struct engine_roofs_params *p,
+                         struct engine_roofs *out, char *err, size_t errlen);
 };
 
 struct engine {

@@ -980,6 +980,20 @@ static uint64_t local_bytes_per_token(struct engine *eng, int32_t n_past)
     return m->bytes_per_token + (uint64_t)kv;
 }
 
+static int local_measure_roofs(struct engine *eng, const struct engine_roofs_params *p,
+                               struct engine_roofs *out, char *err, size_t errlen)
+{
+    struct local_engine *e = (struct local_engine *)eng;
+    if (!e->bops->measure_roofs) {
+        kv_seterr(err, errlen,
+                  "the %s backend has no device probe; its bandwidth is measured from the host "
+                  "(or give --mem-bandwidth)",
+                  e->bops->name);
+        return -1;
+    }
+    return e->bops->measure_roofs(e->be, p, out, err, errlen);
+}
+
 /* Weighs writing the synthetic model S to PATH: the weights twice in memory
  * (the model and the writer's copy) against what this process can still
  * take, and the file against the free space of PATH's file system, before
@@ -1077,4 +1091,5 @@ static const struct engine_ops local_ops = {
     .token_piece = local_token_piece,
     .forward = local_forward,
     .bytes_per_token = local_bytes_per_token,
+    .measure_roofs = local_measure_roofs,
 };

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #include <map>
 #include <vector>
@@ -331,6 +332,7 @@ static const err_row k_errors[] = {
     {cudaErrorNoDevice, "cudaErrorNoDevice", "no CUDA-capable device is detected"},
     {cudaErrorInvalidDevice, "cudaErrorInvalidDevice", "invalid device ordinal"},
     {cudaErrorNotReady, "cudaErrorNotReady", "device not ready"},
+    {cudaErrorInvalidResourceHandle, "cudaErrorInvalidResourceHandle", "invalid resource handle"},
     {cudaErrorIllegalAddress, "cudaErrorIllegalAddress",
      "an illegal memory access was encountered (kvemu report)"},
     {cudaErrorLaunchFailure, "cudaErrorLaunchFailure",
@@ -357,9 +359,19 @@ const char *cudaGetErrorName(cudaError_t e)
 struct kvemu_stream {
     unsigned flags;
 };
+/* Work runs at enqueue time, so the host clock read when an event is
+ * recorded is when everything queued before it finished: elapsed times are
+ * real (CPU) durations, which the ceilings probe needs to give a figure. */
 struct kvemu_event {
     unsigned flags;
+    double t_ms; /* host monotonic time of the last record; < 0 = never */
 };
+static double host_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
 cudaError_t cudaStreamCreate(cudaStream_t *st) { return cudaStreamCreateWithFlags(st, 0); }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *st, unsigned flags)
 {
@@ -384,7 +396,7 @@ cudaError_t cudaStreamWaitEvent(cudaStream_t st, cudaEvent_t ev, unsigned flags)
 cudaError_t cudaEventCreate(cudaEvent_t *ev) { return cudaEventCreateWithFlags(ev, 0); }
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *ev, unsigned flags)
 {
-    *ev = new kvemu_event{flags};
+    *ev = new kvemu_event{flags, -1.0};
     return cudaSuccess;
 }
 cudaError_t cudaEventDestroy(cudaEvent_t ev)
@@ -394,7 +406,8 @@ cudaError_t cudaEventDestroy(cudaEvent_t ev)
 }
 cudaError_t cudaEventRecord(cudaEvent_t ev, cudaStream_t st)
 {
-    (void)ev, (void)st;
+    (void)st;
+    ev->t_ms = host_ms();
     return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t ev)
@@ -409,8 +422,12 @@ cudaError_t cudaEventQuery(cudaEvent_t ev)
 }
 cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t a, cudaEvent_t b)
 {
-    (void)a, (void)b;
-    *ms = 0.0f; /* events record order, not time */
+    /* as the runtime: both recorded, both with timing */
+    if ((a->flags | b->flags) & cudaEventDisableTiming)
+        return cudaErrorInvalidResourceHandle;
+    if (a->t_ms < 0 || b->t_ms < 0)
+        return cudaErrorInvalidResourceHandle;
+    *ms = (float)(b->t_ms - a->t_ms);
     return cudaSuccess;
 }
 
