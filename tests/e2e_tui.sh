@@ -633,8 +633,10 @@ tmux load-buffer -b long "$T/long.txt"
 tmux paste-buffer -p -b long -t $S
 sleep 0.5
 tmux send-keys -t $S Enter
-# watch_prefill: samples the screen until the reply is done; PROGRESS gets
-# the first progress line with tokens read, ZERO any prefill meter at 0.
+# watch_prefill PATTERN ROLES: samples the screen until the session holds
+# ROLES with no reply streaming (the history says when a reply is done; the
+# screen's empty prompt also flashes as Enter clears the line); PROGRESS
+# gets the first progress line with tokens read, ZERO any prefill meter at 0.
 watch_prefill() {
     local i s
     PROGRESS= ZERO=
@@ -642,24 +644,30 @@ watch_prefill() {
         s=$(screen)
         [ -z "$PROGRESS" ] && PROGRESS=$(grep -Eo "$1 [1-9][0-9]*/[0-9]+ tok · [0-9.]+ tok/s · [^·]+ left" <<<"$s" | head -1)
         grep -Eq 'prefill +0\.00? tok/s' <<<"$s" && ZERO=$(grep -E 'prefill +0' <<<"$s" | head -1)
-        grep -q '^> *$' <<<"$s" && return 0
+        if ((i % 5 == 4)) && [ "$(roles)" = "$2" ] && ! export_json | grep -q '"end": "streaming"'; then
+            wait_for '^> *$' 10
+            return
+        fi
         sleep 0.1
     done
     return 1
 }
-watch_prefill 'reading the prompt' || fail "prompt_progress_shown: the long message's reply did not end"
+BEFORE=
+watch_prefill 'reading the prompt' "user assistant " || fail "prompt_progress_shown: the long message's reply did not end"
 [ -n "$PROGRESS" ] && pass "prompt_progress_shown: \"$PROGRESS\"" ||
     fail "prompt_progress_shown: no 'reading the prompt N/M tok · rate · time left' while it was read"
 [ -z "$ZERO" ] && pass "prefill_rate_never_zero" || fail "prefill_rate_never_zero: \"$ZERO\""
 tmux send-keys -t $S '/system Answer in one word.' Enter
 sleep 0.3
 tmux send-keys -t $S 'And now?' Enter
-watch_prefill 're-reading the conversation \(system prompt changed\)' || fail "reread_progress: the reply did not end"
+watch_prefill 're-reading the conversation \(system prompt changed\)' "user assistant user assistant " ||
+    fail "reread_progress: the reply did not end"
 [ -n "$PROGRESS" ] && pass "reread_progress_says_why: \"$PROGRESS\"" ||
     fail "reread_progress_says_why: no 're-reading the conversation (system prompt changed)' after /system"
 [ -z "$ZERO" ] && pass "prefill_rate_never_zero (re-read)" || fail "prefill_rate_never_zero (re-read): \"$ZERO\""
 tmux send-keys -t $S 'Once more.' Enter
-watch_prefill 're-reading' || fail "reread_progress: the third reply did not end"
+watch_prefill 're-reading' "user assistant user assistant user assistant " ||
+    fail "reread_progress: the third reply did not end"
 [ -z "$PROGRESS" ] && pass "reread_said_once: the next turn reads only what is new" ||
     fail "reread_said_once: still re-reading after the conversation was read in: \"$PROGRESS\""
 tmux send-keys -t $S C-d
@@ -686,15 +694,17 @@ sleep 0.5
     fail "think_notice_once: not one notice for --think on"
 tmux send-keys -t $S 'Tell me a very long story about a lighthouse keeper, in many paragraphs.' Enter
 wait_for 'Assistant' 10 || fail "tiny context: no reply"
-wait_for '^> *$' 120 || fail "tiny context: the first reply did not end"
-screen | grep -q '\[cut: the context is full\]' && pass "cut_names_the_limit: the full context" ||
+wait_for '\[cut: the context is full\]' 120 && pass "cut_names_the_limit: the full context" ||
     fail "cut_names_the_limit: no '[cut: the context is full]' on a reply that filled 256 tokens"
+wait_for '^> *$' 10 || fail "tiny context: the first reply did not end"
 tmux send-keys -t $S '/stats' Enter
 wait_for 'stop: length \(the context is full\)' 5 && pass "cut_names_the_limit: /stats says the context" ||
     fail "cut_names_the_limit: /stats does not say the context was full"
 tmux send-keys -t $S 'Now a short one about a cat.' Enter
 wait_for 'context full: dropped the [0-9]+ oldest turn' 30 || fail "context_full_said_once: no notice of dropped turns"
-wait_for '^> *$' 120 || fail "tiny context: the second reply did not end"
+# the turns are marked dropped when the reply ends
+wait_for 'earlier turns no longer in context' 120 || fail "tiny context: the second reply did not end"
+wait_for '^> *$' 10 || fail "tiny context: no prompt after the second reply"
 ! screen | grep -q 'context full: context full' && [ "$(screen | grep -c '^ context full: dropped')" -ge 1 ] &&
     pass "context_full_said_once" || fail "context_full_said_once: the notice repeats its prefix"
 [ "$(screen | grep -c 'earlier turns no longer in context')" = 1 ] &&
