@@ -5,6 +5,7 @@
  */
 #include "cli.h"
 
+#include "config.h"
 #include "xdg.h"
 
 #include <errno.h>
@@ -158,6 +159,8 @@ void kv_print_usage(FILE *out)
           "      --raw               no chat template (--chat-template none): the prompt is\n"
           "                          tokenised as given and the reply continues it\n"
           "      --kv-type T         KV cache element type: f16 (default) or f32\n"
+          "      --think on|off      a reasoning model's thinking, where its template has a\n"
+          "                          switch (default: the template's own)\n"
           "      --list-models       list the models folder (file, size, architecture,\n"
           "                          quantisation, context, parameters), or the server's models\n"
           "conversation:\n"
@@ -287,6 +290,7 @@ enum {
     OPT_KV_TYPE,
     OPT_SHOW_IDS,
     OPT_LIST_MODELS,
+    OPT_THINK,
 };
 
 /* Options that pick how a model runs here, and why a server makes them moot. */
@@ -349,6 +353,7 @@ int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t
         {"api-key-env", required_argument, NULL, OPT_API_KEY_ENV},
         {"insecure", no_argument, NULL, OPT_INSECURE},
         {"list-models", no_argument, NULL, OPT_LIST_MODELS},
+        {"think", required_argument, NULL, OPT_THINK},
         {NULL, 0, NULL, 0},
     };
 
@@ -420,6 +425,10 @@ int kv_parse_args(struct kv_options *o, int argc, char **argv, char *err, size_t
             break;
         }
         case OPT_RAW: snprintf(o->chat_template, sizeof o->chat_template, "none"); break;
+        case OPT_THINK:
+            if (!kv_think_from_name(optarg, &o->think))
+                return usage_err(err, errlen, "--think: '%s' is not on or off", optarg);
+            break;
         case OPT_KV_TYPE:
             if (!engine_kv_type_from_name(optarg, &o->kv_type) || o->kv_type == ENGINE_KV_AUTO)
                 return usage_err(err, errlen, "--kv-type: '%s' is not one of f16, f32, q8_0",

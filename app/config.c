@@ -71,6 +71,17 @@ static int set_path(const char *key, const char *v, char *dst, size_t cap, char 
     return 0;
 }
 
+bool kv_think_from_name(const char *s, enum engine_think *out)
+{
+    if (strcmp(s, "on") == 0)
+        *out = ENGINE_THINK_ON;
+    else if (strcmp(s, "off") == 0)
+        *out = ENGINE_THINK_OFF;
+    else
+        return false;
+    return true;
+}
+
 int config_set(struct kv_options *o, const char *key, const char *v, char *err, size_t errlen)
 {
     double d;
@@ -116,6 +127,13 @@ int config_set(struct kv_options *o, const char *key, const char *v, char *err, 
     if (strcmp(key, "kv_type") == 0) {
         if (!engine_kv_type_from_name(v, &o->kv_type) || o->kv_type == ENGINE_KV_AUTO) {
             snprintf(err, errlen, "kv_type: '%.40s' is not f16, f32 or q8_0", v);
+            return -1;
+        }
+        return 0;
+    }
+    if (strcmp(key, "think") == 0) {
+        if (!kv_think_from_name(v, &o->think)) {
+            snprintf(err, errlen, "think: '%.40s' is not on or off", v);
             return -1;
         }
         return 0;

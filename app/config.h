@@ -11,6 +11,8 @@
  *   history on|off      temperature X  top_k N   top_p X       min_p X
  *   repeat_penalty X    repeat_last_n N          seed N        max_tokens N
  *   timestamps on|off   (times on the chat screen's messages; off by default)
+ *   think on|off        (a reasoning model's thinking, where the template has
+ *                        a switch; --think overrides)
  *   mem_bandwidth_gbs X (the device's memory bandwidth for the roofline
  *                        meter, instead of NVML's peak or, on the CPU, the
  *                        measured read bandwidth; --mem-bandwidth overrides)
@@ -20,6 +22,7 @@
 #ifndef KVCHAT_TUI_CONFIG_H
 #define KVCHAT_TUI_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "options.h"
@@ -37,6 +40,10 @@ int config_load(const char *path, struct kv_options *opt, char *err, size_t errl
 /* Parses config TEXT (LEN bytes) as if read from FILE. */
 int config_parse(const char *text, size_t len, const char *file, struct kv_options *opt, char *err,
                  size_t errlen);
+
+/* "on" or "off" (config think, --think) as the engine's thinking switch;
+ * false for anything else. */
+bool kv_think_from_name(const char *s, enum engine_think *out);
 
 /* Sets one KEY to VALUE (the same keys and checks as the file; also used by
  * the /set command). Returns 0 or -1 with a one-line message naming the key. */

@@ -3,6 +3,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -63,9 +64,23 @@ struct engine *kv_engine_open(const struct kv_options *o, engine_progress_fn pro
     p.n_threads = o->threads;
     p.chat_template = o->chat_template[0] ? o->chat_template : NULL;
     p.kv_type = o->kv_type;
+    p.think = o->think;
     p.progress = progress;
     p.progress_user = user;
     return engine_new(&p, err, errlen);
+}
+
+bool kv_think_note(const struct kv_options *o, const struct engine_info *in, char *buf, size_t cap)
+{
+    if (o->think == ENGINE_THINK_DEFAULT || in->think_switch)
+        return false;
+    const char *v = o->think == ENGINE_THINK_ON ? "on" : "off";
+    if (strcmp(in->backend, "remote") == 0)
+        snprintf(buf, cap, "--think %s is ignored: the server applies its own chat template", v);
+    else
+        snprintf(buf, cap, "--think %s is ignored: the %s chat template has no thinking switch", v,
+                 in->template_name);
+    return true;
 }
 
 static void on_progress(uint64_t done, uint64_t total, void *user)
@@ -89,5 +104,9 @@ struct engine *kv_load_engine(const struct kv_options *o, bool progress, char *e
         fprintf(stderr, "kvchat: %s\n", KV_INSECURE_WARNING);
     if (e && engine_info(e)->warning[0])
         fprintf(stderr, "kvchat: warning: %s\n", engine_info(e)->warning);
+    char note[256];
+    if (e && (o->mode == KV_MODE_PROMPT || o->mode == KV_MODE_UI) &&
+        kv_think_note(o, engine_info(e), note, sizeof note))
+        fprintf(stderr, "kvchat: %s\n", note);
     return e;
 }

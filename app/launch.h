@@ -31,6 +31,12 @@ struct engine_params kv_remote_params(const struct kv_options *o);
  * KVCHAT_API_KEY or OPENAI_API_KEY, whichever is set first; NULL = none. */
 const char *kv_api_key_env(const struct kv_options *o);
 
+/* The notice for a --think (or config think) the engine cannot honour: its
+ * template has no thinking switch (or a server applies its own). Writes it
+ * into BUF and returns true, or returns false when there is nothing to say.
+ * Said once after loading: on stderr (-p) and on the chat screen. */
+bool kv_think_note(const struct kv_options *o, const struct engine_info *in, char *buf, size_t cap);
+
 /* Said on stderr (-p) and on the chat screen when --insecure is in force. */
 #define KV_INSECURE_WARNING "warning: --insecure: the server's TLS certificate is not checked"
 

@@ -39,6 +39,10 @@ struct kv_options {
     int32_t threads;          /* 0 = all cores */
     char chat_template[32];   /* "" = detect; "none" = raw completion (--raw) */
     enum engine_kv_type kv_type; /* --kv-type, config kv_type; AUTO = the engine's (f16) */
+    /* --think on|off, config think: a reasoning model's thinking where the
+     * template has a switch (engine_params.think); DEFAULT leaves the
+     * template's own. Elsewhere kvchat says once that there is no switch. */
+    enum engine_think think;
     char synthetic[64];       /* --synthetic SHAPE:TYPE (bench), or synth's SHAPE:TYPE; "" = none */
     /* a server instead (the remote engine): then the fields above are not used */
     char server[2048];        /* --server URL ending in /v1; "" = run the model here */

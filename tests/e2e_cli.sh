@@ -55,6 +55,10 @@ expect_exit 2 "missing value" "$kvchat" -p
 expect_exit 2 "bad backend" "$kvchat" -p hi --backend tpu
 expect_exit 2 "bad template" "$kvchat" -p hi --chat-template jinja
 expect_exit 2 "stray argument" "$kvchat" hello
+expect_exit 2 "bad --think" "$kvchat" -p hi --think maybe
+one_line_error "bad --think"
+[[ $errout == *"--think: 'maybe' is not on or off"* ]] && ok "... names the option and the value" \
+  || bad "... names the option and the value" "$errout"
 
 # --- bad model files -----------------------------------------------------
 expect_exit 1 "missing model" "$kvchat" -m "$tmp/nope.gguf" -p hi --no-history
@@ -106,6 +110,27 @@ mkdir -p "$tmp/badcfg/kvchat"
 printf 'system = caf\xe9\n' >"$tmp/badcfg/kvchat/config"
 expect_exit 2 "invalid UTF-8 in the config file" env XDG_CONFIG_HOME="$tmp/badcfg" "$kvchat" -m "$smol" -p hi --no-history
 [[ $errout == *config:1:*"not valid UTF-8"* ]] && ok "... names the file and line" || bad "... names the file and line" "$errout"
+
+# think_switch_missing_notice: --think (or the config key think) on a
+# template without a thinking switch (the test models have none) is a
+# notice, said once on stderr, not an error: the reply still comes.
+expect_exit 0 "--think on without a switch runs on" "$kvchat" -m "$smol" -p "Say hi." --temp 0 -n 4 --no-history --think on
+[ "$(grep -c . <<<"$errout")" = 1 ] && [[ $errout == "kvchat: --think on is ignored: the chatml chat template has no thinking switch" ]] \
+  && ok "think_switch_missing_notice: one line naming the template" || bad "think_switch_missing_notice: one line naming the template" "$errout"
+[ -n "$out" ] && ok "think_switch_missing_notice: the reply on stdout" || bad "think_switch_missing_notice: the reply on stdout" "$out"
+expect_exit 0 "-p without --think says nothing of it" "$kvchat" -m "$smol" -p "Say hi." --temp 0 -n 4 --no-history
+[[ $errout != *think* ]] && ok "... no notice without --think" || bad "... no notice without --think" "$errout"
+mkdir -p "$tmp/thinkcfg/kvchat"
+printf 'think = off\n' >"$tmp/thinkcfg/kvchat/config"
+expect_exit 0 "config think = off" env XDG_CONFIG_HOME="$tmp/thinkcfg" "$kvchat" -m "$smol" -p "Say hi." --temp 0 -n 4 --no-history
+[[ $errout == *"--think off is ignored: the chatml chat template"* ]] && ok "... the config key says so too" \
+  || bad "... the config key says so too" "$errout"
+expect_exit 0 "--think overrides the config" env XDG_CONFIG_HOME="$tmp/thinkcfg" "$kvchat" -m "$smol" -p "Say hi." --temp 0 -n 4 --no-history --think on
+[[ $errout == *"--think on is ignored"* ]] && ok "... the command line wins" || bad "... the command line wins" "$errout"
+printf 'think = maybe\n' >"$tmp/thinkcfg/kvchat/config"
+expect_exit 2 "config think = maybe" env XDG_CONFIG_HOME="$tmp/thinkcfg" "$kvchat" -m "$smol" -p hi --no-history
+[[ $errout == *"config:1: think: 'maybe' is not on or off"* ]] && ok "... names the file, line and key" \
+  || bad "... names the file, line and key" "$errout"
 
 # same seed, same output
 a=$("$kvchat" -m "$smol" -p "Tell me a word." --seed 7 --temp 1 -n 12 --no-history 2>/dev/null)

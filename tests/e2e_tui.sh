@@ -5,7 +5,8 @@
 # and find the terminal restored, then restart with --resume and see the old
 # conversation. Then multi-line input (Alt-Enter, bracketed paste) and
 # /retry and /edit, checked in the saved history and after --resume; and
-# small terminals (hints, Tab's matches, the too-small notice). Everything lives in a temp dir (--db, XDG_CONFIG_HOME,
+# small terminals (hints, Tab's matches, the too-small notice); a long
+# prompt's progress, and a tiny context filling up. Everything lives in a temp dir (--db, XDG_CONFIG_HOME,
 # XDG_STATE_HOME): the user's own data is never touched.
 # Exit 77 (skipped) without tmux or without the model.
 set -u
@@ -615,6 +616,111 @@ screen | grep -q '█ weights' && screen | grep -q '▓ KV memory' && screen | g
     screen | grep -q '░ free' && pass "no_color_legend_glyphs_differ" || fail "no_color_legend_glyphs_differ: legend glyphs alike"
 tmux send-keys -t $S C-d
 wait_for 'EXIT=0' 10 || fail "Ctrl-D did not leave (NO_COLOR run)"
+tmux kill-session -t $S
+
+# 18. prompt_progress_shown: a long message shows on the status line how much
+# of it has been read in ("reading the prompt N/M tok · R tok/s · T left"),
+# and prefill_rate_never_zero: the prefill meter reads n/a until the first
+# chunk, never "0.00 tok/s". After /system the whole conversation is read
+# again and the progress says why.
+DB=$T/progress.db
+tmux new-session -d -s $S -x 120 -y 30 \
+    "env XDG_CONFIG_HOME='$T/config' XDG_STATE_HOME='$T/state' XDG_CACHE_HOME='$T/cache' \
+     '$BIN' $MODEL_ARG --backend cpu --db '$DB' --seed 7 -n 4; echo EXIT=\$?; sleep 600"
+wait_for '^>' 120 || fail "no prompt (progress run)"
+python3 -c "print('apples and pears ' * 400, end='')" >"$T/long.txt"
+tmux load-buffer -b long "$T/long.txt"
+tmux paste-buffer -p -b long -t $S
+sleep 0.5
+tmux send-keys -t $S Enter
+# watch_prefill PATTERN ROLES: samples the screen until the session holds
+# ROLES with no reply streaming (the history says when a reply is done; the
+# screen's empty prompt also flashes as Enter clears the line); PROGRESS
+# gets the first progress line with tokens read, ZERO any prefill meter at 0.
+watch_prefill() {
+    local i s
+    PROGRESS= ZERO=
+    for ((i = 0; i < 1200; i++)); do
+        s=$(screen)
+        [ -z "$PROGRESS" ] && PROGRESS=$(grep -Eo "$1 [1-9][0-9]*/[0-9]+ tok · [0-9.]+ tok/s · [^·]+ left" <<<"$s" | head -1)
+        grep -Eq 'prefill +0\.00? tok/s' <<<"$s" && ZERO=$(grep -E 'prefill +0' <<<"$s" | head -1)
+        if ((i % 5 == 4)) && [ "$(roles)" = "$2" ] && ! export_json | grep -q '"end": "streaming"'; then
+            wait_for '^> *$' 10
+            return
+        fi
+        sleep 0.1
+    done
+    return 1
+}
+BEFORE=
+watch_prefill 'reading the prompt' "user assistant " || fail "prompt_progress_shown: the long message's reply did not end"
+[ -n "$PROGRESS" ] && pass "prompt_progress_shown: \"$PROGRESS\"" ||
+    fail "prompt_progress_shown: no 'reading the prompt N/M tok · rate · time left' while it was read"
+[ -z "$ZERO" ] && pass "prefill_rate_never_zero" || fail "prefill_rate_never_zero: \"$ZERO\""
+tmux send-keys -t $S '/system Answer in one word.' Enter
+sleep 0.3
+tmux send-keys -t $S 'And now?' Enter
+watch_prefill 're-reading the conversation \(system prompt changed\)' "user assistant user assistant " ||
+    fail "reread_progress: the reply did not end"
+[ -n "$PROGRESS" ] && pass "reread_progress_says_why: \"$PROGRESS\"" ||
+    fail "reread_progress_says_why: no 're-reading the conversation (system prompt changed)' after /system"
+[ -z "$ZERO" ] && pass "prefill_rate_never_zero (re-read)" || fail "prefill_rate_never_zero (re-read): \"$ZERO\""
+tmux send-keys -t $S 'Once more.' Enter
+watch_prefill 're-reading' "user assistant user assistant user assistant " ||
+    fail "reread_progress: the third reply did not end"
+[ -z "$PROGRESS" ] && pass "reread_said_once: the next turn reads only what is new" ||
+    fail "reread_said_once: still re-reading after the conversation was read in: \"$PROGRESS\""
+tmux send-keys -t $S C-d
+wait_for 'EXIT=0' 10 || fail "Ctrl-D did not leave (progress run)"
+tmux kill-session -t $S
+
+# 19. A tiny context (-c 256) on the real model. context_full_said_once: the
+# notice reads "context full: ..." once, never "context full: context
+# full: ..."; dropped_turns_boundary: one "earlier turns no longer in
+# context" line where the dropped turns end; cut_names_the_limit: the marker
+# and /stats say which limit cut a reply (the full context, then
+# max_tokens). think_notice_once: --think on a template without a switch
+# is one notice, and the chat runs on.
+DB=$T/tiny-ctx.db
+# Tall, so the boundary stays in sight above the second reply and /stats.
+tmux new-session -d -s $S -x 100 -y 70 \
+    "env XDG_CONFIG_HOME='$T/config' XDG_STATE_HOME='$T/state' XDG_CACHE_HOME='$T/cache' \
+     '$BIN' $MODEL_ARG --backend cpu --db '$DB' --seed 7 -c 256 --think on; echo EXIT=\$?; sleep 600"
+wait_for '^>' 120 || fail "no prompt (tiny context run)"
+tmux send-keys -t $S -l 'x' # a key takes the notice off the status line
+tmux send-keys -t $S C-u
+sleep 0.5
+[ "$(screen | grep -c -- '--think on is ignored: the chatml chat template')" = 1 ] && pass "think_notice_once" ||
+    fail "think_notice_once: not one notice for --think on"
+tmux send-keys -t $S 'Tell me a very long story about a lighthouse keeper, in many paragraphs.' Enter
+wait_for 'Assistant' 10 || fail "tiny context: no reply"
+wait_for '\[cut: the context is full\]' 120 && pass "cut_names_the_limit: the full context" ||
+    fail "cut_names_the_limit: no '[cut: the context is full]' on a reply that filled 256 tokens"
+wait_for '^> *$' 10 || fail "tiny context: the first reply did not end"
+tmux send-keys -t $S '/stats' Enter
+wait_for 'stop: length \(the context is full\)' 5 && pass "cut_names_the_limit: /stats says the context" ||
+    fail "cut_names_the_limit: /stats does not say the context was full"
+tmux send-keys -t $S 'Now a short one about a cat.' Enter
+wait_for 'context full: dropped the [0-9]+ oldest turn' 30 || fail "context_full_said_once: no notice of dropped turns"
+# the turns are marked dropped when the reply ends
+wait_for 'earlier turns no longer in context' 120 || fail "tiny context: the second reply did not end"
+wait_for '^> *$' 10 || fail "tiny context: no prompt after the second reply"
+! screen | grep -q 'context full: context full' && [ "$(screen | grep -c '^ context full: dropped')" -ge 1 ] &&
+    pass "context_full_said_once" || fail "context_full_said_once: the notice repeats its prefix"
+[ "$(screen | grep -c 'earlier turns no longer in context')" = 1 ] &&
+    screen | grep -A2 'earlier turns no longer in context' | grep -q '^ You' &&
+    pass "dropped_turns_boundary: one line, the kept turn below it" ||
+    fail "dropped_turns_boundary: not one boundary line above the turn the model sees"
+tmux send-keys -t $S '/set max_tokens 4' Enter
+tmux send-keys -t $S 'And a dog?' Enter
+wait_for '\[cut: reply length limit \(max_tokens\)\]' 60 && pass "cut_names_the_limit: max_tokens" ||
+    fail "cut_names_the_limit: no '[cut: reply length limit (max_tokens)]' with max_tokens 4"
+wait_for '^> *$' 60 || fail "tiny context: the third reply did not end"
+tmux send-keys -t $S '/stats' Enter
+wait_for 'stop: length \(the reply limit, max_tokens\)' 5 && pass "cut_names_the_limit: /stats says max_tokens" ||
+    fail "cut_names_the_limit: /stats does not name max_tokens"
+tmux send-keys -t $S C-d
+wait_for 'EXIT=0' 10 || fail "Ctrl-D did not leave (tiny context run)"
 tmux kill-session -t $S
 
 [ $FAILS -eq 0 ] && echo "e2e_tui: all passed" || echo "e2e_tui: $FAILS failed"

@@ -133,9 +133,12 @@ static void test_kv_reuse(void **state)
 }
 
 /* The prefill progress: once at 0, then after each chunk, ending at the
- * number of tokens prefilled, never past the total. */
+ * number of tokens prefilled, never past the total; the stats' KV count
+ * follows each chunk (the context meter while a long prompt is read). */
 struct prefill_log {
+    struct engine *e;
     uint64_t done[64], total[64];
+    int32_t kv[64];
     int n;
 };
 
@@ -143,8 +146,11 @@ static void log_prefill(uint64_t done, uint64_t total, void *user)
 {
     struct prefill_log *l = user;
     if (l->n < 64) {
+        struct engine_stats st;
+        engine_stats(l->e, &st);
         l->done[l->n] = done;
         l->total[l->n] = total;
+        l->kv[l->n] = st.kv_used;
     }
     l->n++;
 }
@@ -154,7 +160,7 @@ static void test_prefill_progress(void **state)
     (void)state;
     struct engine *e = load(TEST_MODEL_SMOLLM2, 2048);
     struct engine_turn_params tp = greedy(2);
-    struct prefill_log log = {0};
+    struct prefill_log log = {.e = e};
     tp.on_prefill = log_prefill;
     tp.user = &log;
     /* a prompt of several 256-token chunks */
@@ -171,8 +177,10 @@ static void test_prefill_progress(void **state)
     assert_int_equal(log.done[0], 0);
     for (int i = 0; i < log.n; i++) {
         assert_int_equal(log.total[i], (uint64_t)st.prefill_tokens);
-        if (i)
+        if (i) {
             assert_true(log.done[i] > log.done[i - 1]);
+            assert_int_equal(log.kv[i], (int32_t)log.done[i]); /* a first turn reads from 0 */
+        }
     }
     assert_int_equal(log.done[log.n - 1], (uint64_t)st.prefill_tokens);
     engine_free(e);

@@ -20,6 +20,7 @@
 #include "compose.h"
 #include "config.h"
 #include "fit.h"
+#include "launch.h"
 #include "layout.h"
 #include "markdown.h"
 #include "membw.h"
@@ -1580,6 +1581,63 @@ static void test_wrap_exact_width_keeps_last_char(void **state)
     compose_free(&c);
 }
 
+#define BOUNDARY "\xE2\x94\x80\xE2\x94\x80 earlier turns no longer in context \xE2\x94\x80\xE2\x94\x80"
+
+static size_t count_lines(const struct compose *c, const char *text)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < c->n_dl; i++)
+        k += strcmp(dl_text(c, i), text) == 0;
+    return k;
+}
+
+/* Every dropped turn carried a marker line of its own, so a long dropped
+ * history read as a column of markers and the boundary (where what the
+ * model sees starts) was nowhere: now the dropped turns are dimmed and one
+ * line "earlier turns no longer in context" stands where they end, also
+ * with notices and hidden variants among them. */
+static void test_dropped_turns_one_boundary_marker(void **state)
+{
+    (void)state;
+    struct msg_list l = {0};
+    add(&l, MSG_SYSTEM, "be brief", 0);
+    add(&l, MSG_USER, "q1", 1);
+    add(&l, MSG_ASSISTANT, "a1 `code`", 2)->hidden = true; /* a variant not chosen */
+    add(&l, MSG_ASSISTANT, "a1 again", 3);
+    add(&l, MSG_USER, "q2", 4);
+    add(&l, MSG_NOTICE, "context full: dropped the 1 oldest turn to fit 256 tokens", 0);
+    add(&l, MSG_ASSISTANT, "a2", 5);
+    add(&l, MSG_USER, "q3", 6);
+    add(&l, MSG_ASSISTANT, "a3", 7);
+    add(&l, MSG_USER, "q4", 8);
+    add(&l, MSG_ASSISTANT, "a4", 9);
+    msgs_mark_dropped(&l, 2);
+    assert_true(l.v[1].dropped && l.v[3].dropped && l.v[4].dropped && l.v[6].dropped);
+    assert_false(l.v[7].dropped || l.v[8].dropped);
+
+    struct compose c = {0};
+    compose_conversation(&c, l.v, l.n, NULL, 0, 80, true);
+    assert_int_equal(count_lines(&c, BOUNDARY), 1);
+    size_t b = 0;
+    while (strcmp(dl_text(&c, b), BOUNDARY) != 0)
+        b++;
+    check_dl(&c, b, BOUNDARY, TH_MARKER, 0);
+    check_dl(&c, b + 2, "You", TH_USER, 0); /* the first turn the model sees */
+    check_dl(&c, b + 3, "q3", TH_NORMAL, 2);
+    check_dl(&c, b - 2, "a2", TH_MARKER, 2); /* the last dropped one, dimmed */
+    for (size_t i = 0; i < b; i++) /* nothing above it in the answer's colours */
+        assert_true(c.dl[i].elem == TH_MARKER || c.dl[i].elem == TH_NORMAL || c.dl[i].elem == TH_SYSTEM ||
+                    c.dl[i].elem == TH_NOTICE);
+    assert_int_equal(count_lines(&c, "a1 `code`"), 0); /* hidden stays hidden */
+    /* nothing dropped: no boundary */
+    for (size_t i = 0; i < l.n; i++)
+        l.v[i].dropped = false;
+    compose_conversation(&c, l.v, l.n, NULL, 0, 80, true);
+    assert_int_equal(count_lines(&c, BOUNDARY), 0);
+    msgs_free(&l);
+    compose_free(&c);
+}
+
 /* A full context showed "[cut: length limit or full context]" whichever
  * limit it was, and the turns dropped to fit looked unchanged. */
 static void test_context_full_marks_which_limit_and_dropped_turns(void **state)
@@ -1605,7 +1663,7 @@ static void test_context_full_marks_which_limit_and_dropped_turns(void **state)
     compose_conversation(&c, l.v, 2, NULL, 0, 80, true);
     check_dl(&c, 0, "You", TH_MARKER, 0); /* dimmed as a whole */
     check_dl(&c, 1, "old question", TH_MARKER, 2);
-    check_dl(&c, 2, "[not seen by the model: dropped to fit the context]", TH_MARKER, 2);
+    check_dl(&c, 6, BOUNDARY, TH_MARKER, 0); /* where they end, even at the list's end */
     compose_conversation(&c, &l.v[5], 1, NULL, 0, 80, true);
     check_dl(&c, 2, "[cut: the context is full]", TH_MARKER, 2);
     l.v[5].cut = MSG_CUT_MAX_TOKENS;
@@ -1855,6 +1913,128 @@ static void test_meter_values(void **state)
     st = (struct engine_stats){.prefill_tok_s = 900, .kv_capacity = 4096};
     meters_values(&in, &v);
     assert_string_equal(v.pre, "n/a tok/s");
+}
+
+/* While a long prompt was read in, the prefill rate showed "0.00 tok/s"
+ * (the engine's 0 of a turn that had not measured one yet) and the context
+ * the old cache's count, which a re-read (after /system) replaces: now both
+ * read n/a until the first chunk, and the progress line counts tokens done
+ * of the total with the rate and the time left. */
+static void test_prefill_progress_never_zero(void **state)
+{
+    (void)state;
+    struct prefill_view pf = {.active = true, .done = 0, .total = 11000, .elapsed_s = 0};
+    char buf[256];
+    fmt_prefill(&pf, buf, sizeof buf);
+    assert_string_equal(buf, "reading the prompt 0/11000 tok \xC2\xB7 n/a tok/s \xC2\xB7 n/a left");
+    assert_true(isnan(prefill_rate(&pf)));
+    pf.done = 2048;
+    pf.elapsed_s = 6.6; /* 310.3 tok/s, 8952 left: 28.8 s */
+    fmt_prefill(&pf, buf, sizeof buf);
+    assert_string_equal(buf, "reading the prompt 2048/11000 tok \xC2\xB7 310.3 tok/s \xC2\xB7 29 s left");
+    pf.why = "system prompt changed";
+    fmt_prefill(&pf, buf, sizeof buf);
+    assert_string_equal(buf, "re-reading the conversation (system prompt changed) 2048/11000 tok "
+                             "\xC2\xB7 310.3 tok/s \xC2\xB7 29 s left");
+    pf.elapsed_s = 0; /* a clock that did not move: no rate rather than infinity */
+    assert_true(isnan(prefill_rate(&pf)));
+
+    /* the meters while the prompt is read: the engine's stale figures */
+    struct engine_stats st = {.kv_used = 9000, .kv_capacity = 16384, .running = true};
+    struct engine_memory mem = {.device_total = 8ull << 30, .device_free = 6ull << 30};
+    struct gpu_sample gs = {0};
+    struct meter_inputs in = {.st = &st, .mem = &mem, .gs = &gs, .n_ctx = 16384, .jpt = NAN, .pf = &pf};
+    struct meter_values v;
+    pf = (struct prefill_view){.active = true, .total = 11000};
+    meters_values(&in, &v);
+    assert_string_equal(v.pre, "n/a tok/s");
+    assert_string_equal(v.kv, "n/a / 16384 tok");
+    assert_string_equal(v.left, "n/a");
+    assert_true(v.kv_frac < 0);
+    assert_int_equal(v.kv_used, -1);
+    /* after the first chunk: the chunks' rate, the engine's count */
+    pf.done = 256;
+    pf.elapsed_s = 0.5;
+    st.kv_used = 256;
+    meters_values(&in, &v);
+    assert_string_equal(v.pre, "512.0 tok/s");
+    assert_string_equal(v.kv, "256 / 16384 tok");
+    /* a running turn with no prefill report (a remote engine) and the
+     * engine's rate still 0: n/a, not 0 */
+    in.pf = NULL;
+    meters_values(&in, &v);
+    assert_string_equal(v.pre, "n/a tok/s");
+    /* the prompt read: the engine's own figure */
+    st.prefill_tok_s = 640;
+    meters_values(&in, &v);
+    assert_string_equal(v.pre, "640.0 tok/s");
+    /* an inactive view changes nothing */
+    pf.active = false;
+    in.pf = &pf;
+    st.kv_used = 300;
+    meters_values(&in, &v);
+    assert_string_equal(v.kv, "300 / 16384 tok");
+
+    fmt_time_left(0.4, buf, sizeof buf);
+    assert_string_equal(buf, "<1 s");
+    fmt_time_left(125, buf, sizeof buf);
+    assert_string_equal(buf, "2m05s");
+    fmt_time_left(3720, buf, sizeof buf);
+    assert_string_equal(buf, "1h02m");
+    fmt_time_left(-1, buf, sizeof buf);
+    assert_string_equal(buf, "n/a");
+}
+
+/* The model loading screen said "0 B of 0 B  n/a/s  0%" before the file's
+ * size was known: unknown values now read n/a, and the line has the time
+ * left. */
+static void test_load_progress_line(void **state)
+{
+    (void)state;
+    char buf[256];
+    fmt_load_progress(0, 0, 0, buf, sizeof buf);
+    assert_string_equal(buf, "n/a of n/a \xC2\xB7 n/a/s \xC2\xB7 n/a \xC2\xB7 n/a left");
+    fmt_load_progress(0, 100u << 20, 0.2, buf, sizeof buf);
+    assert_string_equal(buf, "0 B of 100 MiB \xC2\xB7 n/a/s \xC2\xB7 0% \xC2\xB7 n/a left");
+    fmt_load_progress(50u << 20, 100u << 20, 2, buf, sizeof buf);
+    assert_string_equal(buf, "50.0 MiB of 100 MiB \xC2\xB7 25.0 MiB/s \xC2\xB7 50% \xC2\xB7 2 s left");
+    fmt_load_progress(100u << 20, 100u << 20, 4, buf, sizeof buf);
+    assert_string_equal(buf, "100 MiB of 100 MiB \xC2\xB7 25.0 MiB/s \xC2\xB7 100% \xC2\xB7 <1 s left");
+}
+
+/* --think on|off and the config key think are the engine's switch; on a
+ * template without one kvchat says so in one line and runs on. */
+static void test_think_option(void **state)
+{
+    (void)state;
+    struct kv_options o;
+    memset(&o, 0, sizeof o);
+    char err[256];
+    assert_int_equal(o.think, ENGINE_THINK_DEFAULT);
+    assert_int_equal(config_set(&o, "think", "off", err, sizeof err), 0);
+    assert_int_equal(o.think, ENGINE_THINK_OFF);
+    assert_int_equal(config_set(&o, "think", "on", err, sizeof err), 0);
+    assert_int_equal(o.think, ENGINE_THINK_ON);
+    assert_int_equal(config_set(&o, "think", "maybe", err, sizeof err), -1);
+    assert_string_equal(err, "think: 'maybe' is not on or off");
+    assert_int_equal(o.think, ENGINE_THINK_ON); /* a refused value changes nothing */
+
+    struct engine_info in;
+    memset(&in, 0, sizeof in);
+    snprintf(in.backend, sizeof in.backend, "cpu");
+    snprintf(in.template_name, sizeof in.template_name, "chatml");
+    char note[256];
+    assert_true(kv_think_note(&o, &in, note, sizeof note));
+    assert_string_equal(note, "--think on is ignored: the chatml chat template has no thinking switch");
+    in.think_switch = true;
+    assert_false(kv_think_note(&o, &in, note, sizeof note));
+    in.think_switch = false;
+    o.think = ENGINE_THINK_DEFAULT;
+    assert_false(kv_think_note(&o, &in, note, sizeof note));
+    o.think = ENGINE_THINK_OFF;
+    snprintf(in.backend, sizeof in.backend, "remote");
+    assert_true(kv_think_note(&o, &in, note, sizeof note));
+    assert_string_equal(note, "--think off is ignored: the server applies its own chat template");
 }
 
 /* A remote engine: no context, no memory, and only what the server publishes. */
@@ -2359,6 +2539,10 @@ int main(void)
         cmocka_unit_test(test_compose_thinking_apart),
         cmocka_unit_test(test_wrap_exact_width_keeps_last_char),
         cmocka_unit_test(test_context_full_marks_which_limit_and_dropped_turns),
+        cmocka_unit_test(test_dropped_turns_one_boundary_marker),
+        cmocka_unit_test(test_prefill_progress_never_zero),
+        cmocka_unit_test(test_load_progress_line),
+        cmocka_unit_test(test_think_option),
         cmocka_unit_test(test_meter_values),
         cmocka_unit_test(test_meter_values_server),
         cmocka_unit_test(test_sidebar_filter),

@@ -114,6 +114,18 @@ void ui_rename_session(struct ui *u, int64_t sid, const char *title)
 
 /* ---- sessions ---- */
 
+/* The next turn reads the whole conversation in again, for WHY (a static
+ * string its progress shows), when there is a conversation to read. */
+static void reread_next(struct ui *u, const char *why)
+{
+    u->reread_why = NULL;
+    for (size_t i = 0; i < u->msgs.n; i++)
+        if (u->msgs.v[i].kind == MSG_USER) {
+            u->reread_why = why;
+            return;
+        }
+}
+
 /* Shows session SID's saved messages in place of the conversation. */
 static void show_session(struct ui *u, int64_t sid)
 {
@@ -185,11 +197,14 @@ int ui_resume_session(struct ui *u, int64_t sid, bool own_system)
     u->o = o;
     u->scroll = 0;
     show_session(u, sid);
-    if (dropped > 0)
+    reread_next(u, "session resumed");
+    if (dropped > 0) {
+        msgs_mark_dropped(&u->msgs, dropped);
         ui_notice(u, MSG_NOTICE,
                "the %d oldest turn%s of this session do not fit the context of %d tokens: "
                "the model sees the rest (raise --ctx-size to keep them)",
                dropped, dropped == 1 ? "" : "s", engine_info(u->e)->n_ctx);
+    }
     struct hist_session s;
     if (hist_session_get(u->h, sid, &s) == HIST_OK) {
         ui_status(u, TH_NOTICE, "resumed session %lld: %s", (long long)sid, s.title);
@@ -203,6 +218,7 @@ static void new_conversation(struct ui *u)
 {
     conv_new(&u->conv);
     ui_clear_msgs(u);
+    u->reread_why = NULL;
     u->scroll = 0;
     u->sess_title[0] = 0;
     if (u->o.system_set && u->o.system[0])
@@ -703,11 +719,35 @@ void ui_model_switch(struct ui *u, size_t i)
               u->info->backend, u->info->backend_note[0] ? ": " : "", u->info->backend_note);
     if (u->info->warning[0])
         ui_notice(u, MSG_NOTICE, "warning: %s", u->info->warning);
-    if (dropped > 0)
+    char think_note[256];
+    if (kv_think_note(&u->o, u->info, think_note, sizeof think_note))
+        ui_notice(u, MSG_NOTICE, "%s", think_note);
+    reread_next(u, "model changed");
+    if (dropped > 0) {
+        msgs_mark_dropped(&u->msgs, dropped);
         ui_notice(u, MSG_NOTICE,
                   "the %d oldest turn%s do not fit the context of %d tokens: the model sees "
                   "the rest", dropped, dropped == 1 ? "" : "s", u->info->n_ctx);
+    }
     ui_models_free(u); /* "in use" moved */
+}
+
+/* /think on|off (and /set think): the engine's switch, kept in the options
+ * so a /model switch loads the next model with it. */
+static void think_command(struct ui *u, const char *arg)
+{
+    char err[512];
+    enum engine_think t;
+    if (!kv_think_from_name(arg, &t)) {
+        ui_status(u, TH_ERROR, "/think: say on or off");
+        return;
+    }
+    if (engine_set_think(u->e, t == ENGINE_THINK_ON, err, sizeof err) != 0) {
+        ui_status(u, TH_ERROR, "/think: %s", err);
+        return;
+    }
+    u->o.think = t;
+    ui_status(u, TH_NOTICE, "thinking %s (from the next reply)", arg);
 }
 
 /* /model ARG: a number in the list or a name in it; no argument opens the
@@ -855,6 +895,7 @@ void ui_run_command(struct ui *u, const struct command *c)
             ui_notice(u, MSG_ERROR, "not saving: %s", u->conv.err);
         if (c->arg[0])
             ui_add_msg(u, MSG_SYSTEM, c->arg);
+        reread_next(u, "system prompt changed"); /* it opens the prompt: nothing cached is kept */
         ui_status(u, TH_NOTICE, c->arg[0] ? "system prompt set" : "system prompt back to the model's default");
         break;
     case CMD_SET:
@@ -864,6 +905,10 @@ void ui_run_command(struct ui *u, const struct command *c)
                       "temp %.2f top_k %d top_p %.2f min_p %.2f repeat_penalty %.2f seed %llu max_tokens %d",
                       sp->temperature, sp->top_k, sp->top_p, sp->min_p, sp->repeat_penalty,
                       (unsigned long long)sp->seed, u->o.max_tokens);
+            break;
+        }
+        if (strcmp(c->arg, "think") == 0) { /* the engine's switch, not only the option */
+            think_command(u, c->arg2);
             break;
         }
         if (config_set(&u->o, c->arg, c->arg2, err, sizeof err) != 0) {
@@ -884,12 +929,7 @@ void ui_run_command(struct ui *u, const struct command *c)
         ui_variant_show(u, c->num > INT32_MAX ? 0 : (int)c->num);
         break;
     case CMD_THINK:
-        if (strcmp(c->arg, "on") != 0 && strcmp(c->arg, "off") != 0)
-            ui_status(u, TH_ERROR, "/think: say on or off");
-        else if (engine_set_think(u->e, strcmp(c->arg, "on") == 0, err, sizeof err) != 0)
-            ui_status(u, TH_ERROR, "/think: %s", err);
-        else
-            ui_status(u, TH_NOTICE, "thinking %s (from the next reply)", c->arg);
+        think_command(u, c->arg);
         break;
     case CMD_EDIT: {
         char *text = pop_exchange(u);

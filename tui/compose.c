@@ -35,7 +35,9 @@ static const char *const cut_marks[] = {
     [MSG_CUT_MAX_TOKENS] = "[cut: reply length limit (max_tokens)]",
     [MSG_CUT_CONTEXT] = "[cut: the context is full]",
 };
-#define DROPPED_MARK "[not seen by the model: dropped to fit the context]"
+/* One line where the turns dropped to fit the context end (they are dimmed
+ * above it): the model sees only what follows. */
+#define DROPPED_MARK "\xE2\x94\x80\xE2\x94\x80 earlier turns no longer in context \xE2\x94\x80\xE2\x94\x80"
 #define STREAM_MARK "\xE2\x96\x8C" /* a block cursor while the reply streams */
 
 static bool arena_reserve(struct compose *c, size_t more)
@@ -153,6 +155,14 @@ static void compose_markdown(struct compose *c, const char *text, size_t len, in
     }
 }
 
+/* The dropped turns' boundary line and a blank line after it. */
+static void push_boundary(struct compose *c)
+{
+    size_t len, off = arena_put(c, DROPPED_MARK, strlen(DROPPED_MARK), &len);
+    push_dline(c, (struct dline){off, len, TH_MARKER, false, false, 0});
+    push_dline(c, (struct dline){0, 0, TH_NORMAL, false, false, 0});
+}
+
 /* A message's header, with its local time when timestamps are on: the
  * time alone today, the date too before (a resumed session's old turns). */
 static const char *header(const struct compose *c, const struct msg *m, char *buf, size_t cap)
@@ -177,10 +187,21 @@ void compose_conversation(struct compose *c, const struct msg *msgs, size_t n, c
     c->n_dl = 0;
     c->arena_len = 0;
     int tw = compose_line_cols(width, 2) > 8 ? compose_line_cols(width, 2) : 8; /* after the indent */
+    /* The boundary: after the last dropped message, before the first turn
+     * the model still sees (notices between do not end the dropped run). */
+    size_t last_dropped = n;
+    for (size_t i = 0; i < n; i++)
+        if (msgs[i].dropped && !msgs[i].hidden)
+            last_dropped = i;
+    bool marked = last_dropped == n;
     for (size_t i = 0; i < n; i++) {
         const struct msg *m = &msgs[i];
         if (m->hidden)
             continue; /* a variant not chosen: /variant and [ ] show it */
+        if (!marked && i > last_dropped && (m->kind == MSG_USER || m->kind == MSG_ASSISTANT)) {
+            push_boundary(c);
+            marked = true;
+        }
         const char *text = m->text ? m->text : stream;
         size_t len = m->text ? strlen(m->text) : stream_len;
         if (!text)
@@ -242,17 +263,16 @@ void compose_conversation(struct compose *c, const struct msg *msgs, size_t n, c
             size_t off = arena_put(c, mark, strlen(mark), &hl);
             push_dline(c, (struct dline){off, hl, TH_MARKER, false, false, 2});
         }
-        if (m->dropped) {
-            /* dimmed as a whole, and said why */
+        if (m->dropped) /* dimmed as a whole; the boundary line says why */
             for (size_t k = first_line; k < c->n_dl; k++) {
                 c->dl[k].elem = TH_MARKER;
                 c->dl[k].styled = false;
+                c->dl[k].fill = false;
             }
-            size_t off = arena_put(c, DROPPED_MARK, strlen(DROPPED_MARK), &hl);
-            push_dline(c, (struct dline){off, hl, TH_MARKER, false, false, 2});
-        }
         push_dline(c, (struct dline){0, 0, TH_NORMAL, false, false, 0});
     }
+    if (!marked) /* nothing the model sees follows (a part of the list) */
+        push_boundary(c);
 }
 
 void compose_free(struct compose *c)

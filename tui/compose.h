@@ -5,7 +5,9 @@
  * as Markdown when asked, notices and errors flush left at full width, an end
  * marker ("[cancelled]", a cursor while streaming) and a blank line after
  * each message. A reply's opening "<think>...</think>" block is shown apart,
- * dimmed under a "thinking" line, before the answer.
+ * dimmed under a "thinking" line, before the answer. Turns dropped to fit the
+ * context are dimmed, with one line "earlier turns no longer in context"
+ * where they end.
  *
  * Pure: the lines point into an arena of bytes (and per-byte Markdown
  * styles) that the drawing code paints; tested by tests/test_tui.c without a

@@ -391,6 +391,9 @@ void ui_sample_meters(struct ui *u)
     engine_memory(u->e, &u->mem);
     engine_server(u->e, &u->srv);
     gpu_mon_sample(u->gpu, &u->gs);
+    pthread_mutex_lock(&u->mu);
+    u->pf = u->pf_live;
+    pthread_mutex_unlock(&u->mu);
     if (u->busy && u->gs.energy_valid && !isnan(u->energy0))
         u->jpt = meters_joules_per_token(u->gs.energy_j - u->energy0, u->st.gen_tokens);
     u->last_meter = ui_now();
@@ -408,6 +411,7 @@ void ui_meter_values(struct ui *u, struct meter_values *v)
         .srv = &u->srv,
         .bandwidth = u->bandwidth,
         .jpt = u->jpt,
+        .pf = u->busy ? &u->pf : NULL,
     };
     meters_values(&in, v);
 }
@@ -545,6 +549,11 @@ static void draw_status(struct ui *u)
     } else if (u->status[0] && ui_now() < u->status_until) {
         s = u->status;
         el = u->status_elem;
+    } else if (u->busy && u->pf.active) {
+        char p[256];
+        fmt_prefill(&u->pf, p, sizeof p);
+        snprintf(buf, sizeof buf, " %s \xC2\xB7 Esc stops", p);
+        s = buf;
     } else if (u->busy) {
         snprintf(buf, sizeof buf, " generating\xE2\x80\xA6 Esc or Ctrl-C stops the reply");
         s = buf;
@@ -735,11 +744,7 @@ void ui_load_progress(uint64_t done, uint64_t total, void *user)
     int rows, cols;
     getmaxyx(stdscr, rows, cols);
     erase();
-    char line[512], a[32], b[32], rate[32], bar[512];
-    fmt_bytes(done, a, sizeof a);
-    fmt_bytes(total, b, sizeof b);
-    double el = t - p->t0;
-    fmt_bytes(el > 0.01 ? (uint64_t)(done / el) : ENGINE_UNKNOWN, rate, sizeof rate);
+    char line[512], bar[512];
     snprintf(line, sizeof line, "Loading %s", p->name);
     int y = rows / 2 - 1;
     draw_text(p->u, y, 2, cols - 4, line, strlen(line), A_BOLD, NULL);
@@ -749,7 +754,7 @@ void ui_load_progress(uint64_t done, uint64_t total, void *user)
     mvaddstr(y + 1, 2, "[");
     draw_text(p->u, y + 1, 3, bw, bar, strlen(bar), elem_attr(p->u, TH_BAR_WEIGHTS), NULL);
     mvaddstr(y + 1, 3 + bw, "]");
-    snprintf(line, sizeof line, "%s of %s  %s/s  %.0f%%", a, b, rate, total ? 100.0 * done / total : 0.0);
+    fmt_load_progress(done, total, t - p->t0, line, sizeof line);
     draw_text(p->u, y + 2, 2, cols - 4, line, strlen(line), elem_attr(p->u, TH_METER_VALUE), NULL);
     refresh();
 }

@@ -66,6 +66,56 @@ void fmt_unit(double v, int valid, const char *unit, char *buf, size_t cap)
         snprintf(buf, cap, "%.1f %s", v, unit);
 }
 
+void fmt_time_left(double s, char *buf, size_t cap)
+{
+    if (unknown(s))
+        snprintf(buf, cap, "n/a");
+    else if (s < 1.0)
+        snprintf(buf, cap, "<1 s");
+    else if (s < 60.0)
+        snprintf(buf, cap, "%.0f s", s);
+    else if (s < 3600.0)
+        snprintf(buf, cap, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60.0));
+    else
+        snprintf(buf, cap, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60.0));
+}
+
+double prefill_rate(const struct prefill_view *p)
+{
+    if (!p || p->done == 0 || isnan(p->elapsed_s) || p->elapsed_s <= 0)
+        return NAN;
+    return (double)p->done / p->elapsed_s;
+}
+
+void fmt_prefill(const struct prefill_view *p, char *buf, size_t cap)
+{
+    double rate = prefill_rate(p);
+    uint64_t left_tok = p->total > p->done ? p->total - p->done : 0;
+    char r[32], left[32], what[96];
+    fmt_rate(rate, r, sizeof r);
+    fmt_time_left(isnan(rate) || rate <= 0 ? NAN : (double)left_tok / rate, left, sizeof left);
+    if (p->why)
+        snprintf(what, sizeof what, "re-reading the conversation (%s)", p->why);
+    else
+        snprintf(what, sizeof what, "reading the prompt");
+    snprintf(buf, cap, "%s %llu/%llu tok \xC2\xB7 %s tok/s \xC2\xB7 %s left", what,
+             (unsigned long long)p->done, (unsigned long long)p->total, r, left);
+}
+
+void fmt_load_progress(uint64_t done, uint64_t total, double elapsed_s, char *buf, size_t cap)
+{
+    char a[32], b[32], r[32], left[32], pct[16] = "n/a";
+    bool any = done > 0 && elapsed_s > 0.01;
+    double rate = any ? (double)done / elapsed_s : NAN;
+    fmt_bytes(total ? done : ENGINE_UNKNOWN, a, sizeof a);
+    fmt_bytes(total ? total : ENGINE_UNKNOWN, b, sizeof b);
+    fmt_bytes(any ? (uint64_t)rate : ENGINE_UNKNOWN, r, sizeof r);
+    fmt_time_left(any && total >= done ? (double)(total - done) / rate : NAN, left, sizeof left);
+    if (total)
+        snprintf(pct, sizeof pct, "%.0f%%", 100.0 * (double)(done < total ? done : total) / (double)total);
+    snprintf(buf, cap, "%s of %s \xC2\xB7 %s/s \xC2\xB7 %s \xC2\xB7 %s left", a, b, r, pct, left);
+}
+
 static size_t bar(double frac, int width, const char *pad, char *buf, size_t cap)
 {
     /* U+258F..U+2588: 1/8 .. 8/8 left blocks. */
@@ -248,9 +298,17 @@ void meters_values(const struct meter_inputs *in, struct meter_values *v)
         snprintf(v->mem, sizeof v->mem, "%s / %s", a, b);
     }
     int32_t cap = st->kv_capacity > 0 ? st->kv_capacity : in->n_ctx > 0 ? in->n_ctx : 0;
-    v->kv_used = st->kv_used;
+    const struct prefill_view *pf = in->pf && in->pf->active ? in->pf : NULL;
+    bool kv_known = !pf || pf->done > 0;
+    v->kv_used = kv_known ? st->kv_used : -1;
     v->kv_cap = cap;
-    if (cap > 0) {
+    if (!kv_known) { /* the cache is being replaced: its old count means nothing now */
+        if (cap > 0)
+            snprintf(v->kv, sizeof v->kv, "n/a / %d tok", cap);
+        else
+            snprintf(v->kv, sizeof v->kv, "n/a / n/a tok");
+        snprintf(v->left, sizeof v->left, "n/a");
+    } else if (cap > 0) {
         snprintf(v->kv, sizeof v->kv, "%d / %d tok", st->kv_used, cap);
         snprintf(v->left, sizeof v->left, "%d tok", cap - st->kv_used);
     } else {
@@ -260,7 +318,7 @@ void meters_values(const struct meter_inputs *in, struct meter_values *v)
     v->ctx_warn[0] = 0;
     if (in->n_ctx_train > 0 && cap > in->n_ctx_train)
         snprintf(v->ctx_warn, sizeof v->ctx_warn, "past the trained %d tok", in->n_ctx_train);
-    v->kv_frac = srv->kv_frac >= 0 ? srv->kv_frac : cap > 0 ? (double)st->kv_used / cap : -1;
+    v->kv_frac = srv->kv_frac >= 0 ? srv->kv_frac : cap > 0 && kv_known ? (double)st->kv_used / cap : -1;
     if (srv->reqs_running >= 0 || srv->reqs_waiting >= 0) {
         char r[16] = "n/a", w[16] = "n/a";
         if (srv->reqs_running >= 0)
@@ -278,7 +336,14 @@ void meters_values(const struct meter_inputs *in, struct meter_values *v)
     bool any = st->gen_tokens > 0 || st->running;
     fmt_rate(any && st->gen_tokens > 1 ? st->decode_tok_s : NAN, a, sizeof a);
     snprintf(v->dec, sizeof v->dec, "%s tok/s", a);
-    fmt_rate(any ? st->prefill_tok_s : NAN, a, sizeof a);
+    /* A running turn's prefill rate is the engine's once it has one (> 0);
+     * while the prompt is read in, the rate of the chunks read so far. */
+    double pre = any ? st->prefill_tok_s : NAN;
+    if (pf)
+        pre = prefill_rate(pf);
+    else if (st->running && !(pre > 0))
+        pre = NAN;
+    fmt_rate(pre, a, sizeof a);
     snprintf(v->pre, sizeof v->pre, "%s tok/s", a);
     fmt_duration(any && st->gen_tokens > 0 ? st->ttft_s : NAN, v->ttft, sizeof v->ttft);
     double pct = meters_roofline_pct(in->bytes_per_token,

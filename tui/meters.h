@@ -70,6 +70,30 @@ double meters_roofline_pct(uint64_t bytes_per_token, double tok_s, double bandwi
 /* Energy per generated token in joules; NaN when unknown or no tokens. */
 double meters_joules_per_token(double joules, int32_t tokens);
 
+/* The prompt being read in (prefill), as the chat screen follows it from the
+ * engine's on_prefill reports (engine_turn_params). */
+struct prefill_view {
+    bool active;          /* this turn's prompt is being read in */
+    uint64_t done, total; /* tokens read of the total to read this turn; done 0 = before
+                             the first chunk, when nothing is known of the rate yet */
+    double elapsed_s;     /* seconds from the first report (0 tokens) to the last */
+    const char *why;      /* NULL: a new message; else why the whole conversation is read
+                             again ("system prompt changed"); borrowed, static */
+};
+
+/* Tokens per second read so far; NaN before the first chunk. */
+double prefill_rate(const struct prefill_view *p);
+/* "reading the prompt 2048/11000 tok · 310 tok/s · 29 s left", or with WHY
+ * "re-reading the conversation (system prompt changed) 2048/11000 tok · ...";
+ * the rate and the time left read n/a before the first chunk. */
+void fmt_prefill(const struct prefill_view *p, char *buf, size_t cap);
+/* A time left: "<1 s", "29 s", "2m05s", "1h02m"; negative or NaN -> "n/a". */
+void fmt_time_left(double seconds, char *buf, size_t cap);
+/* The model loading screen's line: "12.0 MiB of 93.8 MiB · 45.1 MiB/s · 13% · 2 s
+ * left" after ELAPSED_S seconds; before the first bytes (or with TOTAL 0, not known
+ * yet) the size, rate and time left that are not known read n/a. */
+void fmt_load_progress(uint64_t done, uint64_t total, double elapsed_s, char *buf, size_t cap);
+
 /* What the meters pane shows, from one sample (all borrowed). */
 struct meter_inputs {
     const struct engine_stats *st;   /* the running or last turn */
@@ -81,11 +105,16 @@ struct meter_inputs {
     const struct engine_server *srv; /* a server's own figures, or NULL */
     double bandwidth;                /* device bytes/s for the roofline, 0 = unknown */
     double jpt;                      /* J/token of the turn, NaN = unknown */
+    /* The prompt being read in, or NULL: while it is active the prefill rate is
+     * its own (n/a before the first chunk, never the engine's 0 of a turn that
+     * has not measured one yet), and so is the context until the first chunk
+     * (the engine's count is the old cache's, which a re-read replaces). */
+    const struct prefill_view *pf;
 };
 
 /* The meters' values as text. Rates and TTFT are n/a before the first
- * token of a turn (decode before the second), the roofline without a
- * bandwidth or a decode rate. */
+ * token of a turn (decode before the second; prefill before its first chunk
+ * is read), the roofline without a bandwidth or a decode rate. */
 struct meter_values {
     char mem[80];   /* "used / total" of the device (or host); used is the legend's
                        segments but free, so the two agree */
@@ -100,7 +129,7 @@ struct meter_values {
     char ctx_warn[64]; /* "past the trained 2048 tok" when the context is longer than
                           the model was trained for, else "" */
     bool gpu_known;  /* any GPU reading (util, power, temp, energy) is known */
-    int32_t kv_used, kv_cap; /* tokens; kv_cap 0 = unknown */
+    int32_t kv_used, kv_cap; /* tokens; kv_used -1 and kv_cap 0 = unknown */
     double kv_frac;          /* 0..1: the server's own KV usage when it says it, else
                                 kv_used / kv_cap; negative = unknown (no bar) */
 };

@@ -313,6 +313,9 @@ int tui_run(const struct kv_options *opt, char *err, size_t errlen)
         ui_status(u, TH_ERROR, "%s", KV_INSECURE_WARNING);
     if (u->info->warning[0])
         ui_notice(u, MSG_NOTICE, "warning: %s", u->info->warning);
+    char think_note[256];
+    if (kv_think_note(&u->o, u->info, think_note, sizeof think_note))
+        ui_notice(u, MSG_NOTICE, "%s", think_note);
     if (u->o.resume != KV_RESUME_NONE) {
         if (!u->h) {
             ui_notice(u, MSG_ERROR, "cannot resume: the history database is not available");

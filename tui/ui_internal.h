@@ -95,6 +95,16 @@ struct ui {
     char *worker_reply;
     char *job_text;
     int wake[2];         /* self-pipe: worker -> UI */
+    /* The prompt being read in (engine on_prefill): PF_LIVE is the worker's,
+     * guarded by mu (PF_T0: monotonic time of its first report); PF the UI's
+     * copy from the last meter sample, which the meters and the status line
+     * draw. */
+    struct prefill_view pf_live, pf;
+    double pf_t0;
+    /* Why the next turn reads the whole conversation again (/system, a
+     * resume, /model), shown with its progress; a static string, NULL = it
+     * does not. Cleared once a turn has read its prompt. */
+    const char *reread_why;
 
     /* view */
     int rows, cols;

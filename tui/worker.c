@@ -56,6 +56,22 @@ static bool on_piece(const char *text, size_t len, void *user)
     return true;
 }
 
+/* The engine's prefill report: tokens read of the total. No wake-up: the
+ * UI samples it with the meters, every frame while a turn runs. */
+static void on_prefill(uint64_t done, uint64_t total, void *user)
+{
+    struct ui *u = user;
+    double t = ui_now();
+    pthread_mutex_lock(&u->mu);
+    if (done == 0)
+        u->pf_t0 = t;
+    u->pf_live.done = done;
+    u->pf_live.total = total;
+    u->pf_live.elapsed_s = t - u->pf_t0;
+    u->pf_live.active = done < total;
+    pthread_mutex_unlock(&u->mu);
+}
+
 static void on_engine_notice(const char *message, void *user)
 {
     struct ui *u = user;
@@ -74,6 +90,7 @@ static void *worker_main(void *arg)
         .max_tokens = u->o.max_tokens,
         .on_piece = on_piece,
         .on_notice = on_engine_notice,
+        .on_prefill = on_prefill,
         .user = u,
     };
     char *reply = NULL;
@@ -190,6 +207,8 @@ static void start_worker(struct ui *u, const char *text)
         u->stream[0] = 0;
     u->worker_done = false;
     u->worker_reply = NULL;
+    u->pf_live = (struct prefill_view){.why = u->reread_why};
+    u->pf = u->pf_live;
     pthread_mutex_unlock(&u->mu);
     struct msg *rm = ui_add_msg(u, MSG_ASSISTANT, NULL);
     if (rm)
@@ -227,7 +246,13 @@ static bool finish_turn(struct ui *u)
     snprintf(err, sizeof err, "%s", u->worker_err);
     if (!reply)
         reply = strndup(u->stream ? u->stream : "", u->stream_len);
+    /* A prompt read to its end has taken the re-read in; one cut short
+     * (cancelled, failed) is read again, for the same reason, next time. */
+    bool read_in = u->pf_live.total > 0 && u->pf_live.done >= u->pf_live.total;
+    u->pf_live.active = false;
     pthread_mutex_unlock(&u->mu);
+    if (read_in)
+        u->reread_why = NULL;
     ui_sample_meters(u);
     struct msg *m = &u->msgs.v[u->msgs.n - 1];
     m->text = reply ? reply : strdup("");

@@ -497,6 +497,11 @@ static int prefill(struct local_engine *e, int32_t from, int32_t n,
         memcpy(e->kv_tokens + pos, e->prompt + pos, sizeof(int32_t) * (size_t)chunk);
         pos += chunk;
         e->n_kv = pos;
+        /* the context meter follows the prompt as it is read in, not the
+         * count of a cache this prompt replaces */
+        pthread_mutex_lock(&e->stats_lock);
+        e->stats.kv_used = pos;
+        pthread_mutex_unlock(&e->stats_lock);
         if (tp && tp->on_prefill)
             tp->on_prefill((uint64_t)(pos - from), (uint64_t)(n - from), tp->user);
     }
