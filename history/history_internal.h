@@ -28,6 +28,12 @@
  * - hist_step_done finalizes its statement whatever happens; hist_commit
  *   rolls back when COMMIT fails; hist_rollback is safe outside a
  *   transaction.
+ * - A connection on which SQLite ran out of memory is replaced before its
+ *   next statement (hist_prepare, hist_begin_write, hist_begin_read).
+ * - A transaction a failure could not end (out of memory, even for the
+ *   rollback) is rolled back before the connection's next transaction
+ *   begins (hist_begin_write, hist_begin_read), so it never keeps the
+ *   write lock or leaks a half-done write into the next one.
  * - Strings returned as char * are owned by the caller (free); NULL means out
  *   of memory unless the helper says otherwise.
  */
@@ -57,6 +63,18 @@ struct hist {
     char writer[300]; /* "host:pid" stamped on replies this connection streams */
     char err[1024];
     struct progress_slot slots[HIST_PROGRESS_SLOTS];
+    /* owned: "ROLLBACK", prepared at open. Preparing a statement allocates,
+     * so a write that failed for want of memory could not end itself with
+     * sqlite3_exec while the memory stays out; stepping a prepared one
+     * needs none. */
+    sqlite3_stmt *rollback;
+    /* SQLite ran out of memory on this connection: it is replaced before
+     * its next statement (hist_reconnect). SQLite 3.40's FTS5 can keep
+     * in-memory index state from a write that failed that way which no
+     * longer matches the file (a later delete reports SQLITE_CORRUPT,
+     * though the file passes every check); a new connection reads the
+     * index afresh. */
+    int reconnect;
 };
 
 /* ---- small helpers ---- */
@@ -79,8 +97,11 @@ int hist_failf(struct hist *h, int st, const char *fmt, ...)      /* our own fai
 int hist_prepare(struct hist *h, const char *sql, sqlite3_stmt **st, const char *what);
 int hist_step_done(struct hist *h, sqlite3_stmt *st, const char *what);
 int hist_begin_write(struct hist *h, const char *what);
+int hist_begin_read(struct hist *h, const char *what); /* BEGIN: one snapshot for several reads */
 int hist_commit(struct hist *h, const char *what);
-void hist_rollback(struct hist *h);
+/* Ends the open transaction, if any, undoing it; SQLITE_OK, or SQLite's
+ * code when the transaction is still open. */
+int hist_rollback(struct hist *h);
 
 /* ---- binding and reading columns ---- */
 
@@ -135,6 +156,13 @@ int hist_schema_matches(sqlite3 *db, int v, char *what, size_t cap);
  * result code (SQLITE_OK). For a connection without a struct hist around it
  * (opening, repair); with one, see hist_session_exists and friends. */
 int hist_query_int(sqlite3 *db, const char *sql, int64_t *out);
+
+/* ---- the connection (open.c) ---- */
+
+/* Replaces H's connection with a new one on the same file, set up alike
+ * (only when no transaction is open). HIST_OK, or the status with the
+ * message in h->err, the old connection kept and h->reconnect still set. */
+int hist_reconnect(struct hist *h, const char *what);
 
 /* ---- shared by sessions and messages ---- */
 

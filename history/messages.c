@@ -543,11 +543,11 @@ int hist_messages(struct hist *h, int64_t session_id, struct hist_message **out,
     *n = 0;
     const char *what = "reading messages";
     /* One read transaction, so the existence check and the rows agree. */
-    int rc = sqlite3_exec(h->db, "BEGIN", NULL, NULL, NULL);
-    if (rc != SQLITE_OK)
-        return hist_fail(h, rc, what);
+    int ret = hist_begin_read(h, what);
+    if (ret)
+        return ret;
     int exists = 0;
-    int ret = hist_session_exists(h, session_id, &exists);
+    ret = hist_session_exists(h, session_id, &exists);
     if (!ret && !exists)
         ret = hist_failf(h, HIST_E_NOTFOUND, "no session %lld", (long long)session_id);
     sqlite3_stmt *st = NULL;

@@ -482,6 +482,22 @@ static int immutable_uri(const char *path, char *buf, size_t cap)
     return n < 0 || (size_t)n >= cap - o ? -1 : 0;
 }
 
+/* Opens NAME with FLAGS into *DB and sets what every connection of ours
+ * has. A result code; on failure *DB may still need sqlite3_close (it holds
+ * the message). */
+static int connect_db(const char *name, int flags, int busy_ms, sqlite3 **db)
+{
+    int rc = sqlite3_open_v2(name, db, flags, NULL);
+    if (rc != SQLITE_OK)
+        return rc;
+    sqlite3_extended_result_codes(*db, 1);
+    sqlite3_busy_timeout(*db, busy_ms);
+    /* The file is untrusted input: no SQL may corrupt it deliberately (writable
+     * schema, raw page writes). The schema stays trusted because our own
+     * triggers keep the FTS5 index, a virtual table, in step. */
+    return sqlite3_db_config(*db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
+}
+
 /* Opens the file and checks it is ours and sound, without writing.
  * IMMUTABLE (read-only opens only) tells SQLite nobody can change the file,
  * so it needs no -shm beside it: see hist_open_ex. */
@@ -496,19 +512,13 @@ static sqlite3 *open_checked(const char *path, int readonly, int immutable, int 
         name = uri;
         flags |= SQLITE_OPEN_URI;
     }
-    int rc = sqlite3_open_v2(name, &db, flags, NULL);
+    int rc = connect_db(name, flags, busy_ms, &db);
     if (rc != SQLITE_OK) {
         hist_fmt_sqlite_err(err, errlen, path, db, rc, "opening the history database");
         *status = hist_status_of(rc);
         sqlite3_close(db);
         return NULL;
     }
-    sqlite3_extended_result_codes(db, 1);
-    sqlite3_busy_timeout(db, busy_ms);
-    /* The file is untrusted input: no SQL may corrupt it deliberately (writable
-     * schema, raw page writes). The schema stays trusted because our own
-     * triggers keep the FTS5 index, a virtual table, in step. */
-    sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
     int v = 0, ntab = 0, ok = 0;
     char damage[256] = "";
     rc = get_user_version(db, &v);
@@ -693,17 +703,27 @@ struct hist *hist_open_ex(const char *path, unsigned flags, int *status, char *e
         sqlite3_close(db);
         return NULL;
     }
+    sqlite3_stmt *rollback = NULL;
+    int rc = sqlite3_prepare_v2(db, "ROLLBACK", -1, &rollback, NULL);
+    if (rc != SQLITE_OK) {
+        hist_fmt_sqlite_err(err, errlen, path, db, rc, "opening the history database");
+        *st = hist_status_of(rc);
+        sqlite3_close(db);
+        return NULL;
+    }
     struct hist *h = calloc(1, sizeof *h);
     char *p = hist_strndup(path, strlen(path));
     if (!h || !p) {
         free(h);
         free(p);
+        sqlite3_finalize(rollback);
         sqlite3_close(db);
         put_err(err, errlen, "%s: out of memory", path);
         *st = HIST_E_NOMEM;
         return NULL;
     }
     h->db = db;
+    h->rollback = rollback;
     h->path = p;
     h->readonly = readonly;
     h->busy_ms = HIST_DEFAULT_BUSY_MS;
@@ -719,6 +739,50 @@ struct hist *hist_open_ex(const char *path, unsigned flags, int *status, char *e
     return h;
 }
 
+/* The file was checked and migrated when H was opened, and this process
+ * has written it since, so the new connection skips those checks: it only
+ * has to be set up as the first one was. A read-only connection is kept
+ * (it writes nothing, so no failed write can have left state behind, and
+ * it may have been opened as immutable). */
+int hist_reconnect(struct hist *h, const char *what)
+{
+    if (h->readonly) {
+        h->reconnect = 0;
+        return HIST_OK;
+    }
+    /* Not inside a transaction, nor under a statement still being read:
+     * the next call tries again. (The connection also holds FTS5's own
+     * statements, idle between uses; closing it finalizes them.) */
+    for (sqlite3_stmt *s = NULL; (s = sqlite3_next_stmt(h->db, s));)
+        if (sqlite3_stmt_busy(s))
+            return HIST_OK;
+    if (!sqlite3_get_autocommit(h->db))
+        return HIST_OK;
+    sqlite3 *db = NULL;
+    sqlite3_stmt *rollback = NULL;
+    char err[sizeof h->err];
+    int rc = connect_db(h->path, SQLITE_OPEN_READWRITE, h->busy_ms, &db);
+    int st = rc == SQLITE_OK ? configure(db, h->path, 1, err, sizeof err) : HIST_OK;
+    if (rc == SQLITE_OK && st == HIST_OK)
+        rc = sqlite3_prepare_v2(db, "ROLLBACK", -1, &rollback, NULL);
+    if (rc != SQLITE_OK || st != HIST_OK) {
+        if (rc != SQLITE_OK) {
+            hist_fmt_sqlite_err(h->err, sizeof h->err, h->path, db, rc, what);
+            st = hist_status_of(rc);
+        } else {
+            snprintf(h->err, sizeof h->err, "%s", err);
+        }
+        sqlite3_close(db);
+        return st;
+    }
+    sqlite3_finalize(h->rollback);
+    sqlite3_close_v2(h->db); /* _v2: a statement left unfinalized would keep it open, not leak it */
+    h->db = db;
+    h->rollback = rollback;
+    h->reconnect = 0;
+    return HIST_OK;
+}
+
 struct hist *hist_open(const char *path, char *err, size_t errlen)
 {
     return hist_open_ex(path, 0, NULL, err, errlen);
@@ -728,6 +792,7 @@ void hist_close(struct hist *h)
 {
     if (!h)
         return;
+    sqlite3_finalize(h->rollback); /* sqlite3_close keeps a connection with statements open */
     sqlite3_close(h->db);
     free(h->path);
     free(h);

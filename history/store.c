@@ -112,6 +112,8 @@ static void describe_damage(struct hist *h, const char *what)
 
 int hist_fail(struct hist *h, int rc, const char *what)
 {
+    if ((rc & 0xff) == SQLITE_NOMEM)
+        h->reconnect = 1;
     if (hist_status_of(rc) == HIST_E_CORRUPT) {
         describe_damage(h, what);
         return HIST_E_CORRUPT;
@@ -132,8 +134,22 @@ int hist_failf(struct hist *h, int st, const char *fmt, ...)
     return st;
 }
 
+/* A connection that ran out of memory is replaced between transactions,
+ * never inside one (that would lose the transaction's work). */
+static int settle(struct hist *h, const char *what)
+{
+    if (!h->reconnect || !sqlite3_get_autocommit(h->db))
+        return HIST_OK;
+    return hist_reconnect(h, what);
+}
+
 int hist_prepare(struct hist *h, const char *sql, sqlite3_stmt **st, const char *what)
 {
+    int ret = settle(h, what);
+    if (ret) {
+        *st = NULL;
+        return ret;
+    }
     int rc = sqlite3_prepare_v2(h->db, sql, -1, st, NULL);
     if (rc != SQLITE_OK) {
         *st = NULL;
@@ -151,13 +167,36 @@ int hist_step_done(struct hist *h, sqlite3_stmt *st, const char *what)
     return ret;
 }
 
+/* A transaction still open when a new one is to begin was left by a failure
+ * that could not end it (SQLite ran out of memory for the ROLLBACK too):
+ * undo it now. Otherwise BEGIN would fail with "cannot start a transaction
+ * within a transaction", and the connection would keep the write lock and
+ * the half-done write for as long as it lives. */
+static int end_leftover(struct hist *h, const char *what)
+{
+    int rc = hist_rollback(h);
+    return rc == SQLITE_OK ? settle(h, what) : hist_fail(h, rc, what);
+}
+
 /* BEGIN IMMEDIATE takes the write lock up front, so a busy database fails
  * here (after the busy timeout), before anything is changed. */
 int hist_begin_write(struct hist *h, const char *what)
 {
     if (h->readonly)
         return hist_failf(h, HIST_E_READONLY, "%s: %s", what, advice(HIST_E_READONLY));
+    int ret = end_leftover(h, what);
+    if (ret)
+        return ret;
     int rc = sqlite3_exec(h->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+    return rc == SQLITE_OK ? HIST_OK : hist_fail(h, rc, what);
+}
+
+int hist_begin_read(struct hist *h, const char *what)
+{
+    int ret = end_leftover(h, what);
+    if (ret)
+        return ret;
+    int rc = sqlite3_exec(h->db, "BEGIN", NULL, NULL, NULL);
     return rc == SQLITE_OK ? HIST_OK : hist_fail(h, rc, what);
 }
 
@@ -167,14 +206,29 @@ int hist_commit(struct hist *h, const char *what)
     if (rc == SQLITE_OK)
         return HIST_OK;
     int st = hist_fail(h, rc, what);
-    sqlite3_exec(h->db, "ROLLBACK", NULL, NULL, NULL);
+    hist_rollback(h);
     return st;
 }
 
-void hist_rollback(struct hist *h)
+/* The prepared ROLLBACK first, as it needs no memory; SQLite expires
+ * prepared statements on some schema resets, and re-preparing it does, so
+ * sqlite3_exec is the fallback (and the way for a connection opened
+ * without one). */
+int hist_rollback(struct hist *h)
 {
+    if (sqlite3_get_autocommit(h->db))
+        return SQLITE_OK;
+    int rc = SQLITE_OK;
+    if (h->rollback) {
+        rc = sqlite3_step(h->rollback);
+        sqlite3_reset(h->rollback);
+    }
     if (!sqlite3_get_autocommit(h->db))
-        sqlite3_exec(h->db, "ROLLBACK", NULL, NULL, NULL);
+        rc = sqlite3_exec(h->db, "ROLLBACK", NULL, NULL, NULL);
+    if (sqlite3_get_autocommit(h->db))
+        return SQLITE_OK;
+    h->reconnect = 1;
+    return rc == SQLITE_OK || rc == SQLITE_DONE ? SQLITE_ERROR : rc;
 }
 
 void hist_bind_text_or_null(sqlite3_stmt *st, int i, const char *s)

@@ -196,10 +196,12 @@ static bool valid_name(const char *name)
 
 int theme_load(const char *name, const char *config_dir, struct theme *t, char *err, size_t errlen)
 {
-    theme_default(t);
-    if (!name || !*name)
+    if (!name || !*name) {
+        theme_default(t);
         return 0;
+    }
     if (!valid_name(name)) {
+        theme_default(t);
         snprintf(err, errlen, "theme name '%.60s' is not valid (letters, digits, - and _)", name);
         return -1;
     }
@@ -219,8 +221,11 @@ int theme_load(const char *name, const char *config_dir, struct theme *t, char *
                 snprintf(t->name, sizeof t->name, "%s", name);
             return rc;
         }
+        /* ERR names the file and the reason. T is left as it was: nothing
+         * was read, and a theme that merely ran out of memory (or met a
+         * passing I/O error) should not turn the screen to the default. */
         if (errno != ENOENT)
-            return -1; /* ERR names the file and the reason */
+            return -1;
     }
     for (const struct theme_builtin *b = theme_builtins; b->name; b++)
         if (strcmp(b->name, name) == 0) {
@@ -231,6 +236,7 @@ int theme_load(const char *name, const char *config_dir, struct theme *t, char *
                 snprintf(t->name, sizeof t->name, "%s", name);
             return rc;
         }
+    theme_default(t);
     snprintf(err, errlen, "no theme '%s' (built in: dark, light, high-contrast; yours go in %s/themes/)", name,
              dir[0] ? dir : "~/.config/kvchat");
     return -1;

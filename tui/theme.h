@@ -87,10 +87,11 @@ int theme_parse(const char *text, size_t len, const char *file, struct theme *t,
 const char *const *theme_builtin_names(void);
 
 /* Loads theme NAME: the user's file if present, else a built-in. On error
- * (unknown name, unreadable or malformed file) returns -1 with a one-line
- * message and T set to the default theme, so the caller can show the message
- * and carry on. CONFIG_DIR is the kvchat config folder (NULL = the XDG
- * default). */
+ * returns -1 with a one-line message: for an unknown name or a malformed
+ * file with T set to the default theme, so the caller can show the message
+ * and carry on; for a file that could not be read (out of memory, I/O,
+ * permissions) with T left as it was. CONFIG_DIR is the kvchat config
+ * folder (NULL = the XDG default). */
 int theme_load(const char *name, const char *config_dir, struct theme *t, char *err, size_t errlen);
 
 /* Appends the user's theme names found in CONFIG_DIR/themes to NAMES (up to
