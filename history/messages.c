@@ -5,6 +5,7 @@
 #include "history_internal.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -154,27 +155,13 @@ int hist_reply_begin(struct hist *h, int64_t session_id, int64_t *out_id)
     return hist_reply_begin_from(h, session_id, NULL, NULL, out_id);
 }
 
+static int reply_begin(struct hist *h, int64_t session_id, bool variant, int64_t of_id,
+                       const char *engine, const char *model, int64_t *out_id);
+
 int hist_reply_begin_from(struct hist *h, int64_t session_id, const char *engine, const char *model,
                           int64_t *out_id)
 {
-    if (!h)
-        return HIST_E_INVALID;
-    const char *what = "starting a reply";
-    int ret = hist_begin_write(h, what);
-    if (ret)
-        return ret;
-    int64_t id = 0;
-    if ((ret = insert_message(h, session_id, HIST_ROLE_ASSISTANT, "", 0, -1, "streaming", engine, model,
-                              what, &id))) {
-        hist_rollback(h);
-        return ret;
-    }
-    if ((ret = hist_commit(h, what)))
-        return ret;
-    slot_for(h, id, 1)->last_ms = mono_ms();
-    if (out_id)
-        *out_id = id;
-    return HIST_OK;
+    return reply_begin(h, session_id, false, 0, engine, model, out_id);
 }
 
 /* The first reply of the turn reply OF_ID belongs to, in *HEAD; checks it
@@ -218,17 +205,27 @@ static int variants_off(struct hist *h, int64_t head, int64_t keep, const char *
 int hist_reply_begin_variant(struct hist *h, int64_t session_id, int64_t of_id, const char *engine,
                              const char *model, int64_t *out_id)
 {
+    return reply_begin(h, session_id, true, of_id, engine, model, out_id);
+}
+
+/* A new streaming reply of SESSION_ID; with VARIANT another variant of the
+ * turn reply OF_ID belongs to, chosen, the others set off. */
+static int reply_begin(struct hist *h, int64_t session_id, bool variant, int64_t of_id,
+                       const char *engine, const char *model, int64_t *out_id)
+{
     if (!h)
         return HIST_E_INVALID;
-    const char *what = "starting another reply";
+    const char *what = variant ? "starting another reply" : "starting a reply";
     int ret = hist_begin_write(h, what);
     if (ret)
         return ret;
     int64_t head = 0, id = 0;
-    if (!(ret = variant_head(h, session_id, of_id, &head, what)) &&
-        !(ret = variants_off(h, head, 0, what)) &&
-        !(ret = insert_message(h, session_id, HIST_ROLE_ASSISTANT, "", 0, -1, "streaming", engine,
-                               model, what, &id))) {
+    if (variant && !(ret = variant_head(h, session_id, of_id, &head, what)))
+        ret = variants_off(h, head, 0, what);
+    if (!ret)
+        ret = insert_message(h, session_id, HIST_ROLE_ASSISTANT, "", 0, -1, "streaming", engine, model,
+                             what, &id);
+    if (!ret && variant) {
         sqlite3_stmt *st;
         if (!(ret = hist_prepare(h, "UPDATE messages SET variant_of = ? WHERE id = ?", &st, what))) {
             sqlite3_bind_int64(st, 1, head);
