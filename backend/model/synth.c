@@ -309,27 +309,43 @@ static size_t layout_tensors(const struct synth_spec *s, struct tdesc *d, int n)
     return total;
 }
 
-int synth_weight_bytes(const struct synth_spec *s, uint64_t *out, char *err, size_t errlen)
+/* The model S describes without its weights: checked shape and type,
+ * hyperparameters, room for its layers, and in *D (owned by the caller) a
+ * descriptor per tensor for list_tensors. NULL with ERR. */
+static struct model *model_shell(const struct synth_spec *s, struct tdesc **d, char *err,
+                                 size_t errlen)
 {
     const struct synth_shape *sh = &s->shape;
+    *d = NULL;
     if (check_shape(sh, err, errlen))
-        return -1;
+        return NULL;
     if (!quant_type_supported(s->type)) {
         kv_seterr(err, errlen, "synthetic weight type %s is not supported (types: %s)",
                   quant_type_name(s->type), synth_type_list());
-        return -1;
+        return NULL;
     }
     struct model *m = calloc(1, sizeof *m);
-    struct tdesc *d = malloc(sizeof *d * max_tensors(sh));
+    *d = malloc(sizeof **d * max_tensors(sh));
     if (m)
         m->layers = calloc((size_t)sh->n_layer, sizeof *m->layers);
-    if (!m || !d || !m->layers) {
+    if (!m || !*d || !m->layers) {
         kv_seterr(err, errlen, "out of memory");
-        free(d);
+        free(*d);
+        *d = NULL;
         model_free(m);
-        return -1;
+        return NULL;
     }
     fill_hparams(m, sh);
+    return m;
+}
+
+int synth_weight_bytes(const struct synth_spec *s, uint64_t *out, char *err, size_t errlen)
+{
+    const struct synth_shape *sh = &s->shape;
+    struct tdesc *d;
+    struct model *m = model_shell(s, &d, err, errlen);
+    if (!m)
+        return -1;
     *out = layout_tensors(s, d, list_tensors(m, sh, d));
     free(d);
     model_free(m); /* nothing mapped: the tensors hold offsets only */
@@ -339,24 +355,10 @@ int synth_weight_bytes(const struct synth_spec *s, uint64_t *out, char *err, siz
 struct model *model_new_synthetic(const struct synth_spec *s, char *err, size_t errlen)
 {
     const struct synth_shape *sh = &s->shape;
-    if (check_shape(sh, err, errlen))
+    struct tdesc *d;
+    struct model *m = model_shell(s, &d, err, errlen);
+    if (!m)
         return NULL;
-    if (!quant_type_supported(s->type)) {
-        kv_seterr(err, errlen, "synthetic weight type %s is not supported (types: %s)",
-                  quant_type_name(s->type), synth_type_list());
-        return NULL;
-    }
-    struct model *m = calloc(1, sizeof *m);
-    struct tdesc *d = malloc(sizeof *d * max_tensors(sh));
-    if (m)
-        m->layers = calloc((size_t)sh->n_layer, sizeof *m->layers);
-    if (!m || !d || !m->layers) {
-        kv_seterr(err, errlen, "out of memory");
-        free(d);
-        model_free(m);
-        return NULL;
-    }
-    fill_hparams(m, sh);
     const struct model_hparams *hp = &m->hp;
     snprintf(m->name, sizeof m->name, "synthetic %s", s->name[0] ? s->name : sh->name);
 
