@@ -48,6 +48,9 @@ screen | grep -q 'weights (file-backed)' && pass "file-backed weights shown" || 
 screen | grep -Eq 'KV f16: .* reserved \(0/[0-9]+ tok\)' && pass "KV reserved against used" || fail "no KV row"
 screen | grep -Eq 'f32 KV: --ctx-size up to [0-9]+' && pass "headroom per KV type" || fail "no headroom"
 screen | grep -q 'GPU util .*n/a' && pass "no GPU: util n/a" || fail "GPU util not n/a on the CPU"
+# a line longer than the pane ends whole or with an ellipsis, never mid-figure
+screen | grep -Eq 'weights by type: .*([KMG]iB|…) *│' && screen | grep -Eq 'by layers: .*([KMG]iB|…) *│' &&
+    pass "long lines end whole or with an ellipsis" || fail "a long line is cut without an ellipsis"
 tmux send-keys -t $S "Write a long story about a lighthouse keeper." Enter
 # a live figure, or (a short reply may end between two looks) a column
 # drawn from a reading taken while it streamed

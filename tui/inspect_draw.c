@@ -3,6 +3,7 @@
  * minutes, and the headroom. The figures come from inspect.c; this file
  * only places them. */
 #include "inspect.h"
+#include "fit.h"
 #include "ui_internal.h"
 
 #include <curses.h>
@@ -10,25 +11,31 @@
 #include <stdio.h>
 #include <string.h>
 
-/* Writes S (UTF-8; block characters count one column) at Y, X, cut at W
- * columns. */
+/* Writes S (UTF-8; block characters count one column) at Y, X in W columns;
+ * a line too long for them is cut at a word with an ellipsis, so a reader
+ * sees that more was there (a narrow pane, many tensor types). */
 static void put(int y, int x, int w, const char *s, attr_t a)
 {
     if (w <= 0)
         return;
     attrset(a);
-    int cols = 0;
-    size_t n = 0, len = strlen(s);
-    while (n < len && cols < w) {
-        uint32_t cp;
-        size_t k = utf8_decode(s + n, len - n, &cp);
-        int cw = cp_width(cp);
-        if (cols + cw > w)
-            break;
-        cols += cw;
-        n += k;
+    size_t len = strlen(s);
+    bool cut;
+    size_t n = fit_words(s, len, w, &cut);
+    if (cut && n == 0) { /* one long word: cut inside it */
+        int cols = 0;
+        while (n < len) {
+            uint32_t cp;
+            size_t k = utf8_decode(s + n, len - n, &cp);
+            if (cols + cp_width(cp) + 1 > w)
+                break;
+            cols += cp_width(cp);
+            n += k;
+        }
     }
     mvaddnstr(y, x, s, (int)n);
+    if (cut)
+        addstr(FIT_ELLIPSIS);
 }
 
 /* The graphs: one table row each, so adding a reading to the view is one
