@@ -60,6 +60,8 @@ A=$(screen | grep 'mem used' | head -1)
 sleep 2.5
 B=$(screen | grep 'mem used' | head -1)
 [ "$A" != "$B" ] && pass "graphs advance while the reply streams" || fail "the graph did not move in 2.5 s"
+screen | grep -Eq 'kvchat +[▁▂▃▄▅▆▇█ ]*[0-9.]+/[0-9.]+ GiB' && pass "this process's memory has its own graph" ||
+    fail "no graph of this process's memory"
 screen | grep -Eq '^ +[[:alpha:]][^│]*│ ' && pass "the chat stays beside it" || fail "the chat is hidden"
 tmux send-keys -t $S Escape
 sleep 1

@@ -48,6 +48,8 @@ static const struct {
     double fixed_max; /* 0 = a nice maximum of what the window holds */
 } graphs[] = {
     {.field = 1, .label = "mem used", .unit = "GiB", .scale = 1.0 / (1 << 30)},
+    /* the breakdown's total: the driver's figure for this process, or its RSS */
+    {.field = 3, .label = "kvchat", .unit = "GiB", .scale = 1.0 / (1 << 30)},
     {.field = 11, .label = "decode", .unit = "tok/s", .scale = 1},
     {.field = 12, .label = "roofline", .unit = "%", .scale = 1, .fixed_max = 100},
     {.field = 13, .label = "GPU util", .unit = "%", .scale = 1, .fixed_max = 100},
