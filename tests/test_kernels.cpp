@@ -250,8 +250,11 @@ static void make_wmat(wmat *w, ggml_type type, int64_t nrows, int64_t ncols)
     w->m.ggml_type = type;
     w->m.ncols = ncols;
     w->m.nrows = nrows;
-    w->m.row_bytes = rb;
-    w->m.d = dev(w->bytes);
+    /* The device layout, as the backend's upload writes it. */
+    w->m.row_bytes = kv_row_bytes(type, ncols);
+    std::vector<uint8_t> packed(w->m.row_bytes * nrows);
+    kv_repack_rows(w->m.fmt, w->bytes.data(), packed.data(), nrows, ncols, rb, w->m.row_bytes);
+    w->m.d = dev(packed);
 }
 
 /* Types and row lengths: scalar f32 (37), vector f16, and blocks of 32 and
@@ -265,7 +268,9 @@ static const struct {
 } k_mats[] = {
     {GGML_TYPE_F32, 37, 7},   {GGML_TYPE_F16, 40, 9},  {GGML_TYPE_BF16, 24, 5},
     {GGML_TYPE_Q4_0, 96, 6},  {GGML_TYPE_Q5_1, 64, 3}, {GGML_TYPE_Q8_0, 160, 11},
-    {GGML_TYPE_Q4_K, 512, 5}, {GGML_TYPE_Q6_K, 256, 3},
+    {GGML_TYPE_Q4_K, 512, 5}, {GGML_TYPE_Q6_K, 256, 3}, {GGML_TYPE_Q4_1, 4128, 6},
+    {GGML_TYPE_Q5_0, 224, 5}, {GGML_TYPE_Q5_K, 768, 7}, {GGML_TYPE_Q8_0, 2080, 9},
+    {GGML_TYPE_Q4_K, 2304, 3}, {GGML_TYPE_Q6_K, 2560, 6},
     {GGML_TYPE_F16, 4104, 13}, {GGML_TYPE_BF16, 2056, 3}, {GGML_TYPE_F32, 2312, 9},
 };
 
