@@ -6,7 +6,8 @@
  * are on the device and already checked against the vocabulary by
  * cuda_forward.
  *
- * Why this version: the table stays in its file format (a Q4 table is a
+ * Why this version: the table stays in its quantised format, in the
+ * upload's repacked layout like every matrix (a Q4 table is a
  * sixth of its f32 size) and a lookup reads only the rows it needs, so an
  * f32 copy would cost memory and gain nothing.
  */

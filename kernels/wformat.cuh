@@ -5,16 +5,16 @@
  * for Q4_0..Q8_0, half a super-block's sub-block pair (64) for Q4_K/Q5_K, one
  * 32-element quadrant of a half for Q6_K, 8 (or 1) elements for the float
  * formats. One thread decodes one unit into registers (the loops are fully
- * unrolled, so v[] never reaches local memory) from loads as wide as the
- * block's alignment allows: blocks of 144 and 176 bytes are 16-byte aligned
- * and read with 16-byte loads; 18-, 22-, 34- and 210-byte blocks only
- * guarantee 2 bytes, 20 and 24 bytes guarantee 4 and 8. The arithmetic
- * follows docs/model-formats.md section 2 exactly.
+ * unrolled, so v[] never reaches local memory). The quantised formats are
+ * read in the layout the upload repacks them into (below: planes, rows
+ * padded to 16 bytes), so their quants come in 16-byte loads. The
+ * arithmetic follows docs/model-formats.md section 2 exactly.
  *
  * Each format is one traits row, kv_fmt<F>: UE (elements a unit), TYPE (the
  * file's tensor type it reads), COLS (what a row's length must be a multiple
- * of) and decode. kv_wfmt_of and kv_wf_dispatch read the rows, so no other
- * code switches over formats or tensor types.
+ * of) and decode; the quantised rows add their planes (PB, SRC) and the
+ * matvec's dot. kv_wfmt_of, kv_wf_dispatch, kv_row_bytes and kv_repack_rows
+ * read the rows, so no other code switches over formats or tensor types.
  */
 #ifndef KVCHAT_WFORMAT_CUH
 #define KVCHAT_WFORMAT_CUH
