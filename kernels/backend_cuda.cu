@@ -2,8 +2,9 @@
  * backend.h), and the one symbol the module kvchat-cuda.so exports, its entry
  * point (BACKEND_ENTRY), through which the registry gets the table.
  *
- * create() uploads the weights as they are in the file (quantised blocks)
- * into one device arena through two pinned staging buffers, converting only
+ * create() uploads the weights into one device arena through two pinned
+ * staging buffers, quantised blocks repacked on the way (wformat.cuh: the
+ * fields of a row's blocks in planes, rows padded to 16 bytes), converting only
  * the small vectors (norms, biases, rope factors) to f32; it sizes the f16 KV
  * cache from n_ctx and the scratch from a micro-batch of UB tokens, and checks
  * free device memory before allocating anything, against the same estimate
@@ -126,7 +127,9 @@ static int plan_add(struct plan *p, const struct model_tensor *t, const char *wh
     i->t = t;
     i->what = what;
     i->vec = vec;
-    i->bytes = vec ? (size_t)(t->ne0 * t->ne1) * sizeof(float) : t->nbytes;
+    /* Matrices take their device rows (wformat.cuh: repacked, padded). */
+    i->bytes = vec ? (size_t)(t->ne0 * t->ne1) * sizeof(float)
+                   : kv_row_bytes((enum ggml_type)t->type, t->ne0) * (size_t)t->ne1;
     i->off = p->bytes;
     i->mat = mat;
     i->vp = vp;
@@ -195,7 +198,7 @@ static int check_plan(const struct plan *p, char *err, size_t errlen)
         it->mat->ggml_type = it->t->type;
         it->mat->ncols = it->t->ne0;
         it->mat->nrows = it->t->ne1;
-        it->mat->row_bytes = quant_row_size(it->t->type, it->t->ne0);
+        it->mat->row_bytes = kv_row_bytes((enum ggml_type)it->t->type, it->t->ne0);
     }
     return 0;
 }
@@ -233,6 +236,49 @@ static int stage_copy(struct cuda_backend *b, struct stager *s, void *dst, const
     return 0;
 }
 
+/* Host-to-device copy of matrix IT in its device layout: whole rows
+ * repacked (kv_repack_rows) straight into the pinned buffers, as many as
+ * fit, so the repack costs no extra pass over the weights; without pinned
+ * buffers (or for a row larger than one) through a pageable bounce buffer. */
+static int stage_matrix(struct cuda_backend *b, struct stager *s, uint8_t *dst,
+                        const struct item *it)
+{
+    const struct kv_dmat *m = it->mat;
+    const uint8_t *src = (const uint8_t *)it->t->data;
+    size_t src_rb = quant_row_size(it->t->type, m->ncols), rb = m->row_bytes;
+    int64_t per = (int64_t)(STAGE_BYTES / rb);
+    bool pinned = s->ok && per >= 1;
+    if (per < 1)
+        per = 1;
+    uint8_t *bounce = NULL;
+    if (!pinned && !(bounce = (uint8_t *)malloc((size_t)per * rb))) {
+        snprintf(b->err, sizeof b->err, "CUDA backend: out of host memory repacking %s", it->what);
+        return -1;
+    }
+    int rc = 0;
+    for (int64_t r = 0; r < m->nrows && rc == 0; r += per) {
+        int64_t c = m->nrows - r < per ? m->nrows - r : per;
+        if (!pinned) {
+            kv_repack_rows(m->fmt, src + r * src_rb, bounce, c, m->ncols, src_rb, rb);
+            rc = CUDA_CHECK(cudaMemcpy(dst + r * rb, bounce, (size_t)c * rb,
+                                       cudaMemcpyHostToDevice),
+                            b->err, sizeof b->err);
+            continue;
+        }
+        int i = s->next;
+        s->next ^= 1;
+        if (CUDA_CHECK(cudaEventSynchronize(s->ev[i]), b->err, sizeof b->err))
+            return -1;
+        kv_repack_rows(m->fmt, src + r * src_rb, s->pin[i], c, m->ncols, src_rb, rb);
+        rc = CUDA_CHECK(cudaMemcpyAsync(dst + r * rb, s->pin[i], (size_t)c * rb,
+                                        cudaMemcpyHostToDevice, b->st),
+                        b->err, sizeof b->err) ||
+             CUDA_CHECK(cudaEventRecord(s->ev[i], b->st), b->err, sizeof b->err);
+    }
+    free(bounce);
+    return rc ? -1 : 0;
+}
+
 static int upload(struct cuda_backend *b, const struct plan *p)
 {
     struct stager s;
@@ -266,7 +312,7 @@ static int upload(struct cuda_backend *b, const struct plan *p)
             free(f);
             *it->vp = (float *)dst;
         } else {
-            rc = stage_copy(b, &s, dst, it->t->data, it->t->nbytes);
+            rc = stage_matrix(b, &s, dst, it);
             it->mat->d = dst;
         }
     }

@@ -47,7 +47,7 @@ int kv_cublas_check(cublasStatus_t s, const char *call, const char *file, int li
 
 /* How a weight matrix is decoded: one row per format, in the order
  * kv_wfmt_of (wformat.cuh) prefers them. The quantised formats are ggml's
- * blocks as stored in the file; F32/F16/BF16 have a vector form (8 elements
+ * blocks, repacked at upload (wformat.cuh); F32/F16/BF16 have a vector form (8 elements
  * per 16- or 32-byte load, rows of a multiple of 8) and a scalar form (_S)
  * for rows of other lengths. A format is this one line plus its kv_fmt<>
  * row in wformat.cuh. */
@@ -73,7 +73,8 @@ static inline unsigned kv_grid(int64_t n, int threads)
 }
 
 /* A weight matrix in device memory: NROWS rows of NCOLS elements, each row
- * ROW_BYTES bytes, in the file's block layout. */
+ * ROW_BYTES bytes (kv_row_bytes), in the device layout of its format
+ * (wformat.cuh: quantised blocks repacked into planes at upload). */
 struct kv_dmat {
     enum kv_wfmt fmt;
     int ggml_type;      /* the file's type id, for messages */

@@ -17,12 +17,13 @@ static __global__ void k_dequant_f16(const uint8_t *__restrict__ w, size_t row_b
                                      int64_t nrows, int64_t nunits, __half *__restrict__ out)
 {
     constexpr int UE = kv_fmt<F>::UE;
+    const int64_t nb = nunits * UE / kv_fmt<F>::COLS; /* blocks a row, for the planes */
     int64_t total = nrows * nunits;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (int64_t)gridDim.x * blockDim.x) {
         int64_t r = i / nunits, u = i % nunits;
         float v[UE];
-        kv_fmt<F>::decode(w + (row0 + r) * row_bytes, u, v);
+        kv_fmt<F>::decode(w + (row0 + r) * row_bytes, nb, u, v);
         __half *o = out + r * nunits * UE + u * UE;
         if constexpr (UE % 8 == 0) {
 #pragma unroll

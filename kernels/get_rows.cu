@@ -6,7 +6,8 @@
  * are on the device and already checked against the vocabulary by
  * cuda_forward.
  *
- * Why this version: the table stays in its file format (a Q4 table is a
+ * Why this version: the table stays in its quantised format, in the
+ * upload's repacked layout like every matrix (a Q4 table is a
  * sixth of its f32 size) and a lookup reads only the rows it needs, so an
  * f32 copy would cost memory and gain nothing.
  */
@@ -18,12 +19,13 @@ static __global__ void k_get_rows(const uint8_t *__restrict__ w, size_t row_byte
                                   float scale, float *__restrict__ out)
 {
     constexpr int UE = kv_fmt<F>::UE;
+    const int64_t nb = nunits * UE / kv_fmt<F>::COLS; /* blocks a row, for the planes */
     int64_t total = (int64_t)n * nunits;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
          i += (int64_t)gridDim.x * blockDim.x) {
         int64_t t = i / nunits, u = i % nunits;
         float v[UE];
-        kv_fmt<F>::decode(w + (int64_t)ids[t] * row_bytes, u, v);
+        kv_fmt<F>::decode(w + (int64_t)ids[t] * row_bytes, nb, u, v);
         float *o = out + t * nunits * UE + u * UE;
 #pragma unroll
         for (int j = 0; j < UE; j++)

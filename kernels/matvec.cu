@@ -9,8 +9,10 @@
  * fused into the store, which saves a launch and a pass over y per
  * projection.
  *
- * v1 (k_matvec) now serves the quantised formats; v2 (k_matvec_sx, below)
- * the float ones, measured with scripts/kernel-report (NOTES.md).
+ * v1 (k_matvec) now serves only the scalar float forms (rows not a
+ * multiple of 8); v2 (k_matvec_sx, below) the vector float ones and v3
+ * (k_matvec_q) the quantised ones in their repacked layout, measured with
+ * scripts/kernel-report (NOTES.md).
  *
  * Why v1: correctness first. Known limits (see NOTES.md): short
  * rows (n_embd 576 = 18 Q4 blocks) leave lanes idle; blocks that are only
@@ -35,7 +37,7 @@ static __global__ void __launch_bounds__(MV_WARPS * 32)
 #pragma unroll 1
     for (int64_t u = lane; u < nunits; u += 32) {
         float v[UE];
-        kv_fmt<F>::decode(row, u, v);
+        kv_fmt<F>::decode(row, 0, u, v);
         const float *xu = x + u * UE;
         if constexpr (UE % 4 == 0) {
 #pragma unroll
@@ -123,7 +125,7 @@ static __global__ void __launch_bounds__(MV_WARPS * 32)
 #pragma unroll
             for (int j = 0; j < MV_ROWS; j++) {
                 float v[8];
-                kv_fmt<F>::decode(rp[j], 0, v);
+                kv_fmt<F>::decode(rp[j], 0, 0, v);
                 rp[j] += 32 * kv_fmt<F>::UE_BYTES;
 #pragma unroll
                 for (int k = 0; k < 8; k++)
@@ -148,12 +150,105 @@ static __global__ void __launch_bounds__(MV_WARPS * 32)
     }
 }
 
+/* ---- v3: the quantised formats, in the repacked layout (wformat.cuh) ----
+ *
+ * The shape of v2: MV_ROWS (4) rows a warp sharing x, x staged MV_CHUNK
+ * floats at a time in shared memory, permuted so a lane's UE floats are
+ * UE/4 LDS.128 of 16 consecutive bytes across the warp (float4 i of unit
+ * 32 s + l at (UE/4) 32 s + 32 i + l); beside it, for the formats that
+ * factor a min or offset out (kv_fmt<F>::XSUM), the sum of every 32 x,
+ * computed once per block and shared by its 16 rows. A pass of the steady
+ * loop is one unit of each row: lane l reads unit 32 p + l, so a warp's
+ * quant loads are 16-byte slices of one contiguous plane, and the scales
+ * come from their own plane, also contiguous across the warp. */
+template <int F>
+static __global__ void __launch_bounds__(MV_WARPS * 32)
+    k_matvec_q(const uint8_t *__restrict__ w, size_t row_bytes, int64_t nrows, int64_t ncols,
+               const float *__restrict__ x, const float *bias, const float *add, float *y)
+{
+    using T = kv_fmt<F>;
+    constexpr int UE = T::UE, NG = UE / 32 > 0 ? UE / 32 : 1;
+    static_assert(MV_CHUNK % (32 * UE) == 0, "a chunk is whole warp passes");
+    KV_SHARED(float4, xs, [MV_CHUNK / 4]);
+    KV_SHARED(float, xsum, [MV_CHUNK / 32]);
+    const int lane = threadIdx.x & 31;
+    const int64_t nb = ncols / T::COLS;
+    const int64_t r0 = ((int64_t)blockIdx.x * MV_WARPS + (threadIdx.x >> 5)) * MV_ROWS;
+    const int64_t r0c = r0 < nrows ? r0 : nrows - 1;
+    const uint8_t *rp[MV_ROWS];
+#pragma unroll
+    for (int j = 0; j < MV_ROWS; j++)
+        rp[j] = w + (r0c + j < nrows ? r0c + j : nrows - 1) * (int64_t)row_bytes;
+    float acc[MV_ROWS];
+#pragma unroll
+    for (int j = 0; j < MV_ROWS; j++)
+        acc[j] = 0.0f;
+    for (int64_t c0 = 0; c0 < ncols; c0 += MV_CHUNK) {
+        int n = ncols - c0 < MV_CHUNK ? (int)(ncols - c0) : MV_CHUNK;
+        __syncthreads(); /* the previous chunk is no longer read */
+        for (int i = threadIdx.x; i < n / 4; i += MV_WARPS * 32) {
+            int u = i / (UE / 4), k = i % (UE / 4);
+            xs[(u >> 5) * (UE / 4) * 32 + k * 32 + (u & 31)] = __ldg((const float4 *)(x + c0) + i);
+        }
+        if constexpr (T::XSUM) {
+            for (int g = threadIdx.x; g < n / 32; g += MV_WARPS * 32) {
+                const float4 *xg = (const float4 *)(x + c0) + 8 * g;
+                float s = 0.0f;
+#pragma unroll
+                for (int k = 0; k < 8; k++) {
+                    float4 v = __ldg(xg + k);
+                    s += (v.x + v.y) + (v.z + v.w);
+                }
+                xsum[g] = s;
+            }
+        }
+        __syncthreads();
+        const int nu = n / UE;
+        const int64_t ub = c0 / UE;
+#pragma unroll 1
+        for (int u = lane; u < nu; u += 32) {
+            float xv[UE], sv[NG];
+            const int xi = (u >> 5) * (UE / 4) * 32 + (u & 31);
+#pragma unroll
+            for (int k = 0; k < UE / 4; k++) {
+                float4 v = xs[xi + 32 * k];
+                xv[4 * k] = v.x, xv[4 * k + 1] = v.y, xv[4 * k + 2] = v.z, xv[4 * k + 3] = v.w;
+            }
+#pragma unroll
+            for (int g = 0; g < NG; g++)
+                sv[g] = T::XSUM ? xsum[u * NG + g] : 0.0f;
+#pragma unroll
+            for (int j = 0; j < MV_ROWS; j++)
+                acc[j] += T::dot(rp[j], nb, ub + u, xv, sv);
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < MV_ROWS; j++) {
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1)
+            acc[j] += __shfl_xor_sync(0xffffffffu, acc[j], o);
+        int64_t r = r0 + j;
+        if (lane == 0 && r < nrows) {
+            float s = acc[j];
+            if (bias)
+                s += bias[r];
+            if (add)
+                s += add[r];
+            y[r] = s;
+        }
+    }
+}
+
 cudaError_t kv_matvec(const struct kv_dmat *w, const float *x, const float *bias,
                       const float *add, float *y, cudaStream_t st)
 {
     return kv_wf_dispatch(w->fmt, [&](auto f) {
         constexpr int F = decltype(f)::value;
-        if constexpr (kv_mv_staged<F>) {
+        if constexpr (kv_repacked<F>::value) {
+            unsigned grid = (unsigned)((w->nrows + MV_WARPS * MV_ROWS - 1) / (MV_WARPS * MV_ROWS));
+            KV_LAUNCH(k_matvec_q<F>, grid, MV_WARPS * 32, 0, st)(w->d, w->row_bytes, w->nrows,
+                                                                 w->ncols, x, bias, add, y);
+        } else if constexpr (kv_mv_staged<F>) {
             unsigned grid = (unsigned)((w->nrows + MV_WARPS * MV_ROWS - 1) / (MV_WARPS * MV_ROWS));
             KV_LAUNCH(k_matvec_sx<F>, grid, MV_WARPS * 32, 0, st)(w->d, w->row_bytes, w->nrows,
                                                                   w->ncols, x, bias, add, y);

@@ -5,20 +5,21 @@
  * for Q4_0..Q8_0, half a super-block's sub-block pair (64) for Q4_K/Q5_K, one
  * 32-element quadrant of a half for Q6_K, 8 (or 1) elements for the float
  * formats. One thread decodes one unit into registers (the loops are fully
- * unrolled, so v[] never reaches local memory) from loads as wide as the
- * block's alignment allows: blocks of 144 and 176 bytes are 16-byte aligned
- * and read with 16-byte loads; 18-, 22-, 34- and 210-byte blocks only
- * guarantee 2 bytes, 20 and 24 bytes guarantee 4 and 8. The arithmetic
- * follows docs/model-formats.md section 2 exactly.
+ * unrolled, so v[] never reaches local memory). The quantised formats are
+ * read in the layout the upload repacks them into (below: planes, rows
+ * padded to 16 bytes), so their quants come in 16-byte loads. The
+ * arithmetic follows docs/model-formats.md section 2 exactly.
  *
  * Each format is one traits row, kv_fmt<F>: UE (elements a unit), TYPE (the
  * file's tensor type it reads), COLS (what a row's length must be a multiple
- * of) and decode. kv_wfmt_of and kv_wf_dispatch read the rows, so no other
- * code switches over formats or tensor types.
+ * of) and decode; the quantised rows add their planes (PB, SRC) and the
+ * matvec's dot. kv_wfmt_of, kv_wf_dispatch, kv_row_bytes and kv_repack_rows
+ * read the rows, so no other code switches over formats or tensor types.
  */
 #ifndef KVCHAT_WFORMAT_CUH
 #define KVCHAT_WFORMAT_CUH
 
+#include <string.h>
 #include <type_traits>
 
 #include "cuda_common.h"
@@ -49,7 +50,7 @@ template <> struct kv_fmt<KV_WF_F32> {
     static constexpr enum ggml_type TYPE = GGML_TYPE_F32;
     static constexpr int64_t COLS = 8;
     static constexpr int UE = 8;
-    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t u, float *v)
+    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t, int64_t u, float *v)
     {
         const float4 *p = (const float4 *)(row + u * 32);
         float4 a = __ldg(p), b = __ldg(p + 1);
@@ -61,7 +62,7 @@ template <> struct kv_fmt<KV_WF_F32_S> {
     static constexpr enum ggml_type TYPE = GGML_TYPE_F32;
     static constexpr int64_t COLS = 1;
     static constexpr int UE = 1;
-    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t u, float *v)
+    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t, int64_t u, float *v)
     {
         v[0] = __ldg((const float *)row + u);
     }
@@ -71,7 +72,7 @@ template <> struct kv_fmt<KV_WF_F16> {
     static constexpr enum ggml_type TYPE = GGML_TYPE_F16;
     static constexpr int64_t COLS = 8;
     static constexpr int UE = 8;
-    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t u, float *v)
+    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t, int64_t u, float *v)
     {
         uint4 q = __ldg((const uint4 *)(row + u * 16));
         uint32_t w[4] = {q.x, q.y, q.z, q.w};
@@ -86,7 +87,7 @@ template <> struct kv_fmt<KV_WF_F16_S> {
     static constexpr enum ggml_type TYPE = GGML_TYPE_F16;
     static constexpr int64_t COLS = 1;
     static constexpr int UE = 1;
-    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t u, float *v)
+    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t, int64_t u, float *v)
     {
         v[0] = kv_h2f(kv_ld16(row + 2 * u));
     }
@@ -96,7 +97,7 @@ template <> struct kv_fmt<KV_WF_BF16> {
     static constexpr enum ggml_type TYPE = GGML_TYPE_BF16;
     static constexpr int64_t COLS = 8;
     static constexpr int UE = 8;
-    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t u, float *v)
+    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t, int64_t u, float *v)
     {
         uint4 q = __ldg((const uint4 *)(row + u * 16));
         uint32_t w[4] = {q.x, q.y, q.z, q.w};
@@ -111,125 +112,259 @@ template <> struct kv_fmt<KV_WF_BF16_S> {
     static constexpr enum ggml_type TYPE = GGML_TYPE_BF16;
     static constexpr int64_t COLS = 1;
     static constexpr int UE = 1;
-    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t u, float *v)
+    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t, int64_t u, float *v)
     {
         v[0] = __uint_as_float(kv_ld16(row + 2 * u) << 16);
     }
 };
 
-/* Q8_0: d, qs[32] int8; 34 bytes. */
+/* ---- the quantised formats: ggml's blocks, repacked at upload ----
+ *
+ * A file row is nb blocks of BB bytes, each block a struct of fields (scale,
+ * high bits, quants). On the device a row is the same fields split into
+ * planes, one after another: plane k holds field k of every block, PB[k]
+ * bytes a block, so it starts at nb * (PB[0] + .. + PB[k-1]). Plane 0 is the
+ * quants (16 or 32 bytes a 32-element block, 128 a super-block), so
+ * consecutive lanes reading consecutive blocks read 16-byte slices of one
+ * run; the planes total BB bytes a block, and the row is padded to 16 bytes
+ * (kv_row_bytes) so every row, and every quant plane, starts 16-byte
+ * aligned. Field k of a file block starts at byte SRC[k]. kv_repack_rows
+ * (below) writes this layout from the file's while the weights are staged;
+ * Q8_0's quants are stored offset by 128 (as unsigned bytes) so the matvec
+ * turns them into floats with one byte permute. Every reader (decode,
+ * dot) reads planes; the arithmetic is docs/model-formats.md section 2's.
+ *
+ * decode(row, nb, u, v): the UE elements of unit u, for dequant.cu and
+ * get_rows.cu. dot(row, nb, u, xv, xs): the matvec's sum over unit u of
+ * w * x, XV the unit's UE x values and XS the sums of x over its 32-element
+ * groups (formats with a min term or offset factor it out of the loop). */
+
+/* Byte offset of plane K in a row, per block (times nb); a constant. */
+template <int F, int K> struct kv_poff {
+    static constexpr int64_t value = kv_poff<F, K - 1>::value + kv_fmt<F>::PB[K - 1];
+};
+template <int F> struct kv_poff<F, 0> {
+    static constexpr int64_t value = 0;
+};
+#define KV_PLANE(F, row, nb, k) ((row) + (nb) * kv_poff<F, k>::value)
+
+/* Bits of a half2 (low half first). */
+static __device__ __forceinline__ __half2 kv_u2h2(uint32_t u)
+{
+    __half2 h;
+    memcpy(&h, &u, sizeof h);
+    return h;
+}
+/* The two halves of H as floats, after adding OFF (a half2 bit pattern) in
+ * half precision, exact for the small integers the 4-bit magic makes. */
+static __device__ __forceinline__ void kv_h2_sub(uint32_t h, uint32_t off, float *lo, float *hi)
+{
+    __half2 r = __hadd2(kv_u2h2(h), kv_u2h2(off));
+    *lo = __low2float(r);
+    *hi = __high2float(r);
+}
+#define KV_MAGIC 0x64006400u /* half 1024: ORed under a nibble, 1024 + n (or 1024 + 16 n) */
+#define KV_M1024 0xE400E400u /* -1024, -1024 */
+
+/* Sum over the 32 elements of a 16-byte slice of 4-bit quants in ggml's
+ * order (byte j: element j low nibble, j + 16 high) of (q + OFF) * x, OFF_LO
+ * and OFF_HI the half2 patterns that take the magic off (and the format's
+ * offset): low nibbles give q + off, high nibbles 16 (q + off), summed
+ * apart and joined once. */
+static __device__ __forceinline__ void kv_dot_nib32_acc(uint4 qv, const float *xv, uint32_t off_lo,
+                                                        uint32_t off_hi, float *psl, float *psh)
+{
+    const uint32_t w[4] = {qv.x, qv.y, qv.z, qv.w};
+    float sl = *psl, sh = *psh;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+#pragma unroll
+        for (int s = 0; s < 2; s++) { /* bytes 4i + s and 4i + s + 2 */
+            uint32_t t = w[i] >> (8 * s);
+            float a, b;
+            kv_h2_sub((t & 0x000F000Fu) | KV_MAGIC, off_lo, &a, &b);
+            sl = fmaf(a, xv[4 * i + s], sl);
+            sl = fmaf(b, xv[4 * i + s + 2], sl);
+            kv_h2_sub((t & 0x00F000F0u) | KV_MAGIC, off_hi, &a, &b);
+            sh = fmaf(a, xv[16 + 4 * i + s], sh);
+            sh = fmaf(b, xv[16 + 4 * i + s + 2], sh);
+        }
+    }
+    *psl = sl, *psh = sh;
+}
+static __device__ __forceinline__ float kv_dot_nib32(uint4 qv, const float *xv, uint32_t off_lo,
+                                                     uint32_t off_hi)
+{
+    float sl = 0.0f, sh = 0.0f;
+    kv_dot_nib32_acc(qv, xv, off_lo, off_hi, &sl, &sh);
+    return fmaf(sh, 0.0625f, sl);
+}
+
+/* Q8_0: planes qs[32] (q + 128 as unsigned bytes), d. File: d, qs. */
 template <> struct kv_fmt<KV_WF_Q8_0> {
     static constexpr enum ggml_type TYPE = GGML_TYPE_Q8_0;
     static constexpr int64_t COLS = 32;
-    static constexpr int UE = 32;
-    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t u, float *v)
+    static constexpr int UE = 32, BB = 34, NP = 2;
+    static constexpr int PB[NP] = {32, 2}, SRC[NP] = {2, 0};
+    static constexpr uint8_t QXOR = 0x80; /* applied to plane 0 at repack */
+    static constexpr bool XSUM = false;
+    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t nb, int64_t u, float *v)
     {
-        const uint8_t *b = row + u * 34;
-        float d = kv_h2f(kv_ld16(b));
+        float d = kv_h2f(kv_ld16(KV_PLANE(KV_WF_Q8_0, row, nb, 1) + 2 * u));
+        const uint4 *q = (const uint4 *)(row + 32 * u);
+        uint4 a = __ldg(q), b = __ldg(q + 1);
+        const uint32_t w[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
 #pragma unroll
-        for (int i = 0; i < 16; i++) {
-            uint32_t w = kv_ld16(b + 2 + 2 * i);
-            v[2 * i] = d * (float)(int8_t)(w & 0xff);
-            v[2 * i + 1] = d * (float)(int8_t)(w >> 8);
+        for (int i = 0; i < 32; i++)
+            v[i] = d * (float)((int)kv_byte(w[i >> 2], i & 3) - 128);
+    }
+    /* The byte into the low mantissa of 2^23 (one PRMT), less 2^23 + 128. */
+    static __device__ __forceinline__ float dot(const uint8_t *row, int64_t nb, int64_t u,
+                                                const float *xv, const float *)
+    {
+        const uint4 *q = (const uint4 *)(row + 32 * u);
+        uint4 a = __ldg(q), b = __ldg(q + 1);
+        const uint32_t w[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+        float s = 0.0f;
+#pragma unroll
+        for (int i = 0; i < 32; i++) {
+            float f = __uint_as_float(__byte_perm(w[i >> 2], 0x4B000000u, 0x7540u | (i & 3)));
+            s = fmaf(f - 8388736.0f, xv[i], s);
         }
+        return kv_h2f(kv_ld16(KV_PLANE(KV_WF_Q8_0, row, nb, 1) + 2 * u)) * s;
     }
 };
 
-/* Q4_0: d, qs[16]; byte j holds element j (low nibble) and j+16 (high). */
+/* Q4_0: planes qs[16], d. File: d, qs. Value d (q - 8). */
 template <> struct kv_fmt<KV_WF_Q4_0> {
     static constexpr enum ggml_type TYPE = GGML_TYPE_Q4_0;
     static constexpr int64_t COLS = 32;
-    static constexpr int UE = 32;
-    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t u, float *v)
+    static constexpr int UE = 32, BB = 18, NP = 2;
+    static constexpr int PB[NP] = {16, 2}, SRC[NP] = {2, 0};
+    static constexpr uint8_t QXOR = 0;
+    static constexpr bool XSUM = false;
+    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t nb, int64_t u, float *v)
     {
-        const uint8_t *b = row + u * 18;
-        float d = kv_h2f(kv_ld16(b));
+        float d = kv_h2f(kv_ld16(KV_PLANE(KV_WF_Q4_0, row, nb, 1) + 2 * u));
+        uint4 qv = __ldg((const uint4 *)(row + 16 * u));
+        const uint32_t w[4] = {qv.x, qv.y, qv.z, qv.w};
 #pragma unroll
-        for (int i = 0; i < 8; i++) {
-            uint32_t w = kv_ld16(b + 2 + 2 * i);
-#pragma unroll
-            for (int k = 0; k < 2; k++) {
-                uint32_t q = kv_byte(w, k);
-                v[2 * i + k] = d * ((float)(q & 15) - 8.0f);
-                v[2 * i + k + 16] = d * ((float)(q >> 4) - 8.0f);
-            }
+        for (int j = 0; j < 16; j++) {
+            uint32_t q = kv_byte(w[j >> 2], j & 3);
+            v[j] = d * ((float)(q & 15) - 8.0f);
+            v[j + 16] = d * ((float)(q >> 4) - 8.0f);
         }
+    }
+    static __device__ __forceinline__ float dot(const uint8_t *row, int64_t nb, int64_t u,
+                                                const float *xv, const float *)
+    {
+        uint4 qv = __ldg((const uint4 *)(row + 16 * u));
+        /* -(1024 + 8) and -(1024 + 128) */
+        float s = kv_dot_nib32(qv, xv, 0xE408E408u, 0xE480E480u);
+        return kv_h2f(kv_ld16(KV_PLANE(KV_WF_Q4_0, row, nb, 1) + 2 * u)) * s;
     }
 };
 
-/* Q4_1: d, m, qs[16]; value d*q + m. */
+/* Q4_1: planes qs[16], (d, m). File: d, m, qs. Value d q + m. */
 template <> struct kv_fmt<KV_WF_Q4_1> {
     static constexpr enum ggml_type TYPE = GGML_TYPE_Q4_1;
     static constexpr int64_t COLS = 32;
-    static constexpr int UE = 32;
-    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t u, float *v)
+    static constexpr int UE = 32, BB = 20, NP = 2;
+    static constexpr int PB[NP] = {16, 4}, SRC[NP] = {4, 0};
+    static constexpr uint8_t QXOR = 0;
+    static constexpr bool XSUM = true;
+    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t nb, int64_t u, float *v)
     {
-        const uint8_t *b = row + u * 20;
-        uint32_t dm = kv_ld32(b);
+        uint32_t dm = kv_ld32(KV_PLANE(KV_WF_Q4_1, row, nb, 1) + 4 * u);
         float d = kv_h2f(dm), m = kv_h2f(dm >> 16);
+        uint4 qv = __ldg((const uint4 *)(row + 16 * u));
+        const uint32_t w[4] = {qv.x, qv.y, qv.z, qv.w};
 #pragma unroll
-        for (int i = 0; i < 4; i++) {
-            uint32_t w = kv_ld32(b + 4 + 4 * i);
-#pragma unroll
-            for (int k = 0; k < 4; k++) {
-                uint32_t q = kv_byte(w, k);
-                v[4 * i + k] = d * (float)(q & 15) + m;
-                v[4 * i + k + 16] = d * (float)(q >> 4) + m;
-            }
+        for (int j = 0; j < 16; j++) {
+            uint32_t q = kv_byte(w[j >> 2], j & 3);
+            v[j] = d * (float)(q & 15) + m;
+            v[j + 16] = d * (float)(q >> 4) + m;
         }
+    }
+    static __device__ __forceinline__ float dot(const uint8_t *row, int64_t nb, int64_t u,
+                                                const float *xv, const float *xs)
+    {
+        uint4 qv = __ldg((const uint4 *)(row + 16 * u));
+        float s = kv_dot_nib32(qv, xv, KV_M1024, KV_M1024);
+        uint32_t dm = kv_ld32(KV_PLANE(KV_WF_Q4_1, row, nb, 1) + 4 * u);
+        return fmaf(kv_h2f(dm), s, kv_h2f(dm >> 16) * xs[0]);
     }
 };
 
-/* Q5_0: d, qh[4], qs[16]; fifth bit of element j is bit j of qh. */
+/* The fifth bits of a Q5 block, QH bit j for element j. */
+static __device__ __forceinline__ void kv_q5_decode(uint4 qv, uint32_t h, float d, float m,
+                                                    float *v)
+{
+    const uint32_t w[4] = {qv.x, qv.y, qv.z, qv.w};
+#pragma unroll
+    for (int j = 0; j < 16; j++) {
+        uint32_t q = kv_byte(w[j >> 2], j & 3);
+        uint32_t lo = (q & 15) | (((h >> j) & 1) << 4);
+        uint32_t hi = (q >> 4) | (((h >> (j + 16)) & 1) << 4);
+        v[j] = d * (float)lo + m;
+        v[j + 16] = d * (float)hi + m;
+    }
+}
+/* Sum of q x over a Q5 block (q the unsigned 5-bit value): the nibbles
+ * through the half magic, the fifth bits as 16 times the sum of x where set. */
+static __device__ __forceinline__ float kv_q5_dot(uint4 qv, uint32_t h, const float *xv)
+{
+    float s = kv_dot_nib32(qv, xv, KV_M1024, KV_M1024), t = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 32; j++)
+        t += (h >> j) & 1 ? xv[j] : 0.0f;
+    return fmaf(t, 16.0f, s);
+}
+
+/* Q5_0: planes qs[16], qh (32 bits), d. File: d, qh, qs. Value d (q - 16). */
 template <> struct kv_fmt<KV_WF_Q5_0> {
     static constexpr enum ggml_type TYPE = GGML_TYPE_Q5_0;
     static constexpr int64_t COLS = 32;
-    static constexpr int UE = 32;
-    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t u, float *v)
+    static constexpr int UE = 32, BB = 22, NP = 3;
+    static constexpr int PB[NP] = {16, 4, 2}, SRC[NP] = {6, 2, 0};
+    static constexpr uint8_t QXOR = 0;
+    static constexpr bool XSUM = true;
+    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t nb, int64_t u, float *v)
     {
-        const uint8_t *b = row + u * 22;
-        float d = kv_h2f(kv_ld16(b));
-        uint32_t h = kv_ld16(b + 2) | (kv_ld16(b + 4) << 16);
-#pragma unroll
-        for (int i = 0; i < 8; i++) {
-            uint32_t w = kv_ld16(b + 6 + 2 * i);
-#pragma unroll
-            for (int k = 0; k < 2; k++) {
-                int j = 2 * i + k;
-                uint32_t q = kv_byte(w, k);
-                uint32_t lo = (q & 15) | (((h >> j) & 1) << 4);
-                uint32_t hi = (q >> 4) | (((h >> (j + 16)) & 1) << 4);
-                v[j] = d * ((float)lo - 16.0f);
-                v[j + 16] = d * ((float)hi - 16.0f);
-            }
-        }
+        float d = kv_h2f(kv_ld16(KV_PLANE(KV_WF_Q5_0, row, nb, 2) + 2 * u));
+        uint32_t h = kv_ld32(KV_PLANE(KV_WF_Q5_0, row, nb, 1) + 4 * u);
+        kv_q5_decode(__ldg((const uint4 *)(row + 16 * u)), h, d, -16.0f * d, v);
+    }
+    static __device__ __forceinline__ float dot(const uint8_t *row, int64_t nb, int64_t u,
+                                                const float *xv, const float *xs)
+    {
+        uint32_t h = kv_ld32(KV_PLANE(KV_WF_Q5_0, row, nb, 1) + 4 * u);
+        float s = kv_q5_dot(__ldg((const uint4 *)(row + 16 * u)), h, xv);
+        return kv_h2f(kv_ld16(KV_PLANE(KV_WF_Q5_0, row, nb, 2) + 2 * u)) * fmaf(xs[0], -16.0f, s);
     }
 };
 
-/* Q5_1: d, m, qh[4], qs[16]; value d*q + m. */
+/* Q5_1: planes qs[16], qh, (d, m). File: d, m, qh, qs. Value d q + m. */
 template <> struct kv_fmt<KV_WF_Q5_1> {
     static constexpr enum ggml_type TYPE = GGML_TYPE_Q5_1;
     static constexpr int64_t COLS = 32;
-    static constexpr int UE = 32;
-    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t u, float *v)
+    static constexpr int UE = 32, BB = 24, NP = 3;
+    static constexpr int PB[NP] = {16, 4, 4}, SRC[NP] = {8, 4, 0};
+    static constexpr uint8_t QXOR = 0;
+    static constexpr bool XSUM = true;
+    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t nb, int64_t u, float *v)
     {
-        const uint8_t *b = row + u * 24;
-        uint32_t dm = kv_ld32(b);
-        float d = kv_h2f(dm), m = kv_h2f(dm >> 16);
-        uint32_t h = kv_ld32(b + 4);
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            uint32_t w = kv_ld32(b + 8 + 4 * i);
-#pragma unroll
-            for (int k = 0; k < 4; k++) {
-                int j = 4 * i + k;
-                uint32_t q = kv_byte(w, k);
-                uint32_t lo = (q & 15) | (((h >> j) & 1) << 4);
-                uint32_t hi = (q >> 4) | (((h >> (j + 16)) & 1) << 4);
-                v[j] = d * (float)lo + m;
-                v[j + 16] = d * (float)hi + m;
-            }
-        }
+        uint32_t dm = kv_ld32(KV_PLANE(KV_WF_Q5_1, row, nb, 2) + 4 * u);
+        uint32_t h = kv_ld32(KV_PLANE(KV_WF_Q5_1, row, nb, 1) + 4 * u);
+        kv_q5_decode(__ldg((const uint4 *)(row + 16 * u)), h, kv_h2f(dm), kv_h2f(dm >> 16), v);
+    }
+    static __device__ __forceinline__ float dot(const uint8_t *row, int64_t nb, int64_t u,
+                                                const float *xv, const float *xs)
+    {
+        uint32_t h = kv_ld32(KV_PLANE(KV_WF_Q5_1, row, nb, 1) + 4 * u);
+        float s = kv_q5_dot(__ldg((const uint4 *)(row + 16 * u)), h, xv);
+        uint32_t dm = kv_ld32(KV_PLANE(KV_WF_Q5_1, row, nb, 2) + 4 * u);
+        return fmaf(kv_h2f(dm), s, kv_h2f(dm >> 16) * xs[0]);
     }
 };
 
@@ -257,26 +392,37 @@ static __device__ __forceinline__ void kv_scale_min_k4(int j, uint32_t s0, uint3
     }
 }
 
-/* Q4_K: d, dmin, scales[12], qs[128]; 144 bytes. Unit c (0..3) of a
- * super-block is outputs 64c..64c+63: low nibbles of qs[32c..] with
- * sub-block 2c, then high nibbles with sub-block 2c+1. */
+/* Scales of unit c (0..3) of a Q4_K/Q5_K super-block from its 16-byte
+ * header (d, dmin, scales[12]): d * sc and dmin * m of sub-blocks 2c, 2c+1,
+ * decoded once per unit, not per element. */
+static __device__ __forceinline__ void kv_k4_scales(uint4 hd, int c, float *d0, float *m0,
+                                                    float *d1, float *m1)
+{
+    float d = kv_h2f(hd.x), dmin = kv_h2f(hd.x >> 16);
+    float sc0, mn0, sc1, mn1;
+    kv_scale_min_k4(2 * c, hd.y, hd.z, hd.w, &sc0, &mn0);
+    kv_scale_min_k4(2 * c + 1, hd.y, hd.z, hd.w, &sc1, &mn1);
+    *d0 = d * sc0, *m0 = dmin * mn0, *d1 = d * sc1, *m1 = dmin * mn1;
+}
+
+/* Q4_K: planes qs[128], header[16] (d, dmin, scales[12]). File: header, qs.
+ * Unit c (0..3) of a super-block is outputs 64c..64c+63: low nibbles of
+ * qs[32c..] with sub-block 2c, then high nibbles with sub-block 2c+1. */
 template <> struct kv_fmt<KV_WF_Q4_K> {
     static constexpr enum ggml_type TYPE = GGML_TYPE_Q4_K;
     static constexpr int64_t COLS = 256;
-    static constexpr int UE = 64;
-    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t u, float *v)
+    static constexpr int UE = 64, BB = 144, NP = 2;
+    static constexpr int PB[NP] = {128, 16}, SRC[NP] = {16, 0};
+    static constexpr uint8_t QXOR = 0;
+    static constexpr bool XSUM = true;
+    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t nb, int64_t u, float *v)
     {
-        const uint8_t *b = row + (u >> 2) * 144;
-        int c = (int)(u & 3);
-        uint4 hd = __ldg((const uint4 *)b); /* d, dmin, scales[0..11] */
-        float d = kv_h2f(hd.x), dmin = kv_h2f(hd.x >> 16);
-        float sc0, mn0, sc1, mn1;
-        kv_scale_min_k4(2 * c, hd.y, hd.z, hd.w, &sc0, &mn0);
-        kv_scale_min_k4(2 * c + 1, hd.y, hd.z, hd.w, &sc1, &mn1);
-        float d0 = d * sc0, m0 = dmin * mn0, d1 = d * sc1, m1 = dmin * mn1;
-        const uint4 *qp = (const uint4 *)(b + 16 + 32 * c);
+        float d0, m0, d1, m1;
+        kv_k4_scales(__ldg((const uint4 *)(KV_PLANE(KV_WF_Q4_K, row, nb, 1) + 16 * (u >> 2))),
+                     (int)(u & 3), &d0, &m0, &d1, &m1);
+        const uint4 *qp = (const uint4 *)(row + 32 * u);
         uint4 qa = __ldg(qp), qb = __ldg(qp + 1);
-        uint32_t w[8] = {qa.x, qa.y, qa.z, qa.w, qb.x, qb.y, qb.z, qb.w};
+        const uint32_t w[8] = {qa.x, qa.y, qa.z, qa.w, qb.x, qb.y, qb.z, qb.w};
 #pragma unroll
         for (int l = 0; l < 32; l++) {
             uint32_t q = kv_byte(w[l >> 2], l & 3);
@@ -284,80 +430,221 @@ template <> struct kv_fmt<KV_WF_Q4_K> {
             v[l + 32] = d1 * (float)(q >> 4) - m1;
         }
     }
+    /* sum (d sc q - dmin m) x = d sc sum(q x) - dmin m sum(x) per sub-block. */
+    static __device__ __forceinline__ float dot(const uint8_t *row, int64_t nb, int64_t u,
+                                                const float *xv, const float *xs)
+    {
+        const uint4 *qp = (const uint4 *)(row + 32 * u);
+        uint4 qa = __ldg(qp), qb = __ldg(qp + 1);
+        /* Slice 0 holds elements l (low) and 32 + l (high) for l < 16,
+         * slice 1 for l = 16..31: regroup x to kv_dot_nib32's order. */
+        float xa[32], xb[32];
+#pragma unroll
+        for (int l = 0; l < 16; l++) {
+            xa[l] = xv[l], xa[16 + l] = xv[32 + l];
+            xb[l] = xv[16 + l], xb[16 + l] = xv[48 + l];
+        }
+        float d0, m0, d1, m1;
+        kv_k4_scales(__ldg((const uint4 *)(KV_PLANE(KV_WF_Q4_K, row, nb, 1) + 16 * (u >> 2))),
+                     (int)(u & 3), &d0, &m0, &d1, &m1);
+        float s0 = 0.0f, s1 = 0.0f;
+        kv_dot_nib32_acc(qa, xa, KV_M1024, KV_M1024, &s0, &s1);
+        kv_dot_nib32_acc(qb, xb, KV_M1024, KV_M1024, &s0, &s1); /* s1: 16 q */
+        return fmaf(d0, s0, fmaf(d1 * 0.0625f, s1, -(m0 * xs[0] + m1 * xs[1])));
+    }
 };
 
-/* Q5_K: d, dmin, scales[12], qh[32], qs[128]; 176 bytes. As Q4_K; the fifth
- * bit of output l of unit c is bit 2c (low nibble) or 2c+1 (high) of qh[l]. */
+/* Q5_K: planes qs[128], qh[32], header[16]. File: header, qh, qs. As Q4_K;
+ * the fifth bit of output l of unit c is bit 2c (low nibble) or 2c+1 (high)
+ * of qh[l]. */
 template <> struct kv_fmt<KV_WF_Q5_K> {
     static constexpr enum ggml_type TYPE = GGML_TYPE_Q5_K;
     static constexpr int64_t COLS = 256;
-    static constexpr int UE = 64;
-    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t u, float *v)
+    static constexpr int UE = 64, BB = 176, NP = 3;
+    static constexpr int PB[NP] = {128, 32, 16}, SRC[NP] = {48, 16, 0};
+    static constexpr uint8_t QXOR = 0;
+    static constexpr bool XSUM = true;
+    /* Q (0..31) of output l and 32 + l, unscaled, for unit c. */
+    static __device__ __forceinline__ void q5(const uint8_t *row, int64_t nb, int64_t u,
+                                              float *lo, float *hi)
     {
-        const uint8_t *b = row + (u >> 2) * 176;
         int c = (int)(u & 3);
-        uint4 hd = __ldg((const uint4 *)b);
-        float d = kv_h2f(hd.x), dmin = kv_h2f(hd.x >> 16);
-        float sc0, mn0, sc1, mn1;
-        kv_scale_min_k4(2 * c, hd.y, hd.z, hd.w, &sc0, &mn0);
-        kv_scale_min_k4(2 * c + 1, hd.y, hd.z, hd.w, &sc1, &mn1);
-        float d0 = d * sc0, m0 = dmin * mn0, d1 = d * sc1, m1 = dmin * mn1;
-        const uint4 *hp = (const uint4 *)(b + 16);
+        const uint4 *hp = (const uint4 *)(KV_PLANE(KV_WF_Q5_K, row, nb, 1) + 32 * (u >> 2));
         uint4 ha = __ldg(hp), hb = __ldg(hp + 1);
-        uint32_t h[8] = {ha.x, ha.y, ha.z, ha.w, hb.x, hb.y, hb.z, hb.w};
-        const uint4 *qp = (const uint4 *)(b + 48 + 32 * c);
+        const uint32_t h[8] = {ha.x, ha.y, ha.z, ha.w, hb.x, hb.y, hb.z, hb.w};
+        const uint4 *qp = (const uint4 *)(row + 32 * u);
         uint4 qa = __ldg(qp), qb = __ldg(qp + 1);
-        uint32_t w[8] = {qa.x, qa.y, qa.z, qa.w, qb.x, qb.y, qb.z, qb.w};
+        const uint32_t w[8] = {qa.x, qa.y, qa.z, qa.w, qb.x, qb.y, qb.z, qb.w};
 #pragma unroll
         for (int l = 0; l < 32; l++) {
             uint32_t q = kv_byte(w[l >> 2], l & 3);
-            uint32_t hh = kv_byte(h[l >> 2], l & 3);
-            uint32_t lo = (q & 15) | (((hh >> (2 * c)) & 1) << 4);
-            uint32_t hi = (q >> 4) | (((hh >> (2 * c + 1)) & 1) << 4);
-            v[l] = d0 * (float)lo - m0;
-            v[l + 32] = d1 * (float)hi - m1;
+            uint32_t hh = kv_byte(h[l >> 2], l & 3) >> (2 * c);
+            lo[l] = (float)((q & 15) | ((hh & 1) << 4));
+            hi[l] = (float)((q >> 4) | ((hh & 2) << 3));
         }
+    }
+    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t nb, int64_t u, float *v)
+    {
+        float d0, m0, d1, m1, lo[32], hi[32];
+        kv_k4_scales(__ldg((const uint4 *)(KV_PLANE(KV_WF_Q5_K, row, nb, 2) + 16 * (u >> 2))),
+                     (int)(u & 3), &d0, &m0, &d1, &m1);
+        q5(row, nb, u, lo, hi);
+#pragma unroll
+        for (int l = 0; l < 32; l++) {
+            v[l] = d0 * lo[l] - m0;
+            v[l + 32] = d1 * hi[l] - m1;
+        }
+    }
+    static __device__ __forceinline__ float dot(const uint8_t *row, int64_t nb, int64_t u,
+                                                const float *xv, const float *xs)
+    {
+        float d0, m0, d1, m1, lo[32], hi[32];
+        kv_k4_scales(__ldg((const uint4 *)(KV_PLANE(KV_WF_Q5_K, row, nb, 2) + 16 * (u >> 2))),
+                     (int)(u & 3), &d0, &m0, &d1, &m1);
+        q5(row, nb, u, lo, hi);
+        float s0 = 0.0f, s1 = 0.0f;
+#pragma unroll
+        for (int l = 0; l < 32; l++) {
+            s0 = fmaf(lo[l], xv[l], s0);
+            s1 = fmaf(hi[l], xv[32 + l], s1);
+        }
+        return fmaf(d0, s0, fmaf(d1, s1, -(m0 * xs[0] + m1 * xs[1])));
     }
 };
 
-/* Q6_K: ql[128], qh[64], scales[16] int8, d; 210 bytes. Unit r (0..7) of a
- * super-block is half h = r/4, quadrant qd = r%4: outputs 128h + 32qd + l,
- * low 4 bits from ql[64h + 32(qd&1) + l] (low nibble for qd < 2), high 2
- * bits from qh[32h + l] >> 2qd, scale scales[8h + l/16 + 2qd]. */
+/* Q6_K: planes ql[128], qh[64], scales[16] int8, d. File: ql, qh, scales, d
+ * (the same order). Unit r (0..7) of a super-block is half h = r/4,
+ * quadrant qd = r%4: outputs 128h + 32qd + l, low 4 bits from
+ * ql[64h + 32(qd&1) + l] (low nibble for qd < 2), high 2 bits from
+ * qh[32h + l] >> 2qd, scale scales[8h + l/16 + 2qd]. */
 template <> struct kv_fmt<KV_WF_Q6_K> {
     static constexpr enum ggml_type TYPE = GGML_TYPE_Q6_K;
     static constexpr int64_t COLS = 256;
-    static constexpr int UE = 32;
-    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t u, float *v)
+    static constexpr int UE = 32, BB = 210, NP = 4;
+    static constexpr int PB[NP] = {128, 64, 16, 2}, SRC[NP] = {0, 128, 192, 208};
+    static constexpr uint8_t QXOR = 0;
+    static constexpr bool XSUM = false;
+    /* Q - 32 of the unit's 32 outputs; DA, DB the scales of its halves. */
+    static __device__ __forceinline__ void q6(const uint8_t *row, int64_t nb, int64_t u, float *q,
+                                              float *da, float *db)
     {
-        const uint8_t *b = row + (u >> 3) * 210;
+        const uint8_t *b = row + (u >> 3) * 128;
+        const uint8_t *qh = KV_PLANE(KV_WF_Q6_K, row, nb, 1) + (u >> 3) * 64;
+        const uint8_t *sc = KV_PLANE(KV_WF_Q6_K, row, nb, 2) + (u >> 3) * 16;
         int r = (int)(u & 7), h = r >> 2, qd = r & 3;
-        float d = kv_h2f(kv_ld16(b + 208));
-        uint32_t scw = kv_ld16(b + 192 + 8 * h + 2 * qd);
-        float da = d * (float)(int8_t)(scw & 0xff), db = d * (float)(int8_t)(scw >> 8);
-        const uint8_t *ql = b + 64 * h + 32 * (qd & 1);
-        const uint8_t *qh = b + 128 + 32 * h;
+        float d = kv_h2f(kv_ld16(KV_PLANE(KV_WF_Q6_K, row, nb, 3) + 2 * (u >> 3)));
+        uint32_t scw = kv_ld16(sc + 8 * h + 2 * qd);
+        *da = d * (float)(int8_t)(scw & 0xff), *db = d * (float)(int8_t)(scw >> 8);
+        const uint4 *lp = (const uint4 *)(b + 64 * h + 32 * (qd & 1));
+        const uint4 *hp = (const uint4 *)(qh + 32 * h);
+        uint4 la = __ldg(lp), lb = __ldg(lp + 1), ha = __ldg(hp), hb = __ldg(hp + 1);
+        const uint32_t wl[8] = {la.x, la.y, la.z, la.w, lb.x, lb.y, lb.z, lb.w};
+        const uint32_t wh[8] = {ha.x, ha.y, ha.z, ha.w, hb.x, hb.y, hb.z, hb.w};
         int shift_lo = (qd >> 1) * 4, shift_hi = 2 * qd;
 #pragma unroll
-        for (int i = 0; i < 16; i++) {
-            uint32_t wl = kv_ld16(ql + 2 * i), wh = kv_ld16(qh + 2 * i);
-#pragma unroll
-            for (int k = 0; k < 2; k++) {
-                int l = 2 * i + k;
-                uint32_t lo = (kv_byte(wl, k) >> shift_lo) & 15;
-                uint32_t hi = (kv_byte(wh, k) >> shift_hi) & 3;
-                float q = (float)((int)(lo | (hi << 4)) - 32);
-                v[l] = (l < 16 ? da : db) * q;
-            }
+        for (int l = 0; l < 32; l++) {
+            uint32_t lo = (kv_byte(wl[l >> 2], l & 3) >> shift_lo) & 15;
+            uint32_t hi = (kv_byte(wh[l >> 2], l & 3) >> shift_hi) & 3;
+            q[l] = (float)((int)(lo | (hi << 4)) - 32);
         }
     }
+    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t nb, int64_t u, float *v)
+    {
+        float q[32], da, db;
+        q6(row, nb, u, q, &da, &db);
+#pragma unroll
+        for (int l = 0; l < 32; l++)
+            v[l] = (l < 16 ? da : db) * q[l];
+    }
+    static __device__ __forceinline__ float dot(const uint8_t *row, int64_t nb, int64_t u,
+                                                const float *xv, const float *)
+    {
+        float q[32], da, db, sa = 0.0f, sb = 0.0f;
+        q6(row, nb, u, q, &da, &db);
+#pragma unroll
+        for (int l = 0; l < 16; l++) {
+            sa = fmaf(q[l], xv[l], sa);
+            sb = fmaf(q[16 + l], xv[16 + l], sb);
+        }
+        return fmaf(da, sa, db * sb);
+    }
 };
+
+/* Whether format F is repacked at upload (the quantised ones). */
+template <int F, typename = void> struct kv_repacked : std::false_type {};
+template <int F>
+struct kv_repacked<F, std::void_t<decltype(kv_fmt<F>::PB)>> : std::true_type {};
+
+/* Bytes of one device row of NCOLS elements of TYPE: the file's row, padded
+ * to 16 bytes for the repacked formats. */
+static inline size_t kv_row_bytes(enum ggml_type type, int64_t ncols)
+{
+    size_t rb = quant_row_size(type, ncols);
+#define KV_WF_RB(n)                                                                         \
+    if constexpr (kv_repacked<KV_WF_##n>::value)                                            \
+        if (kv_fmt<KV_WF_##n>::TYPE == type)                                                \
+            return (rb + 15) / 16 * 16;
+    KV_WF_LIST(KV_WF_RB)
+#undef KV_WF_RB
+    return rb;
+}
+
+template <int F>
+static inline void kv_repack_rows_f(const uint8_t *src, uint8_t *dst, int64_t nrows, int64_t ncols,
+                                    size_t dst_row_bytes)
+{
+    using T = kv_fmt<F>;
+    const int64_t nb = ncols / T::COLS; /* COLS is the block's elements */
+    for (int64_t r = 0; r < nrows; r++) {
+        const uint8_t *s = src + r * nb * T::BB;
+        uint8_t *d = dst + r * (int64_t)dst_row_bytes;
+        int64_t off = 0;
+        for (int k = 0; k < T::NP; off += nb * T::PB[k], k++) {
+            uint8_t *p = d + off;
+            for (int64_t b = 0; b < nb; b++) {
+                memcpy(p + b * T::PB[k], s + b * T::BB + T::SRC[k], (size_t)T::PB[k]);
+                if (k == 0 && T::QXOR)
+                    for (int i = 0; i < T::PB[0]; i++)
+                        p[b * T::PB[0] + i] ^= T::QXOR;
+            }
+        }
+        size_t used = (size_t)(nb * T::BB);
+        memset(d + used, 0, dst_row_bytes - used); /* the padding */
+    }
+}
+
+/* Writes NROWS rows of NCOLS elements from the file's layout at SRC to the
+ * device layout of FMT at DST (kv_row_bytes a row), on the host; formats
+ * that are not repacked are copied as they are. */
+static inline void kv_repack_rows(enum kv_wfmt fmt, const void *src, void *dst, int64_t nrows,
+                                  int64_t ncols, size_t src_row_bytes, size_t dst_row_bytes)
+{
+    switch (fmt) {
+#define KV_WF_REPACK(n)                                                                     \
+    case KV_WF_##n:                                                                         \
+        if constexpr (kv_repacked<KV_WF_##n>::value) {                                      \
+            kv_repack_rows_f<KV_WF_##n>((const uint8_t *)src, (uint8_t *)dst, nrows, ncols, \
+                                        dst_row_bytes);                                     \
+            return;                                                                         \
+        }                                                                                   \
+        break;
+        KV_WF_LIST(KV_WF_REPACK)
+#undef KV_WF_REPACK
+    default:
+        break;
+    }
+    for (int64_t r = 0; r < nrows; r++)
+        memcpy((uint8_t *)dst + r * dst_row_bytes, (const uint8_t *)src + r * src_row_bytes,
+               src_row_bytes);
+}
 
 /* Weight elements one thread of the decode matvec (matvec.cu) consumes per
  * pass of its steady-state loop: one unit, unless the kernel for that format
  * says otherwise below. scripts/kernel-report divides the loop's SASS
  * instruction count by it. */
-template <int F> constexpr int kv_mv_ept = kv_fmt<F>::UE;
+template <int F>
+constexpr int kv_mv_ept = kv_repacked<F>::value ? 4 * kv_fmt<F>::UE : kv_fmt<F>::UE;
+/* The quantised kernel (k_matvec_q): one unit of each of its MV_ROWS (4) rows. */
 /* The staged kernel (F32, F16, BF16): 8 elements of each of its MV_ROWS (4) rows. */
 template <> constexpr int kv_mv_ept<KV_WF_F32> = 32;
 template <> constexpr int kv_mv_ept<KV_WF_F16> = 32;

@@ -9,6 +9,7 @@
  *     reference in double; rope's sin/cos are double on both sides);
  *   f32 -> f16, kv_store: the half rounding, 2^-11 relative per element;
  *   dequant -> f16: the same;
+ *   repack read back (get_rows at scale 1): 0, the file's values exactly;
  *   attention: 1e-5 (the reference reads the same f16 K/V; f32 softmax vs
  *     double).
  */
@@ -250,8 +251,11 @@ static void make_wmat(wmat *w, ggml_type type, int64_t nrows, int64_t ncols)
     w->m.ggml_type = type;
     w->m.ncols = ncols;
     w->m.nrows = nrows;
-    w->m.row_bytes = rb;
-    w->m.d = dev(w->bytes);
+    /* The device layout, as the backend's upload writes it. */
+    w->m.row_bytes = kv_row_bytes(type, ncols);
+    std::vector<uint8_t> packed(w->m.row_bytes * nrows);
+    kv_repack_rows(w->m.fmt, w->bytes.data(), packed.data(), nrows, ncols, rb, w->m.row_bytes);
+    w->m.d = dev(packed);
 }
 
 /* Types and row lengths: scalar f32 (37), vector f16, and blocks of 32 and
@@ -265,7 +269,9 @@ static const struct {
 } k_mats[] = {
     {GGML_TYPE_F32, 37, 7},   {GGML_TYPE_F16, 40, 9},  {GGML_TYPE_BF16, 24, 5},
     {GGML_TYPE_Q4_0, 96, 6},  {GGML_TYPE_Q5_1, 64, 3}, {GGML_TYPE_Q8_0, 160, 11},
-    {GGML_TYPE_Q4_K, 512, 5}, {GGML_TYPE_Q6_K, 256, 3},
+    {GGML_TYPE_Q4_K, 512, 5}, {GGML_TYPE_Q6_K, 256, 3}, {GGML_TYPE_Q4_1, 4128, 6},
+    {GGML_TYPE_Q5_0, 224, 5}, {GGML_TYPE_Q5_K, 768, 7}, {GGML_TYPE_Q8_0, 2080, 9},
+    {GGML_TYPE_Q4_K, 2304, 3}, {GGML_TYPE_Q6_K, 2560, 6},
     {GGML_TYPE_F16, 4104, 13}, {GGML_TYPE_BF16, 2056, 3}, {GGML_TYPE_F32, 2312, 9},
 };
 
@@ -316,6 +322,65 @@ static void test_matvec_dequant_get_rows(void **state)
         check(what, host(dout, o.size()).data(), rg.data(), rg.size(), TOL_F32);
         cudaFree(dx), cudaFree(db), cudaFree(dy), cudaFree(dh), cudaFree(di), cudaFree(dout);
         cudaFree((void *)w.m.d);
+    }
+}
+
+/* The upload's repack (wformat.cuh): every quantised format, on rows whose
+ * block count leaves the planes short of a 16-byte multiple (the row is
+ * padded) and spans several blocks, read back through get_rows at scale 1:
+ * the values must be the file's exactly (the decode is the same float
+ * arithmetic as the CPU's), the padding zero, and the quants plane of every
+ * row 16-byte aligned. */
+static void test_repack(void **state)
+{
+    (void)state;
+    static const struct {
+        ggml_type type;
+        int64_t ncols;
+    } cases[] = {
+        {GGML_TYPE_Q8_0, 5 * 32},  {GGML_TYPE_Q4_0, 3 * 32},  {GGML_TYPE_Q4_1, 7 * 32},
+        {GGML_TYPE_Q5_0, 9 * 32},  {GGML_TYPE_Q5_1, 11 * 32}, {GGML_TYPE_Q4_K, 3 * 256},
+        {GGML_TYPE_Q5_K, 5 * 256}, {GGML_TYPE_Q6_K, 3 * 256},
+    };
+    const int64_t nrows = 3;
+    for (const auto &c : cases) {
+        size_t rb = quant_row_size(c.type, c.ncols), drb = kv_row_bytes(c.type, c.ncols);
+        char what[80];
+        snprintf(what, sizeof what, "repack %s rows of %lld", quant_type_name(c.type),
+                 (long long)c.ncols);
+        if (drb % 16 || drb < rb || drb - rb >= 16)
+            fail_msg("%s: device row %zu bytes for a file row of %zu", what, drb, rb);
+        std::vector<uint8_t> file(rb * nrows), packed(drb * nrows, 0xAA);
+        std::vector<float> deq((size_t)(nrows * c.ncols));
+        for (int64_t r = 0; r < nrows; r++) {
+            quant_random_row(c.type, file.data() + r * rb, c.ncols, 1.0f, &rng);
+            quant_dequantize_row(c.type, file.data() + r * rb, deq.data() + r * c.ncols,
+                                 c.ncols);
+        }
+        enum kv_wfmt f = kv_wfmt_of(c.type, c.ncols);
+        kv_repack_rows(f, file.data(), packed.data(), nrows, c.ncols, rb, drb);
+        for (int64_t r = 0; r < nrows; r++)
+            for (size_t i = rb; i < drb; i++)
+                if (packed[r * drb + i] != 0)
+                    fail_msg("%s: padding byte %zu of row %lld not zero", what, i, (long long)r);
+        if (packed == std::vector<uint8_t>(packed.size(), 0) ||
+            memcmp(packed.data(), file.data(), rb) == 0)
+            fail_msg("%s: the row was not repacked", what);
+        kv_dmat m;
+        m.fmt = f, m.ggml_type = c.type, m.ncols = c.ncols, m.nrows = nrows, m.row_bytes = drb;
+        m.d = dev(packed);
+        std::vector<int32_t> ids = {2, 0, 1};
+        int32_t *di = dev(ids);
+        std::vector<float> o(ids.size() * (size_t)c.ncols);
+        float *dout = dev(o);
+        assert_int_equal(kv_get_rows(&m, di, (int32_t)ids.size(), 1.0f, dout, 0), cudaSuccess);
+        std::vector<float> got = host(dout, o.size());
+        std::vector<double> ref(o.size());
+        for (size_t i = 0; i < ids.size(); i++)
+            for (int64_t e = 0; e < c.ncols; e++)
+                ref[i * c.ncols + e] = deq[ids[i] * c.ncols + e];
+        check(what, got.data(), ref.data(), ref.size(), 0.0);
+        cudaFree((void *)m.d), cudaFree(di), cudaFree(dout);
     }
 }
 
@@ -409,7 +474,7 @@ int main(void)
         cmocka_unit_test(test_add),        cmocka_unit_test(test_glu),
         cmocka_unit_test(test_convert),    cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_rope),       cmocka_unit_test(test_kv_store),
-        cmocka_unit_test(test_matvec_dequant_get_rows),
+        cmocka_unit_test(test_matvec_dequant_get_rows), cmocka_unit_test(test_repack),
         cmocka_unit_test(test_attention),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
