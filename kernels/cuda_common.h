@@ -157,9 +157,11 @@ cudaError_t kv_attention(const struct kv_attn_args *a, cudaStream_t st);
 
 /* Most tokens the decode attention takes; more go to kv_attention. */
 #define KV_ATTN_DEC_MAX_TOK 8
-/* Split sizing (kv_attn_decode_splits): blocks aimed for per SM, fewest keys
- * a split is worth, most splits. */
-#define KV_ATTN_DEC_BLOCKS_PER_SM 4
+/* Split sizing (kv_attn_decode_splits): blocks aimed for per SM (3: the
+ * 8-row kernels take 168 registers a thread, so 3 blocks of 128 threads
+ * reside per SM and the grid is one wave), fewest keys a split is worth,
+ * most splits. */
+#define KV_ATTN_DEC_BLOCKS_PER_SM 3
 #define KV_ATTN_DEC_MIN_KEYS 128
 #define KV_ATTN_DEC_MAX_SPLIT 64
 /* Key splits for decode attention over A (its n_tok, n_head, n_kv, n_ctx and

@@ -492,7 +492,7 @@ static void test_attention_decode_splits(void **state)
     kv_attn_args a;
     memset(&a, 0, sizeof a);
     a.n_tok = 1, a.n_head = 32, a.n_kv = 8, a.hd = 128, a.n_ctx = 4096;
-    /* 8 blocks a split; 4 x 132 blocks wanted; 4096 / 128 keys cap it. */
+    /* 8 blocks a split; 3 x 132 blocks wanted; 4096 / 128 keys cap it. */
     assert_int_equal(kv_attn_decode_splits(132, &a, 512), 32);
     /* The position does not matter (a graph replays the same grid). */
     a.pos0 = 4000;
