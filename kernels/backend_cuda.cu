@@ -735,9 +735,16 @@ static int layer_forward(struct cuda_backend *b, int32_t il, int32_t n, int32_t 
     a.pos0 = pos;
     a.swa = L->swa ? hp->swa_window : 0;
     a.scale = hp->attn_scale;
-    a.n_split = attn_splits(b, n, pos);
-    if (CUDA_CHECK(kv_attention(&a, st), e, el))
-        return -1;
+    if (n <= KV_ATTN_DEC_MAX_TOK) {
+        /* Decode: the split count depends on the context size, not pos. */
+        a.n_split = kv_attn_decode_splits(b->n_sm, &a, b->part_rows / n);
+        if (CUDA_CHECK(kv_attention_decode(&a, NULL, st), e, el))
+            return -1;
+    } else {
+        a.n_split = attn_splits(b, n, pos);
+        if (CUDA_CHECK(kv_attention(&a, st), e, el))
+            return -1;
+    }
 
     if (L->post_attn_norm) {
         if (proj(b, &L->wo, b->ao, n, NULL, b->tmp, false) ||

@@ -154,4 +154,30 @@ struct kv_attn_args {
 /* Causal (and sliding-window) attention with GQA over the f16 cache. */
 cudaError_t kv_attention(const struct kv_attn_args *a, cudaStream_t st);
 
+/* ---- attention_decode.cu ---- */
+
+/* Most tokens the decode attention takes; more go to kv_attention. */
+#define KV_ATTN_DEC_MAX_TOK 8
+/* Split sizing (kv_attn_decode_splits): blocks aimed for per SM (3: the
+ * 8-row kernels take 168 registers a thread, so 3 blocks of 128 threads
+ * reside per SM and the grid is one wave), fewest keys a split is worth,
+ * most splits. */
+#define KV_ATTN_DEC_BLOCKS_PER_SM 3
+#define KV_ATTN_DEC_MIN_KEYS 128
+#define KV_ATTN_DEC_MAX_SPLIT 64
+/* Key splits for decode attention over A (its n_tok, n_head, n_kv, n_ctx and
+ * swa are read, not pos0 or n_split) on N_SM multiprocessors, at most ROOM
+ * (the split rows the scratch holds / n_tok). Depends on the context size
+ * and the window only, so a graph captured at one position replays at any
+ * other. */
+int32_t kv_attn_decode_splits(int n_sm, const struct kv_attn_args *a, int32_t room);
+/* Flash-decoding attention for 1..KV_ATTN_DEC_MAX_TOK tokens: same meaning
+ * as kv_attention. POS_DEV, when not NULL, is a device int32 holding the
+ * first query's position, read at run time in place of A->pos0 (graph
+ * replay); A->n_split splits (part must hold n_split x n_tok rows), any
+ * value >= 1 is correct. Two launches when n_split > 1 (the splits, then
+ * their merge), both on ST. */
+cudaError_t kv_attention_decode(const struct kv_attn_args *a, const int32_t *pos_dev,
+                                cudaStream_t st);
+
 #endif

@@ -10,8 +10,8 @@
  *   f32 -> f16, kv_store: the half rounding, 2^-11 relative per element;
  *   dequant -> f16: the same;
  *   repack read back (get_rows at scale 1): 0, the file's values exactly;
- *   attention: 1e-5 (the reference reads the same f16 K/V; f32 softmax vs
- *     double).
+ *   attention, decode attention: 1e-5 (the reference reads the same f16
+ *     K/V; f32 softmax and sums vs double, up to 4097 keys).
  */
 #include <math.h>
 #include <setjmp.h>
@@ -468,6 +468,117 @@ static void test_attention(void **state)
     }
 }
 
+/* Runs the decode attention of A (n_split as given) on Q and the caches,
+ * returns its output. POS_DEV: pass the position through a device int32
+ * (A->pos0 is then set to a value the kernel must not use). */
+static std::vector<float> run_attention_decode(kv_attn_args a, const std::vector<float> &q,
+                                               const std::vector<__half> &kc,
+                                               const std::vector<__half> &vc, bool pos_dev)
+{
+    std::vector<float> o(q.size()),
+        part((size_t)a.n_split * a.n_tok * a.n_head * (a.hd + 2));
+    std::vector<int32_t> pos = {a.pos0};
+    int32_t *dpos = pos_dev ? dev(pos) : nullptr;
+    if (pos_dev)
+        a.pos0 = -7;
+    a.q = dev(q);
+    a.kc = dev(kc);
+    a.vc = dev(vc);
+    a.out = dev(o);
+    a.part = dev(part);
+    assert_int_equal(kv_attention_decode(&a, dpos, 0), cudaSuccess);
+    o = host(a.out, o.size());
+    cudaFree((void *)a.q), cudaFree((void *)a.kc), cudaFree((void *)a.vc);
+    cudaFree(a.out), cudaFree(a.part), cudaFree(dpos);
+    return o;
+}
+
+static void test_attention_decode(void **state)
+{
+    (void)state;
+    /* Head dims 64, 128, 256 and odd ones (40, 72: lanes partly past the
+     * head; 66, 2: not a multiple of 8, the 2-byte load path; 200 in the
+     * 256 class); GQA ratios 1, 3, 4, 8; context lengths (pos0 + n_tok) 1,
+     * 31, 257, 4097; windows (1, 100, 512: splits over the window only);
+     * 2..8 tokens (8 x 4 heads: two row chunks a KV head); the position
+     * from a device pointer. Every case with several splits also runs with
+     * one, and both must match the reference. */
+    static const struct {
+        int n_tok, n_head, n_kv, hd, pos0, swa, n_split;
+        bool pos_dev;
+    } cases[] = {
+        {1, 1, 1, 64, 0, 0, 1, false},       {1, 4, 1, 128, 30, 0, 5, false},
+        {1, 8, 1, 256, 256, 0, 7, false},    {1, 16, 2, 64, 4096, 0, 32, false},
+        {1, 4, 4, 128, 4096, 0, 64, false},  {1, 8, 1, 256, 4096, 0, 16, true},
+        {1, 8, 2, 256, 4096, 512, 9, false}, {1, 4, 1, 128, 256, 100, 3, false},
+        {1, 2, 1, 64, 30, 1, 2, false},      {1, 6, 2, 40, 30, 0, 2, false},
+        {1, 3, 1, 72, 70, 0, 3, false},      {1, 2, 2, 66, 50, 20, 2, true},
+        {1, 4, 1, 200, 256, 0, 4, false},    {1, 2, 1, 2, 31, 0, 2, false},
+        {4, 8, 2, 128, 257, 0, 3, false},    {8, 4, 1, 64, 30, 0, 1, false},
+        {2, 4, 1, 256, 300, 64, 4, true},    {3, 2, 1, 40, 0, 0, 2, false},
+    };
+    for (const auto &c : cases) {
+        kv_attn_args a;
+        memset(&a, 0, sizeof a);
+        a.n_tok = c.n_tok, a.n_head = c.n_head, a.n_kv = c.n_kv, a.hd = c.hd;
+        a.n_ctx = c.pos0 + c.n_tok + 5;
+        a.pos0 = c.pos0, a.swa = c.swa;
+        a.scale = 1.0f / sqrtf((float)c.hd);
+        auto q = randv((size_t)c.n_tok * c.n_head * c.hd);
+        /* Keys no query may see (past the last token, before the first
+         * window) hold infinities: one read into a sum shows as inf/NaN. */
+        const int lo = c.swa > 0 && c.pos0 - c.swa + 1 > 0 ? c.pos0 - c.swa + 1 : 0;
+        std::vector<__half> kc((size_t)c.n_kv * a.n_ctx * c.hd), vc(kc.size());
+        for (size_t i = 0; i < kc.size(); i++) {
+            const int j = (int)(i / c.hd % a.n_ctx);
+            const bool seen = j >= lo && j < c.pos0 + c.n_tok;
+            kc[i] = __float2half_rn(seen ? 2.0f * frand() : INFINITY);
+            vc[i] = __float2half_rn(seen ? frand() : INFINITY);
+        }
+        std::vector<double> ref;
+        ref_attention(a, q, kc, vc, ref);
+        for (int n_split : {c.n_split, 1}) {
+            a.n_split = n_split;
+            auto o = run_attention_decode(a, q, kc, vc, c.pos_dev);
+            char what[120];
+            snprintf(what, sizeof what, "attn decode %d tok %dh/%dkv hd %d at %d swa %d split %d%s",
+                     c.n_tok, c.n_head, c.n_kv, c.hd, c.pos0, c.swa, n_split,
+                     c.pos_dev ? " pos_dev" : "");
+            check(what, o.data(), ref.data(), ref.size(), TOL_ATTN);
+            if (c.n_split == 1)
+                break;
+        }
+    }
+}
+
+static void test_attention_decode_splits(void **state)
+{
+    (void)state;
+    kv_attn_args a;
+    memset(&a, 0, sizeof a);
+    a.n_tok = 1, a.n_head = 32, a.n_kv = 8, a.hd = 128, a.n_ctx = 4096;
+    /* 8 blocks a split; 3 x 132 blocks wanted; 4096 / 128 keys cap it. */
+    assert_int_equal(kv_attn_decode_splits(132, &a, 512), 32);
+    /* The position does not matter (a graph replays the same grid). */
+    a.pos0 = 4000;
+    assert_int_equal(kv_attn_decode_splits(132, &a, 512), 32);
+    /* A sliding-window layer splits its window, not the context. */
+    a.n_ctx = 32768, a.swa = 512;
+    assert_int_equal(kv_attn_decode_splits(132, &a, 512), 4);
+    /* Few KV heads: more splits, up to the cap and the scratch's room. */
+    a.swa = 0, a.n_kv = 1, a.n_head = 4;
+    assert_int_equal(kv_attn_decode_splits(132, &a, 512), KV_ATTN_DEC_MAX_SPLIT);
+    assert_int_equal(kv_attn_decode_splits(132, &a, 10), 10);
+    /* A short context, or a GPU the heads fill: one split. */
+    a.n_ctx = 100;
+    assert_int_equal(kv_attn_decode_splits(132, &a, 512), 1);
+    a.n_ctx = 4096, a.n_kv = 64, a.n_head = 512;
+    assert_int_equal(kv_attn_decode_splits(2, &a, 512), 1);
+    /* More tokens than the decode path takes are refused. */
+    a.n_tok = KV_ATTN_DEC_MAX_TOK + 1, a.n_split = 1;
+    assert_int_equal(kv_attention_decode(&a, nullptr, 0), cudaErrorInvalidValue);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -476,6 +587,8 @@ int main(void)
         cmocka_unit_test(test_rope),       cmocka_unit_test(test_kv_store),
         cmocka_unit_test(test_matvec_dequant_get_rows), cmocka_unit_test(test_repack),
         cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_attention_decode),
+        cmocka_unit_test(test_attention_decode_splits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
