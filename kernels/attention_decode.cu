@@ -1,8 +1,8 @@
 /* attention_decode.cu - flash-decoding attention for the decode step: one
  * token (or a few: speculative or short batches, n_tok <= KV_ATTN_DEC_MAX_TOK)
  * against the f16 KV cache, causal, optionally sliding-window, with GQA.
- * layer_forward (backend_cuda.cu) calls it for small n; prefill keeps
- * attention.cu.
+ * layer_forward (backend_cuda.cu) calls it for small n; more tokens go to
+ * attention_prefill.cu.
  *
  * Layout: the cache of a layer is (n_kv, n_ctx, hd) f16, so the keys of one
  * KV head are one contiguous run and a key row is hd halves.
@@ -33,12 +33,12 @@
  *   one, and cut each split's range from it at run time (splits past the
  *   live range exit at once, writing an empty state).
  *
- * Why this version: attention.cu's block of 8 warps gives one warp per
- * (token, head) row, so for one token and a GQA group of 4 half the warps
+ * Why this version: the first attention kernel (v1, one for prefill and
+ * decode) gave a block of 8 warps one warp per (token, head) row, so for one token and a GQA group of 4 half the warps
  * idle, and each 32-key tile is a shared-memory round trip between two
  * barriers. Here K/V bytes flow from global memory to registers 16 bytes at
  * a time with every warp reading its own keys. Exact: fp32 scores, softmax
- * and accumulation, as attention.cu.
+ * and accumulation, as v1.
  */
 #include <math.h>
 #include <string.h>

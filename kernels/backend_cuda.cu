@@ -6,13 +6,16 @@
  * staging buffers, quantised blocks repacked on the way (wformat.cuh: the
  * fields of a row's blocks in planes, rows padded to 16 bytes), converting only
  * the small vectors (norms, biases, rope factors) to f32; it sizes the f16 KV
- * cache from n_ctx and the scratch from a micro-batch of UB tokens, and checks
+ * cache from n_ctx and the scratch from a micro-batch of UB tokens (fewer when
+ * the device is short of memory), and checks
  * free device memory before allocating anything, against the same estimate
  * (cuda_estimate) the registry used to choose this backend.
  *
  * forward() runs the layer math of backend/cpu.c op by op (docs/model-formats
  * sections 3-4): one token goes through the matrix-vector kernels, several
- * through cuBLAS GEMMs on f16 tiles dequantised chunk by chunk. Everything is
+ * through cuBLAS GEMMs with bf16 operands (weights dequantised chunk by chunk,
+ * once per micro-batch of up to UB_MAX tokens) and through the tensor-core
+ * prefill attention (attention_prefill.cu). Everything is
  * queued on one stream; the only synchronisation is the copy of the logits.
  *
  * Thread safety: one thread at a time per backend (the engine's rule).
@@ -30,8 +33,16 @@ extern "C" {
 #include "model.h"
 }
 
-#define UB_MAX 512              /* tokens per micro-batch */
-#define W16_MAX_ELEMS (32 << 20) /* f16 dequant tile: 64 MiB */
+/* Tokens per micro-batch: each chunk of dequantised weights serves this many
+ * tokens, so the dequantisation is a small part of a GEMM's time. When the
+ * device is short of memory it halves down to UB_MIN. */
+#define UB_MAX 1024
+#define UB_MIN 64
+#define WBF_MAX_ELEMS (32 << 20) /* bf16 dequant tile: 64 MiB */
+/* Prefill attention: keys per tile, and the most score elements (query rows
+ * x tile, over all heads) one pass holds; queries per pass follow. */
+#define AP_TILE 256
+#define AP_MAX_SCORES (8 << 20)
 #define LOGITS_MAX_FLOATS (16 << 20)
 #define MAX_SPLIT 32
 #define STAGE_BYTES (8u << 20)
@@ -53,8 +64,9 @@ struct cuda_backend {
     int32_t n_ctx;
     int32_t ub;         /* tokens per micro-batch */
     int32_t logit_rows; /* rows of logits computed per GEMM */
-    int32_t part_rows;  /* n_split * n_tok the attention scratch holds */
-    int64_t w16_elems;
+    int32_t part_rows;  /* n_split * n_tok the decode attention scratch holds */
+    int32_t ap_chunk;   /* queries per pass of the prefill attention */
+    int64_t wbf_elems;
     int n_sm;
     cudaStream_t st;
     cublasHandle_t blas;
@@ -80,8 +92,12 @@ struct cuda_backend {
     float *g, *u;  /* ub x n_ff */
     float *part;   /* part_rows x n_head x (hd + 2) */
     float *logits; /* logit_rows x n_vocab */
-    __half *a16;   /* ub x max(n_embd, n_head*hd, n_ff) */
-    __half *w16;   /* w16_elems */
+    __nv_bfloat16 *abf; /* ub x max(n_embd, n_head*hd, n_ff): GEMM activations */
+    __nv_bfloat16 *wbf; /* wbf_elems: a dequantised weight chunk */
+    /* prefill attention (kv_attn_prefill_args says the shapes) */
+    __nv_bfloat16 *ap_q, *ap_k, *ap_v, *ap_p;
+    float *ap_s, *ap_acc;
+    float2 *ap_ml;
     int32_t *ids;  /* ub */
     float *inv_freq; /* n_rot: global layers' n_rot/2, then local layers' */
 
@@ -361,8 +377,16 @@ static size_t layout_scratch(struct cuda_backend *b, uint8_t *base)
     b->u = (float *)carve(&c, ub * F * 4);
     b->part = (float *)carve(&c, (size_t)b->part_rows * hp->n_head * (hp->head_dim + 2) * 4);
     b->logits = (float *)carve(&c, (size_t)b->logit_rows * hp->n_vocab * 4);
-    b->a16 = (__half *)carve(&c, ub * amax * 2);
-    b->w16 = (__half *)carve(&c, (size_t)b->w16_elems * 2);
+    b->abf = (__nv_bfloat16 *)carve(&c, ub * amax * 2);
+    b->wbf = (__nv_bfloat16 *)carve(&c, (size_t)b->wbf_elems * 2);
+    const size_t aq = (size_t)b->ap_chunk * hp->n_head; /* query rows of a pass */
+    b->ap_q = (__nv_bfloat16 *)carve(&c, aq * hp->head_dim * 2);
+    b->ap_k = (__nv_bfloat16 *)carve(&c, (size_t)AP_TILE * KD * 2);
+    b->ap_v = (__nv_bfloat16 *)carve(&c, (size_t)AP_TILE * KD * 2);
+    b->ap_s = (float *)carve(&c, aq * AP_TILE * 4);
+    b->ap_p = (__nv_bfloat16 *)carve(&c, aq * AP_TILE * 2);
+    b->ap_acc = (float *)carve(&c, aq * hp->head_dim * 4);
+    b->ap_ml = (float2 *)carve(&c, aq * sizeof(float2));
     b->ids = (int32_t *)carve(&c, ub * 4);
     b->inv_freq = (float *)carve(&c, (size_t)(hp->n_rot > 0 ? hp->n_rot : 1) * 4);
     return c.off;
@@ -478,6 +502,20 @@ static struct cuda_backend *backend_new(const struct model *m, const struct back
     return b;
 }
 
+/* Sizes the scratch for b->ub tokens a micro-batch. Only the decode
+ * attention (up to KV_ATTN_DEC_MAX_TOK tokens) uses the split partials: room
+ * for its most splits at its most tokens. */
+static void size_scratch(struct cuda_backend *b)
+{
+    const struct model_hparams *hp = &b->m->hp;
+    b->part_rows = KV_ATTN_DEC_MAX_SPLIT * KV_ATTN_DEC_MAX_TOK;
+    int64_t lr = LOGITS_MAX_FLOATS / hp->n_vocab;
+    b->logit_rows = (int32_t)(lr < 1 ? 1 : (lr > b->ub ? b->ub : lr));
+    int64_t qc = AP_MAX_SCORES / ((int64_t)hp->n_head * AP_TILE);
+    b->ap_chunk = (int32_t)(qc < 1 ? 1 : (qc > b->ub ? b->ub : qc));
+    b->scratch_bytes = layout_scratch(b, NULL);
+}
+
 /* Plans the upload into P and sizes the arena, the KV cache and the scratch
  * (no device call). 0, or -1 with the reason in b->err. */
 static int size_backend(struct cuda_backend *b, struct plan *p)
@@ -503,9 +541,6 @@ static int size_backend(struct cuda_backend *b, struct plan *p)
         b->output = b->tok_embd; /* the pointer is set after the upload */
 
     b->ub = b->n_ctx < UB_MAX ? b->n_ctx : UB_MAX;
-    b->part_rows = b->ub > MAX_SPLIT ? b->ub : MAX_SPLIT;
-    int64_t lr = LOGITS_MAX_FLOATS / hp->n_vocab;
-    b->logit_rows = (int32_t)(lr < 1 ? 1 : (lr > b->ub ? b->ub : lr));
     int64_t big = 0, widest = 0;
     for (size_t i = 0; i < p->n; i++) {
         if (p->it[i].vec)
@@ -514,13 +549,13 @@ static int size_backend(struct cuda_backend *b, struct plan *p)
         big = e > big ? e : big;
         widest = p->it[i].t->ne0 > widest ? p->it[i].t->ne0 : widest;
     }
-    b->w16_elems = big < W16_MAX_ELEMS ? big : W16_MAX_ELEMS;
-    if (b->w16_elems < widest)
-        b->w16_elems = widest; /* at least one row per chunk */
+    b->wbf_elems = big < WBF_MAX_ELEMS ? big : WBF_MAX_ELEMS;
+    if (b->wbf_elems < widest)
+        b->wbf_elems = widest; /* at least one row per chunk */
     b->arena_bytes = p->bytes;
     b->kv_bytes = 2 * (size_t)hp->n_layer * hp->n_head_kv * (size_t)b->n_ctx * hp->head_dim *
                   sizeof(__half);
-    b->scratch_bytes = layout_scratch(b, NULL);
+    size_scratch(b);
     return 0;
 }
 
@@ -576,6 +611,13 @@ static void *cuda_create(const struct model *m, const struct backend_config *cfg
         size_t fr = 0, tot = 0;
         if (CUDA_CHECK(cudaMemGetInfo(&fr, &tot), b->err, sizeof b->err))
             goto fail;
+        /* Short of memory: smaller micro-batches before giving up (each
+         * weight chunk then serves fewer tokens, which only costs speed). */
+        while (est.total > fr && b->ub > UB_MIN) {
+            b->ub /= 2;
+            size_scratch(b);
+            estimate_of(b, &est);
+        }
         if (est.total > fr) {
             snprintf(b->err, sizeof b->err,
                      "CUDA backend: not enough memory on %s: need %.0f MiB (weights %.0f, KV "
@@ -639,8 +681,13 @@ fail:
 
 /* OUT (n x w.nrows) = IN (n x w.ncols) W^T (+ BIAS), or OUT += that when
  * ACCUM. One token: the matvec kernel with bias/residual fused. Several:
- * f16 activations and f16 weight tiles (W16_MAX_ELEMS at a time) through
- * cublasGemmEx with fp32 accumulation; ACCUM is beta = 1 on OUT. */
+ * bf16 activations times bf16 weights through cublasGemmEx with fp32
+ * accumulation and output; ACCUM is beta = 1 on OUT. BF16 weights are read
+ * as they are; every other format is dequantised to bf16 WBF_MAX_ELEMS at a
+ * time. F16 weights are converted too: cuBLAS takes no f16 x bf16 product,
+ * and f16 activations could overflow, so the weights take the activations'
+ * type (a 16-bit copy per chunk, f16's extra 3 bits of mantissa rounded
+ * away, as the activations' are). */
 static int proj(struct cuda_backend *b, const struct kv_dmat *w, const float *in, int32_t n,
                 const float *bias, float *out, bool accum)
 {
@@ -648,19 +695,24 @@ static int proj(struct cuda_backend *b, const struct kv_dmat *w, const float *in
     const size_t el = sizeof b->err;
     if (n == 1)
         return CUDA_CHECK(kv_matvec(w, in, bias, accum ? out : NULL, out, b->st), e, el);
-    if (CUDA_CHECK(kv_f32_to_f16(in, b->a16, (int64_t)n * w->ncols, b->st), e, el))
+    if (CUDA_CHECK(kv_f32_to_bf16(in, b->abf, (int64_t)n * w->ncols, b->st), e, el))
         return -1;
-    int64_t chunk = b->w16_elems / w->ncols;
+    const bool direct = w->fmt == KV_WF_BF16 || w->fmt == KV_WF_BF16_S;
+    int64_t chunk = direct ? w->nrows : b->wbf_elems / w->ncols;
     const float alpha = 1.0f, beta = accum ? 1.0f : 0.0f;
     for (int64_t r0 = 0; r0 < w->nrows; r0 += chunk) {
         int64_t cr = w->nrows - r0 < chunk ? w->nrows - r0 : chunk;
-        if (CUDA_CHECK(kv_dequant_f16(w, r0, cr, b->w16, b->st), e, el))
-            return -1;
-        /* Column-major view: W16 is ncols x cr (lda ncols), A16 is ncols x n,
-         * OUT is nrows x n; OUT[r0..] = W16^T A16. */
+        const __nv_bfloat16 *wt = (const __nv_bfloat16 *)w->d;
+        if (!direct) {
+            if (CUDA_CHECK(kv_dequant_bf16(w, r0, cr, b->wbf, b->st), e, el))
+                return -1;
+            wt = b->wbf;
+        }
+        /* Column-major view: WT is ncols x cr (lda ncols), ABF is ncols x n,
+         * OUT is nrows x n; OUT[r0..] = WT^T ABF. */
         if (CUBLAS_CHECK(cublasGemmEx(b->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)cr, n,
-                                      (int)w->ncols, &alpha, b->w16, CUDA_R_16F, (int)w->ncols,
-                                      b->a16, CUDA_R_16F, (int)w->ncols, &beta, out + r0,
+                                      (int)w->ncols, &alpha, wt, CUDA_R_16BF, (int)w->ncols,
+                                      b->abf, CUDA_R_16BF, (int)w->ncols, &beta, out + r0,
                                       CUDA_R_32F, (int)w->nrows, CUBLAS_COMPUTE_32F,
                                       CUBLAS_GEMM_DEFAULT),
                          e, el))
@@ -671,23 +723,33 @@ static int proj(struct cuda_backend *b, const struct kv_dmat *w, const float *in
     return 0;
 }
 
-static int32_t attn_splits(const struct cuda_backend *b, int32_t n, int32_t pos)
+/* Prefill attention (N > 1 queries at POS) of layer L into b->ao. */
+static int attn_prefill(struct cuda_backend *b, const struct dlayer *L, int32_t n, int32_t pos)
 {
     const struct model_hparams *hp = &b->m->hp;
-    int64_t group = hp->n_head / hp->n_head_kv;
-    int64_t blocks = ((int64_t)n * group + 7) / 8 * hp->n_head_kv;
-    if (blocks >= b->n_sm)
-        return 1;
-    int64_t s = (2 * (int64_t)b->n_sm + blocks - 1) / blocks;
-    int64_t by_len = ((int64_t)pos + n + 255) / 256; /* at least 256 keys a split */
-    int64_t by_room = b->part_rows / n;
-    if (s > by_len)
-        s = by_len;
-    if (s > by_room)
-        s = by_room;
-    if (s > MAX_SPLIT)
-        s = MAX_SPLIT;
-    return (int32_t)(s < 1 ? 1 : s);
+    struct kv_attn_prefill_args a;
+    a.q = b->q;
+    a.kc = L->kc;
+    a.vc = L->vc;
+    a.out = b->ao;
+    a.n_tok = n;
+    a.n_head = hp->n_head;
+    a.n_kv = hp->n_head_kv;
+    a.hd = hp->head_dim;
+    a.n_ctx = b->n_ctx;
+    a.pos0 = pos;
+    a.swa = L->swa ? hp->swa_window : 0;
+    a.scale = hp->attn_scale;
+    a.q_chunk = b->ap_chunk;
+    a.tile = AP_TILE;
+    a.qb = b->ap_q;
+    a.kb = b->ap_k;
+    a.vb = b->ap_v;
+    a.s = b->ap_s;
+    a.p = b->ap_p;
+    a.acc = b->ap_acc;
+    a.ml = b->ap_ml;
+    return kv_attention_prefill(&a, b->blas, b->st, b->err, sizeof b->err);
 }
 
 static int layer_forward(struct cuda_backend *b, int32_t il, int32_t n, int32_t pos)
@@ -735,15 +797,15 @@ static int layer_forward(struct cuda_backend *b, int32_t il, int32_t n, int32_t 
     a.pos0 = pos;
     a.swa = L->swa ? hp->swa_window : 0;
     a.scale = hp->attn_scale;
+    /* A few queries (decode, short batches): the flash-decoding kernel, its
+     * split count fixed by the context size, not pos; more: the tensor-core
+     * prefill kernels. */
     if (n <= KV_ATTN_DEC_MAX_TOK) {
-        /* Decode: the split count depends on the context size, not pos. */
         a.n_split = kv_attn_decode_splits(b->n_sm, &a, b->part_rows / n);
         if (CUDA_CHECK(kv_attention_decode(&a, NULL, st), e, el))
             return -1;
-    } else {
-        a.n_split = attn_splits(b, n, pos);
-        if (CUDA_CHECK(kv_attention(&a, st), e, el))
-            return -1;
+    } else if (attn_prefill(b, L, n, pos)) {
+        return -1;
     }
 
     if (L->post_attn_norm) {

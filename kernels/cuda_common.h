@@ -15,6 +15,7 @@
 #define KVCHAT_CUDA_COMMON_H
 
 #include <cublas_v2.h>
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stddef.h>
@@ -43,6 +44,7 @@ int kv_cublas_check(cublasStatus_t s, const char *call, const char *file, int li
     kernel<<<(grid), (block), (shmem), (stream)>>>
 #define KV_SHARED(type, name, dims) __shared__ type name dims
 #define KV_DYN_SHARED(type, name) extern __shared__ type name[]
+
 #endif
 
 /* How a weight matrix is decoded: one row per format, in the order
@@ -104,9 +106,10 @@ int kv_device_roofs(cudaStream_t st, cublasHandle_t blas, const struct engine_ro
  * written, by one thread); Y must not overlap X. */
 cudaError_t kv_matvec(const struct kv_dmat *w, const float *x, const float *bias,
                       const float *add, float *y, cudaStream_t st);
-/* Rows ROW0..ROW0+NROWS-1 of W as f16 into OUT (NROWS x W.ncols). */
-cudaError_t kv_dequant_f16(const struct kv_dmat *w, int64_t row0, int64_t nrows, __half *out,
-                           cudaStream_t st);
+/* Rows ROW0..ROW0+NROWS-1 of W as bf16 (round to nearest even) into OUT
+ * (NROWS x W.ncols): the prefill GEMM's weight operand. */
+cudaError_t kv_dequant_bf16(const struct kv_dmat *w, int64_t row0, int64_t nrows,
+                            __nv_bfloat16 *out, cudaStream_t st);
 /* OUT[t] = SCALE * row IDS[t] of W, as f32 (N x W.ncols). IDS are device
  * int32 and already checked against W.nrows. */
 cudaError_t kv_get_rows(const struct kv_dmat *w, const int32_t *ids, int32_t n, float scale,
@@ -133,9 +136,11 @@ cudaError_t kv_glu(float *g, const float *u, int64_t n, bool gelu, cudaStream_t 
  * N_CTX x HD, f16) at positions POS0.. */
 cudaError_t kv_store_kv(const float *k, const float *v, __half *kc, __half *vc, int32_t n_tok,
                         int32_t n_kv, int32_t hd, int32_t pos0, int32_t n_ctx, cudaStream_t st);
-cudaError_t kv_f32_to_f16(const float *x, __half *y, int64_t n, cudaStream_t st);
+/* Y[i] = bf16(X[i]), round to nearest even: the prefill GEMM's activation
+ * operand (bf16 has f32's range, so no activation overflows it). */
+cudaError_t kv_f32_to_bf16(const float *x, __nv_bfloat16 *y, int64_t n, cudaStream_t st);
 
-/* ---- attention.cu ---- */
+/* ---- attention_decode.cu ---- */
 
 struct kv_attn_args {
     const float *q;     /* N_TOK x N_HEAD x HD, not yet scaled */
@@ -149,14 +154,10 @@ struct kv_attn_args {
     float scale;        /* multiplies q.k */
     int32_t n_split;    /* key-range splits (>= 1); part must hold them */
 };
-/* Largest head size the attention kernel takes. */
+/* Largest head size the attention kernels take. */
 #define KV_ATTN_MAX_HD 256
-/* Causal (and sliding-window) attention with GQA over the f16 cache. */
-cudaError_t kv_attention(const struct kv_attn_args *a, cudaStream_t st);
 
-/* ---- attention_decode.cu ---- */
-
-/* Most tokens the decode attention takes; more go to kv_attention. */
+/* Most tokens the decode attention takes; more go to kv_attention_prefill. */
 #define KV_ATTN_DEC_MAX_TOK 8
 /* Split sizing (kv_attn_decode_splits): blocks aimed for per SM (3: the
  * 8-row kernels take 168 registers a thread, so 3 blocks of 128 threads
@@ -171,13 +172,69 @@ cudaError_t kv_attention(const struct kv_attn_args *a, cudaStream_t st);
  * and the window only, so a graph captured at one position replays at any
  * other. */
 int32_t kv_attn_decode_splits(int n_sm, const struct kv_attn_args *a, int32_t room);
-/* Flash-decoding attention for 1..KV_ATTN_DEC_MAX_TOK tokens: same meaning
- * as kv_attention. POS_DEV, when not NULL, is a device int32 holding the
+/* Flash-decoding attention for 1..KV_ATTN_DEC_MAX_TOK tokens: causal (and
+ * sliding-window) attention with GQA over the f16 cache. POS_DEV, when not NULL, is a device int32 holding the
  * first query's position, read at run time in place of A->pos0 (graph
  * replay); A->n_split splits (part must hold n_split x n_tok rows), any
  * value >= 1 is correct. Two launches when n_split > 1 (the splits, then
  * their merge), both on ST. */
 cudaError_t kv_attention_decode(const struct kv_attn_args *a, const int32_t *pos_dev,
                                 cudaStream_t st);
+
+/* ---- attention_prefill.cu ---- */
+
+/* Prefill attention (n_tok > 1) through two bf16 cuBLAS GEMMs per key tile
+ * with an online softmax between them. The scratch is the caller's, sized
+ * for Q_CHUNK tokens and TILE keys; group = n_head / n_kv, rows = tokens x
+ * group per KV head. */
+struct kv_attn_prefill_args {
+    const float *q;   /* N_TOK x N_HEAD x HD, not yet scaled */
+    const __half *kc; /* N_KV x N_CTX x HD: positions 0..pos0+n_tok-1 written */
+    const __half *vc;
+    float *out;       /* N_TOK x N_HEAD x HD */
+    int32_t n_tok, n_head, n_kv, hd, n_ctx;
+    int32_t pos0;     /* position of the first query */
+    int32_t swa;      /* window in tokens, 0 = none */
+    float scale;      /* multiplies q.k */
+    int32_t q_chunk;  /* queries per pass (>= 1) */
+    int32_t tile;     /* keys per tile (>= 1) */
+    __nv_bfloat16 *qb;     /* N_KV x q_chunk*group x HD */
+    __nv_bfloat16 *kb, *vb; /* N_KV x TILE x HD each */
+    float *s;              /* N_KV x q_chunk*group x TILE: scores */
+    __nv_bfloat16 *p;      /* the same shape: exp(s - m) */
+    float *acc;            /* N_KV x q_chunk*group x HD */
+    float2 *ml;            /* N_KV x q_chunk*group: running (max, sum) */
+};
+/* Causal (and sliding-window) attention of A's queries over the cache,
+ * queued on ST with BLAS (which must be bound to ST). 0, or -1 with ERR. */
+int kv_attention_prefill(const struct kv_attn_prefill_args *a, cublasHandle_t blas,
+                         cudaStream_t st, char *err, size_t cap);
+
+/* Its steps, each a kernel (exposed for test_kernels). */
+/* QB[kvh][(t - T0) * group + g][d] = bf16(Q[t][kvh*group + g][d]), t in T0..T0+CQ-1. */
+cudaError_t kv_attn_q_bf16(const float *q, __nv_bfloat16 *qb, int32_t n_head, int32_t n_kv,
+                           int32_t hd, int32_t t0, int32_t cq, cudaStream_t st);
+/* KB[kvh][j][d] = bf16(KC[kvh][K0 + j][d]) for j < NK (row stride TILE), V alike. */
+cudaError_t kv_attn_kv_bf16(const __half *kc, const __half *vc, __nv_bfloat16 *kb,
+                            __nv_bfloat16 *vb, int32_t n_kv, int32_t n_ctx, int32_t hd, int32_t k0,
+                            int32_t nk, int32_t tile, cudaStream_t st);
+/* ML[i] = (-inf, 0) for ROWS rows, ACC (ROWS x HD) = 0. */
+cudaError_t kv_attn_rows_init(float2 *ml, float *acc, int64_t rows, int32_t hd, cudaStream_t st);
+struct kv_attn_tile_args {
+    const float *s;     /* n_kv x ROWS x TILE scores of keys K0..K0+NK-1 */
+    __nv_bfloat16 *p;   /* out, same shape: exp(s - m_new), 0 where masked */
+    float2 *ml;         /* n_kv x ROWS running (max, sum), updated */
+    float *acc;         /* n_kv x ROWS x HD, rescaled by exp(m_old - m_new) */
+    int64_t rows;       /* rows per KV head */
+    int64_t r_lo, r_hi; /* the rows this tile updates */
+    int32_t n_kv, group, hd, tile, nk, k0;
+    int32_t qpos0;      /* position of row 0's query; row r is at qpos0 + r / group */
+    int32_t swa;
+};
+/* The masked online-softmax step of one key tile. */
+cudaError_t kv_attn_softmax_tile(const struct kv_attn_tile_args *a, cudaStream_t st);
+/* OUT[T0 + t][kvh*group + g] = ACC[kvh][t*group + g] / l, for CQ tokens. */
+cudaError_t kv_attn_finish(const float *acc, const float2 *ml, float *out, int32_t n_head,
+                           int32_t n_kv, int32_t hd, int32_t t0, int32_t cq, cudaStream_t st);
 
 #endif

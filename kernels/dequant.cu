@@ -1,9 +1,12 @@
-/* dequant.cu - rows of a weight matrix to an f16 tile, for the cuBLAS
+/* dequant.cu - rows of a weight matrix to a bf16 tile, for the cuBLAS
  * prefill path (proj in backend_cuda.cu).
  *
- * Design rules: one thread per unit (see wformat.cuh), grid-stride. The f16
- * output is written 8 halves (16 bytes) at a time for every format whose
- * unit is a multiple of 8, which is all but the scalar float forms.
+ * Design rules: one thread per unit (see wformat.cuh), grid-stride. The bf16
+ * output is written 8 values (16 bytes) at a time for every format whose
+ * unit is a multiple of 8, which is all but the scalar float forms. bf16
+ * because the activations it is multiplied with are bf16 (convert.cu) and
+ * cuBLAS wants both operands in one type; F16 weights come here too for
+ * that reason (only BF16 weights skip this step).
  *
  * Why this version: the prefill path dequantises a chunk of rows right
  * before its GEMM, so the tile is fresh in L2 when cuBLAS reads it, and one
@@ -13,8 +16,9 @@
 #include "wformat.cuh"
 
 template <int F>
-static __global__ void k_dequant_f16(const uint8_t *__restrict__ w, size_t row_bytes, int64_t row0,
-                                     int64_t nrows, int64_t nunits, __half *__restrict__ out)
+static __global__ void k_dequant_bf16(const uint8_t *__restrict__ w, size_t row_bytes,
+                                      int64_t row0, int64_t nrows, int64_t nunits,
+                                      __nv_bfloat16 *__restrict__ out)
 {
     constexpr int UE = kv_fmt<F>::UE;
     const int64_t nb = nunits * UE / kv_fmt<F>::COLS; /* blocks a row, for the planes */
@@ -24,31 +28,31 @@ static __global__ void k_dequant_f16(const uint8_t *__restrict__ w, size_t row_b
         int64_t r = i / nunits, u = i % nunits;
         float v[UE];
         kv_fmt<F>::decode(w + (row0 + r) * row_bytes, nb, u, v);
-        __half *o = out + r * nunits * UE + u * UE;
+        __nv_bfloat16 *o = out + r * nunits * UE + u * UE;
         if constexpr (UE % 8 == 0) {
 #pragma unroll
             for (int j = 0; j < UE; j += 8) {
-                __half2 h[4];
+                alignas(16) __nv_bfloat16 h[8];
 #pragma unroll
-                for (int k = 0; k < 4; k++)
-                    h[k] = __floats2half2_rn(v[j + 2 * k], v[j + 2 * k + 1]);
+                for (int k = 0; k < 8; k++)
+                    h[k] = __float2bfloat16_rn(v[j + k]);
                 *(uint4 *)(o + j) = *(const uint4 *)h;
             }
         } else {
 #pragma unroll
             for (int j = 0; j < UE; j++)
-                o[j] = __float2half_rn(v[j]);
+                o[j] = __float2bfloat16_rn(v[j]);
         }
     }
 }
 
-cudaError_t kv_dequant_f16(const struct kv_dmat *w, int64_t row0, int64_t nrows, __half *out,
-                           cudaStream_t st)
+cudaError_t kv_dequant_bf16(const struct kv_dmat *w, int64_t row0, int64_t nrows,
+                            __nv_bfloat16 *out, cudaStream_t st)
 {
     return kv_wf_dispatch(w->fmt, [&](auto f) {
         constexpr int F = decltype(f)::value;
         int64_t nu = w->ncols / kv_fmt<F>::UE;
-        KV_LAUNCH(k_dequant_f16<F>, kv_grid(nrows * nu, 256), 256, 0, st)(w->d, w->row_bytes,
-                                                                          row0, nrows, nu, out);
+        KV_LAUNCH(k_dequant_bf16<F>, kv_grid(nrows * nu, 256), 256, 0, st)(w->d, w->row_bytes,
+                                                                           row0, nrows, nu, out);
     });
 }

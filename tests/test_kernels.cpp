@@ -7,11 +7,23 @@
  * Tolerances (relative to the largest reference value), one per op:
  *   add, bias, glu, rmsnorm, rope, get_rows, matvec: 1e-5 (f32 math, the
  *     reference in double; rope's sin/cos are double on both sides);
- *   f32 -> f16, kv_store: the half rounding, 2^-11 relative per element;
- *   dequant -> f16: the same;
+ *   kv_store: the half rounding, 2^-11 relative per element;
+ *   f32 -> bf16, dequant -> bf16, the prefill attention's Q/K/V gathers:
+ *     the bf16 rounding, 2^-8 relative per element (8 significant bits,
+ *     round to nearest even: half an ulp);
  *   repack read back (get_rows at scale 1): 0, the file's values exactly;
- *   attention, decode attention: 1e-5 (the reference reads the same f16
- *     K/V; f32 softmax and sums vs double, up to 4097 keys).
+ *   decode attention: 1e-5 (the reference reads the same f16 K/V; f32
+ *     softmax and sums vs double, up to 4097 keys);
+ *   prefill softmax tile: P = exp(s - m) <= 1 is stored as bf16, so 2^-8;
+ *     the running sum l adds the rounded P, so it too is within 2^-8 of the
+ *     double sum of exact ones; m and the rescaled accumulator 1e-5;
+ *   prefill finish: 1e-5 (one division);
+ *   prefill attention, whole: against the double reference fed the same
+ *     bf16-rounded Q, K and V, the only rounding left is P's. Each weight
+ *     w_j becomes w_j (1 + e_j), |e_j| <= u = 2^-8, and l sums the rounded
+ *     weights, so the output stays a convex combination of the V rows:
+ *     |out' - out| <= u max|v - out| / (1 - u) <= 2u max|V| (1 + u), about
+ *     2^-7 of max|V| (checked against max|V|, not max|out|).
  */
 #include <math.h>
 #include <setjmp.h>
@@ -33,6 +45,8 @@ extern "C" {
 
 #define TOL_F32 1e-5
 #define TOL_HALF (1.0 / 2048)
+#define TOL_BF16 (1.0 / 256)
+#define TOL_PREFILL (1.0 / 128)
 #define TOL_ATTN 1e-5
 
 static uint64_t rng = 12345;
@@ -136,17 +150,49 @@ static void test_glu(void **state)
     }
 }
 
+static std::vector<float> bf16s(const std::vector<__nv_bfloat16> &h)
+{
+    std::vector<float> f(h.size());
+    for (size_t i = 0; i < h.size(); i++)
+        f[i] = __bfloat162float(h[i]);
+    return f;
+}
+static float bf16_round(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
+
+/* Largest |a - ref| / |ref| per element (ref 0: |a|). */
+static double elem_rel_err(const float *a, const double *ref, size_t n)
+{
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs(a[i] - ref[i]), r = fabs(ref[i]);
+        double e = r > 0 ? d / r : d;
+        if (!(e <= 1e300))
+            return INFINITY;
+        worst = e > worst ? e : worst;
+    }
+    return worst;
+}
+
 static void test_convert(void **state)
 {
     (void)state;
+    /* Every other value past f16's 65504 (up to 1e6): bf16 keeps f32's
+     * range, so each element is within half an ulp of itself. */
     const int64_t n = 1001;
     auto x = randv(n);
+    for (int64_t i = 0; i < n; i += 2)
+        x[i] *= 1e6f;
     float *dx = dev(x);
-    std::vector<__half> z(n);
-    __half *dy = dev(z);
-    assert_int_equal(kv_f32_to_f16(dx, dy, n, 0), cudaSuccess);
+    std::vector<__nv_bfloat16> z(n);
+    __nv_bfloat16 *dy = dev(z);
+    assert_int_equal(kv_f32_to_bf16(dx, dy, n, 0), cudaSuccess);
     std::vector<double> ref(x.begin(), x.end());
-    check("f32 -> f16 (1001)", halves(host(dy, n)).data(), ref.data(), n, TOL_HALF);
+    auto got = bf16s(host(dy, n));
+    double e = elem_rel_err(got.data(), ref.data(), n);
+    printf("%-34s %.2e (tol %.0e)\n", "f32 -> bf16 (1001, to 1e6)", e, TOL_BF16);
+    if (!(e <= TOL_BF16))
+        fail_msg("f32 -> bf16: error %.3e", e);
+    check("f32 -> bf16 (1001, to 1e6), vs max", got.data(), ref.data(), n, TOL_BF16);
     cudaFree(dx), cudaFree(dy);
 }
 
@@ -298,15 +344,17 @@ static void test_matvec_dequant_get_rows(void **state)
                  (long long)t.nrows, (long long)t.ncols);
         check(what, host(dy, (size_t)t.nrows).data(), ref.data(), ref.size(), TOL_F32);
 
-        /* Rows 1.. as f16. */
+        /* Rows 1.. as bf16, each element within half an ulp. */
         int64_t nr = t.nrows - 1;
-        std::vector<__half> z((size_t)(nr * t.ncols));
-        __half *dh = dev(z);
-        assert_int_equal(kv_dequant_f16(&w.m, 1, nr, dh, 0), cudaSuccess);
+        std::vector<__nv_bfloat16> z((size_t)(nr * t.ncols));
+        __nv_bfloat16 *dh = dev(z);
+        assert_int_equal(kv_dequant_bf16(&w.m, 1, nr, dh, 0), cudaSuccess);
         std::vector<double> rd(w.deq.begin() + t.ncols, w.deq.end());
-        snprintf(what, sizeof what, "dequant f16 %s rows 1..%lld", quant_type_name(t.type),
+        snprintf(what, sizeof what, "dequant bf16 %s rows 1..%lld", quant_type_name(t.type),
                  (long long)nr);
-        check(what, halves(host(dh, z.size())).data(), rd.data(), rd.size(), TOL_HALF);
+        auto got = bf16s(host(dh, z.size()));
+        check(what, got.data(), rd.data(), rd.size(), TOL_BF16);
+        assert_true(elem_rel_err(got.data(), rd.data(), rd.size()) <= TOL_BF16);
 
         /* Rows 2, 0, last, scaled. */
         std::vector<int32_t> ids = {2 % (int32_t)t.nrows, 0, (int32_t)t.nrows - 1};
@@ -422,52 +470,6 @@ static void ref_attention(const kv_attn_args &a, const std::vector<float> &q,
         }
 }
 
-static void test_attention(void **state)
-{
-    (void)state;
-    /* Prefill at an offset (tiles cut by the causal edge), a window, and a
-     * decode step split over 3 blocks; head sizes 40 (one pair per lane,
-     * partly masked) and 72 (two). */
-    static const struct {
-        int n_tok, n_head, n_kv, hd, pos0, swa, n_split;
-    } cases[] = {
-        {9, 6, 2, 40, 30, 0, 1},
-        {5, 4, 1, 72, 3, 4, 1},
-        {1, 3, 1, 40, 70, 0, 3},
-        {1, 2, 2, 72, 50, 20, 2},
-    };
-    for (const auto &c : cases) {
-        kv_attn_args a;
-        memset(&a, 0, sizeof a);
-        a.n_tok = c.n_tok, a.n_head = c.n_head, a.n_kv = c.n_kv, a.hd = c.hd;
-        a.n_ctx = c.pos0 + c.n_tok + 3;
-        a.pos0 = c.pos0, a.swa = c.swa, a.n_split = c.n_split;
-        a.scale = 1.0f / sqrtf((float)c.hd);
-        auto q = randv((size_t)c.n_tok * c.n_head * c.hd);
-        std::vector<__half> kc((size_t)c.n_kv * a.n_ctx * c.hd), vc(kc.size());
-        for (size_t i = 0; i < kc.size(); i++) {
-            kc[i] = __float2half_rn(2.0f * frand());
-            vc[i] = __float2half_rn(frand());
-        }
-        std::vector<float> o(q.size()),
-            part((size_t)c.n_split * c.n_tok * c.n_head * (c.hd + 2));
-        a.q = dev(q);
-        a.kc = dev(kc);
-        a.vc = dev(vc);
-        a.out = dev(o);
-        a.part = dev(part);
-        assert_int_equal(kv_attention(&a, 0), cudaSuccess);
-        std::vector<double> ref;
-        ref_attention(a, q, kc, vc, ref);
-        char what[100];
-        snprintf(what, sizeof what, "attention %d tok %dh/%dkv hd %d at %d swa %d split %d",
-                 c.n_tok, c.n_head, c.n_kv, c.hd, c.pos0, c.swa, c.n_split);
-        check(what, host(a.out, o.size()).data(), ref.data(), ref.size(), TOL_ATTN);
-        cudaFree((void *)a.q), cudaFree((void *)a.kc), cudaFree((void *)a.vc);
-        cudaFree(a.out), cudaFree(a.part);
-    }
-}
-
 /* Runs the decode attention of A (n_split as given) on Q and the caches,
  * returns its output. POS_DEV: pass the position through a device int32
  * (A->pos0 is then set to a value the kernel must not use). */
@@ -579,6 +581,268 @@ static void test_attention_decode_splits(void **state)
     assert_int_equal(kv_attention_decode(&a, nullptr, 0), cudaErrorInvalidValue);
 }
 
+/* The prefill attention's gathers: Q rows of tokens T0.. into (kvh, token x
+ * group, hd) bf16, and K/V keys K0.. into (kvh, tile, hd) bf16. */
+static void test_prefill_gathers(void **state)
+{
+    (void)state;
+    const int nt = 7, nh = 6, nkv = 2, hd = 10, t0 = 2, cq = 4, group = nh / nkv;
+    auto q = randv((size_t)nt * nh * hd);
+    std::vector<__nv_bfloat16> zq((size_t)cq * nh * hd);
+    float *dq = dev(q);
+    __nv_bfloat16 *dqb = dev(zq);
+    assert_int_equal(kv_attn_q_bf16(dq, dqb, nh, nkv, hd, t0, cq, 0), cudaSuccess);
+    std::vector<double> rq(zq.size());
+    for (int kvh = 0; kvh < nkv; kvh++)
+        for (int t = 0; t < cq; t++)
+            for (int g = 0; g < group; g++)
+                for (int d = 0; d < hd; d++)
+                    rq[(((size_t)kvh * cq + t) * group + g) * hd + d] =
+                        q[((size_t)(t0 + t) * nh + kvh * group + g) * hd + d];
+    auto gq = bf16s(host(dqb, zq.size()));
+    check("prefill Q gather (4 of 7 tok, 6h/2kv)", gq.data(), rq.data(), rq.size(), TOL_BF16);
+    assert_true(elem_rel_err(gq.data(), rq.data(), rq.size()) <= TOL_BF16);
+
+    const int nctx = 40, k0 = 9, nk = 13, tile = 16;
+    std::vector<__half> kc((size_t)nkv * nctx * hd), vc(kc.size());
+    for (size_t i = 0; i < kc.size(); i++)
+        kc[i] = __float2half_rn(2.0f * frand()), vc[i] = __float2half_rn(frand());
+    std::vector<__nv_bfloat16> zk((size_t)nkv * tile * hd, __float2bfloat16_rn(0.0f));
+    __half *dkc = dev(kc), *dvc = dev(vc);
+    __nv_bfloat16 *dkb = dev(zk), *dvb = dev(zk);
+    assert_int_equal(kv_attn_kv_bf16(dkc, dvc, dkb, dvb, nkv, nctx, hd, k0, nk, tile, 0),
+                     cudaSuccess);
+    std::vector<double> rk(zk.size(), 0.0), rv(zk.size(), 0.0);
+    for (int kvh = 0; kvh < nkv; kvh++)
+        for (int j = 0; j < nk; j++)
+            for (int d = 0; d < hd; d++) {
+                size_t o = ((size_t)kvh * tile + j) * hd + d;
+                rk[o] = __half2float(kc[((size_t)kvh * nctx + k0 + j) * hd + d]);
+                rv[o] = __half2float(vc[((size_t)kvh * nctx + k0 + j) * hd + d]);
+            }
+    auto gk = bf16s(host(dkb, zk.size())), gv = bf16s(host(dvb, zk.size()));
+    check("prefill K tile (13 keys at 9)", gk.data(), rk.data(), rk.size(), TOL_BF16);
+    check("prefill V tile", gv.data(), rv.data(), rv.size(), TOL_BF16);
+    assert_true(elem_rel_err(gk.data(), rk.data(), rk.size()) <= TOL_BF16);
+    cudaFree(dq), cudaFree(dqb), cudaFree(dkc), cudaFree(dvc), cudaFree(dkb), cudaFree(dvb);
+}
+
+/* One online-softmax step: rows with history (finite m) and without (-inf),
+ * rows the tile shows nothing (causal edge, window), a tile shorter than its
+ * stride and not a multiple of 32, and rows outside [r_lo, r_hi) untouched. */
+static void test_prefill_softmax_tile(void **state)
+{
+    (void)state;
+    static const struct {
+        int nkv, group, hd, tile, nk, k0, qpos0, swa, cq, t_lo;
+    } cases[] = {
+        {2, 3, 20, 48, 45, 10, 12, 0, 9, 1},
+        {1, 2, 72, 64, 64, 0, 30, 20, 11, 0},
+        {3, 1, 8, 40, 7, 33, 30, 6, 6, 2},
+    };
+    for (const auto &c : cases) {
+        const int64_t R = (int64_t)c.cq * c.group, rows = R * c.nkv;
+        auto sv = randv((size_t)rows * c.tile);
+        for (float &x : sv)
+            x *= 6.0f;
+        auto acc = randv((size_t)rows * c.hd);
+        std::vector<float2> ml((size_t)rows);
+        for (int64_t i = 0; i < rows; i++)
+            ml[i] = i % 3 == 0 ? make_float2(-INFINITY, 0.0f)
+                               : make_float2(4.0f * frand(), 1.0f + frand() * 0.5f + 0.5f);
+        for (int64_t i = 0; i < rows; i++)
+            if (ml[i].x == -INFINITY)
+                for (int d = 0; d < c.hd; d++)
+                    acc[i * c.hd + d] = 0.0f; /* an empty row's accumulator is 0 */
+        std::vector<__nv_bfloat16> pz((size_t)rows * c.tile, __float2bfloat16_rn(-7.0f));
+        float *ds = dev(sv), *dacc = dev(acc);
+        float2 *dml = dev(ml);
+        __nv_bfloat16 *dp = dev(pz);
+        kv_attn_tile_args a;
+        a.s = ds, a.p = dp, a.ml = dml, a.acc = dacc;
+        a.rows = R, a.r_lo = (int64_t)c.t_lo * c.group, a.r_hi = R;
+        a.n_kv = c.nkv, a.group = c.group, a.hd = c.hd, a.tile = c.tile, a.nk = c.nk;
+        a.k0 = c.k0, a.qpos0 = c.qpos0, a.swa = c.swa;
+        assert_int_equal(kv_attn_softmax_tile(&a, 0), cudaSuccess);
+
+        std::vector<double> rp((size_t)rows * c.tile), rm(rows), rl(rows),
+            racc((size_t)rows * c.hd);
+        std::vector<float> gp_all = bf16s(host(dp, pz.size()));
+        std::vector<float> gm(rows), gl(rows), gp(rp.size());
+        auto gml = host(dml, (size_t)rows);
+        auto gacc = host(dacc, acc.size());
+        for (int kvh = 0; kvh < c.nkv; kvh++)
+            for (int64_t r = 0; r < R; r++) {
+                int64_t row = kvh * R + r;
+                bool in = r >= a.r_lo;
+                int qpos = c.qpos0 + (int)(r / c.group);
+                double mt = -INFINITY;
+                for (int j = 0; j < c.nk; j++) {
+                    int key = c.k0 + j;
+                    if (key <= qpos && !(c.swa > 0 && qpos - key >= c.swa))
+                        mt = fmax(mt, sv[row * c.tile + j]);
+                }
+                double m0 = ml[row].x, mn = fmax(m0, mt);
+                double corr = m0 == -INFINITY ? 0.0 : exp(m0 - mn);
+                double ps = 0;
+                for (int j = 0; j < c.tile; j++) {
+                    int key = c.k0 + j;
+                    double e = 0;
+                    if (j < c.nk && mt != -INFINITY && key <= qpos &&
+                        !(c.swa > 0 && qpos - key >= c.swa))
+                        e = exp(sv[row * c.tile + j] - mn);
+                    ps += e;
+                    /* Past nk and outside the rows: the poison stays. */
+                    rp[row * c.tile + j] = in && j < c.nk ? e : -7.0;
+                }
+                rm[row] = in ? mn : m0;
+                rl[row] = in ? ml[row].y * corr + ps : ml[row].y;
+                for (int d = 0; d < c.hd; d++)
+                    racc[row * c.hd + d] = in ? acc[row * c.hd + d] * corr : acc[row * c.hd + d];
+                gm[row] = gml[row].x;
+                gl[row] = gml[row].y;
+            }
+        char what[100];
+        snprintf(what, sizeof what, "softmax tile %dkv x %d, %d of %d keys at %d swa %d", c.nkv,
+                 c.group, c.nk, c.tile, c.k0, c.swa);
+        /* P (<= 1) within half a bf16 ulp of 1; the poison exactly kept. */
+        double pe = 0;
+        for (size_t i = 0; i < rp.size(); i++) {
+            if (rp[i] == -7.0)
+                assert_true(gp_all[i] == -7.0f);
+            else
+                pe = fmax(pe, fabs(gp_all[i] - rp[i]));
+        }
+        printf("%-34s %.2e (tol %.0e)\n", what, pe, TOL_BF16);
+        if (!(pe <= TOL_BF16))
+            fail_msg("%s: P error %.3e", what, pe);
+        /* m: -inf where the row has seen nothing yet; compare the finite ones. */
+        for (int64_t i = 0; i < rows; i++) {
+            if (rm[i] == -INFINITY) {
+                assert_true(gm[i] == -INFINITY);
+                gm[i] = 0.0f, rm[i] = 0.0;
+            }
+        }
+        check("  running max", gm.data(), rm.data(), rm.size(), TOL_F32);
+        check("  running sum", gl.data(), rl.data(), rl.size(), TOL_BF16);
+        check("  rescaled accumulator", gacc.data(), racc.data(), racc.size(), TOL_F32);
+        cudaFree(ds), cudaFree(dacc), cudaFree(dml), cudaFree(dp);
+    }
+}
+
+static void test_prefill_finish(void **state)
+{
+    (void)state;
+    const int nt = 9, nh = 6, nkv = 3, hd = 14, t0 = 3, cq = 5, group = nh / nkv;
+    const int64_t rows = (int64_t)nkv * cq * group;
+    auto acc = randv((size_t)rows * hd);
+    std::vector<float2> ml((size_t)rows);
+    for (auto &x : ml)
+        x = make_float2(frand(), 0.5f + frand() * 0.25f + 0.25f);
+    std::vector<float> out((size_t)nt * nh * hd, 42.0f);
+    float *dacc = dev(acc), *dout = dev(out);
+    float2 *dml = dev(ml);
+    assert_int_equal(kv_attn_finish(dacc, dml, dout, nh, nkv, hd, t0, cq, 0), cudaSuccess);
+    std::vector<double> ref(out.begin(), out.end());
+    for (int t = 0; t < cq; t++)
+        for (int h = 0; h < nh; h++) {
+            int64_t row = ((int64_t)(h / group) * cq + t) * group + h % group;
+            for (int d = 0; d < hd; d++)
+                ref[((size_t)(t0 + t) * nh + h) * hd + d] = acc[row * hd + d] / (double)ml[row].y;
+        }
+    check("prefill finish (5 of 9 tok at 3)", host(dout, out.size()).data(), ref.data(),
+          ref.size(), TOL_F32);
+    cudaFree(dacc), cudaFree(dout), cudaFree(dml);
+}
+
+/* The whole prefill attention (both GEMMs on the emulator's cuBLAS) against
+ * the double reference given the same bf16-rounded Q, K and V: several query
+ * chunks, several key tiles, tiles cut by the causal edge and the window, a
+ * prefix already in the cache, GQA groups of 1, 3 and 4. */
+static void test_attention_prefill(void **state)
+{
+    (void)state;
+    static const struct {
+        int n_tok, n_head, n_kv, hd, pos0, swa, q_chunk, tile;
+    } cases[] = {
+        {37, 6, 2, 40, 30, 0, 16, 24},
+        {29, 4, 1, 72, 0, 10, 29, 16},
+        {12, 3, 3, 12, 5, 4, 5, 7},
+        {50, 8, 2, 64, 3, 0, 50, 256},
+    };
+    cublasHandle_t blas;
+    assert_int_equal(cublasCreate(&blas), CUBLAS_STATUS_SUCCESS);
+    assert_int_equal(cublasSetStream(blas, 0), CUBLAS_STATUS_SUCCESS);
+    for (const auto &c : cases) {
+        kv_attn_args r;
+        memset(&r, 0, sizeof r);
+        r.n_tok = c.n_tok, r.n_head = c.n_head, r.n_kv = c.n_kv, r.hd = c.hd;
+        r.n_ctx = c.pos0 + c.n_tok + 3, r.pos0 = c.pos0, r.swa = c.swa;
+        r.scale = 1.0f / sqrtf((float)c.hd);
+        auto q = randv((size_t)c.n_tok * c.n_head * c.hd);
+        std::vector<__half> kc((size_t)c.n_kv * r.n_ctx * c.hd), vc(kc.size());
+        for (size_t i = 0; i < kc.size(); i++) {
+            kc[i] = __float2half_rn(2.0f * frand());
+            vc[i] = __float2half_rn(frand());
+        }
+        /* The reference's operands: bf16 values (exact in f32 and, for these
+         * magnitudes, in f16). */
+        std::vector<float> qr(q.size());
+        std::vector<__half> kr(kc.size()), vr(vc.size());
+        double vmax = 0;
+        for (size_t i = 0; i < q.size(); i++)
+            qr[i] = bf16_round(q[i]);
+        for (size_t i = 0; i < kc.size(); i++) {
+            kr[i] = __float2half_rn(bf16_round(__half2float(kc[i])));
+            vr[i] = __float2half_rn(bf16_round(__half2float(vc[i])));
+            vmax = fmax(vmax, fabs(__half2float(vr[i])));
+        }
+        std::vector<double> ref;
+        ref_attention(r, qr, kr, vr, ref);
+
+        const size_t qrows = (size_t)c.q_chunk * c.n_head;
+        kv_attn_prefill_args a;
+        memset(&a, 0, sizeof a);
+        a.n_tok = c.n_tok, a.n_head = c.n_head, a.n_kv = c.n_kv, a.hd = c.hd;
+        a.n_ctx = r.n_ctx, a.pos0 = c.pos0, a.swa = c.swa, a.scale = r.scale;
+        a.q_chunk = c.q_chunk, a.tile = c.tile;
+        std::vector<float> o(q.size(), NAN);
+        a.q = dev(q);
+        a.kc = dev(kc);
+        a.vc = dev(vc);
+        a.out = dev(o);
+        std::vector<__nv_bfloat16> zq(qrows * c.hd), zk((size_t)c.n_kv * c.tile * c.hd),
+            zp(qrows * c.tile);
+        std::vector<float> zs(qrows * c.tile), zacc(qrows * c.hd);
+        std::vector<float2> zml(qrows);
+        a.qb = dev(zq), a.kb = dev(zk), a.vb = dev(zk), a.p = dev(zp);
+        a.s = dev(zs), a.acc = dev(zacc), a.ml = dev(zml);
+        char err[256] = "";
+        if (kv_attention_prefill(&a, blas, 0, err, sizeof err))
+            fail_msg("prefill attention: %s", err);
+        auto got = host(a.out, o.size());
+        double worst = 0;
+        for (size_t i = 0; i < got.size(); i++) {
+            double e = fabs(got[i] - ref[i]) / vmax;
+            worst = e <= 1e300 ? fmax(worst, e) : INFINITY; /* NaN: infinitely wrong */
+            if (worst == INFINITY)
+                break;
+        }
+        printf("prefill attention %d tok %dh/%dkv hd %d at %d swa %d chunk %d tile %d: "
+               "%.2e of max|V| (tol %.0e)\n",
+               c.n_tok, c.n_head, c.n_kv, c.hd, c.pos0, c.swa, c.q_chunk, c.tile, worst,
+               TOL_PREFILL);
+        if (!(worst <= TOL_PREFILL))
+            fail_msg("prefill attention: error %.3e of max|V|", worst);
+        if (kvemu_report_count())
+            fail_msg("prefill attention: device emulator: %s", kvemu_last_report());
+        cudaFree((void *)a.q), cudaFree((void *)a.kc), cudaFree((void *)a.vc), cudaFree(a.out);
+        cudaFree(a.qb), cudaFree(a.kb), cudaFree(a.vb), cudaFree(a.p), cudaFree(a.s);
+        cudaFree(a.acc), cudaFree(a.ml);
+    }
+    cublasDestroy(blas);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -586,9 +850,12 @@ int main(void)
         cmocka_unit_test(test_convert),    cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_rope),       cmocka_unit_test(test_kv_store),
         cmocka_unit_test(test_matvec_dequant_get_rows), cmocka_unit_test(test_repack),
-        cmocka_unit_test(test_attention),
         cmocka_unit_test(test_attention_decode),
         cmocka_unit_test(test_attention_decode_splits),
+        cmocka_unit_test(test_prefill_gathers),
+        cmocka_unit_test(test_prefill_softmax_tile),
+        cmocka_unit_test(test_prefill_finish),
+        cmocka_unit_test(test_attention_prefill),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -157,7 +157,8 @@ struct gguf_writer *tiny_writer(const struct tiny_spec *s, uint64_t seed)
         T("attn_output.weight", s->wtype, QD, E, 1.5f / sqrtf((float)QD), 0.0f);
         if (gemma)
             T("post_attention_norm.weight", GGML_TYPE_F32, E, 1, 0.2f, 1.0f);
-        T("ffn_norm.weight", GGML_TYPE_F32, E, 1, 0.2f, 1.0f);
+        T("ffn_norm.weight", GGML_TYPE_F32, E, 1, 0.2f,
+          s->ffn_norm_mean != 0.0f ? s->ffn_norm_mean : 1.0f);
         if (NX) {
             /* The router stays F32, as llama.cpp's quantiser leaves it; a
              * wide spread of its logits keeps the top-k choice clear of

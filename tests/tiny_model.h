@@ -29,6 +29,10 @@ struct tiny_spec {
     bool rope_freqs;
     bool kv_array;  /* head_count_kv as a per-layer array */
     int swa_window; /* gemma3 */
+    /* The ffn_norm weights' mean (0: 1.0). A large one makes the FFN's
+     * activations large, as real Gemma models' GeGLU outputs are (past
+     * f16's 65504 before ffn_down). */
+    float ffn_norm_mean;
     /* Mixture of experts (qwen3moe, qwen2moe): n_expert > 0 writes the
      * expert keys and, instead of the dense FFN, an F32 router and 3-D
      * expert tensors; n_ff_shexp > 0 adds the shared expert (qwen2moe). */

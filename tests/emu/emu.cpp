@@ -960,6 +960,20 @@ static bool compute_ok(cublasComputeType_t c)
            c == CUBLAS_COMPUTE_32F_FAST_16BF || c == CUBLAS_COMPUTE_32F_FAST_TF32;
 }
 
+/* The real-valued type combinations cuBLAS's GemmEx table lists for these
+ * compute types: A and B of one type (no f16 x bf16 product); with 16-bit
+ * operands C is that type or f32, with f32 operands f32; the FAST_* modes
+ * take f32 only. Anything else is CUBLAS_STATUS_NOT_SUPPORTED there, so it
+ * is here, or a launcher could pass on the emulator and fail on a device. */
+static bool types_ok(cublasComputeType_t c, cudaDataType at, cudaDataType bt, cudaDataType ct)
+{
+    if (at != bt)
+        return false;
+    if (c != CUBLAS_COMPUTE_32F || at == CUDA_R_32F)
+        return at == CUDA_R_32F && ct == CUDA_R_32F;
+    return ct == at || ct == CUDA_R_32F;
+}
+
 cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,
                             int n, int k, const void *alpha, const void *a, cudaDataType at,
                             int lda, const void *b, cudaDataType bt, int ldb, const void *beta,
@@ -969,7 +983,7 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
     (void)algo;
     if (!h)
         return CUBLAS_STATUS_NOT_INITIALIZED;
-    if (!compute_ok(compute))
+    if (!compute_ok(compute) || !types_ok(compute, at, bt, ct))
         return CUBLAS_STATUS_NOT_SUPPORTED;
     return gemm(ta, tb, m, n, k, *(const float *)alpha, a, at, lda, b, bt, ldb,
                 *(const float *)beta, c, ct, ldc);
@@ -983,6 +997,8 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t h, cublasOperation_t ta
                                           cudaDataType ct, int ldc, long long sc, int batch,
                                           cublasComputeType_t compute, cublasGemmAlgo_t algo)
 {
+    if (batch < 0)
+        return CUBLAS_STATUS_INVALID_VALUE;
     for (int i = 0; i < batch; i++) {
         cublasStatus_t s = cublasGemmEx(
             h, ta, tb, m, n, k, alpha, (const uint8_t *)a + sa * i * (long long)type_bytes(at), at,

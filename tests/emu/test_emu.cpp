@@ -5,6 +5,7 @@
  * add.cu's and get_rows.cu's indexing) with one line changed, as a bug would
  * change it.
  */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -345,6 +346,87 @@ static void test_bad_free_and_copy(void **state)
     assert_int_equal(cudaFree(d), cudaSuccess);
 }
 
+/* cuBLAS: a strided-batched bf16 x bf16 -> fp32 product (the prefill
+ * attention's) against a double reference of the same bf16 values, with
+ * transposes, leading dimensions past the rows, strides past the matrices,
+ * alpha and beta = 1 accumulating into C; and the type combinations cuBLAS
+ * refuses (f16 x bf16, bf16 x bf16 -> f16) refused here too. */
+static void test_gemm_strided_batched_bf16(void **state)
+{
+    (void)state;
+    const int m = 5, n = 3, k = 7, lda = 9, ldb = 8, ldc = 6, batch = 3;
+    const long long sa = (long long)lda * m + 2, sb = (long long)ldb * n + 1,
+                    sc = (long long)ldc * n + 3;
+    /* A is op T: stored k x m (lda rows), B op N: k x n (ldb), C m x n (ldc). */
+    std::vector<__nv_bfloat16> a((size_t)sa * batch), b((size_t)sb * batch);
+    std::vector<float> c((size_t)sc * batch);
+    unsigned seed = 7;
+    auto rnd = [&]() {
+        seed = seed * 1103515245u + 12345u;
+        return (float)((seed >> 8) & 0xffff) / 32768.0f - 1.0f;
+    };
+    for (auto &x : a)
+        x = __float2bfloat16_rn(rnd());
+    for (auto &x : b)
+        x = __float2bfloat16_rn(rnd());
+    for (auto &x : c)
+        x = rnd();
+    __nv_bfloat16 *da = dalloc(a.size(), a.data()), *db = dalloc(b.size(), b.data());
+    float *dc = dalloc(c.size(), c.data());
+    cublasHandle_t h;
+    assert_int_equal(cublasCreate(&h), CUBLAS_STATUS_SUCCESS);
+    const float alpha = 0.5f, beta = 1.0f;
+    assert_int_equal(cublasGemmStridedBatchedEx(h, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, da,
+                                                CUDA_R_16BF, lda, sa, db, CUDA_R_16BF, ldb, sb,
+                                                &beta, dc, CUDA_R_32F, ldc, sc, batch,
+                                                CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                     CUBLAS_STATUS_SUCCESS);
+    std::vector<float> got(c.size());
+    assert_int_equal(cudaMemcpy(got.data(), dc, got.size() * 4, cudaMemcpyDeviceToHost),
+                     cudaSuccess);
+    double worst = 0;
+    for (int z = 0; z < batch; z++)
+        for (int j = 0; j < n; j++)
+            for (int i = 0; i < m; i++) {
+                double acc = 0;
+                for (int p = 0; p < k; p++)
+                    acc += (double)__bfloat162float(a[z * sa + (size_t)i * lda + p]) *
+                           __bfloat162float(b[z * sb + (size_t)j * ldb + p]);
+                size_t ic = (size_t)(z * sc) + (size_t)j * ldc + i;
+                double want = alpha * acc + c[ic];
+                worst = fmax(worst, fabs(got[ic] - want));
+                c[ic] = -1e30f; /* marks the elements C may change */
+            }
+    printf("gemm strided batched bf16 -> f32: %.2e\n", worst);
+    assert_true(worst <= 1e-5);
+    /* Everything between the matrices is left alone. */
+    std::vector<float> orig(c.size());
+    seed = 7;
+    for (size_t i = 0; i < a.size() + b.size(); i++)
+        (void)rnd();
+    for (auto &x : orig)
+        x = rnd();
+    for (size_t i = 0; i < c.size(); i++)
+        if (c[i] != -1e30f)
+            assert_true(got[i] == orig[i]);
+
+    assert_int_equal(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, da, CUDA_R_16F, lda,
+                                  db, CUDA_R_16BF, ldb, &beta, dc, CUDA_R_32F, ldc,
+                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                     CUBLAS_STATUS_NOT_SUPPORTED);
+    assert_int_equal(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, da, CUDA_R_16BF,
+                                  lda, db, CUDA_R_16BF, ldb, &beta, dc, CUDA_R_16F, ldc,
+                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+                     CUBLAS_STATUS_NOT_SUPPORTED);
+    assert_int_equal(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &alpha, da, CUDA_R_16BF,
+                                  lda, db, CUDA_R_16BF, ldb, &beta, dc, CUDA_R_32F, ldc,
+                                  CUBLAS_COMPUTE_32F_FAST_TF32, CUBLAS_GEMM_DEFAULT),
+                     CUBLAS_STATUS_NOT_SUPPORTED);
+    cublasDestroy(h);
+    cudaFree(da), cudaFree(db), cudaFree(dc);
+    expect_clean();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -358,6 +440,7 @@ int main(void)
         cmocka_unit_test(test_planted_off_by_one),
         cmocka_unit_test(test_stale_shared),
         cmocka_unit_test(test_bad_free_and_copy),
+        cmocka_unit_test(test_gemm_strided_batched_bf16),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
