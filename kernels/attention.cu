@@ -44,19 +44,21 @@ static __global__ void __launch_bounds__(AT_WARPS * 32) k_attention(struct kv_at
     const bool valid = r < rows;
     const int t = valid ? (int)(r / group) : 0;
     const int h = kvh * group + (valid ? (int)(r % group) : 0);
-    const int qpos = a.pos0 + t;
+    /* a decode graph reads the position from device memory (cuda_common.h) */
+    const int pos0 = a.pos_dev ? *a.pos_dev : a.pos0;
+    const int qpos = pos0 + t;
 
     /* This block's key range: its split, cut to what its queries can see. */
-    const int kv_len = a.pos0 + a.n_tok;
+    const int kv_len = pos0 + a.n_tok;
     int chunk = (kv_len + (int)gridDim.z - 1) / (int)gridDim.z;
     chunk = (chunk + AT_TILE - 1) / AT_TILE * AT_TILE;
     int kbeg = (int)blockIdx.z * chunk;
     int kend = min(kv_len, kbeg + chunk);
     const int t_lo = (int)(r0 / group);
     const int t_hi = (int)(min(r0 + AT_WARPS, rows) - 1) / group;
-    kend = min(kend, a.pos0 + t_hi + 1);
+    kend = min(kend, pos0 + t_hi + 1);
     if (a.swa > 0)
-        kbeg = max(kbeg, a.pos0 + t_lo - a.swa + 1);
+        kbeg = max(kbeg, pos0 + t_lo - a.swa + 1);
 
     if (valid) {
         const float *q = a.q + ((int64_t)t * a.n_head + h) * a.hd;

@@ -30,6 +30,8 @@ extern "C" {
 }
 
 #define UB_MAX 512              /* tokens per micro-batch */
+static_assert(KV_SAMPLE_MAX_K == BACKEND_SAMPLE_MAX_K && KV_SAMPLE_MAX_PEN == BACKEND_SAMPLE_MAX_PEN,
+              "the device sampler takes what the engine's plan may hold");
 #define W16_MAX_ELEMS (32 << 20) /* f16 dequant tile: 64 MiB */
 #define LOGITS_MAX_FLOATS (16 << 20)
 #define MAX_SPLIT 32
@@ -45,6 +47,14 @@ struct dlayer {
     float *ffn_norm, *post_ffw_norm;
     __half *kc, *vc; /* (n_kv, n_ctx, hd) f16, in the KV allocation */
     bool swa;
+};
+
+/* What the host writes before a decode step: one copy, which the captured
+ * graph's kernels read. */
+struct kv_step_in {
+    int32_t token; /* the step's input token */
+    int32_t pos;   /* its position */
+    struct kv_sample_in s;
 };
 
 struct cuda_backend {
@@ -83,6 +93,19 @@ struct cuda_backend {
     __half *w16;   /* w16_elems */
     int32_t *ids;  /* ub */
     float *inv_freq; /* n_rot: global layers' n_rot/2, then local layers' */
+    struct kv_step_in *step; /* the decode step's inputs */
+    int32_t *pick;           /* 2: the sampled token, the non-finite flag */
+    void *sample_tmp;        /* kv_sample_scratch_bytes(n_vocab) */
+
+    /* The decode step (cuda_sample): pinned host copies of its input and
+     * output (owned; a graph's copies must not read pageable memory), and
+     * one instantiated graph per attention split count, captured the first
+     * time a step needs it (the count grows with the position: at most
+     * MAX_SPLIT captures in a whole context). */
+    struct kv_step_in *step_host;
+    int32_t *pick_host;
+    cudaGraphExec_t graph[MAX_SPLIT + 1];
+    bool graphs_off; /* a capture failed once: steps run as plain launches */
 
     char name[256];
     char err[512];
@@ -319,6 +342,9 @@ static size_t layout_scratch(struct cuda_backend *b, uint8_t *base)
     b->w16 = (__half *)carve(&c, (size_t)b->w16_elems * 2);
     b->ids = (int32_t *)carve(&c, ub * 4);
     b->inv_freq = (float *)carve(&c, (size_t)(hp->n_rot > 0 ? hp->n_rot : 1) * 4);
+    b->step = (struct kv_step_in *)carve(&c, sizeof(struct kv_step_in));
+    b->pick = (int32_t *)carve(&c, 2 * sizeof(int32_t));
+    b->sample_tmp = carve(&c, kv_sample_scratch_bytes(hp->n_vocab));
     return c.off;
 }
 
@@ -329,6 +355,13 @@ static void cuda_destroy(void *vb)
         return;
     if (b->have_stream)
         cudaStreamSynchronize(b->st);
+    for (int i = 0; i <= MAX_SPLIT; i++)
+        if (b->graph[i])
+            cudaGraphExecDestroy(b->graph[i]);
+    if (b->step_host)
+        cudaFreeHost(b->step_host);
+    if (b->pick_host)
+        cudaFreeHost(b->pick_host);
     cudaFree(b->arena);
     cudaFree(b->kv);
     cudaFree(b->scratch);
@@ -565,6 +598,13 @@ static void *cuda_create(const struct model *m, const struct backend_config *cfg
         goto fail;
     }
     layout_scratch(b, b->scratch);
+    if (CUDA_CHECK(cudaHostAlloc((void **)&b->step_host, sizeof *b->step_host,
+                                 cudaHostAllocDefault),
+                   b->err, sizeof b->err) ||
+        CUDA_CHECK(cudaHostAlloc((void **)&b->pick_host, 2 * sizeof(int32_t),
+                                 cudaHostAllocDefault),
+                   b->err, sizeof b->err))
+        goto fail;
     {
         /* KV of layer il: K then V, each (n_kv, n_ctx, hd). The cache is not
          * cleared: forward() only reads positions it has written. */
@@ -644,7 +684,12 @@ static int32_t attn_splits(const struct cuda_backend *b, int32_t n, int32_t pos)
     return (int32_t)(s < 1 ? 1 : s);
 }
 
-static int layer_forward(struct cuda_backend *b, int32_t il, int32_t n, int32_t pos)
+/* One layer for N tokens at POS. POS_DEV set (a decode step, N = 1): the
+ * position is read from device memory by the fused RoPE + KV store and by
+ * attention, and N_SPLIT is the step's split count, so a graph captured
+ * here replays at any position with that count. */
+static int layer_forward(struct cuda_backend *b, int32_t il, int32_t n, int32_t pos,
+                         const int32_t *pos_dev, int32_t n_split)
 {
     const struct model_hparams *hp = &b->m->hp;
     const struct dlayer *L = &b->layers[il];
@@ -667,7 +712,13 @@ static int layer_forward(struct cuda_backend *b, int32_t il, int32_t n, int32_t 
                                 e, el))
         return -1;
     const float *inv = b->inv_freq + (L->swa ? hp->n_rot / 2 : 0);
-    if (CUDA_CHECK(kv_rope(b->q, n, hp->n_head, hd, hp->n_rot, pos, inv, hp->rope_neox, st), e,
+    if (pos_dev) {
+        if (CUDA_CHECK(kv_rope_store(b->q, b->k, b->v, L->kc, L->vc, n, hp->n_head,
+                                     hp->n_head_kv, hd, hp->n_rot, pos_dev, b->n_ctx, inv,
+                                     hp->rope_neox, st),
+                       e, el))
+            return -1;
+    } else if (CUDA_CHECK(kv_rope(b->q, n, hp->n_head, hd, hp->n_rot, pos, inv, hp->rope_neox, st), e,
                    el) ||
         CUDA_CHECK(kv_rope(b->k, n, hp->n_head_kv, hd, hp->n_rot, pos, inv, hp->rope_neox, st),
                    e, el) ||
@@ -689,7 +740,8 @@ static int layer_forward(struct cuda_backend *b, int32_t il, int32_t n, int32_t 
     a.pos0 = pos;
     a.swa = L->swa ? hp->swa_window : 0;
     a.scale = hp->attn_scale;
-    a.n_split = attn_splits(b, n, pos);
+    a.pos_dev = pos_dev;
+    a.n_split = n_split;
     if (CUDA_CHECK(kv_attention(&a, st), e, el))
         return -1;
 
@@ -732,7 +784,7 @@ static int ubatch_forward(struct cuda_backend *b, const int32_t *tokens, int32_t
         CUDA_CHECK(kv_get_rows(&b->tok_embd, b->ids, n, hp->embd_scale, b->x, b->st), e, el))
         return -1;
     for (int32_t il = 0; il < hp->n_layer; il++)
-        if (layer_forward(b, il, n, pos))
+        if (layer_forward(b, il, n, pos, NULL, attn_splits(b, n, pos)))
             return -1;
     for (int32_t c = 0; c < nr; c += b->logit_rows) {
         int32_t cn = nr - c < b->logit_rows ? nr - c : b->logit_rows;
@@ -792,6 +844,118 @@ static int cuda_forward(void *vb, const int32_t *tokens, int32_t n, int32_t pos,
     return 0;
 }
 
+/* ---- the decode step: one graph, sampling on the device ---- */
+
+/* Queues one token's forward pass and the pick, every input read from
+ * b->step: the embedding row of step->token, the layers at step->pos, the
+ * logits into b->logits, the sampled id into b->pick. Nothing here reads a
+ * host value that changes between steps but N_SPLIT. */
+static int decode_enqueue(struct cuda_backend *b, int32_t n_split)
+{
+    const struct model_hparams *hp = &b->m->hp;
+    char *e = b->err;
+    const size_t el = sizeof b->err;
+    if (CUDA_CHECK(kv_get_rows(&b->tok_embd, &b->step->token, 1, hp->embd_scale, b->x, b->st),
+                   e, el))
+        return -1;
+    for (int32_t il = 0; il < hp->n_layer; il++)
+        if (layer_forward(b, il, 1, 0, &b->step->pos, n_split))
+            return -1;
+    if (CUDA_CHECK(kv_rmsnorm(b->x, b->output_norm, NULL, b->xn, 1, hp->n_embd, hp->norm_eps,
+                              b->st),
+                   e, el) ||
+        proj(b, &b->output, b->xn, 1, NULL, b->logits, false) ||
+        CUDA_CHECK(kv_sample(b->logits, hp->n_vocab, &b->step->s, b->sample_tmp, b->pick, b->st),
+                   e, el))
+        return -1;
+    return 0;
+}
+
+/* The graph of a step with N_SPLIT attention splits, captured on first use;
+ * NULL when capture is not possible here (the step then runs as plain
+ * launches: same kernels, same results). */
+static cudaGraphExec_t step_graph(struct cuda_backend *b, int32_t n_split)
+{
+    if (b->graph[n_split] || b->graphs_off)
+        return b->graph[n_split];
+    cudaGraph_t g = NULL;
+    cudaGraphExec_t ge = NULL;
+    bool ok = cudaStreamBeginCapture(b->st, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
+    if (ok) {
+        int rc = decode_enqueue(b, n_split);
+        ok = cudaStreamEndCapture(b->st, &g) == cudaSuccess && rc == 0;
+    }
+    ok = ok && cudaGraphInstantiate(&ge, g, 0) == cudaSuccess;
+    if (g)
+        cudaGraphDestroy(g);
+    if (!ok) {
+        b->graphs_off = true;
+        b->err[0] = 0; /* the plain path reports its own errors */
+        (void)cudaGetLastError();
+        return NULL;
+    }
+    b->graph[n_split] = ge;
+    return ge;
+}
+
+static int cuda_sample(void *vb, int32_t token, int32_t pos, const struct backend_sample *s,
+                       int32_t *next, bool *nonfinite, char *err, size_t errlen)
+{
+    struct cuda_backend *b = (struct cuda_backend *)vb;
+    const struct model_hparams *hp = &b->m->hp;
+    char *e = b->err;
+    const size_t el = sizeof b->err;
+    b->err[0] = 0;
+    if (pos < 0 || pos >= b->n_ctx) {
+        snprintf(err, errlen, "CUDA backend: position %d does not fit the context of %d", pos,
+                 b->n_ctx);
+        return -1;
+    }
+    if (token < 0 || token >= hp->n_vocab) {
+        snprintf(err, errlen, "CUDA backend: token id %d is outside the vocabulary of %d",
+                 token, hp->n_vocab);
+        return -1;
+    }
+    if (s->top_k < 1 || s->top_k > KV_SAMPLE_MAX_K || s->n_pen < 0 ||
+        s->n_pen > KV_SAMPLE_MAX_PEN) {
+        snprintf(err, errlen, "CUDA backend: sampling with top-k %d and %d penalised ids is "
+                 "outside what the device sampler takes", s->top_k, s->n_pen);
+        return -1;
+    }
+    struct kv_step_in *in = b->step_host;
+    in->token = token;
+    in->pos = pos;
+    in->s.temperature = s->temperature;
+    in->s.top_p = s->top_p;
+    in->s.min_p = s->min_p;
+    in->s.penalty = s->repeat_penalty;
+    in->s.top_k = s->top_k;
+    in->s.n_pen = s->n_pen;
+    in->s.u = s->u;
+    memcpy(in->s.pen, s->pen, (size_t)s->n_pen * sizeof *s->pen);
+    /* only the listed ids are copied: the rest of PEN is never read */
+    const size_t in_bytes = offsetof(struct kv_step_in, s.pen) + (size_t)s->n_pen * sizeof(int32_t);
+    const int32_t n_split = attn_splits(b, 1, pos);
+    int rc = CUDA_CHECK(cudaMemcpyAsync(b->step, in, in_bytes, cudaMemcpyHostToDevice, b->st), e,
+                        el);
+    if (rc == 0) {
+        cudaGraphExec_t ge = step_graph(b, n_split);
+        rc = ge ? CUDA_CHECK(cudaGraphLaunch(ge, b->st), e, el) : decode_enqueue(b, n_split);
+    }
+    if (rc == 0)
+        rc = CUDA_CHECK(cudaMemcpyAsync(b->pick_host, b->pick, 2 * sizeof(int32_t),
+                                        cudaMemcpyDeviceToHost, b->st),
+                        e, el) ||
+             CUDA_CHECK(cudaStreamSynchronize(b->st), e, el);
+    if (rc) {
+        snprintf(err, errlen, "%s", b->err);
+        return -1;
+    }
+    *next = b->pick_host[0];
+    *nonfinite = b->pick_host[1] != 0;
+    return 0;
+}
+
 static void cuda_memory(void *vb, struct engine_memory *out)
 {
     struct cuda_backend *b = (struct cuda_backend *)vb;
@@ -831,6 +995,7 @@ extern "C" const struct backend_ops backend_cuda_ops = {
     .create = cuda_create,
     .destroy = cuda_destroy,
     .forward = cuda_forward,
+    .sample = cuda_sample,
     .memory = cuda_memory,
     .device_name = cuda_device_name,
     .measure_roofs = cuda_measure_roofs,
