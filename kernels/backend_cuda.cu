@@ -43,8 +43,9 @@ extern "C" {
  * x tile, over all heads) one pass holds; queries per pass follow. */
 #define AP_TILE 256
 #define AP_MAX_SCORES (8 << 20)
+static_assert(KV_SAMPLE_MAX_K == BACKEND_SAMPLE_MAX_K && KV_SAMPLE_MAX_PEN == BACKEND_SAMPLE_MAX_PEN,
+              "the device sampler takes what the engine's plan may hold");
 #define LOGITS_MAX_FLOATS (16 << 20)
-#define MAX_SPLIT 32
 #define STAGE_BYTES (8u << 20)
 #define ARENA_ALIGN 256
 /* Room left for the CUDA context's own allocations and cuBLAS workspaces. */
@@ -57,6 +58,14 @@ struct dlayer {
     float *ffn_norm, *post_ffw_norm;
     __half *kc, *vc; /* (n_kv, n_ctx, hd) f16, in the KV allocation */
     bool swa;
+};
+
+/* What the host writes before a decode step: one copy, which the captured
+ * graph's kernels read. */
+struct kv_step_in {
+    int32_t token; /* the step's input token */
+    int32_t pos;   /* its position */
+    struct kv_sample_in s;
 };
 
 struct cuda_backend {
@@ -100,6 +109,20 @@ struct cuda_backend {
     float2 *ap_ml;
     int32_t *ids;  /* ub */
     float *inv_freq; /* n_rot: global layers' n_rot/2, then local layers' */
+    struct kv_step_in *step; /* the decode step's inputs */
+    int32_t *pick;           /* 2: the sampled token, the non-finite flag */
+    void *sample_tmp;        /* kv_sample_scratch_bytes(n_vocab) */
+
+    /* The decode step (cuda_sample): pinned host copies of its input and
+     * output (owned; a graph's copies must not read pageable memory), and
+     * the instantiated graph, captured at the first step: every launch in
+     * it reads the position from b->step, and the attention's split counts
+     * depend on the context size and the windows only, so one graph replays
+     * at every position. */
+    struct kv_step_in *step_host;
+    int32_t *pick_host;
+    cudaGraphExec_t graph;
+    bool graphs_off; /* a capture failed once: steps run as plain launches */
 
     char name[256];
     char err[512];
@@ -389,6 +412,9 @@ static size_t layout_scratch(struct cuda_backend *b, uint8_t *base)
     b->ap_ml = (float2 *)carve(&c, aq * sizeof(float2));
     b->ids = (int32_t *)carve(&c, ub * 4);
     b->inv_freq = (float *)carve(&c, (size_t)(hp->n_rot > 0 ? hp->n_rot : 1) * 4);
+    b->step = (struct kv_step_in *)carve(&c, sizeof(struct kv_step_in));
+    b->pick = (int32_t *)carve(&c, 2 * sizeof(int32_t));
+    b->sample_tmp = carve(&c, kv_sample_scratch_bytes(hp->n_vocab));
     return c.off;
 }
 
@@ -399,6 +425,12 @@ static void cuda_destroy(void *vb)
         return;
     if (b->have_stream)
         cudaStreamSynchronize(b->st);
+    if (b->graph)
+        cudaGraphExecDestroy(b->graph);
+    if (b->step_host)
+        cudaFreeHost(b->step_host);
+    if (b->pick_host)
+        cudaFreeHost(b->pick_host);
     cudaFree(b->arena);
     cudaFree(b->kv);
     cudaFree(b->scratch);
@@ -653,6 +685,13 @@ static void *cuda_create(const struct model *m, const struct backend_config *cfg
         goto fail;
     }
     layout_scratch(b, b->scratch);
+    if (CUDA_CHECK(cudaHostAlloc((void **)&b->step_host, sizeof *b->step_host,
+                                 cudaHostAllocDefault),
+                   b->err, sizeof b->err) ||
+        CUDA_CHECK(cudaHostAlloc((void **)&b->pick_host, 2 * sizeof(int32_t),
+                                 cudaHostAllocDefault),
+                   b->err, sizeof b->err))
+        goto fail;
     {
         /* KV of layer il: K then V, each (n_kv, n_ctx, hd). The cache is not
          * cleared: forward() only reads positions it has written. */
@@ -752,7 +791,12 @@ static int attn_prefill(struct cuda_backend *b, const struct dlayer *L, int32_t 
     return kv_attention_prefill(&a, b->blas, b->st, b->err, sizeof b->err);
 }
 
-static int layer_forward(struct cuda_backend *b, int32_t il, int32_t n, int32_t pos)
+/* One layer for N tokens at POS. POS_DEV set (a decode step, N = 1): the
+ * position is read from device memory by the fused RoPE + KV store and by
+ * attention, whose split count does not depend on it, so a graph captured
+ * here replays at any position. */
+static int layer_forward(struct cuda_backend *b, int32_t il, int32_t n, int32_t pos,
+                         const int32_t *pos_dev)
 {
     const struct model_hparams *hp = &b->m->hp;
     const struct dlayer *L = &b->layers[il];
@@ -775,7 +819,13 @@ static int layer_forward(struct cuda_backend *b, int32_t il, int32_t n, int32_t 
                                 e, el))
         return -1;
     const float *inv = b->inv_freq + (L->swa ? hp->n_rot / 2 : 0);
-    if (CUDA_CHECK(kv_rope(b->q, n, hp->n_head, hd, hp->n_rot, pos, inv, hp->rope_neox, st), e,
+    if (pos_dev) {
+        if (CUDA_CHECK(kv_rope_store(b->q, b->k, b->v, L->kc, L->vc, n, hp->n_head,
+                                     hp->n_head_kv, hd, hp->n_rot, pos_dev, b->n_ctx, inv,
+                                     hp->rope_neox, st),
+                       e, el))
+            return -1;
+    } else if (CUDA_CHECK(kv_rope(b->q, n, hp->n_head, hd, hp->n_rot, pos, inv, hp->rope_neox, st), e,
                    el) ||
         CUDA_CHECK(kv_rope(b->k, n, hp->n_head_kv, hd, hp->n_rot, pos, inv, hp->rope_neox, st),
                    e, el) ||
@@ -802,7 +852,7 @@ static int layer_forward(struct cuda_backend *b, int32_t il, int32_t n, int32_t 
      * prefill kernels. */
     if (n <= KV_ATTN_DEC_MAX_TOK) {
         a.n_split = kv_attn_decode_splits(b->n_sm, &a, b->part_rows / n);
-        if (CUDA_CHECK(kv_attention_decode(&a, NULL, st), e, el))
+        if (CUDA_CHECK(kv_attention_decode(&a, pos_dev, st), e, el))
             return -1;
     } else if (attn_prefill(b, L, n, pos)) {
         return -1;
@@ -847,7 +897,7 @@ static int ubatch_forward(struct cuda_backend *b, const int32_t *tokens, int32_t
         CUDA_CHECK(kv_get_rows(&b->tok_embd, b->ids, n, hp->embd_scale, b->x, b->st), e, el))
         return -1;
     for (int32_t il = 0; il < hp->n_layer; il++)
-        if (layer_forward(b, il, n, pos))
+        if (layer_forward(b, il, n, pos, NULL))
             return -1;
     for (int32_t c = 0; c < nr; c += b->logit_rows) {
         int32_t cn = nr - c < b->logit_rows ? nr - c : b->logit_rows;
@@ -907,6 +957,117 @@ static int cuda_forward(void *vb, const int32_t *tokens, int32_t n, int32_t pos,
     return 0;
 }
 
+/* ---- the decode step: one graph, sampling on the device ---- */
+
+/* Queues one token's forward pass and the pick, every input read from
+ * b->step: the embedding row of step->token, the layers at step->pos, the
+ * logits into b->logits, the sampled id into b->pick. Nothing here reads a
+ * host value that changes between steps. */
+static int decode_enqueue(struct cuda_backend *b)
+{
+    const struct model_hparams *hp = &b->m->hp;
+    char *e = b->err;
+    const size_t el = sizeof b->err;
+    if (CUDA_CHECK(kv_get_rows(&b->tok_embd, &b->step->token, 1, hp->embd_scale, b->x, b->st),
+                   e, el))
+        return -1;
+    for (int32_t il = 0; il < hp->n_layer; il++)
+        if (layer_forward(b, il, 1, 0, &b->step->pos))
+            return -1;
+    if (CUDA_CHECK(kv_rmsnorm(b->x, b->output_norm, NULL, b->xn, 1, hp->n_embd, hp->norm_eps,
+                              b->st),
+                   e, el) ||
+        proj(b, &b->output, b->xn, 1, NULL, b->logits, false) ||
+        CUDA_CHECK(kv_sample(b->logits, hp->n_vocab, &b->step->s, b->sample_tmp, b->pick, b->st),
+                   e, el))
+        return -1;
+    return 0;
+}
+
+/* The step's graph, captured on first use; NULL when capture is not
+ * possible here (the step then runs as plain launches: same kernels, same
+ * results). */
+static cudaGraphExec_t step_graph(struct cuda_backend *b)
+{
+    if (b->graph || b->graphs_off)
+        return b->graph;
+    cudaGraph_t g = NULL;
+    cudaGraphExec_t ge = NULL;
+    bool ok = cudaStreamBeginCapture(b->st, cudaStreamCaptureModeThreadLocal) == cudaSuccess;
+    if (ok) {
+        int rc = decode_enqueue(b);
+        ok = cudaStreamEndCapture(b->st, &g) == cudaSuccess && rc == 0;
+    }
+    ok = ok && cudaGraphInstantiate(&ge, g, 0) == cudaSuccess;
+    if (g)
+        cudaGraphDestroy(g);
+    if (!ok) {
+        b->graphs_off = true;
+        b->err[0] = 0; /* the plain path reports its own errors */
+        (void)cudaGetLastError();
+        return NULL;
+    }
+    b->graph = ge;
+    return ge;
+}
+
+static int cuda_sample(void *vb, int32_t token, int32_t pos, const struct backend_sample *s,
+                       int32_t *next, bool *nonfinite, char *err, size_t errlen)
+{
+    struct cuda_backend *b = (struct cuda_backend *)vb;
+    const struct model_hparams *hp = &b->m->hp;
+    char *e = b->err;
+    const size_t el = sizeof b->err;
+    b->err[0] = 0;
+    if (pos < 0 || pos >= b->n_ctx) {
+        snprintf(err, errlen, "CUDA backend: position %d does not fit the context of %d", pos,
+                 b->n_ctx);
+        return -1;
+    }
+    if (token < 0 || token >= hp->n_vocab) {
+        snprintf(err, errlen, "CUDA backend: token id %d is outside the vocabulary of %d",
+                 token, hp->n_vocab);
+        return -1;
+    }
+    if (s->top_k < 1 || s->top_k > KV_SAMPLE_MAX_K || s->n_pen < 0 ||
+        s->n_pen > KV_SAMPLE_MAX_PEN) {
+        snprintf(err, errlen, "CUDA backend: sampling with top-k %d and %d penalised ids is "
+                 "outside what the device sampler takes", s->top_k, s->n_pen);
+        return -1;
+    }
+    struct kv_step_in *in = b->step_host;
+    in->token = token;
+    in->pos = pos;
+    in->s.temperature = s->temperature;
+    in->s.top_p = s->top_p;
+    in->s.min_p = s->min_p;
+    in->s.penalty = s->repeat_penalty;
+    in->s.top_k = s->top_k;
+    in->s.n_pen = s->n_pen;
+    in->s.u = s->u;
+    memcpy(in->s.pen, s->pen, (size_t)s->n_pen * sizeof *s->pen);
+    /* only the listed ids are copied: the rest of PEN is never read */
+    const size_t in_bytes = offsetof(struct kv_step_in, s.pen) + (size_t)s->n_pen * sizeof(int32_t);
+    int rc = CUDA_CHECK(cudaMemcpyAsync(b->step, in, in_bytes, cudaMemcpyHostToDevice, b->st), e,
+                        el);
+    if (rc == 0) {
+        cudaGraphExec_t ge = step_graph(b);
+        rc = ge ? CUDA_CHECK(cudaGraphLaunch(ge, b->st), e, el) : decode_enqueue(b);
+    }
+    if (rc == 0)
+        rc = CUDA_CHECK(cudaMemcpyAsync(b->pick_host, b->pick, 2 * sizeof(int32_t),
+                                        cudaMemcpyDeviceToHost, b->st),
+                        e, el) ||
+             CUDA_CHECK(cudaStreamSynchronize(b->st), e, el);
+    if (rc) {
+        snprintf(err, errlen, "%s", b->err);
+        return -1;
+    }
+    *next = b->pick_host[0];
+    *nonfinite = b->pick_host[1] != 0;
+    return 0;
+}
+
 static void cuda_memory(void *vb, struct engine_memory *out)
 {
     struct cuda_backend *b = (struct cuda_backend *)vb;
@@ -946,6 +1107,7 @@ extern "C" const struct backend_ops backend_cuda_ops = {
     .create = cuda_create,
     .destroy = cuda_destroy,
     .forward = cuda_forward,
+    .sample = cuda_sample,
     .memory = cuda_memory,
     .device_name = cuda_device_name,
     .measure_roofs = cuda_measure_roofs,

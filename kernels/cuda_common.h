@@ -136,6 +136,13 @@ cudaError_t kv_glu(float *g, const float *u, int64_t n, bool gelu, cudaStream_t 
  * N_CTX x HD, f16) at positions POS0.. */
 cudaError_t kv_store_kv(const float *k, const float *v, __half *kc, __half *vc, int32_t n_tok,
                         int32_t n_kv, int32_t hd, int32_t pos0, int32_t n_ctx, cudaStream_t st);
+/* kv_rope of Q and K, then kv_store_kv of K and V, in one launch, at the
+ * position *POS_DEV (device memory): K is rotated on its way into the cache
+ * and left as it was in K. Same results as the three calls. */
+cudaError_t kv_rope_store(float *q, const float *k, const float *v, __half *kc, __half *vc,
+                          int32_t n_tok, int32_t n_head, int32_t n_kv, int32_t hd, int32_t n_rot,
+                          const int32_t *pos_dev, int32_t n_ctx, const float *inv_freq, bool neox,
+                          cudaStream_t st);
 /* Y[i] = bf16(X[i]), round to nearest even: the prefill GEMM's activation
  * operand (bf16 has f32's range, so no activation overflows it). */
 cudaError_t kv_f32_to_bf16(const float *x, __nv_bfloat16 *y, int64_t n, cudaStream_t st);
@@ -236,5 +243,32 @@ cudaError_t kv_attn_softmax_tile(const struct kv_attn_tile_args *a, cudaStream_t
 /* OUT[T0 + t][kvh*group + g] = ACC[kvh][t*group + g] / l, for CQ tokens. */
 cudaError_t kv_attn_finish(const float *acc, const float2 *ml, float *out, int32_t n_head,
                            int32_t n_kv, int32_t hd, int32_t t0, int32_t cq, cudaStream_t st);
+
+/* ---- sample.cu ---- */
+
+/* Most candidates the device sampler keeps (top_k), most penalised ids it
+ * takes, and the vocabulary slice of one first-pass block. */
+#define KV_SAMPLE_MAX_K 128
+#define KV_SAMPLE_MAX_PEN 256
+#define KV_SAMPLE_CHUNK 4096
+/* One step's sampling settings, in device memory (the host writes them
+ * before each step, so a captured graph reads the new ones). */
+struct kv_sample_in {
+    float temperature;  /* <= 0: greedy (top_k is then 1) */
+    float top_p, min_p; /* as sanitised by sampler.c */
+    float penalty;      /* repetition penalty (1 = none) */
+    int32_t top_k;      /* 1..KV_SAMPLE_MAX_K, below n_vocab */
+    int32_t n_pen;      /* ids in PEN */
+    double u;           /* the host RNG's uniform draw in [0, 1) */
+    int32_t pen[KV_SAMPLE_MAX_PEN]; /* distinct ids to penalise */
+};
+/* Blocks of the first pass, and the scratch kv_sample needs, for N_VOCAB. */
+int32_t kv_sample_blocks(int32_t n_vocab);
+size_t kv_sample_scratch_bytes(int32_t n_vocab);
+/* OUT[0] = the token sampler.c's top-k rule picks from LOGITS (penalised
+ * on the device; LOGITS is not modified) with IN's settings and draw;
+ * OUT[1] = 1 when any logit was NaN or infinite. Two launches. */
+cudaError_t kv_sample(const float *logits, int32_t n_vocab, const struct kv_sample_in *in,
+                      void *scratch, int32_t *out, cudaStream_t st);
 
 #endif

@@ -38,11 +38,14 @@
 #include "model.h"
 #include "quant.h"
 #include "ref_forward.h"
+#include "sampler.h"
 #include "tiny_model.h"
 
 #ifdef KVCHAT_CUDA_EMU
 unsigned long kvemu_report_count(void);
 const char *kvemu_last_report(void);
+unsigned long kvemu_kernel_count(void);
+unsigned long kvemu_graph_launch_count(void);
 /* No emulator report since the last call. */
 static void assert_no_emu_report(void)
 {
@@ -132,6 +135,87 @@ static void *backend_new(const struct backend_ops *ops, const struct model *m, i
 
 #define SEQ 12
 
+/* The decode step with sampling on the device (sample: one graph a step)
+ * against forward() plus the host sampler on the same backend's logits:
+ * greedy, then temperature / top-k / top-p / min-p with the repetition
+ * penalty, the device given the uniform a twin sampler of the same seed
+ * drew. The two paths run the same kernels on the same inputs, so the
+ * logits are the same bits and every pick must be the host's. */
+static void check_device_sampling(const struct model *m, const int32_t *tok, const char *tag)
+{
+    int V = m->hp.n_vocab;
+    char err[512];
+    float *one = malloc(sizeof(float) * (size_t)V);
+    assert_non_null(one);
+    for (int mode = 0; mode < 2; mode++) {
+        struct engine_sampling sp = engine_sampling_defaults();
+        sp.seed = 99;
+        if (mode == 0) {
+            sp.temperature = 0.0f;
+        } else {
+            sp.temperature = 1.5f; /* flat enough that the draw often leaves the top */
+            sp.top_k = V > 6 ? 6 : V - 1;
+            sp.top_p = 0.9f;
+            sp.min_p = 0.02f;
+        }
+        struct sampler *host = sampler_new(V, &sp), *plan_of = sampler_new(V, &sp);
+        assert_non_null(host);
+        assert_non_null(plan_of);
+        void *bf = backend_new(&backend_cuda_ops, m, 64), *bd = backend_new(&backend_cuda_ops, m, 64);
+        int off_top = 0;
+#ifdef KVCHAT_CUDA_EMU
+        unsigned long k_sample = 0, k_forward = 0, g0 = kvemu_graph_launch_count(), k0;
+#endif
+        for (int i = 0; i < SEQ; i++) {
+            struct backend_sample bs;
+            assert_int_equal(sampler_plan(plan_of, &bs), 0);
+            int32_t next = -1;
+            bool nonfinite = true;
+#ifdef KVCHAT_CUDA_EMU
+            k0 = kvemu_kernel_count();
+#endif
+            if (backend_cuda_ops.sample(bd, tok[i], i, &bs, &next, &nonfinite, err, sizeof err))
+                fail_msg("%s: cuda sample: %s", tag, err);
+#ifdef KVCHAT_CUDA_EMU
+            k_sample += kvemu_kernel_count() - k0;
+            k0 = kvemu_kernel_count();
+#endif
+            assert_int_equal(backend_cuda_ops.forward(bf, tok + i, 1, i, one, false, err, sizeof err),
+                             0);
+#ifdef KVCHAT_CUDA_EMU
+            k_forward += kvemu_kernel_count() - k0;
+#endif
+            int32_t best = 0;
+            for (int j = 1; j < V; j++)
+                best = one[j] > one[best] ? j : best;
+            int32_t want = sampler_sample(host, one);
+            off_top += want != best;
+            if (next != want)
+                fail_msg("%s: step %d: device picked %d, host %d (%s)", tag, i, next, want,
+                         mode ? "sampled" : "greedy");
+            assert_false(nonfinite);
+            /* both samplers see the same history: the token fed next */
+            sampler_accept(host, tok[i]);
+            sampler_accept(plan_of, tok[i]);
+        }
+#ifdef KVCHAT_CUDA_EMU
+        /* Launches a token: the kernels the step's graph replays. */
+        if (mode == 0)
+            printf("%-26s kernels a token: forward %.1f + host sampling, graph step %.1f "
+                   "with sampling (%d layers)\n",
+                   tag, (double)k_forward / SEQ, (double)k_sample / SEQ, m->hp.n_layer);
+        assert_int_equal(kvemu_graph_launch_count() - g0, SEQ);
+#endif
+        if (mode == 1)
+            printf("%-26s device sampling: %d of %d draws not the argmax\n", tag, off_top, SEQ);
+        sampler_free(host);
+        sampler_free(plan_of);
+        backend_cuda_ops.destroy(bf);
+        backend_cuda_ops.destroy(bd);
+    }
+    free(one);
+}
+
 /* Prefill SEQ tokens with all logits on CUDA, compare with the reference
  * and the CPU backend; then decode the same tokens one by one on a second
  * CUDA backend and compare with the batch. */
@@ -189,6 +273,7 @@ static void check_model(const struct tiny_spec *s, const char *tag)
     }
     printf("%-26s batch vs one by one %.2e (tol %.0e)\n", tag, worst, TOL_SEQ);
     assert_true(worst <= TOL_SEQ);
+    check_device_sampling(m, tok, tag);
 
     struct engine_memory mem;
     backend_cuda_ops.memory(bg, &mem);

@@ -41,6 +41,9 @@ extern "C" {
 }
 
 #include "cuda_common.h"
+extern "C" {
+#include "sampler.h"
+}
 #include "wformat.cuh"
 
 #define TOL_F32 1e-5
@@ -275,6 +278,175 @@ static void test_kv_store(void **state)
           z.size(), TOL_HALF);
     check("kv_store V", halves(host(vc, z.size())).data(), rv.data(), z.size(), TOL_HALF);
     cudaFree(dk), cudaFree(dv), cudaFree(kc), cudaFree(vc);
+}
+
+/* The fused decode-step RoPE + KV store at a device position against the
+ * unfused reference (rotate Q and K, store K and V as f16): Q exactly as
+ * test_rope's reference (same double angle), the cache within f16 rounding.
+ * Shapes: 20 of 24 dims rotated (unrotated K dims copied), GQA 5 over 2
+ * heads, two tokens (the step's count is 1, the kernel takes more). */
+static void test_rope_store(void **state)
+{
+    (void)state;
+    for (int neox = 0; neox < 2; neox++) {
+        const int32_t nt = 2, nh = 5, nkv = 2, hd = 24, nrot = 20, pos0 = 6, nctx = 11;
+        auto q = randv((size_t)nt * nh * hd), k = randv((size_t)nt * nkv * hd),
+             v = randv((size_t)nt * nkv * hd);
+        std::vector<float> inv(nrot / 2);
+        for (int i = 0; i < nrot / 2; i++)
+            inv[i] = (float)pow(10000.0, -2.0 * i / nrot);
+        std::vector<__half> z((size_t)nkv * nctx * hd, __float2half_rn(0.0f));
+        std::vector<int32_t> pos = {pos0};
+        float *dq = dev(q), *dk = dev(k), *dv = dev(v), *di = dev(inv);
+        __half *kc = dev(z), *vc = dev(z);
+        int32_t *dp = dev(pos);
+        assert_int_equal(kv_rope_store(dq, dk, dv, kc, vc, nt, nh, nkv, hd, nrot, dp, nctx, di,
+                                       neox, 0),
+                         cudaSuccess);
+        auto rot = [&](std::vector<double> &x, int32_t nhead) {
+            for (int32_t t = 0; t < nt; t++)
+                for (int32_t h = 0; h < nhead; h++)
+                    for (int i = 0; i < nrot / 2; i++) {
+                        double *r = &x[((size_t)t * nhead + h) * hd];
+                        int i0 = neox ? i : 2 * i, i1 = neox ? i + nrot / 2 : 2 * i + 1;
+                        double ang = (double)(pos0 + t) * inv[i];
+                        double a = r[i0], b = r[i1];
+                        r[i0] = a * (float)cos(ang) - b * (float)sin(ang);
+                        r[i1] = a * (float)sin(ang) + b * (float)cos(ang);
+                    }
+        };
+        std::vector<double> rq(q.begin(), q.end()), rk(k.begin(), k.end());
+        rot(rq, nh);
+        rot(rk, nkv);
+        std::vector<double> ck(z.size(), 0.0), cv(z.size(), 0.0);
+        for (int32_t t = 0; t < nt; t++)
+            for (int32_t h = 0; h < nkv; h++)
+                for (int32_t d = 0; d < hd; d++) {
+                    size_t o = ((size_t)h * nctx + pos0 + t) * hd + d;
+                    ck[o] = rk[((size_t)t * nkv + h) * hd + d];
+                    cv[o] = v[((size_t)t * nkv + h) * hd + d];
+                }
+        check(neox ? "rope_store neox Q" : "rope_store Q", host(dq, q.size()).data(), rq.data(),
+              rq.size(), TOL_F32);
+        check("rope_store K cache", halves(host(kc, z.size())).data(), ck.data(), z.size(),
+              TOL_HALF);
+        check("rope_store V cache", halves(host(vc, z.size())).data(), cv.data(), z.size(),
+              TOL_HALF);
+        /* K itself is left unrotated: the cache holds the rotated copy */
+        std::vector<double> k0(k.begin(), k.end());
+        check("rope_store K untouched", host(dk, k.size()).data(), k0.data(), k0.size(), 0.0);
+        cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(di), cudaFree(kc), cudaFree(vc);
+        cudaFree(dp);
+    }
+}
+
+/* The device sampler against sampler.c on the same logits and the same
+ * uniform draw (the host twin of the same seed draws it through
+ * sampler_plan, as the engine does): many random vectors over vocabularies
+ * that are not a multiple of the first pass's slice (one block, several,
+ * a last block shorter than top_k), greedy and sampled, with ties (logits
+ * rounded to a coarse grid so many are equal), -inf masks, the repetition
+ * penalty, and top-p / min-p at their edges (0, 1, and just above one
+ * candidate's mass). Exact: the same token every time. */
+static void test_sample(void **state)
+{
+    (void)state;
+    static const int32_t vocabs[] = {7, 300, 4096 + 5, 3 * 4096 + 2};
+    static const struct {
+        float temperature;
+        int32_t top_k;
+        float top_p, min_p, penalty;
+    } modes[] = {
+        {0.0f, 40, 0.95f, 0.05f, 1.0f},  {0.0f, 40, 0.95f, 0.05f, 1.3f},
+        {0.7f, 40, 0.95f, 0.05f, 1.1f},  {1.0f, 1, 1.0f, 0.0f, 1.0f},
+        {2.0f, 128, 1.0f, 0.0f, 1.0f},   {1.3f, 17, 0.0f, 0.0f, 1.2f},
+        {0.9f, 5, 0.5f, 0.3f, 1.0f},     {5.0f, 64, 0.999f, 0.0f, 0.9f},
+    };
+    int cases = 0, off_top = 0;
+    for (int32_t V : vocabs) {
+        std::vector<float> lg((size_t)V), work((size_t)V);
+        float *dl = nullptr;
+        void *tmp = nullptr;
+        kv_sample_in *din = nullptr;
+        int32_t *dout = nullptr;
+        assert_int_equal(cudaMalloc((void **)&dl, lg.size() * sizeof(float)), cudaSuccess);
+        assert_int_equal(cudaMalloc(&tmp, kv_sample_scratch_bytes(V)), cudaSuccess);
+        assert_int_equal(cudaMalloc((void **)&din, sizeof *din), cudaSuccess);
+        assert_int_equal(cudaMalloc((void **)&dout, 2 * sizeof(int32_t)), cudaSuccess);
+        for (const auto &md : modes) {
+            if (md.temperature > 0 && md.top_k >= V)
+                continue; /* the host's full-vocabulary path, not the device's */
+            engine_sampling sp = engine_sampling_defaults();
+            sp.temperature = md.temperature;
+            sp.top_k = md.top_k;
+            sp.top_p = md.top_p;
+            sp.min_p = md.min_p;
+            sp.repeat_penalty = md.penalty;
+            sp.repeat_last_n = 8;
+            sp.seed = (uint64_t)V * 31 + (uint64_t)cases;
+            sampler *hs = sampler_new(V, &sp), *ps = sampler_new(V, &sp);
+            assert_non_null(hs);
+            assert_non_null(ps);
+            for (int rep = 0; rep < 12; rep++) {
+                const int shape = rep % 4;
+                for (int32_t i = 0; i < V; i++) {
+                    float x = 4.0f * frand();
+                    if (shape == 1)
+                        x = roundf(x * 2.0f) / 2.0f; /* coarse grid: many ties */
+                    if (shape == 2)
+                        x = (i % 3) ? -INFINITY : x; /* masked tokens */
+                    if (shape == 3)
+                        x = i < 3 ? 9.0f : x; /* a tie at the top, one mass-heavy pair */
+                    lg[(size_t)i] = x;
+                }
+                /* history: a few ids, repeated, for the penalty */
+                for (int h = 0; h < 5; h++) {
+                    int32_t id = (int32_t)((rep * 7 + h * 3) % V);
+                    sampler_accept(hs, id);
+                    sampler_accept(ps, id);
+                }
+                backend_sample bs;
+                assert_int_equal(sampler_plan(ps, &bs), 0);
+                kv_sample_in in;
+                memset(&in, 0, sizeof in);
+                in.temperature = bs.temperature;
+                in.top_p = bs.top_p;
+                in.min_p = bs.min_p;
+                in.penalty = bs.repeat_penalty;
+                in.top_k = bs.top_k;
+                in.n_pen = bs.n_pen;
+                in.u = bs.u;
+                memcpy(in.pen, bs.pen, sizeof(int32_t) * (size_t)bs.n_pen);
+                assert_int_equal(cudaMemcpy(din, &in, sizeof in, cudaMemcpyHostToDevice),
+                                 cudaSuccess);
+                assert_int_equal(cudaMemcpy(dl, lg.data(), lg.size() * sizeof(float),
+                                            cudaMemcpyHostToDevice),
+                                 cudaSuccess);
+                assert_int_equal(kv_sample(dl, V, din, tmp, dout, 0), cudaSuccess);
+                std::vector<int32_t> got = host(dout, 2);
+                work = lg;
+                int32_t want = sampler_sample(hs, work.data());
+                int32_t best = 0;
+                for (int32_t i = 1; i < V; i++)
+                    best = work[(size_t)i] > work[(size_t)best] ? i : best;
+                off_top += want != best;
+                if (got[0] != want)
+                    fail_msg("sample: vocab %d, T %.1f k %d p %.3f min_p %.2f pen %.1f, shape "
+                             "%d: device %d, host %d",
+                             V, md.temperature, md.top_k, md.top_p, md.min_p, md.penalty, shape,
+                             got[0], want);
+                assert_int_equal(got[1], sampler_saw_nonfinite(hs) ? 1 : 0);
+                if (kvemu_report_count())
+                    fail_msg("sample: device emulator: %s", kvemu_last_report());
+                cases++;
+            }
+            sampler_free(hs);
+            sampler_free(ps);
+        }
+        cudaFree(dl), cudaFree(tmp), cudaFree(din), cudaFree(dout);
+    }
+    printf("sample: %d cases equal to sampler.c (%d draws not the argmax)\n", cases, off_top);
+    assert_true(off_top > cases / 10); /* the sampled modes do leave the argmax */
 }
 
 /* A weight matrix of TYPE, NROWS x NCOLS, random, on the device. */
@@ -856,6 +1028,8 @@ int main(void)
         cmocka_unit_test(test_prefill_softmax_tile),
         cmocka_unit_test(test_prefill_finish),
         cmocka_unit_test(test_attention_prefill),
+        cmocka_unit_test(test_rope_store),
+        cmocka_unit_test(test_sample),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -27,7 +27,7 @@ struct model;
 
 /* Layout version of the structs in this header; a module built against
  * another version is refused rather than called. */
-#define BACKEND_ABI 4u
+#define BACKEND_ABI 5u
 
 struct backend_config {
     int32_t n_ctx;
@@ -61,6 +61,21 @@ struct backend_estimate {
     uint64_t total;     /* the sum of the above */
 };
 
+/* One step's sampling, for a backend that picks the token itself
+ * (sample() below): the settings sampler.c would use, the distinct ids its
+ * repetition penalty touches, and the uniform it drew, so the device
+ * applies the CPU's rule to the same numbers (sampler_plan fills it). */
+#define BACKEND_SAMPLE_MAX_K 128   /* top_k the device path takes */
+#define BACKEND_SAMPLE_MAX_PEN 256 /* distinct penalised ids it takes */
+struct backend_sample {
+    float temperature; /* <= 0: greedy, and TOP_K is 1 */
+    int32_t top_k;     /* 1..BACKEND_SAMPLE_MAX_K, below n_vocab */
+    float top_p, min_p, repeat_penalty;
+    int32_t n_pen;
+    int32_t pen[BACKEND_SAMPLE_MAX_PEN];
+    double u; /* the draw in [0, 1); unused when greedy */
+};
+
 struct backend_ops {
     const char *name;
     /* Looks for the device without creating anything big; fills OUT. Never
@@ -79,6 +94,13 @@ struct backend_ops {
     /* LOGITS: n_vocab floats for the last token, or N x n_vocab when ALL. */
     int (*forward)(void *b, const int32_t *tokens, int32_t n, int32_t pos, float *logits,
                    bool all, char *err, size_t errlen);
+    /* Optional (NULL on the CPU): forward() of the one TOKEN at POS, then
+     * the next token picked on the device by S (sampler.c's rule), so only
+     * the id comes back: *NEXT, and *NONFINITE true when the logits held a
+     * NaN or an infinity. The engine calls it only when nobody needs the
+     * logits. Returns 0 or -1 with ERR. */
+    int (*sample)(void *b, int32_t token, int32_t pos, const struct backend_sample *s,
+                  int32_t *next, bool *nonfinite, char *err, size_t errlen);
     void (*memory)(void *b, struct engine_memory *out);
     /* Human-readable device name. */
     const char *(*device_name)(void *b);

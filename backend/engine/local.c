@@ -677,6 +677,10 @@ static int local_chat(struct engine *eng, const char *user_text, const struct en
     st.stop = rc == 1 ? ENGINE_STOP_CANCELLED : ENGINE_STOP_LENGTH;
     double t_first = 0, t_decode = now_s();
     bool failed = false;
+    /* A backend that samples on its device returns the next id with the
+     * forward pass (backend.h, sample): no logits cross to the host. */
+    int32_t next = -1;
+    bool have_next = false, next_nonfinite = false;
     while (rc == 0) {
         if (atomic_load(&e->cancel)) {
             st.stop = ENGINE_STOP_CANCELLED;
@@ -686,8 +690,8 @@ static int local_chat(struct engine *eng, const char *user_text, const struct en
             st.stop = ENGINE_STOP_LENGTH;
             break;
         }
-        int32_t id = sampler_sample(e->sampler, e->logits);
-        if (sampler_saw_nonfinite(e->sampler)) {
+        int32_t id = have_next ? next : sampler_sample(e->sampler, e->logits);
+        if (have_next ? next_nonfinite : sampler_saw_nonfinite(e->sampler)) {
             kv_seterr(err, errlen, "%s: the model produced non-finite logits: the file is "
                       "damaged (re-download it)", e->base.info.model_path);
             failed = true;
@@ -730,7 +734,12 @@ static int local_chat(struct engine *eng, const char *user_text, const struct en
             st.stop = ENGINE_STOP_LENGTH;
             break;
         }
-        if (e->bops->forward(e->be, &id, 1, e->n_kv, e->logits, false, err, errlen) != 0) {
+        struct backend_sample plan;
+        have_next = e->bops->sample && sampler_plan(e->sampler, &plan) == 0;
+        if (have_next ? e->bops->sample(e->be, id, e->n_kv, &plan, &next, &next_nonfinite, err,
+                                        errlen) != 0
+                      : e->bops->forward(e->be, &id, 1, e->n_kv, e->logits, false, err,
+                                         errlen) != 0) {
             failed = true;
             break;
         }

@@ -405,6 +405,40 @@ int32_t sampler_sample(struct sampler *s, float *logits)
     return draw(s, c, keep);
 }
 
+int sampler_plan(struct sampler *s, struct backend_sample *out)
+{
+    const bool greedy = s->p.temperature <= 0.0f;
+    int32_t k = greedy ? 1 : s->p.top_k;
+    if (k <= 0 || k > BACKEND_SAMPLE_MAX_K || (!greedy && k >= s->n_vocab))
+        return -1;
+    /* apply_penalty's walk: newest first, each id once */
+    int32_t n = s->hist_len < s->p.repeat_last_n ? s->hist_len : s->p.repeat_last_n;
+    int32_t np = 0;
+    if (s->p.repeat_penalty != 1.0f && n > 0) {
+        if (++s->stamp_now == 0) {
+            memset(s->stamp, 0, (size_t)s->n_vocab * sizeof *s->stamp);
+            s->stamp_now = 1;
+        }
+        for (int32_t i = 0; i < n; i++) {
+            int32_t id = s->hist[(s->hist_pos - 1 - i + s->hist_cap) % s->hist_cap];
+            if (id < 0 || id >= s->n_vocab || s->stamp[id] == s->stamp_now)
+                continue;
+            s->stamp[id] = s->stamp_now;
+            if (np == BACKEND_SAMPLE_MAX_PEN)
+                return -1; /* the stamps are only a scratch: nothing else changed */
+            out->pen[np++] = id;
+        }
+    }
+    out->temperature = greedy ? 0.0f : s->p.temperature;
+    out->top_k = k;
+    out->top_p = s->p.top_p;
+    out->min_p = s->p.min_p;
+    out->repeat_penalty = s->p.repeat_penalty;
+    out->n_pen = np;
+    out->u = greedy ? 0.0 : rng_unit(s);
+    return 0;
+}
+
 bool sampler_saw_nonfinite(const struct sampler *s)
 {
     return s->nonfinite;

@@ -12,7 +12,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "engine.h" /* struct engine_sampling: the settings are the public ones */
+#include "backend.h" /* struct backend_sample */
+#include "engine.h"  /* struct engine_sampling: the settings are the public ones */
 
 struct sampler;
 struct sampler *sampler_new(int32_t n_vocab, const struct engine_sampling *p);
@@ -30,6 +31,14 @@ void sampler_reset_history(struct sampler *s);
 /* Picks a token from LOGITS (n_vocab floats; modified in place). NaN never
  * wins and -INFINITY masks a token out. */
 int32_t sampler_sample(struct sampler *s, float *logits);
+
+/* The next sampler_sample as a plan for a backend that samples on its
+ * device (backend.h): fills OUT and takes the RNG draw sampler_sample
+ * would take, so the stream goes on as if the host had sampled. Returns -1,
+ * touching nothing, when the settings need the host path: top_k off or
+ * above BACKEND_SAMPLE_MAX_K (or not below n_vocab) when not greedy, or
+ * more distinct penalised ids than BACKEND_SAMPLE_MAX_PEN. */
+int sampler_plan(struct sampler *s, struct backend_sample *out);
 
 /* True when the LOGITS of the last sampler_sample held a NaN or an infinity.
  * A model's forward pass never makes one from sound weights, so the engine

@@ -27,6 +27,7 @@
 #include <sys/mman.h>
 #include <time.h>
 
+#include <functional>
 #include <map>
 #include <vector>
 
@@ -239,10 +240,15 @@ cudaError_t cudaMemcpy(void *dst, const void *src, size_t n, cudaMemcpyKind kind
         memmove(dst, src, n);
     return cudaSuccess;
 }
+static void record_copy(cudaStream_t st, void *dst, const void *src, size_t n,
+                        cudaMemcpyKind kind, int value, bool set);
 cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind kind,
                             cudaStream_t st)
 {
-    (void)st;
+    if (kvemu::capturing(st)) {
+        record_copy(st, dst, src, n, kind, 0, false);
+        return cudaSuccess;
+    }
     return cudaMemcpy(dst, src, n, kind);
 }
 cudaError_t cudaMemset(void *p, int v, size_t n)
@@ -254,7 +260,10 @@ cudaError_t cudaMemset(void *p, int v, size_t n)
 }
 cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t st)
 {
-    (void)st;
+    if (kvemu::capturing(st)) {
+        record_copy(st, p, nullptr, n, cudaMemcpyDeviceToDevice, v, true);
+        return cudaSuccess;
+    }
     return cudaMemset(p, v, n);
 }
 
@@ -337,6 +346,11 @@ static const err_row k_errors[] = {
      "an illegal memory access was encountered (kvemu report)"},
     {cudaErrorLaunchFailure, "cudaErrorLaunchFailure",
      "unspecified launch failure (kvemu report)"},
+    {cudaErrorIllegalState, "cudaErrorIllegalState", "the operation is not permitted now"},
+    {cudaErrorStreamCaptureUnsupported, "cudaErrorStreamCaptureUnsupported",
+     "operation not permitted when stream is capturing"},
+    {cudaErrorStreamCaptureInvalidated, "cudaErrorStreamCaptureInvalidated",
+     "operation failed due to a previous error during capture"},
 };
 static const err_row *err_of(cudaError_t e)
 {
@@ -356,8 +370,30 @@ const char *cudaGetErrorName(cudaError_t e)
     return r ? r->name : "cudaErrorUnknown";
 }
 
+/* One step of a graph: a kernel (its arguments captured by value in BODY),
+ * or a copy or memset whose pointers are read when the graph replays. */
+struct graph_node {
+    enum { KERNEL, COPY, SET } kind;
+    const char *name;
+    dim3 grid, block;
+    size_t shmem;
+    std::function<void()> body;
+    void *dst;
+    const void *src;
+    size_t n;
+    cudaMemcpyKind copy_kind;
+    int value;
+};
+struct kvemu_graph {
+    std::vector<graph_node> nodes;
+};
+struct kvemu_graph_exec {
+    std::vector<graph_node> nodes; /* a copy: the graph may be destroyed */
+};
 struct kvemu_stream {
     unsigned flags;
+    kvemu_graph *capture;  /* owned while capturing, else NULL */
+    bool capture_failed;   /* an unsupported call was made while capturing */
 };
 /* Work runs at enqueue time, so the host clock read when an event is
  * recorded is when everything queued before it finished: elapsed times are
@@ -375,18 +411,151 @@ static double host_ms(void)
 cudaError_t cudaStreamCreate(cudaStream_t *st) { return cudaStreamCreateWithFlags(st, 0); }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *st, unsigned flags)
 {
-    *st = new kvemu_stream{flags};
+    *st = new kvemu_stream{flags, nullptr, false};
     return cudaSuccess;
 }
 cudaError_t cudaStreamDestroy(cudaStream_t st)
 {
+    if (st)
+        delete st->capture;
     delete st;
     return cudaSuccess;
 }
+/* A call that the runtime refuses on a capturing stream: it fails and
+ * invalidates the capture, so EndCapture fails too. */
+static bool refuse_in_capture(cudaStream_t st, const char *what)
+{
+    if (!st || !st->capture)
+        return false;
+    st->capture_failed = true;
+    fprintf(stderr, "kvemu: %s on a stream that is capturing a graph\n", what);
+    return true;
+}
 cudaError_t cudaStreamSynchronize(cudaStream_t st)
 {
-    (void)st;
+    if (refuse_in_capture(st, "cudaStreamSynchronize"))
+        return cudaErrorStreamCaptureUnsupported;
     return cudaDeviceSynchronize();
+}
+
+/* ---- graphs ---- */
+
+bool kvemu::capturing(cudaStream_t st) { return st && st->capture; }
+void kvemu::record(cudaStream_t st, const char *name, dim3 grid, dim3 block, size_t shmem,
+                   std::function<void()> body)
+{
+    graph_node g{};
+    g.kind = graph_node::KERNEL;
+    g.name = name;
+    g.grid = grid;
+    g.block = block;
+    g.shmem = shmem;
+    g.body = std::move(body);
+    st->capture->nodes.push_back(std::move(g));
+}
+cudaError_t cudaStreamBeginCapture(cudaStream_t st, cudaStreamCaptureMode mode)
+{
+    (void)mode;
+    /* the legacy default stream cannot be captured */
+    if (!st || st->capture)
+        return cudaErrorIllegalState;
+    st->capture = new kvemu_graph;
+    st->capture_failed = false;
+    return cudaSuccess;
+}
+cudaError_t cudaStreamEndCapture(cudaStream_t st, cudaGraph_t *g)
+{
+    if (!st || !st->capture)
+        return cudaErrorIllegalState;
+    kvemu_graph *c = st->capture;
+    st->capture = nullptr;
+    if (st->capture_failed) {
+        delete c;
+        *g = nullptr;
+        return cudaErrorStreamCaptureInvalidated;
+    }
+    *g = c;
+    return cudaSuccess;
+}
+cudaError_t cudaStreamIsCapturing(cudaStream_t st, cudaStreamCaptureStatus *s)
+{
+    *s = !st || !st->capture         ? cudaStreamCaptureStatusNone
+         : st->capture_failed        ? cudaStreamCaptureStatusInvalidated
+                                     : cudaStreamCaptureStatusActive;
+    return cudaSuccess;
+}
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *ge, cudaGraph_t g, unsigned long long flags)
+{
+    (void)flags;
+    if (!g)
+        return cudaErrorInvalidValue;
+    *ge = new kvemu_graph_exec{g->nodes};
+    return cudaSuccess;
+}
+static unsigned long g_kernels, g_graph_launches;
+extern "C" unsigned long kvemu_kernel_count(void) { return g_kernels; }
+extern "C" unsigned long kvemu_graph_launch_count(void) { return g_graph_launches; }
+cudaError_t cudaGraphLaunch(cudaGraphExec_t ge, cudaStream_t st)
+{
+    if (!ge)
+        return cudaErrorInvalidValue;
+    if (refuse_in_capture(st, "cudaGraphLaunch"))
+        return cudaErrorStreamCaptureUnsupported;
+    g_graph_launches++;
+    /* Replayed in capture order, each node as its own call would have run:
+     * a failing kernel fails the launch (seen by the next sync) and stops
+     * the rest, as a faulting graph does. */
+    for (graph_node &n : ge->nodes) {
+        cudaError_t e = cudaSuccess;
+        switch (n.kind) {
+        case graph_node::KERNEL:
+            e = kvemu::run(n.name, n.grid, n.block, n.shmem, st,
+                           [](void *c) { (*static_cast<std::function<void()> *>(c))(); },
+                           &n.body);
+            break;
+        case graph_node::COPY:
+            e = cudaMemcpy(n.dst, n.src, n.n, n.copy_kind);
+            break;
+        case graph_node::SET:
+            e = cudaMemset(n.dst, n.value, n.n);
+            break;
+        }
+        if (e != cudaSuccess) {
+            set_err(e);
+            return cudaSuccess; /* asynchronous: reported by the next sync */
+        }
+    }
+    return cudaSuccess;
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t ge)
+{
+    delete ge;
+    return cudaSuccess;
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t g)
+{
+    delete g;
+    return cudaSuccess;
+}
+cudaError_t cudaGraphGetNodes(cudaGraph_t g, void **nodes, size_t *n)
+{
+    if (!g || !n || nodes)
+        return cudaErrorInvalidValue; /* only the count is emulated */
+    *n = g->nodes.size();
+    return cudaSuccess;
+}
+static void record_copy(cudaStream_t st, void *dst, const void *src, size_t n,
+                        cudaMemcpyKind kind, int value, bool set)
+{
+    graph_node g{};
+    g.kind = set ? graph_node::SET : graph_node::COPY;
+    g.name = set ? "cudaMemsetAsync" : "cudaMemcpyAsync";
+    g.dst = dst;
+    g.src = src;
+    g.n = n;
+    g.copy_kind = kind;
+    g.value = value;
+    st->capture->nodes.push_back(std::move(g));
 }
 cudaError_t cudaStreamWaitEvent(cudaStream_t st, cudaEvent_t ev, unsigned flags)
 {
@@ -800,6 +969,7 @@ cudaError_t kvemu::run(const char *name, dim3 grid, dim3 block, size_t shmem, cu
         set_err(cudaErrorMemoryAllocation);
         return cudaErrorMemoryAllocation;
     }
+    g_kernels++;
     block_state b;
     b.f.resize(n);
     b.n = n;
@@ -984,6 +1154,10 @@ cublasStatus_t cublasGemmEx(cublasHandle_t h, cublasOperation_t ta, cublasOperat
     if (!h)
         return CUBLAS_STATUS_NOT_INITIALIZED;
     if (!compute_ok(compute) || !types_ok(compute, at, bt, ct))
+        return CUBLAS_STATUS_NOT_SUPPORTED;
+    /* The reference GEMM runs at call time and is not recorded: a graph
+     * that needs one must be captured by a build with the real cuBLAS. */
+    if (refuse_in_capture(h->st, "cublasGemmEx"))
         return CUBLAS_STATUS_NOT_SUPPORTED;
     return gemm(ta, tb, m, n, k, *(const float *)alpha, a, at, lda, b, bt, ldb,
                 *(const float *)beta, c, ct, ldc);

@@ -427,6 +427,95 @@ static void test_gemm_strided_batched_bf16(void **state)
     expect_clean();
 }
 
+/* ---- graphs ---- */
+
+/* y[i] = y[i] * A + *STEP: A by value, STEP read from device memory. */
+static __global__ void k_graph_step(float *y, float a, const int *step, int n)
+{
+    int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        y[i] = y[i] * a + (float)*step;
+}
+
+/* A captured graph runs nothing while capturing, replays its kernels and
+ * copies in order with the arguments given at capture, reads device memory
+ * at replay time (so a step counter written before each launch is seen),
+ * counts its kernels, and refuses a synchronise inside the capture. */
+static void test_graph_capture_replay(void **state)
+{
+    (void)state;
+    const int n = 37;
+    std::vector<float> h(n, 1.0f);
+    float *dy = dalloc<float>(n, h.data());
+    int *dstep = dalloc<int>(1);
+    int *dsrc = dalloc<int>(1);
+    cudaStream_t st;
+    assert_int_equal(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking), cudaSuccess);
+    cudaStreamCaptureStatus cs;
+    assert_int_equal(cudaStreamIsCapturing(st, &cs), cudaSuccess);
+    assert_int_equal(cs, cudaStreamCaptureStatusNone);
+
+    assert_int_equal(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    assert_int_equal(cudaStreamIsCapturing(st, &cs), cudaSuccess);
+    assert_int_equal(cs, cudaStreamCaptureStatusActive);
+    unsigned long k0 = kvemu_kernel_count();
+    assert_int_equal(cudaMemcpyAsync(dstep, dsrc, sizeof(int), cudaMemcpyDeviceToDevice, st),
+                     cudaSuccess);
+    KV_LAUNCH(k_graph_step, 2, 32, 0, st)(dy, 2.0f, dstep, n);
+    KV_LAUNCH(k_graph_step, 2, 32, 0, st)(dy, 1.0f, dstep, n);
+    assert_int_equal(kvemu_kernel_count(), k0); /* recorded, not run */
+    cudaGraph_t g;
+    assert_int_equal(cudaStreamEndCapture(st, &g), cudaSuccess);
+    size_t nodes = 0;
+    assert_int_equal(cudaGraphGetNodes(g, nullptr, &nodes), cudaSuccess);
+    assert_int_equal(nodes, 3);
+    cudaGraphExec_t ge;
+    assert_int_equal(cudaGraphInstantiate(&ge, g, 0), cudaSuccess);
+    assert_int_equal(cudaGraphDestroy(g), cudaSuccess); /* the exec keeps its copy */
+    assert_int_equal(cudaMemcpy(dy, h.data(), n * sizeof(float), cudaMemcpyHostToDevice),
+                     cudaSuccess); /* nothing ran: y is still 1 */
+
+    float want = 1.0f;
+    for (int s = 1; s <= 3; s++) {
+        assert_int_equal(cudaMemcpyAsync(dsrc, &s, sizeof s, cudaMemcpyHostToDevice, st),
+                         cudaSuccess);
+        unsigned long launches = kvemu_graph_launch_count();
+        assert_int_equal(cudaGraphLaunch(ge, st), cudaSuccess);
+        assert_int_equal(kvemu_graph_launch_count(), launches + 1);
+        want = (want * 2.0f + (float)s) * 1.0f + (float)s;
+    }
+    assert_int_equal(kvemu_kernel_count(), k0 + 6);
+    assert_int_equal(cudaStreamSynchronize(st), cudaSuccess);
+    assert_int_equal(cudaMemcpy(h.data(), dy, n * sizeof(float), cudaMemcpyDeviceToHost),
+                     cudaSuccess);
+    for (int i = 0; i < n; i++)
+        assert_true(h[i] == want);
+    expect_clean();
+
+    /* a synchronise while capturing fails and invalidates the capture */
+    assert_int_equal(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    KV_LAUNCH(k_graph_step, 2, 32, 0, st)(dy, 2.0f, dstep, n);
+    assert_int_equal(cudaStreamSynchronize(st), cudaErrorStreamCaptureUnsupported);
+    assert_int_equal(cudaStreamEndCapture(st, &g), cudaErrorStreamCaptureInvalidated);
+    assert_null(g);
+    assert_int_equal(cudaStreamEndCapture(st, &g), cudaErrorIllegalState);
+
+    /* a kernel that faults inside a replay fails the next synchronise */
+    assert_int_equal(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+    KV_LAUNCH(k_graph_step, 2, 32, 0, st)(dy, 2.0f, dstep, n + 8); /* 32 bytes into the guard */
+    assert_int_equal(cudaStreamEndCapture(st, &g), cudaSuccess);
+    assert_int_equal(cudaGraphInstantiate(&ge, g, 0), cudaSuccess);
+    assert_int_equal(cudaGraphLaunch(ge, st), cudaSuccess);
+    assert_int_not_equal(cudaStreamSynchronize(st), cudaSuccess);
+    expect_report("k_graph_step", "wrote outside");
+    cudaGraphExecDestroy(ge);
+    cudaGraphDestroy(g);
+    cudaStreamDestroy(st);
+    cudaFree(dy);
+    cudaFree(dstep);
+    cudaFree(dsrc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -441,6 +530,7 @@ int main(void)
         cmocka_unit_test(test_stale_shared),
         cmocka_unit_test(test_bad_free_and_copy),
         cmocka_unit_test(test_gemm_strided_batched_bf16),
+        cmocka_unit_test(test_graph_capture_replay),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -30,6 +30,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <functional>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -91,6 +92,9 @@ enum cudaError_t {
     cudaErrorNotReady = 600,
     cudaErrorIllegalAddress = 700,
     cudaErrorLaunchFailure = 719,
+    cudaErrorStreamCaptureUnsupported = 900,
+    cudaErrorStreamCaptureInvalidated = 901,
+    cudaErrorIllegalState = 401,
 };
 typedef enum cudaError_t cudaError;
 enum cudaMemcpyKind {
@@ -107,6 +111,20 @@ typedef struct kvemu_event *cudaEvent_t;
 #define cudaEventDefault 0x0u
 #define cudaEventDisableTiming 0x2u
 #define cudaHostAllocDefault 0x0u
+/* Graphs: a capture records the stream's work as a list (kernels with their
+ * arguments by value, copies, memsets); a launch replays it in order. */
+typedef struct kvemu_graph *cudaGraph_t;
+typedef struct kvemu_graph_exec *cudaGraphExec_t;
+enum cudaStreamCaptureMode {
+    cudaStreamCaptureModeGlobal = 0,
+    cudaStreamCaptureModeThreadLocal = 1,
+    cudaStreamCaptureModeRelaxed = 2,
+};
+enum cudaStreamCaptureStatus {
+    cudaStreamCaptureStatusNone = 0,
+    cudaStreamCaptureStatusActive = 1,
+    cudaStreamCaptureStatusInvalidated = 2,
+};
 
 /* The made-up device: Hopper-like limits, so launch-configuration code
  * takes its real branches. */
@@ -157,6 +175,16 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t *st, unsigned flags);
 cudaError_t cudaStreamDestroy(cudaStream_t st);
 cudaError_t cudaStreamSynchronize(cudaStream_t st);
 cudaError_t cudaStreamWaitEvent(cudaStream_t st, cudaEvent_t ev, unsigned flags = 0);
+cudaError_t cudaStreamBeginCapture(cudaStream_t st, cudaStreamCaptureMode mode);
+cudaError_t cudaStreamEndCapture(cudaStream_t st, cudaGraph_t *g);
+cudaError_t cudaStreamIsCapturing(cudaStream_t st, cudaStreamCaptureStatus *s);
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *ge, cudaGraph_t g,
+                                 unsigned long long flags = 0);
+cudaError_t cudaGraphLaunch(cudaGraphExec_t ge, cudaStream_t st);
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t ge);
+cudaError_t cudaGraphDestroy(cudaGraph_t g);
+/* NODES NULL: *N = the node count (what the backend reports). */
+cudaError_t cudaGraphGetNodes(cudaGraph_t g, void **nodes, size_t *n);
 cudaError_t cudaEventCreate(cudaEvent_t *ev);
 cudaError_t cudaEventCreateWithFlags(cudaEvent_t *ev, unsigned flags);
 cudaError_t cudaEventDestroy(cudaEvent_t ev);
@@ -469,6 +497,10 @@ extern "C" {
 /* Misuses reported since the process started, and the last one's text. */
 unsigned long kvemu_report_count(void);
 const char *kvemu_last_report(void);
+/* Kernels run since the process started (a replayed graph counts each of
+ * its kernels), and graph launches: the launches-per-token figure. */
+unsigned long kvemu_kernel_count(void);
+unsigned long kvemu_graph_launch_count(void);
 }
 
 namespace kvemu {
@@ -498,6 +530,11 @@ const char *kernel_name(void);
 cudaError_t run(const char *name, dim3 grid, dim3 block, size_t shmem, cudaStream_t st,
                 void (*body)(void *), void *ctx);
 
+/* True while ST records a graph; RECORD adds a kernel to it. */
+bool capturing(cudaStream_t st);
+void record(cudaStream_t st, const char *name, dim3 grid, dim3 block, size_t shmem,
+            std::function<void()> body);
+
 template <class K> struct launcher {
     const char *name;
     K *kernel;
@@ -508,6 +545,12 @@ template <class K> struct launcher {
     {
         auto args = std::make_tuple(std::forward<A>(a)...);
         K *k = kernel;
+        if (capturing(st)) {
+            /* the arguments by value, as a graph's kernel node holds them;
+             * what they point to is read when the graph is replayed */
+            record(st, name, grid, block, shmem, [k, args]() { std::apply(k, args); });
+            return;
+        }
         auto fn = [&]() { std::apply(k, args); };
         run(name, grid, block, shmem, st,
             [](void *c) { (*static_cast<decltype(fn) *>(c))(); }, &fn);
