@@ -835,20 +835,30 @@ static void check_dot(enum ggml_type t, int64_t n, float spike, struct rng *r)
     }
     struct quant_act act;
     quant_prepare_act(t, x, n, scratch, &act);
-    float fast = quant_dot(row, &act), ref = quant_dot_ref(row, &act);
+    float ref = quant_dot_ref(row, &act);
     /* Only float summation error: relative to sum |w*x| it is ~1e-7 here;
      * the bound is 1e-5. */
     double tol = 1e-5 * absum + 1e-30;
     if (!(fabs(ref - want) <= tol))
         fail_msg("%s n=%ld: reference dot %g, dequantised dot %g (tol %g)", quant_type_name(t), (long)n, ref,
                  want, tol);
-    if (!(fabs(fast - want) <= tol))
-        fail_msg("%s n=%ld: fast dot %g, dequantised dot %g (tol %g)", quant_type_name(t), (long)n, fast,
-                 want, tol);
-    /* Fast and reference paths sum the same blocks in a different order. */
-    double tol2 = 2e-6 * absum + 1e-30;
-    if (!(fabs(fast - ref) <= tol2))
-        fail_msg("%s n=%ld: fast dot %g, reference %g (tol %g)", quant_type_name(t), (long)n, fast, ref, tol2);
+    /* quant_dot on every instruction set this build and CPU have. */
+    enum quant_isa was = quant_isa();
+    for (int isa = 0; isa < QUANT_ISA_COUNT; isa++) {
+        if (!quant_isa_set((enum quant_isa)isa))
+            continue;
+        float fast = quant_dot(row, &act);
+        const char *in = quant_isa_name((enum quant_isa)isa);
+        if (!(fabs(fast - want) <= tol))
+            fail_msg("%s n=%ld %s: fast dot %g, dequantised dot %g (tol %g)", quant_type_name(t), (long)n, in,
+                     fast, want, tol);
+        /* Fast and reference paths sum the same blocks in a different order. */
+        double tol2 = 2e-6 * absum + 1e-30;
+        if (!(fabs(fast - ref) <= tol2))
+            fail_msg("%s n=%ld %s: fast dot %g, reference %g (tol %g)", quant_type_name(t), (long)n, in, fast, ref,
+                     tol2);
+    }
+    assert_true(quant_isa_set(was));
     free(w);
     free(wd);
     free(x);
@@ -1044,6 +1054,95 @@ static void check_dot_n(enum ggml_type t, int64_t len, int n, struct rng *r)
     free(ref);
 }
 
+/* quant_dot_rows on every instruction set: random rows of every type (an
+ * odd row count and a base at an odd address, as general.alignment = 1
+ * gives), each output within float summation error of the reference dot of
+ * its row; the AVX-512 path must also cover the types it has no kernel for. */
+static void test_dot_rows(void **state)
+{
+    (void)state;
+    enum { NR = 7 };
+    static const int64_t lens[] = {256, 640, 2048};
+    uint64_t seed = 0xd0d0;
+    struct rng r = {0x7007};
+    enum quant_isa was = quant_isa();
+    for (size_t ti = 0; ti < N_SUPPORTED; ti++)
+        for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+            enum ggml_type t = k_supported[ti];
+            int64_t len = lens[li];
+            if (len % quant_block_size(t) != 0)
+                continue; /* 640: 32-element types only */
+            size_t rs = quant_row_size(t, len), as = quant_act_size(t, len);
+            uint8_t *buf = malloc(rs * NR + 1), *rows = buf + 1;
+            float *x = malloc(len * sizeof *x), *wd = malloc(len * sizeof *wd);
+            void *scratch = as ? malloc(as) : NULL;
+            assert_non_null(buf);
+            for (int k = 0; k < NR; k++)
+                quant_random_row(t, rows + rs * k, len, 0.05f, &seed);
+            for (int64_t i = 0; i < len; i++)
+                x[i] = rng_gauss(&r) * (1 + (i % 7 == 0) * 4);
+            struct quant_act act;
+            quant_prepare_act(t, x, len, scratch, &act);
+            float want[NR];
+            double absum[NR];
+            for (int k = 0; k < NR; k++) {
+                want[k] = quant_dot_ref(rows + rs * k, &act);
+                quant_dequantize_row(t, rows + rs * k, wd, len);
+                absum[k] = 0;
+                for (int64_t i = 0; i < len; i++)
+                    absum[k] += fabs((double)wd[i] * x[i]);
+            }
+            for (int isa = 0; isa < QUANT_ISA_COUNT; isa++) {
+                if (!quant_isa_set((enum quant_isa)isa))
+                    continue;
+                float y[NR + 1];
+                y[NR] = 12345.0f; /* must stay: NR outputs only */
+                quant_dot_rows(rows, rs, NR, &act, y);
+                for (int k = 0; k < NR; k++)
+                    if (!(fabs(y[k] - want[k]) <= 2e-6 * absum[k] + 1e-30))
+                        fail_msg("%s len=%ld %s row %d: rows dot %g, reference %g", quant_type_name(t), (long)len,
+                                 quant_isa_name((enum quant_isa)isa), k, y[k], want[k]);
+                assert_true(y[NR] == 12345.0f);
+            }
+            assert_true(quant_isa_set(was));
+            /* An act that could not be prepared (a length that is not whole
+             * blocks, or a type without kernels): NaN in every output. */
+            struct quant_act bad = act;
+            if (quant_block_size(t) > 1)
+                bad.n = len + 1;
+            else
+                bad.wtype = GGML_TYPE_Q8_1;
+            float y[NR];
+            quant_dot_rows(rows, rs, NR, &bad, y);
+            for (int k = 0; k < NR; k++)
+                assert_true(isnan(y[k]));
+            free(buf);
+            free(x);
+            free(wd);
+            free(scratch);
+        }
+}
+
+/* The instruction-set switch: the scalar path is always there, the names
+ * are the ones KVCHAT_CPU_ISA takes, and an id out of range is refused. */
+static void test_isa(void **state)
+{
+    (void)state;
+    enum quant_isa was = quant_isa();
+    assert_true(quant_isa_available(was));
+    assert_true(quant_isa_available(QUANT_ISA_REF));
+    assert_string_equal(quant_isa_name(QUANT_ISA_REF), "ref");
+    assert_string_equal(quant_isa_name(QUANT_ISA_AVX2), "avx2");
+    assert_string_equal(quant_isa_name(QUANT_ISA_AVX512), "avx512");
+    assert_string_equal(quant_isa_name(QUANT_ISA_COUNT), "unknown");
+    assert_false(quant_isa_available(QUANT_ISA_COUNT));
+    assert_false(quant_isa_set(QUANT_ISA_COUNT));
+    assert_int_equal(quant_isa(), was);
+    assert_true(quant_isa_set(QUANT_ISA_REF));
+    assert_int_equal(quant_isa(), QUANT_ISA_REF);
+    assert_true(quant_isa_set(was));
+}
+
 /* A file with general.alignment = 1 puts tensor data at odd addresses.
  * Every kernel of every type must read a row there exactly as at an
  * aligned one (and, under -fsanitize=undefined, without a misaligned
@@ -1139,6 +1238,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_type_table),
         cmocka_unit_test(test_unaligned_rows),
+        cmocka_unit_test(test_dot_rows),
+        cmocka_unit_test(test_isa),
         cmocka_unit_test(test_row_size),
         cmocka_unit_test(test_fallback_and_ftype),
         cmocka_unit_test(test_random_row),

@@ -240,8 +240,7 @@ static void matmul_tile(const struct matmul *mm, int n, int64_t r0, int64_t r1)
     size_t row_bytes = quant_row_size(mm->w->type, mm->w->ne0);
     const unsigned char *base = mm->w->data;
     if (n == 1) {
-        for (int64_t r = r0; r < r1; r++)
-            mm->y[r] = quant_dot(base + (size_t)r * row_bytes, &mm->acts[0]);
+        quant_dot_rows(base + (size_t)r0 * row_bytes, row_bytes, r1 - r0, &mm->acts[0], mm->y + r0);
     } else {
         /* TOKEN_TILE tokens' inputs stay in L1/L2 while the tile's rows
          * (in L1) pass over them; each block is dequantised once per

@@ -12,6 +12,9 @@
 
 #include <ctype.h>
 #include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
 
 /* ---- type table ---------------------------------------------------------- */
 
@@ -23,17 +26,23 @@
     .dequant = quant_dequant_##t, .quantize = quant_quantize_##t, .dot_ref = quant_dot_ref_##t,         \
     .dot = QUANT_AVX2_OR(quant_dot_avx2_##t, quant_dot_ref_##t),                                        \
     .dot_n = QUANT_AVX2_OR(quant_dot_n_avx2_##t, NULL), .random = quant_random_##t
+/* The types with an AVX-512 decode kernel (dot_avx512.c). */
+#ifdef QUANT_HAVE_AVX512
+#define ROWS512(t) .dot_rows_avx512 = quant_rows_avx512_##t
+#else
+#define ROWS512(t) .dot_rows_avx512 = NULL
+#endif
 
 static const struct quant_type k_types[GGML_TYPE_COUNT] = {
     [GGML_TYPE_F32] = {.name = "F32", .blck = 1, .size = 4, KERNELS(f32), .ftype = 0},
     [GGML_TYPE_F16] = {.name = "F16", .blck = 1, .size = 2, KERNELS(f16), .ftype = 1},
     [GGML_TYPE_Q4_0] = {.name = "Q4_0", .blck = 32, .size = 18, KERNELS(q4_0), .ftype = 2},
     [GGML_TYPE_Q4_1] = {.name = "Q4_1", .blck = 32, .size = 20, .has_min = true, KERNELS(q4_1),
-                        .ftype = 3},
-    [GGML_TYPE_Q5_0] = {.name = "Q5_0", .blck = 32, .size = 22, KERNELS(q5_0), .ftype = 8},
+                        ROWS512(q4_1), .ftype = 3},
+    [GGML_TYPE_Q5_0] = {.name = "Q5_0", .blck = 32, .size = 22, KERNELS(q5_0), ROWS512(q5_0), .ftype = 8},
     [GGML_TYPE_Q5_1] = {.name = "Q5_1", .blck = 32, .size = 24, .has_min = true, KERNELS(q5_1),
                         .ftype = 9},
-    [GGML_TYPE_Q8_0] = {.name = "Q8_0", .blck = 32, .size = 34, KERNELS(q8_0), .ftype = 7},
+    [GGML_TYPE_Q8_0] = {.name = "Q8_0", .blck = 32, .size = 34, KERNELS(q8_0), ROWS512(q8_0), .ftype = 7},
     [GGML_TYPE_Q8_1] = {.name = "Q8_1", .blck = 32, .size = 36},
     /* ftype 21, 11: Q2_K_S, Q3_K_S; rows that are not whole super-blocks
      * take IQ4_NL, as llama.cpp does for every type below 4 bits. */
@@ -43,11 +52,11 @@ static const struct quant_type k_types[GGML_TYPE_COUNT] = {
                         .fallback = GGML_TYPE_IQ4_NL, .ftype = 11},
     /* ftype 14, 16: Q4_K_S, Q5_K_S (every weight of that type) */
     [GGML_TYPE_Q4_K] = {.name = "Q4_K", .blck = 256, .size = 144, .has_min = true, KERNELS(q4_K),
-                        .fallback = GGML_TYPE_Q5_0, .ftype = 14},
+                        ROWS512(q4_K), .fallback = GGML_TYPE_Q5_0, .ftype = 14},
     [GGML_TYPE_Q5_K] = {.name = "Q5_K", .blck = 256, .size = 176, .has_min = true, KERNELS(q5_K),
                         .fallback = GGML_TYPE_Q5_1, .ftype = 16},
     [GGML_TYPE_Q6_K] = {.name = "Q6_K", .blck = 256, .size = 210, KERNELS(q6_K),
-                        .fallback = GGML_TYPE_Q8_0, .ftype = 18},
+                        ROWS512(q6_K), .fallback = GGML_TYPE_Q8_0, .ftype = 18},
     [GGML_TYPE_Q8_K] = {.name = "Q8_K", .blck = 256, .size = 292},
     [16] = {.name = "IQ2_XXS", .blck = 256, .size = 66},
     [17] = {.name = "IQ2_XS", .blck = 256, .size = 74},
@@ -72,6 +81,7 @@ static const struct quant_type k_types[GGML_TYPE_COUNT] = {
     [GGML_TYPE_MXFP4] = {.name = "MXFP4", .blck = 32, .size = 17, KERNELS(mxfp4), .ftype = 38},
 };
 #undef KERNELS
+#undef ROWS512
 
 /* ggml's kvalues_iq4nl and kvalues_mxfp4 (the E2M1 levels 0, 0.5, 1, 1.5, 2,
  * 3, 4, 6 and their negatives, doubled so they are integers). */
@@ -310,17 +320,123 @@ static const struct quant_type *act_row(const struct quant_act *act)
     return act->n > 0 && act->n % tt->blck == 0 && (!tt->has_min || act->q) ? tt : NULL;
 }
 
+/* ---- instruction sets ------------------------------------------------------ */
+
+/* The CPU's features are a fact of the process, so the choice is one
+ * process-wide value, found on first use. The kernels are pure functions of
+ * their arguments whichever set runs them, so concurrent first uses that
+ * both store the same value are harmless; relaxed atomics keep that race
+ * defined. -1: not chosen yet. */
+static _Atomic int g_isa = -1;
+
+static const char *const k_isa_names[QUANT_ISA_COUNT] = {
+    [QUANT_ISA_REF] = "ref",
+    [QUANT_ISA_AVX2] = "avx2",
+    [QUANT_ISA_AVX512] = "avx512",
+};
+
+const char *quant_isa_name(enum quant_isa isa)
+{
+    return (int)isa >= 0 && isa < QUANT_ISA_COUNT ? k_isa_names[isa] : "unknown";
+}
+
+static bool have_avx2(void)
+{
+#ifdef QUANT_HAVE_AVX2
+    return true;
+#else
+    return false;
+#endif
+}
+
+/* The AVX-512 path keeps the AVX2 kernels for the types it has none for,
+ * so it needs both builds. */
+static bool have_avx512(void)
+{
+#if defined(QUANT_HAVE_AVX512) && defined(QUANT_HAVE_AVX2)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+#else
+    return false;
+#endif
+}
+
+static bool have_ref(void) { return true; }
+
+static bool (*const k_isa_have[QUANT_ISA_COUNT])(void) = {
+    [QUANT_ISA_REF] = have_ref,
+    [QUANT_ISA_AVX2] = have_avx2,
+    [QUANT_ISA_AVX512] = have_avx512,
+};
+
+bool quant_isa_available(enum quant_isa isa)
+{
+    return (int)isa >= 0 && isa < QUANT_ISA_COUNT && k_isa_have[isa]();
+}
+
+/* KVCHAT_CPU_ISA when it names an available set, else the best one. */
+static enum quant_isa choose_isa(void)
+{
+    const char *want = getenv("KVCHAT_CPU_ISA");
+    for (int i = 0; want && i < QUANT_ISA_COUNT; i++)
+        if (strcmp(want, k_isa_names[i]) == 0 && quant_isa_available((enum quant_isa)i))
+            return (enum quant_isa)i;
+    for (int i = QUANT_ISA_COUNT - 1; i > 0; i--)
+        if (quant_isa_available((enum quant_isa)i))
+            return (enum quant_isa)i;
+    return QUANT_ISA_REF;
+}
+
+enum quant_isa quant_isa(void)
+{
+    int v = atomic_load_explicit(&g_isa, memory_order_relaxed);
+    if (v < 0) {
+        v = (int)choose_isa();
+        atomic_store_explicit(&g_isa, v, memory_order_relaxed);
+    }
+    return (enum quant_isa)v;
+}
+
+bool quant_isa_set(enum quant_isa isa)
+{
+    if (!quant_isa_available(isa))
+        return false;
+    atomic_store_explicit(&g_isa, (int)isa, memory_order_relaxed);
+    return true;
+}
+
 /* ---- dot products ------------------------------------------------------------ */
 
-/* One table look-up per row, then the type's whole-row kernel: no dispatch
- * inside the block loops. */
+/* One table look-up per row (per matrix for quant_dot_rows), then the type's
+ * whole-row kernel for the instruction set in use: no dispatch inside the
+ * block loops. */
 
 float quant_dot(const void *row, const struct quant_act *act)
 {
+    float y;
+    quant_dot_rows(row, 0, 1, act, &y);
+    return y;
+}
+
+void quant_dot_rows(const void *rows, size_t stride, int64_t nr, const struct quant_act *act, float *y)
+{
     const struct quant_type *tt = act_row(act);
-    if (!tt)
-        return NAN; /* unsupported type or a length that is not whole blocks */
-    return tt->dot(row, act->f32, act->q, act->n / tt->blck);
+    if (!tt) {
+        for (int64_t r = 0; r < nr; r++)
+            y[r] = NAN;
+        return;
+    }
+    int64_t nb = act->n / tt->blck;
+    enum quant_isa isa = quant_isa();
+    if (isa == QUANT_ISA_AVX512 && tt->dot_rows_avx512) {
+        tt->dot_rows_avx512(rows, stride, nr, act->f32, act->q, nb, y);
+        return;
+    }
+    quant_dot_fn dot = isa == QUANT_ISA_REF ? tt->dot_ref : tt->dot;
+    const unsigned char *p = rows;
+    for (int64_t r = 0; r < nr; r++)
+        y[r] = dot(p + (size_t)r * stride, act->f32, act->q, nb);
 }
 
 float quant_dot_ref(const void *row, const struct quant_act *act)

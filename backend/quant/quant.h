@@ -140,6 +140,33 @@ float quant_dot(const void *row, const struct quant_act *act);
  * readable reference the fast kernels are tested against. */
 float quant_dot_ref(const void *row, const struct quant_act *act);
 
+/* Rows R = 0..NR-1 of one weight matrix (ROWS, row R at byte R * STRIDE),
+ * each of type ACT->wtype and ACT->n elements, times the prepared input:
+ * Y[R] = quant_dot(row R, ACT). The decode matrix-vector product: the
+ * arguments are checked once for all rows, and the AVX-512 kernels do two
+ * rows at a time, sharing the loads of X. NaN in every output when the act
+ * could not be prepared. */
+void quant_dot_rows(const void *rows, size_t stride, int64_t nr, const struct quant_act *act, float *y);
+
+/* The instruction sets the dot products can run on. quant_dot and
+ * quant_dot_rows use the best one this build and CPU have (checked once),
+ * unless the environment variable KVCHAT_CPU_ISA names another available one
+ * (ref, avx2 or avx512; an unknown or unavailable name is ignored), so
+ * the AVX2 path can be measured and tested on an AVX-512 machine. */
+enum quant_isa {
+    QUANT_ISA_REF,    /* the scalar references (dot_ref.c) */
+    QUANT_ISA_AVX2,   /* dot_avx2.c: built when the compiler targets AVX2, FMA and F16C */
+    QUANT_ISA_AVX512, /* dot_avx512.c for the types it has, AVX2 for the rest */
+    QUANT_ISA_COUNT
+};
+const char *quant_isa_name(enum quant_isa isa);
+/* True when this build has ISA's kernels and this CPU runs them. */
+bool quant_isa_available(enum quant_isa isa);
+enum quant_isa quant_isa(void); /* the one in use */
+/* Switches every later dot product to ISA; false (and no change) when it is
+ * not available. Not thread-safe: for tests and benchmarks, between runs. */
+bool quant_isa_set(enum quant_isa isa);
+
 /* Dot products of one weight row with the inputs of N tokens, for prefill:
  * OUT[t * OUT_STRIDE] = row . ACTS[t] for t < N. ACTS must all be prepared
  * for the same type and length. Each block is dequantised once and used for

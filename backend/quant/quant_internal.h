@@ -30,6 +30,10 @@
 #define QUANT_AVX2_OR(avx2, other) other
 #endif
 
+/* QUANT_HAVE_AVX512 comes from the build (backend/quant/CMakeLists.txt) when
+ * the compiler can build dot_avx512.c with its own AVX-512 flags; whether
+ * those kernels run is decided at run time (quant_isa in quant.c). */
+
 /* ---- block layouts ------------------------------------------------------- */
 
 /* Packed exactly as in GGUF files (no padding: every field is 1- or 2-byte
@@ -227,6 +231,10 @@ typedef float (*quant_dot_fn)(const void *row, const float *x, const float *xs, 
  * to OUT[t * OS] (dot_avx2.c). */
 typedef void (*quant_dot_n_fn)(const void *row, int64_t nc, const float *const *x, int nt, float *out,
                                size_t os);
+/* NR rows STRIDE bytes apart, each NB blocks, times X (XS as for
+ * quant_dot_fn); the results to Y[0..NR-1] (dot_avx512.c). */
+typedef void (*quant_dot_rows_fn)(const void *rows, size_t stride, int64_t nr, const float *x,
+                                  const float *xs, int64_t nb, float *y);
 /* A row of NE0 random but valid elements of deviation about SIGMA, drawn
  * from RNG (random.c). */
 typedef void (*quant_random_fn)(void *row, int64_t ne0, float sigma, uint64_t *rng);
@@ -244,6 +252,9 @@ struct quant_type {
     quant_dot_fn dot_ref; /* the scalar reference */
     quant_dot_fn dot;     /* the fast version (AVX2 when built with it, else dot_ref) */
     quant_dot_n_fn dot_n; /* the prefill version; NULL: the reference path */
+    /* The AVX-512 rows version, used when the CPU has AVX-512 (quant_isa);
+     * NULL: the other types, which take dot row by row. */
+    quant_dot_rows_fn dot_rows_avx512;
     quant_random_fn random;
     /* For synthetic models, by llama.cpp's rules: the 32-element type rows
      * that are not whole blocks of this one are stored in (0: none), and the
@@ -282,5 +293,16 @@ QUANT_KERNELS(iq4_nl)
 QUANT_KERNELS(iq4_xs)
 QUANT_KERNELS(mxfp4)
 #undef QUANT_KERNELS
+
+/* The AVX-512 kernels there are (dot_avx512.c). */
+#define QUANT_ROWS_AVX512(t)                                                                            \
+    void quant_rows_avx512_##t(const void *rows, size_t stride, int64_t nr, const float *x,              \
+                               const float *xs, int64_t nb, float *y);
+QUANT_ROWS_AVX512(q8_0)
+QUANT_ROWS_AVX512(q4_1)
+QUANT_ROWS_AVX512(q5_0)
+QUANT_ROWS_AVX512(q4_K)
+QUANT_ROWS_AVX512(q6_K)
+#undef QUANT_ROWS_AVX512
 
 #endif
