@@ -12,6 +12,8 @@
 
 #include <ctype.h>
 #include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
 
 /* ---- type table ---------------------------------------------------------- */
 
@@ -22,7 +24,8 @@
 #define KERNELS(t)                                                                                      \
     .dequant = quant_dequant_##t, .quantize = quant_quantize_##t, .dot_ref = quant_dot_ref_##t,         \
     .dot = QUANT_AVX2_OR(quant_dot_avx2_##t, quant_dot_ref_##t),                                        \
-    .dot_n = QUANT_AVX2_OR(quant_dot_n_avx2_##t, NULL), .random = quant_random_##t
+    .dot_n = QUANT_AVX2_OR(quant_dot_n_avx2_##t, NULL),                                                \
+    .deq_fast = QUANT_AVX2_OR(quant_deq_avx2_##t, NULL), .random = quant_random_##t
 
 static const struct quant_type k_types[GGML_TYPE_COUNT] = {
     [GGML_TYPE_F32] = {.name = "F32", .blck = 1, .size = 4, KERNELS(f32), .ftype = 0},
@@ -331,6 +334,66 @@ float quant_dot_ref(const void *row, const struct quant_act *act)
     return tt->dot_ref(row, act->f32, act->q, act->n / tt->blck);
 }
 
+/* ---- instruction set ---------------------------------------------------- */
+
+/* Chosen once per process: the kernels a build may run differ by machine
+ * (CI and users may lack AVX-512), so the wide ones are compiled per
+ * function with target attributes and picked here, never by the build's
+ * flags alone. -1: not chosen yet. Choosing twice at once is harmless (the
+ * same answer is stored). */
+static _Atomic int g_isa = -1;
+
+static const char *const k_isa_names[QUANT_ISA_COUNT] = {
+    [QUANT_ISA_REF] = "ref",
+    [QUANT_ISA_AVX2] = "avx2",
+    [QUANT_ISA_AVX512] = "avx512",
+};
+
+const char *quant_isa_name(enum quant_isa isa)
+{
+    return (int)isa >= 0 && isa < QUANT_ISA_COUNT ? k_isa_names[isa] : "unknown";
+}
+
+/* The most this machine and build can run. AVX2 needs the AVX2 kernels
+ * compiled in (QUANT_HAVE_AVX2); AVX-512 needs them too, since the GEMM
+ * decodes its panels with them. */
+static enum quant_isa isa_best(void)
+{
+#if defined(QUANT_HAVE_AVX2) && defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw"))
+        return QUANT_ISA_AVX512;
+    return QUANT_ISA_AVX2;
+#elif defined(QUANT_HAVE_AVX2)
+    return QUANT_ISA_AVX2;
+#else
+    return QUANT_ISA_REF;
+#endif
+}
+
+enum quant_isa quant_isa(void)
+{
+    int isa = g_isa;
+    if (isa >= 0)
+        return (enum quant_isa)isa;
+    enum quant_isa best = isa_best(), want = best;
+    const char *env = getenv("KVCHAT_CPU_ISA");
+    for (int i = 0; env && i < QUANT_ISA_COUNT; i++)
+        if (strcmp(env, k_isa_names[i]) == 0 && (enum quant_isa)i <= best)
+            want = (enum quant_isa)i;
+    g_isa = (int)want;
+    return want;
+}
+
+bool quant_isa_force(enum quant_isa isa)
+{
+    if ((int)isa < 0 || isa >= QUANT_ISA_COUNT || isa > isa_best())
+        return false;
+    g_isa = (int)isa;
+    return true;
+}
+
 /* ---- multi-token dot products ---------------------------------------------- */
 
 /* Prefill multiplies every weight row with a batch of tokens. Calling
@@ -385,7 +448,7 @@ void quant_dot_n(const void *row, const struct quant_act *acts, int n, float *ou
 {
     const struct quant_type *tt = n > 0 ? row_for(acts[0].wtype, acts[0].n) : NULL;
     int64_t len = acts[0].n;
-    if (tt && tt->dot_n && len % 32 == 0) {
+    if (tt && tt->dot_n && len % 32 == 0 && quant_isa() != QUANT_ISA_REF) {
         /* Whole chunks of 32 (float rows of other lengths take the
          * reference path): 8 tokens at a time. */
         for (int t0 = 0; t0 < n; t0 += 8) {

@@ -152,4 +152,36 @@ void quant_dot_n(const void *row, const struct quant_act *acts, int n, float *ou
  * into a stack buffer, then a plain float dot per token. */
 void quant_dot_n_ref(const void *row, const struct quant_act *acts, int n, float *out, size_t out_stride);
 
+/* Instruction sets the kernels choose between at run time, most capable
+ * last. quant_isa() is what this process uses: the best the CPU and the
+ * build offer, or less when the environment variable KVCHAT_CPU_ISA (ref,
+ * avx2 or avx512, read once) asks for it; a name the machine cannot run is
+ * ignored. REF runs the scalar references of the batched products; AVX2 the
+ * 8-token dot products (quant_dot_n); AVX512 adds the GEMM (quant_gemm).
+ * quant_isa_force switches it for tests and benchmarks (not while other
+ * threads compute) and returns false, changing nothing, when the machine or
+ * the build cannot run ISA. */
+enum quant_isa { QUANT_ISA_REF, QUANT_ISA_AVX2, QUANT_ISA_AVX512, QUANT_ISA_COUNT };
+enum quant_isa quant_isa(void);
+bool quant_isa_force(enum quant_isa isa);
+const char *quant_isa_name(enum quant_isa isa); /* "ref", "avx2", "avx512" */
+
+/* The batched product of prefill, as a GEMM: OUT[t * OUT_STRIDE + r] =
+ * row r . ACTS[t] for r < ROWS and t < N, row r at W + r * ROW_BYTES. A
+ * panel of rows is dequantised once (to the floats quant_dequantize_row
+ * gives, rearranged so one vector holds a weight of many rows) and
+ * multiplied with all N tokens by a register-blocked fp32 kernel; the
+ * activations stay float. Every output is one float FMA chain over the row
+ * in element order, so a token's value depends neither on N, nor on the
+ * rows around it, nor on the thread that computes it: within about 1e-6 of
+ * sum |w*x| of the exact value, like quant_dot_n. SCRATCH is this thread's
+ * quant_gemm_scratch(row length) bytes, 64-byte aligned.
+ * Returns false, writing nothing, when it does not apply (the ISA has no
+ * GEMM, N is below the size where it pays, the inputs are not one evenly
+ * spaced matrix, the type or length is not supported, SCRATCH is NULL): the
+ * caller then uses quant_dot_n. */
+bool quant_gemm(const void *w, size_t row_bytes, int64_t rows, const struct quant_act *acts, int n,
+                float *out, size_t out_stride, void *scratch);
+size_t quant_gemm_scratch(int64_t k); /* 0 for K <= 0 */
+
 #endif

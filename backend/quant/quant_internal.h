@@ -227,6 +227,9 @@ typedef float (*quant_dot_fn)(const void *row, const float *x, const float *xs, 
  * to OUT[t * OS] (dot_avx2.c). */
 typedef void (*quant_dot_n_fn)(const void *row, int64_t nc, const float *const *x, int nt, float *out,
                                size_t os);
+/* NC chunks of 32 of a row decoded to floats, the values the reference
+ * decoder gives (dot_avx2.c). */
+typedef void (*quant_deq_fn)(const void *row, int64_t nc, float *dst);
 /* A row of NE0 random but valid elements of deviation about SIGMA, drawn
  * from RNG (random.c). */
 typedef void (*quant_random_fn)(void *row, int64_t ne0, float sigma, uint64_t *rng);
@@ -244,6 +247,7 @@ struct quant_type {
     quant_dot_fn dot_ref; /* the scalar reference */
     quant_dot_fn dot;     /* the fast version (AVX2 when built with it, else dot_ref) */
     quant_dot_n_fn dot_n; /* the prefill version; NULL: the reference path */
+    quant_deq_fn deq_fast; /* vector decoder for quant_gemm's panels; NULL: dequant */
     quant_random_fn random;
     /* For synthetic models, by llama.cpp's rules: the 32-element type rows
      * that are not whole blocks of this one are stored in (0: none), and the
@@ -264,6 +268,7 @@ const struct quant_type *quant_type_row(enum ggml_type t);
     float quant_dot_avx2_##t(const void *row, const float *x, const float *xs, int64_t nb);             \
     void quant_dot_n_avx2_##t(const void *row, int64_t nc, const float *const *x, int nt,               \
                               float *out, size_t os);                                                   \
+    void quant_deq_avx2_##t(const void *row, int64_t nc, float *dst);                                   \
     void quant_random_##t(void *row, int64_t ne0, float sigma, uint64_t *rng);
 QUANT_KERNELS(f32)
 QUANT_KERNELS(f16)
