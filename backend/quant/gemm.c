@@ -15,10 +15,13 @@
  *
  * Rules:
  * - Activations stay float; the weights are the reference decoder's floats.
- * - Every output is one FMA chain over k in order from 0, whatever the
- *   blocking: a k-block continues the chain from the partial in OUT. So a
- *   token's result depends on nothing but its row and input, never on the
- *   batch size, the tile, or the thread (the model tests compare bits).
+ * - Every output is summed in one fixed order: an FMA chain from zero over
+ *   each block of GK values of k, the blocks' sums added to OUT in k order.
+ *   So a token's result depends on nothing but its row and input, never on
+ *   the batch size, the tile, or the thread (the model tests compare bits).
+ *   (One chain over the whole row was 2e-4 off on a 1280-long Q6_K row with
+ *   outliers, over the 1e-6 of sum |w*x| quant_dot_n keeps; chains of GK
+ *   stay within it, as quant_dot_n's 8 lanes of K/8 do.)
  * - AVX-512 code is compiled per function (GEMM_TARGET) and runs only when
  *   quant_isa() says so; the file builds anywhere.
  */
@@ -31,7 +34,7 @@
 enum {
     GR = 32,  /* rows of a panel: two 512-bit vectors */
     GT = 12,  /* tokens per micro-tile: 24 accumulators of the 32 registers */
-    GK = 256, /* k per block: GK * GR floats (32 KB) stay in L1 */
+    GK = 128, /* k per block: GK * GR floats (16 KB) stay in L1 */
     /* Below this many tokens the decode of a panel costs more than the
      * register blocking saves; quant_dot_n runs instead. */
     GEMM_MIN_TOKENS = 16,
@@ -81,20 +84,15 @@ static void pack_panel(const struct quant_type *tt, const unsigned char *w, size
 
 /* One micro-tile: NT (a constant after inlining) tokens, X their inputs at
  * k0 (row stride XS), times the panel block P (KC values of k), into Y (row
- * stride YS) masked to the panel's rows M0 | M1. FIRST: the chains start
- * here; otherwise they continue from Y. */
+ * stride YS) masked to the panel's rows M0 | M1. FIRST: the block's sums
+ * are stored; otherwise they are added to Y. */
 GEMM_INLINE void tile(const float *p, const float *x, size_t xs, int kc, int nt, float *y, size_t ys,
                       __mmask16 m0, __mmask16 m1, bool first)
 {
     __m512 a0[GT], a1[GT];
     for (int t = 0; t < nt; t++) {
-        if (first) {
-            a0[t] = _mm512_setzero_ps();
-            a1[t] = _mm512_setzero_ps();
-        } else {
-            a0[t] = _mm512_maskz_loadu_ps(m0, y + (size_t)t * ys);
-            a1[t] = _mm512_maskz_loadu_ps(m1, y + (size_t)t * ys + 16);
-        }
+        a0[t] = _mm512_setzero_ps();
+        a1[t] = _mm512_setzero_ps();
     }
     for (int k = 0; k < kc; k++) {
         __m512 w0 = _mm512_load_ps(p + (size_t)k * GR), w1 = _mm512_load_ps(p + (size_t)k * GR + 16);
@@ -103,6 +101,10 @@ GEMM_INLINE void tile(const float *p, const float *x, size_t xs, int kc, int nt,
             a0[t] = _mm512_fmadd_ps(w0, b, a0[t]);
             a1[t] = _mm512_fmadd_ps(w1, b, a1[t]);
         }
+    }
+    for (int t = 0; t < nt && !first; t++) {
+        a0[t] = _mm512_add_ps(a0[t], _mm512_maskz_loadu_ps(m0, y + (size_t)t * ys));
+        a1[t] = _mm512_add_ps(a1[t], _mm512_maskz_loadu_ps(m1, y + (size_t)t * ys + 16));
     }
     for (int t = 0; t < nt; t++) {
         _mm512_mask_storeu_ps(y + (size_t)t * ys, m0, a0[t]);
