@@ -191,6 +191,46 @@ static inline float gelu_tanh(float x)
     return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
 }
 
+#ifdef __AVX2__
+static inline __m256 attn_exp8(__m256 x);
+
+/* G * act(G) * U for 8 lanes, act being SiLU or (GELU) the tanh GELU, both
+ * written as x * sigmoid(z): silu(x) = x / (1 + exp(-x)), and
+ * 0.5 x (1 + tanh(u)) = x / (1 + exp(-2u)). One vector exp (1.2e-7
+ * relative) instead of a libm tanhf per element: in Gemma 3 270M's prefill
+ * the scalar tanhf (through expm1f) took 8% of the time, a third of what
+ * the FFN's products took. z is clamped to [-88, 88], where exp is finite
+ * and the sigmoid is 0 or 1 to float precision. */
+static inline __m256 glu8(__m256 g, __m256 u, bool gelu)
+{
+    __m256 z = g;
+    if (gelu) {
+        __m256 g3 = _mm256_mul_ps(_mm256_mul_ps(g, g), g);
+        z = _mm256_mul_ps(_mm256_set1_ps(2.0f * 0.7978845608028654f),
+                          _mm256_fmadd_ps(g3, _mm256_set1_ps(0.044715f), g));
+    }
+    z = _mm256_min_ps(_mm256_max_ps(z, _mm256_set1_ps(-88.0f)), _mm256_set1_ps(88.0f));
+    __m256 e = attn_exp8(_mm256_sub_ps(_mm256_setzero_ps(), z));
+    return _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0f), e)), u);
+}
+#endif
+
+/* G[r] = act(G[r]) * U[r] for R0 <= r < R1: the GLU of one row tile. */
+static void glu_rows(float *g, const float *u, int64_t r0, int64_t r1, bool gelu)
+{
+    int64_t r = r0;
+#ifdef __AVX2__
+    for (; r + 8 <= r1; r += 8)
+        _mm256_storeu_ps(g + r, glu8(_mm256_loadu_ps(g + r), _mm256_loadu_ps(u + r), gelu));
+#endif
+    if (gelu)
+        for (; r < r1; r++)
+            g[r] = gelu_tanh(g[r]) * u[r];
+    else
+        for (; r < r1; r++)
+            g[r] = silu(g[r]) * u[r];
+}
+
 /* Rotates the first N_ROT dims of one head of X by the angles whose cos and
  * sin are given per pair. NORM pairs adjacent elements (2i, 2i+1); NEOX pairs
  * (i, i + n_rot/2). */
@@ -306,16 +346,9 @@ static void matmul_worker(void *arg, int ith, int nth)
                     continue;
                 const struct matmul *up = &job->mm[1];
                 matmul_tile(up, job->n, r0, r1, gemm);
-                for (int t = 0; t < job->n; t++) {
-                    float *g = mm->y + (int64_t)t * mm->y_stride;
-                    const float *u = up->y + (int64_t)t * up->y_stride;
-                    if (job->gelu)
-                        for (int64_t r = r0; r < r1; r++)
-                            g[r] = gelu_tanh(g[r]) * u[r];
-                    else
-                        for (int64_t r = r0; r < r1; r++)
-                            g[r] = silu(g[r]) * u[r];
-                }
+                for (int t = 0; t < job->n; t++)
+                    glu_rows(mm->y + (int64_t)t * mm->y_stride, up->y + (int64_t)t * up->y_stride,
+                             r0, r1, job->gelu);
             }
         }
     }
