@@ -10,8 +10,8 @@
  * GR rows is decoded once per batch (exactly: the same floats as
  * quant_dequantize_row) into a k-major layout, so one 512-bit register holds
  * one weight of 16 rows; the kernel broadcasts one input of each of GT
- * tokens and does 2*GT FMAs per k from 2 loads of the panel. The panel's
- * block of GK values of k stays in L1 while all tokens pass over it.
+ * tokens and does 2*GT FMAs per k from 2 loads of the panel; each group of
+ * GT tokens runs over the whole panel (in L2) before the next.
  *
  * Rules:
  * - Activations stay float; the weights are the reference decoder's floats.
@@ -40,12 +40,13 @@ enum {
     GEMM_MIN_TOKENS = 16,
 };
 
-/* The panel (GR * k floats) and a decode buffer of 4 rows (4 * k floats). */
+/* The panel (GR * k floats), a decode buffer of 4 rows (4 * k floats) and
+ * the micro-tile's inputs (GT * GK floats). */
 size_t quant_gemm_scratch(int64_t k)
 {
     if (k <= 0)
         return 0;
-    return (size_t)(GR + 4) * (size_t)k * sizeof(float);
+    return ((size_t)(GR + 4) * (size_t)k + (size_t)GT * GK) * sizeof(float);
 }
 
 #ifdef GEMM_AVX512
@@ -83,10 +84,10 @@ static void pack_panel(const struct quant_type *tt, const unsigned char *w, size
 }
 
 /* One micro-tile: NT (a constant after inlining) tokens, X their inputs at
- * k0 (row stride XS), times the panel block P (KC values of k), into Y (row
+ * k0 (copied, row stride GK), times the panel block P (KC values of k), into Y (row
  * stride YS) masked to the panel's rows M0 | M1. FIRST: the block's sums
  * are stored; otherwise they are added to Y. */
-GEMM_INLINE void tile(const float *p, const float *x, size_t xs, int kc, int nt, float *y, size_t ys,
+GEMM_INLINE void tile(const float *p, const float *x, int kc, int nt, float *y, size_t ys,
                       __mmask16 m0, __mmask16 m1, bool first)
 {
     __m512 a0[GT], a1[GT];
@@ -97,7 +98,7 @@ GEMM_INLINE void tile(const float *p, const float *x, size_t xs, int kc, int nt,
     for (int k = 0; k < kc; k++) {
         __m512 w0 = _mm512_load_ps(p + (size_t)k * GR), w1 = _mm512_load_ps(p + (size_t)k * GR + 16);
         for (int t = 0; t < nt; t++) {
-            __m512 b = _mm512_set1_ps(x[(size_t)t * xs + (size_t)k]);
+            __m512 b = _mm512_set1_ps(x[t * GK + k]);
             a0[t] = _mm512_fmadd_ps(w0, b, a0[t]);
             a1[t] = _mm512_fmadd_ps(w1, b, a1[t]);
         }
@@ -113,15 +114,15 @@ GEMM_INLINE void tile(const float *p, const float *x, size_t xs, int kc, int nt,
 }
 
 /* tile for a runtime NT in 1..GT, each count its own register allocation. */
-GEMM_TARGET static void tile_n(const float *p, const float *x, size_t xs, int kc, int nt, float *y,
-                               size_t ys, __mmask16 m0, __mmask16 m1, bool first)
+GEMM_TARGET static void tile_n(const float *p, const float *x, int kc, int nt, float *y, size_t ys,
+                               __mmask16 m0, __mmask16 m1, bool first)
 {
     switch (nt) {
 #define T_(n)                                                                                      \
-    case n: tile(p, x, xs, kc, n, y, ys, m0, m1, first); break;
+    case n: tile(p, x, kc, n, y, ys, m0, m1, first); break;
         T_(1) T_(2) T_(3) T_(4) T_(5) T_(6) T_(7) T_(8) T_(9) T_(10) T_(11)
 #undef T_
-    default: tile(p, x, xs, kc, GT, y, ys, m0, m1, first); break;
+    default: tile(p, x, kc, GT, y, ys, m0, m1, first); break;
     }
 }
 
@@ -130,18 +131,31 @@ GEMM_TARGET static void gemm_avx512(const struct quant_type *tt, const unsigned 
                                     int64_t rows, int64_t k, const float *x, size_t xs, int n, float *out,
                                     size_t os, float *scratch)
 {
-    float *panel = scratch, *tmp = scratch + (size_t)GR * k;
+    float *panel = scratch, *tmp = scratch + (size_t)GR * k, *xt = tmp + 4 * (size_t)k;
     for (int64_t r0 = 0; r0 < rows; r0 += GR) {
         int nr = rows - r0 < GR ? (int)(rows - r0) : GR;
         pack_panel(tt, w + (size_t)r0 * row_bytes, row_bytes, nr, k, tmp, panel);
         __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
         __mmask16 m1 = nr >= 32 ? 0xFFFF : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
-        for (int64_t k0 = 0; k0 < k; k0 += GK) {
-            int kc = k - k0 < GK ? (int)(k - k0) : GK;
-            for (int t0 = 0; t0 < n; t0 += GT) {
-                int nt = n - t0 < GT ? n - t0 : GT;
-                tile_n(panel + (size_t)k0 * GR, x + (size_t)t0 * xs + (size_t)k0, xs, kc, nt,
-                       out + (size_t)t0 * os + (size_t)r0, os, m0, m1, k0 == 0);
+        /* Token groups outside, k-blocks inside: each token's input is read
+         * front to back, which the prefetchers follow, while the panel
+         * (GR * k floats, in L2) passes under every group. The other order
+         * kept a panel block in L1 but jumped between 512 input rows for
+         * every block, which waits on L3 once the inputs outgrow L2
+         * (512 x 2048 floats are 4 MB): on a loaded machine a 2048-wide
+         * product ran several times slower per FLOP than a 640-wide one. */
+        for (int t0 = 0; t0 < n; t0 += GT) {
+            int nt = n - t0 < GT ? n - t0 : GT;
+            for (int64_t k0 = 0; k0 < k; k0 += GK) {
+                int kc = k - k0 < GK ? (int)(k - k0) : GK;
+                /* The tile's inputs copied GK apart: rows of 2048 or 8192
+                 * floats are a multiple of 4 KB apart, so GT of them would
+                 * fall in the same L1 sets and evict each other. */
+                for (int t = 0; t < nt; t++)
+                    memcpy(xt + (size_t)t * GK, x + (size_t)(t0 + t) * xs + (size_t)k0,
+                           sizeof(float) * (size_t)kc);
+                tile_n(panel + (size_t)k0 * GR, xt, kc, nt, out + (size_t)t0 * os + (size_t)r0, os, m0, m1,
+                       k0 == 0);
             }
         }
     }
