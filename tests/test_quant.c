@@ -1201,6 +1201,13 @@ static void test_dot_n(void **state)
     (void)state;
     static const int ns[] = {1, 2, 3, 4, 5, 8, 9, 13, 16};
     struct rng r = {2024};
+    enum quant_isa was = quant_isa();
+    /* Every instruction set this machine runs: the 8-token kernels, and the
+     * references when KVCHAT_CPU_ISA=ref. */
+    for (int isa = 0; isa < QUANT_ISA_COUNT; isa++) {
+        if (!quant_isa_set((enum quant_isa)isa))
+            continue;
+        print_message("dot_n on %s\n", quant_isa_name((enum quant_isa)isa));
     for (size_t i = 0; i < N_SUPPORTED; i++) {
         int64_t bs = quant_block_size(k_supported[i]);
         int64_t lens[] = {bs == 256 ? 256 : 32, bs == 256 ? 768 : 576, bs == 256 ? 1536 : 1536};
@@ -1215,6 +1222,124 @@ static void test_dot_n(void **state)
             check_dot_n(k_supported[i], odd[l], 3, &r);
             check_dot_n(k_supported[i], odd[l], 13, &r);
         }
+    }
+    assert_true(quant_isa_set(was));
+}
+
+/* quant_gemm of ROWS random rows of type T and length LEN with N tokens
+ * against the float64 value of the dequantised weights; then the same
+ * outputs, bit for bit, from a smaller batch (the first 16 tokens) and from
+ * the rows without the first 3 (another panel split), since a token's value
+ * must not depend on its batch or tile. */
+static void check_gemm(enum ggml_type t, int64_t len, int64_t rows, int n, struct rng *r)
+{
+    size_t rs = quant_row_size(t, len);
+    enum { XPAD = 8, YPAD = 5 }; /* input rows spaced wider than LEN, outputs wider than ROWS */
+    size_t xs = (size_t)len + XPAD, ys = (size_t)rows + YPAD;
+    uint8_t *w = malloc(rs * (size_t)rows);
+    float *wd = malloc(sizeof(float) * (size_t)len * (size_t)rows);
+    float *x = malloc(sizeof(float) * xs * (size_t)n);
+    float *y = malloc(sizeof(float) * ys * (size_t)n), *y2 = malloc(sizeof(float) * ys * (size_t)n);
+    struct quant_act *acts = malloc(sizeof *acts * (size_t)n);
+    size_t sb = quant_gemm_scratch(len);
+    void *scratch = aligned_alloc(64, (sb + 63) / 64 * 64);
+    assert_non_null(w);
+    assert_non_null(wd);
+    assert_non_null(x);
+    assert_non_null(y);
+    assert_non_null(y2);
+    assert_non_null(acts);
+    assert_non_null(scratch);
+    uint64_t seed = rng_u32(r);
+    for (int64_t i = 0; i < rows; i++) {
+        quant_random_row(t, w + (size_t)i * rs, len, 0.05f, &seed);
+        quant_dequantize_row(t, w + (size_t)i * rs, wd + (size_t)i * len, len);
+    }
+    for (size_t i = 0; i < xs * (size_t)n; i++)
+        x[i] = rng_gauss(r) * (1 + (i % 7 == 0) * 4) + (i % 97 == 3 ? 300.0f : 0.0f);
+    for (int k = 0; k < n; k++)
+        quant_prepare_act(t, x + (size_t)k * xs, len, NULL, &acts[k]); /* the GEMM needs no sums */
+    for (size_t i = 0; i < ys * (size_t)n; i++)
+        y[i] = y2[i] = -7.0f; /* the padding must stay */
+    assert_true(quant_gemm(w, rs, rows, acts, n, y, ys, scratch));
+    for (int k = 0; k < n; k++)
+        for (int64_t i = 0; i < (int64_t)ys; i++) {
+            float got = y[(size_t)k * ys + (size_t)i];
+            if (i >= rows) {
+                assert_true(got == -7.0f);
+                continue;
+            }
+            double want = 0, absum = 0;
+            for (int64_t j = 0; j < len; j++) {
+                double p = (double)wd[(size_t)i * len + (size_t)j] * x[(size_t)k * xs + (size_t)j];
+                want += p;
+                absum += fabs(p);
+            }
+            if (!(fabs(got - want) <= 1e-6 * absum + 1e-30))
+                fail_msg("%s len=%ld rows=%ld n=%d token %d row %ld: gemm %g, exact %g", quant_type_name(t),
+                         (long)len, (long)rows, n, k, (long)i, got, want);
+        }
+    assert_true(quant_gemm(w, rs, rows, acts, 16, y2, ys, scratch));
+    assert_memory_equal(y2, y, sizeof(float) * ys * 16);
+    if (rows > 3) {
+        for (int k = 0; k < n; k++)
+            for (int64_t i = 0; i < (int64_t)ys; i++)
+                y2[(size_t)k * ys + (size_t)i] = i < 3 || i >= rows ? y[(size_t)k * ys + (size_t)i] : NAN;
+        assert_true(quant_gemm(w + 3 * rs, rs, rows - 3, acts, n, y2 + 3, ys, scratch));
+        assert_memory_equal(y2, y, sizeof(float) * ys * (size_t)n);
+    }
+    free(w);
+    free(wd);
+    free(x);
+    free(y);
+    free(y2);
+    free(acts);
+    free(scratch);
+}
+
+static void test_gemm(void **state)
+{
+    (void)state;
+    struct rng r = {77};
+    enum quant_isa was = quant_isa();
+    if (!quant_isa_set(QUANT_ISA_AVX512)) {
+        print_message("no AVX-512 here: quant_gemm is not taken\n");
+    } else {
+        static const int64_t rows[] = {7, 45, 70};
+        for (size_t i = 0; i < N_SUPPORTED; i++) {
+            int64_t bs = quant_block_size(k_supported[i]);
+            /* one k-block, and several with a partial last one */
+            int64_t lens[] = {bs == 256 ? 256 : 96, bs == 256 ? 1280 : 1312};
+            for (size_t l = 0; l < 2; l++)
+                check_gemm(k_supported[i], lens[l], rows[(i + l) % 3], l ? 29 : 16, &r);
+        }
+    }
+    /* Where it does not apply it says so and writes nothing. */
+    enum { LEN = 64, N = 20 };
+    float x[N * LEN], y[N * 8];
+    uint8_t row[8 * 64 * 4] = {0};
+    struct quant_act acts[N];
+    void *scratch = aligned_alloc(64, quant_gemm_scratch(LEN));
+    assert_non_null(scratch);
+    for (int i = 0; i < N * LEN; i++)
+        x[i] = 1.0f;
+    for (int k = 0; k < N; k++)
+        quant_prepare_act(GGML_TYPE_F32, x + k * LEN, LEN, NULL, &acts[k]);
+    for (int isa = 0; isa < QUANT_ISA_COUNT; isa++) {
+        if (!quant_isa_set((enum quant_isa)isa))
+            continue;
+        bool avx512 = isa == QUANT_ISA_AVX512;
+        assert_true(quant_gemm(row, LEN * 4, 8, acts, N, y, 8, scratch) == avx512);
+        assert_false(quant_gemm(row, LEN * 4, 8, acts, 15, y, 8, scratch)); /* too few tokens */
+        assert_false(quant_gemm(row, LEN * 4, 8, acts, N, y, 8, NULL));
+        assert_false(quant_gemm(row, LEN * 4 - 4, 8, acts, N, y, 8, scratch)); /* rows too short */
+        struct quant_act odd[N];
+        memcpy(odd, acts, sizeof odd);
+        odd[5] = acts[6]; /* not one evenly spaced matrix */
+        assert_false(quant_gemm(row, LEN * 4, 8, odd, N, y, 8, scratch));
+    }
+    free(scratch);
+    assert_true(quant_isa_set(was));
 }
 
 /* An act that could not be prepared gives NaN for every token. */
@@ -1269,6 +1394,7 @@ int main(void)
         cmocka_unit_test(test_dot_extremes),
         cmocka_unit_test(test_dot_n),
         cmocka_unit_test(test_dot_n_bad),
+        cmocka_unit_test(test_gemm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,6 +1,7 @@
 /* dot_avx2.c - the AVX2/FMA/F16C dot products under the CPU engine's matrix
  * products: one weight row times one token's input (quant_dot, decode) and
- * times up to 8 tokens' inputs (quant_dot_n, prefill).
+ * times up to 8 tokens' inputs (quant_dot_n, prefill), and the same chunk
+ * decoders writing a row of floats (quant_gemm's panels).
  *
  * The hot loop of the CPU engine. Every kernel here is called once per row
  * through the type table; everything below that (blocks, chunks, helpers) is
@@ -805,6 +806,16 @@ static inline void chunk_mxfp4(const void *row, int64_t c, __m256 w[4])
         case 6: dn_row_##ty(row, nc, x, 6, out, os); break;                                             \
         case 7: dn_row_##ty(row, nc, x, 7, out, os); break;                                             \
         default: dn_row_##ty(row, nc, x, 8, out, os); break;                                            \
+        }                                                                                               \
+    }                                                                                                   \
+    /* The row as floats, for quant_gemm's panels: the same chunks. */                                  \
+    void quant_deq_avx2_##ty(const void *row, int64_t nc, float *dst)                                   \
+    {                                                                                                   \
+        for (int64_t c = 0; c < nc; c++) {                                                              \
+            __m256 w[4];                                                                                \
+            chunk_##ty(row, c, w);                                                                      \
+            for (int k = 0; k < 4; k++)                                                                 \
+                _mm256_storeu_ps(dst + 32 * c + 8 * k, w[k]);                                           \
         }                                                                                               \
     }
 

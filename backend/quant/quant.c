@@ -25,7 +25,8 @@
 #define KERNELS(t)                                                                                      \
     .dequant = quant_dequant_##t, .quantize = quant_quantize_##t, .dot_ref = quant_dot_ref_##t,         \
     .dot = QUANT_AVX2_OR(quant_dot_avx2_##t, quant_dot_ref_##t),                                        \
-    .dot_n = QUANT_AVX2_OR(quant_dot_n_avx2_##t, NULL), .random = quant_random_##t
+    .dot_n = QUANT_AVX2_OR(quant_dot_n_avx2_##t, NULL),                                                \
+    .deq_fast = QUANT_AVX2_OR(quant_deq_avx2_##t, NULL), .random = quant_random_##t
 /* The types with an AVX-512 decode kernel (dot_avx512.c). */
 #ifdef QUANT_HAVE_AVX512
 #define ROWS512(t) .dot_rows_avx512 = quant_rows_avx512_##t
@@ -501,7 +502,7 @@ void quant_dot_n(const void *row, const struct quant_act *acts, int n, float *ou
 {
     const struct quant_type *tt = n > 0 ? row_for(acts[0].wtype, acts[0].n) : NULL;
     int64_t len = acts[0].n;
-    if (tt && tt->dot_n && len % 32 == 0) {
+    if (tt && tt->dot_n && len % 32 == 0 && quant_isa() != QUANT_ISA_REF) {
         /* Whole chunks of 32 (float rows of other lengths take the
          * reference path): 8 tokens at a time. */
         for (int t0 = 0; t0 < n; t0 += 8) {

@@ -148,15 +148,18 @@ float quant_dot_ref(const void *row, const struct quant_act *act);
  * could not be prepared. */
 void quant_dot_rows(const void *rows, size_t stride, int64_t nr, const struct quant_act *act, float *y);
 
-/* The instruction sets the dot products can run on. quant_dot and
- * quant_dot_rows use the best one this build and CPU have (checked once),
- * unless the environment variable KVCHAT_CPU_ISA names another available one
- * (ref, avx2 or avx512; an unknown or unavailable name is ignored), so
- * the AVX2 path can be measured and tested on an AVX-512 machine. */
+/* The instruction sets the dot products can run on. quant_dot,
+ * quant_dot_rows, quant_dot_n and quant_gemm use the best one this build and
+ * CPU have (checked once), unless the environment variable KVCHAT_CPU_ISA
+ * names another available one (ref, avx2 or avx512; an unknown or
+ * unavailable name is ignored), so the AVX2 and reference paths can be
+ * measured and tested on an AVX-512 machine. */
 enum quant_isa {
-    QUANT_ISA_REF,    /* the scalar references (dot_ref.c) */
-    QUANT_ISA_AVX2,   /* dot_avx2.c: built when the compiler targets AVX2, FMA and F16C */
-    QUANT_ISA_AVX512, /* dot_avx512.c for the types it has, AVX2 for the rest */
+    QUANT_ISA_REF,    /* the scalar references (dot_ref.c), one row and batched */
+    QUANT_ISA_AVX2,   /* dot_avx2.c: built when the compiler targets AVX2, FMA and F16C;
+                         prefill by the 8-token dot products (quant_dot_n) */
+    QUANT_ISA_AVX512, /* dot_avx512.c for the types it has, AVX2 for the rest; prefill
+                         by the GEMM (gemm.c) */
     QUANT_ISA_COUNT
 };
 const char *quant_isa_name(enum quant_isa isa);
@@ -178,5 +181,23 @@ void quant_dot_n(const void *row, const struct quant_act *acts, int n, float *ou
 /* Scalar reference for quant_dot_n: each block through quant_dequantize_row
  * into a stack buffer, then a plain float dot per token. */
 void quant_dot_n_ref(const void *row, const struct quant_act *acts, int n, float *out, size_t out_stride);
+
+/* The batched product of prefill, as a GEMM: OUT[t * OUT_STRIDE + r] =
+ * row r . ACTS[t] for r < ROWS and t < N, row r at W + r * ROW_BYTES. A
+ * panel of rows is dequantised once (to the floats quant_dequantize_row
+ * gives, rearranged so one vector holds a weight of many rows) and
+ * multiplied with all N tokens by a register-blocked fp32 kernel; the
+ * activations stay float. Every output is one float FMA chain over the row
+ * in element order, so a token's value depends neither on N, nor on the
+ * rows around it, nor on the thread that computes it: within about 1e-6 of
+ * sum |w*x| of the exact value, like quant_dot_n. SCRATCH is this thread's
+ * quant_gemm_scratch(row length) bytes, 64-byte aligned.
+ * Returns false, writing nothing, when it does not apply (the ISA has no
+ * GEMM, N is below the size where it pays, the inputs are not one evenly
+ * spaced matrix, the type or length is not supported, SCRATCH is NULL): the
+ * caller then uses quant_dot_n. */
+bool quant_gemm(const void *w, size_t row_bytes, int64_t rows, const struct quant_act *acts, int n,
+                float *out, size_t out_stride, void *scratch);
+size_t quant_gemm_scratch(int64_t k); /* 0 for K <= 0 */
 
 #endif

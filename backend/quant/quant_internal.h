@@ -235,6 +235,9 @@ typedef void (*quant_dot_n_fn)(const void *row, int64_t nc, const float *const *
  * quant_dot_fn); the results to Y[0..NR-1] (dot_avx512.c). */
 typedef void (*quant_dot_rows_fn)(const void *rows, size_t stride, int64_t nr, const float *x,
                                   const float *xs, int64_t nb, float *y);
+/* NC chunks of 32 of a row decoded to floats, the values the reference
+ * decoder gives (dot_avx2.c). */
+typedef void (*quant_deq_fn)(const void *row, int64_t nc, float *dst);
 /* A row of NE0 random but valid elements of deviation about SIGMA, drawn
  * from RNG (random.c). */
 typedef void (*quant_random_fn)(void *row, int64_t ne0, float sigma, uint64_t *rng);
@@ -255,6 +258,7 @@ struct quant_type {
     /* The AVX-512 rows version, used when the CPU has AVX-512 (quant_isa);
      * NULL: the other types, which take dot row by row. */
     quant_dot_rows_fn dot_rows_avx512;
+    quant_deq_fn deq_fast; /* vector decoder for quant_gemm's panels; NULL: dequant */
     quant_random_fn random;
     /* For synthetic models, by llama.cpp's rules: the 32-element type rows
      * that are not whole blocks of this one are stored in (0: none), and the
@@ -275,6 +279,7 @@ const struct quant_type *quant_type_row(enum ggml_type t);
     float quant_dot_avx2_##t(const void *row, const float *x, const float *xs, int64_t nb);             \
     void quant_dot_n_avx2_##t(const void *row, int64_t nc, const float *const *x, int nt,               \
                               float *out, size_t os);                                                   \
+    void quant_deq_avx2_##t(const void *row, int64_t nc, float *dst);                                   \
     void quant_random_##t(void *row, int64_t ne0, float sigma, uint64_t *rng);
 QUANT_KERNELS(f32)
 QUANT_KERNELS(f16)
