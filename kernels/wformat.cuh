@@ -148,56 +148,72 @@ template <int F> struct kv_poff<F, 0> {
 };
 #define KV_PLANE(F, row, nb, k) ((row) + (nb) * kv_poff<F, k>::value)
 
-/* Bits of a half2 (low half first). */
-static __device__ __forceinline__ __half2 kv_u2h2(uint32_t u)
+/* ---- the matvec's exact integer -> float: denormals ----
+ *
+ * The bits of a float whose exponent field is 0 or 1 read as the integer N
+ * they hold times 2^-149 (a denormal has no implicit leading 1, and the
+ * step to exponent 1 is seamless), so a field at bits p..p+n-1 of a word,
+ * p + n <= 24, is the float F 2^(p-149) of its value F after one AND with
+ * its mask, exactly, with no magic number to take off. The matvec
+ * multiplies it by x scaled by 2^(KV_DN_S - p) (a power of two: exact), so
+ * every product is F x 2^(KV_DN_S - 149), normal for |x| >= 2^(23 -
+ * KV_DN_S) (smaller x lose at most 2^-KV_DN_S each, absolutely) and finite
+ * for |x| < 2^(128 - KV_DN_S); a unit's sum is scaled back by KV_DN_BACK
+ * once. The x scaling is the same for the 4 rows of a pass, so it is one
+ * FMUL per x per pass, shared; the FFMAs take denormal inputs at full rate
+ * (the kernels keep denormals: no -ftz, no fast math). Fields that reach
+ * past bit 23 are brought down first: PRMT for bytes, a funnel shift for
+ * fields across words. */
+#define KV_DN_S 64
+#define KV_DN_BACK 0x1p85f /* 2^(149 - KV_DN_S) */
+/* 2^E for a constant E (folded once unrolled). */
+static __device__ __forceinline__ float kv_pow2(int e) { return __int_as_float((127 + e) << 23); }
+/* The field of W under MASK (at bit p, p + width <= 24) as F 2^(p-149). */
+static __device__ __forceinline__ float kv_dn(uint32_t w, uint32_t mask)
 {
-    __half2 h;
-    memcpy(&h, &u, sizeof h);
-    return h;
+    return __uint_as_float(w & mask);
 }
-/* The two halves of H as floats, after adding OFF (a half2 bit pattern) in
- * half precision, exact for the small integers the 4-bit magic makes. */
-static __device__ __forceinline__ void kv_h2_sub(uint32_t h, uint32_t off, float *lo, float *hi)
-{
-    __half2 r = __hadd2(kv_u2h2(h), kv_u2h2(off));
-    *lo = __low2float(r);
-    *hi = __high2float(r);
-}
-#define KV_MAGIC 0x64006400u /* half 1024: ORed under a nibble, 1024 + n (or 1024 + 16 n) */
-#define KV_M1024 0xE400E400u /* -1024, -1024 */
+/* X scaled for a field at bit P. */
+static __device__ __forceinline__ float kv_dnx(float x, int p) { return x * kv_pow2(KV_DN_S - p); }
 
-/* Sum over the 32 elements of a 16-byte slice of 4-bit quants in ggml's
- * order (byte j: element j low nibble, j + 16 high) of (q + OFF) * x, OFF_LO
- * and OFF_HI the half2 patterns that take the magic off (and the format's
- * offset): low nibbles give q + off, high nibbles 16 (q + off), summed
- * apart and joined once. */
-static __device__ __forceinline__ void kv_dot_nib32_acc(uint4 qv, const float *xv, uint32_t off_lo,
-                                                        uint32_t off_hi, float *psl, float *psh)
+/* Sums over a 16-byte slice of 4-bit quants in ggml's order (byte j:
+ * element j low nibble, j + 16 high) of q x, low nibbles into *PSL and high
+ * ones into *PSH, in the scaled units above (times KV_DN_BACK: the sums).
+ * Bytes 0-2 of each word are ANDed in place; bytes 3 of two words are
+ * brought to bytes 0 and 1 by one PRMT: 34 integer instructions for 32
+ * elements. */
+static __device__ __forceinline__ void kv_dot_nib32_acc(uint4 qv, const float *xv, float *psl,
+                                                        float *psh)
 {
     const uint32_t w[4] = {qv.x, qv.y, qv.z, qv.w};
     float sl = *psl, sh = *psh;
 #pragma unroll
-    for (int i = 0; i < 4; i++) {
+    for (int k = 0; k < 4; k++) {
 #pragma unroll
-        for (int s = 0; s < 2; s++) { /* bytes 4i + s and 4i + s + 2 */
-            uint32_t t = w[i] >> (8 * s);
-            float a, b;
-            kv_h2_sub((t & 0x000F000Fu) | KV_MAGIC, off_lo, &a, &b);
-            sl = fmaf(a, xv[4 * i + s], sl);
-            sl = fmaf(b, xv[4 * i + s + 2], sl);
-            kv_h2_sub((t & 0x00F000F0u) | KV_MAGIC, off_hi, &a, &b);
-            sh = fmaf(a, xv[16 + 4 * i + s], sh);
-            sh = fmaf(b, xv[16 + 4 * i + s + 2], sh);
+        for (int b = 0; b < 3; b++) {
+            sl = fmaf(kv_dn(w[k], 0xFu << (8 * b)), kv_dnx(xv[4 * k + b], 8 * b), sl);
+            sh = fmaf(kv_dn(w[k], 0xF0u << (8 * b)), kv_dnx(xv[16 + 4 * k + b], 8 * b + 4), sh);
+        }
+    }
+#pragma unroll
+    for (int m = 0; m < 2; m++) {
+        /* byte 0: byte 3 of word 2m; byte 1: byte 3 of word 2m + 1 */
+        uint32_t t = __byte_perm(w[2 * m], w[2 * m + 1], 0x3373u);
+#pragma unroll
+        for (int n = 0; n < 2; n++) {
+            int e = 4 * (2 * m + n) + 3;
+            sl = fmaf(kv_dn(t, 0xFu << (8 * n)), kv_dnx(xv[e], 8 * n), sl);
+            sh = fmaf(kv_dn(t, 0xF0u << (8 * n)), kv_dnx(xv[16 + e], 8 * n + 4), sh);
         }
     }
     *psl = sl, *psh = sh;
 }
-static __device__ __forceinline__ float kv_dot_nib32(uint4 qv, const float *xv, uint32_t off_lo,
-                                                     uint32_t off_hi)
+/* Sum of q x over a 16-byte slice (q the unsigned nibble), scaled back. */
+static __device__ __forceinline__ float kv_dot_nib32(uint4 qv, const float *xv)
 {
     float sl = 0.0f, sh = 0.0f;
-    kv_dot_nib32_acc(qv, xv, off_lo, off_hi, &sl, &sh);
-    return fmaf(sh, 0.0625f, sl);
+    kv_dot_nib32_acc(qv, xv, &sl, &sh);
+    return (sl + sh) * KV_DN_BACK;
 }
 
 /* Q8_0: planes qs[32] (q + 128 as unsigned bytes), d. File: d, qs. */
@@ -242,7 +258,7 @@ template <> struct kv_fmt<KV_WF_Q4_0> {
     static constexpr int UE = 32, BB = 18, NP = 2;
     static constexpr int PB[NP] = {16, 2}, SRC[NP] = {2, 0};
     static constexpr uint8_t QXOR = 0;
-    static constexpr bool XSUM = false;
+    static constexpr bool XSUM = true;
     static __device__ __forceinline__ void decode(const uint8_t *row, int64_t nb, int64_t u, float *v)
     {
         float d = kv_h2f(kv_ld16(KV_PLANE(KV_WF_Q4_0, row, nb, 1) + 2 * u));
@@ -256,12 +272,11 @@ template <> struct kv_fmt<KV_WF_Q4_0> {
         }
     }
     static __device__ __forceinline__ float dot(const uint8_t *row, int64_t nb, int64_t u,
-                                                const float *xv, const float *)
+                                                const float *xv, const float *xs)
     {
-        uint4 qv = __ldg((const uint4 *)(row + 16 * u));
-        /* -(1024 + 8) and -(1024 + 128) */
-        float s = kv_dot_nib32(qv, xv, 0xE408E408u, 0xE480E480u);
-        return kv_h2f(kv_ld16(KV_PLANE(KV_WF_Q4_0, row, nb, 1) + 2 * u)) * s;
+        /* d (sum q x - 8 sum x) */
+        float s = kv_dot_nib32(__ldg((const uint4 *)(row + 16 * u)), xv);
+        return kv_h2f(kv_ld16(KV_PLANE(KV_WF_Q4_0, row, nb, 1) + 2 * u)) * fmaf(xs[0], -8.0f, s);
     }
 };
 
@@ -290,7 +305,7 @@ template <> struct kv_fmt<KV_WF_Q4_1> {
                                                 const float *xv, const float *xs)
     {
         uint4 qv = __ldg((const uint4 *)(row + 16 * u));
-        float s = kv_dot_nib32(qv, xv, KV_M1024, KV_M1024);
+        float s = kv_dot_nib32(qv, xv);
         uint32_t dm = kv_ld32(KV_PLANE(KV_WF_Q4_1, row, nb, 1) + 4 * u);
         return fmaf(kv_h2f(dm), s, kv_h2f(dm >> 16) * xs[0]);
     }
@@ -314,7 +329,7 @@ static __device__ __forceinline__ void kv_q5_decode(uint4 qv, uint32_t h, float 
  * through the half magic, the fifth bits as 16 times the sum of x where set. */
 static __device__ __forceinline__ float kv_q5_dot(uint4 qv, uint32_t h, const float *xv)
 {
-    float s = kv_dot_nib32(qv, xv, KV_M1024, KV_M1024), t = 0.0f;
+    float s = kv_dot_nib32(qv, xv), t = 0.0f;
 #pragma unroll
     for (int j = 0; j < 32; j++)
         t += (h >> j) & 1 ? xv[j] : 0.0f;
@@ -448,9 +463,9 @@ template <> struct kv_fmt<KV_WF_Q4_K> {
         kv_k4_scales(__ldg((const uint4 *)(KV_PLANE(KV_WF_Q4_K, row, nb, 1) + 16 * (u >> 2))),
                      (int)(u & 3), &d0, &m0, &d1, &m1);
         float s0 = 0.0f, s1 = 0.0f;
-        kv_dot_nib32_acc(qa, xa, KV_M1024, KV_M1024, &s0, &s1);
-        kv_dot_nib32_acc(qb, xb, KV_M1024, KV_M1024, &s0, &s1); /* s1: 16 q */
-        return fmaf(d0, s0, fmaf(d1 * 0.0625f, s1, -(m0 * xs[0] + m1 * xs[1])));
+        kv_dot_nib32_acc(qa, xa, &s0, &s1);
+        kv_dot_nib32_acc(qb, xb, &s0, &s1);
+        return fmaf(fmaf(d0, s0, d1 * s1), KV_DN_BACK, -(m0 * xs[0] + m1 * xs[1]));
     }
 };
 
