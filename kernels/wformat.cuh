@@ -128,10 +128,12 @@ template <> struct kv_fmt<KV_WF_BF16_S> {
  * consecutive lanes reading consecutive blocks read 16-byte slices of one
  * run; the planes total BB bytes a block, and the row is padded to 16 bytes
  * (kv_row_bytes) so every row, and every quant plane, starts 16-byte
- * aligned. Field k of a file block starts at byte SRC[k]. kv_repack_rows
- * (below) writes this layout from the file's while the weights are staged;
- * Q8_0's quants are stored offset by 128 (as unsigned bytes) so the matvec
- * turns them into floats with one byte permute. Every reader (decode,
+ * aligned. Field k of a file block starts at byte SRC[k]; -1 marks planes
+ * 0 and 1 of the 5- and 6-bit formats, which their pack writes as dense
+ * fields (below) instead. kv_repack_rows (below) writes this layout from
+ * the file's while the weights are staged; Q8_0's quants are stored offset
+ * by 128 (as unsigned bytes) so the matvec turns them into floats with one
+ * byte permute. Every reader (decode,
  * dot) reads planes; the arithmetic is docs/model-formats.md section 2's.
  *
  * decode(row, nb, u, v): the UE elements of unit u, for dequant.cu and
@@ -148,56 +150,72 @@ template <int F> struct kv_poff<F, 0> {
 };
 #define KV_PLANE(F, row, nb, k) ((row) + (nb) * kv_poff<F, k>::value)
 
-/* Bits of a half2 (low half first). */
-static __device__ __forceinline__ __half2 kv_u2h2(uint32_t u)
+/* ---- the matvec's exact integer -> float: denormals ----
+ *
+ * The bits of a float whose exponent field is 0 or 1 read as the integer N
+ * they hold times 2^-149 (a denormal has no implicit leading 1, and the
+ * step to exponent 1 is seamless), so a field at bits p..p+n-1 of a word,
+ * p + n <= 24, is the float F 2^(p-149) of its value F after one AND with
+ * its mask, exactly, with no magic number to take off. The matvec
+ * multiplies it by x scaled by 2^(KV_DN_S - p) (a power of two: exact), so
+ * every product is F x 2^(KV_DN_S - 149), normal for |x| >= 2^(23 -
+ * KV_DN_S) (smaller x lose at most 2^-KV_DN_S each, absolutely) and finite
+ * for |x| < 2^(128 - KV_DN_S); a unit's sum is scaled back by KV_DN_BACK
+ * once. The x scaling is the same for the 4 rows of a pass, so it is one
+ * FMUL per x per pass, shared; the FFMAs take denormal inputs at full rate
+ * (the kernels keep denormals: no -ftz, no fast math). Fields that reach
+ * past bit 23 are brought down first: PRMT for bytes, a funnel shift for
+ * fields across words. */
+#define KV_DN_S 64
+#define KV_DN_BACK 0x1p85f /* 2^(149 - KV_DN_S) */
+/* 2^E for a constant E (folded once unrolled). */
+static __device__ __forceinline__ float kv_pow2(int e) { return __int_as_float((127 + e) << 23); }
+/* The field of W under MASK (at bit p, p + width <= 24) as F 2^(p-149). */
+static __device__ __forceinline__ float kv_dn(uint32_t w, uint32_t mask)
 {
-    __half2 h;
-    memcpy(&h, &u, sizeof h);
-    return h;
+    return __uint_as_float(w & mask);
 }
-/* The two halves of H as floats, after adding OFF (a half2 bit pattern) in
- * half precision, exact for the small integers the 4-bit magic makes. */
-static __device__ __forceinline__ void kv_h2_sub(uint32_t h, uint32_t off, float *lo, float *hi)
-{
-    __half2 r = __hadd2(kv_u2h2(h), kv_u2h2(off));
-    *lo = __low2float(r);
-    *hi = __high2float(r);
-}
-#define KV_MAGIC 0x64006400u /* half 1024: ORed under a nibble, 1024 + n (or 1024 + 16 n) */
-#define KV_M1024 0xE400E400u /* -1024, -1024 */
+/* X scaled for a field at bit P. */
+static __device__ __forceinline__ float kv_dnx(float x, int p) { return x * kv_pow2(KV_DN_S - p); }
 
-/* Sum over the 32 elements of a 16-byte slice of 4-bit quants in ggml's
- * order (byte j: element j low nibble, j + 16 high) of (q + OFF) * x, OFF_LO
- * and OFF_HI the half2 patterns that take the magic off (and the format's
- * offset): low nibbles give q + off, high nibbles 16 (q + off), summed
- * apart and joined once. */
-static __device__ __forceinline__ void kv_dot_nib32_acc(uint4 qv, const float *xv, uint32_t off_lo,
-                                                        uint32_t off_hi, float *psl, float *psh)
+/* Sums over a 16-byte slice of 4-bit quants in ggml's order (byte j:
+ * element j low nibble, j + 16 high) of q x, low nibbles into *PSL and high
+ * ones into *PSH, in the scaled units above (times KV_DN_BACK: the sums).
+ * Bytes 0-2 of each word are ANDed in place; bytes 3 of two words are
+ * brought to bytes 0 and 1 by one PRMT: 34 integer instructions for 32
+ * elements. */
+static __device__ __forceinline__ void kv_dot_nib32_acc(uint4 qv, const float *xv, float *psl,
+                                                        float *psh)
 {
     const uint32_t w[4] = {qv.x, qv.y, qv.z, qv.w};
     float sl = *psl, sh = *psh;
 #pragma unroll
-    for (int i = 0; i < 4; i++) {
+    for (int k = 0; k < 4; k++) {
 #pragma unroll
-        for (int s = 0; s < 2; s++) { /* bytes 4i + s and 4i + s + 2 */
-            uint32_t t = w[i] >> (8 * s);
-            float a, b;
-            kv_h2_sub((t & 0x000F000Fu) | KV_MAGIC, off_lo, &a, &b);
-            sl = fmaf(a, xv[4 * i + s], sl);
-            sl = fmaf(b, xv[4 * i + s + 2], sl);
-            kv_h2_sub((t & 0x00F000F0u) | KV_MAGIC, off_hi, &a, &b);
-            sh = fmaf(a, xv[16 + 4 * i + s], sh);
-            sh = fmaf(b, xv[16 + 4 * i + s + 2], sh);
+        for (int b = 0; b < 3; b++) {
+            sl = fmaf(kv_dn(w[k], 0xFu << (8 * b)), kv_dnx(xv[4 * k + b], 8 * b), sl);
+            sh = fmaf(kv_dn(w[k], 0xF0u << (8 * b)), kv_dnx(xv[16 + 4 * k + b], 8 * b + 4), sh);
+        }
+    }
+#pragma unroll
+    for (int m = 0; m < 2; m++) {
+        /* byte 0: byte 3 of word 2m; byte 1: byte 3 of word 2m + 1 */
+        uint32_t t = __byte_perm(w[2 * m], w[2 * m + 1], 0x3373u);
+#pragma unroll
+        for (int n = 0; n < 2; n++) {
+            int e = 4 * (2 * m + n) + 3;
+            sl = fmaf(kv_dn(t, 0xFu << (8 * n)), kv_dnx(xv[e], 8 * n), sl);
+            sh = fmaf(kv_dn(t, 0xF0u << (8 * n)), kv_dnx(xv[16 + e], 8 * n + 4), sh);
         }
     }
     *psl = sl, *psh = sh;
 }
-static __device__ __forceinline__ float kv_dot_nib32(uint4 qv, const float *xv, uint32_t off_lo,
-                                                     uint32_t off_hi)
+/* Sum of q x over a 16-byte slice (q the unsigned nibble), scaled back. */
+static __device__ __forceinline__ float kv_dot_nib32(uint4 qv, const float *xv)
 {
     float sl = 0.0f, sh = 0.0f;
-    kv_dot_nib32_acc(qv, xv, off_lo, off_hi, &sl, &sh);
-    return fmaf(sh, 0.0625f, sl);
+    kv_dot_nib32_acc(qv, xv, &sl, &sh);
+    return (sl + sh) * KV_DN_BACK;
 }
 
 /* Q8_0: planes qs[32] (q + 128 as unsigned bytes), d. File: d, qs. */
@@ -242,7 +260,7 @@ template <> struct kv_fmt<KV_WF_Q4_0> {
     static constexpr int UE = 32, BB = 18, NP = 2;
     static constexpr int PB[NP] = {16, 2}, SRC[NP] = {2, 0};
     static constexpr uint8_t QXOR = 0;
-    static constexpr bool XSUM = false;
+    static constexpr bool XSUM = true;
     static __device__ __forceinline__ void decode(const uint8_t *row, int64_t nb, int64_t u, float *v)
     {
         float d = kv_h2f(kv_ld16(KV_PLANE(KV_WF_Q4_0, row, nb, 1) + 2 * u));
@@ -256,12 +274,11 @@ template <> struct kv_fmt<KV_WF_Q4_0> {
         }
     }
     static __device__ __forceinline__ float dot(const uint8_t *row, int64_t nb, int64_t u,
-                                                const float *xv, const float *)
+                                                const float *xv, const float *xs)
     {
-        uint4 qv = __ldg((const uint4 *)(row + 16 * u));
-        /* -(1024 + 8) and -(1024 + 128) */
-        float s = kv_dot_nib32(qv, xv, 0xE408E408u, 0xE480E480u);
-        return kv_h2f(kv_ld16(KV_PLANE(KV_WF_Q4_0, row, nb, 1) + 2 * u)) * s;
+        /* d (sum q x - 8 sum x) */
+        float s = kv_dot_nib32(__ldg((const uint4 *)(row + 16 * u)), xv);
+        return kv_h2f(kv_ld16(KV_PLANE(KV_WF_Q4_0, row, nb, 1) + 2 * u)) * fmaf(xs[0], -8.0f, s);
     }
 };
 
@@ -290,81 +307,186 @@ template <> struct kv_fmt<KV_WF_Q4_1> {
                                                 const float *xv, const float *xs)
     {
         uint4 qv = __ldg((const uint4 *)(row + 16 * u));
-        float s = kv_dot_nib32(qv, xv, KV_M1024, KV_M1024);
+        float s = kv_dot_nib32(qv, xv);
         uint32_t dm = kv_ld32(KV_PLANE(KV_WF_Q4_1, row, nb, 1) + 4 * u);
         return fmaf(kv_h2f(dm), s, kv_h2f(dm >> 16) * xs[0]);
     }
 };
 
-/* The fifth bits of a Q5 block, QH bit j for element j. */
-static __device__ __forceinline__ void kv_q5_decode(uint4 qv, uint32_t h, float d, float m,
-                                                    float *v)
+/* ---- 5- and 6-bit quants as dense fields (Q5_0, Q5_1, Q5_K, Q6_K) ----
+ *
+ * The upload packs the 32 values of a 32-element group into one stream of
+ * 32 N-bit fields, field i (element i of the group) at bits N i.. of N
+ * little-endian words: the first four in the group's 16-byte slice of
+ * plane 0, the rest (N - 4) in plane 1. So the value needs no fifth- or
+ * sixth-bit merge on the device: a field that lies within bits 0..23 of its
+ * word is one AND (kv_dn); the ones that do not (across a word boundary or
+ * above bit 23) are read from a view, one funnel shift of the two words at
+ * the first of a run of such fields, shared by the run (the compiler
+ * merges the identical shifts): 5 views for N = 5, 6 for N = 6. */
+template <int N> struct kv_field {
+    /* Whether field I sits within bits 0..23 of its word. */
+    static __host__ __device__ constexpr bool direct(int i) { return (N * i) % 32 + N <= 24; }
+    /* The bit its view starts at: its own word, or the first field of its
+     * run of non-direct ones. */
+    static __host__ __device__ constexpr int vstart(int i)
+    {
+        if (direct(i))
+            return N * i / 32 * 32;
+        while (i > 0 && !direct(i - 1))
+            i--;
+        return N * i;
+    }
+};
+/* The view holding field I of the stream W (N words) and its bit in it. */
+template <int N>
+static __device__ __forceinline__ uint32_t kv_fview(const uint32_t *w, int i, int *p)
 {
-    const uint32_t w[4] = {qv.x, qv.y, qv.z, qv.w};
+    const int g = kv_field<N>::vstart(i), k = g / 32;
+    *p = N * i - g;
+    if (g % 32 == 0)
+        return w[k];
+    return __funnelshift_r(w[k], k + 1 < N ? w[k + 1] : 0u, g % 32);
+}
+/* Sums of q x over the 32 fields of W: fields below SPLIT into *PA, the
+ * rest into *PB, in the denormal units (times KV_DN_BACK: the sums). */
+template <int N, int SPLIT>
+static __device__ __forceinline__ void kv_dot_fields(const uint32_t *w, const float *xv, float *pa,
+                                                     float *pb)
+{
+    float a = *pa, b = *pb;
 #pragma unroll
-    for (int j = 0; j < 16; j++) {
-        uint32_t q = kv_byte(w[j >> 2], j & 3);
-        uint32_t lo = (q & 15) | (((h >> j) & 1) << 4);
-        uint32_t hi = (q >> 4) | (((h >> (j + 16)) & 1) << 4);
-        v[j] = d * (float)lo + m;
-        v[j + 16] = d * (float)hi + m;
+    for (int i = 0; i < 32; i++) {
+        int p;
+        uint32_t v = kv_fview<N>(w, i, &p);
+        if (i < SPLIT)
+            a = fmaf(kv_dn(v, ((1u << N) - 1) << p), kv_dnx(xv[i], p), a);
+        else
+            b = fmaf(kv_dn(v, ((1u << N) - 1) << p), kv_dnx(xv[i], p), b);
+    }
+    *pa = a, *pb = b;
+}
+/* The 32 values of W as integers (dequant.cu, get_rows.cu). */
+template <int N> static __device__ __forceinline__ void kv_fields(const uint32_t *w, uint32_t *q)
+{
+#pragma unroll
+    for (int i = 0; i < 32; i++) {
+        int p;
+        uint32_t v = kv_fview<N>(w, i, &p);
+        q[i] = (v >> p) & ((1u << N) - 1);
     }
 }
-/* Sum of q x over a Q5 block (q the unsigned 5-bit value): the nibbles
- * through the half magic, the fifth bits as 16 times the sum of x where set. */
-static __device__ __forceinline__ float kv_q5_dot(uint4 qv, uint32_t h, const float *xv)
+/* The stream of group G (its 16-byte slice of plane 0 at Q0 + 16 G, its
+ * N - 4 words of plane 1 at Q1 + 4 (N - 4) G) into W. */
+template <int N>
+static __device__ __forceinline__ void kv_fload(const uint8_t *q0, const uint8_t *q1, int64_t g,
+                                                uint32_t *w)
 {
-    float s = kv_dot_nib32(qv, xv, KV_M1024, KV_M1024), t = 0.0f;
-#pragma unroll
-    for (int j = 0; j < 32; j++)
-        t += (h >> j) & 1 ? xv[j] : 0.0f;
-    return fmaf(t, 16.0f, s);
+    uint4 a = __ldg((const uint4 *)(q0 + 16 * g));
+    w[0] = a.x, w[1] = a.y, w[2] = a.z, w[3] = a.w;
+    if constexpr (N == 5) {
+        w[4] = __ldg((const unsigned int *)(q1 + 4 * g));
+    } else {
+        uint2 b = __ldg((const uint2 *)(q1 + 8 * g));
+        w[4] = b.x, w[5] = b.y;
+    }
+}
+/* Host: the stream of the 32 values Q (N bits each) into plane 0's 16
+ * bytes at P0 and plane 1's 4 (N - 4) at P1. */
+template <int N> static inline void kv_fpack(const uint8_t *q, uint8_t *p0, uint8_t *p1)
+{
+    uint8_t s[4 * N] = {0};
+    for (int i = 0; i < 32; i++)
+        for (int b = 0; b < N; b++)
+            if ((q[i] >> b) & 1)
+                s[(N * i + b) / 8] |= (uint8_t)(1u << ((N * i + b) % 8));
+    memcpy(p0, s, 16);
+    memcpy(p1, s + 16, (size_t)(4 * (N - 4)));
 }
 
-/* Q5_0: planes qs[16], qh (32 bits), d. File: d, qh, qs. Value d (q - 16). */
+/* Q5_0 / Q5_1 host packing: the 5-bit values of a file block (qh, a
+ * little-endian word at QH, bit j for element j; qs nibbles as Q4's). */
+static inline void kv_q5_pack(const uint8_t *qh, const uint8_t *qs, uint8_t *p0, uint8_t *p1)
+{
+    uint32_t h = (uint32_t)qh[0] | (uint32_t)qh[1] << 8 | (uint32_t)qh[2] << 16 |
+                 (uint32_t)qh[3] << 24;
+    uint8_t q[32];
+    for (int j = 0; j < 16; j++) {
+        q[j] = (uint8_t)((qs[j] & 15) | ((h >> j) & 1) << 4);
+        q[j + 16] = (uint8_t)((qs[j] >> 4) | ((h >> (j + 16)) & 1) << 4);
+    }
+    kv_fpack<5>(q, p0, p1);
+}
+
+/* Q5_0: planes q5 fields (16 + 4 bytes), d. File: d, qh, qs. Value
+ * d (q - 16). */
 template <> struct kv_fmt<KV_WF_Q5_0> {
     static constexpr enum ggml_type TYPE = GGML_TYPE_Q5_0;
     static constexpr int64_t COLS = 32;
     static constexpr int UE = 32, BB = 22, NP = 3;
-    static constexpr int PB[NP] = {16, 4, 2}, SRC[NP] = {6, 2, 0};
+    static constexpr int PB[NP] = {16, 4, 2}, SRC[NP] = {-1, -1, 0};
     static constexpr uint8_t QXOR = 0;
     static constexpr bool XSUM = true;
+    static inline void pack(const uint8_t *blk, uint8_t *p0, uint8_t *p1)
+    {
+        kv_q5_pack(blk + 2, blk + 6, p0, p1);
+    }
     static __device__ __forceinline__ void decode(const uint8_t *row, int64_t nb, int64_t u, float *v)
     {
         float d = kv_h2f(kv_ld16(KV_PLANE(KV_WF_Q5_0, row, nb, 2) + 2 * u));
-        uint32_t h = kv_ld32(KV_PLANE(KV_WF_Q5_0, row, nb, 1) + 4 * u);
-        kv_q5_decode(__ldg((const uint4 *)(row + 16 * u)), h, d, -16.0f * d, v);
+        uint32_t w[5], q[32];
+        kv_fload<5>(row, KV_PLANE(KV_WF_Q5_0, row, nb, 1), u, w);
+        kv_fields<5>(w, q);
+#pragma unroll
+        for (int i = 0; i < 32; i++)
+            v[i] = d * (float)q[i] - 16.0f * d;
     }
+    /* d (sum q x - 16 sum x) */
     static __device__ __forceinline__ float dot(const uint8_t *row, int64_t nb, int64_t u,
                                                 const float *xv, const float *xs)
     {
-        uint32_t h = kv_ld32(KV_PLANE(KV_WF_Q5_0, row, nb, 1) + 4 * u);
-        float s = kv_q5_dot(__ldg((const uint4 *)(row + 16 * u)), h, xv);
-        return kv_h2f(kv_ld16(KV_PLANE(KV_WF_Q5_0, row, nb, 2) + 2 * u)) * fmaf(xs[0], -16.0f, s);
+        uint32_t w[5];
+        kv_fload<5>(row, KV_PLANE(KV_WF_Q5_0, row, nb, 1), u, w);
+        float s = 0.0f, t = 0.0f;
+        kv_dot_fields<5, 32>(w, xv, &s, &t);
+        return kv_h2f(kv_ld16(KV_PLANE(KV_WF_Q5_0, row, nb, 2) + 2 * u)) *
+               fmaf(s, KV_DN_BACK, -16.0f * xs[0]);
     }
 };
 
-/* Q5_1: planes qs[16], qh, (d, m). File: d, m, qh, qs. Value d q + m. */
+/* Q5_1: planes q5 fields (16 + 4 bytes), (d, m). File: d, m, qh, qs. Value
+ * d q + m. */
 template <> struct kv_fmt<KV_WF_Q5_1> {
     static constexpr enum ggml_type TYPE = GGML_TYPE_Q5_1;
     static constexpr int64_t COLS = 32;
     static constexpr int UE = 32, BB = 24, NP = 3;
-    static constexpr int PB[NP] = {16, 4, 4}, SRC[NP] = {8, 4, 0};
+    static constexpr int PB[NP] = {16, 4, 4}, SRC[NP] = {-1, -1, 0};
     static constexpr uint8_t QXOR = 0;
     static constexpr bool XSUM = true;
+    static inline void pack(const uint8_t *blk, uint8_t *p0, uint8_t *p1)
+    {
+        kv_q5_pack(blk + 4, blk + 8, p0, p1);
+    }
     static __device__ __forceinline__ void decode(const uint8_t *row, int64_t nb, int64_t u, float *v)
     {
         uint32_t dm = kv_ld32(KV_PLANE(KV_WF_Q5_1, row, nb, 2) + 4 * u);
-        uint32_t h = kv_ld32(KV_PLANE(KV_WF_Q5_1, row, nb, 1) + 4 * u);
-        kv_q5_decode(__ldg((const uint4 *)(row + 16 * u)), h, kv_h2f(dm), kv_h2f(dm >> 16), v);
+        float d = kv_h2f(dm), m = kv_h2f(dm >> 16);
+        uint32_t w[5], q[32];
+        kv_fload<5>(row, KV_PLANE(KV_WF_Q5_1, row, nb, 1), u, w);
+        kv_fields<5>(w, q);
+#pragma unroll
+        for (int i = 0; i < 32; i++)
+            v[i] = d * (float)q[i] + m;
     }
     static __device__ __forceinline__ float dot(const uint8_t *row, int64_t nb, int64_t u,
                                                 const float *xv, const float *xs)
     {
-        uint32_t h = kv_ld32(KV_PLANE(KV_WF_Q5_1, row, nb, 1) + 4 * u);
-        float s = kv_q5_dot(__ldg((const uint4 *)(row + 16 * u)), h, xv);
+        uint32_t w[5];
+        kv_fload<5>(row, KV_PLANE(KV_WF_Q5_1, row, nb, 1), u, w);
+        float s = 0.0f, t = 0.0f;
+        kv_dot_fields<5, 32>(w, xv, &s, &t);
         uint32_t dm = kv_ld32(KV_PLANE(KV_WF_Q5_1, row, nb, 2) + 4 * u);
-        return fmaf(kv_h2f(dm), s, kv_h2f(dm >> 16) * xs[0]);
+        return fmaf(kv_h2f(dm) * KV_DN_BACK, s, kv_h2f(dm >> 16) * xs[0]);
     }
 };
 
@@ -448,127 +570,141 @@ template <> struct kv_fmt<KV_WF_Q4_K> {
         kv_k4_scales(__ldg((const uint4 *)(KV_PLANE(KV_WF_Q4_K, row, nb, 1) + 16 * (u >> 2))),
                      (int)(u & 3), &d0, &m0, &d1, &m1);
         float s0 = 0.0f, s1 = 0.0f;
-        kv_dot_nib32_acc(qa, xa, KV_M1024, KV_M1024, &s0, &s1);
-        kv_dot_nib32_acc(qb, xb, KV_M1024, KV_M1024, &s0, &s1); /* s1: 16 q */
-        return fmaf(d0, s0, fmaf(d1 * 0.0625f, s1, -(m0 * xs[0] + m1 * xs[1])));
+        kv_dot_nib32_acc(qa, xa, &s0, &s1);
+        kv_dot_nib32_acc(qb, xb, &s0, &s1);
+        return fmaf(fmaf(d0, s0, d1 * s1), KV_DN_BACK, -(m0 * xs[0] + m1 * xs[1]));
     }
 };
 
-/* Q5_K: planes qs[128], qh[32], header[16]. File: header, qh, qs. As Q4_K;
- * the fifth bit of output l of unit c is bit 2c (low nibble) or 2c+1 (high)
- * of qh[l]. */
+/* Q5_K: planes q5 fields (128 + 32 bytes), header[16]. File: header,
+ * qh[32], qs[128]. As Q4_K, the fifth bit of output l of sub-block j being
+ * bit j of qh[l]; the upload packs sub-block j of a super-block as field
+ * group j (unit c: groups 2c, 2c + 1). */
 template <> struct kv_fmt<KV_WF_Q5_K> {
     static constexpr enum ggml_type TYPE = GGML_TYPE_Q5_K;
     static constexpr int64_t COLS = 256;
     static constexpr int UE = 64, BB = 176, NP = 3;
-    static constexpr int PB[NP] = {128, 32, 16}, SRC[NP] = {48, 16, 0};
+    static constexpr int PB[NP] = {128, 32, 16}, SRC[NP] = {-1, -1, 0};
     static constexpr uint8_t QXOR = 0;
     static constexpr bool XSUM = true;
-    /* Q (0..31) of output l and 32 + l, unscaled, for unit c. */
-    static __device__ __forceinline__ void q5(const uint8_t *row, int64_t nb, int64_t u,
-                                              float *lo, float *hi)
+    static inline void pack(const uint8_t *blk, uint8_t *p0, uint8_t *p1)
     {
-        int c = (int)(u & 3);
-        const uint4 *hp = (const uint4 *)(KV_PLANE(KV_WF_Q5_K, row, nb, 1) + 32 * (u >> 2));
-        uint4 ha = __ldg(hp), hb = __ldg(hp + 1);
-        const uint32_t h[8] = {ha.x, ha.y, ha.z, ha.w, hb.x, hb.y, hb.z, hb.w};
-        const uint4 *qp = (const uint4 *)(row + 32 * u);
-        uint4 qa = __ldg(qp), qb = __ldg(qp + 1);
-        const uint32_t w[8] = {qa.x, qa.y, qa.z, qa.w, qb.x, qb.y, qb.z, qb.w};
-#pragma unroll
-        for (int l = 0; l < 32; l++) {
-            uint32_t q = kv_byte(w[l >> 2], l & 3);
-            uint32_t hh = kv_byte(h[l >> 2], l & 3) >> (2 * c);
-            lo[l] = (float)((q & 15) | ((hh & 1) << 4));
-            hi[l] = (float)((q >> 4) | ((hh & 2) << 3));
+        const uint8_t *qh = blk + 16, *qs = blk + 48;
+        for (int j = 0; j < 8; j++) {
+            uint8_t q[32];
+            for (int l = 0; l < 32; l++) {
+                uint8_t b = qs[32 * (j / 2) + l];
+                q[l] = (uint8_t)((j & 1 ? b >> 4 : b & 15) | ((qh[l] >> j) & 1) << 4);
+            }
+            kv_fpack<5>(q, p0 + 16 * j, p1 + 4 * j);
         }
     }
     static __device__ __forceinline__ void decode(const uint8_t *row, int64_t nb, int64_t u, float *v)
     {
-        float d0, m0, d1, m1, lo[32], hi[32];
+        float d0, m0, d1, m1;
         kv_k4_scales(__ldg((const uint4 *)(KV_PLANE(KV_WF_Q5_K, row, nb, 2) + 16 * (u >> 2))),
                      (int)(u & 3), &d0, &m0, &d1, &m1);
-        q5(row, nb, u, lo, hi);
+        const uint8_t *q1 = KV_PLANE(KV_WF_Q5_K, row, nb, 1);
+        uint32_t w[5], q[32];
+        kv_fload<5>(row, q1, 2 * u, w);
+        kv_fields<5>(w, q);
 #pragma unroll
-        for (int l = 0; l < 32; l++) {
-            v[l] = d0 * lo[l] - m0;
-            v[l + 32] = d1 * hi[l] - m1;
-        }
+        for (int l = 0; l < 32; l++)
+            v[l] = d0 * (float)q[l] - m0;
+        kv_fload<5>(row, q1, 2 * u + 1, w);
+        kv_fields<5>(w, q);
+#pragma unroll
+        for (int l = 0; l < 32; l++)
+            v[32 + l] = d1 * (float)q[l] - m1;
     }
+    /* sum (d sc q - dmin m) x = d sc sum(q x) - dmin m sum(x) per sub-block. */
     static __device__ __forceinline__ float dot(const uint8_t *row, int64_t nb, int64_t u,
                                                 const float *xv, const float *xs)
     {
-        float d0, m0, d1, m1, lo[32], hi[32];
+        const uint8_t *q1 = KV_PLANE(KV_WF_Q5_K, row, nb, 1);
+        uint32_t wa[5], wb[5];
+        kv_fload<5>(row, q1, 2 * u, wa);
+        kv_fload<5>(row, q1, 2 * u + 1, wb);
+        float d0, m0, d1, m1;
         kv_k4_scales(__ldg((const uint4 *)(KV_PLANE(KV_WF_Q5_K, row, nb, 2) + 16 * (u >> 2))),
                      (int)(u & 3), &d0, &m0, &d1, &m1);
-        q5(row, nb, u, lo, hi);
         float s0 = 0.0f, s1 = 0.0f;
-#pragma unroll
-        for (int l = 0; l < 32; l++) {
-            s0 = fmaf(lo[l], xv[l], s0);
-            s1 = fmaf(hi[l], xv[32 + l], s1);
-        }
-        return fmaf(d0, s0, fmaf(d1, s1, -(m0 * xs[0] + m1 * xs[1])));
+        kv_dot_fields<5, 32>(wa, xv, &s0, &s1);
+        kv_dot_fields<5, 0>(wb, xv + 32, &s0, &s1);
+        return fmaf(fmaf(d0, s0, d1 * s1), KV_DN_BACK, -(m0 * xs[0] + m1 * xs[1]));
     }
 };
 
-/* Q6_K: planes ql[128], qh[64], scales[16] int8, d. File: ql, qh, scales, d
- * (the same order). Unit r (0..7) of a super-block is half h = r/4,
- * quadrant qd = r%4: outputs 128h + 32qd + l, low 4 bits from
+/* Q6_K: planes q6 fields (128 + 64 bytes), scales[16] int8, d. File:
+ * ql[128], qh[64], scales[16], d. Unit r (0..7) of a super-block is half
+ * h = r/4, quadrant qd = r%4: outputs 128h + 32qd + l, low 4 bits from
  * ql[64h + 32(qd&1) + l] (low nibble for qd < 2), high 2 bits from
- * qh[32h + l] >> 2qd, scale scales[8h + l/16 + 2qd]. */
+ * qh[32h + l] >> 2qd, scale scales[8h + l/16 + 2qd]; the upload packs unit
+ * r's 6-bit values as field group r. */
 template <> struct kv_fmt<KV_WF_Q6_K> {
     static constexpr enum ggml_type TYPE = GGML_TYPE_Q6_K;
     static constexpr int64_t COLS = 256;
     static constexpr int UE = 32, BB = 210, NP = 4;
-    static constexpr int PB[NP] = {128, 64, 16, 2}, SRC[NP] = {0, 128, 192, 208};
+    static constexpr int PB[NP] = {128, 64, 16, 2}, SRC[NP] = {-1, -1, 192, 208};
     static constexpr uint8_t QXOR = 0;
-    static constexpr bool XSUM = false;
-    /* Q - 32 of the unit's 32 outputs; DA, DB the scales of its halves. */
-    static __device__ __forceinline__ void q6(const uint8_t *row, int64_t nb, int64_t u, float *q,
-                                              float *da, float *db)
+    static constexpr bool XSUM = true;
+    static inline void pack(const uint8_t *blk, uint8_t *p0, uint8_t *p1)
     {
-        const uint8_t *b = row + (u >> 3) * 128;
-        const uint8_t *qh = KV_PLANE(KV_WF_Q6_K, row, nb, 1) + (u >> 3) * 64;
+        const uint8_t *ql = blk, *qh = blk + 128;
+        for (int r = 0; r < 8; r++) {
+            int h = r >> 2, qd = r & 3;
+            uint8_t q[32];
+            for (int l = 0; l < 32; l++) {
+                uint8_t lo = (uint8_t)((ql[64 * h + 32 * (qd & 1) + l] >> (4 * (qd >> 1))) & 15);
+                q[l] = (uint8_t)(lo | ((qh[32 * h + l] >> (2 * qd)) & 3) << 4);
+            }
+            kv_fpack<6>(q, p0 + 16 * r, p1 + 8 * r);
+        }
+    }
+    /* DA, DB: d times the scales of the unit's two halves. */
+    static __device__ __forceinline__ void scales(const uint8_t *row, int64_t nb, int64_t u,
+                                                  float *da, float *db)
+    {
         const uint8_t *sc = KV_PLANE(KV_WF_Q6_K, row, nb, 2) + (u >> 3) * 16;
         int r = (int)(u & 7), h = r >> 2, qd = r & 3;
         float d = kv_h2f(kv_ld16(KV_PLANE(KV_WF_Q6_K, row, nb, 3) + 2 * (u >> 3)));
         uint32_t scw = kv_ld16(sc + 8 * h + 2 * qd);
         *da = d * (float)(int8_t)(scw & 0xff), *db = d * (float)(int8_t)(scw >> 8);
-        const uint4 *lp = (const uint4 *)(b + 64 * h + 32 * (qd & 1));
-        const uint4 *hp = (const uint4 *)(qh + 32 * h);
-        uint4 la = __ldg(lp), lb = __ldg(lp + 1), ha = __ldg(hp), hb = __ldg(hp + 1);
-        const uint32_t wl[8] = {la.x, la.y, la.z, la.w, lb.x, lb.y, lb.z, lb.w};
-        const uint32_t wh[8] = {ha.x, ha.y, ha.z, ha.w, hb.x, hb.y, hb.z, hb.w};
-        int shift_lo = (qd >> 1) * 4, shift_hi = 2 * qd;
-#pragma unroll
-        for (int l = 0; l < 32; l++) {
-            uint32_t lo = (kv_byte(wl[l >> 2], l & 3) >> shift_lo) & 15;
-            uint32_t hi = (kv_byte(wh[l >> 2], l & 3) >> shift_hi) & 3;
-            q[l] = (float)((int)(lo | (hi << 4)) - 32);
-        }
     }
     static __device__ __forceinline__ void decode(const uint8_t *row, int64_t nb, int64_t u, float *v)
     {
-        float q[32], da, db;
-        q6(row, nb, u, q, &da, &db);
+        float da, db;
+        scales(row, nb, u, &da, &db);
+        uint32_t w[6], q[32];
+        kv_fload<6>(row, KV_PLANE(KV_WF_Q6_K, row, nb, 1), u, w);
+        kv_fields<6>(w, q);
 #pragma unroll
         for (int l = 0; l < 32; l++)
-            v[l] = (l < 16 ? da : db) * q[l];
+            v[l] = (l < 16 ? da : db) * (float)((int)q[l] - 32);
     }
+    /* da (sum q x - 32 sum x) over the first 16, db over the rest; the
+     * second half's sum of x is the unit's less the first's. */
     static __device__ __forceinline__ float dot(const uint8_t *row, int64_t nb, int64_t u,
-                                                const float *xv, const float *)
+                                                const float *xv, const float *xs)
     {
-        float q[32], da, db, sa = 0.0f, sb = 0.0f;
-        q6(row, nb, u, q, &da, &db);
+        uint32_t w[6];
+        kv_fload<6>(row, KV_PLANE(KV_WF_Q6_K, row, nb, 1), u, w);
+        float sa = 0.0f, sb = 0.0f, xa = 0.0f, da, db;
+        kv_dot_fields<6, 16>(w, xv, &sa, &sb);
 #pragma unroll
-        for (int l = 0; l < 16; l++) {
-            sa = fmaf(q[l], xv[l], sa);
-            sb = fmaf(q[16 + l], xv[16 + l], sb);
-        }
-        return fmaf(da, sa, db * sb);
+        for (int l = 0; l < 16; l++)
+            xa += xv[l];
+        scales(row, nb, u, &da, &db);
+        return fmaf(da, fmaf(sa, KV_DN_BACK, -32.0f * xa),
+                    db * fmaf(sb, KV_DN_BACK, -32.0f * (xs[0] - xa)));
     }
 };
+
+/* Whether format F packs its quant planes (0 and 1) itself, from each file
+ * block (pack), instead of copying fields. */
+template <int F, typename = void> struct kv_packs : std::false_type {};
+template <int F>
+struct kv_packs<F, std::void_t<decltype(&kv_fmt<F>::pack)>> : std::true_type {};
 
 /* Whether format F is repacked at upload (the quantised ones). */
 template <int F, typename = void> struct kv_repacked : std::false_type {};
@@ -599,8 +735,13 @@ static inline void kv_repack_rows_f(const uint8_t *src, uint8_t *dst, int64_t nr
         const uint8_t *s = src + r * nb * T::BB;
         uint8_t *d = dst + r * (int64_t)dst_row_bytes;
         int64_t off = 0;
+        if constexpr (kv_packs<F>::value)
+            for (int64_t b = 0; b < nb; b++)
+                T::pack(s + b * T::BB, d + b * T::PB[0], d + nb * T::PB[0] + b * T::PB[1]);
         for (int k = 0; k < T::NP; off += nb * T::PB[k], k++) {
             uint8_t *p = d + off;
+            if (kv_packs<F>::value && k < 2)
+                continue; /* written by pack */
             for (int64_t b = 0; b < nb; b++) {
                 memcpy(p + b * T::PB[k], s + b * T::BB + T::SRC[k], (size_t)T::PB[k]);
                 if (k == 0 && T::QXOR)

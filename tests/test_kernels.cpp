@@ -545,6 +545,45 @@ static void test_matvec_dequant_get_rows(void **state)
     }
 }
 
+/* The quantised matvec turns its fields into floats as denormals and scales
+ * x by up to 2^64 (wformat.cuh, KV_DN_S): x spanning 2^-40 .. 2^40 in one
+ * row (a large value beside tiny ones in every block) must still give the
+ * double reference's sum within the matvec tolerance, and x of 2^60 must
+ * not overflow. */
+static void test_matvec_x_range(void **state)
+{
+    (void)state;
+    static const ggml_type types[] = {GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q5_0,
+                                      GGML_TYPE_Q5_1, GGML_TYPE_Q8_0, GGML_TYPE_Q4_K,
+                                      GGML_TYPE_Q5_K, GGML_TYPE_Q6_K};
+    static const int scale_exp[][2] = {{-40, 40}, {-20, 0}, {30, 60}};
+    for (ggml_type type : types) {
+        for (const auto &se : scale_exp) {
+            const int64_t ncols = 512, nrows = 5;
+            wmat w;
+            make_wmat(&w, type, nrows, ncols);
+            auto x = randv((size_t)ncols);
+            for (int64_t c = 0; c < ncols; c++) /* alternate ends of the range */
+                x[c] = ldexpf(x[c], c % 3 ? se[0] : se[1]);
+            std::vector<float> zero((size_t)nrows, 0.0f);
+            float *dx = dev(x), *dy = dev(zero);
+            assert_int_equal(kv_matvec(&w.m, dx, nullptr, nullptr, dy, 0), cudaSuccess);
+            std::vector<double> ref((size_t)nrows);
+            for (int64_t r = 0; r < nrows; r++) {
+                double s = 0;
+                for (int64_t c = 0; c < ncols; c++)
+                    s += (double)w.deq[r * ncols + c] * x[c];
+                ref[r] = s;
+            }
+            char what[80];
+            snprintf(what, sizeof what, "matvec %s x 2^%d..2^%d", quant_type_name(type), se[0],
+                     se[1]);
+            check(what, host(dy, (size_t)nrows).data(), ref.data(), ref.size(), TOL_F32);
+            cudaFree(dx), cudaFree(dy), cudaFree((void *)w.m.d);
+        }
+    }
+}
+
 /* The upload's repack (wformat.cuh): every quantised format, on rows whose
  * block count leaves the planes short of a 16-byte multiple (the row is
  * padded) and spans several blocks, read back through get_rows at scale 1:
@@ -1021,7 +1060,8 @@ int main(void)
         cmocka_unit_test(test_add),        cmocka_unit_test(test_glu),
         cmocka_unit_test(test_convert),    cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_rope),       cmocka_unit_test(test_kv_store),
-        cmocka_unit_test(test_matvec_dequant_get_rows), cmocka_unit_test(test_repack),
+        cmocka_unit_test(test_matvec_dequant_get_rows), cmocka_unit_test(test_matvec_x_range),
+        cmocka_unit_test(test_repack),
         cmocka_unit_test(test_attention_decode),
         cmocka_unit_test(test_attention_decode_splits),
         cmocka_unit_test(test_prefill_gathers),
