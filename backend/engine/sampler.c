@@ -196,25 +196,42 @@ void sampler_reset_history(struct sampler *s)
     s->hist_pos = 0;
 }
 
+/* The penalty's walk over the history: the distinct ids among the last
+ * repeat_last_n accepted, newest first, each once (stamped). pen_begin gives
+ * how many entries to look at (0: no penalty applies); pen_next, with I
+ * counting from 0, the next id not seen yet, or -1 past the end. */
+static int32_t pen_begin(struct sampler *s)
+{
+    int32_t n = s->hist_len < s->p.repeat_last_n ? s->hist_len : s->p.repeat_last_n;
+    if (s->p.repeat_penalty == 1.0f || n == 0)
+        return 0;
+    if (++s->stamp_now == 0) { /* wrapped: old stamps could collide */
+        memset(s->stamp, 0, (size_t)s->n_vocab * sizeof *s->stamp);
+        s->stamp_now = 1;
+    }
+    return n;
+}
+
+static int32_t pen_next(struct sampler *s, int32_t n, int32_t *i)
+{
+    while (*i < n) {
+        int32_t id = s->hist[(s->hist_pos - 1 - (*i)++ + s->hist_cap) % s->hist_cap];
+        if (id < 0 || id >= s->n_vocab || s->stamp[id] == s->stamp_now)
+            continue;
+        s->stamp[id] = s->stamp_now;
+        return id;
+    }
+    return -1;
+}
+
 /* llama.cpp's penalty: each distinct id among the last repeat_last_n accepted
  * has its logit divided by the penalty when positive, multiplied when not. */
 static void apply_penalty(struct sampler *s, float *logits)
 {
     float pen = s->p.repeat_penalty;
-    int32_t n = s->hist_len < s->p.repeat_last_n ? s->hist_len : s->p.repeat_last_n;
-    if (pen == 1.0f || n == 0)
-        return;
-    if (++s->stamp_now == 0) { /* wrapped: old stamps could collide */
-        memset(s->stamp, 0, (size_t)s->n_vocab * sizeof *s->stamp);
-        s->stamp_now = 1;
-    }
-    for (int32_t i = 0; i < n; i++) {
-        int32_t id = s->hist[(s->hist_pos - 1 - i + s->hist_cap) % s->hist_cap];
-        if (id < 0 || id >= s->n_vocab || s->stamp[id] == s->stamp_now)
-            continue;
-        s->stamp[id] = s->stamp_now;
+    int32_t n = pen_begin(s), i = 0, id;
+    while ((id = pen_next(s, n, &i)) >= 0)
         logits[id] = logits[id] > 0.0f ? logits[id] / pen : logits[id] * pen;
-    }
 }
 
 /* Candidate order: higher logit first, then lower id (so ties resolve the way
@@ -411,23 +428,12 @@ int sampler_plan(struct sampler *s, struct backend_sample *out)
     int32_t k = greedy ? 1 : s->p.top_k;
     if (k <= 0 || k > BACKEND_SAMPLE_MAX_K || (!greedy && k >= s->n_vocab))
         return -1;
-    /* apply_penalty's walk: newest first, each id once */
-    int32_t n = s->hist_len < s->p.repeat_last_n ? s->hist_len : s->p.repeat_last_n;
-    int32_t np = 0;
-    if (s->p.repeat_penalty != 1.0f && n > 0) {
-        if (++s->stamp_now == 0) {
-            memset(s->stamp, 0, (size_t)s->n_vocab * sizeof *s->stamp);
-            s->stamp_now = 1;
-        }
-        for (int32_t i = 0; i < n; i++) {
-            int32_t id = s->hist[(s->hist_pos - 1 - i + s->hist_cap) % s->hist_cap];
-            if (id < 0 || id >= s->n_vocab || s->stamp[id] == s->stamp_now)
-                continue;
-            s->stamp[id] = s->stamp_now;
-            if (np == BACKEND_SAMPLE_MAX_PEN)
-                return -1; /* the stamps are only a scratch: nothing else changed */
-            out->pen[np++] = id;
-        }
+    /* the ids apply_penalty would touch, in its order */
+    int32_t n = pen_begin(s), i = 0, id, np = 0;
+    while ((id = pen_next(s, n, &i)) >= 0) {
+        if (np == BACKEND_SAMPLE_MAX_PEN)
+            return -1; /* the stamps are only a scratch: nothing else changed */
+        out->pen[np++] = id;
     }
     out->temperature = greedy ? 0.0f : s->p.temperature;
     out->top_k = k;
