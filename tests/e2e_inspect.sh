@@ -47,6 +47,8 @@ screen | grep -q 'process resident (kernel)' && pass "CPU breakdown from the ker
 screen | grep -q 'weights (file-backed)' && pass "file-backed weights shown" || fail "no file-backed row"
 screen | grep -Eq 'KV f16: .* reserved \(0/[0-9]+ tok\)' && pass "KV reserved against used" || fail "no KV row"
 screen | grep -Eq 'f32 KV: --ctx-size up to [0-9]+' && pass "headroom per KV type" || fail "no headroom"
+screen | grep -Eq 'KV layers +( {30}|[▁▂▃▄▅▆▇█]{30}) *│' && pass "one cell per layer's KV cache (30 layers)" ||
+    fail "no per-layer KV row"
 screen | grep -q 'GPU util .*n/a' && pass "no GPU: util n/a" || fail "GPU util not n/a on the CPU"
 # a line longer than the pane ends whole or with an ellipsis, never mid-figure
 screen | grep -Eq 'weights by type: .*([KMG]iB|…) *│' && screen | grep -Eq 'by layers: .*([KMG]iB|…) *│' &&
@@ -56,6 +58,8 @@ tmux send-keys -t $S "Write a long story about a lighthouse keeper." Enter
 # drawn from a reading taken while it streamed
 wait_for 'decode .*([0-9.]+/[0-9]+ tok/s|[▁▂▃▄▅▆▇█])' 60 && pass "decode graph has a reading while streaming" ||
     fail "no decode reading"
+screen | grep -Eq 'KV layers +[▁▂▃▄▅▆▇█]{30} *│' && pass "the layers fill as the reply streams" ||
+    fail "the per-layer KV row stayed empty while a reply streamed"
 A=$(screen | grep 'mem used' | head -1)
 sleep 2.5
 B=$(screen | grep 'mem used' | head -1)

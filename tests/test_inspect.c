@@ -193,6 +193,36 @@ static void test_headroom(void **state)
     assert_true(isnan(insp_kv_elem_bytes("q4")));
 }
 
+/* The KV cache per layer: one cell each, its used bytes over its reserve,
+ * a blank for a layer with nothing cached, the sliding layers flagged, and
+ * no more cells than asked for. */
+static void test_kv_layer_row(void **state)
+{
+    (void)state;
+    static struct engine_memory_map m;
+    memset(&m, 0, sizeof m);
+    m.n_layer = 5;
+    const uint64_t used[5] = {0, 1, 8, 4, 8};
+    for (int i = 0; i < 5; i++) {
+        m.layers[i].reserved = 8;
+        m.layers[i].used = used[i];
+        m.layers[i].swa = i % 2 == 1;
+    }
+    char row[64];
+    bool swa[ENGINE_MAP_LAYERS];
+    assert_int_equal(insp_kv_layer_row(&m, 80, row, sizeof row, swa), 5);
+    assert_string_equal(row, " \u2581\u2588\u2584\u2588");
+    assert_false(swa[0]);
+    assert_true(swa[1]);
+    assert_true(swa[3]);
+    assert_false(swa[4]);
+    assert_int_equal(insp_kv_layer_row(&m, 3, row, sizeof row, swa), 3);
+    assert_string_equal(row, " \u2581\u2588");
+    /* a buffer too small for every cell stops at a whole one */
+    assert_int_equal(insp_kv_layer_row(&m, 80, row, 6, swa), 2);
+    assert_string_equal(row, " \u2581");
+}
+
 static void test_place(void **state)
 {
     (void)state;
@@ -250,6 +280,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_breakdown_gpu_trace_adds_up),
         cmocka_unit_test(test_trace_missing_file),
         cmocka_unit_test(test_headroom),
+        cmocka_unit_test(test_kv_layer_row),
         cmocka_unit_test(test_place),
         cmocka_unit_test(test_log_round_trip),
     };

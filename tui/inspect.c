@@ -184,6 +184,32 @@ double insp_kv_elem_bytes(const char *type)
     return NAN;
 }
 
+int insp_kv_layer_row(const struct engine_memory_map *m, int max, char *out, size_t cap, bool *swa)
+{
+    if (!cap)
+        return 0;
+    int n = m->n_layer < ENGINE_MAP_LAYERS ? m->n_layer : ENGINE_MAP_LAYERS;
+    if (n > max)
+        n = max;
+    size_t o = 0;
+    int cells = 0;
+    for (int i = 0; i < n && o + 3 < cap; i++, cells++) {
+        swa[i] = m->layers[i].swa;
+        double res = (double)m->layers[i].reserved, used = (double)m->layers[i].used;
+        if (!(res > 0) || !(used > 0)) {
+            out[o++] = ' ';
+            continue;
+        }
+        int h = (int)ceil(used / res * 8); /* a cached layer is never a gap */
+        h = h < 1 ? 1 : h > 8 ? 8 : h;
+        out[o++] = (char)0xE2;
+        out[o++] = (char)0x96;
+        out[o++] = (char)(0x80 + h);
+    }
+    out[o] = 0;
+    return cells;
+}
+
 void insp_headroom_from(const struct mon_inputs *in, struct insp_headroom *out)
 {
     memset(out, 0, sizeof *out);

@@ -77,6 +77,16 @@ void insp_breakdown_finish(struct insp_breakdown *out);
  * "other". */
 void insp_breakdown_from(const struct mon_inputs *in, struct insp_breakdown *out);
 
+/* ---- the KV cache per layer ---- */
+
+/* One cell per layer (the first min(n_layer, ENGINE_MAP_LAYERS), at most
+ * MAX): the block height (U+2581..U+2588) of that layer's used KV bytes over
+ * its reserved ones, a blank for a layer with nothing cached yet; a sliding
+ * layer's height is against the same reserve, so its window shows as a cap.
+ * SWA[i] is set for the sliding layers, so the caller can colour them.
+ * Returns the cells written; OUT holds their UTF-8, NUL-terminated. */
+int insp_kv_layer_row(const struct engine_memory_map *m, int max, char *out, size_t cap, bool *swa);
+
 /* ---- headroom ---- */
 
 /* Bytes of one KV element at TYPE ("f32", "f16", "q8_0": 34 bytes per 32);

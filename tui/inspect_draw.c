@@ -125,6 +125,21 @@ void ui_draw_inspector(struct ui *u, struct rect r)
                  m->kv_tokens, m->n_ctx);
         if (y < end)
             put(y++, x, w, line, lab);
+        /* each layer's cache: used against reserved, the sliding ones marked */
+        if (y < end && w > 12) {
+            char row[ENGINE_MAP_LAYERS * 3 + 1];
+            bool swa[ENGINE_MAP_LAYERS];
+            int cells = insp_kv_layer_row(m, w - 10, row, sizeof row, swa);
+            put(y, x, 10, "KV layers", lab);
+            const char *c = row;
+            for (int i = 0; i < cells; i++) {
+                size_t k = *c == ' ' ? 1 : 3;
+                attrset(ui_elem_attr(u, swa[i] ? TH_BAR_SCRATCH : TH_BAR_KV));
+                mvaddnstr(y, x + 10 + i, c, (int)k);
+                c += k;
+            }
+            y++;
+        }
         if (m->n_swa_layers && y < end) {
             insp_fmt_bytes(sw_used, a, sizeof a);
             insp_fmt_bytes(sw_res, b, sizeof b);
