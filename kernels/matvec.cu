@@ -41,12 +41,16 @@ static __device__ float mv_rms_inv(const float *__restrict__ x, int64_t n, float
 {
     KV_SHARED(float, part, [MV_WARPS]);
     float ss = 0.0f;
+    /* Not unrolled: a few passes per block, and kept smaller than the dot
+     * loop so scripts/kernel-report still counts that one. */
     if ((n & 3) == 0 && ((uintptr_t)x & 15) == 0) {
+#pragma unroll 1
         for (int64_t i = threadIdx.x; i < n / 4; i += MV_WARPS * 32) {
             float4 v = __ldg((const float4 *)x + i);
             ss += (v.x * v.x + v.y * v.y) + (v.z * v.z + v.w * v.w);
         }
     } else {
+#pragma unroll 1
         for (int64_t i = threadIdx.x; i < n; i += MV_WARPS * 32) {
             float v = __ldg(x + i);
             ss += v * v;
@@ -80,17 +84,20 @@ static __device__ __forceinline__ float4 mv_x4(const float *__restrict__ x,
     return v;
 }
 
-template <int F>
-static __global__ void __launch_bounds__(MV_WARPS * 32)
-    k_matvec(const uint8_t *__restrict__ w, size_t row_bytes, int64_t nrows, int64_t nunits,
-             const float *__restrict__ x, const float *__restrict__ nw, float eps,
-             const float *bias, const float *add, float *y)
+/* v1's body; NORM (a template parameter, so the plain kernel's loop has no
+ * test in it) norms x by NW on the fly. */
+template <int F, bool NORM>
+static __device__ __forceinline__ void mv_v1(const uint8_t *__restrict__ w, size_t row_bytes,
+                                             int64_t nrows, int64_t nunits,
+                                             const float *__restrict__ x,
+                                             const float *__restrict__ nw, float eps,
+                                             const float *bias, const float *add, float *y)
 {
     constexpr int UE = kv_fmt<F>::UE;
     int64_t r = (int64_t)blockIdx.x * MV_WARPS + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
     /* Before any thread leaves: the norm's reduction has a barrier. */
-    const float inv = nw ? mv_rms_inv(x, nunits * UE, eps) : 1.0f;
+    const float inv = NORM ? mv_rms_inv(x, nunits * UE, eps) : 1.0f;
     if (r >= nrows)
         return;
     const uint8_t *row = w + r * row_bytes;
@@ -103,14 +110,14 @@ static __global__ void __launch_bounds__(MV_WARPS * 32)
         if constexpr (UE % 4 == 0) {
 #pragma unroll
             for (int i = 0; i < UE; i += 4) {
-                float4 xv = mv_x4(x, nw, inv, (u * UE + i) / 4);
+                float4 xv = mv_x4(x, NORM ? nw : nullptr, inv, (u * UE + i) / 4);
                 acc += v[i] * xv.x + v[i + 1] * xv.y + v[i + 2] * xv.z + v[i + 3] * xv.w;
             }
         } else {
 #pragma unroll
             for (int i = 0; i < UE; i++) {
                 float xv = __ldg(xu + i);
-                if (nw)
+                if constexpr (NORM)
                     xv = xv * inv * __ldg(nw + u * UE + i);
                 acc += v[i] * xv;
             }
@@ -126,6 +133,23 @@ static __global__ void __launch_bounds__(MV_WARPS * 32)
             acc += add[r];
         y[r] = acc;
     }
+}
+
+template <int F>
+static __global__ void __launch_bounds__(MV_WARPS * 32)
+    k_matvec(const uint8_t *__restrict__ w, size_t row_bytes, int64_t nrows, int64_t nunits,
+             const float *__restrict__ x, const float *bias, const float *add, float *y)
+{
+    mv_v1<F, false>(w, row_bytes, nrows, nunits, x, nullptr, 0.0f, bias, add, y);
+}
+
+template <int F>
+static __global__ void __launch_bounds__(MV_WARPS * 32)
+    k_mvnorm_s(const uint8_t *__restrict__ w, size_t row_bytes, int64_t nrows, int64_t nunits,
+               const float *__restrict__ x, const float *__restrict__ nw, float eps,
+               const float *bias, const float *add, float *y)
+{
+    mv_v1<F, true>(w, row_bytes, nrows, nunits, x, nw, eps, bias, add, y);
 }
 
 /* ---- v2: the 16-byte float formats (F32, F16, BF16), x staged in shared ----
@@ -150,28 +174,30 @@ template <> constexpr bool kv_mv_staged<KV_WF_F32> = true;
 template <> constexpr bool kv_mv_staged<KV_WF_F16> = true;
 template <> constexpr bool kv_mv_staged<KV_WF_BF16> = true;
 
-/* The warp's MV_ROWS (x NM) sums reduced and stored by lane 0: Y[r] = sum
- * (+ BIAS[r]) (+ ADD[r]), or with two matrices (NM = 2, the GLU)
- * act(gate sum) * up sum, glu.cu's expression (kv_glu_act), so the fused
- * kernel writes exactly what the gate and up matvecs and kv_glu would. */
+/* The warp's MV_ROWS sums reduced and stored by lane 0: rows r0.. of one
+ * matrix, Y[r] = sum (+ BIAS[r]) (+ ADD[r]); or with two matrices (NM = 2,
+ * the GLU) MV_ROWS / 2 rows of each, Y[r] = act(gate sum) * up sum, glu.cu's
+ * expression (kv_glu_act), so the fused kernel writes exactly what the gate
+ * and up matvecs and kv_glu would. */
 template <int NM>
-static __device__ __forceinline__ void mv_store(float (&acc)[MV_ROWS * NM], int lane, int64_t r0,
+static __device__ __forceinline__ void mv_store(float (&acc)[MV_ROWS], int lane, int64_t r0,
                                                 int64_t nrows, const float *bias,
                                                 const float *add, bool gelu, float *y)
 {
+    constexpr int RW = MV_ROWS / NM;
 #pragma unroll
-    for (int j = 0; j < MV_ROWS * NM; j++) {
+    for (int j = 0; j < MV_ROWS; j++) {
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1)
             acc[j] += __shfl_xor_sync(0xffffffffu, acc[j], o);
     }
 #pragma unroll
-    for (int j = 0; j < MV_ROWS; j++) {
+    for (int j = 0; j < RW; j++) {
         int64_t r = r0 + j;
         if (lane == 0 && r < nrows) {
             float s = acc[j];
             if constexpr (NM == 2) {
-                s = kv_glu_act(s, gelu) * acc[MV_ROWS + j];
+                s = kv_glu_act(s, gelu) * acc[RW + j];
             } else {
                 if (bias)
                     s += bias[r];
@@ -183,9 +209,11 @@ static __device__ __forceinline__ void mv_store(float (&acc)[MV_ROWS * NM], int 
     }
 }
 
-/* One warp's rows of k_matvec_sx (NM = 1: W) or k_mvglu_sx (NM = 2: W and
- * WU, same format and shape: gate and up). X normed by NW first when NW is
- * set. */
+/* One warp's rows of k_matvec_sx (NM = 1: MV_ROWS rows of W) or k_mvglu_sx
+ * (NM = 2: MV_ROWS / 2 rows of W and the same of WU, one format and shape:
+ * gate and up). Either way a pass reads MV_ROWS weight streams against one
+ * staged x, so the GLU form has the matvec's loop and registers. X normed
+ * by NW first when NW is set. */
 template <int F, int NM>
 static __device__ __forceinline__ void mv_sx(const uint8_t *__restrict__ w,
                                              const uint8_t *__restrict__ wu, size_t row_bytes,
@@ -196,10 +224,10 @@ static __device__ __forceinline__ void mv_sx(const uint8_t *__restrict__ w,
                                              float *y)
 {
     static_assert(kv_fmt<F>::UE == 8, "the staged matvec reads 8-element units");
-    constexpr int R = MV_ROWS * NM;
+    constexpr int R = MV_ROWS, RW = MV_ROWS / NM;
     KV_SHARED(float4, xs, [MV_CHUNK / 4]);
     const int lane = threadIdx.x & 31;
-    const int64_t r0 = ((int64_t)blockIdx.x * MV_WARPS + (threadIdx.x >> 5)) * MV_ROWS;
+    const int64_t r0 = ((int64_t)blockIdx.x * MV_WARPS + (threadIdx.x >> 5)) * RW;
     const float inv = nw ? mv_rms_inv(x, ncols, eps) : 1.0f;
     /* Row r0 + j (clamped) starts at w + r0c + j * rstep. */
     const int64_t r0c = r0 < nrows ? r0 : nrows - 1;
@@ -223,8 +251,8 @@ static __device__ __forceinline__ void mv_sx(const uint8_t *__restrict__ w,
         const uint8_t *rp[R];
 #pragma unroll
         for (int j = 0; j < R; j++)
-            rp[j] = (j < MV_ROWS ? row0 : row0u) +
-                    (r0c + j % MV_ROWS < nrows ? j % MV_ROWS : nrows - 1 - r0c) * row_bytes +
+            rp[j] = (j < RW ? row0 : row0u) +
+                    (r0c + j % RW < nrows ? j % RW : nrows - 1 - r0c) * row_bytes +
                     (c0 / 8 + lane) * (int64_t)kv_fmt<F>::UE_BYTES;
         int xi = lane;
 #pragma unroll 1
@@ -275,8 +303,9 @@ static __global__ void __launch_bounds__(MV_WARPS * 32)
  * steady loop is one unit of each row: lane l reads unit 32 p + l, so a
  * warp's quant loads are 16-byte slices of one contiguous plane, and the
  * scales come from their own plane, also contiguous across the warp. The
- * GLU form (NM = 2) gives each pass 4 gate and 4 up units against one read
- * of the staged x. */
+ * GLU form (NM = 2) takes 2 gate and 2 up rows a warp: the same 4 weight
+ * streams a pass, so the same loop and registers (8 streams, 4 of each,
+ * took up to 168 registers and spilled in Q5_1). */
 template <int F, int NM>
 static __device__ __forceinline__ void mv_q(const uint8_t *__restrict__ w,
                                             const uint8_t *__restrict__ wu, size_t row_bytes,
@@ -287,20 +316,20 @@ static __device__ __forceinline__ void mv_q(const uint8_t *__restrict__ w,
                                             float *y)
 {
     using T = kv_fmt<F>;
-    constexpr int UE = T::UE, NG = UE / 32 > 0 ? UE / 32 : 1, R = MV_ROWS * NM;
+    constexpr int UE = T::UE, NG = UE / 32 > 0 ? UE / 32 : 1, R = MV_ROWS, RW = MV_ROWS / NM;
     static_assert(MV_CHUNK % (32 * UE) == 0, "a chunk is whole warp passes");
     KV_SHARED(float4, xs, [MV_CHUNK / 4]);
     KV_SHARED(float, xsum, [MV_CHUNK / 32]);
     const int lane = threadIdx.x & 31;
     const int64_t nb = ncols / T::COLS;
-    const int64_t r0 = ((int64_t)blockIdx.x * MV_WARPS + (threadIdx.x >> 5)) * MV_ROWS;
+    const int64_t r0 = ((int64_t)blockIdx.x * MV_WARPS + (threadIdx.x >> 5)) * RW;
     const int64_t r0c = r0 < nrows ? r0 : nrows - 1;
     const float inv = nw ? mv_rms_inv(x, ncols, eps) : 1.0f;
     const uint8_t *rp[R];
 #pragma unroll
     for (int j = 0; j < R; j++) {
-        const int64_t r = r0c + j % MV_ROWS;
-        rp[j] = (j < MV_ROWS ? w : wu) + (r < nrows ? r : nrows - 1) * (int64_t)row_bytes;
+        const int64_t r = r0c + j % RW;
+        rp[j] = (j < RW ? w : wu) + (r < nrows ? r : nrows - 1) * (int64_t)row_bytes;
     }
     float acc[R];
 #pragma unroll
@@ -308,6 +337,7 @@ static __device__ __forceinline__ void mv_q(const uint8_t *__restrict__ w,
         acc[j] = 0.0f;
     for (int64_t c0 = 0; c0 < ncols; c0 += MV_CHUNK) {
         int n = ncols - c0 < MV_CHUNK ? (int)(ncols - c0) : MV_CHUNK;
+        const int nu = n / UE;
         __syncthreads(); /* the previous chunk is no longer read */
         for (int i = threadIdx.x; i < n / 4; i += MV_WARPS * 32) {
             int u = i / (UE / 4), k = i % (UE / 4);
@@ -325,7 +355,6 @@ static __device__ __forceinline__ void mv_q(const uint8_t *__restrict__ w,
             }
         }
         __syncthreads();
-        const int nu = n / UE;
         const int64_t ub = c0 / UE;
 #pragma unroll 1
         for (int u = lane; u < nu; u += 32) {
@@ -382,9 +411,14 @@ cudaError_t kv_matvec_norm(const struct kv_dmat *w, const float *x, const float 
                                                                   add, y);
         } else {
             unsigned grid = (unsigned)((w->nrows + MV_WARPS - 1) / MV_WARPS);
-            KV_LAUNCH(k_matvec<F>, grid, MV_WARPS * 32, 0, st)(w->d, w->row_bytes, w->nrows,
-                                                               w->ncols / kv_fmt<F>::UE, x,
-                                                               norm, eps, bias, add, y);
+            if (norm)
+                KV_LAUNCH(k_mvnorm_s<F>, grid, MV_WARPS * 32, 0, st)(
+                    w->d, w->row_bytes, w->nrows, w->ncols / kv_fmt<F>::UE, x, norm, eps, bias,
+                    add, y);
+            else
+                KV_LAUNCH(k_matvec<F>, grid, MV_WARPS * 32, 0, st)(w->d, w->row_bytes, w->nrows,
+                                                                   w->ncols / kv_fmt<F>::UE, x,
+                                                                   bias, add, y);
         }
     });
 }
@@ -416,7 +450,8 @@ cudaError_t kv_matvec_glu(const struct kv_dmat *gate, const struct kv_dmat *up, 
 {
     if (!kv_matvec_glu_fuses(gate, up))
         return cudaErrorInvalidValue;
-    unsigned grid = (unsigned)((gate->nrows + MV_WARPS * MV_ROWS - 1) / (MV_WARPS * MV_ROWS));
+    constexpr int RB = MV_WARPS * MV_ROWS / 2; /* output rows a block */
+    unsigned grid = (unsigned)((gate->nrows + RB - 1) / RB);
     return kv_wf_dispatch(gate->fmt, [&](auto f) {
         constexpr int F = decltype(f)::value;
         if constexpr (kv_repacked<F>::value) {
