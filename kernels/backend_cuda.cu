@@ -833,12 +833,21 @@ static int layer_forward(struct cuda_backend *b, int32_t il, int32_t n, int32_t 
     const int32_t E = hp->n_embd, hd = hp->head_dim;
     cudaStream_t st = b->st;
 
+    /* One token with Q, K and V in one format: one launch. */
     const float *in, *nw;
-    if (norm_input(b, b->x, L->attn_norm, n, &in, &nw) ||
-        proj_norm(b, &L->wq, in, nw, n, L->bq, b->q, false) ||
-        proj_norm(b, &L->wk, in, nw, n, L->bk, b->k, false) ||
-        proj_norm(b, &L->wv, in, nw, n, L->bv, b->v, false))
+    if (norm_input(b, b->x, L->attn_norm, n, &in, &nw))
         return -1;
+    if (n == 1 && kv_matvec3_fuses(&L->wq, &L->wk, &L->wv)) {
+        const struct kv_dmat *w3[3] = {&L->wq, &L->wk, &L->wv};
+        const float *b3[3] = {L->bq, L->bk, L->bv};
+        float *y3[3] = {b->q, b->k, b->v};
+        if (CUDA_CHECK(kv_matvec3(w3, in, nw, hp->norm_eps, b3, y3, st), e, el))
+            return -1;
+    } else if (proj_norm(b, &L->wq, in, nw, n, L->bq, b->q, false) ||
+               proj_norm(b, &L->wk, in, nw, n, L->bk, b->k, false) ||
+               proj_norm(b, &L->wv, in, nw, n, L->bv, b->v, false)) {
+        return -1;
+    }
     if (L->q_norm && CUDA_CHECK(kv_rmsnorm(b->q, L->q_norm, NULL, b->q, (int64_t)n * hp->n_head,
                                            hd, hp->norm_eps, st),
                                 e, el))

@@ -112,6 +112,15 @@ cudaError_t kv_matvec(const struct kv_dmat *w, const float *x, const float *bias
  * prologue (no launch, no buffer); X is then read-only. NORM NULL: kv_matvec. */
 cudaError_t kv_matvec_norm(const struct kv_dmat *w, const float *x, const float *norm, float eps,
                            const float *bias, const float *add, float *y, cudaStream_t st);
+/* Whether kv_matvec3 takes A, B and C: one format with a staged form (as
+ * kv_matvec_glu_fuses) and one width. */
+bool kv_matvec3_fuses(const struct kv_dmat *a, const struct kv_dmat *b, const struct kv_dmat *c);
+/* kv_matvec_norm of one X (normed by NORM when set) by three matrices in one
+ * launch: Y[i] = W[i] xn + BIAS[i] (each may be NULL), no residual; the
+ * results of the three calls, bit for bit. cudaErrorInvalidValue unless
+ * kv_matvec3_fuses. The decode step's Q, K and V. */
+cudaError_t kv_matvec3(const struct kv_dmat *const w[3], const float *x, const float *norm,
+                       float eps, const float *const bias[3], float *const y[3], cudaStream_t st);
 /* Whether kv_matvec_glu takes GATE and UP: one format with a GLU form (not
  * the scalar float forms) and one shape. */
 bool kv_matvec_glu_fuses(const struct kv_dmat *gate, const struct kv_dmat *up);

@@ -221,13 +221,13 @@ static __device__ __forceinline__ void mv_sx(const uint8_t *__restrict__ w,
                                              const float *__restrict__ x,
                                              const float *__restrict__ nw, float eps,
                                              const float *bias, const float *add, bool gelu,
-                                             float *y)
+                                             float *y, int64_t blk)
 {
     static_assert(kv_fmt<F>::UE == 8, "the staged matvec reads 8-element units");
     constexpr int R = MV_ROWS, RW = MV_ROWS / NM;
     KV_SHARED(float4, xs, [MV_CHUNK / 4]);
     const int lane = threadIdx.x & 31;
-    const int64_t r0 = ((int64_t)blockIdx.x * MV_WARPS + (threadIdx.x >> 5)) * RW;
+    const int64_t r0 = (blk * MV_WARPS + (threadIdx.x >> 5)) * RW;
     const float inv = nw ? mv_rms_inv(x, ncols, eps) : 1.0f;
     /* Row r0 + j (clamped) starts at w + r0c + j * rstep. */
     const int64_t r0c = r0 < nrows ? r0 : nrows - 1;
@@ -279,7 +279,7 @@ static __global__ void __launch_bounds__(MV_WARPS * 32)
                 const float *__restrict__ x, const float *__restrict__ nw, float eps,
                 const float *bias, const float *add, float *y)
 {
-    mv_sx<F, 1>(w, nullptr, row_bytes, nrows, ncols, x, nw, eps, bias, add, false, y);
+    mv_sx<F, 1>(w, nullptr, row_bytes, nrows, ncols, x, nw, eps, bias, add, false, y, blockIdx.x);
 }
 
 template <int F>
@@ -288,7 +288,8 @@ static __global__ void __launch_bounds__(MV_WARPS * 32)
                int64_t nrows, int64_t ncols, const float *__restrict__ x,
                const float *__restrict__ nw, float eps, bool gelu, float *y)
 {
-    mv_sx<F, 2>(wg, wu, row_bytes, nrows, ncols, x, nw, eps, nullptr, nullptr, gelu, y);
+    mv_sx<F, 2>(wg, wu, row_bytes, nrows, ncols, x, nw, eps, nullptr, nullptr, gelu, y,
+                blockIdx.x);
 }
 
 /* ---- v3: the quantised formats, in the repacked layout (wformat.cuh) ----
@@ -313,7 +314,7 @@ static __device__ __forceinline__ void mv_q(const uint8_t *__restrict__ w,
                                             const float *__restrict__ x,
                                             const float *__restrict__ nw, float eps,
                                             const float *bias, const float *add, bool gelu,
-                                            float *y)
+                                            float *y, int64_t blk)
 {
     using T = kv_fmt<F>;
     constexpr int UE = T::UE, NG = UE / 32 > 0 ? UE / 32 : 1, R = MV_ROWS, RW = MV_ROWS / NM;
@@ -322,7 +323,7 @@ static __device__ __forceinline__ void mv_q(const uint8_t *__restrict__ w,
     KV_SHARED(float, xsum, [MV_CHUNK / 32]);
     const int lane = threadIdx.x & 31;
     const int64_t nb = ncols / T::COLS;
-    const int64_t r0 = ((int64_t)blockIdx.x * MV_WARPS + (threadIdx.x >> 5)) * RW;
+    const int64_t r0 = (blk * MV_WARPS + (threadIdx.x >> 5)) * RW;
     const int64_t r0c = r0 < nrows ? r0 : nrows - 1;
     const float inv = nw ? mv_rms_inv(x, ncols, eps) : 1.0f;
     const uint8_t *rp[R];
@@ -382,7 +383,7 @@ static __global__ void __launch_bounds__(MV_WARPS * 32)
                const float *__restrict__ x, const float *__restrict__ nw, float eps,
                const float *bias, const float *add, float *y)
 {
-    mv_q<F, 1>(w, nullptr, row_bytes, nrows, ncols, x, nw, eps, bias, add, false, y);
+    mv_q<F, 1>(w, nullptr, row_bytes, nrows, ncols, x, nw, eps, bias, add, false, y, blockIdx.x);
 }
 
 template <int F>
@@ -391,7 +392,61 @@ static __global__ void __launch_bounds__(MV_WARPS * 32)
               int64_t nrows, int64_t ncols, const float *__restrict__ x,
               const float *__restrict__ nw, float eps, bool gelu, float *y)
 {
-    mv_q<F, 2>(wg, wu, row_bytes, nrows, ncols, x, nw, eps, nullptr, nullptr, gelu, y);
+    mv_q<F, 2>(wg, wu, row_bytes, nrows, ncols, x, nw, eps, nullptr, nullptr, gelu, y,
+               blockIdx.x);
+}
+
+/* ---- three matrices of one format in one launch (Q, K and V) ----
+ *
+ * Blocks 0..blk1-1 take matrix 0, blk1..blk2-1 matrix 1, the rest matrix 2,
+ * each with k_matvec_q's (or k_matvec_sx's) body, so a block's work and
+ * results are those of the matvec of its matrix, bit for bit. The choice
+ * is per block, so every barrier is still reached by the whole block. The
+ * pointers are picked with compares, not by indexing an array in the
+ * parameters (which ptxas would copy to local memory). */
+struct mv3_args {
+    const uint8_t *w0, *w1, *w2;
+    const float *b0, *b1, *b2; /* biases, or NULL */
+    float *y0, *y1, *y2;
+    int64_t n0, n1, n2;        /* rows of each */
+    int64_t blk1, blk2;        /* first block of matrices 1 and 2 */
+    size_t row_bytes;          /* one format and width: one row size */
+    int64_t ncols;
+    const float *x, *nw;
+    float eps;
+};
+
+struct mv3_pick {
+    const uint8_t *w;
+    const float *bias;
+    float *y;
+    int64_t nrows, blk;
+    __device__ __forceinline__ explicit mv3_pick(const mv3_args &a)
+    {
+        const int64_t b = blockIdx.x;
+        const int m = b >= a.blk2 ? 2 : b >= a.blk1 ? 1 : 0;
+        w = m == 2 ? a.w2 : m == 1 ? a.w1 : a.w0;
+        bias = m == 2 ? a.b2 : m == 1 ? a.b1 : a.b0;
+        y = m == 2 ? a.y2 : m == 1 ? a.y1 : a.y0;
+        nrows = m == 2 ? a.n2 : m == 1 ? a.n1 : a.n0;
+        blk = b - (m == 2 ? a.blk2 : m == 1 ? a.blk1 : 0);
+    }
+};
+
+template <int F>
+static __global__ void __launch_bounds__(MV_WARPS * 32) k_mv3_q(const mv3_args a)
+{
+    const mv3_pick p(a);
+    mv_q<F, 1>(p.w, nullptr, a.row_bytes, p.nrows, a.ncols, a.x, a.nw, a.eps, p.bias, nullptr,
+               false, p.y, p.blk);
+}
+
+template <int F>
+static __global__ void __launch_bounds__(MV_WARPS * 32) k_mv3_sx(const mv3_args a)
+{
+    const mv3_pick p(a);
+    mv_sx<F, 1>(p.w, nullptr, a.row_bytes, p.nrows, a.ncols, a.x, a.nw, a.eps, p.bias, nullptr,
+                false, p.y, p.blk);
 }
 
 cudaError_t kv_matvec_norm(const struct kv_dmat *w, const float *x, const float *norm, float eps,
@@ -463,5 +518,38 @@ cudaError_t kv_matvec_glu(const struct kv_dmat *gate, const struct kv_dmat *up, 
                                                                  gate->nrows, gate->ncols, x,
                                                                  norm, eps, gelu, y);
         }
+    });
+}
+
+bool kv_matvec3_fuses(const struct kv_dmat *a, const struct kv_dmat *b, const struct kv_dmat *c)
+{
+    return kv_matvec_glu_fuses(a, a) && a->fmt == b->fmt && a->fmt == c->fmt &&
+           a->ncols == b->ncols && a->ncols == c->ncols && a->row_bytes == b->row_bytes &&
+           a->row_bytes == c->row_bytes;
+}
+
+cudaError_t kv_matvec3(const struct kv_dmat *const w[3], const float *x, const float *norm,
+                       float eps, const float *const bias[3], float *const y[3], cudaStream_t st)
+{
+    if (!kv_matvec3_fuses(w[0], w[1], w[2]))
+        return cudaErrorInvalidValue;
+    const int64_t rb = MV_WARPS * MV_ROWS; /* rows a block */
+    mv3_args a;
+    a.w0 = w[0]->d, a.w1 = w[1]->d, a.w2 = w[2]->d;
+    a.b0 = bias[0], a.b1 = bias[1], a.b2 = bias[2];
+    a.y0 = y[0], a.y1 = y[1], a.y2 = y[2];
+    a.n0 = w[0]->nrows, a.n1 = w[1]->nrows, a.n2 = w[2]->nrows;
+    a.blk1 = (a.n0 + rb - 1) / rb;
+    a.blk2 = a.blk1 + (a.n1 + rb - 1) / rb;
+    a.row_bytes = w[0]->row_bytes;
+    a.ncols = w[0]->ncols;
+    a.x = x, a.nw = norm, a.eps = eps;
+    unsigned grid = (unsigned)(a.blk2 + (a.n2 + rb - 1) / rb);
+    return kv_wf_dispatch(w[0]->fmt, [&](auto f) {
+        constexpr int F = decltype(f)::value;
+        if constexpr (kv_repacked<F>::value)
+            KV_LAUNCH(k_mv3_q<F>, grid, MV_WARPS * 32, 0, st)(a);
+        else if constexpr (kv_mv_staged<F>)
+            KV_LAUNCH(k_mv3_sx<F>, grid, MV_WARPS * 32, 0, st)(a);
     });
 }

@@ -137,23 +137,28 @@ static void *backend_new(const struct backend_ops *ops, const struct model *m, i
 
 #ifdef KVCHAT_CUDA_EMU
 /* The kernels a decode step should launch for M: the embedding row, per
- * layer Q, K, V (each norming x in its prologue), RoPE + KV store,
+ * layer Q/K/V in one kernel (norming x in its prologue), RoPE + KV store,
  * attention, the output projection with the residual, gate/up + GLU in one
- * kernel and down (8), plus each q/k norm and post-norm the layer has, plus
- * gate, up and GLU apart when they cannot fuse (two formats, or the scalar
- * float form of rows not a multiple of 8); then the logits matvec (output
- * norm fused) and the sampler's 2. HI allows each layer's split merge
- * (the split count depends on the device). */
+ * kernel and down (6), plus each q/k norm and post-norm the layer has, plus
+ * 2 when Q, K and V, or gate and up, cannot share a kernel (two formats,
+ * or the scalar float form of rows not a multiple of 8: then gate, up and
+ * GLU, or Q, K and V, apart); then the logits matvec (output norm fused)
+ * and the sampler's 2. HI allows each layer's split merge (the split count
+ * depends on the device). */
 static void step_kernels(const struct model *m, unsigned long *lo, unsigned long *hi)
 {
     unsigned long n = 1 + 1 + 2;
     for (int32_t il = 0; il < m->hp.n_layer; il++) {
         const struct model_layer *L = &m->layers[il];
-        enum ggml_type g = L->ffn_gate.type;
-        bool flt = g == GGML_TYPE_F32 || g == GGML_TYPE_F16 || g == GGML_TYPE_BF16;
-        n += 8 + (L->q_norm.data != NULL) + (L->k_norm.data != NULL) +
+        enum ggml_type g = L->ffn_gate.type, q = L->wq.type;
+        bool scalar = m->hp.n_embd % 8 != 0;
+        bool gflt = g == GGML_TYPE_F32 || g == GGML_TYPE_F16 || g == GGML_TYPE_BF16;
+        bool qflt = q == GGML_TYPE_F32 || q == GGML_TYPE_F16 || q == GGML_TYPE_BF16;
+        n += 6 + (L->q_norm.data != NULL) + (L->k_norm.data != NULL) +
              (L->post_attn_norm.data != NULL) + (L->post_ffw_norm.data != NULL);
-        if (g != L->ffn_up.type || (flt && m->hp.n_embd % 8 != 0))
+        if (g != L->ffn_up.type || (gflt && scalar))
+            n += 2;
+        if (q != L->wk.type || q != L->wv.type || (qflt && scalar))
             n += 2;
     }
     *lo = n;

@@ -9,6 +9,7 @@
  *     reference in double; rope's sin/cos are double on both sides);
  *   matvec with the RMSNorm fused: 1e-5, against the double reference and
  *     against rmsnorm then matvec (the sums of squares differ in order);
+ *   three matvecs in one launch: bit-equal to the three apart, 1e-5;
  *   matvec with the GLU fused: bit-equal to gate, up and glu apart;
  *     1e-5 of max|g u| against the double reference (test_matvec_glu);
  *   kv_store: the half rounding, 2^-11 relative per element;
@@ -715,6 +716,78 @@ static void test_matvec_glu(void **state)
     cudaFree((void *)d.m.d);
 }
 
+/* kv_matvec3: three matrices of one format in one launch (the decode
+ * step's Q, K and V), row counts that split the grid unevenly and leave
+ * blocks part empty, with biases on two of them and the norm fused: equal
+ * bit for bit to three kv_matvec_norm calls (a block does what the
+ * matvec of its matrix does), and within 1e-5 of the double reference.
+ * Mixed formats or widths are refused. */
+static void test_matvec3(void **state)
+{
+    (void)state;
+    static const struct {
+        ggml_type type;
+        int64_t ncols, n[3];
+    } k_3[] = {
+        {GGML_TYPE_Q4_K, 2304, {37, 9, 9}}, {GGML_TYPE_Q8_0, 160, {16, 17, 1}},
+        {GGML_TYPE_Q6_K, 256, {5, 33, 2}},  {GGML_TYPE_Q5_0, 224, {48, 16, 16}},
+        {GGML_TYPE_F16, 40, {3, 20, 7}},    {GGML_TYPE_F32, 2312, {12, 4, 4}},
+        {GGML_TYPE_BF16, 24, {1, 1, 1}},
+    };
+    const float eps = 1e-6f;
+    for (const auto &t : k_3) {
+        wmat w[3];
+        const kv_dmat *wp[3];
+        const float *bp[3];
+        float *yp[3], *yq[3];
+        std::vector<float> bias[3];
+        for (int i = 0; i < 3; i++) {
+            make_wmat(&w[i], t.type, t.n[i], t.ncols);
+            wp[i] = &w[i].m;
+            bias[i] = randv((size_t)t.n[i]);
+            bp[i] = i == 1 ? nullptr : dev(bias[i]);
+            std::vector<float> z((size_t)t.n[i]);
+            yp[i] = dev(z), yq[i] = dev(z);
+        }
+        assert_true(kv_matvec3_fuses(wp[0], wp[1], wp[2]));
+        auto x = randv((size_t)t.ncols), nw = randv((size_t)t.ncols);
+        for (float &v : x)
+            v *= 5.0f;
+        float *dx = dev(x), *dn = dev(nw);
+        assert_int_equal(kv_matvec3(wp, dx, dn, eps, bp, yp, 0), cudaSuccess);
+        auto xn = rms_ref(x, nw, eps);
+        for (int i = 0; i < 3; i++) {
+            assert_int_equal(kv_matvec_norm(wp[i], dx, dn, eps, bp[i], nullptr, yq[i], 0),
+                             cudaSuccess);
+            std::vector<double> ref((size_t)t.n[i]);
+            for (int64_t r = 0; r < t.n[i]; r++)
+                ref[(size_t)r] = row_dot(w[i], r, xn) + (bp[i] ? bias[i][(size_t)r] : 0.0);
+            auto got = host(yp[i], (size_t)t.n[i]), apart = host(yq[i], (size_t)t.n[i]);
+            char what[80];
+            snprintf(what, sizeof what, "matvec3 %s [%d] %lld x %lld", quant_type_name(t.type),
+                     i, (long long)t.n[i], (long long)t.ncols);
+            check(what, got.data(), ref.data(), ref.size(), TOL_F32);
+            if (memcmp(got.data(), apart.data(), got.size() * sizeof(float)) != 0)
+                fail_msg("%s: differs from kv_matvec_norm alone", what);
+            cudaFree(yp[i]), cudaFree(yq[i]), cudaFree((void *)w[i].m.d);
+            if (bp[i])
+                cudaFree((void *)bp[i]);
+        }
+        cudaFree(dx), cudaFree(dn);
+    }
+    wmat a, b, c;
+    make_wmat(&a, GGML_TYPE_Q4_K, 8, 256);
+    make_wmat(&b, GGML_TYPE_Q6_K, 8, 256);
+    make_wmat(&c, GGML_TYPE_Q4_K, 8, 512);
+    assert_false(kv_matvec3_fuses(&a.m, &a.m, &b.m));
+    assert_false(kv_matvec3_fuses(&a.m, &c.m, &a.m));
+    const kv_dmat *mix[3] = {&a.m, &b.m, &a.m};
+    const float *nob[3] = {nullptr, nullptr, nullptr};
+    float *noy[3] = {nullptr, nullptr, nullptr};
+    assert_int_equal(kv_matvec3(mix, nullptr, nullptr, 0.0f, nob, noy, 0), cudaErrorInvalidValue);
+    cudaFree((void *)a.m.d), cudaFree((void *)b.m.d), cudaFree((void *)c.m.d);
+}
+
 /* The upload's repack (wformat.cuh): every quantised format, on rows whose
  * block count leaves the planes short of a 16-byte multiple (the row is
  * padded) and spans several blocks, read back through get_rows at scale 1:
@@ -1193,6 +1266,7 @@ int main(void)
         cmocka_unit_test(test_rope),       cmocka_unit_test(test_kv_store),
         cmocka_unit_test(test_matvec_dequant_get_rows), cmocka_unit_test(test_repack),
         cmocka_unit_test(test_matvec_norm), cmocka_unit_test(test_matvec_glu),
+        cmocka_unit_test(test_matvec3),
         cmocka_unit_test(test_attention_decode),
         cmocka_unit_test(test_attention_decode_splits),
         cmocka_unit_test(test_prefill_gathers),
