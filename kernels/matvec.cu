@@ -17,11 +17,11 @@
  * Fusions for the decode step (v4): an RMSNorm of x can be the staging
  * prologue (mv_rms_inv: the sum of squares over x, a block reduction, then
  * x * inv * norm_weight is what gets staged), so the norm's launch and the
- * xn round trip go; and k_mvglu_* compute a gate row and an up row for the
- * same output index in one warp and store act(g) * u, so the g/u buffers
- * and the GLU launch go too. The steady loops are the ones above with one
- * more weight stream per row for the GLU; the prologue adds one read of x
- * (n_embd floats, from L1/L2) and two barriers per block.
+ * xn round trip go; k_mvglu_* compute 2 gate rows and the 2 up rows of the
+ * same output indices in one warp and store act(g) * u, so the g/u buffers
+ * and the GLU launch go too; k_mv3_* run Q, K and V as one grid. All keep
+ * the steady loops below (4 weight streams a warp); the prologue adds one
+ * read of x (n_embd floats, from L1/L2) and a barrier per block.
  *
  * Why v1: correctness first. Known limits (see NOTES.md): short
  * rows (n_embd 576 = 18 Q4 blocks) leave lanes idle; blocks that are only
