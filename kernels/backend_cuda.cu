@@ -719,7 +719,10 @@ fail:
 /* ---- forward ---- */
 
 /* OUT (n x w.nrows) = IN (n x w.ncols) W^T (+ BIAS), or OUT += that when
- * ACCUM. One token: the matvec kernel with bias/residual fused. Several:
+ * ACCUM, IN normed by NORM first when NORM is set (one token only: the
+ * norm is then the matvec's prologue; several rows are normed into b->xn
+ * by the caller, once for all the projections that read them, see
+ * norm_input). One token: the matvec kernel with bias/residual fused. Several:
  * bf16 activations times bf16 weights through cublasGemmEx with fp32
  * accumulation and output; ACCUM is beta = 1 on OUT. BF16 weights are read
  * as they are; every other format is dequantised to bf16 WBF_MAX_ELEMS at a
@@ -727,13 +730,15 @@ fail:
  * and f16 activations could overflow, so the weights take the activations'
  * type (a 16-bit copy per chunk, f16's extra 3 bits of mantissa rounded
  * away, as the activations' are). */
-static int proj(struct cuda_backend *b, const struct kv_dmat *w, const float *in, int32_t n,
-                const float *bias, float *out, bool accum)
+static int proj_norm(struct cuda_backend *b, const struct kv_dmat *w, const float *in,
+                     const float *norm, int32_t n, const float *bias, float *out, bool accum)
 {
     char *e = b->err;
     const size_t el = sizeof b->err;
     if (n == 1)
-        return CUDA_CHECK(kv_matvec(w, in, bias, accum ? out : NULL, out, b->st), e, el);
+        return CUDA_CHECK(kv_matvec_norm(w, in, norm, b->m->hp.norm_eps, bias,
+                                         accum ? out : NULL, out, b->st),
+                          e, el);
     if (CUDA_CHECK(kv_f32_to_bf16(in, b->abf, (int64_t)n * w->ncols, b->st), e, el))
         return -1;
     const bool direct = w->fmt == KV_WF_BF16 || w->fmt == KV_WF_BF16_S;
@@ -760,6 +765,29 @@ static int proj(struct cuda_backend *b, const struct kv_dmat *w, const float *in
     if (bias && CUDA_CHECK(kv_add_bias(out, bias, n, (int32_t)w->nrows, b->st), e, el))
         return -1;
     return 0;
+}
+
+static int proj(struct cuda_backend *b, const struct kv_dmat *w, const float *in, int32_t n,
+                const float *bias, float *out, bool accum)
+{
+    return proj_norm(b, w, in, NULL, n, bias, out, accum);
+}
+
+/* The input of the projections after an RMSNorm by NORM of X (N rows): one
+ * token reads X and norms it in each matvec's prologue (*NW = NORM: n_embd
+ * floats a block, cheaper than a launch and the xn round trip); several
+ * rows are normed once into b->xn for the GEMMs (*NW = NULL). */
+static int norm_input(struct cuda_backend *b, const float *x, const float *norm, int32_t n,
+                      const float **in, const float **nw)
+{
+    const struct model_hparams *hp = &b->m->hp;
+    if (n == 1) {
+        *in = x, *nw = norm;
+        return 0;
+    }
+    *in = b->xn, *nw = NULL;
+    return CUDA_CHECK(kv_rmsnorm(x, norm, NULL, b->xn, n, hp->n_embd, hp->norm_eps, b->st),
+                      b->err, sizeof b->err);
 }
 
 /* Prefill attention (N > 1 queries at POS) of layer L into b->ao. */
@@ -805,11 +833,21 @@ static int layer_forward(struct cuda_backend *b, int32_t il, int32_t n, int32_t 
     const int32_t E = hp->n_embd, hd = hp->head_dim;
     cudaStream_t st = b->st;
 
-    if (CUDA_CHECK(kv_rmsnorm(b->x, L->attn_norm, NULL, b->xn, n, E, hp->norm_eps, st), e, el) ||
-        proj(b, &L->wq, b->xn, n, L->bq, b->q, false) ||
-        proj(b, &L->wk, b->xn, n, L->bk, b->k, false) ||
-        proj(b, &L->wv, b->xn, n, L->bv, b->v, false))
+    /* One token with Q, K and V in one format: one launch. */
+    const float *in, *nw;
+    if (norm_input(b, b->x, L->attn_norm, n, &in, &nw))
         return -1;
+    if (n == 1 && kv_matvec3_fuses(&L->wq, &L->wk, &L->wv)) {
+        const struct kv_dmat *w3[3] = {&L->wq, &L->wk, &L->wv};
+        const float *b3[3] = {L->bq, L->bk, L->bv};
+        float *y3[3] = {b->q, b->k, b->v};
+        if (CUDA_CHECK(kv_matvec3(w3, in, nw, hp->norm_eps, b3, y3, st), e, el))
+            return -1;
+    } else if (proj_norm(b, &L->wq, in, nw, n, L->bq, b->q, false) ||
+               proj_norm(b, &L->wk, in, nw, n, L->bk, b->k, false) ||
+               proj_norm(b, &L->wv, in, nw, n, L->bv, b->v, false)) {
+        return -1;
+    }
     if (L->q_norm && CUDA_CHECK(kv_rmsnorm(b->q, L->q_norm, NULL, b->q, (int64_t)n * hp->n_head,
                                            hd, hp->norm_eps, st),
                                 e, el))
@@ -867,11 +905,20 @@ static int layer_forward(struct cuda_backend *b, int32_t il, int32_t n, int32_t 
         return -1;
     }
 
-    if (CUDA_CHECK(kv_rmsnorm(b->x, L->ffn_norm, NULL, b->xn, n, E, hp->norm_eps, st), e, el) ||
-        proj(b, &L->gate, b->xn, n, NULL, b->g, false) ||
-        proj(b, &L->up, b->xn, n, NULL, b->u, false) ||
-        CUDA_CHECK(kv_glu(b->g, b->u, (int64_t)n * hp->n_ff, hp->gelu_ffn, st), e, el))
+    /* One token with gate and up in one format: one kernel stores
+     * act(gate) * up; otherwise the two projections and kv_glu. */
+    if (norm_input(b, b->x, L->ffn_norm, n, &in, &nw))
         return -1;
+    if (n == 1 && kv_matvec_glu_fuses(&L->gate, &L->up)) {
+        if (CUDA_CHECK(kv_matvec_glu(&L->gate, &L->up, in, nw, hp->norm_eps, hp->gelu_ffn, b->g,
+                                     st),
+                       e, el))
+            return -1;
+    } else if (proj_norm(b, &L->gate, in, nw, n, NULL, b->g, false) ||
+               proj_norm(b, &L->up, in, nw, n, NULL, b->u, false) ||
+               CUDA_CHECK(kv_glu(b->g, b->u, (int64_t)n * hp->n_ff, hp->gelu_ffn, st), e, el)) {
+        return -1;
+    }
     if (L->post_ffw_norm) {
         if (proj(b, &L->down, b->g, n, NULL, b->tmp, false) ||
             CUDA_CHECK(kv_rmsnorm(b->tmp, L->post_ffw_norm, b->x, b->x, n, E, hp->norm_eps, st),
@@ -901,10 +948,9 @@ static int ubatch_forward(struct cuda_backend *b, const int32_t *tokens, int32_t
             return -1;
     for (int32_t c = 0; c < nr; c += b->logit_rows) {
         int32_t cn = nr - c < b->logit_rows ? nr - c : b->logit_rows;
-        if (CUDA_CHECK(kv_rmsnorm(b->x + (size_t)(r0 + c) * hp->n_embd, b->output_norm, NULL,
-                                  b->xn, cn, hp->n_embd, hp->norm_eps, b->st),
-                       e, el) ||
-            proj(b, &b->output, b->xn, cn, NULL, b->logits, false) ||
+        const float *in, *nw;
+        if (norm_input(b, b->x + (size_t)(r0 + c) * hp->n_embd, b->output_norm, cn, &in, &nw) ||
+            proj_norm(b, &b->output, in, nw, cn, NULL, b->logits, false) ||
             CUDA_CHECK(cudaMemcpyAsync(logits + (size_t)c * hp->n_vocab, b->logits,
                                        (size_t)cn * hp->n_vocab * sizeof(float),
                                        cudaMemcpyDeviceToHost, b->st),
@@ -974,10 +1020,9 @@ static int decode_enqueue(struct cuda_backend *b)
     for (int32_t il = 0; il < hp->n_layer; il++)
         if (layer_forward(b, il, 1, 0, &b->step->pos))
             return -1;
-    if (CUDA_CHECK(kv_rmsnorm(b->x, b->output_norm, NULL, b->xn, 1, hp->n_embd, hp->norm_eps,
-                              b->st),
-                   e, el) ||
-        proj(b, &b->output, b->xn, 1, NULL, b->logits, false) ||
+    /* The output norm is the logits matvec's prologue, as in forward() of
+     * one token, so both give the same logits. */
+    if (proj_norm(b, &b->output, b->x, b->output_norm, 1, NULL, b->logits, false) ||
         CUDA_CHECK(kv_sample(b->logits, hp->n_vocab, &b->step->s, b->sample_tmp, b->pick, b->st),
                    e, el))
         return -1;

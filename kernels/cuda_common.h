@@ -18,6 +18,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -102,10 +103,33 @@ int kv_device_roofs(cudaStream_t st, cublasHandle_t blas, const struct engine_ro
 /* ---- matvec.cu, dequant.cu, get_rows.cu ---- */
 
 /* Y[r] = dot(W row r, X) + (BIAS ? BIAS[r] : 0) + (ADD ? ADD[r] : 0) for every
- * row. X has W.ncols floats. Y may equal ADD (each element is read, then
- * written, by one thread); Y must not overlap X. */
+ * row. X has W.ncols floats, 16-byte aligned. Y may equal ADD (each element
+ * is read, then written, by one thread); Y must not overlap X. */
 cudaError_t kv_matvec(const struct kv_dmat *w, const float *x, const float *bias,
                       const float *add, float *y, cudaStream_t st);
+/* kv_matvec of X normed first when NORM is set: X / sqrt(mean(X^2) + EPS) *
+ * NORM (W.ncols floats), kv_rmsnorm's row, computed in the matvec's
+ * prologue (no launch, no buffer); X is then read-only. NORM NULL: kv_matvec. */
+cudaError_t kv_matvec_norm(const struct kv_dmat *w, const float *x, const float *norm, float eps,
+                           const float *bias, const float *add, float *y, cudaStream_t st);
+/* Whether kv_matvec3 takes A, B and C: one format with a staged form (as
+ * kv_matvec_glu_fuses) and one width. */
+bool kv_matvec3_fuses(const struct kv_dmat *a, const struct kv_dmat *b, const struct kv_dmat *c);
+/* kv_matvec_norm of one X (normed by NORM when set) by three matrices in one
+ * launch: Y[i] = W[i] xn + BIAS[i] (each may be NULL), no residual; the
+ * results of the three calls, bit for bit. cudaErrorInvalidValue unless
+ * kv_matvec3_fuses. The decode step's Q, K and V. */
+cudaError_t kv_matvec3(const struct kv_dmat *const w[3], const float *x, const float *norm,
+                       float eps, const float *const bias[3], float *const y[3], cudaStream_t st);
+/* Whether kv_matvec_glu takes GATE and UP: one format with a GLU form (not
+ * the scalar float forms) and one shape. */
+bool kv_matvec_glu_fuses(const struct kv_dmat *gate, const struct kv_dmat *up);
+/* Y[r] = act(dot(GATE row r, xn)) * dot(UP row r, xn), xn = X normed by
+ * NORM as in kv_matvec_norm (X itself when NORM is NULL), act SiLU or GELU
+ * (tanh form): what the two kv_matvec_norm calls and kv_glu would leave in
+ * G, bit for bit. cudaErrorInvalidValue unless kv_matvec_glu_fuses. */
+cudaError_t kv_matvec_glu(const struct kv_dmat *gate, const struct kv_dmat *up, const float *x,
+                          const float *norm, float eps, bool gelu, float *y, cudaStream_t st);
 /* Rows ROW0..ROW0+NROWS-1 of W as bf16 (round to nearest even) into OUT
  * (NROWS x W.ncols): the prefill GEMM's weight operand. */
 cudaError_t kv_dequant_bf16(const struct kv_dmat *w, int64_t row0, int64_t nrows,
@@ -130,6 +154,17 @@ cudaError_t kv_add(float *y, const float *a, int64_t n, cudaStream_t st);
  * rope factors and scaling folded in by the caller; model-formats.md 3.1). */
 cudaError_t kv_rope(float *x, int32_t n_tok, int32_t n_head, int32_t hd, int32_t n_rot,
                     int32_t pos0, const float *inv_freq, bool neox, cudaStream_t st);
+/* The gated activation, cpu.c's: GELU (tanh form) when GELU, else SiLU.
+ * One definition for kv_glu and the fused gate/up matvec, so the two agree
+ * bit for bit. */
+static __device__ __forceinline__ float kv_glu_act(float x, bool gelu)
+{
+    if (gelu) {
+        const float k = 0.7978845608028654f; /* sqrt(2/pi) */
+        return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+    }
+    return x / (1.0f + expf(-x));
+}
 /* G[i] = act(G[i]) * U[i]: SiLU, or GELU (tanh form) when GELU. */
 cudaError_t kv_glu(float *g, const float *u, int64_t n, bool gelu, cudaStream_t st);
 /* Writes K and V (N_TOK x N_KV x HD, f32) into the layer's caches (N_KV x

@@ -3,8 +3,10 @@
  *
  * Design rules: element-wise, grid-stride, in place on G.
  *
- * Why this version: simple and exact (v1); fusing it into the down
- * projection's input load is a next step (NOTES.md).
+ * Why this version: simple and exact (v1). The decode step does not launch
+ * it: there the gate/up matvec stores act(g) * u itself (k_mvglu_*,
+ * matvec.cu), through the same kv_glu_act. Prefill, and gate/up pairs of
+ * different formats, still use it.
  */
 #include <math.h>
 
@@ -14,14 +16,7 @@ static __global__ void k_glu(float *g, const float *__restrict__ u, int64_t n, b
 {
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x) {
-        float x = g[i], a;
-        if (gelu) {
-            const float k = 0.7978845608028654f; /* sqrt(2/pi) */
-            a = 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
-        } else {
-            a = x / (1.0f + expf(-x));
-        }
-        g[i] = a * u[i];
+        g[i] = kv_glu_act(g[i], gelu) * u[i];
     }
 }
 

@@ -14,6 +14,15 @@
  * (k_matvec_q) the quantised ones in their repacked layout, measured with
  * scripts/kernel-report (NOTES.md).
  *
+ * Fusions for the decode step (v4): an RMSNorm of x can be the staging
+ * prologue (mv_rms_inv: the sum of squares over x, a block reduction, then
+ * x * inv * norm_weight is what gets staged), so the norm's launch and the
+ * xn round trip go; k_mvglu_* compute 2 gate rows and the 2 up rows of the
+ * same output indices in one warp and store act(g) * u, so the g/u buffers
+ * and the GLU launch go too; k_mv3_* run Q, K and V as one grid. All keep
+ * the steady loops below (4 weight streams a warp); the prologue adds one
+ * read of x (n_embd floats, from L1/L2) and a barrier per block.
+ *
  * Why v1: correctness first. Known limits (see NOTES.md): short
  * rows (n_embd 576 = 18 Q4 blocks) leave lanes idle; blocks that are only
  * 2-byte aligned use 2-byte loads. Both are next steps, measured on a GPU.
@@ -22,14 +31,73 @@
 
 #define MV_WARPS 4
 
-template <int F>
-static __global__ void __launch_bounds__(MV_WARPS * 32)
-    k_matvec(const uint8_t *__restrict__ w, size_t row_bytes, int64_t nrows, int64_t nunits,
-             const float *__restrict__ x, const float *bias, const float *add, float *y)
+/* The RMSNorm scale of X (N floats), rsqrt(mean(x^2) + EPS), the same
+ * value in every thread: each warp's partial sum is written once and every
+ * thread adds the MV_WARPS of them in one fixed order. Every thread of the
+ * block must call it (a barrier). The sum's order is not k_rmsnorm's, so
+ * the scale may differ from it by an ulp or so: within the 1e-5 matvec
+ * tolerance, not bit-equal. */
+static __device__ float mv_rms_inv(const float *__restrict__ x, int64_t n, float eps)
+{
+    KV_SHARED(float, part, [MV_WARPS]);
+    float ss = 0.0f;
+    /* Not unrolled: a few passes per block, and kept smaller than the dot
+     * loop so scripts/kernel-report still counts that one. */
+    if ((n & 3) == 0 && ((uintptr_t)x & 15) == 0) {
+#pragma unroll 1
+        for (int64_t i = threadIdx.x; i < n / 4; i += MV_WARPS * 32) {
+            float4 v = __ldg((const float4 *)x + i);
+            ss += (v.x * v.x + v.y * v.y) + (v.z * v.z + v.w * v.w);
+        }
+    } else {
+#pragma unroll 1
+        for (int64_t i = threadIdx.x; i < n; i += MV_WARPS * 32) {
+            float v = __ldg(x + i);
+            ss += v * v;
+        }
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if ((threadIdx.x & 31) == 0)
+        part[threadIdx.x >> 5] = ss;
+    __syncthreads();
+    float t = 0.0f;
+#pragma unroll
+    for (int k = 0; k < MV_WARPS; k++)
+        t += part[k];
+    return rsqrtf(t / (float)n + eps);
+}
+
+/* Float4 I of x, normed when NW is set: x * inv * nw, k_rmsnorm's
+ * expression, so the staged value is what the norm kernel would write
+ * given the same scale. */
+static __device__ __forceinline__ float4 mv_x4(const float *__restrict__ x,
+                                               const float *__restrict__ nw, float inv, int64_t i)
+{
+    float4 v = __ldg((const float4 *)x + i);
+    if (nw) {
+        float4 g = __ldg((const float4 *)nw + i);
+        v.x = v.x * inv * g.x, v.y = v.y * inv * g.y;
+        v.z = v.z * inv * g.z, v.w = v.w * inv * g.w;
+    }
+    return v;
+}
+
+/* v1's body; NORM (a template parameter, so the plain kernel's loop has no
+ * test in it) norms x by NW on the fly. */
+template <int F, bool NORM>
+static __device__ __forceinline__ void mv_v1(const uint8_t *__restrict__ w, size_t row_bytes,
+                                             int64_t nrows, int64_t nunits,
+                                             const float *__restrict__ x,
+                                             const float *__restrict__ nw, float eps,
+                                             const float *bias, const float *add, float *y)
 {
     constexpr int UE = kv_fmt<F>::UE;
     int64_t r = (int64_t)blockIdx.x * MV_WARPS + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
+    /* Before any thread leaves: the norm's reduction has a barrier. */
+    const float inv = NORM ? mv_rms_inv(x, nunits * UE, eps) : 1.0f;
     if (r >= nrows)
         return;
     const uint8_t *row = w + r * row_bytes;
@@ -42,13 +110,17 @@ static __global__ void __launch_bounds__(MV_WARPS * 32)
         if constexpr (UE % 4 == 0) {
 #pragma unroll
             for (int i = 0; i < UE; i += 4) {
-                float4 xv = __ldg((const float4 *)(xu + i));
+                float4 xv = mv_x4(x, NORM ? nw : nullptr, inv, (u * UE + i) / 4);
                 acc += v[i] * xv.x + v[i + 1] * xv.y + v[i + 2] * xv.z + v[i + 3] * xv.w;
             }
         } else {
 #pragma unroll
-            for (int i = 0; i < UE; i++)
-                acc += v[i] * __ldg(xu + i);
+            for (int i = 0; i < UE; i++) {
+                float xv = __ldg(xu + i);
+                if constexpr (NORM)
+                    xv = xv * inv * __ldg(nw + u * UE + i);
+                acc += v[i] * xv;
+            }
         }
     }
 #pragma unroll
@@ -61,6 +133,23 @@ static __global__ void __launch_bounds__(MV_WARPS * 32)
             acc += add[r];
         y[r] = acc;
     }
+}
+
+template <int F>
+static __global__ void __launch_bounds__(MV_WARPS * 32)
+    k_matvec(const uint8_t *__restrict__ w, size_t row_bytes, int64_t nrows, int64_t nunits,
+             const float *__restrict__ x, const float *bias, const float *add, float *y)
+{
+    mv_v1<F, false>(w, row_bytes, nrows, nunits, x, nullptr, 0.0f, bias, add, y);
+}
+
+template <int F>
+static __global__ void __launch_bounds__(MV_WARPS * 32)
+    k_mvnorm_s(const uint8_t *__restrict__ w, size_t row_bytes, int64_t nrows, int64_t nunits,
+               const float *__restrict__ x, const float *__restrict__ nw, float eps,
+               const float *bias, const float *add, float *y)
+{
+    mv_v1<F, true>(w, row_bytes, nrows, nunits, x, nw, eps, bias, add, y);
 }
 
 /* ---- v2: the 16-byte float formats (F32, F16, BF16), x staged in shared ----
@@ -85,37 +174,85 @@ template <> constexpr bool kv_mv_staged<KV_WF_F32> = true;
 template <> constexpr bool kv_mv_staged<KV_WF_F16> = true;
 template <> constexpr bool kv_mv_staged<KV_WF_BF16> = true;
 
-template <int F>
-static __global__ void __launch_bounds__(MV_WARPS * 32)
-    k_matvec_sx(const uint8_t *__restrict__ w, size_t row_bytes, int64_t nrows, int64_t ncols,
-                const float *__restrict__ x, const float *bias, const float *add, float *y)
+/* The warp's MV_ROWS sums reduced and stored by lane 0: rows r0.. of one
+ * matrix, Y[r] = sum (+ BIAS[r]) (+ ADD[r]); or with two matrices (NM = 2,
+ * the GLU) MV_ROWS / 2 rows of each, Y[r] = act(gate sum) * up sum, glu.cu's
+ * expression (kv_glu_act), so the fused kernel writes exactly what the gate
+ * and up matvecs and kv_glu would. */
+template <int NM>
+static __device__ __forceinline__ void mv_store(float (&acc)[MV_ROWS], int lane, int64_t r0,
+                                                int64_t nrows, const float *bias,
+                                                const float *add, bool gelu, float *y)
+{
+    constexpr int RW = MV_ROWS / NM;
+#pragma unroll
+    for (int j = 0; j < MV_ROWS; j++) {
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1)
+            acc[j] += __shfl_xor_sync(0xffffffffu, acc[j], o);
+    }
+#pragma unroll
+    for (int j = 0; j < RW; j++) {
+        int64_t r = r0 + j;
+        if (lane == 0 && r < nrows) {
+            float s = acc[j];
+            if constexpr (NM == 2) {
+                s = kv_glu_act(s, gelu) * acc[RW + j];
+            } else {
+                if (bias)
+                    s += bias[r];
+                if (add)
+                    s += add[r];
+            }
+            y[r] = s;
+        }
+    }
+}
+
+/* One warp's rows of k_matvec_sx (NM = 1: MV_ROWS rows of W) or k_mvglu_sx
+ * (NM = 2: MV_ROWS / 2 rows of W and the same of WU, one format and shape:
+ * gate and up). Either way a pass reads MV_ROWS weight streams against one
+ * staged x, so the GLU form has the matvec's loop and registers. X normed
+ * by NW first when NW is set. */
+template <int F, int NM>
+static __device__ __forceinline__ void mv_sx(const uint8_t *__restrict__ w,
+                                             const uint8_t *__restrict__ wu, size_t row_bytes,
+                                             int64_t nrows, int64_t ncols,
+                                             const float *__restrict__ x,
+                                             const float *__restrict__ nw, float eps,
+                                             const float *bias, const float *add, bool gelu,
+                                             float *y, int64_t blk)
 {
     static_assert(kv_fmt<F>::UE == 8, "the staged matvec reads 8-element units");
+    constexpr int R = MV_ROWS, RW = MV_ROWS / NM;
     KV_SHARED(float4, xs, [MV_CHUNK / 4]);
     const int lane = threadIdx.x & 31;
-    const int64_t r0 = ((int64_t)blockIdx.x * MV_WARPS + (threadIdx.x >> 5)) * MV_ROWS;
+    const int64_t r0 = (blk * MV_WARPS + (threadIdx.x >> 5)) * RW;
+    const float inv = nw ? mv_rms_inv(x, ncols, eps) : 1.0f;
     /* Row r0 + j (clamped) starts at w + r0c + j * rstep. */
     const int64_t r0c = r0 < nrows ? r0 : nrows - 1;
     const uint8_t *row0 = w + r0c * row_bytes;
-    float acc[MV_ROWS];
+    const uint8_t *row0u = NM == 2 ? wu + r0c * row_bytes : row0;
+    float acc[R];
 #pragma unroll
-    for (int j = 0; j < MV_ROWS; j++)
+    for (int j = 0; j < R; j++)
         acc[j] = 0.0f;
     for (int64_t c0 = 0; c0 < ncols; c0 += MV_CHUNK) {
         int n = ncols - c0 < MV_CHUNK ? (int)(ncols - c0) : MV_CHUNK;
         __syncthreads(); /* the previous chunk is no longer read */
         for (int i = threadIdx.x; i < n / 4; i += MV_WARPS * 32) {
             int u = i >> 1, h = i & 1;
-            xs[(u >> 5) * 64 + h * 32 + (u & 31)] = __ldg((const float4 *)(x + c0) + i);
+            xs[(u >> 5) * 64 + h * 32 + (u & 31)] = mv_x4(x, nw, inv, c0 / 4 + i);
         }
         __syncthreads();
         const int nu = n >> 3;
         /* Pointers advance with the lane's unit, so a pass costs no address
          * arithmetic beyond the increments. */
-        const uint8_t *rp[MV_ROWS];
+        const uint8_t *rp[R];
 #pragma unroll
-        for (int j = 0; j < MV_ROWS; j++)
-            rp[j] = row0 + (r0c + j < nrows ? j : nrows - 1 - r0c) * row_bytes +
+        for (int j = 0; j < R; j++)
+            rp[j] = (j < RW ? row0 : row0u) +
+                    (r0c + j % RW < nrows ? j % RW : nrows - 1 - r0c) * row_bytes +
                     (c0 / 8 + lane) * (int64_t)kv_fmt<F>::UE_BYTES;
         int xi = lane;
 #pragma unroll 1
@@ -123,7 +260,7 @@ static __global__ void __launch_bounds__(MV_WARPS * 32)
             float4 a = xs[xi], b = xs[xi + 32];
             const float xv[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
 #pragma unroll
-            for (int j = 0; j < MV_ROWS; j++) {
+            for (int j = 0; j < R; j++) {
                 float v[8];
                 kv_fmt<F>::decode(rp[j], 0, 0, v);
                 rp[j] += 32 * kv_fmt<F>::UE_BYTES;
@@ -133,21 +270,26 @@ static __global__ void __launch_bounds__(MV_WARPS * 32)
             }
         }
     }
-#pragma unroll
-    for (int j = 0; j < MV_ROWS; j++) {
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1)
-            acc[j] += __shfl_xor_sync(0xffffffffu, acc[j], o);
-        int64_t r = r0 + j;
-        if (lane == 0 && r < nrows) {
-            float s = acc[j];
-            if (bias)
-                s += bias[r];
-            if (add)
-                s += add[r];
-            y[r] = s;
-        }
-    }
+    mv_store<NM>(acc, lane, r0, nrows, bias, add, gelu, y);
+}
+
+template <int F>
+static __global__ void __launch_bounds__(MV_WARPS * 32)
+    k_matvec_sx(const uint8_t *__restrict__ w, size_t row_bytes, int64_t nrows, int64_t ncols,
+                const float *__restrict__ x, const float *__restrict__ nw, float eps,
+                const float *bias, const float *add, float *y)
+{
+    mv_sx<F, 1>(w, nullptr, row_bytes, nrows, ncols, x, nw, eps, bias, add, false, y, blockIdx.x);
+}
+
+template <int F>
+static __global__ void __launch_bounds__(MV_WARPS * 32)
+    k_mvglu_sx(const uint8_t *__restrict__ wg, const uint8_t *__restrict__ wu, size_t row_bytes,
+               int64_t nrows, int64_t ncols, const float *__restrict__ x,
+               const float *__restrict__ nw, float eps, bool gelu, float *y)
+{
+    mv_sx<F, 2>(wg, wu, row_bytes, nrows, ncols, x, nw, eps, nullptr, nullptr, gelu, y,
+                blockIdx.x);
 }
 
 /* ---- v3: the quantised formats, in the repacked layout (wformat.cuh) ----
@@ -157,53 +299,63 @@ static __global__ void __launch_bounds__(MV_WARPS * 32)
  * UE/4 LDS.128 of 16 consecutive bytes across the warp (float4 i of unit
  * 32 s + l at (UE/4) 32 s + 32 i + l); beside it, for the formats that
  * factor a min or offset out (kv_fmt<F>::XSUM), the sum of every 32 x,
- * computed once per block and shared by its 16 rows. A pass of the steady
- * loop is one unit of each row: lane l reads unit 32 p + l, so a warp's
- * quant loads are 16-byte slices of one contiguous plane, and the scales
- * come from their own plane, also contiguous across the warp. */
-template <int F>
-static __global__ void __launch_bounds__(MV_WARPS * 32)
-    k_matvec_q(const uint8_t *__restrict__ w, size_t row_bytes, int64_t nrows, int64_t ncols,
-               const float *__restrict__ x, const float *bias, const float *add, float *y)
+ * computed once per block and shared by its 16 rows (of the normed x when
+ * the norm is fused: the sum must be of what is staged). A pass of the
+ * steady loop is one unit of each row: lane l reads unit 32 p + l, so a
+ * warp's quant loads are 16-byte slices of one contiguous plane, and the
+ * scales come from their own plane, also contiguous across the warp. The
+ * GLU form (NM = 2) takes 2 gate and 2 up rows a warp: the same 4 weight
+ * streams a pass, so the same loop and registers (8 streams, 4 of each,
+ * took up to 168 registers and spilled in Q5_1). */
+template <int F, int NM>
+static __device__ __forceinline__ void mv_q(const uint8_t *__restrict__ w,
+                                            const uint8_t *__restrict__ wu, size_t row_bytes,
+                                            int64_t nrows, int64_t ncols,
+                                            const float *__restrict__ x,
+                                            const float *__restrict__ nw, float eps,
+                                            const float *bias, const float *add, bool gelu,
+                                            float *y, int64_t blk)
 {
     using T = kv_fmt<F>;
-    constexpr int UE = T::UE, NG = UE / 32 > 0 ? UE / 32 : 1;
+    constexpr int UE = T::UE, NG = UE / 32 > 0 ? UE / 32 : 1, R = MV_ROWS, RW = MV_ROWS / NM;
     static_assert(MV_CHUNK % (32 * UE) == 0, "a chunk is whole warp passes");
     KV_SHARED(float4, xs, [MV_CHUNK / 4]);
     KV_SHARED(float, xsum, [MV_CHUNK / 32]);
     const int lane = threadIdx.x & 31;
     const int64_t nb = ncols / T::COLS;
-    const int64_t r0 = ((int64_t)blockIdx.x * MV_WARPS + (threadIdx.x >> 5)) * MV_ROWS;
+    const int64_t r0 = (blk * MV_WARPS + (threadIdx.x >> 5)) * RW;
     const int64_t r0c = r0 < nrows ? r0 : nrows - 1;
-    const uint8_t *rp[MV_ROWS];
+    const float inv = nw ? mv_rms_inv(x, ncols, eps) : 1.0f;
+    const uint8_t *rp[R];
 #pragma unroll
-    for (int j = 0; j < MV_ROWS; j++)
-        rp[j] = w + (r0c + j < nrows ? r0c + j : nrows - 1) * (int64_t)row_bytes;
-    float acc[MV_ROWS];
+    for (int j = 0; j < R; j++) {
+        const int64_t r = r0c + j % RW;
+        rp[j] = (j < RW ? w : wu) + (r < nrows ? r : nrows - 1) * (int64_t)row_bytes;
+    }
+    float acc[R];
 #pragma unroll
-    for (int j = 0; j < MV_ROWS; j++)
+    for (int j = 0; j < R; j++)
         acc[j] = 0.0f;
     for (int64_t c0 = 0; c0 < ncols; c0 += MV_CHUNK) {
         int n = ncols - c0 < MV_CHUNK ? (int)(ncols - c0) : MV_CHUNK;
+        const int nu = n / UE;
         __syncthreads(); /* the previous chunk is no longer read */
         for (int i = threadIdx.x; i < n / 4; i += MV_WARPS * 32) {
             int u = i / (UE / 4), k = i % (UE / 4);
-            xs[(u >> 5) * (UE / 4) * 32 + k * 32 + (u & 31)] = __ldg((const float4 *)(x + c0) + i);
+            xs[(u >> 5) * (UE / 4) * 32 + k * 32 + (u & 31)] = mv_x4(x, nw, inv, c0 / 4 + i);
         }
         if constexpr (T::XSUM) {
             for (int g = threadIdx.x; g < n / 32; g += MV_WARPS * 32) {
-                const float4 *xg = (const float4 *)(x + c0) + 8 * g;
                 float s = 0.0f;
 #pragma unroll
                 for (int k = 0; k < 8; k++) {
-                    float4 v = __ldg(xg + k);
+                    float4 v = mv_x4(x, nw, inv, c0 / 4 + 8 * g + k);
                     s += (v.x + v.y) + (v.z + v.w);
                 }
                 xsum[g] = s;
             }
         }
         __syncthreads();
-        const int nu = n / UE;
         const int64_t ub = c0 / UE;
 #pragma unroll 1
         for (int u = lane; u < nu; u += 32) {
@@ -218,45 +370,186 @@ static __global__ void __launch_bounds__(MV_WARPS * 32)
             for (int g = 0; g < NG; g++)
                 sv[g] = T::XSUM ? xsum[u * NG + g] : 0.0f;
 #pragma unroll
-            for (int j = 0; j < MV_ROWS; j++)
+            for (int j = 0; j < R; j++)
                 acc[j] += T::dot(rp[j], nb, ub + u, xv, sv);
         }
     }
-#pragma unroll
-    for (int j = 0; j < MV_ROWS; j++) {
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1)
-            acc[j] += __shfl_xor_sync(0xffffffffu, acc[j], o);
-        int64_t r = r0 + j;
-        if (lane == 0 && r < nrows) {
-            float s = acc[j];
-            if (bias)
-                s += bias[r];
-            if (add)
-                s += add[r];
-            y[r] = s;
-        }
-    }
+    mv_store<NM>(acc, lane, r0, nrows, bias, add, gelu, y);
 }
 
-cudaError_t kv_matvec(const struct kv_dmat *w, const float *x, const float *bias,
-                      const float *add, float *y, cudaStream_t st)
+template <int F>
+static __global__ void __launch_bounds__(MV_WARPS * 32)
+    k_matvec_q(const uint8_t *__restrict__ w, size_t row_bytes, int64_t nrows, int64_t ncols,
+               const float *__restrict__ x, const float *__restrict__ nw, float eps,
+               const float *bias, const float *add, float *y)
+{
+    mv_q<F, 1>(w, nullptr, row_bytes, nrows, ncols, x, nw, eps, bias, add, false, y, blockIdx.x);
+}
+
+template <int F>
+static __global__ void __launch_bounds__(MV_WARPS * 32)
+    k_mvglu_q(const uint8_t *__restrict__ wg, const uint8_t *__restrict__ wu, size_t row_bytes,
+              int64_t nrows, int64_t ncols, const float *__restrict__ x,
+              const float *__restrict__ nw, float eps, bool gelu, float *y)
+{
+    mv_q<F, 2>(wg, wu, row_bytes, nrows, ncols, x, nw, eps, nullptr, nullptr, gelu, y,
+               blockIdx.x);
+}
+
+/* ---- three matrices of one format in one launch (Q, K and V) ----
+ *
+ * Blocks 0..blk1-1 take matrix 0, blk1..blk2-1 matrix 1, the rest matrix 2,
+ * each with k_matvec_q's (or k_matvec_sx's) body, so a block's work and
+ * results are those of the matvec of its matrix, bit for bit. The choice
+ * is per block, so every barrier is still reached by the whole block. The
+ * pointers are picked with compares, not by indexing an array in the
+ * parameters (which ptxas would copy to local memory). */
+struct mv3_args {
+    const uint8_t *w0, *w1, *w2;
+    const float *b0, *b1, *b2; /* biases, or NULL */
+    float *y0, *y1, *y2;
+    int64_t n0, n1, n2;        /* rows of each */
+    int64_t blk1, blk2;        /* first block of matrices 1 and 2 */
+    size_t row_bytes;          /* one format and width: one row size */
+    int64_t ncols;
+    const float *x, *nw;
+    float eps;
+};
+
+struct mv3_pick {
+    const uint8_t *w;
+    const float *bias;
+    float *y;
+    int64_t nrows, blk;
+    __device__ __forceinline__ explicit mv3_pick(const mv3_args &a)
+    {
+        const int64_t b = blockIdx.x;
+        const int m = b >= a.blk2 ? 2 : b >= a.blk1 ? 1 : 0;
+        w = m == 2 ? a.w2 : m == 1 ? a.w1 : a.w0;
+        bias = m == 2 ? a.b2 : m == 1 ? a.b1 : a.b0;
+        y = m == 2 ? a.y2 : m == 1 ? a.y1 : a.y0;
+        nrows = m == 2 ? a.n2 : m == 1 ? a.n1 : a.n0;
+        blk = b - (m == 2 ? a.blk2 : m == 1 ? a.blk1 : 0);
+    }
+};
+
+template <int F>
+static __global__ void __launch_bounds__(MV_WARPS * 32) k_mv3_q(const mv3_args a)
+{
+    const mv3_pick p(a);
+    mv_q<F, 1>(p.w, nullptr, a.row_bytes, p.nrows, a.ncols, a.x, a.nw, a.eps, p.bias, nullptr,
+               false, p.y, p.blk);
+}
+
+template <int F>
+static __global__ void __launch_bounds__(MV_WARPS * 32) k_mv3_sx(const mv3_args a)
+{
+    const mv3_pick p(a);
+    mv_sx<F, 1>(p.w, nullptr, a.row_bytes, p.nrows, a.ncols, a.x, a.nw, a.eps, p.bias, nullptr,
+                false, p.y, p.blk);
+}
+
+cudaError_t kv_matvec_norm(const struct kv_dmat *w, const float *x, const float *norm, float eps,
+                           const float *bias, const float *add, float *y, cudaStream_t st)
 {
     return kv_wf_dispatch(w->fmt, [&](auto f) {
         constexpr int F = decltype(f)::value;
         if constexpr (kv_repacked<F>::value) {
             unsigned grid = (unsigned)((w->nrows + MV_WARPS * MV_ROWS - 1) / (MV_WARPS * MV_ROWS));
             KV_LAUNCH(k_matvec_q<F>, grid, MV_WARPS * 32, 0, st)(w->d, w->row_bytes, w->nrows,
-                                                                 w->ncols, x, bias, add, y);
+                                                                 w->ncols, x, norm, eps, bias,
+                                                                 add, y);
         } else if constexpr (kv_mv_staged<F>) {
             unsigned grid = (unsigned)((w->nrows + MV_WARPS * MV_ROWS - 1) / (MV_WARPS * MV_ROWS));
             KV_LAUNCH(k_matvec_sx<F>, grid, MV_WARPS * 32, 0, st)(w->d, w->row_bytes, w->nrows,
-                                                                  w->ncols, x, bias, add, y);
+                                                                  w->ncols, x, norm, eps, bias,
+                                                                  add, y);
         } else {
             unsigned grid = (unsigned)((w->nrows + MV_WARPS - 1) / MV_WARPS);
-            KV_LAUNCH(k_matvec<F>, grid, MV_WARPS * 32, 0, st)(w->d, w->row_bytes, w->nrows,
-                                                               w->ncols / kv_fmt<F>::UE, x,
-                                                               bias, add, y);
+            if (norm)
+                KV_LAUNCH(k_mvnorm_s<F>, grid, MV_WARPS * 32, 0, st)(
+                    w->d, w->row_bytes, w->nrows, w->ncols / kv_fmt<F>::UE, x, norm, eps, bias,
+                    add, y);
+            else
+                KV_LAUNCH(k_matvec<F>, grid, MV_WARPS * 32, 0, st)(w->d, w->row_bytes, w->nrows,
+                                                                   w->ncols / kv_fmt<F>::UE, x,
+                                                                   bias, add, y);
         }
+    });
+}
+
+cudaError_t kv_matvec(const struct kv_dmat *w, const float *x, const float *bias,
+                      const float *add, float *y, cudaStream_t st)
+{
+    return kv_matvec_norm(w, x, nullptr, 0.0f, bias, add, y, st);
+}
+
+/* The staged and repacked kernels have a GLU form; the scalar float forms
+ * (rows not a multiple of 8) do not, and two matrices of different formats
+ * cannot share one kernel instance (Q4_K_M files mix Q4_K and Q6_K). */
+static const bool k_mv_glu_form[] = {
+#define MV_GLU_ROW(n) kv_repacked<KV_WF_##n>::value || kv_mv_staged<KV_WF_##n>,
+    KV_WF_LIST(MV_GLU_ROW)
+#undef MV_GLU_ROW
+};
+
+bool kv_matvec_glu_fuses(const struct kv_dmat *gate, const struct kv_dmat *up)
+{
+    return gate->fmt == up->fmt && gate->fmt >= 0 && gate->fmt < KV_WF_NONE &&
+           k_mv_glu_form[gate->fmt] && gate->nrows == up->nrows && gate->ncols == up->ncols &&
+           gate->row_bytes == up->row_bytes;
+}
+
+cudaError_t kv_matvec_glu(const struct kv_dmat *gate, const struct kv_dmat *up, const float *x,
+                          const float *norm, float eps, bool gelu, float *y, cudaStream_t st)
+{
+    if (!kv_matvec_glu_fuses(gate, up))
+        return cudaErrorInvalidValue;
+    constexpr int RB = MV_WARPS * MV_ROWS / 2; /* output rows a block */
+    unsigned grid = (unsigned)((gate->nrows + RB - 1) / RB);
+    return kv_wf_dispatch(gate->fmt, [&](auto f) {
+        constexpr int F = decltype(f)::value;
+        if constexpr (kv_repacked<F>::value) {
+            KV_LAUNCH(k_mvglu_q<F>, grid, MV_WARPS * 32, 0, st)(gate->d, up->d, gate->row_bytes,
+                                                                gate->nrows, gate->ncols, x,
+                                                                norm, eps, gelu, y);
+        } else if constexpr (kv_mv_staged<F>) {
+            KV_LAUNCH(k_mvglu_sx<F>, grid, MV_WARPS * 32, 0, st)(gate->d, up->d, gate->row_bytes,
+                                                                 gate->nrows, gate->ncols, x,
+                                                                 norm, eps, gelu, y);
+        }
+    });
+}
+
+bool kv_matvec3_fuses(const struct kv_dmat *a, const struct kv_dmat *b, const struct kv_dmat *c)
+{
+    return kv_matvec_glu_fuses(a, a) && a->fmt == b->fmt && a->fmt == c->fmt &&
+           a->ncols == b->ncols && a->ncols == c->ncols && a->row_bytes == b->row_bytes &&
+           a->row_bytes == c->row_bytes;
+}
+
+cudaError_t kv_matvec3(const struct kv_dmat *const w[3], const float *x, const float *norm,
+                       float eps, const float *const bias[3], float *const y[3], cudaStream_t st)
+{
+    if (!kv_matvec3_fuses(w[0], w[1], w[2]))
+        return cudaErrorInvalidValue;
+    const int64_t rb = MV_WARPS * MV_ROWS; /* rows a block */
+    mv3_args a;
+    a.w0 = w[0]->d, a.w1 = w[1]->d, a.w2 = w[2]->d;
+    a.b0 = bias[0], a.b1 = bias[1], a.b2 = bias[2];
+    a.y0 = y[0], a.y1 = y[1], a.y2 = y[2];
+    a.n0 = w[0]->nrows, a.n1 = w[1]->nrows, a.n2 = w[2]->nrows;
+    a.blk1 = (a.n0 + rb - 1) / rb;
+    a.blk2 = a.blk1 + (a.n1 + rb - 1) / rb;
+    a.row_bytes = w[0]->row_bytes;
+    a.ncols = w[0]->ncols;
+    a.x = x, a.nw = norm, a.eps = eps;
+    unsigned grid = (unsigned)(a.blk2 + (a.n2 + rb - 1) / rb);
+    return kv_wf_dispatch(w[0]->fmt, [&](auto f) {
+        constexpr int F = decltype(f)::value;
+        if constexpr (kv_repacked<F>::value)
+            KV_LAUNCH(k_mv3_q<F>, grid, MV_WARPS * 32, 0, st)(a);
+        else if constexpr (kv_mv_staged<F>)
+            KV_LAUNCH(k_mv3_sx<F>, grid, MV_WARPS * 32, 0, st)(a);
     });
 }

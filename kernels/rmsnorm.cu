@@ -9,8 +9,10 @@
  * of qwen3 and gemma3, rows of head_dim).
  *
  * Why this version: correctness first (v1). It moves a few KB per token and
- * is launch-bound at decode; fusing it into the next matvec's x load is the
- * planned step (NOTES.md).
+ * is launch-bound at decode, so the decode step does not launch it before
+ * a projection: the matvec norms x in its staging prologue (matvec.cu,
+ * kv_matvec_norm). It still serves prefill, the q/k norms and the
+ * post-norms (which need the whole output row of a matvec).
  */
 #include "cuda_common.h"
 

@@ -135,6 +135,37 @@ static void *backend_new(const struct backend_ops *ops, const struct model *m, i
 
 #define SEQ 12
 
+#ifdef KVCHAT_CUDA_EMU
+/* The kernels a decode step should launch for M: the embedding row, per
+ * layer Q/K/V in one kernel (norming x in its prologue), RoPE + KV store,
+ * attention, the output projection with the residual, gate/up + GLU in one
+ * kernel and down (6), plus each q/k norm and post-norm the layer has, plus
+ * 2 when Q, K and V, or gate and up, cannot share a kernel (two formats,
+ * or the scalar float form of rows not a multiple of 8: then gate, up and
+ * GLU, or Q, K and V, apart); then the logits matvec (output norm fused)
+ * and the sampler's 2. HI allows each layer's split merge (the split count
+ * depends on the device). */
+static void step_kernels(const struct model *m, unsigned long *lo, unsigned long *hi)
+{
+    unsigned long n = 1 + 1 + 2;
+    for (int32_t il = 0; il < m->hp.n_layer; il++) {
+        const struct model_layer *L = &m->layers[il];
+        enum ggml_type g = L->ffn_gate.type, q = L->wq.type;
+        bool scalar = m->hp.n_embd % 8 != 0;
+        bool gflt = g == GGML_TYPE_F32 || g == GGML_TYPE_F16 || g == GGML_TYPE_BF16;
+        bool qflt = q == GGML_TYPE_F32 || q == GGML_TYPE_F16 || q == GGML_TYPE_BF16;
+        n += 6 + (L->q_norm.data != NULL) + (L->k_norm.data != NULL) +
+             (L->post_attn_norm.data != NULL) + (L->post_ffw_norm.data != NULL);
+        if (g != L->ffn_up.type || (gflt && scalar))
+            n += 2;
+        if (q != L->wk.type || q != L->wv.type || (qflt && scalar))
+            n += 2;
+    }
+    *lo = n;
+    *hi = n + (unsigned long)m->hp.n_layer;
+}
+#endif
+
 /* The decode step with sampling on the device (sample: one graph a step)
  * against forward() plus the host sampler on the same backend's logits:
  * greedy, then temperature / top-k / top-p / min-p with the repetition
@@ -205,6 +236,12 @@ static void check_device_sampling(const struct model *m, const int32_t *tok, con
                    "with sampling (%d layers)\n",
                    tag, (double)k_forward / SEQ, (double)k_sample / SEQ, m->hp.n_layer);
         assert_int_equal(kvemu_graph_launch_count() - g0, SEQ);
+        assert_int_equal(k_sample % SEQ, 0);
+        unsigned long lo, hi;
+        step_kernels(m, &lo, &hi);
+        if (k_sample / SEQ < lo || k_sample / SEQ > hi)
+            fail_msg("%s: the decode step ran %lu kernels, not %lu..%lu", tag, k_sample / SEQ,
+                     lo, hi);
 #endif
         if (mode == 1)
             printf("%-26s device sampling: %d of %d draws not the argmax\n", tag, off_top, SEQ);

@@ -7,6 +7,11 @@
  * Tolerances (relative to the largest reference value), one per op:
  *   add, bias, glu, rmsnorm, rope, get_rows, matvec: 1e-5 (f32 math, the
  *     reference in double; rope's sin/cos are double on both sides);
+ *   matvec with the RMSNorm fused: 1e-5, against the double reference and
+ *     against rmsnorm then matvec (the sums of squares differ in order);
+ *   three matvecs in one launch: bit-equal to the three apart, 1e-5;
+ *   matvec with the GLU fused: bit-equal to gate, up and glu apart;
+ *     1e-5 of max|g u| against the double reference (test_matvec_glu);
  *   kv_store: the half rounding, 2^-11 relative per element;
  *   f32 -> bf16, dequant -> bf16, the prefill attention's Q/K/V gathers:
  *     the bf16 rounding, 2^-8 relative per element (8 significant bits,
@@ -584,6 +589,244 @@ static void test_matvec_x_range(void **state)
     }
 }
 
+/* x normed by NW in double, as the CPU's rmsnorm: the fused matvecs'
+ * reference input. */
+static std::vector<double> rms_ref(const std::vector<float> &x, const std::vector<float> &nw,
+                                   float eps)
+{
+    double ss = 0;
+    for (float v : x)
+        ss += (double)v * v;
+    double inv = 1.0 / sqrt(ss / (double)x.size() + eps);
+    std::vector<double> xn(x.size());
+    for (size_t i = 0; i < x.size(); i++)
+        xn[i] = x[i] * inv * nw[i];
+    return xn;
+}
+static double row_dot(const wmat &w, int64_t r, const std::vector<double> &x)
+{
+    double s = 0;
+    for (size_t c = 0; c < x.size(); c++)
+        s += (double)w.deq[(size_t)r * x.size() + c] * x[c];
+    return s;
+}
+
+/* kv_matvec_norm: the RMSNorm in the matvec's staging prologue, every
+ * format of k_mats (the scalar float forms, rows past one 2048-float chunk,
+ * row counts leaving warps and blocks part empty) plus a scalar f16 row.
+ * Against the double reference (norm, then product) at the matvec's 1e-5,
+ * and against the unfused kernels (kv_rmsnorm into a buffer, then
+ * kv_matvec) at 1e-5: not bit-equal, the sum of squares is added in
+ * another order. x is scaled so the norm is not close to 1. */
+static void test_matvec_norm(void **state)
+{
+    (void)state;
+    const float eps = 1e-5f;
+    auto rows = std::vector<std::pair<ggml_type, std::pair<int64_t, int64_t>>>();
+    for (const auto &t : k_mats)
+        rows.push_back({t.type, {t.ncols, t.nrows}});
+    rows.push_back({GGML_TYPE_F16, {44, 6}});
+    for (const auto &t : rows) {
+        const int64_t ncols = t.second.first, nrows = t.second.second;
+        wmat w;
+        make_wmat(&w, t.first, nrows, ncols);
+        auto x = randv((size_t)ncols), nw = randv((size_t)ncols), bias = randv((size_t)nrows),
+             add = randv((size_t)nrows);
+        for (float &v : x)
+            v *= 7.0f;
+        float *dx = dev(x), *dn = dev(nw), *db = dev(bias), *dy = dev(add);
+        std::vector<float> z((size_t)ncols);
+        float *dxn = dev(z), *dy2 = dev(add);
+        assert_int_equal(kv_matvec_norm(&w.m, dx, dn, eps, db, dy, dy, 0), cudaSuccess);
+        assert_int_equal(kv_rmsnorm(dx, dn, nullptr, dxn, 1, (int32_t)ncols, eps, 0), cudaSuccess);
+        assert_int_equal(kv_matvec(&w.m, dxn, db, dy2, dy2, 0), cudaSuccess);
+        auto xn = rms_ref(x, nw, eps);
+        std::vector<double> ref((size_t)nrows);
+        for (int64_t r = 0; r < nrows; r++)
+            ref[(size_t)r] = row_dot(w, r, xn) + bias[(size_t)r] + add[(size_t)r];
+        char what[80];
+        auto got = host(dy, (size_t)nrows), unfused = host(dy2, (size_t)nrows);
+        snprintf(what, sizeof what, "matvec+norm %s %lld x %lld", quant_type_name(t.first),
+                 (long long)nrows, (long long)ncols);
+        check(what, got.data(), ref.data(), ref.size(), TOL_F32);
+        std::vector<double> uref(unfused.begin(), unfused.end());
+        snprintf(what, sizeof what, "  vs rmsnorm, matvec %s", quant_type_name(t.first));
+        check(what, got.data(), uref.data(), uref.size(), TOL_F32);
+        cudaFree(dx), cudaFree(dn), cudaFree(db), cudaFree(dy), cudaFree(dxn), cudaFree(dy2);
+        cudaFree((void *)w.m.d);
+    }
+}
+
+/* kv_matvec_glu: gate and up rows in one kernel, act(g) * u stored. Every
+ * format with a GLU form, SiLU and GELU, with and without the fused norm,
+ * on shapes that are not multiples of the 16 rows of a block or of a
+ * 2048-float chunk. Against the unfused kernels (kv_matvec_norm of gate
+ * and of up, then kv_glu): bit-equal, as the same sums go through the same
+ * kv_glu_act. Against the double reference: 1e-5 of the largest |g u|,
+ * not of the largest output: each sum is within 1e-5 of its row's, and
+ * for a negative g the activation cancels (GELU's 1 + tanh of a large
+ * negative argument, in float), so a block of rows whose g are all
+ * negative has tiny outputs carrying errors the size of |g u| 1e-7.
+ * Formats that do not fuse are refused (scalar float rows, gate and up of
+ * two formats). */
+static void test_matvec_glu(void **state)
+{
+    (void)state;
+    static const struct {
+        ggml_type type;
+        int64_t ncols, nrows;
+    } k_glu[] = {
+        {GGML_TYPE_F32, 2312, 9},  {GGML_TYPE_F16, 40, 21},   {GGML_TYPE_BF16, 2056, 3},
+        {GGML_TYPE_Q4_0, 96, 17},  {GGML_TYPE_Q4_1, 4128, 6}, {GGML_TYPE_Q5_0, 224, 5},
+        {GGML_TYPE_Q5_1, 64, 33},  {GGML_TYPE_Q8_0, 2080, 9}, {GGML_TYPE_Q4_K, 2304, 19},
+        {GGML_TYPE_Q5_K, 768, 7},  {GGML_TYPE_Q6_K, 2560, 6}, {GGML_TYPE_Q6_K, 256, 1},
+    };
+    const float eps = 1e-6f;
+    for (const auto &t : k_glu) {
+        wmat wg, wu;
+        make_wmat(&wg, t.type, t.nrows, t.ncols);
+        make_wmat(&wu, t.type, t.nrows, t.ncols);
+        assert_true(kv_matvec_glu_fuses(&wg.m, &wu.m));
+        auto x = randv((size_t)t.ncols), nw = randv((size_t)t.ncols);
+        for (float &v : x)
+            v *= 3.0f;
+        float *dx = dev(x), *dn = dev(nw);
+        std::vector<float> z((size_t)t.nrows);
+        float *dy = dev(z), *dg = dev(z), *du = dev(z);
+        for (int normed = 0; normed < 2; normed++) {
+            std::vector<double> xn = normed ? rms_ref(x, nw, eps)
+                                            : std::vector<double>(x.begin(), x.end());
+            const float *norm = normed ? dn : nullptr;
+            for (int gelu = 0; gelu < 2; gelu++) {
+                assert_int_equal(kv_matvec_glu(&wg.m, &wu.m, dx, norm, eps, gelu, dy, 0),
+                                 cudaSuccess);
+                assert_int_equal(kv_matvec_norm(&wg.m, dx, norm, eps, nullptr, nullptr, dg, 0),
+                                 cudaSuccess);
+                assert_int_equal(kv_matvec_norm(&wu.m, dx, norm, eps, nullptr, nullptr, du, 0),
+                                 cudaSuccess);
+                assert_int_equal(kv_glu(dg, du, t.nrows, gelu, 0), cudaSuccess);
+                std::vector<double> ref((size_t)t.nrows);
+                double scale = 1e-30;
+                for (int64_t r = 0; r < t.nrows; r++) {
+                    double g = row_dot(wg, r, xn), u = row_dot(wu, r, xn);
+                    scale = fabs(g * u) > scale ? fabs(g * u) : scale;
+                    double act = gelu ? 0.5 * g *
+                                            (1 + tanh(0.7978845608028654 *
+                                                      (g + 0.044715 * g * g * g)))
+                                      : g / (1 + exp(-g));
+                    ref[(size_t)r] = act * u;
+                }
+                char what[80];
+                snprintf(what, sizeof what, "matvec glu %s%s %s %lld x %lld",
+                         gelu ? "gelu" : "silu", normed ? "+norm" : "", quant_type_name(t.type),
+                         (long long)t.nrows, (long long)t.ncols);
+                auto got = host(dy, (size_t)t.nrows), unfused = host(dg, (size_t)t.nrows);
+                double worst = 0;
+                for (size_t i = 0; i < ref.size(); i++) {
+                    double e = fabs(got[i] - ref[i]) / scale;
+                    worst = e > worst || !(e == e) ? e : worst;
+                }
+                printf("%-34s %.2e of max|g u| (tol %.0e)\n", what, worst, TOL_F32);
+                if (!(worst <= TOL_F32))
+                    fail_msg("%s: error %.3e of max|g u|", what, worst);
+                if (kvemu_report_count())
+                    fail_msg("%s: device emulator: %s", what, kvemu_last_report());
+                if (memcmp(got.data(), unfused.data(), got.size() * sizeof(float)) != 0)
+                    fail_msg("%s: differs from gate, up and kv_glu apart", what);
+            }
+        }
+        cudaFree(dx), cudaFree(dn), cudaFree(dy), cudaFree(dg), cudaFree(du);
+        cudaFree((void *)wg.m.d), cudaFree((void *)wu.m.d);
+    }
+    /* Refused: gate and up of two formats, the scalar float form, shapes
+     * that differ. */
+    wmat a, b, c, d;
+    make_wmat(&a, GGML_TYPE_Q4_K, 8, 256);
+    make_wmat(&b, GGML_TYPE_Q6_K, 8, 256);
+    make_wmat(&c, GGML_TYPE_F32, 8, 37);
+    make_wmat(&d, GGML_TYPE_Q4_K, 9, 256);
+    assert_false(kv_matvec_glu_fuses(&a.m, &b.m));
+    assert_false(kv_matvec_glu_fuses(&c.m, &c.m));
+    assert_false(kv_matvec_glu_fuses(&a.m, &d.m));
+    assert_true(kv_matvec_glu_fuses(&a.m, &a.m));
+    assert_int_equal(kv_matvec_glu(&a.m, &b.m, nullptr, nullptr, 0.0f, false, nullptr, 0),
+                     cudaErrorInvalidValue);
+    cudaFree((void *)a.m.d), cudaFree((void *)b.m.d), cudaFree((void *)c.m.d);
+    cudaFree((void *)d.m.d);
+}
+
+/* kv_matvec3: three matrices of one format in one launch (the decode
+ * step's Q, K and V), row counts that split the grid unevenly and leave
+ * blocks part empty, with biases on two of them and the norm fused: equal
+ * bit for bit to three kv_matvec_norm calls (a block does what the
+ * matvec of its matrix does), and within 1e-5 of the double reference.
+ * Mixed formats or widths are refused. */
+static void test_matvec3(void **state)
+{
+    (void)state;
+    static const struct {
+        ggml_type type;
+        int64_t ncols, n[3];
+    } k_3[] = {
+        {GGML_TYPE_Q4_K, 2304, {37, 9, 9}}, {GGML_TYPE_Q8_0, 160, {16, 17, 1}},
+        {GGML_TYPE_Q6_K, 256, {5, 33, 2}},  {GGML_TYPE_Q5_0, 224, {48, 16, 16}},
+        {GGML_TYPE_F16, 40, {3, 20, 7}},    {GGML_TYPE_F32, 2312, {12, 4, 4}},
+        {GGML_TYPE_BF16, 24, {1, 1, 1}},
+    };
+    const float eps = 1e-6f;
+    for (const auto &t : k_3) {
+        wmat w[3];
+        const kv_dmat *wp[3];
+        const float *bp[3];
+        float *yp[3], *yq[3];
+        std::vector<float> bias[3];
+        for (int i = 0; i < 3; i++) {
+            make_wmat(&w[i], t.type, t.n[i], t.ncols);
+            wp[i] = &w[i].m;
+            bias[i] = randv((size_t)t.n[i]);
+            bp[i] = i == 1 ? nullptr : dev(bias[i]);
+            std::vector<float> z((size_t)t.n[i]);
+            yp[i] = dev(z), yq[i] = dev(z);
+        }
+        assert_true(kv_matvec3_fuses(wp[0], wp[1], wp[2]));
+        auto x = randv((size_t)t.ncols), nw = randv((size_t)t.ncols);
+        for (float &v : x)
+            v *= 5.0f;
+        float *dx = dev(x), *dn = dev(nw);
+        assert_int_equal(kv_matvec3(wp, dx, dn, eps, bp, yp, 0), cudaSuccess);
+        auto xn = rms_ref(x, nw, eps);
+        for (int i = 0; i < 3; i++) {
+            assert_int_equal(kv_matvec_norm(wp[i], dx, dn, eps, bp[i], nullptr, yq[i], 0),
+                             cudaSuccess);
+            std::vector<double> ref((size_t)t.n[i]);
+            for (int64_t r = 0; r < t.n[i]; r++)
+                ref[(size_t)r] = row_dot(w[i], r, xn) + (bp[i] ? bias[i][(size_t)r] : 0.0);
+            auto got = host(yp[i], (size_t)t.n[i]), apart = host(yq[i], (size_t)t.n[i]);
+            char what[80];
+            snprintf(what, sizeof what, "matvec3 %s [%d] %lld x %lld", quant_type_name(t.type),
+                     i, (long long)t.n[i], (long long)t.ncols);
+            check(what, got.data(), ref.data(), ref.size(), TOL_F32);
+            if (memcmp(got.data(), apart.data(), got.size() * sizeof(float)) != 0)
+                fail_msg("%s: differs from kv_matvec_norm alone", what);
+            cudaFree(yp[i]), cudaFree(yq[i]), cudaFree((void *)w[i].m.d);
+            if (bp[i])
+                cudaFree((void *)bp[i]);
+        }
+        cudaFree(dx), cudaFree(dn);
+    }
+    wmat a, b, c;
+    make_wmat(&a, GGML_TYPE_Q4_K, 8, 256);
+    make_wmat(&b, GGML_TYPE_Q6_K, 8, 256);
+    make_wmat(&c, GGML_TYPE_Q4_K, 8, 512);
+    assert_false(kv_matvec3_fuses(&a.m, &a.m, &b.m));
+    assert_false(kv_matvec3_fuses(&a.m, &c.m, &a.m));
+    const kv_dmat *mix[3] = {&a.m, &b.m, &a.m};
+    const float *nob[3] = {nullptr, nullptr, nullptr};
+    float *noy[3] = {nullptr, nullptr, nullptr};
+    assert_int_equal(kv_matvec3(mix, nullptr, nullptr, 0.0f, nob, noy, 0), cudaErrorInvalidValue);
+    cudaFree((void *)a.m.d), cudaFree((void *)b.m.d), cudaFree((void *)c.m.d);
+}
+
 /* The upload's repack (wformat.cuh): every quantised format, on rows whose
  * block count leaves the planes short of a 16-byte multiple (the row is
  * padded) and spans several blocks, read back through get_rows at scale 1:
@@ -1062,6 +1305,8 @@ int main(void)
         cmocka_unit_test(test_rope),       cmocka_unit_test(test_kv_store),
         cmocka_unit_test(test_matvec_dequant_get_rows), cmocka_unit_test(test_matvec_x_range),
         cmocka_unit_test(test_repack),
+        cmocka_unit_test(test_matvec_norm), cmocka_unit_test(test_matvec_glu),
+        cmocka_unit_test(test_matvec3),
         cmocka_unit_test(test_attention_decode),
         cmocka_unit_test(test_attention_decode_splits),
         cmocka_unit_test(test_prefill_gathers),
