@@ -1271,6 +1271,20 @@ static void test_kv_f16_vs_f32(void **state)
                             .n_rot = 16, .head_dim_key = true, .n_ff = 96, .n_vocab = 47,
                             .n_layer = 6, .swa_window = 8};
     kv_f16_case(&swa, "kv16-gemma3", 48);
+    /* The AVX-512 chunks take up to 4 heads of a group at once and values
+     * 64 elements at a time: a group of 4 at head size 64, and one of 5
+     * (a block of 4, then 1) at 80 (64, then 16), over two chunks of keys
+     * and a count that is not a multiple of 4. */
+    struct tiny_spec g4 = {.arch = "llama", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
+                           .n_embd = 64, .n_head = 4, .n_head_kv = 1, .head_dim = 64,
+                           .n_rot = 64, .head_dim_key = true, .n_ff = 96, .n_vocab = 43,
+                           .n_layer = 2};
+    kv_f16_case(&g4, "kv16-group4", 301);
+    struct tiny_spec g5 = {.arch = "llama", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
+                           .n_embd = 48, .n_head = 10, .n_head_kv = 2, .head_dim = 80,
+                           .n_rot = 80, .head_dim_key = true, .n_ff = 64, .n_vocab = 37,
+                           .n_layer = 2};
+    kv_f16_case(&g5, "kv16-group5", 530);
 }
 
 /* A type the backend does not store is refused by estimate and create, with

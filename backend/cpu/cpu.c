@@ -801,6 +801,186 @@ static void attn_chunk_f16(const float *q, int hpi, int hd, float scale, const v
     attn_chunk(q, hpi, hd, scale, k, v, stride, len, sc, m, l, acc, true);
 }
 
+/* ---- AVX-512 attention chunks ----
+ *
+ * attn_chunk with 16-lane vectors, used when quant_isa() is AVX512 and the
+ * head size is a multiple of 16 (both paths of attn_worker, so split and
+ * unsplit decode still give the same bits). What changes besides the width:
+ * the heads of a group share each key and value load. attn_chunk converts
+ * every f16 key once per query head (4 times on Gemma 3, 3 on SmolLM2);
+ * here a 4-key x up-to-4-head block of scores keeps 16 accumulators, so each
+ * 16 halves of a key are converted once for all its heads, and each value
+ * row once per 64 elements for all heads. The value sums keep attn_accum's
+ * order (one FMA chain per element over the keys in order, from zero), so
+ * they equal the AVX2 path's bits; the scores sum a key in 16 lanes instead
+ * of 8, a float rounding difference only. Compiled for AVX-512 per function,
+ * so a build for any x86-64 still runs on a CPU without it. */
+#if defined(__x86_64__) && defined(__AVX2__) && defined(__F16C__) && defined(__FMA__)
+#define ATT512 1
+#define ATT512_TARGET __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,f16c")))
+#define ATT512_INLINE static inline __attribute__((always_inline)) ATT512_TARGET
+
+/* Sixteen elements from I on, as floats. */
+ATT512_INLINE __m512 kv_load16(const void *base, size_t i, bool half)
+{
+    if (!half)
+        return _mm512_loadu_ps((const float *)base + i);
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)base + i)));
+}
+
+/* Element i of the result is the sum of the 16 lanes of A[i]. */
+ATT512_INLINE __m512 hsum16x16(const __m512 *a)
+{
+    __m512 u[4];
+    for (int i = 0; i < 4; i++) {
+        /* per 128-bit lane: [x0+x2, y0+y2, x1+x3, y1+y3] for (x, y) pairs... */
+        __m512 p = _mm512_add_ps(_mm512_unpacklo_ps(a[4 * i], a[4 * i + 1]),
+                                 _mm512_unpackhi_ps(a[4 * i], a[4 * i + 1]));
+        __m512 q = _mm512_add_ps(_mm512_unpacklo_ps(a[4 * i + 2], a[4 * i + 3]),
+                                 _mm512_unpackhi_ps(a[4 * i + 2], a[4 * i + 3]));
+        /* ...then per lane the four partial sums of a[4i..4i+3] */
+        __m512d pd = _mm512_castps_pd(p), qd = _mm512_castps_pd(q);
+        u[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(pd, qd)),
+                             _mm512_castpd_ps(_mm512_unpackhi_pd(pd, qd)));
+    }
+    /* lanes [u0 L0+L1, u0 L2+L3, u1 L0+L1, u1 L2+L3], likewise u2, u3 */
+    __m512 v0 = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], 0x88), _mm512_shuffle_f32x4(u[0], u[1], 0xDD));
+    __m512 v1 = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], 0x88), _mm512_shuffle_f32x4(u[2], u[3], 0xDD));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(v0, v1, 0x88), _mm512_shuffle_f32x4(v0, v1, 0xDD));
+}
+
+/* Scores of NH <= 4 heads (queries Q, HD apart) against the 4 keys at K (row
+ * stride STRIDE), times SCALE, into SC[g * ATT_CHUNK + 0..3]. */
+ATT512_INLINE void attn_score4x4(const float *q, int nh, const void *k, size_t stride, int hd,
+                                 float scale, float *sc, bool half)
+{
+    __m512 a[16];
+    for (int i = 0; i < 16; i++)
+        a[i] = _mm512_setzero_ps();
+    for (int d = 0; d < hd; d += 16) {
+        __m512 kv[4];
+        for (int j = 0; j < 4; j++)
+            kv[j] = kv_load16(k, (size_t)j * stride + (size_t)d, half);
+        for (int g = 0; g < nh; g++) {
+            __m512 qv = _mm512_loadu_ps(q + (size_t)g * hd + d);
+            for (int j = 0; j < 4; j++)
+                a[4 * g + j] = _mm512_fmadd_ps(qv, kv[j], a[4 * g + j]);
+        }
+    }
+    __m512 s = _mm512_mul_ps(hsum16x16(a), _mm512_set1_ps(scale));
+    _mm_storeu_ps(sc, _mm512_castps512_ps128(s));
+    if (nh > 1)
+        _mm_storeu_ps(sc + ATT_CHUNK, _mm512_extractf32x4_ps(s, 1));
+    if (nh > 2)
+        _mm_storeu_ps(sc + 2 * ATT_CHUNK, _mm512_extractf32x4_ps(s, 2));
+    if (nh > 3)
+        _mm_storeu_ps(sc + 3 * ATT_CHUNK, _mm512_extractf32x4_ps(s, 3));
+}
+
+/* ACC[g] (HD, HD apart) += sum over LEN keys of W[g * ATT_CHUNK + j] * V_j for
+ * NH <= 4 heads, DW vectors of 16 elements from D; one chain per element. */
+ATT512_INLINE void attn_accum4(const float *w, int nh, const void *v, size_t stride, int len,
+                               int hd, int d, int dw, float *acc, bool half)
+{
+    __m512 a[16];
+    for (int g = 0; g < nh; g++)
+        for (int i = 0; i < dw; i++)
+            a[4 * g + i] = _mm512_loadu_ps(acc + (size_t)g * hd + d + 16 * i);
+    for (int j = 0; j < len; j++) {
+        __m512 vv[4];
+        for (int i = 0; i < dw; i++)
+            vv[i] = kv_load16(v, (size_t)j * stride + (size_t)d + 16 * (size_t)i, half);
+        for (int g = 0; g < nh; g++) {
+            __m512 wj = _mm512_set1_ps(w[g * ATT_CHUNK + j]);
+            for (int i = 0; i < dw; i++)
+                a[4 * g + i] = _mm512_fmadd_ps(wj, vv[i], a[4 * g + i]);
+        }
+    }
+    for (int g = 0; g < nh; g++)
+        for (int i = 0; i < dw; i++)
+            _mm512_storeu_ps(acc + (size_t)g * hd + d + 16 * i, a[4 * g + i]);
+}
+
+/* The head block sizes as constants, so each inlined copy is unrolled. */
+#define ATT512_BY_NH(nh, CALL)                                                                     \
+    switch (nh) {                                                                                  \
+    case 1: { enum { NH = 1 }; CALL; } break;                                                      \
+    case 2: { enum { NH = 2 }; CALL; } break;                                                      \
+    case 3: { enum { NH = 3 }; CALL; } break;                                                      \
+    default: { enum { NH = 4 }; CALL; } break;                                                     \
+    }
+
+/* attn_chunk's contract, HD % 16 == 0. */
+ATT512_INLINE void attn_chunk512(const float *q, int hpi, int hd, float scale, const void *k,
+                                 const void *v, size_t stride, int len, float *sc, float *m,
+                                 float *l, float *acc, bool half)
+{
+    int j = 0;
+    for (; j + 4 <= len; j += 4) {
+        const void *kj = kv_ptr(k, (size_t)j * stride, half);
+        for (int g0 = 0; g0 < hpi; g0 += 4) {
+            int nh = hpi - g0 < 4 ? hpi - g0 : 4;
+            ATT512_BY_NH(nh, attn_score4x4(q + (size_t)g0 * hd, NH, kj, stride, hd, scale,
+                                           sc + g0 * ATT_CHUNK + j, half))
+        }
+    }
+    for (; j < len; j++)
+        for (int g = 0; g < hpi; g++)
+            sc[g * ATT_CHUNK + j] = kv_dot(q + g * hd, k, (size_t)j * stride, hd, half) * scale;
+
+    for (int g = 0; g < hpi; g++) {
+        float *sg = sc + g * ATT_CHUNK;
+        float mx = -INFINITY;
+        for (j = 0; j < len; j++)
+            mx = sg[j] > mx ? sg[j] : mx;
+        __m256 vm = _mm256_set1_ps(mx), vsum = _mm256_setzero_ps();
+        for (j = 0; j + 8 <= len; j += 8) {
+            __m256 e = attn_exp8(_mm256_sub_ps(_mm256_loadu_ps(sg + j), vm));
+            _mm256_storeu_ps(sg + j, e);
+            vsum = _mm256_add_ps(vsum, e);
+        }
+        float sum = hsum8(vsum);
+        for (; j < len; j++) {
+            float e = expf(sg[j] - mx);
+            sg[j] = e;
+            sum += e;
+        }
+        m[g] = mx;
+        l[g] = sum;
+    }
+
+    memset(acc, 0, sizeof(float) * (size_t)hpi * hd);
+    for (int j0 = 0; j0 < len; j0 += ATT_VTILE) {
+        int jn = len - j0 < ATT_VTILE ? len - j0 : ATT_VTILE;
+        const void *vj = kv_ptr(v, (size_t)j0 * stride, half);
+        for (int g0 = 0; g0 < hpi; g0 += 4) {
+            int nh = hpi - g0 < 4 ? hpi - g0 : 4;
+            const float *w = sc + g0 * ATT_CHUNK + j0;
+            float *a = acc + (size_t)g0 * hd;
+            int d = 0;
+            for (; d + 64 <= hd; d += 64)
+                ATT512_BY_NH(nh, attn_accum4(w, NH, vj, stride, jn, hd, d, 4, a, half))
+            for (; d < hd; d += 16)
+                ATT512_BY_NH(nh, attn_accum4(w, NH, vj, stride, jn, hd, d, 1, a, half))
+        }
+    }
+}
+
+ATT512_TARGET static void attn_chunk512_f32(const float *q, int hpi, int hd, float scale,
+                                            const void *k, const void *v, size_t stride, int len,
+                                            float *sc, float *m, float *l, float *acc)
+{
+    attn_chunk512(q, hpi, hd, scale, k, v, stride, len, sc, m, l, acc, false);
+}
+
+ATT512_TARGET static void attn_chunk512_f16(const float *q, int hpi, int hd, float scale,
+                                            const void *k, const void *v, size_t stride, int len,
+                                            float *sc, float *m, float *l, float *acc)
+{
+    attn_chunk512(q, hpi, hd, scale, k, v, stride, len, sc, m, l, acc, true);
+}
+#endif
+
 /* Folds the partial (M2, L2, ACC2) of the next chunk into (M, L, ACC), HPI
  * heads of HD. */
 static void attn_merge(int hpi, int hd, float *m, float *l, float *acc, const float *m2,
@@ -847,6 +1027,10 @@ static void attn_worker(void *arg, int ith, int nth)
     size_t stride = (size_t)c->kv_dim;
     bool half = c->kv_half;
     attn_chunk_fn chunk = half ? attn_chunk_f16 : attn_chunk_f32;
+#ifdef ATT512
+    if (hd % 16 == 0 && quant_isa() == QUANT_ISA_AVX512)
+        chunk = half ? attn_chunk512_f16 : attn_chunk512_f32;
+#endif
     size_t layer = (size_t)job->il * c->n_ctx * stride; /* element index of this layer's rows */
     /* This thread's scratch: scores (group, ATT_CHUNK), then a partial
      * (acc (group, hd), m (group), l (group)) and the running m and l. */
