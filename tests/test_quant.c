@@ -1228,9 +1228,9 @@ static void test_dot_n(void **state)
 
 /* quant_gemm of ROWS random rows of type T and length LEN with N tokens
  * against the float64 value of the dequantised weights; then the same
- * outputs, bit for bit, from a smaller batch (the first 16 tokens) and from
- * the rows without the first 3 (another panel split), since a token's value
- * must not depend on its batch or tile. */
+ * outputs, bit for bit, from smaller batches (the first 16 tokens, the last
+ * 16) and from the rows without the first 3 (another panel split), since a
+ * token's value must not depend on its batch or tile. */
 static void check_gemm(enum ggml_type t, int64_t len, int64_t rows, int n, struct rng *r)
 {
     size_t rs = quant_row_size(t, len);
@@ -1281,6 +1281,11 @@ static void check_gemm(enum ggml_type t, int64_t len, int64_t rows, int n, struc
         }
     assert_true(quant_gemm(w, rs, rows, acts, 16, y2, ys, scratch));
     assert_memory_equal(y2, y, sizeof(float) * ys * 16);
+    if (n > 16) {
+        size_t last = (size_t)(n - 16) * ys;
+        assert_true(quant_gemm(w, rs, rows, acts + n - 16, 16, y2 + last, ys, scratch));
+        assert_memory_equal(y2 + last, y + last, sizeof(float) * ys * 16);
+    }
     if (rows > 3) {
         for (int k = 0; k < n; k++)
             for (int64_t i = 0; i < (int64_t)ys; i++)
@@ -1313,6 +1318,11 @@ static void test_gemm(void **state)
             for (size_t l = 0; l < 2; l++)
                 check_gemm(k_supported[i], lens[l], rows[(i + l) % 3], l ? 29 : 16, &r);
         }
+        /* More rows than one decoded block (256) with a partial last panel,
+         * more tokens than one block of sums (512), and a partial last slab
+         * of k (800 = 3 x 256 + 32; 768 for the 256-element types). */
+        check_gemm(GGML_TYPE_Q8_0, 800, 300, 530, &r);
+        check_gemm(GGML_TYPE_Q4_K, 768, 290, 520, &r);
     }
     /* Where it does not apply it says so and writes nothing. */
     enum { LEN = 64, N = 20 };

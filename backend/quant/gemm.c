@@ -34,19 +34,28 @@
 enum {
     GR = 32,  /* rows of a panel: two 512-bit vectors */
     GT = 12,  /* tokens per micro-tile: 24 accumulators of the 32 registers */
-    GK = 128, /* k per block: GK * GR floats (16 KB) stay in L1 */
+    GK = 128, /* k per FMA chain: each output sums blocks of GK from zero */
+    KC = 256, /* k per slab: a panel's slab (GR * KC floats, 32 KB) is L1-sized,
+                 and KC is whole blocks of every type (32 or 256 elements) */
+    MC = 256, /* rows decoded per slab: MC * KC floats (256 KB) stay in L2 */
+    XS = KC + 16, /* floats between a micro-tile's copied inputs: not a
+                     multiple of 4 KB, so they do not share L1 sets */
+    NB = 512,     /* tokens whose sums one block's buffer holds */
+    YS = MC + 16, /* floats between the buffered sums of two tokens */
     /* Below this many tokens the decode of a panel costs more than the
      * register blocking saves; quant_dot_n runs instead. */
     GEMM_MIN_TOKENS = 16,
 };
 
-/* The panel (GR * k floats), a decode buffer of 4 rows (4 * k floats) and
- * the micro-tile's inputs (GT * GK floats). */
+/* The decoded slabs (MC * KC floats), a decode buffer of 4 rows (4 * KC),
+ * the micro-tile's inputs (GT * XS) and the sums of a block (NB * YS). The
+ * same for every K: the loops block over k, so nothing grows with the row
+ * length. */
 size_t quant_gemm_scratch(int64_t k)
 {
     if (k <= 0)
         return 0;
-    return ((size_t)(GR + 4) * (size_t)k + (size_t)GT * GK) * sizeof(float);
+    return ((size_t)MC * KC + 4 * (size_t)KC + (size_t)GT * XS + (size_t)NB * YS) * sizeof(float);
 }
 
 #ifdef GEMM_AVX512
@@ -54,25 +63,26 @@ size_t quant_gemm_scratch(int64_t k)
 #define GEMM_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,fma")))
 #define GEMM_INLINE static inline __attribute__((always_inline)) GEMM_TARGET
 
-/* NR (<= GR) rows of TT, ROW_BYTES apart from W, of K elements (a multiple of
- * 32), into PANEL[k * GR + r]; rows NR..GR-1 are zero. Four rows at a time
- * are decoded into TMP (4 * k floats) and transposed 4 x 4 into place. */
+/* Elements K0..K0+KC-1 of NR (<= GR) rows of TT, ROW_BYTES apart from W,
+ * into PANEL[k * GR + r] (KC a multiple of 32 and of the block, K0 of the
+ * block); rows NR..GR-1 are zero. Four rows at a time are decoded into TMP
+ * (4 * KC floats) and transposed 4 x 4 into place. */
 static void pack_panel(const struct quant_type *tt, const unsigned char *w, size_t row_bytes, int nr,
-                       int64_t k, float *tmp, float *panel)
+                       int kc, float *tmp, float *panel)
 {
     for (int r0 = 0; r0 < GR; r0 += 4) {
         for (int j = 0; j < 4; j++) {
-            float *dst = tmp + (size_t)j * k;
+            float *dst = tmp + (size_t)j * kc;
             if (r0 + j >= nr)
-                memset(dst, 0, sizeof(float) * (size_t)k);
+                memset(dst, 0, sizeof(float) * (size_t)kc);
             else if (tt->deq_fast)
-                tt->deq_fast(w + (size_t)(r0 + j) * row_bytes, k / 32, dst);
+                tt->deq_fast(w + (size_t)(r0 + j) * row_bytes, kc / 32, dst);
             else
-                tt->dequant(w + (size_t)(r0 + j) * row_bytes, dst, k / tt->blck);
+                tt->dequant(w + (size_t)(r0 + j) * row_bytes, dst, kc / tt->blck);
         }
-        for (int64_t i = 0; i < k; i += 4) {
-            __m128 a = _mm_loadu_ps(tmp + i), b = _mm_loadu_ps(tmp + k + i);
-            __m128 c = _mm_loadu_ps(tmp + 2 * k + i), d = _mm_loadu_ps(tmp + 3 * k + i);
+        for (int i = 0; i < kc; i += 4) {
+            __m128 a = _mm_loadu_ps(tmp + i), b = _mm_loadu_ps(tmp + kc + i);
+            __m128 c = _mm_loadu_ps(tmp + 2 * kc + i), d = _mm_loadu_ps(tmp + 3 * kc + i);
             _MM_TRANSPOSE4_PS(a, b, c, d);
             float *p = panel + (size_t)i * GR + r0;
             _mm_storeu_ps(p, a);
@@ -83,12 +93,11 @@ static void pack_panel(const struct quant_type *tt, const unsigned char *w, size
     }
 }
 
-/* One micro-tile: NT (a constant after inlining) tokens, X their inputs at
- * k0 (copied, row stride GK), times the panel block P (KC values of k), into Y (row
- * stride YS) masked to the panel's rows M0 | M1. FIRST: the block's sums
- * are stored; otherwise they are added to Y. */
-GEMM_INLINE void tile(const float *p, const float *x, int kc, int nt, float *y, size_t ys,
-                      __mmask16 m0, __mmask16 m1, bool first)
+/* One micro-tile: NT (a constant after inlining) tokens, X their inputs
+ * (copied, row stride XS), times the panel block P (KC values of k), into
+ * the block's buffer Y (row stride YS, GR floats a token). FIRST: the
+ * block's sums are stored; otherwise they are added to Y. */
+GEMM_INLINE void tile(const float *p, const float *x, int kc, int nt, float *y, bool first)
 {
     __m512 a0[GT], a1[GT];
     for (int t = 0; t < nt; t++) {
@@ -98,65 +107,88 @@ GEMM_INLINE void tile(const float *p, const float *x, int kc, int nt, float *y, 
     for (int k = 0; k < kc; k++) {
         __m512 w0 = _mm512_load_ps(p + (size_t)k * GR), w1 = _mm512_load_ps(p + (size_t)k * GR + 16);
         for (int t = 0; t < nt; t++) {
-            __m512 b = _mm512_set1_ps(x[t * GK + k]);
+            __m512 b = _mm512_set1_ps(x[t * XS + k]);
             a0[t] = _mm512_fmadd_ps(w0, b, a0[t]);
             a1[t] = _mm512_fmadd_ps(w1, b, a1[t]);
         }
     }
     for (int t = 0; t < nt && !first; t++) {
-        a0[t] = _mm512_add_ps(a0[t], _mm512_maskz_loadu_ps(m0, y + (size_t)t * ys));
-        a1[t] = _mm512_add_ps(a1[t], _mm512_maskz_loadu_ps(m1, y + (size_t)t * ys + 16));
+        a0[t] = _mm512_add_ps(a0[t], _mm512_load_ps(y + (size_t)t * YS));
+        a1[t] = _mm512_add_ps(a1[t], _mm512_load_ps(y + (size_t)t * YS + 16));
     }
     for (int t = 0; t < nt; t++) {
-        _mm512_mask_storeu_ps(y + (size_t)t * ys, m0, a0[t]);
-        _mm512_mask_storeu_ps(y + (size_t)t * ys + 16, m1, a1[t]);
+        _mm512_store_ps(y + (size_t)t * YS, a0[t]);
+        _mm512_store_ps(y + (size_t)t * YS + 16, a1[t]);
     }
 }
 
 /* tile for a runtime NT in 1..GT, each count its own register allocation. */
-GEMM_TARGET static void tile_n(const float *p, const float *x, int kc, int nt, float *y, size_t ys,
-                               __mmask16 m0, __mmask16 m1, bool first)
+GEMM_TARGET static void tile_n(const float *p, const float *x, int kc, int nt, float *y, bool first)
 {
     switch (nt) {
 #define T_(n)                                                                                      \
-    case n: tile(p, x, kc, n, y, ys, m0, m1, first); break;
+    case n: tile(p, x, kc, n, y, first); break;
         T_(1) T_(2) T_(3) T_(4) T_(5) T_(6) T_(7) T_(8) T_(9) T_(10) T_(11)
 #undef T_
-    default: tile(p, x, kc, GT, y, ys, m0, m1, first); break;
+    default: tile(p, x, kc, GT, y, first); break;
     }
 }
 
-/* ROWS rows times N tokens (X row stride XS), as the header says. */
+/* ROWS rows times N tokens (X row stride XSTR), as the header says.
+ *
+ * Loop order (outside in): MC-row blocks, NB-token blocks, KC-slabs of k,
+ * GT-token groups, the block's panels, GK-chains. A slab of MC rows is
+ * decoded once per token block (once per call in cpu.c, whose batches are
+ * at most NB) and stays in L2 while every token group passes over it; a
+ * group's inputs (GT x KC) are copied once into L1 and serve all MC / GR
+ * panels. So the inputs are read from L3 once per MC rows rather than once
+ * per panel of GR: v1 read the whole input matrix (512 x 2048 floats, 4 MB,
+ * beyond L2) for every 32 rows. The sums of the block build up in a buffer
+ * of rows YS apart (in L2) and are copied out once: OUT's rows are the
+ * matrix's length apart (2048 or 8192 floats, a multiple of 4 KB), so
+ * adding into them directly kept 512 tokens' lines in a few sets of L2 and
+ * of L1, and a 2048-row product ran at half the speed of a 512-row one. */
 GEMM_TARGET static void gemm_avx512(const struct quant_type *tt, const unsigned char *w, size_t row_bytes,
-                                    int64_t rows, int64_t k, const float *x, size_t xs, int n, float *out,
+                                    int64_t rows, int64_t k, const float *x, size_t xstr, int n, float *out,
                                     size_t os, float *scratch)
 {
-    float *panel = scratch, *tmp = scratch + (size_t)GR * k, *xt = tmp + 4 * (size_t)k;
-    for (int64_t r0 = 0; r0 < rows; r0 += GR) {
-        int nr = rows - r0 < GR ? (int)(rows - r0) : GR;
-        pack_panel(tt, w + (size_t)r0 * row_bytes, row_bytes, nr, k, tmp, panel);
-        __mmask16 m0 = nr >= 16 ? 0xFFFF : (__mmask16)((1u << nr) - 1);
-        __mmask16 m1 = nr >= 32 ? 0xFFFF : nr > 16 ? (__mmask16)((1u << (nr - 16)) - 1) : 0;
-        /* Token groups outside, k-blocks inside: each token's input is read
-         * front to back, which the prefetchers follow, while the panel
-         * (GR * k floats, in L2) passes under every group. The other order
-         * kept a panel block in L1 but jumped between 512 input rows for
-         * every block, which waits on L3 once the inputs outgrow L2
-         * (512 x 2048 floats are 4 MB): on a loaded machine a 2048-wide
-         * product ran several times slower per FLOP than a 640-wide one. */
-        for (int t0 = 0; t0 < n; t0 += GT) {
-            int nt = n - t0 < GT ? n - t0 : GT;
-            for (int64_t k0 = 0; k0 < k; k0 += GK) {
-                int kc = k - k0 < GK ? (int)(k - k0) : GK;
-                /* The tile's inputs copied GK apart: rows of 2048 or 8192
-                 * floats are a multiple of 4 KB apart, so GT of them would
-                 * fall in the same L1 sets and evict each other. */
-                for (int t = 0; t < nt; t++)
-                    memcpy(xt + (size_t)t * GK, x + (size_t)(t0 + t) * xs + (size_t)k0,
-                           sizeof(float) * (size_t)kc);
-                tile_n(panel + (size_t)k0 * GR, xt, kc, nt, out + (size_t)t0 * os + (size_t)r0, os, m0, m1,
-                       k0 == 0);
+    float *slab = scratch, *tmp = slab + (size_t)MC * KC, *xt = tmp + 4 * (size_t)KC;
+    float *ybuf = xt + (size_t)GT * XS;
+    for (int64_t m0 = 0; m0 < rows; m0 += MC) {
+        int mr = rows - m0 < MC ? (int)(rows - m0) : MC;
+        int np = (mr + GR - 1) / GR;
+        for (int b0 = 0; b0 < n; b0 += NB) {
+            int nb = n - b0 < NB ? n - b0 : NB;
+            for (int64_t k0 = 0; k0 < k; k0 += KC) {
+                int kc = k - k0 < KC ? (int)(k - k0) : KC;
+                /* k0 is whole blocks, so the slab starts at a block's bytes. */
+                size_t kb = (size_t)(k0 / tt->blck) * tt->size;
+                for (int p = 0; p < np; p++) {
+                    int nr = mr - p * GR < GR ? mr - p * GR : GR;
+                    pack_panel(tt, w + (size_t)(m0 + p * GR) * row_bytes + kb, row_bytes, nr, kc, tmp,
+                               slab + (size_t)p * GR * KC);
+                }
+                for (int t0 = 0; t0 < nb; t0 += GT) {
+                    int nt = nb - t0 < GT ? nb - t0 : GT;
+                    for (int t = 0; t < nt; t++) {
+                        const float *src = x + (size_t)(b0 + t0 + t) * xstr + (size_t)k0;
+                        float *dst = xt + (size_t)t * XS;
+                        for (int i = 0; i < kc; i += 16)
+                            _mm512_storeu_ps(dst + i, _mm512_loadu_ps(src + i));
+                    }
+                    for (int p = 0; p < np; p++) {
+                        float *y = ybuf + (size_t)t0 * YS + (size_t)p * GR;
+                        const float *pp = slab + (size_t)p * GR * KC;
+                        for (int kk = 0; kk < kc; kk += GK) {
+                            int kn = kc - kk < GK ? kc - kk : GK;
+                            tile_n(pp + (size_t)kk * GR, xt + kk, kn, nt, y, k0 + kk == 0);
+                        }
+                    }
+                }
             }
+            for (int t = 0; t < nb; t++)
+                memcpy(out + (size_t)(b0 + t) * os + (size_t)m0, ybuf + (size_t)t * YS,
+                       sizeof(float) * (size_t)mr);
         }
     }
 }
@@ -170,7 +202,7 @@ bool quant_gemm(const void *w, size_t row_bytes, int64_t rows, const struct quan
         return false;
     const struct quant_type *tt = quant_type_row(acts[0].wtype);
     int64_t k = acts[0].n;
-    if (!tt || !tt->dequant || k <= 0 || k % 32 != 0 || k % tt->blck != 0 ||
+    if (!tt || !tt->dequant || k <= 0 || k % 32 != 0 || k % tt->blck != 0 || KC % tt->blck != 0 ||
         row_bytes < quant_row_size(acts[0].wtype, k))
         return false;
     /* One matrix of inputs: the same length, evenly spaced (cpu.c's normed

@@ -187,11 +187,12 @@ void quant_dot_n_ref(const void *row, const struct quant_act *acts, int n, float
  * panel of rows is dequantised once (to the floats quant_dequantize_row
  * gives, rearranged so one vector holds a weight of many rows) and
  * multiplied with all N tokens by a register-blocked fp32 kernel; the
- * activations stay float. Every output is one float FMA chain over the row
- * in element order, so a token's value depends neither on N, nor on the
- * rows around it, nor on the thread that computes it: within about 1e-6 of
- * sum |w*x| of the exact value, like quant_dot_n. SCRATCH is this thread's
- * quant_gemm_scratch(row length) bytes, 64-byte aligned.
+ * activations stay float. Every output is summed in one fixed order (FMA
+ * chains over blocks of 128 of k, added in k order), so a token's value
+ * depends neither on N, nor on the rows around it, nor on the thread that
+ * computes it: within about 1e-6 of sum |w*x| of the exact value, like
+ * quant_dot_n. SCRATCH is this thread's quant_gemm_scratch(row length)
+ * bytes, 64-byte aligned.
  * Returns false, writing nothing, when it does not apply (the ISA has no
  * GEMM, N is below the size where it pays, the inputs are not one evenly
  * spaced matrix, the type or length is not supported, SCRATCH is NULL): the
