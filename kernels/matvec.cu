@@ -326,12 +326,17 @@ static __device__ __forceinline__ void mv_q(const uint8_t *__restrict__ w,
     const int64_t r0 = (blk * MV_WARPS + (threadIdx.x >> 5)) * RW;
     const int64_t r0c = r0 < nrows ? r0 : nrows - 1;
     const float inv = nw ? mv_rms_inv(x, ncols, eps) : 1.0f;
-    const uint8_t *rp[R];
+    /* Each row's plane pointers at the lane's first unit, advanced a pass
+     * at a time (kv_cur); UL, the unit's place in its block, is the
+     * lane's for the whole row. */
+    kv_cur<F> cur[R];
 #pragma unroll
     for (int j = 0; j < R; j++) {
         const int64_t r = r0c + j % RW;
-        rp[j] = (j < RW ? w : wu) + (r < nrows ? r : nrows - 1) * (int64_t)row_bytes;
+        cur[j].init((j < RW ? w : wu) + (r < nrows ? r : nrows - 1) * (int64_t)row_bytes, nb,
+                    lane);
     }
+    const int ul = lane % kv_cur<F>::UPB;
     float acc[R];
 #pragma unroll
     for (int j = 0; j < R; j++)
@@ -340,6 +345,9 @@ static __device__ __forceinline__ void mv_q(const uint8_t *__restrict__ w,
         int n = ncols - c0 < MV_CHUNK ? (int)(ncols - c0) : MV_CHUNK;
         const int nu = n / UE;
         __syncthreads(); /* the previous chunk is no longer read */
+        /* Not unrolled: unrolled, its shared-memory addresses were hoisted
+         * out of the chunk loop and spilled (k_matvec_q<Q4_K>). */
+#pragma unroll 1
         for (int i = threadIdx.x; i < n / 4; i += MV_WARPS * 32) {
             int u = i / (UE / 4), k = i % (UE / 4);
             xs[(u >> 5) * (UE / 4) * 32 + k * 32 + (u & 31)] = mv_x4(x, nw, inv, c0 / 4 + i);
@@ -356,7 +364,6 @@ static __device__ __forceinline__ void mv_q(const uint8_t *__restrict__ w,
             }
         }
         __syncthreads();
-        const int64_t ub = c0 / UE;
 #pragma unroll 1
         for (int u = lane; u < nu; u += 32) {
             float xv[UE], sv[NG];
@@ -370,8 +377,10 @@ static __device__ __forceinline__ void mv_q(const uint8_t *__restrict__ w,
             for (int g = 0; g < NG; g++)
                 sv[g] = T::XSUM ? xsum[u * NG + g] : 0.0f;
 #pragma unroll
-            for (int j = 0; j < R; j++)
-                acc[j] += T::dot(rp[j], nb, ub + u, xv, sv);
+            for (int j = 0; j < R; j++) {
+                acc[j] += T::dot(cur[j].p, ul, xv, sv);
+                cur[j].next();
+            }
         }
     }
     mv_store<NM>(acc, lane, r0, nrows, bias, add, gelu, y);
