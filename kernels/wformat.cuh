@@ -198,11 +198,13 @@ template <int F> struct kv_cur {
  * every product is F x 2^(KV_DN_S - 149), normal for |x| >= 2^(23 -
  * KV_DN_S) (smaller x lose at most 2^-KV_DN_S each, absolutely) and finite
  * for |x| < 2^(128 - KV_DN_S); a unit's sum is scaled back by KV_DN_BACK
- * once. The x scaling is the same for the 4 rows of a pass, so it is one
- * FMUL per x per pass, shared; the FFMAs take denormal inputs at full rate
- * (the kernels keep denormals: no -ftz, no fast math). Fields that reach
- * past bit 23 are brought down first: PRMT for bytes, a funnel shift for
- * fields across words. */
+ * once. The bit p of an element's field depends only on the element's
+ * place in its unit (each format's xbit), so the matvec stages x already
+ * scaled (kv_xscaled, matvec.cu): the dots take XV scaled and multiply no x,
+ * where scaling in the loop cost one FMUL per x per pass. The FFMAs take
+ * denormal inputs at full rate (the kernels keep denormals: no -ftz, no
+ * fast math). Fields that reach past bit 23 are brought down first: PRMT
+ * for bytes, a funnel shift for fields across words. */
 #define KV_DN_S 64
 #define KV_DN_BACK 0x1p85f /* 2^(149 - KV_DN_S) */
 /* 2^E for a constant E (folded once unrolled). */
@@ -212,12 +214,18 @@ static __device__ __forceinline__ float kv_dn(uint32_t w, uint32_t mask)
 {
     return __uint_as_float(w & mask);
 }
-/* X scaled for a field at bit P. */
-static __device__ __forceinline__ float kv_dnx(float x, int p) { return x * kv_pow2(KV_DN_S - p); }
+/* The bit of element J's nibble in the word kv_dot_nib32_acc ANDs it from
+ * (J < 16 low nibbles of bytes J, else high nibbles of bytes J - 16): bytes
+ * 0-2 of a word in place, byte 3 of words 2m, 2m + 1 moved to bytes 0, 1. */
+static __host__ __device__ constexpr int kv_nib_bit(int j)
+{
+    return ((j & 15) % 4 < 3 ? 8 * ((j & 15) % 4) : 8 * (((j & 15) / 4) & 1)) + (j >= 16 ? 4 : 0);
+}
 
 /* Sums over a 16-byte slice of 4-bit quants in ggml's order (byte j:
  * element j low nibble, j + 16 high) of q x, low nibbles into *PSL and high
- * ones into *PSH, in the scaled units above (times KV_DN_BACK: the sums).
+ * ones into *PSH, in the scaled units above (times KV_DN_BACK: the sums);
+ * XV[j] is x scaled by 2^(KV_DN_S - kv_nib_bit(j)).
  * Bytes 0-2 of each word are ANDed in place; bytes 3 of two words are
  * brought to bytes 0 and 1 by one PRMT: 34 integer instructions for 32
  * elements. */
@@ -230,8 +238,8 @@ static __device__ __forceinline__ void kv_dot_nib32_acc(uint4 qv, const float *x
     for (int k = 0; k < 4; k++) {
 #pragma unroll
         for (int b = 0; b < 3; b++) {
-            sl = fmaf(kv_dn(w[k], 0xFu << (8 * b)), kv_dnx(xv[4 * k + b], 8 * b), sl);
-            sh = fmaf(kv_dn(w[k], 0xF0u << (8 * b)), kv_dnx(xv[16 + 4 * k + b], 8 * b + 4), sh);
+            sl = fmaf(kv_dn(w[k], 0xFu << (8 * b)), xv[4 * k + b], sl);
+            sh = fmaf(kv_dn(w[k], 0xF0u << (8 * b)), xv[16 + 4 * k + b], sh);
         }
     }
 #pragma unroll
@@ -241,8 +249,8 @@ static __device__ __forceinline__ void kv_dot_nib32_acc(uint4 qv, const float *x
 #pragma unroll
         for (int n = 0; n < 2; n++) {
             int e = 4 * (2 * m + n) + 3;
-            sl = fmaf(kv_dn(t, 0xFu << (8 * n)), kv_dnx(xv[e], 8 * n), sl);
-            sh = fmaf(kv_dn(t, 0xF0u << (8 * n)), kv_dnx(xv[16 + e], 8 * n + 4), sh);
+            sl = fmaf(kv_dn(t, 0xFu << (8 * n)), xv[e], sl);
+            sh = fmaf(kv_dn(t, 0xF0u << (8 * n)), xv[16 + e], sh);
         }
     }
     *psl = sl, *psh = sh;
@@ -263,6 +271,7 @@ template <> struct kv_fmt<KV_WF_Q8_0> {
     static constexpr int PB[NP] = {32, 2}, SRC[NP] = {2, 0};
     static constexpr uint8_t QXOR = 0x80; /* applied to plane 0 at repack */
     static constexpr bool XSUM = false;
+    static constexpr int XG = 32; /* elements a sum of x (XS) covers */
     static __device__ __forceinline__ void decode(const uint8_t *row, int64_t nb, int64_t u, float *v)
     {
         float d = kv_h2f(kv_ld16(KV_PLANE(KV_WF_Q8_0, row, nb, 1) + 2 * u));
@@ -298,6 +307,9 @@ template <> struct kv_fmt<KV_WF_Q4_0> {
     static constexpr int PB[NP] = {16, 2}, SRC[NP] = {2, 0};
     static constexpr uint8_t QXOR = 0;
     static constexpr bool XSUM = true;
+    static constexpr int XG = 32; /* elements a sum of x (XS) covers */
+    /* The bit of unit element E's field in the word its dot ANDs it from. */
+    static __host__ __device__ constexpr int xbit(int e) { return kv_nib_bit(e); }
     static __device__ __forceinline__ void decode(const uint8_t *row, int64_t nb, int64_t u, float *v)
     {
         float d = kv_h2f(kv_ld16(KV_PLANE(KV_WF_Q4_0, row, nb, 1) + 2 * u));
@@ -327,6 +339,9 @@ template <> struct kv_fmt<KV_WF_Q4_1> {
     static constexpr int PB[NP] = {16, 4}, SRC[NP] = {4, 0};
     static constexpr uint8_t QXOR = 0;
     static constexpr bool XSUM = true;
+    static constexpr int XG = 32; /* elements a sum of x (XS) covers */
+    /* The bit of unit element E's field in the word its dot ANDs it from. */
+    static __host__ __device__ constexpr int xbit(int e) { return kv_nib_bit(e); }
     static __device__ __forceinline__ void decode(const uint8_t *row, int64_t nb, int64_t u, float *v)
     {
         uint32_t dm = kv_ld32(KV_PLANE(KV_WF_Q4_1, row, nb, 1) + 4 * u);
@@ -373,6 +388,8 @@ template <int N> struct kv_field {
             i--;
         return N * i;
     }
+    /* The bit of field I in its view (kv_fview's P). */
+    static __host__ __device__ constexpr int bit(int i) { return N * i - vstart(i); }
 };
 /* The view holding field I of the stream W (N words) and its bit in it. */
 template <int N>
@@ -385,7 +402,8 @@ static __device__ __forceinline__ uint32_t kv_fview(const uint32_t *w, int i, in
     return __funnelshift_r(w[k], k + 1 < N ? w[k + 1] : 0u, g % 32);
 }
 /* Sums of q x over the 32 fields of W: fields below SPLIT into *PA, the
- * rest into *PB, in the denormal units (times KV_DN_BACK: the sums). */
+ * rest into *PB, in the denormal units (times KV_DN_BACK: the sums); XV[i]
+ * is x scaled by 2^(KV_DN_S - kv_field<N>::bit(i)). */
 template <int N, int SPLIT>
 static __device__ __forceinline__ void kv_dot_fields(const uint32_t *w, const float *xv, float *pa,
                                                      float *pb)
@@ -396,9 +414,9 @@ static __device__ __forceinline__ void kv_dot_fields(const uint32_t *w, const fl
         int p;
         uint32_t v = kv_fview<N>(w, i, &p);
         if (i < SPLIT)
-            a = fmaf(kv_dn(v, ((1u << N) - 1) << p), kv_dnx(xv[i], p), a);
+            a = fmaf(kv_dn(v, ((1u << N) - 1) << p), xv[i], a);
         else
-            b = fmaf(kv_dn(v, ((1u << N) - 1) << p), kv_dnx(xv[i], p), b);
+            b = fmaf(kv_dn(v, ((1u << N) - 1) << p), xv[i], b);
     }
     *pa = a, *pb = b;
 }
@@ -463,6 +481,9 @@ template <> struct kv_fmt<KV_WF_Q5_0> {
     static constexpr int PB[NP] = {16, 4, 2}, SRC[NP] = {-1, -1, 0};
     static constexpr uint8_t QXOR = 0;
     static constexpr bool XSUM = true;
+    static constexpr int XG = 32; /* elements a sum of x (XS) covers */
+    /* The bit of unit element E's field in the word its dot ANDs it from. */
+    static __host__ __device__ constexpr int xbit(int e) { return kv_field<5>::bit(e); }
     static inline void pack(const uint8_t *blk, uint8_t *p0, uint8_t *p1)
     {
         kv_q5_pack(blk + 2, blk + 6, p0, p1);
@@ -499,6 +520,9 @@ template <> struct kv_fmt<KV_WF_Q5_1> {
     static constexpr int PB[NP] = {16, 4, 4}, SRC[NP] = {-1, -1, 0};
     static constexpr uint8_t QXOR = 0;
     static constexpr bool XSUM = true;
+    static constexpr int XG = 32; /* elements a sum of x (XS) covers */
+    /* The bit of unit element E's field in the word its dot ANDs it from. */
+    static __host__ __device__ constexpr int xbit(int e) { return kv_field<5>::bit(e); }
     static inline void pack(const uint8_t *blk, uint8_t *p0, uint8_t *p1)
     {
         kv_q5_pack(blk + 4, blk + 8, p0, p1);
@@ -560,6 +584,12 @@ template <> struct kv_fmt<KV_WF_Q4_K> {
     static constexpr int PB[NP] = {128, 16}, SRC[NP] = {16, 0};
     static constexpr uint8_t QXOR = 0;
     static constexpr bool XSUM = true;
+    static constexpr int XG = 32; /* elements a sum of x (XS) covers */
+    /* The bit of unit element E's field in the word its dot ANDs it from. */
+    static __host__ __device__ constexpr int xbit(int e)
+    {
+        return kv_nib_bit((e & 15) + (e >= 32 ? 16 : 0));
+    }
     static __device__ __forceinline__ void decode(const uint8_t *row, int64_t nb, int64_t u, float *v)
     {
         float d0, m0, d1, m1;
@@ -609,6 +639,9 @@ template <> struct kv_fmt<KV_WF_Q5_K> {
     static constexpr int PB[NP] = {128, 32, 16}, SRC[NP] = {-1, -1, 0};
     static constexpr uint8_t QXOR = 0;
     static constexpr bool XSUM = true;
+    static constexpr int XG = 32; /* elements a sum of x (XS) covers */
+    /* The bit of unit element E's field in the word its dot ANDs it from. */
+    static __host__ __device__ constexpr int xbit(int e) { return kv_field<5>::bit(e & 31); }
     static inline void pack(const uint8_t *blk, uint8_t *p0, uint8_t *p1)
     {
         const uint8_t *qh = blk + 16, *qs = blk + 48;
@@ -668,6 +701,9 @@ template <> struct kv_fmt<KV_WF_Q6_K> {
     static constexpr int PB[NP] = {128, 64, 16, 2}, SRC[NP] = {-1, -1, 192, 208};
     static constexpr uint8_t QXOR = 0;
     static constexpr bool XSUM = true;
+    static constexpr int XG = 16; /* elements a sum of x (XS) covers */
+    /* The bit of unit element E's field in the word its dot ANDs it from. */
+    static __host__ __device__ constexpr int xbit(int e) { return kv_field<6>::bit(e); }
     static inline void pack(const uint8_t *blk, uint8_t *p0, uint8_t *p1)
     {
         const uint8_t *ql = blk, *qh = blk + 128;
@@ -702,24 +738,21 @@ template <> struct kv_fmt<KV_WF_Q6_K> {
         for (int l = 0; l < 32; l++)
             v[l] = (l < 16 ? da : db) * (float)((int)q[l] - 32);
     }
-    /* da (sum q x - 32 sum x) over the first 16, db over the rest; the
-     * second half's sum of x is the unit's less the first's. */
+    /* da (sum q x - 32 sum x) over the first 16, db over the rest (XS: the
+     * sums of x over each 16). */
     static __device__ __forceinline__ float dot(const uint8_t *const *p, int ul, const float *xv,
                                                 const float *xs)
     {
         uint32_t w[6];
         kv_fload<6>(p[0], p[1], ul, w);
-        float sa = 0.0f, sb = 0.0f, xa = 0.0f, da, db;
+        float sa = 0.0f, sb = 0.0f;
         kv_dot_fields<6, 16>(w, xv, &sa, &sb);
-#pragma unroll
-        for (int l = 0; l < 16; l++)
-            xa += xv[l];
         const int h = ul >> 2, qd = ul & 3;
         const float d = kv_h2f(kv_ld16(p[3]));
         const uint32_t scw = kv_ld16(p[2] + 8 * h + 2 * qd);
-        da = d * (float)(int8_t)(scw & 0xff), db = d * (float)(int8_t)(scw >> 8);
-        return fmaf(da, fmaf(sa, KV_DN_BACK, -32.0f * xa),
-                    db * fmaf(sb, KV_DN_BACK, -32.0f * (xs[0] - xa)));
+        const float da = d * (float)(int8_t)(scw & 0xff), db = d * (float)(int8_t)(scw >> 8);
+        return fmaf(da, fmaf(sa, KV_DN_BACK, -32.0f * xs[0]),
+                    db * fmaf(sb, KV_DN_BACK, -32.0f * xs[1]));
     }
 };
 
@@ -728,6 +761,12 @@ template <> struct kv_fmt<KV_WF_Q6_K> {
 template <int F, typename = void> struct kv_packs : std::false_type {};
 template <int F>
 struct kv_packs<F, std::void_t<decltype(&kv_fmt<F>::pack)>> : std::true_type {};
+
+/* Whether the matvec stages x for format F scaled by 2^(KV_DN_S - xbit(e))
+ * (the denormal decodes: every quantised format but Q8_0). */
+template <int F, typename = void> struct kv_xscaled : std::false_type {};
+template <int F>
+struct kv_xscaled<F, std::void_t<decltype(kv_fmt<F>::xbit(0))>> : std::true_type {};
 
 /* Whether format F is repacked at upload (the quantised ones). */
 template <int F, typename = void> struct kv_repacked : std::false_type {};
