@@ -23,6 +23,12 @@
  * the steady loops below (4 weight streams a warp); the prologue adds one
  * read of x (n_embd floats, from L1/L2) and a barrier per block.
  *
+ * v5 (the quantised loops, NOTES.md matvec v5): x is staged already scaled
+ * for each format's denormal decode, each row keeps its plane pointers
+ * across passes (kv_cur) and the K-quant scales unpack without a branch:
+ * the merged v4 kernels had spilled loop invariants at ~128 registers, and
+ * every format is now within its scripts/kernel-report limit.
+ *
  * Why v1: correctness first. Known limits (see NOTES.md): short
  * rows (n_embd 576 = 18 Q4 blocks) leave lanes idle; blocks that are only
  * 2-byte aligned use 2-byte loads. Both are next steps, measured on a GPU.
@@ -317,20 +323,40 @@ static __device__ __forceinline__ void mv_q(const uint8_t *__restrict__ w,
                                             float *y, int64_t blk)
 {
     using T = kv_fmt<F>;
-    constexpr int UE = T::UE, NG = UE / 32 > 0 ? UE / 32 : 1, R = MV_ROWS, RW = MV_ROWS / NM;
+    constexpr int UE = T::UE, XG = T::XG, NG = UE / XG, R = MV_ROWS, RW = MV_ROWS / NM;
     static_assert(MV_CHUNK % (32 * UE) == 0, "a chunk is whole warp passes");
+    static_assert((MV_WARPS * 32) % (UE / 4) == 0, "a thread stages one float4 of every unit");
     KV_SHARED(float4, xs, [MV_CHUNK / 4]);
-    KV_SHARED(float, xsum, [MV_CHUNK / 32]);
+    KV_SHARED(float, xsum, [MV_CHUNK / XG]);
+    KV_SHARED(float4, xsc, [UE / 4]);
     const int lane = threadIdx.x & 31;
     const int64_t nb = ncols / T::COLS;
     const int64_t r0 = (blk * MV_WARPS + (threadIdx.x >> 5)) * RW;
     const int64_t r0c = r0 < nrows ? r0 : nrows - 1;
     const float inv = nw ? mv_rms_inv(x, ncols, eps) : 1.0f;
-    const uint8_t *rp[R];
+    /* Each row's plane pointers at the lane's first unit, advanced a pass
+     * at a time (kv_cur); UL, the unit's place in its block, is the
+     * lane's for the whole row. */
+    kv_cur<F> cur[R];
 #pragma unroll
     for (int j = 0; j < R; j++) {
         const int64_t r = r0c + j % RW;
-        rp[j] = (j < RW ? w : wu) + (r < nrows ? r : nrows - 1) * (int64_t)row_bytes;
+        cur[j].init((j < RW ? w : wu) + (r < nrows ? r : nrows - 1) * (int64_t)row_bytes, nb,
+                    lane);
+    }
+    const int ul = lane % kv_cur<F>::UPB;
+    /* The staging scale of each element of a unit, 2^(KV_DN_S - xbit(e))
+     * (wformat.cuh: the denormal decode), so the dot loop multiplies no x;
+     * exact, a power of two. Written here, read after the chunk loop's
+     * first barrier. A thread stages the same float4 of every unit. */
+    if constexpr (kv_xscaled<F>::value) {
+        if (threadIdx.x < UE / 4) {
+            const int e = 4 * threadIdx.x;
+            xsc[threadIdx.x] = make_float4(kv_pow2(KV_DN_S - T::xbit(e)),
+                                           kv_pow2(KV_DN_S - T::xbit(e + 1)),
+                                           kv_pow2(KV_DN_S - T::xbit(e + 2)),
+                                           kv_pow2(KV_DN_S - T::xbit(e + 3)));
+        }
     }
     float acc[R];
 #pragma unroll
@@ -340,23 +366,31 @@ static __device__ __forceinline__ void mv_q(const uint8_t *__restrict__ w,
         int n = ncols - c0 < MV_CHUNK ? (int)(ncols - c0) : MV_CHUNK;
         const int nu = n / UE;
         __syncthreads(); /* the previous chunk is no longer read */
+        /* Not unrolled: unrolled, its shared-memory addresses were hoisted
+         * out of the chunk loop and spilled (k_matvec_q<Q4_K>). */
+#pragma unroll 1
         for (int i = threadIdx.x; i < n / 4; i += MV_WARPS * 32) {
             int u = i / (UE / 4), k = i % (UE / 4);
-            xs[(u >> 5) * (UE / 4) * 32 + k * 32 + (u & 31)] = mv_x4(x, nw, inv, c0 / 4 + i);
+            float4 v = mv_x4(x, nw, inv, c0 / 4 + i);
+            if constexpr (kv_xscaled<F>::value) {
+                const float4 c = xsc[k];
+                v.x *= c.x, v.y *= c.y, v.z *= c.z, v.w *= c.w;
+            }
+            xs[(u >> 5) * (UE / 4) * 32 + k * 32 + (u & 31)] = v;
         }
         if constexpr (T::XSUM) {
-            for (int g = threadIdx.x; g < n / 32; g += MV_WARPS * 32) {
+            /* Of x as the norm leaves it, not scaled. */
+            for (int g = threadIdx.x; g < n / XG; g += MV_WARPS * 32) {
                 float s = 0.0f;
 #pragma unroll
-                for (int k = 0; k < 8; k++) {
-                    float4 v = mv_x4(x, nw, inv, c0 / 4 + 8 * g + k);
+                for (int k = 0; k < XG / 4; k++) {
+                    float4 v = mv_x4(x, nw, inv, c0 / 4 + XG / 4 * g + k);
                     s += (v.x + v.y) + (v.z + v.w);
                 }
                 xsum[g] = s;
             }
         }
         __syncthreads();
-        const int64_t ub = c0 / UE;
 #pragma unroll 1
         for (int u = lane; u < nu; u += 32) {
             float xv[UE], sv[NG];
@@ -370,8 +404,10 @@ static __device__ __forceinline__ void mv_q(const uint8_t *__restrict__ w,
             for (int g = 0; g < NG; g++)
                 sv[g] = T::XSUM ? xsum[u * NG + g] : 0.0f;
 #pragma unroll
-            for (int j = 0; j < R; j++)
-                acc[j] += T::dot(rp[j], nb, ub + u, xv, sv);
+            for (int j = 0; j < R; j++) {
+                acc[j] += T::dot(cur[j].p, ul, xv, sv);
+                cur[j].next();
+            }
         }
     }
     mv_store<NM>(acc, lane, r0, nrows, bias, add, gelu, y);

@@ -137,9 +137,13 @@ template <> struct kv_fmt<KV_WF_BF16_S> {
  * dot) reads planes; the arithmetic is docs/model-formats.md section 2's.
  *
  * decode(row, nb, u, v): the UE elements of unit u, for dequant.cu and
- * get_rows.cu. dot(row, nb, u, xv, xs): the matvec's sum over unit u of
- * w * x, XV the unit's UE x values and XS the sums of x over its 32-element
- * groups (formats with a min term or offset factor it out of the loop). */
+ * get_rows.cu. dot(p, ul, xv, xs): the matvec's sum over one unit of w * x,
+ * P the unit's block in each plane (kv_cur below: the matvec keeps these
+ * pointers and advances them a pass at a time rather than rebuilding them
+ * from the row index), UL the unit's index inside its block (0 where a
+ * block is one unit), XV the unit's UE x values and XS the sums of x over
+ * its 32-element groups (formats with a min term or offset factor it out of
+ * the loop). */
 
 /* Byte offset of plane K in a row, per block (times nb); a constant. */
 template <int F, int K> struct kv_poff {
@@ -149,6 +153,39 @@ template <int F> struct kv_poff<F, 0> {
     static constexpr int64_t value = 0;
 };
 #define KV_PLANE(F, row, nb, k) ((row) + (nb) * kv_poff<F, k>::value)
+
+/* The matvec's cursor in one row of a repacked format (its dot's P): for
+ * each plane, the start of the block that holds the lane's current unit.
+ * A lane takes units l, l + 32, ... of a row (32 a pass, across chunks),
+ * so every plane pointer moves by a constant a pass and the unit's place
+ * in its block (l mod the units a block) never changes: the loop adds NP
+ * constants a row instead of rebuilding addresses from the row index and
+ * the plane offsets, which ptxas would rematerialise (or spill) in it. */
+template <int F> struct kv_cur {
+    using T = kv_fmt<F>;
+    static constexpr int UPB = (int)(T::COLS / T::UE); /* units a block */
+    static_assert(32 % UPB == 0, "a pass is whole blocks");
+    const uint8_t *p[T::NP];
+    /* At unit U (U mod UPB is the dot's UL) of ROW, a row of NB blocks. */
+    template <int K = 0>
+    __device__ __forceinline__ void init(const uint8_t *row, int64_t nb, int64_t u)
+    {
+        if constexpr (K < T::NP) {
+            constexpr int64_t pb = T::PB[K];
+            p[K] = KV_PLANE(F, row, nb, K) + u / UPB * pb;
+            init<K + 1>(row, nb, u);
+        }
+    }
+    /* 32 units on. */
+    template <int K = 0> __device__ __forceinline__ void next()
+    {
+        if constexpr (K < T::NP) {
+            constexpr int64_t step = 32 / UPB * T::PB[K];
+            p[K] += step;
+            next<K + 1>();
+        }
+    }
+};
 
 /* ---- the matvec's exact integer -> float: denormals ----
  *
@@ -161,11 +198,13 @@ template <int F> struct kv_poff<F, 0> {
  * every product is F x 2^(KV_DN_S - 149), normal for |x| >= 2^(23 -
  * KV_DN_S) (smaller x lose at most 2^-KV_DN_S each, absolutely) and finite
  * for |x| < 2^(128 - KV_DN_S); a unit's sum is scaled back by KV_DN_BACK
- * once. The x scaling is the same for the 4 rows of a pass, so it is one
- * FMUL per x per pass, shared; the FFMAs take denormal inputs at full rate
- * (the kernels keep denormals: no -ftz, no fast math). Fields that reach
- * past bit 23 are brought down first: PRMT for bytes, a funnel shift for
- * fields across words. */
+ * once. The bit p of an element's field depends only on the element's
+ * place in its unit (each format's xbit), so the matvec stages x already
+ * scaled (kv_xscaled, matvec.cu): the dots take XV scaled and multiply no x,
+ * where scaling in the loop cost one FMUL per x per pass. The FFMAs take
+ * denormal inputs at full rate (the kernels keep denormals: no -ftz, no
+ * fast math). Fields that reach past bit 23 are brought down first: PRMT
+ * for bytes, a funnel shift for fields across words. */
 #define KV_DN_S 64
 #define KV_DN_BACK 0x1p85f /* 2^(149 - KV_DN_S) */
 /* 2^E for a constant E (folded once unrolled). */
@@ -175,12 +214,18 @@ static __device__ __forceinline__ float kv_dn(uint32_t w, uint32_t mask)
 {
     return __uint_as_float(w & mask);
 }
-/* X scaled for a field at bit P. */
-static __device__ __forceinline__ float kv_dnx(float x, int p) { return x * kv_pow2(KV_DN_S - p); }
+/* The bit of element J's nibble in the word kv_dot_nib32_acc ANDs it from
+ * (J < 16 low nibbles of bytes J, else high nibbles of bytes J - 16): bytes
+ * 0-2 of a word in place, byte 3 of words 2m, 2m + 1 moved to bytes 0, 1. */
+static __host__ __device__ constexpr int kv_nib_bit(int j)
+{
+    return ((j & 15) % 4 < 3 ? 8 * ((j & 15) % 4) : 8 * (((j & 15) / 4) & 1)) + (j >= 16 ? 4 : 0);
+}
 
 /* Sums over a 16-byte slice of 4-bit quants in ggml's order (byte j:
  * element j low nibble, j + 16 high) of q x, low nibbles into *PSL and high
- * ones into *PSH, in the scaled units above (times KV_DN_BACK: the sums).
+ * ones into *PSH, in the scaled units above (times KV_DN_BACK: the sums);
+ * XV[j] is x scaled by 2^(KV_DN_S - kv_nib_bit(j)).
  * Bytes 0-2 of each word are ANDed in place; bytes 3 of two words are
  * brought to bytes 0 and 1 by one PRMT: 34 integer instructions for 32
  * elements. */
@@ -193,8 +238,8 @@ static __device__ __forceinline__ void kv_dot_nib32_acc(uint4 qv, const float *x
     for (int k = 0; k < 4; k++) {
 #pragma unroll
         for (int b = 0; b < 3; b++) {
-            sl = fmaf(kv_dn(w[k], 0xFu << (8 * b)), kv_dnx(xv[4 * k + b], 8 * b), sl);
-            sh = fmaf(kv_dn(w[k], 0xF0u << (8 * b)), kv_dnx(xv[16 + 4 * k + b], 8 * b + 4), sh);
+            sl = fmaf(kv_dn(w[k], 0xFu << (8 * b)), xv[4 * k + b], sl);
+            sh = fmaf(kv_dn(w[k], 0xF0u << (8 * b)), xv[16 + 4 * k + b], sh);
         }
     }
 #pragma unroll
@@ -204,8 +249,8 @@ static __device__ __forceinline__ void kv_dot_nib32_acc(uint4 qv, const float *x
 #pragma unroll
         for (int n = 0; n < 2; n++) {
             int e = 4 * (2 * m + n) + 3;
-            sl = fmaf(kv_dn(t, 0xFu << (8 * n)), kv_dnx(xv[e], 8 * n), sl);
-            sh = fmaf(kv_dn(t, 0xF0u << (8 * n)), kv_dnx(xv[16 + e], 8 * n + 4), sh);
+            sl = fmaf(kv_dn(t, 0xFu << (8 * n)), xv[e], sl);
+            sh = fmaf(kv_dn(t, 0xF0u << (8 * n)), xv[16 + e], sh);
         }
     }
     *psl = sl, *psh = sh;
@@ -226,6 +271,7 @@ template <> struct kv_fmt<KV_WF_Q8_0> {
     static constexpr int PB[NP] = {32, 2}, SRC[NP] = {2, 0};
     static constexpr uint8_t QXOR = 0x80; /* applied to plane 0 at repack */
     static constexpr bool XSUM = false;
+    static constexpr int XG = 32; /* elements a sum of x (XS) covers */
     static __device__ __forceinline__ void decode(const uint8_t *row, int64_t nb, int64_t u, float *v)
     {
         float d = kv_h2f(kv_ld16(KV_PLANE(KV_WF_Q8_0, row, nb, 1) + 2 * u));
@@ -237,10 +283,10 @@ template <> struct kv_fmt<KV_WF_Q8_0> {
             v[i] = d * (float)((int)kv_byte(w[i >> 2], i & 3) - 128);
     }
     /* The byte into the low mantissa of 2^23 (one PRMT), less 2^23 + 128. */
-    static __device__ __forceinline__ float dot(const uint8_t *row, int64_t nb, int64_t u,
-                                                const float *xv, const float *)
+    static __device__ __forceinline__ float dot(const uint8_t *const *p, int, const float *xv,
+                                                const float *)
     {
-        const uint4 *q = (const uint4 *)(row + 32 * u);
+        const uint4 *q = (const uint4 *)p[0];
         uint4 a = __ldg(q), b = __ldg(q + 1);
         const uint32_t w[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
         float s = 0.0f;
@@ -249,7 +295,7 @@ template <> struct kv_fmt<KV_WF_Q8_0> {
             float f = __uint_as_float(__byte_perm(w[i >> 2], 0x4B000000u, 0x7540u | (i & 3)));
             s = fmaf(f - 8388736.0f, xv[i], s);
         }
-        return kv_h2f(kv_ld16(KV_PLANE(KV_WF_Q8_0, row, nb, 1) + 2 * u)) * s;
+        return kv_h2f(kv_ld16(p[1])) * s;
     }
 };
 
@@ -261,6 +307,9 @@ template <> struct kv_fmt<KV_WF_Q4_0> {
     static constexpr int PB[NP] = {16, 2}, SRC[NP] = {2, 0};
     static constexpr uint8_t QXOR = 0;
     static constexpr bool XSUM = true;
+    static constexpr int XG = 32; /* elements a sum of x (XS) covers */
+    /* The bit of unit element E's field in the word its dot ANDs it from. */
+    static __host__ __device__ constexpr int xbit(int e) { return kv_nib_bit(e); }
     static __device__ __forceinline__ void decode(const uint8_t *row, int64_t nb, int64_t u, float *v)
     {
         float d = kv_h2f(kv_ld16(KV_PLANE(KV_WF_Q4_0, row, nb, 1) + 2 * u));
@@ -273,12 +322,12 @@ template <> struct kv_fmt<KV_WF_Q4_0> {
             v[j + 16] = d * ((float)(q >> 4) - 8.0f);
         }
     }
-    static __device__ __forceinline__ float dot(const uint8_t *row, int64_t nb, int64_t u,
-                                                const float *xv, const float *xs)
+    static __device__ __forceinline__ float dot(const uint8_t *const *p, int, const float *xv,
+                                                const float *xs)
     {
         /* d (sum q x - 8 sum x) */
-        float s = kv_dot_nib32(__ldg((const uint4 *)(row + 16 * u)), xv);
-        return kv_h2f(kv_ld16(KV_PLANE(KV_WF_Q4_0, row, nb, 1) + 2 * u)) * fmaf(xs[0], -8.0f, s);
+        float s = kv_dot_nib32(__ldg((const uint4 *)p[0]), xv);
+        return kv_h2f(kv_ld16(p[1])) * fmaf(xs[0], -8.0f, s);
     }
 };
 
@@ -290,6 +339,9 @@ template <> struct kv_fmt<KV_WF_Q4_1> {
     static constexpr int PB[NP] = {16, 4}, SRC[NP] = {4, 0};
     static constexpr uint8_t QXOR = 0;
     static constexpr bool XSUM = true;
+    static constexpr int XG = 32; /* elements a sum of x (XS) covers */
+    /* The bit of unit element E's field in the word its dot ANDs it from. */
+    static __host__ __device__ constexpr int xbit(int e) { return kv_nib_bit(e); }
     static __device__ __forceinline__ void decode(const uint8_t *row, int64_t nb, int64_t u, float *v)
     {
         uint32_t dm = kv_ld32(KV_PLANE(KV_WF_Q4_1, row, nb, 1) + 4 * u);
@@ -303,12 +355,11 @@ template <> struct kv_fmt<KV_WF_Q4_1> {
             v[j + 16] = d * (float)(q >> 4) + m;
         }
     }
-    static __device__ __forceinline__ float dot(const uint8_t *row, int64_t nb, int64_t u,
-                                                const float *xv, const float *xs)
+    static __device__ __forceinline__ float dot(const uint8_t *const *p, int, const float *xv,
+                                                const float *xs)
     {
-        uint4 qv = __ldg((const uint4 *)(row + 16 * u));
-        float s = kv_dot_nib32(qv, xv);
-        uint32_t dm = kv_ld32(KV_PLANE(KV_WF_Q4_1, row, nb, 1) + 4 * u);
+        float s = kv_dot_nib32(__ldg((const uint4 *)p[0]), xv);
+        uint32_t dm = kv_ld32(p[1]);
         return fmaf(kv_h2f(dm), s, kv_h2f(dm >> 16) * xs[0]);
     }
 };
@@ -337,6 +388,8 @@ template <int N> struct kv_field {
             i--;
         return N * i;
     }
+    /* The bit of field I in its view (kv_fview's P). */
+    static __host__ __device__ constexpr int bit(int i) { return N * i - vstart(i); }
 };
 /* The view holding field I of the stream W (N words) and its bit in it. */
 template <int N>
@@ -349,7 +402,8 @@ static __device__ __forceinline__ uint32_t kv_fview(const uint32_t *w, int i, in
     return __funnelshift_r(w[k], k + 1 < N ? w[k + 1] : 0u, g % 32);
 }
 /* Sums of q x over the 32 fields of W: fields below SPLIT into *PA, the
- * rest into *PB, in the denormal units (times KV_DN_BACK: the sums). */
+ * rest into *PB, in the denormal units (times KV_DN_BACK: the sums); XV[i]
+ * is x scaled by 2^(KV_DN_S - kv_field<N>::bit(i)). */
 template <int N, int SPLIT>
 static __device__ __forceinline__ void kv_dot_fields(const uint32_t *w, const float *xv, float *pa,
                                                      float *pb)
@@ -360,9 +414,9 @@ static __device__ __forceinline__ void kv_dot_fields(const uint32_t *w, const fl
         int p;
         uint32_t v = kv_fview<N>(w, i, &p);
         if (i < SPLIT)
-            a = fmaf(kv_dn(v, ((1u << N) - 1) << p), kv_dnx(xv[i], p), a);
+            a = fmaf(kv_dn(v, ((1u << N) - 1) << p), xv[i], a);
         else
-            b = fmaf(kv_dn(v, ((1u << N) - 1) << p), kv_dnx(xv[i], p), b);
+            b = fmaf(kv_dn(v, ((1u << N) - 1) << p), xv[i], b);
     }
     *pa = a, *pb = b;
 }
@@ -427,6 +481,9 @@ template <> struct kv_fmt<KV_WF_Q5_0> {
     static constexpr int PB[NP] = {16, 4, 2}, SRC[NP] = {-1, -1, 0};
     static constexpr uint8_t QXOR = 0;
     static constexpr bool XSUM = true;
+    static constexpr int XG = 32; /* elements a sum of x (XS) covers */
+    /* The bit of unit element E's field in the word its dot ANDs it from. */
+    static __host__ __device__ constexpr int xbit(int e) { return kv_field<5>::bit(e); }
     static inline void pack(const uint8_t *blk, uint8_t *p0, uint8_t *p1)
     {
         kv_q5_pack(blk + 2, blk + 6, p0, p1);
@@ -442,14 +499,14 @@ template <> struct kv_fmt<KV_WF_Q5_0> {
             v[i] = d * (float)q[i] - 16.0f * d;
     }
     /* d (sum q x - 16 sum x) */
-    static __device__ __forceinline__ float dot(const uint8_t *row, int64_t nb, int64_t u,
-                                                const float *xv, const float *xs)
+    static __device__ __forceinline__ float dot(const uint8_t *const *p, int, const float *xv,
+                                                const float *xs)
     {
         uint32_t w[5];
-        kv_fload<5>(row, KV_PLANE(KV_WF_Q5_0, row, nb, 1), u, w);
+        kv_fload<5>(p[0], p[1], 0, w);
         float s = 0.0f, t = 0.0f;
         kv_dot_fields<5, 32>(w, xv, &s, &t);
-        return kv_h2f(kv_ld16(KV_PLANE(KV_WF_Q5_0, row, nb, 2) + 2 * u)) *
+        return kv_h2f(kv_ld16(p[2])) *
                fmaf(s, KV_DN_BACK, -16.0f * xs[0]);
     }
 };
@@ -463,6 +520,9 @@ template <> struct kv_fmt<KV_WF_Q5_1> {
     static constexpr int PB[NP] = {16, 4, 4}, SRC[NP] = {-1, -1, 0};
     static constexpr uint8_t QXOR = 0;
     static constexpr bool XSUM = true;
+    static constexpr int XG = 32; /* elements a sum of x (XS) covers */
+    /* The bit of unit element E's field in the word its dot ANDs it from. */
+    static __host__ __device__ constexpr int xbit(int e) { return kv_field<5>::bit(e); }
     static inline void pack(const uint8_t *blk, uint8_t *p0, uint8_t *p1)
     {
         kv_q5_pack(blk + 4, blk + 8, p0, p1);
@@ -478,53 +538,40 @@ template <> struct kv_fmt<KV_WF_Q5_1> {
         for (int i = 0; i < 32; i++)
             v[i] = d * (float)q[i] + m;
     }
-    static __device__ __forceinline__ float dot(const uint8_t *row, int64_t nb, int64_t u,
-                                                const float *xv, const float *xs)
+    static __device__ __forceinline__ float dot(const uint8_t *const *p, int, const float *xv,
+                                                const float *xs)
     {
         uint32_t w[5];
-        kv_fload<5>(row, KV_PLANE(KV_WF_Q5_1, row, nb, 1), u, w);
+        kv_fload<5>(p[0], p[1], 0, w);
         float s = 0.0f, t = 0.0f;
         kv_dot_fields<5, 32>(w, xv, &s, &t);
-        uint32_t dm = kv_ld32(KV_PLANE(KV_WF_Q5_1, row, nb, 2) + 4 * u);
+        uint32_t dm = kv_ld32(p[2]);
         return fmaf(kv_h2f(dm) * KV_DN_BACK, s, kv_h2f(dm >> 16) * xs[0]);
     }
 };
 
-/* Byte I (0..11) of the K-quants' packed scales, held as three words. */
-static __device__ __forceinline__ uint32_t kv_kbyte(uint32_t s0, uint32_t s1, uint32_t s2, int i)
-{
-    uint32_t w = i < 4 ? s0 : (i < 8 ? s1 : s2);
-    return kv_byte(w, i & 3);
-}
-
-/* K-quant 6-bit scale and min of sub-block J (0..7) from the 12 packed bytes
- * (S0..S2 are bytes 0-3, 4-7, 8-11); docs/model-formats.md 2.1. */
-static __device__ __forceinline__ void kv_scale_min_k4(int j, uint32_t s0, uint32_t s1, uint32_t s2,
-                                                       float *sc, float *mn)
-{
-    if (j < 4) {
-        *sc = (float)(kv_kbyte(s0, s1, s2, j) & 63);
-        *mn = (float)(kv_kbyte(s0, s1, s2, j + 4) & 63);
-    } else {
-        uint32_t a = kv_kbyte(s0, s1, s2, j + 4);
-        uint32_t lo = kv_kbyte(s0, s1, s2, j - 4);
-        uint32_t me = kv_kbyte(s0, s1, s2, j);
-        *sc = (float)((a & 0xF) | ((lo >> 6) << 4));
-        *mn = (float)((a >> 4) | ((me >> 6) << 4));
-    }
-}
-
 /* Scales of unit c (0..3) of a Q4_K/Q5_K super-block from its 16-byte
  * header (d, dmin, scales[12]): d * sc and dmin * m of sub-blocks 2c, 2c+1,
- * decoded once per unit, not per element. */
+ * decoded once per unit, not per element. docs/model-formats.md 2.1 gives
+ * sub-block j's 6-bit scale and min as bytes j and j + 4 (low 6 bits) for
+ * j < 4, else the nibbles of byte j + 4 with bits 6-7 of bytes j - 4 and j
+ * on top. Here all eight of each are built at once, one per byte, by masks
+ * on the three words (bytes 0-3, 4-7, 8-11), and unit c's pair is bytes 2c,
+ * 2c + 1 of that 8-byte run: one PRMT whose selector depends on c only.
+ * No branch: c is a run-time value (the lane's unit), and a branch on it
+ * cost Q4_K ~50 instructions a row in the matvec's loop. */
 static __device__ __forceinline__ void kv_k4_scales(uint4 hd, int c, float *d0, float *m0,
                                                     float *d1, float *m1)
 {
+    const uint32_t s0 = hd.y, s1 = hd.z, s2 = hd.w;
+    const uint32_t sc_lo = s0 & 0x3f3f3f3fu, mn_lo = s1 & 0x3f3f3f3fu;
+    const uint32_t sc_hi = (s2 & 0x0f0f0f0fu) | ((s0 >> 2) & 0x30303030u);
+    const uint32_t mn_hi = ((s2 >> 4) & 0x0f0f0f0fu) | ((s1 >> 2) & 0x30303030u);
+    const uint32_t sel = 0x10u + 0x22u * (uint32_t)c; /* bytes 2c, 2c + 1 */
+    const uint32_t sc = __byte_perm(sc_lo, sc_hi, sel), mn = __byte_perm(mn_lo, mn_hi, sel);
     float d = kv_h2f(hd.x), dmin = kv_h2f(hd.x >> 16);
-    float sc0, mn0, sc1, mn1;
-    kv_scale_min_k4(2 * c, hd.y, hd.z, hd.w, &sc0, &mn0);
-    kv_scale_min_k4(2 * c + 1, hd.y, hd.z, hd.w, &sc1, &mn1);
-    *d0 = d * sc0, *m0 = dmin * mn0, *d1 = d * sc1, *m1 = dmin * mn1;
+    *d0 = d * (float)(sc & 0xffu), *d1 = d * (float)((sc >> 8) & 0xffu);
+    *m0 = dmin * (float)(mn & 0xffu), *m1 = dmin * (float)((mn >> 8) & 0xffu);
 }
 
 /* Q4_K: planes qs[128], header[16] (d, dmin, scales[12]). File: header, qs.
@@ -537,6 +584,12 @@ template <> struct kv_fmt<KV_WF_Q4_K> {
     static constexpr int PB[NP] = {128, 16}, SRC[NP] = {16, 0};
     static constexpr uint8_t QXOR = 0;
     static constexpr bool XSUM = true;
+    static constexpr int XG = 32; /* elements a sum of x (XS) covers */
+    /* The bit of unit element E's field in the word its dot ANDs it from. */
+    static __host__ __device__ constexpr int xbit(int e)
+    {
+        return kv_nib_bit((e & 15) + (e >= 32 ? 16 : 0));
+    }
     static __device__ __forceinline__ void decode(const uint8_t *row, int64_t nb, int64_t u, float *v)
     {
         float d0, m0, d1, m1;
@@ -553,10 +606,10 @@ template <> struct kv_fmt<KV_WF_Q4_K> {
         }
     }
     /* sum (d sc q - dmin m) x = d sc sum(q x) - dmin m sum(x) per sub-block. */
-    static __device__ __forceinline__ float dot(const uint8_t *row, int64_t nb, int64_t u,
-                                                const float *xv, const float *xs)
+    static __device__ __forceinline__ float dot(const uint8_t *const *p, int ul, const float *xv,
+                                                const float *xs)
     {
-        const uint4 *qp = (const uint4 *)(row + 32 * u);
+        const uint4 *qp = (const uint4 *)(p[0] + 32 * ul);
         uint4 qa = __ldg(qp), qb = __ldg(qp + 1);
         /* Slice 0 holds elements l (low) and 32 + l (high) for l < 16,
          * slice 1 for l = 16..31: regroup x to kv_dot_nib32's order. */
@@ -567,8 +620,7 @@ template <> struct kv_fmt<KV_WF_Q4_K> {
             xb[l] = xv[16 + l], xb[16 + l] = xv[48 + l];
         }
         float d0, m0, d1, m1;
-        kv_k4_scales(__ldg((const uint4 *)(KV_PLANE(KV_WF_Q4_K, row, nb, 1) + 16 * (u >> 2))),
-                     (int)(u & 3), &d0, &m0, &d1, &m1);
+        kv_k4_scales(__ldg((const uint4 *)p[1]), ul, &d0, &m0, &d1, &m1);
         float s0 = 0.0f, s1 = 0.0f;
         kv_dot_nib32_acc(qa, xa, &s0, &s1);
         kv_dot_nib32_acc(qb, xb, &s0, &s1);
@@ -587,6 +639,9 @@ template <> struct kv_fmt<KV_WF_Q5_K> {
     static constexpr int PB[NP] = {128, 32, 16}, SRC[NP] = {-1, -1, 0};
     static constexpr uint8_t QXOR = 0;
     static constexpr bool XSUM = true;
+    static constexpr int XG = 32; /* elements a sum of x (XS) covers */
+    /* The bit of unit element E's field in the word its dot ANDs it from. */
+    static __host__ __device__ constexpr int xbit(int e) { return kv_field<5>::bit(e & 31); }
     static inline void pack(const uint8_t *blk, uint8_t *p0, uint8_t *p1)
     {
         const uint8_t *qh = blk + 16, *qs = blk + 48;
@@ -618,16 +673,14 @@ template <> struct kv_fmt<KV_WF_Q5_K> {
             v[32 + l] = d1 * (float)q[l] - m1;
     }
     /* sum (d sc q - dmin m) x = d sc sum(q x) - dmin m sum(x) per sub-block. */
-    static __device__ __forceinline__ float dot(const uint8_t *row, int64_t nb, int64_t u,
-                                                const float *xv, const float *xs)
+    static __device__ __forceinline__ float dot(const uint8_t *const *p, int ul, const float *xv,
+                                                const float *xs)
     {
-        const uint8_t *q1 = KV_PLANE(KV_WF_Q5_K, row, nb, 1);
         uint32_t wa[5], wb[5];
-        kv_fload<5>(row, q1, 2 * u, wa);
-        kv_fload<5>(row, q1, 2 * u + 1, wb);
+        kv_fload<5>(p[0], p[1], 2 * ul, wa);
+        kv_fload<5>(p[0], p[1], 2 * ul + 1, wb);
         float d0, m0, d1, m1;
-        kv_k4_scales(__ldg((const uint4 *)(KV_PLANE(KV_WF_Q5_K, row, nb, 2) + 16 * (u >> 2))),
-                     (int)(u & 3), &d0, &m0, &d1, &m1);
+        kv_k4_scales(__ldg((const uint4 *)p[2]), ul, &d0, &m0, &d1, &m1);
         float s0 = 0.0f, s1 = 0.0f;
         kv_dot_fields<5, 32>(wa, xv, &s0, &s1);
         kv_dot_fields<5, 0>(wb, xv + 32, &s0, &s1);
@@ -648,6 +701,9 @@ template <> struct kv_fmt<KV_WF_Q6_K> {
     static constexpr int PB[NP] = {128, 64, 16, 2}, SRC[NP] = {-1, -1, 192, 208};
     static constexpr uint8_t QXOR = 0;
     static constexpr bool XSUM = true;
+    static constexpr int XG = 16; /* elements a sum of x (XS) covers */
+    /* The bit of unit element E's field in the word its dot ANDs it from. */
+    static __host__ __device__ constexpr int xbit(int e) { return kv_field<6>::bit(e); }
     static inline void pack(const uint8_t *blk, uint8_t *p0, uint8_t *p1)
     {
         const uint8_t *ql = blk, *qh = blk + 128;
@@ -682,21 +738,21 @@ template <> struct kv_fmt<KV_WF_Q6_K> {
         for (int l = 0; l < 32; l++)
             v[l] = (l < 16 ? da : db) * (float)((int)q[l] - 32);
     }
-    /* da (sum q x - 32 sum x) over the first 16, db over the rest; the
-     * second half's sum of x is the unit's less the first's. */
-    static __device__ __forceinline__ float dot(const uint8_t *row, int64_t nb, int64_t u,
-                                                const float *xv, const float *xs)
+    /* da (sum q x - 32 sum x) over the first 16, db over the rest (XS: the
+     * sums of x over each 16). */
+    static __device__ __forceinline__ float dot(const uint8_t *const *p, int ul, const float *xv,
+                                                const float *xs)
     {
         uint32_t w[6];
-        kv_fload<6>(row, KV_PLANE(KV_WF_Q6_K, row, nb, 1), u, w);
-        float sa = 0.0f, sb = 0.0f, xa = 0.0f, da, db;
+        kv_fload<6>(p[0], p[1], ul, w);
+        float sa = 0.0f, sb = 0.0f;
         kv_dot_fields<6, 16>(w, xv, &sa, &sb);
-#pragma unroll
-        for (int l = 0; l < 16; l++)
-            xa += xv[l];
-        scales(row, nb, u, &da, &db);
-        return fmaf(da, fmaf(sa, KV_DN_BACK, -32.0f * xa),
-                    db * fmaf(sb, KV_DN_BACK, -32.0f * (xs[0] - xa)));
+        const int h = ul >> 2, qd = ul & 3;
+        const float d = kv_h2f(kv_ld16(p[3]));
+        const uint32_t scw = kv_ld16(p[2] + 8 * h + 2 * qd);
+        const float da = d * (float)(int8_t)(scw & 0xff), db = d * (float)(int8_t)(scw >> 8);
+        return fmaf(da, fmaf(sa, KV_DN_BACK, -32.0f * xs[0]),
+                    db * fmaf(sb, KV_DN_BACK, -32.0f * xs[1]));
     }
 };
 
@@ -705,6 +761,12 @@ template <> struct kv_fmt<KV_WF_Q6_K> {
 template <int F, typename = void> struct kv_packs : std::false_type {};
 template <int F>
 struct kv_packs<F, std::void_t<decltype(&kv_fmt<F>::pack)>> : std::true_type {};
+
+/* Whether the matvec stages x for format F scaled by 2^(KV_DN_S - xbit(e))
+ * (the denormal decodes: every quantised format but Q8_0). */
+template <int F, typename = void> struct kv_xscaled : std::false_type {};
+template <int F>
+struct kv_xscaled<F, std::void_t<decltype(kv_fmt<F>::xbit(0))>> : std::true_type {};
 
 /* Whether format F is repacked at upload (the quantised ones). */
 template <int F, typename = void> struct kv_repacked : std::false_type {};

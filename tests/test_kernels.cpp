@@ -886,6 +886,77 @@ static void test_repack(void **state)
     }
 }
 
+/* The K-quant scale unpack (wformat.cuh kv_k4_scales, branch-free: masks
+ * and a PRMT chosen by the unit) against the CPU's Q4_K dequantisation, for
+ * every unit of headers that set each scale byte to 0, 0xff and random
+ * values: a block of quants 0 dequantises to -dmin m, one of quants 1 to
+ * d sc - dmin m, with d = dmin = 1 both exact, so the four values of each
+ * unit must be equal, not close. */
+static void test_k4_scales(void **state)
+{
+    (void)state;
+    int cases = 0;
+    uint64_t r = 99; /* its own stream: the other tests' data stay as they were */
+    for (int t = 0; t < 12 + 12 + 64; t++) {
+        uint8_t blk0[144] = {0}, blk1[144];
+        const uint16_t one = 0x3c00; /* 1.0 in f16 */
+        memcpy(blk0, &one, 2), memcpy(blk0 + 2, &one, 2);
+        for (int i = 0; i < 12; i++) /* one byte set, one byte clear, or random */
+            blk0[4 + i] = t < 12 ? (i == t ? 0xff : 0) : t < 24 ? (i == t - 12 ? 0 : 0xff)
+                                                               : (uint8_t)(r >> 56);
+        r = r * 6364136223846793005ull + 1442695040888963407ull;
+        memcpy(blk1, blk0, 16);
+        memset(blk1 + 16, 0x11, 128);
+        float v0[256], v1[256];
+        quant_dequantize_row(GGML_TYPE_Q4_K, blk0, v0, 256);
+        quant_dequantize_row(GGML_TYPE_Q4_K, blk1, v1, 256);
+        uint4 hd;
+        memcpy(&hd, blk0, 16);
+        for (int c = 0; c < 4; c++) {
+            float d0, m0, d1, m1;
+            kv_k4_scales(hd, c, &d0, &m0, &d1, &m1);
+            const int j0 = 64 * c, j1 = 64 * c + 32; /* sub-blocks 2c, 2c + 1 */
+            if (m0 != -v0[j0] || d0 != v1[j0] - v0[j0] || m1 != -v0[j1] ||
+                d1 != v1[j1] - v0[j1])
+                fail_msg("k4_scales: header %d unit %d: sc %g %g m %g %g, want sc %g %g m %g %g",
+                         t, c, d0, d1, m0, m1, v1[j0] - v0[j0], v1[j1] - v0[j1], -v0[j0],
+                         -v0[j1]);
+            cases++;
+        }
+    }
+    printf("k4_scales: %d units equal to the CPU's\n", cases);
+}
+
+/* The staging scale of each format's elements (xbit, wformat.cuh): a field
+ * AND-ed out of its word at bit p is F 2^(p - 149) only if p is where the
+ * dot finds it, and p + the field's width must stay within bit 23 for the
+ * value to be a denormal-or-seam float. So: every bit in range, the table
+ * of each format spans the unit, and the nibble rule puts low nibbles
+ * below high ones in the same byte. */
+static void test_xbit(void **state)
+{
+    (void)state;
+    for (int e = 0; e < 32; e++) {
+        assert_true(kv_fmt<KV_WF_Q4_0>::xbit(e) + 4 <= 24);
+        assert_true(kv_fmt<KV_WF_Q5_0>::xbit(e) + 5 <= 24);
+        assert_true(kv_fmt<KV_WF_Q6_K>::xbit(e) + 6 <= 24);
+        if (e < 16) /* byte e: low nibble element e, high nibble e + 16 */
+            assert_int_equal(kv_fmt<KV_WF_Q4_0>::xbit(e + 16) - kv_fmt<KV_WF_Q4_0>::xbit(e), 4);
+    }
+    for (int e = 0; e < 64; e++) {
+        assert_true(kv_fmt<KV_WF_Q4_K>::xbit(e) + 4 <= 24);
+        assert_int_equal(kv_fmt<KV_WF_Q5_K>::xbit(e), kv_fmt<KV_WF_Q5_K>::xbit(e & 31));
+    }
+    /* Fields within bits 0..23 sit in place; field 4 of a 5-bit stream
+     * (bits 20-24) crosses bit 23, so it is read from a view starting at it. */
+    assert_int_equal(kv_fmt<KV_WF_Q5_0>::xbit(3), 15);
+    assert_int_equal(kv_fmt<KV_WF_Q5_0>::xbit(4), 0);
+    assert_int_equal(kv_fmt<KV_WF_Q6_K>::xbit(3), 18);
+    assert_int_equal(kv_fmt<KV_WF_Q4_0>::xbit(3), 0);  /* byte 3 of word 0 -> byte 0 */
+    assert_int_equal(kv_fmt<KV_WF_Q4_0>::xbit(7), 8);  /* byte 3 of word 1 -> byte 1 */
+    assert_true(!kv_xscaled<KV_WF_Q8_0>::value && kv_xscaled<KV_WF_Q4_K>::value);
+}
+
 /* Causal GQA attention with an optional window, in double from the same f16
  * K/V the kernel reads. */
 static void ref_attention(const kv_attn_args &a, const std::vector<float> &q,
@@ -1304,7 +1375,8 @@ int main(void)
         cmocka_unit_test(test_convert),    cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_rope),       cmocka_unit_test(test_kv_store),
         cmocka_unit_test(test_matvec_dequant_get_rows), cmocka_unit_test(test_matvec_x_range),
-        cmocka_unit_test(test_repack),
+        cmocka_unit_test(test_repack), cmocka_unit_test(test_k4_scales),
+        cmocka_unit_test(test_xbit),
         cmocka_unit_test(test_matvec_norm), cmocka_unit_test(test_matvec_glu),
         cmocka_unit_test(test_matvec3),
         cmocka_unit_test(test_attention_decode),
