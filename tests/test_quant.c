@@ -886,7 +886,9 @@ static void test_dot_block256(void **state)
     (void)state;
     static const enum ggml_type ts[] = {GGML_TYPE_Q4_K, GGML_TYPE_Q5_K, GGML_TYPE_Q6_K,
                                         GGML_TYPE_Q2_K, GGML_TYPE_Q3_K, GGML_TYPE_IQ4_XS};
-    static const int64_t ns[] = {256, 512, 768, 1024, 1280, 2048};
+    /* 1, 3, 5 and 17 super-blocks too, and long rows (32, 43): the AVX-512
+     * kernels keep four accumulators over each block's sub-blocks. */
+    static const int64_t ns[] = {256, 512, 768, 1024, 1280, 2048, 4352, 8192, 11008};
     struct rng r = {4242};
     for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++)
         for (size_t j = 0; j < sizeof ns / sizeof ns[0]; j++)
@@ -1062,7 +1064,7 @@ static void test_dot_rows(void **state)
 {
     (void)state;
     enum { NR = 7 };
-    static const int64_t lens[] = {256, 640, 2048};
+    static const int64_t lens[] = {256, 640, 2048, 2304};
     uint64_t seed = 0xd0d0;
     struct rng r = {0x7007};
     enum quant_isa was = quant_isa();

@@ -130,9 +130,16 @@ static inline void q4k_scales(const blk_q4_K *w, const float *xs, float dsc[8], 
     *macc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w->dmin)), _mm256_mul_ps(mnf, _mm256_loadu_ps(xs)), *macc);
 }
 
+/* 16 codes held as bytes (lane group G of V, 0..3) widened to 16 floats. */
+#define I8X16_PS(v, g) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32((v), (g))))
+
 /* One Q4_K super-block against X[0..255]: chunk c of 32 bytes holds
- * sub-block 2c in its low nibbles and 2c+1 in its high ones. */
-static inline void step_q4_K(const blk_q4_K *w, const float *x, const float *xs, __m512 *acc, __m256 *macc)
+ * sub-block 2c in its low nibbles and 2c+1 in its high ones. The codes are
+ * widened straight from the block (one shuffle per 16 codes; splitting 64
+ * bytes with byte ops first and extracting lanes took two, and measured
+ * slower), and the four sub-block products of a pair of chunks go to their
+ * own accumulators ACC[0..3], so the FMA latency never waits on itself. */
+static inline void step_q4_K(const blk_q4_K *w, const float *x, const float *xs, __m512 acc[4], __m256 *macc)
 {
     float dsc[8];
     q4k_scales(w, xs, dsc, macc);
@@ -142,40 +149,59 @@ static inline void step_q4_K(const blk_q4_K *w, const float *x, const float *xs,
         const float *xc = x + 64 * c;
         __m512 plo = dot32_i32(_mm512_and_si512(b0, m4), _mm512_and_si512(b1, m4), xc);
         __m512 phi = dot32_i32(_mm512_srli_epi32(b0, 4), _mm512_srli_epi32(b1, 4), xc + 32);
-        *acc = _mm512_fmadd_ps(_mm512_set1_ps(dsc[2 * c]), plo, *acc);
-        *acc = _mm512_fmadd_ps(_mm512_set1_ps(dsc[2 * c + 1]), phi, *acc);
+        int k = 2 * (c & 1);
+        acc[k] = _mm512_fmadd_ps(_mm512_set1_ps(dsc[2 * c]), plo, acc[k]);
+        acc[k + 1] = _mm512_fmadd_ps(_mm512_set1_ps(dsc[2 * c + 1]), phi, acc[k + 1]);
     }
 }
 
-/* One Q6_K super-block: per half of 128, 16 positions l at a time, the four
- * codes (ql[l] low and high nibble, ql[l+32] low and high, each with two
- * bits of qh[l]) minus 32, for elements l, l+32, l+64, l+96; each 16
- * elements share one signed scale. */
-static inline void step_q6_K(const blk_q6_K *w, const float *x, __m512 *acc)
+/* One Q6_K super-block, a half of 128 at a time from 64 bytes of ql and 32
+ * of qh: the low nibbles of ql[0..63] are elements 0..63 of the half, the
+ * high nibbles 64..127, each with two bits of qh[l % 32] (bits 0-1, 2-3 for
+ * the low nibbles of ql[l], ql[l+32]; 4-5, 6-7 for the high ones). qh is
+ * loaded into both 256-bit halves and shifted by a different count in each
+ * (16-bit lanes; the bits that cross into the neighbour byte are masked
+ * off), so one and and one ternary merge make 64 six-bit codes, one byte
+ * subtraction applies the -32. Every 16 elements share one scale: vector v
+ * of the half is sub-block 8h+v, into accumulator v % 4. */
+static inline void step_q6_K(const blk_q6_K *w, const float *x, __m512 acc[4])
 {
-    const __m512i m4 = _mm512_set1_epi32(0x0F), m2 = _mm512_set1_epi32(0x30), off = _mm512_set1_epi32(32);
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(0x30), off = _mm512_set1_epi8(32);
+    /* shift counts per 16-bit lane: low 256 bits, high 256 bits */
+    const __m512i shl = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+    const __m512i shr = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
     __m512 d = set1_h16(w->d);
     __m128i sc8 = _mm_loadu_si128((const __m128i *)w->scales);
     float dsc[16];
     _mm512_storeu_ps(dsc, _mm512_mul_ps(d, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(sc8))));
     for (int h = 0; h < 2; h++) {
-        const uint8_t *ql = w->ql + 64 * h, *qh = w->qh + 32 * h;
+        __m512i ql = _mm512_loadu_si512(w->ql + 64 * h);
+        __m512i qh = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w->qh + 32 * h)));
+        __m512i hlo = _mm512_and_si512(_mm512_sllv_epi16(qh, shl), m2);
+        __m512i hhi = _mm512_and_si512(_mm512_srlv_epi16(qh, shr), m2);
+        /* (a & b) | c */
+        __m512i lo = _mm512_ternarylogic_epi32(ql, m4, hlo, 0xEA);
+        __m512i hi = _mm512_ternarylogic_epi32(_mm512_srli_epi16(ql, 4), m4, hhi, 0xEA);
+        lo = _mm512_sub_epi8(lo, off);
+        hi = _mm512_sub_epi8(hi, off);
         const float *xh = x + 128 * h;
         const float *ds = dsc + 8 * h;
-        for (int is = 0; is < 2; is++) {
-            int l = 16 * is;
-            __m512i a = load_u8x16(ql + l), b = load_u8x16(ql + l + 32), hb = load_u8x16(qh + l);
-            __m512i q1 = _mm512_or_si512(_mm512_and_si512(a, m4), _mm512_and_si512(_mm512_slli_epi32(hb, 4), m2));
-            __m512i q2 = _mm512_or_si512(_mm512_and_si512(b, m4), _mm512_and_si512(_mm512_slli_epi32(hb, 2), m2));
-            __m512i q3 = _mm512_or_si512(_mm512_srli_epi32(a, 4), _mm512_and_si512(hb, m2));
-            __m512i q4 = _mm512_or_si512(_mm512_srli_epi32(b, 4), _mm512_and_si512(_mm512_srli_epi32(hb, 2), m2));
-            __m512i q[4] = {q1, q2, q3, q4};
-            for (int k = 0; k < 4; k++) {
-                __m512 p = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(q[k], off)),
-                                         _mm512_loadu_ps(xh + l + 32 * k));
-                *acc = _mm512_fmadd_ps(_mm512_set1_ps(ds[is + 2 * k]), p, *acc);
-            }
-        }
+        __m512 p0 = _mm512_mul_ps(I8X16_PS(lo, 0), _mm512_loadu_ps(xh));
+        __m512 p1 = _mm512_mul_ps(I8X16_PS(lo, 1), _mm512_loadu_ps(xh + 16));
+        __m512 p2 = _mm512_mul_ps(I8X16_PS(lo, 2), _mm512_loadu_ps(xh + 32));
+        __m512 p3 = _mm512_mul_ps(I8X16_PS(lo, 3), _mm512_loadu_ps(xh + 48));
+        acc[0] = _mm512_fmadd_ps(_mm512_set1_ps(ds[0]), p0, acc[0]);
+        acc[1] = _mm512_fmadd_ps(_mm512_set1_ps(ds[1]), p1, acc[1]);
+        acc[2] = _mm512_fmadd_ps(_mm512_set1_ps(ds[2]), p2, acc[2]);
+        acc[3] = _mm512_fmadd_ps(_mm512_set1_ps(ds[3]), p3, acc[3]);
+        p0 = _mm512_mul_ps(I8X16_PS(hi, 0), _mm512_loadu_ps(xh + 64));
+        p1 = _mm512_mul_ps(I8X16_PS(hi, 1), _mm512_loadu_ps(xh + 80));
+        p2 = _mm512_mul_ps(I8X16_PS(hi, 2), _mm512_loadu_ps(xh + 96));
+        p3 = _mm512_mul_ps(I8X16_PS(hi, 3), _mm512_loadu_ps(xh + 112));
+        acc[0] = _mm512_fmadd_ps(_mm512_set1_ps(ds[4]), p0, acc[0]);
+        acc[1] = _mm512_fmadd_ps(_mm512_set1_ps(ds[5]), p1, acc[1]);
+        acc[2] = _mm512_fmadd_ps(_mm512_set1_ps(ds[6]), p2, acc[2]);
+        acc[3] = _mm512_fmadd_ps(_mm512_set1_ps(ds[7]), p3, acc[3]);
     }
 }
 
@@ -193,11 +219,12 @@ void quant_rows_avx512_q4_K(const void *rows, size_t stride, int64_t nr, const f
     const uint8_t *base = rows;
     for (int64_t r = 0; r < nr; r++) {
         const blk_q4_K *w = (const blk_q4_K *)(base + (size_t)r * stride);
-        __m512 a0 = _mm512_setzero_ps();
+        __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
         __m256 m0 = _mm256_setzero_ps();
         for (int64_t i = 0; i < nb; i++)
-            step_q4_K(&w[i], x + 256 * i, xs + 8 * i, &a0, &m0);
-        y[r] = _mm512_reduce_add_ps(a0) - hsum256(m0);
+            step_q4_K(&w[i], x + 256 * i, xs + 8 * i, a, &m0);
+        y[r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]))) -
+               hsum256(m0);
     }
 }
 
@@ -208,10 +235,10 @@ void quant_rows_avx512_q6_K(const void *rows, size_t stride, int64_t nr, const f
     const uint8_t *base = rows;
     for (int64_t r = 0; r < nr; r++) {
         const blk_q6_K *w = (const blk_q6_K *)(base + (size_t)r * stride);
-        __m512 a0 = _mm512_setzero_ps();
+        __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
         for (int64_t i = 0; i < nb; i++)
-            step_q6_K(&w[i], x + 256 * i, &a0);
-        y[r] = _mm512_reduce_add_ps(a0);
+            step_q6_K(&w[i], x + 256 * i, a);
+        y[r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3])));
     }
 }
 
