@@ -15,9 +15,12 @@
  * matrix products split by rows (Q, K and V in one step, gate and up with
  * the GLU in one step), attention by (token, head), per-token steps (norms,
  * RoPE) by token. A decode step's per-token steps run on the caller, so a
- * layer costs five dispatches (QKV, attention, Wo, gate/up, down). Everything is allocated at create; the hot
- * path allocates nothing, and batches larger than MAX_BATCH are run in
- * chunks.
+ * layer costs five dispatches (QKV, attention, Wo, gate/up, down), four
+ * while the context fits one attention chunk (the caller does that
+ * attention alone). A decode step's products give each thread a fixed
+ * contiguous share of their rows (matmul_decode_share). Everything is
+ * allocated at create; the hot path allocates nothing, and batches larger
+ * than MAX_BATCH are run in chunks.
  *
  * KV cache: f16 by default (backend_config.kv_type), as llama.cpp: half the
  * memory and half the bytes a long-context token reads, converted back to
@@ -1586,7 +1589,14 @@ static void run_attn(struct cpu *c, int il, int n, int32_t pos, bool swa)
         attn_range(&aj, n - 1, &lo, &len); /* the last token's row is the longest */
         aj.n_chunks = (int)((len + ATT_CHUNK - 1) / ATT_CHUNK);
     }
-    threadpool_run(c->pool, attn_worker, &aj);
+    /* One item (a decode step within the first ATT_CHUNK positions) keeps
+     * one thread busy whatever the pool's size: the caller does it without
+     * paying a dispatch, as run_step does for per-token steps. */
+    int items = aj.split ? n * aj.n_chunks : n * c->n_head_kv;
+    if (items == 1)
+        attn_worker(&aj, 0, 1);
+    else
+        threadpool_run(c->pool, attn_worker, &aj);
     if (aj.split)
         attn_gather(&aj);
 }
