@@ -15,9 +15,12 @@
  * matrix products split by rows (Q, K and V in one step, gate and up with
  * the GLU in one step), attention by (token, head), per-token steps (norms,
  * RoPE) by token. A decode step's per-token steps run on the caller, so a
- * layer costs five dispatches (QKV, attention, Wo, gate/up, down). Everything is allocated at create; the hot
- * path allocates nothing, and batches larger than MAX_BATCH are run in
- * chunks.
+ * layer costs five dispatches (QKV, attention, Wo, gate/up, down), four
+ * while the context fits one attention chunk (the caller does that
+ * attention alone). A decode step's products give each thread a fixed
+ * contiguous share of their rows (matmul_decode_share). Everything is
+ * allocated at create; the hot path allocates nothing, and batches larger
+ * than MAX_BATCH are run in chunks.
  *
  * KV cache: f16 by default (backend_config.kv_type), as llama.cpp: half the
  * memory and half the bytes a long-context token reads, converted back to
@@ -329,17 +332,69 @@ static int64_t batch_row_tile(int64_t rows, int nth)
     return rt < BATCH_ROW_TILE ? BATCH_ROW_TILE : rt > BATCH_ROW_TILE_MAX ? BATCH_ROW_TILE_MAX : rt;
 }
 
-/* Threads claim chunks of row tiles from a shared counter rather than
- * taking fixed shares: when the machine is busier than our threads (other
- * programs, a build), a descheduled thread's rows are done by the others
- * instead of everyone waiting for it. Which thread computes a row does not
- * change its value, so results do not depend on the thread count. */
+/* Rows R0..R1-1 of product K of JOB, and with glu the same rows of up and
+ * the GLU over them. */
+static void matmul_rows(const struct matmul_job *job, int k, int64_t r0, int64_t r1, void *gemm)
+{
+    const struct matmul *mm = &job->mm[k];
+    matmul_tile(mm, job->n, r0, r1, gemm);
+    if (!job->glu)
+        return;
+    const struct matmul *up = &job->mm[1];
+    matmul_tile(up, job->n, r0, r1, gemm);
+    for (int t = 0; t < job->n; t++)
+        glu_rows(mm->y + (int64_t)t * mm->y_stride, up->y + (int64_t)t * up->y_stride, r0, r1,
+                 job->gelu);
+}
+
+/* A decode step's products (one token): the ROW_TILE tiles of all of the
+ * job's products, numbered one after the other, are cut into NTH
+ * contiguous shares of (nearly) equal size, thread ITH taking share ITH.
+ * A matvec of a few hundred rows lasts a few microseconds, and claiming
+ * its ~18 chunks from one shared counter moved that counter's cache line
+ * between the cores once per chunk; a fixed share costs nothing to claim.
+ * A worker that has not turned up still has its whole share run by the
+ * caller (threadpool_run). Shares start on tile boundaries (ROW_TILE
+ * floats = one cache line of output), so two threads never write one
+ * line. */
+static void matmul_decode_share(const struct matmul_job *job, int n_mm, int ith, int nth,
+                                void *gemm)
+{
+    int64_t n_tiles = 0;
+    for (int k = 0; k < n_mm; k++)
+        n_tiles += (job->mm[k].w->ne1 + ROW_TILE - 1) / ROW_TILE;
+    int64_t t0 = n_tiles * ith / nth, t1 = n_tiles * (ith + 1) / nth;
+    int64_t base = 0; /* first tile number of product k */
+    for (int k = 0; k < n_mm && t0 < t1; k++) {
+        int64_t rows = job->mm[k].w->ne1;
+        int64_t nt = (rows + ROW_TILE - 1) / ROW_TILE;
+        if (t0 < base + nt) {
+            int64_t e = t1 < base + nt ? t1 : base + nt;
+            int64_t r0 = (t0 - base) * ROW_TILE, r1 = (e - base) * ROW_TILE;
+            matmul_rows(job, k, r0, r1 < rows ? r1 : rows, gemm);
+            t0 = e;
+        }
+        base += nt;
+    }
+}
+
+/* Batched products (prefill): threads claim chunks of row tiles from a
+ * shared counter rather than taking fixed shares: when the machine is
+ * busier than our threads (other programs, a build), a descheduled thread's
+ * rows are done by the others instead of everyone waiting for it. A decode
+ * step takes fixed shares instead (matmul_decode_share). Which thread
+ * computes a row does not change its value, so results do not depend on
+ * the thread count. */
 static void matmul_worker(void *arg, int ith, int nth)
 {
     struct matmul_job *job = arg;
     struct cpu *c = job->c;
     void *gemm = c->gemm_mem + (size_t)ith * c->gemm_stride;
     int n_mm = job->glu ? 1 : job->n_mm; /* with glu, up rides along with gate */
+    if (job->n == 1) {
+        matmul_decode_share(job, n_mm, ith, nth, gemm);
+        return;
+    }
     for (int k = 0; k < n_mm; k++) {
         const struct matmul *mm = &job->mm[k];
         int64_t rows = mm->w->ne1;
@@ -356,15 +411,7 @@ static void matmul_worker(void *arg, int ith, int nth)
             int64_t t1 = t0 + chunk < n_tiles ? t0 + chunk : n_tiles;
             for (int64_t tile = t0; tile < t1; tile++) {
                 int64_t r0 = tile * rt;
-                int64_t r1 = r0 + rt < rows ? r0 + rt : rows;
-                matmul_tile(mm, job->n, r0, r1, gemm);
-                if (!job->glu)
-                    continue;
-                const struct matmul *up = &job->mm[1];
-                matmul_tile(up, job->n, r0, r1, gemm);
-                for (int t = 0; t < job->n; t++)
-                    glu_rows(mm->y + (int64_t)t * mm->y_stride, up->y + (int64_t)t * up->y_stride,
-                             r0, r1, job->gelu);
+                matmul_rows(job, k, r0, r0 + rt < rows ? r0 + rt : rows, gemm);
             }
         }
     }
@@ -1542,7 +1589,14 @@ static void run_attn(struct cpu *c, int il, int n, int32_t pos, bool swa)
         attn_range(&aj, n - 1, &lo, &len); /* the last token's row is the longest */
         aj.n_chunks = (int)((len + ATT_CHUNK - 1) / ATT_CHUNK);
     }
-    threadpool_run(c->pool, attn_worker, &aj);
+    /* One item (a decode step within the first ATT_CHUNK positions) keeps
+     * one thread busy whatever the pool's size: the caller does it without
+     * paying a dispatch, as run_step does for per-token steps. */
+    int items = aj.split ? n * aj.n_chunks : n * c->n_head_kv;
+    if (items == 1)
+        attn_worker(&aj, 0, 1);
+    else
+        threadpool_run(c->pool, attn_worker, &aj);
     if (aj.split)
         attn_gather(&aj);
 }

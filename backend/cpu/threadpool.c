@@ -5,7 +5,10 @@
  * not throughput. Workers therefore wait for the next call by spinning on a
  * generation counter for a while, and only then sleep on a condition
  * variable; the caller wakes sleepers only when some are actually asleep.
- * Counters written by different threads live on different cache lines.
+ * Counters written by different threads live on different cache lines, and
+ * a call writes no counter that every thread touches: each worker records
+ * its claim and its finish on a line of its own, which the caller only
+ * reads.
  *
  * Each share (ith) of a call is claimed before it is run, by its worker or,
  * once the caller has finished its own share, by the caller. On a machine
@@ -49,6 +52,11 @@ struct worker {
     /* Generation for which share ith was last claimed (by anyone). Only
      * moves forward. */
     _Alignas(CACHE_LINE) atomic_uint claimed;
+    /* Generation whose share this worker last finished. On the same line
+     * as claimed: the worker writes both, the caller only reads them, so a
+     * call moves this line to the caller once, and no counter shared by
+     * every thread has to be reset and bumped per call. */
+    atomic_uint done;
 };
 
 struct threadpool {
@@ -60,7 +68,6 @@ struct threadpool {
     void *arg;
 
     _Alignas(CACHE_LINE) atomic_uint generation; /* bumped once per call */
-    _Alignas(CACHE_LINE) atomic_int n_done;      /* workers finished with this call */
     _Alignas(CACHE_LINE) atomic_int n_sleeping;  /* workers in (or entering) cond wait */
     atomic_bool stop;
 
@@ -122,7 +129,7 @@ static void *worker_main(void *arg)
         if (!claim(w, seen))
             continue; /* the caller ran our share while we were away */
         p->fn(p->arg, w->ith, p->n_threads);
-        atomic_fetch_add_explicit(&p->n_done, 1, memory_order_acq_rel);
+        atomic_store_explicit(&w->done, seen, memory_order_release);
     }
     return NULL;
 }
@@ -136,7 +143,6 @@ struct threadpool *threadpool_new(int n_threads)
         return NULL;
     p->n_threads = n_threads;
     atomic_init(&p->generation, 0);
-    atomic_init(&p->n_done, 0);
     atomic_init(&p->n_sleeping, 0);
     atomic_init(&p->stop, false);
     pthread_mutex_init(&p->mutex, NULL);
@@ -151,6 +157,7 @@ struct threadpool *threadpool_new(int n_threads)
             p->workers[i].pool = p;
             p->workers[i].ith = i + 1;
             atomic_init(&p->workers[i].claimed, 0);
+            atomic_init(&p->workers[i].done, 0);
             if (pthread_create(&p->workers[i].thread, NULL, worker_main, &p->workers[i]) != 0) {
                 /* Only the threads made so far are joined. */
                 p->n_threads = i + 1;
@@ -193,7 +200,6 @@ void threadpool_run(struct threadpool *p, threadpool_fn fn, void *arg)
     }
     p->fn = fn;
     p->arg = arg;
-    atomic_store_explicit(&p->n_done, 0, memory_order_relaxed);
     /* seq_cst: publishes fn/arg, and pairs with n_sleeping. */
     unsigned g = atomic_fetch_add(&p->generation, 1) + 1;
     if (atomic_load(&p->n_sleeping) > 0) {
@@ -202,20 +208,22 @@ void threadpool_run(struct threadpool *p, threadpool_fn fn, void *arg)
         pthread_mutex_unlock(&p->mutex);
     }
     fn(arg, 0, p->n_threads);
-    /* Shares whose worker has not turned up yet are run here. */
+    /* Shares whose worker has not turned up yet are run here; then the
+     * caller waits for the shares the workers took. */
     for (int i = 0; i < p->n_threads - 1; i++) {
-        if (claim(&p->workers[i], g)) {
-            fn(arg, p->workers[i].ith, p->n_threads);
-            atomic_fetch_add_explicit(&p->n_done, 1, memory_order_acq_rel);
+        struct worker *w = &p->workers[i];
+        if (claim(w, g)) {
+            fn(arg, w->ith, p->n_threads);
+            continue;
         }
-    }
-    int want = p->n_threads - 1;
-    for (unsigned spins = 0;
-         atomic_load_explicit(&p->n_done, memory_order_acquire) != want; spins++) {
-        /* A worker is mid-share: if it was descheduled, give it the core. */
-        if ((spins & 255) == 255)
-            sched_yield();
-        else
-            CPU_RELAX();
+        for (unsigned spins = 0;
+             atomic_load_explicit(&w->done, memory_order_acquire) != g; spins++) {
+            /* The worker is mid-share: if it was descheduled, give it the
+             * core. */
+            if ((spins & 255) == 255)
+                sched_yield();
+            else
+                CPU_RELAX();
+        }
     }
 }
