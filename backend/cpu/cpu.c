@@ -785,6 +785,39 @@ KV_INLINE void attn_accum(const float *w, const void *v, size_t stride, int len,
     }
 }
 
+/* The chunk's softmax, in place: each of the HPI score rows of SC (ATT_CHUNK
+ * apart, LEN scores) becomes exp(s - max), with M[g] its max and L[g] the
+ * sum of those exponentials. One function for every attention kernel, so
+ * the AVX2 and AVX-512 paths weigh keys identically. */
+KV_INLINE void attn_softmax_chunk(float *sc, int hpi, int len, float *m, float *l)
+{
+    for (int g = 0; g < hpi; g++) {
+        float *sg = sc + g * ATT_CHUNK;
+        float mx = -INFINITY;
+        int j;
+        for (j = 0; j < len; j++)
+            mx = sg[j] > mx ? sg[j] : mx;
+        float sum = 0.0f;
+        j = 0;
+#ifdef __AVX2__
+        __m256 vm = _mm256_set1_ps(mx), vsum = _mm256_setzero_ps();
+        for (; j + 8 <= len; j += 8) {
+            __m256 e = attn_exp8(_mm256_sub_ps(_mm256_loadu_ps(sg + j), vm));
+            _mm256_storeu_ps(sg + j, e);
+            vsum = _mm256_add_ps(vsum, e);
+        }
+        sum = hsum8(vsum);
+#endif
+        for (; j < len; j++) {
+            float e = expf(sg[j] - mx);
+            sg[j] = e;
+            sum += e;
+        }
+        m[g] = mx;
+        l[g] = sum;
+    }
+}
+
 /* Partial softmax of HPI heads (queries Q, contiguous) over LEN <= ATT_CHUNK
  * keys K and values V (row stride STRIDE): per head g, M[g] = max score,
  * L[g] = sum of exp(s - M[g]), ACC[g] (HD) = sum of exp(s - M[g]) * V row.
@@ -809,30 +842,7 @@ KV_INLINE void attn_chunk(const float *q, int hpi, int hd, float scale, const vo
         for (int g = 0; g < hpi; g++)
             sc[g * ATT_CHUNK + j] = kv_dot(q + g * hd, k, (size_t)j * stride, hd, half) * scale;
 
-    for (int g = 0; g < hpi; g++) {
-        float *sg = sc + g * ATT_CHUNK;
-        float mx = -INFINITY;
-        for (j = 0; j < len; j++)
-            mx = sg[j] > mx ? sg[j] : mx;
-        float sum = 0.0f;
-        j = 0;
-#ifdef __AVX2__
-        __m256 vm = _mm256_set1_ps(mx), vsum = _mm256_setzero_ps();
-        for (; j + 8 <= len; j += 8) {
-            __m256 e = attn_exp8(_mm256_sub_ps(_mm256_loadu_ps(sg + j), vm));
-            _mm256_storeu_ps(sg + j, e);
-            vsum = _mm256_add_ps(vsum, e);
-        }
-        sum = hsum8(vsum);
-#endif
-        for (; j < len; j++) {
-            float e = expf(sg[j] - mx);
-            sg[j] = e;
-            sum += e;
-        }
-        m[g] = mx;
-        l[g] = sum;
-    }
+    attn_softmax_chunk(sc, hpi, len, m, l);
 
     memset(acc, 0, sizeof(float) * (size_t)hpi * hd);
     for (int j0 = 0; j0 < len; j0 += ATT_VTILE) {
@@ -989,26 +999,7 @@ ATT512_INLINE void attn_chunk512(const float *q, int hpi, int hd, float scale, c
         for (int g = 0; g < hpi; g++)
             sc[g * ATT_CHUNK + j] = kv_dot(q + g * hd, k, (size_t)j * stride, hd, half) * scale;
 
-    for (int g = 0; g < hpi; g++) {
-        float *sg = sc + g * ATT_CHUNK;
-        float mx = -INFINITY;
-        for (j = 0; j < len; j++)
-            mx = sg[j] > mx ? sg[j] : mx;
-        __m256 vm = _mm256_set1_ps(mx), vsum = _mm256_setzero_ps();
-        for (j = 0; j + 8 <= len; j += 8) {
-            __m256 e = attn_exp8(_mm256_sub_ps(_mm256_loadu_ps(sg + j), vm));
-            _mm256_storeu_ps(sg + j, e);
-            vsum = _mm256_add_ps(vsum, e);
-        }
-        float sum = hsum8(vsum);
-        for (; j < len; j++) {
-            float e = expf(sg[j] - mx);
-            sg[j] = e;
-            sum += e;
-        }
-        m[g] = mx;
-        l[g] = sum;
-    }
+    attn_softmax_chunk(sc, hpi, len, m, l);
 
     memset(acc, 0, sizeof(float) * (size_t)hpi * hd);
     for (int j0 = 0; j0 < len; j0 += ATT_VTILE) {
