@@ -491,6 +491,7 @@ static void test_graph_capture_replay(void **state)
     for (int i = 0; i < n; i++)
         assert_true(h[i] == want);
     expect_clean();
+    assert_int_equal(cudaGraphExecDestroy(ge), cudaSuccess);
 
     /* a synchronise while capturing fails and invalidates the capture */
     assert_int_equal(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal), cudaSuccess);
