@@ -144,9 +144,7 @@ static __global__ void __launch_bounds__(AP_WARPS * 32) k_softmax_tile(struct kv
         p[j] = b;
         ps += __bfloat162float(b); /* the rounded weight the PV GEMM reads */
     }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1)
-        ps += __shfl_xor_sync(0xffffffffu, ps, o);
+    ps = kv_warp_sum(ps);
     if (corr != 1.0f) {
         float *acc = a.acc + row * a.hd;
         for (int d = lane; d < a.hd; d += 32)

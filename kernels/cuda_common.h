@@ -154,6 +154,16 @@ cudaError_t kv_add(float *y, const float *a, int64_t n, cudaStream_t st);
  * rope factors and scaling folded in by the caller; model-formats.md 3.1). */
 cudaError_t kv_rope(float *x, int32_t n_tok, int32_t n_head, int32_t hd, int32_t n_rot,
                     int32_t pos0, const float *inv_freq, bool neox, cudaStream_t st);
+/* The sum of V over the 32 lanes of a full warp, the same value in every
+ * lane: a butterfly of xor shuffles, 16 lanes apart down to 1, so every
+ * kernel that reduces a warp adds in one order. */
+static __device__ __forceinline__ float kv_warp_sum(float v)
+{
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
 /* The gated activation, cpu.c's: GELU (tanh form) when GELU, else SiLU.
  * One definition for kv_glu and the fused gate/up matvec, so the two agree
  * bit for bit. */

@@ -62,9 +62,7 @@ static __device__ float mv_rms_inv(const float *__restrict__ x, int64_t n, float
             ss += v * v;
         }
     }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1)
-        ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    ss = kv_warp_sum(ss);
     if ((threadIdx.x & 31) == 0)
         part[threadIdx.x >> 5] = ss;
     __syncthreads();
@@ -129,9 +127,7 @@ static __device__ __forceinline__ void mv_v1(const uint8_t *__restrict__ w, size
             }
         }
     }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1)
-        acc += __shfl_xor_sync(0xffffffffu, acc, o);
+    acc = kv_warp_sum(acc);
     if (lane == 0) {
         if (bias)
             acc += bias[r];
@@ -192,11 +188,8 @@ static __device__ __forceinline__ void mv_store(float (&acc)[MV_ROWS], int lane,
 {
     constexpr int RW = MV_ROWS / NM;
 #pragma unroll
-    for (int j = 0; j < MV_ROWS; j++) {
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1)
-            acc[j] += __shfl_xor_sync(0xffffffffu, acc[j], o);
-    }
+    for (int j = 0; j < MV_ROWS; j++)
+        acc[j] = kv_warp_sum(acc[j]);
 #pragma unroll
     for (int j = 0; j < RW; j++) {
         int64_t r = r0 + j;

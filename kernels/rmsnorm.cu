@@ -30,17 +30,13 @@ static __global__ void __launch_bounds__(NORM_THREADS)
         float v = xr[i];
         ss += v * v;
     }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1)
-        ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    ss = kv_warp_sum(ss);
     if ((threadIdx.x & 31) == 0)
         part[threadIdx.x >> 5] = ss;
     __syncthreads();
     if (threadIdx.x < 32) {
         ss = threadIdx.x < NORM_THREADS / 32 ? part[threadIdx.x] : 0.0f;
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1)
-            ss += __shfl_xor_sync(0xffffffffu, ss, o);
+        ss = kv_warp_sum(ss);
         if (threadIdx.x == 0)
             part[0] = ss;
     }
