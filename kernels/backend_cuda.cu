@@ -511,6 +511,13 @@ static int check_shape(const struct model *m, const struct backend_config *cfg, 
                  hp->n_head, hp->n_head_kv, hp->n_rot);
         return -1;
     }
+    /* The RoPE and attention kernels know neither; running without them
+     * would give plausible-looking garbage. */
+    if (hp->rope_yarn || hp->attn_sinks) {
+        snprintf(err, errlen, "CUDA backend: %s is not supported yet: use --backend cpu",
+                 hp->rope_yarn ? "YaRN RoPE scaling" : "attention with sinks");
+        return -1;
+    }
     return 0;
 }
 

@@ -16,10 +16,12 @@
 #include "quant.h"
 
 struct ref_layer {
-    float *attn_norm, *wq, *wk, *wv, *bq, *bk, *bv, *q_norm, *k_norm, *wo;
+    float *attn_norm, *wq, *wk, *wv, *bq, *bk, *bv, *q_norm, *k_norm, *wo, *bo, *sinks;
     float *post_attn_norm, *ffn_norm, *gate, *up, *down, *post_ffw_norm;
     /* mixture of experts: router, stacked experts, shared expert */
     float *router, *gate_x, *up_x, *down_x, *sh_gate_inp, *sh_gate, *sh_up, *sh_down;
+    /* gpt-oss: the router's bias, and the experts' (a row per expert) */
+    float *router_b, *gate_xb, *up_xb, *down_xb;
 };
 
 struct ref_model {
@@ -55,7 +57,8 @@ void ref_free(struct ref_model *r)
             float *all[] = {l->attn_norm, l->wq, l->wk, l->wv, l->bq, l->bk, l->bv, l->q_norm,
                             l->k_norm, l->wo, l->post_attn_norm, l->ffn_norm, l->gate, l->up,
                             l->down, l->post_ffw_norm, l->router, l->gate_x, l->up_x,
-                            l->down_x, l->sh_gate_inp, l->sh_gate, l->sh_up, l->sh_down};
+                            l->down_x, l->sh_gate_inp, l->sh_gate, l->sh_up, l->sh_down,
+                            l->bo, l->sinks, l->router_b, l->gate_xb, l->up_xb, l->down_xb};
             for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
                 free(all[i]);
         }
@@ -112,6 +115,12 @@ struct ref_model *ref_new(const struct model *m)
         l->sh_gate = deq(&s->ffn_gate_shexp, &oom);
         l->sh_up = deq(&s->ffn_up_shexp, &oom);
         l->sh_down = deq(&s->ffn_down_shexp, &oom);
+        l->bo = deq(&s->bo, &oom);
+        l->sinks = deq(&s->attn_sinks, &oom);
+        l->router_b = deq(&s->ffn_gate_inp_b, &oom);
+        l->gate_xb = deq(&s->ffn_gate_exps_b, &oom);
+        l->up_xb = deq(&s->ffn_up_exps_b, &oom);
+        l->down_xb = deq(&s->ffn_down_exps_b, &oom);
     }
     if (oom) {
         ref_free(r);
@@ -141,16 +150,46 @@ static void matvec(double *y, const float *w, const float *b, const double *x, i
     }
 }
 
-/* Rotates one head V (head_dim) at position POS. */
-static void rotate(double *v, int n_rot, double pos, double base, double freq_scale,
-                   const float *factors, bool neox)
+/* YaRN (Peng et al. 2023, as ggml's rope_yarn computes it): for pair I the
+ * angle THETA (unscaled) and its interpolation SCALE * THETA are mixed by a
+ * ramp that is 1 (keep THETA) below the pair that turns beta_fast times in
+ * the original context and 0 (interpolate) above the one that turns
+ * beta_slow times; *MAG is the magnitude factor on cos and sin. */
+static double yarn_angle(const struct model_hparams *hp, int i, double theta, double base,
+                         double scale, double *mag)
 {
+    *mag = 1.0;
+    if (!hp->rope_yarn || hp->yarn_ext_factor == 0)
+        return theta * scale;
+    int n = hp->n_rot;
+    double orig = hp->yarn_n_ctx_orig;
+    /* dimension d turns pos / base^(d/n) / (2 pi) times: beta turns in orig
+     * tokens at d = n ln(orig / (2 pi beta)) / ln base, pair d/2 */
+    double lo = floor(n * log(orig / (2 * M_PI * hp->yarn_beta_fast)) / (2 * log(base)));
+    double hi = ceil(n * log(orig / (2 * M_PI * hp->yarn_beta_slow)) / (2 * log(base)));
+    if (lo < 0)
+        lo = 0;
+    if (hi > n - 1)
+        hi = n - 1;
+    double y = (i - lo) / fmax(0.001, hi - lo);
+    double ramp = (1 - fmin(1, fmax(0, y))) * hp->yarn_ext_factor;
+    *mag = hp->yarn_attn_factor * (1 + 0.1 * log(1 / scale));
+    return theta * scale * (1 - ramp) + theta * ramp;
+}
+
+/* Rotates one head V (head_dim) at position POS. */
+static void rotate(double *v, const struct model_hparams *hp, double pos, double base,
+                   double freq_scale, const float *factors, bool neox)
+{
+    int n_rot = hp->n_rot;
     int half = n_rot / 2;
     for (int i = 0; i < half; i++) {
-        double theta = pos * freq_scale * pow(base, -2.0 * i / n_rot);
+        double theta = pos * pow(base, -2.0 * i / n_rot);
         if (factors)
             theta /= factors[i];
-        double c = cos(theta), s = sin(theta);
+        double mag;
+        theta = yarn_angle(hp, i, theta, base, freq_scale, &mag);
+        double c = cos(theta) * mag, s = sin(theta) * mag;
         int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
         double x0 = v[a], x1 = v[b];
         v[a] = x0 * c - x1 * s;
@@ -170,13 +209,30 @@ static void swiglu(double *y, const float *gate, const float *up, const float *d
     matvec(y, down, NULL, g, E, F);
 }
 
+/* gpt-oss's expert (HF GptOssExperts): biased products, the gate clamped
+ * to at most 7 and up to [-7, 7], glu = gate * sigmoid(1.702 gate), and
+ * (up + 1) * glu into the biased down product. */
+static void swiglu_oai(double *y, const float *gate, const float *gb, const float *up,
+                       const float *ub, const float *down, const float *db, const double *x,
+                       int E, int F, double *g, double *u)
+{
+    const double alpha = 1.702, limit = 7.0;
+    matvec(g, gate, gb, x, F, E);
+    matvec(u, up, ub, x, F, E);
+    for (int i = 0; i < F; i++) {
+        double a = fmin(g[i], limit), b = fmax(-limit, fmin(u[i], limit));
+        g[i] = a / (1.0 + exp(-alpha * a)) * (b + 1.0);
+    }
+    matvec(y, down, db, g, E, F);
+}
+
 /* The mixture-of-experts FFN of layer L on the normed input X (E) into Y:
  * softmax over the router's logits, the K most probable experts (ties to
  * the lower index), their SwiGLU outputs summed with those probabilities
  * (divided by their sum when NORM_W), plus the shared expert times the
  * sigmoid of its gate when the layer has one. */
 static int moe(double *y, const struct ref_layer *l, const struct model_hparams *hp,
-               const double *x, bool norm_w)
+               const double *x, bool norm_w, bool oss)
 {
     int E = hp->n_embd, NE = hp->n_expert, K = hp->n_expert_used, FX = hp->n_ff_exp;
     int FS = hp->n_ff_shexp, FM = FX > FS ? FX : FS;
@@ -187,7 +243,35 @@ static int moe(double *y, const struct ref_layer *l, const struct model_hparams 
     int rc = -1;
     if (!p || !ye || !g || !u || !taken || !sel)
         goto out;
-    matvec(p, l->router, NULL, x, NE, E);
+    matvec(p, l->router, l->router_b, x, NE, E);
+    if (oss) {
+        /* top-k of the raw logits, then a softmax over those k */
+        for (int k = 0; k < K; k++) {
+            int best = -1;
+            for (int e = 0; e < NE; e++)
+                if (!taken[e] && (best < 0 || p[e] > p[best]))
+                    best = e;
+            taken[best] = true;
+            sel[k] = best;
+        }
+        double ksum = 0;
+        for (int k = 0; k < K; k++)
+            ksum += exp(p[sel[k]] - p[sel[0]]);
+        for (int i = 0; i < E; i++)
+            y[i] = 0;
+        for (int k = 0; k < K; k++) {
+            int e = sel[k];
+            double w = exp(p[e] - p[sel[0]]) / ksum;
+            size_t mat = (size_t)FX * E;
+            swiglu_oai(ye, l->gate_x + e * mat, l->gate_xb + (size_t)e * FX, l->up_x + e * mat,
+                       l->up_xb + (size_t)e * FX, l->down_x + e * mat, l->down_xb + (size_t)e * E,
+                       x, E, FX, g, u);
+            for (int i = 0; i < E; i++)
+                y[i] += w * ye[i];
+        }
+        rc = 0;
+        goto out;
+    }
     double mx = -INFINITY, sum = 0;
     for (int e = 0; e < NE; e++)
         mx = p[e] > mx ? p[e] : mx;
@@ -238,7 +322,8 @@ int ref_forward(const struct ref_model *r, const int32_t *tokens, int n, float *
     const struct model_hparams *hp = &m->hp;
     bool gemma = hp->arch == MODEL_ARCH_GEMMA3;
     bool neox = hp->arch != MODEL_ARCH_LLAMA;
-    bool is_moe = hp->arch == MODEL_ARCH_QWEN3MOE || hp->arch == MODEL_ARCH_QWEN2MOE;
+    bool oss = hp->arch == MODEL_ARCH_GPT_OSS;
+    bool is_moe = hp->arch == MODEL_ARCH_QWEN3MOE || hp->arch == MODEL_ARCH_QWEN2MOE || oss;
     bool norm_w = hp->arch == MODEL_ARCH_QWEN3MOE;
     int E = hp->n_embd, HD = hp->head_dim, NH = hp->n_head, NKV = hp->n_head_kv;
     int QD = NH * HD, KVD = NKV * HD, F = hp->n_ff, V = hp->n_vocab;
@@ -265,9 +350,11 @@ int ref_forward(const struct ref_model *r, const int32_t *tokens, int n, float *
 
     for (int il = 0; il < hp->n_layer; il++) {
         const struct ref_layer *l = &r->layers[il];
-        bool local = gemma && hp->swa_window > 0 && il % 6 != 5;
-        double base = local ? 10000.0 : hp->rope_base;
-        double fscale = local ? 1.0 : hp->rope_freq_scale;
+        /* gemma3: five local layers, then a global one, local ones with
+         * base 10000 unscaled; gpt-oss: even layers local, scaled alike */
+        bool local = hp->swa_window > 0 && ((gemma && il % 6 != 5) || (oss && il % 2 == 0));
+        double base = local ? (gemma ? 10000.0 : hp->rope_base_local) : hp->rope_base;
+        double fscale = local && gemma ? 1.0 : hp->rope_freq_scale;
         for (int t = 0; t < n; t++) {
             rms(xb, X + (size_t)t * E, l->attn_norm, E, eps);
             double *q = Q + (size_t)t * QD, *k = K + (size_t)t * KVD;
@@ -277,12 +364,12 @@ int ref_forward(const struct ref_model *r, const int32_t *tokens, int n, float *
             for (int h = 0; h < NH; h++) {
                 if (l->q_norm)
                     rms(q + h * HD, q + h * HD, l->q_norm, HD, eps);
-                rotate(q + h * HD, hp->n_rot, t, base, fscale, r->rope_freqs, neox);
+                rotate(q + h * HD, hp, t, base, fscale, r->rope_freqs, neox);
             }
             for (int h = 0; h < NKV; h++) {
                 if (l->k_norm)
                     rms(k + h * HD, k + h * HD, l->k_norm, HD, eps);
-                rotate(k + h * HD, hp->n_rot, t, base, fscale, r->rope_freqs, neox);
+                rotate(k + h * HD, hp, t, base, fscale, r->rope_freqs, neox);
             }
         }
         /* Every query over every key, masked: future keys, and on local
@@ -307,7 +394,11 @@ int ref_forward(const struct ref_model *r, const int32_t *tokens, int n, float *
                     if (sc[s] > mx)
                         mx = sc[s];
                 }
-                double sum = 0;
+                /* a sink is one more logit in the softmax, with no value */
+                double sink = l->sinks ? l->sinks[h] : -INFINITY;
+                if (sink > mx)
+                    mx = sink;
+                double sum = l->sinks ? exp(sink - mx) : 0.0;
                 for (int s = 0; s < n; s++) {
                     sc[s] = sc[s] == -INFINITY ? 0.0 : exp(sc[s] - mx);
                     sum += sc[s];
@@ -322,14 +413,14 @@ int ref_forward(const struct ref_model *r, const int32_t *tokens, int n, float *
             /* The residual of token t is only read by token t from here on,
              * and K/V of this layer are complete, so it can be updated now. */
             double *x = X + (size_t)t * E;
-            matvec(o, l->wo, NULL, att, E, QD);
+            matvec(o, l->wo, l->bo, att, E, QD);
             if (l->post_attn_norm)
                 rms(o, o, l->post_attn_norm, E, eps);
             for (int i = 0; i < E; i++)
                 x[i] += o[i];
             rms(xb, x, l->ffn_norm, E, eps);
             if (is_moe) {
-                if (moe(o, l, hp, xb, norm_w))
+                if (moe(o, l, hp, xb, norm_w, oss))
                     goto out;
                 for (int i = 0; i < E; i++)
                     x[i] += o[i];

@@ -1054,6 +1054,185 @@ static void test_moe_load_errors(void **state)
     expect_load_error(&s, "moe-nokey", "missing required key qwen3moe.expert_count", NULL);
 }
 
+/* ---- gpt-oss ---- */
+
+/* gpt-oss's every part at reference size: biased attention with a sink
+ * per head, even layers windowed to 5 tokens (SEQ and the greedy runs go
+ * well past it), YaRN stretching 256 tokens by 32 (the ramp then spans
+ * pairs 0..3 of the 8), the router's top-2 of 6 softmaxed among
+ * themselves, and biased clamped-SwiGLU experts. */
+static const struct tiny_spec oss_small = {
+    .arch = "gpt-oss", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32, .n_embd = 64,
+    .n_head = 4, .n_head_kv = 2, .head_dim = 16, .n_rot = 16, .head_dim_key = true,
+    .n_vocab = 40, .n_layer = 4, .n_expert = 6, .n_expert_used = 2, .n_ff_exp = 32,
+    .untied = true, .swa_window = 5, .yarn_factor = 32.0f, .yarn_orig_ctx = 256};
+
+static void test_gpt_oss_f32(void **state)
+{
+    (void)state;
+    check_moe(&oss_small, "gpt-oss-f32");
+}
+
+/* As llama.cpp's gpt-oss GGUFs hold it: MXFP4 experts, Q8_0 elsewhere. */
+static void test_gpt_oss_mxfp4_experts(void **state)
+{
+    (void)state;
+    struct tiny_spec s = oss_small;
+    s.wtype = GGML_TYPE_Q8_0;
+    s.own_xtype = true;
+    s.xtype = GGML_TYPE_MXFP4;
+    check_moe(&s, "gpt-oss-mxfp4");
+    s.wtype = GGML_TYPE_F16;
+    check_moe(&s, "gpt-oss-mxfp4-f16");
+}
+
+/* The CPU backend's logits of SEQ tokens of S (weights from SEED) into
+ * OUT (SEQ x n_vocab). */
+static void cpu_logits(const struct tiny_spec *s, const char *tag, float *out)
+{
+    struct model *m = load_synth(s, tag, 1234);
+    int32_t tok[SEQ];
+    tiny_tokens(tok, SEQ, m->hp.n_vocab, 5);
+    void *b = cpu_new(m, 64, 2);
+    char err[512];
+    assert_int_equal(backend_cpu_ops.forward(b, tok, SEQ, 0, out, true, err, sizeof err), 0);
+    backend_cpu_ops.destroy(b);
+    model_free(m);
+}
+
+/* Each of gpt-oss's mechanisms changes the answer, and the backend follows
+ * the reference with it on: large sink logits (most of every head's
+ * attention goes to the sink), the window (tokens past it see fewer keys),
+ * YaRN. The variants draw the same weights, so any difference is the
+ * mechanism's. */
+static void test_gpt_oss_mechanisms_matter(void **state)
+{
+    (void)state;
+    int V = oss_small.n_vocab;
+    float *a = malloc(sizeof(float) * SEQ * V), *b = malloc(sizeof(float) * SEQ * V);
+    assert_non_null(a);
+    assert_non_null(b);
+
+    struct tiny_spec big = oss_small, none = oss_small;
+    big.sink_mean = 4.0f;
+    none.sink_mean = -40.0f; /* exp(-40) next to the keys: no sink at all */
+    check_against_ref(&big, "gpt-oss-sinks");
+    cpu_logits(&big, "gpt-oss-sinks", a);
+    cpu_logits(&none, "gpt-oss-nosinks", b);
+    double d = tiny_rel_err(a, b, (size_t)SEQ * V);
+    printf("gpt-oss sinks 4 vs none: logits differ by %.2e\n", d);
+    assert_true(d > 2e-2);
+
+    struct tiny_spec nowin = oss_small;
+    nowin.swa_window = 0;
+    cpu_logits(&oss_small, "gpt-oss-win", a);
+    cpu_logits(&nowin, "gpt-oss-nowin", b);
+    /* identical while every key is inside the window, not after */
+    int w = oss_small.swa_window;
+    assert_true(tiny_rel_err(a, b, (size_t)w * V) < 1e-6);
+    d = tiny_rel_err(a + (size_t)w * V, b + (size_t)w * V, (size_t)(SEQ - w) * V);
+    printf("gpt-oss window 5 vs none past the window: logits differ by %.2e\n", d);
+    assert_true(d > 1e-2);
+
+    struct tiny_spec noyarn = oss_small;
+    noyarn.yarn_factor = 0;
+    check_against_ref(&noyarn, "gpt-oss-noyarn");
+    cpu_logits(&noyarn, "gpt-oss-noyarn", b);
+    d = tiny_rel_err(a, b, (size_t)SEQ * V);
+    printf("gpt-oss YaRN vs none: logits differ by %.2e\n", d);
+    assert_true(d > 1e-2);
+    free(a);
+    free(b);
+}
+
+static void test_gpt_oss_loader_fields(void **state)
+{
+    (void)state;
+    struct tiny_spec s = oss_small;
+    s.wtype = GGML_TYPE_Q8_0;
+    s.own_xtype = true;
+    s.xtype = GGML_TYPE_MXFP4;
+    struct model *m = load_synth(&s, "oss-fields", 3);
+    const struct model_hparams *hp = &m->hp;
+    assert_int_equal(hp->arch, MODEL_ARCH_GPT_OSS);
+    assert_string_equal(model_arch_name(hp->arch), "gpt-oss");
+    assert_int_equal(hp->swa_window, 5);
+    for (int il = 0; il < 4; il++)
+        assert_int_equal(m->layers[il].swa, il % 2 == 0); /* llama.cpp: layer 0 is windowed */
+    assert_true(hp->rope_yarn);
+    assert_true(fabsf(hp->rope_freq_scale - 1.0f / 32) < 1e-9f);
+    assert_true(hp->rope_scale_local == hp->rope_freq_scale);
+    assert_true(hp->rope_base_local == hp->rope_base);
+    assert_int_equal(hp->yarn_n_ctx_orig, 256);
+    assert_true(hp->yarn_beta_fast == 32.0f && hp->yarn_beta_slow == 1.0f);
+    assert_true(hp->yarn_ext_factor == 1.0f && hp->yarn_attn_factor == 1.0f);
+    assert_true(hp->attn_sinks);
+    assert_int_equal(hp->expert_gating, MODEL_GATING_SOFTMAX_TOPK);
+    assert_false(hp->expert_weights_norm);
+    assert_true(hp->glu_clamped);
+    assert_true(hp->glu_alpha == 1.702f && hp->glu_limit == 7.0f);
+    assert_int_equal(hp->n_ff_shexp, 0);
+    assert_true(hp->rope_neox);
+    const struct model_layer *l = &m->layers[1];
+    assert_int_equal(l->attn_sinks.ne0, 4);
+    assert_int_equal(l->bo.ne0, 64);
+    assert_non_null(l->bq.data);
+    assert_non_null(l->ffn_norm.data); /* read from post_attention_norm.weight */
+    assert_null(l->post_attn_norm.data);
+    assert_int_equal(l->ffn_gate_inp_b.ne0, 6);
+    assert_int_equal(l->ffn_gate_exps_b.ne0, 32);
+    assert_int_equal(l->ffn_gate_exps_b.ne1, 6);
+    assert_int_equal(l->ffn_down_exps_b.ne0, 64);
+    assert_int_equal(l->ffn_down_exps_b.ne1, 6);
+    assert_int_equal(l->ffn_up_exps.type, GGML_TYPE_MXFP4);
+    assert_int_equal(l->wq.type, GGML_TYPE_Q8_0);
+    /* per layer: 3 MXFP4 expert stacks of 6 (17 bytes per 32), and the
+     * expert biases' rows (F32) */
+    uint64_t ex = 3 * (uint64_t)(64 * 32 / 32 * 17) * 6, exb = (uint64_t)(32 + 32 + 64) * 4 * 6;
+    assert_int_equal(l->ffn_gate_exps.nbytes + l->ffn_up_exps.nbytes + l->ffn_down_exps.nbytes, ex);
+    uint64_t embd = m->tok_embd.nbytes, row = 64 * 4;
+    /* untied: one embedding row; 4 of 6 experts' matrices and bias rows
+     * unread in each of the 4 layers */
+    assert_int_equal(m->bytes_per_token,
+                     m->weight_bytes - embd + row - 4 * ((ex + exb) / 6 * 4));
+    model_free(m);
+}
+
+/* Corrupt gpt-oss files: one line naming the file and the tensor or key. */
+static void test_gpt_oss_load_errors(void **state)
+{
+    (void)state;
+    struct tiny_spec s = oss_small;
+    s.skip_tensor = "blk.2.attn_sinks.weight";
+    expect_load_error(&s, "oss-nosinks", "missing tensor blk.2.attn_sinks.weight", NULL);
+    s.skip_tensor = "blk.0.ffn_up_exps.bias";
+    expect_load_error(&s, "oss-noxbias", "missing tensor blk.0.ffn_up_exps.bias", NULL);
+    s.skip_tensor = "blk.3.attn_output.bias";
+    expect_load_error(&s, "oss-nobo", "missing tensor blk.3.attn_output.bias", NULL);
+    s.skip_tensor = "blk.1.post_attention_norm.weight";
+    expect_load_error(&s, "oss-nonorm", "missing tensor blk.1.post_attention_norm.weight", NULL);
+    s.skip_tensor = NULL;
+    s.bad_shape_tensor = "blk.1.attn_sinks.weight";
+    expect_load_error(&s, "oss-sinklen", "tensor blk.1.attn_sinks.weight has shape [5]",
+                      "expected [4]");
+    s.bad_shape_tensor = "blk.0.ffn_down_exps.bias";
+    expect_load_error(&s, "oss-xbshape", "tensor blk.0.ffn_down_exps.bias has shape [64, 7]",
+                      "expected [64, 6]");
+    s.bad_shape_tensor = "blk.2.ffn_gate_inp.bias";
+    expect_load_error(&s, "oss-rbshape", "blk.2.ffn_gate_inp.bias", "expected [6]");
+    s.bad_shape_tensor = NULL;
+    s.bad_expert_used = 7;
+    expect_load_error(&s, "oss-used", "gpt-oss.expert_used_count = 7 is out of range (1..6)",
+                      NULL);
+    s.bad_expert_used = 0;
+    s.nonfinite_tensor = "blk.1.ffn_gate_exps.bias";
+    expect_load_error(&s, "oss-nanbias", "tensor blk.1.ffn_gate_exps.bias holds a non-finite",
+                      NULL);
+    s.nonfinite_tensor = "blk.0.attn_sinks.weight";
+    expect_load_error(&s, "oss-nansink", "tensor blk.0.attn_sinks.weight holds a non-finite",
+                      NULL);
+}
+
 static void test_truncated_real_file(void **state)
 {
     (void)state;
@@ -1452,6 +1631,11 @@ int main(void)
         cmocka_unit_test(test_moe_loader_fields),
         cmocka_unit_test(test_moe_batch_threads),
         cmocka_unit_test(test_moe_load_errors),
+        cmocka_unit_test(test_gpt_oss_f32),
+        cmocka_unit_test(test_gpt_oss_mxfp4_experts),
+        cmocka_unit_test(test_gpt_oss_mechanisms_matter),
+        cmocka_unit_test(test_gpt_oss_loader_fields),
+        cmocka_unit_test(test_gpt_oss_load_errors),
         cmocka_unit_test(test_kv_f16_vs_f32),
         cmocka_unit_test(test_kv_type_refused),
         cmocka_unit_test(test_perplexity_vs_ref),

@@ -36,10 +36,11 @@ static void every_shape_and_type_parses(void **state)
     (void)state;
     static const char *const want[] = {"llama-8b",   "llama-1b",     "qwen2-7b",
                                        "gemma3-1b",  "qwen3-0.6b",   "smollm2-135m",
-                                       "qwen3-30b-a3b", "moe-tiny"};
+                                       "qwen3-30b-a3b", "moe-tiny", "gpt-oss-20b",
+                                       "gpt-oss-tiny"};
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         assert_non_null(synth_shape_find(want[i]));
-    assert_int_equal(synth_n_shapes(), 8);
+    assert_int_equal(synth_n_shapes(), 10);
     for (int i = 0; i < synth_n_shapes(); i++) {
         const struct synth_shape *sh = synth_shape_at(i);
         for (size_t k = 0; k < N_TYPE_NAMES; k++) {
@@ -349,6 +350,97 @@ static void moe_shapes(void **state)
     rmdir(dir);
 }
 
+/* gpt-oss-20b at its published size (weights only: 21 billion parameters),
+ * and gpt-oss-tiny built, run past its window, exported and read back. */
+static void gpt_oss_shapes(void **state)
+{
+    (void)state;
+    const struct synth_shape *g = synth_shape_find("gpt-oss-20b");
+    assert_non_null(g);
+    assert_int_equal(g->arch, MODEL_ARCH_GPT_OSS);
+    assert_int_equal(g->n_layer, 24);
+    assert_int_equal(g->n_embd, 2880);
+    assert_int_equal(g->n_head, 64);
+    assert_int_equal(g->n_head_kv, 8);
+    assert_int_equal(g->head_dim, 64);
+    assert_int_equal(g->n_expert, 32);
+    assert_int_equal(g->n_expert_used, 4);
+    assert_int_equal(g->n_ff_exp, 2880);
+    assert_int_equal(g->n_vocab, 201088);
+    assert_int_equal(g->swa_window, 128);
+    assert_true(g->rope_base == 150000.0f);
+    assert_true(g->yarn_factor == 32.0f);
+    assert_int_equal(g->yarn_orig_ctx, 4096);
+    assert_false(g->tied);
+    struct synth_spec s;
+    char err[512];
+    assert_int_equal(synth_parse("gpt-oss-20b:mxfp4", &s, err, sizeof err), 0);
+    uint64_t w = 0;
+    assert_int_equal(synth_weight_bytes(&s, &w, err, sizeof err), 0);
+    printf("gpt-oss-20b:mxfp4 weights %.2f GiB\n", w / 1073741824.0);
+    /* 20.9 billion parameters at 4.25 bits, the router and biases F32 */
+    assert_true(w > (10ull << 30) && w < (11ull << 30));
+
+    assert_int_equal(synth_parse("gpt-oss-tiny:q8_0", &s, err, sizeof err), 0);
+    struct model *m = model_new_synthetic(&s, err, sizeof err);
+    if (!m)
+        fail_msg("%s", err);
+    const struct model_hparams *hp = &m->hp;
+    assert_int_equal(hp->arch, MODEL_ARCH_GPT_OSS);
+    assert_int_equal(hp->swa_window, 16);
+    assert_true(hp->rope_yarn);
+    assert_int_equal(hp->yarn_n_ctx_orig, 128);
+    assert_true(hp->rope_scale_local == 1.0f / 32);
+    assert_true(hp->rope_base_local == 150000.0f);
+    assert_true(hp->attn_sinks && hp->glu_clamped);
+    assert_int_equal(hp->expert_gating, MODEL_GATING_SOFTMAX_TOPK);
+    uint64_t routed = 0; /* expert matrices and bias rows */
+    for (int il = 0; il < hp->n_layer; il++) {
+        const struct model_layer *l = &m->layers[il];
+        assert_int_equal(l->swa, il % 2 == 0);
+        assert_int_equal(l->attn_sinks.ne0, 8);
+        assert_non_null(l->bo.data);
+        assert_non_null(l->bq.data);
+        assert_non_null(l->ffn_norm.data);
+        assert_int_equal(l->ffn_gate_inp.type, GGML_TYPE_F32);
+        assert_int_equal(l->ffn_gate_inp_b.ne0, 8);
+        assert_int_equal(l->ffn_up_exps_b.ne1, 8);
+        assert_int_equal(l->ffn_down_exps_b.ne0, 256);
+        routed += l->ffn_gate_exps.nbytes + l->ffn_up_exps.nbytes + l->ffn_down_exps.nbytes +
+                  l->ffn_gate_exps_b.nbytes + l->ffn_up_exps_b.nbytes + l->ffn_down_exps_b.nbytes;
+    }
+    uint64_t embd_row = quant_row_size(m->tok_embd.type, 256);
+    /* untied; 6 of the 8 experts unread */
+    assert_int_equal(m->bytes_per_token,
+                     m->weight_bytes - m->tok_embd.nbytes + embd_row - routed / 8 * 6);
+    check_forward(m, 40); /* 38 tokens: past the window of 16 */
+
+    char dir[4096], path[4200];
+    test_tmpdir(dir, sizeof dir, "synth-oss");
+    assert_true(dir[0] != 0);
+    snprintf(path, sizeof path, "%s/oss.gguf", dir);
+    assert_int_equal(synth_write_gguf(m, &s, NULL, path, err, sizeof err), 0);
+    struct model *r = model_load(path, err, sizeof err);
+    if (!r)
+        fail_msg("model_load: %s", err);
+    assert_int_equal(r->hp.arch, MODEL_ARCH_GPT_OSS);
+    assert_int_equal(r->hp.swa_window, 16);
+    assert_true(r->hp.rope_yarn);
+    assert_int_equal(r->hp.yarn_n_ctx_orig, 128);
+    assert_true(r->hp.rope_freq_scale == hp->rope_freq_scale);
+    assert_true(r->hp.rope_base_local == hp->rope_base_local);
+    assert_int_equal(r->weight_bytes, m->weight_bytes);
+    assert_int_equal(r->bytes_per_token, m->bytes_per_token);
+    assert_memory_equal(r->layers[1].attn_sinks.data, m->layers[1].attn_sinks.data,
+                        m->layers[1].attn_sinks.nbytes);
+    assert_memory_equal(r->layers[3].ffn_down_exps_b.data, m->layers[3].ffn_down_exps_b.data,
+                        m->layers[3].ffn_down_exps_b.nbytes);
+    model_free(r);
+    model_free(m);
+    unlink(path);
+    rmdir(dir);
+}
+
 /* Runs TOKENS through the CPU backend and checks every logit is finite and
  * that they are not all equal. */
 static void check_forward(const struct model *m, int32_t n_ctx)
@@ -385,7 +477,7 @@ static void tiny_shapes_run_on_cpu(void **state)
 {
     (void)state;
     static const char *const shapes[] = {"llama-1b", "qwen2-7b", "qwen3-0.6b", "gemma3-1b",
-                                         "qwen3-30b-a3b", "moe-tiny"};
+                                         "qwen3-30b-a3b", "moe-tiny", "gpt-oss-tiny"};
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
         for (size_t k = 0; k < N_TYPE_NAMES; k++) {
             struct synth_spec s = tiny(shapes[i], type_names[k]);
@@ -626,6 +718,7 @@ int main(void)
         cmocka_unit_test(biases_and_norms),
         cmocka_unit_test(tiny_shapes_run_on_cpu),
         cmocka_unit_test(moe_shapes),
+        cmocka_unit_test(gpt_oss_shapes),
         cmocka_unit_test(gguf_round_trip),
         cmocka_unit_test(gguf_with_real_tokenizer),
         cmocka_unit_test(synthetic_engine),

@@ -35,8 +35,12 @@ static void add3(struct gguf_writer *w, const struct tiny_spec *s, uint64_t *rng
 {
     if (s->skip_tensor && strcmp(name, s->skip_tensor) == 0)
         return;
-    if (s->bad_shape_tensor && strcmp(name, s->bad_shape_tensor) == 0)
-        ne1 += 1;
+    if (s->bad_shape_tensor && strcmp(name, s->bad_shape_tensor) == 0) {
+        if (ne1 == 1 && ne2 == 1)
+            ne0 += 1; /* a vector one element too long */
+        else
+            ne1 += 1;
+    }
     bool bad_type = s->bad_type_tensor && strcmp(name, s->bad_type_tensor) == 0;
     if (bad_type)
         t = (enum ggml_type)16; /* IQ2_XXS: a known layout kvchat does not compute with */
@@ -110,9 +114,17 @@ struct gguf_writer *tiny_writer(const struct tiny_spec *s, uint64_t seed)
         gguf_writer_set_u32(w, KEY("rope.dimension_count"), (uint32_t)s->n_rot);
     if (s->swa_window)
         gguf_writer_set_u32(w, KEY("attention.sliding_window"), (uint32_t)s->swa_window);
+    if (s->yarn_factor > 0) {
+        gguf_writer_set_str(w, KEY("rope.scaling.type"), "yarn");
+        gguf_writer_set_f32(w, KEY("rope.scaling.factor"), s->yarn_factor);
+        gguf_writer_set_u32(w, KEY("rope.scaling.original_context_length"),
+                            (uint32_t)s->yarn_orig_ctx);
+    }
     if (s->n_expert) {
         gguf_writer_set_u32(w, KEY("expert_count"), (uint32_t)s->n_expert);
-        gguf_writer_set_u32(w, KEY("expert_used_count"), (uint32_t)s->n_expert_used);
+        gguf_writer_set_u32(w, KEY("expert_used_count"),
+                            (uint32_t)(s->bad_expert_used ? s->bad_expert_used
+                                                          : s->n_expert_used));
         gguf_writer_set_u32(w, KEY("expert_feed_forward_length"), (uint32_t)s->n_ff_exp);
         if (s->n_ff_shexp)
             gguf_writer_set_u32(w, KEY("expert_shared_feed_forward_length"),
@@ -125,7 +137,9 @@ struct gguf_writer *tiny_writer(const struct tiny_spec *s, uint64_t seed)
             KVD = (int64_t)s->n_head_kv * s->head_dim, F = s->n_ff;
     bool gemma = strcmp(s->arch, "gemma3") == 0;
     bool qk_norm = gemma || strcmp(s->arch, "qwen3") == 0 || strcmp(s->arch, "qwen3moe") == 0;
-    bool bias = strcmp(s->arch, "qwen2") == 0 || strcmp(s->arch, "qwen2moe") == 0;
+    bool oss = strcmp(s->arch, "gpt-oss") == 0;
+    bool bias = strcmp(s->arch, "qwen2") == 0 || strcmp(s->arch, "qwen2moe") == 0 || oss;
+    enum ggml_type xt = s->own_xtype ? s->xtype : s->wtype;
     int64_t NX = s->n_expert, FX = s->n_ff_exp, FS = s->n_ff_shexp;
     float se = 1.0f / sqrtf((float)E);
     add(w, s, &rng, "token_embd.weight", s->etype, E, s->n_vocab, 1.0f, 0.0f);
@@ -155,24 +169,38 @@ struct gguf_writer *tiny_writer(const struct tiny_spec *s, uint64_t seed)
             T("attn_k_norm.weight", GGML_TYPE_F32, s->head_dim, 1, 0.2f, 1.0f);
         }
         T("attn_output.weight", s->wtype, QD, E, 1.5f / sqrtf((float)QD), 0.0f);
+        if (oss) {
+            T("attn_output.bias", GGML_TYPE_F32, E, 1, 0.3f, 0.0f);
+            T("attn_sinks.weight", GGML_TYPE_F32, s->n_head, 1, 0.5f, s->sink_mean);
+        }
         if (gemma)
             T("post_attention_norm.weight", GGML_TYPE_F32, E, 1, 0.2f, 1.0f);
-        T("ffn_norm.weight", GGML_TYPE_F32, E, 1, 0.2f,
+        /* gpt-oss files call the FFN's input norm post_attention_norm */
+        T(oss ? "post_attention_norm.weight" : "ffn_norm.weight", GGML_TYPE_F32, E, 1, 0.2f,
           s->ffn_norm_mean != 0.0f ? s->ffn_norm_mean : 1.0f);
         if (NX) {
             /* The router stays F32, as llama.cpp's quantiser leaves it; a
              * wide spread of its logits keeps the top-k choice clear of
              * near ties that rounding could flip. */
             T("ffn_gate_inp.weight", GGML_TYPE_F32, E, NX, 4.0f * se, 0.0f);
+            if (oss)
+                T("ffn_gate_inp.bias", GGML_TYPE_F32, NX, 1, 0.5f, 0.0f);
 #define T3(what, type, ne0, ne1, scale)                                                            \
     do {                                                                                           \
         snprintf(n, sizeof n, "blk.%d.%s", il, what);                                              \
         add3(w, s, &rng, n, type, ne0, ne1, NX, scale, 0.0f);                                      \
     } while (0)
-            T3("ffn_gate_exps.weight", s->wtype, E, FX, 2.0f * se);
-            T3("ffn_down_exps.weight", s->wtype, FX, E, 1.5f / sqrtf((float)FX));
-            T3("ffn_up_exps.weight", s->wtype, E, FX, 2.0f * se);
+            /* gpt-oss's gates reach past the clamp at 7 now and then */
+            T3("ffn_gate_exps.weight", xt, E, FX, (oss ? 8.0f : 2.0f) * se);
+            T3("ffn_down_exps.weight", xt, FX, E, 1.5f / sqrtf((float)FX));
+            T3("ffn_up_exps.weight", xt, E, FX, (oss ? 8.0f : 2.0f) * se);
 #undef T3
+            if (oss) {
+                /* a row per expert */
+                T("ffn_gate_exps.bias", GGML_TYPE_F32, FX, NX, 0.5f, 0.0f);
+                T("ffn_down_exps.bias", GGML_TYPE_F32, E, NX, 0.3f, 0.0f);
+                T("ffn_up_exps.bias", GGML_TYPE_F32, FX, NX, 0.5f, 0.0f);
+            }
             if (FS) {
                 T("ffn_gate_inp_shexp.weight", GGML_TYPE_F32, E, 1, 2.0f * se, 0.0f);
                 T("ffn_gate_shexp.weight", s->wtype, E, FS, 2.0f * se, 0.0f);

@@ -18,8 +18,8 @@ struct gguf_writer;
 
 /* The shape and contents of one synthetic model. */
 struct tiny_spec {
-    const char *arch;     /* "llama", "qwen2", "qwen3", "gemma3", "qwen3moe", "qwen2moe" (or
-                             any, for errors) */
+    const char *arch;     /* "llama", "qwen2", "qwen3", "gemma3", "qwen3moe", "qwen2moe",
+                             "gpt-oss" (or any, for errors) */
     enum ggml_type wtype; /* 2-D weights */
     enum ggml_type etype; /* token_embd */
     int n_embd, n_head, n_head_kv, head_dim, n_rot, n_ff, n_vocab, n_layer;
@@ -28,7 +28,7 @@ struct tiny_spec {
     bool untied;       /* write output.weight */
     bool rope_freqs;
     bool kv_array;  /* head_count_kv as a per-layer array */
-    int swa_window; /* gemma3 */
+    int swa_window; /* gemma3, gpt-oss */
     /* The ffn_norm weights' mean (0: 1.0). A large one makes the FFN's
      * activations large, as real Gemma models' GeGLU outputs are (past
      * f16's 65504 before ffn_down). */
@@ -37,9 +37,24 @@ struct tiny_spec {
      * expert keys and, instead of the dense FFN, an F32 router and 3-D
      * expert tensors; n_ff_shexp > 0 adds the shared expert (qwen2moe). */
     int n_expert, n_expert_used, n_ff_exp, n_ff_shexp;
+    /* The expert matrices in their own type (gpt-oss files: MXFP4 experts,
+     * Q8_0 elsewhere) when set, else wtype. */
+    bool own_xtype;
+    enum ggml_type xtype;
+    /* gpt-oss: the sink logits' mean (their spread is 0.5); a large one
+     * takes most of every head's attention. */
+    float sink_mean;
+    /* YaRN: rope.scaling.type yarn with this factor from yarn_orig_ctx
+     * tokens (0: no scaling keys). */
+    float yarn_factor;
+    int yarn_orig_ctx;
+    /* Written as the key's value in place of the real one when set (the
+     * loader's error tests): expert_used_count. */
+    int bad_expert_used;
     /* Corruptions for the loader's error tests (NULL: none). */
     const char *skip_tensor;      /* left out */
-    const char *bad_shape_tensor; /* one row too many (per expert, for expert tensors) */
+    const char *bad_shape_tensor; /* one row too many (per expert, for expert tensors); a
+                                     vector one element too long */
     const char *bad_type_tensor;  /* written as IQ2_XXS, which kvchat does not compute with */
     /* Damaged: a float tensor's first value NaN, a Q4_0..Q8_0 tensor's first
      * block scale +inf (fp16 0x7c00). */

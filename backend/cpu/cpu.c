@@ -91,6 +91,11 @@ struct cpu_layer {
     float *bq;                                                    /* (n_head*head_dim) */
     float *bk, *bv;                                               /* (n_head_kv*head_dim) */
     float *gate_inp_shexp;                                        /* (n_embd) qwen2moe */
+    float *bo;                                                    /* (n_embd) gpt-oss */
+    float *sinks;                                                 /* (n_head) gpt-oss */
+    float *gate_inp_b;                                            /* (n_expert) gpt-oss */
+    float *gate_exps_b, *up_exps_b;                               /* (n_expert, n_ff_exp) */
+    float *down_exps_b;                                           /* (n_expert, n_embd) */
 };
 
 struct cpu {
@@ -106,6 +111,8 @@ struct cpu {
     float *output_norm;        /* (n_embd) */
     float *inv_freq;           /* (n_rot/2) global layers: base^(-2i/n_rot) / rope_freqs[i] */
     float *inv_freq_local;     /* (n_rot/2) sliding-window layers */
+    /* cos and sin are multiplied by these (YaRN's magnitude; else 1) */
+    float rope_mscale, rope_mscale_local;
 
     void *k_cache; /* owned (n_layer, n_ctx, kv_dim) of f32, or of f16 when kv_half */
     void *v_cache; /* owned (n_layer, n_ctx, kv_dim) */
@@ -200,6 +207,15 @@ static inline float gelu_tanh(float x)
 {
     const float k = 0.7978845608028654f; /* sqrt(2/pi) */
     return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+}
+
+/* gpt-oss's clamped SwiGLU (llama.cpp's swiglu_oai): the gate clamped
+ * from above, up both ways, and up + 1 in place of up. */
+static inline float glu_clamped(float g, float u, float alpha, float limit)
+{
+    g = g < limit ? g : limit;
+    u = u < -limit ? -limit : u > limit ? limit : u;
+    return g / (1.0f + expf(-alpha * g)) * (u + 1.0f);
 }
 
 #ifdef __AVX2__
@@ -429,6 +445,9 @@ struct moe_job {
     const int *n_tok;         /* (n_mm) tokens of each product */
     const int64_t *tile0;     /* (n_mm + 1) */
     int n_mm;
+    /* the GLU: silu(gate) * up, or (clamped) model.h's glu_clamped */
+    bool clamped;
+    float alpha, limit;
     _Alignas(ALIGN) atomic_llong next;
 };
 
@@ -462,8 +481,12 @@ static void moe_worker(void *arg, int ith, int nth)
             for (int t = 0; t < n; t++) {
                 float *g = mm->y + (int64_t)t * mm->y_stride;
                 const float *u = up->y + (int64_t)t * up->y_stride;
-                for (int64_t r = r0; r < r1; r++)
-                    g[r] = silu(g[r]) * u[r];
+                if (job->clamped)
+                    for (int64_t r = r0; r < r1; r++)
+                        g[r] = glu_clamped(g[r], u[r], job->alpha, job->limit);
+                else
+                    for (int64_t r = r0; r < r1; r++)
+                        g[r] = silu(g[r]) * u[r];
             }
         }
     }
@@ -1050,11 +1073,23 @@ static void attn_merge(int hpi, int hd, float *m, float *l, float *acc, const fl
     }
 }
 
-/* OUT (HPI, HD) /= L. */
-static void attn_finish(int hpi, int hd, const float *l, float *out)
+/* OUT (HPI, HD) /= L: the softmax's denominator. With SINKS (HPI logits,
+ * or NULL) each head's sink joins the denominator as one more key with no
+ * value: against the running max M, exp(sink - max(M, sink)). Here, after
+ * every chunk is folded, so the chunk kernels and their order stay as they
+ * are. */
+static void attn_finish(int hpi, int hd, const float *m, const float *l, const float *sinks,
+                        float *out)
 {
     for (int g = 0; g < hpi; g++) {
-        float inv = 1.0f / l[g];
+        float inv;
+        if (sinks) {
+            float mx = sinks[g] > m[g] ? sinks[g] : m[g];
+            float a = expf(m[g] - mx);
+            inv = a / (l[g] * a + expf(sinks[g] - mx));
+        } else {
+            inv = 1.0f / l[g];
+        }
         for (int i = 0; i < hd; i++)
             out[g * hd + i] *= inv;
     }
@@ -1091,6 +1126,7 @@ static void attn_worker(void *arg, int ith, int nth)
     float *pm = pacc + (size_t)group * hd, *pl = pm + group;
     float *rm = pl + group, *rl = rm + group;
     int items = job->split ? job->n * job->n_chunks : job->n * nkv;
+    const float *sinks = c->layers[job->il].sinks;
     for (;;) {
         int it = atomic_fetch_add_explicit(&job->next, 1, memory_order_relaxed);
         if (it >= items)
@@ -1136,7 +1172,7 @@ static void attn_worker(void *arg, int ith, int nth)
                 }
             }
             if (!job->split)
-                attn_finish(group, hd, rl, out);
+                attn_finish(group, hd, rm, rl, sinks ? sinks + (size_t)h * group : NULL, out);
         }
     }
 }
@@ -1149,6 +1185,7 @@ static void attn_gather(struct attn_job *job)
     int hd = c->head_dim, group = c->n_head / c->n_head_kv, nkv = c->n_head_kv;
     /* Thread 0's running m and l (attn_worker's layout), idle now. */
     float *m = c->scores + (size_t)group * (ATT_CHUNK + hd + 2), *l = m + group;
+    const float *sinks = c->layers[job->il].sinks;
     for (int t = 0; t < job->n; t++) {
         int32_t lo, len;
         attn_range(job, t, &lo, &len);
@@ -1166,7 +1203,7 @@ static void attn_gather(struct attn_job *job)
                     attn_merge(group, hd, m, l, out, part, part + group, part + 2 * group);
                 }
             }
-            attn_finish(group, hd, l, out);
+            attn_finish(group, hd, m, l, sinks ? sinks + (size_t)h * group : NULL, out);
         }
     }
 }
@@ -1288,6 +1325,40 @@ static int moe_alloc(struct cpu *c, uint64_t *scratch)
                : -1;
 }
 
+/* theta_i = pos * INV[i] for the n_rot/2 pairs of a layer kind with RoPE
+ * BASE and frequency SCALE: base^(-2i/n_rot) / rope_freqs[i] * scale, and
+ * with YaRN the scaled and unscaled angles mixed per pair by ggml's ramp
+ * (theta is linear in pos either way, so one factor per pair holds it),
+ * *MSCALE the factor on cos and sin. Computed in double so long positions
+ * keep their precision. */
+static void rope_inv_freq(const struct model_hparams *hp, double base, double scale,
+                          const float *ff, float *inv, float *mscale)
+{
+    int half = hp->n_rot / 2;
+    double lo = 0, hi = 0, ext = 0;
+    *mscale = 1.0f;
+    if (hp->rope_yarn && hp->yarn_ext_factor != 0) {
+        /* the pair index at which a dimension turns BETA rotations in the
+         * original context: n_rot ln(n_orig / (2 pi beta)) / (2 ln base) */
+        double k = hp->n_rot / (2.0 * log(base)), orig = hp->yarn_n_ctx_orig;
+        lo = floor(k * log(orig / (hp->yarn_beta_fast * 2.0 * M_PI)));
+        hi = ceil(k * log(orig / (hp->yarn_beta_slow * 2.0 * M_PI)));
+        lo = lo > 0 ? lo : 0;
+        hi = hi < hp->n_rot - 1 ? hi : hp->n_rot - 1;
+        ext = hp->yarn_ext_factor;
+        *mscale = (float)(hp->yarn_attn_factor * (1.0 + 0.1 * log(1.0 / scale)));
+    }
+    for (int i = 0; i < half; i++) {
+        double f = pow(base, -2.0 * i / hp->n_rot) / (ff ? (double)ff[i] : 1.0);
+        double mix = 0; /* weight of the unscaled angle */
+        if (ext != 0) {
+            double y = (i - lo) / (hi - lo > 0.001 ? hi - lo : 0.001);
+            mix = (1.0 - (y < 0 ? 0 : y > 1 ? 1 : y)) * ext;
+        }
+        inv[i] = (float)(f * (scale * (1.0 - mix) + mix));
+    }
+}
+
 /* Hands out the next N floats of the small-vector store, dequantising T into
  * them; NULL (and nothing used) when T is absent. */
 static float *take_small(float **cursor, const struct model_tensor *t)
@@ -1385,7 +1456,10 @@ static void *cpu_create(const struct model *m, const struct backend_config *cfg,
                    small_count(&l->post_attn_norm) + small_count(&l->post_ffw_norm) +
                    small_count(&l->q_norm) + small_count(&l->k_norm) + small_count(&l->bq) +
                    small_count(&l->bk) + small_count(&l->bv) +
-                   small_count(&l->ffn_gate_inp_shexp);
+                   small_count(&l->ffn_gate_inp_shexp) + small_count(&l->bo) +
+                   small_count(&l->attn_sinks) + small_count(&l->ffn_gate_inp_b) +
+                   small_count(&l->ffn_gate_exps_b) + small_count(&l->ffn_up_exps_b) +
+                   small_count(&l->ffn_down_exps_b);
     }
     uint64_t scratch = 0;
     c->small = alloc_aligned(n_small * sizeof(float), &scratch);
@@ -1410,20 +1484,20 @@ static void *cpu_create(const struct model *m, const struct backend_config *cfg,
         cl->bk = take_small(&cur, &l->bk);
         cl->bv = take_small(&cur, &l->bv);
         cl->gate_inp_shexp = take_small(&cur, &l->ffn_gate_inp_shexp);
+        cl->bo = take_small(&cur, &l->bo);
+        cl->sinks = take_small(&cur, &l->attn_sinks);
+        cl->gate_inp_b = take_small(&cur, &l->ffn_gate_inp_b);
+        cl->gate_exps_b = take_small(&cur, &l->ffn_gate_exps_b);
+        cl->up_exps_b = take_small(&cur, &l->ffn_up_exps_b);
+        cl->down_exps_b = take_small(&cur, &l->ffn_down_exps_b);
     }
-    /* theta_i = pos * base^(-2i/n_rot) / rope_freqs[i] (* freq_scale on
-     * global layers; gemma3's local layers ignore rope scaling). Computed in
-     * double so long positions keep their precision. */
     int half = hp->n_rot / 2;
     c->inv_freq = cur;
     c->inv_freq_local = cur + half;
-    const float *ff = m->rope_freqs.data;
-    for (int i = 0; i < half; i++) {
-        double e = -2.0 * i / hp->n_rot;
-        double f = ff ? (double)ff[i] : 1.0;
-        c->inv_freq[i] = (float)(pow(hp->rope_base, e) / f * hp->rope_freq_scale);
-        c->inv_freq_local[i] = (float)(pow(hp->rope_base_local, e) / f);
-    }
+    rope_inv_freq(hp, hp->rope_base, hp->rope_freq_scale, m->rope_freqs.data, c->inv_freq,
+                  &c->rope_mscale);
+    rope_inv_freq(hp, hp->rope_base_local, hp->rope_scale_local, m->rope_freqs.data,
+                  c->inv_freq_local, &c->rope_mscale_local);
 
     /* KV cache. The model's sizes are bounded by the loader, but the
      * context comes from the user: refuse sizes no machine could hold
@@ -1592,10 +1666,12 @@ static void run_attn(struct cpu *c, int il, int n, int32_t pos, bool swa)
         attn_gather(&aj);
 }
 
-/* Softmax of one token's router logits and its top-k: SEL gets the K
- * most probable experts (ties to the lower index), W their probabilities,
- * divided by their sum when NORM. */
-static void moe_select(const float *logits, int n_expert, int k, bool norm, int32_t *sel, float *w)
+/* One token's top-k: SEL gets the K experts with the highest logits (the
+ * most probable; ties to the lower index). W gets their softmax
+ * probabilities over all experts, divided by their sum when NORM, or with
+ * GATING MODEL_GATING_SOFTMAX_TOPK a softmax over the K logits alone. */
+static void moe_select(const float *logits, int n_expert, int k, bool norm,
+                       enum model_gating gating, int32_t *sel, float *w)
 {
     float mx = logits[0];
     for (int e = 1; e < n_expert; e++)
@@ -1616,6 +1692,15 @@ static void moe_select(const float *logits, int n_expert, int k, bool norm, int3
         sel[j] = best;
         w[j] = (float)(exp((double)(logits[best] - mx)) / sum);
         wsum += w[j];
+    }
+    if (gating == MODEL_GATING_SOFTMAX_TOPK) {
+        /* sel[0] holds the largest logit */
+        double ksum = 0;
+        for (int j = 0; j < k; j++)
+            ksum += exp((double)(logits[sel[j]] - logits[sel[0]]));
+        for (int j = 0; j < k; j++)
+            w[j] = (float)(exp((double)(logits[sel[j]] - logits[sel[0]])) / ksum);
+        return;
     }
     if (norm)
         for (int j = 0; j < k; j++)
@@ -1681,13 +1766,13 @@ static void moe_ffn(struct cpu *c, const struct model_layer *l, const struct cpu
     struct matmul_job mj = {0};
     matmul_job_init(&mj, c, n, 1);
     mj.mm[0] = (struct matmul){.w = &l->ffn_gate_inp, .acts = nj->acts[slot_of[0]],
-                               .y = c->router, .y_stride = NE};
+                               .y = c->router, .y_stride = NE, .bias = cl->gate_inp_b};
     threadpool_run(c->pool, matmul_worker, &mj);
     for (int e = 0; e < NE; e++)
         c->exp_count[e] = 0;
     for (int t = 0; t < n; t++) {
-        moe_select(c->router + (int64_t)t * NE, NE, K, hp->expert_weights_norm, c->sel + t * K,
-                   c->sel_w + t * K);
+        moe_select(c->router + (int64_t)t * NE, NE, K, hp->expert_weights_norm, hp->expert_gating,
+                   c->sel + t * K, c->sel_w + t * K);
         for (int k = 0; k < K; k++)
             c->exp_count[c->sel[t * K + k]]++;
     }
@@ -1717,18 +1802,22 @@ static void moe_ffn(struct cpu *c, const struct model_layer *l, const struct cpu
             continue;
         int32_t r = c->exp_off[e];
         mg[n_act] = (struct matmul){.w = expert_view(c, 0, e, &l->ffn_gate_exps), .acts = g_in + r,
-                                    .y = c->moe_h + (int64_t)r * F, .y_stride = F};
+                                    .y = c->moe_h + (int64_t)r * F, .y_stride = F,
+                                    .bias = cl->gate_exps_b ? cl->gate_exps_b + (size_t)e * F : NULL};
         mu[n_act] = (struct matmul){.w = expert_view(c, 1, e, &l->ffn_up_exps), .acts = u_in + r,
-                                    .y = c->moe_h2 + (int64_t)r * F, .y_stride = F};
+                                    .y = c->moe_h2 + (int64_t)r * F, .y_stride = F,
+                                    .bias = cl->up_exps_b ? cl->up_exps_b + (size_t)e * F : NULL};
         md[n_act] = (struct matmul){.w = expert_view(c, 2, e, &l->ffn_down_exps),
                                     .acts = c->moe_acts + r, .y = c->moe_y + (int64_t)r * E,
-                                    .y_stride = E};
+                                    .y_stride = E,
+                                    .bias = cl->down_exps_b ? cl->down_exps_b + (size_t)e * E : NULL};
         c->exp_n[n_act] = c->exp_count[e];
         c->exp_tile0[n_act + 1] = c->exp_tile0[n_act] + tiles_f;
         n_act++;
     }
     struct moe_job xj = {.c = c, .mm = mg, .up = mu, .n_tok = c->exp_n, .tile0 = c->exp_tile0,
-                         .n_mm = n_act};
+                         .n_mm = n_act, .clamped = hp->glu_clamped, .alpha = hp->glu_alpha,
+                         .limit = hp->glu_limit};
     atomic_init(&xj.next, 0);
     threadpool_run(c->pool, moe_worker, &xj);
 
@@ -1794,10 +1883,10 @@ static void forward_chunk(struct cpu *c, const int32_t *tokens, int n, int32_t p
         double p = (double)(pos + t);
         for (int i = 0; i < half; i++) {
             double th = p * c->inv_freq[i], tl = p * c->inv_freq_local[i];
-            c->rope_cos[t * half + i] = (float)cos(th);
-            c->rope_sin[t * half + i] = (float)sin(th);
-            c->rope_cos_local[t * half + i] = (float)cos(tl);
-            c->rope_sin_local[t * half + i] = (float)sin(tl);
+            c->rope_cos[t * half + i] = (float)cos(th) * c->rope_mscale;
+            c->rope_sin[t * half + i] = (float)sin(th) * c->rope_mscale;
+            c->rope_cos_local[t * half + i] = (float)cos(tl) * c->rope_mscale_local;
+            c->rope_sin_local[t * half + i] = (float)sin(tl) * c->rope_mscale_local;
         }
     }
 
@@ -1835,7 +1924,8 @@ static void forward_chunk(struct cpu *c, const int32_t *tokens, int n, int32_t p
         const struct model_tensor *wo[1] = {&l->wo};
         run_norm(c, &pj, wo, 1, slot_of);
         matmul_job_init(&mj, c, n, 1);
-        mj.mm[0] = (struct matmul){.w = &l->wo, .acts = pj.acts[0], .y = c->tmp, .y_stride = E};
+        mj.mm[0] = (struct matmul){.w = &l->wo, .acts = pj.acts[0], .y = c->tmp, .y_stride = E,
+                                   .bias = cl->bo};
         threadpool_run(c->pool, matmul_worker, &mj);
 
         /* x += post_attn_norm(tmp); xb = ffn_norm(x); hb, hb2 = gate, up. */

@@ -34,6 +34,7 @@ static const struct arch_info k_archs[] = {
                            .rope_base = 10000.0,
                            .rope_base_swa = 10000.0,
                            .swa_period = 6,
+                           .swa_rope_unscaled = true,
                            .fixup = gemma3_fixup},
     /* Qwen3-30B-A3B and friends: qwen3's attention, routed experts whose
      * top-k weights are renormalised (llama.cpp hard-codes this for the
@@ -50,6 +51,20 @@ static const struct arch_info k_archs[] = {
                                          ARCH_SHARED_EXPERT,
                              .norm_eps = 1e-6,
                              .rope_base = 10000.0},
+    /* gpt-oss-20b/120b as llama.cpp writes them: every attention product
+     * and every expert biased, a sink logit per head, even layers windowed
+     * (same RoPE base and YaRN scaling as the others), the router's top-k
+     * softmaxed among themselves, and the clamped SwiGLU. */
+    [MODEL_ARCH_GPT_OSS] = {.name = "gpt-oss",
+                            .features = ARCH_QKV_BIAS | ARCH_ROPE_NEOX | ARCH_SWA | ARCH_MOE |
+                                        ARCH_ATTN_SINKS | ARCH_OUT_BIAS | ARCH_EXPERT_BIAS |
+                                        ARCH_GLU_CLAMPED | ARCH_FFN_NORM_POST_ATTN,
+                            .norm_eps = 1e-5,
+                            .rope_base = 150000.0,
+                            .swa_period = 2,
+                            .gating = MODEL_GATING_SOFTMAX_TOPK,
+                            .glu_alpha = 1.702,
+                            .glu_limit = 7.0},
 };
 #define N_ARCHS ((int)(sizeof k_archs / sizeof k_archs[0]))
 _Static_assert(sizeof k_archs / sizeof k_archs[0] == MODEL_ARCH_COUNT, "one row per model_arch");
@@ -68,7 +83,7 @@ const char *model_arch_name(enum model_arch a)
 /* The row names in table order (test_synth checks that they agree). */
 const char *model_arch_list(void)
 {
-    return "llama, qwen2, qwen3, gemma3, qwen3moe, qwen2moe";
+    return "llama, qwen2, qwen3, gemma3, qwen3moe, qwen2moe, gpt-oss";
 }
 
 void arch_set_hparams(struct model_hparams *hp)
@@ -79,6 +94,11 @@ void arch_set_hparams(struct model_hparams *hp)
     hp->gelu_ffn = (f & ARCH_GEGLU) != 0;
     hp->embd_scale = f & ARCH_EMBD_SCALE ? sqrtf((float)hp->n_embd) : 1.0f;
     hp->attn_scale = 1.0f / sqrtf((float)hp->head_dim);
+    hp->attn_sinks = (f & ARCH_ATTN_SINKS) != 0;
+    hp->expert_gating = ai->gating;
+    hp->glu_clamped = (f & ARCH_GLU_CLAMPED) != 0;
+    hp->glu_alpha = (float)ai->glu_alpha;
+    hp->glu_limit = (float)ai->glu_limit;
     if (ai->fixup)
         ai->fixup(hp);
 }
@@ -110,9 +130,15 @@ static const struct arch_tensor k_layer_tensors[] = {
     {LT("attn_q_norm.weight", q_norm, ARCH_DIM_HEAD, ARCH_DIM_NONE, ARCH_NORM), .feature = ARCH_QK_NORM},
     {LT("attn_k_norm.weight", k_norm, ARCH_DIM_HEAD, ARCH_DIM_NONE, ARCH_NORM), .feature = ARCH_QK_NORM},
     {LT("attn_output.weight", wo, ARCH_DIM_Q, ARCH_DIM_EMBD, ARCH_WEIGHT)},
+    {LT("attn_output.bias", bo, ARCH_DIM_EMBD, ARCH_DIM_NONE, ARCH_BIAS), .feature = ARCH_OUT_BIAS},
+    {LT("attn_sinks.weight", attn_sinks, ARCH_DIM_HEAD_COUNT, ARCH_DIM_NONE, ARCH_VEC),
+     .feature = ARCH_ATTN_SINKS},
     {LT("post_attention_norm.weight", post_attn_norm, ARCH_DIM_EMBD, ARCH_DIM_NONE, ARCH_NORM),
      .feature = ARCH_POST_NORMS},
-    {LT("ffn_norm.weight", ffn_norm, ARCH_DIM_EMBD, ARCH_DIM_NONE, ARCH_NORM)},
+    {LT("ffn_norm.weight", ffn_norm, ARCH_DIM_EMBD, ARCH_DIM_NONE, ARCH_NORM),
+     .without = ARCH_FFN_NORM_POST_ATTN},
+    {LT("post_attention_norm.weight", ffn_norm, ARCH_DIM_EMBD, ARCH_DIM_NONE, ARCH_NORM),
+     .feature = ARCH_FFN_NORM_POST_ATTN},
     {LT("ffn_gate.weight", ffn_gate, ARCH_DIM_EMBD, ARCH_DIM_FF, ARCH_WEIGHT), .without = ARCH_MOE},
     {LT("ffn_up.weight", ffn_up, ARCH_DIM_EMBD, ARCH_DIM_FF, ARCH_WEIGHT), .without = ARCH_MOE},
     {LT("ffn_down.weight", ffn_down, ARCH_DIM_FF, ARCH_DIM_EMBD, ARCH_WEIGHT), .without = ARCH_MOE},
@@ -120,12 +146,20 @@ static const struct arch_tensor k_layer_tensors[] = {
      * shared expert. */
     {LT("ffn_gate_inp.weight", ffn_gate_inp, ARCH_DIM_EMBD, ARCH_DIM_EXPERT, ARCH_WEIGHT),
      .feature = ARCH_MOE, .unquantised = true},
+    {LT("ffn_gate_inp.bias", ffn_gate_inp_b, ARCH_DIM_EXPERT, ARCH_DIM_NONE, ARCH_BIAS),
+     .feature = ARCH_EXPERT_BIAS},
     {LT("ffn_gate_exps.weight", ffn_gate_exps, ARCH_DIM_EMBD, ARCH_DIM_FF_EXP, ARCH_WEIGHT),
      .feature = ARCH_MOE, .experts = true},
     {LT("ffn_down_exps.weight", ffn_down_exps, ARCH_DIM_FF_EXP, ARCH_DIM_EMBD, ARCH_WEIGHT),
      .feature = ARCH_MOE, .experts = true},
     {LT("ffn_up_exps.weight", ffn_up_exps, ARCH_DIM_EMBD, ARCH_DIM_FF_EXP, ARCH_WEIGHT),
      .feature = ARCH_MOE, .experts = true},
+    {LT("ffn_gate_exps.bias", ffn_gate_exps_b, ARCH_DIM_FF_EXP, ARCH_DIM_EXPERT, ARCH_BIAS),
+     .feature = ARCH_EXPERT_BIAS, .expert_rows = true},
+    {LT("ffn_down_exps.bias", ffn_down_exps_b, ARCH_DIM_EMBD, ARCH_DIM_EXPERT, ARCH_BIAS),
+     .feature = ARCH_EXPERT_BIAS, .expert_rows = true},
+    {LT("ffn_up_exps.bias", ffn_up_exps_b, ARCH_DIM_FF_EXP, ARCH_DIM_EXPERT, ARCH_BIAS),
+     .feature = ARCH_EXPERT_BIAS, .expert_rows = true},
     {LT("ffn_gate_inp_shexp.weight", ffn_gate_inp_shexp, ARCH_DIM_EMBD, ARCH_DIM_NONE, ARCH_VEC),
      .feature = ARCH_SHARED_EXPERT},
     {LT("ffn_gate_shexp.weight", ffn_gate_shexp, ARCH_DIM_EMBD, ARCH_DIM_FF_SHEXP, ARCH_WEIGHT),
@@ -164,6 +198,7 @@ int64_t arch_dim_size(const struct model_hparams *hp, enum arch_dim dim)
     case ARCH_DIM_KV: return (int64_t)hp->n_head_kv * hp->head_dim;
     case ARCH_DIM_FF: return hp->n_ff;
     case ARCH_DIM_HEAD: return hp->head_dim;
+    case ARCH_DIM_HEAD_COUNT: return hp->n_head;
     case ARCH_DIM_EXPERT: return hp->n_expert;
     case ARCH_DIM_FF_EXP: return hp->n_ff_exp;
     case ARCH_DIM_FF_SHEXP: return hp->n_ff_shexp;
@@ -183,13 +218,13 @@ uint64_t arch_bytes_per_token(const struct model *m)
     for (int il = 0; il < hp->n_layer; il++)
         for (int i = 0; i < N_LAYER_TENSORS; i++) {
             const struct arch_tensor *at = &k_layer_tensors[i];
-            if (!at->experts)
+            if (!at->experts && !at->expert_rows)
                 continue;
             const struct model_tensor *t =
                 (const struct model_tensor *)((const char *)&m->layers[il] + at->offset);
             if (!t->data)
                 continue;
-            /* the unread experts, in whole matrices */
+            /* the unread experts, in whole matrices (or rows) */
             uint64_t per = t->nbytes / (uint64_t)hp->n_expert;
             b -= per * (uint64_t)(hp->n_expert - hp->n_expert_used);
         }

@@ -1,5 +1,6 @@
 /* arch.h - the architecture table: one row per transformer family kvchat
- * runs (llama, qwen2, qwen3, gemma3, qwen3moe, qwen2moe), giving its GGUF name, the feature flags
+ * runs (llama, qwen2, qwen3, gemma3, qwen3moe, qwen2moe, gpt-oss), giving its GGUF name, the
+ * feature flags
  * the backends compute from, the defaults for keys a file may leave out, and
  * the per-layer tensors it needs or allows.
  *
@@ -36,6 +37,13 @@ enum arch_feature {
     ARCH_SHARED_EXPERT = 1 << 8, /* a sigmoid-gated shared expert beside the routed ones
                                     ({arch}.expert_shared_feed_forward_length) */
     ARCH_EXPERT_WEIGHTS_NORM = 1 << 9, /* the top-k router weights renormalised to sum 1 */
+    ARCH_ATTN_SINKS = 1 << 10,  /* blk.N.attn_sinks.weight: a sink logit per head */
+    ARCH_OUT_BIAS = 1 << 11,    /* attn_output.bias */
+    ARCH_EXPERT_BIAS = 1 << 12, /* biases on the router and on every expert's products */
+    ARCH_GLU_CLAMPED = 1 << 13, /* the experts' GLU is swiglu_oai (model.h glu_clamped) */
+    /* the FFN's input norm is stored as post_attention_norm.weight (gpt-oss:
+     * HF's post_attention_layernorm is the pre-FFN norm), not ffn_norm */
+    ARCH_FFN_NORM_POST_ATTN = 1 << 14,
 };
 
 struct arch_info {
@@ -44,10 +52,20 @@ struct arch_info {
     /* Defaults for keys a file may leave out. */
     double norm_eps;      /* attention.layer_norm_rms_epsilon */
     double rope_base;     /* rope.freq_base */
-    double rope_base_swa; /* rope.freq_base_swa (ARCH_SWA; HF rope_local_base_freq) */
+    double rope_base_swa; /* rope.freq_base_swa (ARCH_SWA; HF rope_local_base_freq);
+                             0: the global layers' base */
     /* ARCH_SWA: of every swa_period layers the last is global, the others
-     * local. Not stored in files (llama.cpp hard-codes it too). */
+     * local (llama.cpp's set_swa_pattern: gemma3 6, gpt-oss 2, so gpt-oss's
+     * even layers are windowed). Not stored in files (llama.cpp hard-codes
+     * it too). */
     int swa_period;
+    /* ARCH_SWA: local layers use no RoPE scaling whatever the file says
+     * (gemma3); else they scale as the global ones. */
+    bool swa_rope_unscaled;
+    enum model_gating gating;
+    /* ARCH_GLU_CLAMPED: swiglu_oai's constants (llama.cpp hard-codes them
+     * in its graph, and gpt-oss files carry no key for them) */
+    double glu_alpha, glu_limit;
     /* Quirks not in the file, applied after the flags, or NULL. */
     void (*fixup)(struct model_hparams *hp);
 };
@@ -72,6 +90,7 @@ enum arch_dim {
     ARCH_DIM_KV,   /* n_head_kv * head_dim */
     ARCH_DIM_FF,   /* n_ff */
     ARCH_DIM_HEAD, /* head_dim */
+    ARCH_DIM_HEAD_COUNT, /* n_head */
     ARCH_DIM_EXPERT,   /* n_expert */
     ARCH_DIM_FF_EXP,   /* n_ff_exp */
     ARCH_DIM_FF_SHEXP, /* n_ff_shexp */
@@ -105,6 +124,9 @@ struct arch_tensor {
     unsigned without;
     /* A 3-D tensor of n_expert stacked (NE0, NE1) matrices (model.h). */
     bool experts;
+    /* One row per expert (an expert bias, NE1 = ARCH_DIM_EXPERT): a decode
+     * step reads only the routed experts' rows. */
+    bool expert_rows;
     /* llama.cpp's quantiser leaves it in its float type (the router), so
      * synthetic models keep it F32 too. */
     bool unquantised;
@@ -119,8 +141,8 @@ int64_t arch_dim_size(const struct model_hparams *hp, enum arch_dim dim);
 /* Weight bytes a decode step reads from M (tensors and hp set): all of
  * them, but one row of the embedding table unless it is the LM head too,
  * and of every routed-expert tensor only n_expert_used of n_expert
- * matrices, the ones the router picks (so the roofline counts what is
- * read, not what is stored). */
+ * matrices (or bias rows), the ones the router picks (so the roofline
+ * counts what is read, not what is stored). */
 uint64_t arch_bytes_per_token(const struct model *m);
 /* The tensor T describes in layer L. */
 static inline struct model_tensor *arch_tensor_of(struct model_layer *l, const struct arch_tensor *t)

@@ -196,15 +196,16 @@ static int get_tensor(struct loader *L, const char *name, int64_t ne0, int64_t n
  * matrices are left to the engine's check of the logits. */
 static int check_finite_vector(struct loader *L, const char *name, const struct model_tensor *t)
 {
-    if (!t->data || t->ne1 != 1 ||
+    if (!t->data ||
         (t->type != GGML_TYPE_F32 && t->type != GGML_TYPE_F16 && t->type != GGML_TYPE_BF16))
         return 0;
-    float *v = malloc(sizeof *v * (size_t)t->ne0);
+    int64_t n = t->ne0 * t->ne1; /* an expert bias has a row per expert */
+    float *v = malloc(sizeof *v * (size_t)n);
     if (!v)
         return fail(L, "out of memory checking tensor %s", name);
-    quant_dequantize_row(t->type, t->data, v, t->ne0);
+    quant_dequantize_row(t->type, t->data, v, n);
     int64_t bad = -1;
-    for (int64_t i = 0; i < t->ne0 && bad < 0; i++)
+    for (int64_t i = 0; i < n && bad < 0; i++)
         if (!isfinite(v[i]))
             bad = i;
     float x = bad >= 0 ? v[bad] : 0.0f;
@@ -274,6 +275,63 @@ static int parse_experts(struct loader *L, struct model_hparams *hp)
     return 0;
 }
 
+/* RoPE scaling: linear is a plain position scale; YaRN (gpt-oss) is that
+ * scale ramped over the pairs plus a magnitude factor (model.h), its keys
+ * defaulting as llama.cpp's. Other kinds (longrope, ...) need machinery we
+ * do not have, and running without it would give plausible-looking
+ * garbage, so they are refused. */
+static int parse_rope_scaling(struct loader *L, struct model_hparams *hp)
+{
+    hp->rope_freq_scale = 1.0f;
+    hp->rope_yarn = false;
+    char key[256];
+    struct gguf_str st;
+    arch_key(L, "rope.scaling.type", key, sizeof key);
+    bool has_type = gguf_get_str(L->g, key, &st);
+    bool yarn = has_type && gguf_str_eq(st, "yarn");
+    if (has_type && !yarn && !gguf_str_eq(st, "none") && !gguf_str_eq(st, "linear")) {
+        char tname[32];
+        gguf_str_copy(st, tname, sizeof tname);
+        for (char *c = tname; *c; c++)
+            if ((unsigned char)*c < 0x20 || (unsigned char)*c == 0x7f)
+                *c = '?';
+        return fail(L, "%s '%s' is not supported (only none, linear and yarn)", key, tname);
+    }
+    if (has_type && !yarn && gguf_str_eq(st, "none"))
+        return 0;
+    float factor = 1.0f;
+    if (get_hp_float(L, "rope.scaling.factor", 1.0, 0.0, 1e6, &factor))
+        return -1;
+    arch_key(L, "rope.scaling.factor", key, sizeof key);
+    if (!yarn && gguf_find_key(L->g, key) < 0 &&
+        get_hp_float(L, "rope.scale_linear", 1.0, 0.0, 1e6, &factor))
+        return -1;
+    hp->rope_freq_scale = 1.0f / factor;
+    if (!yarn)
+        return 0;
+    if (factor < 1.0f)
+        return fail(L, "%s = %g is below 1: YaRN only stretches the context", key,
+                    (double)factor);
+    hp->rope_yarn = true;
+    int64_t v;
+    if (get_hp_int(L, "rope.scaling.original_context_length", hp->n_ctx_train, 1, MAX_CTX, &v))
+        return -1;
+    hp->yarn_n_ctx_orig = (int32_t)v;
+    if (get_hp_float(L, "rope.scaling.yarn_beta_fast", 32.0, 0.0, 1e6, &hp->yarn_beta_fast) ||
+        get_hp_float(L, "rope.scaling.yarn_beta_slow", 1.0, 0.0, 1e6, &hp->yarn_beta_slow) ||
+        get_hp_float(L, "rope.scaling.attn_factor", 1.0, 0.0, 1e3, &hp->yarn_attn_factor))
+        return -1;
+    /* the ramp's weight may be 0 (YaRN off but the magnitude kept off too) */
+    if (get_hp_float(L, "rope.scaling.yarn_ext_factor", 1.0, -1e-9, 1.0, &hp->yarn_ext_factor))
+        return -1;
+    if (hp->yarn_beta_slow >= hp->yarn_beta_fast) {
+        arch_key(L, "rope.scaling.yarn_beta_slow", key, sizeof key);
+        return fail(L, "%s = %g must be below yarn_beta_fast %g", key,
+                    (double)hp->yarn_beta_slow, (double)hp->yarn_beta_fast);
+    }
+    return 0;
+}
+
 static int parse_hparams(struct loader *L, struct model_hparams *hp)
 {
     int64_t v;
@@ -334,38 +392,21 @@ static int parse_hparams(struct loader *L, struct model_hparams *hp)
     if (get_hp_float(L, "rope.freq_base", ai->rope_base, 0.0, 1e12, &hp->rope_base))
         return -1;
 
-    /* RoPE scaling: linear is a plain position scale; YaRN and friends need
-     * extra machinery we do not have, and running without it would give
-     * plausible-looking garbage, so they are refused. */
-    hp->rope_freq_scale = 1.0f;
-    char key[256];
-    struct gguf_str st;
-    arch_key(L, "rope.scaling.type", key, sizeof key);
-    bool has_type = gguf_get_str(L->g, key, &st);
-    if (has_type && !gguf_str_eq(st, "none") && !gguf_str_eq(st, "linear")) {
-        char tname[32];
-        gguf_str_copy(st, tname, sizeof tname);
-        return fail(L, "rope scaling '%s' is not supported (only none and linear)", tname);
-    }
-    if (!has_type || gguf_str_eq(st, "linear")) {
-        float factor = 1.0f;
-        if (get_hp_float(L, "rope.scaling.factor", 1.0, 0.0, 1e6, &factor))
-            return -1;
-        arch_key(L, "rope.scaling.factor", key, sizeof key);
-        if (gguf_find_key(L->g, key) < 0 &&
-            get_hp_float(L, "rope.scale_linear", 1.0, 0.0, 1e6, &factor))
-            return -1;
-        hp->rope_freq_scale = 1.0f / factor;
-    }
+    if (parse_rope_scaling(L, hp))
+        return -1;
 
     hp->rope_base_local = hp->rope_base;
+    hp->rope_scale_local = hp->rope_freq_scale;
     hp->swa_window = 0;
     if (ai->features & ARCH_SWA) {
         if (get_hp_int(L, "attention.sliding_window", 0, 0, MAX_CTX, &v))
             return -1;
         hp->swa_window = (int32_t)v;
-        if (get_hp_float(L, "rope.freq_base_swa", ai->rope_base_swa, 0.0, 1e12, &hp->rope_base_local))
+        double def = ai->rope_base_swa > 0 ? ai->rope_base_swa : hp->rope_base;
+        if (get_hp_float(L, "rope.freq_base_swa", def, 0.0, 1e12, &hp->rope_base_local))
             return -1;
+        if (ai->swa_rope_unscaled)
+            hp->rope_scale_local = 1.0f;
     }
     if (moe && parse_experts(L, hp))
         return -1;
@@ -442,7 +483,7 @@ static int load_tensors(struct loader *L, struct model *m)
             if (get_layer_tensor(L, il, at->name, arch_dim_size(hp, at->ne0), ne1,
                                  at->experts ? hp->n_expert : 0, need == ARCH_REQUIRED, t))
                 return -1;
-            if (ne1 == 0) {
+            if (at->kind != ARCH_WEIGHT) {
                 char name[96];
                 snprintf(name, sizeof name, "blk.%d.%s", il, at->name);
                 if (check_finite_vector(L, name, t))

@@ -2,7 +2,8 @@
  * parameters and the weight tensors of every layer, validated at load.
  *
  * Supported architectures: llama (Llama 2/3.x, Mistral, TinyLlama, SmolLM2),
- * qwen2, qwen3, gemma3, and the mixture-of-experts qwen3moe and qwen2moe.
+ * qwen2, qwen3, gemma3, and the mixture-of-experts qwen3moe, qwen2moe and
+ * gpt-oss.
  * Weights stay in the file's mapping (host memory,
  * borrowed from the gguf reader the model owns); backends read or upload them.
  *
@@ -27,12 +28,23 @@ enum model_arch {
     MODEL_ARCH_GEMMA3,
     MODEL_ARCH_QWEN3MOE,
     MODEL_ARCH_QWEN2MOE,
+    MODEL_ARCH_GPT_OSS,
     MODEL_ARCH_COUNT
 };
 
 const char *model_arch_name(enum model_arch a);
 /* "llama, qwen2, qwen3, gemma3, ...": for error messages */
 const char *model_arch_list(void);
+
+/* How the router's logits become the chosen experts and their weights. */
+enum model_gating {
+    /* softmax over all experts, the top-k probabilities as weights
+     * (qwen2moe, qwen3moe; llama.cpp's SOFTMAX) */
+    MODEL_GATING_SOFTMAX,
+    /* the top-k raw logits, then a softmax over those k only (gpt-oss;
+     * llama.cpp's SOFTMAX_WEIGHT) */
+    MODEL_GATING_SOFTMAX_TOPK,
+};
 
 struct model_hparams {
     enum model_arch arch;
@@ -48,9 +60,25 @@ struct model_hparams {
     float norm_eps;
     float rope_base;       /* global layers */
     float rope_base_local; /* sliding-window layers (gemma3: 10000) */
-    float rope_freq_scale; /* 1/factor for linear scaling, else 1 */
+    float rope_freq_scale; /* 1/factor for linear or YaRN scaling, else 1 */
+    float rope_scale_local; /* the same for sliding-window layers (gemma3's ignore scaling: 1) */
     bool rope_neox;        /* pairs (i, i+n_rot/2) instead of (2i, 2i+1) */
+    /* YaRN (rope.scaling.type = yarn): pair i's angle mixes the scaled
+     * (interpolated) and the plain (extrapolated) one by a ramp over the
+     * pairs between the correction dims of beta_fast and beta_slow
+     * rotations in n_ctx_orig tokens, and cos and sin are multiplied by
+     * attn_factor * (1 + 0.1 ln(1/freq_scale)) (ggml's rope_yarn). */
+    bool rope_yarn;
+    int32_t yarn_n_ctx_orig;  /* rope.scaling.original_context_length */
+    float yarn_beta_fast;     /* default 32 */
+    float yarn_beta_slow;     /* default 1 */
+    float yarn_ext_factor;    /* ramp weight, default 1 */
+    float yarn_attn_factor;   /* rope.scaling.attn_factor, default 1 */
     int32_t swa_window;    /* tokens; 0 = none */
+    /* Learned attention sinks (layers' attn_sinks): one logit per head that
+     * joins the softmax's denominator, exp(sink - max), and carries no
+     * value, so a head can attend to "nothing". */
+    bool attn_sinks;
     float attn_scale;      /* multiplies q.k */
     float embd_scale;      /* multiplies token embeddings (gemma3: sqrt(n_embd)) */
     bool gelu_ffn;         /* GeGLU (gemma3) instead of SwiGLU */
@@ -65,6 +93,13 @@ struct model_hparams {
     int32_t n_ff_exp;        /* hidden size of one expert */
     int32_t n_ff_shexp;      /* hidden size of the shared expert; 0 = none */
     bool expert_weights_norm; /* top-k weights divided by their sum (qwen3moe) */
+    enum model_gating expert_gating;
+    /* The experts' GLU clamped (gpt-oss's swiglu_oai): g = min(gate, limit),
+     * u = clamp(up, -limit, limit), out = g * sigmoid(alpha * g) * (u + 1).
+     * Else the plain SwiGLU. */
+    bool glu_clamped;
+    float glu_alpha; /* 1.702 */
+    float glu_limit; /* 7.0 */
 };
 
 /* A weight: a row-major matrix of NE1 rows of NE0 elements (a vector has
@@ -83,12 +118,14 @@ struct model_tensor {
 struct model_layer {
     struct model_tensor attn_norm;   /* (n_embd) F32 */
     struct model_tensor wq, wk, wv;  /* (n_embd, n_head*head_dim), (n_embd, n_head_kv*head_dim) */
-    struct model_tensor bq, bk, bv;  /* qwen2 biases, else absent */
+    struct model_tensor bq, bk, bv;  /* qwen2/gpt-oss biases, else absent */
     struct model_tensor q_norm;      /* qwen3/gemma3 per-head norm (head_dim), else absent */
     struct model_tensor k_norm;
     struct model_tensor wo;          /* (n_head*head_dim, n_embd) */
+    struct model_tensor bo;          /* (n_embd) gpt-oss, else absent */
+    struct model_tensor attn_sinks;  /* (n_head) gpt-oss sink logits, else absent */
     struct model_tensor post_attn_norm; /* gemma3 */
-    struct model_tensor ffn_norm;    /* (n_embd) */
+    struct model_tensor ffn_norm;    /* (n_embd); gpt-oss files call it post_attention_norm */
     struct model_tensor ffn_gate;    /* (n_embd, n_ff) */
     struct model_tensor ffn_up;      /* (n_embd, n_ff) */
     struct model_tensor ffn_down;    /* (n_ff, n_embd) */
@@ -99,6 +136,12 @@ struct model_layer {
     struct model_tensor ffn_gate_exps; /* (n_embd, n_ff_exp) x n_expert, stacked */
     struct model_tensor ffn_up_exps;   /* (n_embd, n_ff_exp) x n_expert */
     struct model_tensor ffn_down_exps; /* (n_ff_exp, n_embd) x n_expert */
+    /* gpt-oss biases: the router's (n_expert), and per expert one row of
+     * (n_ff_exp) or (n_embd): expert e's bias is row e */
+    struct model_tensor ffn_gate_inp_b;  /* (n_expert) */
+    struct model_tensor ffn_gate_exps_b; /* (n_ff_exp, n_expert) */
+    struct model_tensor ffn_up_exps_b;   /* (n_ff_exp, n_expert) */
+    struct model_tensor ffn_down_exps_b; /* (n_embd, n_expert) */
     struct model_tensor ffn_gate_inp_shexp; /* shared expert's gate (n_embd), qwen2moe */
     struct model_tensor ffn_gate_shexp;     /* (n_embd, n_ff_shexp) */
     struct model_tensor ffn_up_shexp;       /* (n_embd, n_ff_shexp) */

@@ -57,6 +57,21 @@ static const struct synth_shape shapes[] = {
      .n_head = 4, .n_head_kv = 2, .head_dim = 64, .n_vocab = 1024, .n_ctx_train = 4096,
      .rope_base = 1000000.0f, .norm_eps = 1e-6f, .qkv_bias = true, .n_expert = 8,
      .n_expert_used = 2, .n_ff_exp = 256, .n_ff_shexp = 512},
+    /* openai/gpt-oss-20b: 32 experts of 2880, 4 per token, every other
+     * layer windowed to 128 tokens, YaRN from 4096 to 131072 (llama.cpp's
+     * GGUF keeps the experts MXFP4, as OpenAI ships them). */
+    {.name = "gpt-oss-20b", .arch = MODEL_ARCH_GPT_OSS, .n_layer = 24, .n_embd = 2880,
+     .n_ff = 2880, .n_head = 64, .n_head_kv = 8, .head_dim = 64, .n_vocab = 201088,
+     .n_ctx_train = 131072, .swa_window = 128, .rope_base = 150000.0f, .norm_eps = 1e-5f,
+     .n_expert = 32, .n_expert_used = 4, .n_ff_exp = 2880, .yarn_factor = 32.0f,
+     .yarn_orig_ctx = 4096},
+    /* Not a published model: gpt-oss's every part (sinks, biases, windowed
+     * layers, YaRN) at a size the tests run. */
+    {.name = "gpt-oss-tiny", .arch = MODEL_ARCH_GPT_OSS, .n_layer = 4, .n_embd = 256,
+     .n_ff = 256, .n_head = 8, .n_head_kv = 2, .head_dim = 32, .n_vocab = 1024,
+     .n_ctx_train = 4096, .swa_window = 16, .rope_base = 150000.0f, .norm_eps = 1e-5f,
+     .n_expert = 8, .n_expert_used = 2, .n_ff_exp = 256, .yarn_factor = 32.0f,
+     .yarn_orig_ctx = 128},
 };
 #define N_SHAPES ((int)(sizeof shapes / sizeof shapes[0]))
 
@@ -84,7 +99,7 @@ const struct synth_shape *synth_shape_find(const char *name)
 const char *synth_shape_list(void)
 {
     return "llama-8b, llama-1b, qwen2-7b, gemma3-1b, qwen3-0.6b, smollm2-135m, qwen3-30b-a3b, "
-           "moe-tiny";
+           "moe-tiny, gpt-oss-20b, gpt-oss-tiny";
 }
 
 const char *synth_type_list(void)
@@ -222,7 +237,10 @@ static int list_tensors(struct model *m, const struct synth_shape *sh, struct td
     for (int il = 0; il < sh->n_layer; il++) {
         for (int i = 0; i < arch_n_layer_tensors(); i++) {
             const struct arch_tensor *at = arch_layer_tensor(i);
-            bool make = at->kind == ARCH_BIAS ? sh->qkv_bias : arch_tensor_need(ai, at) == ARCH_REQUIRED;
+            /* optional biases (llama's) only when the shape asks for them */
+            enum arch_need need = arch_tensor_need(ai, at);
+            bool make = need == ARCH_REQUIRED || (at->kind == ARCH_BIAS && need == ARCH_OPTIONAL &&
+                                                  sh->qkv_bias);
             if (!make)
                 continue;
             char nm[48];
@@ -245,6 +263,7 @@ static int check_shape(const struct synth_shape *sh, char *err, size_t errlen)
         sh->n_head_kv < 1 || sh->n_head % sh->n_head_kv != 0 || sh->head_dim < 2 ||
         sh->head_dim % 2 != 0 || sh->head_dim > 4096 || sh->n_vocab < 1 ||
         sh->n_vocab > (1 << 23) || sh->n_ctx_train < 1 || sh->swa_window < 0 ||
+        !(sh->yarn_factor == 0 || (sh->yarn_factor >= 1 && sh->yarn_orig_ctx > 0)) ||
         !(sh->rope_base > 0) || !(sh->norm_eps > 0) ||
         ((arch_info(sh->arch)->features & ARCH_MOE) != 0) != (sh->n_expert > 0) ||
         (sh->n_expert > 0 && (sh->n_expert > 1024 || sh->n_expert_used < 1 ||
@@ -279,7 +298,18 @@ static void fill_hparams(struct model *m, const struct synth_shape *sh)
     const struct arch_info *ai = arch_info(sh->arch);
     bool swa = (ai->features & ARCH_SWA) != 0;
     hp->rope_base_local = swa ? (float)ai->rope_base_swa : sh->rope_base;
-    hp->rope_freq_scale = 1.0f;
+    hp->rope_freq_scale = sh->yarn_factor > 0 ? 1.0f / sh->yarn_factor : 1.0f;
+    hp->rope_scale_local = swa && ai->swa_rope_unscaled ? 1.0f : hp->rope_freq_scale;
+    if (swa && !(ai->rope_base_swa > 0))
+        hp->rope_base_local = sh->rope_base;
+    /* YaRN with llama.cpp's defaults, as model.c reads a file without the
+     * optional keys */
+    hp->rope_yarn = sh->yarn_factor > 0;
+    hp->yarn_n_ctx_orig = sh->yarn_orig_ctx;
+    hp->yarn_beta_fast = 32.0f;
+    hp->yarn_beta_slow = 1.0f;
+    hp->yarn_ext_factor = 1.0f;
+    hp->yarn_attn_factor = 1.0f;
     hp->swa_window = swa ? sh->swa_window : 0;
     hp->n_expert = sh->n_expert;
     hp->n_expert_used = sh->n_expert_used;
@@ -477,7 +507,14 @@ int synth_write_gguf(const struct model *m, const struct synth_spec *s, const st
     }
     if (arch_info(sh->arch)->features & ARCH_SWA) {
         gguf_writer_set_u32(w, KEY("attention.sliding_window"), (uint32_t)sh->swa_window);
-        gguf_writer_set_f32(w, KEY("rope.freq_base_swa"), m->hp.rope_base_local);
+        if (arch_info(sh->arch)->rope_base_swa > 0) /* llama.cpp writes none for gpt-oss */
+            gguf_writer_set_f32(w, KEY("rope.freq_base_swa"), m->hp.rope_base_local);
+    }
+    if (sh->yarn_factor > 0) {
+        gguf_writer_set_str(w, KEY("rope.scaling.type"), "yarn");
+        gguf_writer_set_f32(w, KEY("rope.scaling.factor"), sh->yarn_factor);
+        gguf_writer_set_u32(w, KEY("rope.scaling.original_context_length"),
+                            (uint32_t)sh->yarn_orig_ctx);
     }
 #undef KEY
     /* Without a tokenizer to copy, the file says it has no vocabulary in the

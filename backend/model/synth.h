@@ -1,5 +1,5 @@
 /* synth.h - synthetic models: the shape of a published model (Llama 3 8B,
- * Qwen2 7B, Gemma 3 1B, Qwen3-30B-A3B, ...) with random but valid weights of one type,
+ * Qwen2 7B, Gemma 3 1B, Qwen3-30B-A3B, gpt-oss-20b, ...) with random but valid weights of one type,
  * built straight into memory so that a card or a CPU can be benchmarked, and
  * the CUDA backend compared with the CPU one, without a multi-gigabyte
  * download.
@@ -46,7 +46,7 @@ struct synth_shape {
     int32_t head_dim;      /* K and V head size */
     int32_t n_vocab;
     int32_t n_ctx_train;
-    int32_t swa_window;    /* tokens; 0 = none (gemma3 only) */
+    int32_t swa_window;    /* tokens; 0 = none (gemma3, gpt-oss) */
     float rope_base;
     float norm_eps;
     bool tied;             /* LM head is the embedding table */
@@ -56,6 +56,10 @@ struct synth_shape {
     int32_t n_expert_used;
     int32_t n_ff_exp;      /* one expert's hidden size */
     int32_t n_ff_shexp;    /* the shared expert's (qwen2moe), else 0 */
+    /* YaRN RoPE scaling (gpt-oss): factor > 1 stretches the
+     * yarn_orig_ctx tokens trained on; 0: none. */
+    float yarn_factor;
+    int32_t yarn_orig_ctx;
 };
 
 /* What to build: a shape, a weight type and a seed. */
