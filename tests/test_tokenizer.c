@@ -18,6 +18,7 @@
 
 #include "gguf.h"
 #include "tokenizer.h"
+#include "tokenizer_internal.h" /* tok_pre_split: the pieces themselves */
 
 /* ---- helpers ---- */
 
@@ -610,7 +611,8 @@ static void test_all_pretokenizers(void **state)
     (void)state;
     static const char *const pres[] = {"default", "gpt-2", "llama3", "llama-bpe", "qwen2",
                                        "smollm", "starcoder", "refact", "mpt", "falcon",
-                                       "deepseek-llm", "deepseek-coder", "command-r", "olmo"};
+                                       "deepseek-llm", "deepseek-coder", "command-r", "olmo",
+                                       "gpt-4o"};
     static char texts[256][5];
     const char *toks[256];
     /* the GPT-2 byte map, written out independently of the tokenizer */
@@ -649,6 +651,86 @@ static void test_all_pretokenizers(void **state)
         free(ids);
         tok_free(t);
     }
+}
+
+/* ---- the o200k (gpt-4o) pre-tokenizer ---- */
+
+/* An encoding context that writes each piece tok_pre_split hands on into
+ * TEXT, pieces separated by '|'. */
+struct piece_log {
+    struct tok_enc e; /* first: the emit callback gets its address */
+    char text[512];
+    size_t n;
+};
+
+static void log_piece(struct tok_enc *e, const unsigned char *piece, size_t n)
+{
+    struct piece_log *pl = (struct piece_log *)e;
+    if (pl->n + n + 2 > sizeof pl->text)
+        fail_msg("pieces overflow the log");
+    if (pl->n)
+        pl->text[pl->n++] = '|';
+    memcpy(pl->text + pl->n, piece, n);
+    pl->n += n;
+    pl->text[pl->n] = 0;
+}
+
+/* The pieces of TEXT under T's pre-tokenizer, '|'-separated, into OUT. */
+static void pieces(const struct tokenizer *t, const char *text, char *out, size_t cap)
+{
+    struct piece_log pl = {.e = {.t = t}};
+    tok_pre_split(&pl.e, text, strlen(text), log_piece);
+    assert_false(pl.e.failed);
+    for (int i = 0; i < TOK_MAX_REGEX; i++)
+        pcre2_match_data_free(pl.e.md[i]);
+    snprintf(out, cap, "%s", pl.text);
+}
+
+/* tokenizer.ggml.pre "gpt-4o" (gpt-oss's vocabulary) cuts text as
+ * tiktoken's o200k_base does: case changes split words, contractions stay
+ * on their word, digits go in threes, CJK runs are one piece, punctuation
+ * takes the newlines and slashes after it. */
+static void test_gpt4o_pretokenizer(void **state)
+{
+    (void)state;
+    static char texts[256][5];
+    const char *toks[256];
+    for (int b = 0; b < 256; b++) { /* any 256 distinct tokens: only the split is looked at */
+        snprintf(texts[b], sizeof texts[b], "<%02x>", b);
+        toks[b] = texts[b];
+    }
+    static const char *const no_merges[1] = {NULL};
+    struct vocab_spec v = {"gpt2", "gpt-4o", toks, 256, 0, no_merges, 0, -1};
+    char err[1024] = "";
+    struct tokenizer *t = build(&v, err, sizeof err);
+    if (!t)
+        fail_msg("gpt-4o: %s", err);
+    assert_string_equal(tok_pre_name(t), "gpt-4o");
+    assert_false(tok_add_bos(t));
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"HelloWorld", "Hello|World"},
+        {"CamelCASEWord isHTTPServer", "Camel|CASEWord| is|HTTPServer"},
+        {"I don't know, you'll see", "I| don't| know|,| you'll| see"},
+        {"I'M SHE'LL we'Re", "I'M| SHE'LL| we'Re"},
+        {"'s alone", "'s| alone"},
+        {"1 12 123 1234 12345", "1| |12| |123| |123|4| |123|45"},
+        {"v2024x", "v|202|4|x"},
+        {"中文字 你好，世界", "中文字| 你好|，世界"}, /* the comma leads its word */
+        {"naïve Éclair", "naïve| Éclair"},
+        {"x++;\n\n/y", "x|++;\n\n/|y"},
+        {"a  \n\n b", "a|  \n\n| b"},
+        {"end   ", "end|   "},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char got[512];
+        pieces(t, cases[i].in, got, sizeof got);
+        if (strcmp(got, cases[i].out) != 0)
+            fail_msg("gpt-4o split of '%s': got '%s', want '%s'", cases[i].in, got,
+                     cases[i].out);
+    }
+    tok_free(t);
 }
 
 /* ---- long texts: the same ids, in memory linear in the text ---- */
@@ -869,6 +951,7 @@ int main(void)
         cmocka_unit_test(test_gemma3_reference),
         cmocka_unit_test(test_broken_vocab),
         cmocka_unit_test(test_all_pretokenizers),
+        cmocka_unit_test(test_gpt4o_pretokenizer),
         cmocka_unit_test(test_min_tokens_is_a_lower_bound),
         cmocka_unit_test(test_long_text_ids_smollm2),
         cmocka_unit_test(test_long_text_ids_gemma3),

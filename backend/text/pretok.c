@@ -29,6 +29,21 @@
     "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"      \
     "\\p{N}| ?[^" WS_IN "\\p{L}\\p{N}]+[\\r\\n]*|" WS "*[\\r\\n]+|" WS "+(?!" NWS ")|" WS "+"
 
+/* GPT-4o's o200k_base (tokenizer.json of gpt-oss too): a word is an optional
+ * non-letter, then upper-case letters and lower-case ones in either order of
+ * emphasis (so "HelloWorld" is two words, "CASEWord" one), with a
+ * contraction as its suffix; digits in threes; punctuation runs take the
+ * newlines and slashes after them. This is the tokenizer.json pattern
+ * itself: llama.cpp rewrites the case classes with lookaheads because
+ * std::regex lacks \p{Lu}, and PCRE2 has them. */
+#define RE_O200K_CONTRACTION "(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+#define RE_O200K_UPPER "[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}]"
+#define RE_O200K_LOWER "[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}]"
+#define RE_O200K                                                                                   \
+    "[^\\r\\n\\p{L}\\p{N}]?" RE_O200K_UPPER "*" RE_O200K_LOWER "+" RE_O200K_CONTRACTION "|"       \
+    "[^\\r\\n\\p{L}\\p{N}]?" RE_O200K_UPPER "+" RE_O200K_LOWER "*" RE_O200K_CONTRACTION "|"       \
+    "\\p{N}{1,3}| ?[^" WS_IN "\\p{L}\\p{N}]+[\\r\\n/]*|" WS "*[\\r\\n]+|" WS "+(?!" NWS ")|" WS "+"
+
 /* DeepSeek LLM's letter class from llama.cpp (the cased letters), written
  * with escapes: several of its code points (U+1F7D, U+1FBE, U+1FD3, U+1FDB,
  * U+2126, U+212A) have canonical singleton decompositions that an editor or
@@ -78,6 +93,12 @@ static const struct pre_def PRE_DEFS[] = {
     {
         .names = {"qwen2", "deepseek-r1-qwen", "stablelm2", "megrez", "hunyuan", NULL},
         .regex = {RE_QWEN2},
+    },
+    {
+        /* llama.cpp's LLAMA_VOCAB_PRE_TYPE_GPT4O: gpt-oss, GPT-4o-style
+         * vocabularies (no BOS, merges applied as usual) */
+        .names = {"gpt-4o", NULL},
+        .regex = {RE_O200K},
     },
     {
         .names = {"smollm", "starcoder", "refact", "command-r", "codeshell", "exaone",
