@@ -1198,6 +1198,24 @@ static void test_gpt_oss_loader_fields(void **state)
     model_free(m);
 }
 
+static void set_yarn_case(struct gguf_writer *w, const char *key, int variant)
+{
+    switch (variant) {
+    case 0:
+        gguf_writer_set_str(w, key, "longrope");
+        break;
+    case 1:
+        gguf_writer_set_f32(w, key, 0.5f);
+        break;
+    case 2:
+        gguf_writer_set_f32(w, key, 40.0f);
+        break;
+    default:
+        gguf_writer_set_u32(w, key, 0);
+        break;
+    }
+}
+
 /* Corrupt gpt-oss files: one line naming the file and the tensor or key. */
 static void test_gpt_oss_load_errors(void **state)
 {
@@ -1231,6 +1249,35 @@ static void test_gpt_oss_load_errors(void **state)
     s.nonfinite_tensor = "blk.0.attn_sinks.weight";
     expect_load_error(&s, "oss-nansink", "tensor blk.0.attn_sinks.weight holds a non-finite",
                       NULL);
+
+    /* RoPE scaling keys YaRN cannot use, and kinds kvchat does not have */
+    s = oss_small;
+    char src[1200], dst[1200], err[512];
+    synth_path(src, sizeof src, "oss-key-src");
+    synth_path(dst, sizeof dst, "oss-key");
+    write_synth(&s, src, 1);
+    static const struct {
+        const char *key;
+        int variant;
+        const char *says;
+    } cases[] = {
+        {"gpt-oss.rope.scaling.type", 0,
+         "gpt-oss.rope.scaling.type 'longrope' is not supported (only none, linear and yarn)"},
+        {"gpt-oss.rope.scaling.factor", 1, "gpt-oss.rope.scaling.factor = 0.5 is below 1"},
+        {"gpt-oss.rope.scaling.yarn_beta_slow", 2,
+         "gpt-oss.rope.scaling.yarn_beta_slow = 40 must be below yarn_beta_fast 32"},
+        {"gpt-oss.rope.scaling.original_context_length", 3,
+         "gpt-oss.rope.scaling.original_context_length = 0 is out of range"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        rewrite_key(src, dst, set_yarn_case, cases[i].key, cases[i].variant);
+        err[0] = 0;
+        assert_null(model_load(dst, err, sizeof err));
+        printf("%s: %s\n", cases[i].key, err);
+        assert_null(strchr(err, '\n'));
+        assert_non_null(strstr(err, "oss-key.gguf"));
+        assert_non_null(strstr(err, cases[i].says));
+    }
 }
 
 static void test_truncated_real_file(void **state)

@@ -38,6 +38,14 @@
  * one for their down products, then the weighted sum per token. A token's
  * experts and their order depend only on its router logits, so batch and
  * token-by-token runs pick the same ones.
+ *
+ * gpt-oss adds nothing the steps above do not already have a place for:
+ * its biases ride on the products (matmul.bias; an expert's is its row of
+ * the stacked bias), the router's top-k softmax and the clamped SwiGLU are
+ * options of moe_select and moe_worker, YaRN is a per-pair frequency and a
+ * cos/sin factor fixed at create (rope_inv_freq), and the attention sinks
+ * join each head's softmax denominator once its chunks are folded
+ * (attn_finish), so the chunk kernels are the same for every model.
  */
 #include <math.h>
 #include <stdatomic.h>
