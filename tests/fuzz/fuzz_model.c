@@ -55,7 +55,9 @@ static void check_model(const struct model *m)
     const struct model_hparams *hp = &m->hp;
     if ((unsigned)hp->arch >= MODEL_ARCH_COUNT || !model_arch_name(hp->arch))
         abort();
-    if (hp->n_vocab <= 0 || hp->n_embd <= 0 || hp->n_layer <= 0 || hp->n_ff <= 0 ||
+    /* a mixture of experts may have no dense FFN size */
+    if (hp->n_vocab <= 0 || hp->n_embd <= 0 || hp->n_layer <= 0 ||
+        (hp->n_expert > 0 ? hp->n_ff < 0 : hp->n_ff <= 0) ||
         hp->n_head <= 0 || hp->n_head_kv <= 0 || hp->head_dim <= 0 || hp->n_rot < 0 ||
         hp->n_rot > hp->head_dim || hp->n_head % hp->n_head_kv != 0)
         abort();
@@ -82,6 +84,8 @@ static void check_model(const struct model *m)
         check_tensor(&l->q_norm, 0, false);
         check_tensor(&l->k_norm, 0, false);
         check_tensor(&l->wo, q, true);
+        check_tensor(&l->bo, hp->n_embd, false);
+        check_tensor(&l->attn_sinks, hp->n_head, hp->attn_sinks);
         check_tensor(&l->post_attn_norm, 0, false);
         check_tensor(&l->ffn_norm, hp->n_embd, true);
         bool moe = hp->n_expert > 0;
@@ -97,6 +101,13 @@ static void check_model(const struct model *m)
         if (moe && (l->ffn_gate_inp.ne1 != hp->n_expert ||
                     l->ffn_gate_exps.ne1 != (int64_t)hp->n_ff_exp * hp->n_expert ||
                     l->ffn_down_exps.ne1 != (int64_t)hp->n_embd * hp->n_expert))
+            abort();
+        /* gpt-oss's biases: a row per expert */
+        check_tensor(&l->ffn_gate_inp_b, hp->n_expert, false);
+        check_tensor(&l->ffn_gate_exps_b, hp->n_ff_exp, false);
+        check_tensor(&l->ffn_up_exps_b, hp->n_ff_exp, false);
+        check_tensor(&l->ffn_down_exps_b, hp->n_embd, false);
+        if (l->ffn_gate_exps_b.data && l->ffn_gate_exps_b.ne1 != hp->n_expert)
             abort();
         check_tensor(&l->ffn_gate_inp_shexp, 0, false);
         check_tensor(&l->ffn_gate_shexp, 0, false);

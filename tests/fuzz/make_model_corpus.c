@@ -1,6 +1,7 @@
 /* make_model_corpus.c - writes the seed corpus of fuzz_model: one tiny model
  * per architecture and a few variants (quantised weights, untied output,
- * per-layer head counts, rope frequencies, a sliding window), each a few KiB.
+ * per-layer head counts, rope frequencies, a sliding window, gpt-oss with
+ * MXFP4 experts), each a few KiB.
  *
  * Usage: make_model_corpus OUTDIR  (rewrites the .gguf files in OUTDIR; the
  * checked-in corpus is tests/fuzz/corpus/model, made with this program).
@@ -37,6 +38,12 @@ static const struct {
                          .n_embd = 8, .n_head = 2, .n_head_kv = 1, .head_dim = 4, .n_rot = 4,
                          .head_dim_key = true, .n_ff = 8, .n_vocab = 5, .n_layer = 2,
                          .swa_window = 4}},
+    {"gpt-oss-mxfp4.gguf", {.arch = "gpt-oss", .wtype = GGML_TYPE_F16, .etype = GGML_TYPE_F16,
+                            .n_embd = 32, .n_head = 2, .n_head_kv = 1, .head_dim = 8, .n_rot = 8,
+                            .head_dim_key = true, .n_vocab = 5, .n_layer = 2, .untied = true,
+                            .swa_window = 4, .yarn_factor = 32.0f, .yarn_orig_ctx = 64,
+                            .n_expert = 3, .n_expert_used = 2, .n_ff_exp = 32,
+                            .own_xtype = true, .xtype = GGML_TYPE_MXFP4}},
 };
 
 int main(int argc, char **argv)
