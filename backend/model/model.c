@@ -321,7 +321,8 @@ static int parse_rope_scaling(struct loader *L, struct model_hparams *hp)
         get_hp_float(L, "rope.scaling.yarn_beta_slow", 1.0, 0.0, 1e6, &hp->yarn_beta_slow) ||
         get_hp_float(L, "rope.scaling.attn_factor", 1.0, 0.0, 1e3, &hp->yarn_attn_factor))
         return -1;
-    /* the ramp's weight may be 0 (YaRN off but the magnitude kept off too) */
+    /* 0 is allowed: ggml then uses the plain scaled angles, without the
+     * ramp or the magnitude factor */
     if (get_hp_float(L, "rope.scaling.yarn_ext_factor", 1.0, -1e-9, 1.0, &hp->yarn_ext_factor))
         return -1;
     if (hp->yarn_beta_slow >= hp->yarn_beta_fast) {
