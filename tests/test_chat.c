@@ -7,8 +7,9 @@
  * others are written by hand from model-formats.md §6.2. DeepSeek-R1's and
  * gpt-oss's came from their templates in llama.cpp's models/templates
  * (deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja, openai-gpt-oss-120b.jinja)
- * rendered by jinja2 3.1 as transformers sets it up (trim_blocks,
- * lstrip_blocks), with the variables each test names.
+ * and from DeepSeek-R1-Distill-Qwen-7B's GGUF file, rendered by jinja2 3.1
+ * as transformers sets it up (trim_blocks, lstrip_blocks), bos_token "",
+ * with the variables each test names.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -519,6 +520,34 @@ static const char deepseek_r1_jinja[] =
     "{%- if add_generation_prompt and not ns.is_tool -%}{{'<｜Assistant｜><think>\\n'}}\n"
     "{%- endif %}";
 
+/* The template inside DeepSeek-R1-Distill-Qwen-7B's GGUF file (an earlier
+ * revision): its generation prompt leaves "<think>" to the model. */
+static const char deepseek_r1_gguf_jinja[] =
+    "{% if not add_generation_prompt is defined %}{% set add_generation_prompt = false %}{% end"
+    "if %}{% set ns = namespace(is_first=false, is_tool=false, is_output_first=true, system_pro"
+    "mpt='') %}{%- for message in messages %}{%- if message['role'] == 'system' %}{% set ns.sys"
+    "tem_prompt = message['content'] %}{%- endif %}{%- endfor %}{{bos_token}}{{ns.system_prompt"
+    "}}{%- for message in messages %}{%- if message['role'] == 'user' %}{%- set ns.is_tool = fa"
+    "lse -%}{{'<｜User｜>' + message['content']}}{%- endif %}{%- if message['role'] == 'assistant"
+    "' and message['content'] is none %}{%- set ns.is_tool = false -%}{%- for tool in message['"
+    "tool_calls']%}{%- if not ns.is_first %}{{'<｜Assistant｜><｜tool▁calls▁begin｜><｜tool▁call▁beg"
+    "in｜>' + tool['type'] + '<｜tool▁sep｜>' + tool['function']['name'] + '\\n' + '```json' + '\\n"
+    "' + tool['function']['arguments'] + '\\n' + '```' + '<｜tool▁call▁end｜>'}}{%- set ns.is_fir"
+    "st = true -%}{%- else %}{{'\\n' + '<｜tool▁call▁begin｜>' + tool['type'] + '<｜tool▁sep｜>' + "
+    "tool['function']['name'] + '\\n' + '```json' + '\\n' + tool['function']['arguments'] + '\\n"
+    "' + '```' + '<｜tool▁call▁end｜>'}}{{'<｜tool▁calls▁end｜><｜end▁of▁sentence｜>'}}{%- endif %}{%"
+    "- endfor %}{%- endif %}{%- if message['role'] == 'assistant' and message['content'] is not"
+    " none %}{%- if ns.is_tool %}{{'<｜tool▁outputs▁end｜>' + message['content'] + '<｜end▁of▁sent"
+    "ence｜>'}}{%- set ns.is_tool = false -%}{%- else %}{% set content = message['content'] %}{%"
+    " if '</think>' in content %}{% set content = content.split('</think>')[-1] %}{% endif %}{{"
+    "'<｜Assistant｜>' + content + '<｜end▁of▁sentence｜>'}}{%- endif %}{%- endif %}{%- if message["
+    "'role'] == 'tool' %}{%- set ns.is_tool = true -%}{%- if ns.is_output_first %}{{'<｜tool▁out"
+    "puts▁begin｜><｜tool▁output▁begin｜>' + message['content'] + '<｜tool▁output▁end｜>'}}{%- set n"
+    "s.is_output_first = false %}{%- else %}{{'\\n<｜tool▁output▁begin｜>' + message['content'] +"
+    " '<｜tool▁output▁end｜>'}}{%- endif %}{%- endif %}{%- endfor -%}{% if ns.is_tool %}{{'<｜tool"
+    "▁outputs▁end｜>'}}{% endif %}{% if add_generation_prompt and not ns.is_tool %}{{'<｜Assistan"
+    "t｜>'}}{% endif %}";
+
 /* The parts of gpt-oss's template (openai-gpt-oss-120b.jinja) detection
  * reads: its message headers. */
 static const char gpt_oss_jinja[] =
@@ -538,8 +567,13 @@ static void test_detect_reasoning_formats(void **state)
     assert_null(t.today);
     assert_int_equal(t.flags & CHAT_FLAG_THINK_SWITCH, 0);
     assert_string_equal(chat_format_name(t.format), "deepseek-r1");
+    assert_true(t.flags & CHAT_FLAG_OPENS_THINKING);
     assert_string_equal(chat_reply_prefix(&t), "<think>\n");
     assert_null(chat_reply_controls(t.format));
+    detect(deepseek_r1_gguf_jinja, &t, buf, sizeof buf);
+    assert_int_equal(t.format, CHAT_FORMAT_DEEPSEEK_R1);
+    assert_int_equal(t.flags & CHAT_FLAG_OPENS_THINKING, 0);
+    assert_string_equal(chat_reply_prefix(&t), "");
 
     detect(gpt_oss_jinja, &t, buf, sizeof buf);
     assert_int_equal(t.format, CHAT_FORMAT_HARMONY);
@@ -589,6 +623,14 @@ static void test_render_deepseek_r1(void **state)
     /* by its own rule, with the generic flag or without */
     t.flags ^= CHAT_FLAG_DROP_THINKING;
     expect_render(&t, think, N(think), true, want);
+
+    /* the GGUF file's revision: the same but for the generation prompt */
+    detect(deepseek_r1_gguf_jinja, &t, NULL, 0);
+    static const struct chat_message multi[] = {
+        S("Be kind."), U("  Hello\n"), A("<think>\nhmm\n</think>\n\n Hi! "), U("Tell me a joke.")};
+    expect_render(&t, multi, N(multi), true,
+                  "Be kind.<｜User｜>  Hello\n<｜Assistant｜>\n\n Hi! <｜end▁of▁sentence｜><｜User｜>"
+                  "Tell me a joke.<｜Assistant｜>");
 }
 
 #define HARMONY_SYSTEM                                                                          \

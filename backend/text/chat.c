@@ -464,7 +464,7 @@ static const char *after_last_close(const char *c)
 /* DeepSeek-R1 (its distills' template): the last system message's text
  * first, right after BOS (the tokenizer's), then "<｜User｜>{user}" and
  * "<｜Assistant｜>{reply}<｜end▁of▁sentence｜>", nothing trimmed. The
- * generation prompt opens the think block the reply then fills. */
+ * generation prompt may open the think block the reply then fills. */
 static void render_deepseek_r1(struct builder *b, const struct chat_template *t,
                                const struct chat_message *m, size_t n, bool gen)
 {
@@ -687,7 +687,7 @@ const char *chat_end_of_turn(enum chat_format f)
 const char *chat_reply_prefix(const struct chat_template *t)
 {
     const char *p = t ? format_row(t->format)->reply_prefix : NULL;
-    return p ? p : "";
+    return p && (t->flags & CHAT_FLAG_OPENS_THINKING) ? p : "";
 }
 
 const char *const *chat_reply_controls(enum chat_format f)
@@ -1019,6 +1019,8 @@ void chat_detect(const char *jinja, enum chat_format fallback, struct chat_templ
         out->format = CHAT_FORMAT_LLAMA3;
     } else if (has(jinja, "<｜Assistant｜>") && has(jinja, "<｜User｜>")) {
         out->format = CHAT_FORMAT_DEEPSEEK_R1;
+        if (has(jinja, "<｜Assistant｜><think>"))
+            out->flags |= CHAT_FLAG_OPENS_THINKING;
     } else if (has(jinja, "<|channel|>")) {
         out->format = CHAT_FORMAT_HARMONY;
     } else {

@@ -20,8 +20,8 @@ enum chat_format {
     CHAT_FORMAT_MISTRAL, /* [INST] ... [/INST] with the system text in the first turn */
     CHAT_FORMAT_GEMMA,   /* <start_of_turn>user ... <end_of_turn> */
     /* DeepSeek-R1 and its distills: {system}<｜User｜>...<｜Assistant｜>...
-     * (fullwidth bars, U+2581 for spaces); the generation prompt opens the
-     * reply's think block ("<think>\n"). */
+     * (fullwidth bars, U+2581 for spaces); with CHAT_FLAG_OPENS_THINKING the
+     * generation prompt opens the reply's think block ("<think>\n"). */
     CHAT_FORMAT_DEEPSEEK_R1,
     /* gpt-oss's harmony: <|start|>role<|message|>...<|end|>, replies in
      * channels (analysis = thinking, final = the answer). */
@@ -73,6 +73,11 @@ enum chat_flag {
      * ("<think>\n\n</think>\n\n"), as the template renders enable_thinking
      * false. Set by the caller, only where CHAT_FLAG_THINK_SWITCH is. */
     CHAT_FLAG_THINK_OFF = 1u << 6,
+    /* The generation prompt opens the reply's think block: DeepSeek's later
+     * R1 templates end it "<｜Assistant｜><think>\n"; the one inside the
+     * R1-Distill GGUF files ends at "<｜Assistant｜>" and the model writes
+     * "<think>" itself. Found by "<｜Assistant｜><think>" in the text. */
+    CHAT_FLAG_OPENS_THINKING = 1u << 7,
 };
 
 /* Where the answer of REPLY (LEN bytes) starts once an opening
@@ -122,8 +127,8 @@ const char *chat_end_of_turn(enum chat_format f);
 
 /* What the generation prompt leaves open for the reply to continue: the
  * reply as kept (and streamed) starts with it, so it reads as the model's
- * whole turn ("<think>\n" for DeepSeek-R1, whose prompt opens the think
- * block); "" for the other formats. */
+ * whole turn and its thinking is told apart like any other ("<think>\n"
+ * where DeepSeek-R1's prompt opens the think block); "" otherwise. */
 const char *chat_reply_prefix(const struct chat_template *t);
 
 /* Control tokens that are part of a reply's text in this format (harmony's
