@@ -235,9 +235,11 @@ struct engine_turn_params {
     engine_notice_fn on_notice;
     engine_token_fn on_token; /* NULL = not wanted */
     /* A reasoning model's thinking (a "<think>...</think>" block opening
-     * the reply) told apart: set, the thinking's text goes here without the
-     * tags, and ON_PIECE gets the answer alone (newlines after "</think>"
-     * skipped). NULL = the thinking reaches ON_PIECE as the model wrote it.
+     * the reply, or gpt-oss's analysis channel) told apart: set, the
+     * thinking's text goes here without the tags, and ON_PIECE gets the
+     * answer alone (newlines after "</think>" skipped, harmony's channel
+     * headers never). NULL = the thinking reaches ON_PIECE as the model
+     * wrote it, headers included.
      * REPLY is the whole text either way (engine_split_thinking parts it). */
     engine_piece_fn on_thinking;
     /* Told while the prompt is read in (prefill): prompt tokens done of the
@@ -248,9 +250,12 @@ struct engine_turn_params {
 };
 
 /* Parts REPLY (LEN bytes, as engine_chat gives it) into thinking and
- * answer: *THINK_OFF and *THINK_LEN the text between an opening "<think>" and
- * "</think>" (all the rest while it is still open), *ANSWER_OFF where the
- * answer starts. False (lengths 0, answer at 0) when there is no thinking. */
+ * answer as the streaming split does (on_thinking): *THINK_OFF and
+ * *THINK_LEN the text between an opening "<think>" and "</think>", or a
+ * harmony reply's analysis message (all the rest while it is still open),
+ * *ANSWER_OFF where the answer starts (past a harmony reply's headers, so
+ * REPLY + *ANSWER_OFF is the answer alone). False (thinking 0, 0) when there
+ * is no thinking. */
 bool engine_split_thinking(const char *reply, size_t len, size_t *think_off, size_t *think_len,
                            size_t *answer_off);
 

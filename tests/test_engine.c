@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "engine.h"
+#include "engine_impl.h"
 #include "gguf.h"
 #include "hostmem.h"
 #include "model.h"
@@ -202,6 +203,190 @@ static void test_split_thinking(void **state)
     assert_true(engine_split_thinking(open, strlen(open), &to, &tl, &ao));
     assert_int_equal(tl, 5);
     assert_int_equal(ao, strlen(open));
+}
+
+/* ---- thinking told apart, fed by a scripted engine ----
+ * An engine whose replies are given pieces: engine_chat's splitter sees
+ * exactly what a model's stream would hand it, cut wherever the test says. */
+struct scripted {
+    struct engine base;
+    const char *const *pieces; /* the next reply, NULL-terminated */
+};
+
+static int scripted_chat(struct engine *eng, const char *user_text,
+                         const struct engine_turn_params *tp, char **reply, char *err,
+                         size_t errlen)
+{
+    struct scripted *s = (struct scripted *)eng;
+    (void)user_text, (void)err, (void)errlen;
+    size_t total = 0;
+    for (size_t i = 0; s->pieces[i]; i++)
+        total += strlen(s->pieces[i]);
+    char *r = malloc(total + 1);
+    assert_non_null(r);
+    size_t k = 0;
+    for (size_t i = 0; s->pieces[i]; i++) {
+        size_t n = strlen(s->pieces[i]);
+        memcpy(r + k, s->pieces[i], n);
+        k += n;
+        if (n && tp->on_piece && !tp->on_piece(s->pieces[i], n, tp->user))
+            break;
+    }
+    r[total] = 0;
+    if (reply)
+        *reply = r;
+    else
+        free(r);
+    return 0;
+}
+
+static void scripted_free(struct engine *eng) { (void)eng; }
+
+static const struct engine_ops scripted_ops = {
+    .kind = "scripted", .chat = scripted_chat, .free = scripted_free};
+
+struct heard {
+    char think[512], answer[512];
+    size_t nt, na;
+};
+
+static bool heard_piece(const char *s, size_t n, void *user)
+{
+    struct heard *h = user;
+    assert_true(h->na + n < sizeof h->answer);
+    memcpy(h->answer + h->na, s, n);
+    h->answer[h->na += n] = 0;
+    return true;
+}
+
+static bool heard_thinking(const char *s, size_t n, void *user)
+{
+    struct heard *h = user;
+    assert_true(h->nt + n < sizeof h->think);
+    memcpy(h->think + h->nt, s, n);
+    h->think[h->nt += n] = 0;
+    return true;
+}
+
+/* Streams PIECES through engine_chat and checks what each side got, and
+ * that engine_split_thinking parts the whole reply the same way. */
+static void expect_split(const char *const *pieces, const char *think, const char *answer)
+{
+    struct scripted s = {.base = {.ops = &scripted_ops}, .pieces = pieces};
+    struct heard h = {0};
+    struct engine_turn_params tp = {.on_piece = heard_piece, .on_thinking = heard_thinking,
+                                    .user = &h};
+    char err[128], *reply = NULL;
+    assert_int_equal(engine_chat(&s.base, "q", &tp, &reply, err, sizeof err), 0);
+    assert_string_equal(h.think, think);
+    assert_string_equal(h.answer, answer);
+    size_t to, tl, ao;
+    bool split = engine_split_thinking(reply, strlen(reply), &to, &tl, &ao);
+    if (*think)
+        assert_true(split);
+    if (split) {
+        assert_int_equal(tl, strlen(think));
+        assert_memory_equal(reply + to, think, tl);
+    }
+    assert_string_equal(reply + ao, answer);
+    free(reply);
+}
+
+/* REPLY streamed whole, byte by byte, and cut at every pair of places. */
+static void expect_split_all_ways(const char *reply, const char *think, const char *answer)
+{
+    const char *whole[] = {reply, NULL};
+    expect_split(whole, think, answer);
+    size_t n = strlen(reply);
+    char bytes[256][2];
+    const char *one[257];
+    assert_true(n < 256);
+    for (size_t i = 0; i < n; i++) {
+        bytes[i][0] = reply[i];
+        bytes[i][1] = 0;
+        one[i] = bytes[i];
+    }
+    one[n] = NULL;
+    expect_split(one, think, answer);
+    char a[256], b[256], c[256];
+    for (size_t i = 0; i <= n; i++) {
+        for (size_t j = i; j <= n; j++) {
+            memcpy(a, reply, i);
+            a[i] = 0;
+            memcpy(b, reply + i, j - i);
+            b[j - i] = 0;
+            memcpy(c, reply + j, n - j + 1);
+            const char *three[] = {a, b, c, NULL};
+            expect_split(three, think, answer);
+        }
+    }
+}
+
+static void test_stream_split_think_tags(void **state)
+{
+    (void)state;
+    /* Qwen3 */
+    expect_split_all_ways("<think>\nhmm, a fruit\n</think>\n\nA pear.", "\nhmm, a fruit\n",
+                          "A pear.");
+    /* DeepSeek-R1: the prompt's "<think>\n" is the reply's first piece */
+    const char *r1[] = {"<think>\n", "Okay", ", 2+2", "</think>", "\n\n", "4", NULL};
+    expect_split(r1, "\nOkay, 2+2", "4");
+    /* no think block: all answer, tags later in the text stay text */
+    expect_split_all_ways("A <think> pear", "", "A <think> pear");
+    /* other formats' markers are text in a think-tag reply */
+    expect_split_all_ways("<think>a<|end|></think>Use <|end|> and <|channel|>final<|message|>",
+                          "a<|end|>", "Use <|end|> and <|channel|>final<|message|>");
+    /* cut short: what was held back is text */
+    expect_split_all_ways("<think>still</thi", "still</thi", "");
+    expect_split_all_ways("<thi", "", "<thi");
+}
+
+static void test_stream_split_harmony(void **state)
+{
+    (void)state;
+    static const char reply[] = "<|channel|>analysis<|message|>User asks capital. Answer."
+                                "<|end|><|start|>assistant<|channel|>final<|message|>Paris.";
+    expect_split_all_ways(reply, "User asks capital. Answer.", "Paris.");
+    /* token by token, as the engine writes the header tokens' texts */
+    const char *tokens[] = {"<|channel|>", "analysis", "<|message|>", "User", " asks",
+                            " capital", ".", " Answer", ".", "<|end|>", "<|start|>",
+                            "assistant", "<|channel|>", "final", "<|message|>", "Paris", ".",
+                            NULL};
+    expect_split(tokens, "User asks capital. Answer.", "Paris.");
+    /* straight to the final channel; "<|" in the answer is text */
+    expect_split_all_ways("<|channel|>final<|message|>a <|x|> b", "", "a <|x|> b");
+    /* commentary is not the answer */
+    expect_split_all_ways("<|channel|>commentary<|message|>c<|end|><|start|>assistant"
+                          "<|channel|>final<|message|>f",
+                          "c", "f");
+    /* cut short inside a header: held text is the thinking's */
+    expect_split_all_ways("<|channel|>analysis<|message|>x<|en", "x<|en", "");
+    /* think tags mean nothing in a harmony reply */
+    expect_split_all_ways("<|channel|>final<|message|><think>y</think>", "",
+                          "<think>y</think>");
+}
+
+/* engine_split_thinking on stored harmony replies. */
+static void test_split_thinking_harmony(void **state)
+{
+    (void)state;
+    size_t to, tl, ao;
+    const char *r = "<|channel|>analysis<|message|>why<|end|><|start|>assistant"
+                    "<|channel|>final<|message|>because";
+    assert_true(engine_split_thinking(r, strlen(r), &to, &tl, &ao));
+    assert_int_equal(to, strlen("<|channel|>analysis<|message|>"));
+    assert_int_equal(tl, 3);
+    assert_string_equal(r + ao, "because");
+    /* still in its analysis: no answer yet */
+    const char *open = "<|channel|>analysis<|message|>wh";
+    assert_true(engine_split_thinking(open, strlen(open), &to, &tl, &ao));
+    assert_int_equal(tl, 2);
+    assert_int_equal(ao, strlen(open));
+    /* straight to the final message: no thinking, the answer past its header */
+    const char *fin = "<|channel|>final<|message|>hi";
+    assert_false(engine_split_thinking(fin, strlen(fin), &to, &tl, &ao));
+    assert_int_equal(tl, 0);
+    assert_string_equal(fin + ao, "hi");
 }
 
 /* A multi-turn conversation where the model must use the first turn. */
@@ -783,6 +968,9 @@ int main(void)
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_prefill_progress),
         cmocka_unit_test(test_split_thinking),
+        cmocka_unit_test(test_stream_split_think_tags),
+        cmocka_unit_test(test_stream_split_harmony),
+        cmocka_unit_test(test_split_thinking_harmony),
         cmocka_unit_test(test_nonfinite_logits_is_damage),
         cmocka_unit_test(test_hostmem_available),
         cmocka_unit_test(test_cpu_refuses_context_past_memory),

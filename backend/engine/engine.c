@@ -302,14 +302,14 @@ bool engine_split_thinking(const char *reply, size_t len, size_t *think_off, siz
     struct splitter sp = {.out = spans_out, .user = &spans};
     split_feed(&sp, reply, reply ? len : 0);
     split_finish(&sp);
+    /* no answer yet: it starts at the end, past any marker */
+    *answer_off = spans.have_answer ? spans.answer_off : sp.family != SF_NONE ? len : 0;
     *think_off = 0;
     *think_len = 0;
-    *answer_off = 0;
     if (!sp.entered_think)
         return false;
     *think_off = sp.think_at;
     *think_len = spans.think_end > sp.think_at ? spans.think_end - sp.think_at : 0;
-    *answer_off = spans.have_answer ? spans.answer_off : len;
     return true;
 }
 
