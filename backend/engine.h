@@ -239,7 +239,8 @@ struct engine_turn_params {
      * thinking's text goes here without the tags, and ON_PIECE gets the
      * answer alone (newlines after "</think>" skipped, harmony's channel
      * headers never). NULL = the thinking reaches ON_PIECE as the model
-     * wrote it, headers included.
+     * wrote it; a harmony reply's as a "<think>...</think>\n\n" block before
+     * its answer, its headers never.
      * REPLY is the whole text either way (engine_split_thinking parts it). */
     engine_piece_fn on_thinking;
     /* Told while the prompt is read in (prefill): prompt tokens done of the

@@ -366,6 +366,42 @@ static void test_stream_split_harmony(void **state)
                           "<think>y</think>");
 }
 
+/* A front-end that does not ask for the thinking apart still never sees
+ * harmony's headers: the analysis comes as a think block before the answer. */
+static void test_stream_harmony_without_thinking_hook(void **state)
+{
+    (void)state;
+    static const char *const cases[][2] = {
+        {"<|channel|>analysis<|message|>why<|end|><|start|>assistant<|channel|>final"
+         "<|message|>because",
+         "<think>why</think>\n\nbecause"},
+        {"<|channel|>final<|message|>hi <|x|>", "hi <|x|>"},
+        {"<|channel|>analysis<|message|>cut", "<think>cut"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        const char *reply = cases[c][0];
+        size_t n = strlen(reply);
+        char bytes[256][2];
+        const char *one[257];
+        assert_true(n < 256);
+        for (size_t i = 0; i < n; i++) {
+            bytes[i][0] = reply[i];
+            bytes[i][1] = 0;
+            one[i] = bytes[i];
+        }
+        one[n] = NULL;
+        struct scripted s = {.base = {.ops = &scripted_ops}, .pieces = one};
+        snprintf(s.base.info.template_name, sizeof s.base.info.template_name, "gpt-oss");
+        struct heard h = {0};
+        struct engine_turn_params tp = {.on_piece = heard_piece, .user = &h};
+        char err[128], *got = NULL;
+        assert_int_equal(engine_chat(&s.base, "q", &tp, &got, err, sizeof err), 0);
+        assert_string_equal(h.answer, cases[c][1]);
+        assert_string_equal(got, reply); /* the reply itself is kept as written */
+        free(got);
+    }
+}
+
 /* engine_split_thinking on stored harmony replies. */
 static void test_split_thinking_harmony(void **state)
 {
@@ -971,6 +1007,7 @@ int main(void)
         cmocka_unit_test(test_stream_split_think_tags),
         cmocka_unit_test(test_stream_split_harmony),
         cmocka_unit_test(test_split_thinking_harmony),
+        cmocka_unit_test(test_stream_harmony_without_thinking_hook),
         cmocka_unit_test(test_nonfinite_logits_is_damage),
         cmocka_unit_test(test_hostmem_available),
         cmocka_unit_test(test_cpu_refuses_context_past_memory),

@@ -329,15 +329,35 @@ struct think_tap {
     const struct engine_turn_params *tp;
     struct splitter sp;
     bool go_on;
+    /* No on_thinking, but headers that must not reach the screen (harmony):
+     * the thinking goes to on_piece as a "<think>" block, the convention
+     * front-ends already read, and the answer after it. */
+    bool as_tags;
+    bool tag_open, tag_closed;
 };
+
+static void tap_emit(struct think_tap *t, engine_piece_fn f, const char *s, size_t n)
+{
+    if (f && t->go_on && !f(s, n, t->tp->user))
+        t->go_on = false;
+}
 
 static void tap_out(void *user, bool thinking, const char *s, size_t n, size_t off)
 {
     struct think_tap *t = user;
     (void)off;
-    engine_piece_fn f = thinking ? t->tp->on_thinking : t->tp->on_piece;
-    if (f && !f(s, n, t->tp->user))
-        t->go_on = false;
+    if (!t->as_tags) {
+        tap_emit(t, thinking ? t->tp->on_thinking : t->tp->on_piece, s, n);
+        return;
+    }
+    if (thinking && !t->tag_open) {
+        t->tag_open = true;
+        tap_emit(t, t->tp->on_piece, "<think>", 7);
+    } else if (!thinking && t->tag_open && !t->tag_closed) {
+        t->tag_closed = true;
+        tap_emit(t, t->tp->on_piece, "</think>\n\n", 10);
+    }
+    tap_emit(t, t->tp->on_piece, s, n);
 }
 
 static bool think_piece(const char *s, size_t n, void *user)
@@ -369,9 +389,10 @@ static void think_prefill(uint64_t done, uint64_t total, void *user)
 int engine_chat(struct engine *e, const char *user_text, const struct engine_turn_params *tp,
                 char **reply, char *err, size_t errlen)
 {
-    if (!tp->on_thinking)
+    bool headers = strcmp(e->info.template_name, chat_format_name(CHAT_FORMAT_HARMONY)) == 0;
+    if (!tp->on_thinking && !headers)
         return e->ops->chat(e, user_text, tp, reply, err, errlen);
-    struct think_tap t = {.tp = tp, .go_on = true};
+    struct think_tap t = {.tp = tp, .go_on = true, .as_tags = !tp->on_thinking};
     t.sp = (struct splitter){.out = tap_out, .user = &t};
     struct engine_turn_params w = *tp;
     w.on_piece = think_piece;
