@@ -333,6 +333,8 @@ static void test_stream_split_think_tags(void **state)
     expect_split(r1, "\nOkay, 2+2", "4");
     /* no think block: all answer, tags later in the text stay text */
     expect_split_all_ways("A <think> pear", "", "A <think> pear");
+    expect_split_all_ways("Say <|end|> or <|channel|>final<|message|>.", "",
+                          "Say <|end|> or <|channel|>final<|message|>.");
     /* other formats' markers are text in a think-tag reply */
     expect_split_all_ways("<think>a<|end|></think>Use <|end|> and <|channel|>final<|message|>",
                           "a<|end|>", "Use <|end|> and <|channel|>final<|message|>");

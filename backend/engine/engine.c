@@ -108,9 +108,10 @@ bool engine_pop_turn(struct engine *e) { return e->ops->pop_turn(e); }
 
 /* ---- thinking told apart from the answer ----
  * One splitter for every way a reply marks its thinking: a table of markers,
- * each recognised in some states and moving the reply to another. The first
- * marker matched fixes the reply's family, so a Qwen3 answer that mentions
- * "<|end|>" stays text. Markers may arrive split over pieces (and harmony's
+ * each recognised in some states and moving the reply to another. The marker
+ * that opens the reply fixes its family, and only that family's markers count
+ * after it, so a Qwen3 answer that mentions "<|end|>" stays text, and so does
+ * every marker in a reply that opens with plain text. Markers may arrive split over pieces (and harmony's
  * are several tokens each): text that may still begin a marker is held back
  * until it is known to be (or not to be) one. The same splitter parts a
  * stored reply (engine_split_thinking), so both always agree. */
@@ -164,9 +165,10 @@ struct splitter {
     void *user;
 };
 
+/* A reply that opens with plain text has no family: its markers are text. */
 static bool marker_live(const struct splitter *sp, const struct split_marker *m)
 {
-    return (m->from & SS_BIT(sp->state)) && (sp->family == SF_NONE || sp->family == m->family);
+    return (m->from & SS_BIT(sp->state)) && (sp->state == SS_START || sp->family == m->family);
 }
 
 static bool any_live(const struct splitter *sp)

@@ -200,7 +200,8 @@ static int load_tokenizer(struct local_engine *e, const struct engine_params *p,
         chat_template_bind(&e->tmpl, e->tok);
         e->n_reply_ctl = 0;
         const char *const *ctl = chat_reply_controls(e->tmpl.format);
-        for (size_t i = 0; ctl && ctl[i] && e->n_reply_ctl < 8; i++) {
+        size_t cap = sizeof e->reply_ctl / sizeof *e->reply_ctl;
+        for (size_t i = 0; ctl && ctl[i] && e->n_reply_ctl < cap; i++) {
             int32_t id = tok_lookup(e->tok, ctl[i]);
             if (id >= 0)
                 e->reply_ctl[e->n_reply_ctl++] = id;

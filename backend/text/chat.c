@@ -15,6 +15,13 @@
  *
  * Plain text is copied into the prompt's arena, so a prompt does not depend on
  * the messages staying alive; control tokens point at static strings.
+ *
+ * Reasoning formats: a reply is handed to us as the engine kept it, the
+ * model's whole turn (a "<think>" block, or harmony's header tokens as text),
+ * and each formatter takes from it what its template would be given (the
+ * text after "</think>"; harmony's final and, for a last reply, analysis
+ * messages). Harmony's system message states today's date, so its prompt
+ * changes at midnight (the KV cache is then reused only up to the date).
  */
 #include "chat.h"
 
