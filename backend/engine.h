@@ -240,7 +240,7 @@ struct engine_turn_params {
      * answer alone (newlines after "</think>" skipped, harmony's channel
      * headers never). NULL = the thinking reaches ON_PIECE as the model
      * wrote it; a harmony reply's as a "<think>...</think>\n\n" block before
-     * its answer, its headers never.
+     * its answer, its headers never (and REPLY is in that same form).
      * REPLY is the whole text either way (engine_split_thinking parts it). */
     engine_piece_fn on_thinking;
     /* Told while the prompt is read in (prefill): prompt tokens done of the
@@ -267,7 +267,9 @@ int engine_set_think(struct engine *e, bool on, char *err, size_t errlen);
 
 /* Runs one turn: appends USER_TEXT, generates the reply, appends it (also when
  * cancelled, with what was generated). REPLY, if non-NULL, receives a malloc'd
- * copy of the reply text. Returns 0, or -1 with a message in ERR. */
+ * copy of the reply text (a harmony reply's analysis as a "<think>" block
+ * before its answer, as on_thinking says). Returns 0, or -1 with a message in
+ * ERR. */
 int engine_chat(struct engine *e, const char *user_text, const struct engine_turn_params *tp,
                 char **reply, char *err, size_t errlen);
 

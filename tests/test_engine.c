@@ -369,7 +369,8 @@ static void test_stream_split_harmony(void **state)
 }
 
 /* A front-end that does not ask for the thinking apart still never sees
- * harmony's headers: the analysis comes as a think block before the answer. */
+ * harmony's headers: the analysis comes as a think block before the answer,
+ * in the stream and in the reply. */
 static void test_stream_harmony_without_thinking_hook(void **state)
 {
     (void)state;
@@ -399,7 +400,18 @@ static void test_stream_harmony_without_thinking_hook(void **state)
         char err[128], *got = NULL;
         assert_int_equal(engine_chat(&s.base, "q", &tp, &got, err, sizeof err), 0);
         assert_string_equal(h.answer, cases[c][1]);
-        assert_string_equal(got, reply); /* the reply itself is kept as written */
+        assert_string_equal(got, cases[c][1]); /* the reply is in the same form */
+        free(got);
+        /* asked apart: the same reply, the parts to each hook */
+        memset(&h, 0, sizeof h);
+        tp.on_thinking = heard_thinking;
+        assert_int_equal(engine_chat(&s.base, "q", &tp, &got, err, sizeof err), 0);
+        assert_string_equal(got, cases[c][1]);
+        size_t to, tl, ao;
+        engine_split_thinking(got, strlen(got), &to, &tl, &ao);
+        assert_int_equal(strlen(h.think), tl);
+        assert_memory_equal(h.think, got + to, tl);
+        assert_string_equal(h.answer, got + ao);
         free(got);
     }
 }

@@ -8,6 +8,7 @@
 
 #include "chat.h"
 #include "errmsg.h"
+#include "strbuf.h"
 
 const char *engine_backend_name(enum engine_backend b)
 {
@@ -388,6 +389,31 @@ static void think_prefill(uint64_t done, uint64_t total, void *user)
     t->tp->on_prefill(done, total, t->tp->user);
 }
 
+/* The harmony reply R as front-ends read replies: its analysis as a
+ * "<think>" block, then its final answer, no headers (what the stream gave
+ * on_piece without on_thinking). A malloc'd string, or NULL without memory. */
+static bool append_piece(const char *s, size_t n, void *user)
+{
+    return kv_strbuf_append(user, s, n) == 0;
+}
+
+static char *harmony_as_tags(const char *r)
+{
+    struct kv_strbuf b = {0};
+    struct engine_turn_params tp = {.on_piece = append_piece, .user = &b};
+    struct think_tap t = {.tp = &tp, .go_on = true, .as_tags = true};
+    t.sp = (struct splitter){.out = tap_out, .user = &t};
+    if (kv_strbuf_append(&b, "", 0) != 0)
+        return NULL;
+    split_feed(&t.sp, r, strlen(r));
+    split_finish(&t.sp);
+    if (!t.go_on) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
+}
+
 int engine_chat(struct engine *e, const char *user_text, const struct engine_turn_params *tp,
                 char **reply, char *err, size_t errlen)
 {
@@ -404,6 +430,16 @@ int engine_chat(struct engine *e, const char *user_text, const struct engine_tur
     w.user = &t;
     int rc = e->ops->chat(e, user_text, &w, reply, err, errlen);
     split_finish(&t.sp);
+    /* The engine keeps the reply with its headers (its template reads them);
+     * the caller gets it in the form every front-end reads. Without memory
+     * the caller keeps the headers: nothing is lost. */
+    if (headers && reply && *reply) {
+        char *tags = harmony_as_tags(*reply);
+        if (tags) {
+            free(*reply);
+            *reply = tags;
+        }
+    }
     return rc;
 }
 
