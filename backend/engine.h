@@ -235,9 +235,12 @@ struct engine_turn_params {
     engine_notice_fn on_notice;
     engine_token_fn on_token; /* NULL = not wanted */
     /* A reasoning model's thinking (a "<think>...</think>" block opening
-     * the reply) told apart: set, the thinking's text goes here without the
-     * tags, and ON_PIECE gets the answer alone (newlines after "</think>"
-     * skipped). NULL = the thinking reaches ON_PIECE as the model wrote it.
+     * the reply, or gpt-oss's analysis channel) told apart: set, the
+     * thinking's text goes here without the tags, and ON_PIECE gets the
+     * answer alone (newlines after "</think>" skipped, harmony's channel
+     * headers never). NULL = the thinking reaches ON_PIECE as the model
+     * wrote it; a harmony reply's as a "<think>...</think>\n\n" block before
+     * its answer, its headers never (and REPLY is in that same form).
      * REPLY is the whole text either way (engine_split_thinking parts it). */
     engine_piece_fn on_thinking;
     /* Told while the prompt is read in (prefill): prompt tokens done of the
@@ -248,9 +251,12 @@ struct engine_turn_params {
 };
 
 /* Parts REPLY (LEN bytes, as engine_chat gives it) into thinking and
- * answer: *THINK_OFF and *THINK_LEN the text between an opening "<think>" and
- * "</think>" (all the rest while it is still open), *ANSWER_OFF where the
- * answer starts. False (lengths 0, answer at 0) when there is no thinking. */
+ * answer as the streaming split does (on_thinking): *THINK_OFF and
+ * *THINK_LEN the text between an opening "<think>" and "</think>", or a
+ * harmony reply's analysis message (all the rest while it is still open),
+ * *ANSWER_OFF where the answer starts (past a harmony reply's headers, so
+ * REPLY + *ANSWER_OFF is the answer alone). False (thinking 0, 0) when there
+ * is no thinking. */
 bool engine_split_thinking(const char *reply, size_t len, size_t *think_off, size_t *think_len,
                            size_t *answer_off);
 
@@ -261,7 +267,9 @@ int engine_set_think(struct engine *e, bool on, char *err, size_t errlen);
 
 /* Runs one turn: appends USER_TEXT, generates the reply, appends it (also when
  * cancelled, with what was generated). REPLY, if non-NULL, receives a malloc'd
- * copy of the reply text. Returns 0, or -1 with a message in ERR. */
+ * copy of the reply text (a harmony reply's analysis as a "<think>" block
+ * before its answer, as on_thinking says). Returns 0, or -1 with a message in
+ * ERR. */
 int engine_chat(struct engine *e, const char *user_text, const struct engine_turn_params *tp,
                 char **reply, char *err, size_t errlen);
 

@@ -4,12 +4,20 @@
  * template with Python's jinja2 (SmolLM2's read from its GGUF file; Google's
  * Gemma 3, Meta's Llama 3 and Llama 2 templates from their tokenizer_config)
  * with the first BOS removed, since the tokenizer adds that one itself. The
- * others are written by hand from model-formats.md §6.2.
+ * others are written by hand from model-formats.md §6.2. DeepSeek-R1's and
+ * gpt-oss's came from their templates in llama.cpp's models/templates
+ * (deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja, openai-gpt-oss-120b.jinja)
+ * and from DeepSeek-R1-Distill-Qwen-7B's GGUF file, rendered by jinja2 3.1
+ * as transformers sets it up (trim_blocks, lstrip_blocks), bos_token "",
+ * with the variables each test names.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -109,6 +117,8 @@ static void flatten(const struct chat_prompt *p, char *buf, size_t cap)
 static const char *const control_tokens[] = {
     "<|im_start|>", "<|im_end|>", "<start_of_turn>", "<end_of_turn>", "<|start_header_id|>",
     "<|end_header_id|>", "<|eot_id|>", "[INST]", "[/INST]", "</s>", "<s>",
+    "<｜User｜>", "<｜Assistant｜>", "<｜end▁of▁sentence｜>", "<|start|>", "<|message|>",
+    "<|channel|>", "<|end|>", "<|return|>",
 };
 
 /* Every special segment is exactly one known control token's text, and no
@@ -477,6 +487,260 @@ static void test_render_drops_thinking(void **state)
                   "<|im_start|>user\nthree<|im_end|>\n");
 }
 
+/* DeepSeek-R1-Distill-Qwen's template as llama.cpp keeps it, its tool-call
+ * branches left out: the system text right after BOS, replies split at
+ * "</think>". */
+static const char deepseek_r1_jinja[] =
+    "{% if not add_generation_prompt is defined -%}\n"
+    "  {%- set add_generation_prompt = false -%}\n"
+    "{%- endif -%}\n"
+    "{%- set ns = namespace(is_first=false, is_tool=false, is_output_first=true, "
+    "system_prompt='') -%}\n"
+    "{%- for message in messages -%}\n"
+    "  {%- if message['role'] == 'system' -%}\n"
+    "    {%- set ns.system_prompt = message['content'] -%}\n"
+    "  {%- endif -%}\n"
+    "{%- endfor -%}{{bos_token}}{{ns.system_prompt}}\n"
+    "{%- for message in messages -%}\n"
+    "  {%- if message['role'] == 'user' -%}\n"
+    "    {%- set ns.is_tool = false -%}{{'<｜User｜>' + message['content']}}\n"
+    "  {%- endif -%}\n"
+    "  {%- if message['role'] == 'assistant' and message['content'] is not none -%}\n"
+    "    {%- if ns.is_tool -%}{{'<｜tool▁outputs▁end｜>' + message['content'] + "
+    "'<｜end▁of▁sentence｜>'}}\n"
+    "      {%- set ns.is_tool = false -%}\n"
+    "    {%- else -%}\n"
+    "      {%- set content = message['content'] -%}\n"
+    "      {%- if '</think>' in content -%}\n"
+    "        {%- set content = content.split('</think>')[-1] -%}\n"
+    "      {%- endif -%}{{'<｜Assistant｜>' + content + '<｜end▁of▁sentence｜>'}}\n"
+    "    {%- endif -%}\n"
+    "  {%- endif -%}\n"
+    "{%- endfor -%}\n"
+    "{%- if add_generation_prompt and not ns.is_tool -%}{{'<｜Assistant｜><think>\\n'}}\n"
+    "{%- endif %}";
+
+/* The template inside DeepSeek-R1-Distill-Qwen-7B's GGUF file (an earlier
+ * revision): its generation prompt leaves "<think>" to the model. */
+static const char deepseek_r1_gguf_jinja[] =
+    "{% if not add_generation_prompt is defined %}{% set add_generation_prompt = false %}{% end"
+    "if %}{% set ns = namespace(is_first=false, is_tool=false, is_output_first=true, system_pro"
+    "mpt='') %}{%- for message in messages %}{%- if message['role'] == 'system' %}{% set ns.sys"
+    "tem_prompt = message['content'] %}{%- endif %}{%- endfor %}{{bos_token}}{{ns.system_prompt"
+    "}}{%- for message in messages %}{%- if message['role'] == 'user' %}{%- set ns.is_tool = fa"
+    "lse -%}{{'<｜User｜>' + message['content']}}{%- endif %}{%- if message['role'] == 'assistant"
+    "' and message['content'] is none %}{%- set ns.is_tool = false -%}{%- for tool in message['"
+    "tool_calls']%}{%- if not ns.is_first %}{{'<｜Assistant｜><｜tool▁calls▁begin｜><｜tool▁call▁beg"
+    "in｜>' + tool['type'] + '<｜tool▁sep｜>' + tool['function']['name'] + '\\n' + '```json' + '\\n"
+    "' + tool['function']['arguments'] + '\\n' + '```' + '<｜tool▁call▁end｜>'}}{%- set ns.is_fir"
+    "st = true -%}{%- else %}{{'\\n' + '<｜tool▁call▁begin｜>' + tool['type'] + '<｜tool▁sep｜>' + "
+    "tool['function']['name'] + '\\n' + '```json' + '\\n' + tool['function']['arguments'] + '\\n"
+    "' + '```' + '<｜tool▁call▁end｜>'}}{{'<｜tool▁calls▁end｜><｜end▁of▁sentence｜>'}}{%- endif %}{%"
+    "- endfor %}{%- endif %}{%- if message['role'] == 'assistant' and message['content'] is not"
+    " none %}{%- if ns.is_tool %}{{'<｜tool▁outputs▁end｜>' + message['content'] + '<｜end▁of▁sent"
+    "ence｜>'}}{%- set ns.is_tool = false -%}{%- else %}{% set content = message['content'] %}{%"
+    " if '</think>' in content %}{% set content = content.split('</think>')[-1] %}{% endif %}{{"
+    "'<｜Assistant｜>' + content + '<｜end▁of▁sentence｜>'}}{%- endif %}{%- endif %}{%- if message["
+    "'role'] == 'tool' %}{%- set ns.is_tool = true -%}{%- if ns.is_output_first %}{{'<｜tool▁out"
+    "puts▁begin｜><｜tool▁output▁begin｜>' + message['content'] + '<｜tool▁output▁end｜>'}}{%- set n"
+    "s.is_output_first = false %}{%- else %}{{'\\n<｜tool▁output▁begin｜>' + message['content'] +"
+    " '<｜tool▁output▁end｜>'}}{%- endif %}{%- endif %}{%- endfor -%}{% if ns.is_tool %}{{'<｜tool"
+    "▁outputs▁end｜>'}}{% endif %}{% if add_generation_prompt and not ns.is_tool %}{{'<｜Assistan"
+    "t｜>'}}{% endif %}";
+
+/* The parts of gpt-oss's template (openai-gpt-oss-120b.jinja) detection
+ * reads: its message headers. */
+static const char gpt_oss_jinja[] =
+    "{{- \"<|start|>system<|message|>\" }}{{- build_system_message() }}{{- \"<|end|>\" }}"
+    "{%- if \"<|channel|>analysis<|message|>\" in message.content %}"
+    "{{- \"<|start|>assistant<|channel|>final<|message|>\" + message.content + \"<|end|>\" }}"
+    "{%- if add_generation_prompt -%}\n<|start|>assistant\n{%- endif -%}\n";
+
+static void test_detect_reasoning_formats(void **state)
+{
+    (void)state;
+    struct chat_template t;
+    char buf[256];
+    detect(deepseek_r1_jinja, &t, buf, sizeof buf);
+    assert_int_equal(t.format, CHAT_FORMAT_DEEPSEEK_R1);
+    assert_null(t.default_system);
+    assert_null(t.today);
+    assert_int_equal(t.flags & CHAT_FLAG_THINK_SWITCH, 0);
+    assert_string_equal(chat_format_name(t.format), "deepseek-r1");
+    assert_true(t.flags & CHAT_FLAG_OPENS_THINKING);
+    assert_string_equal(chat_reply_prefix(&t), "<think>\n");
+    assert_null(chat_reply_controls(t.format));
+    detect(deepseek_r1_gguf_jinja, &t, buf, sizeof buf);
+    assert_int_equal(t.format, CHAT_FORMAT_DEEPSEEK_R1);
+    assert_int_equal(t.flags & CHAT_FLAG_OPENS_THINKING, 0);
+    assert_string_equal(chat_reply_prefix(&t), "");
+
+    detect(gpt_oss_jinja, &t, buf, sizeof buf);
+    assert_int_equal(t.format, CHAT_FORMAT_HARMONY);
+    assert_int_equal(t.flags & CHAT_FLAG_THINK_SWITCH, 0);
+    assert_string_equal(chat_format_name(t.format), "gpt-oss");
+    assert_string_equal(chat_reply_prefix(&t), "");
+    assert_string_equal(chat_end_of_turn(t.format), "<|return|>");
+    /* the headers belong to the reply; <|end|> among them, <|return|> not */
+    const char *const *c = chat_reply_controls(t.format);
+    assert_non_null(c);
+    bool end = false, ret = false;
+    for (; *c; c++) {
+        end |= strcmp(*c, "<|end|>") == 0;
+        ret |= strcmp(*c, "<|return|>") == 0 || strcmp(*c, "<|call|>") == 0;
+    }
+    assert_true(end);
+    assert_false(ret);
+    assert_null(chat_reply_controls(CHAT_FORMAT_CHATML));
+    struct chat_template q = {.format = CHAT_FORMAT_CHATML};
+    assert_string_equal(chat_reply_prefix(&q), "");
+}
+
+/* jinja2 renderings of deepseek_r1_jinja (add_generation_prompt true unless
+ * said; bos_token ""): content after the last "</think>", newlines kept. */
+static void test_render_deepseek_r1(void **state)
+{
+    (void)state;
+    struct chat_template t;
+    detect(deepseek_r1_jinja, &t, NULL, 0);
+    expect_render(&t, conv_sys1, N(conv_sys1), true,
+                  "You are terse.<｜User｜>Hi there<｜Assistant｜><think>\n");
+    expect_render(&t, conv_nosys1, N(conv_nosys1), true,
+                  "<｜User｜>What is 2+2?<｜Assistant｜><think>\n");
+    expect_render(&t, conv_multi, N(conv_multi), true,
+                  "Be kind.<｜User｜>  Hello\n<｜Assistant｜> Hi! How can I help? "
+                  "<｜end▁of▁sentence｜><｜User｜>Tell me a joke.<｜Assistant｜><think>\n");
+    expect_render(&t, conv_multi, N(conv_multi), false,
+                  "Be kind.<｜User｜>  Hello\n<｜Assistant｜> Hi! How can I help? "
+                  "<｜end▁of▁sentence｜><｜User｜>Tell me a joke.");
+    static const struct chat_message think[] = {
+        U("one"), A("<think>\nhmm\n</think>\n\ntwo"), U("three"),
+        A("<think>\nx</think>y</think>\n\nfour"), U("five")};
+    static const char want[] =
+        "<｜User｜>one<｜Assistant｜>\n\ntwo<｜end▁of▁sentence｜><｜User｜>three<｜Assistant｜>"
+        "\n\nfour<｜end▁of▁sentence｜><｜User｜>five<｜Assistant｜><think>\n";
+    expect_render(&t, think, N(think), true, want);
+    /* by its own rule, with the generic flag or without */
+    t.flags ^= CHAT_FLAG_DROP_THINKING;
+    expect_render(&t, think, N(think), true, want);
+
+    /* the GGUF file's revision: the same but for the generation prompt */
+    detect(deepseek_r1_gguf_jinja, &t, NULL, 0);
+    static const struct chat_message multi[] = {
+        S("Be kind."), U("  Hello\n"), A("<think>\nhmm\n</think>\n\n Hi! "), U("Tell me a joke.")};
+    expect_render(&t, multi, N(multi), true,
+                  "Be kind.<｜User｜>  Hello\n<｜Assistant｜>\n\n Hi! <｜end▁of▁sentence｜><｜User｜>"
+                  "Tell me a joke.<｜Assistant｜>");
+}
+
+#define HARMONY_SYSTEM                                                                          \
+    "<|start|>system<|message|>You are ChatGPT, a large language model trained by OpenAI.\n"   \
+    "Knowledge cutoff: 2024-06\nCurrent date: 2026-12-01\n\nReasoning: medium\n\n"              \
+    "# Valid channels: analysis, commentary, final. Channel must be included for every "       \
+    "message.<|end|>"
+
+/* jinja2 renderings of openai-gpt-oss-120b.jinja with strftime_now giving
+ * 2026-12-01 and no model_identity, reasoning_effort, tools or
+ * builtin_tools: the template's defaults. A reply the engine kept, with its
+ * headers as text, is rendered as the template renders the message
+ * {thinking, content}. */
+static void test_render_harmony(void **state)
+{
+    (void)state;
+    struct chat_template t;
+    detect(gpt_oss_jinja, &t, NULL, 0);
+    t.today = "2026-12-01";
+    expect_render(&t, conv_sys1, N(conv_sys1), true,
+                  HARMONY_SYSTEM "<|start|>developer<|message|># Instructions\n\nYou are terse."
+                                 "\n\n<|end|><|start|>user<|message|>Hi there<|end|>"
+                                 "<|start|>assistant");
+    expect_render(&t, conv_nosys1, N(conv_nosys1), true,
+                  HARMONY_SYSTEM "<|start|>user<|message|>What is 2+2?<|end|><|start|>assistant");
+    expect_render(&t, conv_nosys1, N(conv_nosys1), false,
+                  HARMONY_SYSTEM "<|start|>user<|message|>What is 2+2?<|end|>");
+    expect_render(&t, conv_multi, N(conv_multi), true,
+                  HARMONY_SYSTEM "<|start|>developer<|message|># Instructions\n\nBe kind.\n\n"
+                                 "<|end|><|start|>user<|message|>  Hello\n<|end|><|start|>"
+                                 "assistant<|channel|>final<|message|> Hi! How can I help? "
+                                 "<|end|><|start|>user<|message|>Tell me a joke.<|end|>"
+                                 "<|start|>assistant");
+    /* an empty system prompt: no developer message */
+    static const struct chat_message empty_sys[] = {S(""), U("hi")};
+    expect_render(&t, empty_sys, N(empty_sys), true,
+                  HARMONY_SYSTEM "<|start|>user<|message|>hi<|end|><|start|>assistant");
+
+    /* earlier analysis dropped; kept for a last reply without generation */
+    static const char kept[] = "<|channel|>analysis<|message|>hmm<|end|><|start|>assistant"
+                               "<|channel|>final<|message|>two";
+    static const struct chat_message think[] = {U("one"), A(kept), U("three")};
+    expect_render(&t, think, N(think), true,
+                  HARMONY_SYSTEM "<|start|>user<|message|>one<|end|><|start|>assistant"
+                                 "<|channel|>final<|message|>two<|end|><|start|>user<|message|>"
+                                 "three<|end|><|start|>assistant");
+    static const struct chat_message last[] = {U("one"), A(kept)};
+    expect_render(&t, last, N(last), false,
+                  HARMONY_SYSTEM "<|start|>user<|message|>one<|end|><|start|>assistant"
+                                 "<|channel|>analysis<|message|>hmm<|end|><|start|>assistant"
+                                 "<|channel|>final<|message|>two<|return|>");
+    expect_render(&t, last, N(last), true,
+                  HARMONY_SYSTEM "<|start|>user<|message|>one<|end|><|start|>assistant"
+                                 "<|channel|>final<|message|>two<|end|><|start|>assistant");
+    /* a stored reply put back together renders the same */
+    char *joined = chat_join_reply(CHAT_FORMAT_HARMONY, "hmm", "two");
+    assert_non_null(joined);
+    assert_string_equal(joined, kept);
+    free(joined);
+    /* a reply without headers (another model's history) is all final text;
+     * one cut short in its analysis has an empty final message */
+    static const struct chat_message plain[] = {U("one"), A("two"), U("three")};
+    expect_render(&t, plain, N(plain), true,
+                  HARMONY_SYSTEM "<|start|>user<|message|>one<|end|><|start|>assistant"
+                                 "<|channel|>final<|message|>two<|end|><|start|>user<|message|>"
+                                 "three<|end|><|start|>assistant");
+    static const struct chat_message cut[] = {
+        U("one"), A("<|channel|>analysis<|message|>hm"), U("three")};
+    expect_render(&t, cut, N(cut), true,
+                  HARMONY_SYSTEM "<|start|>user<|message|>one<|end|><|start|>assistant"
+                                 "<|channel|>final<|message|><|end|><|start|>user<|message|>"
+                                 "three<|end|><|start|>assistant");
+    static const struct chat_message tagged[] = {
+        U("one"), A("<think>\nhmm\n</think>\n\ntwo"), U("three")};
+    expect_render(&t, tagged, N(tagged), true,
+                  HARMONY_SYSTEM "<|start|>user<|message|>one<|end|><|start|>assistant"
+                                 "<|channel|>final<|message|>two<|end|><|start|>user<|message|>"
+                                 "three<|end|><|start|>assistant");
+}
+
+/* Without a fixed date the template states today's, local time. */
+static void test_harmony_today(void **state)
+{
+    (void)state;
+    struct chat_template t = {.format = CHAT_FORMAT_HARMONY};
+    char want[64], got[4096];
+    time_t now = time(NULL);
+    struct tm tm;
+    assert_non_null(localtime_r(&now, &tm));
+    strftime(want, sizeof want, "Current date: %Y-%m-%d\n", &tm);
+    struct chat_prompt p;
+    assert_int_equal(chat_render(&t, conv_nosys1, N(conv_nosys1), true, &p), 0);
+    flatten(&p, got, sizeof got);
+    chat_prompt_free(&p);
+    assert_non_null(strstr(got, want));
+}
+
+static void test_join_reply(void **state)
+{
+    (void)state;
+    char *s = chat_join_reply(CHAT_FORMAT_DEEPSEEK_R1, "\nhmm\n", "A pear.");
+    assert_non_null(s);
+    assert_string_equal(s, "<think>\nhmm\n</think>\n\nA pear.");
+    free(s);
+    s = chat_join_reply(CHAT_FORMAT_CHATML, NULL, NULL);
+    assert_non_null(s);
+    assert_string_equal(s, "<think></think>\n\n");
+    free(s);
+}
+
 /* Control-token spellings typed by a user stay plain text in every format. */
 static void test_user_text_is_plain(void **state)
 {
@@ -592,6 +856,11 @@ int main(void)
         cmocka_unit_test(test_render_chatml),
         cmocka_unit_test(test_render_drops_thinking),  cmocka_unit_test(test_user_text_is_plain),
         cmocka_unit_test(test_real_tokenizers),
+        cmocka_unit_test(test_detect_reasoning_formats),
+        cmocka_unit_test(test_render_deepseek_r1),
+        cmocka_unit_test(test_render_harmony),
+        cmocka_unit_test(test_harmony_today),
+        cmocka_unit_test(test_join_reply),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

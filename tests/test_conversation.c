@@ -180,6 +180,49 @@ static void test_local_session(void **state)
     hist_close(h);
 }
 
+/* Replies of both reasoning formats are stored with the thinking apart and
+ * the answer alone as the content: a think block (the DeepSeek-R1 form, the
+ * prompt's "<think>\n" kept) and a harmony reply, headers and all. */
+static void test_thinking_stored_apart(void **state)
+{
+    (void)state;
+    static const char *const cases[][3] = {
+        {"<think>\nhmm</think>\n\nA pear.", "\nhmm", "A pear."},
+        {"<|channel|>analysis<|message|>why<|end|><|start|>assistant<|channel|>final"
+         "<|message|>because",
+         "why", "because"},
+        {"<|channel|>final<|message|>plain", NULL, "plain"},
+    };
+    char path[1200];
+    struct hist *h = open_db(path, sizeof path, "conv-thinking");
+    struct kv_options o;
+    options(&o);
+    engine_reset(local);
+    struct conv c;
+    conv_init(&c, local, h);
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        int64_t uid;
+        assert_int_equal(conv_begin_turn(&c, "q", &o, &uid), 0);
+        struct engine_stats st = {.stop = ENGINE_STOP_EOS};
+        assert_int_equal(conv_finish_turn(&c, cases[k][0], &st, HIST_END_STOP), 0);
+        struct hist_message *m;
+        size_t n;
+        assert_int_equal(hist_messages(h, c.sid, &m, &n), HIST_OK);
+        assert_int_equal(n, 2 * (k + 1));
+        const struct hist_message *r = &m[n - 1];
+        assert_int_equal(r->role, HIST_ROLE_ASSISTANT);
+        assert_string_equal(r->content, cases[k][2]);
+        if (cases[k][1]) {
+            assert_non_null(r->thinking);
+            assert_string_equal(r->thinking, cases[k][1]);
+        } else {
+            assert_true(r->thinking == NULL || *r->thinking == 0);
+        }
+        hist_messages_free(m, n);
+    }
+    hist_close(h);
+}
+
 #ifdef FAULT_SERVER
 /* Local model, then the server, then the local model again, in one session;
  * and a session begun on the server, then continued locally. */
@@ -288,6 +331,7 @@ int main(void)
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_local_session),
+        cmocka_unit_test(test_thinking_stored_apart),
 #ifdef FAULT_SERVER
         cmocka_unit_test(test_across_engines),
 #endif

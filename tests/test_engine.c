@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "engine.h"
+#include "engine_impl.h"
 #include "gguf.h"
 #include "hostmem.h"
 #include "model.h"
@@ -202,6 +203,449 @@ static void test_split_thinking(void **state)
     assert_true(engine_split_thinking(open, strlen(open), &to, &tl, &ao));
     assert_int_equal(tl, 5);
     assert_int_equal(ao, strlen(open));
+}
+
+/* ---- thinking told apart, fed by a scripted engine ----
+ * An engine whose replies are given pieces: engine_chat's splitter sees
+ * exactly what a model's stream would hand it, cut wherever the test says. */
+struct scripted {
+    struct engine base;
+    const char *const *pieces; /* the next reply, NULL-terminated */
+};
+
+static int scripted_chat(struct engine *eng, const char *user_text,
+                         const struct engine_turn_params *tp, char **reply, char *err,
+                         size_t errlen)
+{
+    struct scripted *s = (struct scripted *)eng;
+    (void)user_text, (void)err, (void)errlen;
+    size_t total = 0;
+    for (size_t i = 0; s->pieces[i]; i++)
+        total += strlen(s->pieces[i]);
+    char *r = malloc(total + 1);
+    assert_non_null(r);
+    size_t k = 0;
+    for (size_t i = 0; s->pieces[i]; i++) {
+        size_t n = strlen(s->pieces[i]);
+        memcpy(r + k, s->pieces[i], n);
+        k += n;
+        if (n && tp->on_piece && !tp->on_piece(s->pieces[i], n, tp->user))
+            break;
+    }
+    r[total] = 0;
+    if (reply)
+        *reply = r;
+    else
+        free(r);
+    return 0;
+}
+
+static void scripted_free(struct engine *eng) { (void)eng; }
+
+static const struct engine_ops scripted_ops = {
+    .kind = "scripted", .chat = scripted_chat, .free = scripted_free};
+
+struct heard {
+    char think[512], answer[512];
+    size_t nt, na;
+};
+
+static bool heard_piece(const char *s, size_t n, void *user)
+{
+    struct heard *h = user;
+    assert_true(h->na + n < sizeof h->answer);
+    memcpy(h->answer + h->na, s, n);
+    h->answer[h->na += n] = 0;
+    return true;
+}
+
+static bool heard_thinking(const char *s, size_t n, void *user)
+{
+    struct heard *h = user;
+    assert_true(h->nt + n < sizeof h->think);
+    memcpy(h->think + h->nt, s, n);
+    h->think[h->nt += n] = 0;
+    return true;
+}
+
+/* Streams PIECES through engine_chat and checks what each side got, and
+ * that engine_split_thinking parts the whole reply the same way. */
+static void expect_split(const char *const *pieces, const char *think, const char *answer)
+{
+    struct scripted s = {.base = {.ops = &scripted_ops}, .pieces = pieces};
+    struct heard h = {0};
+    struct engine_turn_params tp = {.on_piece = heard_piece, .on_thinking = heard_thinking,
+                                    .user = &h};
+    char err[128], *reply = NULL;
+    assert_int_equal(engine_chat(&s.base, "q", &tp, &reply, err, sizeof err), 0);
+    assert_string_equal(h.think, think);
+    assert_string_equal(h.answer, answer);
+    size_t to, tl, ao;
+    bool split = engine_split_thinking(reply, strlen(reply), &to, &tl, &ao);
+    if (*think)
+        assert_true(split);
+    if (split) {
+        assert_int_equal(tl, strlen(think));
+        assert_memory_equal(reply + to, think, tl);
+    }
+    assert_string_equal(reply + ao, answer);
+    free(reply);
+}
+
+/* REPLY streamed whole, byte by byte, and cut at every pair of places. */
+static void expect_split_all_ways(const char *reply, const char *think, const char *answer)
+{
+    const char *whole[] = {reply, NULL};
+    expect_split(whole, think, answer);
+    size_t n = strlen(reply);
+    char bytes[256][2];
+    const char *one[257];
+    assert_true(n < 256);
+    for (size_t i = 0; i < n; i++) {
+        bytes[i][0] = reply[i];
+        bytes[i][1] = 0;
+        one[i] = bytes[i];
+    }
+    one[n] = NULL;
+    expect_split(one, think, answer);
+    char a[256], b[256], c[256];
+    for (size_t i = 0; i <= n; i++) {
+        for (size_t j = i; j <= n; j++) {
+            memcpy(a, reply, i);
+            a[i] = 0;
+            memcpy(b, reply + i, j - i);
+            b[j - i] = 0;
+            memcpy(c, reply + j, n - j + 1);
+            const char *three[] = {a, b, c, NULL};
+            expect_split(three, think, answer);
+        }
+    }
+}
+
+static void test_stream_split_think_tags(void **state)
+{
+    (void)state;
+    /* Qwen3 */
+    expect_split_all_ways("<think>\nhmm, a fruit\n</think>\n\nA pear.", "\nhmm, a fruit\n",
+                          "A pear.");
+    /* DeepSeek-R1: the prompt's "<think>\n" is the reply's first piece */
+    const char *r1[] = {"<think>\n", "Okay", ", 2+2", "</think>", "\n\n", "4", NULL};
+    expect_split(r1, "\nOkay, 2+2", "4");
+    /* no think block: all answer, tags later in the text stay text */
+    expect_split_all_ways("A <think> pear", "", "A <think> pear");
+    expect_split_all_ways("Say <|end|> or <|channel|>final<|message|>.", "",
+                          "Say <|end|> or <|channel|>final<|message|>.");
+    /* other formats' markers are text in a think-tag reply */
+    expect_split_all_ways("<think>a<|end|></think>Use <|end|> and <|channel|>final<|message|>",
+                          "a<|end|>", "Use <|end|> and <|channel|>final<|message|>");
+    /* cut short: what was held back is text */
+    expect_split_all_ways("<think>still</thi", "still</thi", "");
+    expect_split_all_ways("<thi", "", "<thi");
+}
+
+static void test_stream_split_harmony(void **state)
+{
+    (void)state;
+    static const char reply[] = "<|channel|>analysis<|message|>User asks capital. Answer."
+                                "<|end|><|start|>assistant<|channel|>final<|message|>Paris.";
+    expect_split_all_ways(reply, "User asks capital. Answer.", "Paris.");
+    /* token by token, as the engine writes the header tokens' texts */
+    const char *tokens[] = {"<|channel|>", "analysis", "<|message|>", "User", " asks",
+                            " capital", ".", " Answer", ".", "<|end|>", "<|start|>",
+                            "assistant", "<|channel|>", "final", "<|message|>", "Paris", ".",
+                            NULL};
+    expect_split(tokens, "User asks capital. Answer.", "Paris.");
+    /* straight to the final channel; "<|" in the answer is text */
+    expect_split_all_ways("<|channel|>final<|message|>a <|x|> b", "", "a <|x|> b");
+    /* commentary is not the answer */
+    expect_split_all_ways("<|channel|>commentary<|message|>c<|end|><|start|>assistant"
+                          "<|channel|>final<|message|>f",
+                          "c", "f");
+    /* cut short inside a header: held text is the thinking's */
+    expect_split_all_ways("<|channel|>analysis<|message|>x<|en", "x<|en", "");
+    /* think tags mean nothing in a harmony reply */
+    expect_split_all_ways("<|channel|>final<|message|><think>y</think>", "",
+                          "<think>y</think>");
+}
+
+/* A front-end that does not ask for the thinking apart still never sees
+ * harmony's headers: the analysis comes as a think block before the answer,
+ * in the stream and in the reply. */
+static void test_stream_harmony_without_thinking_hook(void **state)
+{
+    (void)state;
+    static const char *const cases[][2] = {
+        {"<|channel|>analysis<|message|>why<|end|><|start|>assistant<|channel|>final"
+         "<|message|>because",
+         "<think>why</think>\n\nbecause"},
+        {"<|channel|>final<|message|>hi <|x|>", "hi <|x|>"},
+        {"<|channel|>analysis<|message|>cut", "<think>cut"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
+        const char *reply = cases[c][0];
+        size_t n = strlen(reply);
+        char bytes[256][2];
+        const char *one[257];
+        assert_true(n < 256);
+        for (size_t i = 0; i < n; i++) {
+            bytes[i][0] = reply[i];
+            bytes[i][1] = 0;
+            one[i] = bytes[i];
+        }
+        one[n] = NULL;
+        struct scripted s = {.base = {.ops = &scripted_ops}, .pieces = one};
+        snprintf(s.base.info.template_name, sizeof s.base.info.template_name, "gpt-oss");
+        struct heard h = {0};
+        struct engine_turn_params tp = {.on_piece = heard_piece, .user = &h};
+        char err[128], *got = NULL;
+        assert_int_equal(engine_chat(&s.base, "q", &tp, &got, err, sizeof err), 0);
+        assert_string_equal(h.answer, cases[c][1]);
+        assert_string_equal(got, cases[c][1]); /* the reply is in the same form */
+        free(got);
+        /* asked apart: the same reply, the parts to each hook */
+        memset(&h, 0, sizeof h);
+        tp.on_thinking = heard_thinking;
+        assert_int_equal(engine_chat(&s.base, "q", &tp, &got, err, sizeof err), 0);
+        assert_string_equal(got, cases[c][1]);
+        size_t to, tl, ao;
+        engine_split_thinking(got, strlen(got), &to, &tl, &ao);
+        assert_int_equal(strlen(h.think), tl);
+        assert_memory_equal(h.think, got + to, tl);
+        assert_string_equal(h.answer, got + ao);
+        free(got);
+    }
+}
+
+/* engine_split_thinking on stored harmony replies. */
+static void test_split_thinking_harmony(void **state)
+{
+    (void)state;
+    size_t to, tl, ao;
+    const char *r = "<|channel|>analysis<|message|>why<|end|><|start|>assistant"
+                    "<|channel|>final<|message|>because";
+    assert_true(engine_split_thinking(r, strlen(r), &to, &tl, &ao));
+    assert_int_equal(to, strlen("<|channel|>analysis<|message|>"));
+    assert_int_equal(tl, 3);
+    assert_string_equal(r + ao, "because");
+    /* still in its analysis: no answer yet */
+    const char *open = "<|channel|>analysis<|message|>wh";
+    assert_true(engine_split_thinking(open, strlen(open), &to, &tl, &ao));
+    assert_int_equal(tl, 2);
+    assert_int_equal(ao, strlen(open));
+    /* straight to the final message: no thinking, the answer past its header */
+    const char *fin = "<|channel|>final<|message|>hi";
+    assert_false(engine_split_thinking(fin, strlen(fin), &to, &tl, &ao));
+    assert_int_equal(tl, 0);
+    assert_string_equal(fin + ao, "hi");
+}
+
+/* ---- the local engine with the reasoning formats ----
+ * The default model's vocabulary with some of its control tokens renamed to
+ * another format's (the weights untouched) and that format's template: the
+ * prompt then tokenizes, and what the model writes runs through the local
+ * engine's reply rules. RENAME holds (id, new text) pairs. */
+struct rename {
+    int32_t id;
+    const char *text;
+    bool control; /* also make it a control token (it was an ordinary one) */
+};
+
+static void write_renamed(const char *dst, const struct rename *rename, size_t n_rename,
+                          const char *jinja, int32_t eot)
+{
+    char model[4200], err[512];
+    TEST_REQUIRE_MODEL(TEST_MODEL_SMOLLM2, model);
+    struct gguf *g = gguf_open(model, err, sizeof err);
+    assert_non_null(g);
+    enum gguf_type et;
+    uint64_t n_tok;
+    assert_true(gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &n_tok));
+    char **toks = calloc(n_tok, sizeof *toks);
+    assert_non_null(toks);
+    for (uint64_t i = 0; i < n_tok; i++) {
+        struct gguf_str s;
+        assert_true(gguf_get_arr_str(g, "tokenizer.ggml.tokens", i, &s));
+        toks[i] = malloc(s.len + 1);
+        assert_non_null(toks[i]);
+        gguf_str_copy(s, toks[i], s.len + 1);
+    }
+    int32_t *types = malloc(n_tok * sizeof *types);
+    assert_non_null(types);
+    for (uint64_t i = 0; i < n_tok; i++) {
+        int64_t v;
+        assert_true(gguf_get_arr_int(g, "tokenizer.ggml.token_type", i, &v));
+        types[i] = (int32_t)v;
+    }
+    for (size_t k = 0; k < n_rename; k++) {
+        free(toks[rename[k].id]);
+        toks[rename[k].id] = strdup(rename[k].text);
+        if (rename[k].control)
+            types[rename[k].id] = 3; /* GGUF's control token type */
+    }
+    struct gguf_writer *w = gguf_writer_new();
+    gguf_writer_copy_kv(w, g, "");
+    gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)toks, n_tok);
+    gguf_writer_set_arr(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types, n_tok);
+    gguf_writer_set_str(w, "tokenizer.chat_template", jinja);
+    if (eot >= 0)
+        gguf_writer_set_u32(w, "tokenizer.ggml.eot_token_id", (uint32_t)eot);
+    for (int64_t i = 0; i < gguf_n_tensors(g); i++) {
+        const struct gguf_tensor *t = gguf_tensor(g, i);
+        char name[256];
+        gguf_str_copy(t->name, name, sizeof name);
+        gguf_writer_add_tensor(w, name, t->type, t->n_dims, t->ne, t->data);
+    }
+    assert_null(gguf_writer_error(w));
+    assert_int_equal(gguf_writer_write(w, dst, err, sizeof err), 0);
+    gguf_writer_free(w);
+    for (uint64_t i = 0; i < n_tok; i++)
+        free(toks[i]);
+    free(toks);
+    free(types);
+    gguf_close(g);
+}
+
+static struct engine *open_file(const char *path, int32_t n_ctx)
+{
+    char err[512];
+    struct engine_params p = engine_default_params();
+    p.model_path = path;
+    p.backend = ENGINE_BACKEND_CPU;
+    p.n_ctx = n_ctx;
+    struct engine *e = engine_new(&p, err, sizeof err);
+    if (!e)
+        fail_msg("engine_new: %s", err);
+    return e;
+}
+
+/* DeepSeek-R1 whose prompt opens the think block: the reply (and the stream)
+ * starts with that "<think>\n", so the thinking is told apart from the first
+ * token on. */
+static void test_local_reply_opens_thinking(void **state)
+{
+    (void)state;
+    char dir[4200], path[4400], err[512];
+    test_tmpdir(dir, sizeof dir, "engine-r1");
+    snprintf(path, sizeof path, "%s/r1.gguf", dir);
+    static const struct rename r1[] = {{3, "<｜User｜>", false},
+                                       {4, "<｜Assistant｜>", false},
+                                       {5, "<｜end▁of▁sentence｜>", false}};
+    write_renamed(path, r1, sizeof r1 / sizeof *r1,
+                  "{{'<｜User｜>' + message['content']}}{{'<｜Assistant｜>' + content + "
+                  "'<｜end▁of▁sentence｜>'}}{{'<｜Assistant｜><think>\\n'}}",
+                  -1);
+    struct engine *e = open_file(path, 512);
+    assert_string_equal(engine_info(e)->template_name, "deepseek-r1");
+
+    struct engine_turn_params tp = greedy(12);
+    struct heard h = {0};
+    tp.on_piece = heard_piece;
+    tp.user = &h;
+    char *reply = NULL;
+    assert_int_equal(engine_chat(e, "Hi", &tp, &reply, err, sizeof err), 0);
+    assert_true(strncmp(reply, "<think>\n", 8) == 0);
+    assert_string_equal(h.answer, reply); /* the stream is the reply, opening included */
+    free(reply);
+
+    memset(&h, 0, sizeof h);
+    tp.on_thinking = heard_thinking;
+    assert_int_equal(engine_chat(e, "And?", &tp, &reply, err, sizeof err), 0);
+    assert_true(strncmp(reply, "<think>\n", 8) == 0);
+    assert_null(strstr(reply, "</think>")); /* this model does not close it */
+    assert_string_equal(h.think, reply + 7);
+    assert_string_equal(h.answer, "");
+    size_t to, tl, ao;
+    assert_true(engine_split_thinking(reply, strlen(reply), &to, &tl, &ao));
+    assert_int_equal(to, 7);
+    free(reply);
+    engine_free(e);
+    unlink(path);
+    rmdir(dir);
+}
+
+struct ids {
+    int32_t v[128];
+    size_t n;
+};
+
+static void record_id(int32_t id, const char *piece, size_t len, void *user)
+{
+    struct ids *r = user;
+    (void)piece, (void)len;
+    if (r->n < sizeof r->v / sizeof *r->v)
+        r->v[r->n++] = id;
+}
+
+/* Harmony: an end-of-generation token among the reply's header tokens
+ * ("<|end|>" in gpt-oss) does not end the reply, and its text stays in the
+ * reply, where the renderer and the splitter read it. The model is made to
+ * write one: a token it writes under this prompt whose text is in none of
+ * the prompt's (so it is no prompt token) becomes, in a second copy, the
+ * "<|channel|>" token and the vocabulary's end of turn (eot). The prompt
+ * tokenizes the same, so the model writes the same ids, that one included,
+ * and must go on past it. */
+static void test_local_harmony_header_does_not_stop(void **state)
+{
+    (void)state;
+    char dir[4200], path[4400], err[512];
+    test_tmpdir(dir, sizeof dir, "engine-harmony");
+    snprintf(path, sizeof path, "%s/harmony.gguf", dir);
+    static const char jinja[] =
+        "{{- \"<|start|>system<|message|>\" }}{{- \"<|end|>\" }}"
+        "{{- \"<|start|>assistant<|channel|>final<|message|>\" + message.content }}";
+    static const struct rename hm[] = {{1, "<|start|>", false}, {2, "<|return|>", false},
+                                       {3, "<|message|>", false}, {4, "<|channel|>", false},
+                                       {5, "<|end|>", false}};
+    write_renamed(path, hm, 5, jinja, -1);
+    struct engine *e = open_file(path, 512);
+    assert_string_equal(engine_info(e)->template_name, "gpt-oss");
+    struct engine_turn_params tp = greedy(24);
+    struct ids first = {0};
+    tp.on_token = record_id;
+    tp.user = &first;
+    char *reply = NULL;
+    assert_int_equal(engine_chat(e, "Say hi.", &tp, &reply, err, sizeof err), 0);
+    free(reply);
+    /* every plain text the prompt holds: harmony's system message (any
+     * date), the roles, the user's message */
+    static const char prompt_text[] =
+        "systemYou are ChatGPT, a large language model trained by OpenAI.\nKnowledge cutoff: "
+        "2024-06\nCurrent date: 0123456789-\n\nReasoning: medium\n\n# Valid channels: "
+        "analysis, commentary, final. Channel must be included for every message."
+        "userSay hi.assistant";
+    int32_t pick = -1;
+    for (size_t i = 1; i + 1 < first.n && pick < 0; i++) {
+        char piece[64];
+        size_t n = engine_token_piece(e, first.v[i], piece, sizeof piece);
+        if (n == 0 || n >= sizeof piece || first.v[i] <= 16)
+            continue;
+        piece[n] = 0;
+        if (!strstr(prompt_text, piece))
+            pick = first.v[i];
+    }
+    engine_free(e);
+    unlink(path);
+    if (pick < 0)
+        fail_msg("the model wrote no token outside the prompt's text");
+
+    /* id 4 is no prompt token either: it keeps its own text */
+    const struct rename again[] = {hm[0], hm[1], hm[2], hm[4], {pick, "<|channel|>", true}};
+    write_renamed(path, again, 5, jinja, pick);
+    e = open_file(path, 512);
+    tp.on_token = NULL;
+    tp.user = NULL;
+    assert_int_equal(engine_chat(e, "Say hi.", &tp, &reply, err, sizeof err), 0);
+    struct engine_stats st;
+    engine_stats(e, &st);
+    /* as many tokens as before: it did not stop at the end-of-turn token */
+    assert_int_equal(st.gen_tokens, (int32_t)first.n);
+    const char *ch = strstr(reply, "<|channel|>");
+    assert_non_null(ch);
+    assert_true(ch[11] != 0);
+    free(reply);
+    engine_free(e);
+    unlink(path);
+    rmdir(dir);
 }
 
 /* A multi-turn conversation where the model must use the first turn. */
@@ -783,6 +1227,12 @@ int main(void)
         cmocka_unit_test(test_load_errors),
         cmocka_unit_test(test_prefill_progress),
         cmocka_unit_test(test_split_thinking),
+        cmocka_unit_test(test_stream_split_think_tags),
+        cmocka_unit_test(test_stream_split_harmony),
+        cmocka_unit_test(test_split_thinking_harmony),
+        cmocka_unit_test(test_stream_harmony_without_thinking_hook),
+        cmocka_unit_test(test_local_reply_opens_thinking),
+        cmocka_unit_test(test_local_harmony_header_does_not_stop),
         cmocka_unit_test(test_nonfinite_logits_is_damage),
         cmocka_unit_test(test_hostmem_available),
         cmocka_unit_test(test_cpu_refuses_context_past_memory),

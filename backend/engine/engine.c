@@ -8,6 +8,7 @@
 
 #include "chat.h"
 #include "errmsg.h"
+#include "strbuf.h"
 
 const char *engine_backend_name(enum engine_backend b)
 {
@@ -106,15 +107,213 @@ int32_t engine_fit_context(struct engine *e, int32_t max_tokens)
 
 bool engine_pop_turn(struct engine *e) { return e->ops->pop_turn(e); }
 
+/* ---- thinking told apart from the answer ----
+ * One splitter for every way a reply marks its thinking: a table of markers,
+ * each recognised in some states and moving the reply to another. The marker
+ * that opens the reply fixes its family, and only that family's markers count
+ * after it, so a Qwen3 answer that mentions "<|end|>" stays text, and so does
+ * every marker in a reply that opens with plain text. Markers may arrive split over pieces (and harmony's
+ * are several tokens each): text that may still begin a marker is held back
+ * until it is known to be (or not to be) one. The same splitter parts a
+ * stored reply (engine_split_thinking), so both always agree. */
+enum split_state { SS_START, SS_THINK, SS_ANSWER, SS_KEEP };
+enum split_family { SF_NONE, SF_THINK_TAGS, SF_HARMONY };
+
+#define SS_BIT(s) (1u << (s))
+#define SS_BODY (SS_BIT(SS_THINK) | SS_BIT(SS_ANSWER))
+
+struct split_marker {
+    const char *text;
+    enum split_family family;
+    unsigned from;         /* SS_BIT()s of the states it is recognised in */
+    enum split_state to;   /* SS_KEEP: hidden, the state stays */
+    bool eat_newlines;     /* newlines right after it are not the answer's */
+};
+
+static const struct split_marker split_markers[] = {
+    /* Qwen3, DeepSeek-R1: a think block opening the reply (the prompt's own
+     * "<think>\n" for DeepSeek-R1 is part of the reply, chat_reply_prefix) */
+    {.text = "<think>", .family = SF_THINK_TAGS, .from = SS_BIT(SS_START), .to = SS_THINK},
+    {.text = "</think>", .family = SF_THINK_TAGS, .from = SS_BIT(SS_THINK), .to = SS_ANSWER,
+     .eat_newlines = true},
+    /* gpt-oss: channel headers; commentary (tool preambles) is not the answer */
+    {.text = "<|channel|>analysis<|message|>", .family = SF_HARMONY,
+     .from = SS_BIT(SS_START) | SS_BODY, .to = SS_THINK},
+    {.text = "<|channel|>commentary<|message|>", .family = SF_HARMONY,
+     .from = SS_BIT(SS_START) | SS_BODY, .to = SS_THINK},
+    {.text = "<|channel|>final<|message|>", .family = SF_HARMONY,
+     .from = SS_BIT(SS_START) | SS_BODY, .to = SS_ANSWER},
+    {.text = "<|end|>", .family = SF_HARMONY, .from = SS_BODY, .to = SS_KEEP},
+    {.text = "<|start|>assistant", .family = SF_HARMONY, .from = SS_BODY, .to = SS_KEEP},
+};
+#define N_MARKERS (sizeof split_markers / sizeof *split_markers)
+#define MARKER_MAX 40 /* longer than the longest marker */
+
+/* Where split text goes: THINKING or not, S (N bytes) found at offset OFF of
+ * the reply. */
+typedef void split_out_fn(void *user, bool thinking, const char *s, size_t n, size_t off);
+
+struct splitter {
+    enum split_state state;
+    enum split_family family;
+    bool eat_newlines;
+    char held[MARKER_MAX]; /* text that may be the start of a marker */
+    size_t nheld;
+    size_t pos; /* offset in the reply of held[0] (of the next byte when none) */
+    bool entered_think;
+    size_t think_at; /* offset just past the marker that opened the thinking */
+    split_out_fn *out;
+    void *user;
+};
+
+/* A reply that opens with plain text has no family: its markers are text. */
+static bool marker_live(const struct splitter *sp, const struct split_marker *m)
+{
+    return (m->from & SS_BIT(sp->state)) && (sp->state == SS_START || sp->family == m->family);
+}
+
+static bool any_live(const struct splitter *sp)
+{
+    for (size_t i = 0; i < N_MARKERS; i++)
+        if (marker_live(sp, &split_markers[i]))
+            return true;
+    return false;
+}
+
+/* The live marker S (N bytes) is, or begins (*WHOLE false); NULL if none. */
+static const struct split_marker *marker_at(const struct splitter *sp, const char *s, size_t n,
+                                            bool *whole)
+{
+    const struct split_marker *prefix = NULL;
+    for (size_t i = 0; i < N_MARKERS; i++) {
+        const struct split_marker *m = &split_markers[i];
+        size_t ml = strlen(m->text);
+        if (!marker_live(sp, m) || n > ml || memcmp(s, m->text, n) != 0)
+            continue;
+        if (n == ml) {
+            *whole = true;
+            return m;
+        }
+        prefix = m;
+    }
+    *whole = false;
+    return prefix;
+}
+
+/* Text of the reply at offset OFF, in the current state. */
+static void split_text(struct splitter *sp, const char *s, size_t n, size_t off)
+{
+    if (sp->state == SS_START)
+        sp->state = SS_ANSWER;
+    if (sp->state == SS_ANSWER && sp->eat_newlines) {
+        while (n > 0 && (*s == '\n' || *s == '\r')) {
+            s++;
+            n--;
+            off++;
+        }
+        if (n == 0)
+            return;
+        sp->eat_newlines = false;
+    }
+    if (n)
+        sp->out(sp->user, sp->state == SS_THINK, s, n, off);
+}
+
+/* Settles the held text: applies a whole marker, or lets go of the bytes that
+ * can no longer begin one. */
+static void split_settle(struct splitter *sp)
+{
+    while (sp->nheld > 0) {
+        bool whole;
+        const struct split_marker *m = marker_at(sp, sp->held, sp->nheld, &whole);
+        if (m && whole) {
+            sp->family = m->family;
+            if (m->to != SS_KEEP)
+                sp->state = m->to;
+            sp->eat_newlines = m->eat_newlines;
+            sp->pos += sp->nheld;
+            sp->nheld = 0;
+            if (sp->state == SS_THINK && !sp->entered_think) {
+                sp->entered_think = true;
+                sp->think_at = sp->pos;
+            }
+            return;
+        }
+        if (m)
+            return; /* may still become one */
+        size_t k = 1;
+        bool w;
+        while (k < sp->nheld && !marker_at(sp, sp->held + k, sp->nheld - k, &w))
+            k++;
+        char text[MARKER_MAX];
+        memcpy(text, sp->held, k);
+        memmove(sp->held, sp->held + k, sp->nheld - k);
+        sp->nheld -= k;
+        size_t at = sp->pos;
+        sp->pos += k;
+        split_text(sp, text, k, at); /* may change the state: the rest is looked at again */
+    }
+}
+
+static void split_feed(struct splitter *sp, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (sp->nheld == 0 && !any_live(sp)) {
+            size_t at = sp->pos;
+            sp->pos += n - i;
+            split_text(sp, s + i, n - i, at);
+            return;
+        }
+        sp->held[sp->nheld++] = s[i];
+        split_settle(sp);
+    }
+}
+
+/* The end of the reply: what is still held is text, not a marker. */
+static void split_finish(struct splitter *sp)
+{
+    size_t n = sp->nheld;
+    sp->nheld = 0;
+    split_text(sp, sp->held, n, sp->pos);
+    sp->pos += n;
+}
+
+/* ---- stored replies ---- */
+
+struct split_spans {
+    size_t think_end;
+    bool have_answer;
+    size_t answer_off;
+};
+
+static void spans_out(void *user, bool thinking, const char *s, size_t n, size_t off)
+{
+    struct split_spans *sp = user;
+    (void)s;
+    if (thinking)
+        sp->think_end = off + n;
+    else if (!sp->have_answer) {
+        sp->have_answer = true;
+        sp->answer_off = off;
+    }
+}
+
 bool engine_split_thinking(const char *reply, size_t len, size_t *think_off, size_t *think_len,
                            size_t *answer_off)
 {
-    size_t tl = 0;
-    size_t a = chat_answer_offset(reply, len, &tl);
-    *think_off = a ? 7 : 0;
-    *think_len = tl;
-    *answer_off = a;
-    return a != 0;
+    struct split_spans spans = {0};
+    struct splitter sp = {.out = spans_out, .user = &spans};
+    split_feed(&sp, reply, reply ? len : 0);
+    split_finish(&sp);
+    /* no answer yet: it starts at the end, past any marker */
+    *answer_off = spans.have_answer ? spans.answer_off : sp.family != SF_NONE ? len : 0;
+    *think_off = 0;
+    *think_len = 0;
+    if (!sp.entered_think)
+        return false;
+    *think_off = sp.think_at;
+    *think_len = spans.think_end > sp.think_at ? spans.think_end - sp.think_at : 0;
+    return true;
 }
 
 int engine_set_think(struct engine *e, bool on, char *err, size_t errlen)
@@ -127,76 +326,47 @@ int engine_set_think(struct engine *e, bool on, char *err, size_t errlen)
     return 0;
 }
 
-/* ---- thinking told apart while it streams ----
- * The tags may arrive split over pieces: up to a tag's length of text is
- * held back until it is known to be (or not to be) part of one. */
-enum think_state { TS_START, TS_THINK, TS_NEWLINES, TS_ANSWER };
+/* ---- while it streams ---- */
 
 struct think_tap {
     const struct engine_turn_params *tp;
-    enum think_state state;
-    char held[16]; /* text that may be the start of a tag */
-    size_t nheld;
+    struct splitter sp;
     bool go_on;
+    /* No on_thinking, but headers that must not reach the screen (harmony):
+     * the thinking goes to on_piece as a "<think>" block, the convention
+     * front-ends already read, and the answer after it. */
+    bool as_tags;
+    bool tag_open, tag_closed;
 };
 
-static void tap_out(struct think_tap *t, bool thinking, const char *s, size_t n)
+static void tap_emit(struct think_tap *t, engine_piece_fn f, const char *s, size_t n)
 {
-    if (!n)
-        return;
-    engine_piece_fn f = thinking ? t->tp->on_thinking : t->tp->on_piece;
-    if (f && !f(s, n, t->tp->user))
+    if (f && t->go_on && !f(s, n, t->tp->user))
         t->go_on = false;
 }
 
-static void tap_feed(struct think_tap *t, const char *s, size_t n)
+static void tap_out(void *user, bool thinking, const char *s, size_t n, size_t off)
 {
-    static const char open[] = "<think>", close[] = "</think>";
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        switch (t->state) {
-        case TS_START:
-            t->held[t->nheld++] = c;
-            if (t->nheld == sizeof open - 1 && memcmp(t->held, open, t->nheld) == 0) {
-                t->state = TS_THINK;
-                t->nheld = 0;
-            } else if (memcmp(t->held, open, t->nheld) != 0) {
-                t->state = TS_ANSWER;
-                tap_out(t, false, t->held, t->nheld);
-                t->nheld = 0;
-            }
-            break;
-        case TS_THINK:
-            t->held[t->nheld++] = c;
-            if (t->nheld == sizeof close - 1 && memcmp(t->held, close, t->nheld) == 0) {
-                t->state = TS_NEWLINES;
-                t->nheld = 0;
-            } else {
-                /* keep the longest tail that may still begin "</think>" */
-                size_t k = 0;
-                while (k < t->nheld && memcmp(t->held + k, close, t->nheld - k) != 0)
-                    k++;
-                tap_out(t, true, t->held, k);
-                memmove(t->held, t->held + k, t->nheld - k);
-                t->nheld -= k;
-            }
-            break;
-        case TS_NEWLINES:
-            if (c == '\n' || c == '\r')
-                break;
-            t->state = TS_ANSWER;
-            /* fall through */
-        case TS_ANSWER:
-            tap_out(t, false, s + i, n - i);
-            return;
-        }
+    struct think_tap *t = user;
+    (void)off;
+    if (!t->as_tags) {
+        tap_emit(t, thinking ? t->tp->on_thinking : t->tp->on_piece, s, n);
+        return;
     }
+    if (thinking && !t->tag_open) {
+        t->tag_open = true;
+        tap_emit(t, t->tp->on_piece, "<think>", 7);
+    } else if (!thinking && t->tag_open && !t->tag_closed) {
+        t->tag_closed = true;
+        tap_emit(t, t->tp->on_piece, "</think>\n\n", 10);
+    }
+    tap_emit(t, t->tp->on_piece, s, n);
 }
 
 static bool think_piece(const char *s, size_t n, void *user)
 {
     struct think_tap *t = user;
-    tap_feed(t, s, n);
+    split_feed(&t->sp, s, n);
     return t->go_on;
 }
 
@@ -219,12 +389,39 @@ static void think_prefill(uint64_t done, uint64_t total, void *user)
     t->tp->on_prefill(done, total, t->tp->user);
 }
 
+/* The harmony reply R as front-ends read replies: its analysis as a
+ * "<think>" block, then its final answer, no headers (what the stream gave
+ * on_piece without on_thinking). A malloc'd string, or NULL without memory. */
+static bool append_piece(const char *s, size_t n, void *user)
+{
+    return kv_strbuf_append(user, s, n) == 0;
+}
+
+static char *harmony_as_tags(const char *r)
+{
+    struct kv_strbuf b = {0};
+    struct engine_turn_params tp = {.on_piece = append_piece, .user = &b};
+    struct think_tap t = {.tp = &tp, .go_on = true, .as_tags = true};
+    t.sp = (struct splitter){.out = tap_out, .user = &t};
+    if (kv_strbuf_append(&b, "", 0) != 0)
+        return NULL;
+    split_feed(&t.sp, r, strlen(r));
+    split_finish(&t.sp);
+    if (!t.go_on) {
+        free(b.p);
+        return NULL;
+    }
+    return b.p;
+}
+
 int engine_chat(struct engine *e, const char *user_text, const struct engine_turn_params *tp,
                 char **reply, char *err, size_t errlen)
 {
-    if (!tp->on_thinking)
+    bool headers = strcmp(e->info.template_name, chat_format_name(CHAT_FORMAT_HARMONY)) == 0;
+    if (!tp->on_thinking && !headers)
         return e->ops->chat(e, user_text, tp, reply, err, errlen);
-    struct think_tap t = {.tp = tp, .go_on = true};
+    struct think_tap t = {.tp = tp, .go_on = true, .as_tags = !tp->on_thinking};
+    t.sp = (struct splitter){.out = tap_out, .user = &t};
     struct engine_turn_params w = *tp;
     w.on_piece = think_piece;
     w.on_notice = think_notice;
@@ -232,8 +429,17 @@ int engine_chat(struct engine *e, const char *user_text, const struct engine_tur
     w.on_prefill = tp->on_prefill ? think_prefill : NULL;
     w.user = &t;
     int rc = e->ops->chat(e, user_text, &w, reply, err, errlen);
-    /* what was held back at the end is text, not a tag */
-    tap_out(&t, t.state == TS_THINK, t.held, t.nheld);
+    split_finish(&t.sp);
+    /* The engine keeps the reply with its headers (its template reads them);
+     * the caller gets it in the form every front-end reads. Without memory
+     * the caller keeps the headers: nothing is lost. */
+    if (headers && reply && *reply) {
+        char *tags = harmony_as_tags(*reply);
+        if (tags) {
+            free(*reply);
+            *reply = tags;
+        }
+    }
     return rc;
 }
 

@@ -56,6 +56,10 @@ struct local_engine {
     struct tokenizer *tok;       /* owned; NULL when synthetic or the file has no vocabulary */
     struct chat_template tmpl;
     char tmpl_default_system[2048];
+    /* Control tokens that belong to the reply's text (chat_reply_controls):
+     * written into it, and never the end of the turn. */
+    int32_t reply_ctl[8];
+    size_t n_reply_ctl;
     const struct backend_ops *bops; /* the compute backend */
     void *be;                    /* owned backend state */
     struct sampler *sampler;     /* owned */
@@ -194,6 +198,14 @@ static int load_tokenizer(struct local_engine *e, const struct engine_params *p,
             e->base.info.template_guessed = false;
         }
         chat_template_bind(&e->tmpl, e->tok);
+        e->n_reply_ctl = 0;
+        const char *const *ctl = chat_reply_controls(e->tmpl.format);
+        size_t cap = sizeof e->reply_ctl / sizeof *e->reply_ctl;
+        for (size_t i = 0; ctl && ctl[i] && e->n_reply_ctl < cap; i++) {
+            int32_t id = tok_lookup(e->tok, ctl[i]);
+            if (id >= 0)
+                e->reply_ctl[e->n_reply_ctl++] = id;
+        }
         e->base.info.think_switch = (e->tmpl.flags & CHAT_FLAG_THINK_SWITCH) != 0;
         if (e->base.info.think_switch && p->think == ENGINE_THINK_OFF)
             e->tmpl.flags |= CHAT_FLAG_THINK_OFF;
@@ -203,6 +215,14 @@ static int load_tokenizer(struct local_engine *e, const struct engine_params *p,
 
 static void local_free(struct engine *eng);
 static const struct engine_ops local_ops;
+
+static bool is_reply_control(const struct local_engine *e, int32_t id)
+{
+    for (size_t i = 0; i < e->n_reply_ctl; i++)
+        if (e->reply_ctl[i] == id)
+            return true;
+    return false;
+}
 
 #define GIB 1073741824.0
 
@@ -398,7 +418,7 @@ static int local_load_transcript(struct engine *eng, const struct engine_message
 {
     struct local_engine *e = (struct local_engine *)eng;
     e->first_visible = 0;
-    return transcript_load(&e->conv, msgs, n);
+    return transcript_load_as(&e->conv, msgs, n, e->tmpl.format);
 }
 
 static bool local_pop_turn(struct engine *eng)
@@ -674,6 +694,18 @@ static int local_chat(struct engine *eng, const char *user_text, const struct en
         kv_seterr(err, errlen, "out of memory");
         goto fail;
     }
+    /* the reply goes on from what the generation prompt left open */
+    const char *opened = chat_reply_prefix(&e->tmpl);
+    if (*opened && rc == 0) {
+        if (sb_append(&out, opened, strlen(opened)) != 0) {
+            tok_stream_free(ts);
+            free(out.p);
+            kv_seterr(err, errlen, "out of memory");
+            goto fail;
+        }
+        if (tp->on_piece && !tp->on_piece(opened, strlen(opened), tp->user))
+            atomic_store(&e->cancel, true);
+    }
     st.stop = rc == 1 ? ENGINE_STOP_CANCELLED : ENGINE_STOP_LENGTH;
     double t_first = 0, t_decode = now_s();
     bool failed = false;
@@ -702,7 +734,8 @@ static int local_chat(struct engine *eng, const char *user_text, const struct en
             st.ttft_s = t_first - t_start;
             t_decode = t_first;
         }
-        if (tok_is_eog(e->tok, id)) {
+        bool in_reply = is_reply_control(e, id);
+        if (tok_is_eog(e->tok, id) && !in_reply) {
             st.stop = ENGINE_STOP_EOS;
             break;
         }
@@ -719,6 +752,19 @@ static int local_chat(struct engine *eng, const char *user_text, const struct en
             kv_seterr(err, errlen, "out of memory");
             failed = true;
             break;
+        }
+        if (in_reply) {
+            /* a control token's text is empty to the stream: the header's
+             * text is the piece (after what the stream had ready) */
+            if (np && sb_append(&out, piece, np) != 0) {
+                kv_seterr(err, errlen, "out of memory");
+                failed = true;
+                break;
+            }
+            if (np && tp->on_piece && !tp->on_piece(piece, np, tp->user))
+                atomic_store(&e->cancel, true);
+            piece = tok_text(e->tok, id);
+            np = strlen(piece);
         }
         if (np) {
             if (sb_append(&out, piece, np) != 0) {

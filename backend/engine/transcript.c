@@ -44,7 +44,8 @@ int transcript_set_system(struct transcript *t, const char *system)
     return 0;
 }
 
-int transcript_load(struct transcript *t, const struct engine_message *msgs, size_t n)
+int transcript_load_as(struct transcript *t, const struct engine_message *msgs, size_t n,
+                       enum chat_format format)
 {
     transcript_clear(t);
     for (size_t i = 0; i < n; i++) {
@@ -54,9 +55,8 @@ int transcript_load(struct transcript *t, const struct engine_message *msgs, siz
         } else if (msgs[i].thinking && *msgs[i].thinking) {
             /* the reply as the model wrote it; a template that drops earlier
              * thinking drops it again when it renders (chat.h) */
-            char *joined = NULL;
-            const char *c = msgs[i].content ? msgs[i].content : "";
-            if (asprintf(&joined, "<think>%s</think>\n\n%s", msgs[i].thinking, c) < 0)
+            char *joined = chat_join_reply(format, msgs[i].thinking, msgs[i].content);
+            if (!joined)
                 return -1;
             int rc = transcript_push(t, msgs[i].role, joined);
             free(joined);
@@ -66,6 +66,11 @@ int transcript_load(struct transcript *t, const struct engine_message *msgs, siz
             return -1;
     }
     return 0;
+}
+
+int transcript_load(struct transcript *t, const struct engine_message *msgs, size_t n)
+{
+    return transcript_load_as(t, msgs, n, CHAT_FORMAT_CHATML);
 }
 
 bool transcript_pop_turn(struct transcript *t)

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "chat.h"
 #include "engine.h"
 
 struct transcript_msg {
@@ -34,7 +35,12 @@ void transcript_clear(struct transcript *t);
 /* NULL = the template's default. Returns 0, or -1 without memory (the
  * previous prompt stays). */
 int transcript_set_system(struct transcript *t, const char *system);
-/* Replaces the messages with MSGS (system messages set the system prompt). */
+/* Replaces the messages with MSGS (system messages set the system prompt).
+ * A reply stored with its thinking apart is put back together as the model
+ * writes it in FORMAT (chat_join_reply); transcript_load uses the "<think>"
+ * form. */
+int transcript_load_as(struct transcript *t, const struct engine_message *msgs, size_t n,
+                       enum chat_format format);
 int transcript_load(struct transcript *t, const struct engine_message *msgs, size_t n);
 /* Removes the last exchange: a trailing reply, then the user message it
  * answered. False when there are no messages. */

@@ -15,61 +15,21 @@
  *
  * Plain text is copied into the prompt's arena, so a prompt does not depend on
  * the messages staying alive; control tokens point at static strings.
+ *
+ * Reasoning formats: a reply is handed to us as the engine kept it, the
+ * model's whole turn (a "<think>" block, or harmony's header tokens as text),
+ * and each formatter takes from it what its template would be given (the
+ * text after "</think>"; harmony's final and, for a last reply, analysis
+ * messages). Harmony's system message states today's date, so its prompt
+ * changes at midnight (the KV cache is then reused only up to the date).
  */
 #include "chat.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static const char *const format_names[CHAT_FORMAT_COUNT] = {
-    [CHAT_FORMAT_CHATML] = "chatml", [CHAT_FORMAT_LLAMA3] = "llama3",
-    [CHAT_FORMAT_LLAMA2] = "llama2", [CHAT_FORMAT_MISTRAL] = "mistral",
-    [CHAT_FORMAT_GEMMA] = "gemma", [CHAT_FORMAT_NONE] = "none",
-};
-
-const char *chat_format_name(enum chat_format f)
-{
-    if ((unsigned)f >= CHAT_FORMAT_COUNT)
-        return "unknown";
-    return format_names[f];
-}
-
-bool chat_format_from_name(const char *name, enum chat_format *out)
-{
-    if (!name)
-        return false;
-    for (int f = 0; f < CHAT_FORMAT_COUNT; f++) {
-        if (strcmp(name, format_names[f]) == 0) {
-            if (out)
-                *out = (enum chat_format)f;
-            return true;
-        }
-    }
-    return false;
-}
-
-const char *chat_format_names(void)
-{
-    return "chatml,llama3,llama2,mistral,gemma,none";
-}
-
-const char *chat_end_of_turn(enum chat_format f)
-{
-    switch (f) {
-    case CHAT_FORMAT_CHATML:
-        return "<|im_end|>";
-    case CHAT_FORMAT_LLAMA3:
-        return "<|eot_id|>";
-    case CHAT_FORMAT_LLAMA2:
-    case CHAT_FORMAT_MISTRAL:
-        return "</s>";
-    case CHAT_FORMAT_GEMMA:
-        return "<end_of_turn>";
-    default:
-        return "";
-    }
-}
+#include <time.h>
 
 /* ---- whitespace as Python's str.strip() sees it ----
  *
@@ -445,8 +405,11 @@ static void render_gemma(struct builder *b, const struct chat_template *t,
 /* No template: the texts back to back, untrimmed, so a prompt continues
  * exactly where its text stops (a reply, appended by the engine, is the
  * next text). ADD_GENERATION adds nothing: the model simply goes on. */
-static void render_none(struct builder *b, const struct chat_message *m, size_t n)
+static void render_none(struct builder *b, const struct chat_template *t,
+                        const struct chat_message *m, size_t n, bool gen)
 {
+    (void)t;
+    (void)gen;
     for (size_t i = 0; i < n; i++)
         put_str(b, content_of(&m[i]));
 }
@@ -490,6 +453,266 @@ static const char *after_thinking(const char *c)
     return last;
 }
 
+/* ---- reasoning formats ----
+ *
+ * Both templates drop the thinking of earlier replies by a rule of their own,
+ * so their formatters apply it themselves (own_thinking in the table). */
+
+/* DeepSeek-R1's content.split('</think>')[-1]: the text after the last
+ * "</think>", newlines kept (unlike Qwen3's template). */
+static const char *after_last_close(const char *c)
+{
+    const char *last = NULL;
+    for (const char *p = c; (p = strstr(p, "</think>")); p += 8)
+        last = p;
+    return last ? last + 8 : c;
+}
+
+/* DeepSeek-R1 (its distills' template): the last system message's text
+ * first, right after BOS (the tokenizer's), then "<｜User｜>{user}" and
+ * "<｜Assistant｜>{reply}<｜end▁of▁sentence｜>", nothing trimmed. The
+ * generation prompt may open the think block the reply then fills. */
+static void render_deepseek_r1(struct builder *b, const struct chat_template *t,
+                               const struct chat_message *m, size_t n, bool gen)
+{
+    (void)t;
+    const char *sys = NULL;
+    for (size_t i = 0; i < n; i++)
+        if (m[i].role == CHAT_ROLE_SYSTEM)
+            sys = content_of(&m[i]);
+    if (sys)
+        put_str(b, sys);
+    for (size_t i = 0; i < n; i++) {
+        if (m[i].role == CHAT_ROLE_USER) {
+            put_special(b, "<｜User｜>");
+            put_str(b, content_of(&m[i]));
+        } else if (m[i].role == CHAT_ROLE_ASSISTANT) {
+            put_special(b, "<｜Assistant｜>");
+            put_str(b, after_last_close(content_of(&m[i])));
+            put_special(b, "<｜end▁of▁sentence｜>");
+        }
+    }
+    if (gen) {
+        put_special(b, "<｜Assistant｜>");
+        put_str(b, chat_reply_prefix(t));
+    }
+}
+
+#define HARMONY_ANALYSIS "<|channel|>analysis<|message|>"
+#define HARMONY_FINAL "<|channel|>final<|message|>"
+
+/* The analysis and final texts of a reply as the engine keeps it (harmony
+ * headers as text, see chat_reply_controls), as spans of C. The final text
+ * follows the last final header; a reply with no channel header at all is
+ * all final text (or a "<think>" block and its answer, from a history kept
+ * for another model); one cut short before its final message has none. */
+static void harmony_parts(const char *c, const char **think, size_t *tlen, const char **ans,
+                          size_t *alen)
+{
+    size_t n = strlen(c);
+    *think = NULL;
+    *tlen = 0;
+    const char *last = NULL;
+    for (const char *p = c; (p = strstr(p, HARMONY_FINAL)); p += strlen(HARMONY_FINAL))
+        last = p;
+    const char *a = strstr(c, HARMONY_ANALYSIS);
+    if (a && (!last || a < last)) {
+        a += strlen(HARMONY_ANALYSIS);
+        const char *e = strstr(a, "<|end|>");
+        if (!e || (last && e > last))
+            e = last ? last : c + n;
+        *think = a;
+        *tlen = (size_t)(e - a);
+    }
+    if (last) {
+        *ans = last + strlen(HARMONY_FINAL);
+        *alen = n - (size_t)(*ans - c);
+    } else if (strncmp(c, "<|channel|>", 11) == 0) {
+        *ans = c + n;
+        *alen = 0;
+    } else {
+        size_t tl, off = chat_answer_offset(c, n, &tl);
+        if (off) {
+            *think = c + 7;
+            *tlen = tl;
+        }
+        *ans = c + off;
+        *alen = n - off;
+    }
+}
+
+static void harmony_open(struct builder *b, const char *role)
+{
+    put_special(b, "<|start|>");
+    put_str(b, role);
+}
+
+/* gpt-oss's template without tools: its system message (identity,
+ * knowledge cutoff, the date, reasoning effort, the valid channels), a
+ * developer message with the user's system prompt where there is one, then
+ * the turns. Earlier replies keep their final message only; the last one,
+ * rendered without a generation prompt, keeps its analysis and ends with
+ * "<|return|>" as the template writes it for training. */
+static void render_harmony(struct builder *b, const struct chat_template *t,
+                           const struct chat_message *m, size_t n, bool gen)
+{
+    char today[32];
+    if (t->today) {
+        snprintf(today, sizeof today, "%s", t->today);
+    } else {
+        time_t now = time(NULL);
+        struct tm tm;
+        if (!localtime_r(&now, &tm) || strftime(today, sizeof today, "%Y-%m-%d", &tm) == 0)
+            snprintf(today, sizeof today, "1970-01-01");
+    }
+    harmony_open(b, "system");
+    put_special(b, "<|message|>");
+    put_str(b, "You are ChatGPT, a large language model trained by OpenAI.\n"
+               "Knowledge cutoff: 2024-06\nCurrent date: ");
+    put_str(b, today);
+    put_str(b, "\n\nReasoning: medium\n\n"
+               "# Valid channels: analysis, commentary, final. Channel must be included for "
+               "every message.");
+    put_special(b, "<|end|>");
+    size_t start = 0;
+    if (n > 0 && m[0].role == CHAT_ROLE_SYSTEM) {
+        start = 1;
+        if (*content_of(&m[0])) {
+            harmony_open(b, "developer");
+            put_special(b, "<|message|>");
+            put_str(b, "# Instructions\n\n");
+            put_str(b, content_of(&m[0]));
+            put_str(b, "\n\n");
+            put_special(b, "<|end|>");
+        }
+    }
+    for (size_t i = start; i < n; i++) {
+        if (m[i].role == CHAT_ROLE_USER) {
+            harmony_open(b, "user");
+            put_special(b, "<|message|>");
+            put_str(b, content_of(&m[i]));
+            put_special(b, "<|end|>");
+        } else if (m[i].role == CHAT_ROLE_ASSISTANT) {
+            const char *think, *ans;
+            size_t tlen, alen;
+            harmony_parts(content_of(&m[i]), &think, &tlen, &ans, &alen);
+            bool last = i + 1 == n && !gen;
+            if (last && think) {
+                harmony_open(b, "assistant");
+                put_special(b, "<|channel|>");
+                put_str(b, "analysis");
+                put_special(b, "<|message|>");
+                put_text(b, think, tlen);
+                put_special(b, "<|end|>");
+            }
+            harmony_open(b, "assistant");
+            put_special(b, "<|channel|>");
+            put_str(b, "final");
+            put_special(b, "<|message|>");
+            put_text(b, ans, alen);
+            put_special(b, last ? "<|return|>" : "<|end|>");
+        }
+        /* a later system message: the template renders none */
+    }
+    if (gen)
+        harmony_open(b, "assistant");
+}
+
+/* ---- the formats ---- */
+
+typedef void render_fn(struct builder *b, const struct chat_template *t,
+                       const struct chat_message *m, size_t n, bool gen);
+
+struct format_row {
+    const char *name;        /* --chat-template NAME */
+    const char *end_of_turn; /* see chat_end_of_turn */
+    render_fn *render;
+    /* The formatter drops earlier thinking by its template's own rule, so
+     * CHAT_FLAG_DROP_THINKING's generic rule must not run first. */
+    bool own_thinking;
+    const char *reply_prefix;          /* see chat_reply_prefix */
+    const char *const *reply_controls; /* see chat_reply_controls */
+};
+
+static const char *const harmony_controls[] = {"<|channel|>", "<|message|>", "<|start|>",
+                                               "<|end|>", "<|constrain|>", NULL};
+
+static const struct format_row formats[CHAT_FORMAT_COUNT] = {
+    [CHAT_FORMAT_CHATML] = {.name = "chatml", .end_of_turn = "<|im_end|>",
+                            .render = render_chatml},
+    [CHAT_FORMAT_LLAMA3] = {.name = "llama3", .end_of_turn = "<|eot_id|>",
+                            .render = render_llama3},
+    [CHAT_FORMAT_LLAMA2] = {.name = "llama2", .end_of_turn = "</s>", .render = render_llama2},
+    [CHAT_FORMAT_MISTRAL] = {.name = "mistral", .end_of_turn = "</s>",
+                             .render = render_mistral},
+    [CHAT_FORMAT_GEMMA] = {.name = "gemma", .end_of_turn = "<end_of_turn>",
+                           .render = render_gemma},
+    [CHAT_FORMAT_DEEPSEEK_R1] = {.name = "deepseek-r1", .end_of_turn = "<｜end▁of▁sentence｜>",
+                                 .render = render_deepseek_r1, .own_thinking = true,
+                                 .reply_prefix = "<think>\n"},
+    [CHAT_FORMAT_HARMONY] = {.name = "gpt-oss", .end_of_turn = "<|return|>",
+                             .render = render_harmony, .own_thinking = true,
+                             .reply_controls = harmony_controls},
+    [CHAT_FORMAT_NONE] = {.name = "none", .end_of_turn = "", .render = render_none},
+};
+
+/* An unknown format renders as ChatML, the most common one. */
+static const struct format_row *format_row(enum chat_format f)
+{
+    return (unsigned)f < CHAT_FORMAT_COUNT ? &formats[f] : &formats[CHAT_FORMAT_CHATML];
+}
+
+const char *chat_format_name(enum chat_format f)
+{
+    return (unsigned)f < CHAT_FORMAT_COUNT ? formats[f].name : "unknown";
+}
+
+bool chat_format_from_name(const char *name, enum chat_format *out)
+{
+    if (!name)
+        return false;
+    for (int f = 0; f < CHAT_FORMAT_COUNT; f++) {
+        if (strcmp(name, formats[f].name) == 0) {
+            if (out)
+                *out = (enum chat_format)f;
+            return true;
+        }
+    }
+    return false;
+}
+
+const char *chat_format_names(void)
+{
+    return "chatml,llama3,llama2,mistral,gemma,deepseek-r1,gpt-oss,none";
+}
+
+const char *chat_end_of_turn(enum chat_format f)
+{
+    return (unsigned)f < CHAT_FORMAT_COUNT ? formats[f].end_of_turn : "";
+}
+
+const char *chat_reply_prefix(const struct chat_template *t)
+{
+    const char *p = t ? format_row(t->format)->reply_prefix : NULL;
+    return p && (t->flags & CHAT_FLAG_OPENS_THINKING) ? p : "";
+}
+
+const char *const *chat_reply_controls(enum chat_format f)
+{
+    return (unsigned)f < CHAT_FORMAT_COUNT ? formats[f].reply_controls : NULL;
+}
+
+char *chat_join_reply(enum chat_format f, const char *thinking, const char *answer)
+{
+    const char *fmt = f == CHAT_FORMAT_HARMONY
+                          ? HARMONY_ANALYSIS "%s<|end|><|start|>assistant" HARMONY_FINAL "%s"
+                          : "<think>%s</think>\n\n%s";
+    char *s = NULL;
+    if (asprintf(&s, fmt, thinking ? thinking : "", answer ? answer : "") < 0)
+        return NULL;
+    return s;
+}
+
 int chat_render(const struct chat_template *tmpl, const struct chat_message *msgs, size_t n,
                 bool add_generation, struct chat_prompt *out)
 {
@@ -502,7 +725,8 @@ int chat_render(const struct chat_template *tmpl, const struct chat_message *msg
     /* Earlier replies without their thinking, where the template drops it:
      * a copy of the list pointing past each reply's think block. */
     struct chat_message *dropped = NULL;
-    if ((tmpl->flags & CHAT_FLAG_DROP_THINKING) && n > 0) {
+    if ((tmpl->flags & CHAT_FLAG_DROP_THINKING) && !format_row(tmpl->format)->own_thinking &&
+        n > 0) {
         dropped = malloc(n * sizeof *dropped);
         if (!dropped)
             return -1;
@@ -513,27 +737,7 @@ int chat_render(const struct chat_template *tmpl, const struct chat_message *msg
         }
         msgs = dropped;
     }
-    switch (tmpl->format) {
-    case CHAT_FORMAT_LLAMA3:
-        render_llama3(&b, tmpl, msgs, n, add_generation);
-        break;
-    case CHAT_FORMAT_LLAMA2:
-        render_llama2(&b, tmpl, msgs, n, add_generation);
-        break;
-    case CHAT_FORMAT_MISTRAL:
-        render_mistral(&b, tmpl, msgs, n, add_generation);
-        break;
-    case CHAT_FORMAT_GEMMA:
-        render_gemma(&b, tmpl, msgs, n, add_generation);
-        break;
-    case CHAT_FORMAT_NONE:
-        render_none(&b, msgs, n);
-        break;
-    case CHAT_FORMAT_CHATML:
-    default:
-        render_chatml(&b, tmpl, msgs, n, add_generation);
-        break;
-    }
+    format_row(tmpl->format)->render(&b, tmpl, msgs, n, add_generation);
     free(dropped);
     struct tok_segment *segs = b.oom ? NULL : malloc((b.n ? b.n : 1) * sizeof *segs);
     if (!segs) {
@@ -794,6 +998,7 @@ void chat_detect(const char *jinja, enum chat_format fallback, struct chat_templ
     out->format = fallback;
     out->default_system = NULL;
     out->flags = 0;
+    out->today = NULL;
     if (!jinja || !*jinja)
         return;
     enum chat_format f;
@@ -819,6 +1024,12 @@ void chat_detect(const char *jinja, enum chat_format fallback, struct chat_templ
         out->flags = gemma_flags(jinja);
     } else if (has(jinja, "<|start_header_id|>") && has(jinja, "<|end_header_id|>")) {
         out->format = CHAT_FORMAT_LLAMA3;
+    } else if (has(jinja, "<｜Assistant｜>") && has(jinja, "<｜User｜>")) {
+        out->format = CHAT_FORMAT_DEEPSEEK_R1;
+        if (has(jinja, "<｜Assistant｜><think>"))
+            out->flags |= CHAT_FLAG_OPENS_THINKING;
+    } else if (has(jinja, "<|channel|>")) {
+        out->format = CHAT_FORMAT_HARMONY;
     } else {
         return;
     }

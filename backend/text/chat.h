@@ -19,6 +19,13 @@ enum chat_format {
     CHAT_FORMAT_LLAMA2,  /* [INST] <<SYS>> ... [/INST] */
     CHAT_FORMAT_MISTRAL, /* [INST] ... [/INST] with the system text in the first turn */
     CHAT_FORMAT_GEMMA,   /* <start_of_turn>user ... <end_of_turn> */
+    /* DeepSeek-R1 and its distills: {system}<｜User｜>...<｜Assistant｜>...
+     * (fullwidth bars, U+2581 for spaces); with CHAT_FLAG_OPENS_THINKING the
+     * generation prompt opens the reply's think block ("<think>\n"). */
+    CHAT_FORMAT_DEEPSEEK_R1,
+    /* gpt-oss's harmony: <|start|>role<|message|>...<|end|>, replies in
+     * channels (analysis = thinking, final = the answer). */
+    CHAT_FORMAT_HARMONY,
     /* No template: raw completion. The messages' texts are concatenated as
      * they are, all plain text, with nothing between or after them; the
      * system text (if any) is simply the first. Never detected: only chosen
@@ -40,6 +47,9 @@ struct chat_template {
     enum chat_format format;
     const char *default_system; /* borrowed (static or owned by the engine) */
     unsigned flags;             /* CHAT_FLAG_* variant bits; 0 = the format's usual form */
+    /* The date a template states (harmony's "Current date: "), as
+     * "YYYY-MM-DD" (borrowed); NULL = today, local time, when rendered. */
+    const char *today;
 };
 
 /* Variants within a format, found by chat_detect (and chat_template_bind).
@@ -53,8 +63,9 @@ enum chat_flag {
     CHAT_FLAG_INST_TOKENS = 1u << 2,
     CHAT_FLAG_GEMMA_SEP1 = 1u << 3, /* system text followed by one "\n", not two */
     /* The template renders earlier replies without their thinking: what
-     * follows the last "</think>", leading newlines stripped (Qwen3's and
-     * DeepSeek-R1's do; found by the "</think>" in the template text). */
+     * follows the last "</think>", leading newlines stripped (Qwen3's does;
+     * found by the "</think>" in the template text). DeepSeek-R1 and harmony
+     * always drop it by their own rules, flag or not (chat.c). */
     CHAT_FLAG_DROP_THINKING = 1u << 4,
     /* The template has a switch for thinking (Qwen3's enable_thinking). */
     CHAT_FLAG_THINK_SWITCH = 1u << 5,
@@ -62,6 +73,11 @@ enum chat_flag {
      * ("<think>\n\n</think>\n\n"), as the template renders enable_thinking
      * false. Set by the caller, only where CHAT_FLAG_THINK_SWITCH is. */
     CHAT_FLAG_THINK_OFF = 1u << 6,
+    /* The generation prompt opens the reply's think block: DeepSeek's later
+     * R1 templates end it "<｜Assistant｜><think>\n"; the one inside the
+     * R1-Distill GGUF files ends at "<｜Assistant｜>" and the model writes
+     * "<think>" itself. Found by "<｜Assistant｜><think>" in the text. */
+    CHAT_FLAG_OPENS_THINKING = 1u << 7,
 };
 
 /* Where the answer of REPLY (LEN bytes) starts once an opening
@@ -108,5 +124,26 @@ void chat_prompt_free(struct chat_prompt *p);
 /* Text the model emits at the end of its turn in this format, which ends
  * generation when seen as a token ("<|im_end|>", "<end_of_turn>", ...). */
 const char *chat_end_of_turn(enum chat_format f);
+
+/* What the generation prompt leaves open for the reply to continue: the
+ * reply as kept (and streamed) starts with it, so it reads as the model's
+ * whole turn and its thinking is told apart like any other ("<think>\n"
+ * where DeepSeek-R1's prompt opens the think block); "" otherwise. */
+const char *chat_reply_prefix(const struct chat_template *t);
+
+/* Control tokens that are part of a reply's text in this format (harmony's
+ * channel headers: "<|channel|>", "<|message|>", ...), NULL-terminated, or
+ * NULL. The engine writes them into the reply, and none of them ends the
+ * turn even where the vocabulary counts it as an end of generation:
+ * harmony's "<|end|>" closes the analysis message and the final answer
+ * follows; "<|return|>" ends the reply (llama.cpp drops "<|end|>" from its
+ * end-of-generation set for the same reason). */
+const char *const *chat_reply_controls(enum chat_format f);
+
+/* A stored reply put back together as the model wrote it in this format,
+ * from its THINKING and ANSWER (NULL = ""): harmony's analysis and final
+ * messages, a "<think>" block otherwise. Returns a malloc'd string, or NULL
+ * when out of memory. */
+char *chat_join_reply(enum chat_format f, const char *thinking, const char *answer);
 
 #endif

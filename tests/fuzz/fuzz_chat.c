@@ -9,7 +9,8 @@
  * the buffer given; rendering system/user/assistant/user turns (with and
  * without the generation prompt) gives segments whose special ones are
  * short, non-empty and free of NUL; the message text reaches the plain
- * segments only: the number of special segments is the same as for a
+ * segments only (the reply's may be cut where the template drops earlier
+ * thinking): the number of special segments is the same as for a
  * harmless message, so text that spells "<|im_end|>" or "[INST]" can never
  * become a control token.
  *
@@ -29,7 +30,8 @@
 #include "chat.h"
 
 #define KNOWN_FLAGS (CHAT_FLAG_MISTRAL_V1 | CHAT_FLAG_MISTRAL_TEKKEN | CHAT_FLAG_INST_TOKENS | \
-                     CHAT_FLAG_GEMMA_SEP1)
+                     CHAT_FLAG_GEMMA_SEP1 | CHAT_FLAG_DROP_THINKING | CHAT_FLAG_THINK_SWITCH | \
+                     CHAT_FLAG_OPENS_THINKING)
 
 /* Renders the conversation; returns how many special segments it has. */
 static size_t render(const struct chat_template *tmpl, const char *text, bool add_generation)
@@ -57,8 +59,11 @@ static size_t render(const struct chat_template *tmpl, const char *text, bool ad
      * whitespace (Unicode's, as Jinja does: U+001D counts), so the check
      * holds for texts that start and end with a letter or digit. */
     size_t tl = strlen(text);
+    /* a template that drops earlier thinking may cut the reply's text */
+    bool cuts = (tmpl->flags & CHAT_FLAG_DROP_THINKING) || tmpl->format == CHAT_FORMAT_DEEPSEEK_R1 ||
+                tmpl->format == CHAT_FORMAT_HARMONY;
     if (tl && isalnum((unsigned char)text[0]) && isalnum((unsigned char)text[tl - 1]) &&
-        plain < 4 * tl)
+        plain < (cuts ? 3 : 4) * tl)
         abort();
     chat_prompt_free(&p);
     return special;
