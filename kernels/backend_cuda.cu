@@ -15,7 +15,9 @@
  * sections 3-4): one token goes through the matrix-vector kernels, several
  * through cuBLAS GEMMs with bf16 operands (weights dequantised chunk by chunk,
  * once per micro-batch of up to UB_MAX tokens) and through the tensor-core
- * prefill attention (attention_prefill.cu). Everything is
+ * prefill attention (attention_prefill.cu). A mixture-of-experts FFN
+ * (ffn_moe) routes on the device and runs its experts as matvecs over
+ * (token, slot) pairs for any number of tokens. Everything is
  * queued on one stream; the only synchronisation is the copy of the logits.
  *
  * Thread safety: one thread at a time per backend (the engine's rule).
