@@ -506,6 +506,39 @@ static void test_synth_moe_tiny(void **state)
     check_moe(m, "synth-moe-tiny-q4_k", 2.0);
 }
 
+/* The most experts the loader takes (1024) is the router kernel's limit
+ * too (KV_MOE_MAX_EXPERT): such a model is estimated, every expert in the
+ * weights. Past it (hparams no loader writes, set here by hand) estimate
+ * and create refuse the model with a message naming the count and the way
+ * out, so --backend auto would fall back to the CPU. */
+static void test_moe_many_experts(void **state)
+{
+    (void)state;
+    struct tiny_spec s = {.arch = "qwen3moe", .wtype = GGML_TYPE_Q8_0, .etype = GGML_TYPE_Q8_0,
+                          .n_embd = 32, .n_head = 1, .n_head_kv = 1, .head_dim = 32, .n_rot = 32,
+                          .n_vocab = 20, .n_layer = 1, .n_expert = 1024, .n_expert_used = 2,
+                          .n_ff_exp = 32};
+    struct model *m = make_model(&s, 7);
+    struct backend_config cfg = {.n_ctx = 16, .n_threads = 1};
+    struct backend_estimate est;
+    char err[512];
+    assert_int_equal(backend_cuda_ops.estimate(m, &cfg, &est, err, sizeof err), 0);
+    uint64_t experts = m->layers[0].ffn_gate_exps.nbytes + m->layers[0].ffn_up_exps.nbytes +
+                       m->layers[0].ffn_down_exps.nbytes;
+    assert_true(est.weights >= experts);
+
+    m->hp.n_expert = 1025;
+    assert_int_equal(backend_cuda_ops.estimate(m, &cfg, &est, err, sizeof err), -1);
+    printf("1025 experts: %s\n", err);
+    assert_non_null(strstr(err, "1025 experts"));
+    assert_non_null(strstr(err, "--backend cpu"));
+    assert_null(backend_cuda_ops.create(m, &cfg, err, sizeof err));
+    assert_non_null(strstr(err, "1025 experts"));
+    m->hp.n_expert = 1024;
+    assert_no_emu_report();
+    model_free(m);
+}
+
 /* Scalar float rows (36 is not a multiple of 8), head size 12, rope factors,
  * untied output. */
 static void test_llama_f32_scalar(void **state)
@@ -819,6 +852,7 @@ int main(void)
         cmocka_unit_test(test_qwen3moe_f32_scalar),
         cmocka_unit_test(test_qwen2moe_q4_0_shared),
         cmocka_unit_test(test_synth_moe_tiny),
+        cmocka_unit_test(test_moe_many_experts),
         cmocka_unit_test(test_long_context_split),
         cmocka_unit_test(test_forward_errors),
         cmocka_unit_test(test_roofs),
