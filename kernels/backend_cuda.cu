@@ -118,7 +118,7 @@ struct cuda_backend {
     float *moe_w, *moe_h, *moe_h2, *moe_y, *sh_z, *sh_out;
     float *part;   /* part_rows x n_head x (hd + 2) */
     float *logits; /* logit_rows x n_vocab */
-    __nv_bfloat16 *abf; /* ub x max(n_embd, n_head*hd, n_ff): GEMM activations */
+    __nv_bfloat16 *abf; /* ub x max(n_embd, n_head*hd, n_ff, n_ff_shexp): GEMM activations */
     __nv_bfloat16 *wbf; /* wbf_elems: a dequantised weight chunk */
     /* prefill attention (kv_attn_prefill_args says the shapes) */
     __nv_bfloat16 *ap_q, *ap_k, *ap_v, *ap_p;
