@@ -15,7 +15,9 @@
  * sections 3-4): one token goes through the matrix-vector kernels, several
  * through cuBLAS GEMMs with bf16 operands (weights dequantised chunk by chunk,
  * once per micro-batch of up to UB_MAX tokens) and through the tensor-core
- * prefill attention (attention_prefill.cu). Everything is
+ * prefill attention (attention_prefill.cu). A mixture-of-experts FFN
+ * (ffn_moe) routes on the device and runs its experts as matvecs over
+ * (token, slot) pairs for any number of tokens. Everything is
  * queued on one stream; the only synchronisation is the copy of the logits.
  *
  * Thread safety: one thread at a time per backend (the engine's rule).
@@ -53,6 +55,13 @@ static_assert(KV_SAMPLE_MAX_K == BACKEND_SAMPLE_MAX_K && KV_SAMPLE_MAX_PEN == BA
 
 struct dlayer {
     struct kv_dmat wq, wk, wv, wo, gate, up, down;
+    /* Mixture of experts (hp.n_expert > 0; gate/up/down then absent): the
+     * router (n_expert rows), the stacked experts (n_expert matrices of
+     * n_ff_exp or n_embd rows, expert e's from row e * rows: the upload keeps
+     * the file's order, so one expert is rows * row_bytes contiguous bytes),
+     * and qwen2moe's shared expert with its one-row sigmoid gate. */
+    struct kv_dmat router, gate_exps, up_exps, down_exps;
+    struct kv_dmat sh_gate_inp, gate_sh, up_sh, down_sh;
     /* f32 vectors in the arena, NULL when absent */
     float *attn_norm, *bq, *bk, *bv, *q_norm, *k_norm, *post_attn_norm;
     float *ffn_norm, *post_ffw_norm;
@@ -98,10 +107,18 @@ struct cuda_backend {
     float *tmp;    /* ub x n_embd: a projection's output before its post-norm */
     float *q, *ao; /* ub x n_head*hd */
     float *k, *v;  /* ub x n_kv*hd */
-    float *g, *u;  /* ub x n_ff */
+    float *g, *u;  /* ub x max(n_ff, n_ff_shexp) */
+    /* mixture of experts, K = n_expert_used: router logits (ub x n_expert),
+     * each token's experts and weights (ub x K), the routed experts' hidden
+     * states (ub K x n_ff_exp, two for an unfused gate/up) and outputs
+     * (ub K x n_embd), the shared expert's gate logit (ub) and output
+     * (ub x n_embd) */
+    float *moe_logits;
+    int32_t *moe_ids;
+    float *moe_w, *moe_h, *moe_h2, *moe_y, *sh_z, *sh_out;
     float *part;   /* part_rows x n_head x (hd + 2) */
     float *logits; /* logit_rows x n_vocab */
-    __nv_bfloat16 *abf; /* ub x max(n_embd, n_head*hd, n_ff): GEMM activations */
+    __nv_bfloat16 *abf; /* ub x max(n_embd, n_head*hd, n_ff, n_ff_shexp): GEMM activations */
     __nv_bfloat16 *wbf; /* wbf_elems: a dequantised weight chunk */
     /* prefill attention (kv_attn_prefill_args says the shapes) */
     __nv_bfloat16 *ap_q, *ap_k, *ap_v, *ap_p;
@@ -205,6 +222,15 @@ static int build_plan(struct cuda_backend *b, struct plan *p)
         rc |= plan_add(p, &L->ffn_gate, "ffn_gate", false, &D->gate, NULL);
         rc |= plan_add(p, &L->ffn_up, "ffn_up", false, &D->up, NULL);
         rc |= plan_add(p, &L->ffn_down, "ffn_down", false, &D->down, NULL);
+        rc |= plan_add(p, &L->ffn_gate_inp, "ffn_gate_inp", false, &D->router, NULL);
+        rc |= plan_add(p, &L->ffn_gate_exps, "ffn_gate_exps", false, &D->gate_exps, NULL);
+        rc |= plan_add(p, &L->ffn_up_exps, "ffn_up_exps", false, &D->up_exps, NULL);
+        rc |= plan_add(p, &L->ffn_down_exps, "ffn_down_exps", false, &D->down_exps, NULL);
+        rc |= plan_add(p, &L->ffn_gate_inp_shexp, "ffn_gate_inp_shexp", false, &D->sh_gate_inp,
+                       NULL);
+        rc |= plan_add(p, &L->ffn_gate_shexp, "ffn_gate_shexp", false, &D->gate_sh, NULL);
+        rc |= plan_add(p, &L->ffn_up_shexp, "ffn_up_shexp", false, &D->up_sh, NULL);
+        rc |= plan_add(p, &L->ffn_down_shexp, "ffn_down_shexp", false, &D->down_sh, NULL);
         rc |= plan_add(p, &L->post_ffw_norm, "post_ffw_norm", true, NULL, &D->post_ffw_norm);
         D->swa = L->swa;
     }
@@ -384,7 +410,10 @@ static void *carve(struct carve *c, size_t bytes)
 static size_t layout_scratch(struct cuda_backend *b, uint8_t *base)
 {
     const struct model_hparams *hp = &b->m->hp;
-    const size_t ub = (size_t)b->ub, E = (size_t)hp->n_embd, F = (size_t)hp->n_ff;
+    const size_t ub = (size_t)b->ub, E = (size_t)hp->n_embd;
+    const size_t F = (size_t)(hp->n_ff > hp->n_ff_shexp ? hp->n_ff : hp->n_ff_shexp);
+    const size_t NX = (size_t)hp->n_expert, K = NX ? (size_t)hp->n_expert_used : 0;
+    const size_t FX = NX ? (size_t)hp->n_ff_exp : 0, FS = hp->n_ff_shexp > 0 ? 1 : 0;
     const size_t QD = (size_t)hp->n_head * hp->head_dim, KD = (size_t)hp->n_head_kv * hp->head_dim;
     size_t amax = E > QD ? E : QD;
     amax = amax > F ? amax : F;
@@ -398,6 +427,14 @@ static size_t layout_scratch(struct cuda_backend *b, uint8_t *base)
     b->v = (float *)carve(&c, ub * KD * 4);
     b->g = (float *)carve(&c, ub * F * 4);
     b->u = (float *)carve(&c, ub * F * 4);
+    b->moe_logits = (float *)carve(&c, ub * NX * 4);
+    b->moe_ids = (int32_t *)carve(&c, ub * K * 4);
+    b->moe_w = (float *)carve(&c, ub * K * 4);
+    b->moe_h = (float *)carve(&c, ub * K * FX * 4);
+    b->moe_h2 = (float *)carve(&c, ub * K * FX * 4);
+    b->moe_y = (float *)carve(&c, ub * K * E * 4);
+    b->sh_z = (float *)carve(&c, ub * FS * 4);
+    b->sh_out = (float *)carve(&c, ub * FS * E * 4);
     b->part = (float *)carve(&c, (size_t)b->part_rows * hp->n_head * (hp->head_dim + 2) * 4);
     b->logits = (float *)carve(&c, (size_t)b->logit_rows * hp->n_vocab * 4);
     b->abf = (__nv_bfloat16 *)carve(&c, ub * amax * 2);
@@ -561,13 +598,12 @@ static int size_backend(struct cuda_backend *b, struct plan *p)
 {
     const struct model *m = b->m;
     const struct model_hparams *hp = &m->hp;
-    /* Routed experts need their own kernels (grouped products); until then
-     * the model is refused here, so --backend auto falls back to the CPU. */
-    if (hp->n_expert > 0) {
+    /* The router kernel's limit (model.c already holds 1 <= used <= count). */
+    if (hp->n_expert > KV_MOE_MAX_EXPERT) {
         snprintf(b->err, sizeof b->err,
-                 "CUDA backend: mixture-of-experts models (%d experts) are not supported yet: "
-                 "use --backend cpu",
-                 (int)hp->n_expert);
+                 "CUDA backend: mixture-of-experts models of %d experts are not supported (at "
+                 "most %d): use --backend cpu",
+                 (int)hp->n_expert, KV_MOE_MAX_EXPERT);
         return -1;
     }
     if (build_plan(b, p)) {
@@ -826,6 +862,86 @@ static int attn_prefill(struct cuda_backend *b, const struct dlayer *L, int32_t 
     return kv_attention_prefill(&a, b->blas, b->st, b->err, sizeof b->err);
 }
 
+/* The gated FFN down(act(gate IN) * up IN) of N tokens into OUT (added to
+ * it when ACCUM), IN normed by NW in the matvecs' prologue when set (one
+ * token; norm_input says when). One token with gate and up in one format:
+ * one kernel stores act(gate) * up; otherwise the two projections and
+ * kv_glu. The hidden state goes through b->g (and b->u). */
+static int ffn_dense(struct cuda_backend *b, const struct kv_dmat *gate, const struct kv_dmat *up,
+                     const struct kv_dmat *down, const float *in, const float *nw, int32_t n,
+                     bool gelu, float *out, bool accum)
+{
+    const float eps = b->m->hp.norm_eps;
+    char *e = b->err;
+    const size_t el = sizeof b->err;
+    if (n == 1 && kv_matvec_glu_fuses(gate, up)) {
+        if (CUDA_CHECK(kv_matvec_glu(gate, up, in, nw, eps, gelu, b->g, b->st), e, el))
+            return -1;
+    } else if (proj_norm(b, gate, in, nw, n, NULL, b->g, false) ||
+               proj_norm(b, up, in, nw, n, NULL, b->u, false) ||
+               CUDA_CHECK(kv_glu(b->g, b->u, (int64_t)n * gate->nrows, gelu, b->st), e, el)) {
+        return -1;
+    }
+    return proj(b, down, b->g, n, NULL, out, accum);
+}
+
+/* The mixture-of-experts FFN of layer L for N tokens, cpu.c's moe_ffn:
+ * OUT = (ADD) + sum over each token's K experts of weight * expert(IN)
+ * (+ sigmoid(gate . IN) * shared(IN) with a shared expert), IN normed by
+ * NW as in ffn_dense. The router's logits, the choice and every expert
+ * product stay on the device (kv_moe_route writes the ids the expert
+ * matvecs read), so the decode step is still one graph, and a token reads
+ * only its K experts' rows. Any N takes the same kernels: the router and
+ * the experts as batched matvecs over tokens and (token, slot) pairs
+ * (NOTES.md, MoE v1: why not a GEMM per expert), so a prompt chooses
+ * exactly the experts token-by-token decoding would. The shared expert is
+ * a dense FFN (GEMMs for N > 1). */
+static int ffn_moe(struct cuda_backend *b, const struct dlayer *L, const float *in,
+                   const float *nw, int32_t n, const float *add, float *out)
+{
+    const struct model_hparams *hp = &b->m->hp;
+    char *e = b->err;
+    const size_t el = sizeof b->err;
+    cudaStream_t st = b->st;
+    const int32_t NX = hp->n_expert, K = hp->n_expert_used, np = n * K;
+    const float eps = hp->norm_eps;
+    if (CUDA_CHECK(kv_matvec_x(&L->router, 1, NULL, n, 1, in, nw, eps, b->moe_logits, st), e,
+                   el) ||
+        CUDA_CHECK(kv_moe_route(b->moe_logits, n, NX, K, hp->expert_weights_norm, b->moe_ids,
+                                b->moe_w, st),
+                   e, el))
+        return -1;
+    /* cpu.c's experts are SwiGLU whatever the dense FFN's activation. */
+    if (kv_matvec_glu_fuses(&L->gate_exps, &L->up_exps)) {
+        if (CUDA_CHECK(kv_matvec_x_glu(&L->gate_exps, &L->up_exps, NX, b->moe_ids, np, K, in, nw,
+                                       eps, false, b->moe_h, st),
+                       e, el))
+            return -1;
+    } else if (CUDA_CHECK(kv_matvec_x(&L->gate_exps, NX, b->moe_ids, np, K, in, nw, eps,
+                                      b->moe_h, st),
+                          e, el) ||
+               CUDA_CHECK(kv_matvec_x(&L->up_exps, NX, b->moe_ids, np, K, in, nw, eps, b->moe_h2,
+                                      st),
+                          e, el) ||
+               CUDA_CHECK(kv_glu(b->moe_h, b->moe_h2, (int64_t)np * hp->n_ff_exp, false, st), e,
+                          el)) {
+        return -1;
+    }
+    if (CUDA_CHECK(kv_matvec_x(&L->down_exps, NX, b->moe_ids, np, 1, b->moe_h, NULL, 0.0f,
+                               b->moe_y, st),
+                   e, el))
+        return -1;
+    const bool shared = L->gate_sh.d != NULL;
+    if (shared &&
+        (CUDA_CHECK(kv_matvec_x(&L->sh_gate_inp, 1, NULL, n, 1, in, nw, eps, b->sh_z, st), e,
+                    el) ||
+         ffn_dense(b, &L->gate_sh, &L->up_sh, &L->down_sh, in, nw, n, false, b->sh_out, false)))
+        return -1;
+    return CUDA_CHECK(kv_moe_sum(b->moe_y, b->moe_w, n, K, hp->n_embd, shared ? b->sh_out : NULL,
+                                 b->sh_z, add, out, st),
+                      e, el);
+}
+
 /* One layer for N tokens at POS. POS_DEV set (a decode step, N = 1): the
  * position is read from device memory by the fused RoPE + KV store and by
  * attention, whose split count does not depend on it, so a graph captured
@@ -912,26 +1028,18 @@ static int layer_forward(struct cuda_backend *b, int32_t il, int32_t n, int32_t 
         return -1;
     }
 
-    /* One token with gate and up in one format: one kernel stores
-     * act(gate) * up; otherwise the two projections and kv_glu. */
     if (norm_input(b, b->x, L->ffn_norm, n, &in, &nw))
         return -1;
-    if (n == 1 && kv_matvec_glu_fuses(&L->gate, &L->up)) {
-        if (CUDA_CHECK(kv_matvec_glu(&L->gate, &L->up, in, nw, hp->norm_eps, hp->gelu_ffn, b->g,
-                                     st),
-                       e, el))
-            return -1;
-    } else if (proj_norm(b, &L->gate, in, nw, n, NULL, b->g, false) ||
-               proj_norm(b, &L->up, in, nw, n, NULL, b->u, false) ||
-               CUDA_CHECK(kv_glu(b->g, b->u, (int64_t)n * hp->n_ff, hp->gelu_ffn, st), e, el)) {
-        return -1;
-    }
     if (L->post_ffw_norm) {
-        if (proj(b, &L->down, b->g, n, NULL, b->tmp, false) ||
+        if ((hp->n_expert > 0 ? ffn_moe(b, L, in, nw, n, NULL, b->tmp)
+                              : ffn_dense(b, &L->gate, &L->up, &L->down, in, nw, n, hp->gelu_ffn,
+                                          b->tmp, false)) ||
             CUDA_CHECK(kv_rmsnorm(b->tmp, L->post_ffw_norm, b->x, b->x, n, E, hp->norm_eps, st),
                        e, el))
             return -1;
-    } else if (proj(b, &L->down, b->g, n, NULL, b->x, true)) {
+    } else if (hp->n_expert > 0 ? ffn_moe(b, L, in, nw, n, b->x, b->x)
+                                : ffn_dense(b, &L->gate, &L->up, &L->down, in, nw, n,
+                                            hp->gelu_ffn, b->x, true)) {
         return -1;
     }
     return 0;

@@ -316,4 +316,43 @@ size_t kv_sample_scratch_bytes(int32_t n_vocab);
 cudaError_t kv_sample(const float *logits, int32_t n_vocab, const struct kv_sample_in *in,
                       void *scratch, int32_t *out, cudaStream_t st);
 
+/* ---- moe.cu, and the expert-indexed matvecs of matvec.cu ---- */
+
+/* Most experts the router kernel takes (a lane's 32-bit taken mask, 32
+ * lanes), and most of them a token uses. */
+#define KV_MOE_MAX_EXPERT 1024
+/* For each of N_TOK tokens, the router's softmax over LOGITS (N_TOK x
+ * N_EXPERT) and its top K, cpu.c's moe_select: IDS (N_TOK x K, device
+ * int32) the K most probable experts in order, ties to the lower index,
+ * W (N_TOK x K) their probabilities, divided by their sum when NORM.
+ * cudaErrorInvalidValue unless 1 <= K <= N_EXPERT <= KV_MOE_MAX_EXPERT. */
+cudaError_t kv_moe_route(const float *logits, int32_t n_tok, int32_t n_expert, int32_t k,
+                         bool norm, int32_t *ids, float *w, cudaStream_t st);
+/* OUT[t] = (ADD ? ADD[t] : 0) + sum_j W[t K + j] Y[t K + j]
+ * (+ sigmoid(SH_Z[t]) SH[t] when SH is set), rows of N_EMBD: the routed
+ * experts' outputs Y (N_TOK K x N_EMBD) weighted, the shared expert gated.
+ * OUT may equal ADD. */
+cudaError_t kv_moe_sum(const float *y, const float *w, int32_t n_tok, int32_t k, int32_t n_embd,
+                       const float *sh, const float *sh_z, const float *add, float *out,
+                       cudaStream_t st);
+/* A batch of N matvecs over the experts of a stacked tensor W (N_EXPERT
+ * matrices of W.nrows / N_EXPERT rows each, expert e's from row e * rows):
+ * pair p (0..N-1) multiplies expert IDS[p] (device int32, read at run time,
+ * so a captured graph follows the router; an id out of range reads expert
+ * 0; IDS NULL: expert 0 for every pair, a plain batched matvec) with row
+ * p / X_DIV of X (rows of W.ncols floats; X_DIV = K: the token of a
+ * (token, slot) pair) normed by NORM when set (kv_matvec_norm's prologue),
+ * into row p of Y (rows of W.nrows / N_EXPERT). Each pair is
+ * kv_matvec_norm's kernel on its expert's matrix, bit for bit. */
+cudaError_t kv_matvec_x(const struct kv_dmat *w, int32_t n_expert, const int32_t *ids, int32_t n,
+                        int32_t x_div, const float *x, const float *norm, float eps, float *y,
+                        cudaStream_t st);
+/* kv_matvec_x of GATE and UP (same experts, format and shape:
+ * kv_matvec_glu_fuses) with kv_matvec_glu's store, act(gate) * up, into Y.
+ * cudaErrorInvalidValue unless kv_matvec_glu_fuses. */
+cudaError_t kv_matvec_x_glu(const struct kv_dmat *gate, const struct kv_dmat *up,
+                            int32_t n_expert, const int32_t *ids, int32_t n, int32_t x_div,
+                            const float *x, const float *norm, float eps, bool gelu, float *y,
+                            cudaStream_t st);
+
 #endif

@@ -95,10 +95,11 @@ static __device__ __forceinline__ void mv_v1(const uint8_t *__restrict__ w, size
                                              int64_t nrows, int64_t nunits,
                                              const float *__restrict__ x,
                                              const float *__restrict__ nw, float eps,
-                                             const float *bias, const float *add, float *y)
+                                             const float *bias, const float *add, float *y,
+                                             int64_t blk)
 {
     constexpr int UE = kv_fmt<F>::UE;
-    int64_t r = (int64_t)blockIdx.x * MV_WARPS + (threadIdx.x >> 5);
+    int64_t r = blk * MV_WARPS + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
     /* Before any thread leaves: the norm's reduction has a barrier. */
     const float inv = NORM ? mv_rms_inv(x, nunits * UE, eps) : 1.0f;
@@ -142,7 +143,7 @@ static __global__ void __launch_bounds__(MV_WARPS * 32)
     k_matvec(const uint8_t *__restrict__ w, size_t row_bytes, int64_t nrows, int64_t nunits,
              const float *__restrict__ x, const float *bias, const float *add, float *y)
 {
-    mv_v1<F, false>(w, row_bytes, nrows, nunits, x, nullptr, 0.0f, bias, add, y);
+    mv_v1<F, false>(w, row_bytes, nrows, nunits, x, nullptr, 0.0f, bias, add, y, blockIdx.x);
 }
 
 template <int F>
@@ -151,7 +152,7 @@ static __global__ void __launch_bounds__(MV_WARPS * 32)
                const float *__restrict__ x, const float *__restrict__ nw, float eps,
                const float *bias, const float *add, float *y)
 {
-    mv_v1<F, true>(w, row_bytes, nrows, nunits, x, nw, eps, bias, add, y);
+    mv_v1<F, true>(w, row_bytes, nrows, nunits, x, nw, eps, bias, add, y, blockIdx.x);
 }
 
 /* ---- v2: the 16-byte float formats (F32, F16, BF16), x staged in shared ----
@@ -581,4 +582,176 @@ cudaError_t kv_matvec3(const struct kv_dmat *const w[3], const float *x, const f
         else if constexpr (kv_mv_staged<F>)
             KV_LAUNCH(k_mv3_sx<F>, grid, MV_WARPS * 32, 0, st)(a);
     });
+}
+
+/* ---- expert-indexed: a batch of (token, slot) pairs, each on its expert ----
+ *
+ * Grid (row blocks, pairs): block (b, p) is block b of the matvec of pair
+ * p's expert, the body of k_matvec_q / k_matvec_sx / k_matvec (or, with
+ * two matrices, k_mvglu_*) on that expert's matrix, so a pair's results
+ * are the dense kernel's, bit for bit, and a new weight format comes with
+ * its dense kernel. The expert id is read from device memory by every
+ * thread of the block (one broadcast load) before the body starts, so the
+ * choice is made on the device and decode reads only the chosen experts'
+ * rows. Pairs beyond gridDim.y's limit go in further launches (P0). */
+struct mvx_args {
+    const uint8_t *w, *wu; /* stacked tensors (wu: the GLU's up, else NULL) */
+    size_t row_bytes;
+    size_t expert_bytes;   /* rows * row_bytes: one expert's matrix */
+    int64_t nrows;         /* rows of one expert */
+    int64_t ncols;
+    const int32_t *ids;    /* pair p's expert, or NULL: expert 0 */
+    int32_t n_expert, x_div, p0;
+    const float *x, *nw;
+    float eps;
+    bool gelu;
+    float *y;
+};
+
+struct mvx_pick {
+    const uint8_t *w, *wu;
+    const float *x;
+    float *y;
+    __device__ __forceinline__ explicit mvx_pick(const mvx_args &a)
+    {
+        const int64_t p = (int64_t)a.p0 + blockIdx.y;
+        int32_t e = a.ids ? a.ids[p] : 0;
+        e = e >= 0 && e < a.n_expert ? e : 0;
+        w = a.w + (size_t)e * a.expert_bytes;
+        wu = a.wu ? a.wu + (size_t)e * a.expert_bytes : nullptr;
+        x = a.x + p / a.x_div * a.ncols;
+        y = a.y + p * a.nrows;
+    }
+};
+
+/* The bodies, and one kernel name per form (one template parameter each,
+ * so KV_LAUNCH takes them as they are). */
+template <int F, int NM> static __device__ __forceinline__ void mvx_q(const mvx_args &a)
+{
+    const mvx_pick p(a);
+    mv_q<F, NM>(p.w, p.wu, a.row_bytes, a.nrows, a.ncols, p.x, a.nw, a.eps, nullptr, nullptr,
+                a.gelu, p.y, blockIdx.x);
+}
+
+template <int F, int NM> static __device__ __forceinline__ void mvx_sx(const mvx_args &a)
+{
+    const mvx_pick p(a);
+    mv_sx<F, NM>(p.w, p.wu, a.row_bytes, a.nrows, a.ncols, p.x, a.nw, a.eps, nullptr, nullptr,
+                 a.gelu, p.y, blockIdx.x);
+}
+
+template <int F, bool NORM> static __device__ __forceinline__ void mvx_s(const mvx_args &a)
+{
+    const mvx_pick p(a);
+    mv_v1<F, NORM>(p.w, a.row_bytes, a.nrows, a.ncols / kv_fmt<F>::UE, p.x, a.nw, a.eps, nullptr,
+                   nullptr, p.y, blockIdx.x);
+}
+
+template <int F>
+static __global__ void __launch_bounds__(MV_WARPS * 32) k_mvx_q(const mvx_args a)
+{
+    mvx_q<F, 1>(a);
+}
+template <int F>
+static __global__ void __launch_bounds__(MV_WARPS * 32) k_mvxglu_q(const mvx_args a)
+{
+    mvx_q<F, 2>(a);
+}
+template <int F>
+static __global__ void __launch_bounds__(MV_WARPS * 32) k_mvx_sx(const mvx_args a)
+{
+    mvx_sx<F, 1>(a);
+}
+template <int F>
+static __global__ void __launch_bounds__(MV_WARPS * 32) k_mvxglu_sx(const mvx_args a)
+{
+    mvx_sx<F, 2>(a);
+}
+template <int F>
+static __global__ void __launch_bounds__(MV_WARPS * 32) k_mvx_s(const mvx_args a)
+{
+    mvx_s<F, false>(a);
+}
+template <int F>
+static __global__ void __launch_bounds__(MV_WARPS * 32) k_mvxnorm_s(const mvx_args a)
+{
+    mvx_s<F, true>(a);
+}
+
+/* Most pairs one launch takes: gridDim.y's limit. */
+#define MVX_MAX_PAIRS 65535
+
+/* Both launchers: A filled but for p0, NM matrices (2: the GLU). */
+static cudaError_t mvx_launch(const struct kv_dmat *w, mvx_args a, int nm, int32_t n,
+                              cudaStream_t st)
+{
+    if (n < 1 || a.n_expert < 1 || a.x_div < 1 || w->nrows % a.n_expert)
+        return cudaErrorInvalidValue;
+    const int64_t rb = MV_WARPS * MV_ROWS / nm; /* output rows a block, staged forms */
+    for (int32_t p0 = 0; p0 < n; p0 += MVX_MAX_PAIRS) {
+        a.p0 = p0;
+        const unsigned np = (unsigned)(n - p0 < MVX_MAX_PAIRS ? n - p0 : MVX_MAX_PAIRS);
+        cudaError_t rc = kv_wf_dispatch(w->fmt, [&](auto f) {
+            constexpr int F = decltype(f)::value;
+            if constexpr (kv_repacked<F>::value || kv_mv_staged<F>) {
+                dim3 grid((unsigned)((a.nrows + rb - 1) / rb), np);
+                if constexpr (kv_repacked<F>::value) {
+                    if (nm == 2)
+                        KV_LAUNCH(k_mvxglu_q<F>, grid, MV_WARPS * 32, 0, st)(a);
+                    else
+                        KV_LAUNCH(k_mvx_q<F>, grid, MV_WARPS * 32, 0, st)(a);
+                } else {
+                    if (nm == 2)
+                        KV_LAUNCH(k_mvxglu_sx<F>, grid, MV_WARPS * 32, 0, st)(a);
+                    else
+                        KV_LAUNCH(k_mvx_sx<F>, grid, MV_WARPS * 32, 0, st)(a);
+                }
+            } else {
+                /* The scalar float forms: no GLU form (the caller checked). */
+                dim3 grid((unsigned)((a.nrows + MV_WARPS - 1) / MV_WARPS), np);
+                if (a.nw)
+                    KV_LAUNCH(k_mvxnorm_s<F>, grid, MV_WARPS * 32, 0, st)(a);
+                else
+                    KV_LAUNCH(k_mvx_s<F>, grid, MV_WARPS * 32, 0, st)(a);
+            }
+        });
+        if (rc != cudaSuccess)
+            return rc;
+    }
+    return cudaSuccess;
+}
+
+static mvx_args mvx_args_of(const struct kv_dmat *w, const uint8_t *wu, int32_t n_expert,
+                            const int32_t *ids, int32_t x_div, const float *x, const float *norm,
+                            float eps, bool gelu, float *y)
+{
+    mvx_args a;
+    a.w = w->d, a.wu = wu;
+    a.row_bytes = w->row_bytes;
+    a.nrows = n_expert > 0 ? w->nrows / n_expert : 0;
+    a.expert_bytes = (size_t)a.nrows * w->row_bytes;
+    a.ncols = w->ncols;
+    a.ids = ids;
+    a.n_expert = n_expert, a.x_div = x_div, a.p0 = 0;
+    a.x = x, a.nw = norm, a.eps = eps, a.gelu = gelu, a.y = y;
+    return a;
+}
+
+cudaError_t kv_matvec_x(const struct kv_dmat *w, int32_t n_expert, const int32_t *ids, int32_t n,
+                        int32_t x_div, const float *x, const float *norm, float eps, float *y,
+                        cudaStream_t st)
+{
+    return mvx_launch(w, mvx_args_of(w, nullptr, n_expert, ids, x_div, x, norm, eps, false, y),
+                      1, n, st);
+}
+
+cudaError_t kv_matvec_x_glu(const struct kv_dmat *gate, const struct kv_dmat *up,
+                            int32_t n_expert, const int32_t *ids, int32_t n, int32_t x_div,
+                            const float *x, const float *norm, float eps, bool gelu, float *y,
+                            cudaStream_t st)
+{
+    if (!kv_matvec_glu_fuses(gate, up))
+        return cudaErrorInvalidValue;
+    return mvx_launch(gate, mvx_args_of(gate, up->d, n_expert, ids, x_div, x, norm, eps, gelu, y),
+                      2, n, st);
 }

@@ -39,6 +39,7 @@
 #include "quant.h"
 #include "ref_forward.h"
 #include "sampler.h"
+#include "synth.h"
 #include "tiny_model.h"
 
 #ifdef KVCHAT_CUDA_EMU
@@ -143,8 +144,12 @@ static void *backend_new(const struct backend_ops *ops, const struct model *m, i
  * 2 when Q, K and V, or gate and up, cannot share a kernel (two formats,
  * or the scalar float form of rows not a multiple of 8: then gate, up and
  * GLU, or Q, K and V, apart); then the logits matvec (output norm fused)
- * and the sampler's 2. HI allows each layer's split merge (the split count
- * depends on the device). */
+ * and the sampler's 2. A mixture-of-experts layer's FFN is the router
+ * matvec, the top-k, the experts' gate/up + GLU, their down and the
+ * weighted sum (5, not 2; the same +2 when gate and up cannot share a
+ * kernel), and a shared expert adds its gate's matvec, its gate/up + GLU
+ * and its down (3, +2 likewise). HI allows each layer's split merge (the
+ * split count depends on the device). */
 static void step_kernels(const struct model *m, unsigned long *lo, unsigned long *hi)
 {
     unsigned long n = 1 + 1 + 2;
@@ -156,8 +161,19 @@ static void step_kernels(const struct model *m, unsigned long *lo, unsigned long
         bool qflt = q == GGML_TYPE_F32 || q == GGML_TYPE_F16 || q == GGML_TYPE_BF16;
         n += 6 + (L->q_norm.data != NULL) + (L->k_norm.data != NULL) +
              (L->post_attn_norm.data != NULL) + (L->post_ffw_norm.data != NULL);
-        if (g != L->ffn_up.type || (gflt && scalar))
+        if (m->hp.n_expert > 0) {
+            enum ggml_type x = L->ffn_gate_exps.type;
+            bool xflt = x == GGML_TYPE_F32 || x == GGML_TYPE_F16 || x == GGML_TYPE_BF16;
+            n += 3;
+            if (x != L->ffn_up_exps.type || (xflt && scalar))
+                n += 2;
+            g = L->ffn_gate_shexp.type;
+            gflt = g == GGML_TYPE_F32 || g == GGML_TYPE_F16 || g == GGML_TYPE_BF16;
+            if (L->ffn_gate_shexp.data)
+                n += 3 + (g != L->ffn_up_shexp.type || (gflt && scalar) ? 2 : 0);
+        } else if (g != L->ffn_up.type || (gflt && scalar)) {
             n += 2;
+        }
         if (q != L->wk.type || q != L->wv.type || (qflt && scalar))
             n += 2;
     }
@@ -255,10 +271,11 @@ static void check_device_sampling(const struct model *m, const int32_t *tok, con
 
 /* Prefill SEQ tokens with all logits on CUDA, compare with the reference
  * and the CPU backend; then decode the same tokens one by one on a second
- * CUDA backend and compare with the batch. */
-static void check_model(const struct tiny_spec *s, const char *tag)
+ * CUDA backend and compare with the batch. SLACK multiplies the batch's
+ * tolerances (TOL_REF, TOL_SEQ): 1 but for one model that says why.
+ * Frees M. */
+static void check_loaded(struct model *m, const char *tag, double slack)
 {
-    struct model *m = make_model(s, 1234);
     int V = m->hp.n_vocab;
     int32_t tok[SEQ];
     tiny_tokens(tok, SEQ, V, 5);
@@ -285,8 +302,8 @@ static void check_model(const struct tiny_spec *s, const char *tag)
         fail_msg("%s: cuda forward: %s", tag, err);
     double e_ref = tiny_rel_err(gpu, ref, nl), e_cpu = tiny_rel_err(gpu, cpu, nl);
     printf("%-26s %-5s cuda vs reference %.2e (tol %.0e), vs cpu %.2e (tol %.0e)\n", tag,
-           quant_type_name(s->wtype), e_ref, TOL_REF, e_cpu, TOL_CPU);
-    assert_true(e_ref <= TOL_REF);
+           quant_type_name(m->layers[0].wq.type), e_ref, TOL_REF * slack, e_cpu, TOL_CPU);
+    assert_true(e_ref <= TOL_REF * slack);
     assert_true(e_cpu <= TOL_CPU);
     /* The logits depend on the input (attention sees the past). */
     assert_true(tiny_rel_err(gpu, gpu + (size_t)(SEQ - 1) * V, (size_t)V) > 1e-3);
@@ -308,8 +325,8 @@ static void check_model(const struct tiny_spec *s, const char *tag)
         double e = tiny_rel_err(one, gpu + (size_t)i * V, (size_t)V);
         worst = e > worst ? e : worst;
     }
-    printf("%-26s batch vs one by one %.2e (tol %.0e)\n", tag, worst, TOL_SEQ);
-    assert_true(worst <= TOL_SEQ);
+    printf("%-26s batch vs one by one %.2e (tol %.0e)\n", tag, worst, TOL_SEQ * slack);
+    assert_true(worst <= TOL_SEQ * slack);
     check_device_sampling(m, tok, tag);
 
     struct engine_memory mem;
@@ -329,6 +346,197 @@ static void check_model(const struct tiny_spec *s, const char *tag)
     free(cpu);
     free(gpu);
     free(one);
+}
+
+static void check_model(const struct tiny_spec *s, const char *tag)
+{
+    check_loaded(make_model(s, 1234), tag, 1.0);
+}
+
+/* ---- mixture of experts ---- */
+
+static int32_t argmax_of(const float *x, int n)
+{
+    int32_t best = 0;
+    for (int i = 1; i < n; i++)
+        best = x[i] > x[best] ? i : best;
+    return best;
+}
+
+/* What a mixture of experts adds to check_loaded (which it then runs, and
+ * which frees M): every expert is resident on the device (the memory
+ * report counts them all; the model's bytes per token, the figure the
+ * engine reports for any backend, counts only the routed ones a token
+ * reads); greedy decoding through the device step picks the CPU backend's
+ * tokens; and reusing the cache, a rewind to the middle of a prompt
+ * decoded again with other tokens, matches the CPU doing the same. */
+static void check_moe(struct model *m, const char *tag, double slack)
+{
+    const int V = m->hp.n_vocab, N0 = 8, GEN = 10, RW = 4;
+    char err[512];
+    int32_t tok[32];
+    tiny_tokens(tok, N0, V, 21);
+    float *a = malloc(sizeof(float) * (size_t)V), *c = malloc(sizeof(float) * (size_t)V);
+    assert_non_null(a);
+    assert_non_null(c);
+    void *bc = backend_new(&backend_cpu_ops, m, 64), *bg = backend_new(&backend_cuda_ops, m, 64);
+
+    uint64_t experts = 0;
+    for (int il = 0; il < m->hp.n_layer; il++) {
+        const struct model_layer *L = &m->layers[il];
+        experts += L->ffn_gate_exps.nbytes + L->ffn_up_exps.nbytes + L->ffn_down_exps.nbytes;
+    }
+    struct engine_memory mem;
+    backend_cuda_ops.memory(bg, &mem);
+    assert_true(mem.weights >= experts);
+    const uint64_t NX = (uint64_t)m->hp.n_expert, K = (uint64_t)m->hp.n_expert_used;
+    assert_true(m->bytes_per_token <= m->weight_bytes - experts / NX * (NX - K));
+
+    /* greedy: CPU forward + argmax against the device's step, which keeps
+     * the router, the choice and the pick on the device */
+    assert_int_equal(backend_cpu_ops.forward(bc, tok, N0 - 1, 0, c, false, err, sizeof err), 0);
+    assert_int_equal(backend_cuda_ops.forward(bg, tok, N0 - 1, 0, a, false, err, sizeof err), 0);
+    struct engine_sampling sp = engine_sampling_defaults();
+    sp.temperature = 0.0f;
+    struct sampler *plan_of = sampler_new(V, &sp);
+    assert_non_null(plan_of);
+    int32_t cur_c = tok[N0 - 1], cur_g = tok[N0 - 1], changes = 0, prev = -1;
+    for (int i = 0; i < GEN; i++) {
+        int32_t pos = N0 - 1 + i;
+        assert_int_equal(backend_cpu_ops.forward(bc, &cur_c, 1, pos, c, false, err, sizeof err), 0);
+        struct backend_sample bs;
+        assert_int_equal(sampler_plan(plan_of, &bs), 0);
+        int32_t next = -1;
+        bool nonfinite = true;
+        if (backend_cuda_ops.sample(bg, cur_g, pos, &bs, &next, &nonfinite, err, sizeof err))
+            fail_msg("%s: cuda sample: %s", tag, err);
+        assert_false(nonfinite);
+        cur_c = argmax_of(c, V);
+        if (next != cur_c)
+            fail_msg("%s: greedy step %d: cuda picked %d, cpu %d", tag, i, next, cur_c);
+        cur_g = next;
+        changes += next != prev;
+        prev = next;
+    }
+    printf("%-26s greedy: %d tokens identical to the cpu's (%d changes)\n", tag, GEN, changes);
+    sampler_free(plan_of);
+
+    /* KV reuse: rewind both to RW and decode other tokens from there */
+    assert_int_equal(backend_cpu_ops.forward(bc, tok, N0, 0, c, false, err, sizeof err), 0);
+    assert_int_equal(backend_cuda_ops.forward(bg, tok, N0, 0, a, false, err, sizeof err), 0);
+    int32_t other[8];
+    tiny_tokens(other, N0 - RW, V, 77);
+    double worst = tiny_rel_err(a, c, (size_t)V);
+    for (int i = 0; i < N0 - RW; i++) {
+        assert_int_equal(backend_cpu_ops.forward(bc, other + i, 1, RW + i, c, false, err,
+                                                 sizeof err),
+                         0);
+        assert_int_equal(backend_cuda_ops.forward(bg, other + i, 1, RW + i, a, false, err,
+                                                  sizeof err),
+                         0);
+        double e = tiny_rel_err(a, c, (size_t)V);
+        worst = e > worst ? e : worst;
+    }
+    printf("%-26s rewound to %d and decoded again: cuda vs cpu %.2e (tol %.0e)\n", tag, RW,
+           worst, TOL_CPU);
+    assert_true(worst <= TOL_CPU);
+
+    backend_cuda_ops.destroy(bg);
+    backend_cpu_ops.destroy(bc);
+    assert_no_emu_report();
+    free(a);
+    free(c);
+    check_loaded(m, tag, slack);
+}
+
+/* qwen3moe: 6 experts, 2 a token, top-k weights renormalised, q/k norms;
+ * expert rows 160 (10 row blocks of 16) over n_embd 96 (3 Q8_0 blocks). */
+static void test_qwen3moe_q8_0(void **state)
+{
+    (void)state;
+    struct tiny_spec s = {.arch = "qwen3moe", .wtype = GGML_TYPE_Q8_0, .etype = GGML_TYPE_Q8_0,
+                          .n_embd = 96, .n_head = 3, .n_head_kv = 1, .head_dim = 32, .n_rot = 32,
+                          .n_vocab = 70, .n_layer = 2, .n_expert = 6, .n_expert_used = 2,
+                          .n_ff_exp = 160};
+    check_moe(make_model(&s, 1234), "qwen3moe-q8_0", 1.0);
+}
+
+/* Scalar float rows everywhere (n_embd 36, expert rows 20): the router,
+ * the experts' gate and up apart plus kv_glu, and down on the scalar form. */
+static void test_qwen3moe_f32_scalar(void **state)
+{
+    (void)state;
+    struct tiny_spec s = {.arch = "qwen3moe", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
+                          .n_embd = 36, .n_head = 3, .n_head_kv = 1, .head_dim = 12, .n_rot = 12,
+                          .n_vocab = 61, .n_layer = 2, .n_expert = 4, .n_expert_used = 3,
+                          .n_ff_exp = 20};
+    check_moe(make_model(&s, 1234), "qwen3moe-f32-scalar", 1.0);
+}
+
+/* qwen2moe: 5 experts, 3 a token, weights not renormalised, the shared
+ * expert with its sigmoid gate, biases, untied output. */
+static void test_qwen2moe_q4_0_shared(void **state)
+{
+    (void)state;
+    struct tiny_spec s = {.arch = "qwen2moe", .wtype = GGML_TYPE_Q4_0, .etype = GGML_TYPE_Q8_0,
+                          .n_embd = 64, .n_head = 4, .n_head_kv = 2, .head_dim = 16, .n_rot = 16,
+                          .n_vocab = 80, .n_layer = 2, .n_expert = 5, .n_expert_used = 3,
+                          .n_ff_exp = 96, .n_ff_shexp = 160, .untied = true};
+    check_moe(make_model(&s, 1234), "qwen2moe-q4_0-shared", 1.0);
+}
+
+/* The synthetic shape moe-tiny (tools/synth, backend/model/synth.c): a
+ * qwen2moe of 8 experts, 2 a token, with a shared expert, at Q4_K. Its
+ * weights (synth_fill_rows, not tiny_model's) amplify the prefill's bf16
+ * GEMMs more: the batch measured 1.9e-2 from the reference and 2.1e-2
+ * from one-by-one decoding, which is itself within 1.3e-3 of the reference
+ * at every position; the routed experts are f32 matvecs in both paths (the
+ * shared expert as f32 matvecs too measured the same, so the rest is the
+ * dense path's attention and projections). The batch tolerances doubled
+ * here (4e-2). */
+static void test_synth_moe_tiny(void **state)
+{
+    (void)state;
+    struct synth_spec sp;
+    char err[512];
+    assert_int_equal(synth_parse("moe-tiny:q4_k", &sp, err, sizeof err), 0);
+    struct model *m = model_new_synthetic(&sp, err, sizeof err);
+    if (!m)
+        fail_msg("moe-tiny: %s", err);
+    check_moe(m, "synth-moe-tiny-q4_k", 2.0);
+}
+
+/* The most experts the loader takes (1024) is the router kernel's limit
+ * too (KV_MOE_MAX_EXPERT): such a model is estimated, every expert in the
+ * weights. Past it (hparams no loader writes, set here by hand) estimate
+ * and create refuse the model with a message naming the count and the way
+ * out, so --backend auto would fall back to the CPU. */
+static void test_moe_many_experts(void **state)
+{
+    (void)state;
+    struct tiny_spec s = {.arch = "qwen3moe", .wtype = GGML_TYPE_Q8_0, .etype = GGML_TYPE_Q8_0,
+                          .n_embd = 32, .n_head = 1, .n_head_kv = 1, .head_dim = 32, .n_rot = 32,
+                          .n_vocab = 20, .n_layer = 1, .n_expert = 1024, .n_expert_used = 2,
+                          .n_ff_exp = 32};
+    struct model *m = make_model(&s, 7);
+    struct backend_config cfg = {.n_ctx = 16, .n_threads = 1};
+    struct backend_estimate est;
+    char err[512];
+    assert_int_equal(backend_cuda_ops.estimate(m, &cfg, &est, err, sizeof err), 0);
+    uint64_t experts = m->layers[0].ffn_gate_exps.nbytes + m->layers[0].ffn_up_exps.nbytes +
+                       m->layers[0].ffn_down_exps.nbytes;
+    assert_true(est.weights >= experts);
+
+    m->hp.n_expert = 1025;
+    assert_int_equal(backend_cuda_ops.estimate(m, &cfg, &est, err, sizeof err), -1);
+    printf("1025 experts: %s\n", err);
+    assert_non_null(strstr(err, "1025 experts"));
+    assert_non_null(strstr(err, "--backend cpu"));
+    assert_null(backend_cuda_ops.create(m, &cfg, err, sizeof err));
+    assert_non_null(strstr(err, "1025 experts"));
+    m->hp.n_expert = 1024;
+    assert_no_emu_report();
+    model_free(m);
 }
 
 /* Scalar float rows (36 is not a multiple of 8), head size 12, rope factors,
@@ -640,6 +848,11 @@ int main(void)
         cmocka_unit_test(test_qwen3_q5_k),
         cmocka_unit_test(test_gemma3_q6_k),
         cmocka_unit_test(test_gemma3_bf16_big_ffn),
+        cmocka_unit_test(test_qwen3moe_q8_0),
+        cmocka_unit_test(test_qwen3moe_f32_scalar),
+        cmocka_unit_test(test_qwen2moe_q4_0_shared),
+        cmocka_unit_test(test_synth_moe_tiny),
+        cmocka_unit_test(test_moe_many_experts),
         cmocka_unit_test(test_long_context_split),
         cmocka_unit_test(test_forward_errors),
         cmocka_unit_test(test_roofs),

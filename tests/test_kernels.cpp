@@ -10,6 +10,12 @@
  *   matvec with the RMSNorm fused: 1e-5, against the double reference and
  *     against rmsnorm then matvec (the sums of squares differ in order);
  *   three matvecs in one launch: bit-equal to the three apart, 1e-5;
+ *   expert-indexed matvecs (plain and GLU): bit-equal to the dense kernel
+ *     on the chosen expert's matrix, 1e-5 against the double reference;
+ *   router top-k: the ids equal cpu.c's moe_select (ties included); the
+ *     weights within 1e-6 relative each (the softmax sum is double on both
+ *     sides, added in another order: an ulp of the float at most);
+ *   expert sum: 1e-5;
  *   matvec with the GLU fused: bit-equal to gate, up and glu apart;
  *     1e-5 of max|g u| against the double reference (test_matvec_glu);
  *   kv_store: the half rounding, 2^-11 relative per element;
@@ -755,6 +761,298 @@ static void test_matvec_glu(void **state)
     cudaFree((void *)d.m.d);
 }
 
+/* ---- mixture of experts ---- */
+
+/* cpu.c's moe_select, the rule the device router must follow. */
+static void moe_select_ref(const float *logits, int n_expert, int k, bool norm, int32_t *sel,
+                           float *w)
+{
+    float mx = logits[0];
+    for (int e = 1; e < n_expert; e++)
+        mx = logits[e] > mx ? logits[e] : mx;
+    double sum = 0;
+    for (int e = 0; e < n_expert; e++)
+        sum += exp((double)(logits[e] - mx));
+    double wsum = 0;
+    for (int j = 0; j < k; j++) {
+        int best = -1;
+        for (int e = 0; e < n_expert; e++) {
+            bool taken = false;
+            for (int i = 0; i < j && !taken; i++)
+                taken = sel[i] == e;
+            if (!taken && (best < 0 || logits[e] > logits[best]))
+                best = e;
+        }
+        sel[j] = best;
+        w[j] = (float)(exp((double)(logits[best] - mx)) / sum);
+        wsum += w[j];
+    }
+    if (norm)
+        for (int j = 0; j < k; j++)
+            w[j] = (float)(w[j] / wsum);
+}
+
+/* kv_moe_route against moe_select_ref: expert counts below, at and above
+ * a warp (up to 1000, 32 a lane), top-k from 1 to all, with and without
+ * renormalisation, logits with ties (whole tokens of one value, ties
+ * across the k-th place, equal values in lanes that own several experts)
+ * and -inf. A NaN logit gives in-range, distinct ids. Bad shapes are
+ * refused. */
+static void test_moe_route(void **state)
+{
+    (void)state;
+    static const struct {
+        int ne, k;
+    } k_route[] = {{1, 1}, {5, 2}, {6, 6}, {33, 3}, {60, 4}, {128, 8}, {200, 7}, {1000, 9}};
+    const int T = 6;
+    int cases = 0;
+    for (const auto &c : k_route) {
+        for (int norm = 0; norm < 2; norm++) {
+            std::vector<float> lg((size_t)T * c.ne);
+            for (float &v : lg)
+                v = 4.0f * frand();
+            /* token 1: all equal; token 2: values in steps of 1/4, so many
+             * ties; token 3: the top value three times (across lanes and
+             * within one) and -inf; token 4: the k-th and (k+1)-th tie */
+            for (int e = 0; e < c.ne; e++) {
+                lg[(size_t)1 * c.ne + e] = 0.5f;
+                lg[(size_t)2 * c.ne + e] = (float)((int)(8 * frand())) / 4;
+            }
+            float *t3 = &lg[(size_t)3 * c.ne];
+            t3[c.ne - 1] = t3[c.ne / 2] = t3[c.ne > 32 ? 32 : 0] = 9.0f;
+            t3[c.ne > 2 ? 1 : 0] = c.ne > 2 ? -INFINITY : t3[0];
+            float *t4 = &lg[(size_t)4 * c.ne];
+            if (c.k < c.ne) {
+                std::vector<int32_t> s0(c.k);
+                std::vector<float> w0(c.k);
+                moe_select_ref(t4, c.ne, c.k, false, s0.data(), w0.data());
+                int other = -1;
+                for (int e = c.ne - 1; e >= 0 && other < 0; e--) {
+                    bool in = false;
+                    for (int j = 0; j < c.k; j++)
+                        in = in || s0[j] == e;
+                    other = in ? -1 : e;
+                }
+                t4[other] = t4[s0[c.k - 1]];
+            }
+            float *dl = dev(lg);
+            std::vector<int32_t> zi((size_t)T * c.k, -7);
+            std::vector<float> zw((size_t)T * c.k, NAN);
+            int32_t *di = dev(zi);
+            float *dw = dev(zw);
+            assert_int_equal(kv_moe_route(dl, T, c.ne, c.k, norm, di, dw, 0), cudaSuccess);
+            auto gi = host(di, zi.size());
+            auto gw = host(dw, zw.size());
+            for (int t = 0; t < T; t++) {
+                std::vector<int32_t> si(c.k);
+                std::vector<float> sw(c.k);
+                moe_select_ref(&lg[(size_t)t * c.ne], c.ne, c.k, norm, si.data(), sw.data());
+                for (int j = 0; j < c.k; j++) {
+                    size_t i = (size_t)t * c.k + j;
+                    if (gi[i] != si[j])
+                        fail_msg("route %d experts top-%d%s token %d slot %d: device %d, cpu %d",
+                                 c.ne, c.k, norm ? " norm" : "", t, j, gi[i], si[j]);
+                    /* an expert at -inf has weight 0 on both */
+                    double e = fabs((double)gw[i] - sw[j]) / (sw[j] != 0 ? fabs((double)sw[j]) : 1.0);
+                    if (!(e <= 1e-6))
+                        fail_msg("route %d experts top-%d token %d slot %d: weight %.9g, cpu %.9g",
+                                 c.ne, c.k, t, j, gw[i], sw[j]);
+                }
+            }
+            if (kvemu_report_count())
+                fail_msg("route: device emulator: %s", kvemu_last_report());
+            cases++;
+            cudaFree(dl), cudaFree(di), cudaFree(dw);
+        }
+    }
+    printf("moe route: %d shapes x %d tokens, ids equal to moe_select, weights within 1e-6\n",
+           cases, T);
+
+    /* NaN logits: ids in range and distinct */
+    std::vector<float> lg = {1.0f, NAN, 3.0f, NAN, 2.0f};
+    float *dl = dev(lg);
+    std::vector<int32_t> zi(4, -7);
+    std::vector<float> zw(4);
+    int32_t *di = dev(zi);
+    float *dw = dev(zw);
+    assert_int_equal(kv_moe_route(dl, 1, 5, 4, true, di, dw, 0), cudaSuccess);
+    auto gi = host(di, 4);
+    assert_int_equal(gi[0], 2);
+    assert_int_equal(gi[1], 4);
+    assert_int_equal(gi[2], 0);
+    assert_int_equal(gi[3], 1); /* a NaN counts as -inf: the lower index first */
+    /* refused: more used than there are, none, too many experts */
+    assert_int_equal(kv_moe_route(dl, 1, 5, 6, false, di, dw, 0), cudaErrorInvalidValue);
+    assert_int_equal(kv_moe_route(dl, 1, 5, 0, false, di, dw, 0), cudaErrorInvalidValue);
+    assert_int_equal(kv_moe_route(dl, 1, KV_MOE_MAX_EXPERT + 1, 2, false, di, dw, 0),
+                     cudaErrorInvalidValue);
+    assert_int_equal(kv_moe_route(dl, 0, 5, 2, false, di, dw, 0), cudaErrorInvalidValue);
+    cudaFree(dl), cudaFree(di), cudaFree(dw);
+}
+
+/* A stacked expert tensor: NX experts of NROWS x NCOLS, expert e's rows
+ * from row e * NROWS, one device matrix; POISON's bytes on the device set
+ * to 0xff (NaN scales and floats), so a product that reads it is NaN. */
+static void make_experts(wmat *w, ggml_type type, int nx, int64_t nrows, int64_t ncols,
+                         int poison)
+{
+    make_wmat(w, type, nx * nrows, ncols);
+    size_t eb = w->m.row_bytes * (size_t)nrows;
+    assert_int_equal(cudaMemset((uint8_t *)w->m.d + (size_t)poison * eb, 0xff, eb),
+                     cudaSuccess);
+}
+
+/* Expert E of the stacked W as a matrix of its own. */
+static kv_dmat expert_of(const wmat &w, int nx, int e)
+{
+    kv_dmat m = w.m;
+    m.nrows = w.m.nrows / nx;
+    m.d = w.m.d + (size_t)e * m.row_bytes * (size_t)m.nrows;
+    return m;
+}
+
+/* kv_matvec_x and kv_matvec_x_glu over (token, slot) pairs on every
+ * format (the scalar f32 form included, plain only), expert row counts
+ * that leave blocks part empty, the norm fused or not: each pair bit-equal
+ * to kv_matvec_norm (or kv_matvec_glu) on its expert's matrix and within
+ * 1e-5 of the double reference; one expert no pair chose is poisoned, so
+ * reading it would turn a result into NaN; an id out of range reads expert
+ * 0; no ids is expert 0 for every pair. */
+static void test_matvec_x(void **state)
+{
+    (void)state;
+    static const struct {
+        ggml_type type;
+        int64_t ncols, nrows;
+    } k_x[] = {
+        {GGML_TYPE_F32, 37, 7},    {GGML_TYPE_F16, 40, 9},    {GGML_TYPE_BF16, 2056, 3},
+        {GGML_TYPE_Q4_0, 96, 17},  {GGML_TYPE_Q4_1, 160, 6},  {GGML_TYPE_Q5_0, 224, 5},
+        {GGML_TYPE_Q5_1, 64, 33},  {GGML_TYPE_Q8_0, 2080, 9}, {GGML_TYPE_Q4_K, 256, 19},
+        {GGML_TYPE_Q5_K, 768, 7},  {GGML_TYPE_Q6_K, 512, 6},  {GGML_TYPE_F32, 2312, 5},
+        {GGML_TYPE_F16, 44, 3},    {GGML_TYPE_BF16, 20, 4},
+    };
+    const int NX = 5, POISON = 2, NT = 3, K = 2;
+    const float eps = 1e-6f;
+    /* (token, slot) -> expert; 7 is out of range and reads expert 0 */
+    const std::vector<int32_t> ids = {3, 0, 4, 1, 7, 3};
+    const int NP = NT * K;
+    for (const auto &t : k_x) {
+        wmat wg, wu;
+        make_experts(&wg, t.type, NX, t.nrows, t.ncols, POISON);
+        make_experts(&wu, t.type, NX, t.nrows, t.ncols, POISON);
+        auto x = randv((size_t)(NT * t.ncols)), nw = randv((size_t)t.ncols);
+        float *dx = dev(x), *dn = dev(nw);
+        int32_t *di = dev(ids);
+        std::vector<float> z((size_t)(NP * t.nrows), NAN);
+        float *dy = dev(z), *dr = dev(z), *du = dev(z);
+        const bool glu = kv_matvec_glu_fuses(&wg.m, &wu.m);
+        for (int normed = 0; normed < 2; normed++) {
+            const float *norm = normed ? dn : nullptr;
+            for (int form = 0; form < (glu ? 2 : 1); form++) {
+                if (form)
+                    assert_int_equal(kv_matvec_x_glu(&wg.m, &wu.m, NX, di, NP, K, dx, norm, eps,
+                                                     false, dy, 0),
+                                     cudaSuccess);
+                else
+                    assert_int_equal(kv_matvec_x(&wg.m, NX, di, NP, K, dx, norm, eps, dy, 0),
+                                     cudaSuccess);
+                std::vector<double> ref((size_t)(NP * t.nrows));
+                for (int p = 0; p < NP; p++) {
+                    const int e = ids[p] < NX ? ids[p] : 0, tok = p / K;
+                    std::vector<float> xt(x.begin() + tok * t.ncols,
+                                          x.begin() + (tok + 1) * t.ncols);
+                    std::vector<double> xn = normed ? rms_ref(xt, nw, eps)
+                                                    : std::vector<double>(xt.begin(), xt.end());
+                    const kv_dmat mg = expert_of(wg, NX, e), mu = expert_of(wu, NX, e);
+                    float *rp = dr + (size_t)p * t.nrows;
+                    if (form) {
+                        assert_int_equal(kv_matvec_glu(&mg, &mu, dx + tok * t.ncols, norm, eps,
+                                                       false, rp, 0),
+                                         cudaSuccess);
+                    } else {
+                        assert_int_equal(kv_matvec_norm(&mg, dx + tok * t.ncols, norm, eps,
+                                                        nullptr, nullptr, rp, 0),
+                                         cudaSuccess);
+                    }
+                    for (int64_t r = 0; r < t.nrows; r++) {
+                        double g = row_dot(wg, e * t.nrows + r, xn);
+                        ref[(size_t)(p * t.nrows + r)] =
+                            form ? g / (1 + exp(-g)) * row_dot(wu, e * t.nrows + r, xn) : g;
+                    }
+                }
+                char what[96];
+                snprintf(what, sizeof what, "matvec_x%s%s %s %d x %lld x %lld",
+                         form ? " glu" : "", normed ? "+norm" : "", quant_type_name(t.type), NX,
+                         (long long)t.nrows, (long long)t.ncols);
+                auto got = host(dy, ref.size()), dense = host(dr, ref.size());
+                check(what, got.data(), ref.data(), ref.size(), TOL_F32);
+                if (memcmp(got.data(), dense.data(), got.size() * sizeof(float)) != 0)
+                    fail_msg("%s: differs from the dense kernel on the expert", what);
+            }
+        }
+        /* no ids: expert 0 for every pair, one row of X each (x_div 1) */
+        assert_int_equal(kv_matvec_x(&wg.m, NX, nullptr, NT, 1, dx, nullptr, 0.0f, dy, 0),
+                         cudaSuccess);
+        const kv_dmat m0 = expert_of(wg, NX, 0);
+        for (int p = 0; p < NT; p++)
+            assert_int_equal(kv_matvec(&m0, dx + p * t.ncols, nullptr, nullptr,
+                                       dr + (size_t)p * t.nrows, 0),
+                             cudaSuccess);
+        auto a = host(dy, (size_t)(NT * t.nrows)), b = host(dr, (size_t)(NT * t.nrows));
+        assert_memory_equal(a.data(), b.data(), a.size() * sizeof(float));
+        if (kvemu_report_count())
+            fail_msg("matvec_x: device emulator: %s", kvemu_last_report());
+        cudaFree(dx), cudaFree(dn), cudaFree(di), cudaFree(dy), cudaFree(dr), cudaFree(du);
+        cudaFree((void *)wg.m.d), cudaFree((void *)wu.m.d);
+    }
+    /* refused: rows not a whole number of experts, no pairs, the GLU of
+     * two formats */
+    wmat a, b;
+    make_wmat(&a, GGML_TYPE_Q4_K, 9, 256);
+    make_wmat(&b, GGML_TYPE_Q6_K, 9, 256);
+    assert_int_equal(kv_matvec_x(&a.m, 2, nullptr, 1, 1, nullptr, nullptr, 0.0f, nullptr, 0),
+                     cudaErrorInvalidValue);
+    assert_int_equal(kv_matvec_x(&a.m, 3, nullptr, 0, 1, nullptr, nullptr, 0.0f, nullptr, 0),
+                     cudaErrorInvalidValue);
+    assert_int_equal(kv_matvec_x_glu(&a.m, &b.m, 3, nullptr, 1, 1, nullptr, nullptr, 0.0f, false,
+                                     nullptr, 0),
+                     cudaErrorInvalidValue);
+    cudaFree((void *)a.m.d), cudaFree((void *)b.m.d);
+}
+
+/* kv_moe_sum: K weighted rows per token, the gated shared expert, the
+ * residual, against a double reference; and without the shared expert
+ * and residual. */
+static void test_moe_sum(void **state)
+{
+    (void)state;
+    const int T = 3, K = 3, E = 333;
+    auto y = randv((size_t)T * K * E), w = randv((size_t)T * K), sh = randv((size_t)T * E),
+         z = randv((size_t)T), add = randv((size_t)T * E);
+    float *dy = dev(y), *dw = dev(w), *ds = dev(sh), *dz = dev(z), *da = dev(add);
+    std::vector<float> o((size_t)T * E, NAN);
+    float *dout = dev(o);
+    for (int full = 0; full < 2; full++) {
+        assert_int_equal(kv_moe_sum(dy, dw, T, K, E, full ? ds : nullptr, dz,
+                                    full ? da : nullptr, full ? da : dout, 0),
+                         cudaSuccess);
+        std::vector<double> ref((size_t)T * E);
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < E; c++) {
+                double s = 0;
+                for (int j = 0; j < K; j++)
+                    s += (double)w[t * K + j] * y[((size_t)t * K + j) * E + c];
+                if (full)
+                    s += add[(size_t)t * E + c] +
+                         sh[(size_t)t * E + c] / (1 + exp(-(double)z[t]));
+                ref[(size_t)t * E + c] = s;
+            }
+        check(full ? "moe sum + shared + residual" : "moe sum", host(full ? da : dout, ref.size()).data(),
+              ref.data(), ref.size(), TOL_F32);
+    }
+    cudaFree(dy), cudaFree(dw), cudaFree(ds), cudaFree(dz), cudaFree(da), cudaFree(dout);
+}
+
 /* kv_matvec3: three matrices of one format in one launch (the decode
  * step's Q, K and V), row counts that split the grid unevenly and leave
  * blocks part empty, with biases on two of them and the norm fused: equal
@@ -1387,6 +1685,9 @@ int main(void)
         cmocka_unit_test(test_attention_prefill),
         cmocka_unit_test(test_rope_store),
         cmocka_unit_test(test_sample),
+        cmocka_unit_test(test_moe_route),
+        cmocka_unit_test(test_matvec_x),
+        cmocka_unit_test(test_moe_sum),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
