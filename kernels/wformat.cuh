@@ -946,12 +946,25 @@ template <> struct kv_fmt<KV_WF_Q3_K> {
  * slice, so word k's low half selects outputs 8k..8k+3 and its high half
  * 8k+4..8k+7. The entries are then bytes: 0-2 of a word are ANDed in place
  * as denormals, bytes 3 of two words brought to bytes 0 and 1 by one PRMT
- * (kv_lut_bit), and the OFF times the group's sum of x comes off once. */
+ * (kv_lut_bit), and the OFF times the group's sum of x comes off once.
+ *
+ * The matvec hands its dot the table as loaded registers (kv_lut_regs, read
+ * from shared memory once a chunk), not as constants: as immediates ptxas
+ * kept the words in uniform registers and copied one into a vector register
+ * before every table PRMT (64 IMAD a pass), and split (a & M) | C with both
+ * constants immediate into two LOP3 (with C in a register it is one). */
 static __host__ __device__ constexpr uint32_t kv_lut4(int off, int a, int b, int c, int d)
 {
     return (uint32_t)((a + off) & 255) | (uint32_t)((b + off) & 255) << 8 |
            (uint32_t)((c + off) & 255) << 16 | (uint32_t)((d + off) & 255) << 24;
 }
+#define KV_LUT_SEL 0x32103210u /* the half select's positions: byte k from byte k of lo */
+/* A table format's words: T[k] entries 4k..4k+3, SEL KV_LUT_SEL. Word K
+ * (0..4) of it is the format's lut(K). */
+struct kv_lut_regs {
+    uint32_t t[4], sel;
+};
+#define KV_LUT_REGS(tab) {tab, KV_LUT_SEL}
 /* The bit of element E's entry in the word kv_dot_lut32 ANDs it from:
  * bytes 0-2 of output word E / 4 in place, byte 3 of words 2m, 2m + 1 moved
  * to bytes 0, 1. */
@@ -959,22 +972,45 @@ static __host__ __device__ constexpr int kv_lut_bit(int e)
 {
     return e % 4 < 3 ? 8 * (e % 4) : 8 * ((e / 4) & 1);
 }
+/* prmt.b32 (generic mode) for selectors whose nibbles all have bit 3
+ * clear, where it equals __byte_perm: nvcc implements __byte_perm as the
+ * PRMT after an AND of the selector with 0x7777, one LOP3 a call that it
+ * does not share between calls with the same selector (64 a pass of the
+ * table formats' matvec). The emulator's kvemu_prmt is the instruction's
+ * definition, bit 3 (sign replicate) included, so a selector breaking the
+ * rule gives the device's wrong answer in the tests too. */
+static __device__ __forceinline__ uint32_t kv_prmt(uint32_t a, uint32_t b, uint32_t s)
+{
+#if defined(__CUDA_ARCH__)
+    uint32_t d;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(s));
+    return d;
+#elif defined(KVEMU)
+    return kvemu_prmt(a, b, s);
+#else
+    return __byte_perm(a, b, s); /* nvcc's host pass: compiled, never run */
+#endif
+}
+
 /* The table entries of the 8 codes of W (code n at bits 4n..4n+3): codes
  * 0-3 as the bytes of *OA, 4-7 of *OB. T: the table, entries 4k..4k+3 in
- * word k. __byte_perm reads bits 0-2 of each selector nibble, so bit 3 of a
- * code does not disturb the first two permutes. */
-static __device__ __forceinline__ void kv_lut8(uint32_t w, const uint32_t *t, uint32_t *oa,
+ * word k. */
+static __device__ __forceinline__ void kv_lut8(uint32_t w, const kv_lut_regs &r, uint32_t *oa,
                                                uint32_t *ob)
 {
-    const uint32_t s = ((w >> 1) & 0x44444444u) | 0x32103210u; /* byte k: k or 4 + k */
-    const uint32_t wb = w >> 16;
-    *oa = __byte_perm(__byte_perm(t[0], t[1], w), __byte_perm(t[2], t[3], w), s);
-    *ob = __byte_perm(__byte_perm(t[0], t[1], wb), __byte_perm(t[2], t[3], wb), s >> 16);
+    /* Bit 3 cleared once for both halves (kv_prmt's rule); the select's
+     * nibbles are 0-7 by construction. */
+    const uint32_t wl = w & 0x77777777u, wb = wl >> 16;
+    const uint32_t s = ((w >> 1) & 0x44444444u) | r.sel; /* byte k: k or 4 + k */
+    const uint32_t *t = r.t;
+    *oa = kv_prmt(kv_prmt(t[0], t[1], wl), kv_prmt(t[2], t[3], wl), s);
+    *ob = kv_prmt(kv_prmt(t[0], t[1], wb), kv_prmt(t[2], t[3], wb), s >> 16);
 }
 /* Sum of entry x over a 16-byte slice of 32 codes, in the denormal units
  * (times KV_DN_BACK: the sum); XV[e] is x scaled by 2^(KV_DN_S -
  * kv_lut_bit(e)). */
-static __device__ __forceinline__ float kv_dot_lut32(uint4 qv, const uint32_t *t, const float *xv)
+static __device__ __forceinline__ float kv_dot_lut32(uint4 qv, const kv_lut_regs &t,
+                                                    const float *xv)
 {
     const uint32_t w[4] = {qv.x, qv.y, qv.z, qv.w};
     uint32_t o[8];
@@ -996,7 +1032,7 @@ static __device__ __forceinline__ float kv_dot_lut32(uint4 qv, const uint32_t *t
     return sa + sb;
 }
 /* The 32 levels of a slice as floats, entry - OFF (dequant.cu, get_rows.cu). */
-static __device__ __forceinline__ void kv_lut32_levels(uint4 qv, const uint32_t *t, int off,
+static __device__ __forceinline__ void kv_lut32_levels(uint4 qv, const kv_lut_regs &t, int off,
                                                        float *v)
 {
     const uint32_t w[4] = {qv.x, qv.y, qv.z, qv.w};
@@ -1045,18 +1081,21 @@ template <> struct kv_fmt<KV_WF_IQ4_NL> {
     }
     static __device__ __forceinline__ void decode(const uint8_t *row, int64_t nb, int64_t u, float *v)
     {
-        const uint32_t t[4] = KV_IQ4_TABLE;
+        const kv_lut_regs t = KV_LUT_REGS(KV_IQ4_TABLE);
         const float d = kv_h2f(kv_ld16(KV_PLANE(KV_WF_IQ4_NL, row, nb, 1) + 2 * u));
         kv_lut32_levels(__ldg((const uint4 *)(row + 16 * u)), t, KV_IQ4_OFF, v);
 #pragma unroll
         for (int i = 0; i < 32; i++)
             v[i] = d * v[i];
     }
+    static __host__ __device__ constexpr uint32_t lut(int k)
+    {
+        return k < 4 ? kv_lut_regs KV_LUT_REGS(KV_IQ4_TABLE).t[k] : KV_LUT_SEL;
+    }
     /* d (sum entry x - 127 sum x) */
     static __device__ __forceinline__ float dot(const uint8_t *const *p, int, const float *xv,
-                                                const float *xs)
+                                                const float *xs, const kv_lut_regs &t)
     {
-        const uint32_t t[4] = KV_IQ4_TABLE;
         const float s = kv_dot_lut32(__ldg((const uint4 *)p[0]), t, xv);
         return kv_h2f(kv_ld16(p[1])) * fmaf(s, KV_DN_BACK, -(float)KV_IQ4_OFF * xs[0]);
     }
@@ -1093,7 +1132,7 @@ template <> struct kv_fmt<KV_WF_IQ4_XS> {
     }
     static __device__ __forceinline__ void decode(const uint8_t *row, int64_t nb, int64_t u, float *v)
     {
-        const uint32_t t[4] = KV_IQ4_TABLE;
+        const kv_lut_regs t = KV_LUT_REGS(KV_IQ4_TABLE);
         const uint2 h = __ldg((const uint2 *)(KV_PLANE(KV_WF_IQ4_XS, row, nb, 1) + 8 * (u >> 3)));
         const float dl = kv_iq4xs_scale(h, (int)(u & 7));
         kv_lut32_levels(__ldg((const uint4 *)(row + 16 * u)), t, KV_IQ4_OFF, v);
@@ -1101,10 +1140,13 @@ template <> struct kv_fmt<KV_WF_IQ4_XS> {
         for (int i = 0; i < 32; i++)
             v[i] = dl * v[i];
     }
-    static __device__ __forceinline__ float dot(const uint8_t *const *p, int ul, const float *xv,
-                                                const float *xs)
+    static __host__ __device__ constexpr uint32_t lut(int k)
     {
-        const uint32_t t[4] = KV_IQ4_TABLE;
+        return k < 4 ? kv_lut_regs KV_LUT_REGS(KV_IQ4_TABLE).t[k] : KV_LUT_SEL;
+    }
+    static __device__ __forceinline__ float dot(const uint8_t *const *p, int ul, const float *xv,
+                                                const float *xs, const kv_lut_regs &t)
+    {
         const float s = kv_dot_lut32(__ldg((const uint4 *)(p[0] + 16 * ul)), t, xv);
         const float dl = kv_iq4xs_scale(__ldg((const uint2 *)p[1]), ul);
         return dl * fmaf(s, KV_DN_BACK, -(float)KV_IQ4_OFF * xs[0]);
@@ -1143,18 +1185,21 @@ template <> struct kv_fmt<KV_WF_MXFP4> {
     }
     static __device__ __forceinline__ void decode(const uint8_t *row, int64_t nb, int64_t u, float *v)
     {
-        const uint32_t t[4] = KV_MXFP4_TABLE;
+        const kv_lut_regs t = KV_LUT_REGS(KV_MXFP4_TABLE);
         const float d = kv_e8m0_half(__ldg(KV_PLANE(KV_WF_MXFP4, row, nb, 1) + u));
         kv_lut32_levels(__ldg((const uint4 *)(row + 16 * u)), t, KV_MXFP4_OFF, v);
 #pragma unroll
         for (int i = 0; i < 32; i++)
             v[i] = d * v[i];
     }
+    static __host__ __device__ constexpr uint32_t lut(int k)
+    {
+        return k < 4 ? kv_lut_regs KV_LUT_REGS(KV_MXFP4_TABLE).t[k] : KV_LUT_SEL;
+    }
     /* d (sum entry x - 12 sum x) */
     static __device__ __forceinline__ float dot(const uint8_t *const *p, int, const float *xv,
-                                                const float *xs)
+                                                const float *xs, const kv_lut_regs &t)
     {
-        const uint32_t t[4] = KV_MXFP4_TABLE;
         const float s = kv_dot_lut32(__ldg((const uint4 *)p[0]), t, xv);
         return kv_e8m0_half(__ldg(p[1])) * fmaf(s, KV_DN_BACK, -(float)KV_MXFP4_OFF * xs[0]);
     }
@@ -1171,6 +1216,12 @@ struct kv_packs<F, std::void_t<decltype(&kv_fmt<F>::pack)>> : std::true_type {};
 template <int F, typename = void> struct kv_xscaled : std::false_type {};
 template <int F>
 struct kv_xscaled<F, std::void_t<decltype(kv_fmt<F>::xbit(0))>> : std::true_type {};
+
+/* Whether format F's dot reads a 16-entry table (kv_lut_regs), which the
+ * matvec loads for it. */
+template <int F, typename = void> struct kv_tabled : std::false_type {};
+template <int F>
+struct kv_tabled<F, std::void_t<decltype(kv_fmt<F>::lut(0))>> : std::true_type {};
 
 /* Whether format F is repacked at upload (the quantised ones). */
 template <int F, typename = void> struct kv_repacked : std::false_type {};
