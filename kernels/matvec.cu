@@ -29,6 +29,11 @@
  * the merged v4 kernels had spilled loop invariants at ~128 registers, and
  * every format is now within its scripts/kernel-report limit.
  *
+ * The table formats (IQ4_NL, IQ4_XS, MXFP4: a code indexes 16 levels) get
+ * their table in registers, written to shared memory with the staging
+ * scales and read back once a chunk (kv_lut_regs, through kv_fdot): as
+ * constants, ptxas copied a word into a register before every lookup.
+ *
  * Why v1: correctness first. Known limits (see NOTES.md): short
  * rows (n_embd 576 = 18 Q4 blocks) leave lanes idle; blocks that are only
  * 2-byte aligned use 2-byte loads. Both are next steps, measured on a GPU.
@@ -407,10 +412,7 @@ static __device__ __forceinline__ void mv_q(const uint8_t *__restrict__ w,
                 sv[g] = T::XSUM ? xsum[u * NG + g] : 0.0f;
 #pragma unroll
             for (int j = 0; j < R; j++) {
-                if constexpr (kv_tabled<F>::value)
-                    acc[j] += T::dot(cur[j].p, ul, xv, sv, lr);
-                else
-                    acc[j] += T::dot(cur[j].p, ul, xv, sv);
+                acc[j] += kv_fdot<F>(cur[j].p, ul, xv, sv, lr);
                 cur[j].next();
             }
         }

@@ -2,9 +2,10 @@
  * matrix-vector, dequantise and embedding kernels (internal to kernels/).
  *
  * A row is cut into "units" of UE consecutive elements: one 32-element block
- * for Q4_0..Q8_0, half a super-block's sub-block pair (64) for Q4_K/Q5_K, one
- * 32-element quadrant of a half for Q6_K, 8 (or 1) elements for the float
- * formats. One thread decodes one unit into registers (the loops are fully
+ * for Q4_0..Q8_0, IQ4_NL and MXFP4, half a super-block's sub-block pair (64)
+ * for Q4_K/Q5_K, a quarter super-block (64) for Q2_K/Q3_K, one 32-element
+ * quadrant of a half for Q6_K, a 32-element sub-block for IQ4_XS, 8 (or 1)
+ * elements for the float formats. One thread decodes one unit into registers (the loops are fully
  * unrolled, so v[] never reaches local memory). The quantised formats are
  * read in the layout the upload repacks them into (below: planes, rows
  * padded to 16 bytes), so their quants come in 16-byte loads. The
@@ -1222,6 +1223,20 @@ struct kv_xscaled<F, std::void_t<decltype(kv_fmt<F>::xbit(0))>> : std::true_type
 template <int F, typename = void> struct kv_tabled : std::false_type {};
 template <int F>
 struct kv_tabled<F, std::void_t<decltype(kv_fmt<F>::lut(0))>> : std::true_type {};
+
+/* Format F's dot over one row's unit (kv_fmt<F>::dot); LR, the table the
+ * caller loaded for a table format (kv_tabled), is ignored by the others.
+ * Every matvec body calls the dots through this, so none needs to know
+ * which formats take a table. */
+template <int F>
+static __device__ __forceinline__ float kv_fdot(const uint8_t *const *p, int ul, const float *xv,
+                                                const float *xs, const kv_lut_regs &lr)
+{
+    if constexpr (kv_tabled<F>::value)
+        return kv_fmt<F>::dot(p, ul, xv, xs, lr);
+    else
+        return kv_fmt<F>::dot(p, ul, xv, xs);
+}
 
 /* Whether format F is repacked at upload (the quantised ones). */
 template <int F, typename = void> struct kv_repacked : std::false_type {};
