@@ -56,7 +56,7 @@ int kv_cublas_check(cublasStatus_t s, const char *call, const char *file, int li
  * row in wformat.cuh. */
 #define KV_WF_LIST(X)                                                                       \
     X(F32) X(F32_S) X(F16) X(F16_S) X(BF16) X(BF16_S) X(Q4_0) X(Q4_1) X(Q5_0) X(Q5_1)      \
-    X(Q8_0) X(Q4_K) X(Q5_K) X(Q6_K)
+    X(Q8_0) X(Q4_K) X(Q5_K) X(Q6_K) X(Q2_K) X(Q3_K) X(IQ4_NL) X(IQ4_XS) X(MXFP4)
 enum kv_wfmt {
 #define KV_WF_ENUM(n) KV_WF_##n,
     KV_WF_LIST(KV_WF_ENUM)

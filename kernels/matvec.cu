@@ -29,6 +29,11 @@
  * the merged v4 kernels had spilled loop invariants at ~128 registers, and
  * every format is now within its scripts/kernel-report limit.
  *
+ * The table formats (IQ4_NL, IQ4_XS, MXFP4: a code indexes 16 levels) get
+ * their table in registers, written to shared memory with the staging
+ * scales and read back once a chunk (kv_lut_regs, through kv_fdot): as
+ * constants, ptxas copied a word into a register before every lookup.
+ *
  * Why v1: correctness first. Known limits (see NOTES.md): short
  * rows (n_embd 576 = 18 Q4 blocks) leave lanes idle; blocks that are only
  * 2-byte aligned use 2-byte loads. Both are next steps, measured on a GPU.
@@ -323,6 +328,7 @@ static __device__ __forceinline__ void mv_q(const uint8_t *__restrict__ w,
     KV_SHARED(float4, xs, [MV_CHUNK / 4]);
     KV_SHARED(float, xsum, [MV_CHUNK / XG]);
     KV_SHARED(float4, xsc, [UE / 4]);
+    KV_SHARED(uint32_t, luts, [kv_tabled<F>::value ? 5 : 1]);
     const int lane = threadIdx.x & 31;
     const int64_t nb = ncols / T::COLS;
     const int64_t r0 = (blk * MV_WARPS + (threadIdx.x >> 5)) * RW;
@@ -352,6 +358,11 @@ static __device__ __forceinline__ void mv_q(const uint8_t *__restrict__ w,
                                            kv_pow2(KV_DN_S - T::xbit(e + 3)));
         }
     }
+    /* The table formats' words, read back into registers after a barrier
+     * (wformat.cuh, kv_lut_regs: loaded, ptxas keeps them in registers). */
+    if constexpr (kv_tabled<F>::value)
+        if (threadIdx.x < 5)
+            luts[threadIdx.x] = T::lut(threadIdx.x);
     float acc[R];
 #pragma unroll
     for (int j = 0; j < R; j++)
@@ -385,6 +396,9 @@ static __device__ __forceinline__ void mv_q(const uint8_t *__restrict__ w,
             }
         }
         __syncthreads();
+        kv_lut_regs lr{};
+        if constexpr (kv_tabled<F>::value)
+            lr = {{luts[0], luts[1], luts[2], luts[3]}, luts[4]};
 #pragma unroll 1
         for (int u = lane; u < nu; u += 32) {
             float xv[UE], sv[NG];
@@ -399,7 +413,7 @@ static __device__ __forceinline__ void mv_q(const uint8_t *__restrict__ w,
                 sv[g] = T::XSUM ? xsum[u * NG + g] : 0.0f;
 #pragma unroll
             for (int j = 0; j < R; j++) {
-                acc[j] += T::dot(cur[j].p, ul, xv, sv);
+                acc[j] += kv_fdot<F>(cur[j].p, ul, xv, sv, lr);
                 cur[j].next();
             }
         }

@@ -2,9 +2,10 @@
  * matrix-vector, dequantise and embedding kernels (internal to kernels/).
  *
  * A row is cut into "units" of UE consecutive elements: one 32-element block
- * for Q4_0..Q8_0, half a super-block's sub-block pair (64) for Q4_K/Q5_K, one
- * 32-element quadrant of a half for Q6_K, 8 (or 1) elements for the float
- * formats. One thread decodes one unit into registers (the loops are fully
+ * for Q4_0..Q8_0, IQ4_NL and MXFP4, half a super-block's sub-block pair (64)
+ * for Q4_K/Q5_K, a quarter super-block (64) for Q2_K/Q3_K, one 32-element
+ * quadrant of a half for Q6_K, a 32-element sub-block for IQ4_XS, 8 (or 1)
+ * elements for the float formats. One thread decodes one unit into registers (the loops are fully
  * unrolled, so v[] never reaches local memory). The quantised formats are
  * read in the layout the upload repacks them into (below: planes, rows
  * padded to 16 bytes), so their quants come in 16-byte loads. The
@@ -756,6 +757,455 @@ template <> struct kv_fmt<KV_WF_Q6_K> {
     }
 };
 
+/* ---- 2- and 3-bit K-quants as dense fields (Q2_K, Q3_K) ----
+ *
+ * Both cut a super-block into 4 units of 64 outputs (two of the file's
+ * 32-output chunks, four 16-element sub-blocks with their own scales). The
+ * upload merges each value's bits (Q3_K's third bit from hmask) and packs
+ * the unit's 64 values as one stream, value e at bits N e: 16 bytes for
+ * Q2_K (plane 0), 24 for Q3_K (16 in plane 0, 8 in plane 1), so each
+ * 32-value group is N words that kv_field<N>/kv_dot_fields read exactly as
+ * the 5- and 6-bit streams (fields within bits 0..23 one AND, the rest from
+ * a funnel-shifted view: 4 views a unit for N = 2, 6 for N = 3). A
+ * sub-block is 16 consecutive fields, so each dot keeps 4 sums and applies
+ * the 4 scales once a unit. */
+/* Host: the N-bit values Q[0..n) as one little-endian bit stream at DST
+ * (value i at bits N i..), N n / 8 bytes. */
+static inline void kv_bitpack(const uint8_t *q, int n, int N, uint8_t *dst)
+{
+    memset(dst, 0, (size_t)(N * n / 8));
+    for (int i = 0; i < n; i++)
+        for (int b = 0; b < N; b++)
+            if ((q[i] >> b) & 1)
+                dst[(N * i + b) / 8] |= (uint8_t)(1u << ((N * i + b) % 8));
+}
+/* Host: the 256 2-bit codes of a Q2_K/Q3_K block in output order (chunk k
+ * of 32 outputs is bits 2 (k % 4) of qs[32 (k / 4) + l]), plus, where HM is
+ * given, Q3_K's third bit (bit k of hm[l]) as bit 2. */
+static inline void kv_k23_codes(const uint8_t *qs, const uint8_t *hm, uint8_t *q)
+{
+    for (int k = 0; k < 8; k++)
+        for (int l = 0; l < 32; l++)
+            q[32 * k + l] = (uint8_t)(((qs[32 * (k / 4) + l] >> (2 * (k % 4))) & 3) |
+                                      (hm ? ((hm[l] >> k) & 1) << 2 : 0));
+}
+
+/* Q2_K: planes q2 fields (64 bytes), scales[16], (d, dmin). File:
+ * scales[16], qs[64], d, dmin. Unit c (0..3): outputs 64c.., sub-blocks
+ * 4c..4c+3 (words 0..3 of its slice), whose scale bytes are the 32-bit word
+ * at scales + 4c: value d (sc & 15) q - dmin (sc >> 4). */
+template <> struct kv_fmt<KV_WF_Q2_K> {
+    static constexpr enum ggml_type TYPE = GGML_TYPE_Q2_K;
+    static constexpr int64_t COLS = 256;
+    static constexpr int UE = 64, BB = 84, NP = 3;
+    static constexpr int PB[NP] = {64, 16, 4}, SRC[NP] = {-1, -1, 80};
+    static constexpr uint8_t QXOR = 0;
+    static constexpr bool XSUM = true;
+    static constexpr int XG = 16; /* elements a sum of x (XS) covers: a sub-block */
+    /* The bit of unit element E's field in the word its dot ANDs it from. */
+    static __host__ __device__ constexpr int xbit(int e) { return kv_field<2>::bit(e & 31); }
+    static inline void pack(const uint8_t *blk, uint8_t *p0, uint8_t *p1)
+    {
+        uint8_t q[256];
+        kv_k23_codes(blk + 16, nullptr, q);
+        kv_bitpack(q, 256, 2, p0); /* unit c at bytes 16c.. */
+        memcpy(p1, blk, 16);
+    }
+    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t nb, int64_t u, float *v)
+    {
+        const int64_t b = u >> 2;
+        const uint32_t dm = kv_ld32(KV_PLANE(KV_WF_Q2_K, row, nb, 2) + 4 * b);
+        const uint32_t sc = kv_ld32(KV_PLANE(KV_WF_Q2_K, row, nb, 1) + 16 * b + 4 * (u & 3));
+        const float d = kv_h2f(dm), dmin = kv_h2f(dm >> 16);
+        uint4 a = __ldg((const uint4 *)(row + 16 * u));
+        const uint32_t w[4] = {a.x, a.y, a.z, a.w};
+#pragma unroll
+        for (int g = 0; g < 2; g++) {
+            uint32_t q[32];
+            kv_fields<2>(w + 2 * g, q);
+#pragma unroll
+            for (int i = 0; i < 32; i++) {
+                const uint32_t s = kv_byte(sc, 2 * g + i / 16);
+                const float dl = d * (float)(s & 15), ml = dmin * (float)(s >> 4);
+                v[32 * g + i] = dl * (float)q[i] - ml; /* the CPU's order */
+            }
+        }
+    }
+    /* d sum_j sc_j sum(q x) - dmin sum_j m_j sum(x), over the 4 sub-blocks. */
+    static __device__ __forceinline__ float dot(const uint8_t *const *p, int ul, const float *xv,
+                                                const float *xs)
+    {
+        uint4 a = __ldg((const uint4 *)(p[0] + 16 * ul));
+        const uint32_t w[4] = {a.x, a.y, a.z, a.w};
+        float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        kv_dot_fields<2, 16>(w, xv, &s[0], &s[1]);
+        kv_dot_fields<2, 16>(w + 2, xv + 32, &s[2], &s[3]);
+        const uint32_t sc = kv_ld32(p[1] + 4 * ul), dm = kv_ld32(p[2]);
+        float t = 0.0f, m = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            t = fmaf((float)(kv_byte(sc, j) & 15), s[j], t);
+            m = fmaf((float)(kv_byte(sc, j) >> 4), xs[j], m);
+        }
+        return fmaf(kv_h2f(dm) * KV_DN_BACK, t, -kv_h2f(dm >> 16) * m);
+    }
+};
+
+/* The 6-bit scales of sub-blocks 4c..4c+3 of a Q3_K block from its 12
+ * scale bytes SC, one a byte, unsigned (the value is the byte - 32): the
+ * low 4 bits of scale k are the low nibble of byte k for k < 8, else the
+ * high nibble of byte k - 8, so the four of unit c are the nibbles of the
+ * word at 4 (c & 1), shifted by 4 (c >> 1); the high 2 bits of scale k are
+ * bits 2 (k / 4) of byte 8 + k % 4, so unit c's are the word at 8 shifted
+ * by 2c. No branch on c (the lane's unit, a run-time value). */
+static __device__ __forceinline__ uint32_t kv_q3k_scales(const uint8_t *sc, int c)
+{
+    const uint32_t lo = kv_ld32(sc + 4 * (c & 1)), hi = kv_ld32(sc + 8);
+    return ((lo >> (4 * (c >> 1))) & 0x0f0f0f0fu) | (((hi >> (2 * c)) & 0x03030303u) << 4);
+}
+
+/* Q3_K: planes q3 fields (64 + 32 bytes), scales[12], d. File: hmask[32],
+ * qs[64], scales[12], d. Unit c (0..3): outputs 64c.., sub-blocks 4c..4c+3;
+ * the field is q + 4 h (h the hmask bit), so the value d (sc - 32) (field
+ * - 4) has its -4 taken out as a multiple of the sub-block's sum of x. */
+template <> struct kv_fmt<KV_WF_Q3_K> {
+    static constexpr enum ggml_type TYPE = GGML_TYPE_Q3_K;
+    static constexpr int64_t COLS = 256;
+    static constexpr int UE = 64, BB = 110, NP = 4;
+    static constexpr int PB[NP] = {64, 32, 12, 2}, SRC[NP] = {-1, -1, 96, 108};
+    static constexpr uint8_t QXOR = 0;
+    static constexpr bool XSUM = true;
+    static constexpr int XG = 16; /* elements a sum of x (XS) covers: a sub-block */
+    /* The bit of unit element E's field in the word its dot ANDs it from. */
+    static __host__ __device__ constexpr int xbit(int e) { return kv_field<3>::bit(e & 31); }
+    static inline void pack(const uint8_t *blk, uint8_t *p0, uint8_t *p1)
+    {
+        uint8_t q[256];
+        kv_k23_codes(blk + 32, blk, q);
+        for (int c = 0; c < 4; c++) {
+            uint8_t s[24];
+            kv_bitpack(q + 64 * c, 64, 3, s);
+            memcpy(p0 + 16 * c, s, 16);
+            memcpy(p1 + 8 * c, s + 16, 8);
+        }
+    }
+    /* The unit's 6 words: 4 from plane 0, 2 from plane 1. */
+    static __device__ __forceinline__ void load(const uint8_t *q0, const uint8_t *q1, uint32_t *w)
+    {
+        uint4 a = __ldg((const uint4 *)q0);
+        uint2 b = __ldg((const uint2 *)q1);
+        w[0] = a.x, w[1] = a.y, w[2] = a.z, w[3] = a.w, w[4] = b.x, w[5] = b.y;
+    }
+    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t nb, int64_t u, float *v)
+    {
+        const int64_t b = u >> 2;
+        const float d = kv_h2f(kv_ld16(KV_PLANE(KV_WF_Q3_K, row, nb, 3) + 2 * b));
+        const uint32_t sc = kv_q3k_scales(KV_PLANE(KV_WF_Q3_K, row, nb, 2) + 12 * b, (int)(u & 3));
+        uint32_t w[6];
+        load(row + 16 * u, KV_PLANE(KV_WF_Q3_K, row, nb, 1) + 8 * u, w);
+#pragma unroll
+        for (int g = 0; g < 2; g++) {
+            uint32_t q[32];
+            kv_fields<3>(w + 3 * g, q);
+#pragma unroll
+            for (int i = 0; i < 32; i++) {
+                const float dl = d * (float)((int)kv_byte(sc, 2 * g + i / 16) - 32);
+                v[32 * g + i] = dl * (float)((int)q[i] - 4);
+            }
+        }
+    }
+    /* d sum_j (sc_j - 32) (sum(q x) - 4 sum(x)), over the 4 sub-blocks. */
+    static __device__ __forceinline__ float dot(const uint8_t *const *p, int ul, const float *xv,
+                                                const float *xs)
+    {
+        uint32_t w[6];
+        load(p[0] + 16 * ul, p[1] + 8 * ul, w);
+        float s[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        kv_dot_fields<3, 16>(w, xv, &s[0], &s[1]);
+        kv_dot_fields<3, 16>(w + 3, xv + 32, &s[2], &s[3]);
+        const uint32_t sc = kv_q3k_scales(p[2], ul);
+        float t = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+            t = fmaf((float)((int)kv_byte(sc, j) - 32), fmaf(s[j], KV_DN_BACK, -4.0f * xs[j]), t);
+        return kv_h2f(kv_ld16(p[3])) * t;
+    }
+};
+
+/* ---- 4-bit codes into a 16-entry table (IQ4_NL, IQ4_XS, MXFP4) ----
+ *
+ * The value is a table entry (ggml's kvalues: IQ4's non-linear int8 levels,
+ * MXFP4's doubled E2M1 values) times the block's scale. The table is 16
+ * bytes, each entry stored as the level + OFF (unsigned, the format's
+ * smallest level to 0), so it lives in 4 registers and a code becomes its
+ * entry by byte permutes (PRMT), no memory access: bits 0-2 of a code pick
+ * one of 8 bytes from each table half, bit 3 which half (a third PRMT whose
+ * selector moves bit 3 to bit 2 of each nibble), 4 codes a PRMT. Shared
+ * memory would cost a load per code and bank conflicts across a warp's
+ * random codes; the PRMTs are 10 integer instructions for 8 codes. The
+ * upload stores code e of a 32-element group at nibble e of its 16-byte
+ * slice, so word k's low half selects outputs 8k..8k+3 and its high half
+ * 8k+4..8k+7. The entries are then bytes: 0-2 of a word are ANDed in place
+ * as denormals, bytes 3 of two words brought to bytes 0 and 1 by one PRMT
+ * (kv_lut_bit), and the OFF times the group's sum of x comes off once.
+ *
+ * The matvec hands its dot the table as loaded registers (kv_lut_regs, read
+ * from shared memory once a chunk), not as constants: as immediates ptxas
+ * kept the words in uniform registers and copied one into a vector register
+ * before every table PRMT (64 IMAD a pass), and split (a & M) | C with both
+ * constants immediate into two LOP3 (with C in a register it is one). */
+static __host__ __device__ constexpr uint32_t kv_lut4(int off, int a, int b, int c, int d)
+{
+    return (uint32_t)((a + off) & 255) | (uint32_t)((b + off) & 255) << 8 |
+           (uint32_t)((c + off) & 255) << 16 | (uint32_t)((d + off) & 255) << 24;
+}
+#define KV_LUT_SEL 0x32103210u /* the half select's positions: byte k from byte k of lo */
+/* A table format's words: T[k] entries 4k..4k+3, SEL KV_LUT_SEL. Word K
+ * (0..4) of it is the format's lut(K). */
+struct kv_lut_regs {
+    uint32_t t[4], sel;
+};
+#define KV_LUT_REGS(tab) {tab, KV_LUT_SEL}
+/* The bit of element E's entry in the word kv_dot_lut32 ANDs it from:
+ * bytes 0-2 of output word E / 4 in place, byte 3 of words 2m, 2m + 1 moved
+ * to bytes 0, 1. */
+static __host__ __device__ constexpr int kv_lut_bit(int e)
+{
+    return e % 4 < 3 ? 8 * (e % 4) : 8 * ((e / 4) & 1);
+}
+/* prmt.b32 (generic mode) for selectors whose nibbles all have bit 3
+ * clear, where it equals __byte_perm: nvcc implements __byte_perm as the
+ * PRMT after an AND of the selector with 0x7777, one LOP3 a call that it
+ * does not share between calls with the same selector (64 a pass of the
+ * table formats' matvec). The emulator's kvemu_prmt is the instruction's
+ * definition, bit 3 (sign replicate) included, so a selector breaking the
+ * rule gives the device's wrong answer in the tests too. */
+static __device__ __forceinline__ uint32_t kv_prmt(uint32_t a, uint32_t b, uint32_t s)
+{
+#if defined(__CUDA_ARCH__)
+    uint32_t d;
+    asm("prmt.b32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(s));
+    return d;
+#elif defined(KVEMU)
+    return kvemu_prmt(a, b, s);
+#else
+    return __byte_perm(a, b, s); /* nvcc's host pass: compiled, never run */
+#endif
+}
+
+/* The table entries of the 8 codes of W (code n at bits 4n..4n+3): codes
+ * 0-3 as the bytes of *OA, 4-7 of *OB. T: the table, entries 4k..4k+3 in
+ * word k. */
+static __device__ __forceinline__ void kv_lut8(uint32_t w, const kv_lut_regs &r, uint32_t *oa,
+                                               uint32_t *ob)
+{
+    /* Bit 3 cleared once for both halves (kv_prmt's rule); the select's
+     * nibbles are 0-7 by construction. */
+    const uint32_t wl = w & 0x77777777u, wb = wl >> 16;
+    const uint32_t s = ((w >> 1) & 0x44444444u) | r.sel; /* byte k: k or 4 + k */
+    const uint32_t *t = r.t;
+    *oa = kv_prmt(kv_prmt(t[0], t[1], wl), kv_prmt(t[2], t[3], wl), s);
+    *ob = kv_prmt(kv_prmt(t[0], t[1], wb), kv_prmt(t[2], t[3], wb), s >> 16);
+}
+/* Sum of entry x over a 16-byte slice of 32 codes, in the denormal units
+ * (times KV_DN_BACK: the sum); XV[e] is x scaled by 2^(KV_DN_S -
+ * kv_lut_bit(e)). */
+static __device__ __forceinline__ float kv_dot_lut32(uint4 qv, const kv_lut_regs &t,
+                                                    const float *xv)
+{
+    const uint32_t w[4] = {qv.x, qv.y, qv.z, qv.w};
+    uint32_t o[8];
+#pragma unroll
+    for (int k = 0; k < 4; k++)
+        kv_lut8(w[k], t, &o[2 * k], &o[2 * k + 1]);
+    float sa = 0.0f, sb = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 8; j += 2) {
+#pragma unroll
+        for (int b = 0; b < 3; b++) {
+            sa = fmaf(kv_dn(o[j], 0xffu << (8 * b)), xv[4 * j + b], sa);
+            sb = fmaf(kv_dn(o[j + 1], 0xffu << (8 * b)), xv[4 * j + 4 + b], sb);
+        }
+        const uint32_t m = __byte_perm(o[j], o[j + 1], 0x3373u); /* bytes 3 of both */
+        sa = fmaf(kv_dn(m, 0xffu), xv[4 * j + 3], sa);
+        sb = fmaf(kv_dn(m, 0xff00u), xv[4 * j + 7], sb);
+    }
+    return sa + sb;
+}
+/* The 32 levels of a slice as floats, entry - OFF (dequant.cu, get_rows.cu). */
+static __device__ __forceinline__ void kv_lut32_levels(uint4 qv, const kv_lut_regs &t, int off,
+                                                       float *v)
+{
+    const uint32_t w[4] = {qv.x, qv.y, qv.z, qv.w};
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        uint32_t oa, ob;
+        kv_lut8(w[k], t, &oa, &ob);
+#pragma unroll
+        for (int b = 0; b < 4; b++) {
+            v[8 * k + b] = (float)((int)kv_byte(oa, b) - off);
+            v[8 * k + 4 + b] = (float)((int)kv_byte(ob, b) - off);
+        }
+    }
+}
+/* Host: a 32-element group's codes in ggml's order (byte j: element j low
+ * nibble, j + 16 high) at QS to the device slice at P0 (code e at nibble e). */
+static inline void kv_lut_pack(const uint8_t *qs, uint8_t *p0)
+{
+    uint8_t c[32];
+    for (int j = 0; j < 16; j++)
+        c[j] = qs[j] & 15, c[j + 16] = qs[j] >> 4;
+    kv_bitpack(c, 32, 4, p0);
+}
+/* IQ4's table, ggml's kvalues_iq4nl (quant_iq4nl_values) + 127. */
+#define KV_IQ4_OFF 127
+#define KV_IQ4_TABLE                                                                        \
+    {kv_lut4(KV_IQ4_OFF, -127, -104, -83, -65), kv_lut4(KV_IQ4_OFF, -49, -35, -22, -10),    \
+     kv_lut4(KV_IQ4_OFF, 1, 13, 25, 38), kv_lut4(KV_IQ4_OFF, 53, 69, 89, 113)}
+
+/* IQ4_NL: planes qs[16] (codes in nibble order), d. File: d, qs (Q4_0's
+ * order). Value d kvalues[q]. */
+template <> struct kv_fmt<KV_WF_IQ4_NL> {
+    static constexpr enum ggml_type TYPE = GGML_TYPE_IQ4_NL;
+    static constexpr int64_t COLS = 32;
+    static constexpr int UE = 32, BB = 18, NP = 2;
+    static constexpr int PB[NP] = {16, 2}, SRC[NP] = {-1, -1};
+    static constexpr uint8_t QXOR = 0;
+    static constexpr bool XSUM = true;
+    static constexpr int XG = 32; /* elements a sum of x (XS) covers */
+    /* The bit of unit element E's field in the word its dot ANDs it from. */
+    static __host__ __device__ constexpr int xbit(int e) { return kv_lut_bit(e); }
+    static inline void pack(const uint8_t *blk, uint8_t *p0, uint8_t *p1)
+    {
+        kv_lut_pack(blk + 2, p0);
+        memcpy(p1, blk, 2);
+    }
+    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t nb, int64_t u, float *v)
+    {
+        const kv_lut_regs t = KV_LUT_REGS(KV_IQ4_TABLE);
+        const float d = kv_h2f(kv_ld16(KV_PLANE(KV_WF_IQ4_NL, row, nb, 1) + 2 * u));
+        kv_lut32_levels(__ldg((const uint4 *)(row + 16 * u)), t, KV_IQ4_OFF, v);
+#pragma unroll
+        for (int i = 0; i < 32; i++)
+            v[i] = d * v[i];
+    }
+    static __host__ __device__ constexpr uint32_t lut(int k)
+    {
+        return k < 4 ? kv_lut_regs KV_LUT_REGS(KV_IQ4_TABLE).t[k] : KV_LUT_SEL;
+    }
+    /* d (sum entry x - 127 sum x) */
+    static __device__ __forceinline__ float dot(const uint8_t *const *p, int, const float *xv,
+                                                const float *xs, const kv_lut_regs &t)
+    {
+        const float s = kv_dot_lut32(__ldg((const uint4 *)p[0]), t, xv);
+        return kv_h2f(kv_ld16(p[1])) * fmaf(s, KV_DN_BACK, -(float)KV_IQ4_OFF * xs[0]);
+    }
+};
+
+/* Sub-block IB's scale of an IQ4_XS header H (d | scales_h << 16,
+ * scales_l): d (6-bit scale - 32), low 4 bits from the nibble IB of
+ * scales_l, high 2 from bits 2 IB of scales_h; IB is a run-time value (the
+ * lane's unit), so shifts, no branch. */
+static __device__ __forceinline__ float kv_iq4xs_scale(uint2 h, int ib)
+{
+    const uint32_t sc = ((h.y >> (4 * ib)) & 15u) | ((h.x >> (16 + 2 * ib)) & 3u) << 4;
+    return kv_h2f(h.x) * (float)((int)sc - 32);
+}
+
+/* IQ4_XS: planes qs[128] (8 groups, codes in nibble order), header[8] (d,
+ * scales_h, scales_l[4]). File: header, qs. Unit ib (0..7) is sub-block ib
+ * of 32: value d (sc - 32) kvalues[q]. */
+template <> struct kv_fmt<KV_WF_IQ4_XS> {
+    static constexpr enum ggml_type TYPE = GGML_TYPE_IQ4_XS;
+    static constexpr int64_t COLS = 256;
+    static constexpr int UE = 32, BB = 136, NP = 2;
+    static constexpr int PB[NP] = {128, 8}, SRC[NP] = {-1, -1};
+    static constexpr uint8_t QXOR = 0;
+    static constexpr bool XSUM = true;
+    static constexpr int XG = 32; /* elements a sum of x (XS) covers */
+    /* The bit of unit element E's field in the word its dot ANDs it from. */
+    static __host__ __device__ constexpr int xbit(int e) { return kv_lut_bit(e); }
+    static inline void pack(const uint8_t *blk, uint8_t *p0, uint8_t *p1)
+    {
+        for (int ib = 0; ib < 8; ib++)
+            kv_lut_pack(blk + 8 + 16 * ib, p0 + 16 * ib);
+        memcpy(p1, blk, 8);
+    }
+    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t nb, int64_t u, float *v)
+    {
+        const kv_lut_regs t = KV_LUT_REGS(KV_IQ4_TABLE);
+        const uint2 h = __ldg((const uint2 *)(KV_PLANE(KV_WF_IQ4_XS, row, nb, 1) + 8 * (u >> 3)));
+        const float dl = kv_iq4xs_scale(h, (int)(u & 7));
+        kv_lut32_levels(__ldg((const uint4 *)(row + 16 * u)), t, KV_IQ4_OFF, v);
+#pragma unroll
+        for (int i = 0; i < 32; i++)
+            v[i] = dl * v[i];
+    }
+    static __host__ __device__ constexpr uint32_t lut(int k)
+    {
+        return k < 4 ? kv_lut_regs KV_LUT_REGS(KV_IQ4_TABLE).t[k] : KV_LUT_SEL;
+    }
+    static __device__ __forceinline__ float dot(const uint8_t *const *p, int ul, const float *xv,
+                                                const float *xs, const kv_lut_regs &t)
+    {
+        const float s = kv_dot_lut32(__ldg((const uint4 *)(p[0] + 16 * ul)), t, xv);
+        const float dl = kv_iq4xs_scale(__ldg((const uint2 *)p[1]), ul);
+        return dl * fmaf(s, KV_DN_BACK, -(float)KV_IQ4_OFF * xs[0]);
+    }
+};
+
+/* MXFP4's table, ggml's kvalues_mxfp4 (E2M1 doubled: quant_mxfp4_values)
+ * + 12. */
+#define KV_MXFP4_OFF 12
+#define KV_MXFP4_TABLE                                                                      \
+    {kv_lut4(KV_MXFP4_OFF, 0, 1, 2, 3), kv_lut4(KV_MXFP4_OFF, 4, 6, 8, 12),                 \
+     kv_lut4(KV_MXFP4_OFF, 0, -1, -2, -3), kv_lut4(KV_MXFP4_OFF, -4, -6, -8, -12)}
+/* The E8M0 exponent E as the scale of the doubled levels, 2^(E - 128),
+ * built from bits as the CPU's mxfp4_scale (E < 2 a denormal). */
+static __device__ __forceinline__ float kv_e8m0_half(uint32_t e)
+{
+    return __uint_as_float(e < 2 ? 0x00200000u << e : (e - 1) << 23);
+}
+
+/* MXFP4: planes qs[16] (codes in nibble order), e. File: e, qs (Q4_0's
+ * order). Value 2^(e - 128) kvalues_mxfp4[q]. */
+template <> struct kv_fmt<KV_WF_MXFP4> {
+    static constexpr enum ggml_type TYPE = GGML_TYPE_MXFP4;
+    static constexpr int64_t COLS = 32;
+    static constexpr int UE = 32, BB = 17, NP = 2;
+    static constexpr int PB[NP] = {16, 1}, SRC[NP] = {-1, -1};
+    static constexpr uint8_t QXOR = 0;
+    static constexpr bool XSUM = true;
+    static constexpr int XG = 32; /* elements a sum of x (XS) covers */
+    /* The bit of unit element E's field in the word its dot ANDs it from. */
+    static __host__ __device__ constexpr int xbit(int e) { return kv_lut_bit(e); }
+    static inline void pack(const uint8_t *blk, uint8_t *p0, uint8_t *p1)
+    {
+        kv_lut_pack(blk + 1, p0);
+        p1[0] = blk[0];
+    }
+    static __device__ __forceinline__ void decode(const uint8_t *row, int64_t nb, int64_t u, float *v)
+    {
+        const kv_lut_regs t = KV_LUT_REGS(KV_MXFP4_TABLE);
+        const float d = kv_e8m0_half(__ldg(KV_PLANE(KV_WF_MXFP4, row, nb, 1) + u));
+        kv_lut32_levels(__ldg((const uint4 *)(row + 16 * u)), t, KV_MXFP4_OFF, v);
+#pragma unroll
+        for (int i = 0; i < 32; i++)
+            v[i] = d * v[i];
+    }
+    static __host__ __device__ constexpr uint32_t lut(int k)
+    {
+        return k < 4 ? kv_lut_regs KV_LUT_REGS(KV_MXFP4_TABLE).t[k] : KV_LUT_SEL;
+    }
+    /* d (sum entry x - 12 sum x) */
+    static __device__ __forceinline__ float dot(const uint8_t *const *p, int, const float *xv,
+                                                const float *xs, const kv_lut_regs &t)
+    {
+        const float s = kv_dot_lut32(__ldg((const uint4 *)p[0]), t, xv);
+        return kv_e8m0_half(__ldg(p[1])) * fmaf(s, KV_DN_BACK, -(float)KV_MXFP4_OFF * xs[0]);
+    }
+};
+
 /* Whether format F packs its quant planes (0 and 1) itself, from each file
  * block (pack), instead of copying fields. */
 template <int F, typename = void> struct kv_packs : std::false_type {};
@@ -767,6 +1217,26 @@ struct kv_packs<F, std::void_t<decltype(&kv_fmt<F>::pack)>> : std::true_type {};
 template <int F, typename = void> struct kv_xscaled : std::false_type {};
 template <int F>
 struct kv_xscaled<F, std::void_t<decltype(kv_fmt<F>::xbit(0))>> : std::true_type {};
+
+/* Whether format F's dot reads a 16-entry table (kv_lut_regs), which the
+ * matvec loads for it. */
+template <int F, typename = void> struct kv_tabled : std::false_type {};
+template <int F>
+struct kv_tabled<F, std::void_t<decltype(kv_fmt<F>::lut(0))>> : std::true_type {};
+
+/* Format F's dot over one row's unit (kv_fmt<F>::dot); LR, the table the
+ * caller loaded for a table format (kv_tabled), is ignored by the others.
+ * Every matvec body calls the dots through this, so none needs to know
+ * which formats take a table. */
+template <int F>
+static __device__ __forceinline__ float kv_fdot(const uint8_t *const *p, int ul, const float *xv,
+                                                const float *xs, const kv_lut_regs &lr)
+{
+    if constexpr (kv_tabled<F>::value)
+        return kv_fmt<F>::dot(p, ul, xv, xs, lr);
+    else
+        return kv_fmt<F>::dot(p, ul, xv, xs);
+}
 
 /* Whether format F is repacked at upload (the quantised ones). */
 template <int F, typename = void> struct kv_repacked : std::false_type {};

@@ -646,6 +646,51 @@ static void test_gemma3_q6_k(void **state)
     check_model(&s, "gemma3-q6_k");
 }
 
+static void test_llama_q2_k(void **state)
+{
+    (void)state;
+    struct tiny_spec s = {.arch = "llama", .wtype = GGML_TYPE_Q2_K, .etype = GGML_TYPE_Q2_K,
+                          .n_embd = 256, .n_head = 4, .n_head_kv = 2, .head_dim = 64, .n_rot = 64,
+                          .n_ff = 512, .n_vocab = 50, .n_layer = 2};
+    check_model(&s, "llama-q2_k");
+}
+
+static void test_qwen3_q3_k(void **state)
+{
+    (void)state;
+    struct tiny_spec s = {.arch = "qwen3", .wtype = GGML_TYPE_Q3_K, .etype = GGML_TYPE_Q3_K,
+                          .n_embd = 256, .n_head = 2, .n_head_kv = 1, .head_dim = 128, .n_rot = 128,
+                          .n_ff = 768, .n_vocab = 60, .n_layer = 2, .untied = true};
+    check_model(&s, "qwen3-q3_k");
+}
+
+static void test_gemma3_iq4_nl(void **state)
+{
+    (void)state;
+    struct tiny_spec s = {.arch = "gemma3", .wtype = GGML_TYPE_IQ4_NL, .etype = GGML_TYPE_IQ4_NL,
+                          .n_embd = 160, .n_head = 4, .n_head_kv = 2, .head_dim = 64, .n_rot = 64,
+                          .n_ff = 96, .n_vocab = 75, .n_layer = 3, .swa_window = 5};
+    check_model(&s, "gemma3-iq4_nl");
+}
+
+static void test_llama_iq4_xs(void **state)
+{
+    (void)state;
+    struct tiny_spec s = {.arch = "llama", .wtype = GGML_TYPE_IQ4_XS, .etype = GGML_TYPE_IQ4_XS,
+                          .n_embd = 256, .n_head = 4, .n_head_kv = 1, .head_dim = 64, .n_rot = 64,
+                          .n_ff = 768, .n_vocab = 66, .n_layer = 2, .untied = true};
+    check_model(&s, "llama-iq4_xs");
+}
+
+static void test_qwen2_mxfp4_bias(void **state)
+{
+    (void)state;
+    struct tiny_spec s = {.arch = "qwen2", .wtype = GGML_TYPE_MXFP4, .etype = GGML_TYPE_MXFP4,
+                          .n_embd = 96, .n_head = 3, .n_head_kv = 1, .head_dim = 32, .n_rot = 32,
+                          .n_ff = 160, .n_vocab = 90, .n_layer = 2, .untied = true};
+    check_model(&s, "qwen2-mxfp4-bias");
+}
+
 /* Gemma's GeGLU outputs in real models pass f16's 65504 before ffn_down: an
  * ffn_norm of mean 400 makes gate and up about 460 (rms) here, so gate x up
  * reaches about 2e5, which an f16 GEMM operand turns into inf (and the
@@ -847,6 +892,11 @@ int main(void)
         cmocka_unit_test(test_llama_q4_k),
         cmocka_unit_test(test_qwen3_q5_k),
         cmocka_unit_test(test_gemma3_q6_k),
+        cmocka_unit_test(test_llama_q2_k),
+        cmocka_unit_test(test_qwen3_q3_k),
+        cmocka_unit_test(test_gemma3_iq4_nl),
+        cmocka_unit_test(test_llama_iq4_xs),
+        cmocka_unit_test(test_qwen2_mxfp4_bias),
         cmocka_unit_test(test_gemma3_bf16_big_ffn),
         cmocka_unit_test(test_qwen3moe_q8_0),
         cmocka_unit_test(test_qwen3moe_f32_scalar),

@@ -460,6 +460,32 @@ static void test_sample(void **state)
     assert_true(off_top > cases / 10); /* the sampled modes do leave the argmax */
 }
 
+/* The formats added after the first tables (Q2_K, Q3_K, IQ4_NL, IQ4_XS,
+ * MXFP4; listed last in every table) draw their weights and x from a
+ * stream of their own, begun at their first case and dropped when the
+ * loop ends, so every case before them and every later test keep the data
+ * they had (a 1-row case's tolerance is relative to that one value). */
+static bool late_type(ggml_type t)
+{
+    return t == GGML_TYPE_Q2_K || t == GGML_TYPE_Q3_K || t == GGML_TYPE_IQ4_NL ||
+           t == GGML_TYPE_IQ4_XS || t == GGML_TYPE_MXFP4;
+}
+struct rng_fork {
+    uint64_t saved = 0;
+    bool on = false;
+    void at(ggml_type t)
+    {
+        if (!on && late_type(t))
+            saved = rng, rng = 0x2545F4914F6CDD1Dull, on = true;
+    }
+    void end()
+    {
+        if (on)
+            rng = saved, on = false;
+    }
+    ~rng_fork() { end(); }
+};
+
 /* A weight matrix of TYPE, NROWS x NCOLS, random, on the device. */
 struct wmat {
     kv_dmat m;
@@ -502,12 +528,18 @@ static const struct {
     {GGML_TYPE_Q5_0, 224, 5}, {GGML_TYPE_Q5_K, 768, 7}, {GGML_TYPE_Q8_0, 2080, 9},
     {GGML_TYPE_Q4_K, 2304, 3}, {GGML_TYPE_Q6_K, 2560, 6},
     {GGML_TYPE_F16, 4104, 13}, {GGML_TYPE_BF16, 2056, 3}, {GGML_TYPE_F32, 2312, 9},
+    {GGML_TYPE_Q2_K, 768, 7},  {GGML_TYPE_Q3_K, 2304, 5}, {GGML_TYPE_IQ4_NL, 2080, 9},
+    {GGML_TYPE_IQ4_XS, 512, 3}, {GGML_TYPE_MXFP4, 160, 11}, {GGML_TYPE_Q2_K, 2560, 1},
+    {GGML_TYPE_Q3_K, 256, 17},  {GGML_TYPE_IQ4_NL, 96, 6}, {GGML_TYPE_IQ4_XS, 4352, 6},
+    {GGML_TYPE_MXFP4, 4128, 5},
 };
 
 static void test_matvec_dequant_get_rows(void **state)
 {
     (void)state;
+    rng_fork fork;
     for (const auto &t : k_mats) {
+        fork.at(t.type);
         wmat w;
         make_wmat(&w, t.type, t.nrows, t.ncols);
         char what[80];
@@ -566,9 +598,13 @@ static void test_matvec_x_range(void **state)
     (void)state;
     static const ggml_type types[] = {GGML_TYPE_Q4_0, GGML_TYPE_Q4_1, GGML_TYPE_Q5_0,
                                       GGML_TYPE_Q5_1, GGML_TYPE_Q8_0, GGML_TYPE_Q4_K,
-                                      GGML_TYPE_Q5_K, GGML_TYPE_Q6_K};
+                                      GGML_TYPE_Q5_K, GGML_TYPE_Q6_K, GGML_TYPE_Q2_K,
+                                      GGML_TYPE_Q3_K, GGML_TYPE_IQ4_NL, GGML_TYPE_IQ4_XS,
+                                      GGML_TYPE_MXFP4};
     static const int scale_exp[][2] = {{-40, 40}, {-20, 0}, {30, 60}};
+    rng_fork fork;
     for (ggml_type type : types) {
+        fork.at(type);
         for (const auto &se : scale_exp) {
             const int64_t ncols = 512, nrows = 5;
             wmat w;
@@ -630,9 +666,15 @@ static void test_matvec_norm(void **state)
     const float eps = 1e-5f;
     auto rows = std::vector<std::pair<ggml_type, std::pair<int64_t, int64_t>>>();
     for (const auto &t : k_mats)
-        rows.push_back({t.type, {t.ncols, t.nrows}});
+        if (!late_type(t.type))
+            rows.push_back({t.type, {t.ncols, t.nrows}});
     rows.push_back({GGML_TYPE_F16, {44, 6}});
+    for (const auto &t : k_mats)
+        if (late_type(t.type))
+            rows.push_back({t.type, {t.ncols, t.nrows}});
+    rng_fork fork;
     for (const auto &t : rows) {
+        fork.at(t.first);
         const int64_t ncols = t.second.first, nrows = t.second.second;
         wmat w;
         make_wmat(&w, t.first, nrows, ncols);
@@ -686,9 +728,13 @@ static void test_matvec_glu(void **state)
         {GGML_TYPE_Q4_0, 96, 17},  {GGML_TYPE_Q4_1, 4128, 6}, {GGML_TYPE_Q5_0, 224, 5},
         {GGML_TYPE_Q5_1, 64, 33},  {GGML_TYPE_Q8_0, 2080, 9}, {GGML_TYPE_Q4_K, 2304, 19},
         {GGML_TYPE_Q5_K, 768, 7},  {GGML_TYPE_Q6_K, 2560, 6}, {GGML_TYPE_Q6_K, 256, 1},
+        {GGML_TYPE_Q2_K, 2304, 19}, {GGML_TYPE_Q3_K, 768, 7}, {GGML_TYPE_IQ4_NL, 4128, 6},
+        {GGML_TYPE_IQ4_XS, 2560, 5}, {GGML_TYPE_MXFP4, 96, 17},
     };
     const float eps = 1e-6f;
+    rng_fork fork;
     for (const auto &t : k_glu) {
+        fork.at(t.type);
         wmat wg, wu;
         make_wmat(&wg, t.type, t.nrows, t.ncols);
         make_wmat(&wu, t.type, t.nrows, t.ncols);
@@ -744,6 +790,7 @@ static void test_matvec_glu(void **state)
         cudaFree(dx), cudaFree(dn), cudaFree(dy), cudaFree(dg), cudaFree(du);
         cudaFree((void *)wg.m.d), cudaFree((void *)wu.m.d);
     }
+    fork.end();
     /* Refused: gate and up of two formats, the scalar float form, shapes
      * that differ. */
     wmat a, b, c, d;
@@ -1069,10 +1116,14 @@ static void test_matvec3(void **state)
         {GGML_TYPE_Q4_K, 2304, {37, 9, 9}}, {GGML_TYPE_Q8_0, 160, {16, 17, 1}},
         {GGML_TYPE_Q6_K, 256, {5, 33, 2}},  {GGML_TYPE_Q5_0, 224, {48, 16, 16}},
         {GGML_TYPE_F16, 40, {3, 20, 7}},    {GGML_TYPE_F32, 2312, {12, 4, 4}},
-        {GGML_TYPE_BF16, 24, {1, 1, 1}},
+        {GGML_TYPE_BF16, 24, {1, 1, 1}},    {GGML_TYPE_Q2_K, 512, {20, 3, 3}},
+        {GGML_TYPE_Q3_K, 2304, {17, 16, 1}}, {GGML_TYPE_IQ4_NL, 160, {5, 33, 2}},
+        {GGML_TYPE_IQ4_XS, 768, {16, 9, 9}}, {GGML_TYPE_MXFP4, 2080, {1, 18, 5}},
     };
     const float eps = 1e-6f;
+    rng_fork fork;
     for (const auto &t : k_3) {
+        fork.at(t.type);
         wmat w[3];
         const kv_dmat *wp[3];
         const float *bp[3];
@@ -1112,6 +1163,7 @@ static void test_matvec3(void **state)
         }
         cudaFree(dx), cudaFree(dn);
     }
+    fork.end();
     wmat a, b, c;
     make_wmat(&a, GGML_TYPE_Q4_K, 8, 256);
     make_wmat(&b, GGML_TYPE_Q6_K, 8, 256);
@@ -1140,10 +1192,14 @@ static void test_repack(void **state)
     } cases[] = {
         {GGML_TYPE_Q8_0, 5 * 32},  {GGML_TYPE_Q4_0, 3 * 32},  {GGML_TYPE_Q4_1, 7 * 32},
         {GGML_TYPE_Q5_0, 9 * 32},  {GGML_TYPE_Q5_1, 11 * 32}, {GGML_TYPE_Q4_K, 3 * 256},
-        {GGML_TYPE_Q5_K, 5 * 256}, {GGML_TYPE_Q6_K, 3 * 256},
+        {GGML_TYPE_Q5_K, 5 * 256}, {GGML_TYPE_Q6_K, 3 * 256}, {GGML_TYPE_Q2_K, 3 * 256},
+        {GGML_TYPE_Q3_K, 5 * 256}, {GGML_TYPE_IQ4_NL, 7 * 32}, {GGML_TYPE_IQ4_XS, 3 * 256},
+        {GGML_TYPE_MXFP4, 9 * 32},
     };
     const int64_t nrows = 3;
+    rng_fork fork;
     for (const auto &c : cases) {
+        fork.at(c.type);
         size_t rb = quant_row_size(c.type, c.ncols), drb = kv_row_bytes(c.type, c.ncols);
         char what[80];
         snprintf(what, sizeof what, "repack %s rows of %lld", quant_type_name(c.type),
@@ -1241,7 +1297,14 @@ static void test_xbit(void **state)
         if (e < 16) /* byte e: low nibble element e, high nibble e + 16 */
             assert_int_equal(kv_fmt<KV_WF_Q4_0>::xbit(e + 16) - kv_fmt<KV_WF_Q4_0>::xbit(e), 4);
     }
+    for (int e = 0; e < 32; e++) { /* the table formats' entries are bytes */
+        assert_true(kv_fmt<KV_WF_IQ4_NL>::xbit(e) + 8 <= 24);
+        assert_int_equal(kv_fmt<KV_WF_IQ4_XS>::xbit(e), kv_fmt<KV_WF_IQ4_NL>::xbit(e));
+        assert_int_equal(kv_fmt<KV_WF_MXFP4>::xbit(e), kv_fmt<KV_WF_IQ4_NL>::xbit(e));
+    }
     for (int e = 0; e < 64; e++) {
+        assert_true(kv_fmt<KV_WF_Q2_K>::xbit(e) + 2 <= 24);
+        assert_true(kv_fmt<KV_WF_Q3_K>::xbit(e) + 3 <= 24);
         assert_true(kv_fmt<KV_WF_Q4_K>::xbit(e) + 4 <= 24);
         assert_int_equal(kv_fmt<KV_WF_Q5_K>::xbit(e), kv_fmt<KV_WF_Q5_K>::xbit(e & 31));
     }
@@ -1252,6 +1315,13 @@ static void test_xbit(void **state)
     assert_int_equal(kv_fmt<KV_WF_Q6_K>::xbit(3), 18);
     assert_int_equal(kv_fmt<KV_WF_Q4_0>::xbit(3), 0);  /* byte 3 of word 0 -> byte 0 */
     assert_int_equal(kv_fmt<KV_WF_Q4_0>::xbit(7), 8);  /* byte 3 of word 1 -> byte 1 */
+    /* 3-bit field 7 (bits 21-23) in place, field 8 (24-26) from a view. */
+    assert_int_equal(kv_fmt<KV_WF_Q3_K>::xbit(7), 21);
+    assert_int_equal(kv_fmt<KV_WF_Q3_K>::xbit(8), 0);
+    assert_int_equal(kv_fmt<KV_WF_Q2_K>::xbit(11), 22);
+    assert_int_equal(kv_fmt<KV_WF_Q2_K>::xbit(12), 0);
+    assert_int_equal(kv_fmt<KV_WF_IQ4_NL>::xbit(6), 16);
+    assert_int_equal(kv_fmt<KV_WF_IQ4_NL>::xbit(7), 8); /* byte 3 of output word 1 -> byte 1 */
     assert_true(!kv_xscaled<KV_WF_Q8_0>::value && kv_xscaled<KV_WF_Q4_K>::value);
 }
 

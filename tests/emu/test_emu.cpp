@@ -151,6 +151,11 @@ static void test_intrinsics(void **state)
     assert_int_equal(__popc(0xf0f0u), 8);
     assert_int_equal(__ffs(8), 4);
     assert_int_equal(__byte_perm(0x33221100u, 0x77665544u, 0x5140u), 0x55114400u);
+    /* prmt.b32: as __byte_perm while bit 3 of every nibble is clear; set,
+     * the picked byte's sign bit fills the byte (__byte_perm ignores it). */
+    assert_int_equal(kvemu_prmt(0x33221100u, 0x77665544u, 0x5140u), 0x55114400u);
+    assert_int_equal(kvemu_prmt(0x00800000u, 0x7f000000u, 0xa7f2u), 0xff7f0080u);
+    assert_int_equal(__byte_perm(0x00800000u, 0x7f000000u, 0xa7f2u), 0x807f7f80u);
     /* f16 rounding: nearest even, overflow to inf, subnormals. */
     assert_int_equal(__float2half_rn(1.0f + 1.0f / 2048).x, 0x3c00);
     assert_int_equal(__float2half_rn(1.0f + 3.0f / 2048).x, 0x3c02);

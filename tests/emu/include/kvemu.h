@@ -417,6 +417,22 @@ static inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s)
         r |= (unsigned)((v >> (8 * ((s >> (4 * i)) & 7u))) & 0xffu) << (8 * i);
     return r;
 }
+/* PTX prmt.b32 in its generic mode, which kernels reach through inline
+ * asm (wformat.cuh kv_prmt) where __byte_perm's masking of the selector
+ * costs an instruction: bits 0-2 of selector nibble n pick the byte of
+ * (y:x), bit 3 set replicates that byte's sign bit instead. */
+static inline unsigned kvemu_prmt(unsigned x, unsigned y, unsigned s)
+{
+    uint64_t v = ((uint64_t)y << 32) | x;
+    unsigned r = 0;
+    for (int i = 0; i < 4; i++) {
+        unsigned n = (s >> (4 * i)) & 15u, b = (unsigned)(v >> (8 * (n & 7u))) & 0xffu;
+        if (n & 8u)
+            b = b & 0x80u ? 0xffu : 0u;
+        r |= b << (8 * i);
+    }
+    return r;
+}
 static inline unsigned __funnelshift_l(unsigned lo, unsigned hi, unsigned s)
 {
     uint64_t v = ((uint64_t)hi << 32) | lo;
