@@ -976,7 +976,9 @@ static void test_matvec_x(void **state)
         {GGML_TYPE_Q4_0, 96, 17},  {GGML_TYPE_Q4_1, 160, 6},  {GGML_TYPE_Q5_0, 224, 5},
         {GGML_TYPE_Q5_1, 64, 33},  {GGML_TYPE_Q8_0, 2080, 9}, {GGML_TYPE_Q4_K, 256, 19},
         {GGML_TYPE_Q5_K, 768, 7},  {GGML_TYPE_Q6_K, 512, 6},  {GGML_TYPE_F32, 2312, 5},
-        {GGML_TYPE_F16, 44, 3},    {GGML_TYPE_BF16, 20, 4},
+        {GGML_TYPE_F16, 44, 3},    {GGML_TYPE_BF16, 20, 4},   {GGML_TYPE_Q2_K, 512, 5},
+        {GGML_TYPE_Q3_K, 256, 9},  {GGML_TYPE_IQ4_NL, 96, 7}, {GGML_TYPE_IQ4_XS, 256, 6},
+        {GGML_TYPE_MXFP4, 160, 5},
     };
     const int NX = 5, POISON = 2, NT = 3, K = 2;
     const float eps = 1e-6f;
