@@ -13,6 +13,14 @@
  *   matvec with the GLU fused: bit-equal to gate, up and glu apart;
  *     1e-5 of max|g u| against the double reference (test_matvec_glu);
  *   kv_store: the half rounding, 2^-11 relative per element;
+ *   kv_store q8_0: codes and scales equal to the host Q8_0 quantiser's
+ *     (the same IEEE operations), each element within half a step of its
+ *     input (1/254 of its block's largest, 1% more for the f16 scale);
+ *     rotated K (rope_store q8_0) the same against the double rotation;
+ *   decode attention q8_0: 1e-5 against the double reference over the
+ *     same dequantised cache (d x code is exact in f32);
+ *   prefill q8_0: the tile gather equal to bf16 of the dequantised cache,
+ *     the whole pass as the f16 cache's (TOL_PREFILL of max|V|);
  *   f32 -> bf16, dequant -> bf16, the prefill attention's Q/K/V gathers:
  *     the bf16 rounding, 2^-8 relative per element (8 significant bits,
  *     round to nearest even: half an ulp);

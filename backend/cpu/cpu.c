@@ -609,7 +609,8 @@ KV_INLINE __m256 kv_load8(const void *base, size_t i, int kt)
         return _mm256_loadu_ps((const float *)base + i);
     if (kt == CPU_KV_Q8_0) {
         const unsigned char *b = (const unsigned char *)base + i / KV_Q8_BLOCK * KV_Q8_BYTES;
-        __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(b + 2 + i % KV_Q8_BLOCK)));
+        const unsigned char *c = b + 2 + i % KV_Q8_BLOCK; /* the 8 codes */
+        __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)c));
         return _mm256_mul_ps(_mm256_set1_ps(kv_q8_scale(b)), _mm256_cvtepi32_ps(q));
     }
 #ifdef __F16C__
@@ -633,8 +634,8 @@ static void kv_store(void *base, size_t off, const float *src, int n, int kt)
         return;
     }
     if (kt == CPU_KV_Q8_0) {
-        quant_quantize_row(GGML_TYPE_Q8_0, src, (unsigned char *)base + off / KV_Q8_BLOCK * KV_Q8_BYTES,
-                           n);
+        unsigned char *d = (unsigned char *)base + off / KV_Q8_BLOCK * KV_Q8_BYTES;
+        quant_quantize_row(GGML_TYPE_Q8_0, src, d, n);
         return;
     }
     uint16_t *d = (uint16_t *)base + off;
@@ -970,7 +971,8 @@ ATT512_INLINE __m512 kv_load16(const void *base, size_t i, int kt)
         return _mm512_loadu_ps((const float *)base + i);
     if (kt == CPU_KV_Q8_0) {
         const unsigned char *b = (const unsigned char *)base + i / KV_Q8_BLOCK * KV_Q8_BYTES;
-        __m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(b + 2 + i % KV_Q8_BLOCK)));
+        const unsigned char *c = b + 2 + i % KV_Q8_BLOCK; /* the 16 codes */
+        __m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)c));
         return _mm512_mul_ps(_mm512_set1_ps(kv_q8_scale(b)), _mm512_cvtepi32_ps(q));
     }
     return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)base + i)));
