@@ -19,6 +19,10 @@
 #include <unistd.h>
 
 #define DEFAULT_MODEL_FILE "SmolLM2-135M-Instruct.Q4_1.gguf"
+/* --kv-type's help, one text for every mode that takes it */
+#define KV_TYPE_HELP                                                                               \
+    "      --kv-type T         KV cache element type: f16 (default), f32 (exact) or\n"             \
+    "                          q8_0 (17/32 of f16's memory; lossy)\n"
 
 void kv_options_init(struct kv_options *o)
 {
@@ -94,7 +98,7 @@ static const char *const SUB_USAGE[] = {
         "      --backend B         auto (default), cpu or cuda\n"
         "  -t, --threads N         CPU threads (default: all cores)\n"
         "  -c, --ctx-size N        context size in tokens\n"
-        "      --kv-type T         KV cache element type: f16 (default) or f32\n"
+        KV_TYPE_HELP
         "      --depth N           context of the second decode figure (default 4096, 0 = skip)\n"
         "      --mem-bandwidth GBS the device's bandwidth instead of measuring it\n"
         "      --json              one JSON object on standard output\n",
@@ -118,7 +122,7 @@ static const char *const SUB_USAGE[] = {
         "  -c, --ctx-size N        tokens per chunk (default 512)\n"
         "      --backend B         auto (default), cpu or cuda\n"
         "  -t, --threads N         CPU threads (default: all cores)\n"
-        "      --kv-type T         KV cache element type: f16 (default) or f32\n"
+        KV_TYPE_HELP
         "      --json              the result as one JSON object on standard output\n",
 };
 
@@ -159,7 +163,7 @@ void kv_print_usage(FILE *out)
           "                          (default: detect)\n"
           "      --raw               no chat template (--chat-template none): the prompt is\n"
           "                          tokenised as given and the reply continues it\n"
-          "      --kv-type T         KV cache element type: f16 (default) or f32\n"
+          KV_TYPE_HELP
           "      --think on|off      a reasoning model's thinking, where its template has a\n"
           "                          switch (default: the template's own)\n"
           "      --list-models       list the models folder (file, size, architecture,\n"

@@ -5,7 +5,12 @@
  * attention_prefill.cu.
  *
  * Layout: the cache of a layer is (n_kv, n_ctx, hd) f16, so the keys of one
- * KV head are one contiguous run and a key row is hd halves.
+ * KV head are one contiguous run and a key row is hd halves. A q8_0 cache
+ * (struct kv_q8_cache) has the same shape in int8 codes beside an f16 scale
+ * per 32 dims: a lane's 8 dims are one 8-byte load of codes and a 2-byte
+ * load of their scale (instead of one 16-byte load), packed into the same
+ * registers and turned into floats (scale x code, exact) where the f16
+ * path converts halves; everything after that is the same code.
  *
  * Design (v2 of decode attention):
  * - A block (4 warps) serves one KV head x one key split x up to 8 query
@@ -80,8 +85,50 @@ static __device__ __forceinline__ uint4 ad_load(const __half *base, int64_t j, i
     return make_uint4(w[0], w[1], w[2], w[3]);
 }
 
-/* Grid (n_kv, n_split, row chunks of R); AD_WARPS warps. */
-template <int DW, int R>
+/* The q8_0 cache (Q8): codes D0..D0+7 of row J (one 8-byte load, aligned as
+ * HD % 32 == 0) and their block's scale, packed (codes 0-3, codes 4-7,
+ * scale bits, 0) into the registers an f16 load fills, so both types share
+ * the double buffering below. */
+static __device__ __forceinline__ uint4 ad_load_q8(const int8_t *q, const __half *d, int64_t j,
+                                                   int hd, int d0)
+{
+    const uint2 c = __ldg((const uint2 *)(q + j * hd + d0));
+    const uint32_t sc = __half_as_ushort(__ldg(d + j * (hd / 32) + d0 / 32));
+    return make_uint4(c.x, c.y, sc, 0u);
+}
+
+/* ad_load_q8's 8 elements as floats: scale x code, exact in f32. */
+static __device__ __forceinline__ void ad_unpack_q8(uint4 u, float *f)
+{
+    const float sc = ad_h2f(u.z);
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        f[e] = sc * (float)(int8_t)(u.x >> (8 * e));
+        f[4 + e] = sc * (float)(int8_t)(u.y >> (8 * e));
+    }
+}
+
+/* Row J's elements D0..D0+7 of the f16 cache H, or of the q8_0 cache (Q, D)
+ * when Q8. */
+template <bool Q8>
+static __device__ __forceinline__ uint4 ad_fetch(const __half *h, const int8_t *q,
+                                                 const __half *d, int64_t j, int hd, int d0,
+                                                 bool vec)
+{
+    return Q8 ? ad_load_q8(q, d, j, hd, d0) : ad_load(h, j, hd, d0, vec);
+}
+
+template <bool Q8> static __device__ __forceinline__ void ad_decode(uint4 u, float *f)
+{
+    if (Q8)
+        ad_unpack_q8(u, f);
+    else
+        ad_unpack(u, f);
+}
+
+/* Grid (n_kv, n_split, row chunks of R); AD_WARPS warps. Q8: the cache is
+ * a.kq, a.vq (q8_0), else a.kc, a.vc (f16). */
+template <int DW, int R, bool Q8>
 static __global__ void __launch_bounds__(AD_WARPS * 32)
     k_attn_decode(struct kv_attn_args a, const int32_t *pos_dev, bool vec)
 {
@@ -146,8 +193,13 @@ static __global__ void __launch_bounds__(AD_WARPS * 32)
             acc[r][e] = 0.0f;
     }
 
-    const __half *kc = a.kc + (int64_t)kvh * a.n_ctx * a.hd;
-    const __half *vc = a.vc + (int64_t)kvh * a.n_ctx * a.hd;
+    const int64_t head0 = (int64_t)kvh * a.n_ctx; /* this KV head's first row */
+    const __half *kc = Q8 ? nullptr : a.kc + head0 * a.hd;
+    const __half *vc = Q8 ? nullptr : a.vc + head0 * a.hd;
+    const int8_t *kq = Q8 ? a.kq.q + head0 * a.hd : nullptr;
+    const int8_t *vq = Q8 ? a.vq.q + head0 * a.hd : nullptr;
+    const __half *kd = Q8 ? a.kq.d + head0 * (a.hd / 32) : nullptr;
+    const __half *vd = Q8 ? a.vq.d + head0 * (a.hd / 32) : nullptr;
     const int d0 = 8 * c;
     const bool live = d0 < a.hd; /* lanes past the head dim load nothing */
     uint4 kb[AD_NB], vb[AD_NB];
@@ -156,8 +208,8 @@ static __global__ void __launch_bounds__(AD_WARPS * 32)
     for (int i = 0; i < AD_NB; i++) {
         const int j = kbeg + warp * KB + i * KPW + g;
         const bool in = live && j < kend;
-        kb[i] = in ? ad_load(kc, j, a.hd, d0, vec) : z;
-        vb[i] = in ? ad_load(vc, j, a.hd, d0, vec) : z;
+        kb[i] = in ? ad_fetch<Q8>(kc, kq, kd, j, a.hd, d0, vec) : z;
+        vb[i] = in ? ad_fetch<Q8>(vc, vq, vd, j, a.hd, d0, vec) : z;
     }
 
     for (int k0 = kbeg; k0 < kend; k0 += BK) {
@@ -168,15 +220,15 @@ static __global__ void __launch_bounds__(AD_WARPS * 32)
         for (int i = 0; i < AD_NB; i++) {
             const int j = kt + BK + i * KPW + g;
             const bool in = live && j < kend;
-            kn[i] = in ? ad_load(kc, j, a.hd, d0, vec) : z;
-            vn[i] = in ? ad_load(vc, j, a.hd, d0, vec) : z;
+            kn[i] = in ? ad_fetch<Q8>(kc, kq, kd, j, a.hd, d0, vec) : z;
+            vn[i] = in ? ad_fetch<Q8>(vc, vq, vd, j, a.hd, d0, vec) : z;
         }
 
         float s[R][AD_NB];
 #pragma unroll
         for (int i = 0; i < AD_NB; i++) {
             float kf[8];
-            ad_unpack(kb[i], kf);
+            ad_decode<Q8>(kb[i], kf);
 #pragma unroll
             for (int r = 0; r < R; r++) {
                 const float4 qa = qs[r][2 * c], qb = qs[r][2 * c + 1];
@@ -195,7 +247,7 @@ static __global__ void __launch_bounds__(AD_WARPS * 32)
         float vf[AD_NB][8];
 #pragma unroll
         for (int i = 0; i < AD_NB; i++)
-            ad_unpack(vb[i], vf[i]);
+            ad_decode<Q8>(vb[i], vf[i]);
 #pragma unroll
         for (int r = 0; r < R; r++) {
             float mb = -INFINITY;
@@ -323,13 +375,14 @@ static __global__ void k_dec_combine(struct kv_attn_args a)
 }
 
 typedef void (*ad_kernel)(struct kv_attn_args, const int32_t *, bool);
-/* [head-dim class][log2 R]: the head dim rounded up to 64, 128, 256. */
-static const ad_kernel ad_kernels[3][4] = {
-    {k_attn_decode<64, 1>, k_attn_decode<64, 2>, k_attn_decode<64, 4>, k_attn_decode<64, 8>},
-    {k_attn_decode<128, 1>, k_attn_decode<128, 2>, k_attn_decode<128, 4>,
-     k_attn_decode<128, 8>},
-    {k_attn_decode<256, 1>, k_attn_decode<256, 2>, k_attn_decode<256, 4>,
-     k_attn_decode<256, 8>},
+/* [cache type: f16, q8_0][head-dim class][log2 R]: the head dim rounded up
+ * to 64, 128, 256. */
+#define AD_ROW(DW, Q8)                                                                             \
+    {k_attn_decode<DW, 1, Q8>, k_attn_decode<DW, 2, Q8>, k_attn_decode<DW, 4, Q8>,                \
+     k_attn_decode<DW, 8, Q8>}
+static const ad_kernel ad_kernels[2][3][4] = {
+    {AD_ROW(64, false), AD_ROW(128, false), AD_ROW(256, false)},
+    {AD_ROW(64, true), AD_ROW(128, true), AD_ROW(256, true)},
 };
 
 /* log2 of the rows a block takes for ROWS (token, head) rows of a head. */
@@ -366,12 +419,15 @@ cudaError_t kv_attention_decode(const struct kv_attn_args *a, const int32_t *pos
         a->n_head % a->n_kv || a->n_split < 1 || a->n_split > 65535 || a->n_tok <= 0 ||
         a->n_tok > KV_ATTN_DEC_MAX_TOK)
         return cudaErrorInvalidValue;
+    const bool q8 = a->kq.q != nullptr;
+    if (q8 && (a->hd % 32 || !a->kq.d || !a->vq.q || !a->vq.d))
+        return cudaErrorInvalidValue;
     const int64_t rows = (int64_t)a->n_tok * (a->n_head / a->n_kv);
     const int rl = ad_rows_log2(rows);
     const int64_t chunks = (rows + (1 << rl) - 1) >> rl;
     const int dc = a->hd <= 64 ? 0 : a->hd <= 128 ? 1 : 2;
     const bool vec = a->hd % 8 == 0 && ((uintptr_t)a->kc | (uintptr_t)a->vc) % 16 == 0;
-    const ad_kernel k = ad_kernels[dc][rl];
+    const ad_kernel k = ad_kernels[q8][dc][rl];
     dim3 grid((unsigned)a->n_kv, (unsigned)a->n_split, (unsigned)chunks);
     KV_LAUNCH(k, grid, AD_WARPS * 32, 0, st)(*a, pos_dev, vec);
     cudaError_t e = cudaGetLastError();

@@ -3,7 +3,9 @@
  * products go through cuBLAS with bf16 operands and fp32 accumulation, and
  * small kernels here do the masking, the online softmax and the layout.
  *
- * Layout: the cache of a layer is (n_kv, n_ctx, hd) f16 (kv_store.cu). The
+ * Layout: the cache of a layer is (n_kv, n_ctx, hd) f16 (kv_store.cu), or
+ * q8_0 (codes and scales apart, struct kv_q8_cache), which step 1 below
+ * dequantises into the same bf16 tiles (k_kv_q8_bf16). The
  * queries of one KV head's group are gathered into one bf16 matrix
  * qb (n_kv, rows, hd) with rows = (token, head of the group), so one GEMM
  * per KV head, batched over the KV heads with strides, scores every query
@@ -85,6 +87,38 @@ cudaError_t kv_attn_kv_bf16(const __half *kc, const __half *vc, __nv_bfloat16 *k
     KV_LAUNCH(k_kv_bf16, kv_grid((int64_t)n_kv * nk * hd, 256), 256, 0, st)(kc, vc, kb, vb, n_kv,
                                                                            n_ctx, hd, k0, nk,
                                                                            tile);
+    return cudaGetLastError();
+}
+
+/* k_kv_bf16 from a q8_0 cache: d * q is exact in f32 (an f16 times an
+ * int8), so this rounds once, as the f16 path does. */
+static __global__ void k_kv_q8_bf16(struct kv_q8_cache kc, struct kv_q8_cache vc,
+                                    __nv_bfloat16 *__restrict__ kb,
+                                    __nv_bfloat16 *__restrict__ vb, int n_kv, int n_ctx, int hd,
+                                    int k0, int nk, int tile)
+{
+    const int64_t total = (int64_t)n_kv * nk * hd;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+         i += (int64_t)gridDim.x * blockDim.x) {
+        const int d = (int)(i % hd);
+        const int j = (int)(i / hd % nk), kvh = (int)(i / hd / nk);
+        const int64_t row = (int64_t)kvh * n_ctx + k0 + j;
+        const int64_t src = row * hd + d, sd = row * (hd / 32) + d / 32;
+        const int64_t dst = ((int64_t)kvh * tile + j) * hd + d;
+        kb[dst] = __float2bfloat16_rn(__half2float(kc.d[sd]) * (float)kc.q[src]);
+        vb[dst] = __float2bfloat16_rn(__half2float(vc.d[sd]) * (float)vc.q[src]);
+    }
+}
+
+cudaError_t kv_attn_kv_q8_bf16(struct kv_q8_cache kc, struct kv_q8_cache vc, __nv_bfloat16 *kb,
+                               __nv_bfloat16 *vb, int32_t n_kv, int32_t n_ctx, int32_t hd,
+                               int32_t k0, int32_t nk, int32_t tile, cudaStream_t st)
+{
+    if (hd <= 0 || hd % 32)
+        return cudaErrorInvalidValue;
+    KV_LAUNCH(k_kv_q8_bf16, kv_grid((int64_t)n_kv * nk * hd, 256), 256, 0, st)(kc, vc, kb, vb,
+                                                                               n_kv, n_ctx, hd,
+                                                                               k0, nk, tile);
     return cudaGetLastError();
 }
 
@@ -228,9 +262,14 @@ int kv_attention_prefill(const struct kv_attn_prefill_args *a, cublasHandle_t bl
                 continue;
             const int nr = (tb - ta) * group;
             const int64_t r_lo = (int64_t)ta * group;
-            if (CUDA_CHECK(kv_attn_kv_bf16(a->kc, a->vc, a->kb, a->vb, a->n_kv, a->n_ctx, hd, k0,
-                                           nk, T, st),
-                           err, cap))
+            /* the tile's K and V as bf16: a q8_0 cache is dequantised into
+             * the same scratch, so the GEMMs never see the cache type */
+            if (a->kq.q ? CUDA_CHECK(kv_attn_kv_q8_bf16(a->kq, a->vq, a->kb, a->vb, a->n_kv,
+                                                        a->n_ctx, hd, k0, nk, T, st),
+                                     err, cap)
+                        : CUDA_CHECK(kv_attn_kv_bf16(a->kc, a->vc, a->kb, a->vb, a->n_kv,
+                                                     a->n_ctx, hd, k0, nk, T, st),
+                                     err, cap))
                 return -1;
             /* Column-major: S (nk x nr, ld T) = Kt^T (nk x hd) Qt (hd x nr). */
             if (CUBLAS_CHECK(cublasGemmStridedBatchedEx(

@@ -65,7 +65,8 @@ struct dlayer {
     /* f32 vectors in the arena, NULL when absent */
     float *attn_norm, *bq, *bk, *bv, *q_norm, *k_norm, *post_attn_norm;
     float *ffn_norm, *post_ffw_norm;
-    __half *kc, *vc; /* (n_kv, n_ctx, hd) f16, in the KV allocation */
+    __half *kc, *vc; /* (n_kv, n_ctx, hd) f16, in the KV allocation; NULL for q8_0 */
+    struct kv_q8_cache kq, vq; /* the q8_0 cache, in the KV allocation; NULLs for f16 */
     bool swa;
 };
 
@@ -94,6 +95,7 @@ struct cuda_backend {
     size_t arena_bytes;
     uint8_t *kv; /* device, owned */
     size_t kv_bytes;
+    bool kv_q8;  /* the cache is q8_0 (struct kv_q8_cache), else f16 */
     uint8_t *scratch; /* device, owned; carved into the pointers below */
     size_t scratch_bytes;
 
@@ -526,14 +528,19 @@ static int check_shape(const struct model *m, const struct backend_config *cfg, 
         snprintf(err, errlen, "CUDA backend: context size %d must be positive", cfg->n_ctx);
         return -1;
     }
-    /* The attention kernels read an f16 cache: nothing else is stored. The
-     * names are spelled here because this module links nothing of the
-     * engine's. */
-    if (cfg->kv_type != ENGINE_KV_AUTO && cfg->kv_type != ENGINE_KV_F16) {
-        const char *name = cfg->kv_type == ENGINE_KV_F32 ? "f32"
-                           : cfg->kv_type == ENGINE_KV_Q8_0 ? "q8_0" : "?";
+    /* The attention kernels read an f16 or a q8_0 cache: nothing else is
+     * stored. The names are spelled here because this module links nothing
+     * of the engine's. */
+    if (cfg->kv_type != ENGINE_KV_AUTO && cfg->kv_type != ENGINE_KV_F16 &&
+        cfg->kv_type != ENGINE_KV_Q8_0) {
+        const char *name = cfg->kv_type == ENGINE_KV_F32 ? "f32" : "?";
         snprintf(err, errlen, "CUDA backend: --kv-type %s is not supported (the cache is f16 "
-                 "only): use --kv-type f16, or --backend cpu for %s", name, name);
+                 "or q8_0): use --kv-type f16 or q8_0, or --backend cpu for %s", name, name);
+        return -1;
+    }
+    if (cfg->kv_type == ENGINE_KV_Q8_0 && hp->head_dim % 32) {
+        snprintf(err, errlen, "CUDA backend: --kv-type q8_0 needs a head size that is a "
+                 "multiple of 32, and this model's is %d: use --kv-type f16", hp->head_dim);
         return -1;
     }
     if (hp->head_dim <= 0 || hp->head_dim % 2 || hp->head_dim > KV_ATTN_MAX_HD) {
@@ -575,6 +582,7 @@ static struct cuda_backend *backend_new(const struct model *m, const struct back
     }
     b->m = m;
     b->n_ctx = cfg->n_ctx;
+    b->kv_q8 = cfg->kv_type == ENGINE_KV_Q8_0;
     return b;
 }
 
@@ -628,8 +636,11 @@ static int size_backend(struct cuda_backend *b, struct plan *p)
     if (b->wbf_elems < widest)
         b->wbf_elems = widest; /* at least one row per chunk */
     b->arena_bytes = p->bytes;
-    b->kv_bytes = 2 * (size_t)hp->n_layer * hp->n_head_kv * (size_t)b->n_ctx * hp->head_dim *
-                  sizeof(__half);
+    /* f16: 2 bytes an element; q8_0: a code byte, and 2 scale bytes per 32 */
+    const size_t kv_elems = 2 * (size_t)hp->n_layer * hp->n_head_kv * (size_t)b->n_ctx *
+                            hp->head_dim;
+    b->kv_bytes = b->kv_q8 ? kv_elems + kv_elems / 32 * sizeof(__half)
+                           : kv_elems * sizeof(__half);
     size_scratch(b);
     return 0;
 }
@@ -737,12 +748,24 @@ static void *cuda_create(const struct model *m, const struct backend_config *cfg
         goto fail;
     {
         /* KV of layer il: K then V, each (n_kv, n_ctx, hd). The cache is not
-         * cleared: forward() only reads positions it has written. */
+         * cleared: forward() only reads positions it has written. q8_0:
+         * every layer's codes first (each part a multiple of 32 bytes, so
+         * every part stays 16-byte aligned), then every layer's scales. */
         size_t per = (size_t)hp->n_head_kv * b->n_ctx * hp->head_dim;
         __half *kv = (__half *)b->kv;
+        int8_t *codes = (int8_t *)b->kv;
+        __half *scales = (__half *)(b->kv + 2 * (size_t)hp->n_layer * per);
         for (int32_t il = 0; il < hp->n_layer; il++) {
-            b->layers[il].kc = kv + (2 * (size_t)il) * per;
-            b->layers[il].vc = kv + (2 * (size_t)il + 1) * per;
+            struct dlayer *L = &b->layers[il];
+            if (b->kv_q8) {
+                L->kq.q = codes + (2 * (size_t)il) * per;
+                L->vq.q = codes + (2 * (size_t)il + 1) * per;
+                L->kq.d = scales + (2 * (size_t)il) * (per / 32);
+                L->vq.d = scales + (2 * (size_t)il + 1) * (per / 32);
+                continue;
+            }
+            L->kc = kv + (2 * (size_t)il) * per;
+            L->vc = kv + (2 * (size_t)il + 1) * per;
         }
     }
     if (upload(b, &p) || upload_inv_freq(b))
@@ -841,6 +864,8 @@ static int attn_prefill(struct cuda_backend *b, const struct dlayer *L, int32_t 
     a.q = b->q;
     a.kc = L->kc;
     a.vc = L->vc;
+    a.kq = L->kq;
+    a.vq = L->vq;
     a.out = b->ao;
     a.n_tok = n;
     a.n_head = hp->n_head;
@@ -981,23 +1006,33 @@ static int layer_forward(struct cuda_backend *b, int32_t il, int32_t n, int32_t 
         return -1;
     const float *inv = b->inv_freq + (L->swa ? hp->n_rot / 2 : 0);
     if (pos_dev) {
-        if (CUDA_CHECK(kv_rope_store(b->q, b->k, b->v, L->kc, L->vc, n, hp->n_head,
-                                     hp->n_head_kv, hd, hp->n_rot, pos_dev, b->n_ctx, inv,
-                                     hp->rope_neox, st),
-                       e, el))
+        if (b->kv_q8 ? CUDA_CHECK(kv_rope_store_q8(b->q, b->k, b->v, L->kq, L->vq, n, hp->n_head,
+                                                   hp->n_head_kv, hd, hp->n_rot, pos_dev,
+                                                   b->n_ctx, inv, hp->rope_neox, st),
+                                  e, el)
+                     : CUDA_CHECK(kv_rope_store(b->q, b->k, b->v, L->kc, L->vc, n, hp->n_head,
+                                                hp->n_head_kv, hd, hp->n_rot, pos_dev,
+                                                b->n_ctx, inv, hp->rope_neox, st),
+                                  e, el))
             return -1;
     } else if (CUDA_CHECK(kv_rope(b->q, n, hp->n_head, hd, hp->n_rot, pos, inv, hp->rope_neox, st), e,
                    el) ||
         CUDA_CHECK(kv_rope(b->k, n, hp->n_head_kv, hd, hp->n_rot, pos, inv, hp->rope_neox, st),
                    e, el) ||
-        CUDA_CHECK(kv_store_kv(b->k, b->v, L->kc, L->vc, n, hp->n_head_kv, hd, pos, b->n_ctx, st),
-                   e, el))
+        (b->kv_q8 ? CUDA_CHECK(kv_store_kv_q8(b->k, b->v, L->kq, L->vq, n, hp->n_head_kv, hd, pos,
+                                              b->n_ctx, st),
+                               e, el)
+                  : CUDA_CHECK(kv_store_kv(b->k, b->v, L->kc, L->vc, n, hp->n_head_kv, hd, pos,
+                                           b->n_ctx, st),
+                               e, el)))
         return -1;
 
     struct kv_attn_args a;
     a.q = b->q;
     a.kc = L->kc;
     a.vc = L->vc;
+    a.kq = L->kq;
+    a.vq = L->vq;
     a.out = b->ao;
     a.part = b->part;
     a.n_tok = n;

@@ -188,6 +188,25 @@ cudaError_t kv_rope_store(float *q, const float *k, const float *v, __half *kc, 
                           int32_t n_tok, int32_t n_head, int32_t n_kv, int32_t hd, int32_t n_rot,
                           const int32_t *pos_dev, int32_t n_ctx, const float *inv_freq, bool neox,
                           cudaStream_t st);
+/* One layer's K or V cache in q8_0 (ggml's Q8_0 values, the two parts
+ * apart so that codes load 8 or 16 bytes at a time, aligned): Q (N_KV x
+ * N_CTX x HD) int8 codes, D (N_KV x N_CTX x HD/32) f16 scales; element x =
+ * D[block] * Q, d = max|x| / 127 of its 32 dims. HD % 32 == 0. Device
+ * pointers, borrowed. */
+struct kv_q8_cache {
+    int8_t *q;
+    __half *d;
+};
+/* kv_store_kv into a q8_0 cache: each 32 dims of a row quantised as
+ * quant.h's Q8_0 quantiser does (the CPU backend's cache). */
+cudaError_t kv_store_kv_q8(const float *k, const float *v, struct kv_q8_cache kc,
+                           struct kv_q8_cache vc, int32_t n_tok, int32_t n_kv, int32_t hd,
+                           int32_t pos0, int32_t n_ctx, cudaStream_t st);
+/* kv_rope_store into a q8_0 cache. */
+cudaError_t kv_rope_store_q8(float *q, const float *k, const float *v, struct kv_q8_cache kc,
+                             struct kv_q8_cache vc, int32_t n_tok, int32_t n_head, int32_t n_kv,
+                             int32_t hd, int32_t n_rot, const int32_t *pos_dev, int32_t n_ctx,
+                             const float *inv_freq, bool neox, cudaStream_t st);
 /* Y[i] = bf16(X[i]), round to nearest even: the prefill GEMM's activation
  * operand (bf16 has f32's range, so no activation overflows it). */
 cudaError_t kv_f32_to_bf16(const float *x, __nv_bfloat16 *y, int64_t n, cudaStream_t st);
@@ -205,6 +224,7 @@ struct kv_attn_args {
     int32_t swa;        /* window in tokens, 0 = none */
     float scale;        /* multiplies q.k */
     int32_t n_split;    /* key-range splits (>= 1); part must hold them */
+    struct kv_q8_cache kq, vq; /* q8_0 cache when kq.q is set: read in place of kc, vc */
 };
 /* Largest head size the attention kernels take. */
 #define KV_ATTN_MAX_HD 256
@@ -256,6 +276,7 @@ struct kv_attn_prefill_args {
     __nv_bfloat16 *p;      /* the same shape: exp(s - m) */
     float *acc;            /* N_KV x q_chunk*group x HD */
     float2 *ml;            /* N_KV x q_chunk*group: running (max, sum) */
+    struct kv_q8_cache kq, vq; /* q8_0 cache when kq.q is set: read in place of kc, vc */
 };
 /* Causal (and sliding-window) attention of A's queries over the cache,
  * queued on ST with BLAS (which must be bound to ST). 0, or -1 with ERR. */
@@ -270,6 +291,10 @@ cudaError_t kv_attn_q_bf16(const float *q, __nv_bfloat16 *qb, int32_t n_head, in
 cudaError_t kv_attn_kv_bf16(const __half *kc, const __half *vc, __nv_bfloat16 *kb,
                             __nv_bfloat16 *vb, int32_t n_kv, int32_t n_ctx, int32_t hd, int32_t k0,
                             int32_t nk, int32_t tile, cudaStream_t st);
+/* kv_attn_kv_bf16 from a q8_0 cache: bf16(d * q), d * q exact in f32. */
+cudaError_t kv_attn_kv_q8_bf16(struct kv_q8_cache kc, struct kv_q8_cache vc, __nv_bfloat16 *kb,
+                               __nv_bfloat16 *vb, int32_t n_kv, int32_t n_ctx, int32_t hd,
+                               int32_t k0, int32_t nk, int32_t tile, cudaStream_t st);
 /* ML[i] = (-inf, 0) for ROWS rows, ACC (ROWS x HD) = 0. */
 cudaError_t kv_attn_rows_init(float2 *ml, float *acc, int64_t rows, int32_t hd, cudaStream_t st);
 struct kv_attn_tile_args {

@@ -104,6 +104,18 @@ static struct model *make_model(const struct tiny_spec *spec, uint64_t seed)
     return m;
 }
 
+/* A backend of OPS on M with the KV cache type KV (AUTO: the backend's). */
+static void *backend_new_kv(const struct backend_ops *ops, const struct model *m, int n_ctx,
+                            enum engine_kv_type kv)
+{
+    struct backend_config cfg = {.n_ctx = n_ctx, .n_threads = 2, .kv_type = kv};
+    char err[512];
+    void *b = ops->create(m, &cfg, err, sizeof err);
+    if (!b)
+        fail_msg("%s create (kv %d): %s", ops->name, (int)kv, err);
+    return b;
+}
+
 static void *backend_new(const struct backend_ops *ops, const struct model *m, int n_ctx)
 {
     struct backend_config cfg = {.n_ctx = n_ctx, .n_threads = 2};
@@ -188,7 +200,8 @@ static void step_kernels(const struct model *m, unsigned long *lo, unsigned long
  * penalty, the device given the uniform a twin sampler of the same seed
  * drew. The two paths run the same kernels on the same inputs, so the
  * logits are the same bits and every pick must be the host's. */
-static void check_device_sampling(const struct model *m, const int32_t *tok, const char *tag)
+static void check_device_sampling(const struct model *m, const int32_t *tok, const char *tag,
+                                  enum engine_kv_type kv)
 {
     int V = m->hp.n_vocab;
     char err[512];
@@ -208,7 +221,8 @@ static void check_device_sampling(const struct model *m, const int32_t *tok, con
         struct sampler *host = sampler_new(V, &sp), *plan_of = sampler_new(V, &sp);
         assert_non_null(host);
         assert_non_null(plan_of);
-        void *bf = backend_new(&backend_cuda_ops, m, 64), *bd = backend_new(&backend_cuda_ops, m, 64);
+        void *bf = backend_new_kv(&backend_cuda_ops, m, 64, kv),
+             *bd = backend_new_kv(&backend_cuda_ops, m, 64, kv);
         int off_top = 0;
 #ifdef KVCHAT_CUDA_EMU
         unsigned long k_sample = 0, k_forward = 0, g0 = kvemu_graph_launch_count(), k0;
@@ -327,7 +341,7 @@ static void check_loaded(struct model *m, const char *tag, double slack)
     }
     printf("%-26s batch vs one by one %.2e (tol %.0e)\n", tag, worst, TOL_SEQ * slack);
     assert_true(worst <= TOL_SEQ * slack);
-    check_device_sampling(m, tok, tag);
+    check_device_sampling(m, tok, tag, ENGINE_KV_AUTO);
 
     struct engine_memory mem;
     backend_cuda_ops.memory(bg, &mem);
@@ -758,6 +772,112 @@ static void test_long_context_split(void **state)
     free(c);
 }
 
+/* The q8_0 KV cache (--kv-type q8_0) on CUDA against the CPU backend's q8_0
+ * cache: both quantise each 32 dims of a K or V row the same way (quant.h's
+ * Q8_0 rounding), so they differ by what the f16 caches differ by plus a
+ * code here and there across a rounding edge: TOL_CPU. A prefill of N
+ * tokens (several key tiles, the sliding window cutting them), decode steps
+ * after it (the flash-decoding kernel reading codes and scales), and a
+ * rewind. Against CUDA's own f16 cache the q8_0 rounding shows (1/254 of a
+ * block's largest, against f16's 2^-11) but stays within TOL_REF. The
+ * memory reading counts 34 bytes per 32 elements. Head sizes that are not
+ * whole blocks, and f32, are refused at create with a message. */
+static void kv_q8_case(const struct tiny_spec *s, const char *tag, int N)
+{
+    struct model *m = make_model(s, 77);
+    const int D = 4, V = m->hp.n_vocab, CTX = N + D + 4;
+    int32_t *tok = malloc(sizeof(int32_t) * (size_t)(N + D));
+    float *a = malloc(sizeof(float) * V), *c = malloc(sizeof(float) * V),
+          *h = malloc(sizeof(float) * V);
+    assert_true(tok && a && c && h);
+    tiny_tokens(tok, N + D, V, 23);
+    char err[512];
+    void *bc = backend_new_kv(&backend_cpu_ops, m, CTX, ENGINE_KV_Q8_0);
+    void *bg = backend_new_kv(&backend_cuda_ops, m, CTX, ENGINE_KV_Q8_0);
+    void *bh = backend_new_kv(&backend_cuda_ops, m, CTX, ENGINE_KV_F16);
+    for (size_t i = 0; i < (size_t)V; i++)
+        a[i] = NAN;
+    assert_int_equal(backend_cpu_ops.forward(bc, tok, N, 0, c, false, err, sizeof err), 0);
+    if (backend_cuda_ops.forward(bg, tok, N, 0, a, false, err, sizeof err) != 0)
+        fail_msg("%s: cuda q8_0 prefill: %s", tag, err);
+    assert_int_equal(backend_cuda_ops.forward(bh, tok, N, 0, h, false, err, sizeof err), 0);
+    double worst = tiny_rel_err(a, c, (size_t)V), vs16 = tiny_rel_err(a, h, (size_t)V);
+    for (int i = 0; i < D; i++) {
+        const int32_t *t = tok + N + i;
+        assert_int_equal(backend_cpu_ops.forward(bc, t, 1, N + i, c, false, err, sizeof err), 0);
+        assert_int_equal(backend_cuda_ops.forward(bg, t, 1, N + i, a, false, err, sizeof err), 0);
+        assert_int_equal(backend_cuda_ops.forward(bh, t, 1, N + i, h, false, err, sizeof err), 0);
+        double e = tiny_rel_err(a, c, (size_t)V), e16 = tiny_rel_err(a, h, (size_t)V);
+        worst = e > worst ? e : worst;
+        vs16 = e16 > vs16 ? e16 : vs16;
+    }
+    printf("%-22s KV q8_0 (%d + %d tokens): cuda vs cpu q8_0 %.2e (tol %.0e), vs cuda f16 "
+           "%.2e (tol %.0e)\n", tag, N, D, worst, TOL_CPU, vs16, TOL_REF);
+    assert_true(worst <= TOL_CPU);
+    assert_true(vs16 <= TOL_REF);
+    assert_true(vs16 > 0); /* the cache really is q8_0 */
+
+    /* Rewind: decoding again at N after the cache was filled beyond it. */
+    assert_int_equal(backend_cuda_ops.forward(bg, tok + N, 1, N, a, false, err, sizeof err), 0);
+    assert_int_equal(backend_cpu_ops.forward(bc, tok + N, 1, N, c, false, err, sizeof err), 0);
+    assert_true(tiny_rel_err(a, c, (size_t)V) <= TOL_CPU);
+    /* The decode step's graph (RoPE and the q8_0 store in one kernel at a
+     * device position) picks what forward() and the host sampler pick. */
+    check_device_sampling(m, tok, tag, ENGINE_KV_Q8_0);
+
+    struct engine_memory mq, mh;
+    backend_cuda_ops.memory(bg, &mq);
+    backend_cuda_ops.memory(bh, &mh);
+    uint64_t elems = 2ull * (uint64_t)m->hp.n_layer * (uint64_t)CTX *
+                     (uint64_t)m->hp.n_head_kv * (uint64_t)m->hp.head_dim;
+    assert_true(mq.kv_cache == elems / 32 * 34);
+    assert_true(mh.kv_cache == elems * 2);
+    struct backend_config cfg = {.n_ctx = CTX, .n_threads = 2, .kv_type = ENGINE_KV_Q8_0};
+    struct backend_estimate est;
+    assert_int_equal(backend_cuda_ops.estimate(m, &cfg, &est, err, sizeof err), 0);
+    assert_true(est.kv_cache == elems / 32 * 34);
+
+    backend_cuda_ops.destroy(bh);
+    backend_cuda_ops.destroy(bg);
+    backend_cpu_ops.destroy(bc);
+    assert_no_emu_report();
+    model_free(m);
+    free(tok);
+    free(a);
+    free(c);
+    free(h);
+}
+
+static void test_kv_q8_0(void **state)
+{
+    (void)state;
+    struct tiny_spec g = {.arch = "gemma3", .wtype = GGML_TYPE_Q8_0, .etype = GGML_TYPE_Q8_0,
+                          .n_embd = 128, .n_head = 4, .n_head_kv = 1, .head_dim = 64, .n_rot = 64,
+                          .n_ff = 160, .n_vocab = 57, .n_layer = 4, .swa_window = 100};
+    kv_q8_case(&g, "gemma3-q8kv-swa", 300);
+    struct tiny_spec l = {.arch = "llama", .wtype = GGML_TYPE_Q4_0, .etype = GGML_TYPE_Q8_0,
+                          .n_embd = 128, .n_head = 6, .n_head_kv = 2, .head_dim = 96, .n_rot = 96,
+                          .n_ff = 160, .n_vocab = 61, .n_layer = 2};
+    kv_q8_case(&l, "llama-q8kv-hd96", 70);
+
+    /* refused: a head size that is not whole blocks, and f32 */
+    struct tiny_spec odd = {.arch = "llama", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
+                            .n_embd = 80, .n_head = 2, .n_head_kv = 1, .head_dim = 40,
+                            .n_rot = 40, .n_ff = 96, .n_vocab = 37, .n_layer = 1};
+    struct model *m = make_model(&odd, 5);
+    struct backend_config cfg = {.n_ctx = 16, .n_threads = 2, .kv_type = ENGINE_KV_Q8_0};
+    char err[512] = "";
+    assert_null(backend_cuda_ops.create(m, &cfg, err, sizeof err));
+    printf("refused: %s\n", err);
+    assert_non_null(strstr(err, "q8_0"));
+    assert_non_null(strstr(err, "40"));
+    assert_null(strchr(err, '\n'));
+    cfg.kv_type = ENGINE_KV_F32;
+    assert_null(backend_cuda_ops.create(m, &cfg, err, sizeof err));
+    assert_non_null(strstr(err, "f32"));
+    model_free(m);
+}
+
 static void test_forward_errors(void **state)
 {
     (void)state;
@@ -904,6 +1024,7 @@ int main(void)
         cmocka_unit_test(test_synth_moe_tiny),
         cmocka_unit_test(test_moe_many_experts),
         cmocka_unit_test(test_long_context_split),
+        cmocka_unit_test(test_kv_q8_0),
         cmocka_unit_test(test_forward_errors),
         cmocka_unit_test(test_roofs),
     };

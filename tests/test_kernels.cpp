@@ -19,6 +19,14 @@
  *   matvec with the GLU fused: bit-equal to gate, up and glu apart;
  *     1e-5 of max|g u| against the double reference (test_matvec_glu);
  *   kv_store: the half rounding, 2^-11 relative per element;
+ *   kv_store q8_0: codes and scales equal to the host Q8_0 quantiser's
+ *     (the same IEEE operations), each element within half a step of its
+ *     input (1/254 of its block's largest, 1% more for the f16 scale);
+ *     rotated K (rope_store q8_0) the same against the double rotation;
+ *   decode attention q8_0: 1e-5 against the double reference over the
+ *     same dequantised cache (d x code is exact in f32);
+ *   prefill q8_0: the tile gather equal to bf16 of the dequantised cache,
+ *     the whole pass as the f16 cache's (TOL_PREFILL of max|V|);
  *   f32 -> bf16, dequant -> bf16, the prefill attention's Q/K/V gathers:
  *     the bf16 rounding, 2^-8 relative per element (8 significant bits,
  *     round to nearest even: half an ulp);
@@ -1327,10 +1335,14 @@ static void test_xbit(void **state)
     assert_true(!kv_xscaled<KV_WF_Q8_0>::value && kv_xscaled<KV_WF_Q4_K>::value);
 }
 
-/* Causal GQA attention with an optional window, in double from the same f16
- * K/V the kernel reads. */
+static double elt(__half h) { return __half2float(h); }
+static double elt(float f) { return f; }
+
+/* Causal GQA attention with an optional window, in double from the same
+ * K/V the kernel reads (f16, or a q8_0 cache's dequantised floats). */
+template <class E>
 static void ref_attention(const kv_attn_args &a, const std::vector<float> &q,
-                          const std::vector<__half> &kc, const std::vector<__half> &vc,
+                          const std::vector<E> &kc, const std::vector<E> &vc,
                           std::vector<double> &out)
 {
     int group = a.n_head / a.n_kv;
@@ -1346,8 +1358,7 @@ static void ref_attention(const kv_attn_args &a, const std::vector<float> &q,
                     continue;
                 double d = 0;
                 for (int e = 0; e < a.hd; e++)
-                    d += (double)qq[e] * a.scale *
-                         __half2float(kc[((size_t)kvh * a.n_ctx + j) * a.hd + e]);
+                    d += (double)qq[e] * a.scale * elt(kc[((size_t)kvh * a.n_ctx + j) * a.hd + e]);
                 s[j] = d;
                 mx = d > mx ? d : mx;
             }
@@ -1360,7 +1371,7 @@ static void ref_attention(const kv_attn_args &a, const std::vector<float> &q,
                     continue;
                 double p = exp(s[j] - mx) / l;
                 for (int e = 0; e < a.hd; e++)
-                    o[e] += p * __half2float(vc[((size_t)kvh * a.n_ctx + j) * a.hd + e]);
+                    o[e] += p * elt(vc[((size_t)kvh * a.n_ctx + j) * a.hd + e]);
             }
         }
 }
@@ -1446,6 +1457,284 @@ static void test_attention_decode(void **state)
                 break;
         }
     }
+}
+
+/* ---- the q8_0 cache ----
+ *
+ * A host q8_0 cache part (codes (n_kv, n_ctx, hd), a scale per 32 dims) and
+ * the reference quantiser: quant.h's Q8_0 rounding, d = half(max|x| / 127),
+ * code = rint(x / d) clamped, which the store kernels must match exactly
+ * (the same IEEE operations in the same order, no fast math). */
+struct q8_host {
+    std::vector<int8_t> q;
+    std::vector<__half> d;
+};
+
+static void q8_quant_block(const float *x, int8_t *q, __half *d)
+{
+    float amax = 0.0f;
+    for (int e = 0; e < 32; e++)
+        amax = fmaxf(amax, fabsf(x[e]));
+    *d = __float2half_rn(amax / 127.0f);
+    const float df = __half2float(*d), id = df != 0.0f ? 1.0f / df : 0.0f;
+    for (int e = 0; e < 32; e++)
+        q[e] = (int8_t)fmaxf(-128.0f, fminf(127.0f, rintf(x[e] * id)));
+}
+
+/* ROWS rows of HD floats into a q8_0 part. */
+static q8_host q8_quant(const std::vector<float> &x, int hd)
+{
+    q8_host h;
+    h.q.resize(x.size());
+    h.d.resize(x.size() / 32);
+    for (size_t b = 0; b < x.size() / 32; b++)
+        q8_quant_block(&x[b * 32], &h.q[b * 32], &h.d[b]);
+    (void)hd;
+    return h;
+}
+
+static std::vector<float> q8_dequant(const q8_host &h)
+{
+    std::vector<float> f(h.q.size());
+    for (size_t i = 0; i < f.size(); i++)
+        f[i] = __half2float(h.d[i / 32]) * (float)h.q[i];
+    return f;
+}
+
+static kv_q8_cache q8_dev(const q8_host &h)
+{
+    kv_q8_cache c;
+    c.q = dev(h.q);
+    c.d = dev(h.d);
+    return c;
+}
+
+static q8_host q8_back(const kv_q8_cache &c, size_t n)
+{
+    q8_host h;
+    h.q = host(c.q, n);
+    h.d = host(c.d, n / 32);
+    return h;
+}
+
+static void q8_free(kv_q8_cache &c) { cudaFree(c.q), cudaFree(c.d); }
+
+/* Codes and scales of GOT equal WANT's exactly, and WANT dequantised is
+ * within half a step (max|x| / 254 of each block) of the floats X it came
+ * from. */
+static void check_q8(const char *what, const q8_host &got, const q8_host &want,
+                     const std::vector<double> &x)
+{
+    size_t bad = 0;
+    for (size_t i = 0; i < want.q.size(); i++)
+        bad += got.q[i] != want.q[i];
+    for (size_t b = 0; b < want.d.size(); b++)
+        bad += __half_as_ushort(got.d[b]) != __half_as_ushort(want.d[b]);
+    double worst = 0;
+    for (size_t b = 0; b < want.d.size(); b++) {
+        double amax = 0, e = 0;
+        for (int j = 0; j < 32; j++)
+            amax = fmax(amax, fabs(x[b * 32 + j]));
+        for (int j = 0; j < 32; j++)
+            e = fmax(e, fabs(__half2float(want.d[b]) * want.q[b * 32 + j] - x[b * 32 + j]));
+        worst = amax > 0 ? fmax(worst, e / amax) : worst;
+    }
+    printf("%-34s %zu codes/scales differ; %.2e of block max (tol %.2e)\n", what, bad, worst,
+           1.0 / 254 * 1.01);
+    if (bad)
+        fail_msg("%s: %zu codes or scales differ from the reference quantiser", what, bad);
+    if (!(worst <= 1.0 / 254 * 1.01)) /* the f16 scale moves the step by 2^-11 */
+        fail_msg("%s: %.3e of a block's max", what, worst);
+    if (kvemu_report_count())
+        fail_msg("%s: device emulator: %s", what, kvemu_last_report());
+}
+
+/* kv_store_kv_q8: 3 tokens at 4 of a 9-token cache, 2 KV heads of 64 dims
+ * (2 blocks a head), the rest of the cache untouched (all zero). */
+static void test_kv_store_q8(void **state)
+{
+    (void)state;
+    const int32_t nt = 3, nkv = 2, hd = 64, pos0 = 4, nctx = 9;
+    auto k = randv((size_t)nt * nkv * hd), v = randv((size_t)nt * nkv * hd);
+    for (size_t i = 0; i < v.size(); i++)
+        v[i] *= i % 97 == 0 ? 40.0f : 1.0f; /* blocks with one large element */
+    for (int e = 0; e < 32; e++)
+        k[e] = 0.0f; /* an all-zero block: scale 0, codes 0 */
+    q8_host z;
+    z.q.assign((size_t)nkv * nctx * hd, 0);
+    z.d.assign(z.q.size() / 32, __float2half_rn(0.0f));
+    float *dk = dev(k), *dv = dev(v);
+    kv_q8_cache kc = q8_dev(z), vc = q8_dev(z);
+    assert_int_equal(kv_store_kv_q8(dk, dv, kc, vc, nt, nkv, hd, pos0, nctx, 0), cudaSuccess);
+    std::vector<float> rk(z.q.size(), 0.0f), rv(z.q.size(), 0.0f);
+    for (int32_t t = 0; t < nt; t++)
+        for (int32_t h = 0; h < nkv; h++)
+            for (int32_t d = 0; d < hd; d++) {
+                size_t o = ((size_t)h * nctx + pos0 + t) * hd + d;
+                rk[o] = k[((size_t)t * nkv + h) * hd + d];
+                rv[o] = v[((size_t)t * nkv + h) * hd + d];
+            }
+    check_q8("kv_store q8_0 K (3 tokens at 4 of 9)", q8_back(kc, z.q.size()), q8_quant(rk, hd),
+             std::vector<double>(rk.begin(), rk.end()));
+    check_q8("kv_store q8_0 V", q8_back(vc, z.q.size()), q8_quant(rv, hd),
+             std::vector<double>(rv.begin(), rv.end()));
+    /* a head size that is not whole blocks is refused */
+    assert_int_equal(kv_store_kv_q8(dk, dv, kc, vc, 1, 1, 48, 0, nctx, 0), cudaErrorInvalidValue);
+    cudaFree(dk), cudaFree(dv), q8_free(kc), q8_free(vc);
+}
+
+/* kv_rope_store_q8 against kv_rope_store's reference: Q rotated in place
+ * (1e-5), K left as it was, and the cache the reference quantiser's codes of
+ * the rotated K (computed in double here, so a code may sit across a
+ * rounding edge: the cache is checked within half a step of the double
+ * values, not code for code) and of V (code for code). 40 of 64 dims
+ * rotated, 5 query heads over 2 (5 x 20 Q pairs: not whole warps), 2
+ * tokens at a device position. */
+static void test_rope_store_q8(void **state)
+{
+    (void)state;
+    for (int neox = 0; neox < 2; neox++) {
+        const int32_t nt = 2, nh = 5, nkv = 2, hd = 64, nrot = 40, pos0 = 6, nctx = 11;
+        auto q = randv((size_t)nt * nh * hd), k = randv((size_t)nt * nkv * hd),
+             v = randv((size_t)nt * nkv * hd);
+        std::vector<float> inv(nrot / 2);
+        for (int i = 0; i < nrot / 2; i++)
+            inv[i] = (float)pow(10000.0, -2.0 * i / nrot);
+        q8_host z;
+        z.q.assign((size_t)nkv * nctx * hd, 0);
+        z.d.assign(z.q.size() / 32, __float2half_rn(0.0f));
+        std::vector<int32_t> pos = {pos0};
+        float *dq = dev(q), *dk = dev(k), *dv = dev(v), *di = dev(inv);
+        kv_q8_cache kc = q8_dev(z), vc = q8_dev(z);
+        int32_t *dp = dev(pos);
+        assert_int_equal(kv_rope_store_q8(dq, dk, dv, kc, vc, nt, nh, nkv, hd, nrot, dp, nctx, di,
+                                          neox, 0),
+                         cudaSuccess);
+        auto rot = [&](std::vector<double> &x, int32_t nhead) {
+            for (int32_t t = 0; t < nt; t++)
+                for (int32_t h = 0; h < nhead; h++)
+                    for (int i = 0; i < nrot / 2; i++) {
+                        double *r = &x[((size_t)t * nhead + h) * hd];
+                        int i0 = neox ? i : 2 * i, i1 = neox ? i + nrot / 2 : 2 * i + 1;
+                        double ang = (double)(pos0 + t) * inv[i];
+                        double a = r[i0], b = r[i1];
+                        r[i0] = a * (float)cos(ang) - b * (float)sin(ang);
+                        r[i1] = a * (float)sin(ang) + b * (float)cos(ang);
+                    }
+        };
+        std::vector<double> rq(q.begin(), q.end()), rk(k.begin(), k.end());
+        rot(rq, nh);
+        rot(rk, nkv);
+        std::vector<double> ck(z.q.size(), 0.0);
+        std::vector<float> cv(z.q.size(), 0.0f);
+        for (int32_t t = 0; t < nt; t++)
+            for (int32_t h = 0; h < nkv; h++)
+                for (int32_t d = 0; d < hd; d++) {
+                    size_t o = ((size_t)h * nctx + pos0 + t) * hd + d;
+                    ck[o] = rk[((size_t)t * nkv + h) * hd + d];
+                    cv[o] = v[((size_t)t * nkv + h) * hd + d];
+                }
+        check(neox ? "rope_store q8_0 neox Q" : "rope_store q8_0 Q", host(dq, q.size()).data(),
+              rq.data(), rq.size(), TOL_F32);
+        /* K: within half a step (plus the float rotation's 1e-6) of the
+         * double rotation, block by block */
+        auto gk = q8_dequant(q8_back(kc, z.q.size()));
+        double worst = 0;
+        for (size_t b = 0; b < ck.size() / 32; b++) {
+            double amax = 0, e = 0;
+            for (int j = 0; j < 32; j++)
+                amax = fmax(amax, fabs(ck[b * 32 + j]));
+            for (int j = 0; j < 32; j++)
+                e = fmax(e, fabs(gk[b * 32 + j] - ck[b * 32 + j]));
+            worst = amax > 0 ? fmax(worst, e / amax) : (e > 0 ? INFINITY : worst);
+        }
+        printf("%-34s %.2e of block max (tol %.2e)\n", "rope_store q8_0 K cache", worst,
+               1.0 / 254 * 1.01 + 1e-5);
+        assert_true(worst <= 1.0 / 254 * 1.01 + 1e-5);
+        check_q8("rope_store q8_0 V cache", q8_back(vc, z.q.size()), q8_quant(cv, hd),
+                 std::vector<double>(cv.begin(), cv.end()));
+        std::vector<double> k0(k.begin(), k.end());
+        check("rope_store q8_0 K untouched", host(dk, k.size()).data(), k0.data(), k0.size(), 0.0);
+        cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(di), cudaFree(dp);
+        q8_free(kc), q8_free(vc);
+    }
+}
+
+/* Flash-decoding over a q8_0 cache against the double reference of the
+ * same cache dequantised (exact in f32): 1e-5, as the f16 path. Head sizes
+ * 64, 128, 256 and 96, 160 (lanes past the head in the 128 and 256
+ * classes); GQA 1, 3, 4, 8; contexts 1, 31, 257, 4097; windows; 2..8
+ * tokens; the position from device memory; splits and one split. Rows no
+ * query may see hold an infinite scale, so a stray read shows. */
+static void test_attention_decode_q8(void **state)
+{
+    (void)state;
+    static const struct {
+        int n_tok, n_head, n_kv, hd, pos0, swa, n_split;
+        bool pos_dev;
+    } cases[] = {
+        {1, 1, 1, 64, 0, 0, 1, false},       {1, 4, 1, 128, 30, 0, 5, false},
+        {1, 8, 1, 256, 256, 0, 7, true},     {1, 16, 2, 64, 4096, 0, 32, false},
+        {1, 3, 1, 96, 70, 0, 3, false},      {1, 8, 2, 160, 300, 64, 4, true},
+        {4, 8, 2, 128, 257, 0, 3, false},    {8, 4, 1, 64, 30, 0, 1, false},
+        {2, 4, 1, 256, 300, 100, 4, false},  {3, 2, 1, 32, 0, 0, 2, false},
+    };
+    for (const auto &c : cases) {
+        kv_attn_args a;
+        memset(&a, 0, sizeof a);
+        a.n_tok = c.n_tok, a.n_head = c.n_head, a.n_kv = c.n_kv, a.hd = c.hd;
+        a.n_ctx = c.pos0 + c.n_tok + 5;
+        a.pos0 = c.pos0, a.swa = c.swa;
+        a.scale = 1.0f / sqrtf((float)c.hd);
+        auto q = randv((size_t)c.n_tok * c.n_head * c.hd);
+        const int lo = c.swa > 0 && c.pos0 - c.swa + 1 > 0 ? c.pos0 - c.swa + 1 : 0;
+        std::vector<float> kf((size_t)c.n_kv * a.n_ctx * c.hd), vf(kf.size());
+        for (size_t i = 0; i < kf.size(); i++)
+            kf[i] = 2.0f * frand(), vf[i] = frand();
+        q8_host kh = q8_quant(kf, c.hd), vh = q8_quant(vf, c.hd);
+        for (size_t b = 0; b < kh.d.size(); b++) {
+            const int j = (int)(b * 32 / c.hd % a.n_ctx);
+            if (j < lo || j >= c.pos0 + c.n_tok)
+                kh.d[b] = vh.d[b] = __float2half_rn(INFINITY);
+        }
+        std::vector<float> kr = q8_dequant(kh), vr = q8_dequant(vh);
+        std::vector<double> ref;
+        ref_attention(a, q, kr, vr, ref);
+        for (int n_split : {c.n_split, 1}) {
+            kv_attn_args r = a;
+            r.n_split = n_split;
+            std::vector<float> o(q.size(), NAN),
+                part((size_t)n_split * r.n_tok * r.n_head * (r.hd + 2));
+            std::vector<int32_t> pos = {r.pos0};
+            int32_t *dpos = c.pos_dev ? dev(pos) : nullptr;
+            if (c.pos_dev)
+                r.pos0 = -7;
+            r.q = dev(q);
+            r.kq = q8_dev(kh);
+            r.vq = q8_dev(vh);
+            r.out = dev(o);
+            r.part = dev(part);
+            assert_int_equal(kv_attention_decode(&r, dpos, 0), cudaSuccess);
+            o = host(r.out, o.size());
+            char what[120];
+            snprintf(what, sizeof what,
+                     "attn decode q8_0 %d tok %dh/%dkv hd %d at %d swa %d split %d%s", c.n_tok,
+                     c.n_head, c.n_kv, c.hd, c.pos0, c.swa, n_split, c.pos_dev ? " pos_dev" : "");
+            check(what, o.data(), ref.data(), ref.size(), TOL_ATTN);
+            cudaFree((void *)r.q), q8_free(r.kq), q8_free(r.vq), cudaFree(r.out);
+            cudaFree(r.part), cudaFree(dpos);
+            if (c.n_split == 1)
+                break;
+        }
+    }
+    /* q8_0 needs whole blocks per head */
+    kv_attn_args a;
+    memset(&a, 0, sizeof a);
+    a.n_tok = 1, a.n_head = 2, a.n_kv = 1, a.hd = 40, a.n_ctx = 8, a.n_split = 1;
+    int8_t one = 0;
+    a.kq.q = a.vq.q = &one;
+    a.kq.d = a.vq.d = (__half *)&one;
+    assert_int_equal(kv_attention_decode(&a, nullptr, 0), cudaErrorInvalidValue);
 }
 
 static void test_attention_decode_splits(void **state)
@@ -1738,6 +2027,118 @@ static void test_attention_prefill(void **state)
     cublasDestroy(blas);
 }
 
+/* The prefill attention over a q8_0 cache: the K/V tile gather
+ * dequantises into the bf16 tiles (each bf16(d * q), d * q exact in f32:
+ * equal to the bf16 of the dequantised reference), then the whole pass
+ * against the double reference fed the same bf16-rounded Q, K and V, within
+ * TOL_PREFILL of max|V| as the f16 cache. */
+static void test_attention_prefill_q8(void **state)
+{
+    (void)state;
+    {
+        const int nkv = 2, hd = 64, nctx = 40, k0 = 9, nk = 13, tile = 16;
+        std::vector<float> kf((size_t)nkv * nctx * hd), vf(kf.size());
+        for (size_t i = 0; i < kf.size(); i++)
+            kf[i] = 2.0f * frand(), vf[i] = frand();
+        q8_host kh = q8_quant(kf, hd), vh = q8_quant(vf, hd);
+        std::vector<float> kr = q8_dequant(kh), vr = q8_dequant(vh);
+        kv_q8_cache kc = q8_dev(kh), vc = q8_dev(vh);
+        std::vector<__nv_bfloat16> zk((size_t)nkv * tile * hd, __float2bfloat16_rn(0.0f));
+        __nv_bfloat16 *dkb = dev(zk), *dvb = dev(zk);
+        assert_int_equal(kv_attn_kv_q8_bf16(kc, vc, dkb, dvb, nkv, nctx, hd, k0, nk, tile, 0),
+                         cudaSuccess);
+        std::vector<double> rk(zk.size(), 0.0), rv(zk.size(), 0.0);
+        for (int kvh = 0; kvh < nkv; kvh++)
+            for (int j = 0; j < nk; j++)
+                for (int d = 0; d < hd; d++) {
+                    size_t o = ((size_t)kvh * tile + j) * hd + d;
+                    rk[o] = bf16_round(kr[((size_t)kvh * nctx + k0 + j) * hd + d]);
+                    rv[o] = bf16_round(vr[((size_t)kvh * nctx + k0 + j) * hd + d]);
+                }
+        check("prefill q8_0 K tile (13 keys at 9)", bf16s(host(dkb, zk.size())).data(),
+              rk.data(), rk.size(), 0.0);
+        check("prefill q8_0 V tile", bf16s(host(dvb, zk.size())).data(), rv.data(), rv.size(),
+              0.0);
+        assert_int_equal(kv_attn_kv_q8_bf16(kc, vc, dkb, dvb, nkv, nctx, 40, k0, nk, tile, 0),
+                         cudaErrorInvalidValue);
+        q8_free(kc), q8_free(vc), cudaFree(dkb), cudaFree(dvb);
+    }
+    static const struct {
+        int n_tok, n_head, n_kv, hd, pos0, swa, q_chunk, tile;
+    } cases[] = {
+        {37, 6, 2, 64, 30, 0, 16, 24},
+        {29, 4, 1, 96, 0, 10, 29, 16},
+        {12, 3, 3, 32, 5, 4, 5, 7},
+    };
+    cublasHandle_t blas;
+    assert_int_equal(cublasCreate(&blas), CUBLAS_STATUS_SUCCESS);
+    assert_int_equal(cublasSetStream(blas, 0), CUBLAS_STATUS_SUCCESS);
+    for (const auto &c : cases) {
+        kv_attn_args r;
+        memset(&r, 0, sizeof r);
+        r.n_tok = c.n_tok, r.n_head = c.n_head, r.n_kv = c.n_kv, r.hd = c.hd;
+        r.n_ctx = c.pos0 + c.n_tok + 3, r.pos0 = c.pos0, r.swa = c.swa;
+        r.scale = 1.0f / sqrtf((float)c.hd);
+        auto q = randv((size_t)c.n_tok * c.n_head * c.hd);
+        std::vector<float> kf((size_t)c.n_kv * r.n_ctx * c.hd), vf(kf.size());
+        for (size_t i = 0; i < kf.size(); i++)
+            kf[i] = 2.0f * frand(), vf[i] = frand();
+        q8_host kh = q8_quant(kf, c.hd), vh = q8_quant(vf, c.hd);
+        std::vector<float> kr = q8_dequant(kh), vr = q8_dequant(vh), qr(q.size());
+        double vmax = 0;
+        for (size_t i = 0; i < q.size(); i++)
+            qr[i] = bf16_round(q[i]);
+        for (size_t i = 0; i < kr.size(); i++) {
+            kr[i] = bf16_round(kr[i]);
+            vr[i] = bf16_round(vr[i]);
+            vmax = fmax(vmax, fabs(vr[i]));
+        }
+        std::vector<double> ref;
+        ref_attention(r, qr, kr, vr, ref);
+
+        const size_t qrows = (size_t)c.q_chunk * c.n_head;
+        kv_attn_prefill_args a;
+        memset(&a, 0, sizeof a);
+        a.n_tok = c.n_tok, a.n_head = c.n_head, a.n_kv = c.n_kv, a.hd = c.hd;
+        a.n_ctx = r.n_ctx, a.pos0 = c.pos0, a.swa = c.swa, a.scale = r.scale;
+        a.q_chunk = c.q_chunk, a.tile = c.tile;
+        std::vector<float> o(q.size(), NAN);
+        a.q = dev(q);
+        a.kq = q8_dev(kh);
+        a.vq = q8_dev(vh);
+        a.out = dev(o);
+        std::vector<__nv_bfloat16> zq(qrows * c.hd), zk((size_t)c.n_kv * c.tile * c.hd),
+            zp(qrows * c.tile);
+        std::vector<float> zs(qrows * c.tile), zacc(qrows * c.hd);
+        std::vector<float2> zml(qrows);
+        a.qb = dev(zq), a.kb = dev(zk), a.vb = dev(zk), a.p = dev(zp);
+        a.s = dev(zs), a.acc = dev(zacc), a.ml = dev(zml);
+        char err[256] = "";
+        if (kv_attention_prefill(&a, blas, 0, err, sizeof err))
+            fail_msg("prefill attention q8_0: %s", err);
+        auto got = host(a.out, o.size());
+        double worst = 0;
+        for (size_t i = 0; i < got.size(); i++) {
+            double e = fabs(got[i] - ref[i]) / vmax;
+            worst = e <= 1e300 ? fmax(worst, e) : INFINITY;
+            if (worst == INFINITY)
+                break;
+        }
+        printf("prefill attention q8_0 %d tok %dh/%dkv hd %d at %d swa %d chunk %d tile %d: "
+               "%.2e of max|V| (tol %.0e)\n",
+               c.n_tok, c.n_head, c.n_kv, c.hd, c.pos0, c.swa, c.q_chunk, c.tile, worst,
+               TOL_PREFILL);
+        if (!(worst <= TOL_PREFILL))
+            fail_msg("prefill attention q8_0: error %.3e of max|V|", worst);
+        if (kvemu_report_count())
+            fail_msg("prefill attention q8_0: device emulator: %s", kvemu_last_report());
+        cudaFree((void *)a.q), q8_free(a.kq), q8_free(a.vq), cudaFree(a.out);
+        cudaFree(a.qb), cudaFree(a.kb), cudaFree(a.vb), cudaFree(a.p), cudaFree(a.s);
+        cudaFree(a.acc), cudaFree(a.ml);
+    }
+    cublasDestroy(blas);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1756,6 +2157,10 @@ int main(void)
         cmocka_unit_test(test_prefill_finish),
         cmocka_unit_test(test_attention_prefill),
         cmocka_unit_test(test_rope_store),
+        cmocka_unit_test(test_kv_store_q8),
+        cmocka_unit_test(test_rope_store_q8),
+        cmocka_unit_test(test_attention_decode_q8),
+        cmocka_unit_test(test_attention_prefill_q8),
         cmocka_unit_test(test_sample),
         cmocka_unit_test(test_moe_route),
         cmocka_unit_test(test_matvec_x),

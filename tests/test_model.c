@@ -1424,7 +1424,12 @@ static void run_real(const char *file, int32_t bos, const char *const *words, in
  * scalar one (head size 10) and Gemma 3's sliding window. */
 #define KV_F16_TOL 5e-3
 
-static void kv_f16_case(const struct tiny_spec *s, const char *tag, int n)
+/* The cache of type KV against f32 and the float64 reference on S's model,
+ * N tokens, within TOL; its memory and estimate at BYTES_NUM / BYTES_DEN
+ * bytes an element. */
+static void kv_lossy_case(const struct tiny_spec *s, const char *tag, int n,
+                          enum engine_kv_type kv, double tol, uint64_t bytes_num,
+                          uint64_t bytes_den)
 {
     struct model *m = load_synth(s, tag, 99);
     enum { STEPS = 3 };
@@ -1438,7 +1443,7 @@ static void kv_f16_case(const struct tiny_spec *s, const char *tag, int n)
     assert_non_null(r);
     assert_int_equal(ref_forward(r, tok, n, ref), 0);
     char err[512];
-    void *b32 = cpu_new_kv(m, n, 2, ENGINE_KV_F32), *b16 = cpu_new_kv(m, n, 2, ENGINE_KV_F16);
+    void *b32 = cpu_new_kv(m, n, 2, ENGINE_KV_F32), *b16 = cpu_new_kv(m, n, 2, kv);
     /* prefill all but the last STEPS tokens (every row), then decode them */
     assert_int_equal(backend_cpu_ops.forward(b32, tok, n - STEPS, 0, a, true, err, sizeof err), 0);
     assert_int_equal(backend_cpu_ops.forward(b16, tok, n - STEPS, 0, h, true, err, sizeof err), 0);
@@ -1450,25 +1455,27 @@ static void kv_f16_case(const struct tiny_spec *s, const char *tag, int n)
     double e16 = tiny_rel_err(h, a, (size_t)n * V);
     double e32 = tiny_rel_err(a, ref, (size_t)n * V);
     double eref = tiny_rel_err(h, ref, (size_t)n * V);
-    printf("%-14s KV f16 vs f32: max rel err %.2e (f32 vs reference %.2e, f16 %.2e; "
-           "tolerance %.0e)\n", tag, e16, e32, eref, KV_F16_TOL);
+    const char *name = kv == ENGINE_KV_Q8_0 ? "q8_0" : "f16";
+    printf("%-14s KV %s vs f32: max rel err %.2e (f32 vs reference %.2e, %s %.2e; "
+           "tolerance %.0e)\n", tag, name, e16, e32, name, eref, tol);
     assert_true(e32 <= 1e-5); /* f32 is still the exact path */
-    assert_true(e16 <= KV_F16_TOL);
-    assert_true(eref <= KV_F16_TOL);
-    assert_true(e16 > 0); /* the halves really are rounded */
+    assert_true(e16 <= tol);
+    assert_true(eref <= tol);
+    assert_true(e16 > 0); /* the cache really is rounded */
 
-    /* the memory reading counts two bytes an element */
+    /* the memory reading counts the type's bytes an element */
     struct engine_memory m32, m16;
     backend_cpu_ops.memory(b32, &m32);
     backend_cpu_ops.memory(b16, &m16);
     uint64_t elems = 2ull * (uint64_t)m->hp.n_layer * (uint64_t)n * (uint64_t)m->hp.n_head_kv *
                      (uint64_t)m->hp.head_dim;
     assert_true(m32.kv_cache >= elems * 4 && m32.kv_cache < elems * 4 + 4096);
-    assert_true(m16.kv_cache >= elems * 2 && m16.kv_cache < elems * 2 + 4096);
-    struct backend_config cfg = {.n_ctx = n, .n_threads = 1, .kv_type = ENGINE_KV_F16};
+    uint64_t want = elems * bytes_num / bytes_den;
+    assert_true(m16.kv_cache >= want && m16.kv_cache < want + 4096);
+    struct backend_config cfg = {.n_ctx = n, .n_threads = 1, .kv_type = kv};
     struct backend_estimate est;
     assert_int_equal(backend_cpu_ops.estimate(m, &cfg, &est, err, sizeof err), 0);
-    assert_true(est.kv_cache == elems * 2);
+    assert_true(est.kv_cache == want);
 
     backend_cpu_ops.destroy(b32);
     backend_cpu_ops.destroy(b16);
@@ -1478,6 +1485,11 @@ static void kv_f16_case(const struct tiny_spec *s, const char *tag, int n)
     free(ref);
     free(a);
     free(h);
+}
+
+static void kv_f16_case(const struct tiny_spec *s, const char *tag, int n)
+{
+    kv_lossy_case(s, tag, n, ENGINE_KV_F16, KV_F16_TOL, 2, 1);
 }
 
 static void test_kv_f16_vs_f32(void **state)
@@ -1513,8 +1525,81 @@ static void test_kv_f16_vs_f32(void **state)
     kv_f16_case(&g5, "kv16-group5", 530);
 }
 
-/* A type the backend does not store is refused by estimate and create, with
- * a message that says what to use. */
+/* ---- the KV cache in q8_0 ----
+ *
+ * A block of 32 keys or values keeps int8 steps of max|x| / 127, so an
+ * element is off by up to 1/254 of its block's largest (about 4e-3 of the
+ * scale, 8x f16's error); measured on these random models the logits move
+ * by 2.6e-3 to 7.4e-3 of their scale (printed below, the same on the
+ * AVX-512, AVX2 and reference paths), and 2e-2 leaves room while still
+ * failing on any real mistake (a wrong block or scale: errors of order
+ * one). Head sizes must be multiples of 32: 32 (prefill and a
+ * split decode at 700 tokens), Gemma 3's sliding window at 32, and the
+ * AVX-512 head blocks at 64 (a group of 4) and 96 (a group of 5: 4, then
+ * 1; values 64 then 32 wide). */
+#define KV_Q8_TOL 2e-2
+
+static void kv_q8_case(const struct tiny_spec *s, const char *tag, int n)
+{
+    kv_lossy_case(s, tag, n, ENGINE_KV_Q8_0, KV_Q8_TOL, 34, 32);
+}
+
+static void test_kv_q8_0_vs_f32(void **state)
+{
+    (void)state;
+    struct tiny_spec vec = {.arch = "llama", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
+                            .n_embd = 48, .n_head = 6, .n_head_kv = 2, .head_dim = 32,
+                            .n_rot = 32, .head_dim_key = true, .n_ff = 64, .n_vocab = 41,
+                            .n_layer = 2};
+    kv_q8_case(&vec, "kv8-vector", 700);
+    struct tiny_spec swa = {.arch = "gemma3", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
+                            .n_embd = 64, .n_head = 4, .n_head_kv = 2, .head_dim = 32,
+                            .n_rot = 32, .head_dim_key = true, .n_ff = 96, .n_vocab = 47,
+                            .n_layer = 6, .swa_window = 8};
+    kv_q8_case(&swa, "kv8-gemma3", 48);
+    struct tiny_spec g4 = {.arch = "llama", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
+                           .n_embd = 64, .n_head = 4, .n_head_kv = 1, .head_dim = 64,
+                           .n_rot = 64, .head_dim_key = true, .n_ff = 96, .n_vocab = 43,
+                           .n_layer = 2};
+    kv_q8_case(&g4, "kv8-group4", 301);
+    struct tiny_spec g5 = {.arch = "llama", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
+                           .n_embd = 48, .n_head = 10, .n_head_kv = 2, .head_dim = 96,
+                           .n_rot = 96, .head_dim_key = true, .n_ff = 64, .n_vocab = 37,
+                           .n_layer = 2};
+    kv_q8_case(&g5, "kv8-group5", 530);
+}
+
+/* Rewinding a q8_0 cache: positions from P on are written again, whole
+ * blocks, so a forward at P after the cache was filled beyond it equals a
+ * fresh run bit for bit (Gemma 3's sliding window included). */
+static void test_kv_q8_0_rewind(void **state)
+{
+    (void)state;
+    struct model *m = load_synth(&gemma_small, "rewind-q8", 13);
+    int V = m->hp.n_vocab;
+    int32_t a[12], bt[6];
+    tiny_tokens(a, 12, V, 31);
+    tiny_tokens(bt, 6, V, 32);
+    float *x = malloc(sizeof(float) * 6 * V), *y = malloc(sizeof(float) * 6 * V);
+    assert_true(x && y);
+    char err[512];
+    void *b = cpu_new_kv(m, 16, 2, ENGINE_KV_Q8_0);
+    assert_int_equal(backend_cpu_ops.forward(b, a, 12, 0, x, false, err, sizeof err), 0);
+    assert_int_equal(backend_cpu_ops.forward(b, bt, 6, 5, x, true, err, sizeof err), 0);
+    void *fresh = cpu_new_kv(m, 16, 2, ENGINE_KV_Q8_0);
+    assert_int_equal(backend_cpu_ops.forward(fresh, a, 5, 0, y, false, err, sizeof err), 0);
+    assert_int_equal(backend_cpu_ops.forward(fresh, bt, 6, 5, y, true, err, sizeof err), 0);
+    assert_memory_equal(x, y, sizeof(float) * 6 * V);
+    backend_cpu_ops.destroy(fresh);
+    backend_cpu_ops.destroy(b);
+    model_free(m);
+    free(x);
+    free(y);
+}
+
+/* q8_0 needs a head size that is a multiple of 32 (its blocks may not
+ * straddle heads): any other is refused by estimate and create, with a
+ * message that names the type and the head size and says what to use. */
 static void test_kv_type_refused(void **state)
 {
     (void)state;
@@ -1527,9 +1612,14 @@ static void test_kv_type_refused(void **state)
     char err[512] = "";
     assert_int_equal(backend_cpu_ops.estimate(m, &cfg, &est, err, sizeof err), -1);
     assert_non_null(strstr(err, "q8_0"));
+    assert_non_null(strstr(err, "10"));
     err[0] = 0;
     assert_null(backend_cpu_ops.create(m, &cfg, err, sizeof err));
     assert_non_null(strstr(err, "f16"));
+    /* a number that is no type at all */
+    cfg.kv_type = (enum engine_kv_type)77;
+    assert_null(backend_cpu_ops.create(m, &cfg, err, sizeof err));
+    assert_non_null(strstr(err, "unknown"));
     model_free(m);
 }
 
@@ -1685,6 +1775,8 @@ int main(void)
         cmocka_unit_test(test_gpt_oss_load_errors),
         cmocka_unit_test(test_kv_f16_vs_f32),
         cmocka_unit_test(test_kv_type_refused),
+        cmocka_unit_test(test_kv_q8_0_vs_f32),
+        cmocka_unit_test(test_kv_q8_0_rewind),
         cmocka_unit_test(test_perplexity_vs_ref),
         cmocka_unit_test(test_real_smollm2),
         cmocka_unit_test(test_real_gemma3),

@@ -27,8 +27,11 @@
  * f32 in the attention loops (8 halves per _mm256_cvtph_ps). f32 is the
  * exact path, the reference the tests hold against float64: the attention
  * code is one set of always-inlined functions instantiated for each type,
- * so the f32 instance is the same code as before f16 existed. q8_0 is not
- * stored (refused with a message).
+ * so the f32 instance is the same code as before f16 existed. q8_0 (34
+ * bytes per 32 elements, ggml's Q8_0 block: 17/32 of f16) quantises each 32
+ * elements of a K or V row as it is stored; the attention loops dequantise
+ * them to floats (an f16 scale times int8s, exact in float) and the query
+ * and the weights stay float, so only the cache is lossy.
  *
  * Mixture of experts (hp.n_expert > 0): the router's logits are one
  * product, the softmax and top-k run on the caller, and then the tokens are
@@ -122,9 +125,9 @@ struct cpu {
     /* cos and sin are multiplied by these (YaRN's magnitude; else 1) */
     float rope_mscale, rope_mscale_local;
 
-    void *k_cache; /* owned (n_layer, n_ctx, kv_dim) of f32, or of f16 when kv_half */
+    void *k_cache; /* owned (n_layer, n_ctx, kv_dim) elements of type kv */
     void *v_cache; /* owned (n_layer, n_ctx, kv_dim) */
-    bool kv_half;  /* the cache holds IEEE halves */
+    int kv;        /* enum cpu_kv: the cache's element type */
 
     /* Scratch, owned, one row per token of a chunk: (max_batch, dim). */
     float *x;    /* (n_embd) the residual stream */
@@ -564,33 +567,83 @@ struct rope_job {
 
 /* ---- the KV cache's element type ----
  *
- * Rows are addressed by element index into a cache of f32 or f16 (HALF).
- * These are always inlined into callers that pass a constant HALF, so each
- * type gets its own code and the f32 one converts nothing. */
+ * Rows are addressed by element index into a cache of f32, f16 or q8_0 (KT,
+ * an enum cpu_kv). A q8_0 index is always a multiple of 8 where a vector
+ * loads (16 for kv_load16) and of 32 where a row or a head starts: head_dim
+ * is a multiple of 32 (kv_type_check), so a block never straddles two
+ * heads. These are always inlined into callers that pass a constant KT, so
+ * each type gets its own code and the f32 one converts nothing. */
 #define KV_INLINE static inline __attribute__((always_inline))
 
-KV_INLINE const void *kv_ptr(const void *base, size_t i, bool half)
+enum cpu_kv { CPU_KV_F32, CPU_KV_F16, CPU_KV_Q8_0 };
+
+/* One row per cache type: elements per block and bytes per block. */
+static const struct {
+    enum engine_kv_type type;
+    const char *name;
+    uint32_t block, block_bytes;
+} cpu_kv_types[] = {
+    [CPU_KV_F32] = {.type = ENGINE_KV_F32, .name = "f32", .block = 1, .block_bytes = 4},
+    [CPU_KV_F16] = {.type = ENGINE_KV_F16, .name = "f16", .block = 1, .block_bytes = 2},
+    /* ggml's Q8_0: an f16 scale d = max|x| / 127, then 32 int8 x / d */
+    [CPU_KV_Q8_0] = {.type = ENGINE_KV_Q8_0, .name = "q8_0", .block = 32, .block_bytes = 34},
+};
+#define KV_Q8_BLOCK 32
+#define KV_Q8_BYTES 34
+
+/* Bytes of N elements (whole blocks) of cache type KT. */
+static uint64_t kv_bytes_of(int kt, uint64_t n)
 {
-    return (const char *)base + i * (half ? sizeof(uint16_t) : sizeof(float));
+    return n / cpu_kv_types[kt].block * cpu_kv_types[kt].block_bytes;
 }
 
-KV_INLINE float kv_get(const void *base, size_t i, bool half)
+KV_INLINE const void *kv_ptr(const void *base, size_t i, int kt)
 {
-    if (!half)
-        return ((const float *)base)[i];
+    if (kt == CPU_KV_Q8_0)
+        return (const char *)base + i / KV_Q8_BLOCK * KV_Q8_BYTES;
+    return (const char *)base + i * (kt == CPU_KV_F16 ? sizeof(uint16_t) : sizeof(float));
+}
+
+KV_INLINE float kv_half_to_f32(uint16_t h)
+{
 #ifdef __F16C__
-    return _cvtsh_ss(((const uint16_t *)base)[i]);
+    return _cvtsh_ss(h);
 #else
-    return quant_f16_to_f32(((const uint16_t *)base)[i]);
+    return quant_f16_to_f32(h);
 #endif
 }
 
-#ifdef __AVX2__
-/* Eight elements from I on, as floats. */
-KV_INLINE __m256 kv_load8(const void *base, size_t i, bool half)
+/* The scale of the q8_0 block at B (stored unaligned, so copied out). */
+KV_INLINE float kv_q8_scale(const unsigned char *b)
 {
-    if (!half)
+    uint16_t h;
+    memcpy(&h, b, sizeof h);
+    return kv_half_to_f32(h);
+}
+
+KV_INLINE float kv_get(const void *base, size_t i, int kt)
+{
+    if (kt == CPU_KV_F32)
+        return ((const float *)base)[i];
+    if (kt == CPU_KV_Q8_0) {
+        const unsigned char *b = (const unsigned char *)base + i / KV_Q8_BLOCK * KV_Q8_BYTES;
+        return kv_q8_scale(b) * (float)(int8_t)b[2 + i % KV_Q8_BLOCK];
+    }
+    return kv_half_to_f32(((const uint16_t *)base)[i]);
+}
+
+#ifdef __AVX2__
+/* Eight elements from I on, as floats (I % 8 == 0 for q8_0). */
+KV_INLINE __m256 kv_load8(const void *base, size_t i, int kt)
+{
+    if (kt == CPU_KV_F32)
         return _mm256_loadu_ps((const float *)base + i);
+    if (kt == CPU_KV_Q8_0) {
+        const unsigned char *b = (const unsigned char *)base + i / KV_Q8_BLOCK * KV_Q8_BYTES;
+        const unsigned char *c = b + 2 + i % KV_Q8_BLOCK; /* the 8 codes */
+        __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)c));
+        return _mm256_mul_ps(_mm256_set1_ps(kv_q8_scale(b)), _mm256_cvtepi32_ps(q));
+    }
 #ifdef __F16C__
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)base + i)));
 #else
@@ -602,12 +655,18 @@ KV_INLINE __m256 kv_load8(const void *base, size_t i, bool half)
 }
 #endif
 
-/* Stores N floats of SRC at element OFF (rounded to nearest even when
- * HALF). */
-static void kv_store(void *base, size_t off, const float *src, int n, bool half)
+/* Stores N floats of SRC at element OFF: rounded to nearest even for f16;
+ * for q8_0 (OFF and N multiples of 32) quantised 32 at a time by quant.h's
+ * Q8_0 quantiser, the one the CUDA backend's cache matches. */
+static void kv_store(void *base, size_t off, const float *src, int n, int kt)
 {
-    if (!half) {
+    if (kt == CPU_KV_F32) {
         memcpy((float *)base + off, src, sizeof(float) * (size_t)n);
+        return;
+    }
+    if (kt == CPU_KV_Q8_0) {
+        unsigned char *d = (unsigned char *)base + off / KV_Q8_BLOCK * KV_Q8_BYTES;
+        quant_quantize_row(GGML_TYPE_Q8_0, src, d, n);
         return;
     }
     uint16_t *d = (uint16_t *)base + off;
@@ -622,18 +681,18 @@ static void kv_store(void *base, size_t off, const float *src, int n, bool half)
 }
 
 /* dot_f32 of Q against N cache elements from I: the same summation order. */
-KV_INLINE float kv_dot(const float *q, const void *base, size_t i, int n, bool half)
+KV_INLINE float kv_dot(const float *q, const void *base, size_t i, int n, int kt)
 {
-    if (!half)
+    if (kt == CPU_KV_F32)
         return dot_f32(q, (const float *)base + i, n);
     float acc[8] = {0};
     int d = 0;
     for (; d + 8 <= n; d += 8)
         for (int j = 0; j < 8; j++)
-            acc[j] += q[d + j] * kv_get(base, i + (size_t)(d + j), true);
+            acc[j] += q[d + j] * kv_get(base, i + (size_t)(d + j), kt);
     float s = 0.0f;
     for (; d < n; d++)
-        s += q[d] * kv_get(base, i + (size_t)d, true);
+        s += q[d] * kv_get(base, i + (size_t)d, kt);
     return s + ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
@@ -658,8 +717,8 @@ static void rope_worker(void *arg, int ith, int nth)
             rope(k + h * hd, c->n_rot, cs, sn, hp->rope_neox);
         }
         size_t off = ((size_t)job->il * c->n_ctx + (size_t)(job->pos + t)) * c->kv_dim;
-        kv_store(c->k_cache, off, k, c->kv_dim, c->kv_half);
-        kv_store(c->v_cache, off, c->v + (int64_t)t * c->kv_dim, c->kv_dim, c->kv_half);
+        kv_store(c->k_cache, off, k, c->kv_dim, c->kv);
+        kv_store(c->v_cache, off, c->v + (int64_t)t * c->kv_dim, c->kv_dim, c->kv);
     }
 }
 
@@ -736,21 +795,21 @@ static inline float hsum8(__m256 v)
 
 /* q . k_j for the 8 keys at K (row stride STRIDE), HD % 8 == 0: one
  * accumulator per key, then a transpose-and-add of the 8 accumulators. */
-KV_INLINE __m256 attn_score8(const float *q, const void *k, size_t stride, int hd, bool half)
+KV_INLINE __m256 attn_score8(const float *q, const void *k, size_t stride, int hd, int kt)
 {
     __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
            a7 = a0;
     for (int d = 0; d < hd; d += 8) {
         __m256 qv = _mm256_loadu_ps(q + d);
         size_t kd = (size_t)d;
-        a0 = _mm256_fmadd_ps(qv, kv_load8(k, kd, half), a0);
-        a1 = _mm256_fmadd_ps(qv, kv_load8(k, kd + stride, half), a1);
-        a2 = _mm256_fmadd_ps(qv, kv_load8(k, kd + 2 * stride, half), a2);
-        a3 = _mm256_fmadd_ps(qv, kv_load8(k, kd + 3 * stride, half), a3);
-        a4 = _mm256_fmadd_ps(qv, kv_load8(k, kd + 4 * stride, half), a4);
-        a5 = _mm256_fmadd_ps(qv, kv_load8(k, kd + 5 * stride, half), a5);
-        a6 = _mm256_fmadd_ps(qv, kv_load8(k, kd + 6 * stride, half), a6);
-        a7 = _mm256_fmadd_ps(qv, kv_load8(k, kd + 7 * stride, half), a7);
+        a0 = _mm256_fmadd_ps(qv, kv_load8(k, kd, kt), a0);
+        a1 = _mm256_fmadd_ps(qv, kv_load8(k, kd + stride, kt), a1);
+        a2 = _mm256_fmadd_ps(qv, kv_load8(k, kd + 2 * stride, kt), a2);
+        a3 = _mm256_fmadd_ps(qv, kv_load8(k, kd + 3 * stride, kt), a3);
+        a4 = _mm256_fmadd_ps(qv, kv_load8(k, kd + 4 * stride, kt), a4);
+        a5 = _mm256_fmadd_ps(qv, kv_load8(k, kd + 5 * stride, kt), a5);
+        a6 = _mm256_fmadd_ps(qv, kv_load8(k, kd + 6 * stride, kt), a6);
+        a7 = _mm256_fmadd_ps(qv, kv_load8(k, kd + 7 * stride, kt), a7);
     }
     __m256 t0 = _mm256_hadd_ps(a0, a1), t1 = _mm256_hadd_ps(a2, a3);
     __m256 t2 = _mm256_hadd_ps(a4, a5), t3 = _mm256_hadd_ps(a6, a7);
@@ -764,7 +823,7 @@ KV_INLINE __m256 attn_score8(const float *q, const void *k, size_t stride, int h
 /* ACC (HD) += sum over LEN keys of W[j] * V_j (row stride STRIDE). Each
  * element is one chain over j in order, however the work is tiled. */
 KV_INLINE void attn_accum(const float *w, const void *v, size_t stride, int len, int hd,
-                          float *acc, bool half)
+                          float *acc, int kt)
 {
     int d = 0;
 #ifdef __AVX2__
@@ -779,7 +838,7 @@ KV_INLINE void attn_accum(const float *w, const void *v, size_t stride, int len,
             __m256 wj = _mm256_broadcast_ss(w + j);
             size_t vj = (size_t)j * stride + (size_t)d;
             for (int i = 0; i < 8; i++)
-                a[i] = _mm256_fmadd_ps(wj, kv_load8(v, vj + 8 * (size_t)i, half), a[i]);
+                a[i] = _mm256_fmadd_ps(wj, kv_load8(v, vj + 8 * (size_t)i, kt), a[i]);
         }
         for (int i = 0; i < 8; i++)
             _mm256_storeu_ps(acc + d + 8 * i, a[i]);
@@ -790,10 +849,10 @@ KV_INLINE void attn_accum(const float *w, const void *v, size_t stride, int len,
         for (int j = 0; j < len; j++) {
             __m256 wj = _mm256_broadcast_ss(w + j);
             size_t vj = (size_t)j * stride + (size_t)d;
-            a0 = _mm256_fmadd_ps(wj, kv_load8(v, vj, half), a0);
-            a1 = _mm256_fmadd_ps(wj, kv_load8(v, vj + 8, half), a1);
-            a2 = _mm256_fmadd_ps(wj, kv_load8(v, vj + 16, half), a2);
-            a3 = _mm256_fmadd_ps(wj, kv_load8(v, vj + 24, half), a3);
+            a0 = _mm256_fmadd_ps(wj, kv_load8(v, vj, kt), a0);
+            a1 = _mm256_fmadd_ps(wj, kv_load8(v, vj + 8, kt), a1);
+            a2 = _mm256_fmadd_ps(wj, kv_load8(v, vj + 16, kt), a2);
+            a3 = _mm256_fmadd_ps(wj, kv_load8(v, vj + 24, kt), a3);
         }
         _mm256_storeu_ps(acc + d, a0);
         _mm256_storeu_ps(acc + d + 8, a1);
@@ -804,14 +863,14 @@ KV_INLINE void attn_accum(const float *w, const void *v, size_t stride, int len,
         __m256 a0 = _mm256_loadu_ps(acc + d);
         for (int j = 0; j < len; j++)
             a0 = _mm256_fmadd_ps(_mm256_broadcast_ss(w + j),
-                                 kv_load8(v, (size_t)j * stride + (size_t)d, half), a0);
+                                 kv_load8(v, (size_t)j * stride + (size_t)d, kt), a0);
         _mm256_storeu_ps(acc + d, a0);
     }
 #endif
     for (; d < hd; d++) {
         float a = acc[d];
         for (int j = 0; j < len; j++)
-            a += w[j] * kv_get(v, (size_t)j * stride + (size_t)d, half);
+            a += w[j] * kv_get(v, (size_t)j * stride + (size_t)d, kt);
         acc[d] = a;
     }
 }
@@ -855,7 +914,7 @@ KV_INLINE void attn_softmax_chunk(float *sc, int hpi, int len, float *m, float *
  * SC: (HPI, ATT_CHUNK) scratch. */
 KV_INLINE void attn_chunk(const float *q, int hpi, int hd, float scale, const void *k,
                           const void *v, size_t stride, int len, float *sc, float *m, float *l,
-                          float *acc, bool half)
+                          float *acc, int kt)
 {
     int j = 0;
 #ifdef __AVX2__
@@ -865,13 +924,13 @@ KV_INLINE void attn_chunk(const float *q, int hpi, int hd, float scale, const vo
             for (int g = 0; g < hpi; g++)
                 _mm256_storeu_ps(sc + g * ATT_CHUNK + j,
                                  _mm256_mul_ps(attn_score8(q + g * hd,
-                                                           kv_ptr(k, (size_t)j * stride, half),
-                                                           stride, hd, half), vs));
+                                                           kv_ptr(k, (size_t)j * stride, kt),
+                                                           stride, hd, kt), vs));
     }
 #endif
     for (; j < len; j++)
         for (int g = 0; g < hpi; g++)
-            sc[g * ATT_CHUNK + j] = kv_dot(q + g * hd, k, (size_t)j * stride, hd, half) * scale;
+            sc[g * ATT_CHUNK + j] = kv_dot(q + g * hd, k, (size_t)j * stride, hd, kt) * scale;
 
     attn_softmax_chunk(sc, hpi, len, m, l);
 
@@ -879,8 +938,8 @@ KV_INLINE void attn_chunk(const float *q, int hpi, int hd, float scale, const vo
     for (int j0 = 0; j0 < len; j0 += ATT_VTILE) {
         int jn = len - j0 < ATT_VTILE ? len - j0 : ATT_VTILE;
         for (int g = 0; g < hpi; g++)
-            attn_accum(sc + g * ATT_CHUNK + j0, kv_ptr(v, (size_t)j0 * stride, half), stride,
-                       jn, hd, acc + g * hd, half);
+            attn_accum(sc + g * ATT_CHUNK + j0, kv_ptr(v, (size_t)j0 * stride, kt), stride,
+                       jn, hd, acc + g * hd, kt);
     }
 }
 
@@ -893,15 +952,29 @@ static void attn_chunk_f32(const float *q, int hpi, int hd, float scale, const v
                            const void *v, size_t stride, int len, float *sc, float *m, float *l,
                            float *acc)
 {
-    attn_chunk(q, hpi, hd, scale, k, v, stride, len, sc, m, l, acc, false);
+    attn_chunk(q, hpi, hd, scale, k, v, stride, len, sc, m, l, acc, CPU_KV_F32);
 }
 
 static void attn_chunk_f16(const float *q, int hpi, int hd, float scale, const void *k,
                            const void *v, size_t stride, int len, float *sc, float *m, float *l,
                            float *acc)
 {
-    attn_chunk(q, hpi, hd, scale, k, v, stride, len, sc, m, l, acc, true);
+    attn_chunk(q, hpi, hd, scale, k, v, stride, len, sc, m, l, acc, CPU_KV_F16);
 }
+
+static void attn_chunk_q8_0(const float *q, int hpi, int hd, float scale, const void *k,
+                            const void *v, size_t stride, int len, float *sc, float *m, float *l,
+                            float *acc)
+{
+    attn_chunk(q, hpi, hd, scale, k, v, stride, len, sc, m, l, acc, CPU_KV_Q8_0);
+}
+
+/* The chunk kernel of each cache type, by enum cpu_kv. */
+static const attn_chunk_fn attn_chunks[] = {
+    [CPU_KV_F32] = attn_chunk_f32,
+    [CPU_KV_F16] = attn_chunk_f16,
+    [CPU_KV_Q8_0] = attn_chunk_q8_0,
+};
 
 /* ---- AVX-512 attention chunks ----
  *
@@ -922,11 +995,17 @@ static void attn_chunk_f16(const float *q, int hpi, int hd, float scale, const v
 #define ATT512_TARGET __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,f16c")))
 #define ATT512_INLINE static inline __attribute__((always_inline)) ATT512_TARGET
 
-/* Sixteen elements from I on, as floats. */
-ATT512_INLINE __m512 kv_load16(const void *base, size_t i, bool half)
+/* Sixteen elements from I on, as floats (I % 16 == 0 for q8_0). */
+ATT512_INLINE __m512 kv_load16(const void *base, size_t i, int kt)
 {
-    if (!half)
+    if (kt == CPU_KV_F32)
         return _mm512_loadu_ps((const float *)base + i);
+    if (kt == CPU_KV_Q8_0) {
+        const unsigned char *b = (const unsigned char *)base + i / KV_Q8_BLOCK * KV_Q8_BYTES;
+        const unsigned char *c = b + 2 + i % KV_Q8_BLOCK; /* the 16 codes */
+        __m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)c));
+        return _mm512_mul_ps(_mm512_set1_ps(kv_q8_scale(b)), _mm512_cvtepi32_ps(q));
+    }
     return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)base + i)));
 }
 
@@ -954,7 +1033,7 @@ ATT512_INLINE __m512 hsum16x16(const __m512 *a)
 /* Scores of NH <= 4 heads (queries Q, HD apart) against the 4 keys at K (row
  * stride STRIDE), times SCALE, into SC[g * ATT_CHUNK + 0..3]. */
 ATT512_INLINE void attn_score4x4(const float *q, int nh, const void *k, size_t stride, int hd,
-                                 float scale, float *sc, bool half)
+                                 float scale, float *sc, int kt)
 {
     __m512 a[16];
     for (int i = 0; i < 16; i++)
@@ -962,7 +1041,7 @@ ATT512_INLINE void attn_score4x4(const float *q, int nh, const void *k, size_t s
     for (int d = 0; d < hd; d += 16) {
         __m512 kv[4];
         for (int j = 0; j < 4; j++)
-            kv[j] = kv_load16(k, (size_t)j * stride + (size_t)d, half);
+            kv[j] = kv_load16(k, (size_t)j * stride + (size_t)d, kt);
         for (int g = 0; g < nh; g++) {
             __m512 qv = _mm512_loadu_ps(q + (size_t)g * hd + d);
             for (int j = 0; j < 4; j++)
@@ -982,7 +1061,7 @@ ATT512_INLINE void attn_score4x4(const float *q, int nh, const void *k, size_t s
 /* ACC[g] (HD, HD apart) += sum over LEN keys of W[g * ATT_CHUNK + j] * V_j for
  * NH <= 4 heads, DW vectors of 16 elements from D; one chain per element. */
 ATT512_INLINE void attn_accum4(const float *w, int nh, const void *v, size_t stride, int len,
-                               int hd, int d, int dw, float *acc, bool half)
+                               int hd, int d, int dw, float *acc, int kt)
 {
     __m512 a[16];
     for (int g = 0; g < nh; g++)
@@ -991,7 +1070,7 @@ ATT512_INLINE void attn_accum4(const float *w, int nh, const void *v, size_t str
     for (int j = 0; j < len; j++) {
         __m512 vv[4];
         for (int i = 0; i < dw; i++)
-            vv[i] = kv_load16(v, (size_t)j * stride + (size_t)d + 16 * (size_t)i, half);
+            vv[i] = kv_load16(v, (size_t)j * stride + (size_t)d + 16 * (size_t)i, kt);
         for (int g = 0; g < nh; g++) {
             __m512 wj = _mm512_set1_ps(w[g * ATT_CHUNK + j]);
             for (int i = 0; i < dw; i++)
@@ -1015,36 +1094,36 @@ ATT512_INLINE void attn_accum4(const float *w, int nh, const void *v, size_t str
 /* attn_chunk's contract, HD % 16 == 0. */
 ATT512_INLINE void attn_chunk512(const float *q, int hpi, int hd, float scale, const void *k,
                                  const void *v, size_t stride, int len, float *sc, float *m,
-                                 float *l, float *acc, bool half)
+                                 float *l, float *acc, int kt)
 {
     int j = 0;
     for (; j + 4 <= len; j += 4) {
-        const void *kj = kv_ptr(k, (size_t)j * stride, half);
+        const void *kj = kv_ptr(k, (size_t)j * stride, kt);
         for (int g0 = 0; g0 < hpi; g0 += 4) {
             int nh = hpi - g0 < 4 ? hpi - g0 : 4;
             ATT512_BY_NH(nh, attn_score4x4(q + (size_t)g0 * hd, NH, kj, stride, hd, scale,
-                                           sc + g0 * ATT_CHUNK + j, half))
+                                           sc + g0 * ATT_CHUNK + j, kt))
         }
     }
     for (; j < len; j++)
         for (int g = 0; g < hpi; g++)
-            sc[g * ATT_CHUNK + j] = kv_dot(q + g * hd, k, (size_t)j * stride, hd, half) * scale;
+            sc[g * ATT_CHUNK + j] = kv_dot(q + g * hd, k, (size_t)j * stride, hd, kt) * scale;
 
     attn_softmax_chunk(sc, hpi, len, m, l);
 
     memset(acc, 0, sizeof(float) * (size_t)hpi * hd);
     for (int j0 = 0; j0 < len; j0 += ATT_VTILE) {
         int jn = len - j0 < ATT_VTILE ? len - j0 : ATT_VTILE;
-        const void *vj = kv_ptr(v, (size_t)j0 * stride, half);
+        const void *vj = kv_ptr(v, (size_t)j0 * stride, kt);
         for (int g0 = 0; g0 < hpi; g0 += 4) {
             int nh = hpi - g0 < 4 ? hpi - g0 : 4;
             const float *w = sc + g0 * ATT_CHUNK + j0;
             float *a = acc + (size_t)g0 * hd;
             int d = 0;
             for (; d + 64 <= hd; d += 64)
-                ATT512_BY_NH(nh, attn_accum4(w, NH, vj, stride, jn, hd, d, 4, a, half))
+                ATT512_BY_NH(nh, attn_accum4(w, NH, vj, stride, jn, hd, d, 4, a, kt))
             for (; d < hd; d += 16)
-                ATT512_BY_NH(nh, attn_accum4(w, NH, vj, stride, jn, hd, d, 1, a, half))
+                ATT512_BY_NH(nh, attn_accum4(w, NH, vj, stride, jn, hd, d, 1, a, kt))
         }
     }
 }
@@ -1053,15 +1132,28 @@ ATT512_TARGET static void attn_chunk512_f32(const float *q, int hpi, int hd, flo
                                             const void *k, const void *v, size_t stride, int len,
                                             float *sc, float *m, float *l, float *acc)
 {
-    attn_chunk512(q, hpi, hd, scale, k, v, stride, len, sc, m, l, acc, false);
+    attn_chunk512(q, hpi, hd, scale, k, v, stride, len, sc, m, l, acc, CPU_KV_F32);
 }
 
 ATT512_TARGET static void attn_chunk512_f16(const float *q, int hpi, int hd, float scale,
                                             const void *k, const void *v, size_t stride, int len,
                                             float *sc, float *m, float *l, float *acc)
 {
-    attn_chunk512(q, hpi, hd, scale, k, v, stride, len, sc, m, l, acc, true);
+    attn_chunk512(q, hpi, hd, scale, k, v, stride, len, sc, m, l, acc, CPU_KV_F16);
 }
+
+ATT512_TARGET static void attn_chunk512_q8_0(const float *q, int hpi, int hd, float scale,
+                                             const void *k, const void *v, size_t stride,
+                                             int len, float *sc, float *m, float *l, float *acc)
+{
+    attn_chunk512(q, hpi, hd, scale, k, v, stride, len, sc, m, l, acc, CPU_KV_Q8_0);
+}
+
+static const attn_chunk_fn attn_chunks512[] = {
+    [CPU_KV_F32] = attn_chunk512_f32,
+    [CPU_KV_F16] = attn_chunk512_f16,
+    [CPU_KV_Q8_0] = attn_chunk512_q8_0,
+};
 #endif
 
 /* Folds the partial (M2, L2, ACC2) of the next chunk into (M, L, ACC), HPI
@@ -1120,11 +1212,11 @@ static void attn_worker(void *arg, int ith, int nth)
     int hd = c->head_dim, group = c->n_head / c->n_head_kv, nkv = c->n_head_kv;
     float scale = c->m->hp.attn_scale;
     size_t stride = (size_t)c->kv_dim;
-    bool half = c->kv_half;
-    attn_chunk_fn chunk = half ? attn_chunk_f16 : attn_chunk_f32;
+    int kt = c->kv;
+    attn_chunk_fn chunk = attn_chunks[kt];
 #ifdef ATT512
     if (hd % 16 == 0 && quant_isa() == QUANT_ISA_AVX512)
-        chunk = half ? attn_chunk512_f16 : attn_chunk512_f32;
+        chunk = attn_chunks512[kt];
 #endif
     size_t layer = (size_t)job->il * c->n_ctx * stride; /* element index of this layer's rows */
     /* This thread's scratch: scores (group, ATT_CHUNK), then a partial
@@ -1165,8 +1257,8 @@ static void attn_worker(void *arg, int ith, int nth)
                 int32_t j0 = ch * ATT_CHUNK;
                 int cl = len - j0 < ATT_CHUNK ? (int)(len - j0) : ATT_CHUNK;
                 size_t off = (size_t)j0 * stride;
-                const void *k = kv_ptr(c->k_cache, row0 + off, half);
-                const void *v = kv_ptr(c->v_cache, row0 + off, half);
+                const void *k = kv_ptr(c->k_cache, row0 + off, kt);
+                const void *v = kv_ptr(c->v_cache, row0 + off, kt);
                 if (job->split) {
                     float *part = c->attn_part +
                                   ((size_t)(t * job->n_chunks + ch) * nkv + h) * c->part_stride;
@@ -1395,16 +1487,30 @@ static int64_t max_row(const struct model_tensor *t, int64_t cur)
     return t->data && t->ne0 > cur ? t->ne0 : cur;
 }
 
-/* The cache types this backend stores: f32 (also AUTO, a config built by
- * hand: the exact path) and f16. Returns 0 or -1 with ERR. */
-static int kv_type_check(const struct backend_config *cfg, char *err, size_t errlen)
+/* The cache type of CFG for model HP, as an enum cpu_kv in *KT: a row of
+ * cpu_kv_types (AUTO, a config built by hand, is f32: the exact path).
+ * q8_0 blocks must not straddle heads, so it needs a head size that is a
+ * multiple of 32. Returns 0 or -1 with ERR. */
+static int kv_type_check(const struct model_hparams *hp, const struct backend_config *cfg,
+                         int *kt, char *err, size_t errlen)
 {
-    if (cfg->kv_type == ENGINE_KV_AUTO || cfg->kv_type == ENGINE_KV_F32 ||
-        cfg->kv_type == ENGINE_KV_F16)
+    enum engine_kv_type t = cfg->kv_type == ENGINE_KV_AUTO ? ENGINE_KV_F32 : cfg->kv_type;
+    for (size_t i = 0; i < sizeof cpu_kv_types / sizeof cpu_kv_types[0]; i++) {
+        if (cpu_kv_types[i].type != t)
+            continue;
+        if (hp->head_dim % (int32_t)cpu_kv_types[i].block != 0) {
+            kv_seterr(err, errlen,
+                      "cpu: --kv-type %s needs a head size that is a multiple of %u, and this "
+                      "model's is %d: use f16 or f32",
+                      cpu_kv_types[i].name, cpu_kv_types[i].block, hp->head_dim);
+            return -1;
+        }
+        *kt = (int)i;
         return 0;
+    }
     /* spelled here: this backend links without the engine (the tests') */
-    kv_seterr(err, errlen, "cpu: --kv-type %s is not supported yet: use f16 (the default) or f32",
-              cfg->kv_type == ENGINE_KV_Q8_0 ? "q8_0" : "of this number");
+    kv_seterr(err, errlen, "cpu: KV cache type %d is unknown: use f16 (the default), f32 or q8_0",
+              (int)cfg->kv_type);
     return -1;
 }
 
@@ -1510,13 +1616,13 @@ static void *cpu_create(const struct model *m, const struct backend_config *cfg,
     /* KV cache. The model's sizes are bounded by the loader, but the
      * context comes from the user: refuse sizes no machine could hold
      * before multiplying them into an overflow. */
-    if (kv_type_check(cfg, err, errlen) != 0) {
+    if (kv_type_check(hp, cfg, &c->kv, err, errlen) != 0) {
         cpu_destroy(c);
         return NULL;
     }
-    c->kv_half = cfg->kv_type == ENGINE_KV_F16;
-    size_t esz = c->kv_half ? sizeof(uint16_t) : sizeof(float);
-    double kv_total = 2.0 * hp->n_layer * (double)c->n_ctx * c->kv_dim * (double)esz;
+    /* bytes per element, q8_0's 34/32 included */
+    double esz = (double)cpu_kv_types[c->kv].block_bytes / cpu_kv_types[c->kv].block;
+    double kv_total = 2.0 * hp->n_layer * (double)c->n_ctx * c->kv_dim * esz;
     if (kv_total > 0x1p50) {
         kv_seterr(err, errlen, "cpu: a context of %d tokens needs %.0f GiB of KV cache", c->n_ctx,
                 kv_total / (1024.0 * 1024.0 * 1024.0));
@@ -1524,11 +1630,12 @@ static void *cpu_create(const struct model *m, const struct backend_config *cfg,
         return NULL;
     }
     size_t kv_elems = (size_t)hp->n_layer * (size_t)c->n_ctx * (size_t)c->kv_dim;
-    c->k_cache = alloc_aligned(kv_elems * esz, &c->kv_bytes);
-    c->v_cache = alloc_aligned(kv_elems * esz, &c->kv_bytes);
+    size_t kv_size = (size_t)kv_bytes_of(c->kv, kv_elems);
+    c->k_cache = alloc_aligned(kv_size, &c->kv_bytes);
+    c->v_cache = alloc_aligned(kv_size, &c->kv_bytes);
     if (!c->k_cache || !c->v_cache) {
         kv_seterr(err, errlen, "cpu: out of memory for the KV cache (%.1f MiB for %d tokens)",
-                2.0 * (double)kv_elems * (double)esz / (1024.0 * 1024.0), c->n_ctx);
+                2.0 * (double)kv_size / (1024.0 * 1024.0), c->n_ctx);
         cpu_destroy(c);
         return NULL;
     }
@@ -2081,7 +2188,7 @@ static void cpu_probe(struct backend_device *out)
 }
 
 /* What cpu_create allocates, from the same sizes: the weights are the file
- * mapping (as cpu_memory reports them), the KV cache exactly (f16 or f32), and the
+ * mapping (as cpu_memory reports them), the KV cache exactly (f32, f16 or q8_0), and the
  * per-batch activation buffers; the per-thread attention scores and the
  * quantised-activation slots (well under a MiB each) are left out. */
 static int cpu_estimate(const struct model *m, const struct backend_config *cfg,
@@ -2093,14 +2200,14 @@ static int cpu_estimate(const struct model *m, const struct backend_config *cfg,
         kv_seterr(err, errlen, "cpu: context size %d must be positive", cfg->n_ctx);
         return -1;
     }
-    if (kv_type_check(cfg, err, errlen) != 0)
+    int kt;
+    if (kv_type_check(hp, cfg, &kt, err, errlen) != 0)
         return -1;
-    uint64_t esz = cfg->kv_type == ENGINE_KV_F16 ? sizeof(uint16_t) : sizeof(float);
     uint64_t kv_dim = (uint64_t)hp->n_head_kv * (uint64_t)hp->head_dim;
     uint64_t q_dim = (uint64_t)hp->n_head * (uint64_t)hp->head_dim;
     uint64_t b = (uint64_t)(cfg->n_ctx < MAX_BATCH ? cfg->n_ctx : MAX_BATCH);
     out->weights = m->file ? gguf_file_size(m->file) : m->weight_bytes;
-    out->kv_cache = 2 * (uint64_t)hp->n_layer * (uint64_t)cfg->n_ctx * kv_dim * esz;
+    out->kv_cache = 2 * kv_bytes_of(kt, (uint64_t)hp->n_layer * (uint64_t)cfg->n_ctx * kv_dim);
     uint64_t ff = hp->n_expert > 0 ? (uint64_t)hp->n_ff_shexp : (uint64_t)hp->n_ff;
     out->scratch = b * (3 * (uint64_t)hp->n_embd + 2 * q_dim + 2 * kv_dim + 2 * ff +
                         2 * (uint64_t)hp->n_rot) *

@@ -234,6 +234,28 @@ static int32_t resolve_ctx(int32_t want, int32_t n_ctx_train)
     return n_ctx_train > 0 && n_ctx_train < 4096 ? n_ctx_train : 4096;
 }
 
+/* Bytes of one KV cache element of type T (AUTO is the default, f16), by
+ * engine_kv_type: q8_0 is ggml's block of 32 int8 and one f16 scale. The
+ * figure used where a backend cannot say what it allocated. */
+static double kv_elem_bytes(enum engine_kv_type t)
+{
+    static const double bytes[] = {
+        [ENGINE_KV_AUTO] = 2,
+        [ENGINE_KV_F32] = 4,
+        [ENGINE_KV_F16] = 2,
+        [ENGINE_KV_Q8_0] = 34.0 / 32,
+    };
+    return (unsigned)t < sizeof bytes / sizeof bytes[0] ? bytes[t] : 2;
+}
+
+/* The element bytes of E's cache, from the type it reports (f16 if none). */
+static double info_kv_elem_bytes(const struct engine_info *in)
+{
+    enum engine_kv_type t = ENGINE_KV_AUTO;
+    engine_kv_type_from_name(in->kv_type, &t);
+    return kv_elem_bytes(t);
+}
+
 /* Weighs the synthetic model S as P would run it (weights, and the KV cache
  * at its context) against the memory this process can still take, before a
  * byte of it is made: the weights are all written at once, so a model that
@@ -250,7 +272,7 @@ static int synth_fits_memory(const struct synth_spec *s, const struct engine_par
         return 0; /* unknown: nothing to weigh against */
     const struct synth_shape *sh = &s->shape;
     int32_t n_ctx = resolve_ctx(p->n_ctx, sh->n_ctx_train);
-    double esz = p->kv_type == ENGINE_KV_F32 ? 4 : p->kv_type == ENGINE_KV_Q8_0 ? 34.0 / 32 : 2;
+    double esz = kv_elem_bytes(p->kv_type);
     uint64_t kv = (uint64_t)(2.0 * sh->n_layer * n_ctx * sh->n_head_kv * sh->head_dim * esz);
     if (weights + kv <= avail)
         return 0;
@@ -958,7 +980,8 @@ static void local_memory_map(struct engine *eng, struct engine_memory_map *out)
     out->kv_pos_elems = 2ull * (uint64_t)hp->n_head_kv * (uint64_t)hp->head_dim;
     out->kv_pos_bytes = mem.kv_cache != ENGINE_UNKNOWN && mem.kv_cache > 0 && out->n_ctx > 0
                             ? mem.kv_cache / ((uint64_t)out->n_ctx * (uint64_t)hp->n_layer)
-                            : out->kv_pos_elems * 2;
+                            : (uint64_t)((double)out->kv_pos_elems *
+                                         info_kv_elem_bytes(&e->base.info));
     pthread_mutex_lock(&e->stats_lock);
     out->kv_tokens = e->stats.kv_used;
     pthread_mutex_unlock(&e->stats_lock);
@@ -1025,10 +1048,11 @@ static uint64_t local_bytes_per_token(struct engine *eng, int32_t n_past)
     struct engine_memory mem;
     e->bops->memory(e->be, &mem);
     /* K and V bytes of one position of one layer: from the backend's own
-     * cache size when it reports one, else f16 (the CUDA default) */
+     * cache size when it reports one, else from the element type */
     double per_pos = mem.kv_cache != ENGINE_UNKNOWN && mem.kv_cache > 0
                          ? (double)mem.kv_cache / ((double)e->base.info.n_ctx * hp->n_layer)
-                         : 2.0 * 2.0 * hp->n_head_kv * hp->head_dim;
+                         : 2.0 * hp->n_head_kv * hp->head_dim *
+                               info_kv_elem_bytes(&e->base.info);
     int64_t seen = (int64_t)n_past + 1; /* the new token's own K/V included */
     double kv = 0;
     for (int il = 0; il < hp->n_layer; il++) {
