@@ -48,7 +48,8 @@ static __global__ void k_rope_store(float *q, const float *__restrict__ k,
                                     const float *__restrict__ v, __half *kc, __half *vc,
                                     int32_t n_tok, int32_t n_head, int32_t n_kv, int32_t hd,
                                     int32_t n_rot, const int32_t *__restrict__ pos_dev,
-                                    int32_t n_ctx, const float *__restrict__ inv_freq, bool neox)
+                                    int32_t n_ctx, const float *__restrict__ inv_freq,
+                                    float mscale, bool neox)
 {
     const int32_t half = n_rot / 2;
     const int64_t nq = (int64_t)n_head * half, nk = (int64_t)n_kv * (half + hd - n_rot),
@@ -82,7 +83,7 @@ static __global__ void k_rope_store(float *q, const float *__restrict__ k,
         }
         double s, c;
         sincos((double)pos * (double)inv_freq[i], &s, &c);
-        const float fs = (float)s, fc = (float)c;
+        const float fs = (float)s * mscale, fc = (float)c * mscale;
         const int32_t i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
         const float a = src[i0], b = src[i1];
         const float r0 = a * fc - b * fs, r1 = a * fs + b * fc;
@@ -99,8 +100,8 @@ static __global__ void k_rope_store(float *q, const float *__restrict__ k,
 
 cudaError_t kv_rope_store(float *q, const float *k, const float *v, __half *kc, __half *vc,
                           int32_t n_tok, int32_t n_head, int32_t n_kv, int32_t hd, int32_t n_rot,
-                          const int32_t *pos_dev, int32_t n_ctx, const float *inv_freq, bool neox,
-                          cudaStream_t st)
+                          const int32_t *pos_dev, int32_t n_ctx, const float *inv_freq,
+                          float mscale, bool neox, cudaStream_t st)
 {
     const int32_t half = n_rot / 2;
     const int64_t total = (int64_t)n_tok * ((int64_t)n_head * half +
@@ -108,6 +109,6 @@ cudaError_t kv_rope_store(float *q, const float *k, const float *v, __half *kc, 
                                             (int64_t)n_kv * hd);
     KV_LAUNCH(k_rope_store, kv_grid(total, 256), 256, 0, st)(q, k, v, kc, vc, n_tok, n_head,
                                                               n_kv, hd, n_rot, pos_dev, n_ctx,
-                                                              inv_freq, neox);
+                                                              inv_freq, mscale, neox);
     return cudaGetLastError();
 }

@@ -250,7 +250,7 @@ static void test_rope(void **state)
         for (int i = 0; i < nrot / 2; i++)
             inv[i] = (float)pow(10000.0, -2.0 * i / nrot);
         float *dx = dev(x), *di = dev(inv);
-        assert_int_equal(kv_rope(dx, nt, nh, hd, nrot, pos0, di, neox, 0), cudaSuccess);
+        assert_int_equal(kv_rope(dx, nt, nh, hd, nrot, pos0, di, 1.0f, neox, 0), cudaSuccess);
         std::vector<double> ref(x.begin(), x.end());
         for (int32_t t = 0; t < nt; t++)
             for (int32_t h = 0; h < nh; h++)
@@ -312,7 +312,7 @@ static void test_rope_store(void **state)
         __half *kc = dev(z), *vc = dev(z);
         int32_t *dp = dev(pos);
         assert_int_equal(kv_rope_store(dq, dk, dv, kc, vc, nt, nh, nkv, hd, nrot, dp, nctx, di,
-                                       neox, 0),
+                                       1.0f, neox, 0),
                          cudaSuccess);
         auto rot = [&](std::vector<double> &x, int32_t nhead) {
             for (int32_t t = 0; t < nt; t++)
@@ -840,7 +840,7 @@ static void test_moe_route(void **state)
             std::vector<float> zw((size_t)T * c.k, NAN);
             int32_t *di = dev(zi);
             float *dw = dev(zw);
-            assert_int_equal(kv_moe_route(dl, T, c.ne, c.k, norm, di, dw, 0), cudaSuccess);
+            assert_int_equal(kv_moe_route(dl, T, c.ne, c.k, norm, false, di, dw, 0), cudaSuccess);
             auto gi = host(di, zi.size());
             auto gw = host(dw, zw.size());
             for (int t = 0; t < T; t++) {
@@ -875,18 +875,18 @@ static void test_moe_route(void **state)
     std::vector<float> zw(4);
     int32_t *di = dev(zi);
     float *dw = dev(zw);
-    assert_int_equal(kv_moe_route(dl, 1, 5, 4, true, di, dw, 0), cudaSuccess);
+    assert_int_equal(kv_moe_route(dl, 1, 5, 4, true, false, di, dw, 0), cudaSuccess);
     auto gi = host(di, 4);
     assert_int_equal(gi[0], 2);
     assert_int_equal(gi[1], 4);
     assert_int_equal(gi[2], 0);
     assert_int_equal(gi[3], 1); /* a NaN counts as -inf: the lower index first */
     /* refused: more used than there are, none, too many experts */
-    assert_int_equal(kv_moe_route(dl, 1, 5, 6, false, di, dw, 0), cudaErrorInvalidValue);
-    assert_int_equal(kv_moe_route(dl, 1, 5, 0, false, di, dw, 0), cudaErrorInvalidValue);
-    assert_int_equal(kv_moe_route(dl, 1, KV_MOE_MAX_EXPERT + 1, 2, false, di, dw, 0),
+    assert_int_equal(kv_moe_route(dl, 1, 5, 6, false, false, di, dw, 0), cudaErrorInvalidValue);
+    assert_int_equal(kv_moe_route(dl, 1, 5, 0, false, false, di, dw, 0), cudaErrorInvalidValue);
+    assert_int_equal(kv_moe_route(dl, 1, KV_MOE_MAX_EXPERT + 1, 2, false, false, di, dw, 0),
                      cudaErrorInvalidValue);
-    assert_int_equal(kv_moe_route(dl, 0, 5, 2, false, di, dw, 0), cudaErrorInvalidValue);
+    assert_int_equal(kv_moe_route(dl, 0, 5, 2, false, false, di, dw, 0), cudaErrorInvalidValue);
     cudaFree(dl), cudaFree(di), cudaFree(dw);
 }
 
@@ -954,7 +954,7 @@ static void test_matvec_x(void **state)
                                                      false, dy, 0),
                                      cudaSuccess);
                 else
-                    assert_int_equal(kv_matvec_x(&wg.m, NX, di, NP, K, dx, norm, eps, dy, 0),
+                    assert_int_equal(kv_matvec_x(&wg.m, NX, di, NP, K, dx, norm, eps, nullptr, dy, 0),
                                      cudaSuccess);
                 std::vector<double> ref((size_t)(NP * t.nrows));
                 for (int p = 0; p < NP; p++) {
@@ -991,7 +991,7 @@ static void test_matvec_x(void **state)
             }
         }
         /* no ids: expert 0 for every pair, one row of X each (x_div 1) */
-        assert_int_equal(kv_matvec_x(&wg.m, NX, nullptr, NT, 1, dx, nullptr, 0.0f, dy, 0),
+        assert_int_equal(kv_matvec_x(&wg.m, NX, nullptr, NT, 1, dx, nullptr, 0.0f, nullptr, dy, 0),
                          cudaSuccess);
         const kv_dmat m0 = expert_of(wg, NX, 0);
         for (int p = 0; p < NT; p++)
@@ -1010,9 +1010,9 @@ static void test_matvec_x(void **state)
     wmat a, b;
     make_wmat(&a, GGML_TYPE_Q4_K, 9, 256);
     make_wmat(&b, GGML_TYPE_Q6_K, 9, 256);
-    assert_int_equal(kv_matvec_x(&a.m, 2, nullptr, 1, 1, nullptr, nullptr, 0.0f, nullptr, 0),
+    assert_int_equal(kv_matvec_x(&a.m, 2, nullptr, 1, 1, nullptr, nullptr, 0.0f, nullptr, nullptr, 0),
                      cudaErrorInvalidValue);
-    assert_int_equal(kv_matvec_x(&a.m, 3, nullptr, 0, 1, nullptr, nullptr, 0.0f, nullptr, 0),
+    assert_int_equal(kv_matvec_x(&a.m, 3, nullptr, 0, 1, nullptr, nullptr, 0.0f, nullptr, nullptr, 0),
                      cudaErrorInvalidValue);
     assert_int_equal(kv_matvec_x_glu(&a.m, &b.m, 3, nullptr, 1, 1, nullptr, nullptr, 0.0f, false,
                                      nullptr, 0),
@@ -1256,10 +1256,11 @@ static void test_xbit(void **state)
 }
 
 /* Causal GQA attention with an optional window, in double from the same f16
- * K/V the kernel reads. */
+ * K/V the kernel reads; with SINKS (N_HEAD logits, host) each head's sink
+ * joins the softmax's denominator as a key with no value. */
 static void ref_attention(const kv_attn_args &a, const std::vector<float> &q,
                           const std::vector<__half> &kc, const std::vector<__half> &vc,
-                          std::vector<double> &out)
+                          std::vector<double> &out, const float *sinks = nullptr)
 {
     int group = a.n_head / a.n_kv;
     out.assign(q.size(), 0.0);
@@ -1279,7 +1280,9 @@ static void ref_attention(const kv_attn_args &a, const std::vector<float> &q,
                 s[j] = d;
                 mx = d > mx ? d : mx;
             }
-            double l = 0;
+            if (sinks)
+                mx = sinks[h] > mx ? sinks[h] : mx;
+            double l = sinks ? exp(sinks[h] - mx) : 0;
             for (int j = 0; j <= qpos; j++)
                 l += s[j] == -INFINITY ? 0 : exp(s[j] - mx);
             double *o = &out[((size_t)t * a.n_head + h) * a.hd];
@@ -1565,7 +1568,7 @@ static void test_prefill_finish(void **state)
     std::vector<float> out((size_t)nt * nh * hd, 42.0f);
     float *dacc = dev(acc), *dout = dev(out);
     float2 *dml = dev(ml);
-    assert_int_equal(kv_attn_finish(dacc, dml, dout, nh, nkv, hd, t0, cq, 0), cudaSuccess);
+    assert_int_equal(kv_attn_finish(dacc, dml, nullptr, dout, nh, nkv, hd, t0, cq, 0), cudaSuccess);
     std::vector<double> ref(out.begin(), out.end());
     for (int t = 0; t < cq; t++)
         for (int h = 0; h < nh; h++) {
@@ -1587,11 +1590,16 @@ static void test_attention_prefill(void **state)
     (void)state;
     static const struct {
         int n_tok, n_head, n_kv, hd, pos0, swa, q_chunk, tile;
+        float sink; /* the sinks' mean (spread 1), 0: none */
     } cases[] = {
-        {37, 6, 2, 40, 30, 0, 16, 24},
-        {29, 4, 1, 72, 0, 10, 29, 16},
-        {12, 3, 3, 12, 5, 4, 5, 7},
-        {50, 8, 2, 64, 3, 0, 50, 256},
+        {37, 6, 2, 40, 30, 0, 16, 24, 0.0f},
+        {29, 4, 1, 72, 0, 10, 29, 16, 0.0f},
+        {12, 3, 3, 12, 5, 4, 5, 7, 0.0f},
+        {50, 8, 2, 64, 3, 0, 50, 256, 0.0f},
+        /* gpt-oss: sinks (their logits below), a window of 5 */
+        {37, 4, 2, 16, 0, 5, 16, 24, 1.0f},
+        {29, 6, 2, 40, 11, 0, 29, 16, 4.0f},
+        {20, 2, 1, 12, 3, 3, 7, 8, 60.0f},
     };
     cublasHandle_t blas;
     assert_int_equal(cublasCreate(&blas), CUBLAS_STATUS_SUCCESS);
@@ -1620,8 +1628,11 @@ static void test_attention_prefill(void **state)
             vr[i] = __float2half_rn(bf16_round(__half2float(vc[i])));
             vmax = fmax(vmax, fabs(__half2float(vr[i])));
         }
+        std::vector<float> sk;
+        for (int h = 0; c.sink != 0.0f && h < c.n_head; h++)
+            sk.push_back(c.sink + frand());
         std::vector<double> ref;
-        ref_attention(r, qr, kr, vr, ref);
+        ref_attention(r, qr, kr, vr, ref, c.sink != 0.0f ? sk.data() : nullptr);
 
         const size_t qrows = (size_t)c.q_chunk * c.n_head;
         kv_attn_prefill_args a;
@@ -1629,6 +1640,7 @@ static void test_attention_prefill(void **state)
         a.n_tok = c.n_tok, a.n_head = c.n_head, a.n_kv = c.n_kv, a.hd = c.hd;
         a.n_ctx = r.n_ctx, a.pos0 = c.pos0, a.swa = c.swa, a.scale = r.scale;
         a.q_chunk = c.q_chunk, a.tile = c.tile;
+        a.sinks = c.sink != 0.0f ? dev(sk) : nullptr;
         std::vector<float> o(q.size(), NAN);
         a.q = dev(q);
         a.kc = dev(kc);
@@ -1651,9 +1663,9 @@ static void test_attention_prefill(void **state)
             if (worst == INFINITY)
                 break;
         }
-        printf("prefill attention %d tok %dh/%dkv hd %d at %d swa %d chunk %d tile %d: "
+        printf("prefill attention %d tok %dh/%dkv hd %d at %d swa %d chunk %d tile %d sink %g: "
                "%.2e of max|V| (tol %.0e)\n",
-               c.n_tok, c.n_head, c.n_kv, c.hd, c.pos0, c.swa, c.q_chunk, c.tile, worst,
+               c.n_tok, c.n_head, c.n_kv, c.hd, c.pos0, c.swa, c.q_chunk, c.tile, c.sink, worst,
                TOL_PREFILL);
         if (!(worst <= TOL_PREFILL))
             fail_msg("prefill attention: error %.3e of max|V|", worst);
@@ -1661,7 +1673,7 @@ static void test_attention_prefill(void **state)
             fail_msg("prefill attention: device emulator: %s", kvemu_last_report());
         cudaFree((void *)a.q), cudaFree((void *)a.kc), cudaFree((void *)a.vc), cudaFree(a.out);
         cudaFree(a.qb), cudaFree(a.kb), cudaFree(a.vb), cudaFree(a.p), cudaFree(a.s);
-        cudaFree(a.acc), cudaFree(a.ml);
+        cudaFree(a.acc), cudaFree(a.ml), cudaFree((void *)a.sinks);
     }
     cublasDestroy(blas);
 }
