@@ -907,7 +907,8 @@ static void test_moe_route(void **state)
                     /* an expert at -inf has weight 0 on both */
                     double e = fabs((double)gw[i] - sw[j]) / (sw[j] != 0 ? fabs((double)sw[j]) : 1.0);
                     if (!(e <= 1e-6))
-                        fail_msg("route %d experts top-%d%s token %d slot %d: weight %.9g, cpu %.9g",
+                        fail_msg("route %d experts top-%d%s token %d slot %d: weight %.9g, "
+                                 "cpu %.9g",
                                  c.ne, c.k, tsm ? " topk-softmax" : "", t, j, gw[i], sw[j]);
                 }
             }
@@ -1044,8 +1045,8 @@ static void test_matvec_x(void **state)
                 }
                 char what[96];
                 snprintf(what, sizeof what, "matvec_x%s%s %s %d x %lld x %lld",
-                         form == 1 ? " glu" : biased ? " bias" : "", normed ? "+norm" : "", quant_type_name(t.type), NX,
-                         (long long)t.nrows, (long long)t.ncols);
+                         form == 1 ? " glu" : biased ? " bias" : "", normed ? "+norm" : "",
+                         quant_type_name(t.type), NX, (long long)t.nrows, (long long)t.ncols);
                 auto got = host(dy, ref.size()), dense = host(dr, ref.size());
                 check(what, got.data(), ref.data(), ref.size(), TOL_F32);
                 if (memcmp(got.data(), dense.data(), got.size() * sizeof(float)) != 0)
@@ -1073,9 +1074,11 @@ static void test_matvec_x(void **state)
     wmat a, b;
     make_wmat(&a, GGML_TYPE_Q4_K, 9, 256);
     make_wmat(&b, GGML_TYPE_Q6_K, 9, 256);
-    assert_int_equal(kv_matvec_x(&a.m, 2, nullptr, 1, 1, nullptr, nullptr, 0.0f, nullptr, nullptr, 0),
+    assert_int_equal(kv_matvec_x(&a.m, 2, nullptr, 1, 1, nullptr, nullptr, 0.0f, nullptr, nullptr,
+                                 0),
                      cudaErrorInvalidValue);
-    assert_int_equal(kv_matvec_x(&a.m, 3, nullptr, 0, 1, nullptr, nullptr, 0.0f, nullptr, nullptr, 0),
+    assert_int_equal(kv_matvec_x(&a.m, 3, nullptr, 0, 1, nullptr, nullptr, 0.0f, nullptr, nullptr,
+                                 0),
                      cudaErrorInvalidValue);
     assert_int_equal(kv_matvec_x_glu(&a.m, &b.m, 3, nullptr, 1, 1, nullptr, nullptr, 0.0f, false,
                                      nullptr, 0),
