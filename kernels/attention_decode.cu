@@ -38,6 +38,10 @@
  *   one, and cut each split's range from it at run time (splits past the
  *   live range exit at once, writing an empty state).
  *
+ * - Attention sinks (gpt-oss: a->sinks, one logit per head) join only the
+ *   final normalisation (kv_attn_sink_inv, cpu.c's attn_finish): the key
+ *   loop and the splits' states are those of a model without sinks.
+ *
  * Why this version: the first attention kernel (v1, one for prefill and
  * decode) gave a block of 8 warps one warp per (token, head) row, so for one token and a GQA group of 4 half the warps
  * idle, and each 32-key tile is a shared-memory round trip between two
@@ -332,7 +336,8 @@ static __global__ void __launch_bounds__(AD_WARPS * 32)
             }
         const int t = (r0 + r) / group, h = kvh * group + (r0 + r) % group;
         if (gridDim.y == 1) {
-            a.out[((int64_t)t * a.n_head + h) * a.hd + d] = sum > 0.0f ? o / sum : 0.0f;
+            const float inv = kv_attn_sink_inv(mx, sum, a.sinks, a.sinks ? a.sinks[h] : 0.0f);
+            a.out[((int64_t)t * a.n_head + h) * a.hd + d] = o * inv;
         } else {
             float *pp = a.part + (((int64_t)split * a.n_tok + t) * a.n_head + h) * (a.hd + 2);
             pp[d] = o;
@@ -360,7 +365,8 @@ static __global__ void k_dec_combine(struct kv_attn_args a)
             if (ms != -INFINITY)
                 sum += p[s * stride + a.hd + 1] * expf(ms - mx);
         }
-    const float inv = sum > 0.0f ? 1.0f / sum : 0.0f;
+    const int h = (int)(th % a.n_head);
+    const float inv = kv_attn_sink_inv(mx, sum, a.sinks, a.sinks ? a.sinks[h] : 0.0f);
     float *o = a.out + th * a.hd;
     for (int d = threadIdx.x; d < a.hd; d += blockDim.x) {
         float v = 0.0f;

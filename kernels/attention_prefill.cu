@@ -22,7 +22,8 @@
  *      accumulator row is rescaled by exp(m_old - m_new);
  *   4. acc += P V (beta = 1: the GEMM itself adds into the rescaled
  *      accumulator, so there is no per-tile output buffer to merge).
- * k_finish divides by l and scatters back to (n_tok, n_head, hd). Memory is
+ * k_finish divides by l (with a head's sink logit, gpt-oss, joining l
+ * there: kv_attn_sink_inv) and scatters back to (n_tok, n_head, hd). Memory is
  * O(q_chunk x tile) per head, never O(n^2); l sums the rounded P that the
  * PV GEMM reads, so the weights of each output are normalised exactly.
  *
@@ -197,10 +198,11 @@ cudaError_t kv_attn_softmax_tile(const struct kv_attn_tile_args *a, cudaStream_t
     return cudaGetLastError();
 }
 
-/* out[t0 + t][kvh * group + g][d] = acc[kvh][t * group + g][d] / l. */
+/* out[t0 + t][kvh * group + g][d] = acc[kvh][t * group + g][d] / l, the
+ * head's sink (SINKS set) joining l (kv_attn_sink_inv). */
 static __global__ void k_finish(const float *__restrict__ acc, const float2 *__restrict__ ml,
-                                float *__restrict__ out, int n_head, int n_kv, int hd, int t0,
-                                int cq)
+                                const float *__restrict__ sinks, float *__restrict__ out,
+                                int n_head, int n_kv, int hd, int t0, int cq)
 {
     const int group = n_head / n_kv;
     const int64_t total = (int64_t)cq * n_head * hd;
@@ -210,16 +212,18 @@ static __global__ void k_finish(const float *__restrict__ acc, const float2 *__r
         const int64_t th = i / hd;
         const int h = (int)(th % n_head), t = (int)(th / n_head);
         const int64_t row = ((int64_t)(h / group) * cq + t) * group + h % group;
-        const float l = ml[row].y;
-        out[((int64_t)(t0 + t) * n_head + h) * hd + d] = l > 0.0f ? acc[row * hd + d] / l : 0.0f;
+        const float2 st = ml[row];
+        const float inv = kv_attn_sink_inv(st.x, st.y, sinks, sinks ? sinks[h] : 0.0f);
+        out[((int64_t)(t0 + t) * n_head + h) * hd + d] = acc[row * hd + d] * inv;
     }
 }
 
-cudaError_t kv_attn_finish(const float *acc, const float2 *ml, float *out, int32_t n_head,
-                           int32_t n_kv, int32_t hd, int32_t t0, int32_t cq, cudaStream_t st)
+cudaError_t kv_attn_finish(const float *acc, const float2 *ml, const float *sinks, float *out,
+                           int32_t n_head, int32_t n_kv, int32_t hd, int32_t t0, int32_t cq,
+                           cudaStream_t st)
 {
-    KV_LAUNCH(k_finish, kv_grid((int64_t)cq * n_head * hd, 256), 256, 0, st)(acc, ml, out, n_head,
-                                                                            n_kv, hd, t0, cq);
+    KV_LAUNCH(k_finish, kv_grid((int64_t)cq * n_head * hd, 256), 256, 0, st)(
+        acc, ml, sinks, out, n_head, n_kv, hd, t0, cq);
     return cudaGetLastError();
 }
 
@@ -308,7 +312,8 @@ int kv_attention_prefill(const struct kv_attn_prefill_args *a, cublasHandle_t bl
                              err, cap))
                 return -1;
         }
-        if (CUDA_CHECK(kv_attn_finish(a->acc, a->ml, a->out, a->n_head, a->n_kv, hd, t0, cq, st),
+        if (CUDA_CHECK(kv_attn_finish(a->acc, a->ml, a->sinks, a->out, a->n_head, a->n_kv, hd,
+                                      t0, cq, st),
                        err, cap))
             return -1;
     }

@@ -65,6 +65,10 @@ struct dlayer {
     /* f32 vectors in the arena, NULL when absent */
     float *attn_norm, *bq, *bk, *bv, *q_norm, *k_norm, *post_attn_norm;
     float *ffn_norm, *post_ffw_norm;
+    /* gpt-oss: attn_output's bias (n_embd), the sink logits (n_head), the
+     * router's bias (n_expert) and the experts' bias rows (n_expert rows of
+     * n_ff_exp, n_ff_exp, n_embd) */
+    float *bo, *sinks, *router_b, *gate_exps_b, *up_exps_b, *down_exps_b;
     __half *kc, *vc; /* (n_kv, n_ctx, hd) f16, in the KV allocation; NULL for q8_0 */
     struct kv_q8_cache kq, vq; /* the q8_0 cache, in the KV allocation; NULLs for f16 */
     bool swa;
@@ -128,6 +132,7 @@ struct cuda_backend {
     float2 *ap_ml;
     int32_t *ids;  /* ub */
     float *inv_freq; /* n_rot: global layers' n_rot/2, then local layers' */
+    float mscale[2]; /* YaRN's factor on cos and sin: global, local layers (1: none) */
     struct kv_step_in *step; /* the decode step's inputs */
     int32_t *pick;           /* 2: the sampled token, the non-finite flag */
     void *sample_tmp;        /* kv_sample_scratch_bytes(n_vocab) */
@@ -218,6 +223,8 @@ static int build_plan(struct cuda_backend *b, struct plan *p)
         rc |= plan_add(p, &L->q_norm, "attn_q_norm", true, NULL, &D->q_norm);
         rc |= plan_add(p, &L->k_norm, "attn_k_norm", true, NULL, &D->k_norm);
         rc |= plan_add(p, &L->wo, "attn_output", false, &D->wo, NULL);
+        rc |= plan_add(p, &L->bo, "attn_output.bias", true, NULL, &D->bo);
+        rc |= plan_add(p, &L->attn_sinks, "attn_sinks", true, NULL, &D->sinks);
         rc |= plan_add(p, &L->post_attn_norm, "post_attention_norm", true, NULL,
                        &D->post_attn_norm);
         rc |= plan_add(p, &L->ffn_norm, "ffn_norm", true, NULL, &D->ffn_norm);
@@ -228,6 +235,10 @@ static int build_plan(struct cuda_backend *b, struct plan *p)
         rc |= plan_add(p, &L->ffn_gate_exps, "ffn_gate_exps", false, &D->gate_exps, NULL);
         rc |= plan_add(p, &L->ffn_up_exps, "ffn_up_exps", false, &D->up_exps, NULL);
         rc |= plan_add(p, &L->ffn_down_exps, "ffn_down_exps", false, &D->down_exps, NULL);
+        rc |= plan_add(p, &L->ffn_gate_inp_b, "ffn_gate_inp.bias", true, NULL, &D->router_b);
+        rc |= plan_add(p, &L->ffn_gate_exps_b, "ffn_gate_exps.bias", true, NULL, &D->gate_exps_b);
+        rc |= plan_add(p, &L->ffn_up_exps_b, "ffn_up_exps.bias", true, NULL, &D->up_exps_b);
+        rc |= plan_add(p, &L->ffn_down_exps_b, "ffn_down_exps.bias", true, NULL, &D->down_exps_b);
         rc |= plan_add(p, &L->ffn_gate_inp_shexp, "ffn_gate_inp_shexp", false, &D->sh_gate_inp,
                        NULL);
         rc |= plan_add(p, &L->ffn_gate_shexp, "ffn_gate_shexp", false, &D->gate_sh, NULL);
@@ -482,15 +493,47 @@ static void cuda_destroy(void *vb)
     free(b);
 }
 
-/* The rotation speeds of RoPE, computed exactly as backend/cpu.c does
- * (double, rounded to float) so both backends turn by the same angles:
- * base^(-2i/n_rot) / rope_freqs[i], times freq_scale on global layers only
- * (gemma3's sliding-window layers ignore rope scaling). */
+/* cpu.c's rope_inv_freq, kept in step with it (this module links nothing
+ * of the engine's): INV[i] for the n_rot/2 pairs of a layer kind with RoPE
+ * BASE and frequency SCALE, base^(-2i/n_rot) / rope_freqs[i] * scale, and
+ * with YaRN the scaled and unscaled speeds mixed per pair by ggml's ramp,
+ * *MSCALE the factor on cos and sin; in double, rounded to float, so both
+ * backends turn by the same angles. */
+static void rope_inv_freq(const struct model_hparams *hp, double base, double scale,
+                          const float *ff, float *inv, float *mscale)
+{
+    const int half = hp->n_rot / 2;
+    double lo = 0, hi = 0, ext = 0;
+    *mscale = 1.0f;
+    if (hp->rope_yarn && hp->yarn_ext_factor != 0) {
+        const double k = hp->n_rot / (2.0 * log(base)), orig = hp->yarn_n_ctx_orig;
+        lo = floor(k * log(orig / (hp->yarn_beta_fast * 2.0 * M_PI)));
+        hi = ceil(k * log(orig / (hp->yarn_beta_slow * 2.0 * M_PI)));
+        lo = lo > 0 ? lo : 0;
+        hi = hi < hp->n_rot - 1 ? hi : hp->n_rot - 1;
+        ext = hp->yarn_ext_factor;
+        *mscale = (float)(hp->yarn_attn_factor * (1.0 + 0.1 * log(1.0 / scale)));
+    }
+    for (int i = 0; i < half; i++) {
+        const double f = pow(base, -2.0 * i / hp->n_rot) / (ff ? (double)ff[i] : 1.0);
+        double mix = 0; /* weight of the unscaled speed */
+        if (ext != 0) {
+            const double y = (i - lo) / (hi - lo > 0.001 ? hi - lo : 0.001);
+            mix = (1.0 - (y < 0 ? 0 : y > 1 ? 1 : y)) * ext;
+        }
+        inv[i] = (float)(f * (scale * (1.0 - mix) + mix));
+    }
+}
+
+/* The rotation speeds of both layer kinds (global, then sliding-window:
+ * gemma3's ignore rope scaling, model.c sets rope_scale_local so) into
+ * b->inv_freq, their cos/sin factors into b->mscale. */
 static int upload_inv_freq(struct cuda_backend *b)
 {
     const struct model *m = b->m;
     const struct model_hparams *hp = &m->hp;
     int half = hp->n_rot / 2;
+    b->mscale[0] = b->mscale[1] = 1.0f;
     if (half <= 0)
         return 0;
     float *inv = (float *)malloc(sizeof(float) * 2 * (size_t)half);
@@ -503,12 +546,8 @@ static int upload_inv_freq(struct cuda_backend *b)
     }
     if (ff)
         quant_dequantize_row(m->rope_freqs.type, m->rope_freqs.data, ff, half);
-    for (int i = 0; i < half; i++) {
-        double e = -2.0 * i / hp->n_rot;
-        double f = ff ? (double)ff[i] : 1.0;
-        inv[i] = (float)(pow(hp->rope_base, e) / f * hp->rope_freq_scale);
-        inv[half + i] = (float)(pow(hp->rope_base_local, e) / f);
-    }
+    rope_inv_freq(hp, hp->rope_base, hp->rope_freq_scale, ff, inv, &b->mscale[0]);
+    rope_inv_freq(hp, hp->rope_base_local, hp->rope_scale_local, ff, inv + half, &b->mscale[1]);
     int rc = CUDA_CHECK(cudaMemcpy(b->inv_freq, inv, sizeof(float) * 2 * (size_t)half,
                                    cudaMemcpyHostToDevice),
                         b->err, sizeof b->err);
@@ -553,13 +592,6 @@ static int check_shape(const struct model *m, const struct backend_config *cfg, 
         snprintf(err, errlen,
                  "CUDA backend: %d heads over %d KV heads with %d rotated dims is not supported",
                  hp->n_head, hp->n_head_kv, hp->n_rot);
-        return -1;
-    }
-    /* The RoPE and attention kernels know neither; running without them
-     * would give plausible-looking garbage. */
-    if (hp->rope_yarn || hp->attn_sinks) {
-        snprintf(err, errlen, "CUDA backend: %s is not supported yet: use --backend cpu",
-                 hp->rope_yarn ? "YaRN RoPE scaling" : "attention with sinks");
         return -1;
     }
     return 0;
@@ -884,6 +916,7 @@ static int attn_prefill(struct cuda_backend *b, const struct dlayer *L, int32_t 
     a.p = b->ap_p;
     a.acc = b->ap_acc;
     a.ml = b->ap_ml;
+    a.sinks = L->sinks;
     return kv_attention_prefill(&a, b->blas, b->st, b->err, sizeof b->err);
 }
 
@@ -930,36 +963,54 @@ static int ffn_moe(struct cuda_backend *b, const struct dlayer *L, const float *
     cudaStream_t st = b->st;
     const int32_t NX = hp->n_expert, K = hp->n_expert_used, np = n * K;
     const float eps = hp->norm_eps;
-    if (CUDA_CHECK(kv_matvec_x(&L->router, 1, NULL, n, 1, in, nw, eps, b->moe_logits, st), e,
-                   el) ||
-        CUDA_CHECK(kv_moe_route(b->moe_logits, n, NX, K, hp->expert_weights_norm, b->moe_ids,
+    if (CUDA_CHECK(kv_matvec_x(&L->router, 1, NULL, n, 1, in, nw, eps, L->router_b,
+                               b->moe_logits, st),
+                   e, el) ||
+        CUDA_CHECK(kv_moe_route(b->moe_logits, n, NX, K, hp->expert_weights_norm,
+                                hp->expert_gating == MODEL_GATING_SOFTMAX_TOPK, b->moe_ids,
                                 b->moe_w, st),
                    e, el))
         return -1;
-    /* cpu.c's experts are SwiGLU whatever the dense FFN's activation. */
-    if (kv_matvec_glu_fuses(&L->gate_exps, &L->up_exps)) {
+    /* cpu.c's experts are SwiGLU whatever the dense FFN's activation;
+     * gpt-oss's clamped, with bias rows on gate and up added before the
+     * clamp, so those take the two matvecs (the bias in their epilogue) and
+     * kv_glu_clamp: the fused store has no bias (NOTES.md, gpt-oss v1). */
+    const int64_t nh = (int64_t)np * hp->n_ff_exp;
+    if (hp->glu_clamped || L->gate_exps_b || L->up_exps_b) {
+        if (CUDA_CHECK(kv_matvec_x(&L->gate_exps, NX, b->moe_ids, np, K, in, nw, eps,
+                                   L->gate_exps_b, b->moe_h, st),
+                       e, el) ||
+            CUDA_CHECK(kv_matvec_x(&L->up_exps, NX, b->moe_ids, np, K, in, nw, eps, L->up_exps_b,
+                                   b->moe_h2, st),
+                       e, el) ||
+            (hp->glu_clamped
+                 ? CUDA_CHECK(kv_glu_clamp(b->moe_h, b->moe_h2, nh, hp->glu_alpha, hp->glu_limit,
+                                           st),
+                              e, el)
+                 : CUDA_CHECK(kv_glu(b->moe_h, b->moe_h2, nh, false, st), e, el)))
+            return -1;
+    } else if (kv_matvec_glu_fuses(&L->gate_exps, &L->up_exps)) {
         if (CUDA_CHECK(kv_matvec_x_glu(&L->gate_exps, &L->up_exps, NX, b->moe_ids, np, K, in, nw,
                                        eps, false, b->moe_h, st),
                        e, el))
             return -1;
-    } else if (CUDA_CHECK(kv_matvec_x(&L->gate_exps, NX, b->moe_ids, np, K, in, nw, eps,
+    } else if (CUDA_CHECK(kv_matvec_x(&L->gate_exps, NX, b->moe_ids, np, K, in, nw, eps, NULL,
                                       b->moe_h, st),
                           e, el) ||
-               CUDA_CHECK(kv_matvec_x(&L->up_exps, NX, b->moe_ids, np, K, in, nw, eps, b->moe_h2,
-                                      st),
+               CUDA_CHECK(kv_matvec_x(&L->up_exps, NX, b->moe_ids, np, K, in, nw, eps, NULL,
+                                      b->moe_h2, st),
                           e, el) ||
-               CUDA_CHECK(kv_glu(b->moe_h, b->moe_h2, (int64_t)np * hp->n_ff_exp, false, st), e,
-                          el)) {
+               CUDA_CHECK(kv_glu(b->moe_h, b->moe_h2, nh, false, st), e, el)) {
         return -1;
     }
     if (CUDA_CHECK(kv_matvec_x(&L->down_exps, NX, b->moe_ids, np, 1, b->moe_h, NULL, 0.0f,
-                               b->moe_y, st),
+                               L->down_exps_b, b->moe_y, st),
                    e, el))
         return -1;
     const bool shared = L->gate_sh.d != NULL;
     if (shared &&
-        (CUDA_CHECK(kv_matvec_x(&L->sh_gate_inp, 1, NULL, n, 1, in, nw, eps, b->sh_z, st), e,
-                    el) ||
+        (CUDA_CHECK(kv_matvec_x(&L->sh_gate_inp, 1, NULL, n, 1, in, nw, eps, NULL, b->sh_z, st),
+                    e, el) ||
          ffn_dense(b, &L->gate_sh, &L->up_sh, &L->down_sh, in, nw, n, false, b->sh_out, false)))
         return -1;
     return CUDA_CHECK(kv_moe_sum(b->moe_y, b->moe_w, n, K, hp->n_embd, shared ? b->sh_out : NULL,
@@ -1005,19 +1056,21 @@ static int layer_forward(struct cuda_backend *b, int32_t il, int32_t n, int32_t 
                                 e, el))
         return -1;
     const float *inv = b->inv_freq + (L->swa ? hp->n_rot / 2 : 0);
+    const float ms = b->mscale[L->swa ? 1 : 0];
     if (pos_dev) {
         if (b->kv_q8 ? CUDA_CHECK(kv_rope_store_q8(b->q, b->k, b->v, L->kq, L->vq, n, hp->n_head,
                                                    hp->n_head_kv, hd, hp->n_rot, pos_dev,
-                                                   b->n_ctx, inv, hp->rope_neox, st),
+                                                   b->n_ctx, inv, ms, hp->rope_neox, st),
                                   e, el)
                      : CUDA_CHECK(kv_rope_store(b->q, b->k, b->v, L->kc, L->vc, n, hp->n_head,
                                                 hp->n_head_kv, hd, hp->n_rot, pos_dev,
-                                                b->n_ctx, inv, hp->rope_neox, st),
+                                                b->n_ctx, inv, ms, hp->rope_neox, st),
                                   e, el))
             return -1;
-    } else if (CUDA_CHECK(kv_rope(b->q, n, hp->n_head, hd, hp->n_rot, pos, inv, hp->rope_neox, st), e,
-                   el) ||
-        CUDA_CHECK(kv_rope(b->k, n, hp->n_head_kv, hd, hp->n_rot, pos, inv, hp->rope_neox, st),
+    } else if (CUDA_CHECK(kv_rope(b->q, n, hp->n_head, hd, hp->n_rot, pos, inv, ms, hp->rope_neox,
+                                  st),
+                          e, el) ||
+        CUDA_CHECK(kv_rope(b->k, n, hp->n_head_kv, hd, hp->n_rot, pos, inv, ms, hp->rope_neox, st),
                    e, el) ||
         (b->kv_q8 ? CUDA_CHECK(kv_store_kv_q8(b->k, b->v, L->kq, L->vq, n, hp->n_head_kv, hd, pos,
                                               b->n_ctx, st),
@@ -1043,6 +1096,7 @@ static int layer_forward(struct cuda_backend *b, int32_t il, int32_t n, int32_t 
     a.pos0 = pos;
     a.swa = L->swa ? hp->swa_window : 0;
     a.scale = hp->attn_scale;
+    a.sinks = L->sinks;
     /* A few queries (decode, short batches): the flash-decoding kernel, its
      * split count fixed by the context size, not pos; more: the tensor-core
      * prefill kernels. */
@@ -1055,11 +1109,11 @@ static int layer_forward(struct cuda_backend *b, int32_t il, int32_t n, int32_t 
     }
 
     if (L->post_attn_norm) {
-        if (proj(b, &L->wo, b->ao, n, NULL, b->tmp, false) ||
+        if (proj(b, &L->wo, b->ao, n, L->bo, b->tmp, false) ||
             CUDA_CHECK(kv_rmsnorm(b->tmp, L->post_attn_norm, b->x, b->x, n, E, hp->norm_eps, st),
                        e, el))
             return -1;
-    } else if (proj(b, &L->wo, b->ao, n, NULL, b->x, true)) {
+    } else if (proj(b, &L->wo, b->ao, n, L->bo, b->x, true)) {
         return -1;
     }
 

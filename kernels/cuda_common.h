@@ -153,7 +153,7 @@ cudaError_t kv_add(float *y, const float *a, int64_t n, cudaStream_t st);
  * positions POS0..: pair i turns by pos * INV_FREQ[i] (base^(-2i/n_rot),
  * rope factors and scaling folded in by the caller; model-formats.md 3.1). */
 cudaError_t kv_rope(float *x, int32_t n_tok, int32_t n_head, int32_t hd, int32_t n_rot,
-                    int32_t pos0, const float *inv_freq, bool neox, cudaStream_t st);
+                    int32_t pos0, const float *inv_freq, float mscale, bool neox, cudaStream_t st);
 /* The sum of V over the 32 lanes of a full warp, the same value in every
  * lane: a butterfly of xor shuffles, 16 lanes apart down to 1, so every
  * kernel that reduces a warp adds in one order. */
@@ -177,6 +177,16 @@ static __device__ __forceinline__ float kv_glu_act(float x, bool gelu)
 }
 /* G[i] = act(G[i]) * U[i]: SiLU, or GELU (tanh form) when GELU. */
 cudaError_t kv_glu(float *g, const float *u, int64_t n, bool gelu, cudaStream_t st);
+/* gpt-oss's clamped SwiGLU, cpu.c's glu_clamped: with g = min(G, LIMIT) and
+ * u = clamp(U, -LIMIT, LIMIT), G[i] = g sigmoid(ALPHA g) (u + 1). */
+static __device__ __forceinline__ float kv_glu_clamped(float g, float u, float alpha, float limit)
+{
+    g = g < limit ? g : limit;
+    u = u < -limit ? -limit : u > limit ? limit : u;
+    return g / (1.0f + expf(-alpha * g)) * (u + 1.0f);
+}
+cudaError_t kv_glu_clamp(float *g, const float *u, int64_t n, float alpha, float limit,
+                         cudaStream_t st);
 /* Writes K and V (N_TOK x N_KV x HD, f32) into the layer's caches (N_KV x
  * N_CTX x HD, f16) at positions POS0.. */
 cudaError_t kv_store_kv(const float *k, const float *v, __half *kc, __half *vc, int32_t n_tok,
@@ -186,8 +196,8 @@ cudaError_t kv_store_kv(const float *k, const float *v, __half *kc, __half *vc, 
  * and left as it was in K. Same results as the three calls. */
 cudaError_t kv_rope_store(float *q, const float *k, const float *v, __half *kc, __half *vc,
                           int32_t n_tok, int32_t n_head, int32_t n_kv, int32_t hd, int32_t n_rot,
-                          const int32_t *pos_dev, int32_t n_ctx, const float *inv_freq, bool neox,
-                          cudaStream_t st);
+                          const int32_t *pos_dev, int32_t n_ctx, const float *inv_freq,
+                          float mscale, bool neox, cudaStream_t st);
 /* One layer's K or V cache in q8_0 (ggml's Q8_0 values, the two parts
  * apart so that codes load 8 or 16 bytes at a time, aligned): Q (N_KV x
  * N_CTX x HD) int8 codes, D (N_KV x N_CTX x HD/32) f16 scales; element x =
@@ -206,7 +216,7 @@ cudaError_t kv_store_kv_q8(const float *k, const float *v, struct kv_q8_cache kc
 cudaError_t kv_rope_store_q8(float *q, const float *k, const float *v, struct kv_q8_cache kc,
                              struct kv_q8_cache vc, int32_t n_tok, int32_t n_head, int32_t n_kv,
                              int32_t hd, int32_t n_rot, const int32_t *pos_dev, int32_t n_ctx,
-                             const float *inv_freq, bool neox, cudaStream_t st);
+                             const float *inv_freq, float mscale, bool neox, cudaStream_t st);
 /* Y[i] = bf16(X[i]), round to nearest even: the prefill GEMM's activation
  * operand (bf16 has f32's range, so no activation overflows it). */
 cudaError_t kv_f32_to_bf16(const float *x, __nv_bfloat16 *y, int64_t n, cudaStream_t st);
@@ -225,6 +235,7 @@ struct kv_attn_args {
     float scale;        /* multiplies q.k */
     int32_t n_split;    /* key-range splits (>= 1); part must hold them */
     struct kv_q8_cache kq, vq; /* q8_0 cache when kq.q is set: read in place of kc, vc */
+    const float *sinks; /* N_HEAD logits joining each softmax's denominator, or NULL */
 };
 /* Largest head size the attention kernels take. */
 #define KV_ATTN_MAX_HD 256
@@ -277,6 +288,7 @@ struct kv_attn_prefill_args {
     float *acc;            /* N_KV x q_chunk*group x HD */
     float2 *ml;            /* N_KV x q_chunk*group: running (max, sum) */
     struct kv_q8_cache kq, vq; /* q8_0 cache when kq.q is set: read in place of kc, vc */
+    const float *sinks;    /* N_HEAD logits joining each softmax's denominator, or NULL */
 };
 /* Causal (and sliding-window) attention of A's queries over the cache,
  * queued on ST with BLAS (which must be bound to ST). 0, or -1 with ERR. */
@@ -310,9 +322,27 @@ struct kv_attn_tile_args {
 };
 /* The masked online-softmax step of one key tile. */
 cudaError_t kv_attn_softmax_tile(const struct kv_attn_tile_args *a, cudaStream_t st);
-/* OUT[T0 + t][kvh*group + g] = ACC[kvh][t*group + g] / l, for CQ tokens. */
-cudaError_t kv_attn_finish(const float *acc, const float2 *ml, float *out, int32_t n_head,
-                           int32_t n_kv, int32_t hd, int32_t t0, int32_t cq, cudaStream_t st);
+/* OUT[T0 + t][kvh*group + g] = ACC[kvh][t*group + g] / l, for CQ tokens;
+ * with SINKS (N_HEAD logits) head h's sink joins l (kv_attn_sink_inv). */
+cudaError_t kv_attn_finish(const float *acc, const float2 *ml, const float *sinks, float *out,
+                           int32_t n_head, int32_t n_kv, int32_t hd, int32_t t0, int32_t cq,
+                           cudaStream_t st);
+/* The factor that turns an output accumulated against running max M with
+ * softmax sum L into the attention result: 1 / L, or with a sink logit S
+ * (SINK true) one more key with no value in the denominator, cpu.c's
+ * attn_finish: exp(M - m') / (L exp(M - m') + exp(S - m')), m' = max(M, S),
+ * so a sink far above every score drives the output to 0 without overflow.
+ * 0 when nothing was summed. */
+static __device__ __forceinline__ float kv_attn_sink_inv(float m, float l, bool sink, float s)
+{
+    if (!sink)
+        return l > 0.0f ? 1.0f / l : 0.0f;
+    if (!(l > 0.0f))
+        return 0.0f;
+    const float mx = s > m ? s : m;
+    const float a = expf(m - mx);
+    return a / (l * a + expf(s - mx));
+}
 
 /* ---- sample.cu ---- */
 
@@ -349,10 +379,12 @@ cudaError_t kv_sample(const float *logits, int32_t n_vocab, const struct kv_samp
 /* For each of N_TOK tokens, the router's softmax over LOGITS (N_TOK x
  * N_EXPERT) and its top K, cpu.c's moe_select: IDS (N_TOK x K, device
  * int32) the K most probable experts in order, ties to the lower index,
- * W (N_TOK x K) their probabilities, divided by their sum when NORM.
+ * W (N_TOK x K) their probabilities, divided by their sum when NORM; with
+ * TOPK_SOFTMAX (gpt-oss's gating, MODEL_GATING_SOFTMAX_TOPK) the same K
+ * chosen on the raw logits, W a softmax over those K logits alone.
  * cudaErrorInvalidValue unless 1 <= K <= N_EXPERT <= KV_MOE_MAX_EXPERT. */
 cudaError_t kv_moe_route(const float *logits, int32_t n_tok, int32_t n_expert, int32_t k,
-                         bool norm, int32_t *ids, float *w, cudaStream_t st);
+                         bool norm, bool topk_softmax, int32_t *ids, float *w, cudaStream_t st);
 /* OUT[t] = (ADD ? ADD[t] : 0) + sum_j W[t K + j] Y[t K + j]
  * (+ sigmoid(SH_Z[t]) SH[t] when SH is set), rows of N_EMBD: the routed
  * experts' outputs Y (N_TOK K x N_EMBD) weighted, the shared expert gated.
@@ -367,11 +399,13 @@ cudaError_t kv_moe_sum(const float *y, const float *w, int32_t n_tok, int32_t k,
  * 0; IDS NULL: expert 0 for every pair, a plain batched matvec) with row
  * p / X_DIV of X (rows of W.ncols floats; X_DIV = K: the token of a
  * (token, slot) pair) normed by NORM when set (kv_matvec_norm's prologue),
- * into row p of Y (rows of W.nrows / N_EXPERT). Each pair is
- * kv_matvec_norm's kernel on its expert's matrix, bit for bit. */
+ * into row p of Y (rows of W.nrows / N_EXPERT), plus, with BIAS (N_EXPERT
+ * rows of W.nrows / N_EXPERT: gpt-oss's expert and router biases), the
+ * pair's expert's row. Each pair is kv_matvec_norm's kernel on its expert's
+ * matrix (with that bias row), bit for bit. */
 cudaError_t kv_matvec_x(const struct kv_dmat *w, int32_t n_expert, const int32_t *ids, int32_t n,
-                        int32_t x_div, const float *x, const float *norm, float eps, float *y,
-                        cudaStream_t st);
+                        int32_t x_div, const float *x, const float *norm, float eps,
+                        const float *bias, float *y, cudaStream_t st);
 /* kv_matvec_x of GATE and UP (same experts, format and shape:
  * kv_matvec_glu_fuses) with kv_matvec_glu's store, act(gate) * up, into Y.
  * cudaErrorInvalidValue unless kv_matvec_glu_fuses. */

@@ -48,7 +48,8 @@ static __global__ void k_rope_store(float *q, const float *__restrict__ k,
                                     const float *__restrict__ v, __half *kc, __half *vc,
                                     int32_t n_tok, int32_t n_head, int32_t n_kv, int32_t hd,
                                     int32_t n_rot, const int32_t *__restrict__ pos_dev,
-                                    int32_t n_ctx, const float *__restrict__ inv_freq, bool neox)
+                                    int32_t n_ctx, const float *__restrict__ inv_freq,
+                                    float mscale, bool neox)
 {
     const int32_t half = n_rot / 2;
     const int64_t nq = (int64_t)n_head * half, nk = (int64_t)n_kv * (half + hd - n_rot),
@@ -82,7 +83,7 @@ static __global__ void k_rope_store(float *q, const float *__restrict__ k,
         }
         double s, c;
         sincos((double)pos * (double)inv_freq[i], &s, &c);
-        const float fs = (float)s, fc = (float)c;
+        const float fs = (float)s * mscale, fc = (float)c * mscale;
         const int32_t i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
         const float a = src[i0], b = src[i1];
         const float r0 = a * fc - b * fs, r1 = a * fs + b * fc;
@@ -99,8 +100,8 @@ static __global__ void k_rope_store(float *q, const float *__restrict__ k,
 
 cudaError_t kv_rope_store(float *q, const float *k, const float *v, __half *kc, __half *vc,
                           int32_t n_tok, int32_t n_head, int32_t n_kv, int32_t hd, int32_t n_rot,
-                          const int32_t *pos_dev, int32_t n_ctx, const float *inv_freq, bool neox,
-                          cudaStream_t st)
+                          const int32_t *pos_dev, int32_t n_ctx, const float *inv_freq,
+                          float mscale, bool neox, cudaStream_t st)
 {
     const int32_t half = n_rot / 2;
     const int64_t total = (int64_t)n_tok * ((int64_t)n_head * half +
@@ -108,7 +109,7 @@ cudaError_t kv_rope_store(float *q, const float *k, const float *v, __half *kc, 
                                             (int64_t)n_kv * hd);
     KV_LAUNCH(k_rope_store, kv_grid(total, 256), 256, 0, st)(q, k, v, kc, vc, n_tok, n_head,
                                                               n_kv, hd, n_rot, pos_dev, n_ctx,
-                                                              inv_freq, neox);
+                                                              inv_freq, mscale, neox);
     return cudaGetLastError();
 }
 
@@ -153,7 +154,8 @@ static __global__ void k_store_q8(float *q, const float *__restrict__ k,
                                   struct kv_q8_cache vc, int32_t n_tok, int32_t n_head,
                                   int32_t n_kv, int32_t hd, int32_t n_rot,
                                   const int32_t *__restrict__ pos_dev, int32_t pos0_host,
-                                  int32_t n_ctx, const float *__restrict__ inv_freq, bool neox)
+                                  int32_t n_ctx, const float *__restrict__ inv_freq, float mscale,
+                                  bool neox)
 {
     const int32_t half = n_rot / 2;
     const bool rot = inv_freq != nullptr;
@@ -174,7 +176,7 @@ static __global__ void k_store_q8(float *q, const float *__restrict__ k,
             float *qh = q + ((int64_t)t * n_head + h) * hd;
             double s, c;
             sincos((double)pos * (double)inv_freq[i], &s, &c);
-            const float fs = (float)s, fc = (float)c;
+            const float fs = (float)s * mscale, fc = (float)c * mscale;
             const int32_t i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
             const float a = qh[i0], b = qh[i1];
             qh[i0] = a * fc - b * fs;
@@ -194,7 +196,7 @@ static __global__ void k_store_q8(float *q, const float *__restrict__ k,
             const int32_t i0 = neox ? i : 2 * i, i1 = neox ? i + half : 2 * i + 1;
             double s, c;
             sincos((double)pos * (double)inv_freq[i], &s, &c);
-            const float fs = (float)s, fc = (float)c;
+            const float fs = (float)s * mscale, fc = (float)c * mscale;
             const float a = src[i0], b = src[i1];
             x = d == i0 ? a * fc - b * fs : a * fs + b * fc;
         }
@@ -221,20 +223,20 @@ cudaError_t kv_store_kv_q8(const float *k, const float *v, struct kv_q8_cache kc
     const int64_t total = q8_items(n_tok, 0, n_kv, hd, 0, false);
     KV_LAUNCH(k_store_q8, kv_grid(total, 256), 256, 0, st)(nullptr, k, v, kc, vc, n_tok, 0, n_kv,
                                                            hd, 0, nullptr, pos0, n_ctx, nullptr,
-                                                           false);
+                                                           1.0f, false);
     return cudaGetLastError();
 }
 
 cudaError_t kv_rope_store_q8(float *q, const float *k, const float *v, struct kv_q8_cache kc,
                              struct kv_q8_cache vc, int32_t n_tok, int32_t n_head, int32_t n_kv,
                              int32_t hd, int32_t n_rot, const int32_t *pos_dev, int32_t n_ctx,
-                             const float *inv_freq, bool neox, cudaStream_t st)
+                             const float *inv_freq, float mscale, bool neox, cudaStream_t st)
 {
     if (hd <= 0 || hd % 32)
         return cudaErrorInvalidValue;
     const int64_t total = q8_items(n_tok, n_head, n_kv, hd, n_rot, true);
     KV_LAUNCH(k_store_q8, kv_grid(total, 256), 256, 0, st)(q, k, v, kc, vc, n_tok, n_head, n_kv,
                                                            hd, n_rot, pos_dev, 0, n_ctx,
-                                                           inv_freq, neox);
+                                                           inv_freq, mscale, neox);
     return cudaGetLastError();
 }

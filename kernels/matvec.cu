@@ -619,12 +619,13 @@ struct mvx_args {
     const float *x, *nw;
     float eps;
     bool gelu;
+    const float *bias;     /* n_expert x nrows, or NULL (one matrix only) */
     float *y;
 };
 
 struct mvx_pick {
     const uint8_t *w, *wu;
-    const float *x;
+    const float *x, *bias;
     float *y;
     __device__ __forceinline__ explicit mvx_pick(const mvx_args &a)
     {
@@ -634,6 +635,7 @@ struct mvx_pick {
         w = a.w + (size_t)e * a.expert_bytes;
         wu = a.wu ? a.wu + (size_t)e * a.expert_bytes : nullptr;
         x = a.x + p / a.x_div * a.ncols;
+        bias = a.bias ? a.bias + (int64_t)e * a.nrows : nullptr;
         y = a.y + p * a.nrows;
     }
 };
@@ -643,21 +645,21 @@ struct mvx_pick {
 template <int F, int NM> static __device__ __forceinline__ void mvx_q(const mvx_args &a)
 {
     const mvx_pick p(a);
-    mv_q<F, NM>(p.w, p.wu, a.row_bytes, a.nrows, a.ncols, p.x, a.nw, a.eps, nullptr, nullptr,
+    mv_q<F, NM>(p.w, p.wu, a.row_bytes, a.nrows, a.ncols, p.x, a.nw, a.eps, p.bias, nullptr,
                 a.gelu, p.y, blockIdx.x);
 }
 
 template <int F, int NM> static __device__ __forceinline__ void mvx_sx(const mvx_args &a)
 {
     const mvx_pick p(a);
-    mv_sx<F, NM>(p.w, p.wu, a.row_bytes, a.nrows, a.ncols, p.x, a.nw, a.eps, nullptr, nullptr,
+    mv_sx<F, NM>(p.w, p.wu, a.row_bytes, a.nrows, a.ncols, p.x, a.nw, a.eps, p.bias, nullptr,
                  a.gelu, p.y, blockIdx.x);
 }
 
 template <int F, bool NORM> static __device__ __forceinline__ void mvx_s(const mvx_args &a)
 {
     const mvx_pick p(a);
-    mv_v1<F, NORM>(p.w, a.row_bytes, a.nrows, a.ncols / kv_fmt<F>::UE, p.x, a.nw, a.eps, nullptr,
+    mv_v1<F, NORM>(p.w, a.row_bytes, a.nrows, a.ncols / kv_fmt<F>::UE, p.x, a.nw, a.eps, p.bias,
                    nullptr, p.y, blockIdx.x);
 }
 
@@ -737,7 +739,7 @@ static cudaError_t mvx_launch(const struct kv_dmat *w, mvx_args a, int nm, int32
 
 static mvx_args mvx_args_of(const struct kv_dmat *w, const uint8_t *wu, int32_t n_expert,
                             const int32_t *ids, int32_t x_div, const float *x, const float *norm,
-                            float eps, bool gelu, float *y)
+                            float eps, bool gelu, const float *bias, float *y)
 {
     mvx_args a;
     a.w = w->d, a.wu = wu;
@@ -747,15 +749,16 @@ static mvx_args mvx_args_of(const struct kv_dmat *w, const uint8_t *wu, int32_t 
     a.ncols = w->ncols;
     a.ids = ids;
     a.n_expert = n_expert, a.x_div = x_div, a.p0 = 0;
-    a.x = x, a.nw = norm, a.eps = eps, a.gelu = gelu, a.y = y;
+    a.x = x, a.nw = norm, a.eps = eps, a.gelu = gelu, a.bias = bias, a.y = y;
     return a;
 }
 
 cudaError_t kv_matvec_x(const struct kv_dmat *w, int32_t n_expert, const int32_t *ids, int32_t n,
-                        int32_t x_div, const float *x, const float *norm, float eps, float *y,
-                        cudaStream_t st)
+                        int32_t x_div, const float *x, const float *norm, float eps,
+                        const float *bias, float *y, cudaStream_t st)
 {
-    return mvx_launch(w, mvx_args_of(w, nullptr, n_expert, ids, x_div, x, norm, eps, false, y),
+    return mvx_launch(w,
+                      mvx_args_of(w, nullptr, n_expert, ids, x_div, x, norm, eps, false, bias, y),
                       1, n, st);
 }
 
@@ -766,6 +769,8 @@ cudaError_t kv_matvec_x_glu(const struct kv_dmat *gate, const struct kv_dmat *up
 {
     if (!kv_matvec_glu_fuses(gate, up))
         return cudaErrorInvalidValue;
-    return mvx_launch(gate, mvx_args_of(gate, up->d, n_expert, ids, x_div, x, norm, eps, gelu, y),
+    return mvx_launch(gate,
+                      mvx_args_of(gate, up->d, n_expert, ids, x_div, x, norm, eps, gelu, nullptr,
+                                  y),
                       2, n, st);
 }

@@ -22,6 +22,10 @@
  * logit counts as -inf (cpu.c's comparisons would leave it to chance);
  * the ids are always in range.
  *
+ * gpt-oss gates differently (topk_softmax): the same K picks, then a
+ * softmax over those K logits alone; the lane-0 loop is cpu.c's, so the
+ * weights are its to the ulp of the final division.
+ *
  * k_moe_sum: element-wise, in cpu.c's order (slot by slot, then the shared
  * expert, then the residual).
  *
@@ -45,13 +49,14 @@ static __device__ __forceinline__ void moe_better(float &v, int &i, float v2, in
 
 static __global__ void __launch_bounds__(32)
     k_moe_route(const float *__restrict__ logits, int32_t n_expert, int32_t k, bool norm,
-                int32_t *ids, float *w)
+                bool topk_softmax, int32_t *ids, float *w)
 {
     const int lane = threadIdx.x;
     const float *l = logits + (int64_t)blockIdx.x * n_expert;
     int32_t *sel = ids + (int64_t)blockIdx.x * k;
     float *sw = w + (int64_t)blockIdx.x * k;
-    /* A lane reads back only the entries it wrote: no barrier needed. */
+    /* A lane reads back only the entries it wrote (but for the top-k
+     * softmax below, after a warp barrier). */
     KV_SHARED(float, lg, [KV_MOE_MAX_EXPERT]);
     float mx = -INFINITY;
     for (int e = lane; e < n_expert; e += 32) {
@@ -93,17 +98,32 @@ static __global__ void __launch_bounds__(32)
             wsum += wj;
         }
     }
-    if (norm && lane == 0)
+    if (topk_softmax) {
+        /* Over the K chosen logits alone, against the first (the largest),
+         * in double as cpu.c. Lane 0 reads the other lanes' logits: the
+         * warp barrier orders their writes before its reads. */
+        __syncwarp();
+        if (lane == 0) {
+            const float top = lg[sel[0]];
+            double ks = 0.0;
+            for (int j = 0; j < k; j++)
+                ks += exp((double)(lg[sel[j]] - top));
+            for (int j = 0; j < k; j++)
+                sw[j] = (float)(exp((double)(lg[sel[j]] - top)) / ks);
+        }
+    } else if (norm && lane == 0) {
         for (int j = 0; j < k; j++)
             sw[j] = (float)(sw[j] / wsum);
+    }
 }
 
 cudaError_t kv_moe_route(const float *logits, int32_t n_tok, int32_t n_expert, int32_t k,
-                         bool norm, int32_t *ids, float *w, cudaStream_t st)
+                         bool norm, bool topk_softmax, int32_t *ids, float *w, cudaStream_t st)
 {
     if (n_tok < 1 || n_expert < 1 || n_expert > KV_MOE_MAX_EXPERT || k < 1 || k > n_expert)
         return cudaErrorInvalidValue;
-    KV_LAUNCH(k_moe_route, (unsigned)n_tok, 32, 0, st)(logits, n_expert, k, norm, ids, w);
+    KV_LAUNCH(k_moe_route, (unsigned)n_tok, 32, 0, st)(logits, n_expert, k, norm, topk_softmax,
+                                                          ids, w);
     return cudaGetLastError();
 }
 

@@ -172,6 +172,35 @@ static void test_glu(void **state)
     }
 }
 
+/* gpt-oss's clamped SwiGLU against cpu.c's glu_clamped in double: gates
+ * and ups to 3 times past the limit both ways, and exactly on it. */
+static void test_glu_clamp(void **state)
+{
+    (void)state;
+    const int64_t n = 517;
+    const float alpha = 1.702f, limit = 7.0f;
+    auto g = randv(n), u = randv(n);
+    for (float &x : g)
+        x *= 21.0f;
+    for (float &x : u)
+        x *= 21.0f;
+    g[0] = limit, g[1] = -limit, u[2] = limit, u[3] = -limit;
+    int over = 0;
+    for (int64_t i = 0; i < n; i++)
+        over += g[i] > limit || u[i] > limit || u[i] < -limit;
+    assert_true(over > n / 2); /* the clamp is what is being tested */
+    float *dg = dev(g), *du = dev(u);
+    assert_int_equal(kv_glu_clamp(dg, du, n, alpha, limit, 0), cudaSuccess);
+    std::vector<double> ref(n);
+    for (int64_t i = 0; i < n; i++) {
+        double x = g[i] < limit ? g[i] : limit;
+        double y = u[i] < -limit ? -limit : u[i] > limit ? limit : u[i];
+        ref[i] = x / (1 + exp(-(double)alpha * x)) * (y + 1);
+    }
+    check("glu clamped (517, to 3x the limit)", host(dg, n).data(), ref.data(), n, TOL_F32);
+    cudaFree(dg), cudaFree(du);
+}
+
 static std::vector<float> bf16s(const std::vector<__nv_bfloat16> &h)
 {
     std::vector<float> f(h.size());
@@ -251,14 +280,18 @@ static void test_rmsnorm(void **state)
 static void test_rope(void **state)
 {
     (void)state;
-    for (int neox = 0; neox < 2; neox++) {
+    /* MS: YaRN's factor on cos and sin (1: none); with it the speeds are a
+     * YaRN-like table, the low pairs slowed by the factor 32 */
+    for (int mode = 0; mode < 4; mode++) {
+        const bool neox = mode & 1;
+        const float ms = mode & 2 ? 1.3466f : 1.0f;
         const int32_t nt = 3, nh = 5, hd = 24, nrot = 20, pos0 = 7;
         auto x = randv((size_t)nt * nh * hd);
         std::vector<float> inv(nrot / 2);
         for (int i = 0; i < nrot / 2; i++)
-            inv[i] = (float)pow(10000.0, -2.0 * i / nrot);
+            inv[i] = (float)(pow(10000.0, -2.0 * i / nrot) / (mode & 2 && i < 3 ? 32.0 : 1.0));
         float *dx = dev(x), *di = dev(inv);
-        assert_int_equal(kv_rope(dx, nt, nh, hd, nrot, pos0, di, neox, 0), cudaSuccess);
+        assert_int_equal(kv_rope(dx, nt, nh, hd, nrot, pos0, di, ms, neox, 0), cudaSuccess);
         std::vector<double> ref(x.begin(), x.end());
         for (int32_t t = 0; t < nt; t++)
             for (int32_t h = 0; h < nh; h++)
@@ -267,11 +300,14 @@ static void test_rope(void **state)
                     int i0 = neox ? i : 2 * i, i1 = neox ? i + nrot / 2 : 2 * i + 1;
                     double ang = (double)(pos0 + t) * inv[i];
                     double a = v[i0], b = v[i1];
-                    v[i0] = a * (float)cos(ang) - b * (float)sin(ang);
-                    v[i1] = a * (float)sin(ang) + b * (float)cos(ang);
+                    const double c = (float)cos(ang) * ms, sn = (float)sin(ang) * ms;
+                    v[i0] = a * c - b * sn;
+                    v[i1] = a * sn + b * c;
                 }
-        check(neox ? "rope neox (3 x 5 x 24, 20 rotated)" : "rope (3 x 5 x 24, 20 rotated)",
-              host(dx, x.size()).data(), ref.data(), ref.size(), TOL_F32);
+        char what[64];
+        snprintf(what, sizeof what, "rope%s (3 x 5 x 24, 20 rotated) x %g", neox ? " neox" : "",
+                 ms);
+        check(what, host(dx, x.size()).data(), ref.data(), ref.size(), TOL_F32);
         cudaFree(dx), cudaFree(di);
     }
 }
@@ -307,7 +343,9 @@ static void test_kv_store(void **state)
 static void test_rope_store(void **state)
 {
     (void)state;
-    for (int neox = 0; neox < 2; neox++) {
+    for (int mode = 0; mode < 4; mode++) {
+        const bool neox = mode & 1;
+        const float ms = mode & 2 ? 1.3466f : 1.0f; /* YaRN's factor on cos and sin */
         const int32_t nt = 2, nh = 5, nkv = 2, hd = 24, nrot = 20, pos0 = 6, nctx = 11;
         auto q = randv((size_t)nt * nh * hd), k = randv((size_t)nt * nkv * hd),
              v = randv((size_t)nt * nkv * hd);
@@ -320,7 +358,7 @@ static void test_rope_store(void **state)
         __half *kc = dev(z), *vc = dev(z);
         int32_t *dp = dev(pos);
         assert_int_equal(kv_rope_store(dq, dk, dv, kc, vc, nt, nh, nkv, hd, nrot, dp, nctx, di,
-                                       neox, 0),
+                                       ms, neox, 0),
                          cudaSuccess);
         auto rot = [&](std::vector<double> &x, int32_t nhead) {
             for (int32_t t = 0; t < nt; t++)
@@ -330,8 +368,9 @@ static void test_rope_store(void **state)
                         int i0 = neox ? i : 2 * i, i1 = neox ? i + nrot / 2 : 2 * i + 1;
                         double ang = (double)(pos0 + t) * inv[i];
                         double a = r[i0], b = r[i1];
-                        r[i0] = a * (float)cos(ang) - b * (float)sin(ang);
-                        r[i1] = a * (float)sin(ang) + b * (float)cos(ang);
+                        const double c = (float)cos(ang) * ms, sn = (float)sin(ang) * ms;
+                        r[i0] = a * c - b * sn;
+                        r[i1] = a * sn + b * c;
                     }
         };
         std::vector<double> rq(q.begin(), q.end()), rk(k.begin(), k.end());
@@ -345,8 +384,9 @@ static void test_rope_store(void **state)
                     ck[o] = rk[((size_t)t * nkv + h) * hd + d];
                     cv[o] = v[((size_t)t * nkv + h) * hd + d];
                 }
-        check(neox ? "rope_store neox Q" : "rope_store Q", host(dq, q.size()).data(), rq.data(),
-              rq.size(), TOL_F32);
+        check(neox ? (ms != 1.0f ? "rope_store neox Q, mscale" : "rope_store neox Q")
+                   : (ms != 1.0f ? "rope_store Q, mscale" : "rope_store Q"),
+              host(dq, q.size()).data(), rq.data(), rq.size(), TOL_F32);
         check("rope_store K cache", halves(host(kc, z.size())).data(), ck.data(), z.size(),
               TOL_HALF);
         check("rope_store V cache", halves(host(vc, z.size())).data(), cv.data(), z.size(),
@@ -818,9 +858,10 @@ static void test_matvec_glu(void **state)
 
 /* ---- mixture of experts ---- */
 
-/* cpu.c's moe_select, the rule the device router must follow. */
+/* cpu.c's moe_select, the rule the device router must follow (TOPK_SOFTMAX:
+ * MODEL_GATING_SOFTMAX_TOPK, gpt-oss's). */
 static void moe_select_ref(const float *logits, int n_expert, int k, bool norm, int32_t *sel,
-                           float *w)
+                           float *w, bool topk_softmax = false)
 {
     float mx = logits[0];
     for (int e = 1; e < n_expert; e++)
@@ -842,6 +883,14 @@ static void moe_select_ref(const float *logits, int n_expert, int k, bool norm, 
         w[j] = (float)(exp((double)(logits[best] - mx)) / sum);
         wsum += w[j];
     }
+    if (topk_softmax) {
+        double ksum = 0;
+        for (int j = 0; j < k; j++)
+            ksum += exp((double)(logits[sel[j]] - logits[sel[0]]));
+        for (int j = 0; j < k; j++)
+            w[j] = (float)(exp((double)(logits[sel[j]] - logits[sel[0]])) / ksum);
+        return;
+    }
     if (norm)
         for (int j = 0; j < k; j++)
             w[j] = (float)(w[j] / wsum);
@@ -851,8 +900,9 @@ static void moe_select_ref(const float *logits, int n_expert, int k, bool norm, 
  * a warp (up to 1000, 32 a lane), top-k from 1 to all, with and without
  * renormalisation, logits with ties (whole tokens of one value, ties
  * across the k-th place, equal values in lanes that own several experts)
- * and -inf. A NaN logit gives in-range, distinct ids. Bad shapes are
- * refused. */
+ * and -inf, each also with gpt-oss's gating (the same picks, weights a
+ * softmax over the K picked logits). A NaN logit gives in-range, distinct
+ * ids. Bad shapes are refused. */
 static void test_moe_route(void **state)
 {
     (void)state;
@@ -862,7 +912,8 @@ static void test_moe_route(void **state)
     const int T = 6;
     int cases = 0;
     for (const auto &c : k_route) {
-        for (int norm = 0; norm < 2; norm++) {
+        for (int mode = 0; mode < 3; mode++) {
+            const bool norm = mode == 1, tsm = mode == 2;
             std::vector<float> lg((size_t)T * c.ne);
             for (float &v : lg)
                 v = 4.0f * frand();
@@ -895,23 +946,25 @@ static void test_moe_route(void **state)
             std::vector<float> zw((size_t)T * c.k, NAN);
             int32_t *di = dev(zi);
             float *dw = dev(zw);
-            assert_int_equal(kv_moe_route(dl, T, c.ne, c.k, norm, di, dw, 0), cudaSuccess);
+            assert_int_equal(kv_moe_route(dl, T, c.ne, c.k, norm, tsm, di, dw, 0), cudaSuccess);
             auto gi = host(di, zi.size());
             auto gw = host(dw, zw.size());
             for (int t = 0; t < T; t++) {
                 std::vector<int32_t> si(c.k);
                 std::vector<float> sw(c.k);
-                moe_select_ref(&lg[(size_t)t * c.ne], c.ne, c.k, norm, si.data(), sw.data());
+                moe_select_ref(&lg[(size_t)t * c.ne], c.ne, c.k, norm, si.data(), sw.data(), tsm);
                 for (int j = 0; j < c.k; j++) {
                     size_t i = (size_t)t * c.k + j;
                     if (gi[i] != si[j])
                         fail_msg("route %d experts top-%d%s token %d slot %d: device %d, cpu %d",
-                                 c.ne, c.k, norm ? " norm" : "", t, j, gi[i], si[j]);
+                                 c.ne, c.k, norm ? " norm" : tsm ? " topk-softmax" : "", t, j,
+                                 gi[i], si[j]);
                     /* an expert at -inf has weight 0 on both */
                     double e = fabs((double)gw[i] - sw[j]) / (sw[j] != 0 ? fabs((double)sw[j]) : 1.0);
                     if (!(e <= 1e-6))
-                        fail_msg("route %d experts top-%d token %d slot %d: weight %.9g, cpu %.9g",
-                                 c.ne, c.k, t, j, gw[i], sw[j]);
+                        fail_msg("route %d experts top-%d%s token %d slot %d: weight %.9g, "
+                                 "cpu %.9g",
+                                 c.ne, c.k, tsm ? " topk-softmax" : "", t, j, gw[i], sw[j]);
                 }
             }
             if (kvemu_report_count())
@@ -930,18 +983,18 @@ static void test_moe_route(void **state)
     std::vector<float> zw(4);
     int32_t *di = dev(zi);
     float *dw = dev(zw);
-    assert_int_equal(kv_moe_route(dl, 1, 5, 4, true, di, dw, 0), cudaSuccess);
+    assert_int_equal(kv_moe_route(dl, 1, 5, 4, true, false, di, dw, 0), cudaSuccess);
     auto gi = host(di, 4);
     assert_int_equal(gi[0], 2);
     assert_int_equal(gi[1], 4);
     assert_int_equal(gi[2], 0);
     assert_int_equal(gi[3], 1); /* a NaN counts as -inf: the lower index first */
     /* refused: more used than there are, none, too many experts */
-    assert_int_equal(kv_moe_route(dl, 1, 5, 6, false, di, dw, 0), cudaErrorInvalidValue);
-    assert_int_equal(kv_moe_route(dl, 1, 5, 0, false, di, dw, 0), cudaErrorInvalidValue);
-    assert_int_equal(kv_moe_route(dl, 1, KV_MOE_MAX_EXPERT + 1, 2, false, di, dw, 0),
+    assert_int_equal(kv_moe_route(dl, 1, 5, 6, false, false, di, dw, 0), cudaErrorInvalidValue);
+    assert_int_equal(kv_moe_route(dl, 1, 5, 0, false, false, di, dw, 0), cudaErrorInvalidValue);
+    assert_int_equal(kv_moe_route(dl, 1, KV_MOE_MAX_EXPERT + 1, 2, false, false, di, dw, 0),
                      cudaErrorInvalidValue);
-    assert_int_equal(kv_moe_route(dl, 0, 5, 2, false, di, dw, 0), cudaErrorInvalidValue);
+    assert_int_equal(kv_moe_route(dl, 0, 5, 2, false, false, di, dw, 0), cudaErrorInvalidValue);
     cudaFree(dl), cudaFree(di), cudaFree(dw);
 }
 
@@ -997,21 +1050,28 @@ static void test_matvec_x(void **state)
         wmat wg, wu;
         make_experts(&wg, t.type, NX, t.nrows, t.ncols, POISON);
         make_experts(&wu, t.type, NX, t.nrows, t.ncols, POISON);
-        auto x = randv((size_t)(NT * t.ncols)), nw = randv((size_t)t.ncols);
-        float *dx = dev(x), *dn = dev(nw);
+        auto x = randv((size_t)(NT * t.ncols)), nw = randv((size_t)t.ncols),
+             bias = randv((size_t)(NX * t.nrows));
+        float *dx = dev(x), *dn = dev(nw), *db = dev(bias);
         int32_t *di = dev(ids);
         std::vector<float> z((size_t)(NP * t.nrows), NAN);
         float *dy = dev(z), *dr = dev(z), *du = dev(z);
         const bool glu = kv_matvec_glu_fuses(&wg.m, &wu.m);
         for (int normed = 0; normed < 2; normed++) {
             const float *norm = normed ? dn : nullptr;
-            for (int form = 0; form < (glu ? 2 : 1); form++) {
-                if (form)
+            /* form 0: plain, 1: the GLU, 2: plain with each expert's bias row
+             * (gpt-oss) in the epilogue */
+            for (int form = 0; form < 3; form++) {
+                if (form == 1 && !glu)
+                    continue;
+                const bool biased = form == 2;
+                if (form == 1)
                     assert_int_equal(kv_matvec_x_glu(&wg.m, &wu.m, NX, di, NP, K, dx, norm, eps,
                                                      false, dy, 0),
                                      cudaSuccess);
                 else
-                    assert_int_equal(kv_matvec_x(&wg.m, NX, di, NP, K, dx, norm, eps, dy, 0),
+                    assert_int_equal(kv_matvec_x(&wg.m, NX, di, NP, K, dx, norm, eps,
+                                                 biased ? db : nullptr, dy, 0),
                                      cudaSuccess);
                 std::vector<double> ref((size_t)(NP * t.nrows));
                 for (int p = 0; p < NP; p++) {
@@ -1022,25 +1082,28 @@ static void test_matvec_x(void **state)
                                                     : std::vector<double>(xt.begin(), xt.end());
                     const kv_dmat mg = expert_of(wg, NX, e), mu = expert_of(wu, NX, e);
                     float *rp = dr + (size_t)p * t.nrows;
-                    if (form) {
+                    if (form == 1) {
                         assert_int_equal(kv_matvec_glu(&mg, &mu, dx + tok * t.ncols, norm, eps,
                                                        false, rp, 0),
                                          cudaSuccess);
                     } else {
                         assert_int_equal(kv_matvec_norm(&mg, dx + tok * t.ncols, norm, eps,
-                                                        nullptr, nullptr, rp, 0),
+                                                        biased ? db + e * t.nrows : nullptr,
+                                                        nullptr, rp, 0),
                                          cudaSuccess);
                     }
                     for (int64_t r = 0; r < t.nrows; r++) {
                         double g = row_dot(wg, e * t.nrows + r, xn);
                         ref[(size_t)(p * t.nrows + r)] =
-                            form ? g / (1 + exp(-g)) * row_dot(wu, e * t.nrows + r, xn) : g;
+                            form == 1 ? g / (1 + exp(-g)) * row_dot(wu, e * t.nrows + r, xn)
+                            : biased  ? g + bias[(size_t)(e * t.nrows + r)]
+                                      : g;
                     }
                 }
                 char what[96];
                 snprintf(what, sizeof what, "matvec_x%s%s %s %d x %lld x %lld",
-                         form ? " glu" : "", normed ? "+norm" : "", quant_type_name(t.type), NX,
-                         (long long)t.nrows, (long long)t.ncols);
+                         form == 1 ? " glu" : biased ? " bias" : "", normed ? "+norm" : "",
+                         quant_type_name(t.type), NX, (long long)t.nrows, (long long)t.ncols);
                 auto got = host(dy, ref.size()), dense = host(dr, ref.size());
                 check(what, got.data(), ref.data(), ref.size(), TOL_F32);
                 if (memcmp(got.data(), dense.data(), got.size() * sizeof(float)) != 0)
@@ -1048,7 +1111,7 @@ static void test_matvec_x(void **state)
             }
         }
         /* no ids: expert 0 for every pair, one row of X each (x_div 1) */
-        assert_int_equal(kv_matvec_x(&wg.m, NX, nullptr, NT, 1, dx, nullptr, 0.0f, dy, 0),
+        assert_int_equal(kv_matvec_x(&wg.m, NX, nullptr, NT, 1, dx, nullptr, 0.0f, nullptr, dy, 0),
                          cudaSuccess);
         const kv_dmat m0 = expert_of(wg, NX, 0);
         for (int p = 0; p < NT; p++)
@@ -1059,7 +1122,8 @@ static void test_matvec_x(void **state)
         assert_memory_equal(a.data(), b.data(), a.size() * sizeof(float));
         if (kvemu_report_count())
             fail_msg("matvec_x: device emulator: %s", kvemu_last_report());
-        cudaFree(dx), cudaFree(dn), cudaFree(di), cudaFree(dy), cudaFree(dr), cudaFree(du);
+        cudaFree(dx), cudaFree(dn), cudaFree(db), cudaFree(di), cudaFree(dy), cudaFree(dr),
+            cudaFree(du);
         cudaFree((void *)wg.m.d), cudaFree((void *)wu.m.d);
     }
     /* refused: rows not a whole number of experts, no pairs, the GLU of
@@ -1067,9 +1131,11 @@ static void test_matvec_x(void **state)
     wmat a, b;
     make_wmat(&a, GGML_TYPE_Q4_K, 9, 256);
     make_wmat(&b, GGML_TYPE_Q6_K, 9, 256);
-    assert_int_equal(kv_matvec_x(&a.m, 2, nullptr, 1, 1, nullptr, nullptr, 0.0f, nullptr, 0),
+    assert_int_equal(kv_matvec_x(&a.m, 2, nullptr, 1, 1, nullptr, nullptr, 0.0f, nullptr, nullptr,
+                                 0),
                      cudaErrorInvalidValue);
-    assert_int_equal(kv_matvec_x(&a.m, 3, nullptr, 0, 1, nullptr, nullptr, 0.0f, nullptr, 0),
+    assert_int_equal(kv_matvec_x(&a.m, 3, nullptr, 0, 1, nullptr, nullptr, 0.0f, nullptr, nullptr,
+                                 0),
                      cudaErrorInvalidValue);
     assert_int_equal(kv_matvec_x_glu(&a.m, &b.m, 3, nullptr, 1, 1, nullptr, nullptr, 0.0f, false,
                                      nullptr, 0),
@@ -1339,11 +1405,13 @@ static double elt(__half h) { return __half2float(h); }
 static double elt(float f) { return f; }
 
 /* Causal GQA attention with an optional window, in double from the same
- * K/V the kernel reads (f16, or a q8_0 cache's dequantised floats). */
+ * K/V the kernel reads (f16, or a q8_0 cache's dequantised floats); with
+ * SINKS (N_HEAD logits, host) each head's sink joins the softmax's
+ * denominator as a key with no value. */
 template <class E>
 static void ref_attention(const kv_attn_args &a, const std::vector<float> &q,
                           const std::vector<E> &kc, const std::vector<E> &vc,
-                          std::vector<double> &out)
+                          std::vector<double> &out, const float *sinks = nullptr)
 {
     int group = a.n_head / a.n_kv;
     out.assign(q.size(), 0.0);
@@ -1362,7 +1430,9 @@ static void ref_attention(const kv_attn_args &a, const std::vector<float> &q,
                 s[j] = d;
                 mx = d > mx ? d : mx;
             }
-            double l = 0;
+            if (sinks)
+                mx = sinks[h] > mx ? sinks[h] : mx;
+            double l = sinks ? exp(sinks[h] - mx) : 0;
             for (int j = 0; j <= qpos; j++)
                 l += s[j] == -INFINITY ? 0 : exp(s[j] - mx);
             double *o = &out[((size_t)t * a.n_head + h) * a.hd];
@@ -1381,7 +1451,8 @@ static void ref_attention(const kv_attn_args &a, const std::vector<float> &q,
  * (A->pos0 is then set to a value the kernel must not use). */
 static std::vector<float> run_attention_decode(kv_attn_args a, const std::vector<float> &q,
                                                const std::vector<__half> &kc,
-                                               const std::vector<__half> &vc, bool pos_dev)
+                                               const std::vector<__half> &vc, bool pos_dev,
+                                               const std::vector<float> *sinks = nullptr)
 {
     std::vector<float> o(q.size()),
         part((size_t)a.n_split * a.n_tok * a.n_head * (a.hd + 2));
@@ -1394,8 +1465,10 @@ static std::vector<float> run_attention_decode(kv_attn_args a, const std::vector
     a.vc = dev(vc);
     a.out = dev(o);
     a.part = dev(part);
+    a.sinks = sinks ? dev(*sinks) : nullptr;
     assert_int_equal(kv_attention_decode(&a, dpos, 0), cudaSuccess);
     o = host(a.out, o.size());
+    cudaFree((void *)a.sinks);
     cudaFree((void *)a.q), cudaFree((void *)a.kc), cudaFree((void *)a.vc);
     cudaFree(a.out), cudaFree(a.part), cudaFree(dpos);
     return o;
@@ -1414,16 +1487,24 @@ static void test_attention_decode(void **state)
     static const struct {
         int n_tok, n_head, n_kv, hd, pos0, swa, n_split;
         bool pos_dev;
+        float sink; /* the sinks' mean (gpt-oss; spread 1), 0: none */
     } cases[] = {
-        {1, 1, 1, 64, 0, 0, 1, false},       {1, 4, 1, 128, 30, 0, 5, false},
-        {1, 8, 1, 256, 256, 0, 7, false},    {1, 16, 2, 64, 4096, 0, 32, false},
-        {1, 4, 4, 128, 4096, 0, 64, false},  {1, 8, 1, 256, 4096, 0, 16, true},
-        {1, 8, 2, 256, 4096, 512, 9, false}, {1, 4, 1, 128, 256, 100, 3, false},
-        {1, 2, 1, 64, 30, 1, 2, false},      {1, 6, 2, 40, 30, 0, 2, false},
-        {1, 3, 1, 72, 70, 0, 3, false},      {1, 2, 2, 66, 50, 20, 2, true},
-        {1, 4, 1, 200, 256, 0, 4, false},    {1, 2, 1, 2, 31, 0, 2, false},
-        {4, 8, 2, 128, 257, 0, 3, false},    {8, 4, 1, 64, 30, 0, 1, false},
-        {2, 4, 1, 256, 300, 64, 4, true},    {3, 2, 1, 40, 0, 0, 2, false},
+        {1, 1, 1, 64, 0, 0, 1, false, 0.0f},       {1, 4, 1, 128, 30, 0, 5, false, 0.0f},
+        {1, 8, 1, 256, 256, 0, 7, false, 0.0f},    {1, 16, 2, 64, 4096, 0, 32, false, 0.0f},
+        {1, 4, 4, 128, 4096, 0, 64, false, 0.0f},  {1, 8, 1, 256, 4096, 0, 16, true, 0.0f},
+        {1, 8, 2, 256, 4096, 512, 9, false, 0.0f}, {1, 4, 1, 128, 256, 100, 3, false, 0.0f},
+        {1, 2, 1, 64, 30, 1, 2, false, 0.0f},      {1, 6, 2, 40, 30, 0, 2, false, 0.0f},
+        {1, 3, 1, 72, 70, 0, 3, false, 0.0f},      {1, 2, 2, 66, 50, 20, 2, true, 0.0f},
+        {1, 4, 1, 200, 256, 0, 4, false, 0.0f},    {1, 2, 1, 2, 31, 0, 2, false, 0.0f},
+        {4, 8, 2, 128, 257, 0, 3, false, 0.0f},    {8, 4, 1, 64, 30, 0, 1, false, 0.0f},
+        {2, 4, 1, 256, 300, 64, 4, true, 0.0f},    {3, 2, 1, 40, 0, 0, 2, false, 0.0f},
+        /* sinks: gpt-oss's shape (64 dims, GQA 8, window 128), an awkward
+         * head, a sink near the scores, one that takes most of the weight,
+         * and one (40) far above every score, where exp(sink - max)
+         * without the shared max would overflow and the output is tiny */
+        {1, 8, 1, 64, 300, 128, 3, true, 1.0f},   {1, 6, 2, 40, 70, 0, 3, false, 4.0f},
+        {3, 4, 2, 72, 33, 5, 2, false, 8.0f},     {1, 4, 1, 64, 0, 0, 1, false, 2.0f},
+        {2, 4, 2, 16, 500, 0, 4, true, 40.0f},    {1, 2, 1, 66, 200, 0, 1, false, 40.0f},
     };
     for (const auto &c : cases) {
         kv_attn_args a;
@@ -1443,15 +1524,20 @@ static void test_attention_decode(void **state)
             kc[i] = __float2half_rn(seen ? 2.0f * frand() : INFINITY);
             vc[i] = __float2half_rn(seen ? frand() : INFINITY);
         }
+        std::vector<float> sk;
+        for (int h = 0; c.sink != 0.0f && h < c.n_head; h++)
+            sk.push_back(c.sink + frand());
+        const std::vector<float> *sinks = c.sink != 0.0f ? &sk : nullptr;
         std::vector<double> ref;
-        ref_attention(a, q, kc, vc, ref);
+        ref_attention(a, q, kc, vc, ref, sinks ? sk.data() : nullptr);
         for (int n_split : {c.n_split, 1}) {
             a.n_split = n_split;
-            auto o = run_attention_decode(a, q, kc, vc, c.pos_dev);
+            auto o = run_attention_decode(a, q, kc, vc, c.pos_dev, sinks);
             char what[120];
-            snprintf(what, sizeof what, "attn decode %d tok %dh/%dkv hd %d at %d swa %d split %d%s",
-                     c.n_tok, c.n_head, c.n_kv, c.hd, c.pos0, c.swa, n_split,
-                     c.pos_dev ? " pos_dev" : "");
+            snprintf(what, sizeof what,
+                     "attn decode %d tok %dh/%dkv hd %d at %d swa %d split %d%s sink %g", c.n_tok,
+                     c.n_head, c.n_kv, c.hd, c.pos0, c.swa, n_split, c.pos_dev ? " pos_dev" : "",
+                     c.sink);
             check(what, o.data(), ref.data(), ref.size(), TOL_ATTN);
             if (c.n_split == 1)
                 break;
@@ -1589,7 +1675,7 @@ static void test_kv_store_q8(void **state)
  * rounding edge: the cache is checked within half a step of the double
  * values, not code for code) and of V (code for code). 40 of 64 dims
  * rotated, 5 query heads over 2 (5 x 20 Q pairs: not whole warps), 2
- * tokens at a device position. */
+ * tokens at a device position, a YaRN cos/sin factor of 1.25. */
 static void test_rope_store_q8(void **state)
 {
     (void)state;
@@ -1607,8 +1693,9 @@ static void test_rope_store_q8(void **state)
         float *dq = dev(q), *dk = dev(k), *dv = dev(v), *di = dev(inv);
         kv_q8_cache kc = q8_dev(z), vc = q8_dev(z);
         int32_t *dp = dev(pos);
+        const float ms = 1.25f;
         assert_int_equal(kv_rope_store_q8(dq, dk, dv, kc, vc, nt, nh, nkv, hd, nrot, dp, nctx, di,
-                                          neox, 0),
+                                          ms, neox, 0),
                          cudaSuccess);
         auto rot = [&](std::vector<double> &x, int32_t nhead) {
             for (int32_t t = 0; t < nt; t++)
@@ -1618,8 +1705,9 @@ static void test_rope_store_q8(void **state)
                         int i0 = neox ? i : 2 * i, i1 = neox ? i + nrot / 2 : 2 * i + 1;
                         double ang = (double)(pos0 + t) * inv[i];
                         double a = r[i0], b = r[i1];
-                        r[i0] = a * (float)cos(ang) - b * (float)sin(ang);
-                        r[i1] = a * (float)sin(ang) + b * (float)cos(ang);
+                        float c = (float)cos(ang) * ms, sn = (float)sin(ang) * ms;
+                        r[i0] = a * c - b * sn;
+                        r[i1] = a * sn + b * c;
                     }
         };
         std::vector<double> rq(q.begin(), q.end()), rk(k.begin(), k.end());
@@ -1926,7 +2014,7 @@ static void test_prefill_finish(void **state)
     std::vector<float> out((size_t)nt * nh * hd, 42.0f);
     float *dacc = dev(acc), *dout = dev(out);
     float2 *dml = dev(ml);
-    assert_int_equal(kv_attn_finish(dacc, dml, dout, nh, nkv, hd, t0, cq, 0), cudaSuccess);
+    assert_int_equal(kv_attn_finish(dacc, dml, nullptr, dout, nh, nkv, hd, t0, cq, 0), cudaSuccess);
     std::vector<double> ref(out.begin(), out.end());
     for (int t = 0; t < cq; t++)
         for (int h = 0; h < nh; h++) {
@@ -1948,11 +2036,17 @@ static void test_attention_prefill(void **state)
     (void)state;
     static const struct {
         int n_tok, n_head, n_kv, hd, pos0, swa, q_chunk, tile;
+        float sink; /* the sinks' mean (spread 1), 0: none */
     } cases[] = {
-        {37, 6, 2, 40, 30, 0, 16, 24},
-        {29, 4, 1, 72, 0, 10, 29, 16},
-        {12, 3, 3, 12, 5, 4, 5, 7},
-        {50, 8, 2, 64, 3, 0, 50, 256},
+        {37, 6, 2, 40, 30, 0, 16, 24, 0.0f},
+        {29, 4, 1, 72, 0, 10, 29, 16, 0.0f},
+        {12, 3, 3, 12, 5, 4, 5, 7, 0.0f},
+        {50, 8, 2, 64, 3, 0, 50, 256, 0.0f},
+        /* gpt-oss: sinks (the last field: their mean), a window of 5, and a
+         * sink far above every score (the output all but 0, never inf/NaN) */
+        {37, 4, 2, 16, 0, 5, 16, 24, 1.0f},
+        {29, 6, 2, 40, 11, 0, 29, 16, 4.0f},
+        {20, 2, 1, 12, 3, 3, 7, 8, 60.0f},
     };
     cublasHandle_t blas;
     assert_int_equal(cublasCreate(&blas), CUBLAS_STATUS_SUCCESS);
@@ -1981,8 +2075,11 @@ static void test_attention_prefill(void **state)
             vr[i] = __float2half_rn(bf16_round(__half2float(vc[i])));
             vmax = fmax(vmax, fabs(__half2float(vr[i])));
         }
+        std::vector<float> sk;
+        for (int h = 0; c.sink != 0.0f && h < c.n_head; h++)
+            sk.push_back(c.sink + frand());
         std::vector<double> ref;
-        ref_attention(r, qr, kr, vr, ref);
+        ref_attention(r, qr, kr, vr, ref, c.sink != 0.0f ? sk.data() : nullptr);
 
         const size_t qrows = (size_t)c.q_chunk * c.n_head;
         kv_attn_prefill_args a;
@@ -1990,6 +2087,7 @@ static void test_attention_prefill(void **state)
         a.n_tok = c.n_tok, a.n_head = c.n_head, a.n_kv = c.n_kv, a.hd = c.hd;
         a.n_ctx = r.n_ctx, a.pos0 = c.pos0, a.swa = c.swa, a.scale = r.scale;
         a.q_chunk = c.q_chunk, a.tile = c.tile;
+        a.sinks = c.sink != 0.0f ? dev(sk) : nullptr;
         std::vector<float> o(q.size(), NAN);
         a.q = dev(q);
         a.kc = dev(kc);
@@ -2012,9 +2110,9 @@ static void test_attention_prefill(void **state)
             if (worst == INFINITY)
                 break;
         }
-        printf("prefill attention %d tok %dh/%dkv hd %d at %d swa %d chunk %d tile %d: "
+        printf("prefill attention %d tok %dh/%dkv hd %d at %d swa %d chunk %d tile %d sink %g: "
                "%.2e of max|V| (tol %.0e)\n",
-               c.n_tok, c.n_head, c.n_kv, c.hd, c.pos0, c.swa, c.q_chunk, c.tile, worst,
+               c.n_tok, c.n_head, c.n_kv, c.hd, c.pos0, c.swa, c.q_chunk, c.tile, c.sink, worst,
                TOL_PREFILL);
         if (!(worst <= TOL_PREFILL))
             fail_msg("prefill attention: error %.3e of max|V|", worst);
@@ -2022,7 +2120,7 @@ static void test_attention_prefill(void **state)
             fail_msg("prefill attention: device emulator: %s", kvemu_last_report());
         cudaFree((void *)a.q), cudaFree((void *)a.kc), cudaFree((void *)a.vc), cudaFree(a.out);
         cudaFree(a.qb), cudaFree(a.kb), cudaFree(a.vb), cudaFree(a.p), cudaFree(a.s);
-        cudaFree(a.acc), cudaFree(a.ml);
+        cudaFree(a.acc), cudaFree(a.ml), cudaFree((void *)a.sinks);
     }
     cublasDestroy(blas);
 }
@@ -2143,6 +2241,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_add),        cmocka_unit_test(test_glu),
+        cmocka_unit_test(test_glu_clamp),
         cmocka_unit_test(test_convert),    cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_rope),       cmocka_unit_test(test_kv_store),
         cmocka_unit_test(test_matvec_dequant_get_rows), cmocka_unit_test(test_matvec_x_range),
