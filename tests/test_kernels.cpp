@@ -2027,214 +2027,173 @@ static void test_prefill_finish(void **state)
     cudaFree(dacc), cudaFree(dout), cudaFree(dml);
 }
 
-/* The whole prefill attention (both GEMMs on the emulator's cuBLAS) against
- * the double reference given the same bf16-rounded Q, K and V: several query
- * chunks, several key tiles, tiles cut by the causal edge and the window, a
- * prefix already in the cache, GQA groups of 1, 3 and 4. */
+/* One prefill attention case: its shape, the sinks' mean (spread 1; 0:
+ * none) and the cache type (f16, or q8_0 when Q8). */
+struct prefill_case {
+    int n_tok, n_head, n_kv, hd, pos0, swa, q_chunk, tile;
+    float sink;
+    bool q8;
+};
+
+/* Runs C's whole prefill attention (both GEMMs on the emulator's cuBLAS)
+ * against the double reference fed the same bf16-rounded Q, K and V (from
+ * the f16 cache, or the q8_0 cache's dequantised values: the gather
+ * dequantises into the bf16 tiles, each bf16(d * q) with d * q exact in
+ * f32), within TOL_PREFILL of max|V|. */
+static void run_prefill_case(cublasHandle_t blas, const prefill_case &c)
+{
+    const char *kind = c.q8 ? "q8_0" : "f16";
+    kv_attn_args r;
+    memset(&r, 0, sizeof r);
+    r.n_tok = c.n_tok, r.n_head = c.n_head, r.n_kv = c.n_kv, r.hd = c.hd;
+    r.n_ctx = c.pos0 + c.n_tok + 3, r.pos0 = c.pos0, r.swa = c.swa;
+    r.scale = 1.0f / sqrtf((float)c.hd);
+    auto q = randv((size_t)c.n_tok * c.n_head * c.hd);
+    /* the cache as floats, then stored f16 or q8_0; KR, VR its values */
+    std::vector<float> kf((size_t)c.n_kv * r.n_ctx * c.hd), vf(kf.size()), kr, vr;
+    for (size_t i = 0; i < kf.size(); i++)
+        kf[i] = 2.0f * frand(), vf[i] = frand();
+    std::vector<__half> kc, vc;
+    q8_host kh, vh;
+    if (c.q8) {
+        kh = q8_quant(kf, c.hd), vh = q8_quant(vf, c.hd);
+        kr = q8_dequant(kh), vr = q8_dequant(vh);
+    } else {
+        for (size_t i = 0; i < kf.size(); i++) {
+            kc.push_back(__float2half_rn(kf[i]));
+            vc.push_back(__float2half_rn(vf[i]));
+            kr.push_back(__half2float(kc[i]));
+            vr.push_back(__half2float(vc[i]));
+        }
+    }
+    /* the reference's operands: bf16 values */
+    std::vector<float> qr(q.size());
+    double vmax = 0;
+    for (size_t i = 0; i < q.size(); i++)
+        qr[i] = bf16_round(q[i]);
+    for (size_t i = 0; i < kr.size(); i++) {
+        kr[i] = bf16_round(kr[i]);
+        vr[i] = bf16_round(vr[i]);
+        vmax = fmax(vmax, fabs(vr[i]));
+    }
+    std::vector<float> sk;
+    for (int h = 0; c.sink != 0.0f && h < c.n_head; h++)
+        sk.push_back(c.sink + frand());
+    std::vector<double> ref;
+    ref_attention(r, qr, kr, vr, ref, c.sink != 0.0f ? sk.data() : nullptr);
+
+    const size_t qrows = (size_t)c.q_chunk * c.n_head;
+    kv_attn_prefill_args a;
+    memset(&a, 0, sizeof a);
+    a.n_tok = c.n_tok, a.n_head = c.n_head, a.n_kv = c.n_kv, a.hd = c.hd;
+    a.n_ctx = r.n_ctx, a.pos0 = c.pos0, a.swa = c.swa, a.scale = r.scale;
+    a.q_chunk = c.q_chunk, a.tile = c.tile;
+    a.sinks = c.sink != 0.0f ? dev(sk) : nullptr;
+    std::vector<float> o(q.size(), NAN);
+    a.q = dev(q);
+    if (c.q8) {
+        a.kq = q8_dev(kh);
+        a.vq = q8_dev(vh);
+    } else {
+        a.kc = dev(kc);
+        a.vc = dev(vc);
+    }
+    a.out = dev(o);
+    std::vector<__nv_bfloat16> zq(qrows * c.hd), zk((size_t)c.n_kv * c.tile * c.hd),
+        zp(qrows * c.tile);
+    std::vector<float> zs(qrows * c.tile), zacc(qrows * c.hd);
+    std::vector<float2> zml(qrows);
+    a.qb = dev(zq), a.kb = dev(zk), a.vb = dev(zk), a.p = dev(zp);
+    a.s = dev(zs), a.acc = dev(zacc), a.ml = dev(zml);
+    char err[256] = "";
+    if (kv_attention_prefill(&a, blas, 0, err, sizeof err))
+        fail_msg("prefill attention %s: %s", kind, err);
+    auto got = host(a.out, o.size());
+    double worst = 0;
+    for (size_t i = 0; i < got.size(); i++) {
+        double e = fabs(got[i] - ref[i]) / vmax;
+        worst = e <= 1e300 ? fmax(worst, e) : INFINITY; /* NaN: infinitely wrong */
+        if (worst == INFINITY)
+            break;
+    }
+    printf("prefill attention %s %d tok %dh/%dkv hd %d at %d swa %d chunk %d tile %d sink %g: "
+           "%.2e of max|V| (tol %.0e)\n",
+           kind, c.n_tok, c.n_head, c.n_kv, c.hd, c.pos0, c.swa, c.q_chunk, c.tile, c.sink, worst,
+           TOL_PREFILL);
+    if (!(worst <= TOL_PREFILL))
+        fail_msg("prefill attention %s: error %.3e of max|V|", kind, worst);
+    if (kvemu_report_count())
+        fail_msg("prefill attention %s: device emulator: %s", kind, kvemu_last_report());
+    cudaFree((void *)a.q), cudaFree(a.out), cudaFree((void *)a.sinks);
+    if (c.q8)
+        q8_free(a.kq), q8_free(a.vq);
+    else
+        cudaFree((void *)a.kc), cudaFree((void *)a.vc);
+    cudaFree(a.qb), cudaFree(a.kb), cudaFree(a.vb), cudaFree(a.p), cudaFree(a.s);
+    cudaFree(a.acc), cudaFree(a.ml);
+}
+
+/* The whole prefill attention over either cache: several query chunks,
+ * several key tiles, tiles cut by the causal edge and the window, a prefix
+ * already in the cache, GQA groups of 1, 3 and 4, gpt-oss's sinks. */
 static void test_attention_prefill(void **state)
 {
     (void)state;
-    static const struct {
-        int n_tok, n_head, n_kv, hd, pos0, swa, q_chunk, tile;
-        float sink; /* the sinks' mean (spread 1), 0: none */
-    } cases[] = {
-        {37, 6, 2, 40, 30, 0, 16, 24, 0.0f},
-        {29, 4, 1, 72, 0, 10, 29, 16, 0.0f},
-        {12, 3, 3, 12, 5, 4, 5, 7, 0.0f},
-        {50, 8, 2, 64, 3, 0, 50, 256, 0.0f},
-        /* gpt-oss: sinks (the last field: their mean), a window of 5, and a
-         * sink far above every score (the output all but 0, never inf/NaN) */
-        {37, 4, 2, 16, 0, 5, 16, 24, 1.0f},
-        {29, 6, 2, 40, 11, 0, 29, 16, 4.0f},
-        {20, 2, 1, 12, 3, 3, 7, 8, 60.0f},
+    static const prefill_case cases[] = {
+        {37, 6, 2, 40, 30, 0, 16, 24, 0.0f, false},
+        {29, 4, 1, 72, 0, 10, 29, 16, 0.0f, false},
+        {12, 3, 3, 12, 5, 4, 5, 7, 0.0f, false},
+        {50, 8, 2, 64, 3, 0, 50, 256, 0.0f, false},
+        /* gpt-oss: sinks, a window of 5, and a sink far above every score
+         * (the output all but 0, never inf/NaN) */
+        {37, 4, 2, 16, 0, 5, 16, 24, 1.0f, false},
+        {29, 6, 2, 40, 11, 0, 29, 16, 4.0f, false},
+        {20, 2, 1, 12, 3, 3, 7, 8, 60.0f, false},
+        /* the q8_0 cache (head sizes multiples of 32), with and without sinks */
+        {37, 6, 2, 64, 30, 0, 16, 24, 0.0f, true},
+        {29, 4, 1, 96, 0, 10, 29, 16, 0.0f, true},
+        {12, 3, 3, 32, 5, 4, 5, 7, 0.0f, true},
+        {29, 6, 2, 64, 11, 5, 29, 16, 4.0f, true},
     };
     cublasHandle_t blas;
     assert_int_equal(cublasCreate(&blas), CUBLAS_STATUS_SUCCESS);
     assert_int_equal(cublasSetStream(blas, 0), CUBLAS_STATUS_SUCCESS);
-    for (const auto &c : cases) {
-        kv_attn_args r;
-        memset(&r, 0, sizeof r);
-        r.n_tok = c.n_tok, r.n_head = c.n_head, r.n_kv = c.n_kv, r.hd = c.hd;
-        r.n_ctx = c.pos0 + c.n_tok + 3, r.pos0 = c.pos0, r.swa = c.swa;
-        r.scale = 1.0f / sqrtf((float)c.hd);
-        auto q = randv((size_t)c.n_tok * c.n_head * c.hd);
-        std::vector<__half> kc((size_t)c.n_kv * r.n_ctx * c.hd), vc(kc.size());
-        for (size_t i = 0; i < kc.size(); i++) {
-            kc[i] = __float2half_rn(2.0f * frand());
-            vc[i] = __float2half_rn(frand());
-        }
-        /* The reference's operands: bf16 values (exact in f32 and, for these
-         * magnitudes, in f16). */
-        std::vector<float> qr(q.size());
-        std::vector<__half> kr(kc.size()), vr(vc.size());
-        double vmax = 0;
-        for (size_t i = 0; i < q.size(); i++)
-            qr[i] = bf16_round(q[i]);
-        for (size_t i = 0; i < kc.size(); i++) {
-            kr[i] = __float2half_rn(bf16_round(__half2float(kc[i])));
-            vr[i] = __float2half_rn(bf16_round(__half2float(vc[i])));
-            vmax = fmax(vmax, fabs(__half2float(vr[i])));
-        }
-        std::vector<float> sk;
-        for (int h = 0; c.sink != 0.0f && h < c.n_head; h++)
-            sk.push_back(c.sink + frand());
-        std::vector<double> ref;
-        ref_attention(r, qr, kr, vr, ref, c.sink != 0.0f ? sk.data() : nullptr);
-
-        const size_t qrows = (size_t)c.q_chunk * c.n_head;
-        kv_attn_prefill_args a;
-        memset(&a, 0, sizeof a);
-        a.n_tok = c.n_tok, a.n_head = c.n_head, a.n_kv = c.n_kv, a.hd = c.hd;
-        a.n_ctx = r.n_ctx, a.pos0 = c.pos0, a.swa = c.swa, a.scale = r.scale;
-        a.q_chunk = c.q_chunk, a.tile = c.tile;
-        a.sinks = c.sink != 0.0f ? dev(sk) : nullptr;
-        std::vector<float> o(q.size(), NAN);
-        a.q = dev(q);
-        a.kc = dev(kc);
-        a.vc = dev(vc);
-        a.out = dev(o);
-        std::vector<__nv_bfloat16> zq(qrows * c.hd), zk((size_t)c.n_kv * c.tile * c.hd),
-            zp(qrows * c.tile);
-        std::vector<float> zs(qrows * c.tile), zacc(qrows * c.hd);
-        std::vector<float2> zml(qrows);
-        a.qb = dev(zq), a.kb = dev(zk), a.vb = dev(zk), a.p = dev(zp);
-        a.s = dev(zs), a.acc = dev(zacc), a.ml = dev(zml);
-        char err[256] = "";
-        if (kv_attention_prefill(&a, blas, 0, err, sizeof err))
-            fail_msg("prefill attention: %s", err);
-        auto got = host(a.out, o.size());
-        double worst = 0;
-        for (size_t i = 0; i < got.size(); i++) {
-            double e = fabs(got[i] - ref[i]) / vmax;
-            worst = e <= 1e300 ? fmax(worst, e) : INFINITY; /* NaN: infinitely wrong */
-            if (worst == INFINITY)
-                break;
-        }
-        printf("prefill attention %d tok %dh/%dkv hd %d at %d swa %d chunk %d tile %d sink %g: "
-               "%.2e of max|V| (tol %.0e)\n",
-               c.n_tok, c.n_head, c.n_kv, c.hd, c.pos0, c.swa, c.q_chunk, c.tile, c.sink, worst,
-               TOL_PREFILL);
-        if (!(worst <= TOL_PREFILL))
-            fail_msg("prefill attention: error %.3e of max|V|", worst);
-        if (kvemu_report_count())
-            fail_msg("prefill attention: device emulator: %s", kvemu_last_report());
-        cudaFree((void *)a.q), cudaFree((void *)a.kc), cudaFree((void *)a.vc), cudaFree(a.out);
-        cudaFree(a.qb), cudaFree(a.kb), cudaFree(a.vb), cudaFree(a.p), cudaFree(a.s);
-        cudaFree(a.acc), cudaFree(a.ml), cudaFree((void *)a.sinks);
-    }
+    for (const auto &c : cases)
+        run_prefill_case(blas, c);
     cublasDestroy(blas);
 }
 
-/* The prefill attention over a q8_0 cache: the K/V tile gather
- * dequantises into the bf16 tiles (each bf16(d * q), d * q exact in f32:
- * equal to the bf16 of the dequantised reference), then the whole pass
- * against the double reference fed the same bf16-rounded Q, K and V, within
- * TOL_PREFILL of max|V| as the f16 cache. */
-static void test_attention_prefill_q8(void **state)
+/* The q8_0 cache's K/V tile gather alone: each bf16(d * q) equal to the
+ * bf16 of the dequantised reference, keys past the range left alone, and a
+ * head size that is not a multiple of 32 refused. */
+static void test_attention_prefill_q8_gather(void **state)
 {
     (void)state;
-    {
-        const int nkv = 2, hd = 64, nctx = 40, k0 = 9, nk = 13, tile = 16;
-        std::vector<float> kf((size_t)nkv * nctx * hd), vf(kf.size());
-        for (size_t i = 0; i < kf.size(); i++)
-            kf[i] = 2.0f * frand(), vf[i] = frand();
-        q8_host kh = q8_quant(kf, hd), vh = q8_quant(vf, hd);
-        std::vector<float> kr = q8_dequant(kh), vr = q8_dequant(vh);
-        kv_q8_cache kc = q8_dev(kh), vc = q8_dev(vh);
-        std::vector<__nv_bfloat16> zk((size_t)nkv * tile * hd, __float2bfloat16_rn(0.0f));
-        __nv_bfloat16 *dkb = dev(zk), *dvb = dev(zk);
-        assert_int_equal(kv_attn_kv_q8_bf16(kc, vc, dkb, dvb, nkv, nctx, hd, k0, nk, tile, 0),
-                         cudaSuccess);
-        std::vector<double> rk(zk.size(), 0.0), rv(zk.size(), 0.0);
-        for (int kvh = 0; kvh < nkv; kvh++)
-            for (int j = 0; j < nk; j++)
-                for (int d = 0; d < hd; d++) {
-                    size_t o = ((size_t)kvh * tile + j) * hd + d;
-                    rk[o] = bf16_round(kr[((size_t)kvh * nctx + k0 + j) * hd + d]);
-                    rv[o] = bf16_round(vr[((size_t)kvh * nctx + k0 + j) * hd + d]);
-                }
-        check("prefill q8_0 K tile (13 keys at 9)", bf16s(host(dkb, zk.size())).data(),
-              rk.data(), rk.size(), 0.0);
-        check("prefill q8_0 V tile", bf16s(host(dvb, zk.size())).data(), rv.data(), rv.size(),
-              0.0);
-        assert_int_equal(kv_attn_kv_q8_bf16(kc, vc, dkb, dvb, nkv, nctx, 40, k0, nk, tile, 0),
-                         cudaErrorInvalidValue);
-        q8_free(kc), q8_free(vc), cudaFree(dkb), cudaFree(dvb);
-    }
-    static const struct {
-        int n_tok, n_head, n_kv, hd, pos0, swa, q_chunk, tile;
-    } cases[] = {
-        {37, 6, 2, 64, 30, 0, 16, 24},
-        {29, 4, 1, 96, 0, 10, 29, 16},
-        {12, 3, 3, 32, 5, 4, 5, 7},
-    };
-    cublasHandle_t blas;
-    assert_int_equal(cublasCreate(&blas), CUBLAS_STATUS_SUCCESS);
-    assert_int_equal(cublasSetStream(blas, 0), CUBLAS_STATUS_SUCCESS);
-    for (const auto &c : cases) {
-        kv_attn_args r;
-        memset(&r, 0, sizeof r);
-        r.n_tok = c.n_tok, r.n_head = c.n_head, r.n_kv = c.n_kv, r.hd = c.hd;
-        r.n_ctx = c.pos0 + c.n_tok + 3, r.pos0 = c.pos0, r.swa = c.swa;
-        r.scale = 1.0f / sqrtf((float)c.hd);
-        auto q = randv((size_t)c.n_tok * c.n_head * c.hd);
-        std::vector<float> kf((size_t)c.n_kv * r.n_ctx * c.hd), vf(kf.size());
-        for (size_t i = 0; i < kf.size(); i++)
-            kf[i] = 2.0f * frand(), vf[i] = frand();
-        q8_host kh = q8_quant(kf, c.hd), vh = q8_quant(vf, c.hd);
-        std::vector<float> kr = q8_dequant(kh), vr = q8_dequant(vh), qr(q.size());
-        double vmax = 0;
-        for (size_t i = 0; i < q.size(); i++)
-            qr[i] = bf16_round(q[i]);
-        for (size_t i = 0; i < kr.size(); i++) {
-            kr[i] = bf16_round(kr[i]);
-            vr[i] = bf16_round(vr[i]);
-            vmax = fmax(vmax, fabs(vr[i]));
-        }
-        std::vector<double> ref;
-        ref_attention(r, qr, kr, vr, ref);
-
-        const size_t qrows = (size_t)c.q_chunk * c.n_head;
-        kv_attn_prefill_args a;
-        memset(&a, 0, sizeof a);
-        a.n_tok = c.n_tok, a.n_head = c.n_head, a.n_kv = c.n_kv, a.hd = c.hd;
-        a.n_ctx = r.n_ctx, a.pos0 = c.pos0, a.swa = c.swa, a.scale = r.scale;
-        a.q_chunk = c.q_chunk, a.tile = c.tile;
-        std::vector<float> o(q.size(), NAN);
-        a.q = dev(q);
-        a.kq = q8_dev(kh);
-        a.vq = q8_dev(vh);
-        a.out = dev(o);
-        std::vector<__nv_bfloat16> zq(qrows * c.hd), zk((size_t)c.n_kv * c.tile * c.hd),
-            zp(qrows * c.tile);
-        std::vector<float> zs(qrows * c.tile), zacc(qrows * c.hd);
-        std::vector<float2> zml(qrows);
-        a.qb = dev(zq), a.kb = dev(zk), a.vb = dev(zk), a.p = dev(zp);
-        a.s = dev(zs), a.acc = dev(zacc), a.ml = dev(zml);
-        char err[256] = "";
-        if (kv_attention_prefill(&a, blas, 0, err, sizeof err))
-            fail_msg("prefill attention q8_0: %s", err);
-        auto got = host(a.out, o.size());
-        double worst = 0;
-        for (size_t i = 0; i < got.size(); i++) {
-            double e = fabs(got[i] - ref[i]) / vmax;
-            worst = e <= 1e300 ? fmax(worst, e) : INFINITY;
-            if (worst == INFINITY)
-                break;
-        }
-        printf("prefill attention q8_0 %d tok %dh/%dkv hd %d at %d swa %d chunk %d tile %d: "
-               "%.2e of max|V| (tol %.0e)\n",
-               c.n_tok, c.n_head, c.n_kv, c.hd, c.pos0, c.swa, c.q_chunk, c.tile, worst,
-               TOL_PREFILL);
-        if (!(worst <= TOL_PREFILL))
-            fail_msg("prefill attention q8_0: error %.3e of max|V|", worst);
-        if (kvemu_report_count())
-            fail_msg("prefill attention q8_0: device emulator: %s", kvemu_last_report());
-        cudaFree((void *)a.q), q8_free(a.kq), q8_free(a.vq), cudaFree(a.out);
-        cudaFree(a.qb), cudaFree(a.kb), cudaFree(a.vb), cudaFree(a.p), cudaFree(a.s);
-        cudaFree(a.acc), cudaFree(a.ml);
-    }
-    cublasDestroy(blas);
+    const int nkv = 2, hd = 64, nctx = 40, k0 = 9, nk = 13, tile = 16;
+    std::vector<float> kf((size_t)nkv * nctx * hd), vf(kf.size());
+    for (size_t i = 0; i < kf.size(); i++)
+        kf[i] = 2.0f * frand(), vf[i] = frand();
+    q8_host kh = q8_quant(kf, hd), vh = q8_quant(vf, hd);
+    std::vector<float> kr = q8_dequant(kh), vr = q8_dequant(vh);
+    kv_q8_cache kc = q8_dev(kh), vc = q8_dev(vh);
+    std::vector<__nv_bfloat16> zk((size_t)nkv * tile * hd, __float2bfloat16_rn(0.0f));
+    __nv_bfloat16 *dkb = dev(zk), *dvb = dev(zk);
+    assert_int_equal(kv_attn_kv_q8_bf16(kc, vc, dkb, dvb, nkv, nctx, hd, k0, nk, tile, 0),
+                     cudaSuccess);
+    std::vector<double> rk(zk.size(), 0.0), rv(zk.size(), 0.0);
+    for (int kvh = 0; kvh < nkv; kvh++)
+        for (int j = 0; j < nk; j++)
+            for (int d = 0; d < hd; d++) {
+                size_t o = ((size_t)kvh * tile + j) * hd + d;
+                rk[o] = bf16_round(kr[((size_t)kvh * nctx + k0 + j) * hd + d]);
+                rv[o] = bf16_round(vr[((size_t)kvh * nctx + k0 + j) * hd + d]);
+            }
+    check("prefill q8_0 K tile (13 keys at 9)", bf16s(host(dkb, zk.size())).data(), rk.data(),
+          rk.size(), 0.0);
+    check("prefill q8_0 V tile", bf16s(host(dvb, zk.size())).data(), rv.data(), rv.size(), 0.0);
+    assert_int_equal(kv_attn_kv_q8_bf16(kc, vc, dkb, dvb, nkv, nctx, 40, k0, nk, tile, 0),
+                     cudaErrorInvalidValue);
+    q8_free(kc), q8_free(vc), cudaFree(dkb), cudaFree(dvb);
 }
 
 int main(void)
@@ -2259,7 +2218,7 @@ int main(void)
         cmocka_unit_test(test_kv_store_q8),
         cmocka_unit_test(test_rope_store_q8),
         cmocka_unit_test(test_attention_decode_q8),
-        cmocka_unit_test(test_attention_prefill_q8),
+        cmocka_unit_test(test_attention_prefill_q8_gather),
         cmocka_unit_test(test_sample),
         cmocka_unit_test(test_moe_route),
         cmocka_unit_test(test_matvec_x),
