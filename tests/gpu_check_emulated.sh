@@ -16,7 +16,7 @@ bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
 
 steps=(environment model_pack build test_cuda test_kernels test_cuda_emu test_kernels_emu
        model_greedy bench_smollm2-135m_q4_1 bench_llama-1b_q8_0 bench_llama-8b_q4_k
-       bench_llama-8b_q8_0 bench_llama-8b_f16 memcheck synccheck racecheck)
+       bench_llama-8b_q8_0 bench_llama-8b_f16 memcheck synccheck racecheck bench_qwen3-30b-a3b_q4_k)
 status_of() { # REPORT STEP: the status cell of STEP's row
   awk -F' \\| ' -v s="| $2" '$1 == s { print $2 }' "$1"
 }
