@@ -975,8 +975,9 @@ static void test_moe_route(void **state)
             std::vector<float> zw((size_t)T * c.k, NAN);
             int32_t *di = dev(zi);
             float *dw = dev(zw);
-            assert_int_equal(kv_moe_route(dl, T, c.ne, c.k, rt.gating, rt.norm, rt.scale, di, dw, 0),
-                             cudaSuccess);
+            assert_int_equal(
+                kv_moe_route(dl, T, c.ne, c.k, rt.gating, rt.norm, rt.scale, di, dw, 0),
+                cudaSuccess);
             auto gi = host(di, zi.size());
             auto gw = host(dw, zw.size());
             for (int t = 0; t < T; t++) {

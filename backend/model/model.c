@@ -337,7 +337,7 @@ static int parse_router(struct loader *L, struct model_hparams *hp)
     if (gguf_get_bool(L->g, key, &b))
         hp->expert_weights_norm = b;
     else if (gguf_find_key(L->g, key) >= 0)
-        return fail(L, "%s is not a boolean", key);
+        return fail(L, "%s is not a boolean (true or false)", key);
     arch_key(L, "expert_weights_scale", key, sizeof key);
     double sc = 1.0;
     int64_t isc;
