@@ -954,6 +954,10 @@ static int ffn_dense(struct cuda_backend *b, const struct kv_dmat *gate, const s
  * (NOTES.md, MoE v1: why not a GEMM per expert), so a prompt chooses
  * exactly the experts token-by-token decoding would. The shared expert is
  * a dense FFN (GEMMs for N > 1). */
+static_assert((int)KV_MOE_SOFTMAX == (int)MODEL_GATING_SOFTMAX &&
+                  (int)KV_MOE_SOFTMAX_TOPK == (int)MODEL_GATING_SOFTMAX_TOPK &&
+                  (int)KV_MOE_SIGMOID == (int)MODEL_GATING_SIGMOID,
+              "kv_moe_route takes model.h's gating as it is");
 static int ffn_moe(struct cuda_backend *b, const struct dlayer *L, const float *in,
                    const float *nw, int32_t n, const float *add, float *out)
 {
@@ -966,8 +970,8 @@ static int ffn_moe(struct cuda_backend *b, const struct dlayer *L, const float *
     if (CUDA_CHECK(kv_matvec_x(&L->router, 1, NULL, n, 1, in, nw, eps, L->router_b,
                                b->moe_logits, st),
                    e, el) ||
-        CUDA_CHECK(kv_moe_route(b->moe_logits, n, NX, K, hp->expert_weights_norm,
-                                hp->expert_gating == MODEL_GATING_SOFTMAX_TOPK, b->moe_ids,
+        CUDA_CHECK(kv_moe_route(b->moe_logits, n, NX, K, (enum kv_moe_gating)hp->expert_gating,
+                                hp->expert_weights_norm, hp->expert_weights_scale, b->moe_ids,
                                 b->moe_w, st),
                    e, el))
         return -1;

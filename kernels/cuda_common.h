@@ -376,15 +376,22 @@ cudaError_t kv_sample(const float *logits, int32_t n_vocab, const struct kv_samp
 /* Most experts the router kernel takes (a lane's 32-bit taken mask, 32
  * lanes), and most of them a token uses. */
 #define KV_MOE_MAX_EXPERT 1024
-/* For each of N_TOK tokens, the router's softmax over LOGITS (N_TOK x
- * N_EXPERT) and its top K, cpu.c's moe_select: IDS (N_TOK x K, device
- * int32) the K most probable experts in order, ties to the lower index,
- * W (N_TOK x K) their probabilities, divided by their sum when NORM; with
- * TOPK_SOFTMAX (gpt-oss's gating, MODEL_GATING_SOFTMAX_TOPK) the same K
- * chosen on the raw logits, W a softmax over those K logits alone.
- * cudaErrorInvalidValue unless 1 <= K <= N_EXPERT <= KV_MOE_MAX_EXPERT. */
+/* The router's gating, model.h's enum model_gating value for value
+ * (backend_cuda.cu asserts that; this header does not include model.h). */
+enum kv_moe_gating {
+    KV_MOE_SOFTMAX = 0,      /* softmax over all experts */
+    KV_MOE_SOFTMAX_TOPK = 1, /* softmax over the K chosen logits (gpt-oss) */
+    KV_MOE_SIGMOID = 2,      /* sigmoid of each chosen logit */
+};
+/* For each of N_TOK tokens of router LOGITS (N_TOK x N_EXPERT), cpu.c's
+ * moe_select: IDS (N_TOK x K, device int32) the K largest logits in order,
+ * ties to the lower index (whatever the gating: it is monotone); W (N_TOK x
+ * K) their GATING weights, divided by their sum (at least 2^-14) when NORM,
+ * then times SCALE (> 0). cudaErrorInvalidValue unless 1 <= K <= N_EXPERT
+ * <= KV_MOE_MAX_EXPERT and GATING is one of the above. */
 cudaError_t kv_moe_route(const float *logits, int32_t n_tok, int32_t n_expert, int32_t k,
-                         bool norm, bool topk_softmax, int32_t *ids, float *w, cudaStream_t st);
+                         enum kv_moe_gating gating, bool norm, float scale, int32_t *ids,
+                         float *w, cudaStream_t st);
 /* OUT[t] = (ADD ? ADD[t] : 0) + sum_j W[t K + j] Y[t K + j]
  * (+ sigmoid(SH_Z[t]) SH[t] when SH is set), rows of N_EMBD: the routed
  * experts' outputs Y (N_TOK K x N_EMBD) weighted, the shared expert gated.

@@ -1,5 +1,6 @@
 /* moe.cu - the mixture-of-experts pieces around the expert matvecs
- * (qwen3moe, qwen2moe): the router's top-k, and the weighted sum of the
+ * (qwen3moe, qwen2moe, gpt-oss): the router's top-k and its weights as the
+ * file's gating keys say (model.h), and the weighted sum of the
  * chosen experts' outputs (plus the gated shared expert) into the residual
  * stream. The expert products themselves are kv_matvec_x / kv_matvec_x_glu
  * (matvec.cu), which read the expert ids these kernels write.
@@ -7,9 +8,9 @@
  * Design rules: the choice of experts never leaves the device, so the
  * decode step stays one captured graph that replays at every position (the
  * ids and weights are written to device memory here and read there at run
- * time). The selection is cpu.c's moe_select exactly: softmax over the
- * router logits, then K times the most probable expert not yet taken, ties
- * to the lower index, so both backends run the same experts.
+ * time). The selection is cpu.c's moe_select exactly: K times the largest
+ * logit not yet taken (the most probable expert under any gating), ties to
+ * the lower index, so both backends run the same experts.
  *
  * k_moe_route: one warp per token. Each lane owns experts lane, lane + 32,
  * ... (a bit of a 32-bit mask per owned expert marks it taken, so up to
@@ -22,16 +23,24 @@
  * logit counts as -inf (cpu.c's comparisons would leave it to chance);
  * the ids are always in range.
  *
- * gpt-oss gates differently (topk_softmax): the same K picks, then a
- * softmax over those K logits alone; the lane-0 loop is cpu.c's, so the
- * weights are its to the ulp of the final division.
+ * The weights (lane 0, after the picks and a warp barrier, reading the
+ * picked logits from shared memory) follow moe_select's order, llama.cpp's
+ * build_moe_ffn: the gating's weight per pick (the softmax's, over the
+ * butterfly's denominator; sigmoid(l); or gpt-oss's softmax over the K
+ * picked logits, lane 0's loop as cpu.c's), then the renormalisation
+ * (the sum clamped below at 2^-14), then the scale. Only the softmax's
+ * denominator is summed in another order than cpu.c's, so the other
+ * gatings' weights are cpu.c's to the ulp of the device's double exp.
  *
  * k_moe_sum: element-wise, in cpu.c's order (slot by slot, then the shared
  * expert, then the residual).
  *
  * Why this version: the first (v1): K and the expert count are small (8 of
  * 128 in qwen3-30b-a3b), so a warp per token is one short launch; no GPU
- * figure yet.
+ * figure yet. v2 takes the gating as an enum (softmax, sigmoid, gpt-oss's
+ * softmax over the picks) plus the scale, all weights in one lane-0 pass
+ * after the picks, so any MoE file's router runs here (NOTES.md, MoE
+ * router keys).
  */
 #include <math.h>
 
@@ -47,16 +56,19 @@ static __device__ __forceinline__ void moe_better(float &v, int &i, float v2, in
     }
 }
 
+/* The renormalisation's least sum, cpu.c's MOE_MIN_WSUM (llama.cpp's). */
+#define MOE_MIN_WSUM 6.103515625e-5
+
 static __global__ void __launch_bounds__(32)
-    k_moe_route(const float *__restrict__ logits, int32_t n_expert, int32_t k, bool norm,
-                bool topk_softmax, int32_t *ids, float *w)
+    k_moe_route(const float *__restrict__ logits, int32_t n_expert, int32_t k,
+                enum kv_moe_gating gating, bool norm, float scale, int32_t *ids, float *w)
 {
     const int lane = threadIdx.x;
     const float *l = logits + (int64_t)blockIdx.x * n_expert;
     int32_t *sel = ids + (int64_t)blockIdx.x * k;
     float *sw = w + (int64_t)blockIdx.x * k;
-    /* A lane reads back only the entries it wrote (but for the top-k
-     * softmax below, after a warp barrier). */
+    /* Each lane writes its own experts' entries; lane 0 reads the picked
+     * ones after a warp barrier. */
     KV_SHARED(float, lg, [KV_MOE_MAX_EXPERT]);
     float mx = -INFINITY;
     for (int e = lane; e < n_expert; e += 32) {
@@ -69,13 +81,14 @@ static __global__ void __launch_bounds__(32)
     for (int o = 16; o > 0; o >>= 1)
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
     double s = 0.0;
-    for (int e = lane; e < n_expert; e += 32)
-        s += exp((double)(lg[e] - mx));
+    if (gating == KV_MOE_SOFTMAX) {
+        for (int e = lane; e < n_expert; e += 32)
+            s += exp((double)(lg[e] - mx));
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1)
-        s += __shfl_xor_sync(0xffffffffu, s, o);
+        for (int o = 16; o > 0; o >>= 1)
+            s += __shfl_xor_sync(0xffffffffu, s, o);
+    }
     uint32_t taken = 0;
-    double wsum = 0.0;
     for (int j = 0; j < k; j++) {
         float bv = -INFINITY;
         int bi = -1;
@@ -90,39 +103,43 @@ static __global__ void __launch_bounds__(32)
         }
         if (bi >= 0 && (bi & 31) == lane)
             taken |= 1u << (bi >> 5);
-        if (lane == 0) {
-            /* k <= n_expert (the launcher checks), so bi is an expert. */
-            float wj = (float)(exp((double)(bv - mx)) / s);
+        /* k <= n_expert (the launcher checks), so bi is an expert. */
+        if (lane == 0)
             sel[j] = bi;
-            sw[j] = wj;
-            wsum += wj;
-        }
     }
-    if (topk_softmax) {
-        /* Over the K chosen logits alone, against the first (the largest),
-         * in double as cpu.c. Lane 0 reads the other lanes' logits: the
-         * warp barrier orders their writes before its reads. */
-        __syncwarp();
-        if (lane == 0) {
-            const float top = lg[sel[0]];
-            double ks = 0.0;
-            for (int j = 0; j < k; j++)
-                ks += exp((double)(lg[sel[j]] - top));
-            for (int j = 0; j < k; j++)
-                sw[j] = (float)(exp((double)(lg[sel[j]] - top)) / ks);
-        }
-    } else if (norm && lane == 0) {
+    /* orders the other lanes' lg writes before lane 0's reads */
+    __syncwarp();
+    if (lane != 0)
+        return;
+    float ref = mx; /* the softmaxes' max: the first pick's logit */
+    double den = s;
+    if (gating == KV_MOE_SOFTMAX_TOPK) {
+        ref = lg[sel[0]];
+        den = 0.0;
         for (int j = 0; j < k; j++)
-            sw[j] = (float)(sw[j] / wsum);
+            den += exp((double)(lg[sel[j]] - ref));
     }
+    double wsum = 0.0;
+    for (int j = 0; j < k; j++) {
+        const float v = lg[sel[j]];
+        const float wj = gating == KV_MOE_SIGMOID ? (float)(1.0 / (1.0 + exp(-(double)v)))
+                                                  : (float)(exp((double)(v - ref)) / den);
+        sw[j] = wj;
+        wsum += wj;
+    }
+    const double d = wsum > MOE_MIN_WSUM ? wsum : MOE_MIN_WSUM;
+    for (int j = 0; j < k; j++)
+        sw[j] = (norm ? (float)(sw[j] / d) : sw[j]) * scale;
 }
 
 cudaError_t kv_moe_route(const float *logits, int32_t n_tok, int32_t n_expert, int32_t k,
-                         bool norm, bool topk_softmax, int32_t *ids, float *w, cudaStream_t st)
+                         enum kv_moe_gating gating, bool norm, float scale, int32_t *ids,
+                         float *w, cudaStream_t st)
 {
-    if (n_tok < 1 || n_expert < 1 || n_expert > KV_MOE_MAX_EXPERT || k < 1 || k > n_expert)
+    if (n_tok < 1 || n_expert < 1 || n_expert > KV_MOE_MAX_EXPERT || k < 1 || k > n_expert ||
+        (gating != KV_MOE_SOFTMAX && gating != KV_MOE_SOFTMAX_TOPK && gating != KV_MOE_SIGMOID))
         return cudaErrorInvalidValue;
-    KV_LAUNCH(k_moe_route, (unsigned)n_tok, 32, 0, st)(logits, n_expert, k, norm, topk_softmax,
+    KV_LAUNCH(k_moe_route, (unsigned)n_tok, 32, 0, st)(logits, n_expert, k, gating, norm, scale,
                                                           ids, w);
     return cudaGetLastError();
 }

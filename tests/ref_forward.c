@@ -1,17 +1,20 @@
 /* ref_forward.c - the naive reference forward pass (see ref_forward.h).
  *
  * Written to be obviously right rather than fast: the architecture rules are
- * decided here from the architecture id (not from the flags model.c derives),
- * every sum is in double, and attention builds the full masked score row for
- * every query over the whole sequence.
+ * decided here from the architecture id (not from the flags model.c derives)
+ * and the router's keys read from the file here too, every sum is in
+ * double, and attention builds the full masked score row for every query
+ * over the whole sequence.
  */
 #include "ref_forward.h"
 
 #include <math.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "gguf.h"
 #include "model.h"
 #include "quant.h"
 
@@ -226,58 +229,77 @@ static void swiglu_oai(double *y, const float *gate, const float *gb, const floa
     matvec(y, down, db, g, E, F);
 }
 
+/* The router as llama.cpp's build_moe_ffn computes it: GATING in the
+ * file's numbering (1 softmax over all experts, 2 sigmoid of each, 3 the
+ * logits as they are and a softmax over the chosen), the top-k of those
+ * probabilities, NORM dividing the chosen weights by their sum (at least
+ * 2^-14, llama.cpp's clamp), then SCALE. */
+struct ref_router {
+    int gating;
+    bool norm;
+    double scale;
+};
+
+/* The architecture's router, then the file's keys over it, read here from
+ * the file itself (a synthetic model has none: the defaults then). */
+static struct ref_router router_of(const struct model *m)
+{
+    enum model_arch a = m->hp.arch;
+    struct ref_router rt = {.gating = a == MODEL_ARCH_GPT_OSS ? 3 : 1,
+                            .norm = a == MODEL_ARCH_QWEN3MOE,
+                            .scale = 1.0};
+    if (!m->file)
+        return rt;
+    char key[96];
+    int64_t g;
+    snprintf(key, sizeof key, "%s.expert_gating_func", model_arch_name(a));
+    if (gguf_get_int(m->file, key, &g) && g != 0)
+        rt.gating = (int)g;
+    snprintf(key, sizeof key, "%s.expert_weights_norm", model_arch_name(a));
+    bool b;
+    if (gguf_get_bool(m->file, key, &b))
+        rt.norm = b;
+    snprintf(key, sizeof key, "%s.expert_weights_scale", model_arch_name(a));
+    double sc;
+    if (gguf_get_float(m->file, key, &sc) && sc != 0.0) /* 0: no scale */
+        rt.scale = sc;
+    return rt;
+}
+
 /* The mixture-of-experts FFN of layer L on the normed input X (E) into Y:
- * softmax over the router's logits, the K most probable experts (ties to
- * the lower index), their SwiGLU outputs summed with those probabilities
- * (divided by their sum when NORM_W), plus the shared expert times the
- * sigmoid of its gate when the layer has one. */
+ * RT's weights of the K most probable experts (ties to the lower index),
+ * their SwiGLU outputs (gpt-oss's clamped, biased one when OSS) summed with
+ * those weights, plus the shared expert times the sigmoid of its gate when
+ * the layer has one. */
 static int moe(double *y, const struct ref_layer *l, const struct model_hparams *hp,
-               const double *x, bool norm_w, bool oss)
+               const double *x, const struct ref_router *rt, bool oss)
 {
     int E = hp->n_embd, NE = hp->n_expert, K = hp->n_expert_used, FX = hp->n_ff_exp;
     int FS = hp->n_ff_shexp, FM = FX > FS ? FX : FS;
-    double *p = calloc((size_t)NE, sizeof *p), *ye = calloc((size_t)E, sizeof *ye);
+    double *lg = calloc((size_t)NE, sizeof *lg), *p = calloc((size_t)NE, sizeof *p);
+    double *ye = calloc((size_t)E, sizeof *ye), *wt = calloc((size_t)K, sizeof *wt);
     double *g = calloc((size_t)FM, sizeof *g), *u = calloc((size_t)FM, sizeof *u);
     bool *taken = calloc((size_t)NE, sizeof *taken);
     int *sel = calloc((size_t)K, sizeof *sel);
     int rc = -1;
-    if (!p || !ye || !g || !u || !taken || !sel)
+    if (!lg || !p || !ye || !wt || !g || !u || !taken || !sel)
         goto out;
-    matvec(p, l->router, l->router_b, x, NE, E);
-    if (oss) {
-        /* top-k of the raw logits, then a softmax over those k */
-        for (int k = 0; k < K; k++) {
-            int best = -1;
-            for (int e = 0; e < NE; e++)
-                if (!taken[e] && (best < 0 || p[e] > p[best]))
-                    best = e;
-            taken[best] = true;
-            sel[k] = best;
-        }
-        double ksum = 0;
-        for (int k = 0; k < K; k++)
-            ksum += exp(p[sel[k]] - p[sel[0]]);
-        for (int i = 0; i < E; i++)
-            y[i] = 0;
-        for (int k = 0; k < K; k++) {
-            int e = sel[k];
-            double w = exp(p[e] - p[sel[0]]) / ksum;
-            size_t mat = (size_t)FX * E;
-            swiglu_oai(ye, l->gate_x + e * mat, l->gate_xb + (size_t)e * FX, l->up_x + e * mat,
-                       l->up_xb + (size_t)e * FX, l->down_x + e * mat, l->down_xb + (size_t)e * E,
-                       x, E, FX, g, u);
-            for (int i = 0; i < E; i++)
-                y[i] += w * ye[i];
-        }
-        rc = 0;
-        goto out;
-    }
+    matvec(lg, l->router, l->router_b, x, NE, E);
+    /* the probabilities the experts are chosen by */
     double mx = -INFINITY, sum = 0;
     for (int e = 0; e < NE; e++)
-        mx = p[e] > mx ? p[e] : mx;
-    for (int e = 0; e < NE; e++)
-        sum += p[e] = exp(p[e] - mx);
-    double wsum = 0;
+        mx = lg[e] > mx ? lg[e] : mx;
+    for (int e = 0; e < NE; e++) {
+        if (rt->gating == 1)
+            sum += p[e] = exp(lg[e] - mx);
+        else if (rt->gating == 2)
+            p[e] = 1.0 / (1.0 + exp(-lg[e]));
+        else
+            p[e] = lg[e];
+    }
+    if (rt->gating == 1)
+        for (int e = 0; e < NE; e++)
+            p[e] /= sum;
     for (int k = 0; k < K; k++) {
         int best = -1;
         for (int e = 0; e < NE; e++)
@@ -285,17 +307,37 @@ static int moe(double *y, const struct ref_layer *l, const struct model_hparams 
                 best = e;
         taken[best] = true;
         sel[k] = best;
-        wsum += p[best] / sum;
+        wt[k] = p[best];
+    }
+    if (rt->gating == 3) {
+        double ksum = 0;
+        for (int k = 0; k < K; k++)
+            ksum += exp(p[sel[k]] - p[sel[0]]);
+        for (int k = 0; k < K; k++)
+            wt[k] = exp(p[sel[k]] - p[sel[0]]) / ksum;
+    }
+    if (rt->norm) {
+        double ws = 0;
+        for (int k = 0; k < K; k++)
+            ws += wt[k];
+        ws = ws > 6.103515625e-5 ? ws : 6.103515625e-5;
+        for (int k = 0; k < K; k++)
+            wt[k] /= ws;
     }
     for (int i = 0; i < E; i++)
         y[i] = 0;
     for (int k = 0; k < K; k++) {
         int e = sel[k];
-        double w = p[e] / sum / (norm_w ? wsum : 1.0);
         size_t mat = (size_t)FX * E;
-        swiglu(ye, l->gate_x + e * mat, l->up_x + e * mat, l->down_x + e * mat, x, E, FX, g, u);
+        if (oss)
+            swiglu_oai(ye, l->gate_x + e * mat, l->gate_xb + (size_t)e * FX, l->up_x + e * mat,
+                       l->up_xb + (size_t)e * FX, l->down_x + e * mat, l->down_xb + (size_t)e * E,
+                       x, E, FX, g, u);
+        else
+            swiglu(ye, l->gate_x + e * mat, l->up_x + e * mat, l->down_x + e * mat, x, E, FX, g,
+                   u);
         for (int i = 0; i < E; i++)
-            y[i] += w * ye[i];
+            y[i] += wt[k] * rt->scale * ye[i];
     }
     if (l->sh_gate) {
         double z = 0;
@@ -307,8 +349,10 @@ static int moe(double *y, const struct ref_layer *l, const struct model_hparams 
     }
     rc = 0;
 out:
+    free(lg);
     free(p);
     free(ye);
+    free(wt);
     free(g);
     free(u);
     free(taken);
@@ -324,7 +368,7 @@ int ref_forward(const struct ref_model *r, const int32_t *tokens, int n, float *
     bool neox = hp->arch != MODEL_ARCH_LLAMA;
     bool oss = hp->arch == MODEL_ARCH_GPT_OSS;
     bool is_moe = hp->arch == MODEL_ARCH_QWEN3MOE || hp->arch == MODEL_ARCH_QWEN2MOE || oss;
-    bool norm_w = hp->arch == MODEL_ARCH_QWEN3MOE;
+    struct ref_router rt = router_of(m);
     int E = hp->n_embd, HD = hp->head_dim, NH = hp->n_head, NKV = hp->n_head_kv;
     int QD = NH * HD, KVD = NKV * HD, F = hp->n_ff, V = hp->n_vocab;
     double eps = hp->norm_eps;
@@ -420,7 +464,7 @@ int ref_forward(const struct ref_model *r, const int32_t *tokens, int n, float *
                 x[i] += o[i];
             rms(xb, x, l->ffn_norm, E, eps);
             if (is_moe) {
-                if (moe(o, l, hp, xb, norm_w, oss))
+                if (moe(o, l, hp, xb, &rt, oss))
                     goto out;
                 for (int i = 0; i < E; i++)
                     x[i] += o[i];

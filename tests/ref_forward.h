@@ -2,7 +2,8 @@
  * check the backends: every weight dequantised to f32 up front, plain loops
  * in double precision, and attention recomputed over the whole sequence with
  * an explicit mask. It shares nothing with backend/cpu.c but the model
- * description (model.h) and quant_dequantize_row.
+ * description (model.h), quant_dequantize_row and the gguf reader (the
+ * router's keys, read from the file again rather than from model.c).
  */
 #ifndef KVCHAT_REF_FORWARD_H
 #define KVCHAT_REF_FORWARD_H

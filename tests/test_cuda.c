@@ -501,6 +501,24 @@ static void test_qwen2moe_q4_0_shared(void **state)
     check_moe(make_model(&s, 1234), "qwen2moe-q4_0-shared", 1.0);
 }
 
+/* A router as the file's keys describe it, not the architecture's:
+ * qwen3moe's shape above told sigmoid gating (expert_gating_func 2), its
+ * default renormalisation, then a scale of 2.5 (expert_weights_scale, as
+ * DeepSeek-V3's). The device must pick the CPU's experts and weigh them
+ * alike; the reference reads the keys from the file itself. */
+static void test_qwen3moe_sigmoid_scaled(void **state)
+{
+    (void)state;
+    struct tiny_spec s = {.arch = "qwen3moe", .wtype = GGML_TYPE_Q8_0, .etype = GGML_TYPE_Q8_0,
+                          .n_embd = 96, .n_head = 3, .n_head_kv = 1, .head_dim = 32, .n_rot = 32,
+                          .n_vocab = 70, .n_layer = 2, .n_expert = 6, .n_expert_used = 2,
+                          .n_ff_exp = 160, .gating_func = 2, .weights_scale = 2.5f};
+    struct model *m = make_model(&s, 1234);
+    assert_int_equal(m->hp.expert_gating, MODEL_GATING_SIGMOID);
+    assert_true(m->hp.expert_weights_norm && m->hp.expert_weights_scale == 2.5f);
+    check_moe(m, "qwen3moe-sigmoid-x2.5", 1.0);
+}
+
 /* The synthetic shape moe-tiny (tools/synth, backend/model/synth.c): a
  * qwen2moe of 8 experts, 2 a token, with a shared expert, at Q4_K. Its
  * weights (synth_fill_rows, not tiny_model's) amplify the prefill's bf16
@@ -1152,6 +1170,7 @@ int main(void)
         cmocka_unit_test(test_qwen3moe_q8_0),
         cmocka_unit_test(test_qwen3moe_f32_scalar),
         cmocka_unit_test(test_qwen2moe_q4_0_shared),
+        cmocka_unit_test(test_qwen3moe_sigmoid_scaled),
         cmocka_unit_test(test_synth_moe_tiny),
         cmocka_unit_test(test_moe_many_experts),
         cmocka_unit_test(test_gpt_oss_f32),

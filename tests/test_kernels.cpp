@@ -12,9 +12,11 @@
  *   three matvecs in one launch: bit-equal to the three apart, 1e-5;
  *   expert-indexed matvecs (plain and GLU): bit-equal to the dense kernel
  *     on the chosen expert's matrix, 1e-5 against the double reference;
- *   router top-k: the ids equal cpu.c's moe_select (ties included); the
- *     weights within 1e-6 relative each (the softmax sum is double on both
- *     sides, added in another order: an ulp of the float at most);
+ *   router top-k: the ids equal cpu.c's moe_select (ties included) under
+ *     every gating; the weights within 1e-6 relative each (the softmax sum
+ *     is double on both sides, added in another order; sigmoid and the
+ *     softmax over the picks are cpu.c's loops: an ulp of the float at
+ *     most, before and after the renormalisation and the scale);
  *   expert sum: 1e-5;
  *   matvec with the GLU fused: bit-equal to gate, up and glu apart;
  *     1e-5 of max|g u| against the double reference (test_matvec_glu);
@@ -858,18 +860,12 @@ static void test_matvec_glu(void **state)
 
 /* ---- mixture of experts ---- */
 
-/* cpu.c's moe_select, the rule the device router must follow (TOPK_SOFTMAX:
- * MODEL_GATING_SOFTMAX_TOPK, gpt-oss's). */
-static void moe_select_ref(const float *logits, int n_expert, int k, bool norm, int32_t *sel,
-                           float *w, bool topk_softmax = false)
+/* cpu.c's moe_select, the rule the device router must follow: picks on the
+ * logits (ties to the lower index), then GATING's weights, the
+ * renormalisation (sum at least 2^-14) and the scale. */
+static void moe_select_ref(const float *logits, int n_expert, int k, enum kv_moe_gating gating,
+                           bool norm, float scale, int32_t *sel, float *w)
 {
-    float mx = logits[0];
-    for (int e = 1; e < n_expert; e++)
-        mx = logits[e] > mx ? logits[e] : mx;
-    double sum = 0;
-    for (int e = 0; e < n_expert; e++)
-        sum += exp((double)(logits[e] - mx));
-    double wsum = 0;
     for (int j = 0; j < k; j++) {
         int best = -1;
         for (int e = 0; e < n_expert; e++) {
@@ -880,49 +876,82 @@ static void moe_select_ref(const float *logits, int n_expert, int k, bool norm, 
                 best = e;
         }
         sel[j] = best;
-        w[j] = (float)(exp((double)(logits[best] - mx)) / sum);
+    }
+    float ref = 0.0f;
+    double den = 1.0;
+    if (gating == KV_MOE_SOFTMAX) {
+        ref = logits[0];
+        for (int e = 1; e < n_expert; e++)
+            ref = logits[e] > ref ? logits[e] : ref;
+        den = 0;
+        for (int e = 0; e < n_expert; e++)
+            den += exp((double)(logits[e] - ref));
+    } else if (gating == KV_MOE_SOFTMAX_TOPK) {
+        ref = logits[sel[0]];
+        den = 0;
+        for (int j = 0; j < k; j++)
+            den += exp((double)(logits[sel[j]] - ref));
+    }
+    double wsum = 0;
+    for (int j = 0; j < k; j++) {
+        float l = logits[sel[j]];
+        w[j] = gating == KV_MOE_SIGMOID ? (float)(1.0 / (1.0 + exp(-(double)l)))
+                                        : (float)(exp((double)(l - ref)) / den);
         wsum += w[j];
     }
-    if (topk_softmax) {
-        double ksum = 0;
+    if (norm) {
+        double d = wsum > 6.103515625e-5 ? wsum : 6.103515625e-5;
         for (int j = 0; j < k; j++)
-            ksum += exp((double)(logits[sel[j]] - logits[sel[0]]));
-        for (int j = 0; j < k; j++)
-            w[j] = (float)(exp((double)(logits[sel[j]] - logits[sel[0]])) / ksum);
-        return;
+            w[j] = (float)(w[j] / d);
     }
-    if (norm)
-        for (int j = 0; j < k; j++)
-            w[j] = (float)(w[j] / wsum);
+    for (int j = 0; j < k; j++)
+        w[j] *= scale;
 }
 
 /* kv_moe_route against moe_select_ref: expert counts below, at and above
- * a warp (up to 1000, 32 a lane), top-k from 1 to all, with and without
- * renormalisation, logits with ties (whole tokens of one value, ties
- * across the k-th place, equal values in lanes that own several experts)
- * and -inf, each also with gpt-oss's gating (the same picks, weights a
- * softmax over the K picked logits). A NaN logit gives in-range, distinct
- * ids. Bad shapes are refused. */
+ * a warp (up to 1000, 32 a lane), top-k from 1 to all, logits with ties
+ * (whole tokens of one value, ties across the k-th place, equal values in
+ * lanes that own several experts), -inf, and a token whose logits are all
+ * below -25 (its sigmoids sum under the renormalisation's 2^-14 floor);
+ * each under six routers: softmax plain, renormalised, and renormalised
+ * then scaled by 2.5 (DeepSeek-V3's factor), gpt-oss's softmax over the
+ * picks, sigmoid plain scaled by 0.75, and sigmoid renormalised scaled by
+ * 2.5. A NaN logit gives in-range, distinct ids. Bad shapes and an unknown
+ * gating are refused. */
 static void test_moe_route(void **state)
 {
     (void)state;
     static const struct {
         int ne, k;
     } k_route[] = {{1, 1}, {5, 2}, {6, 6}, {33, 3}, {60, 4}, {128, 8}, {200, 7}, {1000, 9}};
+    static const struct {
+        enum kv_moe_gating gating;
+        bool norm;
+        float scale;
+        const char *name;
+    } k_routers[] = {
+        {KV_MOE_SOFTMAX, false, 1.0f, "softmax"},
+        {KV_MOE_SOFTMAX, true, 1.0f, "softmax norm"},
+        {KV_MOE_SOFTMAX, true, 2.5f, "softmax norm x2.5"},
+        {KV_MOE_SOFTMAX_TOPK, false, 1.0f, "topk-softmax"},
+        {KV_MOE_SIGMOID, false, 0.75f, "sigmoid x0.75"},
+        {KV_MOE_SIGMOID, true, 2.5f, "sigmoid norm x2.5"},
+    };
     const int T = 6;
     int cases = 0;
     for (const auto &c : k_route) {
-        for (int mode = 0; mode < 3; mode++) {
-            const bool norm = mode == 1, tsm = mode == 2;
+        for (const auto &rt : k_routers) {
             std::vector<float> lg((size_t)T * c.ne);
             for (float &v : lg)
                 v = 4.0f * frand();
             /* token 1: all equal; token 2: values in steps of 1/4, so many
              * ties; token 3: the top value three times (across lanes and
-             * within one) and -inf; token 4: the k-th and (k+1)-th tie */
+             * within one) and -inf; token 4: the k-th and (k+1)-th tie;
+             * token 5: all far below 0 */
             for (int e = 0; e < c.ne; e++) {
                 lg[(size_t)1 * c.ne + e] = 0.5f;
                 lg[(size_t)2 * c.ne + e] = (float)((int)(8 * frand())) / 4;
+                lg[(size_t)5 * c.ne + e] -= 30.0f;
             }
             float *t3 = &lg[(size_t)3 * c.ne];
             t3[c.ne - 1] = t3[c.ne / 2] = t3[c.ne > 32 ? 32 : 0] = 9.0f;
@@ -931,7 +960,7 @@ static void test_moe_route(void **state)
             if (c.k < c.ne) {
                 std::vector<int32_t> s0(c.k);
                 std::vector<float> w0(c.k);
-                moe_select_ref(t4, c.ne, c.k, false, s0.data(), w0.data());
+                moe_select_ref(t4, c.ne, c.k, KV_MOE_SOFTMAX, false, 1.0f, s0.data(), w0.data());
                 int other = -1;
                 for (int e = c.ne - 1; e >= 0 && other < 0; e--) {
                     bool in = false;
@@ -946,25 +975,27 @@ static void test_moe_route(void **state)
             std::vector<float> zw((size_t)T * c.k, NAN);
             int32_t *di = dev(zi);
             float *dw = dev(zw);
-            assert_int_equal(kv_moe_route(dl, T, c.ne, c.k, norm, tsm, di, dw, 0), cudaSuccess);
+            assert_int_equal(
+                kv_moe_route(dl, T, c.ne, c.k, rt.gating, rt.norm, rt.scale, di, dw, 0),
+                cudaSuccess);
             auto gi = host(di, zi.size());
             auto gw = host(dw, zw.size());
             for (int t = 0; t < T; t++) {
                 std::vector<int32_t> si(c.k);
                 std::vector<float> sw(c.k);
-                moe_select_ref(&lg[(size_t)t * c.ne], c.ne, c.k, norm, si.data(), sw.data(), tsm);
+                moe_select_ref(&lg[(size_t)t * c.ne], c.ne, c.k, rt.gating, rt.norm, rt.scale,
+                               si.data(), sw.data());
                 for (int j = 0; j < c.k; j++) {
                     size_t i = (size_t)t * c.k + j;
                     if (gi[i] != si[j])
-                        fail_msg("route %d experts top-%d%s token %d slot %d: device %d, cpu %d",
-                                 c.ne, c.k, norm ? " norm" : tsm ? " topk-softmax" : "", t, j,
-                                 gi[i], si[j]);
+                        fail_msg("route %d experts top-%d %s token %d slot %d: device %d, cpu %d",
+                                 c.ne, c.k, rt.name, t, j, gi[i], si[j]);
                     /* an expert at -inf has weight 0 on both */
                     double e = fabs((double)gw[i] - sw[j]) / (sw[j] != 0 ? fabs((double)sw[j]) : 1.0);
                     if (!(e <= 1e-6))
-                        fail_msg("route %d experts top-%d%s token %d slot %d: weight %.9g, "
+                        fail_msg("route %d experts top-%d %s token %d slot %d: weight %.9g, "
                                  "cpu %.9g",
-                                 c.ne, c.k, tsm ? " topk-softmax" : "", t, j, gw[i], sw[j]);
+                                 c.ne, c.k, rt.name, t, j, gw[i], sw[j]);
                 }
             }
             if (kvemu_report_count())
@@ -973,7 +1004,8 @@ static void test_moe_route(void **state)
             cudaFree(dl), cudaFree(di), cudaFree(dw);
         }
     }
-    printf("moe route: %d shapes x %d tokens, ids equal to moe_select, weights within 1e-6\n",
+    printf("moe route: %d shapes x routers x %d tokens, ids equal to moe_select, weights "
+           "within 1e-6\n",
            cases, T);
 
     /* NaN logits: ids in range and distinct */
@@ -983,18 +1015,24 @@ static void test_moe_route(void **state)
     std::vector<float> zw(4);
     int32_t *di = dev(zi);
     float *dw = dev(zw);
-    assert_int_equal(kv_moe_route(dl, 1, 5, 4, true, false, di, dw, 0), cudaSuccess);
+    assert_int_equal(kv_moe_route(dl, 1, 5, 4, KV_MOE_SOFTMAX, true, 1.0f, di, dw, 0),
+                     cudaSuccess);
     auto gi = host(di, 4);
     assert_int_equal(gi[0], 2);
     assert_int_equal(gi[1], 4);
     assert_int_equal(gi[2], 0);
     assert_int_equal(gi[3], 1); /* a NaN counts as -inf: the lower index first */
-    /* refused: more used than there are, none, too many experts */
-    assert_int_equal(kv_moe_route(dl, 1, 5, 6, false, false, di, dw, 0), cudaErrorInvalidValue);
-    assert_int_equal(kv_moe_route(dl, 1, 5, 0, false, false, di, dw, 0), cudaErrorInvalidValue);
-    assert_int_equal(kv_moe_route(dl, 1, KV_MOE_MAX_EXPERT + 1, 2, false, false, di, dw, 0),
+    /* refused: more used than there are, none, too many experts, no
+     * tokens, a gating that is none of the three */
+    const enum kv_moe_gating sm = KV_MOE_SOFTMAX;
+    assert_int_equal(kv_moe_route(dl, 1, 5, 6, sm, false, 1.0f, di, dw, 0), cudaErrorInvalidValue);
+    assert_int_equal(kv_moe_route(dl, 1, 5, 0, sm, false, 1.0f, di, dw, 0), cudaErrorInvalidValue);
+    assert_int_equal(kv_moe_route(dl, 1, KV_MOE_MAX_EXPERT + 1, 2, sm, false, 1.0f, di, dw, 0),
                      cudaErrorInvalidValue);
-    assert_int_equal(kv_moe_route(dl, 0, 5, 2, false, false, di, dw, 0), cudaErrorInvalidValue);
+    assert_int_equal(kv_moe_route(dl, 0, 5, 2, sm, false, 1.0f, di, dw, 0), cudaErrorInvalidValue);
+    /* 3: in the enum's value range (two bits), so the cast is defined */
+    assert_int_equal(kv_moe_route(dl, 1, 5, 2, (enum kv_moe_gating)3, false, 1.0f, di, dw, 0),
+                     cudaErrorInvalidValue);
     cudaFree(dl), cudaFree(di), cudaFree(dw);
 }
 

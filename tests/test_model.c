@@ -1280,6 +1280,204 @@ static void test_gpt_oss_load_errors(void **state)
     }
 }
 
+/* ---- the router's keys ---- */
+
+/* qwen3moe whose file says: sigmoid gating, scaled by 2.5 (DeepSeek-V3's
+ * factor) after qwen3moe's default renormalisation. */
+static struct tiny_spec moe3_sigmoid(void)
+{
+    struct tiny_spec s = moe3_small;
+    s.gating_func = 2;
+    s.weights_scale = 2.5f;
+    return s;
+}
+
+/* The file's router keys are what the backend computes, against the
+ * reference that reads them from the file itself: sigmoid gating with a
+ * scale, gpt-oss's softmax over the chosen on a qwen2moe, and a qwen2moe
+ * told to renormalise. The loader's fields follow the keys, and each key
+ * changes the answer (the variants draw the same weights). */
+static void test_moe_router_keys(void **state)
+{
+    (void)state;
+    struct tiny_spec sig = moe3_sigmoid();
+    check_moe(&sig, "qwen3moe-sigmoid-x2.5");
+    struct tiny_spec sig_q = sig;
+    sig_q.wtype = sig_q.etype = GGML_TYPE_Q8_0;
+    check_moe(&sig_q, "qwen3moe-sigmoid-q8_0");
+    /* on qwen2moe, whose default does not renormalise: a softmax over the
+     * chosen equals a renormalised softmax over all (qwen3moe's default),
+     * so on qwen3moe the key would change nothing */
+    struct tiny_spec smw = moe2_small;
+    smw.gating_func = 3;
+    check_moe(&smw, "qwen2moe-softmax-topk");
+    struct tiny_spec q2n = moe2_small;
+    q2n.weights_norm_key = q2n.weights_norm = true;
+    check_moe(&q2n, "qwen2moe-norm");
+
+    struct model *m = load_synth(&sig, "router-fields", 3);
+    assert_int_equal(m->hp.expert_gating, MODEL_GATING_SIGMOID);
+    assert_true(m->hp.expert_weights_norm); /* qwen3moe's default, no key */
+    assert_true(m->hp.expert_weights_scale == 2.5f);
+    model_free(m);
+    m = load_synth(&smw, "router-fields", 3);
+    assert_int_equal(m->hp.expert_gating, MODEL_GATING_SOFTMAX_TOPK);
+    assert_false(m->hp.expert_weights_norm);
+    assert_true(m->hp.expert_weights_scale == 1.0f);
+    model_free(m);
+    struct tiny_spec q3off = moe3_small;
+    q3off.weights_norm_key = true; /* false: overrides qwen3moe's default */
+    q3off.gating_func = 1;
+    m = load_synth(&q3off, "router-fields", 3);
+    assert_int_equal(m->hp.expert_gating, MODEL_GATING_SOFTMAX);
+    assert_false(m->hp.expert_weights_norm);
+    model_free(m);
+    m = load_synth(&q2n, "router-fields", 3);
+    assert_true(m->hp.expert_weights_norm);
+    model_free(m);
+
+    int V = moe3_small.n_vocab;
+    float *a = malloc(sizeof(float) * SEQ * V), *b = malloc(sizeof(float) * SEQ * V);
+    assert_non_null(a);
+    assert_non_null(b);
+    cpu_logits(&moe3_small, "router-default", a);
+    cpu_logits(&sig, "router-sigmoid", b);
+    double d = tiny_rel_err(a, b, (size_t)SEQ * V);
+    printf("qwen3moe sigmoid x2.5 vs the default softmax: logits differ by %.2e\n", d);
+    assert_true(d > 1e-2);
+    struct tiny_spec sig1 = sig;
+    sig1.weights_scale = 0;
+    cpu_logits(&sig1, "router-sigmoid-x1", a);
+    d = tiny_rel_err(a, b, (size_t)SEQ * V);
+    printf("qwen3moe sigmoid x2.5 vs x1: logits differ by %.2e\n", d);
+    assert_true(d > 1e-2);
+    cpu_logits(&q3off, "router-nonorm", a);
+    cpu_logits(&moe3_small, "router-default", b);
+    d = tiny_rel_err(a, b, (size_t)SEQ * V);
+    printf("qwen3moe renormalised vs not: logits differ by %.2e\n", d);
+    assert_true(d > 1e-2);
+    free(a);
+    free(b);
+    V = moe2_small.n_vocab;
+    a = malloc(sizeof(float) * SEQ * V);
+    b = malloc(sizeof(float) * SEQ * V);
+    assert_non_null(a);
+    assert_non_null(b);
+    cpu_logits(&moe2_small, "router-q2-default", a);
+    cpu_logits(&smw, "router-q2-softmax-topk", b);
+    d = tiny_rel_err(a, b, (size_t)SEQ * V);
+    printf("qwen2moe softmax over the chosen vs over all: logits differ by %.2e\n", d);
+    assert_true(d > 1e-2);
+    free(a);
+    free(b);
+}
+
+static void set_router_case(struct gguf_writer *w, const char *key, int variant)
+{
+    switch (variant) {
+    case 0:
+        gguf_writer_set_f32(w, key, NAN);
+        break;
+    case 1:
+        gguf_writer_set_f32(w, key, -1.0f);
+        break;
+    case 2:
+        gguf_writer_set_f32(w, key, 0.0f);
+        break;
+    case 3:
+        gguf_writer_set_f32(w, key, 1e9f);
+        break;
+    case 4:
+        gguf_writer_set_f32(w, key, INFINITY);
+        break;
+    case 5:
+        gguf_writer_set_str(w, key, "2.5");
+        break;
+    case 6:
+        gguf_writer_set_u32(w, key, 1);
+        break;
+    case 7:
+        gguf_writer_set_i32(w, key, -1);
+        break;
+    case 8:
+        gguf_writer_set_u32(w, key, 4);
+        break;
+    default:
+        gguf_writer_set_str(w, key, "sigmoid");
+        break;
+    }
+}
+
+/* Router keys that cannot describe a router, and router keys on a dense
+ * model: each refusal is one line naming the file and the key. */
+static void test_moe_router_key_errors(void **state)
+{
+    (void)state;
+    char src[1200], dst[1200], err[512];
+    synth_path(src, sizeof src, "router-key-src");
+    synth_path(dst, sizeof dst, "router-key");
+    struct tiny_spec sig = moe3_sigmoid();
+    write_synth(&sig, src, 1);
+    static const struct {
+        const char *key;
+        int variant;
+        const char *says;
+    } cases[] = {
+        {"qwen3moe.expert_weights_scale", 0, "qwen3moe.expert_weights_scale = nan is out of range"},
+        {"qwen3moe.expert_weights_scale", 1, "qwen3moe.expert_weights_scale = -1 is out of range"},
+        {"qwen3moe.expert_weights_scale", 3,
+         "qwen3moe.expert_weights_scale = 1e+09 is out of range (above 0, at most 1000; 0 "
+         "means none)"},
+        {"qwen3moe.expert_weights_scale", 4, "qwen3moe.expert_weights_scale = inf is out of range"},
+        {"qwen3moe.expert_weights_scale", 5, "qwen3moe.expert_weights_scale is not a number"},
+        {"qwen3moe.expert_weights_norm", 6, "qwen3moe.expert_weights_norm is not a boolean"},
+        {"qwen3moe.expert_gating_func", 7, "qwen3moe.expert_gating_func = -1 is out of range"},
+        {"qwen3moe.expert_gating_func", 8,
+         "qwen3moe.expert_gating_func = 4 is not a gating kvchat computes (1 softmax, 2 "
+         "sigmoid, 3 softmax over the chosen experts, 0 or absent: the architecture's default)"},
+        {"qwen3moe.expert_gating_func", 9, "qwen3moe.expert_gating_func is not an integer"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        rewrite_key(src, dst, set_router_case, cases[i].key, cases[i].variant);
+        err[0] = 0;
+        assert_null(model_load(dst, err, sizeof err));
+        printf("%s (%d): %s\n", cases[i].key, cases[i].variant, err);
+        assert_null(strchr(err, '\n'));
+        assert_non_null(strstr(err, "router-key.gguf"));
+        assert_non_null(strstr(err, cases[i].says));
+    }
+    /* a scale of 0 is a file's "none": it loads, as scale 1 */
+    rewrite_key(src, dst, set_router_case, "qwen3moe.expert_weights_scale", 2);
+    struct model *z = model_load(dst, err, sizeof err);
+    if (!z)
+        fail_msg("scale 0: %s", err);
+    assert_true(z->hp.expert_weights_scale == 1.0f);
+    model_free(z);
+
+    /* a gating number past the table, written by the spec */
+    struct tiny_spec s = moe2_small;
+    s.gating_func = 9;
+    expect_load_error(&s, "router-gating9", "qwen2moe.expert_gating_func = 9 is not a gating",
+                      NULL);
+
+    /* a dense model carrying the router's keys */
+    s = (struct tiny_spec){.arch = "llama", .wtype = GGML_TYPE_F32, .etype = GGML_TYPE_F32,
+                           .n_embd = 32, .n_head = 2, .n_head_kv = 1, .head_dim = 16, .n_rot = 16,
+                           .n_ff = 64, .n_vocab = 20, .n_layer = 2, .gating_func = 2};
+    expect_load_error(&s, "router-dense-gating",
+                      "llama.expert_gating_func is set, but llama is a dense architecture",
+                      "general.architecture");
+    s.gating_func = 0;
+    s.weights_scale = 2.5f;
+    expect_load_error(&s, "router-dense-scale", "llama.expert_weights_scale is set", NULL);
+    s.weights_scale = 0;
+    s.weights_norm_key = true;
+    expect_load_error(&s, "router-dense-norm", "llama.expert_weights_norm is set", NULL);
+    /* and without them it loads */
+    s.weights_norm_key = false;
+    model_free(load_synth(&s, "router-dense-ok", 1));
+}
+
 static void test_truncated_real_file(void **state)
 {
     (void)state;
@@ -1773,6 +1971,8 @@ int main(void)
         cmocka_unit_test(test_gpt_oss_mechanisms_matter),
         cmocka_unit_test(test_gpt_oss_loader_fields),
         cmocka_unit_test(test_gpt_oss_load_errors),
+        cmocka_unit_test(test_moe_router_keys),
+        cmocka_unit_test(test_moe_router_key_errors),
         cmocka_unit_test(test_kv_f16_vs_f32),
         cmocka_unit_test(test_kv_type_refused),
         cmocka_unit_test(test_kv_q8_0_vs_f32),

@@ -130,6 +130,12 @@ struct gguf_writer *tiny_writer(const struct tiny_spec *s, uint64_t seed)
             gguf_writer_set_u32(w, KEY("expert_shared_feed_forward_length"),
                                 (uint32_t)s->n_ff_shexp);
     }
+    if (s->gating_func)
+        gguf_writer_set_u32(w, KEY("expert_gating_func"), (uint32_t)s->gating_func);
+    if (s->weights_norm_key)
+        gguf_writer_set_bool(w, KEY("expert_weights_norm"), s->weights_norm);
+    if (s->weights_scale != 0)
+        gguf_writer_set_f32(w, KEY("expert_weights_scale"), s->weights_scale);
 #undef KEY
 
     /* Scales keep the activations of order one through a few random layers. */

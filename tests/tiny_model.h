@@ -48,6 +48,15 @@ struct tiny_spec {
      * tokens (0: no scaling keys). */
     float yarn_factor;
     int yarn_orig_ctx;
+    /* The router's keys, written when set (on any architecture, so the
+     * loader's refusal on a dense one can be tested):
+     * {arch}.expert_gating_func (llama.cpp's numbers: 1 softmax, 2
+     * sigmoid, 3 softmax over the chosen; 0: no key),
+     * expert_weights_norm (weights_norm_key: the key holding weights_norm)
+     * and expert_weights_scale (0: no key). */
+    int gating_func;
+    bool weights_norm_key, weights_norm;
+    float weights_scale;
     /* Written as the key's value in place of the real one when set (the
      * loader's error tests): expert_used_count. */
     int bad_expert_used;

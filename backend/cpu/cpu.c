@@ -1781,20 +1781,30 @@ static void run_attn(struct cpu *c, int il, int n, int32_t pos, bool swa)
         attn_gather(&aj);
 }
 
-/* One token's top-k: SEL gets the K experts with the highest logits (the
- * most probable; ties to the lower index). W gets their softmax
- * probabilities over all experts, divided by their sum when NORM, or with
- * GATING MODEL_GATING_SOFTMAX_TOPK a softmax over the K logits alone. */
-static void moe_select(const float *logits, int n_expert, int k, bool norm,
-                       enum model_gating gating, int32_t *sel, float *w)
+/* A renormalisation's sum is at least this (2^-14, f16's smallest normal:
+ * llama.cpp clamps there), so K sigmoids all near 0 give small weights
+ * rather than 0/0. A softmax's top-k sum never gets near it. */
+#define MOE_MIN_WSUM 6.103515625e-5
+
+/* One token's router, the rule kv_moe_route (kernels/moe.cu) follows on the
+ * device: SEL gets the K experts with the largest LOGITS (ties to the lower
+ * index), W their weights, in the order of llama.cpp's build_moe_ffn (read
+ * there: probabilities by the gating -- softmax over all the logits,
+ * sigmoid of each, or for SOFTMAX_WEIGHT the logits as they are -- then the
+ * top-k of those, then for SOFTMAX_WEIGHT a softmax over the K chosen,
+ * then, when asked, division by the chosen weights' sum clamped below at
+ * MOE_MIN_WSUM, then the scale, which it skips at 0 and 1):
+ *   1. the picks on the logits themselves: softmax and sigmoid are
+ *      monotone, so these are the top-k of the probabilities, exactly
+ *      (float sigmoids saturate to 1 above ~17 and would tie there);
+ *   2. GATING's weight per pick: exp(l - max) / sum over all experts, or
+ *      1 / (1 + exp(-l)), or exp(l - top) / sum over the K picks; in double,
+ *      rounded to float once;
+ *   3. NORM: each divided by their (double) sum, at least MOE_MIN_WSUM;
+ *   4. times SCALE (model.c checks 0 < SCALE; times 1 is exact). */
+static void moe_select(const float *logits, int n_expert, int k, enum model_gating gating,
+                       bool norm, float scale, int32_t *sel, float *w)
 {
-    float mx = logits[0];
-    for (int e = 1; e < n_expert; e++)
-        mx = logits[e] > mx ? logits[e] : mx;
-    double sum = 0;
-    for (int e = 0; e < n_expert; e++)
-        sum += exp((double)(logits[e] - mx));
-    double wsum = 0;
     for (int j = 0; j < k; j++) {
         int best = -1;
         for (int e = 0; e < n_expert; e++) {
@@ -1805,21 +1815,37 @@ static void moe_select(const float *logits, int n_expert, int k, bool norm,
                 best = e;
         }
         sel[j] = best;
-        w[j] = (float)(exp((double)(logits[best] - mx)) / sum);
+    }
+    /* the softmaxes' max and denominator; sel[0] holds the largest logit */
+    float ref = 0.0f;
+    double den = 1.0;
+    if (gating == MODEL_GATING_SOFTMAX) {
+        ref = logits[0];
+        for (int e = 1; e < n_expert; e++)
+            ref = logits[e] > ref ? logits[e] : ref;
+        den = 0;
+        for (int e = 0; e < n_expert; e++)
+            den += exp((double)(logits[e] - ref));
+    } else if (gating == MODEL_GATING_SOFTMAX_TOPK) {
+        ref = logits[sel[0]];
+        den = 0;
+        for (int j = 0; j < k; j++)
+            den += exp((double)(logits[sel[j]] - ref));
+    }
+    double wsum = 0;
+    for (int j = 0; j < k; j++) {
+        float l = logits[sel[j]];
+        w[j] = gating == MODEL_GATING_SIGMOID ? (float)(1.0 / (1.0 + exp(-(double)l)))
+                                              : (float)(exp((double)(l - ref)) / den);
         wsum += w[j];
     }
-    if (gating == MODEL_GATING_SOFTMAX_TOPK) {
-        /* sel[0] holds the largest logit */
-        double ksum = 0;
+    if (norm) {
+        double d = wsum > MOE_MIN_WSUM ? wsum : MOE_MIN_WSUM;
         for (int j = 0; j < k; j++)
-            ksum += exp((double)(logits[sel[j]] - logits[sel[0]]));
-        for (int j = 0; j < k; j++)
-            w[j] = (float)(exp((double)(logits[sel[j]] - logits[sel[0]])) / ksum);
-        return;
+            w[j] = (float)(w[j] / d);
     }
-    if (norm)
-        for (int j = 0; j < k; j++)
-            w[j] = (float)(w[j] / wsum);
+    for (int j = 0; j < k; j++)
+        w[j] *= scale;
 }
 
 /* Per token: tmp = sum_k w_k * expert_k(x) (+ sigmoid gate * shared). */
@@ -1886,8 +1912,8 @@ static void moe_ffn(struct cpu *c, const struct model_layer *l, const struct cpu
     for (int e = 0; e < NE; e++)
         c->exp_count[e] = 0;
     for (int t = 0; t < n; t++) {
-        moe_select(c->router + (int64_t)t * NE, NE, K, hp->expert_weights_norm, hp->expert_gating,
-                   c->sel + t * K, c->sel_w + t * K);
+        moe_select(c->router + (int64_t)t * NE, NE, K, hp->expert_gating, hp->expert_weights_norm,
+                   hp->expert_weights_scale, c->sel + t * K, c->sel_w + t * K);
         for (int k = 0; k < K; k++)
             c->exp_count[c->sel[t * K + k]]++;
     }

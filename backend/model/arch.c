@@ -43,14 +43,16 @@ static const struct arch_info k_archs[] = {
                              .features = ARCH_QK_NORM | ARCH_ROPE_NEOX | ARCH_MOE |
                                          ARCH_EXPERT_WEIGHTS_NORM,
                              .norm_eps = 1e-6,
-                             .rope_base = 10000.0},
+                             .rope_base = 10000.0,
+                             .gating = MODEL_GATING_SOFTMAX},
     /* Qwen1.5-MoE / Qwen2-57B-A14B: qwen2's attention, softmax weights used
      * as they are, and a shared expert behind a sigmoid gate. */
     [MODEL_ARCH_QWEN2MOE] = {.name = "qwen2moe",
                              .features = ARCH_QKV_BIAS | ARCH_ROPE_NEOX | ARCH_MOE |
                                          ARCH_SHARED_EXPERT,
                              .norm_eps = 1e-6,
-                             .rope_base = 10000.0},
+                             .rope_base = 10000.0,
+                             .gating = MODEL_GATING_SOFTMAX},
     /* gpt-oss-20b/120b as llama.cpp writes them: every attention product
      * and every expert biased, a sink logit per head, even layers windowed
      * (same RoPE base and YaRN scaling as the others), the router's top-k
@@ -96,6 +98,8 @@ void arch_set_hparams(struct model_hparams *hp)
     hp->attn_scale = 1.0f / sqrtf((float)hp->head_dim);
     hp->attn_sinks = (f & ARCH_ATTN_SINKS) != 0;
     hp->expert_gating = ai->gating;
+    hp->expert_weights_norm = (f & ARCH_EXPERT_WEIGHTS_NORM) != 0;
+    hp->expert_weights_scale = 1.0f;
     hp->glu_clamped = (f & ARCH_GLU_CLAMPED) != 0;
     hp->glu_alpha = (float)ai->glu_alpha;
     hp->glu_limit = (float)ai->glu_limit;

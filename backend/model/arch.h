@@ -36,7 +36,8 @@ enum arch_feature {
                                  expert_used_count, expert_feed_forward_length are read */
     ARCH_SHARED_EXPERT = 1 << 8, /* a sigmoid-gated shared expert beside the routed ones
                                     ({arch}.expert_shared_feed_forward_length) */
-    ARCH_EXPERT_WEIGHTS_NORM = 1 << 9, /* the top-k router weights renormalised to sum 1 */
+    ARCH_EXPERT_WEIGHTS_NORM = 1 << 9, /* the top-k router weights renormalised to sum 1 (the
+                                          default; {arch}.expert_weights_norm overrides) */
     ARCH_ATTN_SINKS = 1 << 10,  /* blk.N.attn_sinks.weight: a sink logit per head */
     ARCH_OUT_BIAS = 1 << 11,    /* attn_output.bias */
     ARCH_EXPERT_BIAS = 1 << 12, /* biases on the router and on every expert's products */
@@ -62,6 +63,8 @@ struct arch_info {
     /* ARCH_SWA: local layers use no RoPE scaling whatever the file says
      * (gemma3); else they scale as the global ones. */
     bool swa_rope_unscaled;
+    /* ARCH_MOE: the router's gating when the file has no
+     * {arch}.expert_gating_func (or 0) */
     enum model_gating gating;
     /* ARCH_GLU_CLAMPED: swiglu_oai's constants (llama.cpp hard-codes them
      * in its graph, and gpt-oss files carry no key for them) */
@@ -74,7 +77,9 @@ struct arch_info {
 const struct arch_info *arch_info(enum model_arch a);
 
 /* Fills the hyperparameters that follow from the architecture alone
- * (rope_neox, gelu_ffn, embd_scale, attn_scale, then the row's fixup). HP must
+ * (rope_neox, gelu_ffn, embd_scale, attn_scale, the router's defaults:
+ * expert_gating, expert_weights_norm, expert_weights_scale 1; then the
+ * row's fixup). A file's router keys are read after it (model.c). HP must
  * already hold arch, n_embd, n_head, n_layer and head_dim. */
 void arch_set_hparams(struct model_hparams *hp);
 /* True when layer IL of a model with HP is a sliding-window (local) layer. */

@@ -32,6 +32,9 @@
 /* Released MoE models have up to 256 routed experts (DeepSeek-V3); 1024
  * leaves room and keeps a damaged count from sizing absurd buffers. */
 #define MAX_EXPERT 1024
+/* Released routers scale their weights by up to 16 (DeepSeek-V2's
+ * routed_scaling_factor; 2.5 in DeepSeek-V3 and GLM-4.5). */
+#define MAX_EXPERT_SCALE 1000.0
 
 /* Loading context: the file, its name for messages, the error buffer. */
 struct loader {
@@ -271,7 +274,89 @@ static int parse_experts(struct loader *L, struct model_hparams *hp)
             return -1;
         hp->n_ff_shexp = (int32_t)v;
     }
-    hp->expert_weights_norm = (L->ai->features & ARCH_EXPERT_WEIGHTS_NORM) != 0;
+    return 0;
+}
+
+/* {arch}.expert_gating_func as llama.cpp numbers it (0 or absent: the
+ * architecture's default). llama.cpp's 4 (sqrt of softplus) has no row:
+ * kvchat does not compute it. */
+static const struct {
+    int64_t value;
+    enum model_gating gating;
+    const char *name;
+} k_gatings[] = {
+    {.value = 1, .gating = MODEL_GATING_SOFTMAX, .name = "softmax"},
+    {.value = 2, .gating = MODEL_GATING_SIGMOID, .name = "sigmoid"},
+    {.value = 3, .gating = MODEL_GATING_SOFTMAX_TOPK, .name = "softmax over the chosen experts"},
+};
+#define N_GATINGS ((int)(sizeof k_gatings / sizeof k_gatings[0]))
+
+static const char *const k_router_keys[] = {"expert_gating_func", "expert_weights_norm",
+                                            "expert_weights_scale"};
+
+/* The router's keys over the defaults arch_set_hparams put in HP (the row's
+ * gating and renormalisation, scale 1). cpu.c's moe_select says what they
+ * do and in which order (llama.cpp's build_moe_ffn). On a dense
+ * architecture the keys describe a router it does not have, so the file is
+ * mislabelled rather than something to run without them. */
+static int parse_router(struct loader *L, struct model_hparams *hp)
+{
+    char key[256];
+    if (!(L->ai->features & ARCH_MOE)) {
+        for (size_t i = 0; i < sizeof k_router_keys / sizeof k_router_keys[0]; i++) {
+            arch_key(L, k_router_keys[i], key, sizeof key);
+            if (gguf_find_key(L->g, key) >= 0)
+                return fail(L, "%s is set, but %s is a dense architecture with no experts: the "
+                               "file is mislabelled (check general.architecture)",
+                            key, L->arch);
+        }
+        return 0;
+    }
+    int64_t g;
+    if (get_hp_int(L, "expert_gating_func", 0, 0, UINT32_MAX, &g))
+        return -1;
+    if (g != 0) {
+        int row = -1;
+        for (int i = 0; i < N_GATINGS && row < 0; i++)
+            row = k_gatings[i].value == g ? i : -1;
+        if (row < 0) {
+            char list[192];
+            int n = 0;
+            for (int i = 0; i < N_GATINGS && n >= 0 && (size_t)n < sizeof list; i++)
+                n += snprintf(list + n, sizeof list - (size_t)n, "%lld %s, ",
+                              (long long)k_gatings[i].value, k_gatings[i].name);
+            arch_key(L, "expert_gating_func", key, sizeof key);
+            return fail(L, "%s = %lld is not a gating kvchat computes (%s0 or absent: the "
+                           "architecture's default)",
+                        key, (long long)g, list);
+        }
+        hp->expert_gating = k_gatings[row].gating;
+    }
+    arch_key(L, "expert_weights_norm", key, sizeof key);
+    bool b;
+    if (gguf_get_bool(L->g, key, &b))
+        hp->expert_weights_norm = b;
+    else if (gguf_find_key(L->g, key) >= 0)
+        return fail(L, "%s is not a boolean (true or false)", key);
+    arch_key(L, "expert_weights_scale", key, sizeof key);
+    double sc = 1.0;
+    int64_t isc;
+    if (gguf_get_float(L->g, key, &sc)) {
+        /* as read */
+    } else if (gguf_get_int(L->g, key, &isc)) {
+        sc = (double)isc;
+    } else if (gguf_find_key(L->g, key) >= 0) {
+        return fail(L, "%s is not a number", key);
+    }
+    /* 0 is what converters write for "no scale" (llama.cpp skips the
+     * multiply at 0 as at 1), so it loads as 1 */
+    if (sc == 0.0)
+        sc = 1.0;
+    if (!isfinite(sc) || sc < 0.0 || sc > MAX_EXPERT_SCALE)
+        return fail(L, "%s = %g is out of range (above 0, at most %g; 0 means none): the file is "
+                       "damaged",
+                    key, sc, MAX_EXPERT_SCALE);
+    hp->expert_weights_scale = (float)sc;
     return 0;
 }
 
@@ -412,7 +497,7 @@ static int parse_hparams(struct loader *L, struct model_hparams *hp)
     if (moe && parse_experts(L, hp))
         return -1;
     arch_set_hparams(hp);
-    return 0;
+    return parse_router(L, hp);
 }
 
 static void add_tensor_stats(struct model *m, const struct model_tensor *t)

@@ -36,14 +36,21 @@ const char *model_arch_name(enum model_arch a);
 /* "llama, qwen2, qwen3, gemma3, ...": for error messages */
 const char *model_arch_list(void);
 
-/* How the router's logits become the chosen experts and their weights. */
+/* How the router's logits become the chosen experts' weights, llama.cpp's
+ * expert_gating_func (model.c maps the file's numbers). Whatever the
+ * gating, the K chosen experts are the K largest logits (ties to the lower
+ * index): softmax and sigmoid are monotone, so that is the top-k of the
+ * probabilities too. */
 enum model_gating {
-    /* softmax over all experts, the top-k probabilities as weights
-     * (qwen2moe, qwen3moe; llama.cpp's SOFTMAX) */
+    /* softmax over all experts, the chosen ones' probabilities as weights
+     * (qwen2moe, qwen3moe; llama.cpp's SOFTMAX, 1) */
     MODEL_GATING_SOFTMAX,
-    /* the top-k raw logits, then a softmax over those k only (gpt-oss;
-     * llama.cpp's SOFTMAX_WEIGHT) */
+    /* the chosen logits, then a softmax over those K only (gpt-oss;
+     * llama.cpp's SOFTMAX_WEIGHT, 3) */
     MODEL_GATING_SOFTMAX_TOPK,
+    /* sigmoid(logit) of each chosen expert on its own (DeepSeek-V3 style
+     * routers; llama.cpp's SIGMOID, 2) */
+    MODEL_GATING_SIGMOID,
 };
 
 struct model_hparams {
@@ -84,16 +91,21 @@ struct model_hparams {
     bool gelu_ffn;         /* GeGLU (gemma3) instead of SwiGLU */
     /* Mixture of experts (n_expert > 0): the dense FFN is replaced by a
      * router over n_expert SwiGLU experts, of which each token runs the
-     * n_expert_used with the highest softmax probability, their outputs
-     * summed weighted by those probabilities (renormalised to sum 1 when
-     * expert_weights_norm), plus, when n_ff_shexp > 0, a shared expert
-     * gated by sigmoid(ffn_gate_inp_shexp . x). n_ff is then unused. */
+     * n_expert_used with the largest router logits, their outputs summed
+     * weighted by expert_gating's weights (renormalised to sum 1 when
+     * expert_weights_norm, then times expert_weights_scale), plus, when
+     * n_ff_shexp > 0, a shared expert gated by
+     * sigmoid(ffn_gate_inp_shexp . x). n_ff is then unused. The three
+     * router fields are the file's {arch}.expert_gating_func,
+     * expert_weights_norm and expert_weights_scale, defaulting to the
+     * architecture's. */
     int32_t n_expert;        /* 0: a dense model */
     int32_t n_expert_used;   /* top-k, 1..n_expert */
     int32_t n_ff_exp;        /* hidden size of one expert */
     int32_t n_ff_shexp;      /* hidden size of the shared expert; 0 = none */
-    bool expert_weights_norm; /* top-k weights divided by their sum (qwen3moe) */
     enum model_gating expert_gating;
+    bool expert_weights_norm;   /* top-k weights divided by their sum (qwen3moe) */
+    float expert_weights_scale; /* multiplies the weights after that; 1 = none */
     /* The experts' GLU clamped (gpt-oss's swiglu_oai): g = min(gate, limit),
      * u = clamp(up, -limit, limit), out = g * sigmoid(alpha * g) * (u + 1).
      * Else the plain SwiGLU. */

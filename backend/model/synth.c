@@ -315,7 +315,6 @@ static void fill_hparams(struct model *m, const struct synth_shape *sh)
     hp->n_expert_used = sh->n_expert_used;
     hp->n_ff_exp = sh->n_ff_exp;
     hp->n_ff_shexp = sh->n_ff_shexp;
-    hp->expert_weights_norm = (ai->features & ARCH_EXPERT_WEIGHTS_NORM) != 0;
     arch_set_hparams(hp);
 }
 
