@@ -493,38 +493,6 @@ static void cuda_destroy(void *vb)
     free(b);
 }
 
-/* cpu.c's rope_inv_freq, kept in step with it (this module links nothing
- * of the engine's): INV[i] for the n_rot/2 pairs of a layer kind with RoPE
- * BASE and frequency SCALE, base^(-2i/n_rot) / rope_freqs[i] * scale, and
- * with YaRN the scaled and unscaled speeds mixed per pair by ggml's ramp,
- * *MSCALE the factor on cos and sin; in double, rounded to float, so both
- * backends turn by the same angles. */
-static void rope_inv_freq(const struct model_hparams *hp, double base, double scale,
-                          const float *ff, float *inv, float *mscale)
-{
-    const int half = hp->n_rot / 2;
-    double lo = 0, hi = 0, ext = 0;
-    *mscale = 1.0f;
-    if (hp->rope_yarn && hp->yarn_ext_factor != 0) {
-        const double k = hp->n_rot / (2.0 * log(base)), orig = hp->yarn_n_ctx_orig;
-        lo = floor(k * log(orig / (hp->yarn_beta_fast * 2.0 * M_PI)));
-        hi = ceil(k * log(orig / (hp->yarn_beta_slow * 2.0 * M_PI)));
-        lo = lo > 0 ? lo : 0;
-        hi = hi < hp->n_rot - 1 ? hi : hp->n_rot - 1;
-        ext = hp->yarn_ext_factor;
-        *mscale = (float)(hp->yarn_attn_factor * (1.0 + 0.1 * log(1.0 / scale)));
-    }
-    for (int i = 0; i < half; i++) {
-        const double f = pow(base, -2.0 * i / hp->n_rot) / (ff ? (double)ff[i] : 1.0);
-        double mix = 0; /* weight of the unscaled speed */
-        if (ext != 0) {
-            const double y = (i - lo) / (hi - lo > 0.001 ? hi - lo : 0.001);
-            mix = (1.0 - (y < 0 ? 0 : y > 1 ? 1 : y)) * ext;
-        }
-        inv[i] = (float)(f * (scale * (1.0 - mix) + mix));
-    }
-}
-
 /* The rotation speeds of both layer kinds (global, then sliding-window:
  * gemma3's ignore rope scaling, model.c sets rope_scale_local so) into
  * b->inv_freq, their cos/sin factors into b->mscale. */
@@ -546,8 +514,8 @@ static int upload_inv_freq(struct cuda_backend *b)
     }
     if (ff)
         quant_dequantize_row(m->rope_freqs.type, m->rope_freqs.data, ff, half);
-    rope_inv_freq(hp, hp->rope_base, hp->rope_freq_scale, ff, inv, &b->mscale[0]);
-    rope_inv_freq(hp, hp->rope_base_local, hp->rope_scale_local, ff, inv + half, &b->mscale[1]);
+    model_rope_inv_freq(hp, hp->rope_base, hp->rope_freq_scale, ff, inv, &b->mscale[0]);
+    model_rope_inv_freq(hp, hp->rope_base_local, hp->rope_scale_local, ff, inv + half, &b->mscale[1]);
     int rc = CUDA_CHECK(cudaMemcpy(b->inv_freq, inv, sizeof(float) * 2 * (size_t)half,
                                    cudaMemcpyHostToDevice),
                         b->err, sizeof b->err);

@@ -46,7 +46,7 @@
  * its biases ride on the products (matmul.bias; an expert's is its row of
  * the stacked bias), the router's top-k softmax and the clamped SwiGLU are
  * options of moe_select and moe_worker, YaRN is a per-pair frequency and a
- * cos/sin factor fixed at create (rope_inv_freq), and the attention sinks
+ * cos/sin factor fixed at create (model_rope_inv_freq), and the attention sinks
  * join each head's softmax denominator once its chunks are folded
  * (attn_finish), so the chunk kernels are the same for every model.
  */
@@ -1425,40 +1425,6 @@ static int moe_alloc(struct cpu *c, uint64_t *scratch)
                : -1;
 }
 
-/* theta_i = pos * INV[i] for the n_rot/2 pairs of a layer kind with RoPE
- * BASE and frequency SCALE: base^(-2i/n_rot) / rope_freqs[i] * scale, and
- * with YaRN the scaled and unscaled angles mixed per pair by ggml's ramp
- * (theta is linear in pos either way, so one factor per pair holds it),
- * *MSCALE the factor on cos and sin. Computed in double so long positions
- * keep their precision. */
-static void rope_inv_freq(const struct model_hparams *hp, double base, double scale,
-                          const float *ff, float *inv, float *mscale)
-{
-    int half = hp->n_rot / 2;
-    double lo = 0, hi = 0, ext = 0;
-    *mscale = 1.0f;
-    if (hp->rope_yarn && hp->yarn_ext_factor != 0) {
-        /* the pair index at which a dimension turns BETA rotations in the
-         * original context: n_rot ln(n_orig / (2 pi beta)) / (2 ln base) */
-        double k = hp->n_rot / (2.0 * log(base)), orig = hp->yarn_n_ctx_orig;
-        lo = floor(k * log(orig / (hp->yarn_beta_fast * 2.0 * M_PI)));
-        hi = ceil(k * log(orig / (hp->yarn_beta_slow * 2.0 * M_PI)));
-        lo = lo > 0 ? lo : 0;
-        hi = hi < hp->n_rot - 1 ? hi : hp->n_rot - 1;
-        ext = hp->yarn_ext_factor;
-        *mscale = (float)(hp->yarn_attn_factor * (1.0 + 0.1 * log(1.0 / scale)));
-    }
-    for (int i = 0; i < half; i++) {
-        double f = pow(base, -2.0 * i / hp->n_rot) / (ff ? (double)ff[i] : 1.0);
-        double mix = 0; /* weight of the unscaled angle */
-        if (ext != 0) {
-            double y = (i - lo) / (hi - lo > 0.001 ? hi - lo : 0.001);
-            mix = (1.0 - (y < 0 ? 0 : y > 1 ? 1 : y)) * ext;
-        }
-        inv[i] = (float)(f * (scale * (1.0 - mix) + mix));
-    }
-}
-
 /* Hands out the next N floats of the small-vector store, dequantising T into
  * them; NULL (and nothing used) when T is absent. */
 static float *take_small(float **cursor, const struct model_tensor *t)
@@ -1608,9 +1574,9 @@ static void *cpu_create(const struct model *m, const struct backend_config *cfg,
     int half = hp->n_rot / 2;
     c->inv_freq = cur;
     c->inv_freq_local = cur + half;
-    rope_inv_freq(hp, hp->rope_base, hp->rope_freq_scale, m->rope_freqs.data, c->inv_freq,
+    model_rope_inv_freq(hp, hp->rope_base, hp->rope_freq_scale, m->rope_freqs.data, c->inv_freq,
                   &c->rope_mscale);
-    rope_inv_freq(hp, hp->rope_base_local, hp->rope_scale_local, m->rope_freqs.data,
+    model_rope_inv_freq(hp, hp->rope_base_local, hp->rope_scale_local, m->rope_freqs.data,
                   c->inv_freq_local, &c->rope_mscale_local);
 
     /* KV cache. The model's sizes are bounded by the loader, but the

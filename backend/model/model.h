@@ -191,4 +191,14 @@ struct model *model_load(const char *path, char *err, size_t errlen);
 struct model *model_from_gguf(struct gguf *g, char *err, size_t errlen);
 void model_free(struct model *m); /* NULL is a no-op */
 
+/* RoPE for a layer kind with BASE and frequency SCALE: theta_i = pos *
+ * INV[i] for the n_rot/2 pairs, INV[i] = base^(-2i/n_rot) / FF[i] * scale
+ * (FF: the file's rope_freqs, or NULL), and with YaRN the scaled and
+ * unscaled angles mixed per pair by ggml's ramp (theta stays linear in pos,
+ * so one factor per pair holds it), *MSCALE the factor on cos and sin
+ * (1 without YaRN). Computed in double and rounded once, so long positions
+ * keep their precision and both backends turn by the same angles. */
+void model_rope_inv_freq(const struct model_hparams *hp, double base, double scale,
+                         const float *ff, float *inv, float *mscale);
+
 #endif
