@@ -383,8 +383,8 @@ enum kv_moe_gating {
     KV_MOE_SOFTMAX_TOPK = 1, /* softmax over the K chosen logits (gpt-oss) */
     KV_MOE_SIGMOID = 2,      /* sigmoid of each chosen logit */
 };
-/* For each of N_TOK tokens of router LOGITS (N_TOK x N_EXPERT), cpu.c's
- * moe_select: IDS (N_TOK x K, device int32) the K largest logits in order,
+/* For each of N_TOK tokens of router LOGITS (N_TOK x N_EXPERT),
+ * model_moe_select's rule: IDS (N_TOK x K, device int32) the K largest logits in order,
  * ties to the lower index (whatever the gating: it is monotone); W (N_TOK x
  * K) their GATING weights, divided by their sum (at least 2^-14) when NORM,
  * then times SCALE (> 0). cudaErrorInvalidValue unless 1 <= K <= N_EXPERT

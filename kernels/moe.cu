@@ -8,7 +8,7 @@
  * Design rules: the choice of experts never leaves the device, so the
  * decode step stays one captured graph that replays at every position (the
  * ids and weights are written to device memory here and read there at run
- * time). The selection is cpu.c's moe_select exactly: K times the largest
+ * time). The selection is model_moe_select (backend/model/moe.c) exactly: K times the largest
  * logit not yet taken (the most probable expert under any gating), ties to
  * the lower index, so both backends run the same experts.
  *
@@ -24,7 +24,7 @@
  * the ids are always in range.
  *
  * The weights (lane 0, after the picks and a warp barrier, reading the
- * picked logits from shared memory) follow moe_select's order, llama.cpp's
+ * picked logits from shared memory) follow model_moe_select's order, llama.cpp's
  * build_moe_ffn: the gating's weight per pick (the softmax's, over the
  * butterfly's denominator; sigmoid(l); or gpt-oss's softmax over the K
  * picked logits, lane 0's loop as cpu.c's), then the renormalisation

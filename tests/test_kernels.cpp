@@ -12,7 +12,7 @@
  *   three matvecs in one launch: bit-equal to the three apart, 1e-5;
  *   expert-indexed matvecs (plain and GLU): bit-equal to the dense kernel
  *     on the chosen expert's matrix, 1e-5 against the double reference;
- *   router top-k: the ids equal cpu.c's moe_select (ties included) under
+ *   router top-k: the ids equal model_moe_select's (ties included) under
  *     every gating; the weights within 1e-6 relative each (the softmax sum
  *     is double on both sides, added in another order; sigmoid and the
  *     softmax over the picks are cpu.c's loops: an ulp of the float at
@@ -63,6 +63,7 @@ extern "C" {
 
 #include "cuda_common.h"
 extern "C" {
+#include "model.h"
 #include "sampler.h"
 }
 #include "wformat.cuh"
@@ -860,55 +861,7 @@ static void test_matvec_glu(void **state)
 
 /* ---- mixture of experts ---- */
 
-/* cpu.c's moe_select, the rule the device router must follow: picks on the
- * logits (ties to the lower index), then GATING's weights, the
- * renormalisation (sum at least 2^-14) and the scale. */
-static void moe_select_ref(const float *logits, int n_expert, int k, enum kv_moe_gating gating,
-                           bool norm, float scale, int32_t *sel, float *w)
-{
-    for (int j = 0; j < k; j++) {
-        int best = -1;
-        for (int e = 0; e < n_expert; e++) {
-            bool taken = false;
-            for (int i = 0; i < j && !taken; i++)
-                taken = sel[i] == e;
-            if (!taken && (best < 0 || logits[e] > logits[best]))
-                best = e;
-        }
-        sel[j] = best;
-    }
-    float ref = 0.0f;
-    double den = 1.0;
-    if (gating == KV_MOE_SOFTMAX) {
-        ref = logits[0];
-        for (int e = 1; e < n_expert; e++)
-            ref = logits[e] > ref ? logits[e] : ref;
-        den = 0;
-        for (int e = 0; e < n_expert; e++)
-            den += exp((double)(logits[e] - ref));
-    } else if (gating == KV_MOE_SOFTMAX_TOPK) {
-        ref = logits[sel[0]];
-        den = 0;
-        for (int j = 0; j < k; j++)
-            den += exp((double)(logits[sel[j]] - ref));
-    }
-    double wsum = 0;
-    for (int j = 0; j < k; j++) {
-        float l = logits[sel[j]];
-        w[j] = gating == KV_MOE_SIGMOID ? (float)(1.0 / (1.0 + exp(-(double)l)))
-                                        : (float)(exp((double)(l - ref)) / den);
-        wsum += w[j];
-    }
-    if (norm) {
-        double d = wsum > 6.103515625e-5 ? wsum : 6.103515625e-5;
-        for (int j = 0; j < k; j++)
-            w[j] = (float)(w[j] / d);
-    }
-    for (int j = 0; j < k; j++)
-        w[j] *= scale;
-}
-
-/* kv_moe_route against moe_select_ref: expert counts below, at and above
+/* kv_moe_route against the CPU's router (model_moe_select): expert counts below, at and above
  * a warp (up to 1000, 32 a lane), top-k from 1 to all, logits with ties
  * (whole tokens of one value, ties across the k-th place, equal values in
  * lanes that own several experts), -inf, and a token whose logits are all
@@ -960,7 +913,7 @@ static void test_moe_route(void **state)
             if (c.k < c.ne) {
                 std::vector<int32_t> s0(c.k);
                 std::vector<float> w0(c.k);
-                moe_select_ref(t4, c.ne, c.k, KV_MOE_SOFTMAX, false, 1.0f, s0.data(), w0.data());
+                model_moe_select(t4, c.ne, c.k, MODEL_GATING_SOFTMAX, false, 1.0f, s0.data(), w0.data());
                 int other = -1;
                 for (int e = c.ne - 1; e >= 0 && other < 0; e--) {
                     bool in = false;
@@ -983,8 +936,9 @@ static void test_moe_route(void **state)
             for (int t = 0; t < T; t++) {
                 std::vector<int32_t> si(c.k);
                 std::vector<float> sw(c.k);
-                moe_select_ref(&lg[(size_t)t * c.ne], c.ne, c.k, rt.gating, rt.norm, rt.scale,
-                               si.data(), sw.data());
+                /* kv_moe_gating's values are model.h's (backend_cuda.cu asserts it) */
+                model_moe_select(&lg[(size_t)t * c.ne], c.ne, c.k, (enum model_gating)rt.gating,
+                                 rt.norm, rt.scale, si.data(), sw.data());
                 for (int j = 0; j < c.k; j++) {
                     size_t i = (size_t)t * c.k + j;
                     if (gi[i] != si[j])
@@ -1004,7 +958,7 @@ static void test_moe_route(void **state)
             cudaFree(dl), cudaFree(di), cudaFree(dw);
         }
     }
-    printf("moe route: %d shapes x routers x %d tokens, ids equal to moe_select, weights "
+    printf("moe route: %d shapes x routers x %d tokens, ids equal to model_moe_select, weights "
            "within 1e-6\n",
            cases, T);
 

@@ -45,7 +45,7 @@
  * gpt-oss adds nothing the steps above do not already have a place for:
  * its biases ride on the products (matmul.bias; an expert's is its row of
  * the stacked bias), the router's top-k softmax and the clamped SwiGLU are
- * options of moe_select and moe_worker, YaRN is a per-pair frequency and a
+ * options of model_moe_select and moe_worker, YaRN is a per-pair frequency and a
  * cos/sin factor fixed at create (model_rope_inv_freq), and the attention sinks
  * join each head's softmax denominator once its chunks are folded
  * (attn_finish), so the chunk kernels are the same for every model.
@@ -1747,73 +1747,6 @@ static void run_attn(struct cpu *c, int il, int n, int32_t pos, bool swa)
         attn_gather(&aj);
 }
 
-/* A renormalisation's sum is at least this (2^-14, f16's smallest normal:
- * llama.cpp clamps there), so K sigmoids all near 0 give small weights
- * rather than 0/0. A softmax's top-k sum never gets near it. */
-#define MOE_MIN_WSUM 6.103515625e-5
-
-/* One token's router, the rule kv_moe_route (kernels/moe.cu) follows on the
- * device: SEL gets the K experts with the largest LOGITS (ties to the lower
- * index), W their weights, in the order of llama.cpp's build_moe_ffn (read
- * there: probabilities by the gating -- softmax over all the logits,
- * sigmoid of each, or for SOFTMAX_WEIGHT the logits as they are -- then the
- * top-k of those, then for SOFTMAX_WEIGHT a softmax over the K chosen,
- * then, when asked, division by the chosen weights' sum clamped below at
- * MOE_MIN_WSUM, then the scale, which it skips at 0 and 1):
- *   1. the picks on the logits themselves: softmax and sigmoid are
- *      monotone, so these are the top-k of the probabilities, exactly
- *      (float sigmoids saturate to 1 above ~17 and would tie there);
- *   2. GATING's weight per pick: exp(l - max) / sum over all experts, or
- *      1 / (1 + exp(-l)), or exp(l - top) / sum over the K picks; in double,
- *      rounded to float once;
- *   3. NORM: each divided by their (double) sum, at least MOE_MIN_WSUM;
- *   4. times SCALE (model.c checks 0 < SCALE; times 1 is exact). */
-static void moe_select(const float *logits, int n_expert, int k, enum model_gating gating,
-                       bool norm, float scale, int32_t *sel, float *w)
-{
-    for (int j = 0; j < k; j++) {
-        int best = -1;
-        for (int e = 0; e < n_expert; e++) {
-            bool taken = false;
-            for (int i = 0; i < j && !taken; i++)
-                taken = sel[i] == e;
-            if (!taken && (best < 0 || logits[e] > logits[best]))
-                best = e;
-        }
-        sel[j] = best;
-    }
-    /* the softmaxes' max and denominator; sel[0] holds the largest logit */
-    float ref = 0.0f;
-    double den = 1.0;
-    if (gating == MODEL_GATING_SOFTMAX) {
-        ref = logits[0];
-        for (int e = 1; e < n_expert; e++)
-            ref = logits[e] > ref ? logits[e] : ref;
-        den = 0;
-        for (int e = 0; e < n_expert; e++)
-            den += exp((double)(logits[e] - ref));
-    } else if (gating == MODEL_GATING_SOFTMAX_TOPK) {
-        ref = logits[sel[0]];
-        den = 0;
-        for (int j = 0; j < k; j++)
-            den += exp((double)(logits[sel[j]] - ref));
-    }
-    double wsum = 0;
-    for (int j = 0; j < k; j++) {
-        float l = logits[sel[j]];
-        w[j] = gating == MODEL_GATING_SIGMOID ? (float)(1.0 / (1.0 + exp(-(double)l)))
-                                              : (float)(exp((double)(l - ref)) / den);
-        wsum += w[j];
-    }
-    if (norm) {
-        double d = wsum > MOE_MIN_WSUM ? wsum : MOE_MIN_WSUM;
-        for (int j = 0; j < k; j++)
-            w[j] = (float)(w[j] / d);
-    }
-    for (int j = 0; j < k; j++)
-        w[j] *= scale;
-}
-
 /* Per token: tmp = sum_k w_k * expert_k(x) (+ sigmoid gate * shared). */
 struct moe_sum_job {
     struct cpu *c;
@@ -1878,7 +1811,7 @@ static void moe_ffn(struct cpu *c, const struct model_layer *l, const struct cpu
     for (int e = 0; e < NE; e++)
         c->exp_count[e] = 0;
     for (int t = 0; t < n; t++) {
-        moe_select(c->router + (int64_t)t * NE, NE, K, hp->expert_gating, hp->expert_weights_norm,
+        model_moe_select(c->router + (int64_t)t * NE, NE, K, hp->expert_gating, hp->expert_weights_norm,
                    hp->expert_weights_scale, c->sel + t * K, c->sel_w + t * K);
         for (int k = 0; k < K; k++)
             c->exp_count[c->sel[t * K + k]]++;

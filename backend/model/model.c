@@ -295,8 +295,8 @@ static const char *const k_router_keys[] = {"expert_gating_func", "expert_weight
                                             "expert_weights_scale"};
 
 /* The router's keys over the defaults arch_set_hparams put in HP (the row's
- * gating and renormalisation, scale 1). cpu.c's moe_select says what they
- * do and in which order (llama.cpp's build_moe_ffn). On a dense
+ * gating and renormalisation, scale 1). model_moe_select (moe.c) says
+ * what they do and in which order (llama.cpp's build_moe_ffn). On a dense
  * architecture the keys describe a router it does not have, so the file is
  * mislabelled rather than something to run without them. */
 static int parse_router(struct loader *L, struct model_hparams *hp)

@@ -201,4 +201,23 @@ void model_free(struct model *m); /* NULL is a no-op */
 void model_rope_inv_freq(const struct model_hparams *hp, double base, double scale,
                          const float *ff, float *inv, float *mscale);
 
+/* One token's router (moe.c), the rule kv_moe_route (kernels/moe.cu)
+ * follows on the device: SEL gets the K experts with the largest LOGITS
+ * (ties to the lower index), W their weights, in the order of llama.cpp's build_moe_ffn (read
+ * there: probabilities by the gating -- softmax over all the logits,
+ * sigmoid of each, or for SOFTMAX_WEIGHT the logits as they are -- then the
+ * top-k of those, then for SOFTMAX_WEIGHT a softmax over the K chosen,
+ * then, when asked, division by the chosen weights' sum clamped below at
+ * 2^-14, then the scale, which it skips at 0 and 1):
+ *   1. the picks on the logits themselves: softmax and sigmoid are
+ *      monotone, so these are the top-k of the probabilities, exactly
+ *      (float sigmoids saturate to 1 above ~17 and would tie there);
+ *   2. GATING's weight per pick: exp(l - max) / sum over all experts, or
+ *      1 / (1 + exp(-l)), or exp(l - top) / sum over the K picks; in double,
+ *      rounded to float once;
+ *   3. NORM: each divided by their (double) sum, at least 2^-14;
+ *   4. times SCALE (model.c reads a file's 0 as 1; times 1 is exact). */
+void model_moe_select(const float *logits, int n_expert, int k, enum model_gating gating,
+                      bool norm, float scale, int32_t *sel, float *w);
+
 #endif
