@@ -294,6 +294,20 @@ static void expect_split(const char *const *pieces, const char *think, const cha
     free(reply);
 }
 
+/* ONE[i] = the I-th byte of REPLY as a string (BYTES holds them), then a
+ * NULL: REPLY as a stream of one-byte pieces. REPLY is under 256 bytes. */
+static void split_bytes(const char *reply, char bytes[256][2], const char *one[257])
+{
+    size_t n = strlen(reply);
+    assert_true(n < 256);
+    for (size_t i = 0; i < n; i++) {
+        bytes[i][0] = reply[i];
+        bytes[i][1] = 0;
+        one[i] = bytes[i];
+    }
+    one[n] = NULL;
+}
+
 /* REPLY streamed whole, byte by byte, and cut at every pair of places. */
 static void expect_split_all_ways(const char *reply, const char *think, const char *answer)
 {
@@ -302,13 +316,7 @@ static void expect_split_all_ways(const char *reply, const char *think, const ch
     size_t n = strlen(reply);
     char bytes[256][2];
     const char *one[257];
-    assert_true(n < 256);
-    for (size_t i = 0; i < n; i++) {
-        bytes[i][0] = reply[i];
-        bytes[i][1] = 0;
-        one[i] = bytes[i];
-    }
-    one[n] = NULL;
+    split_bytes(reply, bytes, one);
     expect_split(one, think, answer);
     char a[256], b[256], c[256];
     for (size_t i = 0; i <= n; i++) {
@@ -384,17 +392,9 @@ static void test_stream_harmony_without_thinking_hook(void **state)
         {"<|channel|>analysis<|message|>cut", "<think>cut"},
     };
     for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
-        const char *reply = cases[c][0];
-        size_t n = strlen(reply);
         char bytes[256][2];
         const char *one[257];
-        assert_true(n < 256);
-        for (size_t i = 0; i < n; i++) {
-            bytes[i][0] = reply[i];
-            bytes[i][1] = 0;
-            one[i] = bytes[i];
-        }
-        one[n] = NULL;
+        split_bytes(cases[c][0], bytes, one);
         struct scripted s = {.base = {.ops = &scripted_ops}, .pieces = one};
         snprintf(s.base.info.template_name, sizeof s.base.info.template_name, "gpt-oss");
         struct heard h = {0};
