@@ -99,6 +99,7 @@ static inline void step_q5_0(const blk_q5_0 *w, const float *x, float xs, __m512
             float m0 = 0, m1 = 0;                                                                        \
             int64_t i = 0;                                                                               \
             for (; i + 1 < nb; i += 2) {                                                                 \
+                prefetch_ahead(&w[i], 2 * sizeof *w);                                                    \
                 step_##T(&w[i], x + 32 * i, HAS_MIN ? xs[i] : 0, &a0, &m0);                              \
                 step_##T(&w[i + 1], x + 32 * i + 32, HAS_MIN ? xs[i + 1] : 0, &a1, &m1);                 \
             }                                                                                            \
@@ -230,8 +231,10 @@ void quant_rows_avx512_q4_K(const void *rows, size_t stride, int64_t nr, const f
         const blk_q4_K *w = (const blk_q4_K *)(base + (size_t)r * stride);
         __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
         __m256 m0 = _mm256_setzero_ps();
-        for (int64_t i = 0; i < nb; i++)
+        for (int64_t i = 0; i < nb; i++) {
+            prefetch_ahead(&w[i], sizeof *w);
             step_q4_K(&w[i], x + 256 * i, xs + 8 * i, a, &m0);
+        }
         y[r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3]))) -
                hsum256(m0);
     }
@@ -245,8 +248,10 @@ void quant_rows_avx512_q6_K(const void *rows, size_t stride, int64_t nr, const f
     for (int64_t r = 0; r < nr; r++) {
         const blk_q6_K *w = (const blk_q6_K *)(base + (size_t)r * stride);
         __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-        for (int64_t i = 0; i < nb; i++)
+        for (int64_t i = 0; i < nb; i++) {
+            prefetch_ahead(&w[i], sizeof *w);
             step_q6_K(&w[i], x + 256 * i, a);
+        }
         y[r] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3])));
     }
 }

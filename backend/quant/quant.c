@@ -434,10 +434,15 @@ void quant_dot_rows(const void *rows, size_t stride, int64_t nr, const struct qu
         tt->dot_rows_avx512(rows, stride, nr, act->f32, act->q, nb, y);
         return;
     }
+    /* One row per call: the prefetch of what comes after it is issued with
+     * the row, as one burst (the row kernels spread theirs over the blocks). */
     quant_dot_fn dot = isa == QUANT_ISA_REF ? tt->dot_ref : tt->dot;
     const unsigned char *p = rows;
-    for (int64_t r = 0; r < nr; r++)
+    size_t bytes = (size_t)nb * tt->size;
+    for (int64_t r = 0; r < nr; r++) {
+        prefetch_ahead(p + (size_t)r * stride, bytes);
         y[r] = dot(p + (size_t)r * stride, act->f32, act->q, nb);
+    }
 }
 
 float quant_dot_ref(const void *row, const struct quant_act *act)

@@ -178,6 +178,25 @@ static inline uint32_t load_u32le(const uint8_t *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+/* Software prefetch, QUANT_PREFETCH_AHEAD bytes on, of the BYTES the
+ * decode kernels are about to read at P (a block or a step of blocks): a
+ * decode step streams every weight matrix once from DRAM, and with the
+ * hardware's prefetch alone a core waited on it (a third of the Q6_K
+ * kernel's samples fell on its first load of each block, at a third of the
+ * measured read bandwidth). One prefetch per 64 bytes and one at the last
+ * byte, so that no line of a stream of such steps is skipped. Spread over
+ * the block loop it measured faster than a burst per row, and 4 KiB ahead
+ * best of 2-16 KiB; see backend/cpu/NOTES.md, "Prefetch". A prefetch never
+ * faults, so running past the matrix's end is harmless. */
+#define QUANT_PREFETCH_AHEAD 4096
+static inline void prefetch_ahead(const void *p, size_t bytes)
+{
+    const char *c = (const char *)p + QUANT_PREFETCH_AHEAD;
+    for (size_t o = 0; o < bytes; o += 64)
+        __builtin_prefetch(c + o, 0, 3);
+    __builtin_prefetch(c + bytes - 1, 0, 3);
+}
+
 /* 6-bit scale and min of sub-block S (0..7) from the 12 packed K-quant bytes. */
 static inline void k_scale_min(const uint8_t q[12], int s, uint8_t *sc, uint8_t *mn)
 {
