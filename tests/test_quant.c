@@ -1085,6 +1085,13 @@ static void test_dot_rows(void **state)
                 x[i] = rng_gauss(&r) * (1 + (i % 7 == 0) * 4);
             struct quant_act act;
             quant_prepare_act(t, x, len, scratch, &act);
+            /* with the split where the type and this CPU have one (the
+             * avx512bf16 kernels), and the same act without it */
+            size_t ss = quant_act_split_size(t, len);
+            void *split = ss ? malloc(ss) : NULL;
+            struct quant_act acts[2] = {act, act};
+            quant_prepare_act_split(&acts[1], split);
+            assert_true((acts[1].split != NULL) == (ss > 0));
             float want[NR];
             double absum[NR];
             for (int k = 0; k < NR; k++) {
@@ -1097,14 +1104,17 @@ static void test_dot_rows(void **state)
             for (int isa = 0; isa < QUANT_ISA_COUNT; isa++) {
                 if (!quant_isa_set((enum quant_isa)isa))
                     continue;
-                float y[NR + 1];
-                y[NR] = 12345.0f; /* must stay: NR outputs only */
-                quant_dot_rows(rows, rs, NR, &act, y);
-                for (int k = 0; k < NR; k++)
-                    if (!(fabs(y[k] - want[k]) <= 2e-6 * absum[k] + 1e-30))
-                        fail_msg("%s len=%ld %s row %d: rows dot %g, reference %g", quant_type_name(t), (long)len,
-                                 quant_isa_name((enum quant_isa)isa), k, y[k], want[k]);
-                assert_true(y[NR] == 12345.0f);
+                for (int with = 0; with < 2; with++) {
+                    float y[NR + 1];
+                    y[NR] = 12345.0f; /* must stay: NR outputs only */
+                    quant_dot_rows(rows, rs, NR, &acts[with], y);
+                    for (int k = 0; k < NR; k++)
+                        if (!(fabs(y[k] - want[k]) <= 2e-6 * absum[k] + 1e-30))
+                            fail_msg("%s len=%ld %s%s row %d: rows dot %g, reference %g", quant_type_name(t),
+                                     (long)len, quant_isa_name((enum quant_isa)isa), with ? " split" : "", k,
+                                     y[k], want[k]);
+                    assert_true(y[NR] == 12345.0f);
+                }
             }
             assert_true(quant_isa_set(was));
             /* An act that could not be prepared (a length that is not whole
@@ -1122,7 +1132,58 @@ static void test_dot_rows(void **state)
             free(x);
             free(wd);
             free(scratch);
+            free(split);
         }
+}
+
+/* Inputs of every magnitude from 2^-90 to 2^90 in one row, on every
+ * instruction set, with the split where there is one: the float kernels and
+ * the three bf16 parts of the split (which must add up to each input
+ * exactly) stay within float summation error of a double dot product. */
+static void test_dot_rows_x_range(void **state)
+{
+    (void)state;
+    enum { LEN = 2048 };
+    uint64_t seed = 0x5eed;
+    struct rng r = {0x4242};
+    enum quant_isa was = quant_isa();
+    float *x = malloc(LEN * sizeof *x), *wd = malloc(LEN * sizeof *wd);
+    assert_non_null(x);
+    assert_non_null(wd);
+    for (int64_t i = 0; i < LEN; i++)
+        x[i] = ldexpf((float)rng_gauss(&r), (int)(rng_u32(&r) % 181) - 90);
+    for (size_t ti = 0; ti < N_SUPPORTED; ti++) {
+        enum ggml_type t = k_supported[ti];
+        size_t rs = quant_row_size(t, LEN), as = quant_act_size(t, LEN), ss = quant_act_split_size(t, LEN);
+        uint8_t *row = malloc(rs);
+        void *scratch = as ? malloc(as) : NULL, *split = ss ? malloc(ss) : NULL;
+        assert_non_null(row);
+        quant_random_row(t, row, LEN, 0.05f, &seed);
+        quant_dequantize_row(t, row, wd, LEN);
+        double want = 0, absum = 0;
+        for (int64_t i = 0; i < LEN; i++) {
+            want += (double)wd[i] * x[i];
+            absum += fabs((double)wd[i] * x[i]);
+        }
+        struct quant_act act;
+        quant_prepare_act(t, x, LEN, scratch, &act);
+        quant_prepare_act_split(&act, split);
+        for (int isa = 0; isa < QUANT_ISA_COUNT; isa++) {
+            if (!quant_isa_set((enum quant_isa)isa))
+                continue;
+            float y;
+            quant_dot_rows(row, rs, 1, &act, &y);
+            if (!(fabs(y - want) <= 2e-6 * absum))
+                fail_msg("%s on %s: %g, double %g (sum |w x| %g)", quant_type_name(t),
+                         quant_isa_name((enum quant_isa)isa), y, want, absum);
+        }
+        assert_true(quant_isa_set(was));
+        free(row);
+        free(scratch);
+        free(split);
+    }
+    free(x);
+    free(wd);
 }
 
 /* The instruction-set switch: the scalar path is always there, the names
@@ -1136,6 +1197,7 @@ static void test_isa(void **state)
     assert_string_equal(quant_isa_name(QUANT_ISA_REF), "ref");
     assert_string_equal(quant_isa_name(QUANT_ISA_AVX2), "avx2");
     assert_string_equal(quant_isa_name(QUANT_ISA_AVX512), "avx512");
+    assert_string_equal(quant_isa_name(QUANT_ISA_AVX512BF16), "avx512bf16");
     assert_string_equal(quant_isa_name(QUANT_ISA_COUNT), "unknown");
     assert_false(quant_isa_available(QUANT_ISA_COUNT));
     assert_false(quant_isa_set(QUANT_ISA_COUNT));
@@ -1340,7 +1402,7 @@ static void test_gemm(void **state)
     for (int isa = 0; isa < QUANT_ISA_COUNT; isa++) {
         if (!quant_isa_set((enum quant_isa)isa))
             continue;
-        bool avx512 = isa == QUANT_ISA_AVX512;
+        bool avx512 = isa >= QUANT_ISA_AVX512;
         assert_true(quant_gemm(row, LEN * 4, 8, acts, N, y, 8, scratch) == avx512);
         assert_false(quant_gemm(row, LEN * 4, 8, acts, 15, y, 8, scratch)); /* too few tokens */
         assert_false(quant_gemm(row, LEN * 4, 8, acts, N, y, 8, NULL));
@@ -1376,6 +1438,7 @@ int main(void)
         cmocka_unit_test(test_type_table),
         cmocka_unit_test(test_unaligned_rows),
         cmocka_unit_test(test_dot_rows),
+        cmocka_unit_test(test_dot_rows_x_range),
         cmocka_unit_test(test_isa),
         cmocka_unit_test(test_row_size),
         cmocka_unit_test(test_fallback_and_ftype),

@@ -144,6 +144,8 @@ struct cpu {
     unsigned char *act_mem;       /* owned: N_SLOTS x max_batch x act_stride bytes */
     size_t act_stride;            /* bytes of one prepared activation, rounded to ALIGN */
     struct quant_act *acts;       /* owned: (N_SLOTS, max_batch) */
+    unsigned char *split_mem;     /* owned: N_SLOTS x split_stride bytes, one-token steps' splits */
+    size_t split_stride;          /* bytes: the longest quant_act_split_size, rounded to ALIGN; 0: none */
     unsigned char *gemm_mem;      /* owned: (n_threads, gemm_stride) quant_gemm scratch */
     size_t gemm_stride;           /* bytes: quant_gemm_scratch(longest row), rounded to ALIGN */
     float *scores;                /* owned: (n_threads, scores_stride) attention scratch */
@@ -519,6 +521,7 @@ struct norm_job {
     enum ggml_type types[N_SLOTS];
     int n_types;
     struct quant_act *acts[N_SLOTS]; /* (n) each */
+    bool split;                      /* also split slot s's input into split_mem (one token) */
 };
 
 static void norm_worker(void *arg, int ith, int nth)
@@ -550,6 +553,8 @@ static void norm_worker(void *arg, int ith, int nth)
             struct quant_act *qa = &job->acts[s][t];
             void *scratch = c->act_mem + (size_t)(qa - c->acts) * c->act_stride;
             quant_prepare_act(job->types[s], src, job->dim, scratch, qa);
+            if (job->split)
+                quant_prepare_act_split(qa, c->split_mem + (size_t)s * c->split_stride);
         }
     }
 }
@@ -1215,7 +1220,7 @@ static void attn_worker(void *arg, int ith, int nth)
     int kt = c->kv;
     attn_chunk_fn chunk = attn_chunks[kt];
 #ifdef ATT512
-    if (hd % 16 == 0 && quant_isa() == QUANT_ISA_AVX512)
+    if (hd % 16 == 0 && quant_isa() >= QUANT_ISA_AVX512)
         chunk = attn_chunks512[kt];
 #endif
     size_t layer = (size_t)job->il * c->n_ctx * stride; /* element index of this layer's rows */
@@ -1371,6 +1376,7 @@ static void cpu_destroy(void *b)
     free(c->rope_cos_local);
     free(c->rope_sin_local);
     free(c->act_mem);
+    free(c->split_mem);
     free(c->acts);
     free(c->scores);
     free(c->gemm_mem);
@@ -1445,6 +1451,12 @@ static size_t small_count(const struct model_tensor *t)
 static size_t max_act_size(const struct model_tensor *t, size_t cur)
 {
     size_t s = quant_act_size(t->type, t->ne0);
+    return s > cur ? s : cur;
+}
+
+static size_t max_split_size(const struct model_tensor *t, size_t cur)
+{
+    size_t s = t->data ? quant_act_split_size(t->type, t->ne0) : 0;
     return s > cur ? s : cur;
 }
 
@@ -1622,8 +1634,7 @@ static void *cpu_create(const struct model *m, const struct backend_config *cfg,
     c->rope_cos_local = alloc_aligned(B * half * sizeof(float), &scratch);
     c->rope_sin_local = alloc_aligned(B * half * sizeof(float), &scratch);
 
-    size_t act = 0;
-    act = max_act_size(&m->output, act);
+    size_t act = max_act_size(&m->output, 0), split = max_split_size(&m->output, 0);
     /* quant_gemm's scratch holds a panel of the longest row it may see. */
     int64_t longest = max_row(&m->output, 0);
     for (int il = 0; il < hp->n_layer; il++) {
@@ -1632,24 +1643,15 @@ static void *cpu_create(const struct model *m, const struct backend_config *cfg,
                                              &l->ffn_down, &l->ffn_gate_inp, &l->ffn_gate_exps,
                                              &l->ffn_up_exps, &l->ffn_down_exps, &l->ffn_gate_shexp,
                                              &l->ffn_up_shexp, &l->ffn_down_shexp};
-        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++)
+        for (size_t i = 0; i < sizeof mats / sizeof mats[0]; i++) {
             longest = max_row(mats[i], longest);
-        act = max_act_size(&l->wq, act);
-        act = max_act_size(&l->wk, act);
-        act = max_act_size(&l->wv, act);
-        act = max_act_size(&l->wo, act);
-        act = max_act_size(&l->ffn_gate, act);
-        act = max_act_size(&l->ffn_up, act);
-        act = max_act_size(&l->ffn_down, act);
-        act = max_act_size(&l->ffn_gate_inp, act);
-        act = max_act_size(&l->ffn_gate_exps, act);
-        act = max_act_size(&l->ffn_up_exps, act);
-        act = max_act_size(&l->ffn_down_exps, act);
-        act = max_act_size(&l->ffn_gate_shexp, act);
-        act = max_act_size(&l->ffn_up_shexp, act);
-        act = max_act_size(&l->ffn_down_shexp, act);
+            act = max_act_size(mats[i], act);
+            split = max_split_size(mats[i], split);
+        }
     }
     c->act_stride = (act + ALIGN - 1) / ALIGN * ALIGN;
+    c->split_stride = (split + ALIGN - 1) / ALIGN * ALIGN;
+    c->split_mem = c->split_stride ? alloc_aligned(N_SLOTS * c->split_stride, &scratch) : NULL;
     /* the N_SLOTS slots, then a mixture's down inputs (one per (token, k)) */
     size_t n_acts = N_SLOTS * B + B * (size_t)c->n_used;
     c->act_mem = alloc_aligned(n_acts * c->act_stride, &scratch);
@@ -1666,8 +1668,8 @@ static void *cpu_create(const struct model *m, const struct backend_config *cfg,
                                  &scratch);
     if (!c->x || !c->xb || !c->tmp || !c->q || !c->k || !c->v || !c->att || !c->hb || !c->hb2 ||
         !c->rope_cos || !c->rope_sin || !c->rope_cos_local || !c->rope_sin_local ||
-        !c->act_mem || !c->acts || !c->scores || !c->gemm_mem || !c->attn_part ||
-        moe_alloc(c, &scratch)) {
+        !c->act_mem || !c->acts || (c->split_stride && !c->split_mem) || !c->scores || !c->gemm_mem ||
+        !c->attn_part || moe_alloc(c, &scratch)) {
         kv_seterr(err, errlen, "cpu: out of memory for scratch buffers (%.1f MiB)",
                 (double)scratch / (1024.0 * 1024.0));
         cpu_destroy(c);
@@ -1719,6 +1721,10 @@ static void run_norm(struct cpu *c, struct norm_job *job, const struct model_ten
     job->n_types = assign_slots(types, n_w, job->types, slot_of);
     for (int s = 0; s < job->n_types; s++)
         job->acts[s] = c->acts + (size_t)s * c->max_batch;
+    /* A matrix-vector product reads its input once per row: one token's is
+     * worth splitting for the AVX512_BF16 kernels; a batch's GEMM never
+     * reads a split. */
+    job->split = job->n == 1 && c->split_stride > 0;
     run_step(c, norm_worker, job, job->n);
 }
 

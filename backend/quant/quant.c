@@ -27,11 +27,18 @@
     .dot = QUANT_AVX2_OR(quant_dot_avx2_##t, quant_dot_ref_##t),                                        \
     .dot_n = QUANT_AVX2_OR(quant_dot_n_avx2_##t, NULL),                                                \
     .deq_fast = QUANT_AVX2_OR(quant_deq_avx2_##t, NULL), .random = quant_random_##t
-/* The types with an AVX-512 decode kernel (dot_avx512.c). */
+/* The types with an AVX-512 decode kernel (dot_avx512.c), and those with an
+ * AVX512_BF16 one (dot_avx512bf16.c) and the bytes per block of its split
+ * input. */
 #ifdef QUANT_HAVE_AVX512
 #define ROWS512(t) .dot_rows_avx512 = quant_rows_avx512_##t
 #else
 #define ROWS512(t) .dot_rows_avx512 = NULL
+#endif
+#ifdef QUANT_HAVE_AVX512BF16
+#define SPLIT(t, bytes) .split = quant_split_##t, .split_size = (bytes), .dot_rows_split = quant_rows_split_##t
+#else
+#define SPLIT(t, bytes) .split = NULL
 #endif
 
 static const struct quant_type k_types[GGML_TYPE_COUNT] = {
@@ -56,8 +63,9 @@ static const struct quant_type k_types[GGML_TYPE_COUNT] = {
                         ROWS512(q4_K), .fallback = GGML_TYPE_Q5_0, .ftype = 14},
     [GGML_TYPE_Q5_K] = {.name = "Q5_K", .blck = 256, .size = 176, .has_min = true, KERNELS(q5_K),
                         .fallback = GGML_TYPE_Q5_1, .ftype = 16},
+    /* split: three bf16 an element and a float sum per 16 elements */
     [GGML_TYPE_Q6_K] = {.name = "Q6_K", .blck = 256, .size = 210, KERNELS(q6_K),
-                        ROWS512(q6_K), .fallback = GGML_TYPE_Q8_0, .ftype = 18},
+                        ROWS512(q6_K), SPLIT(q6_K, 256 * 6 + 16 * 4), .fallback = GGML_TYPE_Q8_0, .ftype = 18},
     [GGML_TYPE_Q8_K] = {.name = "Q8_K", .blck = 256, .size = 292},
     [16] = {.name = "IQ2_XXS", .blck = 256, .size = 66},
     [17] = {.name = "IQ2_XS", .blck = 256, .size = 74},
@@ -83,6 +91,7 @@ static const struct quant_type k_types[GGML_TYPE_COUNT] = {
 };
 #undef KERNELS
 #undef ROWS512
+#undef SPLIT
 
 /* ggml's kvalues_iq4nl and kvalues_mxfp4 (the E2M1 levels 0, 0.5, 1, 1.5, 2,
  * 3, 4, 6 and their negatives, doubled so they are integers). */
@@ -298,6 +307,7 @@ void quant_prepare_act(enum ggml_type t, const float *x, int64_t n, void *scratc
     out->n = n;
     out->f32 = x;
     out->q = NULL;
+    out->split = NULL;
     if (quant_act_size(t, n) == 0 || !scratch)
         return;
     float *sums = scratch;
@@ -308,6 +318,22 @@ void quant_prepare_act(enum ggml_type t, const float *x, int64_t n, void *scratc
         sums[i] = s;
     }
     out->q = scratch;
+}
+
+size_t quant_act_split_size(enum ggml_type t, int64_t n)
+{
+    const struct quant_type *tt = row_for(t, n);
+    if (!tt || !tt->split || !quant_isa_available(QUANT_ISA_AVX512BF16))
+        return 0;
+    return (size_t)(n / tt->blck) * tt->split_size;
+}
+
+void quant_prepare_act_split(struct quant_act *act, void *scratch)
+{
+    if (!scratch || !act->f32 || quant_act_split_size(act->wtype, act->n) == 0)
+        return;
+    quant_type_row(act->wtype)->split(act->f32, act->n, scratch);
+    act->split = scratch;
 }
 
 /* The row of ACT's weight type when ACT can be used with it: the type is
@@ -334,6 +360,7 @@ static const char *const k_isa_names[QUANT_ISA_COUNT] = {
     [QUANT_ISA_REF] = "ref",
     [QUANT_ISA_AVX2] = "avx2",
     [QUANT_ISA_AVX512] = "avx512",
+    [QUANT_ISA_AVX512BF16] = "avx512bf16",
 };
 
 const char *quant_isa_name(enum quant_isa isa)
@@ -363,12 +390,23 @@ static bool have_avx512(void)
 #endif
 }
 
+/* AVX-512's kernels, and VDPBF16PS for the ones dot_avx512bf16.c has. */
+static bool have_avx512bf16(void)
+{
+#ifdef QUANT_HAVE_AVX512BF16
+    return have_avx512() && __builtin_cpu_supports("avx512bf16");
+#else
+    return false;
+#endif
+}
+
 static bool have_ref(void) { return true; }
 
 static bool (*const k_isa_have[QUANT_ISA_COUNT])(void) = {
     [QUANT_ISA_REF] = have_ref,
     [QUANT_ISA_AVX2] = have_avx2,
     [QUANT_ISA_AVX512] = have_avx512,
+    [QUANT_ISA_AVX512BF16] = have_avx512bf16,
 };
 
 bool quant_isa_available(enum quant_isa isa)
@@ -430,7 +468,11 @@ void quant_dot_rows(const void *rows, size_t stride, int64_t nr, const struct qu
     }
     int64_t nb = act->n / tt->blck;
     enum quant_isa isa = quant_isa();
-    if (isa == QUANT_ISA_AVX512 && tt->dot_rows_avx512) {
+    if (isa == QUANT_ISA_AVX512BF16 && tt->dot_rows_split && act->split) {
+        tt->dot_rows_split(rows, stride, nr, act->split, nb, y);
+        return;
+    }
+    if (isa >= QUANT_ISA_AVX512 && tt->dot_rows_avx512) {
         tt->dot_rows_avx512(rows, stride, nr, act->f32, act->q, nb, y);
         return;
     }

@@ -254,6 +254,13 @@ typedef void (*quant_dot_n_fn)(const void *row, int64_t nc, const float *const *
  * quant_dot_fn); the results to Y[0..NR-1] (dot_avx512.c). */
 typedef void (*quant_dot_rows_fn)(const void *rows, size_t stride, int64_t nr, const float *x,
                                   const float *xs, int64_t nb, float *y);
+/* X (N floats, whole blocks) split for the AVX512_BF16 kernels into OUT
+ * (quant_act_split_size bytes): its bf16 parts in the order the type's
+ * kernel reads them, and whatever sums of X it needs (dot_avx512bf16.c). */
+typedef void (*quant_split_fn)(const float *x, int64_t n, void *out);
+/* As quant_dot_rows_fn, against the split input SPLIT (dot_avx512bf16.c). */
+typedef void (*quant_dot_rows_split_fn)(const void *rows, size_t stride, int64_t nr, const void *split,
+                                        int64_t nb, float *y);
 /* NC chunks of 32 of a row decoded to floats, the values the reference
  * decoder gives (dot_avx2.c). */
 typedef void (*quant_deq_fn)(const void *row, int64_t nc, float *dst);
@@ -277,6 +284,12 @@ struct quant_type {
     /* The AVX-512 rows version, used when the CPU has AVX-512 (quant_isa);
      * NULL: the other types, which take dot row by row. */
     quant_dot_rows_fn dot_rows_avx512;
+    /* The AVX512_BF16 rows version and the split of X it reads, used by the
+     * avx512bf16 instruction set for an act that has the split; NULL: the
+     * types dot_rows_avx512 (or dot) serves there. */
+    quant_split_fn split;
+    size_t split_size; /* bytes of the split per block */
+    quant_dot_rows_split_fn dot_rows_split;
     quant_deq_fn deq_fast; /* vector decoder for quant_gemm's panels; NULL: dequant */
     quant_random_fn random;
     /* For synthetic models, by llama.cpp's rules: the 32-element type rows
@@ -328,5 +341,9 @@ QUANT_ROWS_AVX512(q5_0)
 QUANT_ROWS_AVX512(q4_K)
 QUANT_ROWS_AVX512(q6_K)
 #undef QUANT_ROWS_AVX512
+
+/* The AVX512_BF16 kernels there are (dot_avx512bf16.c). */
+void quant_split_q6_K(const float *x, int64_t n, void *out);
+void quant_rows_split_q6_K(const void *rows, size_t stride, int64_t nr, const void *split, int64_t nb, float *y);
 
 #endif
