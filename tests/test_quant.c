@@ -806,6 +806,17 @@ static void test_round_trip(void **state)
 
 /* ---- dot products ------------------------------------------------------------ */
 
+/* The dot product of W and X (N elements) in double, and sum |w x|, the
+ * scale that float summation error is measured against. */
+static void dot_f64(const float *w, const float *x, int64_t n, double *dot, double *absum)
+{
+    *dot = *absum = 0;
+    for (int64_t i = 0; i < n; i++) {
+        *dot += (double)w[i] * x[i];
+        *absum += fabs((double)w[i] * x[i]);
+    }
+}
+
 /* Checks quant_dot and quant_dot_ref for type T and length N against the
  * dequantised weights dotted with the float input in double precision. Every
  * 7th activation is 5x larger, and a few are SPIKE times larger (0: none):
@@ -828,11 +839,8 @@ static void check_dot(enum ggml_type t, int64_t n, float spike, struct rng *r)
             x[i] = spike * (i % 2 ? 1 : -1);
     quant_quantize_row(t, w, row, n);
     quant_dequantize_row(t, row, wd, n);
-    double want = 0, absum = 0;
-    for (int64_t i = 0; i < n; i++) {
-        want += (double)wd[i] * x[i];
-        absum += fabs((double)wd[i] * x[i]);
-    }
+    double want, absum;
+    dot_f64(wd, x, n, &want, &absum);
     struct quant_act act;
     quant_prepare_act(t, x, n, scratch, &act);
     float ref = quant_dot_ref(row, &act);
@@ -1097,9 +1105,8 @@ static void test_dot_rows(void **state)
             for (int k = 0; k < NR; k++) {
                 want[k] = quant_dot_ref(rows + rs * k, &act);
                 quant_dequantize_row(t, rows + rs * k, wd, len);
-                absum[k] = 0;
-                for (int64_t i = 0; i < len; i++)
-                    absum[k] += fabs((double)wd[i] * x[i]);
+                double dot;
+                dot_f64(wd, x, len, &dot, &absum[k]);
             }
             for (int isa = 0; isa < QUANT_ISA_COUNT; isa++) {
                 if (!quant_isa_set((enum quant_isa)isa))
@@ -1160,11 +1167,8 @@ static void test_dot_rows_x_range(void **state)
         assert_non_null(row);
         quant_random_row(t, row, LEN, 0.05f, &seed);
         quant_dequantize_row(t, row, wd, LEN);
-        double want = 0, absum = 0;
-        for (int64_t i = 0; i < LEN; i++) {
-            want += (double)wd[i] * x[i];
-            absum += fabs((double)wd[i] * x[i]);
-        }
+        double want, absum;
+        dot_f64(wd, x, LEN, &want, &absum);
         struct quant_act act;
         quant_prepare_act(t, x, LEN, scratch, &act);
         quant_prepare_act_split(&act, split);
