@@ -638,35 +638,33 @@ static void test_gpt_oss_q8_0_big_sinks(void **state)
     check_moe(m, "gpt-oss-q8_0-sinks4", OSS_SLACK);
 }
 
-/* Q8_0 attention with F16 experts (the experts' own type, as real files
+/* Q8_0 attention with experts of type XTYPE (their own type, as real files
  * keep theirs), every expert used as above. */
+static void check_oss_experts(enum ggml_type xtype, uint64_t seed, const char *name)
+{
+    struct tiny_spec s = oss_small;
+    s.wtype = s.etype = GGML_TYPE_Q8_0;
+    s.own_xtype = true;
+    s.xtype = xtype;
+    s.n_expert_used = 6;
+    struct model *m = make_model(&s, seed);
+    assert_int_equal(m->layers[0].ffn_gate_exps.type, xtype);
+    check_oss_decode(m, name);
+    check_moe(m, name, OSS_SLACK);
+}
+
+/* F16 experts. */
 static void test_gpt_oss_f16_experts(void **state)
 {
     (void)state;
-    struct tiny_spec s = oss_small;
-    s.wtype = s.etype = GGML_TYPE_Q8_0;
-    s.own_xtype = true;
-    s.xtype = GGML_TYPE_F16;
-    s.n_expert_used = 6;
-    struct model *m = make_model(&s, 99);
-    check_oss_decode(m, "gpt-oss-q8_0-f16x");
-    check_moe(m, "gpt-oss-q8_0-f16x", OSS_SLACK);
+    check_oss_experts(GGML_TYPE_F16, 99, "gpt-oss-q8_0-f16x");
 }
 
-/* MXFP4 experts with Q8_0 elsewhere, as the published gpt-oss files
- * store them; every expert used as above. */
+/* MXFP4 experts, as the published gpt-oss files store them. */
 static void test_gpt_oss_mxfp4_experts(void **state)
 {
     (void)state;
-    struct tiny_spec s = oss_small;
-    s.wtype = s.etype = GGML_TYPE_Q8_0;
-    s.own_xtype = true;
-    s.xtype = GGML_TYPE_MXFP4;
-    s.n_expert_used = 6;
-    struct model *m = make_model(&s, 4321);
-    assert_int_equal(m->layers[0].ffn_gate_exps.type, GGML_TYPE_MXFP4);
-    check_oss_decode(m, "gpt-oss-q8_0-mxfp4x");
-    check_moe(m, "gpt-oss-q8_0-mxfp4x", OSS_SLACK);
+    check_oss_experts(GGML_TYPE_MXFP4, 4321, "gpt-oss-q8_0-mxfp4x");
 }
 
 /* The most experts the loader takes (1024) is the router kernel's limit

@@ -1845,6 +1845,20 @@ static void test_attention_decode_splits(void **state)
     assert_int_equal(kv_attention_decode(&a, nullptr, 0), cudaErrorInvalidValue);
 }
 
+/* The K or V tile a prefill gather writes: keys K0 .. K0 + NK - 1 of every
+ * KV head of a (nkv, nctx, hd) cache, element i of which is SRC(i), at rows
+ * 0 .. NK - 1 of that head's TILE rows; the rows past NK stay zero. */
+template <typename F>
+static std::vector<double> kv_tile_ref(int nkv, int nctx, int hd, int k0, int nk, int tile, F src)
+{
+    std::vector<double> r((size_t)nkv * tile * hd, 0.0);
+    for (int kvh = 0; kvh < nkv; kvh++)
+        for (int j = 0; j < nk; j++)
+            for (int d = 0; d < hd; d++)
+                r[((size_t)kvh * tile + j) * hd + d] = src(((size_t)kvh * nctx + k0 + j) * hd + d);
+    return r;
+}
+
 /* The prefill attention's gathers: Q rows of tokens T0.. into (kvh, token x
  * group, hd) bf16, and K/V keys K0.. into (kvh, tile, hd) bf16. */
 static void test_prefill_gathers(void **state)
@@ -1876,14 +1890,8 @@ static void test_prefill_gathers(void **state)
     __nv_bfloat16 *dkb = dev(zk), *dvb = dev(zk);
     assert_int_equal(kv_attn_kv_bf16(dkc, dvc, dkb, dvb, nkv, nctx, hd, k0, nk, tile, 0),
                      cudaSuccess);
-    std::vector<double> rk(zk.size(), 0.0), rv(zk.size(), 0.0);
-    for (int kvh = 0; kvh < nkv; kvh++)
-        for (int j = 0; j < nk; j++)
-            for (int d = 0; d < hd; d++) {
-                size_t o = ((size_t)kvh * tile + j) * hd + d;
-                rk[o] = __half2float(kc[((size_t)kvh * nctx + k0 + j) * hd + d]);
-                rv[o] = __half2float(vc[((size_t)kvh * nctx + k0 + j) * hd + d]);
-            }
+    auto rk = kv_tile_ref(nkv, nctx, hd, k0, nk, tile, [&](size_t i) { return __half2float(kc[i]); });
+    auto rv = kv_tile_ref(nkv, nctx, hd, k0, nk, tile, [&](size_t i) { return __half2float(vc[i]); });
     auto gk = bf16s(host(dkb, zk.size())), gv = bf16s(host(dvb, zk.size()));
     check("prefill K tile (13 keys at 9)", gk.data(), rk.data(), rk.size(), TOL_BF16);
     check("prefill V tile", gv.data(), rv.data(), rv.size(), TOL_BF16);
@@ -2172,14 +2180,8 @@ static void test_attention_prefill_q8_gather(void **state)
     __nv_bfloat16 *dkb = dev(zk), *dvb = dev(zk);
     assert_int_equal(kv_attn_kv_q8_bf16(kc, vc, dkb, dvb, nkv, nctx, hd, k0, nk, tile, 0),
                      cudaSuccess);
-    std::vector<double> rk(zk.size(), 0.0), rv(zk.size(), 0.0);
-    for (int kvh = 0; kvh < nkv; kvh++)
-        for (int j = 0; j < nk; j++)
-            for (int d = 0; d < hd; d++) {
-                size_t o = ((size_t)kvh * tile + j) * hd + d;
-                rk[o] = bf16_round(kr[((size_t)kvh * nctx + k0 + j) * hd + d]);
-                rv[o] = bf16_round(vr[((size_t)kvh * nctx + k0 + j) * hd + d]);
-            }
+    auto rk = kv_tile_ref(nkv, nctx, hd, k0, nk, tile, [&](size_t i) { return bf16_round(kr[i]); });
+    auto rv = kv_tile_ref(nkv, nctx, hd, k0, nk, tile, [&](size_t i) { return bf16_round(vr[i]); });
     check("prefill q8_0 K tile (13 keys at 9)", bf16s(host(dkb, zk.size())).data(), rk.data(),
           rk.size(), 0.0);
     check("prefill q8_0 V tile", bf16s(host(dvb, zk.size())).data(), rv.data(), rv.size(), 0.0);
