@@ -4,12 +4,12 @@
  * Weights are used where they lie in the file mapping. Matrix products go
  * through quant.h: the activations stay float (prepared once per weight type)
  * and every weight row is dotted against them. A batch of N tokens (prefill)
- * reads each weight row once for the whole batch: with AVX-512 a tile of 64
- * rows is decoded to floats once and multiplied with all N tokens by a
- * register-blocked GEMM (quant_gemm, each thread with its own panel
- * scratch); without it each block is dequantised once per 8 tokens
- * (quant_dot_n). That is what makes prefill much faster than N decode
- * steps.
+ * reads each weight row once for the whole batch: with AVX2 or AVX-512 a
+ * tile of 64 rows is decoded to floats once and multiplied with all N tokens
+ * by a register-blocked GEMM (quant_gemm, each thread with its own panel
+ * scratch); for short batches, and where it does not apply, each block is
+ * dequantised once per 8 tokens (quant_dot_n). That is what makes prefill
+ * much faster than N decode steps.
  *
  * One forward pass is a fixed sequence of parallel steps (threadpool_run):
  * matrix products split by rows (Q, K and V in one step, gate and up with

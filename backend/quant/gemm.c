@@ -1,24 +1,26 @@
 /* gemm.c - quant_gemm, the batched weight product of prefill: a panel of
  * weight rows dequantised to floats once, then multiplied with every token of
- * the batch by a register-blocked AVX-512 kernel. cpu.c's matrix products
- * call it for batches; quant_dot_n (dot_avx2.c) is what runs where it does
- * not apply.
+ * the batch by a register-blocked kernel (AVX-512, or AVX2 with FMA). cpu.c's
+ * matrix products call it for batches; quant_dot_n (dot_avx2.c) is what runs
+ * where it does not apply.
  *
  * Why: quant_dot_n dequantises each block once per 8 tokens and keeps one
  * accumulator per token, so every FMA needs a load of X and the decode of
  * the weights is repeated 64 times over a 512-token prompt. Here a panel of
  * GR rows is decoded once per batch (exactly: the same floats as
- * quant_dequantize_row) into a k-major layout, so one 512-bit register holds
- * one weight of 16 rows; the kernel broadcasts one input of each of GT
- * tokens and does 2*GT FMAs per k from 2 loads of the panel; each group of
- * GT tokens runs over the whole panel (in L2) before the next.
+ * quant_dequantize_row) into a k-major layout, so one vector register holds
+ * one weight of 16 (AVX-512) or 8 (AVX2) rows; the micro-kernel broadcasts
+ * one input of each of its tokens and does two FMAs per token and k from
+ * two loads of the panel; each group of tokens runs over the whole panel
+ * (in L2) before the next.
  *
  * Rules:
  * - Activations stay float; the weights are the reference decoder's floats.
  * - Every output is summed in one fixed order: an FMA chain from zero over
  *   each block of GK values of k, the blocks' sums added to OUT in k order.
  *   So a token's result depends on nothing but its row and input, never on
- *   the batch size, the tile, or the thread (the model tests compare bits).
+ *   the batch size, the tile, the thread or the instruction set (the model
+ *   tests compare bits; test_quant compares the AVX2 and AVX-512 kernels).
  *   (One chain over the whole row was 2e-4 off on a 1280-long Q6_K row with
  *   outliers, over the 1e-6 of sum |w*x| quant_dot_n keeps; chains of GK
  *   stay within it, as quant_dot_n's 8 lanes of K/8 do.)
@@ -28,12 +30,14 @@
 #include "quant_internal.h"
 
 #if defined(__x86_64__) && defined(QUANT_HAVE_AVX2)
-#define GEMM_AVX512 1
+#define GEMM_X86 1
 #endif
 
 enum {
     GR = 32,  /* rows of a panel: two 512-bit vectors */
-    GT = 12,  /* tokens per micro-tile: 24 accumulators of the 32 registers */
+    GT = 12,  /* tokens per AVX-512 micro-tile: 24 accumulators of the 32 registers */
+    GT2 = 6,  /* tokens per AVX2 micro-tile (half a panel's rows): 12 accumulators
+                 of the 16 registers, 2 for the panel, 1 for the broadcast */
     GK = 128, /* k per FMA chain: each output sums blocks of GK from zero */
     KC = 256, /* k per slab: a panel's slab (GR * KC floats, 32 KB) is L1-sized,
                  and KC is whole blocks of every type (32 or 256 elements) */
@@ -58,7 +62,7 @@ size_t quant_gemm_scratch(int64_t k)
     return ((size_t)MC * KC + 4 * (size_t)KC + (size_t)GT * XS + (size_t)NB * YS) * sizeof(float);
 }
 
-#ifdef GEMM_AVX512
+#ifdef GEMM_X86
 
 #define GEMM_TARGET __attribute__((target("avx512f,avx512vl,avx512dq,avx512bw,fma")))
 #define GEMM_INLINE static inline __attribute__((always_inline)) GEMM_TARGET
@@ -93,11 +97,15 @@ static void pack_panel(const struct quant_type *tt, const unsigned char *w, size
     }
 }
 
-/* One micro-tile: NT (a constant after inlining) tokens, X their inputs
- * (copied, row stride XS), times the panel block P (KC values of k), into
- * the block's buffer Y (row stride YS, GR floats a token). FIRST: the
- * block's sums are stored; otherwise they are added to Y. */
-GEMM_INLINE void tile(const float *p, const float *x, int kc, int nt, float *y, bool first)
+/* The micro-kernels: NT (a constant after inlining) tokens, X their inputs
+ * (copied, row stride XS), times the rows of the panel block P (KC values
+ * of k, rows GR floats apart) the kernel covers, into the block's buffer Y
+ * (row stride YS). FIRST: the block's sums are stored; otherwise they are
+ * added to Y. Both kernels sum each output in the same order. */
+typedef void gemm_tile_fn(const float *p, const float *x, int kc, int nt, float *y, bool first);
+
+/* AVX-512: all GR rows, up to GT tokens. */
+GEMM_INLINE void tile512(const float *p, const float *x, int kc, int nt, float *y, bool first)
 {
     __m512 a0[GT], a1[GT];
     for (int t = 0; t < nt; t++) {
@@ -122,35 +130,124 @@ GEMM_INLINE void tile(const float *p, const float *x, int kc, int nt, float *y, 
     }
 }
 
-/* tile for a runtime NT in 1..GT, each count its own register allocation. */
-GEMM_TARGET static void tile_n(const float *p, const float *x, int kc, int nt, float *y, bool first)
+/* AVX2: 16 of the GR rows, up to GT2 tokens. 12 accumulators, 2 panel
+ * vectors and a broadcast fill 15 of the 16 registers, and GCC keeps an
+ * array of 12 in registers no better than it can: written as an array, the
+ * full tile stored 5 of them to the stack every k (2.4x the time). So the
+ * full tile names its accumulators; smaller ones (only the batch's last
+ * group) use the array. */
+#define TILE2_ROWS(p, k, w0, w1)                                                                   \
+    __m256 w0 = _mm256_load_ps((p) + (size_t)(k) * GR), w1 = _mm256_load_ps((p) + (size_t)(k) * GR + 8)
+#define TILE2_FMA(t)                                                                               \
+    do {                                                                                           \
+        __m256 b_ = _mm256_broadcast_ss(x + (t) * XS + k);                                         \
+        a##t##0 = _mm256_fmadd_ps(w0, b_, a##t##0);                                                \
+        a##t##1 = _mm256_fmadd_ps(w1, b_, a##t##1);                                                \
+    } while (0)
+#define TILE2_OUT(t)                                                                               \
+    do {                                                                                           \
+        float *y_ = y + (size_t)(t) * YS;                                                          \
+        if (!first) {                                                                              \
+            a##t##0 = _mm256_add_ps(a##t##0, _mm256_load_ps(y_));                                  \
+            a##t##1 = _mm256_add_ps(a##t##1, _mm256_load_ps(y_ + 8));                              \
+        }                                                                                          \
+        _mm256_store_ps(y_, a##t##0);                                                              \
+        _mm256_store_ps(y_ + 8, a##t##1);                                                          \
+    } while (0)
+
+static void tile2_full(const float *p, const float *x, int kc, float *y, bool first)
+{
+    __m256 a00 = _mm256_setzero_ps(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00;
+    __m256 a30 = a00, a31 = a00, a40 = a00, a41 = a00, a50 = a00, a51 = a00;
+    for (int k = 0; k < kc; k++) {
+        TILE2_ROWS(p, k, w0, w1);
+        TILE2_FMA(0);
+        TILE2_FMA(1);
+        TILE2_FMA(2);
+        TILE2_FMA(3);
+        TILE2_FMA(4);
+        TILE2_FMA(5);
+    }
+    TILE2_OUT(0);
+    TILE2_OUT(1);
+    TILE2_OUT(2);
+    TILE2_OUT(3);
+    TILE2_OUT(4);
+    TILE2_OUT(5);
+}
+
+static inline __attribute__((always_inline)) void tile2(const float *p, const float *x, int kc, int nt,
+                                                        float *y, bool first)
+{
+    __m256 a0[GT2], a1[GT2];
+    for (int t = 0; t < nt; t++) {
+        a0[t] = _mm256_setzero_ps();
+        a1[t] = _mm256_setzero_ps();
+    }
+    for (int k = 0; k < kc; k++) {
+        TILE2_ROWS(p, k, w0, w1);
+        for (int t = 0; t < nt; t++) {
+            __m256 b = _mm256_broadcast_ss(x + t * XS + k);
+            a0[t] = _mm256_fmadd_ps(w0, b, a0[t]);
+            a1[t] = _mm256_fmadd_ps(w1, b, a1[t]);
+        }
+    }
+    for (int t = 0; t < nt && !first; t++) {
+        a0[t] = _mm256_add_ps(a0[t], _mm256_load_ps(y + (size_t)t * YS));
+        a1[t] = _mm256_add_ps(a1[t], _mm256_load_ps(y + (size_t)t * YS + 8));
+    }
+    for (int t = 0; t < nt; t++) {
+        _mm256_store_ps(y + (size_t)t * YS, a0[t]);
+        _mm256_store_ps(y + (size_t)t * YS + 8, a1[t]);
+    }
+}
+#undef TILE2_ROWS
+#undef TILE2_FMA
+#undef TILE2_OUT
+
+/* The kernels for a runtime NT, each count its own register allocation. */
+GEMM_TARGET static void tile512_n(const float *p, const float *x, int kc, int nt, float *y, bool first)
 {
     switch (nt) {
 #define T_(n)                                                                                      \
-    case n: tile(p, x, kc, n, y, first); break;
+    case n: tile512(p, x, kc, n, y, first); break;
         T_(1) T_(2) T_(3) T_(4) T_(5) T_(6) T_(7) T_(8) T_(9) T_(10) T_(11)
 #undef T_
-    default: tile(p, x, kc, GT, y, first); break;
+    default: tile512(p, x, kc, GT, y, first); break;
     }
 }
 
-/* ROWS rows times N tokens (X row stride XSTR), as the header says.
+static void tile2_n(const float *p, const float *x, int kc, int nt, float *y, bool first)
+{
+    switch (nt) {
+#define T_(n)                                                                                      \
+    case n: tile2(p, x, kc, n, y, first); break;
+        T_(1) T_(2) T_(3) T_(4) T_(5)
+#undef T_
+    default: tile2_full(p, x, kc, y, first); break;
+    }
+}
+
+/* ROWS rows times N tokens (X row stride XSTR), as the header says, with
+ * TILE covering TR rows of a panel and up to GTN tokens.
  *
  * Loop order (outside in): MC-row blocks, NB-token blocks, KC-slabs of k,
- * GT-token groups, the block's panels, GK-chains. A slab of MC rows is
- * decoded once per token block (once per call in cpu.c, whose batches are
- * at most NB) and stays in L2 while every token group passes over it; a
- * group's inputs (GT x KC) are copied once into L1 and serve all MC / GR
- * panels. So the inputs are read from L3 once per MC rows rather than once
- * per panel of GR: v1 read the whole input matrix (512 x 2048 floats, 4 MB,
- * beyond L2) for every 32 rows. The sums of the block build up in a buffer
- * of rows YS apart (in L2) and are copied out once: OUT's rows are the
- * matrix's length apart (2048 or 8192 floats, a multiple of 4 KB), so
- * adding into them directly kept 512 tokens' lines in a few sets of L2 and
- * of L1, and a 2048-row product ran at half the speed of a 512-row one. */
-GEMM_TARGET static void gemm_avx512(const struct quant_type *tt, const unsigned char *w, size_t row_bytes,
-                                    int64_t rows, int64_t k, const float *x, size_t xstr, int n, float *out,
-                                    size_t os, float *scratch)
+ * token groups, the block's panels, the kernel's rows of a panel,
+ * GK-chains. A slab of MC rows is decoded once per token block (once per
+ * call in cpu.c, whose batches are at most NB) and stays in L2 while every
+ * token group passes over it; a group's inputs (GTN x KC) are copied once
+ * into L1 and serve all MC / GR panels. So the inputs are read from L3 once
+ * per MC rows rather than once per panel of GR: v1 read the whole input
+ * matrix (512 x 2048 floats, 4 MB, beyond L2) for every 32 rows. The sums of
+ * the block build up in a buffer of rows YS apart (in L2) and are copied out
+ * once: OUT's rows are the matrix's length apart (2048 or 8192 floats, a
+ * multiple of 4 KB), so adding into them directly kept 512 tokens' lines in
+ * a few sets of L2 and of L1, and a 2048-row product ran at half the speed
+ * of a 512-row one. */
+static inline __attribute__((always_inline)) void
+gemm_blocked(gemm_tile_fn *tile, int tr, int gtn, const struct quant_type *tt, const unsigned char *w,
+             size_t row_bytes, int64_t rows, int64_t k, const float *x, size_t xstr, int n, float *out,
+             size_t os, float *scratch)
 {
     float *slab = scratch, *tmp = slab + (size_t)MC * KC, *xt = tmp + 4 * (size_t)KC;
     float *ybuf = xt + (size_t)GT * XS;
@@ -168,20 +265,20 @@ GEMM_TARGET static void gemm_avx512(const struct quant_type *tt, const unsigned 
                     pack_panel(tt, w + (size_t)(m0 + p * GR) * row_bytes + kb, row_bytes, nr, kc, tmp,
                                slab + (size_t)p * GR * KC);
                 }
-                for (int t0 = 0; t0 < nb; t0 += GT) {
-                    int nt = nb - t0 < GT ? nb - t0 : GT;
-                    for (int t = 0; t < nt; t++) {
-                        const float *src = x + (size_t)(b0 + t0 + t) * xstr + (size_t)k0;
-                        float *dst = xt + (size_t)t * XS;
-                        for (int i = 0; i < kc; i += 16)
-                            _mm512_storeu_ps(dst + i, _mm512_loadu_ps(src + i));
-                    }
+                for (int t0 = 0; t0 < nb; t0 += gtn) {
+                    int nt = nb - t0 < gtn ? nb - t0 : gtn;
+                    for (int t = 0; t < nt; t++)
+                        memcpy(xt + (size_t)t * XS, x + (size_t)(b0 + t0 + t) * xstr + (size_t)k0,
+                               sizeof(float) * (size_t)kc);
                     for (int p = 0; p < np; p++) {
-                        float *y = ybuf + (size_t)t0 * YS + (size_t)p * GR;
-                        const float *pp = slab + (size_t)p * GR * KC;
-                        for (int kk = 0; kk < kc; kk += GK) {
-                            int kn = kc - kk < GK ? kc - kk : GK;
-                            tile_n(pp + (size_t)kk * GR, xt + kk, kn, nt, y, k0 + kk == 0);
+                        /* rows past the last of a partial panel are zeros */
+                        for (int r0 = 0; r0 < GR && p * GR + r0 < mr; r0 += tr) {
+                            float *y = ybuf + (size_t)t0 * YS + (size_t)(p * GR + r0);
+                            const float *pp = slab + (size_t)p * GR * KC + r0;
+                            for (int kk = 0; kk < kc; kk += GK) {
+                                int kn = kc - kk < GK ? kc - kk : GK;
+                                tile(pp + (size_t)kk * GR, xt + kk, kn, nt, y, k0 + kk == 0);
+                            }
                         }
                     }
                 }
@@ -193,12 +290,25 @@ GEMM_TARGET static void gemm_avx512(const struct quant_type *tt, const unsigned 
     }
 }
 
-#endif /* GEMM_AVX512 */
+GEMM_TARGET static void gemm_avx512(const struct quant_type *tt, const unsigned char *w, size_t row_bytes,
+                                    int64_t rows, int64_t k, const float *x, size_t xstr, int n, float *out,
+                                    size_t os, float *scratch)
+{
+    gemm_blocked(tile512_n, GR, GT, tt, w, row_bytes, rows, k, x, xstr, n, out, os, scratch);
+}
+
+static void gemm_avx2(const struct quant_type *tt, const unsigned char *w, size_t row_bytes, int64_t rows,
+                      int64_t k, const float *x, size_t xstr, int n, float *out, size_t os, float *scratch)
+{
+    gemm_blocked(tile2_n, 16, GT2, tt, w, row_bytes, rows, k, x, xstr, n, out, os, scratch);
+}
+
+#endif /* GEMM_X86 */
 
 bool quant_gemm(const void *w, size_t row_bytes, int64_t rows, const struct quant_act *acts, int n,
                 float *out, size_t out_stride, void *scratch)
 {
-    if (n < GEMM_MIN_TOKENS || rows <= 0 || !scratch || quant_isa() < QUANT_ISA_AVX512)
+    if (n < GEMM_MIN_TOKENS || rows <= 0 || !scratch || quant_isa() < QUANT_ISA_AVX2)
         return false;
     const struct quant_type *tt = quant_type_row(acts[0].wtype);
     int64_t k = acts[0].n;
@@ -214,8 +324,11 @@ bool quant_gemm(const void *w, size_t row_bytes, int64_t rows, const struct quan
     for (int t = 1; t < n; t++)
         if (acts[t].n != k || acts[t].wtype != acts[0].wtype || acts[t].f32 != x + (ptrdiff_t)t * xs)
             return false;
-#ifdef GEMM_AVX512
-    gemm_avx512(tt, w, row_bytes, rows, k, x, (size_t)xs, n, out, out_stride, scratch);
+#ifdef GEMM_X86
+    if (quant_isa() >= QUANT_ISA_AVX512)
+        gemm_avx512(tt, w, row_bytes, rows, k, x, (size_t)xs, n, out, out_stride, scratch);
+    else
+        gemm_avx2(tt, w, row_bytes, rows, k, x, (size_t)xs, n, out, out_stride, scratch);
     return true;
 #else
     (void)w;

@@ -171,9 +171,9 @@ void quant_dot_rows(const void *rows, size_t stride, int64_t nr, const struct qu
 enum quant_isa {
     QUANT_ISA_REF,    /* the scalar references (dot_ref.c), one row and batched */
     QUANT_ISA_AVX2,   /* dot_avx2.c: built when the compiler targets AVX2, FMA and F16C;
-                         prefill by the 8-token dot products (quant_dot_n) */
+                         prefill by gemm.c's AVX2 kernel */
     QUANT_ISA_AVX512, /* dot_avx512.c for the types it has, AVX2 for the rest; prefill
-                         by the GEMM (gemm.c) */
+                         by gemm.c's AVX-512 kernel (the same sums, bit for bit) */
     QUANT_ISA_AVX512BF16, /* AVX-512's, and for the types dot_avx512bf16.c has, decode on
                              VDPBF16PS against the split input (quant_prepare_act_split) */
     QUANT_ISA_COUNT
