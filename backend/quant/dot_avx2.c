@@ -334,25 +334,17 @@ float quant_dot_avx2_q5_1(const void *row, const float *x, const float *xs, int6
 /* Q4_K (QH NULL) and Q5_K, one super-block: adds the scaled sub-block sums to
  * ACC[2] and dmin * mn[s] * (sum of x over s) to the eight lanes of MACC (the
  * caller subtracts their sum at the end). The fifth bit of sub-block s is
- * bit s of qh. The 6-bit scales and mins are unpacked four at a time with
- * 32-bit masks and used as vectors: done byte by byte they cost about as
- * much as the sub-block dot products (Q4_K 4.5 -> 7.0 GB/s, 2048x2048
- * single-threaded). */
+ * bit s of qh. The 6-bit scales and mins are unpacked as one vector
+ * (kquant_scales): done byte by byte they cost about as much as the
+ * sub-block dot products (Q4_K 4.5 -> 7.0 GB/s, 2048x2048 single-threaded),
+ * and as four dwords through memory a store-forwarding stall. */
 static inline void dot_kminmax_avx2(uint16_t d16, uint16_t dmin16, const uint8_t *scales, const uint8_t *qs,
                                     const uint8_t *qh, const float *x, const float *xs, __m256 acc[2],
                                     __m256 *macc)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0F), b4 = _mm256_set1_epi8(0x10);
-    uint32_t a0 = load_u32le(scales), a1 = load_u32le(scales + 4), a2 = load_u32le(scales + 8);
-    /* k_scale_min for all eight sub-blocks: u[0..1] scales, u[2..3] mins. */
-    uint32_t u[4] = {a0 & 0x3f3f3f3fu, (a2 & 0x0f0f0f0fu) | (((a0 >> 6) & 0x03030303u) << 4),
-                     a1 & 0x3f3f3f3fu, ((a2 >> 4) & 0x0f0f0f0fu) | (((a1 >> 6) & 0x03030303u) << 4)};
-    __m128i packed = _mm_loadu_si128((const __m128i *)u);
-    __m256 scf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(packed));
-    __m256 mnf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(packed, packed)));
     float dsc[8];
-    _mm256_storeu_ps(dsc, _mm256_mul_ps(_mm256_set1_ps(h2f(d16)), scf));
-    *macc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(dmin16)), _mm256_mul_ps(mnf, _mm256_loadu_ps(xs)), *macc);
+    kquant_scales(d16, dmin16, scales, xs, dsc, macc);
     __m256i hb = qh ? _mm256_loadu_si256((const __m256i *)qh) : _mm256_setzero_si256();
     for (int c = 0; c < 4 && !qh; c++) {
         /* Q4_K: the nibbles_i32 unpacking (see there); bytes 0..15 hold
@@ -404,7 +396,10 @@ float quant_dot_avx2_q5_K(const void *row, const float *x, const float *xs, int6
 }
 
 /* Q6_K: codes 0..63 built from ql and qh, then -32 in int8; each 32 codes
- * span two sub-blocks of 16 (low and high 128-bit lanes). */
+ * span two sub-blocks of 16 (low and high 128-bit lanes). The sixteen
+ * d * scale products are made once a block as two vectors: one by one, a
+ * scalar int-to-float conversion and multiply before every broadcast, they
+ * held the kernel up. */
 float quant_dot_avx2_q6_K(const void *row, const float *x, const float *xs, int64_t nb)
 {
     (void)xs;
@@ -412,10 +407,15 @@ float quant_dot_avx2_q6_K(const void *row, const float *x, const float *xs, int6
     const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(0x30), off = _mm256_set1_epi8(32);
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t i = 0; i < nb; i++, x += 256) {
-        float d = h2f(w[i].d);
+        __m256 d = set1_h(w[i].d);
+        __m128i sc8 = _mm_loadu_si128((const __m128i *)w[i].scales);
+        float dscale[16];
+        _mm256_storeu_ps(dscale, _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(sc8))));
+        _mm256_storeu_ps(dscale + 8,
+                         _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(sc8, sc8)))));
         for (int h = 0; h < 2; h++) {
             const uint8_t *ql = w[i].ql + 64 * h;
-            const int8_t *sc = w[i].scales + 8 * h;
+            const float *dsc = dscale + 8 * h;
             const float *xh = x + 128 * h;
             __m256i l1 = _mm256_loadu_si256((const __m256i *)ql);
             __m256i l2 = _mm256_loadu_si256((const __m256i *)(ql + 32));
@@ -430,8 +430,8 @@ float quant_dot_avx2_q6_K(const void *row, const float *x, const float *xs, int6
                 __m256i v = _mm256_sub_epi8(q[k], off);
                 __m256 pa = dot16_i8(_mm256_castsi256_si128(v), xh + 32 * k);
                 __m256 pb = dot16_i8(_mm256_extracti128_si256(v, 1), xh + 32 * k + 16);
-                acc[0] = _mm256_fmadd_ps(_mm256_set1_ps(d * sc[2 * k]), pa, acc[0]);
-                acc[1] = _mm256_fmadd_ps(_mm256_set1_ps(d * sc[2 * k + 1]), pb, acc[1]);
+                acc[0] = _mm256_fmadd_ps(_mm256_broadcast_ss(&dsc[2 * k]), pa, acc[0]);
+                acc[1] = _mm256_fmadd_ps(_mm256_broadcast_ss(&dsc[2 * k + 1]), pb, acc[1]);
             }
         }
     }

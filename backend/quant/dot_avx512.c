@@ -116,30 +116,6 @@ ROWS32(q4_1, 1)
 
 /* ---- 256-element super-blocks ---------------------------------------------- */
 
-/* Q4_K: the eight 6-bit scales and mins of a block (k_scale_min for all
- * sub-blocks at once) as d*sc in DSC[0..7] and, added to MACC, dmin * mn[s]
- * * (sum of x over sub-block s). With the 12 bytes as dwords a0 a1 a2, the
- * scales are a0 & 0x3f.. and (a2 & 0x0f..) | (a0 >> 6 & 0x03..) << 4, the
- * mins a1 & 0x3f.. and (a2 >> 4 & 0x0f..) | (a1 >> 6 & 0x03..) << 4: four
- * lanes of one vector. (Computed in scalar code, the four dwords reached
- * the vector through memory, a store-forwarding stall every block, and the
- * kernel was 15% slower in cache.) The 16-byte load ends 4 bytes into qs. */
-static inline void q4k_scales(const blk_q4_K *w, const float *xs, float dsc[8], __m256 *macc)
-{
-    __m128i raw = _mm_loadu_si128((const __m128i *)w->scales);
-    __m128i p = _mm_shuffle_epi32(raw, _MM_SHUFFLE(2, 1, 2, 0)); /* a0 a2 a1 a2 */
-    __m128i q = _mm_shuffle_epi32(raw, _MM_SHUFFLE(1, 1, 0, 0)); /* a0 a0 a1 a1 */
-    __m128i low = _mm_and_si128(_mm_srlv_epi32(p, _mm_setr_epi32(0, 0, 0, 4)),
-                                _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
-    /* (a & b) | c: the two high bits of the upper four, from bits 6-7 of a0 / a1 */
-    __m128i packed = _mm_ternarylogic_epi32(_mm_srli_epi32(q, 2), _mm_setr_epi32(0, 0x30303030, 0, 0x30303030),
-                                            low, 0xEA);
-    __m256 scf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(packed));
-    __m256 mnf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(packed, packed)));
-    _mm256_storeu_ps(dsc, _mm256_mul_ps(_mm256_set1_ps(h2f(w->d)), scf));
-    *macc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(w->dmin)), _mm256_mul_ps(mnf, _mm256_loadu_ps(xs)), *macc);
-}
-
 /* 16 codes held as bytes (lane group G of V, 0..3) widened to 16 floats. */
 #define I8X16_PS(v, g) _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm512_extracti32x4_epi32((v), (g))))
 
@@ -152,7 +128,7 @@ static inline void q4k_scales(const blk_q4_K *w, const float *xs, float dsc[8], 
 static inline void step_q4_K(const blk_q4_K *w, const float *x, const float *xs, __m512 acc[4], __m256 *macc)
 {
     float dsc[8];
-    q4k_scales(w, xs, dsc, macc);
+    kquant_scales(w->d, w->dmin, w->scales, xs, dsc, macc);
     const __m512i m4 = _mm512_set1_epi32(0x0F);
     for (int c = 0; c < 4; c++) {
         __m512i b0 = load_u8x16(w->qs + 32 * c), b1 = load_u8x16(w->qs + 32 * c + 16);
