@@ -131,11 +131,10 @@ GEMM_INLINE void tile512(const float *p, const float *x, int kc, int nt, float *
 }
 
 /* AVX2: 16 of the GR rows, up to GT2 tokens. 12 accumulators, 2 panel
- * vectors and a broadcast fill 15 of the 16 registers, and GCC keeps an
- * array of 12 in registers no better than it can: written as an array, the
- * full tile stored 5 of them to the stack every k (2.4x the time). So the
- * full tile names its accumulators; smaller ones (only the batch's last
- * group) use the array. */
+ * vectors and a broadcast fill 15 of the 16 registers, and GCC did not keep
+ * an array of 12 in them: written as an array, the full tile stored 5 of
+ * them to the stack every k (2.4x the time). So the full tile names its
+ * accumulators; smaller ones (only the batch's last group) use the array. */
 #define TILE2_ROWS(p, k, w0, w1)                                                                   \
     __m256 w0 = _mm256_load_ps((p) + (size_t)(k) * GR), w1 = _mm256_load_ps((p) + (size_t)(k) * GR + 8)
 #define TILE2_FMA(t)                                                                               \
