@@ -262,6 +262,7 @@ tmux new-session -d -s $S -x 80 -y 24 \
 wait_for 'could not be loaded' 20 && pass "load error shown in the UI" || fail "no load error screen"
 tmux send-keys -t $S q
 wait_for 'EXIT=1' 10 && pass "exit status 1 after a load error" || fail "load error exit status"
+tmux kill-session -t $S
 
 # 9. The terminal goes away without a hang-up signal (its pty closed by
 # someone else): kvchat runs in a session of its own on the pane's tty, so
@@ -404,7 +405,7 @@ mkdir -p "$MD"
 ln -s "$MODEL" "$MD/SmolLM2-135M-Instruct.Q4_1.gguf"
 printf 'not a model' >"$MD/junk.gguf"
 DB=$T/models.db
-tmux kill-session -t $S 2>/dev/null # the load-error screen's, still sleeping
+tmux kill-session -t $S 2>/dev/null # the small-things run's, still sleeping
 tmux new-session -d -s $S -x 120 -y $ROWS \
     "env XDG_DATA_HOME='$T/data' XDG_CONFIG_HOME='$T/config' XDG_STATE_HOME='$T/state' XDG_CACHE_HOME='$T/cache' \
      '$BIN' --backend cpu --db '$DB' --seed 7 -n 12; echo EXIT=\$?; sleep 600"
@@ -517,6 +518,13 @@ wait_for 'session 1: alpha topic one' 20 && pass "sidebar_enter_opens_session (t
     fail "Enter did not open session 1"
 tmux send-keys -t $S '/rename Renamed here' Enter
 wait_for 'session 1: Renamed here' 5 && pass "title line follows /rename" || fail "title line not updated after /rename"
+# title_keeps_session_name: narrower, the device, backend and context go
+# before the session's name is cut (a long CPU name filled 100 columns).
+tmux resize-window -t $S -x 72
+wait_for 'kvchat · [^·]+ Q4_1 · session 1: Renamed here' 5 && ! screen | grep -q 'ctx [0-9]' &&
+    pass "title_keeps_session_name at 72 columns" || fail "title_keeps_session_name: the session's name cut at 72 columns"
+tmux resize-window -t $S -x 100
+wait_for 'Q4_1 · ctx [0-9]+ ·' 5 || fail "the context size not back in the title at 100 columns"
 tmux send-keys -t $S '/delete 3' Enter
 wait_for 'delete session 3 "gamma about lighthouses" \(2 messages\)\? y/N' 5 &&
     pass "delete_asks_confirmation naming title and messages" || fail "/delete did not ask"

@@ -219,15 +219,29 @@ static void draw_title(struct ui *u)
         snprintf(sess, sizeof sess, "session %lld", (long long)u->conv.sid);
     if (u->model_quant[0])
         snprintf(quant, sizeof quant, " %s", u->model_quant);
-    if (ui_remote(u)) {
-        /* who answers: the model @ host:port (the origin without its scheme) */
-        const char *hp = strstr(u->info->model_path, "://");
-        snprintf(buf, sizeof buf, " kvchat \xC2\xB7 %s @ %.256s \xC2\xB7 %s%s", u->model_shown,
-                 hp ? hp + 3 : u->info->model_path, sess, u->h ? "" : " \xC2\xB7 not saving");
-    } else {
-        snprintf(buf, sizeof buf, " kvchat \xC2\xB7 %s%s \xC2\xB7 ctx %d \xC2\xB7 %s (%s) \xC2\xB7 %s%s",
-                 u->model_shown, quant, u->info->n_ctx, u->info->backend, u->info->device, sess,
-                 u->h ? "" : " \xC2\xB7 not saving");
+    /* The session's name is what the line is read for: where everything
+     * does not fit, the device's name goes first, then the backend and the
+     * context size (the meters and /show still say them). */
+    const char *saving = u->h ? "" : " \xC2\xB7 not saving";
+    for (int detail = 2; detail >= 0; detail--) {
+        char ctx[300] = "";
+        if (ui_remote(u)) {
+            /* who answers: the model @ host:port (the origin without its scheme) */
+            const char *hp = strstr(u->info->model_path, "://");
+            if (detail > 0)
+                snprintf(ctx, sizeof ctx, " @ %.256s", hp ? hp + 3 : u->info->model_path);
+            snprintf(buf, sizeof buf, " kvchat \xC2\xB7 %s%s \xC2\xB7 %s%s", u->model_shown, ctx, sess, saving);
+        } else {
+            if (detail == 2)
+                snprintf(ctx, sizeof ctx, " \xC2\xB7 ctx %d \xC2\xB7 %s (%s)", u->info->n_ctx,
+                         u->info->backend, u->info->device);
+            else if (detail == 1)
+                snprintf(ctx, sizeof ctx, " \xC2\xB7 ctx %d \xC2\xB7 %s", u->info->n_ctx, u->info->backend);
+            snprintf(buf, sizeof buf, " kvchat \xC2\xB7 %s%s%s \xC2\xB7 %s%s", u->model_shown, quant, ctx, sess,
+                     saving);
+        }
+        if (text_width(buf, strlen(buf)) <= r.w)
+            break;
     }
     int tw = draw_text(u, r.y, r.x, r.w, buf, strlen(buf), elem_attr(u, TH_TITLE), NULL);
     if (ui_remote(u) && u->o.insecure) {
