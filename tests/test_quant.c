@@ -1143,11 +1143,16 @@ static void test_dot_rows(void **state)
         }
 }
 
-/* Inputs of every magnitude from 2^-90 to 2^90 in one row, on every
- * instruction set, with the split where there is one: the float kernels and
- * the three bf16 parts of the split (which must add up to each input
- * exactly) stay within float summation error of a double dot product. */
-static void test_dot_rows_x_range(void **state)
+/* Activations the kernels must not mistake, on every instruction set and
+ * type, with the split where there is one: inputs of every magnitude from
+ * 2^-90 to 2^90 in one row (the three bf16 parts or the integer digits of a
+ * split must keep each input to float precision) and a block of zeros among
+ * others (no largest input to scale by), each within float summation error
+ * of a double dot product; all zeros exactly zero; a NaN NaN and an
+ * infinity not finite. */
+enum special_x { X_RANGE, X_ZERO_BLOCK, X_ZEROS, X_NAN, X_INF, X_CASES };
+
+static void test_dot_rows_special_x(void **state)
 {
     (void)state;
     enum { LEN = 2048 };
@@ -1157,8 +1162,6 @@ static void test_dot_rows_x_range(void **state)
     float *x = malloc(LEN * sizeof *x), *wd = malloc(LEN * sizeof *wd);
     assert_non_null(x);
     assert_non_null(wd);
-    for (int64_t i = 0; i < LEN; i++)
-        x[i] = ldexpf((float)rng_gauss(&r), (int)(rng_u32(&r) % 181) - 90);
     for (size_t ti = 0; ti < N_SUPPORTED; ti++) {
         enum ggml_type t = k_supported[ti];
         size_t rs = quant_row_size(t, LEN), as = quant_act_size(t, LEN), ss = quant_act_split_size(t, LEN);
@@ -1167,19 +1170,34 @@ static void test_dot_rows_x_range(void **state)
         assert_non_null(row);
         quant_random_row(t, row, LEN, 0.05f, &seed);
         quant_dequantize_row(t, row, wd, LEN);
-        double want, absum;
-        dot_f64(wd, x, LEN, &want, &absum);
-        struct quant_act act;
-        quant_prepare_act(t, x, LEN, scratch, &act);
-        quant_prepare_act_split(&act, split);
-        for (int isa = 0; isa < QUANT_ISA_COUNT; isa++) {
-            if (!quant_isa_set((enum quant_isa)isa))
-                continue;
-            float y;
-            quant_dot_rows(row, rs, 1, &act, &y);
-            if (!(fabs(y - want) <= 2e-6 * absum))
-                fail_msg("%s on %s: %g, double %g (sum |w x| %g)", quant_type_name(t),
-                         quant_isa_name((enum quant_isa)isa), y, want, absum);
+        for (int c = 0; c < X_CASES; c++) {
+            for (int64_t i = 0; i < LEN; i++) {
+                float g = (float)rng_gauss(&r);
+                x[i] = c == X_RANGE ? ldexpf(g, (int)(rng_u32(&r) % 181) - 90)
+                                    : (c == X_ZEROS || (i >= 256 && i < 512) ? 0.0f : g);
+            }
+            if (c == X_NAN)
+                x[700] = NAN;
+            if (c == X_INF)
+                x[5] = INFINITY;
+            double want, absum;
+            dot_f64(wd, x, LEN, &want, &absum);
+            struct quant_act act;
+            quant_prepare_act(t, x, LEN, scratch, &act);
+            quant_prepare_act_split(&act, split);
+            for (int isa = 0; isa < QUANT_ISA_COUNT; isa++) {
+                if (!quant_isa_set((enum quant_isa)isa))
+                    continue;
+                float y;
+                quant_dot_rows(row, rs, 1, &act, &y);
+                bool ok = c == X_ZEROS ? y == 0.0f
+                          : c == X_NAN ? isnan(y)
+                          : c == X_INF ? !isfinite(y)
+                                       : fabs(y - want) <= 2e-6 * absum;
+                if (!ok)
+                    fail_msg("%s on %s, case %d: %g, double %g (sum |w x| %g)", quant_type_name(t),
+                             quant_isa_name((enum quant_isa)isa), c, y, want, absum);
+            }
         }
         assert_true(quant_isa_set(was));
         free(row);
@@ -1454,7 +1472,7 @@ int main(void)
         cmocka_unit_test(test_type_table),
         cmocka_unit_test(test_unaligned_rows),
         cmocka_unit_test(test_dot_rows),
-        cmocka_unit_test(test_dot_rows_x_range),
+        cmocka_unit_test(test_dot_rows_special_x),
         cmocka_unit_test(test_isa),
         cmocka_unit_test(test_row_size),
         cmocka_unit_test(test_fallback_and_ftype),

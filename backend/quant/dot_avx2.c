@@ -19,14 +19,6 @@
  * widens them 8 at a time to float and FMAs them with X, per block or
  * sub-block; the block scale multiplies that partial sum once. They differ
  * from the references only in float summation order. */
-static inline float hsum_ps(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 /* sum q[j]*x[j] over 16 int8 codes Q, as 8 float lanes. */
 static inline __m256 dot16_i8(__m128i q, const float *x)
 {
@@ -145,7 +137,7 @@ float quant_dot_avx2_f32(const void *row, const float *x, const float *xs, int64
     }
     for (; i + 8 <= n; i += 8)
         a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + i), _mm256_loadu_ps(x + i), a0);
-    float s = hsum_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    float s = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
     for (; i < n; i++)
         s += load_f32(row, i) * x[i];
     return s;
@@ -178,7 +170,7 @@ float quant_dot_avx2_f16(const void *row, const float *x, const float *xs, int64
     }
     for (; i + 8 <= n; i += 8)
         a0 = _mm256_fmadd_ps(load_f16x8(w, i), _mm256_loadu_ps(x + i), a0);
-    float s = hsum_ps(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
+    float s = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
     for (; i < n; i++)
         s += quant_f16_to_f32(load_u16(w, i)) * x[i];
     return s;
@@ -196,7 +188,7 @@ float quant_dot_avx2_bf16(const void *row, const float *x, const float *xs, int6
     }
     for (; i + 8 <= n; i += 8)
         a0 = _mm256_fmadd_ps(load_bf16x8(w, i), _mm256_loadu_ps(x + i), a0);
-    float s = hsum_ps(_mm256_add_ps(a0, a1));
+    float s = hsum256(_mm256_add_ps(a0, a1));
     for (; i < n; i++)
         s += quant_bf16_to_f32(load_u16(w, i)) * x[i];
     return s;
@@ -268,7 +260,7 @@ float quant_dot_avx2_q8_0(const void *row, const float *x, const float *xs, int6
     }
     if (i < nb)
         blk_q8_0_avx2(&w[i], x + 32 * i, &a0);
-    return hsum_ps(_mm256_add_ps(a0, a1));
+    return hsum256(_mm256_add_ps(a0, a1));
 }
 
 float quant_dot_avx2_q4_0(const void *row, const float *x, const float *xs, int64_t nb)
@@ -283,7 +275,7 @@ float quant_dot_avx2_q4_0(const void *row, const float *x, const float *xs, int6
     }
     if (i < nb)
         blk_q4_0_avx2(&w[i], x + 32 * i, &a0);
-    return hsum_ps(_mm256_add_ps(a0, a1));
+    return hsum256(_mm256_add_ps(a0, a1));
 }
 
 float quant_dot_avx2_q4_1(const void *row, const float *x, const float *xs, int64_t nb)
@@ -298,7 +290,7 @@ float quant_dot_avx2_q4_1(const void *row, const float *x, const float *xs, int6
     }
     if (i < nb)
         m0 += blk_q4_1_avx2(&w[i], x + 32 * i, xs[i], &a0);
-    return hsum_ps(_mm256_add_ps(a0, a1)) + (m0 + m1);
+    return hsum256(_mm256_add_ps(a0, a1)) + (m0 + m1);
 }
 
 float quant_dot_avx2_q5_0(const void *row, const float *x, const float *xs, int64_t nb)
@@ -313,7 +305,7 @@ float quant_dot_avx2_q5_0(const void *row, const float *x, const float *xs, int6
     }
     if (i < nb)
         blk_q5_0_avx2(&w[i], x + 32 * i, &a0);
-    return hsum_ps(_mm256_add_ps(a0, a1));
+    return hsum256(_mm256_add_ps(a0, a1));
 }
 
 float quant_dot_avx2_q5_1(const void *row, const float *x, const float *xs, int64_t nb)
@@ -328,7 +320,7 @@ float quant_dot_avx2_q5_1(const void *row, const float *x, const float *xs, int6
     }
     if (i < nb)
         m0 += blk_q5_1_avx2(&w[i], x + 32 * i, xs[i], &a0);
-    return hsum_ps(_mm256_add_ps(a0, a1)) + (m0 + m1);
+    return hsum256(_mm256_add_ps(a0, a1)) + (m0 + m1);
 }
 
 /* Q4_K (QH NULL) and Q5_K, one super-block: adds the scaled sub-block sums to
@@ -382,7 +374,7 @@ float quant_dot_avx2_q4_K(const void *row, const float *x, const float *xs, int6
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, macc = _mm256_setzero_ps();
     for (int64_t i = 0; i < nb; i++)
         dot_kminmax_avx2(w[i].d, w[i].dmin, w[i].scales, w[i].qs, NULL, x + 256 * i, xs + 8 * i, acc, &macc);
-    return hsum_ps(_mm256_add_ps(acc[0], acc[1])) - hsum_ps(macc);
+    return hsum256(_mm256_add_ps(acc[0], acc[1])) - hsum256(macc);
 }
 
 float quant_dot_avx2_q5_K(const void *row, const float *x, const float *xs, int64_t nb)
@@ -392,7 +384,7 @@ float quant_dot_avx2_q5_K(const void *row, const float *x, const float *xs, int6
     for (int64_t i = 0; i < nb; i++)
         dot_kminmax_avx2(w[i].d, w[i].dmin, w[i].scales, w[i].qs, w[i].qh, x + 256 * i, xs + 8 * i, acc,
                          &macc);
-    return hsum_ps(_mm256_add_ps(acc[0], acc[1])) - hsum_ps(macc);
+    return hsum256(_mm256_add_ps(acc[0], acc[1])) - hsum256(macc);
 }
 
 /* Q6_K: codes 0..63 built from ql and qh, then -32 in int8; each 32 codes
@@ -435,7 +427,7 @@ float quant_dot_avx2_q6_K(const void *row, const float *x, const float *xs, int6
             }
         }
     }
-    return hsum_ps(_mm256_add_ps(acc[0], acc[1]));
+    return hsum256(_mm256_add_ps(acc[0], acc[1]));
 }
 
 /* ---- the low-bit types ------------------------------------------------------ */
@@ -491,7 +483,7 @@ float quant_dot_avx2_q2_K(const void *row, const float *x, const float *xs, int6
             }
         }
     }
-    return hsum_ps(_mm256_add_ps(acc[0], acc[1])) - hsum_ps(_mm256_add_ps(macc[0], macc[1]));
+    return hsum256(_mm256_add_ps(acc[0], acc[1])) - hsum256(_mm256_add_ps(macc[0], macc[1]));
 }
 
 /* Q3_K: the 16 signed scales unpacked once per block, codes -4..3 in int8. */
@@ -517,7 +509,7 @@ float quant_dot_avx2_q3_K(const void *row, const float *x, const float *xs, int6
             }
         }
     }
-    return hsum_ps(_mm256_add_ps(acc[0], acc[1]));
+    return hsum256(_mm256_add_ps(acc[0], acc[1]));
 }
 
 float quant_dot_avx2_iq4_nl(const void *row, const float *x, const float *xs, int64_t nb)
@@ -534,7 +526,7 @@ float quant_dot_avx2_iq4_nl(const void *row, const float *x, const float *xs, in
     }
     if (i < nb)
         a0 = _mm256_fmadd_ps(set1_h(w[i].d), dot32_i8(lut_nibbles(w[i].qs, lut), x + 32 * i), a0);
-    return hsum_ps(_mm256_add_ps(a0, a1));
+    return hsum256(_mm256_add_ps(a0, a1));
 }
 
 float quant_dot_avx2_iq4_xs(const void *row, const float *x, const float *xs, int64_t nb)
@@ -552,7 +544,7 @@ float quant_dot_avx2_iq4_xs(const void *row, const float *x, const float *xs, in
             acc[ib & 1] = _mm256_fmadd_ps(_mm256_set1_ps(dl), p, acc[ib & 1]);
         }
     }
-    return hsum_ps(_mm256_add_ps(acc[0], acc[1]));
+    return hsum256(_mm256_add_ps(acc[0], acc[1]));
 }
 
 float quant_dot_avx2_mxfp4(const void *row, const float *x, const float *xs, int64_t nb)
@@ -571,7 +563,7 @@ float quant_dot_avx2_mxfp4(const void *row, const float *x, const float *xs, int
     if (i < nb)
         a0 = _mm256_fmadd_ps(_mm256_set1_ps(mxfp4_scale(w[i].e)), dot32_i8(lut_nibbles(w[i].qs, lut), x + 32 * i),
                              a0);
-    return hsum_ps(_mm256_add_ps(a0, a1));
+    return hsum256(_mm256_add_ps(a0, a1));
 }
 
 /* ---- several tokens (prefill) -------------------------------------------- */
@@ -792,7 +784,7 @@ static inline void chunk_mxfp4(const void *row, int64_t c, __m256 w[4])
             }                                                                                           \
         }                                                                                               \
         for (int t = 0; t < nt; t++)                                                                    \
-            out[(size_t)t * os] = hsum_ps(a[t]);                                                        \
+            out[(size_t)t * os] = hsum256(a[t]);                                                        \
     }                                                                                                   \
     void quant_dot_n_avx2_##ty(const void *row, int64_t nc, const float *const *x, int nt, float *out,  \
                               size_t os)                                                                \

@@ -191,14 +191,6 @@ static inline void step_q6_K(const blk_q6_K *w, const float *x, __m512 acc[4])
     }
 }
 
-static inline float hsum256(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 void quant_rows_avx512_q4_K(const void *rows, size_t stride, int64_t nr, const float *x, const float *xs,
                             int64_t nb, float *y)
 {

@@ -27,9 +27,9 @@
     .dot = QUANT_AVX2_OR(quant_dot_avx2_##t, quant_dot_ref_##t),                                        \
     .dot_n = QUANT_AVX2_OR(quant_dot_n_avx2_##t, NULL),                                                \
     .deq_fast = QUANT_AVX2_OR(quant_deq_avx2_##t, NULL), .random = quant_random_##t
-/* The types with an AVX-512 decode kernel (dot_avx512.c), and those with an
- * AVX512_BF16 one (dot_avx512bf16.c) and the bytes per block of its split
- * input. */
+/* The types with an AVX-512 decode kernel (dot_avx512.c), and those with one
+ * on AVX-512's dot-product instructions (dot_avx512bf16.c, dot_avx512vnni.c)
+ * and the bytes per block of its split input. */
 #ifdef QUANT_HAVE_AVX512
 #define ROWS512(t) .dot_rows_avx512 = quant_rows_avx512_##t
 #else
@@ -59,8 +59,9 @@ static const struct quant_type k_types[GGML_TYPE_COUNT] = {
     [GGML_TYPE_Q3_K] = {.name = "Q3_K", .blck = 256, .size = 110, KERNELS(q3_K),
                         .fallback = GGML_TYPE_IQ4_NL, .ftype = 11},
     /* ftype 14, 16: Q4_K_S, Q5_K_S (every weight of that type) */
+    /* split: two int16 digits an element, 2^-k per super-block, a float sum per 32 */
     [GGML_TYPE_Q4_K] = {.name = "Q4_K", .blck = 256, .size = 144, .has_min = true, KERNELS(q4_K),
-                        ROWS512(q4_K), .fallback = GGML_TYPE_Q5_0, .ftype = 14},
+                        ROWS512(q4_K), SPLIT(q4_K, 256 * 4 + 4 + 8 * 4), .fallback = GGML_TYPE_Q5_0, .ftype = 14},
     [GGML_TYPE_Q5_K] = {.name = "Q5_K", .blck = 256, .size = 176, .has_min = true, KERNELS(q5_K),
                         .fallback = GGML_TYPE_Q5_1, .ftype = 16},
     /* split: three bf16 an element and a float sum per 16 elements */
@@ -390,11 +391,14 @@ static bool have_avx512(void)
 #endif
 }
 
-/* AVX-512's kernels, and VDPBF16PS for the ones dot_avx512bf16.c has. */
+/* AVX-512's kernels, and its dot-product instructions for the kernels of
+ * dot_avx512bf16.c (VDPBF16PS) and dot_avx512vnni.c (VPDPWSSD). Every CPU
+ * that has AVX512_BF16 (Cooper Lake, Sapphire Rapids, Zen 4 and later) has
+ * AVX512_VNNI, so one instruction set covers both. */
 static bool have_avx512bf16(void)
 {
 #ifdef QUANT_HAVE_AVX512BF16
-    return have_avx512() && __builtin_cpu_supports("avx512bf16");
+    return have_avx512() && __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vnni");
 #else
     return false;
 #endif

@@ -198,18 +198,26 @@ static inline void prefetch_ahead(const void *p, size_t bytes)
 }
 
 #ifdef QUANT_HAVE_AVX2
+/* The sum of the eight lanes of V. */
+static inline float hsum256(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
 /* Q4_K / Q5_K: the eight 6-bit scales and mins of a super-block (k_scale_min
- * for all sub-blocks at once) from its 12 packed bytes SCALES, as d*sc in
- * DSC[0..7] and, added to MACC, dmin * mn[s] * (sum of x over sub-block s,
- * XS[s]). With the 12 bytes as dwords a0 a1 a2, the scales are a0 & 0x3f..
- * and (a2 & 0x0f..) | (a0 >> 6 & 0x03..) << 4, the mins a1 & 0x3f.. and
- * (a2 >> 4 & 0x0f..) | (a1 >> 6 & 0x03..) << 4: four lanes of one vector.
+ * for all sub-blocks at once) from its 12 packed bytes SCALES, as bytes 0..7
+ * (scales) and 8..15 (mins) of one vector. With the 12 bytes as dwords a0 a1
+ * a2, the scales are a0 & 0x3f.. and (a2 & 0x0f..) | (a0 >> 6 & 0x03..) << 4,
+ * the mins a1 & 0x3f.. and (a2 >> 4 & 0x0f..) | (a1 >> 6 & 0x03..) << 4: four
+ * lanes of one vector.
  * (Computed in scalar code, the four dwords reached the vector through
  * memory, a store-forwarding stall every block: the AVX-512 kernel was 15%
  * slower in cache.) The 16-byte load ends 4 bytes past the scales, inside
  * the block (qs, or Q5_K's qh). */
-static inline void kquant_scales(uint16_t d16, uint16_t dmin16, const uint8_t *scales, const float *xs,
-                                 float dsc[8], __m256 *macc)
+static inline __m128i kquant_packed(const uint8_t *scales)
 {
     __m128i raw = _mm_loadu_si128((const __m128i *)scales);
     __m128i p = _mm_shuffle_epi32(raw, _MM_SHUFFLE(2, 1, 2, 0)); /* a0 a2 a1 a2 */
@@ -218,11 +226,26 @@ static inline void kquant_scales(uint16_t d16, uint16_t dmin16, const uint8_t *s
                                 _mm_setr_epi32(0x3f3f3f3f, 0x0f0f0f0f, 0x3f3f3f3f, 0x0f0f0f0f));
     /* the two high bits of the upper four, from bits 6-7 of a0 / a1 */
     __m128i high = _mm_and_si128(_mm_srli_epi32(q, 2), _mm_setr_epi32(0, 0x30303030, 0, 0x30303030));
-    __m128i packed = _mm_or_si128(low, high);
-    __m256 scf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(packed));
+    return _mm_or_si128(low, high);
+}
+
+/* The mins' part, dmin * sum m_j XS[j], added to *MACC: one vector of the
+ * eight mins (bytes 8..15 of PACKED). */
+static inline void kquant_mins(uint16_t dmin16, __m128i packed, const float *xs, __m256 *macc)
+{
     __m256 mnf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(packed, packed)));
-    _mm256_storeu_ps(dsc, _mm256_mul_ps(_mm256_set1_ps(h2f(d16)), scf));
     *macc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(dmin16)), _mm256_mul_ps(mnf, _mm256_loadu_ps(xs)), *macc);
+}
+
+/* The same as d*sc in DSC[0..7] and, added to MACC, dmin * mn[s] * (sum of x
+ * over sub-block s, XS[s]). */
+static inline void kquant_scales(uint16_t d16, uint16_t dmin16, const uint8_t *scales, const float *xs,
+                                 float dsc[8], __m256 *macc)
+{
+    __m128i packed = kquant_packed(scales);
+    __m256 scf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(packed));
+    _mm256_storeu_ps(dsc, _mm256_mul_ps(_mm256_set1_ps(h2f(d16)), scf));
+    kquant_mins(dmin16, packed, xs, macc);
 }
 #endif
 
@@ -283,11 +306,12 @@ typedef void (*quant_dot_n_fn)(const void *row, int64_t nc, const float *const *
  * quant_dot_fn); the results to Y[0..NR-1] (dot_avx512.c). */
 typedef void (*quant_dot_rows_fn)(const void *rows, size_t stride, int64_t nr, const float *x,
                                   const float *xs, int64_t nb, float *y);
-/* X (N floats, whole blocks) split for the AVX512_BF16 kernels into OUT
- * (quant_act_split_size bytes): its bf16 parts in the order the type's
- * kernel reads them, and whatever sums of X it needs (dot_avx512bf16.c). */
+/* X (N floats, whole blocks) split for the avx512bf16 instruction set's
+ * kernels into OUT (quant_act_split_size bytes): its bf16 parts or integer
+ * digits in the order the type's kernel reads them, and whatever sums of X
+ * it needs (dot_avx512bf16.c, dot_avx512vnni.c). */
 typedef void (*quant_split_fn)(const float *x, int64_t n, void *out);
-/* As quant_dot_rows_fn, against the split input SPLIT (dot_avx512bf16.c). */
+/* As quant_dot_rows_fn, against the split input SPLIT. */
 typedef void (*quant_dot_rows_split_fn)(const void *rows, size_t stride, int64_t nr, const void *split,
                                         int64_t nb, float *y);
 /* NC chunks of 32 of a row decoded to floats, the values the reference
@@ -371,8 +395,11 @@ QUANT_ROWS_AVX512(q4_K)
 QUANT_ROWS_AVX512(q6_K)
 #undef QUANT_ROWS_AVX512
 
-/* The AVX512_BF16 kernels there are (dot_avx512bf16.c). */
+/* The kernels on AVX-512's dot-product instructions: VDPBF16PS
+ * (dot_avx512bf16.c) and VPDPWSSD (dot_avx512vnni.c). */
 void quant_split_q6_K(const float *x, int64_t n, void *out);
 void quant_rows_split_q6_K(const void *rows, size_t stride, int64_t nr, const void *split, int64_t nb, float *y);
+void quant_split_q4_K(const float *x, int64_t n, void *out);
+void quant_rows_split_q4_K(const void *rows, size_t stride, int64_t nr, const void *split, int64_t nb, float *y);
 
 #endif
