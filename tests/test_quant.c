@@ -1094,7 +1094,7 @@ static void test_dot_rows(void **state)
             struct quant_act act;
             quant_prepare_act(t, x, len, scratch, &act);
             /* with the split where the type and this CPU have one (the
-             * avx512bf16 kernels), and the same act without it */
+             * avx512vnni kernels), and the same act without it */
             size_t ss = quant_act_split_size(t, len);
             void *split = ss ? malloc(ss) : NULL;
             struct quant_act acts[2] = {act, act};
@@ -1145,11 +1145,10 @@ static void test_dot_rows(void **state)
 
 /* Activations the kernels must not mistake, on every instruction set and
  * type, with the split where there is one: inputs of every magnitude from
- * 2^-90 to 2^90 in one row (the three bf16 parts or the integer digits of a
- * split must keep each input to float precision) and a block of zeros among
- * others (no largest input to scale by), each within float summation error
- * of a double dot product; all zeros exactly zero; a NaN NaN and an
- * infinity not finite. */
+ * 2^-90 to 2^90 in one row (the integer digits of a split must keep each
+ * input to float precision) and a block of zeros among others (no largest
+ * input to scale by), each within float summation error of a double dot
+ * product; all zeros exactly zero; a NaN NaN and an infinity not finite. */
 enum special_x { X_RANGE, X_ZERO_BLOCK, X_ZEROS, X_NAN, X_INF, X_CASES };
 
 static void test_dot_rows_special_x(void **state)
@@ -1219,7 +1218,7 @@ static void test_isa(void **state)
     assert_string_equal(quant_isa_name(QUANT_ISA_REF), "ref");
     assert_string_equal(quant_isa_name(QUANT_ISA_AVX2), "avx2");
     assert_string_equal(quant_isa_name(QUANT_ISA_AVX512), "avx512");
-    assert_string_equal(quant_isa_name(QUANT_ISA_AVX512BF16), "avx512bf16");
+    assert_string_equal(quant_isa_name(QUANT_ISA_AVX512VNNI), "avx512vnni");
     assert_string_equal(quant_isa_name(QUANT_ISA_COUNT), "unknown");
     assert_false(quant_isa_available(QUANT_ISA_COUNT));
     assert_false(quant_isa_set(QUANT_ISA_COUNT));

@@ -1722,7 +1722,7 @@ static void run_norm(struct cpu *c, struct norm_job *job, const struct model_ten
     for (int s = 0; s < job->n_types; s++)
         job->acts[s] = c->acts + (size_t)s * c->max_batch;
     /* A matrix-vector product reads its input once per row: one token's is
-     * worth splitting for the AVX512_BF16 kernels; a batch's GEMM never
+     * worth splitting for the AVX512_VNNI kernels; a batch's GEMM never
      * reads a split. */
     job->split = job->n == 1 && c->split_stride > 0;
     run_step(c, norm_worker, job, job->n);

@@ -28,14 +28,14 @@
     .dot_n = QUANT_AVX2_OR(quant_dot_n_avx2_##t, NULL),                                                \
     .deq_fast = QUANT_AVX2_OR(quant_deq_avx2_##t, NULL), .random = quant_random_##t
 /* The types with an AVX-512 decode kernel (dot_avx512.c), and those with one
- * on AVX-512's dot-product instructions (dot_avx512bf16.c, dot_avx512vnni.c)
- * and the bytes per block of its split input. */
+ * on AVX512_VNNI (dot_avx512vnni.c) and the bytes per block of its split
+ * input. */
 #ifdef QUANT_HAVE_AVX512
 #define ROWS512(t) .dot_rows_avx512 = quant_rows_avx512_##t
 #else
 #define ROWS512(t) .dot_rows_avx512 = NULL
 #endif
-#ifdef QUANT_HAVE_AVX512BF16
+#ifdef QUANT_HAVE_AVX512VNNI
 #define SPLIT(t, bytes) .split = quant_split_##t, .split_size = (bytes), .dot_rows_split = quant_rows_split_##t
 #else
 #define SPLIT(t, bytes) .split = NULL
@@ -64,9 +64,9 @@ static const struct quant_type k_types[GGML_TYPE_COUNT] = {
                         ROWS512(q4_K), SPLIT(q4_K, 256 * 4 + 4 + 8 * 4), .fallback = GGML_TYPE_Q5_0, .ftype = 14},
     [GGML_TYPE_Q5_K] = {.name = "Q5_K", .blck = 256, .size = 176, .has_min = true, KERNELS(q5_K),
                         .fallback = GGML_TYPE_Q5_1, .ftype = 16},
-    /* split: three bf16 an element and a float sum per 16 elements */
+    /* split: two int16 digits an element, 2^-k per super-block, a float sum per 16 */
     [GGML_TYPE_Q6_K] = {.name = "Q6_K", .blck = 256, .size = 210, KERNELS(q6_K),
-                        ROWS512(q6_K), SPLIT(q6_K, 256 * 6 + 16 * 4), .fallback = GGML_TYPE_Q8_0, .ftype = 18},
+                        ROWS512(q6_K), SPLIT(q6_K, 256 * 4 + 4 + 16 * 4), .fallback = GGML_TYPE_Q8_0, .ftype = 18},
     [GGML_TYPE_Q8_K] = {.name = "Q8_K", .blck = 256, .size = 292},
     [16] = {.name = "IQ2_XXS", .blck = 256, .size = 66},
     [17] = {.name = "IQ2_XS", .blck = 256, .size = 74},
@@ -324,7 +324,7 @@ void quant_prepare_act(enum ggml_type t, const float *x, int64_t n, void *scratc
 size_t quant_act_split_size(enum ggml_type t, int64_t n)
 {
     const struct quant_type *tt = row_for(t, n);
-    if (!tt || !tt->split || !quant_isa_available(QUANT_ISA_AVX512BF16))
+    if (!tt || !tt->split || !quant_isa_available(QUANT_ISA_AVX512VNNI))
         return 0;
     return (size_t)(n / tt->blck) * tt->split_size;
 }
@@ -361,7 +361,7 @@ static const char *const k_isa_names[QUANT_ISA_COUNT] = {
     [QUANT_ISA_REF] = "ref",
     [QUANT_ISA_AVX2] = "avx2",
     [QUANT_ISA_AVX512] = "avx512",
-    [QUANT_ISA_AVX512BF16] = "avx512bf16",
+    [QUANT_ISA_AVX512VNNI] = "avx512vnni",
 };
 
 const char *quant_isa_name(enum quant_isa isa)
@@ -391,14 +391,12 @@ static bool have_avx512(void)
 #endif
 }
 
-/* AVX-512's kernels, and its dot-product instructions for the kernels of
- * dot_avx512bf16.c (VDPBF16PS) and dot_avx512vnni.c (VPDPWSSD). Every CPU
- * that has AVX512_BF16 (Cooper Lake, Sapphire Rapids, Zen 4 and later) has
- * AVX512_VNNI, so one instruction set covers both. */
-static bool have_avx512bf16(void)
+/* AVX-512's kernels, and VPDPWSSD for the ones dot_avx512vnni.c has
+ * (Cascade Lake, Ice Lake, Zen 4 and later). */
+static bool have_avx512vnni(void)
 {
-#ifdef QUANT_HAVE_AVX512BF16
-    return have_avx512() && __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512vnni");
+#ifdef QUANT_HAVE_AVX512VNNI
+    return have_avx512() && __builtin_cpu_supports("avx512vnni");
 #else
     return false;
 #endif
@@ -410,7 +408,7 @@ static bool (*const k_isa_have[QUANT_ISA_COUNT])(void) = {
     [QUANT_ISA_REF] = have_ref,
     [QUANT_ISA_AVX2] = have_avx2,
     [QUANT_ISA_AVX512] = have_avx512,
-    [QUANT_ISA_AVX512BF16] = have_avx512bf16,
+    [QUANT_ISA_AVX512VNNI] = have_avx512vnni,
 };
 
 bool quant_isa_available(enum quant_isa isa)
@@ -472,7 +470,7 @@ void quant_dot_rows(const void *rows, size_t stride, int64_t nr, const struct qu
     }
     int64_t nb = act->n / tt->blck;
     enum quant_isa isa = quant_isa();
-    if (isa == QUANT_ISA_AVX512BF16 && tt->dot_rows_split && act->split) {
+    if (isa == QUANT_ISA_AVX512VNNI && tt->dot_rows_split && act->split) {
         tt->dot_rows_split(rows, stride, nr, act->split, nb, y);
         return;
     }

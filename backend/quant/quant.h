@@ -119,7 +119,7 @@ struct quant_act {
     int64_t n;            /* elements */
     const float *f32;     /* borrowed: the float input */
     void *q;              /* in the caller's scratch: (n/32) float sums of X, or NULL */
-    const void *split;    /* in the caller's scratch: X for the AVX512_BF16 kernels
+    const void *split;    /* in the caller's scratch: X for the AVX512_VNNI kernels
                              (quant_prepare_act_split), or NULL */
 };
 /* Bytes of scratch quant_prepare_act needs for N elements and weight type T:
@@ -133,13 +133,14 @@ size_t quant_act_size(enum ggml_type t, int64_t n);
 void quant_prepare_act(enum ggml_type t, const float *x, int64_t n, void *scratch,
                        struct quant_act *out);
 /* Bytes of scratch quant_prepare_act_split needs for N elements of type T:
- * 0 unless T has an AVX512_BF16 decode kernel (Q6_K), N is whole blocks and
- * this CPU runs that instruction set (fixed for the process, whichever set
- * is in use). About 6.25 bytes an element: X as three bf16 parts, which sum
- * to it exactly, and the sums the kernel needs. */
+ * 0 unless T has an AVX512_VNNI decode kernel (Q4_K, Q6_K), N is whole
+ * blocks and this CPU runs that instruction set (fixed for the process,
+ * whichever set is in use). About 4.2 bytes an element: X as two 16-bit
+ * integer digits with a power of two per 256 (float precision or better),
+ * and the sums the kernel needs. */
 size_t quant_act_split_size(enum ggml_type t, int64_t n);
 /* Adds to ACT (prepared by quant_prepare_act) the split of its input that
- * quant_dot_rows reads on the avx512bf16 instruction set, in SCRATCH
+ * quant_dot_rows reads on the avx512vnni instruction set, in SCRATCH
  * (quant_act_split_size bytes); nothing when that size is 0. Worth it for a
  * matrix-vector product, which reads the split once per row; the batched
  * products (quant_dot_n, quant_gemm) never read it. */
@@ -158,14 +159,14 @@ float quant_dot_ref(const void *row, const struct quant_act *act);
  * each of type ACT->wtype and ACT->n elements, times the prepared input:
  * Y[R] = quant_dot(row R, ACT). The decode matrix-vector product: the
  * arguments are checked once for all rows, and the AVX-512 kernels (and the
- * AVX512_BF16 ones, for an act with its split) take the rows one after
+ * AVX512_VNNI ones, for an act with its split) take the rows one after
  * another. NaN in every output when the act could not be prepared. */
 void quant_dot_rows(const void *rows, size_t stride, int64_t nr, const struct quant_act *act, float *y);
 
 /* The instruction sets the dot products can run on. quant_dot,
  * quant_dot_rows, quant_dot_n and quant_gemm use the best one this build and
  * CPU have (checked once), unless the environment variable KVCHAT_CPU_ISA
- * names another available one (ref, avx2, avx512 or avx512bf16; an unknown or
+ * names another available one (ref, avx2, avx512 or avx512vnni; an unknown or
  * unavailable name is ignored), so the AVX2 and reference paths can be
  * measured and tested on an AVX-512 machine. */
 enum quant_isa {
@@ -174,8 +175,8 @@ enum quant_isa {
                          prefill by gemm.c's AVX2 kernel */
     QUANT_ISA_AVX512, /* dot_avx512.c for the types it has, AVX2 for the rest; prefill
                          by gemm.c's AVX-512 kernel (the same sums, bit for bit) */
-    QUANT_ISA_AVX512BF16, /* AVX-512's, and for the types dot_avx512bf16.c has, decode on
-                             VDPBF16PS against the split input (quant_prepare_act_split) */
+    QUANT_ISA_AVX512VNNI, /* AVX-512's, and for the types dot_avx512vnni.c has, decode on
+                             VPDPWSSD against the split input (quant_prepare_act_split) */
     QUANT_ISA_COUNT
 };
 const char *quant_isa_name(enum quant_isa isa);

@@ -306,10 +306,10 @@ typedef void (*quant_dot_n_fn)(const void *row, int64_t nc, const float *const *
  * quant_dot_fn); the results to Y[0..NR-1] (dot_avx512.c). */
 typedef void (*quant_dot_rows_fn)(const void *rows, size_t stride, int64_t nr, const float *x,
                                   const float *xs, int64_t nb, float *y);
-/* X (N floats, whole blocks) split for the avx512bf16 instruction set's
- * kernels into OUT (quant_act_split_size bytes): its bf16 parts or integer
- * digits in the order the type's kernel reads them, and whatever sums of X
- * it needs (dot_avx512bf16.c, dot_avx512vnni.c). */
+/* X (N floats, whole blocks) split for the avx512vnni instruction set's
+ * kernels into OUT (quant_act_split_size bytes): its integer digits in the
+ * order the type's kernel reads them, and whatever sums of X it needs
+ * (dot_avx512vnni.c). */
 typedef void (*quant_split_fn)(const float *x, int64_t n, void *out);
 /* As quant_dot_rows_fn, against the split input SPLIT. */
 typedef void (*quant_dot_rows_split_fn)(const void *rows, size_t stride, int64_t nr, const void *split,
@@ -337,8 +337,8 @@ struct quant_type {
     /* The AVX-512 rows version, used when the CPU has AVX-512 (quant_isa);
      * NULL: the other types, which take dot row by row. */
     quant_dot_rows_fn dot_rows_avx512;
-    /* The AVX512_BF16 rows version and the split of X it reads, used by the
-     * avx512bf16 instruction set for an act that has the split; NULL: the
+    /* The AVX512_VNNI rows version and the split of X it reads, used by the
+     * avx512vnni instruction set for an act that has the split; NULL: the
      * types dot_rows_avx512 (or dot) serves there. */
     quant_split_fn split;
     size_t split_size; /* bytes of the split per block */
@@ -395,8 +395,7 @@ QUANT_ROWS_AVX512(q4_K)
 QUANT_ROWS_AVX512(q6_K)
 #undef QUANT_ROWS_AVX512
 
-/* The kernels on AVX-512's dot-product instructions: VDPBF16PS
- * (dot_avx512bf16.c) and VPDPWSSD (dot_avx512vnni.c). */
+/* The AVX512_VNNI kernels there are (dot_avx512vnni.c). */
 void quant_split_q6_K(const float *x, int64_t n, void *out);
 void quant_rows_split_q6_K(const void *rows, size_t stride, int64_t nr, const void *split, int64_t nb, float *y);
 void quant_split_q4_K(const float *x, int64_t n, void *out);
