@@ -57,35 +57,45 @@ static float block_digits(const float *x, __m512i d[16])
     return ldexpf(1, -k);
 }
 
-/* The float sums of X over each G elements, as quant_prepare_act sums them. */
-static void group_sums(const float *x, int64_t n, int g, float *sums)
+/* The split of N inputs: each super-block's digits stored by STORE (the
+ * type's order), its 2^-k, and the float sums of X over each G elements as
+ * quant_prepare_act sums them. */
+typedef void store_digits_fn(__m512i d[16], int16_t *dg);
+
+static inline __attribute__((always_inline)) void split_digits(const float *x, int64_t n, int g, void *out,
+                                                               store_digits_fn *store)
 {
+    int64_t nb = n / 256;
+    int16_t *dg = out;
+    float *inv = (float *)(dg + nb * DIGITS), *sums = inv + nb;
     for (int64_t i = 0; i < n / g; i++) {
         float s = 0;
         for (int j = 0; j < g; j++)
             s += x[g * i + j];
         sums[i] = s;
     }
+    for (int64_t b = 0; b < nb; b++, x += 256, dg += DIGITS) {
+        __m512i d[16];
+        inv[b] = block_digits(x, d);
+        store(d, dg);
+    }
 }
 
 /* ---- Q4_K -------------------------------------------------------------------- */
 
 /* The digits in element order: 256 hi, then 256 lo. */
+static void store_q4_K(__m512i d[16], int16_t *dg)
+{
+    for (int i = 0; i < 16; i++) {
+        _mm256_storeu_si256((__m256i *)(dg + 16 * i), _mm512_cvtepi32_epi16(_mm512_srai_epi32(d[i], 15)));
+        _mm256_storeu_si256((__m256i *)(dg + 256 + 16 * i),
+                            _mm512_cvtepi32_epi16(_mm512_and_si512(d[i], _mm512_set1_epi32(0x7FFF))));
+    }
+}
+
 void quant_split_q4_K(const float *x, int64_t n, void *out)
 {
-    int64_t nb = n / 256;
-    int16_t *dg = out;
-    float *inv = (float *)(dg + nb * DIGITS);
-    group_sums(x, n, 32, inv + nb);
-    for (int64_t b = 0; b < nb; b++, x += 256, dg += DIGITS) {
-        __m512i d[16];
-        inv[b] = block_digits(x, d);
-        for (int i = 0; i < 16; i++) {
-            _mm256_storeu_si256((__m256i *)(dg + 16 * i), _mm512_cvtepi32_epi16(_mm512_srai_epi32(d[i], 15)));
-            _mm256_storeu_si256((__m256i *)(dg + 256 + 16 * i),
-                                _mm512_cvtepi32_epi16(_mm512_and_si512(d[i], _mm512_set1_epi32(0x7FFF))));
-        }
-    }
+    split_digits(x, n, 32, out, store_q4_K);
 }
 
 /* The weights: a code (0..15) times its 6-bit scale is at most 945, so one
@@ -160,31 +170,28 @@ static inline __m512i pick_words(__m512i lo16, __m512i hi16, int w)
  * * 64. Vectors k and k + 2 of a half pair the even and the odd elements of
  * the same 64 (elements 64 (k % 2) .. + 63 of the half): 32 from its first
  * 32 elements, 32 from the next. */
-void quant_split_q6_K(const float *x, int64_t n, void *out)
+static void store_q6_K(__m512i d[16], int16_t *dg)
 {
-    int64_t nb = n / 256;
-    int16_t *dg = out;
-    float *inv = (float *)(dg + nb * DIGITS);
-    group_sums(x, n, 16, inv + nb);
-    for (int64_t b = 0; b < nb; b++, x += 256, dg += DIGITS) {
-        __m512i d[16];
-        inv[b] = block_digits(x, d);
-        for (int i = 0; i < 16; i++) /* hi << 16 | lo */
-            d[i] = _mm512_ternarylogic_epi32(d[i], _mm512_set1_epi32(0x7FFF),
-                                             _mm512_slli_epi32(_mm512_srai_epi32(d[i], 15), 16), 0xEA);
-        /* chunk c of 64 is half c / 2, k % 2 = c % 2 */
-        for (int c = 0; c < 4; c++) {
-            const __m512i *p = d + 4 * c;
-            for (int par = 0; par < 2; par++) {
-                int16_t *dst = dg + 64 * (4 * (c / 2) + c % 2 + 2 * par);
-                for (int lo = 0; lo < 2; lo++) {
-                    int w = 2 * par + !lo;
-                    __m512i a = pick_words(p[0], p[1], w), e = pick_words(p[2], p[3], w);
-                    _mm512_storeu_si512(dst + 32 * lo, _mm512_inserti64x4(a, _mm512_castsi512_si256(e), 1));
-                }
+    for (int i = 0; i < 16; i++) /* hi << 16 | lo */
+        d[i] = _mm512_ternarylogic_epi32(d[i], _mm512_set1_epi32(0x7FFF),
+                                         _mm512_slli_epi32(_mm512_srai_epi32(d[i], 15), 16), 0xEA);
+    /* chunk c of 64 is half c / 2, k % 2 = c % 2 */
+    for (int c = 0; c < 4; c++) {
+        const __m512i *p = d + 4 * c;
+        for (int par = 0; par < 2; par++) {
+            int16_t *dst = dg + 64 * (4 * (c / 2) + c % 2 + 2 * par);
+            for (int lo = 0; lo < 2; lo++) {
+                int w = 2 * par + !lo;
+                __m512i a = pick_words(p[0], p[1], w), e = pick_words(p[2], p[3], w);
+                _mm512_storeu_si512(dst + 32 * lo, _mm512_inserti64x4(a, _mm512_castsi512_si256(e), 1));
             }
         }
     }
+}
+
+void quant_split_q6_K(const float *x, int64_t n, void *out)
+{
+    split_digits(x, n, 16, out, store_q6_K);
 }
 
 /* T + A . the 32 digits at P. */
