@@ -25,25 +25,32 @@
 #include <immintrin.h>
 #include <math.h>
 
-/* Both splits: per super-block 512 int16 digits (1024 bytes, each type's
- * order), then a float 2^-k per super-block, then float sums of X (per 32
- * for Q4_K, per 16 for Q6_K). */
-enum { DIGITS = 512 };
+/* Both splits: per super-block QUANT_VNNI_DIGITS int16 digits (each type's
+ * order), then a float 2^-k per super-block; Q6_K's then the float sums of X
+ * per 16 (Q4_K's kernel takes the act's sums per 32 for its mins). */
+enum { DIGITS = QUANT_VNNI_DIGITS };
 
 /* The 256 inputs of a super-block X as D = round(x * 2^k) in D[0..15] (16
  * each, element order); returns 2^-k, or NaN (and D all zero) when X holds
  * a NaN or an infinity, so that the block's result is not finite. */
 static float block_digits(const float *x, __m512i d[16])
 {
+    /* NaN (quiet 0x01, signalling 0x80) and infinities (0x08, 0x10) by
+     * class: VMAXPS returns its second operand when either is NaN, so a
+     * running maximum loses a NaN that an input after it replaces */
     __m512 m = _mm512_setzero_ps();
-    for (int i = 0; i < 16; i++)
-        m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_loadu_ps(x + 16 * i)));
-    float mx = _mm512_reduce_max_ps(m);
-    if (!isfinite(mx) || isnan(_mm512_reduce_add_ps(m))) {
+    __mmask16 bad = 0;
+    for (int i = 0; i < 16; i++) {
+        __m512 v = _mm512_loadu_ps(x + 16 * i);
+        bad |= _mm512_fpclass_ps_mask(v, 0x99);
+        m = _mm512_max_ps(m, _mm512_abs_ps(v));
+    }
+    if (bad) {
         for (int i = 0; i < 16; i++)
             d[i] = _mm512_setzero_si512();
         return NAN;
     }
+    float mx = _mm512_reduce_max_ps(m);
     /* 2^-149, the least float, bounds k: a block of inputs below 2^-120
      * keeps fewer bits (such inputs are far below any model's). */
     int k = mx > 0 ? 29 - ilogbf(mx) : 0;
@@ -57,23 +64,16 @@ static float block_digits(const float *x, __m512i d[16])
     return ldexpf(1, -k);
 }
 
-/* The split of N inputs: each super-block's digits stored by STORE (the
- * type's order), its 2^-k, and the float sums of X over each G elements as
- * quant_prepare_act sums them. */
+/* The split of N inputs into OUT: each super-block's digits stored by STORE
+ * (the type's order), then the blocks' 2^-k. */
 typedef void store_digits_fn(__m512i d[16], int16_t *dg);
 
-static inline __attribute__((always_inline)) void split_digits(const float *x, int64_t n, int g, void *out,
+static inline __attribute__((always_inline)) void split_digits(const float *x, int64_t n, void *out,
                                                                store_digits_fn *store)
 {
     int64_t nb = n / 256;
     int16_t *dg = out;
-    float *inv = (float *)(dg + nb * DIGITS), *sums = inv + nb;
-    for (int64_t i = 0; i < n / g; i++) {
-        float s = 0;
-        for (int j = 0; j < g; j++)
-            s += x[g * i + j];
-        sums[i] = s;
-    }
+    float *inv = (float *)(dg + nb * DIGITS);
     for (int64_t b = 0; b < nb; b++, x += 256, dg += DIGITS) {
         __m512i d[16];
         inv[b] = block_digits(x, d);
@@ -95,20 +95,21 @@ static void store_q4_K(__m512i d[16], int16_t *dg)
 
 void quant_split_q4_K(const float *x, int64_t n, void *out)
 {
-    split_digits(x, n, 32, out, store_q4_K);
+    split_digits(x, n, out, store_q4_K);
 }
 
 /* The weights: a code (0..15) times its 6-bit scale is at most 945, so one
  * VPMULLW makes 32 exact 16-bit weights of a sub-block, and each int32 lane
  * sums 16 products of at most 945 * 2^15 over a super-block: below 2^29, no
  * overflow. Sub-block 2c is the low nibbles of qs[32c..32c+31], 2c+1 the
- * high ones. The mins use the float sums of X per 32 as in every kernel. */
-void quant_rows_split_q4_K(const void *rows, size_t stride, int64_t nr, const void *split, int64_t nb, float *y)
+ * high ones. The mins use the act's float sums of X per 32, XS, as in every
+ * kernel. */
+void quant_rows_split_q4_K(const void *rows, size_t stride, int64_t nr, const void *split, const float *xs,
+                           int64_t nb, float *y)
 {
     const uint8_t *base = rows;
     const int16_t *dg0 = split;
     const float *inv = (const float *)(dg0 + nb * DIGITS);
-    const float *xs = inv + nb;
     const __m512i m4 = _mm512_set1_epi16(0x0F);
     for (int64_t r = 0; r < nr; r++) {
         const blk_q4_K *w = (const blk_q4_K *)(base + (size_t)r * stride);
@@ -189,9 +190,18 @@ static void store_q6_K(__m512i d[16], int16_t *dg)
     }
 }
 
+/* The digits, then the float sums of X per 16 that take the offset of the
+ * codes off. */
 void quant_split_q6_K(const float *x, int64_t n, void *out)
 {
-    split_digits(x, n, 16, out, store_q6_K);
+    split_digits(x, n, out, store_q6_K);
+    float *sums = (float *)((int16_t *)out + n / 256 * DIGITS) + n / 256;
+    for (int64_t i = 0; i < n / 16; i++) {
+        float s = 0;
+        for (int j = 0; j < 16; j++)
+            s += x[16 * i + j];
+        sums[i] = s;
+    }
 }
 
 /* T + A . the 32 digits at P. */
@@ -233,8 +243,10 @@ static inline void half_q6_K(const uint8_t *ql, const uint8_t *qh, const int16_t
     acc[1] = _mm512_fmadd_ps(so, fo, acc[1]);
 }
 
-void quant_rows_split_q6_K(const void *rows, size_t stride, int64_t nr, const void *split, int64_t nb, float *y)
+void quant_rows_split_q6_K(const void *rows, size_t stride, int64_t nr, const void *split, const float *xs,
+                           int64_t nb, float *y)
 {
+    (void)xs; /* Q6_K has no mins: its split holds the sums it needs */
     const uint8_t *base = rows;
     const int16_t *dg0 = split;
     const float *inv = (const float *)(dg0 + nb * DIGITS);

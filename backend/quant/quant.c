@@ -59,14 +59,16 @@ static const struct quant_type k_types[GGML_TYPE_COUNT] = {
     [GGML_TYPE_Q3_K] = {.name = "Q3_K", .blck = 256, .size = 110, KERNELS(q3_K),
                         .fallback = GGML_TYPE_IQ4_NL, .ftype = 11},
     /* ftype 14, 16: Q4_K_S, Q5_K_S (every weight of that type) */
-    /* split: two int16 digits an element, 2^-k per super-block, a float sum per 32 */
+    /* split: two int16 digits an element, 2^-k per super-block (the mins use the act's sums) */
     [GGML_TYPE_Q4_K] = {.name = "Q4_K", .blck = 256, .size = 144, .has_min = true, KERNELS(q4_K),
-                        ROWS512(q4_K), SPLIT(q4_K, 256 * 4 + 4 + 8 * 4), .fallback = GGML_TYPE_Q5_0, .ftype = 14},
+                        ROWS512(q4_K), SPLIT(q4_K, QUANT_VNNI_SPLIT_BYTES(0)), .fallback = GGML_TYPE_Q5_0,
+                        .ftype = 14},
     [GGML_TYPE_Q5_K] = {.name = "Q5_K", .blck = 256, .size = 176, .has_min = true, KERNELS(q5_K),
                         .fallback = GGML_TYPE_Q5_1, .ftype = 16},
     /* split: two int16 digits an element, 2^-k per super-block, a float sum per 16 */
     [GGML_TYPE_Q6_K] = {.name = "Q6_K", .blck = 256, .size = 210, KERNELS(q6_K),
-                        ROWS512(q6_K), SPLIT(q6_K, 256 * 4 + 4 + 16 * 4), .fallback = GGML_TYPE_Q8_0, .ftype = 18},
+                        ROWS512(q6_K), SPLIT(q6_K, QUANT_VNNI_SPLIT_BYTES(16)), .fallback = GGML_TYPE_Q8_0,
+                        .ftype = 18},
     [GGML_TYPE_Q8_K] = {.name = "Q8_K", .blck = 256, .size = 292},
     [16] = {.name = "IQ2_XXS", .blck = 256, .size = 66},
     [17] = {.name = "IQ2_XS", .blck = 256, .size = 74},
@@ -471,7 +473,7 @@ void quant_dot_rows(const void *rows, size_t stride, int64_t nr, const struct qu
     int64_t nb = act->n / tt->blck;
     enum quant_isa isa = quant_isa();
     if (isa == QUANT_ISA_AVX512VNNI && tt->dot_rows_split && act->split) {
-        tt->dot_rows_split(rows, stride, nr, act->split, nb, y);
+        tt->dot_rows_split(rows, stride, nr, act->split, act->q, nb, y);
         return;
     }
     if (isa >= QUANT_ISA_AVX512 && tt->dot_rows_avx512) {

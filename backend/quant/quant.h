@@ -135,9 +135,9 @@ void quant_prepare_act(enum ggml_type t, const float *x, int64_t n, void *scratc
 /* Bytes of scratch quant_prepare_act_split needs for N elements of type T:
  * 0 unless T has an AVX512_VNNI decode kernel (Q4_K, Q6_K), N is whole
  * blocks and this CPU runs that instruction set (fixed for the process,
- * whichever set is in use). About 4.2 bytes an element: X as two 16-bit
+ * whichever set is in use). 4 to 4.25 bytes an element: X as two 16-bit
  * integer digits with a power of two per 256 (float precision or better),
- * and the sums the kernel needs. */
+ * and whatever sums of X the kernel needs besides the act's. */
 size_t quant_act_split_size(enum ggml_type t, int64_t n);
 /* Adds to ACT (prepared by quant_prepare_act) the split of its input that
  * quant_dot_rows reads on the avx512vnni instruction set, in SCRATCH

@@ -237,8 +237,8 @@ static inline void kquant_mins(uint16_t dmin16, __m128i packed, const float *xs,
     *macc = _mm256_fmadd_ps(_mm256_set1_ps(h2f(dmin16)), _mm256_mul_ps(mnf, _mm256_loadu_ps(xs)), *macc);
 }
 
-/* The same as d*sc in DSC[0..7] and, added to MACC, dmin * mn[s] * (sum of x
- * over sub-block s, XS[s]). */
+/* The scales as d*sc in DSC[0..7] and, added to MACC, dmin * mn[s] * (sum
+ * of x over sub-block s, XS[s]). */
 static inline void kquant_scales(uint16_t d16, uint16_t dmin16, const uint8_t *scales, const float *xs,
                                  float dsc[8], __m256 *macc)
 {
@@ -311,9 +311,9 @@ typedef void (*quant_dot_rows_fn)(const void *rows, size_t stride, int64_t nr, c
  * order the type's kernel reads them, and whatever sums of X it needs
  * (dot_avx512vnni.c). */
 typedef void (*quant_split_fn)(const float *x, int64_t n, void *out);
-/* As quant_dot_rows_fn, against the split input SPLIT. */
+/* As quant_dot_rows_fn, against the split input SPLIT (XS as there). */
 typedef void (*quant_dot_rows_split_fn)(const void *rows, size_t stride, int64_t nr, const void *split,
-                                        int64_t nb, float *y);
+                                        const float *xs, int64_t nb, float *y);
 /* NC chunks of 32 of a row decoded to floats, the values the reference
  * decoder gives (dot_avx2.c). */
 typedef void (*quant_deq_fn)(const void *row, int64_t nc, float *dst);
@@ -395,10 +395,16 @@ QUANT_ROWS_AVX512(q4_K)
 QUANT_ROWS_AVX512(q6_K)
 #undef QUANT_ROWS_AVX512
 
-/* The AVX512_VNNI kernels there are (dot_avx512vnni.c). */
+/* The AVX512_VNNI kernels there are (dot_avx512vnni.c), and the bytes per
+ * super-block of their splits: QUANT_VNNI_DIGITS int16 digits and a float
+ * 2^-k, then SUMS floats of sums of X. */
+enum { QUANT_VNNI_DIGITS = 512 };
+#define QUANT_VNNI_SPLIT_BYTES(sums) (QUANT_VNNI_DIGITS * 2 + 4 + (sums) * 4)
 void quant_split_q6_K(const float *x, int64_t n, void *out);
-void quant_rows_split_q6_K(const void *rows, size_t stride, int64_t nr, const void *split, int64_t nb, float *y);
+void quant_rows_split_q6_K(const void *rows, size_t stride, int64_t nr, const void *split, const float *xs,
+                           int64_t nb, float *y);
 void quant_split_q4_K(const float *x, int64_t n, void *out);
-void quant_rows_split_q4_K(const void *rows, size_t stride, int64_t nr, const void *split, int64_t nb, float *y);
+void quant_rows_split_q4_K(const void *rows, size_t stride, int64_t nr, const void *split, const float *xs,
+                           int64_t nb, float *y);
 
 #endif
