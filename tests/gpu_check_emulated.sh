@@ -75,7 +75,11 @@ grep -q 'have 2 of 3 parts' "$tmp/unpack1.log" && ok "says what is missing" || b
 cmp -s "$tmp/model.gguf" "$tmp/work/pack/model.gguf" && ok "reassembled byte for byte" || bad "reassembled file differs"
 # a damaged part is refused, and nothing is assembled from it
 rm -rf "$tmp/work/pack"
-printf 'x' | dd of="$tmp/call1/1/model.gguf.part000" bs=1 seek=100 conv=notrunc 2>/dev/null
+# (the byte is flipped, not overwritten: the parts are random, and a fixed
+# byte would leave one part in 256 unchanged)
+part0=$tmp/call1/1/model.gguf.part000
+byte=$(od -An -tu1 -j100 -N1 "$part0" | tr -d ' ')
+printf "\\$(printf %03o $((byte ^ 255)))" | dd of="$part0" bs=1 seek=100 conv=notrunc 2>/dev/null
 "$check" --unpack "$tmp/call1" 2>"$tmp/unpack3.log"
 rc=$?
 ((rc == 2)) && grep -q 'does not match SHA256SUMS' "$tmp/unpack3.log" && ok "damaged part refused" ||
