@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # gpu_check_emulated - scripts/gpu-check without a device: the run ends
-# with exit 0 and ONE report that lists every step with a status (the device
+# with exit 0 and ONE report (beside the logs) that lists every step with a status (the device
 # steps "skipped: no CUDA device", the emulator's tests "pass"); a budget
 # too small for a step skips it instead of running over; and the model's
 # parts (--pack) reassemble byte for byte across two unpacks, while a
-# damaged part is refused.
+# damaged part is refused; a CUDA build packed with --pack-build is used by
+# --from-pack, and refused when damaged; --steps runs only what it names.
 #   gpu_check_emulated.sh GPU_CHECK BUILD_DIR
 set -uo pipefail
 check=$1 build=$2
@@ -15,8 +16,8 @@ ok() { echo "ok: $*"; }
 bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
 
 steps=(environment model_pack build test_cuda test_kernels test_cuda_emu test_kernels_emu
-       model_greedy bench_smollm2-135m_q4_1 bench_llama-1b_q8_0 bench_llama-8b_q4_k
-       bench_llama-8b_q8_0 bench_llama-8b_f16 memcheck synccheck racecheck bench_qwen3-30b-a3b_q4_k)
+       model_greedy bench_smollm2-135m_q4_1 bench_llama-1b_q4_k bench_llama-1b_q8_0 bench_llama-8b_q4_k
+       profile_llama-8b_q4_k bench_llama-8b_q8_0 bench_llama-8b_f16 memcheck synccheck racecheck bench_qwen3-30b-a3b_q4_k)
 status_of() { # REPORT STEP: the status cell of STEP's row
   awk -F' \\| ' -v s="| $2" '$1 == s { print $2 }' "$1"
 }
@@ -28,7 +29,8 @@ rc=$?
 ((rc == 0)) && ok "exit 0" || { bad "exit $rc"; cat "$tmp/log"; }
 report=$tmp/out/gpu-check.md
 n=$(find "$tmp/out" -type f | wc -l)
-((n == 1)) && [ -f "$report" ] && ok "one report file" || bad "$n files under OUT, want gpu-check.md alone"
+((n == 2)) && [ -f "$report" ] && tar -tzf "$tmp/out/gpu-check-logs.tar.gz" | grep -q '^logs/test_cuda_emu.log$' &&
+  ok "the report and the logs" || bad "$n files under OUT, want gpu-check.md and gpu-check-logs.tar.gz"
 for s in "${steps[@]}"; do
   st=$(status_of "$report" "$s")
   case $s in
@@ -84,6 +86,33 @@ printf "\\$(printf %03o $((byte ^ 255)))" | dd of="$part0" bs=1 seek=100 conv=no
 rc=$?
 ((rc == 2)) && grep -q 'does not match SHA256SUMS' "$tmp/unpack3.log" && ok "damaged part refused" ||
   bad "damaged part: exit $rc, $(cat "$tmp/unpack3.log")"
+# 4. a prebuilt CUDA build, packed here and taken from the pack there
+if [ -x "$build/kvchat-cuda.so" ] && [ -x "$build/tests/test_cuda" ] && [ -x "$build/kvchat" ]; then
+  "$check" --pack-build "$tmp/repo/gp" --build-dir "$build" 2>"$tmp/packb.log" &&
+    [ -f "$tmp/repo/gp/build/build.tar.xz" ] && ok "--pack-build" || { bad "--pack-build"; cat "$tmp/packb.log"; }
+  GPU_CHECK_WORK=$tmp/work4 OUT=$tmp/out4 "$check" --emulate --from-pack "$tmp/repo/gp" --steps 'test_kernels_emu' \
+    >"$tmp/log4" 2>&1
+  st=$(status_of "$tmp/out4/gpu-check.md" build)
+  [[ $st == pass ]] && grep -q '| build | pass | [0-9.]* | prebuilt' "$tmp/out4/gpu-check.md" &&
+    ok "--from-pack: the build comes from the pack" || { bad "--from-pack: build '$st'"; cat "$tmp/log4"; }
+  [ -x "$tmp/work4/build/kvchat" ] && [ -n "$(ls "$tmp/work4/build/lib")" ] &&
+    ok "unpacked with its libraries" || bad "nothing unpacked under $tmp/work4/build"
+  st=$(status_of "$tmp/out4/gpu-check.md" test_cuda_emu)
+  [[ $st == "skipped: not asked for (--steps)" ]] && ok "--steps: test_cuda_emu '$st'" || bad "--steps: test_cuda_emu '$st'"
+  # the CUDA build holds no emulator tests: the one step asked for fails, and says why
+  st=$(status_of "$tmp/out4/gpu-check.md" test_kernels_emu)
+  [[ $st == "FAIL (not built: "* ]] && ok "--steps: test_kernels_emu '$st'" || bad "--steps: test_kernels_emu '$st'"
+  xz=$tmp/repo/gp/build/build.tar.xz
+  byte=$(od -An -tu1 -j1000 -N1 "$xz" | tr -d ' ')
+  printf "\\$(printf %03o $((byte ^ 255)))" | dd of="$xz" bs=1 seek=1000 conv=notrunc 2>/dev/null
+  GPU_CHECK_WORK=$tmp/work5 OUT=$tmp/out5 "$check" --emulate --from-pack "$tmp/repo/gp" --steps none >"$tmp/log5" 2>&1
+  st=$(status_of "$tmp/out5/gpu-check.md" build)
+  [[ $st == "FAIL (the build pack: exit 2)" ]] && grep -q 'does not match its SHA256SUMS' "$tmp/out5/gpu-check.md" &&
+    ok "damaged build pack refused" || bad "damaged build pack: '$st'"
+else
+  echo "skip: $build has no CUDA build (kvchat-cuda.so, test_cuda) to pack"
+fi
+
 "$check" --frobnicate >/dev/null 2>&1
 (($? == 2)) && ok "unknown option: exit 2" || bad "unknown option accepted"
 
